@@ -1,0 +1,48 @@
+//! Messages of the client ↔ balancer link and the balancer ↔ server probe link.
+//!
+//! Tags of every link live in disjoint ranges so that a server, whose one
+//! listener serves several links, can tell them apart by the first byte.
+
+use crate::auth::AuthCode;
+use crate::refusal::Refusal;
+use speedy::{Readable, Writable};
+
+/// Client ↔ balancer.
+#[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
+#[speedy(tag_type = u8)]
+pub enum BalancerMsg {
+    /// Client → balancer: find me a server.
+    #[speedy(tag = 1)]
+    GetServer { version: u16 },
+    /// Balancer → client: that server said yes; present this code to it.
+    #[speedy(tag = 2)]
+    Assigned {
+        server_id: u32,
+        addr: String,
+        code: AuthCode,
+    },
+    /// Balancer → client: a whole round found no server with a free slot.
+    #[speedy(tag = 3)]
+    NoServer { probed: u32, busy: u32 },
+    #[speedy(tag = 4)]
+    Refused(Refusal),
+}
+
+/// Balancer ↔ server: "are you available?".
+#[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
+#[speedy(tag_type = u8)]
+pub enum ProbeMsg {
+    /// Balancer → server. The code is the one the client will present; a yes
+    /// reserves a slot for it.
+    #[speedy(tag = 10)]
+    Probe { version: u16, code: AuthCode },
+    #[speedy(tag = 11)]
+    Available,
+    #[speedy(tag = 12)]
+    Busy,
+    #[speedy(tag = 13)]
+    Refused(Refusal),
+}
+
+/// First tag byte of [`ProbeMsg`] frames.
+pub const PROBE_TAGS: std::ops::Range<u8> = 10..20;

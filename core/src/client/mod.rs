@@ -1,0 +1,468 @@
+//! The client's side of getting a session: ask the balancer, then handshake
+//! with the server it names.
+//!
+//! Balancer: connect, GET SERVER, receive ASSIGNED(addr, code) or NO SERVER.
+//! Server: connect, HELLO(code), receive HELLO ACK, send ACK. Each step has a
+//! timeout. If the assigned server cannot be reached, or no longer knows the
+//! code, the client goes back to the balancer, a bounded number of times.
+
+use crate::auth::AuthCode;
+use crate::balancer::messages::BalancerMsg;
+use crate::frame::FrameDecoder;
+use crate::io::{ConnId, Input, Node, Output};
+use crate::outbox::{drain_messages, Outbox};
+use crate::refusal::{Refusal, PROTOCOL_VERSION};
+use crate::server::messages::SessionMsg;
+use crate::time::Timestamp;
+use std::fmt;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub balancer: String,
+    /// How long each step (connect, answer) may take.
+    pub step_timeout: Duration,
+    /// How many times the client asks the balancer before giving up.
+    pub attempts: u32,
+}
+
+impl ClientConfig {
+    pub fn new(balancer: impl Into<String>) -> Self {
+        ClientConfig {
+            balancer: balancer.into(),
+            step_timeout: Duration::from_secs(5),
+            attempts: 3,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientError {
+    /// The balancer found no server with a free slot.
+    NoServer { probed: u32, busy: u32 },
+    /// A peer refused us, with its reason.
+    Refused { by: Peer, reason: Refusal },
+    /// A peer could not be reached or hung up.
+    Unreachable { peer: Peer, reason: String },
+    /// A peer did not answer in time.
+    Timeout { peer: Peer, step: &'static str },
+    /// A peer sent something we cannot read.
+    Protocol { peer: Peer, detail: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    Balancer,
+    Server,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Peer::Balancer => "balancer",
+            Peer::Server => "server",
+        })
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::NoServer { probed, busy } => write!(
+                f,
+                "no server available ({probed} asked, {busy} busy, {} not answering)",
+                probed - busy
+            ),
+            ClientError::Refused { by, reason } => write!(f, "{by} refused: {reason}"),
+            ClientError::Unreachable { peer, reason } => {
+                write!(f, "cannot reach the {peer}: {reason}")
+            }
+            ClientError::Timeout { peer, step } => {
+                write!(f, "the {peer} did not answer in time ({step})")
+            }
+            ClientError::Protocol { peer, detail } => {
+                write!(f, "the {peer} broke the protocol: {detail}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    Assigned {
+        server_id: u32,
+        addr: String,
+    },
+    /// Going back to the balancer after a failure with the assigned server.
+    Retrying {
+        error: ClientError,
+    },
+    Connected {
+        server_id: u32,
+        addr: String,
+    },
+    Failed(ClientError),
+    /// The established session was closed by the server.
+    Disconnected,
+}
+
+impl fmt::Display for ClientEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientEvent::Assigned { server_id, addr } => {
+                write!(f, "assigned server {server_id} at {addr}")
+            }
+            ClientEvent::Retrying { error } => write!(f, "retry after: {error}"),
+            ClientEvent::Connected { server_id, addr } => {
+                write!(f, "connected to server {server_id} at {addr}")
+            }
+            ClientEvent::Failed(e) => write!(f, "failed: {e}"),
+            ClientEvent::Disconnected => f.write_str("disconnected by server"),
+        }
+    }
+}
+
+enum State {
+    Idle,
+    Balancer {
+        conn: ConnId,
+        deadline: Timestamp,
+        connected: bool,
+    },
+    Server {
+        conn: ConnId,
+        deadline: Timestamp,
+        server_id: u32,
+        addr: String,
+        code: AuthCode,
+        connected: bool,
+    },
+    Established {
+        conn: ConnId,
+        server_id: u32,
+        addr: String,
+    },
+    Done,
+}
+
+pub struct Client {
+    cfg: ClientConfig,
+    state: State,
+    decoder: FrameDecoder,
+    attempts_left: u32,
+    next_dial: u64,
+    out: Outbox<ClientEvent>,
+}
+
+impl Client {
+    pub fn new(cfg: ClientConfig) -> Self {
+        let attempts = cfg.attempts.max(1);
+        Client {
+            cfg,
+            state: State::Idle,
+            decoder: FrameDecoder::default(),
+            attempts_left: attempts,
+            next_dial: 0,
+            out: Outbox::default(),
+        }
+    }
+
+    /// Starts asking the balancer for a server.
+    pub fn start(&mut self, now: Timestamp) {
+        if matches!(self.state, State::Idle) {
+            self.ask_balancer(now);
+        }
+    }
+
+    /// The established session, if any: (connection, server id, address).
+    pub fn session(&self) -> Option<(ConnId, u32, &str)> {
+        match &self.state {
+            State::Established {
+                conn,
+                server_id,
+                addr,
+            } => Some((*conn, *server_id, addr)),
+            _ => None,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn dial(&mut self, addr: String) -> ConnId {
+        let conn = ConnId::dialed(self.next_dial);
+        self.next_dial += 1;
+        self.decoder = FrameDecoder::default();
+        self.out.connect(conn, addr);
+        conn
+    }
+
+    fn ask_balancer(&mut self, now: Timestamp) {
+        self.attempts_left -= 1;
+        let conn = self.dial(self.cfg.balancer.clone());
+        self.state = State::Balancer {
+            conn,
+            deadline: now + self.cfg.step_timeout,
+            connected: false,
+        };
+    }
+
+    fn current_conn(&self) -> Option<ConnId> {
+        match &self.state {
+            State::Balancer { conn, .. }
+            | State::Server { conn, .. }
+            | State::Established { conn, .. } => Some(*conn),
+            State::Idle | State::Done => None,
+        }
+    }
+
+    fn peer(&self) -> Peer {
+        match self.state {
+            State::Balancer { .. } => Peer::Balancer,
+            _ => Peer::Server,
+        }
+    }
+
+    /// Ends the attempt with `error`: retried through the balancer if it
+    /// happened with a server and attempts remain, reported otherwise.
+    fn fail(&mut self, now: Timestamp, error: ClientError) {
+        if let Some(conn) = self.current_conn() {
+            self.out.close(conn);
+        }
+        let retryable = matches!(self.state, State::Server { .. })
+            && !matches!(
+                error,
+                ClientError::Refused {
+                    reason: Refusal::VersionMismatch { .. } | Refusal::BadCode,
+                    ..
+                }
+            );
+        if retryable && self.attempts_left > 0 {
+            self.out.event(ClientEvent::Retrying { error });
+            self.ask_balancer(now);
+        } else {
+            self.state = State::Done;
+            self.out.event(ClientEvent::Failed(error));
+        }
+    }
+
+    fn on_balancer_msg(&mut self, now: Timestamp, msg: BalancerMsg) {
+        match msg {
+            BalancerMsg::Assigned {
+                server_id,
+                addr,
+                code,
+            } => {
+                if let Some(old) = self.current_conn() {
+                    self.out.close(old);
+                }
+                self.out.event(ClientEvent::Assigned {
+                    server_id,
+                    addr: addr.clone(),
+                });
+                let conn = self.dial(addr.clone());
+                self.state = State::Server {
+                    conn,
+                    deadline: now + self.cfg.step_timeout,
+                    server_id,
+                    addr,
+                    code,
+                    connected: false,
+                };
+            }
+            BalancerMsg::NoServer { probed, busy } => {
+                self.fail(now, ClientError::NoServer { probed, busy })
+            }
+            BalancerMsg::Refused(reason) => self.fail(
+                now,
+                ClientError::Refused {
+                    by: Peer::Balancer,
+                    reason,
+                },
+            ),
+            BalancerMsg::GetServer { .. } => self.fail(
+                now,
+                ClientError::Protocol {
+                    peer: Peer::Balancer,
+                    detail: "balancer sent a request".into(),
+                },
+            ),
+        }
+    }
+
+    fn on_server_msg(&mut self, now: Timestamp, msg: SessionMsg) {
+        match (&self.state, msg) {
+            (
+                State::Server {
+                    conn,
+                    server_id,
+                    addr,
+                    ..
+                },
+                SessionMsg::HelloAck { server_id: said },
+            ) if *server_id == said => {
+                let (conn, server_id, addr) = (*conn, *server_id, addr.clone());
+                self.out.send(conn, &SessionMsg::Ack);
+                self.out.event(ClientEvent::Connected {
+                    server_id,
+                    addr: addr.clone(),
+                });
+                self.state = State::Established {
+                    conn,
+                    server_id,
+                    addr,
+                };
+            }
+            (_, SessionMsg::Refused(reason)) => self.fail(
+                now,
+                ClientError::Refused {
+                    by: Peer::Server,
+                    reason,
+                },
+            ),
+            (_, other) => self.fail(
+                now,
+                ClientError::Protocol {
+                    peer: Peer::Server,
+                    detail: format!("unexpected {other:?}"),
+                },
+            ),
+        }
+    }
+
+    fn on_bytes(&mut self, now: Timestamp, bytes: &[u8]) {
+        self.decoder.push(bytes);
+        let peer = self.peer();
+        let result = match peer {
+            Peer::Balancer => {
+                let mut msgs = Vec::new();
+                let r = drain_messages::<BalancerMsg>(&mut self.decoder, &mut msgs);
+                for m in msgs {
+                    if !matches!(self.state, State::Balancer { .. }) {
+                        break;
+                    }
+                    self.on_balancer_msg(now, m);
+                }
+                r
+            }
+            Peer::Server => {
+                let mut msgs = Vec::new();
+                let r = drain_messages::<SessionMsg>(&mut self.decoder, &mut msgs);
+                for m in msgs {
+                    if !matches!(self.state, State::Server { .. } | State::Established { .. }) {
+                        break;
+                    }
+                    self.on_server_msg(now, m);
+                }
+                r
+            }
+        };
+        if let Err(e) = result {
+            if self.current_conn().is_some() {
+                self.fail(
+                    now,
+                    ClientError::Protocol {
+                        peer,
+                        detail: e.to_string(),
+                    },
+                );
+            }
+        }
+    }
+}
+
+impl Node for Client {
+    type Event = ClientEvent;
+
+    fn handle_input(&mut self, now: Timestamp, input: Input<'_>) {
+        let current = self.current_conn();
+        match input {
+            Input::Connected { conn } if Some(conn) == current => match &mut self.state {
+                State::Balancer { connected, .. } => {
+                    *connected = true;
+                    let msg = BalancerMsg::GetServer {
+                        version: PROTOCOL_VERSION,
+                    };
+                    self.out.send(conn, &msg);
+                }
+                State::Server {
+                    connected, code, ..
+                } => {
+                    *connected = true;
+                    let msg = SessionMsg::Hello {
+                        version: PROTOCOL_VERSION,
+                        code: code.clone(),
+                    };
+                    self.out.send(conn, &msg);
+                }
+                _ => {}
+            },
+            Input::ConnectFailed { conn, reason } if Some(conn) == current => {
+                let peer = self.peer();
+                self.fail(now, ClientError::Unreachable { peer, reason });
+            }
+            Input::Received { conn, bytes } if Some(conn) == current => self.on_bytes(now, bytes),
+            Input::Closed { conn } if Some(conn) == current => {
+                if matches!(self.state, State::Established { .. }) {
+                    self.state = State::Done;
+                    self.out.event(ClientEvent::Disconnected);
+                } else {
+                    let peer = self.peer();
+                    let reason = "connection closed".into();
+                    self.fail(now, ClientError::Unreachable { peer, reason });
+                }
+            }
+            // Stale connections from an earlier attempt, or accepts (a
+            // client listens for nothing).
+            _ => {}
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Timestamp) {
+        let (peer, step, deadline) = match &self.state {
+            State::Balancer {
+                deadline,
+                connected,
+                ..
+            } => (
+                Peer::Balancer,
+                if *connected {
+                    "server assignment"
+                } else {
+                    "connect"
+                },
+                *deadline,
+            ),
+            State::Server {
+                deadline,
+                connected,
+                ..
+            } => (
+                Peer::Server,
+                if *connected { "hello ack" } else { "connect" },
+                *deadline,
+            ),
+            _ => return,
+        };
+        if deadline <= now {
+            self.fail(now, ClientError::Timeout { peer, step });
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<Output<ClientEvent>> {
+        self.out.pop()
+    }
+
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        match &self.state {
+            State::Balancer { deadline, .. } | State::Server { deadline, .. } => Some(*deadline),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,77 @@
+//! The contract between a protocol node and the driver that runs it.
+//!
+//! A driver owns sockets, timers and disks; a node owns every decision. The
+//! driver feeds [`Input`]s and expired timers in, then drains every
+//! [`Output`] before it feeds the next input (str0m's rule), and sleeps until
+//! [`Node::poll_timeout`] or the next input, whichever comes first.
+
+use crate::time::Timestamp;
+use std::fmt;
+
+/// Identifies one connection of a node. Connections the node dials are
+/// numbered by the node; connections the driver accepts are numbered by the
+/// driver, so the two never collide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId {
+    pub dialed: bool,
+    pub n: u64,
+}
+
+impl ConnId {
+    pub fn accepted(n: u64) -> Self {
+        ConnId { dialed: false, n }
+    }
+    pub fn dialed(n: u64) -> Self {
+        ConnId { dialed: true, n }
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", if self.dialed { "d" } else { "a" }, self.n)
+    }
+}
+
+/// What happened in the world.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// A peer connected to one of the node's listeners.
+    Accepted { conn: ConnId, peer: String },
+    /// A connection the node asked for is open.
+    Connected { conn: ConnId },
+    /// A connection the node asked for could not be opened.
+    ConnectFailed { conn: ConnId, reason: String },
+    /// Bytes arrived on a connection.
+    Received { conn: ConnId, bytes: &'a [u8] },
+    /// The peer closed the connection, or it broke.
+    Closed { conn: ConnId },
+}
+
+/// What the node wants done.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output<E> {
+    /// Write these bytes on the connection, in order.
+    Transmit { conn: ConnId, bytes: Vec<u8> },
+    /// Open a connection to `addr` (`host:port`); report Connected or ConnectFailed.
+    Connect { conn: ConnId, addr: String },
+    /// Flush what was transmitted, then close. The node has forgotten the
+    /// connection; a later `Closed` for it is ignored.
+    Close { conn: ConnId },
+    /// Something the application or a trace should know.
+    Event(E),
+}
+
+/// A sans-IO protocol node.
+pub trait Node {
+    type Event: fmt::Display + fmt::Debug;
+
+    fn handle_input(&mut self, now: Timestamp, input: Input<'_>);
+
+    /// Called when `now` has reached the deadline from [`Node::poll_timeout`].
+    fn handle_timeout(&mut self, now: Timestamp);
+
+    fn poll_output(&mut self) -> Option<Output<Self::Event>>;
+
+    /// The next instant at which [`Node::handle_timeout`] must be called.
+    fn poll_timeout(&self) -> Option<Timestamp>;
+}

@@ -1,0 +1,27 @@
+//! Ferry's protocol core.
+//!
+//! Every protocol is a plain state machine here: bytes, connection events and
+//! the current time go in through [`io::Node::handle_input`] and
+//! [`io::Node::handle_timeout`]; bytes to send, connections to open or close,
+//! and events come out of [`io::Node::poll_output`]; the next deadline comes
+//! out of [`io::Node::poll_timeout`]. Nothing here touches a socket, a file,
+//! a clock, a thread or an OS random source: the drivers in `runtime-smol`
+//! and `sim` do that, and both drive these same machines.
+
+pub mod auth;
+pub mod balancer;
+pub mod client;
+pub mod entropy;
+pub mod frame;
+pub mod io;
+pub mod outbox;
+pub mod refusal;
+pub mod server;
+pub mod time;
+
+#[cfg(test)]
+pub(crate) mod testkit;
+
+pub use entropy::Entropy;
+pub use io::{ConnId, Input, Node, Output};
+pub use time::Timestamp;

@@ -1,0 +1,1 @@
+//! Helpers for black-box tests live in the test files themselves.
