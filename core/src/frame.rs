@@ -86,7 +86,7 @@ pub struct FrameDecoder {
     buf: Vec<u8>,
     start: usize,
     max: usize,
-    failed: bool,
+    failed: Option<FrameError>,
 }
 
 impl Default for FrameDecoder {
@@ -101,12 +101,12 @@ impl FrameDecoder {
             buf: Vec::new(),
             start: 0,
             max,
-            failed: false,
+            failed: None,
         }
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
-        if self.failed {
+        if self.failed.is_some() {
             return;
         }
         // Compact only when the consumed prefix dominates, so pushes stay O(n).
@@ -120,16 +120,20 @@ impl FrameDecoder {
     /// The next complete payload, `Ok(None)` if more bytes are needed.
     /// After an error the stream is unusable and every call repeats it.
     pub fn next_payload(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
         let avail = &self.buf[self.start..];
         if avail.len() < PREFIX {
             return Ok(None);
         }
         let len = u32::from_le_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
         if len > self.max {
-            self.failed = true;
+            let e = FrameError::TooLarge { len, max: self.max };
+            self.failed = Some(e.clone());
             self.buf = Vec::new();
             self.start = 0;
-            return Err(FrameError::TooLarge { len, max: self.max });
+            return Err(e);
         }
         if avail.len() < PREFIX + len {
             return Ok(None);
@@ -266,7 +270,7 @@ mod tests {
             let n = (e.next_u64() % 64) as usize;
             let mut bytes = vec![0u8; n];
             e.fill(&mut bytes);
-            if bytes.len() >= 4 && e.next_u64() % 2 == 0 {
+            if bytes.len() >= 4 && e.next_u64().is_multiple_of(2) {
                 // Make the prefix plausible so the payload decoder is exercised.
                 let len = (n - 4) as u32;
                 bytes[..4].copy_from_slice(&len.to_le_bytes());

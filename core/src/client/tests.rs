@@ -1,1 +1,286 @@
+use super::*;
+use crate::testkit::*;
 
+fn client() -> Client {
+    let mut c = Client::new(ClientConfig::new("balancer:7000"));
+    c.start(ms(0));
+    c
+}
+
+fn code() -> AuthCode {
+    secret().mint(2, [4; 16])
+}
+
+fn recv<M: speedy::Writable<speedy::LittleEndian>>(
+    c: &mut Client,
+    now: Timestamp,
+    conn: ConnId,
+    msg: &M,
+) -> Vec<Output<ClientEvent>> {
+    let bytes = bytes_of(msg);
+    c.handle_input(
+        now,
+        Input::Received {
+            conn,
+            bytes: &bytes,
+        },
+    );
+    drain(c)
+}
+
+/// Drives the client up to the point where it dialed the assigned server.
+fn assigned(c: &mut Client) -> ConnId {
+    let outs = drain(c);
+    assigned_after(c, &outs)
+}
+
+/// Like `assigned`, from outputs that hold the balancer dial.
+fn assigned_after(c: &mut Client, outs: &[Output<ClientEvent>]) -> ConnId {
+    let (bal, addr) = connects(outs)[0].clone();
+    assert_eq!(addr, "balancer:7000");
+    c.handle_input(ms(1), Input::Connected { conn: bal });
+    let outs = drain(c);
+    assert_eq!(
+        sent::<BalancerMsg, _>(&outs, bal),
+        vec![BalancerMsg::GetServer {
+            version: PROTOCOL_VERSION
+        }]
+    );
+    let outs = recv(
+        c,
+        ms(2),
+        bal,
+        &BalancerMsg::Assigned {
+            server_id: 2,
+            addr: "server2:7002".into(),
+            code: code(),
+        },
+    );
+    assert!(closed(&outs, bal));
+    let (srv, addr) = connects(&outs)[0].clone();
+    assert_eq!(addr, "server2:7002");
+    srv
+}
+
+#[test]
+fn full_handshake_establishes_a_session() {
+    let mut c = client();
+    let srv = assigned(&mut c);
+    c.handle_input(ms(3), Input::Connected { conn: srv });
+    let outs = drain(&mut c);
+    assert_eq!(
+        sent::<SessionMsg, _>(&outs, srv),
+        vec![SessionMsg::Hello {
+            version: PROTOCOL_VERSION,
+            code: code()
+        }]
+    );
+    let outs = recv(&mut c, ms(4), srv, &SessionMsg::HelloAck { server_id: 2 });
+    assert_eq!(sent::<SessionMsg, _>(&outs, srv), vec![SessionMsg::Ack]);
+    assert_eq!(
+        events(&outs),
+        vec![ClientEvent::Connected {
+            server_id: 2,
+            addr: "server2:7002".into()
+        }]
+    );
+    assert_eq!(c.session(), Some((srv, 2, "server2:7002")));
+    assert_eq!(c.poll_timeout(), None);
+    c.handle_input(ms(5), Input::Closed { conn: srv });
+    assert_eq!(events(&drain(&mut c)), vec![ClientEvent::Disconnected]);
+    assert!(c.is_done());
+}
+
+#[test]
+fn no_server_is_a_clear_failure_not_a_retry() {
+    let mut c = client();
+    let (bal, _) = connects(&drain(&mut c))[0].clone();
+    c.handle_input(ms(1), Input::Connected { conn: bal });
+    drain(&mut c);
+    let outs = recv(
+        &mut c,
+        ms(2),
+        bal,
+        &BalancerMsg::NoServer { probed: 3, busy: 1 },
+    );
+    let evs = events(&outs);
+    assert_eq!(
+        evs,
+        vec![ClientEvent::Failed(ClientError::NoServer {
+            probed: 3,
+            busy: 1
+        })]
+    );
+    assert!(evs[0]
+        .to_string()
+        .contains("no server available (3 asked, 1 busy, 2 not answering)"));
+    assert!(c.is_done());
+}
+
+#[test]
+fn unreachable_balancer_fails_without_retry() {
+    let mut c = client();
+    let (bal, _) = connects(&drain(&mut c))[0].clone();
+    c.handle_input(
+        ms(1),
+        Input::ConnectFailed {
+            conn: bal,
+            reason: "connection refused".into(),
+        },
+    );
+    let outs = drain(&mut c);
+    assert!(connects(&outs).is_empty());
+    assert_eq!(
+        events(&outs),
+        vec![ClientEvent::Failed(ClientError::Unreachable {
+            peer: Peer::Balancer,
+            reason: "connection refused".into()
+        })]
+    );
+}
+
+#[test]
+fn silent_balancer_times_out() {
+    let mut c = client();
+    let (bal, _) = connects(&drain(&mut c))[0].clone();
+    c.handle_input(ms(1), Input::Connected { conn: bal });
+    drain(&mut c);
+    assert_eq!(c.poll_timeout(), Some(ms(5000)));
+    c.handle_timeout(ms(5000));
+    assert_eq!(
+        events(&drain(&mut c)),
+        vec![ClientEvent::Failed(ClientError::Timeout {
+            peer: Peer::Balancer,
+            step: "server assignment"
+        })]
+    );
+}
+
+#[test]
+fn dead_assigned_server_sends_the_client_back_to_the_balancer() {
+    let mut c = client();
+    let srv = assigned(&mut c);
+    c.handle_input(
+        ms(3),
+        Input::ConnectFailed {
+            conn: srv,
+            reason: "refused".into(),
+        },
+    );
+    let outs = drain(&mut c);
+    assert!(matches!(events(&outs)[..], [ClientEvent::Retrying { .. }]));
+    assert_eq!(connects(&outs)[0].1, "balancer:7000");
+}
+
+#[test]
+fn retries_are_bounded() {
+    let mut c = client();
+    let mut outs = drain(&mut c);
+    for attempt in 0..3 {
+        let srv = assigned_after(&mut c, &outs);
+        c.handle_input(ms(3), Input::Connected { conn: srv });
+        drain(&mut c);
+        c.handle_timeout(ms(3) + Duration::from_secs(5));
+        outs = drain(&mut c);
+        if attempt < 2 {
+            assert!(matches!(events(&outs)[..], [ClientEvent::Retrying { .. }]));
+        } else {
+            assert_eq!(
+                events(&outs),
+                vec![ClientEvent::Failed(ClientError::Timeout {
+                    peer: Peer::Server,
+                    step: "hello ack"
+                })]
+            );
+        }
+    }
+    assert!(c.is_done());
+}
+
+#[test]
+fn refused_code_is_retried_but_a_version_mismatch_is_final() {
+    let mut c = client();
+    let srv = assigned(&mut c);
+    c.handle_input(ms(3), Input::Connected { conn: srv });
+    drain(&mut c);
+    let outs = recv(
+        &mut c,
+        ms(4),
+        srv,
+        &SessionMsg::Refused(Refusal::CodeExpired),
+    );
+    assert!(matches!(events(&outs)[..], [ClientEvent::Retrying { .. }]));
+
+    let mut c = client();
+    let srv = assigned(&mut c);
+    c.handle_input(ms(3), Input::Connected { conn: srv });
+    drain(&mut c);
+    let r = Refusal::VersionMismatch { ours: 2, theirs: 1 };
+    let outs = recv(&mut c, ms(4), srv, &SessionMsg::Refused(r.clone()));
+    assert_eq!(
+        events(&outs),
+        vec![ClientEvent::Failed(ClientError::Refused {
+            by: Peer::Server,
+            reason: r
+        })]
+    );
+}
+
+#[test]
+fn garbage_from_the_server_is_a_protocol_error() {
+    let mut c = client();
+    let srv = assigned(&mut c);
+    c.handle_input(ms(3), Input::Connected { conn: srv });
+    drain(&mut c);
+    c.handle_input(
+        ms(4),
+        Input::Received {
+            conn: srv,
+            bytes: &[2, 0, 0, 0, 0xee, 0xee],
+        },
+    );
+    let outs = drain(&mut c);
+    assert!(closed(&outs, srv));
+    assert!(matches!(
+        events(&outs)[..],
+        [ClientEvent::Retrying {
+            error: ClientError::Protocol { .. }
+        }]
+    ));
+}
+
+#[test]
+fn a_server_naming_another_id_is_not_trusted() {
+    let mut c = client();
+    let srv = assigned(&mut c);
+    c.handle_input(ms(3), Input::Connected { conn: srv });
+    drain(&mut c);
+    let outs = recv(&mut c, ms(4), srv, &SessionMsg::HelloAck { server_id: 9 });
+    assert!(c.session().is_none());
+    assert!(matches!(events(&outs)[..], [ClientEvent::Retrying { .. }]));
+}
+
+#[test]
+fn stale_connection_events_are_ignored() {
+    let mut c = client();
+    let (bal, _) = connects(&drain(&mut c))[0].clone();
+    let srv = {
+        c.handle_input(ms(1), Input::Connected { conn: bal });
+        drain(&mut c);
+        let outs = recv(
+            &mut c,
+            ms(2),
+            bal,
+            &BalancerMsg::Assigned {
+                server_id: 2,
+                addr: "s".into(),
+                code: code(),
+            },
+        );
+        connects(&outs)[0].0
+    };
+    c.handle_input(ms(3), Input::Closed { conn: bal });
+    assert!(drain(&mut c).is_empty());
+    c.handle_input(ms(3), Input::Connected { conn: srv });
+    assert_eq!(drain(&mut c).len(), 1);
+}

@@ -1,1 +1,281 @@
+use super::*;
+use crate::testkit::*;
 
+fn server(max: u32) -> Server {
+    let mut cfg = ServerConfig::new(1);
+    cfg.max_clients = max;
+    Server::new(cfg, secret())
+}
+
+fn conn(n: u64) -> ConnId {
+    ConnId::accepted(n)
+}
+
+fn feed(s: &mut Server, now: Timestamp, c: ConnId, bytes: &[u8]) -> Vec<Output<ServerEvent>> {
+    s.handle_input(
+        now,
+        Input::Accepted {
+            conn: c,
+            peer: "p".into(),
+        },
+    );
+    s.handle_input(now, Input::Received { conn: c, bytes });
+    drain(s)
+}
+
+/// A balancer probe for `code`; returns the answer.
+fn probe(s: &mut Server, now: Timestamp, c: ConnId, code: &AuthCode) -> ProbeMsg {
+    let msg = bytes_of(&ProbeMsg::Probe {
+        version: PROTOCOL_VERSION,
+        code: code.clone(),
+    });
+    let outs = feed(s, now, c, &msg);
+    assert!(
+        closed(&outs, c),
+        "probe connections are closed after the answer"
+    );
+    let answers: Vec<ProbeMsg> = sent(&outs, c);
+    assert_eq!(answers.len(), 1);
+    answers.into_iter().next().unwrap()
+}
+
+fn hello(s: &mut Server, now: Timestamp, c: ConnId, code: &AuthCode) -> Vec<SessionMsg> {
+    let msg = bytes_of(&SessionMsg::Hello {
+        version: PROTOCOL_VERSION,
+        code: code.clone(),
+    });
+    let outs = feed(s, now, c, &msg);
+    sent(&outs, c)
+}
+
+fn code(n: u8) -> AuthCode {
+    secret().mint(1, [n; 16])
+}
+
+#[test]
+fn probe_hello_ack_ack_establishes_a_session() {
+    let mut s = server(2);
+    assert_eq!(probe(&mut s, ms(0), conn(1), &code(1)), ProbeMsg::Available);
+    assert_eq!(s.slots_taken(), 1);
+    assert_eq!(
+        hello(&mut s, ms(10), conn(2), &code(1)),
+        vec![SessionMsg::HelloAck { server_id: 1 }]
+    );
+    assert_eq!(s.clients(), 1);
+    assert_eq!(s.slots_taken(), 1, "the reservation became the session");
+    let ack = bytes_of(&SessionMsg::Ack);
+    s.handle_input(
+        ms(11),
+        Input::Received {
+            conn: conn(2),
+            bytes: &ack,
+        },
+    );
+    assert!(drain(&mut s).is_empty());
+    // Established sessions have no handshake deadline.
+    s.handle_timeout(ms(60_000));
+    drain(&mut s);
+    assert_eq!(s.clients(), 1);
+    s.handle_input(ms(60_001), Input::Closed { conn: conn(2) });
+    let outs = drain(&mut s);
+    assert_eq!(
+        events(&outs),
+        vec![ServerEvent::SessionEnded { conn: conn(2) }]
+    );
+    assert_eq!(s.slots_taken(), 0);
+}
+
+#[test]
+fn a_full_server_answers_no() {
+    let mut s = server(1);
+    assert_eq!(probe(&mut s, ms(0), conn(1), &code(1)), ProbeMsg::Available);
+    assert_eq!(probe(&mut s, ms(0), conn(2), &code(2)), ProbeMsg::Busy);
+    assert_eq!(s.slots_taken(), 1);
+    // The code that was answered "no" reserved nothing.
+    assert_eq!(
+        hello(&mut s, ms(1), conn(3), &code(2)),
+        vec![SessionMsg::Refused(Refusal::CodeUnknown)]
+    );
+}
+
+#[test]
+fn a_code_is_single_use() {
+    let mut s = server(4);
+    probe(&mut s, ms(0), conn(1), &code(1));
+    assert!(matches!(
+        hello(&mut s, ms(1), conn(2), &code(1))[..],
+        [SessionMsg::HelloAck { .. }]
+    ));
+    assert_eq!(
+        hello(&mut s, ms(2), conn(3), &code(1)),
+        vec![SessionMsg::Refused(Refusal::CodeUsed)]
+    );
+    assert_eq!(s.clients(), 1);
+}
+
+#[test]
+fn a_replayed_probe_reserves_nothing() {
+    let mut s = server(4);
+    assert_eq!(probe(&mut s, ms(0), conn(1), &code(1)), ProbeMsg::Available);
+    assert_eq!(probe(&mut s, ms(0), conn(2), &code(1)), ProbeMsg::Busy);
+    assert_eq!(s.slots_taken(), 1);
+}
+
+#[test]
+fn an_unused_reservation_lapses_and_frees_its_slot() {
+    let mut s = server(1);
+    probe(&mut s, ms(0), conn(1), &code(1));
+    assert_eq!(s.poll_timeout(), Some(ms(10_000)));
+    s.handle_timeout(ms(10_000));
+    let outs = drain(&mut s);
+    assert_eq!(
+        events(&outs),
+        vec![ServerEvent::ReservationsLapsed { count: 1 }]
+    );
+    assert_eq!(s.slots_taken(), 0);
+    assert_eq!(
+        hello(&mut s, ms(10_001), conn(2), &code(1)),
+        vec![SessionMsg::Refused(Refusal::CodeExpired)]
+    );
+    assert_eq!(
+        probe(&mut s, ms(10_002), conn(3), &code(2)),
+        ProbeMsg::Available
+    );
+}
+
+#[test]
+fn forged_and_misdirected_codes_are_refused() {
+    let mut s = server(4);
+    let forged = ClusterSecret::from_bytes(b"some-other-cluster-secret")
+        .unwrap()
+        .mint(1, [1; 16]);
+    assert_eq!(
+        probe(&mut s, ms(0), conn(1), &forged),
+        ProbeMsg::Refused(Refusal::BadCode)
+    );
+    assert_eq!(s.slots_taken(), 0);
+    let other = secret().mint(2, [1; 16]);
+    assert_eq!(
+        probe(&mut s, ms(0), conn(2), &other),
+        ProbeMsg::Refused(Refusal::WrongServer { ours: 1, theirs: 2 })
+    );
+    assert_eq!(
+        hello(&mut s, ms(0), conn(3), &forged),
+        vec![SessionMsg::Refused(Refusal::BadCode)]
+    );
+    assert_eq!(
+        hello(&mut s, ms(0), conn(4), &other),
+        vec![SessionMsg::Refused(Refusal::WrongServer {
+            ours: 1,
+            theirs: 2
+        })]
+    );
+}
+
+#[test]
+fn version_mismatch_is_refused_on_both_links() {
+    let mut s = server(4);
+    let p = bytes_of(&ProbeMsg::Probe {
+        version: 0,
+        code: code(1),
+    });
+    let outs = feed(&mut s, ms(0), conn(1), &p);
+    assert_eq!(
+        sent::<ProbeMsg, _>(&outs, conn(1)),
+        vec![ProbeMsg::Refused(Refusal::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs: 0
+        })]
+    );
+    let h = bytes_of(&SessionMsg::Hello {
+        version: 7,
+        code: code(1),
+    });
+    let outs = feed(&mut s, ms(0), conn(2), &h);
+    assert_eq!(
+        sent::<SessionMsg, _>(&outs, conn(2)),
+        vec![SessionMsg::Refused(Refusal::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs: 7
+        })]
+    );
+    assert!(closed(&outs, conn(2)));
+}
+
+#[test]
+fn silence_after_connect_or_after_hello_ack_is_timed_out() {
+    let mut s = server(4);
+    s.handle_input(
+        ms(0),
+        Input::Accepted {
+            conn: conn(1),
+            peer: "p".into(),
+        },
+    );
+    assert_eq!(s.poll_timeout(), Some(ms(5000)));
+    s.handle_timeout(ms(5000));
+    let outs = drain(&mut s);
+    assert!(closed(&outs, conn(1)));
+
+    probe(&mut s, ms(6000), conn(2), &code(1));
+    hello(&mut s, ms(6001), conn(3), &code(1));
+    assert_eq!(s.clients(), 1);
+    s.handle_timeout(ms(11_001));
+    let outs = drain(&mut s);
+    assert!(matches!(
+        sent::<SessionMsg, _>(&outs, conn(3))[..],
+        [SessionMsg::Refused(Refusal::Timeout { .. })]
+    ));
+    assert_eq!(s.clients(), 0, "the slot is freed");
+}
+
+#[test]
+fn messages_out_of_order_are_refused() {
+    let mut s = server(4);
+    let ack = bytes_of(&SessionMsg::Ack);
+    let outs = feed(&mut s, ms(0), conn(1), &ack);
+    assert!(matches!(
+        sent::<SessionMsg, _>(&outs, conn(1))[..],
+        [SessionMsg::Refused(Refusal::Unexpected { .. })]
+    ));
+    // A probe on an established session is not a probe.
+    probe(&mut s, ms(0), conn(2), &code(1));
+    hello(&mut s, ms(1), conn(3), &code(1));
+    let p = bytes_of(&ProbeMsg::Probe {
+        version: PROTOCOL_VERSION,
+        code: code(2),
+    });
+    s.handle_input(
+        ms(2),
+        Input::Received {
+            conn: conn(3),
+            bytes: &p,
+        },
+    );
+    let outs = drain(&mut s);
+    assert!(closed(&outs, conn(3)));
+    assert_eq!(s.slots_taken(), 0);
+}
+
+#[test]
+fn garbage_closes_the_connection_without_panicking() {
+    let mut e = crate::Entropy::from_u64(3);
+    for i in 0..500 {
+        let mut s = server(2);
+        let mut bytes = vec![0u8; (e.next_u64() % 80) as usize + 5];
+        e.fill(&mut bytes);
+        let len = (bytes.len() - 4) as u32;
+        if i % 2 == 0 {
+            bytes[..4].copy_from_slice(&len.to_le_bytes());
+        }
+        feed(&mut s, ms(0), conn(1), &bytes);
+        assert_eq!(s.clients(), 0);
+    }
+    let mut s = server(2);
+    let outs = feed(&mut s, ms(0), conn(1), &u32::MAX.to_le_bytes());
+    assert!(matches!(
+        sent::<SessionMsg, _>(&outs, conn(1))[..],
+        [SessionMsg::Refused(Refusal::Malformed { .. })]
+    ));
+    assert!(closed(&outs, conn(1)));
+}
