@@ -1,1 +1,389 @@
-//! Helpers for black-box tests live in the test files themselves.
+//! Helpers for the black-box tests in `tests/`: they start real `ferry`
+//! processes and talk to them over loopback TCP.
+//!
+//! **Finding the binary.** This crate cannot see `CARGO_BIN_EXE_ferry` (that
+//! exists only for the `ferry` package's own tests), so [`ferry_bin`] runs
+//! `cargo build -p ferry --bin ferry` once per test binary, with the same
+//! cargo, target directory and profile as the tests themselves (read off
+//! `current_exe()`, which lives in `<target>/<profile>/deps/`). When the
+//! binary is fresh that is a no-op taking a fraction of a second, and it
+//! means `cargo test -p ferry-tests` never runs a stale `ferry`. Set
+//! `FERRY_BIN=/path/to/ferry` to test a prebuilt binary instead.
+//!
+//! **No sleeps for synchronisation.** Long-running processes print a
+//! `listening on ADDR` line once they accept connections; tests wait for that
+//! line. Every wait has a deadline, and every child is killed on drop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// How long any one wait in a test may take.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A cluster secret for tests that run a balancer and servers separately.
+pub const SECRET: &str = "ferry-tests-cluster-secret-0123456789";
+
+/// Environment variables of the test's own environment that would change
+/// how `ferry` behaves; children never inherit them.
+const SCRUBBED_ENV: &[&str] = &["FERRY_SECRET", "FERRY_BALANCER", "RUST_LOG"];
+
+/// The `ferry` binary, built if needed (see the crate docs).
+pub fn ferry_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| match std::env::var_os("FERRY_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => build_ferry(),
+    })
+}
+
+fn build_ferry() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable is in <target>/<profile>/deps");
+    let target_dir = profile_dir.parent().expect("target directory");
+    let profile = profile_dir
+        .file_name()
+        .and_then(|p| p.to_str())
+        .expect("profile directory name");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "ferry", "--bin", "ferry"])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir);
+    match profile {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let status = cmd.status().expect("run cargo build for the ferry binary");
+    assert!(status.success(), "cargo build of the ferry binary failed");
+    profile_dir.join(format!("ferry{}", std::env::consts::EXE_SUFFIX))
+}
+
+fn ferry_command(args: &[&str], envs: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(ferry_bin());
+    cmd.args(args);
+    for var in SCRUBBED_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.envs(envs.iter().copied());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Collects a pipe's text on a thread, which ends when the pipe closes.
+fn collect(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<String>>, JoinHandle<()>) {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&text);
+    let reader = thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let chunk = String::from_utf8_lossy(&buf[..n]);
+            sink.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_str(&chunk);
+        }
+    });
+    (text, reader)
+}
+
+fn text_of(text: &Arc<Mutex<String>>) -> String {
+    text.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// A long-running `ferry` process, killed when dropped. Its stdout is read
+/// line by line; its stderr (the logs) is kept and printed if the test fails.
+pub struct Proc {
+    name: String,
+    child: Child,
+    lines: Receiver<String>,
+    stdout_seen: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+    stderr_reader: Option<JoinHandle<()>>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
+        let mut child = ferry_command(args, envs)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (stderr, stderr_reader) = collect(child.stderr.take().expect("piped stderr"));
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            name: name.to_string(),
+            child,
+            lines,
+            stdout_seen: Vec::new(),
+            stderr,
+            stderr_reader: Some(stderr_reader),
+        }
+    }
+
+    /// Waits for a stdout line containing `needle` and returns it.
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.stdout_seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "{}: no line with {needle:?} within {DEADLINE:?}; stdout so far: {:?}",
+                    self.name, self.stdout_seen
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "{}: stdout closed before a line with {needle:?} (exit: {:?}); stdout: {:?}",
+                    self.name,
+                    self.child.try_wait(),
+                    self.stdout_seen
+                ),
+            }
+        }
+    }
+
+    /// Waits for the `listening on ADDR` line and returns ADDR.
+    pub fn wait_listening(&mut self) -> String {
+        let line = self.wait_for_line("listening on ");
+        listening_addr(&line)
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for the process to exit by itself; its stderr is then complete.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let status = wait_with_deadline(&mut self.child, &self.name);
+        // The process is gone, so its stderr pipe is closed and the reader ends.
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        status
+    }
+
+    pub fn stderr(&self) -> String {
+        text_of(&self.stderr)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if thread::panicking() {
+            eprintln!("---- {} stderr ----\n{}", self.name, self.stderr());
+        }
+    }
+}
+
+fn wait_with_deadline(child: &mut Child, name: &str) -> ExitStatus {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status,
+            Ok(None) if Instant::now() < deadline => {
+                // Polling interval for the exit status, not a synchronisation.
+                thread::sleep(Duration::from_millis(5));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{name} did not exit within {DEADLINE:?}");
+            }
+            Err(e) => panic!("{name}: wait failed: {e}"),
+        }
+    }
+}
+
+/// A finished `ferry` command.
+#[derive(Debug)]
+pub struct Run {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `ferry ARGS` to completion (killed and failed past the deadline).
+pub fn ferry(args: &[&str], envs: &[(&str, &str)]) -> Run {
+    let name = format!("ferry {}", args.join(" "));
+    let mut child = ferry_command(args, envs)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    let stdout = read_to_end(child.stdout.take().expect("piped stdout"));
+    let stderr = read_to_end(child.stderr.take().expect("piped stderr"));
+    let status = wait_with_deadline(&mut child, &name);
+    // The process has exited, so its pipes are closed and the readers end.
+    Run {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+fn read_to_end(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// `ferry connect --balancer ADDR`.
+pub fn connect(balancer: &str) -> Run {
+    ferry(&["connect", "--balancer", balancer], &[])
+}
+
+/// `ferry connect` that must succeed; returns the server id and address it
+/// names.
+pub fn connect_ok(balancer: &str) -> (u32, String) {
+    let run = connect(balancer);
+    assert!(run.status.success(), "ferry connect failed: {run:?}");
+    parse_connected(&run.stdout)
+        .unwrap_or_else(|| panic!("unexpected ferry connect output: {run:?}"))
+}
+
+/// Parses `connected to server ID at ADDR`.
+pub fn parse_connected(stdout: &str) -> Option<(u32, String)> {
+    let rest = stdout.trim().strip_prefix("connected to server ")?;
+    let (id, addr) = rest.split_once(" at ")?;
+    Some((id.parse().ok()?, addr.to_string()))
+}
+
+/// The address after `listening on ` in a line.
+pub fn listening_addr(line: &str) -> String {
+    let (_, rest) = line
+        .split_once("listening on ")
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    rest.split_whitespace()
+        .next()
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string()
+}
+
+/// An address on which nothing listens (a port the OS just handed out and
+/// took back).
+pub fn unused_addr() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").to_string()
+}
+
+/// Starts `ferry server` with the test secret on a free port.
+pub fn start_server(id: u32, data: &Path) -> (Proc, String) {
+    let data = data.join(format!("server-{id}"));
+    let id_s = id.to_string();
+    let mut p = Proc::spawn(
+        &format!("server {id}"),
+        &[
+            "server",
+            "--id",
+            &id_s,
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            path_str(&data),
+        ],
+        &[("FERRY_SECRET", SECRET)],
+    );
+    let addr = p.wait_listening();
+    (p, addr)
+}
+
+/// Starts `ferry balancer` with the test secret, for `servers` as `ID=ADDR`.
+pub fn start_balancer(servers: &[(u32, &str)]) -> (Proc, String) {
+    let list: Vec<String> = servers.iter().map(|(id, a)| format!("{id}={a}")).collect();
+    let list = list.join(",");
+    let mut p = Proc::spawn(
+        "balancer",
+        &["balancer", "--listen", "127.0.0.1:0", "--servers", &list],
+        &[("FERRY_SECRET", SECRET)],
+    );
+    let addr = p.wait_listening();
+    (p, addr)
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
+
+/// Sends `bytes` on a fresh connection to `addr` and waits for the peer to
+/// close it. Returns what the peer sent before closing. Panics if the
+/// connection is still open at the deadline.
+pub fn send_and_expect_close(addr: &str, bytes: &[u8]) -> Vec<u8> {
+    let addr: SocketAddr = addr.parse().expect("socket address");
+    let mut s = TcpStream::connect_timeout(&addr, DEADLINE).expect("connect");
+    // The peer may close before taking everything; that is its right.
+    let _ = s.write_all(bytes);
+    let deadline = Instant::now() + DEADLINE;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "{addr} kept the connection open");
+        s.set_read_timeout(Some(left)).expect("set read timeout");
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => panic!("reading from {addr}: {e}"),
+        }
+    }
+}
+
+/// Deterministic noise (xorshift64*), so a failing case can be replayed.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+        })
+        .collect()
+}

@@ -48,7 +48,7 @@ impl fmt::Display for Refusal {
         match self {
             Refusal::VersionMismatch { ours, theirs } => write!(
                 f,
-                "protocol version mismatch: peer speaks v{ours}, we speak v{theirs}"
+                "protocol version mismatch: the refusing side speaks v{ours}, the other v{theirs}"
             ),
             Refusal::Malformed { detail } => write!(f, "malformed message: {detail}"),
             Refusal::Unexpected { what } => write!(f, "unexpected message: {what}"),

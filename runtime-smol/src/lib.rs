@@ -1,1 +1,23 @@
+//! The production driver for `ferry-core` nodes, on smol.
+//!
+//! A [`Driver`] runs any [`ferry_core::Node`]: it owns the sockets, the clock
+//! and the timer, and moves bytes and time between them and the node. It
+//! makes no protocol decision of its own; everything it does is spelled out
+//! by the node's [`Output`](ferry_core::Output)s.
+//!
+//! - [`clock`]: real time as the core's [`Timestamp`](ferry_core::Timestamp).
+//! - `conn`: the listener, dialing, and one reader and one writer task per
+//!   connection.
+//! - [`driver`]: the run loop (str0m's rule: drain every output after every
+//!   input, then wait for the next input or the timer).
+//! - [`seed`]: OS randomness for [`Entropy::from_seed`](ferry_core::Entropy::from_seed).
 
+pub mod clock;
+mod conn;
+pub mod driver;
+pub mod seed;
+
+pub use clock::Clock;
+pub use conn::{CONNECT_TIMEOUT, READ_BUFFER};
+pub use driver::{run_all, Driver};
+pub use seed::{os_entropy, os_seed};

@@ -71,7 +71,7 @@ impl fmt::Display for ClientError {
             ClientError::NoServer { probed, busy } => write!(
                 f,
                 "no server available ({probed} asked, {busy} busy, {} not answering)",
-                probed - busy
+                probed.saturating_sub(*busy)
             ),
             ClientError::Refused { by, reason } => write!(f, "{by} refused: {reason}"),
             ClientError::Unreachable { peer, reason } => {

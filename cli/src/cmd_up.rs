@@ -1,0 +1,83 @@
+//! `ferry up`: a balancer and its servers in one process, for trying Ferry
+//! out on one machine.
+
+use crate::addr;
+use crate::cmd_server::create_data_dir;
+use crate::error::CliError;
+use crate::{say, secret};
+use ferry_core::balancer::{Balancer, BalancerConfig, ServerAddr};
+use ferry_core::server::{Server, ServerConfig};
+use ferry_runtime_smol::Driver;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// How many servers to run.
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    servers: u32,
+    /// Address the balancer listens on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000",
+          value_parser = addr::host_port)]
+    listen: String,
+    /// Data directory; server N uses its subdirectory server-N [default:
+    /// ferry-data under the platform's data directory]
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    #[arg(long, value_name = "PATH", help = secret::FILE_HELP)]
+    secret_file: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<(), CliError> {
+    let secret = secret::load_or_generate(args.secret_file.as_deref())?;
+    let entropy = ferry_runtime_smol::os_entropy()
+        .map_err(|e| CliError::Failed(format!("cannot seed the balancer: {e}")))?;
+    let data = args.data.unwrap_or_else(default_data_dir);
+    smol::block_on(async {
+        // The balancer's address is the one that may be taken: try it first.
+        let (balancer_listener, balancer_addr) = addr::bind(&args.listen).await?;
+        let mut tasks = Vec::new();
+        let mut servers = Vec::new();
+        for id in 1..=args.servers {
+            create_data_dir(&data.join(format!("server-{id}")))?;
+            let (listener, local) = addr::bind("127.0.0.1:0").await?;
+            let node = Server::new(ServerConfig::new(id), secret.clone());
+            let driver = Driver::new(node)
+                .named(format!("server-{id}"))
+                .listen(listener);
+            tasks.push(smol::spawn(driver.run()));
+            servers.push(ServerAddr {
+                id,
+                addr: local.to_string(),
+            });
+            say(format_args!("ferry up: server {id} listening on {local}"));
+        }
+        let balancer = Balancer::new(BalancerConfig::new(servers), secret, entropy);
+        let driver = Driver::new(balancer)
+            .named("balancer")
+            .listen(balancer_listener);
+        tasks.push(smol::spawn(driver.run()));
+        say(format_args!(
+            "ferry up: balancer listening on {balancer_addr} with {} servers",
+            args.servers
+        ));
+        // Runs until the process is killed (Ctrl-C).
+        match ferry_runtime_smol::run_all(tasks).await {}
+    })
+}
+
+/// `ferry-data` under the platform's data directory, or `./ferry-data`.
+fn default_data_dir() -> PathBuf {
+    let env_dir = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let base = if cfg!(windows) {
+        env_dir("LOCALAPPDATA").map(PathBuf::from)
+    } else if cfg!(target_os = "macos") {
+        env_dir("HOME").map(|h| PathBuf::from(h).join("Library/Application Support"))
+    } else {
+        env_dir("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| env_dir("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+    };
+    base.unwrap_or_else(|| PathBuf::from("."))
+        .join("ferry-data")
+}

@@ -1,0 +1,58 @@
+//! The cluster secret: from `--secret-file`, from `FERRY_SECRET`, or made up
+//! on the spot by `ferry up`.
+
+use crate::error::CliError;
+use ferry_core::auth::ClusterSecret;
+use std::path::Path;
+
+pub const ENV: &str = "FERRY_SECRET";
+
+/// `--help` text of `--secret-file`.
+pub const FILE_HELP: &str = "File holding the cluster secret (surrounding whitespace is \
+    ignored; at least 16 bytes). Without it, the secret is read from FERRY_SECRET";
+
+/// The secret from `file` if given, else from `FERRY_SECRET`; an error if
+/// neither is there.
+pub fn load(file: Option<&Path>) -> Result<ClusterSecret, CliError> {
+    load_optional(file)?.ok_or_else(|| {
+        CliError::Usage(format!(
+            "no cluster secret: pass --secret-file PATH or set {ENV}"
+        ))
+    })
+}
+
+/// Like [`load`], but a fresh random secret if none is configured.
+pub fn load_or_generate(file: Option<&Path>) -> Result<ClusterSecret, CliError> {
+    match load_optional(file)? {
+        Some(secret) => Ok(secret),
+        None => generate(),
+    }
+}
+
+fn load_optional(file: Option<&Path>) -> Result<Option<ClusterSecret>, CliError> {
+    let (source, raw) = if let Some(path) = file {
+        let raw = std::fs::read(path).map_err(|e| {
+            CliError::Usage(format!("cannot read secret file {}: {e}", path.display()))
+        })?;
+        (format!("secret file {}", path.display()), raw)
+    } else if let Some(value) = std::env::var_os(ENV) {
+        let value = value
+            .into_string()
+            .map_err(|_| CliError::Usage(format!("{ENV} is not valid UTF-8")))?;
+        (ENV.to_string(), value.into_bytes())
+    } else {
+        return Ok(None);
+    };
+    ClusterSecret::from_bytes(raw.trim_ascii())
+        .map(Some)
+        .map_err(|e| CliError::Usage(format!("{source}: {e}")))
+}
+
+/// 32 random bytes, hex-encoded, as secret material.
+fn generate() -> Result<ClusterSecret, CliError> {
+    let bytes = ferry_runtime_smol::os_seed()
+        .map_err(|e| CliError::Failed(format!("cannot make a cluster secret: {e}")))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    ClusterSecret::from_bytes(hex.as_bytes())
+        .map_err(|e| CliError::Failed(format!("cannot make a cluster secret: {e}")))
+}
