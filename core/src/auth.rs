@@ -18,6 +18,8 @@ pub const MIN_SECRET_LEN: usize = 16;
 #[derive(Clone)]
 pub struct ClusterSecret {
     auth_code_key: [u8; 32],
+    token_key: [u8; 32],
+    peer_key: [u8; 32],
 }
 
 impl fmt::Debug for ClusterSecret {
@@ -53,6 +55,8 @@ impl ClusterSecret {
         }
         Ok(ClusterSecret {
             auth_code_key: blake3::derive_key("ferry 2026 auth code mac v1", raw),
+            token_key: blake3::derive_key("ferry 2026 session token mac v1", raw),
+            peer_key: blake3::derive_key("ferry 2026 server peer proof v1", raw),
         })
     }
 
@@ -67,6 +71,28 @@ impl ClusterSecret {
     /// True if `code` was minted with this secret. Constant-time comparison.
     pub fn verify(&self, code: &AuthCode) -> bool {
         blake3::Hash::from(code.mac) == blake3::Hash::from(self.mac(code.server_id, &code.nonce))
+    }
+
+    /// MAC of a session token's fields (see `accounts::token`).
+    pub fn token_mac(&self, user_id: u64, username: &str, expires: u64, id: &[u8; 16]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(&self.token_key);
+        h.update(&user_id.to_le_bytes());
+        h.update(&(username.len() as u64).to_le_bytes());
+        h.update(username.as_bytes());
+        h.update(&expires.to_le_bytes());
+        h.update(id);
+        *h.finalize().as_bytes()
+    }
+
+    /// Proof that server `from` holds the cluster secret, bound to the server
+    /// it connects to and to that server's challenge nonce, so it cannot be
+    /// replayed on another connection.
+    pub fn peer_proof(&self, from: u32, to: u32, challenge: &[u8; 16]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(&self.peer_key);
+        h.update(&from.to_le_bytes());
+        h.update(&to.to_le_bytes());
+        h.update(challenge);
+        *h.finalize().as_bytes()
     }
 
     fn mac(&self, server_id: u32, nonce: &[u8; 16]) -> [u8; 32] {

@@ -5,6 +5,7 @@
 //! [`Output`] before it feeds the next input (str0m's rule), and sleeps until
 //! [`Node::poll_timeout`] or the next input, whichever comes first.
 
+use crate::store::Batch;
 use crate::time::Timestamp;
 use std::fmt;
 
@@ -45,6 +46,8 @@ pub enum Input<'a> {
     Received { conn: ConnId, bytes: &'a [u8] },
     /// The peer closed the connection, or it broke.
     Closed { conn: ConnId },
+    /// The batch of `Output::Persist { token }` is durable.
+    Persisted { token: u64 },
 }
 
 /// What the node wants done.
@@ -57,6 +60,11 @@ pub enum Output<E> {
     /// Flush what was transmitted, then close. The node has forgotten the
     /// connection; a later `Closed` for it is ignored.
     Close { conn: ConnId },
+    /// Commit this batch to the node's store, atomically, then report
+    /// `Input::Persisted { token }`. Batches are committed in the order they
+    /// are output. A store that cannot commit is fatal to the node: the
+    /// driver stops it rather than let it act on state it could not save.
+    Persist { token: u64, batch: Batch },
     /// Something the application or a trace should know.
     Event(E),
 }

@@ -8,6 +8,7 @@
 //! a clock, a thread or an OS random source: the drivers in `runtime-smol`
 //! and `sim` do that, and both drive these same machines.
 
+pub mod accounts;
 pub mod auth;
 pub mod balancer;
 pub mod client;
@@ -16,7 +17,9 @@ pub mod frame;
 pub mod io;
 pub mod outbox;
 pub mod refusal;
+pub mod replication;
 pub mod server;
+pub mod store;
 pub mod time;
 
 #[cfg(test)]

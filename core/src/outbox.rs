@@ -36,6 +36,10 @@ impl<E> Outbox<E> {
         self.queue.push_back(Output::Close { conn });
     }
 
+    pub fn persist(&mut self, token: u64, batch: crate::store::Batch) {
+        self.queue.push_back(Output::Persist { token, batch });
+    }
+
     pub fn event(&mut self, e: E) {
         self.queue.push_back(Output::Event(e));
     }

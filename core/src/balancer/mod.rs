@@ -442,6 +442,7 @@ impl Node for Balancer {
                     self.on_client_bytes(now, conn, bytes);
                 }
             }
+            Input::Persisted { .. } => {}
             Input::Closed { conn } => {
                 if self.probes.contains_key(&conn) {
                     self.finish_probe(now, conn, ProbeOutcome::Silent("connection closed".into()));

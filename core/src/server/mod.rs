@@ -1,21 +1,31 @@
-//! A file server: answers the balancer's probes and runs client sessions.
+//! A file server: answers the balancer's probes, runs client sessions, and
+//! takes part in master replication.
 //!
 //! One listener serves every link; the first frame's tag says which link a
-//! connection speaks. A server has `max_clients` slots: established sessions,
-//! sessions mid-handshake and live reservations each hold one, and it answers
-//! a probe "yes" only while a slot is free.
+//! connection speaks (probe, session or replication). A server has
+//! `max_clients` slots: established sessions, sessions mid-handshake and live
+//! reservations each hold one, and it answers a probe "yes" only while a slot
+//! is free and it is caught up with the master.
 
 pub mod messages;
+mod ops;
 pub mod reservations;
 
+use crate::accounts::limiter::LoginLimiter;
+use crate::accounts::password::PasswordParams;
 use crate::auth::{AuthCode, ClusterSecret};
 use crate::balancer::messages::{ProbeMsg, PROBE_TAGS};
+use crate::entropy::Entropy;
 use crate::frame::{self, FrameDecoder};
 use crate::io::{ConnId, Input, Node, Output};
 use crate::outbox::Outbox;
 use crate::refusal::{Refusal, PROTOCOL_VERSION};
+use crate::replication::entry::Origin;
+use crate::replication::messages::REPLICA_TAGS;
+use crate::replication::{Replica, ReplicaConfig, ReplicaEvent};
+use crate::store::Recovered;
 use crate::time::{earliest, Timestamp};
-pub use messages::{SessionMsg, SESSION_TAGS};
+pub use messages::{OpCode, OpError, Request, Response, SessionMsg, SESSION_TAGS};
 use reservations::Reservations;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,8 +37,13 @@ pub struct ServerConfig {
     pub max_clients: u32,
     /// How long a slot reserved for a client stays reserved.
     pub reservation_ttl: Duration,
-    /// How long each step of a handshake may take.
+    /// How long each step of a handshake, and an operation's data, may take.
     pub handshake_timeout: Duration,
+    /// How long a client waits for its transaction to be ordered and applied.
+    pub request_timeout: Duration,
+    /// Lifetime of a session token.
+    pub session_ttl: Duration,
+    pub password: PasswordParams,
 }
 
 impl ServerConfig {
@@ -38,17 +53,46 @@ impl ServerConfig {
             max_clients: 64,
             reservation_ttl: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            session_ttl: Duration::from_secs(24 * 3600),
+            password: PasswordParams::PRODUCTION,
         }
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerEvent {
-    Probed { available: bool, code: String },
-    ReservationsLapsed { count: usize },
-    Established { conn: ConnId, code: String },
-    Refused { conn: ConnId, reason: Refusal },
-    SessionEnded { conn: ConnId },
+    Probed {
+        available: bool,
+        code: String,
+    },
+    ReservationsLapsed {
+        count: usize,
+    },
+    Established {
+        conn: ConnId,
+        code: String,
+    },
+    Refused {
+        conn: ConnId,
+        reason: Refusal,
+    },
+    SessionEnded {
+        conn: ConnId,
+    },
+    /// An operation finished; never carries a password.
+    Answered {
+        conn: ConnId,
+        op: OpCode,
+        outcome: String,
+    },
+    Replica(ReplicaEvent),
+}
+
+impl From<ReplicaEvent> for ServerEvent {
+    fn from(e: ReplicaEvent) -> Self {
+        ServerEvent::Replica(e)
+    }
 }
 
 impl fmt::Display for ServerEvent {
@@ -71,8 +115,28 @@ impl fmt::Display for ServerEvent {
             }
             ServerEvent::Refused { conn, reason } => write!(f, "refuse {conn}: {reason}"),
             ServerEvent::SessionEnded { conn } => write!(f, "session {conn} ended"),
+            ServerEvent::Answered { conn, op, outcome } => {
+                write!(f, "{op:?} on {conn}: {outcome}")
+            }
+            ServerEvent::Replica(e) => e.fmt(f),
         }
     }
+}
+
+/// Where an established session is in the operation it is running.
+enum Op {
+    Idle,
+    /// `Proceed` sent; waiting for the operation's data.
+    AwaitData {
+        op: OpCode,
+        deadline: Timestamp,
+    },
+    /// Submitted to the master; waiting until applied here.
+    Ordering {
+        op: OpCode,
+        origin: Origin,
+        deadline: Timestamp,
+    },
 }
 
 enum Stage {
@@ -83,19 +147,28 @@ enum Stage {
     /// HELLO accepted and answered; waiting for the client's ACK.
     AwaitAck {
         deadline: Timestamp,
+        session: u64,
     },
-    Established,
+    Established {
+        session: u64,
+        requests: u64,
+        op: Op,
+    },
 }
 
 impl Stage {
     fn holds_slot(&self) -> bool {
-        matches!(self, Stage::AwaitAck { .. } | Stage::Established)
+        !matches!(self, Stage::Opening { .. })
     }
 
     fn deadline(&self) -> Option<Timestamp> {
         match self {
-            Stage::Opening { deadline } | Stage::AwaitAck { deadline } => Some(*deadline),
-            Stage::Established => None,
+            Stage::Opening { deadline } | Stage::AwaitAck { deadline, .. } => Some(*deadline),
+            Stage::Established {
+                op: Op::AwaitData { deadline, .. } | Op::Ordering { deadline, .. },
+                ..
+            } => Some(*deadline),
+            Stage::Established { op: Op::Idle, .. } => None,
         }
     }
 }
@@ -108,25 +181,45 @@ struct Conn {
 pub struct Server {
     cfg: ServerConfig,
     secret: ClusterSecret,
+    entropy: Entropy,
     conns: BTreeMap<ConnId, Conn>,
     reservations: Reservations,
+    pub(crate) replica: Replica,
+    limiter: LoginLimiter,
     out: Outbox<ServerEvent>,
 }
 
 impl Server {
-    pub fn new(cfg: ServerConfig, secret: ClusterSecret) -> Self {
+    /// A server resuming from what its store recovered (empty when new).
+    pub fn new(
+        cfg: ServerConfig,
+        replica: ReplicaConfig,
+        secret: ClusterSecret,
+        mut entropy: Entropy,
+        recovered: &Recovered,
+        now: Timestamp,
+    ) -> Result<Self, String> {
+        let replica_entropy = Entropy::from_seed(entropy.bytes());
+        let replica = Replica::recover(replica, secret.clone(), replica_entropy, recovered, now)?;
         let ttl = cfg.reservation_ttl;
-        Server {
+        Ok(Server {
             cfg,
             secret,
+            entropy,
             conns: BTreeMap::new(),
             reservations: Reservations::new(ttl),
+            replica,
+            limiter: LoginLimiter::default(),
             out: Outbox::default(),
-        }
+        })
     }
 
     pub fn id(&self) -> u32 {
         self.cfg.id
+    }
+
+    pub fn replica(&self) -> &Replica {
+        &self.replica
     }
 
     /// Slots held by clients (established or mid-handshake).
@@ -144,6 +237,9 @@ impl Server {
     }
 
     fn on_bytes(&mut self, now: Timestamp, conn: ConnId, bytes: &[u8]) {
+        if self.replica.owns(conn) {
+            return self.replica.on_bytes(now, conn, bytes, &mut self.out);
+        }
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -156,39 +252,35 @@ impl Server {
                 Ok(Some(p)) => p.to_vec(),
                 Ok(None) => return,
                 Err(e) => {
-                    return self.refuse(
-                        conn,
-                        Refusal::Malformed {
-                            detail: e.to_string(),
-                        },
-                        Link::Session,
-                    )
+                    let detail = e.to_string();
+                    return self.refuse(conn, Refusal::Malformed { detail }, Link::Session);
                 }
             };
             let tag = payload.first().copied().unwrap_or(0);
-            let opening = matches!(c.stage, Stage::Opening { .. });
-            if opening && PROBE_TAGS.contains(&tag) {
-                return self.on_probe(now, conn, &payload);
+            if matches!(c.stage, Stage::Opening { .. }) {
+                if PROBE_TAGS.contains(&tag) {
+                    return self.on_probe(now, conn, &payload);
+                }
+                if REPLICA_TAGS.contains(&tag) {
+                    // Replication takes the connection over, with whatever
+                    // bytes followed the first frame.
+                    if let Some(c) = self.conns.remove(&conn) {
+                        self.replica
+                            .adopt(now, conn, c.decoder, &payload, &mut self.out);
+                        self.replica.on_bytes(now, conn, &[], &mut self.out);
+                    }
+                    return;
+                }
             }
             if !SESSION_TAGS.contains(&tag) {
-                return self.refuse(
-                    conn,
-                    Refusal::Malformed {
-                        detail: format!("unknown message tag {tag}"),
-                    },
-                    Link::Session,
-                );
+                let detail = format!("unknown message tag {tag}");
+                return self.refuse(conn, Refusal::Malformed { detail }, Link::Session);
             }
             match frame::decode::<SessionMsg>(&payload) {
                 Ok(msg) => self.on_session_msg(now, conn, msg),
                 Err(e) => {
-                    return self.refuse(
-                        conn,
-                        Refusal::Malformed {
-                            detail: e.to_string(),
-                        },
-                        Link::Session,
-                    )
+                    let detail = e.to_string();
+                    return self.refuse(conn, Refusal::Malformed { detail }, Link::Session);
                 }
             }
         }
@@ -207,23 +299,23 @@ impl Server {
                 code
             }
             Ok(other) => {
-                let r = Refusal::Unexpected {
-                    what: format!("{other:?}"),
-                };
-                return self.refuse(conn, r, Link::Probe);
+                let what = format!("{other:?}");
+                return self.refuse(conn, Refusal::Unexpected { what }, Link::Probe);
             }
             Err(e) => {
-                let r = Refusal::Malformed {
-                    detail: e.to_string(),
-                };
-                return self.refuse(conn, r, Link::Probe);
+                let detail = e.to_string();
+                return self.refuse(conn, Refusal::Malformed { detail }, Link::Probe);
             }
         };
         if let Err(r) = self.check_code(&code) {
             return self.refuse(conn, r, Link::Probe);
         }
         self.reservations.expire(now);
-        let available = self.has_free_slot() && self.reservations.reserve(now, code.nonce).is_ok();
+        // A follower that has not caught up with the master would serve
+        // stale accounts: it says no until it has.
+        let available = self.replica.is_caught_up()
+            && self.has_free_slot()
+            && self.reservations.reserve(now, code.nonce).is_ok();
         let answer = if available {
             ProbeMsg::Available
         } else {
@@ -271,31 +363,63 @@ impl Server {
                     return self.refuse(conn, r, Link::Session);
                 }
                 let deadline = now + self.cfg.handshake_timeout;
+                // Random, so that a restarted server never reuses a session
+                // id that the replicated dedup table remembers.
+                let session = self.entropy.next_u64();
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.stage = Stage::AwaitAck { deadline };
+                    c.stage = Stage::AwaitAck { deadline, session };
                 }
-                self.out.send(
-                    conn,
-                    &SessionMsg::HelloAck {
-                        server_id: self.cfg.id,
-                    },
-                );
+                let ack = SessionMsg::HelloAck {
+                    server_id: self.cfg.id,
+                };
+                self.out.send(conn, &ack);
                 self.out.event(ServerEvent::Established {
                     conn,
                     code: code.label(),
                 });
             }
-            (Stage::AwaitAck { .. }, SessionMsg::Ack) => {
+            (Stage::AwaitAck { session, .. }, SessionMsg::Ack) => {
+                let session = *session;
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.stage = Stage::Established;
+                    c.stage = Stage::Established {
+                        session,
+                        requests: 0,
+                        op: Op::Idle,
+                    };
                 }
             }
-            (_, other) => {
-                let r = Refusal::Unexpected {
-                    what: format!("{other:?}"),
-                };
-                self.refuse(conn, r, Link::Session);
+            (Stage::Established { op: Op::Idle, .. }, SessionMsg::Begin { op }) => {
+                let deadline = now + self.cfg.handshake_timeout;
+                self.set_op(conn, Op::AwaitData { op, deadline });
+                self.out.send(conn, &SessionMsg::Proceed { op });
             }
+            (
+                Stage::Established {
+                    op: Op::AwaitData { op, .. },
+                    ..
+                },
+                data,
+            ) => {
+                let op = *op;
+                self.on_op_data(now, conn, op, data);
+            }
+            (_, other) => {
+                let what = match other {
+                    SessionMsg::Credentials { .. } => "Credentials".to_string(),
+                    other => format!("{other:?}"),
+                };
+                self.refuse(conn, Refusal::Unexpected { what }, Link::Session);
+            }
+        }
+    }
+
+    fn set_op(&mut self, conn: ConnId, new: Op) {
+        if let Some(Conn {
+            stage: Stage::Established { op, .. },
+            ..
+        }) = self.conns.get_mut(&conn)
+        {
+            *op = new;
         }
     }
 
@@ -340,13 +464,26 @@ impl Node for Server {
                 );
             }
             Input::Received { conn, bytes } => self.on_bytes(now, conn, bytes),
-            Input::Closed { conn } => self.forget(conn),
-            // The server dials nobody yet.
-            Input::Connected { .. } | Input::ConnectFailed { .. } => {}
+            Input::Closed { conn } => {
+                self.replica
+                    .on_closed(now, conn, "connection closed", &mut self.out);
+                self.forget(conn);
+            }
+            Input::Connected { conn } => self.replica.on_connected(conn, &mut self.out),
+            Input::ConnectFailed { conn, reason } => {
+                self.replica.on_closed(now, conn, &reason, &mut self.out)
+            }
+            Input::Persisted { token } => {
+                let done = self.replica.on_persisted(now, token, &mut self.out);
+                for (origin, result) in done {
+                    self.deliver(origin, result);
+                }
+            }
         }
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
+        self.replica.handle_timeout(now, &mut self.out);
         let lapsed = self.reservations.expire(now);
         if lapsed > 0 {
             self.out
@@ -359,12 +496,7 @@ impl Node for Server {
             .map(|(id, _)| *id)
             .collect();
         for conn in late {
-            let step = match self.conns.get(&conn).map(|c| &c.stage) {
-                Some(Stage::AwaitAck { .. }) => "the client's ACK",
-                _ => "the first message",
-            };
-            let r = Refusal::Timeout { step: step.into() };
-            self.refuse(conn, r, Link::Session);
+            self.on_deadline(conn);
         }
     }
 
@@ -374,7 +506,10 @@ impl Node for Server {
 
     fn poll_timeout(&self) -> Option<Timestamp> {
         let conns = self.conns.values().filter_map(|c| c.stage.deadline()).min();
-        earliest(conns, self.reservations.next_deadline())
+        earliest(
+            earliest(conns, self.reservations.next_deadline()),
+            self.replica.poll_timeout(),
+        )
     }
 }
 

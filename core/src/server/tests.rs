@@ -4,7 +4,17 @@ use crate::testkit::*;
 fn server(max: u32) -> Server {
     let mut cfg = ServerConfig::new(1);
     cfg.max_clients = max;
-    Server::new(cfg, secret())
+    let replica = crate::replication::ReplicaConfig::new(1, 1, vec![]);
+    let rec = crate::store::Recovered::default();
+    Server::new(
+        cfg,
+        replica,
+        secret(),
+        crate::Entropy::from_u64(1),
+        &rec,
+        ms(0),
+    )
+    .unwrap()
 }
 
 fn conn(n: u64) -> ConnId {

@@ -64,3 +64,4 @@ pub fn events<E: Clone>(outs: &[Output<E>]) -> Vec<E> {
 pub fn bytes_of<M: speedy::Writable<LittleEndian>>(msg: &M) -> Vec<u8> {
     frame::encode(msg).unwrap()
 }
+pub mod cluster;

@@ -1,0 +1,64 @@
+//! Log entries: the transactions the master orders.
+
+use crate::accounts::password::PasswordHash;
+use speedy::{Readable, Writable};
+
+/// Who asked for a transaction: a client session on some server, and the
+/// session's request number. A retry carries the same origin, so it is
+/// applied once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Readable, Writable)]
+pub struct Origin {
+    pub server: u32,
+    pub session: u64,
+    pub request: u64,
+}
+
+/// A mutation of the replicated state.
+#[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
+#[speedy(tag_type = u8)]
+pub enum Txn {
+    #[speedy(tag = 1)]
+    Register {
+        username: String,
+        password: PasswordHash,
+    },
+    /// Logout: the token id is refused everywhere until it would have expired.
+    #[speedy(tag = 2)]
+    Revoke { token_id: [u8; 16], expires: u64 },
+}
+
+impl Txn {
+    /// A short description for traces; never includes secrets.
+    pub fn describe(&self) -> String {
+        match self {
+            Txn::Register { username, .. } => format!("register {username}"),
+            Txn::Revoke { token_id, .. } => {
+                format!("revoke {:02x}{:02x}", token_id[0], token_id[1])
+            }
+        }
+    }
+}
+
+/// What applying a transaction produced, as told to the client that asked.
+#[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
+#[speedy(tag_type = u8)]
+pub enum TxnResult {
+    #[speedy(tag = 1)]
+    Registered { user_id: u64 },
+    #[speedy(tag = 2)]
+    UsernameTaken,
+    #[speedy(tag = 3)]
+    Revoked,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
+pub struct Entry {
+    pub index: u64,
+    /// The master's view when it ordered the entry (fencing, for failover).
+    pub view: u64,
+    /// The master's clock (Unix seconds) when it ordered the entry: the one
+    /// time every replica agrees on, used for deterministic expiry.
+    pub at: u64,
+    pub origin: Origin,
+    pub txn: Txn,
+}

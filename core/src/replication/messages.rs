@@ -1,0 +1,44 @@
+//! Messages of the server ↔ server replication link.
+
+use super::entry::{Entry, Origin, Txn};
+use crate::refusal::Refusal;
+use speedy::{Readable, Writable};
+
+/// Follower ↔ master. Followers dial the master; the master authenticates
+/// them with a challenge, then streams log entries and heartbeats.
+#[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
+#[speedy(tag_type = u8)]
+pub enum ReplicaMsg {
+    /// Follower → master: I am server `from`; my log ends at `last`.
+    #[speedy(tag = 40)]
+    Join { version: u16, from: u32, last: u64 },
+    /// Master → follower: prove you hold the cluster secret.
+    #[speedy(tag = 41)]
+    Challenge { nonce: [u8; 16] },
+    #[speedy(tag = 42)]
+    Proof { mac: [u8; 32] },
+    /// Master → follower: joined; entries after your `last` follow.
+    #[speedy(tag = 43)]
+    Welcome { view: u64, last: u64, commit: u64 },
+    /// Master → follower: contiguous entries, and the commit index.
+    #[speedy(tag = 44)]
+    Prepare {
+        view: u64,
+        entries: Vec<Entry>,
+        commit: u64,
+    },
+    /// Follower → master: my log is durable up to `durable`.
+    #[speedy(tag = 45)]
+    PrepareOk { view: u64, durable: u64 },
+    /// Master → follower, periodically: liveness, log end and commit index.
+    #[speedy(tag = 46)]
+    Heartbeat { view: u64, last: u64, commit: u64 },
+    /// Follower → master: a client's transaction, to be ordered.
+    #[speedy(tag = 47)]
+    Forward { view: u64, origin: Origin, txn: Txn },
+    #[speedy(tag = 48)]
+    Refused(Refusal),
+}
+
+/// First tag byte of [`ReplicaMsg`] frames.
+pub const REPLICA_TAGS: std::ops::Range<u8> = 40..60;

@@ -1,0 +1,322 @@
+//! The replicated state machine: what every server holds once it has applied
+//! the log up to some index. Applying is deterministic (it reads nothing but
+//! the state and the entry), so servers that applied the same prefix hold the
+//! same state.
+
+use super::entry::{Entry, Origin, Txn, TxnResult};
+use crate::accounts::password::PasswordHash;
+use crate::frame;
+use crate::store::{Table, Write};
+use speedy::{Readable, Writable};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
+pub struct User {
+    pub id: u64,
+    pub name: String,
+    pub password: PasswordHash,
+}
+
+/// Last request applied for one client session, and what it produced.
+#[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
+struct ClientRecord {
+    request: u64,
+    result: TxnResult,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    users: BTreeMap<u64, User>,
+    by_name: BTreeMap<String, u64>,
+    revoked: BTreeMap<[u8; 16], u64>,
+    clients: BTreeMap<(u32, u64), ClientRecord>,
+}
+
+fn enc<T: Writable<speedy::LittleEndian>>(v: &T) -> Vec<u8> {
+    v.write_to_vec().unwrap_or_default()
+}
+
+fn client_key(server: u32, session: u64) -> Vec<u8> {
+    let mut k = server.to_be_bytes().to_vec();
+    k.extend_from_slice(&session.to_be_bytes());
+    k
+}
+
+impl State {
+    /// Rebuilds the state from stored table rows.
+    pub fn from_rows(rows: &[(Table, Vec<u8>, Vec<u8>)]) -> Result<State, String> {
+        let mut s = State::default();
+        for (table, key, value) in rows {
+            let bad = |e: crate::frame::FrameError| format!("{} table: {e}", table.name());
+            match table {
+                Table::Users => {
+                    let u: User = frame::decode(value).map_err(bad)?;
+                    s.by_name.insert(u.name.clone(), u.id);
+                    s.users.insert(u.id, u);
+                }
+                Table::Revoked => {
+                    let id: [u8; 16] = key
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| "revoked table: bad key".to_string())?;
+                    s.revoked.insert(id, frame::decode(value).map_err(bad)?);
+                }
+                Table::Clients => {
+                    let (server, session) = match key.as_slice() {
+                        [a, b, c, d, rest @ ..] if rest.len() == 8 => {
+                            let mut sess = [0u8; 8];
+                            sess.copy_from_slice(rest);
+                            (
+                                u32::from_be_bytes([*a, *b, *c, *d]),
+                                u64::from_be_bytes(sess),
+                            )
+                        }
+                        _ => return Err("clients table: bad key".into()),
+                    };
+                    s.clients
+                        .insert((server, session), frame::decode(value).map_err(bad)?);
+                }
+                Table::Files | Table::Shares => {}
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn user_by_name(&self, name: &str) -> Option<&User> {
+        self.by_name.get(name).and_then(|id| self.users.get(id))
+    }
+
+    pub fn user(&self, id: u64) -> Option<&User> {
+        self.users.get(&id)
+    }
+
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+
+    pub fn is_revoked(&self, token_id: &[u8; 16]) -> bool {
+        self.revoked.contains_key(token_id)
+    }
+
+    /// The result already produced for `origin`, if its request was applied.
+    pub fn applied_result(&self, origin: &Origin) -> Option<&TxnResult> {
+        self.clients
+            .get(&(origin.server, origin.session))
+            .filter(|r| r.request == origin.request)
+            .map(|r| &r.result)
+    }
+
+    /// True if `origin`'s request (or a later one of its session) was applied.
+    pub fn has_applied(&self, origin: &Origin) -> bool {
+        self.clients
+            .get(&(origin.server, origin.session))
+            .is_some_and(|r| r.request >= origin.request)
+    }
+
+    /// Applies one entry: the state changes in memory, and the writes that
+    /// make the same change durable come back with the result.
+    pub fn apply(&mut self, entry: &Entry) -> (Vec<Write>, TxnResult) {
+        let o = entry.origin;
+        if let Some(r) = self.clients.get(&(o.server, o.session)) {
+            if r.request >= o.request {
+                // A retry that the master logged twice: applied once.
+                let result = if r.request == o.request {
+                    r.result.clone()
+                } else {
+                    TxnResult::UsernameTaken
+                };
+                return (Vec::new(), result);
+            }
+        }
+        let mut writes = Vec::new();
+        let result = match &entry.txn {
+            Txn::Register { username, password } => {
+                if self.by_name.contains_key(username) {
+                    TxnResult::UsernameTaken
+                } else {
+                    let id = self.users.keys().next_back().map_or(1, |m| m + 1);
+                    let user = User {
+                        id,
+                        name: username.clone(),
+                        password: password.clone(),
+                    };
+                    writes.push(Write::Put {
+                        table: Table::Users,
+                        key: id.to_be_bytes().to_vec(),
+                        value: enc(&user),
+                    });
+                    self.by_name.insert(username.clone(), id);
+                    self.users.insert(id, user);
+                    TxnResult::Registered { user_id: id }
+                }
+            }
+            Txn::Revoke { token_id, expires } => {
+                // Forget revocations of tokens that have expired anyway, by
+                // the master's clock in the entry, so every replica agrees.
+                let stale: Vec<[u8; 16]> = self
+                    .revoked
+                    .iter()
+                    .filter(|(_, e)| **e < entry.at)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in stale {
+                    self.revoked.remove(&k);
+                    writes.push(Write::Delete {
+                        table: Table::Revoked,
+                        key: k.to_vec(),
+                    });
+                }
+                self.revoked.insert(*token_id, *expires);
+                writes.push(Write::Put {
+                    table: Table::Revoked,
+                    key: token_id.to_vec(),
+                    value: enc(expires),
+                });
+                TxnResult::Revoked
+            }
+        };
+        let record = ClientRecord {
+            request: o.request,
+            result: result.clone(),
+        };
+        writes.push(Write::Put {
+            table: Table::Clients,
+            key: client_key(o.server, o.session),
+            value: enc(&record),
+        });
+        self.clients.insert((o.server, o.session), record);
+        (writes, result)
+    }
+
+    /// A digest of the whole state, for convergence checks.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        for u in self.users.values() {
+            h.update(&enc(u));
+        }
+        for (k, v) in &self.revoked {
+            h.update(k);
+            h.update(&v.to_le_bytes());
+        }
+        for ((s, sess), r) in &self.clients {
+            h.update(&s.to_le_bytes());
+            h.update(&sess.to_le_bytes());
+            h.update(&enc(r));
+        }
+        *h.finalize().as_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounts::password::{hash, PasswordParams};
+    use crate::store::{Batch, MemStore, Store};
+
+    fn register(index: u64, session: u64, request: u64, name: &str) -> Entry {
+        Entry {
+            index,
+            view: 1,
+            at: 100,
+            origin: Origin {
+                server: 1,
+                session,
+                request,
+            },
+            txn: Txn::Register {
+                username: name.into(),
+                password: hash(PasswordParams::TESTING, [0; 16], "password1").unwrap(),
+            },
+        }
+    }
+
+    #[test]
+    fn register_assigns_ids_and_refuses_a_taken_name() {
+        let mut s = State::default();
+        assert_eq!(
+            s.apply(&register(1, 1, 1, "alice")).1,
+            TxnResult::Registered { user_id: 1 }
+        );
+        assert_eq!(
+            s.apply(&register(2, 2, 1, "bob")).1,
+            TxnResult::Registered { user_id: 2 }
+        );
+        assert_eq!(
+            s.apply(&register(3, 3, 1, "alice")).1,
+            TxnResult::UsernameTaken
+        );
+        assert_eq!(s.user_by_name("alice").map(|u| u.id), Some(1));
+    }
+
+    #[test]
+    fn a_retried_request_is_applied_once_with_the_same_result() {
+        let mut s = State::default();
+        let first = s.apply(&register(1, 1, 1, "alice"));
+        let again = s.apply(&register(2, 1, 1, "alice"));
+        assert_eq!(again.1, first.1);
+        assert!(again.0.is_empty(), "no writes for a duplicate");
+        assert_eq!(s.users().count(), 1);
+    }
+
+    #[test]
+    fn state_rebuilt_from_its_writes_is_identical() {
+        let mut s = State::default();
+        let mut store = MemStore::default();
+        let entries = [register(1, 1, 1, "alice"), register(2, 2, 1, "bob")];
+        for e in &entries {
+            let (writes, _) = s.apply(e);
+            store.commit(&Batch { writes }).unwrap();
+        }
+        let revoke = Entry {
+            index: 3,
+            view: 1,
+            at: 100,
+            origin: Origin {
+                server: 2,
+                session: 9,
+                request: 1,
+            },
+            txn: Txn::Revoke {
+                token_id: [5; 16],
+                expires: 200,
+            },
+        };
+        let (writes, r) = s.apply(&revoke);
+        assert_eq!(r, TxnResult::Revoked);
+        store.commit(&Batch { writes }).unwrap();
+        let rebuilt = State::from_rows(&store.load().unwrap().tables).unwrap();
+        assert_eq!(rebuilt, s);
+        assert_eq!(rebuilt.digest(), s.digest());
+        assert!(rebuilt.is_revoked(&[5; 16]));
+    }
+
+    #[test]
+    fn expired_revocations_are_pruned_deterministically() {
+        let mut s = State::default();
+        let mut e = Entry {
+            index: 1,
+            view: 1,
+            at: 100,
+            origin: Origin {
+                server: 1,
+                session: 1,
+                request: 1,
+            },
+            txn: Txn::Revoke {
+                token_id: [1; 16],
+                expires: 150,
+            },
+        };
+        s.apply(&e);
+        e.index = 2;
+        e.at = 151;
+        e.origin.request = 2;
+        e.txn = Txn::Revoke {
+            token_id: [2; 16],
+            expires: 300,
+        };
+        s.apply(&e);
+        assert!(!s.is_revoked(&[1; 16]));
+        assert!(s.is_revoked(&[2; 16]));
+    }
+}

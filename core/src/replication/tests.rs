@@ -1,0 +1,556 @@
+use crate::io::{ConnId, Input, Node, Output};
+use crate::replication::entry::{Origin, Txn};
+use crate::replication::messages::ReplicaMsg;
+use crate::server::{OpError, Request, SessionMsg};
+use crate::testkit::cluster::Cluster;
+use crate::testkit::{bytes_of, drain, sent};
+use std::time::Duration;
+
+fn register(name: &str) -> Request {
+    Request::Register {
+        username: name.into(),
+        password: "password-123".into(),
+    }
+}
+
+fn login(name: &str, password: &str) -> Request {
+    Request::Login {
+        username: name.into(),
+        password: password.into(),
+    }
+}
+
+fn assert_converged(c: &Cluster, live: &[usize]) {
+    let first = c.server(live[0]).replica();
+    for &ix in &live[1..] {
+        let r = c.server(ix).replica();
+        assert_eq!(r.indexes(), first.indexes(), "server {} indexes", ix + 1);
+        assert_eq!(r.log(), first.log(), "server {} log", ix + 1);
+        assert_eq!(
+            r.state().digest(),
+            first.state().digest(),
+            "server {} state",
+            ix + 1
+        );
+    }
+}
+
+#[test]
+fn registrations_through_every_server_are_ordered_and_replicated() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    for (ix, name) in [(0, "alice"), (1, "bob"), (2, "carol")] {
+        let s = c.open_session(ix);
+        let got = c.request(ix, s, &register(name));
+        assert!(
+            matches!(got[..], [SessionMsg::Registered { .. }]),
+            "{name}: {got:?}"
+        );
+    }
+    c.run_for(Duration::from_secs(1));
+    assert_converged(&c, &[0, 1, 2]);
+    let ids: Vec<u64> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|n| c.server(2).replica().state().user_by_name(n).unwrap().id)
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    assert_eq!(c.server(0).replica().indexes(), (3, 3, 3));
+}
+
+#[test]
+fn concurrent_registrations_of_one_name_admit_exactly_one() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let a = c.open_session(1);
+    let b = c.open_session(2);
+    for (ix, s) in [(1, a), (2, b)] {
+        c.send(
+            ix,
+            s,
+            &SessionMsg::Begin {
+                op: register("dave").op(),
+            },
+        );
+        c.received(ix, s);
+    }
+    // Both data messages are in flight before either is ordered.
+    c.send(1, a, &register("Dave").payload());
+    c.send(2, b, &register("dave").payload());
+    c.run_for(Duration::from_secs(1));
+    let mut answers = [c.received(1, a), c.received(2, b)].concat();
+    answers.sort_by_key(|m| format!("{m:?}"));
+    assert!(
+        matches!(
+            answers[..],
+            [
+                SessionMsg::Failed(OpError::UsernameTaken),
+                SessionMsg::Registered { user_id: 1 }
+            ]
+        ),
+        "{answers:?}"
+    );
+    assert_converged(&c, &[0, 1, 2]);
+}
+
+#[test]
+fn a_restarted_follower_catches_up_what_it_missed() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let s = c.open_session(0);
+    c.request(0, s, &register("alice"));
+    c.crash(2);
+    c.request(0, s, &register("bob"));
+    c.request(0, s, &register("carol"));
+    assert_eq!(
+        c.server(0).replica().indexes().1,
+        3,
+        "a majority of two commits"
+    );
+    c.restart(2);
+    assert!(!c.server(2).replica().is_caught_up());
+    c.run_for(Duration::from_secs(2));
+    assert!(c.server(2).replica().is_caught_up());
+    assert_converged(&c, &[0, 1, 2]);
+}
+
+#[test]
+fn a_partitioned_follower_rejoins_after_healing() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    c.partition(0, 2);
+    let s = c.open_session(1);
+    c.request(1, s, &register("alice"));
+    c.request(1, s, &register("bob"));
+    c.run_for(Duration::from_secs(5));
+    assert!(!c.server(2).replica().is_caught_up(), "silence is detected");
+    assert_eq!(c.server(2).replica().indexes().2, 0);
+    c.heal();
+    c.run_for(Duration::from_secs(5));
+    assert!(c.server(2).replica().is_caught_up());
+    assert_converged(&c, &[0, 1, 2]);
+}
+
+#[test]
+fn without_a_majority_nothing_commits_and_the_client_is_told() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    c.crash(1);
+    c.crash(2);
+    let s = c.open_session(0);
+    assert!(
+        c.request(0, s, &register("alice")).is_empty(),
+        "no answer before commit"
+    );
+    c.run_for(Duration::from_secs(11));
+    let got = c.received(0, s);
+    assert!(
+        matches!(got[..], [SessionMsg::Failed(OpError::Unavailable { .. })]),
+        "{got:?}"
+    );
+    assert_eq!(c.server(0).replica().indexes(), (1, 0, 0));
+    // The entry was durable on the master; once a follower is back it commits.
+    c.restart(1);
+    c.run_for(Duration::from_secs(2));
+    assert_eq!(c.server(0).replica().indexes(), (1, 1, 1));
+    assert!(c
+        .server(1)
+        .replica()
+        .state()
+        .user_by_name("alice")
+        .is_some());
+}
+
+#[test]
+fn a_restarted_master_resumes_from_its_store() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let s = c.open_session(1);
+    c.request(1, s, &register("alice"));
+    c.crash(0);
+    c.restart(0);
+    assert_eq!(c.server(0).replica().indexes(), (1, 1, 1));
+    c.run_for(Duration::from_secs(5));
+    let s = c.open_session(2);
+    let got = c.request(2, s, &register("bob"));
+    assert!(
+        matches!(got[..], [SessionMsg::Registered { user_id: 2 }]),
+        "{got:?}"
+    );
+    c.run_for(Duration::from_secs(1));
+    assert_converged(&c, &[0, 1, 2]);
+}
+
+#[test]
+fn a_retried_forward_is_logged_once() {
+    let mut c = Cluster::new(1);
+    let origin = Origin {
+        server: 1,
+        session: 7,
+        request: 1,
+    };
+    let txn = Txn::Revoke {
+        token_id: [1; 16],
+        expires: u64::MAX,
+    };
+    let mut out = crate::outbox::Outbox::<crate::server::ServerEvent>::default();
+    let s = c.servers[0].as_mut().unwrap();
+    let r = &mut s.replica;
+    r.submit(c.now, origin, txn.clone(), &mut out).unwrap();
+    r.submit(c.now, origin, txn, &mut out).unwrap();
+    assert_eq!(r.log().len(), 1);
+}
+
+/// A follower alone, fed by hand, to watch what it sends and when.
+fn lone_follower() -> (crate::server::Server, ConnId) {
+    let mut c = Cluster::new(2);
+    c.crash(0);
+    let mut f = c.servers[1].take().unwrap();
+    f.handle_timeout(c.now + Duration::from_secs(1));
+    let dial = drain(&mut f)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Connect { conn, .. } => Some(conn),
+            _ => None,
+        })
+        .expect("follower dials the master");
+    f.handle_input(c.now, Input::Connected { conn: dial });
+    let welcome = bytes_of(&ReplicaMsg::Welcome {
+        view: 1,
+        last: 0,
+        commit: 0,
+    });
+    f.handle_input(
+        c.now,
+        Input::Received {
+            conn: dial,
+            bytes: &welcome,
+        },
+    );
+    drain(&mut f);
+    (f, dial)
+}
+
+fn entry(index: u64) -> crate::replication::entry::Entry {
+    crate::replication::entry::Entry {
+        index,
+        view: 1,
+        at: 0,
+        origin: Origin {
+            server: 1,
+            session: 1,
+            request: index,
+        },
+        txn: Txn::Revoke {
+            token_id: [index as u8; 16],
+            expires: u64::MAX,
+        },
+    }
+}
+
+#[test]
+fn prepare_ok_waits_for_durability() {
+    let (mut f, conn) = lone_follower();
+    let now = crate::Timestamp::from_micros(1);
+    let p = bytes_of(&ReplicaMsg::Prepare {
+        view: 1,
+        entries: vec![entry(1), entry(2)],
+        commit: 0,
+    });
+    f.handle_input(now, Input::Received { conn, bytes: &p });
+    let outs = drain(&mut f);
+    let token = outs.iter().find_map(|o| match o {
+        Output::Persist { token, .. } => Some(*token),
+        _ => None,
+    });
+    assert!(token.is_some(), "entries are persisted");
+    assert!(
+        sent::<ReplicaMsg, _>(&outs, conn).is_empty(),
+        "no PrepareOk before the commit"
+    );
+    f.handle_input(
+        now,
+        Input::Persisted {
+            token: token.unwrap(),
+        },
+    );
+    let outs = drain(&mut f);
+    assert_eq!(
+        sent::<ReplicaMsg, _>(&outs, conn),
+        vec![ReplicaMsg::PrepareOk {
+            view: 1,
+            durable: 2
+        }]
+    );
+}
+
+#[test]
+fn duplicate_prepares_are_ignored_and_a_gap_drops_the_link() {
+    let (mut f, conn) = lone_follower();
+    let now = crate::Timestamp::from_micros(1);
+    let p = bytes_of(&ReplicaMsg::Prepare {
+        view: 1,
+        entries: vec![entry(1)],
+        commit: 1,
+    });
+    f.handle_input(now, Input::Received { conn, bytes: &p });
+    let first = drain(&mut f);
+    assert_eq!(
+        first
+            .iter()
+            .filter(|o| matches!(o, Output::Persist { .. }))
+            .count(),
+        2,
+        "append, then apply"
+    );
+    f.handle_input(now, Input::Received { conn, bytes: &p });
+    let again = drain(&mut f);
+    assert!(
+        again.iter().all(|o| !matches!(o, Output::Persist { .. })),
+        "duplicate ignored"
+    );
+    assert_eq!(f.replica().log().len(), 1);
+    let gap = bytes_of(&ReplicaMsg::Prepare {
+        view: 1,
+        entries: vec![entry(3)],
+        commit: 1,
+    });
+    f.handle_input(now, Input::Received { conn, bytes: &gap });
+    let outs = drain(&mut f);
+    assert!(outs
+        .iter()
+        .any(|o| matches!(o, Output::Close { conn: c } if *c == conn)));
+    assert_eq!(f.replica().log().len(), 1);
+    assert!(!f.replica().is_caught_up());
+}
+
+#[test]
+fn a_stale_view_is_not_obeyed() {
+    let (mut f, conn) = lone_follower();
+    let now = crate::Timestamp::from_micros(1);
+    let p = bytes_of(&ReplicaMsg::Prepare {
+        view: 0,
+        entries: vec![entry(1)],
+        commit: 1,
+    });
+    f.handle_input(now, Input::Received { conn, bytes: &p });
+    drain(&mut f);
+    assert!(f.replica().log().is_empty());
+}
+
+#[test]
+fn an_impostor_without_the_secret_cannot_join() {
+    let mut c = Cluster::new(2);
+    let conn = ConnId::accepted(99);
+    let m = c.servers[0].as_mut().unwrap();
+    m.handle_input(
+        c.now,
+        Input::Accepted {
+            conn,
+            peer: "x".into(),
+        },
+    );
+    let join = bytes_of(&ReplicaMsg::Join {
+        version: crate::refusal::PROTOCOL_VERSION,
+        from: 2,
+        last: 0,
+    });
+    m.handle_input(c.now, Input::Received { conn, bytes: &join });
+    let outs = drain(m);
+    assert!(matches!(
+        sent::<ReplicaMsg, _>(&outs, conn)[..],
+        [ReplicaMsg::Challenge { .. }]
+    ));
+    let proof = bytes_of(&ReplicaMsg::Proof { mac: [0; 32] });
+    m.handle_input(
+        c.now,
+        Input::Received {
+            conn,
+            bytes: &proof,
+        },
+    );
+    let outs = drain(m);
+    assert!(outs
+        .iter()
+        .any(|o| matches!(o, Output::Close { conn: cc } if *cc == conn)));
+    assert!(
+        !outs.iter().any(
+            |o| matches!(o, Output::Transmit { bytes, .. } if bytes.len() > 4 && bytes[4] == 43)
+        ),
+        "no welcome"
+    );
+}
+
+#[test]
+fn login_works_on_any_server_and_hides_which_part_was_wrong() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let s = c.open_session(1);
+    c.request(1, s, &register("alice"));
+    c.run_for(Duration::from_secs(1));
+    let s2 = c.open_session(2);
+    let got = c.request(2, s2, &login("ALICE", "password-123"));
+    let [SessionMsg::LoggedIn { user_id: 1, token }] = &got[..] else {
+        panic!("{got:?}");
+    };
+    assert_eq!(token.username, "alice");
+    let wrong = c.request(2, s2, &login("alice", "password-124"));
+    let unknown = c.request(2, s2, &login("mallory", "password-123"));
+    assert_eq!(wrong, unknown);
+    assert_eq!(wrong, vec![SessionMsg::Failed(OpError::BadCredentials)]);
+    // whoami through a third server trusts the token, not a client-sent id.
+    let s0 = c.open_session(0);
+    let got = c.request(
+        0,
+        s0,
+        &Request::WhoAmI {
+            token: token.clone(),
+        },
+    );
+    assert_eq!(
+        got,
+        vec![SessionMsg::Me {
+            user_id: 1,
+            username: "alice".into()
+        }]
+    );
+    let mut forged = token.clone();
+    forged.user_id = 2;
+    let got = c.request(0, s0, &Request::WhoAmI { token: forged });
+    assert!(matches!(
+        got[..],
+        [SessionMsg::Failed(OpError::InvalidSession { .. })]
+    ));
+}
+
+#[test]
+fn repeated_login_failures_are_rate_limited() {
+    let mut c = Cluster::new(1);
+    let s = c.open_session(0);
+    c.request(0, s, &register("alice"));
+    for _ in 0..5 {
+        assert_eq!(
+            c.request(0, s, &login("alice", "wrong-password")),
+            vec![SessionMsg::Failed(OpError::BadCredentials)]
+        );
+    }
+    let got = c.request(0, s, &login("alice", "password-123"));
+    assert!(
+        matches!(got[..], [SessionMsg::Failed(OpError::RateLimited { .. })]),
+        "{got:?}"
+    );
+    c.run_for(Duration::from_secs(31));
+    let got = c.request(0, s, &login("alice", "password-123"));
+    assert!(matches!(got[..], [SessionMsg::LoggedIn { .. }]));
+}
+
+#[test]
+fn logout_is_honoured_on_every_server() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let s = c.open_session(0);
+    c.request(0, s, &register("alice"));
+    let got = c.request(0, s, &login("alice", "password-123"));
+    let [SessionMsg::LoggedIn { token, .. }] = &got[..] else {
+        panic!("{got:?}")
+    };
+    let s1 = c.open_session(1);
+    assert_eq!(
+        c.request(
+            1,
+            s1,
+            &Request::Logout {
+                token: token.clone()
+            }
+        ),
+        vec![SessionMsg::LoggedOut]
+    );
+    c.run_for(Duration::from_secs(1));
+    for ix in 0..3 {
+        let s = c.open_session(ix);
+        let got = c.request(
+            ix,
+            s,
+            &Request::WhoAmI {
+                token: token.clone(),
+            },
+        );
+        assert!(
+            matches!(
+                got[..],
+                [SessionMsg::Failed(OpError::InvalidSession { .. })]
+            ),
+            "server {}: {got:?}",
+            ix + 1
+        );
+    }
+}
+
+#[test]
+fn expired_tokens_are_refused() {
+    let mut c = Cluster::new(1);
+    let s = c.open_session(0);
+    c.request(0, s, &register("alice"));
+    let got = c.request(0, s, &login("alice", "password-123"));
+    let [SessionMsg::LoggedIn { token, .. }] = &got[..] else {
+        panic!("{got:?}")
+    };
+    c.run_for(Duration::from_secs(24 * 3600));
+    let got = c.request(
+        0,
+        s,
+        &Request::WhoAmI {
+            token: token.clone(),
+        },
+    );
+    assert!(
+        matches!(&got[..], [SessionMsg::Failed(OpError::InvalidSession { reason })] if reason.contains("expired"))
+    );
+}
+
+#[test]
+fn bad_usernames_and_passwords_get_clear_errors() {
+    let mut c = Cluster::new(1);
+    let s = c.open_session(0);
+    let got = c.request(0, s, &register("../etc"));
+    assert!(matches!(
+        got[..],
+        [SessionMsg::Failed(OpError::InvalidUsername { .. })]
+    ));
+    let got = c.request(
+        0,
+        s,
+        &Request::Register {
+            username: "alice".into(),
+            password: "short".into(),
+        },
+    );
+    assert!(matches!(
+        got[..],
+        [SessionMsg::Failed(OpError::InvalidPassword { .. })]
+    ));
+    assert!(c.server(0).replica().log().is_empty());
+}
+
+#[test]
+fn passwords_never_reach_events_or_the_log() {
+    let mut c = Cluster::new(2);
+    c.run_for(Duration::from_secs(1));
+    let s = c.open_session(1);
+    c.request(
+        1,
+        s,
+        &Request::Register {
+            username: "alice".into(),
+            password: "hunter2-secret".into(),
+        },
+    );
+    c.request(1, s, &login("alice", "hunter2-secret"));
+    let text: String = c
+        .events
+        .iter()
+        .map(|(_, e)| format!("{e} {e:?}\n"))
+        .collect();
+    assert!(!text.contains("hunter2"), "{text}");
+    let log = format!("{:?}", c.server(0).replica().log());
+    assert!(!log.contains("hunter2"));
+}

@@ -1,0 +1,277 @@
+//! The operations of an established session: register, login, logout, whoami.
+
+use super::{Conn, Link, Op, OpCode, OpError, Server, ServerEvent, SessionMsg, Stage};
+use crate::accounts::password::{self, PasswordHash};
+use crate::accounts::token::SessionToken;
+use crate::accounts::username;
+use crate::io::ConnId;
+use crate::refusal::Refusal;
+use crate::replication::entry::{Origin, Txn, TxnResult};
+use crate::time::Timestamp;
+
+impl Server {
+    /// The data of operation `op` arrived.
+    pub(super) fn on_op_data(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        op: OpCode,
+        data: SessionMsg,
+    ) {
+        let reply = match (op, data) {
+            (OpCode::Register, SessionMsg::Credentials { username, password }) => {
+                self.register(now, conn, &username, &password)
+            }
+            (OpCode::Login, SessionMsg::Credentials { username, password }) => {
+                self.login(now, &username, &password)
+            }
+            (OpCode::Logout, SessionMsg::Token { token }) => self.logout(now, conn, token),
+            (OpCode::WhoAmI, SessionMsg::Token { token }) => self
+                .verify_token(now, &token)
+                .map(|_| SessionMsg::Me {
+                    user_id: token.user_id,
+                    username: token.username,
+                })
+                .map(Some),
+            (op, _) => {
+                let what = format!("data that does not belong to {op:?}");
+                return self.refuse(conn, Refusal::Unexpected { what }, Link::Session);
+            }
+        };
+        match reply {
+            // Ordered through the master; answered when applied here.
+            Ok(None) => {}
+            Ok(Some(msg)) => self.answer(conn, op, msg),
+            Err(e) => self.answer(conn, op, SessionMsg::Failed(e)),
+        }
+    }
+
+    fn answer(&mut self, conn: ConnId, op: OpCode, msg: SessionMsg) {
+        let outcome = match &msg {
+            SessionMsg::Failed(e) => e.to_string(),
+            SessionMsg::LoggedIn { user_id, .. } => format!("logged in user {user_id}"),
+            other => format!("{other:?}"),
+        };
+        self.out.send(conn, &msg);
+        self.set_op(conn, Op::Idle);
+        self.out.event(ServerEvent::Answered { conn, op, outcome });
+    }
+
+    /// Sends `txn` to the master on behalf of the session on `conn`.
+    fn order(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        op: OpCode,
+        txn: Txn,
+    ) -> Result<Option<SessionMsg>, OpError> {
+        let Some(Conn {
+            stage: Stage::Established {
+                session, requests, ..
+            },
+            ..
+        }) = self.conns.get_mut(&conn)
+        else {
+            return Ok(None);
+        };
+        *requests += 1;
+        let origin = Origin {
+            server: self.cfg.id,
+            session: *session,
+            request: *requests,
+        };
+        if self
+            .replica
+            .submit(now, origin, txn, &mut self.out)
+            .is_err()
+        {
+            return Err(OpError::Unavailable {
+                reason: "too many requests are waiting for the master".into(),
+            });
+        }
+        let deadline = now + self.cfg.request_timeout;
+        self.set_op(
+            conn,
+            Op::Ordering {
+                op,
+                origin,
+                deadline,
+            },
+        );
+        Ok(None)
+    }
+
+    fn register(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        raw_name: &str,
+        pass: &str,
+    ) -> Result<Option<SessionMsg>, OpError> {
+        let name =
+            username::normalize(raw_name).map_err(|reason| OpError::InvalidUsername { reason })?;
+        password::check_policy(pass).map_err(|reason| OpError::InvalidPassword { reason })?;
+        // A fast answer for the common case; the master's order decides races.
+        if self.replica.state().user_by_name(&name).is_some() {
+            return Err(OpError::UsernameTaken);
+        }
+        let hash =
+            password::hash(self.cfg.password, self.entropy.bytes(), pass).ok_or_else(|| {
+                OpError::Unavailable {
+                    reason: "password hashing failed".into(),
+                }
+            })?;
+        let txn = Txn::Register {
+            username: name,
+            password: hash,
+        };
+        self.order(now, conn, OpCode::Register, txn)
+    }
+
+    fn login(
+        &mut self,
+        now: Timestamp,
+        raw_name: &str,
+        pass: &str,
+    ) -> Result<Option<SessionMsg>, OpError> {
+        let Ok(name) = username::normalize(raw_name) else {
+            return Err(OpError::BadCredentials);
+        };
+        self.limiter
+            .check(now, &name)
+            .map_err(|retry_after_secs| OpError::RateLimited { retry_after_secs })?;
+        let user = self.replica.state().user_by_name(&name).cloned();
+        // Unknown users cost one hash too, so timing does not tell them apart.
+        let ok = match &user {
+            Some(u) => password::verify(&u.password, pass),
+            None => {
+                let dummy = PasswordHash {
+                    params: self.cfg.password,
+                    salt: [0; 16],
+                    hash: [0; 32],
+                };
+                let _ = password::verify(&dummy, pass);
+                false
+            }
+        };
+        let Some(user) = user.filter(|_| ok) else {
+            self.limiter.failed(now, &name);
+            return Err(OpError::BadCredentials);
+        };
+        self.limiter.succeeded(&name);
+        let expires = unix_secs(now) + self.cfg.session_ttl.as_secs();
+        let token = SessionToken::issue(
+            &self.secret,
+            user.id,
+            user.name,
+            expires,
+            self.entropy.bytes(),
+        );
+        Ok(Some(SessionMsg::LoggedIn {
+            user_id: user.id,
+            token,
+        }))
+    }
+
+    fn logout(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        token: SessionToken,
+    ) -> Result<Option<SessionMsg>, OpError> {
+        self.verify_token(now, &token)?;
+        let txn = Txn::Revoke {
+            token_id: token.id,
+            expires: token.expires,
+        };
+        self.order(now, conn, OpCode::Logout, txn)
+    }
+
+    /// The user a token proves, if it is authentic, unexpired, not revoked,
+    /// and names a user this server knows.
+    pub(super) fn verify_token(
+        &self,
+        now: Timestamp,
+        token: &SessionToken,
+    ) -> Result<u64, OpError> {
+        let invalid = |reason: &str| OpError::InvalidSession {
+            reason: reason.into(),
+        };
+        if !token.authentic(&self.secret) {
+            return Err(invalid("the session was not issued by this cluster"));
+        }
+        if token.expires <= unix_secs(now) {
+            return Err(invalid("the session expired"));
+        }
+        let state = self.replica.state();
+        if state.is_revoked(&token.id) {
+            return Err(invalid("the session was logged out"));
+        }
+        match state.user(token.user_id) {
+            Some(u) if u.name == token.username => Ok(u.id),
+            _ => Err(invalid("this server does not know the user yet")),
+        }
+    }
+
+    /// A transaction of one of our sessions is applied here: answer it.
+    pub(super) fn deliver(&mut self, origin: Origin, result: TxnResult) {
+        let found = self.conns.iter().find_map(|(id, c)| match &c.stage {
+            Stage::Established {
+                op: Op::Ordering { op, origin: o, .. },
+                ..
+            } if *o == origin => Some((*id, *op)),
+            _ => None,
+        });
+        let Some((conn, op)) = found else {
+            // The client left or gave up; the transaction stands.
+            return;
+        };
+        let msg = match result {
+            TxnResult::Registered { user_id } => SessionMsg::Registered { user_id },
+            TxnResult::UsernameTaken => SessionMsg::Failed(OpError::UsernameTaken),
+            TxnResult::Revoked => SessionMsg::LoggedOut,
+        };
+        self.answer(conn, op, msg);
+    }
+
+    pub(super) fn on_deadline(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        match &c.stage {
+            Stage::Established {
+                op: Op::Ordering { op, .. },
+                ..
+            } => {
+                let op = *op;
+                let reason =
+                    "the master did not order the request in time; it may still take effect".into();
+                self.answer(
+                    conn,
+                    op,
+                    SessionMsg::Failed(OpError::Unavailable { reason }),
+                );
+            }
+            Stage::Established {
+                op: Op::AwaitData { .. },
+                ..
+            } => {
+                let step = "the operation's data".into();
+                self.refuse(conn, Refusal::Timeout { step }, Link::Session);
+            }
+            Stage::AwaitAck { .. } => {
+                let step = "the client's ACK".into();
+                self.refuse(conn, Refusal::Timeout { step }, Link::Session);
+            }
+            _ => {
+                let step = "the first message".into();
+                self.refuse(conn, Refusal::Timeout { step }, Link::Session);
+            }
+        }
+    }
+}
+
+/// The drivers' timestamps count from the Unix epoch.
+pub fn unix_secs(now: Timestamp) -> u64 {
+    now.as_micros() / 1_000_000
+}

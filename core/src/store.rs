@@ -1,0 +1,170 @@
+//! Durable storage as the core sees it.
+//!
+//! The core decides *what* is written; a [`Store`] makes it durable. A store
+//! is a dumb, transactional record keeper: a replication log (index → entry
+//! bytes), a few tables of records (key → value bytes), and a small meta
+//! table (applied index, view). Everything in one [`Batch`] commits in one
+//! transaction or not at all, which is what lets "apply entry i" and "applied
+//! index = i" never disagree after a crash.
+//!
+//! The core never calls a store itself: it emits `Persist` effects and waits
+//! for the driver to report `Persisted`, so nothing that depends on a write
+//! is sent before the write is durable. Drivers call [`Store::commit`] and
+//! [`Store::load`]. The heed (LMDB) store lives in `runtime-smol`; the
+//! in-memory [`MemStore`] here serves unit tests.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The tables of replicated state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    Users,
+    Files,
+    Shares,
+    /// Per client session: last request applied and its result (dedup).
+    Clients,
+    /// Revoked session tokens until they expire.
+    Revoked,
+}
+
+impl Table {
+    pub const ALL: [Table; 5] = [
+        Table::Users,
+        Table::Files,
+        Table::Shares,
+        Table::Clients,
+        Table::Revoked,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Users => "users",
+            Table::Files => "files",
+            Table::Shares => "shares",
+            Table::Clients => "clients",
+            Table::Revoked => "revoked",
+        }
+    }
+}
+
+/// One write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// Log entry at `index` (speedy-encoded `replication::Entry`).
+    Append {
+        index: u64,
+        entry: Vec<u8>,
+    },
+    /// Drops log entries with index ≥ `from` (a follower's divergent suffix).
+    TruncateFrom {
+        from: u64,
+    },
+    Put {
+        table: Table,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        table: Table,
+        key: Vec<u8>,
+    },
+    /// The last log index whose effects are in the tables.
+    SetApplied {
+        index: u64,
+    },
+    SetView {
+        view: u64,
+    },
+}
+
+/// Writes that commit together.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub writes: Vec<Write>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+    pub fn push(&mut self, w: Write) {
+        self.writes.push(w);
+    }
+}
+
+/// Everything a node needs to resume after a restart.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    pub log: Vec<(u64, Vec<u8>)>,
+    pub tables: Vec<(Table, Vec<u8>, Vec<u8>)>,
+    pub applied: u64,
+    pub view: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "storage error: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+pub trait Store {
+    /// Makes the whole batch durable, atomically.
+    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError>;
+    /// Reads back everything committed.
+    fn load(&self) -> Result<Recovered, StoreError>;
+}
+
+/// An in-memory store with the same semantics, for tests.
+#[derive(Clone, Debug, Default)]
+pub struct MemStore {
+    log: BTreeMap<u64, Vec<u8>>,
+    tables: BTreeMap<(Table, Vec<u8>), Vec<u8>>,
+    applied: u64,
+    view: u64,
+    /// Commits made, for tests that count them.
+    pub commits: u64,
+}
+
+impl Store for MemStore {
+    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        for w in &batch.writes {
+            match w {
+                Write::Append { index, entry } => {
+                    self.log.insert(*index, entry.clone());
+                }
+                Write::TruncateFrom { from } => {
+                    self.log.split_off(from);
+                }
+                Write::Put { table, key, value } => {
+                    self.tables.insert((*table, key.clone()), value.clone());
+                }
+                Write::Delete { table, key } => {
+                    self.tables.remove(&(*table, key.clone()));
+                }
+                Write::SetApplied { index } => self.applied = *index,
+                Write::SetView { view } => self.view = *view,
+            }
+        }
+        self.commits += 1;
+        Ok(())
+    }
+
+    fn load(&self) -> Result<Recovered, StoreError> {
+        Ok(Recovered {
+            log: self.log.iter().map(|(i, e)| (*i, e.clone())).collect(),
+            tables: self
+                .tables
+                .iter()
+                .map(|((t, k), v)| (*t, k.clone(), v.clone()))
+                .collect(),
+            applied: self.applied,
+            view: self.view,
+        })
+    }
+}
