@@ -10,12 +10,14 @@
 //!   connection.
 //! - [`driver`]: the run loop (str0m's rule: drain every output after every
 //!   input, then wait for the next input or the timer).
+//! - [`store`]: the heed (LMDB) implementation of the core's `Store`.
 //! - [`seed`]: OS randomness for [`Entropy::from_seed`](ferry_core::Entropy::from_seed).
 
 pub mod clock;
 mod conn;
 pub mod driver;
 pub mod seed;
+pub mod store;
 
 pub use clock::Clock;
 pub use conn::{CONNECT_TIMEOUT, READ_BUFFER};
