@@ -12,7 +12,7 @@ use crate::frame::FrameDecoder;
 use crate::io::{ConnId, Input, Node, Output};
 use crate::outbox::{drain_messages, Outbox};
 use crate::refusal::{Refusal, PROTOCOL_VERSION};
-use crate::server::messages::SessionMsg;
+use crate::server::messages::{Request, Response, SessionMsg};
 use crate::time::Timestamp;
 use std::fmt;
 use std::time::Duration;
@@ -24,6 +24,9 @@ pub struct ClientConfig {
     pub step_timeout: Duration,
     /// How many times the client asks the balancer before giving up.
     pub attempts: u32,
+    /// How long an operation may take, end to end. Longer than the server's
+    /// own request timeout, so the server's clearer answer arrives first.
+    pub op_timeout: Duration,
 }
 
 impl ClientConfig {
@@ -32,6 +35,7 @@ impl ClientConfig {
             balancer: balancer.into(),
             step_timeout: Duration::from_secs(5),
             attempts: 3,
+            op_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -106,6 +110,8 @@ pub enum ClientEvent {
     Failed(ClientError),
     /// The established session was closed by the server.
     Disconnected,
+    /// The answer to a [`Client::request`].
+    Response(Response),
 }
 
 impl fmt::Display for ClientEvent {
@@ -120,6 +126,7 @@ impl fmt::Display for ClientEvent {
             }
             ClientEvent::Failed(e) => write!(f, "failed: {e}"),
             ClientEvent::Disconnected => f.write_str("disconnected by server"),
+            ClientEvent::Response(r) => r.fmt(f),
         }
     }
 }
@@ -143,8 +150,23 @@ enum State {
         conn: ConnId,
         server_id: u32,
         addr: String,
+        op: Option<PendingOp>,
     },
     Done,
+}
+
+/// An operation in flight: the seeds' code → proceed → data → result.
+struct PendingOp {
+    request: Request,
+    proceeded: bool,
+    deadline: Timestamp,
+}
+
+/// Why [`Client::request`] could not start an operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestError {
+    NotConnected,
+    Busy,
 }
 
 pub struct Client {
@@ -183,9 +205,29 @@ impl Client {
                 conn,
                 server_id,
                 addr,
+                ..
             } => Some((*conn, *server_id, addr)),
             _ => None,
         }
+    }
+
+    /// Starts an operation on the established session; its answer comes
+    /// as [`ClientEvent::Response`]. One operation at a time.
+    pub fn request(&mut self, now: Timestamp, request: Request) -> Result<(), RequestError> {
+        let State::Established { conn, op, .. } = &mut self.state else {
+            return Err(RequestError::NotConnected);
+        };
+        if op.is_some() {
+            return Err(RequestError::Busy);
+        }
+        self.out
+            .send(*conn, &SessionMsg::Begin { op: request.op() });
+        *op = Some(PendingOp {
+            request,
+            proceeded: false,
+            deadline: now + self.cfg.op_timeout,
+        });
+        Ok(())
     }
 
     pub fn is_done(&self) -> bool {
@@ -314,7 +356,31 @@ impl Client {
                     conn,
                     server_id,
                     addr,
+                    op: None,
                 };
+            }
+            (
+                State::Established {
+                    op: Some(p), conn, ..
+                },
+                SessionMsg::Proceed { op },
+            ) if !p.proceeded && p.request.op() == op => {
+                let conn = *conn;
+                let payload = p.request.payload();
+                if let State::Established { op: Some(p), .. } = &mut self.state {
+                    p.proceeded = true;
+                }
+                self.out.send(conn, &payload);
+            }
+            (State::Established { op: Some(p), .. }, msg)
+                if p.proceeded && Response::from_msg(&msg).is_some() =>
+            {
+                if let State::Established { op, .. } = &mut self.state {
+                    *op = None;
+                }
+                if let Some(r) = Response::from_msg(&msg) {
+                    self.out.event(ClientEvent::Response(r));
+                }
             }
             (_, SessionMsg::Refused(reason)) => self.fail(
                 now,
@@ -445,6 +511,21 @@ impl Node for Client {
                 if *connected { "hello ack" } else { "connect" },
                 *deadline,
             ),
+            State::Established {
+                op: Some(p), conn, ..
+            } => {
+                if p.deadline <= now {
+                    let step = if p.proceeded { "the result" } else { "proceed" };
+                    self.out.close(*conn);
+                    self.state = State::Done;
+                    let e = ClientError::Timeout {
+                        peer: Peer::Server,
+                        step,
+                    };
+                    self.out.event(ClientEvent::Failed(e));
+                }
+                return;
+            }
             _ => return,
         };
         if deadline <= now {
@@ -459,6 +540,7 @@ impl Node for Client {
     fn poll_timeout(&self) -> Option<Timestamp> {
         match &self.state {
             State::Balancer { deadline, .. } | State::Server { deadline, .. } => Some(*deadline),
+            State::Established { op: Some(p), .. } => Some(p.deadline),
             _ => None,
         }
     }

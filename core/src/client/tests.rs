@@ -284,3 +284,117 @@ fn stale_connection_events_are_ignored() {
     c.handle_input(ms(3), Input::Connected { conn: srv });
     assert_eq!(drain(&mut c).len(), 1);
 }
+
+fn established() -> (Client, ConnId) {
+    let mut c = client();
+    let srv = assigned(&mut c);
+    c.handle_input(ms(3), Input::Connected { conn: srv });
+    drain(&mut c);
+    recv(&mut c, ms(4), srv, &SessionMsg::HelloAck { server_id: 2 });
+    (c, srv)
+}
+
+#[test]
+fn an_operation_follows_code_proceed_data_result() {
+    let (mut c, srv) = established();
+    let req = Request::Register {
+        username: "alice".into(),
+        password: "password-1".into(),
+    };
+    assert_eq!(
+        Client::new(ClientConfig::new("b")).request(ms(5), req.clone()),
+        Err(RequestError::NotConnected)
+    );
+    c.request(ms(5), req.clone()).unwrap();
+    assert_eq!(c.request(ms(5), req.clone()), Err(RequestError::Busy));
+    let outs = drain(&mut c);
+    assert_eq!(
+        sent::<SessionMsg, _>(&outs, srv),
+        vec![SessionMsg::Begin {
+            op: crate::server::OpCode::Register
+        }]
+    );
+    let outs = recv(
+        &mut c,
+        ms(6),
+        srv,
+        &SessionMsg::Proceed {
+            op: crate::server::OpCode::Register,
+        },
+    );
+    assert_eq!(sent::<SessionMsg, _>(&outs, srv), vec![req.payload()]);
+    let outs = recv(&mut c, ms(7), srv, &SessionMsg::Registered { user_id: 4 });
+    assert_eq!(
+        events(&outs),
+        vec![ClientEvent::Response(Response::Registered { user_id: 4 })]
+    );
+    // The session is free for the next operation.
+    c.request(
+        ms(8),
+        Request::Login {
+            username: "alice".into(),
+            password: "password-1".into(),
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_proceed_for_another_operation_is_a_protocol_error() {
+    let (mut c, srv) = established();
+    c.request(
+        ms(5),
+        Request::Register {
+            username: "alice".into(),
+            password: "password-1".into(),
+        },
+    )
+    .unwrap();
+    drain(&mut c);
+    let outs = recv(
+        &mut c,
+        ms(6),
+        srv,
+        &SessionMsg::Proceed {
+            op: crate::server::OpCode::Login,
+        },
+    );
+    assert!(matches!(
+        events(&outs)[..],
+        [ClientEvent::Failed(ClientError::Protocol { .. })]
+    ));
+    assert!(c.is_done());
+}
+
+#[test]
+fn an_unanswered_operation_times_out() {
+    let (mut c, srv) = established();
+    c.request(
+        ms(5),
+        Request::Register {
+            username: "alice".into(),
+            password: "password-1".into(),
+        },
+    )
+    .unwrap();
+    drain(&mut c);
+    recv(
+        &mut c,
+        ms(6),
+        srv,
+        &SessionMsg::Proceed {
+            op: crate::server::OpCode::Register,
+        },
+    );
+    assert_eq!(c.poll_timeout(), Some(ms(15_005)));
+    c.handle_timeout(ms(15_005));
+    let outs = drain(&mut c);
+    assert!(closed(&outs, srv));
+    assert_eq!(
+        events(&outs),
+        vec![ClientEvent::Failed(ClientError::Timeout {
+            peer: Peer::Server,
+            step: "the result"
+        })]
+    );
+}
