@@ -8,17 +8,28 @@
 //! A connection the node closed is forgotten at once: whatever its reader
 //! still reports (bytes, `Closed`) is dropped, so the node is never told
 //! about a connection it no longer knows.
+//!
+//! **Persistence.** `Output::Persist` is executed in output order, like every
+//! output: the batch is committed to the driver's store synchronously, and its
+//! token is queued. Once the drain is over, the queued tokens are fed back as
+//! `Input::Persisted`, one at a time and in commit order, each followed by a
+//! drain of its own (the rule again). A store that fails to commit, or a
+//! `Persist` with no store configured, is fatal: the error is logged, no
+//! further output is executed, and the driver stops with a [`DriverError`]
+//! rather than let the node act on state it could not save.
 
 use crate::clock::Clock;
 use crate::conn::{self, Flushing, Inbound, Writer};
 use async_channel::{Receiver, Sender};
 use async_io::Timer;
+use ferry_core::store::{Batch, Store, StoreError};
 use ferry_core::{ConnId, Input, Node, Output, Timestamp};
 use futures_lite::future;
 use smol::net::TcpListener;
 use smol::Task;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
+use std::fmt;
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::pin::Pin;
@@ -26,11 +37,41 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Why a driver stopped. Both are fatal to the node: its state may be ahead
+/// of what is durable, so it must not go on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DriverError {
+    /// The store could not commit a batch.
+    Store { node: String, error: StoreError },
+    /// The node asked to persist, but the driver has no store.
+    NoStore { node: String },
+}
+
+impl fmt::Display for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DriverError::Store { node, error } => {
+                write!(f, "{node} stopped: {error}")
+            }
+            DriverError::NoStore { node } => write!(
+                f,
+                "{node} stopped: it asked to persist a batch but has no store"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DriverError {}
+
+/// What [`Driver::run`] returns: only ever an error.
+pub type RunResult = Result<Infallible, DriverError>;
+
 /// Waits on several drivers spawned with `smol::spawn(driver.run())`, for
-/// running a whole cluster in one process. Never returns; a panic in any
-/// driver is re-raised here rather than lost with its task.
-pub async fn run_all(drivers: Vec<Task<Infallible>>) -> Infallible {
-    let mut all: Pin<Box<dyn Future<Output = Infallible> + Send>> = Box::pin(future::pending());
+/// running a whole cluster in one process. Returns the first driver's fatal
+/// error; a panic in any driver is re-raised here rather than lost with its
+/// task.
+pub async fn run_all(drivers: Vec<Task<RunResult>>) -> RunResult {
+    let mut all: Pin<Box<dyn Future<Output = RunResult> + Send>> = Box::pin(future::pending());
     for task in drivers {
         all = Box::pin(future::or(all, task));
     }
@@ -55,6 +96,11 @@ pub struct Driver<N: Node> {
     flushing: Flushing,
     /// Closed once the driver and every writer task dropped `flushing`.
     all_flushed: Receiver<()>,
+    store: Option<Box<dyn Store + Send>>,
+    /// Tokens of committed batches, to feed back as `Input::Persisted`.
+    persisted: VecDeque<u64>,
+    /// Set by the first fatal error; the driver does nothing after it.
+    failed: Option<DriverError>,
 }
 
 enum Wake {
@@ -79,7 +125,23 @@ impl<N: Node> Driver<N> {
             next_accept: Arc::new(AtomicU64::new(0)),
             flushing,
             all_flushed,
+            store: None,
+            persisted: VecDeque::new(),
+            failed: None,
         }
+    }
+
+    /// Commits the node's `Persist` outputs to `store`.
+    pub fn with_store(mut self, store: Box<dyn Store + Send>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Uses `clock` instead of one started by [`Driver::new`]; for a node
+    /// that was made with a time from the same clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Names the node in log lines (useful when one process runs several).
@@ -113,20 +175,22 @@ impl<N: Node> Driver<N> {
         &mut self.node
     }
 
-    /// Runs until `on_event` breaks, and returns what it broke with. Every
-    /// event is logged and then passed to `on_event`; the outputs queued
-    /// after a break are still executed, but their events are only logged.
+    /// Runs until `on_event` breaks, and returns what it broke with, or
+    /// until a fatal error. Every event is logged and then passed to
+    /// `on_event`; the outputs queued after a break are still executed, but
+    /// their events are only logged.
     ///
     /// The future may be dropped at any await point (to stop on a signal,
     /// say with `future::or(driver.run_until(..), stop)`): no input is lost
-    /// and the driver can be run again.
+    /// and the driver can be run again. After a fatal error it returns that
+    /// error at once, every time.
     pub async fn run_until<B>(
         &mut self,
         mut on_event: impl FnMut(N::Event) -> ControlFlow<B>,
-    ) -> B {
+    ) -> Result<B, DriverError> {
         loop {
-            if let Some(value) = self.drain(&mut on_event) {
-                return value;
+            if let Some(value) = self.settle(&mut on_event)? {
+                return Ok(value);
             }
             let now = self.clock.now();
             let deadline = self.node.poll_timeout();
@@ -157,8 +221,9 @@ impl<N: Node> Driver<N> {
         }
     }
 
-    /// Runs forever, logging events. Returns only by being dropped.
-    pub async fn run(mut self) -> Infallible {
+    /// Runs until a fatal error, logging events. Otherwise it returns only
+    /// by being dropped.
+    pub async fn run(mut self) -> RunResult {
         self.run_until(|_| ControlFlow::Continue(())).await
     }
 
@@ -167,9 +232,11 @@ impl<N: Node> Driver<N> {
     /// and the sockets are shut, or until `patience` runs out. For a process
     /// about to exit, whose last message (an ACK, say) would otherwise die
     /// with it.
+    /// After a fatal error nothing more is sent: connections are closed
+    /// with what was already queued on them.
     pub async fn close(mut self, patience: Duration) {
         // Outputs queued by calls on the node since the last run go first.
-        self.drain(&mut |_| ControlFlow::<()>::Continue(()));
+        let _ = self.settle(&mut |_| ControlFlow::<()>::Continue(()));
         for writer in std::mem::take(&mut self.conns).into_values() {
             writer.close();
         }
@@ -186,10 +253,39 @@ impl<N: Node> Driver<N> {
         .await;
     }
 
-    /// Executes every queued output. Returns the value of the first break.
+    /// Drains, then feeds back each committed batch's `Persisted` and
+    /// drains again, until the node is quiet. Stops early at a break (the
+    /// tokens left are fed on the next run) or a fatal error.
+    fn settle<B>(
+        &mut self,
+        on_event: &mut impl FnMut(N::Event) -> ControlFlow<B>,
+    ) -> Result<Option<B>, DriverError> {
+        loop {
+            if let Some(e) = &self.failed {
+                return Err(e.clone());
+            }
+            if let Some(value) = self.drain(on_event) {
+                return Ok(Some(value));
+            }
+            if let Some(e) = &self.failed {
+                return Err(e.clone());
+            }
+            let Some(token) = self.persisted.pop_front() else {
+                return Ok(None);
+            };
+            let now = self.clock.now();
+            self.node.handle_input(now, Input::Persisted { token });
+        }
+    }
+
+    /// Executes every queued output, up to a fatal error. Returns the value
+    /// of the first break.
     fn drain<B>(&mut self, on_event: &mut impl FnMut(N::Event) -> ControlFlow<B>) -> Option<B> {
         let mut stop = None;
-        while let Some(output) = self.node.poll_output() {
+        while self.failed.is_none() {
+            let Some(output) = self.node.poll_output() else {
+                break;
+            };
             match output {
                 Output::Transmit { conn, bytes } => match self.conns.get(&conn) {
                     Some(writer) => writer.send(bytes),
@@ -208,6 +304,7 @@ impl<N: Node> Driver<N> {
                         writer.close();
                     }
                 }
+                Output::Persist { token, batch } => self.persist(token, &batch),
                 Output::Event(event) => {
                     tracing::info!(node = %self.name, "{event}");
                     if stop.is_none() {
@@ -219,6 +316,24 @@ impl<N: Node> Driver<N> {
             }
         }
         stop
+    }
+
+    /// Commits a batch and queues its token, or records the fatal error.
+    fn persist(&mut self, token: u64, batch: &Batch) {
+        let node = self.name.clone();
+        let result = match self.store.as_mut() {
+            Some(store) => store
+                .commit(batch)
+                .map_err(|error| DriverError::Store { node, error }),
+            None => Err(DriverError::NoStore { node }),
+        };
+        match result {
+            Ok(()) => self.persisted.push_back(token),
+            Err(e) => {
+                tracing::error!(node = %self.name, "{e}");
+                self.failed = Some(e);
+            }
+        }
     }
 
     fn on_inbound(&mut self, event: Inbound) {

@@ -5,11 +5,13 @@
 //! makes no protocol decision of its own; everything it does is spelled out
 //! by the node's [`Output`](ferry_core::Output)s.
 //!
-//! - [`clock`]: real time as the core's [`Timestamp`](ferry_core::Timestamp).
+//! - [`clock`]: real time as the core's [`Timestamp`](ferry_core::Timestamp),
+//!   counted from the Unix epoch.
 //! - `conn`: the listener, dialing, and one reader and one writer task per
 //!   connection.
 //! - [`driver`]: the run loop (str0m's rule: drain every output after every
-//!   input, then wait for the next input or the timer).
+//!   input, then wait for the next input or the timer), and the execution of
+//!   `Persist` outputs against a store.
 //! - [`store`]: the heed (LMDB) implementation of the core's `Store`.
 //! - [`seed`]: OS randomness for [`Entropy::from_seed`](ferry_core::Entropy::from_seed).
 
@@ -21,5 +23,5 @@ pub mod store;
 
 pub use clock::Clock;
 pub use conn::{CONNECT_TIMEOUT, READ_BUFFER};
-pub use driver::{run_all, Driver};
+pub use driver::{run_all, Driver, DriverError, RunResult};
 pub use seed::{os_entropy, os_seed};

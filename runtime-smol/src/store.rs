@@ -1,11 +1,17 @@
 //! The durable store: LMDB through heed, one environment per server under its
 //! data directory. Every `Batch` the core emits commits in one write
 //! transaction, so a crash leaves either all of it or none of it.
+//!
+//! A store holds an exclusive lock on `ferry.lock` in its directory while it
+//! is open, so two servers (or two `ferry up`s) given the same data
+//! directory fail clearly instead of both writing one log. The OS releases
+//! the lock when the process dies.
 
 use ferry_core::store::{Batch, Recovered, Store, StoreError, Table, Write};
 use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, U64};
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;
 
 type Log = Database<'static, U64<BigEndian>, Bytes>;
@@ -15,8 +21,13 @@ type Meta = Database<'static, Str, U64<BigEndian>>;
 /// Address space reserved for the map; LMDB grows the file sparsely.
 const MAP_SIZE: usize = 8 << 30;
 
+/// Name of the lock file in a store's directory.
+pub const LOCK_FILE: &str = "ferry.lock";
+
 pub struct HeedStore {
     env: Env,
+    /// Held, locked, for as long as the store is open.
+    _lock: File,
     log: Log,
     tables: Vec<(Table, Rows)>,
     meta: Meta,
@@ -27,9 +38,11 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl HeedStore {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`. Fails if another
+    /// store has it open, in this process or another.
     pub fn open(dir: &Path) -> Result<HeedStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+        let lock = lock_dir(dir)?;
         // SAFETY: the directory is this server's alone; Ferry never opens the
         // same environment twice in one process, nor modifies its files
         // outside LMDB, nor uses it over a network filesystem.
@@ -60,6 +73,7 @@ impl HeedStore {
         let tables = Table::ALL.into_iter().zip(rows).collect();
         Ok(HeedStore {
             env,
+            _lock: lock,
             log,
             tables,
             meta,
@@ -72,6 +86,25 @@ impl HeedStore {
             .find(|(x, _)| *x == t)
             .map(|(_, db)| *db)
             .ok_or_else(|| err(format!("no table {}", t.name())))
+    }
+}
+
+/// Takes the exclusive lock on `dir`'s lock file.
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| err(format!("{}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(err(format!(
+            "{} is in use by another ferry server",
+            dir.display()
+        ))),
+        Err(TryLockError::Error(e)) => Err(err(format!("{}: {e}", path.display()))),
     }
 }
 
@@ -162,5 +195,20 @@ mod tests {
         assert_eq!(rec.log, vec![(1, vec![1]), (2, vec![2])]);
         assert_eq!(rec.tables, vec![(Table::Revoked, vec![2], vec![3])]);
         assert_eq!(rec.applied, 2);
+    }
+
+    #[test]
+    fn a_directory_is_opened_by_one_store_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = HeedStore::open(dir.path()).unwrap();
+        let Err(e) = HeedStore::open(dir.path()) else {
+            panic!("opened twice");
+        };
+        assert!(
+            e.to_string().contains("in use by another ferry server"),
+            "{e}"
+        );
+        drop(first);
+        assert!(HeedStore::open(dir.path()).is_ok());
     }
 }

@@ -94,6 +94,8 @@ impl Node for TestNode {
                     self.out.push_back(Output::Event(Ev::Closed(conn)));
                 }
             }
+            // This node never persists (tests/persist.rs covers that).
+            Input::Persisted { .. } => {}
         }
     }
 
@@ -143,7 +145,8 @@ fn dialed_connection_round_trips_bytes_through_an_echoing_node() {
                 Ev::Connected(c) => ControlFlow::Break(c),
                 other => panic!("unexpected {other:?}"),
             })
-            .await;
+            .await
+            .unwrap();
         let mut got = Vec::new();
         for chunk in [&b"hello "[..], b"ferry"] {
             driver.node_mut().out.push_back(Output::Transmit {
@@ -157,7 +160,8 @@ fn dialed_connection_round_trips_bytes_through_an_echoing_node() {
                     Ev::Received(b) => ControlFlow::Break(b),
                     other => panic!("unexpected {other:?}"),
                 })
-                .await;
+                .await
+                .unwrap();
             got.extend(bytes);
         }
         assert_eq!(got, b"hello ferry");
@@ -176,7 +180,8 @@ fn refused_dial_is_reported_with_the_address() {
                 Ev::ConnectFailed(r) => ControlFlow::Break(r),
                 other => panic!("unexpected {other:?}"),
             })
-            .await;
+            .await
+            .unwrap();
         assert!(reason.contains(&addr), "{reason}");
     });
 }
@@ -251,14 +256,16 @@ fn peer_hang_up_is_reported_as_closed() {
                 Ev::Accepted(c) => ControlFlow::Break(c),
                 other => panic!("unexpected {other:?}"),
             })
-            .await;
+            .await
+            .unwrap();
         drop(client);
         let closed = driver
             .run_until(|e| match e {
                 Ev::Closed(c) => ControlFlow::Break(c),
                 other => panic!("unexpected {other:?}"),
             })
-            .await;
+            .await
+            .unwrap();
         assert_eq!(closed, conn);
     });
 }
@@ -275,7 +282,8 @@ fn timer_fires_at_the_deadline_not_before() {
                 Ev::Fired(t) => ControlFlow::Break(t),
                 other => panic!("unexpected {other:?}"),
             })
-            .await;
+            .await
+            .unwrap();
         assert!(fired >= deadline);
         assert!(started.elapsed() >= Duration::from_millis(50));
     });
@@ -292,7 +300,8 @@ fn close_flushes_every_connection_before_returning() {
                 Ev::Connected(c) => ControlFlow::Break(c),
                 other => panic!("unexpected {other:?}"),
             })
-            .await;
+            .await
+            .unwrap();
         let (mut peer, _) = l.accept().await.unwrap();
         // More than the socket buffers hold, so the flush takes a while.
         let payload: Vec<u8> = (0..4_000_000u32).map(|i| i as u8).collect();
