@@ -1,6 +1,7 @@
 //! Addresses on the command line, and binding listeners.
 
 use crate::error::CliError;
+use ferry_core::balancer::ServerAddr;
 use smol::net::TcpListener;
 use std::net::SocketAddr;
 
@@ -42,6 +43,14 @@ pub fn server_item(s: &str) -> Result<ServerItem, String> {
             id: None,
             addr: host_port(s)?,
         }),
+    }
+}
+
+/// One item of `--peers`: `ID=ADDR`, the id required.
+pub fn peer(s: &str) -> Result<ServerAddr, String> {
+    match server_item(s)? {
+        ServerItem { id: Some(id), addr } => Ok(ServerAddr { id, addr }),
+        ServerItem { id: None, .. } => Err(format!("'{s}' is not ID=ADDR")),
     }
 }
 
@@ -108,5 +117,13 @@ mod tests {
         assert!(err.to_string().contains("server id 1 is given twice"));
         assert!(server_item("x=a:1").is_err());
         assert!(server_item("1=a").is_err());
+    }
+
+    #[test]
+    fn peers_need_an_id() {
+        let p = peer("2=h:7002").unwrap();
+        assert_eq!((p.id, p.addr.as_str()), (2, "h:7002"));
+        assert_eq!(peer("h:7002").unwrap_err(), "'h:7002' is not ID=ADDR");
+        assert!(peer("2=h").is_err());
     }
 }

@@ -41,6 +41,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         say(format_args!(
             "ferry balancer: listening on {local} with {n} servers"
         ));
-        match driver.run().await {}
+        let Err(e) = driver.run().await;
+        Err(CliError::Failed(e.to_string()))
     })
 }

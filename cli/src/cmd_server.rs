@@ -1,56 +1,140 @@
-//! `ferry server`: answers the balancer's probes and serves clients.
+//! `ferry server`: answers the balancer's probes, serves clients, and takes
+//! part in master replication.
 
 use crate::addr;
 use crate::error::CliError;
+use crate::server_node;
 use crate::{say, secret};
-use ferry_core::server::{Server, ServerConfig};
-use ferry_runtime_smol::Driver;
-use std::path::{Path, PathBuf};
+use ferry_core::balancer::ServerAddr;
+use ferry_core::replication::ReplicaConfig;
+use ferry_core::server::ServerConfig;
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// This server's id, as the balancer knows it.
+    /// This server's id, as the balancer and the other servers know it.
     #[arg(long)]
     id: u32,
-    /// Address to listen on for the balancer and clients.
+    /// Address to listen on for the balancer, clients and the other servers.
     #[arg(long, value_name = "ADDR", value_parser = addr::host_port)]
     listen: String,
-    /// Directory for the server's data (created if missing).
+    /// Directory for the server's data (created if missing); its store is
+    /// the subdirectory `store`. A restarted server resumes from it.
     #[arg(long, value_name = "DIR")]
     data: PathBuf,
     /// Clients served at once.
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_clients: u32,
+    /// The id of the cluster's master: this server's own id or one of
+    /// --peers. Required with --peers; without --peers the server is a
+    /// cluster of one and its own master.
+    #[arg(long, value_name = "ID")]
+    master: Option<u32>,
+    /// The other servers of the cluster, comma-separated, as ID=ADDR. An
+    /// entry with this server's own id is ignored, so every server can be
+    /// given the same list.
+    #[arg(long, value_name = "ID=ADDR,...", value_delimiter = ',',
+          value_parser = addr::peer)]
+    peers: Vec<ServerAddr>,
     #[arg(long, value_name = "PATH", help = secret::FILE_HELP)]
     secret_file: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
+    let replica = replica_config(args.id, args.master, args.peers)?;
     let secret = secret::load(args.secret_file.as_deref())?;
-    create_data_dir(&args.data)?;
     let cfg = ServerConfig {
         max_clients: args.max_clients,
         ..ServerConfig::new(args.id)
     };
+    let driver = server_node::build(cfg, replica, secret, &args.data)?;
     smol::block_on(async {
         let (listener, local) = addr::bind(&args.listen).await?;
-        let driver = Driver::new(Server::new(cfg, secret))
-            .named(format!("server-{}", args.id))
-            .listen(listener);
+        let driver = driver.listen(listener);
         say(format_args!(
             "ferry server {}: listening on {local}",
             args.id
         ));
-        match driver.run().await {}
+        // The driver has logged the error already; this is the exit message.
+        let Err(e) = driver.run().await;
+        Err(CliError::Failed(e.to_string()))
     })
 }
 
-/// The server's data directory. Nothing is stored there yet.
-pub fn create_data_dir(dir: &Path) -> Result<(), CliError> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        CliError::Failed(format!(
-            "cannot create data directory {}: {e}",
-            dir.display()
-        ))
-    })
+/// Checks `--master` and `--peers` against `--id` (see their help).
+fn replica_config(
+    id: u32,
+    master: Option<u32>,
+    peers: Vec<ServerAddr>,
+) -> Result<ReplicaConfig, CliError> {
+    let peers_given = !peers.is_empty();
+    let mut others: Vec<ServerAddr> = Vec::with_capacity(peers.len());
+    for p in peers.into_iter().filter(|p| p.id != id) {
+        if let Some(q) = others.iter().find(|q| q.id == p.id) {
+            return Err(CliError::Usage(format!(
+                "peer id {} is given twice (for {} and {})",
+                p.id, q.addr, p.addr
+            )));
+        }
+        others.push(p);
+    }
+    let master = match master {
+        Some(m) if m == id || others.iter().any(|p| p.id == m) => m,
+        Some(m) => {
+            return Err(CliError::Usage(format!(
+                "--master {m} is neither this server (--id {id}) nor one of --peers"
+            )))
+        }
+        None if peers_given => {
+            return Err(CliError::Usage(
+                "--master ID is required with --peers".into(),
+            ))
+        }
+        None => id,
+    };
+    Ok(ReplicaConfig::new(id, master, others))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peers(list: &[(u32, &str)]) -> Vec<ServerAddr> {
+        list.iter()
+            .map(|(id, addr)| ServerAddr {
+                id: *id,
+                addr: addr.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_lone_server_is_its_own_master() {
+        let cfg = replica_config(4, None, vec![]).unwrap();
+        assert_eq!((cfg.me, cfg.master, cfg.peers.len()), (4, 4, 0));
+        let err = replica_config(4, Some(5), vec![]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--master 5 is neither this server (--id 4) nor one of --peers"
+        );
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn peers_need_a_master_among_them_and_drop_this_server() {
+        let list = peers(&[(1, "a:1"), (2, "b:2"), (3, "c:3")]);
+        let cfg = replica_config(2, Some(1), list.clone()).unwrap();
+        assert_eq!(cfg.master, 1);
+        assert_eq!(cfg.peers, peers(&[(1, "a:1"), (3, "c:3")]));
+        assert!(replica_config(2, Some(2), list.clone()).is_ok());
+        let err = replica_config(2, None, list.clone()).unwrap_err();
+        assert_eq!(err.to_string(), "--master ID is required with --peers");
+        assert!(replica_config(2, Some(9), list).is_err());
+        let twice = peers(&[(1, "a:1"), (1, "b:2")]);
+        let err = replica_config(2, Some(1), twice).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "peer id 1 is given twice (for a:1 and b:2)"
+        );
+    }
 }

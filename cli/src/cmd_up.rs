@@ -1,12 +1,16 @@
 //! `ferry up`: a balancer and its servers in one process, for trying Ferry
-//! out on one machine.
+//! out on one machine. Server 1 is the master; each server keeps its store
+//! under DATA/server-N, so running `ferry up` again with the same data
+//! resumes the same cluster (a made-up cluster secret is kept in
+//! DATA/secret for that).
 
 use crate::addr;
-use crate::cmd_server::create_data_dir;
 use crate::error::CliError;
+use crate::server_node::{self, create_data_dir};
 use crate::{say, secret};
 use ferry_core::balancer::{Balancer, BalancerConfig, ServerAddr};
-use ferry_core::server::{Server, ServerConfig};
+use ferry_core::replication::ReplicaConfig;
+use ferry_core::server::ServerConfig;
 use ferry_runtime_smol::Driver;
 use std::path::PathBuf;
 
@@ -28,29 +32,45 @@ pub struct Args {
     secret_file: Option<PathBuf>,
 }
 
+/// The file in the data directory that keeps a made-up cluster secret.
+const SECRET_FILE: &str = "secret";
+
+/// Server 1 is the master.
+const MASTER: u32 = 1;
+
 pub fn run(args: Args) -> Result<(), CliError> {
-    let secret = secret::load_or_generate(args.secret_file.as_deref())?;
+    let data = args.data.unwrap_or_else(default_data_dir);
+    create_data_dir(&data)?;
+    let secret = secret::load_or_keep(args.secret_file.as_deref(), &data.join(SECRET_FILE))?;
     let entropy = ferry_runtime_smol::os_entropy()
         .map_err(|e| CliError::Failed(format!("cannot seed the balancer: {e}")))?;
-    let data = args.data.unwrap_or_else(default_data_dir);
     smol::block_on(async {
         // The balancer's address is the one that may be taken: try it first.
         let (balancer_listener, balancer_addr) = addr::bind(&args.listen).await?;
-        let mut tasks = Vec::new();
-        let mut servers = Vec::new();
+        // Every server's address first, so each can be told the others'.
+        let mut listeners = Vec::new();
         for id in 1..=args.servers {
-            create_data_dir(&data.join(format!("server-{id}")))?;
             let (listener, local) = addr::bind("127.0.0.1:0").await?;
-            let node = Server::new(ServerConfig::new(id), secret.clone());
-            let driver = Driver::new(node)
-                .named(format!("server-{id}"))
-                .listen(listener);
-            tasks.push(smol::spawn(driver.run()));
-            servers.push(ServerAddr {
-                id,
+            listeners.push((id, listener, local));
+        }
+        let servers: Vec<ServerAddr> = listeners
+            .iter()
+            .map(|(id, _, local)| ServerAddr {
+                id: *id,
                 addr: local.to_string(),
-            });
-            say(format_args!("ferry up: server {id} listening on {local}"));
+            })
+            .collect();
+        let mut tasks = Vec::new();
+        for (id, listener, local) in listeners {
+            let peers = servers.iter().filter(|s| s.id != id).cloned().collect();
+            let replica = ReplicaConfig::new(id, MASTER, peers);
+            let dir = data.join(format!("server-{id}"));
+            let driver = server_node::build(ServerConfig::new(id), replica, secret.clone(), &dir)?;
+            tasks.push(smol::spawn(driver.listen(listener).run()));
+            let role = if id == MASTER { " (master)" } else { "" };
+            say(format_args!(
+                "ferry up: server {id} listening on {local}{role}"
+            ));
         }
         let balancer = Balancer::new(BalancerConfig::new(servers), secret, entropy);
         let driver = Driver::new(balancer)
@@ -61,8 +81,9 @@ pub fn run(args: Args) -> Result<(), CliError> {
             "ferry up: balancer listening on {balancer_addr} with {} servers",
             args.servers
         ));
-        // Runs until the process is killed (Ctrl-C).
-        match ferry_runtime_smol::run_all(tasks).await {}
+        // Runs until the process is killed (Ctrl-C), or a server stops.
+        let Err(e) = ferry_runtime_smol::run_all(tasks).await;
+        Err(CliError::Failed(e.to_string()))
     })
 }
 

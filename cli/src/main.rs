@@ -2,12 +2,20 @@
 //! client command. Each command lives in its `cmd_*` module, options and all.
 
 mod addr;
+mod client_session;
 mod cmd_balancer;
 mod cmd_connect;
+mod cmd_login;
+mod cmd_logout;
+mod cmd_register;
 mod cmd_server;
 mod cmd_up;
+mod cmd_whoami;
 mod error;
+mod password;
 mod secret;
+mod server_node;
+mod session_file;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -32,11 +40,24 @@ enum Command {
     Server(cmd_server::Args),
     /// Run a balancer and its servers in this one process, until killed.
     ///
-    /// The servers listen on free ports of 127.0.0.1. Without a configured
-    /// cluster secret a random one is made up.
+    /// The servers listen on free ports of 127.0.0.1; server 1 is the master.
+    /// Without a configured cluster secret a random one is made up and kept
+    /// in the data directory, so running `ferry up` again with the same data
+    /// resumes the same cluster.
     Up(cmd_up::Args),
     /// Get a session on a server through the balancer, and report which.
     Connect(cmd_connect::Args),
+    /// Create an account.
+    Register(cmd_register::Args),
+    /// Log in, and keep the session for the commands that follow.
+    ///
+    /// The session is kept in $FERRY_HOME/session, else
+    /// $XDG_CONFIG_HOME/ferry/session, else ~/.config/ferry/session.
+    Login(cmd_login::Args),
+    /// End the kept session on every server, and forget it.
+    Logout(cmd_logout::Args),
+    /// Show who the kept session belongs to.
+    Whoami(cmd_whoami::Args),
 }
 
 /// Options of every client command.
@@ -46,19 +67,26 @@ struct ClientArgs {
     #[arg(long, value_name = "ADDR", env = "FERRY_BALANCER", default_value = "127.0.0.1:7000",
           value_parser = addr::host_port)]
     balancer: String,
+    /// Tell stderr which server the session is with ("via server N at ADDR").
+    #[arg(short, long)]
+    verbose: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(match cli.command {
-        Command::Connect(_) => "warn",
-        _ => "info",
+        Command::Balancer(_) | Command::Server(_) | Command::Up(_) => "info",
+        _ => "warn",
     });
     let result = match cli.command {
         Command::Balancer(args) => cmd_balancer::run(args),
         Command::Server(args) => cmd_server::run(args),
         Command::Up(args) => cmd_up::run(args),
         Command::Connect(args) => cmd_connect::run(args),
+        Command::Register(args) => cmd_register::run(args),
+        Command::Login(args) => cmd_login::run(args),
+        Command::Logout(args) => cmd_logout::run(args),
+        Command::Whoami(args) => cmd_whoami::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,6 +144,12 @@ mod tests {
             &["ferry", "balancer", "--listen", "x:1", "--servers", "a:1,b"],
             &["ferry", "server", "--id", "1", "--listen", "127.0.0.1:1"],
             &["ferry", "up", "--servers", "0"],
+            &["ferry", "register"],
+            &["ferry", "login", "a", "b"],
+            &["ferry", "whoami", "alice"],
+            &[
+                "ferry", "server", "--id", "1", "--listen", "h:1", "--data", "d", "--peers", "h:2",
+            ],
         ] {
             assert_eq!(usage_error(args).exit_code(), 2, "{args:?}");
         }

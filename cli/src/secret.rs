@@ -1,5 +1,5 @@
 //! The cluster secret: from `--secret-file`, from `FERRY_SECRET`, or made up
-//! on the spot by `ferry up`.
+//! by `ferry up` and kept in its data directory.
 
 use crate::error::CliError;
 use ferry_core::auth::ClusterSecret;
@@ -21,12 +21,36 @@ pub fn load(file: Option<&Path>) -> Result<ClusterSecret, CliError> {
     })
 }
 
-/// Like [`load`], but a fresh random secret if none is configured.
-pub fn load_or_generate(file: Option<&Path>) -> Result<ClusterSecret, CliError> {
-    match load_optional(file)? {
-        Some(secret) => Ok(secret),
-        None => generate(),
+/// Like [`load`], but if none is configured: the secret kept in `kept`, or
+/// a fresh random one written there (mode 0600). So a later run with the same
+/// data directory is the same cluster, and its session tokens stay valid.
+pub fn load_or_keep(file: Option<&Path>, kept: &Path) -> Result<ClusterSecret, CliError> {
+    if let Some(secret) = load_optional(file)? {
+        return Ok(secret);
     }
+    if kept.exists() {
+        return load(Some(kept));
+    }
+    let (secret, hex) = generate()?;
+    write_new_private(kept, hex.as_bytes()).map_err(|e| {
+        CliError::Failed(format!(
+            "cannot keep the cluster secret in {}: {e}",
+            kept.display()
+        ))
+    })?;
+    Ok(secret)
+}
+
+/// Creates `path` readable by its owner only and writes `bytes` to it.
+fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 fn load_optional(file: Option<&Path>) -> Result<Option<ClusterSecret>, CliError> {
@@ -48,11 +72,12 @@ fn load_optional(file: Option<&Path>) -> Result<Option<ClusterSecret>, CliError>
         .map_err(|e| CliError::Usage(format!("{source}: {e}")))
 }
 
-/// 32 random bytes, hex-encoded, as secret material.
-fn generate() -> Result<ClusterSecret, CliError> {
+/// 32 random bytes, hex-encoded, as secret material; and the hex.
+fn generate() -> Result<(ClusterSecret, String), CliError> {
     let bytes = ferry_runtime_smol::os_seed()
         .map_err(|e| CliError::Failed(format!("cannot make a cluster secret: {e}")))?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    ClusterSecret::from_bytes(hex.as_bytes())
-        .map_err(|e| CliError::Failed(format!("cannot make a cluster secret: {e}")))
+    let secret = ClusterSecret::from_bytes(hex.as_bytes())
+        .map_err(|e| CliError::Failed(format!("cannot make a cluster secret: {e}")))?;
+    Ok((secret, hex))
 }

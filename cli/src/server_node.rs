@@ -1,0 +1,62 @@
+//! Making a server's driver: its store opened and read back, its node
+//! resumed from it. Shared by `ferry server` and `ferry up`.
+
+use crate::error::CliError;
+use ferry_core::auth::ClusterSecret;
+use ferry_core::replication::ReplicaConfig;
+use ferry_core::server::{Server, ServerConfig};
+use ferry_core::store::Store;
+use ferry_runtime_smol::store::HeedStore;
+use ferry_runtime_smol::{Clock, Driver};
+use std::path::Path;
+
+/// The store's directory under a server's data directory.
+pub const STORE_DIR: &str = "store";
+
+/// A driver for server `cfg.id`, resumed from the store under `data`
+/// (created if missing). It has no listener yet.
+pub fn build(
+    cfg: ServerConfig,
+    replica: ReplicaConfig,
+    secret: ClusterSecret,
+    data: &Path,
+) -> Result<Driver<Server>, CliError> {
+    let id = cfg.id;
+    create_data_dir(data)?;
+    let dir = data.join(STORE_DIR);
+    let cannot = |what: &str, e: &dyn std::fmt::Display| {
+        CliError::Failed(format!(
+            "server {id} cannot {what} its store in {}: {e}",
+            dir.display()
+        ))
+    };
+    let store = HeedStore::open(&dir).map_err(|e| cannot("open", &e))?;
+    let recovered = store.load().map_err(|e| cannot("read", &e))?;
+    let entropy = ferry_runtime_smol::os_entropy()
+        .map_err(|e| CliError::Failed(format!("cannot seed server {id}: {e}")))?;
+    let clock = Clock::new();
+    let master = replica.master;
+    let server = Server::new(cfg, replica, secret, entropy, &recovered, clock.now())
+        .map_err(|e| cannot("resume from", &e))?;
+    let (log, _, applied) = server.replica().indexes();
+    let role = if master == id {
+        "master".to_string()
+    } else {
+        format!("follower of server {master}")
+    };
+    tracing::info!("server {id}: {role}; log holds {log} entries, {applied} applied");
+    Ok(Driver::new(server)
+        .with_clock(clock)
+        .with_store(Box::new(store))
+        .named(format!("server-{id}")))
+}
+
+/// Creates a server's data directory if it is missing.
+pub fn create_data_dir(dir: &Path) -> Result<(), CliError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        CliError::Failed(format!(
+            "cannot create data directory {}: {e}",
+            dir.display()
+        ))
+    })
+}
