@@ -31,7 +31,17 @@ pub const SECRET: &str = "ferry-tests-cluster-secret-0123456789";
 
 /// Environment variables of the test's own environment that would change
 /// how `ferry` behaves; children never inherit them.
-const SCRUBBED_ENV: &[&str] = &["FERRY_SECRET", "FERRY_BALANCER", "RUST_LOG"];
+const SCRUBBED_ENV: &[&str] = &[
+    "FERRY_SECRET",
+    "FERRY_BALANCER",
+    "FERRY_HOME",
+    "XDG_CONFIG_HOME",
+    "RUST_LOG",
+];
+
+/// How often a test re-checks a condition it polls for (a poll interval,
+/// never a stand-in for synchronisation: every poll has a deadline).
+pub const POLL: Duration = Duration::from_millis(50);
 
 /// The `ferry` binary, built if needed (see the crate docs).
 pub fn ferry_bin() -> &'static Path {
@@ -243,10 +253,25 @@ pub struct Run {
 
 /// Runs `ferry ARGS` to completion (killed and failed past the deadline).
 pub fn ferry(args: &[&str], envs: &[(&str, &str)]) -> Run {
+    ferry_with_input(args, envs, None)
+}
+
+/// Like [`ferry`], with `input` on its standard input (else none).
+pub fn ferry_with_input(args: &[&str], envs: &[(&str, &str)], input: Option<&str>) -> Run {
     let name = format!("ferry {}", args.join(" "));
-    let mut child = ferry_command(args, envs)
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    let mut cmd = ferry_command(args, envs);
+    if input.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        let input = input.to_string();
+        // On a thread, so a child that does not read cannot block the test;
+        // dropping the pipe afterwards gives the child end-of-file.
+        thread::spawn(move || {
+            let _ = stdin.write_all(input.as_bytes());
+        });
+    }
     let stdout = read_to_end(child.stdout.take().expect("piped stdout"));
     let stderr = read_to_end(child.stderr.take().expect("piped stderr"));
     let status = wait_with_deadline(&mut child, &name);
@@ -278,6 +303,25 @@ pub fn connect_ok(balancer: &str) -> (u32, String) {
     assert!(run.status.success(), "ferry connect failed: {run:?}");
     parse_connected(&run.stdout)
         .unwrap_or_else(|| panic!("unexpected ferry connect output: {run:?}"))
+}
+
+/// Polls `ferry connect` until the balancer places a client, and returns
+/// the server id and address it names. Servers say no to the balancer until
+/// they have caught up with their master, so this waits for that.
+pub fn wait_connectable(balancer: &str) -> (u32, String) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let run = connect(balancer);
+        if run.status.success() {
+            return parse_connected(&run.stdout)
+                .unwrap_or_else(|| panic!("unexpected ferry connect output: {run:?}"));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{balancer} placed no client within {DEADLINE:?}; last try: {run:?}"
+        );
+        thread::sleep(POLL);
+    }
 }
 
 /// Parses `connected to server ID at ADDR`.
@@ -324,6 +368,154 @@ pub fn start_server(id: u32, data: &Path) -> (Proc, String) {
     );
     let addr = p.wait_listening();
     (p, addr)
+}
+
+/// `ferry server` processes of one cluster, server 1 its master, each on an
+/// address fixed at the start so that it can be restarted there.
+pub struct Cluster {
+    data: PathBuf,
+    addrs: Vec<(u32, String)>,
+    procs: Vec<(u32, Proc)>,
+}
+
+impl Cluster {
+    /// The master of every cluster started here.
+    pub const MASTER: u32 = 1;
+
+    /// Starts servers 1..=n, each with its data under `data/server-N`. The
+    /// master starts first, so the followers' first dial finds it.
+    pub fn start(n: u32, data: &Path) -> Cluster {
+        let addrs = (1..=n).map(|id| (id, unused_addr())).collect();
+        let mut cluster = Cluster {
+            data: data.to_path_buf(),
+            addrs,
+            procs: Vec::new(),
+        };
+        for id in 1..=n {
+            cluster.restart(id);
+        }
+        cluster
+    }
+
+    pub fn addr(&self, id: u32) -> &str {
+        self.addrs
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, a)| a.as_str())
+            .unwrap_or_else(|| panic!("no server {id} in the cluster"))
+    }
+
+    /// Kills server `id` (as a crash would).
+    pub fn kill(&mut self, id: u32) {
+        self.procs.retain_mut(|(i, p)| {
+            if *i == id {
+                p.kill();
+            }
+            *i != id
+        });
+    }
+
+    /// Starts server `id`, on its address, with its data directory; it
+    /// resumes from whatever its store holds.
+    pub fn restart(&mut self, id: u32) {
+        self.kill(id);
+        let peers: Vec<String> = self.addrs.iter().map(|(i, a)| format!("{i}={a}")).collect();
+        let (id_s, master) = (id.to_string(), Self::MASTER.to_string());
+        let data = self.data.join(format!("server-{id}"));
+        let mut p = Proc::spawn(
+            &format!("server {id}"),
+            &[
+                "server",
+                "--id",
+                &id_s,
+                "--listen",
+                self.addr(id),
+                "--data",
+                path_str(&data),
+                "--master",
+                &master,
+                "--peers",
+                &peers.join(","),
+            ],
+            &[("FERRY_SECRET", SECRET)],
+        );
+        p.wait_listening();
+        self.procs.push((id, p));
+    }
+}
+
+/// Someone using the client commands: their FERRY_HOME (where `ferry
+/// login` keeps the session) and the balancer they ask.
+pub struct User {
+    pub home: PathBuf,
+    pub balancer: String,
+}
+
+impl User {
+    pub fn new(home: &Path, balancer: &str) -> User {
+        User {
+            home: home.to_path_buf(),
+            balancer: balancer.to_string(),
+        }
+    }
+
+    /// Runs `ferry ARGS --balancer B -v` with this user's FERRY_HOME.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with_input(args, None)
+    }
+
+    /// Like [`User::run`], with `--password-stdin` and the password piped in.
+    pub fn with_password(&self, args: &[&str], password: &str) -> Run {
+        let mut args = args.to_vec();
+        args.push("--password-stdin");
+        self.run_with_input(&args, Some(&format!("{password}\n")))
+    }
+
+    /// Like [`User::run`], with `input` (if any) on standard input.
+    pub fn run_with_input(&self, args: &[&str], input: Option<&str>) -> Run {
+        let mut args = args.to_vec();
+        args.extend(["--balancer", &self.balancer, "-v"]);
+        ferry_with_input(&args, &[("FERRY_HOME", path_str(&self.home))], input)
+    }
+
+    /// Where `ferry login` keeps this user's session.
+    pub fn session_file(&self) -> PathBuf {
+        self.home.join("session")
+    }
+}
+
+/// The server a client command went through, from its `-v` line
+/// `via server ID at ADDR` on stderr.
+pub fn via_server(run: &Run) -> u32 {
+    run.stderr
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("via server ")?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no 'via server' line: {run:?}"))
+}
+
+/// Asserts that `run` succeeded and printed exactly `stdout` (one line).
+pub fn assert_ok(run: &Run, stdout: &str) {
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout.trim_end(), stdout, "{run:?}");
+}
+
+/// Asserts that `run` failed with exit code 1, an error line containing
+/// `error`, nothing on stdout, and no panic.
+pub fn assert_fails(run: &Run, error: &str) {
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    assert!(run.stdout.is_empty(), "{run:?}");
+    assert!(!run.stderr.contains("panicked"), "{run:?}");
+    let line = run.stderr.lines().find(|l| l.starts_with("error: "));
+    assert!(
+        line.is_some_and(|l| l.contains(error)),
+        "expected an error with {error:?}: {run:?}"
+    );
 }
 
 /// Starts `ferry balancer` with the test secret, for `servers` as `ID=ADDR`.

@@ -99,6 +99,45 @@ fn bad_arguments_are_usage_errors_not_panics() {
             ".",
         ],
         &["up", "--listen", "127.0.0.1"],
+        // Peers without a master, a master that is no peer, a peer without
+        // an id.
+        &[
+            "server",
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            ".",
+            "--peers",
+            "2=127.0.0.1:1",
+        ],
+        &[
+            "server",
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            ".",
+            "--master",
+            "3",
+            "--peers",
+            "2=127.0.0.1:1",
+        ],
+        &[
+            "server",
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            ".",
+            "--master",
+            "1",
+            "--peers",
+            "127.0.0.1:1",
+        ],
     ] {
         let run = ferry(args, &[("FERRY_SECRET", ferry_tests::SECRET)]);
         assert_eq!(run.status.code(), Some(2), "{args:?}: {run:?}");
@@ -144,6 +183,31 @@ fn connect_survives_a_lying_balancer() {
     assert_eq!(run.status.code(), Some(1), "{run:?}");
     assert!(
         run.stderr.starts_with("error: no server available"),
+        "{run:?}"
+    );
+    assert_no_panic(&run.stderr);
+}
+
+#[test]
+fn two_servers_on_one_data_directory_is_a_clear_error() {
+    let data = tempfile::tempdir().unwrap();
+    let (_first, _) = ferry_tests::start_server(1, data.path());
+    let dir = data.path().join("server-1");
+    let run = ferry(
+        &[
+            "server",
+            "--id",
+            "2",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            ferry_tests::path_str(&dir),
+        ],
+        &[("FERRY_SECRET", ferry_tests::SECRET)],
+    );
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("is in use by another ferry server"),
         "{run:?}"
     );
     assert_no_panic(&run.stderr);
