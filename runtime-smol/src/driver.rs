@@ -232,6 +232,7 @@ impl<N: Node> Driver<N> {
     /// and the sockets are shut, or until `patience` runs out. For a process
     /// about to exit, whose last message (an ACK, say) would otherwise die
     /// with it.
+    ///
     /// After a fatal error nothing more is sent: connections are closed
     /// with what was already queued on them.
     pub async fn close(mut self, patience: Duration) {
@@ -264,11 +265,13 @@ impl<N: Node> Driver<N> {
             if let Some(e) = &self.failed {
                 return Err(e.clone());
             }
-            if let Some(value) = self.drain(on_event) {
-                return Ok(Some(value));
-            }
+            let stop = self.drain(on_event);
+            // A failure wins over a break in the same drain.
             if let Some(e) = &self.failed {
                 return Err(e.clone());
+            }
+            if let Some(value) = stop {
+                return Ok(Some(value));
             }
             let Some(token) = self.persisted.pop_front() else {
                 return Ok(None);

@@ -225,3 +225,21 @@ fn persist_without_a_store_is_an_error_not_a_panic() {
         })
     );
 }
+
+#[test]
+fn a_failure_wins_over_a_break_in_the_same_drain() {
+    let store = Shared {
+        fail_after: Some(0),
+        ..Shared::default()
+    };
+    // The event that breaks comes first; the failing Persist after it.
+    let mut node = Persister::new(store.clone(), 1);
+    node.out.push_front(Output::Event(Seen::AfterLast));
+    let mut driver = Driver::new(node).with_store(Box::new(store));
+    let (seen, result) = run(&mut driver, 1);
+    assert_eq!(seen, vec![Seen::AfterLast]);
+    assert!(
+        matches!(result, Err(DriverError::Store { .. })),
+        "{result:?}"
+    );
+}
