@@ -255,6 +255,14 @@ impl Replica {
         })
     }
 
+    /// What a recovered replica does before any input: a master commits
+    /// what is already durable on a majority. That matters to a cluster of
+    /// one, whose own durable log is a majority: entries appended but not
+    /// applied before a crash would otherwise wait for the next proposal.
+    pub fn resume<E: From<ReplicaEvent>>(&mut self, now: Timestamp, out: &mut Outbox<E>) {
+        self.advance_commit(now, out);
+    }
+
     pub fn state(&self) -> &State {
         &self.state
     }

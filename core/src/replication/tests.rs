@@ -554,3 +554,21 @@ fn passwords_never_reach_events_or_the_log() {
     let log = format!("{:?}", c.server(0).replica().log());
     assert!(!log.contains("hunter2"));
 }
+
+#[test]
+fn a_lone_master_applies_what_it_appended_before_a_crash() {
+    use crate::store::{Batch, Store, Write};
+    use speedy::Writable;
+    // Crashed after the append was durable, before the apply was.
+    let mut c = Cluster::new(1);
+    let mut b = Batch::default();
+    b.push(Write::Append {
+        index: 1,
+        entry: entry(1).write_to_vec().unwrap(),
+    });
+    c.stores[0].commit(&b).unwrap();
+    c.crash(0);
+    c.restart(0);
+    // Applied at once, without waiting for another proposal.
+    assert_eq!(c.server(0).replica().indexes(), (1, 1, 1));
+}

@@ -200,7 +200,10 @@ impl Server {
         now: Timestamp,
     ) -> Result<Self, String> {
         let replica_entropy = Entropy::from_seed(entropy.bytes());
-        let replica = Replica::recover(replica, secret.clone(), replica_entropy, recovered, now)?;
+        let mut replica =
+            Replica::recover(replica, secret.clone(), replica_entropy, recovered, now)?;
+        let mut out = Outbox::default();
+        replica.resume(now, &mut out);
         let ttl = cfg.reservation_ttl;
         Ok(Server {
             cfg,
@@ -210,7 +213,7 @@ impl Server {
             reservations: Reservations::new(ttl),
             replica,
             limiter: LoginLimiter::default(),
-            out: Outbox::default(),
+            out,
         })
     }
 
