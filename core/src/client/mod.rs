@@ -24,6 +24,9 @@ pub struct ClientConfig {
     pub step_timeout: Duration,
     /// How many times the client asks the balancer before giving up.
     pub attempts: u32,
+    /// How often an established, idle session pings the server, which
+    /// closes sessions silent for longer than its idle timeout (60 s).
+    pub ping_interval: Duration,
 }
 
 impl ClientConfig {
@@ -32,6 +35,7 @@ impl ClientConfig {
             balancer: balancer.into(),
             step_timeout: Duration::from_secs(5),
             attempts: 3,
+            ping_interval: Duration::from_secs(20),
         }
     }
 }
@@ -143,6 +147,10 @@ enum State {
         conn: ConnId,
         server_id: u32,
         addr: String,
+        /// When to ping next.
+        ping_at: Timestamp,
+        /// Silence from the server until then means it is gone.
+        alive_until: Timestamp,
     },
     Done,
 }
@@ -183,9 +191,18 @@ impl Client {
                 conn,
                 server_id,
                 addr,
+                ..
             } => Some((*conn, *server_id, addr)),
             _ => None,
         }
+    }
+
+    /// Ends the session (or the attempt to get one).
+    pub fn close(&mut self) {
+        if let Some(conn) = self.current_conn() {
+            self.out.close(conn);
+        }
+        self.state = State::Done;
     }
 
     pub fn is_done(&self) -> bool {
@@ -294,6 +311,9 @@ impl Client {
     }
 
     fn on_server_msg(&mut self, now: Timestamp, msg: SessionMsg) {
+        if let State::Established { alive_until, .. } = &mut self.state {
+            *alive_until = now + self.cfg.ping_interval * 3;
+        }
         match (&self.state, msg) {
             (
                 State::Server {
@@ -314,7 +334,17 @@ impl Client {
                     conn,
                     server_id,
                     addr,
+                    ping_at: now + self.cfg.ping_interval,
+                    alive_until: now + self.cfg.ping_interval * 3,
                 };
+            }
+            (State::Established { .. }, SessionMsg::Pong) => {}
+            (State::Established { conn, .. }, SessionMsg::Refused(_)) => {
+                // The session is over; it was established, so this is a
+                // disconnection, not a failure to connect.
+                self.out.close(*conn);
+                self.state = State::Done;
+                self.out.event(ClientEvent::Disconnected);
             }
             (_, SessionMsg::Refused(reason)) => self.fail(
                 now,
@@ -422,7 +452,7 @@ impl Node for Client {
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
-        let (peer, step, deadline) = match &self.state {
+        let (peer, step, deadline) = match &mut self.state {
             State::Balancer {
                 deadline,
                 connected,
@@ -445,6 +475,23 @@ impl Node for Client {
                 if *connected { "hello ack" } else { "connect" },
                 *deadline,
             ),
+            State::Established {
+                conn,
+                ping_at,
+                alive_until,
+                ..
+            } => {
+                let conn = *conn;
+                if *alive_until <= now {
+                    self.out.close(conn);
+                    self.state = State::Done;
+                    self.out.event(ClientEvent::Disconnected);
+                } else if *ping_at <= now {
+                    *ping_at = now + self.cfg.ping_interval;
+                    self.out.send(conn, &SessionMsg::Ping);
+                }
+                return;
+            }
             _ => return,
         };
         if deadline <= now {
@@ -459,6 +506,11 @@ impl Node for Client {
     fn poll_timeout(&self) -> Option<Timestamp> {
         match &self.state {
             State::Balancer { deadline, .. } | State::Server { deadline, .. } => Some(*deadline),
+            State::Established {
+                ping_at,
+                alive_until,
+                ..
+            } => Some((*ping_at).min(*alive_until)),
             _ => None,
         }
     }

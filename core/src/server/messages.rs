@@ -20,6 +20,12 @@ pub enum SessionMsg {
     Ack,
     #[speedy(tag = 23)]
     Refused(Refusal),
+    /// Client → server, while idle: I am still here.
+    #[speedy(tag = 33)]
+    Ping,
+    /// Server → client: so am I.
+    #[speedy(tag = 34)]
+    Pong,
 }
 
 /// First tag byte of [`SessionMsg`] frames.

@@ -29,6 +29,10 @@ pub struct ServerConfig {
     pub reservation_ttl: Duration,
     /// How long each step of a handshake may take.
     pub handshake_timeout: Duration,
+    /// Silence after which an established session is closed and its slot
+    /// freed. A client that vanished without a FIN (power loss, partition)
+    /// must not hold a slot forever; live clients ping well within this.
+    pub idle_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -38,6 +42,7 @@ impl ServerConfig {
             max_clients: 64,
             reservation_ttl: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -84,18 +89,20 @@ enum Stage {
     AwaitAck {
         deadline: Timestamp,
     },
-    Established,
+    Established {
+        idle_deadline: Timestamp,
+    },
 }
 
 impl Stage {
     fn holds_slot(&self) -> bool {
-        matches!(self, Stage::AwaitAck { .. } | Stage::Established)
+        matches!(self, Stage::AwaitAck { .. } | Stage::Established { .. })
     }
 
     fn deadline(&self) -> Option<Timestamp> {
         match self {
             Stage::Opening { deadline } | Stage::AwaitAck { deadline } => Some(*deadline),
-            Stage::Established => None,
+            Stage::Established { idle_deadline } => Some(*idle_deadline),
         }
     }
 }
@@ -252,6 +259,13 @@ impl Server {
     }
 
     fn on_session_msg(&mut self, now: Timestamp, conn: ConnId, msg: SessionMsg) {
+        if let Some(Conn {
+            stage: Stage::Established { idle_deadline },
+            ..
+        }) = self.conns.get_mut(&conn)
+        {
+            *idle_deadline = now + self.cfg.idle_timeout;
+        }
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
@@ -286,9 +300,13 @@ impl Server {
                 });
             }
             (Stage::AwaitAck { .. }, SessionMsg::Ack) => {
+                let idle_deadline = now + self.cfg.idle_timeout;
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.stage = Stage::Established;
+                    c.stage = Stage::Established { idle_deadline };
                 }
+            }
+            (Stage::Established { .. }, SessionMsg::Ping) => {
+                self.out.send(conn, &SessionMsg::Pong);
             }
             (_, other) => {
                 let r = Refusal::Unexpected {
@@ -361,6 +379,7 @@ impl Node for Server {
         for conn in late {
             let step = match self.conns.get(&conn).map(|c| &c.stage) {
                 Some(Stage::AwaitAck { .. }) => "the client's ACK",
+                Some(Stage::Established { .. }) => "any message from an idle session",
                 _ => "the first message",
             };
             let r = Refusal::Timeout { step: step.into() };
