@@ -1,1 +1,27 @@
+//! Deterministic simulation of ferry-core under turmoil.
+//!
+//! - [`driver`]: a thin tokio/turmoil loop that runs any [`ferry_core::Node`]
+//!   on simulated TCP, with simulated time.
+//! - [`scenario`]: the VOPR-style harness: a seed picks the load and the
+//!   faults, the harness steps turmoil, injects faults and checks invariants.
+//! - [`invariants`]: what must hold in every run.
+//! - [`attacker`]: a dishonest client that replays its auth code.
+//! - [`trace`]: the one-line-per-event trace that the snapshot tests pin.
+//! - [`seeds`]: the harness PRNG and the `SIM_SEED` / `SIM_SEEDS` variables.
+//! - [`sweep`]: many seeds on a few threads, failures with replay lines.
+//!
+//! Determinism rules (see `architecture-anchors.md` §3.3): hosts and clients
+//! are registered in a fixed order, nothing iterates a `HashMap`, every
+//! `select!` is `biased`, nothing reads the real clock or spawns threads.
 
+pub mod attacker;
+pub mod driver;
+pub mod invariants;
+pub mod scenario;
+pub mod seeds;
+pub mod sweep;
+pub mod trace;
+
+pub use scenario::{run_connect_scenario, Faults, Outcome, Plan, Preset, ScenarioConfig};
+pub use seeds::{replay_command, replay_preset, replay_seed, sweep_count, sweep_seeds};
+pub use sweep::{sweep, sweep_threads, SweepReport};

@@ -36,6 +36,10 @@ pub struct BalancerConfig {
     pub backoff: Duration,
     /// How long a client may take to send its request after connecting.
     pub request_timeout: Duration,
+    /// How long one client's search may take in all. Shorter than the
+    /// client's own patience (5 s), so that a round through many silent
+    /// servers ends in a clear `NoServer`, not in the client timing out.
+    pub search_budget: Duration,
     /// Clients served at once; more are refused as overloaded.
     pub max_pending: usize,
 }
@@ -47,6 +51,7 @@ impl BalancerConfig {
             probe_timeout: Duration::from_secs(1),
             backoff: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
+            search_budget: Duration::from_secs(3),
             max_pending: 1024,
         }
     }
@@ -127,6 +132,8 @@ enum Stage {
     Searching {
         /// Server indexes still to ask in this round, in order.
         plan: Vec<usize>,
+        /// When the search gives up, whatever is left of the plan.
+        until: Timestamp,
         probed: u32,
         busy: u32,
         probe: ConnId,
@@ -215,6 +222,7 @@ impl Balancer {
                     };
                     p.stage = Stage::Searching {
                         plan,
+                        until: now + self.cfg.search_budget,
                         probed: 0,
                         busy: 0,
                         probe: ConnId::dialed(u64::MAX),
@@ -256,6 +264,7 @@ impl Balancer {
             stage:
                 Stage::Searching {
                     plan,
+                    until,
                     probed,
                     busy,
                     probe,
@@ -265,7 +274,8 @@ impl Balancer {
         else {
             return;
         };
-        if plan.is_empty() {
+        let until = *until;
+        if plan.is_empty() || now >= until {
             let (probed, busy) = (*probed, *busy);
             self.out
                 .send(client, &BalancerMsg::NoServer { probed, busy });
@@ -297,7 +307,7 @@ impl Balancer {
                 client,
                 server: idx,
                 code,
-                deadline: now + self.cfg.probe_timeout,
+                deadline: (now + self.cfg.probe_timeout).min(until),
                 decoder: FrameDecoder::default(),
             },
         );

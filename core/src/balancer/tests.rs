@@ -377,3 +377,27 @@ fn no_servers_configured_means_no_server() {
         vec![BalancerMsg::NoServer { probed: 0, busy: 0 }]
     );
 }
+
+#[test]
+fn a_search_through_many_silent_servers_ends_within_its_budget() {
+    let mut b = balancer(8);
+    let (mut probe, _) = ask(&mut b, ms(0), CLIENT);
+    let mut now = ms(0);
+    let mut last = Vec::new();
+    for _ in 0..8 {
+        b.handle_input(now, Input::Connected { conn: probe });
+        drain(&mut b);
+        now = b.poll_timeout().expect("a probe deadline");
+        b.handle_timeout(now);
+        last = drain(&mut b);
+        match connects(&last).first() {
+            Some((p, _)) => probe = *p,
+            None => break,
+        }
+    }
+    assert_eq!(now, ms(3000), "the budget, not 8 probe timeouts");
+    assert_eq!(
+        sent::<BalancerMsg, _>(&last, CLIENT),
+        vec![BalancerMsg::NoServer { probed: 3, busy: 0 }]
+    );
+}

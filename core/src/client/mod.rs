@@ -27,6 +27,9 @@ pub struct ClientConfig {
     /// How long an operation may take, end to end. Longer than the server's
     /// own request timeout, so the server's clearer answer arrives first.
     pub op_timeout: Duration,
+    /// How often an established, idle session pings the server, which
+    /// closes sessions silent for longer than its idle timeout (60 s).
+    pub ping_interval: Duration,
 }
 
 impl ClientConfig {
@@ -36,6 +39,7 @@ impl ClientConfig {
             step_timeout: Duration::from_secs(5),
             attempts: 3,
             op_timeout: Duration::from_secs(15),
+            ping_interval: Duration::from_secs(20),
         }
     }
 }
@@ -151,6 +155,10 @@ enum State {
         server_id: u32,
         addr: String,
         op: Option<PendingOp>,
+        /// When to ping next.
+        ping_at: Timestamp,
+        /// Silence from the server until then means it is gone.
+        alive_until: Timestamp,
     },
     Done,
 }
@@ -228,6 +236,14 @@ impl Client {
             deadline: now + self.cfg.op_timeout,
         });
         Ok(())
+    }
+
+    /// Ends the session (or the attempt to get one).
+    pub fn close(&mut self) {
+        if let Some(conn) = self.current_conn() {
+            self.out.close(conn);
+        }
+        self.state = State::Done;
     }
 
     pub fn is_done(&self) -> bool {
@@ -336,6 +352,9 @@ impl Client {
     }
 
     fn on_server_msg(&mut self, now: Timestamp, msg: SessionMsg) {
+        if let State::Established { alive_until, .. } = &mut self.state {
+            *alive_until = now + self.cfg.ping_interval * 3;
+        }
         match (&self.state, msg) {
             (
                 State::Server {
@@ -357,6 +376,8 @@ impl Client {
                     server_id,
                     addr,
                     op: None,
+                    ping_at: now + self.cfg.ping_interval,
+                    alive_until: now + self.cfg.ping_interval * 3,
                 };
             }
             (
@@ -381,6 +402,23 @@ impl Client {
                 if let Some(r) = Response::from_msg(&msg) {
                     self.out.event(ClientEvent::Response(r));
                 }
+            }
+            (State::Established { .. }, SessionMsg::Pong) => {}
+            (State::Established { conn, op, .. }, SessionMsg::Refused(reason)) => {
+                // The session is over. With an operation in flight that
+                // operation failed, and the reason is worth telling;
+                // otherwise it is a disconnection, not a failure to connect.
+                let busy = op.is_some();
+                self.out.close(*conn);
+                self.state = State::Done;
+                self.out.event(if busy {
+                    ClientEvent::Failed(ClientError::Refused {
+                        by: Peer::Server,
+                        reason,
+                    })
+                } else {
+                    ClientEvent::Disconnected
+                });
             }
             (_, SessionMsg::Refused(reason)) => self.fail(
                 now,
@@ -488,7 +526,7 @@ impl Node for Client {
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
-        let (peer, step, deadline) = match &self.state {
+        let (peer, step, deadline) = match &mut self.state {
             State::Balancer {
                 deadline,
                 connected,
@@ -512,17 +550,32 @@ impl Node for Client {
                 *deadline,
             ),
             State::Established {
-                op: Some(p), conn, ..
+                conn,
+                op,
+                ping_at,
+                alive_until,
+                ..
             } => {
-                if p.deadline <= now {
+                let conn = *conn;
+                if let Some(p) = op.as_ref().filter(|p| p.deadline <= now) {
                     let step = if p.proceeded { "the result" } else { "proceed" };
-                    self.out.close(*conn);
+                    self.out.close(conn);
                     self.state = State::Done;
                     let e = ClientError::Timeout {
                         peer: Peer::Server,
                         step,
                     };
                     self.out.event(ClientEvent::Failed(e));
+                } else if *alive_until <= now {
+                    self.out.close(conn);
+                    self.state = State::Done;
+                    self.out.event(ClientEvent::Disconnected);
+                } else if *ping_at <= now {
+                    *ping_at = now + self.cfg.ping_interval;
+                    // An operation in flight is traffic enough.
+                    if op.is_none() {
+                        self.out.send(conn, &SessionMsg::Ping);
+                    }
                 }
                 return;
             }
@@ -540,7 +593,15 @@ impl Node for Client {
     fn poll_timeout(&self) -> Option<Timestamp> {
         match &self.state {
             State::Balancer { deadline, .. } | State::Server { deadline, .. } => Some(*deadline),
-            State::Established { op: Some(p), .. } => Some(p.deadline),
+            State::Established {
+                op,
+                ping_at,
+                alive_until,
+                ..
+            } => {
+                let beat = (*ping_at).min(*alive_until);
+                Some(op.as_ref().map_or(beat, |p| beat.min(p.deadline)))
+            }
             _ => None,
         }
     }

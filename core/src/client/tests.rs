@@ -85,7 +85,11 @@ fn full_handshake_establishes_a_session() {
         }]
     );
     assert_eq!(c.session(), Some((srv, 2, "server2:7002")));
-    assert_eq!(c.poll_timeout(), None);
+    assert_eq!(
+        c.poll_timeout(),
+        Some(ms(4) + Duration::from_secs(20)),
+        "next ping"
+    );
     c.handle_input(ms(5), Input::Closed { conn: srv });
     assert_eq!(events(&drain(&mut c)), vec![ClientEvent::Disconnected]);
     assert!(c.is_done());
@@ -363,6 +367,38 @@ fn a_proceed_for_another_operation_is_a_protocol_error() {
         events(&outs)[..],
         [ClientEvent::Failed(ClientError::Protocol { .. })]
     ));
+}
+
+#[test]
+fn an_idle_session_pings_and_a_silent_server_is_noticed() {
+    let (mut c, srv) = established();
+    let t = ms(4) + Duration::from_secs(20);
+    c.handle_timeout(t);
+    let outs = drain(&mut c);
+    assert_eq!(sent::<SessionMsg, _>(&outs, srv), vec![SessionMsg::Ping]);
+    // A pong keeps the session alive past the original silence limit.
+    recv(&mut c, t, srv, &SessionMsg::Pong);
+    c.handle_timeout(ms(4) + Duration::from_secs(60));
+    assert!(c.session().is_some());
+    // Then total silence for three intervals ends it.
+    for s in [80, 100, 120] {
+        c.handle_timeout(t + Duration::from_secs(s - 20));
+    }
+    let outs = drain(&mut c);
+    assert!(events(&outs).contains(&ClientEvent::Disconnected));
+    assert!(closed(&outs, srv));
+}
+
+#[test]
+fn a_refusal_after_connecting_is_a_disconnection() {
+    let (mut c, srv) = established();
+    let outs = recv(
+        &mut c,
+        ms(5),
+        srv,
+        &SessionMsg::Refused(Refusal::Timeout { step: "x".into() }),
+    );
+    assert_eq!(events(&outs), vec![ClientEvent::Disconnected]);
     assert!(c.is_done());
 }
 
@@ -397,4 +433,13 @@ fn an_unanswered_operation_times_out() {
             step: "the result"
         })]
     );
+}
+
+#[test]
+fn close_ends_the_session() {
+    let (mut c, srv) = established();
+    c.close();
+    assert!(closed(&drain(&mut c), srv));
+    assert!(c.is_done());
+    assert_eq!(c.poll_timeout(), None);
 }

@@ -495,6 +495,8 @@ fn expired_tokens_are_refused() {
         panic!("{got:?}")
     };
     c.run_for(Duration::from_secs(24 * 3600));
+    // The idle session itself was closed long ago; a new one is needed.
+    let s = c.open_session(0);
     let got = c.request(
         0,
         s,

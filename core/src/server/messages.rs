@@ -46,6 +46,12 @@ pub enum SessionMsg {
     /// The operation failed; the session goes on.
     #[speedy(tag = 32)]
     Failed(OpError),
+    /// Client → server, while idle: I am still here.
+    #[speedy(tag = 33)]
+    Ping,
+    /// Server → client: so am I.
+    #[speedy(tag = 34)]
+    Pong,
 }
 
 /// First tag byte of [`SessionMsg`] frames.

@@ -44,6 +44,10 @@ pub struct ServerConfig {
     /// Lifetime of a session token.
     pub session_ttl: Duration,
     pub password: PasswordParams,
+    /// Silence after which an established session is closed and its slot
+    /// freed. A client that vanished without a FIN (power loss, partition)
+    /// must not hold a slot forever; live clients ping well within this.
+    pub idle_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -56,6 +60,7 @@ impl ServerConfig {
             request_timeout: Duration::from_secs(10),
             session_ttl: Duration::from_secs(24 * 3600),
             password: PasswordParams::PRODUCTION,
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -141,18 +146,14 @@ enum Op {
 
 enum Stage {
     /// Connected; the first frame will say which link this is.
-    Opening {
-        deadline: Timestamp,
-    },
+    Opening { deadline: Timestamp },
     /// HELLO accepted and answered; waiting for the client's ACK.
-    AwaitAck {
-        deadline: Timestamp,
-        session: u64,
-    },
+    AwaitAck { deadline: Timestamp, session: u64 },
     Established {
         session: u64,
         requests: u64,
         op: Op,
+        idle_deadline: Timestamp,
     },
 }
 
@@ -164,11 +165,17 @@ impl Stage {
     fn deadline(&self) -> Option<Timestamp> {
         match self {
             Stage::Opening { deadline } | Stage::AwaitAck { deadline, .. } => Some(*deadline),
+            // An operation's deadline is always the nearer one: every frame
+            // pushes the idle deadline a whole idle timeout away.
             Stage::Established {
                 op: Op::AwaitData { deadline, .. } | Op::Ordering { deadline, .. },
                 ..
             } => Some(*deadline),
-            Stage::Established { op: Op::Idle, .. } => None,
+            Stage::Established {
+                op: Op::Idle,
+                idle_deadline,
+                ..
+            } => Some(*idle_deadline),
         }
     }
 }
@@ -347,6 +354,13 @@ impl Server {
     }
 
     fn on_session_msg(&mut self, now: Timestamp, conn: ConnId, msg: SessionMsg) {
+        if let Some(Conn {
+            stage: Stage::Established { idle_deadline, .. },
+            ..
+        }) = self.conns.get_mut(&conn)
+        {
+            *idle_deadline = now + self.cfg.idle_timeout;
+        }
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
@@ -383,13 +397,18 @@ impl Server {
             }
             (Stage::AwaitAck { session, .. }, SessionMsg::Ack) => {
                 let session = *session;
+                let idle_deadline = now + self.cfg.idle_timeout;
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.stage = Stage::Established {
                         session,
                         requests: 0,
                         op: Op::Idle,
+                        idle_deadline,
                     };
                 }
+            }
+            (Stage::Established { .. }, SessionMsg::Ping) => {
+                self.out.send(conn, &SessionMsg::Pong);
             }
             (Stage::Established { op: Op::Idle, .. }, SessionMsg::Begin { op }) => {
                 let deadline = now + self.cfg.handshake_timeout;

@@ -259,6 +259,10 @@ impl Server {
                 let step = "the operation's data".into();
                 self.refuse(conn, Refusal::Timeout { step }, Link::Session);
             }
+            Stage::Established { op: Op::Idle, .. } => {
+                let step = "any message from an idle session".into();
+                self.refuse(conn, Refusal::Timeout { step }, Link::Session);
+            }
             Stage::AwaitAck { .. } => {
                 let step = "the client's ACK".into();
                 self.refuse(conn, Refusal::Timeout { step }, Link::Session);

@@ -82,8 +82,21 @@ fn probe_hello_ack_ack_establishes_a_session() {
         },
     );
     assert!(drain(&mut s).is_empty());
-    // Established sessions have no handshake deadline.
-    s.handle_timeout(ms(60_000));
+    // An established session lives as long as it is not silent.
+    let ping = bytes_of(&SessionMsg::Ping);
+    s.handle_input(
+        ms(50_000),
+        Input::Received {
+            conn: conn(2),
+            bytes: &ping,
+        },
+    );
+    let outs = drain(&mut s);
+    assert_eq!(
+        sent::<SessionMsg, _>(&outs, conn(2)),
+        vec![SessionMsg::Pong]
+    );
+    s.handle_timeout(ms(60_011));
     drain(&mut s);
     assert_eq!(s.clients(), 1);
     s.handle_input(ms(60_001), Input::Closed { conn: conn(2) });
@@ -288,4 +301,30 @@ fn garbage_closes_the_connection_without_panicking() {
         [SessionMsg::Refused(Refusal::Malformed { .. })]
     ));
     assert!(closed(&outs, conn(1)));
+}
+
+#[test]
+fn a_silent_established_session_is_closed_and_its_slot_freed() {
+    let mut s = server(1);
+    probe(&mut s, ms(0), conn(1), &code(1));
+    hello(&mut s, ms(1), conn(2), &code(1));
+    let ack = bytes_of(&SessionMsg::Ack);
+    s.handle_input(
+        ms(2),
+        Input::Received {
+            conn: conn(2),
+            bytes: &ack,
+        },
+    );
+    s.handle_timeout(ms(60_001));
+    drain(&mut s);
+    assert_eq!(s.clients(), 1);
+    s.handle_timeout(ms(60_002));
+    let outs = drain(&mut s);
+    assert!(closed(&outs, conn(2)));
+    assert_eq!(s.clients(), 0);
+    assert_eq!(
+        probe(&mut s, ms(60_003), conn(3), &code(2)),
+        ProbeMsg::Available
+    );
 }

@@ -1,0 +1,950 @@
+//! The "connect" scenario: clients ask the balancer for a server and open a
+//! session on it, while the harness crashes one server and partitions another.
+//!
+//! VOPR-style: a seed picks the swarm options ([`ScenarioConfig::swarm`]) and
+//! a concrete [`Plan`] (client start times, hold times, fault times); the
+//! harness runs turmoil step by step, injects the faults when their time
+//! comes, and checks invariants between steps. A *safety* phase runs with
+//! faults until every client has finished; then the cluster is healed (the
+//! crashed server restarted, the partition repaired) and a *liveness* phase
+//! starts one more client that must connect.
+
+use crate::attacker::{AttackEvent, ReplayAttacker};
+use crate::driver::{serve, Ctx, Driver, DriverConfig, Flow};
+use crate::invariants::{
+    self, AttackRecord, ClientRecord, ClientResult, Established, Observations,
+};
+use crate::seeds::{replay_command, SimRng};
+use crate::sweep::panic_message;
+use crate::trace::{SharedTrace, Trace, HARNESS};
+use ferry_core::auth::ClusterSecret;
+use ferry_core::balancer::{Balancer, BalancerConfig, BalancerEvent, ServerAddr};
+use ferry_core::client::{Client, ClientConfig, ClientEvent};
+use ferry_core::server::{Server, ServerConfig, ServerEvent};
+use ferry_core::Entropy;
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+pub const BALANCER: &str = "balancer";
+pub const BALANCER_PORT: u16 = 7000;
+/// Host name of the client that replays its auth code.
+pub const ATTACKER: &str = "attacker";
+/// The secret every node of the simulated cluster shares.
+const SECRET: &[u8] = b"ferry-sim-cluster-secret";
+/// A fixed epoch, so nothing in a run depends on the wall clock.
+const EPOCH_SECS: u64 = 1_780_000_000;
+/// How long the healed cluster gets before the liveness probe starts: longer
+/// than a reservation's TTL (10 s) and the balancer's back-off (5 s).
+const SETTLE: Duration = Duration::from_secs(11);
+/// Simulated time run after the last client, before the final checks, so
+/// that closes in flight arrive.
+const COOL_DOWN: Duration = Duration::from_secs(1);
+/// Servers close sessions silent for this long; shorter than production's
+/// 60 s so that a session whose close was lost (a partitioned client is as
+/// good as one that lost power) is reclaimed within the healing period.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Clients ping well within the idle timeout.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+
+pub fn server_host(id: u32) -> String {
+    format!("server{id}")
+}
+
+pub fn server_port(id: u32) -> u16 {
+    BALANCER_PORT + id as u16
+}
+
+/// Which faults the harness injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Faults {
+    None,
+    /// One server crashes (and usually restarts later); another is cut off
+    /// from every host and later reconnected. Both at seeded times.
+    CrashAndPartition,
+    /// Every server is down before the first client starts.
+    AllServersDown,
+}
+
+/// The named configurations, which a seed and a name reproduce exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    /// [`ScenarioConfig::swarm`]: the seed also picks the load.
+    Swarm,
+    AllServersDown,
+    AllServersBusy,
+    /// Built by hand in a test; only that test reproduces it.
+    Custom,
+}
+
+impl Preset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Swarm => "swarm",
+            Preset::AllServersDown => "all-servers-down",
+            Preset::AllServersBusy => "all-servers-busy",
+            Preset::Custom => "custom",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Preset> {
+        [
+            Preset::Swarm,
+            Preset::AllServersDown,
+            Preset::AllServersBusy,
+        ]
+        .into_iter()
+        .find(|p| p.name() == name.trim())
+    }
+}
+
+/// The knobs of a scenario; [`ScenarioConfig::swarm`] draws them from a seed.
+#[derive(Clone, Debug)]
+pub struct ScenarioConfig {
+    /// How this config was made, for the replay command.
+    pub preset: Preset,
+    pub servers: u32,
+    /// Slots per server.
+    pub max_clients: u32,
+    pub clients: u32,
+    /// Clients start uniformly within this window...
+    pub start_window: (Duration, Duration),
+    /// ...except the first `holders`, which start in the first 200 ms and
+    /// hold their session for `long_hold`, to fill servers early.
+    pub holders: u32,
+    pub long_hold: Duration,
+    /// Chance (percent) that any other client holds its session a while.
+    pub hold_chance_pct: u32,
+    pub hold: (Duration, Duration),
+    pub faults: Faults,
+    /// When the crash and the partition start.
+    pub fault_window: (Duration, Duration),
+    /// Chance (percent) that the crashed server comes back during the run.
+    pub restart_chance_pct: u32,
+    pub latency: (Duration, Duration),
+    /// Chance (percent) that a client who replays its auth code joins in.
+    pub attacker_chance_pct: u32,
+    /// Heal the cluster after the safety phase and require a client to connect.
+    pub liveness: bool,
+    pub tick: Duration,
+    /// turmoil's limit; a run that needs longer has a client that hangs.
+    pub duration: Duration,
+}
+
+impl Default for ScenarioConfig {
+    fn default() -> Self {
+        ScenarioConfig {
+            preset: Preset::Custom,
+            servers: 3,
+            max_clients: 2,
+            clients: 6,
+            start_window: (Duration::ZERO, Duration::from_secs(6)),
+            holders: 0,
+            long_hold: Duration::from_secs(8),
+            hold_chance_pct: 50,
+            hold: (Duration::from_secs(1), Duration::from_secs(6)),
+            faults: Faults::CrashAndPartition,
+            fault_window: (Duration::from_millis(500), Duration::from_secs(6)),
+            restart_chance_pct: 70,
+            latency: (Duration::from_millis(1), Duration::from_millis(25)),
+            attacker_chance_pct: 0,
+            liveness: true,
+            tick: Duration::from_millis(2),
+            duration: Duration::from_secs(120),
+        }
+    }
+}
+
+impl ScenarioConfig {
+    /// Swarm testing: each seed gets its own mix of load and timing.
+    pub fn swarm(seed: u64) -> Self {
+        let mut rng = SimRng::new(seed, 1);
+        let max_clients = *rng.pick(&[1, 2, 2, 3, 3, 8]);
+        let clients = rng.range(4, 9) as u32;
+        let holders = rng.range(0, 2) as u32;
+        let max_latency = *rng.pick(&[5, 25, 60, 150]);
+        ScenarioConfig {
+            preset: Preset::Swarm,
+            max_clients,
+            clients,
+            holders,
+            hold_chance_pct: *rng.pick(&[20, 50, 80]),
+            latency: (Duration::from_millis(1), Duration::from_millis(max_latency)),
+            attacker_chance_pct: 50,
+            ..ScenarioConfig::default()
+        }
+    }
+
+    /// The config `preset` names for `seed`; `None` for [`Preset::Custom`].
+    pub fn for_preset(preset: Preset, seed: u64) -> Option<Self> {
+        match preset {
+            Preset::Swarm => Some(Self::swarm(seed)),
+            Preset::AllServersDown => Some(Self::all_servers_down()),
+            Preset::AllServersBusy => Some(Self::all_servers_busy()),
+            Preset::Custom => None,
+        }
+    }
+
+    /// Every server is down: clients must get a clear "no server", not hang.
+    pub fn all_servers_down() -> Self {
+        ScenarioConfig {
+            preset: Preset::AllServersDown,
+            clients: 3,
+            faults: Faults::AllServersDown,
+            start_window: (Duration::from_secs(1), Duration::from_secs(3)),
+            liveness: false,
+            ..ScenarioConfig::default()
+        }
+    }
+
+    /// Every slot is held by an early client: later clients must get a clear
+    /// "no server (all busy)".
+    pub fn all_servers_busy() -> Self {
+        ScenarioConfig {
+            preset: Preset::AllServersBusy,
+            max_clients: 1,
+            clients: 6,
+            holders: 3,
+            long_hold: Duration::from_secs(20),
+            hold_chance_pct: 0,
+            start_window: (Duration::from_secs(3), Duration::from_secs(8)),
+            faults: Faults::None,
+            liveness: false,
+            ..ScenarioConfig::default()
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Crash(u32),
+    Restart(u32),
+    Partition(u32),
+    Repair(u32),
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientPlan {
+    pub name: String,
+    pub start: Duration,
+    pub hold: Option<Duration>,
+}
+
+/// The concrete run a seed and a config describe.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub clients: Vec<ClientPlan>,
+    /// When the code-replaying client starts, if there is one.
+    pub attacker: Option<Duration>,
+    /// Sorted by time.
+    pub faults: Vec<(Duration, Fault)>,
+}
+
+impl Plan {
+    pub fn new(seed: u64, cfg: &ScenarioConfig) -> Plan {
+        let mut rng = SimRng::new(seed, 2);
+        let clients = (1..=cfg.clients)
+            .map(|i| {
+                let name = format!("client{i}");
+                if i <= cfg.holders {
+                    let start = rng.duration(Duration::ZERO, Duration::from_millis(200));
+                    return ClientPlan {
+                        name,
+                        start,
+                        hold: Some(cfg.long_hold),
+                    };
+                }
+                let start = rng.duration(cfg.start_window.0, cfg.start_window.1);
+                let hold = rng
+                    .chance(cfg.hold_chance_pct)
+                    .then(|| rng.duration(cfg.hold.0, cfg.hold.1));
+                ClientPlan { name, start, hold }
+            })
+            .collect();
+        let mut faults = Vec::new();
+        match cfg.faults {
+            Faults::None => {}
+            Faults::AllServersDown => {
+                faults.extend((1..=cfg.servers).map(|s| (Duration::ZERO, Fault::Crash(s))));
+            }
+            Faults::CrashAndPartition => {
+                let crashed = rng.range(1, u64::from(cfg.servers)) as u32;
+                let at = rng.duration(cfg.fault_window.0, cfg.fault_window.1);
+                faults.push((at, Fault::Crash(crashed)));
+                if rng.chance(cfg.restart_chance_pct) {
+                    let down = rng.duration(Duration::from_millis(50), Duration::from_secs(6));
+                    faults.push((at + down, Fault::Restart(crashed)));
+                }
+                if cfg.servers > 1 {
+                    let offset = rng.range(1, u64::from(cfg.servers) - 1) as u32;
+                    let cut = (crashed - 1 + offset) % cfg.servers + 1;
+                    let at = rng.duration(cfg.fault_window.0, cfg.fault_window.1);
+                    let len = rng.duration(Duration::from_millis(200), Duration::from_secs(6));
+                    faults.push((at, Fault::Partition(cut)));
+                    faults.push((at + len, Fault::Repair(cut)));
+                }
+            }
+        }
+        faults.sort_by_key(|(at, _)| *at);
+        let attacker = rng
+            .chance(cfg.attacker_chance_pct)
+            .then(|| rng.duration(cfg.start_window.0, cfg.start_window.1));
+        Plan {
+            clients,
+            attacker,
+            faults,
+        }
+    }
+
+    fn describe(&self, cfg: &ScenarioConfig) -> Vec<String> {
+        let holding = self.clients.iter().filter(|c| c.hold.is_some()).count();
+        let mut lines = vec![format!(
+            "plan: {} servers with {} slot(s) each, {} client(s) ({} hold a session), latency {}..{} ms",
+            cfg.servers,
+            cfg.max_clients,
+            self.clients.len(),
+            holding,
+            cfg.latency.0.as_millis(),
+            cfg.latency.1.as_millis(),
+        )];
+        if let Some(at) = self.attacker {
+            lines.push(format!(
+                "plan: {ATTACKER} replays its auth code at {}",
+                secs(at)
+            ));
+        }
+        for (at, f) in &self.faults {
+            lines.push(format!("plan: {} at {}", fault_text(*f), secs(*at)));
+        }
+        lines
+    }
+}
+
+fn fault_text(f: Fault) -> String {
+    match f {
+        Fault::Crash(s) => format!("crash {}", server_host(s)),
+        Fault::Restart(s) => format!("restart {}", server_host(s)),
+        Fault::Partition(s) => format!("partition {} from every host", server_host(s)),
+        Fault::Repair(s) => format!("repair {}'s links", server_host(s)),
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{}.{:03}s", d.as_secs(), d.subsec_millis())
+}
+
+/// The result of one run.
+#[derive(Debug)]
+pub struct Outcome {
+    pub seed: u64,
+    pub config: ScenarioConfig,
+    pub plan: Plan,
+    pub trace: Trace,
+    pub clients: Vec<ClientRecord>,
+    pub violations: Vec<String>,
+    /// Simulated time the run took.
+    pub sim_time: Duration,
+    pub steps: u64,
+}
+
+impl Outcome {
+    pub fn is_ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// The trace as one readable line per event.
+    pub fn rendered(&self) -> String {
+        self.trace.render()
+    }
+
+    /// Violations, the end of the trace, and the command that replays it.
+    pub fn failure_report(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "seed {} violated invariants:", self.seed);
+        for v in &self.violations {
+            let _ = writeln!(s, "  - {v}");
+        }
+        let _ = writeln!(s, "trace (end):\n{}", self.trace.render_tail(40));
+        let _ = writeln!(
+            s,
+            "replay: {}",
+            replay_command(self.seed, self.config.preset)
+        );
+        s
+    }
+
+    /// Panics with [`Outcome::failure_report`] if an invariant was violated.
+    pub fn assert_ok(&self) {
+        if !self.is_ok() {
+            panic!("{}", self.failure_report());
+        }
+    }
+}
+
+type Shared<T> = Rc<RefCell<T>>;
+
+/// A server host's current node, replaced at each (re)start.
+struct ServerSlot {
+    node: Option<Rc<RefCell<Server>>>,
+    incarnation: u32,
+}
+
+/// Which record a waiting program reports into.
+#[derive(Clone, Copy)]
+enum Who {
+    Client(usize),
+    Attacker(usize),
+}
+
+enum Phase {
+    /// Faults are injected; clients come and go.
+    Safety,
+    /// The cluster is healed; the late client must connect.
+    Liveness,
+    /// Everyone is done; closes in flight arrive until then.
+    CoolDown(Duration),
+}
+
+/// Runs the connect scenario for `seed` and checks every invariant.
+pub fn run_connect_scenario(seed: u64, cfg: &ScenarioConfig) -> Outcome {
+    let plan = Plan::new(seed, cfg);
+    let mut h = Harness::new(seed, cfg, &plan);
+    let mut faults = plan.faults.clone().into_iter().peekable();
+    let mut phase = Phase::Safety;
+    loop {
+        h.admit_due_clients();
+        while let Some((_, fault)) = faults.next_if(|(at, _)| *at <= h.sim.elapsed()) {
+            h.inject(fault);
+        }
+        let Some(all_done) = h.step() else {
+            break;
+        };
+        if !h.check_capacity() {
+            break;
+        }
+        let idle = all_done && h.waiting.is_empty();
+        match phase {
+            Phase::Safety | Phase::Liveness if !idle => {}
+            Phase::Safety if cfg.liveness => {
+                // Later faults of the plan are dropped.
+                faults = Vec::new().into_iter().peekable();
+                h.heal_and_send_late_client();
+                phase = Phase::Liveness;
+            }
+            Phase::Safety | Phase::Liveness => {
+                phase = Phase::CoolDown(h.sim.elapsed() + COOL_DOWN);
+            }
+            Phase::CoolDown(until) if h.sim.elapsed() >= until => break,
+            Phase::CoolDown(_) => {}
+        }
+    }
+    if h.violations.is_empty() {
+        h.check_final_state();
+    }
+    h.into_outcome(seed, cfg, plan)
+}
+
+/// The simulation, the shared state its programs report into, and what the
+/// harness knows about the faults it injected.
+struct Harness<'c> {
+    cfg: &'c ScenarioConfig,
+    sim: turmoil::Sim<'static>,
+    trace: SharedTrace,
+    obs: Shared<Observations>,
+    balancer: Shared<Option<Rc<RefCell<Balancer>>>>,
+    servers: Vec<Shared<ServerSlot>>,
+    /// Every server as (id, address), for the attacker.
+    server_addrs: Vec<(u32, String)>,
+    /// Hosts registered so far.
+    hosts: Vec<String>,
+    /// Programs not started yet, the next one last.
+    waiting: Vec<(ClientPlan, Who)>,
+    /// Indexed by server id.
+    crashed: Vec<bool>,
+    cut: Vec<bool>,
+    violations: Vec<String>,
+    steps: u64,
+}
+
+impl<'c> Harness<'c> {
+    fn new(seed: u64, cfg: &'c ScenarioConfig, plan: &Plan) -> Self {
+        let sim = turmoil::Builder::new()
+            .rng_seed(seed)
+            .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
+            .simulation_duration(cfg.duration)
+            .tick_duration(cfg.tick)
+            .min_message_latency(cfg.latency.0)
+            .max_message_latency(cfg.latency.1)
+            .build();
+        let trace = Trace::shared();
+        for line in plan.describe(cfg) {
+            trace.borrow_mut().record(Duration::ZERO, HARNESS, line);
+        }
+        let n = cfg.servers as usize + 1;
+        let mut h = Harness {
+            cfg,
+            sim,
+            trace,
+            obs: Rc::default(),
+            balancer: Rc::default(),
+            servers: Vec::new(),
+            server_addrs: (1..=cfg.servers)
+                .map(|id| (id, format!("{}:{}", server_host(id), server_port(id))))
+                .collect(),
+            hosts: Vec::new(),
+            waiting: Vec::new(),
+            crashed: vec![false; n],
+            cut: vec![false; n],
+            violations: Vec::new(),
+            steps: 0,
+        };
+        // Hosts first, in a fixed order: turmoil runs them in registration
+        // order.
+        let secret = ClusterSecret::from_bytes(SECRET).expect("secret is long enough");
+        h.add_balancer(seed, &secret);
+        for id in 1..=cfg.servers {
+            h.add_server(id, &secret);
+        }
+        h.plan_programs(plan);
+        h
+    }
+
+    fn add_balancer(&mut self, seed: u64, secret: &ClusterSecret) {
+        let servers = self
+            .server_addrs
+            .iter()
+            .map(|(id, addr)| ServerAddr {
+                id: *id,
+                addr: addr.clone(),
+            })
+            .collect();
+        let bcfg = BalancerConfig::new(servers);
+        let (trace, obs, slot) = (self.trace.clone(), self.obs.clone(), self.balancer.clone());
+        let secret = secret.clone();
+        self.sim.host(BALANCER, move || {
+            let (trace, obs, slot) = (trace.clone(), obs.clone(), slot.clone());
+            // The balancer is never restarted here; if it were, its entropy
+            // would need the incarnation mixed in, or it would mint the same
+            // nonces again.
+            let node = Balancer::new(bcfg.clone(), secret.clone(), Entropy::from_u64(seed));
+            async move {
+                let node = Rc::new(RefCell::new(node));
+                *slot.borrow_mut() = Some(node.clone());
+                trace.borrow_mut().record_now(BALANCER, "up");
+                let dcfg = DriverConfig {
+                    trace_accepts: true,
+                    ..DriverConfig::default()
+                };
+                serve(BALANCER, BALANCER_PORT, node, trace, dcfg, move |_, ev| {
+                    if let BalancerEvent::Assigned { code, .. } = ev {
+                        obs.borrow_mut().assigned.insert(code.clone());
+                    }
+                })
+                .await
+            }
+        });
+        self.hosts.push(BALANCER.to_string());
+    }
+
+    /// Registers server `id`. Its program runs again at each restart, with
+    /// a fresh node (nothing survives but what the harness observed).
+    fn add_server(&mut self, id: u32, secret: &ClusterSecret) {
+        let slot = Rc::new(RefCell::new(ServerSlot {
+            node: None,
+            incarnation: 0,
+        }));
+        self.servers.push(slot.clone());
+        let scfg = ServerConfig {
+            max_clients: self.cfg.max_clients,
+            idle_timeout: IDLE_TIMEOUT,
+            ..ServerConfig::new(id)
+        };
+        let (trace, obs, secret) = (self.trace.clone(), self.obs.clone(), secret.clone());
+        let host = server_host(id);
+        self.sim.host(host.clone(), move || {
+            let (trace, obs, slot, host) = (trace.clone(), obs.clone(), slot.clone(), host.clone());
+            let node = Server::new(scfg.clone(), secret.clone());
+            async move {
+                let node = Rc::new(RefCell::new(node));
+                let incarnation = {
+                    let mut s = slot.borrow_mut();
+                    s.incarnation += 1;
+                    s.node = Some(node.clone());
+                    s.incarnation
+                };
+                let up = if incarnation == 1 {
+                    "up".to_string()
+                } else {
+                    format!("up again (start #{incarnation}): no sessions, no reservations")
+                };
+                trace.borrow_mut().record_now(&host, up);
+                let observe = move |ctx: &Ctx<'_>, ev: &ServerEvent| {
+                    if let ServerEvent::Established { conn, code } = ev {
+                        obs.borrow_mut().established.push(Established {
+                            at: turmoil::sim_elapsed().unwrap_or_default(),
+                            server: id,
+                            incarnation,
+                            code: code.clone(),
+                            peer: ctx.peer_addr(*conn),
+                        });
+                    }
+                };
+                let port = server_port(id);
+                serve(&host, port, node, trace, DriverConfig::default(), observe).await
+            }
+        });
+        self.hosts.push(server_host(id));
+    }
+
+    /// Queues every client program of the plan. Clients join the network
+    /// only when they start (turmoil's cost per step grows with the number
+    /// of hosts), but their records exist from the start, so one that never
+    /// runs is still reported.
+    fn plan_programs(&mut self, plan: &Plan) {
+        for c in &plan.clients {
+            let index = new_record(&self.obs, c, false);
+            self.waiting.push((c.clone(), Who::Client(index)));
+        }
+        if let Some(start) = plan.attacker {
+            let mut o = self.obs.borrow_mut();
+            o.attacks.push(AttackRecord {
+                name: ATTACKER.into(),
+                start,
+                finished: false,
+                target: None,
+                results: Vec::new(),
+            });
+            let index = o.attacks.len() - 1;
+            let c = ClientPlan {
+                name: ATTACKER.into(),
+                start,
+                hold: None,
+            };
+            self.waiting.push((c, Who::Attacker(index)));
+        }
+        // The next to start goes last; equal starts keep their order
+        // (clients by number, then the attacker).
+        self.waiting.reverse();
+        self.waiting
+            .sort_by_key(|(c, _)| std::cmp::Reverse(c.start));
+    }
+
+    /// Registers every program whose start time has come.
+    fn admit_due_clients(&mut self) {
+        let now = self.sim.elapsed();
+        while self.waiting.last().is_some_and(|(c, _)| c.start <= now) {
+            let (c, who) = self.waiting.pop().expect("checked above");
+            match who {
+                Who::Client(index) => add_client(&mut self.sim, &c, index, &self.trace, &self.obs),
+                Who::Attacker(index) => add_attacker(
+                    &mut self.sim,
+                    &c,
+                    index,
+                    self.server_addrs.clone(),
+                    &self.trace,
+                    &self.obs,
+                ),
+            }
+            // A server cut off now is cut off from the newcomer too.
+            for s in 1..=self.cfg.servers {
+                if self.cut[s as usize] {
+                    self.sim.partition(server_host(s), c.name.as_str());
+                }
+            }
+            self.hosts.push(c.name);
+        }
+    }
+
+    fn inject(&mut self, fault: Fault) {
+        self.trace.borrow_mut().record(
+            self.sim.elapsed(),
+            HARNESS,
+            format!("!! {}", fault_text(fault)),
+        );
+        match fault {
+            Fault::Crash(s) => {
+                self.sim.crash(server_host(s));
+                self.servers[s as usize - 1].borrow_mut().node = None;
+                self.crashed[s as usize] = true;
+            }
+            Fault::Restart(s) => {
+                self.sim.bounce(server_host(s));
+                self.crashed[s as usize] = false;
+            }
+            Fault::Partition(s) => {
+                self.for_links(s, |sim, a, b| sim.partition(a, b));
+                self.cut[s as usize] = true;
+            }
+            Fault::Repair(s) => {
+                self.for_links(s, |sim, a, b| sim.repair(a, b));
+                self.cut[s as usize] = false;
+            }
+        }
+    }
+
+    /// Calls `f` for each link between server `s` and every other host.
+    fn for_links(&mut self, s: u32, mut f: impl FnMut(&mut turmoil::Sim<'static>, &str, &str)) {
+        let me = server_host(s);
+        for h in self.hosts.iter().filter(|h| **h != me) {
+            f(&mut self.sim, &me, h);
+        }
+    }
+
+    /// One turmoil step. `Some(true)` once every client program is done;
+    /// `None` if the run must stop (a violation was recorded).
+    fn step(&mut self) -> Option<bool> {
+        let at = secs(self.sim.elapsed());
+        let result = catch_unwind(AssertUnwindSafe(|| self.sim.step()));
+        self.steps += 1;
+        match result {
+            Ok(Ok(all_done)) => return Some(all_done),
+            Err(panic) => self.violations.push(format!(
+                "a node or the driver panicked at {at}: {}",
+                panic_message(&*panic)
+            )),
+            Ok(Err(e)) if !e.to_string().starts_with("Ran for duration") => {
+                self.violations.push(format!("a host failed at {at}: {e}"))
+            }
+            Ok(Err(e)) => {
+                let o = self.obs.borrow();
+                let clients = o.clients.iter().filter(|c| !c.finished);
+                let attackers = o.attacks.iter().filter(|a| !a.finished);
+                let stuck: Vec<&str> = clients
+                    .map(|c| c.name.as_str())
+                    .chain(attackers.map(|a| a.name.as_str()))
+                    .collect();
+                let stuck = stuck.join(", ");
+                drop(o);
+                self.violations
+                    .push(format!("clients hang: {e} (unfinished: {stuck})"));
+            }
+        }
+        None
+    }
+
+    /// No running server holds more than its slots. False on a violation.
+    fn check_capacity(&mut self) -> bool {
+        for slot in &self.servers {
+            if let Some(node) = &slot.borrow().node {
+                let max = self.cfg.max_clients;
+                if let Err(v) = invariants::check_server_capacity(&node.borrow(), max) {
+                    let at = secs(self.sim.elapsed());
+                    self.violations.push(format!("at {at}: {v}"));
+                }
+            }
+        }
+        self.violations.is_empty()
+    }
+
+    /// Restarts what is down, repairs what is cut, and sends one more client
+    /// once reservations and back-offs of the faulty phase have run out.
+    fn heal_and_send_late_client(&mut self) {
+        let now = self.sim.elapsed();
+        self.trace.borrow_mut().record(
+            now,
+            HARNESS,
+            "all clients done; heal the cluster, then a late client must connect",
+        );
+        for s in 1..=self.cfg.servers {
+            if self.crashed[s as usize] {
+                self.inject(Fault::Restart(s));
+            }
+            if self.cut[s as usize] {
+                self.inject(Fault::Repair(s));
+            }
+        }
+        let late = ClientPlan {
+            name: "late".into(),
+            start: now + SETTLE,
+            hold: None,
+        };
+        let index = new_record(&self.obs, &late, true);
+        self.waiting.push((late, Who::Client(index)));
+    }
+
+    /// Checks that need the whole run, once every client has left.
+    fn check_final_state(&mut self) {
+        self.violations
+            .extend(invariants::check_outcomes(&self.obs.borrow()));
+        if let Some(b) = &*self.balancer.borrow() {
+            let pending = b.borrow().pending();
+            if pending != 0 {
+                self.violations.push(format!(
+                    "balancer still serves {pending} client(s) after every client left"
+                ));
+            }
+        }
+        // Every session must be gone: closed by its client, or reclaimed by
+        // the server's idle timeout when the close was lost in a partition
+        // (turmoil TCP does not retransmit, so such a FIN is gone for good,
+        // as if the client had lost power).
+        for (i, slot) in self.servers.iter().enumerate() {
+            let id = i as u32 + 1;
+            let Some(node) = &slot.borrow().node else {
+                continue;
+            };
+            let held = node.borrow().clients();
+            if held != 0 {
+                let host = server_host(id);
+                self.violations.push(format!(
+                    "{host} still counts {held} session(s) after every client left"
+                ));
+            }
+        }
+    }
+
+    fn into_outcome(self, seed: u64, cfg: &ScenarioConfig, plan: Plan) -> Outcome {
+        let sim_time = self.sim.elapsed();
+        // The hosts' programs hold clones of the trace and observations.
+        drop(self.sim);
+        let trace = self.trace.borrow().clone();
+        let clients = self.obs.borrow().clients.clone();
+        Outcome {
+            seed,
+            config: cfg.clone(),
+            plan,
+            trace,
+            clients,
+            violations: self.violations,
+            sim_time,
+            steps: self.steps,
+        }
+    }
+}
+
+/// Registers the attacker's program, which starts at once: get a code,
+/// replay it, record what happened in `obs.attacks[index]`.
+fn add_attacker(
+    sim: &mut turmoil::Sim<'_>,
+    plan: &ClientPlan,
+    index: usize,
+    servers: Vec<(u32, String)>,
+    trace: &SharedTrace,
+    obs: &Shared<Observations>,
+) {
+    let (trace, obs) = (trace.clone(), obs.clone());
+    let name = plan.name.clone();
+    sim.client(name.clone(), async move {
+        trace.borrow_mut().record_now(
+            &name,
+            "start: ask the balancer for a server, to replay the code",
+        );
+        let balancer = format!("{BALANCER}:{BALANCER_PORT}");
+        let node = Rc::new(RefCell::new(ReplayAttacker::new(balancer, servers)));
+        let mut driver = Driver::new(&name, node.clone(), trace.clone(), DriverConfig::default());
+        driver.with_node(|n, now| n.start(now));
+        driver
+            .run(None, |_, ev| match ev {
+                AttackEvent::Done => Flow::Stop,
+                _ => Flow::Continue,
+            })
+            .await;
+        let (target, results) = node.borrow().results();
+        {
+            let mut o = obs.borrow_mut();
+            let rec = &mut o.attacks[index];
+            rec.finished = true;
+            rec.target = target;
+            rec.results = results;
+        }
+        driver.shutdown().await;
+        Ok(())
+    });
+}
+
+fn new_record(obs: &Shared<Observations>, plan: &ClientPlan, must_connect: bool) -> usize {
+    let mut o = obs.borrow_mut();
+    o.clients.push(ClientRecord {
+        name: plan.name.clone(),
+        start: plan.start,
+        result: None,
+        at: None,
+        ended_early: None,
+        must_connect,
+        finished: false,
+    });
+    o.clients.len() - 1
+}
+
+/// Registers a client program, which starts at once: get a session, hold it
+/// a while if planned, leave, and record how it went in `obs.clients[index]`.
+fn add_client(
+    sim: &mut turmoil::Sim<'_>,
+    plan: &ClientPlan,
+    index: usize,
+    trace: &SharedTrace,
+    obs: &Shared<Observations>,
+) {
+    let (trace, obs) = (trace.clone(), obs.clone());
+    let (name, hold) = (plan.name.clone(), plan.hold);
+    sim.client(name.clone(), async move {
+        trace
+            .borrow_mut()
+            .record_now(&name, "start: ask the balancer for a server");
+        let cfg = ClientConfig {
+            ping_interval: PING_INTERVAL,
+            ..ClientConfig::new(format!("{BALANCER}:{BALANCER_PORT}"))
+        };
+        let node = Rc::new(RefCell::new(Client::new(cfg)));
+        let mut driver = Driver::new(&name, node.clone(), trace.clone(), DriverConfig::default());
+        driver.with_node(|n, now| n.start(now));
+
+        let mut result = None;
+        driver
+            .run(None, |ctx, ev| match ev {
+                ClientEvent::Connected { server_id, .. } => {
+                    let local = node
+                        .borrow()
+                        .session()
+                        .and_then(|(c, _, _)| ctx.local_addr(c));
+                    result = Some(ClientResult::Connected {
+                        server_id: *server_id,
+                        local,
+                    });
+                    Flow::Stop
+                }
+                ClientEvent::Failed(e) => {
+                    result = Some(ClientResult::Failed(e.clone()));
+                    Flow::Stop
+                }
+                _ => Flow::Continue,
+            })
+            .await;
+        let connected = matches!(result, Some(ClientResult::Connected { .. }));
+        {
+            let mut o = obs.borrow_mut();
+            o.clients[index].result = result;
+            o.clients[index].at = turmoil::sim_elapsed();
+        }
+
+        if connected {
+            let mut ended = None;
+            if let Some(hold) = hold {
+                trace
+                    .borrow_mut()
+                    .record_now(&name, format!("hold the session for {}", secs(hold)));
+                let until = tokio::time::Instant::now() + hold;
+                driver
+                    .run(Some(until), |_, ev| match ev {
+                        ClientEvent::Disconnected | ClientEvent::Failed(_) => {
+                            ended = Some(ev.to_string());
+                            Flow::Stop
+                        }
+                        _ => Flow::Continue,
+                    })
+                    .await;
+            }
+            if ended.is_none() {
+                trace
+                    .borrow_mut()
+                    .record_now(&name, "leave: close the session");
+            }
+            obs.borrow_mut().clients[index].ended_early = ended;
+        }
+        driver.shutdown().await;
+        obs.borrow_mut().clients[index].finished = true;
+        Ok(())
+    });
+}

@@ -1,0 +1,155 @@
+//! Seeds: the harness's own PRNG, and the environment variables that pick
+//! which seeds a test runs.
+//!
+//! Every random choice of a scenario (how many clients, when they start, when
+//! a server crashes) comes from [`SimRng`], seeded by the scenario seed, so a
+//! seed names one run exactly. turmoil's own randomness (message latency) is
+//! seeded with the same seed through `Builder::rng_seed`.
+
+use crate::scenario::Preset;
+use std::time::Duration;
+
+/// Seed count of a sweep when `SIM_SEEDS` is not set.
+pub const DEFAULT_SWEEP_SEEDS: u64 = 200;
+
+/// A small deterministic PRNG (SplitMix64): the same on every platform and
+/// every Rust version, with no dependency to pin.
+#[derive(Clone, Debug)]
+pub struct SimRng {
+    state: u64,
+}
+
+impl SimRng {
+    /// `stream` separates independent uses of one seed, so that adding a draw
+    /// to one (the swarm options, say) does not shift another (the plan).
+    pub fn new(seed: u64, stream: u64) -> Self {
+        let mut rng = SimRng {
+            state: seed ^ stream.wrapping_mul(0xA076_1D64_78BD_642F),
+        };
+        rng.next_u64();
+        rng
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        assert!(lo <= hi, "empty range {lo}..={hi}");
+        let span = hi - lo;
+        if span == u64::MAX {
+            return self.next_u64();
+        }
+        lo + self.next_u64() % (span + 1)
+    }
+
+    /// True with probability `pct` percent.
+    pub fn chance(&mut self, pct: u32) -> bool {
+        self.range(0, 99) < u64::from(pct)
+    }
+
+    /// A duration uniform in `lo..=hi`, at millisecond resolution.
+    pub fn duration(&mut self, lo: Duration, hi: Duration) -> Duration {
+        let ms = self.range(lo.as_millis() as u64, hi.as_millis() as u64);
+        Duration::from_millis(ms)
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.range(0, items.len() as u64 - 1) as usize]
+    }
+}
+
+/// The seed `replay` runs: `SIM_SEED`, else `default`.
+pub fn replay_seed(default: u64) -> u64 {
+    match std::env::var("SIM_SEED") {
+        Ok(s) => parse_seed(&s).unwrap_or_else(|| panic!("SIM_SEED={s:?} is not a u64")),
+        Err(_) => default,
+    }
+}
+
+/// How many seeds a sweep runs: `SIM_SEEDS`, else [`DEFAULT_SWEEP_SEEDS`].
+pub fn sweep_count() -> u64 {
+    match std::env::var("SIM_SEEDS") {
+        Ok(s) => parse_seed(&s).unwrap_or_else(|| panic!("SIM_SEEDS={s:?} is not a count")),
+        Err(_) => DEFAULT_SWEEP_SEEDS,
+    }
+}
+
+/// The seeds of a sweep of `n` runs. Fixed, so CI always runs the same ones;
+/// `SIM_SEED_BASE` shifts the window to explore new seeds locally.
+pub fn sweep_seeds(n: u64) -> impl Iterator<Item = u64> {
+    let base = std::env::var("SIM_SEED_BASE")
+        .ok()
+        .and_then(|s| parse_seed(&s))
+        .unwrap_or(1);
+    (0..n).map(move |i| base.wrapping_add(i))
+}
+
+fn parse_seed(s: &str) -> Option<u64> {
+    let s = s.trim();
+    match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// The scenario `replay` runs: `SIM_SCENARIO` (a [`Preset`] name), else swarm.
+pub fn replay_preset() -> Preset {
+    match std::env::var("SIM_SCENARIO") {
+        Ok(s) => Preset::from_name(&s).unwrap_or_else(|| {
+            panic!("SIM_SCENARIO={s:?} is not one of swarm, all-servers-down, all-servers-busy")
+        }),
+        Err(_) => Preset::Swarm,
+    }
+}
+
+/// The one-line command that re-runs `seed` of `preset` through the
+/// `replay` test.
+pub fn replay_command(seed: u64, preset: Preset) -> String {
+    let test = "cargo test -p ferry-sim --test connect -- replay --exact --nocapture";
+    match preset {
+        Preset::Swarm => format!("SIM_SEED={seed} {test}"),
+        Preset::Custom => {
+            format!("SIM_SEED={seed} with a custom config: re-run the test that built it")
+        }
+        named => format!("SIM_SEED={seed} SIM_SCENARIO={} {test}", named.name()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_draws_and_streams_differ() {
+        let mut a = SimRng::new(7, 1);
+        let mut b = SimRng::new(7, 1);
+        let xs: Vec<u64> = (0..4).map(|_| a.next_u64()).collect();
+        let ys: Vec<u64> = (0..4).map(|_| b.next_u64()).collect();
+        assert_eq!(xs, ys);
+        assert_ne!(SimRng::new(7, 2).next_u64(), xs[0]);
+        assert_ne!(SimRng::new(8, 1).next_u64(), xs[0]);
+    }
+
+    #[test]
+    fn ranges_stay_in_bounds() {
+        let mut r = SimRng::new(1, 0);
+        for _ in 0..1000 {
+            let x = r.range(3, 5);
+            assert!((3..=5).contains(&x));
+        }
+        assert_eq!(r.range(9, 9), 9);
+    }
+
+    #[test]
+    fn seeds_parse_in_decimal_and_hex() {
+        assert_eq!(parse_seed("42"), Some(42));
+        assert_eq!(parse_seed(" 0x2a "), Some(42));
+        assert_eq!(parse_seed("x"), None);
+    }
+}
