@@ -21,6 +21,7 @@ pub mod replication;
 pub mod server;
 pub mod store;
 pub mod time;
+pub mod transfer;
 
 #[cfg(test)]
 pub(crate) mod testkit;

@@ -1,0 +1,121 @@
+//! Messages of the file transfer engine. Every link that moves files (client
+//! ↔ server, server ↔ server, peer ↔ peer) carries these inside its own
+//! message enum.
+
+use speedy::{Readable, Writable};
+use std::fmt;
+
+/// The seeds' chunk: 4 KiB, each acknowledged.
+pub const CHUNK: usize = 4096;
+
+/// Chunks carried by one `Chunks` frame at most. Acknowledgement stays per
+/// chunk (cumulative acks name every chunk); batching only saves frames.
+pub const CHUNKS_PER_FRAME: u64 = 32;
+
+#[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
+#[speedy(tag_type = u8)]
+pub enum TransferMsg {
+    /// Sender → receiver: the file's name and size.
+    #[speedy(tag = 1)]
+    Offer { id: u64, name: String, size: u64 },
+    /// Receiver → sender: ready, send the content.
+    #[speedy(tag = 2)]
+    Accept { id: u64 },
+    /// Receiver → sender: will not take it (the seeds' PUT FAIL).
+    #[speedy(tag = 3)]
+    Reject { id: u64, reason: TransferError },
+    /// Sender → receiver: chunks `seq`, `seq + 1`, … packed back to back;
+    /// all are `CHUNK` bytes but the file's last.
+    #[speedy(tag = 4)]
+    Chunks { id: u64, seq: u64, data: Vec<u8> },
+    /// Receiver → sender: every chunk before `upto` has arrived (so each is
+    /// acknowledged, several per message).
+    #[speedy(tag = 5)]
+    Ack { id: u64, upto: u64 },
+    /// Sender → receiver: FILE TRANSFER DONE, with the whole file's BLAKE3.
+    #[speedy(tag = 6)]
+    Done { id: u64, digest: [u8; 32] },
+    /// Receiver → sender: the file is complete, verified and in place.
+    #[speedy(tag = 7)]
+    DoneAck { id: u64 },
+    /// Either side: the transfer is over, unsuccessfully.
+    #[speedy(tag = 8)]
+    Abort { id: u64, reason: TransferError },
+}
+
+impl TransferMsg {
+    pub fn id(&self) -> u64 {
+        match self {
+            TransferMsg::Offer { id, .. }
+            | TransferMsg::Accept { id }
+            | TransferMsg::Reject { id, .. }
+            | TransferMsg::Chunks { id, .. }
+            | TransferMsg::Ack { id, .. }
+            | TransferMsg::Done { id, .. }
+            | TransferMsg::DoneAck { id }
+            | TransferMsg::Abort { id, .. } => *id,
+        }
+    }
+}
+
+/// Why a transfer did not complete. Typed, so both ends print one reason.
+#[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
+#[speedy(tag_type = u8)]
+pub enum TransferError {
+    /// The name is not acceptable (separators, `..`, NUL, too long…).
+    BadName {
+        reason: String,
+    },
+    /// Not enough space, or over quota.
+    NoSpace {
+        needed: u64,
+        available: u64,
+    },
+    /// A file of that name exists and replacing it was not asked for.
+    Exists,
+    NotFound,
+    /// The peer stayed silent past the timeout.
+    Timeout,
+    /// The content did not match the digest sent with DONE.
+    DigestMismatch,
+    /// The peer broke the transfer protocol.
+    Protocol {
+        detail: String,
+    },
+    /// Reading or writing the file failed.
+    Io {
+        detail: String,
+    },
+    /// The peer gave up.
+    Cancelled,
+}
+
+impl fmt::Display for TransferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransferError::BadName { reason } => write!(f, "bad file name: {reason}"),
+            TransferError::NoSpace { needed, available } => write!(
+                f,
+                "not enough space: {needed} bytes needed, {available} available"
+            ),
+            TransferError::Exists => {
+                f.write_str("a file of that name exists (use --force to replace it)")
+            }
+            TransferError::NotFound => f.write_str("no such file"),
+            TransferError::Timeout => f.write_str("the other side stopped answering"),
+            TransferError::DigestMismatch => {
+                f.write_str("the content arrived damaged (digest mismatch); nothing was kept")
+            }
+            TransferError::Protocol { detail } => write!(f, "transfer protocol error: {detail}"),
+            TransferError::Io { detail } => write!(f, "file error: {detail}"),
+            TransferError::Cancelled => f.write_str("the transfer was cancelled"),
+        }
+    }
+}
+
+impl std::error::Error for TransferError {}
+
+/// Chunks in a file of `size` bytes.
+pub fn chunk_count(size: u64) -> u64 {
+    size.div_ceil(CHUNK as u64)
+}

@@ -1,0 +1,294 @@
+//! The sending side of one file transfer.
+//!
+//! OFFER(name, size) → ACCEPT → CHUNKS… each acknowledged → DONE(digest) →
+//! DONE ACK. Up to `window` chunks are in flight; `window = 1` is the seeds'
+//! stop-and-wait. Acks are cumulative, so a lost ack is repaired by the next
+//! one; when acks stop arriving for `rto`, everything unacknowledged is sent
+//! again from the first missing chunk (go-back-N), and after `give_up` with
+//! no progress the transfer fails as timed out.
+//!
+//! The sender never touches the file: it asks for `Read`s and is handed the
+//! bytes with [`Sender::on_read`], so memory is bounded by the window, not by
+//! the file. The digest is computed as the bytes are first read, in order.
+
+use super::messages::{chunk_count, TransferError, TransferMsg, CHUNK, CHUNKS_PER_FRAME};
+use crate::time::Timestamp;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct SenderConfig {
+    /// Chunks in flight at most.
+    pub window: u64,
+    /// Silence after which unacknowledged chunks are sent again.
+    pub rto: Duration,
+    /// Silence after which the transfer fails.
+    pub give_up: Duration,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        SenderConfig {
+            window: DEFAULT_WINDOW,
+            rto: Duration::from_secs(1),
+            give_up: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Chunks in flight by default; chosen by `cargo bench` (see README).
+pub const DEFAULT_WINDOW: u64 = 256;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SenderOutput {
+    Send(TransferMsg),
+    /// Read `len` bytes at `offset` and hand them to [`Sender::on_read`].
+    Read {
+        offset: u64,
+        len: usize,
+    },
+    /// Acknowledged chunks so far (for a progress bar).
+    Progress {
+        bytes: u64,
+    },
+    Finished(Result<[u8; 32], TransferError>),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Stage {
+    Offered,
+    Sending,
+    AwaitDoneAck,
+    Finished,
+}
+
+pub struct Sender {
+    id: u64,
+    size: u64,
+    chunks: u64,
+    cfg: SenderConfig,
+    stage: Stage,
+    /// Chunks before this one are acknowledged.
+    acked: u64,
+    /// The next chunk to read (and then send).
+    next: u64,
+    /// Bytes hashed so far; the hash only ever moves forward.
+    hashed: u64,
+    hasher: blake3::Hasher,
+    digest: Option<[u8; 32]>,
+    /// When to resend, and when to give up, absent progress.
+    resend_at: Timestamp,
+    give_up_at: Timestamp,
+    out: VecDeque<SenderOutput>,
+}
+
+impl Sender {
+    pub fn new(now: Timestamp, id: u64, name: String, size: u64, cfg: SenderConfig) -> Self {
+        let mut s = Sender {
+            id,
+            size,
+            chunks: chunk_count(size),
+            stage: Stage::Offered,
+            acked: 0,
+            next: 0,
+            hashed: 0,
+            hasher: blake3::Hasher::new(),
+            digest: None,
+            resend_at: now + cfg.rto,
+            give_up_at: now + cfg.give_up,
+            cfg,
+            out: VecDeque::new(),
+        };
+        s.out
+            .push_back(SenderOutput::Send(TransferMsg::Offer { id, name, size }));
+        s
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.stage == Stage::Finished
+    }
+
+    pub fn poll_output(&mut self) -> Option<SenderOutput> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        match self.stage {
+            Stage::Finished => None,
+            _ => Some(self.resend_at.min(self.give_up_at)),
+        }
+    }
+
+    fn progressed(&mut self, now: Timestamp) {
+        self.resend_at = now + self.cfg.rto;
+        self.give_up_at = now + self.cfg.give_up;
+    }
+
+    pub fn on_msg(&mut self, now: Timestamp, msg: TransferMsg) {
+        match (&self.stage, msg) {
+            (Stage::Offered, TransferMsg::Accept { .. }) => {
+                self.stage = Stage::Sending;
+                self.progressed(now);
+                self.fill_window();
+            }
+            (Stage::Sending, TransferMsg::Ack { upto, .. }) => {
+                if upto > self.next || upto > self.chunks {
+                    return self.fail(TransferError::Protocol {
+                        detail: format!("ack of chunk {upto}, not sent yet"),
+                    });
+                }
+                if upto > self.acked {
+                    self.acked = upto;
+                    self.progressed(now);
+                    let bytes = (upto * CHUNK as u64).min(self.size);
+                    self.out.push_back(SenderOutput::Progress { bytes });
+                    self.fill_window();
+                }
+            }
+            (Stage::AwaitDoneAck, TransferMsg::DoneAck { .. }) => {
+                self.stage = Stage::Finished;
+                let d = self.digest.unwrap_or_default();
+                self.out.push_back(SenderOutput::Finished(Ok(d)));
+            }
+            // Late duplicates of earlier answers.
+            (
+                Stage::Sending | Stage::AwaitDoneAck,
+                TransferMsg::Accept { .. } | TransferMsg::Ack { .. },
+            ) => {}
+            (Stage::Finished, _) => {}
+            (_, TransferMsg::Reject { reason, .. } | TransferMsg::Abort { reason, .. }) => {
+                self.stage = Stage::Finished;
+                self.out.push_back(SenderOutput::Finished(Err(reason)));
+            }
+            (_, other) => self.fail(TransferError::Protocol {
+                detail: format!("unexpected {}", kind(&other)),
+            }),
+        }
+    }
+
+    /// The bytes of a `Read` the sender asked for.
+    pub fn on_read(&mut self, offset: u64, data: &[u8]) {
+        if self.stage != Stage::Sending {
+            return;
+        }
+        let end = offset + data.len() as u64;
+        let whole = data.len().is_multiple_of(CHUNK) || end == self.size;
+        if !offset.is_multiple_of(CHUNK as u64) || end > self.size || !whole || data.is_empty() {
+            return self.fail(TransferError::Io {
+                detail: "the file changed while it was being sent".into(),
+            });
+        }
+        if offset == self.hashed {
+            self.hasher.update(data);
+            self.hashed += data.len() as u64;
+        }
+        let seq = offset / CHUNK as u64;
+        let msg = TransferMsg::Chunks {
+            id: self.id,
+            seq,
+            data: data.to_vec(),
+        };
+        self.out.push_back(SenderOutput::Send(msg));
+    }
+
+    /// The file could not be read.
+    pub fn on_read_error(&mut self, detail: String) {
+        self.fail(TransferError::Io { detail });
+    }
+
+    fn fill_window(&mut self) {
+        let limit = (self.acked + self.cfg.window.max(1)).min(self.chunks);
+        while self.next < limit {
+            let n = (limit - self.next).min(CHUNKS_PER_FRAME);
+            let offset = self.next * CHUNK as u64;
+            let len = ((n * CHUNK as u64).min(self.size - offset)) as usize;
+            self.out.push_back(SenderOutput::Read { offset, len });
+            self.next += n;
+        }
+        if self.acked == self.chunks && self.stage == Stage::Sending {
+            self.send_done();
+        }
+    }
+
+    fn send_done(&mut self) {
+        let digest = *self.digest.get_or_insert_with(|| {
+            let h = std::mem::replace(&mut self.hasher, blake3::Hasher::new());
+            *h.finalize().as_bytes()
+        });
+        self.stage = Stage::AwaitDoneAck;
+        let id = self.id;
+        self.out
+            .push_back(SenderOutput::Send(TransferMsg::Done { id, digest }));
+    }
+
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        if self.stage == Stage::Finished {
+            return;
+        }
+        if now >= self.give_up_at {
+            return self.fail(TransferError::Timeout);
+        }
+        if now < self.resend_at {
+            return;
+        }
+        self.resend_at = now + self.cfg.rto;
+        match self.stage {
+            Stage::Offered => {
+                // Offers are idempotent by id: ask again.
+                let size = self.size;
+                let id = self.id;
+                // The name is not kept; a repeated offer carries none and the
+                // receiver matches it by id.
+                self.out.push_back(SenderOutput::Send(TransferMsg::Offer {
+                    id,
+                    name: String::new(),
+                    size,
+                }));
+            }
+            Stage::Sending => {
+                // Go back to the first unacknowledged chunk.
+                self.next = self.acked;
+                self.fill_window();
+            }
+            Stage::AwaitDoneAck => {
+                if let Some(digest) = self.digest {
+                    let id = self.id;
+                    self.out
+                        .push_back(SenderOutput::Send(TransferMsg::Done { id, digest }));
+                }
+            }
+            Stage::Finished => {}
+        }
+    }
+
+    /// Gives up: tells the receiver and reports the reason.
+    pub fn fail(&mut self, reason: TransferError) {
+        if self.stage == Stage::Finished {
+            return;
+        }
+        self.stage = Stage::Finished;
+        let id = self.id;
+        self.out.push_back(SenderOutput::Send(TransferMsg::Abort {
+            id,
+            reason: reason.clone(),
+        }));
+        self.out.push_back(SenderOutput::Finished(Err(reason)));
+    }
+}
+
+pub(super) fn kind(msg: &TransferMsg) -> &'static str {
+    match msg {
+        TransferMsg::Offer { .. } => "OFFER",
+        TransferMsg::Accept { .. } => "ACCEPT",
+        TransferMsg::Reject { .. } => "REJECT",
+        TransferMsg::Chunks { .. } => "CHUNKS",
+        TransferMsg::Ack { .. } => "ACK",
+        TransferMsg::Done { .. } => "DONE",
+        TransferMsg::DoneAck { .. } => "DONE ACK",
+        TransferMsg::Abort { .. } => "ABORT",
+    }
+}

@@ -1,0 +1,386 @@
+use super::messages::chunk_count;
+use super::*;
+use crate::time::Timestamp;
+use crate::Entropy;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// What the link between the two ends does to messages.
+#[derive(Clone, Copy, Default)]
+struct Link {
+    /// Per mille of messages dropped (each direction).
+    drop: u64,
+    /// Per mille of messages delivered twice.
+    dup: u64,
+    /// Flip a byte of the chunk data with this index, once.
+    corrupt_chunk: Option<u64>,
+    /// The receiver never answers.
+    receiver_mute: bool,
+}
+
+struct Outcome {
+    sent: Result<[u8; 32], TransferError>,
+    received: Result<[u8; 32], TransferError>,
+    committed: Option<Vec<u8>>,
+    discarded: bool,
+    max_in_flight: u64,
+}
+
+/// Runs one transfer of `file` end to end, in virtual time.
+fn run(file: &[u8], window: u64, link: Link, seed: u64) -> Outcome {
+    let mut rng = Entropy::from_u64(seed);
+    let mut now = Timestamp::from_micros(1_000_000);
+    let cfg = SenderConfig {
+        window,
+        ..SenderConfig::default()
+    };
+    let mut s = Sender::new(now, 7, "f.bin".into(), file.len() as u64, cfg);
+    let mut r: Option<Receiver> = None;
+    let (mut to_r, mut to_s): (VecDeque<TransferMsg>, VecDeque<TransferMsg>) = Default::default();
+    let mut temp = Vec::new();
+    let (mut sent, mut received, mut committed, mut discarded) = (None, None, None, false);
+    let mut corrupt = link.corrupt_chunk;
+    let mut max_in_flight = 0;
+    let mut highest_sent = 0u64;
+    let mut acked = 0u64;
+    let fate = |rng: &mut Entropy| -> usize {
+        let x = rng.next_u64() % 1000;
+        if x < link.drop {
+            0
+        } else if x < link.drop + link.dup {
+            2
+        } else {
+            1
+        }
+    };
+    for _ in 0..2_000_000 {
+        let mut moved = false;
+        while let Some(o) = s.poll_output() {
+            moved = true;
+            match o {
+                SenderOutput::Send(mut m) => {
+                    if let TransferMsg::Chunks { seq, data, .. } = &mut m {
+                        highest_sent = highest_sent.max(*seq + chunk_count(data.len() as u64));
+                        max_in_flight = max_in_flight.max(highest_sent - acked);
+                        let n = chunk_count(data.len() as u64);
+                        if let Some(c) = corrupt.filter(|c| (*seq..*seq + n).contains(c)) {
+                            data[((c - *seq) as usize) * CHUNK] ^= 0xff;
+                            corrupt = None;
+                        }
+                    }
+                    for _ in 0..fate(&mut rng) {
+                        to_r.push_back(m.clone());
+                    }
+                }
+                SenderOutput::Read { offset, len } => {
+                    let o = offset as usize;
+                    s.on_read(offset, &file[o..o + len]);
+                }
+                SenderOutput::Progress { .. } => {}
+                SenderOutput::Finished(res) => sent = Some(res),
+            }
+        }
+        if let Some(r) = r.as_mut() {
+            while let Some(o) = r.poll_output() {
+                moved = true;
+                match o {
+                    ReceiverOutput::Send(m) => {
+                        if let TransferMsg::Ack { upto, .. } = m {
+                            acked = acked.max(upto);
+                        }
+                        if !link.receiver_mute {
+                            for _ in 0..fate(&mut rng) {
+                                to_s.push_back(m.clone());
+                            }
+                        }
+                    }
+                    ReceiverOutput::Write { offset, data } => {
+                        let o = offset as usize;
+                        if temp.len() < o + data.len() {
+                            temp.resize(o + data.len(), 0);
+                        }
+                        temp[o..o + data.len()].copy_from_slice(&data);
+                    }
+                    ReceiverOutput::Commit { .. } => {
+                        committed = Some(std::mem::take(&mut temp));
+                        r.committed();
+                    }
+                    ReceiverOutput::Discard => discarded = true,
+                    ReceiverOutput::Progress { .. } => {}
+                    ReceiverOutput::Finished(res) => received = Some(res),
+                }
+            }
+        }
+        if let Some(m) = to_r.pop_front() {
+            moved = true;
+            match (&mut r, m) {
+                (None, TransferMsg::Offer { id, name, size }) => {
+                    let mut rx = Receiver::new(now, id, name, size, Duration::from_secs(10));
+                    rx.accept(now);
+                    r = Some(rx);
+                }
+                (Some(r), m) => r.on_msg(now, m),
+                (None, _) => {}
+            }
+        }
+        if let Some(m) = to_s.pop_front() {
+            moved = true;
+            s.on_msg(now, m);
+        }
+        let done = s.is_finished() && r.as_ref().is_none_or(|r| r.is_finished());
+        if done && !moved && sent.is_some() && to_r.is_empty() && to_s.is_empty() {
+            break;
+        }
+        if !moved {
+            let next = [s.poll_timeout(), r.as_ref().and_then(|r| r.poll_timeout())]
+                .into_iter()
+                .flatten()
+                .min();
+            let Some(next) = next else { break };
+            now = next.max(now);
+            s.handle_timeout(now);
+            if let Some(r) = r.as_mut() {
+                r.handle_timeout(now);
+            }
+        }
+    }
+    Outcome {
+        sent: sent.expect("the sender finished"),
+        received: received.unwrap_or(Err(TransferError::Cancelled)),
+        committed,
+        discarded,
+        max_in_flight,
+    }
+}
+
+fn file(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    Entropy::from_u64(seed).fill(&mut v);
+    v
+}
+
+#[test]
+fn files_of_every_awkward_size_arrive_intact_at_every_window() {
+    let sizes = [
+        0,
+        1,
+        4095,
+        4096,
+        4097,
+        3 * 4096,
+        33 * 4096 + 1,
+        (1 << 20) + 5,
+    ];
+    for size in sizes {
+        for window in [1, 16, 256] {
+            let f = file(size, size as u64);
+            let o = run(&f, window, Link::default(), 1);
+            let want = *blake3::hash(&f).as_bytes();
+            assert_eq!(o.sent, Ok(want), "size {size} window {window}");
+            assert_eq!(o.received, Ok(want));
+            assert_eq!(
+                o.committed.as_deref(),
+                Some(&f[..]),
+                "size {size} window {window}"
+            );
+            assert!(
+                o.max_in_flight <= window,
+                "{} in flight with window {window}",
+                o.max_in_flight
+            );
+        }
+    }
+}
+
+#[test]
+fn window_one_is_stop_and_wait() {
+    let o = run(&file(10 * 4096, 3), 1, Link::default(), 1);
+    assert_eq!(o.max_in_flight, 1);
+    assert!(o.committed.is_some());
+}
+
+#[test]
+fn lost_acks_and_chunks_are_repaired_by_resending() {
+    for seed in 0..40 {
+        let f = file(200 * 1024 + 17, seed);
+        let link = Link {
+            drop: 50,
+            ..Link::default()
+        };
+        let o = run(&f, 16, link, seed);
+        match (&o.sent, &o.committed) {
+            (Ok(d), Some(got)) => {
+                assert_eq!(got, &f, "seed {seed}");
+                assert_eq!(*d, *blake3::hash(&f).as_bytes());
+            }
+            // Losing a whole run of messages may exhaust the patience;
+            // then nothing is kept.
+            (Err(TransferError::Timeout), None) => {}
+            other => panic!("seed {seed}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn duplicated_messages_are_harmless() {
+    for seed in 0..20 {
+        let f = file(64 * 1024 + 3, seed);
+        let link = Link {
+            dup: 300,
+            ..Link::default()
+        };
+        let o = run(&f, 8, link, seed);
+        assert_eq!(o.committed.as_deref(), Some(&f[..]), "seed {seed}");
+    }
+}
+
+#[test]
+fn a_damaged_chunk_is_caught_by_the_digest_and_nothing_is_kept() {
+    let f = file(50 * 4096, 9);
+    let link = Link {
+        corrupt_chunk: Some(17),
+        ..Link::default()
+    };
+    let o = run(&f, 16, link, 1);
+    assert_eq!(o.sent, Err(TransferError::DigestMismatch));
+    assert_eq!(o.received, Err(TransferError::DigestMismatch));
+    assert!(o.committed.is_none());
+    assert!(o.discarded);
+}
+
+#[test]
+fn a_silent_receiver_times_the_sender_out() {
+    let link = Link {
+        receiver_mute: true,
+        ..Link::default()
+    };
+    let o = run(&file(4096 * 4, 1), 4, link, 1);
+    assert_eq!(o.sent, Err(TransferError::Timeout));
+    // The receiver, whose sender resent and then went quiet, gives up too.
+    assert_eq!(o.received, Err(TransferError::Timeout));
+    assert!(o.discarded);
+}
+
+#[test]
+fn a_rejected_offer_ends_the_sender() {
+    let now = Timestamp::ZERO;
+    let mut s = Sender::new(now, 1, "x".into(), 10, SenderConfig::default());
+    s.poll_output();
+    let reason = TransferError::NoSpace {
+        needed: 10,
+        available: 3,
+    };
+    s.on_msg(
+        now,
+        TransferMsg::Reject {
+            id: 1,
+            reason: reason.clone(),
+        },
+    );
+    assert_eq!(s.poll_output(), Some(SenderOutput::Finished(Err(reason))));
+    assert!(s.is_finished());
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn a_sender_abort_discards_the_partial_file() {
+    let now = Timestamp::ZERO;
+    let mut r = Receiver::new(now, 1, "x".into(), 3 * 4096, Duration::from_secs(10));
+    r.accept(now);
+    r.on_msg(
+        now,
+        TransferMsg::Chunks {
+            id: 1,
+            seq: 0,
+            data: vec![1; 4096],
+        },
+    );
+    r.on_msg(
+        now,
+        TransferMsg::Abort {
+            id: 1,
+            reason: TransferError::Cancelled,
+        },
+    );
+    let outs: Vec<_> = std::iter::from_fn(|| r.poll_output()).collect();
+    assert!(outs.contains(&ReceiverOutput::Discard));
+    assert_eq!(
+        outs.last(),
+        Some(&ReceiverOutput::Finished(Err(TransferError::Cancelled)))
+    );
+}
+
+#[test]
+fn malformed_chunks_and_early_done_are_protocol_errors() {
+    let now = Timestamp::ZERO;
+    let cases = [
+        // A short chunk that is not the file's last.
+        TransferMsg::Chunks {
+            id: 1,
+            seq: 0,
+            data: vec![0; 100],
+        },
+        // Past the end of the file.
+        TransferMsg::Chunks {
+            id: 1,
+            seq: 0,
+            data: vec![0; 4 * 4096],
+        },
+        // DONE before the content.
+        TransferMsg::Done {
+            id: 1,
+            digest: [0; 32],
+        },
+    ];
+    for msg in cases {
+        let mut r = Receiver::new(now, 1, "x".into(), 3 * 4096, Duration::from_secs(10));
+        r.accept(now);
+        r.on_msg(now, msg);
+        let outs: Vec<_> = std::iter::from_fn(|| r.poll_output()).collect();
+        assert!(
+            matches!(
+                outs.last(),
+                Some(ReceiverOutput::Finished(Err(
+                    TransferError::Protocol { .. }
+                )))
+            ),
+            "{outs:?}"
+        );
+        assert!(outs.contains(&ReceiverOutput::Discard));
+    }
+}
+
+#[test]
+fn an_ack_for_unsent_chunks_is_a_protocol_error() {
+    let now = Timestamp::ZERO;
+    let mut s = Sender::new(
+        now,
+        1,
+        "x".into(),
+        8 * 4096,
+        SenderConfig {
+            window: 2,
+            ..SenderConfig::default()
+        },
+    );
+    s.on_msg(now, TransferMsg::Accept { id: 1 });
+    s.on_msg(now, TransferMsg::Ack { id: 1, upto: 5 });
+    let outs: Vec<_> = std::iter::from_fn(|| s.poll_output()).collect();
+    assert!(matches!(
+        outs.last(),
+        Some(SenderOutput::Finished(Err(TransferError::Protocol { .. })))
+    ));
+}
+
+#[test]
+fn a_file_that_shrinks_while_sending_fails_cleanly() {
+    let now = Timestamp::ZERO;
+    let mut s = Sender::new(now, 1, "x".into(), 8 * 4096, SenderConfig::default());
+    s.on_msg(now, TransferMsg::Accept { id: 1 });
+    s.on_read(0, &[0; 100]);
+    let outs: Vec<_> = std::iter::from_fn(|| s.poll_output()).collect();
+    assert!(matches!(
+        outs.last(),
+        Some(SenderOutput::Finished(Err(TransferError::Io { .. })))
+    ));
+}
