@@ -48,6 +48,54 @@ pub enum Input<'a> {
     Closed { conn: ConnId },
     /// The batch of `Output::Persist { token }` is durable.
     Persisted { token: u64 },
+    /// The bytes of a `FileOp::Read` (fewer than asked only at end of file).
+    FileRead {
+        handle: u64,
+        offset: u64,
+        data: &'a [u8],
+    },
+    /// `FileOp::Persist` of temporary file `temp` is done: the file is
+    /// durable and in place.
+    FilePersisted { temp: u64 },
+    /// A file operation on `handle` (a read handle or a temporary file)
+    /// failed. `no_space` says the disk or quota is full.
+    FileFailed {
+        handle: u64,
+        error: String,
+        no_space: bool,
+    },
+}
+
+/// A file a node names. Servers keep content as blobs named by digest;
+/// clients read from or write to the one local file of their command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FileRef {
+    Blob([u8; 32]),
+    Local,
+}
+
+/// File work the node asks of its driver. Temporary files are numbered by
+/// the node; the driver creates one on its first write and keeps it out of
+/// sight until it is persisted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FileOp {
+    /// Read `len` bytes at `offset` of `file`; answer with
+    /// `Input::FileRead { handle, .. }` or `Input::FileFailed { handle, .. }`.
+    Read {
+        handle: u64,
+        file: FileRef,
+        offset: u64,
+        len: usize,
+    },
+    /// Write into temporary file `temp` (created on first write).
+    Write { temp: u64, offset: u64, data: Vec<u8> },
+    /// Make temporary file `temp` durable and move it to `to` (replacing
+    /// it); answer `Input::FilePersisted { temp }` or `FileFailed`.
+    Persist { temp: u64, to: FileRef },
+    /// Remove temporary file `temp` if it exists.
+    Discard { temp: u64 },
+    /// Remove a file (a blob nobody references any more).
+    Remove { file: FileRef },
 }
 
 /// What the node wants done.
@@ -65,6 +113,8 @@ pub enum Output<E> {
     /// are output. A store that cannot commit is fatal to the node: the
     /// driver stops it rather than let it act on state it could not save.
     Persist { token: u64, batch: Batch },
+    /// File work; see [`FileOp`].
+    File(FileOp),
     /// Something the application or a trace should know.
     Event(E),
 }

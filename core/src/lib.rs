@@ -27,5 +27,5 @@ pub mod transfer;
 pub(crate) mod testkit;
 
 pub use entropy::Entropy;
-pub use io::{ConnId, Input, Node, Output};
+pub use io::{ConnId, FileOp, FileRef, Input, Node, Output};
 pub use time::Timestamp;

@@ -40,6 +40,10 @@ impl<E> Outbox<E> {
         self.queue.push_back(Output::Persist { token, batch });
     }
 
+    pub fn file(&mut self, op: crate::io::FileOp) {
+        self.queue.push_back(Output::File(op));
+    }
+
     pub fn event(&mut self, e: E) {
         self.queue.push_back(Output::Event(e));
     }

@@ -100,6 +100,8 @@ pub struct Recovered {
     pub tables: Vec<(Table, Vec<u8>, Vec<u8>)>,
     pub applied: u64,
     pub view: u64,
+    /// Content blobs present on this server's disk (listed by the driver).
+    pub blobs: Vec<[u8; 32]>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,6 +167,7 @@ impl Store for MemStore {
                 .collect(),
             applied: self.applied,
             view: self.view,
+            blobs: Vec::new(),
         })
     }
 }

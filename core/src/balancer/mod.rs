@@ -452,7 +452,10 @@ impl Node for Balancer {
                     self.on_client_bytes(now, conn, bytes);
                 }
             }
-            Input::Persisted { .. } => {}
+            Input::Persisted { .. }
+            | Input::FileRead { .. }
+            | Input::FilePersisted { .. }
+            | Input::FileFailed { .. } => {}
             Input::Closed { conn } => {
                 if self.probes.contains_key(&conn) {
                     self.finish_probe(now, conn, ProbeOutcome::Silent("connection closed".into()));

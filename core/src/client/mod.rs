@@ -12,7 +12,9 @@ use crate::frame::FrameDecoder;
 use crate::io::{ConnId, Input, Node, Output};
 use crate::outbox::{drain_messages, Outbox};
 use crate::refusal::{Refusal, PROTOCOL_VERSION};
-use crate::server::messages::{Request, Response, SessionMsg};
+use crate::io::{FileOp, FileRef};
+use crate::server::messages::{OpError, Request, Response, SessionMsg};
+use crate::transfer::{Receiver, ReceiverOutput, Sender, SenderConfig, SenderOutput, TransferMsg};
 use crate::time::Timestamp;
 use std::fmt;
 use std::time::Duration;
@@ -27,6 +29,8 @@ pub struct ClientConfig {
     /// How long an operation may take, end to end. Longer than the server's
     /// own request timeout, so the server's clearer answer arrives first.
     pub op_timeout: Duration,
+    /// Chunks in flight when uploading.
+    pub window: u64,
     /// How often an established, idle session pings the server, which
     /// closes sessions silent for longer than its idle timeout (60 s).
     pub ping_interval: Duration,
@@ -39,6 +43,7 @@ impl ClientConfig {
             step_timeout: Duration::from_secs(5),
             attempts: 3,
             op_timeout: Duration::from_secs(15),
+            window: crate::transfer::sender::DEFAULT_WINDOW,
             ping_interval: Duration::from_secs(20),
         }
     }
@@ -116,6 +121,8 @@ pub enum ClientEvent {
     Disconnected,
     /// The answer to a [`Client::request`].
     Response(Response),
+    /// Bytes of an upload acknowledged, or of a download received.
+    Progress { bytes: u64, total: u64 },
 }
 
 impl fmt::Display for ClientEvent {
@@ -131,6 +138,7 @@ impl fmt::Display for ClientEvent {
             ClientEvent::Failed(e) => write!(f, "failed: {e}"),
             ClientEvent::Disconnected => f.write_str("disconnected by server"),
             ClientEvent::Response(r) => r.fmt(f),
+            ClientEvent::Progress { bytes, total } => write!(f, "{bytes} of {total} bytes"),
         }
     }
 }
@@ -168,7 +176,17 @@ struct PendingOp {
     request: Request,
     proceeded: bool,
     deadline: Timestamp,
+    xfer: Option<Xfer>,
 }
+
+/// The file transfer of an upload or download in progress.
+enum Xfer {
+    Up(Sender),
+    Down(Receiver),
+}
+
+/// The read handle and temporary file number of the command's one transfer.
+const LOCAL: u64 = 0;
 
 /// Why [`Client::request`] could not start an operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -234,6 +252,7 @@ impl Client {
             request,
             proceeded: false,
             deadline: now + self.cfg.op_timeout,
+            xfer: None,
         });
         Ok(())
     }
@@ -244,6 +263,121 @@ impl Client {
             self.out.close(conn);
         }
         self.state = State::Done;
+    }
+
+    fn on_transfer(&mut self, now: Timestamp, m: TransferMsg) {
+        let op_timeout = self.cfg.op_timeout;
+        let State::Established { op: Some(p), .. } = &mut self.state else {
+            return;
+        };
+        p.deadline = now + op_timeout;
+        match (&mut p.xfer, m) {
+            (Some(Xfer::Up(s)), m) => s.on_msg(now, m),
+            (Some(Xfer::Down(r)), m) => r.on_msg(now, m),
+            (None, TransferMsg::Offer { id, name, size }) => {
+                if matches!(p.request, Request::Download { .. }) {
+                    let mut r = Receiver::new(now, id, name, size, op_timeout);
+                    r.accept(now);
+                    p.xfer = Some(Xfer::Down(r));
+                }
+            }
+            (None, _) => {}
+        }
+        self.pump(now);
+    }
+
+    /// Carries out what the transfer in progress asks for.
+    fn pump(&mut self, now: Timestamp) {
+        let State::Established { op: Some(p), conn, .. } = &mut self.state else {
+            return;
+        };
+        let conn = *conn;
+        let mut finished = None;
+        match &mut p.xfer {
+            Some(Xfer::Up(s)) => {
+                let total = match &p.request {
+                    Request::Upload { size, .. } => *size,
+                    _ => 0,
+                };
+                while let Some(o) = s.poll_output() {
+                    match o {
+                        SenderOutput::Send(m) => self.out.send(conn, &SessionMsg::Transfer(m)),
+                        SenderOutput::Read { offset, len } => self.out.file(FileOp::Read {
+                            handle: LOCAL,
+                            file: FileRef::Local,
+                            offset,
+                            len,
+                        }),
+                        SenderOutput::Progress { bytes } => {
+                            self.out.event(ClientEvent::Progress { bytes, total })
+                        }
+                        // Success is the server's FileDone, after replication.
+                        SenderOutput::Finished(Ok(_)) => {}
+                        SenderOutput::Finished(Err(e)) => finished = Some(Response::Failed(OpError::Transfer(e))),
+                    }
+                }
+            }
+            Some(Xfer::Down(r)) => {
+                let total = r.size();
+                while let Some(o) = r.poll_output() {
+                    match o {
+                        ReceiverOutput::Send(m) => self.out.send(conn, &SessionMsg::Transfer(m)),
+                        ReceiverOutput::Write { offset, data } => self.out.file(FileOp::Write {
+                            temp: LOCAL,
+                            offset,
+                            data,
+                        }),
+                        ReceiverOutput::Commit { .. } => self.out.file(FileOp::Persist {
+                            temp: LOCAL,
+                            to: FileRef::Local,
+                        }),
+                        ReceiverOutput::Discard => self.out.file(FileOp::Discard { temp: LOCAL }),
+                        ReceiverOutput::Progress { bytes } => {
+                            self.out.event(ClientEvent::Progress { bytes, total })
+                        }
+                        ReceiverOutput::Finished(Ok(digest)) => {
+                            finished = Some(Response::Downloaded { size: total, digest })
+                        }
+                        ReceiverOutput::Finished(Err(e)) => {
+                            finished = Some(Response::Failed(OpError::Transfer(e)))
+                        }
+                    }
+                }
+            }
+            None => {}
+        }
+        if let Some(r) = finished {
+            p.xfer = None;
+            self.state_op_done(r);
+        }
+        let _ = now;
+    }
+
+    fn state_op_done(&mut self, r: Response) {
+        if let State::Established { op, .. } = &mut self.state {
+            *op = None;
+        }
+        self.out.event(ClientEvent::Response(r));
+    }
+
+    fn on_file(&mut self, now: Timestamp, input: Input<'_>) {
+        let State::Established { op: Some(p), .. } = &mut self.state else {
+            return;
+        };
+        match (&mut p.xfer, input) {
+            (Some(Xfer::Up(s)), Input::FileRead { offset, data, .. }) => s.on_read(offset, data),
+            (Some(Xfer::Up(s)), Input::FileFailed { error, .. }) => s.on_read_error(error),
+            (Some(Xfer::Down(r)), Input::FilePersisted { .. }) => r.committed(),
+            (Some(Xfer::Down(r)), Input::FileFailed { error, no_space, .. }) => {
+                r.fail(if no_space {
+                    crate::transfer::TransferError::NoSpace { needed: r.size(), available: 0 }
+                } else {
+                    crate::transfer::TransferError::Io { detail: error }
+                })
+            }
+            _ => return,
+        }
+        self.pump(now);
     }
 
     pub fn is_done(&self) -> bool {
@@ -388,19 +522,36 @@ impl Client {
             ) if !p.proceeded && p.request.op() == op => {
                 let conn = *conn;
                 let payload = p.request.payload();
+                let upload = match &p.request {
+                    Request::Upload { name, size, .. } => Some((name.clone(), *size)),
+                    _ => None,
+                };
+                let cfg = SenderConfig {
+                    window: self.cfg.window,
+                    ..SenderConfig::default()
+                };
+                let is_upload = upload.is_some();
                 if let State::Established { op: Some(p), .. } = &mut self.state {
                     p.proceeded = true;
+                    p.deadline = now + self.cfg.op_timeout;
+                    if let Some((name, size)) = upload {
+                        // The sender's OFFER is the upload's data.
+                        p.xfer = Some(Xfer::Up(Sender::new(now, 0, name, size, cfg)));
+                    }
                 }
-                self.out.send(conn, &payload);
+                if !is_upload {
+                    self.out.send(conn, &payload);
+                }
+                self.pump(now);
+            }
+            (State::Established { op: Some(p), .. }, SessionMsg::Transfer(m)) if p.proceeded => {
+                self.on_transfer(now, m);
             }
             (State::Established { op: Some(p), .. }, msg)
                 if p.proceeded && Response::from_msg(&msg).is_some() =>
             {
-                if let State::Established { op, .. } = &mut self.state {
-                    *op = None;
-                }
                 if let Some(r) = Response::from_msg(&msg) {
-                    self.out.event(ClientEvent::Response(r));
+                    self.state_op_done(r);
                 }
             }
             (State::Established { .. }, SessionMsg::Pong) => {}
@@ -519,6 +670,9 @@ impl Node for Client {
                     self.fail(now, ClientError::Unreachable { peer, reason });
                 }
             }
+            input @ (Input::FileRead { .. } | Input::FilePersisted { .. } | Input::FileFailed { .. }) => {
+                self.on_file(now, input)
+            }
             // Stale connections from an earlier attempt, or accepts (a
             // client listens for nothing).
             _ => {}
@@ -526,6 +680,14 @@ impl Node for Client {
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
+        if let State::Established { op: Some(p), .. } = &mut self.state {
+            match &mut p.xfer {
+                Some(Xfer::Up(s)) => s.handle_timeout(now),
+                Some(Xfer::Down(r)) => r.handle_timeout(now),
+                None => {}
+            }
+            self.pump(now);
+        }
         let (peer, step, deadline) = match &mut self.state {
             State::Balancer {
                 deadline,
@@ -600,7 +762,13 @@ impl Node for Client {
                 ..
             } => {
                 let beat = (*ping_at).min(*alive_until);
-                Some(op.as_ref().map_or(beat, |p| beat.min(p.deadline)))
+                let xfer = op.as_ref().and_then(|p| match &p.xfer {
+                    Some(Xfer::Up(s)) => s.poll_timeout(),
+                    Some(Xfer::Down(r)) => r.poll_timeout(),
+                    None => None,
+                });
+                let t = op.as_ref().map_or(beat, |p| beat.min(p.deadline));
+                Some(xfer.map_or(t, |x| t.min(x)))
             }
             _ => None,
         }

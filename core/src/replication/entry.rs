@@ -25,6 +25,30 @@ pub enum Txn {
     /// Logout: the token id is refused everywhere until it would have expired.
     #[speedy(tag = 2)]
     Revoke { token_id: [u8; 16], expires: u64 },
+    /// Upload complete: `holder` has the verified content.
+    #[speedy(tag = 3)]
+    PutFile {
+        owner: u64,
+        name: String,
+        size: u64,
+        digest: [u8; 32],
+        replace: bool,
+        holder: u32,
+    },
+    #[speedy(tag = 4)]
+    Share {
+        owner: u64,
+        name: String,
+        grantee: String,
+    },
+    #[speedy(tag = 5)]
+    Unshare {
+        owner: u64,
+        name: String,
+        grantee: String,
+    },
+    #[speedy(tag = 6)]
+    Delete { owner: u64, name: String },
 }
 
 impl Txn {
@@ -35,6 +59,20 @@ impl Txn {
             Txn::Revoke { token_id, .. } => {
                 format!("revoke {:02x}{:02x}", token_id[0], token_id[1])
             }
+            Txn::PutFile {
+                owner, name, size, ..
+            } => format!("put user{owner}/{name} ({size} bytes)"),
+            Txn::Share {
+                owner,
+                name,
+                grantee,
+            } => format!("share user{owner}/{name} with {grantee}"),
+            Txn::Unshare {
+                owner,
+                name,
+                grantee,
+            } => format!("unshare user{owner}/{name} from {grantee}"),
+            Txn::Delete { owner, name } => format!("delete user{owner}/{name}"),
         }
     }
 }
@@ -49,6 +87,24 @@ pub enum TxnResult {
     UsernameTaken,
     #[speedy(tag = 3)]
     Revoked,
+    #[speedy(tag = 4)]
+    FileStored,
+    #[speedy(tag = 5)]
+    FileExists,
+    #[speedy(tag = 6)]
+    NoSuchFile,
+    #[speedy(tag = 7)]
+    NoSuchUser,
+    #[speedy(tag = 8)]
+    Shared,
+    #[speedy(tag = 9)]
+    Unshared,
+    #[speedy(tag = 10)]
+    NotShared,
+    #[speedy(tag = 11)]
+    Deleted,
+    #[speedy(tag = 12)]
+    CannotShareWithSelf,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]

@@ -16,6 +16,7 @@
 //! that a later failover can fence a stale master. See docs/replication.md.
 
 pub mod entry;
+pub mod files;
 pub mod messages;
 pub mod state;
 
@@ -265,6 +266,11 @@ impl Replica {
 
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// Every other server of the cluster.
+    pub fn peers(&self) -> &[ServerAddr] {
+        &self.cfg.peers
     }
 
     pub fn is_master(&self) -> bool {

@@ -4,6 +4,7 @@
 //! same state.
 
 use super::entry::{Entry, Origin, Txn, TxnResult};
+use super::files::{FileMeta, Files};
 use crate::accounts::password::PasswordHash;
 use crate::frame;
 use crate::store::{Table, Write};
@@ -30,6 +31,7 @@ pub struct State {
     by_name: BTreeMap<String, u64>,
     revoked: BTreeMap<[u8; 16], u64>,
     clients: BTreeMap<(u32, u64), ClientRecord>,
+    files: Files,
 }
 
 fn enc<T: Writable<speedy::LittleEndian>>(v: &T) -> Vec<u8> {
@@ -76,7 +78,8 @@ impl State {
                     s.clients
                         .insert((server, session), frame::decode(value).map_err(bad)?);
                 }
-                Table::Files | Table::Shares => {}
+                Table::Files => s.files.load_file(value)?,
+                Table::Shares => s.files.load_share(key)?,
             }
         }
         Ok(s)
@@ -92,6 +95,10 @@ impl State {
 
     pub fn users(&self) -> impl Iterator<Item = &User> {
         self.users.values()
+    }
+
+    pub fn files(&self) -> &Files {
+        &self.files
     }
 
     pub fn is_revoked(&self, token_id: &[u8; 16]) -> bool {
@@ -174,6 +181,62 @@ impl State {
                 });
                 TxnResult::Revoked
             }
+            Txn::PutFile {
+                owner,
+                name,
+                size,
+                digest,
+                replace,
+                holder,
+            } => {
+                if self.files.get(*owner, name).is_some() && !replace {
+                    TxnResult::FileExists
+                } else {
+                    let meta = FileMeta {
+                        owner: *owner,
+                        name: name.clone(),
+                        size: *size,
+                        digest: *digest,
+                        at: entry.at,
+                        holder: *holder,
+                    };
+                    self.files.put(meta, &mut writes);
+                    TxnResult::FileStored
+                }
+            }
+            Txn::Share {
+                owner,
+                name,
+                grantee,
+            } => match self.by_name.get(grantee) {
+                _ if self.files.get(*owner, name).is_none() => TxnResult::NoSuchFile,
+                None => TxnResult::NoSuchUser,
+                Some(g) if g == owner => TxnResult::CannotShareWithSelf,
+                Some(g) => {
+                    self.files.share(*owner, name, *g, &mut writes);
+                    TxnResult::Shared
+                }
+            },
+            Txn::Unshare {
+                owner,
+                name,
+                grantee,
+            } => match self.by_name.get(grantee) {
+                _ if self.files.get(*owner, name).is_none() => TxnResult::NoSuchFile,
+                None => TxnResult::NoSuchUser,
+                Some(g) => {
+                    if self.files.unshare(*owner, name, *g, &mut writes) {
+                        TxnResult::Unshared
+                    } else {
+                        writes.clear();
+                        TxnResult::NotShared
+                    }
+                }
+            },
+            Txn::Delete { owner, name } => match self.files.delete(*owner, name, &mut writes) {
+                Some(_) => TxnResult::Deleted,
+                None => TxnResult::NoSuchFile,
+            },
         };
         let record = ClientRecord {
             request: o.request,
@@ -198,6 +261,7 @@ impl State {
             h.update(k);
             h.update(&v.to_le_bytes());
         }
+        self.files.digest_into(&mut h);
         for ((s, sess), r) in &self.clients {
             h.update(&s.to_le_bytes());
             h.update(&sess.to_le_bytes());

@@ -374,7 +374,7 @@ fn an_impostor_without_the_secret_cannot_join() {
         .any(|o| matches!(o, Output::Close { conn: cc } if *cc == conn)));
     assert!(
         !outs.iter().any(
-            |o| matches!(o, Output::Transmit { bytes, .. } if bytes.len() > 4 && bytes[4] == 43)
+            |o| matches!(o, Output::Transmit { bytes, .. } if bytes.len() > 4 && bytes[4] == 83)
         ),
         "no welcome"
     );

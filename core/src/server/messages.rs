@@ -3,6 +3,7 @@
 use crate::accounts::token::SessionToken;
 use crate::auth::AuthCode;
 use crate::refusal::Refusal;
+use crate::transfer::{TransferError, TransferMsg};
 use speedy::{Readable, Writable};
 use std::fmt;
 
@@ -52,10 +53,26 @@ pub enum SessionMsg {
     /// Server → client: so am I.
     #[speedy(tag = 34)]
     Pong,
+    /// File content, either way (the transfer engine's messages).
+    #[speedy(tag = 35)]
+    Transfer(TransferMsg),
+    /// Data of Download (owner: `None` for one's own) and Delete.
+    #[speedy(tag = 36)]
+    FileName { owner: Option<String>, name: String },
+    /// Data of Share and Unshare.
+    #[speedy(tag = 37)]
+    ShareWith { name: String, user: String },
+    /// Data of List.
+    #[speedy(tag = 38)]
+    ListAll,
+    #[speedy(tag = 39)]
+    Listing { files: Vec<Listed> },
+    #[speedy(tag = 40)]
+    FileDone(FileOutcome),
 }
 
 /// First tag byte of [`SessionMsg`] frames.
-pub const SESSION_TAGS: std::ops::Range<u8> = 20..40;
+pub const SESSION_TAGS: std::ops::Range<u8> = 20..60;
 
 /// The seeds' "request special codes".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Readable, Writable)]
@@ -64,7 +81,47 @@ pub enum OpCode {
     Register,
     Login,
     Logout,
+    /// Also authenticates the session for the file operations that follow.
     WhoAmI,
+    Upload,
+    /// Upload that replaces a file of the same name (`--force`).
+    UploadReplace,
+    Download,
+    List,
+    Share,
+    Unshare,
+    Delete,
+}
+
+impl OpCode {
+    /// Operations that act as a logged-in user.
+    pub fn needs_login(self) -> bool {
+        !matches!(
+            self,
+            OpCode::Register | OpCode::Login | OpCode::Logout | OpCode::WhoAmI
+        )
+    }
+}
+
+/// One line of `ferry ls`.
+#[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
+pub struct Listed {
+    pub owner: String,
+    pub name: String,
+    pub size: u64,
+    /// Unix seconds of the upload.
+    pub at: u64,
+    /// For one's own files: who they are shared with.
+    pub shared_with: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
+#[speedy(tag_type = u8)]
+pub enum FileOutcome {
+    Stored { size: u64, digest: [u8; 32] },
+    Shared,
+    Unshared,
+    Deleted,
 }
 
 /// Why an operation failed. Each has one clear message.
@@ -91,6 +148,23 @@ pub enum OpError {
     Unavailable {
         reason: String,
     },
+    /// File operations need a session proven by a login token first.
+    NotAuthenticated,
+    /// No such file, or not shared with you (the same answer on purpose).
+    NoSuchFile,
+    NoSuchUser,
+    FileExists,
+    CannotShareWithSelf,
+    NotShared,
+    BadName {
+        reason: String,
+    },
+    OverQuota {
+        used: u64,
+        quota: u64,
+        needed: u64,
+    },
+    Transfer(TransferError),
 }
 
 impl fmt::Display for OpError {
@@ -108,6 +182,20 @@ impl fmt::Display for OpError {
                 write!(f, "not logged in ({reason}); run `ferry login`")
             }
             OpError::Unavailable { reason } => write!(f, "cluster unavailable: {reason}"),
+            OpError::NotAuthenticated => f.write_str("not logged in; run `ferry login`"),
+            OpError::NoSuchFile => f.write_str("no such file (or it is not shared with you)"),
+            OpError::NoSuchUser => f.write_str("no such user"),
+            OpError::FileExists => {
+                f.write_str("a file of that name exists; use --force to replace it")
+            }
+            OpError::CannotShareWithSelf => f.write_str("you own that file already"),
+            OpError::NotShared => f.write_str("the file is not shared with that user"),
+            OpError::BadName { reason } => write!(f, "bad file name: {reason}"),
+            OpError::OverQuota { used, quota, needed } => write!(
+                f,
+                "over quota: {used} of {quota} bytes used, {needed} more needed"
+            ),
+            OpError::Transfer(e) => e.fmt(f),
         }
     }
 }
@@ -121,6 +209,14 @@ pub enum Request {
     Login { username: String, password: String },
     Logout { token: SessionToken },
     WhoAmI { token: SessionToken },
+    /// Send the command's local file (`FileRef::Local`) of `size` bytes.
+    Upload { name: String, size: u64, replace: bool },
+    /// Receive into the command's local file (`FileRef::Local`).
+    Download { owner: Option<String>, name: String },
+    List,
+    Share { name: String, user: String },
+    Unshare { name: String, user: String },
+    Delete { name: String },
 }
 
 impl fmt::Debug for Request {
@@ -131,6 +227,12 @@ impl fmt::Debug for Request {
             Request::Login { username, .. } => write!(f, "Login({username})"),
             Request::Logout { token } => write!(f, "Logout(user {})", token.user_id),
             Request::WhoAmI { token } => write!(f, "WhoAmI(user {})", token.user_id),
+            Request::Upload { name, size, .. } => write!(f, "Upload({name}, {size})"),
+            Request::Download { owner, name } => write!(f, "Download({owner:?}, {name})"),
+            Request::List => f.write_str("List"),
+            Request::Share { name, user } => write!(f, "Share({name}, {user})"),
+            Request::Unshare { name, user } => write!(f, "Unshare({name}, {user})"),
+            Request::Delete { name } => write!(f, "Delete({name})"),
         }
     }
 }
@@ -142,12 +244,40 @@ impl Request {
             Request::Login { .. } => OpCode::Login,
             Request::Logout { .. } => OpCode::Logout,
             Request::WhoAmI { .. } => OpCode::WhoAmI,
+            Request::Upload { replace: false, .. } => OpCode::Upload,
+            Request::Upload { replace: true, .. } => OpCode::UploadReplace,
+            Request::Download { .. } => OpCode::Download,
+            Request::List => OpCode::List,
+            Request::Share { .. } => OpCode::Share,
+            Request::Unshare { .. } => OpCode::Unshare,
+            Request::Delete { .. } => OpCode::Delete,
         }
     }
 
-    /// The data message that follows `Proceed`.
+    /// The data message that follows `Proceed`; an upload's is the
+    /// transfer's OFFER, which its sender makes.
     pub fn payload(&self) -> SessionMsg {
         match self {
+            Request::Upload { name, size, .. } => SessionMsg::Transfer(TransferMsg::Offer {
+                id: 0,
+                name: name.clone(),
+                size: *size,
+            }),
+            Request::Download { owner, name } => SessionMsg::FileName {
+                owner: owner.clone(),
+                name: name.clone(),
+            },
+            Request::Delete { name } => SessionMsg::FileName {
+                owner: None,
+                name: name.clone(),
+            },
+            Request::List => SessionMsg::ListAll,
+            Request::Share { name, user } | Request::Unshare { name, user } => {
+                SessionMsg::ShareWith {
+                    name: name.clone(),
+                    user: user.clone(),
+                }
+            }
             Request::Register { username, password } | Request::Login { username, password } => {
                 SessionMsg::Credentials {
                     username: username.clone(),
@@ -168,6 +298,10 @@ pub enum Response {
     LoggedIn { user_id: u64, token: SessionToken },
     LoggedOut,
     Me { user_id: u64, username: String },
+    Listing(Vec<Listed>),
+    File(FileOutcome),
+    /// The download is complete, verified, and in the local file.
+    Downloaded { size: u64, digest: [u8; 32] },
     Failed(OpError),
 }
 
@@ -186,6 +320,8 @@ impl Response {
                 username: username.clone(),
             },
             SessionMsg::Failed(e) => Response::Failed(e.clone()),
+            SessionMsg::Listing { files } => Response::Listing(files.clone()),
+            SessionMsg::FileDone(o) => Response::File(o.clone()),
             _ => return None,
         })
     }
@@ -200,6 +336,12 @@ impl fmt::Display for Response {
             }
             Response::LoggedOut => f.write_str("logged out"),
             Response::Me { user_id, username } => write!(f, "{username} (user {user_id})"),
+            Response::Listing(files) => write!(f, "{} file(s)", files.len()),
+            Response::File(FileOutcome::Stored { size, .. }) => write!(f, "stored {size} bytes"),
+            Response::File(FileOutcome::Shared) => f.write_str("shared"),
+            Response::File(FileOutcome::Unshared) => f.write_str("unshared"),
+            Response::File(FileOutcome::Deleted) => f.write_str("deleted"),
+            Response::Downloaded { size, .. } => write!(f, "downloaded {size} bytes"),
             Response::Failed(e) => write!(f, "failed: {e}"),
         }
     }

@@ -8,6 +8,8 @@
 //! is free and it is caught up with the master.
 
 pub mod messages;
+mod blobs;
+mod files;
 mod ops;
 pub mod reservations;
 
@@ -23,7 +25,11 @@ use crate::refusal::{Refusal, PROTOCOL_VERSION};
 use crate::replication::entry::Origin;
 use crate::replication::messages::REPLICA_TAGS;
 use crate::replication::{Replica, ReplicaConfig, ReplicaEvent};
+use crate::accounts::token::SessionToken;
+use crate::replication::files::FileMeta;
 use crate::store::Recovered;
+use crate::transfer::{Receiver, Sender};
+use blobs::Blobs;
 use crate::time::{earliest, Timestamp};
 pub use messages::{OpCode, OpError, Request, Response, SessionMsg, SESSION_TAGS};
 use reservations::Reservations;
@@ -48,6 +54,10 @@ pub struct ServerConfig {
     /// freed. A client that vanished without a FIN (power loss, partition)
     /// must not hold a slot forever; live clients ping well within this.
     pub idle_timeout: Duration,
+    /// Bytes of files one user may own in all.
+    pub quota: u64,
+    /// Silence after which a file transfer is abandoned.
+    pub transfer_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -61,6 +71,8 @@ impl ServerConfig {
             session_ttl: Duration::from_secs(24 * 3600),
             password: PasswordParams::PRODUCTION,
             idle_timeout: Duration::from_secs(60),
+            quota: 100 << 30,
+            transfer_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -141,7 +153,32 @@ enum Op {
         op: OpCode,
         origin: Origin,
         deadline: Timestamp,
+        /// For an upload: what was stored, to tell the client.
+        stored: Option<(u64, [u8; 32])>,
     },
+    /// Receiving an upload into temporary file `temp`.
+    Uploading {
+        receiver: Box<Receiver>,
+        temp: u64,
+        replace: bool,
+    },
+    /// Sending a download, reading through `handle`.
+    Downloading { sender: Box<Sender>, handle: u64 },
+    /// A download whose content is still being fetched from a peer.
+    AwaitBlob { meta: FileMeta, deadline: Timestamp },
+}
+
+impl Op {
+    fn deadline(&self) -> Option<Timestamp> {
+        match self {
+            Op::Idle => None,
+            Op::AwaitData { deadline, .. }
+            | Op::Ordering { deadline, .. }
+            | Op::AwaitBlob { deadline, .. } => Some(*deadline),
+            Op::Uploading { receiver, .. } => receiver.poll_timeout(),
+            Op::Downloading { sender, .. } => sender.poll_timeout(),
+        }
+    }
 }
 
 enum Stage {
@@ -154,6 +191,9 @@ enum Stage {
         requests: u64,
         op: Op,
         idle_deadline: Timestamp,
+        /// The login this session proved with `WhoAmI`; file operations
+        /// act as this user and no other.
+        user: Option<SessionToken>,
     },
 }
 
@@ -168,14 +208,8 @@ impl Stage {
             // An operation's deadline is always the nearer one: every frame
             // pushes the idle deadline a whole idle timeout away.
             Stage::Established {
-                op: Op::AwaitData { deadline, .. } | Op::Ordering { deadline, .. },
-                ..
-            } => Some(*deadline),
-            Stage::Established {
-                op: Op::Idle,
-                idle_deadline,
-                ..
-            } => Some(*idle_deadline),
+                op, idle_deadline, ..
+            } => Some(op.deadline().unwrap_or(*idle_deadline)),
         }
     }
 }
@@ -192,6 +226,7 @@ pub struct Server {
     conns: BTreeMap<ConnId, Conn>,
     reservations: Reservations,
     pub(crate) replica: Replica,
+    blobs: Blobs,
     limiter: LoginLimiter,
     out: Outbox<ServerEvent>,
 }
@@ -212,6 +247,7 @@ impl Server {
         let mut out = Outbox::default();
         replica.resume(now, &mut out);
         let ttl = cfg.reservation_ttl;
+        let blobs = Blobs::new(&recovered.blobs);
         Ok(Server {
             cfg,
             secret,
@@ -219,6 +255,7 @@ impl Server {
             conns: BTreeMap::new(),
             reservations: Reservations::new(ttl),
             replica,
+            blobs,
             limiter: LoginLimiter::default(),
             out,
         })
@@ -250,6 +287,9 @@ impl Server {
         if self.replica.owns(conn) {
             return self.replica.on_bytes(now, conn, bytes, &mut self.out);
         }
+        if self.blobs.owns(conn) {
+            return self.on_blob_bytes(now, conn, bytes);
+        }
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -270,6 +310,13 @@ impl Server {
             if matches!(c.stage, Stage::Opening { .. }) {
                 if PROBE_TAGS.contains(&tag) {
                     return self.on_probe(now, conn, &payload);
+                }
+                if blobs::BLOB_TAGS.contains(&tag) {
+                    if let Some(c) = self.conns.remove(&conn) {
+                        self.adopt_fetch(now, conn, c.decoder, &payload);
+                        self.on_blob_bytes(now, conn, &[]);
+                    }
+                    return;
                 }
                 if REPLICA_TAGS.contains(&tag) {
                     // Replication takes the connection over, with whatever
@@ -404,16 +451,29 @@ impl Server {
                         requests: 0,
                         op: Op::Idle,
                         idle_deadline,
+                        user: None,
                     };
                 }
             }
             (Stage::Established { .. }, SessionMsg::Ping) => {
                 self.out.send(conn, &SessionMsg::Pong);
             }
-            (Stage::Established { op: Op::Idle, .. }, SessionMsg::Begin { op }) => {
+            (Stage::Established { op: Op::Idle, user, .. }, SessionMsg::Begin { op }) => {
+                if op.needs_login() && user.is_none() {
+                    return self.out.send(conn, &SessionMsg::Failed(OpError::NotAuthenticated));
+                }
                 let deadline = now + self.cfg.handshake_timeout;
                 self.set_op(conn, Op::AwaitData { op, deadline });
                 self.out.send(conn, &SessionMsg::Proceed { op });
+            }
+            (
+                Stage::Established {
+                    op: Op::Uploading { .. } | Op::Downloading { .. },
+                    ..
+                },
+                SessionMsg::Transfer(m),
+            ) => {
+                self.on_session_transfer(now, conn, m);
             }
             (
                 Stage::Established {
@@ -489,23 +549,44 @@ impl Node for Server {
             Input::Closed { conn } => {
                 self.replica
                     .on_closed(now, conn, "connection closed", &mut self.out);
+                self.blob_closed(now, conn);
                 self.forget(conn);
             }
-            Input::Connected { conn } => self.replica.on_connected(conn, &mut self.out),
+            Input::Connected { conn } => {
+                self.replica.on_connected(conn, &mut self.out);
+                self.blob_connected(conn);
+            }
             Input::ConnectFailed { conn, reason } => {
-                self.replica.on_closed(now, conn, &reason, &mut self.out)
+                self.replica.on_closed(now, conn, &reason, &mut self.out);
+                self.blob_closed(now, conn);
             }
             Input::Persisted { token } => {
                 let done = self.replica.on_persisted(now, token, &mut self.out);
+                let applied = !done.is_empty() || self.replica.indexes().2 > self.blobs.synced_at;
                 for (origin, result) in done {
                     self.deliver(origin, result);
                 }
+                if applied {
+                    self.sync_blobs(now);
+                }
             }
+            Input::FileRead {
+                handle,
+                offset,
+                data,
+            } => self.on_file_read(now, handle, offset, data),
+            Input::FilePersisted { temp } => self.on_file_persisted(now, temp),
+            Input::FileFailed {
+                handle,
+                error,
+                no_space,
+            } => self.on_file_failed(now, handle, error, no_space),
         }
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
         self.replica.handle_timeout(now, &mut self.out);
+        self.blobs_timeout(now);
         let lapsed = self.reservations.expire(now);
         if lapsed > 0 {
             self.out
@@ -518,7 +599,7 @@ impl Node for Server {
             .map(|(id, _)| *id)
             .collect();
         for conn in late {
-            self.on_deadline(conn);
+            self.on_deadline(now, conn);
         }
     }
 
@@ -530,7 +611,7 @@ impl Node for Server {
         let conns = self.conns.values().filter_map(|c| c.stage.deadline()).min();
         earliest(
             earliest(conns, self.reservations.next_deadline()),
-            self.replica.poll_timeout(),
+            earliest(self.replica.poll_timeout(), self.blobs.poll_timeout()),
         )
     }
 }

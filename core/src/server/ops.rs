@@ -26,13 +26,26 @@ impl Server {
                 self.login(now, &username, &password)
             }
             (OpCode::Logout, SessionMsg::Token { token }) => self.logout(now, conn, token),
-            (OpCode::WhoAmI, SessionMsg::Token { token }) => self
-                .verify_token(now, &token)
-                .map(|_| SessionMsg::Me {
-                    user_id: token.user_id,
-                    username: token.username,
+            (OpCode::WhoAmI, SessionMsg::Token { token }) => {
+                self.verify_token(now, &token).map(|_| {
+                    let me = SessionMsg::Me {
+                        user_id: token.user_id,
+                        username: token.username.clone(),
+                    };
+                    // The session now acts as this user, and only this one.
+                    if let Some(Conn {
+                        stage: Stage::Established { user, .. },
+                        ..
+                    }) = self.conns.get_mut(&conn)
+                    {
+                        *user = Some(token);
+                    }
+                    Some(me)
                 })
-                .map(Some),
+            }
+            (op, data) if op.needs_login() => {
+                return self.on_file_op_data(now, conn, op, data);
+            }
             (op, _) => {
                 let what = format!("data that does not belong to {op:?}");
                 return self.refuse(conn, Refusal::Unexpected { what }, Link::Session);
@@ -46,7 +59,7 @@ impl Server {
         }
     }
 
-    fn answer(&mut self, conn: ConnId, op: OpCode, msg: SessionMsg) {
+    pub(super) fn answer(&mut self, conn: ConnId, op: OpCode, msg: SessionMsg) {
         let outcome = match &msg {
             SessionMsg::Failed(e) => e.to_string(),
             SessionMsg::LoggedIn { user_id, .. } => format!("logged in user {user_id}"),
@@ -58,7 +71,7 @@ impl Server {
     }
 
     /// Sends `txn` to the master on behalf of the session on `conn`.
-    fn order(
+    pub(super) fn order(
         &mut self,
         now: Timestamp,
         conn: ConnId,
@@ -96,6 +109,7 @@ impl Server {
                 op,
                 origin,
                 deadline,
+                stored: None,
             },
         );
         Ok(None)
@@ -230,15 +244,31 @@ impl Server {
             TxnResult::Registered { user_id } => SessionMsg::Registered { user_id },
             TxnResult::UsernameTaken => SessionMsg::Failed(OpError::UsernameTaken),
             TxnResult::Revoked => SessionMsg::LoggedOut,
+            other => self.file_result(conn, other),
         };
         self.answer(conn, op, msg);
     }
 
-    pub(super) fn on_deadline(&mut self, conn: ConnId) {
+    pub(super) fn on_deadline(&mut self, now: Timestamp, conn: ConnId) {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
         match &c.stage {
+            Stage::Established {
+                op: Op::Uploading { .. } | Op::Downloading { .. },
+                ..
+            } => self.transfer_timeout(now, conn),
+            Stage::Established {
+                op: Op::AwaitBlob { .. },
+                ..
+            } => {
+                let reason = "the file's content is not on this server yet; try again".into();
+                self.answer(
+                    conn,
+                    OpCode::Download,
+                    SessionMsg::Failed(OpError::Unavailable { reason }),
+                );
+            }
             Stage::Established {
                 op: Op::Ordering { op, .. },
                 ..

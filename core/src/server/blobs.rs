@@ -1,0 +1,583 @@
+//! File content on this server: blobs named by their BLAKE3 digest.
+//!
+//! The catalogue (who owns what) is replicated through the master's log;
+//! content is not. After applying the log, a server fetches every blob the
+//! catalogue names that it lacks, from the server that received the upload
+//! (or, failing that, any other), with the same transfer engine clients
+//! use, and removes every blob no file names any more. A fetch is verified
+//! against the digest the catalogue holds before it is kept.
+//!
+//! The fetch link: the fetching server dials and sends
+//! `Fetch { from, digest, mac }` (MACed with the cluster secret, so only
+//! servers can fetch); the holder answers as a transfer sender.
+
+use super::{Op, Server, Stage};
+use crate::frame::{self, FrameDecoder};
+use crate::io::{ConnId, FileOp, FileRef};
+use crate::outbox::drain_messages;
+use crate::refusal::{Refusal, PROTOCOL_VERSION};
+use crate::time::Timestamp;
+use crate::transfer::{
+    Receiver, ReceiverOutput, Sender, SenderConfig, SenderOutput, TransferError, TransferMsg,
+};
+use speedy::{Readable, Writable};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
+#[speedy(tag_type = u8)]
+pub enum BlobMsg {
+    #[speedy(tag = 60)]
+    Fetch {
+        version: u16,
+        from: u32,
+        digest: [u8; 32],
+        mac: [u8; 32],
+    },
+    #[speedy(tag = 61)]
+    Transfer(TransferMsg),
+    #[speedy(tag = 62)]
+    Refused(Refusal),
+}
+
+pub const BLOB_TAGS: std::ops::Range<u8> = 60..80;
+
+/// Dial numbers of fetch connections.
+const FETCH_DIALS: u64 = 1 << 61;
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Who a read handle or temporary file belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    Session(ConnId),
+    Fetch([u8; 32]),
+    Serve(ConnId),
+}
+
+struct Fetch {
+    /// Index into the peers tried, round robin from the holder.
+    attempt: usize,
+    link: Option<FetchLink>,
+    retry_at: Timestamp,
+}
+
+struct FetchLink {
+    conn: ConnId,
+    decoder: FrameDecoder,
+    receiver: Option<Receiver>,
+    temp: u64,
+}
+
+struct Serving {
+    decoder: FrameDecoder,
+    sender: Option<Sender>,
+    handle: u64,
+}
+
+pub struct Blobs {
+    have: BTreeSet<[u8; 32]>,
+    /// Blobs stored by uploads not yet ordered: never garbage.
+    pins: BTreeMap<[u8; 32], u32>,
+    next: u64,
+    owners: BTreeMap<u64, Owner>,
+    reads: BTreeMap<u64, [u8; 32]>,
+    /// Temporary files of uploads, by the digest they will become.
+    uploads: BTreeMap<u64, [u8; 32]>,
+    fetches: BTreeMap<[u8; 32], Fetch>,
+    serving: BTreeMap<ConnId, Serving>,
+    next_dial: u64,
+    /// Applied index at the last sync.
+    pub synced_at: u64,
+}
+
+impl Blobs {
+    pub fn new(present: &[[u8; 32]]) -> Self {
+        Blobs {
+            have: present.iter().copied().collect(),
+            pins: BTreeMap::new(),
+            // 0 is the client's one local file; servers start at 1.
+            next: 1,
+            owners: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            uploads: BTreeMap::new(),
+            fetches: BTreeMap::new(),
+            serving: BTreeMap::new(),
+            next_dial: 0,
+            synced_at: 0,
+        }
+    }
+
+    pub fn has(&self, d: &[u8; 32]) -> bool {
+        self.have.contains(d)
+    }
+
+    /// Upload temporary file `temp` is being persisted as blob `d`.
+    pub fn expect_upload(&mut self, temp: u64, d: [u8; 32]) {
+        self.uploads.insert(temp, d);
+    }
+
+    pub fn new_handle(&mut self, owner: Owner) -> u64 {
+        let h = self.next;
+        self.next += 1;
+        self.owners.insert(h, owner);
+        h
+    }
+
+    pub fn owner(&self, h: u64) -> Option<Owner> {
+        self.owners.get(&h).copied()
+    }
+
+    pub fn forget_handle(&mut self, h: u64) {
+        self.owners.remove(&h);
+        self.reads.remove(&h);
+        self.uploads.remove(&h);
+    }
+
+    pub fn read_target(&mut self, h: u64, d: [u8; 32]) {
+        self.reads.insert(h, d);
+    }
+
+    pub fn read_file(&self, h: u64) -> Option<FileRef> {
+        self.reads.get(&h).map(|d| FileRef::Blob(*d))
+    }
+
+    pub fn pin(&mut self, d: [u8; 32]) {
+        *self.pins.entry(d).or_default() += 1;
+    }
+
+    pub fn unpin(&mut self, d: &[u8; 32]) {
+        if let Some(n) = self.pins.get_mut(d) {
+            *n -= 1;
+            if *n == 0 {
+                self.pins.remove(d);
+            }
+        }
+    }
+
+    /// An upload's temporary file became a blob.
+    pub fn arrived(&mut self, temp: u64) {
+        if let Some(d) = self.uploads.remove(&temp) {
+            self.have.insert(d);
+        }
+    }
+
+    pub fn want(&mut self, now: Timestamp, d: [u8; 32]) {
+        if !self.have.contains(&d) {
+            self.fetches.entry(d).or_insert(Fetch {
+                attempt: 0,
+                link: None,
+                retry_at: now,
+            });
+        }
+    }
+
+    pub fn owns(&self, conn: ConnId) -> bool {
+        self.serving.contains_key(&conn)
+            || self
+                .fetches
+                .values()
+                .any(|f| f.link.as_ref().is_some_and(|l| l.conn == conn))
+    }
+
+    fn fetch_of(&self, conn: ConnId) -> Option<[u8; 32]> {
+        self.fetches
+            .iter()
+            .find(|(_, f)| f.link.as_ref().is_some_and(|l| l.conn == conn))
+            .map(|(d, _)| *d)
+    }
+
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        let retry = self
+            .fetches
+            .values()
+            .filter(|f| f.link.is_none())
+            .map(|f| f.retry_at)
+            .min();
+        let recv = self
+            .fetches
+            .values()
+            .filter_map(|f| f.link.as_ref()?.receiver.as_ref()?.poll_timeout())
+            .min();
+        let send = self
+            .serving
+            .values()
+            .filter_map(|s| s.sender.as_ref()?.poll_timeout())
+            .min();
+        [retry, recv, send].into_iter().flatten().min()
+    }
+}
+
+impl Server {
+    /// Brings this server's blobs in line with the catalogue it has applied:
+    /// fetch what is missing, drop what nobody names.
+    pub(super) fn sync_blobs(&mut self, now: Timestamp) {
+        self.blobs.synced_at = self.replica.indexes().2;
+        let files = self.replica.state().files();
+        let named: BTreeSet<[u8; 32]> = files.all().map(|f| f.digest).collect();
+        for d in &named {
+            self.blobs.want(now, *d);
+        }
+        let garbage: Vec<[u8; 32]> = self
+            .blobs
+            .have
+            .iter()
+            .filter(|d| !named.contains(*d) && !self.blobs.pins.contains_key(*d))
+            .copied()
+            .collect();
+        for d in garbage {
+            self.blobs.have.remove(&d);
+            self.out.file(FileOp::Remove {
+                file: FileRef::Blob(d),
+            });
+        }
+        let unwanted: Vec<[u8; 32]> = self
+            .blobs
+            .fetches
+            .keys()
+            .filter(|d| !named.contains(*d) || self.blobs.have.contains(*d))
+            .copied()
+            .collect();
+        for d in unwanted {
+            self.drop_fetch(d);
+        }
+        self.start_fetches(now);
+    }
+
+    fn drop_fetch(&mut self, d: [u8; 32]) {
+        if let Some(f) = self.blobs.fetches.remove(&d) {
+            if let Some(link) = f.link {
+                self.out.close(link.conn);
+                self.out.file(FileOp::Discard { temp: link.temp });
+                self.blobs.forget_handle(link.temp);
+            }
+        }
+    }
+
+    fn start_fetches(&mut self, now: Timestamp) {
+        let due: Vec<[u8; 32]> = self
+            .blobs
+            .fetches
+            .iter()
+            .filter(|(_, f)| f.link.is_none() && f.retry_at <= now)
+            .map(|(d, _)| *d)
+            .collect();
+        let peers = self.replica.peers().to_vec();
+        if peers.is_empty() {
+            return;
+        }
+        for d in due {
+            let holder = self
+                .replica
+                .state()
+                .files()
+                .all()
+                .find(|f| f.digest == d)
+                .map(|f| f.holder);
+            let Some(f) = self.blobs.fetches.get_mut(&d) else {
+                continue;
+            };
+            // The holder first, then every other server in turn.
+            let start = peers.iter().position(|p| Some(p.id) == holder).unwrap_or(0);
+            let peer = &peers[(start + f.attempt) % peers.len()];
+            f.attempt += 1;
+            let conn = ConnId::dialed(FETCH_DIALS | self.blobs.next_dial);
+            self.blobs.next_dial += 1;
+            let temp = self.blobs.new_handle(Owner::Fetch(d));
+            if let Some(f) = self.blobs.fetches.get_mut(&d) {
+                f.link = Some(FetchLink {
+                    conn,
+                    decoder: FrameDecoder::default(),
+                    receiver: None,
+                    temp,
+                });
+                f.retry_at = now + self.cfg.transfer_timeout;
+            }
+            self.out.connect(conn, peer.addr.clone());
+        }
+    }
+
+    pub(super) fn blob_connected(&mut self, conn: ConnId) {
+        let Some(d) = self.blobs.fetch_of(conn) else {
+            return;
+        };
+        let Some(to) = self.peer_of_fetch(d) else {
+            return;
+        };
+        let mut challenge = [0u8; 16];
+        challenge.copy_from_slice(&d[..16]);
+        let mac = self.secret.peer_proof(self.cfg.id, to, &challenge);
+        let msg = BlobMsg::Fetch {
+            version: PROTOCOL_VERSION,
+            from: self.cfg.id,
+            digest: d,
+            mac,
+        };
+        self.out.send(conn, &msg);
+    }
+
+    fn peer_of_fetch(&self, d: [u8; 32]) -> Option<u32> {
+        let f = self.blobs.fetches.get(&d)?;
+        let peers = self.replica.peers();
+        let holder = self.replica.state().files().all().find(|m| m.digest == d).map(|m| m.holder);
+        let start = peers.iter().position(|p| Some(p.id) == holder).unwrap_or(0);
+        peers.get((start + f.attempt.saturating_sub(1)) % peers.len().max(1)).map(|p| p.id)
+    }
+
+    /// A fetch connection broke, closed or could not open: try again later,
+    /// from the next server.
+    pub(super) fn blob_closed(&mut self, now: Timestamp, conn: ConnId) {
+        if let Some(d) = self.blobs.fetch_of(conn) {
+            return self.fetch_failed(now, d);
+        }
+        if let Some(s) = self.blobs.serving.remove(&conn) {
+            self.blobs.forget_handle(s.handle);
+        }
+    }
+
+    pub(super) fn fetch_failed(&mut self, now: Timestamp, d: [u8; 32]) {
+        let Some(f) = self.blobs.fetches.get_mut(&d) else {
+            return;
+        };
+        f.retry_at = now + RETRY;
+        if let Some(link) = f.link.take() {
+            self.out.close(link.conn);
+            self.out.file(FileOp::Discard { temp: link.temp });
+            self.blobs.forget_handle(link.temp);
+        }
+    }
+
+    pub(super) fn fetched(&mut self, now: Timestamp, temp: u64, d: [u8; 32]) {
+        self.blobs.forget_handle(temp);
+        self.blobs.have.insert(d);
+        if let Some(f) = self.blobs.fetches.remove(&d) {
+            if let Some(mut link) = f.link {
+                if let Some(r) = link.receiver.as_mut() {
+                    r.committed();
+                    while let Some(o) = r.poll_output() {
+                        if let ReceiverOutput::Send(m) = o {
+                            self.out.send(link.conn, &BlobMsg::Transfer(m));
+                        }
+                    }
+                }
+                self.out.close(link.conn);
+            }
+        }
+        // Downloads waiting for this content can start.
+        let waiting: Vec<(ConnId, crate::replication::files::FileMeta)> = self
+            .conns
+            .iter()
+            .filter_map(|(c, conn)| match &conn.stage {
+                Stage::Established {
+                    op: Op::AwaitBlob { meta, .. },
+                    ..
+                } if meta.digest == d => Some((*c, meta.clone())),
+                _ => None,
+            })
+            .collect();
+        for (conn, meta) in waiting {
+            self.start_sending(now, conn, &meta);
+        }
+    }
+
+    /// Holder side: a connection whose first frame is a fetch request.
+    pub(super) fn adopt_fetch(&mut self, now: Timestamp, conn: ConnId, decoder: FrameDecoder, first: &[u8]) {
+        let refuse = |s: &mut Server, r: Refusal| {
+            s.out.send(conn, &BlobMsg::Refused(r));
+            s.out.close(conn);
+        };
+        let (from, digest, mac) = match frame::decode::<BlobMsg>(first) {
+            Ok(BlobMsg::Fetch { version, .. }) if version != PROTOCOL_VERSION => {
+                return refuse(self, Refusal::VersionMismatch { ours: PROTOCOL_VERSION, theirs: version })
+            }
+            Ok(BlobMsg::Fetch { from, digest, mac, .. }) => (from, digest, mac),
+            Ok(other) => return refuse(self, Refusal::Unexpected { what: format!("{other:?}") }),
+            Err(e) => return refuse(self, Refusal::Malformed { detail: e.to_string() }),
+        };
+        let mut challenge = [0u8; 16];
+        challenge.copy_from_slice(&digest[..16]);
+        let want = self.secret.peer_proof(from, self.cfg.id, &challenge);
+        if blake3::Hash::from(want) != blake3::Hash::from(mac) {
+            return refuse(self, Refusal::BadCode);
+        }
+        let handle = self.blobs.new_handle(Owner::Serve(conn));
+        let mut serving = Serving { decoder, sender: None, handle };
+        if self.blobs.has(&digest) {
+            self.blobs.read_target(handle, digest);
+            let cfg = SenderConfig {
+                give_up: self.cfg.transfer_timeout,
+                ..SenderConfig::default()
+            };
+            let size = self.replica.state().files().all().find(|f| f.digest == digest).map(|f| f.size);
+            match size {
+                Some(size) => serving.sender = Some(Sender::new(now, handle, hex(&digest), size, cfg)),
+                None => {
+                    let m = TransferMsg::Reject { id: handle, reason: TransferError::NotFound };
+                    self.out.send(conn, &BlobMsg::Transfer(m));
+                }
+            }
+        } else {
+            let m = TransferMsg::Reject { id: handle, reason: TransferError::NotFound };
+            self.out.send(conn, &BlobMsg::Transfer(m));
+        }
+        self.blobs.serving.insert(conn, serving);
+        self.pump_serving(conn);
+    }
+
+    pub(super) fn on_blob_bytes(&mut self, now: Timestamp, conn: ConnId, bytes: &[u8]) {
+        let mut msgs = Vec::new();
+        let res = if let Some(s) = self.blobs.serving.get_mut(&conn) {
+            s.decoder.push(bytes);
+            drain_messages::<BlobMsg>(&mut s.decoder, &mut msgs)
+        } else if let Some(d) = self.blobs.fetch_of(conn) {
+            let Some(link) = self.blobs.fetches.get_mut(&d).and_then(|f| f.link.as_mut()) else {
+                return;
+            };
+            link.decoder.push(bytes);
+            drain_messages::<BlobMsg>(&mut link.decoder, &mut msgs)
+        } else {
+            return;
+        };
+        for m in msgs {
+            match m {
+                BlobMsg::Transfer(t) => self.on_blob_transfer(now, conn, t),
+                _ => return self.blob_closed(now, conn),
+            }
+        }
+        if res.is_err() {
+            self.out.close(conn);
+            self.blob_closed(now, conn);
+        }
+    }
+
+    fn on_blob_transfer(&mut self, now: Timestamp, conn: ConnId, t: TransferMsg) {
+        if let Some(s) = self.blobs.serving.get_mut(&conn) {
+            if let Some(sender) = s.sender.as_mut() {
+                sender.on_msg(now, t);
+            }
+            return self.pump_serving(conn);
+        }
+        let Some(d) = self.blobs.fetch_of(conn) else {
+            return;
+        };
+        let timeout = self.cfg.transfer_timeout;
+        let Some(link) = self.blobs.fetches.get_mut(&d).and_then(|f| f.link.as_mut()) else {
+            return;
+        };
+        match (&mut link.receiver, t) {
+            (None, TransferMsg::Offer { id, name, size }) => {
+                let mut r = Receiver::new(now, id, name, size, timeout);
+                r.accept(now);
+                link.receiver = Some(r);
+            }
+            (Some(r), t) => r.on_msg(now, t),
+            (None, _) => return self.fetch_failed(now, d),
+        }
+        self.pump_fetch(now, d);
+    }
+
+    fn pump_fetch(&mut self, now: Timestamp, d: [u8; 32]) {
+        let Some(link) = self.blobs.fetches.get_mut(&d).and_then(|f| f.link.as_mut()) else {
+            return;
+        };
+        let (conn, temp) = (link.conn, link.temp);
+        let Some(r) = link.receiver.as_mut() else {
+            return;
+        };
+        let mut failed = false;
+        while let Some(o) = r.poll_output() {
+            match o {
+                ReceiverOutput::Send(m) => self.out.send(conn, &BlobMsg::Transfer(m)),
+                ReceiverOutput::Write { offset, data } => self.out.file(FileOp::Write { temp, offset, data }),
+                // Only the content the catalogue names is kept.
+                ReceiverOutput::Commit { digest } if digest == d => {
+                    self.out.file(FileOp::Persist { temp, to: FileRef::Blob(d) })
+                }
+                ReceiverOutput::Commit { .. } => {
+                    r.fail(TransferError::DigestMismatch);
+                }
+                ReceiverOutput::Discard => {}
+                ReceiverOutput::Progress { .. } => {}
+                ReceiverOutput::Finished(Ok(_)) => {}
+                ReceiverOutput::Finished(Err(_)) => failed = true,
+            }
+        }
+        if failed {
+            self.fetch_failed(now, d);
+        }
+    }
+
+    pub(super) fn serve_read(&mut self, _now: Timestamp, conn: ConnId, offset: u64, data: &[u8]) {
+        if let Some(sender) = self.blobs.serving.get_mut(&conn).and_then(|s| s.sender.as_mut()) {
+            sender.on_read(offset, data);
+        }
+        self.pump_serving(conn);
+    }
+
+    pub(super) fn serve_failed(&mut self, conn: ConnId, reason: TransferError) {
+        if let Some(sender) = self.blobs.serving.get_mut(&conn).and_then(|s| s.sender.as_mut()) {
+            sender.fail(reason);
+        }
+        self.pump_serving(conn);
+    }
+
+    fn pump_serving(&mut self, conn: ConnId) {
+        let Some(s) = self.blobs.serving.get_mut(&conn) else {
+            return;
+        };
+        let handle = s.handle;
+        let file = self.blobs.reads.get(&handle).map(|d| FileRef::Blob(*d));
+        let Some(sender) = s.sender.as_mut() else {
+            return;
+        };
+        let mut done = false;
+        while let Some(o) = sender.poll_output() {
+            match o {
+                SenderOutput::Send(m) => self.out.send(conn, &BlobMsg::Transfer(m)),
+                SenderOutput::Read { offset, len } => {
+                    if let Some(file) = file {
+                        self.out.file(FileOp::Read { handle, file, offset, len });
+                    }
+                }
+                SenderOutput::Progress { .. } => {}
+                SenderOutput::Finished(_) => done = true,
+            }
+        }
+        if done {
+            self.blobs.serving.remove(&conn);
+            self.blobs.forget_handle(handle);
+            self.out.close(conn);
+        }
+    }
+
+    pub(super) fn blobs_timeout(&mut self, now: Timestamp) {
+        let fetching: Vec<[u8; 32]> = self.blobs.fetches.keys().copied().collect();
+        for d in fetching {
+            let expired = match self.blobs.fetches.get_mut(&d).and_then(|f| f.link.as_mut()) {
+                Some(FetchLink { receiver: Some(r), .. }) => {
+                    r.handle_timeout(now);
+                    false
+                }
+                // Connected but no offer in time.
+                Some(_) => self.blobs.fetches.get(&d).is_some_and(|f| f.retry_at <= now),
+                None => false,
+            };
+            if expired {
+                self.fetch_failed(now, d);
+            } else {
+                self.pump_fetch(now, d);
+            }
+        }
+        let serving: Vec<ConnId> = self.blobs.serving.keys().copied().collect();
+        for conn in serving {
+            if let Some(sender) = self.blobs.serving.get_mut(&conn).and_then(|s| s.sender.as_mut()) {
+                sender.handle_timeout(now);
+            }
+            self.pump_serving(conn);
+        }
+        self.start_fetches(now);
+    }
+}
+
+pub fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
