@@ -88,7 +88,11 @@ pub enum FileOp {
         len: usize,
     },
     /// Write into temporary file `temp` (created on first write).
-    Write { temp: u64, offset: u64, data: Vec<u8> },
+    Write {
+        temp: u64,
+        offset: u64,
+        data: Vec<u8>,
+    },
     /// Make temporary file `temp` durable and move it to `to` (replacing
     /// it); answer `Input::FilePersisted { temp }` or `FileFailed`.
     Persist { temp: u64, to: FileRef },

@@ -10,12 +10,12 @@ use crate::auth::AuthCode;
 use crate::balancer::messages::BalancerMsg;
 use crate::frame::FrameDecoder;
 use crate::io::{ConnId, Input, Node, Output};
+use crate::io::{FileOp, FileRef};
 use crate::outbox::{drain_messages, Outbox};
 use crate::refusal::{Refusal, PROTOCOL_VERSION};
-use crate::io::{FileOp, FileRef};
 use crate::server::messages::{OpError, Request, Response, SessionMsg};
-use crate::transfer::{Receiver, ReceiverOutput, Sender, SenderConfig, SenderOutput, TransferMsg};
 use crate::time::Timestamp;
+use crate::transfer::{Receiver, ReceiverOutput, Sender, SenderConfig, SenderOutput, TransferMsg};
 use std::fmt;
 use std::time::Duration;
 
@@ -122,7 +122,10 @@ pub enum ClientEvent {
     /// The answer to a [`Client::request`].
     Response(Response),
     /// Bytes of an upload acknowledged, or of a download received.
-    Progress { bytes: u64, total: u64 },
+    Progress {
+        bytes: u64,
+        total: u64,
+    },
 }
 
 impl fmt::Display for ClientEvent {
@@ -181,8 +184,8 @@ struct PendingOp {
 
 /// The file transfer of an upload or download in progress.
 enum Xfer {
-    Up(Sender),
-    Down(Receiver),
+    Up(Box<Sender>),
+    Down(Box<Receiver>),
 }
 
 /// The read handle and temporary file number of the command's one transfer.
@@ -278,7 +281,7 @@ impl Client {
                 if matches!(p.request, Request::Download { .. }) {
                     let mut r = Receiver::new(now, id, name, size, op_timeout);
                     r.accept(now);
-                    p.xfer = Some(Xfer::Down(r));
+                    p.xfer = Some(Xfer::Down(Box::new(r)));
                 }
             }
             (None, _) => {}
@@ -288,7 +291,10 @@ impl Client {
 
     /// Carries out what the transfer in progress asks for.
     fn pump(&mut self, now: Timestamp) {
-        let State::Established { op: Some(p), conn, .. } = &mut self.state else {
+        let State::Established {
+            op: Some(p), conn, ..
+        } = &mut self.state
+        else {
             return;
         };
         let conn = *conn;
@@ -313,7 +319,9 @@ impl Client {
                         }
                         // Success is the server's FileDone, after replication.
                         SenderOutput::Finished(Ok(_)) => {}
-                        SenderOutput::Finished(Err(e)) => finished = Some(Response::Failed(OpError::Transfer(e))),
+                        SenderOutput::Finished(Err(e)) => {
+                            finished = Some(Response::Failed(OpError::Transfer(e)))
+                        }
                     }
                 }
             }
@@ -336,7 +344,10 @@ impl Client {
                             self.out.event(ClientEvent::Progress { bytes, total })
                         }
                         ReceiverOutput::Finished(Ok(digest)) => {
-                            finished = Some(Response::Downloaded { size: total, digest })
+                            finished = Some(Response::Downloaded {
+                                size: total,
+                                digest,
+                            })
                         }
                         ReceiverOutput::Finished(Err(e)) => {
                             finished = Some(Response::Failed(OpError::Transfer(e)))
@@ -368,13 +379,19 @@ impl Client {
             (Some(Xfer::Up(s)), Input::FileRead { offset, data, .. }) => s.on_read(offset, data),
             (Some(Xfer::Up(s)), Input::FileFailed { error, .. }) => s.on_read_error(error),
             (Some(Xfer::Down(r)), Input::FilePersisted { .. }) => r.committed(),
-            (Some(Xfer::Down(r)), Input::FileFailed { error, no_space, .. }) => {
-                r.fail(if no_space {
-                    crate::transfer::TransferError::NoSpace { needed: r.size(), available: 0 }
-                } else {
-                    crate::transfer::TransferError::Io { detail: error }
-                })
-            }
+            (
+                Some(Xfer::Down(r)),
+                Input::FileFailed {
+                    error, no_space, ..
+                },
+            ) => r.fail(if no_space {
+                crate::transfer::TransferError::NoSpace {
+                    needed: r.size(),
+                    available: 0,
+                }
+            } else {
+                crate::transfer::TransferError::Io { detail: error }
+            }),
             _ => return,
         }
         self.pump(now);
@@ -536,7 +553,7 @@ impl Client {
                     p.deadline = now + self.cfg.op_timeout;
                     if let Some((name, size)) = upload {
                         // The sender's OFFER is the upload's data.
-                        p.xfer = Some(Xfer::Up(Sender::new(now, 0, name, size, cfg)));
+                        p.xfer = Some(Xfer::Up(Box::new(Sender::new(now, 0, name, size, cfg))));
                     }
                 }
                 if !is_upload {
@@ -670,9 +687,9 @@ impl Node for Client {
                     self.fail(now, ClientError::Unreachable { peer, reason });
                 }
             }
-            input @ (Input::FileRead { .. } | Input::FilePersisted { .. } | Input::FileFailed { .. }) => {
-                self.on_file(now, input)
-            }
+            input @ (Input::FileRead { .. }
+            | Input::FilePersisted { .. }
+            | Input::FileFailed { .. }) => self.on_file(now, input),
             // Stale connections from an earlier attempt, or accepts (a
             // client listens for nothing).
             _ => {}

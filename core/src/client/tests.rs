@@ -422,8 +422,12 @@ fn an_unanswered_operation_times_out() {
             op: crate::server::OpCode::Register,
         },
     );
-    assert_eq!(c.poll_timeout(), Some(ms(15_005)));
-    c.handle_timeout(ms(15_005));
+    assert_eq!(
+        c.poll_timeout(),
+        Some(ms(15_006)),
+        "15 s from the last word of the server"
+    );
+    c.handle_timeout(ms(15_006));
     let outs = drain(&mut c);
     assert!(closed(&outs, srv));
     assert_eq!(

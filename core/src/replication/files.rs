@@ -58,7 +58,8 @@ impl Files {
         }
         let owner = u64::from_be_bytes(key[..8].try_into().map_err(|_| "shares key")?);
         let grantee = u64::from_be_bytes(key[8..16].try_into().map_err(|_| "shares key")?);
-        let name = String::from_utf8(key[16..].to_vec()).map_err(|_| "shares table: name is not UTF-8")?;
+        let name =
+            String::from_utf8(key[16..].to_vec()).map_err(|_| "shares table: name is not UTF-8")?;
         self.shares.insert((owner, name.clone(), grantee));
         self.shared_with.insert((grantee, owner, name));
         Ok(())
@@ -126,7 +127,13 @@ impl Files {
         self.shares.insert((owner, name.to_string(), grantee))
     }
 
-    pub fn unshare(&mut self, owner: u64, name: &str, grantee: u64, writes: &mut Vec<Write>) -> bool {
+    pub fn unshare(
+        &mut self,
+        owner: u64,
+        name: &str,
+        grantee: u64,
+        writes: &mut Vec<Write>,
+    ) -> bool {
         writes.push(Write::Delete {
             table: Table::Shares,
             key: share_key(owner, grantee, name),

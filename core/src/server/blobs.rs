@@ -318,9 +318,17 @@ impl Server {
     fn peer_of_fetch(&self, d: [u8; 32]) -> Option<u32> {
         let f = self.blobs.fetches.get(&d)?;
         let peers = self.replica.peers();
-        let holder = self.replica.state().files().all().find(|m| m.digest == d).map(|m| m.holder);
+        let holder = self
+            .replica
+            .state()
+            .files()
+            .all()
+            .find(|m| m.digest == d)
+            .map(|m| m.holder);
         let start = peers.iter().position(|p| Some(p.id) == holder).unwrap_or(0);
-        peers.get((start + f.attempt.saturating_sub(1)) % peers.len().max(1)).map(|p| p.id)
+        peers
+            .get((start + f.attempt.saturating_sub(1)) % peers.len().max(1))
+            .map(|p| p.id)
     }
 
     /// A fetch connection broke, closed or could not open: try again later,
@@ -380,18 +388,46 @@ impl Server {
     }
 
     /// Holder side: a connection whose first frame is a fetch request.
-    pub(super) fn adopt_fetch(&mut self, now: Timestamp, conn: ConnId, decoder: FrameDecoder, first: &[u8]) {
+    pub(super) fn adopt_fetch(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        decoder: FrameDecoder,
+        first: &[u8],
+    ) {
         let refuse = |s: &mut Server, r: Refusal| {
             s.out.send(conn, &BlobMsg::Refused(r));
             s.out.close(conn);
         };
         let (from, digest, mac) = match frame::decode::<BlobMsg>(first) {
             Ok(BlobMsg::Fetch { version, .. }) if version != PROTOCOL_VERSION => {
-                return refuse(self, Refusal::VersionMismatch { ours: PROTOCOL_VERSION, theirs: version })
+                return refuse(
+                    self,
+                    Refusal::VersionMismatch {
+                        ours: PROTOCOL_VERSION,
+                        theirs: version,
+                    },
+                )
             }
-            Ok(BlobMsg::Fetch { from, digest, mac, .. }) => (from, digest, mac),
-            Ok(other) => return refuse(self, Refusal::Unexpected { what: format!("{other:?}") }),
-            Err(e) => return refuse(self, Refusal::Malformed { detail: e.to_string() }),
+            Ok(BlobMsg::Fetch {
+                from, digest, mac, ..
+            }) => (from, digest, mac),
+            Ok(other) => {
+                return refuse(
+                    self,
+                    Refusal::Unexpected {
+                        what: format!("{other:?}"),
+                    },
+                )
+            }
+            Err(e) => {
+                return refuse(
+                    self,
+                    Refusal::Malformed {
+                        detail: e.to_string(),
+                    },
+                )
+            }
         };
         let mut challenge = [0u8; 16];
         challenge.copy_from_slice(&digest[..16]);
@@ -400,23 +436,41 @@ impl Server {
             return refuse(self, Refusal::BadCode);
         }
         let handle = self.blobs.new_handle(Owner::Serve(conn));
-        let mut serving = Serving { decoder, sender: None, handle };
+        let mut serving = Serving {
+            decoder,
+            sender: None,
+            handle,
+        };
         if self.blobs.has(&digest) {
             self.blobs.read_target(handle, digest);
             let cfg = SenderConfig {
                 give_up: self.cfg.transfer_timeout,
                 ..SenderConfig::default()
             };
-            let size = self.replica.state().files().all().find(|f| f.digest == digest).map(|f| f.size);
+            let size = self
+                .replica
+                .state()
+                .files()
+                .all()
+                .find(|f| f.digest == digest)
+                .map(|f| f.size);
             match size {
-                Some(size) => serving.sender = Some(Sender::new(now, handle, hex(&digest), size, cfg)),
+                Some(size) => {
+                    serving.sender = Some(Sender::new(now, handle, hex(&digest), size, cfg))
+                }
                 None => {
-                    let m = TransferMsg::Reject { id: handle, reason: TransferError::NotFound };
+                    let m = TransferMsg::Reject {
+                        id: handle,
+                        reason: TransferError::NotFound,
+                    };
                     self.out.send(conn, &BlobMsg::Transfer(m));
                 }
             }
         } else {
-            let m = TransferMsg::Reject { id: handle, reason: TransferError::NotFound };
+            let m = TransferMsg::Reject {
+                id: handle,
+                reason: TransferError::NotFound,
+            };
             self.out.send(conn, &BlobMsg::Transfer(m));
         }
         self.blobs.serving.insert(conn, serving);
@@ -487,10 +541,15 @@ impl Server {
         while let Some(o) = r.poll_output() {
             match o {
                 ReceiverOutput::Send(m) => self.out.send(conn, &BlobMsg::Transfer(m)),
-                ReceiverOutput::Write { offset, data } => self.out.file(FileOp::Write { temp, offset, data }),
+                ReceiverOutput::Write { offset, data } => {
+                    self.out.file(FileOp::Write { temp, offset, data })
+                }
                 // Only the content the catalogue names is kept.
                 ReceiverOutput::Commit { digest } if digest == d => {
-                    self.out.file(FileOp::Persist { temp, to: FileRef::Blob(d) })
+                    self.out.file(FileOp::Persist {
+                        temp,
+                        to: FileRef::Blob(d),
+                    })
                 }
                 ReceiverOutput::Commit { .. } => {
                     r.fail(TransferError::DigestMismatch);
@@ -507,14 +566,24 @@ impl Server {
     }
 
     pub(super) fn serve_read(&mut self, _now: Timestamp, conn: ConnId, offset: u64, data: &[u8]) {
-        if let Some(sender) = self.blobs.serving.get_mut(&conn).and_then(|s| s.sender.as_mut()) {
+        if let Some(sender) = self
+            .blobs
+            .serving
+            .get_mut(&conn)
+            .and_then(|s| s.sender.as_mut())
+        {
             sender.on_read(offset, data);
         }
         self.pump_serving(conn);
     }
 
     pub(super) fn serve_failed(&mut self, conn: ConnId, reason: TransferError) {
-        if let Some(sender) = self.blobs.serving.get_mut(&conn).and_then(|s| s.sender.as_mut()) {
+        if let Some(sender) = self
+            .blobs
+            .serving
+            .get_mut(&conn)
+            .and_then(|s| s.sender.as_mut())
+        {
             sender.fail(reason);
         }
         self.pump_serving(conn);
@@ -535,7 +604,12 @@ impl Server {
                 SenderOutput::Send(m) => self.out.send(conn, &BlobMsg::Transfer(m)),
                 SenderOutput::Read { offset, len } => {
                     if let Some(file) = file {
-                        self.out.file(FileOp::Read { handle, file, offset, len });
+                        self.out.file(FileOp::Read {
+                            handle,
+                            file,
+                            offset,
+                            len,
+                        });
                     }
                 }
                 SenderOutput::Progress { .. } => {}
@@ -553,12 +627,18 @@ impl Server {
         let fetching: Vec<[u8; 32]> = self.blobs.fetches.keys().copied().collect();
         for d in fetching {
             let expired = match self.blobs.fetches.get_mut(&d).and_then(|f| f.link.as_mut()) {
-                Some(FetchLink { receiver: Some(r), .. }) => {
+                Some(FetchLink {
+                    receiver: Some(r), ..
+                }) => {
                     r.handle_timeout(now);
                     false
                 }
                 // Connected but no offer in time.
-                Some(_) => self.blobs.fetches.get(&d).is_some_and(|f| f.retry_at <= now),
+                Some(_) => self
+                    .blobs
+                    .fetches
+                    .get(&d)
+                    .is_some_and(|f| f.retry_at <= now),
                 None => false,
             };
             if expired {
@@ -569,7 +649,12 @@ impl Server {
         }
         let serving: Vec<ConnId> = self.blobs.serving.keys().copied().collect();
         for conn in serving {
-            if let Some(sender) = self.blobs.serving.get_mut(&conn).and_then(|s| s.sender.as_mut()) {
+            if let Some(sender) = self
+                .blobs
+                .serving
+                .get_mut(&conn)
+                .and_then(|s| s.sender.as_mut())
+            {
                 sender.handle_timeout(now);
             }
             self.pump_serving(conn);

@@ -30,7 +30,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name == "." || name == ".." {
         return Err(format!("{name:?} is not a file name"));
     }
-    if let Some(c) = name.chars().find(|c| matches!(c, '/' | '\\') || c.is_control()) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| matches!(c, '/' | '\\') || c.is_control())
+    {
         return Err(format!("names may not contain {c:?}"));
     }
     Ok(())
@@ -48,22 +51,43 @@ impl Server {
         self.verify_token(now, token)
     }
 
-    pub(super) fn on_file_op_data(&mut self, now: Timestamp, conn: ConnId, op: OpCode, data: SessionMsg) {
+    pub(super) fn on_file_op_data(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        op: OpCode,
+        data: SessionMsg,
+    ) {
         let user = match self.session_user(now, conn) {
             Ok(u) => u,
             Err(e) => return self.answer(conn, op, SessionMsg::Failed(e)),
         };
         let reply = match (op, data) {
-            (OpCode::Upload | OpCode::UploadReplace, SessionMsg::Transfer(TransferMsg::Offer { id, name, size })) => {
-                return self.begin_upload(now, conn, user, op == OpCode::UploadReplace, id, name, size);
+            (
+                OpCode::Upload | OpCode::UploadReplace,
+                SessionMsg::Transfer(TransferMsg::Offer { id, name, size }),
+            ) => {
+                return self.begin_upload(
+                    now,
+                    conn,
+                    user,
+                    op == OpCode::UploadReplace,
+                    id,
+                    name,
+                    size,
+                );
             }
             (OpCode::Download, SessionMsg::FileName { owner, name }) => {
                 return self.begin_download(now, conn, user, owner, name);
             }
             (OpCode::List, SessionMsg::ListAll) => Ok(Some(self.listing(user))),
-            (OpCode::Share | OpCode::Unshare, SessionMsg::ShareWith { name, user: grantee }) => {
-                self.share(now, conn, op, user, name, grantee)
-            }
+            (
+                OpCode::Share | OpCode::Unshare,
+                SessionMsg::ShareWith {
+                    name,
+                    user: grantee,
+                },
+            ) => self.share(now, conn, op, user, name, grantee),
             (OpCode::Delete, SessionMsg::FileName { owner: None, name }) => {
                 if self.replica.state().files().get(user, &name).is_none() {
                     Err(OpError::NoSuchFile)
@@ -83,28 +107,49 @@ impl Server {
         }
     }
 
-    fn share(&mut self, now: Timestamp, conn: ConnId, op: OpCode, owner: u64, name: String, grantee: String) -> Result<Option<SessionMsg>, OpError> {
+    fn share(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        op: OpCode,
+        owner: u64,
+        name: String,
+        grantee: String,
+    ) -> Result<Option<SessionMsg>, OpError> {
         let state = self.replica.state();
         if state.files().get(owner, &name).is_none() {
             return Err(OpError::NoSuchFile);
         }
-        let grantee = crate::accounts::username::normalize(&grantee).map_err(|_| OpError::NoSuchUser)?;
+        let grantee =
+            crate::accounts::username::normalize(&grantee).map_err(|_| OpError::NoSuchUser)?;
         match state.user_by_name(&grantee) {
             None => return Err(OpError::NoSuchUser),
             Some(u) if u.id == owner => return Err(OpError::CannotShareWithSelf),
             Some(_) => {}
         }
         let txn = if op == OpCode::Share {
-            Txn::Share { owner, name, grantee }
+            Txn::Share {
+                owner,
+                name,
+                grantee,
+            }
         } else {
-            Txn::Unshare { owner, name, grantee }
+            Txn::Unshare {
+                owner,
+                name,
+                grantee,
+            }
         };
         self.order(now, conn, op, txn)
     }
 
     fn listing(&self, user: u64) -> SessionMsg {
         let state = self.replica.state();
-        let name_of = |id: u64| state.user(id).map_or_else(|| format!("user{id}"), |u| u.name.clone());
+        let name_of = |id: u64| {
+            state
+                .user(id)
+                .map_or_else(|| format!("user{id}"), |u| u.name.clone())
+        };
         let files = state
             .files()
             .visible_to(user)
@@ -115,7 +160,12 @@ impl Server {
                 size: f.size,
                 at: f.at,
                 shared_with: if f.owner == user {
-                    state.files().grantees(f.owner, &f.name).into_iter().map(name_of).collect()
+                    state
+                        .files()
+                        .grantees(f.owner, &f.name)
+                        .into_iter()
+                        .map(name_of)
+                        .collect()
                 } else {
                     Vec::new()
                 },
@@ -125,10 +175,24 @@ impl Server {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn begin_upload(&mut self, now: Timestamp, conn: ConnId, user: u64, replace: bool, id: u64, name: String, size: u64) {
+    fn begin_upload(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        user: u64,
+        replace: bool,
+        id: u64,
+        name: String,
+        size: u64,
+    ) {
         let mut receiver = Receiver::new(now, id, name.clone(), size, self.cfg.transfer_timeout);
         let files = self.replica.state().files();
-        let used: u64 = files.visible_to(user).iter().filter(|f| f.owner == user).map(|f| f.size).sum();
+        let used: u64 = files
+            .visible_to(user)
+            .iter()
+            .filter(|f| f.owner == user)
+            .map(|f| f.size)
+            .sum();
         let replaced = files.get(user, &name).map_or(0, |f| f.size);
         let refusal = if let Err(reason) = check_name(&name) {
             Some(TransferError::BadName { reason })
@@ -136,7 +200,10 @@ impl Server {
             Some(TransferError::Exists)
         } else if used - replaced + size > self.cfg.quota {
             let available = self.cfg.quota.saturating_sub(used - replaced);
-            Some(TransferError::NoSpace { needed: size, available })
+            Some(TransferError::NoSpace {
+                needed: size,
+                available,
+            })
         } else {
             None
         };
@@ -145,11 +212,25 @@ impl Server {
             None => receiver.accept(now),
         }
         let temp = self.blobs.new_handle(super::blobs::Owner::Session(conn));
-        self.set_op(conn, Op::Uploading { receiver: Box::new(receiver), temp, replace });
+        self.set_op(
+            conn,
+            Op::Uploading {
+                receiver: Box::new(receiver),
+                temp,
+                replace,
+            },
+        );
         self.pump_session(now, conn);
     }
 
-    fn begin_download(&mut self, now: Timestamp, conn: ConnId, user: u64, owner: Option<String>, name: String) {
+    fn begin_download(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        user: u64,
+        owner: Option<String>,
+        name: String,
+    ) {
         let state = self.replica.state();
         let owner_id = match owner {
             None => Some(user),
@@ -165,7 +246,11 @@ impl Server {
             .and_then(|o| state.files().get(o, &name))
             .cloned();
         let Some(meta) = meta else {
-            return self.answer(conn, OpCode::Download, SessionMsg::Failed(OpError::NoSuchFile));
+            return self.answer(
+                conn,
+                OpCode::Download,
+                SessionMsg::Failed(OpError::NoSuchFile),
+            );
         };
         if self.blobs.has(&meta.digest) {
             self.start_sending(now, conn, &meta);
@@ -177,7 +262,12 @@ impl Server {
         }
     }
 
-    pub(super) fn start_sending(&mut self, now: Timestamp, conn: ConnId, meta: &crate::replication::files::FileMeta) {
+    pub(super) fn start_sending(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        meta: &crate::replication::files::FileMeta,
+    ) {
         let handle = self.blobs.new_handle(super::blobs::Owner::Session(conn));
         self.blobs.read_target(handle, meta.digest);
         let cfg = SenderConfig {
@@ -185,7 +275,13 @@ impl Server {
             ..SenderConfig::default()
         };
         let sender = Sender::new(now, handle, meta.name.clone(), meta.size, cfg);
-        self.set_op(conn, Op::Downloading { sender: Box::new(sender), handle });
+        self.set_op(
+            conn,
+            Op::Downloading {
+                sender: Box::new(sender),
+                handle,
+            },
+        );
         self.pump_session(now, conn);
     }
 
@@ -237,16 +333,25 @@ impl Server {
             _ => None,
         };
         match self.op_mut(conn) {
-            Some(Op::Uploading { receiver, temp, replace }) => {
+            Some(Op::Uploading {
+                receiver,
+                temp,
+                replace,
+            }) => {
                 let temp = *temp;
                 upload_temp = temp;
                 while let Some(o) = receiver.poll_output() {
                     match o {
                         ReceiverOutput::Send(m) => sends.push(m),
-                        ReceiverOutput::Write { offset, data } => files.push(FileOp::Write { temp, offset, data }),
+                        ReceiverOutput::Write { offset, data } => {
+                            files.push(FileOp::Write { temp, offset, data })
+                        }
                         ReceiverOutput::Commit { digest } => {
                             persisted_blob = Some(digest);
-                            files.push(FileOp::Persist { temp, to: FileRef::Blob(digest) });
+                            files.push(FileOp::Persist {
+                                temp,
+                                to: FileRef::Blob(digest),
+                            });
                         }
                         ReceiverOutput::Discard => files.push(FileOp::Discard { temp }),
                         ReceiverOutput::Progress { .. } => {}
@@ -265,7 +370,12 @@ impl Server {
                         SenderOutput::Send(m) => sends.push(m),
                         SenderOutput::Read { offset, len } => {
                             if let Some(file) = file {
-                                files.push(FileOp::Read { handle, file, offset, len });
+                                files.push(FileOp::Read {
+                                    handle,
+                                    file,
+                                    offset,
+                                    len,
+                                });
                             }
                         }
                         SenderOutput::Progress { .. } => {}
@@ -288,7 +398,9 @@ impl Server {
         match next {
             Next::Stay => {}
             Next::Idle => {
-                if let Some(Op::Downloading { handle, .. } | Op::Uploading { temp: handle, .. }) = self.op_mut(conn) {
+                if let Some(Op::Downloading { handle, .. } | Op::Uploading { temp: handle, .. }) =
+                    self.op_mut(conn)
+                {
                     let h = *handle;
                     self.blobs.forget_handle(h);
                 }
@@ -297,11 +409,26 @@ impl Server {
             Next::Order(name, size, digest, replace) => {
                 let Ok(owner) = self.session_user(now, conn) else {
                     self.blobs.unpin(&digest);
-                    return self.answer(conn, OpCode::Upload, SessionMsg::Failed(OpError::NotAuthenticated));
+                    return self.answer(
+                        conn,
+                        OpCode::Upload,
+                        SessionMsg::Failed(OpError::NotAuthenticated),
+                    );
                 };
                 let holder = self.cfg.id;
-                let txn = Txn::PutFile { owner, name, size, digest, replace, holder };
-                let op = if replace { OpCode::UploadReplace } else { OpCode::Upload };
+                let txn = Txn::PutFile {
+                    owner,
+                    name,
+                    size,
+                    digest,
+                    replace,
+                    holder,
+                };
+                let op = if replace {
+                    OpCode::UploadReplace
+                } else {
+                    OpCode::Upload
+                };
                 match self.order(now, conn, op, txn) {
                     Ok(_) => {
                         if let Some(Op::Ordering { stored, .. }) = self.op_mut(conn) {
@@ -372,9 +499,18 @@ impl Server {
         }
     }
 
-    pub(super) fn on_file_failed(&mut self, now: Timestamp, handle: u64, error: String, no_space: bool) {
+    pub(super) fn on_file_failed(
+        &mut self,
+        now: Timestamp,
+        handle: u64,
+        error: String,
+        no_space: bool,
+    ) {
         let reason = if no_space {
-            TransferError::NoSpace { needed: 0, available: 0 }
+            TransferError::NoSpace {
+                needed: 0,
+                available: 0,
+            }
         } else {
             TransferError::Io { detail: error }
         };
@@ -400,10 +536,27 @@ mod tests {
 
     #[test]
     fn names_are_single_safe_components() {
-        for ok in ["a", "report 2026.pdf", "naïve—ñ.txt", &"x".repeat(255), "..hidden", "a..b"] {
+        for ok in [
+            "a",
+            "report 2026.pdf",
+            "naïve—ñ.txt",
+            &"x".repeat(255),
+            "..hidden",
+            "a..b",
+        ] {
             assert!(check_name(ok).is_ok(), "{ok:?}");
         }
-        for bad in ["", ".", "..", "a/b", "/etc/passwd", "..\\x", "a\0b", "a\nb", &"x".repeat(256)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "/etc/passwd",
+            "..\\x",
+            "a\0b",
+            "a\nb",
+            &"x".repeat(256),
+        ] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
     }

@@ -191,7 +191,11 @@ impl fmt::Display for OpError {
             OpError::CannotShareWithSelf => f.write_str("you own that file already"),
             OpError::NotShared => f.write_str("the file is not shared with that user"),
             OpError::BadName { reason } => write!(f, "bad file name: {reason}"),
-            OpError::OverQuota { used, quota, needed } => write!(
+            OpError::OverQuota {
+                used,
+                quota,
+                needed,
+            } => write!(
                 f,
                 "over quota: {used} of {quota} bytes used, {needed} more needed"
             ),
@@ -205,18 +209,43 @@ impl std::error::Error for OpError {}
 /// What a client asks for.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Request {
-    Register { username: String, password: String },
-    Login { username: String, password: String },
-    Logout { token: SessionToken },
-    WhoAmI { token: SessionToken },
+    Register {
+        username: String,
+        password: String,
+    },
+    Login {
+        username: String,
+        password: String,
+    },
+    Logout {
+        token: SessionToken,
+    },
+    WhoAmI {
+        token: SessionToken,
+    },
     /// Send the command's local file (`FileRef::Local`) of `size` bytes.
-    Upload { name: String, size: u64, replace: bool },
+    Upload {
+        name: String,
+        size: u64,
+        replace: bool,
+    },
     /// Receive into the command's local file (`FileRef::Local`).
-    Download { owner: Option<String>, name: String },
+    Download {
+        owner: Option<String>,
+        name: String,
+    },
     List,
-    Share { name: String, user: String },
-    Unshare { name: String, user: String },
-    Delete { name: String },
+    Share {
+        name: String,
+        user: String,
+    },
+    Unshare {
+        name: String,
+        user: String,
+    },
+    Delete {
+        name: String,
+    },
 }
 
 impl fmt::Debug for Request {
@@ -294,14 +323,25 @@ impl Request {
 /// What a client gets back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
-    Registered { user_id: u64 },
-    LoggedIn { user_id: u64, token: SessionToken },
+    Registered {
+        user_id: u64,
+    },
+    LoggedIn {
+        user_id: u64,
+        token: SessionToken,
+    },
     LoggedOut,
-    Me { user_id: u64, username: String },
+    Me {
+        user_id: u64,
+        username: String,
+    },
     Listing(Vec<Listed>),
     File(FileOutcome),
     /// The download is complete, verified, and in the local file.
-    Downloaded { size: u64, digest: [u8; 32] },
+    Downloaded {
+        size: u64,
+        digest: [u8; 32],
+    },
     Failed(OpError),
 }
 

@@ -7,14 +7,15 @@
 //! reservations each hold one, and it answers a probe "yes" only while a slot
 //! is free and it is caught up with the master.
 
-pub mod messages;
 mod blobs;
 mod files;
+pub mod messages;
 mod ops;
 pub mod reservations;
 
 use crate::accounts::limiter::LoginLimiter;
 use crate::accounts::password::PasswordParams;
+use crate::accounts::token::SessionToken;
 use crate::auth::{AuthCode, ClusterSecret};
 use crate::balancer::messages::{ProbeMsg, PROBE_TAGS};
 use crate::entropy::Entropy;
@@ -23,14 +24,13 @@ use crate::io::{ConnId, Input, Node, Output};
 use crate::outbox::Outbox;
 use crate::refusal::{Refusal, PROTOCOL_VERSION};
 use crate::replication::entry::Origin;
+use crate::replication::files::FileMeta;
 use crate::replication::messages::REPLICA_TAGS;
 use crate::replication::{Replica, ReplicaConfig, ReplicaEvent};
-use crate::accounts::token::SessionToken;
-use crate::replication::files::FileMeta;
 use crate::store::Recovered;
+use crate::time::{earliest, Timestamp};
 use crate::transfer::{Receiver, Sender};
 use blobs::Blobs;
-use crate::time::{earliest, Timestamp};
 pub use messages::{OpCode, OpError, Request, Response, SessionMsg, SESSION_TAGS};
 use reservations::Reservations;
 use std::collections::BTreeMap;
@@ -163,9 +163,15 @@ enum Op {
         replace: bool,
     },
     /// Sending a download, reading through `handle`.
-    Downloading { sender: Box<Sender>, handle: u64 },
+    Downloading {
+        sender: Box<Sender>,
+        handle: u64,
+    },
     /// A download whose content is still being fetched from a peer.
-    AwaitBlob { meta: FileMeta, deadline: Timestamp },
+    AwaitBlob {
+        meta: FileMeta,
+        deadline: Timestamp,
+    },
 }
 
 impl Op {
@@ -458,9 +464,16 @@ impl Server {
             (Stage::Established { .. }, SessionMsg::Ping) => {
                 self.out.send(conn, &SessionMsg::Pong);
             }
-            (Stage::Established { op: Op::Idle, user, .. }, SessionMsg::Begin { op }) => {
+            (
+                Stage::Established {
+                    op: Op::Idle, user, ..
+                },
+                SessionMsg::Begin { op },
+            ) => {
                 if op.needs_login() && user.is_none() {
-                    return self.out.send(conn, &SessionMsg::Failed(OpError::NotAuthenticated));
+                    return self
+                        .out
+                        .send(conn, &SessionMsg::Failed(OpError::NotAuthenticated));
                 }
                 let deadline = now + self.cfg.handshake_timeout;
                 self.set_op(conn, Op::AwaitData { op, deadline });
@@ -618,3 +631,6 @@ impl Node for Server {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod files_tests;

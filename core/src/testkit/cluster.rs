@@ -6,12 +6,14 @@ use crate::balancer::messages::ProbeMsg;
 use crate::balancer::ServerAddr;
 use crate::frame::FrameDecoder;
 use crate::io::{ConnId, Input, Node, Output};
+use crate::io::{FileOp, FileRef};
 use crate::refusal::PROTOCOL_VERSION;
 use crate::replication::ReplicaConfig;
-use crate::server::{Request, SessionMsg};
+use crate::server::{OpError, Request, SessionMsg};
 use crate::server::{Server, ServerConfig, ServerEvent};
 use crate::store::{MemStore, Store};
 use crate::time::Timestamp;
+use crate::transfer::{Receiver, ReceiverOutput, Sender, SenderConfig, SenderOutput, TransferMsg};
 use crate::Entropy;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -30,11 +32,22 @@ enum Owned {
     Received(ConnId, Vec<u8>),
     Closed(ConnId),
     Persisted(u64),
+    FileRead(u64, u64, Vec<u8>),
+    FilePersisted(u64),
+    FileFailed(u64),
+}
+
+/// One server's disk: blobs survive a crash, temporary files do not.
+#[derive(Default)]
+pub struct Disk {
+    pub blobs: BTreeMap<[u8; 32], Vec<u8>>,
+    pub temps: BTreeMap<u64, Vec<u8>>,
 }
 
 pub struct Cluster {
     pub servers: Vec<Option<Server>>,
     pub stores: Vec<MemStore>,
+    pub disks: Vec<Disk>,
     pub events: Vec<(Ix, ServerEvent)>,
     pub now: Timestamp,
     links: BTreeMap<(Ix, ConnId), (Ix, ConnId)>,
@@ -66,6 +79,7 @@ impl Cluster {
         let mut c = Cluster {
             servers: Vec::new(),
             stores: vec![MemStore::default(); size],
+            disks: (0..size).map(|_| Disk::default()).collect(),
             events: Vec::new(),
             now: Timestamp::from_micros(1_800_000_000 * 1_000_000),
             links: BTreeMap::new(),
@@ -94,7 +108,8 @@ impl Cluster {
             .collect();
         let mut cfg = ServerConfig::new(id);
         cfg.password = crate::accounts::password::PasswordParams::TESTING;
-        let rec = self.stores[ix].load().unwrap();
+        let mut rec = self.stores[ix].load().unwrap();
+        rec.blobs = self.disks[ix].blobs.keys().copied().collect();
         Server::new(
             cfg,
             ReplicaConfig::new(id, 1, peers),
@@ -114,6 +129,7 @@ impl Cluster {
     /// store stays.
     pub fn crash(&mut self, ix: Ix) {
         self.servers[ix] = None;
+        self.disks[ix].temps.clear();
         let mine: Vec<_> = self
             .links
             .keys()
@@ -187,6 +203,23 @@ impl Cluster {
                 }
                 Owned::Closed(c) => s.handle_input(now, Input::Closed { conn: *c }),
                 Owned::Persisted(t) => s.handle_input(now, Input::Persisted { token: *t }),
+                Owned::FileRead(h, o, d) => s.handle_input(
+                    now,
+                    Input::FileRead {
+                        handle: *h,
+                        offset: *o,
+                        data: d,
+                    },
+                ),
+                Owned::FilePersisted(t) => s.handle_input(now, Input::FilePersisted { temp: *t }),
+                Owned::FileFailed(h) => s.handle_input(
+                    now,
+                    Input::FileFailed {
+                        handle: *h,
+                        error: "no such file".into(),
+                        no_space: false,
+                    },
+                ),
             }
         }
     }
@@ -232,6 +265,7 @@ impl Cluster {
                         .push_back(Msg::Input(ix, Owned::Persisted(token)));
                 }
                 Output::Event(e) => self.events.push((ix, e)),
+                Output::File(op) => self.file_op(ix, op),
             }
         }
     }
@@ -321,6 +355,181 @@ impl Cluster {
         self.send(ix, conn, &req.payload());
         self.run_for(Duration::from_millis(50));
         self.received(ix, conn)
+    }
+
+    fn file_op(&mut self, ix: Ix, op: FileOp) {
+        let disk = &mut self.disks[ix];
+        match op {
+            FileOp::Read {
+                handle,
+                file: FileRef::Blob(d),
+                offset,
+                len,
+            } => {
+                let msg = match disk.blobs.get(&d) {
+                    Some(b) => {
+                        let start = (offset as usize).min(b.len());
+                        let end = (start + len).min(b.len());
+                        Owned::FileRead(handle, offset, b[start..end].to_vec())
+                    }
+                    None => Owned::FileFailed(handle),
+                };
+                self.queue.push_back(Msg::Input(ix, msg));
+            }
+            FileOp::Write { temp, offset, data } => {
+                let t = disk.temps.entry(temp).or_default();
+                let o = offset as usize;
+                if t.len() < o + data.len() {
+                    t.resize(o + data.len(), 0);
+                }
+                t[o..o + data.len()].copy_from_slice(&data);
+            }
+            FileOp::Persist {
+                temp,
+                to: FileRef::Blob(d),
+            } => {
+                let content = disk.temps.remove(&temp).unwrap_or_default();
+                disk.blobs.insert(d, content);
+                self.queue
+                    .push_back(Msg::Input(ix, Owned::FilePersisted(temp)));
+            }
+            FileOp::Discard { temp } => {
+                disk.temps.remove(&temp);
+            }
+            FileOp::Remove {
+                file: FileRef::Blob(d),
+            } => {
+                disk.blobs.remove(&d);
+            }
+            other => panic!("servers use blobs only: {other:?}"),
+        }
+    }
+
+    /// Uploads `content` as `name` through the session, the way a client
+    /// does; returns the server's final answer.
+    pub fn upload(
+        &mut self,
+        ix: Ix,
+        conn: ConnId,
+        name: &str,
+        content: &[u8],
+        replace: bool,
+    ) -> Vec<SessionMsg> {
+        let req = Request::Upload {
+            name: name.into(),
+            size: content.len() as u64,
+            replace,
+        };
+        self.send(ix, conn, &SessionMsg::Begin { op: req.op() });
+        let got = self.received(ix, conn);
+        if got != vec![SessionMsg::Proceed { op: req.op() }] {
+            return got;
+        }
+        let mut s = Sender::new(
+            self.now,
+            0,
+            name.into(),
+            content.len() as u64,
+            SenderConfig::default(),
+        );
+        let mut answers = Vec::new();
+        for _ in 0..100_000 {
+            while let Some(o) = s.poll_output() {
+                match o {
+                    SenderOutput::Send(m) => self.send(ix, conn, &SessionMsg::Transfer(m)),
+                    SenderOutput::Read { offset, len } => {
+                        let o = offset as usize;
+                        s.on_read(offset, &content[o..o + len]);
+                    }
+                    SenderOutput::Progress { .. } | SenderOutput::Finished(_) => {}
+                }
+            }
+            for m in self.received(ix, conn) {
+                match m {
+                    SessionMsg::Transfer(t) => s.on_msg(self.now, t),
+                    other => answers.push(other),
+                }
+            }
+            if !answers.is_empty()
+                || (s.is_finished() && s.poll_timeout().is_none() && self.queue.is_empty())
+            {
+                if answers.is_empty() {
+                    self.run_for(Duration::from_millis(100));
+                    answers.extend(
+                        self.received(ix, conn)
+                            .into_iter()
+                            .filter(|m| !matches!(m, SessionMsg::Transfer(_))),
+                    );
+                }
+                return answers;
+            }
+            self.run_for(Duration::from_millis(10));
+        }
+        answers
+    }
+
+    /// Downloads a file through the session; the content, or the answer.
+    pub fn download(
+        &mut self,
+        ix: Ix,
+        conn: ConnId,
+        owner: Option<&str>,
+        name: &str,
+    ) -> Result<Vec<u8>, Vec<SessionMsg>> {
+        let req = Request::Download {
+            owner: owner.map(String::from),
+            name: name.into(),
+        };
+        let got = self.request(ix, conn, &req);
+        let mut r: Option<Receiver> = None;
+        let mut content = Vec::new();
+        let mut pending = got;
+        for _ in 0..100_000 {
+            for m in std::mem::take(&mut pending) {
+                match (m, &mut r) {
+                    (SessionMsg::Transfer(TransferMsg::Offer { id, name, size }), None) => {
+                        let mut rx =
+                            Receiver::new(self.now, id, name, size, Duration::from_secs(10));
+                        rx.accept(self.now);
+                        r = Some(rx);
+                    }
+                    (SessionMsg::Transfer(t), Some(rx)) => rx.on_msg(self.now, t),
+                    (other, _) => return Err(vec![other]),
+                }
+            }
+            if let Some(rx) = r.as_mut() {
+                let mut sends = Vec::new();
+                while let Some(o) = rx.poll_output() {
+                    match o {
+                        ReceiverOutput::Send(m) => sends.push(m),
+                        ReceiverOutput::Write { offset, data } => {
+                            let o = offset as usize;
+                            if content.len() < o + data.len() {
+                                content.resize(o + data.len(), 0);
+                            }
+                            content[o..o + data.len()].copy_from_slice(&data);
+                        }
+                        ReceiverOutput::Commit { .. } => rx.committed(),
+                        ReceiverOutput::Finished(Ok(_)) => {
+                            for m in sends {
+                                self.send(ix, conn, &SessionMsg::Transfer(m));
+                            }
+                            return Ok(content);
+                        }
+                        ReceiverOutput::Finished(Err(e)) => {
+                            return Err(vec![SessionMsg::Failed(OpError::Transfer(e))])
+                        }
+                        _ => {}
+                    }
+                }
+                for m in sends {
+                    self.send(ix, conn, &SessionMsg::Transfer(m));
+                }
+            }
+            self.run_for(Duration::from_millis(10));
+            pending = self.received(ix, conn);
+        }
+        Err(Vec::new())
     }
 
     /// Advances the clock in steps, firing timers, for `d`.

@@ -1,0 +1,335 @@
+use crate::io::ConnId;
+use crate::server::messages::FileOutcome;
+use crate::server::{OpError, Request, SessionMsg};
+use crate::testkit::cluster::Cluster;
+use crate::transfer::TransferError;
+use crate::Entropy;
+use std::time::Duration;
+
+fn content(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0; len];
+    Entropy::from_u64(seed).fill(&mut v);
+    v
+}
+
+/// Registers `name` (if needed) and returns a session on `ix` logged in as it.
+fn user(c: &mut Cluster, ix: usize, name: &str) -> ConnId {
+    let s = c.open_session(ix);
+    let creds = |n: &str| (n.to_string(), "password-123".to_string());
+    let (u, p) = creds(name);
+    c.request(
+        ix,
+        s,
+        &Request::Register {
+            username: u.clone(),
+            password: p.clone(),
+        },
+    );
+    c.run_for(Duration::from_millis(200));
+    let got = c.request(
+        ix,
+        s,
+        &Request::Login {
+            username: u,
+            password: p,
+        },
+    );
+    let [SessionMsg::LoggedIn { token, .. }] = &got[..] else {
+        panic!("login {name}: {got:?}");
+    };
+    let me = c.request(
+        ix,
+        s,
+        &Request::WhoAmI {
+            token: token.clone(),
+        },
+    );
+    assert!(matches!(me[..], [SessionMsg::Me { .. }]), "{me:?}");
+    s
+}
+
+fn stored(answer: &[SessionMsg]) -> bool {
+    matches!(answer, [SessionMsg::FileDone(FileOutcome::Stored { .. })])
+}
+
+fn names(c: &mut Cluster, ix: usize, s: ConnId) -> Vec<(String, String)> {
+    match &c.request(ix, s, &Request::List)[..] {
+        [SessionMsg::Listing { files }] => files
+            .iter()
+            .map(|f| (f.owner.clone(), f.name.clone()))
+            .collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_upload_through_one_server_downloads_byte_identical_through_another() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 1, "alice");
+    let data = content(300 * 1024 + 7, 1);
+    assert!(stored(&c.upload(1, a, "photo.jpg", &data, false)));
+    c.run_for(Duration::from_secs(2));
+    let digest = *blake3::hash(&data).as_bytes();
+    for ix in 0..3 {
+        assert_eq!(
+            c.disks[ix].blobs.get(&digest),
+            Some(&data),
+            "server {} holds the content",
+            ix + 1
+        );
+    }
+    let a2 = user(&mut c, 2, "alice");
+    assert_eq!(c.download(2, a2, None, "photo.jpg"), Ok(data));
+    assert_eq!(
+        names(&mut c, 2, a2),
+        vec![("alice".into(), "photo.jpg".into())]
+    );
+}
+
+#[test]
+fn a_server_that_lacks_the_content_fetches_it_for_a_download() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 0, "alice");
+    c.crash(2);
+    let data = content(50_000, 2);
+    assert!(stored(&c.upload(0, a, "doc", &data, false)));
+    c.restart(2);
+    assert!(!c.disks[2]
+        .blobs
+        .contains_key(blake3::hash(&data).as_bytes()));
+    // Long enough to rejoin the master, not to have fetched in the background.
+    c.run_for(Duration::from_millis(1));
+    let a3 = user(&mut c, 2, "alice");
+    assert_eq!(c.download(2, a3, None, "doc"), Ok(data));
+}
+
+#[test]
+fn sharing_grants_and_unsharing_revokes_downloads_everywhere() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 0, "alice");
+    let b = user(&mut c, 1, "bob");
+    let data = content(9000, 3);
+    assert!(stored(&c.upload(0, a, "notes.txt", &data, false)));
+    c.run_for(Duration::from_secs(1));
+    let denied = c.download(1, b, Some("alice"), "notes.txt");
+    assert_eq!(denied, Err(vec![SessionMsg::Failed(OpError::NoSuchFile)]));
+    let got = c.request(
+        0,
+        a,
+        &Request::Share {
+            name: "notes.txt".into(),
+            user: "bob".into(),
+        },
+    );
+    assert_eq!(got, vec![SessionMsg::FileDone(FileOutcome::Shared)]);
+    c.run_for(Duration::from_secs(1));
+    assert_eq!(
+        c.download(1, b, Some("alice"), "notes.txt"),
+        Ok(data.clone())
+    );
+    assert_eq!(
+        names(&mut c, 1, b),
+        vec![("alice".into(), "notes.txt".into())]
+    );
+    // Bob cannot act as the owner.
+    let got = c.request(
+        1,
+        b,
+        &Request::Delete {
+            name: "notes.txt".into(),
+        },
+    );
+    assert_eq!(got, vec![SessionMsg::Failed(OpError::NoSuchFile)]);
+    let got = c.request(
+        0,
+        a,
+        &Request::Unshare {
+            name: "notes.txt".into(),
+            user: "bob".into(),
+        },
+    );
+    assert_eq!(got, vec![SessionMsg::FileDone(FileOutcome::Unshared)]);
+    c.run_for(Duration::from_secs(1));
+    for ix in 1..3 {
+        let b = user(&mut c, ix, "bob");
+        assert_eq!(
+            c.download(ix, b, Some("alice"), "notes.txt"),
+            Err(vec![SessionMsg::Failed(OpError::NoSuchFile)])
+        );
+    }
+}
+
+#[test]
+fn share_errors_are_specific() {
+    let mut c = Cluster::new(1);
+    let a = user(&mut c, 0, "alice");
+    assert!(stored(&c.upload(0, a, "f", b"x", false)));
+    let share = |name: &str, user: &str| Request::Share {
+        name: name.into(),
+        user: user.into(),
+    };
+    assert_eq!(
+        c.request(0, a, &share("nope", "alice")),
+        vec![SessionMsg::Failed(OpError::NoSuchFile)]
+    );
+    assert_eq!(
+        c.request(0, a, &share("f", "zed")),
+        vec![SessionMsg::Failed(OpError::NoSuchUser)]
+    );
+    assert_eq!(
+        c.request(0, a, &share("f", "alice")),
+        vec![SessionMsg::Failed(OpError::CannotShareWithSelf)]
+    );
+}
+
+#[test]
+fn delete_removes_the_content_from_every_server() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 0, "alice");
+    let data = content(20_000, 4);
+    assert!(stored(&c.upload(0, a, "tmp.bin", &data, false)));
+    c.run_for(Duration::from_secs(2));
+    let digest = *blake3::hash(&data).as_bytes();
+    assert!(c.disks.iter().all(|d| d.blobs.contains_key(&digest)));
+    let got = c.request(
+        0,
+        a,
+        &Request::Delete {
+            name: "tmp.bin".into(),
+        },
+    );
+    assert_eq!(got, vec![SessionMsg::FileDone(FileOutcome::Deleted)]);
+    c.run_for(Duration::from_secs(1));
+    assert!(
+        c.disks.iter().all(|d| !d.blobs.contains_key(&digest)),
+        "content gone everywhere"
+    );
+    assert!(names(&mut c, 0, a).is_empty());
+}
+
+#[test]
+fn reuploading_a_name_needs_replace() {
+    let mut c = Cluster::new(1);
+    let a = user(&mut c, 0, "alice");
+    assert!(stored(&c.upload(0, a, "f", b"one", false)));
+    let again = c.upload(0, a, "f", b"two", false);
+    assert!(
+        again.is_empty() || again == vec![SessionMsg::Failed(OpError::FileExists)],
+        "{again:?}"
+    );
+    assert_eq!(c.download(0, a, None, "f"), Ok(b"one".to_vec()));
+    assert!(stored(&c.upload(0, a, "f", b"two", true)));
+    assert_eq!(c.download(0, a, None, "f"), Ok(b"two".to_vec()));
+    // The replaced content is garbage now.
+    c.run_for(Duration::from_secs(1));
+    assert!(!c.disks[0]
+        .blobs
+        .contains_key(blake3::hash(b"one").as_bytes()));
+}
+
+#[test]
+fn bad_names_are_refused_and_nothing_is_kept() {
+    let mut c = Cluster::new(1);
+    let a = user(&mut c, 0, "alice");
+    for bad in ["../etc/passwd", "a/b", "", "..", "x\0y"] {
+        c.upload(0, a, bad, b"data", false);
+    }
+    assert!(names(&mut c, 0, a).is_empty());
+    assert!(c.disks[0].blobs.is_empty());
+    assert!(c.disks[0].temps.is_empty());
+}
+
+#[test]
+fn awkward_sizes_round_trip() {
+    let mut c = Cluster::new(2);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 1, "alice");
+    for (i, len) in [0usize, 1, 4096, 8192, 4097].into_iter().enumerate() {
+        let data = content(len, i as u64);
+        let name = format!("f{len}");
+        assert!(stored(&c.upload(1, a, &name, &data, false)), "size {len}");
+        assert_eq!(c.download(1, a, None, &name), Ok(data), "size {len}");
+    }
+}
+
+#[test]
+fn file_operations_need_a_proven_login() {
+    let mut c = Cluster::new(1);
+    let s = c.open_session(0);
+    c.send(
+        0,
+        s,
+        &SessionMsg::Begin {
+            op: crate::server::OpCode::List,
+        },
+    );
+    assert_eq!(
+        c.received(0, s),
+        vec![SessionMsg::Failed(OpError::NotAuthenticated)]
+    );
+}
+
+#[test]
+fn a_logged_out_token_stops_working_mid_session() {
+    let mut c = Cluster::new(1);
+    let s = c.open_session(0);
+    c.request(
+        0,
+        s,
+        &Request::Register {
+            username: "alice".into(),
+            password: "password-123".into(),
+        },
+    );
+    let got = c.request(
+        0,
+        s,
+        &Request::Login {
+            username: "alice".into(),
+            password: "password-123".into(),
+        },
+    );
+    let [SessionMsg::LoggedIn { token, .. }] = &got[..] else {
+        panic!()
+    };
+    c.request(
+        0,
+        s,
+        &Request::WhoAmI {
+            token: token.clone(),
+        },
+    );
+    let other = c.open_session(0);
+    c.request(
+        0,
+        other,
+        &Request::Logout {
+            token: token.clone(),
+        },
+    );
+    let got = c.request(0, s, &Request::List);
+    assert!(
+        matches!(
+            got[..],
+            [SessionMsg::Failed(OpError::InvalidSession { .. })]
+        ),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn over_quota_is_a_clear_refusal() {
+    let mut c = Cluster::new(1);
+    if let Some(s) = c.servers[0].as_mut() {
+        s.cfg.quota = 10_000;
+    }
+    let a = user(&mut c, 0, "alice");
+    assert!(stored(&c.upload(0, a, "small", &content(6000, 1), false)));
+    c.upload(0, a, "big", &content(6000, 2), false);
+    assert_eq!(names(&mut c, 0, a), vec![("alice".into(), "small".into())]);
+    let _ = TransferError::Exists;
+}
