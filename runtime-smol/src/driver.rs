@@ -17,9 +17,18 @@
 //! `Persist` with no store configured, is fatal: the error is logged, no
 //! further output is executed, and the driver stops with a [`DriverError`]
 //! rather than let the node act on state it could not save.
+//!
+//! **Files.** `Output::File` is executed in output order too, by the
+//! driver's [`Files`] executor (see [`crate::files`]). What it has to say
+//! back (`FileRead`, `FilePersisted`, `FileFailed`) is queued with the
+//! persisted tokens, in one queue in output order, and fed back the same
+//! way: one input, then a drain. A read's bytes are read only when they are
+//! fed, into the executor's one reusable buffer. A node that asks for file
+//! work from a driver without an executor stops it ([`DriverError::NoFiles`]).
 
 use crate::clock::Clock;
 use crate::conn::{self, Flushing, Inbound, Writer};
+use crate::files::{FileAnswer, Files};
 use async_channel::{Receiver, Sender};
 use async_io::Timer;
 use ferry_core::store::{Batch, Store, StoreError};
@@ -45,6 +54,8 @@ pub enum DriverError {
     Store { node: String, error: StoreError },
     /// The node asked to persist, but the driver has no store.
     NoStore { node: String },
+    /// The node asked for file work, but the driver has no file executor.
+    NoFiles { node: String },
 }
 
 impl fmt::Display for DriverError {
@@ -56,6 +67,10 @@ impl fmt::Display for DriverError {
             DriverError::NoStore { node } => write!(
                 f,
                 "{node} stopped: it asked to persist a batch but has no store"
+            ),
+            DriverError::NoFiles { node } => write!(
+                f,
+                "{node} stopped: it asked for file work but has no file storage"
             ),
         }
     }
@@ -97,10 +112,18 @@ pub struct Driver<N: Node> {
     /// Closed once the driver and every writer task dropped `flushing`.
     all_flushed: Receiver<()>,
     store: Option<Box<dyn Store + Send>>,
-    /// Tokens of committed batches, to feed back as `Input::Persisted`.
-    persisted: VecDeque<u64>,
+    files: Option<Files>,
+    /// Answers to feed back, in output order: tokens of committed batches
+    /// and the results of file work.
+    answers: VecDeque<Answer>,
     /// Set by the first fatal error; the driver does nothing after it.
     failed: Option<DriverError>,
+}
+
+/// An input the driver owes the node for an output it executed.
+enum Answer {
+    Persisted(u64),
+    File(FileAnswer),
 }
 
 enum Wake {
@@ -126,7 +149,8 @@ impl<N: Node> Driver<N> {
             flushing,
             all_flushed,
             store: None,
-            persisted: VecDeque::new(),
+            files: None,
+            answers: VecDeque::new(),
             failed: None,
         }
     }
@@ -134,6 +158,12 @@ impl<N: Node> Driver<N> {
     /// Commits the node's `Persist` outputs to `store`.
     pub fn with_store(mut self, store: Box<dyn Store + Send>) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// Executes the node's file work with `files`.
+    pub fn with_files(mut self, files: Files) -> Self {
+        self.files = Some(files);
         self
     }
 
@@ -273,12 +303,49 @@ impl<N: Node> Driver<N> {
             if let Some(value) = stop {
                 return Ok(Some(value));
             }
-            let Some(token) = self.persisted.pop_front() else {
+            let Some(answer) = self.answers.pop_front() else {
                 return Ok(None);
             };
-            let now = self.clock.now();
-            self.node.handle_input(now, Input::Persisted { token });
+            self.feed(answer);
         }
+    }
+
+    /// Feeds one owed input to the node.
+    fn feed(&mut self, answer: Answer) {
+        let now = self.clock.now();
+        let input = match answer {
+            Answer::Persisted(token) => Input::Persisted { token },
+            Answer::File(FileAnswer::Persisted { temp }) => Input::FilePersisted { temp },
+            Answer::File(FileAnswer::Failed { handle, failure }) => Input::FileFailed {
+                handle,
+                error: failure.error,
+                no_space: failure.no_space,
+            },
+            Answer::File(FileAnswer::Read {
+                handle,
+                offset,
+                len,
+            }) => {
+                // Only an executor hands out reads.
+                let Some(files) = self.files.as_mut() else {
+                    return;
+                };
+                let input = match files.read(handle, offset, len) {
+                    Ok(data) => Input::FileRead {
+                        handle,
+                        offset,
+                        data,
+                    },
+                    Err(failure) => Input::FileFailed {
+                        handle,
+                        error: failure.error,
+                        no_space: failure.no_space,
+                    },
+                };
+                return self.node.handle_input(now, input);
+            }
+        };
+        self.node.handle_input(now, input);
     }
 
     /// Executes every queued output, up to a fatal error. Returns the value
@@ -308,6 +375,20 @@ impl<N: Node> Driver<N> {
                     }
                 }
                 Output::Persist { token, batch } => self.persist(token, &batch),
+                Output::File(op) => match self.files.as_mut() {
+                    Some(files) => {
+                        if let Some(answer) = files.execute(op) {
+                            self.answers.push_back(Answer::File(answer));
+                        }
+                    }
+                    None => {
+                        let e = DriverError::NoFiles {
+                            node: self.name.clone(),
+                        };
+                        tracing::error!(node = %self.name, "{e}");
+                        self.failed = Some(e);
+                    }
+                },
                 Output::Event(event) => {
                     tracing::info!(node = %self.name, "{event}");
                     if stop.is_none() {
@@ -331,7 +412,7 @@ impl<N: Node> Driver<N> {
             None => Err(DriverError::NoStore { node }),
         };
         match result {
-            Ok(()) => self.persisted.push_back(token),
+            Ok(()) => self.answers.push_back(Answer::Persisted(token)),
             Err(e) => {
                 tracing::error!(node = %self.name, "{e}");
                 self.failed = Some(e);

@@ -94,8 +94,12 @@ impl Node for TestNode {
                     self.out.push_back(Output::Event(Ev::Closed(conn)));
                 }
             }
-            // This node never persists (tests/persist.rs covers that).
-            Input::Persisted { .. } => {}
+            // This node never persists nor touches files (tests/persist.rs
+            // and tests/files.rs cover those).
+            Input::Persisted { .. }
+            | Input::FileRead { .. }
+            | Input::FilePersisted { .. }
+            | Input::FileFailed { .. } => {}
         }
     }
 

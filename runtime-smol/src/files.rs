@@ -1,0 +1,550 @@
+//! The file executor: carries out a node's [`FileOp`]s against the local
+//! disk, synchronously, the way the driver carries out `Persist`.
+//!
+//! Two roles, chosen when the executor is made:
+//!
+//! - **Server** ([`Files::server`]): content lives in `DIR/blobs/<hex
+//!   digest>`, temporary files in `DIR/tmp/<n>`. At startup leftover
+//!   temporary files (from a crash mid-upload) are deleted and `blobs/` is
+//!   listed, so the node learns which blobs it holds
+//!   (`Recovered::blobs`). Names that are not 64 hex digits are ignored.
+//! - **Client**: `FileRef::Local` is the command's one file. For an upload
+//!   it is the source ([`Files::source`]), only read. For a download
+//!   ([`Files::destination`]) writes go to a hidden temporary file beside
+//!   the destination, `.NAME.ferry-partial-PID`, which `Persist` renames
+//!   onto the destination (replacing an existing file only if asked to) and
+//!   `Discard` removes.
+//!
+//! **Semantics.** `Write` writes at once (`pwrite`, creating the temporary
+//! file on its first write). `Persist` makes the temporary file durable
+//! (`fsync`), renames it into place and makes the rename durable (`fsync`
+//! of the directory); a temporary file that was never written (a zero-byte
+//! file) is created empty first. `Discard` removes a temporary file,
+//! `Remove` a blob. Failures are reported as `FileFailed`, with `no_space`
+//! set for a full disk (`ENOSPC`) or an exhausted quota (`EDQUOT`); nothing
+//! here panics.
+//!
+//! **Reads are answered late.** A `Read` opens its file at once (so a blob
+//! removed later in the same drain can still be read through the open
+//! descriptor), but the `pread` happens only when the driver feeds the
+//! answer back: into one buffer that is reused for every read, so no read
+//! allocates and the bytes are copied once, from the page cache to the
+//! buffer the node reads from.
+//!
+//! **Open files are cached** per read handle and per temporary file, so a
+//! transfer does not reopen its file for every frame. The cache is bounded
+//! (least recently used descriptors are closed and reopened on demand); a
+//! read handle is also closed once it has read to the end of its file, and
+//! a temporary file when it is persisted or discarded.
+
+use ferry_core::{FileOp, FileRef};
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// The directory of blobs under a server's file root.
+pub const BLOBS_DIR: &str = "blobs";
+/// The directory of temporary files under a server's file root.
+pub const TMP_DIR: &str = "tmp";
+
+/// Open descriptors kept at most.
+const MAX_OPEN: usize = 128;
+
+/// The largest read a node may ask for at once.
+pub const MAX_READ: usize = 16 << 20;
+
+/// How a file operation failed, as the node is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileFailure {
+    pub error: String,
+    pub no_space: bool,
+}
+
+impl FileFailure {
+    fn io(what: &str, path: &Path, e: &io::Error) -> Self {
+        FileFailure {
+            error: format!("{what} {}: {e}", path.display()),
+            no_space: is_no_space(e),
+        }
+    }
+
+    fn other(error: String) -> Self {
+        FileFailure {
+            error,
+            no_space: false,
+        }
+    }
+}
+
+/// A full disk (`ENOSPC`) or an exhausted quota (`EDQUOT`).
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+        || matches!(e.raw_os_error(), Some(ENOSPC) | Some(EDQUOT))
+}
+
+const ENOSPC: i32 = 28;
+#[cfg(target_os = "linux")]
+const EDQUOT: i32 = 122;
+#[cfg(not(target_os = "linux"))]
+const EDQUOT: i32 = 69;
+
+/// What an executed operation has to say back to the node.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FileAnswer {
+    /// Answer with `FileRead` (or `FileFailed`) once it is fed: see
+    /// [`Files::read`].
+    Read {
+        handle: u64,
+        offset: u64,
+        len: usize,
+    },
+    Persisted {
+        temp: u64,
+    },
+    Failed {
+        handle: u64,
+        failure: FileFailure,
+    },
+}
+
+/// The command's one local file, for a client.
+#[derive(Clone, Debug)]
+enum Local {
+    /// Read from this file.
+    Source(PathBuf),
+    /// Write through `partial`, renamed onto `path` when persisted.
+    Destination {
+        path: PathBuf,
+        partial: PathBuf,
+        replace: bool,
+    },
+}
+
+#[derive(Clone, Debug)]
+enum Role {
+    Server { blobs: PathBuf, tmp: PathBuf },
+    Client(Local),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Read(u64),
+    Temp(u64),
+}
+
+struct Open {
+    file: File,
+    /// The file a read handle reads (to close it when that file goes).
+    of: Option<FileRef>,
+    /// Length of a read handle's file when it was opened.
+    len: u64,
+    used: u64,
+}
+
+/// Executes file operations for one node. See the module docs.
+pub struct Files {
+    role: Role,
+    open: HashMap<Key, Open>,
+    /// Temporary files created by this executor (and not yet persisted or
+    /// discarded); a later open of one of these must not truncate it.
+    created: HashSet<u64>,
+    /// Temporary files whose write failed: later writes are skipped (the
+    /// node was told once) until the file is discarded.
+    broken: HashSet<u64>,
+    clock: u64,
+    buf: Vec<u8>,
+}
+
+impl Files {
+    fn with_role(role: Role) -> Self {
+        Files {
+            role,
+            open: HashMap::new(),
+            created: HashSet::new(),
+            broken: HashSet::new(),
+            clock: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// A server's files under `root` (created if missing). Deletes leftover
+    /// temporary files and returns the digests of the blobs present, for
+    /// `Recovered::blobs`.
+    pub fn server(root: &Path) -> io::Result<(Files, Vec<[u8; 32]>)> {
+        let blobs = root.join(BLOBS_DIR);
+        let tmp = root.join(TMP_DIR);
+        for dir in [&blobs, &tmp] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        }
+        for entry in read_dir(&tmp)? {
+            let path = entry.path();
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!("removed leftover temporary file {}", path.display()),
+                Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+            }
+        }
+        let mut present = Vec::new();
+        for entry in read_dir(&blobs)? {
+            let name = entry.file_name();
+            match name.to_str().and_then(parse_hex) {
+                Some(d) if entry.file_type().is_ok_and(|t| t.is_file()) => present.push(d),
+                _ => tracing::warn!("ignoring {} (not a blob)", entry.path().display()),
+            }
+        }
+        present.sort_unstable();
+        Ok((Files::with_role(Role::Server { blobs, tmp }), present))
+    }
+
+    /// A client whose local file is `path`, to be read (an upload).
+    pub fn source(path: &Path) -> Files {
+        Files::with_role(Role::Client(Local::Source(path.to_path_buf())))
+    }
+
+    /// A client whose local file is `path`, to be written (a download):
+    /// through a temporary file beside it, which replaces an existing
+    /// `path` only if `replace`.
+    pub fn destination(path: &Path, replace: bool) -> Files {
+        let partial = partial_path(path);
+        Files::with_role(Role::Client(Local::Destination {
+            path: path.to_path_buf(),
+            partial,
+            replace,
+        }))
+    }
+
+    /// The temporary file of a download, if this is one.
+    pub fn partial(&self) -> Option<&Path> {
+        match &self.role {
+            Role::Client(Local::Destination { partial, .. }) => Some(partial),
+            _ => None,
+        }
+    }
+
+    /// Descriptors open now (for tests of the bound).
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Carries out `op`. Returns what the node is to be told, if anything:
+    /// the driver feeds it back after the drain, in order.
+    pub fn execute(&mut self, op: FileOp) -> Option<FileAnswer> {
+        match op {
+            FileOp::Read {
+                handle,
+                file,
+                offset,
+                len,
+            } => {
+                if len > MAX_READ {
+                    let failure = FileFailure::other(format!(
+                        "a read of {len} bytes is over the limit of {MAX_READ}"
+                    ));
+                    return Some(FileAnswer::Failed { handle, failure });
+                }
+                match self.open_read(handle, file) {
+                    Ok(()) => Some(FileAnswer::Read {
+                        handle,
+                        offset,
+                        len,
+                    }),
+                    Err(failure) => Some(FileAnswer::Failed { handle, failure }),
+                }
+            }
+            FileOp::Write { temp, offset, data } => {
+                if self.broken.contains(&temp) {
+                    return None;
+                }
+                match self.write(temp, offset, &data) {
+                    Ok(()) => None,
+                    Err(failure) => {
+                        self.broken.insert(temp);
+                        Some(FileAnswer::Failed {
+                            handle: temp,
+                            failure,
+                        })
+                    }
+                }
+            }
+            FileOp::Persist { temp, to } => match self.persist(temp, to) {
+                Ok(()) => Some(FileAnswer::Persisted { temp }),
+                Err(failure) => Some(FileAnswer::Failed {
+                    handle: temp,
+                    failure,
+                }),
+            },
+            FileOp::Discard { temp } => {
+                self.discard(temp);
+                None
+            }
+            FileOp::Remove { file } => {
+                self.remove(file);
+                None
+            }
+        }
+    }
+
+    /// Reads for a [`FileAnswer::Read`]: up to `len` bytes at `offset`,
+    /// fewer only at the end of the file. The bytes stay valid until the
+    /// next call.
+    pub fn read(&mut self, handle: u64, offset: u64, len: usize) -> Result<&[u8], FileFailure> {
+        self.clock += 1;
+        let clock = self.clock;
+        let Some(open) = self.open.get_mut(&Key::Read(handle)) else {
+            return Err(FileFailure::other(format!(
+                "read handle {handle} is not open"
+            )));
+        };
+        open.used = clock;
+        if self.buf.len() < len {
+            self.buf.resize(len, 0);
+        }
+        let buf = &mut self.buf[..len];
+        let mut got = 0;
+        while got < len {
+            match open.file.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(FileFailure {
+                        error: format!("read failed: {e}"),
+                        no_space: false,
+                    })
+                }
+            }
+        }
+        // Done with the file once its end is read; a resend reopens it.
+        if offset + got as u64 >= open.len {
+            self.open.remove(&Key::Read(handle));
+        }
+        Ok(&self.buf[..got])
+    }
+
+    fn local_path(&self, file: FileRef) -> Result<PathBuf, FileFailure> {
+        match (&self.role, file) {
+            (Role::Server { blobs, .. }, FileRef::Blob(d)) => Ok(blobs.join(hex(&d))),
+            (Role::Client(Local::Source(p)), FileRef::Local) => Ok(p.clone()),
+            (Role::Client(Local::Destination { path, .. }), FileRef::Local) => Ok(path.clone()),
+            (_, file) => Err(FileFailure::other(format!(
+                "{file:?} is not a file this node has"
+            ))),
+        }
+    }
+
+    fn temp_path(&self, temp: u64) -> Result<PathBuf, FileFailure> {
+        match &self.role {
+            Role::Server { tmp, .. } => Ok(tmp.join(temp.to_string())),
+            Role::Client(Local::Destination { partial, .. }) => Ok(partial.clone()),
+            Role::Client(Local::Source(_)) => Err(FileFailure::other(
+                "an upload writes no local file".to_string(),
+            )),
+        }
+    }
+
+    fn open_read(&mut self, handle: u64, file: FileRef) -> Result<(), FileFailure> {
+        self.clock += 1;
+        if let Some(open) = self.open.get_mut(&Key::Read(handle)) {
+            if open.of == Some(file) {
+                open.used = self.clock;
+                return Ok(());
+            }
+        }
+        let path = self.local_path(file)?;
+        let f = File::open(&path).map_err(|e| FileFailure::io("cannot open", &path, &e))?;
+        let len = f
+            .metadata()
+            .map_err(|e| FileFailure::io("cannot stat", &path, &e))?
+            .len();
+        self.insert(
+            Key::Read(handle),
+            Open {
+                file: f,
+                of: Some(file),
+                len,
+                used: self.clock,
+            },
+        );
+        Ok(())
+    }
+
+    fn insert(&mut self, key: Key, open: Open) {
+        if self.open.len() >= MAX_OPEN && !self.open.contains_key(&key) {
+            if let Some(oldest) = self
+                .open
+                .iter()
+                .min_by_key(|(_, o)| o.used)
+                .map(|(k, _)| *k)
+            {
+                self.open.remove(&oldest);
+            }
+        }
+        self.open.insert(key, open);
+    }
+
+    /// The temporary file's descriptor, created (empty) on first use.
+    fn temp_file(&mut self, temp: u64) -> Result<&File, FileFailure> {
+        self.clock += 1;
+        let clock = self.clock;
+        if !self.open.contains_key(&Key::Temp(temp)) {
+            let path = self.temp_path(temp)?;
+            let fresh = self.created.insert(temp);
+            let f = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(fresh)
+                .open(&path)
+                .map_err(|e| FileFailure::io("cannot create", &path, &e))?;
+            self.insert(
+                Key::Temp(temp),
+                Open {
+                    file: f,
+                    of: None,
+                    len: 0,
+                    used: clock,
+                },
+            );
+        }
+        match self.open.get_mut(&Key::Temp(temp)) {
+            Some(open) => {
+                open.used = clock;
+                Ok(&open.file)
+            }
+            None => Err(FileFailure::other(format!(
+                "temporary file {temp} is not open"
+            ))),
+        }
+    }
+
+    fn write(&mut self, temp: u64, offset: u64, data: &[u8]) -> Result<(), FileFailure> {
+        let f = self.temp_file(temp)?;
+        f.write_all_at(data, offset).map_err(|e| FileFailure {
+            error: format!("write failed: {e}"),
+            no_space: is_no_space(&e),
+        })
+    }
+
+    fn persist(&mut self, temp: u64, to: FileRef) -> Result<(), FileFailure> {
+        let from = self.temp_path(temp)?;
+        let target = self.local_path(to)?;
+        let replace = match &self.role {
+            Role::Client(Local::Destination { replace, .. }) => *replace,
+            _ => true,
+        };
+        let synced = self.temp_file(temp).and_then(|f| {
+            f.sync_all().map_err(|e| FileFailure {
+                error: format!("cannot make {} durable: {e}", from.display()),
+                no_space: is_no_space(&e),
+            })
+        });
+        // The descriptor is done with, whatever happens next.
+        self.open.remove(&Key::Temp(temp));
+        synced?;
+        if !replace && target.symlink_metadata().is_ok() {
+            return Err(FileFailure::other(format!(
+                "{} exists (use --force to replace it)",
+                target.display()
+            )));
+        }
+        std::fs::rename(&from, &target)
+            .map_err(|e| FileFailure::io("cannot move into place", &target, &e))?;
+        self.created.remove(&temp);
+        self.broken.remove(&temp);
+        if let Some(dir) = target.parent() {
+            sync_dir(dir).map_err(|e| FileFailure::io("cannot make durable", dir, &e))?;
+        }
+        Ok(())
+    }
+
+    fn discard(&mut self, temp: u64) {
+        self.open.remove(&Key::Temp(temp));
+        self.created.remove(&temp);
+        self.broken.remove(&temp);
+        let Ok(path) = self.temp_path(temp) else {
+            return;
+        };
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+        }
+    }
+
+    fn remove(&mut self, file: FileRef) {
+        self.open.retain(|_, o| o.of != Some(file));
+        if !matches!(self.role, Role::Server { .. }) {
+            tracing::warn!("a client does not remove its local file");
+            return;
+        }
+        let Ok(path) = self.local_path(file) else {
+            return;
+        };
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+        }
+    }
+}
+
+fn read_dir(dir: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
+    let wrap = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", dir.display()));
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(wrap)? {
+        entries.push(entry.map_err(wrap)?);
+    }
+    Ok(entries)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    // An empty parent means the current directory.
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    File::open(dir)?.sync_all()
+}
+
+/// `.NAME.ferry-partial-PID` beside `path`.
+pub fn partial_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "download".into());
+    let partial = format!(".{name}.ferry-partial-{}", std::process::id());
+    match path.parent() {
+        Some(dir) => dir.join(partial),
+        None => PathBuf::from(partial),
+    }
+}
+
+/// Lower-case hex of a digest, as blob files are named.
+pub fn hex(d: &[u8; 32]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(64);
+    for b in d {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// A digest from 64 hex digits (either case); `None` for anything else.
+pub fn parse_hex(s: &str) -> Option<[u8; 32]> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut d = [0u8; 32];
+    for (i, out) in d.iter_mut().enumerate() {
+        *out = digit(b[2 * i])? << 4 | digit(b[2 * i + 1])?;
+    }
+    Some(d)
+}
+
+#[cfg(test)]
+mod tests;

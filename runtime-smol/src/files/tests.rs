@@ -1,0 +1,324 @@
+use super::*;
+
+fn digest(b: &[u8]) -> [u8; 32] {
+    *blake3::hash(b).as_bytes()
+}
+
+fn read_all(files: &mut Files, handle: u64, file: FileRef, len: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut offset = 0u64;
+    loop {
+        let op = FileOp::Read {
+            handle,
+            file,
+            offset,
+            len,
+        };
+        match files.execute(op) {
+            Some(FileAnswer::Read { offset: o, len, .. }) => {
+                let data = files.read(handle, o, len).unwrap();
+                if data.is_empty() {
+                    return got;
+                }
+                got.extend_from_slice(data);
+                offset += data.len() as u64;
+                if data.len() < len {
+                    return got;
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_server_writes_persists_reads_and_removes_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut files, present) = Files::server(dir.path()).unwrap();
+    assert!(present.is_empty());
+    let content: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+    let d = digest(&content);
+    // Out of order is fine: writes are positioned.
+    assert_eq!(
+        files.execute(FileOp::Write {
+            temp: 3,
+            offset: 4096,
+            data: content[4096..].to_vec(),
+        }),
+        None
+    );
+    assert_eq!(
+        files.execute(FileOp::Write {
+            temp: 3,
+            offset: 0,
+            data: content[..4096].to_vec(),
+        }),
+        None
+    );
+    assert!(dir.path().join("tmp/3").exists());
+    assert_eq!(
+        files.execute(FileOp::Persist {
+            temp: 3,
+            to: FileRef::Blob(d),
+        }),
+        Some(FileAnswer::Persisted { temp: 3 })
+    );
+    assert!(!dir.path().join("tmp/3").exists());
+    let blob = dir.path().join("blobs").join(hex(&d));
+    assert_eq!(std::fs::read(&blob).unwrap(), content);
+    assert_eq!(read_all(&mut files, 9, FileRef::Blob(d), 4096), content);
+    // Reading to the end closed the handle.
+    assert_eq!(files.open_count(), 0);
+
+    // An open read handle survives the blob's removal (POSIX semantics),
+    // and the removal closes cached descriptors of that blob.
+    files.execute(FileOp::Remove {
+        file: FileRef::Blob(d),
+    });
+    assert!(!blob.exists());
+    assert_eq!(files.open_count(), 0);
+    let failed = files.execute(FileOp::Read {
+        handle: 10,
+        file: FileRef::Blob(d),
+        offset: 0,
+        len: 10,
+    });
+    assert!(
+        matches!(failed, Some(FileAnswer::Failed { handle: 10, ref failure }) if !failure.no_space),
+        "{failed:?}"
+    );
+}
+
+#[test]
+fn a_zero_byte_file_is_persisted_without_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut files, _) = Files::server(dir.path()).unwrap();
+    let d = digest(b"");
+    assert_eq!(
+        files.execute(FileOp::Persist {
+            temp: 1,
+            to: FileRef::Blob(d),
+        }),
+        Some(FileAnswer::Persisted { temp: 1 })
+    );
+    let blob = dir.path().join("blobs").join(hex(&d));
+    assert_eq!(std::fs::metadata(&blob).unwrap().len(), 0);
+    // A read of an empty file answers empty.
+    assert_eq!(read_all(&mut files, 2, FileRef::Blob(d), 4096), b"");
+}
+
+#[test]
+fn startup_lists_blobs_and_cleans_temporary_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d1 = digest(b"one");
+    let d2 = digest(b"two");
+    {
+        let (mut files, _) = Files::server(dir.path()).unwrap();
+        for (temp, d) in [(1, d1), (2, d2)] {
+            files.execute(FileOp::Write {
+                temp,
+                offset: 0,
+                data: b"x".to_vec(),
+            });
+            files.execute(FileOp::Persist {
+                temp,
+                to: FileRef::Blob(d),
+            });
+        }
+        // Interrupted: a temporary file left behind.
+        files.execute(FileOp::Write {
+            temp: 7,
+            offset: 0,
+            data: b"half".to_vec(),
+        });
+    }
+    std::fs::write(dir.path().join("blobs/not-a-blob"), b"?").unwrap();
+    std::fs::write(dir.path().join("blobs").join(&hex(&d1)[..63]), b"?").unwrap();
+    std::fs::create_dir(dir.path().join("blobs").join("ab".repeat(32))).unwrap();
+    let (_, present) = Files::server(dir.path()).unwrap();
+    let mut want = vec![d1, d2];
+    want.sort();
+    assert_eq!(present, want);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
+}
+
+#[test]
+fn discard_removes_the_temporary_file_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut files, _) = Files::server(dir.path()).unwrap();
+    files.execute(FileOp::Write {
+        temp: 4,
+        offset: 0,
+        data: vec![1; 100],
+    });
+    assert!(dir.path().join("tmp/4").exists());
+    assert_eq!(files.execute(FileOp::Discard { temp: 4 }), None);
+    assert_eq!(files.execute(FileOp::Discard { temp: 4 }), None);
+    assert!(!dir.path().join("tmp/4").exists());
+    assert_eq!(files.open_count(), 0);
+}
+
+#[test]
+fn a_full_disk_is_reported_as_no_space() {
+    // /dev/full fails every write with ENOSPC.
+    if !Path::new("/dev/full").exists() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut files, _) = Files::server(dir.path()).unwrap();
+    std::os::unix::fs::symlink("/dev/full", dir.path().join("tmp/5")).unwrap();
+    let got = files.execute(FileOp::Write {
+        temp: 5,
+        offset: 0,
+        data: vec![0; 4096],
+    });
+    match got {
+        Some(FileAnswer::Failed { handle: 5, failure }) => {
+            assert!(failure.no_space, "{failure:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Told once: later writes of the broken file say nothing more.
+    let again = files.execute(FileOp::Write {
+        temp: 5,
+        offset: 4096,
+        data: vec![0; 4096],
+    });
+    assert_eq!(again, None);
+    files.execute(FileOp::Discard { temp: 5 });
+    assert!(dir.path().join("tmp/5").symlink_metadata().is_err());
+}
+
+#[test]
+fn open_descriptors_stay_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut files, _) = Files::server(dir.path()).unwrap();
+    let content = vec![7u8; 3 * 4096];
+    let d = digest(&content);
+    files.execute(FileOp::Write {
+        temp: 1,
+        offset: 0,
+        data: content.clone(),
+    });
+    files.execute(FileOp::Persist {
+        temp: 1,
+        to: FileRef::Blob(d),
+    });
+    for handle in 0..(MAX_OPEN as u64 * 2) {
+        let got = files.execute(FileOp::Read {
+            handle,
+            file: FileRef::Blob(d),
+            offset: 0,
+            len: 4096,
+        });
+        assert!(matches!(got, Some(FileAnswer::Read { .. })));
+        assert!(files.open_count() <= MAX_OPEN);
+    }
+    // An evicted handle is not open any more: its read fails cleanly, and
+    // asking again reopens it.
+    assert!(files.read(0, 0, 4096).is_err());
+    files.execute(FileOp::Read {
+        handle: 0,
+        file: FileRef::Blob(d),
+        offset: 4096,
+        len: 4096,
+    });
+    assert_eq!(files.read(0, 4096, 4096).unwrap(), &content[4096..8192]);
+}
+
+#[test]
+fn a_client_reads_its_source_and_refuses_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.bin");
+    let content = vec![3u8; 5000];
+    std::fs::write(&src, &content).unwrap();
+    let mut files = Files::source(&src);
+    assert_eq!(read_all(&mut files, 0, FileRef::Local, 4096), content);
+    let got = files.execute(FileOp::Read {
+        handle: 0,
+        file: FileRef::Blob([0; 32]),
+        offset: 0,
+        len: 1,
+    });
+    assert!(matches!(got, Some(FileAnswer::Failed { .. })), "{got:?}");
+    let got = files.execute(FileOp::Write {
+        temp: 0,
+        offset: 0,
+        data: vec![1],
+    });
+    assert!(matches!(got, Some(FileAnswer::Failed { .. })), "{got:?}");
+}
+
+#[test]
+fn a_download_appears_only_when_persisted_and_never_overwrites_unasked() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("out.bin");
+    let mut files = Files::destination(&dest, false);
+    let partial = files.partial().unwrap().to_path_buf();
+    assert_eq!(partial.parent(), Some(dir.path()));
+    let name = partial.file_name().unwrap().to_str().unwrap().to_string();
+    assert!(name.starts_with(".out.bin.ferry-partial-"), "{name}");
+    files.execute(FileOp::Write {
+        temp: 0,
+        offset: 0,
+        data: b"hello".to_vec(),
+    });
+    assert!(partial.exists());
+    assert!(!dest.exists());
+    assert_eq!(
+        files.execute(FileOp::Persist {
+            temp: 0,
+            to: FileRef::Local,
+        }),
+        Some(FileAnswer::Persisted { temp: 0 })
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
+    assert!(!partial.exists());
+
+    // Again, without replace: refused at the rename; the partial file is
+    // then discarded by the node.
+    let mut files = Files::destination(&dest, false);
+    files.execute(FileOp::Write {
+        temp: 0,
+        offset: 0,
+        data: b"other".to_vec(),
+    });
+    let got = files.execute(FileOp::Persist {
+        temp: 0,
+        to: FileRef::Local,
+    });
+    match got {
+        Some(FileAnswer::Failed { handle: 0, failure }) => {
+            assert!(failure.error.contains("exists"), "{failure:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    files.execute(FileOp::Discard { temp: 0 });
+    assert!(!partial.exists());
+    assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
+
+    // With replace.
+    let mut files = Files::destination(&dest, true);
+    files.execute(FileOp::Write {
+        temp: 0,
+        offset: 0,
+        data: b"new".to_vec(),
+    });
+    files.execute(FileOp::Persist {
+        temp: 0,
+        to: FileRef::Local,
+    });
+    assert_eq!(std::fs::read(&dest).unwrap(), b"new");
+}
+
+#[test]
+fn hex_names_round_trip() {
+    let d = digest(b"abc");
+    assert_eq!(parse_hex(&hex(&d)), Some(d));
+    assert_eq!(parse_hex(&hex(&d).to_uppercase()), Some(d));
+    assert_eq!(parse_hex("zz"), None);
+    assert_eq!(parse_hex(&"g".repeat(64)), None);
+}

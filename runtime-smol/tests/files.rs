@@ -1,0 +1,160 @@
+//! The driver's execution of `Output::File`: answers come back in output
+//! order, interleaved with `Persisted`, one input per drain; reads are
+//! answered with the file's bytes; a driver without a file executor stops.
+
+use ferry_core::store::{Batch, MemStore};
+use ferry_core::{FileOp, FileRef, Input, Node, Output, Timestamp};
+use ferry_runtime_smol::{Driver, DriverError, Files};
+use std::collections::VecDeque;
+use std::fmt;
+use std::ops::ControlFlow;
+
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Persisted(u64),
+    Read { handle: u64, data: Vec<u8> },
+    FilePersisted(u64),
+    Failed { handle: u64, no_space: bool },
+}
+
+impl fmt::Display for Seen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+/// Emits a scripted list of outputs and reports every input as an event.
+struct Script {
+    out: VecDeque<Output<Seen>>,
+    /// Outputs to emit after the first input.
+    then: Vec<Output<Seen>>,
+}
+
+impl Node for Script {
+    type Event = Seen;
+
+    fn handle_input(&mut self, _now: Timestamp, input: Input<'_>) {
+        let seen = match input {
+            Input::Persisted { token } => Seen::Persisted(token),
+            Input::FileRead { handle, data, .. } => Seen::Read {
+                handle,
+                data: data.to_vec(),
+            },
+            Input::FilePersisted { temp } => Seen::FilePersisted(temp),
+            Input::FileFailed {
+                handle, no_space, ..
+            } => Seen::Failed { handle, no_space },
+            _ => return,
+        };
+        self.out.push_back(Output::Event(seen));
+        self.out.extend(std::mem::take(&mut self.then));
+    }
+
+    fn handle_timeout(&mut self, _now: Timestamp) {}
+
+    fn poll_output(&mut self) -> Option<Output<Seen>> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        None
+    }
+}
+
+fn run(driver: &mut Driver<Script>, want: usize) -> (Vec<Seen>, Result<(), DriverError>) {
+    let mut seen = Vec::new();
+    let result = smol::block_on(driver.run_until(|e| {
+        seen.push(e);
+        if seen.len() == want {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }));
+    (seen, result)
+}
+
+#[test]
+fn file_answers_come_back_in_output_order_with_persisted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, present) = Files::server(dir.path()).unwrap();
+    assert!(present.is_empty());
+    let content = b"some content".to_vec();
+    let d = *blake3::hash(&content).as_bytes();
+    let out = VecDeque::from(vec![
+        Output::File(FileOp::Write {
+            temp: 1,
+            offset: 0,
+            data: content.clone(),
+        }),
+        Output::Persist {
+            token: 7,
+            batch: Batch::default(),
+        },
+        Output::File(FileOp::Persist {
+            temp: 1,
+            to: FileRef::Blob(d),
+        }),
+        Output::File(FileOp::Read {
+            handle: 2,
+            file: FileRef::Blob(d),
+            offset: 5,
+            len: 100,
+        }),
+        Output::File(FileOp::Read {
+            handle: 3,
+            file: FileRef::Blob([9; 32]),
+            offset: 0,
+            len: 100,
+        }),
+    ]);
+    // Outputs of the first answer run before the second answer is fed:
+    // this read of the blob sees it in place.
+    let then = vec![Output::File(FileOp::Read {
+        handle: 4,
+        file: FileRef::Blob(d),
+        offset: 0,
+        len: 4,
+    })];
+    let mut driver = Driver::new(Script { out, then })
+        .with_store(Box::new(MemStore::default()))
+        .with_files(files);
+    let (seen, result) = run(&mut driver, 5);
+    assert_eq!(result, Ok(()));
+    assert_eq!(
+        seen,
+        vec![
+            Seen::Persisted(7),
+            Seen::FilePersisted(1),
+            Seen::Read {
+                handle: 2,
+                data: b"content".to_vec()
+            },
+            Seen::Failed {
+                handle: 3,
+                no_space: false
+            },
+            Seen::Read {
+                handle: 4,
+                data: b"some".to_vec()
+            },
+        ]
+    );
+}
+
+#[test]
+fn file_work_without_an_executor_stops_the_driver() {
+    let out = VecDeque::from(vec![Output::File(FileOp::Discard { temp: 1 })]);
+    let mut driver = Driver::new(Script {
+        out,
+        then: Vec::new(),
+    })
+    .named("node-3");
+    let (seen, result) = run(&mut driver, 1);
+    assert!(seen.is_empty());
+    let e = result.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "node-3 stopped: it asked for file work but has no file storage"
+    );
+}
