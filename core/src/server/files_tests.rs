@@ -333,3 +333,29 @@ fn over_quota_is_a_clear_refusal() {
     assert_eq!(names(&mut c, 0, a), vec![("alice".into(), "small".into())]);
     let _ = TransferError::Exists;
 }
+
+#[test]
+fn a_session_closed_mid_upload_leaves_no_temporary_file() {
+    let mut c = Cluster::new(1);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 0, "alice");
+    let req = Request::Upload {
+        name: "big.bin".into(),
+        size: 3 * 4096,
+        replace: false,
+    };
+    c.send(0, a, &SessionMsg::Begin { op: req.op() });
+    c.received(0, a);
+    c.send(0, a, &req.payload());
+    c.received(0, a);
+    let chunk = crate::transfer::TransferMsg::Chunks {
+        id: 0,
+        seq: 0,
+        data: vec![1; 4096],
+    };
+    c.send(0, a, &SessionMsg::Transfer(chunk));
+    assert_eq!(c.disks[0].temps.len(), 1, "the upload is under way");
+    c.input(0, crate::io::Input::Closed { conn: a });
+    assert!(c.disks[0].temps.is_empty(), "the temporary file is gone");
+    assert!(c.disks[0].blobs.is_empty());
+}

@@ -530,6 +530,18 @@ impl Server {
 
     fn forget(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.remove(&conn) {
+            // A transfer cut short: its handle is done with, and an
+            // upload's temporary file is thrown away.
+            if let Stage::Established { op, .. } = &c.stage {
+                match op {
+                    Op::Uploading { temp, .. } => {
+                        self.out.file(crate::io::FileOp::Discard { temp: *temp });
+                        self.blobs.forget_handle(*temp);
+                    }
+                    Op::Downloading { handle, .. } => self.blobs.forget_handle(*handle),
+                    _ => {}
+                }
+            }
             if c.stage.holds_slot() {
                 self.out.event(ServerEvent::SessionEnded { conn });
             }
