@@ -445,6 +445,7 @@ impl Server {
             self.blobs.read_target(handle, digest);
             let cfg = SenderConfig {
                 give_up: self.cfg.transfer_timeout,
+                window: self.cfg.send_window.max(1),
                 ..SenderConfig::default()
             };
             let size = self

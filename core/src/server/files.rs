@@ -272,6 +272,7 @@ impl Server {
         self.blobs.read_target(handle, meta.digest);
         let cfg = SenderConfig {
             give_up: self.cfg.transfer_timeout,
+            window: self.cfg.send_window.max(1),
             ..SenderConfig::default()
         };
         let sender = Sender::new(now, handle, meta.name.clone(), meta.size, cfg);

@@ -31,6 +31,7 @@ use crate::store::Recovered;
 use crate::time::{earliest, Timestamp};
 use crate::transfer::{Receiver, Sender};
 use blobs::Blobs;
+pub use files::{check_name, MAX_NAME};
 pub use messages::{OpCode, OpError, Request, Response, SessionMsg, SESSION_TAGS};
 use reservations::Reservations;
 use std::collections::BTreeMap;
@@ -58,6 +59,9 @@ pub struct ServerConfig {
     pub quota: u64,
     /// Silence after which a file transfer is abandoned.
     pub transfer_timeout: Duration,
+    /// Chunks in flight when this server sends a file (downloads, and
+    /// content fetched by other servers).
+    pub send_window: u64,
 }
 
 impl ServerConfig {
@@ -73,6 +77,7 @@ impl ServerConfig {
             idle_timeout: Duration::from_secs(60),
             quota: 100 << 30,
             transfer_timeout: Duration::from_secs(10),
+            send_window: crate::transfer::sender::DEFAULT_WINDOW,
         }
     }
 }
