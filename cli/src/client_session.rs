@@ -1,11 +1,12 @@
 //! What every client command does: get a session on some server through the
-//! balancer, then run at most one operation on it.
+//! balancer, then run its operations on it, one after the other.
 
 use crate::error::CliError;
 use crate::ClientArgs;
+use ferry_core::accounts::token::SessionToken;
 use ferry_core::client::{Client, ClientConfig, ClientError, ClientEvent};
 use ferry_core::server::{Request, Response};
-use ferry_runtime_smol::Driver;
+use ferry_runtime_smol::{Driver, Files};
 use std::ops::ControlFlow;
 use std::time::Duration;
 
@@ -19,6 +20,26 @@ pub struct Session {
     pub addr: String,
 }
 
+/// How a command runs its operations: the client's configuration, the
+/// command's local file (if it moves one), and who hears of progress.
+pub struct Plan<'a> {
+    pub cfg: ClientConfig,
+    pub files: Option<Files>,
+    /// Called with (bytes, total) as a transfer moves.
+    pub progress: Option<&'a mut dyn FnMut(u64, u64)>,
+}
+
+impl Plan<'_> {
+    /// No local file, no progress, the default configuration.
+    pub fn new<'a>(args: &ClientArgs) -> Plan<'a> {
+        Plan {
+            cfg: ClientConfig::new(args.balancer.clone()),
+            files: None,
+            progress: None,
+        }
+    }
+}
+
 /// Gets a session and, if `request` is given, runs it. Returns the session
 /// and the server's answer. An answer of `Failed` is returned as it is (the
 /// caller may want to look at it); see [`ok`] to turn it into an error.
@@ -27,8 +48,45 @@ pub fn run_one(
     args: &ClientArgs,
     request: Option<Request>,
 ) -> Result<(Session, Option<Response>), CliError> {
-    let cfg = ClientConfig::new(args.balancer.clone());
+    let (session, mut answers) = run(args, Plan::new(args), request.into_iter().collect())?;
+    Ok((session, answers.pop()))
+}
+
+/// Runs `request` as the saved login: the session first proves the login
+/// with `WhoAmI { token }`, then runs the request. Returns the request's
+/// answer; a refused login is the command's error.
+pub fn run_as(
+    args: &ClientArgs,
+    plan: Plan<'_>,
+    token: SessionToken,
+    request: Request,
+) -> Result<Response, CliError> {
+    let (_, answers) = run(args, plan, vec![Request::WhoAmI { token }, request])?;
+    let mut answers = answers.into_iter();
+    match (answers.next(), answers.next()) {
+        // The login was refused: that is the error.
+        (Some(Response::Failed(e)), _) => Err(CliError::Failed(e.to_string())),
+        (_, Some(answer)) => Ok(answer),
+        _ => Err(CliError::Failed("the server gave no answer".into())),
+    }
+}
+
+/// Gets a session and runs `requests` on it in order, stopping after the
+/// first that fails. Returns the answers so far.
+pub fn run(
+    args: &ClientArgs,
+    plan: Plan<'_>,
+    requests: Vec<Request>,
+) -> Result<(Session, Vec<Response>), CliError> {
+    let Plan {
+        cfg,
+        files,
+        mut progress,
+    } = plan;
     let mut driver = Driver::new(Client::new(cfg)).named("client");
+    if let Some(files) = files {
+        driver = driver.with_files(files);
+    }
     let now = driver.now();
     driver.node_mut().start(now);
     smol::block_on(async {
@@ -47,26 +105,37 @@ pub fn run_one(
             if args.verbose {
                 eprintln!("via server {} at {}", session.server_id, session.addr);
             }
-            let Some(request) = request else {
-                return Ok((session, None));
-            };
-            let op = request.op();
-            let now = driver.now();
-            driver.node_mut().request(now, request).map_err(|e| {
-                CliError::Failed(format!("cannot start {op:?} on the session: {e:?}"))
-            })?;
-            let response = driver
-                .run_until(|event| match event {
-                    ClientEvent::Response(r) => ControlFlow::Break(Ok(r)),
-                    ClientEvent::Failed(error) => ControlFlow::Break(Err(failed(error))),
-                    ClientEvent::Disconnected => ControlFlow::Break(Err(CliError::Failed(
-                        format!("server {} closed the session", session.server_id),
-                    ))),
-                    _ => ControlFlow::Continue(()),
-                })
-                .await
-                .map_err(|e| CliError::Failed(e.to_string()))??;
-            Ok((session, Some(response)))
+            let mut answers = Vec::new();
+            for request in requests {
+                let op = request.op();
+                let now = driver.now();
+                driver.node_mut().request(now, request).map_err(|e| {
+                    CliError::Failed(format!("cannot start {op:?} on the session: {e:?}"))
+                })?;
+                let response = driver
+                    .run_until(|event| match event {
+                        ClientEvent::Response(r) => ControlFlow::Break(Ok(r)),
+                        ClientEvent::Progress { bytes, total } => {
+                            if let Some(progress) = progress.as_mut() {
+                                progress(bytes, total);
+                            }
+                            ControlFlow::Continue(())
+                        }
+                        ClientEvent::Failed(error) => ControlFlow::Break(Err(failed(error))),
+                        ClientEvent::Disconnected => ControlFlow::Break(Err(CliError::Failed(
+                            format!("server {} closed the session", session.server_id),
+                        ))),
+                        _ => ControlFlow::Continue(()),
+                    })
+                    .await
+                    .map_err(|e| CliError::Failed(e.to_string()))??;
+                let failed = matches!(response, Response::Failed(_));
+                answers.push(response);
+                if failed {
+                    break;
+                }
+            }
+            Ok((session, answers))
         }
         .await;
         driver.close(FLUSH_PATIENCE).await;

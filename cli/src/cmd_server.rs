@@ -18,8 +18,9 @@ pub struct Args {
     /// Address to listen on for the balancer, clients and the other servers.
     #[arg(long, value_name = "ADDR", value_parser = addr::host_port)]
     listen: String,
-    /// Directory for the server's data (created if missing); its store is
-    /// the subdirectory `store`. A restarted server resumes from it.
+    /// Directory for the server's data (created if missing): its store in
+    /// `store`, file content in `blobs`, uploads in progress in `tmp`. A
+    /// restarted server resumes from it.
     #[arg(long, value_name = "DIR")]
     data: PathBuf,
     /// Clients served at once.
@@ -38,6 +39,10 @@ pub struct Args {
     peers: Vec<ServerAddr>,
     #[arg(long, value_name = "PATH", help = secret::FILE_HELP)]
     secret_file: Option<PathBuf>,
+    /// Chunks of 4 KiB in flight when this server sends a file.
+    #[arg(long, value_name = "N", default_value_t = ferry_core::transfer::sender::DEFAULT_WINDOW,
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    window: u64,
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
@@ -45,6 +50,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let secret = secret::load(args.secret_file.as_deref())?;
     let cfg = ServerConfig {
         max_clients: args.max_clients,
+        send_window: args.window,
         ..ServerConfig::new(args.id)
     };
     let driver = server_node::build(cfg, replica, secret, &args.data)?;

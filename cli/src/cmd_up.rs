@@ -30,6 +30,10 @@ pub struct Args {
     data: Option<PathBuf>,
     #[arg(long, value_name = "PATH", help = secret::FILE_HELP)]
     secret_file: Option<PathBuf>,
+    /// Chunks of 4 KiB in flight when a server sends a file.
+    #[arg(long, value_name = "N", default_value_t = ferry_core::transfer::sender::DEFAULT_WINDOW,
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    window: u64,
 }
 
 /// The file in the data directory that keeps a made-up cluster secret.
@@ -65,7 +69,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
             let peers = servers.iter().filter(|s| s.id != id).cloned().collect();
             let replica = ReplicaConfig::new(id, MASTER, peers);
             let dir = data.join(format!("server-{id}"));
-            let driver = server_node::build(ServerConfig::new(id), replica, secret.clone(), &dir)?;
+            let cfg = ServerConfig {
+                send_window: args.window,
+                ..ServerConfig::new(id)
+            };
+            let driver = server_node::build(cfg, replica, secret.clone(), &dir)?;
             tasks.push(smol::spawn(driver.listen(listener).run()));
             let role = if id == MASTER { " (master)" } else { "" };
             say(format_args!(

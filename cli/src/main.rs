@@ -5,13 +5,19 @@ mod addr;
 mod client_session;
 mod cmd_balancer;
 mod cmd_connect;
+mod cmd_get;
 mod cmd_login;
 mod cmd_logout;
+mod cmd_ls;
+mod cmd_put;
 mod cmd_register;
+mod cmd_rm;
 mod cmd_server;
+mod cmd_share;
 mod cmd_up;
 mod cmd_whoami;
 mod error;
+mod files_ui;
 mod password;
 mod secret;
 mod server_node;
@@ -58,6 +64,18 @@ enum Command {
     Logout(cmd_logout::Args),
     /// Show who the kept session belongs to.
     Whoami(cmd_whoami::Args),
+    /// Upload a file (a progress bar shows on a terminal).
+    Put(cmd_put::Args),
+    /// Download a file of yours, or one shared with you (--owner).
+    Get(cmd_get::Args),
+    /// List your files and the files shared with you.
+    Ls(cmd_ls::Args),
+    /// Let another user download one of your files.
+    Share(cmd_share::Args),
+    /// Stop sharing one of your files with a user.
+    Unshare(cmd_share::Args),
+    /// Delete one of your files.
+    Rm(cmd_rm::Args),
 }
 
 /// Options of every client command.
@@ -87,6 +105,12 @@ fn main() -> ExitCode {
         Command::Login(args) => cmd_login::run(args),
         Command::Logout(args) => cmd_logout::run(args),
         Command::Whoami(args) => cmd_whoami::run(args),
+        Command::Put(args) => cmd_put::run(args),
+        Command::Get(args) => cmd_get::run(args),
+        Command::Ls(args) => cmd_ls::run(args),
+        Command::Share(args) => cmd_share::share(args),
+        Command::Unshare(args) => cmd_share::unshare(args),
+        Command::Rm(args) => cmd_rm::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -147,6 +171,14 @@ mod tests {
             &["ferry", "register"],
             &["ferry", "login", "a", "b"],
             &["ferry", "whoami", "alice"],
+            &["ferry", "put"],
+            &["ferry", "put", "a", "b", "c"],
+            &["ferry", "put", "a", "--window", "0"],
+            &["ferry", "get"],
+            &["ferry", "share", "a"],
+            &["ferry", "unshare", "a"],
+            &["ferry", "rm"],
+            &["ferry", "ls", "x"],
             &[
                 "ferry", "server", "--id", "1", "--listen", "h:1", "--data", "d", "--peers", "h:2",
             ],

@@ -7,14 +7,16 @@ use ferry_core::replication::ReplicaConfig;
 use ferry_core::server::{Server, ServerConfig};
 use ferry_core::store::Store;
 use ferry_runtime_smol::store::HeedStore;
-use ferry_runtime_smol::{Clock, Driver};
+use ferry_runtime_smol::{Clock, Driver, Files};
 use std::path::Path;
 
 /// The store's directory under a server's data directory.
 pub const STORE_DIR: &str = "store";
 
 /// A driver for server `cfg.id`, resumed from the store under `data`
-/// (created if missing). It has no listener yet.
+/// (created if missing), with its files under `data` too: content in
+/// `data/blobs`, uploads in progress in `data/tmp` (see
+/// `ferry_runtime_smol::files`). It has no listener yet.
 pub fn build(
     cfg: ServerConfig,
     replica: ReplicaConfig,
@@ -31,7 +33,14 @@ pub fn build(
         ))
     };
     let store = HeedStore::open(&dir).map_err(|e| cannot("open", &e))?;
-    let recovered = store.load().map_err(|e| cannot("read", &e))?;
+    let mut recovered = store.load().map_err(|e| cannot("read", &e))?;
+    let (files, blobs) = Files::server(data).map_err(|e| {
+        CliError::Failed(format!(
+            "server {id} cannot set up its files in {}: {e}",
+            data.display()
+        ))
+    })?;
+    recovered.blobs = blobs;
     let entropy = ferry_runtime_smol::os_entropy()
         .map_err(|e| CliError::Failed(format!("cannot seed server {id}: {e}")))?;
     let clock = Clock::new();
@@ -44,10 +53,14 @@ pub fn build(
     } else {
         format!("follower of server {master}")
     };
-    tracing::info!("server {id}: {role}; log holds {log} entries, {applied} applied");
+    tracing::info!(
+        "server {id}: {role}; log holds {log} entries, {applied} applied; {} blobs",
+        recovered.blobs.len()
+    );
     Ok(Driver::new(server)
         .with_clock(clock)
         .with_store(Box::new(store))
+        .with_files(files)
         .named(format!("server-{id}")))
 }
 

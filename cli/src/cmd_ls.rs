@@ -1,0 +1,110 @@
+//! `ferry ls`: my files and the files shared with me.
+
+use crate::client_session::{self, unexpected, Plan};
+use crate::error::CliError;
+use crate::files_ui::{self, human_size, utc_minutes};
+use crate::{say, ClientArgs};
+use ferry_core::server::messages::Listed;
+use ferry_core::server::{Request, Response};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+pub fn run(args: Args) -> Result<(), CliError> {
+    let token = files_ui::token()?;
+    let plan = Plan::new(&args.client);
+    match client_session::run_as(&args.client, plan, token, Request::List)? {
+        Response::Listing(files) => {
+            for line in table(&files) {
+                say(format_args!("{line}"));
+            }
+            Ok(())
+        }
+        Response::Failed(e) => Err(CliError::Failed(e.to_string())),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The listing as aligned lines, a header first: name, owner, size, time
+/// of upload (UTC), and for one's own files who they are shared with.
+pub fn table(files: &[Listed]) -> Vec<String> {
+    if files.is_empty() {
+        return vec!["no files".to_string()];
+    }
+    let header = ["NAME", "OWNER", "SIZE", "UPLOADED (UTC)", "SHARED WITH"].map(String::from);
+    let mut rows = vec![header];
+    for f in files {
+        rows.push([
+            f.name.clone(),
+            f.owner.clone(),
+            human_size(f.size),
+            utc_minutes(f.at),
+            f.shared_with.join(","),
+        ]);
+    }
+    let mut widths = [0usize; 5];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    rows.iter()
+        .map(|row| {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                let pad = widths[i] - cell.chars().count();
+                if i == 2 {
+                    // Sizes align right.
+                    line.push_str(&" ".repeat(pad));
+                    line.push_str(cell);
+                } else {
+                    line.push_str(cell);
+                    if i + 1 < row.len() {
+                        line.push_str(&" ".repeat(pad));
+                    }
+                }
+                if i + 1 < row.len() {
+                    line.push_str("  ");
+                }
+            }
+            line.trim_end().to_string()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listing_is_an_aligned_table() {
+        let files = [
+            Listed {
+                owner: "alice".into(),
+                name: "report.pdf".into(),
+                size: 3 * 1024 * 1024 + 512 * 1024,
+                at: 1_795_421_759,
+                shared_with: vec!["bob".into(), "carol".into()],
+            },
+            Listed {
+                owner: "dave".into(),
+                name: "x".into(),
+                size: 0,
+                at: 0,
+                shared_with: vec![],
+            },
+        ];
+        assert_eq!(
+            table(&files),
+            [
+                "NAME        OWNER      SIZE  UPLOADED (UTC)    SHARED WITH",
+                "report.pdf  alice   3.5 MiB  2026-11-23 08:15  bob,carol",
+                "x           dave        0 B  1970-01-01 00:00",
+            ]
+        );
+        assert_eq!(table(&[]), ["no files"]);
+    }
+}

@@ -1,0 +1,120 @@
+//! What the file commands share: the saved login, the progress bar, and how
+//! sizes and times are shown.
+
+use crate::error::CliError;
+use crate::session_file;
+use ferry_core::accounts::token::SessionToken;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+
+/// The saved login's token (the error says to log in if there is none).
+pub fn token() -> Result<SessionToken, CliError> {
+    let path = session_file::path()?;
+    Ok(session_file::load_required(&path)?.token)
+}
+
+/// Checks a file name the way the servers do, so a bad one fails before
+/// anything is sent.
+pub fn check_name(name: &str) -> Result<(), CliError> {
+    ferry_core::server::check_name(name)
+        .map_err(|reason| CliError::Failed(format!("bad file name {name:?}: {reason}")))
+}
+
+/// A transfer's progress bar on stderr, drawn only when stderr is a
+/// terminal (hidden otherwise, so logs and pipes stay clean).
+pub struct Bar(ProgressBar);
+
+impl Bar {
+    pub fn new(total: u64, label: &str) -> Bar {
+        let bar = if std::io::stderr().is_terminal() {
+            ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
+        } else {
+            ProgressBar::hidden()
+        };
+        let style = ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_message(label.to_string());
+        Bar(bar)
+    }
+
+    pub fn set(&self, bytes: u64, total: u64) {
+        self.0.set_length(total);
+        self.0.set_position(bytes);
+    }
+
+    /// Removes the bar (the command prints its own last line).
+    pub fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// A size for people: bytes below 1 KiB, else one decimal of the largest
+/// binary unit.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM` in UTC.
+pub fn utc_minutes(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rest = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(4096), "4.0 KiB");
+        assert_eq!(human_size(3 * 1024 * 1024 + 512 * 1024), "3.5 MiB");
+        assert_eq!(human_size(1 << 30), "1.0 GiB");
+        assert_eq!(human_size(u64::MAX), "16.0 EiB");
+    }
+
+    #[test]
+    fn times_are_utc_minutes() {
+        assert_eq!(utc_minutes(0), "1970-01-01 00:00");
+        // 2026-11-23 08:15:59 UTC.
+        assert_eq!(utc_minutes(1_795_421_759), "2026-11-23 08:15");
+        // A leap day.
+        assert_eq!(utc_minutes(951_782_400), "2000-02-29 00:00");
+    }
+}
