@@ -94,6 +94,11 @@ impl fmt::Display for TransferError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TransferError::BadName { reason } => write!(f, "bad file name: {reason}"),
+            // What a full disk reports: how much is missing is not known.
+            TransferError::NoSpace {
+                needed: 0,
+                available: 0,
+            } => f.write_str("not enough space: the disk is full"),
             TransferError::NoSpace { needed, available } => write!(
                 f,
                 "not enough space: {needed} bytes needed, {available} available"
