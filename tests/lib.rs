@@ -213,6 +213,15 @@ impl Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Sends the process a signal by name (`INT`, `TERM`), with kill(1).
+    pub fn signal(&mut self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .expect("run kill(1)");
+        assert!(status.success(), "kill -s {name} {}", self.name);
+    }
 }
 
 impl Drop for Proc {
@@ -370,6 +379,25 @@ pub fn start_server(id: u32, data: &Path) -> (Proc, String) {
     (p, addr)
 }
 
+/// Like [`start_server`], with more arguments (`--quota`, `--window`...).
+pub fn start_server_with(id: u32, data: &Path, extra: &[&str]) -> (Proc, String) {
+    let data = data.join(format!("server-{id}"));
+    let id_s = id.to_string();
+    let mut args = vec![
+        "server",
+        "--id",
+        &id_s,
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        path_str(&data),
+    ];
+    args.extend_from_slice(extra);
+    let mut p = Proc::spawn(&format!("server {id}"), &args, &[("FERRY_SECRET", SECRET)]);
+    let addr = p.wait_listening();
+    (p, addr)
+}
+
 /// `ferry server` processes of one cluster, server 1 its master, each on an
 /// address fixed at the start so that it can be restarted there.
 pub struct Cluster {
@@ -478,6 +506,18 @@ impl User {
         ferry_with_input(&args, &[("FERRY_HOME", path_str(&self.home))], input)
     }
 
+    /// Starts `ferry ARGS --balancer B -v` as this user, to be watched,
+    /// signalled or killed while it runs.
+    pub fn spawn(&self, args: &[&str]) -> Proc {
+        let mut args = args.to_vec();
+        args.extend(["--balancer", &self.balancer, "-v"]);
+        Proc::spawn(
+            &format!("ferry {}", args.join(" ")),
+            &args,
+            &[("FERRY_HOME", path_str(&self.home))],
+        )
+    }
+
     /// Where `ferry login` keeps this user's session.
     pub fn session_file(&self) -> PathBuf {
         self.home.join("session")
@@ -564,6 +604,16 @@ pub fn send_and_expect_close(addr: &str, bytes: &[u8]) -> Vec<u8> {
             }
             Err(e) => panic!("reading from {addr}: {e}"),
         }
+    }
+}
+
+/// Polls `condition` until it holds, failing with `what` at the deadline
+/// (a poll interval, never a stand-in for synchronisation).
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}: not within {DEADLINE:?}");
+        thread::sleep(POLL);
     }
 }
 

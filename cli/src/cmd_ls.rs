@@ -100,9 +100,9 @@ mod tests {
         assert_eq!(
             table(&files),
             [
-                "NAME        OWNER      SIZE  UPLOADED (UTC)    SHARED WITH",
-                "report.pdf  alice   3.5 MiB  2026-11-23 08:15  bob,carol",
-                "x           dave        0 B  1970-01-01 00:00",
+                "NAME        OWNER     SIZE  UPLOADED (UTC)    SHARED WITH",
+                "report.pdf  alice  3.5 MiB  2026-11-23 08:15  bob,carol",
+                "x           dave       0 B  1970-01-01 00:00",
             ]
         );
         assert_eq!(table(&[]), ["no files"]);

@@ -39,6 +39,9 @@ pub struct Args {
     peers: Vec<ServerAddr>,
     #[arg(long, value_name = "PATH", help = secret::FILE_HELP)]
     secret_file: Option<PathBuf>,
+    /// Bytes of files one user may own in all.
+    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::new(0).quota)]
+    quota: u64,
     /// Chunks of 4 KiB in flight when this server sends a file.
     #[arg(long, value_name = "N", default_value_t = ferry_core::transfer::sender::DEFAULT_WINDOW,
           value_parser = clap::value_parser!(u64).range(1..=65_536))]
@@ -51,6 +54,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let cfg = ServerConfig {
         max_clients: args.max_clients,
         send_window: args.window,
+        quota: args.quota,
         ..ServerConfig::new(args.id)
     };
     let driver = server_node::build(cfg, replica, secret, &args.data)?;
