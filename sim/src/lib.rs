@@ -5,6 +5,8 @@
 //! - [`scenario`]: the VOPR-style harness: a seed picks the load and the
 //!   faults, the harness steps turmoil, injects faults and checks invariants.
 //! - [`invariants`]: what must hold in every run.
+//! - [`server_host`]: a server host with its own LMDB store, which survives
+//!   the host's crashes and restarts.
 //! - [`attacker`]: a dishonest client that replays its auth code.
 //! - [`trace`]: the one-line-per-event trace that the snapshot tests pin.
 //! - [`seeds`]: the harness PRNG and the `SIM_SEED` / `SIM_SEEDS` variables.
@@ -19,6 +21,7 @@ pub mod driver;
 pub mod invariants;
 pub mod scenario;
 pub mod seeds;
+pub mod server_host;
 pub mod sweep;
 pub mod trace;
 
