@@ -173,7 +173,11 @@ pub struct Driver<N: Node> {
     persisted: VecDeque<u64>,
     failed: Option<String>,
     rng: SimRng,
+    tap: Option<Tap>,
 }
+
+/// Describes a transmitted frame for the trace, if it is worth a line.
+pub type Tap = Rc<dyn Fn(&[u8]) -> Option<String>>;
 
 impl<N: Node> Driver<N> {
     /// Must be called inside a turmoil host or client.
@@ -194,7 +198,17 @@ impl<N: Node> Driver<N> {
             persisted: VecDeque::new(),
             failed: None,
             rng,
+            tap: None,
         }
+    }
+
+    /// Shows `tap` every chunk of bytes the node transmits (with
+    /// `ferry-core`'s outbox, one whole frame) and records what it says in
+    /// the trace. For messages that have no event of their own; it decides
+    /// nothing.
+    pub fn with_tap(mut self, tap: Tap) -> Self {
+        self.tap = Some(tap);
+        self
     }
 
     /// Commits the node's `Persist` outputs to `store`.
@@ -340,6 +354,9 @@ impl<N: Node> Driver<N> {
             };
             match out {
                 Output::Transmit { conn, bytes } => {
+                    if let Some(line) = self.tap.as_ref().and_then(|tap| tap(&bytes)) {
+                        self.trace.borrow_mut().record_now(&self.host, line);
+                    }
                     if let Some(c) = self.conns.get(&conn) {
                         let _ = c.cmds.send(Cmd::Write(bytes));
                     }

@@ -13,10 +13,12 @@
 //! (`Server::new(.., &recovered, now)`), with fresh entropy: a restarted
 //! server must not draw the session ids of its previous life again.
 
-use crate::driver::{now, serve, Ctx, DriverConfig};
+use crate::driver::{now, Ctx, Driver, DriverConfig};
 use crate::seeds::SimRng;
 use crate::trace::SharedTrace;
 use ferry_core::auth::ClusterSecret;
+use ferry_core::frame;
+use ferry_core::replication::messages::{ReplicaMsg, REPLICA_TAGS};
 use ferry_core::replication::ReplicaConfig;
 use ferry_core::server::{Server, ServerConfig, ServerEvent};
 use ferry_core::store::Store;
@@ -25,6 +27,7 @@ use ferry_runtime_smol::store::HeedStore;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use turmoil::net::TcpListener;
 
 /// A server host's current node, replaced at each (re)start. The harness
 /// reads it between steps and clears it when it crashes the host.
@@ -144,17 +147,38 @@ pub fn add_server(
                 seed: mix,
                 ..spec.driver.clone()
             };
-            let store: Box<dyn Store> = Box::new(store);
-            serve(
-                host,
-                spec.port,
-                node,
-                Some(store),
-                trace,
-                driver,
-                move |ctx, ev| observe(ctx, ev, incarnation),
-            )
-            .await
+            let listener = TcpListener::bind(("0.0.0.0", spec.port)).await?;
+            let mut driver = Driver::new(host, node, trace, driver).with_store(Box::new(store));
+            if spec.replica.master != id {
+                driver = driver.with_tap(Rc::new(describe_forward));
+            }
+            driver.listen(listener);
+            driver
+                .run_forever(move |ctx, ev| observe(ctx, ev, incarnation))
+                .await;
+            match driver.failure() {
+                Some(e) => Err(format!("{host} stopped: {e}").into()),
+                None => Ok(()),
+            }
         }
     });
+}
+
+/// A trace line for a follower's `Forward` of a client's transaction to the
+/// master (the core has no event for it): the transaction, and its origin's
+/// session (first two bytes) and request number.
+pub fn describe_forward(bytes: &[u8]) -> Option<String> {
+    let payload = bytes.get(frame::PREFIX..)?;
+    if !REPLICA_TAGS.contains(payload.first()?) {
+        return None;
+    }
+    match frame::decode::<ReplicaMsg>(payload) {
+        Ok(ReplicaMsg::Forward { origin, txn, .. }) => Some(format!(
+            "forward {} (session {:04x}.., request {}) to the master",
+            txn.describe(),
+            origin.session >> 48,
+            origin.request
+        )),
+        _ => None,
+    }
 }
