@@ -281,13 +281,18 @@ impl Replica {
     }
 
     /// True if this server may take clients: the master always; a follower
-    /// once it is connected to the master and has applied what the master
-    /// last said was committed.
-    pub fn is_caught_up(&self) -> bool {
+    /// once it is connected to the master, has heard from it within two
+    /// heartbeats, and has applied what the master last said was committed.
+    /// The recency matters: after a partition heals, a TCP link can stall
+    /// silently, and a follower that only checked its link state would go on
+    /// serving a stale state until `dead_after` ran out.
+    pub fn is_caught_up(&self, now: Timestamp) -> bool {
         match &self.role {
             Role::Master(_) => true,
             Role::Follower(f) => {
-                matches!(f.link, Link::Live { .. }) && self.applied_durable >= f.master_commit
+                matches!(f.link, Link::Live { .. })
+                    && now.saturating_since(f.last_heard) < self.cfg.heartbeat * 2
+                    && self.applied_durable >= f.master_commit
             }
         }
     }

@@ -323,7 +323,7 @@ impl Server {
         self.reservations.expire(now);
         // A follower that has not caught up with the master would serve
         // stale accounts: it says no until it has.
-        let available = self.replica.is_caught_up()
+        let available = self.replica.is_caught_up(now)
             && self.has_free_slot()
             && self.reservations.reserve(now, code.nonce).is_ok();
         let answer = if available {
