@@ -132,7 +132,8 @@ fn strict_reads_sweep() {
     };
     let report = sweep_with(&seeds, sweep_threads(), strict, |seed| {
         format!(
-            "SIM_SEED={seed} SIM_STRICT_READS=1 cargo test -p ferry-sim --test replication -- replay --exact --nocapture"
+            "SIM_STRICT_READS=1 {}",
+            replication_replay_command(seed, Preset::Swarm)
         )
     });
     assert!(report.is_ok(), "{}", report.failure_report());

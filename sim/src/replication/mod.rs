@@ -311,7 +311,11 @@ impl ReplicationOutcome {
     }
 
     pub fn replay(&self) -> String {
-        replication_replay_command(self.seed, self.config.preset)
+        let cmd = replication_replay_command(self.seed, self.config.preset);
+        match self.config.strict_reads {
+            true => format!("SIM_STRICT_READS=1 {cmd}"),
+            false => cmd,
+        }
     }
 
     pub fn failure_report(&self) -> String {
