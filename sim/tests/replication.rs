@@ -97,12 +97,11 @@ fn sweep_300_seeds() {
 }
 
 /// Re-runs `SIM_SEED` (default: the snapshot's seed), prints its trace and
-/// checks it (`SIM_STRICT_READS=1`: with `strict_reads`).
+/// checks it, read-your-writes included.
 #[test]
 fn replay() {
     let seed = replay_seed(SNAPSHOT_SEED);
     let cfg = ReplicationConfig {
-        strict_reads: std::env::var_os("SIM_STRICT_READS").is_some(),
         ..ReplicationConfig::swarm(seed)
     };
     let outcome = run_replication_scenario(seed, &cfg);
@@ -111,32 +110,4 @@ fn replay() {
         println!("  {n:>4} {what}");
     }
     outcome.assert_ok();
-}
-
-/// Read-your-writes across servers: once a client was told `Registered`, a
-/// login through the balancer must work wherever it lands. docs/replication.md
-/// promises it ("a client is never sent to a server that would not know its
-/// account yet"), but the core does not keep the promise entirely (a
-/// follower that heard from the master less than two heartbeats ago says
-/// "caught up" even if its link has just stalled; a commit still on its way
-/// to a follower races the client). Run it with
-/// `cargo test -p ferry-sim --test replication -- --ignored strict_reads`.
-#[test]
-#[ignore = "known core issue: stale reads on followers (docs/simulation.md, Known issues)"]
-fn strict_reads_sweep() {
-    let seeds: Vec<u64> = sweep_seeds(sweep_count_or(SWEEP_SEEDS)).collect();
-    let strict = |seed| {
-        let cfg = ReplicationConfig {
-            strict_reads: true,
-            ..ReplicationConfig::swarm(seed)
-        };
-        run_replication_scenario(seed, &cfg)
-    };
-    let report = sweep_with(&seeds, sweep_threads(), strict, |seed| {
-        format!(
-            "SIM_STRICT_READS=1 {}",
-            replication_replay_command(seed, Preset::Swarm)
-        )
-    });
-    assert!(report.is_ok(), "{}", report.failure_report());
 }

@@ -588,3 +588,44 @@ fn a_silently_stalled_follower_stops_taking_clients_within_two_heartbeats() {
     c.run_for(Duration::from_millis(1100));
     assert!(!c.server(2).replica().is_caught_up(c.now));
 }
+
+#[test]
+fn a_login_right_after_registering_elsewhere_waits_for_the_masters_read_index() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    // Server 3 hears nothing more from the master for a while, but its link
+    // still looks alive: it would answer from a stale state.
+    c.partition(0, 2);
+    let s = c.open_session(1);
+    assert!(matches!(
+        c.request(1, s, &register("alice"))[..],
+        [SessionMsg::Registered { .. }]
+    ));
+    let s3 = c.open_session(2);
+    c.send(
+        2,
+        s3,
+        &SessionMsg::Begin {
+            op: login("alice", "x").op(),
+        },
+    );
+    c.received(2, s3);
+    c.send(2, s3, &login("alice", "password-123").payload());
+    assert!(
+        c.received(2, s3).is_empty(),
+        "no stale 'invalid username or password'"
+    );
+    c.heal();
+    c.run_for(Duration::from_secs(5));
+    let got = c.received(2, s3);
+    let ev: Vec<String> = c
+        .events
+        .iter()
+        .filter(|(i, _)| *i == 2)
+        .map(|(_, e)| e.to_string())
+        .collect();
+    assert!(
+        matches!(got[..], [SessionMsg::LoggedIn { user_id: 1, .. }]),
+        "{got:?} {ev:#?}"
+    );
+}

@@ -13,6 +13,7 @@ pub mod reservations;
 
 use crate::accounts::limiter::LoginLimiter;
 use crate::accounts::password::PasswordParams;
+use crate::accounts::token::SessionToken;
 use crate::auth::{AuthCode, ClusterSecret};
 use crate::balancer::messages::{ProbeMsg, PROBE_TAGS};
 use crate::entropy::Entropy;
@@ -128,8 +129,22 @@ impl fmt::Display for ServerEvent {
     }
 }
 
+/// A read to run again once this server has caught up with the master's
+/// commit index as of the moment the read arrived.
+enum Confirm {
+    Login { name: String, password: String },
+    WhoAmI { token: SessionToken },
+}
+
 /// Where an established session is in the operation it is running.
 enum Op {
+    /// Waiting for the master's read index before answering.
+    Confirming {
+        op: OpCode,
+        read: u64,
+        again: Confirm,
+        deadline: Timestamp,
+    },
     Idle,
     /// `Proceed` sent; waiting for the operation's data.
     AwaitData {
@@ -168,7 +183,10 @@ impl Stage {
             // An operation's deadline is always the nearer one: every frame
             // pushes the idle deadline a whole idle timeout away.
             Stage::Established {
-                op: Op::AwaitData { deadline, .. } | Op::Ordering { deadline, .. },
+                op:
+                    Op::AwaitData { deadline, .. }
+                    | Op::Ordering { deadline, .. }
+                    | Op::Confirming { deadline, .. },
                 ..
             } => Some(*deadline),
             Stage::Established {
@@ -248,7 +266,8 @@ impl Server {
 
     fn on_bytes(&mut self, now: Timestamp, conn: ConnId, bytes: &[u8]) {
         if self.replica.owns(conn) {
-            return self.replica.on_bytes(now, conn, bytes, &mut self.out);
+            self.replica.on_bytes(now, conn, bytes, &mut self.out);
+            return self.answer_confirmed(now);
         }
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -500,6 +519,7 @@ impl Node for Server {
                 for (origin, result) in done {
                     self.deliver(origin, result);
                 }
+                self.answer_confirmed(now);
             }
         }
     }

@@ -84,10 +84,9 @@ pub struct ReplicationConfig {
     /// the one restarted.
     pub other_follower_cut_pct: u32,
     /// Treat a login refused for an account whose registration was already
-    /// acknowledged (a server that had not applied it yet, wherever the
-    /// balancer sent the client) as a violation. Off by default: the core
-    /// does not give read-your-writes across servers yet (see
-    /// docs/simulation.md, "Known issues"); such logins are counted instead.
+    /// acknowledged (wherever the balancer sent the client) as a violation:
+    /// read-your-writes across servers, which followers keep by asking the
+    /// master's read index before answering "unknown user". On by default.
     pub strict_reads: bool,
     pub tick: Duration,
     /// turmoil's limit; a run that needs longer has a client that hangs.
@@ -111,7 +110,7 @@ impl Default for ReplicationConfig {
             fault_window: (Duration::from_millis(300), Duration::from_secs(9)),
             master_crash_pct: 35,
             other_follower_cut_pct: 75,
-            strict_reads: false,
+            strict_reads: true,
             tick: Duration::from_millis(2),
             duration: Duration::from_secs(180),
         }
