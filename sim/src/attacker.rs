@@ -299,7 +299,8 @@ impl Node for ReplayAttacker {
             Input::Closed { conn } => {
                 self.settle(conn, Presented::Lost("connection closed".into()))
             }
-            Input::Accepted { .. } => {}
+            // It listens for nothing and persists nothing.
+            Input::Accepted { .. } | Input::Persisted { .. } => {}
         }
     }
 

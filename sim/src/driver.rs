@@ -15,16 +15,35 @@
 //! one channel. The driver forgets a connection when the node closes it or
 //! the peer does, and ignores whatever its reader reports after that.
 //!
-//! Time is `tokio::time::Instant` (virtual under turmoil) since the driver
-//! started, so a node that is started afresh after a bounce starts at zero.
+//! **Persistence** is runtime-smol's: [`Output::Persist`] is executed in
+//! output order, synchronously, against the driver's [`Store`] (a server's
+//! `HeedStore`); once the drain is over, each committed batch's token is fed
+//! back as [`Input::Persisted`], one at a time, each followed by a drain of
+//! its own. Optionally a commit takes simulated time
+//! ([`DriverConfig::persist_latency`]): the drain then *waits* that long
+//! before committing, as a process blocked on `fsync` does. Outputs after a
+//! `Persist` are never carried out before it is durable, which is the order
+//! the core relies on. A crash during the wait loses the batch, and the node
+//! was never told it was durable. A commit that fails, or a `Persist` with
+//! no store, is fatal: the driver stops ([`Stopped::StoreFailed`]) and
+//! [`serve`] returns the error, which fails the host.
+//!
+//! **Time** is the Unix epoch of the simulation plus simulated time
+//! (`turmoil::since_epoch()`): absolute, as the core expects (token expiry,
+//! `Entry::at`), the same on every host, and monotonic across a host's
+//! restarts (turmoil keeps ticking a crashed host's clock). Timers map back
+//! to `tokio::time::Instant`s (virtual under turmoil) relative to now.
 //!
 //! Determinism: `BTreeMap`s only, `biased` selects, no real clock, no
-//! `spawn_blocking`, no threads.
+//! `spawn_blocking`, no threads; disk latency comes from a [`SimRng`] seeded
+//! by the caller.
 
+use crate::seeds::SimRng;
 use crate::trace::SharedTrace;
+use ferry_core::store::{Batch, Store};
 use ferry_core::{ConnId, Input, Node, Output, Timestamp};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -43,6 +62,12 @@ pub struct DriverConfig {
     /// Record a trace line for every accepted connection, naming the peer
     /// host, so a node's connection ids can be matched to hosts.
     pub trace_accepts: bool,
+    /// How long a commit takes, drawn uniformly per batch; zero (the
+    /// default) commits at once.
+    pub persist_latency: (Duration, Duration),
+    /// Seeds the driver's own draws (persist latency). Callers mix in the
+    /// host and its incarnation.
+    pub seed: u64,
 }
 
 impl Default for DriverConfig {
@@ -50,6 +75,8 @@ impl Default for DriverConfig {
         DriverConfig {
             connect_timeout: Duration::from_secs(10),
             trace_accepts: false,
+            persist_latency: (Duration::ZERO, Duration::ZERO),
+            seed: 0,
         }
     }
 }
@@ -67,6 +94,9 @@ pub enum Flow {
 pub enum Stopped {
     ByObserver,
     Deadline,
+    /// A commit failed, or the node asked to persist without a store; see
+    /// [`Driver::failure`]. Fatal: nothing more of the node is carried out.
+    StoreFailed,
 }
 
 /// What an observer can see besides the event itself.
@@ -132,36 +162,69 @@ pub struct Driver<N: Node> {
     node: Rc<RefCell<N>>,
     trace: SharedTrace,
     cfg: DriverConfig,
-    start: Instant,
     conns: BTreeMap<ConnId, Conn>,
     tx: mpsc::UnboundedSender<Net>,
     rx: mpsc::UnboundedReceiver<Net>,
     next_accept: u64,
     /// Connection tasks, awaited by [`Driver::shutdown`].
     tasks: Vec<JoinHandle<()>>,
+    store: Option<Box<dyn Store>>,
+    /// Tokens of committed batches, to feed back as `Input::Persisted`.
+    persisted: VecDeque<u64>,
+    failed: Option<String>,
+    rng: SimRng,
+    tap: Option<Tap>,
 }
 
+/// Describes a transmitted frame for the trace, if it is worth a line.
+pub type Tap = Rc<dyn Fn(&[u8]) -> Option<String>>;
+
 impl<N: Node> Driver<N> {
-    /// Must be called inside a turmoil host or client: the clock starts now.
+    /// Must be called inside a turmoil host or client.
     pub fn new(host: &str, node: Rc<RefCell<N>>, trace: SharedTrace, cfg: DriverConfig) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        let rng = SimRng::new(cfg.seed, 7);
         Driver {
             host: host.into(),
             node,
             trace,
             cfg,
-            start: Instant::now(),
             conns: BTreeMap::new(),
             tx,
             rx,
             next_accept: 0,
             tasks: Vec::new(),
+            store: None,
+            persisted: VecDeque::new(),
+            failed: None,
+            rng,
+            tap: None,
         }
     }
 
-    /// The node's current time.
+    /// Shows `tap` every chunk of bytes the node transmits (with
+    /// `ferry-core`'s outbox, one whole frame) and records what it says in
+    /// the trace. For messages that have no event of their own; it decides
+    /// nothing.
+    pub fn with_tap(mut self, tap: Tap) -> Self {
+        self.tap = Some(tap);
+        self
+    }
+
+    /// Commits the node's `Persist` outputs to `store`.
+    pub fn with_store(mut self, store: Box<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The node's current time: see [`now`].
     pub fn now(&self) -> Timestamp {
-        Timestamp::from_duration(Instant::now().saturating_duration_since(self.start))
+        now()
+    }
+
+    /// Why the driver stopped for good, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
     }
 
     /// Runs `f` on the node (a command such as `Client::start`); its outputs
@@ -190,7 +253,11 @@ impl<N: Node> Driver<N> {
         F: FnMut(&Ctx<'_>, &N::Event) -> Flow,
     {
         loop {
-            if self.drain(&mut observe) {
+            let stop = self.settle(&mut observe).await;
+            if self.failed.is_some() {
+                return Stopped::StoreFailed;
+            }
+            if stop {
                 return Stopped::ByObserver;
             }
             let deadline = self.node.borrow().poll_timeout().map(|t| self.instant(t));
@@ -220,7 +287,8 @@ impl<N: Node> Driver<N> {
         }
     }
 
-    /// Drives the node forever (a host's main loop).
+    /// Drives the node forever (a host's main loop), or until its store
+    /// fails.
     pub async fn run_forever(&mut self, mut observe: impl FnMut(&Ctx<'_>, &N::Event)) {
         self.run(None, |ctx, ev| {
             observe(ctx, ev);
@@ -246,22 +314,49 @@ impl<N: Node> Driver<N> {
         .await;
     }
 
+    /// The instant a node's deadline stands for (now, if it has passed).
     fn instant(&self, t: Timestamp) -> Instant {
-        self.start + t.as_duration()
+        Instant::now() + t.saturating_since(self.now())
     }
 
-    /// Carries out every pending output. True if the observer asked to stop.
-    fn drain<F>(&mut self, observe: &mut F) -> bool
+    /// Drains, then feeds back each committed batch's `Persisted` and drains
+    /// again, until the node is quiet. True if the observer asked to stop
+    /// (the tokens left are fed on the next run). Stops at a store failure.
+    async fn settle<F>(&mut self, observe: &mut F) -> bool
+    where
+        F: FnMut(&Ctx<'_>, &N::Event) -> Flow,
+    {
+        loop {
+            let stop = self.drain(observe).await;
+            if stop || self.failed.is_some() {
+                return stop;
+            }
+            let Some(token) = self.persisted.pop_front() else {
+                return false;
+            };
+            let now = self.now();
+            self.node
+                .borrow_mut()
+                .handle_input(now, Input::Persisted { token });
+        }
+    }
+
+    /// Carries out every pending output, up to a store failure. True if the
+    /// observer asked to stop.
+    async fn drain<F>(&mut self, observe: &mut F) -> bool
     where
         F: FnMut(&Ctx<'_>, &N::Event) -> Flow,
     {
         let mut stop = false;
-        loop {
+        while self.failed.is_none() {
             let Some(out) = self.node.borrow_mut().poll_output() else {
-                return stop;
+                break;
             };
             match out {
                 Output::Transmit { conn, bytes } => {
+                    if let Some(line) = self.tap.as_ref().and_then(|tap| tap(&bytes)) {
+                        self.trace.borrow_mut().record_now(&self.host, line);
+                    }
                     if let Some(c) = self.conns.get(&conn) {
                         let _ = c.cmds.send(Cmd::Write(bytes));
                     }
@@ -272,6 +367,7 @@ impl<N: Node> Driver<N> {
                         let _ = c.cmds.send(Cmd::Close);
                     }
                 }
+                Output::Persist { token, batch } => self.persist(token, &batch).await,
                 Output::Event(ev) => {
                     self.trace
                         .borrow_mut()
@@ -285,6 +381,28 @@ impl<N: Node> Driver<N> {
                         stop = true;
                     }
                 }
+            }
+        }
+        stop
+    }
+
+    /// Commits a batch (after the disk's latency, if any) and queues its
+    /// token, or records the fatal error.
+    async fn persist(&mut self, token: u64, batch: &Batch) {
+        let (lo, hi) = self.cfg.persist_latency;
+        if !hi.is_zero() {
+            tokio::time::sleep(self.rng.duration(lo, hi)).await;
+        }
+        let result = match self.store.as_mut() {
+            Some(store) => store.commit(batch).map_err(|e| e.to_string()),
+            None => Err("the node asked to persist a batch but has no store".to_string()),
+        };
+        match result {
+            Ok(()) => self.persisted.push_back(token),
+            Err(e) => {
+                let text = format!("stopped: {e}");
+                self.trace.borrow_mut().record_now(&self.host, text);
+                self.failed = Some(e);
             }
         }
     }
@@ -471,18 +589,35 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// A host's main program: listen on `0.0.0.0:port` and drive `node` forever.
+/// Simulated time as the core sees it: the simulation's Unix epoch
+/// (`Builder::epoch`) plus the simulated time elapsed, in microseconds. Only
+/// inside a turmoil host or client; a host's clock keeps running while it is
+/// down, so a restarted node resumes at the right time.
+pub fn now() -> Timestamp {
+    let since = turmoil::since_epoch().expect("the driver runs inside a turmoil host");
+    Timestamp::from_duration(since)
+}
+
+/// A host's main program: listen on `0.0.0.0:port` and drive `node` forever,
+/// persisting to `store` if it has one. Returns only if the store fails.
 pub async fn serve<N: Node>(
     host: &str,
     port: u16,
     node: Rc<RefCell<N>>,
+    store: Option<Box<dyn Store>>,
     trace: SharedTrace,
     cfg: DriverConfig,
     observe: impl FnMut(&Ctx<'_>, &N::Event),
 ) -> turmoil::Result {
     let listener = TcpListener::bind(("0.0.0.0", port)).await?;
     let mut driver = Driver::new(host, node, trace, cfg);
+    if let Some(store) = store {
+        driver = driver.with_store(store);
+    }
     driver.listen(listener);
     driver.run_forever(observe).await;
-    Ok(())
+    match driver.failure() {
+        Some(e) => Err(format!("{host} stopped: {e}").into()),
+        None => Ok(()),
+    }
 }

@@ -4,7 +4,12 @@
 //!   on simulated TCP, with simulated time.
 //! - [`scenario`]: the VOPR-style harness: a seed picks the load and the
 //!   faults, the harness steps turmoil, injects faults and checks invariants.
-//! - [`invariants`]: what must hold in every run.
+//! - [`invariants`]: what must hold in every run of the connect scenario.
+//! - [`replication`]: the replication scenario: clients register and log in
+//!   on a three-server cluster while followers restart and are cut off and
+//!   the master may crash; its own invariants and account client.
+//! - [`server_host`]: a server host with its own LMDB store, which survives
+//!   the host's crashes and restarts.
 //! - [`attacker`]: a dishonest client that replays its auth code.
 //! - [`trace`]: the one-line-per-event trace that the snapshot tests pin.
 //! - [`seeds`]: the harness PRNG and the `SIM_SEED` / `SIM_SEEDS` variables.
@@ -17,11 +22,19 @@
 pub mod attacker;
 pub mod driver;
 pub mod invariants;
+pub mod replication;
 pub mod scenario;
 pub mod seeds;
+pub mod server_host;
 pub mod sweep;
 pub mod trace;
 
+pub use replication::{
+    run_replication_scenario, ReplicationConfig, ReplicationOutcome, ReplicationPlan,
+};
 pub use scenario::{run_connect_scenario, Faults, Outcome, Plan, Preset, ScenarioConfig};
-pub use seeds::{replay_command, replay_preset, replay_seed, sweep_count, sweep_seeds};
-pub use sweep::{sweep, sweep_threads, SweepReport};
+pub use seeds::{
+    replay_command, replay_preset, replay_seed, replication_replay_command, sweep_count,
+    sweep_count_or, sweep_seeds,
+};
+pub use sweep::{sweep, sweep_threads, sweep_with, RunOutcome, SweepReport};

@@ -15,12 +15,15 @@ use crate::invariants::{
     self, AttackRecord, ClientRecord, ClientResult, Established, Observations,
 };
 use crate::seeds::{replay_command, SimRng};
+use crate::server_host::{add_server, run_dir, store_dir, ServerSlot, ServerSpec};
 use crate::sweep::panic_message;
 use crate::trace::{SharedTrace, Trace, HARNESS};
+use ferry_core::accounts::password::PasswordParams;
 use ferry_core::auth::ClusterSecret;
 use ferry_core::balancer::{Balancer, BalancerConfig, BalancerEvent, ServerAddr};
 use ferry_core::client::{Client, ClientConfig, ClientEvent};
-use ferry_core::server::{Server, ServerConfig, ServerEvent};
+use ferry_core::replication::ReplicaConfig;
+use ferry_core::server::{ServerConfig, ServerEvent};
 use ferry_core::Entropy;
 use std::cell::RefCell;
 use std::fmt::Write as _;
@@ -385,12 +388,6 @@ impl Outcome {
 
 type Shared<T> = Rc<RefCell<T>>;
 
-/// A server host's current node, replaced at each (re)start.
-struct ServerSlot {
-    node: Option<Rc<RefCell<Server>>>,
-    incarnation: u32,
-}
-
 /// Which record a waiting program reports into.
 #[derive(Clone, Copy)]
 enum Who {
@@ -450,7 +447,10 @@ pub fn run_connect_scenario(seed: u64, cfg: &ScenarioConfig) -> Outcome {
 /// harness knows about the faults it injected.
 struct Harness<'c> {
     cfg: &'c ScenarioConfig,
+    seed: u64,
     sim: turmoil::Sim<'static>,
+    /// The servers' stores; removed after the simulation is dropped.
+    run_dir: tempfile::TempDir,
     trace: SharedTrace,
     obs: Shared<Observations>,
     balancer: Shared<Option<Rc<RefCell<Balancer>>>>,
@@ -485,7 +485,9 @@ impl<'c> Harness<'c> {
         let n = cfg.servers as usize + 1;
         let mut h = Harness {
             cfg,
+            seed,
             sim,
+            run_dir: run_dir().expect("a temporary directory for the stores"),
             trace,
             obs: Rc::default(),
             balancer: Rc::default(),
@@ -537,65 +539,68 @@ impl<'c> Harness<'c> {
                     trace_accepts: true,
                     ..DriverConfig::default()
                 };
-                serve(BALANCER, BALANCER_PORT, node, trace, dcfg, move |_, ev| {
-                    if let BalancerEvent::Assigned { code, .. } = ev {
-                        obs.borrow_mut().assigned.insert(code.clone());
-                    }
-                })
+                serve(
+                    BALANCER,
+                    BALANCER_PORT,
+                    node,
+                    None,
+                    trace,
+                    dcfg,
+                    move |_, ev| {
+                        if let BalancerEvent::Assigned { code, .. } = ev {
+                            obs.borrow_mut().assigned.insert(code.clone());
+                        }
+                    },
+                )
                 .await
             }
         });
         self.hosts.push(BALANCER.to_string());
     }
 
-    /// Registers server `id`. Its program runs again at each restart, with
-    /// a fresh node (nothing survives but what the harness observed).
+    /// Registers server `id`: a cluster of its own (it is its own master,
+    /// with no peers), so replication changes nothing here. Its program runs
+    /// again at each restart with a fresh node; its store survives, but this
+    /// scenario writes nothing to it.
     fn add_server(&mut self, id: u32, secret: &ClusterSecret) {
-        let slot = Rc::new(RefCell::new(ServerSlot {
-            node: None,
-            incarnation: 0,
-        }));
+        let slot = Rc::new(RefCell::new(ServerSlot::default()));
         self.servers.push(slot.clone());
-        let scfg = ServerConfig {
-            max_clients: self.cfg.max_clients,
-            idle_timeout: IDLE_TIMEOUT,
-            ..ServerConfig::new(id)
-        };
-        let (trace, obs, secret) = (self.trace.clone(), self.obs.clone(), secret.clone());
         let host = server_host(id);
-        self.sim.host(host.clone(), move || {
-            let (trace, obs, slot, host) = (trace.clone(), obs.clone(), slot.clone(), host.clone());
-            let node = Server::new(scfg.clone(), secret.clone());
-            async move {
-                let node = Rc::new(RefCell::new(node));
-                let incarnation = {
-                    let mut s = slot.borrow_mut();
-                    s.incarnation += 1;
-                    s.node = Some(node.clone());
-                    s.incarnation
-                };
-                let up = if incarnation == 1 {
-                    "up".to_string()
-                } else {
-                    format!("up again (start #{incarnation}): no sessions, no reservations")
-                };
-                trace.borrow_mut().record_now(&host, up);
-                let observe = move |ctx: &Ctx<'_>, ev: &ServerEvent| {
-                    if let ServerEvent::Established { conn, code } = ev {
-                        obs.borrow_mut().established.push(Established {
-                            at: turmoil::sim_elapsed().unwrap_or_default(),
-                            server: id,
-                            incarnation,
-                            code: code.clone(),
-                            peer: ctx.peer_addr(*conn),
-                        });
-                    }
-                };
-                let port = server_port(id);
-                serve(&host, port, node, trace, DriverConfig::default(), observe).await
+        let spec = ServerSpec {
+            host: host.clone(),
+            port: server_port(id),
+            server: ServerConfig {
+                max_clients: self.cfg.max_clients,
+                idle_timeout: IDLE_TIMEOUT,
+                password: PasswordParams::TESTING,
+                ..ServerConfig::new(id)
+            },
+            replica: ReplicaConfig::new(id, id, Vec::new()),
+            secret: secret.clone(),
+            seed: self.seed,
+            store_dir: store_dir(self.run_dir.path(), self.seed, &host),
+            driver: DriverConfig::default(),
+        };
+        let obs = self.obs.clone();
+        let observe = move |ctx: &Ctx<'_>, ev: &ServerEvent, incarnation: u32| {
+            if let ServerEvent::Established { conn, code } = ev {
+                obs.borrow_mut().established.push(Established {
+                    at: turmoil::sim_elapsed().unwrap_or_default(),
+                    server: id,
+                    incarnation,
+                    code: code.clone(),
+                    peer: ctx.peer_addr(*conn),
+                });
             }
-        });
-        self.hosts.push(server_host(id));
+        };
+        add_server(
+            &mut self.sim,
+            spec,
+            slot,
+            self.trace.clone(),
+            Rc::new(observe),
+        );
+        self.hosts.push(host);
     }
 
     /// Queues every client program of the plan. Clients join the network

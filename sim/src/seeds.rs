@@ -74,9 +74,14 @@ pub fn replay_seed(default: u64) -> u64 {
 
 /// How many seeds a sweep runs: `SIM_SEEDS`, else [`DEFAULT_SWEEP_SEEDS`].
 pub fn sweep_count() -> u64 {
+    sweep_count_or(DEFAULT_SWEEP_SEEDS)
+}
+
+/// How many seeds a sweep runs: `SIM_SEEDS`, else `default`.
+pub fn sweep_count_or(default: u64) -> u64 {
     match std::env::var("SIM_SEEDS") {
         Ok(s) => parse_seed(&s).unwrap_or_else(|| panic!("SIM_SEEDS={s:?} is not a count")),
-        Err(_) => DEFAULT_SWEEP_SEEDS,
+        Err(_) => default,
     }
 }
 
@@ -108,10 +113,22 @@ pub fn replay_preset() -> Preset {
     }
 }
 
-/// The one-line command that re-runs `seed` of `preset` through the
-/// `replay` test.
+/// The one-line command that re-runs `seed` of the connect scenario's
+/// `preset` through the `replay` test.
 pub fn replay_command(seed: u64, preset: Preset) -> String {
-    let test = "cargo test -p ferry-sim --test connect -- replay --exact --nocapture";
+    replay_command_in("connect", seed, preset)
+}
+
+/// The one-line command that re-runs `seed` of the replication scenario
+/// (`preset` is [`Preset::Swarm`] or [`Preset::Custom`]).
+pub fn replication_replay_command(seed: u64, preset: Preset) -> String {
+    replay_command_in("replication", seed, preset)
+}
+
+/// The one-line command that re-runs `seed` of `preset` through the
+/// `replay` test of the test file `test`.
+fn replay_command_in(test: &str, seed: u64, preset: Preset) -> String {
+    let test = format!("cargo test -p ferry-sim --test {test} -- replay --exact --nocapture");
     match preset {
         Preset::Swarm => format!("SIM_SEED={seed} {test}"),
         Preset::Custom => {

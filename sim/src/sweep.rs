@@ -20,6 +20,8 @@ pub struct SweepReport {
     pub failures: Vec<Failure>,
     pub sim_time: Duration,
     pub steps: u64,
+    /// [`RunOutcome::counts`] summed over the runs, in first-seen order.
+    pub counts: Vec<(&'static str, u64)>,
 }
 
 #[derive(Debug)]
@@ -65,15 +67,64 @@ pub fn sweep_threads() -> usize {
         .max(1)
 }
 
-/// Runs the scenario `preset` names for every seed, on `threads` threads. A
-/// run that panics is a failure of its seed, not of the sweep.
+/// What a sweep needs to know of one run's outcome.
+pub trait RunOutcome {
+    fn seed(&self) -> u64;
+    fn violations(&self) -> &[String];
+    /// Violations, the end of the trace, and the replay command.
+    fn failure_report(&self) -> String;
+    /// The one-line command that replays this run.
+    fn replay(&self) -> String;
+    fn sim_time(&self) -> Duration;
+    fn steps(&self) -> u64;
+    /// How often things of interest happened in the run, summed by a sweep
+    /// to show what the seeds covered.
+    fn counts(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+}
+
+impl RunOutcome for Outcome {
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+    fn violations(&self) -> &[String] {
+        &self.violations
+    }
+    fn failure_report(&self) -> String {
+        Outcome::failure_report(self)
+    }
+    fn replay(&self) -> String {
+        replay_command(self.seed, self.config.preset)
+    }
+    fn sim_time(&self) -> Duration {
+        self.sim_time
+    }
+    fn steps(&self) -> u64 {
+        self.steps
+    }
+}
+
+/// Runs the connect scenario `preset` names for every seed, on `threads`
+/// threads. A run that panics is a failure of its seed, not of the sweep.
 pub fn sweep(seeds: &[u64], threads: usize, preset: Preset) -> SweepReport {
     let run = |seed| {
         let cfg = ScenarioConfig::for_preset(preset, seed).expect("a sweep needs a named preset");
         run_connect_scenario(seed, &cfg)
     };
+    sweep_with(seeds, threads, run, |seed| replay_command(seed, preset))
+}
+
+/// Runs `run` for every seed, on `threads` threads; `replay` names the
+/// command that replays a seed whose run panicked.
+pub fn sweep_with<O, R, P>(seeds: &[u64], threads: usize, run: R, replay: P) -> SweepReport
+where
+    O: RunOutcome + Send,
+    R: Fn(u64) -> O + Sync,
+    P: Fn(u64) -> String + Sync,
+{
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Result<Outcome, Failure>)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(usize, Result<O, Failure>)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1) {
             scope.spawn(|| loop {
@@ -83,15 +134,12 @@ pub fn sweep(seeds: &[u64], threads: usize, preset: Preset) -> SweepReport {
                 };
                 let outcome = catch_unwind(AssertUnwindSafe(|| run(seed))).map_err(|p| {
                     let summary = format!("panicked: {}", panic_message(&*p));
-                    let report = format!(
-                        "seed {seed} {summary}\nreplay: {}\n",
-                        replay_command(seed, preset)
-                    );
+                    let report = format!("seed {seed} {summary}\nreplay: {}\n", replay(seed));
                     Failure {
                         seed,
                         summary,
                         report,
-                        replay: replay_command(seed, preset),
+                        replay: replay(seed),
                     }
                 });
                 results
@@ -110,14 +158,20 @@ pub fn sweep(seeds: &[u64], threads: usize, preset: Preset) -> SweepReport {
     for (_, r) in results {
         match r {
             Ok(o) => {
-                report.sim_time += o.sim_time;
-                report.steps += o.steps;
-                if !o.is_ok() {
+                report.sim_time += o.sim_time();
+                report.steps += o.steps();
+                for (what, n) in o.counts() {
+                    match report.counts.iter_mut().find(|(w, _)| *w == what) {
+                        Some((_, total)) => *total += n,
+                        None => report.counts.push((what, n)),
+                    }
+                }
+                if !o.violations().is_empty() {
                     report.failures.push(Failure {
-                        seed: o.seed,
-                        summary: o.violations.first().cloned().unwrap_or_default(),
+                        seed: o.seed(),
+                        summary: o.violations().first().cloned().unwrap_or_default(),
                         report: o.failure_report(),
-                        replay: replay_command(o.seed, o.config.preset),
+                        replay: o.replay(),
                     });
                 }
             }

@@ -38,6 +38,13 @@ pub enum ReplicaMsg {
     Forward { view: u64, origin: Origin, txn: Txn },
     #[speedy(tag = 88)]
     Refused(Refusal),
+    /// Follower → master: what is your commit index now? (Read-your-writes:
+    /// the answer is sent after the question arrived, so it covers every
+    /// write acknowledged before the question was asked.)
+    #[speedy(tag = 49)]
+    ReadIndex { view: u64, id: u64 },
+    #[speedy(tag = 50)]
+    ReadIndexReply { view: u64, id: u64, commit: u64 },
 }
 
 /// First tag byte of [`ReplicaMsg`] frames.

@@ -163,6 +163,9 @@ struct Follower {
     master_commit: u64,
     pending: BTreeMap<Origin, Txn>,
     next_dial: u64,
+    /// Read-index questions asked (id → the master's answer, once it came).
+    read_indexes: BTreeMap<u64, Option<u64>>,
+    next_read: u64,
 }
 
 enum Role {
@@ -236,6 +239,8 @@ impl Replica {
                 master_commit: 0,
                 pending: BTreeMap::new(),
                 next_dial: 0,
+                read_indexes: BTreeMap::new(),
+                next_read: 0,
             })
         };
         let durable = log.len() as u64;
@@ -287,14 +292,62 @@ impl Replica {
     }
 
     /// True if this server may take clients: the master always; a follower
-    /// once it is connected to the master and has applied what the master
-    /// last said was committed.
-    pub fn is_caught_up(&self) -> bool {
+    /// once it is connected to the master, has heard from it within two
+    /// heartbeats, and has applied what the master last said was committed.
+    /// The recency matters: after a partition heals, a TCP link can stall
+    /// silently, and a follower that only checked its link state would go on
+    /// serving a stale state until `dead_after` ran out.
+    pub fn is_caught_up(&self, now: Timestamp) -> bool {
         match &self.role {
             Role::Master(_) => true,
             Role::Follower(f) => {
-                matches!(f.link, Link::Live { .. }) && self.applied_durable >= f.master_commit
+                matches!(f.link, Link::Live { .. })
+                    && now.saturating_since(f.last_heard) < self.cfg.heartbeat * 2
+                    && self.applied_durable >= f.master_commit
             }
+        }
+    }
+
+    /// Asks the master for its commit index, so that a read can wait until
+    /// this server has applied every write acknowledged anywhere before now.
+    /// `None` if there is no master to ask (the read cannot be confirmed).
+    /// The master itself needs no question: its own state is the newest.
+    pub fn ask_read_index<E>(&mut self, out: &mut Outbox<E>) -> Option<u64> {
+        let Role::Follower(f) = &mut self.role else {
+            return Some(u64::MAX);
+        };
+        let Link::Live { conn } = f.link else {
+            return None;
+        };
+        let id = f.next_read;
+        f.next_read += 1;
+        f.read_indexes.insert(id, None);
+        out.send(
+            conn,
+            &ReplicaMsg::ReadIndex {
+                view: self.view,
+                id,
+            },
+        );
+        Some(id)
+    }
+
+    /// True once read `id` may proceed: the master answered and this server
+    /// has applied up to its answer.
+    pub fn read_index_ready(&self, id: u64) -> bool {
+        match &self.role {
+            Role::Master(_) => true,
+            Role::Follower(f) => matches!(
+                f.read_indexes.get(&id),
+                Some(Some(commit)) if self.applied_durable >= *commit
+            ),
+        }
+    }
+
+    /// Forgets read `id` (done, or given up).
+    pub fn forget_read_index(&mut self, id: u64) {
+        if let Role::Follower(f) = &mut self.role {
+            f.read_indexes.remove(&id);
         }
     }
 
@@ -716,6 +769,17 @@ impl Replica {
                 }
                 self.advance_commit(now, out);
             }
+            (PeerStage::Live { from }, ReplicaMsg::ReadIndex { view, id }) if view == self.view => {
+                if let Some(p) = m.followers.get_mut(from) {
+                    p.last_heard = now;
+                }
+                let reply = ReplicaMsg::ReadIndexReply {
+                    view: self.view,
+                    id,
+                    commit: self.commit,
+                };
+                out.send(conn, &reply);
+            }
             (PeerStage::Live { from }, ReplicaMsg::Forward { view, origin, txn })
                 if view == self.view =>
             {
@@ -758,6 +822,16 @@ impl Replica {
                 f.master_last = last;
                 f.master_commit = commit;
                 out.event(ReplicaEvent::JoinedMaster { last, commit }.into());
+                // Questions lost with the old link are asked again.
+                for (id, _) in f.read_indexes.iter().filter(|(_, a)| a.is_none()) {
+                    out.send(
+                        conn,
+                        &ReplicaMsg::ReadIndex {
+                            view: self.view,
+                            id: *id,
+                        },
+                    );
+                }
                 for (origin, txn) in &f.pending {
                     let msg = ReplicaMsg::Forward {
                         view: self.view,
@@ -782,6 +856,16 @@ impl Replica {
             ) if view == self.view => {
                 self.on_prepare(now, conn, entries, commit, out);
             }
+            (Link::Live { .. }, ReplicaMsg::Heartbeat { view, last, .. })
+                if view == self.view && last > self.log.len() as u64 =>
+            {
+                // Every Prepare was sent before this heartbeat on the same
+                // ordered link, so entries we lack were lost on the way (a
+                // partition drops messages without breaking the link):
+                // rejoin, and the master streams from our log end.
+                let what = format!("missed entries {}..={last}", self.log.len() + 1);
+                self.drop_conn(now, conn, Refusal::Unexpected { what }, out);
+            }
             (Link::Live { .. }, ReplicaMsg::Heartbeat { view, last, commit })
                 if view == self.view =>
             {
@@ -792,6 +876,25 @@ impl Replica {
                     durable: self.durable,
                 };
                 out.send(conn, &ok);
+                // A question still unanswered after a heartbeat was lost (a
+                // partition can drop messages of a link that survives it).
+                for (id, _) in f.read_indexes.iter().filter(|(_, a)| a.is_none()) {
+                    out.send(
+                        conn,
+                        &ReplicaMsg::ReadIndex {
+                            view: self.view,
+                            id: *id,
+                        },
+                    );
+                }
+                self.learn_commit(commit, out);
+            }
+            (Link::Live { .. }, ReplicaMsg::ReadIndexReply { view, id, commit })
+                if view == self.view =>
+            {
+                if let Some(slot) = f.read_indexes.get_mut(&id) {
+                    *slot = Some(commit);
+                }
                 self.learn_commit(commit, out);
             }
             (_, ReplicaMsg::Refused(reason)) => {

@@ -107,9 +107,9 @@ fn a_restarted_follower_catches_up_what_it_missed() {
         "a majority of two commits"
     );
     c.restart(2);
-    assert!(!c.server(2).replica().is_caught_up());
+    assert!(!c.server(2).replica().is_caught_up(c.now));
     c.run_for(Duration::from_secs(2));
-    assert!(c.server(2).replica().is_caught_up());
+    assert!(c.server(2).replica().is_caught_up(c.now));
     assert_converged(&c, &[0, 1, 2]);
 }
 
@@ -122,11 +122,14 @@ fn a_partitioned_follower_rejoins_after_healing() {
     c.request(1, s, &register("alice"));
     c.request(1, s, &register("bob"));
     c.run_for(Duration::from_secs(5));
-    assert!(!c.server(2).replica().is_caught_up(), "silence is detected");
+    assert!(
+        !c.server(2).replica().is_caught_up(c.now),
+        "silence is detected"
+    );
     assert_eq!(c.server(2).replica().indexes().2, 0);
     c.heal();
     c.run_for(Duration::from_secs(5));
-    assert!(c.server(2).replica().is_caught_up());
+    assert!(c.server(2).replica().is_caught_up(c.now));
     assert_converged(&c, &[0, 1, 2]);
 }
 
@@ -320,7 +323,7 @@ fn duplicate_prepares_are_ignored_and_a_gap_drops_the_link() {
         .iter()
         .any(|o| matches!(o, Output::Close { conn: c } if *c == conn)));
     assert_eq!(f.replica().log().len(), 1);
-    assert!(!f.replica().is_caught_up());
+    assert!(!f.replica().is_caught_up(crate::Timestamp::from_micros(1)));
 }
 
 #[test]
@@ -573,4 +576,56 @@ fn a_lone_master_applies_what_it_appended_before_a_crash() {
     c.restart(0);
     // Applied at once, without waiting for another proposal.
     assert_eq!(c.server(0).replica().indexes(), (1, 1, 1));
+}
+
+#[test]
+fn a_silently_stalled_follower_stops_taking_clients_within_two_heartbeats() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    assert!(c.server(2).replica().is_caught_up(c.now));
+    // The link stays "up": nothing closes it, messages just stop arriving.
+    c.partition(0, 2);
+    c.run_for(Duration::from_millis(1100));
+    assert!(!c.server(2).replica().is_caught_up(c.now));
+}
+
+#[test]
+fn a_login_right_after_registering_elsewhere_waits_for_the_masters_read_index() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    // Server 3 hears nothing more from the master for a while, but its link
+    // still looks alive: it would answer from a stale state.
+    c.partition(0, 2);
+    let s = c.open_session(1);
+    assert!(matches!(
+        c.request(1, s, &register("alice"))[..],
+        [SessionMsg::Registered { .. }]
+    ));
+    let s3 = c.open_session(2);
+    c.send(
+        2,
+        s3,
+        &SessionMsg::Begin {
+            op: login("alice", "x").op(),
+        },
+    );
+    c.received(2, s3);
+    c.send(2, s3, &login("alice", "password-123").payload());
+    assert!(
+        c.received(2, s3).is_empty(),
+        "no stale 'invalid username or password'"
+    );
+    c.heal();
+    c.run_for(Duration::from_secs(5));
+    let got = c.received(2, s3);
+    let ev: Vec<String> = c
+        .events
+        .iter()
+        .filter(|(i, _)| *i == 2)
+        .map(|(_, e)| e.to_string())
+        .collect();
+    assert!(
+        matches!(got[..], [SessionMsg::LoggedIn { user_id: 1, .. }]),
+        "{got:?} {ev:#?}"
+    );
 }

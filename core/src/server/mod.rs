@@ -145,8 +145,22 @@ impl fmt::Display for ServerEvent {
     }
 }
 
+/// A read to run again once this server has caught up with the master's
+/// commit index as of the moment the read arrived.
+enum Confirm {
+    Login { name: String, password: String },
+    WhoAmI { token: SessionToken },
+}
+
 /// Where an established session is in the operation it is running.
 enum Op {
+    /// Waiting for the master's read index before answering.
+    Confirming {
+        op: OpCode,
+        read: u64,
+        again: Confirm,
+        deadline: Timestamp,
+    },
     Idle,
     /// `Proceed` sent; waiting for the operation's data.
     AwaitData {
@@ -185,6 +199,7 @@ impl Op {
             Op::Idle => None,
             Op::AwaitData { deadline, .. }
             | Op::Ordering { deadline, .. }
+            | Op::Confirming { deadline, .. }
             | Op::AwaitBlob { deadline, .. } => Some(*deadline),
             Op::Uploading { receiver, .. } => receiver.poll_timeout(),
             Op::Downloading { sender, .. } => sender.poll_timeout(),
@@ -296,7 +311,8 @@ impl Server {
 
     fn on_bytes(&mut self, now: Timestamp, conn: ConnId, bytes: &[u8]) {
         if self.replica.owns(conn) {
-            return self.replica.on_bytes(now, conn, bytes, &mut self.out);
+            self.replica.on_bytes(now, conn, bytes, &mut self.out);
+            return self.answer_confirmed(now);
         }
         if self.blobs.owns(conn) {
             return self.on_blob_bytes(now, conn, bytes);
@@ -381,7 +397,7 @@ impl Server {
         self.reservations.expire(now);
         // A follower that has not caught up with the master would serve
         // stale accounts: it says no until it has.
-        let available = self.replica.is_caught_up()
+        let available = self.replica.is_caught_up(now)
             && self.has_free_slot()
             && self.reservations.reserve(now, code.nonce).is_ok();
         let answer = if available {
@@ -596,6 +612,7 @@ impl Node for Server {
                 for (origin, result) in done {
                     self.deliver(origin, result);
                 }
+                self.answer_confirmed(now);
                 if applied {
                     self.sync_blobs(now);
                 }

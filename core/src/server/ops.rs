@@ -1,6 +1,6 @@
 //! The operations of an established session: register, login, logout, whoami.
 
-use super::{Conn, Link, Op, OpCode, OpError, Server, ServerEvent, SessionMsg, Stage};
+use super::{Confirm, Conn, Link, Op, OpCode, OpError, Server, ServerEvent, SessionMsg, Stage};
 use crate::accounts::password::{self, PasswordHash};
 use crate::accounts::token::SessionToken;
 use crate::accounts::username;
@@ -23,9 +23,14 @@ impl Server {
                 self.register(now, conn, &username, &password)
             }
             (OpCode::Login, SessionMsg::Credentials { username, password }) => {
-                self.login(now, &username, &password)
+                self.login(now, conn, &username, &password, false)
             }
             (OpCode::Logout, SessionMsg::Token { token }) => self.logout(now, conn, token),
+            (OpCode::WhoAmI, SessionMsg::Token { token })
+                if self.replica.state().user(token.user_id).is_none() =>
+            {
+                self.confirm(now, conn, OpCode::WhoAmI, Confirm::WhoAmI { token })
+            }
             (OpCode::WhoAmI, SessionMsg::Token { token }) => {
                 self.verify_token(now, &token).map(|_| {
                     let me = SessionMsg::Me {
@@ -142,11 +147,15 @@ impl Server {
         self.order(now, conn, OpCode::Register, txn)
     }
 
-    fn login(
+    /// `confirmed`: this server has applied every write acknowledged before
+    /// the request arrived (see `Op::Confirming`).
+    pub(super) fn login(
         &mut self,
         now: Timestamp,
+        conn: ConnId,
         raw_name: &str,
         pass: &str,
+        confirmed: bool,
     ) -> Result<Option<SessionMsg>, OpError> {
         let Ok(name) = username::normalize(raw_name) else {
             return Err(OpError::BadCredentials);
@@ -155,6 +164,16 @@ impl Server {
             .check(now, &name)
             .map_err(|retry_after_secs| OpError::RateLimited { retry_after_secs })?;
         let user = self.replica.state().user_by_name(&name).cloned();
+        if user.is_none() && !confirmed {
+            // Unknown here may only mean "registered elsewhere a moment ago":
+            // ask the master how far the log goes and look again once
+            // applied that far (read-your-writes across servers).
+            let again = Confirm::Login {
+                name: raw_name.to_string(),
+                password: pass.to_string(),
+            };
+            return self.confirm(now, conn, OpCode::Login, again);
+        }
         // Unknown users cost one hash too, so timing does not tell them apart.
         let ok = match &user {
             Some(u) => password::verify(&u.password, pass),
@@ -227,6 +246,89 @@ impl Server {
         }
     }
 
+    /// Waits for the master's read index before answering `again`.
+    fn confirm(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        op: OpCode,
+        again: Confirm,
+    ) -> Result<Option<SessionMsg>, OpError> {
+        match self.replica.ask_read_index(&mut self.out) {
+            Some(read) => {
+                let deadline = now + self.cfg.request_timeout;
+                self.set_op(
+                    conn,
+                    Op::Confirming {
+                        op,
+                        read,
+                        again,
+                        deadline,
+                    },
+                );
+                self.answer_confirmed(now);
+                Ok(None)
+            }
+            None => Err(OpError::Unavailable {
+                reason: "this server cannot reach the master to confirm".into(),
+            }),
+        }
+    }
+
+    /// Answers every session whose read index has been reached.
+    pub(super) fn answer_confirmed(&mut self, now: Timestamp) {
+        let ready: Vec<(ConnId, u64)> = self
+            .conns
+            .iter()
+            .filter_map(|(c, conn)| match &conn.stage {
+                Stage::Established {
+                    op: Op::Confirming { read, .. },
+                    ..
+                } if self.replica.read_index_ready(*read) => Some((*c, *read)),
+                _ => None,
+            })
+            .collect();
+        for (conn, read) in ready {
+            self.replica.forget_read_index(read);
+            let Some(Conn {
+                stage: Stage::Established { op, .. },
+                ..
+            }) = self.conns.get_mut(&conn)
+            else {
+                continue;
+            };
+            let Op::Confirming {
+                op: code, again, ..
+            } = std::mem::replace(op, Op::Idle)
+            else {
+                continue;
+            };
+            let reply = match again {
+                Confirm::Login { name, password } => self.login(now, conn, &name, &password, true),
+                Confirm::WhoAmI { token } => self.verify_token(now, &token).map(|_| {
+                    let me = SessionMsg::Me {
+                        user_id: token.user_id,
+                        username: token.username.clone(),
+                    };
+                    // The session now acts as this user, and only this one.
+                    if let Some(Conn {
+                        stage: Stage::Established { user, .. },
+                        ..
+                    }) = self.conns.get_mut(&conn)
+                    {
+                        *user = Some(token);
+                    }
+                    Some(me)
+                }),
+            };
+            match reply {
+                Ok(Some(msg)) => self.answer(conn, code, msg),
+                Ok(None) => {}
+                Err(e) => self.answer(conn, code, SessionMsg::Failed(e)),
+            }
+        }
+    }
+
     /// A transaction of one of our sessions is applied here: answer it.
     pub(super) fn deliver(&mut self, origin: Origin, result: TxnResult) {
         let found = self.conns.iter().find_map(|(id, c)| match &c.stage {
@@ -266,6 +368,19 @@ impl Server {
                 self.answer(
                     conn,
                     OpCode::Download,
+                    SessionMsg::Failed(OpError::Unavailable { reason }),
+                );
+            }
+            Stage::Established {
+                op: Op::Confirming { op, read, .. },
+                ..
+            } => {
+                let (op, read) = (*op, *read);
+                self.replica.forget_read_index(read);
+                let reason = "could not confirm with the master in time".into();
+                self.answer(
+                    conn,
+                    op,
                     SessionMsg::Failed(OpError::Unavailable { reason }),
                 );
             }

@@ -1,0 +1,653 @@
+//! What must hold in every run of the replication scenario.
+//!
+//! [`Watch`] is checked between steps, on every running server:
+//!
+//! - indexes are ordered: `applied <= commit <= log length` and
+//!   `applied <= durable <= log length` (`applied` is the durably applied
+//!   index the server reports);
+//! - the commit index never decreases while a server runs, and the applied
+//!   index never decreases at all, not even across a restart (it is durable);
+//! - **committed entries never change**: the first time any server counts an
+//!   entry as committed, the harness remembers it; every server that later
+//!   counts index `i` as committed must hold that very entry at `i`, in any
+//!   incarnation. This implies the pairwise check, also made: two servers
+//!   hold the same entries up to the smaller of their applied indexes.
+//!
+//! [`check_accounts`] and [`converged`] are checked at the end, on the
+//! healed cluster.
+
+use super::client::{AccountRecord, TryResult};
+use ferry_core::accounts::password;
+use ferry_core::accounts::username;
+use ferry_core::client::{ClientError, Peer};
+use ferry_core::refusal::Refusal;
+use ferry_core::replication::entry::Entry;
+use ferry_core::server::{OpError, Response, Server};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// The login limiter's rule (docs/replication.md): this many failures for a
+/// name on a server within the window lock the name there.
+const LIMITER_FAILURES: usize = 5;
+const LIMITER_WINDOW: Duration = Duration::from_secs(60);
+
+/// A running server as the harness sees it between steps.
+pub struct View<'a> {
+    pub id: u32,
+    pub incarnation: u32,
+    pub server: &'a Server,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Seen {
+    incarnation: u32,
+    /// Indexes at the last check (durable, commit, applied).
+    indexes: (u64, u64, u64),
+    /// Highest durably applied index ever reported, over all incarnations.
+    applied_max: u64,
+    /// Committed entries of this incarnation checked against the history.
+    checked: u64,
+}
+
+/// The between-steps monitor.
+#[derive(Debug, Default)]
+pub struct Watch {
+    /// Committed entries as first seen: index `i` at `[i - 1]`, with the
+    /// server that first counted it committed.
+    history: Vec<(Entry, u32)>,
+    seen: BTreeMap<u32, Seen>,
+}
+
+impl Watch {
+    /// Checks every running server; returns what is violated.
+    pub fn check(&mut self, servers: &[View<'_>]) -> Vec<String> {
+        let mut v = Vec::new();
+        let mut changed = false;
+        for s in servers {
+            let r = s.server.replica();
+            let (durable, commit, applied) = r.indexes();
+            let len = r.log().len() as u64;
+            let host = format!("server{}", s.id);
+            if !(applied <= commit && commit <= len && applied <= durable && durable <= len) {
+                v.push(format!(
+                    "{host} has disordered indexes: durable {durable}, commit {commit}, applied {applied}, log length {len}"
+                ));
+            }
+            let seen = self.seen.entry(s.id).or_default();
+            let fresh = seen.incarnation != s.incarnation;
+            if fresh {
+                seen.incarnation = s.incarnation;
+                seen.checked = 0;
+            } else if commit < seen.indexes.1 {
+                v.push(format!(
+                    "{host}'s commit index went back from {} to {commit}",
+                    seen.indexes.1
+                ));
+            }
+            if applied < seen.applied_max {
+                v.push(format!(
+                    "{host}'s durably applied index went back from {} to {applied}{}",
+                    seen.applied_max,
+                    if fresh { " across a restart" } else { "" }
+                ));
+            }
+            seen.applied_max = seen.applied_max.max(applied);
+            changed |= fresh || seen.indexes != (durable, commit, applied);
+            seen.indexes = (durable, commit, applied);
+            // Committed entries never change.
+            let log = r.log();
+            while seen.checked < commit {
+                let i = seen.checked + 1;
+                let entry = &log[(i - 1) as usize];
+                match self.history.get((i - 1) as usize) {
+                    Some((first, by)) if first != entry => {
+                        v.push(format!(
+                            "server{} holds committed entry #{i} as {entry:?}, but server{by} committed it as {first:?}",
+                            s.id
+                        ));
+                        break;
+                    }
+                    Some(_) => {}
+                    None => self.history.push((entry.clone(), s.id)),
+                }
+                seen.checked = i;
+            }
+        }
+        if changed {
+            v.extend(check_log_agreement(servers));
+        }
+        v
+    }
+
+    /// Committed entries seen so far.
+    pub fn committed(&self) -> usize {
+        self.history.len()
+    }
+}
+
+/// Any two servers hold the same entries up to the smaller of their applied
+/// indexes.
+pub fn check_log_agreement(servers: &[View<'_>]) -> Vec<String> {
+    let mut v = Vec::new();
+    for (i, a) in servers.iter().enumerate() {
+        for b in &servers[i + 1..] {
+            let (ra, rb) = (a.server.replica(), b.server.replica());
+            let upto = ra.indexes().2.min(rb.indexes().2) as usize;
+            let (la, lb) = (&ra.log()[..upto], &rb.log()[..upto]);
+            if let Some(k) = (0..upto).find(|&k| la[k] != lb[k]) {
+                v.push(format!(
+                    "server{} and server{} both applied entry #{} but differ: {:?} vs {:?}",
+                    a.id,
+                    b.id,
+                    k + 1,
+                    la[k],
+                    lb[k]
+                ));
+            }
+        }
+    }
+    v
+}
+
+/// The healed cluster's common state, if every server has converged: the
+/// same indexes, everything durable committed and applied, the same log and
+/// the same state digest. Otherwise what differs.
+pub fn converged(servers: &[View<'_>], expected: usize) -> Result<String, String> {
+    if servers.len() != expected {
+        return Err(format!("only {} of {expected} servers run", servers.len()));
+    }
+    let first = servers[0].server.replica();
+    let (d, c, a) = first.indexes();
+    let mut why = String::new();
+    for s in servers {
+        let r = s.server.replica();
+        let (sd, sc, sa) = r.indexes();
+        if (sd, sc, sa) != (d, c, a) || sa != sd || r.log().len() as u64 != sd {
+            let _ = write!(
+                why,
+                "server{}: durable {sd}, commit {sc}, applied {sa}, log {}; ",
+                s.id,
+                r.log().len()
+            );
+        } else if r.log() != first.log() {
+            let _ = write!(why, "server{}: a different log; ", s.id);
+        } else if r.state().digest() != first.state().digest() {
+            let _ = write!(why, "server{}: a different state digest; ", s.id);
+        }
+    }
+    if why.is_empty() {
+        let digest = first.state().digest();
+        Ok(format!(
+            "log {d}, commit {c}, applied {a} on every server; {} user(s); state digest {:02x}{:02x}{:02x}{:02x}",
+            first.state().users().count(),
+            digest[0],
+            digest[1],
+            digest[2],
+            digest[3]
+        ))
+    } else {
+        let (d, c, a) = first.indexes();
+        Err(format!(
+            "servers differ (server{} has durable {d}, commit {c}, applied {a}): {}",
+            servers[0].id,
+            why.trim_end_matches("; ")
+        ))
+    }
+}
+
+/// The account checks of the healed, converged cluster, on every server:
+///
+/// - every `Registered { user_id }` a client got is there, with that id and
+///   that client's password (no acknowledged registration is lost);
+/// - each username is registered at most once, and at most one client was
+///   told `Registered` for it;
+/// - a client that got `LoggedIn` logged into its own registration: the name
+///   is registered, with the id it was told and its password; its token
+///   names it and expires 24 h after a time within the run;
+/// - a login on the server that just answered `Registered` succeeds (a
+///   server answers only once it has applied the registration); with
+///   `strict_reads`, a login anywhere after `Registered` must succeed;
+/// - a login refused as rate-limited follows 5 failed logins for that name
+///   on that server within 60 s (clients that lost a name try their own
+///   passwords on it);
+/// - every client finished, with errors that faults explain; the late
+///   client of the healed cluster registered and logged in.
+pub fn check_accounts(
+    servers: &[View<'_>],
+    records: &[AccountRecord],
+    epoch_secs: u64,
+    run_secs: u64,
+    strict_reads: bool,
+) -> Vec<String> {
+    let mut v = Vec::new();
+    for s in servers {
+        let state = s.server.replica().state();
+        let mut names = BTreeMap::new();
+        for u in state.users() {
+            if let Some(other) = names.insert(u.name.clone(), u.id) {
+                v.push(format!(
+                    "server{} holds username {} twice (users {other} and {})",
+                    s.id, u.name, u.id
+                ));
+            }
+            if state.user_by_name(&u.name).map(|x| x.id) != Some(u.id) {
+                v.push(format!(
+                    "server{}'s name index does not lead to user {} ({})",
+                    s.id, u.id, u.name
+                ));
+            }
+        }
+    }
+    // Failed logins per (server, name), for the login limiter's rule.
+    let mut failed_logins: Vec<(u32, String, Duration)> = Vec::new();
+    for r in records {
+        let Ok(name) = username::normalize(&r.plan.username) else {
+            continue;
+        };
+        for t in &r.login {
+            if let (Some(s), TryResult::Answer(Response::Failed(OpError::BadCredentials))) =
+                (t.server, &t.result)
+            {
+                failed_logins.push((s, name.clone(), t.at));
+            }
+        }
+    }
+    let mut told: BTreeMap<String, &str> = BTreeMap::new();
+    for r in records {
+        let p = &r.plan;
+        let Ok(name) = username::normalize(&p.username) else {
+            v.push(format!(
+                "{}: the plan's username {} is invalid",
+                p.name, p.username
+            ));
+            continue;
+        };
+        if !r.finished {
+            v.push(format!("{} never finished", p.name));
+        }
+        if let Some(id) = r.registered() {
+            if let Some(other) = told.insert(name.clone(), &p.name) {
+                v.push(format!(
+                    "{other} and {} were both told they registered {name}",
+                    p.name
+                ));
+            }
+            for s in servers {
+                match s.server.replica().state().user_by_name(&name) {
+                    None => v.push(format!(
+                        "{} was told it registered {name} as user {id}, but server{} does not know {name}",
+                        p.name, s.id
+                    )),
+                    Some(u) if u.id != id => v.push(format!(
+                        "{} was told it registered {name} as user {id}, but server{} holds it as user {}",
+                        p.name, s.id, u.id
+                    )),
+                    Some(u) if !password::verify(&u.password, &p.password) => v.push(format!(
+                        "{} was told it registered {name} as user {id}, but server{} holds another password for it",
+                        p.name, s.id
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+        if let Some((id, token_name, expires)) = r.logged_in() {
+            for s in servers {
+                match s.server.replica().state().user_by_name(&name) {
+                    Some(u) if u.id == id && password::verify(&u.password, &p.password) => {}
+                    other => v.push(format!(
+                        "{} logged in as {name} (user {id}), but server{} holds {:?}",
+                        p.name,
+                        s.id,
+                        other.map(|u| (u.id, password::verify(&u.password, &p.password)))
+                    )),
+                }
+            }
+            if token_name != name {
+                v.push(format!("{}'s token names {token_name}, not {name}", p.name));
+            }
+            let day = 24 * 3600;
+            let (lo, hi) = (epoch_secs + day, epoch_secs + run_secs + day);
+            if !(lo..=hi).contains(&expires) {
+                v.push(format!(
+                    "{}'s token expires at {expires}, outside {lo}..={hi}: the servers' clock is not the Unix time",
+                    p.name
+                ));
+            }
+        }
+        // Read your writes on the server that answered.
+        let registered_on = r.register.iter().find_map(|t| match t.result {
+            TryResult::Answer(Response::Registered { .. }) => t.server,
+            _ => None,
+        });
+        if let (Some(on), Some(first)) = (registered_on, r.login.first()) {
+            if first.server == Some(on)
+                && matches!(first.result, TryResult::Answer(Response::Failed(_)))
+                && p.login == super::client::Login::SameSession
+            {
+                v.push(format!(
+                    "{} registered on server{on}, then failed to log in on the same session: {}",
+                    p.name, first.result
+                ));
+            }
+        }
+        if strict_reads && r.registered().is_some() {
+            for t in &r.login {
+                if t.result == TryResult::Answer(Response::Failed(OpError::BadCredentials)) {
+                    let on = t.server.map_or("?".into(), |s| s.to_string());
+                    v.push(format!(
+                        "{} was told it registered {name}, then server{on} refused its login at {:?}: a stale read",
+                        p.name, t.at
+                    ));
+                }
+            }
+        }
+        for t in r.register.iter().chain(&r.login) {
+            if let Some(why) = unexpected(&t.result) {
+                v.push(format!("{}: {why}", p.name));
+            }
+            // The limiter locks a name on a server after 5 failed logins
+            // for it there within 60 s, and only then.
+            if let (Some(s), TryResult::Answer(Response::Failed(OpError::RateLimited { .. }))) =
+                (t.server, &t.result)
+            {
+                let recent = failed_logins
+                    .iter()
+                    .filter(|(fs, fname, at)| {
+                        *fs == s && *fname == name && *at <= t.at && t.at - *at <= LIMITER_WINDOW
+                    })
+                    .count();
+                if recent < LIMITER_FAILURES {
+                    v.push(format!(
+                        "{}: server{s} refused a login for {name} as rate-limited after {recent} failed login(s) there",
+                        p.name
+                    ));
+                }
+            }
+        }
+        if p.must_succeed && (r.registered().is_none() || r.logged_in().is_none()) {
+            let tries: Vec<String> = r
+                .register
+                .iter()
+                .chain(&r.login)
+                .map(|t| t.result.to_string())
+                .collect();
+            v.push(format!(
+                "{} (liveness probe of the healed cluster) did not register and log in: {}",
+                p.name,
+                tries.join("; ")
+            ));
+        }
+    }
+    v
+}
+
+/// Why a try's end is one that honest nodes never cause, if it is.
+fn unexpected(t: &TryResult) -> Option<String> {
+    let client_error = |e: &ClientError| match e {
+        ClientError::NoServer { .. } => None,
+        ClientError::Unreachable { peer, .. } | ClientError::Timeout { peer, .. }
+            if *peer == Peer::Server =>
+        {
+            None
+        }
+        ClientError::Refused {
+            by: Peer::Server,
+            reason: Refusal::CodeExpired | Refusal::CodeUnknown | Refusal::Timeout { .. },
+        } => None,
+        other => Some(format!("an error honest nodes never cause: {other}")),
+    };
+    match t {
+        TryResult::NoSession(e) | TryResult::Failed(e) => client_error(e),
+        TryResult::Answer(Response::Failed(e)) => match e {
+            // RateLimited is checked against the limiter's rule separately.
+            OpError::UsernameTaken
+            | OpError::BadCredentials
+            | OpError::Unavailable { .. }
+            | OpError::RateLimited { .. } => None,
+            other => Some(format!("an answer honest clients never get: {other}")),
+        },
+        TryResult::Answer(_) | TryResult::Lost => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::client::{AccountPlan, Login, Try};
+    use ferry_core::accounts::password::{hash, PasswordParams};
+    use ferry_core::auth::ClusterSecret;
+    use ferry_core::frame;
+    use ferry_core::replication::entry::{Origin, Txn};
+    use ferry_core::replication::state::State;
+    use ferry_core::replication::ReplicaConfig;
+    use ferry_core::server::ServerConfig;
+    use ferry_core::store::{Recovered, Write};
+    use ferry_core::{Entropy, Timestamp};
+    use std::time::Duration;
+
+    const EPOCH: u64 = 1_780_000_000;
+
+    fn register(index: u64, name: &str, password: &str) -> Entry {
+        Entry {
+            index,
+            view: 1,
+            at: EPOCH,
+            origin: Origin {
+                server: 1,
+                session: index,
+                request: 1,
+            },
+            txn: Txn::Register {
+                username: name.into(),
+                password: hash(PasswordParams::TESTING, [index as u8; 16], password).unwrap(),
+            },
+        }
+    }
+
+    /// A server resumed from a store holding `log`, `applied` of it applied.
+    fn server(id: u32, log: &[Entry], applied: u64) -> Server {
+        let mut state = State::default();
+        let mut rows = BTreeMap::new();
+        for e in &log[..applied as usize] {
+            for w in state.apply(e).0 {
+                if let Write::Put { table, key, value } = w {
+                    rows.insert((table, key), value);
+                }
+            }
+        }
+        let rec = Recovered {
+            log: log
+                .iter()
+                .map(|e| (e.index, frame::encode(e).unwrap()[frame::PREFIX..].to_vec()))
+                .collect(),
+            tables: rows.into_iter().map(|((t, k), v)| (t, k, v)).collect(),
+            applied,
+            view: 1,
+        };
+        let cfg = ServerConfig {
+            password: PasswordParams::TESTING,
+            ..ServerConfig::new(id)
+        };
+        let secret = ClusterSecret::from_bytes(b"ferry-sim-cluster-secret").unwrap();
+        let now = Timestamp::from_duration(Duration::from_secs(EPOCH));
+        let replica = ReplicaConfig::new(id, 1, Vec::new());
+        Server::new(cfg, replica, secret, Entropy::from_u64(1), &rec, now).unwrap()
+    }
+
+    fn view(id: u32, incarnation: u32, server: &Server) -> View<'_> {
+        View {
+            id,
+            incarnation,
+            server,
+        }
+    }
+
+    #[test]
+    fn servers_that_agree_pass() {
+        let log = [
+            register(1, "alice", "pw-alice1"),
+            register(2, "bob", "pw-bob-12"),
+        ];
+        let (a, b) = (server(1, &log, 2), server(2, &log, 1));
+        let mut w = Watch::default();
+        assert_eq!(
+            w.check(&[view(1, 1, &a), view(2, 1, &b)]),
+            Vec::<String>::new()
+        );
+        assert_eq!(w.committed(), 2);
+        assert!(converged(&[view(1, 1, &a), view(2, 1, &b)], 2).is_err());
+        let b = server(2, &log, 2);
+        let state = converged(&[view(1, 1, &a), view(2, 1, &b)], 2).unwrap();
+        assert!(state.starts_with("log 2, commit 2, applied 2"), "{state}");
+    }
+
+    #[test]
+    fn a_committed_entry_that_changes_is_caught() {
+        let a = server(1, &[register(1, "alice", "pw-alice1")], 1);
+        let b = server(2, &[register(1, "alicia", "pw-alice1")], 1);
+        let v = Watch::default().check(&[view(1, 1, &a), view(2, 1, &b)]);
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(v[0].contains("committed entry #1"), "{v:?}");
+        assert!(v[1].contains("both applied entry #1 but differ"), "{v:?}");
+        // Also when the two are never up at once.
+        let mut w = Watch::default();
+        assert!(w.check(&[view(1, 1, &a)]).is_empty());
+        let v = w.check(&[view(2, 1, &b)]);
+        assert!(v[0].contains("server1 committed it as"), "{v:?}");
+    }
+
+    #[test]
+    fn an_applied_index_that_goes_back_across_a_restart_is_caught() {
+        let log = [
+            register(1, "alice", "pw-alice1"),
+            register(2, "bob", "pw-bob-12"),
+        ];
+        let mut w = Watch::default();
+        assert!(w.check(&[view(2, 1, &server(2, &log, 2))]).is_empty());
+        let v = w.check(&[view(2, 2, &server(2, &log, 1))]);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].contains("went back from 2 to 1 across a restart"),
+            "{v:?}"
+        );
+    }
+
+    fn record(name: &str, username: &str, password: &str) -> AccountRecord {
+        let mut r = AccountRecord::new(AccountPlan {
+            name: name.into(),
+            username: username.into(),
+            password: password.into(),
+            start: Duration::ZERO,
+            login: Login::No,
+            attempts: 3,
+            must_succeed: false,
+        });
+        r.finished = true;
+        r
+    }
+
+    fn answered(server: u32, response: Response) -> Try {
+        Try {
+            at: Duration::from_secs(1),
+            server: Some(server),
+            result: TryResult::Answer(response),
+        }
+    }
+
+    #[test]
+    fn lost_and_double_registrations_and_foreign_logins_are_caught() {
+        let log = [register(1, "alice", "pw-alice1")];
+        let s = server(1, &log, 1);
+        let views = [view(1, 1, &s)];
+        let mut ok = record("client1", "Alice", "pw-alice1");
+        ok.register
+            .push(answered(1, Response::Registered { user_id: 1 }));
+        assert_eq!(
+            check_accounts(&views, &[ok.clone()], EPOCH, 60, false),
+            Vec::<String>::new()
+        );
+        // Lost: told Registered, but no server knows the name.
+        let mut lost = record("client2", "bob", "pw-bob-12");
+        lost.register
+            .push(answered(1, Response::Registered { user_id: 2 }));
+        // Twice: a second client told it registered alice.
+        let mut twice = record("client3", "alice", "pw-other-3");
+        twice
+            .register
+            .push(answered(1, Response::Registered { user_id: 1 }));
+        let v = check_accounts(&views, &[ok.clone(), lost, twice], EPOCH, 60, false);
+        assert_eq!(v.len(), 3, "{v:?}");
+        assert!(v[0].contains("does not know bob"), "{v:?}");
+        assert!(
+            v[1].contains("were both told they registered alice"),
+            "{v:?}"
+        );
+        assert!(v[2].contains("another password"), "{v:?}");
+        // A login into someone else's account.
+        let mut foreign = record("client4", "alice", "pw-other-4");
+        let secret = ClusterSecret::from_bytes(b"ferry-sim-cluster-secret").unwrap();
+        let token = ferry_core::accounts::token::SessionToken::issue(
+            &secret,
+            1,
+            "alice".into(),
+            EPOCH + 24 * 3600 + 5,
+            [0; 16],
+        );
+        foreign
+            .login
+            .push(answered(1, Response::LoggedIn { user_id: 1, token }));
+        let v = check_accounts(&views, &[ok, foreign], EPOCH, 60, false);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("client4 logged in as alice"), "{v:?}");
+    }
+
+    #[test]
+    fn rate_limiting_must_follow_five_failed_logins() {
+        let s = server(1, &[register(1, "alice", "pw-alice1")], 1);
+        let views = [view(1, 1, &s)];
+        let limited = |at| Try {
+            at,
+            server: Some(1),
+            result: TryResult::Answer(Response::Failed(OpError::RateLimited {
+                retry_after_secs: 30,
+            })),
+        };
+        let mut early = record("client1", "alice", "pw-other-1");
+        early.login.push(limited(Duration::from_secs(1)));
+        let v = check_accounts(&views, &[early], EPOCH, 60, false);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("after 0 failed login(s)"), "{v:?}");
+        let mut records: Vec<AccountRecord> = (0..5)
+            .map(|i| {
+                let mut r = record(&format!("client{i}"), "Alice", &format!("pw-other-{i}"));
+                let mut t = answered(1, Response::Failed(OpError::BadCredentials));
+                t.at = Duration::from_secs(2);
+                r.login.push(t);
+                r
+            })
+            .collect();
+        let mut sixth = record("client9", "alice", "pw-other-9");
+        sixth.login.push(limited(Duration::from_secs(3)));
+        records.push(sixth);
+        assert_eq!(
+            check_accounts(&views, &records, EPOCH, 60, false),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_stale_login_is_a_violation_only_with_strict_reads() {
+        let s = server(1, &[register(1, "alice", "pw-alice1")], 1);
+        let views = [view(1, 1, &s)];
+        let mut r = record("client1", "alice", "pw-alice1");
+        r.register
+            .push(answered(2, Response::Registered { user_id: 1 }));
+        r.login
+            .push(answered(3, Response::Failed(OpError::BadCredentials)));
+        assert!(check_accounts(&views, &[r.clone()], EPOCH, 60, false).is_empty());
+        let v = check_accounts(&views, &[r], EPOCH, 60, true);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("stale read"), "{v:?}");
+    }
+}

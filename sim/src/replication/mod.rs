@@ -1,0 +1,835 @@
+//! The "replication" scenario: clients register usernames through the
+//! balancer on a three-server cluster (server 1 the master), while the
+//! harness restarts a follower, cuts a follower off, and maybe crashes the
+//! master; then the cluster is healed and must converge.
+//!
+//! VOPR-style, like the connect scenario: a seed picks the swarm options
+//! ([`ReplicationConfig::swarm`]) and a [`ReplicationPlan`] (who registers
+//! which name when, who logs in where, when each fault strikes); the harness
+//! steps turmoil, injects the faults when their time comes, and checks the
+//! replication invariants ([`invariants::Watch`]) after every step. Once
+//! every client is done, the cluster is healed, a late client must register
+//! and log in, and every server must reach the same log and state; then the
+//! account invariants are checked on every server.
+//!
+//! Every server has its own LMDB store ([`crate::server_host`]): a restarted
+//! server resumes from it.
+
+pub mod client;
+pub mod invariants;
+
+use crate::driver::{serve, DriverConfig};
+use crate::scenario::{server_host, server_port, Fault, Preset, BALANCER, BALANCER_PORT};
+use crate::seeds::{replication_replay_command, SimRng};
+use crate::server_host::{add_server, run_dir, store_dir, ServerSlot, ServerSpec};
+use crate::sweep::{panic_message, RunOutcome};
+use crate::trace::{SharedTrace, Trace, HARNESS};
+use client::{add_account_client, AccountPlan, AccountRecord, Login, SharedRecords, TryResult};
+use ferry_core::accounts::password::PasswordParams;
+use ferry_core::auth::ClusterSecret;
+use ferry_core::balancer::{Balancer, BalancerConfig, ServerAddr};
+use ferry_core::replication::ReplicaConfig;
+use ferry_core::server::{OpError, Response, ServerConfig};
+use ferry_core::Entropy;
+use invariants::{check_accounts, converged, View, Watch};
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// The master, by configuration.
+pub const MASTER: u32 = 1;
+const SECRET: &[u8] = b"ferry-sim-cluster-secret";
+/// A fixed epoch (Unix seconds), so nothing depends on the wall clock.
+pub const EPOCH_SECS: u64 = 1_780_000_000;
+/// Names clients pick from; fewer names than clients, so names collide.
+const NAMES: [&str; 10] = [
+    "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
+];
+/// When the late client starts after the heal.
+const LATE_AFTER: Duration = Duration::from_secs(1);
+/// How long the healed cluster gets to converge.
+const SETTLE_MAX: Duration = Duration::from_secs(20);
+/// How long the converged state must stay unchanged before the final checks.
+const STABLE_FOR: Duration = Duration::from_secs(1);
+/// Convergence is checked every this many steps.
+const CONVERGE_EVERY: u64 = 50;
+
+/// The knobs; [`ReplicationConfig::swarm`] draws them from a seed.
+#[derive(Clone, Debug)]
+pub struct ReplicationConfig {
+    /// [`Preset::Swarm`] or [`Preset::Custom`], for the replay command.
+    pub preset: Preset,
+    pub servers: u32,
+    pub clients: u32,
+    /// How many names of [`NAMES`] the clients draw from.
+    pub names: u32,
+    pub start_window: (Duration, Duration),
+    /// Chance (percent) that a client starts around a fault's time (from
+    /// 400 ms before to 300 ms after) rather than in `start_window`.
+    pub near_fault_pct: u32,
+    /// Chance (percent) that a client logs in after registering, and that
+    /// it does so on a new session rather than the same one.
+    pub login_chance_pct: u32,
+    pub login_elsewhere_pct: u32,
+    pub attempts: u32,
+    pub latency: (Duration, Duration),
+    /// How long a store commit takes (the host waits, as on `fsync`).
+    pub persist_latency: (Duration, Duration),
+    pub fault_window: (Duration, Duration),
+    /// Chance (percent) that the master crashes (and comes back).
+    pub master_crash_pct: u32,
+    /// Chance (percent) that the partitioned follower is the other one than
+    /// the one restarted.
+    pub other_follower_cut_pct: u32,
+    /// Treat a login refused for an account whose registration was already
+    /// acknowledged (wherever the balancer sent the client) as a violation:
+    /// read-your-writes across servers, which followers keep by asking the
+    /// master's read index before answering "unknown user". On by default.
+    pub strict_reads: bool,
+    pub tick: Duration,
+    /// turmoil's limit; a run that needs longer has a client that hangs.
+    pub duration: Duration,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            preset: Preset::Custom,
+            servers: 3,
+            clients: 6,
+            names: 4,
+            start_window: (Duration::ZERO, Duration::from_secs(8)),
+            near_fault_pct: 50,
+            login_chance_pct: 60,
+            login_elsewhere_pct: 50,
+            attempts: 3,
+            latency: (Duration::from_millis(1), Duration::from_millis(25)),
+            persist_latency: (Duration::ZERO, Duration::ZERO),
+            fault_window: (Duration::from_millis(300), Duration::from_secs(9)),
+            master_crash_pct: 35,
+            other_follower_cut_pct: 75,
+            strict_reads: true,
+            tick: Duration::from_millis(2),
+            duration: Duration::from_secs(180),
+        }
+    }
+}
+
+impl ReplicationConfig {
+    /// Swarm testing: each seed gets its own mix of load and timing.
+    pub fn swarm(seed: u64) -> Self {
+        let mut rng = SimRng::new(seed, 11);
+        let clients = rng.range(4, 10) as u32;
+        // Fewer names than clients: at least two clients want one name.
+        let names = rng.range(2, u64::from(clients) - 1) as u32;
+        let max_latency = *rng.pick(&[5, 25, 60, 150]);
+        let persist = *rng.pick(&[(0, 0), (0, 2), (1, 10)]);
+        ReplicationConfig {
+            preset: Preset::Swarm,
+            clients,
+            names,
+            login_chance_pct: *rng.pick(&[30, 60, 90]),
+            latency: (Duration::from_millis(1), Duration::from_millis(max_latency)),
+            persist_latency: (
+                Duration::from_millis(persist.0),
+                Duration::from_millis(persist.1),
+            ),
+            ..ReplicationConfig::default()
+        }
+    }
+}
+
+/// The concrete run a seed and a config describe.
+#[derive(Clone, Debug)]
+pub struct ReplicationPlan {
+    pub clients: Vec<AccountPlan>,
+    /// Sorted by time.
+    pub faults: Vec<(Duration, Fault)>,
+}
+
+impl ReplicationPlan {
+    pub fn new(seed: u64, cfg: &ReplicationConfig) -> Self {
+        let mut rng = SimRng::new(seed, 12);
+        let faults = Self::faults(&mut rng, cfg);
+        let clients = (1..=cfg.clients)
+            .map(|i| {
+                let name = format!("client{i}");
+                let base = NAMES[rng.range(0, u64::from(cfg.names.clamp(1, 10)) - 1) as usize];
+                // Names are case-insensitive: "Alice" is alice.
+                let username = if rng.chance(25) {
+                    let mut c = base.chars();
+                    c.next()
+                        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                        .unwrap_or_default()
+                } else {
+                    base.to_string()
+                };
+                // Half the clients come in a burst around a fault, so that
+                // operations are in flight when it strikes.
+                let start = match faults.is_empty() || !rng.chance(cfg.near_fault_pct) {
+                    true => rng.duration(cfg.start_window.0, cfg.start_window.1),
+                    false => {
+                        let (at, _) = *rng.pick(&faults);
+                        let before = Duration::from_millis(400).min(at);
+                        rng.duration(at - before, at + Duration::from_millis(300))
+                    }
+                };
+                let login = if !rng.chance(cfg.login_chance_pct) {
+                    Login::No
+                } else if rng.chance(cfg.login_elsewhere_pct) {
+                    Login::NewSession
+                } else {
+                    Login::SameSession
+                };
+                AccountPlan {
+                    password: format!("pw-{name}-{:08x}", rng.next_u64() as u32),
+                    name,
+                    username,
+                    start,
+                    login,
+                    attempts: cfg.attempts,
+                    must_succeed: false,
+                }
+            })
+            .collect();
+        ReplicationPlan { clients, faults }
+    }
+
+    /// A follower restarted (at once or after a while), a follower cut off
+    /// (usually the other one) and later reconnected, and maybe the master
+    /// crashed and restarted; sorted by time.
+    fn faults(rng: &mut SimRng, cfg: &ReplicationConfig) -> Vec<(Duration, Fault)> {
+        let mut faults = Vec::new();
+        if cfg.servers < 3 {
+            return faults;
+        }
+        let followers: Vec<u32> = (1..=cfg.servers).filter(|s| *s != MASTER).collect();
+        let bounced = *rng.pick(&followers);
+        let at = rng.duration(cfg.fault_window.0, cfg.fault_window.1);
+        let down = if rng.chance(30) {
+            Duration::ZERO
+        } else {
+            rng.duration(Duration::from_millis(100), Duration::from_secs(3))
+        };
+        faults.push((at, Fault::Crash(bounced)));
+        faults.push((at + down, Fault::Restart(bounced)));
+        let others: Vec<u32> = followers
+            .iter()
+            .copied()
+            .filter(|s| *s != bounced)
+            .collect();
+        let cut = if rng.chance(cfg.other_follower_cut_pct) {
+            *rng.pick(&others)
+        } else {
+            bounced
+        };
+        let at = rng.duration(cfg.fault_window.0, cfg.fault_window.1);
+        let len = rng.duration(Duration::from_millis(500), Duration::from_secs(6));
+        faults.push((at, Fault::Partition(cut)));
+        faults.push((at + len, Fault::Repair(cut)));
+        if rng.chance(cfg.master_crash_pct) {
+            let at = rng.duration(cfg.fault_window.0, cfg.fault_window.1);
+            let down = rng.duration(Duration::from_millis(200), Duration::from_secs(4));
+            faults.push((at, Fault::Crash(MASTER)));
+            faults.push((at + down, Fault::Restart(MASTER)));
+        }
+        faults.sort_by_key(|(at, _)| *at);
+        faults
+    }
+
+    fn describe(&self, cfg: &ReplicationConfig) -> Vec<String> {
+        let mut lines = vec![format!(
+            "plan: {} servers (server{MASTER} the master), {} client(s) over {} name(s), latency {}..{} ms, disk {}..{} ms",
+            cfg.servers,
+            self.clients.len(),
+            cfg.names,
+            cfg.latency.0.as_millis(),
+            cfg.latency.1.as_millis(),
+            cfg.persist_latency.0.as_millis(),
+            cfg.persist_latency.1.as_millis(),
+        )];
+        for c in &self.clients {
+            let login = match c.login {
+                Login::No => "",
+                Login::SameSession => ", log in on the same session",
+                Login::NewSession => ", log in on a new session",
+            };
+            lines.push(format!(
+                "plan: {} registers {} at {}{login}",
+                c.name,
+                c.username,
+                secs(c.start)
+            ));
+        }
+        for (at, f) in &self.faults {
+            lines.push(format!("plan: {} at {}", fault_text(*f), secs(*at)));
+        }
+        lines
+    }
+}
+
+fn fault_text(f: Fault) -> String {
+    match f {
+        Fault::Crash(s) => format!("crash {}", server_host(s)),
+        Fault::Restart(s) => format!("restart {} from its store", server_host(s)),
+        Fault::Partition(s) => format!("partition {} from every host", server_host(s)),
+        Fault::Repair(s) => format!("repair {}'s links", server_host(s)),
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{}.{:03}s", d.as_secs(), d.subsec_millis())
+}
+
+/// The result of one run.
+#[derive(Debug)]
+pub struct ReplicationOutcome {
+    pub seed: u64,
+    pub config: ReplicationConfig,
+    pub plan: ReplicationPlan,
+    pub trace: Trace,
+    pub clients: Vec<AccountRecord>,
+    pub violations: Vec<String>,
+    /// The converged cluster, in one line, if it converged.
+    pub converged: Option<String>,
+    /// Entries committed in the run.
+    pub committed: usize,
+    pub sim_time: Duration,
+    pub steps: u64,
+}
+
+impl ReplicationOutcome {
+    pub fn is_ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    pub fn rendered(&self) -> String {
+        self.trace.render()
+    }
+
+    pub fn replay(&self) -> String {
+        let cmd = replication_replay_command(self.seed, self.config.preset);
+        match self.config.strict_reads {
+            true => format!("SIM_STRICT_READS=1 {cmd}"),
+            false => cmd,
+        }
+    }
+
+    pub fn failure_report(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "seed {} violated invariants:", self.seed);
+        for v in &self.violations {
+            let _ = writeln!(s, "  - {v}");
+        }
+        let _ = writeln!(s, "trace (end):\n{}", self.trace.render_tail(60));
+        let _ = writeln!(s, "replay: {}", self.replay());
+        s
+    }
+
+    pub fn assert_ok(&self) {
+        if !self.is_ok() {
+            panic!("{}", self.failure_report());
+        }
+    }
+
+    /// How often interesting things happened, for a sweep's summary.
+    pub fn counts(&self) -> Vec<(&'static str, u64)> {
+        let mut registered = 0;
+        let mut taken = 0;
+        let mut open = 0;
+        let mut no_session = 0;
+        let mut logged_in = 0;
+        let mut stale = 0;
+        for c in &self.clients {
+            for t in &c.register {
+                match &t.result {
+                    TryResult::Answer(Response::Registered { .. }) => registered += 1,
+                    TryResult::Answer(Response::Failed(OpError::UsernameTaken)) => taken += 1,
+                    TryResult::NoSession(_) => no_session += 1,
+                    _ => open += 1,
+                }
+            }
+            for t in &c.login {
+                match &t.result {
+                    TryResult::Answer(Response::LoggedIn { .. }) => logged_in += 1,
+                    // Its own registration, not yet applied where it logged in.
+                    TryResult::Answer(Response::Failed(OpError::BadCredentials))
+                        if c.registered().is_some() =>
+                    {
+                        stale += 1
+                    }
+                    TryResult::NoSession(_) => no_session += 1,
+                    _ => {}
+                }
+            }
+        }
+        let crashes = |s: u32| {
+            self.plan
+                .faults
+                .iter()
+                .filter(|(_, f)| *f == Fault::Crash(s))
+                .count() as u64
+        };
+        vec![
+            ("registrations acknowledged", registered),
+            ("registrations told 'username taken'", taken),
+            (
+                "register tries left open (unavailable, timeout, lost)",
+                open,
+            ),
+            ("tries without a session", no_session),
+            ("logins", logged_in),
+            (
+                "logins refused by a server that had not applied the registration yet",
+                stale,
+            ),
+            ("runs with a master crash", crashes(MASTER)),
+            ("entries committed", self.committed as u64),
+        ]
+    }
+}
+
+impl RunOutcome for ReplicationOutcome {
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+    fn violations(&self) -> &[String] {
+        &self.violations
+    }
+    fn failure_report(&self) -> String {
+        ReplicationOutcome::failure_report(self)
+    }
+    fn replay(&self) -> String {
+        ReplicationOutcome::replay(self)
+    }
+    fn sim_time(&self) -> Duration {
+        self.sim_time
+    }
+    fn steps(&self) -> u64 {
+        self.steps
+    }
+    fn counts(&self) -> Vec<(&'static str, u64)> {
+        ReplicationOutcome::counts(self)
+    }
+}
+
+enum Phase {
+    /// Faults are injected; clients register and log in.
+    Safety,
+    /// Everything is healed; the late client runs and the servers converge.
+    Healing {
+        since: Duration,
+        /// The converged state and since when it has held.
+        stable: Option<(String, Duration)>,
+    },
+}
+
+/// Runs the replication scenario for `seed` and checks every invariant.
+pub fn run_replication_scenario(seed: u64, cfg: &ReplicationConfig) -> ReplicationOutcome {
+    let plan = ReplicationPlan::new(seed, cfg);
+    let mut h = Harness::new(seed, cfg, &plan);
+    let mut faults = plan.faults.clone().into_iter().peekable();
+    let mut phase = Phase::Safety;
+    let mut converged_state = None;
+    loop {
+        h.admit_due_clients();
+        if matches!(phase, Phase::Safety) {
+            while let Some((_, fault)) = faults.next_if(|(at, _)| *at <= h.sim.elapsed()) {
+                h.inject(fault);
+            }
+        }
+        let Some(all_done) = h.step() else {
+            break;
+        };
+        if !h.watch() {
+            break;
+        }
+        let idle = all_done && h.waiting.is_empty();
+        let now = h.sim.elapsed();
+        match &mut phase {
+            Phase::Safety if idle => {
+                h.heal_and_send_late_client();
+                phase = Phase::Healing {
+                    since: now,
+                    stable: None,
+                };
+            }
+            Phase::Safety => {}
+            Phase::Healing { since, stable } => {
+                if now > *since + SETTLE_MAX {
+                    let why = with_views(&h.servers, |v| converged(v, cfg.servers as usize))
+                        .err()
+                        .unwrap_or_else(|| "the converged state kept changing".into());
+                    let late = if idle {
+                        ""
+                    } else {
+                        " (the late client is still running)"
+                    };
+                    h.violations.push(format!(
+                        "the healed cluster did not converge within {}{late}: {why}",
+                        secs(SETTLE_MAX)
+                    ));
+                    break;
+                }
+                if !idle || !h.steps.is_multiple_of(CONVERGE_EVERY) {
+                    continue;
+                }
+                match with_views(&h.servers, |v| converged(v, cfg.servers as usize)) {
+                    Err(_) => *stable = None,
+                    Ok(state) => match stable {
+                        Some((s, from)) if *s == state => {
+                            if now >= *from + STABLE_FOR {
+                                converged_state = Some(state);
+                                break;
+                            }
+                        }
+                        _ => *stable = Some((state, now)),
+                    },
+                }
+            }
+        }
+    }
+    if let Some(state) = &converged_state {
+        h.trace
+            .borrow_mut()
+            .record(h.sim.elapsed(), HARNESS, format!("converged: {state}"));
+        h.check_final_state();
+    }
+    h.into_outcome(seed, cfg, plan, converged_state)
+}
+
+type Shared<T> = Rc<RefCell<T>>;
+
+/// Calls `f` with a view of every running server, in id order. Only
+/// between steps: the nodes are borrowed meanwhile.
+fn with_views<R>(servers: &[Shared<ServerSlot>], f: impl FnOnce(&[View<'_>]) -> R) -> R {
+    let slots: Vec<_> = servers.iter().map(|s| s.borrow()).collect();
+    let nodes: Vec<_> = slots
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            s.node
+                .as_ref()
+                .map(|n| (i as u32 + 1, s.incarnation, n.borrow()))
+        })
+        .collect();
+    let views: Vec<View<'_>> = nodes
+        .iter()
+        .map(|(id, incarnation, n)| View {
+            id: *id,
+            incarnation: *incarnation,
+            server: n,
+        })
+        .collect();
+    f(&views)
+}
+
+struct Harness<'c> {
+    cfg: &'c ReplicationConfig,
+    seed: u64,
+    sim: turmoil::Sim<'static>,
+    /// The servers' stores; removed after the simulation is dropped.
+    run_dir: tempfile::TempDir,
+    trace: SharedTrace,
+    records: SharedRecords,
+    servers: Vec<Shared<ServerSlot>>,
+    hosts: Vec<String>,
+    /// Records of programs not started yet, the next one last.
+    waiting: Vec<usize>,
+    /// Indexed by server id.
+    crashed: Vec<bool>,
+    cut: Vec<bool>,
+    watch: Watch,
+    violations: Vec<String>,
+    steps: u64,
+}
+
+impl<'c> Harness<'c> {
+    fn new(seed: u64, cfg: &'c ReplicationConfig, plan: &ReplicationPlan) -> Self {
+        let sim = turmoil::Builder::new()
+            .rng_seed(seed)
+            .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
+            .simulation_duration(cfg.duration)
+            .tick_duration(cfg.tick)
+            .min_message_latency(cfg.latency.0)
+            .max_message_latency(cfg.latency.1)
+            .build();
+        let trace = Trace::shared();
+        for line in plan.describe(cfg) {
+            trace.borrow_mut().record(Duration::ZERO, HARNESS, line);
+        }
+        let n = cfg.servers as usize + 1;
+        let records: Vec<AccountRecord> = plan
+            .clients
+            .iter()
+            .cloned()
+            .map(AccountRecord::new)
+            .collect();
+        let mut waiting: Vec<usize> = (0..records.len()).collect();
+        // The next to start goes last; equal starts keep their order.
+        waiting.reverse();
+        waiting.sort_by_key(|&i| std::cmp::Reverse(plan.clients[i].start));
+        let mut h = Harness {
+            cfg,
+            seed,
+            sim,
+            run_dir: run_dir().expect("a temporary directory for the stores"),
+            trace,
+            records: Rc::new(RefCell::new(records)),
+            servers: Vec::new(),
+            hosts: Vec::new(),
+            waiting,
+            crashed: vec![false; n],
+            cut: vec![false; n],
+            watch: Watch::default(),
+            violations: Vec::new(),
+            steps: 0,
+        };
+        let secret = ClusterSecret::from_bytes(SECRET).expect("secret is long enough");
+        h.add_balancer(&secret);
+        for id in 1..=cfg.servers {
+            h.add_server(id, &secret);
+        }
+        h
+    }
+
+    fn server_addrs(&self) -> Vec<ServerAddr> {
+        (1..=self.cfg.servers)
+            .map(|id| ServerAddr {
+                id,
+                addr: format!("{}:{}", server_host(id), server_port(id)),
+            })
+            .collect()
+    }
+
+    fn add_balancer(&mut self, secret: &ClusterSecret) {
+        let bcfg = BalancerConfig::new(self.server_addrs());
+        let (trace, secret, seed) = (self.trace.clone(), secret.clone(), self.seed);
+        self.sim.host(BALANCER, move || {
+            let (bcfg, trace, secret) = (bcfg.clone(), trace.clone(), secret.clone());
+            async move {
+                // Never restarted here: its nonces come from the seed alone.
+                let node = Balancer::new(bcfg, secret, Entropy::from_u64(seed));
+                let node = Rc::new(RefCell::new(node));
+                trace.borrow_mut().record_now(BALANCER, "up");
+                let dcfg = DriverConfig {
+                    trace_accepts: true,
+                    ..DriverConfig::default()
+                };
+                serve(BALANCER, BALANCER_PORT, node, None, trace, dcfg, |_, _| {}).await
+            }
+        });
+        self.hosts.push(BALANCER.to_string());
+    }
+
+    /// Server `id`, with the master and its peers wired, and its own store.
+    fn add_server(&mut self, id: u32, secret: &ClusterSecret) {
+        let slot = Rc::new(RefCell::new(ServerSlot::default()));
+        self.servers.push(slot.clone());
+        let host = server_host(id);
+        let peers = self
+            .server_addrs()
+            .into_iter()
+            .filter(|p| p.id != id)
+            .collect();
+        let spec = ServerSpec {
+            host: host.clone(),
+            port: server_port(id),
+            server: ServerConfig {
+                password: PasswordParams::TESTING,
+                ..ServerConfig::new(id)
+            },
+            replica: ReplicaConfig::new(id, MASTER, peers),
+            secret: secret.clone(),
+            seed: self.seed,
+            store_dir: store_dir(self.run_dir.path(), self.seed, &host),
+            driver: DriverConfig {
+                persist_latency: self.cfg.persist_latency,
+                ..DriverConfig::default()
+            },
+        };
+        add_server(
+            &mut self.sim,
+            spec,
+            slot,
+            self.trace.clone(),
+            Rc::new(|_, _, _| {}),
+        );
+        self.hosts.push(host);
+    }
+
+    /// Registers every client whose start time has come.
+    fn admit_due_clients(&mut self) {
+        let now = self.sim.elapsed();
+        while let Some(&i) = self.waiting.last() {
+            let (start, name) = {
+                let r = self.records.borrow();
+                (r[i].plan.start, r[i].plan.name.clone())
+            };
+            if start > now {
+                break;
+            }
+            self.waiting.pop();
+            add_account_client(&mut self.sim, i, &self.records, &self.trace);
+            // A server cut off now is cut off from the newcomer too.
+            for s in 1..=self.cfg.servers {
+                if self.cut[s as usize] {
+                    self.sim.partition(server_host(s), name.as_str());
+                }
+            }
+            self.hosts.push(name);
+        }
+    }
+
+    fn inject(&mut self, fault: Fault) {
+        self.trace.borrow_mut().record(
+            self.sim.elapsed(),
+            HARNESS,
+            format!("!! {}", fault_text(fault)),
+        );
+        match fault {
+            Fault::Crash(s) => {
+                self.sim.crash(server_host(s));
+                self.servers[s as usize - 1].borrow_mut().node = None;
+                self.crashed[s as usize] = true;
+            }
+            Fault::Restart(s) => {
+                self.servers[s as usize - 1].borrow_mut().node = None;
+                self.sim.bounce(server_host(s));
+                self.crashed[s as usize] = false;
+            }
+            Fault::Partition(s) => {
+                self.for_links(s, |sim, a, b| sim.partition(a, b));
+                self.cut[s as usize] = true;
+            }
+            Fault::Repair(s) => {
+                self.for_links(s, |sim, a, b| sim.repair(a, b));
+                self.cut[s as usize] = false;
+            }
+        }
+    }
+
+    fn for_links(&mut self, s: u32, mut f: impl FnMut(&mut turmoil::Sim<'static>, &str, &str)) {
+        let me = server_host(s);
+        for h in self.hosts.iter().filter(|h| **h != me) {
+            f(&mut self.sim, &me, h);
+        }
+    }
+
+    /// One turmoil step. `Some(true)` once every client program is done;
+    /// `None` if the run must stop (a violation was recorded).
+    fn step(&mut self) -> Option<bool> {
+        let at = secs(self.sim.elapsed());
+        let result = catch_unwind(AssertUnwindSafe(|| self.sim.step()));
+        self.steps += 1;
+        match result {
+            Ok(Ok(all_done)) => return Some(all_done),
+            Err(panic) => self.violations.push(format!(
+                "a node or the driver panicked at {at}: {}",
+                panic_message(&*panic)
+            )),
+            Ok(Err(e)) if !e.to_string().starts_with("Ran for duration") => {
+                self.violations.push(format!("a host failed at {at}: {e}"))
+            }
+            Ok(Err(e)) => {
+                let r = self.records.borrow();
+                let stuck: Vec<&str> = r
+                    .iter()
+                    .filter(|c| !c.finished)
+                    .map(|c| c.plan.name.as_str())
+                    .collect();
+                let stuck = stuck.join(", ");
+                drop(r);
+                self.violations
+                    .push(format!("clients hang: {e} (unfinished: {stuck})"));
+            }
+        }
+        None
+    }
+
+    /// Checks the between-steps invariants. False on a violation.
+    fn watch(&mut self) -> bool {
+        let v = with_views(&self.servers, |views| self.watch.check(views));
+        if v.is_empty() {
+            return true;
+        }
+        let at = secs(self.sim.elapsed());
+        self.violations
+            .extend(v.into_iter().map(|v| format!("at {at}: {v}")));
+        false
+    }
+
+    /// Restarts what is down, repairs what is cut, and sends a late client
+    /// that must register and log in.
+    fn heal_and_send_late_client(&mut self) {
+        let now = self.sim.elapsed();
+        self.trace.borrow_mut().record(
+            now,
+            HARNESS,
+            "all clients done; heal the cluster, then a late client must register and log in",
+        );
+        for s in 1..=self.cfg.servers {
+            if self.crashed[s as usize] {
+                self.inject(Fault::Restart(s));
+            }
+            if self.cut[s as usize] {
+                self.inject(Fault::Repair(s));
+            }
+        }
+        let late = AccountPlan {
+            name: "late".into(),
+            username: "latecomer".into(),
+            password: format!("pw-late-{:08x}", self.seed as u32),
+            start: now + LATE_AFTER,
+            // The same session: a server answers only once it has applied
+            // the registration, so this login must work. (Another server
+            // may not have applied it yet; ordinary clients cover that.)
+            login: Login::SameSession,
+            attempts: self.cfg.attempts,
+            must_succeed: true,
+        };
+        let mut r = self.records.borrow_mut();
+        r.push(AccountRecord::new(late));
+        self.waiting.push(r.len() - 1);
+    }
+
+    fn check_final_state(&mut self) {
+        let run_secs = self.sim.elapsed().as_secs() + 1;
+        let records = self.records.borrow();
+        let v = with_views(&self.servers, |views| {
+            check_accounts(views, &records, EPOCH_SECS, run_secs, self.cfg.strict_reads)
+        });
+        drop(records);
+        self.violations.extend(v);
+    }
+
+    fn into_outcome(
+        self,
+        seed: u64,
+        cfg: &ReplicationConfig,
+        plan: ReplicationPlan,
+        converged: Option<String>,
+    ) -> ReplicationOutcome {
+        let sim_time = self.sim.elapsed();
+        // The hosts' programs hold clones of the trace and records, and
+        // the stores: drop them before the store directory goes.
+        drop(self.sim);
+        let trace = self.trace.borrow().clone();
+        let clients = self.records.borrow().clone();
+        drop(self.run_dir);
+        ReplicationOutcome {
+            seed,
+            config: cfg.clone(),
+            plan,
+            trace,
+            clients,
+            violations: self.violations,
+            converged,
+            committed: self.watch.committed(),
+            sim_time,
+            steps: self.steps,
+        }
+    }
+}

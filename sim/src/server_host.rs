@@ -1,0 +1,184 @@
+//! A server host: a `ferry-core` [`Server`] with its own LMDB store, which
+//! survives crashes and restarts of the host.
+//!
+//! Each server's store is a [`HeedStore`] (the production one) in its own
+//! directory, `<run dir>/<seed>/<host>/`. The store is opened *inside* the
+//! host's future and owned by its driver, so when turmoil crashes or bounces
+//! the host (dropping its tasks) the LMDB environment and the directory's
+//! lock are released before the next start opens them again. heed refuses a
+//! second open of one path in a process while the first `Env` lives, so a
+//! leaked environment would show up at once as a failed host.
+//!
+//! At each start the program loads what the store holds and resumes from it
+//! (`Server::new(.., &recovered, now)`), with fresh entropy: a restarted
+//! server must not draw the session ids of its previous life again.
+
+use crate::driver::{now, Ctx, Driver, DriverConfig};
+use crate::seeds::SimRng;
+use crate::trace::SharedTrace;
+use ferry_core::auth::ClusterSecret;
+use ferry_core::frame;
+use ferry_core::replication::messages::{ReplicaMsg, REPLICA_TAGS};
+use ferry_core::replication::ReplicaConfig;
+use ferry_core::server::{Server, ServerConfig, ServerEvent};
+use ferry_core::store::Store;
+use ferry_core::Entropy;
+use ferry_runtime_smol::store::HeedStore;
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use turmoil::net::TcpListener;
+
+/// A server host's current node, replaced at each (re)start. The harness
+/// reads it between steps and clears it when it crashes the host.
+#[derive(Default)]
+pub struct ServerSlot {
+    pub node: Option<Rc<RefCell<Server>>>,
+    /// Starts so far: 1 for the first, 2 after one restart...
+    pub incarnation: u32,
+}
+
+/// Called for every event of the server, with its incarnation.
+pub type ServerObserver = Rc<dyn Fn(&Ctx<'_>, &ServerEvent, u32)>;
+
+/// Everything a server host needs, at every start.
+#[derive(Clone)]
+pub struct ServerSpec {
+    pub host: String,
+    pub port: u16,
+    pub server: ServerConfig,
+    pub replica: ReplicaConfig,
+    pub secret: ClusterSecret,
+    /// The run's seed; mixed with the server id and the incarnation into
+    /// the server's entropy and its driver's seed.
+    pub seed: u64,
+    /// The store's directory.
+    pub store_dir: PathBuf,
+    pub driver: DriverConfig,
+}
+
+/// The store directory of `host` in run directory `run_dir` for `seed`.
+pub fn store_dir(run_dir: &Path, seed: u64, host: &str) -> PathBuf {
+    run_dir.join(seed.to_string()).join(host)
+}
+
+/// Where run directories go: `SIM_STORE_DIR`, else `/dev/shm` where it
+/// exists (memory: an `fsync` there is free, and a sweep commits tens of
+/// thousands of batches), else the system's temporary directory.
+pub fn run_dir_parent() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SIM_STORE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        return shm.to_path_buf();
+    }
+    std::env::temp_dir()
+}
+
+/// A fresh temporary directory for one run's stores, removed when dropped
+/// (after the simulation, whose hosts hold the stores, is gone).
+pub fn run_dir() -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("ferry-sim-")
+        .tempdir_in(run_dir_parent())
+}
+
+/// Registers server host `spec.host`. Its program runs again at each
+/// restart: open the store, load it, resume, serve.
+pub fn add_server(
+    sim: &mut turmoil::Sim<'static>,
+    spec: ServerSpec,
+    slot: Rc<RefCell<ServerSlot>>,
+    trace: SharedTrace,
+    observe: ServerObserver,
+) {
+    let host = spec.host.clone();
+    sim.host(host, move || {
+        let (spec, slot, trace, observe) =
+            (spec.clone(), slot.clone(), trace.clone(), observe.clone());
+        async move {
+            let incarnation = {
+                let mut s = slot.borrow_mut();
+                s.incarnation += 1;
+                s.incarnation
+            };
+            let host = spec.host.as_str();
+            let store = HeedStore::open(&spec.store_dir)
+                .map_err(|e| format!("{host} cannot open its store: {e}"))?;
+            let recovered = store
+                .load()
+                .map_err(|e| format!("{host} cannot load its store: {e}"))?;
+            let id = spec.server.id;
+            let mix = SimRng::new(spec.seed, 1000 + u64::from(id)).next_u64()
+                ^ u64::from(incarnation).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let server = Server::new(
+                spec.server.clone(),
+                spec.replica.clone(),
+                spec.secret.clone(),
+                Entropy::from_u64(mix),
+                &recovered,
+                now(),
+            )
+            .map_err(|e| format!("{host} cannot resume from its store: {e}"))?;
+            let node = Rc::new(RefCell::new(server));
+            slot.borrow_mut().node = Some(node.clone());
+            let held = if recovered.log.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "store holds log {}, applied {}",
+                    recovered.log.len(),
+                    recovered.applied
+                )
+            };
+            let up = match (incarnation, held.is_empty()) {
+                (1, true) => "up".to_string(),
+                (1, false) => format!("up: {held}"),
+                (n, true) => {
+                    format!("up again (start #{n}): empty store; no sessions, no reservations")
+                }
+                (n, false) => {
+                    format!("up again (start #{n}): {held}; no sessions, no reservations")
+                }
+            };
+            trace.borrow_mut().record_now(host, up);
+            let driver = DriverConfig {
+                seed: mix,
+                ..spec.driver.clone()
+            };
+            let listener = TcpListener::bind(("0.0.0.0", spec.port)).await?;
+            let mut driver = Driver::new(host, node, trace, driver).with_store(Box::new(store));
+            if spec.replica.master != id {
+                driver = driver.with_tap(Rc::new(describe_forward));
+            }
+            driver.listen(listener);
+            driver
+                .run_forever(move |ctx, ev| observe(ctx, ev, incarnation))
+                .await;
+            match driver.failure() {
+                Some(e) => Err(format!("{host} stopped: {e}").into()),
+                None => Ok(()),
+            }
+        }
+    });
+}
+
+/// A trace line for a follower's `Forward` of a client's transaction to the
+/// master (the core has no event for it): the transaction, and its origin's
+/// session (first two bytes) and request number.
+pub fn describe_forward(bytes: &[u8]) -> Option<String> {
+    let payload = bytes.get(frame::PREFIX..)?;
+    if !REPLICA_TAGS.contains(payload.first()?) {
+        return None;
+    }
+    match frame::decode::<ReplicaMsg>(payload) {
+        Ok(ReplicaMsg::Forward { origin, txn, .. }) => Some(format!(
+            "forward {} (session {:04x}.., request {}) to the master",
+            txn.describe(),
+            origin.session >> 48,
+            origin.request
+        )),
+        _ => None,
+    }
+}
