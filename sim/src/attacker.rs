@@ -299,8 +299,12 @@ impl Node for ReplayAttacker {
             Input::Closed { conn } => {
                 self.settle(conn, Presented::Lost("connection closed".into()))
             }
-            // It listens for nothing and persists nothing.
-            Input::Accepted { .. } | Input::Persisted { .. } => {}
+            // It listens for nothing, persists nothing and has no files.
+            Input::Accepted { .. }
+            | Input::Persisted { .. }
+            | Input::FileRead { .. }
+            | Input::FilePersisted { .. }
+            | Input::FileFailed { .. } => {}
         }
     }
 

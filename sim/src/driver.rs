@@ -28,6 +28,19 @@
 //! no store, is fatal: the driver stops ([`Stopped::StoreFailed`]) and
 //! [`serve`] returns the error, which fails the host.
 //!
+//! **Files** are executed the same way ([`Output::File`], against the
+//! driver's [`SimFiles`]: a server's in-memory [`crate::disk::Disk`], which
+//! the harness keeps across the host's restarts, or a client's local file):
+//! in output order, synchronously, and what they have to say back
+//! (`FileRead`, `FilePersisted`, `FileFailed`) joins the persisted tokens in
+//! one queue, in output order, fed back one input at a time with a drain
+//! after each, as runtime-smol does. A file `Persist` (an `fsync` and a
+//! rename) takes the same simulated disk latency as a store commit, drawn
+//! from the same stream: the drain waits before the file moves into place,
+//! so a crash meanwhile leaves only a temporary file behind, and the node
+//! was never told it was persisted. A file operation with no files
+//! configured is fatal, like a `Persist` with no store.
+//!
 //! **Time** is the Unix epoch of the simulation plus simulated time
 //! (`turmoil::since_epoch()`): absolute, as the core expects (token expiry,
 //! `Entry::at`), the same on every host, and monotonic across a host's
@@ -38,10 +51,11 @@
 //! `spawn_blocking`, no threads; disk latency comes from a [`SimRng`] seeded
 //! by the caller.
 
+use crate::disk::{FileAnswer, SimFiles};
 use crate::seeds::SimRng;
 use crate::trace::SharedTrace;
 use ferry_core::store::{Batch, Store};
-use ferry_core::{ConnId, Input, Node, Output, Timestamp};
+use ferry_core::{ConnId, FileOp, Input, Node, Output, Timestamp};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
@@ -62,8 +76,8 @@ pub struct DriverConfig {
     /// Record a trace line for every accepted connection, naming the peer
     /// host, so a node's connection ids can be matched to hosts.
     pub trace_accepts: bool,
-    /// How long a commit takes, drawn uniformly per batch; zero (the
-    /// default) commits at once.
+    /// How long a commit (or a file's `Persist`) takes, drawn uniformly per
+    /// batch or file; zero (the default) commits at once.
     pub persist_latency: (Duration, Duration),
     /// Seeds the driver's own draws (persist latency). Callers mix in the
     /// host and its incarnation.
@@ -94,8 +108,9 @@ pub enum Flow {
 pub enum Stopped {
     ByObserver,
     Deadline,
-    /// A commit failed, or the node asked to persist without a store; see
-    /// [`Driver::failure`]. Fatal: nothing more of the node is carried out.
+    /// A commit failed, or the node asked to persist without a store or
+    /// for file work without files; see [`Driver::failure`]. Fatal: nothing
+    /// more of the node is carried out.
     StoreFailed,
 }
 
@@ -169,11 +184,19 @@ pub struct Driver<N: Node> {
     /// Connection tasks, awaited by [`Driver::shutdown`].
     tasks: Vec<JoinHandle<()>>,
     store: Option<Box<dyn Store>>,
-    /// Tokens of committed batches, to feed back as `Input::Persisted`.
-    persisted: VecDeque<u64>,
+    files: Option<SimFiles>,
+    /// What the node is owed, in output order: tokens of committed batches
+    /// (`Input::Persisted`) and answers of file operations.
+    answers: VecDeque<Answer>,
     failed: Option<String>,
     rng: SimRng,
     tap: Option<Tap>,
+}
+
+/// An input owed to the node for something it asked of its disk.
+enum Answer {
+    Persisted(u64),
+    File(FileAnswer),
 }
 
 /// Describes a transmitted frame for the trace, if it is worth a line.
@@ -195,7 +218,8 @@ impl<N: Node> Driver<N> {
             next_accept: 0,
             tasks: Vec::new(),
             store: None,
-            persisted: VecDeque::new(),
+            files: None,
+            answers: VecDeque::new(),
             failed: None,
             rng,
             tap: None,
@@ -214,6 +238,12 @@ impl<N: Node> Driver<N> {
     /// Commits the node's `Persist` outputs to `store`.
     pub fn with_store(mut self, store: Box<dyn Store>) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// Executes the node's file operations against `files`.
+    pub fn with_files(mut self, files: SimFiles) -> Self {
+        self.files = Some(files);
         self
     }
 
@@ -319,9 +349,10 @@ impl<N: Node> Driver<N> {
         Instant::now() + t.saturating_since(self.now())
     }
 
-    /// Drains, then feeds back each committed batch's `Persisted` and drains
-    /// again, until the node is quiet. True if the observer asked to stop
-    /// (the tokens left are fed on the next run). Stops at a store failure.
+    /// Drains, then feeds back each committed batch's `Persisted` (and each
+    /// file answer) and drains again, until the node is quiet. True if the
+    /// observer asked to stop (the answers left are fed on the next run).
+    /// Stops at a store failure.
     async fn settle<F>(&mut self, observe: &mut F) -> bool
     where
         F: FnMut(&Ctx<'_>, &N::Event) -> Flow,
@@ -331,13 +362,43 @@ impl<N: Node> Driver<N> {
             if stop || self.failed.is_some() {
                 return stop;
             }
-            let Some(token) = self.persisted.pop_front() else {
+            let Some(answer) = self.answers.pop_front() else {
                 return false;
             };
             let now = self.now();
-            self.node
-                .borrow_mut()
-                .handle_input(now, Input::Persisted { token });
+            let mut node = self.node.borrow_mut();
+            match answer {
+                Answer::Persisted(token) => node.handle_input(now, Input::Persisted { token }),
+                Answer::File(FileAnswer::Persisted { temp }) => {
+                    node.handle_input(now, Input::FilePersisted { temp })
+                }
+                Answer::File(FileAnswer::Failed {
+                    handle,
+                    error,
+                    no_space,
+                }) => node.handle_input(
+                    now,
+                    Input::FileFailed {
+                        handle,
+                        error,
+                        no_space,
+                    },
+                ),
+                Answer::File(FileAnswer::Read {
+                    handle,
+                    offset,
+                    file,
+                    start,
+                    end,
+                }) => node.handle_input(
+                    now,
+                    Input::FileRead {
+                        handle,
+                        offset,
+                        data: &file[start..end],
+                    },
+                ),
+            }
         }
     }
 
@@ -368,6 +429,7 @@ impl<N: Node> Driver<N> {
                     }
                 }
                 Output::Persist { token, batch } => self.persist(token, &batch).await,
+                Output::File(op) => self.file(op).await,
                 Output::Event(ev) => {
                     self.trace
                         .borrow_mut()
@@ -398,13 +460,39 @@ impl<N: Node> Driver<N> {
             None => Err("the node asked to persist a batch but has no store".to_string()),
         };
         match result {
-            Ok(()) => self.persisted.push_back(token),
-            Err(e) => {
-                let text = format!("stopped: {e}");
-                self.trace.borrow_mut().record_now(&self.host, text);
-                self.failed = Some(e);
-            }
+            Ok(()) => self.answers.push_back(Answer::Persisted(token)),
+            Err(e) => self.fail(e),
         }
+    }
+
+    /// Carries out a file operation (a `Persist` after the disk's latency,
+    /// if any) and queues its answer, or records the fatal error.
+    async fn file(&mut self, op: FileOp) {
+        let Some(files) = self.files.clone() else {
+            let what = match op {
+                FileOp::Read { .. } => "a read",
+                FileOp::Write { .. } => "a write",
+                FileOp::Persist { .. } => "a persist",
+                FileOp::Discard { .. } => "a discard",
+                FileOp::Remove { .. } => "a remove",
+            };
+            return self.fail(format!(
+                "the node asked for file work ({what}) but has no files"
+            ));
+        };
+        let (lo, hi) = self.cfg.persist_latency;
+        if SimFiles::is_sync(&op) && !hi.is_zero() {
+            tokio::time::sleep(self.rng.duration(lo, hi)).await;
+        }
+        if let Some(answer) = files.execute(op) {
+            self.answers.push_back(Answer::File(answer));
+        }
+    }
+
+    fn fail(&mut self, e: String) {
+        let text = format!("stopped: {e}");
+        self.trace.borrow_mut().record_now(&self.host, text);
+        self.failed = Some(e);
     }
 
     fn on_net(&mut self, ev: Net) {

@@ -20,6 +20,7 @@
 //! `select!` is `biased`, nothing reads the real clock or spawns threads.
 
 pub mod attacker;
+pub mod disk;
 pub mod driver;
 pub mod invariants;
 pub mod replication;

@@ -579,6 +579,7 @@ impl<'c> Harness<'c> {
             secret: secret.clone(),
             seed: self.seed,
             store_dir: store_dir(self.run_dir.path(), self.seed, &host),
+            disk: crate::disk::Disk::shared(),
             driver: DriverConfig::default(),
         };
         let obs = self.obs.clone();

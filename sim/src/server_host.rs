@@ -1,5 +1,6 @@
-//! A server host: a `ferry-core` [`Server`] with its own LMDB store, which
-//! survives crashes and restarts of the host.
+//! A server host: a `ferry-core` [`Server`] with its own LMDB store and its
+//! own in-memory disk of file content, which both survive crashes and
+//! restarts of the host.
 //!
 //! Each server's store is a [`HeedStore`] (the production one) in its own
 //! directory, `<run dir>/<seed>/<host>/`. The store is opened *inside* the
@@ -11,8 +12,12 @@
 //!
 //! At each start the program loads what the store holds and resumes from it
 //! (`Server::new(.., &recovered, now)`), with fresh entropy: a restarted
-//! server must not draw the session ids of its previous life again.
+//! server must not draw the session ids of its previous life again. The disk
+//! ([`crate::disk::Disk`]) belongs to the harness, so it outlives the host:
+//! at each start the temporary files a crash left behind are removed and the
+//! blobs present are listed as `Recovered::blobs`, as runtime-smol does.
 
+use crate::disk::{SharedDisk, SimFiles};
 use crate::driver::{now, Ctx, Driver, DriverConfig};
 use crate::seeds::SimRng;
 use crate::trace::SharedTrace;
@@ -54,6 +59,8 @@ pub struct ServerSpec {
     pub seed: u64,
     /// The store's directory.
     pub store_dir: PathBuf,
+    /// The server's file content: blobs and temporary files.
+    pub disk: SharedDisk,
     pub driver: DriverConfig,
 }
 
@@ -106,9 +113,11 @@ pub fn add_server(
             let host = spec.host.as_str();
             let store = HeedStore::open(&spec.store_dir)
                 .map_err(|e| format!("{host} cannot open its store: {e}"))?;
-            let recovered = store
+            let mut recovered = store
                 .load()
                 .map_err(|e| format!("{host} cannot load its store: {e}"))?;
+            let (blobs, leftover) = spec.disk.borrow_mut().start();
+            recovered.blobs = blobs;
             let id = spec.server.id;
             let mix = SimRng::new(spec.seed, 1000 + u64::from(id)).next_u64()
                 ^ u64::from(incarnation).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -123,7 +132,7 @@ pub fn add_server(
             .map_err(|e| format!("{host} cannot resume from its store: {e}"))?;
             let node = Rc::new(RefCell::new(server));
             slot.borrow_mut().node = Some(node.clone());
-            let held = if recovered.log.is_empty() {
+            let mut held = if recovered.log.is_empty() {
                 String::new()
             } else {
                 format!(
@@ -132,6 +141,20 @@ pub fn add_server(
                     recovered.applied
                 )
             };
+            // Only a disk with something on it is worth a word (the
+            // scenarios without files keep their traces).
+            let on_disk = match (recovered.blobs.len(), leftover) {
+                (0, 0) => String::new(),
+                (b, 0) => format!("{b} blob(s) on disk"),
+                (b, t) => format!("{b} blob(s) on disk, {t} leftover temporary file(s) removed"),
+            };
+            if !on_disk.is_empty() {
+                if held.is_empty() {
+                    held = format!("empty store, {on_disk}");
+                } else {
+                    held = format!("{held}, {on_disk}");
+                }
+            }
             let up = match (incarnation, held.is_empty()) {
                 (1, true) => "up".to_string(),
                 (1, false) => format!("up: {held}"),
@@ -148,7 +171,9 @@ pub fn add_server(
                 ..spec.driver.clone()
             };
             let listener = TcpListener::bind(("0.0.0.0", spec.port)).await?;
-            let mut driver = Driver::new(host, node, trace, driver).with_store(Box::new(store));
+            let mut driver = Driver::new(host, node, trace, driver)
+                .with_store(Box::new(store))
+                .with_files(SimFiles::Server(spec.disk.clone()));
             if spec.replica.master != id {
                 driver = driver.with_tap(Rc::new(describe_forward));
             }

@@ -464,6 +464,7 @@ mod tests {
             tables: rows.into_iter().map(|((t, k), v)| (t, k, v)).collect(),
             applied,
             view: 1,
+            blobs: Vec::new(),
         };
         let cfg = ServerConfig {
             password: PasswordParams::TESTING,

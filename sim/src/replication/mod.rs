@@ -645,6 +645,7 @@ impl<'c> Harness<'c> {
             secret: secret.clone(),
             seed: self.seed,
             store_dir: store_dir(self.run_dir.path(), self.seed, &host),
+            disk: crate::disk::Disk::shared(),
             driver: DriverConfig {
                 persist_latency: self.cfg.persist_latency,
                 ..DriverConfig::default()
