@@ -207,6 +207,9 @@ impl Op {
     }
 }
 
+// Nearly every connection is `Established`; boxing it would allocate per
+// session to save bytes on the short-lived stages.
+#[allow(clippy::large_enum_variant)]
 enum Stage {
     /// Connected; the first frame will say which link this is.
     Opening { deadline: Timestamp },
