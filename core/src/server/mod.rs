@@ -31,6 +31,7 @@ use crate::store::Recovered;
 use crate::time::{earliest, Timestamp};
 use crate::transfer::{Receiver, Sender};
 use blobs::Blobs;
+pub use blobs::{BlobMsg, BLOB_TAGS};
 pub use files::{check_name, MAX_NAME};
 pub use messages::{OpCode, OpError, Request, Response, SessionMsg, SESSION_TAGS};
 use reservations::Reservations;
