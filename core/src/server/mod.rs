@@ -278,7 +278,7 @@ impl Server {
         replica.resume(now, &mut out);
         let ttl = cfg.reservation_ttl;
         let blobs = Blobs::new(&recovered.blobs);
-        Ok(Server {
+        let mut server = Server {
             cfg,
             secret,
             entropy,
@@ -288,7 +288,13 @@ impl Server {
             blobs,
             limiter: LoginLimiter::default(),
             out,
-        })
+        };
+        // Bring the disk in line with the catalogue already applied: a
+        // server whose log is complete may apply nothing new for a long
+        // time, and must not wait for that to fetch what it lacks (a fetch
+        // cut short by its crash) or drop what a lost `Remove` left.
+        server.sync_blobs(now);
+        Ok(server)
     }
 
     pub fn id(&self) -> u32 {
