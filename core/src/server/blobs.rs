@@ -187,10 +187,13 @@ impl Blobs {
     }
 
     pub fn poll_timeout(&self) -> Option<Timestamp> {
+        // A fetch waits for `retry_at` to start again (no link), or to give
+        // up on a link with no OFFER yet (dialed, or connected and asked):
+        // a connection whose answer was lost must not wait forever.
         let retry = self
             .fetches
             .values()
-            .filter(|f| f.link.is_none())
+            .filter(|f| f.link.as_ref().is_none_or(|l| l.receiver.is_none()))
             .map(|f| f.retry_at)
             .min();
         let recv = self

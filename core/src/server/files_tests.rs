@@ -381,3 +381,52 @@ fn a_restarted_server_brings_its_disk_in_line_without_new_entries() {
     assert!(!c.disks[2].blobs.contains_key(&[9; 32]));
 }
 
+#[test]
+fn a_fetch_whose_offer_never_comes_is_given_up_and_tried_again() {
+    use crate::balancer::ServerAddr;
+    use crate::io::{Input, Node};
+    use crate::replication::ReplicaConfig;
+    use crate::server::{Server, ServerConfig};
+    use crate::store::Store;
+    use crate::testkit::cluster::addr;
+    use crate::testkit::{closed, connects, drain, secret};
+
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 1, "alice");
+    assert!(stored(&c.upload(1, a, "notes", &content(5000, 3), false)));
+    c.run_for(Duration::from_secs(2));
+    // Server 1 (the master) again from its store, without the content, and
+    // no follower connected: it has no timer but the fetch's.
+    let rec = c.stores[0].load().unwrap();
+    let peers = (1..3)
+        .map(|j| ServerAddr {
+            id: j as u32 + 1,
+            addr: addr(j),
+        })
+        .collect();
+    let now = c.now;
+    let mut s = Server::new(
+        ServerConfig::new(1),
+        ReplicaConfig::new(1, 1, peers),
+        secret(),
+        Entropy::from_u64(9),
+        &rec,
+        now,
+    )
+    .unwrap();
+    let dialed = connects(&drain(&mut s));
+    let [(conn, _)] = dialed[..] else {
+        panic!("one fetch dialed at start: {dialed:?}");
+    };
+    // Connected and asked; the answer is lost (a partition, say).
+    s.handle_input(now, Input::Connected { conn });
+    drain(&mut s);
+    let t = s.poll_timeout().expect("the fetch waits with a deadline");
+    assert!(t <= now + Duration::from_secs(10), "{t:?}");
+    s.handle_timeout(t);
+    assert!(closed(&drain(&mut s), conn), "the silent fetch is given up");
+    let t = s.poll_timeout().expect("and tried again");
+    s.handle_timeout(t);
+    assert_eq!(connects(&drain(&mut s)).len(), 1, "from a server");
+}
