@@ -211,6 +211,22 @@ impl Blobs {
 }
 
 impl Server {
+    /// At start: fetch what the applied catalogue names and the disk lacks
+    /// (a fetch the crash cut short), without waiting for the log to move.
+    /// Nothing is removed here: a blob the applied catalogue does not name
+    /// may be an upload whose `PutFile` is still on its way to being
+    /// committed (its pin died with the process), and removing it would
+    /// lose the content. Garbage waits for the next applied entry.
+    pub(super) fn resume_blobs(&mut self, now: Timestamp) {
+        self.blobs.synced_at = self.replica.indexes().2;
+        let named: BTreeSet<[u8; 32]> =
+            self.replica.state().files().all().map(|f| f.digest).collect();
+        for d in named {
+            self.blobs.want(now, d);
+        }
+        self.start_fetches(now);
+    }
+
     /// Brings this server's blobs in line with the catalogue it has applied:
     /// fetch what is missing, drop what nobody names.
     pub(super) fn sync_blobs(&mut self, now: Timestamp) {

@@ -289,11 +289,11 @@ impl Server {
             limiter: LoginLimiter::default(),
             out,
         };
-        // Bring the disk in line with the catalogue already applied: a
-        // server whose log is complete may apply nothing new for a long
-        // time, and must not wait for that to fetch what it lacks (a fetch
-        // cut short by its crash) or drop what a lost `Remove` left.
-        server.sync_blobs(now);
+        // Fetch what the catalogue already applied names and the disk
+        // lacks: a server whose log is complete may apply nothing new for a
+        // long time. (Removing is left to the next applied entry: see
+        // `resume_blobs`.)
+        server.resume_blobs(now);
         Ok(server)
     }
 
