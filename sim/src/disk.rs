@@ -31,6 +31,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::rc::Rc;
+use std::sync::Arc;
 
 pub type SharedDisk = Rc<RefCell<Disk>>;
 pub type SharedLocal = Rc<RefCell<LocalFile>>;
@@ -44,7 +45,7 @@ pub enum FileAnswer {
         offset: u64,
         /// The whole file as it was when the read was executed, and the
         /// part of it read.
-        file: Rc<[u8]>,
+        file: Arc<[u8]>,
         start: usize,
         end: usize,
     },
@@ -67,7 +68,7 @@ impl FileAnswer {
         }
     }
 
-    fn read(handle: u64, offset: u64, len: usize, file: Rc<[u8]>) -> Self {
+    fn read(handle: u64, offset: u64, len: usize, file: Arc<[u8]>) -> Self {
         let start = usize::try_from(offset)
             .unwrap_or(usize::MAX)
             .min(file.len());
@@ -90,11 +91,35 @@ pub enum SimFiles {
 }
 
 impl SimFiles {
-    /// Carries out `op`; what the node is to be told, if anything.
-    pub fn execute(&self, op: FileOp) -> Option<FileAnswer> {
+    /// Carries out `op`: what the node is to be told, if anything, and a
+    /// line for the trace when a blob comes or goes.
+    pub fn execute(&self, op: FileOp) -> (Option<FileAnswer>, Option<String>) {
         match self {
-            SimFiles::Server(d) => d.borrow_mut().execute(op),
-            SimFiles::Client(l) => l.borrow_mut().execute(op),
+            SimFiles::Server(d) => {
+                let line = match &op {
+                    FileOp::Remove {
+                        file: FileRef::Blob(b),
+                    } if d.borrow().blobs.contains_key(b) => {
+                        Some(format!("blob {} removed from disk", short(b)))
+                    }
+                    _ => None,
+                };
+                let persisted = match &op {
+                    FileOp::Persist {
+                        to: FileRef::Blob(b),
+                        ..
+                    } => Some(*b),
+                    _ => None,
+                };
+                let answer = d.borrow_mut().execute(op);
+                let line = line.or_else(|| {
+                    let b = persisted?;
+                    let size = d.borrow().blobs.get(&b).map_or(0, |c| c.len());
+                    Some(format!("blob {} on disk ({size} bytes)", short(&b)))
+                });
+                (answer, line)
+            }
+            SimFiles::Client(l) => (l.borrow_mut().execute(op), None),
         }
     }
 
@@ -107,7 +132,7 @@ impl SimFiles {
 /// A server's disk. See the module docs.
 #[derive(Default)]
 pub struct Disk {
-    pub blobs: BTreeMap<[u8; 32], Rc<[u8]>>,
+    pub blobs: BTreeMap<[u8; 32], Arc<[u8]>>,
     pub temps: BTreeMap<u64, Vec<u8>>,
     /// Things a correct server never asks for (see the module docs).
     pub anomalies: Vec<String>,
@@ -226,11 +251,11 @@ impl Disk {
 #[derive(Default)]
 pub struct LocalFile {
     /// What an upload reads.
-    pub source: Rc<[u8]>,
+    pub source: Arc<[u8]>,
     /// The hidden partial file of a download in progress.
     pub partial: Option<Vec<u8>>,
     /// The downloaded file, once persisted.
-    pub dest: Option<Rc<[u8]>>,
+    pub dest: Option<Arc<[u8]>>,
     pub anomalies: Vec<String>,
 }
 

@@ -191,6 +191,7 @@ pub struct Driver<N: Node> {
     failed: Option<String>,
     rng: SimRng,
     tap: Option<Tap>,
+    quiet: Option<Quiet<N::Event>>,
 }
 
 /// An input owed to the node for something it asked of its disk.
@@ -199,8 +200,12 @@ enum Answer {
     File(FileAnswer),
 }
 
-/// Describes a transmitted frame for the trace, if it is worth a line.
-pub type Tap = Rc<dyn Fn(&[u8]) -> Option<String>>;
+/// Describes a transmitted frame for the trace, if it is worth a line. The
+/// second argument names the peer's host (looked up only when called).
+pub type Tap = Rc<dyn Fn(&[u8], &dyn Fn() -> String) -> Option<String>>;
+
+/// Says which events are left out of the trace (they are still observed).
+pub type Quiet<E> = Rc<dyn Fn(&E) -> bool>;
 
 impl<N: Node> Driver<N> {
     /// Must be called inside a turmoil host or client.
@@ -223,6 +228,7 @@ impl<N: Node> Driver<N> {
             failed: None,
             rng,
             tap: None,
+            quiet: None,
         }
     }
 
@@ -232,6 +238,13 @@ impl<N: Node> Driver<N> {
     /// nothing.
     pub fn with_tap(mut self, tap: Tap) -> Self {
         self.tap = Some(tap);
+        self
+    }
+
+    /// Leaves the events `quiet` says yes to out of the trace (progress
+    /// reports, say); observers still see them.
+    pub fn with_quiet(mut self, quiet: Quiet<N::Event>) -> Self {
+        self.quiet = Some(quiet);
         self
     }
 
@@ -415,8 +428,17 @@ impl<N: Node> Driver<N> {
             };
             match out {
                 Output::Transmit { conn, bytes } => {
-                    if let Some(line) = self.tap.as_ref().and_then(|tap| tap(&bytes)) {
-                        self.trace.borrow_mut().record_now(&self.host, line);
+                    if let Some(tap) = &self.tap {
+                        let conns = &self.conns;
+                        let peer = || match conns.get(&conn).and_then(|c| c.peer) {
+                            Some(p) => {
+                                turmoil::reverse_lookup(p.ip()).unwrap_or_else(|| p.to_string())
+                            }
+                            None => "?".to_string(),
+                        };
+                        if let Some(line) = tap(&bytes, &peer) {
+                            self.trace.borrow_mut().record_now(&self.host, line);
+                        }
                     }
                     if let Some(c) = self.conns.get(&conn) {
                         let _ = c.cmds.send(Cmd::Write(bytes));
@@ -431,9 +453,11 @@ impl<N: Node> Driver<N> {
                 Output::Persist { token, batch } => self.persist(token, &batch).await,
                 Output::File(op) => self.file(op).await,
                 Output::Event(ev) => {
-                    self.trace
-                        .borrow_mut()
-                        .record_now(&self.host, ev.to_string());
+                    if !self.quiet.as_ref().is_some_and(|q| q(&ev)) {
+                        self.trace
+                            .borrow_mut()
+                            .record_now(&self.host, ev.to_string());
+                    }
                     let ctx = Ctx {
                         host: &self.host,
                         now: self.now(),
@@ -484,7 +508,11 @@ impl<N: Node> Driver<N> {
         if SimFiles::is_sync(&op) && !hi.is_zero() {
             tokio::time::sleep(self.rng.duration(lo, hi)).await;
         }
-        if let Some(answer) = files.execute(op) {
+        let (answer, line) = files.execute(op);
+        if let Some(line) = line {
+            self.trace.borrow_mut().record_now(&self.host, line);
+        }
+        if let Some(answer) = answer {
             self.answers.push_back(Answer::File(answer));
         }
     }

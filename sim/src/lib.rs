@@ -8,8 +8,13 @@
 //! - [`replication`]: the replication scenario: clients register and log in
 //!   on a three-server cluster while followers restart and are cut off and
 //!   the master may crash; its own invariants and account client.
-//! - [`server_host`]: a server host with its own LMDB store, which survives
-//!   the host's crashes and restarts.
+//! - [`files`]: the files scenario: users upload, download, share, unshare,
+//!   delete and list through the cluster under the same faults; every answer
+//!   is checked against the committed log, every disk against the
+//!   catalogue, and every file through every server after the heal.
+//! - [`server_host`]: a server host with its own LMDB store and in-memory
+//!   disk, which survive the host's crashes and restarts.
+//! - [`disk`]: the in-memory disks the driver executes file operations on.
 //! - [`attacker`]: a dishonest client that replays its auth code.
 //! - [`trace`]: the one-line-per-event trace that the snapshot tests pin.
 //! - [`seeds`]: the harness PRNG and the `SIM_SEED` / `SIM_SEEDS` variables.
@@ -22,6 +27,7 @@
 pub mod attacker;
 pub mod disk;
 pub mod driver;
+pub mod files;
 pub mod invariants;
 pub mod replication;
 pub mod scenario;
@@ -30,12 +36,13 @@ pub mod server_host;
 pub mod sweep;
 pub mod trace;
 
+pub use files::{run_files_scenario, FilesConfig, FilesOutcome, FilesPlan};
 pub use replication::{
     run_replication_scenario, ReplicationConfig, ReplicationOutcome, ReplicationPlan,
 };
 pub use scenario::{run_connect_scenario, Faults, Outcome, Plan, Preset, ScenarioConfig};
 pub use seeds::{
-    replay_command, replay_preset, replay_seed, replication_replay_command, sweep_count,
-    sweep_count_or, sweep_seeds,
+    files_replay_command, replay_command, replay_preset, replay_seed, replication_replay_command,
+    sweep_count, sweep_count_or, sweep_seeds,
 };
 pub use sweep::{sweep, sweep_threads, sweep_with, RunOutcome, SweepReport};

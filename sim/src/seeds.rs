@@ -125,6 +125,12 @@ pub fn replication_replay_command(seed: u64, preset: Preset) -> String {
     replay_command_in("replication", seed, preset)
 }
 
+/// The one-line command that re-runs `seed` of the files scenario (`preset`
+/// is [`Preset::Swarm`] or [`Preset::Custom`]).
+pub fn files_replay_command(seed: u64, preset: Preset) -> String {
+    replay_command_in("files", seed, preset)
+}
+
 /// The one-line command that re-runs `seed` of `preset` through the
 /// `replay` test of the test file `test`.
 fn replay_command_in(test: &str, seed: u64, preset: Preset) -> String {

@@ -17,7 +17,7 @@
 //! at each start the temporary files a crash left behind are removed and the
 //! blobs present are listed as `Recovered::blobs`, as runtime-smol does.
 
-use crate::disk::{SharedDisk, SimFiles};
+use crate::disk::{short, SharedDisk, SimFiles};
 use crate::driver::{now, Ctx, Driver, DriverConfig};
 use crate::seeds::SimRng;
 use crate::trace::SharedTrace;
@@ -25,7 +25,7 @@ use ferry_core::auth::ClusterSecret;
 use ferry_core::frame;
 use ferry_core::replication::messages::{ReplicaMsg, REPLICA_TAGS};
 use ferry_core::replication::ReplicaConfig;
-use ferry_core::server::{Server, ServerConfig, ServerEvent};
+use ferry_core::server::{BlobMsg, Server, ServerConfig, ServerEvent, BLOB_TAGS};
 use ferry_core::store::Store;
 use ferry_core::Entropy;
 use ferry_runtime_smol::store::HeedStore;
@@ -174,9 +174,8 @@ pub fn add_server(
             let mut driver = Driver::new(host, node, trace, driver)
                 .with_store(Box::new(store))
                 .with_files(SimFiles::Server(spec.disk.clone()));
-            if spec.replica.master != id {
-                driver = driver.with_tap(Rc::new(describe_forward));
-            }
+            let follower = spec.replica.master != id;
+            driver = driver.with_tap(Rc::new(move |b, peer| describe_frame(follower, b, peer)));
             driver.listen(listener);
             driver
                 .run_forever(move |ctx, ev| observe(ctx, ev, incarnation))
@@ -187,6 +186,25 @@ pub fn add_server(
             }
         }
     });
+}
+
+/// A trace line for a frame a server sends that the core has no event for:
+/// a follower's `Forward` of a client's transaction to the master, and a
+/// request to fetch a blob from a peer. Other frames are not decoded.
+pub fn describe_frame(follower: bool, bytes: &[u8], peer: &dyn Fn() -> String) -> Option<String> {
+    let tag = *bytes.get(frame::PREFIX..)?.first()?;
+    if follower && REPLICA_TAGS.contains(&tag) {
+        return describe_forward(bytes);
+    }
+    if !BLOB_TAGS.contains(&tag) {
+        return None;
+    }
+    match frame::decode::<BlobMsg>(&bytes[frame::PREFIX..]) {
+        Ok(BlobMsg::Fetch { digest, .. }) => {
+            Some(format!("fetch blob {} from {}", short(&digest), peer()))
+        }
+        _ => None,
+    }
 }
 
 /// A trace line for a follower's `Forward` of a client's transaction to the

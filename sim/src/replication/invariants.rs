@@ -124,6 +124,12 @@ impl Watch {
     pub fn committed(&self) -> usize {
         self.history.len()
     }
+
+    /// The committed entries seen so far, in log order (entry `i` first
+    /// counted committed at `[i - 1]`).
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.history.iter().map(|(e, _)| e)
+    }
 }
 
 /// Any two servers hold the same entries up to the smaller of their applied

@@ -270,7 +270,7 @@ impl ReplicationPlan {
     }
 }
 
-fn fault_text(f: Fault) -> String {
+pub(crate) fn fault_text(f: Fault) -> String {
     match f {
         Fault::Crash(s) => format!("crash {}", server_host(s)),
         Fault::Restart(s) => format!("restart {} from its store", server_host(s)),
@@ -279,7 +279,7 @@ fn fault_text(f: Fault) -> String {
     }
 }
 
-fn secs(d: Duration) -> String {
+pub(crate) fn secs(d: Duration) -> String {
     format!("{}.{:03}s", d.as_secs(), d.subsec_millis())
 }
 
@@ -504,7 +504,7 @@ type Shared<T> = Rc<RefCell<T>>;
 
 /// Calls `f` with a view of every running server, in id order. Only
 /// between steps: the nodes are borrowed meanwhile.
-fn with_views<R>(servers: &[Shared<ServerSlot>], f: impl FnOnce(&[View<'_>]) -> R) -> R {
+pub(crate) fn with_views<R>(servers: &[Shared<ServerSlot>], f: impl FnOnce(&[View<'_>]) -> R) -> R {
     let slots: Vec<_> = servers.iter().map(|s| s.borrow()).collect();
     let nodes: Vec<_> = slots
         .iter()

@@ -1,0 +1,733 @@
+//! The programs of the files scenario: file clients that upload, download,
+//! share, unshare, delete and list as one user, and the verifier of the
+//! healed cluster. (Users are registered and logged in by the replication
+//! scenario's account client, before any of this.)
+//!
+//! A file client runs its planned operations one after the other. Each needs
+//! a session proven with `WhoAmI { token }` (the user's login token): the
+//! client opens one through the balancer when it has none, or when the plan
+//! says to start afresh, and keeps it while the operations succeed. An
+//! operation that ends without an answer (a timeout, a lost session) costs
+//! the session. Its local file is an in-memory [`LocalFile`]: the source of
+//! an upload, the destination of a download.
+//!
+//! Around each operation the client leaves [`Stamp`]s for the harness, which
+//! pins down which points of the log the answer may reflect (see
+//! [`super::invariants`]).
+
+use crate::disk::{short, LocalFile, SharedLocal, SimFiles};
+use crate::driver::{Driver, DriverConfig, Flow};
+use crate::scenario::{BALANCER, BALANCER_PORT};
+use crate::trace::SharedTrace;
+use ferry_core::accounts::token::SessionToken;
+use ferry_core::client::{Client, ClientConfig, ClientError, ClientEvent};
+use ferry_core::server::{Request, Response};
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Pause before a client tries another session.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Sessions a client tries before it gives up on an operation.
+const SESSION_TRIES: u32 = 2;
+
+/// One user of the scenario.
+#[derive(Clone, Debug)]
+pub struct UserPlan {
+    pub username: String,
+    pub password: String,
+}
+
+/// What a file client does, in its plan.
+#[derive(Clone)]
+pub enum OpPlan {
+    Upload {
+        name: String,
+        content: Arc<[u8]>,
+        digest: [u8; 32],
+        replace: bool,
+    },
+    /// `owner`: an index into the users, `None` for one's own file.
+    Download {
+        owner: Option<usize>,
+        name: String,
+    },
+    Share {
+        name: String,
+        user: usize,
+    },
+    Unshare {
+        name: String,
+        user: usize,
+    },
+    Delete {
+        name: String,
+    },
+    List,
+    /// `ls`, then download the listed file `pick % files` (if any): the
+    /// user's way to find files shared with them.
+    Browse {
+        pick: u32,
+    },
+}
+
+impl OpPlan {
+    /// The request; `None` for [`OpPlan::Browse`], which becomes a `List`
+    /// and a `Download` as it runs.
+    pub fn request(&self, users: &[UserPlan]) -> Option<Request> {
+        Some(match self {
+            OpPlan::Upload {
+                name,
+                content,
+                replace,
+                ..
+            } => Request::Upload {
+                name: name.clone(),
+                size: content.len() as u64,
+                replace: *replace,
+            },
+            OpPlan::Download { owner, name } => Request::Download {
+                owner: owner.map(|u| users[u].username.clone()),
+                name: name.clone(),
+            },
+            OpPlan::Share { name, user } => Request::Share {
+                name: name.clone(),
+                user: users[*user].username.clone(),
+            },
+            OpPlan::Unshare { name, user } => Request::Unshare {
+                name: name.clone(),
+                user: users[*user].username.clone(),
+            },
+            OpPlan::Delete { name } => Request::Delete { name: name.clone() },
+            OpPlan::List => Request::List,
+            OpPlan::Browse { .. } => return None,
+        })
+    }
+
+    /// One line for the plan and the trace.
+    pub fn describe(&self, users: &[UserPlan]) -> String {
+        match self {
+            OpPlan::Upload {
+                name,
+                content,
+                digest,
+                replace,
+            } => format!(
+                "upload {name:?} ({} bytes, {}){}",
+                content.len(),
+                short(digest),
+                if *replace { " --force" } else { "" }
+            ),
+            OpPlan::Download { owner: None, name } => format!("download {name:?}"),
+            OpPlan::Download {
+                owner: Some(o),
+                name,
+            } => format!("download {}'s {name:?}", users[*o].username),
+            OpPlan::Share { name, user } => {
+                format!("share {name:?} with {}", users[*user].username)
+            }
+            OpPlan::Unshare { name, user } => {
+                format!("unshare {name:?} from {}", users[*user].username)
+            }
+            OpPlan::Delete { name } => format!("delete {name:?}"),
+            OpPlan::List => "ls".to_string(),
+            OpPlan::Browse { .. } => "ls, then get a listed file".to_string(),
+        }
+    }
+}
+
+impl fmt::Debug for OpPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpPlan::Upload {
+                name,
+                content,
+                digest,
+                replace,
+            } => write!(
+                f,
+                "Upload({name:?}, {} bytes, {}, replace: {replace})",
+                content.len(),
+                short(digest)
+            ),
+            OpPlan::Download { owner, name } => write!(f, "Download({owner:?}, {name:?})"),
+            OpPlan::Share { name, user } => write!(f, "Share({name:?}, user #{user})"),
+            OpPlan::Unshare { name, user } => write!(f, "Unshare({name:?}, user #{user})"),
+            OpPlan::Delete { name } => write!(f, "Delete({name:?})"),
+            OpPlan::List => f.write_str("List"),
+            OpPlan::Browse { pick } => write!(f, "Browse({pick})"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// Pause before the operation.
+    pub think: Duration,
+    /// Close the current session first and open another.
+    pub new_session: bool,
+    pub op: OpPlan,
+}
+
+#[derive(Clone, Debug)]
+pub struct FilesClientPlan {
+    /// The host name.
+    pub name: String,
+    /// Index into the users.
+    pub user: usize,
+    /// After the setup.
+    pub start: Duration,
+    pub steps: Vec<Step>,
+}
+
+/// How an operation ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpResult {
+    /// No session proven as the user could be had.
+    NoSession(String),
+    /// The server answered (a download's answer is the client's own
+    /// `Downloaded` once the file is in place).
+    Answer(Response),
+    /// It failed on the client's side (a timeout, a refusal).
+    Failed(ClientError),
+    /// The session ended before the answer came.
+    Lost,
+}
+
+impl fmt::Display for OpResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpResult::NoSession(e) => write!(f, "no session: {e}"),
+            OpResult::Answer(r) => r.fmt(f),
+            OpResult::Failed(e) => write!(f, "failed: {e}"),
+            OpResult::Lost => f.write_str("session lost before the answer"),
+        }
+    }
+}
+
+/// One operation as it happened.
+#[derive(Clone, Debug)]
+pub struct OpRecord {
+    /// What it was (a browse step makes a `List` and a `Download`).
+    pub op: OpPlan,
+    /// The session's server.
+    pub server: Option<u32>,
+    pub started: Duration,
+    pub ended: Duration,
+    /// `None` while it runs.
+    pub result: Option<OpResult>,
+    /// A download's local file afterwards (`None`: no file).
+    pub local: Option<Arc<[u8]>>,
+    /// The durably applied index of the session's server before the
+    /// request was sent (a floor: it never decreases), set by the harness.
+    pub lo: Option<u64>,
+    /// Entries committed anywhere once the answer was in, set by the
+    /// harness.
+    pub hi: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct FilesRecord {
+    pub plan: FilesClientPlan,
+    pub finished: bool,
+    pub ops: Vec<OpRecord>,
+}
+
+/// What a client tells the harness around an operation: record `op` of
+/// client `client` began (on `server`) or ended in the step just run.
+#[derive(Clone, Copy, Debug)]
+pub struct Stamp {
+    pub client: usize,
+    pub op: usize,
+    pub begin: Option<u32>,
+}
+
+/// What the programs share with the harness.
+#[derive(Clone)]
+pub struct Shared {
+    pub trace: SharedTrace,
+    pub users: Rc<Vec<UserPlan>>,
+    /// Login tokens by user, once the setup is done.
+    pub tokens: Rc<RefCell<Vec<Option<SessionToken>>>>,
+    pub records: Rc<RefCell<Vec<FilesRecord>>>,
+    pub stamps: Rc<RefCell<Vec<Stamp>>>,
+    pub verify: Rc<RefCell<VerifyRecord>>,
+}
+
+/// One session's driver and node.
+struct Session {
+    driver: Driver<Client>,
+    server: Option<u32>,
+}
+
+impl Session {
+    /// Asks the balancer for a server and opens a session there.
+    async fn open(
+        name: &str,
+        trace: &SharedTrace,
+        local: &SharedLocal,
+    ) -> (Session, Result<u32, ClientError>) {
+        let cfg = ClientConfig::new(format!("{BALANCER}:{BALANCER_PORT}"));
+        let node = Rc::new(RefCell::new(Client::new(cfg)));
+        let mut driver = Driver::new(name, node, trace.clone(), DriverConfig::default())
+            .with_files(SimFiles::Client(local.clone()))
+            .with_quiet(Rc::new(|e| matches!(e, ClientEvent::Progress { .. })));
+        driver.with_node(|n, now| n.start(now));
+        let mut result = Err(ClientError::Timeout {
+            peer: ferry_core::client::Peer::Balancer,
+            step: "the simulation",
+        });
+        driver
+            .run(None, |_, ev| match ev {
+                ClientEvent::Connected { server_id, .. } => {
+                    result = Ok(*server_id);
+                    Flow::Stop
+                }
+                ClientEvent::Failed(e) => {
+                    result = Err(e.clone());
+                    Flow::Stop
+                }
+                _ => Flow::Continue,
+            })
+            .await;
+        let server = result.as_ref().ok().copied();
+        (Session { driver, server }, result)
+    }
+
+    /// Opens a session and proves it as the token's user, trying up to
+    /// [`SESSION_TRIES`] sessions.
+    async fn open_as(
+        name: &str,
+        trace: &SharedTrace,
+        local: &SharedLocal,
+        token: &SessionToken,
+    ) -> Result<Session, String> {
+        let mut why = String::new();
+        for attempt in 0..SESSION_TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            let (mut s, opened) = Session::open(name, trace, local).await;
+            if let Err(e) = opened {
+                why = e.to_string();
+                s.close().await;
+                continue;
+            }
+            match s.prove(token).await {
+                Ok(()) => return Ok(s),
+                Err(e) => {
+                    why = e;
+                    s.close().await;
+                }
+            }
+        }
+        Err(why)
+    }
+
+    /// `WhoAmI { token }`: the session acts as the token's user from now on.
+    async fn prove(&mut self, token: &SessionToken) -> Result<(), String> {
+        let who = Request::WhoAmI {
+            token: token.clone(),
+        };
+        match self.op(who).await {
+            OpResult::Answer(Response::Me { .. }) => Ok(()),
+            other => Err(format!("whoami: {other}")),
+        }
+    }
+
+    /// Runs one operation and waits for its end.
+    async fn op(&mut self, request: Request) -> OpResult {
+        if self
+            .driver
+            .with_node(|n, now| n.request(now, request))
+            .is_err()
+        {
+            return OpResult::Lost;
+        }
+        let mut result = OpResult::Lost;
+        self.driver
+            .run(None, |_, ev| match ev {
+                ClientEvent::Response(r) => {
+                    result = OpResult::Answer(r.clone());
+                    Flow::Stop
+                }
+                ClientEvent::Failed(e) => {
+                    result = OpResult::Failed(e.clone());
+                    Flow::Stop
+                }
+                ClientEvent::Disconnected => {
+                    result = OpResult::Lost;
+                    Flow::Stop
+                }
+                _ => Flow::Continue,
+            })
+            .await;
+        result
+    }
+
+    async fn close(mut self) {
+        self.driver.with_node(|n, _| n.close());
+        self.driver.shutdown().await;
+    }
+}
+
+fn elapsed() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
+}
+
+/// Registers the program of file client `records[index]`, which starts at
+/// once. The user's token must be there (the setup is over).
+pub fn add_files_client(sim: &mut turmoil::Sim<'_>, index: usize, shared: &Shared) {
+    let shared = shared.clone();
+    let plan = shared.records.borrow()[index].plan.clone();
+    sim.client(plan.name.clone(), async move {
+        let name = plan.name.as_str();
+        let trace = &shared.trace;
+        let users = &shared.users;
+        let token = shared.tokens.borrow()[plan.user]
+            .clone()
+            .ok_or("the user has no token")?;
+        let local = LocalFile::shared();
+        trace.borrow_mut().record_now(
+            name,
+            format!(
+                "start: {} operation(s) as {}",
+                plan.steps.len(),
+                users[plan.user].username
+            ),
+        );
+        let mut session: Option<Session> = None;
+        for step in &plan.steps {
+            if !step.think.is_zero() {
+                tokio::time::sleep(step.think).await;
+            }
+            if step.new_session {
+                if let Some(s) = session.take() {
+                    s.close().await;
+                }
+            }
+            if session.is_none() {
+                match Session::open_as(name, trace, &local, &token).await {
+                    Ok(s) => session = Some(s),
+                    Err(why) => {
+                        let what = step.op.describe(users);
+                        trace
+                            .borrow_mut()
+                            .record_now(name, format!("give up on {what}: no session ({why})"));
+                        let mut r = shared.records.borrow_mut();
+                        r[index].ops.push(OpRecord {
+                            op: step.op.clone(),
+                            server: None,
+                            started: elapsed(),
+                            ended: elapsed(),
+                            result: Some(OpResult::NoSession(why)),
+                            local: None,
+                            lo: None,
+                            hi: None,
+                        });
+                        continue;
+                    }
+                }
+            }
+            let Some(s) = session.as_mut() else {
+                continue;
+            };
+            let mut answered = match &step.op {
+                OpPlan::Browse { pick } => {
+                    let listing = run_op(s, index, OpPlan::List, &shared, &local).await;
+                    match listing {
+                        OpResult::Answer(Response::Listing(files)) if !files.is_empty() => {
+                            let f = &files[*pick as usize % files.len()];
+                            let me = &users[plan.user].username;
+                            let owner = match &f.owner {
+                                o if o == me => None,
+                                o => users.iter().position(|u| u.username == *o),
+                            };
+                            let get = OpPlan::Download {
+                                owner,
+                                name: f.name.clone(),
+                            };
+                            let got = run_op(s, index, get, &shared, &local).await;
+                            matches!(got, OpResult::Answer(_))
+                        }
+                        other => matches!(other, OpResult::Answer(_)),
+                    }
+                }
+                op => {
+                    let r = run_op(s, index, op.clone(), &shared, &local).await;
+                    matches!(r, OpResult::Answer(_))
+                }
+            };
+            if s.server.is_none() {
+                answered = false;
+            }
+            if !answered {
+                if let Some(s) = session.take() {
+                    s.close().await;
+                }
+            }
+        }
+        if let Some(s) = session.take() {
+            s.close().await;
+        }
+        let anomalies = std::mem::take(&mut local.borrow_mut().anomalies);
+        if !anomalies.is_empty() {
+            return Err(format!("{name}'s local file: {}", anomalies.join("; ")).into());
+        }
+        trace.borrow_mut().record_now(name, "done");
+        shared.records.borrow_mut()[index].finished = true;
+        Ok(())
+    })
+}
+
+/// Runs one operation on the session, recording it (with its stamps).
+async fn run_op(
+    s: &mut Session,
+    index: usize,
+    op: OpPlan,
+    shared: &Shared,
+    local: &SharedLocal,
+) -> OpResult {
+    let Some(request) = op.request(&shared.users) else {
+        return OpResult::Lost;
+    };
+    {
+        let mut l = local.borrow_mut();
+        match &op {
+            OpPlan::Upload { content, .. } => l.source = content.clone(),
+            OpPlan::Download { .. } => {
+                l.dest = None;
+                l.partial = None;
+            }
+            _ => {}
+        }
+    }
+    let name = shared.records.borrow()[index].plan.name.clone();
+    shared
+        .trace
+        .borrow_mut()
+        .record_now(&name, op.describe(&shared.users));
+    let rec = {
+        let mut r = shared.records.borrow_mut();
+        let ops = &mut r[index].ops;
+        ops.push(OpRecord {
+            op: op.clone(),
+            server: s.server,
+            started: elapsed(),
+            ended: elapsed(),
+            result: None,
+            local: None,
+            lo: None,
+            hi: None,
+        });
+        ops.len() - 1
+    };
+    shared.stamps.borrow_mut().push(Stamp {
+        client: index,
+        op: rec,
+        begin: s.server,
+    });
+    let result = s.op(request).await;
+    shared.stamps.borrow_mut().push(Stamp {
+        client: index,
+        op: rec,
+        begin: None,
+    });
+    let downloaded = match op {
+        OpPlan::Download { .. } => local.borrow().dest.clone(),
+        _ => None,
+    };
+    let mut r = shared.records.borrow_mut();
+    let o = &mut r[index].ops[rec];
+    o.ended = elapsed();
+    o.result = Some(result.clone());
+    o.local = downloaded;
+    result
+}
+
+/// What the verifier checks for one user on every server.
+#[derive(Clone, Debug)]
+pub struct VerifyTask {
+    pub user: usize,
+    /// The user's own files, by name.
+    pub own: Vec<String>,
+    /// Files shared with the user: (owner's name, name).
+    pub shared: Vec<(String, String)>,
+    /// Another user's file not shared with this one, if there is one.
+    pub forbidden: Option<(String, String)>,
+}
+
+/// One download of the verifier.
+#[derive(Clone, Debug)]
+pub struct VerifyDownload {
+    pub owner: Option<String>,
+    pub name: String,
+    pub result: OpResult,
+    pub local: Option<Arc<[u8]>>,
+}
+
+/// The verifier's session of one user on one server.
+#[derive(Clone, Debug)]
+pub struct VerifyVisit {
+    pub user: usize,
+    pub server: u32,
+    pub listing: OpResult,
+    pub downloads: Vec<VerifyDownload>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct VerifyRecord {
+    /// Verifiers started and finished.
+    pub started: usize,
+    pub finished: usize,
+    /// (user, server) still to visit; a verifier takes one when the
+    /// balancer sends it to that server.
+    pub todo: BTreeSet<(usize, u32)>,
+    pub visits: Vec<VerifyVisit>,
+    /// Sessions that could not be had, or were sent where nobody needs
+    /// anything any more.
+    pub misses: Vec<String>,
+}
+
+/// Sessions a verifier may open, per (user, server) to visit.
+const VISIT_TRIES: usize = 3;
+/// Pause after a session that found nothing to do, so that the tries
+/// outlast the balancer's back-off (5 s) for a server it found silent
+/// while it was down or cut off.
+const MISS_PAUSE: Duration = Duration::from_secs(1);
+
+/// Registers `workers` verifiers (`verify1`...). Each opens sessions
+/// through the balancer; wherever it is sent, it proves the session as a
+/// user who still has that server to visit, and there runs `ls`, downloads
+/// every own and shared file, and a download that must be refused. Until
+/// every user has visited every server, or the tries run out.
+pub fn add_verifiers(
+    sim: &mut turmoil::Sim<'_>,
+    workers: usize,
+    servers: u32,
+    tasks: Vec<VerifyTask>,
+    shared: &Shared,
+) {
+    {
+        let mut v = shared.verify.borrow_mut();
+        for t in &tasks {
+            for s in 1..=servers {
+                v.todo.insert((t.user, s));
+            }
+        }
+        v.started += workers;
+    }
+    let tasks = Rc::new(tasks);
+    let tries = tasks.len() * servers as usize * VISIT_TRIES;
+    for w in 1..=workers {
+        let (shared, tasks) = (shared.clone(), tasks.clone());
+        let name = format!("verify{w}");
+        sim.client(name.clone(), async move {
+            let name = name.as_str();
+            let trace = &shared.trace;
+            let users = &shared.users;
+            let local = LocalFile::shared();
+            for _ in 0..tries {
+                if shared.verify.borrow().todo.is_empty() {
+                    break;
+                }
+                let (mut s, opened) = Session::open(name, trace, &local).await;
+                let server = match opened {
+                    Ok(server) => server,
+                    Err(e) => {
+                        shared.verify.borrow_mut().misses.push(e.to_string());
+                        s.close().await;
+                        tokio::time::sleep(MISS_PAUSE).await;
+                        continue;
+                    }
+                };
+                let task = {
+                    let mut v = shared.verify.borrow_mut();
+                    let t = tasks.iter().find(|t| v.todo.contains(&(t.user, server)));
+                    if let Some(t) = t {
+                        v.todo.remove(&(t.user, server));
+                    }
+                    t
+                };
+                let Some(task) = task else {
+                    shared
+                        .verify
+                        .borrow_mut()
+                        .misses
+                        .push(format!("sent to server {server}, visited by everyone"));
+                    s.close().await;
+                    tokio::time::sleep(MISS_PAUSE).await;
+                    continue;
+                };
+                let username = &users[task.user].username;
+                let token = shared.tokens.borrow()[task.user].clone();
+                let proven = match &token {
+                    Some(t) => s.prove(t).await,
+                    None => Err("the user has no token".into()),
+                };
+                if let Err(why) = proven {
+                    {
+                        let mut v = shared.verify.borrow_mut();
+                        v.todo.insert((task.user, server));
+                        v.misses.push(why);
+                    }
+                    s.close().await;
+                    continue;
+                }
+                trace.borrow_mut().record_now(
+                    name,
+                    format!(
+                        "verify {username} on server {server}: ls, {} own and {} shared file(s){}",
+                        task.own.len(),
+                        task.shared.len(),
+                        match &task.forbidden {
+                            Some((o, n)) => format!(", and {o}'s {n:?} must be refused"),
+                            None => String::new(),
+                        }
+                    ),
+                );
+                let listing = s.op(Request::List).await;
+                let mut wanted: Vec<(Option<String>, String)> =
+                    task.own.iter().map(|n| (None, n.clone())).collect();
+                wanted.extend(
+                    task.shared
+                        .iter()
+                        .chain(&task.forbidden)
+                        .map(|(o, n)| (Some(o.clone()), n.clone())),
+                );
+                let mut downloads = Vec::new();
+                for (owner, file) in wanted {
+                    {
+                        let mut l = local.borrow_mut();
+                        l.dest = None;
+                        l.partial = None;
+                    }
+                    let request = Request::Download {
+                        owner: owner.clone(),
+                        name: file.clone(),
+                    };
+                    let result = s.op(request).await;
+                    downloads.push(VerifyDownload {
+                        owner,
+                        name: file,
+                        local: local.borrow().dest.clone(),
+                        result,
+                    });
+                }
+                shared.verify.borrow_mut().visits.push(VerifyVisit {
+                    user: task.user,
+                    server,
+                    listing,
+                    downloads,
+                });
+                s.close().await;
+            }
+            trace.borrow_mut().record_now(name, "done");
+            shared.verify.borrow_mut().finished += 1;
+            Ok(())
+        });
+    }
+}

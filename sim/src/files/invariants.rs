@@ -1,0 +1,637 @@
+//! What must hold in every run of the files scenario, checked at the end on
+//! the healed, converged cluster (the replication invariants are checked
+//! between steps, as in the replication scenario).
+//!
+//! **Points of the log.** A server answers from the state it has applied,
+//! which is some prefix of the committed log, and a follower's may lag the
+//! master's. So an answer is judged against the model of the catalogue
+//! ([`super::model`]) at the points of the log the server could have been
+//! at: from `lo`, its durably applied index before the client sent the
+//! request (it only grows, across restarts too: the watch checks that),
+//! to `hi`, the entries committed anywhere once the answer was in (a server
+//! applies only committed entries). An answer is right if it is right at
+//! *some* point `k` in `lo..=hi`: that is exact for one server's
+//! decision, and sound under any concurrency, because the server decided at
+//! one such point. Acknowledged writes must be in the log at some `k <= hi`
+//! (acknowledged only once committed and applied).
+//!
+//! Checks:
+//!
+//! - the model replayed over the committed log equals every server's state
+//!   (users, files with size and digest, shares); every `PutFile` names
+//!   content some client of its owner uploaded under that name;
+//! - **uploads**: `Stored` carries the digest and size of what the client
+//!   sent, and a `PutFile` of it from that server was committed before the
+//!   answer; a bad name is always refused, and only a bad name is;
+//!   "exists" only when the name existed at a point in `lo..=hi`;
+//! - **downloads**: the local file is there only after `Downloaded`, holds
+//!   exactly the bytes of an upload, and the downloader **may read** that
+//!   file **with that content** at a point in `lo..=hi` (owner, or shared
+//!   with at that point: authorization and integrity together); "no such
+//!   file" only if at some point in `lo..=hi` the user may not read it;
+//! - shares, unshares and deletes: acknowledged ones are in the log before
+//!   the answer with the same result; refusals are right at some point;
+//! - `ls` equals the model's listing for the user at some point;
+//! - **no acknowledged upload lost**: an upload told `Stored` and not
+//!   replaced or deleted later in the log is in the final catalogue with its
+//!   content; the verifier downloaded every file of the final catalogue as
+//!   its owner and as every grantee, through every server, byte for byte,
+//!   its listing was the model's, and a file not shared with the user was
+//!   refused;
+//! - every server's disk holds exactly the blobs the catalogue names, each
+//!   the bytes of an upload, and no temporary file; no disk saw a request a
+//!   correct node never makes.
+//!
+//! A download from a point of the log before an unshare or delete that the
+//! owner had already been told of is allowed by the contract ("shared at
+//! that point of the log") and counted; `strict_revocation` makes it a
+//! violation.
+
+use super::client::{FilesRecord, OpPlan, OpResult, UserPlan, VerifyRecord};
+use super::model::{canonical, Catalogue, History, Outcome};
+use crate::disk::{short, Disk};
+use crate::replication::invariants::View;
+use ferry_core::replication::entry::Txn;
+use ferry_core::server::check_name;
+use ferry_core::server::messages::FileOutcome;
+use ferry_core::server::{OpError, Response};
+use ferry_core::transfer::TransferError;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything the final checks read.
+pub struct Final<'a> {
+    pub servers: &'a [View<'a>],
+    pub disks: &'a [std::cell::Ref<'a, Disk>],
+    pub history: &'a History,
+    pub users: &'a [UserPlan],
+    /// Each user's id (by the log), by user index.
+    pub ids: &'a [Option<u64>],
+    pub clients: &'a [FilesRecord],
+    pub verify: &'a VerifyRecord,
+    pub strict_revocation: bool,
+}
+
+/// Which write an acknowledgement stands for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Write<'a> {
+    Put {
+        name: &'a str,
+        digest: [u8; 32],
+        replace: bool,
+    },
+    Share(&'a str, &'a str),
+    Unshare(&'a str, &'a str),
+    Delete(&'a str),
+}
+
+/// The latest entry `k <= hi` from `server` by `owner` that is `w` and did
+/// what the acknowledgement says.
+fn acknowledged(h: &History, hi: u64, server: u32, owner: u64, w: Write<'_>) -> Option<u64> {
+    h.upto(hi)
+        .filter(|(_, e, o)| {
+            e.origin.server == server
+                && match (&e.txn, w) {
+                    (
+                        Txn::PutFile {
+                            owner: o2,
+                            name,
+                            digest,
+                            replace,
+                            ..
+                        },
+                        Write::Put {
+                            name: n,
+                            digest: d,
+                            replace: r,
+                        },
+                    ) => {
+                        *o2 == owner
+                            && name == n
+                            && *digest == d
+                            && *replace == r
+                            && *o == Outcome::Stored
+                    }
+                    (
+                        Txn::Share {
+                            owner: o2,
+                            name,
+                            grantee,
+                        },
+                        Write::Share(n, g),
+                    ) => *o2 == owner && name == n && grantee == g && *o == Outcome::Shared,
+                    (
+                        Txn::Unshare {
+                            owner: o2,
+                            name,
+                            grantee,
+                        },
+                        Write::Unshare(n, g),
+                    ) => *o2 == owner && name == n && grantee == g && *o == Outcome::Unshared,
+                    (Txn::Delete { owner: o2, name }, Write::Delete(n)) => {
+                        *o2 == owner && name == n && *o == Outcome::Deleted
+                    }
+                    _ => false,
+                }
+        })
+        .map(|(k, _, _)| k)
+        .last()
+}
+
+fn secs(d: Duration) -> String {
+    format!("{}.{:03}s", d.as_secs(), d.subsec_millis())
+}
+
+/// Runs every final check; returns the violations and the count of
+/// downloads served before an acknowledged revocation reached the server.
+pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
+    let mut v = Vec::new();
+    let h = f.history;
+    let last = h.last();
+
+    // Every content a client meant to upload, by digest.
+    let mut contents: BTreeMap<[u8; 32], Arc<[u8]>> = BTreeMap::new();
+    for c in f.clients {
+        for s in &c.plan.steps {
+            if let OpPlan::Upload {
+                content, digest, ..
+            } = &s.op
+            {
+                contents.insert(*digest, content.clone());
+            }
+        }
+    }
+
+    for s in f.servers {
+        if let Some(d) = last.differs_from(s.server) {
+            v.push(format!(
+                "server{} disagrees with the committed log: {d}",
+                s.id
+            ));
+        }
+    }
+
+    // Every PutFile names content a client of its owner uploaded under its
+    // name.
+    for (k, e, _) in h.upto(u64::MAX) {
+        let Txn::PutFile {
+            owner,
+            name,
+            size,
+            digest,
+            ..
+        } = &e.txn
+        else {
+            continue;
+        };
+        let uploaded = f.clients.iter().any(|c| {
+            f.ids[c.plan.user] == Some(*owner)
+                && c.plan.steps.iter().any(|s| {
+                    matches!(&s.op, OpPlan::Upload { name: n, digest: d, content, .. }
+                        if n == name && d == digest && content.len() as u64 == *size)
+                })
+        });
+        if !uploaded {
+            v.push(format!(
+                "entry #{k} puts user{owner}/{name} ({size} bytes, {}), which no client of that user uploaded",
+                short(digest)
+            ));
+        }
+    }
+
+    let mut stale = 0;
+    let revocations = collect_revocations(f, h);
+    for c in f.clients {
+        let Some(me) = f.ids[c.plan.user] else {
+            v.push(format!("{}'s user is not in the log", c.plan.name));
+            continue;
+        };
+        for op in &c.ops {
+            let step = &op.op;
+            let Some(result) = &op.result else {
+                v.push(format!("{}: {step:?} never ended", c.plan.name));
+                continue;
+            };
+            let Some(server) = op.server else {
+                continue;
+            };
+            let what = format!(
+                "{} ({} via server{server}, {}..{}): {step:?} -> {result}",
+                c.plan.name,
+                f.users[c.plan.user].username,
+                secs(op.started),
+                secs(op.ended)
+            );
+            let (Some(lo), Some(hi)) = (op.lo, op.hi) else {
+                v.push(format!("{what}: the harness did not stamp it"));
+                continue;
+            };
+            let range = format!("log points {lo}..={hi}");
+            let some = |p: &dyn Fn(&Catalogue) -> bool| h.between(lo, hi).any(|(_, s)| p(s));
+            let OpResult::Answer(answer) = result else {
+                if op.local.is_some() {
+                    v.push(format!("{what}: a failed download left a file"));
+                }
+                continue;
+            };
+            if !matches!(answer, Response::Downloaded { .. }) && op.local.is_some() {
+                v.push(format!("{what}: a failed download left a file"));
+            }
+            // Answers no operation here may get.
+            if let Response::Failed(
+                e @ (OpError::NotAuthenticated
+                | OpError::InvalidSession { .. }
+                | OpError::OverQuota { .. }
+                | OpError::Transfer(TransferError::NoSpace { .. })
+                | OpError::Transfer(TransferError::DigestMismatch)),
+            ) = answer
+            {
+                v.push(format!(
+                    "{what}: a proven session with room to spare must not fail with {e:?}"
+                ));
+                continue;
+            }
+            if matches!(answer, Response::Failed(OpError::Unavailable { .. })) {
+                continue;
+            }
+            let grantee = |u: usize| f.users[u].username.as_str();
+            match (step, answer) {
+                (
+                    OpPlan::Upload {
+                        name,
+                        content,
+                        digest,
+                        replace,
+                    },
+                    answer,
+                ) if check_name(name).is_err() => {
+                    if !matches!(
+                        answer,
+                        Response::Failed(OpError::Transfer(TransferError::BadName { .. }))
+                    ) {
+                        v.push(format!(
+                            "{what}: a bad name must be refused ({} bytes, {}, replace {replace})",
+                            content.len(),
+                            short(digest)
+                        ));
+                    }
+                }
+                (
+                    OpPlan::Upload {
+                        name,
+                        content,
+                        digest,
+                        replace,
+                    },
+                    Response::File(FileOutcome::Stored { size, digest: d }),
+                ) => {
+                    if d != digest || *size != content.len() as u64 {
+                        v.push(format!(
+                            "{what}: stored {size} bytes as {}, but the client sent {} bytes, {}",
+                            short(d),
+                            content.len(),
+                            short(digest)
+                        ));
+                        continue;
+                    }
+                    let w = Write::Put {
+                        name,
+                        digest: *digest,
+                        replace: *replace,
+                    };
+                    let Some(k) = acknowledged(h, hi, server, me, w) else {
+                        v.push(format!(
+                            "{what}: acknowledged, but no PutFile of it from server{server} was committed before the answer ({range})"
+                        ));
+                        continue;
+                    };
+                    // Not lost: unless replaced or deleted later in the log,
+                    // it is in the final catalogue.
+                    let superseded = h.upto(u64::MAX).skip(k as usize).any(|(_, e, o)| {
+                        matches!(&e.txn, Txn::PutFile { owner, name: n, .. } | Txn::Delete { owner, name: n }
+                            if *owner == me && n == name)
+                            && matches!(o, Outcome::Stored | Outcome::Deleted)
+                    });
+                    if !superseded && last.file(me, name).map(|m| m.digest) != Some(*digest) {
+                        v.push(format!(
+                            "{what}: an acknowledged upload (entry #{k}), never replaced or deleted, is lost: the catalogue holds {:?}",
+                            last.file(me, name)
+                        ));
+                    }
+                }
+                (
+                    OpPlan::Upload { name, replace, .. },
+                    Response::Failed(
+                        OpError::FileExists | OpError::Transfer(TransferError::Exists),
+                    ),
+                ) => {
+                    if *replace || !some(&|s| s.file(me, name).is_some()) {
+                        v.push(format!(
+                            "{what}: \"exists\", but the name was free at every point of {range} (or replacing was asked)"
+                        ));
+                    }
+                }
+                (OpPlan::Upload { .. }, Response::Failed(OpError::Transfer(_))) => {}
+                (OpPlan::Download { owner, name }, Response::Downloaded { size, digest }) => {
+                    let Some(o) = owner.map_or(Some(me), |u| f.ids[u]) else {
+                        continue;
+                    };
+                    match &op.local {
+                        Some(b)
+                            if b.len() as u64 == *size
+                                && blake3::hash(b).as_bytes() == digest => {}
+                        Some(b) => v.push(format!(
+                            "{what}: the local file ({} bytes, {}) is not what was announced ({size} bytes, {})",
+                            b.len(),
+                            short(blake3::hash(b).as_bytes()),
+                            short(digest)
+                        )),
+                        None => v.push(format!("{what}: downloaded, but no local file")),
+                    }
+                    match (contents.get(digest), &op.local) {
+                        (Some(c), Some(b)) if c[..] == b[..] => {}
+                        _ => v.push(format!("{what}: the bytes are not those of any upload")),
+                    }
+                    let ok: Vec<u64> = h
+                        .between(lo, hi)
+                        .filter(|(_, s)| s.readable(me, o, name) == Some(*digest))
+                        .map(|(k, _)| k)
+                        .collect();
+                    if ok.is_empty() {
+                        let seen: Vec<String> = h
+                            .between(lo, hi)
+                            .map(|(k, s)| match s.readable(me, o, name) {
+                                Some(d) => format!("#{k}: {}", short(&d)),
+                                None => format!("#{k}: not readable"),
+                            })
+                            .collect();
+                        v.push(format!(
+                            "{what}: user{me} received user{o}/{name} as {} but at no point of {range} could they read that: {}",
+                            short(digest),
+                            seen.join(", ")
+                        ));
+                        continue;
+                    }
+                    // Stale but allowed: every point it could have been
+                    // served from is older than a revocation the owner had
+                    // already been told of.
+                    let newest = ok.iter().copied().max().unwrap_or(0);
+                    if let Some(r) = revocations.iter().find(|r| {
+                        o != me
+                            && r.owner == o
+                            && r.name == name.as_str()
+                            && r.grantee.is_none_or(|g| g == me)
+                            && r.at < op.started
+                            && r.entry > newest
+                    }) {
+                        stale += 1;
+                        if f.strict_revocation {
+                            v.push(format!(
+                                "{what}: served from a point of the log before entry #{}, a revocation the owner was told of at {}, before the download began",
+                                r.entry,
+                                secs(r.at)
+                            ));
+                        }
+                    }
+                }
+                (OpPlan::Download { owner, name }, Response::Failed(OpError::NoSuchFile)) => {
+                    let Some(o) = owner.map_or(Some(me), |u| f.ids[u]) else {
+                        continue;
+                    };
+                    if !some(&|s| s.readable(me, o, name).is_none()) {
+                        v.push(format!(
+                            "{what}: \"no such file\", but user{me} could read user{o}/{name} at every point of {range}"
+                        ));
+                    }
+                }
+                (OpPlan::Download { .. }, Response::Failed(OpError::Transfer(_))) => {}
+                (OpPlan::Share { name, user }, Response::File(FileOutcome::Shared)) => {
+                    if acknowledged(h, hi, server, me, Write::Share(name, grantee(*user))).is_none()
+                    {
+                        v.push(format!(
+                            "{what}: acknowledged, but no such share from server{server} was committed before the answer ({range})"
+                        ));
+                    }
+                }
+                (OpPlan::Unshare { name, user }, Response::File(FileOutcome::Unshared)) => {
+                    if acknowledged(h, hi, server, me, Write::Unshare(name, grantee(*user)))
+                        .is_none()
+                    {
+                        v.push(format!(
+                            "{what}: acknowledged, but no such unshare from server{server} was committed before the answer ({range})"
+                        ));
+                    }
+                }
+                (OpPlan::Delete { name }, Response::File(FileOutcome::Deleted)) => {
+                    if acknowledged(h, hi, server, me, Write::Delete(name)).is_none() {
+                        v.push(format!(
+                            "{what}: acknowledged, but no such delete from server{server} was committed before the answer ({range})"
+                        ));
+                    }
+                }
+                (
+                    OpPlan::Share { name, .. }
+                    | OpPlan::Unshare { name, .. }
+                    | OpPlan::Delete { name },
+                    Response::Failed(OpError::NoSuchFile),
+                ) => {
+                    if !some(&|s| s.file(me, name).is_none()) {
+                        v.push(format!(
+                            "{what}: \"no such file\", but it existed at every point of {range}"
+                        ));
+                    }
+                }
+                (
+                    OpPlan::Share { user, .. } | OpPlan::Unshare { user, .. },
+                    Response::Failed(OpError::NoSuchUser),
+                ) => {
+                    let g = grantee(*user);
+                    if !some(&|s| !s.by_name.contains_key(g)) {
+                        v.push(format!(
+                            "{what}: \"no such user\", but {g} was registered at every point of {range}"
+                        ));
+                    }
+                }
+                (OpPlan::Unshare { name, user }, Response::Failed(OpError::NotShared)) => {
+                    let g = f.ids[*user];
+                    if !some(&|s| g.is_none_or(|g| !s.is_shared(me, name, g))) {
+                        v.push(format!(
+                            "{what}: \"not shared\", but it was shared at every point of {range}"
+                        ));
+                    }
+                }
+                (OpPlan::List, Response::Listing(files)) => {
+                    let got = canonical(files);
+                    if !some(&|s| s.listing(me) == got) {
+                        let at_hi = h.between(hi, hi).next().map(|(_, s)| s.listing(me));
+                        v.push(format!(
+                            "{what}: the listing {got:?} matches no point of {range} (at #{hi}: {at_hi:?})"
+                        ));
+                    }
+                }
+                (step, answer) => v.push(format!(
+                    "{what}: an answer {step:?} must not get: {answer:?}"
+                )),
+            }
+        }
+    }
+
+    check_verifier(f, &contents, &mut v);
+
+    // Disks: exactly the catalogue's content, intact; nothing temporary;
+    // nothing a correct node never asks for.
+    let named = last.digests();
+    for (i, d) in f.disks.iter().enumerate() {
+        let id = i + 1;
+        let have: BTreeSet<[u8; 32]> = d.blobs.keys().copied().collect();
+        if have != named {
+            v.push(format!(
+                "server{id}'s disk holds {} blob(s), the catalogue names {}",
+                have.len(),
+                named.len()
+            ));
+        }
+        for (digest, bytes) in &d.blobs {
+            if contents.get(digest).is_none_or(|c| c[..] != bytes[..]) {
+                v.push(format!(
+                    "server{id}'s blob {} ({} bytes) is not the content of an upload",
+                    short(digest),
+                    bytes.len()
+                ));
+            }
+        }
+        if !d.temps.is_empty() {
+            v.push(format!(
+                "server{id} left temporary files behind: {:?}",
+                d.temps.keys().collect::<Vec<_>>()
+            ));
+        }
+        for a in &d.anomalies {
+            v.push(format!("server{id}'s disk: {a}"));
+        }
+    }
+    (v, stale)
+}
+
+/// An unshare or delete acknowledged to the file's owner.
+struct Revocation<'a> {
+    owner: u64,
+    name: &'a str,
+    /// `None`: everyone (a delete).
+    grantee: Option<u64>,
+    /// When the owner was told.
+    at: Duration,
+    /// The entry it stands for.
+    entry: u64,
+}
+
+fn collect_revocations<'a>(f: &Final<'a>, h: &History) -> Vec<Revocation<'a>> {
+    let mut out = Vec::new();
+    for c in f.clients {
+        let Some(me) = f.ids[c.plan.user] else {
+            continue;
+        };
+        for op in &c.ops {
+            let (Some(server), Some(hi)) = (op.server, op.hi) else {
+                continue;
+            };
+            let (name, grantee, w) = match (&op.op, &op.result) {
+                (
+                    OpPlan::Unshare { name, user },
+                    Some(OpResult::Answer(Response::File(FileOutcome::Unshared))),
+                ) => (
+                    name,
+                    f.ids[*user],
+                    Write::Unshare(name, &f.users[*user].username),
+                ),
+                (
+                    OpPlan::Delete { name },
+                    Some(OpResult::Answer(Response::File(FileOutcome::Deleted))),
+                ) => (name, None, Write::Delete(name)),
+                _ => continue,
+            };
+            if let Some(entry) = acknowledged(h, hi, server, me, w) {
+                out.push(Revocation {
+                    owner: me,
+                    name,
+                    grantee,
+                    at: op.ended,
+                    entry,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn check_verifier(f: &Final<'_>, contents: &BTreeMap<[u8; 32], Arc<[u8]>>, v: &mut Vec<String>) {
+    let last = f.history.last();
+    let servers: BTreeSet<u32> = f.servers.iter().map(|s| s.id).collect();
+    if f.verify.finished < f.users.len() {
+        v.push(format!(
+            "only {} of {} verifiers finished",
+            f.verify.finished,
+            f.users.len()
+        ));
+        return;
+    }
+    for (u, user) in f.users.iter().enumerate() {
+        let Some(me) = f.ids[u] else {
+            continue;
+        };
+        let visited: BTreeSet<u32> = f
+            .verify
+            .visits
+            .iter()
+            .filter(|x| x.user == u)
+            .map(|x| x.server)
+            .collect();
+        if visited != servers {
+            v.push(format!(
+                "the verifier reached only servers {visited:?} as {} (misses: {:?})",
+                user.username, f.verify.misses
+            ));
+        }
+        let want = last.listing(me);
+        for visit in f.verify.visits.iter().filter(|x| x.user == u) {
+            let at = format!("verify {} on server{}", user.username, visit.server);
+            match &visit.listing {
+                OpResult::Answer(Response::Listing(files)) if canonical(files) == want => {}
+                other => v.push(format!("{at}: ls gave {other:?}, the log says {want:?}")),
+            }
+            for d in &visit.downloads {
+                let owner = match &d.owner {
+                    None => Some(me),
+                    Some(o) => last.by_name.get(o).copied(),
+                };
+                let expect = owner.and_then(|o| last.readable(me, o, &d.name));
+                let what = format!("{at}: download {:?}/{}", d.owner, d.name);
+                match (expect, &d.result, &d.local) {
+                    (
+                        Some(digest),
+                        OpResult::Answer(Response::Downloaded { digest: got, .. }),
+                        Some(b),
+                    ) if *got == digest
+                        && contents.get(&digest).is_some_and(|c| c[..] == b[..]) => {}
+                    (None, OpResult::Answer(Response::Failed(OpError::NoSuchFile)), None) => {}
+                    (expect, result, local) => v.push(format!(
+                        "{what}: expected {}, got {result} ({})",
+                        match expect {
+                            Some(d) => format!("the content {}", short(&d)),
+                            None => "no such file".into(),
+                        },
+                        match local {
+                            Some(b) => format!(
+                                "local file of {} bytes, {}",
+                                b.len(),
+                                short(blake3::hash(b).as_bytes())
+                            ),
+                            None => "no local file".into(),
+                        }
+                    )),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1185 @@
+//! The "files" scenario: users upload, download, share, unshare, delete and
+//! list files through the balancer on a three-server cluster (server 1 the
+//! master), while the harness restarts a follower, cuts a follower off, and
+//! maybe crashes the master; then the cluster is healed, must converge (the
+//! same log and state everywhere, and on every disk exactly the content the
+//! catalogue names), and a verifier checks every file through every server.
+//!
+//! VOPR-style, like the replication scenario: a seed picks the swarm options
+//! ([`FilesConfig::swarm`]) and a [`FilesPlan`] (the users, each client's
+//! operations with their contents, the faults); the harness steps turmoil,
+//! injects the faults, and checks the replication invariants after every
+//! step and the file invariants ([`invariants`]) at the end.
+//!
+//! Phases: **setup** (no faults): each user registers and logs in (the
+//! replication scenario's account client); **safety**: file clients run
+//! their operations while the faults strike (times count from the end of
+//! the setup); **healing**: everything down restarts, everything cut is
+//! repaired, and the cluster must converge and stay converged for a second;
+//! **verify**: the verifier visits every server as every user; then the
+//! final checks.
+//!
+//! Every server has its own LMDB store and in-memory disk
+//! ([`crate::server_host`], [`crate::disk`]); both survive its restarts.
+
+pub mod client;
+pub mod invariants;
+pub mod model;
+
+use crate::disk::{Disk, SharedDisk};
+use crate::driver::{serve, DriverConfig};
+use crate::replication::client::{
+    add_account_client, AccountPlan, AccountRecord, Login, TryResult,
+};
+use crate::replication::invariants::{converged, Watch};
+use crate::replication::{fault_text, secs, with_views, EPOCH_SECS, MASTER};
+use crate::scenario::{server_host, server_port, Fault, Preset, BALANCER, BALANCER_PORT};
+use crate::seeds::{files_replay_command, SimRng};
+use crate::server_host::{add_server, run_dir, store_dir, ServerSlot, ServerSpec};
+use crate::sweep::{panic_message, RunOutcome};
+use crate::trace::{SharedTrace, Trace, HARNESS};
+use client::{
+    add_files_client, add_verifiers, FilesClientPlan, FilesRecord, OpPlan, OpResult, Shared, Step,
+    UserPlan, VerifyRecord, VerifyTask,
+};
+use ferry_core::accounts::password::PasswordParams;
+use ferry_core::auth::ClusterSecret;
+use ferry_core::balancer::{Balancer, BalancerConfig, ServerAddr};
+use ferry_core::replication::ReplicaConfig;
+use ferry_core::server::messages::FileOutcome;
+use ferry_core::server::{OpError, Response, ServerConfig};
+use ferry_core::Entropy;
+use model::History;
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+const SECRET: &[u8] = b"ferry-sim-cluster-secret";
+const USERNAMES: [&str; 4] = ["alice", "bob", "carol", "dave"];
+/// The names files are uploaded under: few, so clients of one user collide
+/// (replacing, deleting and downloading each other's uploads).
+pub const FILE_NAMES: [&str; 3] = ["notes.txt", "photo.jpg", "empty"];
+/// Names every server must refuse.
+const BAD_NAMES: [&str; 4] = ["../escape", "a/b", "", ".."];
+/// Sizes worth a test of their own: empty, one byte, around one chunk
+/// (4 KiB) and around one frame of chunks (32 of them).
+const EDGE_SIZES: [u64; 7] = [0, 1, 4095, 4096, 4097, 131_072, 131_073];
+/// How long the healed cluster gets to converge.
+const SETTLE_MAX: Duration = Duration::from_secs(30);
+/// How long the converged state must hold before the verifier starts.
+const STABLE_FOR: Duration = Duration::from_secs(1);
+/// Convergence is checked every this many steps.
+const CONVERGE_EVERY: u64 = 50;
+
+/// The knobs; [`FilesConfig::swarm`] draws them from a seed.
+#[derive(Clone, Debug)]
+pub struct FilesConfig {
+    /// [`Preset::Swarm`] or [`Preset::Custom`], for the replay command.
+    pub preset: Preset,
+    pub servers: u32,
+    pub users: u32,
+    pub clients: u32,
+    /// Operations per client, at least and at most.
+    pub steps: (u32, u32),
+    /// When clients start, after the setup.
+    pub start_window: (Duration, Duration),
+    /// Chance (percent) that a client starts around a fault's time (from
+    /// 400 ms before to 300 ms after) rather than in `start_window`.
+    pub near_fault_pct: u32,
+    /// Pause before each operation.
+    pub think: (Duration, Duration),
+    /// Chance (percent) that an operation starts on a new session.
+    pub new_session_pct: u32,
+    /// Largest upload; sizes are mostly the edge sizes and small ones.
+    pub max_size: u64,
+    /// Chance (percent) that an upload is large (64 KiB to `max_size`).
+    pub big_pct: u32,
+    pub latency: (Duration, Duration),
+    /// How long a store commit or a file's `Persist` takes.
+    pub persist_latency: (Duration, Duration),
+    /// Fault times, after the setup.
+    pub fault_window: (Duration, Duration),
+    pub master_crash_pct: u32,
+    pub other_follower_cut_pct: u32,
+    /// Treat a download served from a state older than an unshare or a
+    /// delete already acknowledged to the owner as a violation. The
+    /// contract (docs/transfer.md) is "shared at that point of the log":
+    /// a follower serves from the log it has applied, which may lag the
+    /// owner's acknowledgement; so off by default, and counted.
+    pub strict_revocation: bool,
+    pub tick: Duration,
+    /// turmoil's limit; a run that needs longer has a client that hangs.
+    pub duration: Duration,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        FilesConfig {
+            preset: Preset::Custom,
+            servers: 3,
+            users: 3,
+            clients: 4,
+            steps: (3, 7),
+            start_window: (Duration::ZERO, Duration::from_secs(6)),
+            near_fault_pct: 50,
+            think: (Duration::ZERO, Duration::from_millis(600)),
+            new_session_pct: 30,
+            max_size: 300 << 10,
+            big_pct: 15,
+            latency: (Duration::from_millis(1), Duration::from_millis(25)),
+            persist_latency: (Duration::ZERO, Duration::ZERO),
+            fault_window: (Duration::from_millis(300), Duration::from_secs(8)),
+            master_crash_pct: 35,
+            other_follower_cut_pct: 75,
+            strict_revocation: false,
+            tick: Duration::from_millis(2),
+            duration: Duration::from_secs(240),
+        }
+    }
+}
+
+impl FilesConfig {
+    /// Swarm testing: each seed gets its own mix of load and timing.
+    pub fn swarm(seed: u64) -> Self {
+        let mut rng = SimRng::new(seed, 21);
+        let users = rng.range(2, 3) as u32;
+        let clients = rng.range(u64::from(users), 6) as u32;
+        let max_latency = *rng.pick(&[5, 25, 60, 150]);
+        let persist = *rng.pick(&[(0, 0), (0, 2), (1, 10)]);
+        FilesConfig {
+            preset: Preset::Swarm,
+            users,
+            clients,
+            new_session_pct: *rng.pick(&[10, 30, 60]),
+            latency: (Duration::from_millis(1), Duration::from_millis(max_latency)),
+            persist_latency: (
+                Duration::from_millis(persist.0),
+                Duration::from_millis(persist.1),
+            ),
+            ..FilesConfig::default()
+        }
+    }
+}
+
+/// The concrete run a seed and a config describe. Times count from the end
+/// of the setup.
+#[derive(Clone, Debug)]
+pub struct FilesPlan {
+    pub users: Vec<UserPlan>,
+    pub clients: Vec<FilesClientPlan>,
+    /// Sorted by time.
+    pub faults: Vec<(Duration, Fault)>,
+}
+
+impl FilesPlan {
+    pub fn new(seed: u64, cfg: &FilesConfig) -> Self {
+        let mut rng = SimRng::new(seed, 22);
+        let users: Vec<UserPlan> = USERNAMES[..cfg.users.clamp(1, 4) as usize]
+            .iter()
+            .map(|u| UserPlan {
+                username: u.to_string(),
+                password: format!("pw-{u}-{:08x}", rng.next_u64() as u32),
+            })
+            .collect();
+        let faults = faults(&mut rng, cfg);
+        let mut uploaded: Vec<Arc<[u8]>> = Vec::new();
+        let clients = (1..=cfg.clients)
+            .map(|i| {
+                let user = ((i - 1) % cfg.users.max(1)) as usize;
+                let start = match faults.is_empty() || !rng.chance(cfg.near_fault_pct) {
+                    true => rng.duration(cfg.start_window.0, cfg.start_window.1),
+                    false => {
+                        let (at, _) = *rng.pick(&faults);
+                        let before = Duration::from_millis(400).min(at);
+                        rng.duration(at - before, at + Duration::from_millis(300))
+                    }
+                };
+                let n = rng.range(u64::from(cfg.steps.0), u64::from(cfg.steps.1));
+                let steps = (0..n)
+                    .map(|_| Step {
+                        think: rng.duration(cfg.think.0, cfg.think.1),
+                        new_session: rng.chance(cfg.new_session_pct),
+                        op: draw_op(&mut rng, cfg, user, users.len(), &mut uploaded),
+                    })
+                    .collect();
+                FilesClientPlan {
+                    name: format!("client{i}"),
+                    user,
+                    start,
+                    steps,
+                }
+            })
+            .collect();
+        FilesPlan {
+            users,
+            clients,
+            faults,
+        }
+    }
+
+    fn describe(&self, cfg: &FilesConfig) -> Vec<String> {
+        let mut lines = vec![format!(
+            "plan: {} servers (server{MASTER} the master), {} user(s), {} client(s), latency {}..{} ms, disk {}..{} ms; times after the setup",
+            cfg.servers,
+            self.users.len(),
+            self.clients.len(),
+            cfg.latency.0.as_millis(),
+            cfg.latency.1.as_millis(),
+            cfg.persist_latency.0.as_millis(),
+            cfg.persist_latency.1.as_millis(),
+        )];
+        for c in &self.clients {
+            let ops: Vec<String> = c.steps.iter().map(|s| s.op.describe(&self.users)).collect();
+            lines.push(format!(
+                "plan: {} as {} at {}: {}",
+                c.name,
+                self.users[c.user].username,
+                secs(c.start),
+                ops.join("; ")
+            ));
+        }
+        for (at, f) in &self.faults {
+            lines.push(format!("plan: {} at {}", fault_text(*f), secs(*at)));
+        }
+        lines
+    }
+}
+
+/// One operation of a client of `user`.
+fn draw_op(
+    rng: &mut SimRng,
+    cfg: &FilesConfig,
+    user: usize,
+    users: usize,
+    uploaded: &mut Vec<Arc<[u8]>>,
+) -> OpPlan {
+    let name = rng.pick(&FILE_NAMES).to_string();
+    let other = |rng: &mut SimRng| {
+        let o = rng.range(0, users as u64 - 2) as usize;
+        if o >= user {
+            o + 1
+        } else {
+            o
+        }
+    };
+    match rng.range(0, 99) {
+        0..=31 => {
+            // Now and then the content of an earlier upload: two files with
+            // one content share a blob, which must outlive either's delete.
+            let content = if !uploaded.is_empty() && rng.chance(15) {
+                rng.pick(uploaded).clone()
+            } else {
+                let size = if rng.chance(40) {
+                    *rng.pick(&EDGE_SIZES)
+                } else if rng.chance(cfg.big_pct) {
+                    rng.range(64 << 10, cfg.max_size.max(64 << 10))
+                } else {
+                    rng.range(2, 64 << 10)
+                };
+                let content: Arc<[u8]> = random_bytes(rng, size as usize).into();
+                uploaded.push(content.clone());
+                content
+            };
+            let name = if rng.chance(4) {
+                rng.pick(&BAD_NAMES).to_string()
+            } else {
+                name
+            };
+            OpPlan::Upload {
+                name,
+                digest: *blake3::hash(&content).as_bytes(),
+                content,
+                replace: rng.chance(50),
+            }
+        }
+        32..=55 => OpPlan::Browse {
+            pick: rng.next_u64() as u32,
+        },
+        56..=62 => {
+            let owner = (users > 1 && rng.chance(50)).then(|| other(rng));
+            OpPlan::Download { owner, name }
+        }
+        63..=75 if users > 1 => OpPlan::Share {
+            name,
+            user: other(rng),
+        },
+        76..=81 if users > 1 => OpPlan::Unshare {
+            name,
+            user: other(rng),
+        },
+        82..=90 => OpPlan::Delete { name },
+        _ => OpPlan::List,
+    }
+}
+
+fn random_bytes(rng: &mut SimRng, n: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        v.extend_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+/// A follower restarted (at once or after a while), a follower cut off
+/// (usually the other one) and later reconnected, and maybe the master
+/// crashed and restarted; sorted by time.
+fn faults(rng: &mut SimRng, cfg: &FilesConfig) -> Vec<(Duration, Fault)> {
+    let mut faults = Vec::new();
+    if cfg.servers < 3 {
+        return faults;
+    }
+    let followers: Vec<u32> = (1..=cfg.servers).filter(|s| *s != MASTER).collect();
+    let bounced = *rng.pick(&followers);
+    let at = rng.duration(cfg.fault_window.0, cfg.fault_window.1);
+    let down = if rng.chance(30) {
+        Duration::ZERO
+    } else {
+        rng.duration(Duration::from_millis(100), Duration::from_secs(3))
+    };
+    faults.push((at, Fault::Crash(bounced)));
+    faults.push((at + down, Fault::Restart(bounced)));
+    let others: Vec<u32> = followers
+        .iter()
+        .copied()
+        .filter(|s| *s != bounced)
+        .collect();
+    let cut = if rng.chance(cfg.other_follower_cut_pct) {
+        *rng.pick(&others)
+    } else {
+        bounced
+    };
+    let at = rng.duration(cfg.fault_window.0, cfg.fault_window.1);
+    let len = rng.duration(Duration::from_millis(500), Duration::from_secs(6));
+    faults.push((at, Fault::Partition(cut)));
+    faults.push((at + len, Fault::Repair(cut)));
+    if rng.chance(cfg.master_crash_pct) {
+        let at = rng.duration(cfg.fault_window.0, cfg.fault_window.1);
+        let down = rng.duration(Duration::from_millis(200), Duration::from_secs(4));
+        faults.push((at, Fault::Crash(MASTER)));
+        faults.push((at + down, Fault::Restart(MASTER)));
+    }
+    faults.sort_by_key(|(at, _)| *at);
+    faults
+}
+
+/// The result of one run.
+#[derive(Debug)]
+pub struct FilesOutcome {
+    pub seed: u64,
+    pub config: FilesConfig,
+    pub plan: FilesPlan,
+    pub trace: Trace,
+    pub clients: Vec<FilesRecord>,
+    pub verify: VerifyRecord,
+    pub violations: Vec<String>,
+    /// The converged cluster, in one line, if it converged.
+    pub converged: Option<String>,
+    /// Entries committed in the run.
+    pub committed: usize,
+    /// Downloads served from a state older than a revocation already
+    /// acknowledged to the owner (allowed unless `strict_revocation`).
+    pub stale_downloads: usize,
+    /// Blobs persisted on the servers' disks: from uploads and from
+    /// fetches between servers.
+    pub blobs_persisted: u64,
+    pub sim_time: Duration,
+    pub steps: u64,
+}
+
+impl FilesOutcome {
+    pub fn is_ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    pub fn rendered(&self) -> String {
+        self.trace.render()
+    }
+
+    pub fn replay(&self) -> String {
+        let cmd = files_replay_command(self.seed, self.config.preset);
+        match self.config.strict_revocation {
+            true => format!("SIM_STRICT_REVOCATION=1 {cmd}"),
+            false => cmd,
+        }
+    }
+
+    pub fn failure_report(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "seed {} violated invariants:", self.seed);
+        for v in &self.violations {
+            let _ = writeln!(s, "  - {v}");
+        }
+        let _ = writeln!(s, "trace (end):\n{}", self.trace.render_tail(60));
+        let _ = writeln!(s, "replay: {}", self.replay());
+        s
+    }
+
+    pub fn assert_ok(&self) {
+        if !self.is_ok() {
+            panic!("{}", self.failure_report());
+        }
+    }
+
+    /// How often interesting things happened, for a sweep's summary.
+    pub fn counts(&self) -> Vec<(&'static str, u64)> {
+        let mut c = [0u64; 14];
+        for r in &self.clients {
+            for op in &r.ops {
+                let step = &op.op;
+                match (step, &op.result) {
+                    (
+                        OpPlan::Upload { content, .. },
+                        Some(OpResult::Answer(Response::File(FileOutcome::Stored { .. }))),
+                    ) => {
+                        c[0] += 1;
+                        match content.len() {
+                            0 => c[1] += 1,
+                            n if n % 4096 == 0 => c[2] += 1,
+                            n if n > 64 << 10 => c[3] += 1,
+                            _ => {}
+                        }
+                    }
+                    (
+                        OpPlan::Upload { .. },
+                        Some(OpResult::Answer(Response::Failed(OpError::Transfer(
+                            ferry_core::transfer::TransferError::BadName { .. },
+                        )))),
+                    ) => c[4] += 1,
+                    (
+                        OpPlan::Download { owner, .. },
+                        Some(OpResult::Answer(Response::Downloaded { .. })),
+                    ) => {
+                        c[5] += 1;
+                        if owner.is_some() {
+                            c[6] += 1;
+                        }
+                    }
+                    (
+                        OpPlan::Download { .. },
+                        Some(OpResult::Answer(Response::Failed(OpError::NoSuchFile))),
+                    ) => c[7] += 1,
+                    (_, Some(OpResult::Answer(Response::File(FileOutcome::Shared)))) => c[8] += 1,
+                    (_, Some(OpResult::Answer(Response::File(FileOutcome::Unshared)))) => c[9] += 1,
+                    (_, Some(OpResult::Answer(Response::File(FileOutcome::Deleted)))) => c[10] += 1,
+                    (_, Some(OpResult::Answer(Response::Failed(OpError::Unavailable { .. })))) => {
+                        c[11] += 1
+                    }
+                    (_, Some(OpResult::Answer(_))) => {}
+                    _ => c[12] += 1,
+                }
+            }
+        }
+        let master_crashes = self
+            .plan
+            .faults
+            .iter()
+            .filter(|(_, f)| *f == Fault::Crash(MASTER))
+            .count() as u64;
+        let verified = self
+            .verify
+            .visits
+            .iter()
+            .map(|v| v.downloads.len() as u64)
+            .sum();
+        c[13] = verified;
+        vec![
+            ("uploads stored", c[0]),
+            ("  of them empty", c[1]),
+            ("  of them whole chunks", c[2]),
+            ("  of them over 64 KiB", c[3]),
+            ("uploads refused for a bad name", c[4]),
+            ("downloads", c[5]),
+            ("  of them another user's file", c[6]),
+            ("downloads refused 'no such file'", c[7]),
+            ("shares acknowledged", c[8]),
+            ("unshares acknowledged", c[9]),
+            ("deletes acknowledged", c[10]),
+            ("operations answered 'unavailable'", c[11]),
+            (
+                "operations without an answer (no session, timeout, lost)",
+                c[12],
+            ),
+            (
+                "blobs persisted on servers (uploads and fetches)",
+                self.blobs_persisted,
+            ),
+            (
+                "downloads served before an acknowledged revocation reached the server",
+                self.stale_downloads as u64,
+            ),
+            ("verifier downloads", c[13]),
+            ("runs with a master crash", master_crashes),
+            ("entries committed", self.committed as u64),
+        ]
+    }
+}
+
+impl RunOutcome for FilesOutcome {
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+    fn violations(&self) -> &[String] {
+        &self.violations
+    }
+    fn failure_report(&self) -> String {
+        FilesOutcome::failure_report(self)
+    }
+    fn replay(&self) -> String {
+        FilesOutcome::replay(self)
+    }
+    fn sim_time(&self) -> Duration {
+        self.sim_time
+    }
+    fn steps(&self) -> u64 {
+        self.steps
+    }
+    fn counts(&self) -> Vec<(&'static str, u64)> {
+        FilesOutcome::counts(self)
+    }
+}
+
+enum Phase {
+    /// Users register and log in; no faults.
+    Setup,
+    /// Faults are injected; file clients run.
+    Safety,
+    /// Everything is healed; the cluster must converge.
+    Healing {
+        since: Duration,
+        stable: Option<(String, Duration)>,
+    },
+    /// The verifiers run; `history` is the final log, replayed.
+    Verify { history: History },
+}
+
+/// Runs the files scenario for `seed` and checks every invariant.
+pub fn run_files_scenario(seed: u64, cfg: &FilesConfig) -> FilesOutcome {
+    let plan = FilesPlan::new(seed, cfg);
+    let mut h = Harness::new(seed, cfg, &plan);
+    let mut faults = plan.faults.clone().into_iter().peekable();
+    let mut phase = Phase::Setup;
+    let mut converged_state = None;
+    let mut final_history = None;
+    loop {
+        let now = h.sim.elapsed();
+        if let Some(t0) = h.t0 {
+            if matches!(phase, Phase::Safety) {
+                h.admit_due_clients(t0);
+                while let Some((_, fault)) = faults.next_if(|(at, _)| t0 + *at <= now) {
+                    h.inject(fault);
+                }
+            }
+        }
+        if let Phase::Verify { history } = &phase {
+            if h.shared.verify.borrow().started == 0 {
+                h.start_verifiers(history);
+            }
+        }
+        let before = h.applied_floor.clone();
+        if !h.step() || !h.watch() {
+            break;
+        }
+        h.stamp(&before);
+        let now = h.sim.elapsed();
+        match &mut phase {
+            Phase::Setup => {
+                if !h.setup_done() {
+                    continue;
+                }
+                if let Err(why) = h.take_tokens() {
+                    h.violations.push(why);
+                    break;
+                }
+                h.t0 = Some(now);
+                h.record(
+                    "setup done: every user registered and logged in; the clock of the plan starts",
+                );
+                phase = Phase::Safety;
+            }
+            Phase::Safety => {
+                if h.waiting.is_empty() && h.shared.records.borrow().iter().all(|r| r.finished) {
+                    h.heal();
+                    phase = Phase::Healing {
+                        since: now,
+                        stable: None,
+                    };
+                }
+            }
+            Phase::Healing { since, stable } => {
+                if now > *since + SETTLE_MAX {
+                    let why = h
+                        .convergence()
+                        .err()
+                        .unwrap_or_else(|| "the converged state kept changing".into());
+                    h.violations.push(format!(
+                        "the healed cluster did not converge within {}: {why}",
+                        secs(SETTLE_MAX)
+                    ));
+                    break;
+                }
+                if !h.steps.is_multiple_of(CONVERGE_EVERY) {
+                    continue;
+                }
+                match h.convergence() {
+                    Err(_) => *stable = None,
+                    Ok(state) => match stable {
+                        Some((s, from)) if *s == state => {
+                            if now >= *from + STABLE_FOR {
+                                h.record(format!("converged: {state}"));
+                                converged_state = Some(state);
+                                let entries: Vec<_> = h.watch.entries().cloned().collect();
+                                phase = Phase::Verify {
+                                    history: History::replay(&entries),
+                                };
+                            }
+                        }
+                        _ => *stable = Some((state, now)),
+                    },
+                }
+            }
+            Phase::Verify { history } => {
+                let v = h.shared.verify.borrow();
+                if v.finished == v.started {
+                    drop(v);
+                    final_history = Some(std::mem::take(history));
+                    break;
+                }
+            }
+        }
+    }
+    let mut stale = 0;
+    if let Some(history) = &final_history {
+        stale = h.check_final_state(history);
+    }
+    h.into_outcome(seed, cfg, plan, converged_state, stale)
+}
+
+type SharedSlot = Rc<RefCell<ServerSlot>>;
+
+struct Harness<'c> {
+    cfg: &'c FilesConfig,
+    seed: u64,
+    sim: turmoil::Sim<'static>,
+    /// The servers' stores; removed after the simulation is dropped.
+    run_dir: tempfile::TempDir,
+    trace: SharedTrace,
+    shared: Shared,
+    /// The users' setup programs (the replication scenario's account
+    /// client), one per user, in user order.
+    accounts: Rc<RefCell<Vec<AccountRecord>>>,
+    servers: Vec<SharedSlot>,
+    disks: Vec<SharedDisk>,
+    hosts: Vec<String>,
+    /// File clients not started yet, the next one last.
+    waiting: Vec<usize>,
+    /// When the setup ended: the plan's clock.
+    t0: Option<Duration>,
+    /// Indexed by server id.
+    crashed: Vec<bool>,
+    cut: Vec<bool>,
+    /// Highest durably applied index each server ever reported, by id
+    /// (never decreases: the watch checks it).
+    applied_floor: Vec<u64>,
+    watch: Watch,
+    violations: Vec<String>,
+    steps: u64,
+}
+
+impl<'c> Harness<'c> {
+    fn new(seed: u64, cfg: &'c FilesConfig, plan: &FilesPlan) -> Self {
+        let sim = turmoil::Builder::new()
+            .rng_seed(seed)
+            .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
+            .simulation_duration(cfg.duration)
+            .tick_duration(cfg.tick)
+            .min_message_latency(cfg.latency.0)
+            .max_message_latency(cfg.latency.1)
+            .build();
+        let trace = Trace::shared();
+        for line in plan.describe(cfg) {
+            trace.borrow_mut().record(Duration::ZERO, HARNESS, line);
+        }
+        let n = cfg.servers as usize + 1;
+        let records: Vec<FilesRecord> = plan
+            .clients
+            .iter()
+            .cloned()
+            .map(|plan| FilesRecord {
+                plan,
+                finished: false,
+                ops: Vec::new(),
+            })
+            .collect();
+        let mut waiting: Vec<usize> = (0..records.len()).collect();
+        waiting.reverse();
+        waiting.sort_by_key(|&i| std::cmp::Reverse(plan.clients[i].start));
+        let shared = Shared {
+            trace: trace.clone(),
+            users: Rc::new(plan.users.clone()),
+            tokens: Rc::new(RefCell::new(vec![None; plan.users.len()])),
+            records: Rc::new(RefCell::new(records)),
+            stamps: Rc::default(),
+            verify: Rc::default(),
+        };
+        let accounts = plan
+            .users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                AccountRecord::new(AccountPlan {
+                    name: u.username.clone(),
+                    username: u.username.clone(),
+                    password: u.password.clone(),
+                    start: Duration::from_millis(100 * i as u64),
+                    login: Login::SameSession,
+                    attempts: 3,
+                    must_succeed: true,
+                })
+            })
+            .collect();
+        let mut h = Harness {
+            cfg,
+            seed,
+            sim,
+            run_dir: run_dir().expect("a temporary directory for the stores"),
+            trace,
+            shared,
+            accounts: Rc::new(RefCell::new(accounts)),
+            servers: Vec::new(),
+            disks: Vec::new(),
+            hosts: Vec::new(),
+            waiting,
+            t0: None,
+            crashed: vec![false; n],
+            cut: vec![false; n],
+            applied_floor: vec![0; n],
+            watch: Watch::default(),
+            violations: Vec::new(),
+            steps: 0,
+        };
+        let secret = ClusterSecret::from_bytes(SECRET).expect("secret is long enough");
+        h.add_balancer(&secret);
+        for id in 1..=cfg.servers {
+            h.add_server(id, &secret);
+        }
+        for i in 0..plan.users.len() {
+            add_account_client(&mut h.sim, i, &h.accounts, &h.trace);
+            h.hosts.push(plan.users[i].username.clone());
+        }
+        h
+    }
+
+    fn record(&self, text: impl Into<String>) {
+        self.trace
+            .borrow_mut()
+            .record(self.sim.elapsed(), HARNESS, text);
+    }
+
+    fn server_addrs(&self) -> Vec<ServerAddr> {
+        (1..=self.cfg.servers)
+            .map(|id| ServerAddr {
+                id,
+                addr: format!("{}:{}", server_host(id), server_port(id)),
+            })
+            .collect()
+    }
+
+    fn add_balancer(&mut self, secret: &ClusterSecret) {
+        let bcfg = BalancerConfig::new(self.server_addrs());
+        let (trace, secret, seed) = (self.trace.clone(), secret.clone(), self.seed);
+        self.sim.host(BALANCER, move || {
+            let (bcfg, trace, secret) = (bcfg.clone(), trace.clone(), secret.clone());
+            async move {
+                let node = Balancer::new(bcfg, secret, Entropy::from_u64(seed));
+                let node = Rc::new(RefCell::new(node));
+                trace.borrow_mut().record_now(BALANCER, "up");
+                let dcfg = DriverConfig {
+                    trace_accepts: true,
+                    ..DriverConfig::default()
+                };
+                serve(BALANCER, BALANCER_PORT, node, None, trace, dcfg, |_, _| {}).await
+            }
+        });
+        self.hosts.push(BALANCER.to_string());
+    }
+
+    fn add_server(&mut self, id: u32, secret: &ClusterSecret) {
+        let slot = Rc::new(RefCell::new(ServerSlot::default()));
+        self.servers.push(slot.clone());
+        let disk = Disk::shared();
+        self.disks.push(disk.clone());
+        let host = server_host(id);
+        let peers = self
+            .server_addrs()
+            .into_iter()
+            .filter(|p| p.id != id)
+            .collect();
+        let spec = ServerSpec {
+            host: host.clone(),
+            port: server_port(id),
+            server: ServerConfig {
+                password: PasswordParams::TESTING,
+                ..ServerConfig::new(id)
+            },
+            replica: ReplicaConfig::new(id, MASTER, peers),
+            secret: secret.clone(),
+            seed: self.seed,
+            store_dir: store_dir(self.run_dir.path(), self.seed, &host),
+            disk,
+            driver: DriverConfig {
+                persist_latency: self.cfg.persist_latency,
+                ..DriverConfig::default()
+            },
+        };
+        add_server(
+            &mut self.sim,
+            spec,
+            slot,
+            self.trace.clone(),
+            Rc::new(|_, _, _| {}),
+        );
+        self.hosts.push(host);
+    }
+
+    fn setup_done(&self) -> bool {
+        self.accounts.borrow().iter().all(|r| r.finished)
+    }
+
+    /// Every user's login token, from the setup; an error if one is missing.
+    fn take_tokens(&mut self) -> Result<(), String> {
+        let accounts = self.accounts.borrow();
+        let mut tokens = self.shared.tokens.borrow_mut();
+        for (i, r) in accounts.iter().enumerate() {
+            let token = r.login.iter().find_map(|t| match &t.result {
+                TryResult::Answer(Response::LoggedIn { token, .. }) => Some(token.clone()),
+                _ => None,
+            });
+            match token {
+                Some(t) => tokens[i] = Some(t),
+                None => {
+                    let tries: Vec<String> = r
+                        .register
+                        .iter()
+                        .chain(&r.login)
+                        .map(|t| t.result.to_string())
+                        .collect();
+                    return Err(format!(
+                        "setup: {} could not register and log in without faults: {}",
+                        r.plan.username,
+                        tries.join("; ")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers every file client whose start time has come.
+    fn admit_due_clients(&mut self, t0: Duration) {
+        let now = self.sim.elapsed();
+        while let Some(&i) = self.waiting.last() {
+            let (start, name) = {
+                let r = self.shared.records.borrow();
+                (r[i].plan.start, r[i].plan.name.clone())
+            };
+            if t0 + start > now {
+                break;
+            }
+            self.waiting.pop();
+            add_files_client(&mut self.sim, i, &self.shared);
+            for s in 1..=self.cfg.servers {
+                if self.cut[s as usize] {
+                    self.sim.partition(server_host(s), name.as_str());
+                }
+            }
+            self.hosts.push(name);
+        }
+    }
+
+    fn inject(&mut self, fault: Fault) {
+        self.record(format!("!! {}", fault_text(fault)));
+        match fault {
+            Fault::Crash(s) => {
+                self.sim.crash(server_host(s));
+                self.servers[s as usize - 1].borrow_mut().node = None;
+                self.crashed[s as usize] = true;
+            }
+            Fault::Restart(s) => {
+                self.servers[s as usize - 1].borrow_mut().node = None;
+                self.sim.bounce(server_host(s));
+                self.crashed[s as usize] = false;
+            }
+            Fault::Partition(s) => {
+                self.for_links(s, |sim, a, b| sim.partition(a, b));
+                self.cut[s as usize] = true;
+            }
+            Fault::Repair(s) => {
+                self.for_links(s, |sim, a, b| sim.repair(a, b));
+                self.cut[s as usize] = false;
+            }
+        }
+    }
+
+    fn for_links(&mut self, s: u32, mut f: impl FnMut(&mut turmoil::Sim<'static>, &str, &str)) {
+        let me = server_host(s);
+        for h in self.hosts.iter().filter(|h| **h != me) {
+            f(&mut self.sim, &me, h);
+        }
+    }
+
+    /// One turmoil step; false if the run must stop (a violation was
+    /// recorded).
+    fn step(&mut self) -> bool {
+        let at = secs(self.sim.elapsed());
+        let result = catch_unwind(AssertUnwindSafe(|| self.sim.step()));
+        self.steps += 1;
+        match result {
+            Ok(Ok(_)) => return true,
+            Err(panic) => self.violations.push(format!(
+                "a node or the driver panicked at {at}: {}",
+                panic_message(&*panic)
+            )),
+            Ok(Err(e)) if !e.to_string().starts_with("Ran for duration") => {
+                self.violations.push(format!("a host failed at {at}: {e}"))
+            }
+            Ok(Err(e)) => {
+                let mut stuck: Vec<String> = self
+                    .accounts
+                    .borrow()
+                    .iter()
+                    .filter(|c| !c.finished)
+                    .map(|c| c.plan.name.clone())
+                    .collect();
+                stuck.extend(
+                    self.shared
+                        .records
+                        .borrow()
+                        .iter()
+                        .filter(|c| !c.finished)
+                        .map(|c| c.plan.name.clone()),
+                );
+                let v = self.shared.verify.borrow();
+                if v.finished < v.started {
+                    stuck.push(format!("{} verifier(s)", v.started - v.finished));
+                }
+                drop(v);
+                self.violations.push(format!(
+                    "clients hang: {e} (unfinished: {})",
+                    stuck.join(", ")
+                ));
+            }
+        }
+        false
+    }
+
+    /// Checks the between-steps invariants and notes the applied indexes.
+    /// False on a violation.
+    fn watch(&mut self) -> bool {
+        let (v, applied) = with_views(&self.servers, |views| {
+            let applied: Vec<(u32, u64)> = views
+                .iter()
+                .map(|v| (v.id, v.server.replica().indexes().2))
+                .collect();
+            (self.watch.check(views), applied)
+        });
+        for (id, a) in applied {
+            let f = &mut self.applied_floor[id as usize];
+            *f = (*f).max(a);
+        }
+        if v.is_empty() {
+            return true;
+        }
+        let at = secs(self.sim.elapsed());
+        self.violations
+            .extend(v.into_iter().map(|v| format!("at {at}: {v}")));
+        false
+    }
+
+    /// Fills in what the clients stamped in the step just run: an
+    /// operation's floor (its server's applied index before the step) and
+    /// its ceiling (what is committed after it).
+    fn stamp(&mut self, before: &[u64]) {
+        let stamps = std::mem::take(&mut *self.shared.stamps.borrow_mut());
+        if stamps.is_empty() {
+            return;
+        }
+        let committed = self.watch.committed() as u64;
+        let mut records = self.shared.records.borrow_mut();
+        for s in stamps {
+            let op = &mut records[s.client].ops[s.op];
+            match s.begin {
+                Some(server) => op.lo = Some(before.get(server as usize).copied().unwrap_or(0)),
+                None => op.hi = Some(committed),
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        self.record("all clients done; heal the cluster, which must converge");
+        for s in 1..=self.cfg.servers {
+            if self.crashed[s as usize] {
+                self.inject(Fault::Restart(s));
+            }
+            if self.cut[s as usize] {
+                self.inject(Fault::Repair(s));
+            }
+        }
+    }
+
+    /// The converged cluster in one line: the same log and state everywhere
+    /// (the replication scenario's check), and on every disk exactly the
+    /// blobs the catalogue names and no temporary file.
+    fn convergence(&self) -> Result<String, String> {
+        let n = self.cfg.servers as usize;
+        with_views(&self.servers, |views| {
+            let state = converged(views, n)?;
+            let mut blobs = 0;
+            for v in views {
+                let named: BTreeSet<[u8; 32]> = v
+                    .server
+                    .replica()
+                    .state()
+                    .files()
+                    .all()
+                    .map(|f| f.digest)
+                    .collect();
+                let disk = self.disks[v.id as usize - 1].borrow();
+                let have: BTreeSet<[u8; 32]> = disk.blobs.keys().copied().collect();
+                if have != named {
+                    return Err(format!(
+                        "server{}'s disk lacks {} and holds garbage {}",
+                        v.id,
+                        digests(named.difference(&have)),
+                        digests(have.difference(&named))
+                    ));
+                }
+                if !disk.temps.is_empty() {
+                    return Err(format!(
+                        "server{} holds temporary files {:?}",
+                        v.id,
+                        disk.temps.keys().collect::<Vec<_>>()
+                    ));
+                }
+                blobs = have.len();
+            }
+            Ok(format!("{state}; {blobs} blob(s) on every disk"))
+        })
+    }
+
+    /// As many verifiers as users, at once: between them, every user visits
+    /// every server.
+    fn start_verifiers(&mut self, history: &History) {
+        let users = self.shared.users.clone();
+        let last = history.last();
+        self.record("start the verifiers: every user's files through every server");
+        let mut tasks = Vec::new();
+        for (i, u) in users.iter().enumerate() {
+            let Some(&id) = last.by_name.get(&u.username) else {
+                continue;
+            };
+            let own = last
+                .files
+                .keys()
+                .filter(|(o, _)| *o == id)
+                .map(|(_, n)| n.clone())
+                .collect();
+            let name_of = |o: u64| last.users.get(&o).cloned().unwrap_or_default();
+            let shared = last
+                .shares
+                .iter()
+                .filter(|(_, _, g)| *g == id)
+                .map(|(o, n, _)| (name_of(*o), n.clone()))
+                .collect();
+            let forbidden = last
+                .files
+                .keys()
+                .find(|(o, n)| *o != id && !last.is_shared(*o, n, id))
+                .map(|(o, n)| (name_of(*o), n.clone()));
+            tasks.push(VerifyTask {
+                user: i,
+                own,
+                shared,
+                forbidden,
+            });
+        }
+        let workers = tasks.len();
+        add_verifiers(
+            &mut self.sim,
+            workers,
+            self.cfg.servers,
+            tasks,
+            &self.shared,
+        );
+        self.hosts
+            .extend((1..=workers).map(|w| format!("verify{w}")));
+    }
+
+    /// The final checks; returns the count of stale (allowed) downloads.
+    fn check_final_state(&mut self, history: &History) -> usize {
+        let records = self.shared.records.borrow();
+        let verify = self.shared.verify.borrow();
+        let users = &self.shared.users;
+        let ids: Vec<Option<u64>> = users
+            .iter()
+            .map(|u| history.last().by_name.get(&u.username).copied())
+            .collect();
+        let disks: Vec<std::cell::Ref<'_, Disk>> = self.disks.iter().map(|d| d.borrow()).collect();
+        let (v, stale) = with_views(&self.servers, |views| {
+            invariants::check_files(&invariants::Final {
+                servers: views,
+                disks: &disks,
+                history,
+                users,
+                ids: &ids,
+                clients: &records,
+                verify: &verify,
+                strict_revocation: self.cfg.strict_revocation,
+            })
+        });
+        drop((records, verify, disks));
+        self.violations.extend(v);
+        stale
+    }
+
+    fn into_outcome(
+        self,
+        seed: u64,
+        cfg: &FilesConfig,
+        plan: FilesPlan,
+        converged: Option<String>,
+        stale_downloads: usize,
+    ) -> FilesOutcome {
+        let sim_time = self.sim.elapsed();
+        drop(self.sim);
+        let trace = self.trace.borrow().clone();
+        let clients = self.shared.records.borrow().clone();
+        let verify = self.shared.verify.borrow().clone();
+        let blobs_persisted = self.disks.iter().map(|d| d.borrow().persisted).sum();
+        drop(self.run_dir);
+        FilesOutcome {
+            seed,
+            config: cfg.clone(),
+            plan,
+            trace,
+            clients,
+            verify,
+            violations: self.violations,
+            converged,
+            committed: self.watch.committed(),
+            stale_downloads,
+            blobs_persisted,
+            sim_time,
+            steps: self.steps,
+        }
+    }
+}
+
+fn digests<'a>(ds: impl Iterator<Item = &'a [u8; 32]>) -> String {
+    let v: Vec<String> = ds.map(crate::disk::short).collect();
+    format!("[{}]", v.join(", "))
+}

@@ -1,0 +1,415 @@
+//! A model of the replicated catalogue, written from the specification
+//! (docs/transfer.md, docs/replication.md) rather than from the core's
+//! `State`, replayed over the committed log the harness recorded.
+//!
+//! [`History::replay`] keeps the model's state after every prefix of the log
+//! (`states[k]` after entries `1..=k`), so a check can ask "is there a point
+//! `k` of the log, within the bounds the run allows, at which this answer
+//! was right?". The final state is compared with every server's.
+
+use ferry_core::replication::entry::{Entry, Txn};
+use ferry_core::server::messages::Listed;
+use ferry_core::server::Server;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelFile {
+    pub size: u64,
+    pub digest: [u8; 32],
+}
+
+/// What applying an entry did, by the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A retry of a request this session already had applied: no effect.
+    Duplicate,
+    Registered(u64),
+    UsernameTaken,
+    Revoked,
+    Stored,
+    FileExists,
+    NoSuchFile,
+    NoSuchUser,
+    CannotShareWithSelf,
+    Shared,
+    Unshared,
+    NotShared,
+    Deleted,
+}
+
+/// The catalogue (and the users it refers to) at one point of the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Catalogue {
+    pub users: BTreeMap<u64, String>,
+    pub by_name: BTreeMap<String, u64>,
+    pub files: BTreeMap<(u64, String), ModelFile>,
+    /// (owner, name, grantee)
+    pub shares: BTreeSet<(u64, String, u64)>,
+    /// Last request applied per (server, session): retries apply once.
+    sessions: BTreeMap<(u32, u64), u64>,
+}
+
+impl Catalogue {
+    pub fn apply(&mut self, e: &Entry) -> Outcome {
+        let key = (e.origin.server, e.origin.session);
+        if self
+            .sessions
+            .get(&key)
+            .is_some_and(|r| *r >= e.origin.request)
+        {
+            return Outcome::Duplicate;
+        }
+        self.sessions.insert(key, e.origin.request);
+        match &e.txn {
+            Txn::Register { username, .. } => {
+                if self.by_name.contains_key(username) {
+                    return Outcome::UsernameTaken;
+                }
+                let id = self.users.keys().next_back().map_or(1, |m| m + 1);
+                self.users.insert(id, username.clone());
+                self.by_name.insert(username.clone(), id);
+                Outcome::Registered(id)
+            }
+            Txn::Revoke { .. } => Outcome::Revoked,
+            Txn::PutFile {
+                owner,
+                name,
+                size,
+                digest,
+                replace,
+                ..
+            } => {
+                let k = (*owner, name.clone());
+                if self.files.contains_key(&k) && !replace {
+                    return Outcome::FileExists;
+                }
+                self.files.insert(
+                    k,
+                    ModelFile {
+                        size: *size,
+                        digest: *digest,
+                    },
+                );
+                Outcome::Stored
+            }
+            Txn::Share {
+                owner,
+                name,
+                grantee,
+            } => {
+                if !self.files.contains_key(&(*owner, name.clone())) {
+                    return Outcome::NoSuchFile;
+                }
+                match self.by_name.get(grantee) {
+                    None => Outcome::NoSuchUser,
+                    Some(g) if g == owner => Outcome::CannotShareWithSelf,
+                    Some(g) => {
+                        self.shares.insert((*owner, name.clone(), *g));
+                        Outcome::Shared
+                    }
+                }
+            }
+            Txn::Unshare {
+                owner,
+                name,
+                grantee,
+            } => {
+                if !self.files.contains_key(&(*owner, name.clone())) {
+                    return Outcome::NoSuchFile;
+                }
+                match self.by_name.get(grantee) {
+                    None => Outcome::NoSuchUser,
+                    Some(g) => {
+                        if self.shares.remove(&(*owner, name.clone(), *g)) {
+                            Outcome::Unshared
+                        } else {
+                            Outcome::NotShared
+                        }
+                    }
+                }
+            }
+            Txn::Delete { owner, name } => {
+                if self.files.remove(&(*owner, name.clone())).is_none() {
+                    return Outcome::NoSuchFile;
+                }
+                self.shares.retain(|(o, n, _)| !(o == owner && n == name));
+                Outcome::Deleted
+            }
+        }
+    }
+
+    pub fn file(&self, owner: u64, name: &str) -> Option<ModelFile> {
+        self.files.get(&(owner, name.to_string())).copied()
+    }
+
+    /// The content `user` may download as `owner`'s `name`, if any.
+    pub fn readable(&self, user: u64, owner: u64, name: &str) -> Option<[u8; 32]> {
+        let f = self.file(owner, name)?;
+        (user == owner || self.shares.contains(&(owner, name.to_string(), user)))
+            .then_some(f.digest)
+    }
+
+    pub fn is_shared(&self, owner: u64, name: &str, grantee: u64) -> bool {
+        self.shares.contains(&(owner, name.to_string(), grantee))
+    }
+
+    fn name_of(&self, id: u64) -> String {
+        self.users
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("user{id}"))
+    }
+
+    /// What `ls` shows `user`, in a canonical order: (owner, name, size,
+    /// grantees of one's own files in id order).
+    pub fn listing(&self, user: u64) -> Vec<ListLine> {
+        let mut lines = Vec::new();
+        for ((owner, name), f) in &self.files {
+            if *owner == user {
+                let shared_with = self
+                    .shares
+                    .iter()
+                    .filter(|(o, n, _)| o == owner && n == name)
+                    .map(|(_, _, g)| self.name_of(*g))
+                    .collect();
+                lines.push((self.name_of(*owner), name.clone(), f.size, shared_with));
+            } else if self.shares.contains(&(*owner, name.clone(), user)) {
+                lines.push((self.name_of(*owner), name.clone(), f.size, Vec::new()));
+            }
+        }
+        lines.sort();
+        lines
+    }
+
+    /// Every digest the catalogue names.
+    pub fn digests(&self) -> BTreeSet<[u8; 32]> {
+        self.files.values().map(|f| f.digest).collect()
+    }
+
+    /// Where `server`'s applied state differs from this one, if it does.
+    pub fn differs_from(&self, server: &Server) -> Option<String> {
+        let state = server.replica().state();
+        let users: BTreeMap<u64, String> = state.users().map(|u| (u.id, u.name.clone())).collect();
+        if users != self.users {
+            return Some(format!("users {users:?}, the log says {:?}", self.users));
+        }
+        let mut files = BTreeMap::new();
+        let mut shares = BTreeSet::new();
+        for f in state.files().all() {
+            files.insert(
+                (f.owner, f.name.clone()),
+                ModelFile {
+                    size: f.size,
+                    digest: f.digest,
+                },
+            );
+            for g in state.files().grantees(f.owner, &f.name) {
+                shares.insert((f.owner, f.name.clone(), g));
+            }
+        }
+        if files != self.files {
+            return Some(format!(
+                "files {}, the log says {}",
+                describe_files(&files),
+                describe_files(&self.files)
+            ));
+        }
+        if shares != self.shares {
+            return Some(format!("shares {shares:?}, the log says {:?}", self.shares));
+        }
+        None
+    }
+}
+
+/// One line of a listing: owner, name, size, grantees.
+pub type ListLine = (String, String, u64, Vec<String>);
+
+/// A server's listing in the model's canonical form.
+pub fn canonical(listing: &[Listed]) -> Vec<ListLine> {
+    let mut lines: Vec<ListLine> = listing
+        .iter()
+        .map(|l| {
+            (
+                l.owner.clone(),
+                l.name.clone(),
+                l.size,
+                l.shared_with.clone(),
+            )
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn describe_files(files: &BTreeMap<(u64, String), ModelFile>) -> String {
+    let parts: Vec<String> = files
+        .iter()
+        .map(|((o, n), f)| {
+            format!(
+                "user{o}/{n} ({} bytes, {})",
+                f.size,
+                crate::disk::short(&f.digest)
+            )
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// The committed log replayed through the model.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    pub entries: Vec<Entry>,
+    /// `states[k]`: after entries `1..=k`.
+    pub states: Vec<Catalogue>,
+    /// `outcomes[k - 1]`: what entry `k` did.
+    pub outcomes: Vec<Outcome>,
+}
+
+impl History {
+    pub fn replay(entries: &[Entry]) -> Self {
+        let mut states = Vec::with_capacity(entries.len() + 1);
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let mut c = Catalogue::default();
+        states.push(c.clone());
+        for e in entries {
+            outcomes.push(c.apply(e));
+            states.push(c.clone());
+        }
+        History {
+            entries: entries.to_vec(),
+            states,
+            outcomes,
+        }
+    }
+
+    pub fn last(&self) -> &Catalogue {
+        self.states
+            .last()
+            .expect("the empty prefix is always there")
+    }
+
+    /// The prefixes `lo..=hi` (clamped to the log), as (k, state).
+    pub fn between(&self, lo: u64, hi: u64) -> impl Iterator<Item = (u64, &Catalogue)> {
+        let hi = (hi as usize).min(self.states.len() - 1);
+        let lo = (lo as usize).min(hi + 1);
+        self.states[lo..=hi]
+            .iter()
+            .enumerate()
+            .map(move |(i, s)| ((lo + i) as u64, s))
+    }
+
+    /// Entries `1..=hi` with what they did, as (k, entry, outcome).
+    pub fn upto(&self, hi: u64) -> impl Iterator<Item = (u64, &Entry, Outcome)> {
+        let hi = (hi as usize).min(self.entries.len());
+        self.entries[..hi]
+            .iter()
+            .zip(&self.outcomes)
+            .enumerate()
+            .map(|(i, (e, o))| (i as u64 + 1, e, *o))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_core::replication::entry::Origin;
+
+    fn entry(index: u64, session: u64, request: u64, txn: Txn) -> Entry {
+        Entry {
+            index,
+            view: 1,
+            at: 0,
+            origin: Origin {
+                server: 1,
+                session,
+                request,
+            },
+            txn,
+        }
+    }
+
+    fn register(name: &str) -> Txn {
+        Txn::Register {
+            username: name.into(),
+            password: ferry_core::accounts::password::PasswordHash {
+                params: ferry_core::accounts::password::PasswordParams::TESTING,
+                salt: [0; 16],
+                hash: [0; 32],
+            },
+        }
+    }
+
+    fn put(owner: u64, name: &str, d: u8, replace: bool) -> Txn {
+        Txn::PutFile {
+            owner,
+            name: name.into(),
+            size: 1,
+            digest: [d; 32],
+            replace,
+            holder: 1,
+        }
+    }
+
+    #[test]
+    fn shares_follow_the_log_and_deletes_take_them_away() {
+        let log = vec![
+            entry(1, 1, 1, register("alice")),
+            entry(2, 2, 1, register("bob")),
+            entry(3, 1, 2, put(1, "a", 7, false)),
+            entry(4, 1, 3, put(1, "a", 8, false)),
+            entry(
+                5,
+                1,
+                4,
+                Txn::Share {
+                    owner: 1,
+                    name: "a".into(),
+                    grantee: "bob".into(),
+                },
+            ),
+            // A retry of request 4, logged twice: applied once.
+            entry(
+                6,
+                1,
+                4,
+                Txn::Share {
+                    owner: 1,
+                    name: "a".into(),
+                    grantee: "bob".into(),
+                },
+            ),
+            entry(
+                7,
+                1,
+                5,
+                Txn::Delete {
+                    owner: 1,
+                    name: "a".into(),
+                },
+            ),
+        ];
+        let h = History::replay(&log);
+        assert_eq!(
+            h.outcomes,
+            vec![
+                Outcome::Registered(1),
+                Outcome::Registered(2),
+                Outcome::Stored,
+                Outcome::FileExists,
+                Outcome::Shared,
+                Outcome::Duplicate,
+                Outcome::Deleted
+            ]
+        );
+        assert_eq!(h.states[5].readable(2, 1, "a"), Some([7; 32]));
+        assert_eq!(h.states[4].readable(2, 1, "a"), None);
+        assert_eq!(h.last().readable(1, 1, "a"), None);
+        assert!(h.last().shares.is_empty());
+        assert_eq!(
+            h.states[5].listing(1),
+            vec![("alice".into(), "a".into(), 1, vec!["bob".into()])]
+        );
+        assert_eq!(h.between(2, 3).map(|(k, _)| k).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(h.between(9, 99).count(), 0);
+    }
+}

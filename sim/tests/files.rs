@@ -1,0 +1,123 @@
+//! Simulation tests of files: balancer, three servers (server 1 the master)
+//! with LMDB stores and in-memory disks, users who upload (empty, one byte,
+//! around a chunk, up to 300 KiB), download their own and shared files,
+//! share, unshare, delete and list, while a follower restarts, a follower is
+//! cut off and the master may crash; then the heal, convergence (log, state
+//! and every disk), and a verifier that downloads every file through every
+//! server.
+//!
+//! - `SIM_SEED=N cargo test -p ferry-sim --test files -- replay --exact --nocapture`
+//!   re-runs one seed and prints its trace.
+//! - `SIM_SEEDS=N` changes how many seeds `sweep_300_seeds` runs (default
+//!   300); `SIM_SEED_BASE` moves the window, `SIM_THREADS` the parallelism;
+//!   `SIM_STRICT_REVOCATION=1` demands that no download is served from a
+//!   point of the log before a revocation the owner was already told of.
+//! - `INSTA_UPDATE=always cargo test -p ferry-sim --test files -- trace_snapshot`
+//!   rewrites the pinned trace in `snapshots/`; read the diff before keeping it.
+
+use ferry_sim::{
+    files_replay_command, replay_seed, run_files_scenario, sweep_count_or, sweep_seeds,
+    sweep_threads, sweep_with, FilesConfig, FilesOutcome, Preset,
+};
+use std::time::Instant;
+
+/// A seed whose story has it all (see docs/simulation.md).
+const SNAPSHOT_SEED: u64 = 1;
+
+/// Seeds `sweep_300_seeds` runs unless `SIM_SEEDS` says otherwise.
+const SWEEP_SEEDS: u64 = 300;
+
+fn strict() -> bool {
+    std::env::var("SIM_STRICT_REVOCATION").is_ok_and(|v| v == "1")
+}
+
+fn swarm(seed: u64) -> FilesOutcome {
+    let cfg = FilesConfig {
+        strict_revocation: strict(),
+        ..FilesConfig::swarm(seed)
+    };
+    run_files_scenario(seed, &cfg)
+}
+
+#[test]
+fn trace_snapshot() {
+    let outcome = run_files_scenario(SNAPSHOT_SEED, &FilesConfig::swarm(SNAPSHOT_SEED));
+    outcome.assert_ok();
+    insta::with_settings!({
+        snapshot_path => "../../snapshots",
+        prepend_module_to_snapshot => false,
+        omit_expression => true,
+        description => format!(
+            "files scenario, swarm config of seed {SNAPSHOT_SEED}; replay: {}",
+            files_replay_command(SNAPSHOT_SEED, Preset::Swarm)
+        ),
+    }, {
+        insta::assert_snapshot!(format!("sim_files_seed_{SNAPSHOT_SEED}"), outcome.rendered());
+    });
+}
+
+#[test]
+fn same_seed_same_trace() {
+    let seed = 7;
+    let a = run_files_scenario(seed, &FilesConfig::swarm(seed));
+    let b = run_files_scenario(seed, &FilesConfig::swarm(seed));
+    a.assert_ok();
+    assert_eq!(
+        a.rendered(),
+        b.rendered(),
+        "seed {seed} is not deterministic; replay: {}",
+        files_replay_command(seed, Preset::Swarm)
+    );
+    assert_eq!(a.steps, b.steps);
+    assert_eq!(a.converged, b.converged);
+    let c = run_files_scenario(seed + 1, &FilesConfig::swarm(seed + 1));
+    assert_ne!(
+        a.rendered(),
+        c.rendered(),
+        "seeds {seed} and {} tell the same story",
+        seed + 1
+    );
+}
+
+#[test]
+fn sweep_300_seeds() {
+    let seeds: Vec<u64> = sweep_seeds(sweep_count_or(SWEEP_SEEDS)).collect();
+    let threads = sweep_threads();
+    let wall = Instant::now();
+    let report = sweep_with(&seeds, threads, swarm, |seed| {
+        let cmd = files_replay_command(seed, Preset::Swarm);
+        match strict() {
+            true => format!("SIM_STRICT_REVOCATION=1 {cmd}"),
+            false => cmd,
+        }
+    });
+    eprintln!(
+        "swept {} seeds on {threads} thread(s): {:.1?} simulated, {} steps, {:.1?} wall",
+        report.runs,
+        report.sim_time,
+        report.steps,
+        wall.elapsed()
+    );
+    for (what, n) in &report.counts {
+        eprintln!("  {n:>6} {what}");
+    }
+    assert_eq!(report.runs, seeds.len());
+    assert!(report.is_ok(), "{}", report.failure_report());
+}
+
+/// Re-runs `SIM_SEED` (default: the snapshot's seed), prints its trace and
+/// checks it.
+#[test]
+fn replay() {
+    let seed = replay_seed(SNAPSHOT_SEED);
+    let cfg = FilesConfig {
+        strict_revocation: strict(),
+        ..FilesConfig::swarm(seed)
+    };
+    let outcome = run_files_scenario(seed, &cfg);
+    println!("seed {seed}: {cfg:?}\n{}", outcome.rendered());
+    for (what, n) in outcome.counts() {
+        println!("  {n:>4} {what}");
+    }
+    outcome.assert_ok();
+}
