@@ -236,11 +236,27 @@ impl Server {
         for d in &named {
             self.blobs.want(now, *d);
         }
+        // Content that a logged but not yet applied upload names is not
+        // garbage either (a restarted master holds such entries, and its
+        // pins were lost with its memory).
+        let applied = self.replica.indexes().2 as usize;
+        let coming: BTreeSet<[u8; 32]> = self
+            .replica
+            .log()
+            .iter()
+            .skip(applied)
+            .filter_map(|e| match &e.txn {
+                crate::replication::entry::Txn::PutFile { digest, .. } => Some(*digest),
+                _ => None,
+            })
+            .collect();
         let garbage: Vec<[u8; 32]> = self
             .blobs
             .have
             .iter()
-            .filter(|d| !named.contains(*d) && !self.blobs.pins.contains_key(*d))
+            .filter(|d| {
+                !named.contains(*d) && !coming.contains(*d) && !self.blobs.pins.contains_key(*d)
+            })
             .copied()
             .collect();
         for d in garbage {
