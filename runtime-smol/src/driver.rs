@@ -35,7 +35,7 @@ use ferry_core::store::{Batch, Store, StoreError};
 use ferry_core::{ConnId, Input, Node, Output, Timestamp};
 use futures_lite::future;
 use smol::net::TcpListener;
-use smol::Task;
+use smol::{Executor, Task};
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::fmt;
@@ -118,6 +118,8 @@ pub struct Driver<N: Node> {
     answers: VecDeque<Answer>,
     /// Set by the first fatal error; the driver does nothing after it.
     failed: Option<DriverError>,
+    /// Runs the socket tasks, on the thread that runs the driver.
+    executor: Arc<Executor<'static>>,
 }
 
 /// An input the driver owes the node for an output it executed.
@@ -152,6 +154,7 @@ impl<N: Node> Driver<N> {
             files: None,
             answers: VecDeque::new(),
             failed: None,
+            executor: Arc::new(Executor::new()),
         }
     }
 
@@ -185,7 +188,13 @@ impl<N: Node> Driver<N> {
     pub fn listen(mut self, listener: TcpListener) -> Self {
         let next = Arc::clone(&self.next_accept);
         let (inbound, flushing) = (self.inbound_tx.clone(), self.flushing.clone());
-        self.accept_task = Some(conn::accept_loop(listener, next, inbound, flushing));
+        self.accept_task = Some(conn::accept_loop(
+            &self.executor,
+            listener,
+            next,
+            inbound,
+            flushing,
+        ));
         self
     }
 
@@ -215,6 +224,15 @@ impl<N: Node> Driver<N> {
     /// and the driver can be run again. After a fatal error it returns that
     /// error at once, every time.
     pub async fn run_until<B>(
+        &mut self,
+        on_event: impl FnMut(N::Event) -> ControlFlow<B>,
+    ) -> Result<B, DriverError> {
+        // The socket tasks run while, and where, the node runs.
+        let executor = Arc::clone(&self.executor);
+        executor.run(self.run_node(on_event)).await
+    }
+
+    async fn run_node<B>(
         &mut self,
         mut on_event: impl FnMut(N::Event) -> ControlFlow<B>,
     ) -> Result<B, DriverError> {
@@ -272,16 +290,20 @@ impl<N: Node> Driver<N> {
             writer.close();
         }
         let all_flushed = self.all_flushed.clone();
+        let executor = Arc::clone(&self.executor);
         // Drops the listener, our `flushing` token, and the inbound channel,
         // so that readers stop at their next event.
         drop(self);
         let flushed = async {
             let _ = all_flushed.recv().await;
         };
-        future::or(flushed, async {
+        let waited = future::or(flushed, async {
             Timer::after(patience).await;
-        })
-        .await;
+        });
+        // The writers run on the driver's executor: run it meanwhile. Tasks
+        // still running after this (readers lingering) are cancelled with
+        // the executor.
+        executor.run(waited).await;
     }
 
     /// Drains, then feeds back each committed batch's `Persisted` and
@@ -366,7 +388,7 @@ impl<N: Node> Driver<N> {
                 Output::Connect { conn, addr } => {
                     tracing::debug!(node = %self.name, "{conn}: dial {addr}");
                     let (inbound, flushing) = (self.inbound_tx.clone(), self.flushing.clone());
-                    let writer = conn::dial(conn, addr, inbound, flushing);
+                    let writer = conn::dial(&self.executor, conn, addr, inbound, flushing);
                     self.conns.insert(conn, writer);
                 }
                 Output::Close { conn } => {
