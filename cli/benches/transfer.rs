@@ -122,16 +122,15 @@ fn main() {
             run_ferry(ferry, &all, &home, input)
         };
         up.reset_peak();
-        let name = format!("bench-w{w}");
         let ws = w.to_string();
         let mut puts = Vec::new();
         let mut gets = Vec::new();
-        for _ in 0..repeats {
+        for r in 0..repeats {
+            // A new upload every time: the content is removed in between
+            // (a server keeps one copy of identical content).
+            let name = format!("bench-w{w}-{r}");
             sync();
-            let put = run(
-                &["put", path_str(&source), &name, "--force", "--window", &ws],
-                None,
-            );
+            let put = run(&["put", path_str(&source), &name, "--window", &ws], None);
             assert!(put.ok, "put: {}", put.stderr);
             puts.push(put);
             sync();
@@ -140,11 +139,12 @@ fn main() {
             let got = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
             assert_eq!(got, size, "downloaded size");
             gets.push(get);
+            let _ = std::fs::remove_file(&dest);
+            let rm = run(&["rm", &name], None);
+            assert!(rm.ok, "rm: {}", rm.stderr);
         }
         let (put, get) = (middle(puts), middle(gets));
         let server_peak = up.peak_kib();
-        let _ = run(&["rm", &name], None);
-        let _ = std::fs::remove_file(&dest);
         println!(
             "{:>5}  {:>10.1} {:>7.2} {:>7.2} {:>9}  {:>10.1} {:>7.2} {:>7.2} {:>9}  {:>10}",
             w,

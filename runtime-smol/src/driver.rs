@@ -44,7 +44,7 @@ use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Why a driver stopped. Both are fatal to the node: its state may be ahead
 /// of what is durable, so it must not go on.
@@ -236,6 +236,11 @@ impl<N: Node> Driver<N> {
         &mut self,
         mut on_event: impl FnMut(N::Event) -> ControlFlow<B>,
     ) -> Result<B, DriverError> {
+        // The timer stays armed for the earliest deadline asked for while
+        // later ones come and go: arming a timer wakes the reactor, and a
+        // node's deadline moves with nearly every message (a transfer's
+        // resend timer, say). A timer that fires early just re-arms.
+        let mut armed: Option<(Instant, Timer)> = None;
         loop {
             if let Some(value) = self.settle(&mut on_event)? {
                 return Ok(value);
@@ -246,10 +251,12 @@ impl<N: Node> Driver<N> {
                 self.node.handle_timeout(now);
                 continue;
             }
-            let timer = match deadline.and_then(|d| self.clock.instant(d)) {
-                Some(at) => Timer::at(at),
-                None => Timer::never(),
-            };
+            match deadline.and_then(|d| self.clock.instant(d)) {
+                Some(at) if armed.as_ref().is_none_or(|(t, _)| at < *t) => {
+                    armed = Some((at, Timer::at(at)));
+                }
+                _ => {}
+            }
             let inbound = async {
                 // The driver holds a sender, so the channel never closes.
                 match self.inbound.recv().await {
@@ -258,13 +265,18 @@ impl<N: Node> Driver<N> {
                 }
             };
             let timer = async {
-                timer.await;
+                match armed.as_mut() {
+                    Some((_, timer)) => {
+                        timer.await;
+                    }
+                    None => future::pending::<()>().await,
+                }
                 Wake::Timer
             };
             match future::or(inbound, timer).await {
                 Wake::Inbound(event) => self.on_inbound(event),
                 // The deadline is checked at the top of the loop.
-                Wake::Timer => {}
+                Wake::Timer => armed = None,
             }
         }
     }

@@ -20,7 +20,9 @@
 //! (`fsync`), renames it into place and makes the rename durable (`fsync`
 //! of the directory); a temporary file that was never written (a zero-byte
 //! file) is created empty first. `Discard` removes a temporary file,
-//! `Remove` a blob. Failures are reported as `FileFailed`, with `no_space`
+//! `Remove` a blob. Persisting a blob that is already there (the same
+//! content uploaded again) keeps the one there and drops the copy, without
+//! waiting for it to reach the disk. Failures are reported as `FileFailed`, with `no_space`
 //! set for a full disk (`ENOSPC`) or an exhausted quota (`EDQUOT`); nothing
 //! here panics.
 //!
@@ -457,6 +459,12 @@ impl Files {
     fn persist(&mut self, temp: u64, to: FileRef) -> Result<(), FileFailure> {
         let from = self.temp_path(temp)?;
         let target = self.local_path(to)?;
+        // A blob is named by its content and only ever appears complete and
+        // durable: if it is here already, this copy adds nothing.
+        if matches!(to, FileRef::Blob(_)) && target.is_file() {
+            self.discard(temp);
+            return Ok(());
+        }
         let replace = match &self.role {
             Role::Client(Local::Destination { replace, .. }) => *replace,
             _ => true,
