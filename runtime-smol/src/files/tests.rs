@@ -342,7 +342,10 @@ fn persisting_a_blob_that_is_there_keeps_it_and_drops_the_copy() {
             Some(FileAnswer::Persisted { temp })
         );
     }
-    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
     let blob = dir.path().join("blobs").join(hex(&d));
     assert_eq!(std::fs::read(blob).unwrap(), b"same");
     assert_eq!(files.open_count(), 0);
