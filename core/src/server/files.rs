@@ -199,10 +199,10 @@ impl Server {
         } else if files.get(user, &name).is_some() && !replace {
             Some(TransferError::Exists)
         } else if used - replaced + size > self.cfg.quota {
-            let available = self.cfg.quota.saturating_sub(used - replaced);
-            Some(TransferError::NoSpace {
+            Some(TransferError::OverQuota {
+                used: used - replaced,
+                quota: self.cfg.quota,
                 needed: size,
-                available,
             })
         } else {
             None
@@ -403,7 +403,13 @@ impl Server {
                     self.op_mut(conn)
                 {
                     let h = *handle;
-                    self.blobs.forget_handle(h);
+                    if self.blobs.persisting(h) {
+                        // The upload failed after its blob was sent to disk:
+                        // let it land, then collect it.
+                        self.blobs.orphan(h);
+                    } else {
+                        self.blobs.forget_handle(h);
+                    }
                 }
                 self.set_op(conn, Op::Idle);
             }
@@ -496,6 +502,13 @@ impl Server {
                 self.pump_session(now, conn);
             }
             Some(super::blobs::Owner::Fetch(digest)) => self.fetched(now, temp, digest),
+            Some(super::blobs::Owner::Orphan) => {
+                if let Some(d) = self.blobs.arrived(temp) {
+                    self.blobs.unpin(&d);
+                }
+                self.blobs.forget_handle(temp);
+                self.sync_blobs(now);
+            }
             _ => {}
         }
     }
@@ -526,6 +539,12 @@ impl Server {
             }
             Some(super::blobs::Owner::Fetch(digest)) => self.fetch_failed(now, digest),
             Some(super::blobs::Owner::Serve(conn)) => self.serve_failed(conn, reason),
+            Some(super::blobs::Owner::Orphan) => {
+                if let Some(d) = self.blobs.orphan_failed(handle) {
+                    self.blobs.unpin(&d);
+                }
+                self.blobs.forget_handle(handle);
+            }
             None => {}
         }
     }

@@ -553,6 +553,11 @@ impl Server {
             // upload's temporary file is thrown away.
             if let Stage::Established { op, .. } = &c.stage {
                 match op {
+                    // Its blob is already on its way: let it land, then
+                    // collect it (no PutFile will name it).
+                    Op::Uploading { temp, .. } if self.blobs.persisting(*temp) => {
+                        self.blobs.orphan(*temp);
+                    }
                     Op::Uploading { temp, .. } => {
                         self.out.file(crate::io::FileOp::Discard { temp: *temp });
                         self.blobs.forget_handle(*temp);

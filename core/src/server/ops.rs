@@ -254,6 +254,15 @@ impl Server {
             return;
         };
         match &c.stage {
+            // The operation's own deadline, if it has one, comes first.
+            Stage::Established {
+                op, idle_deadline, ..
+            } if op.deadline().is_none_or(|d| d > now) => {
+                if *idle_deadline <= now {
+                    let step = "any message from an idle session".into();
+                    self.refuse(conn, Refusal::Timeout { step }, Link::Session);
+                }
+            }
             Stage::Established {
                 op: Op::Uploading { .. } | Op::Downloading { .. },
                 ..
