@@ -5,9 +5,8 @@
 //! this server has applied it. Every operation acts as the session's proven
 //! user; nothing a client says about who it is counts.
 
-use super::{Conn, Link, Op, OpCode, OpError, Server, SessionMsg, Stage};
+use super::{Conn, Op, OpCode, OpError, Server, SessionMsg, Stage};
 use crate::io::{ConnId, FileOp, FileRef};
-use crate::refusal::Refusal;
 use crate::replication::entry::{Txn, TxnResult};
 use crate::server::messages::{FileOutcome, Listed};
 use crate::time::Timestamp;
@@ -95,16 +94,9 @@ impl Server {
                     self.order(now, conn, op, Txn::Delete { owner: user, name })
                 }
             }
-            (op, _) => {
-                let what = format!("data that does not belong to {op:?}");
-                return self.refuse(conn, Refusal::Unexpected { what }, Link::Session);
-            }
+            (op, _) => return self.wrong_data(conn, op),
         };
-        match reply {
-            Ok(None) => {}
-            Ok(Some(msg)) => self.answer(conn, op, msg),
-            Err(e) => self.answer(conn, op, SessionMsg::Failed(e)),
-        }
+        self.reply(conn, op, reply);
     }
 
     fn share(

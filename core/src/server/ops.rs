@@ -46,17 +46,29 @@ impl Server {
             (op, data) if op.needs_login() => {
                 return self.on_file_op_data(now, conn, op, data);
             }
-            (op, _) => {
-                let what = format!("data that does not belong to {op:?}");
-                return self.refuse(conn, Refusal::Unexpected { what }, Link::Session);
-            }
+            (op, _) => return self.wrong_data(conn, op),
         };
+        self.reply(conn, op, reply);
+    }
+
+    /// Answers now, or not yet (`Ok(None)`: ordered through the master, or
+    /// waiting for a transfer; answered later).
+    pub(super) fn reply(
+        &mut self,
+        conn: ConnId,
+        op: OpCode,
+        reply: Result<Option<SessionMsg>, OpError>,
+    ) {
         match reply {
-            // Ordered through the master; answered when applied here.
             Ok(None) => {}
             Ok(Some(msg)) => self.answer(conn, op, msg),
             Err(e) => self.answer(conn, op, SessionMsg::Failed(e)),
         }
+    }
+
+    pub(super) fn wrong_data(&mut self, conn: ConnId, op: OpCode) {
+        let what = format!("data that does not belong to {op:?}");
+        self.refuse(conn, Refusal::Unexpected { what }, Link::Session);
     }
 
     pub(super) fn answer(&mut self, conn: ConnId, op: OpCode, msg: SessionMsg) {
