@@ -74,7 +74,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
                 ..ServerConfig::new(id)
             };
             let driver = server_node::build(cfg, replica, secret.clone(), &dir)?;
-            tasks.push(smol::spawn(driver.listen(listener).run()));
+            let driver = driver.listen(listener);
+            tasks.push(on_own_thread(driver));
             let role = if id == MASTER { " (master)" } else { "" };
             say(format_args!(
                 "ferry up: server {id} listening on {local}{role}"
@@ -84,7 +85,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         let driver = Driver::new(balancer)
             .named("balancer")
             .listen(balancer_listener);
-        tasks.push(smol::spawn(driver.run()));
+        tasks.push(on_own_thread(driver));
         say(format_args!(
             "ferry up: balancer listening on {balancer_addr} with {} servers",
             args.servers
@@ -93,6 +94,15 @@ pub fn run(args: Args) -> Result<(), CliError> {
         let Err(e) = ferry_runtime_smol::run_all(tasks).await;
         Err(CliError::Failed(e.to_string()))
     })
+}
+
+/// Runs a driver on a thread of its own (it runs its sockets' tasks there
+/// too), as a task that ends with the driver.
+fn on_own_thread<N>(driver: Driver<N>) -> smol::Task<ferry_runtime_smol::RunResult>
+where
+    N: ferry_core::Node + Send + 'static,
+{
+    smol::unblock(move || smol::block_on(driver.run()))
 }
 
 /// `ferry-data` under the platform's data directory, or `./ferry-data`.

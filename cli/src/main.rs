@@ -91,6 +91,7 @@ struct ClientArgs {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     init_logging(match cli.command {
         Command::Balancer(_) | Command::Server(_) | Command::Up(_) => "info",
@@ -129,6 +130,21 @@ fn say(line: std::fmt::Arguments) {
     let _ = out.write_fmt(line);
     let _ = out.write_all(b"\n");
     let _ = out.flush();
+}
+
+/// Transfers allocate a frame's worth (128 KiB) a few times per frame.
+/// glibc serves blocks that large with fresh mmaps, or trims the heap
+/// once they are freed, so every frame's buffers were faulted in anew: a
+/// page fault for every 4 KiB moved, about a fifth of a client's CPU time.
+/// Larger blocks stay in the heap, and a freed heap is kept up to 64 MiB.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is called before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
 }
 
 /// Logs to stderr, filtered by `RUST_LOG`, else at `default`.

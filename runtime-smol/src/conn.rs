@@ -1,6 +1,12 @@
 //! Sockets: the accept loop, dialing, and the reader and writer of each
 //! connection.
 //!
+//! Every task runs on its driver's own executor, which the driver runs
+//! while it runs (see `Driver::run_until`): so a connection's reader and
+//! writer run on the thread of the node they serve, and a message passes
+//! from the socket to the node and back without waking another thread.
+//! Tasks hold the executor weakly, so dropping the driver cancels them.
+//!
 //! Every task reports to the driver through one channel of [`Inbound`]
 //! events. A connection's events are sent in the order they happened
 //! (accepted or connected first, then bytes, then closed), because the task
@@ -13,10 +19,13 @@ use async_channel::{Receiver, Sender};
 use ferry_core::ConnId;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
-use smol::{Task, Timer};
+use smol::{Executor, Task, Timer};
+
+/// A driver's executor, as its tasks hold it.
+pub type Spawner = Weak<Executor<'static>>;
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// How long dialing may take before it is reported as failed.
@@ -96,12 +105,14 @@ impl Writer {
 /// Accepts connections until the returned task is dropped, numbering them
 /// `ConnId::accepted(n)` with `n` taken from `next`.
 pub fn accept_loop(
+    ex: &Arc<Executor<'static>>,
     listener: TcpListener,
     next: Arc<AtomicU64>,
     inbound: Sender<Inbound>,
     flushing: Flushing,
 ) -> Task<()> {
-    smol::spawn(async move {
+    let spawner = Arc::downgrade(ex);
+    ex.spawn(async move {
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
@@ -121,16 +132,30 @@ pub fn accept_loop(
             {
                 return; // The driver is gone.
             }
-            start_io(conn, stream, inbound.clone(), queue, flushing.clone());
+            start_io(
+                &spawner,
+                conn,
+                stream,
+                inbound.clone(),
+                queue,
+                flushing.clone(),
+            );
         }
     })
 }
 
 /// Dials `addr` in the background and reports `Connected` or
 /// `ConnectFailed`. Bytes sent to the writer meanwhile wait for the socket.
-pub fn dial(conn: ConnId, addr: String, inbound: Sender<Inbound>, flushing: Flushing) -> Writer {
+pub fn dial(
+    ex: &Arc<Executor<'static>>,
+    conn: ConnId,
+    addr: String,
+    inbound: Sender<Inbound>,
+    flushing: Flushing,
+) -> Writer {
     let (writer, queue) = Writer::new();
-    smol::spawn(async move {
+    let spawner = Arc::downgrade(ex);
+    ex.spawn(async move {
         let timeout = async {
             Timer::after(CONNECT_TIMEOUT).await;
             Err(format!(
@@ -146,7 +171,7 @@ pub fn dial(conn: ConnId, addr: String, inbound: Sender<Inbound>, flushing: Flus
         match future::or(connect, timeout).await {
             Ok(stream) => {
                 if inbound.send(Inbound::Connected { conn }).await.is_ok() {
-                    start_io(conn, stream, inbound, queue, flushing);
+                    start_io(&spawner, conn, stream, inbound, queue, flushing);
                 }
             }
             Err(reason) => {
@@ -159,18 +184,25 @@ pub fn dial(conn: ConnId, addr: String, inbound: Sender<Inbound>, flushing: Flus
 }
 
 fn start_io(
+    spawner: &Spawner,
     conn: ConnId,
     stream: TcpStream,
     inbound: Sender<Inbound>,
     queue: Receiver<WriteCmd>,
     flushing: Flushing,
 ) {
+    // The driver is gone: so is the connection.
+    let Some(ex) = spawner.upgrade() else {
+        return;
+    };
     // Control messages are small; do not let Nagle hold them back.
     let _ = stream.set_nodelay(true);
     // Dropped by the reader when it ends, which the writer sees as closed.
     let (reading, read_done) = async_channel::bounded::<()>(1);
-    smol::spawn(read_loop(conn, stream.clone(), inbound, reading)).detach();
-    smol::spawn(write_loop(conn, stream, queue, read_done, flushing)).detach();
+    ex.spawn(read_loop(conn, stream.clone(), inbound, reading))
+        .detach();
+    ex.spawn(write_loop(conn, stream, queue, read_done, flushing))
+        .detach();
 }
 
 async fn read_loop(

@@ -35,7 +35,7 @@ use ferry_core::store::{Batch, Store, StoreError};
 use ferry_core::{ConnId, Input, Node, Output, Timestamp};
 use futures_lite::future;
 use smol::net::TcpListener;
-use smol::Task;
+use smol::{Executor, Task};
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::fmt;
@@ -44,7 +44,7 @@ use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Why a driver stopped. Both are fatal to the node: its state may be ahead
 /// of what is durable, so it must not go on.
@@ -118,6 +118,8 @@ pub struct Driver<N: Node> {
     answers: VecDeque<Answer>,
     /// Set by the first fatal error; the driver does nothing after it.
     failed: Option<DriverError>,
+    /// Runs the socket tasks, on the thread that runs the driver.
+    executor: Arc<Executor<'static>>,
 }
 
 /// An input the driver owes the node for an output it executed.
@@ -152,6 +154,7 @@ impl<N: Node> Driver<N> {
             files: None,
             answers: VecDeque::new(),
             failed: None,
+            executor: Arc::new(Executor::new()),
         }
     }
 
@@ -185,7 +188,13 @@ impl<N: Node> Driver<N> {
     pub fn listen(mut self, listener: TcpListener) -> Self {
         let next = Arc::clone(&self.next_accept);
         let (inbound, flushing) = (self.inbound_tx.clone(), self.flushing.clone());
-        self.accept_task = Some(conn::accept_loop(listener, next, inbound, flushing));
+        self.accept_task = Some(conn::accept_loop(
+            &self.executor,
+            listener,
+            next,
+            inbound,
+            flushing,
+        ));
         self
     }
 
@@ -216,8 +225,22 @@ impl<N: Node> Driver<N> {
     /// error at once, every time.
     pub async fn run_until<B>(
         &mut self,
+        on_event: impl FnMut(N::Event) -> ControlFlow<B>,
+    ) -> Result<B, DriverError> {
+        // The socket tasks run while, and where, the node runs.
+        let executor = Arc::clone(&self.executor);
+        executor.run(self.run_node(on_event)).await
+    }
+
+    async fn run_node<B>(
+        &mut self,
         mut on_event: impl FnMut(N::Event) -> ControlFlow<B>,
     ) -> Result<B, DriverError> {
+        // The timer stays armed for the earliest deadline asked for while
+        // later ones come and go: arming a timer wakes the reactor, and a
+        // node's deadline moves with nearly every message (a transfer's
+        // resend timer, say). A timer that fires early just re-arms.
+        let mut armed: Option<(Instant, Timer)> = None;
         loop {
             if let Some(value) = self.settle(&mut on_event)? {
                 return Ok(value);
@@ -228,10 +251,12 @@ impl<N: Node> Driver<N> {
                 self.node.handle_timeout(now);
                 continue;
             }
-            let timer = match deadline.and_then(|d| self.clock.instant(d)) {
-                Some(at) => Timer::at(at),
-                None => Timer::never(),
-            };
+            match deadline.and_then(|d| self.clock.instant(d)) {
+                Some(at) if armed.as_ref().is_none_or(|(t, _)| at < *t) => {
+                    armed = Some((at, Timer::at(at)));
+                }
+                _ => {}
+            }
             let inbound = async {
                 // The driver holds a sender, so the channel never closes.
                 match self.inbound.recv().await {
@@ -240,13 +265,18 @@ impl<N: Node> Driver<N> {
                 }
             };
             let timer = async {
-                timer.await;
+                match armed.as_mut() {
+                    Some((_, timer)) => {
+                        timer.await;
+                    }
+                    None => future::pending::<()>().await,
+                }
                 Wake::Timer
             };
             match future::or(inbound, timer).await {
                 Wake::Inbound(event) => self.on_inbound(event),
                 // The deadline is checked at the top of the loop.
-                Wake::Timer => {}
+                Wake::Timer => armed = None,
             }
         }
     }
@@ -272,16 +302,20 @@ impl<N: Node> Driver<N> {
             writer.close();
         }
         let all_flushed = self.all_flushed.clone();
+        let executor = Arc::clone(&self.executor);
         // Drops the listener, our `flushing` token, and the inbound channel,
         // so that readers stop at their next event.
         drop(self);
         let flushed = async {
             let _ = all_flushed.recv().await;
         };
-        future::or(flushed, async {
+        let waited = future::or(flushed, async {
             Timer::after(patience).await;
-        })
-        .await;
+        });
+        // The writers run on the driver's executor: run it meanwhile. Tasks
+        // still running after this (readers lingering) are cancelled with
+        // the executor.
+        executor.run(waited).await;
     }
 
     /// Drains, then feeds back each committed batch's `Persisted` and
@@ -366,7 +400,7 @@ impl<N: Node> Driver<N> {
                 Output::Connect { conn, addr } => {
                     tracing::debug!(node = %self.name, "{conn}: dial {addr}");
                     let (inbound, flushing) = (self.inbound_tx.clone(), self.flushing.clone());
-                    let writer = conn::dial(conn, addr, inbound, flushing);
+                    let writer = conn::dial(&self.executor, conn, addr, inbound, flushing);
                     self.conns.insert(conn, writer);
                 }
                 Output::Close { conn } => {

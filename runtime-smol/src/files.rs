@@ -20,7 +20,9 @@
 //! (`fsync`), renames it into place and makes the rename durable (`fsync`
 //! of the directory); a temporary file that was never written (a zero-byte
 //! file) is created empty first. `Discard` removes a temporary file,
-//! `Remove` a blob. Failures are reported as `FileFailed`, with `no_space`
+//! `Remove` a blob. Persisting a blob that is already there (the same
+//! content uploaded again) keeps the one there and drops the copy, without
+//! waiting for it to reach the disk. Failures are reported as `FileFailed`, with `no_space`
 //! set for a full disk (`ENOSPC`) or an exhausted quota (`EDQUOT`); nothing
 //! here panics.
 //!
@@ -30,6 +32,12 @@
 //! answer back: into one buffer that is reused for every read, so no read
 //! allocates and the bytes are copied once, from the page cache to the
 //! buffer the node reads from.
+//!
+//! **Write-behind.** A temporary file asks the kernel to start writing
+//! its data to disk (`sync_file_range`, on Linux) every 8 MiB, without
+//! waiting. The disk then works while the transfer goes on, and the
+//! `fsync` of `Persist` waits only for the tail, not for the whole file
+//! (for a large file that wait used to be a third of the transfer).
 //!
 //! **Open files are cached** per read handle and per temporary file, so a
 //! transfer does not reopen its file for every frame. The cache is bounded
@@ -51,6 +59,9 @@ pub const TMP_DIR: &str = "tmp";
 
 /// Open descriptors kept at most.
 const MAX_OPEN: usize = 128;
+
+/// Written bytes after which a temporary file's writeback is started.
+const WRITE_BEHIND: u64 = 8 << 20;
 
 /// The largest read a node may ask for at once.
 pub const MAX_READ: usize = 16 << 20;
@@ -141,6 +152,9 @@ struct Open {
     /// Length of a read handle's file when it was opened.
     len: u64,
     used: u64,
+    /// A temporary file's bytes written since writeback was last started,
+    /// as a range.
+    dirty: Option<(u64, u64)>,
 }
 
 /// Executes file operations for one node. See the module docs.
@@ -365,6 +379,7 @@ impl Files {
                 of: Some(file),
                 len,
                 used: self.clock,
+                dirty: None,
             },
         );
         Ok(())
@@ -404,6 +419,7 @@ impl Files {
                     of: None,
                     len: 0,
                     used: clock,
+                    dirty: None,
                 },
             );
         }
@@ -423,12 +439,32 @@ impl Files {
         f.write_all_at(data, offset).map_err(|e| FileFailure {
             error: format!("write failed: {e}"),
             no_space: is_no_space(&e),
-        })
+        })?;
+        if let Some(open) = self.open.get_mut(&Key::Temp(temp)) {
+            let end = offset + data.len() as u64;
+            let (from, to) = match open.dirty {
+                Some((from, to)) => (from.min(offset), to.max(end)),
+                None => (offset, end),
+            };
+            if to - from >= WRITE_BEHIND {
+                start_writeback(&open.file, from, to - from);
+                open.dirty = None;
+            } else {
+                open.dirty = Some((from, to));
+            }
+        }
+        Ok(())
     }
 
     fn persist(&mut self, temp: u64, to: FileRef) -> Result<(), FileFailure> {
         let from = self.temp_path(temp)?;
         let target = self.local_path(to)?;
+        // A blob is named by its content and only ever appears complete and
+        // durable: if it is here already, this copy adds nothing.
+        if matches!(to, FileRef::Blob(_)) && target.is_file() {
+            self.discard(temp);
+            return Ok(());
+        }
         let replace = match &self.role {
             Role::Client(Local::Destination { replace, .. }) => *replace,
             _ => true,
@@ -488,6 +524,24 @@ impl Files {
         }
     }
 }
+
+/// Asks the kernel to start writing a range of `file` to disk, without
+/// waiting for it. Only a hint: failures show at the `fsync`.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: the descriptor is open for as long as `file` is borrowed;
+    // sync_file_range reads no memory of ours.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
 
 fn read_dir(dir: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
     let wrap = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", dir.display()));

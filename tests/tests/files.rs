@@ -304,13 +304,13 @@ fn over_quota_or_a_full_disk_fails_the_put_and_keeps_nothing() {
     let big = write(work.path(), "big.bin", &noise(3, 1_500_000));
     assert_fails(
         &user.run(&["put", path_str(&big)]),
-        "not enough space: 1500000 bytes needed, 1000000 available",
+        "over quota: 0 of 1000000 bytes used, 1500000 more needed",
     );
     let small = write(work.path(), "small.bin", &noise(4, 600_000));
     assert!(user.run(&["put", path_str(&small)]).status.success());
     assert_fails(
         &user.run(&["put", path_str(&small), "again.bin"]),
-        "not enough space: 600000 bytes needed, 400000 available",
+        "over quota: 600000 of 1000000 bytes used, 600000 more needed",
     );
 
     // A full disk: every temporary file the server opens is /dev/full.

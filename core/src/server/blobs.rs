@@ -52,6 +52,8 @@ pub enum Owner {
     Session(ConnId),
     Fetch([u8; 32]),
     Serve(ConnId),
+    /// An upload whose session ended while its blob was being persisted.
+    Orphan,
 }
 
 struct Fetch {
@@ -155,10 +157,26 @@ impl Blobs {
     }
 
     /// An upload's temporary file became a blob.
-    pub fn arrived(&mut self, temp: u64) {
-        if let Some(d) = self.uploads.remove(&temp) {
-            self.have.insert(d);
-        }
+    pub fn arrived(&mut self, temp: u64) -> Option<[u8; 32]> {
+        let d = self.uploads.remove(&temp)?;
+        self.have.insert(d);
+        Some(d)
+    }
+
+    /// True if upload temp `temp` is being persisted as a blob.
+    pub fn persisting(&self, temp: u64) -> bool {
+        self.uploads.contains_key(&temp)
+    }
+
+    /// An orphaned upload's blob could not be persisted: what it was.
+    pub fn orphan_failed(&mut self, temp: u64) -> Option<[u8; 32]> {
+        self.uploads.remove(&temp)
+    }
+
+    /// The session of upload `temp` is gone while its blob is persisted:
+    /// the blob will be unreferenced, and is collected once it lands.
+    pub fn orphan(&mut self, temp: u64) {
+        self.owners.insert(temp, Owner::Orphan);
     }
 
     pub fn want(&mut self, now: Timestamp, d: [u8; 32]) {
@@ -219,8 +237,13 @@ impl Server {
     /// lose the content. Garbage waits for the next applied entry.
     pub(super) fn resume_blobs(&mut self, now: Timestamp) {
         self.blobs.synced_at = self.replica.indexes().2;
-        let named: BTreeSet<[u8; 32]> =
-            self.replica.state().files().all().map(|f| f.digest).collect();
+        let named: BTreeSet<[u8; 32]> = self
+            .replica
+            .state()
+            .files()
+            .all()
+            .map(|f| f.digest)
+            .collect();
         for d in named {
             self.blobs.want(now, d);
         }

@@ -5,9 +5,8 @@
 //! this server has applied it. Every operation acts as the session's proven
 //! user; nothing a client says about who it is counts.
 
-use super::{Conn, Link, Op, OpCode, OpError, Server, SessionMsg, Stage};
+use super::{Conn, Op, OpCode, OpError, Server, SessionMsg, Stage};
 use crate::io::{ConnId, FileOp, FileRef};
-use crate::refusal::Refusal;
 use crate::replication::entry::{Txn, TxnResult};
 use crate::server::messages::{FileOutcome, Listed};
 use crate::time::Timestamp;
@@ -95,16 +94,9 @@ impl Server {
                     self.order(now, conn, op, Txn::Delete { owner: user, name })
                 }
             }
-            (op, _) => {
-                let what = format!("data that does not belong to {op:?}");
-                return self.refuse(conn, Refusal::Unexpected { what }, Link::Session);
-            }
+            (op, _) => return self.wrong_data(conn, op),
         };
-        match reply {
-            Ok(None) => {}
-            Ok(Some(msg)) => self.answer(conn, op, msg),
-            Err(e) => self.answer(conn, op, SessionMsg::Failed(e)),
-        }
+        self.reply(conn, op, reply);
     }
 
     fn share(
@@ -199,10 +191,10 @@ impl Server {
         } else if files.get(user, &name).is_some() && !replace {
             Some(TransferError::Exists)
         } else if used - replaced + size > self.cfg.quota {
-            let available = self.cfg.quota.saturating_sub(used - replaced);
-            Some(TransferError::NoSpace {
+            Some(TransferError::OverQuota {
+                used: used - replaced,
+                quota: self.cfg.quota,
                 needed: size,
-                available,
             })
         } else {
             None
@@ -403,7 +395,13 @@ impl Server {
                     self.op_mut(conn)
                 {
                     let h = *handle;
-                    self.blobs.forget_handle(h);
+                    if self.blobs.persisting(h) {
+                        // The upload failed after its blob was sent to disk:
+                        // let it land, then collect it.
+                        self.blobs.orphan(h);
+                    } else {
+                        self.blobs.forget_handle(h);
+                    }
                 }
                 self.set_op(conn, Op::Idle);
             }
@@ -496,6 +494,13 @@ impl Server {
                 self.pump_session(now, conn);
             }
             Some(super::blobs::Owner::Fetch(digest)) => self.fetched(now, temp, digest),
+            Some(super::blobs::Owner::Orphan) => {
+                if let Some(d) = self.blobs.arrived(temp) {
+                    self.blobs.unpin(&d);
+                }
+                self.blobs.forget_handle(temp);
+                self.sync_blobs(now);
+            }
             _ => {}
         }
     }
@@ -526,6 +531,12 @@ impl Server {
             }
             Some(super::blobs::Owner::Fetch(digest)) => self.fetch_failed(now, digest),
             Some(super::blobs::Owner::Serve(conn)) => self.serve_failed(conn, reason),
+            Some(super::blobs::Owner::Orphan) => {
+                if let Some(d) = self.blobs.orphan_failed(handle) {
+                    self.blobs.unpin(&d);
+                }
+                self.blobs.forget_handle(handle);
+            }
             None => {}
         }
     }

@@ -452,3 +452,28 @@ fn a_fetch_whose_offer_never_comes_is_given_up_and_tried_again() {
     s.handle_timeout(t);
     assert_eq!(connects(&drain(&mut s)).len(), 1, "from a server");
 }
+
+#[test]
+fn a_session_that_ends_while_its_upload_is_persisted_leaves_no_garbage() {
+    let mut c = Cluster::new(1);
+    let a = user(&mut c, 0, "alice");
+    c.hold_persists = true;
+    let data = content(10_000, 7);
+    c.upload(0, a, "f", &data, false);
+    let digest = *blake3::hash(&data).as_bytes();
+    assert!(
+        c.disks[0].blobs.contains_key(&digest),
+        "the blob landed on disk"
+    );
+    // The client vanishes before the server hears the blob is durable.
+    c.input(0, crate::io::Input::Closed { conn: a });
+    c.release_persists();
+    c.run_for(Duration::from_secs(1));
+    let ev: Vec<String> = c.events.iter().map(|(_, e)| e.to_string()).collect();
+    assert!(
+        !c.disks[0].blobs.contains_key(&digest),
+        "collected: no file names it {ev:#?}"
+    );
+    let b = user(&mut c, 0, "alice");
+    assert!(names(&mut c, 0, b).is_empty());
+}

@@ -159,11 +159,6 @@ pub enum OpError {
     BadName {
         reason: String,
     },
-    OverQuota {
-        used: u64,
-        quota: u64,
-        needed: u64,
-    },
     Transfer(TransferError),
 }
 
@@ -191,14 +186,6 @@ impl fmt::Display for OpError {
             OpError::CannotShareWithSelf => f.write_str("you own that file already"),
             OpError::NotShared => f.write_str("the file is not shared with that user"),
             OpError::BadName { reason } => write!(f, "bad file name: {reason}"),
-            OpError::OverQuota {
-                used,
-                quota,
-                needed,
-            } => write!(
-                f,
-                "over quota: {used} of {quota} bytes used, {needed} more needed"
-            ),
             OpError::Transfer(e) => e.fmt(f),
         }
     }

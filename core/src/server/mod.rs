@@ -335,45 +335,59 @@ impl Server {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;
             };
-            let payload = match c.decoder.next_payload() {
-                Ok(Some(p)) => p.to_vec(),
+            // Session messages, file content among them, are decoded in
+            // place; only a connection's first frame, which may hand the
+            // connection to another link, is copied out.
+            let opening = matches!(c.stage, Stage::Opening { .. });
+            let frame = match c.decoder.next_payload() {
+                Ok(Some(p)) => {
+                    let tag = p.first().copied().unwrap_or(0);
+                    if SESSION_TAGS.contains(&tag) {
+                        Ok(frame::decode::<SessionMsg>(p))
+                    } else if opening {
+                        Err((tag, p.to_vec()))
+                    } else {
+                        Err((tag, Vec::new()))
+                    }
+                }
                 Ok(None) => return,
                 Err(e) => {
                     let detail = e.to_string();
                     return self.refuse(conn, Refusal::Malformed { detail }, Link::Session);
                 }
             };
-            let tag = payload.first().copied().unwrap_or(0);
-            if matches!(c.stage, Stage::Opening { .. }) {
-                if PROBE_TAGS.contains(&tag) {
-                    return self.on_probe(now, conn, &payload);
-                }
-                if blobs::BLOB_TAGS.contains(&tag) {
-                    if let Some(c) = self.conns.remove(&conn) {
-                        self.adopt_fetch(now, conn, c.decoder, &payload);
-                        self.on_blob_bytes(now, conn, &[]);
-                    }
-                    return;
-                }
-                if REPLICA_TAGS.contains(&tag) {
-                    // Replication takes the connection over, with whatever
-                    // bytes followed the first frame.
-                    if let Some(c) = self.conns.remove(&conn) {
-                        self.replica
-                            .adopt(now, conn, c.decoder, &payload, &mut self.out);
-                        self.replica.on_bytes(now, conn, &[], &mut self.out);
-                    }
-                    return;
-                }
-            }
-            if !SESSION_TAGS.contains(&tag) {
-                let detail = format!("unknown message tag {tag}");
-                return self.refuse(conn, Refusal::Malformed { detail }, Link::Session);
-            }
-            match frame::decode::<SessionMsg>(&payload) {
-                Ok(msg) => self.on_session_msg(now, conn, msg),
-                Err(e) => {
+            match frame {
+                Ok(Ok(msg)) => self.on_session_msg(now, conn, msg),
+                Ok(Err(e)) => {
                     let detail = e.to_string();
+                    return self.refuse(conn, Refusal::Malformed { detail }, Link::Session);
+                }
+                Err((tag, payload)) if opening => {
+                    if PROBE_TAGS.contains(&tag) {
+                        return self.on_probe(now, conn, &payload);
+                    }
+                    if blobs::BLOB_TAGS.contains(&tag) {
+                        if let Some(c) = self.conns.remove(&conn) {
+                            self.adopt_fetch(now, conn, c.decoder, &payload);
+                            self.on_blob_bytes(now, conn, &[]);
+                        }
+                        return;
+                    }
+                    if REPLICA_TAGS.contains(&tag) {
+                        // Replication takes the connection over, with
+                        // whatever bytes followed the first frame.
+                        if let Some(c) = self.conns.remove(&conn) {
+                            self.replica
+                                .adopt(now, conn, c.decoder, &payload, &mut self.out);
+                            self.replica.on_bytes(now, conn, &[], &mut self.out);
+                        }
+                        return;
+                    }
+                    let detail = format!("unknown message tag {tag}");
+                    return self.refuse(conn, Refusal::Malformed { detail }, Link::Session);
+                }
+                Err((tag, _)) => {
+                    let detail = format!("unknown message tag {tag}");
                     return self.refuse(conn, Refusal::Malformed { detail }, Link::Session);
                 }
             }
@@ -565,6 +579,11 @@ impl Server {
             // upload's temporary file is thrown away.
             if let Stage::Established { op, .. } = &c.stage {
                 match op {
+                    // Its blob is already on its way: let it land, then
+                    // collect it (no PutFile will name it).
+                    Op::Uploading { temp, .. } if self.blobs.persisting(*temp) => {
+                        self.blobs.orphan(*temp);
+                    }
                     Op::Uploading { temp, .. } => {
                         self.out.file(crate::io::FileOp::Discard { temp: *temp });
                         self.blobs.forget_handle(*temp);

@@ -51,17 +51,29 @@ impl Server {
             (op, data) if op.needs_login() => {
                 return self.on_file_op_data(now, conn, op, data);
             }
-            (op, _) => {
-                let what = format!("data that does not belong to {op:?}");
-                return self.refuse(conn, Refusal::Unexpected { what }, Link::Session);
-            }
+            (op, _) => return self.wrong_data(conn, op),
         };
+        self.reply(conn, op, reply);
+    }
+
+    /// Answers now, or not yet (`Ok(None)`: ordered through the master, or
+    /// waiting for a transfer; answered later).
+    pub(super) fn reply(
+        &mut self,
+        conn: ConnId,
+        op: OpCode,
+        reply: Result<Option<SessionMsg>, OpError>,
+    ) {
         match reply {
-            // Ordered through the master; answered when applied here.
             Ok(None) => {}
             Ok(Some(msg)) => self.answer(conn, op, msg),
             Err(e) => self.answer(conn, op, SessionMsg::Failed(e)),
         }
+    }
+
+    pub(super) fn wrong_data(&mut self, conn: ConnId, op: OpCode) {
+        let what = format!("data that does not belong to {op:?}");
+        self.refuse(conn, Refusal::Unexpected { what }, Link::Session);
     }
 
     pub(super) fn answer(&mut self, conn: ConnId, op: OpCode, msg: SessionMsg) {
@@ -356,6 +368,15 @@ impl Server {
             return;
         };
         match &c.stage {
+            // The operation's own deadline, if it has one, comes first.
+            Stage::Established {
+                op, idle_deadline, ..
+            } if op.deadline().is_none_or(|d| d > now) => {
+                if *idle_deadline <= now {
+                    let step = "any message from an idle session".into();
+                    self.refuse(conn, Refusal::Timeout { step }, Link::Session);
+                }
+            }
             Stage::Established {
                 op: Op::Uploading { .. } | Op::Downloading { .. },
                 ..

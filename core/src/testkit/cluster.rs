@@ -55,6 +55,9 @@ pub struct Cluster {
     queue: VecDeque<Msg>,
     next_accept: u64,
     size: usize,
+    /// While set, FilePersisted answers wait in `held` (a slow disk).
+    pub hold_persists: bool,
+    held: Vec<(Ix, u64)>,
     /// Bytes servers sent to test clients, per (server, connection).
     inbox: BTreeMap<(Ix, ConnId), FrameDecoder>,
 }
@@ -88,6 +91,8 @@ impl Cluster {
             next_accept: 1000,
             size,
             inbox: BTreeMap::new(),
+            hold_persists: false,
+            held: Vec::new(),
         };
         for ix in 0..size {
             let s = c.boot(ix);
@@ -390,8 +395,12 @@ impl Cluster {
             } => {
                 let content = disk.temps.remove(&temp).unwrap_or_default();
                 disk.blobs.insert(d, content);
-                self.queue
-                    .push_back(Msg::Input(ix, Owned::FilePersisted(temp)));
+                if self.hold_persists {
+                    self.held.push((ix, temp));
+                } else {
+                    self.queue
+                        .push_back(Msg::Input(ix, Owned::FilePersisted(temp)));
+                }
             }
             FileOp::Discard { temp } => {
                 disk.temps.remove(&temp);
@@ -403,6 +412,16 @@ impl Cluster {
             }
             other => panic!("servers use blobs only: {other:?}"),
         }
+    }
+
+    /// Delivers the held FilePersisted answers.
+    pub fn release_persists(&mut self) {
+        self.hold_persists = false;
+        for (ix, temp) in std::mem::take(&mut self.held) {
+            self.queue
+                .push_back(Msg::Input(ix, Owned::FilePersisted(temp)));
+        }
+        self.settle();
     }
 
     /// Uploads `content` as `name` through the session, the way a client

@@ -71,6 +71,12 @@ pub enum TransferError {
         needed: u64,
         available: u64,
     },
+    /// The file would take its owner past their quota.
+    OverQuota {
+        used: u64,
+        quota: u64,
+        needed: u64,
+    },
     /// A file of that name exists and replacing it was not asked for.
     Exists,
     NotFound,
@@ -102,6 +108,14 @@ impl fmt::Display for TransferError {
             TransferError::NoSpace { needed, available } => write!(
                 f,
                 "not enough space: {needed} bytes needed, {available} available"
+            ),
+            TransferError::OverQuota {
+                used,
+                quota,
+                needed,
+            } => write!(
+                f,
+                "over quota: {used} of {quota} bytes used, {needed} more needed"
             ),
             TransferError::Exists => {
                 f.write_str("a file of that name exists (use --force to replace it)")

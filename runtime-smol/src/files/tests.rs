@@ -322,3 +322,31 @@ fn hex_names_round_trip() {
     assert_eq!(parse_hex("zz"), None);
     assert_eq!(parse_hex(&"g".repeat(64)), None);
 }
+
+#[test]
+fn persisting_a_blob_that_is_there_keeps_it_and_drops_the_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut files, _) = Files::server(dir.path()).unwrap();
+    let d = digest(b"same");
+    for temp in [1, 2] {
+        files.execute(FileOp::Write {
+            temp,
+            offset: 0,
+            data: b"same".to_vec(),
+        });
+        assert_eq!(
+            files.execute(FileOp::Persist {
+                temp,
+                to: FileRef::Blob(d),
+            }),
+            Some(FileAnswer::Persisted { temp })
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
+    let blob = dir.path().join("blobs").join(hex(&d));
+    assert_eq!(std::fs::read(blob).unwrap(), b"same");
+    assert_eq!(files.open_count(), 0);
+}
