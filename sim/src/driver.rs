@@ -191,7 +191,7 @@ pub struct Driver<N: Node> {
     failed: Option<String>,
     rng: SimRng,
     tap: Option<Tap>,
-    quiet: Option<Quiet<N::Event>>,
+    describe: Option<Describe<N::Event>>,
 }
 
 /// An input owed to the node for something it asked of its disk.
@@ -204,8 +204,9 @@ enum Answer {
 /// second argument names the peer's host (looked up only when called).
 pub type Tap = Rc<dyn Fn(&[u8], &dyn Fn() -> String) -> Option<String>>;
 
-/// Says which events are left out of the trace (they are still observed).
-pub type Quiet<E> = Rc<dyn Fn(&E) -> bool>;
+/// An event's trace line: `None` leaves it out of the trace (observers
+/// still see it). Without one, the event's `Display` text.
+pub type Describe<E> = Rc<dyn Fn(&E) -> Option<String>>;
 
 impl<N: Node> Driver<N> {
     /// Must be called inside a turmoil host or client.
@@ -228,7 +229,7 @@ impl<N: Node> Driver<N> {
             failed: None,
             rng,
             tap: None,
-            quiet: None,
+            describe: None,
         }
     }
 
@@ -241,10 +242,10 @@ impl<N: Node> Driver<N> {
         self
     }
 
-    /// Leaves the events `quiet` says yes to out of the trace (progress
-    /// reports, say); observers still see them.
-    pub fn with_quiet(mut self, quiet: Quiet<N::Event>) -> Self {
-        self.quiet = Some(quiet);
+    /// Traces events as `describe` says (shorter, or not at all: progress
+    /// reports, say); observers still see every event.
+    pub fn with_describe(mut self, describe: Describe<N::Event>) -> Self {
+        self.describe = Some(describe);
         self
     }
 
@@ -453,10 +454,12 @@ impl<N: Node> Driver<N> {
                 Output::Persist { token, batch } => self.persist(token, &batch).await,
                 Output::File(op) => self.file(op).await,
                 Output::Event(ev) => {
-                    if !self.quiet.as_ref().is_some_and(|q| q(&ev)) {
-                        self.trace
-                            .borrow_mut()
-                            .record_now(&self.host, ev.to_string());
+                    let line = match &self.describe {
+                        Some(d) => d(&ev),
+                        None => Some(ev.to_string()),
+                    };
+                    if let Some(line) = line {
+                        self.trace.borrow_mut().record_now(&self.host, line);
                     }
                     let ctx = Ctx {
                         host: &self.host,

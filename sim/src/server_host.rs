@@ -174,6 +174,7 @@ pub fn add_server(
             let mut driver = Driver::new(host, node, trace, driver)
                 .with_store(Box::new(store))
                 .with_files(SimFiles::Server(spec.disk.clone()));
+            driver = driver.with_describe(Rc::new(describe_server_event));
             let follower = spec.replica.master != id;
             driver = driver.with_tap(Rc::new(move |b, peer| describe_frame(follower, b, peer)));
             driver.listen(listener);
@@ -186,6 +187,46 @@ pub fn add_server(
             }
         }
     });
+}
+
+/// A server's trace line: its event's text, with the answers of file
+/// operations shortened (a digest by its first bytes in hex, a listing by
+/// its length). Other lines are the events' own text.
+pub fn describe_server_event(e: &ServerEvent) -> Option<String> {
+    let ServerEvent::Answered { conn, op, outcome } = e else {
+        return Some(e.to_string());
+    };
+    let outcome = if outcome.starts_with("Listing {") {
+        format!("listing of {} file(s)", outcome.matches("Listed {").count())
+    } else {
+        shorten_digests(outcome)
+    };
+    Some(format!("{op:?} on {conn}: {outcome}"))
+}
+
+/// `digest: [1, 2, ...]` (32 numbers) becomes `digest: 0102..` (hex of the
+/// first four).
+fn shorten_digests(s: &str) -> String {
+    const KEY: &str = "digest: [";
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find(KEY) {
+        // Up to "digest: ", then the numbers and the closing bracket.
+        out.push_str(&rest[..i + KEY.len() - 1]);
+        rest = &rest[i + KEY.len() - 1..];
+        let end = rest.find(']').map_or(rest.len(), |e| e + 1);
+        let bytes: Vec<u8> = rest[1..end.saturating_sub(1).max(1)]
+            .split(',')
+            .filter_map(|b| b.trim().parse().ok())
+            .collect();
+        match bytes.len() {
+            32 => out.push_str(&crate::disk::hex(&bytes[..4])),
+            _ => out.push_str(&rest[..end]),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A trace line for a frame a server sends that the core has no event for:
@@ -223,5 +264,28 @@ pub fn describe_forward(bytes: &[u8]) -> Option<String> {
             origin.request
         )),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shorten_digests;
+
+    #[test]
+    fn digests_are_shortened_and_nothing_else_changes() {
+        let d: Vec<String> = (1..=32).map(|b| b.to_string()).collect();
+        let s = format!("FileDone(Stored {{ size: 5, digest: [{}] }})", d.join(", "));
+        assert_eq!(
+            shorten_digests(&s),
+            "FileDone(Stored { size: 5, digest: 01020304 })"
+        );
+        for same in [
+            "Registered { user_id: 1 }",
+            "digest: [1, 2]",
+            "digest: [",
+            "",
+        ] {
+            assert_eq!(shorten_digests(same), same);
+        }
     }
 }

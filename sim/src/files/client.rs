@@ -21,6 +21,7 @@ use crate::scenario::{BALANCER, BALANCER_PORT};
 use crate::trace::SharedTrace;
 use ferry_core::accounts::token::SessionToken;
 use ferry_core::client::{Client, ClientConfig, ClientError, ClientEvent};
+use ferry_core::server::messages::FileOutcome;
 use ferry_core::server::{Request, Response};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -274,7 +275,7 @@ impl Session {
         let node = Rc::new(RefCell::new(Client::new(cfg)));
         let mut driver = Driver::new(name, node, trace.clone(), DriverConfig::default())
             .with_files(SimFiles::Client(local.clone()))
-            .with_quiet(Rc::new(|e| matches!(e, ClientEvent::Progress { .. })));
+            .with_describe(Rc::new(describe_client_event));
         driver.with_node(|n, now| n.start(now));
         let mut result = Err(ClientError::Timeout {
             peer: ferry_core::client::Peer::Balancer,
@@ -372,6 +373,28 @@ impl Session {
         self.driver.with_node(|n, _| n.close());
         self.driver.shutdown().await;
     }
+}
+
+/// A file client's trace line: no progress reports, and contents named by
+/// their digest.
+fn describe_client_event(e: &ClientEvent) -> Option<String> {
+    Some(match e {
+        ClientEvent::Progress { .. } => return None,
+        ClientEvent::Response(Response::Downloaded { size, digest }) => {
+            format!("downloaded {size} bytes, {}", short(digest))
+        }
+        ClientEvent::Response(Response::File(FileOutcome::Stored { size, digest })) => {
+            format!("stored {size} bytes as {}", short(digest))
+        }
+        ClientEvent::Response(Response::Listing(files)) => {
+            let names: Vec<String> = files
+                .iter()
+                .map(|f| format!("{}/{}", f.owner, f.name))
+                .collect();
+            format!("{} file(s): {}", files.len(), names.join(", "))
+        }
+        other => other.to_string(),
+    })
 }
 
 fn elapsed() -> Duration {

@@ -22,7 +22,8 @@
 //!   content some client of its owner uploaded under that name;
 //! - **uploads**: `Stored` carries the digest and size of what the client
 //!   sent, and a `PutFile` of it from that server was committed before the
-//!   answer; a bad name is always refused, and only a bad name is;
+//!   answer; a bad name is never stored (refused, or the client's own
+//!   transfer gave up), and a good name is never refused as bad;
 //!   "exists" only when the name existed at a point in `lo..=hi`;
 //! - **downloads**: the local file is there only after `Downloaded`, holds
 //!   exactly the bytes of an upload, and the downloader **may read** that
@@ -266,10 +267,10 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
                     },
                     answer,
                 ) if check_name(name).is_err() => {
-                    if !matches!(
-                        answer,
-                        Response::Failed(OpError::Transfer(TransferError::BadName { .. }))
-                    ) {
+                    // Refused by the server, or the client's own transfer
+                    // gave up (the refusal lost with the session): never
+                    // anything else.
+                    if !matches!(answer, Response::Failed(OpError::Transfer(_))) {
                         v.push(format!(
                             "{what}: a bad name must be refused ({} bytes, {}, replace {replace})",
                             content.len(),
@@ -332,6 +333,12 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
                         ));
                     }
                 }
+                (
+                    OpPlan::Upload { name, .. },
+                    Response::Failed(OpError::Transfer(TransferError::BadName { reason })),
+                ) => v.push(format!(
+                    "{what}: {name:?} is a good name, refused as bad: {reason}"
+                )),
                 (OpPlan::Upload { .. }, Response::Failed(OpError::Transfer(_))) => {}
                 (OpPlan::Download { owner, name }, Response::Downloaded { size, digest }) => {
                     let Some(o) = owner.map_or(Some(me), |u| f.ids[u]) else {

@@ -199,13 +199,33 @@ impl FilesPlan {
                     }
                 };
                 let n = rng.range(u64::from(cfg.steps.0), u64::from(cfg.steps.1));
-                let steps = (0..n)
-                    .map(|_| Step {
-                        think: rng.duration(cfg.think.0, cfg.think.1),
-                        new_session: rng.chance(cfg.new_session_pct),
-                        op: draw_op(&mut rng, cfg, user, users.len(), &mut uploaded),
-                    })
-                    .collect();
+                let mut steps: Vec<Step> = Vec::new();
+                for _ in 0..n {
+                    let think = rng.duration(cfg.think.0, cfg.think.1);
+                    let new_session = rng.chance(cfg.new_session_pct);
+                    let mut op = draw_op(&mut rng, cfg, user, users.len(), &mut uploaded);
+                    // Mostly, an unshare takes back a share this client made.
+                    if let OpPlan::Unshare { .. } = op {
+                        let shares: Vec<&OpPlan> = steps
+                            .iter()
+                            .map(|s| &s.op)
+                            .filter(|o| matches!(o, OpPlan::Share { .. }))
+                            .collect();
+                        if !shares.is_empty() && rng.chance(75) {
+                            if let OpPlan::Share { name, user } = rng.pick(&shares) {
+                                op = OpPlan::Unshare {
+                                    name: name.clone(),
+                                    user: *user,
+                                };
+                            }
+                        }
+                    }
+                    steps.push(Step {
+                        think,
+                        new_session,
+                        op,
+                    });
+                }
                 FilesClientPlan {
                     name: format!("client{i}"),
                     user,
