@@ -243,7 +243,7 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
             if let Response::Failed(
                 e @ (OpError::NotAuthenticated
                 | OpError::InvalidSession { .. }
-                | OpError::OverQuota { .. }
+                | OpError::Transfer(TransferError::OverQuota { .. })
                 | OpError::Transfer(TransferError::NoSpace { .. })
                 | OpError::Transfer(TransferError::DigestMismatch)),
             ) = answer
