@@ -823,15 +823,7 @@ impl Replica {
                 f.master_commit = commit;
                 out.event(ReplicaEvent::JoinedMaster { last, commit }.into());
                 // Questions lost with the old link are asked again.
-                for (id, _) in f.read_indexes.iter().filter(|(_, a)| a.is_none()) {
-                    out.send(
-                        conn,
-                        &ReplicaMsg::ReadIndex {
-                            view: self.view,
-                            id: *id,
-                        },
-                    );
-                }
+                f.ask_again(conn, self.view, out);
                 for (origin, txn) in &f.pending {
                     let msg = ReplicaMsg::Forward {
                         view: self.view,
@@ -878,15 +870,7 @@ impl Replica {
                 out.send(conn, &ok);
                 // A question still unanswered after a heartbeat was lost (a
                 // partition can drop messages of a link that survives it).
-                for (id, _) in f.read_indexes.iter().filter(|(_, a)| a.is_none()) {
-                    out.send(
-                        conn,
-                        &ReplicaMsg::ReadIndex {
-                            view: self.view,
-                            id: *id,
-                        },
-                    );
-                }
+                f.ask_again(conn, self.view, out);
                 self.learn_commit(commit, out);
             }
             (Link::Live { .. }, ReplicaMsg::ReadIndexReply { view, id, commit })
@@ -1034,6 +1018,13 @@ impl Replica {
 pub const REPLICA_DIALS: u64 = 1 << 62;
 
 impl Follower {
+    /// Asks again every read-index question not answered yet.
+    fn ask_again<E>(&self, conn: ConnId, view: u64, out: &mut Outbox<E>) {
+        for (id, _) in self.read_indexes.iter().filter(|(_, a)| a.is_none()) {
+            out.send(conn, &ReplicaMsg::ReadIndex { view, id: *id });
+        }
+    }
+
     fn conn(&self) -> Option<ConnId> {
         match self.link {
             Link::Down { .. } => None,
