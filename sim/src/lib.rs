@@ -25,9 +25,11 @@
 //! `select!` is `biased`, nothing reads the real clock or spawns threads.
 
 pub mod attacker;
+mod client_session;
 pub mod disk;
 pub mod driver;
 pub mod files;
+mod harness;
 pub mod invariants;
 pub mod replication;
 pub mod scenario;

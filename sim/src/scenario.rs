@@ -11,12 +11,14 @@
 
 use crate::attacker::{AttackEvent, ReplayAttacker};
 use crate::driver::{serve, Ctx, Driver, DriverConfig, Flow};
+use crate::harness::{
+    apply_fault, build_sim, cut_off_newcomer, failure_report, guarded_step, FaultState, SimParams,
+};
 use crate::invariants::{
     self, AttackRecord, ClientRecord, ClientResult, Established, Observations,
 };
 use crate::seeds::{replay_command, SimRng};
 use crate::server_host::{add_server, run_dir, store_dir, ServerSlot, ServerSpec};
-use crate::sweep::panic_message;
 use crate::trace::{SharedTrace, Trace, HARNESS};
 use ferry_core::accounts::password::PasswordParams;
 use ferry_core::auth::ClusterSecret;
@@ -26,10 +28,8 @@ use ferry_core::replication::ReplicaConfig;
 use ferry_core::server::{ServerConfig, ServerEvent};
 use ferry_core::Entropy;
 use std::cell::RefCell;
-use std::fmt::Write as _;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 pub const BALANCER: &str = "balancer";
 pub const BALANCER_PORT: u16 = 7000;
@@ -364,18 +364,12 @@ impl Outcome {
 
     /// Violations, the end of the trace, and the command that replays it.
     pub fn failure_report(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(s, "seed {} violated invariants:", self.seed);
-        for v in &self.violations {
-            let _ = writeln!(s, "  - {v}");
-        }
-        let _ = writeln!(s, "trace (end):\n{}", self.trace.render_tail(40));
-        let _ = writeln!(
-            s,
-            "replay: {}",
-            replay_command(self.seed, self.config.preset)
-        );
-        s
+        failure_report(
+            self.seed,
+            &self.violations,
+            &self.trace.render_tail(40),
+            &replay_command(self.seed, self.config.preset),
+        )
     }
 
     /// Panics with [`Outcome::failure_report`] if an invariant was violated.
@@ -470,14 +464,13 @@ struct Harness<'c> {
 
 impl<'c> Harness<'c> {
     fn new(seed: u64, cfg: &'c ScenarioConfig, plan: &Plan) -> Self {
-        let sim = turmoil::Builder::new()
-            .rng_seed(seed)
-            .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
-            .simulation_duration(cfg.duration)
-            .tick_duration(cfg.tick)
-            .min_message_latency(cfg.latency.0)
-            .max_message_latency(cfg.latency.1)
-            .build();
+        let sim = build_sim(SimParams {
+            seed,
+            epoch_secs: EPOCH_SECS,
+            duration: cfg.duration,
+            tick: cfg.tick,
+            latency: cfg.latency,
+        });
         let trace = Trace::shared();
         for line in plan.describe(cfg) {
             trace.borrow_mut().record(Duration::ZERO, HARNESS, line);
@@ -654,11 +647,7 @@ impl<'c> Harness<'c> {
                 ),
             }
             // A server cut off now is cut off from the newcomer too.
-            for s in 1..=self.cfg.servers {
-                if self.cut[s as usize] {
-                    self.sim.partition(server_host(s), c.name.as_str());
-                }
-            }
+            cut_off_newcomer(&mut self.sim, &self.cut, self.cfg.servers, &c.name);
             self.hosts.push(c.name);
         }
     }
@@ -669,65 +658,41 @@ impl<'c> Harness<'c> {
             HARNESS,
             format!("!! {}", fault_text(fault)),
         );
-        match fault {
-            Fault::Crash(s) => {
-                self.sim.crash(server_host(s));
-                self.servers[s as usize - 1].borrow_mut().node = None;
-                self.crashed[s as usize] = true;
-            }
-            Fault::Restart(s) => {
-                self.sim.bounce(server_host(s));
-                self.crashed[s as usize] = false;
-            }
-            Fault::Partition(s) => {
-                self.for_links(s, |sim, a, b| sim.partition(a, b));
-                self.cut[s as usize] = true;
-            }
-            Fault::Repair(s) => {
-                self.for_links(s, |sim, a, b| sim.repair(a, b));
-                self.cut[s as usize] = false;
-            }
-        }
-    }
-
-    /// Calls `f` for each link between server `s` and every other host.
-    fn for_links(&mut self, s: u32, mut f: impl FnMut(&mut turmoil::Sim<'static>, &str, &str)) {
-        let me = server_host(s);
-        for h in self.hosts.iter().filter(|h| **h != me) {
-            f(&mut self.sim, &me, h);
-        }
+        apply_fault(
+            FaultState {
+                sim: &mut self.sim,
+                hosts: &self.hosts,
+                servers: &self.servers,
+                crashed: &mut self.crashed,
+                cut: &mut self.cut,
+            },
+            fault,
+            // As before: a restart here leaves the slot to the new incarnation.
+            false,
+        );
     }
 
     /// One turmoil step. `Some(true)` once every client program is done;
     /// `None` if the run must stop (a violation was recorded).
     fn step(&mut self) -> Option<bool> {
         let at = secs(self.sim.elapsed());
-        let result = catch_unwind(AssertUnwindSafe(|| self.sim.step()));
-        self.steps += 1;
-        match result {
-            Ok(Ok(all_done)) => return Some(all_done),
-            Err(panic) => self.violations.push(format!(
-                "a node or the driver panicked at {at}: {}",
-                panic_message(&*panic)
-            )),
-            Ok(Err(e)) if !e.to_string().starts_with("Ran for duration") => {
-                self.violations.push(format!("a host failed at {at}: {e}"))
-            }
-            Ok(Err(e)) => {
-                let o = self.obs.borrow();
+        let obs = &self.obs;
+        guarded_step(
+            &mut self.sim,
+            &mut self.steps,
+            &mut self.violations,
+            &at,
+            |e| {
+                let o = obs.borrow();
                 let clients = o.clients.iter().filter(|c| !c.finished);
                 let attackers = o.attacks.iter().filter(|a| !a.finished);
                 let stuck: Vec<&str> = clients
                     .map(|c| c.name.as_str())
                     .chain(attackers.map(|a| a.name.as_str()))
                     .collect();
-                let stuck = stuck.join(", ");
-                drop(o);
-                self.violations
-                    .push(format!("clients hang: {e} (unfinished: {stuck})"));
-            }
-        }
-        None
+                format!("clients hang: {e} (unfinished: {})", stuck.join(", "))
+            },
+        )
     }
 
     /// No running server holds more than its slots. False on a violation.

@@ -9,6 +9,8 @@
 //! - `INSTA_UPDATE=always cargo test -p ferry-sim --test connect -- trace_snapshot`
 //!   rewrites the pinned trace in `snapshots/`; read the diff before keeping it.
 
+mod common;
+
 use ferry_core::client::ClientError;
 use ferry_sim::invariants::ClientResult;
 use ferry_sim::{
@@ -74,15 +76,7 @@ fn sweep_200_seeds() {
     let threads = sweep_threads();
     let wall = Instant::now();
     let report = sweep(&seeds, threads, Preset::Swarm);
-    eprintln!(
-        "swept {} seeds on {threads} thread(s): {:.1?} simulated, {} steps, {:.1?} wall",
-        report.runs,
-        report.sim_time,
-        report.steps,
-        wall.elapsed()
-    );
-    assert_eq!(report.runs, seeds.len());
-    assert!(report.is_ok(), "{}", report.failure_report());
+    common::check_sweep(&report, seeds.len(), threads, wall, false);
 }
 
 /// Re-runs `SIM_SEED` (default: the snapshot's seed) of the scenario

@@ -15,6 +15,8 @@
 //! - `INSTA_UPDATE=always cargo test -p ferry-sim --test files -- trace_snapshot`
 //!   rewrites the pinned trace in `snapshots/`; read the diff before keeping it.
 
+mod common;
+
 use ferry_sim::{
     files_replay_command, replay_seed, run_files_scenario, sweep_count_or, sweep_seeds,
     sweep_threads, sweep_with, FilesConfig, FilesOutcome, Preset,
@@ -99,18 +101,7 @@ fn sweep_300_seeds() {
             false => cmd,
         }
     });
-    eprintln!(
-        "swept {} seeds on {threads} thread(s): {:.1?} simulated, {} steps, {:.1?} wall",
-        report.runs,
-        report.sim_time,
-        report.steps,
-        wall.elapsed()
-    );
-    for (what, n) in &report.counts {
-        eprintln!("  {n:>6} {what}");
-    }
-    assert_eq!(report.runs, seeds.len());
-    assert!(report.is_ok(), "{}", report.failure_report());
+    common::check_sweep(&report, seeds.len(), threads, wall, true);
 }
 
 /// Re-runs `SIM_SEED` (default: the snapshot's seed), prints its trace and

@@ -10,6 +10,8 @@
 //! - `INSTA_UPDATE=always cargo test -p ferry-sim --test replication -- trace_snapshot`
 //!   rewrites the pinned trace in `snapshots/`; read the diff before keeping it.
 
+mod common;
+
 use ferry_sim::{
     replay_seed, replication_replay_command, run_replication_scenario, sweep_count_or, sweep_seeds,
     sweep_threads, sweep_with, Preset, ReplicationConfig, ReplicationOutcome,
@@ -82,18 +84,7 @@ fn sweep_300_seeds() {
     let report = sweep_with(&seeds, threads, swarm, |seed| {
         replication_replay_command(seed, Preset::Swarm)
     });
-    eprintln!(
-        "swept {} seeds on {threads} thread(s): {:.1?} simulated, {} steps, {:.1?} wall",
-        report.runs,
-        report.sim_time,
-        report.steps,
-        wall.elapsed()
-    );
-    for (what, n) in &report.counts {
-        eprintln!("  {n:>6} {what}");
-    }
-    assert_eq!(report.runs, seeds.len());
-    assert!(report.is_ok(), "{}", report.failure_report());
+    common::check_sweep(&report, seeds.len(), threads, wall, true);
 }
 
 /// Re-runs `SIM_SEED` (default: the snapshot's seed), prints its trace and

@@ -15,8 +15,9 @@
 //! pins down which points of the log the answer may reflect (see
 //! [`super::invariants`]).
 
+use crate::client_session::{self, OpEnd};
 use crate::disk::{short, LocalFile, SharedLocal, SimFiles};
-use crate::driver::{Driver, DriverConfig, Flow};
+use crate::driver::{Driver, DriverConfig};
 use crate::scenario::{BALANCER, BALANCER_PORT};
 use crate::trace::SharedTrace;
 use ferry_core::accounts::token::SessionToken;
@@ -273,27 +274,10 @@ impl Session {
     ) -> (Session, Result<u32, ClientError>) {
         let cfg = ClientConfig::new(format!("{BALANCER}:{BALANCER_PORT}"));
         let node = Rc::new(RefCell::new(Client::new(cfg)));
-        let mut driver = Driver::new(name, node, trace.clone(), DriverConfig::default())
+        let driver = Driver::new(name, node, trace.clone(), DriverConfig::default())
             .with_files(SimFiles::Client(local.clone()))
             .with_describe(Rc::new(describe_client_event));
-        driver.with_node(|n, now| n.start(now));
-        let mut result = Err(ClientError::Timeout {
-            peer: ferry_core::client::Peer::Balancer,
-            step: "the simulation",
-        });
-        driver
-            .run(None, |_, ev| match ev {
-                ClientEvent::Connected { server_id, .. } => {
-                    result = Ok(*server_id);
-                    Flow::Stop
-                }
-                ClientEvent::Failed(e) => {
-                    result = Err(e.clone());
-                    Flow::Stop
-                }
-                _ => Flow::Continue,
-            })
-            .await;
+        let (driver, result) = client_session::connect(driver).await;
         let server = result.as_ref().ok().copied();
         (Session { driver, server }, result)
     }
@@ -341,37 +325,15 @@ impl Session {
 
     /// Runs one operation and waits for its end.
     async fn op(&mut self, request: Request) -> OpResult {
-        if self
-            .driver
-            .with_node(|n, now| n.request(now, request))
-            .is_err()
-        {
-            return OpResult::Lost;
+        match client_session::request(&mut self.driver, request).await {
+            OpEnd::Answer(r) => OpResult::Answer(r),
+            OpEnd::Failed(e) => OpResult::Failed(e),
+            OpEnd::Lost => OpResult::Lost,
         }
-        let mut result = OpResult::Lost;
-        self.driver
-            .run(None, |_, ev| match ev {
-                ClientEvent::Response(r) => {
-                    result = OpResult::Answer(r.clone());
-                    Flow::Stop
-                }
-                ClientEvent::Failed(e) => {
-                    result = OpResult::Failed(e.clone());
-                    Flow::Stop
-                }
-                ClientEvent::Disconnected => {
-                    result = OpResult::Lost;
-                    Flow::Stop
-                }
-                _ => Flow::Continue,
-            })
-            .await;
-        result
     }
 
-    async fn close(mut self) {
-        self.driver.with_node(|n, _| n.close());
-        self.driver.shutdown().await;
+    async fn close(self) {
+        client_session::close(self.driver).await;
     }
 }
 

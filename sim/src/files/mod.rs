@@ -27,16 +27,20 @@ pub mod invariants;
 pub mod model;
 
 use crate::disk::{Disk, SharedDisk};
-use crate::driver::{serve, DriverConfig};
+use crate::driver::DriverConfig;
+use crate::harness::{
+    add_plain_balancer, apply_fault, build_sim, cut_off_newcomer, failure_report, guarded_step,
+    replicated_faults, server_addrs, FaultParams, FaultState, SimParams,
+};
 use crate::replication::client::{
     add_account_client, AccountPlan, AccountRecord, Login, TryResult,
 };
 use crate::replication::invariants::{converged, Watch};
 use crate::replication::{fault_text, secs, with_views, EPOCH_SECS, MASTER};
-use crate::scenario::{server_host, server_port, Fault, Preset, BALANCER, BALANCER_PORT};
+use crate::scenario::{server_host, server_port, Fault, Preset, BALANCER};
 use crate::seeds::{files_replay_command, SimRng};
 use crate::server_host::{add_server, run_dir, store_dir, ServerSlot, ServerSpec};
-use crate::sweep::{panic_message, RunOutcome};
+use crate::sweep::RunOutcome;
 use crate::trace::{SharedTrace, Trace, HARNESS};
 use client::{
     add_files_client, add_verifiers, FilesClientPlan, FilesRecord, OpPlan, OpResult, Shared, Step,
@@ -44,19 +48,16 @@ use client::{
 };
 use ferry_core::accounts::password::PasswordParams;
 use ferry_core::auth::ClusterSecret;
-use ferry_core::balancer::{Balancer, BalancerConfig, ServerAddr};
+use ferry_core::balancer::ServerAddr;
 use ferry_core::replication::ReplicaConfig;
 use ferry_core::server::messages::FileOutcome;
 use ferry_core::server::{OpError, Response, ServerConfig};
-use ferry_core::Entropy;
 use model::History;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 const SECRET: &[u8] = b"ferry-sim-cluster-secret";
 const USERNAMES: [&str; 4] = ["alice", "bob", "carol", "dave"];
@@ -345,46 +346,17 @@ fn random_bytes(rng: &mut SimRng, n: usize) -> Vec<u8> {
     v
 }
 
-/// A follower restarted (at once or after a while), a follower cut off
-/// (usually the other one) and later reconnected, and maybe the master
-/// crashed and restarted; sorted by time.
 fn faults(rng: &mut SimRng, cfg: &FilesConfig) -> Vec<(Duration, Fault)> {
-    let mut faults = Vec::new();
-    if cfg.servers < 3 {
-        return faults;
-    }
-    let followers: Vec<u32> = (1..=cfg.servers).filter(|s| *s != MASTER).collect();
-    let bounced = *rng.pick(&followers);
-    let at = rng.duration(cfg.fault_window.0, cfg.fault_window.1);
-    let down = if rng.chance(30) {
-        Duration::ZERO
-    } else {
-        rng.duration(Duration::from_millis(100), Duration::from_secs(3))
-    };
-    faults.push((at, Fault::Crash(bounced)));
-    faults.push((at + down, Fault::Restart(bounced)));
-    let others: Vec<u32> = followers
-        .iter()
-        .copied()
-        .filter(|s| *s != bounced)
-        .collect();
-    let cut = if rng.chance(cfg.other_follower_cut_pct) {
-        *rng.pick(&others)
-    } else {
-        bounced
-    };
-    let at = rng.duration(cfg.fault_window.0, cfg.fault_window.1);
-    let len = rng.duration(Duration::from_millis(500), Duration::from_secs(6));
-    faults.push((at, Fault::Partition(cut)));
-    faults.push((at + len, Fault::Repair(cut)));
-    if rng.chance(cfg.master_crash_pct) {
-        let at = rng.duration(cfg.fault_window.0, cfg.fault_window.1);
-        let down = rng.duration(Duration::from_millis(200), Duration::from_secs(4));
-        faults.push((at, Fault::Crash(MASTER)));
-        faults.push((at + down, Fault::Restart(MASTER)));
-    }
-    faults.sort_by_key(|(at, _)| *at);
-    faults
+    replicated_faults(
+        rng,
+        &FaultParams {
+            servers: cfg.servers,
+            master: MASTER,
+            fault_window: cfg.fault_window,
+            other_follower_cut_pct: cfg.other_follower_cut_pct,
+            master_crash_pct: cfg.master_crash_pct,
+        },
+    )
 }
 
 /// The result of one run.
@@ -429,14 +401,12 @@ impl FilesOutcome {
     }
 
     pub fn failure_report(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(s, "seed {} violated invariants:", self.seed);
-        for v in &self.violations {
-            let _ = writeln!(s, "  - {v}");
-        }
-        let _ = writeln!(s, "trace (end):\n{}", self.trace.render_tail(60));
-        let _ = writeln!(s, "replay: {}", self.replay());
-        s
+        failure_report(
+            self.seed,
+            &self.violations,
+            &self.trace.render_tail(60),
+            &self.replay(),
+        )
     }
 
     pub fn assert_ok(&self) {
@@ -712,14 +682,13 @@ struct Harness<'c> {
 
 impl<'c> Harness<'c> {
     fn new(seed: u64, cfg: &'c FilesConfig, plan: &FilesPlan) -> Self {
-        let sim = turmoil::Builder::new()
-            .rng_seed(seed)
-            .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
-            .simulation_duration(cfg.duration)
-            .tick_duration(cfg.tick)
-            .min_message_latency(cfg.latency.0)
-            .max_message_latency(cfg.latency.1)
-            .build();
+        let sim = build_sim(SimParams {
+            seed,
+            epoch_secs: EPOCH_SECS,
+            duration: cfg.duration,
+            tick: cfg.tick,
+            latency: cfg.latency,
+        });
         let trace = Trace::shared();
         for line in plan.describe(cfg) {
             trace.borrow_mut().record(Duration::ZERO, HARNESS, line);
@@ -801,30 +770,12 @@ impl<'c> Harness<'c> {
     }
 
     fn server_addrs(&self) -> Vec<ServerAddr> {
-        (1..=self.cfg.servers)
-            .map(|id| ServerAddr {
-                id,
-                addr: format!("{}:{}", server_host(id), server_port(id)),
-            })
-            .collect()
+        server_addrs(self.cfg.servers)
     }
 
     fn add_balancer(&mut self, secret: &ClusterSecret) {
-        let bcfg = BalancerConfig::new(self.server_addrs());
-        let (trace, secret, seed) = (self.trace.clone(), secret.clone(), self.seed);
-        self.sim.host(BALANCER, move || {
-            let (bcfg, trace, secret) = (bcfg.clone(), trace.clone(), secret.clone());
-            async move {
-                let node = Balancer::new(bcfg, secret, Entropy::from_u64(seed));
-                let node = Rc::new(RefCell::new(node));
-                trace.borrow_mut().record_now(BALANCER, "up");
-                let dcfg = DriverConfig {
-                    trace_accepts: true,
-                    ..DriverConfig::default()
-                };
-                serve(BALANCER, BALANCER_PORT, node, None, trace, dcfg, |_, _| {}).await
-            }
-        });
+        let servers = self.server_addrs();
+        add_plain_balancer(&mut self.sim, servers, secret, &self.trace, self.seed);
         self.hosts.push(BALANCER.to_string());
     }
 
@@ -912,89 +863,60 @@ impl<'c> Harness<'c> {
             }
             self.waiting.pop();
             add_files_client(&mut self.sim, i, &self.shared);
-            for s in 1..=self.cfg.servers {
-                if self.cut[s as usize] {
-                    self.sim.partition(server_host(s), name.as_str());
-                }
-            }
+            cut_off_newcomer(&mut self.sim, &self.cut, self.cfg.servers, &name);
             self.hosts.push(name);
         }
     }
 
     fn inject(&mut self, fault: Fault) {
         self.record(format!("!! {}", fault_text(fault)));
-        match fault {
-            Fault::Crash(s) => {
-                self.sim.crash(server_host(s));
-                self.servers[s as usize - 1].borrow_mut().node = None;
-                self.crashed[s as usize] = true;
-            }
-            Fault::Restart(s) => {
-                self.servers[s as usize - 1].borrow_mut().node = None;
-                self.sim.bounce(server_host(s));
-                self.crashed[s as usize] = false;
-            }
-            Fault::Partition(s) => {
-                self.for_links(s, |sim, a, b| sim.partition(a, b));
-                self.cut[s as usize] = true;
-            }
-            Fault::Repair(s) => {
-                self.for_links(s, |sim, a, b| sim.repair(a, b));
-                self.cut[s as usize] = false;
-            }
-        }
-    }
-
-    fn for_links(&mut self, s: u32, mut f: impl FnMut(&mut turmoil::Sim<'static>, &str, &str)) {
-        let me = server_host(s);
-        for h in self.hosts.iter().filter(|h| **h != me) {
-            f(&mut self.sim, &me, h);
-        }
+        apply_fault(
+            FaultState {
+                sim: &mut self.sim,
+                hosts: &self.hosts,
+                servers: &self.servers,
+                crashed: &mut self.crashed,
+                cut: &mut self.cut,
+            },
+            fault,
+            true,
+        );
     }
 
     /// One turmoil step; false if the run must stop (a violation was
     /// recorded).
     fn step(&mut self) -> bool {
         let at = secs(self.sim.elapsed());
-        let result = catch_unwind(AssertUnwindSafe(|| self.sim.step()));
-        self.steps += 1;
-        match result {
-            Ok(Ok(_)) => return true,
-            Err(panic) => self.violations.push(format!(
-                "a node or the driver panicked at {at}: {}",
-                panic_message(&*panic)
-            )),
-            Ok(Err(e)) if !e.to_string().starts_with("Ran for duration") => {
-                self.violations.push(format!("a host failed at {at}: {e}"))
-            }
-            Ok(Err(e)) => {
-                let mut stuck: Vec<String> = self
-                    .accounts
+        let (accounts, shared) = (&self.accounts, &self.shared);
+        guarded_step(
+            &mut self.sim,
+            &mut self.steps,
+            &mut self.violations,
+            &at,
+            |e| {
+                let mut stuck: Vec<String> = accounts
                     .borrow()
                     .iter()
                     .filter(|c| !c.finished)
                     .map(|c| c.plan.name.clone())
                     .collect();
                 stuck.extend(
-                    self.shared
+                    shared
                         .records
                         .borrow()
                         .iter()
                         .filter(|c| !c.finished)
                         .map(|c| c.plan.name.clone()),
                 );
-                let v = self.shared.verify.borrow();
+                let v = shared.verify.borrow();
                 if v.finished < v.started {
                     stuck.push(format!("{} verifier(s)", v.started - v.finished));
                 }
                 drop(v);
-                self.violations.push(format!(
-                    "clients hang: {e} (unfinished: {})",
-                    stuck.join(", ")
-                ));
-            }
-        }
-        false
+                format!("clients hang: {e} (unfinished: {})", stuck.join(", "))
+            },
+        )
+        .is_some()
     }
 
     /// Checks the between-steps invariants and notes the applied indexes.

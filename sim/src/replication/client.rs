@@ -10,10 +10,11 @@
 //! answers. A client that planned to log in does so once it has a definite
 //! answer, on the same session or on a new one (another server, perhaps).
 
-use crate::driver::{Driver, DriverConfig, Flow};
+use crate::client_session::{self, OpEnd};
+use crate::driver::{Driver, DriverConfig};
 use crate::scenario::{BALANCER, BALANCER_PORT};
 use crate::trace::SharedTrace;
-use ferry_core::client::{Client, ClientConfig, ClientError, ClientEvent};
+use ferry_core::client::{Client, ClientConfig, ClientError};
 use ferry_core::server::{OpError, Request, Response};
 use std::cell::RefCell;
 use std::fmt;
@@ -145,62 +146,23 @@ impl Session {
     async fn open(name: &str, trace: &SharedTrace) -> (Session, Result<u32, ClientError>) {
         let cfg = ClientConfig::new(format!("{BALANCER}:{BALANCER_PORT}"));
         let node = Rc::new(RefCell::new(Client::new(cfg)));
-        let mut driver = Driver::new(name, node, trace.clone(), DriverConfig::default());
-        driver.with_node(|n, now| n.start(now));
-        let mut result = Err(ClientError::Timeout {
-            peer: ferry_core::client::Peer::Balancer,
-            step: "the simulation",
-        });
-        driver
-            .run(None, |_, ev| match ev {
-                ClientEvent::Connected { server_id, .. } => {
-                    result = Ok(*server_id);
-                    Flow::Stop
-                }
-                ClientEvent::Failed(e) => {
-                    result = Err(e.clone());
-                    Flow::Stop
-                }
-                _ => Flow::Continue,
-            })
-            .await;
+        let driver = Driver::new(name, node, trace.clone(), DriverConfig::default());
+        let (driver, result) = client_session::connect(driver).await;
         let server = result.as_ref().ok().copied();
         (Session { driver, server }, result)
     }
 
     /// Runs one operation and waits for its end.
     async fn op(&mut self, request: Request) -> TryResult {
-        if self
-            .driver
-            .with_node(|n, now| n.request(now, request))
-            .is_err()
-        {
-            return TryResult::Lost;
+        match client_session::request(&mut self.driver, request).await {
+            OpEnd::Answer(r) => TryResult::Answer(r),
+            OpEnd::Failed(e) => TryResult::Failed(e),
+            OpEnd::Lost => TryResult::Lost,
         }
-        let mut result = TryResult::Lost;
-        self.driver
-            .run(None, |_, ev| match ev {
-                ClientEvent::Response(r) => {
-                    result = TryResult::Answer(r.clone());
-                    Flow::Stop
-                }
-                ClientEvent::Failed(e) => {
-                    result = TryResult::Failed(e.clone());
-                    Flow::Stop
-                }
-                ClientEvent::Disconnected => {
-                    result = TryResult::Lost;
-                    Flow::Stop
-                }
-                _ => Flow::Continue,
-            })
-            .await;
-        result
     }
 
-    async fn close(mut self) {
-        self.driver.with_node(|n, _| n.close());
-        self.driver.shutdown().await;
+    async fn close(self) {
+        client_session::close(self.driver).await;
     }
 }
 

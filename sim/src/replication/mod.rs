@@ -18,25 +18,26 @@
 pub mod client;
 pub mod invariants;
 
-use crate::driver::{serve, DriverConfig};
-use crate::scenario::{server_host, server_port, Fault, Preset, BALANCER, BALANCER_PORT};
+use crate::driver::DriverConfig;
+use crate::harness::{
+    add_plain_balancer, apply_fault, build_sim, cut_off_newcomer, failure_report, guarded_step,
+    replicated_faults, server_addrs, FaultParams, FaultState, SimParams,
+};
+use crate::scenario::{server_host, server_port, Fault, Preset, BALANCER};
 use crate::seeds::{replication_replay_command, SimRng};
 use crate::server_host::{add_server, run_dir, store_dir, ServerSlot, ServerSpec};
-use crate::sweep::{panic_message, RunOutcome};
+use crate::sweep::RunOutcome;
 use crate::trace::{SharedTrace, Trace, HARNESS};
 use client::{add_account_client, AccountPlan, AccountRecord, Login, SharedRecords, TryResult};
 use ferry_core::accounts::password::PasswordParams;
 use ferry_core::auth::ClusterSecret;
-use ferry_core::balancer::{Balancer, BalancerConfig, ServerAddr};
+use ferry_core::balancer::ServerAddr;
 use ferry_core::replication::ReplicaConfig;
 use ferry_core::server::{OpError, Response, ServerConfig};
-use ferry_core::Entropy;
 use invariants::{check_accounts, converged, View, Watch};
 use std::cell::RefCell;
-use std::fmt::Write as _;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The master, by configuration.
 pub const MASTER: u32 = 1;
@@ -197,46 +198,17 @@ impl ReplicationPlan {
         ReplicationPlan { clients, faults }
     }
 
-    /// A follower restarted (at once or after a while), a follower cut off
-    /// (usually the other one) and later reconnected, and maybe the master
-    /// crashed and restarted; sorted by time.
     fn faults(rng: &mut SimRng, cfg: &ReplicationConfig) -> Vec<(Duration, Fault)> {
-        let mut faults = Vec::new();
-        if cfg.servers < 3 {
-            return faults;
-        }
-        let followers: Vec<u32> = (1..=cfg.servers).filter(|s| *s != MASTER).collect();
-        let bounced = *rng.pick(&followers);
-        let at = rng.duration(cfg.fault_window.0, cfg.fault_window.1);
-        let down = if rng.chance(30) {
-            Duration::ZERO
-        } else {
-            rng.duration(Duration::from_millis(100), Duration::from_secs(3))
-        };
-        faults.push((at, Fault::Crash(bounced)));
-        faults.push((at + down, Fault::Restart(bounced)));
-        let others: Vec<u32> = followers
-            .iter()
-            .copied()
-            .filter(|s| *s != bounced)
-            .collect();
-        let cut = if rng.chance(cfg.other_follower_cut_pct) {
-            *rng.pick(&others)
-        } else {
-            bounced
-        };
-        let at = rng.duration(cfg.fault_window.0, cfg.fault_window.1);
-        let len = rng.duration(Duration::from_millis(500), Duration::from_secs(6));
-        faults.push((at, Fault::Partition(cut)));
-        faults.push((at + len, Fault::Repair(cut)));
-        if rng.chance(cfg.master_crash_pct) {
-            let at = rng.duration(cfg.fault_window.0, cfg.fault_window.1);
-            let down = rng.duration(Duration::from_millis(200), Duration::from_secs(4));
-            faults.push((at, Fault::Crash(MASTER)));
-            faults.push((at + down, Fault::Restart(MASTER)));
-        }
-        faults.sort_by_key(|(at, _)| *at);
-        faults
+        replicated_faults(
+            rng,
+            &FaultParams {
+                servers: cfg.servers,
+                master: MASTER,
+                fault_window: cfg.fault_window,
+                other_follower_cut_pct: cfg.other_follower_cut_pct,
+                master_crash_pct: cfg.master_crash_pct,
+            },
+        )
     }
 
     fn describe(&self, cfg: &ReplicationConfig) -> Vec<String> {
@@ -318,14 +290,12 @@ impl ReplicationOutcome {
     }
 
     pub fn failure_report(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(s, "seed {} violated invariants:", self.seed);
-        for v in &self.violations {
-            let _ = writeln!(s, "  - {v}");
-        }
-        let _ = writeln!(s, "trace (end):\n{}", self.trace.render_tail(60));
-        let _ = writeln!(s, "replay: {}", self.replay());
-        s
+        failure_report(
+            self.seed,
+            &self.violations,
+            &self.trace.render_tail(60),
+            &self.replay(),
+        )
     }
 
     pub fn assert_ok(&self) {
@@ -548,14 +518,13 @@ struct Harness<'c> {
 
 impl<'c> Harness<'c> {
     fn new(seed: u64, cfg: &'c ReplicationConfig, plan: &ReplicationPlan) -> Self {
-        let sim = turmoil::Builder::new()
-            .rng_seed(seed)
-            .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
-            .simulation_duration(cfg.duration)
-            .tick_duration(cfg.tick)
-            .min_message_latency(cfg.latency.0)
-            .max_message_latency(cfg.latency.1)
-            .build();
+        let sim = build_sim(SimParams {
+            seed,
+            epoch_secs: EPOCH_SECS,
+            duration: cfg.duration,
+            tick: cfg.tick,
+            latency: cfg.latency,
+        });
         let trace = Trace::shared();
         for line in plan.describe(cfg) {
             trace.borrow_mut().record(Duration::ZERO, HARNESS, line);
@@ -596,31 +565,12 @@ impl<'c> Harness<'c> {
     }
 
     fn server_addrs(&self) -> Vec<ServerAddr> {
-        (1..=self.cfg.servers)
-            .map(|id| ServerAddr {
-                id,
-                addr: format!("{}:{}", server_host(id), server_port(id)),
-            })
-            .collect()
+        server_addrs(self.cfg.servers)
     }
 
     fn add_balancer(&mut self, secret: &ClusterSecret) {
-        let bcfg = BalancerConfig::new(self.server_addrs());
-        let (trace, secret, seed) = (self.trace.clone(), secret.clone(), self.seed);
-        self.sim.host(BALANCER, move || {
-            let (bcfg, trace, secret) = (bcfg.clone(), trace.clone(), secret.clone());
-            async move {
-                // Never restarted here: its nonces come from the seed alone.
-                let node = Balancer::new(bcfg, secret, Entropy::from_u64(seed));
-                let node = Rc::new(RefCell::new(node));
-                trace.borrow_mut().record_now(BALANCER, "up");
-                let dcfg = DriverConfig {
-                    trace_accepts: true,
-                    ..DriverConfig::default()
-                };
-                serve(BALANCER, BALANCER_PORT, node, None, trace, dcfg, |_, _| {}).await
-            }
-        });
+        let servers = self.server_addrs();
+        add_plain_balancer(&mut self.sim, servers, secret, &self.trace, self.seed);
         self.hosts.push(BALANCER.to_string());
     }
 
@@ -675,11 +625,7 @@ impl<'c> Harness<'c> {
             self.waiting.pop();
             add_account_client(&mut self.sim, i, &self.records, &self.trace);
             // A server cut off now is cut off from the newcomer too.
-            for s in 1..=self.cfg.servers {
-                if self.cut[s as usize] {
-                    self.sim.partition(server_host(s), name.as_str());
-                }
-            }
+            cut_off_newcomer(&mut self.sim, &self.cut, self.cfg.servers, &name);
             self.hosts.push(name);
         }
     }
@@ -690,64 +636,39 @@ impl<'c> Harness<'c> {
             HARNESS,
             format!("!! {}", fault_text(fault)),
         );
-        match fault {
-            Fault::Crash(s) => {
-                self.sim.crash(server_host(s));
-                self.servers[s as usize - 1].borrow_mut().node = None;
-                self.crashed[s as usize] = true;
-            }
-            Fault::Restart(s) => {
-                self.servers[s as usize - 1].borrow_mut().node = None;
-                self.sim.bounce(server_host(s));
-                self.crashed[s as usize] = false;
-            }
-            Fault::Partition(s) => {
-                self.for_links(s, |sim, a, b| sim.partition(a, b));
-                self.cut[s as usize] = true;
-            }
-            Fault::Repair(s) => {
-                self.for_links(s, |sim, a, b| sim.repair(a, b));
-                self.cut[s as usize] = false;
-            }
-        }
-    }
-
-    fn for_links(&mut self, s: u32, mut f: impl FnMut(&mut turmoil::Sim<'static>, &str, &str)) {
-        let me = server_host(s);
-        for h in self.hosts.iter().filter(|h| **h != me) {
-            f(&mut self.sim, &me, h);
-        }
+        apply_fault(
+            FaultState {
+                sim: &mut self.sim,
+                hosts: &self.hosts,
+                servers: &self.servers,
+                crashed: &mut self.crashed,
+                cut: &mut self.cut,
+            },
+            fault,
+            true,
+        );
     }
 
     /// One turmoil step. `Some(true)` once every client program is done;
     /// `None` if the run must stop (a violation was recorded).
     fn step(&mut self) -> Option<bool> {
         let at = secs(self.sim.elapsed());
-        let result = catch_unwind(AssertUnwindSafe(|| self.sim.step()));
-        self.steps += 1;
-        match result {
-            Ok(Ok(all_done)) => return Some(all_done),
-            Err(panic) => self.violations.push(format!(
-                "a node or the driver panicked at {at}: {}",
-                panic_message(&*panic)
-            )),
-            Ok(Err(e)) if !e.to_string().starts_with("Ran for duration") => {
-                self.violations.push(format!("a host failed at {at}: {e}"))
-            }
-            Ok(Err(e)) => {
-                let r = self.records.borrow();
+        let records = &self.records;
+        guarded_step(
+            &mut self.sim,
+            &mut self.steps,
+            &mut self.violations,
+            &at,
+            |e| {
+                let r = records.borrow();
                 let stuck: Vec<&str> = r
                     .iter()
                     .filter(|c| !c.finished)
                     .map(|c| c.plan.name.as_str())
                     .collect();
-                let stuck = stuck.join(", ");
-                drop(r);
-                self.violations
-                    .push(format!("clients hang: {e} (unfinished: {stuck})"));
-            }
-        }
-        None
+                format!("clients hang: {e} (unfinished: {})", stuck.join(", "))
+            },
+        )
     }
 
     /// Checks the between-steps invariants. False on a violation.
