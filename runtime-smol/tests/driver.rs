@@ -132,6 +132,18 @@ fn with_deadline<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T {
     }))
 }
 
+/// Dials `addr` and runs the driver until the connection is up.
+async fn connect(driver: &mut Driver<TestNode>, addr: String) -> ConnId {
+    driver.node_mut().dial(addr);
+    driver
+        .run_until(|e| match e {
+            Ev::Connected(c) => ControlFlow::Break(c),
+            other => panic!("unexpected {other:?}"),
+        })
+        .await
+        .unwrap()
+}
+
 #[test]
 fn dialed_connection_round_trips_bytes_through_an_echoing_node() {
     with_deadline(10, async {
@@ -143,14 +155,7 @@ fn dialed_connection_round_trips_bytes_through_an_echoing_node() {
         let _server = smol::spawn(Driver::new(echo).named("echo").listen(l).run());
 
         let mut driver = Driver::new(TestNode::default());
-        driver.node_mut().dial(addr);
-        let conn = driver
-            .run_until(|e| match e {
-                Ev::Connected(c) => ControlFlow::Break(c),
-                other => panic!("unexpected {other:?}"),
-            })
-            .await
-            .unwrap();
+        let conn = connect(&mut driver, addr).await;
         let mut got = Vec::new();
         for chunk in [&b"hello "[..], b"ferry"] {
             driver.node_mut().out.push_back(Output::Transmit {
@@ -298,14 +303,7 @@ fn close_flushes_every_connection_before_returning() {
     with_deadline(10, async {
         let (l, addr) = listener().await;
         let mut driver = Driver::new(TestNode::default());
-        driver.node_mut().dial(addr);
-        let conn = driver
-            .run_until(|e| match e {
-                Ev::Connected(c) => ControlFlow::Break(c),
-                other => panic!("unexpected {other:?}"),
-            })
-            .await
-            .unwrap();
+        let conn = connect(&mut driver, addr).await;
         let (mut peer, _) = l.accept().await.unwrap();
         // More than the socket buffers hold, so the flush takes a while.
         let payload: Vec<u8> = (0..4_000_000u32).map(|i| i as u8).collect();
