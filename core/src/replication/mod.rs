@@ -166,6 +166,9 @@ struct Follower {
     /// Read-index questions asked (id → the master's answer, once it came).
     read_indexes: BTreeMap<u64, Option<u64>>,
     next_read: u64,
+    /// The master's log end when it last welcomed us (see
+    /// [`Replica::past_is_settled`]).
+    welcomed_at: Option<u64>,
 }
 
 enum Role {
@@ -241,6 +244,7 @@ impl Replica {
                 next_dial: 0,
                 read_indexes: BTreeMap::new(),
                 next_read: 0,
+                welcomed_at: None,
             })
         };
         let durable = log.len() as u64;
@@ -305,6 +309,28 @@ impl Replica {
                     && now.saturating_since(f.last_heard) < self.cfg.heartbeat * 2
                     && self.applied_durable >= f.master_commit
             }
+        }
+    }
+
+    /// True once nothing this server's previous run sent to the master can
+    /// still be ordered without this server having applied it: what the
+    /// previous run forwarded and a crash made us forget (`pending` lives in
+    /// memory) is either in the log here by now, or will never be.
+    ///
+    /// The master: at once, since everything it will ever commit is in its
+    /// own durable log. A follower: once it has joined the master and
+    /// applied through the log end the master had when it welcomed us. The
+    /// master accepts forwards only on a follower's current link, and a
+    /// join closes the link before it (see `master_on_msg`), so every
+    /// forward of the previous run that the master will ever take was
+    /// taken before the welcome; one it took but had not made durable is
+    /// lost with a master crash, and the next welcome moves the mark.
+    pub fn past_is_settled(&self) -> bool {
+        match &self.role {
+            Role::Master(_) => true,
+            Role::Follower(f) => f
+                .welcomed_at
+                .is_some_and(|last| self.applied_durable >= last),
         }
     }
 
@@ -821,6 +847,7 @@ impl Replica {
                 f.link = Link::Live { conn };
                 f.master_last = last;
                 f.master_commit = commit;
+                f.welcomed_at = Some(last);
                 out.event(ReplicaEvent::JoinedMaster { last, commit }.into());
                 // Questions lost with the old link are asked again.
                 f.ask_again(conn, self.view, out);

@@ -16,6 +16,7 @@ use crate::frame::{self, FrameDecoder};
 use crate::io::{ConnId, FileOp, FileRef};
 use crate::outbox::drain_messages;
 use crate::refusal::{Refusal, PROTOCOL_VERSION};
+use crate::replication::entry::{Origin, Txn};
 use crate::time::Timestamp;
 use crate::transfer::{
     Receiver, ReceiverOutput, Sender, SenderConfig, SenderOutput, TransferError, TransferMsg,
@@ -78,8 +79,17 @@ struct Serving {
 
 pub struct Blobs {
     have: BTreeSet<[u8; 32]>,
-    /// Blobs stored by uploads not yet ordered: never garbage.
+    /// Blobs stored by uploads not yet applied here: never garbage. Counted,
+    /// since two uploads may store the same content.
     pins: BTreeMap<[u8; 32], u32>,
+    /// The pin of each upload sent to the master, released when its entry
+    /// is applied here, whether or not its session still waits.
+    ordered: BTreeMap<Origin, [u8; 32]>,
+    /// Blobs found at start that nothing applied or logged names: perhaps
+    /// uploads the previous run sent to the master, whose pins died with
+    /// it. Kept until the replica says no such upload can still be ordered
+    /// (`Replica::past_is_settled`), then collected like any garbage.
+    held: BTreeSet<[u8; 32]>,
     next: u64,
     owners: BTreeMap<u64, Owner>,
     reads: BTreeMap<u64, [u8; 32]>,
@@ -97,6 +107,8 @@ impl Blobs {
         Blobs {
             have: present.iter().copied().collect(),
             pins: BTreeMap::new(),
+            ordered: BTreeMap::new(),
+            held: BTreeSet::new(),
             // 0 is the client's one local file; servers start at 1.
             next: 1,
             owners: BTreeMap::new(),
@@ -153,6 +165,23 @@ impl Blobs {
             if *n == 0 {
                 self.pins.remove(d);
             }
+        }
+    }
+
+    /// The upload whose blob `d` is pinned was sent to the master as
+    /// `origin`: its pin now lasts until that entry is applied here.
+    pub fn pin_until_applied(&mut self, origin: Origin, d: [u8; 32]) {
+        if let Some(old) = self.ordered.insert(origin, d) {
+            // An origin is used once; a second pin under it would leak.
+            self.unpin(&old);
+        }
+    }
+
+    /// `origin`'s entry was applied here: its upload's blob, if any, is
+    /// named by the catalogue now or is garbage.
+    pub fn applied(&mut self, origin: &Origin) {
+        if let Some(d) = self.ordered.remove(origin) {
+            self.unpin(&d);
         }
     }
 
@@ -230,24 +259,46 @@ impl Blobs {
 
 impl Server {
     /// At start: fetch what the applied catalogue names and the disk lacks
-    /// (a fetch the crash cut short), without waiting for the log to move.
-    /// Nothing is removed here: a blob the applied catalogue does not name
-    /// may be an upload whose `PutFile` is still on its way to being
-    /// committed (its pin died with the process), and removing it would
-    /// lose the content. Garbage waits for the next applied entry.
+    /// (a fetch the crash cut short), without waiting for the log to move,
+    /// and deal with content nothing names. Such a blob may be an upload
+    /// the previous run sent to the master, whose `PutFile` this server has
+    /// not received yet: removing it now could lose the content of a file
+    /// about to be committed, keeping it for good would leak it. So it is
+    /// held until no such upload can still be ordered, and then collected
+    /// (see `Replica::past_is_settled`; a master knows at once).
     pub(super) fn resume_blobs(&mut self, now: Timestamp) {
-        self.blobs.synced_at = self.replica.indexes().2;
-        let named: BTreeSet<[u8; 32]> = self
-            .replica
-            .state()
-            .files()
-            .all()
-            .map(|f| f.digest)
-            .collect();
-        for d in named {
-            self.blobs.want(now, d);
+        if !self.replica.past_is_settled() {
+            let named = self.named_or_coming();
+            let unnamed = self.blobs.have.iter().filter(|d| !named.contains(*d));
+            self.blobs.held = unnamed.copied().collect();
         }
-        self.start_fetches(now);
+        self.sync_blobs(now);
+    }
+
+    /// Lets the blobs held since start go, once the past is settled.
+    pub(super) fn release_held(&mut self, now: Timestamp) {
+        if !self.blobs.held.is_empty() && self.replica.past_is_settled() {
+            self.blobs.held.clear();
+            self.sync_blobs(now);
+        }
+    }
+
+    /// The digests the applied catalogue names, and those that logged but
+    /// not yet applied uploads name (a restarted master holds such entries,
+    /// and its pins were lost with its memory).
+    fn named_or_coming(&self) -> BTreeSet<[u8; 32]> {
+        let applied = self.replica.indexes().2 as usize;
+        let coming = self
+            .replica
+            .log()
+            .iter()
+            .skip(applied)
+            .filter_map(|e| match &e.txn {
+                Txn::PutFile { digest, .. } => Some(*digest),
+                _ => None,
+            });
+        let files = self.replica.state().files();
+        files.all().map(|f| f.digest).chain(coming).collect()
     }
 
     /// Brings this server's blobs in line with the catalogue it has applied:
@@ -259,26 +310,13 @@ impl Server {
         for d in &named {
             self.blobs.want(now, *d);
         }
-        // Content that a logged but not yet applied upload names is not
-        // garbage either (a restarted master holds such entries, and its
-        // pins were lost with its memory).
-        let applied = self.replica.indexes().2 as usize;
-        let coming: BTreeSet<[u8; 32]> = self
-            .replica
-            .log()
-            .iter()
-            .skip(applied)
-            .filter_map(|e| match &e.txn {
-                crate::replication::entry::Txn::PutFile { digest, .. } => Some(*digest),
-                _ => None,
-            })
-            .collect();
-        let garbage: Vec<[u8; 32]> = self
-            .blobs
+        let keep = self.named_or_coming();
+        let blobs = &self.blobs;
+        let garbage: Vec<[u8; 32]> = blobs
             .have
             .iter()
             .filter(|d| {
-                !named.contains(*d) && !coming.contains(*d) && !self.blobs.pins.contains_key(*d)
+                !keep.contains(*d) && !blobs.pins.contains_key(*d) && !blobs.held.contains(*d)
             })
             .copied()
             .collect();

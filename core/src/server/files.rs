@@ -429,11 +429,15 @@ impl Server {
                     OpCode::Upload
                 };
                 match self.order(now, conn, op, txn) {
-                    Ok(_) => {
-                        if let Some(Op::Ordering { stored, .. }) = self.op_mut(conn) {
+                    Ok(_) => match self.op_mut(conn) {
+                        Some(Op::Ordering { stored, origin, .. }) => {
                             *stored = Some((size, digest));
+                            let origin = *origin;
+                            self.blobs.pin_until_applied(origin, digest);
                         }
-                    }
+                        // Not sent: nothing will release the pin later.
+                        _ => self.blobs.unpin(&digest),
+                    },
                     Err(e) => {
                         self.blobs.unpin(&digest);
                         self.answer(conn, op, SessionMsg::Failed(e));
@@ -445,13 +449,11 @@ impl Server {
 
     /// The answer to a client whose file transaction was applied here.
     pub(super) fn file_result(&mut self, conn: ConnId, result: TxnResult) -> SessionMsg {
+        // The upload's pin went with its entry's apply (`deliver`).
         let stored = match self.op_mut(conn) {
             Some(Op::Ordering { stored, .. }) => stored.take(),
             _ => None,
         };
-        if let Some((_, digest)) = stored {
-            self.blobs.unpin(&digest);
-        }
         match result {
             TxnResult::FileStored => {
                 let (size, digest) = stored.unwrap_or_default();
@@ -522,6 +524,10 @@ impl Server {
         };
         match self.blobs.owner(handle) {
             Some(super::blobs::Owner::Session(conn)) => {
+                // The upload's blob will not land: nothing will name it.
+                if let Some(d) = self.blobs.orphan_failed(handle) {
+                    self.blobs.unpin(&d);
+                }
                 match self.op_mut(conn) {
                     Some(Op::Uploading { receiver, .. }) => receiver.fail(reason),
                     Some(Op::Downloading { sender, .. }) => sender.fail(reason),

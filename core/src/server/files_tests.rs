@@ -477,3 +477,105 @@ fn a_session_that_ends_while_its_upload_is_persisted_leaves_no_garbage() {
     let b = user(&mut c, 0, "alice");
     assert!(names(&mut c, 0, b).is_empty());
 }
+
+#[test]
+fn a_restarted_follower_collects_an_upload_the_master_never_ordered() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 1, "alice");
+    // Server 2 takes an upload while the master is out of reach: the
+    // content lands, the `PutFile` waits to be forwarded; then server 2
+    // crashes, and its memory of the upload is gone.
+    c.partition(0, 1);
+    let data = content(9_000, 11);
+    let digest = *blake3::hash(&data).as_bytes();
+    assert!(!stored(&c.upload(1, a, "draft", &data, false)));
+    assert!(c.disks[1].blobs.contains_key(&digest));
+    c.crash(1);
+    c.heal();
+    c.restart(1);
+    // Nothing new is ever applied: the blob must still go, once server 2
+    // has rejoined and caught up with everything the master had.
+    c.run_for(Duration::from_secs(5));
+    assert!(
+        !c.disks[1].blobs.contains_key(&digest),
+        "the never-ordered upload's content is collected"
+    );
+    let b = user(&mut c, 0, "alice");
+    assert!(names(&mut c, 0, b).is_empty(), "and no file names it");
+}
+
+#[test]
+fn a_restarted_follower_holds_unnamed_content_until_it_has_caught_up() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 1, "alice");
+    let before = c.stores[1].clone();
+    let data = content(9_000, 12);
+    let digest = *blake3::hash(&data).as_bytes();
+    assert!(stored(&c.upload(1, a, "kept", &data, false)));
+    c.run_for(Duration::from_secs(1));
+    // Server 2 comes back from a crash with its store as it was before the
+    // upload's entry reached it (the crash came first) but the content on
+    // disk, and cannot reach the master: it must not take the content
+    // nothing names yet for garbage.
+    c.crash(1);
+    c.stores[1] = before;
+    c.partition(0, 1);
+    c.partition(1, 2);
+    c.restart(1);
+    c.run_for(Duration::from_secs(3));
+    assert!(
+        c.disks[1].blobs.contains_key(&digest),
+        "held while server 2 cannot know"
+    );
+    c.heal();
+    c.run_for(Duration::from_secs(5));
+    assert_eq!(c.disks[1].blobs.get(&digest), Some(&data));
+}
+
+#[test]
+fn an_upload_whose_session_gave_up_waiting_releases_its_pin_once_applied() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let a1 = user(&mut c, 0, "alice");
+    let a2 = user(&mut c, 1, "alice");
+    // Through server 2, cut off from the master: the answer times out
+    // ("it may still take effect").
+    c.partition(0, 1);
+    let late = content(7_000, 21);
+    let late_digest = *blake3::hash(&late).as_bytes();
+    assert!(
+        c.upload(1, a2, "f", &late, false).is_empty(),
+        "no answer yet"
+    );
+    c.run_for(Duration::from_secs(11));
+    let answer = c.received(1, a2);
+    assert!(
+        matches!(
+            answer[..],
+            [SessionMsg::Failed(OpError::Unavailable { .. })]
+        ),
+        "{answer:?}"
+    );
+    // Meanwhile the same name is stored through the master.
+    let first = content(5_000, 22);
+    assert!(stored(&c.upload(0, a1, "f", &first, false)));
+    // Healed, server 2's `PutFile` is ordered and refused (the name is
+    // taken): its content is named by nothing and must go.
+    c.heal();
+    c.run_for(Duration::from_secs(5));
+    assert!(
+        !c.disks[1].blobs.contains_key(&late_digest),
+        "the refused upload's content is collected"
+    );
+    let digest = *blake3::hash(&first).as_bytes();
+    for ix in 0..3 {
+        assert_eq!(
+            c.disks[ix].blobs.get(&digest),
+            Some(&first),
+            "server {}",
+            ix + 1
+        );
+    }
+}

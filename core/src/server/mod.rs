@@ -291,7 +291,7 @@ impl Server {
         };
         // Fetch what the catalogue already applied names and the disk
         // lacks: a server whose log is complete may apply nothing new for a
-        // long time. (Removing is left to the next applied entry: see
+        // long time. (What nothing names may have to wait: see
         // `resume_blobs`.)
         server.resume_blobs(now);
         Ok(server)
@@ -658,6 +658,7 @@ impl Node for Server {
                 no_space,
             } => self.on_file_failed(now, handle, error, no_space),
         }
+        self.release_held(now);
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
@@ -677,6 +678,7 @@ impl Node for Server {
         for conn in late {
             self.on_deadline(now, conn);
         }
+        self.release_held(now);
     }
 
     fn poll_output(&mut self) -> Option<Output<ServerEvent>> {

@@ -343,6 +343,7 @@ impl Server {
 
     /// A transaction of one of our sessions is applied here: answer it.
     pub(super) fn deliver(&mut self, origin: Origin, result: TxnResult) {
+        self.blobs.applied(&origin);
         let found = self.conns.iter().find_map(|(id, c)| match &c.stage {
             Stage::Established {
                 op: Op::Ordering { op, origin: o, .. },
