@@ -80,8 +80,10 @@ struct Serving {
 pub struct Blobs {
     have: BTreeSet<[u8; 32]>,
     /// Blobs stored by uploads not yet applied here: never garbage. Counted,
-    /// since two uploads may store the same content.
-    pins: BTreeMap<[u8; 32], u32>,
+    /// since two uploads may store the same content; with the size, so the
+    /// content can be served to a server whose catalogue names it before
+    /// ours does (the master applies an upload before its own server).
+    pins: BTreeMap<[u8; 32], (u32, u64)>,
     /// The pin of each upload sent to the master, released when its entry
     /// is applied here, whether or not its session still waits.
     ordered: BTreeMap<Origin, [u8; 32]>,
@@ -155,17 +157,22 @@ impl Blobs {
         self.reads.get(&h).map(|d| FileRef::Blob(*d))
     }
 
-    pub fn pin(&mut self, d: [u8; 32]) {
-        *self.pins.entry(d).or_default() += 1;
+    pub fn pin(&mut self, d: [u8; 32], size: u64) {
+        self.pins.entry(d).or_insert((0, size)).0 += 1;
     }
 
     pub fn unpin(&mut self, d: &[u8; 32]) {
-        if let Some(n) = self.pins.get_mut(d) {
+        if let Some((n, _)) = self.pins.get_mut(d) {
             *n -= 1;
             if *n == 0 {
                 self.pins.remove(d);
             }
         }
+    }
+
+    /// The size of pinned content (an upload not yet applied here).
+    fn pinned_size(&self, d: &[u8; 32]) -> Option<u64> {
+        self.pins.get(d).map(|(_, size)| *size)
     }
 
     /// The upload whose blob `d` is pinned was sent to the master as
@@ -550,7 +557,8 @@ impl Server {
                 .files()
                 .all()
                 .find(|f| f.digest == digest)
-                .map(|f| f.size);
+                .map(|f| f.size)
+                .or_else(|| self.blobs.pinned_size(&digest));
             match size {
                 Some(size) => {
                     serving.sender = Some(Sender::new(now, handle, hex(&digest), size, cfg))

@@ -340,7 +340,7 @@ impl Server {
                             files.push(FileOp::Write { temp, offset, data })
                         }
                         ReceiverOutput::Commit { digest } => {
-                            persisted_blob = Some(digest);
+                            persisted_blob = Some((digest, receiver.size()));
                             files.push(FileOp::Persist {
                                 temp,
                                 to: FileRef::Blob(digest),
@@ -378,8 +378,8 @@ impl Server {
             }
             _ => return,
         }
-        if let Some(d) = persisted_blob {
-            self.blobs.pin(d);
+        if let Some((d, size)) = persisted_blob {
+            self.blobs.pin(d, size);
             self.blobs.expect_upload(upload_temp, d);
         }
         for m in sends {

@@ -579,3 +579,24 @@ fn an_upload_whose_session_gave_up_waiting_releases_its_pin_once_applied() {
         );
     }
 }
+
+#[test]
+fn the_uploads_own_server_serves_its_content_before_applying_the_entry() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 1, "alice");
+    // The master applies the upload before server 2 (its holder) does, and
+    // server 3 may ask server 2 in between: it is served at once, with no
+    // refusal and retry a second later (no time passes here).
+    let data = content(30_000, 31);
+    assert!(stored(&c.upload(1, a, "early", &data, false)));
+    let digest = *blake3::hash(&data).as_bytes();
+    for ix in 0..3 {
+        assert_eq!(
+            c.disks[ix].blobs.get(&digest),
+            Some(&data),
+            "server {}",
+            ix + 1
+        );
+    }
+}
