@@ -63,14 +63,14 @@ impl Node for Script {
 
 fn run(driver: &mut Driver<Script>, want: usize) -> (Vec<Seen>, Result<(), DriverError>) {
     let mut seen = Vec::new();
-    let result = smol::block_on(driver.run_until(|e| {
+    let result = driver.run_until(|e| {
         seen.push(e);
         if seen.len() == want {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
         }
-    }));
+    });
     (seen, result)
 }
 
