@@ -104,7 +104,8 @@ pub struct Net {
     /// Sockets to look at this round, in order.
     ready: VecDeque<usize>,
     /// Sockets that used up their budget: looked at again after the next
-    /// poll (which then does not wait).
+    /// poll (which then does not wait). Not `queued` meanwhile, so an
+    /// event for one puts it on `ready` at its turn, once.
     carry: Vec<usize>,
     /// Connections with bytes queued since the last flush.
     dirty: Vec<usize>,
@@ -468,6 +469,8 @@ impl Net {
                     let Some(c) = self.conns.get_mut(&token) else {
                         continue;
                     };
+                    // A fresh budget for each wakeup it has news in.
+                    c.budget = READ_BUDGET;
                     let closed = event.is_read_closed() || event.is_error();
                     c.readable |= event.is_readable() || closed;
                     c.read_closed |= closed;
@@ -530,16 +533,6 @@ impl Net {
         })
     }
 
-    /// Puts a socket that has more to do back at the front of the list, or
-    /// after the next poll if it used up its budget.
-    fn again(&mut self, token: usize, out_of_budget: bool) {
-        if out_of_budget {
-            self.carry.push(token);
-        } else {
-            self.ready.push_front(token);
-        }
-    }
-
     fn service_listener(&mut self, now: Instant) -> Option<Got> {
         let l = self.listener.as_mut()?;
         l.queued = false;
@@ -548,7 +541,6 @@ impl Net {
         }
         if l.budget == 0 {
             l.budget = ACCEPT_BUDGET;
-            l.queued = true;
             self.carry.push(LISTENER);
             return None;
         }
@@ -730,7 +722,6 @@ impl Net {
         }
         if c.budget == 0 {
             c.budget = READ_BUDGET;
-            c.queued = true;
             self.carry.push(token);
             return None;
         }
@@ -748,9 +739,13 @@ impl Net {
             }
             Ok(Some(n)) => {
                 if c.readable {
-                    let out_of_budget = c.budget == 0;
-                    c.queued = true;
-                    self.again(token, out_of_budget);
+                    if c.budget == 0 {
+                        c.budget = READ_BUDGET;
+                        self.carry.push(token);
+                    } else {
+                        c.queued = true;
+                        self.ready.push_front(token);
+                    }
                 }
                 Some(Got::Received(conn, n))
             }
@@ -801,7 +796,6 @@ impl Net {
         while c.readable {
             if c.budget == 0 {
                 c.budget = READ_BUDGET;
-                c.queued = true;
                 self.carry.push(token);
                 return;
             }

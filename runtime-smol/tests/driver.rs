@@ -639,6 +639,40 @@ fn a_flooding_peer_does_not_starve_another_connection() {
 }
 
 #[test]
+fn bytes_past_the_read_budget_are_read_without_a_new_event() {
+    with_deadline(30, || {
+        let (l, addr) = listener();
+        set_receive_buffer(&l, 4 << 20);
+        let node = TestNode {
+            count_only: true,
+            ..Default::default()
+        };
+        let mut driver = Driver::new(node).listen(l);
+        // Sent at once, then nothing more: after its budget the connection
+        // has bytes waiting but no new edge will say so.
+        let mut peer = TcpStream::connect(addr.as_str()).unwrap();
+        let total = 2 << 20;
+        peer.write_all(&pattern(total)).unwrap();
+        let mut got = 0;
+        driver
+            .run_until(|e| match e {
+                Ev::Accepted(_) => ControlFlow::Continue(()),
+                Ev::Got(_, n) => {
+                    got += n;
+                    if got == total {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            })
+            .unwrap();
+        assert_eq!(got, total);
+    });
+}
+
+#[test]
 fn a_stopper_stops_a_driver_from_another_thread() {
     with_deadline(10, || {
         let (l, _) = listener();
