@@ -15,8 +15,9 @@
 //!   onto the destination (replacing an existing file only if asked to) and
 //!   `Discard` removes.
 //!
-//! **Semantics.** `Write` writes at once (`pwrite`, creating the temporary
-//! file on its first write). `Persist` makes the temporary file durable
+//! **Semantics.** `Write` creates the temporary file on its first write;
+//! its bytes reach the file by the time of the `Persist` (see *Fewer
+//! system calls*). `Persist` makes the temporary file durable
 //! (`fsync`), renames it into place and makes the rename durable (`fsync`
 //! of the directory); a temporary file that was never written (a zero-byte
 //! file) is created empty first. `Discard` removes a temporary file,
@@ -29,9 +30,26 @@
 //! **Reads are answered late.** A `Read` opens its file at once (so a blob
 //! removed later in the same drain can still be read through the open
 //! descriptor), but the `pread` happens only when the driver feeds the
-//! answer back: into one buffer that is reused for every read, so no read
-//! allocates and the bytes are copied once, from the page cache to the
-//! buffer the node reads from.
+//! answer back: into reused buffers, so no read allocates and the bytes are
+//! copied once, from the page cache to the buffer the node reads from.
+//!
+//! **Fewer system calls.** A stop-and-wait transfer moves 4 KiB at a time,
+//! and a `pread` or `pwrite` per chunk cost more than the copy. So:
+//!
+//! - A read smaller than 256 KiB reads 256 KiB ahead (one `pread`), and the
+//!   next reads of the same handle are served from that buffer while they
+//!   fall in it. A buffer belongs to one opening of one file: it goes when
+//!   the handle is closed or reopened, and when a `Persist` puts a new file
+//!   in the place of the one it was read from. At most 8 such buffers are
+//!   kept (2 MiB), the least recently used reused first.
+//! - Contiguous writes to a temporary file are gathered, up to 256 KiB, and
+//!   written in one `pwrite` when full, before a write that does not
+//!   continue them, before its writeback is started, and at `Persist`
+//!   (`Discard` just drops them). At most 16 files gather at once (4 MiB);
+//!   writes to others go straight to disk. A gathered write that fails is
+//!   reported as `FileFailed` for its temporary file (with `no_space` for a
+//!   full disk) at the write or `Persist` that flushed it, so the node
+//!   hears of every failure before the file could be persisted.
 //!
 //! **Write-behind.** A temporary file asks the kernel to start writing
 //! its data to disk (`sync_file_range`, on Linux) every 8 MiB, without
@@ -45,6 +63,7 @@
 //! read handle is also closed once it has read to the end of its file, and
 //! a temporary file when it is persisted or discarded.
 
+use buffers::{ReadAhead, WriteBuffers, READ_AHEAD};
 use ferry_core::{FileOp, FileRef};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -147,6 +166,8 @@ enum Key {
 
 struct Open {
     file: File,
+    /// Unique to this opening, for its read-ahead buffer.
+    id: u64,
     /// The file a read handle reads (to close it when that file goes).
     of: Option<FileRef>,
     /// Length of a read handle's file when it was opened.
@@ -168,7 +189,11 @@ pub struct Files {
     /// node was told once) until the file is discarded.
     broken: HashSet<u64>,
     clock: u64,
+    /// Ids of openings.
+    opened: u64,
     buf: Vec<u8>,
+    ahead: ReadAhead,
+    gathered: WriteBuffers,
 }
 
 impl Files {
@@ -179,7 +204,10 @@ impl Files {
             created: HashSet::new(),
             broken: HashSet::new(),
             clock: 0,
+            opened: 0,
             buf: Vec::new(),
+            ahead: ReadAhead::default(),
+            gathered: WriteBuffers::default(),
         }
     }
 
@@ -312,29 +340,32 @@ impl Files {
             )));
         };
         open.used = clock;
-        if self.buf.len() < len {
-            self.buf.resize(len, 0);
-        }
-        let buf = &mut self.buf[..len];
-        let mut got = 0;
-        while got < len {
-            match open.file.read_at(&mut buf[got..], offset + got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return Err(FileFailure {
-                        error: format!("read failed: {e}"),
-                        no_space: false,
-                    })
-                }
+        let (id, file_len) = (open.id, open.len);
+        // Done with the file once its end is read; a resend reopens it.
+        if offset.saturating_add(len as u64) >= file_len {
+            if let Some(open) = self.open.remove(&Key::Read(handle)) {
+                self.ahead.forget(open.id);
+                return read_into(&mut self.buf, &open.file, offset, len);
             }
         }
-        // Done with the file once its end is read; a resend reopens it.
-        if offset + got as u64 >= open.len {
-            self.open.remove(&Key::Read(handle));
+        let Some(open) = self.open.get(&Key::Read(handle)) else {
+            return Err(FileFailure::other(format!(
+                "read handle {handle} is not open"
+            )));
+        };
+        if len >= READ_AHEAD {
+            return read_into(&mut self.buf, &open.file, offset, len);
         }
-        Ok(&self.buf[..got])
+        if self.ahead.holds(id, offset, len) {
+            return Ok(self.ahead.get(id, offset, len));
+        }
+        let file = &open.file;
+        self.ahead
+            .fill(id, offset, len, |buf, at| file.read_at(buf, at))
+            .map_err(|e| FileFailure {
+                error: format!("read failed: {e}"),
+                no_space: false,
+            })
     }
 
     fn local_path(&self, file: FileRef) -> Result<PathBuf, FileFailure> {
@@ -372,10 +403,12 @@ impl Files {
             .metadata()
             .map_err(|e| FileFailure::io("cannot stat", &path, &e))?
             .len();
+        self.opened += 1;
         self.insert(
             Key::Read(handle),
             Open {
                 file: f,
+                id: self.opened,
                 of: Some(file),
                 len,
                 used: self.clock,
@@ -393,10 +426,14 @@ impl Files {
                 .min_by_key(|(_, o)| o.used)
                 .map(|(k, _)| *k)
             {
-                self.open.remove(&oldest);
+                if let Some(old) = self.open.remove(&oldest) {
+                    self.ahead.forget(old.id);
+                }
             }
         }
-        self.open.insert(key, open);
+        if let Some(old) = self.open.insert(key, open) {
+            self.ahead.forget(old.id);
+        }
     }
 
     /// The temporary file's descriptor, created (empty) on first use.
@@ -412,10 +449,12 @@ impl Files {
                 .truncate(fresh)
                 .open(&path)
                 .map_err(|e| FileFailure::io("cannot create", &path, &e))?;
+            self.opened += 1;
             self.insert(
                 Key::Temp(temp),
                 Open {
                     file: f,
+                    id: self.opened,
                     of: None,
                     len: 0,
                     used: clock,
@@ -434,7 +473,32 @@ impl Files {
         }
     }
 
+    /// Gathers the write if it can (see the module docs), else writes
+    /// what was gathered and then this.
     fn write(&mut self, temp: u64, offset: u64, data: &[u8]) -> Result<(), FileFailure> {
+        // Created (or failing) at the first write, not at the flush.
+        self.temp_file(temp)?;
+        if self.gathered.gather(temp, offset, data) {
+            return Ok(());
+        }
+        self.flush_gathered(temp)?;
+        if self.gathered.gather(temp, offset, data) {
+            return Ok(());
+        }
+        self.write_through(temp, offset, data)
+    }
+
+    /// Writes what is gathered for `temp`, if anything.
+    fn flush_gathered(&mut self, temp: u64) -> Result<(), FileFailure> {
+        let Some(g) = self.gathered.take(temp) else {
+            return Ok(());
+        };
+        let written = self.write_through(temp, g.offset, &g.data);
+        self.gathered.recycle(g.data);
+        written
+    }
+
+    fn write_through(&mut self, temp: u64, offset: u64, data: &[u8]) -> Result<(), FileFailure> {
         let f = self.temp_file(temp)?;
         f.write_all_at(data, offset).map_err(|e| FileFailure {
             error: format!("write failed: {e}"),
@@ -469,6 +533,18 @@ impl Files {
             Role::Client(Local::Destination { replace, .. }) => *replace,
             _ => true,
         };
+        self.flush_gathered(temp)?;
+        // Reads of the file this one replaces must not be served from
+        // what was read ahead of it.
+        let replaced: Vec<u64> = self
+            .open
+            .values()
+            .filter(|o| o.of == Some(to))
+            .map(|o| o.id)
+            .collect();
+        for id in replaced {
+            self.ahead.forget(id);
+        }
         let synced = self.temp_file(temp).and_then(|f| {
             f.sync_all().map_err(|e| FileFailure {
                 error: format!("cannot make {} durable: {e}", from.display()),
@@ -495,6 +571,7 @@ impl Files {
     }
 
     fn discard(&mut self, temp: u64) {
+        self.gathered.discard(temp);
         self.open.remove(&Key::Temp(temp));
         self.created.remove(&temp);
         self.broken.remove(&temp);
@@ -509,7 +586,14 @@ impl Files {
     }
 
     fn remove(&mut self, file: FileRef) {
-        self.open.retain(|_, o| o.of != Some(file));
+        let ahead = &mut self.ahead;
+        self.open.retain(|_, o| {
+            let keep = o.of != Some(file);
+            if !keep {
+                ahead.forget(o.id);
+            }
+            keep
+        });
         if !matches!(self.role, Role::Server { .. }) {
             tracing::warn!("a client does not remove its local file");
             return;
@@ -523,6 +607,34 @@ impl Files {
             Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
         }
     }
+}
+
+/// Reads up to `len` bytes at `offset` into `buf` (fewer only at the end of
+/// the file).
+fn read_into<'a>(
+    buf: &'a mut Vec<u8>,
+    file: &File,
+    offset: u64,
+    len: usize,
+) -> Result<&'a [u8], FileFailure> {
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    let mut got = 0;
+    while got < len {
+        match file.read_at(&mut buf[got..len], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(FileFailure {
+                    error: format!("read failed: {e}"),
+                    no_space: false,
+                })
+            }
+        }
+    }
+    Ok(&buf[..got])
 }
 
 /// Asks the kernel to start writing a range of `file` to disk, without
@@ -600,5 +712,6 @@ pub fn parse_hex(s: &str) -> Option<[u8; 32]> {
     Some(d)
 }
 
+mod buffers;
 #[cfg(test)]
 mod tests;
