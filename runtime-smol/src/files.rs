@@ -42,8 +42,8 @@
 //!   the handle is closed or reopened, and when a `Persist` puts a new file
 //!   in the place of the one it was read from. At most 8 such buffers are
 //!   kept (2 MiB), the least recently used reused first.
-//! - Contiguous writes to a temporary file are gathered, up to 256 KiB, and
-//!   written in one `pwrite` when full, before a write that does not
+//! - Contiguous writes under 64 KiB to a temporary file are gathered, up to
+//!   256 KiB, and written in one `pwrite` when full, before a write that does not
 //!   continue them, before its writeback is started, and at `Persist`
 //!   (`Discard` just drops them). At most 16 files gather at once (4 MiB);
 //!   writes to others go straight to disk. A gathered write that fails is

@@ -15,6 +15,10 @@ pub const AHEAD_SLOTS: usize = 8;
 /// Bytes of contiguous writes gathered per temporary file before a write.
 pub const COALESCE: usize = 256 << 10;
 
+/// Writes this large or larger are not gathered: one `pwrite` each costs
+/// little next to their bytes, and gathering would copy them once more.
+pub const GATHER_BELOW: usize = 64 << 10;
+
 /// Temporary files with gathered writes at most; past that, writes to
 /// other files go straight to disk.
 pub const COALESCING_FILES: usize = 16;
@@ -160,6 +164,9 @@ impl WriteBuffers {
     /// fits, or starts gathering if nothing is; false if it must wait for
     /// the gathered bytes to be written (or go straight to disk).
     pub fn gather(&mut self, temp: u64, offset: u64, data: &[u8]) -> bool {
+        if data.len() >= GATHER_BELOW {
+            return false;
+        }
         if let Some(g) = self.gathered.get_mut(&temp) {
             let continues = g.offset + g.data.len() as u64 == offset;
             if continues && g.data.len() + data.len() <= COALESCE {
@@ -168,7 +175,7 @@ impl WriteBuffers {
             }
             return false;
         }
-        if data.len() >= COALESCE || self.gathered.len() >= COALESCING_FILES {
+        if self.gathered.len() >= COALESCING_FILES {
             return false;
         }
         let mut buf = self

@@ -182,7 +182,7 @@ fn a_full_disk_is_reported_as_no_space() {
     let got = files.execute(FileOp::Write {
         temp: 5,
         offset: 4096,
-        data: vec![0; buffers::COALESCE],
+        data: vec![0; buffers::GATHER_BELOW],
     });
     match got {
         Some(FileAnswer::Failed { handle: 5, failure }) => {
