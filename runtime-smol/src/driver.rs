@@ -43,6 +43,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::net::TcpListener;
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Why a driver stopped. All but [`DriverError::Stopped`] are fatal to the
@@ -133,7 +134,9 @@ impl<N: Node> Driver<N> {
     }
 
     /// Executes the node's file work with `files`.
-    pub fn with_files(mut self, files: Files) -> Self {
+    pub fn with_files(mut self, mut files: Files) -> Self {
+        let stopper = self.net.stopper();
+        files.set_wake(Arc::new(move || stopper.wake()));
         self.files = Some(files);
         self
     }
@@ -310,6 +313,12 @@ impl<N: Node> Driver<N> {
             }
             if let Some(value) = stop {
                 return Ok(Some(value));
+            }
+            // Writes fail on the writer thread, whenever they do.
+            if let Some(files) = self.files.as_mut() {
+                while let Some(failed) = files.take_failure() {
+                    self.answers.push_back(Answer::File(failed));
+                }
             }
             let Some(answer) = self.answers.pop_front() else {
                 return Ok(None);

@@ -64,6 +64,8 @@
 //! a temporary file when it is persisted or discarded.
 
 use buffers::{ReadAhead, WriteBuffers, READ_AHEAD};
+use std::sync::Arc;
+use writer::Writer;
 use ferry_core::{FileOp, FileRef};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -165,7 +167,8 @@ enum Key {
 }
 
 struct Open {
-    file: File,
+    /// Shared with the writer thread while it writes to it.
+    file: Arc<File>,
     /// Unique to this opening, for its read-ahead buffer.
     id: u64,
     /// The file a read handle reads (to close it when that file goes).
@@ -194,6 +197,7 @@ pub struct Files {
     buf: Vec<u8>,
     ahead: ReadAhead,
     gathered: WriteBuffers,
+    writer: Writer,
 }
 
 impl Files {
@@ -208,6 +212,7 @@ impl Files {
             buf: Vec::new(),
             ahead: ReadAhead::default(),
             gathered: WriteBuffers::default(),
+            writer: Writer::default(),
         }
     }
 
@@ -299,7 +304,7 @@ impl Files {
                 if self.broken.contains(&temp) {
                     return None;
                 }
-                match self.write(temp, offset, &data) {
+                match self.write(temp, offset, data) {
                     Ok(()) => None,
                     Err(failure) => {
                         self.broken.insert(temp);
@@ -407,7 +412,7 @@ impl Files {
         self.insert(
             Key::Read(handle),
             Open {
-                file: f,
+                file: Arc::new(f),
                 id: self.opened,
                 of: Some(file),
                 len,
@@ -437,7 +442,7 @@ impl Files {
     }
 
     /// The temporary file's descriptor, created (empty) on first use.
-    fn temp_file(&mut self, temp: u64) -> Result<&File, FileFailure> {
+    fn temp_file(&mut self, temp: u64) -> Result<&Arc<File>, FileFailure> {
         self.clock += 1;
         let clock = self.clock;
         if !self.open.contains_key(&Key::Temp(temp)) {
@@ -453,7 +458,7 @@ impl Files {
             self.insert(
                 Key::Temp(temp),
                 Open {
-                    file: f,
+                    file: Arc::new(f),
                     id: self.opened,
                     of: None,
                     len: 0,
@@ -473,37 +478,47 @@ impl Files {
         }
     }
 
-    /// Gathers the write if it can (see the module docs), else writes
-    /// what was gathered and then this.
-    fn write(&mut self, temp: u64, offset: u64, data: &[u8]) -> Result<(), FileFailure> {
-        // Created (or failing) at the first write, not at the flush.
+    /// Gathers the write if it can (see the module docs), else hands
+    /// what was gathered and then this to the writer thread. A failure of
+    /// an earlier write of the file that has come back is this write's.
+    fn write(&mut self, temp: u64, offset: u64, data: Vec<u8>) -> Result<(), FileFailure> {
+        // Created (or failing) at the first write, not later.
         self.temp_file(temp)?;
-        if self.gathered.gather(temp, offset, data) {
+        self.writer.reap();
+        if let Some(failure) = self.writer.take_failure_of(temp) {
+            return Err(failure);
+        }
+        let writer = &mut self.writer;
+        if self
+            .gathered
+            .gather(temp, offset, &data, || writer.buffer())
+        {
             return Ok(());
         }
         self.flush_gathered(temp)?;
-        if self.gathered.gather(temp, offset, data) {
+        let writer = &mut self.writer;
+        if self
+            .gathered
+            .gather(temp, offset, &data, || writer.buffer())
+        {
             return Ok(());
         }
         self.write_through(temp, offset, data)
     }
 
-    /// Writes what is gathered for `temp`, if anything.
+    /// Hands what is gathered for `temp` to the writer thread.
     fn flush_gathered(&mut self, temp: u64) -> Result<(), FileFailure> {
         let Some(g) = self.gathered.take(temp) else {
             return Ok(());
         };
-        let written = self.write_through(temp, g.offset, &g.data);
-        self.gathered.recycle(g.data);
-        written
+        self.write_through(temp, g.offset, g.data)
     }
 
-    fn write_through(&mut self, temp: u64, offset: u64, data: &[u8]) -> Result<(), FileFailure> {
-        let f = self.temp_file(temp)?;
-        f.write_all_at(data, offset).map_err(|e| FileFailure {
-            error: format!("write failed: {e}"),
-            no_space: is_no_space(&e),
-        })?;
+    /// Hands a write to the writer thread, and with it, every 8 MiB, the
+    /// start of the writeback of what was written.
+    fn write_through(&mut self, temp: u64, offset: u64, data: Vec<u8>) -> Result<(), FileFailure> {
+        let file = Arc::clone(self.temp_file(temp)?);
+        let mut writeback = None;
         if let Some(open) = self.open.get_mut(&Key::Temp(temp)) {
             let end = offset + data.len() as u64;
             let (from, to) = match open.dirty {
@@ -511,13 +526,40 @@ impl Files {
                 None => (offset, end),
             };
             if to - from >= WRITE_BEHIND {
-                start_writeback(&open.file, from, to - from);
+                writeback = Some((from, to - from));
                 open.dirty = None;
             } else {
                 open.dirty = Some((from, to));
             }
         }
+        self.writer.submit(temp, &file, offset, data, writeback);
         Ok(())
+    }
+
+    /// Lets the writer thread wake the driver when a write failed, so that
+    /// it asks [`Files::take_failure`].
+    pub fn set_wake(&mut self, wake: Arc<dyn Fn() + Send + Sync>) {
+        self.writer.set_wake(wake);
+    }
+
+    /// A failed write not yet reported, as the node is to be told.
+    pub fn take_failure(&mut self) -> Option<FileAnswer> {
+        while let Some((temp, failure)) = self.writer.take_failure() {
+            // Told once per file; nothing about a file that is gone.
+            if self.created.contains(&temp) && self.broken.insert(temp) {
+                return Some(FileAnswer::Failed {
+                    handle: temp,
+                    failure,
+                });
+            }
+        }
+        None
+    }
+
+    /// Waits until every write handed to the writer thread is done (they
+    /// are in the page cache then, or failed).
+    pub fn wait_for_writes(&mut self) {
+        self.writer.wait_all();
     }
 
     fn persist(&mut self, temp: u64, to: FileRef) -> Result<(), FileFailure> {
@@ -534,6 +576,9 @@ impl Files {
             _ => true,
         };
         self.flush_gathered(temp)?;
+        if let Some(failure) = self.writer.wait_for(temp) {
+            return Err(failure);
+        }
         // Reads of the file this one replaces must not be served from
         // what was read ahead of it.
         let replaced: Vec<u64> = self
@@ -572,6 +617,9 @@ impl Files {
 
     fn discard(&mut self, temp: u64) {
         self.gathered.discard(temp);
+        // Its writes' failures no longer matter, and must not be taken for
+        // those of a later file of the same number.
+        self.writer.wait_for(temp);
         self.open.remove(&Key::Temp(temp));
         self.created.remove(&temp);
         self.broken.remove(&temp);
@@ -715,3 +763,4 @@ pub fn parse_hex(s: &str) -> Option<[u8; 32]> {
 mod buffers;
 #[cfg(test)]
 mod tests;
+mod writer;

@@ -57,9 +57,15 @@ pub struct Stopper {
 impl Stopper {
     pub fn stop(&self) {
         self.flag.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Wakes the driver without stopping it: it looks at what it has to
+    /// do (a write that failed on the file writer thread, say).
+    pub(crate) fn wake(&self) {
         if let Some(waker) = &self.waker {
             if let Err(e) = waker.wake() {
-                tracing::warn!("cannot wake the driver to stop it: {e}");
+                tracing::warn!("cannot wake the driver: {e}");
             }
         }
     }

@@ -155,15 +155,19 @@ pub struct Gathered {
 #[derive(Default)]
 pub struct WriteBuffers {
     gathered: HashMap<u64, Gathered>,
-    /// Emptied buffers, kept for reuse.
-    spare: Vec<Vec<u8>>,
 }
 
 impl WriteBuffers {
     /// Gathers `data` for `temp` if it continues what is gathered and
     /// fits, or starts gathering if nothing is; false if it must wait for
     /// the gathered bytes to be written (or go straight to disk).
-    pub fn gather(&mut self, temp: u64, offset: u64, data: &[u8]) -> bool {
+    pub fn gather(
+        &mut self,
+        temp: u64,
+        offset: u64,
+        data: &[u8],
+        new_buffer: impl FnOnce() -> Vec<u8>,
+    ) -> bool {
         if data.len() >= GATHER_BELOW {
             return false;
         }
@@ -178,32 +182,21 @@ impl WriteBuffers {
         if self.gathered.len() >= COALESCING_FILES {
             return false;
         }
-        let mut buf = self
-            .spare
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(COALESCE));
+        let mut buf = new_buffer();
+        buf.clear();
+        buf.reserve_exact(COALESCE);
         buf.extend_from_slice(data);
         self.gathered.insert(temp, Gathered { offset, data: buf });
         true
     }
 
-    /// Takes what is gathered for `temp`, to be written; hand the buffer
-    /// back with [`WriteBuffers::recycle`].
+    /// Takes what is gathered for `temp`, to be written.
     pub fn take(&mut self, temp: u64) -> Option<Gathered> {
         self.gathered.remove(&temp)
     }
 
-    pub fn recycle(&mut self, mut data: Vec<u8>) {
-        if self.spare.len() < COALESCING_FILES {
-            data.clear();
-            self.spare.push(data);
-        }
-    }
-
     /// Drops what is gathered for `temp` unwritten (its file is going).
     pub fn discard(&mut self, temp: u64) {
-        if let Some(g) = self.gathered.remove(&temp) {
-            self.recycle(g.data);
-        }
+        self.gathered.remove(&temp);
     }
 }

@@ -177,19 +177,23 @@ fn a_full_disk_is_reported_as_no_space() {
         data: vec![0; 4096],
     });
     assert_eq!(first, None);
-    // A write too large to gather flushes the first one, which fails: the
-    // failure is this file's.
+    // A write too large to gather sends the first one to the writer
+    // thread, then itself; both fail there, and the file's failure is
+    // reported once.
     let got = files.execute(FileOp::Write {
         temp: 5,
         offset: 4096,
         data: vec![0; buffers::GATHER_BELOW],
     });
-    match got {
+    assert_eq!(got, None);
+    files.wait_for_writes();
+    match files.take_failure() {
         Some(FileAnswer::Failed { handle: 5, failure }) => {
             assert!(failure.no_space, "{failure:?}")
         }
         other => panic!("{other:?}"),
     }
+    assert_eq!(files.take_failure(), None);
     // Told once: later writes of the broken file say nothing more.
     let again = files.execute(FileOp::Write {
         temp: 5,
