@@ -17,15 +17,15 @@
 //!
 //! **Semantics.** `Write` creates the temporary file on its first write;
 //! its bytes reach the file by the time of the `Persist` (see *Fewer
-//! system calls*). `Persist` makes the temporary file durable
-//! (`fsync`), renames it into place and makes the rename durable (`fsync`
-//! of the directory); a temporary file that was never written (a zero-byte
-//! file) is created empty first. `Discard` removes a temporary file,
-//! `Remove` a blob. Persisting a blob that is already there (the same
-//! content uploaded again) keeps the one there and drops the copy, without
-//! waiting for it to reach the disk. Failures are reported as `FileFailed`, with `no_space`
-//! set for a full disk (`ENOSPC`) or an exhausted quota (`EDQUOT`); nothing
-//! here panics.
+//! system calls* and *The writer thread*). `Persist` makes the temporary
+//! file durable (`fsync`), renames it into place and makes the rename
+//! durable (`fsync` of the directory); a temporary file that was never
+//! written (a zero-byte file) is created empty first. `Discard` removes a
+//! temporary file, `Remove` a blob. Persisting a blob that is already there
+//! (the same content uploaded again) keeps the one there and drops the
+//! copy, without waiting for it to reach the disk. Failures are reported
+//! as `FileFailed`, with `no_space` set for a full disk (`ENOSPC`) or an
+//! exhausted quota (`EDQUOT`); nothing here panics.
 //!
 //! **Reads are answered late.** A `Read` opens its file at once (so a blob
 //! removed later in the same drain can still be read through the open
@@ -42,18 +42,26 @@
 //!   the handle is closed or reopened, and when a `Persist` puts a new file
 //!   in the place of the one it was read from. At most 8 such buffers are
 //!   kept (2 MiB), the least recently used reused first.
-//! - Contiguous writes under 64 KiB to a temporary file are gathered, up to
-//!   256 KiB, and written in one `pwrite` when full, before a write that does not
-//!   continue them, before its writeback is started, and at `Persist`
-//!   (`Discard` just drops them). At most 16 files gather at once (4 MiB);
-//!   writes to others go straight to disk. A gathered write that fails is
-//!   reported as `FileFailed` for its temporary file (with `no_space` for a
-//!   full disk) at the write or `Persist` that flushed it, so the node
-//!   hears of every failure before the file could be persisted.
+//! - Contiguous writes under 64 KiB to a temporary file are gathered, up
+//!   to 256 KiB, and handed on as one write when full, before a write that
+//!   does not continue them, and at `Persist` (`Discard` just drops them).
+//!   At most 16 files gather at once (4 MiB); writes to others are handed
+//!   on as they come.
+//!
+//! **The writer thread.** Copying bytes into the page cache is the largest
+//! cost of receiving a file, so the writes are made on a thread of the
+//! executor's own (`files/writer.rs`), in order, at most 4 MiB in flight,
+//! while the driver goes on with the transfer. A write that fails there is
+//! reported as `FileFailed` for its temporary file (with `no_space` for a
+//! full disk), once: the writer thread wakes the driver, which asks
+//! [`Files::take_failure`]; the next `Write` of the file reports it too,
+//! and `Persist` waits for the file's writes and fails with the first
+//! failure not yet reported. So the node hears of every failure before the
+//! file could be persisted.
 //!
 //! **Write-behind.** A temporary file asks the kernel to start writing
 //! its data to disk (`sync_file_range`, on Linux) every 8 MiB, without
-//! waiting. The disk then works while the transfer goes on, and the
+//! waiting (on the writer thread, after the writes of the range). The disk then works while the transfer goes on, and the
 //! `fsync` of `Persist` waits only for the tail, not for the whole file
 //! (for a large file that wait used to be a third of the transfer).
 //!
@@ -64,14 +72,14 @@
 //! a temporary file when it is persisted or discarded.
 
 use buffers::{ReadAhead, WriteBuffers, READ_AHEAD};
-use std::sync::Arc;
-use writer::Writer;
 use ferry_core::{FileOp, FileRef};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use writer::Writer;
 
 /// The directory of blobs under a server's file root.
 pub const BLOBS_DIR: &str = "blobs";
@@ -578,6 +586,13 @@ impl Files {
         self.flush_gathered(temp)?;
         if let Some(failure) = self.writer.wait_for(temp) {
             return Err(failure);
+        }
+        // A write failed and was reported: the file has a hole.
+        if self.broken.contains(&temp) {
+            return Err(FileFailure::other(format!(
+                "{}: an earlier write failed",
+                from.display()
+            )));
         }
         // Reads of the file this one replaces must not be served from
         // what was read ahead of it.
