@@ -19,14 +19,17 @@
 //! when the driver flushes, after each round of draining: all the frames of
 //! a drain go out in one `writev`. Only what the socket does not take stays
 //! queued, until epoll says the socket is writable again.
+//!
+//! Accepting is in `accept`, dialing in `dial`.
 
-use crate::conn::{Conn, State, CONNECT_TIMEOUT, LINGER, MAX_QUEUED, READ_BUFFER};
+use crate::conn::{Conn, State, LINGER, MAX_QUEUED, READ_BUFFER};
+use accept::Listener;
 use ferry_core::{ConnId, Input};
-use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token, Waker};
+
+use mio::{Events, Poll, Token, Waker};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
-use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -41,6 +44,9 @@ const ACCEPT_BUDGET: usize = 32;
 /// Pause after a failed accept (for example, out of file descriptors), so a
 /// persistent error does not spin.
 pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+mod accept;
+mod dial;
 
 const LISTENER: usize = 0;
 const WAKER: usize = 1;
@@ -82,14 +88,6 @@ enum Got {
 
 /// Addresses of a host name, from a resolver thread.
 type Resolved = (usize, Result<Vec<SocketAddr>, String>);
-
-struct Listener {
-    socket: TcpListener,
-    ready: bool,
-    paused_until: Option<Instant>,
-    budget: usize,
-    queued: bool,
-}
 
 pub struct Net {
     name: String,
@@ -174,39 +172,6 @@ impl Net {
         self.stop.swap(false, Ordering::SeqCst)
     }
 
-    /// Accepts connections from `listener` from now on, instead of any
-    /// listener given before.
-    pub fn listen(&mut self, listener: std::net::TcpListener) {
-        let registered = listener.set_nonblocking(true).and_then(|()| {
-            let mut socket = TcpListener::from_std(listener);
-            match &self.poll {
-                Some(poll) => {
-                    poll.registry()
-                        .register(&mut socket, Token(LISTENER), Interest::READABLE)?
-                }
-                None => return Err(io::Error::other("no poll")),
-            }
-            Ok(socket)
-        });
-        match registered {
-            Ok(socket) => {
-                self.listener = Some(Listener {
-                    socket,
-                    ready: true,
-                    paused_until: None,
-                    budget: ACCEPT_BUDGET,
-                    queued: false,
-                });
-                self.queue(LISTENER);
-            }
-            Err(e) => {
-                if self.fatal.is_none() {
-                    self.fatal = Some(format!("cannot poll the listener: {e}"));
-                }
-            }
-        }
-    }
-
     /// Queues bytes for a connection the node knows; they are written at
     /// the next [`Net::flush`].
     pub fn transmit(&mut self, conn: ConnId, bytes: Vec<u8>) {
@@ -246,111 +211,6 @@ impl Net {
             {
                 self.queue(token);
             }
-        }
-    }
-
-    /// Starts dialing `addr` for the node's connection `conn`.
-    pub fn connect(&mut self, conn: ConnId, addr: String, now: Instant) {
-        let token = self.next_token;
-        self.next_token += 1;
-        let mut c = Conn::new(conn, None, State::Resolving { addr: addr.clone() });
-        c.deadline = Some(now + CONNECT_TIMEOUT);
-        self.timers.insert((now + CONNECT_TIMEOUT, token));
-        if let Some(old) = self.ids.insert(conn, token) {
-            // The node reuses a name it still had: the old connection is
-            // forgotten, as if closed.
-            self.let_go(old);
-        }
-        self.conns.insert(token, c);
-        match addr.parse::<SocketAddr>() {
-            Ok(ip) => self.resolved(token, Ok(vec![ip])),
-            Err(_) => self.resolve(token, addr),
-        }
-    }
-
-    /// Resolves a host name on a thread of its own: a slow DNS server must
-    /// not hold up the node.
-    fn resolve(&mut self, token: usize, addr: String) {
-        let tx = self.resolved_tx.clone();
-        let waker = self.waker.clone();
-        let spawned = std::thread::Builder::new()
-            .name("ferry-resolve".into())
-            .spawn(move || {
-                let result = addr
-                    .to_socket_addrs()
-                    .map(|addrs| addrs.collect())
-                    .map_err(|e| format!("{addr}: {e}"));
-                if tx.send((token, result)).is_ok() {
-                    if let Some(waker) = waker {
-                        let _ = waker.wake();
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            self.resolved(token, Err(format!("cannot resolve: {e}")));
-        }
-    }
-
-    /// The addresses to dial for connection `token`: starts on the first.
-    fn resolved(&mut self, token: usize, result: Result<Vec<SocketAddr>, String>) {
-        let Some(c) = self.conns.get_mut(&token) else {
-            return;
-        };
-        let State::Resolving { addr } = &c.state else {
-            return;
-        };
-        let (rest, last_error) = match result {
-            Ok(addrs) if addrs.is_empty() => (VecDeque::new(), format!("{addr}: no address")),
-            Ok(addrs) => (addrs.into(), String::new()),
-            Err(e) => (VecDeque::new(), e),
-        };
-        c.state = State::Connecting {
-            addr: addr.clone(),
-            rest,
-            last_error,
-        };
-        self.dial_next(token);
-    }
-
-    /// Starts a connect to the next address of a dialing connection; with
-    /// none left, the connection is due to be reported failed.
-    fn dial_next(&mut self, token: usize) {
-        let Some(c) = self.conns.get_mut(&token) else {
-            return;
-        };
-        let State::Connecting {
-            addr,
-            rest,
-            last_error,
-        } = &mut c.state
-        else {
-            return;
-        };
-        c.stream = None;
-        while let Some(ip) = rest.pop_front() {
-            let started = TcpStream::connect(ip).and_then(|mut stream| {
-                match &self.poll {
-                    Some(poll) => poll.registry().register(
-                        &mut stream,
-                        Token(token),
-                        Interest::READABLE | Interest::WRITABLE,
-                    )?,
-                    None => return Err(io::Error::other("no poll")),
-                }
-                Ok(stream)
-            });
-            match started {
-                Ok(stream) => {
-                    c.stream = Some(stream);
-                    return;
-                }
-                Err(e) => *last_error = format!("{addr}: {e}"),
-            }
-        }
-        // Nothing left to try: reported when the connection is looked at.
-        if !c.queued {
-            c.queued = true;
-            self.ready.push_back(token);
         }
     }
 
@@ -539,66 +399,6 @@ impl Net {
         })
     }
 
-    fn service_listener(&mut self, now: Instant) -> Option<Got> {
-        let l = self.listener.as_mut()?;
-        l.queued = false;
-        if !l.ready || l.paused_until.is_some() {
-            return None;
-        }
-        if l.budget == 0 {
-            l.budget = ACCEPT_BUDGET;
-            self.carry.push(LISTENER);
-            return None;
-        }
-        l.budget -= 1;
-        let (mut stream, peer) = match l.socket.accept() {
-            Ok(accepted) => accepted,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                l.ready = false;
-                l.budget = ACCEPT_BUDGET;
-                return None;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                l.queued = true;
-                self.ready.push_front(LISTENER);
-                return None;
-            }
-            Err(e) => {
-                tracing::warn!(node = %self.name, "accept failed: {e}");
-                let at = now + ACCEPT_RETRY;
-                l.paused_until = Some(at);
-                self.timers.insert((at, LISTENER));
-                return None;
-            }
-        };
-        l.queued = true;
-        self.ready.push_front(LISTENER);
-        let token = self.next_token;
-        self.next_token += 1;
-        let poll = self.poll.as_ref()?;
-        if let Err(e) = poll.registry().register(
-            &mut stream,
-            Token(token),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            tracing::warn!(node = %self.name, "cannot poll a connection from {peer}: {e}");
-            return None;
-        }
-        // Control messages are small; do not let Nagle hold them back.
-        let _ = stream.set_nodelay(true);
-        let conn = ConnId::accepted(self.next_accept);
-        self.next_accept += 1;
-        let mut c = Conn::new(conn, Some(stream), State::Open);
-        c.budget = READ_BUDGET;
-        self.conns.insert(token, c);
-        self.ids.insert(conn, token);
-        tracing::debug!(node = %self.name, "{conn}: accepted from {peer}");
-        Some(Got::Accepted {
-            conn,
-            peer: peer.to_string(),
-        })
-    }
-
     /// Does the next thing connection `token` has to do; returns what the
     /// node is to be told of it, if anything.
     fn service(&mut self, token: usize, now: Instant) -> Option<Got> {
@@ -611,104 +411,6 @@ impl Net {
                 self.service_closing(token, now);
                 None
             }
-        }
-    }
-
-    fn service_dial(&mut self, token: usize, now: Instant) -> Option<Got> {
-        let c = self.conns.get_mut(&token)?;
-        let timed_out = c.deadline.is_some_and(|at| at <= now);
-        let (addr, last_error) = match &c.state {
-            State::Resolving { addr } => (addr, ""),
-            State::Connecting {
-                addr, last_error, ..
-            } => (addr, last_error.as_str()),
-            _ => return None,
-        };
-        let connecting = matches!(c.state, State::Connecting { .. });
-        if connecting && c.stream.is_none() {
-            let reason = if last_error.is_empty() {
-                format!("{addr}: cannot connect")
-            } else {
-                last_error.to_string()
-            };
-            return self.dial_failed(token, reason);
-        }
-        if timed_out {
-            let reason = format!("{addr}: no connection after {}s", CONNECT_TIMEOUT.as_secs());
-            return self.dial_failed(token, reason);
-        }
-        if !connecting || (!c.readable && !c.writable) {
-            return None;
-        }
-        let stream = c.stream.as_ref()?;
-        // How mio says to learn a non-blocking connect's outcome: an error,
-        // or a peer address once connected.
-        let outcome = match stream.take_error() {
-            Ok(Some(e)) | Err(e) => Err(e),
-            Ok(None) => match stream.peer_addr() {
-                Ok(_) => Ok(true),
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
-                Err(e) => Err(e),
-            },
-        };
-        c.readable = false;
-        c.writable = false;
-        match outcome {
-            // Not yet: wait for the next event.
-            Ok(false) => None,
-            Ok(true) => {
-                let _ = stream.set_nodelay(true);
-                let (live, conn) = (c.live, c.id);
-                c.state = if live {
-                    State::Open
-                } else {
-                    State::Closing { shut: false }
-                };
-                // Connected, so writable; readable is worth a try too (an
-                // edge that came with the connect's own is not repeated).
-                c.writable = true;
-                c.readable = true;
-                c.budget = READ_BUDGET;
-                self.set_deadline(token, None);
-                self.dirty.push(token);
-                // Its bytes, if any, come after `Connected`.
-                self.queue(token);
-                if live {
-                    tracing::debug!(node = %self.name, "{conn}: connected");
-                    Some(Got::Connected(conn))
-                } else {
-                    None
-                }
-            }
-            Err(e) => {
-                if let State::Connecting {
-                    addr, last_error, ..
-                } = &mut c.state
-                {
-                    *last_error = format!("{addr}: {e}");
-                }
-                self.dial_next(token);
-                let c = self.conns.get(&token)?;
-                match &c.state {
-                    State::Connecting { last_error, .. } if c.stream.is_none() => {
-                        let reason = last_error.clone();
-                        self.dial_failed(token, reason)
-                    }
-                    _ => None,
-                }
-            }
-        }
-    }
-
-    fn dial_failed(&mut self, token: usize, reason: String) -> Option<Got> {
-        let c = self.conns.get(&token)?;
-        let (live, conn) = (c.live, c.id);
-        self.drop_conn(token);
-        if live {
-            tracing::debug!(node = %self.name, "{conn}: connect failed: {reason}");
-            Some(Got::ConnectFailed(conn, reason))
-        } else {
-            None
         }
     }
 
