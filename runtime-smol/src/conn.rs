@@ -28,6 +28,12 @@ pub const READ_BUFFER: usize = 64 * 1024;
 /// time is up.
 pub const LINGER: Duration = Duration::from_secs(2);
 
+/// How long a connection the node closed may take to flush what was sent
+/// on it. A peer that reads nothing for this long is not going to; without
+/// a bound, every such connection would keep its socket and its queue for
+/// good.
+pub const CLOSE_FLUSH: Duration = Duration::from_secs(30);
+
 /// Bytes not yet written to one connection, at most. The node's transfers
 /// keep at most a window in flight (1 MiB by default, 256 MiB for the
 /// largest window the command line allows), so only a peer that stopped
@@ -55,9 +61,9 @@ pub enum State {
         last_error: String,
     },
     Open,
-    /// The node let go of the connection (or the peer hung up): flush, then
-    /// half-close (`shut`), then read and drop input until the peer hangs up
-    /// or the linger ends.
+    /// The node let go of the connection (or the peer hung up): flush
+    /// (within [`CLOSE_FLUSH`]), then half-close (`shut`), then read and
+    /// drop input until the peer hangs up or the linger ends.
     Closing {
         shut: bool,
     },

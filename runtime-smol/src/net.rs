@@ -22,7 +22,7 @@
 //!
 //! Accepting is in `accept`, dialing in `dial`.
 
-use crate::conn::{Conn, State, LINGER, MAX_QUEUED, READ_BUFFER};
+use crate::conn::{Conn, State, CLOSE_FLUSH, LINGER, MAX_QUEUED, READ_BUFFER};
 use accept::Listener;
 use ferry_core::{ConnId, Input};
 
@@ -228,13 +228,21 @@ impl Net {
         };
         c.live = false;
         match c.state {
-            State::Open => c.state = State::Closing { shut: false },
+            State::Open => self.start_closing(token, Instant::now()),
             State::Closing { .. } => {}
             // Dialing goes on, so that what the node sent meanwhile is
             // delivered; failure is then reported to no one.
             State::Resolving { .. } | State::Connecting { .. } => {}
         }
         self.queue(token);
+    }
+
+    /// Flush, half-close, linger: see [`State::Closing`].
+    fn start_closing(&mut self, token: usize, now: Instant) {
+        if let Some(c) = self.conns.get_mut(&token) {
+            c.state = State::Closing { shut: false };
+            self.set_deadline(token, Some(now + CLOSE_FLUSH));
+        }
     }
 
     /// Closes every connection as the node would, and stops accepting.
@@ -441,7 +449,7 @@ impl Net {
                 // The node forgets it; what it queued is still flushed.
                 self.ids.remove(&conn);
                 c.live = false;
-                c.state = State::Closing { shut: false };
+                self.start_closing(token, Instant::now());
                 self.queue(token);
                 Some(Got::Closed(conn))
             }

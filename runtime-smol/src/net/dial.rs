@@ -163,17 +163,17 @@ impl Net {
             Ok(true) => {
                 let _ = stream.set_nodelay(true);
                 let (live, conn) = (c.live, c.id);
-                c.state = if live {
-                    State::Open
-                } else {
-                    State::Closing { shut: false }
-                };
+                c.state = State::Open;
                 // Connected, so writable; readable is worth a try too (an
                 // edge that came with the connect's own is not repeated).
                 c.writable = true;
                 c.readable = true;
                 c.budget = READ_BUDGET;
                 self.set_deadline(token, None);
+                if !live {
+                    // Closed by the node while dialing: deliver, then close.
+                    self.start_closing(token, now);
+                }
                 self.dirty.push(token);
                 // Its bytes, if any, come after `Connected`.
                 self.queue(token);
