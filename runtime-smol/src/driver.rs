@@ -224,15 +224,7 @@ impl<N: Node> Driver<N> {
                 self.node.handle_input(now, input);
                 continue;
             }
-            let wake_at = match (
-                deadline.and_then(|d| self.clock.instant(d)),
-                self.net.next_deadline(),
-            ) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let timeout = wake_at.map(|at| at.saturating_duration_since(Instant::now()));
-            if let Err(e) = self.net.wait(timeout) {
+            if let Err(e) = self.net.wait(deadline.and_then(|d| self.clock.instant(d))) {
                 self.fail(DriverError::Poll {
                     node: self.name.clone(),
                     error: format!("cannot poll sockets: {e}"),
@@ -267,12 +259,7 @@ impl<N: Node> Driver<N> {
             if self.net.is_empty() || now >= until {
                 return;
             }
-            let wake_at = self.net.next_deadline().map_or(until, |at| at.min(until));
-            if self
-                .net
-                .wait(Some(wake_at.saturating_duration_since(now)))
-                .is_err()
-            {
+            if self.net.wait(Some(until)).is_err() {
                 return;
             }
         }

@@ -47,10 +47,12 @@ pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 mod accept;
 mod dial;
+mod timer;
 
 const LISTENER: usize = 0;
 const WAKER: usize = 1;
-const FIRST_CONN: usize = 2;
+const TIMER: usize = 2;
+const FIRST_CONN: usize = 3;
 
 /// Stops a running driver from another thread: its `run_until` returns
 /// [`DriverError::Stopped`](crate::DriverError::Stopped) soon after.
@@ -95,6 +97,8 @@ pub struct Net {
     poll: Option<Poll>,
     events: Events,
     waker: Option<Arc<Waker>>,
+    /// `None` if it could not be made: the poll's timeout serves instead.
+    timer: Option<timer::Timer>,
     stop: Arc<AtomicBool>,
     /// A failure of the poll itself: the driver stops with it.
     pub fatal: Option<String>,
@@ -134,11 +138,21 @@ impl Net {
                 (None, None)
             }
         };
+        let timer =
+            poll.as_ref()
+                .and_then(|p| match timer::Timer::new(p.registry(), Token(TIMER)) {
+                    Ok(timer) => Some(timer),
+                    Err(e) => {
+                        tracing::warn!("no timerfd ({e}); the poll times out instead");
+                        None
+                    }
+                });
         Net {
             name: name.to_string(),
             poll,
             events: Events::with_capacity(256),
             waker,
+            timer,
             stop: Arc::new(AtomicBool::new(false)),
             fatal,
             listener: None,
@@ -266,7 +280,7 @@ impl Net {
     }
 
     /// The earliest of the driver's own deadlines.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    fn next_deadline(&self) -> Option<Instant> {
         self.timers.first().map(|(at, _)| *at)
     }
 
@@ -307,14 +321,28 @@ impl Net {
         }
     }
 
-    /// Waits for socket events, at most `timeout`, and lists the sockets to
-    /// look at. mio rounds the timeout up to whole milliseconds, so a wait
-    /// never ends before it; it may end later, or early on an event.
-    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        let timeout = if self.busy() {
-            Some(Duration::ZERO)
-        } else {
-            timeout
+    /// Waits for socket events, until `until` (the node's deadline) or the
+    /// driver's own next deadline at the latest, and lists the sockets to
+    /// look at. It may end later than asked (never earlier: see `timer`),
+    /// or early on an event.
+    pub fn wait(&mut self, until: Option<Instant>) -> io::Result<()> {
+        let until = match (until, self.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let busy = self.busy();
+        let timeout = match (until, self.timer.as_mut()) {
+            _ if busy => Some(Duration::ZERO),
+            (None, _) => None,
+            (Some(at), timer) => {
+                let now = Instant::now();
+                match timer.map(|t| t.arm_by(at, now)) {
+                    Some(Ok(())) => None,
+                    // Without a timer, the poll's own timeout, which mio
+                    // rounds up to whole milliseconds.
+                    Some(Err(_)) | None => Some(at.saturating_duration_since(now)),
+                }
+            }
         };
         let Some(poll) = self.poll.as_mut() else {
             return Err(io::Error::other("no poll"));
@@ -330,6 +358,12 @@ impl Net {
             let queued = match token {
                 WAKER => {
                     woken = true;
+                    continue;
+                }
+                TIMER => {
+                    if let Some(timer) = self.timer.as_mut() {
+                        timer.fired();
+                    }
                     continue;
                 }
                 LISTENER => match self.listener.as_mut() {
