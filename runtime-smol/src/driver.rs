@@ -214,17 +214,20 @@ impl<N: Node> Driver<N> {
                     node: self.name.clone(),
                 });
             }
-            let now = self.clock.now();
+            // One reading of the clock serves the whole turn.
+            let instant = Instant::now();
+            let now = self.clock.at(instant);
             let deadline = self.node.poll_timeout();
             if deadline.is_some_and(|d| d <= now) {
                 self.node.handle_timeout(now);
                 continue;
             }
-            if let Some(input) = self.net.next_input(Instant::now()) {
+            if let Some(input) = self.net.next_input(instant) {
                 self.node.handle_input(now, input);
                 continue;
             }
-            if let Err(e) = self.net.wait(deadline.and_then(|d| self.clock.instant(d))) {
+            let until = deadline.and_then(|d| self.clock.instant(d));
+            if let Err(e) = self.net.wait(until, instant) {
                 self.fail(DriverError::Poll {
                     node: self.name.clone(),
                     error: format!("cannot poll sockets: {e}"),
@@ -259,7 +262,7 @@ impl<N: Node> Driver<N> {
             if self.net.is_empty() || now >= until {
                 return;
             }
-            if self.net.wait(Some(until)).is_err() {
+            if self.net.wait(Some(until), now).is_err() {
                 return;
             }
         }

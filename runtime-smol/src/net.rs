@@ -323,9 +323,10 @@ impl Net {
 
     /// Waits for socket events, until `until` (the node's deadline) or the
     /// driver's own next deadline at the latest, and lists the sockets to
-    /// look at. It may end later than asked (never earlier: see `timer`),
-    /// or early on an event.
-    pub fn wait(&mut self, until: Option<Instant>) -> io::Result<()> {
+    /// look at. It may end later than asked (never earlier: see `timer`;
+    /// `now` may be a little old, which only makes the wait longer), or
+    /// early on an event.
+    pub fn wait(&mut self, until: Option<Instant>, now: Instant) -> io::Result<()> {
         let until = match (until, self.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -335,7 +336,6 @@ impl Net {
             _ if busy => Some(Duration::ZERO),
             (None, _) => None,
             (Some(at), timer) => {
-                let now = Instant::now();
                 match timer.map(|t| t.arm_by(at, now)) {
                     Some(Ok(())) => None,
                     // Without a timer, the poll's own timeout, which mio
