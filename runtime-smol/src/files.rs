@@ -60,10 +60,13 @@
 //! file could be persisted.
 //!
 //! **Write-behind.** A temporary file asks the kernel to start writing
-//! its data to disk (`sync_file_range`, on Linux) every 8 MiB, without
-//! waiting (on the writer thread, after the writes of the range). The disk then works while the transfer goes on, and the
-//! `fsync` of `Persist` waits only for the tail, not for the whole file
-//! (for a large file that wait used to be a third of the transfer).
+//! its data to disk (`sync_file_range`, on Linux) every 2 MiB, without
+//! waiting (on the writer thread, after the writes of the range). The disk
+//! then works while the transfer goes on, and the `fsync` of `Persist`
+//! waits only for the tail, not for the whole file (for a large file that
+//! wait used to be a third of the transfer). Every 2 MiB rather than 8:
+//! with the writes off the driver's thread it costs the transfer nothing,
+//! and a durable upload at the default window gained about a tenth.
 //!
 //! **Open files are cached** per read handle and per temporary file, so a
 //! transfer does not reopen its file for every frame. The cache is bounded
@@ -90,7 +93,7 @@ pub const TMP_DIR: &str = "tmp";
 const MAX_OPEN: usize = 128;
 
 /// Written bytes after which a temporary file's writeback is started.
-const WRITE_BEHIND: u64 = 8 << 20;
+const WRITE_BEHIND: u64 = 2 << 20;
 
 /// The largest read a node may ask for at once.
 pub const MAX_READ: usize = 16 << 20;
@@ -522,7 +525,7 @@ impl Files {
         self.write_through(temp, g.offset, g.data)
     }
 
-    /// Hands a write to the writer thread, and with it, every 8 MiB, the
+    /// Hands a write to the writer thread, and with it, every 2 MiB, the
     /// start of the writeback of what was written.
     fn write_through(&mut self, temp: u64, offset: u64, data: Vec<u8>) -> Result<(), FileFailure> {
         let file = Arc::clone(self.temp_file(temp)?);
