@@ -16,11 +16,12 @@
 //! A stop-and-wait upload (W = 1) made about 15 system calls per 4 KiB
 //! chunk on the client and ran at 0.22–0.39× a bare blocking loop. The
 //! driver now polls its own sockets with mio on its own thread:
-//! edge-triggered registrations made once, one `epoll_wait` per wakeup with
-//! the next deadline as its timeout, reads straight into one buffer handed
-//! to the node, writes straight from the node's frames (`writev`): 3 system
-//! calls per chunk on each side, and 0.44–0.55× the bare loop (the rest is
-//! the node's own work and the disk; figures in `docs/transfer.md`).
+//! edge-triggered registrations made once, one `epoll_wait` per wakeup
+//! (a timerfd re-armed only for an earlier deadline wakes it for timers),
+//! reads straight into one buffer handed to the node, writes straight from
+//! the node's frames (`writev`): 3 system calls per chunk on each side, and
+//! about 0.5× the bare loop (the rest is the node's own work, waking the
+//! other side, and the disk; figures in `docs/transfer.md`).
 //!
 //! - [`clock`]: real time as the core's [`Timestamp`](ferry_core::Timestamp),
 //!   counted from the Unix epoch.
