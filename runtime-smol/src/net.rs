@@ -47,6 +47,8 @@ pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 mod accept;
 mod dial;
+#[cfg(test)]
+mod tests;
 mod timer;
 
 const LISTENER: usize = 0;
