@@ -2,8 +2,7 @@
 
 use crate::error::CliError;
 use ferry_core::balancer::ServerAddr;
-use smol::net::TcpListener;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 
 /// Checks that `s` looks like `HOST:PORT` (hostnames are resolved later).
 pub fn host_port(s: &str) -> Result<String, String> {
@@ -72,9 +71,9 @@ pub fn number_servers(items: Vec<ServerItem>) -> Result<Vec<(u32, String)>, CliE
 
 /// Binds a listener and returns it with the address it really got (port 0
 /// asks for a free port).
-pub async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr), CliError> {
+pub fn bind(addr: &str) -> Result<(TcpListener, SocketAddr), CliError> {
     let failed = |e: std::io::Error| CliError::Failed(format!("cannot listen on {addr}: {e}"));
-    let listener = TcpListener::bind(addr).await.map_err(failed)?;
+    let listener = TcpListener::bind(addr).map_err(failed)?;
     let local = listener.local_addr().map_err(failed)?;
     Ok((listener, local))
 }

@@ -89,58 +89,63 @@ pub fn run(
     }
     let now = driver.now();
     driver.node_mut().start(now);
-    smol::block_on(async {
-        let result = async {
-            let session = driver
-                .run_until(|event| match event {
-                    ClientEvent::Connected { server_id, addr } => {
-                        ControlFlow::Break(Ok(Session { server_id, addr }))
+    let result = run_requests(args, &mut driver, requests, &mut progress);
+    driver.close(FLUSH_PATIENCE);
+    result
+}
+
+/// The session's part of [`run`]: handshake, then the requests.
+fn run_requests(
+    args: &ClientArgs,
+    driver: &mut Driver<Client>,
+    requests: Vec<Request>,
+    progress: &mut Option<&mut dyn FnMut(u64, u64)>,
+) -> Result<(Session, Vec<Response>), CliError> {
+    let session = driver
+        .run_until(|event| match event {
+            ClientEvent::Connected { server_id, addr } => {
+                ControlFlow::Break(Ok(Session { server_id, addr }))
+            }
+            ClientEvent::Failed(error) => ControlFlow::Break(Err(error)),
+            _ => ControlFlow::Continue(()),
+        })
+        .map_err(|e| CliError::Failed(e.to_string()))?
+        .map_err(failed)?;
+    if args.verbose {
+        eprintln!("via server {} at {}", session.server_id, session.addr);
+    }
+    let mut answers = Vec::new();
+    for request in requests {
+        let op = request.op();
+        let now = driver.now();
+        driver
+            .node_mut()
+            .request(now, request)
+            .map_err(|e| CliError::Failed(format!("cannot start {op:?} on the session: {e:?}")))?;
+        let response = driver
+            .run_until(|event| match event {
+                ClientEvent::Response(r) => ControlFlow::Break(Ok(r)),
+                ClientEvent::Progress { bytes, total } => {
+                    if let Some(progress) = progress.as_mut() {
+                        progress(bytes, total);
                     }
-                    ClientEvent::Failed(error) => ControlFlow::Break(Err(error)),
-                    _ => ControlFlow::Continue(()),
-                })
-                .await
-                .map_err(|e| CliError::Failed(e.to_string()))?
-                .map_err(failed)?;
-            if args.verbose {
-                eprintln!("via server {} at {}", session.server_id, session.addr);
-            }
-            let mut answers = Vec::new();
-            for request in requests {
-                let op = request.op();
-                let now = driver.now();
-                driver.node_mut().request(now, request).map_err(|e| {
-                    CliError::Failed(format!("cannot start {op:?} on the session: {e:?}"))
-                })?;
-                let response = driver
-                    .run_until(|event| match event {
-                        ClientEvent::Response(r) => ControlFlow::Break(Ok(r)),
-                        ClientEvent::Progress { bytes, total } => {
-                            if let Some(progress) = progress.as_mut() {
-                                progress(bytes, total);
-                            }
-                            ControlFlow::Continue(())
-                        }
-                        ClientEvent::Failed(error) => ControlFlow::Break(Err(failed(error))),
-                        ClientEvent::Disconnected => ControlFlow::Break(Err(CliError::Failed(
-                            format!("server {} closed the session", session.server_id),
-                        ))),
-                        _ => ControlFlow::Continue(()),
-                    })
-                    .await
-                    .map_err(|e| CliError::Failed(e.to_string()))??;
-                let failed = matches!(response, Response::Failed(_));
-                answers.push(response);
-                if failed {
-                    break;
+                    ControlFlow::Continue(())
                 }
-            }
-            Ok((session, answers))
+                ClientEvent::Failed(error) => ControlFlow::Break(Err(failed(error))),
+                ClientEvent::Disconnected => ControlFlow::Break(Err(CliError::Failed(format!(
+                    "server {} closed the session",
+                    session.server_id
+                )))),
+                _ => ControlFlow::Continue(()),
+            })
+            .map_err(|e| CliError::Failed(e.to_string()))??;
+        let failed = matches!(response, Response::Failed(_));
+        answers.push(response);
+        if failed {
+            break;
         }
-        .await;
-        driver.close(FLUSH_PATIENCE).await;
-        result
-    })
+    }
+    Ok((session, answers))
 }
 
 /// The server's answer, or its `Failed` reason as the command's error.

@@ -33,15 +33,14 @@ pub fn run(args: Args) -> Result<(), CliError> {
             .map(|(id, addr)| ServerAddr { id, addr })
             .collect(),
     );
-    smol::block_on(async {
-        let (listener, local) = addr::bind(&args.listen).await?;
-        let driver = Driver::new(Balancer::new(cfg, secret, entropy))
-            .named("balancer")
-            .listen(listener);
-        say(format_args!(
-            "ferry balancer: listening on {local} with {n} servers"
-        ));
-        let Err(e) = driver.run().await;
-        Err(CliError::Failed(e.to_string()))
-    })
+    let (listener, local) = addr::bind(&args.listen)?;
+    let driver = Driver::new(Balancer::new(cfg, secret, entropy))
+        .named("balancer")
+        .listen(listener);
+    say(format_args!(
+        "ferry balancer: listening on {local} with {n} servers"
+    ));
+    // The driver has logged the error already; this is the exit message.
+    let Err(e) = driver.run();
+    Err(CliError::Failed(e.to_string()))
 }

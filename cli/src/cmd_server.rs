@@ -58,17 +58,15 @@ pub fn run(args: Args) -> Result<(), CliError> {
         ..ServerConfig::new(args.id)
     };
     let driver = server_node::build(cfg, replica, secret, &args.data)?;
-    smol::block_on(async {
-        let (listener, local) = addr::bind(&args.listen).await?;
-        let driver = driver.listen(listener);
-        say(format_args!(
-            "ferry server {}: listening on {local}",
-            args.id
-        ));
-        // The driver has logged the error already; this is the exit message.
-        let Err(e) = driver.run().await;
-        Err(CliError::Failed(e.to_string()))
-    })
+    let (listener, local) = addr::bind(&args.listen)?;
+    let driver = driver.listen(listener);
+    say(format_args!(
+        "ferry server {}: listening on {local}",
+        args.id
+    ));
+    // The driver has logged the error already; this is the exit message.
+    let Err(e) = driver.run();
+    Err(CliError::Failed(e.to_string()))
 }
 
 /// Checks `--master` and `--peers` against `--id` (see their help).

@@ -2,7 +2,8 @@
 //! out on one machine. Server 1 is the master; each server keeps its store
 //! under DATA/server-N, so running `ferry up` again with the same data
 //! resumes the same cluster (a made-up cluster secret is kept in
-//! DATA/secret for that).
+//! DATA/secret for that). Each node runs on a thread of its own; the first
+//! to stop (a fatal error) ends the process.
 
 use crate::addr;
 use crate::error::CliError;
@@ -11,7 +12,7 @@ use crate::{say, secret};
 use ferry_core::balancer::{Balancer, BalancerConfig, ServerAddr};
 use ferry_core::replication::ReplicaConfig;
 use ferry_core::server::ServerConfig;
-use ferry_runtime_smol::Driver;
+use ferry_runtime_smol::{Driver, Group};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -48,61 +49,51 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let secret = secret::load_or_keep(args.secret_file.as_deref(), &data.join(SECRET_FILE))?;
     let entropy = ferry_runtime_smol::os_entropy()
         .map_err(|e| CliError::Failed(format!("cannot seed the balancer: {e}")))?;
-    smol::block_on(async {
-        // The balancer's address is the one that may be taken: try it first.
-        let (balancer_listener, balancer_addr) = addr::bind(&args.listen).await?;
-        // Every server's address first, so each can be told the others'.
-        let mut listeners = Vec::new();
-        for id in 1..=args.servers {
-            let (listener, local) = addr::bind("127.0.0.1:0").await?;
-            listeners.push((id, listener, local));
-        }
-        let servers: Vec<ServerAddr> = listeners
-            .iter()
-            .map(|(id, _, local)| ServerAddr {
-                id: *id,
-                addr: local.to_string(),
-            })
-            .collect();
-        let mut tasks = Vec::new();
-        for (id, listener, local) in listeners {
-            let peers = servers.iter().filter(|s| s.id != id).cloned().collect();
-            let replica = ReplicaConfig::new(id, MASTER, peers);
-            let dir = data.join(format!("server-{id}"));
-            let cfg = ServerConfig {
-                send_window: args.window,
-                ..ServerConfig::new(id)
-            };
-            let driver = server_node::build(cfg, replica, secret.clone(), &dir)?;
-            let driver = driver.listen(listener);
-            tasks.push(on_own_thread(driver));
-            let role = if id == MASTER { " (master)" } else { "" };
-            say(format_args!(
-                "ferry up: server {id} listening on {local}{role}"
-            ));
-        }
-        let balancer = Balancer::new(BalancerConfig::new(servers), secret, entropy);
-        let driver = Driver::new(balancer)
-            .named("balancer")
-            .listen(balancer_listener);
-        tasks.push(on_own_thread(driver));
+    // The balancer's address is the one that may be taken: try it first.
+    let (balancer_listener, balancer_addr) = addr::bind(&args.listen)?;
+    // Every server's address first, so each can be told the others'.
+    let mut listeners = Vec::new();
+    for id in 1..=args.servers {
+        let (listener, local) = addr::bind("127.0.0.1:0")?;
+        listeners.push((id, listener, local));
+    }
+    let servers: Vec<ServerAddr> = listeners
+        .iter()
+        .map(|(id, _, local)| ServerAddr {
+            id: *id,
+            addr: local.to_string(),
+        })
+        .collect();
+    let cannot_start =
+        |e: std::io::Error| CliError::Failed(format!("cannot start a thread for a node: {e}"));
+    let mut group = Group::new();
+    for (id, listener, local) in listeners {
+        let peers = servers.iter().filter(|s| s.id != id).cloned().collect();
+        let replica = ReplicaConfig::new(id, MASTER, peers);
+        let dir = data.join(format!("server-{id}"));
+        let cfg = ServerConfig {
+            send_window: args.window,
+            ..ServerConfig::new(id)
+        };
+        let driver = server_node::build(cfg, replica, secret.clone(), &dir)?;
+        group.spawn(driver.listen(listener)).map_err(cannot_start)?;
+        let role = if id == MASTER { " (master)" } else { "" };
         say(format_args!(
-            "ferry up: balancer listening on {balancer_addr} with {} servers",
-            args.servers
+            "ferry up: server {id} listening on {local}{role}"
         ));
-        // Runs until the process is killed (Ctrl-C), or a server stops.
-        let Err(e) = ferry_runtime_smol::run_all(tasks).await;
-        Err(CliError::Failed(e.to_string()))
-    })
-}
-
-/// Runs a driver on a thread of its own (it runs its sockets' tasks there
-/// too), as a task that ends with the driver.
-fn on_own_thread<N>(driver: Driver<N>) -> smol::Task<ferry_runtime_smol::RunResult>
-where
-    N: ferry_core::Node + Send + 'static,
-{
-    smol::unblock(move || smol::block_on(driver.run()))
+    }
+    let balancer = Balancer::new(BalancerConfig::new(servers), secret, entropy);
+    let driver = Driver::new(balancer)
+        .named("balancer")
+        .listen(balancer_listener);
+    group.spawn(driver).map_err(cannot_start)?;
+    say(format_args!(
+        "ferry up: balancer listening on {balancer_addr} with {} servers",
+        args.servers
+    ));
+    // Runs until the process is killed (Ctrl-C), or a node stops.
+    let Err(e) = group.wait();
+    Err(CliError::Failed(e.to_string()))
 }
 
 /// `ferry-data` under the platform's data directory, or `./ferry-data`.

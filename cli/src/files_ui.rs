@@ -42,6 +42,11 @@ impl Bar {
     }
 
     pub fn set(&self, bytes: u64, total: u64) {
+        // Called for every ACK: a stop-and-wait transfer makes one per
+        // 4 KiB, and an unseen bar's estimate is not worth its arithmetic.
+        if self.0.is_hidden() {
+            return;
+        }
         self.0.set_length(total);
         self.0.set_position(bytes);
     }

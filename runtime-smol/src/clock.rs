@@ -49,7 +49,14 @@ impl Clock {
     }
 
     pub fn now(&self) -> Timestamp {
-        Timestamp::from_duration(self.origin_unix.saturating_add(self.origin.elapsed()))
+        self.at(Instant::now())
+    }
+
+    /// The timestamp of `instant` (the clock's origin for an earlier one),
+    /// for a caller that read the time already.
+    pub fn at(&self, instant: Instant) -> Timestamp {
+        let since = instant.saturating_duration_since(self.origin);
+        Timestamp::from_duration(self.origin_unix.saturating_add(since))
     }
 
     /// The instant a timestamp stands for; `None` if it is too far away to
@@ -84,6 +91,11 @@ mod tests {
         assert_eq!(clock.instant(t), Some(origin + Duration::from_secs(5)));
         // Before the origin: already due.
         assert_eq!(clock.instant(Timestamp::ZERO), Some(origin));
+        assert_eq!(clock.at(origin + Duration::from_secs(5)), t);
+        assert_eq!(
+            clock.at(origin),
+            Timestamp::from_duration(Duration::from_secs(1_700_000_000))
+        );
         assert!(clock.now() >= Timestamp::from_duration(Duration::from_secs(1_700_000_000)));
     }
 }

@@ -1,11 +1,18 @@
-//! The run loop: one node, its sockets, its timer.
+//! The run loop: one node, its sockets, its timer, on the caller's thread.
 //!
-//! **Rule (str0m's):** after every input, drain *every* output before waiting
-//! for the next input. Then wait for the first of: an inbound socket event or
-//! the node's deadline. `futures_lite::future::or` polls its first argument
-//! first, so when both are ready the socket event wins, deterministically.
+//! **Rule (str0m's):** after every input, drain *every* output before taking
+//! the next input. Then take the next input the sockets have (see
+//! [`crate::net`]: accepts, connects, bytes, hang-ups, at most a budget of
+//! bytes per connection before the others' turn), or, with none, wait in
+//! one `epoll_wait` for the first of: a socket event, the node's deadline,
+//! or one of the driver's own (connect timeouts, lingers). A wakeup before
+//! the node's deadline just loops: the node's timer never fires early.
 //!
-//! A connection the node closed is forgotten at once: whatever its reader
+//! Bytes the node transmits are queued on their connection during the
+//! drain and written once the drain and the answers it owes are done (see
+//! *Persistence*): all the frames of one round go out in one `writev`.
+//!
+//! A connection the node closed is forgotten at once: whatever its socket
 //! still reports (bytes, `Closed`) is dropped, so the node is never told
 //! about a connection it no longer knows.
 //!
@@ -23,31 +30,24 @@
 //! back (`FileRead`, `FilePersisted`, `FileFailed`) is queued with the
 //! persisted tokens, in one queue in output order, and fed back the same
 //! way: one input, then a drain. A read's bytes are read only when they are
-//! fed, into the executor's one reusable buffer. A node that asks for file
+//! fed, into the executor's reusable buffers. A node that asks for file
 //! work from a driver without an executor stops it ([`DriverError::NoFiles`]).
 
 use crate::clock::Clock;
-use crate::conn::{self, Flushing, Inbound, Writer};
 use crate::files::{FileAnswer, Files};
-use async_channel::{Receiver, Sender};
-use async_io::Timer;
+use crate::net::{Net, Stopper};
 use ferry_core::store::{Batch, Store, StoreError};
-use ferry_core::{ConnId, Input, Node, Output, Timestamp};
-use futures_lite::future;
-use smol::net::TcpListener;
-use smol::{Executor, Task};
-use std::collections::{BTreeMap, VecDeque};
+use ferry_core::{Input, Node, Output, Timestamp};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt;
-use std::future::Future;
+use std::net::TcpListener;
 use std::ops::ControlFlow;
-use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Why a driver stopped. Both are fatal to the node: its state may be ahead
-/// of what is durable, so it must not go on.
+/// Why a driver stopped. All but [`DriverError::Stopped`] are fatal to the
+/// node: its state may be ahead of what is durable, so it must not go on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DriverError {
     /// The store could not commit a batch.
@@ -56,6 +56,11 @@ pub enum DriverError {
     NoStore { node: String },
     /// The node asked for file work, but the driver has no file executor.
     NoFiles { node: String },
+    /// The driver cannot poll its sockets (out of file descriptors, say).
+    Poll { node: String, error: String },
+    /// A [`Stopper`] asked the driver to stop. Not a failure: the driver
+    /// can run again.
+    Stopped { node: String },
 }
 
 impl fmt::Display for DriverError {
@@ -72,6 +77,8 @@ impl fmt::Display for DriverError {
                 f,
                 "{node} stopped: it asked for file work but has no file storage"
             ),
+            DriverError::Poll { node, error } => write!(f, "{node} stopped: {error}"),
+            DriverError::Stopped { node } => write!(f, "{node} stopped on request"),
         }
     }
 }
@@ -81,36 +88,12 @@ impl std::error::Error for DriverError {}
 /// What [`Driver::run`] returns: only ever an error.
 pub type RunResult = Result<Infallible, DriverError>;
 
-/// Waits on several drivers spawned with `smol::spawn(driver.run())`, for
-/// running a whole cluster in one process. Returns the first driver's fatal
-/// error; a panic in any driver is re-raised here rather than lost with its
-/// task.
-pub async fn run_all(drivers: Vec<Task<RunResult>>) -> RunResult {
-    let mut all: Pin<Box<dyn Future<Output = RunResult> + Send>> = Box::pin(future::pending());
-    for task in drivers {
-        all = Box::pin(future::or(all, task));
-    }
-    all.await
-}
-
-/// Socket events buffered between the socket tasks and the node; a full
-/// buffer makes readers wait, which pushes back on fast peers.
-const INBOUND_BUFFER: usize = 256;
-
 /// Runs one node against real sockets and real time.
 pub struct Driver<N: Node> {
     node: N,
     name: String,
     clock: Clock,
-    conns: BTreeMap<ConnId, Writer>,
-    inbound_tx: Sender<Inbound>,
-    inbound: Receiver<Inbound>,
-    /// Cancelled when the driver is dropped.
-    accept_task: Option<Task<()>>,
-    next_accept: Arc<AtomicU64>,
-    flushing: Flushing,
-    /// Closed once the driver and every writer task dropped `flushing`.
-    all_flushed: Receiver<()>,
+    net: Net,
     store: Option<Box<dyn Store + Send>>,
     files: Option<Files>,
     /// Answers to feed back, in output order: tokens of committed batches
@@ -118,8 +101,6 @@ pub struct Driver<N: Node> {
     answers: VecDeque<Answer>,
     /// Set by the first fatal error; the driver does nothing after it.
     failed: Option<DriverError>,
-    /// Runs the socket tasks, on the thread that runs the driver.
-    executor: Arc<Executor<'static>>,
 }
 
 /// An input the driver owes the node for an output it executed.
@@ -128,33 +109,21 @@ enum Answer {
     File(FileAnswer),
 }
 
-enum Wake {
-    Inbound(Inbound),
-    Timer,
-}
-
 impl<N: Node> Driver<N> {
     /// A driver whose clock starts now. It dials what the node asks for and
     /// accepts nothing until given a listener with [`Driver::listen`].
     pub fn new(node: N) -> Self {
-        let (inbound_tx, inbound) = async_channel::bounded(INBOUND_BUFFER);
-        let (flushing, all_flushed) = async_channel::bounded(1);
+        let name = "node".to_string();
+        let net = Net::new(&name);
         Driver {
             node,
-            name: "node".into(),
+            name,
             clock: Clock::new(),
-            conns: BTreeMap::new(),
-            inbound_tx,
-            inbound,
-            accept_task: None,
-            next_accept: Arc::new(AtomicU64::new(0)),
-            flushing,
-            all_flushed,
+            net,
             store: None,
             files: None,
             answers: VecDeque::new(),
             failed: None,
-            executor: Arc::new(Executor::new()),
         }
     }
 
@@ -165,7 +134,9 @@ impl<N: Node> Driver<N> {
     }
 
     /// Executes the node's file work with `files`.
-    pub fn with_files(mut self, files: Files) -> Self {
+    pub fn with_files(mut self, mut files: Files) -> Self {
+        let stopper = self.net.stopper();
+        files.set_wake(Arc::new(move || stopper.wake()));
         self.files = Some(files);
         self
     }
@@ -180,22 +151,26 @@ impl<N: Node> Driver<N> {
     /// Names the node in log lines (useful when one process runs several).
     pub fn named(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self.net.rename(&self.name);
         self
     }
 
     /// Feeds the connections `listener` accepts to the node (replacing the
-    /// listener given before, if any).
+    /// listener given before, if any), numbered `ConnId::accepted(0)`, 1,
+    /// and so on.
     pub fn listen(mut self, listener: TcpListener) -> Self {
-        let next = Arc::clone(&self.next_accept);
-        let (inbound, flushing) = (self.inbound_tx.clone(), self.flushing.clone());
-        self.accept_task = Some(conn::accept_loop(
-            &self.executor,
-            listener,
-            next,
-            inbound,
-            flushing,
-        ));
+        self.net.listen(listener);
         self
+    }
+
+    /// Something another thread can stop [`Driver::run_until`] with.
+    pub fn stopper(&self) -> Stopper {
+        self.net.stopper()
+    }
+
+    /// The node's name in log lines.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The driver's current time, for calls on the node such as
@@ -215,113 +190,105 @@ impl<N: Node> Driver<N> {
     }
 
     /// Runs until `on_event` breaks, and returns what it broke with, or
-    /// until a fatal error. Every event is logged and then passed to
-    /// `on_event`; the outputs queued after a break are still executed, but
-    /// their events are only logged.
-    ///
-    /// The future may be dropped at any await point (to stop on a signal,
-    /// say with `future::or(driver.run_until(..), stop)`): no input is lost
-    /// and the driver can be run again. After a fatal error it returns that
-    /// error at once, every time.
-    pub async fn run_until<B>(
-        &mut self,
-        on_event: impl FnMut(N::Event) -> ControlFlow<B>,
-    ) -> Result<B, DriverError> {
-        // The socket tasks run while, and where, the node runs.
-        let executor = Arc::clone(&self.executor);
-        executor.run(self.run_node(on_event)).await
-    }
-
-    async fn run_node<B>(
+    /// until a fatal error or a [`Stopper`]. Every event is logged and then
+    /// passed to `on_event`; the outputs queued after a break are still
+    /// executed, but their events are only logged. Input not yet fed at a
+    /// break (bytes read, accepts, answers) is kept for the next run.
+    /// After a fatal error it returns that error at once, every time.
+    pub fn run_until<B>(
         &mut self,
         mut on_event: impl FnMut(N::Event) -> ControlFlow<B>,
     ) -> Result<B, DriverError> {
-        // The timer stays armed for the earliest deadline asked for while
-        // later ones come and go: arming a timer wakes the reactor, and a
-        // node's deadline moves with nearly every message (a transfer's
-        // resend timer, say). A timer that fires early just re-arms.
-        let mut armed: Option<(Instant, Timer)> = None;
+        if let Some(error) = self.net.fatal.take() {
+            self.fail(DriverError::Poll {
+                node: self.name.clone(),
+                error,
+            });
+        }
         loop {
             if let Some(value) = self.settle(&mut on_event)? {
                 return Ok(value);
             }
-            let now = self.clock.now();
+            if self.net.take_stop() {
+                return Err(DriverError::Stopped {
+                    node: self.name.clone(),
+                });
+            }
+            // One reading of the clock serves the whole turn.
+            let instant = Instant::now();
+            let now = self.clock.at(instant);
             let deadline = self.node.poll_timeout();
             if deadline.is_some_and(|d| d <= now) {
                 self.node.handle_timeout(now);
                 continue;
             }
-            match deadline.and_then(|d| self.clock.instant(d)) {
-                Some(at) if armed.as_ref().is_none_or(|(t, _)| at < *t) => {
-                    armed = Some((at, Timer::at(at)));
-                }
-                _ => {}
+            if let Some(input) = self.net.next_input(instant) {
+                self.node.handle_input(now, input);
+                continue;
             }
-            let inbound = async {
-                // The driver holds a sender, so the channel never closes.
-                match self.inbound.recv().await {
-                    Ok(event) => Wake::Inbound(event),
-                    Err(_) => future::pending().await,
-                }
-            };
-            let timer = async {
-                match armed.as_mut() {
-                    Some((_, timer)) => {
-                        timer.await;
-                    }
-                    None => future::pending::<()>().await,
-                }
-                Wake::Timer
-            };
-            match future::or(inbound, timer).await {
-                Wake::Inbound(event) => self.on_inbound(event),
-                // The deadline is checked at the top of the loop.
-                Wake::Timer => armed = None,
+            let until = deadline.and_then(|d| self.clock.instant(d));
+            if let Err(e) = self.net.wait(until, instant) {
+                self.fail(DriverError::Poll {
+                    node: self.name.clone(),
+                    error: format!("cannot poll sockets: {e}"),
+                });
             }
         }
     }
 
-    /// Runs until a fatal error, logging events. Otherwise it returns only
-    /// by being dropped.
-    pub async fn run(mut self) -> RunResult {
-        self.run_until(|_| ControlFlow::Continue(())).await
+    /// Runs until a fatal error (or a [`Stopper`]), logging events.
+    pub fn run(mut self) -> RunResult {
+        self.run_until(|_| ControlFlow::Continue(()))
     }
 
     /// Stops: executes the outputs still queued, closes every connection as
-    /// if the node had closed them, and waits until everything is flushed
-    /// and the sockets are shut, or until `patience` runs out. For a process
-    /// about to exit, whose last message (an ACK, say) would otherwise die
-    /// with it.
+    /// if the node had closed them (flushed, half-closed, lingering for the
+    /// peer to hang up), stops accepting, and waits until every connection
+    /// is done or `patience` runs out. For a process about to exit, whose
+    /// last message (an ACK, say) would otherwise die with it.
     ///
     /// After a fatal error nothing more is sent: connections are closed
     /// with what was already queued on them.
-    pub async fn close(mut self, patience: Duration) {
+    pub fn close(mut self, patience: Duration) {
+        let until = Instant::now() + patience;
         // Outputs queued by calls on the node since the last run go first.
         let _ = self.settle(&mut |_| ControlFlow::<()>::Continue(()));
-        for writer in std::mem::take(&mut self.conns).into_values() {
-            writer.close();
+        self.net.close_all();
+        loop {
+            self.net.flush();
+            let now = Instant::now();
+            // No connection is the node's any more: nothing comes out.
+            while self.net.next_input(now).is_some() {}
+            if self.net.is_empty() || now >= until {
+                return;
+            }
+            if self.net.wait(Some(until), now).is_err() {
+                return;
+            }
         }
-        let all_flushed = self.all_flushed.clone();
-        let executor = Arc::clone(&self.executor);
-        // Drops the listener, our `flushing` token, and the inbound channel,
-        // so that readers stop at their next event.
-        drop(self);
-        let flushed = async {
-            let _ = all_flushed.recv().await;
-        };
-        let waited = future::or(flushed, async {
-            Timer::after(patience).await;
-        });
-        // The writers run on the driver's executor: run it meanwhile. Tasks
-        // still running after this (readers lingering) are cancelled with
-        // the executor.
-        executor.run(waited).await;
+    }
+
+    fn fail(&mut self, e: DriverError) {
+        if self.failed.is_none() {
+            tracing::error!(node = %self.name, "{e}");
+            self.failed = Some(e);
+        }
+    }
+
+    /// [`Driver::settle_node`], then the bytes it queued go to the sockets.
+    fn settle<B>(
+        &mut self,
+        on_event: &mut impl FnMut(N::Event) -> ControlFlow<B>,
+    ) -> Result<Option<B>, DriverError> {
+        let settled = self.settle_node(on_event);
+        self.net.flush();
+        settled
     }
 
     /// Drains, then feeds back each committed batch's `Persisted` and
     /// drains again, until the node is quiet. Stops early at a break (the
     /// tokens left are fed on the next run) or a fatal error.
-    fn settle<B>(
+    fn settle_node<B>(
         &mut self,
         on_event: &mut impl FnMut(N::Event) -> ControlFlow<B>,
     ) -> Result<Option<B>, DriverError> {
@@ -336,6 +303,12 @@ impl<N: Node> Driver<N> {
             }
             if let Some(value) = stop {
                 return Ok(Some(value));
+            }
+            // Writes fail on the writer thread, whenever they do.
+            if let Some(files) = self.files.as_mut() {
+                while let Some(failed) = files.take_failure() {
+                    self.answers.push_back(Answer::File(failed));
+                }
             }
             let Some(answer) = self.answers.pop_front() else {
                 return Ok(None);
@@ -391,23 +364,12 @@ impl<N: Node> Driver<N> {
                 break;
             };
             match output {
-                Output::Transmit { conn, bytes } => match self.conns.get(&conn) {
-                    Some(writer) => writer.send(bytes),
-                    None => {
-                        tracing::debug!(node = %self.name, "{conn}: transmit on unknown connection dropped")
-                    }
-                },
+                Output::Transmit { conn, bytes } => self.net.transmit(conn, bytes),
                 Output::Connect { conn, addr } => {
                     tracing::debug!(node = %self.name, "{conn}: dial {addr}");
-                    let (inbound, flushing) = (self.inbound_tx.clone(), self.flushing.clone());
-                    let writer = conn::dial(&self.executor, conn, addr, inbound, flushing);
-                    self.conns.insert(conn, writer);
+                    self.net.connect(conn, addr, Instant::now());
                 }
-                Output::Close { conn } => {
-                    if let Some(writer) = self.conns.remove(&conn) {
-                        writer.close();
-                    }
-                }
+                Output::Close { conn } => self.net.close(conn),
                 Output::Persist { token, batch } => self.persist(token, &batch),
                 Output::File(op) => match self.files.as_mut() {
                     Some(files) => {
@@ -415,13 +377,9 @@ impl<N: Node> Driver<N> {
                             self.answers.push_back(Answer::File(answer));
                         }
                     }
-                    None => {
-                        let e = DriverError::NoFiles {
-                            node: self.name.clone(),
-                        };
-                        tracing::error!(node = %self.name, "{e}");
-                        self.failed = Some(e);
-                    }
+                    None => self.fail(DriverError::NoFiles {
+                        node: self.name.clone(),
+                    }),
                 },
                 Output::Event(event) => {
                     tracing::info!(node = %self.name, "{event}");
@@ -447,42 +405,7 @@ impl<N: Node> Driver<N> {
         };
         match result {
             Ok(()) => self.answers.push_back(Answer::Persisted(token)),
-            Err(e) => {
-                tracing::error!(node = %self.name, "{e}");
-                self.failed = Some(e);
-            }
-        }
-    }
-
-    fn on_inbound(&mut self, event: Inbound) {
-        let now = self.clock.now();
-        let name = &self.name;
-        match event {
-            Inbound::Accepted { conn, peer, writer } => {
-                tracing::debug!(node = %name, "{conn}: accepted from {peer}");
-                self.conns.insert(conn, writer);
-                self.node.handle_input(now, Input::Accepted { conn, peer });
-            }
-            Inbound::Connected { conn } if self.conns.contains_key(&conn) => {
-                self.node.handle_input(now, Input::Connected { conn });
-            }
-            Inbound::Received { conn, bytes } if self.conns.contains_key(&conn) => {
-                let bytes = &bytes[..];
-                self.node.handle_input(now, Input::Received { conn, bytes });
-            }
-            Inbound::ConnectFailed { conn, reason } if self.conns.contains_key(&conn) => {
-                tracing::debug!(node = %name, "{conn}: connect failed: {reason}");
-                self.conns.remove(&conn);
-                self.node
-                    .handle_input(now, Input::ConnectFailed { conn, reason });
-            }
-            Inbound::Closed { conn } if self.conns.contains_key(&conn) => {
-                tracing::debug!(node = %name, "{conn}: closed by peer");
-                self.conns.remove(&conn);
-                self.node.handle_input(now, Input::Closed { conn });
-            }
-            // News of a connection the node has already closed.
-            _ => {}
+            Err(e) => self.fail(e),
         }
     }
 }

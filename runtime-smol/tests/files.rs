@@ -63,14 +63,14 @@ impl Node for Script {
 
 fn run(driver: &mut Driver<Script>, want: usize) -> (Vec<Seen>, Result<(), DriverError>) {
     let mut seen = Vec::new();
-    let result = smol::block_on(driver.run_until(|e| {
+    let result = driver.run_until(|e| {
         seen.push(e);
         if seen.len() == want {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
         }
-    }));
+    });
     (seen, result)
 }
 
@@ -156,5 +156,38 @@ fn file_work_without_an_executor_stops_the_driver() {
     assert_eq!(
         e.to_string(),
         "node-3 stopped: it asked for file work but has no file storage"
+    );
+}
+
+#[test]
+fn a_write_that_fails_later_reaches_the_node_by_itself() {
+    // /dev/full fails every write with ENOSPC.
+    if !std::path::Path::new("/dev/full").exists() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (files, _) = Files::server(dir.path()).unwrap();
+    std::os::unix::fs::symlink("/dev/full", dir.path().join("tmp/4")).unwrap();
+    // Large enough to go to the writer thread at once; nothing else
+    // happens after it, so only the writer thread can make the driver
+    // tell the node.
+    let out = VecDeque::from(vec![Output::File(FileOp::Write {
+        temp: 4,
+        offset: 0,
+        data: vec![0; 1 << 20],
+    })]);
+    let mut driver = Driver::new(Script {
+        out,
+        then: Vec::new(),
+    })
+    .with_files(files);
+    let (seen, result) = run(&mut driver, 1);
+    assert_eq!(result, Ok(()));
+    assert_eq!(
+        seen,
+        vec![Seen::Failed {
+            handle: 4,
+            no_space: true
+        }]
     );
 }

@@ -120,14 +120,14 @@ impl Node for Persister {
 /// Runs the driver until it has seen `want` events or stopped.
 fn run(driver: &mut Driver<Persister>, want: usize) -> (Vec<Seen>, Result<(), DriverError>) {
     let mut seen = Vec::new();
-    let result = smol::block_on(driver.run_until(|e| {
+    let result = driver.run_until(|e| {
         seen.push(e);
         if seen.len() == want {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
         }
-    }));
+    });
     (seen, result)
 }
 

@@ -12,9 +12,10 @@
 //!   renamed onto the destination by `Persist`, removed by `Discard`).
 //!
 //! The semantics are runtime-smol's (`runtime-smol/src/files.rs`): a `Write`
-//! creates its temporary file and writes at once; `Persist` moves the
-//! temporary file into place (a never-written one becomes an empty file)
-//! and answers `FilePersisted`; `Discard` and `Remove` answer nothing; a
+//! creates its temporary file and writes at once (runtime-smol writes on a
+//! writer thread, which only delays when a failure is reported; these
+//! writes never fail); `Persist` moves the temporary file into place (a
+//! never-written one becomes an empty file) and answers `FilePersisted`; `Discard` and `Remove` answer nothing; a
 //! `Read` of a missing file answers `FileFailed`, a read past the end
 //! answers fewer bytes. Reads are answered with the bytes the file held when
 //! the read was executed, as runtime-smol's descriptor opened at that moment

@@ -170,17 +170,30 @@ fn a_full_disk_is_reported_as_no_space() {
     let dir = tempfile::tempdir().unwrap();
     let (mut files, _) = Files::server(dir.path()).unwrap();
     std::os::unix::fs::symlink("/dev/full", dir.path().join("tmp/5")).unwrap();
-    let got = files.execute(FileOp::Write {
+    // Gathered, not written yet: nothing to say.
+    let first = files.execute(FileOp::Write {
         temp: 5,
         offset: 0,
         data: vec![0; 4096],
     });
-    match got {
+    assert_eq!(first, None);
+    // A write too large to gather sends the first one to the writer
+    // thread, then itself; both fail there, and the file's failure is
+    // reported once.
+    let got = files.execute(FileOp::Write {
+        temp: 5,
+        offset: 4096,
+        data: vec![0; buffers::GATHER_BELOW],
+    });
+    assert_eq!(got, None);
+    files.wait_for_writes();
+    match files.take_failure() {
         Some(FileAnswer::Failed { handle: 5, failure }) => {
             assert!(failure.no_space, "{failure:?}")
         }
         other => panic!("{other:?}"),
     }
+    assert_eq!(files.take_failure(), None);
     // Told once: later writes of the broken file say nothing more.
     let again = files.execute(FileOp::Write {
         temp: 5,
@@ -190,6 +203,177 @@ fn a_full_disk_is_reported_as_no_space() {
     assert_eq!(again, None);
     files.execute(FileOp::Discard { temp: 5 });
     assert!(dir.path().join("tmp/5").symlink_metadata().is_err());
+}
+
+#[test]
+fn a_gathered_write_that_fails_is_reported_by_the_persist() {
+    if !Path::new("/dev/full").exists() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut files, _) = Files::server(dir.path()).unwrap();
+    std::os::unix::fs::symlink("/dev/full", dir.path().join("tmp/6")).unwrap();
+    for i in 0..3u64 {
+        let got = files.execute(FileOp::Write {
+            temp: 6,
+            offset: i * 4096,
+            data: vec![1; 4096],
+        });
+        assert_eq!(got, None);
+    }
+    let got = files.execute(FileOp::Persist {
+        temp: 6,
+        to: FileRef::Blob([6; 32]),
+    });
+    match got {
+        Some(FileAnswer::Failed { handle: 6, failure }) => {
+            assert!(failure.no_space, "{failure:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!dir.path().join("blobs").join(hex(&[6; 32])).exists());
+}
+
+#[test]
+fn gathered_writes_persist_to_the_exact_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut files, _) = Files::server(dir.path()).unwrap();
+    // 3 MiB and a bit, written the way transfers write: in order, in
+    // chunks of 4 KiB and of assorted sizes, with a jump back (a resend)
+    // and a write past a gap filled later.
+    let content: Vec<u8> = (0..(3 << 20) + 4321u32)
+        .map(|i| (i ^ (i >> 9)) as u8)
+        .collect();
+    let mut pieces = Vec::new();
+    let mut at = 0;
+    let mut size = 4096;
+    while at < content.len() {
+        let end = (at + size).min(content.len());
+        pieces.push((at, end));
+        at = end;
+        size = if size == 4096 { 70_001 } else { 4096 };
+    }
+    // A resend of an early piece, and the last piece before its
+    // predecessor.
+    pieces.insert(40, pieces[3]);
+    let n = pieces.len();
+    pieces.swap(n - 2, n - 1);
+    for (from, to) in pieces {
+        let got = files.execute(FileOp::Write {
+            temp: 9,
+            offset: from as u64,
+            data: content[from..to].to_vec(),
+        });
+        assert_eq!(got, None);
+    }
+    let d = digest(&content);
+    assert_eq!(
+        files.execute(FileOp::Persist {
+            temp: 9,
+            to: FileRef::Blob(d),
+        }),
+        Some(FileAnswer::Persisted { temp: 9 })
+    );
+    let blob = dir.path().join("blobs").join(hex(&d));
+    assert!(std::fs::read(blob).unwrap() == content);
+    // A discarded file's gathered bytes go nowhere.
+    files.execute(FileOp::Write {
+        temp: 10,
+        offset: 0,
+        data: b"gone".to_vec(),
+    });
+    files.execute(FileOp::Discard { temp: 10 });
+    assert!(!dir.path().join("tmp/10").exists());
+}
+
+#[test]
+fn reads_at_any_offset_and_length_see_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut files, _) = Files::server(dir.path()).unwrap();
+    let content: Vec<u8> = (0..1_000_003u32)
+        .map(|i| (i * 7 + (i >> 11)) as u8)
+        .collect();
+    let d = digest(&content);
+    files.execute(FileOp::Write {
+        temp: 1,
+        offset: 0,
+        data: content.clone(),
+    });
+    files.execute(FileOp::Persist {
+        temp: 1,
+        to: FileRef::Blob(d),
+    });
+    // Forwards and backwards, across read-ahead boundaries, past the end,
+    // small and large; two handles interleaved on the same blob.
+    let mut x = 12345u64;
+    for i in 0..400 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let offset = (x >> 33) % (content.len() as u64 + 5000);
+        let len = match i % 4 {
+            0 => 4096,
+            1 => ((x >> 20) % 9000) as usize + 1,
+            2 => 131_072,
+            _ => ((x >> 12) % 400_000) as usize + 1,
+        };
+        let handle = i % 2;
+        let got = files.execute(FileOp::Read {
+            handle,
+            file: FileRef::Blob(d),
+            offset,
+            len,
+        });
+        assert!(matches!(got, Some(FileAnswer::Read { .. })), "{got:?}");
+        let data = files.read(handle, offset, len).unwrap();
+        let from = (offset as usize).min(content.len());
+        let to = (offset as usize + len).min(content.len());
+        assert!(data == &content[from..to], "read {len} at {offset}");
+    }
+}
+
+#[test]
+fn a_file_that_shrinks_is_never_read_past_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.bin");
+    let content: Vec<u8> = (0..(1 << 20) as u32).map(|i| (i >> 3) as u8).collect();
+    std::fs::write(&src, &content).unwrap();
+    let mut files = Files::source(&src);
+    let read = |files: &mut Files, offset: u64| -> Vec<u8> {
+        let got = files.execute(FileOp::Read {
+            handle: 0,
+            file: FileRef::Local,
+            offset,
+            len: 4096,
+        });
+        assert!(matches!(got, Some(FileAnswer::Read { .. })), "{got:?}");
+        files.read(0, offset, 4096).unwrap().to_vec()
+    };
+    assert_eq!(read(&mut files, 0), &content[..4096]);
+    // Cut to 300 KiB, past what was read ahead (256 KiB from offset 0).
+    let cut = 300 << 10;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&src)
+        .unwrap()
+        .set_len(cut as u64)
+        .unwrap();
+    // What was read ahead was read before the cut and is the file's; the
+    // first read past it sees the new end.
+    assert_eq!(read(&mut files, 8192), &content[8192..12288]);
+    let at = (cut - 1000) as u64;
+    assert_eq!(read(&mut files, at), &content[cut - 1000..cut]);
+    assert_eq!(read(&mut files, cut as u64), b"");
+    assert_eq!(read(&mut files, (cut + 50_000) as u64), b"");
+    // Reads ahead stop at the new end too, and a fresh handle sees it.
+    assert_eq!(
+        read(&mut files, 260 << 10),
+        &content[260 << 10..(264 << 10)]
+    );
+    assert_eq!(
+        read_all(&mut files, 1, FileRef::Local, 4096),
+        &content[..cut]
+    );
 }
 
 #[test]
