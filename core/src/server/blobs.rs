@@ -204,9 +204,12 @@ impl Blobs {
         self.uploads.contains_key(&temp)
     }
 
-    /// An orphaned upload's blob could not be persisted: what it was.
-    pub fn orphan_failed(&mut self, temp: u64) -> Option<[u8; 32]> {
-        self.uploads.remove(&temp)
+    /// Upload temp `temp`'s blob could not be persisted (if it was being
+    /// persisted at all): nothing will name it, so its pin goes.
+    pub fn persist_failed(&mut self, temp: u64) {
+        if let Some(d) = self.uploads.remove(&temp) {
+            self.unpin(&d);
+        }
     }
 
     /// The session of upload `temp` is gone while its blob is persisted:

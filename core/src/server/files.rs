@@ -524,10 +524,8 @@ impl Server {
         };
         match self.blobs.owner(handle) {
             Some(super::blobs::Owner::Session(conn)) => {
-                // The upload's blob will not land: nothing will name it.
-                if let Some(d) = self.blobs.orphan_failed(handle) {
-                    self.blobs.unpin(&d);
-                }
+                // An upload's blob that will not land: nothing will name it.
+                self.blobs.persist_failed(handle);
                 match self.op_mut(conn) {
                     Some(Op::Uploading { receiver, .. }) => receiver.fail(reason),
                     Some(Op::Downloading { sender, .. }) => sender.fail(reason),
@@ -538,9 +536,7 @@ impl Server {
             Some(super::blobs::Owner::Fetch(digest)) => self.fetch_failed(now, digest),
             Some(super::blobs::Owner::Serve(conn)) => self.serve_failed(conn, reason),
             Some(super::blobs::Owner::Orphan) => {
-                if let Some(d) = self.blobs.orphan_failed(handle) {
-                    self.blobs.unpin(&d);
-                }
+                self.blobs.persist_failed(handle);
                 self.blobs.forget_handle(handle);
             }
             None => {}
