@@ -47,6 +47,7 @@ pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 mod accept;
 mod dial;
+mod spin;
 #[cfg(test)]
 mod tests;
 mod timer;
@@ -124,6 +125,32 @@ pub struct Net {
     resolved_tx: mpsc::Sender<Resolved>,
     resolved_rx: mpsc::Receiver<Resolved>,
     buf: Vec<u8>,
+    spin: spin::Spin,
+}
+
+/// Polls `poll` without sleeping, yielding the processor between polls,
+/// until it has events or `budget` from `started` is spent. True if it has.
+fn spin(
+    poll: &mut Poll,
+    events: &mut Events,
+    started: Instant,
+    budget: Duration,
+) -> io::Result<bool> {
+    if budget.is_zero() {
+        return Ok(false);
+    }
+    loop {
+        match poll.poll(events, Some(Duration::ZERO)) {
+            Ok(()) if !events.is_empty() => return Ok(true),
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        if started.elapsed() >= budget {
+            return Ok(false);
+        }
+        std::thread::yield_now();
+    }
 }
 
 impl Net {
@@ -169,6 +196,7 @@ impl Net {
             resolved_tx,
             resolved_rx,
             buf: vec![0; READ_BUFFER],
+            spin: spin::Spin::from_env(),
         }
     }
 
@@ -349,11 +377,21 @@ impl Net {
         let Some(poll) = self.poll.as_mut() else {
             return Err(io::Error::other("no poll"));
         };
-        match poll.poll(&mut self.events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        let started = Instant::now();
+        let spin_for = if busy {
+            Duration::ZERO
+        } else {
+            self.spin
+                .allowance(until.map(|at| at.saturating_duration_since(now)))
+        };
+        if !spin(poll, &mut self.events, started, spin_for)? {
+            match poll.poll(&mut self.events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
+        self.spin.waited(started.elapsed());
         let mut woken = false;
         for event in self.events.iter() {
             let token = event.token().0;
