@@ -6,6 +6,7 @@ use crate::files_ui::{self, human_size, utc_minutes};
 use crate::{say, ClientArgs};
 use ferry_core::server::messages::Listed;
 use ferry_core::server::{Request, Response};
+use unicode_width::UnicodeWidthStr;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -30,6 +31,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
 
 /// The listing as aligned lines, a header first: name, owner, size, time
 /// of upload (UTC), and for one's own files who they are shared with.
+/// Columns are aligned by display width: a CJK character or an emoji takes
+/// two terminal columns, a combining accent none.
 pub fn table(files: &[Listed]) -> Vec<String> {
     if files.is_empty() {
         return vec!["no files".to_string()];
@@ -48,14 +51,14 @@ pub fn table(files: &[Listed]) -> Vec<String> {
     let mut widths = [0usize; 5];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(cell.width());
         }
     }
     rows.iter()
         .map(|row| {
             let mut line = String::new();
             for (i, cell) in row.iter().enumerate() {
-                let pad = widths[i] - cell.chars().count();
+                let pad = widths[i] - cell.width();
                 if i == 2 {
                     // Sizes align right.
                     line.push_str(&" ".repeat(pad));
@@ -106,5 +109,30 @@ mod tests {
             ]
         );
         assert_eq!(table(&[]), ["no files"]);
+    }
+
+    #[test]
+    fn wide_characters_keep_the_columns_aligned() {
+        let file = |name: &str| Listed {
+            owner: "al".into(),
+            name: name.into(),
+            size: 1,
+            at: 0,
+            shared_with: vec![],
+        };
+        let lines = table(&[
+            file("写真🚀"),
+            file("e\u{301}t\u{301}e\u{301}"),
+            file("plain"),
+        ]);
+        assert_eq!(
+            lines,
+            [
+                "NAME    OWNER  SIZE  UPLOADED (UTC)    SHARED WITH",
+                "写真🚀  al      1 B  1970-01-01 00:00",
+                "e\u{301}t\u{301}e\u{301}     al      1 B  1970-01-01 00:00",
+                "plain   al      1 B  1970-01-01 00:00",
+            ]
+        );
     }
 }

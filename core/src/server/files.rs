@@ -18,7 +18,9 @@ use crate::transfer::{
 pub const MAX_NAME: usize = 255;
 
 /// Why `name` cannot name a file, if it cannot. Names are single path
-/// components: no separators, no `.` or `..`, no NUL or control characters.
+/// components: no separators, no `.` or `..`, no NUL or control characters,
+/// and no bidirectional overrides: a name shared with someone else is shown
+/// on their terminal, where U+202E would make `gpj.exe` read as `exe.jpg`.
 pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("the name is empty".into());
@@ -31,11 +33,17 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
     if let Some(c) = name
         .chars()
-        .find(|c| matches!(c, '/' | '\\') || c.is_control())
+        .find(|c| matches!(c, '/' | '\\') || c.is_control() || is_bidi_control(*c))
     {
         return Err(format!("names may not contain {c:?}"));
     }
     Ok(())
+}
+
+/// The Unicode bidirectional formatting characters (embeddings, overrides,
+/// isolates and marks), which reorder how the rest of a line is displayed.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 impl Server {
@@ -557,6 +565,8 @@ mod tests {
             &"x".repeat(255),
             "..hidden",
             "a..b",
+            "ünïcødé 🚀",
+            "مرحبا.txt",
         ] {
             assert!(check_name(ok).is_ok(), "{ok:?}");
         }
@@ -569,6 +579,9 @@ mod tests {
             "..\\x",
             "a\0b",
             "a\nb",
+            "\u{1b}]0;owned\u{7}",
+            "photo\u{202E}gpj.exe",
+            "a\u{2066}b",
             &"x".repeat(256),
         ] {
             assert!(check_name(bad).is_err(), "{bad:?}");
