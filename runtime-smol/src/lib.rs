@@ -20,8 +20,11 @@
 //! (a timerfd re-armed only for an earlier deadline wakes it for timers),
 //! reads straight into one buffer handed to the node, writes straight from
 //! the node's frames (`writev`): 3 system calls per chunk on each side, and
-//! about 0.5× the bare loop (the rest is the node's own work, waking the
-//! other side, and the disk; figures in `docs/transfer.md`).
+//! about 0.5× the bare loop. While events come close together it also
+//! busy-polls briefly before sleeping (`net/spin.rs`): on a VM a sleep and
+//! a wakeup cost as much as the rest of a 4 KiB round trip, and with it a
+//! stop-and-wait transfer runs at about 0.75–0.8× the bare loop (the rest
+//! is the node's own work and the disk; figures in `docs/transfer.md`).
 //!
 //! - [`clock`]: real time as the core's [`Timestamp`](ferry_core::Timestamp),
 //!   counted from the Unix epoch.
@@ -29,7 +32,8 @@
 //!   input, then wait for the next input or the timer), and the execution of
 //!   `Persist` outputs against a store.
 //! - `net` and `conn`: the sockets: accepting, dialing, reading with a
-//!   budget per connection, queued writes, closing with a linger.
+//!   budget per connection, queued writes, closing with a linger, and
+//!   when to busy-poll.
 //! - [`group`]: several drivers on threads of their own, for a whole cluster
 //!   in one process.
 //! - [`files`]: the execution of `File` outputs (blobs and temporary files
