@@ -9,8 +9,9 @@
 //! the node's deadline just loops: the node's timer never fires early.
 //!
 //! Bytes the node transmits are queued on their connection during the
-//! drain and written once the drain and the answers it owes are done (see
-//! *Persistence*): all the frames of one round go out in one `writev`.
+//! drain and written once the drain is done: all the frames of one drain go
+//! out in one `writev`, before any answer the driver owes (see
+//! *Persistence*) is fed back.
 //!
 //! A connection the node closed is forgotten at once: whatever its socket
 //! still reports (bytes, `Closed`) is dropped, so the node is never told
@@ -313,6 +314,10 @@ impl<N: Node> Driver<N> {
             let Some(answer) = self.answers.pop_front() else {
                 return Ok(None);
             };
+            // What the drain sent goes out before the answer is worked on:
+            // a sender that reads and hashes its next block when fed does
+            // it while the chunk just sent is on its way.
+            self.net.flush();
             self.feed(answer);
         }
     }

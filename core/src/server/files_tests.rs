@@ -341,17 +341,18 @@ fn a_session_closed_mid_upload_leaves_no_temporary_file() {
     let a = user(&mut c, 0, "alice");
     let req = Request::Upload {
         name: "big.bin".into(),
-        size: 3 * 4096,
+        size: 40 * 4096,
         replace: false,
     };
     c.send(0, a, &SessionMsg::Begin { op: req.op() });
     c.received(0, a);
     c.send(0, a, &req.payload());
     c.received(0, a);
+    // A whole block: the receiver writes a block at a time.
     let chunk = crate::transfer::TransferMsg::Chunks {
         id: 0,
         seq: 0,
-        data: vec![1; 4096],
+        data: vec![1; crate::transfer::BLOCK_BYTES as usize],
     };
     c.send(0, a, &SessionMsg::Transfer(chunk));
     assert_eq!(c.disks[0].temps.len(), 1, "the upload is under way");

@@ -12,6 +12,14 @@ pub const CHUNK: usize = 4096;
 /// chunk (cumulative acks name every chunk); batching only saves frames.
 pub const CHUNKS_PER_FRAME: u64 = 32;
 
+/// Chunks in the unit both ends read, hash and write in: 128 KiB, large
+/// enough for BLAKE3's SIMD lanes and for a cheap system call, small enough
+/// to hold a few per transfer. A frame never straddles two blocks.
+pub const BLOCK_CHUNKS: u64 = 32;
+
+/// [`BLOCK_CHUNKS`] in bytes.
+pub const BLOCK_BYTES: u64 = BLOCK_CHUNKS * CHUNK as u64;
+
 #[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
 #[speedy(tag_type = u8)]
 pub enum TransferMsg {

@@ -5,7 +5,7 @@ pub mod messages;
 pub mod receiver;
 pub mod sender;
 
-pub use messages::{TransferError, TransferMsg, CHUNK};
+pub use messages::{TransferError, TransferMsg, BLOCK_BYTES, CHUNK};
 pub use receiver::{Receiver, ReceiverOutput};
 pub use sender::{Sender, SenderConfig, SenderOutput};
 

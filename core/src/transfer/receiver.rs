@@ -2,15 +2,18 @@
 //!
 //! Created when an OFFER arrives; its owner decides whether and where to
 //! store the file and calls [`Receiver::accept`] or [`Receiver::reject`].
-//! Chunks are taken strictly in order: the next expected chunk is written
-//! and hashed, anything else (a duplicate, or a chunk past a gap) is answered
-//! with the current cumulative ack so the sender repairs it. On DONE the
+//! Chunks are taken strictly in order: the next expected chunk is
+//! acknowledged and kept, anything else (a duplicate, or a chunk past a gap) is answered
+//! with the current cumulative ack so the sender repairs it. Kept chunks are
+//! hashed and handed out to be written a block ([`BLOCK_BYTES`]) at a time:
+//! BLAKE3 is a third faster over large blocks than over 4 KiB pieces, and a
+//! stop-and-wait transfer would otherwise hash and write per chunk. On DONE the
 //! digest is compared; only a complete file with a matching digest is
 //! committed (the owner renames its temporary file into place and calls
 //! [`Receiver::committed`]), and only then is DONE acknowledged. A receiver
 //! that hears nothing for `idle_timeout` gives up and discards what it got.
 
-use super::messages::{chunk_count, TransferError, TransferMsg, CHUNK};
+use super::messages::{chunk_count, TransferError, TransferMsg, BLOCK_BYTES, CHUNK};
 use super::sender::kind;
 use crate::time::Timestamp;
 use std::collections::VecDeque;
@@ -57,6 +60,10 @@ pub struct Receiver {
     stage: Stage,
     expected: u64,
     hasher: blake3::Hasher,
+    /// Chunks taken, neither hashed nor written yet, from `pending_at`:
+    /// less than a block, but for the last frame taken.
+    pending: Vec<u8>,
+    pending_at: u64,
     digest: Option<[u8; 32]>,
     deadline: Timestamp,
     out: VecDeque<ReceiverOutput>,
@@ -74,6 +81,8 @@ impl Receiver {
             stage: Stage::Offered,
             expected: 0,
             hasher: blake3::Hasher::new(),
+            pending: Vec::new(),
+            pending_at: 0,
             digest: None,
             deadline: now + idle_timeout,
             out: VecDeque::new(),
@@ -198,12 +207,37 @@ impl Receiver {
                 detail: format!("chunks at {seq} do not fit a file of {} bytes", self.size),
             });
         }
-        self.hasher.update(&data);
         self.expected = seq + chunk_count(data.len() as u64);
-        self.out.push_back(ReceiverOutput::Write { offset, data });
-        self.out.push_back(ReceiverOutput::Progress { bytes: end });
         let upto = self.expected;
+        // The ack first: it is what the sender waits for.
         self.send(TransferMsg::Ack { id, upto });
+        if self.pending.is_empty() {
+            self.pending_at = offset;
+            if data.len() as u64 >= BLOCK_BYTES {
+                self.pending = data;
+            } else {
+                self.pending = Vec::with_capacity(BLOCK_BYTES as usize);
+                self.pending.extend_from_slice(&data);
+            }
+        } else {
+            self.pending.extend_from_slice(&data);
+        }
+        // A frame from another sender may straddle blocks: hold no more
+        // than about a block anyway.
+        let full = self.pending.len() as u64 >= BLOCK_BYTES;
+        if full || end.is_multiple_of(BLOCK_BYTES) || end == self.size {
+            self.write_pending();
+        }
+        self.out.push_back(ReceiverOutput::Progress { bytes: end });
+    }
+
+    fn write_pending(&mut self) {
+        let data = std::mem::take(&mut self.pending);
+        self.hasher.update(&data);
+        self.out.push_back(ReceiverOutput::Write {
+            offset: self.pending_at,
+            data,
+        });
     }
 
     /// The owner made the file durable and visible.

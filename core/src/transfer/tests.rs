@@ -1,4 +1,4 @@
-use super::messages::chunk_count;
+use super::messages::{chunk_count, BLOCK_CHUNKS};
 use super::*;
 use crate::time::Timestamp;
 use crate::Entropy;
@@ -24,6 +24,10 @@ struct Outcome {
     committed: Option<Vec<u8>>,
     discarded: bool,
     max_in_flight: u64,
+    /// Every `Read` the sender asked for, and every `Write` the receiver
+    /// handed out, as (offset, length).
+    reads: Vec<(u64, usize)>,
+    writes: Vec<(u64, usize)>,
 }
 
 /// Runs one transfer of `file` end to end, in virtual time.
@@ -43,6 +47,7 @@ fn run(file: &[u8], window: u64, link: Link, seed: u64) -> Outcome {
     let mut max_in_flight = 0;
     let mut highest_sent = 0u64;
     let mut acked = 0u64;
+    let (mut reads, mut writes) = (Vec::new(), Vec::new());
     let fate = |rng: &mut Entropy| -> usize {
         let x = rng.next_u64() % 1000;
         if x < link.drop {
@@ -73,6 +78,7 @@ fn run(file: &[u8], window: u64, link: Link, seed: u64) -> Outcome {
                     }
                 }
                 SenderOutput::Read { offset, len } => {
+                    reads.push((offset, len));
                     let o = offset as usize;
                     s.on_read(offset, &file[o..o + len]);
                 }
@@ -95,6 +101,7 @@ fn run(file: &[u8], window: u64, link: Link, seed: u64) -> Outcome {
                         }
                     }
                     ReceiverOutput::Write { offset, data } => {
+                        writes.push((offset, data.len()));
                         let o = offset as usize;
                         if temp.len() < o + data.len() {
                             temp.resize(o + data.len(), 0);
@@ -150,6 +157,8 @@ fn run(file: &[u8], window: u64, link: Link, seed: u64) -> Outcome {
         committed,
         discarded,
         max_in_flight,
+        reads,
+        writes,
     }
 }
 
@@ -201,13 +210,15 @@ fn window_one_is_stop_and_wait() {
 
 #[test]
 fn lost_acks_and_chunks_are_repaired_by_resending() {
-    for seed in 0..40 {
-        let f = file(200 * 1024 + 17, seed);
+    for seed in 0..60 {
+        let f = file(600 * 1024 + 17, seed);
         let link = Link {
             drop: 50,
             ..Link::default()
         };
-        let o = run(&f, 16, link, seed);
+        // Resends reach back into blocks no longer held.
+        let window = [1, 16, 256][seed as usize % 3];
+        let o = run(&f, window, link, seed);
         match (&o.sent, &o.committed) {
             (Ok(d), Some(got)) => {
                 assert_eq!(got, &f, "seed {seed}");
@@ -219,6 +230,160 @@ fn lost_acks_and_chunks_are_repaired_by_resending() {
             other => panic!("seed {seed}: {other:?}"),
         }
     }
+}
+
+#[test]
+fn both_ends_read_hash_and_write_whole_blocks_at_every_window() {
+    let block = BLOCK_BYTES as usize;
+    for size in [5 * block, 3 * block + 4096 * 5 + 1] {
+        for window in [1, 3, 16, 256] {
+            let f = file(size, 4);
+            let o = run(&f, window, Link::default(), 1);
+            assert_eq!(o.committed.as_deref(), Some(&f[..]));
+            let whole = |v: &[(u64, usize)]| {
+                v.iter().enumerate().all(|(i, &(offset, len))| {
+                    offset == (i * block) as u64 && len == block.min(size - i * block)
+                })
+            };
+            // Without loss each block is read once, in order, and written
+            // once, whatever the window cuts frames into.
+            assert!(whole(&o.reads), "W={window} reads {:?}", o.reads);
+            assert!(whole(&o.writes), "W={window} writes {:?}", o.writes);
+            assert_eq!(o.reads.len(), size.div_ceil(block));
+        }
+    }
+}
+
+#[test]
+fn at_window_one_the_next_chunk_goes_out_without_waiting_for_a_read() {
+    let now = Timestamp::ZERO;
+    let cfg = SenderConfig {
+        window: 1,
+        ..SenderConfig::default()
+    };
+    let size = 3 * BLOCK_BYTES;
+    let mut s = Sender::new(now, 1, "x".into(), size, cfg);
+    s.poll_output();
+    s.on_msg(now, TransferMsg::Accept { id: 1 });
+    let reads: Vec<_> = std::iter::from_fn(|| s.poll_output()).collect();
+    // The block to send from and the one after are asked for at once.
+    assert_eq!(
+        reads,
+        vec![
+            SenderOutput::Read {
+                offset: 0,
+                len: BLOCK_BYTES as usize
+            },
+            SenderOutput::Read {
+                offset: BLOCK_BYTES,
+                len: BLOCK_BYTES as usize
+            },
+        ]
+    );
+    let content = file(size as usize, 8);
+    let b = BLOCK_BYTES as usize;
+    s.on_read(0, &content[..b]);
+    s.on_read(BLOCK_BYTES, &content[b..2 * b]);
+    let describe = |s: &mut Sender| -> Vec<String> {
+        std::iter::from_fn(|| s.poll_output())
+            .map(|o| match o {
+                SenderOutput::Send(TransferMsg::Chunks { seq, data, .. }) => {
+                    format!("chunks {seq}+{}", data.len())
+                }
+                SenderOutput::Read { offset, len } => format!("read {offset}+{len}"),
+                SenderOutput::Progress { .. } => "progress".into(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    };
+    for upto in 1..BLOCK_CHUNKS - 1 {
+        describe(&mut s);
+        s.on_msg(now, TransferMsg::Ack { id: 1, upto });
+    }
+    describe(&mut s);
+    // Sending the last chunk of block 0 moves on to block 1, already held:
+    // block 2 is asked for right behind that chunk, to be read and hashed
+    // while the ack travels.
+    s.on_msg(now, TransferMsg::Ack { id: 1, upto: 31 });
+    assert_eq!(
+        describe(&mut s),
+        vec![
+            "progress".to_string(),
+            "chunks 31+4096".into(),
+            format!("read {}+{b}", 2 * BLOCK_BYTES),
+        ]
+    );
+    // And the next chunk needs no read at all.
+    s.on_msg(now, TransferMsg::Ack { id: 1, upto: 32 });
+    assert_eq!(describe(&mut s), vec!["progress", "chunks 32+4096"]);
+}
+
+#[test]
+fn a_read_answered_out_of_order_fails_clearly() {
+    let now = Timestamp::ZERO;
+    let mut s = Sender::new(now, 1, "x".into(), 3 * BLOCK_BYTES, SenderConfig::default());
+    s.on_msg(now, TransferMsg::Accept { id: 1 });
+    std::iter::from_fn(|| s.poll_output()).for_each(drop);
+    s.on_read(BLOCK_BYTES, &vec![0; BLOCK_BYTES as usize]);
+    let outs: Vec<_> = std::iter::from_fn(|| s.poll_output()).collect();
+    assert!(matches!(
+        outs.last(),
+        Some(SenderOutput::Finished(Err(TransferError::Io { .. })))
+    ));
+}
+
+#[test]
+fn frames_that_straddle_blocks_are_written_whole_and_bounded() {
+    // Another implementation may cut frames anywhere: 31 chunks here.
+    let size = 4 * BLOCK_BYTES as usize + 100;
+    let f = file(size, 2);
+    let mut r = Receiver::new(
+        Timestamp::ZERO,
+        1,
+        "x".into(),
+        size as u64,
+        Duration::from_secs(9),
+    );
+    r.accept(Timestamp::ZERO);
+    let mut disk = vec![0u8; size];
+    let mut writes = 0;
+    let mut seq = 0u64;
+    loop {
+        let from = seq as usize * CHUNK;
+        let to = (from + 31 * CHUNK).min(size);
+        r.on_msg(
+            Timestamp::ZERO,
+            TransferMsg::Chunks {
+                id: 1,
+                seq,
+                data: f[from..to].to_vec(),
+            },
+        );
+        seq += 31;
+        while let Some(o) = r.poll_output() {
+            if let ReceiverOutput::Write { offset, data } = o {
+                assert!(data.len() < 2 * BLOCK_BYTES as usize, "{} held", data.len());
+                disk[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
+                writes += 1;
+            }
+        }
+        if to == size {
+            break;
+        }
+    }
+    r.on_msg(
+        Timestamp::ZERO,
+        TransferMsg::Done {
+            id: 1,
+            digest: *blake3::hash(&f).as_bytes(),
+        },
+    );
+    let outs: Vec<_> = std::iter::from_fn(|| r.poll_output()).collect();
+    assert!(outs
+        .iter()
+        .any(|o| matches!(o, ReceiverOutput::Commit { .. })));
+    assert_eq!(disk, f);
+    assert!(writes <= 5, "{writes} writes");
 }
 
 #[test]
