@@ -88,6 +88,23 @@ fn build_ferry() -> PathBuf {
 fn ferry_command(args: &[&str], envs: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(ferry_bin());
     cmd.args(args);
+    prepare(&mut cmd, envs);
+    cmd
+}
+
+/// `ferry ARGS` run through `sh` with at most `limit` open file descriptors
+/// (`ulimit -n`), for tests of running out of them.
+fn ferry_command_with_fd_limit(limit: u32, args: &[&str], envs: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+        .arg(ferry_bin())
+        .args(args);
+    prepare(&mut cmd, envs);
+    cmd
+}
+
+fn prepare(cmd: &mut Command, envs: &[(&str, &str)]) {
     for var in SCRUBBED_ENV {
         cmd.env_remove(var);
     }
@@ -95,7 +112,6 @@ fn ferry_command(args: &[&str], envs: &[(&str, &str)]) -> Command {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    cmd
 }
 
 /// Collects a pipe's text on a thread, which ends when the pipe closes.
@@ -134,9 +150,21 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
-        let mut child = ferry_command(args, envs)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Proc::start(name, ferry_command(args, envs))
+    }
+
+    /// Like [`Proc::spawn`], with at most `limit` open file descriptors.
+    pub fn spawn_with_fd_limit(
+        name: &str,
+        limit: u32,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Proc {
+        Proc::start(name, ferry_command_with_fd_limit(limit, args, envs))
+    }
+
+    fn start(name: &str, mut cmd: Command) -> Proc {
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
         let (stderr, stderr_reader) = collect(child.stderr.take().expect("piped stderr"));
         let (tx, lines) = mpsc::channel();
@@ -207,6 +235,11 @@ impl Proc {
 
     pub fn stderr(&self) -> String {
         text_of(&self.stderr)
+    }
+
+    /// The process id (the `ferry` process itself: `sh` execs it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn kill(&mut self) {

@@ -16,6 +16,9 @@ pub(super) struct Listener {
     /// failed with `WouldBlock` since.
     pub ready: bool,
     pub paused_until: Option<Instant>,
+    /// The last accept failed (out of descriptors, say): said once, not at
+    /// every retry.
+    pub failing: bool,
     pub budget: usize,
     pub queued: bool,
 }
@@ -41,6 +44,7 @@ impl Net {
                     socket,
                     ready: true,
                     paused_until: None,
+                    failing: false,
                     budget: ACCEPT_BUDGET,
                     queued: false,
                 });
@@ -79,13 +83,25 @@ impl Net {
                 return None;
             }
             Err(e) => {
-                tracing::warn!(node = %self.name, "accept failed: {e}");
+                if l.failing {
+                    tracing::debug!(node = %self.name, "accept failed again: {e}");
+                } else {
+                    tracing::warn!(
+                        node = %self.name,
+                        "accept failed: {e}; trying again every {ACCEPT_RETRY:?}"
+                    );
+                }
+                l.failing = true;
                 let at = now + ACCEPT_RETRY;
                 l.paused_until = Some(at);
                 self.timers.insert((at, LISTENER));
                 return None;
             }
         };
+        if l.failing {
+            l.failing = false;
+            tracing::info!(node = %self.name, "accepting connections again");
+        }
         l.queued = true;
         self.ready.push_front(LISTENER);
         let token = self.next_token;
