@@ -20,13 +20,23 @@ pub struct Session {
     pub addr: String,
 }
 
+/// How far an operation has come, for a progress bar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Bytes of the transfer moved so far.
+    Transfer { bytes: u64, total: u64 },
+    /// The server is still fetching the download's content from another
+    /// server; this much of it is there.
+    ServerFetching { bytes: u64, total: u64 },
+}
+
 /// How a command runs its operations: the client's configuration, the
 /// command's local file (if it moves one), and who hears of progress.
 pub struct Plan<'a> {
     pub cfg: ClientConfig,
     pub files: Option<Files>,
-    /// Called with (bytes, total) as a transfer moves.
-    pub progress: Option<&'a mut dyn FnMut(u64, u64)>,
+    /// Called as an operation moves.
+    pub progress: Option<&'a mut dyn FnMut(Progress)>,
 }
 
 impl Plan<'_> {
@@ -99,7 +109,7 @@ fn run_requests(
     args: &ClientArgs,
     driver: &mut Driver<Client>,
     requests: Vec<Request>,
-    progress: &mut Option<&mut dyn FnMut(u64, u64)>,
+    progress: &mut Option<&mut dyn FnMut(Progress)>,
 ) -> Result<(Session, Vec<Response>), CliError> {
     let session = driver
         .run_until(|event| match event {
@@ -127,7 +137,13 @@ fn run_requests(
                 ClientEvent::Response(r) => ControlFlow::Break(Ok(r)),
                 ClientEvent::Progress { bytes, total } => {
                     if let Some(progress) = progress.as_mut() {
-                        progress(bytes, total);
+                        progress(Progress::Transfer { bytes, total });
+                    }
+                    ControlFlow::Continue(())
+                }
+                ClientEvent::Fetching { bytes, total } => {
+                    if let Some(progress) = progress.as_mut() {
+                        progress(Progress::ServerFetching { bytes, total });
                     }
                     ControlFlow::Continue(())
                 }

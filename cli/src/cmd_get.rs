@@ -60,8 +60,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
     if let Some(partial) = files.partial() {
         remove_on_interrupt(partial);
     }
-    let bar = Bar::new(0, &args.name);
-    let mut progress = |bytes, total| bar.set(bytes, total);
+    let mut bar = Bar::new(0, &args.name);
+    let mut progress = |p| bar.show(p);
     let mut plan = Plan::new(&args.client);
     plan.files = Some(files);
     plan.progress = Some(&mut progress);

@@ -60,8 +60,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
     files_ui::check_name(&name)?;
     let token = files_ui::token()?;
     let size = meta.len();
-    let bar = Bar::new(size, &name);
-    let mut progress = |bytes, total| bar.set(bytes, total);
+    let mut bar = Bar::new(size, &name);
+    let mut progress = |p| bar.show(p);
     let mut plan = Plan::new(&args.client);
     plan.cfg.window = args.window;
     plan.files = Some(Files::source(&args.local));

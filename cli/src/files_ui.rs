@@ -1,6 +1,7 @@
 //! What the file commands share: the saved login, the progress bar, and how
 //! sizes and times are shown.
 
+use crate::client_session::Progress;
 use crate::error::CliError;
 use crate::session_file;
 use ferry_core::accounts::token::SessionToken;
@@ -22,7 +23,12 @@ pub fn check_name(name: &str) -> Result<(), CliError> {
 
 /// A transfer's progress bar on stderr, drawn only when stderr is a
 /// terminal (hidden otherwise, so logs and pipes stay clean).
-pub struct Bar(ProgressBar);
+pub struct Bar {
+    bar: ProgressBar,
+    label: String,
+    /// The bar says the server is fetching (rather than transferring).
+    fetching: bool,
+}
 
 impl Bar {
     pub fn new(total: u64, label: &str) -> Bar {
@@ -38,22 +44,39 @@ impl Bar {
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
         bar.set_message(label.to_string());
-        Bar(bar)
+        Bar {
+            bar,
+            label: label.to_string(),
+            fetching: false,
+        }
     }
 
-    pub fn set(&self, bytes: u64, total: u64) {
+    pub fn show(&mut self, progress: Progress) {
         // Called for every ACK: a stop-and-wait transfer makes one per
         // 4 KiB, and an unseen bar's estimate is not worth its arithmetic.
-        if self.0.is_hidden() {
+        if self.bar.is_hidden() {
             return;
         }
-        self.0.set_length(total);
-        self.0.set_position(bytes);
+        let (bytes, total, fetching) = match progress {
+            Progress::Transfer { bytes, total } => (bytes, total, false),
+            Progress::ServerFetching { bytes, total } => (bytes, total, true),
+        };
+        if fetching != self.fetching {
+            self.fetching = fetching;
+            self.bar.reset();
+            self.bar.set_message(if fetching {
+                format!("{} (the server is fetching it)", self.label)
+            } else {
+                self.label.clone()
+            });
+        }
+        self.bar.set_length(total);
+        self.bar.set_position(bytes);
     }
 
     /// Removes the bar (the command prints its own last line).
     pub fn finish(&self) {
-        self.0.finish_and_clear();
+        self.bar.finish_and_clear();
     }
 }
 

@@ -126,6 +126,12 @@ pub enum ClientEvent {
         bytes: u64,
         total: u64,
     },
+    /// The server is still fetching the download's content from another
+    /// server: `bytes` of `total` are there.
+    Fetching {
+        bytes: u64,
+        total: u64,
+    },
 }
 
 impl fmt::Display for ClientEvent {
@@ -142,6 +148,12 @@ impl fmt::Display for ClientEvent {
             ClientEvent::Disconnected => f.write_str("disconnected by server"),
             ClientEvent::Response(r) => r.fmt(f),
             ClientEvent::Progress { bytes, total } => write!(f, "{bytes} of {total} bytes"),
+            ClientEvent::Fetching { bytes, total } => {
+                write!(
+                    f,
+                    "the server is fetching the content: {bytes} of {total} bytes"
+                )
+            }
         }
     }
 }
@@ -570,6 +582,16 @@ impl Client {
                 if let Some(r) = Response::from_msg(&msg) {
                     self.state_op_done(r);
                 }
+            }
+            (State::Established { op: Some(p), .. }, SessionMsg::Fetching { bytes, size })
+                if p.proceeded && matches!(p.request, Request::Download { .. }) =>
+            {
+                // The server is working on it: wait on.
+                let deadline = now + self.cfg.op_timeout;
+                if let State::Established { op: Some(p), .. } = &mut self.state {
+                    p.deadline = deadline;
+                }
+                self.out.event(ClientEvent::Fetching { bytes, total: size });
             }
             (State::Established { .. }, SessionMsg::Pong) => {}
             (State::Established { conn, op, .. }, SessionMsg::Refused(reason)) => {

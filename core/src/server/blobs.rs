@@ -11,6 +11,7 @@
 //! `Fetch { from, digest, mac }` (MACed with the cluster secret, so only
 //! servers can fetch); the holder answers as a transfer sender.
 
+use super::messages::SessionMsg;
 use super::{Op, Server, Stage};
 use crate::frame::{self, FrameDecoder};
 use crate::io::{ConnId, FileOp, FileRef};
@@ -46,6 +47,8 @@ pub const BLOB_TAGS: std::ops::Range<u8> = 60..80;
 /// Dial numbers of fetch connections.
 const FETCH_DIALS: u64 = 1 << 61;
 const RETRY: Duration = Duration::from_secs(1);
+/// How often a download waiting for a fetch hears how far it has come.
+const FETCH_TELL_EVERY: Duration = Duration::from_secs(1);
 
 /// Who a read handle or temporary file belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +65,9 @@ struct Fetch {
     attempt: usize,
     link: Option<FetchLink>,
     retry_at: Timestamp,
+    /// When downloads waiting for this content are next told how far the
+    /// fetch has come.
+    tell_at: Timestamp,
 }
 
 struct FetchLink {
@@ -224,6 +230,7 @@ impl Blobs {
                 attempt: 0,
                 link: None,
                 retry_at: now,
+                tell_at: now,
             });
         }
     }
@@ -646,6 +653,7 @@ impl Server {
             return;
         };
         let mut failed = false;
+        let mut arrived = None;
         while let Some(o) = r.poll_output() {
             match o {
                 ReceiverOutput::Send(m) => self.out.send(conn, &BlobMsg::Transfer(m)),
@@ -663,13 +671,46 @@ impl Server {
                     r.fail(TransferError::DigestMismatch);
                 }
                 ReceiverOutput::Discard => {}
-                ReceiverOutput::Progress { .. } => {}
+                ReceiverOutput::Progress { bytes } => arrived = Some(bytes),
                 ReceiverOutput::Finished(Ok(_)) => {}
                 ReceiverOutput::Finished(Err(_)) => failed = true,
             }
         }
         if failed {
-            self.fetch_failed(now, d);
+            return self.fetch_failed(now, d);
+        }
+        if let Some(bytes) = arrived {
+            self.tell_waiting(now, d, bytes);
+        }
+    }
+
+    /// The fetch of `d` moved: downloads waiting for it wait on (their
+    /// deadline is pushed back) and are told how far it has come, at most
+    /// once a second.
+    fn tell_waiting(&mut self, now: Timestamp, d: [u8; 32], bytes: u64) {
+        let Some(fetch) = self.blobs.fetches.get_mut(&d) else {
+            return;
+        };
+        if now < fetch.tell_at {
+            return;
+        }
+        fetch.tell_at = now + FETCH_TELL_EVERY;
+        let patience = self.cfg.request_timeout;
+        let mut told = Vec::new();
+        for (conn, c) in self.conns.iter_mut() {
+            if let Stage::Established {
+                op: Op::AwaitBlob { meta, deadline },
+                ..
+            } = &mut c.stage
+            {
+                if meta.digest == d {
+                    *deadline = now + patience;
+                    told.push((*conn, meta.size));
+                }
+            }
+        }
+        for (conn, size) in told {
+            self.out.send(conn, &SessionMsg::Fetching { bytes, size });
         }
     }
 

@@ -106,6 +106,87 @@ fn a_server_that_lacks_the_content_fetches_it_for_a_download() {
 }
 
 #[test]
+fn a_done_resent_while_the_file_was_made_durable_does_not_end_the_session() {
+    let mut c = Cluster::new(1);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 0, "alice");
+    let data = content(10_000, 7);
+    assert!(stored(&c.upload(0, a, "f", &data, false)));
+    // What a sender resends when DONE ACK is slow to come: it reaches the
+    // server after the upload was answered.
+    let digest = *blake3::hash(&data).as_bytes();
+    c.send(
+        0,
+        a,
+        &SessionMsg::Transfer(crate::transfer::TransferMsg::Done { id: 0, digest }),
+    );
+    c.send(
+        0,
+        a,
+        &SessionMsg::Transfer(crate::transfer::TransferMsg::Ack { id: 0, upto: 3 }),
+    );
+    c.run_for(Duration::from_millis(10));
+    assert_eq!(c.received(0, a), vec![], "no refusal");
+    assert_eq!(names(&mut c, 0, a), vec![("alice".into(), "f".into())]);
+}
+
+#[test]
+fn a_download_waits_for_a_long_fetch_as_long_as_it_moves() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 0, "alice");
+    c.crash(2);
+    let data = content(4 << 20, 5);
+    assert!(stored(&c.upload(0, a, "big", &data, false)));
+    // A slow disk: each 128 KiB read takes a second, so fetching the
+    // content takes far longer than a request may (10 s).
+    c.read_delay = Some(Duration::from_secs(1));
+    c.restart(2);
+    c.run_for(Duration::from_millis(1));
+    let a3 = user(&mut c, 2, "alice");
+    let start = c.now;
+    let got = c.download(2, a3, None, "big");
+    assert!(got.as_ref() == Ok(&data), "{:?}", got.map(|d| d.len()));
+    assert!(
+        c.now > start + Duration::from_secs(10),
+        "the fetch was not slow"
+    );
+    // Told how far the fetch came, about once a second, and the figures
+    // only grow.
+    let told = &c.fetching_told;
+    assert!(told.len() >= 5, "{told:?}");
+    assert!(told.windows(2).all(|w| w[0].0 <= w[1].0), "{told:?}");
+    assert!(told
+        .iter()
+        .all(|&(bytes, size)| size == data.len() as u64 && bytes <= size));
+}
+
+#[test]
+fn a_download_whose_fetch_stalls_is_refused_in_time() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 0, "alice");
+    c.crash(2);
+    let data = content(300_000, 6);
+    assert!(stored(&c.upload(0, a, "doc", &data, false)));
+    // A disk that never answers: the fetch starts and nothing arrives.
+    c.read_delay = Some(Duration::from_secs(1000));
+    c.restart(2);
+    c.run_for(Duration::from_millis(1));
+    let a3 = user(&mut c, 2, "alice");
+    let start = c.now;
+    let got = c.download(2, a3, None, "doc");
+    assert!(
+        matches!(&got, Err(m) if matches!(m.as_slice(), [SessionMsg::Failed(OpError::Unavailable { .. })])),
+        "{:?}",
+        got.map(|d| d.len())
+    );
+    // Within the server's patience, before the client's own (15 s).
+    assert!(c.now < start + Duration::from_secs(15));
+    assert!(c.fetching_told.is_empty());
+}
+
+#[test]
 fn sharing_grants_and_unsharing_revokes_downloads_everywhere() {
     let mut c = Cluster::new(3);
     c.run_for(Duration::from_secs(1));

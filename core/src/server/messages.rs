@@ -69,6 +69,12 @@ pub enum SessionMsg {
     Listing { files: Vec<Listed> },
     #[speedy(tag = 40)]
     FileDone(FileOutcome),
+    /// Server → client, during a download whose content this server is
+    /// still fetching from another: `bytes` of `size` have arrived. Sent
+    /// about once a second while the fetch moves, so that a large file is
+    /// waited for as long as it keeps coming, not for a fixed time.
+    #[speedy(tag = 41)]
+    Fetching { bytes: u64, size: u64 },
 }
 
 /// First tag byte of [`SessionMsg`] frames.

@@ -543,6 +543,11 @@ impl Server {
                 let op = *op;
                 self.on_op_data(now, conn, op, data);
             }
+            // A transfer message after its transfer ended: a sender that
+            // resent DONE while the file was being made durable (an fsync
+            // of gigabytes outlasts its resend timer), or a late duplicate
+            // ack. The transfer has its answer already; the session goes on.
+            (Stage::Established { .. }, SessionMsg::Transfer(_)) => {}
             (_, other) => {
                 let what = match other {
                     SessionMsg::Credentials { .. } => "Credentials".to_string(),

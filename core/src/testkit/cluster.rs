@@ -58,6 +58,12 @@ pub struct Cluster {
     /// While set, FilePersisted answers wait in `held` (a slow disk).
     pub hold_persists: bool,
     held: Vec<(Ix, u64)>,
+    /// While set, every read is answered this much later (a slow disk),
+    /// as time runs ([`Cluster::run_for`]).
+    pub read_delay: Option<Duration>,
+    slow_reads: Vec<(Timestamp, Ix, Owned)>,
+    /// `Fetching` messages [`Cluster::download`] heard, as (bytes, size).
+    pub fetching_told: Vec<(u64, u64)>,
     /// Bytes servers sent to test clients, per (server, connection).
     inbox: BTreeMap<(Ix, ConnId), FrameDecoder>,
 }
@@ -93,6 +99,9 @@ impl Cluster {
             inbox: BTreeMap::new(),
             hold_persists: false,
             held: Vec::new(),
+            read_delay: None,
+            slow_reads: Vec::new(),
+            fetching_told: Vec::new(),
         };
         for ix in 0..size {
             let s = c.boot(ix);
@@ -379,7 +388,10 @@ impl Cluster {
                     }
                     None => Owned::FileFailed(handle),
                 };
-                self.queue.push_back(Msg::Input(ix, msg));
+                match self.read_delay {
+                    Some(delay) => self.slow_reads.push((self.now + delay, ix, msg)),
+                    None => self.queue.push_back(Msg::Input(ix, msg)),
+                }
             }
             FileOp::Write { temp, offset, data } => {
                 let t = disk.temps.entry(temp).or_default();
@@ -513,6 +525,9 @@ impl Cluster {
                         r = Some(rx);
                     }
                     (SessionMsg::Transfer(t), Some(rx)) => rx.on_msg(self.now, t),
+                    (SessionMsg::Fetching { bytes, size }, None) => {
+                        self.fetching_told.push((bytes, size))
+                    }
                     (other, _) => return Err(vec![other]),
                 }
             }
@@ -567,11 +582,22 @@ impl Cluster {
                 .iter()
                 .flatten()
                 .filter_map(|s| s.poll_timeout())
+                .chain(self.slow_reads.iter().map(|(at, ..)| *at))
                 .min()
                 .unwrap_or(end)
                 .max(self.now)
                 .min(end);
             self.now = next;
+            // Reads come back in the order asked, as a driver's do.
+            let now = self.now;
+            let due = self
+                .slow_reads
+                .iter()
+                .take_while(|(at, ..)| *at <= now)
+                .count();
+            for (_, ix, msg) in self.slow_reads.drain(..due).collect::<Vec<_>>() {
+                self.queue.push_back(Msg::Input(ix, msg));
+            }
             for ix in 0..self.size {
                 let now = self.now;
                 if let Some(s) = self.servers[ix].as_mut() {
