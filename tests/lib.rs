@@ -393,27 +393,20 @@ pub fn unused_addr() -> String {
 
 /// Starts `ferry server` with the test secret on a free port.
 pub fn start_server(id: u32, data: &Path) -> (Proc, String) {
-    let data = data.join(format!("server-{id}"));
-    let id_s = id.to_string();
-    let mut p = Proc::spawn(
-        &format!("server {id}"),
-        &[
-            "server",
-            "--id",
-            &id_s,
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            path_str(&data),
-        ],
-        &[("FERRY_SECRET", SECRET)],
-    );
-    let addr = p.wait_listening();
-    (p, addr)
+    start_server_as(id, data, &[], None)
 }
 
 /// Like [`start_server`], with more arguments (`--quota`, `--window`...).
 pub fn start_server_with(id: u32, data: &Path, extra: &[&str]) -> (Proc, String) {
+    start_server_as(id, data, extra, None)
+}
+
+/// Like [`start_server`], allowed at most `limit` open file descriptors.
+pub fn start_server_with_fd_limit(id: u32, data: &Path, limit: u32) -> (Proc, String) {
+    start_server_as(id, data, &[], Some(limit))
+}
+
+fn start_server_as(id: u32, data: &Path, extra: &[&str], fd_limit: Option<u32>) -> (Proc, String) {
     let data = data.join(format!("server-{id}"));
     let id_s = id.to_string();
     let mut args = vec![
@@ -426,7 +419,12 @@ pub fn start_server_with(id: u32, data: &Path, extra: &[&str]) -> (Proc, String)
         path_str(&data),
     ];
     args.extend_from_slice(extra);
-    let mut p = Proc::spawn(&format!("server {id}"), &args, &[("FERRY_SECRET", SECRET)]);
+    let name = format!("server {id}");
+    let envs = [("FERRY_SECRET", SECRET)];
+    let mut p = match fd_limit {
+        Some(limit) => Proc::spawn_with_fd_limit(&name, limit, &args, &envs),
+        None => Proc::spawn(&name, &args, &envs),
+    };
     let addr = p.wait_listening();
     (p, addr)
 }

@@ -1,7 +1,7 @@
 //! Running out of a resource: the process pauses and recovers, it neither
 //! dies nor spins.
 
-use ferry_tests::{path_str, start_balancer, wait_connectable, Proc, DEADLINE, POLL, SECRET};
+use ferry_tests::{start_balancer, start_server_with_fd_limit, wait_connectable, DEADLINE, POLL};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -19,22 +19,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[test]
 fn a_server_out_of_file_descriptors_pauses_accepting_and_recovers() {
     let data = tempfile::tempdir().unwrap();
-    let dir = data.path().join("server-1");
-    let mut server = Proc::spawn_with_fd_limit(
-        "server 1",
-        48,
-        &[
-            "server",
-            "--id",
-            "1",
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-            path_str(&dir),
-        ],
-        &[("FERRY_SECRET", SECRET)],
-    );
-    let addr = server.wait_listening();
+    let (mut server, addr) = start_server_with_fd_limit(1, data.path(), 48);
     let (_balancer, balancer_addr) = start_balancer(&[(1, &addr)]);
     assert_eq!(wait_connectable(&balancer_addr).0, 1);
 
