@@ -31,7 +31,10 @@
 //! back (`FileRead`, `FilePersisted`, `FileFailed`) is queued with the
 //! persisted tokens, in one queue in output order, and fed back the same
 //! way: one input, then a drain. A read's bytes are read only when they are
-//! fed, into the executor's reusable buffers. A node that asks for file
+//! fed, into the executor's reusable buffers. The exception is a server's
+//! file `Persist`, which can wait seconds for the disk: the node runs on
+//! meanwhile, and its answer joins the queue when the executor's writer
+//! thread is done (which wakes the driver). A node that asks for file
 //! work from a driver without an executor stops it ([`DriverError::NoFiles`]).
 
 use crate::clock::Clock;
@@ -305,10 +308,11 @@ impl<N: Node> Driver<N> {
             if let Some(value) = stop {
                 return Ok(Some(value));
             }
-            // Writes fail on the writer thread, whenever they do.
+            // Persists finish and writes fail on the writer thread,
+            // whenever they do.
             if let Some(files) = self.files.as_mut() {
-                while let Some(failed) = files.take_failure() {
-                    self.answers.push_back(Answer::File(failed));
+                while let Some(answer) = files.take_answer() {
+                    self.answers.push_back(Answer::File(answer));
                 }
             }
             let Some(answer) = self.answers.pop_front() else {

@@ -1,5 +1,6 @@
 //! The file executor: carries out a node's [`FileOp`]s against the local
-//! disk, synchronously, the way the driver carries out `Persist`.
+//! disk, in output order; what waits for the disk is done on a thread of
+//! its own (see *The writer thread*).
 //!
 //! Two roles, chosen when the executor is made:
 //!
@@ -26,6 +27,18 @@
 //! copy, without waiting for it to reach the disk. Failures are reported
 //! as `FileFailed`, with `no_space` set for a full disk (`ENOSPC`) or an
 //! exhausted quota (`EDQUOT`); nothing here panics.
+//!
+//! **A server's persist does not stop its node.** The `fsync` of a large
+//! file takes seconds, and a server's node has heartbeats to send, other
+//! sessions to serve and, on the master, the cluster's log to order. So a
+//! server's `Persist` is queued on the writer thread behind the file's
+//! writes, [`Files::execute`] returns at once, and `FilePersisted` (or
+//! `FileFailed`) comes from [`Files::take_answer`] when the disk is done;
+//! the writer thread wakes the driver for it. A `Remove` is queued the same
+//! way, so it never overtakes a persist asked for before it. A temporary
+//! file's number is not free again until its persist is answered. A
+//! client's `Persist` still waits (its one transfer has nothing else to
+//! do, and none of its timers should run out while its own disk works).
 //!
 //! **Reads are answered late.** A `Read` opens its file at once (so a blob
 //! removed later in the same drain can still be read through the open
@@ -54,10 +67,11 @@
 //! while the driver goes on with the transfer. A write that fails there is
 //! reported as `FileFailed` for its temporary file (with `no_space` for a
 //! full disk), once: the writer thread wakes the driver, which asks
-//! [`Files::take_failure`]; the next `Write` of the file reports it too,
-//! and `Persist` waits for the file's writes and fails with the first
-//! failure not yet reported. So the node hears of every failure before the
-//! file could be persisted.
+//! [`Files::take_answer`]; the next `Write` of the file reports it too,
+//! and its `Persist` fails with the file's first failure. So no file with
+//! a hole is ever persisted. A `Discard` unlinks the temporary file at
+//! once (writes still queued land in the unlinked file) and forgets its
+//! failures, which are never taken for a later file of the same number.
 //!
 //! **Write-behind.** A temporary file asks the kernel to start writing
 //! its data to disk (`sync_file_range`, on Linux) every 2 MiB, without
@@ -82,7 +96,7 @@ use std::io::{self, ErrorKind};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use writer::Writer;
+use writer::{Existing, Finished, Placing, Writer};
 
 /// The directory of blobs under a server's file root.
 pub const BLOBS_DIR: &str = "blobs";
@@ -197,11 +211,15 @@ pub struct Files {
     role: Role,
     open: HashMap<Key, Open>,
     /// Temporary files created by this executor (and not yet persisted or
-    /// discarded); a later open of one of these must not truncate it.
-    created: HashSet<u64>,
+    /// discarded), with the number of their opening; a later open of one of
+    /// these must not truncate it.
+    created: HashMap<u64, u64>,
     /// Temporary files whose write failed: later writes are skipped (the
     /// node was told once) until the file is discarded.
     broken: HashSet<u64>,
+    /// Temporary files handed to the writer thread to persist, until it
+    /// answers: their names are not free.
+    persisting: HashSet<u64>,
     clock: u64,
     /// Ids of openings.
     opened: u64,
@@ -216,8 +234,9 @@ impl Files {
         Files {
             role,
             open: HashMap::new(),
-            created: HashSet::new(),
+            created: HashMap::new(),
             broken: HashSet::new(),
+            persisting: HashSet::new(),
             clock: 0,
             opened: 0,
             buf: Vec::new(),
@@ -327,7 +346,8 @@ impl Files {
                 }
             }
             FileOp::Persist { temp, to } => match self.persist(temp, to) {
-                Ok(()) => Some(FileAnswer::Persisted { temp }),
+                Ok(true) => Some(FileAnswer::Persisted { temp }),
+                Ok(false) => None,
                 Err(failure) => Some(FileAnswer::Failed {
                     handle: temp,
                     failure,
@@ -457,8 +477,13 @@ impl Files {
         self.clock += 1;
         let clock = self.clock;
         if !self.open.contains_key(&Key::Temp(temp)) {
+            if self.persisting.contains(&temp) {
+                return Err(FileFailure::other(format!(
+                    "temporary file {temp} is still being persisted"
+                )));
+            }
             let path = self.temp_path(temp)?;
-            let fresh = self.created.insert(temp);
+            let fresh = !self.created.contains_key(&temp);
             let f = OpenOptions::new()
                 .create(true)
                 .write(true)
@@ -466,6 +491,9 @@ impl Files {
                 .open(&path)
                 .map_err(|e| FileFailure::io("cannot create", &path, &e))?;
             self.opened += 1;
+            if fresh {
+                self.created.insert(temp, self.opened);
+            }
             self.insert(
                 Key::Temp(temp),
                 Open {
@@ -495,8 +523,8 @@ impl Files {
     fn write(&mut self, temp: u64, offset: u64, data: Vec<u8>) -> Result<(), FileFailure> {
         // Created (or failing) at the first write, not later.
         self.temp_file(temp)?;
-        self.writer.reap();
-        if let Some(failure) = self.writer.take_failure_of(temp) {
+        let opening = self.created.get(&temp).copied().unwrap_or_default();
+        if let Some(failure) = self.writer.take_write_failure(temp, opening) {
             return Err(failure);
         }
         let writer = &mut self.writer;
@@ -543,53 +571,68 @@ impl Files {
                 open.dirty = Some((from, to));
             }
         }
-        self.writer.submit(temp, &file, offset, data, writeback);
+        let opening = self.created.get(&temp).copied().unwrap_or_default();
+        self.writer
+            .submit(temp, opening, &file, offset, data, writeback);
         Ok(())
     }
 
-    /// Lets the writer thread wake the driver when a write failed, so that
-    /// it asks [`Files::take_failure`].
+    /// Lets the writer thread wake the driver when it has an answer, so
+    /// that it asks [`Files::take_answer`].
     pub fn set_wake(&mut self, wake: Arc<dyn Fn() + Send + Sync>) {
         self.writer.set_wake(wake);
     }
 
-    /// A failed write not yet reported, as the node is to be told.
-    pub fn take_failure(&mut self) -> Option<FileAnswer> {
-        while let Some((temp, failure)) = self.writer.take_failure() {
-            // Told once per file; nothing about a file that is gone.
-            if self.created.contains(&temp) && self.broken.insert(temp) {
-                return Some(FileAnswer::Failed {
-                    handle: temp,
+    /// An answer of the writer thread not yet given: a finished persist, or
+    /// a failed write (told once per file, and nothing about a file that is
+    /// gone).
+    pub fn take_answer(&mut self) -> Option<FileAnswer> {
+        while let Some(finished) = self.writer.take_finished() {
+            match finished {
+                Finished::WriteFailed {
+                    temp,
+                    opening,
                     failure,
-                });
+                } => {
+                    if self.created.get(&temp) == Some(&opening) && self.broken.insert(temp) {
+                        return Some(FileAnswer::Failed {
+                            handle: temp,
+                            failure,
+                        });
+                    }
+                }
+                Finished::Persisted { temp, result } => {
+                    self.persisting.remove(&temp);
+                    return Some(match result {
+                        Ok(()) => FileAnswer::Persisted { temp },
+                        Err(failure) => FileAnswer::Failed {
+                            handle: temp,
+                            failure,
+                        },
+                    });
+                }
             }
         }
         None
     }
 
-    /// Waits until every write handed to the writer thread is done (they
-    /// are in the page cache then, or failed).
-    pub fn wait_for_writes(&mut self) {
-        self.writer.wait_all();
+    /// Waits until the writer thread has done everything asked of it.
+    pub fn wait_idle(&mut self) {
+        self.writer.wait_idle();
     }
 
-    fn persist(&mut self, temp: u64, to: FileRef) -> Result<(), FileFailure> {
+    /// Hands the file, once its writes are done, to the writer thread to be
+    /// made durable and moved into place. A server hears the answer from
+    /// there (false); a client waits for it (true: persisted).
+    fn persist(&mut self, temp: u64, to: FileRef) -> Result<bool, FileFailure> {
         let from = self.temp_path(temp)?;
         let target = self.local_path(to)?;
-        // A blob is named by its content and only ever appears complete and
-        // durable: if it is here already, this copy adds nothing.
-        if matches!(to, FileRef::Blob(_)) && target.is_file() {
-            self.discard(temp);
-            return Ok(());
-        }
-        let replace = match &self.role {
-            Role::Client(Local::Destination { replace, .. }) => *replace,
-            _ => true,
+        let existing = match (&self.role, to) {
+            (Role::Client(Local::Destination { replace: false, .. }), _) => Existing::Refuse,
+            (_, FileRef::Blob(_)) => Existing::Keep,
+            _ => Existing::Replace,
         };
         self.flush_gathered(temp)?;
-        if let Some(failure) = self.writer.wait_for(temp) {
-            return Err(failure);
-        }
         // A write failed and was reported: the file has a hole.
         if self.broken.contains(&temp) {
             return Err(FileFailure::other(format!(
@@ -608,39 +651,39 @@ impl Files {
         for id in replaced {
             self.ahead.forget(id);
         }
-        let synced = self.temp_file(temp).and_then(|f| {
-            f.sync_all().map_err(|e| FileFailure {
-                error: format!("cannot make {} durable: {e}", from.display()),
-                no_space: is_no_space(&e),
-            })
-        });
-        // The descriptor is done with, whatever happens next.
+        // Created here if never written (a zero-byte file).
+        let file = Arc::clone(self.temp_file(temp)?);
         self.open.remove(&Key::Temp(temp));
-        synced?;
-        if !replace && target.symlink_metadata().is_ok() {
-            return Err(FileFailure::other(format!(
-                "{} exists (use --force to replace it)",
-                target.display()
-            )));
-        }
-        std::fs::rename(&from, &target)
-            .map_err(|e| FileFailure::io("cannot move into place", &target, &e))?;
         self.created.remove(&temp);
         self.broken.remove(&temp);
-        if let Some(dir) = target.parent() {
-            sync_dir(dir).map_err(|e| FileFailure::io("cannot make durable", dir, &e))?;
+        let placing = Placing {
+            temp,
+            file,
+            from,
+            to: target,
+            existing,
+        };
+        // A client's one transfer has nothing else to do meanwhile, and its
+        // download is not over until the file is in place: it waits here,
+        // as it always has, and no timer of its runs during the wait.
+        if matches!(self.role, Role::Client(_)) {
+            return self.writer.persist_and_wait(placing).map(|()| true);
         }
-        Ok(())
+        self.persisting.insert(temp);
+        self.writer.persist(placing);
+        Ok(false)
     }
 
     fn discard(&mut self, temp: u64) {
         self.gathered.discard(temp);
-        // Its writes' failures no longer matter, and must not be taken for
-        // those of a later file of the same number.
-        self.writer.wait_for(temp);
         self.open.remove(&Key::Temp(temp));
         self.created.remove(&temp);
         self.broken.remove(&temp);
+        self.writer.forget(temp);
+        // A file being persisted is the writer thread's to move or leave.
+        if self.persisting.contains(&temp) {
+            return;
+        }
         let Ok(path) = self.temp_path(temp) else {
             return;
         };
@@ -664,13 +707,8 @@ impl Files {
             tracing::warn!("a client does not remove its local file");
             return;
         }
-        let Ok(path) = self.local_path(file) else {
-            return;
-        };
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+        if let Ok(path) = self.local_path(file) {
+            self.writer.remove(path);
         }
     }
 }

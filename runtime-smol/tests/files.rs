@@ -1,6 +1,8 @@
 //! The driver's execution of `Output::File`: answers come back in output
-//! order, interleaved with `Persisted`, one input per drain; reads are
-//! answered with the file's bytes; a driver without a file executor stops.
+//! order, interleaved with `Persisted`, one input per drain, except a
+//! server's file persist, whose answer comes when the disk is done; reads
+//! are answered with the file's bytes; a driver without a file executor
+//! stops.
 
 use ferry_core::store::{Batch, MemStore};
 use ferry_core::{FileOp, FileRef, Input, Node, Output, Timestamp};
@@ -26,7 +28,7 @@ impl fmt::Display for Seen {
 /// Emits a scripted list of outputs and reports every input as an event.
 struct Script {
     out: VecDeque<Output<Seen>>,
-    /// Outputs to emit after the first input.
+    /// Outputs to emit after the first `FilePersisted`.
     then: Vec<Output<Seen>>,
 }
 
@@ -46,8 +48,11 @@ impl Node for Script {
             } => Seen::Failed { handle, no_space },
             _ => return,
         };
+        let persisted = matches!(seen, Seen::FilePersisted(_));
         self.out.push_back(Output::Event(seen));
-        self.out.extend(std::mem::take(&mut self.then));
+        if persisted {
+            self.out.extend(std::mem::take(&mut self.then));
+        }
     }
 
     fn handle_timeout(&mut self, _now: Timestamp) {}
@@ -75,7 +80,7 @@ fn run(driver: &mut Driver<Script>, want: usize) -> (Vec<Seen>, Result<(), Drive
 }
 
 #[test]
-fn file_answers_come_back_in_output_order_with_persisted() {
+fn file_answers_come_back_in_output_order_and_a_persist_when_done() {
     let dir = tempfile::tempdir().unwrap();
     let (files, present) = Files::server(dir.path()).unwrap();
     assert!(present.is_empty());
@@ -96,50 +101,76 @@ fn file_answers_come_back_in_output_order_with_persisted() {
             to: FileRef::Blob(d),
         }),
         Output::File(FileOp::Read {
-            handle: 2,
-            file: FileRef::Blob(d),
-            offset: 5,
-            len: 100,
-        }),
-        Output::File(FileOp::Read {
             handle: 3,
             file: FileRef::Blob([9; 32]),
             offset: 0,
             len: 100,
         }),
     ]);
-    // Outputs of the first answer run before the second answer is fed:
-    // this read of the blob sees it in place.
+    // Once told the blob is persisted, the node reads it in place.
     let then = vec![Output::File(FileOp::Read {
         handle: 4,
         file: FileRef::Blob(d),
-        offset: 0,
-        len: 4,
+        offset: 5,
+        len: 100,
     })];
     let mut driver = Driver::new(Script { out, then })
         .with_store(Box::new(MemStore::default()))
         .with_files(files);
-    let (seen, result) = run(&mut driver, 5);
+    let (seen, result) = run(&mut driver, 4);
     assert_eq!(result, Ok(()));
+    // The persist's answer comes from the writer thread, after the
+    // answers owed for the outputs of the same drain.
     assert_eq!(
         seen,
         vec![
             Seen::Persisted(7),
-            Seen::FilePersisted(1),
-            Seen::Read {
-                handle: 2,
-                data: b"content".to_vec()
-            },
             Seen::Failed {
                 handle: 3,
                 no_space: false
             },
+            Seen::FilePersisted(1),
             Seen::Read {
                 handle: 4,
-                data: b"some".to_vec()
+                data: b"content".to_vec()
             },
         ]
     );
+}
+
+#[test]
+fn a_persist_that_finishes_later_reaches_the_node_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, _) = Files::server(dir.path()).unwrap();
+    // Large enough that the fsync is usually still going when the driver
+    // has nothing left to do; nothing else happens after it, so only the
+    // writer thread can make the driver tell the node.
+    let content: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+    let d = *blake3::hash(&content).as_bytes();
+    let out = VecDeque::from(vec![
+        Output::File(FileOp::Write {
+            temp: 2,
+            offset: 0,
+            data: content.clone(),
+        }),
+        Output::File(FileOp::Persist {
+            temp: 2,
+            to: FileRef::Blob(d),
+        }),
+    ]);
+    let mut driver = Driver::new(Script {
+        out,
+        then: Vec::new(),
+    })
+    .with_files(files);
+    let (seen, result) = run(&mut driver, 1);
+    assert_eq!(result, Ok(()));
+    assert_eq!(seen, vec![Seen::FilePersisted(2)]);
+    let blob = dir
+        .path()
+        .join("blobs")
+        .join(ferry_runtime_smol::files::hex(&d));
+    assert!(std::fs::read(blob).unwrap() == content);
 }
 
 #[test]

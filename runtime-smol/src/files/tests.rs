@@ -31,6 +31,18 @@ fn read_all(files: &mut Files, handle: u64, file: FileRef, len: usize) -> Vec<u8
     }
 }
 
+/// Executes a `Persist` and waits for its answer, which the writer thread
+/// gives (or the executor at once, for a failure it sees itself).
+fn persist(files: &mut Files, temp: u64, to: FileRef) -> FileAnswer {
+    if let Some(answer) = files.execute(FileOp::Persist { temp, to }) {
+        return answer;
+    }
+    files.wait_idle();
+    let answer = files.take_answer().expect("the persist is answered");
+    assert_eq!(files.take_answer(), None, "one answer per persist");
+    answer
+}
+
 #[test]
 fn a_server_writes_persists_reads_and_removes_blobs() {
     let dir = tempfile::tempdir().unwrap();
@@ -57,11 +69,8 @@ fn a_server_writes_persists_reads_and_removes_blobs() {
     );
     assert!(dir.path().join("tmp/3").exists());
     assert_eq!(
-        files.execute(FileOp::Persist {
-            temp: 3,
-            to: FileRef::Blob(d),
-        }),
-        Some(FileAnswer::Persisted { temp: 3 })
+        persist(&mut files, 3, FileRef::Blob(d)),
+        FileAnswer::Persisted { temp: 3 }
     );
     assert!(!dir.path().join("tmp/3").exists());
     let blob = dir.path().join("blobs").join(hex(&d));
@@ -75,6 +84,7 @@ fn a_server_writes_persists_reads_and_removes_blobs() {
     files.execute(FileOp::Remove {
         file: FileRef::Blob(d),
     });
+    files.wait_idle();
     assert!(!blob.exists());
     assert_eq!(files.open_count(), 0);
     let failed = files.execute(FileOp::Read {
@@ -95,11 +105,8 @@ fn a_zero_byte_file_is_persisted_without_writes() {
     let (mut files, _) = Files::server(dir.path()).unwrap();
     let d = digest(b"");
     assert_eq!(
-        files.execute(FileOp::Persist {
-            temp: 1,
-            to: FileRef::Blob(d),
-        }),
-        Some(FileAnswer::Persisted { temp: 1 })
+        persist(&mut files, 1, FileRef::Blob(d)),
+        FileAnswer::Persisted { temp: 1 }
     );
     let blob = dir.path().join("blobs").join(hex(&d));
     assert_eq!(std::fs::metadata(&blob).unwrap().len(), 0);
@@ -120,10 +127,7 @@ fn startup_lists_blobs_and_cleans_temporary_files() {
                 offset: 0,
                 data: b"x".to_vec(),
             });
-            files.execute(FileOp::Persist {
-                temp,
-                to: FileRef::Blob(d),
-            });
+            persist(&mut files, temp, FileRef::Blob(d));
         }
         // Interrupted: a temporary file left behind.
         files.execute(FileOp::Write {
@@ -157,6 +161,7 @@ fn discard_removes_the_temporary_file_and_is_idempotent() {
     assert!(dir.path().join("tmp/4").exists());
     assert_eq!(files.execute(FileOp::Discard { temp: 4 }), None);
     assert_eq!(files.execute(FileOp::Discard { temp: 4 }), None);
+    files.wait_idle();
     assert!(!dir.path().join("tmp/4").exists());
     assert_eq!(files.open_count(), 0);
 }
@@ -186,14 +191,14 @@ fn a_full_disk_is_reported_as_no_space() {
         data: vec![0; buffers::GATHER_BELOW],
     });
     assert_eq!(got, None);
-    files.wait_for_writes();
-    match files.take_failure() {
+    files.wait_idle();
+    match files.take_answer() {
         Some(FileAnswer::Failed { handle: 5, failure }) => {
             assert!(failure.no_space, "{failure:?}")
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(files.take_failure(), None);
+    assert_eq!(files.take_answer(), None);
     // Told once: later writes of the broken file say nothing more.
     let again = files.execute(FileOp::Write {
         temp: 5,
@@ -202,6 +207,7 @@ fn a_full_disk_is_reported_as_no_space() {
     });
     assert_eq!(again, None);
     files.execute(FileOp::Discard { temp: 5 });
+    files.wait_idle();
     assert!(dir.path().join("tmp/5").symlink_metadata().is_err());
 }
 
@@ -221,12 +227,9 @@ fn a_gathered_write_that_fails_is_reported_by_the_persist() {
         });
         assert_eq!(got, None);
     }
-    let got = files.execute(FileOp::Persist {
-        temp: 6,
-        to: FileRef::Blob([6; 32]),
-    });
+    let got = persist(&mut files, 6, FileRef::Blob([6; 32]));
     match got {
-        Some(FileAnswer::Failed { handle: 6, failure }) => {
+        FileAnswer::Failed { handle: 6, failure } => {
             assert!(failure.no_space, "{failure:?}")
         }
         other => panic!("{other:?}"),
@@ -268,11 +271,8 @@ fn gathered_writes_persist_to_the_exact_bytes() {
     }
     let d = digest(&content);
     assert_eq!(
-        files.execute(FileOp::Persist {
-            temp: 9,
-            to: FileRef::Blob(d),
-        }),
-        Some(FileAnswer::Persisted { temp: 9 })
+        persist(&mut files, 9, FileRef::Blob(d)),
+        FileAnswer::Persisted { temp: 9 }
     );
     let blob = dir.path().join("blobs").join(hex(&d));
     assert!(std::fs::read(blob).unwrap() == content);
@@ -283,6 +283,7 @@ fn gathered_writes_persist_to_the_exact_bytes() {
         data: b"gone".to_vec(),
     });
     files.execute(FileOp::Discard { temp: 10 });
+    files.wait_idle();
     assert!(!dir.path().join("tmp/10").exists());
 }
 
@@ -299,10 +300,7 @@ fn reads_at_any_offset_and_length_see_the_file() {
         offset: 0,
         data: content.clone(),
     });
-    files.execute(FileOp::Persist {
-        temp: 1,
-        to: FileRef::Blob(d),
-    });
+    persist(&mut files, 1, FileRef::Blob(d));
     // Forwards and backwards, across read-ahead boundaries, past the end,
     // small and large; two handles interleaved on the same blob.
     let mut x = 12345u64;
@@ -387,10 +385,7 @@ fn open_descriptors_stay_bounded() {
         offset: 0,
         data: content.clone(),
     });
-    files.execute(FileOp::Persist {
-        temp: 1,
-        to: FileRef::Blob(d),
-    });
+    persist(&mut files, 1, FileRef::Blob(d));
     for handle in 0..(MAX_OPEN as u64 * 2) {
         let got = files.execute(FileOp::Read {
             handle,
@@ -453,11 +448,8 @@ fn a_download_appears_only_when_persisted_and_never_overwrites_unasked() {
     assert!(partial.exists());
     assert!(!dest.exists());
     assert_eq!(
-        files.execute(FileOp::Persist {
-            temp: 0,
-            to: FileRef::Local,
-        }),
-        Some(FileAnswer::Persisted { temp: 0 })
+        persist(&mut files, 0, FileRef::Local),
+        FileAnswer::Persisted { temp: 0 }
     );
     assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
     assert!(!partial.exists());
@@ -470,17 +462,15 @@ fn a_download_appears_only_when_persisted_and_never_overwrites_unasked() {
         offset: 0,
         data: b"other".to_vec(),
     });
-    let got = files.execute(FileOp::Persist {
-        temp: 0,
-        to: FileRef::Local,
-    });
+    let got = persist(&mut files, 0, FileRef::Local);
     match got {
-        Some(FileAnswer::Failed { handle: 0, failure }) => {
+        FileAnswer::Failed { handle: 0, failure } => {
             assert!(failure.error.contains("exists"), "{failure:?}")
         }
         other => panic!("{other:?}"),
     }
     files.execute(FileOp::Discard { temp: 0 });
+    files.wait_idle();
     assert!(!partial.exists());
     assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
 
@@ -491,10 +481,7 @@ fn a_download_appears_only_when_persisted_and_never_overwrites_unasked() {
         offset: 0,
         data: b"new".to_vec(),
     });
-    files.execute(FileOp::Persist {
-        temp: 0,
-        to: FileRef::Local,
-    });
+    persist(&mut files, 0, FileRef::Local);
     assert_eq!(std::fs::read(&dest).unwrap(), b"new");
 }
 
@@ -519,11 +506,8 @@ fn persisting_a_blob_that_is_there_keeps_it_and_drops_the_copy() {
             data: b"same".to_vec(),
         });
         assert_eq!(
-            files.execute(FileOp::Persist {
-                temp,
-                to: FileRef::Blob(d),
-            }),
-            Some(FileAnswer::Persisted { temp })
+            persist(&mut files, temp, FileRef::Blob(d)),
+            FileAnswer::Persisted { temp }
         );
     }
     assert_eq!(
@@ -533,4 +517,156 @@ fn persisting_a_blob_that_is_there_keeps_it_and_drops_the_copy() {
     let blob = dir.path().join("blobs").join(hex(&d));
     assert_eq!(std::fs::read(blob).unwrap(), b"same");
     assert_eq!(files.open_count(), 0);
+}
+
+/// Runs `work` on another thread and gives back what it returns, or fails
+/// if it has not returned in 20 s (it is waiting for something held).
+fn without_waiting<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(work());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the executor waited for a persist held on the writer thread")
+}
+
+#[test]
+fn a_server_persist_waits_on_the_writer_thread_while_other_work_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let there = b"already there".to_vec();
+    let d0 = digest(&there);
+    std::fs::create_dir_all(dir.path().join("blobs")).unwrap();
+    std::fs::write(dir.path().join("blobs").join(hex(&d0)), &there).unwrap();
+    let (mut files, _) = Files::server(dir.path()).unwrap();
+    let gate = files.writer.hold_persists();
+    let content = vec![5u8; 100_000];
+    let d1 = digest(&content);
+    let root = dir.path().to_path_buf();
+    let (mut files, got) = without_waiting(move || {
+        assert_eq!(
+            files.execute(FileOp::Write {
+                temp: 1,
+                offset: 0,
+                data: content,
+            }),
+            None
+        );
+        let persist = files.execute(FileOp::Persist {
+            temp: 1,
+            to: FileRef::Blob(d1),
+        });
+        // Meanwhile: another upload's writes, and a read of a blob.
+        let write = files.execute(FileOp::Write {
+            temp: 2,
+            offset: 0,
+            data: vec![1; 4096],
+        });
+        let got = read_all(&mut files, 7, FileRef::Blob(d0), 4096);
+        // Asked after the persist, so done after it.
+        files.execute(FileOp::Remove {
+            file: FileRef::Blob(d1),
+        });
+        assert_eq!((persist, write), (None, None));
+        assert_eq!(files.take_answer(), None);
+        assert!(root.join("tmp/1").exists());
+        assert!(!root.join("blobs").join(hex(&d1)).exists());
+        (files, got)
+    });
+    assert_eq!(got, there);
+    gate.open();
+    files.wait_idle();
+    assert_eq!(files.take_answer(), Some(FileAnswer::Persisted { temp: 1 }));
+    assert_eq!(files.take_answer(), None);
+    assert!(!dir.path().join("tmp/1").exists());
+    // The removal ran after the persist, not before it (which would have
+    // left the blob in place).
+    assert!(!dir.path().join("blobs").join(hex(&d1)).exists());
+}
+
+#[test]
+fn a_discarded_file_frees_its_name_at_once_and_takes_its_failures_with_it() {
+    if !Path::new("/dev/full").exists() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut files, _) = Files::server(dir.path()).unwrap();
+    let gate = files.writer.hold_persists();
+    std::os::unix::fs::symlink("/dev/full", dir.path().join("tmp/5")).unwrap();
+    let fresh = b"the second attempt".to_vec();
+    let d = digest(&fresh);
+    let root = dir.path().to_path_buf();
+    let mut files = without_waiting(move || {
+        // A first attempt whose write fails on the writer thread, while a
+        // persist of another file holds the queue behind it.
+        files.execute(FileOp::Write {
+            temp: 5,
+            offset: 0,
+            data: vec![0; buffers::GATHER_BELOW],
+        });
+        files.execute(FileOp::Persist {
+            temp: 3,
+            to: FileRef::Blob([3; 32]),
+        });
+        files.execute(FileOp::Discard { temp: 5 });
+        assert!(root.join("tmp/5").symlink_metadata().is_err());
+        // The next attempt, under the same number: a new file.
+        files.execute(FileOp::Write {
+            temp: 5,
+            offset: 0,
+            data: fresh,
+        });
+        files.execute(FileOp::Persist {
+            temp: 5,
+            to: FileRef::Blob(d),
+        });
+        files
+    });
+    gate.open();
+    files.wait_idle();
+    let mut answers = Vec::new();
+    while let Some(a) = files.take_answer() {
+        answers.push(a);
+    }
+    assert_eq!(
+        answers,
+        vec![
+            FileAnswer::Persisted { temp: 3 },
+            FileAnswer::Persisted { temp: 5 }
+        ]
+    );
+    let blob = dir.path().join("blobs").join(hex(&d));
+    assert_eq!(std::fs::read(blob).unwrap(), b"the second attempt");
+}
+
+#[test]
+fn a_temporary_file_being_persisted_cannot_be_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut files, _) = Files::server(dir.path()).unwrap();
+    let gate = files.writer.hold_persists();
+    let mut files = without_waiting(move || {
+        files.execute(FileOp::Write {
+            temp: 4,
+            offset: 0,
+            data: b"first".to_vec(),
+        });
+        files.execute(FileOp::Persist {
+            temp: 4,
+            to: FileRef::Blob(digest(b"first")),
+        });
+        let again = files.execute(FileOp::Write {
+            temp: 4,
+            offset: 0,
+            data: b"other".to_vec(),
+        });
+        assert!(
+            matches!(&again, Some(FileAnswer::Failed { handle: 4, failure }) if failure.error.contains("being persisted")),
+            "{again:?}"
+        );
+        files
+    });
+    gate.open();
+    files.wait_idle();
+    assert_eq!(files.take_answer(), Some(FileAnswer::Persisted { temp: 4 }));
+    let blob = dir.path().join("blobs").join(hex(&digest(b"first")));
+    assert_eq!(std::fs::read(blob).unwrap(), b"first");
 }

@@ -1,4 +1,6 @@
-//! Writes to temporary files, on a thread of their own.
+//! The disk work that waits, on a thread of its own: writes into temporary
+//! files, and what the node asked for after them, in the same order
+//! (persisting, discarding, removing).
 //!
 //! Copying bytes into the page cache is the largest cost of receiving a
 //! file (on the development VM, 64 MiB take 0.15 s of system time, as much
@@ -6,53 +8,136 @@
 //! driver's thread, it sits between a chunk's arrival and its ACK; done
 //! here, it runs on another core while the transfer goes on.
 //!
-//! Jobs of one file are written in the order submitted (one thread, one
-//! queue). Bytes in flight are bounded: [`Writer::submit`] waits for jobs
-//! to finish past [`MAX_IN_FLIGHT`]. A failed job is reported once, by
-//! [`Writer::take_failure`] (and wakes the driver so that it asks), or at
-//! the latest when the file is waited for ([`Writer::wait_for`]) before
-//! its `Persist`.
+//! A `Persist` waits for the disk (`fsync` of the file, rename, `fsync` of
+//! the directory): for a file of a few GiB, seconds. On the driver's thread
+//! that wait stopped the whole node (heartbeats, every other session, the
+//! master's log for the cluster), long enough for its peers to take it for
+//! dead. Here it waits alone, and its answer comes back when it is done.
+//!
+//! **Order.** One thread, one queue: jobs are carried out in the order
+//! submitted, so a file's writes are in it before it is persisted, and a
+//! `Remove` asked for after a `Persist` happens after it. Reads bypass the
+//! queue (the driver makes them when it feeds them), which is safe because
+//! a node reads only files it was told are in place. A `Discard` unlinks
+//! the temporary file on the driver's thread at once, so that the name is
+//! free for a new file of the same number (a client's next attempt); writes
+//! still queued for it land in the unlinked file, which goes with its last
+//! descriptor.
+//!
+//! **Bounds.** Bytes in flight are bounded: [`Writer::submit`] waits for
+//! jobs to finish past [`MAX_IN_FLIGHT`].
+//!
+//! **Answers.** A failed write and a finished persist are queued as
+//! [`Finished`] and wake the driver, which takes them
+//! ([`Writer::take_finished`]). A write failure names the opening of the
+//! temporary file it belongs to, so it is never taken for one of a later
+//! file of the same number. The thread also remembers a file's first failed
+//! write, so its persist fails with it however the driver was told.
 
-use super::{is_no_space, FileFailure};
+use super::{is_no_space, sync_dir, FileFailure};
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io;
+use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 
 /// Bytes submitted and not yet written, at most.
 pub const MAX_IN_FLIGHT: usize = 4 << 20;
 
-/// Tells the driver that a failure is waiting (from the writer thread).
+/// Tells the driver that an answer is waiting (from the writer thread).
 pub type Wake = Arc<dyn Fn() + Send + Sync>;
 
-struct Job {
-    temp: u64,
-    file: Arc<File>,
-    offset: u64,
-    data: Vec<u8>,
-    /// A range whose writeback to start once this is written.
-    writeback: Option<(u64, u64)>,
-    wake: Option<Wake>,
+/// What to do when a persist's target exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Existing {
+    /// Replace it.
+    Replace,
+    /// Keep it and drop this copy: a blob is named by its content, so the
+    /// one there is the same bytes, complete and durable.
+    Keep,
+    /// Fail: the user did not ask to overwrite.
+    Refuse,
 }
 
-struct Done {
-    temp: u64,
-    error: Option<io::Error>,
-    data: Vec<u8>,
+/// Moving a temporary file into place.
+pub struct Placing {
+    pub temp: u64,
+    pub file: Arc<File>,
+    pub from: PathBuf,
+    pub to: PathBuf,
+    pub existing: Existing,
+}
+
+enum Job {
+    Write {
+        temp: u64,
+        /// The opening of the temporary file, for its failure.
+        opening: u64,
+        file: Arc<File>,
+        offset: u64,
+        data: Vec<u8>,
+        /// A range whose writeback to start once this is written.
+        writeback: Option<(u64, u64)>,
+    },
+    Persist(Placing),
+    /// The temporary file is gone: its failures are forgotten.
+    Forget {
+        temp: u64,
+    },
+    Remove {
+        path: PathBuf,
+    },
+}
+
+/// What the thread says back about a job.
+enum Done {
+    Written {
+        data: Vec<u8>,
+        failed: Option<Finished>,
+    },
+    Finished(Finished),
+    Quiet,
+}
+
+/// What the node is to hear of the thread's work.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Finished {
+    WriteFailed {
+        temp: u64,
+        opening: u64,
+        failure: FileFailure,
+    },
+    Persisted {
+        temp: u64,
+        result: Result<(), FileFailure>,
+    },
+}
+
+/// The thread's memory: the first failed write of each temporary file
+/// not yet persisted or discarded.
+#[derive(Default)]
+struct Worker {
+    failed: HashMap<u64, FileFailure>,
+    #[cfg(test)]
+    gate: Option<Arc<Gate>>,
 }
 
 pub struct Writer {
     jobs: Option<mpsc::Sender<Job>>,
     done: mpsc::Receiver<Done>,
     done_tx: mpsc::Sender<Done>,
-    /// Jobs not yet done, per file.
-    pending: HashMap<u64, usize>,
+    /// Jobs submitted and not yet done.
+    in_flight: usize,
     bytes: usize,
-    failures: VecDeque<(u64, FileFailure)>,
+    finished: VecDeque<Finished>,
     /// Buffers of finished jobs, for reuse.
     spare: Vec<Vec<u8>>,
     wake: Option<Wake>,
+    /// Used when the thread cannot be started: jobs then run at once.
+    inline: Worker,
+    #[cfg(test)]
+    gate: Option<Arc<Gate>>,
 }
 
 impl Default for Writer {
@@ -62,11 +147,14 @@ impl Default for Writer {
             jobs: None,
             done,
             done_tx,
-            pending: HashMap::new(),
+            in_flight: 0,
             bytes: 0,
-            failures: VecDeque::new(),
+            finished: VecDeque::new(),
             spare: Vec::new(),
             wake: None,
+            inline: Worker::default(),
+            #[cfg(test)]
+            gate: None,
         }
     }
 }
@@ -76,56 +164,111 @@ impl Writer {
         self.wake = Some(wake);
     }
 
-    /// Queues a write of `data` at `offset` of `temp`'s `file`. With the
-    /// writer thread unavailable (it could not be started), writes at once.
+    /// Queues a write of `data` at `offset` of `temp`'s `file` (its
+    /// `opening`).
     pub fn submit(
         &mut self,
         temp: u64,
+        opening: u64,
         file: &Arc<File>,
         offset: u64,
         data: Vec<u8>,
         writeback: Option<(u64, u64)>,
     ) {
         while self.bytes > MAX_IN_FLIGHT && self.reap_one() {}
-        let len = data.len();
-        let job = Job {
+        self.bytes += data.len();
+        self.queue(Job::Write {
             temp,
+            opening,
             file: Arc::clone(file),
             offset,
             data,
             writeback,
-            wake: self.wake.clone(),
-        };
+        });
+    }
+
+    /// Queues the persist of a temporary file, after its writes. Its
+    /// answer comes back as [`Finished::Persisted`].
+    pub fn persist(&mut self, placing: Placing) {
+        self.queue(Job::Persist(placing));
+    }
+
+    /// Persists a temporary file after its writes, and waits for it.
+    pub fn persist_and_wait(&mut self, placing: Placing) -> Result<(), FileFailure> {
+        let temp = placing.temp;
+        self.persist(placing);
+        self.wait_idle();
+        let mut result = None;
+        self.finished.retain(|f| match f {
+            Finished::Persisted { temp: t, result: r } if *t == temp && result.is_none() => {
+                result = Some(r.clone());
+                false
+            }
+            _ => true,
+        });
+        result.unwrap_or_else(|| {
+            Err(FileFailure::other(format!(
+                "temporary file {temp}: the writer thread did not answer"
+            )))
+        })
+    }
+
+    /// Forgets a discarded temporary file's failed writes, after its
+    /// writes (the driver unlinks the file itself, at once).
+    pub fn forget(&mut self, temp: u64) {
+        self.queue(Job::Forget { temp });
+    }
+
+    /// Queues the removal of a file, after what was asked before.
+    pub fn remove(&mut self, path: PathBuf) {
+        self.queue(Job::Remove { path });
+    }
+
+    /// With the thread unavailable (it could not be started), runs the job
+    /// at once.
+    fn queue(&mut self, job: Job) {
         let job = match self.sender() {
             Some(tx) => match tx.send(job) {
                 Ok(()) => {
-                    *self.pending.entry(temp).or_default() += 1;
-                    self.bytes += len;
+                    self.in_flight += 1;
                     return;
                 }
                 Err(mpsc::SendError(job)) => job,
             },
             None => job,
         };
-        let done = run(job);
-        self.record(done);
+        let done = self.inline.run(job);
+        self.in_flight += 1;
+        self.finished(done);
     }
 
     fn sender(&mut self) -> Option<&mpsc::Sender<Job>> {
         if self.jobs.is_none() {
             let (tx, rx) = mpsc::channel::<Job>();
             let done = self.done_tx.clone();
+            let wake = self.wake.clone();
+            let mut worker = Worker {
+                failed: HashMap::new(),
+                #[cfg(test)]
+                gate: self.gate.clone(),
+            };
             let spawned = std::thread::Builder::new()
                 .name("ferry-writer".into())
                 .spawn(move || {
                     for job in rx {
-                        let wake = job.wake.clone();
-                        let finished = run(job);
-                        let failed = finished.error.is_some();
+                        let finished = worker.run(job);
+                        let tell = matches!(
+                            finished,
+                            Done::Finished(_)
+                                | Done::Written {
+                                    failed: Some(_),
+                                    ..
+                                }
+                        );
                         if done.send(finished).is_err() {
                             return;
                         }
-                        if let (true, Some(wake)) = (failed, wake) {
+                        if let (true, Some(wake)) = (tell, &wake) {
                             wake();
                         }
                     }
@@ -153,7 +296,7 @@ impl Writer {
 
     /// Waits for one job to finish; false if none is in flight.
     fn reap_one(&mut self) -> bool {
-        if self.bytes == 0 && self.pending.is_empty() {
+        if self.in_flight == 0 {
             return false;
         }
         match self.done.recv() {
@@ -166,77 +309,185 @@ impl Writer {
     }
 
     fn finished(&mut self, done: Done) {
-        if let Some(n) = self.pending.get_mut(&done.temp) {
-            *n -= 1;
-            if *n == 0 {
-                self.pending.remove(&done.temp);
+        self.in_flight = self.in_flight.saturating_sub(1);
+        match done {
+            Done::Written { mut data, failed } => {
+                self.bytes = self.bytes.saturating_sub(data.len());
+                self.finished.extend(failed);
+                // Only gathering buffers are worth keeping; a node's own
+                // frames are dropped.
+                if self.spare.len() < 16 && data.capacity() >= super::buffers::COALESCE {
+                    data.clear();
+                    self.spare.push(data);
+                }
             }
-        }
-        self.bytes = self.bytes.saturating_sub(done.data.len());
-        self.record(done);
-    }
-
-    fn record(&mut self, mut done: Done) {
-        if let Some(e) = done.error {
-            self.failures.push_back((
-                done.temp,
-                FileFailure {
-                    error: format!("write failed: {e}"),
-                    no_space: is_no_space(&e),
-                },
-            ));
-        }
-        // Only gathering buffers are worth keeping; a node's own frames
-        // are dropped.
-        if self.spare.len() < 16 && done.data.capacity() >= super::buffers::COALESCE {
-            done.data.clear();
-            self.spare.push(done.data);
+            Done::Finished(f) => self.finished.push_back(f),
+            Done::Quiet => {}
         }
     }
 
-    /// Waits until every write of `temp` is done; returns its first
-    /// failure not yet reported, if any.
-    pub fn wait_for(&mut self, temp: u64) -> Option<FileFailure> {
-        while self.pending.contains_key(&temp) && self.reap_one() {}
-        self.reap();
-        self.take_failure_of(temp)
-    }
-
-    /// Waits until every write is done.
-    pub fn wait_all(&mut self) {
+    /// Waits until every job submitted is done.
+    pub fn wait_idle(&mut self) {
         while self.reap_one() {}
     }
 
-    /// A failure not yet reported, of any file.
-    pub fn take_failure(&mut self) -> Option<(u64, FileFailure)> {
+    /// What the node is to hear, oldest first.
+    pub fn take_finished(&mut self) -> Option<Finished> {
         self.reap();
-        self.failures.pop_front()
+        self.finished.pop_front()
     }
 
-    /// Drops the failures of `temp` (it is gone), returning the first.
-    pub fn take_failure_of(&mut self, temp: u64) -> Option<FileFailure> {
+    /// Takes the first failed write of this opening of `temp` not yet
+    /// taken, and drops any others of it.
+    pub fn take_write_failure(&mut self, temp: u64, opening: u64) -> Option<FileFailure> {
         let mut first = None;
-        self.failures.retain(|(t, f)| {
-            if *t != temp {
-                return true;
+        self.finished.retain(|f| match f {
+            Finished::WriteFailed {
+                temp: t,
+                opening: o,
+                failure,
+            } if *t == temp && *o == opening => {
+                if first.is_none() {
+                    first = Some(failure.clone());
+                }
+                false
             }
-            if first.is_none() {
-                first = Some(f.clone());
-            }
-            false
+            _ => true,
         });
         first
     }
+
+    /// Holds every persist until the gate opens (for tests of what goes on
+    /// meanwhile). Must be called before the first job.
+    #[cfg(test)]
+    pub fn hold_persists(&mut self) -> Arc<Gate> {
+        let gate = Arc::new(Gate::default());
+        self.gate = Some(Arc::clone(&gate));
+        self.inline.gate = Some(Arc::clone(&gate));
+        gate
+    }
 }
 
-fn run(job: Job) -> Done {
-    let error = job.file.write_all_at(&job.data, job.offset).err();
-    if let (None, Some((from, len))) = (&error, job.writeback) {
-        super::start_writeback(&job.file, from, len);
+impl Worker {
+    fn run(&mut self, job: Job) -> Done {
+        match job {
+            Job::Write {
+                temp,
+                opening,
+                file,
+                offset,
+                data,
+                writeback,
+            } => {
+                let failed = match file.write_all_at(&data, offset) {
+                    Ok(()) => {
+                        if let Some((from, len)) = writeback {
+                            super::start_writeback(&file, from, len);
+                        }
+                        None
+                    }
+                    Err(e) => {
+                        let failure = FileFailure {
+                            error: format!("write failed: {e}"),
+                            no_space: is_no_space(&e),
+                        };
+                        self.failed.entry(temp).or_insert_with(|| failure.clone());
+                        Some(Finished::WriteFailed {
+                            temp,
+                            opening,
+                            failure,
+                        })
+                    }
+                };
+                Done::Written { data, failed }
+            }
+            Job::Persist(placing) => {
+                #[cfg(test)]
+                if let Some(gate) = &self.gate {
+                    gate.pass();
+                }
+                let temp = placing.temp;
+                let result = match self.failed.remove(&temp) {
+                    Some(failure) => Err(failure),
+                    None => place(placing),
+                };
+                Done::Finished(Finished::Persisted { temp, result })
+            }
+            Job::Forget { temp } => {
+                self.failed.remove(&temp);
+                Done::Quiet
+            }
+            Job::Remove { path } => {
+                remove_quietly(&path);
+                Done::Quiet
+            }
+        }
     }
-    Done {
-        temp: job.temp,
-        error,
-        data: job.data,
+}
+
+/// Makes the temporary file durable and moves it into place durably; see
+/// [`Existing`] for a target that is there.
+fn place(p: Placing) -> Result<(), FileFailure> {
+    if p.existing == Existing::Keep && p.to.is_file() {
+        drop(p.file);
+        remove_quietly(&p.from);
+        return Ok(());
+    }
+    let synced = p.file.sync_all();
+    // The descriptor is done with, whatever happens next.
+    drop(p.file);
+    synced.map_err(|e| FileFailure {
+        error: format!("cannot make {} durable: {e}", p.from.display()),
+        no_space: is_no_space(&e),
+    })?;
+    if p.existing == Existing::Refuse && p.to.symlink_metadata().is_ok() {
+        return Err(FileFailure::other(format!(
+            "{} exists (use --force to replace it)",
+            p.to.display()
+        )));
+    }
+    std::fs::rename(&p.from, &p.to)
+        .map_err(|e| FileFailure::io("cannot move into place", &p.to, &e))?;
+    if let Some(dir) = p.to.parent() {
+        sync_dir(dir).map_err(|e| FileFailure::io("cannot make durable", dir, &e))?;
+    }
+    Ok(())
+}
+
+fn remove_quietly(path: &std::path::Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+    }
+}
+
+/// A gate persists wait at until it is opened (tests only).
+#[cfg(test)]
+#[derive(Default)]
+pub struct Gate {
+    open: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+#[cfg(test)]
+impl Gate {
+    pub fn open(&self) {
+        if let Ok(mut open) = self.open.lock() {
+            *open = true;
+        }
+        self.opened.notify_all();
+    }
+
+    fn pass(&self) {
+        let Ok(mut open) = self.open.lock() else {
+            return;
+        };
+        while !*open {
+            open = match self.opened.wait(open) {
+                Ok(open) => open,
+                Err(_) => return,
+            };
+        }
     }
 }
