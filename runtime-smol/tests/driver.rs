@@ -476,6 +476,27 @@ fn close_flushes_every_connection_before_returning() {
 }
 
 #[test]
+fn close_gives_up_after_its_patience_on_a_peer_that_never_reads() {
+    with_deadline(10, || {
+        let (l, addr) = listener();
+        set_receive_buffer(&l, 4096);
+        let mut driver = Driver::new(TestNode::default());
+        let conn = connect(&mut driver, addr);
+        // Accepted, then never read from nor closed.
+        let (peer, _) = l.accept().unwrap();
+        transmit(&mut driver, conn, pattern(8_000_000));
+        let started = Instant::now();
+        let patience = Duration::from_millis(300);
+        driver.close(patience);
+        let waited = started.elapsed();
+        // The bound is what returns: the peer would have kept it forever
+        // (with_deadline fails the test if close never returns).
+        assert!(waited >= patience, "close returned after {waited:?}");
+        drop(peer);
+    });
+}
+
+#[test]
 fn a_peer_that_does_not_read_gets_every_byte_in_order_once_it_does() {
     with_deadline(30, || {
         let (l, addr) = listener();
