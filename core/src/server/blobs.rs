@@ -58,6 +58,10 @@ pub enum Owner {
     Serve(ConnId),
     /// An upload whose session ended while its blob was being persisted.
     Orphan,
+    /// A fetch of this content let go of (no longer wanted, or its link
+    /// failed) after its blob was sent to disk: the blob lands anyway, and
+    /// then counts like any other (kept if named, else collected).
+    Landing([u8; 32]),
 }
 
 struct Fetch {
@@ -75,6 +79,8 @@ struct FetchLink {
     decoder: FrameDecoder,
     receiver: Option<Receiver>,
     temp: u64,
+    /// The blob was sent to disk (`Persist`); no answer yet.
+    persisting: bool,
 }
 
 struct Serving {
@@ -359,10 +365,23 @@ impl Server {
     fn drop_fetch(&mut self, d: [u8; 32]) {
         if let Some(f) = self.blobs.fetches.remove(&d) {
             if let Some(link) = f.link {
-                self.out.close(link.conn);
-                self.out.file(FileOp::Discard { temp: link.temp });
-                self.blobs.forget_handle(link.temp);
+                self.let_go(d, link);
             }
+        }
+    }
+
+    /// Closes a fetch's link and throws its temporary file away; unless
+    /// its blob is already on its way to disk: then it lands, and
+    /// [`Server::landed`] decides what becomes of it. Forgetting it instead
+    /// would leave content on disk that this server does not know it has,
+    /// and so never collects.
+    fn let_go(&mut self, d: [u8; 32], link: FetchLink) {
+        self.out.close(link.conn);
+        if link.persisting {
+            self.blobs.owners.insert(link.temp, Owner::Landing(d));
+        } else {
+            self.out.file(FileOp::Discard { temp: link.temp });
+            self.blobs.forget_handle(link.temp);
         }
     }
 
@@ -402,6 +421,7 @@ impl Server {
                     decoder: FrameDecoder::default(),
                     receiver: None,
                     temp,
+                    persisting: false,
                 });
                 f.retry_at = now + self.cfg.transfer_timeout;
             }
@@ -461,9 +481,7 @@ impl Server {
         };
         f.retry_at = now + RETRY;
         if let Some(link) = f.link.take() {
-            self.out.close(link.conn);
-            self.out.file(FileOp::Discard { temp: link.temp });
-            self.blobs.forget_handle(link.temp);
+            self.let_go(d, link);
         }
     }
 
@@ -483,7 +501,24 @@ impl Server {
                 self.out.close(link.conn);
             }
         }
-        // Downloads waiting for this content can start.
+        self.start_waiting(now, d);
+    }
+
+    /// The blob of a fetch let go of while it was persisted is on disk
+    /// (see [`Server::let_go`]): it is this server's now, collected at once
+    /// if nothing names it; a fetch of it still going on is dropped, and
+    /// downloads waiting for it can start.
+    pub(super) fn landed(&mut self, now: Timestamp, temp: u64, d: [u8; 32]) {
+        self.blobs.forget_handle(temp);
+        self.blobs.have.insert(d);
+        self.sync_blobs(now);
+        if self.blobs.has(&d) {
+            self.start_waiting(now, d);
+        }
+    }
+
+    /// Downloads waiting for content `d`, now on disk, can start.
+    fn start_waiting(&mut self, now: Timestamp, d: [u8; 32]) {
         let waiting: Vec<(ConnId, crate::replication::files::FileMeta)> = self
             .conns
             .iter()
@@ -654,6 +689,7 @@ impl Server {
         };
         let mut failed = false;
         let mut arrived = None;
+        let mut persisting = false;
         while let Some(o) = r.poll_output() {
             match o {
                 ReceiverOutput::Send(m) => self.out.send(conn, &BlobMsg::Transfer(m)),
@@ -662,6 +698,7 @@ impl Server {
                 }
                 // Only the content the catalogue names is kept.
                 ReceiverOutput::Commit { digest } if digest == d => {
+                    persisting = true;
                     self.out.file(FileOp::Persist {
                         temp,
                         to: FileRef::Blob(d),
@@ -675,6 +712,9 @@ impl Server {
                 ReceiverOutput::Finished(Ok(_)) => {}
                 ReceiverOutput::Finished(Err(_)) => failed = true,
             }
+        }
+        if persisting {
+            link.persisting = true;
         }
         if failed {
             return self.fetch_failed(now, d);

@@ -504,6 +504,7 @@ impl Server {
                 self.pump_session(now, conn);
             }
             Some(super::blobs::Owner::Fetch(digest)) => self.fetched(now, temp, digest),
+            Some(super::blobs::Owner::Landing(digest)) => self.landed(now, temp, digest),
             Some(super::blobs::Owner::Orphan) => {
                 if let Some(d) = self.blobs.arrived(temp) {
                     self.blobs.unpin(&d);
@@ -547,6 +548,9 @@ impl Server {
                 self.blobs.persist_failed(handle);
                 self.blobs.forget_handle(handle);
             }
+            // The fetch was let go of already (and tried again if the
+            // content is still wanted).
+            Some(super::blobs::Owner::Landing(_)) => self.blobs.forget_handle(handle),
             None => {}
         }
     }

@@ -682,3 +682,80 @@ fn the_uploads_own_server_serves_its_content_before_applying_the_entry() {
         );
     }
 }
+
+/// Server 3 fetched `data` (uploaded through server `via` as alice, while
+/// server 3 was down) and sent it to disk; the disk has not answered yet.
+/// Returns the content's digest.
+fn fetch_held_on_server_3(c: &mut Cluster, via: usize, data: &[u8]) -> [u8; 32] {
+    c.run_for(Duration::from_secs(1));
+    let a = user(c, via, "alice");
+    c.crash(2);
+    assert!(stored(&c.upload(via, a, "f", data, false)));
+    c.run_for(Duration::from_secs(2));
+    let digest = *blake3::hash(data).as_bytes();
+    assert!(c.disks[..2].iter().all(|d| d.blobs.contains_key(&digest)));
+    // A slow disk from now on: blobs land, the answers wait.
+    c.hold_persists = true;
+    c.restart(2);
+    c.run_for(Duration::from_secs(2));
+    assert!(
+        c.disks[2].blobs.contains_key(&digest),
+        "server 3 fetched the content and sent it to disk"
+    );
+    digest
+}
+
+fn delete_f(c: &mut Cluster, ix: usize) {
+    let a = user(c, ix, "alice");
+    let got = c.request(ix, a, &Request::Delete { name: "f".into() });
+    assert_eq!(got, vec![SessionMsg::FileDone(FileOutcome::Deleted)]);
+    c.run_for(Duration::from_secs(1));
+}
+
+#[test]
+fn a_fetched_blob_deleted_before_the_disk_answers_is_collected_when_it_lands() {
+    let mut c = Cluster::new(3);
+    let digest = fetch_held_on_server_3(&mut c, 0, &content(20_000, 41));
+    // The file is deleted: server 3 no longer wants the content it is
+    // persisting.
+    delete_f(&mut c, 0);
+    c.release_persists();
+    c.run_for(Duration::from_secs(1));
+    for ix in 0..3 {
+        assert!(
+            !c.disks[ix].blobs.contains_key(&digest),
+            "server {} collected the content",
+            ix + 1
+        );
+    }
+}
+
+#[test]
+fn a_fetch_whose_link_breaks_before_the_disk_answers_keeps_track_of_its_blob() {
+    let mut c = Cluster::new(3);
+    // Server 3 fetches from server 2, the upload's holder.
+    let data = content(20_000, 42);
+    let digest = fetch_held_on_server_3(&mut c, 1, &data);
+    // The holder goes away before server 3's disk answers: the fetch's
+    // link breaks, and the fetch is given up (to be tried again).
+    c.crash(1);
+    c.run_for(Duration::from_millis(10));
+    delete_f(&mut c, 0);
+    c.release_persists();
+    c.run_for(Duration::from_secs(1));
+    assert!(
+        !c.disks[2].blobs.contains_key(&digest),
+        "server 3 collected the content"
+    );
+    // Content still named when it lands is kept, known, and served.
+    c.restart(1);
+    let more = content(20_000, 43);
+    let digest = fetch_held_on_server_3(&mut c, 0, &more);
+    c.crash(0);
+    c.restart(0);
+    c.release_persists();
+    c.run_for(Duration::from_secs(3));
+    let a3 = user(&mut c, 2, "alice");
+    assert_eq!(c.download(2, a3, None, "f"), Ok(more));
+    assert!(c.disks[2].blobs.contains_key(&digest));
+}
