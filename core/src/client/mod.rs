@@ -285,6 +285,19 @@ impl Client {
         let State::Established { op: Some(p), .. } = &mut self.state else {
             return;
         };
+        let current = match &p.xfer {
+            Some(Xfer::Up(s)) => Some(s.id()),
+            Some(Xfer::Down(r)) => Some(r.id()),
+            None => None,
+        };
+        match current {
+            Some(id) if id == m.id() => {}
+            None if matches!(m, TransferMsg::Offer { .. }) => {}
+            // A late message of an earlier transfer of this session (see
+            // `on_server_msg`): not this operation's, and no sign of life
+            // of it either.
+            _ => return,
+        }
         p.deadline = now + op_timeout;
         match (&mut p.xfer, m) {
             (Some(Xfer::Up(s)), m) => s.on_msg(now, m),
@@ -576,6 +589,11 @@ impl Client {
             (State::Established { op: Some(p), .. }, SessionMsg::Transfer(m)) if p.proceeded => {
                 self.on_transfer(now, m);
             }
+            // A transfer message after its transfer ended: a sender that
+            // resent DONE while this client made its download durable (an
+            // fsync of a large file outlasts the resend timer). The download
+            // has its answer already; the session goes on.
+            (State::Established { .. }, SessionMsg::Transfer(_)) => {}
             (State::Established { op: Some(p), .. }, msg)
                 if p.proceeded && Response::from_msg(&msg).is_some() =>
             {

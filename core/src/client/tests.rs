@@ -447,3 +447,60 @@ fn close_ends_the_session() {
     assert!(c.is_done());
     assert_eq!(c.poll_timeout(), None);
 }
+
+#[test]
+fn a_done_resent_while_the_download_was_made_durable_does_not_end_the_session() {
+    use crate::transfer::TransferMsg;
+    let (mut c, srv) = established();
+    let data = b"abc".to_vec();
+    let digest = *blake3::hash(&data).as_bytes();
+    let size = data.len() as u64;
+    let xfer = SessionMsg::Transfer;
+    let done = |id| xfer(TransferMsg::Done { id, digest });
+    let begin = |c: &mut Client, at: u64| {
+        let req = Request::Download {
+            owner: None,
+            name: "f".into(),
+        };
+        c.request(ms(at), req.clone()).unwrap();
+        drain(c);
+        recv(c, ms(at), srv, &SessionMsg::Proceed { op: req.op() });
+    };
+    let offer = |c: &mut Client, at: u64, id: u64| {
+        let name = "f".into();
+        recv(c, ms(at), srv, &xfer(TransferMsg::Offer { id, name, size }));
+    };
+    // Chunks and DONE; the file is made durable while the server resends
+    // DONE (its resend timer is shorter than a large file's fsync).
+    let finish = |c: &mut Client, at: u64, id: u64| {
+        let chunks = TransferMsg::Chunks {
+            id,
+            seq: 0,
+            data: data.clone(),
+        };
+        recv(c, ms(at), srv, &xfer(chunks));
+        let outs = recv(c, ms(at), srv, &done(id));
+        let persist = |o: &Output<ClientEvent>| matches!(o, Output::File(FileOp::Persist { .. }));
+        assert!(outs.iter().any(persist), "{outs:?}");
+        assert!(recv(c, ms(at + 1), srv, &done(id)).is_empty());
+        c.handle_input(ms(at + 2), Input::FilePersisted { temp: LOCAL });
+        assert_eq!(
+            events(&drain(c)),
+            vec![ClientEvent::Response(Response::Downloaded { size, digest })]
+        );
+    };
+    begin(&mut c, 5);
+    offer(&mut c, 6, 5);
+    finish(&mut c, 7, 5);
+    // The DONE resent last arrives after the download was answered...
+    let outs = recv(&mut c, ms(20), srv, &done(5));
+    assert_eq!(events(&outs), vec![], "no protocol error");
+    // ...or during the next download, before and after its OFFER: it is
+    // not that transfer's.
+    begin(&mut c, 21);
+    assert_eq!(events(&recv(&mut c, ms(22), srv, &done(5))), vec![]);
+    offer(&mut c, 23, 6);
+    assert_eq!(events(&recv(&mut c, ms(24), srv, &done(5))), vec![]);
+    finish(&mut c, 25, 6);
+    assert!(c.session().is_some());
+}
