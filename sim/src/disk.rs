@@ -11,15 +11,17 @@
 //!   the destination of a download (written through a hidden partial file,
 //!   renamed onto the destination by `Persist`, removed by `Discard`).
 //!
-//! The semantics are runtime-smol's (`runtime-smol/src/files.rs`): a `Write`
-//! creates its temporary file and writes at once (runtime-smol writes on a
-//! writer thread, which only delays when a failure is reported; these
-//! writes never fail); `Persist` moves the temporary file into place (a
-//! never-written one becomes an empty file) and answers `FilePersisted`; `Discard` and `Remove` answer nothing; a
-//! `Read` of a missing file answers `FileFailed`, a read past the end
-//! answers fewer bytes. Reads are answered with the bytes the file held when
-//! the read was executed, as runtime-smol's descriptor opened at that moment
-//! would read them (blobs never change in place).
+//! The semantics are runtime-smol's (`runtime-smol/src/files.rs`), and so is
+//! the order: the driver executes a server's writes, persists and removes
+//! in one queue, behind any `Persist` still in progress, and the rest at
+//! once (see [`crate::driver`]). A `Write` creates its temporary file and
+//! writes (these writes never fail); `Persist` moves the temporary file
+//! into place (a never-written one becomes an empty file) and answers
+//! `FilePersisted`; `Discard` and `Remove` answer nothing; a `Read` of a
+//! missing file answers `FileFailed`, a read past the end answers fewer
+//! bytes. Reads are answered with the bytes the file held when the read was
+//! executed, as runtime-smol's descriptor opened at that moment would read
+//! them (blobs never change in place).
 //!
 //! Things a correct node never does are answered as runtime-smol answers
 //! them and also recorded in [`Disk::anomalies`] / [`LocalFile::anomalies`],
@@ -38,7 +40,8 @@ pub type SharedDisk = Rc<RefCell<Disk>>;
 pub type SharedLocal = Rc<RefCell<LocalFile>>;
 
 /// What an executed operation has to say back to the node; the driver feeds
-/// it in output order, after the drain (like `Persisted`).
+/// it back after the drain, in the order operations were executed (like
+/// `Persisted`; see [`crate::driver`]).
 #[derive(Clone, Debug)]
 pub enum FileAnswer {
     Read {
@@ -127,6 +130,20 @@ impl SimFiles {
     /// True if `op` must wait for the disk (an `fsync`): `Persist`.
     pub fn is_sync(op: &FileOp) -> bool {
         matches!(op, FileOp::Persist { .. })
+    }
+
+    /// True if `op` persists a blob this server's disk holds already.
+    pub fn holds_target(&self, op: &FileOp) -> bool {
+        match (self, op) {
+            (
+                SimFiles::Server(d),
+                FileOp::Persist {
+                    to: FileRef::Blob(b),
+                    ..
+                },
+            ) => d.borrow().blobs.contains_key(b),
+            _ => false,
+        }
     }
 }
 

@@ -6,8 +6,9 @@
 //!
 //! 1. drain every [`Output`] of the node, carrying each one out;
 //! 2. if the node's deadline has passed, call `handle_timeout` and go to 1;
-//! 3. wait (`select!`, always `biased`) for the next network event or the
-//!    deadline, feed it in, and go to 1.
+//! 3. wait (`select!`, always `biased`) for the next network event, the
+//!    disk's next completion (see *Files*) or the deadline, feed it in, and
+//!    go to 1.
 //!
 //! Each connection has one task that owns the socket's write half and writes
 //! what the node transmits, in order, then flushes and shuts down on
@@ -28,18 +29,48 @@
 //! no store, is fatal: the driver stops ([`Stopped::StoreFailed`]) and
 //! [`serve`] returns the error, which fails the host.
 //!
-//! **Files** are executed the same way ([`Output::File`], against the
-//! driver's [`SimFiles`]: a server's in-memory [`crate::disk::Disk`], which
-//! the harness keeps across the host's restarts, or a client's local file):
-//! in output order, synchronously, and what they have to say back
-//! (`FileRead`, `FilePersisted`, `FileFailed`) joins the persisted tokens in
-//! one queue, in output order, fed back one input at a time with a drain
-//! after each, as runtime-smol does. A file `Persist` (an `fsync` and a
-//! rename) takes the same simulated disk latency as a store commit, drawn
-//! from the same stream: the drain waits before the file moves into place,
-//! so a crash meanwhile leaves only a temporary file behind, and the node
-//! was never told it was persisted. A file operation with no files
-//! configured is fatal, like a `Persist` with no store.
+//! **Files** ([`Output::File`]) are executed against the driver's
+//! [`SimFiles`] (a server's in-memory [`crate::disk::Disk`], which the
+//! harness keeps across the host's restarts, or a client's local file) as
+//! runtime-smol's executor and its writer thread execute them
+//! (`runtime-smol/src/files.rs`):
+//!
+//! - A server's `Write`, `Persist` and `Remove` join one FIFO queue (the
+//!   writer thread's), in output order, and take effect strictly in that
+//!   order. A `Persist` (`fsync`, rename, `fsync` of the directory) takes
+//!   simulated time, [`DriverConfig::file_persist_latency`], drawn from the
+//!   driver's stream when it reaches the head of the queue (none for a blob
+//!   already on disk: runtime-smol keeps it and drops the copy unsynced);
+//!   the other operations take none but wait behind it. With a zero latency
+//!   and an empty queue an operation is executed at once, in the drain, as
+//!   before this queue existed.
+//! - Meanwhile the server keeps running: network input, its timeouts and
+//!   its other outputs go on. When the head's time comes (a branch of the
+//!   loop's `select!`, after network events and before the node's
+//!   deadline; or at the loop's head if it passed during a store commit),
+//!   the driver executes it and every operation behind it up to the next
+//!   `Persist`, which starts its own latency.
+//! - A `Read` is executed at once, against the disk as it is at that moment
+//!   (a `Persist` or `Remove` still queued has not happened yet). So is a
+//!   `Discard`: the temporary file goes at once, and its writes still
+//!   queued with it (they would land in the unlinked file); unless the file
+//!   is being persisted, which moves it, and the discard does nothing.
+//! - A client's work is all done in the drain, in output order, and its
+//!   `Persist` takes its latency there: the drain *waits*, no timer of the
+//!   client runs meanwhile, and network input waits for the drain (as
+//!   runtime-smol's client waits for its own persist).
+//! - What the disk has to say back (`FileRead`, `FilePersisted`,
+//!   `FileFailed`) joins the persisted tokens in one queue, in the order it
+//!   became due, and is fed back one input at a time, each followed by a
+//!   drain, once the drain in progress is over, as runtime-smol does.
+//! - A crash (turmoil drops the host's task, and the driver with it) loses
+//!   whatever is still queued, and nothing of it is executed afterwards: a
+//!   lost `Persist` leaves only its temporary file behind (removed at the
+//!   next start), and the node was never told it was persisted; a lost
+//!   `Remove` leaves a blob the server collects after its next start.
+//!
+//! A file operation with no files configured is fatal, like a `Persist`
+//! with no store.
 //!
 //! **Time** is the Unix epoch of the simulation plus simulated time
 //! (`turmoil::since_epoch()`): absolute, as the core expects (token expiry,
@@ -48,8 +79,8 @@
 //! to `tokio::time::Instant`s (virtual under turmoil) relative to now.
 //!
 //! Determinism: `BTreeMap`s only, `biased` selects, no real clock, no
-//! `spawn_blocking`, no threads; disk latency comes from a [`SimRng`] seeded
-//! by the caller.
+//! `spawn_blocking`, no threads (the disk queue is a `VecDeque` and an
+//! instant); disk latency comes from a [`SimRng`] seeded by the caller.
 
 use crate::disk::{FileAnswer, SimFiles};
 use crate::seeds::SimRng;
@@ -76,9 +107,14 @@ pub struct DriverConfig {
     /// Record a trace line for every accepted connection, naming the peer
     /// host, so a node's connection ids can be matched to hosts.
     pub trace_accepts: bool,
-    /// How long a commit (or a file's `Persist`) takes, drawn uniformly per
-    /// batch or file; zero (the default) commits at once.
+    /// How long a store commit takes, drawn uniformly per batch; the drain
+    /// waits. Zero (the default) commits at once.
     pub persist_latency: (Duration, Duration),
+    /// How long a file's `Persist` takes, drawn uniformly per file: for a
+    /// server when it reaches the head of the disk queue, and the node keeps
+    /// running; for a client in the drain, which waits. Zero (the default)
+    /// persists at once.
+    pub file_persist_latency: (Duration, Duration),
     /// Seeds the driver's own draws (persist latency). Callers mix in the
     /// host and its incarnation.
     pub seed: u64,
@@ -90,6 +126,7 @@ impl Default for DriverConfig {
             connect_timeout: Duration::from_secs(10),
             trace_accepts: false,
             persist_latency: (Duration::ZERO, Duration::ZERO),
+            file_persist_latency: (Duration::ZERO, Duration::ZERO),
             seed: 0,
         }
     }
@@ -169,6 +206,7 @@ struct Conn {
 
 enum Wake {
     Net(Net),
+    Disk,
     Timer,
 }
 
@@ -185,9 +223,16 @@ pub struct Driver<N: Node> {
     tasks: Vec<JoinHandle<()>>,
     store: Option<Box<dyn Store>>,
     files: Option<SimFiles>,
-    /// What the node is owed, in output order: tokens of committed batches
-    /// (`Input::Persisted`) and answers of file operations.
+    /// What the node is owed, in the order it became due: tokens of
+    /// committed batches (`Input::Persisted`) and answers of file
+    /// operations.
     answers: VecDeque<Answer>,
+    /// A server's disk queue (runtime-smol's writer thread): writes,
+    /// persists and removes not carried out yet, in output order.
+    disk: VecDeque<FileOp>,
+    /// When the `Persist` at the head of `disk` is done, once it has
+    /// started.
+    disk_ready: Option<Instant>,
     failed: Option<String>,
     rng: SimRng,
     tap: Option<Tap>,
@@ -226,6 +271,8 @@ impl<N: Node> Driver<N> {
             store: None,
             files: None,
             answers: VecDeque::new(),
+            disk: VecDeque::new(),
+            disk_ready: None,
             failed: None,
             rng,
             tap: None,
@@ -304,8 +351,12 @@ impl<N: Node> Driver<N> {
             if stop {
                 return Stopped::ByObserver;
             }
-            let deadline = self.node.borrow().poll_timeout().map(|t| self.instant(t));
             let now = Instant::now();
+            if self.disk_ready.is_some_and(|d| d <= now) {
+                self.work_disk();
+                continue;
+            }
+            let deadline = self.node.borrow().poll_timeout().map(|t| self.instant(t));
             if deadline.is_some_and(|d| d <= now) {
                 let ts = self.now();
                 self.node.borrow_mut().handle_timeout(ts);
@@ -321,10 +372,12 @@ impl<N: Node> Driver<N> {
             let wake = tokio::select! {
                 biased;
                 Some(ev) = self.rx.recv() => Wake::Net(ev),
+                () = sleep_until(self.disk_ready) => Wake::Disk,
                 () = sleep_until(wake_at) => Wake::Timer,
             };
             match wake {
                 Wake::Net(ev) => self.on_net(ev),
+                Wake::Disk => self.work_disk(),
                 // The loop head handles the node's deadline and `until`.
                 Wake::Timer => {}
             }
@@ -492,8 +545,10 @@ impl<N: Node> Driver<N> {
         }
     }
 
-    /// Carries out a file operation (a `Persist` after the disk's latency,
-    /// if any) and queues its answer, or records the fatal error.
+    /// Carries out a file operation as runtime-smol does (see *Files*):
+    /// a read, a discard and all of a client's work at once (a client's
+    /// `Persist` after its latency, which the drain waits for); a server's
+    /// other work through the disk queue. Or records the fatal error.
     async fn file(&mut self, op: FileOp) {
         let Some(files) = self.files.clone() else {
             let what = match op {
@@ -507,10 +562,85 @@ impl<N: Node> Driver<N> {
                 "the node asked for file work ({what}) but has no files"
             ));
         };
-        let (lo, hi) = self.cfg.persist_latency;
-        if SimFiles::is_sync(&op) && !hi.is_zero() {
-            tokio::time::sleep(self.rng.duration(lo, hi)).await;
+        match (&files, op) {
+            (_, op @ FileOp::Read { .. }) => self.execute(&files, op),
+            (SimFiles::Client(_), op) => {
+                if SimFiles::is_sync(&op) {
+                    let latency = self.file_persist_latency();
+                    tokio::time::sleep(latency).await;
+                }
+                self.execute(&files, op);
+            }
+            (SimFiles::Server(_), FileOp::Discard { temp }) => self.discard(&files, temp),
+            (SimFiles::Server(_), op) => {
+                self.disk.push_back(op);
+                self.work_disk();
+            }
         }
+    }
+
+    /// A server's `Discard`, at once: runtime-smol unlinks the temporary
+    /// file (its writes still queued land in the unlinked file: they are
+    /// dropped here), unless the file is being persisted, which moves it.
+    fn discard(&mut self, files: &SimFiles, temp: u64) {
+        let of_temp = |op: &FileOp, persist: bool| match op {
+            FileOp::Persist { temp: t, .. } => persist && *t == temp,
+            FileOp::Write { temp: t, .. } => !persist && *t == temp,
+            _ => false,
+        };
+        if self.disk.iter().any(|op| of_temp(op, true)) {
+            return;
+        }
+        self.disk.retain(|op| !of_temp(op, false));
+        self.execute(files, FileOp::Discard { temp });
+    }
+
+    /// A draw of [`DriverConfig::file_persist_latency`] (none if it is
+    /// zero).
+    fn file_persist_latency(&mut self) -> Duration {
+        let (lo, hi) = self.cfg.file_persist_latency;
+        match hi.is_zero() {
+            true => Duration::ZERO,
+            false => self.rng.duration(lo, hi),
+        }
+    }
+
+    /// Carries out the disk queue from its head up to a `Persist` whose
+    /// time has not come, starting that `Persist`'s latency (drawn from the
+    /// driver's stream; none for a blob already on disk, which runtime-smol
+    /// keeps, dropping the copy without an `fsync`) if it had not started.
+    fn work_disk(&mut self) {
+        let Some(files) = self.files.clone() else {
+            return;
+        };
+        while let Some(head) = self.disk.front() {
+            if SimFiles::is_sync(head) {
+                let ready = match self.disk_ready {
+                    Some(at) => at,
+                    None => {
+                        let latency = match files.holds_target(head) {
+                            true => Duration::ZERO,
+                            false => self.file_persist_latency(),
+                        };
+                        let at = Instant::now() + latency;
+                        self.disk_ready = Some(at);
+                        at
+                    }
+                };
+                if ready > Instant::now() {
+                    return;
+                }
+                self.disk_ready = None;
+            }
+            if let Some(op) = self.disk.pop_front() {
+                self.execute(&files, op);
+            }
+        }
+    }
+
+    /// Executes a file operation, records its trace line and queues its
+    /// answer.
+    fn execute(&mut self, files: &SimFiles, op: FileOp) {
         let (answer, line) = files.execute(op);
         if let Some(line) = line {
             self.trace.borrow_mut().record_now(&self.host, line);
@@ -738,5 +868,235 @@ pub async fn serve<N: Node>(
     match driver.failure() {
         Some(e) => Err(format!("{host} stopped: {e}").into()),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The disk queue, with a scripted node: what runs while a file
+    //! `Persist` takes its time, in which order the disk sees the work, and
+    //! what a crash leaves.
+
+    use super::*;
+    use crate::disk::{Disk, LocalFile};
+    use crate::trace::Trace;
+    use ferry_core::FileRef;
+    use std::time::UNIX_EPOCH;
+
+    const TEMP: u64 = 1;
+    const OTHER: u64 = 2;
+    const TICK: Duration = Duration::from_millis(500);
+
+    fn blob() -> [u8; 32] {
+        *blake3::hash(b"content").as_bytes()
+    }
+
+    /// Emits its script at once, then a timeout every [`TICK`]; writes down
+    /// every input and timeout, with the time and what `state` says of the
+    /// disk.
+    struct Scripted {
+        out: VecDeque<Output<String>>,
+        next_tick: Option<Timestamp>,
+        state: Rc<dyn Fn() -> String>,
+        log: Rc<RefCell<Vec<String>>>,
+    }
+
+    impl Scripted {
+        fn note(&self, what: &str) {
+            let at = turmoil::sim_elapsed().unwrap_or_default().as_millis();
+            let line = format!("{at} ms: {what} ({})", (self.state)());
+            self.log.borrow_mut().push(line);
+        }
+    }
+
+    impl Node for Scripted {
+        type Event = String;
+
+        fn handle_input(&mut self, _: Timestamp, input: Input<'_>) {
+            let what = match input {
+                Input::FilePersisted { temp } => format!("persisted {temp}"),
+                Input::FileFailed { handle, .. } => format!("read {handle} failed"),
+                other => format!("{other:?}"),
+            };
+            self.note(&what);
+        }
+
+        fn handle_timeout(&mut self, now: Timestamp) {
+            self.note("tick");
+            self.next_tick = Some(now + TICK);
+        }
+
+        fn poll_output(&mut self) -> Option<Output<String>> {
+            self.out.pop_front()
+        }
+
+        fn poll_timeout(&self) -> Option<Timestamp> {
+            self.next_tick
+        }
+    }
+
+    fn write(temp: u64, data: &[u8]) -> Output<String> {
+        Output::File(FileOp::Write {
+            temp,
+            offset: 0,
+            data: data.to_vec(),
+        })
+    }
+
+    /// A server's work, in this output order: Write, Persist, a read of the
+    /// blob, Write of another file, Discard of both, Remove of the blob, an
+    /// event.
+    fn server_script() -> VecDeque<Output<String>> {
+        VecDeque::from([
+            write(TEMP, b"content"),
+            Output::File(FileOp::Persist {
+                temp: TEMP,
+                to: FileRef::Blob(blob()),
+            }),
+            Output::File(FileOp::Read {
+                handle: 9,
+                file: FileRef::Blob(blob()),
+                offset: 0,
+                len: 3,
+            }),
+            write(OTHER, b"more"),
+            Output::File(FileOp::Discard { temp: TEMP }),
+            Output::File(FileOp::Discard { temp: OTHER }),
+            Output::File(FileOp::Remove {
+                file: FileRef::Blob(blob()),
+            }),
+            Output::Event("outputs after the persist".into()),
+        ])
+    }
+
+    /// Runs a scripted node on host "node" with `files` (a persist takes
+    /// 2 s), crashing it at `crash_at` if given, for 4 s; its log and trace.
+    fn run(
+        files: SimFiles,
+        script: fn() -> VecDeque<Output<String>>,
+        crash_at: Option<Duration>,
+    ) -> (Vec<String>, Trace) {
+        let mut sim = turmoil::Builder::new()
+            .epoch(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+            .tick_duration(Duration::from_millis(1))
+            .simulation_duration(Duration::from_secs(60))
+            .build();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let trace = Trace::shared();
+        let state: Rc<dyn Fn() -> String> = match &files {
+            SimFiles::Server(d) => {
+                let d = d.clone();
+                Rc::new(move || {
+                    let d = d.borrow();
+                    let temps: Vec<&u64> = d.temps.keys().collect();
+                    format!("{} blob, temps {temps:?}", d.blobs.len())
+                })
+            }
+            SimFiles::Client(l) => {
+                let l = l.clone();
+                Rc::new(move || format!("dest {:?}", l.borrow().dest.as_deref()))
+            }
+        };
+        let (l, t) = (log.clone(), trace.clone());
+        sim.host("node", move || {
+            let (files, state) = (files.clone(), state.clone());
+            let (log, trace) = (l.clone(), t.clone());
+            async move {
+                let node = Scripted {
+                    out: script(),
+                    next_tick: Some(now() + TICK),
+                    state,
+                    log,
+                };
+                let cfg = DriverConfig {
+                    file_persist_latency: (Duration::from_secs(2), Duration::from_secs(2)),
+                    ..DriverConfig::default()
+                };
+                let node = Rc::new(RefCell::new(node));
+                let mut driver = Driver::new("node", node, trace, cfg).with_files(files);
+                driver.run_forever(|_, _| {}).await;
+                Ok(())
+            }
+        });
+        while sim.elapsed() < Duration::from_secs(4) {
+            if crash_at.is_some_and(|at| sim.elapsed() >= at) {
+                sim.crash("node");
+            }
+            sim.step().expect("the node runs");
+        }
+        let trace = trace.borrow().clone();
+        drop(sim);
+        let log = log.borrow().clone();
+        (log, trace)
+    }
+
+    #[test]
+    fn a_server_runs_while_a_persist_takes_its_time_and_its_disk_keeps_the_order() {
+        let disk = Disk::shared();
+        let (log, trace) = run(SimFiles::Server(disk.clone()), server_script, None);
+        assert_eq!(
+            &log[..6],
+            [
+                // The read ran at once: the blob was not there yet. The
+                // discards too: the other file's write behind the persist
+                // is dropped; the file being persisted is left to it.
+                "0 ms: read 9 failed (0 blob, temps [1])",
+                "500 ms: tick (0 blob, temps [1])",
+                "1000 ms: tick (0 blob, temps [1])",
+                "1500 ms: tick (0 blob, temps [1])",
+                // The Remove behind the Persist ran right after it, in the
+                // same step: the node hears of a blob that is gone already.
+                "2000 ms: persisted 1 (0 blob, temps [])",
+                "2000 ms: tick (0 blob, temps [])",
+            ],
+            "{log:#?}"
+        );
+        let d = disk.borrow();
+        assert_eq!((d.persisted, d.removed), (1, 1));
+        let text = trace.render();
+        let event = text.find("outputs after the persist").expect("the event");
+        let landed = text.find("on disk").expect("the blob's line");
+        assert!(event < landed, "the drain went on meanwhile:\n{text}");
+        assert!(text.contains("2.000s node      blob"), "{text}");
+    }
+
+    #[test]
+    fn a_crash_loses_what_the_disk_had_not_done_and_nothing_runs_afterwards() {
+        let disk = Disk::shared();
+        let crash = Some(Duration::from_secs(1));
+        let (log, _) = run(SimFiles::Server(disk.clone()), server_script, crash);
+        assert!(
+            log.iter().all(|l| !l.contains("persisted")),
+            "the node was never told: {log:#?}"
+        );
+        let d = disk.borrow();
+        assert!(d.blobs.is_empty() && d.persisted == 0 && d.removed == 0);
+        // Only the temporary file being persisted is left (the next start
+        // removes it).
+        assert_eq!(d.temps.keys().collect::<Vec<_>>(), [&TEMP]);
+    }
+
+    /// runtime-smol's client waits for its own persist, timers and all.
+    #[test]
+    fn a_clients_persist_holds_up_its_node() {
+        let script = || {
+            VecDeque::from([
+                write(0, b"abc"),
+                Output::File(FileOp::Persist {
+                    temp: 0,
+                    to: FileRef::Local,
+                }),
+            ])
+        };
+        let (log, _) = run(SimFiles::Client(LocalFile::shared()), script, None);
+        assert_eq!(
+            &log[..3],
+            [
+                "2000 ms: persisted 0 (dest Some([97, 98, 99]))",
+                "2000 ms: tick (dest Some([97, 98, 99]))",
+                "2500 ms: tick (dest Some([97, 98, 99]))",
+            ],
+            "{log:#?}"
+        );
     }
 }

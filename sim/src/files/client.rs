@@ -19,6 +19,7 @@ use crate::client_session::{self, OpEnd};
 use crate::disk::{short, LocalFile, SharedLocal, SimFiles};
 use crate::driver::{Driver, DriverConfig};
 use crate::scenario::{BALANCER, BALANCER_PORT};
+use crate::seeds::SimRng;
 use crate::trace::SharedTrace;
 use ferry_core::accounts::token::SessionToken;
 use ferry_core::client::{Client, ClientConfig, ClientError, ClientEvent};
@@ -257,6 +258,9 @@ pub struct Shared {
     pub records: Rc<RefCell<Vec<FilesRecord>>>,
     pub stamps: Rc<RefCell<Vec<Stamp>>>,
     pub verify: Rc<RefCell<VerifyRecord>>,
+    /// The clients' drivers: their disk's latency, and a seed each session
+    /// mixes its client's name and start time into.
+    pub driver: DriverConfig,
 }
 
 /// One session's driver and node.
@@ -269,12 +273,21 @@ impl Session {
     /// Asks the balancer for a server and opens a session there.
     async fn open(
         name: &str,
+        driver: &DriverConfig,
         trace: &SharedTrace,
         local: &SharedLocal,
     ) -> (Session, Result<u32, ClientError>) {
         let cfg = ClientConfig::new(format!("{BALANCER}:{BALANCER_PORT}"));
         let node = Rc::new(RefCell::new(Client::new(cfg)));
-        let driver = Driver::new(name, node, trace.clone(), DriverConfig::default())
+        let at = elapsed().as_millis() as u64;
+        let salt = name.bytes().fold(at, |h, b| {
+            h.rotate_left(5) ^ u64::from(b).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        });
+        let dcfg = DriverConfig {
+            seed: SimRng::new(driver.seed, salt).next_u64(),
+            ..driver.clone()
+        };
+        let driver = Driver::new(name, node, trace.clone(), dcfg)
             .with_files(SimFiles::Client(local.clone()))
             .with_describe(Rc::new(describe_client_event));
         let (driver, result) = client_session::connect(driver).await;
@@ -286,6 +299,7 @@ impl Session {
     /// [`SESSION_TRIES`] sessions.
     async fn open_as(
         name: &str,
+        driver: &DriverConfig,
         trace: &SharedTrace,
         local: &SharedLocal,
         token: &SessionToken,
@@ -295,7 +309,7 @@ impl Session {
             if attempt > 0 {
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
-            let (mut s, opened) = Session::open(name, trace, local).await;
+            let (mut s, opened) = Session::open(name, driver, trace, local).await;
             if let Err(e) = opened {
                 why = e.to_string();
                 s.close().await;
@@ -395,7 +409,7 @@ pub fn add_files_client(sim: &mut turmoil::Sim<'_>, index: usize, shared: &Share
                 }
             }
             if session.is_none() {
-                match Session::open_as(name, trace, &local, &token).await {
+                match Session::open_as(name, &shared.driver, trace, &local, &token).await {
                     Ok(s) => session = Some(s),
                     Err(why) => {
                         let what = step.op.describe(users);
@@ -619,7 +633,7 @@ pub fn add_verifiers(
                 if shared.verify.borrow().todo.is_empty() {
                     break;
                 }
-                let (mut s, opened) = Session::open(name, trace, &local).await;
+                let (mut s, opened) = Session::open(name, &shared.driver, trace, &local).await;
                 let server = match opened {
                     Ok(server) => server,
                     Err(e) => {

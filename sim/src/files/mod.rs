@@ -6,10 +6,12 @@
 //! catalogue names), and a verifier checks every file through every server.
 //!
 //! VOPR-style, like the replication scenario: a seed picks the swarm options
-//! ([`FilesConfig::swarm`]) and a [`FilesPlan`] (the users, each client's
-//! operations with their contents, the faults); the harness steps turmoil,
-//! injects the faults, and checks the replication invariants after every
-//! step and the file invariants ([`invariants`]) at the end.
+//! ([`FilesConfig::swarm`]: load, latencies, and for some seeds slow disks,
+//! on the servers or on the clients, whose file persists take seconds) and
+//! a [`FilesPlan`] (the users, each client's operations with their
+//! contents, the faults); the harness steps turmoil, injects the faults,
+//! and checks the replication invariants after every step and the file
+//! invariants ([`invariants`]) at the end.
 //!
 //! Phases: **setup** (no faults): each user registers and logs in (the
 //! replication scenario's account client); **safety**: file clients run
@@ -75,6 +77,12 @@ const SETTLE_MAX: Duration = Duration::from_secs(30);
 const STABLE_FOR: Duration = Duration::from_secs(1);
 /// Convergence is checked every this many steps.
 const CONVERGE_EVERY: u64 = 50;
+/// How long a slow disk takes to persist a file: beyond a heartbeat's
+/// silence (3 s), and a few of them queued exceed a request's timeout.
+pub const SLOW_DISK: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(4));
+/// Chance (percent) that a swarm seed's servers have a slow disk, and,
+/// drawn apart, that its clients do.
+const SLOW_DISK_PCT: u32 = 20;
 
 /// The knobs; [`FilesConfig::swarm`] draws them from a seed.
 #[derive(Clone, Debug)]
@@ -100,8 +108,20 @@ pub struct FilesConfig {
     /// Chance (percent) that an upload is large (64 KiB to `max_size`).
     pub big_pct: u32,
     pub latency: (Duration, Duration),
-    /// How long a store commit or a file's `Persist` takes.
+    /// How long a store commit takes (the server waits).
     pub persist_latency: (Duration, Duration),
+    /// How long a server's file `Persist` (an `fsync` and a rename) takes;
+    /// the server keeps running meanwhile (see [`crate::driver`]). The
+    /// swarm makes it `persist_latency`, or for some seeds a slow disk's
+    /// [`SLOW_DISK`], long enough for timeouts and heartbeats to strike
+    /// while a blob is on its way to disk.
+    pub file_persist_latency: (Duration, Duration),
+    /// How long a client's `Persist` of a download takes (its own disk).
+    /// The client waits for it, as runtime-smol's does, while the server's
+    /// sender resends DONE (every second) for want of a DONE ACK. Zero by
+    /// default; the swarm gives some seeds slow client disks
+    /// ([`SLOW_DISK`]).
+    pub client_persist_latency: (Duration, Duration),
     /// Fault times, after the setup.
     pub fault_window: (Duration, Duration),
     pub master_crash_pct: u32,
@@ -133,6 +153,8 @@ impl Default for FilesConfig {
             big_pct: 15,
             latency: (Duration::from_millis(1), Duration::from_millis(25)),
             persist_latency: (Duration::ZERO, Duration::ZERO),
+            file_persist_latency: (Duration::ZERO, Duration::ZERO),
+            client_persist_latency: (Duration::ZERO, Duration::ZERO),
             fault_window: (Duration::from_millis(300), Duration::from_secs(8)),
             master_crash_pct: 35,
             other_follower_cut_pct: 75,
@@ -151,18 +173,29 @@ impl FilesConfig {
         let clients = rng.range(u64::from(users), 6) as u32;
         let max_latency = *rng.pick(&[5, 25, 60, 150]);
         let persist = *rng.pick(&[(0, 0), (0, 2), (1, 10)]);
-        FilesConfig {
+        let persist = (
+            Duration::from_millis(persist.0),
+            Duration::from_millis(persist.1),
+        );
+        let mut cfg = FilesConfig {
             preset: Preset::Swarm,
             users,
             clients,
             new_session_pct: *rng.pick(&[10, 30, 60]),
             latency: (Duration::from_millis(1), Duration::from_millis(max_latency)),
-            persist_latency: (
-                Duration::from_millis(persist.0),
-                Duration::from_millis(persist.1),
-            ),
+            persist_latency: persist,
+            file_persist_latency: persist,
             ..FilesConfig::default()
+        };
+        // A stream of its own: the draws above stay what they were.
+        let mut disks = SimRng::new(seed, 23);
+        if disks.chance(SLOW_DISK_PCT) {
+            cfg.file_persist_latency = SLOW_DISK;
         }
+        if disks.chance(SLOW_DISK_PCT) {
+            cfg.client_persist_latency = SLOW_DISK;
+        }
+        cfg
     }
 }
 
@@ -243,8 +276,25 @@ impl FilesPlan {
     }
 
     fn describe(&self, cfg: &FilesConfig) -> Vec<String> {
+        // Only file persist latencies of their own are worth a word (seeds
+        // without them keep their traces).
+        let mut files = String::new();
+        if cfg.file_persist_latency != cfg.persist_latency {
+            files += &format!(
+                ", file persists {}..{} ms",
+                cfg.file_persist_latency.0.as_millis(),
+                cfg.file_persist_latency.1.as_millis()
+            );
+        }
+        if !cfg.client_persist_latency.1.is_zero() {
+            files += &format!(
+                ", client persists {}..{} ms",
+                cfg.client_persist_latency.0.as_millis(),
+                cfg.client_persist_latency.1.as_millis()
+            );
+        }
         let mut lines = vec![format!(
-            "plan: {} servers (server{MASTER} the master), {} user(s), {} client(s), latency {}..{} ms, disk {}..{} ms; times after the setup",
+            "plan: {} servers (server{MASTER} the master), {} user(s), {} client(s), latency {}..{} ms, disk {}..{} ms{files}; times after the setup",
             cfg.servers,
             self.users.len(),
             self.clients.len(),
@@ -714,6 +764,11 @@ impl<'c> Harness<'c> {
             records: Rc::new(RefCell::new(records)),
             stamps: Rc::default(),
             verify: Rc::default(),
+            driver: DriverConfig {
+                file_persist_latency: cfg.client_persist_latency,
+                seed: SimRng::new(seed, 24).next_u64(),
+                ..DriverConfig::default()
+            },
         };
         let accounts = plan
             .users
@@ -804,6 +859,7 @@ impl<'c> Harness<'c> {
             disk,
             driver: DriverConfig {
                 persist_latency: self.cfg.persist_latency,
+                file_persist_latency: self.cfg.file_persist_latency,
                 ..DriverConfig::default()
             },
         };
