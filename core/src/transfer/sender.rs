@@ -7,6 +7,13 @@
 //! again from the first missing chunk (go-back-N), and after `give_up` with
 //! no progress the transfer fails as timed out.
 //!
+//! **Backoff.** Each resend without progress since the last doubles the wait
+//! for the next (`rto`, 2, 4, then 8 × `rto` at most), as TCP does (RFC
+//! 6298 §5.5); progress resets it. A node whose disk is slow can spend
+//! longer than `rto` reading the blocks of one window, and its driver fires
+//! due timers before it takes the acks that arrived meanwhile: with a fixed
+//! timer every resend re-read the window and the acks were never taken.
+//!
 //! The sender never touches the file: it asks for `Read`s and is handed the
 //! bytes with [`Sender::on_read`], so memory is bounded, not by the file.
 //!
@@ -105,6 +112,8 @@ pub struct Sender {
     digest: Option<[u8; 32]>,
     /// When to resend, and when to give up, absent progress.
     resend_at: Timestamp,
+    /// Resends since the last progress (the backoff's exponent).
+    resends: u32,
     give_up_at: Timestamp,
     out: VecDeque<SenderOutput>,
 }
@@ -124,6 +133,7 @@ impl Sender {
             hasher: blake3::Hasher::new(),
             digest: None,
             resend_at: now + cfg.rto,
+            resends: 0,
             give_up_at: now + cfg.give_up,
             cfg,
             out: VecDeque::new(),
@@ -153,6 +163,7 @@ impl Sender {
     }
 
     fn progressed(&mut self, now: Timestamp) {
+        self.resends = 0;
         self.resend_at = now + self.cfg.rto;
         self.give_up_at = now + self.cfg.give_up;
     }
@@ -331,7 +342,8 @@ impl Sender {
         if now < self.resend_at {
             return;
         }
-        self.resend_at = now + self.cfg.rto;
+        self.resends = self.resends.saturating_add(1);
+        self.resend_at = now + self.cfg.rto * (1 << self.resends.min(3));
         match self.stage {
             Stage::Offered => {
                 // Offers are idempotent by id: ask again.

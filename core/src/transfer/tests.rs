@@ -548,3 +548,118 @@ fn a_file_that_shrinks_while_sending_fails_cleanly() {
     s.on_read(0, &[0; 100]);
     assert!(matches!(failure(&mut s), Some(TransferError::Io { .. })));
 }
+
+/// A holder whose disk reads are slow, serving `senders` transfers at the
+/// default window, driven as runtime-smol and the simulation drive a node:
+/// every read answered (each taking `read`) before anything else, then
+/// timers that are due, then input that has arrived. Receivers answer at
+/// once, 10 ms away. What each transfer ended with.
+fn slow_holder(senders: usize, read: Duration) -> Vec<Result<[u8; 32], TransferError>> {
+    let size: u64 = 4_615_063;
+    let data = file(size as usize, 77);
+    let start = Timestamp::from_micros(1_000_000_000);
+    let mut now = start;
+    let cfg = SenderConfig::default();
+    let mut s: Vec<Sender> = (0..senders)
+        .map(|k| Sender::new(now, k as u64, "f".into(), size, cfg.clone()))
+        .collect();
+    let mut r: Vec<Option<Receiver>> = (0..senders).map(|_| None).collect();
+    let mut reads: VecDeque<(usize, u64, usize)> = VecDeque::new();
+    let mut inbox: VecDeque<(Timestamp, usize, TransferMsg)> = VecDeque::new();
+    let mut done: Vec<Option<Result<[u8; 32], TransferError>>> = vec![None; senders];
+    let deliver = |now: Timestamp,
+                   k: usize,
+                   m: TransferMsg,
+                   r: &mut [Option<Receiver>],
+                   inbox: &mut VecDeque<(Timestamp, usize, TransferMsg)>| {
+        if let TransferMsg::Offer { id, name, size } = &m {
+            if r[k].is_none() {
+                let mut rx = Receiver::new(now, *id, name.clone(), *size, cfg.give_up);
+                rx.accept(now);
+                r[k] = Some(rx);
+            }
+        } else if let Some(rx) = r[k].as_mut() {
+            rx.on_msg(now, m);
+        }
+        let Some(rx) = r[k].as_mut() else { return };
+        let at = now + Duration::from_millis(10);
+        while let Some(o) = rx.poll_output() {
+            match o {
+                ReceiverOutput::Send(m) => inbox.push_back((at, k, m)),
+                ReceiverOutput::Commit { .. } => rx.committed(),
+                _ => {}
+            }
+        }
+    };
+    let pump = |k: usize,
+                now: Timestamp,
+                s: &mut Sender,
+                r: &mut [Option<Receiver>],
+                inbox: &mut VecDeque<(Timestamp, usize, TransferMsg)>,
+                reads: &mut VecDeque<(usize, u64, usize)>,
+                done: &mut [Option<Result<[u8; 32], TransferError>>]| {
+        while let Some(o) = s.poll_output() {
+            match o {
+                SenderOutput::Send(m) => deliver(now, k, m, r, inbox),
+                SenderOutput::Read { offset, len } => reads.push_back((k, offset, len)),
+                SenderOutput::Progress { .. } => {}
+                SenderOutput::Finished(end) => done[k] = Some(end),
+            }
+        }
+    };
+    for (k, sender) in s.iter_mut().enumerate() {
+        pump(k, now, sender, &mut r, &mut inbox, &mut reads, &mut done);
+    }
+    while done.iter().any(|d| d.is_none()) && now.saturating_since(start) < Duration::from_secs(100)
+    {
+        while let Some((k, offset, len)) = reads.pop_front() {
+            now = now + read;
+            let end = (offset as usize + len).min(data.len());
+            s[k].on_read(offset, &data[offset as usize..end]);
+            pump(k, now, &mut s[k], &mut r, &mut inbox, &mut reads, &mut done);
+        }
+        let due: Vec<usize> = (0..senders)
+            .filter(|&k| s[k].poll_timeout().is_some_and(|t| t <= now))
+            .collect();
+        if !due.is_empty() {
+            for k in due {
+                s[k].handle_timeout(now);
+                pump(k, now, &mut s[k], &mut r, &mut inbox, &mut reads, &mut done);
+            }
+            continue;
+        }
+        if let Some(&(_, k, _)) = inbox.front().filter(|(at, _, _)| *at <= now) {
+            if let Some((_, _, m)) = inbox.pop_front() {
+                s[k].on_msg(now, m);
+                pump(k, now, &mut s[k], &mut r, &mut inbox, &mut reads, &mut done);
+            }
+            continue;
+        }
+        let next_timer = s.iter().filter_map(|s| s.poll_timeout()).min();
+        let next_input = inbox.front().map(|(at, _, _)| *at);
+        match [next_timer, next_input].into_iter().flatten().min() {
+            Some(t) if t > now => now = t,
+            _ => now = now + Duration::from_millis(1),
+        }
+    }
+    done.into_iter()
+        .map(|d| d.unwrap_or(Err(TransferError::Timeout)))
+        .collect()
+}
+
+#[test]
+fn a_holder_whose_reads_outlast_the_resend_timer_still_finishes() {
+    // Reads of the window's 8 blocks take longer than the 1 s resend timer,
+    // so the timer fires before the acks waiting behind the reads are
+    // taken. Resending at once, every second, from the last ack taken
+    // re-read the same blocks forever (found by the simulation: a fetch
+    // that sent chunks 32-224 25 times and gave up).
+    let digest = *blake3::hash(&file(4_615_063, 77)).as_bytes();
+    for (senders, ms) in [(1, 130), (2, 90), (3, 60)] {
+        let ends = slow_holder(senders, Duration::from_millis(ms));
+        assert!(
+            ends.iter().all(|e| *e == Ok(digest)),
+            "{senders} senders, reads of {ms} ms: {ends:?}"
+        );
+    }
+}
