@@ -44,6 +44,16 @@ pub(crate) async fn connect(
 
 /// Runs one operation and waits for its end.
 pub(crate) async fn request(driver: &mut Driver<Client>, request: Request) -> OpEnd {
+    request_watching(driver, request, |_| {}).await
+}
+
+/// Runs one operation and waits for its end; `watch` sees every event of
+/// the client meanwhile.
+pub(crate) async fn request_watching(
+    driver: &mut Driver<Client>,
+    request: Request,
+    mut watch: impl FnMut(&ClientEvent),
+) -> OpEnd {
     if driver.with_node(|n, now| n.request(now, request)).is_err() {
         return OpEnd::Lost;
     }
@@ -62,7 +72,10 @@ pub(crate) async fn request(driver: &mut Driver<Client>, request: Request) -> Op
                 result = OpEnd::Lost;
                 Flow::Stop
             }
-            _ => Flow::Continue,
+            other => {
+                watch(other);
+                Flow::Continue
+            }
         })
         .await;
     result

@@ -47,14 +47,23 @@
 //! - Meanwhile the server keeps running: network input, its timeouts and
 //!   its other outputs go on. When the head's time comes (a branch of the
 //!   loop's `select!`, after network events and before the node's
-//!   deadline; or at the loop's head if it passed during a store commit),
+//!   deadline; or at the loop's head if it passed during a store commit
+//!   or a slow read),
 //!   the driver executes it and every operation behind it up to the next
 //!   `Persist`, which starts its own latency.
 //! - A `Read` is executed at once, against the disk as it is at that moment
-//!   (a `Persist` or `Remove` still queued has not happened yet). So is a
-//!   `Discard`: the temporary file goes at once, and its writes still
-//!   queued with it (they would land in the unlinked file); unless the file
-//!   is being persisted, which moves it, and the discard does nothing.
+//!   (a `Persist` or `Remove` still queued has not happened yet), as
+//!   runtime-smol opens the file at once. So is a `Discard`: the temporary
+//!   file goes at once, and its writes still queued with it (they would
+//!   land in the unlinked file); unless the file is being persisted, which
+//!   moves it, and the discard does nothing.
+//! - A `Read` may take simulated time ([`DriverConfig::read_latency`],
+//!   drawn from the driver's stream per read): runtime-smol does the
+//!   `pread` on the driver's thread when it feeds the answer, so the
+//!   driver *waits* that long just before it feeds the bytes, and the
+//!   node is blocked meanwhile (no network input, no timer), while what
+//!   the drain already sent goes out. A failed read (a missing blob) fails
+//!   when it is opened, at once.
 //! - A client's work is all done in the drain, in output order, and its
 //!   `Persist` takes its latency there: the drain *waits*, no timer of the
 //!   client runs meanwhile, and network input waits for the drain (as
@@ -80,14 +89,16 @@
 //!
 //! Determinism: `BTreeMap`s only, `biased` selects, no real clock, no
 //! `spawn_blocking`, no threads (the disk queue is a `VecDeque` and an
-//! instant); disk latency comes from a [`SimRng`] seeded by the caller.
+//! instant); disk latency comes from a [`SimRng`] seeded by the caller,
+//! drawn only when a latency is configured (a driver without one draws
+//! nothing).
 
 use crate::disk::{FileAnswer, SimFiles};
 use crate::seeds::SimRng;
 use crate::trace::SharedTrace;
 use ferry_core::store::{Batch, Store};
 use ferry_core::{ConnId, FileOp, Input, Node, Output, Timestamp};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
@@ -115,10 +126,18 @@ pub struct DriverConfig {
     /// running; for a client in the drain, which waits. Zero (the default)
     /// persists at once.
     pub file_persist_latency: (Duration, Duration),
-    /// Seeds the driver's own draws (persist latency). Callers mix in the
+    /// How long a successful file `Read` takes, drawn uniformly per read
+    /// when its answer is fed; the node waits (see *Files*). Shared, so the
+    /// harness can make a disk fast again while its hosts run (and across
+    /// their restarts); zero (the default) reads at once.
+    pub read_latency: SharedLatency,
+    /// Seeds the driver's own draws (disk latencies). Callers mix in the
     /// host and its incarnation.
     pub seed: u64,
 }
+
+/// A latency range the harness may change while the hosts run.
+pub type SharedLatency = Rc<Cell<(Duration, Duration)>>;
 
 impl Default for DriverConfig {
     fn default() -> Self {
@@ -127,6 +146,7 @@ impl Default for DriverConfig {
             trace_accepts: false,
             persist_latency: (Duration::ZERO, Duration::ZERO),
             file_persist_latency: (Duration::ZERO, Duration::ZERO),
+            read_latency: Rc::new(Cell::new((Duration::ZERO, Duration::ZERO))),
             seed: 0,
         }
     }
@@ -432,6 +452,14 @@ impl<N: Node> Driver<N> {
             let Some(answer) = self.answers.pop_front() else {
                 return false;
             };
+            // runtime-smol reads when it feeds the answer, on the driver's
+            // thread: the node waits for the disk.
+            if let Answer::File(FileAnswer::Read { .. }) = answer {
+                let latency = self.read_latency();
+                if !latency.is_zero() {
+                    tokio::time::sleep(latency).await;
+                }
+            }
             let now = self.now();
             let mut node = self.node.borrow_mut();
             match answer {
@@ -599,6 +627,15 @@ impl<N: Node> Driver<N> {
     /// zero).
     fn file_persist_latency(&mut self) -> Duration {
         let (lo, hi) = self.cfg.file_persist_latency;
+        match hi.is_zero() {
+            true => Duration::ZERO,
+            false => self.rng.duration(lo, hi),
+        }
+    }
+
+    /// A draw of [`DriverConfig::read_latency`] (none if it is zero).
+    fn read_latency(&mut self) -> Duration {
+        let (lo, hi) = self.cfg.read_latency.get();
         match hi.is_zero() {
             true => Duration::ZERO,
             false => self.rng.duration(lo, hi),
@@ -915,6 +952,9 @@ mod tests {
         fn handle_input(&mut self, _: Timestamp, input: Input<'_>) {
             let what = match input {
                 Input::FilePersisted { temp } => format!("persisted {temp}"),
+                Input::FileRead { handle, data, .. } => {
+                    format!("read {handle}: {} bytes", data.len())
+                }
                 Input::FileFailed { handle, .. } => format!("read {handle} failed"),
                 other => format!("{other:?}"),
             };
@@ -970,11 +1010,13 @@ mod tests {
     }
 
     /// Runs a scripted node on host "node" with `files` (a persist takes
-    /// 2 s), crashing it at `crash_at` if given, for 4 s; its log and trace.
+    /// 2 s, a read `read`), crashing it at `crash_at` if given, for 4 s;
+    /// its log and trace.
     fn run(
         files: SimFiles,
         script: fn() -> VecDeque<Output<String>>,
         crash_at: Option<Duration>,
+        read: Duration,
     ) -> (Vec<String>, Trace) {
         let mut sim = turmoil::Builder::new()
             .epoch(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
@@ -1010,6 +1052,7 @@ mod tests {
                 };
                 let cfg = DriverConfig {
                     file_persist_latency: (Duration::from_secs(2), Duration::from_secs(2)),
+                    read_latency: Rc::new(Cell::new((read, read))),
                     ..DriverConfig::default()
                 };
                 let node = Rc::new(RefCell::new(node));
@@ -1033,7 +1076,12 @@ mod tests {
     #[test]
     fn a_server_runs_while_a_persist_takes_its_time_and_its_disk_keeps_the_order() {
         let disk = Disk::shared();
-        let (log, trace) = run(SimFiles::Server(disk.clone()), server_script, None);
+        let (log, trace) = run(
+            SimFiles::Server(disk.clone()),
+            server_script,
+            None,
+            Duration::ZERO,
+        );
         assert_eq!(
             &log[..6],
             [
@@ -1064,7 +1112,12 @@ mod tests {
     fn a_crash_loses_what_the_disk_had_not_done_and_nothing_runs_afterwards() {
         let disk = Disk::shared();
         let crash = Some(Duration::from_secs(1));
-        let (log, _) = run(SimFiles::Server(disk.clone()), server_script, crash);
+        let (log, _) = run(
+            SimFiles::Server(disk.clone()),
+            server_script,
+            crash,
+            Duration::ZERO,
+        );
         assert!(
             log.iter().all(|l| !l.contains("persisted")),
             "the node was never told: {log:#?}"
@@ -1074,6 +1127,49 @@ mod tests {
         // Only the temporary file being persisted is left (the next start
         // removes it).
         assert_eq!(d.temps.keys().collect::<Vec<_>>(), [&TEMP]);
+    }
+
+    /// runtime-smol reads when it feeds the answer, on the driver's thread:
+    /// a slow read holds up its node, timers and all, after the drain that
+    /// asked for it is over; a read of a missing blob fails at once.
+    #[test]
+    fn a_slow_read_holds_up_its_node() {
+        let script = || {
+            let read = |handle, file| {
+                Output::File(FileOp::Read {
+                    handle,
+                    file,
+                    offset: 0,
+                    len: 5,
+                })
+            };
+            VecDeque::from([
+                read(1, FileRef::Blob(blob())),
+                read(2, FileRef::Blob([0; 32])),
+                Output::Event("the drain goes on".into()),
+            ])
+        };
+        let disk = Disk::shared();
+        disk.borrow_mut()
+            .blobs
+            .insert(blob(), b"content".to_vec().into());
+        let read = Duration::from_millis(1500);
+        let (log, trace) = run(SimFiles::Server(disk), script, None, read);
+        assert_eq!(
+            &log[..4],
+            [
+                "1500 ms: read 1: 5 bytes (1 blob, temps [])",
+                "1500 ms: read 2 failed (1 blob, temps [])",
+                "1500 ms: tick (1 blob, temps [])",
+                "2000 ms: tick (1 blob, temps [])",
+            ],
+            "{log:#?}"
+        );
+        let text = trace.render();
+        assert!(
+            text.contains("0.000s node      the drain goes on"),
+            "{text}"
+        );
     }
 
     /// runtime-smol's client waits for its own persist, timers and all.
@@ -1088,7 +1184,12 @@ mod tests {
                 }),
             ])
         };
-        let (log, _) = run(SimFiles::Client(LocalFile::shared()), script, None);
+        let (log, _) = run(
+            SimFiles::Client(LocalFile::shared()),
+            script,
+            None,
+            Duration::ZERO,
+        );
         assert_eq!(
             &log[..3],
             [

@@ -38,7 +38,7 @@ pub mod server_host;
 pub mod sweep;
 pub mod trace;
 
-pub use files::{run_files_scenario, FilesConfig, FilesOutcome, FilesPlan};
+pub use files::{run_files_scenario, FetchWaits, FilesConfig, FilesOutcome, FilesPlan};
 pub use replication::{
     run_replication_scenario, ReplicationConfig, ReplicationOutcome, ReplicationPlan,
 };

@@ -17,7 +17,7 @@
 
 use crate::client_session::{self, OpEnd};
 use crate::disk::{short, LocalFile, SharedLocal, SimFiles};
-use crate::driver::{Driver, DriverConfig};
+use crate::driver::{Describe, Driver, DriverConfig};
 use crate::scenario::{BALANCER, BALANCER_PORT};
 use crate::seeds::SimRng;
 use crate::trace::SharedTrace;
@@ -25,7 +25,7 @@ use ferry_core::accounts::token::SessionToken;
 use ferry_core::client::{Client, ClientConfig, ClientError, ClientEvent};
 use ferry_core::server::messages::FileOutcome;
 use ferry_core::server::{Request, Response};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::rc::Rc;
@@ -230,6 +230,9 @@ pub struct OpRecord {
     /// Entries committed anywhere once the answer was in, set by the
     /// harness.
     pub hi: Option<u64>,
+    /// When the client heard `Fetching` (a download's server still fetching
+    /// the content from another server), in order.
+    pub fetching: Vec<Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -289,7 +292,7 @@ impl Session {
         };
         let driver = Driver::new(name, node, trace.clone(), dcfg)
             .with_files(SimFiles::Client(local.clone()))
-            .with_describe(Rc::new(describe_client_event));
+            .with_describe(describe_client_events());
         let (driver, result) = client_session::connect(driver).await;
         let server = result.as_ref().ok().copied();
         (Session { driver, server }, result)
@@ -339,7 +342,13 @@ impl Session {
 
     /// Runs one operation and waits for its end.
     async fn op(&mut self, request: Request) -> OpResult {
-        match client_session::request(&mut self.driver, request).await {
+        self.op_watching(request, |_| {}).await
+    }
+
+    /// Runs one operation and waits for its end; `watch` sees the client's
+    /// events meanwhile.
+    async fn op_watching(&mut self, request: Request, watch: impl FnMut(&ClientEvent)) -> OpResult {
+        match client_session::request_watching(&mut self.driver, request, watch).await {
             OpEnd::Answer(r) => OpResult::Answer(r),
             OpEnd::Failed(e) => OpResult::Failed(e),
             OpEnd::Lost => OpResult::Lost,
@@ -351,8 +360,36 @@ impl Session {
     }
 }
 
-/// A file client's trace line: no progress reports, and contents named by
-/// their digest.
+/// How often a download waiting for its server's fetch gets a trace line
+/// for the `Fetching` it hears (about one a second): its first, then one
+/// in this long.
+const FETCHING_LINE_EVERY: Duration = Duration::from_secs(5);
+
+/// A file client's trace lines: no progress reports, `Fetching` now and
+/// then (see [`FETCHING_LINE_EVERY`]), and contents named by their digest.
+fn describe_client_events() -> Describe<ClientEvent> {
+    // When the operation in progress last had a `Fetching` line.
+    let shown: Cell<Option<Duration>> = Cell::new(None);
+    Rc::new(move |e| {
+        match e {
+            ClientEvent::Fetching { .. } => {
+                let now = elapsed();
+                if shown.get().is_some_and(|t| now < t + FETCHING_LINE_EVERY) {
+                    return None;
+                }
+                shown.set(Some(now));
+            }
+            ClientEvent::Response(_) | ClientEvent::Failed(_) | ClientEvent::Disconnected => {
+                shown.set(None)
+            }
+            _ => {}
+        }
+        describe_client_event(e)
+    })
+}
+
+/// A file client's trace line for one event: no progress reports, and
+/// contents named by their digest.
 fn describe_client_event(e: &ClientEvent) -> Option<String> {
     Some(match e {
         ClientEvent::Progress { .. } => return None,
@@ -426,6 +463,7 @@ pub fn add_files_client(sim: &mut turmoil::Sim<'_>, index: usize, shared: &Share
                             local: None,
                             lo: None,
                             hi: None,
+                            fetching: Vec::new(),
                         });
                         continue;
                     }
@@ -521,6 +559,7 @@ async fn run_op(
             local: None,
             lo: None,
             hi: None,
+            fetching: Vec::new(),
         });
         ops.len() - 1
     };
@@ -529,7 +568,14 @@ async fn run_op(
         op: rec,
         begin: s.server,
     });
-    let result = s.op(request).await;
+    let mut fetching = Vec::new();
+    let result = s
+        .op_watching(request, |ev| {
+            if let ClientEvent::Fetching { .. } = ev {
+                fetching.push(elapsed());
+            }
+        })
+        .await;
     shared.stamps.borrow_mut().push(Stamp {
         client: index,
         op: rec,
@@ -544,6 +590,7 @@ async fn run_op(
     o.ended = elapsed();
     o.result = Some(result.clone());
     o.local = downloaded;
+    o.fetching = fetching;
     result
 }
 

@@ -43,6 +43,14 @@
 //!   the bytes of an upload, and no temporary file; no disk saw a request a
 //!   correct node never makes.
 //!
+//! - **waiting for a fetch**: a download whose server said it was still
+//!   fetching the content (`Fetching`) waits on: its client gives up no
+//!   sooner than its whole patience (15 s) after the last `Fetching` it
+//!   heard, and the server refuses it as "not on this server yet" no
+//!   sooner than its request timeout (10 s, less the network's latency)
+//!   after it. Both would fail if `Fetching` did not push the deadlines
+//!   back while the fetch moves.
+//!
 //! A download from a point of the log before an unshare or delete that the
 //! owner had already been told of is allowed by the contract ("shared at
 //! that point of the log") and counted; `strict_revocation` makes it a
@@ -52,10 +60,11 @@ use super::client::{FilesRecord, OpPlan, OpResult, UserPlan, VerifyRecord};
 use super::model::{canonical, Catalogue, History, Outcome};
 use crate::disk::{short, Disk};
 use crate::replication::invariants::View;
+use ferry_core::client::{ClientConfig, ClientError};
 use ferry_core::replication::entry::Txn;
 use ferry_core::server::check_name;
 use ferry_core::server::messages::FileOutcome;
-use ferry_core::server::{OpError, Response};
+use ferry_core::server::{OpError, Response, ServerConfig};
 use ferry_core::transfer::TransferError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -72,6 +81,8 @@ pub struct Final<'a> {
     pub clients: &'a [FilesRecord],
     pub verify: &'a VerifyRecord,
     pub strict_revocation: bool,
+    /// The network's largest one-way latency.
+    pub max_latency: Duration,
 }
 
 /// Which write an acknowledgement stands for.
@@ -484,6 +495,7 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
         }
     }
 
+    check_fetch_waits(f, &mut v);
     check_verifier(f, &contents, &mut v);
 
     // Disks: exactly the catalogue's content, intact; nothing temporary;
@@ -519,6 +531,60 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
         }
     }
     (v, stale)
+}
+
+/// How a download that heard `Fetching` ended, judged against the
+/// deadlines `Fetching` pushes back: the client's whole patience after the
+/// last one, and the server's request timeout (less the latency: the
+/// `Fetching` may have been slow and the refusal quick).
+fn check_fetch_waits(f: &Final<'_>, v: &mut Vec<String>) {
+    let patience = ClientConfig::new(String::new()).op_timeout;
+    let server_wait = ServerConfig::new(1).request_timeout;
+    // The timers fire on a tick; a millisecond of rounding.
+    let slack = Duration::from_millis(1);
+    for c in f.clients {
+        for op in &c.ops {
+            let (Some(last), Some(result)) = (op.fetching.last(), &op.result) else {
+                continue;
+            };
+            let after = op.ended.saturating_sub(*last);
+            let what = || {
+                format!(
+                    "{} ({} via server{}, {}..{}): {:?} -> {result}",
+                    c.plan.name,
+                    f.users[c.plan.user].username,
+                    op.server.unwrap_or(0),
+                    secs(op.started),
+                    secs(op.ended),
+                    op.op
+                )
+            };
+            match result {
+                OpResult::Failed(ClientError::Timeout { .. }) if after + slack < patience => {
+                    v.push(format!(
+                        "{}: gave up {} after the server said it was still fetching the content (at {}); the client's patience is {}",
+                        what(),
+                        secs(after),
+                        secs(*last),
+                        secs(patience)
+                    ));
+                }
+                OpResult::Answer(Response::Failed(OpError::Unavailable { reason }))
+                    if reason.contains("not on this server yet")
+                        && after + f.max_latency + slack < server_wait =>
+                {
+                    v.push(format!(
+                        "{}: refused {} after the server said it was still fetching the content (at {}); it waits {} after each such word",
+                        what(),
+                        secs(after),
+                        secs(*last),
+                        secs(server_wait)
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// An unshare or delete acknowledged to the file's owner.

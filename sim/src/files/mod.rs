@@ -7,7 +7,9 @@
 //!
 //! VOPR-style, like the replication scenario: a seed picks the swarm options
 //! ([`FilesConfig::swarm`]: load, latencies, and for some seeds slow disks,
-//! on the servers or on the clients, whose file persists take seconds) and
+//! on the servers or on the clients, whose file persists take seconds, or
+//! servers whose reads are slow, with large files, so that downloads wait
+//! for fetches that take tens of seconds) and
 //! a [`FilesPlan`] (the users, each client's operations with their
 //! contents, the faults); the harness steps turmoil, injects the faults,
 //! and checks the replication invariants after every step and the file
@@ -29,7 +31,7 @@ pub mod invariants;
 pub mod model;
 
 use crate::disk::{Disk, SharedDisk};
-use crate::driver::DriverConfig;
+use crate::driver::{DriverConfig, SharedLatency};
 use crate::harness::{
     add_plain_balancer, apply_fault, build_sim, cut_off_newcomer, failure_report, guarded_step,
     replicated_faults, server_addrs, FaultParams, FaultState, SimParams,
@@ -53,9 +55,9 @@ use ferry_core::auth::ClusterSecret;
 use ferry_core::balancer::ServerAddr;
 use ferry_core::replication::ReplicaConfig;
 use ferry_core::server::messages::FileOutcome;
-use ferry_core::server::{OpError, Response, ServerConfig};
+use ferry_core::server::{check_name, OpError, Response, ServerConfig};
 use model::History;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -83,6 +85,27 @@ pub const SLOW_DISK: (Duration, Duration) = (Duration::from_secs(1), Duration::f
 /// Chance (percent) that a swarm seed's servers have a slow disk, and,
 /// drawn apart, that its clients do.
 const SLOW_DISK_PCT: u32 = 20;
+/// How long a read of a block (128 KiB) takes on the servers of a
+/// slow-read seed (1 to 4 MB/s); the server waits (runtime-smol reads on
+/// the driver's thread). A fetch of a large file then takes many seconds:
+/// past the 1 s at which waiting downloads hear `Fetching` and, for the
+/// largest, past the 10 s and 15 s a download may otherwise wait. A holder
+/// serving such a fetch spends most of its time reading, and is late for
+/// everything else (heartbeats, other sessions): that is runtime-smol's
+/// behaviour too, and some fetches stall for it.
+pub const SLOW_READ: (Duration, Duration) = (Duration::from_millis(30), Duration::from_millis(150));
+/// Chance (percent) that a swarm seed's servers read slowly (until the
+/// heal), its uploads are larger ([`SLOW_READ_MAX_SIZE`]) and its clients
+/// check some uploads from a new session ([`SLOW_READ_RECHECK_PCT`]).
+const SLOW_READ_PCT: u32 = 15;
+/// The largest upload of a slow-read seed: 128 blocks.
+const SLOW_READ_MAX_SIZE: u64 = 16 << 20;
+/// Chance (percent) that an upload of a slow-read seed that is not of an
+/// edge size is large (64 KiB to [`SLOW_READ_MAX_SIZE`]).
+const SLOW_READ_BIG_PCT: u32 = 70;
+/// Chance (percent) that a client of a slow-read seed downloads what it has
+/// just uploaded, from a new session.
+const SLOW_READ_RECHECK_PCT: u32 = 50;
 
 /// The knobs; [`FilesConfig::swarm`] draws them from a seed.
 #[derive(Clone, Debug)]
@@ -122,6 +145,18 @@ pub struct FilesConfig {
     /// default; the swarm gives some seeds slow client disks
     /// ([`SLOW_DISK`]).
     pub client_persist_latency: (Duration, Duration),
+    /// How long a server's read of a block takes; the server waits, as
+    /// runtime-smol's does (see [`crate::driver`]). Until the heal: then
+    /// the disks read at once again, so the verifiers (which download every
+    /// file through every server, and never wait for a fetch) are quick.
+    /// Zero by default; the swarm gives some seeds [`SLOW_READ`], with
+    /// larger files, so that downloads wait for long fetches.
+    pub read_latency: (Duration, Duration),
+    /// Chance (percent) that a client downloads what it has just uploaded,
+    /// from a new session (so, likely through another server, which must
+    /// fetch the content first). Zero by default; the swarm's slow-read
+    /// seeds have some.
+    pub recheck_pct: u32,
     /// Fault times, after the setup.
     pub fault_window: (Duration, Duration),
     pub master_crash_pct: u32,
@@ -155,6 +190,8 @@ impl Default for FilesConfig {
             persist_latency: (Duration::ZERO, Duration::ZERO),
             file_persist_latency: (Duration::ZERO, Duration::ZERO),
             client_persist_latency: (Duration::ZERO, Duration::ZERO),
+            read_latency: (Duration::ZERO, Duration::ZERO),
+            recheck_pct: 0,
             fault_window: (Duration::from_millis(300), Duration::from_secs(8)),
             master_crash_pct: 35,
             other_follower_cut_pct: 75,
@@ -194,6 +231,13 @@ impl FilesConfig {
         }
         if disks.chance(SLOW_DISK_PCT) {
             cfg.client_persist_latency = SLOW_DISK;
+        }
+        // Another stream again, for the same reason.
+        if SimRng::new(seed, 25).chance(SLOW_READ_PCT) {
+            cfg.read_latency = SLOW_READ;
+            cfg.max_size = SLOW_READ_MAX_SIZE;
+            cfg.big_pct = SLOW_READ_BIG_PCT;
+            cfg.recheck_pct = SLOW_READ_RECHECK_PCT;
         }
         cfg
     }
@@ -254,11 +298,29 @@ impl FilesPlan {
                             }
                         }
                     }
+                    // Now and then, the user checks an upload from a new
+                    // session: likely through another server, which may
+                    // still be fetching it.
+                    let check = match &op {
+                        OpPlan::Upload { name, .. }
+                            if cfg.recheck_pct > 0 && check_name(name).is_ok() =>
+                        {
+                            rng.chance(cfg.recheck_pct).then(|| name.clone())
+                        }
+                        _ => None,
+                    };
                     steps.push(Step {
                         think,
                         new_session,
                         op,
                     });
+                    if let Some(name) = check {
+                        steps.push(Step {
+                            think: rng.duration(cfg.think.0, cfg.think.1),
+                            new_session: true,
+                            op: OpPlan::Download { owner: None, name },
+                        });
+                    }
                 }
                 FilesClientPlan {
                     name: format!("client{i}"),
@@ -291,6 +353,22 @@ impl FilesPlan {
                 ", client persists {}..{} ms",
                 cfg.client_persist_latency.0.as_millis(),
                 cfg.client_persist_latency.1.as_millis()
+            );
+        }
+        if !cfg.read_latency.1.is_zero() {
+            files += &format!(
+                ", server reads {}..{} ms until the heal",
+                cfg.read_latency.0.as_millis(),
+                cfg.read_latency.1.as_millis(),
+            );
+        }
+        if cfg.max_size != FilesConfig::default().max_size {
+            files += &format!(", uploads up to {} KiB", cfg.max_size >> 10);
+        }
+        if cfg.recheck_pct > 0 {
+            files += &format!(
+                ", {} % of uploads checked from a new session",
+                cfg.recheck_pct
             );
         }
         let mut lines = vec![format!(
@@ -387,14 +465,29 @@ fn draw_op(
     }
 }
 
+/// `n` bytes from the seed's stream: eight per draw; or, past
+/// [`XOF_ABOVE`] (only slow-read seeds upload that much), BLAKE3's output
+/// stream under a key of four draws, which is as good for a file's content
+/// and many times cheaper in unoptimized builds (BLAKE3 is optimized).
 fn random_bytes(rng: &mut SimRng, n: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(n + 8);
-    while v.len() < n {
-        v.extend_from_slice(&rng.next_u64().to_le_bytes());
+    let mut v = vec![0u8; n];
+    if n > XOF_ABOVE {
+        let mut key = [0u8; 32];
+        for chunk in key.chunks_mut(8) {
+            chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+        }
+        blake3::Hasher::new_keyed(&key).finalize_xof().fill(&mut v);
+        return v;
     }
-    v.truncate(n);
+    for chunk in v.chunks_mut(8) {
+        chunk.copy_from_slice(&rng.next_u64().to_le_bytes()[..chunk.len()]);
+    }
     v
 }
+
+/// Contents larger than this come from BLAKE3's output stream (see
+/// [`random_bytes`]); the default configuration's uploads never are.
+const XOF_ABOVE: usize = 1 << 20;
 
 fn faults(rng: &mut SimRng, cfg: &FilesConfig) -> Vec<(Duration, Fault)> {
     replicated_faults(
@@ -527,6 +620,7 @@ impl FilesOutcome {
             .map(|v| v.downloads.len() as u64)
             .sum();
         c[13] = verified;
+        let fetch = FetchWaits::of(&self.clients);
         vec![
             ("uploads stored", c[0]),
             ("  of them empty", c[1]),
@@ -553,9 +647,79 @@ impl FilesOutcome {
                 self.stale_downloads as u64,
             ),
             ("verifier downloads", c[13]),
+            (
+                "runs whose servers read slowly (until the heal)",
+                u64::from(!self.config.read_latency.1.is_zero()),
+            ),
+            (
+                "runs with a download told 'fetching'",
+                u64::from(fetch.told > 0),
+            ),
+            (
+                "downloads told 'fetching' (the server fetches the content)",
+                fetch.told,
+            ),
+            (
+                "  of them got the file after 'fetching' for over 15 s",
+                fetch.long_then_got,
+            ),
+            ("  of them got the file", fetch.got),
+            (
+                "  of them refused 'not on this server yet' (the fetch stalled)",
+                fetch.refused,
+            ),
+            ("  of them without an answer", fetch.unanswered),
             ("runs with a master crash", master_crashes),
             ("entries committed", self.committed as u64),
         ]
+    }
+}
+
+/// What became of the downloads whose server said it was still fetching
+/// the content (`Fetching`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FetchWaits {
+    /// Downloads that heard `Fetching` at least once.
+    pub told: u64,
+    /// Of them, those that got the file.
+    pub got: u64,
+    /// Of them, those that got the file after hearing `Fetching` for longer
+    /// than the client's patience (15 s) and the server's request timeout
+    /// (10 s): they would have failed if `Fetching` did not push both
+    /// deadlines back.
+    pub long_then_got: u64,
+    /// Of them, those refused "not on this server yet": the fetch stalled.
+    pub refused: u64,
+    /// Of them, those that ended without an answer.
+    pub unanswered: u64,
+}
+
+impl FetchWaits {
+    pub fn of(clients: &[FilesRecord]) -> Self {
+        let patience = ferry_core::client::ClientConfig::new(String::new()).op_timeout;
+        let mut w = FetchWaits::default();
+        for op in clients.iter().flat_map(|c| &c.ops) {
+            let (Some(first), Some(last)) = (op.fetching.first(), op.fetching.last()) else {
+                continue;
+            };
+            w.told += 1;
+            match &op.result {
+                Some(OpResult::Answer(Response::Downloaded { .. })) => {
+                    w.got += 1;
+                    if *last - *first > patience {
+                        w.long_then_got += 1;
+                    }
+                }
+                Some(OpResult::Answer(Response::Failed(OpError::Unavailable { reason })))
+                    if reason.contains("not on this server yet") =>
+                {
+                    w.refused += 1
+                }
+                Some(OpResult::Answer(_)) => {}
+                _ => w.unanswered += 1,
+            }
+        }
+        w
     }
 }
 
@@ -714,6 +878,8 @@ struct Harness<'c> {
     accounts: Rc<RefCell<Vec<AccountRecord>>>,
     servers: Vec<SharedSlot>,
     disks: Vec<SharedDisk>,
+    /// The servers' read latency, which the heal sets to zero.
+    reads: SharedLatency,
     hosts: Vec<String>,
     /// File clients not started yet, the next one last.
     waiting: Vec<usize>,
@@ -796,6 +962,7 @@ impl<'c> Harness<'c> {
             accounts: Rc::new(RefCell::new(accounts)),
             servers: Vec::new(),
             disks: Vec::new(),
+            reads: Rc::new(Cell::new(cfg.read_latency)),
             hosts: Vec::new(),
             waiting,
             t0: None,
@@ -860,6 +1027,7 @@ impl<'c> Harness<'c> {
             driver: DriverConfig {
                 persist_latency: self.cfg.persist_latency,
                 file_persist_latency: self.cfg.file_persist_latency,
+                read_latency: self.reads.clone(),
                 ..DriverConfig::default()
             },
         };
@@ -1019,6 +1187,10 @@ impl<'c> Harness<'c> {
 
     fn heal(&mut self) {
         self.record("all clients done; heal the cluster, which must converge");
+        if !self.reads.get().1.is_zero() {
+            self.record("the servers' disks read at full speed again");
+            self.reads.set((Duration::ZERO, Duration::ZERO));
+        }
         for s in 1..=self.cfg.servers {
             if self.crashed[s as usize] {
                 self.inject(Fault::Restart(s));
@@ -1137,6 +1309,7 @@ impl<'c> Harness<'c> {
                 clients: &records,
                 verify: &verify,
                 strict_revocation: self.cfg.strict_revocation,
+                max_latency: self.cfg.latency.1,
             })
         });
         drop((records, verify, disks));
