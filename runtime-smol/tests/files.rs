@@ -79,6 +79,15 @@ fn run(driver: &mut Driver<Script>, want: usize) -> (Vec<Seen>, Result<(), Drive
     (seen, result)
 }
 
+/// A driver of a node that emits `out` and nothing more, with `files`.
+fn scripted(out: VecDeque<Output<Seen>>, files: Files) -> Driver<Script> {
+    Driver::new(Script {
+        out,
+        then: Vec::new(),
+    })
+    .with_files(files)
+}
+
 #[test]
 fn file_answers_come_back_in_output_order_and_a_persist_when_done() {
     let dir = tempfile::tempdir().unwrap();
@@ -158,11 +167,7 @@ fn a_persist_that_finishes_later_reaches_the_node_by_itself() {
             to: FileRef::Blob(d),
         }),
     ]);
-    let mut driver = Driver::new(Script {
-        out,
-        then: Vec::new(),
-    })
-    .with_files(files);
+    let mut driver = scripted(out, files);
     let (seen, result) = run(&mut driver, 1);
     assert_eq!(result, Ok(()));
     assert_eq!(seen, vec![Seen::FilePersisted(2)]);
@@ -207,11 +212,7 @@ fn a_write_that_fails_later_reaches_the_node_by_itself() {
         offset: 0,
         data: vec![0; 1 << 20],
     })]);
-    let mut driver = Driver::new(Script {
-        out,
-        then: Vec::new(),
-    })
-    .with_files(files);
+    let mut driver = scripted(out, files);
     let (seen, result) = run(&mut driver, 1);
     assert_eq!(result, Ok(()));
     assert_eq!(

@@ -340,6 +340,7 @@ impl Writer {
     /// Takes the first failed write of this opening of `temp` not yet
     /// taken, and drops any others of it.
     pub fn take_write_failure(&mut self, temp: u64, opening: u64) -> Option<FileFailure> {
+        self.reap();
         let mut first = None;
         self.finished.retain(|f| match f {
             Finished::WriteFailed {
