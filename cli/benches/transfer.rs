@@ -20,6 +20,9 @@
 //!   login, whose password hash takes 19 MiB by design, is done on an
 //!   earlier server process).
 //!
+//! At W = 1 each put and get is also compared with a bare loop run just
+//! before it (the VM's speed drifts over a run).
+//!
 //! `FERRY_BENCH_WINDOWS=1,16,256` picks the windows. Every figure is the
 //! median of `FERRY_BENCH_REPEATS` runs (default 3), each started after a
 //! `sync` so that no run pays for the last one's writeback. Ratios are
@@ -125,17 +128,30 @@ fn main() {
         let ws = w.to_string();
         let mut puts = Vec::new();
         let mut gets = Vec::new();
+        // At W = 1, each put and get is paired with a bare loop run just
+        // before it: the VM's speed drifts over a run, and the ratio is
+        // then taken under the same conditions on both sides.
+        let mut paired_put = Vec::new();
+        let mut paired_get = Vec::new();
         for r in 0..repeats {
             // A new upload every time: the content is removed in between
             // (a server keeps one copy of identical content).
             let name = format!("bench-w{w}-{r}");
+            let bare_put = (w == 1).then(|| stop_and_wait(size));
             sync();
             let put = run(&["put", path_str(&source), &name, "--window", &ws], None);
             assert!(put.ok, "put: {}", put.stderr);
+            if let Some(b) = bare_put {
+                paired_put.push(ratio(b, put.took));
+            }
             puts.push(put);
+            let bare_get = (w == 1).then(|| stop_and_wait(size));
             sync();
             let get = run(&["get", &name, path_str(&dest), "--force"], None);
             assert!(get.ok, "get: {}", get.stderr);
+            if let Some(b) = bare_get {
+                paired_get.push(ratio(b, get.took));
+            }
             let got = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
             assert_eq!(got, size, "downloaded size");
             gets.push(get);
@@ -164,6 +180,11 @@ fn main() {
                 ratio(bare, put.took),
                 ratio(bare, get.took)
             );
+            println!(
+                "       paired with a bare run just before each: put {}, get {}",
+                spread(&mut paired_put),
+                spread(&mut paired_get)
+            );
         }
     }
     println!();
@@ -182,6 +203,15 @@ fn median(n: usize, mut f: impl FnMut() -> Duration) -> Duration {
         .collect();
     all.sort();
     all[all.len() / 2]
+}
+
+/// "median (min–max)" of ratios.
+fn spread(ratios: &mut [f64]) -> String {
+    ratios.sort_by(f64::total_cmp);
+    match (ratios.first(), ratios.get(ratios.len() / 2), ratios.last()) {
+        (Some(lo), Some(mid), Some(hi)) => format!("{mid:.2}x ({lo:.2}–{hi:.2})"),
+        _ => "-".into(),
+    }
 }
 
 /// The run of median time (peak RSS: the largest of all runs).

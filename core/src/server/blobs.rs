@@ -606,7 +606,8 @@ impl Server {
                 .or_else(|| self.blobs.pinned_size(&digest));
             match size {
                 Some(size) => {
-                    serving.sender = Some(Sender::new(now, handle, hex(&digest), size, cfg))
+                    serving.sender =
+                        Some(Sender::new(now, handle, hex(&digest), size, cfg).with_digest(digest))
                 }
                 None => {
                     let m = TransferMsg::Reject {

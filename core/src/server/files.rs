@@ -275,7 +275,10 @@ impl Server {
             window: self.cfg.send_window.max(1),
             ..SenderConfig::default()
         };
-        let sender = Sender::new(now, handle, meta.name.clone(), meta.size, cfg);
+        // The blob is named by its digest: the client's check covers this
+        // server's disk too, and nothing is hashed here.
+        let sender =
+            Sender::new(now, handle, meta.name.clone(), meta.size, cfg).with_digest(meta.digest);
         self.set_op(
             conn,
             Op::Downloading {

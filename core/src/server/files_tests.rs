@@ -106,6 +106,31 @@ fn a_server_that_lacks_the_content_fetches_it_for_a_download() {
 }
 
 #[test]
+fn content_that_rotted_on_a_servers_disk_fails_the_download_instead_of_arriving() {
+    let mut c = Cluster::new(1);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 0, "alice");
+    let data = content(200_000, 3);
+    assert!(stored(&c.upload(0, a, "ledger", &data, false)));
+    let digest = *blake3::hash(&data).as_bytes();
+    let Some(blob) = c.disks[0].blobs.get_mut(&digest) else {
+        panic!("the blob is on disk");
+    };
+    blob[123_456] ^= 0x20;
+    let got = c.download(0, a, None, "ledger");
+    assert!(
+        matches!(
+            &got.as_deref().map_err(|m| &m[..]),
+            Err([SessionMsg::Failed(OpError::Transfer(
+                TransferError::DigestMismatch
+            ))])
+        ),
+        "{:?}",
+        got.map(|d| d.len())
+    );
+}
+
+#[test]
 fn a_done_resent_while_the_file_was_made_durable_does_not_end_the_session() {
     let mut c = Cluster::new(1);
     c.run_for(Duration::from_secs(1));

@@ -16,6 +16,9 @@ struct Link {
     corrupt_chunk: Option<u64>,
     /// The receiver never answers.
     receiver_mute: bool,
+    /// The sender is told this digest ([`Sender::with_digest`]) and reads
+    /// the file with this byte flipped (content that rotted on its disk).
+    known_digest: Option<([u8; 32], Option<usize>)>,
 }
 
 struct Outcome {
@@ -39,6 +42,14 @@ fn run(file: &[u8], window: u64, link: Link, seed: u64) -> Outcome {
         ..SenderConfig::default()
     };
     let mut s = Sender::new(now, 7, "f.bin".into(), file.len() as u64, cfg);
+    let mut disk = file.to_vec();
+    if let Some((digest, rot)) = link.known_digest {
+        s = s.with_digest(digest);
+        if let Some(at) = rot {
+            disk[at] ^= 0x01;
+        }
+    }
+    let file = &disk[..];
     let mut r: Option<Receiver> = None;
     let (mut to_r, mut to_s): (VecDeque<TransferMsg>, VecDeque<TransferMsg>) = Default::default();
     let mut temp = Vec::new();
@@ -415,6 +426,40 @@ fn a_damaged_chunk_is_caught_by_the_digest_and_nothing_is_kept() {
     assert_eq!(o.received, Err(TransferError::DigestMismatch));
     assert!(o.committed.is_none());
     assert!(o.discarded);
+}
+
+#[test]
+fn a_sender_that_knows_the_digest_sends_it_and_the_receiver_checks_its_disk_too() {
+    for (len, window) in [(0, 1), (4096, 1), (300 * 1024 + 5, 1), (300 * 1024 + 5, 64)] {
+        let f = file(len, 11);
+        let digest = *blake3::hash(&f).as_bytes();
+        let sound = Link {
+            known_digest: Some((digest, None)),
+            ..Link::default()
+        };
+        let o = run(&f, window, sound, 1);
+        assert_eq!(o.sent, Ok(digest), "{len} bytes at W = {window}");
+        assert_eq!(o.received, Ok(digest));
+        assert_eq!(o.committed.as_deref(), Some(&f[..]));
+        if len == 0 {
+            continue;
+        }
+        // One bit flipped on the sender's disk: the digest it was told no
+        // longer matches what it reads, and nothing is kept.
+        let rotten = Link {
+            known_digest: Some((digest, Some(len / 2))),
+            ..Link::default()
+        };
+        let o = run(&f, window, rotten, 1);
+        assert_eq!(
+            o.received,
+            Err(TransferError::DigestMismatch),
+            "{len} bytes"
+        );
+        assert_eq!(o.sent, Err(TransferError::DigestMismatch));
+        assert!(o.committed.is_none());
+        assert!(o.discarded);
+    }
 }
 
 #[test]
