@@ -131,6 +131,33 @@ fn content_that_rotted_on_a_servers_disk_fails_the_download_instead_of_arriving(
 }
 
 #[test]
+fn a_fetch_refuses_a_holders_damaged_copy_and_takes_another_servers() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 0, "alice");
+    c.crash(2);
+    let data = content(150_000, 4);
+    assert!(stored(&c.upload(0, a, "thesis", &data, false)));
+    c.run_for(Duration::from_secs(3));
+    let digest = *blake3::hash(&data).as_bytes();
+    assert_eq!(
+        c.disks[1].blobs.get(&digest),
+        Some(&data),
+        "server 2 fetched it"
+    );
+    // The holder's copy rots; server 3 comes back and asks the holder first.
+    let Some(blob) = c.disks[0].blobs.get_mut(&digest) else {
+        panic!("the holder has it");
+    };
+    blob[77_777] ^= 0x04;
+    c.restart(2);
+    c.run_for(Duration::from_secs(30));
+    assert_eq!(c.disks[2].blobs.get(&digest), Some(&data), "the sound copy");
+    let a3 = user(&mut c, 2, "alice");
+    assert_eq!(c.download(2, a3, None, "thesis"), Ok(data));
+}
+
+#[test]
 fn a_done_resent_while_the_file_was_made_durable_does_not_end_the_session() {
     let mut c = Cluster::new(1);
     c.run_for(Duration::from_secs(1));
