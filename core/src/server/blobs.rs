@@ -12,6 +12,7 @@
 //! servers can fetch); the holder answers as a transfer sender.
 
 use super::messages::SessionMsg;
+use super::scrub::Check;
 use super::{Op, Server, Stage};
 use crate::frame::{self, FrameDecoder};
 use crate::io::{ConnId, FileOp, FileRef};
@@ -62,6 +63,8 @@ pub enum Owner {
     /// failed) after its blob was sent to disk: the blob lands anyway, and
     /// then counts like any other (kept if named, else collected).
     Landing([u8; 32]),
+    /// The reads of a check of this blob (see `scrub`).
+    Check([u8; 32]),
 }
 
 struct Fetch {
@@ -111,6 +114,8 @@ pub struct Blobs {
     uploads: BTreeMap<u64, [u8; 32]>,
     fetches: BTreeMap<[u8; 32], Fetch>,
     serving: BTreeMap<ConnId, Serving>,
+    /// Checks of blobs a receiver found damaged, by read handle.
+    pub(super) checks: BTreeMap<u64, Check>,
     next_dial: u64,
     /// Applied index at the last sync.
     pub synced_at: u64,
@@ -130,6 +135,7 @@ impl Blobs {
             uploads: BTreeMap::new(),
             fetches: BTreeMap::new(),
             serving: BTreeMap::new(),
+            checks: BTreeMap::new(),
             next_dial: 0,
             synced_at: 0,
         }
@@ -137,6 +143,27 @@ impl Blobs {
 
     pub fn has(&self, d: &[u8; 32]) -> bool {
         self.have.contains(d)
+    }
+
+    /// Whether a check of `d` runs.
+    pub fn checking(&self, d: &[u8; 32]) -> bool {
+        self.checks.values().any(|c| c.digest() == *d)
+    }
+
+    /// Blob `d` is no longer this server's (its file is being removed):
+    /// a check of it has nothing left to say.
+    pub fn lost(&mut self, d: &[u8; 32]) {
+        self.have.remove(d);
+        let handles: Vec<u64> = self
+            .checks
+            .iter()
+            .filter(|(_, c)| c.digest() == *d)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in handles {
+            self.checks.remove(&h);
+            self.forget_handle(h);
+        }
     }
 
     /// Upload temporary file `temp` is being persisted as blob `d`.
@@ -344,7 +371,7 @@ impl Server {
             .copied()
             .collect();
         for d in garbage {
-            self.blobs.have.remove(&d);
+            self.blobs.lost(&d);
             self.out.file(FileOp::Remove {
                 file: FileRef::Blob(d),
             });
@@ -395,6 +422,13 @@ impl Server {
             .collect();
         let peers = self.replica.peers().to_vec();
         if peers.is_empty() {
+            // Nobody to fetch from (a cluster of one whose copy was lost):
+            // look again later rather than at once, forever.
+            for d in due {
+                if let Some(f) = self.blobs.fetches.get_mut(&d) {
+                    f.retry_at = now + RETRY;
+                }
+            }
             return;
         }
         for d in due {
@@ -596,15 +630,7 @@ impl Server {
                 window: self.cfg.send_window.max(1),
                 ..SenderConfig::default()
             };
-            let size = self
-                .replica
-                .state()
-                .files()
-                .all()
-                .find(|f| f.digest == digest)
-                .map(|f| f.size)
-                .or_else(|| self.blobs.pinned_size(&digest));
-            match size {
+            match self.content_size(&digest) {
                 Some(size) => {
                     serving.sender =
                         Some(Sender::new(now, handle, hex(&digest), size, cfg).with_digest(digest))
@@ -625,7 +651,7 @@ impl Server {
             self.out.send(conn, &BlobMsg::Transfer(m));
         }
         self.blobs.serving.insert(conn, serving);
-        self.pump_serving(conn);
+        self.pump_serving(now, conn);
     }
 
     pub(super) fn on_blob_bytes(&mut self, now: Timestamp, conn: ConnId, bytes: &[u8]) {
@@ -659,7 +685,7 @@ impl Server {
             if let Some(sender) = s.sender.as_mut() {
                 sender.on_msg(now, t);
             }
-            return self.pump_serving(conn);
+            return self.pump_serving(now, conn);
         }
         let Some(d) = self.blobs.fetch_of(conn) else {
             return;
@@ -755,7 +781,7 @@ impl Server {
         }
     }
 
-    pub(super) fn serve_read(&mut self, _now: Timestamp, conn: ConnId, offset: u64, data: &[u8]) {
+    pub(super) fn serve_read(&mut self, now: Timestamp, conn: ConnId, offset: u64, data: &[u8]) {
         if let Some(sender) = self
             .blobs
             .serving
@@ -764,10 +790,10 @@ impl Server {
         {
             sender.on_read(offset, data);
         }
-        self.pump_serving(conn);
+        self.pump_serving(now, conn);
     }
 
-    pub(super) fn serve_failed(&mut self, conn: ConnId, reason: TransferError) {
+    pub(super) fn serve_failed(&mut self, now: Timestamp, conn: ConnId, reason: TransferError) {
         if let Some(sender) = self
             .blobs
             .serving
@@ -776,10 +802,17 @@ impl Server {
         {
             sender.fail(reason);
         }
-        self.pump_serving(conn);
+        self.pump_serving(now, conn);
     }
 
-    fn pump_serving(&mut self, conn: ConnId) {
+    /// The size of content `d`, from the catalogue or an upload's pin.
+    pub(super) fn content_size(&self, d: &[u8; 32]) -> Option<u64> {
+        let files = self.replica.state().files();
+        let named = files.all().find(|f| f.digest == *d).map(|f| f.size);
+        named.or_else(|| self.blobs.pinned_size(d))
+    }
+
+    fn pump_serving(&mut self, now: Timestamp, conn: ConnId) {
         let Some(s) = self.blobs.serving.get_mut(&conn) else {
             return;
         };
@@ -789,6 +822,7 @@ impl Server {
             return;
         };
         let mut done = false;
+        let mut damaged = false;
         while let Some(o) = sender.poll_output() {
             match o {
                 SenderOutput::Send(m) => self.out.send(conn, &BlobMsg::Transfer(m)),
@@ -803,13 +837,22 @@ impl Server {
                     }
                 }
                 SenderOutput::Progress { .. } => {}
-                SenderOutput::Finished(_) => done = true,
+                SenderOutput::Finished(result) => {
+                    done = true;
+                    damaged = matches!(
+                        result,
+                        Err(TransferError::DigestMismatch | TransferError::Io { .. })
+                    );
+                }
             }
         }
         if done {
             self.blobs.serving.remove(&conn);
             self.blobs.forget_handle(handle);
             self.out.close(conn);
+        }
+        if let (true, Some(FileRef::Blob(d))) = (damaged, file) {
+            self.suspect(now, d);
         }
     }
 
@@ -847,7 +890,7 @@ impl Server {
             {
                 sender.handle_timeout(now);
             }
-            self.pump_serving(conn);
+            self.pump_serving(now, conn);
         }
         self.start_fetches(now);
     }

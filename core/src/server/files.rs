@@ -329,6 +329,9 @@ impl Server {
         let mut files = Vec::new();
         let mut persisted_blob = None;
         let mut upload_temp = 0;
+        // A download the client found damaged: this server's copy is
+        // checked (see `scrub`).
+        let mut damaged = None;
         let file = match self.op_mut(conn) {
             Some(Op::Downloading { handle, .. }) => {
                 let h = *handle;
@@ -383,11 +386,22 @@ impl Server {
                             }
                         }
                         SenderOutput::Progress { .. } => {}
-                        SenderOutput::Finished(_) => next = Next::Idle,
+                        SenderOutput::Finished(result) => {
+                            next = Next::Idle;
+                            if matches!(
+                                result,
+                                Err(TransferError::DigestMismatch | TransferError::Io { .. })
+                            ) {
+                                damaged = file;
+                            }
+                        }
                     }
                 }
             }
             _ => return,
+        }
+        if let Some(FileRef::Blob(d)) = damaged {
+            self.suspect(now, d);
         }
         if let Some((d, size)) = persisted_blob {
             self.blobs.pin(d, size);
@@ -493,6 +507,7 @@ impl Server {
                 self.pump_session(now, conn);
             }
             Some(super::blobs::Owner::Serve(conn)) => self.serve_read(now, conn, offset, data),
+            Some(super::blobs::Owner::Check(_)) => self.check_read(now, handle, offset, data),
             _ => {}
         }
     }
@@ -526,6 +541,7 @@ impl Server {
         error: String,
         no_space: bool,
     ) {
+        let error_text = error.clone();
         let reason = if no_space {
             TransferError::NoSpace {
                 needed: 0,
@@ -546,7 +562,8 @@ impl Server {
                 self.pump_session(now, conn);
             }
             Some(super::blobs::Owner::Fetch(digest)) => self.fetch_failed(now, digest),
-            Some(super::blobs::Owner::Serve(conn)) => self.serve_failed(conn, reason),
+            Some(super::blobs::Owner::Serve(conn)) => self.serve_failed(now, conn, reason),
+            Some(super::blobs::Owner::Check(_)) => self.check_failed(now, handle, error_text),
             Some(super::blobs::Owner::Orphan) => {
                 self.blobs.persist_failed(handle);
                 self.blobs.forget_handle(handle);

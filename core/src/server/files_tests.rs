@@ -1,8 +1,9 @@
 use crate::io::ConnId;
 use crate::server::messages::FileOutcome;
-use crate::server::{OpError, Request, SessionMsg};
+use crate::server::scrub::Verdict;
+use crate::server::{OpError, Request, ServerEvent, SessionMsg};
 use crate::testkit::cluster::Cluster;
-use crate::transfer::TransferError;
+use crate::transfer::{TransferError, TransferMsg};
 use crate::Entropy;
 use std::time::Duration;
 
@@ -128,6 +129,108 @@ fn content_that_rotted_on_a_servers_disk_fails_the_download_instead_of_arriving(
         "{:?}",
         got.map(|d| d.len())
     );
+}
+
+/// The verdicts of the checks server `ix` made, in order.
+fn verdicts(c: &Cluster, ix: usize) -> Vec<Verdict> {
+    c.events
+        .iter()
+        .filter(|(i, _)| *i == ix)
+        .filter_map(|(_, e)| match e {
+            ServerEvent::BlobChecked { verdict, .. } => Some(verdict.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn damaged(got: &Result<Vec<u8>, Vec<SessionMsg>>) -> bool {
+    matches!(
+        got.as_deref().map_err(|m| &m[..]),
+        Err([SessionMsg::Failed(OpError::Transfer(
+            TransferError::DigestMismatch
+        ))])
+    )
+}
+
+#[test]
+fn a_damaged_copy_found_by_a_download_is_replaced_from_another_server() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 0, "alice");
+    let data = content(400_000, 5);
+    assert!(stored(&c.upload(0, a, "album", &data, false)));
+    c.run_for(Duration::from_secs(3));
+    let digest = *blake3::hash(&data).as_bytes();
+    let Some(blob) = c.disks[1].blobs.get_mut(&digest) else {
+        panic!("server 2 fetched it");
+    };
+    blob[399_999] ^= 0x80;
+    let a2 = user(&mut c, 1, "alice");
+    assert!(damaged(&c.download(1, a2, None, "album")));
+    c.run_for(Duration::from_secs(5));
+    assert!(
+        matches!(verdicts(&c, 1)[..], [Verdict::Damaged { .. }]),
+        "{:?}",
+        verdicts(&c, 1)
+    );
+    assert_eq!(c.disks[1].blobs.get(&digest), Some(&data), "a sound copy");
+    assert_eq!(c.download(1, a2, None, "album"), Ok(data));
+    assert!(verdicts(&c, 0).is_empty() && verdicts(&c, 2).is_empty());
+}
+
+#[test]
+fn the_only_copy_damaged_is_removed_so_that_an_upload_can_replace_it() {
+    let mut c = Cluster::new(1);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 0, "alice");
+    let data = content(10_000, 6);
+    assert!(stored(&c.upload(0, a, "notes", &data, false)));
+    let digest = *blake3::hash(&data).as_bytes();
+    if let Some(blob) = c.disks[0].blobs.get_mut(&digest) {
+        blob.truncate(9_000);
+    }
+    // Cut short: the server's own read finds it, before any digest.
+    let got = c.download(0, a, None, "notes");
+    assert!(
+        matches!(
+            got.as_deref().map_err(|m| &m[..]),
+            Err([SessionMsg::Failed(OpError::Transfer(TransferError::Io { .. }))])
+        ),
+        "{got:?}"
+    );
+    c.run_for(Duration::from_secs(1));
+    assert!(matches!(verdicts(&c, 0)[..], [Verdict::Damaged { .. }]));
+    assert!(!c.disks[0].blobs.contains_key(&digest), "removed");
+    // The same content again: stored anew, not taken as already there.
+    assert!(stored(&c.upload(0, a, "notes", &data, true)));
+    assert_eq!(c.download(0, a, None, "notes"), Ok(data));
+}
+
+#[test]
+fn a_client_that_falsely_claims_damage_costs_a_check_and_nothing_else() {
+    let mut c = Cluster::new(1);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 0, "alice");
+    let data = content(300_000, 7);
+    assert!(stored(&c.upload(0, a, "sound", &data, false)));
+    let req = Request::Download {
+        owner: None,
+        name: "sound".into(),
+    };
+    let got = c.request(0, a, &req);
+    let [SessionMsg::Transfer(TransferMsg::Offer { id, .. })] = got[..] else {
+        panic!("{got:?}");
+    };
+    let abort = TransferMsg::Abort {
+        id,
+        reason: TransferError::DigestMismatch,
+    };
+    c.send(0, a, &SessionMsg::Transfer(abort));
+    c.run_for(Duration::from_secs(1));
+    assert_eq!(verdicts(&c, 0), vec![Verdict::Sound]);
+    let digest = *blake3::hash(&data).as_bytes();
+    assert_eq!(c.disks[0].blobs.get(&digest), Some(&data), "kept");
+    assert_eq!(c.download(0, a, None, "sound"), Ok(data));
 }
 
 #[test]

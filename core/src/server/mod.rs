@@ -12,6 +12,7 @@ mod files;
 pub mod messages;
 mod ops;
 pub mod reservations;
+pub mod scrub;
 
 use crate::accounts::limiter::LoginLimiter;
 use crate::accounts::password::PasswordParams;
@@ -109,6 +110,11 @@ pub enum ServerEvent {
         op: OpCode,
         outcome: String,
     },
+    /// A check of a blob a receiver found damaged is over.
+    BlobChecked {
+        digest: String,
+        verdict: scrub::Verdict,
+    },
     Replica(ReplicaEvent),
 }
 
@@ -141,6 +147,20 @@ impl fmt::Display for ServerEvent {
             ServerEvent::Answered { conn, op, outcome } => {
                 write!(f, "{op:?} on {conn}: {outcome}")
             }
+            ServerEvent::BlobChecked { digest, verdict } => match verdict {
+                scrub::Verdict::Sound => write!(
+                    f,
+                    "blob {digest}: a receiver found it damaged, but it is sound on disk"
+                ),
+                scrub::Verdict::Damaged { why } => write!(
+                    f,
+                    "blob {digest} is damaged on disk ({why}): removed, to be fetched again"
+                ),
+                scrub::Verdict::Unreadable { error } => write!(
+                    f,
+                    "blob {digest}: a receiver found it damaged, and it cannot be read to check ({error}); kept"
+                ),
+            },
             ServerEvent::Replica(e) => e.fmt(f),
         }
     }

@@ -551,7 +551,11 @@ impl Cluster {
                             return Ok(content);
                         }
                         ReceiverOutput::Finished(Err(e)) => {
-                            return Err(vec![SessionMsg::Failed(OpError::Transfer(e))])
+                            // The receiver's ABORT goes out, as a client's does.
+                            for m in sends {
+                                self.send(ix, conn, &SessionMsg::Transfer(m));
+                            }
+                            return Err(vec![SessionMsg::Failed(OpError::Transfer(e))]);
                         }
                         _ => {}
                     }

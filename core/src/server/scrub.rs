@@ -1,0 +1,258 @@
+//! Checking a blob a receiver found damaged, and replacing it.
+//!
+//! A server sends the digest that names a blob rather than one of what it
+//! read (see `transfer::sender`), so a receiver whose check fails
+//! (`DigestMismatch`) says that the link or this server's disk changed the
+//! content; and a sender whose read fails or comes back short (`Io`) says
+//! the blob may be gone or cut short. The server does not take the receiver's word for it (a client
+//! could say so of sound content): it reads the blob through once and
+//! hashes it. If the digest is not the blob's name (or the file is shorter
+//! than the content), the copy is removed and fetched again, like any
+//! content this server lacks, from the other servers (downloads wait for
+//! that fetch as for any other). A sound blob is left alone, and so is one
+//! that cannot be read: a read can fail for reasons that say nothing of
+//! the content (out of file descriptors, say), and removing the only copy
+//! of sound content on such a failure would lose it.
+//!
+//! Removing a damaged copy is right even when no other server holds the
+//! content: a damaged copy can never be served, and while it is there an
+//! upload of the same content would be taken as already stored.
+//!
+//! A check reads one block at a time and at most one runs per blob, so it
+//! costs a server no more than a download of the blob would. A check whose
+//! blob stops being this server's meanwhile (collected, say) is dropped
+//! without a verdict: its reads no longer say anything about what the
+//! server holds.
+
+use super::blobs::{hex, Owner};
+use super::{Server, ServerEvent};
+use crate::io::{FileOp, FileRef};
+use crate::time::Timestamp;
+use crate::transfer::BLOCK_BYTES;
+
+/// The reading and hashing of one blob.
+pub struct Check {
+    digest: [u8; 32],
+    size: u64,
+    /// Bytes hashed so far; the next read starts here.
+    hashed: u64,
+    /// A read is asked for and not answered yet.
+    reading: bool,
+    hasher: blake3::Hasher,
+}
+
+/// How a check ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Sound,
+    Damaged {
+        why: String,
+    },
+    /// A read failed: nothing is known, and nothing is done.
+    Unreadable {
+        error: String,
+    },
+}
+
+impl Check {
+    pub fn new(digest: [u8; 32], size: u64) -> Check {
+        Check {
+            digest,
+            size,
+            hashed: 0,
+            reading: false,
+            hasher: blake3::Hasher::new(),
+        }
+    }
+
+    pub fn digest(&self) -> [u8; 32] {
+        self.digest
+    }
+
+    /// The next read to ask for, if one is due: one block at a time.
+    pub fn next_read(&mut self) -> Option<(u64, usize)> {
+        if self.reading || self.hashed >= self.size {
+            return None;
+        }
+        self.reading = true;
+        let len = BLOCK_BYTES.min(self.size - self.hashed) as usize;
+        Some((self.hashed, len))
+    }
+
+    /// The verdict, once every byte is hashed.
+    pub fn verdict(&self) -> Option<Verdict> {
+        if self.hashed < self.size {
+            return None;
+        }
+        let got = *self.hasher.clone().finalize().as_bytes();
+        Some(if got == self.digest {
+            Verdict::Sound
+        } else {
+            Verdict::Damaged {
+                why: format!("its content hashes to {}", &hex(&got)[..16]),
+            }
+        })
+    }
+
+    /// The bytes of the read asked for. Anything but the block asked for
+    /// (a short read: the file shrank) is damage.
+    pub fn on_read(&mut self, offset: u64, data: &[u8]) -> Option<Verdict> {
+        let want = BLOCK_BYTES.min(self.size.saturating_sub(self.hashed));
+        if !self.reading || offset != self.hashed || data.len() as u64 != want {
+            return Some(Verdict::Damaged {
+                why: format!(
+                    "a read at {offset} gave {} bytes where {want} at {} were asked for",
+                    data.len(),
+                    self.hashed
+                ),
+            });
+        }
+        self.reading = false;
+        self.hasher.update(data);
+        self.hashed += want;
+        self.verdict()
+    }
+}
+
+impl Server {
+    /// A receiver of blob `d` from this server found it damaged: check it,
+    /// unless a check of it already runs.
+    pub(super) fn suspect(&mut self, now: Timestamp, d: [u8; 32]) {
+        if !self.blobs.has(&d) || self.blobs.checking(&d) {
+            return;
+        }
+        let Some(size) = self.content_size(&d) else {
+            return;
+        };
+        let handle = self.blobs.new_handle(Owner::Check(d));
+        self.blobs.read_target(handle, d);
+        self.blobs.checks.insert(handle, Check::new(d, size));
+        self.pump_check(now, handle);
+    }
+
+    /// Asks for the check's next read, or acts on its verdict.
+    fn pump_check(&mut self, now: Timestamp, handle: u64) {
+        let Some(check) = self.blobs.checks.get_mut(&handle) else {
+            return;
+        };
+        let d = check.digest();
+        if let Some((offset, len)) = check.next_read() {
+            self.out.file(FileOp::Read {
+                handle,
+                file: FileRef::Blob(d),
+                offset,
+                len,
+            });
+        } else if let Some(verdict) = check.verdict() {
+            self.check_done(now, handle, verdict);
+        }
+    }
+
+    pub(super) fn check_read(&mut self, now: Timestamp, handle: u64, offset: u64, data: &[u8]) {
+        let Some(check) = self.blobs.checks.get_mut(&handle) else {
+            return;
+        };
+        match check.on_read(offset, data) {
+            Some(verdict) => self.check_done(now, handle, verdict),
+            None => self.pump_check(now, handle),
+        }
+    }
+
+    pub(super) fn check_failed(&mut self, now: Timestamp, handle: u64, error: String) {
+        if self.blobs.checks.contains_key(&handle) {
+            self.check_done(now, handle, Verdict::Unreadable { error });
+        }
+    }
+
+    fn check_done(&mut self, now: Timestamp, handle: u64, verdict: Verdict) {
+        let Some(check) = self.blobs.checks.remove(&handle) else {
+            return;
+        };
+        self.blobs.forget_handle(handle);
+        let d = check.digest();
+        let damaged = matches!(verdict, Verdict::Damaged { .. });
+        self.out.event(ServerEvent::BlobChecked {
+            digest: hex(&d)[..16].to_string(),
+            verdict,
+        });
+        if damaged && self.blobs.has(&d) {
+            self.blobs.lost(&d);
+            self.out.file(FileOp::Remove {
+                file: FileRef::Blob(d),
+            });
+            // Fetched again if the catalogue names it.
+            self.sync_blobs(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(len: usize) -> (Vec<u8>, [u8; 32]) {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let d = *blake3::hash(&data).as_bytes();
+        (data, d)
+    }
+
+    /// Runs a check over `disk`, answering each read from it.
+    fn run(disk: &[u8], d: [u8; 32], size: u64) -> (Verdict, usize) {
+        let mut c = Check::new(d, size);
+        let mut reads = 0;
+        loop {
+            if let Some(v) = c.verdict() {
+                return (v, reads);
+            }
+            let Some((offset, len)) = c.next_read() else {
+                panic!("no read and no verdict");
+            };
+            assert_eq!(c.next_read(), None, "one read at a time");
+            reads += 1;
+            let from = (offset as usize).min(disk.len());
+            let to = (from + len).min(disk.len());
+            if let Some(v) = c.on_read(offset, &disk[from..to]) {
+                return (v, reads);
+            }
+        }
+    }
+
+    #[test]
+    fn a_sound_blob_of_any_size_is_sound_after_one_pass() {
+        let block = BLOCK_BYTES as usize;
+        for len in [0, 1, 4096, block - 1, block, block + 1, 3 * block + 17] {
+            let (data, d) = blob(len);
+            let (v, reads) = run(&data, d, len as u64);
+            assert_eq!(v, Verdict::Sound, "{len} bytes");
+            assert_eq!(reads, len.div_ceil(block), "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn a_flipped_bit_or_a_shrunk_file_is_damage() {
+        let len = 2 * BLOCK_BYTES as usize + 99;
+        let (data, d) = blob(len);
+        for at in [0, len / 2, len - 1] {
+            let mut rotten = data.clone();
+            rotten[at] ^= 0x10;
+            let (v, _) = run(&rotten, d, len as u64);
+            assert!(matches!(v, Verdict::Damaged { .. }), "bit {at}");
+        }
+        let (v, reads) = run(&data[..len - 50], d, len as u64);
+        assert!(matches!(v, Verdict::Damaged { .. }), "shrunk");
+        assert_eq!(reads, 3, "found at the short read");
+    }
+
+    #[test]
+    fn a_read_that_was_not_asked_for_is_damage_not_a_panic() {
+        let (data, d) = blob(100);
+        let mut c = Check::new(d, 100);
+        assert!(matches!(c.on_read(0, &data), Some(Verdict::Damaged { .. })));
+        let mut c = Check::new(d, 100);
+        assert_eq!(c.next_read(), Some((0, 100)));
+        assert!(matches!(
+            c.on_read(50, &data[..50]),
+            Some(Verdict::Damaged { .. })
+        ));
+    }
+}
