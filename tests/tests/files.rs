@@ -341,3 +341,57 @@ fn over_quota_or_a_full_disk_fails_the_put_and_keeps_nothing() {
     assert!(files_in(&tmp).is_empty());
     assert!(server.is_running());
 }
+
+#[test]
+fn content_damaged_on_a_servers_disk_is_refused_then_replaced_from_another() {
+    let data = tempfile::tempdir().unwrap();
+    let homes = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(2, data.path());
+    let (_b1, via_1) = start_balancer(&[(1, cluster.addr(1))]);
+    let (_b2, via_2) = start_balancer(&[(2, cluster.addr(2))]);
+    wait_connectable(&via_1);
+    wait_connectable(&via_2);
+    let alice = User::new(&homes.path().join("a1"), &via_1);
+    let alice_2 = User::new(&homes.path().join("a2"), &via_2);
+    std::fs::create_dir_all(&alice.home).unwrap();
+    std::fs::create_dir_all(&alice_2.home).unwrap();
+    sign_up(&alice, "alice");
+    let run = alice_2.with_password(&["login", "alice"], PASSWORD);
+    assert!(run.status.success(), "{run:?}");
+
+    // An odd size, so its blob is the only file of that size on a disk.
+    let content = noise(9, 700_001);
+    let local = write(work.path(), "scan.tif", &content);
+    assert!(alice.run(&["put", path_str(&local)]).status.success());
+    let blobs = data.path().join("server-2/blobs");
+    let blob = || {
+        files_in(&blobs)
+            .into_iter()
+            .find(|(_, len)| *len == content.len() as u64)
+            .map(|(name, _)| blobs.join(name))
+    };
+    wait_until("server 2 fetches the content", || blob().is_some());
+    let Some(path) = blob() else {
+        unreachable!("waited for above");
+    };
+    // One bit flips on server 2's disk.
+    let mut rotten = std::fs::read(&path).unwrap();
+    rotten[350_000] ^= 0x01;
+    std::fs::write(&path, &rotten).unwrap();
+
+    let dest = work.path().join("copy.tif");
+    assert_fails(
+        &alice_2.run(&["get", "scan.tif", path_str(&dest)]),
+        "the content arrived damaged",
+    );
+    assert!(!dest.exists(), "nothing kept");
+    // Server 2 checks its copy, finds it damaged, and fetches it again.
+    wait_until("server 2 holds a sound copy again", || {
+        std::fs::read(&path).is_ok_and(|b| b == content)
+    });
+    let run = alice_2.run(&["get", "scan.tif", path_str(&dest)]);
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(via_server(&run), 2);
+    assert_eq!(std::fs::read(&dest).unwrap(), content);
+}
