@@ -5,7 +5,7 @@
 //! this server has applied it. Every operation acts as the session's proven
 //! user; nothing a client says about who it is counts.
 
-use super::{Conn, Op, OpCode, OpError, Server, SessionMsg, Stage};
+use super::{Conn, Op, OpCode, OpError, Server, ServerEvent, SessionMsg, Stage};
 use crate::io::{ConnId, FileOp, FileRef};
 use crate::replication::entry::{Txn, TxnResult};
 use crate::server::messages::{FileOutcome, Listed};
@@ -541,16 +541,25 @@ impl Server {
         error: String,
         no_space: bool,
     ) {
-        let error_text = error.clone();
+        // The disk's own words (paths, errno) are for this server's log;
+        // a peer hears only what went wrong.
         let reason = if no_space {
             TransferError::NoSpace {
                 needed: 0,
                 available: 0,
             }
         } else {
-            TransferError::Io { detail: error }
+            TransferError::Io {
+                detail: "the server's disk failed".into(),
+            }
         };
-        match self.blobs.owner(handle) {
+        let owner = self.blobs.owner(handle);
+        if owner.is_some() && !no_space {
+            self.out.event(ServerEvent::FileFailed {
+                error: error.clone(),
+            });
+        }
+        match owner {
             Some(super::blobs::Owner::Session(conn)) => {
                 // An upload's blob that will not land: nothing will name it.
                 self.blobs.persist_failed(handle);
@@ -563,7 +572,7 @@ impl Server {
             }
             Some(super::blobs::Owner::Fetch(digest)) => self.fetch_failed(now, digest),
             Some(super::blobs::Owner::Serve(conn)) => self.serve_failed(now, conn, reason),
-            Some(super::blobs::Owner::Check(_)) => self.check_failed(now, handle, error_text),
+            Some(super::blobs::Owner::Check(_)) => self.check_failed(now, handle, error),
             Some(super::blobs::Owner::Orphan) => {
                 self.blobs.persist_failed(handle);
                 self.blobs.forget_handle(handle);

@@ -194,7 +194,9 @@ fn the_only_copy_damaged_is_removed_so_that_an_upload_can_replace_it() {
     assert!(
         matches!(
             got.as_deref().map_err(|m| &m[..]),
-            Err([SessionMsg::Failed(OpError::Transfer(TransferError::Io { .. }))])
+            Err([SessionMsg::Failed(OpError::Transfer(
+                TransferError::Io { .. }
+            ))])
         ),
         "{got:?}"
     );
@@ -204,6 +206,37 @@ fn the_only_copy_damaged_is_removed_so_that_an_upload_can_replace_it() {
     // The same content again: stored anew, not taken as already there.
     assert!(stored(&c.upload(0, a, "notes", &data, true)));
     assert_eq!(c.download(0, a, None, "notes"), Ok(data));
+}
+
+#[test]
+fn a_blob_that_cannot_be_read_is_kept_and_the_client_hears_no_disk_details() {
+    let mut c = Cluster::new(1);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 0, "alice");
+    let data = content(5_000, 8);
+    assert!(stored(&c.upload(0, a, "gone", &data, false)));
+    let digest = *blake3::hash(&data).as_bytes();
+    let kept = c.disks[0].blobs.remove(&digest);
+    let got = c.download(0, a, None, "gone");
+    let Err(msgs) = &got else {
+        panic!("downloaded a missing blob");
+    };
+    let [SessionMsg::Failed(OpError::Transfer(TransferError::Io { detail }))] = &msgs[..] else {
+        panic!("{msgs:?}");
+    };
+    assert_eq!(detail, "the server's disk failed");
+    c.run_for(Duration::from_secs(1));
+    assert!(matches!(verdicts(&c, 0)[..], [Verdict::Unreadable { .. }]));
+    let logged = c
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, ServerEvent::FileFailed { error } if error == "no such file"));
+    assert!(logged, "the disk's words are logged on the server");
+    // Put back (a disk that came back): served again.
+    if let Some(b) = kept {
+        c.disks[0].blobs.insert(digest, b);
+    }
+    assert_eq!(c.download(0, a, None, "gone"), Ok(data));
 }
 
 #[test]

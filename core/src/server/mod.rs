@@ -110,6 +110,11 @@ pub enum ServerEvent {
         op: OpCode,
         outcome: String,
     },
+    /// A file operation failed on this server's disk (the error names
+    /// paths, so it is logged here and not sent to peers).
+    FileFailed {
+        error: String,
+    },
     /// A check of a blob a receiver found damaged is over.
     BlobChecked {
         digest: String,
@@ -147,6 +152,7 @@ impl fmt::Display for ServerEvent {
             ServerEvent::Answered { conn, op, outcome } => {
                 write!(f, "{op:?} on {conn}: {outcome}")
             }
+            ServerEvent::FileFailed { error } => write!(f, "disk: {error}"),
             ServerEvent::BlobChecked { digest, verdict } => match verdict {
                 scrub::Verdict::Sound => write!(
                     f,
