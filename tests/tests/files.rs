@@ -3,7 +3,7 @@
 
 use ferry_tests::{
     assert_fails, assert_ok, noise, path_str, start_balancer, start_server_with, via_server,
-    wait_connectable, wait_until, Cluster, Run, User,
+    wait_connectable, wait_until, Cluster, Proc, Run, User,
 };
 use std::path::{Path, PathBuf};
 
@@ -52,24 +52,46 @@ fn files_in(dir: &Path) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Two servers, each behind a balancer of its own, so that a user of one
+/// balancer always goes through that server; and a user of each (homes
+/// under `homes`), named `home_1` and `home_2`.
+struct TwoWays {
+    // Kept alive for the test; dropping them stops the processes.
+    _cluster: Cluster,
+    _balancers: [Proc; 2],
+    users: [User; 2],
+}
+
+fn two_ways(data: &Path, homes: &Path, home_1: &str, home_2: &str) -> TwoWays {
+    let cluster = Cluster::start(2, data);
+    let (b1, via_1) = start_balancer(&[(1, cluster.addr(1))]);
+    let (b2, via_2) = start_balancer(&[(2, cluster.addr(2))]);
+    wait_connectable(&via_1);
+    wait_connectable(&via_2);
+    let users = [
+        User::new(&homes.join(home_1), &via_1),
+        User::new(&homes.join(home_2), &via_2),
+    ];
+    for u in &users {
+        std::fs::create_dir_all(&u.home).unwrap();
+    }
+    TwoWays {
+        _cluster: cluster,
+        _balancers: [b1, b2],
+        users,
+    }
+}
+
 #[test]
 fn alice_shares_through_one_server_and_bob_downloads_through_another() {
     let data = tempfile::tempdir().unwrap();
     let homes = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start(2, data.path());
-    // Each user's balancer knows one server only: alice always goes
-    // through server 1, bob through server 2.
-    let (_ba, via_1) = start_balancer(&[(1, cluster.addr(1))]);
-    let (_bb, via_2) = start_balancer(&[(2, cluster.addr(2))]);
-    wait_connectable(&via_1);
-    wait_connectable(&via_2);
-    let alice = User::new(&homes.path().join("alice"), &via_1);
-    let bob = User::new(&homes.path().join("bob"), &via_2);
-    std::fs::create_dir_all(&alice.home).unwrap();
-    std::fs::create_dir_all(&bob.home).unwrap();
-    sign_up(&alice, "alice");
-    sign_up(&bob, "bob");
+    // Alice always goes through server 1, bob through server 2.
+    let ways = two_ways(data.path(), homes.path(), "alice", "bob");
+    let [alice, bob] = &ways.users;
+    sign_up(alice, "alice");
+    sign_up(bob, "bob");
 
     let files = [
         ("random.bin", noise(1, 3 * 1024 * 1024 + 123)),
@@ -347,16 +369,9 @@ fn content_damaged_on_a_servers_disk_is_refused_then_replaced_from_another() {
     let data = tempfile::tempdir().unwrap();
     let homes = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start(2, data.path());
-    let (_b1, via_1) = start_balancer(&[(1, cluster.addr(1))]);
-    let (_b2, via_2) = start_balancer(&[(2, cluster.addr(2))]);
-    wait_connectable(&via_1);
-    wait_connectable(&via_2);
-    let alice = User::new(&homes.path().join("a1"), &via_1);
-    let alice_2 = User::new(&homes.path().join("a2"), &via_2);
-    std::fs::create_dir_all(&alice.home).unwrap();
-    std::fs::create_dir_all(&alice_2.home).unwrap();
-    sign_up(&alice, "alice");
+    let ways = two_ways(data.path(), homes.path(), "a1", "a2");
+    let [alice, alice_2] = &ways.users;
+    sign_up(alice, "alice");
     let run = alice_2.with_password(&["login", "alice"], PASSWORD);
     assert!(run.status.success(), "{run:?}");
 

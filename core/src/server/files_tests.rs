@@ -63,6 +63,23 @@ fn names(c: &mut Cluster, ix: usize, s: ConnId) -> Vec<(String, String)> {
     }
 }
 
+/// A cluster of `servers` where alice (logged in on server 1) stored
+/// `name`: the cluster, her session, the content and its digest.
+fn with_upload(
+    servers: usize,
+    name: &str,
+    len: usize,
+    seed: u64,
+) -> (Cluster, ConnId, Vec<u8>, [u8; 32]) {
+    let mut c = Cluster::new(servers);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 0, "alice");
+    let data = content(len, seed);
+    assert!(stored(&c.upload(0, a, name, &data, false)));
+    let digest = *blake3::hash(&data).as_bytes();
+    (c, a, data, digest)
+}
+
 #[test]
 fn an_upload_through_one_server_downloads_byte_identical_through_another() {
     let mut c = Cluster::new(3);
@@ -108,12 +125,7 @@ fn a_server_that_lacks_the_content_fetches_it_for_a_download() {
 
 #[test]
 fn content_that_rotted_on_a_servers_disk_fails_the_download_instead_of_arriving() {
-    let mut c = Cluster::new(1);
-    c.run_for(Duration::from_secs(1));
-    let a = user(&mut c, 0, "alice");
-    let data = content(200_000, 3);
-    assert!(stored(&c.upload(0, a, "ledger", &data, false)));
-    let digest = *blake3::hash(&data).as_bytes();
+    let (mut c, a, data, digest) = with_upload(1, "ledger", 200_000, 3);
     let Some(blob) = c.disks[0].blobs.get_mut(&digest) else {
         panic!("the blob is on disk");
     };
@@ -180,12 +192,7 @@ fn a_damaged_copy_found_by_a_download_is_replaced_from_another_server() {
 
 #[test]
 fn the_only_copy_damaged_is_removed_so_that_an_upload_can_replace_it() {
-    let mut c = Cluster::new(1);
-    c.run_for(Duration::from_secs(1));
-    let a = user(&mut c, 0, "alice");
-    let data = content(10_000, 6);
-    assert!(stored(&c.upload(0, a, "notes", &data, false)));
-    let digest = *blake3::hash(&data).as_bytes();
+    let (mut c, a, data, digest) = with_upload(1, "notes", 10_000, 6);
     if let Some(blob) = c.disks[0].blobs.get_mut(&digest) {
         blob.truncate(9_000);
     }
@@ -210,12 +217,7 @@ fn the_only_copy_damaged_is_removed_so_that_an_upload_can_replace_it() {
 
 #[test]
 fn a_blob_that_cannot_be_read_is_kept_and_the_client_hears_no_disk_details() {
-    let mut c = Cluster::new(1);
-    c.run_for(Duration::from_secs(1));
-    let a = user(&mut c, 0, "alice");
-    let data = content(5_000, 8);
-    assert!(stored(&c.upload(0, a, "gone", &data, false)));
-    let digest = *blake3::hash(&data).as_bytes();
+    let (mut c, a, data, digest) = with_upload(1, "gone", 5_000, 8);
     let kept = c.disks[0].blobs.remove(&digest);
     let got = c.download(0, a, None, "gone");
     let Err(msgs) = &got else {
@@ -241,11 +243,7 @@ fn a_blob_that_cannot_be_read_is_kept_and_the_client_hears_no_disk_details() {
 
 #[test]
 fn a_client_that_falsely_claims_damage_costs_a_check_and_nothing_else() {
-    let mut c = Cluster::new(1);
-    c.run_for(Duration::from_secs(1));
-    let a = user(&mut c, 0, "alice");
-    let data = content(300_000, 7);
-    assert!(stored(&c.upload(0, a, "sound", &data, false)));
+    let (mut c, a, data, digest) = with_upload(1, "sound", 300_000, 7);
     let req = Request::Download {
         owner: None,
         name: "sound".into(),
@@ -261,7 +259,6 @@ fn a_client_that_falsely_claims_damage_costs_a_check_and_nothing_else() {
     c.send(0, a, &SessionMsg::Transfer(abort));
     c.run_for(Duration::from_secs(1));
     assert_eq!(verdicts(&c, 0), vec![Verdict::Sound]);
-    let digest = *blake3::hash(&data).as_bytes();
     assert_eq!(c.disks[0].blobs.get(&digest), Some(&data), "kept");
     assert_eq!(c.download(0, a, None, "sound"), Ok(data));
 }
