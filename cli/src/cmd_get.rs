@@ -11,7 +11,8 @@ use crate::client_session::{self, unexpected, Plan};
 use crate::error::CliError;
 use crate::files_ui::{self, human_size, Bar};
 use crate::{say, ClientArgs};
-use ferry_core::server::{Request, Response};
+use ferry_core::server::{OpError, Request, Response};
+use ferry_core::transfer::TransferError;
 use ferry_runtime_smol::Files;
 use std::path::{Path, PathBuf};
 
@@ -83,6 +84,13 @@ pub fn run(args: Args) -> Result<(), CliError> {
                 human_size(size)
             ));
             Ok(())
+        }
+        // The server checks its copy when told so, and replaces it if it
+        // is damaged: asking again is likely to work.
+        Response::Failed(e @ OpError::Transfer(TransferError::DigestMismatch)) => {
+            Err(CliError::Failed(format!(
+                "{e}; the server now checks its copy, try again shortly"
+            )))
         }
         Response::Failed(e) => Err(CliError::Failed(e.to_string())),
         other => Err(unexpected(other)),

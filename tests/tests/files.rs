@@ -398,7 +398,7 @@ fn content_damaged_on_a_servers_disk_is_refused_then_replaced_from_another() {
     let dest = work.path().join("copy.tif");
     assert_fails(
         &alice_2.run(&["get", "scan.tif", path_str(&dest)]),
-        "the content arrived damaged",
+        "the content arrived damaged (digest mismatch); nothing was kept; the server now checks its copy, try again shortly",
     );
     assert!(!dest.exists(), "nothing kept");
     // Server 2 checks its copy, finds it damaged, and fetches it again.
