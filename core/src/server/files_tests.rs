@@ -125,7 +125,7 @@ fn a_server_that_lacks_the_content_fetches_it_for_a_download() {
 
 #[test]
 fn content_that_rotted_on_a_servers_disk_fails_the_download_instead_of_arriving() {
-    let (mut c, a, data, digest) = with_upload(1, "ledger", 200_000, 3);
+    let (mut c, a, _, digest) = with_upload(1, "ledger", 200_000, 3);
     let Some(blob) = c.disks[0].blobs.get_mut(&digest) else {
         panic!("the blob is on disk");
     };
