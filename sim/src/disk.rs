@@ -16,12 +16,14 @@
 //! in one queue, behind any `Persist` still in progress, and the rest at
 //! once (see [`crate::driver`]). A `Write` creates its temporary file and
 //! writes (these writes never fail); `Persist` moves the temporary file
-//! into place (a never-written one becomes an empty file) and answers
-//! `FilePersisted`; `Discard` and `Remove` answer nothing; a `Read` of a
-//! missing file answers `FileFailed`, a read past the end answers fewer
-//! bytes. Reads are answered with the bytes the file held when the read was
-//! executed, as runtime-smol's descriptor opened at that moment would read
-//! them (blobs never change in place).
+//! into place (a never-written one becomes an empty file; a blob already
+//! there is kept and the copy dropped) and answers `FilePersisted`;
+//! `Discard` and `Remove` answer nothing; a `Read` of a missing file
+//! answers `FileFailed`, a read past the end answers fewer bytes. Reads are
+//! answered with the bytes the file held when the read was executed, as
+//! runtime-smol's descriptor opened at that moment would read them. Blobs
+//! change in place only when the harness makes one rot ([`Disk::rot`]: a
+//! flipped bit).
 //!
 //! Things a correct node never does are answered as runtime-smol answers
 //! them and also recorded in [`Disk::anomalies`] / [`LocalFile::anomalies`],
@@ -185,6 +187,21 @@ impl Disk {
         (self.blobs.keys().copied().collect(), leftover)
     }
 
+    /// Flips bit `bit` of blob `d` where it lies, as a disk that rots:
+    /// reads executed from now on see the damage, reads already executed
+    /// keep what they read. Returns the damaged content (a new allocation,
+    /// so a copy fetched again later is told from it by `Arc::ptr_eq`);
+    /// `None` if there is no such blob or no such bit.
+    pub fn rot(&mut self, d: &[u8; 32], bit: u64) -> Option<Arc<[u8]>> {
+        let blob = self.blobs.get_mut(d)?;
+        let byte = usize::try_from(bit / 8).ok().filter(|&i| i < blob.len())?;
+        let mut bytes = blob.to_vec();
+        bytes[byte] ^= 1 << (bit % 8);
+        let rotten: Arc<[u8]> = bytes.into();
+        *blob = rotten.clone();
+        Some(rotten)
+    }
+
     pub fn execute(&mut self, op: FileOp) -> Option<FileAnswer> {
         match op {
             FileOp::Read {
@@ -217,7 +234,9 @@ impl Disk {
                         short(&d)
                     ));
                 }
-                self.blobs.insert(d, content.into());
+                // runtime-smol keeps a blob already there and drops the
+                // copy: a copy that rotted stays rotten until it is removed.
+                self.blobs.entry(d).or_insert_with(|| content.into());
                 self.persisted += 1;
                 Some(FileAnswer::Persisted { temp })
             }
@@ -403,6 +422,43 @@ mod tests {
             read(&mut d, 0, 4),
             Some(FileAnswer::Failed { handle: 3, .. })
         ));
+    }
+
+    #[test]
+    fn a_rotten_blob_reads_damaged_and_a_second_persist_keeps_it() {
+        let mut d = Disk::default();
+        let b: Vec<u8> = (0..10).collect();
+        let name = digest(&b);
+        d.blobs.insert(name, b.clone().into());
+        let before = d.execute(FileOp::Read {
+            handle: 1,
+            file: FileRef::Blob(name),
+            offset: 0,
+            len: 10,
+        });
+        assert!(d.rot(&name, 8 * 10).is_none(), "no such bit");
+        assert!(d.rot(&[0; 32], 0).is_none(), "no such blob");
+        let rotten = d.rot(&name, 8 * 3 + 1).expect("a bit of the blob");
+        assert_eq!(rotten[3], 3 ^ 2);
+        match before {
+            Some(FileAnswer::Read {
+                file, start, end, ..
+            }) => assert_eq!(&file[start..end], &b[..], "read before the rot"),
+            other => panic!("{other:?}"),
+        }
+        // The same content uploaded again: runtime-smol keeps the blob
+        // there, rotten or not.
+        d.execute(FileOp::Write {
+            temp: 2,
+            offset: 0,
+            data: b.clone(),
+        });
+        d.execute(FileOp::Persist {
+            temp: 2,
+            to: FileRef::Blob(name),
+        });
+        assert!(Arc::ptr_eq(&d.blobs[&name], &rotten));
+        assert!(d.temps.is_empty() && d.anomalies.is_empty());
     }
 
     #[test]

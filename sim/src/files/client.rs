@@ -24,7 +24,8 @@ use crate::trace::SharedTrace;
 use ferry_core::accounts::token::SessionToken;
 use ferry_core::client::{Client, ClientConfig, ClientError, ClientEvent};
 use ferry_core::server::messages::FileOutcome;
-use ferry_core::server::{Request, Response};
+use ferry_core::server::{OpError, Request, Response};
+use ferry_core::transfer::TransferError;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -611,8 +612,33 @@ pub struct VerifyTask {
 pub struct VerifyDownload {
     pub owner: Option<String>,
     pub name: String,
+    /// The last try's.
     pub result: OpResult,
     pub local: Option<Arc<[u8]>>,
+    /// The tries that arrived damaged (see [`arrived_damaged`]), as
+    /// (start, end), the last one's too if it did.
+    pub damaged: Vec<(Duration, Duration)>,
+}
+
+/// Tries of a verifier's download that arrived damaged, at most.
+const DAMAGED_TRIES: usize = 5;
+/// Pause before a verifier tries a download that arrived damaged again:
+/// its server checks its copy, finds it damaged, removes it and fetches it
+/// again meanwhile (the next try waits for that fetch, hearing `Fetching`).
+const DAMAGED_PAUSE: Duration = Duration::from_secs(2);
+/// How long after its first try a verifier's download may start again.
+const DAMAGED_WINDOW: Duration = Duration::from_secs(30);
+
+/// A download that ended because the content arrived damaged: a copy that
+/// rotted on its server's disk. (Or, through a server that removed such a
+/// copy while it read it for this download, a failed read: `Io`.)
+pub fn arrived_damaged(result: &OpResult) -> bool {
+    matches!(
+        result,
+        OpResult::Answer(Response::Failed(OpError::Transfer(
+            TransferError::DigestMismatch | TransferError::Io { .. }
+        )))
+    )
 }
 
 /// The verifier's session of one user on one server.
@@ -636,6 +662,55 @@ pub struct VerifyRecord {
     /// Sessions that could not be had, or were sent where nobody needs
     /// anything any more.
     pub misses: Vec<String>,
+}
+
+/// One download of the verifier, tried again (up to [`DAMAGED_TRIES`]
+/// times, within [`DAMAGED_WINDOW`]) while the content arrives damaged.
+async fn verify_download(
+    s: &mut Session,
+    name: &str,
+    trace: &SharedTrace,
+    local: &SharedLocal,
+    owner: Option<String>,
+    file: String,
+) -> VerifyDownload {
+    let first = elapsed();
+    let mut damaged = Vec::new();
+    loop {
+        {
+            let mut l = local.borrow_mut();
+            l.dest = None;
+            l.partial = None;
+        }
+        let request = Request::Download {
+            owner: owner.clone(),
+            name: file.clone(),
+        };
+        let started = elapsed();
+        let result = s.op(request).await;
+        if arrived_damaged(&result) {
+            damaged.push((started, elapsed()));
+            let again = elapsed() + DAMAGED_PAUSE;
+            if damaged.len() < DAMAGED_TRIES && again <= first + DAMAGED_WINDOW {
+                trace.borrow_mut().record_now(
+                    name,
+                    format!(
+                        "the content arrived damaged; try again in {} s",
+                        DAMAGED_PAUSE.as_secs()
+                    ),
+                );
+                tokio::time::sleep(DAMAGED_PAUSE).await;
+                continue;
+            }
+        }
+        return VerifyDownload {
+            owner,
+            name: file,
+            local: local.borrow().dest.clone(),
+            result,
+            damaged,
+        };
+    }
 }
 
 /// Sessions a verifier may open, per (user, server) to visit.
@@ -746,22 +821,7 @@ pub fn add_verifiers(
                 );
                 let mut downloads = Vec::new();
                 for (owner, file) in wanted {
-                    {
-                        let mut l = local.borrow_mut();
-                        l.dest = None;
-                        l.partial = None;
-                    }
-                    let request = Request::Download {
-                        owner: owner.clone(),
-                        name: file.clone(),
-                    };
-                    let result = s.op(request).await;
-                    downloads.push(VerifyDownload {
-                        owner,
-                        name: file,
-                        local: local.borrow().dest.clone(),
-                        result,
-                    });
+                    downloads.push(verify_download(&mut s, name, trace, &local, owner, file).await);
                 }
                 shared.verify.borrow_mut().visits.push(VerifyVisit {
                     user: task.user,

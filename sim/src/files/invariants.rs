@@ -43,6 +43,13 @@
 //!   the bytes of an upload, and no temporary file; no disk saw a request a
 //!   correct node never makes.
 //!
+//! - **damaged content** (see [`super::rot`]): a download that arrives
+//!   damaged (`DigestMismatch`) went through a server that held a rotten
+//!   copy of a content the user could read under that name at a point of
+//!   `lo..=hi`, while the download ran; the verifier's tries that arrived
+//!   damaged (or failed to read: the copy removed under it) too, and its
+//!   last try got the file. Without rots, no download arrives damaged.
+//!
 //! - **waiting for a fetch**: a download whose server said it was still
 //!   fetching the content (`Fetching`) waits on: its client gives up no
 //!   sooner than its whole patience (15 s) after the last `Fetching` it
@@ -56,8 +63,9 @@
 //! that point of the log") and counted; `strict_revocation` makes it a
 //! violation.
 
-use super::client::{FilesRecord, OpPlan, OpResult, UserPlan, VerifyRecord};
+use super::client::{FilesRecord, OpPlan, OpRecord, OpResult, UserPlan, VerifyRecord};
 use super::model::{canonical, Catalogue, History, Outcome};
+use super::rot::{rotten_during, Rot};
 use crate::disk::{short, Disk};
 use crate::replication::invariants::View;
 use ferry_core::client::{ClientConfig, ClientError};
@@ -83,6 +91,8 @@ pub struct Final<'a> {
     pub strict_revocation: bool,
     /// The network's largest one-way latency.
     pub max_latency: Duration,
+    /// The rots injected in the run.
+    pub rots: &'a [Rot],
 }
 
 /// Which write an acknowledgement stands for.
@@ -249,6 +259,19 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
             };
             if !matches!(answer, Response::Downloaded { .. }) && op.local.is_some() {
                 v.push(format!("{what}: a failed download left a file"));
+            }
+            if damaged_by_rot(f, op, me, server) {
+                continue;
+            }
+            if let (
+                OpPlan::Download { .. },
+                Response::Failed(OpError::Transfer(TransferError::DigestMismatch)),
+            ) = (step, answer)
+            {
+                v.push(format!(
+                    "{what}: arrived damaged, but server{server} held no rotten copy of what the user could read under that name ({range}) while it ran"
+                ));
+                continue;
             }
             // Answers no operation here may get.
             if let Response::Failed(
@@ -533,6 +556,30 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
     (v, stale)
 }
 
+/// Whether `op` is a download that arrived damaged through a server that
+/// held a rotten copy of a content `me` could read under that name (at a
+/// point of its `lo..=hi`) while it ran: a rot explains it.
+fn damaged_by_rot(f: &Final<'_>, op: &OpRecord, me: u64, server: u32) -> bool {
+    let (
+        OpPlan::Download { owner, name },
+        Some(OpResult::Answer(Response::Failed(OpError::Transfer(TransferError::DigestMismatch)))),
+        Some(lo),
+        Some(hi),
+    ) = (&op.op, &op.result, op.lo, op.hi)
+    else {
+        return false;
+    };
+    let Some(o) = owner.map_or(Some(me), |u| f.ids[u]) else {
+        return false;
+    };
+    let readable = |d: &[u8; 32]| {
+        f.history
+            .between(lo, hi)
+            .any(|(_, s)| s.readable(me, o, name) == Some(*d))
+    };
+    rotten_during(f.rots, server, readable, op.started, op.ended)
+}
+
 /// How a download that heard `Fetching` ended, judged against the
 /// deadlines `Fetching` pushes back: the client's whole patience after the
 /// last one, and the server's request timeout (less the latency: the
@@ -680,6 +727,17 @@ fn check_verifier(f: &Final<'_>, contents: &BTreeMap<[u8; 32], Arc<[u8]>>, v: &m
                 };
                 let expect = owner.and_then(|o| last.readable(me, o, &d.name));
                 let what = format!("{at}: download {:?}/{}", d.owner, d.name);
+                for (from, to) in &d.damaged {
+                    let rotten = |x: &[u8; 32]| Some(*x) == expect;
+                    if !rotten_during(f.rots, visit.server, rotten, *from, *to) {
+                        v.push(format!(
+                            "{what}: the try of {}..{} arrived damaged, but server{} held no rotten copy of the content then",
+                            secs(*from),
+                            secs(*to),
+                            visit.server
+                        ));
+                    }
+                }
                 match (expect, &d.result, &d.local) {
                     (
                         Some(digest),

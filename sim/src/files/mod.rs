@@ -9,7 +9,8 @@
 //! ([`FilesConfig::swarm`]: load, latencies, and for some seeds slow disks,
 //! on the servers or on the clients, whose file persists take seconds, or
 //! servers whose reads are slow, with large files, so that downloads wait
-//! for fetches that take tens of seconds) and
+//! for fetches that take tens of seconds, or a bit that flips in a blob on
+//! one server's disk: [`rot`]) and
 //! a [`FilesPlan`] (the users, each client's operations with their
 //! contents, the faults); the harness steps turmoil, injects the faults,
 //! and checks the replication invariants after every step and the file
@@ -29,9 +30,10 @@
 pub mod client;
 pub mod invariants;
 pub mod model;
+pub mod rot;
 
 use crate::disk::{Disk, SharedDisk};
-use crate::driver::{DriverConfig, SharedLatency};
+use crate::driver::{Ctx, DriverConfig, SharedLatency};
 use crate::harness::{
     add_plain_balancer, apply_fault, build_sim, cut_off_newcomer, failure_report, guarded_step,
     replicated_faults, server_addrs, FaultParams, FaultState, SimParams,
@@ -55,8 +57,10 @@ use ferry_core::auth::ClusterSecret;
 use ferry_core::balancer::ServerAddr;
 use ferry_core::replication::ReplicaConfig;
 use ferry_core::server::messages::FileOutcome;
-use ferry_core::server::{check_name, OpError, Response, ServerConfig};
+use ferry_core::server::{check_name, OpError, Response, ServerConfig, ServerEvent};
+use ferry_core::transfer::TransferError;
 use model::History;
+use rot::{Checked, RotCounts, Rotter};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::rc::Rc;
@@ -157,6 +161,10 @@ pub struct FilesConfig {
     /// fetch the content first). Zero by default; the swarm's slow-read
     /// seeds have some.
     pub recheck_pct: u32,
+    /// How many times a bit flips in a blob on one server's disk during
+    /// the safety phase (see [`rot`]). None by default; the swarm gives
+    /// [`rot::ROT_PCT`] of its seeds [`rot::ROTS`].
+    pub rots: u32,
     /// Fault times, after the setup.
     pub fault_window: (Duration, Duration),
     pub master_crash_pct: u32,
@@ -192,6 +200,7 @@ impl Default for FilesConfig {
             client_persist_latency: (Duration::ZERO, Duration::ZERO),
             read_latency: (Duration::ZERO, Duration::ZERO),
             recheck_pct: 0,
+            rots: 0,
             fault_window: (Duration::from_millis(300), Duration::from_secs(8)),
             master_crash_pct: 35,
             other_follower_cut_pct: 75,
@@ -239,6 +248,11 @@ impl FilesConfig {
             cfg.big_pct = SLOW_READ_BIG_PCT;
             cfg.recheck_pct = SLOW_READ_RECHECK_PCT;
         }
+        // And another: seeds without rots keep their runs.
+        let mut rots = SimRng::new(seed, 26);
+        if rots.chance(rot::ROT_PCT) {
+            cfg.rots = rots.range(u64::from(rot::ROTS.0), u64::from(rot::ROTS.1)) as u32;
+        }
         cfg
     }
 }
@@ -251,6 +265,8 @@ pub struct FilesPlan {
     pub clients: Vec<FilesClientPlan>,
     /// Sorted by time.
     pub faults: Vec<(Duration, Fault)>,
+    /// When a blob rots (see [`rot`]), sorted.
+    pub rots: Vec<Duration>,
 }
 
 impl FilesPlan {
@@ -334,6 +350,7 @@ impl FilesPlan {
             users,
             clients,
             faults,
+            rots: rot_times(seed, cfg),
         }
     }
 
@@ -393,6 +410,13 @@ impl FilesPlan {
         }
         for (at, f) in &self.faults {
             lines.push(format!("plan: {} at {}", fault_text(*f), secs(*at)));
+        }
+        if !self.rots.is_empty() {
+            let at: Vec<String> = self.rots.iter().map(|t| secs(*t)).collect();
+            lines.push(format!(
+                "plan: a bit of a blob held by two servers or more flips on one server's disk at {}",
+                at.join(", ")
+            ));
         }
         lines
     }
@@ -485,6 +509,16 @@ fn random_bytes(rng: &mut SimRng, n: usize) -> Vec<u8> {
     v
 }
 
+/// The plan's rot times, from a stream of their own (the plan's other
+/// draws stay what they were).
+fn rot_times(seed: u64, cfg: &FilesConfig) -> Vec<Duration> {
+    let mut rng = SimRng::new(seed, 27);
+    let (lo, hi) = rot::ROT_WINDOW;
+    let mut times: Vec<Duration> = (0..cfg.rots).map(|_| rng.duration(lo, hi)).collect();
+    times.sort();
+    times
+}
+
 /// Contents larger than this come from BLAKE3's output stream (see
 /// [`random_bytes`]); the default configuration's uploads never are.
 const XOF_ABOVE: usize = 1 << 20;
@@ -522,6 +556,14 @@ pub struct FilesOutcome {
     /// Blobs persisted on the servers' disks: from uploads and from
     /// fetches between servers.
     pub blobs_persisted: u64,
+    /// The rots injected (see [`rot`]), and how many planned ones had not
+    /// struck by the heal.
+    pub rots: Vec<rot::Rot>,
+    pub rots_missed: u64,
+    /// When the verifiers started, if they did.
+    pub verify_started: Option<Duration>,
+    /// Every check of a blob a receiver found damaged, by any server.
+    pub checks: Vec<Checked>,
     pub sim_time: Duration,
     pub steps: u64,
 }
@@ -621,7 +663,7 @@ impl FilesOutcome {
             .sum();
         c[13] = verified;
         let fetch = FetchWaits::of(&self.clients);
-        vec![
+        let mut counts = vec![
             ("uploads stored", c[0]),
             ("  of them empty", c[1]),
             ("  of them whole chunks", c[2]),
@@ -671,6 +713,74 @@ impl FilesOutcome {
             ("  of them without an answer", fetch.unanswered),
             ("runs with a master crash", master_crashes),
             ("entries committed", self.committed as u64),
+        ];
+        counts.extend(self.rot_counts());
+        counts
+    }
+
+    /// The rots, the checks, and the downloads that arrived damaged.
+    fn rot_counts(&self) -> Vec<(&'static str, u64)> {
+        let r = RotCounts::of(
+            &self.rots,
+            self.rots_missed,
+            &self.checks,
+            self.verify_started,
+        );
+        let clients = self
+            .clients
+            .iter()
+            .flat_map(|c| &c.ops)
+            .filter(|op| {
+                matches!(
+                    (&op.op, &op.result),
+                    (
+                        OpPlan::Download { .. },
+                        Some(OpResult::Answer(Response::Failed(OpError::Transfer(
+                            TransferError::DigestMismatch
+                        ))))
+                    )
+                )
+            })
+            .count() as u64;
+        let verifier: Vec<&client::VerifyDownload> = self
+            .verify
+            .visits
+            .iter()
+            .flat_map(|v| &v.downloads)
+            .filter(|d| !d.damaged.is_empty())
+            .collect();
+        let retried = verifier
+            .iter()
+            .filter(|d| matches!(d.result, OpResult::Answer(Response::Downloaded { .. })))
+            .count() as u64;
+        vec![
+            (
+                "runs with rots (a bit flipped in a blob on one server's disk)",
+                u64::from(!self.rots.is_empty()),
+            ),
+            ("rots injected", r.injected),
+            (
+                "  of them found by a check (damaged), the copy replaced",
+                r.found,
+            ),
+            (
+                "    before the verifiers (by a client's download or a server's fetch)",
+                r.found_early,
+            ),
+            (
+                "  of them collected as garbage with their file before a check",
+                r.collected,
+            ),
+            ("planned rots that had not struck by the heal", r.missed),
+            ("blob checks: damaged", r.damaged),
+            ("blob checks: sound", r.sound),
+            ("blob checks: unreadable", r.unreadable),
+            ("client downloads that arrived damaged", clients),
+            (
+                "verifier downloads that arrived damaged",
+                verifier.len() as u64,
+            ),
+            ("  of them got the file on a later try", retried),
         ]
     }
 }
@@ -777,6 +887,7 @@ pub fn run_files_scenario(seed: u64, cfg: &FilesConfig) -> FilesOutcome {
                 while let Some((_, fault)) = faults.next_if(|(at, _)| t0 + *at <= now) {
                     h.inject(fault);
                 }
+                h.rot_due(t0);
             }
         }
         if let Phase::Verify { history } = &phase {
@@ -790,6 +901,7 @@ pub fn run_files_scenario(seed: u64, cfg: &FilesConfig) -> FilesOutcome {
         }
         h.stamp(&before);
         let now = h.sim.elapsed();
+        h.rotter.track(now, &h.disks);
         match &mut phase {
             Phase::Setup => {
                 if !h.setup_done() {
@@ -880,6 +992,13 @@ struct Harness<'c> {
     disks: Vec<SharedDisk>,
     /// The servers' read latency, which the heal sets to zero.
     reads: SharedLatency,
+    /// The rots planned and done.
+    rotter: Rotter,
+    /// When the verifiers started: a rot found before was found by a
+    /// client's download or a server's fetch.
+    verify_started: Option<Duration>,
+    /// Every server's `BlobChecked` events, from an observer.
+    checks: Rc<RefCell<Vec<Checked>>>,
     hosts: Vec<String>,
     /// File clients not started yet, the next one last.
     waiting: Vec<usize>,
@@ -963,6 +1082,9 @@ impl<'c> Harness<'c> {
             servers: Vec::new(),
             disks: Vec::new(),
             reads: Rc::new(Cell::new(cfg.read_latency)),
+            rotter: Rotter::new(seed, &plan.rots),
+            verify_started: None,
+            checks: Rc::default(),
             hosts: Vec::new(),
             waiting,
             t0: None,
@@ -1031,12 +1153,23 @@ impl<'c> Harness<'c> {
                 ..DriverConfig::default()
             },
         };
+        let checks = self.checks.clone();
+        let observe = move |_: &Ctx<'_>, ev: &ServerEvent, _| {
+            if let ServerEvent::BlobChecked { digest, verdict } = ev {
+                checks.borrow_mut().push(Checked {
+                    at: turmoil::sim_elapsed().unwrap_or_default(),
+                    server: id,
+                    digest: digest.clone(),
+                    verdict: verdict.clone(),
+                });
+            }
+        };
         add_server(
             &mut self.sim,
             spec,
             slot,
             self.trace.clone(),
-            Rc::new(|_, _, _| {}),
+            Rc::new(observe),
         );
         self.hosts.push(host);
     }
@@ -1185,8 +1318,27 @@ impl<'c> Harness<'c> {
         }
     }
 
+    /// Flips a bit of a blob if a rot's time has come (and some content is
+    /// on two servers).
+    fn rot_due(&mut self, t0: Duration) {
+        let now = self.sim.elapsed();
+        let since = now.saturating_sub(t0);
+        if let Some(line) = self
+            .rotter
+            .strike(since, now, &self.disks, &self.applied_floor)
+        {
+            self.record(line);
+        }
+    }
+
     fn heal(&mut self) {
         self.record("all clients done; heal the cluster, which must converge");
+        let missed = self.rotter.give_up();
+        if missed > 0 {
+            self.record(format!(
+                "{missed} planned rot(s) had not struck by the heal: dropped"
+            ));
+        }
         if !self.reads.get().1.is_zero() {
             self.record("the servers' disks read at full speed again");
             self.reads.set((Duration::ZERO, Duration::ZERO));
@@ -1247,6 +1399,7 @@ impl<'c> Harness<'c> {
         let users = self.shared.users.clone();
         let last = history.last();
         self.record("start the verifiers: every user's files through every server");
+        self.verify_started = Some(self.sim.elapsed());
         let mut tasks = Vec::new();
         for (i, u) in users.iter().enumerate() {
             let Some(&id) = last.by_name.get(&u.username) else {
@@ -1299,6 +1452,9 @@ impl<'c> Harness<'c> {
             .map(|u| history.last().by_name.get(&u.username).copied())
             .collect();
         let disks: Vec<std::cell::Ref<'_, Disk>> = self.disks.iter().map(|d| d.borrow()).collect();
+        let checks = self.checks.borrow();
+        let rots = &self.rotter.rots;
+        rot::check_rots(rots, &checks, history, &disks, &mut self.violations);
         let (v, stale) = with_views(&self.servers, |views| {
             invariants::check_files(&invariants::Final {
                 servers: views,
@@ -1310,9 +1466,10 @@ impl<'c> Harness<'c> {
                 verify: &verify,
                 strict_revocation: self.cfg.strict_revocation,
                 max_latency: self.cfg.latency.1,
+                rots,
             })
         });
-        drop((records, verify, disks));
+        drop((records, verify, disks, checks));
         self.violations.extend(v);
         stale
     }
@@ -1331,6 +1488,9 @@ impl<'c> Harness<'c> {
         let clients = self.shared.records.borrow().clone();
         let verify = self.shared.verify.borrow().clone();
         let blobs_persisted = self.disks.iter().map(|d| d.borrow().persisted).sum();
+        let checks = self.checks.borrow().clone();
+        let rots_missed = self.rotter.missed;
+        let rots = self.rotter.into_rots();
         drop(self.run_dir);
         FilesOutcome {
             seed,
@@ -1344,6 +1504,10 @@ impl<'c> Harness<'c> {
             committed: self.watch.committed(),
             stale_downloads,
             blobs_persisted,
+            rots,
+            rots_missed,
+            verify_started: self.verify_started,
+            checks,
             sim_time,
             steps: self.steps,
         }
