@@ -58,11 +58,14 @@ pub enum Input<'a> {
     /// durable and in place.
     FilePersisted { temp: u64 },
     /// A file operation on `handle` (a read handle or a temporary file)
-    /// failed. `no_space` says the disk or quota is full.
+    /// failed. `no_space` says the disk or quota is full; `missing`, that
+    /// the file does not exist (a blob removed behind the server's back is
+    /// gone for certain, where another failure may pass).
     FileFailed {
         handle: u64,
         error: String,
         no_space: bool,
+        missing: bool,
     },
 }
 

@@ -336,6 +336,7 @@ impl<N: Node> Driver<N> {
                 handle,
                 error: failure.error,
                 no_space: failure.no_space,
+                missing: failure.missing,
             },
             Answer::File(FileAnswer::Read {
                 handle,
@@ -356,6 +357,7 @@ impl<N: Node> Driver<N> {
                         handle,
                         error: failure.error,
                         no_space: failure.no_space,
+                        missing: failure.missing,
                     },
                 };
                 return self.node.handle_input(now, input);

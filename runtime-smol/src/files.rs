@@ -117,6 +117,8 @@ pub const MAX_READ: usize = 16 << 20;
 pub struct FileFailure {
     pub error: String,
     pub no_space: bool,
+    /// The file does not exist (`ENOENT`).
+    pub missing: bool,
 }
 
 impl FileFailure {
@@ -124,6 +126,7 @@ impl FileFailure {
         FileFailure {
             error: format!("{what} {}: {e}", path.display()),
             no_space: is_no_space(e),
+            missing: e.kind() == io::ErrorKind::NotFound,
         }
     }
 
@@ -131,6 +134,7 @@ impl FileFailure {
         FileFailure {
             error,
             no_space: false,
+            missing: false,
         }
     }
 }
@@ -401,6 +405,7 @@ impl Files {
             .map_err(|e| FileFailure {
                 error: format!("read failed: {e}"),
                 no_space: false,
+                missing: false,
             })
     }
 
@@ -734,6 +739,7 @@ fn read_into<'a>(
                 return Err(FileFailure {
                     error: format!("read failed: {e}"),
                     no_space: false,
+                    missing: false,
                 })
             }
         }

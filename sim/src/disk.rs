@@ -62,6 +62,8 @@ pub enum FileAnswer {
         handle: u64,
         error: String,
         no_space: bool,
+        /// As runtime-smol's `ENOENT`: the file is not there.
+        missing: bool,
     },
 }
 
@@ -71,6 +73,7 @@ impl FileAnswer {
             handle,
             error,
             no_space: false,
+            missing: false,
         }
     }
 
@@ -211,10 +214,12 @@ impl Disk {
                 len,
             } => Some(match self.blobs.get(&d) {
                 Some(b) => FileAnswer::read(handle, offset, len, b.clone()),
-                None => FileAnswer::failed(
+                None => FileAnswer::Failed {
                     handle,
-                    format!("cannot open blob {}: no such file", hex(&d)),
-                ),
+                    error: format!("cannot open blob {}: no such file", hex(&d)),
+                    no_space: false,
+                    missing: true,
+                },
             }),
             FileOp::Write { temp, offset, data } => {
                 write_at(self.temps.entry(temp).or_default(), offset, &data);

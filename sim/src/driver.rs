@@ -471,12 +471,14 @@ impl<N: Node> Driver<N> {
                     handle,
                     error,
                     no_space,
+                    missing,
                 }) => node.handle_input(
                     now,
                     Input::FileFailed {
                         handle,
                         error,
                         no_space,
+                        missing,
                     },
                 ),
                 Answer::File(FileAnswer::Read {

@@ -540,6 +540,7 @@ impl Server {
         handle: u64,
         error: String,
         no_space: bool,
+        missing: bool,
     ) {
         // The disk's own words (paths, errno) are for this server's log;
         // a peer hears only what went wrong.
@@ -572,7 +573,7 @@ impl Server {
             }
             Some(super::blobs::Owner::Fetch(digest)) => self.fetch_failed(now, digest),
             Some(super::blobs::Owner::Serve(conn)) => self.serve_failed(now, conn, reason),
-            Some(super::blobs::Owner::Check(_)) => self.check_failed(now, handle, error),
+            Some(super::blobs::Owner::Check(_)) => self.check_failed(now, handle, error, missing),
             Some(super::blobs::Owner::Orphan) => {
                 self.blobs.persist_failed(handle);
                 self.blobs.forget_handle(handle);

@@ -217,11 +217,11 @@ fn the_only_copy_damaged_is_removed_so_that_an_upload_can_replace_it() {
 
 #[test]
 fn a_blob_that_cannot_be_read_is_kept_and_the_client_hears_no_disk_details() {
-    let (mut c, a, data, digest) = with_upload(1, "gone", 5_000, 8);
-    let kept = c.disks[0].blobs.remove(&digest);
-    let got = c.download(0, a, None, "gone");
+    let (mut c, a, data, digest) = with_upload(1, "bad-sector", 5_000, 8);
+    c.disks[0].unreadable.insert(digest);
+    let got = c.download(0, a, None, "bad-sector");
     let Err(msgs) = &got else {
-        panic!("downloaded a missing blob");
+        panic!("downloaded an unreadable blob");
     };
     let [SessionMsg::Failed(OpError::Transfer(TransferError::Io { detail }))] = &msgs[..] else {
         panic!("{msgs:?}");
@@ -229,16 +229,31 @@ fn a_blob_that_cannot_be_read_is_kept_and_the_client_hears_no_disk_details() {
     assert_eq!(detail, "the server's disk failed");
     c.run_for(Duration::from_secs(1));
     assert!(matches!(verdicts(&c, 0)[..], [Verdict::Unreadable { .. }]));
-    let logged = c
-        .events
-        .iter()
-        .any(|(_, e)| matches!(e, ServerEvent::FileFailed { error } if error == "no such file"));
+    let logged = c.events.iter().any(
+        |(_, e)| matches!(e, ServerEvent::FileFailed { error } if error == "input/output error"),
+    );
     assert!(logged, "the disk's words are logged on the server");
-    // Put back (a disk that came back): served again.
-    if let Some(b) = kept {
-        c.disks[0].blobs.insert(digest, b);
-    }
-    assert_eq!(c.download(0, a, None, "gone"), Ok(data));
+    // The sector reads again: served, for the copy was kept.
+    c.disks[0].unreadable.clear();
+    assert_eq!(c.download(0, a, None, "bad-sector"), Ok(data));
+}
+
+#[test]
+fn a_blob_removed_behind_the_servers_back_is_fetched_again() {
+    let (mut c, _, data, digest) = with_upload(2, "gone", 50_000, 9);
+    c.run_for(Duration::from_secs(3));
+    assert_eq!(c.disks[1].blobs.get(&digest), Some(&data));
+    c.disks[1].blobs.remove(&digest);
+    let a2 = user(&mut c, 1, "alice");
+    assert!(c.download(1, a2, None, "gone").is_err());
+    c.run_for(Duration::from_secs(3));
+    assert!(matches!(
+        verdicts(&c, 1)[..],
+        [Verdict::Damaged { ref why }] if why.contains("missing")
+    ));
+    assert_eq!(c.disks[1].blobs.get(&digest), Some(&data), "fetched again");
+    assert_eq!(c.download(1, a2, None, "gone"), Ok(data));
+    assert!(verdicts(&c, 0).is_empty());
 }
 
 #[test]

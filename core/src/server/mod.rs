@@ -687,7 +687,8 @@ impl Node for Server {
                 handle,
                 error,
                 no_space,
-            } => self.on_file_failed(now, handle, error, no_space),
+                missing,
+            } => self.on_file_failed(now, handle, error, no_space, missing),
         }
         self.release_held(now);
     }

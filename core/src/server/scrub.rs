@@ -12,7 +12,9 @@
 //! that fetch as for any other). A sound blob is left alone, and so is one
 //! that cannot be read: a read can fail for reasons that say nothing of
 //! the content (out of file descriptors, say), and removing the only copy
-//! of sound content on such a failure would lose it.
+//! of sound content on such a failure would lose it. A blob whose file is
+//! missing (removed behind the server's back) is gone for certain: it is
+//! fetched again like a damaged one.
 //!
 //! Removing a damaged copy is right even when no other server holds the
 //! content: a damaged copy can never be served, and while it is there an
@@ -158,9 +160,24 @@ impl Server {
         }
     }
 
-    pub(super) fn check_failed(&mut self, now: Timestamp, handle: u64, error: String) {
+    /// A read of the check failed: a missing file is gone for certain,
+    /// anything else may pass.
+    pub(super) fn check_failed(
+        &mut self,
+        now: Timestamp,
+        handle: u64,
+        error: String,
+        missing: bool,
+    ) {
         if self.blobs.checks.contains_key(&handle) {
-            self.check_done(now, handle, Verdict::Unreadable { error });
+            let verdict = if missing {
+                Verdict::Damaged {
+                    why: "its file is missing".into(),
+                }
+            } else {
+                Verdict::Unreadable { error }
+            };
+            self.check_done(now, handle, verdict);
         }
     }
 

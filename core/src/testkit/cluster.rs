@@ -34,7 +34,8 @@ enum Owned {
     Persisted(u64),
     FileRead(u64, u64, Vec<u8>),
     FilePersisted(u64),
-    FileFailed(u64),
+    /// A failed read; true: the file is missing.
+    FileFailed(u64, bool),
 }
 
 /// One server's disk: blobs survive a crash, temporary files do not.
@@ -42,6 +43,8 @@ enum Owned {
 pub struct Disk {
     pub blobs: BTreeMap<[u8; 32], Vec<u8>>,
     pub temps: BTreeMap<u64, Vec<u8>>,
+    /// Blobs there whose reads fail (a bad sector: EIO).
+    pub unreadable: BTreeSet<[u8; 32]>,
 }
 
 pub struct Cluster {
@@ -226,12 +229,18 @@ impl Cluster {
                     },
                 ),
                 Owned::FilePersisted(t) => s.handle_input(now, Input::FilePersisted { temp: *t }),
-                Owned::FileFailed(h) => s.handle_input(
+                Owned::FileFailed(h, missing) => s.handle_input(
                     now,
                     Input::FileFailed {
                         handle: *h,
-                        error: "no such file".into(),
+                        error: if *missing {
+                            "no such file"
+                        } else {
+                            "input/output error"
+                        }
+                        .into(),
                         no_space: false,
+                        missing: *missing,
                     },
                 ),
             }
@@ -381,12 +390,13 @@ impl Cluster {
                 len,
             } => {
                 let msg = match disk.blobs.get(&d) {
+                    Some(_) if disk.unreadable.contains(&d) => Owned::FileFailed(handle, false),
                     Some(b) => {
                         let start = (offset as usize).min(b.len());
                         let end = (start + len).min(b.len());
                         Owned::FileRead(handle, offset, b[start..end].to_vec())
                     }
-                    None => Owned::FileFailed(handle),
+                    None => Owned::FileFailed(handle, true),
                 };
                 match self.read_delay {
                     Some(delay) => self.slow_reads.push((self.now + delay, ix, msg)),

@@ -391,6 +391,7 @@ impl Worker {
                         let failure = FileFailure {
                             error: format!("write failed: {e}"),
                             no_space: is_no_space(&e),
+                            missing: false,
                         };
                         self.failed.entry(temp).or_insert_with(|| failure.clone());
                         Some(Finished::WriteFailed {
@@ -440,6 +441,7 @@ fn place(p: Placing) -> Result<(), FileFailure> {
     synced.map_err(|e| FileFailure {
         error: format!("cannot make {} durable: {e}", p.from.display()),
         no_space: is_no_space(&e),
+        missing: false,
     })?;
     if p.existing == Existing::Refuse && p.to.symlink_metadata().is_ok() {
         return Err(FileFailure::other(format!(
