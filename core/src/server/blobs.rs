@@ -12,7 +12,7 @@
 //! servers can fetch); the holder answers as a transfer sender.
 
 use super::messages::SessionMsg;
-use super::scrub::Check;
+use super::scrub::{says_damaged, Check};
 use super::{Op, Server, Stage};
 use crate::frame::{self, FrameDecoder};
 use crate::io::{ConnId, FileOp, FileRef};
@@ -839,10 +839,7 @@ impl Server {
                 SenderOutput::Progress { .. } => {}
                 SenderOutput::Finished(result) => {
                     done = true;
-                    damaged = matches!(
-                        result,
-                        Err(TransferError::DigestMismatch | TransferError::Io { .. })
-                    );
+                    damaged = says_damaged(&result);
                 }
             }
         }

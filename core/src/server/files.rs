@@ -5,6 +5,7 @@
 //! this server has applied it. Every operation acts as the session's proven
 //! user; nothing a client says about who it is counts.
 
+use super::scrub::says_damaged;
 use super::{Conn, Op, OpCode, OpError, Server, ServerEvent, SessionMsg, Stage};
 use crate::io::{ConnId, FileOp, FileRef};
 use crate::replication::entry::{Txn, TxnResult};
@@ -388,10 +389,7 @@ impl Server {
                         SenderOutput::Progress { .. } => {}
                         SenderOutput::Finished(result) => {
                             next = Next::Idle;
-                            if matches!(
-                                result,
-                                Err(TransferError::DigestMismatch | TransferError::Io { .. })
-                            ) {
+                            if says_damaged(&result) {
                                 damaged = file;
                             }
                         }

@@ -30,7 +30,16 @@ use super::blobs::{hex, Owner};
 use super::{Server, ServerEvent};
 use crate::io::{FileOp, FileRef};
 use crate::time::Timestamp;
-use crate::transfer::BLOCK_BYTES;
+use crate::transfer::{TransferError, BLOCK_BYTES};
+
+/// Whether a blob sender that ended so says its blob may be damaged: the
+/// receiver's digest did not match, or a read failed or came back short.
+pub fn says_damaged(result: &Result<[u8; 32], TransferError>) -> bool {
+    matches!(
+        result,
+        Err(TransferError::DigestMismatch | TransferError::Io { .. })
+    )
+}
 
 /// The reading and hashing of one blob.
 pub struct Check {
