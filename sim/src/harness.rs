@@ -192,19 +192,23 @@ pub(crate) struct FaultState<'a> {
     pub cut: &'a mut [bool],
 }
 
-/// Applies `fault` and notes it in `st`. A crash drops the server's node;
-/// a restart drops it too when `drop_node_on_restart` (before the bounce).
+/// Applies `fault` and notes it in `st`. A crash drops the server's node and
+/// closes its store; a restart closes the store too (the bounce ends the
+/// running incarnation), and drops the node when `drop_node_on_restart`.
 pub(crate) fn apply_fault(st: FaultState<'_>, fault: Fault, drop_node_on_restart: bool) {
     match fault {
         Fault::Crash(s) => {
             st.sim.crash(server_host(s));
-            st.servers[s as usize - 1].borrow_mut().node = None;
+            st.servers[s as usize - 1].borrow_mut().crash();
             st.crashed[s as usize] = true;
         }
         Fault::Restart(s) => {
+            let mut slot = st.servers[s as usize - 1].borrow_mut();
+            slot.close_store();
             if drop_node_on_restart {
-                st.servers[s as usize - 1].borrow_mut().node = None;
+                slot.node = None;
             }
+            drop(slot);
             st.sim.bounce(server_host(s));
             st.crashed[s as usize] = false;
         }
@@ -230,4 +234,106 @@ pub(crate) fn failure_report(seed: u64, violations: &[String], tail: &str, repla
     let _ = writeln!(s, "trace (end):\n{tail}");
     let _ = writeln!(s, "replay: {replay}");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::Disk;
+    use crate::server_host::{add_server, run_dir, store_dir, ServerSpec};
+    use crate::trace::Trace;
+    use ferry_core::accounts::password::PasswordParams;
+    use ferry_core::replication::ReplicaConfig;
+    use ferry_core::server::ServerConfig;
+    use ferry_core::store::{Batch, Store, Write};
+    use ferry_runtime_smol::store::HeedStore;
+
+    /// Crashes and restarts a server at the same simulated instant, again
+    /// and again, through [`apply_fault`] as every scenario does. Before
+    /// each crash the test keeps a handle to the running incarnation's
+    /// store, as a task or a thread of it that outlived the crash would:
+    /// the next incarnation must still open its store (never "in use"),
+    /// and the old handle must reach nothing.
+    #[test]
+    fn a_crash_and_a_restart_at_one_instant_never_find_the_store_in_use() {
+        const ROUNDS: u32 = 60;
+        let runs = run_dir().expect("a temporary directory");
+        let dir = store_dir(runs.path(), 1, &server_host(1));
+        let mut sim = build_sim(SimParams {
+            seed: 1,
+            epoch_secs: 1_700_000_000,
+            duration: Duration::from_secs(3600),
+            tick: Duration::from_millis(2),
+            latency: (Duration::from_millis(1), Duration::from_millis(2)),
+        });
+        let slot = Rc::new(RefCell::new(ServerSlot::default()));
+        let secret = ClusterSecret::from_bytes(b"ferry-sim-cluster-secret").expect("long enough");
+        let spec = ServerSpec {
+            host: server_host(1),
+            port: server_port(1),
+            server: ServerConfig {
+                password: PasswordParams::TESTING,
+                ..ServerConfig::new(1)
+            },
+            replica: ReplicaConfig::new(1, 1, Vec::new()),
+            secret,
+            seed: 1,
+            store_dir: dir.clone(),
+            disk: Disk::shared(),
+            driver: DriverConfig::default(),
+        };
+        add_server(
+            &mut sim,
+            spec,
+            slot.clone(),
+            Trace::shared(),
+            Rc::new(|_, _, _| {}),
+        );
+        let hosts = vec![server_host(1)];
+        let (mut crashed, mut cut) = (vec![false; 2], vec![false; 2]);
+        let up = |sim: &mut turmoil::Sim<'static>, incarnation: u32| {
+            for _ in 0..50 {
+                if let Err(e) = sim.step() {
+                    panic!("start #{incarnation}: {e}");
+                }
+                let s = slot.borrow();
+                if s.incarnation == incarnation && s.node.is_some() {
+                    return;
+                }
+            }
+            panic!("start #{incarnation} never came up");
+        };
+        up(&mut sim, 1);
+        for round in 1..=ROUNDS {
+            let running = slot.borrow().store().cloned().expect("an open store");
+            // The lock is real: while an incarnation runs, nobody else
+            // opens its directory.
+            let Err(e) = HeedStore::open(&dir) else {
+                panic!("round {round}: a second open of a running server's store");
+            };
+            assert!(e.to_string().contains("in use"), "{e}");
+            let servers = [slot.clone()];
+            for fault in [Fault::Crash(1), Fault::Restart(1)] {
+                let st = FaultState {
+                    sim: &mut sim,
+                    hosts: &hosts,
+                    servers: &servers,
+                    crashed: &mut crashed,
+                    cut: &mut cut,
+                };
+                apply_fault(st, fault, round % 2 == 0);
+            }
+            up(&mut sim, round + 1);
+            let mut stale = running;
+            assert!(!stale.is_open(), "round {round}: the crashed store is open");
+            let mut batch = Batch::default();
+            batch.push(Write::SetApplied { index: 99 });
+            let Err(e) = stale.commit(&batch) else {
+                panic!("round {round}: a crashed incarnation committed");
+            };
+            assert!(e.to_string().contains("closed by a crash"), "{e}");
+        }
+        let last = slot.borrow().store().cloned().expect("an open store");
+        assert_ne!(last.load().expect("the store loads").applied, 99);
+    }
 }

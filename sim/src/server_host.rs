@@ -3,12 +3,16 @@
 //! restarts of the host.
 //!
 //! Each server's store is a [`HeedStore`] (the production one) in its own
-//! directory, `<run dir>/<seed>/<host>/`. The store is opened *inside* the
-//! host's future and owned by its driver, so when turmoil crashes or bounces
-//! the host (dropping its tasks) the LMDB environment and the directory's
-//! lock are released before the next start opens them again. heed refuses a
-//! second open of one path in a process while the first `Env` lives, so a
-//! leaked environment would show up at once as a failed host.
+//! directory, `<run dir>/<seed>/<host>/`. The store an incarnation opens is
+//! held by the host's [`ServerSlot`], which the harness owns, and the driver
+//! commits through a [`StoreSlot`] handle to it. A crash or a restart closes
+//! it there ([`ServerSlot::crash`]): the LMDB environment and the
+//! directory's lock are released at that moment, by the harness's own
+//! thread, before the next start opens them again. Nothing depends on when
+//! turmoil gets round to dropping the old incarnation's task, nor on what
+//! that task still holds; and should anything of a crashed incarnation try
+//! to commit afterwards, its commit fails (and fails its host) instead of
+//! writing to the store of the next one.
 //!
 //! At each start the program loads what the store holds and resumes from it
 //! (`Server::new(.., &recovered, now)`), with fresh entropy: a restarted
@@ -26,7 +30,7 @@ use ferry_core::frame;
 use ferry_core::replication::messages::{ReplicaMsg, REPLICA_TAGS};
 use ferry_core::replication::ReplicaConfig;
 use ferry_core::server::{BlobMsg, Server, ServerConfig, ServerEvent, BLOB_TAGS};
-use ferry_core::store::Store;
+use ferry_core::store::{Batch, Recovered, Store, StoreError};
 use ferry_core::Entropy;
 use ferry_runtime_smol::store::HeedStore;
 use std::cell::RefCell;
@@ -34,13 +38,96 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use turmoil::net::TcpListener;
 
-/// A server host's current node, replaced at each (re)start. The harness
-/// reads it between steps and clears it when it crashes the host.
+/// A server host's current node and store, replaced at each (re)start. The
+/// harness reads the node between steps and clears both when it crashes
+/// the host.
 #[derive(Default)]
 pub struct ServerSlot {
     pub node: Option<Rc<RefCell<Server>>>,
+    /// The store the current incarnation has open, if it has one.
+    store: Option<OpenStore>,
     /// Starts so far: 1 for the first, 2 after one restart...
     pub incarnation: u32,
+}
+
+impl ServerSlot {
+    /// What a crash takes from the host at once: its node, and its store,
+    /// closed (environment and lock released) before this returns.
+    pub fn crash(&mut self) {
+        self.node = None;
+        self.close_store();
+    }
+
+    /// Closes the current incarnation's store, if it has one open.
+    pub fn close_store(&mut self) {
+        if let Some(store) = self.store.take() {
+            store.close();
+        }
+    }
+
+    /// Opens the store in `dir` for a new incarnation. Whatever the slot
+    /// still had open is closed first, so an incarnation never finds its
+    /// directory locked by the one before.
+    pub fn open_store(&mut self, dir: &Path) -> Result<OpenStore, StoreError> {
+        self.close_store();
+        let store = OpenStore::open(dir)?;
+        self.store = Some(store.clone());
+        Ok(store)
+    }
+
+    /// The current incarnation's store, if open.
+    pub fn store(&self) -> Option<&OpenStore> {
+        self.store.as_ref()
+    }
+}
+
+/// One incarnation's store: a [`HeedStore`] until that incarnation ends.
+/// Handles are cheap clones; the driver commits through one, and the
+/// harness closes the store through another when it crashes the host. Each
+/// incarnation opens its own, so a handle a crashed incarnation left behind
+/// never reaches the store of the next one: it fails.
+#[derive(Clone)]
+pub struct OpenStore(Rc<RefCell<Option<HeedStore>>>);
+
+impl OpenStore {
+    fn open(dir: &Path) -> Result<OpenStore, StoreError> {
+        Ok(OpenStore(Rc::new(RefCell::new(Some(HeedStore::open(
+            dir,
+        )?)))))
+    }
+
+    /// Closes the store: LMDB's environment and the directory's lock are
+    /// released now, whoever still holds a handle.
+    pub fn close(&self) {
+        let store = self.0.borrow_mut().take();
+        drop(store);
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.0.borrow().is_some()
+    }
+
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&mut HeedStore) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        match self.0.borrow_mut().as_mut() {
+            Some(store) => f(store),
+            None => Err(StoreError(
+                "the store was closed by a crash of its host".to_string(),
+            )),
+        }
+    }
+}
+
+impl Store for OpenStore {
+    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        self.with(|s| s.commit(batch))
+    }
+
+    fn load(&self) -> Result<Recovered, StoreError> {
+        self.with(|s| s.load())
+    }
 }
 
 /// Called for every event of the server, with its incarnation.
@@ -111,7 +198,9 @@ pub fn add_server(
                 s.incarnation
             };
             let host = spec.host.as_str();
-            let store = HeedStore::open(&spec.store_dir)
+            let store = slot
+                .borrow_mut()
+                .open_store(&spec.store_dir)
                 .map_err(|e| format!("{host} cannot open its store: {e}"))?;
             let mut recovered = store
                 .load()
