@@ -124,7 +124,10 @@ where
     P: Fn(u64) -> String + Sync,
 {
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Result<O, Failure>)>> = Mutex::new(Vec::new());
+    // Only each seed's summary is kept: a run's outcome (its trace, its
+    // clients' records) is dropped as soon as its seed is done, so a sweep's
+    // memory does not grow with its seeds.
+    let results: Mutex<Vec<(usize, SeedSummary)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1) {
             scope.spawn(|| loop {
@@ -132,20 +135,26 @@ where
                 let Some(&seed) = seeds.get(i) else {
                     return;
                 };
-                let outcome = catch_unwind(AssertUnwindSafe(|| run(seed))).map_err(|p| {
-                    let summary = format!("panicked: {}", panic_message(&*p));
-                    let report = format!("seed {seed} {summary}\nreplay: {}\n", replay(seed));
-                    Failure {
-                        seed,
-                        summary,
-                        report,
-                        replay: replay(seed),
+                let summary = match catch_unwind(AssertUnwindSafe(|| run(seed))) {
+                    Ok(outcome) => SeedSummary::of(&outcome),
+                    Err(p) => {
+                        let summary = format!("panicked: {}", panic_message(&*p));
+                        let report = format!("seed {seed} {summary}\nreplay: {}\n", replay(seed));
+                        SeedSummary {
+                            failure: Some(Failure {
+                                seed,
+                                summary,
+                                report,
+                                replay: replay(seed),
+                            }),
+                            ..SeedSummary::default()
+                        }
                     }
-                });
+                };
                 results
                     .lock()
                     .expect("no panics hold the lock")
-                    .push((i, outcome));
+                    .push((i, summary));
             });
         }
     });
@@ -156,29 +165,43 @@ where
         ..SweepReport::default()
     };
     for (_, r) in results {
-        match r {
-            Ok(o) => {
-                report.sim_time += o.sim_time();
-                report.steps += o.steps();
-                for (what, n) in o.counts() {
-                    match report.counts.iter_mut().find(|(w, _)| *w == what) {
-                        Some((_, total)) => *total += n,
-                        None => report.counts.push((what, n)),
-                    }
-                }
-                if !o.violations().is_empty() {
-                    report.failures.push(Failure {
-                        seed: o.seed(),
-                        summary: o.violations().first().cloned().unwrap_or_default(),
-                        report: o.failure_report(),
-                        replay: o.replay(),
-                    });
-                }
+        report.sim_time += r.sim_time;
+        report.steps += r.steps;
+        for (what, n) in r.counts {
+            match report.counts.iter_mut().find(|(w, _)| *w == what) {
+                Some((_, total)) => *total += n,
+                None => report.counts.push((what, n)),
             }
-            Err(f) => report.failures.push(f),
         }
+        report.failures.extend(r.failure);
     }
     report
+}
+
+/// What a sweep keeps of one seed's run.
+#[derive(Default)]
+struct SeedSummary {
+    sim_time: Duration,
+    steps: u64,
+    counts: Vec<(&'static str, u64)>,
+    failure: Option<Failure>,
+}
+
+impl SeedSummary {
+    fn of<O: RunOutcome>(o: &O) -> SeedSummary {
+        let failure = (!o.violations().is_empty()).then(|| Failure {
+            seed: o.seed(),
+            summary: o.violations().first().cloned().unwrap_or_default(),
+            report: o.failure_report(),
+            replay: o.replay(),
+        });
+        SeedSummary {
+            sim_time: o.sim_time(),
+            steps: o.steps(),
+            counts: o.counts(),
+            failure,
+        }
+    }
 }
 
 /// The text of a panic payload.
