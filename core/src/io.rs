@@ -1,9 +1,58 @@
-//! The contract between a protocol node and the driver that runs it.
+//! The contract between a protocol node and the world that runs it.
 //!
-//! A driver owns sockets, timers and disks; a node owns every decision. The
-//! driver feeds [`Input`]s and expired timers in, then drains every
+//! A runtime owns sockets, timers and disks; a node owns every decision. The
+//! runtime feeds [`Input`]s and expired timers in, then drains every
 //! [`Output`] before it feeds the next input (str0m's rule), and sleeps until
 //! [`Node::poll_timeout`] or the next input, whichever comes first.
+//!
+//! What the outputs *mean* — the order they are carried out in, and the order
+//! their answers come back — is written once, here and in [`crate::host`],
+//! whose [`Host`](crate::host::Host) is the one pump every runtime (the
+//! production one, the simulator, the unit tests' in-memory cluster) uses.
+//! A runtime supplies only a [`World`](crate::host::World): the sockets,
+//! the store and the disk the outputs act on.
+//!
+//! ## The order of things
+//!
+//! - Outputs are carried out in the order the node emits them.
+//! - `Persist { token, batch }` commits `batch` atomically before the next
+//!   output is carried out; `Input::Persisted { token }` is fed back after
+//!   the drain, never within it. Batches commit in output order.
+//! - `File(op)` is handed to the world in output order. Whatever the world
+//!   answers (`FileRead`, `FilePersisted`, `FileFailed`) joins the persisted
+//!   tokens in one queue, in the order it became due, and is fed back after
+//!   the drain, one input at a time, each followed by a drain of its own.
+//! - Before an owed answer is fed, what the drain transmitted is flushed to
+//!   the network: a sender that reads its next block when fed does so while
+//!   the chunk just sent is on its way.
+//! - A store that cannot commit, or file work asked of a world without a
+//!   disk, is fatal: nothing more is carried out, and the runtime stops the
+//!   node rather than let it act on state it could not save.
+//!
+//! ## Files
+//!
+//! - `Write` creates its temporary file on the first write. Its bytes are in
+//!   the file by the time of the file's `Persist`; a write that fails is
+//!   reported as `FileFailed` for the temporary file (with `no_space` for a
+//!   full disk), and the file's `Persist` then fails too: no file with a
+//!   hole is ever persisted.
+//! - `Persist { temp, to }` makes the temporary file durable and moves it to
+//!   `to`, then answers `FilePersisted { temp }` (or `FileFailed`); a
+//!   temporary file never written becomes an empty file. A crash before the
+//!   answer leaves nothing visible at `to` that was not there before.
+//!   **Onto a blob that is already there**, the blob there is kept and the
+//!   copy dropped: a blob's name is the digest of its content, so the two
+//!   hold the same bytes, and replacing would cost an `fsync` and a rename
+//!   for nothing (decision of issue 13; a copy damaged on disk is the
+//!   scrub's business, which removes it before anything is fetched again).
+//! - `Read` answers with the bytes the file holds when the read is carried
+//!   out (fewer than asked only at its end), `missing` if it is not there.
+//! - `Discard` removes a temporary file (nothing is answered); `Remove`
+//!   removes a blob (nothing is answered; a missing one is no error).
+//! - A world may take its time for a server's `Persist` and `Remove` (a
+//!   writer thread, a disk queue) while the node runs on; their answers come
+//!   when they are done, and a `Remove` never overtakes a `Persist` asked
+//!   for before it.
 
 use crate::store::Batch;
 use crate::time::Timestamp;
@@ -103,6 +152,62 @@ pub enum FileOp {
     Discard { temp: u64 },
     /// Remove a file (a blob nobody references any more).
     Remove { file: FileRef },
+}
+
+/// How a file operation failed, as the node is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileFailure {
+    pub error: String,
+    /// The disk or the quota is full.
+    pub no_space: bool,
+    /// The file does not exist.
+    pub missing: bool,
+}
+
+impl FileFailure {
+    pub fn other(error: impl Into<String>) -> Self {
+        FileFailure {
+            error: error.into(),
+            no_space: false,
+            missing: false,
+        }
+    }
+
+    pub fn missing(error: impl Into<String>) -> Self {
+        FileFailure {
+            missing: true,
+            ..FileFailure::other(error)
+        }
+    }
+
+    pub fn no_space(error: impl Into<String>) -> Self {
+        FileFailure {
+            no_space: true,
+            ..FileFailure::other(error)
+        }
+    }
+}
+
+/// What a world has to say back about a file operation. The host turns it
+/// into the node's input when it is fed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileAnswer {
+    /// A read, carried out (its file opened) but its bytes not read yet: the
+    /// host asks the world for them ([`crate::host::World::read`]) when it
+    /// feeds the answer, so they go straight from the world's buffer to the
+    /// node.
+    Read {
+        handle: u64,
+        offset: u64,
+        len: usize,
+    },
+    Persisted {
+        temp: u64,
+    },
+    Failed {
+        handle: u64,
+        failure: FileFailure,
+    },
 }
 
 /// What the node wants done.

@@ -14,6 +14,7 @@ pub mod balancer;
 pub mod client;
 pub mod entropy;
 pub mod frame;
+pub mod host;
 pub mod io;
 pub mod outbox;
 pub mod refusal;
@@ -27,5 +28,6 @@ pub mod transfer;
 pub(crate) mod testkit;
 
 pub use entropy::Entropy;
-pub use io::{ConnId, FileOp, FileRef, Input, Node, Output};
+pub use host::{Host, HostError, Settled, Work, World};
+pub use io::{ConnId, FileAnswer, FileFailure, FileOp, FileRef, Input, Node, Output};
 pub use time::Timestamp;

@@ -196,10 +196,11 @@ fn a_retried_forward_is_logged_once() {
         expires: u64::MAX,
     };
     let mut out = crate::outbox::Outbox::<crate::server::ServerEvent>::default();
-    let s = c.servers[0].as_mut().unwrap();
+    let now = c.now;
+    let s = c.server_mut(0);
     let r = &mut s.replica;
-    r.submit(c.now, origin, txn.clone(), &mut out).unwrap();
-    r.submit(c.now, origin, txn, &mut out).unwrap();
+    r.submit(now, origin, txn.clone(), &mut out).unwrap();
+    r.submit(now, origin, txn, &mut out).unwrap();
     assert_eq!(r.log().len(), 1);
 }
 
@@ -207,7 +208,7 @@ fn a_retried_forward_is_logged_once() {
 fn lone_follower() -> (crate::server::Server, ConnId) {
     let mut c = Cluster::new(2);
     c.crash(0);
-    let mut f = c.servers[1].take().unwrap();
+    let mut f = c.take_server(1);
     f.handle_timeout(c.now + Duration::from_secs(1));
     let dial = drain(&mut f)
         .into_iter()
@@ -344,9 +345,10 @@ fn a_stale_view_is_not_obeyed() {
 fn an_impostor_without_the_secret_cannot_join() {
     let mut c = Cluster::new(2);
     let conn = ConnId::accepted(99);
-    let m = c.servers[0].as_mut().unwrap();
+    let now = c.now;
+    let m = c.server_mut(0);
     m.handle_input(
-        c.now,
+        now,
         Input::Accepted {
             conn,
             peer: "x".into(),
@@ -357,7 +359,7 @@ fn an_impostor_without_the_secret_cannot_join() {
         from: 2,
         last: 0,
     });
-    m.handle_input(c.now, Input::Received { conn, bytes: &join });
+    m.handle_input(now, Input::Received { conn, bytes: &join });
     let outs = drain(m);
     assert!(matches!(
         sent::<ReplicaMsg, _>(&outs, conn)[..],
@@ -365,7 +367,7 @@ fn an_impostor_without_the_secret_cannot_join() {
     ));
     let proof = bytes_of(&ReplicaMsg::Proof { mac: [0; 32] });
     m.handle_input(
-        c.now,
+        now,
         Input::Received {
             conn,
             bytes: &proof,
@@ -571,7 +573,7 @@ fn a_lone_master_applies_what_it_appended_before_a_crash() {
         index: 1,
         entry: entry(1).write_to_vec().unwrap(),
     });
-    c.stores[0].commit(&b).unwrap();
+    c.store_mut(0).commit(&b).unwrap();
     c.crash(0);
     c.restart(0);
     // Applied at once, without waiting for another proposal.

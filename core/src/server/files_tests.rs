@@ -91,8 +91,8 @@ fn an_upload_through_one_server_downloads_byte_identical_through_another() {
     let digest = *blake3::hash(&data).as_bytes();
     for ix in 0..3 {
         assert_eq!(
-            c.disks[ix].blobs.get(&digest),
-            Some(&data),
+            c.disk(ix).blob(&digest),
+            Some(&data[..]),
             "server {} holds the content",
             ix + 1
         );
@@ -114,7 +114,8 @@ fn a_server_that_lacks_the_content_fetches_it_for_a_download() {
     let data = content(50_000, 2);
     assert!(stored(&c.upload(0, a, "doc", &data, false)));
     c.restart(2);
-    assert!(!c.disks[2]
+    assert!(!c
+        .disk_mut(2)
         .blobs
         .contains_key(blake3::hash(&data).as_bytes()));
     // Long enough to rejoin the master, not to have fetched in the background.
@@ -126,10 +127,10 @@ fn a_server_that_lacks_the_content_fetches_it_for_a_download() {
 #[test]
 fn content_that_rotted_on_a_servers_disk_fails_the_download_instead_of_arriving() {
     let (mut c, a, _, digest) = with_upload(1, "ledger", 200_000, 3);
-    let Some(blob) = c.disks[0].blobs.get_mut(&digest) else {
-        panic!("the blob is on disk");
-    };
-    blob[123_456] ^= 0x20;
+    assert!(
+        c.disk_mut(0).damage(&digest, |b| b[123_456] ^= 0x20),
+        "the blob is on disk"
+    );
     let got = c.download(0, a, None, "ledger");
     assert!(
         matches!(
@@ -173,10 +174,10 @@ fn a_damaged_copy_found_by_a_download_is_replaced_from_another_server() {
     assert!(stored(&c.upload(0, a, "album", &data, false)));
     c.run_for(Duration::from_secs(3));
     let digest = *blake3::hash(&data).as_bytes();
-    let Some(blob) = c.disks[1].blobs.get_mut(&digest) else {
-        panic!("server 2 fetched it");
-    };
-    blob[399_999] ^= 0x80;
+    assert!(
+        c.disk_mut(1).damage(&digest, |b| b[399_999] ^= 0x80),
+        "server 2 fetched it"
+    );
     let a2 = user(&mut c, 1, "alice");
     assert!(damaged(&c.download(1, a2, None, "album")));
     c.run_for(Duration::from_secs(5));
@@ -185,7 +186,7 @@ fn a_damaged_copy_found_by_a_download_is_replaced_from_another_server() {
         "{:?}",
         verdicts(&c, 1)
     );
-    assert_eq!(c.disks[1].blobs.get(&digest), Some(&data), "a sound copy");
+    assert_eq!(c.disk(1).blob(&digest), Some(&data[..]), "a sound copy");
     assert_eq!(c.download(1, a2, None, "album"), Ok(data));
     assert!(verdicts(&c, 0).is_empty() && verdicts(&c, 2).is_empty());
 }
@@ -193,9 +194,7 @@ fn a_damaged_copy_found_by_a_download_is_replaced_from_another_server() {
 #[test]
 fn the_only_copy_damaged_is_removed_so_that_an_upload_can_replace_it() {
     let (mut c, a, data, digest) = with_upload(1, "notes", 10_000, 6);
-    if let Some(blob) = c.disks[0].blobs.get_mut(&digest) {
-        blob.truncate(9_000);
-    }
+    c.disk_mut(0).damage(&digest, |b| b.truncate(9_000));
     // Cut short: the server's own read finds it, before any digest.
     let got = c.download(0, a, None, "notes");
     assert!(
@@ -209,7 +208,7 @@ fn the_only_copy_damaged_is_removed_so_that_an_upload_can_replace_it() {
     );
     c.run_for(Duration::from_secs(1));
     assert!(matches!(verdicts(&c, 0)[..], [Verdict::Damaged { .. }]));
-    assert!(!c.disks[0].blobs.contains_key(&digest), "removed");
+    assert!(!c.disk_mut(0).blobs.contains_key(&digest), "removed");
     // The same content again: stored anew, not taken as already there.
     assert!(stored(&c.upload(0, a, "notes", &data, true)));
     assert_eq!(c.download(0, a, None, "notes"), Ok(data));
@@ -218,7 +217,7 @@ fn the_only_copy_damaged_is_removed_so_that_an_upload_can_replace_it() {
 #[test]
 fn a_blob_that_cannot_be_read_is_kept_and_the_client_hears_no_disk_details() {
     let (mut c, a, data, digest) = with_upload(1, "bad-sector", 5_000, 8);
-    c.disks[0].unreadable.insert(digest);
+    c.disk_mut(0).unreadable.insert(digest);
     let got = c.download(0, a, None, "bad-sector");
     let Err(msgs) = &got else {
         panic!("downloaded an unreadable blob");
@@ -234,7 +233,7 @@ fn a_blob_that_cannot_be_read_is_kept_and_the_client_hears_no_disk_details() {
     );
     assert!(logged, "the disk's words are logged on the server");
     // The sector reads again: served, for the copy was kept.
-    c.disks[0].unreadable.clear();
+    c.disk_mut(0).unreadable.clear();
     assert_eq!(c.download(0, a, None, "bad-sector"), Ok(data));
 }
 
@@ -242,8 +241,8 @@ fn a_blob_that_cannot_be_read_is_kept_and_the_client_hears_no_disk_details() {
 fn a_blob_removed_behind_the_servers_back_is_fetched_again() {
     let (mut c, _, data, digest) = with_upload(2, "gone", 50_000, 9);
     c.run_for(Duration::from_secs(3));
-    assert_eq!(c.disks[1].blobs.get(&digest), Some(&data));
-    c.disks[1].blobs.remove(&digest);
+    assert_eq!(c.disk(1).blob(&digest), Some(&data[..]));
+    c.disk_mut(1).blobs.remove(&digest);
     let a2 = user(&mut c, 1, "alice");
     assert!(c.download(1, a2, None, "gone").is_err());
     c.run_for(Duration::from_secs(3));
@@ -251,7 +250,7 @@ fn a_blob_removed_behind_the_servers_back_is_fetched_again() {
         verdicts(&c, 1)[..],
         [Verdict::Damaged { ref why }] if why.contains("missing")
     ));
-    assert_eq!(c.disks[1].blobs.get(&digest), Some(&data), "fetched again");
+    assert_eq!(c.disk(1).blob(&digest), Some(&data[..]), "fetched again");
     assert_eq!(c.download(1, a2, None, "gone"), Ok(data));
     assert!(verdicts(&c, 0).is_empty());
 }
@@ -274,7 +273,7 @@ fn a_client_that_falsely_claims_damage_costs_a_check_and_nothing_else() {
     c.send(0, a, &SessionMsg::Transfer(abort));
     c.run_for(Duration::from_secs(1));
     assert_eq!(verdicts(&c, 0), vec![Verdict::Sound]);
-    assert_eq!(c.disks[0].blobs.get(&digest), Some(&data), "kept");
+    assert_eq!(c.disk(0).blob(&digest), Some(&data[..]), "kept");
     assert_eq!(c.download(0, a, None, "sound"), Ok(data));
 }
 
@@ -289,18 +288,18 @@ fn a_fetch_refuses_a_holders_damaged_copy_and_takes_another_servers() {
     c.run_for(Duration::from_secs(3));
     let digest = *blake3::hash(&data).as_bytes();
     assert_eq!(
-        c.disks[1].blobs.get(&digest),
-        Some(&data),
+        c.disk(1).blob(&digest),
+        Some(&data[..]),
         "server 2 fetched it"
     );
     // The holder's copy rots; server 3 comes back and asks the holder first.
-    let Some(blob) = c.disks[0].blobs.get_mut(&digest) else {
-        panic!("the holder has it");
-    };
-    blob[77_777] ^= 0x04;
+    assert!(
+        c.disk_mut(0).damage(&digest, |b| b[77_777] ^= 0x04),
+        "the holder has it"
+    );
     c.restart(2);
     c.run_for(Duration::from_secs(30));
-    assert_eq!(c.disks[2].blobs.get(&digest), Some(&data), "the sound copy");
+    assert_eq!(c.disk(2).blob(&digest), Some(&data[..]), "the sound copy");
     let a3 = user(&mut c, 2, "alice");
     assert_eq!(c.download(2, a3, None, "thesis"), Ok(data));
 }
@@ -340,7 +339,7 @@ fn a_download_waits_for_a_long_fetch_as_long_as_it_moves() {
     assert!(stored(&c.upload(0, a, "big", &data, false)));
     // A slow disk: each 128 KiB read takes a second, so fetching the
     // content takes far longer than a request may (10 s).
-    c.read_delay = Some(Duration::from_secs(1));
+    c.set_read_delay(Some(Duration::from_secs(1)));
     c.restart(2);
     c.run_for(Duration::from_millis(1));
     let a3 = user(&mut c, 2, "alice");
@@ -370,7 +369,7 @@ fn a_download_whose_fetch_stalls_is_refused_in_time() {
     let data = content(300_000, 6);
     assert!(stored(&c.upload(0, a, "doc", &data, false)));
     // A disk that never answers: the fetch starts and nothing arrives.
-    c.read_delay = Some(Duration::from_secs(1000));
+    c.set_read_delay(Some(Duration::from_secs(1000)));
     c.restart(2);
     c.run_for(Duration::from_millis(1));
     let a3 = user(&mut c, 2, "alice");
@@ -475,7 +474,7 @@ fn delete_removes_the_content_from_every_server() {
     assert!(stored(&c.upload(0, a, "tmp.bin", &data, false)));
     c.run_for(Duration::from_secs(2));
     let digest = *blake3::hash(&data).as_bytes();
-    assert!(c.disks.iter().all(|d| d.blobs.contains_key(&digest)));
+    assert!((0..3).all(|ix| c.disk(ix).blobs.contains_key(&digest)));
     let got = c.request(
         0,
         a,
@@ -486,7 +485,7 @@ fn delete_removes_the_content_from_every_server() {
     assert_eq!(got, vec![SessionMsg::FileDone(FileOutcome::Deleted)]);
     c.run_for(Duration::from_secs(1));
     assert!(
-        c.disks.iter().all(|d| !d.blobs.contains_key(&digest)),
+        (0..3).all(|ix| !c.disk(ix).blobs.contains_key(&digest)),
         "content gone everywhere"
     );
     assert!(names(&mut c, 0, a).is_empty());
@@ -507,7 +506,8 @@ fn reuploading_a_name_needs_replace() {
     assert_eq!(c.download(0, a, None, "f"), Ok(b"two".to_vec()));
     // The replaced content is garbage now.
     c.run_for(Duration::from_secs(1));
-    assert!(!c.disks[0]
+    assert!(!c
+        .disk_mut(0)
         .blobs
         .contains_key(blake3::hash(b"one").as_bytes()));
 }
@@ -520,8 +520,8 @@ fn bad_names_are_refused_and_nothing_is_kept() {
         c.upload(0, a, bad, b"data", false);
     }
     assert!(names(&mut c, 0, a).is_empty());
-    assert!(c.disks[0].blobs.is_empty());
-    assert!(c.disks[0].temps.is_empty());
+    assert!(c.disk_mut(0).blobs.is_empty());
+    assert!(c.disk_mut(0).temps.is_empty());
 }
 
 #[test]
@@ -605,9 +605,7 @@ fn a_logged_out_token_stops_working_mid_session() {
 #[test]
 fn over_quota_is_a_clear_refusal() {
     let mut c = Cluster::new(1);
-    if let Some(s) = c.servers[0].as_mut() {
-        s.cfg.quota = 10_000;
-    }
+    c.server_mut(0).cfg.quota = 10_000;
     let a = user(&mut c, 0, "alice");
     assert!(stored(&c.upload(0, a, "small", &content(6000, 1), false)));
     c.upload(0, a, "big", &content(6000, 2), false);
@@ -636,10 +634,10 @@ fn a_session_closed_mid_upload_leaves_no_temporary_file() {
         data: vec![1; crate::transfer::BLOCK_BYTES as usize],
     };
     c.send(0, a, &SessionMsg::Transfer(chunk));
-    assert_eq!(c.disks[0].temps.len(), 1, "the upload is under way");
+    assert_eq!(c.disk_mut(0).temps.len(), 1, "the upload is under way");
     c.input(0, crate::io::Input::Closed { conn: a });
-    assert!(c.disks[0].temps.is_empty(), "the temporary file is gone");
-    assert!(c.disks[0].blobs.is_empty());
+    assert!(c.disk_mut(0).temps.is_empty(), "the temporary file is gone");
+    assert!(c.disk_mut(0).blobs.is_empty());
 }
 
 #[test]
@@ -654,10 +652,10 @@ fn a_restarted_server_brings_its_disk_in_line_without_new_entries() {
     // Server 3 crashes with a fetch cut short: no content. Its log is
     // complete: restarting, it applies nothing new, and must still fetch.
     c.crash(2);
-    c.disks[2].blobs.remove(&digest);
+    c.disk_mut(2).blobs.remove(&digest);
     c.restart(2);
     c.run_for(Duration::from_secs(2));
-    assert_eq!(c.disks[2].blobs.get(&digest), Some(&data));
+    assert_eq!(c.disk(2).blob(&digest), Some(&data[..]));
 }
 
 #[test]
@@ -672,7 +670,7 @@ fn a_restarted_master_keeps_an_upload_its_log_has_not_committed_yet() {
     let data = content(20_000, 5);
     assert!(!stored(&c.upload(0, a, "notes", &data, false)));
     let digest = *blake3::hash(&data).as_bytes();
-    assert!(c.disks[0].blobs.contains_key(&digest));
+    assert!(c.disk_mut(0).blobs.contains_key(&digest));
     c.crash(0);
     c.heal();
     c.restart(0);
@@ -680,8 +678,8 @@ fn a_restarted_master_keeps_an_upload_its_log_has_not_committed_yet() {
     // be there, on every server.
     c.run_for(Duration::from_secs(5));
     for ix in 0..3 {
-        let held = c.disks[ix].blobs.get(&digest);
-        assert_eq!(held, Some(&data), "server {} holds the content", ix + 1);
+        let held = c.disk(ix).blob(&digest);
+        assert_eq!(held, Some(&data[..]), "server {} holds the content", ix + 1);
     }
 }
 
@@ -702,7 +700,7 @@ fn a_fetch_whose_offer_never_comes_is_given_up_and_tried_again() {
     c.run_for(Duration::from_secs(2));
     // Server 1 (the master) again from its store, without the content, and
     // no follower connected: it has no timer but the fetch's.
-    let rec = c.stores[0].load().unwrap();
+    let rec = c.store_mut(0).load().unwrap();
     let peers = (1..3)
         .map(|j| ServerAddr {
             id: j as u32 + 1,
@@ -739,12 +737,12 @@ fn a_fetch_whose_offer_never_comes_is_given_up_and_tried_again() {
 fn a_session_that_ends_while_its_upload_is_persisted_leaves_no_garbage() {
     let mut c = Cluster::new(1);
     let a = user(&mut c, 0, "alice");
-    c.hold_persists = true;
+    c.hold_persists();
     let data = content(10_000, 7);
     c.upload(0, a, "f", &data, false);
     let digest = *blake3::hash(&data).as_bytes();
     assert!(
-        c.disks[0].blobs.contains_key(&digest),
+        c.disk_mut(0).blobs.contains_key(&digest),
         "the blob landed on disk"
     );
     // The client vanishes before the server hears the blob is durable.
@@ -753,7 +751,7 @@ fn a_session_that_ends_while_its_upload_is_persisted_leaves_no_garbage() {
     c.run_for(Duration::from_secs(1));
     let ev: Vec<String> = c.events.iter().map(|(_, e)| e.to_string()).collect();
     assert!(
-        !c.disks[0].blobs.contains_key(&digest),
+        !c.disk_mut(0).blobs.contains_key(&digest),
         "collected: no file names it {ev:#?}"
     );
     let b = user(&mut c, 0, "alice");
@@ -772,7 +770,7 @@ fn a_restarted_follower_collects_an_upload_the_master_never_ordered() {
     let data = content(9_000, 11);
     let digest = *blake3::hash(&data).as_bytes();
     assert!(!stored(&c.upload(1, a, "draft", &data, false)));
-    assert!(c.disks[1].blobs.contains_key(&digest));
+    assert!(c.disk_mut(1).blobs.contains_key(&digest));
     c.crash(1);
     c.heal();
     c.restart(1);
@@ -780,7 +778,7 @@ fn a_restarted_follower_collects_an_upload_the_master_never_ordered() {
     // has rejoined and caught up with everything the master had.
     c.run_for(Duration::from_secs(5));
     assert!(
-        !c.disks[1].blobs.contains_key(&digest),
+        !c.disk_mut(1).blobs.contains_key(&digest),
         "the never-ordered upload's content is collected"
     );
     let b = user(&mut c, 0, "alice");
@@ -792,7 +790,7 @@ fn a_restarted_follower_holds_unnamed_content_until_it_has_caught_up() {
     let mut c = Cluster::new(3);
     c.run_for(Duration::from_secs(1));
     let a = user(&mut c, 1, "alice");
-    let before = c.stores[1].clone();
+    let before = c.store(1).clone();
     let data = content(9_000, 12);
     let digest = *blake3::hash(&data).as_bytes();
     assert!(stored(&c.upload(1, a, "kept", &data, false)));
@@ -802,18 +800,18 @@ fn a_restarted_follower_holds_unnamed_content_until_it_has_caught_up() {
     // disk, and cannot reach the master: it must not take the content
     // nothing names yet for garbage.
     c.crash(1);
-    c.stores[1] = before;
+    *c.store_mut(1) = before;
     c.partition(0, 1);
     c.partition(1, 2);
     c.restart(1);
     c.run_for(Duration::from_secs(3));
     assert!(
-        c.disks[1].blobs.contains_key(&digest),
+        c.disk_mut(1).blobs.contains_key(&digest),
         "held while server 2 cannot know"
     );
     c.heal();
     c.run_for(Duration::from_secs(5));
-    assert_eq!(c.disks[1].blobs.get(&digest), Some(&data));
+    assert_eq!(c.disk(1).blob(&digest), Some(&data[..]));
 }
 
 #[test]
@@ -848,14 +846,14 @@ fn an_upload_whose_session_gave_up_waiting_releases_its_pin_once_applied() {
     c.heal();
     c.run_for(Duration::from_secs(5));
     assert!(
-        !c.disks[1].blobs.contains_key(&late_digest),
+        !c.disk_mut(1).blobs.contains_key(&late_digest),
         "the refused upload's content is collected"
     );
     let digest = *blake3::hash(&first).as_bytes();
     for ix in 0..3 {
         assert_eq!(
-            c.disks[ix].blobs.get(&digest),
-            Some(&first),
+            c.disk(ix).blob(&digest),
+            Some(&first[..]),
             "server {}",
             ix + 1
         );
@@ -875,8 +873,8 @@ fn the_uploads_own_server_serves_its_content_before_applying_the_entry() {
     let digest = *blake3::hash(&data).as_bytes();
     for ix in 0..3 {
         assert_eq!(
-            c.disks[ix].blobs.get(&digest),
-            Some(&data),
+            c.disk(ix).blob(&digest),
+            Some(&data[..]),
             "server {}",
             ix + 1
         );
@@ -893,13 +891,13 @@ fn fetch_held_on_server_3(c: &mut Cluster, via: usize, data: &[u8]) -> [u8; 32] 
     assert!(stored(&c.upload(via, a, "f", data, false)));
     c.run_for(Duration::from_secs(2));
     let digest = *blake3::hash(data).as_bytes();
-    assert!(c.disks[..2].iter().all(|d| d.blobs.contains_key(&digest)));
+    assert!((0..2).all(|ix| c.disk(ix).blobs.contains_key(&digest)));
     // A slow disk from now on: blobs land, the answers wait.
-    c.hold_persists = true;
+    c.hold_persists();
     c.restart(2);
     c.run_for(Duration::from_secs(2));
     assert!(
-        c.disks[2].blobs.contains_key(&digest),
+        c.disk_mut(2).blobs.contains_key(&digest),
         "server 3 fetched the content and sent it to disk"
     );
     digest
@@ -923,7 +921,7 @@ fn a_fetched_blob_deleted_before_the_disk_answers_is_collected_when_it_lands() {
     c.run_for(Duration::from_secs(1));
     for ix in 0..3 {
         assert!(
-            !c.disks[ix].blobs.contains_key(&digest),
+            !c.disk_mut(ix).blobs.contains_key(&digest),
             "server {} collected the content",
             ix + 1
         );
@@ -944,7 +942,7 @@ fn a_fetch_whose_link_breaks_before_the_disk_answers_keeps_track_of_its_blob() {
     c.release_persists();
     c.run_for(Duration::from_secs(1));
     assert!(
-        !c.disks[2].blobs.contains_key(&digest),
+        !c.disk_mut(2).blobs.contains_key(&digest),
         "server 3 collected the content"
     );
     // Content still named when it lands is kept, known, and served.
@@ -957,5 +955,5 @@ fn a_fetch_whose_link_breaks_before_the_disk_answers_keeps_track_of_its_blob() {
     c.run_for(Duration::from_secs(3));
     let a3 = user(&mut c, 2, "alice");
     assert_eq!(c.download(2, a3, None, "f"), Ok(more));
-    assert!(c.disks[2].blobs.contains_key(&digest));
+    assert!(c.disk_mut(2).blobs.contains_key(&digest));
 }

@@ -1,70 +1,147 @@
-//! A whole cluster of servers in memory, for unit tests of replication and
-//! accounts: outputs are carried between nodes in FIFO order, persists go to
-//! a `MemStore` at once, and links can be cut (silently, as a partition is).
+//! A whole cluster of servers in memory, for unit tests of replication,
+//! accounts and files. Each server runs in the one [`Host`], on a
+//! [`MemWorld`]: its store a `MemStore`, its disk a [`MemDisk`], its network
+//! a list of what it sent, which the cluster carries between servers in
+//! FIFO order. Links can be cut (silently, as a partition is). Store and
+//! disk survive a crash; everything else of the server goes.
 
 use crate::balancer::messages::ProbeMsg;
 use crate::balancer::ServerAddr;
 use crate::frame::FrameDecoder;
-use crate::io::{ConnId, Input, Node, Output};
-use crate::io::{FileOp, FileRef};
+use crate::host::mem_disk::MemDisk;
+use crate::host::{Host, HostError, World};
+use crate::io::{ConnId, FileAnswer, FileFailure, FileOp, Input};
 use crate::refusal::PROTOCOL_VERSION;
 use crate::replication::ReplicaConfig;
 use crate::server::{OpError, Request, SessionMsg};
 use crate::server::{Server, ServerConfig, ServerEvent};
-use crate::store::{MemStore, Store};
+use crate::store::{Batch, MemStore, Store};
 use crate::time::Timestamp;
 use crate::transfer::{Receiver, ReceiverOutput, Sender, SenderConfig, SenderOutput, TransferMsg};
 use crate::Entropy;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 /// Node index in the cluster; node `i` is server id `i + 1`.
 pub type Ix = usize;
 
+/// A network input on its way to a server.
 enum Msg {
-    Input(Ix, Owned),
-}
-
-enum Owned {
     Accepted(ConnId),
     Connected(ConnId),
     ConnectFailed(ConnId),
     Received(ConnId, Vec<u8>),
     Closed(ConnId),
-    Persisted(u64),
-    FileRead(u64, u64, Vec<u8>),
-    FilePersisted(u64),
-    /// A failed read; true: the file is missing.
-    FileFailed(u64, bool),
 }
 
-/// One server's disk: blobs survive a crash, temporary files do not.
-#[derive(Default)]
-pub struct Disk {
-    pub blobs: BTreeMap<[u8; 32], Vec<u8>>,
-    pub temps: BTreeMap<u64, Vec<u8>>,
-    /// Blobs there whose reads fail (a bad sector: EIO).
-    pub unreadable: BTreeSet<[u8; 32]>,
+/// What a server asked of its network, for the cluster to carry out.
+enum NetOut {
+    Transmit(ConnId, Vec<u8>),
+    Connect(ConnId, String),
+    Close(ConnId),
 }
+
+/// One server's world in memory.
+#[derive(Default)]
+pub struct MemWorld {
+    now: Timestamp,
+    pub store: MemStore,
+    pub disk: MemDisk,
+    net: Vec<NetOut>,
+    /// While set, `FilePersisted` answers wait in `held` (a slow disk).
+    hold_persists: bool,
+    held: Vec<FileAnswer>,
+    /// While set, every read is answered this much later (a slow disk).
+    read_delay: Option<Duration>,
+    slow_reads: VecDeque<(Timestamp, FileAnswer)>,
+    /// Answers due, for the host to take.
+    due: VecDeque<FileAnswer>,
+}
+
+impl MemWorld {
+    /// What a crash loses: everything but the store and the disk.
+    fn crash(&mut self) {
+        self.net.clear();
+        self.held.clear();
+        self.slow_reads.clear();
+        self.due.clear();
+    }
+
+    /// Slow reads whose time has come join the answers due, in the order
+    /// asked, as a runtime's do.
+    fn release_reads(&mut self, now: Timestamp) {
+        while self.slow_reads.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, answer)) = self.slow_reads.pop_front() {
+                self.due.push_back(answer);
+            }
+        }
+    }
+}
+
+impl World for MemWorld {
+    fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    fn transmit(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        self.net.push(NetOut::Transmit(conn, bytes));
+    }
+
+    fn connect(&mut self, conn: ConnId, addr: String) {
+        self.net.push(NetOut::Connect(conn, addr));
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        self.net.push(NetOut::Close(conn));
+    }
+
+    fn commit(&mut self, batch: &Batch) -> Result<(), HostError> {
+        Ok(self.store.commit(batch)?)
+    }
+
+    fn file(&mut self, op: FileOp) -> Result<Option<FileAnswer>, HostError> {
+        let read = matches!(op, FileOp::Read { .. });
+        let answer = self.disk.execute(op);
+        match answer {
+            Some(a @ FileAnswer::Persisted { .. }) if self.hold_persists => {
+                self.held.push(a);
+                Ok(None)
+            }
+            Some(a) if read => match self.read_delay {
+                Some(delay) => {
+                    self.slow_reads.push_back((self.now + delay, a));
+                    Ok(None)
+                }
+                None => Ok(Some(a)),
+            },
+            other => Ok(other),
+        }
+    }
+
+    fn take_file_answer(&mut self) -> Option<FileAnswer> {
+        self.due.pop_front()
+    }
+
+    fn read(&mut self, handle: u64, offset: u64, len: usize) -> Result<&[u8], FileFailure> {
+        self.disk.read(handle, offset, len)
+    }
+}
+
+type ServerHost = Host<Server, MemWorld>;
 
 pub struct Cluster {
-    pub servers: Vec<Option<Server>>,
-    pub stores: Vec<MemStore>,
-    pub disks: Vec<Disk>,
+    /// Running servers; a crashed one's world (store and disk) waits in
+    /// `down`.
+    hosts: Vec<Option<ServerHost>>,
+    down: Vec<Option<MemWorld>>,
     pub events: Vec<(Ix, ServerEvent)>,
     pub now: Timestamp,
     links: BTreeMap<(Ix, ConnId), (Ix, ConnId)>,
     cut: BTreeSet<(Ix, Ix)>,
-    queue: VecDeque<Msg>,
+    queue: VecDeque<(Ix, Msg)>,
     next_accept: u64,
     size: usize,
-    /// While set, FilePersisted answers wait in `held` (a slow disk).
-    pub hold_persists: bool,
-    held: Vec<(Ix, u64)>,
-    /// While set, every read is answered this much later (a slow disk),
-    /// as time runs ([`Cluster::run_for`]).
-    pub read_delay: Option<Duration>,
-    slow_reads: Vec<(Timestamp, Ix, Owned)>,
     /// `Fetching` messages [`Cluster::download`] heard, as (bytes, size).
     pub fetching_told: Vec<(u64, u64)>,
     /// Bytes servers sent to test clients, per (server, connection).
@@ -89,9 +166,8 @@ impl Cluster {
     /// plausible Unix time so token expiry has meaning.
     pub fn new(size: usize) -> Self {
         let mut c = Cluster {
-            servers: Vec::new(),
-            stores: vec![MemStore::default(); size],
-            disks: (0..size).map(|_| Disk::default()).collect(),
+            hosts: (0..size).map(|_| None).collect(),
+            down: (0..size).map(|_| Some(MemWorld::default())).collect(),
             events: Vec::new(),
             now: Timestamp::from_micros(1_800_000_000 * 1_000_000),
             links: BTreeMap::new(),
@@ -100,21 +176,20 @@ impl Cluster {
             next_accept: 1000,
             size,
             inbox: BTreeMap::new(),
-            hold_persists: false,
-            held: Vec::new(),
-            read_delay: None,
-            slow_reads: Vec::new(),
             fetching_told: Vec::new(),
         };
         for ix in 0..size {
-            let s = c.boot(ix);
-            c.servers.push(Some(s));
+            c.boot(ix);
         }
         c.settle();
         c
     }
 
-    fn boot(&self, ix: Ix) -> Server {
+    /// Starts server `ix` from the store and disk its world kept.
+    fn boot(&mut self, ix: Ix) {
+        let Some(mut world) = self.down[ix].take() else {
+            return;
+        };
         let id = ix as u32 + 1;
         let peers = (0..self.size)
             .filter(|&j| j != ix)
@@ -125,9 +200,10 @@ impl Cluster {
             .collect();
         let mut cfg = ServerConfig::new(id);
         cfg.password = crate::accounts::password::PasswordParams::TESTING;
-        let mut rec = self.stores[ix].load().unwrap();
-        rec.blobs = self.disks[ix].blobs.keys().copied().collect();
-        Server::new(
+        let mut rec = world.store.load().unwrap();
+        rec.blobs = world.disk.start().0;
+        world.now = self.now;
+        let server = Server::new(
             cfg,
             ReplicaConfig::new(id, 1, peers),
             super::secret(),
@@ -135,18 +211,81 @@ impl Cluster {
             &rec,
             self.now,
         )
-        .unwrap()
+        .unwrap();
+        self.hosts[ix] = Some(Host::new(server, world));
+    }
+
+    fn world(&self, ix: Ix) -> &MemWorld {
+        match &self.hosts[ix] {
+            Some(h) => h.world(),
+            None => self.down[ix].as_ref().expect("a server is up or down"),
+        }
+    }
+
+    fn world_mut(&mut self, ix: Ix) -> &mut MemWorld {
+        match &mut self.hosts[ix] {
+            Some(h) => h.world_mut(),
+            None => self.down[ix].as_mut().expect("a server is up or down"),
+        }
     }
 
     pub fn server(&self, ix: Ix) -> &Server {
-        self.servers[ix].as_ref().unwrap()
+        self.hosts[ix].as_ref().unwrap().node()
+    }
+
+    pub fn server_mut(&mut self, ix: Ix) -> &mut Server {
+        self.hosts[ix].as_mut().unwrap().node_mut()
+    }
+
+    /// Server `ix`'s node, out of the cluster, to be driven by hand. Its
+    /// world goes down: the server is crashed as far as the cluster knows.
+    pub fn take_server(&mut self, ix: Ix) -> Server {
+        let host = self.hosts[ix].take().unwrap();
+        let (server, mut world) = host.into_parts();
+        world.crash();
+        self.down[ix] = Some(world);
+        server
+    }
+
+    /// Server `ix`'s disk, whether it is up or down.
+    pub fn disk(&self, ix: Ix) -> &MemDisk {
+        &self.world(ix).disk
+    }
+
+    pub fn disk_mut(&mut self, ix: Ix) -> &mut MemDisk {
+        &mut self.world_mut(ix).disk
+    }
+
+    /// Server `ix`'s store, whether it is up or down.
+    pub fn store(&self, ix: Ix) -> &MemStore {
+        &self.world(ix).store
+    }
+
+    pub fn store_mut(&mut self, ix: Ix) -> &mut MemStore {
+        &mut self.world_mut(ix).store
+    }
+
+    /// Makes every disk's file persists wait until
+    /// [`Cluster::release_persists`].
+    pub fn hold_persists(&mut self) {
+        for ix in 0..self.size {
+            self.world_mut(ix).hold_persists = true;
+        }
+    }
+
+    /// Makes every disk's reads come back `delay` later (or at once).
+    pub fn set_read_delay(&mut self, delay: Option<Duration>) {
+        for ix in 0..self.size {
+            self.world_mut(ix).read_delay = delay;
+        }
     }
 
     /// Stops a server: its connections break, its memory is gone, its
-    /// store stays.
+    /// store and its disk stay.
     pub fn crash(&mut self, ix: Ix) {
-        self.servers[ix] = None;
-        self.disks[ix].temps.clear();
+        if self.hosts[ix].is_some() {
+            drop(self.take_server(ix));
+        }
         let mine: Vec<_> = self
             .links
             .keys()
@@ -156,15 +295,14 @@ impl Cluster {
         for k in mine {
             if let Some((j, c)) = self.links.remove(&k) {
                 self.links.remove(&(j, c));
-                self.queue.push_back(Msg::Input(j, Owned::Closed(c)));
+                self.queue.push_back((j, Msg::Closed(c)));
             }
         }
-        self.queue.retain(|Msg::Input(i, _)| *i != ix);
+        self.queue.retain(|(i, _)| *i != ix);
     }
 
     pub fn restart(&mut self, ix: Ix) {
-        let s = self.boot(ix);
-        self.servers[ix] = Some(s);
+        self.boot(ix);
         self.settle();
     }
 
@@ -180,115 +318,92 @@ impl Cluster {
 
     /// Feeds one input to server `ix` and carries every consequence.
     pub fn input(&mut self, ix: Ix, input: Input<'_>) {
-        if let Some(s) = self.servers[ix].as_mut() {
-            s.handle_input(self.now, input);
+        self.sync_clock();
+        if let Some(h) = self.hosts[ix].as_mut() {
+            h.handle_input(input);
         }
         self.settle();
     }
 
     /// Delivers queued messages and outputs until nothing moves.
     pub fn settle(&mut self) {
+        self.sync_clock();
         loop {
             for ix in 0..self.size {
-                self.drain(ix);
+                self.settle_host(ix);
             }
-            let Some(Msg::Input(ix, m)) = self.queue.pop_front() else {
+            let Some((ix, m)) = self.queue.pop_front() else {
                 return;
             };
-            let now = self.now;
-            let Some(s) = self.servers[ix].as_mut() else {
+            let Some(h) = self.hosts[ix].as_mut() else {
                 continue;
             };
             match &m {
-                Owned::Accepted(c) => s.handle_input(
-                    now,
-                    Input::Accepted {
-                        conn: *c,
-                        peer: "peer".into(),
-                    },
-                ),
-                Owned::Connected(c) => s.handle_input(now, Input::Connected { conn: *c }),
-                Owned::ConnectFailed(c) => s.handle_input(
-                    now,
-                    Input::ConnectFailed {
-                        conn: *c,
-                        reason: "refused".into(),
-                    },
-                ),
-                Owned::Received(c, b) => {
-                    s.handle_input(now, Input::Received { conn: *c, bytes: b })
-                }
-                Owned::Closed(c) => s.handle_input(now, Input::Closed { conn: *c }),
-                Owned::Persisted(t) => s.handle_input(now, Input::Persisted { token: *t }),
-                Owned::FileRead(h, o, d) => s.handle_input(
-                    now,
-                    Input::FileRead {
-                        handle: *h,
-                        offset: *o,
-                        data: d,
-                    },
-                ),
-                Owned::FilePersisted(t) => s.handle_input(now, Input::FilePersisted { temp: *t }),
-                Owned::FileFailed(h, missing) => s.handle_input(
-                    now,
-                    Input::FileFailed {
-                        handle: *h,
-                        error: if *missing {
-                            "no such file"
-                        } else {
-                            "input/output error"
-                        }
-                        .into(),
-                        no_space: false,
-                        missing: *missing,
-                    },
-                ),
+                Msg::Accepted(c) => h.handle_input(Input::Accepted {
+                    conn: *c,
+                    peer: "peer".into(),
+                }),
+                Msg::Connected(c) => h.handle_input(Input::Connected { conn: *c }),
+                Msg::ConnectFailed(c) => h.handle_input(Input::ConnectFailed {
+                    conn: *c,
+                    reason: "refused".into(),
+                }),
+                Msg::Received(c, b) => h.handle_input(Input::Received { conn: *c, bytes: b }),
+                Msg::Closed(c) => h.handle_input(Input::Closed { conn: *c }),
             }
         }
     }
 
-    fn drain(&mut self, ix: Ix) {
-        while let Some(out) = self.servers[ix].as_mut().and_then(|s| s.poll_output()) {
-            match out {
-                Output::Transmit { conn, bytes } => {
-                    if let Some(&(j, c)) = self.links.get(&(ix, conn)) {
-                        if !self.cut.contains(&(ix, j)) {
-                            self.queue
-                                .push_back(Msg::Input(j, Owned::Received(c, bytes)));
-                        }
-                    } else if let Some(d) = self.inbox.get_mut(&(ix, conn)) {
-                        d.push(&bytes);
+    /// Settles server `ix`'s host, then carries what it sent.
+    fn settle_host(&mut self, ix: Ix) {
+        let Some(h) = self.hosts[ix].as_mut() else {
+            return;
+        };
+        let mut events = Vec::new();
+        let settled = h.settle(|_, e| {
+            events.push(e);
+            ControlFlow::<()>::Continue(())
+        });
+        if let Err(e) = settled {
+            panic!("server {} stopped: {e}", ix + 1);
+        }
+        self.events.extend(events.into_iter().map(|e| (ix, e)));
+        let net = std::mem::take(&mut h.world_mut().net);
+        for out in net {
+            self.carry(ix, out);
+        }
+    }
+
+    fn carry(&mut self, ix: Ix, out: NetOut) {
+        match out {
+            NetOut::Transmit(conn, bytes) => {
+                if let Some(&(j, c)) = self.links.get(&(ix, conn)) {
+                    if !self.cut.contains(&(ix, j)) {
+                        self.queue.push_back((j, Msg::Received(c, bytes)));
                     }
+                } else if let Some(d) = self.inbox.get_mut(&(ix, conn)) {
+                    d.push(&bytes);
                 }
-                Output::Connect { conn, addr } => match ix_of(&addr) {
-                    Some(j)
-                        if self.servers.get(j).is_some_and(|s| s.is_some())
-                            && !self.cut.contains(&(ix, j)) =>
-                    {
-                        let acc = ConnId::accepted(self.next_accept);
-                        self.next_accept += 1;
-                        self.links.insert((ix, conn), (j, acc));
-                        self.links.insert((j, acc), (ix, conn));
-                        self.queue.push_back(Msg::Input(j, Owned::Accepted(acc)));
-                        self.queue.push_back(Msg::Input(ix, Owned::Connected(conn)));
-                    }
-                    _ => self
-                        .queue
-                        .push_back(Msg::Input(ix, Owned::ConnectFailed(conn))),
-                },
-                Output::Close { conn } => {
-                    if let Some((j, c)) = self.links.remove(&(ix, conn)) {
-                        self.links.remove(&(j, c));
-                        self.queue.push_back(Msg::Input(j, Owned::Closed(c)));
-                    }
+            }
+            NetOut::Connect(conn, addr) => match ix_of(&addr) {
+                Some(j)
+                    if self.hosts.get(j).is_some_and(|s| s.is_some())
+                        && !self.cut.contains(&(ix, j)) =>
+                {
+                    let acc = ConnId::accepted(self.next_accept);
+                    self.next_accept += 1;
+                    self.links.insert((ix, conn), (j, acc));
+                    self.links.insert((j, acc), (ix, conn));
+                    self.queue.push_back((j, Msg::Accepted(acc)));
+                    self.queue.push_back((ix, Msg::Connected(conn)));
                 }
-                Output::Persist { token, batch } => {
-                    self.stores[ix].commit(&batch).unwrap();
-                    self.queue
-                        .push_back(Msg::Input(ix, Owned::Persisted(token)));
+                _ => self.queue.push_back((ix, Msg::ConnectFailed(conn))),
+            },
+            NetOut::Close(conn) => {
+                if let Some((j, c)) = self.links.remove(&(ix, conn)) {
+                    self.links.remove(&(j, c));
+                    self.queue.push_back((j, Msg::Closed(c)));
                 }
-                Output::Event(e) => self.events.push((ix, e)),
-                Output::File(op) => self.file_op(ix, op),
             }
         }
     }
@@ -332,14 +447,12 @@ impl Cluster {
                 .get(&(ix, conn))
                 .is_some_and(|d| d.buffered() == 0);
             if fresh {
-                if let Some(s) = self.servers[ix].as_mut() {
-                    s.handle_input(
-                        self.now,
-                        Input::Accepted {
-                            conn,
-                            peer: "client".into(),
-                        },
-                    );
+                self.sync_clock();
+                if let Some(h) = self.hosts[ix].as_mut() {
+                    h.handle_input(Input::Accepted {
+                        conn,
+                        peer: "client".into(),
+                    });
                 }
             }
         }
@@ -380,68 +493,13 @@ impl Cluster {
         self.received(ix, conn)
     }
 
-    fn file_op(&mut self, ix: Ix, op: FileOp) {
-        let disk = &mut self.disks[ix];
-        match op {
-            FileOp::Read {
-                handle,
-                file: FileRef::Blob(d),
-                offset,
-                len,
-            } => {
-                let msg = match disk.blobs.get(&d) {
-                    Some(_) if disk.unreadable.contains(&d) => Owned::FileFailed(handle, false),
-                    Some(b) => {
-                        let start = (offset as usize).min(b.len());
-                        let end = (start + len).min(b.len());
-                        Owned::FileRead(handle, offset, b[start..end].to_vec())
-                    }
-                    None => Owned::FileFailed(handle, true),
-                };
-                match self.read_delay {
-                    Some(delay) => self.slow_reads.push((self.now + delay, ix, msg)),
-                    None => self.queue.push_back(Msg::Input(ix, msg)),
-                }
-            }
-            FileOp::Write { temp, offset, data } => {
-                let t = disk.temps.entry(temp).or_default();
-                let o = offset as usize;
-                if t.len() < o + data.len() {
-                    t.resize(o + data.len(), 0);
-                }
-                t[o..o + data.len()].copy_from_slice(&data);
-            }
-            FileOp::Persist {
-                temp,
-                to: FileRef::Blob(d),
-            } => {
-                let content = disk.temps.remove(&temp).unwrap_or_default();
-                disk.blobs.insert(d, content);
-                if self.hold_persists {
-                    self.held.push((ix, temp));
-                } else {
-                    self.queue
-                        .push_back(Msg::Input(ix, Owned::FilePersisted(temp)));
-                }
-            }
-            FileOp::Discard { temp } => {
-                disk.temps.remove(&temp);
-            }
-            FileOp::Remove {
-                file: FileRef::Blob(d),
-            } => {
-                disk.blobs.remove(&d);
-            }
-            other => panic!("servers use blobs only: {other:?}"),
-        }
-    }
-
-    /// Delivers the held FilePersisted answers.
+    /// Delivers the held `FilePersisted` answers, and holds no more.
     pub fn release_persists(&mut self) {
-        self.hold_persists = false;
-        for (ix, temp) in std::mem::take(&mut self.held) {
-            self.queue
-                .push_back(Msg::Input(ix, Owned::FilePersisted(temp)));
+        for ix in 0..self.size {
+            let w = self.world_mut(ix);
+            w.hold_persists = false;
+            let held = std::mem::take(&mut w.held);
+            w.due.extend(held);
         }
         self.settle();
     }
@@ -492,7 +550,7 @@ impl Cluster {
                 }
             }
             if !answers.is_empty()
-                || (s.is_finished() && s.poll_timeout().is_none() && self.queue.is_empty())
+                || (s.is_finished() && s.poll_timeout().is_none() && self.is_idle())
             {
                 if answers.is_empty() {
                     self.run_for(Duration::from_millis(100));
@@ -592,38 +650,39 @@ impl Cluster {
                 self.now
             );
             let next = self
-                .servers
+                .hosts
                 .iter()
                 .flatten()
-                .filter_map(|s| s.poll_timeout())
-                .chain(self.slow_reads.iter().map(|(at, ..)| *at))
+                .flat_map(|h| {
+                    let reads = h.world().slow_reads.front().map(|(at, _)| *at);
+                    h.poll_timeout().into_iter().chain(reads)
+                })
                 .min()
                 .unwrap_or(end)
                 .max(self.now)
                 .min(end);
             self.now = next;
-            // Reads come back in the order asked, as a driver's do.
-            let now = self.now;
-            let due = self
-                .slow_reads
-                .iter()
-                .take_while(|(at, ..)| *at <= now)
-                .count();
-            for (_, ix, msg) in self.slow_reads.drain(..due).collect::<Vec<_>>() {
-                self.queue.push_back(Msg::Input(ix, msg));
-            }
-            for ix in 0..self.size {
-                let now = self.now;
-                if let Some(s) = self.servers[ix].as_mut() {
-                    if s.poll_timeout().is_some_and(|t| t <= now) {
-                        s.handle_timeout(now);
-                    }
-                }
+            self.sync_clock();
+            for h in self.hosts.iter_mut().flatten() {
+                h.world_mut().release_reads(next);
+                h.handle_timeout_if_due();
             }
             self.settle();
             if next == end {
                 break;
             }
+        }
+    }
+
+    /// Nothing on its way between servers, and no server owed an answer.
+    fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.hosts.iter().flatten().all(|h| !h.is_busy())
+    }
+
+    /// Every running server's world tells the cluster's time.
+    fn sync_clock(&mut self) {
+        for h in self.hosts.iter_mut().flatten() {
+            h.world_mut().now = self.now;
         }
     }
 }
