@@ -17,32 +17,26 @@
 //! still reports (bytes, `Closed`) is dropped, so the node is never told
 //! about a connection it no longer knows.
 //!
-//! **Persistence.** `Output::Persist` is executed in output order, like every
-//! output: the batch is committed to the driver's store synchronously, and its
-//! token is queued. Once the drain is over, the queued tokens are fed back as
-//! `Input::Persisted`, one at a time and in commit order, each followed by a
-//! drain of its own (the rule again). A store that fails to commit, or a
-//! `Persist` with no store configured, is fatal: the error is logged, no
-//! further output is executed, and the driver stops with a [`DriverError`]
-//! rather than let the node act on state it could not save.
-//!
-//! **Files.** `Output::File` is executed in output order too, by the
-//! driver's [`Files`] executor (see [`crate::files`]). What it has to say
-//! back (`FileRead`, `FilePersisted`, `FileFailed`) is queued with the
-//! persisted tokens, in one queue in output order, and fed back the same
-//! way: one input, then a drain. A read's bytes are read only when they are
-//! fed, into the executor's reusable buffers. The exception is a server's
-//! file `Persist`, which can wait seconds for the disk: the node runs on
-//! meanwhile, and its answer joins the queue when the executor's writer
-//! thread is done (which wakes the driver). A node that asks for file
-//! work from a driver without an executor stops it ([`DriverError::NoFiles`]).
+//! **Persistence and files.** What a node's persists and file work
+//! mean, and the order their answers come back in, is `ferry-core`'s
+//! (`io.rs`), carried out by its one pump, [`Host`]. This driver supplies
+//! the world the host acts on, [`RealWorld`]: the sockets ([`crate::net`]),
+//! the store (a `HeedStore` for a server) and the file executor
+//! ([`crate::files`]). A server's file `Persist` can wait seconds for the
+//! disk: the node runs on meanwhile, and its answer comes when the
+//! executor's writer thread is done (which wakes the driver). A store that
+//! fails to commit, or file work asked of a driver without an executor, is
+//! fatal: the error is logged, nothing more is carried out, and the driver
+//! stops with a [`DriverError`] rather than let the node act on state it
+//! could not save.
 
 use crate::clock::Clock;
-use crate::files::{FileAnswer, Files};
+use crate::files::Files;
 use crate::net::{Net, Stopper};
 use ferry_core::store::{Batch, Store, StoreError};
-use ferry_core::{Input, Node, Output, Timestamp};
-use std::collections::VecDeque;
+use ferry_core::{
+    ConnId, FileAnswer, FileFailure, FileOp, Host, HostError, Node, Settled, Timestamp, World,
+};
 use std::convert::Infallible;
 use std::fmt;
 use std::net::TcpListener;
@@ -92,25 +86,72 @@ impl std::error::Error for DriverError {}
 /// What [`Driver::run`] returns: only ever an error.
 pub type RunResult = Result<Infallible, DriverError>;
 
-/// Runs one node against real sockets and real time.
-pub struct Driver<N: Node> {
-    node: N,
+/// The production world: real sockets, real time, the node's store and its
+/// file executor.
+pub struct RealWorld {
     name: String,
     clock: Clock,
     net: Net,
     store: Option<Box<dyn Store + Send>>,
     files: Option<Files>,
-    /// Answers to feed back, in output order: tokens of committed batches
-    /// and the results of file work.
-    answers: VecDeque<Answer>,
-    /// Set by the first fatal error; the driver does nothing after it.
-    failed: Option<DriverError>,
 }
 
-/// An input the driver owes the node for an output it executed.
-enum Answer {
-    Persisted(u64),
-    File(FileAnswer),
+impl World for RealWorld {
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn transmit(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        self.net.transmit(conn, bytes);
+    }
+
+    fn connect(&mut self, conn: ConnId, addr: String) {
+        tracing::debug!(node = %self.name, "{conn}: dial {addr}");
+        self.net.connect(conn, addr, Instant::now());
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        self.net.close(conn);
+    }
+
+    fn flush(&mut self) {
+        self.net.flush();
+    }
+
+    fn commit(&mut self, batch: &Batch) -> Result<(), HostError> {
+        match self.store.as_mut() {
+            Some(store) => Ok(store.commit(batch)?),
+            None => Err(HostError::NoStore),
+        }
+    }
+
+    fn file(&mut self, op: FileOp) -> Result<Option<FileAnswer>, HostError> {
+        match self.files.as_mut() {
+            Some(files) => Ok(files.execute(op)),
+            None => Err(HostError::NoFiles {
+                what: ferry_core::host::file_op_name(&op),
+            }),
+        }
+    }
+
+    fn take_file_answer(&mut self) -> Option<FileAnswer> {
+        self.files.as_mut()?.take_answer()
+    }
+
+    fn read(&mut self, handle: u64, offset: u64, len: usize) -> Result<&[u8], FileFailure> {
+        match self.files.as_mut() {
+            Some(files) => files.read(handle, offset, len),
+            // Only an executor hands out reads.
+            None => Err(FileFailure::other("no file storage")),
+        }
+    }
+}
+
+/// Runs one node against real sockets and real time.
+pub struct Driver<N: Node> {
+    host: Host<N, RealWorld>,
+    /// Set by the first fatal error; the driver does nothing after it.
+    failed: Option<DriverError>,
 }
 
 impl<N: Node> Driver<N> {
@@ -118,44 +159,49 @@ impl<N: Node> Driver<N> {
     /// accepts nothing until given a listener with [`Driver::listen`].
     pub fn new(node: N) -> Self {
         let name = "node".to_string();
-        let net = Net::new(&name);
-        Driver {
-            node,
+        let world = RealWorld {
+            net: Net::new(&name),
             name,
             clock: Clock::new(),
-            net,
             store: None,
             files: None,
-            answers: VecDeque::new(),
+        };
+        Driver {
+            host: Host::new(node, world),
             failed: None,
         }
     }
 
+    fn world(&mut self) -> &mut RealWorld {
+        self.host.world_mut()
+    }
+
     /// Commits the node's `Persist` outputs to `store`.
     pub fn with_store(mut self, store: Box<dyn Store + Send>) -> Self {
-        self.store = Some(store);
+        self.world().store = Some(store);
         self
     }
 
     /// Executes the node's file work with `files`.
     pub fn with_files(mut self, mut files: Files) -> Self {
-        let stopper = self.net.stopper();
+        let stopper = self.world().net.stopper();
         files.set_wake(Arc::new(move || stopper.wake()));
-        self.files = Some(files);
+        self.world().files = Some(files);
         self
     }
 
     /// Uses `clock` instead of one started by [`Driver::new`]; for a node
     /// that was made with a time from the same clock.
     pub fn with_clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
+        self.world().clock = clock;
         self
     }
 
     /// Names the node in log lines (useful when one process runs several).
     pub fn named(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self.net.rename(&self.name);
+        let w = self.world();
+        w.name = name.into();
+        w.net.rename(&w.name);
         self
     }
 
@@ -163,34 +209,34 @@ impl<N: Node> Driver<N> {
     /// listener given before, if any), numbered `ConnId::accepted(0)`, 1,
     /// and so on.
     pub fn listen(mut self, listener: TcpListener) -> Self {
-        self.net.listen(listener);
+        self.world().net.listen(listener);
         self
     }
 
     /// Something another thread can stop [`Driver::run_until`] with.
     pub fn stopper(&self) -> Stopper {
-        self.net.stopper()
+        self.host.world().net.stopper()
     }
 
     /// The node's name in log lines.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.host.world().name
     }
 
     /// The driver's current time, for calls on the node such as
     /// `Client::start(now)`.
     pub fn now(&self) -> Timestamp {
-        self.clock.now()
+        self.host.world().clock.now()
     }
 
     pub fn node(&self) -> &N {
-        &self.node
+        self.host.node()
     }
 
     /// The node, for application calls. Their outputs are executed when the
     /// driver runs next.
     pub fn node_mut(&mut self) -> &mut N {
-        &mut self.node
+        self.host.node_mut()
     }
 
     /// Runs until `on_event` breaks, and returns what it broke with, or
@@ -199,41 +245,41 @@ impl<N: Node> Driver<N> {
     /// executed, but their events are only logged. Input not yet fed at a
     /// break (bytes read, accepts, answers) is kept for the next run.
     /// After a fatal error it returns that error at once, every time.
-    pub fn run_until<B>(
+    pub fn run_until<B: Send + 'static>(
         &mut self,
         mut on_event: impl FnMut(N::Event) -> ControlFlow<B>,
     ) -> Result<B, DriverError> {
-        if let Some(error) = self.net.fatal.take() {
-            self.fail(DriverError::Poll {
-                node: self.name.clone(),
-                error,
-            });
+        if let Some(error) = self.world().net.fatal.take() {
+            let node = self.name().to_string();
+            self.fail(DriverError::Poll { node, error });
         }
         loop {
             if let Some(value) = self.settle(&mut on_event)? {
                 return Ok(value);
             }
-            if self.net.take_stop() {
+            if self.world().net.take_stop() {
                 return Err(DriverError::Stopped {
-                    node: self.name.clone(),
+                    node: self.name().to_string(),
                 });
             }
             // One reading of the clock serves the whole turn.
             let instant = Instant::now();
-            let now = self.clock.at(instant);
-            let deadline = self.node.poll_timeout();
+            let (node, world) = self.host.parts_mut();
+            let now = world.clock.at(instant);
+            let deadline = node.poll_timeout();
             if deadline.is_some_and(|d| d <= now) {
-                self.node.handle_timeout(now);
+                node.handle_timeout(now);
                 continue;
             }
-            if let Some(input) = self.net.next_input(instant) {
-                self.node.handle_input(now, input);
+            if let Some(input) = world.net.next_input(instant) {
+                node.handle_input(now, input);
                 continue;
             }
-            let until = deadline.and_then(|d| self.clock.instant(d));
-            if let Err(e) = self.net.wait(until, instant) {
+            let until = deadline.and_then(|d| world.clock.instant(d));
+            if let Err(e) = world.net.wait(until, instant) {
+                let node = self.name().to_string();
                 self.fail(DriverError::Poll {
-                    node: self.name.clone(),
+                    node,
                     error: format!("cannot poll sockets: {e}"),
                 });
             }
@@ -242,7 +288,8 @@ impl<N: Node> Driver<N> {
 
     /// Runs until a fatal error (or a [`Stopper`]), logging events.
     pub fn run(mut self) -> RunResult {
-        self.run_until(|_| ControlFlow::Continue(()))
+        self.run_until(|_| ControlFlow::<Infallible>::Continue(()))
+            .map(|never| match never {})
     }
 
     /// Stops: executes the outputs still queued, closes every connection as
@@ -257,16 +304,17 @@ impl<N: Node> Driver<N> {
         let until = Instant::now() + patience;
         // Outputs queued by calls on the node since the last run go first.
         let _ = self.settle(&mut |_| ControlFlow::<()>::Continue(()));
-        self.net.close_all();
+        let net = &mut self.world().net;
+        net.close_all();
         loop {
-            self.net.flush();
+            net.flush();
             let now = Instant::now();
             // No connection is the node's any more: nothing comes out.
-            while self.net.next_input(now).is_some() {}
-            if self.net.is_empty() || now >= until {
+            while net.next_input(now).is_some() {}
+            if net.is_empty() || now >= until {
                 return;
             }
-            if self.net.wait(Some(until), now).is_err() {
+            if net.wait(Some(until), now).is_err() {
                 return;
             }
         }
@@ -274,149 +322,46 @@ impl<N: Node> Driver<N> {
 
     fn fail(&mut self, e: DriverError) {
         if self.failed.is_none() {
-            tracing::error!(node = %self.name, "{e}");
+            tracing::error!(node = %self.name(), "{e}");
             self.failed = Some(e);
         }
     }
 
-    /// [`Driver::settle_node`], then the bytes it queued go to the sockets.
-    fn settle<B>(
+    /// The host's settle (every output carried out, every answer fed, what
+    /// was transmitted flushed), with every event logged before `on_event`
+    /// sees it. Stops early at a break or a fatal error.
+    fn settle<B: Send + 'static>(
         &mut self,
         on_event: &mut impl FnMut(N::Event) -> ControlFlow<B>,
     ) -> Result<Option<B>, DriverError> {
-        let settled = self.settle_node(on_event);
-        self.net.flush();
-        settled
-    }
-
-    /// Drains, then feeds back each committed batch's `Persisted` and
-    /// drains again, until the node is quiet. Stops early at a break (the
-    /// tokens left are fed on the next run) or a fatal error.
-    fn settle_node<B>(
-        &mut self,
-        on_event: &mut impl FnMut(N::Event) -> ControlFlow<B>,
-    ) -> Result<Option<B>, DriverError> {
-        loop {
-            if let Some(e) = &self.failed {
-                return Err(e.clone());
-            }
-            let stop = self.drain(on_event);
-            // A failure wins over a break in the same drain.
-            if let Some(e) = &self.failed {
-                return Err(e.clone());
-            }
-            if let Some(value) = stop {
-                return Ok(Some(value));
-            }
-            // Persists finish and writes fail on the writer thread,
-            // whenever they do.
-            if let Some(files) = self.files.as_mut() {
-                while let Some(answer) = files.take_answer() {
-                    self.answers.push_back(Answer::File(answer));
-                }
-            }
-            let Some(answer) = self.answers.pop_front() else {
-                return Ok(None);
-            };
-            // What the drain sent goes out before the answer is worked on:
-            // a sender that reads and hashes its next block when fed does
-            // it while the chunk just sent is on its way.
-            self.net.flush();
-            self.feed(answer);
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
         }
-    }
-
-    /// Feeds one owed input to the node.
-    fn feed(&mut self, answer: Answer) {
-        let now = self.clock.now();
-        let input = match answer {
-            Answer::Persisted(token) => Input::Persisted { token },
-            Answer::File(FileAnswer::Persisted { temp }) => Input::FilePersisted { temp },
-            Answer::File(FileAnswer::Failed { handle, failure }) => Input::FileFailed {
-                handle,
-                error: failure.error,
-                no_space: failure.no_space,
-                missing: failure.missing,
-            },
-            Answer::File(FileAnswer::Read {
-                handle,
-                offset,
-                len,
-            }) => {
-                // Only an executor hands out reads.
-                let Some(files) = self.files.as_mut() else {
-                    return;
-                };
-                let input = match files.read(handle, offset, len) {
-                    Ok(data) => Input::FileRead {
-                        handle,
-                        offset,
-                        data,
-                    },
-                    Err(failure) => Input::FileFailed {
-                        handle,
-                        error: failure.error,
-                        no_space: failure.no_space,
-                        missing: failure.missing,
-                    },
-                };
-                return self.node.handle_input(now, input);
+        let mut broke = false;
+        let settled = self.host.settle(|world, event| {
+            tracing::info!(node = %world.name, "{event}");
+            if broke {
+                return ControlFlow::Continue(());
             }
-        };
-        self.node.handle_input(now, input);
-    }
-
-    /// Executes every queued output, up to a fatal error. Returns the value
-    /// of the first break.
-    fn drain<B>(&mut self, on_event: &mut impl FnMut(N::Event) -> ControlFlow<B>) -> Option<B> {
-        let mut stop = None;
-        while self.failed.is_none() {
-            let Some(output) = self.node.poll_output() else {
-                break;
-            };
-            match output {
-                Output::Transmit { conn, bytes } => self.net.transmit(conn, bytes),
-                Output::Connect { conn, addr } => {
-                    tracing::debug!(node = %self.name, "{conn}: dial {addr}");
-                    self.net.connect(conn, addr, Instant::now());
-                }
-                Output::Close { conn } => self.net.close(conn),
-                Output::Persist { token, batch } => self.persist(token, &batch),
-                Output::File(op) => match self.files.as_mut() {
-                    Some(files) => {
-                        if let Some(answer) = files.execute(op) {
-                            self.answers.push_back(Answer::File(answer));
-                        }
-                    }
-                    None => self.fail(DriverError::NoFiles {
-                        node: self.name.clone(),
-                    }),
-                },
-                Output::Event(event) => {
-                    tracing::info!(node = %self.name, "{event}");
-                    if stop.is_none() {
-                        if let ControlFlow::Break(value) = on_event(event) {
-                            stop = Some(value);
-                        }
-                    }
-                }
+            let flow = on_event(event);
+            broke = flow.is_break();
+            flow
+        });
+        match settled {
+            Ok(Settled::Break(value)) => Ok(Some(value)),
+            // The real world never makes the node wait: its waits are real
+            // ones, inside its calls.
+            Ok(Settled::Quiet | Settled::Wait(_)) => Ok(None),
+            Err(e) => {
+                let node = self.name().to_string();
+                let e = match e {
+                    HostError::Store(error) => DriverError::Store { node, error },
+                    HostError::NoStore => DriverError::NoStore { node },
+                    HostError::NoFiles { .. } => DriverError::NoFiles { node },
+                };
+                self.fail(e.clone());
+                Err(e)
             }
-        }
-        stop
-    }
-
-    /// Commits a batch and queues its token, or records the fatal error.
-    fn persist(&mut self, token: u64, batch: &Batch) {
-        let node = self.name.clone();
-        let result = match self.store.as_mut() {
-            Some(store) => store
-                .commit(batch)
-                .map_err(|error| DriverError::Store { node, error }),
-            None => Err(DriverError::NoStore { node }),
-        };
-        match result {
-            Ok(()) => self.answers.push_back(Answer::Persisted(token)),
-            Err(e) => self.fail(e),
         }
     }
 }

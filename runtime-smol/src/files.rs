@@ -89,6 +89,7 @@
 //! a temporary file when it is persisted or discarded.
 
 use buffers::{ReadAhead, WriteBuffers, READ_AHEAD};
+pub use ferry_core::{FileAnswer, FileFailure};
 use ferry_core::{FileOp, FileRef};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -112,30 +113,12 @@ const WRITE_BEHIND: u64 = 2 << 20;
 /// The largest read a node may ask for at once.
 pub const MAX_READ: usize = 16 << 20;
 
-/// How a file operation failed, as the node is told.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileFailure {
-    pub error: String,
-    pub no_space: bool,
-    /// The file does not exist (`ENOENT`).
-    pub missing: bool,
-}
-
-impl FileFailure {
-    fn io(what: &str, path: &Path, e: &io::Error) -> Self {
-        FileFailure {
-            error: format!("{what} {}: {e}", path.display()),
-            no_space: is_no_space(e),
-            missing: e.kind() == io::ErrorKind::NotFound,
-        }
-    }
-
-    fn other(error: String) -> Self {
-        FileFailure {
-            error,
-            no_space: false,
-            missing: false,
-        }
+/// A failed system call on `path`, as the node is told.
+pub(crate) fn io_failure(what: &str, path: &Path, e: &io::Error) -> FileFailure {
+    FileFailure {
+        error: format!("{what} {}: {e}", path.display()),
+        no_space: is_no_space(e),
+        missing: e.kind() == io::ErrorKind::NotFound,
     }
 }
 
@@ -150,25 +133,6 @@ const ENOSPC: i32 = 28;
 const EDQUOT: i32 = 122;
 #[cfg(not(target_os = "linux"))]
 const EDQUOT: i32 = 69;
-
-/// What an executed operation has to say back to the node.
-#[derive(Debug, PartialEq, Eq)]
-pub enum FileAnswer {
-    /// Answer with `FileRead` (or `FileFailed`) once it is fed: see
-    /// [`Files::read`].
-    Read {
-        handle: u64,
-        offset: u64,
-        len: usize,
-    },
-    Persisted {
-        temp: u64,
-    },
-    Failed {
-        handle: u64,
-        failure: FileFailure,
-    },
-}
 
 /// The command's one local file, for a client.
 #[derive(Clone, Debug)]
@@ -439,10 +403,10 @@ impl Files {
             }
         }
         let path = self.local_path(file)?;
-        let f = File::open(&path).map_err(|e| FileFailure::io("cannot open", &path, &e))?;
+        let f = File::open(&path).map_err(|e| io_failure("cannot open", &path, &e))?;
         let len = f
             .metadata()
-            .map_err(|e| FileFailure::io("cannot stat", &path, &e))?
+            .map_err(|e| io_failure("cannot stat", &path, &e))?
             .len();
         self.opened += 1;
         self.insert(
@@ -494,7 +458,7 @@ impl Files {
                 .write(true)
                 .truncate(fresh)
                 .open(&path)
-                .map_err(|e| FileFailure::io("cannot create", &path, &e))?;
+                .map_err(|e| io_failure("cannot create", &path, &e))?;
             self.opened += 1;
             if fresh {
                 self.created.insert(temp, self.opened);

@@ -47,6 +47,7 @@ impl Group {
     pub fn spawn<N>(&mut self, driver: Driver<N>) -> io::Result<()>
     where
         N: Node + Send + 'static,
+        N::Event: Send,
     {
         let done = Done {
             index: self.threads.len(),

@@ -1,98 +1,51 @@
-//! In-memory disks for the simulation: what the driver executes a node's
-//! [`FileOp`]s against.
+//! The simulation's disks: what the simulated world carries a node's
+//! [`FileOp`]s out on.
 //!
-//! - [`Disk`], a server's: blobs named by their BLAKE3 digest and numbered
-//!   temporary files. The harness owns it (`Rc<RefCell<_>>`), not the host,
-//!   so it outlives the host's crashes: blobs survive; temporary files are
-//!   left behind by a crash and removed when the host starts again
-//!   ([`Disk::start`]), as runtime-smol cleans `DATA/tmp/` at startup. The
-//!   start also lists the blobs, for `Recovered::blobs`.
+//! - A server's disk is the core's in-memory one,
+//!   [`MemDisk`](ferry_core::host::mem_disk::MemDisk) (here [`Disk`]): blobs
+//!   named by their BLAKE3 digest and numbered temporary files, with the
+//!   semantics `ferry-core`'s `io.rs` writes down and the conformance suite
+//!   holds every disk to. The harness owns it (`Rc<RefCell<_>>`), not the
+//!   host, so it outlives the host's crashes: blobs survive; temporary
+//!   files are left behind by a crash and removed when the host starts
+//!   again (`Disk::start`), as runtime-smol cleans `DATA/tmp/` at startup.
+//!   The start also lists the blobs, for `Recovered::blobs`.
 //! - [`LocalFile`], a client's one local file: the source of an upload and
 //!   the destination of a download (written through a hidden partial file,
 //!   renamed onto the destination by `Persist`, removed by `Discard`).
 //!
-//! The semantics are runtime-smol's (`runtime-smol/src/files.rs`), and so is
-//! the order: the driver executes a server's writes, persists and removes
-//! in one queue, behind any `Persist` still in progress, and the rest at
-//! once (see [`crate::driver`]). A `Write` creates its temporary file and
-//! writes (these writes never fail); `Persist` moves the temporary file
-//! into place (a never-written one becomes an empty file; a blob already
-//! there is kept and the copy dropped) and answers `FilePersisted`;
-//! `Discard` and `Remove` answer nothing; a `Read` of a missing file
-//! answers `FileFailed`, a read past the end answers fewer bytes. Reads are
-//! answered with the bytes the file held when the read was executed, as
+//! When the work is done — a server's writes, persists and removes in one
+//! queue behind any `Persist` still in progress, the rest at once — is the
+//! simulated world's business (see [`crate::driver`]). Reads are answered
+//! with the bytes the file held when the read was carried out, as
 //! runtime-smol's descriptor opened at that moment would read them. Blobs
-//! change in place only when the harness makes one rot ([`Disk::rot`]: a
+//! change in place only when the harness makes one rot (`Disk::rot`: a
 //! flipped bit).
 //!
 //! Things a correct node never does are answered as runtime-smol answers
-//! them and also recorded in [`Disk::anomalies`] / [`LocalFile::anomalies`],
+//! them and also recorded in `Disk::anomalies` / [`LocalFile::anomalies`],
 //! which the scenarios check: a blob persisted under a name that is not the
 //! digest of its bytes, a server naming a client's local file or the other
 //! way round, a client removing a file.
 
-use ferry_core::{FileOp, FileRef};
+pub use ferry_core::host::mem_disk::{hex, short, MemDisk as Disk};
+use ferry_core::host::mem_disk::{slice, write_at};
+use ferry_core::{FileAnswer, FileFailure, FileOp, FileRef};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::fmt;
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 
 pub type SharedDisk = Rc<RefCell<Disk>>;
 pub type SharedLocal = Rc<RefCell<LocalFile>>;
 
-/// What an executed operation has to say back to the node; the driver feeds
-/// it back after the drain, in the order operations were executed (like
-/// `Persisted`; see [`crate::driver`]).
-#[derive(Clone, Debug)]
-pub enum FileAnswer {
-    Read {
-        handle: u64,
-        offset: u64,
-        /// The whole file as it was when the read was executed, and the
-        /// part of it read.
-        file: Arc<[u8]>,
-        start: usize,
-        end: usize,
-    },
-    Persisted {
-        temp: u64,
-    },
-    Failed {
-        handle: u64,
-        error: String,
-        no_space: bool,
-        /// As runtime-smol's `ENOENT`: the file is not there.
-        missing: bool,
-    },
+/// A server's disk, to be shared between the harness and the server's
+/// incarnations.
+pub fn shared_disk() -> SharedDisk {
+    Rc::new(RefCell::new(Disk::default()))
 }
 
-impl FileAnswer {
-    fn failed(handle: u64, error: String) -> Self {
-        FileAnswer::Failed {
-            handle,
-            error,
-            no_space: false,
-            missing: false,
-        }
-    }
-
-    fn read(handle: u64, offset: u64, len: usize, file: Arc<[u8]>) -> Self {
-        let start = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(file.len());
-        let end = start.saturating_add(len).min(file.len());
-        FileAnswer::Read {
-            handle,
-            offset,
-            file,
-            start,
-            end,
-        }
-    }
-}
-
-/// A node's files, as its driver executes them.
+/// A node's files, as its world carries them out.
 #[derive(Clone)]
 pub enum SimFiles {
     Server(SharedDisk),
@@ -132,6 +85,24 @@ impl SimFiles {
         }
     }
 
+    /// The bytes of a read answered `FileAnswer::Read`, as the file was
+    /// when the read was carried out; copied into `buf`, which the node
+    /// reads from.
+    pub fn read(
+        &self,
+        handle: u64,
+        offset: u64,
+        len: usize,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), FileFailure> {
+        buf.clear();
+        match self {
+            SimFiles::Server(d) => buf.extend_from_slice(d.borrow_mut().read(handle, offset, len)?),
+            SimFiles::Client(l) => buf.extend_from_slice(l.borrow_mut().read(handle, offset, len)?),
+        }
+        Ok(())
+    }
+
     /// True if `op` must wait for the disk (an `fsync`): `Persist`.
     pub fn is_sync(op: &FileOp) -> bool {
         matches!(op, FileOp::Persist { .. })
@@ -139,146 +110,9 @@ impl SimFiles {
 
     /// True if `op` persists a blob this server's disk holds already.
     pub fn holds_target(&self, op: &FileOp) -> bool {
-        match (self, op) {
-            (
-                SimFiles::Server(d),
-                FileOp::Persist {
-                    to: FileRef::Blob(b),
-                    ..
-                },
-            ) => d.borrow().blobs.contains_key(b),
-            _ => false,
-        }
-    }
-}
-
-/// A server's disk. See the module docs.
-#[derive(Default)]
-pub struct Disk {
-    pub blobs: BTreeMap<[u8; 32], Arc<[u8]>>,
-    pub temps: BTreeMap<u64, Vec<u8>>,
-    /// Things a correct server never asks for (see the module docs).
-    pub anomalies: Vec<String>,
-    /// Blobs persisted (from uploads and fetches) and removed, over all
-    /// incarnations.
-    pub persisted: u64,
-    pub removed: u64,
-}
-
-impl fmt::Debug for Disk {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Disk")
-            .field("blobs", &self.blobs.len())
-            .field("temps", &self.temps.keys().collect::<Vec<_>>())
-            .field("anomalies", &self.anomalies)
-            .finish()
-    }
-}
-
-impl Disk {
-    pub fn shared() -> SharedDisk {
-        Rc::new(RefCell::new(Disk::default()))
-    }
-
-    /// What a starting server does with its disk: remove the temporary files
-    /// a crash left behind, and list the blobs (sorted) for
-    /// `Recovered::blobs`. Returns the blobs and how many temporary files
-    /// were removed.
-    pub fn start(&mut self) -> (Vec<[u8; 32]>, usize) {
-        let leftover = self.temps.len();
-        self.temps.clear();
-        (self.blobs.keys().copied().collect(), leftover)
-    }
-
-    /// Flips bit `bit` of blob `d` where it lies, as a disk that rots:
-    /// reads executed from now on see the damage, reads already executed
-    /// keep what they read. Returns the damaged content (a new allocation,
-    /// so a copy fetched again later is told from it by `Arc::ptr_eq`);
-    /// `None` if there is no such blob or no such bit.
-    pub fn rot(&mut self, d: &[u8; 32], bit: u64) -> Option<Arc<[u8]>> {
-        let blob = self.blobs.get_mut(d)?;
-        let byte = usize::try_from(bit / 8).ok().filter(|&i| i < blob.len())?;
-        let mut bytes = blob.to_vec();
-        bytes[byte] ^= 1 << (bit % 8);
-        let rotten: Arc<[u8]> = bytes.into();
-        *blob = rotten.clone();
-        Some(rotten)
-    }
-
-    pub fn execute(&mut self, op: FileOp) -> Option<FileAnswer> {
-        match op {
-            FileOp::Read {
-                handle,
-                file: FileRef::Blob(d),
-                offset,
-                len,
-            } => Some(match self.blobs.get(&d) {
-                Some(b) => FileAnswer::read(handle, offset, len, b.clone()),
-                None => FileAnswer::Failed {
-                    handle,
-                    error: format!("cannot open blob {}: no such file", hex(&d)),
-                    no_space: false,
-                    missing: true,
-                },
-            }),
-            FileOp::Write { temp, offset, data } => {
-                write_at(self.temps.entry(temp).or_default(), offset, &data);
-                None
-            }
-            FileOp::Persist {
-                temp,
-                to: FileRef::Blob(d),
-            } => {
-                let content = self.temps.remove(&temp).unwrap_or_default();
-                let actual = *blake3::hash(&content).as_bytes();
-                if actual != d {
-                    self.anomalies.push(format!(
-                        "temporary file {temp} ({} bytes, digest {}) persisted as blob {}",
-                        content.len(),
-                        short(&actual),
-                        short(&d)
-                    ));
-                }
-                // runtime-smol keeps a blob already there and drops the
-                // copy: a copy that rotted stays rotten until it is removed.
-                self.blobs.entry(d).or_insert_with(|| content.into());
-                self.persisted += 1;
-                Some(FileAnswer::Persisted { temp })
-            }
-            FileOp::Discard { temp } => {
-                self.temps.remove(&temp);
-                None
-            }
-            FileOp::Remove {
-                file: FileRef::Blob(d),
-            } => {
-                if self.blobs.remove(&d).is_some() {
-                    self.removed += 1;
-                }
-                None
-            }
-            FileOp::Read { handle, file, .. } => {
-                self.anomalies
-                    .push(format!("a server read {file:?}, not a blob"));
-                Some(FileAnswer::failed(
-                    handle,
-                    format!("{file:?} is not a file this node has"),
-                ))
-            }
-            FileOp::Persist { temp, to } => {
-                self.anomalies.push(format!(
-                    "a server persisted temporary file {temp} as {to:?}"
-                ));
-                self.temps.remove(&temp);
-                Some(FileAnswer::failed(
-                    temp,
-                    format!("{to:?} is not a file this node has"),
-                ))
-            }
-            FileOp::Remove { file } => {
-                self.anomalies.push(format!("a server removed {file:?}"));
-                None
-            }
+        match self {
+            SimFiles::Server(d) => d.borrow().holds_target(op),
+            SimFiles::Client(_) => false,
         }
     }
 }
@@ -294,6 +128,9 @@ pub struct LocalFile {
     /// The downloaded file, once persisted.
     pub dest: Option<Arc<[u8]>>,
     pub anomalies: Vec<String>,
+    /// Reads carried out and not yet fed: the source as it was.
+    reads: VecDeque<Arc<[u8]>>,
+    reading: Option<Arc<[u8]>>,
 }
 
 impl LocalFile {
@@ -308,7 +145,14 @@ impl LocalFile {
                 file: FileRef::Local,
                 offset,
                 len,
-            } => Some(FileAnswer::read(handle, offset, len, self.source.clone())),
+            } => {
+                self.reads.push_back(self.source.clone());
+                Some(FileAnswer::Read {
+                    handle,
+                    offset,
+                    len,
+                })
+            }
             FileOp::Write { offset, data, .. } => {
                 write_at(self.partial.get_or_insert_with(Vec::new), offset, &data);
                 None
@@ -327,18 +171,18 @@ impl LocalFile {
             }
             FileOp::Read { handle, file, .. } => {
                 self.anomalies.push(format!("a client read {file:?}"));
-                Some(FileAnswer::failed(
+                Some(FileAnswer::Failed {
                     handle,
-                    format!("{file:?} is not a file this node has"),
-                ))
+                    failure: FileFailure::other(format!("{file:?} is not a file this node has")),
+                })
             }
             FileOp::Persist { temp, to } => {
                 self.anomalies
                     .push(format!("a client persisted its download as {to:?}"));
-                Some(FileAnswer::failed(
-                    temp,
-                    format!("{to:?} is not a file this node has"),
-                ))
+                Some(FileAnswer::Failed {
+                    handle: temp,
+                    failure: FileFailure::other(format!("{to:?} is not a file this node has")),
+                })
             }
             FileOp::Remove { file } => {
                 self.anomalies.push(format!("a client removed {file:?}"));
@@ -346,29 +190,14 @@ impl LocalFile {
             }
         }
     }
-}
 
-/// Writes `data` at `offset` of `file`, which grows as needed (a gap is
-/// zeros). Appends, the usual case, are copied once: no zeroing first,
-/// which unoptimized builds do a byte at a time (a sweep moves gigabytes).
-fn write_at(file: &mut Vec<u8>, offset: u64, data: &[u8]) {
-    let o = usize::try_from(offset).expect("a simulated file fits in memory");
-    if file.len() < o {
-        file.resize(o, 0);
+    /// The bytes of a read answered `FileAnswer::Read`.
+    pub fn read(&mut self, _handle: u64, offset: u64, len: usize) -> Result<&[u8], FileFailure> {
+        match self.reads.pop_front() {
+            Some(file) => Ok(slice(self.reading.insert(file), offset, len)),
+            None => Err(FileFailure::other("a read that was never opened")),
+        }
     }
-    let inside = data.len().min(file.len() - o);
-    file[o..o + inside].copy_from_slice(&data[..inside]);
-    file.extend_from_slice(&data[inside..]);
-}
-
-/// Lower-case hex of a digest.
-pub fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The first four bytes of a digest, in hex, for traces.
-pub fn short(d: &[u8; 32]) -> String {
-    hex(&d[..4])
 }
 
 #[cfg(test)]
@@ -416,8 +245,10 @@ mod tests {
         };
         match read(&mut d, 8, 4) {
             Some(FileAnswer::Read {
-                file, start, end, ..
-            }) => assert_eq!(&file[start..end], &[8, 9]),
+                handle,
+                offset,
+                len,
+            }) => assert_eq!(d.read(handle, offset, len), Ok(&[8, 9][..])),
             other => panic!("{other:?}"),
         }
         d.execute(FileOp::Remove {
@@ -447,8 +278,14 @@ mod tests {
         assert_eq!(rotten[3], 3 ^ 2);
         match before {
             Some(FileAnswer::Read {
-                file, start, end, ..
-            }) => assert_eq!(&file[start..end], &b[..], "read before the rot"),
+                handle,
+                offset,
+                len,
+            }) => assert_eq!(
+                d.read(handle, offset, len),
+                Ok(&b[..]),
+                "read before the rot"
+            ),
             other => panic!("{other:?}"),
         }
         // The same content uploaded again: runtime-smol keeps the blob

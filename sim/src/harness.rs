@@ -239,7 +239,6 @@ pub(crate) fn failure_report(seed: u64, violations: &[String], tail: &str, repla
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disk::Disk;
     use crate::server_host::{add_server, run_dir, store_dir, ServerSpec};
     use crate::trace::Trace;
     use ferry_core::accounts::password::PasswordParams;
@@ -279,7 +278,7 @@ mod tests {
             secret,
             seed: 1,
             store_dir: dir.clone(),
-            disk: Disk::shared(),
+            disk: crate::disk::shared_disk(),
             driver: DriverConfig::default(),
         };
         add_server(

@@ -165,7 +165,7 @@ pub struct Host<N: Node, W: World> {
     answers: VecDeque<Answer>,
     parked: Option<Parked<N::Event>>,
     /// A break of the drain that parked, returned once that drain is done.
-    broke: Option<Box<dyn Any>>,
+    broke: Option<Box<dyn Any + Send>>,
     /// Set by the first fatal error; nothing is carried out after it.
     failed: Option<HostError>,
 }
@@ -265,7 +265,7 @@ impl<N: Node, W: World> Host<N, W> {
     /// returned (events after it are still passed, their breaks ignored).
     /// What was transmitted is flushed before each answer is fed and before
     /// this returns.
-    pub fn settle<B: 'static>(
+    pub fn settle<B: Send + 'static>(
         &mut self,
         mut on_event: impl FnMut(&mut W, N::Event) -> ControlFlow<B>,
     ) -> Result<Settled<B>, HostError> {
@@ -274,7 +274,7 @@ impl<N: Node, W: World> Host<N, W> {
         settled
     }
 
-    fn settle_node<B: 'static>(
+    fn settle_node<B: Send + 'static>(
         &mut self,
         on_event: &mut impl FnMut(&mut W, N::Event) -> ControlFlow<B>,
     ) -> Result<Settled<B>, HostError> {
@@ -301,9 +301,7 @@ impl<N: Node, W: World> Host<N, W> {
             if let Some(value) = brk {
                 return Ok(Settled::Break(value));
             }
-            while let Some(answer) = self.world.take_file_answer() {
-                self.answers.push_back(Answer::File(answer));
-            }
+            self.take_due();
             let Some(answer) = self.answers.pop_front() else {
                 return Ok(Settled::Quiet);
             };
@@ -366,11 +364,16 @@ impl<N: Node, W: World> Host<N, W> {
                 Ok(()) => self.answers.push_back(Answer::Persisted(token)),
                 Err(e) => self.fail(e),
             },
-            Output::File(op) => match self.world.file(op) {
-                Ok(Some(answer)) => self.answers.push_back(Answer::File(answer)),
-                Ok(None) => {}
-                Err(e) => self.fail(e),
-            },
+            Output::File(op) => {
+                match self.world.file(op) {
+                    Ok(Some(answer)) => self.answers.push_back(Answer::File(answer)),
+                    Ok(None) => {}
+                    Err(e) => return self.fail(e),
+                }
+                // Work the world finished meanwhile (a queue that moved)
+                // is owed in the order it became due.
+                self.take_due();
+            }
             Output::Event(event) => {
                 if let ControlFlow::Break(value) = on_event(&mut self.world, event) {
                     brk.get_or_insert(value);
@@ -411,6 +414,12 @@ impl<N: Node, W: World> Host<N, W> {
                 ),
                 Err(failure) => self.node.handle_input(now, failed(handle, failure)),
             },
+        }
+    }
+
+    fn take_due(&mut self) {
+        while let Some(answer) = self.world.take_file_answer() {
+            self.answers.push_back(Answer::File(answer));
         }
     }
 

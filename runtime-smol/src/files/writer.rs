@@ -34,7 +34,7 @@
 //! file of the same number. The thread also remembers a file's first failed
 //! write, so its persist fails with it however the driver was told.
 
-use super::{is_no_space, sync_dir, FileFailure};
+use super::{io_failure, is_no_space, sync_dir, FileFailure};
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::ErrorKind;
@@ -449,10 +449,9 @@ fn place(p: Placing) -> Result<(), FileFailure> {
             p.to.display()
         )));
     }
-    std::fs::rename(&p.from, &p.to)
-        .map_err(|e| FileFailure::io("cannot move into place", &p.to, &e))?;
+    std::fs::rename(&p.from, &p.to).map_err(|e| io_failure("cannot move into place", &p.to, &e))?;
     if let Some(dir) = p.to.parent() {
-        sync_dir(dir).map_err(|e| FileFailure::io("cannot make durable", dir, &e))?;
+        sync_dir(dir).map_err(|e| io_failure("cannot make durable", dir, &e))?;
     }
     Ok(())
 }

@@ -1126,7 +1126,7 @@ impl<'c> Harness<'c> {
     fn add_server(&mut self, id: u32, secret: &ClusterSecret) {
         let slot = Rc::new(RefCell::new(ServerSlot::default()));
         self.servers.push(slot.clone());
-        let disk = Disk::shared();
+        let disk = crate::disk::shared_disk();
         self.disks.push(disk.clone());
         let host = server_host(id);
         let peers = self

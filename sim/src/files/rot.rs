@@ -364,13 +364,12 @@ fn secs(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disk::Disk;
 
     fn disks(contents: &[&[&[u8]]]) -> Vec<SharedDisk> {
         contents
             .iter()
             .map(|blobs| {
-                let d = Disk::shared();
+                let d = crate::disk::shared_disk();
                 for b in *blobs {
                     let name = *blake3::hash(b).as_bytes();
                     d.borrow_mut().blobs.insert(name, b.to_vec().into());

@@ -595,7 +595,7 @@ impl<'c> Harness<'c> {
             secret: secret.clone(),
             seed: self.seed,
             store_dir: store_dir(self.run_dir.path(), self.seed, &host),
-            disk: crate::disk::Disk::shared(),
+            disk: crate::disk::shared_disk(),
             driver: DriverConfig {
                 persist_latency: self.cfg.persist_latency,
                 ..DriverConfig::default()
