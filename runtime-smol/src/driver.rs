@@ -96,6 +96,41 @@ pub struct RealWorld {
     files: Option<Files>,
 }
 
+impl RealWorld {
+    /// A world named `name` in log lines, with its clock started now, no
+    /// listener, no store and no file executor.
+    pub fn new(name: &str) -> Self {
+        RealWorld {
+            name: name.to_string(),
+            clock: Clock::new(),
+            net: Net::new(name),
+            store: None,
+            files: None,
+        }
+    }
+
+    /// Carries file work out with `files`.
+    pub fn with_files(mut self, files: Files) -> Self {
+        self.set_files(files);
+        self
+    }
+
+    fn set_files(&mut self, mut files: Files) {
+        // The writer thread's answers wake the loop.
+        let stopper = self.net.stopper();
+        files.set_wake(Arc::new(move || stopper.wake()));
+        self.files = Some(files);
+    }
+
+    /// Waits until the file executor's writer thread has done everything
+    /// it was given.
+    pub fn wait_idle(&mut self) {
+        if let Some(files) = self.files.as_mut() {
+            files.wait_idle();
+        }
+    }
+}
+
 impl World for RealWorld {
     fn now(&self) -> Timestamp {
         self.clock.now()
@@ -158,16 +193,8 @@ impl<N: Node> Driver<N> {
     /// A driver whose clock starts now. It dials what the node asks for and
     /// accepts nothing until given a listener with [`Driver::listen`].
     pub fn new(node: N) -> Self {
-        let name = "node".to_string();
-        let world = RealWorld {
-            net: Net::new(&name),
-            name,
-            clock: Clock::new(),
-            store: None,
-            files: None,
-        };
         Driver {
-            host: Host::new(node, world),
+            host: Host::new(node, RealWorld::new("node")),
             failed: None,
         }
     }
@@ -183,10 +210,8 @@ impl<N: Node> Driver<N> {
     }
 
     /// Executes the node's file work with `files`.
-    pub fn with_files(mut self, mut files: Files) -> Self {
-        let stopper = self.world().net.stopper();
-        files.set_wake(Arc::new(move || stopper.wake()));
-        self.world().files = Some(files);
+    pub fn with_files(mut self, files: Files) -> Self {
+        self.world().set_files(files);
         self
     }
 

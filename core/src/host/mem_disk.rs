@@ -28,6 +28,11 @@ pub struct MemDisk {
     pub temps: BTreeMap<u64, Vec<u8>>,
     /// Blobs whose reads fail (a bad sector: `EIO`).
     pub unreadable: BTreeSet<[u8; 32]>,
+    /// Temporary files whose writes fail for lack of space.
+    pub full: BTreeSet<u64>,
+    /// Temporary files a write failed for: said once, and their persist
+    /// fails.
+    failed: BTreeSet<u64>,
     /// Things a correct server never asks for (see the module docs).
     pub anomalies: Vec<String>,
     /// Blobs persisted (from uploads and fetches) and removed, over all
@@ -59,6 +64,7 @@ impl MemDisk {
     pub fn start(&mut self) -> (Vec<[u8; 32]>, usize) {
         let leftover = self.temps.len();
         self.temps.clear();
+        self.failed.clear();
         self.reads.clear();
         self.reading = None;
         (self.blobs.keys().copied().collect(), leftover)
@@ -136,9 +142,23 @@ impl MemDisk {
                     )),
                 },
             }),
+            FileOp::Write { temp, .. } if self.full.contains(&temp) => {
+                self.temps.entry(temp).or_default();
+                self.failed.insert(temp).then(|| FileAnswer::Failed {
+                    handle: temp,
+                    failure: no_space(temp),
+                })
+            }
             FileOp::Write { temp, offset, data } => {
                 write_at(self.temps.entry(temp).or_default(), offset, &data);
                 None
+            }
+            FileOp::Persist { temp, .. } if self.failed.remove(&temp) => {
+                self.temps.remove(&temp);
+                Some(FileAnswer::Failed {
+                    handle: temp,
+                    failure: no_space(temp),
+                })
             }
             FileOp::Persist {
                 temp,
@@ -162,6 +182,7 @@ impl MemDisk {
             }
             FileOp::Discard { temp } => {
                 self.temps.remove(&temp);
+                self.failed.remove(&temp);
                 None
             }
             FileOp::Remove {
@@ -211,6 +232,12 @@ impl MemDisk {
         };
         Ok(slice(self.reading.insert(file), offset, len))
     }
+}
+
+fn no_space(temp: u64) -> FileFailure {
+    FileFailure::no_space(format!(
+        "cannot write temporary file {temp}: no space left on device"
+    ))
 }
 
 /// `len` bytes of `file` at `offset`, fewer at its end.

@@ -17,6 +17,8 @@
 //! production one: its waits are real ones, inside its calls) returns
 //! zero and the host never parks.
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod mem_disk;
 
 use crate::io::{ConnId, FileAnswer, FileFailure, FileOp, Input, Node, Output};

@@ -61,7 +61,7 @@ pub struct MemWorld {
 
 impl MemWorld {
     /// What a crash loses: everything but the store and the disk.
-    fn crash(&mut self) {
+    pub(crate) fn crash(&mut self) {
         self.net.clear();
         self.held.clear();
         self.slow_reads.clear();

@@ -65,3 +65,4 @@ pub fn bytes_of<M: speedy::Writable<LittleEndian>>(msg: &M) -> Vec<u8> {
     frame::encode(msg).unwrap()
 }
 pub mod cluster;
+mod conformance_tests;

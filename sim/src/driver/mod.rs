@@ -381,6 +381,33 @@ impl World for SimWorld {
 }
 
 impl SimWorld {
+    /// A world for host `host` that sends what its connections receive to
+    /// `tx`; no store, no files.
+    fn new(
+        host: &str,
+        trace: SharedTrace,
+        cfg: DriverConfig,
+        tx: mpsc::UnboundedSender<Net>,
+    ) -> Self {
+        let rng = SimRng::new(cfg.seed, 7);
+        SimWorld {
+            host: host.into(),
+            trace,
+            cfg,
+            conns: BTreeMap::new(),
+            tx,
+            tasks: Vec::new(),
+            store: None,
+            files: None,
+            disk: VecDeque::new(),
+            disk_ready: None,
+            due: VecDeque::new(),
+            read_buf: Vec::new(),
+            rng,
+            tap: None,
+        }
+    }
+
     /// A server's `Discard`, at once: runtime-smol unlinks the temporary
     /// file (its writes still queued land in the unlinked file: they are
     /// dropped here), unless the file is being persisted, which moves it.
@@ -484,23 +511,7 @@ impl<N: Node> Driver<N> {
     /// Must be called inside a turmoil host or client.
     pub fn new(host: &str, node: Rc<RefCell<N>>, trace: SharedTrace, cfg: DriverConfig) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let rng = SimRng::new(cfg.seed, 7);
-        let world = SimWorld {
-            host: host.into(),
-            trace,
-            cfg,
-            conns: BTreeMap::new(),
-            tx,
-            tasks: Vec::new(),
-            store: None,
-            files: None,
-            disk: VecDeque::new(),
-            disk_ready: None,
-            due: VecDeque::new(),
-            read_buf: Vec::new(),
-            rng,
-            tap: None,
-        };
+        let world = SimWorld::new(host, trace, cfg, tx);
         Driver {
             host: Host::new(SharedNode(node.clone()), world),
             node,
@@ -886,5 +897,7 @@ pub async fn serve<N: Node>(
     }
 }
 
+#[cfg(test)]
+mod conformance_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,417 @@
+//! The conformance suite: the same tests, run against every [`World`]'s
+//! disk through the one [`Host`], so that the production disk, the
+//! simulator's and the unit tests' all keep the file contract of
+//! [`crate::io`]. Each world supplies a [`Fixture`]; its crate's tests call
+//! [`run_all`] (or the tests one by one).
+//!
+//! Every check drives a scripted node through the host, so what is tested
+//! is what a node sees: the inputs that come back, in their order.
+
+use super::{Host, Settled, World};
+use crate::io::{FileOp, FileRef, Input, Node, Output};
+use crate::time::Timestamp;
+use std::collections::VecDeque;
+use std::ops::ControlFlow;
+
+/// What a world's crate provides for the suite.
+pub trait Fixture {
+    type W: World;
+
+    /// A world with a fresh, empty server disk.
+    fn fresh(&mut self) -> Self::W;
+
+    /// Makes every later write to temporary file `temp` fail for lack of
+    /// space.
+    fn fill_disk(&mut self, world: &mut Self::W, temp: u64);
+
+    /// Waits until the world has finished what it does in the background (a
+    /// writer thread, a disk queue), so that its answers are due.
+    fn finish(&mut self, world: &mut Self::W);
+
+    /// The node crashes (the world goes, with whatever it had not finished)
+    /// and starts again on the same disk: a new world, and the blobs the
+    /// start found.
+    fn restart(&mut self, world: Self::W) -> (Self::W, Vec<[u8; 32]>);
+}
+
+/// A node that emits the file work it is given and notes the inputs.
+#[derive(Default)]
+struct Script {
+    out: VecDeque<FileOp>,
+    seen: Vec<Seen>,
+}
+
+/// An input as the suite compares it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seen {
+    Read {
+        handle: u64,
+        data: Vec<u8>,
+    },
+    Persisted {
+        temp: u64,
+    },
+    Failed {
+        handle: u64,
+        no_space: bool,
+        missing: bool,
+    },
+}
+
+impl Node for Script {
+    type Event = String;
+
+    fn handle_input(&mut self, _now: Timestamp, input: Input<'_>) {
+        self.seen.push(match input {
+            Input::FileRead { handle, data, .. } => Seen::Read {
+                handle,
+                data: data.to_vec(),
+            },
+            Input::FilePersisted { temp } => Seen::Persisted { temp },
+            Input::FileFailed {
+                handle,
+                no_space,
+                missing,
+                ..
+            } => Seen::Failed {
+                handle,
+                no_space,
+                missing,
+            },
+            other => panic!("a file world fed {other:?}"),
+        });
+    }
+
+    fn handle_timeout(&mut self, _now: Timestamp) {}
+
+    fn poll_output(&mut self) -> Option<Output<String>> {
+        self.out.pop_front().map(Output::File)
+    }
+
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        None
+    }
+}
+
+/// A world under test, in the one host.
+struct Rig<'f, F: Fixture> {
+    fixture: &'f mut F,
+    host: Option<Host<Script, F::W>>,
+}
+
+impl<'f, F: Fixture> Rig<'f, F> {
+    fn new(fixture: &'f mut F) -> Self {
+        let world = fixture.fresh();
+        Rig {
+            fixture,
+            host: Some(Host::new(Script::default(), world)),
+        }
+    }
+
+    fn host(&mut self) -> &mut Host<Script, F::W> {
+        self.host.as_mut().expect("a running node")
+    }
+
+    /// Carries `ops` out, lets the world finish, and returns what the node
+    /// was fed.
+    fn run(&mut self, ops: impl IntoIterator<Item = FileOp>) -> Vec<Seen> {
+        self.host().node_mut().out.extend(ops);
+        self.settle();
+        let host = self.host.as_mut().expect("a running node");
+        self.fixture.finish(host.world_mut());
+        self.settle();
+        std::mem::take(&mut self.host().node_mut().seen)
+    }
+
+    fn settle(&mut self) {
+        loop {
+            match self.host().settle(|_, _| ControlFlow::<()>::Continue(())) {
+                Ok(Settled::Quiet) => return,
+                // A world may make the node wait: the wait is simulated.
+                Ok(Settled::Wait(_)) => {}
+                Ok(Settled::Break(())) => unreachable!("the script never breaks"),
+                Err(e) => panic!("the host stopped: {e}"),
+            }
+        }
+    }
+
+    fn fill_disk(&mut self, temp: u64) {
+        let host = self.host.as_mut().expect("a running node");
+        self.fixture.fill_disk(host.world_mut(), temp);
+    }
+
+    /// Crashes the node and starts it again; the blobs the start found.
+    fn restart(&mut self) -> Vec<[u8; 32]> {
+        let (_, world) = self.host.take().expect("a running node").into_parts();
+        let (world, blobs) = self.fixture.restart(world);
+        self.host = Some(Host::new(Script::default(), world));
+        blobs
+    }
+
+    fn read(&mut self, handle: u64, d: [u8; 32], offset: u64, len: usize) -> Seen {
+        let got = self.run([read(handle, d, offset, len)]);
+        match &got[..] {
+            [one] => one.clone(),
+            other => panic!("one answer to a read, got {other:?}"),
+        }
+    }
+
+    /// Writes `data` to `temp` in pieces of `piece` bytes and persists it as
+    /// the blob its digest names.
+    fn store(&mut self, temp: u64, data: &[u8], piece: usize) -> ([u8; 32], Vec<Seen>) {
+        let d = digest(data);
+        let mut ops: Vec<FileOp> = data
+            .chunks(piece.max(1))
+            .enumerate()
+            .map(|(i, c)| FileOp::Write {
+                temp,
+                offset: (i * piece) as u64,
+                data: c.to_vec(),
+            })
+            .collect();
+        ops.push(FileOp::Persist {
+            temp,
+            to: FileRef::Blob(d),
+        });
+        (d, self.run(ops))
+    }
+}
+
+pub fn digest(b: &[u8]) -> [u8; 32] {
+    *blake3::hash(b).as_bytes()
+}
+
+fn read(handle: u64, d: [u8; 32], offset: u64, len: usize) -> FileOp {
+    FileOp::Read {
+        handle,
+        file: FileRef::Blob(d),
+        offset,
+        len,
+    }
+}
+
+/// Bytes that are not all alike, so a misplaced write shows.
+pub fn content(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Every check of the suite, in turn.
+pub fn run_all<F: Fixture>(fixture: &mut F) {
+    written_then_persisted_reads_back(fixture);
+    a_read_sees_any_offset_and_is_short_only_at_the_end(fixture);
+    persisting_onto_a_blob_that_is_there_keeps_it(fixture);
+    a_read_of_a_missing_blob_says_missing(fixture);
+    a_full_disk_says_no_space_and_nothing_is_persisted(fixture);
+    a_crash_between_write_and_persist_leaves_nothing_visible(fixture);
+    a_discarded_file_leaves_nothing_behind(fixture);
+    a_removed_blob_is_gone_and_removing_twice_is_no_error(fixture);
+    answers_come_in_output_order_and_a_remove_never_overtakes_a_persist(fixture);
+    a_zero_byte_file_persists_without_writes(fixture);
+}
+
+pub fn written_then_persisted_reads_back<F: Fixture>(fixture: &mut F) {
+    let mut rig = Rig::new(fixture);
+    let data = content(300_000, 1);
+    let (d, seen) = rig.store(1, &data, 4096);
+    assert_eq!(seen, [Seen::Persisted { temp: 1 }]);
+    assert_eq!(
+        rig.read(7, d, 0, data.len()),
+        Seen::Read { handle: 7, data }
+    );
+    assert_eq!(rig.restart(), [d], "a persisted blob survives a crash");
+}
+
+pub fn a_read_sees_any_offset_and_is_short_only_at_the_end<F: Fixture>(fixture: &mut F) {
+    let mut rig = Rig::new(fixture);
+    let data = content(10_000, 2);
+    let (d, _) = rig.store(1, &data, 3000);
+    for (offset, len) in [(0, 1), (4095, 2), (9_000, 1000), (9_990, 64), (10_000, 5)] {
+        let end = (offset + len).min(data.len());
+        let want = data[offset.min(data.len())..end].to_vec();
+        assert_eq!(
+            rig.read(3, d, offset as u64, len),
+            Seen::Read {
+                handle: 3,
+                data: want
+            },
+            "{len} bytes at {offset}"
+        );
+    }
+}
+
+pub fn persisting_onto_a_blob_that_is_there_keeps_it<F: Fixture>(fixture: &mut F) {
+    let mut rig = Rig::new(fixture);
+    let data = content(5000, 3);
+    let (d, _) = rig.store(1, &data, 5000);
+    // A second copy under the same name (a correct node only does this
+    // with the same content; a different one shows which was kept).
+    let other = content(5000, 4);
+    let seen = rig.run([
+        FileOp::Write {
+            temp: 2,
+            offset: 0,
+            data: other,
+        },
+        FileOp::Persist {
+            temp: 2,
+            to: FileRef::Blob(d),
+        },
+    ]);
+    assert_eq!(seen, [Seen::Persisted { temp: 2 }]);
+    assert_eq!(
+        rig.read(1, d, 0, 5000),
+        Seen::Read { handle: 1, data },
+        "the blob there is kept"
+    );
+    assert_eq!(rig.restart(), [d], "and the copy left nothing behind");
+}
+
+pub fn a_read_of_a_missing_blob_says_missing<F: Fixture>(fixture: &mut F) {
+    let mut rig = Rig::new(fixture);
+    let got = rig.read(4, digest(b"never stored"), 0, 10);
+    assert_eq!(
+        got,
+        Seen::Failed {
+            handle: 4,
+            no_space: false,
+            missing: true
+        }
+    );
+}
+
+pub fn a_full_disk_says_no_space_and_nothing_is_persisted<F: Fixture>(fixture: &mut F) {
+    let mut rig = Rig::new(fixture);
+    rig.fill_disk(5);
+    let data = content(600_000, 5);
+    let (d, seen) = rig.store(5, &data, 4096);
+    let no_space = Seen::Failed {
+        handle: 5,
+        no_space: true,
+        missing: false,
+    };
+    assert!(!seen.is_empty(), "a full disk must be reported");
+    assert!(
+        seen.iter().all(|s| *s == no_space),
+        "only no-space failures of the file: {seen:?}"
+    );
+    assert!(
+        !seen.contains(&Seen::Persisted { temp: 5 }),
+        "a file with a hole is never persisted"
+    );
+    assert!(matches!(
+        rig.read(1, d, 0, 1),
+        Seen::Failed { missing: true, .. }
+    ));
+}
+
+pub fn a_crash_between_write_and_persist_leaves_nothing_visible<F: Fixture>(fixture: &mut F) {
+    let mut rig = Rig::new(fixture);
+    let data = content(50_000, 6);
+    let seen = rig.run([FileOp::Write {
+        temp: 1,
+        offset: 0,
+        data: data.clone(),
+    }]);
+    assert!(seen.is_empty(), "{seen:?}");
+    assert!(rig.restart().is_empty(), "no blob after the crash");
+    assert!(matches!(
+        rig.read(1, digest(&data), 0, 1),
+        Seen::Failed { missing: true, .. }
+    ));
+    // The number is free again after the restart.
+    let (d, seen) = rig.store(1, b"again", 5);
+    assert_eq!(seen, [Seen::Persisted { temp: 1 }]);
+    assert_eq!(rig.restart(), [d]);
+}
+
+pub fn a_discarded_file_leaves_nothing_behind<F: Fixture>(fixture: &mut F) {
+    let mut rig = Rig::new(fixture);
+    let seen = rig.run([
+        FileOp::Write {
+            temp: 3,
+            offset: 0,
+            data: content(70_000, 7),
+        },
+        FileOp::Discard { temp: 3 },
+        // Discarding twice is no error.
+        FileOp::Discard { temp: 3 },
+    ]);
+    assert!(seen.is_empty(), "{seen:?}");
+    // The same number again: nothing of the discarded file remains.
+    let (d, seen) = rig.store(3, b"fresh", 5);
+    assert_eq!(seen, [Seen::Persisted { temp: 3 }]);
+    assert_eq!(
+        rig.read(2, d, 0, 100),
+        Seen::Read {
+            handle: 2,
+            data: b"fresh".to_vec()
+        }
+    );
+    assert_eq!(rig.restart(), [d]);
+}
+
+pub fn a_removed_blob_is_gone_and_removing_twice_is_no_error<F: Fixture>(fixture: &mut F) {
+    let mut rig = Rig::new(fixture);
+    let (d, _) = rig.store(1, &content(9000, 8), 4096);
+    let remove = || FileOp::Remove {
+        file: FileRef::Blob(d),
+    };
+    assert!(rig.run([remove(), remove()]).is_empty());
+    assert!(matches!(
+        rig.read(1, d, 0, 1),
+        Seen::Failed { missing: true, .. }
+    ));
+    assert!(rig.restart().is_empty());
+}
+
+pub fn answers_come_in_output_order_and_a_remove_never_overtakes_a_persist<F: Fixture>(
+    fixture: &mut F,
+) {
+    let mut rig = Rig::new(fixture);
+    let (a, b) = (content(20_000, 9), content(30_000, 10));
+    let (da, db) = (digest(&a), digest(&b));
+    let w = |temp, data: &[u8]| FileOp::Write {
+        temp,
+        offset: 0,
+        data: data.to_vec(),
+    };
+    let seen = rig.run([
+        w(1, &a),
+        w(2, &b),
+        FileOp::Persist {
+            temp: 1,
+            to: FileRef::Blob(da),
+        },
+        FileOp::Persist {
+            temp: 2,
+            to: FileRef::Blob(db),
+        },
+        FileOp::Remove {
+            file: FileRef::Blob(da),
+        },
+    ]);
+    assert_eq!(
+        seen,
+        [Seen::Persisted { temp: 1 }, Seen::Persisted { temp: 2 }]
+    );
+    assert_eq!(rig.restart(), [db], "the remove came after the persist");
+}
+
+pub fn a_zero_byte_file_persists_without_writes<F: Fixture>(fixture: &mut F) {
+    let mut rig = Rig::new(fixture);
+    let d = digest(b"");
+    let seen = rig.run([FileOp::Persist {
+        temp: 9,
+        to: FileRef::Blob(d),
+    }]);
+    assert_eq!(seen, [Seen::Persisted { temp: 9 }]);
+    assert_eq!(
+        rig.read(1, d, 0, 10),
+        Seen::Read {
+            handle: 1,
+            data: Vec::new()
+        }
+    );
+}
