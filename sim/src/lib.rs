@@ -44,7 +44,7 @@ pub use replication::{
 };
 pub use scenario::{run_connect_scenario, Faults, Outcome, Plan, Preset, ScenarioConfig};
 pub use seeds::{
-    files_replay_command, replay_command, replay_preset, replay_seed, replication_replay_command,
-    sweep_count, sweep_count_or, sweep_seeds,
+    files_replay_command, replay_command, replication_replay_command, sweep_count, sweep_count_or,
+    sweep_seeds,
 };
 pub use sweep::{sweep, sweep_threads, sweep_with, RunOutcome, SweepReport};

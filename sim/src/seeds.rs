@@ -64,14 +64,6 @@ impl SimRng {
     }
 }
 
-/// The seed `replay` runs: `SIM_SEED`, else `default`.
-pub fn replay_seed(default: u64) -> u64 {
-    match std::env::var("SIM_SEED") {
-        Ok(s) => parse_seed(&s).unwrap_or_else(|| panic!("SIM_SEED={s:?} is not a u64")),
-        Err(_) => default,
-    }
-}
-
 /// How many seeds a sweep runs: `SIM_SEEDS`, else [`DEFAULT_SWEEP_SEEDS`].
 pub fn sweep_count() -> u64 {
     sweep_count_or(DEFAULT_SWEEP_SEEDS)
@@ -103,18 +95,8 @@ fn parse_seed(s: &str) -> Option<u64> {
     }
 }
 
-/// The scenario `replay` runs: `SIM_SCENARIO` (a [`Preset`] name), else swarm.
-pub fn replay_preset() -> Preset {
-    match std::env::var("SIM_SCENARIO") {
-        Ok(s) => Preset::from_name(&s).unwrap_or_else(|| {
-            panic!("SIM_SCENARIO={s:?} is not one of swarm, all-servers-down, all-servers-busy")
-        }),
-        Err(_) => Preset::Swarm,
-    }
-}
-
 /// The one-line command that re-runs `seed` of the connect scenario's
-/// `preset` through the `replay` test.
+/// `preset` and prints its trace.
 pub fn replay_command(seed: u64, preset: Preset) -> String {
     replay_command_in("connect", seed, preset)
 }
@@ -131,16 +113,17 @@ pub fn files_replay_command(seed: u64, preset: Preset) -> String {
     replay_command_in("files", seed, preset)
 }
 
-/// The one-line command that re-runs `seed` of `preset` through the
-/// `replay` test of the test file `test`.
-fn replay_command_in(test: &str, seed: u64, preset: Preset) -> String {
-    let test = format!("cargo test -p ferry-sim --test {test} -- replay --exact --nocapture");
+/// The one-line command that re-runs `seed` of `preset` of `scenario` with
+/// the `ferry-sim` binary. A custom configuration lives only in the test
+/// that built it.
+fn replay_command_in(scenario: &str, seed: u64, preset: Preset) -> String {
+    let cmd = format!("cargo run --release -p ferry-sim -- {scenario} --seed {seed}");
     match preset {
-        Preset::Swarm => format!("SIM_SEED={seed} {test}"),
+        Preset::Swarm => cmd,
         Preset::Custom => {
             format!("SIM_SEED={seed} with a custom config: re-run the test that built it")
         }
-        named => format!("SIM_SEED={seed} SIM_SCENARIO={} {test}", named.name()),
+        named => format!("{cmd} --preset {}", named.name()),
     }
 }
 

@@ -76,6 +76,8 @@ pub trait RunOutcome {
     /// The one-line command that replays this run.
     fn replay(&self) -> String;
     fn sim_time(&self) -> Duration;
+    /// The whole trace, one line per event.
+    fn rendered(&self) -> String;
     fn steps(&self) -> u64;
     /// How often things of interest happened in the run, summed by a sweep
     /// to show what the seeds covered.
@@ -99,6 +101,9 @@ impl RunOutcome for Outcome {
     }
     fn sim_time(&self) -> Duration {
         self.sim_time
+    }
+    fn rendered(&self) -> String {
+        Outcome::rendered(self)
     }
     fn steps(&self) -> u64 {
         self.steps
@@ -212,5 +217,32 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "(non-string panic payload)".to_string()
+    }
+}
+
+impl<O: RunOutcome + ?Sized> RunOutcome for Box<O> {
+    fn seed(&self) -> u64 {
+        (**self).seed()
+    }
+    fn violations(&self) -> &[String] {
+        (**self).violations()
+    }
+    fn failure_report(&self) -> String {
+        (**self).failure_report()
+    }
+    fn replay(&self) -> String {
+        (**self).replay()
+    }
+    fn sim_time(&self) -> Duration {
+        (**self).sim_time()
+    }
+    fn rendered(&self) -> String {
+        (**self).rendered()
+    }
+    fn steps(&self) -> u64 {
+        (**self).steps()
+    }
+    fn counts(&self) -> Vec<(&'static str, u64)> {
+        (**self).counts()
     }
 }

@@ -1,8 +1,8 @@
 //! Simulation tests of getting a session: balancer, three servers, clients,
 //! a crash and a partition, under turmoil.
 //!
-//! - `SIM_SEED=N cargo test -p ferry-sim --test connect -- replay --exact --nocapture`
-//!   re-runs one seed and prints its trace (`SIM_SCENARIO=all-servers-down`
+//! - `cargo run --release -p ferry-sim -- connect --seed N`
+//!   re-runs one seed and prints its trace (`--preset all-servers-down`
 //!   or `all-servers-busy` for the fixed scenarios; swarm otherwise).
 //! - `SIM_SEEDS=N` changes how many seeds `sweep_200_seeds` runs (default
 //!   200); `SIM_SEED_BASE` moves the window, `SIM_THREADS` the parallelism.
@@ -14,8 +14,8 @@ mod common;
 use ferry_core::client::ClientError;
 use ferry_sim::invariants::ClientResult;
 use ferry_sim::{
-    replay_command, replay_preset, replay_seed, run_connect_scenario, sweep, sweep_count,
-    sweep_seeds, sweep_threads, Outcome, Preset, ScenarioConfig,
+    replay_command, run_connect_scenario, sweep, sweep_count, sweep_seeds, sweep_threads, Outcome,
+    Preset, ScenarioConfig,
 };
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -77,18 +77,6 @@ fn sweep_200_seeds() {
     let wall = Instant::now();
     let report = sweep(&seeds, threads, Preset::Swarm);
     common::check_sweep(&report, seeds.len(), threads, wall, false);
-}
-
-/// Re-runs `SIM_SEED` (default: the snapshot's seed) of the scenario
-/// `SIM_SCENARIO` names (default: swarm), prints its trace and checks it.
-#[test]
-fn replay() {
-    let seed = replay_seed(SNAPSHOT_SEED);
-    let preset = replay_preset();
-    let cfg = ScenarioConfig::for_preset(preset, seed).expect("a named scenario");
-    let outcome = run_connect_scenario(seed, &cfg);
-    println!("seed {seed}: {cfg:?}\n{}", outcome.rendered());
-    outcome.assert_ok();
 }
 
 /// Every server is down before anyone asks: each client is told "no server"

@@ -9,7 +9,7 @@
 //! then the heal, convergence (log, state and every disk), and a verifier
 //! that downloads every file through every server.
 //!
-//! - `SIM_SEED=N cargo test -p ferry-sim --test files -- replay --exact --nocapture`
+//! - `cargo run --release -p ferry-sim -- files --seed N`
 //!   re-runs one seed and prints its trace.
 //! - `SIM_SEEDS=N` changes how many seeds `sweep_300_seeds` runs (default
 //!   300); `SIM_SEED_BASE` moves the window, `SIM_THREADS` the parallelism;
@@ -26,8 +26,8 @@ use ferry_core::transfer::TransferError;
 use ferry_sim::disk::short;
 use ferry_sim::files::client::OpResult;
 use ferry_sim::{
-    files_replay_command, replay_seed, run_files_scenario, sweep_count_or, sweep_seeds,
-    sweep_threads, sweep_with, FetchWaits, FilesConfig, FilesOutcome, Preset,
+    files_replay_command, run_files_scenario, sweep_count_or, sweep_seeds, sweep_threads,
+    sweep_with, FetchWaits, FilesConfig, FilesOutcome, Preset,
 };
 use std::time::Instant;
 
@@ -124,7 +124,7 @@ fn sweep_300_seeds() {
     let report = sweep_with(&seeds, threads, swarm, |seed| {
         let cmd = files_replay_command(seed, Preset::Swarm);
         match strict() {
-            true => format!("SIM_STRICT_REVOCATION=1 {cmd}"),
+            true => format!("{cmd} --strict-revocation"),
             false => cmd,
         }
     });
@@ -241,21 +241,4 @@ fn a_rotten_copy_found_by_a_download_is_replaced() {
         "replay: {replay}"
     );
     assert_eq!(count("blob checks: sound"), 0, "replay: {replay}");
-}
-
-/// Re-runs `SIM_SEED` (default: the snapshot's seed), prints its trace and
-/// checks it.
-#[test]
-fn replay() {
-    let seed = replay_seed(SNAPSHOT_SEED);
-    let cfg = FilesConfig {
-        strict_revocation: strict(),
-        ..FilesConfig::swarm(seed)
-    };
-    let outcome = run_files_scenario(seed, &cfg);
-    println!("seed {seed}: {cfg:?}\n{}", outcome.rendered());
-    for (what, n) in outcome.counts() {
-        println!("  {n:>4} {what}");
-    }
-    outcome.assert_ok();
 }

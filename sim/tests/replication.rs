@@ -3,7 +3,7 @@
 //! usernames and logging in, a follower restarted from its store, a follower
 //! cut off, maybe the master crashed; then the heal, and convergence.
 //!
-//! - `SIM_SEED=N cargo test -p ferry-sim --test replication -- replay --exact --nocapture`
+//! - `cargo run --release -p ferry-sim -- replication --seed N`
 //!   re-runs one seed and prints its trace.
 //! - `SIM_SEEDS=N` changes how many seeds `sweep_300_seeds` runs (default
 //!   300); `SIM_SEED_BASE` moves the window, `SIM_THREADS` the parallelism.
@@ -13,7 +13,7 @@
 mod common;
 
 use ferry_sim::{
-    replay_seed, replication_replay_command, run_replication_scenario, sweep_count_or, sweep_seeds,
+    replication_replay_command, run_replication_scenario, sweep_count_or, sweep_seeds,
     sweep_threads, sweep_with, Preset, ReplicationConfig, ReplicationOutcome,
 };
 use std::time::Instant;
@@ -85,20 +85,4 @@ fn sweep_300_seeds() {
         replication_replay_command(seed, Preset::Swarm)
     });
     common::check_sweep(&report, seeds.len(), threads, wall, true);
-}
-
-/// Re-runs `SIM_SEED` (default: the snapshot's seed), prints its trace and
-/// checks it, read-your-writes included.
-#[test]
-fn replay() {
-    let seed = replay_seed(SNAPSHOT_SEED);
-    let cfg = ReplicationConfig {
-        ..ReplicationConfig::swarm(seed)
-    };
-    let outcome = run_replication_scenario(seed, &cfg);
-    println!("seed {seed}: {cfg:?}\n{}", outcome.rendered());
-    for (what, n) in outcome.counts() {
-        println!("  {n:>4} {what}");
-    }
-    outcome.assert_ok();
 }

@@ -580,7 +580,7 @@ impl FilesOutcome {
     pub fn replay(&self) -> String {
         let cmd = files_replay_command(self.seed, self.config.preset);
         match self.config.strict_revocation {
-            true => format!("SIM_STRICT_REVOCATION=1 {cmd}"),
+            true => format!("{cmd} --strict-revocation"),
             false => cmd,
         }
     }
@@ -848,6 +848,9 @@ impl RunOutcome for FilesOutcome {
     }
     fn sim_time(&self) -> Duration {
         self.sim_time
+    }
+    fn rendered(&self) -> String {
+        FilesOutcome::rendered(self)
     }
     fn steps(&self) -> u64 {
         self.steps

@@ -377,6 +377,9 @@ impl RunOutcome for ReplicationOutcome {
     fn sim_time(&self) -> Duration {
         self.sim_time
     }
+    fn rendered(&self) -> String {
+        ReplicationOutcome::rendered(self)
+    }
     fn steps(&self) -> u64 {
         self.steps
     }
