@@ -19,6 +19,7 @@ pub mod io;
 pub mod outbox;
 pub mod refusal;
 pub mod replication;
+pub mod sabotage;
 pub mod server;
 pub mod store;
 pub mod time;

@@ -69,6 +69,9 @@ pub struct Observations {
     pub established: Vec<Established>,
     /// Labels of the codes the balancer handed out.
     pub assigned: BTreeSet<String>,
+    /// Labels of the codes servers were probed with, and their answers
+    /// (true: "yes").
+    pub probed: BTreeMap<String, bool>,
     pub clients: Vec<ClientRecord>,
     pub attacks: Vec<AttackRecord>,
 }
@@ -92,6 +95,10 @@ pub fn check_outcomes(obs: &Observations) -> Vec<String> {
     check_codes_single_use(obs, &mut v);
     check_connected_means_established(obs, &mut v);
     check_replays_refused(obs, &mut v);
+    v.extend(crate::checkers::assignments::check(
+        &obs.probed,
+        &obs.assigned,
+    ));
     v
 }
 
@@ -255,6 +262,7 @@ mod tests {
 
     fn healthy() -> Observations {
         Observations {
+            probed: [("s1:aaaaaa".to_string(), true)].into(),
             established: vec![established(1, "s1:aaaaaa", "10.0.0.9:5000")],
             assigned: ["s1:aaaaaa".to_string()].into(),
             clients: vec![

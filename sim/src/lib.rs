@@ -25,6 +25,7 @@
 //! `select!` is `biased`, nothing reads the real clock or spawns threads.
 
 pub mod attacker;
+pub mod checkers;
 mod client_session;
 pub mod disk;
 pub mod driver;

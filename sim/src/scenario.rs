@@ -577,6 +577,9 @@ impl<'c> Harness<'c> {
         };
         let obs = self.obs.clone();
         let observe = move |ctx: &Ctx<'_>, ev: &ServerEvent, incarnation: u32| {
+            if let ServerEvent::Probed { available, code } = ev {
+                obs.borrow_mut().probed.insert(code.clone(), *available);
+            }
             if let ServerEvent::Established { conn, code } = ev {
                 obs.borrow_mut().established.push(Established {
                     at: turmoil::sim_elapsed().unwrap_or_default(),

@@ -21,6 +21,7 @@
 //! at each start the temporary files a crash left behind are removed and the
 //! blobs present are listed as `Recovered::blobs`, as runtime-smol does.
 
+use crate::checkers::durability::SharedDurableLog;
 use crate::disk::{short, SharedDisk, SimFiles};
 use crate::driver::{now, Ctx, Driver, DriverConfig};
 use crate::seeds::SimRng;
@@ -46,6 +47,9 @@ pub struct ServerSlot {
     pub node: Option<Rc<RefCell<Server>>>,
     /// The store the current incarnation has open, if it has one.
     store: Option<OpenStore>,
+    /// What the store durably holds of the log, over all incarnations (for
+    /// the durability checker).
+    pub durable: SharedDurableLog,
     /// Starts so far: 1 for the first, 2 after one restart...
     pub incarnation: u32,
 }
@@ -70,7 +74,7 @@ impl ServerSlot {
     /// directory locked by the one before.
     pub fn open_store(&mut self, dir: &Path) -> Result<OpenStore, StoreError> {
         self.close_store();
-        let store = OpenStore::open(dir)?;
+        let store = OpenStore::open(dir, self.durable.clone())?;
         self.store = Some(store.clone());
         Ok(store)
     }
@@ -87,31 +91,36 @@ impl ServerSlot {
 /// incarnation opens its own, so a handle a crashed incarnation left behind
 /// never reaches the store of the next one: it fails.
 #[derive(Clone)]
-pub struct OpenStore(Rc<RefCell<Option<HeedStore>>>);
+pub struct OpenStore {
+    store: Rc<RefCell<Option<HeedStore>>>,
+    /// Told of every batch committed.
+    durable: SharedDurableLog,
+}
 
 impl OpenStore {
-    fn open(dir: &Path) -> Result<OpenStore, StoreError> {
-        Ok(OpenStore(Rc::new(RefCell::new(Some(HeedStore::open(
-            dir,
-        )?)))))
+    fn open(dir: &Path, durable: SharedDurableLog) -> Result<OpenStore, StoreError> {
+        Ok(OpenStore {
+            store: Rc::new(RefCell::new(Some(HeedStore::open(dir)?))),
+            durable,
+        })
     }
 
     /// Closes the store: LMDB's environment and the directory's lock are
     /// released now, whoever still holds a handle.
     pub fn close(&self) {
-        let store = self.0.borrow_mut().take();
+        let store = self.store.borrow_mut().take();
         drop(store);
     }
 
     pub fn is_open(&self) -> bool {
-        self.0.borrow().is_some()
+        self.store.borrow().is_some()
     }
 
     fn with<R>(
         &self,
         f: impl FnOnce(&mut HeedStore) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        match self.0.borrow_mut().as_mut() {
+        match self.store.borrow_mut().as_mut() {
             Some(store) => f(store),
             None => Err(StoreError(
                 "the store was closed by a crash of its host".to_string(),
@@ -122,7 +131,9 @@ impl OpenStore {
 
 impl Store for OpenStore {
     fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
-        self.with(|s| s.commit(batch))
+        self.with(|s| s.commit(batch))?;
+        self.durable.borrow_mut().committed(batch);
+        Ok(())
     }
 
     fn load(&self) -> Result<Recovered, StoreError> {

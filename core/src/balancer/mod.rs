@@ -15,6 +15,7 @@ use crate::frame::FrameDecoder;
 use crate::io::{ConnId, Input, Node, Output};
 use crate::outbox::{drain_messages, Outbox};
 use crate::refusal::{Refusal, PROTOCOL_VERSION};
+use crate::sabotage::{self, Sabotage};
 use crate::time::{earliest, Timestamp};
 pub use messages::{BalancerMsg, ProbeMsg};
 use std::collections::BTreeMap;
@@ -324,6 +325,9 @@ impl Balancer {
             Ok(()) => match msgs.into_iter().next() {
                 None => return,
                 Some(ProbeMsg::Available) => ProbeOutcome::Yes,
+                Some(ProbeMsg::Busy) if sabotage::on(Sabotage::BalancerTakesNoForYes) => {
+                    ProbeOutcome::Yes
+                }
                 Some(ProbeMsg::Busy) => ProbeOutcome::No,
                 Some(ProbeMsg::Refused(r)) => ProbeOutcome::Silent(format!("refused: {r}")),
                 Some(other) => ProbeOutcome::Silent(format!("unexpected answer {other:?}")),

@@ -32,6 +32,7 @@ pub mod invariants;
 pub mod model;
 pub mod rot;
 
+use crate::checkers::durability::Durability;
 use crate::disk::{Disk, SharedDisk};
 use crate::driver::{Ctx, DriverConfig, SharedLatency};
 use crate::harness::{
@@ -1014,6 +1015,7 @@ struct Harness<'c> {
     /// (never decreases: the watch checks it).
     applied_floor: Vec<u64>,
     watch: Watch,
+    durability: Durability,
     violations: Vec<String>,
     steps: u64,
 }
@@ -1095,6 +1097,7 @@ impl<'c> Harness<'c> {
             cut: vec![false; n],
             applied_floor: vec![0; n],
             watch: Watch::default(),
+            durability: Durability::default(),
             violations: Vec::new(),
             steps: 0,
         };
@@ -1282,12 +1285,19 @@ impl<'c> Harness<'c> {
     /// Checks the between-steps invariants and notes the applied indexes.
     /// False on a violation.
     fn watch(&mut self) -> bool {
+        let logs: Vec<_> = self
+            .servers
+            .iter()
+            .map(|s| s.borrow().durable.clone())
+            .collect();
         let (v, applied) = with_views(&self.servers, |views| {
             let applied: Vec<(u32, u64)> = views
                 .iter()
                 .map(|v| (v.id, v.server.replica().indexes().2))
                 .collect();
-            (self.watch.check(views), applied)
+            let mut v = self.watch.check(views);
+            v.extend(self.durability.check(&logs, views, MASTER));
+            (v, applied)
         });
         for (id, a) in applied {
             let f = &mut self.applied_floor[id as usize];

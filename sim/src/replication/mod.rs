@@ -18,6 +18,7 @@
 pub mod client;
 pub mod invariants;
 
+use crate::checkers::durability::Durability;
 use crate::driver::DriverConfig;
 use crate::harness::{
     add_plain_balancer, apply_fault, build_sim, cut_off_newcomer, failure_report, guarded_step,
@@ -515,6 +516,7 @@ struct Harness<'c> {
     crashed: Vec<bool>,
     cut: Vec<bool>,
     watch: Watch,
+    durability: Durability,
     violations: Vec<String>,
     steps: u64,
 }
@@ -556,6 +558,7 @@ impl<'c> Harness<'c> {
             crashed: vec![false; n],
             cut: vec![false; n],
             watch: Watch::default(),
+            durability: Durability::default(),
             violations: Vec::new(),
             steps: 0,
         };
@@ -676,7 +679,16 @@ impl<'c> Harness<'c> {
 
     /// Checks the between-steps invariants. False on a violation.
     fn watch(&mut self) -> bool {
-        let v = with_views(&self.servers, |views| self.watch.check(views));
+        let logs: Vec<_> = self
+            .servers
+            .iter()
+            .map(|s| s.borrow().durable.clone())
+            .collect();
+        let v = with_views(&self.servers, |views| {
+            let mut v = self.watch.check(views);
+            v.extend(self.durability.check(&logs, views, MASTER));
+            v
+        });
         if v.is_empty() {
             return true;
         }

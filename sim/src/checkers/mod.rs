@@ -1,0 +1,14 @@
+//! Invariant checkers that look at a run from outside every node: they
+//! trust no node's account of itself, only what another party (a server's
+//! own answer, a store's contents) shows. Each is proven by a test that
+//! switches a bug on (`ferry_core::sabotage`) and sees it fire
+//! (`sim/tests/checkers.rs`).
+//!
+//! - [`assignments`]: the balancer hands out only servers that answered
+//!   "yes" to that very probe.
+//! - [`durability`]: every committed entry is durable on a majority of the
+//!   servers' stores, and no server applies an entry before the master has
+//!   committed it.
+
+pub mod assignments;
+pub mod durability;
