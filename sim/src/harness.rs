@@ -4,7 +4,6 @@
 //! partitions and repairs need.
 
 use crate::driver::{serve, DriverConfig};
-use crate::scenario::{server_host, server_port, Fault, BALANCER, BALANCER_PORT};
 use crate::seeds::SimRng;
 use crate::server_host::ServerSlot;
 use crate::sweep::panic_message;
@@ -17,6 +16,27 @@ use std::fmt::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
+
+pub const BALANCER: &str = "balancer";
+pub const BALANCER_PORT: u16 = 7000;
+
+/// The host name of server `id`.
+pub fn server_host(id: u32) -> String {
+    format!("server{id}")
+}
+
+/// The port server `id` listens on.
+pub fn server_port(id: u32) -> u16 {
+    BALANCER_PORT + id as u16
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Crash(u32),
+    Restart(u32),
+    Partition(u32),
+    Repair(u32),
+}
 
 /// The simulation's knobs every scenario has.
 pub(crate) struct SimParams {

@@ -14,11 +14,14 @@ use crate::driver::{serve, Ctx, Driver, DriverConfig, Flow};
 use crate::harness::{
     apply_fault, build_sim, cut_off_newcomer, failure_report, guarded_step, FaultState, SimParams,
 };
+use crate::harness::{server_host, server_port, Fault, BALANCER, BALANCER_PORT};
 use crate::invariants::{
     self, AttackRecord, ClientRecord, ClientResult, Established, Observations,
 };
-use crate::seeds::{replay_command, SimRng};
+use crate::seeds::SimRng;
+use crate::seeds::{replay_command, Preset};
 use crate::server_host::{add_server, run_dir, store_dir, ServerSlot, ServerSpec};
+use crate::sweep::{sweep_with, RunOutcome, SweepReport};
 use crate::trace::{SharedTrace, Trace, HARNESS};
 use ferry_core::accounts::password::PasswordParams;
 use ferry_core::auth::ClusterSecret;
@@ -31,8 +34,6 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-pub const BALANCER: &str = "balancer";
-pub const BALANCER_PORT: u16 = 7000;
 /// Host name of the client that replays its auth code.
 pub const ATTACKER: &str = "attacker";
 /// The secret every node of the simulated cluster shares.
@@ -52,14 +53,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Clients ping well within the idle timeout.
 const PING_INTERVAL: Duration = Duration::from_secs(1);
 
-pub fn server_host(id: u32) -> String {
-    format!("server{id}")
-}
-
-pub fn server_port(id: u32) -> u16 {
-    BALANCER_PORT + id as u16
-}
-
 /// Which faults the harness injects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Faults {
@@ -69,38 +62,6 @@ pub enum Faults {
     CrashAndPartition,
     /// Every server is down before the first client starts.
     AllServersDown,
-}
-
-/// The named configurations, which a seed and a name reproduce exactly.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Preset {
-    /// [`ScenarioConfig::swarm`]: the seed also picks the load.
-    Swarm,
-    AllServersDown,
-    AllServersBusy,
-    /// Built by hand in a test; only that test reproduces it.
-    Custom,
-}
-
-impl Preset {
-    pub fn name(self) -> &'static str {
-        match self {
-            Preset::Swarm => "swarm",
-            Preset::AllServersDown => "all-servers-down",
-            Preset::AllServersBusy => "all-servers-busy",
-            Preset::Custom => "custom",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Preset> {
-        [
-            Preset::Swarm,
-            Preset::AllServersDown,
-            Preset::AllServersBusy,
-        ]
-        .into_iter()
-        .find(|p| p.name() == name.trim())
-    }
 }
 
 /// The knobs of a scenario; [`ScenarioConfig::swarm`] draws them from a seed.
@@ -218,14 +179,6 @@ impl ScenarioConfig {
             ..ScenarioConfig::default()
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
-    Crash(u32),
-    Restart(u32),
-    Partition(u32),
-    Repair(u32),
 }
 
 #[derive(Clone, Debug)]
@@ -921,4 +874,38 @@ fn add_client(
         obs.borrow_mut().clients[index].finished = true;
         Ok(())
     });
+}
+
+impl RunOutcome for Outcome {
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+    fn violations(&self) -> &[String] {
+        &self.violations
+    }
+    fn failure_report(&self) -> String {
+        Outcome::failure_report(self)
+    }
+    fn replay(&self) -> String {
+        replay_command(self.seed, self.config.preset)
+    }
+    fn sim_time(&self) -> Duration {
+        self.sim_time
+    }
+    fn rendered(&self) -> String {
+        Outcome::rendered(self)
+    }
+    fn steps(&self) -> u64 {
+        self.steps
+    }
+}
+
+/// Runs the connect scenario `preset` names for every seed, on `threads`
+/// threads. A run that panics is a failure of its seed, not of the sweep.
+pub fn sweep(seeds: &[u64], threads: usize, preset: Preset) -> SweepReport {
+    let run = |seed| {
+        let cfg = ScenarioConfig::for_preset(preset, seed).expect("a sweep needs a named preset");
+        run_connect_scenario(seed, &cfg)
+    };
+    sweep_with(seeds, threads, run, |seed| replay_command(seed, preset))
 }

@@ -6,8 +6,39 @@
 //! seed names one run exactly. turmoil's own randomness (message latency) is
 //! seeded with the same seed through `Builder::rng_seed`.
 
-use crate::scenario::Preset;
 use std::time::Duration;
+
+/// The named configurations, which a seed and a name reproduce exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    /// [`ScenarioConfig::swarm`]: the seed also picks the load.
+    Swarm,
+    AllServersDown,
+    AllServersBusy,
+    /// Built by hand in a test; only that test reproduces it.
+    Custom,
+}
+
+impl Preset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Swarm => "swarm",
+            Preset::AllServersDown => "all-servers-down",
+            Preset::AllServersBusy => "all-servers-busy",
+            Preset::Custom => "custom",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Preset> {
+        [
+            Preset::Swarm,
+            Preset::AllServersDown,
+            Preset::AllServersBusy,
+        ]
+        .into_iter()
+        .find(|p| p.name() == name.trim())
+    }
+}
 
 /// Seed count of a sweep when `SIM_SEEDS` is not set.
 pub const DEFAULT_SWEEP_SEEDS: u64 = 200;

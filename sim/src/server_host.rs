@@ -21,7 +21,6 @@
 //! at each start the temporary files a crash left behind are removed and the
 //! blobs present are listed as `Recovered::blobs`, as runtime-smol does.
 
-use crate::checkers::durability::SharedDurableLog;
 use crate::disk::{short, SharedDisk, SimFiles};
 use crate::driver::{now, Ctx, Driver, DriverConfig};
 use crate::seeds::SimRng;
@@ -31,10 +30,11 @@ use ferry_core::frame;
 use ferry_core::replication::messages::{ReplicaMsg, REPLICA_TAGS};
 use ferry_core::replication::ReplicaConfig;
 use ferry_core::server::{BlobMsg, Server, ServerConfig, ServerEvent, BLOB_TAGS};
-use ferry_core::store::{Batch, Recovered, Store, StoreError};
+use ferry_core::store::{Batch, Recovered, Store, StoreError, Write};
 use ferry_core::Entropy;
 use ferry_runtime_smol::store::HeedStore;
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use turmoil::net::TcpListener;
@@ -138,6 +138,70 @@ impl Store for OpenStore {
 
     fn load(&self) -> Result<Recovered, StoreError> {
         self.with(|s| s.load())
+    }
+}
+
+/// Calls `f` with a view of every running server, in id order. Only
+/// between steps: the nodes are borrowed meanwhile.
+pub fn with_views<R>(servers: &[Rc<RefCell<ServerSlot>>], f: impl FnOnce(&[View<'_>]) -> R) -> R {
+    let slots: Vec<_> = servers.iter().map(|s| s.borrow()).collect();
+    let nodes: Vec<_> = slots
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            s.node
+                .as_ref()
+                .map(|n| (i as u32 + 1, s.incarnation, n.borrow()))
+        })
+        .collect();
+    let views: Vec<View<'_>> = nodes
+        .iter()
+        .map(|(id, incarnation, n)| View {
+            id: *id,
+            incarnation: *incarnation,
+            server: n,
+        })
+        .collect();
+    f(&views)
+}
+
+/// A running server as the harness sees it between steps.
+pub struct View<'a> {
+    pub id: u32,
+    pub incarnation: u32,
+    pub server: &'a Server,
+}
+
+/// What one server's store durably holds of the replication log.
+#[derive(Debug, Default)]
+pub struct DurableLog {
+    /// Log index → BLAKE3 of the entry's bytes.
+    entries: BTreeMap<u64, [u8; 32]>,
+    /// Batches committed so far, so that a check can tell a change.
+    pub commits: u64,
+}
+
+pub type SharedDurableLog = Rc<RefCell<DurableLog>>;
+
+impl DurableLog {
+    /// Takes in a batch the store has committed.
+    pub fn committed(&mut self, batch: &Batch) {
+        for w in &batch.writes {
+            match w {
+                Write::Append { index, entry } => {
+                    self.entries.insert(*index, *blake3::hash(entry).as_bytes());
+                }
+                Write::TruncateFrom { from } => {
+                    self.entries.split_off(from);
+                }
+                _ => {}
+            }
+        }
+        self.commits += 1;
+    }
+
+    pub fn get(&self, index: u64) -> Option<&[u8; 32]> {
+        self.entries.get(&index)
     }
 }
 

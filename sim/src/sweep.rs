@@ -5,8 +5,6 @@
 //! different threads cannot influence each other and each stays exactly
 //! reproducible from its seed.
 
-use crate::scenario::{run_connect_scenario, Outcome, Preset, ScenarioConfig};
-use crate::seeds::replay_command;
 use std::fmt::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -84,40 +82,6 @@ pub trait RunOutcome {
     fn counts(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
-}
-
-impl RunOutcome for Outcome {
-    fn seed(&self) -> u64 {
-        self.seed
-    }
-    fn violations(&self) -> &[String] {
-        &self.violations
-    }
-    fn failure_report(&self) -> String {
-        Outcome::failure_report(self)
-    }
-    fn replay(&self) -> String {
-        replay_command(self.seed, self.config.preset)
-    }
-    fn sim_time(&self) -> Duration {
-        self.sim_time
-    }
-    fn rendered(&self) -> String {
-        Outcome::rendered(self)
-    }
-    fn steps(&self) -> u64 {
-        self.steps
-    }
-}
-
-/// Runs the connect scenario `preset` names for every seed, on `threads`
-/// threads. A run that panics is a failure of its seed, not of the sweep.
-pub fn sweep(seeds: &[u64], threads: usize, preset: Preset) -> SweepReport {
-    let run = |seed| {
-        let cfg = ScenarioConfig::for_preset(preset, seed).expect("a sweep needs a named preset");
-        run_connect_scenario(seed, &cfg)
-    };
-    sweep_with(seeds, threads, run, |seed| replay_command(seed, preset))
 }
 
 /// Runs `run` for every seed, on `threads` threads; `replay` names the

@@ -16,44 +16,8 @@
 //! that acknowledges before its disk has the entry, or a master that counts
 //! its own copy as a majority, is caught by the stores.
 
-use crate::replication::invariants::View;
-use ferry_core::store::{Batch, Write};
-use std::cell::RefCell;
+use crate::server_host::{SharedDurableLog, View};
 use std::collections::BTreeMap;
-use std::rc::Rc;
-
-/// What one server's store durably holds of the replication log.
-#[derive(Debug, Default)]
-pub struct DurableLog {
-    /// Log index → BLAKE3 of the entry's bytes.
-    entries: BTreeMap<u64, [u8; 32]>,
-    /// Batches committed so far, so that a check can tell a change.
-    commits: u64,
-}
-
-pub type SharedDurableLog = Rc<RefCell<DurableLog>>;
-
-impl DurableLog {
-    /// Takes in a batch the store has committed.
-    pub fn committed(&mut self, batch: &Batch) {
-        for w in &batch.writes {
-            match w {
-                Write::Append { index, entry } => {
-                    self.entries.insert(*index, *blake3::hash(entry).as_bytes());
-                }
-                Write::TruncateFrom { from } => {
-                    self.entries.split_off(from);
-                }
-                _ => {}
-            }
-        }
-        self.commits += 1;
-    }
-
-    pub fn get(&self, index: u64) -> Option<&[u8; 32]> {
-        self.entries.get(&index)
-    }
-}
 
 /// The checker, with what it remembers between steps.
 #[derive(Debug, Default)]

@@ -18,7 +18,7 @@
 use crate::client_session::{self, OpEnd};
 use crate::disk::{short, LocalFile, SharedLocal, SimFiles};
 use crate::driver::{Describe, Driver, DriverConfig};
-use crate::scenario::{BALANCER, BALANCER_PORT};
+use crate::harness::{BALANCER, BALANCER_PORT};
 use crate::seeds::SimRng;
 use crate::trace::SharedTrace;
 use ferry_core::accounts::token::SessionToken;

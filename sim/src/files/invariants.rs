@@ -67,7 +67,7 @@ use super::client::{FilesRecord, OpPlan, OpRecord, OpResult, UserPlan, VerifyRec
 use super::model::{canonical, Catalogue, History, Outcome};
 use super::rot::{rotten_during, Rot};
 use crate::disk::{short, Disk};
-use crate::replication::invariants::View;
+use crate::server_host::View;
 use ferry_core::client::{ClientConfig, ClientError};
 use ferry_core::replication::entry::Txn;
 use ferry_core::server::check_name;

@@ -12,7 +12,7 @@
 
 use crate::client_session::{self, OpEnd};
 use crate::driver::{Driver, DriverConfig};
-use crate::scenario::{BALANCER, BALANCER_PORT};
+use crate::harness::{BALANCER, BALANCER_PORT};
 use crate::trace::SharedTrace;
 use ferry_core::client::{Client, ClientConfig, ClientError};
 use ferry_core::server::{OpError, Request, Response};

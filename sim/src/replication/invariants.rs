@@ -17,12 +17,13 @@
 //! healed cluster.
 
 use super::client::{AccountRecord, TryResult};
+use crate::server_host::View;
 use ferry_core::accounts::password;
 use ferry_core::accounts::username;
 use ferry_core::client::{ClientError, Peer};
 use ferry_core::refusal::Refusal;
 use ferry_core::replication::entry::Entry;
-use ferry_core::server::{OpError, Response, Server};
+use ferry_core::server::{OpError, Response};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -31,13 +32,6 @@ use std::time::Duration;
 /// name on a server within the window lock the name there.
 const LIMITER_FAILURES: usize = 5;
 const LIMITER_WINDOW: Duration = Duration::from_secs(60);
-
-/// A running server as the harness sees it between steps.
-pub struct View<'a> {
-    pub id: u32,
-    pub incarnation: u32,
-    pub server: &'a Server,
-}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Seen {
@@ -427,6 +421,7 @@ mod tests {
     use ferry_core::replication::entry::{Origin, Txn};
     use ferry_core::replication::state::State;
     use ferry_core::replication::ReplicaConfig;
+    use ferry_core::server::Server;
     use ferry_core::server::ServerConfig;
     use ferry_core::store::{Recovered, Write};
     use ferry_core::{Entropy, Timestamp};

@@ -24,8 +24,10 @@ use crate::harness::{
     add_plain_balancer, apply_fault, build_sim, cut_off_newcomer, failure_report, guarded_step,
     replicated_faults, server_addrs, FaultParams, FaultState, SimParams,
 };
-use crate::scenario::{server_host, server_port, Fault, Preset, BALANCER};
+use crate::harness::{server_host, server_port, Fault, BALANCER};
+use crate::seeds::Preset;
 use crate::seeds::{replication_replay_command, SimRng};
+use crate::server_host::with_views;
 use crate::server_host::{add_server, run_dir, store_dir, ServerSlot, ServerSpec};
 use crate::sweep::RunOutcome;
 use crate::trace::{SharedTrace, Trace, HARNESS};
@@ -35,7 +37,7 @@ use ferry_core::auth::ClusterSecret;
 use ferry_core::balancer::ServerAddr;
 use ferry_core::replication::ReplicaConfig;
 use ferry_core::server::{OpError, Response, ServerConfig};
-use invariants::{check_accounts, converged, View, Watch};
+use invariants::{check_accounts, converged, Watch};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -475,30 +477,6 @@ pub fn run_replication_scenario(seed: u64, cfg: &ReplicationConfig) -> Replicati
 }
 
 type Shared<T> = Rc<RefCell<T>>;
-
-/// Calls `f` with a view of every running server, in id order. Only
-/// between steps: the nodes are borrowed meanwhile.
-pub(crate) fn with_views<R>(servers: &[Shared<ServerSlot>], f: impl FnOnce(&[View<'_>]) -> R) -> R {
-    let slots: Vec<_> = servers.iter().map(|s| s.borrow()).collect();
-    let nodes: Vec<_> = slots
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| {
-            s.node
-                .as_ref()
-                .map(|n| (i as u32 + 1, s.incarnation, n.borrow()))
-        })
-        .collect();
-    let views: Vec<View<'_>> = nodes
-        .iter()
-        .map(|(id, incarnation, n)| View {
-            id: *id,
-            incarnation: *incarnation,
-            server: n,
-        })
-        .collect();
-    f(&views)
-}
 
 struct Harness<'c> {
     cfg: &'c ReplicationConfig,
