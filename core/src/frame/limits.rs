@@ -67,6 +67,25 @@ impl<'a> Reader<'a, LittleEndian> for Slice<'a> {
         Ok(())
     }
 
+    // speedy reads every number, and bytes into a new `Vec`, through these,
+    // into memory not yet initialised; its defaults would make a `&mut [u8]`
+    // of that memory, which Rust does not allow. Copy through the pointer.
+    unsafe fn read_bytes_into_ptr(&mut self, out: *mut u8, n: usize) -> Result<(), Error> {
+        let src = self.take(n)?;
+        // SAFETY: `src` is `n` readable bytes of the payload; speedy's
+        // contract for this method is that `out` is valid for `n` writes.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), out, n) };
+        Ok(())
+    }
+
+    unsafe fn peek_bytes_into_ptr(&mut self, out: *mut u8, n: usize) -> Result<(), Error> {
+        let rest = self.rest;
+        // SAFETY: as for `read_bytes_into_ptr`, which this forwards.
+        let read = unsafe { self.read_bytes_into_ptr(out, n) };
+        self.rest = rest;
+        read
+    }
+
     fn skip_bytes(&mut self, n: usize) -> Result<(), Error> {
         self.take(n).map(|_| ())
     }
@@ -112,6 +131,16 @@ impl<'a> Reader<'a, LittleEndian> for FrameReader<'a> {
 
     fn peek_bytes(&mut self, out: &mut [u8]) -> Result<(), Error> {
         self.0.peek_bytes(out)
+    }
+
+    unsafe fn read_bytes_into_ptr(&mut self, out: *mut u8, n: usize) -> Result<(), Error> {
+        // SAFETY: the caller's contract is passed on unchanged.
+        unsafe { self.0.read_bytes_into_ptr(out, n) }
+    }
+
+    unsafe fn peek_bytes_into_ptr(&mut self, out: *mut u8, n: usize) -> Result<(), Error> {
+        // SAFETY: the caller's contract is passed on unchanged.
+        unsafe { self.0.peek_bytes_into_ptr(out, n) }
     }
 
     fn skip_bytes(&mut self, n: usize) -> Result<(), Error> {
