@@ -8,8 +8,9 @@
 //!   the same frames come out, and its buffer never takes more than one
 //!   frame in progress plus the last read.
 //!
-//! Cases per property: 256 by default (a few seconds in all); set
-//! `PROPTEST_CASES` for a longer run, e.g. `PROPTEST_CASES=100000`.
+//! Cases: 256 per decoder property, 32 to 64 for the frame-sized ones (a
+//! few seconds in all); `PROPTEST_CASES` sets them all for a longer run,
+//! e.g. `PROPTEST_CASES=100000` (see docs/fuzzing.md).
 
 mod alloc;
 mod gen;
