@@ -2,9 +2,14 @@
 //!
 //! A frame is `[u32 little-endian length][payload]`. The length is checked
 //! against the link's maximum before a single payload byte is buffered, and a
-//! payload is decoded only once it is complete, from a bounded buffer, with
-//! speedy's buffer reader (which checks every claimed length against the bytes
-//! that are really there before allocating). Trailing bytes are an error.
+//! payload is decoded only once it is complete, from a bounded buffer. Every
+//! claimed length is checked against the bytes that are really there, and
+//! every collection against the frame limit, before anything is allocated
+//! (see `limits`). A payload is accepted only if it is exactly the encoding
+//! of the message it decodes to: trailing bytes, and bytes speedy would read
+//! leniently (a `bool` of 2), are errors.
+
+mod limits;
 
 use speedy::{LittleEndian, Readable, Writable};
 use std::fmt;
@@ -56,6 +61,7 @@ pub fn encode<M: Writable<LittleEndian>>(msg: &M) -> Result<Vec<u8>, FrameError>
             max: MAX_FRAME,
         });
     }
+    limits::check(msg).map_err(|e| FrameError::Encode(e.to_string()))?;
     let mut out = Vec::with_capacity(PREFIX + len);
     out.extend_from_slice(&(len as u32).to_le_bytes());
     msg.write_to_stream(&mut out)
@@ -66,21 +72,35 @@ pub fn encode<M: Writable<LittleEndian>>(msg: &M) -> Result<Vec<u8>, FrameError>
 /// Decodes one complete payload (without its prefix).
 pub fn decode<M>(payload: &[u8]) -> Result<M, FrameError>
 where
-    M: for<'a> Readable<'a, LittleEndian>,
+    M: for<'a> Readable<'a, LittleEndian> + Writable<LittleEndian>,
 {
-    let (res, consumed) = M::read_with_length_from_buffer(payload);
-    let msg = res.map_err(|e| FrameError::Malformed(e.to_string()))?;
-    if consumed != payload.len() {
+    if payload.len() > MAX_FRAME {
+        // Nothing larger can be sent (`encode`), so nothing larger is read.
+        return Err(FrameError::TooLarge {
+            len: payload.len(),
+            max: MAX_FRAME,
+        });
+    }
+    let mut reader = limits::FrameReader::new(payload);
+    let msg = M::read_from(&mut reader).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if reader.left() > 0 {
         return Err(FrameError::Trailing {
-            consumed,
+            consumed: payload.len() - reader.left(),
             len: payload.len(),
         });
+    }
+    if !limits::encodes_to(&msg, payload) {
+        // Two payloads must never mean one message: a peer could otherwise
+        // vary bytes that MACs, digests or dedup of the payload rely on.
+        let detail = "not the canonical encoding of its message".to_string();
+        return Err(FrameError::Malformed(detail));
     }
     Ok(msg)
 }
 
-/// Splits a byte stream into payloads, holding at most one frame's worth of
-/// bytes (plus what arrived in the last read) at a time.
+/// Splits a byte stream into payloads. Drained after every push, it holds
+/// at most one frame in progress plus what arrived in the last read, in a
+/// buffer of at most that size (or one frame, if larger).
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
@@ -109,10 +129,20 @@ impl FrameDecoder {
         if self.failed.is_some() {
             return;
         }
-        // Compact only when the consumed prefix dominates, so pushes stay O(n).
-        if self.start > 0 && self.start * 2 >= self.buf.len() {
+        // Compact when the consumed prefix dominates, so pushes stay O(n),
+        // and before the buffer grows, so consumed bytes are never copied.
+        let grows = self.buf.len() + bytes.len() > self.buf.capacity();
+        if self.start > 0 && (grows || self.start * 2 >= self.buf.len()) {
             self.buf.drain(..self.start);
             self.start = 0;
+        }
+        let need = self.buf.len() + bytes.len();
+        if need > self.buf.capacity() {
+            // Doubling, as `Vec` would, but never past one whole frame
+            // unless the bytes held need more: otherwise a frame near the
+            // limit would take a buffer of twice the limit.
+            let cap = (self.buf.capacity() * 2).min(PREFIX + self.max).max(need);
+            self.buf.reserve_exact(cap - self.buf.len());
         }
         self.buf.extend_from_slice(bytes);
     }
@@ -159,6 +189,8 @@ mod tests {
         Ping { n: u32 },
         Name { s: String },
         Blob { v: Vec<u8> },
+        Flags { on: bool, owner: Option<u8> },
+        Names { v: Vec<String> },
     }
 
     fn frames(bytes: &[u8]) -> Vec<Result<Msg, FrameError>> {
@@ -264,19 +296,79 @@ mod tests {
     }
 
     #[test]
-    fn garbage_never_panics() {
-        let mut e = crate::Entropy::from_u64(1);
-        for _ in 0..2000 {
-            let n = (e.next_u64() % 64) as usize;
-            let mut bytes = vec![0u8; n];
-            e.fill(&mut bytes);
-            if bytes.len() >= 4 && e.next_u64().is_multiple_of(2) {
-                // Make the prefix plausible so the payload decoder is exercised.
-                let len = (n - 4) as u32;
-                bytes[..4].copy_from_slice(&len.to_le_bytes());
-            }
-            let _ = frames(&bytes);
+    fn lenient_flags_are_refused() {
+        // speedy reads any non-zero byte as `true` or `Some`.
+        assert_eq!(
+            decode::<Msg>(&[3, 1, 0]),
+            Ok(Msg::Flags {
+                on: true,
+                owner: None
+            })
+        );
+        assert!(matches!(
+            decode::<Msg>(&[3, 2, 0]),
+            Err(FrameError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode::<Msg>(&[3, 0, 7, 1]),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn collections_larger_than_a_frame_in_memory_are_refused_both_ways() {
+        // An empty string is 4 bytes on the wire and 24 in memory.
+        let n = MAX_FRAME / std::mem::size_of::<String>() + 1;
+        let crowded = Msg::Names {
+            v: vec![String::new(); n],
+        };
+        let payload = crowded.write_to_vec().unwrap();
+        assert!(payload.len() < MAX_FRAME);
+        assert!(matches!(
+            decode::<Msg>(&payload),
+            Err(FrameError::Malformed(_))
+        ));
+        assert!(matches!(encode(&crowded), Err(FrameError::Encode(_))));
+        let fits = Msg::Names {
+            v: vec![String::new(); n - 1],
+        };
+        let wire = encode(&fits).unwrap();
+        assert_eq!(decode::<Msg>(&wire[PREFIX..]), Ok(fits));
+    }
+
+    #[test]
+    fn payloads_over_the_limit_are_refused() {
+        let mut payload = Msg::Blob {
+            v: vec![0; MAX_FRAME],
         }
+        .write_to_vec()
+        .unwrap();
+        assert!(matches!(
+            decode::<Msg>(&payload),
+            Err(FrameError::TooLarge { .. })
+        ));
+        payload.truncate(MAX_FRAME);
+        assert!(matches!(
+            decode::<Msg>(&payload),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_frame_at_the_limit_takes_no_larger_buffer() {
+        let wire = encode(&Msg::Blob {
+            v: vec![7; MAX_FRAME - 5],
+        })
+        .unwrap();
+        let mut d = FrameDecoder::default();
+        for piece in wire.chunks(1000) {
+            d.push(piece);
+            assert!(d.buf.capacity() <= PREFIX + MAX_FRAME + 1000);
+            if let Some(p) = d.next_payload().unwrap() {
+                assert_eq!(p.len(), MAX_FRAME);
+            }
+        }
+        assert_eq!(d.buffered(), 0);
     }
 
     #[test]

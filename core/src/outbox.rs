@@ -57,7 +57,7 @@ impl<E> Outbox<E> {
 /// decoding error, returns it: the caller refuses and closes the connection.
 pub fn drain_messages<M>(decoder: &mut FrameDecoder, msgs: &mut Vec<M>) -> Result<(), FrameError>
 where
-    M: for<'a> Readable<'a, LittleEndian>,
+    M: for<'a> Readable<'a, LittleEndian> + Writable<LittleEndian>,
 {
     while let Some(payload) = decoder.next_payload()? {
         msgs.push(frame::decode(payload)?);

@@ -4,7 +4,7 @@ use crate::auth::ClusterSecret;
 use crate::frame::{self, FrameDecoder};
 use crate::io::{ConnId, Node, Output};
 use crate::time::Timestamp;
-use speedy::{LittleEndian, Readable};
+use speedy::{LittleEndian, Readable, Writable};
 
 pub fn secret() -> ClusterSecret {
     ClusterSecret::from_bytes(b"unit-test-cluster-secret").unwrap()
@@ -21,7 +21,7 @@ pub fn drain<N: Node>(node: &mut N) -> Vec<Output<N::Event>> {
 /// Decodes every message transmitted on `conn` in `outs`.
 pub fn sent<M, E>(outs: &[Output<E>], conn: ConnId) -> Vec<M>
 where
-    M: for<'a> Readable<'a, LittleEndian>,
+    M: for<'a> Readable<'a, LittleEndian> + Writable<LittleEndian>,
 {
     let mut d = FrameDecoder::default();
     for o in outs {
