@@ -107,8 +107,28 @@ impl fmt::Display for ReplicaEvent {
     }
 }
 
-/// Results of this server's own clients' transactions, now applied durably.
-pub type Delivered = Vec<(Origin, TxnResult)>;
+/// How far a server has come along the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Indexes {
+    /// The end of the log as durable on this server's disk.
+    pub durable: u64,
+    /// The highest index this server knows to be committed.
+    pub commit: u64,
+    /// The highest index applied with its effects durable: what this
+    /// server's answers to clients reflect, and what it resumes from.
+    pub applied: u64,
+}
+
+/// The result of a transaction of this server's own client, now applied
+/// durably: the client may be answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub origin: Origin,
+    pub result: TxnResult,
+}
+
+/// Results of this server's own clients' transactions, in log order.
+pub type Delivered = Vec<Delivery>;
 
 enum AfterPersist {
     Appended { upto: u64 },
@@ -290,9 +310,12 @@ impl Replica {
         &self.log
     }
 
-    /// (durable log end, commit index, applied index)
-    pub fn indexes(&self) -> (u64, u64, u64) {
-        (self.durable, self.commit, self.applied_durable)
+    pub fn indexes(&self) -> Indexes {
+        Indexes {
+            durable: self.durable,
+            commit: self.commit,
+            applied: self.applied_durable,
+        }
     }
 
     /// True if this server may take clients: the master always; a follower
@@ -526,7 +549,7 @@ impl Replica {
         let mut results = Vec::new();
         for i in self.applied + 1..=upto {
             let entry = &self.log[(i - 1) as usize];
-            let (writes, result) = self.state.apply(entry);
+            let state::Applied { writes, result } = self.state.apply(entry);
             batch.writes.extend(writes);
             out.event(
                 ReplicaEvent::Applied {
@@ -545,7 +568,7 @@ impl Replica {
                 }
             }
             if origin.server == self.cfg.me {
-                results.push((origin, result));
+                results.push(Delivery { origin, result });
             }
         }
         batch.push(Write::SetApplied { index: upto });

@@ -18,6 +18,14 @@ pub struct User {
     pub password: PasswordHash,
 }
 
+/// What applying one entry did: the writes that make it durable, and the
+/// transaction's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub writes: Vec<Write>,
+    pub result: TxnResult,
+}
+
 /// Last request applied for one client session, and what it produced.
 #[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
 struct ClientRecord {
@@ -122,7 +130,7 @@ impl State {
 
     /// Applies one entry: the state changes in memory, and the writes that
     /// make the same change durable come back with the result.
-    pub fn apply(&mut self, entry: &Entry) -> (Vec<Write>, TxnResult) {
+    pub fn apply(&mut self, entry: &Entry) -> Applied {
         let o = entry.origin;
         if let Some(r) = self.clients.get(&(o.server, o.session)) {
             if r.request >= o.request {
@@ -132,7 +140,10 @@ impl State {
                 } else {
                     TxnResult::UsernameTaken
                 };
-                return (Vec::new(), result);
+                return Applied {
+                    writes: Vec::new(),
+                    result,
+                };
             }
         }
         let mut writes = Vec::new();
@@ -248,7 +259,7 @@ impl State {
             value: enc(&record),
         });
         self.clients.insert((o.server, o.session), record);
-        (writes, result)
+        Applied { writes, result }
     }
 
     /// A digest of the whole state, for convergence checks.
@@ -298,15 +309,15 @@ mod tests {
     fn register_assigns_ids_and_refuses_a_taken_name() {
         let mut s = State::default();
         assert_eq!(
-            s.apply(&register(1, 1, 1, "alice")).1,
+            s.apply(&register(1, 1, 1, "alice")).result,
             TxnResult::Registered { user_id: 1 }
         );
         assert_eq!(
-            s.apply(&register(2, 2, 1, "bob")).1,
+            s.apply(&register(2, 2, 1, "bob")).result,
             TxnResult::Registered { user_id: 2 }
         );
         assert_eq!(
-            s.apply(&register(3, 3, 1, "alice")).1,
+            s.apply(&register(3, 3, 1, "alice")).result,
             TxnResult::UsernameTaken
         );
         assert_eq!(s.user_by_name("alice").map(|u| u.id), Some(1));
@@ -317,8 +328,8 @@ mod tests {
         let mut s = State::default();
         let first = s.apply(&register(1, 1, 1, "alice"));
         let again = s.apply(&register(2, 1, 1, "alice"));
-        assert_eq!(again.1, first.1);
-        assert!(again.0.is_empty(), "no writes for a duplicate");
+        assert_eq!(again.result, first.result);
+        assert!(again.writes.is_empty(), "no writes for a duplicate");
         assert_eq!(s.users().count(), 1);
     }
 
@@ -328,7 +339,7 @@ mod tests {
         let mut store = MemStore::default();
         let entries = [register(1, 1, 1, "alice"), register(2, 2, 1, "bob")];
         for e in &entries {
-            let (writes, _) = s.apply(e);
+            let Applied { writes, .. } = s.apply(e);
             store.commit(&Batch { writes }).unwrap();
         }
         let revoke = Entry {
@@ -345,7 +356,7 @@ mod tests {
                 expires: 200,
             },
         };
-        let (writes, r) = s.apply(&revoke);
+        let Applied { writes, result: r } = s.apply(&revoke);
         assert_eq!(r, TxnResult::Revoked);
         store.commit(&Batch { writes }).unwrap();
         let rebuilt = State::from_rows(&store.load().unwrap().tables).unwrap();

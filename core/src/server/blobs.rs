@@ -337,7 +337,7 @@ impl Server {
     /// not yet applied uploads name (a restarted master holds such entries,
     /// and its pins were lost with its memory).
     fn named_or_coming(&self) -> BTreeSet<[u8; 32]> {
-        let applied = self.replica.indexes().2 as usize;
+        let applied = self.replica.indexes().applied as usize;
         let coming = self
             .replica
             .log()
@@ -354,7 +354,7 @@ impl Server {
     /// Brings this server's blobs in line with the catalogue it has applied:
     /// fetch what is missing, drop what nobody names.
     pub(super) fn sync_blobs(&mut self, now: Timestamp) {
-        self.blobs.synced_at = self.replica.indexes().2;
+        self.blobs.synced_at = self.replica.indexes().applied;
         let files = self.replica.state().files();
         let named: BTreeSet<[u8; 32]> = files.all().map(|f| f.digest).collect();
         for d in &named {

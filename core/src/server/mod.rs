@@ -668,9 +668,10 @@ impl Node for Server {
             }
             Input::Persisted { token } => {
                 let done = self.replica.on_persisted(now, token, &mut self.out);
-                let applied = !done.is_empty() || self.replica.indexes().2 > self.blobs.synced_at;
-                for (origin, result) in done {
-                    self.deliver(origin, result);
+                let applied =
+                    !done.is_empty() || self.replica.indexes().applied > self.blobs.synced_at;
+                for d in done {
+                    self.deliver(d.origin, d.result);
                 }
                 self.answer_confirmed(now);
                 if applied {

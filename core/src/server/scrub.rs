@@ -52,6 +52,13 @@ pub struct Check {
     hasher: blake3::Hasher,
 }
 
+/// A read a check asks for: `len` bytes of the blob from `offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Read {
+    pub offset: u64,
+    pub len: usize,
+}
+
 /// How a check ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -81,13 +88,16 @@ impl Check {
     }
 
     /// The next read to ask for, if one is due: one block at a time.
-    pub fn next_read(&mut self) -> Option<(u64, usize)> {
+    pub fn next_read(&mut self) -> Option<Read> {
         if self.reading || self.hashed >= self.size {
             return None;
         }
         self.reading = true;
         let len = BLOCK_BYTES.min(self.size - self.hashed) as usize;
-        Some((self.hashed, len))
+        Some(Read {
+            offset: self.hashed,
+            len,
+        })
     }
 
     /// The verdict, once every byte is hashed.
@@ -147,7 +157,7 @@ impl Server {
             return;
         };
         let d = check.digest();
-        if let Some((offset, len)) = check.next_read() {
+        if let Some(Read { offset, len }) = check.next_read() {
             self.out.file(FileOp::Read {
                 handle,
                 file: FileRef::Blob(d),
@@ -230,7 +240,7 @@ mod tests {
             if let Some(v) = c.verdict() {
                 return (v, reads);
             }
-            let Some((offset, len)) = c.next_read() else {
+            let Some(Read { offset, len }) = c.next_read() else {
                 panic!("no read and no verdict");
             };
             assert_eq!(c.next_read(), None, "one read at a time");
@@ -275,7 +285,13 @@ mod tests {
         let mut c = Check::new(d, 100);
         assert!(matches!(c.on_read(0, &data), Some(Verdict::Damaged { .. })));
         let mut c = Check::new(d, 100);
-        assert_eq!(c.next_read(), Some((0, 100)));
+        assert_eq!(
+            c.next_read(),
+            Some(Read {
+                offset: 0,
+                len: 100
+            })
+        );
         assert!(matches!(
             c.on_read(50, &data[..50]),
             Some(Verdict::Damaged { .. })

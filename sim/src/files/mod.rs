@@ -1282,7 +1282,7 @@ impl<'c> Harness<'c> {
         let (v, applied) = with_views(&self.servers, |views| {
             let applied: Vec<(u32, u64)> = views
                 .iter()
-                .map(|v| (v.id, v.server.replica().indexes().2))
+                .map(|v| (v.id, v.server.replica().indexes().applied))
                 .collect();
             (self.watch.check(views), applied)
         });
