@@ -15,8 +15,8 @@
 //! The master is fixed by configuration; every message carries its view so
 //! that a later failover can fence a stale master. See docs/replication.md.
 
+pub mod catalogue;
 pub mod entry;
-pub mod files;
 pub mod messages;
 pub mod state;
 

@@ -3,8 +3,8 @@
 //! the state and the entry), so servers that applied the same prefix hold the
 //! same state.
 
+use super::catalogue::{Catalogue, FileMeta};
 use super::entry::{Entry, Origin, Txn, TxnResult};
-use super::files::{FileMeta, Files};
 use crate::accounts::password::PasswordHash;
 use crate::frame;
 use crate::store::{Table, Write};
@@ -39,7 +39,7 @@ pub struct State {
     by_name: BTreeMap<String, u64>,
     revoked: BTreeMap<[u8; 16], u64>,
     clients: BTreeMap<(u32, u64), ClientRecord>,
-    files: Files,
+    catalogue: Catalogue,
 }
 
 fn enc<T: Writable<speedy::LittleEndian>>(v: &T) -> Vec<u8> {
@@ -86,8 +86,8 @@ impl State {
                     s.clients
                         .insert((server, session), frame::decode(value).map_err(bad)?);
                 }
-                Table::Files => s.files.load_file(value)?,
-                Table::Shares => s.files.load_share(key)?,
+                Table::Files => s.catalogue.load_file(value)?,
+                Table::Shares => s.catalogue.load_share(key)?,
             }
         }
         Ok(s)
@@ -105,8 +105,8 @@ impl State {
         self.users.values()
     }
 
-    pub fn files(&self) -> &Files {
-        &self.files
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
     }
 
     pub fn is_revoked(&self, token_id: &[u8; 16]) -> bool {
@@ -200,7 +200,7 @@ impl State {
                 replace,
                 holder,
             } => {
-                if self.files.get(*owner, name).is_some() && !replace {
+                if self.catalogue.get(*owner, name).is_some() && !replace {
                     TxnResult::FileExists
                 } else {
                     let meta = FileMeta {
@@ -211,7 +211,7 @@ impl State {
                         at: entry.at,
                         holder: *holder,
                     };
-                    self.files.put(meta, &mut writes);
+                    self.catalogue.put(meta, &mut writes);
                     TxnResult::FileStored
                 }
             }
@@ -220,11 +220,11 @@ impl State {
                 name,
                 grantee,
             } => match self.by_name.get(grantee) {
-                _ if self.files.get(*owner, name).is_none() => TxnResult::NoSuchFile,
+                _ if self.catalogue.get(*owner, name).is_none() => TxnResult::NoSuchFile,
                 None => TxnResult::NoSuchUser,
                 Some(g) if g == owner => TxnResult::CannotShareWithSelf,
                 Some(g) => {
-                    self.files.share(*owner, name, *g, &mut writes);
+                    self.catalogue.share(*owner, name, *g, &mut writes);
                     TxnResult::Shared
                 }
             },
@@ -233,10 +233,10 @@ impl State {
                 name,
                 grantee,
             } => match self.by_name.get(grantee) {
-                _ if self.files.get(*owner, name).is_none() => TxnResult::NoSuchFile,
+                _ if self.catalogue.get(*owner, name).is_none() => TxnResult::NoSuchFile,
                 None => TxnResult::NoSuchUser,
                 Some(g) => {
-                    if self.files.unshare(*owner, name, *g, &mut writes) {
+                    if self.catalogue.unshare(*owner, name, *g, &mut writes) {
                         TxnResult::Unshared
                     } else {
                         writes.clear();
@@ -244,7 +244,7 @@ impl State {
                     }
                 }
             },
-            Txn::Delete { owner, name } => match self.files.delete(*owner, name, &mut writes) {
+            Txn::Delete { owner, name } => match self.catalogue.delete(*owner, name, &mut writes) {
                 Some(_) => TxnResult::Deleted,
                 None => TxnResult::NoSuchFile,
             },
@@ -272,7 +272,7 @@ impl State {
             h.update(k);
             h.update(&v.to_le_bytes());
         }
-        self.files.digest_into(&mut h);
+        self.catalogue.digest_into(&mut h);
         for ((s, sess), r) in &self.clients {
             h.update(&s.to_le_bytes());
             h.update(&sess.to_le_bytes());

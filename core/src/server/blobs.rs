@@ -347,16 +347,16 @@ impl Server {
                 Txn::PutFile { digest, .. } => Some(*digest),
                 _ => None,
             });
-        let files = self.replica.state().files();
-        files.all().map(|f| f.digest).chain(coming).collect()
+        let catalogue = self.replica.state().catalogue();
+        catalogue.all().map(|f| f.digest).chain(coming).collect()
     }
 
     /// Brings this server's blobs in line with the catalogue it has applied:
     /// fetch what is missing, drop what nobody names.
     pub(super) fn sync_blobs(&mut self, now: Timestamp) {
         self.blobs.synced_at = self.replica.indexes().applied;
-        let files = self.replica.state().files();
-        let named: BTreeSet<[u8; 32]> = files.all().map(|f| f.digest).collect();
+        let catalogue = self.replica.state().catalogue();
+        let named: BTreeSet<[u8; 32]> = catalogue.all().map(|f| f.digest).collect();
         for d in &named {
             self.blobs.want(now, *d);
         }
@@ -435,7 +435,7 @@ impl Server {
             let holder = self
                 .replica
                 .state()
-                .files()
+                .catalogue()
                 .all()
                 .find(|f| f.digest == d)
                 .map(|f| f.holder);
@@ -488,7 +488,7 @@ impl Server {
         let holder = self
             .replica
             .state()
-            .files()
+            .catalogue()
             .all()
             .find(|m| m.digest == d)
             .map(|m| m.holder);
@@ -553,7 +553,7 @@ impl Server {
 
     /// Downloads waiting for content `d`, now on disk, can start.
     fn start_waiting(&mut self, now: Timestamp, d: [u8; 32]) {
-        let waiting: Vec<(ConnId, crate::replication::files::FileMeta)> = self
+        let waiting: Vec<(ConnId, crate::replication::catalogue::FileMeta)> = self
             .conns
             .iter()
             .filter_map(|(c, conn)| match &conn.stage {
@@ -807,8 +807,8 @@ impl Server {
 
     /// The size of content `d`, from the catalogue or an upload's pin.
     pub(super) fn content_size(&self, d: &[u8; 32]) -> Option<u64> {
-        let files = self.replica.state().files();
-        let named = files.all().find(|f| f.digest == *d).map(|f| f.size);
+        let catalogue = self.replica.state().catalogue();
+        let named = catalogue.all().find(|f| f.digest == *d).map(|f| f.size);
         named.or_else(|| self.blobs.pinned_size(d))
     }
 

@@ -97,7 +97,7 @@ impl Server {
                 },
             ) => self.share(now, conn, op, user, name, grantee),
             (OpCode::Delete, SessionMsg::FileName { owner: None, name }) => {
-                if self.replica.state().files().get(user, &name).is_none() {
+                if self.replica.state().catalogue().get(user, &name).is_none() {
                     Err(OpError::NoSuchFile)
                 } else {
                     self.order(now, conn, op, Txn::Delete { owner: user, name })
@@ -118,7 +118,7 @@ impl Server {
         grantee: String,
     ) -> Result<Option<SessionMsg>, OpError> {
         let state = self.replica.state();
-        if state.files().get(owner, &name).is_none() {
+        if state.catalogue().get(owner, &name).is_none() {
             return Err(OpError::NoSuchFile);
         }
         let grantee =
@@ -152,7 +152,7 @@ impl Server {
                 .map_or_else(|| format!("user{id}"), |u| u.name.clone())
         };
         let files = state
-            .files()
+            .catalogue()
             .visible_to(user)
             .into_iter()
             .map(|f| Listed {
@@ -162,7 +162,7 @@ impl Server {
                 at: f.at,
                 shared_with: if f.owner == user {
                     state
-                        .files()
+                        .catalogue()
                         .grantees(f.owner, &f.name)
                         .into_iter()
                         .map(name_of)
@@ -187,17 +187,17 @@ impl Server {
         size: u64,
     ) {
         let mut receiver = Receiver::new(now, id, name.clone(), size, self.cfg.transfer_timeout);
-        let files = self.replica.state().files();
-        let used: u64 = files
+        let catalogue = self.replica.state().catalogue();
+        let used: u64 = catalogue
             .visible_to(user)
             .iter()
             .filter(|f| f.owner == user)
             .map(|f| f.size)
             .sum();
-        let replaced = files.get(user, &name).map_or(0, |f| f.size);
+        let replaced = catalogue.get(user, &name).map_or(0, |f| f.size);
         let refusal = if let Err(reason) = check_name(&name) {
             Some(TransferError::BadName { reason })
-        } else if files.get(user, &name).is_some() && !replace {
+        } else if catalogue.get(user, &name).is_some() && !replace {
             Some(TransferError::Exists)
         } else if used - replaced + size > self.cfg.quota {
             Some(TransferError::OverQuota {
@@ -243,8 +243,8 @@ impl Server {
         // "No such file" whether it is missing or not shared with us: the
         // answer must not reveal other users' file names.
         let meta = owner_id
-            .filter(|o| state.files().can_read(user, *o, &name))
-            .and_then(|o| state.files().get(o, &name))
+            .filter(|o| state.catalogue().can_read(user, *o, &name))
+            .and_then(|o| state.catalogue().get(o, &name))
             .cloned();
         let Some(meta) = meta else {
             return self.answer(
@@ -267,7 +267,7 @@ impl Server {
         &mut self,
         now: Timestamp,
         conn: ConnId,
-        meta: &crate::replication::files::FileMeta,
+        meta: &crate::replication::catalogue::FileMeta,
     ) {
         let handle = self.blobs.new_handle(super::blobs::Owner::Session(conn));
         self.blobs.read_target(handle, meta.digest);
@@ -327,7 +327,7 @@ impl Server {
         }
         let mut next = Next::Stay;
         let mut sends = Vec::new();
-        let mut files = Vec::new();
+        let mut disk = Vec::new();
         let mut persisted_blob = None;
         let mut upload_temp = 0;
         // A download the client found damaged: this server's copy is
@@ -352,16 +352,16 @@ impl Server {
                     match o {
                         ReceiverOutput::Send(m) => sends.push(m),
                         ReceiverOutput::Write { offset, data } => {
-                            files.push(FileOp::Write { temp, offset, data })
+                            disk.push(FileOp::Write { temp, offset, data })
                         }
                         ReceiverOutput::Commit { digest } => {
                             persisted_blob = Some((digest, receiver.size()));
-                            files.push(FileOp::Persist {
+                            disk.push(FileOp::Persist {
                                 temp,
                                 to: FileRef::Blob(digest),
                             });
                         }
-                        ReceiverOutput::Discard => files.push(FileOp::Discard { temp }),
+                        ReceiverOutput::Discard => disk.push(FileOp::Discard { temp }),
                         ReceiverOutput::Progress { .. } => {}
                         ReceiverOutput::Finished(Ok(digest)) => {
                             let name = receiver.name().to_string();
@@ -378,7 +378,7 @@ impl Server {
                         SenderOutput::Send(m) => sends.push(m),
                         SenderOutput::Read { offset, len } => {
                             if let Some(file) = file {
-                                files.push(FileOp::Read {
+                                disk.push(FileOp::Read {
                                     handle,
                                     file,
                                     offset,
@@ -408,7 +408,7 @@ impl Server {
         for m in sends {
             self.out.send(conn, &SessionMsg::Transfer(m));
         }
-        for f in files {
+        for f in disk {
             self.out.file(f);
         }
         match next {

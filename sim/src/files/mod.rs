@@ -1366,7 +1366,7 @@ impl<'c> Harness<'c> {
                     .server
                     .replica()
                     .state()
-                    .files()
+                    .catalogue()
                     .all()
                     .map(|f| f.digest)
                     .collect();
