@@ -12,8 +12,8 @@
 //! servers can fetch); the holder answers as a transfer sender.
 
 use super::messages::SessionMsg;
-use super::scrub::{says_damaged, Check};
-use super::{Op, Server, Stage};
+use super::scrub::{hex, says_damaged, Scrubber, Verdict};
+use super::{Op, Server, ServerEvent, Stage};
 use crate::frame::{self, FrameDecoder};
 use crate::io::{ConnId, FileOp, FileRef};
 use crate::outbox::drain_messages;
@@ -114,8 +114,8 @@ pub struct Blobs {
     uploads: BTreeMap<u64, [u8; 32]>,
     fetches: BTreeMap<[u8; 32], Fetch>,
     serving: BTreeMap<ConnId, Serving>,
-    /// Checks of blobs a receiver found damaged, by read handle.
-    pub(super) checks: BTreeMap<u64, Check>,
+    /// Checks of blobs a receiver found damaged.
+    scrub: Scrubber,
     next_dial: u64,
     /// Applied index at the last sync.
     pub synced_at: u64,
@@ -135,7 +135,7 @@ impl Blobs {
             uploads: BTreeMap::new(),
             fetches: BTreeMap::new(),
             serving: BTreeMap::new(),
-            checks: BTreeMap::new(),
+            scrub: Scrubber::default(),
             next_dial: 0,
             synced_at: 0,
         }
@@ -145,23 +145,11 @@ impl Blobs {
         self.have.contains(d)
     }
 
-    /// Whether a check of `d` runs.
-    pub fn checking(&self, d: &[u8; 32]) -> bool {
-        self.checks.values().any(|c| c.digest() == *d)
-    }
-
     /// Blob `d` is no longer this server's (its file is being removed):
     /// a check of it has nothing left to say.
     pub fn lost(&mut self, d: &[u8; 32]) {
         self.have.remove(d);
-        let handles: Vec<u64> = self
-            .checks
-            .iter()
-            .filter(|(_, c)| c.digest() == *d)
-            .map(|(h, _)| *h)
-            .collect();
-        for h in handles {
-            self.checks.remove(&h);
+        for h in self.scrub.drop_checks_of(d) {
             self.forget_handle(h);
         }
     }
@@ -891,8 +879,63 @@ impl Server {
         }
         self.start_fetches(now);
     }
-}
 
-pub fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    /// A receiver of blob `d` from this server found it damaged: check it,
+    /// unless a check of it already runs (see `scrub`).
+    pub(super) fn suspect(&mut self, now: Timestamp, d: [u8; 32]) {
+        if !self.blobs.has(&d) || self.blobs.scrub.checking(&d) {
+            return;
+        }
+        let Some(size) = self.content_size(&d) else {
+            return;
+        };
+        let handle = self.blobs.new_handle(Owner::Check(d));
+        self.blobs.read_target(handle, d);
+        if let Some(verdict) = self.blobs.scrub.start(handle, d, size, &mut self.out) {
+            self.check_done(now, handle, verdict);
+        }
+    }
+
+    pub(super) fn check_read(&mut self, now: Timestamp, handle: u64, offset: u64, data: &[u8]) {
+        if let Some(verdict) = self
+            .blobs
+            .scrub
+            .on_read(handle, offset, data, &mut self.out)
+        {
+            self.check_done(now, handle, verdict);
+        }
+    }
+
+    pub(super) fn check_failed(
+        &mut self,
+        now: Timestamp,
+        handle: u64,
+        error: String,
+        missing: bool,
+    ) {
+        if let Some(verdict) = self.blobs.scrub.on_failed(handle, error, missing) {
+            self.check_done(now, handle, verdict);
+        }
+    }
+
+    /// A check is over: a damaged copy is removed, and fetched again if the
+    /// catalogue names it.
+    fn check_done(&mut self, now: Timestamp, handle: u64, verdict: Verdict) {
+        let Some(d) = self.blobs.scrub.finish(handle) else {
+            return;
+        };
+        self.blobs.forget_handle(handle);
+        let damaged = matches!(verdict, Verdict::Damaged { .. });
+        self.out.event(ServerEvent::BlobChecked {
+            digest: hex(&d)[..16].to_string(),
+            verdict,
+        });
+        if damaged && self.blobs.has(&d) {
+            self.blobs.lost(&d);
+            self.out.file(FileOp::Remove {
+                file: FileRef::Blob(d),
+            });
+            self.sync_blobs(now);
+        }
+    }
 }

@@ -8,6 +8,8 @@
 //! is free and it is caught up with the master.
 
 mod blobs;
+mod config;
+mod event;
 mod files;
 pub mod messages;
 mod ops;
@@ -15,7 +17,6 @@ pub mod reservations;
 pub mod scrub;
 
 use crate::accounts::limiter::LoginLimiter;
-use crate::accounts::password::PasswordParams;
 use crate::accounts::token::SessionToken;
 use crate::auth::{AuthCode, ClusterSecret};
 use crate::balancer::messages::{ProbeMsg, PROBE_TAGS};
@@ -27,150 +28,18 @@ use crate::refusal::{Refusal, PROTOCOL_VERSION};
 use crate::replication::catalogue::FileMeta;
 use crate::replication::entry::Origin;
 use crate::replication::messages::REPLICA_TAGS;
-use crate::replication::{Replica, ReplicaConfig, ReplicaEvent};
+use crate::replication::{Replica, ReplicaConfig};
 use crate::store::Recovered;
 use crate::time::{earliest, Timestamp};
 use crate::transfer::{Receiver, Sender};
 use blobs::Blobs;
 pub use blobs::{BlobMsg, BLOB_TAGS};
+pub use config::ServerConfig;
+pub use event::ServerEvent;
 pub use files::{check_name, MAX_NAME};
 pub use messages::{OpCode, OpError, Request, Response, SessionMsg, SESSION_TAGS};
 use reservations::Reservations;
 use std::collections::BTreeMap;
-use std::fmt;
-use std::time::Duration;
-
-#[derive(Clone, Debug)]
-pub struct ServerConfig {
-    pub id: u32,
-    pub max_clients: u32,
-    /// How long a slot reserved for a client stays reserved.
-    pub reservation_ttl: Duration,
-    /// How long each step of a handshake, and an operation's data, may take.
-    pub handshake_timeout: Duration,
-    /// How long a client waits for its transaction to be ordered and applied.
-    pub request_timeout: Duration,
-    /// Lifetime of a session token.
-    pub session_ttl: Duration,
-    pub password: PasswordParams,
-    /// Silence after which an established session is closed and its slot
-    /// freed. A client that vanished without a FIN (power loss, partition)
-    /// must not hold a slot forever; live clients ping well within this.
-    pub idle_timeout: Duration,
-    /// Bytes of files one user may own in all.
-    pub quota: u64,
-    /// Silence after which a file transfer is abandoned.
-    pub transfer_timeout: Duration,
-    /// Chunks in flight when this server sends a file (downloads, and
-    /// content fetched by other servers).
-    pub send_window: u64,
-}
-
-impl ServerConfig {
-    pub fn new(id: u32) -> Self {
-        ServerConfig {
-            id,
-            max_clients: 64,
-            reservation_ttl: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(10),
-            session_ttl: Duration::from_secs(24 * 3600),
-            password: PasswordParams::PRODUCTION,
-            idle_timeout: Duration::from_secs(60),
-            quota: 100 << 30,
-            transfer_timeout: Duration::from_secs(10),
-            send_window: crate::transfer::sender::DEFAULT_WINDOW,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ServerEvent {
-    Probed {
-        available: bool,
-        code: String,
-    },
-    ReservationsLapsed {
-        count: usize,
-    },
-    Established {
-        conn: ConnId,
-        code: String,
-    },
-    Refused {
-        conn: ConnId,
-        reason: Refusal,
-    },
-    SessionEnded {
-        conn: ConnId,
-    },
-    /// An operation finished; never carries a password.
-    Answered {
-        conn: ConnId,
-        op: OpCode,
-        outcome: String,
-    },
-    /// A file operation failed on this server's disk (the error names
-    /// paths, so it is logged here and not sent to peers).
-    FileFailed {
-        error: String,
-    },
-    /// A check of a blob a receiver found damaged is over.
-    BlobChecked {
-        digest: String,
-        verdict: scrub::Verdict,
-    },
-    Replica(ReplicaEvent),
-}
-
-impl From<ReplicaEvent> for ServerEvent {
-    fn from(e: ReplicaEvent) -> Self {
-        ServerEvent::Replica(e)
-    }
-}
-
-impl fmt::Display for ServerEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ServerEvent::Probed { available, code } => write!(
-                f,
-                "probe {code}: {}",
-                if *available {
-                    "yes, slot reserved"
-                } else {
-                    "no"
-                }
-            ),
-            ServerEvent::ReservationsLapsed { count } => {
-                write!(f, "{count} reservation(s) lapsed")
-            }
-            ServerEvent::Established { conn, code } => {
-                write!(f, "session {conn} established with code {code}")
-            }
-            ServerEvent::Refused { conn, reason } => write!(f, "refuse {conn}: {reason}"),
-            ServerEvent::SessionEnded { conn } => write!(f, "session {conn} ended"),
-            ServerEvent::Answered { conn, op, outcome } => {
-                write!(f, "{op:?} on {conn}: {outcome}")
-            }
-            ServerEvent::FileFailed { error } => write!(f, "disk: {error}"),
-            ServerEvent::BlobChecked { digest, verdict } => match verdict {
-                scrub::Verdict::Sound => write!(
-                    f,
-                    "blob {digest}: a receiver found it damaged, but it is sound on disk"
-                ),
-                scrub::Verdict::Damaged { why } => write!(
-                    f,
-                    "blob {digest} is damaged on disk ({why}): removed, to be fetched again"
-                ),
-                scrub::Verdict::Unreadable { error } => write!(
-                    f,
-                    "blob {digest}: a receiver found it damaged, and it cannot be read to check ({error}); kept"
-                ),
-            },
-            ServerEvent::Replica(e) => e.fmt(f),
-        }
-    }
-}
 
 /// A read to run again once this server has caught up with the master's
 /// commit index as of the moment the read arrived.
