@@ -5,15 +5,19 @@
 //! this server has applied it. Every operation acts as the session's proven
 //! user; nothing a client says about who it is counts.
 
+use super::blobs::{Owner, Waiting};
 use super::scrub::says_damaged;
 use super::{Conn, Op, OpCode, OpError, Server, ServerEvent, SessionMsg, Stage};
 use crate::io::{ConnId, FileOp, FileRef};
+use crate::outbox::Outbox;
 use crate::replication::entry::{Txn, TxnResult};
 use crate::server::messages::{FileOutcome, Listed};
 use crate::time::Timestamp;
 use crate::transfer::{
     Receiver, ReceiverOutput, Sender, SenderConfig, SenderOutput, TransferError, TransferMsg,
 };
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// Longest file name, in bytes.
 pub const MAX_NAME: usize = 255;
@@ -212,7 +216,7 @@ impl Server {
             Some(reason) => receiver.reject(reason),
             None => receiver.accept(now),
         }
-        let temp = self.blobs.new_handle(super::blobs::Owner::Session(conn));
+        let temp = self.blobs.new_handle(Owner::Session(conn));
         self.set_op(
             conn,
             Op::Uploading {
@@ -259,7 +263,7 @@ impl Server {
             self.blobs.want(now, meta.digest);
             let deadline = now + self.cfg.request_timeout;
             self.set_op(conn, Op::AwaitBlob { meta, deadline });
-            self.sync_blobs(now);
+            self.blobs.sync(now, &self.replica, &mut self.out);
         }
     }
 
@@ -269,7 +273,7 @@ impl Server {
         conn: ConnId,
         meta: &crate::replication::catalogue::FileMeta,
     ) {
-        let handle = self.blobs.new_handle(super::blobs::Owner::Session(conn));
+        let handle = self.blobs.new_handle(Owner::Session(conn));
         self.blobs.read_target(handle, meta.digest);
         let cfg = SenderConfig {
             give_up: self.cfg.transfer_timeout,
@@ -399,7 +403,7 @@ impl Server {
             _ => return,
         }
         if let Some(FileRef::Blob(d)) = damaged {
-            self.suspect(now, d);
+            self.blobs.suspect(now, d, &self.replica, &mut self.out);
         }
         if let Some((d, size)) = persisted_blob {
             self.blobs.pin(d, size);
@@ -498,37 +502,35 @@ impl Server {
 
     pub(super) fn on_file_read(&mut self, now: Timestamp, handle: u64, offset: u64, data: &[u8]) {
         match self.blobs.owner(handle) {
-            Some(super::blobs::Owner::Session(conn)) => {
+            Some(Owner::Session(conn)) => {
                 if let Some(Op::Downloading { sender, .. }) = self.op_mut(conn) {
                     sender.on_read(offset, data);
                 }
                 self.pump_session(now, conn);
             }
-            Some(super::blobs::Owner::Serve(conn)) => self.serve_read(now, conn, offset, data),
-            Some(super::blobs::Owner::Check(_)) => self.check_read(now, handle, offset, data),
-            _ => {}
+            _ => self
+                .blobs
+                .on_read(now, handle, offset, data, &self.replica, &mut self.out),
         }
     }
 
     pub(super) fn on_file_persisted(&mut self, now: Timestamp, temp: u64) {
         match self.blobs.owner(temp) {
-            Some(super::blobs::Owner::Session(conn)) => {
+            Some(Owner::Session(conn)) => {
                 if let Some(Op::Uploading { receiver, .. }) = self.op_mut(conn) {
                     receiver.committed();
                 }
                 self.blobs.arrived(temp);
                 self.pump_session(now, conn);
             }
-            Some(super::blobs::Owner::Fetch(digest)) => self.fetched(now, temp, digest),
-            Some(super::blobs::Owner::Landing(digest)) => self.landed(now, temp, digest),
-            Some(super::blobs::Owner::Orphan) => {
-                if let Some(d) = self.blobs.arrived(temp) {
-                    self.blobs.unpin(&d);
+            _ => {
+                let arrived = self
+                    .blobs
+                    .on_persisted(now, temp, &self.replica, &mut self.out);
+                if let Some(d) = arrived {
+                    self.start_waiting(now, d);
                 }
-                self.blobs.forget_handle(temp);
-                self.sync_blobs(now);
             }
-            _ => {}
         }
     }
 
@@ -559,7 +561,7 @@ impl Server {
             });
         }
         match owner {
-            Some(super::blobs::Owner::Session(conn)) => {
+            Some(Owner::Session(conn)) => {
                 // An upload's blob that will not land: nothing will name it.
                 self.blobs.persist_failed(handle);
                 match self.op_mut(conn) {
@@ -569,17 +571,70 @@ impl Server {
                 }
                 self.pump_session(now, conn);
             }
-            Some(super::blobs::Owner::Fetch(digest)) => self.fetch_failed(now, digest),
-            Some(super::blobs::Owner::Serve(conn)) => self.serve_failed(now, conn, reason),
-            Some(super::blobs::Owner::Check(_)) => self.check_failed(now, handle, error, missing),
-            Some(super::blobs::Owner::Orphan) => {
-                self.blobs.persist_failed(handle);
-                self.blobs.forget_handle(handle);
+            _ => self.blobs.on_failed(
+                now,
+                handle,
+                reason,
+                error,
+                missing,
+                &self.replica,
+                &mut self.out,
+            ),
+        }
+    }
+}
+
+impl Server {
+    /// Downloads waiting for content `d`, now on disk, can start.
+    pub(super) fn start_waiting(&mut self, now: Timestamp, d: [u8; 32]) {
+        let waiting: Vec<(ConnId, crate::replication::catalogue::FileMeta)> = self
+            .conns
+            .iter()
+            .filter_map(|(c, conn)| match &conn.stage {
+                Stage::Established {
+                    op: Op::AwaitBlob { meta, .. },
+                    ..
+                } if meta.digest == d => Some((*c, meta.clone())),
+                _ => None,
+            })
+            .collect();
+        for (conn, meta) in waiting {
+            self.start_sending(now, conn, &meta);
+        }
+    }
+}
+
+/// The downloads waiting for content being fetched, among the sessions.
+pub(super) struct AwaitingDownloads<'a> {
+    pub(super) conns: &'a mut BTreeMap<ConnId, Conn>,
+    pub(super) patience: Duration,
+}
+
+impl Waiting for AwaitingDownloads<'_> {
+    /// Downloads waiting for `d` wait on (their deadline is pushed back)
+    /// and are told how far the fetch has come.
+    fn fetch_moved(
+        &mut self,
+        now: Timestamp,
+        d: [u8; 32],
+        bytes: u64,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        let mut told = Vec::new();
+        for (conn, c) in self.conns.iter_mut() {
+            if let Stage::Established {
+                op: Op::AwaitBlob { meta, deadline },
+                ..
+            } = &mut c.stage
+            {
+                if meta.digest == d {
+                    *deadline = now + self.patience;
+                    told.push((*conn, meta.size));
+                }
             }
-            // The fetch was let go of already (and tried again if the
-            // content is still wanted).
-            Some(super::blobs::Owner::Landing(_)) => self.blobs.forget_handle(handle),
-            None => {}
+        }
+        for (conn, size) in told {
+            out.send(conn, &SessionMsg::Fetching { bytes, size });
         }
     }
 }

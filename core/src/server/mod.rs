@@ -32,10 +32,11 @@ use crate::replication::{Replica, ReplicaConfig};
 use crate::store::Recovered;
 use crate::time::{earliest, Timestamp};
 use crate::transfer::{Receiver, Sender};
-use blobs::Blobs;
+use blobs::BlobStore;
 pub use blobs::{BlobMsg, BLOB_TAGS};
 pub use config::ServerConfig;
 pub use event::ServerEvent;
+use files::AwaitingDownloads;
 pub use files::{check_name, MAX_NAME};
 pub use messages::{OpCode, OpError, Request, Response, SessionMsg, SESSION_TAGS};
 use reservations::Reservations;
@@ -151,7 +152,7 @@ pub struct Server {
     conns: BTreeMap<ConnId, Conn>,
     reservations: Reservations,
     pub(crate) replica: Replica,
-    blobs: Blobs,
+    blobs: BlobStore,
     limiter: LoginLimiter,
     out: Outbox<ServerEvent>,
 }
@@ -172,7 +173,7 @@ impl Server {
         let mut out = Outbox::default();
         replica.resume(now, &mut out);
         let ttl = cfg.reservation_ttl;
-        let blobs = Blobs::new(&recovered.blobs);
+        let blobs = BlobStore::new(&cfg, secret.clone(), &recovered.blobs);
         let mut server = Server {
             cfg,
             secret,
@@ -187,8 +188,8 @@ impl Server {
         // Fetch what the catalogue already applied names and the disk
         // lacks: a server whose log is complete may apply nothing new for a
         // long time. (What nothing names may have to wait: see
-        // `resume_blobs`.)
-        server.resume_blobs(now);
+        // `BlobStore::resume`.)
+        server.blobs.resume(now, &server.replica, &mut server.out);
         Ok(server)
     }
 
@@ -263,7 +264,14 @@ impl Server {
                     }
                     if blobs::BLOB_TAGS.contains(&tag) {
                         if let Some(c) = self.conns.remove(&conn) {
-                            self.adopt_fetch(now, conn, c.decoder, &payload);
+                            self.blobs.adopt(
+                                now,
+                                conn,
+                                c.decoder,
+                                &payload,
+                                &self.replica,
+                                &mut self.out,
+                            );
                             self.on_blob_bytes(now, conn, &[]);
                         }
                         return;
@@ -287,6 +295,15 @@ impl Server {
                 }
             }
         }
+    }
+
+    fn on_blob_bytes(&mut self, now: Timestamp, conn: ConnId, bytes: &[u8]) {
+        let mut waiting = AwaitingDownloads {
+            conns: &mut self.conns,
+            patience: self.cfg.request_timeout,
+        };
+        self.blobs
+            .on_bytes(now, conn, bytes, &self.replica, &mut self.out, &mut waiting);
     }
 
     fn on_probe(&mut self, now: Timestamp, conn: ConnId, payload: &[u8]) {
@@ -524,27 +541,27 @@ impl Node for Server {
             Input::Closed { conn } => {
                 self.replica
                     .on_closed(now, conn, "connection closed", &mut self.out);
-                self.blob_closed(now, conn);
+                self.blobs.on_closed(now, conn, &mut self.out);
                 self.forget(conn);
             }
             Input::Connected { conn } => {
                 self.replica.on_connected(conn, &mut self.out);
-                self.blob_connected(conn);
+                self.blobs.on_connected(conn, &self.replica, &mut self.out);
             }
             Input::ConnectFailed { conn, reason } => {
                 self.replica.on_closed(now, conn, &reason, &mut self.out);
-                self.blob_closed(now, conn);
+                self.blobs.on_closed(now, conn, &mut self.out);
             }
             Input::Persisted { token } => {
                 let done = self.replica.on_persisted(now, token, &mut self.out);
                 let applied =
-                    !done.is_empty() || self.replica.indexes().applied > self.blobs.synced_at;
+                    !done.is_empty() || self.replica.indexes().applied > self.blobs.synced_at();
                 for d in done {
                     self.deliver(d.origin, d.result);
                 }
                 self.answer_confirmed(now);
                 if applied {
-                    self.sync_blobs(now);
+                    self.blobs.sync(now, &self.replica, &mut self.out);
                 }
             }
             Input::FileRead {
@@ -560,12 +577,17 @@ impl Node for Server {
                 missing,
             } => self.on_file_failed(now, handle, error, no_space, missing),
         }
-        self.release_held(now);
+        self.blobs.release_held(now, &self.replica, &mut self.out);
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
         self.replica.handle_timeout(now, &mut self.out);
-        self.blobs_timeout(now);
+        let mut waiting = AwaitingDownloads {
+            conns: &mut self.conns,
+            patience: self.cfg.request_timeout,
+        };
+        self.blobs
+            .handle_timeout(now, &self.replica, &mut self.out, &mut waiting);
         let lapsed = self.reservations.expire(now);
         if lapsed > 0 {
             self.out
@@ -580,7 +602,7 @@ impl Node for Server {
         for conn in late {
             self.on_deadline(now, conn);
         }
-        self.release_held(now);
+        self.blobs.release_held(now, &self.replica, &mut self.out);
     }
 
     fn poll_output(&mut self) -> Option<Output<ServerEvent>> {
