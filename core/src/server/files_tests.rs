@@ -606,7 +606,7 @@ fn a_logged_out_token_stops_working_mid_session() {
 fn over_quota_is_a_clear_refusal() {
     let mut c = Cluster::new(1);
     if let Some(s) = c.servers[0].as_mut() {
-        s.cfg.quota = 10_000;
+        s.files.set_quota(10_000);
     }
     let a = user(&mut c, 0, "alice");
     assert!(stored(&c.upload(0, a, "small", &content(6000, 1), false)));
