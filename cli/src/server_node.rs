@@ -47,7 +47,8 @@ pub fn build(
     let master = replica.master;
     let server = Server::new(cfg, replica, secret, entropy, &recovered, clock.now())
         .map_err(|e| cannot("resume from", &e))?;
-    let (log, _, applied) = server.replica().indexes();
+    let indexes = server.replica().indexes();
+    let (log, applied) = (indexes.durable, indexes.applied);
     let role = if master == id {
         "master".to_string()
     } else {

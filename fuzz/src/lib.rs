@@ -8,7 +8,7 @@ use ferry_core::accounts::token::SessionToken;
 use ferry_core::balancer::messages::{BalancerMsg, ProbeMsg, PROBE_TAGS};
 use ferry_core::frame::{self, FrameDecoder, FrameError, MAX_FRAME, PREFIX};
 use ferry_core::replication::entry::Entry;
-use ferry_core::replication::files::FileMeta;
+use ferry_core::replication::catalogue::FileMeta;
 use ferry_core::replication::messages::{ReplicaMsg, REPLICA_TAGS};
 use ferry_core::replication::state::User;
 use ferry_core::server::{BlobMsg, SessionMsg, BLOB_TAGS, SESSION_TAGS};

@@ -3,8 +3,8 @@
 //! the state and the entry), so servers that applied the same prefix hold the
 //! same state.
 
+use super::catalogue::{Catalogue, FileMeta};
 use super::entry::{Entry, Origin, Txn, TxnResult};
-use super::files::{FileMeta, Files};
 use crate::accounts::password::PasswordHash;
 use crate::frame;
 use crate::store::{Table, Write};
@@ -16,6 +16,14 @@ pub struct User {
     pub id: u64,
     pub name: String,
     pub password: PasswordHash,
+}
+
+/// What applying one entry did: the writes that make it durable, and the
+/// transaction's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub writes: Vec<Write>,
+    pub result: TxnResult,
 }
 
 /// Last request applied for one client session, and what it produced.
@@ -31,7 +39,7 @@ pub struct State {
     by_name: BTreeMap<String, u64>,
     revoked: BTreeMap<[u8; 16], u64>,
     clients: BTreeMap<(u32, u64), ClientRecord>,
-    files: Files,
+    catalogue: Catalogue,
 }
 
 fn enc<T: Writable<speedy::LittleEndian>>(v: &T) -> Vec<u8> {
@@ -78,8 +86,8 @@ impl State {
                     s.clients
                         .insert((server, session), frame::decode(value).map_err(bad)?);
                 }
-                Table::Files => s.files.load_file(value)?,
-                Table::Shares => s.files.load_share(key)?,
+                Table::Files => s.catalogue.load_file(value)?,
+                Table::Shares => s.catalogue.load_share(key)?,
             }
         }
         Ok(s)
@@ -97,8 +105,8 @@ impl State {
         self.users.values()
     }
 
-    pub fn files(&self) -> &Files {
-        &self.files
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
     }
 
     pub fn is_revoked(&self, token_id: &[u8; 16]) -> bool {
@@ -122,7 +130,7 @@ impl State {
 
     /// Applies one entry: the state changes in memory, and the writes that
     /// make the same change durable come back with the result.
-    pub fn apply(&mut self, entry: &Entry) -> (Vec<Write>, TxnResult) {
+    pub fn apply(&mut self, entry: &Entry) -> Applied {
         let o = entry.origin;
         if let Some(r) = self.clients.get(&(o.server, o.session)) {
             if r.request >= o.request {
@@ -132,7 +140,10 @@ impl State {
                 } else {
                     TxnResult::UsernameTaken
                 };
-                return (Vec::new(), result);
+                return Applied {
+                    writes: Vec::new(),
+                    result,
+                };
             }
         }
         let mut writes = Vec::new();
@@ -189,7 +200,7 @@ impl State {
                 replace,
                 holder,
             } => {
-                if self.files.get(*owner, name).is_some() && !replace {
+                if self.catalogue.get(*owner, name).is_some() && !replace {
                     TxnResult::FileExists
                 } else {
                     let meta = FileMeta {
@@ -200,7 +211,7 @@ impl State {
                         at: entry.at,
                         holder: *holder,
                     };
-                    self.files.put(meta, &mut writes);
+                    self.catalogue.put(meta, &mut writes);
                     TxnResult::FileStored
                 }
             }
@@ -209,11 +220,11 @@ impl State {
                 name,
                 grantee,
             } => match self.by_name.get(grantee) {
-                _ if self.files.get(*owner, name).is_none() => TxnResult::NoSuchFile,
+                _ if self.catalogue.get(*owner, name).is_none() => TxnResult::NoSuchFile,
                 None => TxnResult::NoSuchUser,
                 Some(g) if g == owner => TxnResult::CannotShareWithSelf,
                 Some(g) => {
-                    self.files.share(*owner, name, *g, &mut writes);
+                    self.catalogue.share(*owner, name, *g, &mut writes);
                     TxnResult::Shared
                 }
             },
@@ -222,10 +233,10 @@ impl State {
                 name,
                 grantee,
             } => match self.by_name.get(grantee) {
-                _ if self.files.get(*owner, name).is_none() => TxnResult::NoSuchFile,
+                _ if self.catalogue.get(*owner, name).is_none() => TxnResult::NoSuchFile,
                 None => TxnResult::NoSuchUser,
                 Some(g) => {
-                    if self.files.unshare(*owner, name, *g, &mut writes) {
+                    if self.catalogue.unshare(*owner, name, *g, &mut writes) {
                         TxnResult::Unshared
                     } else {
                         writes.clear();
@@ -233,7 +244,7 @@ impl State {
                     }
                 }
             },
-            Txn::Delete { owner, name } => match self.files.delete(*owner, name, &mut writes) {
+            Txn::Delete { owner, name } => match self.catalogue.delete(*owner, name, &mut writes) {
                 Some(_) => TxnResult::Deleted,
                 None => TxnResult::NoSuchFile,
             },
@@ -248,7 +259,7 @@ impl State {
             value: enc(&record),
         });
         self.clients.insert((o.server, o.session), record);
-        (writes, result)
+        Applied { writes, result }
     }
 
     /// A digest of the whole state, for convergence checks.
@@ -261,7 +272,7 @@ impl State {
             h.update(k);
             h.update(&v.to_le_bytes());
         }
-        self.files.digest_into(&mut h);
+        self.catalogue.digest_into(&mut h);
         for ((s, sess), r) in &self.clients {
             h.update(&s.to_le_bytes());
             h.update(&sess.to_le_bytes());
@@ -298,15 +309,15 @@ mod tests {
     fn register_assigns_ids_and_refuses_a_taken_name() {
         let mut s = State::default();
         assert_eq!(
-            s.apply(&register(1, 1, 1, "alice")).1,
+            s.apply(&register(1, 1, 1, "alice")).result,
             TxnResult::Registered { user_id: 1 }
         );
         assert_eq!(
-            s.apply(&register(2, 2, 1, "bob")).1,
+            s.apply(&register(2, 2, 1, "bob")).result,
             TxnResult::Registered { user_id: 2 }
         );
         assert_eq!(
-            s.apply(&register(3, 3, 1, "alice")).1,
+            s.apply(&register(3, 3, 1, "alice")).result,
             TxnResult::UsernameTaken
         );
         assert_eq!(s.user_by_name("alice").map(|u| u.id), Some(1));
@@ -317,8 +328,8 @@ mod tests {
         let mut s = State::default();
         let first = s.apply(&register(1, 1, 1, "alice"));
         let again = s.apply(&register(2, 1, 1, "alice"));
-        assert_eq!(again.1, first.1);
-        assert!(again.0.is_empty(), "no writes for a duplicate");
+        assert_eq!(again.result, first.result);
+        assert!(again.writes.is_empty(), "no writes for a duplicate");
         assert_eq!(s.users().count(), 1);
     }
 
@@ -328,7 +339,7 @@ mod tests {
         let mut store = MemStore::default();
         let entries = [register(1, 1, 1, "alice"), register(2, 2, 1, "bob")];
         for e in &entries {
-            let (writes, _) = s.apply(e);
+            let Applied { writes, .. } = s.apply(e);
             store.commit(&Batch { writes }).unwrap();
         }
         let revoke = Entry {
@@ -345,7 +356,7 @@ mod tests {
                 expires: 200,
             },
         };
-        let (writes, r) = s.apply(&revoke);
+        let Applied { writes, result: r } = s.apply(&revoke);
         assert_eq!(r, TxnResult::Revoked);
         store.commit(&Batch { writes }).unwrap();
         let rebuilt = State::from_rows(&store.load().unwrap().tables).unwrap();

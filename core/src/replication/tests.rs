@@ -1,10 +1,19 @@
 use crate::io::{ConnId, Input, Node, Output};
 use crate::replication::entry::{Origin, Txn};
 use crate::replication::messages::ReplicaMsg;
+use crate::replication::Indexes;
 use crate::server::{OpError, Request, SessionMsg};
 use crate::testkit::cluster::Cluster;
 use crate::testkit::{bytes_of, drain, sent};
 use std::time::Duration;
+
+fn indexes(durable: u64, commit: u64, applied: u64) -> Indexes {
+    Indexes {
+        durable,
+        commit,
+        applied,
+    }
+}
 
 fn register(name: &str) -> Request {
     Request::Register {
@@ -54,7 +63,7 @@ fn registrations_through_every_server_are_ordered_and_replicated() {
         .map(|n| c.server(2).replica().state().user_by_name(n).unwrap().id)
         .collect();
     assert_eq!(ids, vec![1, 2, 3]);
-    assert_eq!(c.server(0).replica().indexes(), (3, 3, 3));
+    assert_eq!(c.server(0).replica().indexes(), indexes(3, 3, 3));
 }
 
 #[test]
@@ -102,7 +111,7 @@ fn a_restarted_follower_catches_up_what_it_missed() {
     c.request(0, s, &register("bob"));
     c.request(0, s, &register("carol"));
     assert_eq!(
-        c.server(0).replica().indexes().1,
+        c.server(0).replica().indexes().commit,
         3,
         "a majority of two commits"
     );
@@ -126,7 +135,7 @@ fn a_partitioned_follower_rejoins_after_healing() {
         !c.server(2).replica().is_caught_up(c.now),
         "silence is detected"
     );
-    assert_eq!(c.server(2).replica().indexes().2, 0);
+    assert_eq!(c.server(2).replica().indexes().applied, 0);
     c.heal();
     c.run_for(Duration::from_secs(5));
     assert!(c.server(2).replica().is_caught_up(c.now));
@@ -150,11 +159,11 @@ fn without_a_majority_nothing_commits_and_the_client_is_told() {
         matches!(got[..], [SessionMsg::Failed(OpError::Unavailable { .. })]),
         "{got:?}"
     );
-    assert_eq!(c.server(0).replica().indexes(), (1, 0, 0));
+    assert_eq!(c.server(0).replica().indexes(), indexes(1, 0, 0));
     // The entry was durable on the master; once a follower is back it commits.
     c.restart(1);
     c.run_for(Duration::from_secs(2));
-    assert_eq!(c.server(0).replica().indexes(), (1, 1, 1));
+    assert_eq!(c.server(0).replica().indexes(), indexes(1, 1, 1));
     assert!(c
         .server(1)
         .replica()
@@ -171,7 +180,7 @@ fn a_restarted_master_resumes_from_its_store() {
     c.request(1, s, &register("alice"));
     c.crash(0);
     c.restart(0);
-    assert_eq!(c.server(0).replica().indexes(), (1, 1, 1));
+    assert_eq!(c.server(0).replica().indexes(), indexes(1, 1, 1));
     c.run_for(Duration::from_secs(5));
     let s = c.open_session(2);
     let got = c.request(2, s, &register("bob"));
@@ -577,7 +586,7 @@ fn a_lone_master_applies_what_it_appended_before_a_crash() {
     c.crash(0);
     c.restart(0);
     // Applied at once, without waiting for another proposal.
-    assert_eq!(c.server(0).replica().indexes(), (1, 1, 1));
+    assert_eq!(c.server(0).replica().indexes(), indexes(1, 1, 1));
 }
 
 #[test]

@@ -11,14 +11,16 @@
 //! `Fetch { from, digest, mac }` (MACed with the cluster secret, so only
 //! servers can fetch); the holder answers as a transfer sender.
 
-use super::messages::SessionMsg;
-use super::scrub::{says_damaged, Check};
-use super::{Op, Server, Stage};
+use super::config::ServerConfig;
+use super::event::ServerEvent;
+use super::scrub::{hex, says_damaged, Scrubber, Verdict};
+use crate::auth::ClusterSecret;
 use crate::frame::{self, FrameDecoder};
 use crate::io::{ConnId, FileOp, FileRef};
-use crate::outbox::drain_messages;
+use crate::outbox::{drain_messages, Outbox};
 use crate::refusal::{Refusal, PROTOCOL_VERSION};
 use crate::replication::entry::{Origin, Txn};
+use crate::replication::Replica;
 use crate::time::Timestamp;
 use crate::transfer::{
     Receiver, ReceiverOutput, Sender, SenderConfig, SenderOutput, TransferError, TransferMsg,
@@ -92,7 +94,23 @@ struct Serving {
     handle: u64,
 }
 
-pub struct Blobs {
+/// Downloads waiting for content this server is fetching.
+pub(super) trait Waiting {
+    /// The fetch of `d` has `bytes` so far (said at most once a second).
+    fn fetch_moved(
+        &mut self,
+        now: Timestamp,
+        d: [u8; 32],
+        bytes: u64,
+        out: &mut Outbox<ServerEvent>,
+    );
+}
+
+pub struct BlobStore {
+    id: u32,
+    secret: ClusterSecret,
+    transfer_timeout: Duration,
+    send_window: u64,
     have: BTreeSet<[u8; 32]>,
     /// Blobs stored by uploads not yet applied here: never garbage. Counted,
     /// since two uploads may store the same content; with the size, so the
@@ -114,16 +132,21 @@ pub struct Blobs {
     uploads: BTreeMap<u64, [u8; 32]>,
     fetches: BTreeMap<[u8; 32], Fetch>,
     serving: BTreeMap<ConnId, Serving>,
-    /// Checks of blobs a receiver found damaged, by read handle.
-    pub(super) checks: BTreeMap<u64, Check>,
+    /// Checks of blobs a receiver found damaged.
+    scrub: Scrubber,
     next_dial: u64,
     /// Applied index at the last sync.
-    pub synced_at: u64,
+    synced_at: u64,
 }
 
-impl Blobs {
-    pub fn new(present: &[[u8; 32]]) -> Self {
-        Blobs {
+impl BlobStore {
+    /// The store of a server whose disk holds `present`.
+    pub fn new(cfg: &ServerConfig, secret: ClusterSecret, present: &[[u8; 32]]) -> Self {
+        BlobStore {
+            id: cfg.id,
+            secret,
+            transfer_timeout: cfg.transfer_timeout,
+            send_window: cfg.send_window,
             have: present.iter().copied().collect(),
             pins: BTreeMap::new(),
             ordered: BTreeMap::new(),
@@ -135,33 +158,26 @@ impl Blobs {
             uploads: BTreeMap::new(),
             fetches: BTreeMap::new(),
             serving: BTreeMap::new(),
-            checks: BTreeMap::new(),
+            scrub: Scrubber::default(),
             next_dial: 0,
             synced_at: 0,
         }
+    }
+
+    /// The applied index the blobs were last brought in line with.
+    pub fn synced_at(&self) -> u64 {
+        self.synced_at
     }
 
     pub fn has(&self, d: &[u8; 32]) -> bool {
         self.have.contains(d)
     }
 
-    /// Whether a check of `d` runs.
-    pub fn checking(&self, d: &[u8; 32]) -> bool {
-        self.checks.values().any(|c| c.digest() == *d)
-    }
-
     /// Blob `d` is no longer this server's (its file is being removed):
     /// a check of it has nothing left to say.
     pub fn lost(&mut self, d: &[u8; 32]) {
         self.have.remove(d);
-        let handles: Vec<u64> = self
-            .checks
-            .iter()
-            .filter(|(_, c)| c.digest() == *d)
-            .map(|(h, _)| *h)
-            .collect();
-        for h in handles {
-            self.checks.remove(&h);
+        for h in self.scrub.drop_checks_of(d) {
             self.forget_handle(h);
         }
     }
@@ -305,9 +321,6 @@ impl Blobs {
             .min();
         [retry, recv, send].into_iter().flatten().min()
     }
-}
-
-impl Server {
     /// At start: fetch what the applied catalogue names and the disk lacks
     /// (a fetch the crash cut short), without waiting for the log to move,
     /// and deal with content nothing names. Such a blob may be an upload
@@ -316,140 +329,123 @@ impl Server {
     /// about to be committed, keeping it for good would leak it. So it is
     /// held until no such upload can still be ordered, and then collected
     /// (see `Replica::past_is_settled`; a master knows at once).
-    pub(super) fn resume_blobs(&mut self, now: Timestamp) {
-        if !self.replica.past_is_settled() {
-            let named = self.named_or_coming();
-            let unnamed = self.blobs.have.iter().filter(|d| !named.contains(*d));
-            self.blobs.held = unnamed.copied().collect();
+    pub fn resume(&mut self, now: Timestamp, replica: &Replica, out: &mut Outbox<ServerEvent>) {
+        if !replica.past_is_settled() {
+            let named = named_or_coming(replica);
+            let unnamed = self.have.iter().filter(|d| !named.contains(*d));
+            self.held = unnamed.copied().collect();
         }
-        self.sync_blobs(now);
+        self.sync(now, replica, out);
     }
 
     /// Lets the blobs held since start go, once the past is settled.
-    pub(super) fn release_held(&mut self, now: Timestamp) {
-        if !self.blobs.held.is_empty() && self.replica.past_is_settled() {
-            self.blobs.held.clear();
-            self.sync_blobs(now);
+    pub fn release_held(
+        &mut self,
+        now: Timestamp,
+        replica: &Replica,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        if !self.held.is_empty() && replica.past_is_settled() {
+            self.held.clear();
+            self.sync(now, replica, out);
         }
-    }
-
-    /// The digests the applied catalogue names, and those that logged but
-    /// not yet applied uploads name (a restarted master holds such entries,
-    /// and its pins were lost with its memory).
-    fn named_or_coming(&self) -> BTreeSet<[u8; 32]> {
-        let applied = self.replica.indexes().2 as usize;
-        let coming = self
-            .replica
-            .log()
-            .iter()
-            .skip(applied)
-            .filter_map(|e| match &e.txn {
-                Txn::PutFile { digest, .. } => Some(*digest),
-                _ => None,
-            });
-        let files = self.replica.state().files();
-        files.all().map(|f| f.digest).chain(coming).collect()
     }
 
     /// Brings this server's blobs in line with the catalogue it has applied:
     /// fetch what is missing, drop what nobody names.
-    pub(super) fn sync_blobs(&mut self, now: Timestamp) {
-        self.blobs.synced_at = self.replica.indexes().2;
-        let files = self.replica.state().files();
-        let named: BTreeSet<[u8; 32]> = files.all().map(|f| f.digest).collect();
+    pub fn sync(&mut self, now: Timestamp, replica: &Replica, out: &mut Outbox<ServerEvent>) {
+        self.synced_at = replica.indexes().applied;
+        let catalogue = replica.state().catalogue();
+        let named: BTreeSet<[u8; 32]> = catalogue.all().map(|f| f.digest).collect();
         for d in &named {
-            self.blobs.want(now, *d);
+            self.want(now, *d);
         }
-        let keep = self.named_or_coming();
-        let blobs = &self.blobs;
-        let garbage: Vec<[u8; 32]> = blobs
+        let keep = named_or_coming(replica);
+        let garbage: Vec<[u8; 32]> = self
             .have
             .iter()
             .filter(|d| {
-                !keep.contains(*d) && !blobs.pins.contains_key(*d) && !blobs.held.contains(*d)
+                !keep.contains(*d) && !self.pins.contains_key(*d) && !self.held.contains(*d)
             })
             .copied()
             .collect();
         for d in garbage {
-            self.blobs.lost(&d);
-            self.out.file(FileOp::Remove {
+            self.lost(&d);
+            out.file(FileOp::Remove {
                 file: FileRef::Blob(d),
             });
         }
         let unwanted: Vec<[u8; 32]> = self
-            .blobs
             .fetches
             .keys()
-            .filter(|d| !named.contains(*d) || self.blobs.have.contains(*d))
+            .filter(|d| !named.contains(*d) || self.have.contains(*d))
             .copied()
             .collect();
         for d in unwanted {
-            self.drop_fetch(d);
+            self.drop_fetch(d, out);
         }
-        self.start_fetches(now);
+        self.start_fetches(now, replica, out);
     }
 
-    fn drop_fetch(&mut self, d: [u8; 32]) {
-        if let Some(f) = self.blobs.fetches.remove(&d) {
+    fn drop_fetch(&mut self, d: [u8; 32], out: &mut Outbox<ServerEvent>) {
+        if let Some(f) = self.fetches.remove(&d) {
             if let Some(link) = f.link {
-                self.let_go(d, link);
+                self.let_go(d, link, out);
             }
         }
     }
 
     /// Closes a fetch's link and throws its temporary file away; unless
     /// its blob is already on its way to disk: then it lands, and
-    /// [`Server::landed`] decides what becomes of it. Forgetting it instead
-    /// would leave content on disk that this server does not know it has,
-    /// and so never collects.
-    fn let_go(&mut self, d: [u8; 32], link: FetchLink) {
-        self.out.close(link.conn);
+    /// [`BlobStore::landed`] decides what becomes of it. Forgetting it
+    /// instead would leave content on disk that this server does not know
+    /// it has, and so never collects.
+    fn let_go(&mut self, d: [u8; 32], link: FetchLink, out: &mut Outbox<ServerEvent>) {
+        out.close(link.conn);
         if link.persisting {
-            self.blobs.owners.insert(link.temp, Owner::Landing(d));
+            self.owners.insert(link.temp, Owner::Landing(d));
         } else {
-            self.out.file(FileOp::Discard { temp: link.temp });
-            self.blobs.forget_handle(link.temp);
+            out.file(FileOp::Discard { temp: link.temp });
+            self.forget_handle(link.temp);
         }
     }
 
-    fn start_fetches(&mut self, now: Timestamp) {
+    fn start_fetches(&mut self, now: Timestamp, replica: &Replica, out: &mut Outbox<ServerEvent>) {
         let due: Vec<[u8; 32]> = self
-            .blobs
             .fetches
             .iter()
             .filter(|(_, f)| f.link.is_none() && f.retry_at <= now)
             .map(|(d, _)| *d)
             .collect();
-        let peers = self.replica.peers().to_vec();
+        let peers = replica.peers().to_vec();
         if peers.is_empty() {
             // Nobody to fetch from (a cluster of one whose copy was lost):
             // look again later rather than at once, forever.
             for d in due {
-                if let Some(f) = self.blobs.fetches.get_mut(&d) {
+                if let Some(f) = self.fetches.get_mut(&d) {
                     f.retry_at = now + RETRY;
                 }
             }
             return;
         }
         for d in due {
-            let holder = self
-                .replica
+            let holder = replica
                 .state()
-                .files()
+                .catalogue()
                 .all()
                 .find(|f| f.digest == d)
                 .map(|f| f.holder);
-            let Some(f) = self.blobs.fetches.get_mut(&d) else {
+            let Some(f) = self.fetches.get_mut(&d) else {
                 continue;
             };
             // The holder first, then every other server in turn.
             let start = peers.iter().position(|p| Some(p.id) == holder).unwrap_or(0);
             let peer = &peers[(start + f.attempt) % peers.len()];
             f.attempt += 1;
-            let conn = ConnId::dialed(FETCH_DIALS | self.blobs.next_dial);
-            self.blobs.next_dial += 1;
-            let temp = self.blobs.new_handle(Owner::Fetch(d));
-            if let Some(f) = self.blobs.fetches.get_mut(&d) {
+            let conn = ConnId::dialed(FETCH_DIALS | self.next_dial);
+            self.next_dial += 1;
+            let temp = self.new_handle(Owner::Fetch(d));
+            if let Some(f) = self.fetches.get_mut(&d) {
                 f.link = Some(FetchLink {
                     conn,
                     decoder: FrameDecoder::default(),
@@ -457,38 +453,38 @@ impl Server {
                     temp,
                     persisting: false,
                 });
-                f.retry_at = now + self.cfg.transfer_timeout;
+                f.retry_at = now + self.transfer_timeout;
             }
-            self.out.connect(conn, peer.addr.clone());
+            out.connect(conn, peer.addr.clone());
         }
     }
 
-    pub(super) fn blob_connected(&mut self, conn: ConnId) {
-        let Some(d) = self.blobs.fetch_of(conn) else {
+    /// A fetch's dial reached its server: ask for the content.
+    pub fn on_connected(&mut self, conn: ConnId, replica: &Replica, out: &mut Outbox<ServerEvent>) {
+        let Some(d) = self.fetch_of(conn) else {
             return;
         };
-        let Some(to) = self.peer_of_fetch(d) else {
+        let Some(to) = self.peer_of_fetch(d, replica) else {
             return;
         };
         let mut challenge = [0u8; 16];
         challenge.copy_from_slice(&d[..16]);
-        let mac = self.secret.peer_proof(self.cfg.id, to, &challenge);
+        let mac = self.secret.peer_proof(self.id, to, &challenge);
         let msg = BlobMsg::Fetch {
             version: PROTOCOL_VERSION,
-            from: self.cfg.id,
+            from: self.id,
             digest: d,
             mac,
         };
-        self.out.send(conn, &msg);
+        out.send(conn, &msg);
     }
 
-    fn peer_of_fetch(&self, d: [u8; 32]) -> Option<u32> {
-        let f = self.blobs.fetches.get(&d)?;
-        let peers = self.replica.peers();
-        let holder = self
-            .replica
+    fn peer_of_fetch(&self, d: [u8; 32], replica: &Replica) -> Option<u32> {
+        let f = self.fetches.get(&d)?;
+        let peers = replica.peers();
+        let holder = replica
             .state()
-            .files()
+            .catalogue()
             .all()
             .find(|m| m.digest == d)
             .map(|m| m.holder);
@@ -500,91 +496,79 @@ impl Server {
 
     /// A fetch connection broke, closed or could not open: try again later,
     /// from the next server.
-    pub(super) fn blob_closed(&mut self, now: Timestamp, conn: ConnId) {
-        if let Some(d) = self.blobs.fetch_of(conn) {
-            return self.fetch_failed(now, d);
+    pub fn on_closed(&mut self, now: Timestamp, conn: ConnId, out: &mut Outbox<ServerEvent>) {
+        if let Some(d) = self.fetch_of(conn) {
+            return self.fetch_failed(now, d, out);
         }
-        if let Some(s) = self.blobs.serving.remove(&conn) {
-            self.blobs.forget_handle(s.handle);
+        if let Some(s) = self.serving.remove(&conn) {
+            self.forget_handle(s.handle);
         }
     }
 
-    pub(super) fn fetch_failed(&mut self, now: Timestamp, d: [u8; 32]) {
-        let Some(f) = self.blobs.fetches.get_mut(&d) else {
+    fn fetch_failed(&mut self, now: Timestamp, d: [u8; 32], out: &mut Outbox<ServerEvent>) {
+        let Some(f) = self.fetches.get_mut(&d) else {
             return;
         };
         f.retry_at = now + RETRY;
         if let Some(link) = f.link.take() {
-            self.let_go(d, link);
+            self.let_go(d, link, out);
         }
     }
 
-    pub(super) fn fetched(&mut self, now: Timestamp, temp: u64, d: [u8; 32]) {
-        self.blobs.forget_handle(temp);
-        self.blobs.have.insert(d);
-        if let Some(f) = self.blobs.fetches.remove(&d) {
+    fn fetched(&mut self, temp: u64, d: [u8; 32], out: &mut Outbox<ServerEvent>) {
+        self.forget_handle(temp);
+        self.have.insert(d);
+        if let Some(f) = self.fetches.remove(&d) {
             if let Some(mut link) = f.link {
                 if let Some(r) = link.receiver.as_mut() {
                     r.committed();
                     while let Some(o) = r.poll_output() {
                         if let ReceiverOutput::Send(m) = o {
-                            self.out.send(link.conn, &BlobMsg::Transfer(m));
+                            out.send(link.conn, &BlobMsg::Transfer(m));
                         }
                     }
                 }
-                self.out.close(link.conn);
+                out.close(link.conn);
             }
         }
-        self.start_waiting(now, d);
     }
 
     /// The blob of a fetch let go of while it was persisted is on disk
-    /// (see [`Server::let_go`]): it is this server's now, collected at once
-    /// if nothing names it; a fetch of it still going on is dropped, and
-    /// downloads waiting for it can start.
-    pub(super) fn landed(&mut self, now: Timestamp, temp: u64, d: [u8; 32]) {
-        self.blobs.forget_handle(temp);
-        self.blobs.have.insert(d);
-        self.sync_blobs(now);
-        if self.blobs.has(&d) {
-            self.start_waiting(now, d);
-        }
-    }
-
-    /// Downloads waiting for content `d`, now on disk, can start.
-    fn start_waiting(&mut self, now: Timestamp, d: [u8; 32]) {
-        let waiting: Vec<(ConnId, crate::replication::files::FileMeta)> = self
-            .conns
-            .iter()
-            .filter_map(|(c, conn)| match &conn.stage {
-                Stage::Established {
-                    op: Op::AwaitBlob { meta, .. },
-                    ..
-                } if meta.digest == d => Some((*c, meta.clone())),
-                _ => None,
-            })
-            .collect();
-        for (conn, meta) in waiting {
-            self.start_sending(now, conn, &meta);
-        }
+    /// (see [`BlobStore::let_go`]): it is this server's now, collected at
+    /// once if nothing names it; a fetch of it still going on is dropped.
+    /// True if it stays, and downloads waiting for it can start.
+    fn landed(
+        &mut self,
+        now: Timestamp,
+        temp: u64,
+        d: [u8; 32],
+        replica: &Replica,
+        out: &mut Outbox<ServerEvent>,
+    ) -> bool {
+        self.forget_handle(temp);
+        self.have.insert(d);
+        self.sync(now, replica, out);
+        self.has(&d)
     }
 
     /// Holder side: a connection whose first frame is a fetch request.
-    pub(super) fn adopt_fetch(
+    pub fn adopt(
         &mut self,
         now: Timestamp,
         conn: ConnId,
         decoder: FrameDecoder,
         first: &[u8],
+        replica: &Replica,
+        out: &mut Outbox<ServerEvent>,
     ) {
-        let refuse = |s: &mut Server, r: Refusal| {
-            s.out.send(conn, &BlobMsg::Refused(r));
-            s.out.close(conn);
+        let refuse = |out: &mut Outbox<ServerEvent>, r: Refusal| {
+            out.send(conn, &BlobMsg::Refused(r));
+            out.close(conn);
         };
         let (from, digest, mac) = match frame::decode::<BlobMsg>(first) {
             Ok(BlobMsg::Fetch { version, .. }) if version != PROTOCOL_VERSION => {
                 return refuse(
-                    self,
+                    out,
                     Refusal::VersionMismatch {
                         ours: PROTOCOL_VERSION,
                         theirs: version,
@@ -596,7 +580,7 @@ impl Server {
             }) => (from, digest, mac),
             Ok(other) => {
                 return refuse(
-                    self,
+                    out,
                     Refusal::Unexpected {
                         what: format!("{other:?}"),
                     },
@@ -604,7 +588,7 @@ impl Server {
             }
             Err(e) => {
                 return refuse(
-                    self,
+                    out,
                     Refusal::Malformed {
                         detail: e.to_string(),
                     },
@@ -613,24 +597,24 @@ impl Server {
         };
         let mut challenge = [0u8; 16];
         challenge.copy_from_slice(&digest[..16]);
-        let want = self.secret.peer_proof(from, self.cfg.id, &challenge);
+        let want = self.secret.peer_proof(from, self.id, &challenge);
         if blake3::Hash::from(want) != blake3::Hash::from(mac) {
-            return refuse(self, Refusal::BadCode);
+            return refuse(out, Refusal::BadCode);
         }
-        let handle = self.blobs.new_handle(Owner::Serve(conn));
+        let handle = self.new_handle(Owner::Serve(conn));
         let mut serving = Serving {
             decoder,
             sender: None,
             handle,
         };
-        if self.blobs.has(&digest) {
-            self.blobs.read_target(handle, digest);
+        if self.has(&digest) {
+            self.read_target(handle, digest);
             let cfg = SenderConfig {
-                give_up: self.cfg.transfer_timeout,
-                window: self.cfg.send_window.max(1),
+                give_up: self.transfer_timeout,
+                window: self.send_window.max(1),
                 ..SenderConfig::default()
             };
-            match self.content_size(&digest) {
+            match self.content_size(&digest, replica) {
                 Some(size) => {
                     serving.sender =
                         Some(Sender::new(now, handle, hex(&digest), size, cfg).with_digest(digest))
@@ -640,7 +624,7 @@ impl Server {
                         id: handle,
                         reason: TransferError::NotFound,
                     };
-                    self.out.send(conn, &BlobMsg::Transfer(m));
+                    out.send(conn, &BlobMsg::Transfer(m));
                 }
             }
         } else {
@@ -648,19 +632,27 @@ impl Server {
                 id: handle,
                 reason: TransferError::NotFound,
             };
-            self.out.send(conn, &BlobMsg::Transfer(m));
+            out.send(conn, &BlobMsg::Transfer(m));
         }
-        self.blobs.serving.insert(conn, serving);
-        self.pump_serving(now, conn);
+        self.serving.insert(conn, serving);
+        self.pump_serving(now, conn, replica, out);
     }
 
-    pub(super) fn on_blob_bytes(&mut self, now: Timestamp, conn: ConnId, bytes: &[u8]) {
+    pub fn on_bytes(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        bytes: &[u8],
+        replica: &Replica,
+        out: &mut Outbox<ServerEvent>,
+        waiting: &mut dyn Waiting,
+    ) {
         let mut msgs = Vec::new();
-        let res = if let Some(s) = self.blobs.serving.get_mut(&conn) {
+        let res = if let Some(s) = self.serving.get_mut(&conn) {
             s.decoder.push(bytes);
             drain_messages::<BlobMsg>(&mut s.decoder, &mut msgs)
-        } else if let Some(d) = self.blobs.fetch_of(conn) {
-            let Some(link) = self.blobs.fetches.get_mut(&d).and_then(|f| f.link.as_mut()) else {
+        } else if let Some(d) = self.fetch_of(conn) {
+            let Some(link) = self.fetches.get_mut(&d).and_then(|f| f.link.as_mut()) else {
                 return;
             };
             link.decoder.push(bytes);
@@ -670,28 +662,36 @@ impl Server {
         };
         for m in msgs {
             match m {
-                BlobMsg::Transfer(t) => self.on_blob_transfer(now, conn, t),
-                _ => return self.blob_closed(now, conn),
+                BlobMsg::Transfer(t) => self.on_transfer(now, conn, t, replica, out, waiting),
+                _ => return self.on_closed(now, conn, out),
             }
         }
         if res.is_err() {
-            self.out.close(conn);
-            self.blob_closed(now, conn);
+            out.close(conn);
+            self.on_closed(now, conn, out);
         }
     }
 
-    fn on_blob_transfer(&mut self, now: Timestamp, conn: ConnId, t: TransferMsg) {
-        if let Some(s) = self.blobs.serving.get_mut(&conn) {
+    fn on_transfer(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        t: TransferMsg,
+        replica: &Replica,
+        out: &mut Outbox<ServerEvent>,
+        waiting: &mut dyn Waiting,
+    ) {
+        if let Some(s) = self.serving.get_mut(&conn) {
             if let Some(sender) = s.sender.as_mut() {
                 sender.on_msg(now, t);
             }
-            return self.pump_serving(now, conn);
+            return self.pump_serving(now, conn, replica, out);
         }
-        let Some(d) = self.blobs.fetch_of(conn) else {
+        let Some(d) = self.fetch_of(conn) else {
             return;
         };
-        let timeout = self.cfg.transfer_timeout;
-        let Some(link) = self.blobs.fetches.get_mut(&d).and_then(|f| f.link.as_mut()) else {
+        let timeout = self.transfer_timeout;
+        let Some(link) = self.fetches.get_mut(&d).and_then(|f| f.link.as_mut()) else {
             return;
         };
         match (&mut link.receiver, t) {
@@ -701,13 +701,19 @@ impl Server {
                 link.receiver = Some(r);
             }
             (Some(r), t) => r.on_msg(now, t),
-            (None, _) => return self.fetch_failed(now, d),
+            (None, _) => return self.fetch_failed(now, d, out),
         }
-        self.pump_fetch(now, d);
+        self.pump_fetch(now, d, out, waiting);
     }
 
-    fn pump_fetch(&mut self, now: Timestamp, d: [u8; 32]) {
-        let Some(link) = self.blobs.fetches.get_mut(&d).and_then(|f| f.link.as_mut()) else {
+    fn pump_fetch(
+        &mut self,
+        now: Timestamp,
+        d: [u8; 32],
+        out: &mut Outbox<ServerEvent>,
+        waiting: &mut dyn Waiting,
+    ) {
+        let Some(link) = self.fetches.get_mut(&d).and_then(|f| f.link.as_mut()) else {
             return;
         };
         let (conn, temp) = (link.conn, link.temp);
@@ -719,14 +725,14 @@ impl Server {
         let mut persisting = false;
         while let Some(o) = r.poll_output() {
             match o {
-                ReceiverOutput::Send(m) => self.out.send(conn, &BlobMsg::Transfer(m)),
+                ReceiverOutput::Send(m) => out.send(conn, &BlobMsg::Transfer(m)),
                 ReceiverOutput::Write { offset, data } => {
-                    self.out.file(FileOp::Write { temp, offset, data })
+                    out.file(FileOp::Write { temp, offset, data })
                 }
                 // Only the content the catalogue names is kept.
                 ReceiverOutput::Commit { digest } if digest == d => {
                     persisting = true;
-                    self.out.file(FileOp::Persist {
+                    out.file(FileOp::Persist {
                         temp,
                         to: FileRef::Blob(d),
                     })
@@ -744,80 +750,52 @@ impl Server {
             link.persisting = true;
         }
         if failed {
-            return self.fetch_failed(now, d);
+            return self.fetch_failed(now, d, out);
         }
         if let Some(bytes) = arrived {
-            self.tell_waiting(now, d, bytes);
+            self.tell_waiting(now, d, bytes, out, waiting);
         }
     }
 
-    /// The fetch of `d` moved: downloads waiting for it wait on (their
-    /// deadline is pushed back) and are told how far it has come, at most
-    /// once a second.
-    fn tell_waiting(&mut self, now: Timestamp, d: [u8; 32], bytes: u64) {
-        let Some(fetch) = self.blobs.fetches.get_mut(&d) else {
+    /// The fetch of `d` moved: downloads waiting for it hear how far it
+    /// has come, at most once a second.
+    fn tell_waiting(
+        &mut self,
+        now: Timestamp,
+        d: [u8; 32],
+        bytes: u64,
+        out: &mut Outbox<ServerEvent>,
+        waiting: &mut dyn Waiting,
+    ) {
+        let Some(fetch) = self.fetches.get_mut(&d) else {
             return;
         };
         if now < fetch.tell_at {
             return;
         }
         fetch.tell_at = now + FETCH_TELL_EVERY;
-        let patience = self.cfg.request_timeout;
-        let mut told = Vec::new();
-        for (conn, c) in self.conns.iter_mut() {
-            if let Stage::Established {
-                op: Op::AwaitBlob { meta, deadline },
-                ..
-            } = &mut c.stage
-            {
-                if meta.digest == d {
-                    *deadline = now + patience;
-                    told.push((*conn, meta.size));
-                }
-            }
-        }
-        for (conn, size) in told {
-            self.out.send(conn, &SessionMsg::Fetching { bytes, size });
-        }
-    }
-
-    pub(super) fn serve_read(&mut self, now: Timestamp, conn: ConnId, offset: u64, data: &[u8]) {
-        if let Some(sender) = self
-            .blobs
-            .serving
-            .get_mut(&conn)
-            .and_then(|s| s.sender.as_mut())
-        {
-            sender.on_read(offset, data);
-        }
-        self.pump_serving(now, conn);
-    }
-
-    pub(super) fn serve_failed(&mut self, now: Timestamp, conn: ConnId, reason: TransferError) {
-        if let Some(sender) = self
-            .blobs
-            .serving
-            .get_mut(&conn)
-            .and_then(|s| s.sender.as_mut())
-        {
-            sender.fail(reason);
-        }
-        self.pump_serving(now, conn);
+        waiting.fetch_moved(now, d, bytes, out);
     }
 
     /// The size of content `d`, from the catalogue or an upload's pin.
-    pub(super) fn content_size(&self, d: &[u8; 32]) -> Option<u64> {
-        let files = self.replica.state().files();
-        let named = files.all().find(|f| f.digest == *d).map(|f| f.size);
-        named.or_else(|| self.blobs.pinned_size(d))
+    fn content_size(&self, d: &[u8; 32], replica: &Replica) -> Option<u64> {
+        let catalogue = replica.state().catalogue();
+        let named = catalogue.all().find(|f| f.digest == *d).map(|f| f.size);
+        named.or_else(|| self.pinned_size(d))
     }
 
-    fn pump_serving(&mut self, now: Timestamp, conn: ConnId) {
-        let Some(s) = self.blobs.serving.get_mut(&conn) else {
+    fn pump_serving(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        replica: &Replica,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        let Some(s) = self.serving.get_mut(&conn) else {
             return;
         };
         let handle = s.handle;
-        let file = self.blobs.reads.get(&handle).map(|d| FileRef::Blob(*d));
+        let file = self.reads.get(&handle).map(|d| FileRef::Blob(*d));
         let Some(sender) = s.sender.as_mut() else {
             return;
         };
@@ -825,10 +803,10 @@ impl Server {
         let mut damaged = false;
         while let Some(o) = sender.poll_output() {
             match o {
-                SenderOutput::Send(m) => self.out.send(conn, &BlobMsg::Transfer(m)),
+                SenderOutput::Send(m) => out.send(conn, &BlobMsg::Transfer(m)),
                 SenderOutput::Read { offset, len } => {
                     if let Some(file) = file {
-                        self.out.file(FileOp::Read {
+                        out.file(FileOp::Read {
                             handle,
                             file,
                             offset,
@@ -844,19 +822,25 @@ impl Server {
             }
         }
         if done {
-            self.blobs.serving.remove(&conn);
-            self.blobs.forget_handle(handle);
-            self.out.close(conn);
+            self.serving.remove(&conn);
+            self.forget_handle(handle);
+            out.close(conn);
         }
         if let (true, Some(FileRef::Blob(d))) = (damaged, file) {
-            self.suspect(now, d);
+            self.suspect(now, d, replica, out);
         }
     }
 
-    pub(super) fn blobs_timeout(&mut self, now: Timestamp) {
-        let fetching: Vec<[u8; 32]> = self.blobs.fetches.keys().copied().collect();
+    pub fn handle_timeout(
+        &mut self,
+        now: Timestamp,
+        replica: &Replica,
+        out: &mut Outbox<ServerEvent>,
+        waiting: &mut dyn Waiting,
+    ) {
+        let fetching: Vec<[u8; 32]> = self.fetches.keys().copied().collect();
         for d in fetching {
-            let expired = match self.blobs.fetches.get_mut(&d).and_then(|f| f.link.as_mut()) {
+            let expired = match self.fetches.get_mut(&d).and_then(|f| f.link.as_mut()) {
                 Some(FetchLink {
                     receiver: Some(r), ..
                 }) => {
@@ -864,35 +848,179 @@ impl Server {
                     false
                 }
                 // Connected but no offer in time.
-                Some(_) => self
-                    .blobs
-                    .fetches
-                    .get(&d)
-                    .is_some_and(|f| f.retry_at <= now),
+                Some(_) => self.fetches.get(&d).is_some_and(|f| f.retry_at <= now),
                 None => false,
             };
             if expired {
-                self.fetch_failed(now, d);
+                self.fetch_failed(now, d, out);
             } else {
-                self.pump_fetch(now, d);
+                self.pump_fetch(now, d, out, waiting);
             }
         }
-        let serving: Vec<ConnId> = self.blobs.serving.keys().copied().collect();
+        let serving: Vec<ConnId> = self.serving.keys().copied().collect();
         for conn in serving {
-            if let Some(sender) = self
-                .blobs
-                .serving
-                .get_mut(&conn)
-                .and_then(|s| s.sender.as_mut())
-            {
+            if let Some(sender) = self.serving.get_mut(&conn).and_then(|s| s.sender.as_mut()) {
                 sender.handle_timeout(now);
             }
-            self.pump_serving(now, conn);
+            self.pump_serving(now, conn, replica, out);
         }
-        self.start_fetches(now);
+        self.start_fetches(now, replica, out);
+    }
+
+    /// A read of a handle that is not a session's came back.
+    pub fn on_read(
+        &mut self,
+        now: Timestamp,
+        handle: u64,
+        offset: u64,
+        data: &[u8],
+        replica: &Replica,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        match self.owner(handle) {
+            Some(Owner::Serve(conn)) => {
+                if let Some(sender) = self.serving.get_mut(&conn).and_then(|s| s.sender.as_mut()) {
+                    sender.on_read(offset, data);
+                }
+                self.pump_serving(now, conn, replica, out);
+            }
+            Some(Owner::Check(_)) => {
+                if let Some(verdict) = self.scrub.on_read(handle, offset, data, out) {
+                    self.check_done(now, handle, verdict, replica, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A temporary file that is not a session's became a blob. `Some(d)` if
+    /// content `d` is this server's now, and downloads waiting for it can
+    /// start.
+    pub fn on_persisted(
+        &mut self,
+        now: Timestamp,
+        temp: u64,
+        replica: &Replica,
+        out: &mut Outbox<ServerEvent>,
+    ) -> Option<[u8; 32]> {
+        match self.owner(temp) {
+            Some(Owner::Fetch(d)) => {
+                self.fetched(temp, d, out);
+                Some(d)
+            }
+            Some(Owner::Landing(d)) => self.landed(now, temp, d, replica, out).then_some(d),
+            Some(Owner::Orphan) => {
+                if let Some(d) = self.arrived(temp) {
+                    self.unpin(&d);
+                }
+                self.forget_handle(temp);
+                self.sync(now, replica, out);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// A file operation of a handle that is not a session's failed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_failed(
+        &mut self,
+        now: Timestamp,
+        handle: u64,
+        reason: TransferError,
+        error: String,
+        missing: bool,
+        replica: &Replica,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        match self.owner(handle) {
+            Some(Owner::Fetch(d)) => self.fetch_failed(now, d, out),
+            Some(Owner::Serve(conn)) => {
+                if let Some(sender) = self.serving.get_mut(&conn).and_then(|s| s.sender.as_mut()) {
+                    sender.fail(reason);
+                }
+                self.pump_serving(now, conn, replica, out);
+            }
+            Some(Owner::Check(_)) => {
+                if let Some(verdict) = self.scrub.on_failed(handle, error, missing) {
+                    self.check_done(now, handle, verdict, replica, out);
+                }
+            }
+            Some(Owner::Orphan) => {
+                self.persist_failed(handle);
+                self.forget_handle(handle);
+            }
+            // The fetch was let go of already (and tried again if the
+            // content is still wanted).
+            Some(Owner::Landing(_)) => self.forget_handle(handle),
+            Some(Owner::Session(_)) | None => {}
+        }
+    }
+
+    /// A receiver of blob `d` from this server found it damaged: check it,
+    /// unless a check of it already runs (see `scrub`).
+    pub fn suspect(
+        &mut self,
+        now: Timestamp,
+        d: [u8; 32],
+        replica: &Replica,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        if !self.has(&d) || self.scrub.checking(&d) {
+            return;
+        }
+        let Some(size) = self.content_size(&d, replica) else {
+            return;
+        };
+        let handle = self.new_handle(Owner::Check(d));
+        self.read_target(handle, d);
+        if let Some(verdict) = self.scrub.start(handle, d, size, out) {
+            self.check_done(now, handle, verdict, replica, out);
+        }
+    }
+
+    /// A check is over: a damaged copy is removed, and fetched again if the
+    /// catalogue names it.
+    fn check_done(
+        &mut self,
+        now: Timestamp,
+        handle: u64,
+        verdict: Verdict,
+        replica: &Replica,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        let Some(d) = self.scrub.finish(handle) else {
+            return;
+        };
+        self.forget_handle(handle);
+        let damaged = matches!(verdict, Verdict::Damaged { .. });
+        out.event(ServerEvent::BlobChecked {
+            digest: hex(&d)[..16].to_string(),
+            verdict,
+        });
+        if damaged && self.has(&d) {
+            self.lost(&d);
+            out.file(FileOp::Remove {
+                file: FileRef::Blob(d),
+            });
+            self.sync(now, replica, out);
+        }
     }
 }
 
-pub fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
+/// The digests the applied catalogue names, and those that logged but not
+/// yet applied uploads name (a restarted master holds such entries, and its
+/// pins were lost with its memory).
+fn named_or_coming(replica: &Replica) -> BTreeSet<[u8; 32]> {
+    let applied = replica.indexes().applied as usize;
+    let coming = replica
+        .log()
+        .iter()
+        .skip(applied)
+        .filter_map(|e| match &e.txn {
+            Txn::PutFile { digest, .. } => Some(*digest),
+            _ => None,
+        });
+    let catalogue = replica.state().catalogue();
+    catalogue.all().map(|f| f.digest).chain(coming).collect()
 }

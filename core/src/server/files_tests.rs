@@ -605,7 +605,7 @@ fn a_logged_out_token_stops_working_mid_session() {
 #[test]
 fn over_quota_is_a_clear_refusal() {
     let mut c = Cluster::new(1);
-    c.server_mut(0).cfg.quota = 10_000;
+    c.server_mut(0).files.set_quota(10_000);
     let a = user(&mut c, 0, "alice");
     assert!(stored(&c.upload(0, a, "small", &content(6000, 1), false)));
     c.upload(0, a, "big", &content(6000, 2), false);

@@ -1,289 +1,93 @@
-//! A file server: answers the balancer's probes, runs client sessions, and
-//! takes part in master replication.
+//! A file server: answers the balancer's probes, runs client sessions,
+//! stores and serves file content, and takes part in master replication.
 //!
 //! One listener serves every link; the first frame's tag says which link a
-//! connection speaks (probe, session or replication). A server has
-//! `max_clients` slots: established sessions, sessions mid-handshake and live
-//! reservations each hold one, and it answers a probe "yes" only while a slot
-//! is free and it is caught up with the master.
+//! connection speaks (probe, session, blob fetch or replication).
+//!
+//! # Parts
+//!
+//! [`Server`] is the [`Node`]: it composes the parts below and routes each
+//! input to the part it concerns. Each part is a struct that owns its
+//! state, in its own file with its messages beside it, and is driven by
+//! calls that are handed what else they act on (the replica, the outbox,
+//! or a small context of the parts it uses):
+//!
+//! - `sessions` ([`sessions::Sessions`]): client connections, from the
+//!   balancer's probe and its reservation to the HELLO handshake; each
+//!   session's stage and the operation it runs; answering, and ordering
+//!   transactions through the master on a session's behalf.
+//! - `accounts` ([`accounts::Accounts`]): register, log in, log out, who
+//!   am I; session tokens; the login limiter; confirming reads with the
+//!   master's read index.
+//! - `user_files` ([`user_files::UserFiles`]): the file operations of a
+//!   session on the replicated catalogue (upload, download, list, share,
+//!   unshare, delete), as the session's proven user.
+//! - `blobs` ([`blobs::BlobStore`]): content named by its BLAKE3 digest;
+//!   fetching it from other servers and serving it to them; collecting
+//!   what nothing names.
+//! - `scrub` ([`scrub::Scrubber`]): checking a blob a receiver found
+//!   damaged.
+//! - [`Replica`] (`crate::replication`): the replicated log and state.
+//!
+//! An arrow reads "uses"; there are no circles:
+//!
+//! ```text
+//!                          Server (mod.rs)
+//!        ┌──────────────┬────────┴──────┬──────────────┐
+//!        ▼              ▼               ▼              ▼
+//!   user_files ───► accounts ───► sessions ───► reservations
+//!     │  │                            ▲
+//!     │  └────────────────────────────┘
+//!     └──────────────► blobs ───► scrub
+//! ```
+//!
+//! Server also uses blobs and scrub directly (for handles that are not a
+//! session's, and to re-export `Verdict`). Every part may use the leaves
+//! `config` (`ServerConfig`), `event` (`ServerEvent`, which uses `scrub`
+//! for its verdicts) and `messages`; none uses `mod.rs`.
 
+mod accounts;
 mod blobs;
-mod files;
+mod config;
+mod event;
 pub mod messages;
-mod ops;
 pub mod reservations;
 pub mod scrub;
+mod sessions;
+mod user_files;
 
-use crate::accounts::limiter::LoginLimiter;
-use crate::accounts::password::PasswordParams;
-use crate::accounts::token::SessionToken;
-use crate::auth::{AuthCode, ClusterSecret};
-use crate::balancer::messages::{ProbeMsg, PROBE_TAGS};
+use crate::auth::ClusterSecret;
+use crate::balancer::messages::PROBE_TAGS;
 use crate::entropy::Entropy;
-use crate::frame::{self, FrameDecoder};
 use crate::io::{ConnId, Input, Node, Output};
 use crate::outbox::Outbox;
-use crate::refusal::{Refusal, PROTOCOL_VERSION};
-use crate::replication::entry::Origin;
-use crate::replication::files::FileMeta;
+use crate::refusal::Refusal;
+use crate::replication::entry::{Origin, TxnResult};
 use crate::replication::messages::REPLICA_TAGS;
-use crate::replication::{Replica, ReplicaConfig, ReplicaEvent};
+use crate::replication::{Replica, ReplicaConfig};
 use crate::store::Recovered;
 use crate::time::{earliest, Timestamp};
-use crate::transfer::{Receiver, Sender};
-use blobs::Blobs;
+use crate::transfer::TransferError;
+use accounts::Accounts;
 pub use blobs::{BlobMsg, BLOB_TAGS};
-pub use files::{check_name, MAX_NAME};
+use blobs::{BlobStore, Owner};
+pub use config::ServerConfig;
+pub use event::ServerEvent;
 pub use messages::{OpCode, OpError, Request, Response, SessionMsg, SESSION_TAGS};
-use reservations::Reservations;
-use std::collections::BTreeMap;
-use std::fmt;
-use std::time::Duration;
-
-#[derive(Clone, Debug)]
-pub struct ServerConfig {
-    pub id: u32,
-    pub max_clients: u32,
-    /// How long a slot reserved for a client stays reserved.
-    pub reservation_ttl: Duration,
-    /// How long each step of a handshake, and an operation's data, may take.
-    pub handshake_timeout: Duration,
-    /// How long a client waits for its transaction to be ordered and applied.
-    pub request_timeout: Duration,
-    /// Lifetime of a session token.
-    pub session_ttl: Duration,
-    pub password: PasswordParams,
-    /// Silence after which an established session is closed and its slot
-    /// freed. A client that vanished without a FIN (power loss, partition)
-    /// must not hold a slot forever; live clients ping well within this.
-    pub idle_timeout: Duration,
-    /// Bytes of files one user may own in all.
-    pub quota: u64,
-    /// Silence after which a file transfer is abandoned.
-    pub transfer_timeout: Duration,
-    /// Chunks in flight when this server sends a file (downloads, and
-    /// content fetched by other servers).
-    pub send_window: u64,
-}
-
-impl ServerConfig {
-    pub fn new(id: u32) -> Self {
-        ServerConfig {
-            id,
-            max_clients: 64,
-            reservation_ttl: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(10),
-            session_ttl: Duration::from_secs(24 * 3600),
-            password: PasswordParams::PRODUCTION,
-            idle_timeout: Duration::from_secs(60),
-            quota: 100 << 30,
-            transfer_timeout: Duration::from_secs(10),
-            send_window: crate::transfer::sender::DEFAULT_WINDOW,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ServerEvent {
-    Probed {
-        available: bool,
-        code: String,
-    },
-    ReservationsLapsed {
-        count: usize,
-    },
-    Established {
-        conn: ConnId,
-        code: String,
-    },
-    Refused {
-        conn: ConnId,
-        reason: Refusal,
-    },
-    SessionEnded {
-        conn: ConnId,
-    },
-    /// An operation finished; never carries a password.
-    Answered {
-        conn: ConnId,
-        op: OpCode,
-        outcome: String,
-    },
-    /// A file operation failed on this server's disk (the error names
-    /// paths, so it is logged here and not sent to peers).
-    FileFailed {
-        error: String,
-    },
-    /// A check of a blob a receiver found damaged is over.
-    BlobChecked {
-        digest: String,
-        verdict: scrub::Verdict,
-    },
-    Replica(ReplicaEvent),
-}
-
-impl From<ReplicaEvent> for ServerEvent {
-    fn from(e: ReplicaEvent) -> Self {
-        ServerEvent::Replica(e)
-    }
-}
-
-impl fmt::Display for ServerEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ServerEvent::Probed { available, code } => write!(
-                f,
-                "probe {code}: {}",
-                if *available {
-                    "yes, slot reserved"
-                } else {
-                    "no"
-                }
-            ),
-            ServerEvent::ReservationsLapsed { count } => {
-                write!(f, "{count} reservation(s) lapsed")
-            }
-            ServerEvent::Established { conn, code } => {
-                write!(f, "session {conn} established with code {code}")
-            }
-            ServerEvent::Refused { conn, reason } => write!(f, "refuse {conn}: {reason}"),
-            ServerEvent::SessionEnded { conn } => write!(f, "session {conn} ended"),
-            ServerEvent::Answered { conn, op, outcome } => {
-                write!(f, "{op:?} on {conn}: {outcome}")
-            }
-            ServerEvent::FileFailed { error } => write!(f, "disk: {error}"),
-            ServerEvent::BlobChecked { digest, verdict } => match verdict {
-                scrub::Verdict::Sound => write!(
-                    f,
-                    "blob {digest}: a receiver found it damaged, but it is sound on disk"
-                ),
-                scrub::Verdict::Damaged { why } => write!(
-                    f,
-                    "blob {digest} is damaged on disk ({why}): removed, to be fetched again"
-                ),
-                scrub::Verdict::Unreadable { error } => write!(
-                    f,
-                    "blob {digest}: a receiver found it damaged, and it cannot be read to check ({error}); kept"
-                ),
-            },
-            ServerEvent::Replica(e) => e.fmt(f),
-        }
-    }
-}
-
-/// A read to run again once this server has caught up with the master's
-/// commit index as of the moment the read arrived.
-enum Confirm {
-    Login { name: String, password: String },
-    WhoAmI { token: SessionToken },
-}
-
-/// Where an established session is in the operation it is running.
-enum Op {
-    /// Waiting for the master's read index before answering.
-    Confirming {
-        op: OpCode,
-        read: u64,
-        again: Confirm,
-        deadline: Timestamp,
-    },
-    Idle,
-    /// `Proceed` sent; waiting for the operation's data.
-    AwaitData {
-        op: OpCode,
-        deadline: Timestamp,
-    },
-    /// Submitted to the master; waiting until applied here.
-    Ordering {
-        op: OpCode,
-        origin: Origin,
-        deadline: Timestamp,
-        /// For an upload: what was stored, to tell the client.
-        stored: Option<(u64, [u8; 32])>,
-    },
-    /// Receiving an upload into temporary file `temp`.
-    Uploading {
-        receiver: Box<Receiver>,
-        temp: u64,
-        replace: bool,
-    },
-    /// Sending a download, reading through `handle`.
-    Downloading {
-        sender: Box<Sender>,
-        handle: u64,
-    },
-    /// A download whose content is still being fetched from a peer.
-    AwaitBlob {
-        meta: FileMeta,
-        deadline: Timestamp,
-    },
-}
-
-impl Op {
-    fn deadline(&self) -> Option<Timestamp> {
-        match self {
-            Op::Idle => None,
-            Op::AwaitData { deadline, .. }
-            | Op::Ordering { deadline, .. }
-            | Op::Confirming { deadline, .. }
-            | Op::AwaitBlob { deadline, .. } => Some(*deadline),
-            Op::Uploading { receiver, .. } => receiver.poll_timeout(),
-            Op::Downloading { sender, .. } => sender.poll_timeout(),
-        }
-    }
-}
-
-// Nearly every connection is `Established`; boxing it would allocate per
-// session to save bytes on the short-lived stages.
-#[allow(clippy::large_enum_variant)]
-enum Stage {
-    /// Connected; the first frame will say which link this is.
-    Opening { deadline: Timestamp },
-    /// HELLO accepted and answered; waiting for the client's ACK.
-    AwaitAck { deadline: Timestamp, session: u64 },
-    Established {
-        session: u64,
-        requests: u64,
-        op: Op,
-        idle_deadline: Timestamp,
-        /// The login this session proved with `WhoAmI`; file operations
-        /// act as this user and no other.
-        user: Option<SessionToken>,
-    },
-}
-
-impl Stage {
-    fn holds_slot(&self) -> bool {
-        !matches!(self, Stage::Opening { .. })
-    }
-
-    fn deadline(&self) -> Option<Timestamp> {
-        match self {
-            Stage::Opening { deadline } | Stage::AwaitAck { deadline, .. } => Some(*deadline),
-            // An operation's deadline is always the nearer one: every frame
-            // pushes the idle deadline a whole idle timeout away.
-            Stage::Established {
-                op, idle_deadline, ..
-            } => Some(op.deadline().unwrap_or(*idle_deadline)),
-        }
-    }
-}
-
-struct Conn {
-    decoder: FrameDecoder,
-    stage: Stage,
-}
+use sessions::{Due, Frame, Link, Routed, Sessions};
+use user_files::UserFiles;
+pub use user_files::{check_name, MAX_NAME};
 
 pub struct Server {
-    cfg: ServerConfig,
-    secret: ClusterSecret,
+    id: u32,
+    /// One stream for the whole server (session ids, password salts,
+    /// tokens), drawn in the order the inputs ask for it.
     entropy: Entropy,
-    conns: BTreeMap<ConnId, Conn>,
-    reservations: Reservations,
+    sessions: Sessions,
+    accounts: Accounts,
+    files: UserFiles,
+    blobs: BlobStore,
     pub(crate) replica: Replica,
-    blobs: Blobs,
-    limiter: LoginLimiter,
     out: Outbox<ServerEvent>,
 }
 
@@ -302,29 +106,26 @@ impl Server {
             Replica::recover(replica, secret.clone(), replica_entropy, recovered, now)?;
         let mut out = Outbox::default();
         replica.resume(now, &mut out);
-        let ttl = cfg.reservation_ttl;
-        let blobs = Blobs::new(&recovered.blobs);
         let mut server = Server {
-            cfg,
-            secret,
+            sessions: Sessions::new(&cfg, secret.clone()),
+            accounts: Accounts::new(&cfg, secret.clone()),
+            files: UserFiles::new(&cfg),
+            blobs: BlobStore::new(&cfg, secret, &recovered.blobs),
+            id: cfg.id,
             entropy,
-            conns: BTreeMap::new(),
-            reservations: Reservations::new(ttl),
             replica,
-            blobs,
-            limiter: LoginLimiter::default(),
             out,
         };
         // Fetch what the catalogue already applied names and the disk
         // lacks: a server whose log is complete may apply nothing new for a
         // long time. (What nothing names may have to wait: see
-        // `resume_blobs`.)
-        server.resume_blobs(now);
+        // `BlobStore::resume`.)
+        server.blobs.resume(now, &server.replica, &mut server.out);
         Ok(server)
     }
 
     pub fn id(&self) -> u32 {
-        self.cfg.id
+        self.id
     }
 
     pub fn replica(&self) -> &Replica {
@@ -333,16 +134,54 @@ impl Server {
 
     /// Slots held by clients (established or mid-handshake).
     pub fn clients(&self) -> usize {
-        self.conns.values().filter(|c| c.stage.holds_slot()).count()
+        self.sessions.clients()
     }
 
     /// Slots held by clients plus slots reserved for clients on their way.
     pub fn slots_taken(&self) -> usize {
-        self.clients() + self.reservations.live()
+        self.sessions.slots_taken()
     }
 
-    fn has_free_slot(&self) -> bool {
-        self.slots_taken() < self.cfg.max_clients as usize
+    /// The accounts, with what they act through.
+    fn accounts(&mut self, now: Timestamp) -> (&mut Accounts, accounts::Ctx<'_>) {
+        let Server {
+            accounts,
+            sessions,
+            replica,
+            entropy,
+            out,
+            ..
+        } = self;
+        let cx = accounts::Ctx {
+            now,
+            sessions,
+            replica,
+            entropy,
+            out,
+        };
+        (accounts, cx)
+    }
+
+    /// The user files, with what they act through.
+    fn files(&mut self, now: Timestamp) -> (&mut UserFiles, user_files::Ctx<'_>) {
+        let Server {
+            files,
+            sessions,
+            accounts,
+            blobs,
+            replica,
+            out,
+            ..
+        } = self;
+        let cx = user_files::Ctx {
+            now,
+            sessions,
+            accounts,
+            blobs,
+            replica,
+            out,
+        };
+        (files, cx)
     }
 
     fn on_bytes(&mut self, now: Timestamp, conn: ConnId, bytes: &[u8]) {
@@ -353,287 +192,231 @@ impl Server {
         if self.blobs.owns(conn) {
             return self.on_blob_bytes(now, conn, bytes);
         }
-        let Some(c) = self.conns.get_mut(&conn) else {
+        if !self.sessions.push(conn, bytes) {
             return;
-        };
-        c.decoder.push(bytes);
-        loop {
-            let Some(c) = self.conns.get_mut(&conn) else {
-                return;
-            };
-            // Session messages, file content among them, are decoded in
-            // place; only a connection's first frame, which may hand the
-            // connection to another link, is copied out.
-            let opening = matches!(c.stage, Stage::Opening { .. });
-            let frame = match c.decoder.next_payload() {
-                Ok(Some(p)) => {
-                    let tag = p.first().copied().unwrap_or(0);
-                    if SESSION_TAGS.contains(&tag) {
-                        Ok(frame::decode::<SessionMsg>(p))
-                    } else if opening {
-                        Err((tag, p.to_vec()))
-                    } else {
-                        Err((tag, Vec::new()))
-                    }
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    let detail = e.to_string();
-                    return self.refuse(conn, Refusal::Malformed { detail }, Link::Session);
-                }
-            };
+        }
+        while let Some(frame) = self.sessions.next_frame(conn) {
             match frame {
-                Ok(Ok(msg)) => self.on_session_msg(now, conn, msg),
-                Ok(Err(e)) => {
-                    let detail = e.to_string();
-                    return self.refuse(conn, Refusal::Malformed { detail }, Link::Session);
-                }
-                Err((tag, payload)) if opening => {
-                    if PROBE_TAGS.contains(&tag) {
-                        return self.on_probe(now, conn, &payload);
-                    }
-                    if blobs::BLOB_TAGS.contains(&tag) {
-                        if let Some(c) = self.conns.remove(&conn) {
-                            self.adopt_fetch(now, conn, c.decoder, &payload);
-                            self.on_blob_bytes(now, conn, &[]);
-                        }
-                        return;
-                    }
-                    if REPLICA_TAGS.contains(&tag) {
-                        // Replication takes the connection over, with
-                        // whatever bytes followed the first frame.
-                        if let Some(c) = self.conns.remove(&conn) {
-                            self.replica
-                                .adopt(now, conn, c.decoder, &payload, &mut self.out);
-                            self.replica.on_bytes(now, conn, &[], &mut self.out);
-                        }
-                        return;
-                    }
-                    let detail = format!("unknown message tag {tag}");
-                    return self.refuse(conn, Refusal::Malformed { detail }, Link::Session);
-                }
-                Err((tag, _)) => {
-                    let detail = format!("unknown message tag {tag}");
-                    return self.refuse(conn, Refusal::Malformed { detail }, Link::Session);
-                }
+                Frame::Session(msg) => self.on_session_msg(now, conn, msg),
+                Frame::Bad(reason) => return self.refuse(conn, reason, Link::Session),
+                Frame::First { tag, payload } => return self.on_first(now, conn, tag, &payload),
             }
         }
     }
 
-    fn on_probe(&mut self, now: Timestamp, conn: ConnId, payload: &[u8]) {
-        let code = match frame::decode::<ProbeMsg>(payload) {
-            Ok(ProbeMsg::Probe { version, code }) => {
-                if version != PROTOCOL_VERSION {
-                    let r = Refusal::VersionMismatch {
-                        ours: PROTOCOL_VERSION,
-                        theirs: version,
-                    };
-                    return self.refuse(conn, r, Link::Probe);
-                }
-                code
+    /// The first frame of a connection that is not a session: it says
+    /// which link the connection is.
+    fn on_first(&mut self, now: Timestamp, conn: ConnId, tag: u8, payload: &[u8]) {
+        if PROBE_TAGS.contains(&tag) {
+            let probed = self
+                .sessions
+                .on_probe(now, conn, payload, &self.replica, &mut self.out);
+            if let Err(reason) = probed {
+                self.refuse(conn, reason, Link::Probe);
             }
-            Ok(other) => {
-                let what = format!("{other:?}");
-                return self.refuse(conn, Refusal::Unexpected { what }, Link::Probe);
-            }
-            Err(e) => {
-                let detail = e.to_string();
-                return self.refuse(conn, Refusal::Malformed { detail }, Link::Probe);
-            }
-        };
-        if let Err(r) = self.check_code(&code) {
-            return self.refuse(conn, r, Link::Probe);
+            return;
         }
-        self.reservations.expire(now);
-        // A follower that has not caught up with the master would serve
-        // stale accounts: it says no until it has.
-        let available = self.replica.is_caught_up(now)
-            && self.has_free_slot()
-            && self.reservations.reserve(now, code.nonce).is_ok();
-        let answer = if available {
-            ProbeMsg::Available
-        } else {
-            ProbeMsg::Busy
-        };
-        self.out.send(conn, &answer);
-        self.out.close(conn);
-        self.conns.remove(&conn);
-        self.out.event(ServerEvent::Probed {
-            available,
-            code: code.label(),
-        });
+        if BLOB_TAGS.contains(&tag) {
+            if let Some(decoder) = self.sessions.take(conn) {
+                self.blobs
+                    .adopt(now, conn, decoder, payload, &self.replica, &mut self.out);
+                self.on_blob_bytes(now, conn, &[]);
+            }
+            return;
+        }
+        if REPLICA_TAGS.contains(&tag) {
+            // Replication takes the connection over, with whatever bytes
+            // followed the first frame.
+            if let Some(decoder) = self.sessions.take(conn) {
+                self.replica
+                    .adopt(now, conn, decoder, payload, &mut self.out);
+                self.replica.on_bytes(now, conn, &[], &mut self.out);
+            }
+            return;
+        }
+        let detail = format!("unknown message tag {tag}");
+        self.refuse(conn, Refusal::Malformed { detail }, Link::Session);
     }
 
-    fn check_code(&self, code: &AuthCode) -> Result<(), Refusal> {
-        if !self.secret.verify(code) {
-            return Err(Refusal::BadCode);
-        }
-        if code.server_id != self.cfg.id {
-            return Err(Refusal::WrongServer {
-                ours: self.cfg.id,
-                theirs: code.server_id,
-            });
-        }
-        Ok(())
+    fn on_blob_bytes(&mut self, now: Timestamp, conn: ConnId, bytes: &[u8]) {
+        self.blobs.on_bytes(
+            now,
+            conn,
+            bytes,
+            &self.replica,
+            &mut self.out,
+            &mut self.files,
+        );
     }
 
     fn on_session_msg(&mut self, now: Timestamp, conn: ConnId, msg: SessionMsg) {
-        if let Some(Conn {
-            stage: Stage::Established { idle_deadline, .. },
-            ..
-        }) = self.conns.get_mut(&conn)
+        match self
+            .sessions
+            .on_msg(now, conn, msg, &mut self.entropy, &mut self.out)
         {
-            *idle_deadline = now + self.cfg.idle_timeout;
-        }
-        let Some(c) = self.conns.get(&conn) else {
-            return;
-        };
-        match (&c.stage, msg) {
-            (Stage::Opening { .. }, SessionMsg::Hello { version, code }) => {
-                if version != PROTOCOL_VERSION {
-                    let r = Refusal::VersionMismatch {
-                        ours: PROTOCOL_VERSION,
-                        theirs: version,
-                    };
-                    return self.refuse(conn, r, Link::Session);
-                }
-                if let Err(r) = self.check_code(&code) {
-                    return self.refuse(conn, r, Link::Session);
-                }
-                if let Err(r) = self.reservations.redeem(now, code.nonce) {
-                    return self.refuse(conn, r, Link::Session);
-                }
-                let deadline = now + self.cfg.handshake_timeout;
-                // Random, so that a restarted server never reuses a session
-                // id that the replicated dedup table remembers.
-                let session = self.entropy.next_u64();
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.stage = Stage::AwaitAck { deadline, session };
-                }
-                let ack = SessionMsg::HelloAck {
-                    server_id: self.cfg.id,
+            Routed::Done => {}
+            Routed::Refuse(reason) => self.refuse(conn, reason, Link::Session),
+            Routed::Data { op, data } => {
+                let taken = if op.needs_login() {
+                    let (files, mut cx) = self.files(now);
+                    files.on_data(&mut cx, conn, op, data)
+                } else {
+                    let (accounts, mut cx) = self.accounts(now);
+                    accounts.on_data(&mut cx, conn, op, data)
                 };
-                self.out.send(conn, &ack);
-                self.out.event(ServerEvent::Established {
-                    conn,
-                    code: code.label(),
-                });
-            }
-            (Stage::AwaitAck { session, .. }, SessionMsg::Ack) => {
-                let session = *session;
-                let idle_deadline = now + self.cfg.idle_timeout;
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.stage = Stage::Established {
-                        session,
-                        requests: 0,
-                        op: Op::Idle,
-                        idle_deadline,
-                        user: None,
-                    };
+                if let Err(reason) = taken {
+                    self.refuse(conn, reason, Link::Session);
                 }
             }
-            (Stage::Established { .. }, SessionMsg::Ping) => {
-                self.out.send(conn, &SessionMsg::Pong);
-            }
-            (
-                Stage::Established {
-                    op: Op::Idle, user, ..
-                },
-                SessionMsg::Begin { op },
-            ) => {
-                if op.needs_login() && user.is_none() {
-                    return self
-                        .out
-                        .send(conn, &SessionMsg::Failed(OpError::NotAuthenticated));
-                }
-                let deadline = now + self.cfg.handshake_timeout;
-                self.set_op(conn, Op::AwaitData { op, deadline });
-                self.out.send(conn, &SessionMsg::Proceed { op });
-            }
-            (
-                Stage::Established {
-                    op: Op::Uploading { .. } | Op::Downloading { .. },
-                    ..
-                },
-                SessionMsg::Transfer(m),
-            ) => {
-                self.on_session_transfer(now, conn, m);
-            }
-            (
-                Stage::Established {
-                    op: Op::AwaitData { op, .. },
-                    ..
-                },
-                data,
-            ) => {
-                let op = *op;
-                self.on_op_data(now, conn, op, data);
-            }
-            // A transfer message after its transfer ended: a sender that
-            // resent DONE while the file was being made durable (an fsync
-            // of gigabytes outlasts its resend timer), or a late duplicate
-            // ack. The transfer has its answer already; the session goes on.
-            (Stage::Established { .. }, SessionMsg::Transfer(_)) => {}
-            (_, other) => {
-                let what = match other {
-                    SessionMsg::Credentials { .. } => "Credentials".to_string(),
-                    other => format!("{other:?}"),
-                };
-                self.refuse(conn, Refusal::Unexpected { what }, Link::Session);
+            Routed::Transfer(m) => {
+                let (files, mut cx) = self.files(now);
+                files.on_transfer(&mut cx, conn, m);
             }
         }
     }
 
-    fn set_op(&mut self, conn: ConnId, new: Op) {
-        if let Some(Conn {
-            stage: Stage::Established { op, .. },
-            ..
-        }) = self.conns.get_mut(&conn)
+    /// Answers every session whose read the master has confirmed.
+    fn answer_confirmed(&mut self, now: Timestamp) {
+        let (accounts, mut cx) = self.accounts(now);
+        accounts.answer_confirmed(&mut cx);
+    }
+
+    /// A transaction of one of our sessions is applied here: answer it.
+    fn deliver(&mut self, origin: Origin, result: TxnResult) {
+        self.blobs.applied(&origin);
+        let stored = self.files.applied(&origin);
+        let Some((conn, op)) = self.sessions.ordering(&origin) else {
+            // The client left or gave up; the transaction stands.
+            return;
+        };
+        let msg =
+            accounts::answer_to(&result).unwrap_or_else(|| user_files::answer_to(result, stored));
+        self.sessions.answer(conn, op, msg, &mut self.out);
+    }
+
+    /// The deadline of a connection's stage, or of its session's
+    /// operation, passed.
+    fn on_deadline(&mut self, now: Timestamp, conn: ConnId) {
+        let elsewhere = self.elsewhere(conn);
+        match self
+            .sessions
+            .on_deadline(now, conn, elsewhere, &mut self.out)
         {
-            *op = new;
+            Due::Done => {}
+            Due::Refuse(reason) => self.refuse(conn, reason, Link::Session),
+            Due::Elsewhere if self.accounts.holds(conn) => {
+                let (accounts, mut cx) = self.accounts(now);
+                accounts.on_deadline(&mut cx, conn);
+            }
+            Due::Elsewhere => {
+                let (files, mut cx) = self.files(now);
+                files.on_deadline(&mut cx, conn);
+            }
+        }
+    }
+
+    /// The deadline of the operation the session on `conn` runs outside
+    /// the sessions, if any.
+    fn elsewhere(&self, conn: ConnId) -> Option<Timestamp> {
+        deadline_elsewhere(&self.accounts, &self.files, conn)
+    }
+
+    fn on_file_read(&mut self, now: Timestamp, handle: u64, offset: u64, data: &[u8]) {
+        match self.blobs.owner(handle) {
+            Some(Owner::Session(conn)) => {
+                let (files, mut cx) = self.files(now);
+                files.on_read(&mut cx, conn, offset, data);
+            }
+            _ => self
+                .blobs
+                .on_read(now, handle, offset, data, &self.replica, &mut self.out),
+        }
+    }
+
+    fn on_file_persisted(&mut self, now: Timestamp, temp: u64) {
+        match self.blobs.owner(temp) {
+            Some(Owner::Session(conn)) => {
+                let (files, mut cx) = self.files(now);
+                files.on_persisted(&mut cx, conn, temp);
+            }
+            _ => {
+                let arrived = self
+                    .blobs
+                    .on_persisted(now, temp, &self.replica, &mut self.out);
+                if let Some(d) = arrived {
+                    let (files, mut cx) = self.files(now);
+                    files.start_waiting(&mut cx, d);
+                }
+            }
+        }
+    }
+
+    fn on_file_failed(
+        &mut self,
+        now: Timestamp,
+        handle: u64,
+        error: String,
+        no_space: bool,
+        missing: bool,
+    ) {
+        // The disk's own words (paths, errno) are for this server's log;
+        // a peer hears only what went wrong.
+        let reason = if no_space {
+            TransferError::NoSpace {
+                needed: 0,
+                available: 0,
+            }
+        } else {
+            TransferError::Io {
+                detail: "the server's disk failed".into(),
+            }
+        };
+        let owner = self.blobs.owner(handle);
+        if owner.is_some() && !no_space {
+            self.out.event(ServerEvent::FileFailed {
+                error: error.clone(),
+            });
+        }
+        match owner {
+            Some(Owner::Session(conn)) => {
+                let (files, mut cx) = self.files(now);
+                files.on_failed(&mut cx, conn, handle, reason);
+            }
+            _ => self.blobs.on_failed(
+                now,
+                handle,
+                reason,
+                error,
+                missing,
+                &self.replica,
+                &mut self.out,
+            ),
         }
     }
 
     fn refuse(&mut self, conn: ConnId, reason: Refusal, link: Link) {
-        match link {
-            Link::Probe => self.out.send(conn, &ProbeMsg::Refused(reason.clone())),
-            Link::Session => self.out.send(conn, &SessionMsg::Refused(reason.clone())),
-        }
-        self.out.close(conn);
+        sessions::send_refusal(conn, &reason, link, &mut self.out);
         self.forget(conn);
         self.out.event(ServerEvent::Refused { conn, reason });
     }
 
+    /// A client connection is gone, and what its session ran with it.
     fn forget(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.remove(&conn) {
-            // A transfer cut short: its handle is done with, and an
-            // upload's temporary file is thrown away.
-            if let Stage::Established { op, .. } = &c.stage {
-                match op {
-                    // Its blob is already on its way: let it land, then
-                    // collect it (no PutFile will name it).
-                    Op::Uploading { temp, .. } if self.blobs.persisting(*temp) => {
-                        self.blobs.orphan(*temp);
-                    }
-                    Op::Uploading { temp, .. } => {
-                        self.out.file(crate::io::FileOp::Discard { temp: *temp });
-                        self.blobs.forget_handle(*temp);
-                    }
-                    Op::Downloading { handle, .. } => self.blobs.forget_handle(*handle),
-                    _ => {}
-                }
-            }
-            if c.stage.holds_slot() {
-                self.out.event(ServerEvent::SessionEnded { conn });
-            }
+        let Some(held_slot) = self.sessions.remove(conn) else {
+            return;
+        };
+        self.files.forget(conn, &mut self.blobs, &mut self.out);
+        self.accounts.forget(conn);
+        if held_slot {
+            self.out.event(ServerEvent::SessionEnded { conn });
         }
     }
 }
 
-#[derive(Clone, Copy)]
-enum Link {
-    Probe,
-    Session,
+/// The deadline of the operation the session on `conn` runs in the
+/// accounts or the user files, if any.
+fn deadline_elsewhere(accounts: &Accounts, files: &UserFiles, conn: ConnId) -> Option<Timestamp> {
+    accounts.deadline(conn).or_else(|| files.deadline(conn))
 }
 
 impl Node for Server {
@@ -641,40 +424,32 @@ impl Node for Server {
 
     fn handle_input(&mut self, now: Timestamp, input: Input<'_>) {
         match input {
-            Input::Accepted { conn, .. } => {
-                let deadline = now + self.cfg.handshake_timeout;
-                self.conns.insert(
-                    conn,
-                    Conn {
-                        decoder: FrameDecoder::default(),
-                        stage: Stage::Opening { deadline },
-                    },
-                );
-            }
+            Input::Accepted { conn, .. } => self.sessions.accept(now, conn),
             Input::Received { conn, bytes } => self.on_bytes(now, conn, bytes),
             Input::Closed { conn } => {
                 self.replica
                     .on_closed(now, conn, "connection closed", &mut self.out);
-                self.blob_closed(now, conn);
+                self.blobs.on_closed(now, conn, &mut self.out);
                 self.forget(conn);
             }
             Input::Connected { conn } => {
                 self.replica.on_connected(conn, &mut self.out);
-                self.blob_connected(conn);
+                self.blobs.on_connected(conn, &self.replica, &mut self.out);
             }
             Input::ConnectFailed { conn, reason } => {
                 self.replica.on_closed(now, conn, &reason, &mut self.out);
-                self.blob_closed(now, conn);
+                self.blobs.on_closed(now, conn, &mut self.out);
             }
             Input::Persisted { token } => {
                 let done = self.replica.on_persisted(now, token, &mut self.out);
-                let applied = !done.is_empty() || self.replica.indexes().2 > self.blobs.synced_at;
-                for (origin, result) in done {
-                    self.deliver(origin, result);
+                let applied =
+                    !done.is_empty() || self.replica.indexes().applied > self.blobs.synced_at();
+                for d in done {
+                    self.deliver(d.origin, d.result);
                 }
                 self.answer_confirmed(now);
                 if applied {
-                    self.sync_blobs(now);
+                    self.blobs.sync(now, &self.replica, &mut self.out);
                 }
             }
             Input::FileRead {
@@ -690,27 +465,25 @@ impl Node for Server {
                 missing,
             } => self.on_file_failed(now, handle, error, no_space, missing),
         }
-        self.release_held(now);
+        self.blobs.release_held(now, &self.replica, &mut self.out);
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
         self.replica.handle_timeout(now, &mut self.out);
-        self.blobs_timeout(now);
-        let lapsed = self.reservations.expire(now);
+        self.blobs
+            .handle_timeout(now, &self.replica, &mut self.out, &mut self.files);
+        let lapsed = self.sessions.expire_reservations(now);
         if lapsed > 0 {
             self.out
                 .event(ServerEvent::ReservationsLapsed { count: lapsed });
         }
-        let late: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.stage.deadline().is_some_and(|d| d <= now))
-            .map(|(id, _)| *id)
-            .collect();
+        let late = self
+            .sessions
+            .late(now, |c| deadline_elsewhere(&self.accounts, &self.files, c));
         for conn in late {
             self.on_deadline(now, conn);
         }
-        self.release_held(now);
+        self.blobs.release_held(now, &self.replica, &mut self.out);
     }
 
     fn poll_output(&mut self) -> Option<Output<ServerEvent>> {
@@ -718,9 +491,9 @@ impl Node for Server {
     }
 
     fn poll_timeout(&self) -> Option<Timestamp> {
-        let conns = self.conns.values().filter_map(|c| c.stage.deadline()).min();
+        let sessions = self.sessions.poll_timeout(|c| self.elsewhere(c));
         earliest(
-            earliest(conns, self.reservations.next_deadline()),
+            sessions,
             earliest(self.replica.poll_timeout(), self.blobs.poll_timeout()),
         )
     }

@@ -26,11 +26,10 @@
 //! without a verdict: its reads no longer say anything about what the
 //! server holds.
 
-use super::blobs::{hex, Owner};
-use super::{Server, ServerEvent};
 use crate::io::{FileOp, FileRef};
-use crate::time::Timestamp;
+use crate::outbox::Outbox;
 use crate::transfer::{TransferError, BLOCK_BYTES};
+use std::collections::BTreeMap;
 
 /// Whether a blob sender that ended so says its blob may be damaged: the
 /// receiver's digest did not match, or a read failed or came back short.
@@ -50,6 +49,13 @@ pub struct Check {
     /// A read is asked for and not answered yet.
     reading: bool,
     hasher: blake3::Hasher,
+}
+
+/// A read a check asks for: `len` bytes of the blob from `offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Read {
+    pub offset: u64,
+    pub len: usize,
 }
 
 /// How a check ended.
@@ -81,13 +87,16 @@ impl Check {
     }
 
     /// The next read to ask for, if one is due: one block at a time.
-    pub fn next_read(&mut self) -> Option<(u64, usize)> {
+    pub fn next_read(&mut self) -> Option<Read> {
         if self.reading || self.hashed >= self.size {
             return None;
         }
         self.reading = true;
         let len = BLOCK_BYTES.min(self.size - self.hashed) as usize;
-        Some((self.hashed, len))
+        Some(Read {
+            offset: self.hashed,
+            len,
+        })
     }
 
     /// The verdict, once every byte is hashed.
@@ -125,91 +134,103 @@ impl Check {
     }
 }
 
-impl Server {
-    /// A receiver of blob `d` from this server found it damaged: check it,
-    /// unless a check of it already runs.
-    pub(super) fn suspect(&mut self, now: Timestamp, d: [u8; 32]) {
-        if !self.blobs.has(&d) || self.blobs.checking(&d) {
-            return;
-        }
-        let Some(size) = self.content_size(&d) else {
-            return;
-        };
-        let handle = self.blobs.new_handle(Owner::Check(d));
-        self.blobs.read_target(handle, d);
-        self.blobs.checks.insert(handle, Check::new(d, size));
-        self.pump_check(now, handle);
+/// The checks running, by the read handle each reads its blob through.
+#[derive(Default)]
+pub(super) struct Scrubber {
+    checks: BTreeMap<u64, Check>,
+}
+
+impl Scrubber {
+    /// Whether a check of `d` runs.
+    pub(super) fn checking(&self, d: &[u8; 32]) -> bool {
+        self.checks.values().any(|c| c.digest() == *d)
     }
 
-    /// Asks for the check's next read, or acts on its verdict.
-    fn pump_check(&mut self, now: Timestamp, handle: u64) {
-        let Some(check) = self.blobs.checks.get_mut(&handle) else {
-            return;
-        };
+    /// Starts a check of blob `d`, `size` bytes, read through `handle`:
+    /// asks for its first read, or returns its verdict (an empty blob).
+    pub(super) fn start<E>(
+        &mut self,
+        handle: u64,
+        d: [u8; 32],
+        size: u64,
+        out: &mut Outbox<E>,
+    ) -> Option<Verdict> {
+        self.checks.insert(handle, Check::new(d, size));
+        self.pump(handle, out)
+    }
+
+    /// Asks for the check's next read, or returns its verdict.
+    fn pump<E>(&mut self, handle: u64, out: &mut Outbox<E>) -> Option<Verdict> {
+        let check = self.checks.get_mut(&handle)?;
         let d = check.digest();
-        if let Some((offset, len)) = check.next_read() {
-            self.out.file(FileOp::Read {
+        if let Some(Read { offset, len }) = check.next_read() {
+            out.file(FileOp::Read {
                 handle,
                 file: FileRef::Blob(d),
                 offset,
                 len,
             });
-        } else if let Some(verdict) = check.verdict() {
-            self.check_done(now, handle, verdict);
+            None
+        } else {
+            check.verdict()
         }
     }
 
-    pub(super) fn check_read(&mut self, now: Timestamp, handle: u64, offset: u64, data: &[u8]) {
-        let Some(check) = self.blobs.checks.get_mut(&handle) else {
-            return;
-        };
-        match check.on_read(offset, data) {
-            Some(verdict) => self.check_done(now, handle, verdict),
-            None => self.pump_check(now, handle),
-        }
-    }
-
-    /// A read of the check failed: a missing file is gone for certain,
-    /// anything else may pass.
-    pub(super) fn check_failed(
+    /// The bytes of a read of the check through `handle`: its verdict, or
+    /// the next read asked for.
+    pub(super) fn on_read<E>(
         &mut self,
-        now: Timestamp,
         handle: u64,
-        error: String,
-        missing: bool,
-    ) {
-        if self.blobs.checks.contains_key(&handle) {
-            let verdict = if missing {
-                Verdict::Damaged {
-                    why: "its file is missing".into(),
-                }
-            } else {
-                Verdict::Unreadable { error }
-            };
-            self.check_done(now, handle, verdict);
+        offset: u64,
+        data: &[u8],
+        out: &mut Outbox<E>,
+    ) -> Option<Verdict> {
+        let check = self.checks.get_mut(&handle)?;
+        match check.on_read(offset, data) {
+            Some(verdict) => Some(verdict),
+            None => self.pump(handle, out),
         }
     }
 
-    fn check_done(&mut self, now: Timestamp, handle: u64, verdict: Verdict) {
-        let Some(check) = self.blobs.checks.remove(&handle) else {
-            return;
-        };
-        self.blobs.forget_handle(handle);
-        let d = check.digest();
-        let damaged = matches!(verdict, Verdict::Damaged { .. });
-        self.out.event(ServerEvent::BlobChecked {
-            digest: hex(&d)[..16].to_string(),
-            verdict,
-        });
-        if damaged && self.blobs.has(&d) {
-            self.blobs.lost(&d);
-            self.out.file(FileOp::Remove {
-                file: FileRef::Blob(d),
-            });
-            // Fetched again if the catalogue names it.
-            self.sync_blobs(now);
+    /// A read of the check through `handle` failed: a missing file is gone
+    /// for certain, anything else may pass.
+    pub(super) fn on_failed(&self, handle: u64, error: String, missing: bool) -> Option<Verdict> {
+        if !self.checks.contains_key(&handle) {
+            return None;
         }
+        Some(if missing {
+            Verdict::Damaged {
+                why: "its file is missing".into(),
+            }
+        } else {
+            Verdict::Unreadable { error }
+        })
     }
+
+    /// Ends the check read through `handle`; the digest of its blob.
+    pub(super) fn finish(&mut self, handle: u64) -> Option<[u8; 32]> {
+        self.checks.remove(&handle).map(|c| c.digest())
+    }
+
+    /// Drops every check of blob `d` (it is no longer this server's, so
+    /// its reads say nothing); the read handles they held.
+    pub(super) fn drop_checks_of(&mut self, d: &[u8; 32]) -> Vec<u64> {
+        let handles: Vec<u64> = self
+            .checks
+            .iter()
+            .filter(|(_, c)| c.digest() == *d)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in &handles {
+            self.checks.remove(h);
+        }
+        handles
+    }
+}
+
+/// A digest (or any bytes) in hex, as the server's events show them.
+pub fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -230,7 +251,7 @@ mod tests {
             if let Some(v) = c.verdict() {
                 return (v, reads);
             }
-            let Some((offset, len)) = c.next_read() else {
+            let Some(Read { offset, len }) = c.next_read() else {
                 panic!("no read and no verdict");
             };
             assert_eq!(c.next_read(), None, "one read at a time");
@@ -275,7 +296,13 @@ mod tests {
         let mut c = Check::new(d, 100);
         assert!(matches!(c.on_read(0, &data), Some(Verdict::Damaged { .. })));
         let mut c = Check::new(d, 100);
-        assert_eq!(c.next_read(), Some((0, 100)));
+        assert_eq!(
+            c.next_read(),
+            Some(Read {
+                offset: 0,
+                len: 100
+            })
+        );
         assert!(matches!(
             c.on_read(50, &data[..50]),
             Some(Verdict::Damaged { .. })

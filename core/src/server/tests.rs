@@ -1,4 +1,7 @@
 use super::*;
+use crate::auth::AuthCode;
+use crate::balancer::messages::ProbeMsg;
+use crate::refusal::PROTOCOL_VERSION;
 use crate::testkit::*;
 
 fn server(max: u32) -> Server {

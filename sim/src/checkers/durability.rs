@@ -40,10 +40,10 @@ impl Durability {
     ) -> Vec<String> {
         let mut v = Vec::new();
         if let Some(m) = servers.iter().find(|s| s.id == master) {
-            self.master_commit = self.master_commit.max(m.server.replica().indexes().1);
+            self.master_commit = self.master_commit.max(m.server.replica().indexes().commit);
         }
         for s in servers.iter().filter(|s| s.id != master) {
-            let applied = s.server.replica().indexes().2;
+            let applied = s.server.replica().indexes().applied;
             if applied > self.master_commit {
                 v.push(format!(
                     "server{} applied entry {applied}, but the master has committed only up to {}",
@@ -55,7 +55,7 @@ impl Durability {
         let now: Vec<u64> = logs
             .iter()
             .map(|l| l.commits)
-            .chain(servers.iter().map(|s| s.server.replica().indexes().1))
+            .chain(servers.iter().map(|s| s.server.replica().indexes().commit))
             .collect();
         if now == self.last {
             return v;
@@ -64,7 +64,7 @@ impl Durability {
         let majority = logs.len() / 2 + 1;
         let top = servers
             .iter()
-            .map(|s| (s.server.replica().indexes().1, s.id))
+            .map(|s| (s.server.replica().indexes().commit, s.id))
             .max();
         let Some((top, by)) = top else {
             return v;

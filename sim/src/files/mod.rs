@@ -1295,7 +1295,7 @@ impl<'c> Harness<'c> {
         let (v, applied) = with_views(&self.servers, |views| {
             let applied: Vec<(u32, u64)> = views
                 .iter()
-                .map(|v| (v.id, v.server.replica().indexes().2))
+                .map(|v| (v.id, v.server.replica().indexes().applied))
                 .collect();
             let mut v = self.watch.check(views);
             v.extend(self.durability.check(&logs, views, MASTER));
@@ -1381,7 +1381,7 @@ impl<'c> Harness<'c> {
                     .server
                     .replica()
                     .state()
-                    .files()
+                    .catalogue()
                     .all()
                     .map(|f| f.digest)
                     .collect();

@@ -195,7 +195,7 @@ impl Catalogue {
         }
         let mut files = BTreeMap::new();
         let mut shares = BTreeSet::new();
-        for f in state.files().all() {
+        for f in state.catalogue().all() {
             files.insert(
                 (f.owner, f.name.clone()),
                 ModelFile {
@@ -203,7 +203,7 @@ impl Catalogue {
                     digest: f.digest,
                 },
             );
-            for g in state.files().grantees(f.owner, &f.name) {
+            for g in state.catalogue().grantees(f.owner, &f.name) {
                 shares.insert((f.owner, f.name.clone(), g));
             }
         }

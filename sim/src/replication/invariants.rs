@@ -23,6 +23,7 @@ use ferry_core::accounts::username;
 use ferry_core::client::{ClientError, Peer};
 use ferry_core::refusal::Refusal;
 use ferry_core::replication::entry::Entry;
+use ferry_core::replication::Indexes;
 use ferry_core::server::{OpError, Response};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -60,7 +61,11 @@ impl Watch {
         let mut changed = false;
         for s in servers {
             let r = s.server.replica();
-            let (durable, commit, applied) = r.indexes();
+            let Indexes {
+                durable,
+                commit,
+                applied,
+            } = r.indexes();
             let len = r.log().len() as u64;
             let host = format!("server{}", s.id);
             if !(applied <= commit && commit <= len && applied <= durable && durable <= len) {
@@ -133,7 +138,7 @@ pub fn check_log_agreement(servers: &[View<'_>]) -> Vec<String> {
     for (i, a) in servers.iter().enumerate() {
         for b in &servers[i + 1..] {
             let (ra, rb) = (a.server.replica(), b.server.replica());
-            let upto = ra.indexes().2.min(rb.indexes().2) as usize;
+            let upto = ra.indexes().applied.min(rb.indexes().applied) as usize;
             let (la, lb) = (&ra.log()[..upto], &rb.log()[..upto]);
             if let Some(k) = (0..upto).find(|&k| la[k] != lb[k]) {
                 v.push(format!(
@@ -158,11 +163,16 @@ pub fn converged(servers: &[View<'_>], expected: usize) -> Result<String, String
         return Err(format!("only {} of {expected} servers run", servers.len()));
     }
     let first = servers[0].server.replica();
-    let (d, c, a) = first.indexes();
+    let Indexes {
+        durable: d,
+        commit: c,
+        applied: a,
+    } = first.indexes();
     let mut why = String::new();
     for s in servers {
         let r = s.server.replica();
-        let (sd, sc, sa) = r.indexes();
+        let ours = r.indexes();
+        let (sd, sc, sa) = (ours.durable, ours.commit, ours.applied);
         if (sd, sc, sa) != (d, c, a) || sa != sd || r.log().len() as u64 != sd {
             let _ = write!(
                 why,
@@ -187,7 +197,11 @@ pub fn converged(servers: &[View<'_>], expected: usize) -> Result<String, String
             digest[3]
         ))
     } else {
-        let (d, c, a) = first.indexes();
+        let Indexes {
+            durable: d,
+            commit: c,
+            applied: a,
+        } = first.indexes();
         Err(format!(
             "servers differ (server{} has durable {d}, commit {c}, applied {a}): {}",
             servers[0].id,
@@ -451,7 +465,7 @@ mod tests {
         let mut state = State::default();
         let mut rows = BTreeMap::new();
         for e in &log[..applied as usize] {
-            for w in state.apply(e).0 {
+            for w in state.apply(e).writes {
                 if let Write::Put { table, key, value } = w {
                     rows.insert((table, key), value);
                 }

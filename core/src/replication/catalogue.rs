@@ -1,4 +1,4 @@
-//! The replicated file catalogue: who owns which file, its size and content
+//! The replicated catalogue: who owns which file, its size and content
 //! digest, and who it is shared with. File *content* is not here: servers
 //! keep it as blobs named by digest, outside the log (see docs/transfer.md).
 
@@ -20,7 +20,7 @@ pub struct FileMeta {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Files {
+pub struct Catalogue {
     files: BTreeMap<(u64, String), FileMeta>,
     /// (owner, name, grantee)
     shares: BTreeSet<(u64, String, u64)>,
@@ -45,7 +45,7 @@ fn enc<T: Writable<speedy::LittleEndian>>(v: &T) -> Vec<u8> {
     v.write_to_vec().unwrap_or_default()
 }
 
-impl Files {
+impl Catalogue {
     pub fn load_file(&mut self, value: &[u8]) -> Result<(), String> {
         let f: FileMeta = frame::decode(value).map_err(|e| format!("files table: {e}"))?;
         self.files.insert((f.owner, f.name.clone()), f);

@@ -1,0 +1,96 @@
+//! What a server tells its operator: the events its parts emit.
+
+use super::messages::OpCode;
+use super::scrub::Verdict;
+use crate::io::ConnId;
+use crate::refusal::Refusal;
+use crate::replication::ReplicaEvent;
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerEvent {
+    Probed {
+        available: bool,
+        code: String,
+    },
+    ReservationsLapsed {
+        count: usize,
+    },
+    Established {
+        conn: ConnId,
+        code: String,
+    },
+    Refused {
+        conn: ConnId,
+        reason: Refusal,
+    },
+    SessionEnded {
+        conn: ConnId,
+    },
+    /// An operation finished; never carries a password.
+    Answered {
+        conn: ConnId,
+        op: OpCode,
+        outcome: String,
+    },
+    /// A file operation failed on this server's disk (the error names
+    /// paths, so it is logged here and not sent to peers).
+    FileFailed {
+        error: String,
+    },
+    /// A check of a blob a receiver found damaged is over.
+    BlobChecked {
+        digest: String,
+        verdict: Verdict,
+    },
+    Replica(ReplicaEvent),
+}
+
+impl From<ReplicaEvent> for ServerEvent {
+    fn from(e: ReplicaEvent) -> Self {
+        ServerEvent::Replica(e)
+    }
+}
+
+impl fmt::Display for ServerEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerEvent::Probed { available, code } => write!(
+                f,
+                "probe {code}: {}",
+                if *available {
+                    "yes, slot reserved"
+                } else {
+                    "no"
+                }
+            ),
+            ServerEvent::ReservationsLapsed { count } => {
+                write!(f, "{count} reservation(s) lapsed")
+            }
+            ServerEvent::Established { conn, code } => {
+                write!(f, "session {conn} established with code {code}")
+            }
+            ServerEvent::Refused { conn, reason } => write!(f, "refuse {conn}: {reason}"),
+            ServerEvent::SessionEnded { conn } => write!(f, "session {conn} ended"),
+            ServerEvent::Answered { conn, op, outcome } => {
+                write!(f, "{op:?} on {conn}: {outcome}")
+            }
+            ServerEvent::FileFailed { error } => write!(f, "disk: {error}"),
+            ServerEvent::BlobChecked { digest, verdict } => match verdict {
+                Verdict::Sound => write!(
+                    f,
+                    "blob {digest}: a receiver found it damaged, but it is sound on disk"
+                ),
+                Verdict::Damaged { why } => write!(
+                    f,
+                    "blob {digest} is damaged on disk ({why}): removed, to be fetched again"
+                ),
+                Verdict::Unreadable { error } => write!(
+                    f,
+                    "blob {digest}: a receiver found it damaged, and it cannot be read to check ({error}); kept"
+                ),
+            },
+            ServerEvent::Replica(e) => e.fmt(f),
+        }
+    }
+}

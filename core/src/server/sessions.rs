@@ -1,0 +1,644 @@
+//! Client connections: the balancer's probes, and client sessions.
+//!
+//! A server has `max_clients` slots: established sessions, sessions
+//! mid-handshake and live reservations each hold one. A probe reserves a
+//! slot for the client the balancer is about to send (it is answered "yes"
+//! only while a slot is free and the server is caught up with the master);
+//! the client redeems it with HELLO (HELLO → HELLO ACK → ACK). An
+//! established session then runs one operation at a time: the client sends
+//! the operation's code (`Begin`), the server lets it proceed (`Proceed`),
+//! the client sends the operation's data, and the server answers.
+//!
+//! This part keeps each connection's stage and the operation its session
+//! runs, answers, and orders transactions through the master on a
+//! session's behalf. What an operation does is the business of the accounts
+//! and of the user files; while one of them runs it ([`Op::Elsewhere`]), it
+//! keeps the operation's state and deadline, and the server asks it.
+
+use super::config::ServerConfig;
+use super::event::ServerEvent;
+use super::messages::{OpCode, OpError, SessionMsg, SESSION_TAGS};
+use super::reservations::Reservations;
+use crate::accounts::token::SessionToken;
+use crate::auth::{AuthCode, ClusterSecret};
+use crate::balancer::messages::ProbeMsg;
+use crate::entropy::Entropy;
+use crate::frame::{self, FrameDecoder};
+use crate::io::ConnId;
+use crate::outbox::Outbox;
+use crate::refusal::{Refusal, PROTOCOL_VERSION};
+use crate::replication::entry::{Origin, Txn};
+use crate::replication::Replica;
+use crate::time::{earliest, Timestamp};
+use crate::transfer::TransferMsg;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Where an established session is in the operation it is running.
+enum Op {
+    Idle,
+    /// `Proceed` sent; waiting for the operation's data.
+    AwaitData {
+        op: OpCode,
+        deadline: Timestamp,
+    },
+    /// Submitted to the master; waiting until applied here.
+    Ordering {
+        op: OpCode,
+        origin: Origin,
+        deadline: Timestamp,
+    },
+    /// Run by the accounts or the user files, which hold its state and
+    /// its deadline.
+    Elsewhere,
+}
+
+impl Op {
+    /// `elsewhere`: the deadline of an operation run elsewhere.
+    fn deadline(&self, elsewhere: Option<Timestamp>) -> Option<Timestamp> {
+        match self {
+            Op::Idle => None,
+            Op::AwaitData { deadline, .. } | Op::Ordering { deadline, .. } => Some(*deadline),
+            Op::Elsewhere => elsewhere,
+        }
+    }
+}
+
+enum Stage {
+    /// Connected; the first frame will say which link this is.
+    Opening { deadline: Timestamp },
+    /// HELLO accepted and answered; waiting for the client's ACK.
+    AwaitAck { deadline: Timestamp, session: u64 },
+    Established {
+        session: u64,
+        requests: u64,
+        op: Op,
+        idle_deadline: Timestamp,
+        /// The login this session proved with `WhoAmI`; file operations
+        /// act as this user and no other.
+        user: Option<SessionToken>,
+    },
+}
+
+impl Stage {
+    fn holds_slot(&self) -> bool {
+        !matches!(self, Stage::Opening { .. })
+    }
+
+    fn deadline(&self, elsewhere: Option<Timestamp>) -> Option<Timestamp> {
+        match self {
+            Stage::Opening { deadline } | Stage::AwaitAck { deadline, .. } => Some(*deadline),
+            // An operation's deadline is always the nearer one: every frame
+            // pushes the idle deadline a whole idle timeout away.
+            Stage::Established {
+                op, idle_deadline, ..
+            } => Some(op.deadline(elsewhere).unwrap_or(*idle_deadline)),
+        }
+    }
+}
+
+struct Conn {
+    decoder: FrameDecoder,
+    stage: Stage,
+}
+
+/// Which link a refusal is said on.
+#[derive(Clone, Copy)]
+pub(super) enum Link {
+    Probe,
+    Session,
+}
+
+/// Tells the other end of `conn` why it is refused, and closes it.
+pub(super) fn send_refusal(
+    conn: ConnId,
+    reason: &Refusal,
+    link: Link,
+    out: &mut Outbox<ServerEvent>,
+) {
+    match link {
+        Link::Probe => out.send(conn, &ProbeMsg::Refused(reason.clone())),
+        Link::Session => out.send(conn, &SessionMsg::Refused(reason.clone())),
+    }
+    out.close(conn);
+}
+
+/// The next frame of a connection.
+pub(super) enum Frame {
+    Session(SessionMsg),
+    /// The first frame of a connection, and not a session's: it says which
+    /// other link the connection is.
+    First {
+        tag: u8,
+        payload: Vec<u8>,
+    },
+    /// The connection cannot go on.
+    Bad(Refusal),
+}
+
+/// What a session message leaves to the server.
+pub(super) enum Routed {
+    Done,
+    Refuse(Refusal),
+    /// The data of operation `op`, for the part that runs it.
+    Data {
+        op: OpCode,
+        data: SessionMsg,
+    },
+    /// File content, for a transfer of the user files, if one runs.
+    Transfer(TransferMsg),
+}
+
+/// What a connection whose deadline passed leaves to the server.
+pub(super) enum Due {
+    Done,
+    Refuse(Refusal),
+    /// The deadline of an operation run elsewhere.
+    Elsewhere,
+}
+
+pub(super) struct Sessions {
+    id: u32,
+    secret: ClusterSecret,
+    max_clients: u32,
+    handshake_timeout: Duration,
+    idle_timeout: Duration,
+    request_timeout: Duration,
+    reservations: Reservations,
+    conns: BTreeMap<ConnId, Conn>,
+}
+
+impl Sessions {
+    pub(super) fn new(cfg: &ServerConfig, secret: ClusterSecret) -> Self {
+        Sessions {
+            id: cfg.id,
+            secret,
+            max_clients: cfg.max_clients,
+            handshake_timeout: cfg.handshake_timeout,
+            idle_timeout: cfg.idle_timeout,
+            request_timeout: cfg.request_timeout,
+            reservations: Reservations::new(cfg.reservation_ttl),
+            conns: BTreeMap::new(),
+        }
+    }
+
+    /// Slots held by clients (established or mid-handshake).
+    pub(super) fn clients(&self) -> usize {
+        self.conns.values().filter(|c| c.stage.holds_slot()).count()
+    }
+
+    /// Slots held by clients plus slots reserved for clients on their way.
+    pub(super) fn slots_taken(&self) -> usize {
+        self.clients() + self.reservations.live()
+    }
+
+    fn has_free_slot(&self) -> bool {
+        self.slots_taken() < self.max_clients as usize
+    }
+
+    pub(super) fn accept(&mut self, now: Timestamp, conn: ConnId) {
+        let deadline = now + self.handshake_timeout;
+        self.conns.insert(
+            conn,
+            Conn {
+                decoder: FrameDecoder::default(),
+                stage: Stage::Opening { deadline },
+            },
+        );
+    }
+
+    /// Bytes that arrived on `conn`; false if it is not a connection of
+    /// ours.
+    pub(super) fn push(&mut self, conn: ConnId, bytes: &[u8]) -> bool {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        c.decoder.push(bytes);
+        true
+    }
+
+    /// The next complete frame of `conn`, if any.
+    pub(super) fn next_frame(&mut self, conn: ConnId) -> Option<Frame> {
+        let c = self.conns.get_mut(&conn)?;
+        // Session messages, file content among them, are decoded in place;
+        // only a connection's first frame, which may hand the connection
+        // to another link, is copied out.
+        let opening = matches!(c.stage, Stage::Opening { .. });
+        let payload = match c.decoder.next_payload() {
+            Ok(Some(p)) => p,
+            Ok(None) => return None,
+            Err(e) => {
+                let detail = e.to_string();
+                return Some(Frame::Bad(Refusal::Malformed { detail }));
+            }
+        };
+        let tag = payload.first().copied().unwrap_or(0);
+        Some(if SESSION_TAGS.contains(&tag) {
+            match frame::decode::<SessionMsg>(payload) {
+                Ok(msg) => Frame::Session(msg),
+                Err(e) => {
+                    let detail = e.to_string();
+                    Frame::Bad(Refusal::Malformed { detail })
+                }
+            }
+        } else if opening {
+            Frame::First {
+                tag,
+                payload: payload.to_vec(),
+            }
+        } else {
+            let detail = format!("unknown message tag {tag}");
+            Frame::Bad(Refusal::Malformed { detail })
+        })
+    }
+
+    /// Hands a connection that is another link's over: its decoder, with
+    /// whatever followed the first frame.
+    pub(super) fn take(&mut self, conn: ConnId) -> Option<FrameDecoder> {
+        self.conns.remove(&conn).map(|c| c.decoder)
+    }
+
+    /// Forgets `conn`: `Some(true)` if it held a slot, `None` if it was not
+    /// ours.
+    pub(super) fn remove(&mut self, conn: ConnId) -> Option<bool> {
+        self.conns.remove(&conn).map(|c| c.stage.holds_slot())
+    }
+
+    fn check_code(&self, code: &AuthCode) -> Result<(), Refusal> {
+        if !self.secret.verify(code) {
+            return Err(Refusal::BadCode);
+        }
+        if code.server_id != self.id {
+            return Err(Refusal::WrongServer {
+                ours: self.id,
+                theirs: code.server_id,
+            });
+        }
+        Ok(())
+    }
+
+    /// A balancer's probe, the first frame of `conn`: answered and closed,
+    /// or refused (on the probe link).
+    pub(super) fn on_probe(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        payload: &[u8],
+        replica: &Replica,
+        out: &mut Outbox<ServerEvent>,
+    ) -> Result<(), Refusal> {
+        let code = match frame::decode::<ProbeMsg>(payload) {
+            Ok(ProbeMsg::Probe { version, code }) => {
+                if version != PROTOCOL_VERSION {
+                    return Err(Refusal::VersionMismatch {
+                        ours: PROTOCOL_VERSION,
+                        theirs: version,
+                    });
+                }
+                code
+            }
+            Ok(other) => {
+                let what = format!("{other:?}");
+                return Err(Refusal::Unexpected { what });
+            }
+            Err(e) => {
+                let detail = e.to_string();
+                return Err(Refusal::Malformed { detail });
+            }
+        };
+        self.check_code(&code)?;
+        self.reservations.expire(now);
+        // A follower that has not caught up with the master would serve
+        // stale accounts: it says no until it has.
+        let available = replica.is_caught_up(now)
+            && self.has_free_slot()
+            && self.reservations.reserve(now, code.nonce).is_ok();
+        let answer = if available {
+            ProbeMsg::Available
+        } else {
+            ProbeMsg::Busy
+        };
+        out.send(conn, &answer);
+        out.close(conn);
+        self.conns.remove(&conn);
+        out.event(ServerEvent::Probed {
+            available,
+            code: code.label(),
+        });
+        Ok(())
+    }
+
+    /// A message of the session on `conn`: the handshake and what is not
+    /// any operation's are dealt with here.
+    pub(super) fn on_msg(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        msg: SessionMsg,
+        entropy: &mut Entropy,
+        out: &mut Outbox<ServerEvent>,
+    ) -> Routed {
+        let idle_timeout = self.idle_timeout;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Routed::Done;
+        };
+        if let Stage::Established { idle_deadline, .. } = &mut c.stage {
+            *idle_deadline = now + idle_timeout;
+        }
+        match (&c.stage, msg) {
+            (Stage::Opening { .. }, SessionMsg::Hello { version, code }) => {
+                if version != PROTOCOL_VERSION {
+                    return Routed::Refuse(Refusal::VersionMismatch {
+                        ours: PROTOCOL_VERSION,
+                        theirs: version,
+                    });
+                }
+                if let Err(r) = self.check_code(&code) {
+                    return Routed::Refuse(r);
+                }
+                if let Err(r) = self.reservations.redeem(now, code.nonce) {
+                    return Routed::Refuse(r);
+                }
+                let deadline = now + self.handshake_timeout;
+                // Random, so that a restarted server never reuses a session
+                // id that the replicated dedup table remembers.
+                let session = entropy.next_u64();
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.stage = Stage::AwaitAck { deadline, session };
+                }
+                out.send(conn, &SessionMsg::HelloAck { server_id: self.id });
+                out.event(ServerEvent::Established {
+                    conn,
+                    code: code.label(),
+                });
+            }
+            (Stage::AwaitAck { session, .. }, SessionMsg::Ack) => {
+                let session = *session;
+                let idle_deadline = now + idle_timeout;
+                c.stage = Stage::Established {
+                    session,
+                    requests: 0,
+                    op: Op::Idle,
+                    idle_deadline,
+                    user: None,
+                };
+            }
+            (Stage::Established { .. }, SessionMsg::Ping) => {
+                out.send(conn, &SessionMsg::Pong);
+            }
+            (
+                Stage::Established {
+                    op: Op::Idle, user, ..
+                },
+                SessionMsg::Begin { op },
+            ) => {
+                if op.needs_login() && user.is_none() {
+                    out.send(conn, &SessionMsg::Failed(OpError::NotAuthenticated));
+                    return Routed::Done;
+                }
+                let deadline = now + self.handshake_timeout;
+                self.set_op(conn, Op::AwaitData { op, deadline });
+                out.send(conn, &SessionMsg::Proceed { op });
+            }
+            (
+                Stage::Established {
+                    op: Op::Elsewhere, ..
+                },
+                SessionMsg::Transfer(m),
+            ) => return Routed::Transfer(m),
+            (
+                Stage::Established {
+                    op: Op::AwaitData { op, .. },
+                    ..
+                },
+                data,
+            ) => return Routed::Data { op: *op, data },
+            // A transfer message after its transfer ended: a sender that
+            // resent DONE while the file was being made durable (an fsync
+            // of gigabytes outlasts its resend timer), or a late duplicate
+            // ack. The transfer has its answer already; the session goes on.
+            (Stage::Established { .. }, SessionMsg::Transfer(_)) => {}
+            (_, other) => {
+                let what = match other {
+                    SessionMsg::Credentials { .. } => "Credentials".to_string(),
+                    other => format!("{other:?}"),
+                };
+                return Routed::Refuse(Refusal::Unexpected { what });
+            }
+        }
+        Routed::Done
+    }
+
+    fn set_op(&mut self, conn: ConnId, new: Op) {
+        if let Some(Conn {
+            stage: Stage::Established { op, .. },
+            ..
+        }) = self.conns.get_mut(&conn)
+        {
+            *op = new;
+        }
+    }
+
+    /// The session's operation is run elsewhere from now on.
+    pub(super) fn run_elsewhere(&mut self, conn: ConnId) {
+        self.set_op(conn, Op::Elsewhere);
+    }
+
+    /// The session's operation ended without an answer (a transfer says
+    /// how it ended itself).
+    pub(super) fn set_idle(&mut self, conn: ConnId) {
+        self.set_op(conn, Op::Idle);
+    }
+
+    /// The login the session on `conn` proved, if any.
+    pub(super) fn user(&self, conn: ConnId) -> Option<&SessionToken> {
+        match self.conns.get(&conn).map(|c| &c.stage) {
+            Some(Stage::Established { user, .. }) => user.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The session on `conn` now acts as `token`'s user, and only this one.
+    pub(super) fn prove(&mut self, conn: ConnId, token: SessionToken) {
+        if let Some(Conn {
+            stage: Stage::Established { user, .. },
+            ..
+        }) = self.conns.get_mut(&conn)
+        {
+            *user = Some(token);
+        }
+    }
+
+    /// Answers the session's operation; the session is idle again.
+    pub(super) fn answer(
+        &mut self,
+        conn: ConnId,
+        op: OpCode,
+        msg: SessionMsg,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        let outcome = match &msg {
+            SessionMsg::Failed(e) => e.to_string(),
+            SessionMsg::LoggedIn { user_id, .. } => format!("logged in user {user_id}"),
+            other => format!("{other:?}"),
+        };
+        out.send(conn, &msg);
+        self.set_op(conn, Op::Idle);
+        out.event(ServerEvent::Answered { conn, op, outcome });
+    }
+
+    /// Answers now, or not yet (`Ok(None)`: ordered through the master, or
+    /// waiting for a transfer; answered later).
+    pub(super) fn reply(
+        &mut self,
+        conn: ConnId,
+        op: OpCode,
+        reply: Result<Option<SessionMsg>, OpError>,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        match reply {
+            Ok(None) => {}
+            Ok(Some(msg)) => self.answer(conn, op, msg, out),
+            Err(e) => self.answer(conn, op, SessionMsg::Failed(e), out),
+        }
+    }
+
+    /// Sends `txn` to the master on behalf of the session on `conn`; the
+    /// session waits until it is applied here. The transaction's origin,
+    /// unless `conn` has no session.
+    pub(super) fn order(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        op: OpCode,
+        txn: Txn,
+        replica: &mut Replica,
+        out: &mut Outbox<ServerEvent>,
+    ) -> Result<Option<Origin>, OpError> {
+        let Some(Conn {
+            stage: Stage::Established {
+                session, requests, ..
+            },
+            ..
+        }) = self.conns.get_mut(&conn)
+        else {
+            return Ok(None);
+        };
+        *requests += 1;
+        let origin = Origin {
+            server: self.id,
+            session: *session,
+            request: *requests,
+        };
+        if replica.submit(now, origin, txn, out).is_err() {
+            return Err(OpError::Unavailable {
+                reason: "too many requests are waiting for the master".into(),
+            });
+        }
+        let deadline = now + self.request_timeout;
+        self.set_op(
+            conn,
+            Op::Ordering {
+                op,
+                origin,
+                deadline,
+            },
+        );
+        Ok(Some(origin))
+    }
+
+    /// The session waiting for `origin`'s transaction, and its operation.
+    pub(super) fn ordering(&self, origin: &Origin) -> Option<(ConnId, OpCode)> {
+        self.conns.iter().find_map(|(id, c)| match &c.stage {
+            Stage::Established {
+                op: Op::Ordering { op, origin: o, .. },
+                ..
+            } if o == origin => Some((*id, *op)),
+            _ => None,
+        })
+    }
+
+    /// Lapses the reservations whose time is up; how many lapsed.
+    pub(super) fn expire_reservations(&mut self, now: Timestamp) -> usize {
+        self.reservations.expire(now)
+    }
+
+    /// The connections whose deadline has passed; `elsewhere` gives the
+    /// deadline of an operation run elsewhere.
+    pub(super) fn late(
+        &self,
+        now: Timestamp,
+        elsewhere: impl Fn(ConnId) -> Option<Timestamp>,
+    ) -> Vec<ConnId> {
+        self.conns
+            .iter()
+            .filter(|(id, c)| c.stage.deadline(elsewhere(**id)).is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// `conn`'s deadline passed. `elsewhere`: the deadline of its operation,
+    /// if that is run elsewhere.
+    pub(super) fn on_deadline(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        elsewhere: Option<Timestamp>,
+        out: &mut Outbox<ServerEvent>,
+    ) -> Due {
+        let Some(c) = self.conns.get(&conn) else {
+            return Due::Done;
+        };
+        let step = match &c.stage {
+            // The operation's own deadline, if it has one, comes first.
+            Stage::Established {
+                op, idle_deadline, ..
+            } if op.deadline(elsewhere).is_none_or(|d| d > now) => {
+                if *idle_deadline > now {
+                    return Due::Done;
+                }
+                "any message from an idle session"
+            }
+            Stage::Established {
+                op: Op::Elsewhere, ..
+            } => return Due::Elsewhere,
+            Stage::Established {
+                op: Op::Ordering { op, .. },
+                ..
+            } => {
+                let op = *op;
+                let reason =
+                    "the master did not order the request in time; it may still take effect".into();
+                let msg = SessionMsg::Failed(OpError::Unavailable { reason });
+                self.answer(conn, op, msg, out);
+                return Due::Done;
+            }
+            Stage::Established {
+                op: Op::AwaitData { .. },
+                ..
+            } => "the operation's data",
+            Stage::Established { op: Op::Idle, .. } => "any message from an idle session",
+            Stage::AwaitAck { .. } => "the client's ACK",
+            Stage::Opening { .. } => "the first message",
+        };
+        Due::Refuse(Refusal::Timeout { step: step.into() })
+    }
+
+    pub(super) fn poll_timeout(
+        &self,
+        elsewhere: impl Fn(ConnId) -> Option<Timestamp>,
+    ) -> Option<Timestamp> {
+        let conns = self
+            .conns
+            .iter()
+            .filter_map(|(id, c)| c.stage.deadline(elsewhere(*id)))
+            .min();
+        earliest(conns, self.reservations.next_deadline())
+    }
+}
+
+/// The refusal of data that does not belong to operation `op`.
+pub(super) fn wrong_data(op: OpCode) -> Refusal {
+    let what = format!("data that does not belong to {op:?}");
+    Refusal::Unexpected { what }
+}
