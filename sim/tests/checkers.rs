@@ -3,7 +3,9 @@
 //! fire, and the same run without the bug does not.
 
 use ferry_core::sabotage::{self, Sabotage};
-use ferry_sim::{run_connect_scenario, Preset, ScenarioConfig};
+use ferry_sim::{
+    run_connect_scenario, run_replication_scenario, Preset, ReplicationConfig, ScenarioConfig,
+};
 
 /// Runs `f` with `bug` switched on for this thread, and off again after.
 fn sabotaged<R>(bug: Sabotage, f: impl FnOnce() -> R) -> R {
@@ -42,5 +44,43 @@ fn a_balancer_that_takes_no_for_yes_is_caught() {
             .any(|v| v.contains("whose server answered \"no\"")),
         "the checker did not fire: {:?}",
         broken.violations
+    );
+}
+
+/// Runs replication swarm seeds with `bug` on until one shows a violation
+/// containing `fires`; returns that seed. The same seed without the bug
+/// must be clean of it.
+fn caught_in_replication(bug: Sabotage, fires: &str) -> u64 {
+    for seed in 1..=30 {
+        let cfg = ReplicationConfig::swarm(seed);
+        let broken = sabotaged(bug, || run_replication_scenario(seed, &cfg));
+        if broken.violations.iter().any(|v| v.contains(fires)) {
+            let honest = run_replication_scenario(seed, &cfg);
+            assert!(
+                !honest.violations.iter().any(|v| v.contains(fires)),
+                "seed {seed} fires without {bug:?} too: {:?}",
+                honest.violations
+            );
+            return seed;
+        }
+    }
+    panic!("no seed caught {bug:?} ({fires:?})");
+}
+
+#[test]
+fn a_master_that_commits_on_its_own_copy_is_caught() {
+    caught_in_replication(Sabotage::MasterCommitsOnOneCopy, "stores hold it");
+}
+
+#[test]
+fn a_follower_that_acknowledges_before_its_disk_has_the_entry_is_caught() {
+    caught_in_replication(Sabotage::FollowerAcksBeforeDurable, "stores hold it");
+}
+
+#[test]
+fn a_follower_that_applies_before_the_commit_is_caught() {
+    caught_in_replication(
+        Sabotage::FollowerAppliesUncommitted,
+        "but the master has committed only up to",
     );
 }

@@ -11,6 +11,7 @@ use super::{AfterPersist, ReplicaConfig, ReplicaEvent, Shell, SubmitError, Write
 use crate::io::ConnId;
 use crate::outbox::Outbox;
 use crate::refusal::Refusal;
+use crate::sabotage::{self, Sabotage};
 use crate::store::{Batch, Write};
 use crate::time::Timestamp;
 use std::collections::BTreeMap;
@@ -281,6 +282,13 @@ impl Follower {
         }
         if !batch.is_empty() {
             let upto = sh.len();
+            if sabotage::on(Sabotage::FollowerAcksBeforeDurable) {
+                let ok = ReplicaMsg::PrepareOk {
+                    view: sh.view,
+                    durable: upto,
+                };
+                out.send(conn, &ok);
+            }
             sh.persist(batch, AfterPersist::Appended { upto }, out);
         }
         self.learn_commit(commit, sh, out);
@@ -294,7 +302,10 @@ impl Follower {
         sh: &mut Shell,
         out: &mut Outbox<E>,
     ) {
-        let commit = commit.min(sh.len());
+        let commit = match sabotage::on(Sabotage::FollowerAppliesUncommitted) {
+            true => sh.len(),
+            false => commit.min(sh.len()),
+        };
         if commit > sh.commit {
             sh.commit = commit;
             sh.apply_committed(out, |origin| {

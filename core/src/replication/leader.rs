@@ -10,6 +10,7 @@ use crate::frame::FrameDecoder;
 use crate::io::ConnId;
 use crate::outbox::Outbox;
 use crate::refusal::Refusal;
+use crate::sabotage::{self, Sabotage};
 use crate::store::{Batch, Write};
 use crate::time::{earliest, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
@@ -114,7 +115,10 @@ impl Master {
         durable.push(sh.durable);
         durable.sort_unstable_by(|a, b| b.cmp(a));
         let majority = sh.cfg.cluster_size() / 2 + 1;
-        let candidate = durable[majority - 1].min(sh.len());
+        let candidate = match sabotage::on(Sabotage::MasterCommitsOnOneCopy) {
+            true => sh.durable.min(sh.len()),
+            false => durable[majority - 1].min(sh.len()),
+        };
         if candidate > sh.commit {
             sh.commit = candidate;
             out.event(ReplicaEvent::Committed { index: candidate }.into());
