@@ -307,14 +307,14 @@ impl Master {
         let late: Vec<ConnId> = self
             .peers
             .iter()
-            .filter(|(_, stage, deadline)| match stage {
-                PeerStage::Challenged { .. } => *deadline <= now,
+            .filter(|(_, pc)| match pc.stage {
+                PeerStage::Challenged { .. } => pc.deadline <= now,
                 PeerStage::Live { from } => self
                     .followers
-                    .get(from)
+                    .get(&from)
                     .is_some_and(|p| now.saturating_since(p.last_heard) >= sh.cfg.dead_after),
             })
-            .map(|(c, _, _)| c)
+            .map(|(c, _)| *c)
             .collect();
         for conn in late {
             let step = "a follower's message".into();
@@ -330,12 +330,12 @@ impl Master {
         let dead = self
             .peers
             .iter()
-            .map(|(_, stage, deadline)| match stage {
-                PeerStage::Challenged { .. } => deadline,
+            .map(|(_, pc)| match pc.stage {
+                PeerStage::Challenged { .. } => pc.deadline,
                 PeerStage::Live { from } => self
                     .followers
                     .get(&from)
-                    .map_or(deadline, |p| p.last_heard + cfg.dead_after),
+                    .map_or(pc.deadline, |p| p.last_heard + cfg.dead_after),
             })
             .min();
         earliest(beat, dead)

@@ -190,10 +190,11 @@ pub(super) enum PeerStage {
     Live { from: u32 },
 }
 
-struct PeerConn {
+pub(super) struct PeerConn {
     decoder: FrameDecoder,
-    stage: PeerStage,
-    deadline: Timestamp,
+    pub(super) stage: PeerStage,
+    /// When the handshake step it is at must be done.
+    pub(super) deadline: Timestamp,
 }
 
 /// The master's connections from its followers.
@@ -215,11 +216,9 @@ impl Peers {
         self.conns.get(&conn).map(|pc| pc.stage)
     }
 
-    /// Every connection, its stage, and when its handshake step is due.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (ConnId, PeerStage, Timestamp)> + '_ {
-        self.conns
-            .iter()
-            .map(|(conn, pc)| (*conn, pc.stage, pc.deadline))
+    /// Every connection.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&ConnId, &PeerConn)> {
+        self.conns.iter()
     }
 
     /// A connection whose first frame was a replication message: a

@@ -12,39 +12,50 @@
 //! calls that are handed what else they act on (the replica, the outbox,
 //! or a small context of the parts it uses):
 //!
-//! - `sessions` ([`sessions::Sessions`]): client connections, from the
+//! - `sessions` (`Sessions`): client connections, from the
 //!   balancer's probe and its reservation to the HELLO handshake; each
 //!   session's stage and the operation it runs; answering, and ordering
 //!   transactions through the master on a session's behalf.
-//! - `accounts` ([`accounts::Accounts`]): register, log in, log out, who
+//! - `accounts` (`Accounts`): register, log in, log out, who
 //!   am I; session tokens; the login limiter; confirming reads with the
 //!   master's read index.
-//! - `user_files` ([`user_files::UserFiles`]): the file operations of a
+//! - `user_files` (`UserFiles`): the file operations of a
 //!   session on the replicated catalogue (upload, download, list, share,
 //!   unshare, delete), as the session's proven user.
-//! - `blobs` ([`blobs::BlobStore`]): content named by its BLAKE3 digest;
+//! - `blobs` (`BlobStore`): content named by its BLAKE3 digest;
 //!   fetching it from other servers and serving it to them; collecting
 //!   what nothing names.
-//! - `scrub` ([`scrub::Scrubber`]): checking a blob a receiver found
+//! - `scrub` (`Scrubber`): checking a blob a receiver found
 //!   damaged.
 //! - [`Replica`] (`crate::replication`): the replicated log and state.
 //!
-//! An arrow reads "uses"; there are no circles:
+//! Which part uses which (an arrow reads "uses"); there are no circles. The
+//! blob store does not know the sessions (downloads waiting for a fetch
+//! hear of it through the `blobs::Waiting` trait, which the user files
+//! implement), and scrubbing knows nothing of the blob store (it reads
+//! through the handles it is given and returns verdicts):
 //!
 //! ```text
-//!                          Server (mod.rs)
-//!        ┌──────────────┬────────┴──────┬──────────────┐
-//!        ▼              ▼               ▼              ▼
-//!   user_files ───► accounts ───► sessions ───► reservations
-//!     │  │                            ▲
-//!     │  └────────────────────────────┘
-//!     └──────────────► blobs ───► scrub
+//!                          Server
+//!    ┌──────────────┬────────┼─────────────┐
+//!    ▼              │        ▼             ▼
+//!  user_files ──────┼──► accounts        blobs ◄──┐
+//!    │  │  │        │        │             │      │
+//!    │  │  │        ▼        │             ▼      │
+//!    │  │  └───► sessions ◄──┘           scrub    │
+//!    │  │           │                      ▲      │
+//!    │  │           ▼                      │      │
+//!    │  │      reservations                │      │
+//!    │  └──────────────────────────────────┘      │
+//!    └────────────────────────────────────────────┘
 //! ```
 //!
-//! Server also uses blobs and scrub directly (for handles that are not a
-//! session's, and to re-export `Verdict`). Every part may use the leaves
-//! `config` (`ServerConfig`), `event` (`ServerEvent`, which uses `scrub`
-//! for its verdicts) and `messages`; none uses `mod.rs`.
+//! As a list: Server → sessions, accounts, user_files, blobs;
+//! user_files → sessions, accounts, blobs, scrub; accounts → sessions;
+//! sessions → reservations; blobs → scrub; scrub → nothing. Every part may
+//! also use the leaves `config` ([`ServerConfig`]), `messages` and `event`
+//! ([`ServerEvent`], which uses `messages` and `scrub` for what it shows);
+//! none uses `mod.rs`.
 
 mod accounts;
 mod blobs;
@@ -503,4 +514,4 @@ impl Node for Server {
 mod tests;
 
 #[cfg(test)]
-mod files_tests;
+mod user_files_tests;
