@@ -13,21 +13,20 @@
 //! that fires before a deadline only makes the driver loop; it never makes
 //! a timeout fire early.
 
-use mio::unix::SourceFd;
-use mio::{Interest, Registry, Token};
+use super::poller::{Interest, Poll, Source};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::time::{Duration, Instant};
 
 pub(super) struct Timer {
-    fd: File,
+    fd: Source<File>,
     /// When the timer fires, if it is armed.
     armed: Option<Instant>,
 }
 
 impl Timer {
-    pub fn new(registry: &Registry, token: Token) -> io::Result<Timer> {
+    pub fn new(poll: &Poll, key: usize) -> io::Result<Timer> {
         // SAFETY: timerfd_create takes no pointers; a descriptor it returns
         // is ours alone.
         let fd = unsafe {
@@ -41,7 +40,7 @@ impl Timer {
         }
         // SAFETY: `fd` is a fresh descriptor owned by nobody else.
         let fd = unsafe { File::from_raw_fd(fd) };
-        registry.register(&mut SourceFd(&fd.as_raw_fd()), token, Interest::READABLE)?;
+        let fd = poll.register(fd, key, Interest::Read)?;
         Ok(Timer { fd, armed: None })
     }
 
@@ -82,23 +81,20 @@ impl Timer {
         // Clears the expiry count; with nothing to read it says WouldBlock,
         // which is as good.
         let mut count = [0u8; 8];
-        let _ = (&self.fd).read(&mut count);
+        let _ = (&*self.fd).read(&mut count);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mio::{Events, Poll};
 
     /// Waits for the timer's event; returns how long it took.
     fn wait_for_fire(poll: &mut Poll, timer: &mut Timer, since: Instant) -> Duration {
-        let mut events = Events::with_capacity(4);
         loop {
-            poll.poll(&mut events, Some(Duration::from_secs(5)))
-                .unwrap();
-            assert!(!events.is_empty(), "the timer did not fire within 5 s");
-            if events.iter().any(|e| e.token() == Token(7)) {
+            let got = poll.wait(Some(Duration::from_secs(5))).unwrap();
+            assert!(got, "the timer did not fire within 5 s");
+            if poll.events().any(|e| e.key == 7) {
                 timer.fired();
                 return since.elapsed();
             }
@@ -108,7 +104,7 @@ mod tests {
     #[test]
     fn an_earlier_deadline_rearms_and_a_later_one_does_not() {
         let mut poll = Poll::new().unwrap();
-        let mut timer = Timer::new(poll.registry(), Token(7)).unwrap();
+        let mut timer = Timer::new(&poll, 7).unwrap();
         let start = Instant::now();
         timer
             .arm_by(start + Duration::from_secs(60), start)
