@@ -4,15 +4,14 @@
 //! Registrations are edge-triggered: epoll says once that a socket became
 //! readable or writable, and says it again only after something changes.
 //! So a connection remembers the readiness it was told of until a read or
-//! a write shows it used up (`WouldBlock` or end of stream for a read, a
-//! short transfer for a write: see [`Conn::read`] and
-//! [`OutQueue::write_to`]).
+//! a write shows it used up (`WouldBlock`, or a short transfer: see
+//! [`Conn::read`] and [`OutQueue::write_to`]).
 
-use crate::net::Source;
 use ferry_core::ConnId;
+use mio::net::TcpStream;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// How long dialing may take before it is reported as failed.
@@ -79,12 +78,14 @@ pub struct Conn {
     /// Whether the node still knows the connection: only then is it told
     /// anything about it.
     pub live: bool,
-    /// Non-blocking, in the driver's poll.
-    pub stream: Option<Source<TcpStream>>,
+    pub stream: Option<TcpStream>,
     pub state: State,
     pub out: OutQueue,
     /// Epoll said readable, and no read has shown the socket drained since.
     pub readable: bool,
+    /// The peer's FIN (or an error) was seen: read until the end, whatever
+    /// the size of the reads.
+    pub read_closed: bool,
     /// Epoll said writable, and no write has filled the socket since.
     pub writable: bool,
     /// A write failed: the connection is broken.
@@ -100,7 +101,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(id: ConnId, stream: Option<Source<TcpStream>>, state: State) -> Conn {
+    pub fn new(id: ConnId, stream: Option<TcpStream>, state: State) -> Conn {
         Conn {
             id,
             live: true,
@@ -108,6 +109,7 @@ impl Conn {
             state,
             out: OutQueue::default(),
             readable: false,
+            read_closed: false,
             writable: false,
             broken: None,
             eof: false,
@@ -132,10 +134,10 @@ impl Conn {
         if !self.can_write() {
             return;
         }
-        let Some(stream) = self.stream.as_ref() else {
+        let Some(stream) = self.stream.as_mut() else {
             return;
         };
-        match self.out.write_to(&mut &**stream) {
+        match self.out.write_to(stream) {
             Ok(Flushed::All) => {}
             Ok(Flushed::Blocked) => self.writable = false,
             Err(e) => self.broken = Some(e),
@@ -145,24 +147,23 @@ impl Conn {
     /// One read into `buf`. `Ok(None)`: nothing to read now. `Ok(Some(0))`:
     /// end of stream.
     ///
-    /// Readiness is dropped only when a read says `WouldBlock` (or the
-    /// stream ended), even after a read that filled less than `buf`. A
-    /// short read does drain the socket's data, and Linux reports new data
-    /// with a new edge; but a FIN that came with that data gets no further
-    /// edge, and the event that announced both cannot say so without
-    /// `EPOLLRDHUP`, which polling does not register (see `net::poller`).
-    /// So each burst of data ends with a read that fails with
-    /// `WouldBlock` (or finds the end of stream).
+    /// A read that fills less than `buf` means the socket was drained
+    /// (Linux reports new data with a new edge), so readiness is dropped
+    /// without the extra read that would only fail with `WouldBlock`;
+    /// unless the peer's FIN was already reported, which comes with no
+    /// further edge.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        let Some(stream) = self.stream.as_ref() else {
+        let Some(stream) = self.stream.as_mut() else {
             self.readable = false;
             return Ok(None);
         };
         loop {
-            match (&**stream).read(buf) {
+            match stream.read(buf) {
                 Ok(n) => {
                     if n == 0 {
                         self.eof = true;
+                        self.readable = false;
+                    } else if n < buf.len() && !self.read_closed {
                         self.readable = false;
                     }
                     self.budget = self.budget.saturating_sub(n.max(1));

@@ -1,12 +1,11 @@
-//! The sockets of one driver, polled on the driver's own thread with
-//! smol's poller (the `polling` crate; see `poller`).
+//! The sockets of one driver, polled with mio on the driver's own thread.
 //!
-//! One wait per wakeup, until an event or the earliest deadline (the
-//! node's or the driver's own: connect timeouts, lingers, an accept
-//! pause), which a timerfd in the poll enforces (see `timer`). Every
-//! socket is registered once, edge-triggered, for reading and writing;
-//! readiness is remembered per connection (see `conn`) and used up by
-//! reads and writes, so nothing is re-armed per message.
+//! One `epoll_wait` per wakeup, with the earliest deadline (the node's or
+//! the driver's own: connect timeouts, lingers, an accept pause) as its
+//! timeout. Every socket is registered once, edge-triggered, for reading
+//! and writing; readiness is remembered per connection (see `conn`) and
+//! used up by reads and writes, so a message costs a read or a write and
+//! no system call to re-arm anything.
 //!
 //! **Inputs.** Sockets with something to report wait in a list; the
 //! driver takes one [`Input`] at a time from it ([`Net::next_input`]) and
@@ -27,7 +26,7 @@ use crate::conn::{Conn, State, CLOSE_FLUSH, LINGER, MAX_QUEUED, READ_BUFFER};
 use accept::Listener;
 use ferry_core::{ConnId, Input};
 
-use poller::{Poll, Waker};
+use mio::{Events, Poll, Token, Waker};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::net::{Shutdown, SocketAddr};
@@ -48,17 +47,15 @@ pub const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 mod accept;
 mod dial;
-mod poller;
 mod spin;
 #[cfg(test)]
 mod tests;
 mod timer;
 
-pub(crate) use poller::Source;
-
 const LISTENER: usize = 0;
-const TIMER: usize = 1;
-const FIRST_CONN: usize = 2;
+const WAKER: usize = 1;
+const TIMER: usize = 2;
+const FIRST_CONN: usize = 3;
 
 /// Stops a running driver from another thread: its `run_until` returns
 /// [`DriverError::Stopped`](crate::DriverError::Stopped) soon after.
@@ -101,6 +98,7 @@ pub struct Net {
     name: String,
     /// `None` only if the poll could not be made; `fatal` says why.
     poll: Option<Poll>,
+    events: Events,
     waker: Option<Arc<Waker>>,
     /// `None` if it could not be made: the poll's timeout serves instead.
     timer: Option<timer::Timer>,
@@ -131,15 +129,22 @@ pub struct Net {
 }
 
 /// Polls `poll` without sleeping, yielding the processor between polls,
-/// until it has events (or is woken) or `budget` from `started` is spent.
-/// True if it has.
-fn spin(poll: &mut Poll, started: Instant, budget: Duration) -> io::Result<bool> {
+/// until it has events or `budget` from `started` is spent. True if it has.
+fn spin(
+    poll: &mut Poll,
+    events: &mut Events,
+    started: Instant,
+    budget: Duration,
+) -> io::Result<bool> {
     if budget.is_zero() {
         return Ok(false);
     }
     loop {
-        if poll.wait(Some(Duration::ZERO))? {
-            return Ok(true);
+        match poll.poll(events, Some(Duration::ZERO)) {
+            Ok(()) if !events.is_empty() => return Ok(true),
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
         if started.elapsed() >= budget {
             return Ok(false);
@@ -152,26 +157,29 @@ impl Net {
     pub fn new(name: &str) -> Net {
         let (resolved_tx, resolved_rx) = mpsc::channel();
         let mut fatal = None;
-        let poll = match Poll::new() {
-            Ok(poll) => Some(poll),
+        let (poll, waker) = match Poll::new().and_then(|poll| {
+            let waker = Waker::new(poll.registry(), Token(WAKER))?;
+            Ok((poll, waker))
+        }) {
+            Ok((poll, waker)) => (Some(poll), Some(Arc::new(waker))),
             Err(e) => {
                 fatal = Some(format!("cannot poll sockets: {e}"));
-                None
+                (None, None)
             }
         };
-        let waker = poll.as_ref().map(Poll::waker);
-        let timer = poll
-            .as_ref()
-            .and_then(|p| match timer::Timer::new(p, TIMER) {
-                Ok(timer) => Some(timer),
-                Err(e) => {
-                    tracing::warn!("no timerfd ({e}); the poll times out instead");
-                    None
-                }
-            });
+        let timer =
+            poll.as_ref()
+                .and_then(|p| match timer::Timer::new(p.registry(), Token(TIMER)) {
+                    Ok(timer) => Some(timer),
+                    Err(e) => {
+                        tracing::warn!("no timerfd ({e}); the poll times out instead");
+                        None
+                    }
+                });
         Net {
             name: name.to_string(),
             poll,
+            events: Events::with_capacity(256),
             waker,
             timer,
             stop: Arc::new(AtomicBool::new(false)),
@@ -360,8 +368,8 @@ impl Net {
             (Some(at), timer) => {
                 match timer.map(|t| t.arm_by(at, now)) {
                     Some(Ok(())) => None,
-                    // Without a timer, the poll's own timeout (which
-                    // polling arms anew for every wait).
+                    // Without a timer, the poll's own timeout, which mio
+                    // rounds up to whole milliseconds.
                     Some(Err(_)) | None => Some(at.saturating_duration_since(now)),
                 }
             }
@@ -376,13 +384,22 @@ impl Net {
             self.spin
                 .allowance(until.map(|at| at.saturating_duration_since(now)))
         };
-        if !spin(poll, started, spin_for)? {
-            poll.wait(timeout)?;
+        if !spin(poll, &mut self.events, started, spin_for)? {
+            match poll.poll(&mut self.events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
         self.spin.waited(started.elapsed());
-        for event in poll.events() {
-            let token = event.key;
+        let mut woken = false;
+        for event in self.events.iter() {
+            let token = event.token().0;
             let queued = match token {
+                WAKER => {
+                    woken = true;
+                    continue;
+                }
                 TIMER => {
                     if let Some(timer) = self.timer.as_mut() {
                         timer.fired();
@@ -402,8 +419,11 @@ impl Net {
                     };
                     // A fresh budget for each wakeup it has news in.
                     c.budget = READ_BUDGET;
-                    c.readable |= event.readable;
-                    c.writable |= event.writable;
+                    let closed = event.is_read_closed() || event.is_error();
+                    c.readable |= event.is_readable() || closed;
+                    c.read_closed |= closed;
+                    c.writable |=
+                        event.is_writable() || event.is_write_closed() || event.is_error();
                     &mut c.queued
                 }
             };
@@ -412,10 +432,10 @@ impl Net {
                 self.ready.push_back(token);
             }
         }
-        // polling does not say whether the wait was woken (for a resolved
-        // name, say); looking costs no system call.
-        while let Ok((token, result)) = self.resolved_rx.try_recv() {
-            self.resolved(token, result);
+        if woken {
+            while let Ok((token, result)) = self.resolved_rx.try_recv() {
+                self.resolved(token, result);
+            }
         }
         for token in std::mem::take(&mut self.carry) {
             self.queue(token);

@@ -1,18 +1,17 @@
 //! Accepting: connections numbered `ConnId::accepted(0)`, 1, and so on, a
 //! budget of accepts per wakeup, and a pause after a failed accept.
 
-use super::poller::{Interest, Source};
 use super::{Got, Net, ACCEPT_BUDGET, ACCEPT_RETRY, LISTENER, READ_BUDGET};
 use crate::conn::{Conn, State};
 use ferry_core::ConnId;
+use mio::net::TcpListener;
+use mio::{Interest, Token};
 use std::io;
-use std::net::TcpListener;
 use std::time::Instant;
 
 /// The node's listener, as the driver polls it.
 pub(super) struct Listener {
-    /// Non-blocking, in the driver's poll.
-    pub socket: Source<TcpListener>,
+    pub socket: TcpListener,
     /// Epoll said there are connections to accept, and no accept has
     /// failed with `WouldBlock` since.
     pub ready: bool,
@@ -27,16 +26,18 @@ pub(super) struct Listener {
 impl Net {
     /// Accepts connections from `listener` from now on, instead of any
     /// listener given before.
-    pub fn listen(&mut self, listener: TcpListener) {
-        // The old listener, if any, leaves the poll before the new one is
-        // added under the same key.
-        self.listener = None;
-        let registered = listener
-            .set_nonblocking(true)
-            .and_then(|()| match &self.poll {
-                Some(poll) => poll.register(listener, LISTENER, Interest::Read),
-                None => Err(io::Error::other("no poll")),
-            });
+    pub fn listen(&mut self, listener: std::net::TcpListener) {
+        let registered = listener.set_nonblocking(true).and_then(|()| {
+            let mut socket = TcpListener::from_std(listener);
+            match &self.poll {
+                Some(poll) => {
+                    poll.registry()
+                        .register(&mut socket, Token(LISTENER), Interest::READABLE)?
+                }
+                None => return Err(io::Error::other("no poll")),
+            }
+            Ok(socket)
+        });
         match registered {
             Ok(socket) => {
                 self.listener = Some(Listener {
@@ -69,7 +70,7 @@ impl Net {
             return None;
         }
         l.budget -= 1;
-        let (stream, peer) = match l.socket.accept() {
+        let (mut stream, peer) = match l.socket.accept() {
             Ok(accepted) => accepted,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 l.ready = false;
@@ -106,17 +107,14 @@ impl Net {
         let token = self.next_token;
         self.next_token += 1;
         let poll = self.poll.as_ref()?;
-        // Accepted sockets start blocking, whatever the listener is.
-        let stream = match stream
-            .set_nonblocking(true)
-            .and_then(|()| poll.register(stream, token, Interest::ReadWrite))
-        {
-            Ok(stream) => stream,
-            Err(e) => {
-                tracing::warn!(node = %self.name, "cannot poll a connection from {peer}: {e}");
-                return None;
-            }
-        };
+        if let Err(e) = poll.registry().register(
+            &mut stream,
+            Token(token),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!(node = %self.name, "cannot poll a connection from {peer}: {e}");
+            return None;
+        }
         // Control messages are small; do not let Nagle hold them back.
         let _ = stream.set_nodelay(true);
         let conn = ConnId::accepted(self.next_accept);

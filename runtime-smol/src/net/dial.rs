@@ -2,29 +2,15 @@
 //! non-blocking connect to each address in turn, all within
 //! [`CONNECT_TIMEOUT`]; `Connected` or `ConnectFailed` once known.
 
-use super::poller::Interest;
 use super::{Got, Net, READ_BUDGET};
 use crate::conn::{Conn, State, CONNECT_TIMEOUT};
 use ferry_core::ConnId;
-use socket2::{Domain, Protocol, Socket, Type};
+use mio::net::TcpStream;
+use mio::{Interest, Token};
 use std::collections::VecDeque;
 use std::io;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Instant;
-
-/// A TCP socket connecting to `ip` without blocking (std's connect would
-/// wait for the handshake): the outcome is learnt once the poll says the
-/// socket is writable (see [`Net::service_dial`]).
-fn start_connect(ip: SocketAddr) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::for_address(ip), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nonblocking(true)?;
-    match socket.connect(&ip.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(socket.into())
-}
 
 impl Net {
     /// Starts dialing `addr` for the node's connection `conn`.
@@ -106,9 +92,16 @@ impl Net {
         };
         c.stream = None;
         while let Some(ip) = rest.pop_front() {
-            let started = start_connect(ip).and_then(|stream| match &self.poll {
-                Some(poll) => poll.register(stream, token, Interest::ReadWrite),
-                None => Err(io::Error::other("no poll")),
+            let started = TcpStream::connect(ip).and_then(|mut stream| {
+                match &self.poll {
+                    Some(poll) => poll.registry().register(
+                        &mut stream,
+                        Token(token),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )?,
+                    None => return Err(io::Error::other("no poll")),
+                }
+                Ok(stream)
             });
             match started {
                 Ok(stream) => {
@@ -152,8 +145,8 @@ impl Net {
             return None;
         }
         let stream = c.stream.as_ref()?;
-        // A non-blocking connect's outcome: an error, or a peer address
-        // once connected.
+        // How mio says to learn a non-blocking connect's outcome: an error,
+        // or a peer address once connected.
         let outcome = match stream.take_error() {
             Ok(Some(e)) | Err(e) => Err(e),
             Ok(None) => match stream.peer_addr() {

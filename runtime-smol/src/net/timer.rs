@@ -13,20 +13,21 @@
 //! that fires before a deadline only makes the driver loop; it never makes
 //! a timeout fire early.
 
-use super::poller::{Interest, Poll, Source};
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::time::{Duration, Instant};
 
 pub(super) struct Timer {
-    fd: Source<File>,
+    fd: File,
     /// When the timer fires, if it is armed.
     armed: Option<Instant>,
 }
 
 impl Timer {
-    pub fn new(poll: &Poll, key: usize) -> io::Result<Timer> {
+    pub fn new(registry: &Registry, token: Token) -> io::Result<Timer> {
         // SAFETY: timerfd_create takes no pointers; a descriptor it returns
         // is ours alone.
         let fd = unsafe {
@@ -40,7 +41,7 @@ impl Timer {
         }
         // SAFETY: `fd` is a fresh descriptor owned by nobody else.
         let fd = unsafe { File::from_raw_fd(fd) };
-        let fd = poll.register(fd, key, Interest::Read)?;
+        registry.register(&mut SourceFd(&fd.as_raw_fd()), token, Interest::READABLE)?;
         Ok(Timer { fd, armed: None })
     }
 
@@ -81,20 +82,23 @@ impl Timer {
         // Clears the expiry count; with nothing to read it says WouldBlock,
         // which is as good.
         let mut count = [0u8; 8];
-        let _ = (&*self.fd).read(&mut count);
+        let _ = (&self.fd).read(&mut count);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mio::{Events, Poll};
 
     /// Waits for the timer's event; returns how long it took.
     fn wait_for_fire(poll: &mut Poll, timer: &mut Timer, since: Instant) -> Duration {
+        let mut events = Events::with_capacity(4);
         loop {
-            let got = poll.wait(Some(Duration::from_secs(5))).unwrap();
-            assert!(got, "the timer did not fire within 5 s");
-            if poll.events().any(|e| e.key == 7) {
+            poll.poll(&mut events, Some(Duration::from_secs(5)))
+                .unwrap();
+            assert!(!events.is_empty(), "the timer did not fire within 5 s");
+            if events.iter().any(|e| e.token() == Token(7)) {
                 timer.fired();
                 return since.elapsed();
             }
@@ -104,7 +108,7 @@ mod tests {
     #[test]
     fn an_earlier_deadline_rearms_and_a_later_one_does_not() {
         let mut poll = Poll::new().unwrap();
-        let mut timer = Timer::new(&poll, 7).unwrap();
+        let mut timer = Timer::new(poll.registry(), Token(7)).unwrap();
         let start = Instant::now();
         timer
             .arm_by(start + Duration::from_secs(60), start)
