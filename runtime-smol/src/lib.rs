@@ -26,6 +26,15 @@
 //! stop-and-wait transfer runs at about 0.75–0.8× the bare loop (the rest
 //! is the node's own work and the disk; figures in `docs/transfer.md`).
 //!
+//! **Why not smol's own poller either.** The same loop was ported to the
+//! `polling` crate (the reactor beneath async-io), edge-triggered, and
+//! measured on 2026-12-05. It costs 8 system calls per chunk on each side.
+//! Its `Poller::wait` also re-arms its own timerfd and its oneshot
+//! notification eventfd on every wait, and it cannot register
+//! `EPOLLRDHUP`, so each burst of reads has to end with one that fails
+//! with `EAGAIN`. Stop-and-wait uploads ran at 0.60–0.66× the mio
+//! driver's, so mio stayed (figures in `docs/decisions.md`).
+//!
 //! - [`clock`]: real time as the core's [`Timestamp`](ferry_core::Timestamp),
 //!   counted from the Unix epoch.
 //! - [`driver`]: the run loop (str0m's rule: drain every output after every
