@@ -182,9 +182,11 @@ pub struct Files {
     /// discarded), with the number of their opening; a later open of one of
     /// these must not truncate it.
     created: HashMap<u64, u64>,
-    /// Temporary files whose write failed: later writes are skipped (the
-    /// node was told once) until the file is discarded.
-    broken: HashSet<u64>,
+    /// Temporary files whose write failed, with the first failure: later
+    /// writes are skipped (the node was told once) until the file is
+    /// discarded, and its persist fails as that write did (a full disk
+    /// stays a full disk, whenever the writer thread's word arrived).
+    broken: HashMap<u64, FileFailure>,
     /// Temporary files handed to the writer thread to persist, until it
     /// answers: their names are not free.
     persisting: HashSet<u64>,
@@ -203,7 +205,7 @@ impl Files {
             role,
             open: HashMap::new(),
             created: HashMap::new(),
-            broken: HashSet::new(),
+            broken: HashMap::new(),
             persisting: HashSet::new(),
             clock: 0,
             opened: 0,
@@ -299,13 +301,13 @@ impl Files {
                 }
             }
             FileOp::Write { temp, offset, data } => {
-                if self.broken.contains(&temp) {
+                if self.broken.contains_key(&temp) {
                     return None;
                 }
                 match self.write(temp, offset, data) {
                     Ok(()) => None,
                     Err(failure) => {
-                        self.broken.insert(temp);
+                        self.broken.insert(temp, failure.clone());
                         Some(FileAnswer::Failed {
                             handle: temp,
                             failure,
@@ -563,7 +565,9 @@ impl Files {
                     opening,
                     failure,
                 } => {
-                    if self.created.get(&temp) == Some(&opening) && self.broken.insert(temp) {
+                    if self.created.get(&temp) == Some(&opening) && !self.broken.contains_key(&temp)
+                    {
+                        self.broken.insert(temp, failure.clone());
                         return Some(FileAnswer::Failed {
                             handle: temp,
                             failure,
@@ -603,11 +607,16 @@ impl Files {
         };
         self.flush_gathered(temp)?;
         // A write failed and was reported: the file has a hole.
-        if self.broken.contains(&temp) {
-            return Err(FileFailure::other(format!(
-                "{}: an earlier write failed",
-                from.display()
-            )));
+        if let Some(first) = self.broken.get(&temp) {
+            return Err(FileFailure {
+                error: format!(
+                    "{}: an earlier write failed: {}",
+                    from.display(),
+                    first.error
+                ),
+                no_space: first.no_space,
+                missing: false,
+            });
         }
         // Reads of the file this one replaces must not be served from
         // what was read ahead of it.

@@ -208,6 +208,17 @@ fn a_full_disk_is_reported_as_no_space() {
         data: vec![0; 4096],
     });
     assert_eq!(again, None);
+    // The failure was told before the persist: the persist still says it
+    // is a full disk (it used to say only "an earlier write failed").
+    match files.execute(FileOp::Persist {
+        temp: 5,
+        to: FileRef::Blob([5; 32]),
+    }) {
+        Some(FileAnswer::Failed { handle: 5, failure }) => {
+            assert!(failure.no_space, "{failure:?}")
+        }
+        other => panic!("{other:?}"),
+    }
     files.execute(FileOp::Discard { temp: 5 });
     files.wait_idle();
     assert!(dir.path().join("tmp/5").symlink_metadata().is_err());
