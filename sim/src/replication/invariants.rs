@@ -479,6 +479,7 @@ mod tests {
             tables: rows.into_iter().map(|((t, k), v)| (t, k, v)).collect(),
             applied,
             view: 1,
+            vote: None,
             blobs: Vec::new(),
         };
         let cfg = ServerConfig {
