@@ -8,7 +8,7 @@
 
 use super::entry::{Entry, Origin, Txn};
 use super::messages::ReplicaMsg;
-use super::{AfterPersist, ReplicaEvent, Shell, WriteBytes};
+use super::{AfterPersist, Readiness, ReplicaEvent, Shell, WriteBytes};
 use crate::outbox::Outbox;
 use crate::sabotage::{self, Sabotage};
 use crate::store::{Batch, Write};
@@ -86,15 +86,18 @@ impl Follower {
     }
 
     /// See [`super::Replica::is_caught_up`].
-    pub(super) fn is_caught_up(&self, now: Timestamp, sh: &Shell) -> bool {
-        let Some(m) = self.master else {
-            return false;
-        };
-        sh.links.is_live(m)
+    pub(super) fn readiness(&self, now: Timestamp, sh: &Shell) -> Readiness {
+        let live = self.master.is_some_and(|m| sh.links.is_live(m))
             && self
                 .heard_master
-                .is_some_and(|t| now.saturating_since(t) < sh.cfg.heartbeat * 2)
-            && sh.applied_durable >= self.master_commit
+                .is_some_and(|t| now.saturating_since(t) < sh.cfg.heartbeat * 2);
+        if !live {
+            Readiness::NoMaster
+        } else if sh.applied_durable < self.master_commit {
+            Readiness::CatchingUp
+        } else {
+            Readiness::Ready
+        }
     }
 
     /// True once nothing our previous run forwarded can still be ordered

@@ -8,7 +8,7 @@
 
 use super::entry::{Entry, Origin, Txn};
 use super::messages::ReplicaMsg;
-use super::{AfterPersist, ReplicaEvent, Shell, WriteBytes, FIRST_VIEW};
+use super::{AfterPersist, Readiness, ReplicaEvent, Shell, WriteBytes, FIRST_VIEW};
 use crate::outbox::Outbox;
 use crate::sabotage::{self, Sabotage};
 use crate::store::{Batch, Write};
@@ -115,8 +115,14 @@ impl Master {
     }
 
     /// See [`super::Replica::is_caught_up`].
-    pub(super) fn is_caught_up(&self, now: Timestamp, sh: &Shell) -> bool {
-        sh.commit >= self.view_start && self.heard_majority(now, sh.cfg.heartbeat * 2, sh)
+    pub(super) fn readiness(&self, now: Timestamp, sh: &Shell) -> Readiness {
+        if !self.heard_majority(now, sh.cfg.heartbeat * 2, sh) {
+            Readiness::NoMaster
+        } else if sh.commit < self.view_start {
+            Readiness::CatchingUp
+        } else {
+            Readiness::Ready
+        }
     }
 
     /// A master's own past is settled once its view's first entry has

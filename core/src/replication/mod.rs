@@ -192,6 +192,18 @@ pub struct Indexes {
     pub applied: u64,
 }
 
+/// Whether a server may take clients ([`Replica::readiness`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// It follows no live master: an election is on, or it is cut off
+    /// from the majority (a master that is says so too).
+    NoMaster,
+    /// It follows a master but has not applied what the master committed
+    /// (or, a new master, has not committed its view's first entry).
+    CatchingUp,
+}
+
 /// The result of a transaction of this server's own client, now applied
 /// durably: the client may be answered.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -502,6 +514,15 @@ impl Replica {
         }
     }
 
+    /// Whether this server may take clients, and if not why not.
+    pub fn readiness(&self, now: Timestamp) -> Readiness {
+        match &self.role {
+            Role::Master(m) => m.readiness(now, &self.shell),
+            Role::Follower(f) => f.readiness(now, &self.shell),
+            Role::Candidate(_) => Readiness::NoMaster,
+        }
+    }
+
     /// True if this server may take clients: a master that has committed
     /// an entry of its view and heard from a majority within two
     /// heartbeats; a follower that has heard from its master within two
@@ -510,11 +531,7 @@ impl Replica {
     /// silently, and a server that only checked its link would go on
     /// serving a stale state until `dead_after` ran out.
     pub fn is_caught_up(&self, now: Timestamp) -> bool {
-        match &self.role {
-            Role::Master(m) => m.is_caught_up(now, &self.shell),
-            Role::Follower(f) => f.is_caught_up(now, &self.shell),
-            Role::Candidate(_) => false,
-        }
+        self.readiness(now) == Readiness::Ready
     }
 
     /// True once nothing this server's previous run sent to a master can
