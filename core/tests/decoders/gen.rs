@@ -63,8 +63,14 @@ pub fn balancer_msg() -> impl Strategy<Value = BalancerMsg> {
                 code,
             }
         }),
-        (any::<u32>(), any::<u32>())
-            .prop_map(|(probed, busy)| BalancerMsg::NoServer { probed, busy }),
+        any::<(u32, u32, u32, u32)>().prop_map(|(probed, busy, no_master, catching_up)| {
+            BalancerMsg::NoServer {
+                probed,
+                busy,
+                no_master,
+                catching_up,
+            }
+        }),
         refusal().prop_map(BalancerMsg::Refused),
     ]
 }
@@ -75,6 +81,8 @@ pub fn probe_msg() -> impl Strategy<Value = ProbeMsg> {
         Just(ProbeMsg::Available),
         Just(ProbeMsg::Busy),
         refusal().prop_map(ProbeMsg::Refused),
+        Just(ProbeMsg::NoMaster),
+        Just(ProbeMsg::CatchingUp),
     ]
 }
 
