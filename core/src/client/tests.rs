@@ -122,7 +122,7 @@ fn no_server_is_a_clear_failure_not_a_retry() {
     assert_eq!(evs, vec![ClientEvent::Failed(ClientError::NoServer(tally))]);
     assert_eq!(
         evs[0].to_string(),
-        "no server available: no master elected yet \
+        "failed: no server available: no master elected yet \
          (3 asked: 1 busy, 1 without a master, 1 not answering)"
     );
     let says = |probed, busy, no_master| {
