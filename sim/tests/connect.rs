@@ -12,7 +12,7 @@
 mod common;
 
 use ferry_core::client::ClientError;
-use ferry_sim::invariants::ClientResult;
+use ferry_sim::scenarios::connect::invariants::ClientResult;
 use ferry_sim::{
     replay_command, run_connect_scenario, sweep, sweep_count, sweep_seeds, sweep_threads, Outcome,
     Preset, ScenarioConfig,

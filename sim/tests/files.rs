@@ -24,7 +24,7 @@ use ferry_core::server::scrub::Verdict;
 use ferry_core::server::{OpError, Response};
 use ferry_core::transfer::TransferError;
 use ferry_sim::disk::short;
-use ferry_sim::files::client::OpResult;
+use ferry_sim::scenarios::files::client::OpResult;
 use ferry_sim::{
     files_replay_command, run_files_scenario, sweep_count_or, sweep_seeds, sweep_threads,
     sweep_with, FetchWaits, FilesConfig, FilesOutcome, Preset,

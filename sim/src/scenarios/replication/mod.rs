@@ -15,38 +15,36 @@
 //! Every server has its own LMDB store ([`crate::server_host`]): a restarted
 //! server resumes from it.
 
-pub mod client;
 pub mod invariants;
 
 use crate::checkers::durability::Durability;
+use crate::checkers::replica_log::{converged, Watch};
+use crate::clients::account::{
+    add_account_client, AccountPlan, AccountRecord, Login, SharedRecords, TryResult,
+};
 use crate::driver::DriverConfig;
 use crate::harness::{
     add_plain_balancer, apply_fault, build_sim, cut_off_newcomer, failure_report, guarded_step,
     replicated_faults, server_addrs, FaultParams, FaultState, SimParams,
 };
-use crate::harness::{server_host, server_port, Fault, BALANCER};
+use crate::harness::{fault_text, server_host, server_port, Fault, BALANCER, EPOCH_SECS, MASTER};
 use crate::seeds::Preset;
 use crate::seeds::{replication_replay_command, SimRng};
 use crate::server_host::with_views;
 use crate::server_host::{add_server, run_dir, store_dir, ServerSlot, ServerSpec};
 use crate::sweep::RunOutcome;
-use crate::trace::{SharedTrace, Trace, HARNESS};
-use client::{add_account_client, AccountPlan, AccountRecord, Login, SharedRecords, TryResult};
+use crate::trace::{secs, SharedTrace, Trace, HARNESS};
 use ferry_core::accounts::password::PasswordParams;
 use ferry_core::auth::ClusterSecret;
 use ferry_core::balancer::ServerAddr;
 use ferry_core::replication::ReplicaConfig;
 use ferry_core::server::{OpError, Response, ServerConfig};
-use invariants::{check_accounts, converged, Watch};
+use invariants::check_accounts;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// The master, by configuration.
-pub const MASTER: u32 = 1;
 const SECRET: &[u8] = b"ferry-sim-cluster-secret";
-/// A fixed epoch (Unix seconds), so nothing depends on the wall clock.
-pub const EPOCH_SECS: u64 = 1_780_000_000;
 /// Names clients pick from; fewer names than clients, so names collide.
 const NAMES: [&str; 10] = [
     "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
@@ -243,19 +241,6 @@ impl ReplicationPlan {
         }
         lines
     }
-}
-
-pub(crate) fn fault_text(f: Fault) -> String {
-    match f {
-        Fault::Crash(s) => format!("crash {}", server_host(s)),
-        Fault::Restart(s) => format!("restart {} from its store", server_host(s)),
-        Fault::Partition(s) => format!("partition {} from every host", server_host(s)),
-        Fault::Repair(s) => format!("repair {}'s links", server_host(s)),
-    }
-}
-
-pub(crate) fn secs(d: Duration) -> String {
-    format!("{}.{:03}s", d.as_secs(), d.subsec_millis())
 }
 
 /// The result of one run.

@@ -33,24 +33,21 @@ pub mod model;
 pub mod rot;
 
 use crate::checkers::durability::Durability;
+use crate::checkers::replica_log::{converged, Watch};
+use crate::clients::account::{add_account_client, AccountPlan, AccountRecord, Login, TryResult};
 use crate::disk::{Disk, SharedDisk};
 use crate::driver::{Ctx, DriverConfig, SharedLatency};
 use crate::harness::{
     add_plain_balancer, apply_fault, build_sim, cut_off_newcomer, failure_report, guarded_step,
     replicated_faults, server_addrs, FaultParams, FaultState, SimParams,
 };
-use crate::harness::{server_host, server_port, Fault, BALANCER};
-use crate::replication::client::{
-    add_account_client, AccountPlan, AccountRecord, Login, TryResult,
-};
-use crate::replication::invariants::{converged, Watch};
-use crate::replication::{fault_text, secs, EPOCH_SECS, MASTER};
+use crate::harness::{fault_text, server_host, server_port, Fault, BALANCER, EPOCH_SECS, MASTER};
 use crate::seeds::Preset;
 use crate::seeds::{files_replay_command, SimRng};
 use crate::server_host::with_views;
 use crate::server_host::{add_server, run_dir, store_dir, ServerSlot, ServerSpec};
 use crate::sweep::RunOutcome;
-use crate::trace::{SharedTrace, Trace, HARNESS};
+use crate::trace::{secs, SharedTrace, Trace, HARNESS};
 use client::{
     add_files_client, add_verifiers, FilesClientPlan, FilesRecord, OpPlan, OpResult, Shared, Step,
     UserPlan, VerifyRecord, VerifyTask,

@@ -9,20 +9,20 @@
 //! crashed server restarted, the partition repaired) and a *liveness* phase
 //! starts one more client that must connect.
 
-use crate::attacker::{AttackEvent, ReplayAttacker};
+pub mod attacker;
+pub mod invariants;
+
 use crate::driver::{serve, Ctx, Driver, DriverConfig, Flow};
 use crate::harness::{
     apply_fault, build_sim, cut_off_newcomer, failure_report, guarded_step, FaultState, SimParams,
 };
-use crate::harness::{server_host, server_port, Fault, BALANCER, BALANCER_PORT};
-use crate::invariants::{
-    self, AttackRecord, ClientRecord, ClientResult, Established, Observations,
-};
+use crate::harness::{server_host, server_port, Fault, BALANCER, BALANCER_PORT, EPOCH_SECS};
 use crate::seeds::SimRng;
 use crate::seeds::{replay_command, Preset};
 use crate::server_host::{add_server, run_dir, store_dir, ServerSlot, ServerSpec};
 use crate::sweep::{sweep_with, RunOutcome, SweepReport};
-use crate::trace::{SharedTrace, Trace, HARNESS};
+use crate::trace::{secs, SharedTrace, Trace, HARNESS};
+use attacker::{AttackEvent, ReplayAttacker};
 use ferry_core::accounts::password::PasswordParams;
 use ferry_core::auth::ClusterSecret;
 use ferry_core::balancer::{Balancer, BalancerConfig, BalancerEvent, ServerAddr};
@@ -30,6 +30,7 @@ use ferry_core::client::{Client, ClientConfig, ClientEvent};
 use ferry_core::replication::ReplicaConfig;
 use ferry_core::server::{ServerConfig, ServerEvent};
 use ferry_core::Entropy;
+use invariants::{AttackRecord, ClientRecord, ClientResult, Established, Observations};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -38,8 +39,6 @@ use std::time::Duration;
 pub const ATTACKER: &str = "attacker";
 /// The secret every node of the simulated cluster shares.
 const SECRET: &[u8] = b"ferry-sim-cluster-secret";
-/// A fixed epoch, so nothing in a run depends on the wall clock.
-const EPOCH_SECS: u64 = 1_780_000_000;
 /// How long the healed cluster gets before the liveness probe starts: longer
 /// than a reservation's TTL (10 s) and the balancer's back-off (5 s).
 const SETTLE: Duration = Duration::from_secs(11);
@@ -285,10 +284,6 @@ fn fault_text(f: Fault) -> String {
         Fault::Partition(s) => format!("partition {} from every host", server_host(s)),
         Fault::Repair(s) => format!("repair {}'s links", server_host(s)),
     }
-}
-
-fn secs(d: Duration) -> String {
-    format!("{}.{:03}s", d.as_secs(), d.subsec_millis())
 }
 
 /// The result of one run.

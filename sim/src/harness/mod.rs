@@ -30,6 +30,12 @@ pub fn server_port(id: u32) -> u16 {
     BALANCER_PORT + id as u16
 }
 
+/// A fixed epoch (Unix seconds), so nothing in a run depends on the wall
+/// clock.
+pub const EPOCH_SECS: u64 = 1_780_000_000;
+/// The master of the replicated scenarios, by configuration.
+pub const MASTER: u32 = 1;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     Crash(u32),
@@ -67,6 +73,16 @@ pub(crate) fn server_addrs(servers: u32) -> Vec<ServerAddr> {
             addr: format!("{}:{}", server_host(id), server_port(id)),
         })
         .collect()
+}
+
+/// How the trace and the plans name `f`.
+pub(crate) fn fault_text(f: Fault) -> String {
+    match f {
+        Fault::Crash(s) => format!("crash {}", server_host(s)),
+        Fault::Restart(s) => format!("restart {} from its store", server_host(s)),
+        Fault::Partition(s) => format!("partition {} from every host", server_host(s)),
+        Fault::Repair(s) => format!("repair {}'s links", server_host(s)),
+    }
 }
 
 /// The knobs of the replicated scenarios' fault plan.
