@@ -38,10 +38,16 @@ pub mod server_host;
 pub mod sweep;
 pub mod trace;
 
-pub use scenarios::connect::{run_connect_scenario, sweep, Faults, Outcome, Plan, ScenarioConfig};
-pub use scenarios::files::{run_files_scenario, FetchWaits, FilesConfig, FilesOutcome, FilesPlan};
+pub use harness::{Details, Outcome};
+pub use scenarios::connect::{
+    run_connect_scenario, sweep, ConnectConfig, ConnectOutcome, ConnectPlan, Faults,
+};
+pub use scenarios::files::{
+    run_files_scenario, FetchWaits, FilesConfig, FilesDetails, FilesOutcome, FilesPlan,
+};
 pub use scenarios::replication::{
-    run_replication_scenario, ReplicationConfig, ReplicationOutcome, ReplicationPlan,
+    run_replication_scenario, ReplicationConfig, ReplicationDetails, ReplicationOutcome,
+    ReplicationPlan,
 };
 pub use seeds::Preset;
 pub use seeds::{

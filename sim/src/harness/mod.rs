@@ -12,10 +12,12 @@ use ferry_core::auth::ClusterSecret;
 use ferry_core::balancer::{Balancer, BalancerConfig, ServerAddr};
 use ferry_core::Entropy;
 use std::cell::RefCell;
-use std::fmt::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
+
+mod outcome;
+pub use outcome::{Details, Outcome};
 
 pub const BALANCER: &str = "balancer";
 pub const BALANCER_PORT: u16 = 7000;
@@ -257,19 +259,6 @@ pub(crate) fn apply_fault(st: FaultState<'_>, fault: Fault, drop_node_on_restart
             st.cut[s as usize] = false;
         }
     }
-}
-
-/// A failed run's report: its violations, the end of its trace (`tail`)
-/// and the command that replays it.
-pub(crate) fn failure_report(seed: u64, violations: &[String], tail: &str, replay: &str) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "seed {seed} violated invariants:");
-    for v in violations {
-        let _ = writeln!(s, "  - {v}");
-    }
-    let _ = writeln!(s, "trace (end):\n{tail}");
-    let _ = writeln!(s, "replay: {replay}");
-    s
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! The "connect" scenario: clients ask the balancer for a server and open a
 //! session on it, while the harness crashes one server and partitions another.
 //!
-//! VOPR-style: a seed picks the swarm options ([`ScenarioConfig::swarm`]) and
-//! a concrete [`Plan`] (client start times, hold times, fault times); the
+//! VOPR-style: a seed picks the swarm options ([`ConnectConfig::swarm`]) and
+//! a concrete [`ConnectPlan`] (client start times, hold times, fault times); the
 //! harness runs turmoil step by step, injects the faults when their time
 //! comes, and checks invariants between steps. A *safety* phase runs with
 //! faults until every client has finished; then the cluster is healed (the
@@ -14,13 +14,13 @@ pub mod invariants;
 
 use crate::driver::{serve, Ctx, Driver, DriverConfig, Flow};
 use crate::harness::{
-    apply_fault, build_sim, cut_off_newcomer, failure_report, guarded_step, FaultState, SimParams,
+    apply_fault, build_sim, cut_off_newcomer, guarded_step, Details, FaultState, Outcome, SimParams,
 };
 use crate::harness::{server_host, server_port, Fault, BALANCER, BALANCER_PORT, EPOCH_SECS};
 use crate::seeds::SimRng;
 use crate::seeds::{replay_command, Preset};
 use crate::server_host::{add_server, run_dir, store_dir, ServerSlot, ServerSpec};
-use crate::sweep::{sweep_with, RunOutcome, SweepReport};
+use crate::sweep::{sweep_with, SweepReport};
 use crate::trace::{secs, SharedTrace, Trace, HARNESS};
 use attacker::{AttackEvent, ReplayAttacker};
 use ferry_core::accounts::password::PasswordParams;
@@ -63,9 +63,9 @@ pub enum Faults {
     AllServersDown,
 }
 
-/// The knobs of a scenario; [`ScenarioConfig::swarm`] draws them from a seed.
+/// The knobs of a scenario; [`ConnectConfig::swarm`] draws them from a seed.
 #[derive(Clone, Debug)]
-pub struct ScenarioConfig {
+pub struct ConnectConfig {
     /// How this config was made, for the replay command.
     pub preset: Preset,
     pub servers: u32,
@@ -96,9 +96,9 @@ pub struct ScenarioConfig {
     pub duration: Duration,
 }
 
-impl Default for ScenarioConfig {
+impl Default for ConnectConfig {
     fn default() -> Self {
-        ScenarioConfig {
+        ConnectConfig {
             preset: Preset::Custom,
             servers: 3,
             max_clients: 2,
@@ -120,7 +120,7 @@ impl Default for ScenarioConfig {
     }
 }
 
-impl ScenarioConfig {
+impl ConnectConfig {
     /// Swarm testing: each seed gets its own mix of load and timing.
     pub fn swarm(seed: u64) -> Self {
         let mut rng = SimRng::new(seed, 1);
@@ -128,7 +128,7 @@ impl ScenarioConfig {
         let clients = rng.range(4, 9) as u32;
         let holders = rng.range(0, 2) as u32;
         let max_latency = *rng.pick(&[5, 25, 60, 150]);
-        ScenarioConfig {
+        ConnectConfig {
             preset: Preset::Swarm,
             max_clients,
             clients,
@@ -136,7 +136,7 @@ impl ScenarioConfig {
             hold_chance_pct: *rng.pick(&[20, 50, 80]),
             latency: (Duration::from_millis(1), Duration::from_millis(max_latency)),
             attacker_chance_pct: 50,
-            ..ScenarioConfig::default()
+            ..ConnectConfig::default()
         }
     }
 
@@ -152,20 +152,20 @@ impl ScenarioConfig {
 
     /// Every server is down: clients must get a clear "no server", not hang.
     pub fn all_servers_down() -> Self {
-        ScenarioConfig {
+        ConnectConfig {
             preset: Preset::AllServersDown,
             clients: 3,
             faults: Faults::AllServersDown,
             start_window: (Duration::from_secs(1), Duration::from_secs(3)),
             liveness: false,
-            ..ScenarioConfig::default()
+            ..ConnectConfig::default()
         }
     }
 
     /// Every slot is held by an early client: later clients must get a clear
     /// "no server (all busy)".
     pub fn all_servers_busy() -> Self {
-        ScenarioConfig {
+        ConnectConfig {
             preset: Preset::AllServersBusy,
             max_clients: 1,
             clients: 6,
@@ -175,7 +175,7 @@ impl ScenarioConfig {
             start_window: (Duration::from_secs(3), Duration::from_secs(8)),
             faults: Faults::None,
             liveness: false,
-            ..ScenarioConfig::default()
+            ..ConnectConfig::default()
         }
     }
 }
@@ -189,7 +189,7 @@ pub struct ClientPlan {
 
 /// The concrete run a seed and a config describe.
 #[derive(Clone, Debug)]
-pub struct Plan {
+pub struct ConnectPlan {
     pub clients: Vec<ClientPlan>,
     /// When the code-replaying client starts, if there is one.
     pub attacker: Option<Duration>,
@@ -197,8 +197,8 @@ pub struct Plan {
     pub faults: Vec<(Duration, Fault)>,
 }
 
-impl Plan {
-    pub fn new(seed: u64, cfg: &ScenarioConfig) -> Plan {
+impl ConnectPlan {
+    pub fn new(seed: u64, cfg: &ConnectConfig) -> ConnectPlan {
         let mut rng = SimRng::new(seed, 2);
         let clients = (1..=cfg.clients)
             .map(|i| {
@@ -246,14 +246,14 @@ impl Plan {
         let attacker = rng
             .chance(cfg.attacker_chance_pct)
             .then(|| rng.duration(cfg.start_window.0, cfg.start_window.1));
-        Plan {
+        ConnectPlan {
             clients,
             attacker,
             faults,
         }
     }
 
-    fn describe(&self, cfg: &ScenarioConfig) -> Vec<String> {
+    fn describe(&self, cfg: &ConnectConfig) -> Vec<String> {
         let holding = self.clients.iter().filter(|c| c.hold.is_some()).count();
         let mut lines = vec![format!(
             "plan: {} servers with {} slot(s) each, {} client(s) ({} hold a session), latency {}..{} ms",
@@ -286,47 +286,19 @@ fn fault_text(f: Fault) -> String {
     }
 }
 
-/// The result of one run.
+/// What a connect run adds to its [`Outcome`].
 #[derive(Debug)]
-pub struct Outcome {
-    pub seed: u64,
-    pub config: ScenarioConfig,
-    pub plan: Plan,
-    pub trace: Trace,
+pub struct ConnectDetails {
+    pub config: ConnectConfig,
+    pub plan: ConnectPlan,
     pub clients: Vec<ClientRecord>,
-    pub violations: Vec<String>,
-    /// Simulated time the run took.
-    pub sim_time: Duration,
-    pub steps: u64,
 }
 
-impl Outcome {
-    pub fn is_ok(&self) -> bool {
-        self.violations.is_empty()
-    }
-
-    /// The trace as one readable line per event.
-    pub fn rendered(&self) -> String {
-        self.trace.render()
-    }
-
-    /// Violations, the end of the trace, and the command that replays it.
-    pub fn failure_report(&self) -> String {
-        failure_report(
-            self.seed,
-            &self.violations,
-            &self.trace.render_tail(40),
-            &replay_command(self.seed, self.config.preset),
-        )
-    }
-
-    /// Panics with [`Outcome::failure_report`] if an invariant was violated.
-    pub fn assert_ok(&self) {
-        if !self.is_ok() {
-            panic!("{}", self.failure_report());
-        }
-    }
+impl Details for ConnectDetails {
+    const TRACE_TAIL: usize = 40;
 }
+
+pub type ConnectOutcome = Outcome<ConnectDetails>;
 
 type Shared<T> = Rc<RefCell<T>>;
 
@@ -347,8 +319,8 @@ enum Phase {
 }
 
 /// Runs the connect scenario for `seed` and checks every invariant.
-pub fn run_connect_scenario(seed: u64, cfg: &ScenarioConfig) -> Outcome {
-    let plan = Plan::new(seed, cfg);
+pub fn run_connect_scenario(seed: u64, cfg: &ConnectConfig) -> ConnectOutcome {
+    let plan = ConnectPlan::new(seed, cfg);
     let mut h = Harness::new(seed, cfg, &plan);
     let mut faults = plan.faults.clone().into_iter().peekable();
     let mut phase = Phase::Safety;
@@ -388,7 +360,7 @@ pub fn run_connect_scenario(seed: u64, cfg: &ScenarioConfig) -> Outcome {
 /// The simulation, the shared state its programs report into, and what the
 /// harness knows about the faults it injected.
 struct Harness<'c> {
-    cfg: &'c ScenarioConfig,
+    cfg: &'c ConnectConfig,
     seed: u64,
     sim: turmoil::Sim<'static>,
     /// The servers' stores; removed after the simulation is dropped.
@@ -411,7 +383,7 @@ struct Harness<'c> {
 }
 
 impl<'c> Harness<'c> {
-    fn new(seed: u64, cfg: &'c ScenarioConfig, plan: &Plan) -> Self {
+    fn new(seed: u64, cfg: &'c ConnectConfig, plan: &ConnectPlan) -> Self {
         let sim = build_sim(SimParams {
             seed,
             epoch_secs: EPOCH_SECS,
@@ -552,7 +524,7 @@ impl<'c> Harness<'c> {
     /// only when they start (turmoil's cost per step grows with the number
     /// of hosts), but their records exist from the start, so one that never
     /// runs is still reported.
-    fn plan_programs(&mut self, plan: &Plan) {
+    fn plan_programs(&mut self, plan: &ConnectPlan) {
         for c in &plan.clients {
             let index = new_record(&self.obs, c, false);
             self.waiting.push((c.clone(), Who::Client(index)));
@@ -717,7 +689,7 @@ impl<'c> Harness<'c> {
         }
     }
 
-    fn into_outcome(self, seed: u64, cfg: &ScenarioConfig, plan: Plan) -> Outcome {
+    fn into_outcome(self, seed: u64, cfg: &ConnectConfig, plan: ConnectPlan) -> ConnectOutcome {
         let sim_time = self.sim.elapsed();
         // The hosts' programs hold clones of the trace and observations.
         drop(self.sim);
@@ -725,13 +697,16 @@ impl<'c> Harness<'c> {
         let clients = self.obs.borrow().clients.clone();
         Outcome {
             seed,
-            config: cfg.clone(),
-            plan,
             trace,
-            clients,
             violations: self.violations,
             sim_time,
             steps: self.steps,
+            replay: replay_command(seed, cfg.preset),
+            details: ConnectDetails {
+                config: cfg.clone(),
+                plan,
+                clients,
+            },
         }
     }
 }
@@ -871,35 +846,11 @@ fn add_client(
     });
 }
 
-impl RunOutcome for Outcome {
-    fn seed(&self) -> u64 {
-        self.seed
-    }
-    fn violations(&self) -> &[String] {
-        &self.violations
-    }
-    fn failure_report(&self) -> String {
-        Outcome::failure_report(self)
-    }
-    fn replay(&self) -> String {
-        replay_command(self.seed, self.config.preset)
-    }
-    fn sim_time(&self) -> Duration {
-        self.sim_time
-    }
-    fn rendered(&self) -> String {
-        Outcome::rendered(self)
-    }
-    fn steps(&self) -> u64 {
-        self.steps
-    }
-}
-
 /// Runs the connect scenario `preset` names for every seed, on `threads`
 /// threads. A run that panics is a failure of its seed, not of the sweep.
 pub fn sweep(seeds: &[u64], threads: usize, preset: Preset) -> SweepReport {
     let run = |seed| {
-        let cfg = ScenarioConfig::for_preset(preset, seed).expect("a sweep needs a named preset");
+        let cfg = ConnectConfig::for_preset(preset, seed).expect("a sweep needs a named preset");
         run_connect_scenario(seed, &cfg)
     };
     sweep_with(seeds, threads, run, |seed| replay_command(seed, preset))

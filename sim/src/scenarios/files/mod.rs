@@ -38,15 +38,14 @@ use crate::clients::account::{add_account_client, AccountPlan, AccountRecord, Lo
 use crate::disk::{Disk, SharedDisk};
 use crate::driver::{Ctx, DriverConfig, SharedLatency};
 use crate::harness::{
-    add_plain_balancer, apply_fault, build_sim, cut_off_newcomer, failure_report, guarded_step,
-    replicated_faults, server_addrs, FaultParams, FaultState, SimParams,
+    add_plain_balancer, apply_fault, build_sim, cut_off_newcomer, guarded_step, replicated_faults,
+    server_addrs, Details, FaultParams, FaultState, Outcome, SimParams,
 };
 use crate::harness::{fault_text, server_host, server_port, Fault, BALANCER, EPOCH_SECS, MASTER};
 use crate::seeds::Preset;
 use crate::seeds::{files_replay_command, SimRng};
 use crate::server_host::with_views;
 use crate::server_host::{add_server, run_dir, store_dir, ServerSlot, ServerSpec};
-use crate::sweep::RunOutcome;
 use crate::trace::{secs, SharedTrace, Trace, HARNESS};
 use client::{
     add_files_client, add_verifiers, FilesClientPlan, FilesRecord, OpPlan, OpResult, Shared, Step,
@@ -536,16 +535,13 @@ fn faults(rng: &mut SimRng, cfg: &FilesConfig) -> Vec<(Duration, Fault)> {
     )
 }
 
-/// The result of one run.
+/// What a files run adds to its [`Outcome`].
 #[derive(Debug)]
-pub struct FilesOutcome {
-    pub seed: u64,
+pub struct FilesDetails {
     pub config: FilesConfig,
     pub plan: FilesPlan,
-    pub trace: Trace,
     pub clients: Vec<FilesRecord>,
     pub verify: VerifyRecord,
-    pub violations: Vec<String>,
     /// The converged cluster, in one line, if it converged.
     pub converged: Option<String>,
     /// Entries committed in the run.
@@ -564,44 +560,13 @@ pub struct FilesOutcome {
     pub verify_started: Option<Duration>,
     /// Every check of a blob a receiver found damaged, by any server.
     pub checks: Vec<Checked>,
-    pub sim_time: Duration,
-    pub steps: u64,
 }
 
-impl FilesOutcome {
-    pub fn is_ok(&self) -> bool {
-        self.violations.is_empty()
-    }
+pub type FilesOutcome = Outcome<FilesDetails>;
 
-    pub fn rendered(&self) -> String {
-        self.trace.render()
-    }
-
-    pub fn replay(&self) -> String {
-        let cmd = files_replay_command(self.seed, self.config.preset);
-        match self.config.strict_revocation {
-            true => format!("{cmd} --strict-revocation"),
-            false => cmd,
-        }
-    }
-
-    pub fn failure_report(&self) -> String {
-        failure_report(
-            self.seed,
-            &self.violations,
-            &self.trace.render_tail(60),
-            &self.replay(),
-        )
-    }
-
-    pub fn assert_ok(&self) {
-        if !self.is_ok() {
-            panic!("{}", self.failure_report());
-        }
-    }
-
+impl Details for FilesDetails {
     /// How often interesting things happened, for a sweep's summary.
-    pub fn counts(&self) -> Vec<(&'static str, u64)> {
+    fn counts(&self) -> Vec<(&'static str, u64)> {
         let mut c = [0u64; 14];
         for r in &self.clients {
             for op in &r.ops {
@@ -717,7 +682,9 @@ impl FilesOutcome {
         counts.extend(self.rot_counts());
         counts
     }
+}
 
+impl FilesDetails {
     /// The rots, the checks, and the downloads that arrived damaged.
     fn rot_counts(&self) -> Vec<(&'static str, u64)> {
         let r = RotCounts::of(
@@ -830,33 +797,6 @@ impl FetchWaits {
             }
         }
         w
-    }
-}
-
-impl RunOutcome for FilesOutcome {
-    fn seed(&self) -> u64 {
-        self.seed
-    }
-    fn violations(&self) -> &[String] {
-        &self.violations
-    }
-    fn failure_report(&self) -> String {
-        FilesOutcome::failure_report(self)
-    }
-    fn replay(&self) -> String {
-        FilesOutcome::replay(self)
-    }
-    fn sim_time(&self) -> Duration {
-        self.sim_time
-    }
-    fn rendered(&self) -> String {
-        FilesOutcome::rendered(self)
-    }
-    fn steps(&self) -> u64 {
-        self.steps
-    }
-    fn counts(&self) -> Vec<(&'static str, u64)> {
-        FilesOutcome::counts(self)
     }
 }
 
@@ -1504,14 +1444,12 @@ impl<'c> Harness<'c> {
         let rots_missed = self.rotter.missed;
         let rots = self.rotter.into_rots();
         drop(self.run_dir);
-        FilesOutcome {
-            seed,
+        let replay = files_replay_command(seed, cfg.preset);
+        let details = FilesDetails {
             config: cfg.clone(),
             plan,
-            trace,
             clients,
             verify,
-            violations: self.violations,
             converged,
             committed: self.watch.committed(),
             stale_downloads,
@@ -1520,8 +1458,18 @@ impl<'c> Harness<'c> {
             rots_missed,
             verify_started: self.verify_started,
             checks,
+        };
+        Outcome {
+            seed,
+            trace,
+            violations: self.violations,
             sim_time,
             steps: self.steps,
+            replay: match cfg.strict_revocation {
+                true => format!("{replay} --strict-revocation"),
+                false => replay,
+            },
+            details,
         }
     }
 }

@@ -24,15 +24,14 @@ use crate::clients::account::{
 };
 use crate::driver::DriverConfig;
 use crate::harness::{
-    add_plain_balancer, apply_fault, build_sim, cut_off_newcomer, failure_report, guarded_step,
-    replicated_faults, server_addrs, FaultParams, FaultState, SimParams,
+    add_plain_balancer, apply_fault, build_sim, cut_off_newcomer, guarded_step, replicated_faults,
+    server_addrs, Details, FaultParams, FaultState, Outcome, SimParams,
 };
 use crate::harness::{fault_text, server_host, server_port, Fault, BALANCER, EPOCH_SECS, MASTER};
 use crate::seeds::Preset;
 use crate::seeds::{replication_replay_command, SimRng};
 use crate::server_host::with_views;
 use crate::server_host::{add_server, run_dir, store_dir, ServerSlot, ServerSpec};
-use crate::sweep::RunOutcome;
 use crate::trace::{secs, SharedTrace, Trace, HARNESS};
 use ferry_core::accounts::password::PasswordParams;
 use ferry_core::auth::ClusterSecret;
@@ -243,57 +242,23 @@ impl ReplicationPlan {
     }
 }
 
-/// The result of one run.
+/// What a replication run adds to its [`Outcome`].
 #[derive(Debug)]
-pub struct ReplicationOutcome {
-    pub seed: u64,
+pub struct ReplicationDetails {
     pub config: ReplicationConfig,
     pub plan: ReplicationPlan,
-    pub trace: Trace,
     pub clients: Vec<AccountRecord>,
-    pub violations: Vec<String>,
     /// The converged cluster, in one line, if it converged.
     pub converged: Option<String>,
     /// Entries committed in the run.
     pub committed: usize,
-    pub sim_time: Duration,
-    pub steps: u64,
 }
 
-impl ReplicationOutcome {
-    pub fn is_ok(&self) -> bool {
-        self.violations.is_empty()
-    }
+pub type ReplicationOutcome = Outcome<ReplicationDetails>;
 
-    pub fn rendered(&self) -> String {
-        self.trace.render()
-    }
-
-    pub fn replay(&self) -> String {
-        let cmd = replication_replay_command(self.seed, self.config.preset);
-        match self.config.strict_reads {
-            true => format!("SIM_STRICT_READS=1 {cmd}"),
-            false => cmd,
-        }
-    }
-
-    pub fn failure_report(&self) -> String {
-        failure_report(
-            self.seed,
-            &self.violations,
-            &self.trace.render_tail(60),
-            &self.replay(),
-        )
-    }
-
-    pub fn assert_ok(&self) {
-        if !self.is_ok() {
-            panic!("{}", self.failure_report());
-        }
-    }
-
+impl Details for ReplicationDetails {
     /// How often interesting things happened, for a sweep's summary.
-    pub fn counts(&self) -> Vec<(&'static str, u64)> {
+    fn counts(&self) -> Vec<(&'static str, u64)> {
         let mut registered = 0;
         let mut taken = 0;
         let mut open = 0;
@@ -346,33 +311,6 @@ impl ReplicationOutcome {
             ("runs with a master crash", crashes(MASTER)),
             ("entries committed", self.committed as u64),
         ]
-    }
-}
-
-impl RunOutcome for ReplicationOutcome {
-    fn seed(&self) -> u64 {
-        self.seed
-    }
-    fn violations(&self) -> &[String] {
-        &self.violations
-    }
-    fn failure_report(&self) -> String {
-        ReplicationOutcome::failure_report(self)
-    }
-    fn replay(&self) -> String {
-        ReplicationOutcome::replay(self)
-    }
-    fn sim_time(&self) -> Duration {
-        self.sim_time
-    }
-    fn rendered(&self) -> String {
-        ReplicationOutcome::rendered(self)
-    }
-    fn steps(&self) -> u64 {
-        self.steps
-    }
-    fn counts(&self) -> Vec<(&'static str, u64)> {
-        ReplicationOutcome::counts(self)
     }
 }
 
@@ -719,17 +657,24 @@ impl<'c> Harness<'c> {
         let trace = self.trace.borrow().clone();
         let clients = self.records.borrow().clone();
         drop(self.run_dir);
-        ReplicationOutcome {
+        let replay = replication_replay_command(seed, cfg.preset);
+        Outcome {
             seed,
-            config: cfg.clone(),
-            plan,
             trace,
-            clients,
             violations: self.violations,
-            converged,
-            committed: self.watch.committed(),
             sim_time,
             steps: self.steps,
+            replay: match cfg.strict_reads {
+                true => format!("SIM_STRICT_READS=1 {replay}"),
+                false => replay,
+            },
+            details: ReplicationDetails {
+                config: cfg.clone(),
+                plan,
+                clients,
+                converged,
+                committed: self.watch.committed(),
+            },
         }
     }
 }
