@@ -16,11 +16,14 @@
 //! [`converged`] tells, after the heal, whether every server holds the same
 //! log and state.
 
-use crate::server_host::View;
+use super::durability::Durability;
+use crate::server_host::{with_views, ServerSlot, View};
 use ferry_core::replication::entry::Entry;
 use ferry_core::replication::Indexes;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::rc::Rc;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Seen {
@@ -195,6 +198,28 @@ pub fn converged(servers: &[View<'_>], expected: usize) -> Result<String, String
             servers[0].id,
             why.trim_end_matches("; ")
         ))
+    }
+}
+
+/// The between-steps checks of a replicated cluster: the [`Watch`] on the
+/// logs the servers report, and the durability of what they count
+/// committed in their stores ([`Durability`]).
+#[derive(Debug, Default)]
+pub struct ReplicaChecks {
+    pub watch: Watch,
+    durability: Durability,
+}
+
+impl ReplicaChecks {
+    /// Checks every running server of `servers` (`master` by
+    /// configuration); returns what is violated.
+    pub fn check(&mut self, servers: &[Rc<RefCell<ServerSlot>>], master: u32) -> Vec<String> {
+        let logs: Vec<_> = servers.iter().map(|s| s.borrow().durable.clone()).collect();
+        with_views(servers, |views| {
+            let mut v = self.watch.check(views);
+            v.extend(self.durability.check(&logs, views, master));
+            v
+        })
     }
 }
 

@@ -1,26 +1,47 @@
-//! Pieces the scenario harnesses (connect, replication, files) share: the
-//! turmoil builder, the fault plan of the replicated scenarios, the
-//! balancer host, one guarded turmoil step, and the link bookkeeping that
-//! partitions and repairs need.
+//! The one harness every scenario runs on: a turmoil simulation seeded
+//! from the run's seed, its hosts (the balancer, the servers with their
+//! stores and disks, the clients), the faults injected into them, the
+//! trace, and the guarded steps; [`Harness::finish`] turns it into the
+//! run's [`Outcome`].
+//!
+//! A scenario owns a `Harness` and what is its own (its clients' records,
+//! its checks) beside it; it decides when to step, admit clients, inject
+//! faults and heal.
 
+use crate::disk::{shared_disk, SharedDisk};
 use crate::driver::{serve, DriverConfig};
-use crate::seeds::SimRng;
-use crate::server_host::ServerSlot;
+use crate::server_host::{add_server, run_dir, store_dir, with_views, ServerObserver};
+use crate::server_host::{ServerSlot, ServerSpec, View};
 use crate::sweep::panic_message;
-use crate::trace::SharedTrace;
+use crate::trace::{secs, SharedTrace, Trace, HARNESS};
 use ferry_core::auth::ClusterSecret;
-use ferry_core::balancer::{Balancer, BalancerConfig, ServerAddr};
+use ferry_core::balancer::{Balancer, BalancerConfig, BalancerEvent, ServerAddr};
+use ferry_core::replication::ReplicaConfig;
+use ferry_core::server::ServerConfig;
 use ferry_core::Entropy;
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
+mod faults;
 mod outcome;
+mod settle;
+pub use faults::{fault_text, replicated_faults, Fault, FaultParams};
 pub use outcome::{Details, Outcome};
+pub use settle::{Settle, Settling};
 
 pub const BALANCER: &str = "balancer";
 pub const BALANCER_PORT: u16 = 7000;
+/// A fixed epoch (Unix seconds), so nothing in a run depends on the wall
+/// clock.
+pub const EPOCH_SECS: u64 = 1_780_000_000;
+/// The master of the replicated scenarios, by configuration.
+pub const MASTER: u32 = 1;
+/// The secret every node of the simulated cluster shares.
+const SECRET: &[u8] = b"ferry-sim-cluster-secret";
 
 /// The host name of server `id`.
 pub fn server_host(id: u32) -> String {
@@ -32,43 +53,8 @@ pub fn server_port(id: u32) -> u16 {
     BALANCER_PORT + id as u16
 }
 
-/// A fixed epoch (Unix seconds), so nothing in a run depends on the wall
-/// clock.
-pub const EPOCH_SECS: u64 = 1_780_000_000;
-/// The master of the replicated scenarios, by configuration.
-pub const MASTER: u32 = 1;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
-    Crash(u32),
-    Restart(u32),
-    Partition(u32),
-    Repair(u32),
-}
-
-/// The simulation's knobs every scenario has.
-pub(crate) struct SimParams {
-    pub seed: u64,
-    pub epoch_secs: u64,
-    pub duration: Duration,
-    pub tick: Duration,
-    pub latency: (Duration, Duration),
-}
-
-/// A turmoil simulation seeded and timed as `p` says.
-pub(crate) fn build_sim(p: SimParams) -> turmoil::Sim<'static> {
-    turmoil::Builder::new()
-        .rng_seed(p.seed)
-        .epoch(UNIX_EPOCH + Duration::from_secs(p.epoch_secs))
-        .simulation_duration(p.duration)
-        .tick_duration(p.tick)
-        .min_message_latency(p.latency.0)
-        .max_message_latency(p.latency.1)
-        .build()
-}
-
 /// Servers `1..=servers` as the balancer and the replicas address them.
-pub(crate) fn server_addrs(servers: u32) -> Vec<ServerAddr> {
+pub fn server_addrs(servers: u32) -> Vec<ServerAddr> {
     (1..=servers)
         .map(|id| ServerAddr {
             id,
@@ -77,186 +63,319 @@ pub(crate) fn server_addrs(servers: u32) -> Vec<ServerAddr> {
         .collect()
 }
 
-/// How the trace and the plans name `f`.
-pub(crate) fn fault_text(f: Fault) -> String {
-    match f {
-        Fault::Crash(s) => format!("crash {}", server_host(s)),
-        Fault::Restart(s) => format!("restart {} from its store", server_host(s)),
-        Fault::Partition(s) => format!("partition {} from every host", server_host(s)),
-        Fault::Repair(s) => format!("repair {}'s links", server_host(s)),
-    }
-}
-
-/// The knobs of the replicated scenarios' fault plan.
-pub(crate) struct FaultParams {
+/// The knobs of a run every scenario has.
+pub struct SimParams {
+    pub seed: u64,
+    /// turmoil's limit; a run that needs longer has a client that hangs.
+    pub duration: Duration,
+    pub tick: Duration,
+    pub latency: (Duration, Duration),
     pub servers: u32,
-    pub master: u32,
-    pub fault_window: (Duration, Duration),
-    pub other_follower_cut_pct: u32,
-    pub master_crash_pct: u32,
+    /// Whether the servers resume from their stores (the replicated
+    /// scenarios); the trace says so of each restart.
+    pub stores: bool,
 }
 
-/// A follower restarted (at once or after a while), a follower cut off
-/// (usually the other one) and later reconnected, and maybe the master
-/// crashed and restarted; sorted by time.
-pub(crate) fn replicated_faults(rng: &mut SimRng, cfg: &FaultParams) -> Vec<(Duration, Fault)> {
-    let mut faults = Vec::new();
-    if cfg.servers < 3 {
-        return faults;
-    }
-    let followers: Vec<u32> = (1..=cfg.servers).filter(|s| *s != cfg.master).collect();
-    let bounced = *rng.pick(&followers);
-    let at = rng.duration(cfg.fault_window.0, cfg.fault_window.1);
-    let down = if rng.chance(30) {
-        Duration::ZERO
-    } else {
-        rng.duration(Duration::from_millis(100), Duration::from_secs(3))
-    };
-    faults.push((at, Fault::Crash(bounced)));
-    faults.push((at + down, Fault::Restart(bounced)));
-    let others: Vec<u32> = followers
-        .iter()
-        .copied()
-        .filter(|s| *s != bounced)
-        .collect();
-    let cut = if rng.chance(cfg.other_follower_cut_pct) {
-        *rng.pick(&others)
-    } else {
-        bounced
-    };
-    let at = rng.duration(cfg.fault_window.0, cfg.fault_window.1);
-    let len = rng.duration(Duration::from_millis(500), Duration::from_secs(6));
-    faults.push((at, Fault::Partition(cut)));
-    faults.push((at + len, Fault::Repair(cut)));
-    if rng.chance(cfg.master_crash_pct) {
-        let at = rng.duration(cfg.fault_window.0, cfg.fault_window.1);
-        let down = rng.duration(Duration::from_millis(200), Duration::from_secs(4));
-        faults.push((at, Fault::Crash(cfg.master)));
-        faults.push((at + down, Fault::Restart(cfg.master)));
-    }
-    faults.sort_by_key(|(at, _)| *at);
-    faults
-}
+/// A balancer node, kept while it runs so that checks can read it.
+pub type BalancerSlot = Rc<RefCell<Option<Rc<RefCell<Balancer>>>>>;
 
-/// Registers the balancer host of the replicated scenarios (no events
-/// observed). Never restarted: its nonces come from the seed alone.
-pub(crate) fn add_plain_balancer(
-    sim: &mut turmoil::Sim<'static>,
-    servers: Vec<ServerAddr>,
-    secret: &ClusterSecret,
-    trace: &SharedTrace,
-    seed: u64,
-) {
-    let bcfg = BalancerConfig::new(servers);
-    let (trace, secret) = (trace.clone(), secret.clone());
-    sim.host(BALANCER, move || {
-        let (bcfg, trace, secret) = (bcfg.clone(), trace.clone(), secret.clone());
-        async move {
-            let node = Balancer::new(bcfg, secret, Entropy::from_u64(seed));
-            let node = Rc::new(RefCell::new(node));
-            trace.borrow_mut().record_now(BALANCER, "up");
-            let dcfg = DriverConfig {
-                trace_accepts: true,
-                ..DriverConfig::default()
-            };
-            serve(BALANCER, BALANCER_PORT, node, None, trace, dcfg, |_, _| {}).await
-        }
-    });
-}
-
-/// One turmoil step, counted in `steps`. `Some(all_done)` if it went well;
-/// `None` after recording a violation: a panic, a host's failure, or (when
-/// the simulation ran out of time) the text `hang` makes of the error.
-pub(crate) fn guarded_step(
-    sim: &mut turmoil::Sim<'static>,
-    steps: &mut u64,
-    violations: &mut Vec<String>,
-    at: &str,
-    hang: impl FnOnce(String) -> String,
-) -> Option<bool> {
-    let result = catch_unwind(AssertUnwindSafe(|| sim.step()));
-    *steps += 1;
-    match result {
-        Ok(Ok(all_done)) => return Some(all_done),
-        Err(panic) => violations.push(format!(
-            "a node or the driver panicked at {at}: {}",
-            panic_message(&*panic)
-        )),
-        Ok(Err(e)) if !e.to_string().starts_with("Ran for duration") => {
-            violations.push(format!("a host failed at {at}: {e}"))
-        }
-        Ok(Err(e)) => violations.push(hang(e.to_string())),
-    }
-    None
-}
-
-/// Calls `f` for each link between server `s` and every other host.
-pub(crate) fn for_links(
-    sim: &mut turmoil::Sim<'static>,
-    hosts: &[String],
-    s: u32,
-    mut f: impl FnMut(&mut turmoil::Sim<'static>, &str, &str),
-) {
-    let me = server_host(s);
-    for h in hosts.iter().filter(|h| **h != me) {
-        f(sim, &me, h);
-    }
-}
-
-/// A server cut off now is cut off from the newcomer `name` too (`cut` is
-/// indexed by server id).
-pub(crate) fn cut_off_newcomer(
-    sim: &mut turmoil::Sim<'static>,
-    cut: &[bool],
-    servers: u32,
-    name: &str,
-) {
-    for s in 1..=servers {
-        if cut[s as usize] {
-            sim.partition(server_host(s), name);
-        }
-    }
-}
-
-/// What the harness knows of its servers and links, for [`apply_fault`].
-pub(crate) struct FaultState<'a> {
-    pub sim: &'a mut turmoil::Sim<'static>,
-    /// Every host registered so far.
-    pub hosts: &'a [String],
-    /// The servers' slots, server `id` at `id - 1`.
-    pub servers: &'a [Rc<RefCell<ServerSlot>>],
+/// The simulation, its hosts, and what the harness knows of the faults it
+/// injected.
+pub struct Harness {
+    pub seed: u64,
+    pub sim: turmoil::Sim<'static>,
+    /// The servers' stores; removed after the simulation is dropped.
+    run_dir: tempfile::TempDir,
+    pub trace: SharedTrace,
+    secret: ClusterSecret,
+    /// How many servers the cluster has.
+    pub cluster: u32,
+    stores: bool,
+    /// The servers' slots and disks, server `id` at `id - 1`; both outlive
+    /// the server's crashes.
+    pub servers: Vec<Rc<RefCell<ServerSlot>>>,
+    pub disks: Vec<SharedDisk>,
+    pub balancer: BalancerSlot,
+    /// Every host registered so far, for partitions and repairs.
+    hosts: Vec<String>,
+    /// Faults of the plan not injected yet, the next one first.
+    faults: VecDeque<(Duration, Fault)>,
     /// Indexed by server id.
-    pub crashed: &'a mut [bool],
-    pub cut: &'a mut [bool],
+    crashed: Vec<bool>,
+    cut: Vec<bool>,
+    pub violations: Vec<String>,
+    pub steps: u64,
 }
 
-/// Applies `fault` and notes it in `st`. A crash drops the server's node and
-/// closes its store; a restart closes the store too (the bounce ends the
-/// running incarnation), and drops the node when `drop_node_on_restart`.
-pub(crate) fn apply_fault(st: FaultState<'_>, fault: Fault, drop_node_on_restart: bool) {
-    match fault {
-        Fault::Crash(s) => {
-            st.sim.crash(server_host(s));
-            st.servers[s as usize - 1].borrow_mut().crash();
-            st.crashed[s as usize] = true;
+impl Harness {
+    /// A simulation seeded and timed as `p` says, whose trace starts with
+    /// the lines of `plan`, and which will inject `faults` (sorted by time)
+    /// when [`Harness::inject_due`] finds them due.
+    pub fn new(p: SimParams, faults: Vec<(Duration, Fault)>, plan: Vec<String>) -> Self {
+        let sim = turmoil::Builder::new()
+            .rng_seed(p.seed)
+            .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
+            .simulation_duration(p.duration)
+            .tick_duration(p.tick)
+            .min_message_latency(p.latency.0)
+            .max_message_latency(p.latency.1)
+            .build();
+        let trace = Trace::shared();
+        for line in plan {
+            trace.borrow_mut().record(Duration::ZERO, HARNESS, line);
         }
-        Fault::Restart(s) => {
-            let mut slot = st.servers[s as usize - 1].borrow_mut();
-            slot.close_store();
-            if drop_node_on_restart {
-                slot.node = None;
+        let n = p.servers as usize + 1;
+        Harness {
+            seed: p.seed,
+            sim,
+            run_dir: run_dir().expect("a temporary directory for the stores"),
+            trace,
+            secret: ClusterSecret::from_bytes(SECRET).expect("the secret is long enough"),
+            cluster: p.servers,
+            stores: p.stores,
+            servers: Vec::new(),
+            disks: Vec::new(),
+            balancer: Rc::default(),
+            hosts: Vec::new(),
+            faults: faults.into(),
+            crashed: vec![false; n],
+            cut: vec![false; n],
+            violations: Vec::new(),
+            steps: 0,
+        }
+    }
+
+    /// Simulated time so far.
+    pub fn now(&self) -> Duration {
+        self.sim.elapsed()
+    }
+
+    /// Records a line of the harness's own in the trace.
+    pub fn record(&self, text: impl Into<String>) {
+        self.trace.borrow_mut().record(self.now(), HARNESS, text);
+    }
+
+    /// Registers the balancer host; `observe` sees its events. Never
+    /// restarted: its nonces come from the seed alone (a restart would need
+    /// the incarnation mixed in, or it would mint the same nonces again).
+    pub fn add_balancer(&mut self, observe: impl Fn(&BalancerEvent) + 'static) {
+        let bcfg = BalancerConfig::new(server_addrs(self.cluster));
+        let (trace, secret, slot) = (
+            self.trace.clone(),
+            self.secret.clone(),
+            self.balancer.clone(),
+        );
+        let (seed, observe) = (self.seed, Rc::new(observe));
+        self.sim.host(BALANCER, move || {
+            let (bcfg, trace, secret) = (bcfg.clone(), trace.clone(), secret.clone());
+            let (slot, observe) = (slot.clone(), observe.clone());
+            async move {
+                let node = Balancer::new(bcfg, secret, Entropy::from_u64(seed));
+                let node = Rc::new(RefCell::new(node));
+                *slot.borrow_mut() = Some(node.clone());
+                trace.borrow_mut().record_now(BALANCER, "up");
+                let dcfg = DriverConfig {
+                    trace_accepts: true,
+                    ..DriverConfig::default()
+                };
+                serve(BALANCER, BALANCER_PORT, node, None, trace, dcfg, |_, ev| {
+                    observe(ev)
+                })
+                .await
             }
-            drop(slot);
-            st.sim.bounce(server_host(s));
-            st.crashed[s as usize] = false;
+        });
+        self.hosts.push(BALANCER.to_string());
+    }
+
+    /// Every server but `id`, as its replica config names its peers.
+    pub fn peers_of(&self, id: u32) -> Vec<ServerAddr> {
+        server_addrs(self.cluster)
+            .into_iter()
+            .filter(|p| p.id != id)
+            .collect()
+    }
+
+    /// The directory of server `id`'s store.
+    pub fn store_dir(&self, id: u32) -> PathBuf {
+        store_dir(self.run_dir.path(), self.seed, &server_host(id))
+    }
+
+    /// Registers server `server.id` (the next one) with its own store and
+    /// disk, which survive its crashes; `observe` sees its events.
+    pub fn add_server(
+        &mut self,
+        server: ServerConfig,
+        replica: ReplicaConfig,
+        driver: DriverConfig,
+        observe: ServerObserver,
+    ) {
+        let id = server.id;
+        let slot = Rc::new(RefCell::new(ServerSlot::default()));
+        self.servers.push(slot.clone());
+        let disk = shared_disk();
+        self.disks.push(disk.clone());
+        let host = server_host(id);
+        let spec = ServerSpec {
+            host: host.clone(),
+            port: server_port(id),
+            server,
+            replica,
+            secret: self.secret.clone(),
+            seed: self.seed,
+            store_dir: self.store_dir(id),
+            disk,
+            driver,
+        };
+        add_server(&mut self.sim, spec, slot, self.trace.clone(), observe);
+        self.hosts.push(host);
+    }
+
+    /// Registers client host `name`, whose program `register` adds to the
+    /// simulation. A server cut off now is cut off from it too.
+    pub fn add_client(&mut self, name: &str, register: impl FnOnce(&mut turmoil::Sim<'static>)) {
+        self.add_clients(&[name.to_string()], register);
+    }
+
+    /// Registers client hosts `names`, whose programs `register` adds.
+    pub fn add_clients(
+        &mut self,
+        names: &[String],
+        register: impl FnOnce(&mut turmoil::Sim<'static>),
+    ) {
+        register(&mut self.sim);
+        for name in names {
+            for s in 1..=self.cluster {
+                if self.cut[s as usize] {
+                    self.sim.partition(server_host(s), name.as_str());
+                }
+            }
+            self.hosts.push(name.clone());
         }
-        Fault::Partition(s) => {
-            for_links(st.sim, st.hosts, s, |sim, a, b| sim.partition(a, b));
-            st.cut[s as usize] = true;
+    }
+
+    /// Injects every fault of the plan due by now, the plan's times
+    /// counting from `offset`.
+    pub fn inject_due(&mut self, offset: Duration) {
+        let now = self.now();
+        while self
+            .faults
+            .front()
+            .is_some_and(|(at, _)| offset + *at <= now)
+        {
+            let (_, fault) = self.faults.pop_front().expect("checked above");
+            self.inject(fault);
         }
-        Fault::Repair(s) => {
-            for_links(st.sim, st.hosts, s, |sim, a, b| sim.repair(a, b));
-            st.cut[s as usize] = false;
+    }
+
+    /// Applies `fault` and says so in the trace. A crash drops the server's
+    /// node and closes its store; a restart closes the store too (the
+    /// bounce ends the running incarnation) and drops the node.
+    pub fn inject(&mut self, fault: Fault) {
+        self.record(format!("!! {}", fault_text(fault, self.stores)));
+        match fault {
+            Fault::Crash(s) => {
+                self.sim.crash(server_host(s));
+                self.servers[s as usize - 1].borrow_mut().crash();
+                self.crashed[s as usize] = true;
+            }
+            Fault::Restart(s) => {
+                let mut slot = self.servers[s as usize - 1].borrow_mut();
+                slot.close_store();
+                slot.node = None;
+                drop(slot);
+                self.sim.bounce(server_host(s));
+                self.crashed[s as usize] = false;
+            }
+            Fault::Partition(s) => {
+                self.for_links(s, |sim, a, b| sim.partition(a, b));
+                self.cut[s as usize] = true;
+            }
+            Fault::Repair(s) => {
+                self.for_links(s, |sim, a, b| sim.repair(a, b));
+                self.cut[s as usize] = false;
+            }
+        }
+    }
+
+    /// Calls `f` for each link between server `s` and every other host.
+    fn for_links(&mut self, s: u32, mut f: impl FnMut(&mut turmoil::Sim<'static>, &str, &str)) {
+        let me = server_host(s);
+        for h in self.hosts.iter().filter(|h| **h != me) {
+            f(&mut self.sim, &me, h);
+        }
+    }
+
+    /// Drops the plan's faults still to come, restarts every server that is
+    /// down and repairs every link that is cut.
+    pub fn heal(&mut self) {
+        self.faults.clear();
+        for s in 1..=self.cluster {
+            if self.crashed[s as usize] {
+                self.inject(Fault::Restart(s));
+            }
+            if self.cut[s as usize] {
+                self.inject(Fault::Repair(s));
+            }
+        }
+    }
+
+    /// One turmoil step, counted. `Some(all_done)` if it went well (every
+    /// client program done); `None` after recording a violation: a panic, a
+    /// host's failure, or a hang when the simulation ran out of time, with
+    /// the programs `unfinished` names.
+    pub fn step(&mut self, unfinished: impl FnOnce() -> Vec<String>) -> Option<bool> {
+        let at = secs(self.now());
+        let result = catch_unwind(AssertUnwindSafe(|| self.sim.step()));
+        self.steps += 1;
+        let violation = match result {
+            Ok(Ok(all_done)) => return Some(all_done),
+            Err(panic) => format!(
+                "a node or the driver panicked at {at}: {}",
+                panic_message(&*panic)
+            ),
+            Ok(Err(e)) if !e.to_string().starts_with("Ran for duration") => {
+                format!("a host failed at {at}: {e}")
+            }
+            Ok(Err(e)) => format!(
+                "clients hang: {e} (unfinished: {})",
+                unfinished().join(", ")
+            ),
+        };
+        self.violations.push(violation);
+        None
+    }
+
+    /// True if nothing in `found` (a check's violations) is; otherwise
+    /// records each, stamped with the time.
+    pub fn holds(&mut self, found: Vec<String>) -> bool {
+        let at = secs(self.now());
+        let none = found.is_empty();
+        self.violations
+            .extend(found.into_iter().map(|v| format!("at {at}: {v}")));
+        none
+    }
+
+    /// Calls `f` with a view of every running server, in id order.
+    pub fn with_views<R>(&self, f: impl FnOnce(&[View<'_>]) -> R) -> R {
+        with_views(&self.servers, f)
+    }
+
+    /// The run's outcome, with the scenario's `details`. The simulation
+    /// goes first: its hosts hold clones of the trace and of the stores,
+    /// which must be closed before their directory is removed.
+    pub fn finish<D>(self, replay: String, details: D) -> Outcome<D> {
+        let sim_time = self.now();
+        drop(self.sim);
+        let trace = self.trace.borrow().clone();
+        drop(self.run_dir);
+        Outcome {
+            seed: self.seed,
+            trace,
+            violations: self.violations,
+            sim_time,
+            steps: self.steps,
+            replay,
+            details,
         }
     }
 }
@@ -264,60 +383,43 @@ pub(crate) fn apply_fault(st: FaultState<'_>, fault: Fault, drop_node_on_restart
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server_host::{add_server, run_dir, store_dir, ServerSpec};
-    use crate::trace::Trace;
     use ferry_core::accounts::password::PasswordParams;
-    use ferry_core::replication::ReplicaConfig;
-    use ferry_core::server::ServerConfig;
     use ferry_core::store::{Batch, Store, Write};
     use ferry_runtime_smol::store::HeedStore;
 
     /// Crashes and restarts a server at the same simulated instant, again
-    /// and again, through [`apply_fault`] as every scenario does. Before
-    /// each crash the test keeps a handle to the running incarnation's
-    /// store, as a task or a thread of it that outlived the crash would:
-    /// the next incarnation must still open its store (never "in use"),
-    /// and the old handle must reach nothing.
+    /// and again, through [`Harness::inject`] as every scenario does.
+    /// Before each crash the test keeps a handle to the running
+    /// incarnation's store, as a task or a thread of it that outlived the
+    /// crash would: the next incarnation must still open its store (never
+    /// "in use"), and the old handle must reach nothing.
     #[test]
     fn a_crash_and_a_restart_at_one_instant_never_find_the_store_in_use() {
         const ROUNDS: u32 = 60;
-        let runs = run_dir().expect("a temporary directory");
-        let dir = store_dir(runs.path(), 1, &server_host(1));
-        let mut sim = build_sim(SimParams {
+        let params = SimParams {
             seed: 1,
-            epoch_secs: 1_700_000_000,
             duration: Duration::from_secs(3600),
             tick: Duration::from_millis(2),
             latency: (Duration::from_millis(1), Duration::from_millis(2)),
-        });
-        let slot = Rc::new(RefCell::new(ServerSlot::default()));
-        let secret = ClusterSecret::from_bytes(b"ferry-sim-cluster-secret").expect("long enough");
-        let spec = ServerSpec {
-            host: server_host(1),
-            port: server_port(1),
-            server: ServerConfig {
-                password: PasswordParams::TESTING,
-                ..ServerConfig::new(1)
-            },
-            replica: ReplicaConfig::new(1, 1, Vec::new()),
-            secret,
-            seed: 1,
-            store_dir: dir.clone(),
-            disk: crate::disk::shared_disk(),
-            driver: DriverConfig::default(),
+            servers: 1,
+            stores: true,
         };
-        add_server(
-            &mut sim,
-            spec,
-            slot.clone(),
-            Trace::shared(),
+        let mut h = Harness::new(params, Vec::new(), Vec::new());
+        let server = ServerConfig {
+            password: PasswordParams::TESTING,
+            ..ServerConfig::new(1)
+        };
+        let replica = ReplicaConfig::new(1, 1, Vec::new());
+        h.add_server(
+            server,
+            replica,
+            DriverConfig::default(),
             Rc::new(|_, _, _| {}),
         );
-        let hosts = vec![server_host(1)];
-        let (mut crashed, mut cut) = (vec![false; 2], vec![false; 2]);
-        let up = |sim: &mut turmoil::Sim<'static>, incarnation: u32| {
+        let (dir, slot) = (h.store_dir(1), h.servers[0].clone());
+        let up = |h: &mut Harness, incarnation: u32| {
             for _ in 0..50 {
-                if let Err(e) = sim.step() {
+                if let Err(e) = h.sim.step() {
                     panic!("start #{incarnation}: {e}");
                 }
                 let s = slot.borrow();
@@ -327,7 +429,7 @@ mod tests {
             }
             panic!("start #{incarnation} never came up");
         };
-        up(&mut sim, 1);
+        up(&mut h, 1);
         for round in 1..=ROUNDS {
             let running = slot.borrow().store().cloned().expect("an open store");
             // The lock is real: while an incarnation runs, nobody else
@@ -336,18 +438,9 @@ mod tests {
                 panic!("round {round}: a second open of a running server's store");
             };
             assert!(e.to_string().contains("in use"), "{e}");
-            let servers = [slot.clone()];
-            for fault in [Fault::Crash(1), Fault::Restart(1)] {
-                let st = FaultState {
-                    sim: &mut sim,
-                    hosts: &hosts,
-                    servers: &servers,
-                    crashed: &mut crashed,
-                    cut: &mut cut,
-                };
-                apply_fault(st, fault, round % 2 == 0);
-            }
-            up(&mut sim, round + 1);
+            h.inject(Fault::Crash(1));
+            h.inject(Fault::Restart(1));
+            up(&mut h, round + 1);
             let mut stale = running;
             assert!(!stale.is_open(), "round {round}: the crashed store is open");
             let mut batch = Batch::default();
