@@ -13,8 +13,8 @@
 
 use clap::{Parser, ValueEnum};
 use ferry_sim::{
-    run_connect_scenario, run_files_scenario, run_replication_scenario, sweep_with, FilesConfig,
-    Preset, ReplicationConfig, RunOutcome, ScenarioConfig,
+    run_connect_scenario, run_files_scenario, run_replication_scenario, sweep_with, ConnectConfig,
+    FilesConfig, Preset, ReplicationConfig, RunOutcome,
 };
 use std::process::ExitCode;
 use std::time::Instant;
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
     let run = move |seed: u64| -> Box<dyn RunOutcome + Send> {
         match args.scenario {
             Scenario::Connect => {
-                let cfg = ScenarioConfig::for_preset(preset, seed)
+                let cfg = ConnectConfig::for_preset(preset, seed)
                     .expect("named presets have a configuration");
                 Box::new(run_connect_scenario(seed, &cfg))
             }

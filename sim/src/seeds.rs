@@ -11,7 +11,7 @@ use std::time::Duration;
 /// The named configurations, which a seed and a name reproduce exactly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Preset {
-    /// [`ScenarioConfig::swarm`]: the seed also picks the load.
+    /// [`ConnectConfig::swarm`]: the seed also picks the load.
     Swarm,
     AllServersDown,
     AllServersBusy,

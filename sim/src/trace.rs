@@ -17,6 +17,11 @@ pub const HARNESS: &str = "harness";
 
 pub type SharedTrace = Rc<RefCell<Trace>>;
 
+/// A simulated time as the trace and the plans write it: `12.345s`.
+pub fn secs(d: Duration) -> String {
+    format!("{}.{:03}s", d.as_secs(), d.subsec_millis())
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Line {
     /// Simulated time since the simulation started.

@@ -4,7 +4,7 @@
 
 use ferry_core::sabotage::{self, Sabotage};
 use ferry_sim::{
-    run_connect_scenario, run_replication_scenario, Preset, ReplicationConfig, ScenarioConfig,
+    run_connect_scenario, run_replication_scenario, ConnectConfig, Preset, ReplicationConfig,
 };
 
 /// Runs `f` with `bug` switched on for this thread, and off again after.
@@ -24,7 +24,7 @@ fn sabotaged<R>(bug: Sabotage, f: impl FnOnce() -> R) -> R {
 fn a_balancer_that_takes_no_for_yes_is_caught() {
     // Every server is busy: each probe is answered "no".
     let seed = 1;
-    let cfg = ScenarioConfig::for_preset(Preset::AllServersBusy, seed).expect("a named preset");
+    let cfg = ConnectConfig::for_preset(Preset::AllServersBusy, seed).expect("a named preset");
     let honest = run_connect_scenario(seed, &cfg);
     assert!(
         !honest

@@ -12,10 +12,10 @@
 mod common;
 
 use ferry_core::client::ClientError;
-use ferry_sim::invariants::ClientResult;
+use ferry_sim::scenarios::connect::invariants::ClientResult;
 use ferry_sim::{
-    replay_command, run_connect_scenario, sweep, sweep_count, sweep_seeds, sweep_threads, Outcome,
-    Preset, ScenarioConfig,
+    replay_command, run_connect_scenario, sweep, sweep_count, sweep_seeds, sweep_threads,
+    ConnectConfig, ConnectOutcome, Preset,
 };
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 /// and a session the partitioned server never learns has ended.
 const SNAPSHOT_SEED: u64 = 191;
 
-fn swarm(seed: u64) -> Outcome {
-    run_connect_scenario(seed, &ScenarioConfig::swarm(seed))
+fn swarm(seed: u64) -> ConnectOutcome {
+    run_connect_scenario(seed, &ConnectConfig::swarm(seed))
 }
 
 #[test]
@@ -85,12 +85,12 @@ fn sweep_200_seeds() {
 /// asked again, so a client may be told after fewer than three probes.)
 #[test]
 fn all_servers_down_gives_no_server() {
-    let cfg = ScenarioConfig::all_servers_down();
+    let cfg = ConnectConfig::all_servers_down();
     for seed in [1, 2, 3] {
         let outcome = run_connect_scenario(seed, &cfg);
         outcome.assert_ok();
-        assert_eq!(outcome.clients.len(), cfg.clients as usize);
-        for c in &outcome.clients {
+        assert_eq!(outcome.details.clients.len(), cfg.clients as usize);
+        for c in &outcome.details.clients {
             let took = c.at.expect("finished") - c.start;
             assert!(
                 matches!(
@@ -115,11 +115,11 @@ fn all_servers_down_gives_no_server() {
 /// busy" at once, and nobody hangs.
 #[test]
 fn all_servers_busy_gives_no_server() {
-    let cfg = ScenarioConfig::all_servers_busy();
+    let cfg = ConnectConfig::all_servers_busy();
     for seed in [1, 2, 3] {
         let outcome = run_connect_scenario(seed, &cfg);
         outcome.assert_ok();
-        let (holders, late) = outcome.clients.split_at(cfg.holders as usize);
+        let (holders, late) = outcome.details.clients.split_at(cfg.holders as usize);
         let servers: BTreeSet<u32> = holders
             .iter()
             .map(|c| match c.result {
@@ -152,14 +152,14 @@ fn all_servers_busy_gives_no_server() {
 /// that names the stuck clients and says how to replay it.
 #[test]
 fn a_hang_is_reported_with_the_stuck_clients() {
-    let cfg = ScenarioConfig {
+    let cfg = ConnectConfig {
         holders: 1,
         clients: 1,
         long_hold: Duration::from_secs(30),
         faults: ferry_sim::Faults::None,
         liveness: false,
         duration: Duration::from_secs(5),
-        ..ScenarioConfig::default()
+        ..ConnectConfig::default()
     };
     let outcome = run_connect_scenario(11, &cfg);
     assert!(!outcome.is_ok());
@@ -176,11 +176,11 @@ fn a_hang_is_reported_with_the_stuck_clients() {
 /// search budget (3 s) must end it with a clear "no server", not a timeout.
 #[test]
 fn many_dead_servers_still_give_no_server() {
-    let cfg = ScenarioConfig {
+    let cfg = ConnectConfig {
         preset: Preset::Custom,
         servers: 6,
         clients: 1,
-        ..ScenarioConfig::all_servers_down()
+        ..ConnectConfig::all_servers_down()
     };
     run_connect_scenario(1, &cfg).assert_ok();
 }

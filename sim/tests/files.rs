@@ -24,10 +24,10 @@ use ferry_core::server::scrub::Verdict;
 use ferry_core::server::{OpError, Response};
 use ferry_core::transfer::TransferError;
 use ferry_sim::disk::short;
-use ferry_sim::files::client::OpResult;
+use ferry_sim::scenarios::files::client::OpResult;
 use ferry_sim::{
     files_replay_command, run_files_scenario, sweep_count_or, sweep_seeds, sweep_threads,
-    sweep_with, FetchWaits, FilesConfig, FilesOutcome, Preset,
+    sweep_with, Details, FetchWaits, FilesConfig, FilesOutcome, Preset,
 };
 use std::time::Instant;
 
@@ -106,7 +106,7 @@ fn same_seed_same_trace() {
         files_replay_command(seed, Preset::Swarm)
     );
     assert_eq!(a.steps, b.steps);
-    assert_eq!(a.converged, b.converged);
+    assert_eq!(a.details.converged, b.details.converged);
     let c = run_files_scenario(seed + 1, &FilesConfig::swarm(seed + 1));
     assert_ne!(
         a.rendered(),
@@ -141,7 +141,7 @@ fn a_download_outwaits_a_long_fetch() {
     let seed = LONG_FETCH_SEED;
     let outcome = run_files_scenario(seed, &FilesConfig::swarm(seed));
     outcome.assert_ok();
-    let waits = FetchWaits::of(&outcome.clients);
+    let waits = FetchWaits::of(&outcome.details.clients);
     let replay = files_replay_command(seed, Preset::Swarm);
     assert!(
         waits.long_then_got >= 1,
@@ -165,14 +165,15 @@ fn a_rotten_copy_found_by_a_download_is_replaced() {
     let outcome = run_files_scenario(seed, &FilesConfig::swarm(seed));
     outcome.assert_ok();
     let replay = files_replay_command(seed, Preset::Swarm);
-    let [rot] = &outcome.rots[..] else {
+    let [rot] = &outcome.details.rots[..] else {
         panic!(
             "seed {seed}: one rot, not {:?}; replay: {replay}",
-            outcome.rots
+            outcome.details.rots
         );
     };
     let short = short(&rot.digest);
     let checks: Vec<_> = outcome
+        .details
         .checks
         .iter()
         .map(|c| (c.server, c.digest.clone(), c.verdict.clone()))
@@ -182,10 +183,11 @@ fn a_rotten_copy_found_by_a_download_is_replaced() {
     };
     assert_eq!(rot.server, 1, "replay: {replay}");
     assert!(digest.starts_with(&short), "replay: {replay}");
-    let found = outcome.checks[0].at;
+    let found = outcome.details.checks[0].at;
     // Carol's download through server1 is what found it, before the
     // verifiers.
     let damaged: Vec<_> = outcome
+        .details
         .clients
         .iter()
         .flat_map(|c| &c.ops)
@@ -209,7 +211,7 @@ fn a_rotten_copy_found_by_a_download_is_replaced() {
         "replay: {replay}"
     );
     assert!(
-        outcome.verify_started.is_some_and(|v| found < v),
+        outcome.details.verify_started.is_some_and(|v| found < v),
         "replay: {replay}"
     );
     // Removed, then fetched again from server3 and on server1's disk.
@@ -229,6 +231,7 @@ fn a_rotten_copy_found_by_a_download_is_replaced() {
     assert_eq!(got, want.iter().collect::<Vec<_>>(), "replay: {replay}");
     let count = |what: &str| {
         outcome
+            .details
             .counts()
             .iter()
             .find(|(w, _)| *w == what)

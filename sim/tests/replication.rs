@@ -66,7 +66,7 @@ fn same_seed_same_trace() {
         replication_replay_command(seed, Preset::Swarm)
     );
     assert_eq!(a.steps, b.steps);
-    assert_eq!(a.converged, b.converged);
+    assert_eq!(a.details.converged, b.details.converged);
     let c = swarm(seed + 1);
     assert_ne!(
         a.rendered(),

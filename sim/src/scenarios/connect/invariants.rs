@@ -4,7 +4,7 @@
 //! Each check returns the violations it found as readable sentences; the
 //! harness stops a run at the first one found between steps.
 
-use crate::attacker::Presented;
+use super::attacker::Presented;
 use ferry_core::client::{ClientError, Peer};
 use ferry_core::refusal::Refusal;
 use ferry_core::server::Server;

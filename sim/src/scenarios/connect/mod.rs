@@ -1,45 +1,37 @@
 //! The "connect" scenario: clients ask the balancer for a server and open a
 //! session on it, while the harness crashes one server and partitions another.
 //!
-//! VOPR-style: a seed picks the swarm options ([`ScenarioConfig::swarm`]) and
-//! a concrete [`Plan`] (client start times, hold times, fault times); the
+//! VOPR-style: a seed picks the swarm options ([`ConnectConfig::swarm`]) and
+//! a concrete [`ConnectPlan`] (client start times, hold times, fault times); the
 //! harness runs turmoil step by step, injects the faults when their time
 //! comes, and checks invariants between steps. A *safety* phase runs with
 //! faults until every client has finished; then the cluster is healed (the
 //! crashed server restarted, the partition repaired) and a *liveness* phase
 //! starts one more client that must connect.
 
-use crate::attacker::{AttackEvent, ReplayAttacker};
-use crate::driver::{serve, Ctx, Driver, DriverConfig, Flow};
-use crate::harness::{
-    apply_fault, build_sim, cut_off_newcomer, failure_report, guarded_step, FaultState, SimParams,
-};
-use crate::harness::{server_host, server_port, Fault, BALANCER, BALANCER_PORT};
-use crate::invariants::{
-    self, AttackRecord, ClientRecord, ClientResult, Established, Observations,
-};
+pub mod attacker;
+pub mod invariants;
+
+use crate::driver::{Ctx, Driver, DriverConfig, Flow};
+use crate::harness::{fault_text, server_addrs, server_host, Details, Fault, Harness, Outcome};
+use crate::harness::{SimParams, BALANCER, BALANCER_PORT};
 use crate::seeds::SimRng;
 use crate::seeds::{replay_command, Preset};
-use crate::server_host::{add_server, run_dir, store_dir, ServerSlot, ServerSpec};
-use crate::sweep::{sweep_with, RunOutcome, SweepReport};
-use crate::trace::{SharedTrace, Trace, HARNESS};
+use crate::sweep::{sweep_with, SweepReport};
+use crate::trace::{secs, SharedTrace};
+use attacker::{AttackEvent, ReplayAttacker};
 use ferry_core::accounts::password::PasswordParams;
-use ferry_core::auth::ClusterSecret;
-use ferry_core::balancer::{Balancer, BalancerConfig, BalancerEvent, ServerAddr};
+use ferry_core::balancer::BalancerEvent;
 use ferry_core::client::{Client, ClientConfig, ClientEvent};
 use ferry_core::replication::ReplicaConfig;
 use ferry_core::server::{ServerConfig, ServerEvent};
-use ferry_core::Entropy;
+use invariants::{AttackRecord, ClientRecord, ClientResult, Established, Observations};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
 /// Host name of the client that replays its auth code.
 pub const ATTACKER: &str = "attacker";
-/// The secret every node of the simulated cluster shares.
-const SECRET: &[u8] = b"ferry-sim-cluster-secret";
-/// A fixed epoch, so nothing in a run depends on the wall clock.
-const EPOCH_SECS: u64 = 1_780_000_000;
 /// How long the healed cluster gets before the liveness probe starts: longer
 /// than a reservation's TTL (10 s) and the balancer's back-off (5 s).
 const SETTLE: Duration = Duration::from_secs(11);
@@ -64,9 +56,9 @@ pub enum Faults {
     AllServersDown,
 }
 
-/// The knobs of a scenario; [`ScenarioConfig::swarm`] draws them from a seed.
+/// The knobs of a scenario; [`ConnectConfig::swarm`] draws them from a seed.
 #[derive(Clone, Debug)]
-pub struct ScenarioConfig {
+pub struct ConnectConfig {
     /// How this config was made, for the replay command.
     pub preset: Preset,
     pub servers: u32,
@@ -97,9 +89,9 @@ pub struct ScenarioConfig {
     pub duration: Duration,
 }
 
-impl Default for ScenarioConfig {
+impl Default for ConnectConfig {
     fn default() -> Self {
-        ScenarioConfig {
+        ConnectConfig {
             preset: Preset::Custom,
             servers: 3,
             max_clients: 2,
@@ -121,7 +113,7 @@ impl Default for ScenarioConfig {
     }
 }
 
-impl ScenarioConfig {
+impl ConnectConfig {
     /// Swarm testing: each seed gets its own mix of load and timing.
     pub fn swarm(seed: u64) -> Self {
         let mut rng = SimRng::new(seed, 1);
@@ -129,7 +121,7 @@ impl ScenarioConfig {
         let clients = rng.range(4, 9) as u32;
         let holders = rng.range(0, 2) as u32;
         let max_latency = *rng.pick(&[5, 25, 60, 150]);
-        ScenarioConfig {
+        ConnectConfig {
             preset: Preset::Swarm,
             max_clients,
             clients,
@@ -137,7 +129,7 @@ impl ScenarioConfig {
             hold_chance_pct: *rng.pick(&[20, 50, 80]),
             latency: (Duration::from_millis(1), Duration::from_millis(max_latency)),
             attacker_chance_pct: 50,
-            ..ScenarioConfig::default()
+            ..ConnectConfig::default()
         }
     }
 
@@ -153,20 +145,20 @@ impl ScenarioConfig {
 
     /// Every server is down: clients must get a clear "no server", not hang.
     pub fn all_servers_down() -> Self {
-        ScenarioConfig {
+        ConnectConfig {
             preset: Preset::AllServersDown,
             clients: 3,
             faults: Faults::AllServersDown,
             start_window: (Duration::from_secs(1), Duration::from_secs(3)),
             liveness: false,
-            ..ScenarioConfig::default()
+            ..ConnectConfig::default()
         }
     }
 
     /// Every slot is held by an early client: later clients must get a clear
     /// "no server (all busy)".
     pub fn all_servers_busy() -> Self {
-        ScenarioConfig {
+        ConnectConfig {
             preset: Preset::AllServersBusy,
             max_clients: 1,
             clients: 6,
@@ -176,7 +168,7 @@ impl ScenarioConfig {
             start_window: (Duration::from_secs(3), Duration::from_secs(8)),
             faults: Faults::None,
             liveness: false,
-            ..ScenarioConfig::default()
+            ..ConnectConfig::default()
         }
     }
 }
@@ -190,7 +182,7 @@ pub struct ClientPlan {
 
 /// The concrete run a seed and a config describe.
 #[derive(Clone, Debug)]
-pub struct Plan {
+pub struct ConnectPlan {
     pub clients: Vec<ClientPlan>,
     /// When the code-replaying client starts, if there is one.
     pub attacker: Option<Duration>,
@@ -198,8 +190,8 @@ pub struct Plan {
     pub faults: Vec<(Duration, Fault)>,
 }
 
-impl Plan {
-    pub fn new(seed: u64, cfg: &ScenarioConfig) -> Plan {
+impl ConnectPlan {
+    pub fn new(seed: u64, cfg: &ConnectConfig) -> ConnectPlan {
         let mut rng = SimRng::new(seed, 2);
         let clients = (1..=cfg.clients)
             .map(|i| {
@@ -247,14 +239,14 @@ impl Plan {
         let attacker = rng
             .chance(cfg.attacker_chance_pct)
             .then(|| rng.duration(cfg.start_window.0, cfg.start_window.1));
-        Plan {
+        ConnectPlan {
             clients,
             attacker,
             faults,
         }
     }
 
-    fn describe(&self, cfg: &ScenarioConfig) -> Vec<String> {
+    fn describe(&self, cfg: &ConnectConfig) -> Vec<String> {
         let holding = self.clients.iter().filter(|c| c.hold.is_some()).count();
         let mut lines = vec![format!(
             "plan: {} servers with {} slot(s) each, {} client(s) ({} hold a session), latency {}..{} ms",
@@ -272,66 +264,25 @@ impl Plan {
             ));
         }
         for (at, f) in &self.faults {
-            lines.push(format!("plan: {} at {}", fault_text(*f), secs(*at)));
+            lines.push(format!("plan: {} at {}", fault_text(*f, false), secs(*at)));
         }
         lines
     }
 }
 
-fn fault_text(f: Fault) -> String {
-    match f {
-        Fault::Crash(s) => format!("crash {}", server_host(s)),
-        Fault::Restart(s) => format!("restart {}", server_host(s)),
-        Fault::Partition(s) => format!("partition {} from every host", server_host(s)),
-        Fault::Repair(s) => format!("repair {}'s links", server_host(s)),
-    }
-}
-
-fn secs(d: Duration) -> String {
-    format!("{}.{:03}s", d.as_secs(), d.subsec_millis())
-}
-
-/// The result of one run.
+/// What a connect run adds to its [`Outcome`].
 #[derive(Debug)]
-pub struct Outcome {
-    pub seed: u64,
-    pub config: ScenarioConfig,
-    pub plan: Plan,
-    pub trace: Trace,
+pub struct ConnectDetails {
+    pub config: ConnectConfig,
+    pub plan: ConnectPlan,
     pub clients: Vec<ClientRecord>,
-    pub violations: Vec<String>,
-    /// Simulated time the run took.
-    pub sim_time: Duration,
-    pub steps: u64,
 }
 
-impl Outcome {
-    pub fn is_ok(&self) -> bool {
-        self.violations.is_empty()
-    }
-
-    /// The trace as one readable line per event.
-    pub fn rendered(&self) -> String {
-        self.trace.render()
-    }
-
-    /// Violations, the end of the trace, and the command that replays it.
-    pub fn failure_report(&self) -> String {
-        failure_report(
-            self.seed,
-            &self.violations,
-            &self.trace.render_tail(40),
-            &replay_command(self.seed, self.config.preset),
-        )
-    }
-
-    /// Panics with [`Outcome::failure_report`] if an invariant was violated.
-    pub fn assert_ok(&self) {
-        if !self.is_ok() {
-            panic!("{}", self.failure_report());
-        }
-    }
+impl Details for ConnectDetails {
+    const TRACE_TAIL: usize = 40;
 }
+
+pub type ConnectOutcome = Outcome<ConnectDetails>;
 
 type Shared<T> = Rc<RefCell<T>>;
 
@@ -352,181 +303,99 @@ enum Phase {
 }
 
 /// Runs the connect scenario for `seed` and checks every invariant.
-pub fn run_connect_scenario(seed: u64, cfg: &ScenarioConfig) -> Outcome {
-    let plan = Plan::new(seed, cfg);
-    let mut h = Harness::new(seed, cfg, &plan);
-    let mut faults = plan.faults.clone().into_iter().peekable();
+pub fn run_connect_scenario(seed: u64, cfg: &ConnectConfig) -> ConnectOutcome {
+    let plan = ConnectPlan::new(seed, cfg);
+    let mut c = Connect::new(seed, cfg, &plan);
     let mut phase = Phase::Safety;
     loop {
-        h.admit_due_clients();
-        while let Some((_, fault)) = faults.next_if(|(at, _)| *at <= h.sim.elapsed()) {
-            h.inject(fault);
-        }
-        let Some(all_done) = h.step() else {
+        c.admit_due_clients();
+        c.h.inject_due(Duration::ZERO);
+        let Some(all_done) = c.step() else {
             break;
         };
-        if !h.check_capacity() {
+        if !c.check_capacity() {
             break;
         }
-        let idle = all_done && h.waiting.is_empty();
+        let idle = all_done && c.waiting.is_empty();
         match phase {
             Phase::Safety | Phase::Liveness if !idle => {}
             Phase::Safety if cfg.liveness => {
-                // Later faults of the plan are dropped.
-                faults = Vec::new().into_iter().peekable();
-                h.heal_and_send_late_client();
+                c.heal_and_send_late_client();
                 phase = Phase::Liveness;
             }
             Phase::Safety | Phase::Liveness => {
-                phase = Phase::CoolDown(h.sim.elapsed() + COOL_DOWN);
+                phase = Phase::CoolDown(c.h.now() + COOL_DOWN);
             }
-            Phase::CoolDown(until) if h.sim.elapsed() >= until => break,
+            Phase::CoolDown(until) if c.h.now() >= until => break,
             Phase::CoolDown(_) => {}
         }
     }
-    if h.violations.is_empty() {
-        h.check_final_state();
+    if c.h.violations.is_empty() {
+        c.check_final_state();
     }
-    h.into_outcome(seed, cfg, plan)
+    let clients = c.obs.borrow().clients.clone();
+    let replay = replay_command(seed, cfg.preset);
+    c.h.finish(
+        replay,
+        ConnectDetails {
+            config: cfg.clone(),
+            plan,
+            clients,
+        },
+    )
 }
 
-/// The simulation, the shared state its programs report into, and what the
-/// harness knows about the faults it injected.
-struct Harness<'c> {
-    cfg: &'c ScenarioConfig,
-    seed: u64,
-    sim: turmoil::Sim<'static>,
-    /// The servers' stores; removed after the simulation is dropped.
-    run_dir: tempfile::TempDir,
-    trace: SharedTrace,
+/// The harness, and the state the connect programs report into.
+struct Connect<'c> {
+    cfg: &'c ConnectConfig,
+    h: Harness,
     obs: Shared<Observations>,
-    balancer: Shared<Option<Rc<RefCell<Balancer>>>>,
-    servers: Vec<Shared<ServerSlot>>,
-    /// Every server as (id, address), for the attacker.
-    server_addrs: Vec<(u32, String)>,
-    /// Hosts registered so far.
-    hosts: Vec<String>,
     /// Programs not started yet, the next one last.
     waiting: Vec<(ClientPlan, Who)>,
-    /// Indexed by server id.
-    crashed: Vec<bool>,
-    cut: Vec<bool>,
-    violations: Vec<String>,
-    steps: u64,
 }
 
-impl<'c> Harness<'c> {
-    fn new(seed: u64, cfg: &'c ScenarioConfig, plan: &Plan) -> Self {
-        let sim = build_sim(SimParams {
+impl<'c> Connect<'c> {
+    fn new(seed: u64, cfg: &'c ConnectConfig, plan: &ConnectPlan) -> Self {
+        let params = SimParams {
             seed,
-            epoch_secs: EPOCH_SECS,
             duration: cfg.duration,
             tick: cfg.tick,
             latency: cfg.latency,
-        });
-        let trace = Trace::shared();
-        for line in plan.describe(cfg) {
-            trace.borrow_mut().record(Duration::ZERO, HARNESS, line);
-        }
-        let n = cfg.servers as usize + 1;
-        let mut h = Harness {
+            servers: cfg.servers,
+            stores: false,
+        };
+        let h = Harness::new(params, plan.faults.clone(), plan.describe(cfg));
+        let mut c = Connect {
             cfg,
-            seed,
-            sim,
-            run_dir: run_dir().expect("a temporary directory for the stores"),
-            trace,
+            h,
             obs: Rc::default(),
-            balancer: Rc::default(),
-            servers: Vec::new(),
-            server_addrs: (1..=cfg.servers)
-                .map(|id| (id, format!("{}:{}", server_host(id), server_port(id))))
-                .collect(),
-            hosts: Vec::new(),
             waiting: Vec::new(),
-            crashed: vec![false; n],
-            cut: vec![false; n],
-            violations: Vec::new(),
-            steps: 0,
         };
         // Hosts first, in a fixed order: turmoil runs them in registration
         // order.
-        let secret = ClusterSecret::from_bytes(SECRET).expect("secret is long enough");
-        h.add_balancer(seed, &secret);
-        for id in 1..=cfg.servers {
-            h.add_server(id, &secret);
-        }
-        h.plan_programs(plan);
-        h
-    }
-
-    fn add_balancer(&mut self, seed: u64, secret: &ClusterSecret) {
-        let servers = self
-            .server_addrs
-            .iter()
-            .map(|(id, addr)| ServerAddr {
-                id: *id,
-                addr: addr.clone(),
-            })
-            .collect();
-        let bcfg = BalancerConfig::new(servers);
-        let (trace, obs, slot) = (self.trace.clone(), self.obs.clone(), self.balancer.clone());
-        let secret = secret.clone();
-        self.sim.host(BALANCER, move || {
-            let (trace, obs, slot) = (trace.clone(), obs.clone(), slot.clone());
-            // The balancer is never restarted here; if it were, its entropy
-            // would need the incarnation mixed in, or it would mint the same
-            // nonces again.
-            let node = Balancer::new(bcfg.clone(), secret.clone(), Entropy::from_u64(seed));
-            async move {
-                let node = Rc::new(RefCell::new(node));
-                *slot.borrow_mut() = Some(node.clone());
-                trace.borrow_mut().record_now(BALANCER, "up");
-                let dcfg = DriverConfig {
-                    trace_accepts: true,
-                    ..DriverConfig::default()
-                };
-                serve(
-                    BALANCER,
-                    BALANCER_PORT,
-                    node,
-                    None,
-                    trace,
-                    dcfg,
-                    move |_, ev| {
-                        if let BalancerEvent::Assigned { code, .. } = ev {
-                            obs.borrow_mut().assigned.insert(code.clone());
-                        }
-                    },
-                )
-                .await
+        let obs = c.obs.clone();
+        c.h.add_balancer(move |ev| {
+            if let BalancerEvent::Assigned { code, .. } = ev {
+                obs.borrow_mut().assigned.insert(code.clone());
             }
         });
-        self.hosts.push(BALANCER.to_string());
+        for id in 1..=cfg.servers {
+            c.add_server(id);
+        }
+        c.plan_programs(plan);
+        c
     }
 
     /// Registers server `id`: a cluster of its own (it is its own master,
     /// with no peers), so replication changes nothing here. Its program runs
     /// again at each restart with a fresh node; its store survives, but this
     /// scenario writes nothing to it.
-    fn add_server(&mut self, id: u32, secret: &ClusterSecret) {
-        let slot = Rc::new(RefCell::new(ServerSlot::default()));
-        self.servers.push(slot.clone());
-        let host = server_host(id);
-        let spec = ServerSpec {
-            host: host.clone(),
-            port: server_port(id),
-            server: ServerConfig {
-                max_clients: self.cfg.max_clients,
-                idle_timeout: IDLE_TIMEOUT,
-                password: PasswordParams::TESTING,
-                ..ServerConfig::new(id)
-            },
-            replica: ReplicaConfig::new(id, id, Vec::new()),
-            secret: secret.clone(),
-            seed: self.seed,
-            store_dir: store_dir(self.run_dir.path(), self.seed, &host),
-            disk: crate::disk::shared_disk(),
-            driver: DriverConfig::default(),
+    fn add_server(&mut self, id: u32) {
+        let server = ServerConfig {
+            max_clients: self.cfg.max_clients,
+            idle_timeout: IDLE_TIMEOUT,
+            password: PasswordParams::TESTING,
+            ..ServerConfig::new(id)
         };
         let obs = self.obs.clone();
         let observe = move |ctx: &Ctx<'_>, ev: &ServerEvent, incarnation: u32| {
@@ -543,21 +412,16 @@ impl<'c> Harness<'c> {
                 });
             }
         };
-        add_server(
-            &mut self.sim,
-            spec,
-            slot,
-            self.trace.clone(),
-            Rc::new(observe),
-        );
-        self.hosts.push(host);
+        let replica = ReplicaConfig::new(id, id, Vec::new());
+        let driver = DriverConfig::default();
+        self.h.add_server(server, replica, driver, Rc::new(observe));
     }
 
     /// Queues every client program of the plan. Clients join the network
     /// only when they start (turmoil's cost per step grows with the number
     /// of hosts), but their records exist from the start, so one that never
     /// runs is still reported.
-    fn plan_programs(&mut self, plan: &Plan) {
+    fn plan_programs(&mut self, plan: &ConnectPlan) {
         for c in &plan.clients {
             let index = new_record(&self.obs, c, false);
             self.waiting.push((c.clone(), Who::Client(index)));
@@ -588,100 +452,61 @@ impl<'c> Harness<'c> {
 
     /// Registers every program whose start time has come.
     fn admit_due_clients(&mut self) {
-        let now = self.sim.elapsed();
+        let now = self.h.now();
         while self.waiting.last().is_some_and(|(c, _)| c.start <= now) {
             let (c, who) = self.waiting.pop().expect("checked above");
-            match who {
-                Who::Client(index) => add_client(&mut self.sim, &c, index, &self.trace, &self.obs),
-                Who::Attacker(index) => add_attacker(
-                    &mut self.sim,
-                    &c,
-                    index,
-                    self.server_addrs.clone(),
-                    &self.trace,
-                    &self.obs,
-                ),
-            }
-            // A server cut off now is cut off from the newcomer too.
-            cut_off_newcomer(&mut self.sim, &self.cut, self.cfg.servers, &c.name);
-            self.hosts.push(c.name);
+            let (trace, obs) = (self.h.trace.clone(), &self.obs);
+            self.h.add_client(&c.name, |sim| match who {
+                Who::Client(index) => add_client(sim, &c, index, &trace, obs),
+                Who::Attacker(index) => {
+                    let servers = server_addrs(self.cfg.servers)
+                        .into_iter()
+                        .map(|s| (s.id, s.addr))
+                        .collect();
+                    add_attacker(sim, &c, index, servers, &trace, obs)
+                }
+            });
         }
-    }
-
-    fn inject(&mut self, fault: Fault) {
-        self.trace.borrow_mut().record(
-            self.sim.elapsed(),
-            HARNESS,
-            format!("!! {}", fault_text(fault)),
-        );
-        apply_fault(
-            FaultState {
-                sim: &mut self.sim,
-                hosts: &self.hosts,
-                servers: &self.servers,
-                crashed: &mut self.crashed,
-                cut: &mut self.cut,
-            },
-            fault,
-            // As before: a restart here leaves the slot to the new incarnation.
-            false,
-        );
     }
 
     /// One turmoil step. `Some(true)` once every client program is done;
     /// `None` if the run must stop (a violation was recorded).
     fn step(&mut self) -> Option<bool> {
-        let at = secs(self.sim.elapsed());
         let obs = &self.obs;
-        guarded_step(
-            &mut self.sim,
-            &mut self.steps,
-            &mut self.violations,
-            &at,
-            |e| {
-                let o = obs.borrow();
-                let clients = o.clients.iter().filter(|c| !c.finished);
-                let attackers = o.attacks.iter().filter(|a| !a.finished);
-                let stuck: Vec<&str> = clients
-                    .map(|c| c.name.as_str())
-                    .chain(attackers.map(|a| a.name.as_str()))
-                    .collect();
-                format!("clients hang: {e} (unfinished: {})", stuck.join(", "))
-            },
-        )
+        self.h.step(|| {
+            let o = obs.borrow();
+            let clients = o.clients.iter().filter(|c| !c.finished);
+            let attackers = o.attacks.iter().filter(|a| !a.finished);
+            clients
+                .map(|c| c.name.clone())
+                .chain(attackers.map(|a| a.name.clone()))
+                .collect()
+        })
     }
 
     /// No running server holds more than its slots. False on a violation.
     fn check_capacity(&mut self) -> bool {
-        for slot in &self.servers {
-            if let Some(node) = &slot.borrow().node {
-                let max = self.cfg.max_clients;
-                if let Err(v) = invariants::check_server_capacity(&node.borrow(), max) {
-                    let at = secs(self.sim.elapsed());
-                    self.violations.push(format!("at {at}: {v}"));
-                }
-            }
-        }
-        self.violations.is_empty()
+        let max = self.cfg.max_clients;
+        let found = self
+            .h
+            .servers
+            .iter()
+            .filter_map(|slot| {
+                let node = slot.borrow().node.clone()?;
+                let held = invariants::check_server_capacity(&node.borrow(), max);
+                held.err()
+            })
+            .collect();
+        self.h.holds(found)
     }
 
     /// Restarts what is down, repairs what is cut, and sends one more client
     /// once reservations and back-offs of the faulty phase have run out.
     fn heal_and_send_late_client(&mut self) {
-        let now = self.sim.elapsed();
-        self.trace.borrow_mut().record(
-            now,
-            HARNESS,
-            "all clients done; heal the cluster, then a late client must connect",
-        );
-        for s in 1..=self.cfg.servers {
-            if self.crashed[s as usize] {
-                self.inject(Fault::Restart(s));
-            }
-            if self.cut[s as usize] {
-                self.inject(Fault::Repair(s));
-            }
-        }
+        let now = self.h.now();
+        self.h
+            .record("all clients done; heal the cluster, then a late client must connect");
+        self.h.heal();
         let late = ClientPlan {
             name: "late".into(),
             start: now + SETTLE,
@@ -693,12 +518,13 @@ impl<'c> Harness<'c> {
 
     /// Checks that need the whole run, once every client has left.
     fn check_final_state(&mut self) {
-        self.violations
+        let h = &mut self.h;
+        h.violations
             .extend(invariants::check_outcomes(&self.obs.borrow()));
-        if let Some(b) = &*self.balancer.borrow() {
+        if let Some(b) = &*h.balancer.borrow() {
             let pending = b.borrow().pending();
             if pending != 0 {
-                self.violations.push(format!(
+                h.violations.push(format!(
                     "balancer still serves {pending} client(s) after every client left"
                 ));
             }
@@ -707,7 +533,7 @@ impl<'c> Harness<'c> {
         // the server's idle timeout when the close was lost in a partition
         // (turmoil TCP does not retransmit, so such a FIN is gone for good,
         // as if the client had lost power).
-        for (i, slot) in self.servers.iter().enumerate() {
+        for (i, slot) in h.servers.iter().enumerate() {
             let id = i as u32 + 1;
             let Some(node) = &slot.borrow().node else {
                 continue;
@@ -715,28 +541,10 @@ impl<'c> Harness<'c> {
             let held = node.borrow().clients();
             if held != 0 {
                 let host = server_host(id);
-                self.violations.push(format!(
+                h.violations.push(format!(
                     "{host} still counts {held} session(s) after every client left"
                 ));
             }
-        }
-    }
-
-    fn into_outcome(self, seed: u64, cfg: &ScenarioConfig, plan: Plan) -> Outcome {
-        let sim_time = self.sim.elapsed();
-        // The hosts' programs hold clones of the trace and observations.
-        drop(self.sim);
-        let trace = self.trace.borrow().clone();
-        let clients = self.obs.borrow().clients.clone();
-        Outcome {
-            seed,
-            config: cfg.clone(),
-            plan,
-            trace,
-            clients,
-            violations: self.violations,
-            sim_time,
-            steps: self.steps,
         }
     }
 }
@@ -876,35 +684,11 @@ fn add_client(
     });
 }
 
-impl RunOutcome for Outcome {
-    fn seed(&self) -> u64 {
-        self.seed
-    }
-    fn violations(&self) -> &[String] {
-        &self.violations
-    }
-    fn failure_report(&self) -> String {
-        Outcome::failure_report(self)
-    }
-    fn replay(&self) -> String {
-        replay_command(self.seed, self.config.preset)
-    }
-    fn sim_time(&self) -> Duration {
-        self.sim_time
-    }
-    fn rendered(&self) -> String {
-        Outcome::rendered(self)
-    }
-    fn steps(&self) -> u64 {
-        self.steps
-    }
-}
-
 /// Runs the connect scenario `preset` names for every seed, on `threads`
 /// threads. A run that panics is a failure of its seed, not of the sweep.
 pub fn sweep(seeds: &[u64], threads: usize, preset: Preset) -> SweepReport {
     let run = |seed| {
-        let cfg = ScenarioConfig::for_preset(preset, seed).expect("a sweep needs a named preset");
+        let cfg = ConnectConfig::for_preset(preset, seed).expect("a sweep needs a named preset");
         run_connect_scenario(seed, &cfg)
     };
     sweep_with(seeds, threads, run, |seed| replay_command(seed, preset))

@@ -28,6 +28,7 @@
 use super::model::History;
 use crate::disk::{hex, short, Disk, SharedDisk};
 use crate::seeds::SimRng;
+use crate::trace::secs;
 use ferry_core::server::scrub::Verdict;
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -355,10 +356,6 @@ impl RotCounts {
             unreadable: verdicts(|v| matches!(v, Verdict::Unreadable { .. })) as u64,
         }
     }
-}
-
-fn secs(d: Duration) -> String {
-    format!("{}.{:03}s", d.as_secs(), d.subsec_millis())
 }
 
 #[cfg(test)]

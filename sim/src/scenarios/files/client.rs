@@ -15,7 +15,7 @@
 //! pins down which points of the log the answer may reflect (see
 //! [`super::invariants`]).
 
-use crate::client_session::{self, OpEnd};
+use crate::clients::session::{self, OpEnd};
 use crate::disk::{short, LocalFile, SharedLocal, SimFiles};
 use crate::driver::{Describe, Driver, DriverConfig};
 use crate::harness::{BALANCER, BALANCER_PORT};
@@ -294,7 +294,7 @@ impl Session {
         let driver = Driver::new(name, node, trace.clone(), dcfg)
             .with_files(SimFiles::Client(local.clone()))
             .with_describe(describe_client_events());
-        let (driver, result) = client_session::connect(driver).await;
+        let (driver, result) = session::connect(driver).await;
         let server = result.as_ref().ok().copied();
         (Session { driver, server }, result)
     }
@@ -349,7 +349,7 @@ impl Session {
     /// Runs one operation and waits for its end; `watch` sees the client's
     /// events meanwhile.
     async fn op_watching(&mut self, request: Request, watch: impl FnMut(&ClientEvent)) -> OpResult {
-        match client_session::request_watching(&mut self.driver, request, watch).await {
+        match session::request_watching(&mut self.driver, request, watch).await {
             OpEnd::Answer(r) => OpResult::Answer(r),
             OpEnd::Failed(e) => OpResult::Failed(e),
             OpEnd::Lost => OpResult::Lost,
@@ -357,7 +357,7 @@ impl Session {
     }
 
     async fn close(self) {
-        client_session::close(self.driver).await;
+        session::close(self.driver).await;
     }
 }
 

@@ -32,32 +32,22 @@ pub mod invariants;
 pub mod model;
 pub mod rot;
 
-use crate::checkers::durability::Durability;
-use crate::disk::{Disk, SharedDisk};
+use crate::checkers::replica_log::{converged, ReplicaChecks};
+use crate::clients::account::{
+    add_account_client, AccountPlan, AccountRecord, Login, SharedRecords, TryResult,
+};
+use crate::disk::Disk;
 use crate::driver::{Ctx, DriverConfig, SharedLatency};
-use crate::harness::{
-    add_plain_balancer, apply_fault, build_sim, cut_off_newcomer, failure_report, guarded_step,
-    replicated_faults, server_addrs, FaultParams, FaultState, SimParams,
-};
-use crate::harness::{server_host, server_port, Fault, BALANCER};
-use crate::replication::client::{
-    add_account_client, AccountPlan, AccountRecord, Login, TryResult,
-};
-use crate::replication::invariants::{converged, Watch};
-use crate::replication::{fault_text, secs, EPOCH_SECS, MASTER};
+use crate::harness::{fault_text, replicated_faults, Details, Fault, FaultParams, Harness};
+use crate::harness::{Outcome, Settle, Settling, SimParams, MASTER};
 use crate::seeds::Preset;
 use crate::seeds::{files_replay_command, SimRng};
-use crate::server_host::with_views;
-use crate::server_host::{add_server, run_dir, store_dir, ServerSlot, ServerSpec};
-use crate::sweep::RunOutcome;
-use crate::trace::{SharedTrace, Trace, HARNESS};
+use crate::trace::secs;
 use client::{
     add_files_client, add_verifiers, FilesClientPlan, FilesRecord, OpPlan, OpResult, Shared, Step,
     UserPlan, VerifyRecord, VerifyTask,
 };
 use ferry_core::accounts::password::PasswordParams;
-use ferry_core::auth::ClusterSecret;
-use ferry_core::balancer::ServerAddr;
 use ferry_core::replication::ReplicaConfig;
 use ferry_core::server::messages::FileOutcome;
 use ferry_core::server::{check_name, OpError, Response, ServerConfig, ServerEvent};
@@ -70,7 +60,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-const SECRET: &[u8] = b"ferry-sim-cluster-secret";
 const USERNAMES: [&str; 4] = ["alice", "bob", "carol", "dave"];
 /// The names files are uploaded under: few, so clients of one user collide
 /// (replacing, deleting and downloading each other's uploads).
@@ -82,10 +71,6 @@ const BAD_NAMES: [&str; 4] = ["../escape", "a/b", "", ".."];
 const EDGE_SIZES: [u64; 7] = [0, 1, 4095, 4096, 4097, 131_072, 131_073];
 /// How long the healed cluster gets to converge.
 const SETTLE_MAX: Duration = Duration::from_secs(30);
-/// How long the converged state must hold before the verifier starts.
-const STABLE_FOR: Duration = Duration::from_secs(1);
-/// Convergence is checked every this many steps.
-const CONVERGE_EVERY: u64 = 50;
 /// How long a slow disk takes to persist a file: beyond a heartbeat's
 /// silence (3 s), and a few of them queued exceed a request's timeout.
 pub const SLOW_DISK: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(4));
@@ -412,7 +397,7 @@ impl FilesPlan {
             ));
         }
         for (at, f) in &self.faults {
-            lines.push(format!("plan: {} at {}", fault_text(*f), secs(*at)));
+            lines.push(format!("plan: {} at {}", fault_text(*f, true), secs(*at)));
         }
         if !self.rots.is_empty() {
             let at: Vec<String> = self.rots.iter().map(|t| secs(*t)).collect();
@@ -539,16 +524,13 @@ fn faults(rng: &mut SimRng, cfg: &FilesConfig) -> Vec<(Duration, Fault)> {
     )
 }
 
-/// The result of one run.
+/// What a files run adds to its [`Outcome`].
 #[derive(Debug)]
-pub struct FilesOutcome {
-    pub seed: u64,
+pub struct FilesDetails {
     pub config: FilesConfig,
     pub plan: FilesPlan,
-    pub trace: Trace,
     pub clients: Vec<FilesRecord>,
     pub verify: VerifyRecord,
-    pub violations: Vec<String>,
     /// The converged cluster, in one line, if it converged.
     pub converged: Option<String>,
     /// Entries committed in the run.
@@ -567,44 +549,13 @@ pub struct FilesOutcome {
     pub verify_started: Option<Duration>,
     /// Every check of a blob a receiver found damaged, by any server.
     pub checks: Vec<Checked>,
-    pub sim_time: Duration,
-    pub steps: u64,
 }
 
-impl FilesOutcome {
-    pub fn is_ok(&self) -> bool {
-        self.violations.is_empty()
-    }
+pub type FilesOutcome = Outcome<FilesDetails>;
 
-    pub fn rendered(&self) -> String {
-        self.trace.render()
-    }
-
-    pub fn replay(&self) -> String {
-        let cmd = files_replay_command(self.seed, self.config.preset);
-        match self.config.strict_revocation {
-            true => format!("{cmd} --strict-revocation"),
-            false => cmd,
-        }
-    }
-
-    pub fn failure_report(&self) -> String {
-        failure_report(
-            self.seed,
-            &self.violations,
-            &self.trace.render_tail(60),
-            &self.replay(),
-        )
-    }
-
-    pub fn assert_ok(&self) {
-        if !self.is_ok() {
-            panic!("{}", self.failure_report());
-        }
-    }
-
+impl Details for FilesDetails {
     /// How often interesting things happened, for a sweep's summary.
-    pub fn counts(&self) -> Vec<(&'static str, u64)> {
+    fn counts(&self) -> Vec<(&'static str, u64)> {
         let mut c = [0u64; 14];
         for r in &self.clients {
             for op in &r.ops {
@@ -720,7 +671,9 @@ impl FilesOutcome {
         counts.extend(self.rot_counts());
         counts
     }
+}
 
+impl FilesDetails {
     /// The rots, the checks, and the downloads that arrived damaged.
     fn rot_counts(&self) -> Vec<(&'static str, u64)> {
         let r = RotCounts::of(
@@ -836,43 +789,13 @@ impl FetchWaits {
     }
 }
 
-impl RunOutcome for FilesOutcome {
-    fn seed(&self) -> u64 {
-        self.seed
-    }
-    fn violations(&self) -> &[String] {
-        &self.violations
-    }
-    fn failure_report(&self) -> String {
-        FilesOutcome::failure_report(self)
-    }
-    fn replay(&self) -> String {
-        FilesOutcome::replay(self)
-    }
-    fn sim_time(&self) -> Duration {
-        self.sim_time
-    }
-    fn rendered(&self) -> String {
-        FilesOutcome::rendered(self)
-    }
-    fn steps(&self) -> u64 {
-        self.steps
-    }
-    fn counts(&self) -> Vec<(&'static str, u64)> {
-        FilesOutcome::counts(self)
-    }
-}
-
 enum Phase {
     /// Users register and log in; no faults.
     Setup,
     /// Faults are injected; file clients run.
     Safety,
     /// Everything is healed; the cluster must converge.
-    Healing {
-        since: Duration,
-        stable: Option<(String, Duration)>,
-    },
+    Healing(Settle),
     /// The verifiers run; `history` is the final log, replayed.
     Verify { history: History },
 }
@@ -880,92 +803,68 @@ enum Phase {
 /// Runs the files scenario for `seed` and checks every invariant.
 pub fn run_files_scenario(seed: u64, cfg: &FilesConfig) -> FilesOutcome {
     let plan = FilesPlan::new(seed, cfg);
-    let mut h = Harness::new(seed, cfg, &plan);
-    let mut faults = plan.faults.clone().into_iter().peekable();
+    let mut f = Files::new(seed, cfg, &plan);
     let mut phase = Phase::Setup;
     let mut converged_state = None;
     let mut final_history = None;
     loop {
-        let now = h.sim.elapsed();
-        if let Some(t0) = h.t0 {
+        if let Some(t0) = f.t0 {
             if matches!(phase, Phase::Safety) {
-                h.admit_due_clients(t0);
-                while let Some((_, fault)) = faults.next_if(|(at, _)| t0 + *at <= now) {
-                    h.inject(fault);
-                }
-                h.rot_due(t0);
+                f.admit_due_clients(t0);
+                f.h.inject_due(t0);
+                f.rot_due(t0);
             }
         }
         if let Phase::Verify { history } = &phase {
-            if h.shared.verify.borrow().started == 0 {
-                h.start_verifiers(history);
+            if f.shared.verify.borrow().started == 0 {
+                f.start_verifiers(history);
             }
         }
-        let before = h.applied_floor.clone();
-        if !h.step() || !h.watch() {
+        let before = f.applied_floor.clone();
+        if f.step().is_none() || !f.watch() {
             break;
         }
-        h.stamp(&before);
-        let now = h.sim.elapsed();
-        h.rotter.track(now, &h.disks);
+        f.stamp(&before);
+        let now = f.h.now();
+        f.rotter.track(now, &f.h.disks);
         match &mut phase {
             Phase::Setup => {
-                if !h.setup_done() {
+                if !f.setup_done() {
                     continue;
                 }
-                if let Err(why) = h.take_tokens() {
-                    h.violations.push(why);
+                if let Err(why) = f.take_tokens() {
+                    f.h.violations.push(why);
                     break;
                 }
-                h.t0 = Some(now);
-                h.record(
+                f.t0 = Some(now);
+                f.h.record(
                     "setup done: every user registered and logged in; the clock of the plan starts",
                 );
                 phase = Phase::Safety;
             }
             Phase::Safety => {
-                if h.waiting.is_empty() && h.shared.records.borrow().iter().all(|r| r.finished) {
-                    h.heal();
-                    phase = Phase::Healing {
-                        since: now,
-                        stable: None,
+                if f.waiting.is_empty() && f.shared.records.borrow().iter().all(|r| r.finished) {
+                    f.heal();
+                    phase = Phase::Healing(Settle::new(now, SETTLE_MAX));
+                }
+            }
+            Phase::Healing(settle) => match settle.poll(now, f.h.steps, None, || f.convergence()) {
+                Settling::Waiting => {}
+                Settling::Settled(state) => {
+                    f.h.record(format!("converged: {state}"));
+                    converged_state = Some(state);
+                    let entries: Vec<_> = f.replicas.watch.entries().cloned().collect();
+                    phase = Phase::Verify {
+                        history: History::replay(&entries),
                     };
                 }
-            }
-            Phase::Healing { since, stable } => {
-                if now > *since + SETTLE_MAX {
-                    let why = h
-                        .convergence()
-                        .err()
-                        .unwrap_or_else(|| "the converged state kept changing".into());
-                    h.violations.push(format!(
-                        "the healed cluster did not converge within {}: {why}",
-                        secs(SETTLE_MAX)
-                    ));
+                Settling::TimedOut(why) => {
+                    f.h.violations.push(why);
                     break;
                 }
-                if !h.steps.is_multiple_of(CONVERGE_EVERY) {
-                    continue;
-                }
-                match h.convergence() {
-                    Err(_) => *stable = None,
-                    Ok(state) => match stable {
-                        Some((s, from)) if *s == state => {
-                            if now >= *from + STABLE_FOR {
-                                h.record(format!("converged: {state}"));
-                                converged_state = Some(state);
-                                let entries: Vec<_> = h.watch.entries().cloned().collect();
-                                phase = Phase::Verify {
-                                    history: History::replay(&entries),
-                                };
-                            }
-                        }
-                        _ => *stable = Some((state, now)),
-                    },
-                }
-            }
+            },
             Phase::Verify { history } => {
-                let v = h.shared.verify.borrow();
+                let v = f.shared.verify.borrow();
                 if v.finished == v.started {
                     drop(v);
                     final_history = Some(std::mem::take(history));
@@ -976,26 +875,19 @@ pub fn run_files_scenario(seed: u64, cfg: &FilesConfig) -> FilesOutcome {
     }
     let mut stale = 0;
     if let Some(history) = &final_history {
-        stale = h.check_final_state(history);
+        stale = f.check_final_state(history);
     }
-    h.into_outcome(seed, cfg, plan, converged_state, stale)
+    f.finish(cfg, plan, converged_state, stale)
 }
 
-type SharedSlot = Rc<RefCell<ServerSlot>>;
-
-struct Harness<'c> {
+/// The harness, and what the files scenario keeps beside it.
+struct Files<'c> {
     cfg: &'c FilesConfig,
-    seed: u64,
-    sim: turmoil::Sim<'static>,
-    /// The servers' stores; removed after the simulation is dropped.
-    run_dir: tempfile::TempDir,
-    trace: SharedTrace,
+    h: Harness,
     shared: Shared,
-    /// The users' setup programs (the replication scenario's account
-    /// client), one per user, in user order.
-    accounts: Rc<RefCell<Vec<AccountRecord>>>,
-    servers: Vec<SharedSlot>,
-    disks: Vec<SharedDisk>,
+    /// The users' setup programs (the account client), one per user, in
+    /// user order.
+    accounts: SharedRecords,
     /// The servers' read latency, which the heal sets to zero.
     reads: SharedLatency,
     /// The rots planned and done.
@@ -1005,37 +897,27 @@ struct Harness<'c> {
     verify_started: Option<Duration>,
     /// Every server's `BlobChecked` events, from an observer.
     checks: Rc<RefCell<Vec<Checked>>>,
-    hosts: Vec<String>,
     /// File clients not started yet, the next one last.
     waiting: Vec<usize>,
     /// When the setup ended: the plan's clock.
     t0: Option<Duration>,
-    /// Indexed by server id.
-    crashed: Vec<bool>,
-    cut: Vec<bool>,
     /// Highest durably applied index each server ever reported, by id
     /// (never decreases: the watch checks it).
     applied_floor: Vec<u64>,
-    watch: Watch,
-    durability: Durability,
-    violations: Vec<String>,
-    steps: u64,
+    replicas: ReplicaChecks,
 }
 
-impl<'c> Harness<'c> {
+impl<'c> Files<'c> {
     fn new(seed: u64, cfg: &'c FilesConfig, plan: &FilesPlan) -> Self {
-        let sim = build_sim(SimParams {
+        let params = SimParams {
             seed,
-            epoch_secs: EPOCH_SECS,
             duration: cfg.duration,
             tick: cfg.tick,
             latency: cfg.latency,
-        });
-        let trace = Trace::shared();
-        for line in plan.describe(cfg) {
-            trace.borrow_mut().record(Duration::ZERO, HARNESS, line);
-        }
-        let n = cfg.servers as usize + 1;
+            servers: cfg.servers,
+            stores: true,
+        };
+        let h = Harness::new(params, plan.faults.clone(), plan.describe(cfg));
         let records: Vec<FilesRecord> = plan
             .clients
             .iter()
@@ -1050,7 +932,7 @@ impl<'c> Harness<'c> {
         waiting.reverse();
         waiting.sort_by_key(|&i| std::cmp::Reverse(plan.clients[i].start));
         let shared = Shared {
-            trace: trace.clone(),
+            trace: h.trace.clone(),
             users: Rc::new(plan.users.clone()),
             tokens: Rc::new(RefCell::new(vec![None; plan.users.len()])),
             records: Rc::new(RefCell::new(records)),
@@ -1078,88 +960,46 @@ impl<'c> Harness<'c> {
                 })
             })
             .collect();
-        let mut h = Harness {
+        let mut f = Files {
             cfg,
-            seed,
-            sim,
-            run_dir: run_dir().expect("a temporary directory for the stores"),
-            trace,
+            h,
             shared,
             accounts: Rc::new(RefCell::new(accounts)),
-            servers: Vec::new(),
-            disks: Vec::new(),
             reads: Rc::new(Cell::new(cfg.read_latency)),
             rotter: Rotter::new(seed, &plan.rots),
             verify_started: None,
             checks: Rc::default(),
-            hosts: Vec::new(),
             waiting,
             t0: None,
-            crashed: vec![false; n],
-            cut: vec![false; n],
-            applied_floor: vec![0; n],
-            watch: Watch::default(),
-            durability: Durability::default(),
-            violations: Vec::new(),
-            steps: 0,
+            applied_floor: vec![0; cfg.servers as usize + 1],
+            replicas: ReplicaChecks::default(),
         };
-        let secret = ClusterSecret::from_bytes(SECRET).expect("secret is long enough");
-        h.add_balancer(&secret);
+        f.h.add_balancer(|_| {});
         for id in 1..=cfg.servers {
-            h.add_server(id, &secret);
+            f.add_server(id);
         }
-        for i in 0..plan.users.len() {
-            add_account_client(&mut h.sim, i, &h.accounts, &h.trace);
-            h.hosts.push(plan.users[i].username.clone());
+        for (i, u) in plan.users.iter().enumerate() {
+            let (accounts, trace) = (&f.accounts, f.h.trace.clone());
+            f.h.add_client(&u.username, |sim| {
+                add_account_client(sim, i, accounts, &trace)
+            });
         }
-        h
+        f
     }
 
-    fn record(&self, text: impl Into<String>) {
-        self.trace
-            .borrow_mut()
-            .record(self.sim.elapsed(), HARNESS, text);
-    }
-
-    fn server_addrs(&self) -> Vec<ServerAddr> {
-        server_addrs(self.cfg.servers)
-    }
-
-    fn add_balancer(&mut self, secret: &ClusterSecret) {
-        let servers = self.server_addrs();
-        add_plain_balancer(&mut self.sim, servers, secret, &self.trace, self.seed);
-        self.hosts.push(BALANCER.to_string());
-    }
-
-    fn add_server(&mut self, id: u32, secret: &ClusterSecret) {
-        let slot = Rc::new(RefCell::new(ServerSlot::default()));
-        self.servers.push(slot.clone());
-        let disk = crate::disk::shared_disk();
-        self.disks.push(disk.clone());
-        let host = server_host(id);
-        let peers = self
-            .server_addrs()
-            .into_iter()
-            .filter(|p| p.id != id)
-            .collect();
-        let spec = ServerSpec {
-            host: host.clone(),
-            port: server_port(id),
-            server: ServerConfig {
-                password: PasswordParams::TESTING,
-                ..ServerConfig::new(id)
-            },
-            replica: ReplicaConfig::new(id, MASTER, peers),
-            secret: secret.clone(),
-            seed: self.seed,
-            store_dir: store_dir(self.run_dir.path(), self.seed, &host),
-            disk,
-            driver: DriverConfig {
-                persist_latency: self.cfg.persist_latency,
-                file_persist_latency: self.cfg.file_persist_latency,
-                read_latency: self.reads.clone(),
-                ..DriverConfig::default()
-            },
+    /// Server `id`, with the master and its peers wired, its own store and
+    /// disk; its checks of blobs are recorded.
+    fn add_server(&mut self, id: u32) {
+        let server = ServerConfig {
+            password: PasswordParams::TESTING,
+            ..ServerConfig::new(id)
+        };
+        let replica = ReplicaConfig::new(id, MASTER, self.h.peers_of(id));
+        let driver = DriverConfig {
+            persist_latency: self.cfg.persist_latency,
+            file_persist_latency: self.cfg.file_persist_latency,
+            read_latency: self.reads.clone(),
+            ..DriverConfig::default()
         };
         let checks = self.checks.clone();
         let observe = move |_: &Ctx<'_>, ev: &ServerEvent, _| {
@@ -1172,14 +1012,7 @@ impl<'c> Harness<'c> {
                 });
             }
         };
-        add_server(
-            &mut self.sim,
-            spec,
-            slot,
-            self.trace.clone(),
-            Rc::new(observe),
-        );
-        self.hosts.push(host);
+        self.h.add_server(server, replica, driver, Rc::new(observe));
     }
 
     fn setup_done(&self) -> bool {
@@ -1217,7 +1050,7 @@ impl<'c> Harness<'c> {
 
     /// Registers every file client whose start time has come.
     fn admit_due_clients(&mut self, t0: Duration) {
-        let now = self.sim.elapsed();
+        let now = self.h.now();
         while let Some(&i) = self.waiting.last() {
             let (start, name) = {
                 let r = self.shared.records.borrow();
@@ -1227,91 +1060,54 @@ impl<'c> Harness<'c> {
                 break;
             }
             self.waiting.pop();
-            add_files_client(&mut self.sim, i, &self.shared);
-            cut_off_newcomer(&mut self.sim, &self.cut, self.cfg.servers, &name);
-            self.hosts.push(name);
+            let shared = &self.shared;
+            self.h
+                .add_client(&name, |sim| add_files_client(sim, i, shared));
         }
     }
 
-    fn inject(&mut self, fault: Fault) {
-        self.record(format!("!! {}", fault_text(fault)));
-        apply_fault(
-            FaultState {
-                sim: &mut self.sim,
-                hosts: &self.hosts,
-                servers: &self.servers,
-                crashed: &mut self.crashed,
-                cut: &mut self.cut,
-            },
-            fault,
-            true,
-        );
-    }
-
-    /// One turmoil step; false if the run must stop (a violation was
-    /// recorded).
-    fn step(&mut self) -> bool {
-        let at = secs(self.sim.elapsed());
+    /// One turmoil step. `Some(true)` once every client program is done;
+    /// `None` if the run must stop (a violation was recorded).
+    fn step(&mut self) -> Option<bool> {
         let (accounts, shared) = (&self.accounts, &self.shared);
-        guarded_step(
-            &mut self.sim,
-            &mut self.steps,
-            &mut self.violations,
-            &at,
-            |e| {
-                let mut stuck: Vec<String> = accounts
+        self.h.step(|| {
+            let mut stuck: Vec<String> = accounts
+                .borrow()
+                .iter()
+                .filter(|c| !c.finished)
+                .map(|c| c.plan.name.clone())
+                .collect();
+            stuck.extend(
+                shared
+                    .records
                     .borrow()
                     .iter()
                     .filter(|c| !c.finished)
-                    .map(|c| c.plan.name.clone())
-                    .collect();
-                stuck.extend(
-                    shared
-                        .records
-                        .borrow()
-                        .iter()
-                        .filter(|c| !c.finished)
-                        .map(|c| c.plan.name.clone()),
-                );
-                let v = shared.verify.borrow();
-                if v.finished < v.started {
-                    stuck.push(format!("{} verifier(s)", v.started - v.finished));
-                }
-                drop(v);
-                format!("clients hang: {e} (unfinished: {})", stuck.join(", "))
-            },
-        )
-        .is_some()
+                    .map(|c| c.plan.name.clone()),
+            );
+            let v = shared.verify.borrow();
+            if v.finished < v.started {
+                stuck.push(format!("{} verifier(s)", v.started - v.finished));
+            }
+            stuck
+        })
     }
 
     /// Checks the between-steps invariants and notes the applied indexes.
     /// False on a violation.
     fn watch(&mut self) -> bool {
-        let logs: Vec<_> = self
-            .servers
-            .iter()
-            .map(|s| s.borrow().durable.clone())
-            .collect();
-        let (v, applied) = with_views(&self.servers, |views| {
-            let applied: Vec<(u32, u64)> = views
+        let applied: Vec<(u32, u64)> = self.h.with_views(|views| {
+            views
                 .iter()
                 .map(|v| (v.id, v.server.replica().indexes().applied))
-                .collect();
-            let mut v = self.watch.check(views);
-            v.extend(self.durability.check(&logs, views, MASTER));
-            (v, applied)
+                .collect()
         });
+        let found = self.replicas.check(&self.h.servers, MASTER);
         for (id, a) in applied {
             let f = &mut self.applied_floor[id as usize];
             *f = (*f).max(a);
         }
-        if v.is_empty() {
-            return true;
-        }
-        let at = secs(self.sim.elapsed());
-        self.violations
-            .extend(v.into_iter().map(|v| format!("at {at}: {v}")));
-        false
+        self.h.holds(found)
     }
 
     /// Fills in what the clients stamped in the step just run: an
@@ -1322,7 +1118,7 @@ impl<'c> Harness<'c> {
         if stamps.is_empty() {
             return;
         }
-        let committed = self.watch.committed() as u64;
+        let committed = self.replicas.watch.committed() as u64;
         let mut records = self.shared.records.borrow_mut();
         for s in stamps {
             let op = &mut records[s.client].ops[s.op];
@@ -1336,36 +1132,30 @@ impl<'c> Harness<'c> {
     /// Flips a bit of a blob if a rot's time has come (and some content is
     /// on two servers).
     fn rot_due(&mut self, t0: Duration) {
-        let now = self.sim.elapsed();
+        let now = self.h.now();
         let since = now.saturating_sub(t0);
         if let Some(line) = self
             .rotter
-            .strike(since, now, &self.disks, &self.applied_floor)
+            .strike(since, now, &self.h.disks, &self.applied_floor)
         {
-            self.record(line);
+            self.h.record(line);
         }
     }
 
     fn heal(&mut self) {
-        self.record("all clients done; heal the cluster, which must converge");
+        self.h
+            .record("all clients done; heal the cluster, which must converge");
         let missed = self.rotter.give_up();
         if missed > 0 {
-            self.record(format!(
+            self.h.record(format!(
                 "{missed} planned rot(s) had not struck by the heal: dropped"
             ));
         }
         if !self.reads.get().1.is_zero() {
-            self.record("the servers' disks read at full speed again");
+            self.h.record("the servers' disks read at full speed again");
             self.reads.set((Duration::ZERO, Duration::ZERO));
         }
-        for s in 1..=self.cfg.servers {
-            if self.crashed[s as usize] {
-                self.inject(Fault::Restart(s));
-            }
-            if self.cut[s as usize] {
-                self.inject(Fault::Repair(s));
-            }
-        }
+        self.h.heal();
     }
 
     /// The converged cluster in one line: the same log and state everywhere
@@ -1373,7 +1163,7 @@ impl<'c> Harness<'c> {
     /// blobs the catalogue names and no temporary file.
     fn convergence(&self) -> Result<String, String> {
         let n = self.cfg.servers as usize;
-        with_views(&self.servers, |views| {
+        self.h.with_views(|views| {
             let state = converged(views, n)?;
             let mut blobs = 0;
             for v in views {
@@ -1385,7 +1175,7 @@ impl<'c> Harness<'c> {
                     .all()
                     .map(|f| f.digest)
                     .collect();
-                let disk = self.disks[v.id as usize - 1].borrow();
+                let disk = self.h.disks[v.id as usize - 1].borrow();
                 let have: BTreeSet<[u8; 32]> = disk.blobs.keys().copied().collect();
                 if have != named {
                     return Err(format!(
@@ -1413,8 +1203,9 @@ impl<'c> Harness<'c> {
     fn start_verifiers(&mut self, history: &History) {
         let users = self.shared.users.clone();
         let last = history.last();
-        self.record("start the verifiers: every user's files through every server");
-        self.verify_started = Some(self.sim.elapsed());
+        self.h
+            .record("start the verifiers: every user's files through every server");
+        self.verify_started = Some(self.h.now());
         let mut tasks = Vec::new();
         for (i, u) in users.iter().enumerate() {
             let Some(&id) = last.by_name.get(&u.username) else {
@@ -1446,15 +1237,11 @@ impl<'c> Harness<'c> {
             });
         }
         let workers = tasks.len();
-        add_verifiers(
-            &mut self.sim,
-            workers,
-            self.cfg.servers,
-            tasks,
-            &self.shared,
-        );
-        self.hosts
-            .extend((1..=workers).map(|w| format!("verify{w}")));
+        let names: Vec<String> = (1..=workers).map(|w| format!("verify{w}")).collect();
+        let (servers, shared) = (self.cfg.servers, &self.shared);
+        self.h.add_clients(&names, |sim| {
+            add_verifiers(sim, workers, servers, tasks, shared)
+        });
     }
 
     /// The final checks; returns the count of stale (allowed) downloads.
@@ -1466,11 +1253,12 @@ impl<'c> Harness<'c> {
             .iter()
             .map(|u| history.last().by_name.get(&u.username).copied())
             .collect();
-        let disks: Vec<std::cell::Ref<'_, Disk>> = self.disks.iter().map(|d| d.borrow()).collect();
+        let disks: Vec<std::cell::Ref<'_, Disk>> =
+            self.h.disks.iter().map(|d| d.borrow()).collect();
         let checks = self.checks.borrow();
         let rots = &self.rotter.rots;
-        rot::check_rots(rots, &checks, history, &disks, &mut self.violations);
-        let (v, stale) = with_views(&self.servers, |views| {
+        rot::check_rots(rots, &checks, history, &disks, &mut self.h.violations);
+        let (v, stale) = self.h.with_views(|views| {
             invariants::check_files(&invariants::Final {
                 servers: views,
                 disks: &disks,
@@ -1485,47 +1273,37 @@ impl<'c> Harness<'c> {
             })
         });
         drop((records, verify, disks, checks));
-        self.violations.extend(v);
+        self.h.violations.extend(v);
         stale
     }
 
-    fn into_outcome(
+    fn finish(
         self,
-        seed: u64,
         cfg: &FilesConfig,
         plan: FilesPlan,
         converged: Option<String>,
         stale_downloads: usize,
     ) -> FilesOutcome {
-        let sim_time = self.sim.elapsed();
-        drop(self.sim);
-        let trace = self.trace.borrow().clone();
-        let clients = self.shared.records.borrow().clone();
-        let verify = self.shared.verify.borrow().clone();
-        let blobs_persisted = self.disks.iter().map(|d| d.borrow().persisted).sum();
-        let checks = self.checks.borrow().clone();
-        let rots_missed = self.rotter.missed;
-        let rots = self.rotter.into_rots();
-        drop(self.run_dir);
-        FilesOutcome {
-            seed,
+        let details = FilesDetails {
             config: cfg.clone(),
             plan,
-            trace,
-            clients,
-            verify,
-            violations: self.violations,
+            clients: self.shared.records.borrow().clone(),
+            verify: self.shared.verify.borrow().clone(),
             converged,
-            committed: self.watch.committed(),
+            committed: self.replicas.watch.committed(),
             stale_downloads,
-            blobs_persisted,
-            rots,
-            rots_missed,
+            blobs_persisted: self.h.disks.iter().map(|d| d.borrow().persisted).sum(),
+            rots_missed: self.rotter.missed,
+            rots: self.rotter.into_rots(),
             verify_started: self.verify_started,
-            checks,
-            sim_time,
-            steps: self.steps,
-        }
+            checks: self.checks.borrow().clone(),
+        };
+        let replay = files_replay_command(self.h.seed, cfg.preset);
+        let replay = match cfg.strict_revocation {
+            true => format!("{replay} --strict-revocation"),
+            false => replay,
+        };
+        self.h.finish(replay, details)
     }
 }
 

@@ -10,7 +10,7 @@
 //! answers. A client that planned to log in does so once it has a definite
 //! answer, on the same session or on a new one (another server, perhaps).
 
-use crate::client_session::{self, OpEnd};
+use super::session::{self, OpEnd};
 use crate::driver::{Driver, DriverConfig};
 use crate::harness::{BALANCER, BALANCER_PORT};
 use crate::trace::SharedTrace;
@@ -147,14 +147,14 @@ impl Session {
         let cfg = ClientConfig::new(format!("{BALANCER}:{BALANCER_PORT}"));
         let node = Rc::new(RefCell::new(Client::new(cfg)));
         let driver = Driver::new(name, node, trace.clone(), DriverConfig::default());
-        let (driver, result) = client_session::connect(driver).await;
+        let (driver, result) = session::connect(driver).await;
         let server = result.as_ref().ok().copied();
         (Session { driver, server }, result)
     }
 
     /// Runs one operation and waits for its end.
     async fn op(&mut self, request: Request) -> TryResult {
-        match client_session::request(&mut self.driver, request).await {
+        match session::request(&mut self.driver, request).await {
             OpEnd::Answer(r) => TryResult::Answer(r),
             OpEnd::Failed(e) => TryResult::Failed(e),
             OpEnd::Lost => TryResult::Lost,
@@ -162,7 +162,7 @@ impl Session {
     }
 
     async fn close(self) {
-        client_session::close(self.driver).await;
+        session::close(self.driver).await;
     }
 }
 

@@ -68,6 +68,7 @@ use super::model::{canonical, Catalogue, History, Outcome};
 use super::rot::{rotten_during, Rot};
 use crate::disk::{short, Disk};
 use crate::server_host::View;
+use crate::trace::secs;
 use ferry_core::client::{ClientConfig, ClientError};
 use ferry_core::replication::entry::Txn;
 use ferry_core::server::check_name;
@@ -159,10 +160,6 @@ fn acknowledged(h: &History, hi: u64, server: u32, owner: u64, w: Write<'_>) -> 
         })
         .map(|(k, _, _)| k)
         .last()
-}
-
-fn secs(d: Duration) -> String {
-    format!("{}.{:03}s", d.as_secs(), d.subsec_millis())
 }
 
 /// Runs every final check; returns the violations and the count of

@@ -15,38 +15,26 @@
 //! Every server has its own LMDB store ([`crate::server_host`]): a restarted
 //! server resumes from it.
 
-pub mod client;
 pub mod invariants;
 
-use crate::checkers::durability::Durability;
-use crate::driver::DriverConfig;
-use crate::harness::{
-    add_plain_balancer, apply_fault, build_sim, cut_off_newcomer, failure_report, guarded_step,
-    replicated_faults, server_addrs, FaultParams, FaultState, SimParams,
+use crate::checkers::replica_log::{converged, ReplicaChecks};
+use crate::clients::account::{
+    add_account_client, AccountPlan, AccountRecord, Login, SharedRecords, TryResult,
 };
-use crate::harness::{server_host, server_port, Fault, BALANCER};
+use crate::driver::DriverConfig;
+use crate::harness::{fault_text, replicated_faults, Details, Fault, FaultParams, Harness};
+use crate::harness::{Outcome, Settle, Settling, SimParams, EPOCH_SECS, MASTER};
 use crate::seeds::Preset;
 use crate::seeds::{replication_replay_command, SimRng};
-use crate::server_host::with_views;
-use crate::server_host::{add_server, run_dir, store_dir, ServerSlot, ServerSpec};
-use crate::sweep::RunOutcome;
-use crate::trace::{SharedTrace, Trace, HARNESS};
-use client::{add_account_client, AccountPlan, AccountRecord, Login, SharedRecords, TryResult};
+use crate::trace::secs;
 use ferry_core::accounts::password::PasswordParams;
-use ferry_core::auth::ClusterSecret;
-use ferry_core::balancer::ServerAddr;
 use ferry_core::replication::ReplicaConfig;
 use ferry_core::server::{OpError, Response, ServerConfig};
-use invariants::{check_accounts, converged, Watch};
+use invariants::check_accounts;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// The master, by configuration.
-pub const MASTER: u32 = 1;
-const SECRET: &[u8] = b"ferry-sim-cluster-secret";
-/// A fixed epoch (Unix seconds), so nothing depends on the wall clock.
-pub const EPOCH_SECS: u64 = 1_780_000_000;
 /// Names clients pick from; fewer names than clients, so names collide.
 const NAMES: [&str; 10] = [
     "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
@@ -55,10 +43,6 @@ const NAMES: [&str; 10] = [
 const LATE_AFTER: Duration = Duration::from_secs(1);
 /// How long the healed cluster gets to converge.
 const SETTLE_MAX: Duration = Duration::from_secs(20);
-/// How long the converged state must stay unchanged before the final checks.
-const STABLE_FOR: Duration = Duration::from_secs(1);
-/// Convergence is checked every this many steps.
-const CONVERGE_EVERY: u64 = 50;
 
 /// The knobs; [`ReplicationConfig::swarm`] draws them from a seed.
 #[derive(Clone, Debug)]
@@ -239,76 +223,29 @@ impl ReplicationPlan {
             ));
         }
         for (at, f) in &self.faults {
-            lines.push(format!("plan: {} at {}", fault_text(*f), secs(*at)));
+            lines.push(format!("plan: {} at {}", fault_text(*f, true), secs(*at)));
         }
         lines
     }
 }
 
-pub(crate) fn fault_text(f: Fault) -> String {
-    match f {
-        Fault::Crash(s) => format!("crash {}", server_host(s)),
-        Fault::Restart(s) => format!("restart {} from its store", server_host(s)),
-        Fault::Partition(s) => format!("partition {} from every host", server_host(s)),
-        Fault::Repair(s) => format!("repair {}'s links", server_host(s)),
-    }
-}
-
-pub(crate) fn secs(d: Duration) -> String {
-    format!("{}.{:03}s", d.as_secs(), d.subsec_millis())
-}
-
-/// The result of one run.
+/// What a replication run adds to its [`Outcome`].
 #[derive(Debug)]
-pub struct ReplicationOutcome {
-    pub seed: u64,
+pub struct ReplicationDetails {
     pub config: ReplicationConfig,
     pub plan: ReplicationPlan,
-    pub trace: Trace,
     pub clients: Vec<AccountRecord>,
-    pub violations: Vec<String>,
     /// The converged cluster, in one line, if it converged.
     pub converged: Option<String>,
     /// Entries committed in the run.
     pub committed: usize,
-    pub sim_time: Duration,
-    pub steps: u64,
 }
 
-impl ReplicationOutcome {
-    pub fn is_ok(&self) -> bool {
-        self.violations.is_empty()
-    }
+pub type ReplicationOutcome = Outcome<ReplicationDetails>;
 
-    pub fn rendered(&self) -> String {
-        self.trace.render()
-    }
-
-    pub fn replay(&self) -> String {
-        let cmd = replication_replay_command(self.seed, self.config.preset);
-        match self.config.strict_reads {
-            true => format!("SIM_STRICT_READS=1 {cmd}"),
-            false => cmd,
-        }
-    }
-
-    pub fn failure_report(&self) -> String {
-        failure_report(
-            self.seed,
-            &self.violations,
-            &self.trace.render_tail(60),
-            &self.replay(),
-        )
-    }
-
-    pub fn assert_ok(&self) {
-        if !self.is_ok() {
-            panic!("{}", self.failure_report());
-        }
-    }
-
+impl Details for ReplicationDetails {
     /// How often interesting things happened, for a sweep's summary.
-    pub fn counts(&self) -> Vec<(&'static str, u64)> {
+    fn counts(&self) -> Vec<(&'static str, u64)> {
         let mut registered = 0;
         let mut taken = 0;
         let mut open = 0;
@@ -364,155 +301,95 @@ impl ReplicationOutcome {
     }
 }
 
-impl RunOutcome for ReplicationOutcome {
-    fn seed(&self) -> u64 {
-        self.seed
-    }
-    fn violations(&self) -> &[String] {
-        &self.violations
-    }
-    fn failure_report(&self) -> String {
-        ReplicationOutcome::failure_report(self)
-    }
-    fn replay(&self) -> String {
-        ReplicationOutcome::replay(self)
-    }
-    fn sim_time(&self) -> Duration {
-        self.sim_time
-    }
-    fn rendered(&self) -> String {
-        ReplicationOutcome::rendered(self)
-    }
-    fn steps(&self) -> u64 {
-        self.steps
-    }
-    fn counts(&self) -> Vec<(&'static str, u64)> {
-        ReplicationOutcome::counts(self)
-    }
-}
-
 enum Phase {
     /// Faults are injected; clients register and log in.
     Safety,
     /// Everything is healed; the late client runs and the servers converge.
-    Healing {
-        since: Duration,
-        /// The converged state and since when it has held.
-        stable: Option<(String, Duration)>,
-    },
+    Healing(Settle),
 }
 
 /// Runs the replication scenario for `seed` and checks every invariant.
 pub fn run_replication_scenario(seed: u64, cfg: &ReplicationConfig) -> ReplicationOutcome {
     let plan = ReplicationPlan::new(seed, cfg);
-    let mut h = Harness::new(seed, cfg, &plan);
-    let mut faults = plan.faults.clone().into_iter().peekable();
+    let mut r = Replication::new(seed, cfg, &plan);
     let mut phase = Phase::Safety;
     let mut converged_state = None;
     loop {
-        h.admit_due_clients();
-        if matches!(phase, Phase::Safety) {
-            while let Some((_, fault)) = faults.next_if(|(at, _)| *at <= h.sim.elapsed()) {
-                h.inject(fault);
-            }
-        }
-        let Some(all_done) = h.step() else {
+        r.admit_due_clients();
+        r.h.inject_due(Duration::ZERO);
+        let Some(all_done) = r.step() else {
             break;
         };
-        if !h.watch() {
+        let found = r.replicas.check(&r.h.servers, MASTER);
+        if !r.h.holds(found) {
             break;
         }
-        let idle = all_done && h.waiting.is_empty();
-        let now = h.sim.elapsed();
+        let idle = all_done && r.waiting.is_empty();
+        let now = r.h.now();
         match &mut phase {
             Phase::Safety if idle => {
-                h.heal_and_send_late_client();
-                phase = Phase::Healing {
-                    since: now,
-                    stable: None,
-                };
+                r.heal_and_send_late_client();
+                phase = Phase::Healing(Settle::new(now, SETTLE_MAX));
             }
             Phase::Safety => {}
-            Phase::Healing { since, stable } => {
-                if now > *since + SETTLE_MAX {
-                    let why = with_views(&h.servers, |v| converged(v, cfg.servers as usize))
-                        .err()
-                        .unwrap_or_else(|| "the converged state kept changing".into());
-                    let late = if idle {
-                        ""
-                    } else {
-                        " (the late client is still running)"
-                    };
-                    h.violations.push(format!(
-                        "the healed cluster did not converge within {}{late}: {why}",
-                        secs(SETTLE_MAX)
-                    ));
-                    break;
-                }
-                if !idle || !h.steps.is_multiple_of(CONVERGE_EVERY) {
-                    continue;
-                }
-                match with_views(&h.servers, |v| converged(v, cfg.servers as usize)) {
-                    Err(_) => *stable = None,
-                    Ok(state) => match stable {
-                        Some((s, from)) if *s == state => {
-                            if now >= *from + STABLE_FOR {
-                                converged_state = Some(state);
-                                break;
-                            }
-                        }
-                        _ => *stable = Some((state, now)),
-                    },
+            Phase::Healing(settle) => {
+                let busy = (!idle).then_some("the late client is still running");
+                let h = &r.h;
+                let n = cfg.servers as usize;
+                match settle.poll(now, h.steps, busy, || h.with_views(|v| converged(v, n))) {
+                    Settling::Waiting => {}
+                    Settling::Settled(state) => {
+                        converged_state = Some(state);
+                        break;
+                    }
+                    Settling::TimedOut(why) => {
+                        r.h.violations.push(why);
+                        break;
+                    }
                 }
             }
         }
     }
     if let Some(state) = &converged_state {
-        h.trace
-            .borrow_mut()
-            .record(h.sim.elapsed(), HARNESS, format!("converged: {state}"));
-        h.check_final_state();
+        r.h.record(format!("converged: {state}"));
+        r.check_final_state();
     }
-    h.into_outcome(seed, cfg, plan, converged_state)
+    let replay = replication_replay_command(seed, cfg.preset);
+    let details = ReplicationDetails {
+        config: cfg.clone(),
+        plan,
+        clients: r.records.borrow().clone(),
+        converged: converged_state,
+        committed: r.replicas.watch.committed(),
+    };
+    let replay = match cfg.strict_reads {
+        true => format!("SIM_STRICT_READS=1 {replay}"),
+        false => replay,
+    };
+    r.h.finish(replay, details)
 }
 
-type Shared<T> = Rc<RefCell<T>>;
-
-struct Harness<'c> {
+/// The harness, and the records the account clients report into.
+struct Replication<'c> {
     cfg: &'c ReplicationConfig,
-    seed: u64,
-    sim: turmoil::Sim<'static>,
-    /// The servers' stores; removed after the simulation is dropped.
-    run_dir: tempfile::TempDir,
-    trace: SharedTrace,
+    h: Harness,
     records: SharedRecords,
-    servers: Vec<Shared<ServerSlot>>,
-    hosts: Vec<String>,
     /// Records of programs not started yet, the next one last.
     waiting: Vec<usize>,
-    /// Indexed by server id.
-    crashed: Vec<bool>,
-    cut: Vec<bool>,
-    watch: Watch,
-    durability: Durability,
-    violations: Vec<String>,
-    steps: u64,
+    replicas: ReplicaChecks,
 }
 
-impl<'c> Harness<'c> {
+impl<'c> Replication<'c> {
     fn new(seed: u64, cfg: &'c ReplicationConfig, plan: &ReplicationPlan) -> Self {
-        let sim = build_sim(SimParams {
+        let params = SimParams {
             seed,
-            epoch_secs: EPOCH_SECS,
             duration: cfg.duration,
             tick: cfg.tick,
             latency: cfg.latency,
-        });
-        let trace = Trace::shared();
-        for line in plan.describe(cfg) {
-            trace.borrow_mut().record(Duration::ZERO, HARNESS, line);
-        }
-        let n = cfg.servers as usize + 1;
+            servers: cfg.servers,
+            stores: true,
+        };
+        let h = Harness::new(params, plan.faults.clone(), plan.describe(cfg));
         let records: Vec<AccountRecord> = plan
             .clients
             .iter()
@@ -523,81 +400,33 @@ impl<'c> Harness<'c> {
         // The next to start goes last; equal starts keep their order.
         waiting.reverse();
         waiting.sort_by_key(|&i| std::cmp::Reverse(plan.clients[i].start));
-        let mut h = Harness {
+        let mut r = Replication {
             cfg,
-            seed,
-            sim,
-            run_dir: run_dir().expect("a temporary directory for the stores"),
-            trace,
+            h,
             records: Rc::new(RefCell::new(records)),
-            servers: Vec::new(),
-            hosts: Vec::new(),
             waiting,
-            crashed: vec![false; n],
-            cut: vec![false; n],
-            watch: Watch::default(),
-            durability: Durability::default(),
-            violations: Vec::new(),
-            steps: 0,
+            replicas: ReplicaChecks::default(),
         };
-        let secret = ClusterSecret::from_bytes(SECRET).expect("secret is long enough");
-        h.add_balancer(&secret);
+        r.h.add_balancer(|_| {});
         for id in 1..=cfg.servers {
-            h.add_server(id, &secret);
-        }
-        h
-    }
-
-    fn server_addrs(&self) -> Vec<ServerAddr> {
-        server_addrs(self.cfg.servers)
-    }
-
-    fn add_balancer(&mut self, secret: &ClusterSecret) {
-        let servers = self.server_addrs();
-        add_plain_balancer(&mut self.sim, servers, secret, &self.trace, self.seed);
-        self.hosts.push(BALANCER.to_string());
-    }
-
-    /// Server `id`, with the master and its peers wired, and its own store.
-    fn add_server(&mut self, id: u32, secret: &ClusterSecret) {
-        let slot = Rc::new(RefCell::new(ServerSlot::default()));
-        self.servers.push(slot.clone());
-        let host = server_host(id);
-        let peers = self
-            .server_addrs()
-            .into_iter()
-            .filter(|p| p.id != id)
-            .collect();
-        let spec = ServerSpec {
-            host: host.clone(),
-            port: server_port(id),
-            server: ServerConfig {
+            // With the master and its peers wired, and its own store.
+            let server = ServerConfig {
                 password: PasswordParams::TESTING,
                 ..ServerConfig::new(id)
-            },
-            replica: ReplicaConfig::new(id, MASTER, peers),
-            secret: secret.clone(),
-            seed: self.seed,
-            store_dir: store_dir(self.run_dir.path(), self.seed, &host),
-            disk: crate::disk::shared_disk(),
-            driver: DriverConfig {
-                persist_latency: self.cfg.persist_latency,
+            };
+            let replica = ReplicaConfig::new(id, MASTER, r.h.peers_of(id));
+            let driver = DriverConfig {
+                persist_latency: cfg.persist_latency,
                 ..DriverConfig::default()
-            },
-        };
-        add_server(
-            &mut self.sim,
-            spec,
-            slot,
-            self.trace.clone(),
-            Rc::new(|_, _, _| {}),
-        );
-        self.hosts.push(host);
+            };
+            r.h.add_server(server, replica, driver, Rc::new(|_, _, _| {}));
+        }
+        r
     }
 
     /// Registers every client whose start time has come.
     fn admit_due_clients(&mut self) {
-        let now = self.sim.elapsed();
+        let now = self.h.now();
         while let Some(&i) = self.waiting.last() {
             let (start, name) = {
                 let r = self.records.borrow();
@@ -607,96 +436,35 @@ impl<'c> Harness<'c> {
                 break;
             }
             self.waiting.pop();
-            add_account_client(&mut self.sim, i, &self.records, &self.trace);
-            // A server cut off now is cut off from the newcomer too.
-            cut_off_newcomer(&mut self.sim, &self.cut, self.cfg.servers, &name);
-            self.hosts.push(name);
+            let (records, trace) = (&self.records, self.h.trace.clone());
+            self.h
+                .add_client(&name, |sim| add_account_client(sim, i, records, &trace));
         }
-    }
-
-    fn inject(&mut self, fault: Fault) {
-        self.trace.borrow_mut().record(
-            self.sim.elapsed(),
-            HARNESS,
-            format!("!! {}", fault_text(fault)),
-        );
-        apply_fault(
-            FaultState {
-                sim: &mut self.sim,
-                hosts: &self.hosts,
-                servers: &self.servers,
-                crashed: &mut self.crashed,
-                cut: &mut self.cut,
-            },
-            fault,
-            true,
-        );
     }
 
     /// One turmoil step. `Some(true)` once every client program is done;
     /// `None` if the run must stop (a violation was recorded).
     fn step(&mut self) -> Option<bool> {
-        let at = secs(self.sim.elapsed());
         let records = &self.records;
-        guarded_step(
-            &mut self.sim,
-            &mut self.steps,
-            &mut self.violations,
-            &at,
-            |e| {
-                let r = records.borrow();
-                let stuck: Vec<&str> = r
-                    .iter()
-                    .filter(|c| !c.finished)
-                    .map(|c| c.plan.name.as_str())
-                    .collect();
-                format!("clients hang: {e} (unfinished: {})", stuck.join(", "))
-            },
-        )
-    }
-
-    /// Checks the between-steps invariants. False on a violation.
-    fn watch(&mut self) -> bool {
-        let logs: Vec<_> = self
-            .servers
-            .iter()
-            .map(|s| s.borrow().durable.clone())
-            .collect();
-        let v = with_views(&self.servers, |views| {
-            let mut v = self.watch.check(views);
-            v.extend(self.durability.check(&logs, views, MASTER));
-            v
-        });
-        if v.is_empty() {
-            return true;
-        }
-        let at = secs(self.sim.elapsed());
-        self.violations
-            .extend(v.into_iter().map(|v| format!("at {at}: {v}")));
-        false
+        self.h.step(|| {
+            let r = records.borrow();
+            let stuck = r.iter().filter(|c| !c.finished);
+            stuck.map(|c| c.plan.name.clone()).collect()
+        })
     }
 
     /// Restarts what is down, repairs what is cut, and sends a late client
     /// that must register and log in.
     fn heal_and_send_late_client(&mut self) {
-        let now = self.sim.elapsed();
-        self.trace.borrow_mut().record(
-            now,
-            HARNESS,
+        let now = self.h.now();
+        self.h.record(
             "all clients done; heal the cluster, then a late client must register and log in",
         );
-        for s in 1..=self.cfg.servers {
-            if self.crashed[s as usize] {
-                self.inject(Fault::Restart(s));
-            }
-            if self.cut[s as usize] {
-                self.inject(Fault::Repair(s));
-            }
-        }
+        self.h.heal();
         let late = AccountPlan {
             name: "late".into(),
             username: "latecomer".into(),
-            password: format!("pw-late-{:08x}", self.seed as u32),
+            password: format!("pw-late-{:08x}", self.h.seed as u32),
             start: now + LATE_AFTER,
             // The same session: a server answers only once it has applied
             // the registration, so this login must work. (Another server
@@ -711,40 +479,13 @@ impl<'c> Harness<'c> {
     }
 
     fn check_final_state(&mut self) {
-        let run_secs = self.sim.elapsed().as_secs() + 1;
+        let run_secs = self.h.now().as_secs() + 1;
         let records = self.records.borrow();
-        let v = with_views(&self.servers, |views| {
-            check_accounts(views, &records, EPOCH_SECS, run_secs, self.cfg.strict_reads)
-        });
+        let strict = self.cfg.strict_reads;
+        let v = self
+            .h
+            .with_views(|views| check_accounts(views, &records, EPOCH_SECS, run_secs, strict));
         drop(records);
-        self.violations.extend(v);
-    }
-
-    fn into_outcome(
-        self,
-        seed: u64,
-        cfg: &ReplicationConfig,
-        plan: ReplicationPlan,
-        converged: Option<String>,
-    ) -> ReplicationOutcome {
-        let sim_time = self.sim.elapsed();
-        // The hosts' programs hold clones of the trace and records, and
-        // the stores: drop them before the store directory goes.
-        drop(self.sim);
-        let trace = self.trace.borrow().clone();
-        let clients = self.records.borrow().clone();
-        drop(self.run_dir);
-        ReplicationOutcome {
-            seed,
-            config: cfg.clone(),
-            plan,
-            trace,
-            clients,
-            violations: self.violations,
-            converged,
-            committed: self.watch.committed(),
-            sim_time,
-            steps: self.steps,
-        }
+        self.h.violations.extend(v);
     }
 }
