@@ -7,64 +7,22 @@
 use ferry_core::accounts::token::SessionToken;
 use ferry_core::balancer::messages::{BalancerMsg, ProbeMsg, PROBE_TAGS};
 use ferry_core::frame::{self, FrameDecoder, FrameError, MAX_FRAME, PREFIX};
-use ferry_core::replication::entry::Entry;
 use ferry_core::replication::catalogue::FileMeta;
+use ferry_core::replication::entry::Entry;
 use ferry_core::replication::messages::{ReplicaMsg, REPLICA_TAGS};
 use ferry_core::replication::state::User;
 use ferry_core::server::{BlobMsg, SessionMsg, BLOB_TAGS, SESSION_TAGS};
 use speedy::{LittleEndian, Readable, Writable};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::fmt::Debug;
 
-struct Counting;
+// The same counting allocator the decoder property tests use: one copy.
+#[path = "../../core/tests/decoders/alloc.rs"]
+mod alloc;
 
-thread_local! {
-    // `const` thread locals of `Copy` types never allocate when read.
-    static WATCHING: Cell<bool> = const { Cell::new(false) };
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(size: usize) {
-    let _ = WATCHING.try_with(|w| {
-        if w.get() {
-            let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
-        }
-    });
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use alloc::largest;
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
-
-/// `f`'s result and the largest single allocation made while it ran.
-fn largest<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    LARGEST.with(|l| l.set(0));
-    WATCHING.with(|w| w.set(true));
-    let out = f();
-    WATCHING.with(|w| w.set(false));
-    (out, LARGEST.with(|l| l.get()))
-}
+static ALLOC: alloc::Counting = alloc::Counting;
 
 /// The property for one payload decoded as an `M`. Panics (a crash for
 /// libFuzzer) when it does not hold.
