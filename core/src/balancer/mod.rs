@@ -165,7 +165,7 @@ impl fmt::Display for Tally {
         } else if self.catching_up > 0 {
             "servers are catching up with the master"
         } else {
-            "none could take the client"
+            "none free"
         };
         write!(f, "{case} ({} asked", self.probed)?;
         let parts: Vec<String> = [

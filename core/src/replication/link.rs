@@ -432,13 +432,11 @@ impl Links {
                     let step = format!("server {peer}");
                     self.drop_link(now, peer, Refusal::Timeout { step }, cfg, news, out);
                 }
-                Some(conn) => {
-                    if now.saturating_since(link.last_sent) >= cfg.heartbeat {
-                        link.last_sent = now;
-                        out.send(conn, &ReplicaMsg::Ping { view });
-                    }
+                Some(conn) if now.saturating_since(link.last_sent) >= cfg.heartbeat => {
+                    link.last_sent = now;
+                    out.send(conn, &ReplicaMsg::Ping { view });
                 }
-                None => {}
+                _ => {}
             }
             let Some(link) = self.peers.get_mut(&peer) else {
                 continue;
