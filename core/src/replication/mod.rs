@@ -424,14 +424,18 @@ impl Replica {
                 log.len()
             ));
         }
-        if let Some(e) = log.iter().find(|e| e.view > rec.view.max(FIRST_VIEW)) {
+        let stored_view = rec.view.max(FIRST_VIEW);
+        if let Some(e) = log.iter().find(|e| e.view > stored_view) {
             return Err(format!(
                 "log entry {} is of view {}, past the stored view {}",
                 e.index, e.view, rec.view
             ));
         }
         let state = State::from_rows(&rec.tables)?;
-        let view = rec.view.max(FIRST_VIEW);
+        let view = match crate::sabotage::on(crate::sabotage::Sabotage::ViewForgottenOnRestart) {
+            true => FIRST_VIEW,
+            false => rec.view.max(FIRST_VIEW),
+        };
         let disk_end = log.len() as u64;
         let mut shell = Shell {
             links: Links::new(now, &cfg),
