@@ -45,10 +45,26 @@ fn sweep_1000_seeds() {
             .map_or(0, |(_, n)| *n)
     };
     let runs = seeds.len() as u64;
-    assert!(count("runs with a master crash") >= runs, "{:?}", report.counts);
-    assert!(count("runs that lost a second master") > 0, "{:?}", report.counts);
-    assert!(count("runs with a master cut off") > 0, "{:?}", report.counts);
-    assert!(count("views that had a master") > runs, "{:?}", report.counts);
+    assert!(
+        count("runs with a master crash") >= runs,
+        "{:?}",
+        report.counts
+    );
+    assert!(
+        count("runs that lost a second master") > 0,
+        "{:?}",
+        report.counts
+    );
+    assert!(
+        count("runs with a master cut off") > 0,
+        "{:?}",
+        report.counts
+    );
+    assert!(
+        count("views that had a master") > runs,
+        "{:?}",
+        report.counts
+    );
 }
 
 /// The failed master's seat is taken: some seed elects a new master and

@@ -81,7 +81,10 @@ pub fn failover_faults(rng: &mut SimRng, p: &FailoverParams) -> Vec<(Duration, F
         let down2 = rng.duration(Duration::from_millis(500), Duration::from_secs(4));
         faults.push((at + gap, Fault::CrashMaster(1)));
         faults.push((at + gap + down2, Fault::RestartMaster(1)));
-        faults.push((at + gap.max(down) + Duration::from_millis(100), Fault::RestartMaster(0)));
+        faults.push((
+            at + gap.max(down) + Duration::from_millis(100),
+            Fault::RestartMaster(0),
+        ));
     } else {
         faults.push((at + down, Fault::RestartMaster(0)));
     }

@@ -29,7 +29,9 @@ use std::time::{Duration, UNIX_EPOCH};
 mod faults;
 mod outcome;
 mod settle;
-pub use faults::{failover_faults, fault_text, replicated_faults, FailoverParams, Fault, FaultParams};
+pub use faults::{
+    failover_faults, fault_text, replicated_faults, FailoverParams, Fault, FaultParams,
+};
 pub use outcome::{Details, Outcome};
 pub use settle::{Settle, Settling};
 
@@ -276,7 +278,9 @@ impl Harness {
     pub fn inject(&mut self, fault: Fault) {
         let fault = match self.resolve(fault) {
             Ok(f) => f,
-            Err(why) => return self.record(format!("!! {}: {why}", fault_text(fault, self.stores))),
+            Err(why) => {
+                return self.record(format!("!! {}: {why}", fault_text(fault, self.stores)))
+            }
         };
         if let Fault::Crash(s) = fault {
             if self.crashed[s as usize] {

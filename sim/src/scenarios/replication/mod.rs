@@ -348,15 +348,26 @@ impl Details for ReplicationDetails {
             ),
             (
                 "runs with a master crash",
-                crashes(MASTER) + self.plan.faults.iter().any(|(_, f)| *f == Fault::CrashMaster(0)) as u64,
+                crashes(MASTER)
+                    + self
+                        .plan
+                        .faults
+                        .iter()
+                        .any(|(_, f)| *f == Fault::CrashMaster(0)) as u64,
             ),
             (
                 "runs that lost a second master",
-                self.plan.faults.iter().any(|(_, f)| *f == Fault::CrashMaster(1)) as u64,
+                self.plan
+                    .faults
+                    .iter()
+                    .any(|(_, f)| *f == Fault::CrashMaster(1)) as u64,
             ),
             (
                 "runs with a master cut off",
-                self.plan.faults.iter().any(|(_, f)| *f == Fault::PartitionMaster(2)) as u64,
+                self.plan
+                    .faults
+                    .iter()
+                    .any(|(_, f)| *f == Fault::PartitionMaster(2)) as u64,
             ),
             ("views that had a master", self.masters as u64),
             ("entries committed", self.committed as u64),
