@@ -26,9 +26,10 @@ pub struct Args {
     /// Clients served at once.
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_clients: u32,
-    /// The id of the cluster's master: this server's own id or one of
-    /// --peers. Required with --peers; without --peers the server is a
-    /// cluster of one and its own master.
+    /// The id of the cluster's first master: this server's own id or one
+    /// of --peers. If it is lost, the others elect another. Required with
+    /// --peers; without --peers the server is a cluster of one and its own
+    /// master.
     #[arg(long, value_name = "ID")]
     master: Option<u32>,
     /// The other servers of the cluster, comma-separated, as ID=ADDR. An

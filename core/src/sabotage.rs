@@ -19,6 +19,10 @@ pub enum Sabotage {
     FollowerAppliesUncommitted,
     /// A follower acknowledges an entry before its disk has it.
     FollowerAcksBeforeDurable,
+    /// A candidate takes office as soon as it stands, without votes.
+    ElectedWithoutVotes,
+    /// A restarted server forgets the view it had stored.
+    ViewForgottenOnRestart,
 }
 
 #[cfg(feature = "sabotage")]

@@ -73,8 +73,13 @@ pub enum Write {
     SetApplied {
         index: u64,
     },
+    /// The highest view this server has seen (a Raft term).
     SetView {
         view: u64,
+    },
+    /// Whom this server voted for in its current view, if anyone.
+    SetVote {
+        vote: Option<u32>,
     },
 }
 
@@ -100,6 +105,9 @@ pub struct Recovered {
     pub tables: Vec<(Table, Vec<u8>, Vec<u8>)>,
     pub applied: u64,
     pub view: u64,
+    /// Whom this server voted for in `view` (absent in stores older than
+    /// failover: no vote).
+    pub vote: Option<u32>,
     /// Content blobs present on this server's disk (listed by the driver).
     pub blobs: Vec<[u8; 32]>,
 }
@@ -129,6 +137,7 @@ pub struct MemStore {
     tables: BTreeMap<(Table, Vec<u8>), Vec<u8>>,
     applied: u64,
     view: u64,
+    vote: Option<u32>,
     /// Commits made, for tests that count them.
     pub commits: u64,
 }
@@ -151,6 +160,7 @@ impl Store for MemStore {
                 }
                 Write::SetApplied { index } => self.applied = *index,
                 Write::SetView { view } => self.view = *view,
+                Write::SetVote { vote } => self.vote = *vote,
             }
         }
         self.commits += 1;
@@ -167,6 +177,7 @@ impl Store for MemStore {
                 .collect(),
             applied: self.applied,
             view: self.view,
+            vote: self.vote,
             blobs: Vec::new(),
         })
     }

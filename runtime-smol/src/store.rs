@@ -130,6 +130,14 @@ impl Store for HeedStore {
                     self.meta.put(&mut wtxn, "applied", index).map_err(err)?
                 }
                 Write::SetView { view } => self.meta.put(&mut wtxn, "view", view).map_err(err)?,
+                // No key means no vote: stores older than failover read so.
+                Write::SetVote { vote: Some(id) } => self
+                    .meta
+                    .put(&mut wtxn, "vote", &u64::from(*id))
+                    .map_err(err)?,
+                Write::SetVote { vote: None } => {
+                    self.meta.delete(&mut wtxn, "vote").map_err(err)?;
+                }
             }
         }
         wtxn.commit().map_err(err)
@@ -150,6 +158,10 @@ impl Store for HeedStore {
         }
         rec.applied = self.meta.get(&rtxn, "applied").map_err(err)?.unwrap_or(0);
         rec.view = self.meta.get(&rtxn, "view").map_err(err)?.unwrap_or(0);
+        rec.vote = match self.meta.get(&rtxn, "vote").map_err(err)? {
+            None => None,
+            Some(id) => Some(u32::try_from(id).map_err(|_| err(format!("vote {id}")))?),
+        };
         Ok(rec)
     }
 }

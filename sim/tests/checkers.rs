@@ -78,6 +78,16 @@ fn a_follower_that_acknowledges_before_its_disk_has_the_entry_is_caught() {
 }
 
 #[test]
+fn a_candidate_that_takes_office_without_votes_is_caught() {
+    caught_in_replication(Sabotage::ElectedWithoutVotes, "two masters of view");
+}
+
+#[test]
+fn a_server_that_forgets_its_view_on_restart_is_caught() {
+    caught_in_replication(Sabotage::ViewForgottenOnRestart, "view went back");
+}
+
+#[test]
 fn a_follower_that_applies_before_the_commit_is_caught() {
     caught_in_replication(
         Sabotage::FollowerAppliesUncommitted,

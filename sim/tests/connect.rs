@@ -11,6 +11,7 @@
 
 mod common;
 
+use ferry_core::balancer::Tally;
 use ferry_core::client::ClientError;
 use ferry_sim::scenarios::connect::invariants::ClientResult;
 use ferry_sim::{
@@ -95,10 +96,12 @@ fn all_servers_down_gives_no_server() {
             assert!(
                 matches!(
                     c.result,
-                    Some(ClientResult::Failed(ClientError::NoServer {
+                    Some(ClientResult::Failed(ClientError::NoServer(Tally {
                         probed: 1..=3,
-                        busy: 0
-                    }))
+                        busy: 0,
+                        no_master: 0,
+                        catching_up: 0,
+                    })))
                 ),
                 "seed {seed}: {} ended with {:?}; replay: {}",
                 c.name,
@@ -133,10 +136,12 @@ fn all_servers_busy_gives_no_server() {
             assert!(
                 matches!(
                     c.result,
-                    Some(ClientResult::Failed(ClientError::NoServer {
+                    Some(ClientResult::Failed(ClientError::NoServer(Tally {
                         probed: 3,
-                        busy: 3
-                    }))
+                        busy: 3,
+                        no_master: 0,
+                        catching_up: 0,
+                    })))
                 ),
                 "seed {seed}: {} ended with {:?}; replay: {}",
                 c.name,

@@ -59,7 +59,7 @@ const LONG_FETCH_SEED: u64 = 247;
 /// its copy, finds it damaged, removes it and, after the heal (server2 was
 /// cut off), fetches it again from server3. The verifiers then get the
 /// photo through every server.
-const ROT_SEED: u64 = 238;
+const ROT_SEED: u64 = 103;
 
 /// Seeds `sweep_300_seeds` runs unless `SIM_SEEDS` says otherwise.
 const SWEEP_SEEDS: u64 = 300;

@@ -162,8 +162,9 @@ fn listen_address_in_use_is_a_clear_error() {
     );
 }
 
-/// A balancer that answers GET SERVER with NO SERVER{probed: 0, busy: 1}:
-/// numbers from the wire that do not add up must not panic the client.
+/// A balancer that answers GET SERVER with NO SERVER{probed: 0, busy: 1,
+/// no master: 2}: numbers from the wire that do not add up must not panic
+/// the client.
 #[test]
 fn connect_survives_a_lying_balancer() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -172,10 +173,12 @@ fn connect_survives_a_lying_balancer() {
         let (mut s, _) = listener.accept().unwrap();
         let mut request = [0u8; 64];
         let _ = s.read(&mut request);
-        // Frame: u32 LE length 9, tag 3 (NoServer), probed 0, busy 1.
-        let mut frame = vec![9, 0, 0, 0, 3];
-        frame.extend(0u32.to_le_bytes());
-        frame.extend(1u32.to_le_bytes());
+        // Frame: u32 LE length 17, tag 3 (NoServer), probed 0, busy 1,
+        // no master 2, catching up 0.
+        let mut frame = vec![17, 0, 0, 0, 3];
+        for n in [0u32, 1, 2, 0] {
+            frame.extend(n.to_le_bytes());
+        }
         s.write_all(&frame).unwrap();
     });
     let run = connect(&addr);

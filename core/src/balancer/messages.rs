@@ -21,9 +21,18 @@ pub enum BalancerMsg {
         addr: String,
         code: AuthCode,
     },
-    /// Balancer → client: a whole round found no server with a free slot.
+    /// Balancer → client: a whole round found no server that would take
+    /// the client, and why: full (`busy`), alive but following no master
+    /// (`no_master`: an election, or cut off from the majority), still
+    /// catching up with the master (`catching_up`); the rest did not
+    /// answer.
     #[speedy(tag = 3)]
-    NoServer { probed: u32, busy: u32 },
+    NoServer {
+        probed: u32,
+        busy: u32,
+        no_master: u32,
+        catching_up: u32,
+    },
     #[speedy(tag = 4)]
     Refused(Refusal),
 }
@@ -42,6 +51,13 @@ pub enum ProbeMsg {
     Busy,
     #[speedy(tag = 13)]
     Refused(Refusal),
+    /// Server → balancer: no: I follow no live master (an election is on,
+    /// or I am cut off from the majority).
+    #[speedy(tag = 14)]
+    NoMaster,
+    /// Server → balancer: no: I have not applied what the master committed.
+    #[speedy(tag = 15)]
+    CatchingUp,
 }
 
 /// First tag byte of [`ProbeMsg`] frames.

@@ -80,8 +80,7 @@ pub enum BalancerEvent {
     },
     NoServer {
         client: ConnId,
-        probed: u32,
-        busy: u32,
+        tally: Tally,
     },
     Refused {
         client: ConnId,
@@ -106,14 +105,9 @@ impl fmt::Display for BalancerEvent {
                 server,
                 code,
             } => write!(f, "assign client {client} to server {server} code {code}"),
-            BalancerEvent::NoServer {
-                client,
-                probed,
-                busy,
-            } => write!(
-                f,
-                "no server for client {client} (probed {probed}, busy {busy})"
-            ),
+            BalancerEvent::NoServer { client, tally } => {
+                write!(f, "no server for client {client}: {tally}")
+            }
             BalancerEvent::Refused { client, reason } => {
                 write!(f, "refuse client {client}: {reason}")
             }
@@ -135,10 +129,60 @@ enum Stage {
         plan: Vec<usize>,
         /// When the search gives up, whatever is left of the plan.
         until: Timestamp,
-        probed: u32,
-        busy: u32,
+        tally: Tally,
         probe: ConnId,
     },
+}
+
+/// What one search's probes heard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub probed: u32,
+    pub busy: u32,
+    pub no_master: u32,
+    pub catching_up: u32,
+}
+
+impl Tally {
+    /// Servers that did not answer (down, cut off, or refusing).
+    pub fn silent(&self) -> u32 {
+        self.probed
+            .saturating_sub(self.busy + self.no_master + self.catching_up)
+    }
+}
+
+/// "none answering (3 asked)", "no master elected yet (3 asked: 2 without a
+/// master, 1 not answering)": the case first, then the figures.
+impl fmt::Display for Tally {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let silent = self.silent();
+        let case = if silent == self.probed {
+            "none answering"
+        } else if self.busy == self.probed {
+            "all busy"
+        } else if self.no_master > 0 {
+            "no master elected yet"
+        } else if self.catching_up > 0 {
+            "servers are catching up with the master"
+        } else {
+            "none free"
+        };
+        write!(f, "{case} ({} asked", self.probed)?;
+        let parts: Vec<String> = [
+            (self.busy, "busy"),
+            (self.no_master, "without a master"),
+            (self.catching_up, "catching up"),
+            (silent, "not answering"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0 && *n < self.probed)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        if !parts.is_empty() {
+            write!(f, ": {}", parts.join(", "))?;
+        }
+        f.write_str(")")
+    }
 }
 
 struct Probe {
@@ -163,8 +207,15 @@ pub struct Balancer {
 
 enum ProbeOutcome {
     Yes,
-    No,
+    No(NoBecause),
     Silent(String),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum NoBecause {
+    Busy,
+    NoMaster,
+    CatchingUp,
 }
 
 impl Balancer {
@@ -224,8 +275,7 @@ impl Balancer {
                     p.stage = Stage::Searching {
                         plan,
                         until: now + self.cfg.search_budget,
-                        probed: 0,
-                        busy: 0,
+                        tally: Tally::default(),
                         probe: ConnId::dialed(u64::MAX),
                     };
                     self.probe_next(now, conn);
@@ -266,8 +316,7 @@ impl Balancer {
                 Stage::Searching {
                     plan,
                     until,
-                    probed,
-                    busy,
+                    tally,
                     probe,
                 },
             ..
@@ -277,20 +326,21 @@ impl Balancer {
         };
         let until = *until;
         if plan.is_empty() || now >= until {
-            let (probed, busy) = (*probed, *busy);
-            self.out
-                .send(client, &BalancerMsg::NoServer { probed, busy });
+            let tally = *tally;
+            let msg = BalancerMsg::NoServer {
+                probed: tally.probed,
+                busy: tally.busy,
+                no_master: tally.no_master,
+                catching_up: tally.catching_up,
+            };
+            self.out.send(client, &msg);
             self.out.close(client);
             self.clients.remove(&client);
-            self.out.event(BalancerEvent::NoServer {
-                client,
-                probed,
-                busy,
-            });
+            self.out.event(BalancerEvent::NoServer { client, tally });
             return;
         }
         let idx = plan.remove(0);
-        *probed += 1;
+        tally.probed += 1;
         let conn = ConnId::dialed(self.next_dial);
         self.next_dial += 1;
         *probe = conn;
@@ -328,7 +378,9 @@ impl Balancer {
                 Some(ProbeMsg::Busy) if sabotage::on(Sabotage::BalancerTakesNoForYes) => {
                     ProbeOutcome::Yes
                 }
-                Some(ProbeMsg::Busy) => ProbeOutcome::No,
+                Some(ProbeMsg::Busy) => ProbeOutcome::No(NoBecause::Busy),
+                Some(ProbeMsg::NoMaster) => ProbeOutcome::No(NoBecause::NoMaster),
+                Some(ProbeMsg::CatchingUp) => ProbeOutcome::No(NoBecause::CatchingUp),
                 Some(ProbeMsg::Refused(r)) => ProbeOutcome::Silent(format!("refused: {r}")),
                 Some(other) => ProbeOutcome::Silent(format!("unexpected answer {other:?}")),
             },
@@ -366,17 +418,21 @@ impl Balancer {
                 });
                 return;
             }
-            ProbeOutcome::No => {
+            ProbeOutcome::No(because) => {
                 self.out.event(BalancerEvent::Answered {
                     server: server.id,
                     available: false,
                 });
                 if let Some(Pending {
-                    stage: Stage::Searching { busy, .. },
+                    stage: Stage::Searching { tally, .. },
                     ..
                 }) = self.clients.get_mut(&probe.client)
                 {
-                    *busy += 1;
+                    match because {
+                        NoBecause::Busy => tally.busy += 1,
+                        NoBecause::NoMaster => tally.no_master += 1,
+                        NoBecause::CatchingUp => tally.catching_up += 1,
+                    }
                 }
             }
             ProbeOutcome::Silent(why) => {

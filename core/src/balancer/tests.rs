@@ -116,7 +116,15 @@ fn no_moves_on_round_robin_and_a_full_round_of_no_says_no_server() {
     );
     let outs = answer(&mut b, ms(3), p3, ProbeMsg::Busy);
     let msgs: Vec<BalancerMsg> = sent(&outs, CLIENT);
-    assert_eq!(msgs, vec![BalancerMsg::NoServer { probed: 3, busy: 3 }]);
+    assert_eq!(
+        msgs,
+        vec![BalancerMsg::NoServer {
+            probed: 3,
+            busy: 3,
+            no_master: 0,
+            catching_up: 0
+        }]
+    );
     assert!(closed(&outs, CLIENT));
     assert!(connects(&outs).is_empty(), "no second round");
 }
@@ -175,7 +183,15 @@ fn refused_connection_and_broken_probe_skip_the_server() {
     assert_eq!(a3, "server3:7003");
     let outs = answer(&mut b, ms(3), p3, ProbeMsg::Busy);
     let msgs: Vec<BalancerMsg> = sent(&outs, CLIENT);
-    assert_eq!(msgs, vec![BalancerMsg::NoServer { probed: 3, busy: 1 }]);
+    assert_eq!(
+        msgs,
+        vec![BalancerMsg::NoServer {
+            probed: 3,
+            busy: 1,
+            no_master: 0,
+            catching_up: 0
+        }]
+    );
 }
 
 #[test]
@@ -192,7 +208,12 @@ fn when_every_server_is_in_backoff_all_are_asked_anyway() {
     let outs = drain(&mut b);
     assert_eq!(
         sent::<BalancerMsg, _>(&outs, CLIENT),
-        vec![BalancerMsg::NoServer { probed: 1, busy: 0 }]
+        vec![BalancerMsg::NoServer {
+            probed: 1,
+            busy: 0,
+            no_master: 0,
+            catching_up: 0
+        }]
     );
     let (_, a) = ask(&mut b, ms(2), ConnId::accepted(2));
     assert_eq!(a, "server1:7001");
@@ -374,7 +395,12 @@ fn no_servers_configured_means_no_server() {
     let outs = drain(&mut b);
     assert_eq!(
         sent::<BalancerMsg, _>(&outs, CLIENT),
-        vec![BalancerMsg::NoServer { probed: 0, busy: 0 }]
+        vec![BalancerMsg::NoServer {
+            probed: 0,
+            busy: 0,
+            no_master: 0,
+            catching_up: 0
+        }]
     );
 }
 
@@ -398,6 +424,11 @@ fn a_search_through_many_silent_servers_ends_within_its_budget() {
     assert_eq!(now, ms(3000), "the budget, not 8 probe timeouts");
     assert_eq!(
         sent::<BalancerMsg, _>(&last, CLIENT),
-        vec![BalancerMsg::NoServer { probed: 3, busy: 0 }]
+        vec![BalancerMsg::NoServer {
+            probed: 3,
+            busy: 0,
+            no_master: 0,
+            catching_up: 0
+        }]
     );
 }

@@ -51,8 +51,8 @@ impl ClientConfig {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientError {
-    /// The balancer found no server with a free slot.
-    NoServer { probed: u32, busy: u32 },
+    /// The balancer found no server that would take us, and why.
+    NoServer(crate::balancer::Tally),
     /// A peer refused us, with its reason.
     Refused { by: Peer, reason: Refusal },
     /// A peer could not be reached or hung up.
@@ -81,11 +81,7 @@ impl fmt::Display for Peer {
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::NoServer { probed, busy } => write!(
-                f,
-                "no server available ({probed} asked, {busy} busy, {} not answering)",
-                probed.saturating_sub(*busy)
-            ),
+            ClientError::NoServer(tally) => write!(f, "no server available: {tally}"),
             ClientError::Refused { by, reason } => write!(f, "{by} refused: {reason}"),
             ClientError::Unreachable { peer, reason } => {
                 write!(f, "cannot reach the {peer}: {reason}")
@@ -507,8 +503,19 @@ impl Client {
                     connected: false,
                 };
             }
-            BalancerMsg::NoServer { probed, busy } => {
-                self.fail(now, ClientError::NoServer { probed, busy })
+            BalancerMsg::NoServer {
+                probed,
+                busy,
+                no_master,
+                catching_up,
+            } => {
+                let tally = crate::balancer::Tally {
+                    probed,
+                    busy,
+                    no_master,
+                    catching_up,
+                };
+                self.fail(now, ClientError::NoServer(tally))
             }
             BalancerMsg::Refused(reason) => self.fail(
                 now,

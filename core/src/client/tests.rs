@@ -105,19 +105,38 @@ fn no_server_is_a_clear_failure_not_a_retry() {
         &mut c,
         ms(2),
         bal,
-        &BalancerMsg::NoServer { probed: 3, busy: 1 },
+        &BalancerMsg::NoServer {
+            probed: 3,
+            busy: 1,
+            no_master: 1,
+            catching_up: 0,
+        },
     );
     let evs = events(&outs);
+    let tally = crate::balancer::Tally {
+        probed: 3,
+        busy: 1,
+        no_master: 1,
+        catching_up: 0,
+    };
+    assert_eq!(evs, vec![ClientEvent::Failed(ClientError::NoServer(tally))]);
     assert_eq!(
-        evs,
-        vec![ClientEvent::Failed(ClientError::NoServer {
-            probed: 3,
-            busy: 1
-        })]
+        evs[0].to_string(),
+        "failed: no server available: no master elected yet \
+         (3 asked: 1 busy, 1 without a master, 1 not answering)"
     );
-    assert!(evs[0]
+    let says = |probed, busy, no_master| {
+        crate::balancer::Tally {
+            probed,
+            busy,
+            no_master,
+            catching_up: 0,
+        }
         .to_string()
-        .contains("no server available (3 asked, 1 busy, 2 not answering)"));
+    };
+    assert_eq!(says(3, 3, 0), "all busy (3 asked)");
+    assert_eq!(says(3, 0, 0), "none answering (3 asked)");
+    assert_eq!(says(2, 0, 2), "no master elected yet (2 asked)");
     assert!(c.is_done());
 }
 

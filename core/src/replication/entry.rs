@@ -49,6 +49,13 @@ pub enum Txn {
     },
     #[speedy(tag = 6)]
     Delete { owner: u64, name: String },
+    /// A new master's first entry. Entries of earlier views commit only
+    /// once an entry of the current view does (a count of copies alone
+    /// could be overwritten by a later master; Raft's §5.4.2), so a master
+    /// elected with nothing to order would otherwise never commit what it
+    /// inherited, nor answer a read.
+    #[speedy(tag = 7)]
+    Noop,
 }
 
 impl Txn {
@@ -73,6 +80,7 @@ impl Txn {
                 grantee,
             } => format!("unshare user{owner}/{name} from {grantee}"),
             Txn::Delete { owner, name } => format!("delete user{owner}/{name}"),
+            Txn::Noop => "noop (new master)".into(),
         }
     }
 }
@@ -105,12 +113,16 @@ pub enum TxnResult {
     Deleted,
     #[speedy(tag = 12)]
     CannotShareWithSelf,
+    #[speedy(tag = 13)]
+    Noop,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
 pub struct Entry {
     pub index: u64,
-    /// The master's view when it ordered the entry (fencing, for failover).
+    /// The master's view when it ordered the entry: with the index, what
+    /// names an entry across servers (two entries with the same index and
+    /// view are the same entry; Raft's log matching).
     pub view: u64,
     /// The master's clock (Unix seconds) when it ordered the entry: the one
     /// time every replica agrees on, used for deterministic expiry.

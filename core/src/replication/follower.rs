@@ -1,301 +1,365 @@
-//! A follower's part of replication: it takes the entries the master
-//! prepares into its log, acknowledges them once they are durable, applies
-//! what the master says is committed, and forwards its own clients'
-//! transactions and read-index questions to the master, asking again on
-//! every new link until they are answered.
+//! A follower's part of replication: it takes the entries the master sends
+//! into its log once they follow on from what it holds (replacing a suffix
+//! an older view left behind), acknowledges them once durable, applies what
+//! the master says is committed, and sends its own clients' transactions
+//! and read questions to the master, again to every new master until they
+//! are answered. A follower that hears no master for its election timeout
+//! stands for election (`election.rs`).
 
 use super::entry::{Entry, Origin, Txn};
-use super::link::{refuse, MasterLink};
 use super::messages::ReplicaMsg;
-use super::{AfterPersist, ReplicaConfig, ReplicaEvent, Shell, SubmitError, WriteBytes};
-use crate::io::ConnId;
+use super::{AfterPersist, Readiness, ReplicaEvent, Shell, WriteBytes};
 use crate::outbox::Outbox;
-use crate::refusal::Refusal;
 use crate::sabotage::{self, Sabotage};
 use crate::store::{Batch, Write};
 use crate::time::Timestamp;
-use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// An `Append` as a follower takes it.
+pub(super) struct Append {
+    pub prev_index: u64,
+    pub prev_view: u64,
+    pub entries: Vec<Entry>,
+    pub commit: u64,
+    pub last: u64,
+    pub seq: u64,
+}
 
 pub(super) struct Follower {
-    link: MasterLink,
-    master_last: u64,
+    master: Option<u32>,
+    heard_master: Option<Timestamp>,
+    election_at: Timestamp,
+    /// How far our log is known to match the master's in this view.
+    matched: u64,
+    /// The master's commit index and log end, as it last said.
     master_commit: u64,
-    /// This server's clients' transactions, forwarded and not yet applied.
-    pending: BTreeMap<Origin, Txn>,
-    /// Read-index questions asked (id → the master's answer, once it came).
-    read_indexes: BTreeMap<u64, Option<u64>>,
-    next_read: u64,
-    /// The master's log end when it last welcomed us (see
-    /// [`super::Replica::past_is_settled`]).
-    welcomed_at: Option<u64>,
+    /// The master's heartbeat round, echoed in acknowledgements.
+    seq: u64,
+    /// The master's log end and view when it first spoke to this run of
+    /// ours (see [`Follower::past_is_settled`]).
+    settle_mark: Option<(u64, u64)>,
+    /// When forwards were last sent again.
+    resent_at: Option<Timestamp>,
 }
 
 impl Follower {
-    pub(super) fn new(now: Timestamp) -> Self {
+    pub(super) fn new(election_at: Timestamp) -> Self {
         Follower {
-            link: MasterLink::new(now),
-            master_last: 0,
+            master: None,
+            heard_master: None,
+            election_at,
+            matched: 0,
             master_commit: 0,
-            pending: BTreeMap::new(),
-            read_indexes: BTreeMap::new(),
-            next_read: 0,
-            welcomed_at: None,
+            seq: 0,
+            settle_mark: None,
+            resent_at: None,
         }
     }
 
-    pub(super) fn owns(&self, conn: ConnId) -> bool {
-        self.link.conn() == Some(conn)
+    pub(super) fn master(&self) -> Option<u32> {
+        self.master
+    }
+
+    pub(super) fn election_due(&self, now: Timestamp) -> bool {
+        self.election_at <= now
+    }
+
+    pub(super) fn election_at(&self) -> Timestamp {
+        self.election_at
+    }
+
+    /// We voted for a candidate: give it time to win.
+    pub(super) fn voted(&mut self, election_at: Timestamp) {
+        self.election_at = election_at;
+    }
+
+    /// True if the master spoke within `dead_after` on a link that is up:
+    /// then this server will not help elect another (pre-vote).
+    pub(super) fn has_live_master(&self, now: Timestamp, sh: &Shell) -> bool {
+        let Some(m) = self.master else {
+            return false;
+        };
+        sh.links.is_live(m)
+            && self
+                .heard_master
+                .is_some_and(|t| now.saturating_since(t) < sh.cfg.dead_after)
     }
 
     /// See [`super::Replica::is_caught_up`].
-    pub(super) fn is_caught_up(&self, now: Timestamp, sh: &Shell) -> bool {
-        self.link.live().is_some()
-            && now.saturating_since(self.link.last_heard) < sh.cfg.heartbeat * 2
-            && sh.applied_durable >= self.master_commit
+    pub(super) fn readiness(&self, now: Timestamp, sh: &Shell) -> Readiness {
+        let live = self.master.is_some_and(|m| sh.links.is_live(m))
+            && self
+                .heard_master
+                .is_some_and(|t| now.saturating_since(t) < sh.cfg.heartbeat * 2);
+        if !live {
+            Readiness::NoMaster
+        } else if sh.applied_durable < self.master_commit {
+            Readiness::CatchingUp
+        } else {
+            Readiness::Ready
+        }
     }
 
-    /// See [`super::Replica::past_is_settled`].
+    /// True once nothing our previous run forwarded can still be ordered
+    /// without us having applied it. A master accepts forwards only on a
+    /// link that is up, and a new link from us replaced the previous run's
+    /// (`Links::adopt`); so once the master of view `v` spoke to this run,
+    /// every forward of the previous run it holds is within its log end
+    /// then. Others' logs may hold more, from older views, but none of it
+    /// can commit once an entry of view `v` has (it would have to be in
+    /// the log of every later master, which follows the one of `v`). So:
+    /// applied through that log end, and through an entry of view `v`
+    /// (views never decrease along a log, so the last applied entry says).
     pub(super) fn past_is_settled(&self, sh: &Shell) -> bool {
-        self.welcomed_at
-            .is_some_and(|last| sh.applied_durable >= last)
+        self.settle_mark.is_some_and(|(last, view)| {
+            sh.applied_durable >= last && (last == 0 || sh.view_at(sh.applied_durable) >= view)
+        })
     }
 
-    /// Asks the master for its commit index; `None` without a live link.
-    pub(super) fn ask_read_index<E>(&mut self, view: u64, out: &mut Outbox<E>) -> Option<u64> {
-        let conn = self.link.live()?;
-        let id = self.next_read;
-        self.next_read += 1;
-        self.read_indexes.insert(id, None);
-        out.send(conn, &ReplicaMsg::ReadIndex { view, id });
-        Some(id)
+    /// The link to `peer` broke. If it was the master's, an election may
+    /// be due soon, but only a majority without a master can hold one.
+    pub(super) fn link_down(&mut self, now: Timestamp, peer: u32, jitter: Duration) {
+        if self.master == Some(peer) {
+            self.election_at = self.election_at.min(now + jitter);
+        }
     }
 
-    pub(super) fn read_index_ready(&self, id: u64, sh: &Shell) -> bool {
-        matches!(
-            self.read_indexes.get(&id),
-            Some(Some(commit)) if sh.applied_durable >= *commit
-        )
-    }
-
-    pub(super) fn forget_read_index(&mut self, id: u64) {
-        self.read_indexes.remove(&id);
-    }
-
-    /// Forwards a transaction of one of this server's clients to the
-    /// master, now if the link is live, else once it is.
-    pub(super) fn submit<E>(
+    pub(super) fn link_up<E>(
         &mut self,
+        now: Timestamp,
+        peer: u32,
+        sh: &mut Shell,
+        out: &mut Outbox<E>,
+    ) {
+        if self.master == Some(peer) {
+            self.send_pending(now, sh, out);
+        }
+    }
+
+    /// Sends one of this server's clients' transactions to the master, now
+    /// if it is known and reachable, else once it is.
+    pub(super) fn forward<E>(
+        &mut self,
+        now: Timestamp,
         origin: Origin,
         txn: Txn,
-        cfg: &ReplicaConfig,
-        view: u64,
-        out: &mut Outbox<E>,
-    ) -> Result<(), SubmitError> {
-        if self.pending.len() >= cfg.max_pending {
-            return Err(SubmitError::Backlogged);
-        }
-        if let Some(conn) = self.link.live() {
-            let msg = ReplicaMsg::Forward {
-                view,
-                origin,
-                txn: txn.clone(),
-            };
-            out.send(conn, &msg);
-        }
-        self.pending.insert(origin, txn);
-        Ok(())
-    }
-
-    /// Our log is durable up to `durable`: tell the master.
-    pub(super) fn appended<E>(&self, sh: &Shell, out: &mut Outbox<E>) {
-        if let Some(conn) = self.link.live() {
-            let msg = ReplicaMsg::PrepareOk {
-                view: sh.view,
-                durable: sh.durable,
-            };
-            out.send(conn, &msg);
-        }
-    }
-
-    pub(super) fn on_connected<E>(
-        &mut self,
-        conn: ConnId,
-        me: u32,
-        sh: &Shell,
-        out: &mut Outbox<E>,
-    ) {
-        self.link.on_connected(conn, me, sh.len(), out);
-    }
-
-    pub(super) fn on_bytes<E: From<ReplicaEvent>>(
-        &mut self,
-        now: Timestamp,
-        conn: ConnId,
-        bytes: &[u8],
         sh: &mut Shell,
         out: &mut Outbox<E>,
     ) {
-        let mut msgs = Vec::new();
-        let Some(decoded) = self.link.decode(conn, bytes, &mut msgs) else {
+        if let Some(m) = self.master {
+            let msg = ReplicaMsg::Forward {
+                view: sh.view,
+                origin,
+                txn,
+            };
+            sh.send(now, m, &msg, out);
+        }
+    }
+
+    /// What a new master (or a new link to it) may have missed: every
+    /// transaction not applied yet, and every read not answered.
+    fn send_pending<E>(&mut self, now: Timestamp, sh: &mut Shell, out: &mut Outbox<E>) {
+        let Some(m) = self.master else {
             return;
         };
-        for msg in msgs {
-            if !self.owns(conn) {
-                return;
-            }
-            self.on_msg(now, conn, msg, sh, out);
+        self.resent_at = Some(now);
+        let view = sh.view;
+        let forwards: Vec<ReplicaMsg> = sh
+            .pending
+            .iter()
+            .map(|(origin, txn)| ReplicaMsg::Forward {
+                view,
+                origin: *origin,
+                txn: txn.clone(),
+            })
+            .collect();
+        for msg in forwards {
+            sh.send(now, m, &msg, out);
         }
-        if let Err(e) = decoded {
-            let detail = e.to_string();
-            self.drop_conn(now, conn, Refusal::Malformed { detail }, &sh.cfg, out);
+        let asks: Vec<u64> = sh
+            .reads
+            .iter()
+            .filter(|(_, r)| r.answer.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in asks {
+            sh.send(now, m, &ReplicaMsg::ReadIndex { view, id }, out);
         }
     }
 
-    fn on_msg<E: From<ReplicaEvent>>(
+    /// On a heartbeat: what went unanswered may have been lost on a link
+    /// that survived (a partition can drop messages without breaking it).
+    /// Reads are asked again at once; forwards, which the master orders
+    /// once however often they come, after `dead_after`.
+    fn ask_again<E>(&mut self, now: Timestamp, sh: &mut Shell, out: &mut Outbox<E>) {
+        let Some(m) = self.master else {
+            return;
+        };
+        let stale = self
+            .resent_at
+            .is_none_or(|t| now.saturating_since(t) >= sh.cfg.dead_after);
+        if stale && !sh.pending.is_empty() {
+            return self.send_pending(now, sh, out);
+        }
+        let view = sh.view;
+        let asks: Vec<u64> = sh
+            .reads
+            .iter()
+            .filter(|(_, r)| r.answer.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in asks {
+            sh.send(now, m, &ReplicaMsg::ReadIndex { view, id }, out);
+        }
+    }
+
+    /// Asks the master to confirm read `id`; false without a master.
+    pub(super) fn ask_read_index<E>(
         &mut self,
         now: Timestamp,
-        conn: ConnId,
-        msg: ReplicaMsg,
+        id: u64,
         sh: &mut Shell,
         out: &mut Outbox<E>,
-    ) {
-        self.link.last_heard = now;
-        let live = self.link.live().is_some();
-        match msg {
-            ReplicaMsg::Challenge { nonce } if self.link.joining() => {
-                self.link
-                    .answer_challenge(conn, &nonce, &sh.secret, &sh.cfg, out);
-            }
-            ReplicaMsg::Welcome { view, last, commit } if self.link.joining() => {
-                sh.view = sh.view.max(view);
-                self.link.welcomed(conn);
-                self.master_last = last;
-                self.master_commit = commit;
-                self.welcomed_at = Some(last);
-                out.event(ReplicaEvent::JoinedMaster { last, commit }.into());
-                // What the old link may have lost is sent again: questions
-                // not answered, and transactions not applied.
-                self.ask_again(conn, sh.view, out);
-                for (origin, txn) in &self.pending {
-                    let msg = ReplicaMsg::Forward {
-                        view: sh.view,
-                        origin: *origin,
-                        txn: txn.clone(),
-                    };
-                    out.send(conn, &msg);
-                }
-                let ok = ReplicaMsg::PrepareOk {
-                    view: sh.view,
-                    durable: sh.durable,
-                };
-                out.send(conn, &ok);
-            }
-            ReplicaMsg::Prepare {
-                view,
-                entries,
-                commit,
-            } if live && view == sh.view => {
-                self.on_prepare(now, conn, entries, commit, sh, out);
-            }
-            ReplicaMsg::Heartbeat { view, last, .. }
-                if live && view == sh.view && last > sh.len() =>
-            {
-                // Every Prepare was sent before this heartbeat on the same
-                // ordered link, so entries we lack were lost on the way (a
-                // partition drops messages without breaking the link):
-                // rejoin, and the master streams from our log end.
-                let what = format!("missed entries {}..={last}", sh.len() + 1);
-                self.drop_conn(now, conn, Refusal::Unexpected { what }, &sh.cfg, out);
-            }
-            ReplicaMsg::Heartbeat { view, last, commit } if live && view == sh.view => {
-                self.master_last = last;
-                self.master_commit = commit;
-                let ok = ReplicaMsg::PrepareOk {
-                    view: sh.view,
-                    durable: sh.durable,
-                };
-                out.send(conn, &ok);
-                // A question still unanswered after a heartbeat was lost (a
-                // partition can drop messages of a link that survives it).
-                self.ask_again(conn, sh.view, out);
-                self.learn_commit(commit, sh, out);
-            }
-            ReplicaMsg::ReadIndexReply { view, id, commit } if live && view == sh.view => {
-                if let Some(slot) = self.read_indexes.get_mut(&id) {
-                    *slot = Some(commit);
-                }
-                self.learn_commit(commit, sh, out);
-            }
-            ReplicaMsg::Refused(reason) => {
-                let why = format!("master refused: {reason}");
-                out.close(conn);
-                self.on_closed(now, conn, &why, &sh.cfg, out);
-            }
-            other => {
-                let what = format!("{other:?}");
-                self.drop_conn(now, conn, Refusal::Unexpected { what }, &sh.cfg, out);
-            }
-        }
+    ) -> bool {
+        let Some(m) = self.master else {
+            return false;
+        };
+        let view = sh.view;
+        sh.send(now, m, &ReplicaMsg::ReadIndex { view, id }, out)
     }
 
-    /// Asks again every read-index question not answered yet.
-    fn ask_again<E>(&self, conn: ConnId, view: u64, out: &mut Outbox<E>) {
-        for (id, _) in self.read_indexes.iter().filter(|(_, a)| a.is_none()) {
-            out.send(conn, &ReplicaMsg::ReadIndex { view, id: *id });
-        }
-    }
-
-    fn on_prepare<E: From<ReplicaEvent>>(
+    pub(super) fn on_read_index<E: From<ReplicaEvent>>(
         &mut self,
-        now: Timestamp,
-        conn: ConnId,
-        entries: Vec<Entry>,
+        peer: u32,
+        id: u64,
         commit: u64,
         sh: &mut Shell,
         out: &mut Outbox<E>,
     ) {
+        if self.master != Some(peer) {
+            return;
+        }
+        if let Some(r) = sh.reads.get_mut(&id) {
+            r.answer = Some(commit);
+        }
+        self.master_commit = self.master_commit.max(commit);
+        self.learn_commit(commit, sh, out);
+    }
+
+    /// The master's `Append`. `Err` if it breaks a rule no master may
+    /// break (the link is then dropped).
+    pub(super) fn on_append<E: From<ReplicaEvent>>(
+        &mut self,
+        now: Timestamp,
+        peer: u32,
+        a: Append,
+        timeout: Duration,
+        sh: &mut Shell,
+        out: &mut Outbox<E>,
+    ) -> Result<(), String> {
+        if self.master != Some(peer) {
+            self.master = Some(peer);
+            self.matched = 0;
+            out.event(
+                ReplicaEvent::Following {
+                    view: sh.view,
+                    master: peer,
+                }
+                .into(),
+            );
+            self.send_pending(now, sh, out);
+        }
+        if self.settle_mark.is_none() {
+            self.settle_mark = Some((a.last, sh.view));
+        }
+        if a.entries.is_empty() {
+            self.ask_again(now, sh, out);
+        }
+        self.heard_master = Some(now);
+        self.election_at = now + timeout;
+        self.seq = self.seq.max(a.seq);
+        self.master_commit = self.master_commit.max(a.commit);
+        if a.prev_index > sh.len() || sh.view_at(a.prev_index) != a.prev_view {
+            // Our log does not follow on there. Up to what we know is
+            // committed it matches every master's.
+            let matched = sh.commit.min(a.prev_index.saturating_sub(1)).min(sh.len());
+            let reply = ReplicaMsg::AppendReply {
+                view: sh.view,
+                ok: false,
+                matched,
+                seq: self.seq,
+            };
+            sh.send(now, peer, &reply, out);
+            return Ok(());
+        }
         let mut batch = Batch::default();
-        for e in entries {
-            let len = sh.len();
-            if e.index <= len {
-                // Already held. With a fixed master the copies agree; a
-                // differing copy means our suffix is not the master's.
-                if sh.entries[(e.index - 1) as usize] == e {
+        let mut truncated = None;
+        let n = a.entries.len() as u64;
+        for (k, e) in a.entries.into_iter().enumerate() {
+            let index = a.prev_index + 1 + k as u64;
+            if e.index != index {
+                return Err(format!("entry {} where {index} belongs", e.index));
+            }
+            if index <= sh.len() {
+                if sh.view_at(index) == e.view {
+                    // Same index, same view: the same entry (log matching).
                     continue;
                 }
-                if e.index <= sh.applied {
-                    let what = format!("master rewrote applied entry {}", e.index);
-                    return self.drop_conn(now, conn, Refusal::Unexpected { what }, &sh.cfg, out);
+                if index <= sh.commit {
+                    return Err(format!("master rewrote committed entry {index}"));
                 }
-                sh.entries.truncate((e.index - 1) as usize);
-                sh.durable = sh.durable.min(e.index - 1);
-                batch.push(Write::TruncateFrom { from: e.index });
-            } else if e.index != len + 1 {
-                let what = format!("gap: expected entry {}, got {}", len + 1, e.index);
-                return self.drop_conn(now, conn, Refusal::Unexpected { what }, &sh.cfg, out);
+                // An older view's suffix that never committed.
+                sh.entries.truncate((index - 1) as usize);
+                batch.push(Write::TruncateFrom { from: index });
+                truncated.get_or_insert(index);
+                out.event(ReplicaEvent::Truncated { from: index }.into());
             }
             batch.push(Write::Append {
-                index: e.index,
+                index,
                 entry: e.write_bytes(),
             });
             sh.entries.push(e);
         }
-        if !batch.is_empty() {
-            let upto = sh.len();
+        self.matched = self.matched.max(a.prev_index + n);
+        if batch.is_empty() {
+            self.acknowledge(now, sh, out);
+        } else {
             if sabotage::on(Sabotage::FollowerAcksBeforeDurable) {
-                let ok = ReplicaMsg::PrepareOk {
+                let ok = ReplicaMsg::AppendReply {
                     view: sh.view,
-                    durable: upto,
+                    ok: true,
+                    matched: self.matched,
+                    seq: self.seq,
                 };
-                out.send(conn, &ok);
+                sh.send(now, peer, &ok, out);
             }
-            sh.persist(batch, AfterPersist::Appended { upto }, out);
+            let upto = sh.len();
+            sh.persist(batch, AfterPersist::Appended { upto, truncated }, out);
         }
-        self.learn_commit(commit, sh, out);
+        self.learn_commit(a.commit, sh, out);
+        Ok(())
+    }
+
+    /// Tells the master how far our log matches its own and is durable,
+    /// once the view we would say it in is durable too.
+    pub(super) fn acknowledge<E>(&mut self, now: Timestamp, sh: &mut Shell, out: &mut Outbox<E>) {
+        let Some(m) = self.master else {
+            return;
+        };
+        if sh.view_durable < sh.view {
+            return;
+        }
+        let ok = ReplicaMsg::AppendReply {
+            view: sh.view,
+            ok: true,
+            matched: self.matched.min(sh.durable()),
+            seq: self.seq,
+        };
+        sh.send(now, m, &ok, out);
     }
 
     /// The master says `commit` is committed: apply up to it, as far as our
-    /// log goes.
+    /// log is known to match the master's.
     fn learn_commit<E: From<ReplicaEvent>>(
         &mut self,
         commit: u64,
@@ -304,64 +368,11 @@ impl Follower {
     ) {
         let commit = match sabotage::on(Sabotage::FollowerAppliesUncommitted) {
             true => sh.len(),
-            false => commit.min(sh.len()),
+            false => commit.min(self.matched).min(sh.len()),
         };
         if commit > sh.commit {
             sh.commit = commit;
-            sh.apply_committed(out, |origin| {
-                self.pending.remove(&origin);
-            });
+            sh.apply_committed(out);
         }
-    }
-
-    /// Refuses and closes the link to the master.
-    fn drop_conn<E: From<ReplicaEvent>>(
-        &mut self,
-        now: Timestamp,
-        conn: ConnId,
-        reason: Refusal,
-        cfg: &ReplicaConfig,
-        out: &mut Outbox<E>,
-    ) {
-        if !self.owns(conn) {
-            return;
-        }
-        let why = reason.to_string();
-        refuse(conn, reason, out);
-        self.on_closed(now, conn, &why, cfg, out);
-    }
-
-    /// The link broke, closed, or could not be opened.
-    pub(super) fn on_closed<E: From<ReplicaEvent>>(
-        &mut self,
-        now: Timestamp,
-        conn: ConnId,
-        why: &str,
-        cfg: &ReplicaConfig,
-        out: &mut Outbox<E>,
-    ) {
-        if self.link.close(now, conn, cfg) {
-            let why = why.to_string();
-            out.event(ReplicaEvent::MasterLost { why }.into());
-        }
-    }
-
-    pub(super) fn handle_timeout<E: From<ReplicaEvent>>(
-        &mut self,
-        now: Timestamp,
-        cfg: &ReplicaConfig,
-        out: &mut Outbox<E>,
-    ) {
-        if self.link.dial(now, cfg, out) {
-            return;
-        }
-        if let Some(conn) = self.link.silent(now, cfg) {
-            let step = "the master".into();
-            self.drop_conn(now, conn, Refusal::Timeout { step }, cfg, out);
-        }
-    }
-
-    pub(super) fn poll_timeout(&self, cfg: &ReplicaConfig) -> Timestamp {
-        self.link.poll_timeout(cfg)
     }
 }

@@ -1,65 +1,145 @@
 //! The master's part of replication (the leader): it appends each
-//! transaction to its log, streams the log to every follower, counts how far
-//! each follower holds it durably, and commits what a majority holds.
+//! transaction to its log, streams the log to every follower from where the
+//! follower's log matches its own, counts how far each follower holds it
+//! durably, and commits what a majority holds once an entry of its own view
+//! is among it. It confirms reads with a heartbeat round a majority
+//! answers, and steps down when it has not heard from a majority for
+//! `dead_after`: a master cut off from the majority stops and says so.
 
 use super::entry::{Entry, Origin, Txn};
-use super::link::{refuse, PeerStage, Peers};
 use super::messages::ReplicaMsg;
-use super::{AfterPersist, ReplicaConfig, ReplicaEvent, Shell, WriteBytes};
-use crate::frame::FrameDecoder;
-use crate::io::ConnId;
+use super::{AfterPersist, Readiness, ReplicaEvent, Shell, WriteBytes, FIRST_VIEW};
 use crate::outbox::Outbox;
-use crate::refusal::Refusal;
 use crate::sabotage::{self, Sabotage};
 use crate::store::{Batch, Write};
-use crate::time::{earliest, Timestamp};
+use crate::time::Timestamp;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the master knows of one follower.
 struct Progress {
-    conn: Option<ConnId>,
-    durable: u64,
-    /// Next index to send on `conn`.
+    /// Next index to send.
     next: u64,
-    last_heard: Timestamp,
+    /// How far the follower's log is known to match ours, durably.
+    matched: u64,
+    /// The last heartbeat round it answered.
+    seq: u64,
+    last_ack: Timestamp,
+}
+
+/// Who asked for a read to be confirmed.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum ReadFor {
+    Local(u64),
+    Peer(u32, u64),
+}
+
+struct Confirm {
+    who: ReadFor,
+    /// The heartbeat round sent after the question arrived.
+    seq: u64,
 }
 
 pub(super) struct Master {
     followers: BTreeMap<u32, Progress>,
-    peers: Peers,
     next_heartbeat: Timestamp,
-    /// Origins logged but not yet applied (dedup of forwarded retries).
+    seq: u64,
+    /// Origins in the log but not yet applied (dedup of retried forwards).
     in_log: BTreeSet<Origin>,
+    /// The index of the first entry of this master's view (its no-op), 0
+    /// for the first view's master: until it commits, nothing of earlier
+    /// views may be taken as committed, and no read answered.
+    view_start: u64,
+    since: Timestamp,
+    confirms: Vec<Confirm>,
 }
 
 impl Master {
-    /// A master whose log holds `in_log` logged but not yet applied.
-    pub(super) fn new(next_heartbeat: Timestamp, in_log: BTreeSet<Origin>) -> Self {
+    fn new(now: Timestamp, sh: &Shell) -> Self {
+        let in_log = sh.entries[sh.applied as usize..]
+            .iter()
+            .filter(|e| e.txn != Txn::Noop)
+            .map(|e| e.origin)
+            .collect();
+        let followers = sh
+            .cfg
+            .peers
+            .iter()
+            .map(|p| {
+                let progress = Progress {
+                    next: sh.len() + 1,
+                    matched: 0,
+                    seq: 0,
+                    last_ack: now,
+                };
+                (p.id, progress)
+            })
+            .collect();
         Master {
-            followers: BTreeMap::new(),
-            peers: Peers::default(),
-            next_heartbeat,
+            followers,
+            next_heartbeat: now,
+            seq: 0,
             in_log,
+            view_start: 0,
+            since: now,
+            confirms: Vec::new(),
         }
     }
 
-    pub(super) fn owns(&self, conn: ConnId) -> bool {
-        self.peers.owns(conn)
+    /// The configured master of the first view, resuming.
+    pub(super) fn first(now: Timestamp, sh: &Shell) -> Self {
+        debug_assert_eq!(sh.view, FIRST_VIEW);
+        Master::new(now, sh)
     }
 
-    /// A connection whose first frame was a replication message.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn adopt<E>(
-        &mut self,
+    /// Elected: append this view's no-op, order what our own clients
+    /// asked for meanwhile, and let every follower know.
+    pub(super) fn elected<E: From<ReplicaEvent>>(
         now: Timestamp,
-        conn: ConnId,
-        decoder: FrameDecoder,
-        first: &[u8],
-        nonce: [u8; 16],
-        cfg: &ReplicaConfig,
+        sh: &mut Shell,
         out: &mut Outbox<E>,
-    ) {
-        self.peers.adopt(now, conn, decoder, first, nonce, cfg, out);
+    ) -> Self {
+        let mut m = Master::new(now, sh);
+        let noop = Origin {
+            server: sh.cfg.me,
+            session: 0,
+            request: sh.view,
+        };
+        m.append(now, noop, Txn::Noop, sh, out);
+        m.view_start = sh.len();
+        let pending: Vec<(Origin, Txn)> = sh.pending.iter().map(|(o, t)| (*o, t.clone())).collect();
+        for (origin, txn) in pending {
+            m.propose(now, origin, txn, sh, out);
+        }
+        m.heartbeat(now, sh, out);
+        m
+    }
+
+    /// See [`super::Replica::is_caught_up`].
+    pub(super) fn readiness(&self, now: Timestamp, sh: &Shell) -> Readiness {
+        if !self.heard_majority(now, sh.cfg.heartbeat * 2, sh) {
+            Readiness::NoMaster
+        } else if sh.commit < self.view_start {
+            Readiness::CatchingUp
+        } else {
+            Readiness::Ready
+        }
+    }
+
+    /// A master's own past is settled once its view's first entry has
+    /// committed: what its previous run put in its log is ordered by now
+    /// or overwritten for good.
+    pub(super) fn past_is_settled(&self, sh: &Shell) -> bool {
+        sh.applied_durable >= self.view_start
+    }
+
+    /// True if a majority, us included, answered within `within`.
+    fn heard_majority(&self, now: Timestamp, within: std::time::Duration, sh: &Shell) -> bool {
+        let heard = self
+            .followers
+            .values()
+            .filter(|p| now.saturating_since(p.last_ack) < within)
+            .count();
+        heard + 1 >= sh.cfg.majority()
     }
 
     /// Appends a transaction to the log and streams it, unless it is a
@@ -74,10 +154,21 @@ impl Master {
     ) {
         if self.in_log.contains(&origin) || sh.state.has_applied(&origin) {
             // A retry of something already ordered: the origin server will
-            // see the first copy when it applies the sh.
+            // see the first copy when it applies it.
             return;
         }
         self.in_log.insert(origin);
+        self.append(now, origin, txn, sh, out);
+    }
+
+    fn append<E: From<ReplicaEvent>>(
+        &mut self,
+        now: Timestamp,
+        origin: Origin,
+        txn: Txn,
+        sh: &mut Shell,
+        out: &mut Outbox<E>,
+    ) {
         let entry = Entry {
             index: sh.len() + 1,
             view: sh.view,
@@ -99,245 +190,223 @@ impl Master {
         });
         let upto = entry.index;
         sh.entries.push(entry);
-        sh.persist(batch, AfterPersist::Appended { upto }, out);
-        self.stream_to_followers(sh, out);
+        sh.persist(
+            batch,
+            AfterPersist::Appended {
+                upto,
+                truncated: None,
+            },
+            out,
+        );
+        let peers: Vec<u32> = self.followers.keys().copied().collect();
+        for peer in peers {
+            self.stream(now, peer, sh, out);
+        }
     }
 
-    /// The highest index durable on a majority becomes committed.
+    /// The highest index durable on a majority becomes committed, if an
+    /// entry of our view is at or below it. (An older view's entry held by
+    /// a majority can still be overwritten by a later master whose log
+    /// ends in a later view; once ours commits, no such master can be.)
     pub(super) fn advance_commit<E: From<ReplicaEvent>>(
         &mut self,
         now: Timestamp,
         sh: &mut Shell,
         out: &mut Outbox<E>,
     ) {
-        let mut durable: Vec<u64> = self.followers.values().map(|p| p.durable).collect();
-        durable.resize(sh.cfg.peers.len(), 0);
-        durable.push(sh.durable);
+        let mut durable: Vec<u64> = self.followers.values().map(|p| p.matched).collect();
+        durable.push(sh.durable());
         durable.sort_unstable_by(|a, b| b.cmp(a));
-        let majority = sh.cfg.cluster_size() / 2 + 1;
+        let majority = sh.cfg.majority();
         let candidate = match sabotage::on(Sabotage::MasterCommitsOnOneCopy) {
-            true => sh.durable.min(sh.len()),
+            true => sh.durable(),
             false => durable[majority - 1].min(sh.len()),
         };
-        if candidate > sh.commit {
+        if candidate > sh.commit && sh.view_at(candidate) == sh.view {
             sh.commit = candidate;
             out.event(ReplicaEvent::Committed { index: candidate }.into());
-            sh.apply_committed(out, |origin| {
+            for origin in sh.apply_committed(out) {
                 self.in_log.remove(&origin);
-            });
-            self.broadcast_heartbeat(now, sh, out);
-        }
-    }
-
-    fn stream_to_followers<E>(&mut self, sh: &Shell, out: &mut Outbox<E>) {
-        for p in self.followers.values_mut() {
-            let Some(conn) = p.conn else { continue };
-            while p.next <= sh.len() {
-                let start = (p.next - 1) as usize;
-                let end = (start + sh.cfg.batch_max).min(sh.entries.len());
-                let msg = ReplicaMsg::Prepare {
-                    view: sh.view,
-                    entries: sh.entries[start..end].to_vec(),
-                    commit: sh.commit,
-                };
-                out.send(conn, &msg);
-                p.next = end as u64 + 1;
             }
+            self.heartbeat(now, sh, out);
         }
     }
 
-    fn broadcast_heartbeat<E>(&mut self, now: Timestamp, sh: &Shell, out: &mut Outbox<E>) {
+    /// Sends `peer` what it lacks, from its `next`.
+    fn stream<E>(&mut self, now: Timestamp, peer: u32, sh: &mut Shell, out: &mut Outbox<E>) {
+        let Some(p) = self.followers.get_mut(&peer) else {
+            return;
+        };
+        if !sh.links.is_live(peer) {
+            return;
+        }
+        while p.next <= sh.len() {
+            let start = (p.next - 1) as usize;
+            let end = (start + sh.cfg.batch_max).min(sh.entries.len());
+            let msg = ReplicaMsg::Append {
+                view: sh.view,
+                prev_index: p.next - 1,
+                prev_view: sh.view_at(p.next - 1),
+                entries: sh.entries[start..end].to_vec(),
+                commit: sh.commit,
+                last: sh.len(),
+                seq: self.seq,
+            };
+            sh.links.send(now, peer, &msg, out);
+            p.next = end as u64 + 1;
+        }
+    }
+
+    /// A new heartbeat round to every follower: liveness, the commit
+    /// index, and for reads, proof that a majority still follows us.
+    fn heartbeat<E>(&mut self, now: Timestamp, sh: &mut Shell, out: &mut Outbox<E>) {
+        self.seq += 1;
         self.next_heartbeat = now + sh.cfg.heartbeat;
-        let msg = ReplicaMsg::Heartbeat {
-            view: sh.view,
-            last: sh.len(),
-            commit: sh.commit,
-        };
-        for p in self.followers.values() {
-            if let Some(conn) = p.conn {
-                out.send(conn, &msg);
-            }
+        for (peer, p) in &self.followers {
+            let msg = ReplicaMsg::Append {
+                view: sh.view,
+                prev_index: p.next - 1,
+                prev_view: sh.view_at(p.next - 1),
+                entries: Vec::new(),
+                commit: sh.commit,
+                last: sh.len(),
+                seq: self.seq,
+            };
+            sh.links.send(now, *peer, &msg, out);
         }
     }
 
-    pub(super) fn on_bytes<E: From<ReplicaEvent>>(
+    /// A link to `peer` came up: it may have missed anything. Start right
+    /// after our log end; if its log does not follow on there it says
+    /// where it does.
+    pub(super) fn link_up<E>(
         &mut self,
         now: Timestamp,
-        conn: ConnId,
-        bytes: &[u8],
+        peer: u32,
         sh: &mut Shell,
         out: &mut Outbox<E>,
     ) {
-        let mut msgs = Vec::new();
-        let Some(decoded) = self.peers.decode(conn, bytes, &mut msgs) else {
-            return;
-        };
-        for msg in msgs {
-            if !self.owns(conn) {
-                return;
+        let len = sh.len();
+        let (next, seq, view, commit) = match self.followers.get_mut(&peer) {
+            Some(p) => {
+                p.next = len + 1;
+                (p.next, self.seq, sh.view, sh.commit)
             }
-            self.on_msg(now, conn, msg, sh, out);
-        }
-        if let Err(e) = decoded {
-            let detail = e.to_string();
-            self.drop_conn(conn, Refusal::Malformed { detail }, out);
-        }
+            None => return,
+        };
+        let msg = ReplicaMsg::Append {
+            view,
+            prev_index: next - 1,
+            prev_view: sh.view_at(next - 1),
+            entries: Vec::new(),
+            commit,
+            last: len,
+            seq,
+        };
+        sh.links.send(now, peer, &msg, out);
     }
 
-    fn on_msg<E: From<ReplicaEvent>>(
+    /// A follower's answer to an `Append`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_reply<E: From<ReplicaEvent>>(
         &mut self,
         now: Timestamp,
-        conn: ConnId,
-        msg: ReplicaMsg,
+        peer: u32,
+        ok: bool,
+        matched: u64,
+        seq: u64,
         sh: &mut Shell,
         out: &mut Outbox<E>,
     ) {
-        let Some(stage) = self.peers.stage(conn) else {
+        let Some(p) = self.followers.get_mut(&peer) else {
             return;
         };
-        match (stage, msg) {
-            (PeerStage::Challenged { from, last, nonce }, ReplicaMsg::Proof { mac }) => {
-                if !self
-                    .peers
-                    .prove(conn, from, &nonce, &mac, &sh.secret, &sh.cfg)
-                {
-                    return self.drop_conn(conn, Refusal::BadCode, out);
-                }
-                let old = self.followers.insert(
-                    from,
-                    Progress {
-                        conn: Some(conn),
-                        durable: 0,
-                        next: last.min(sh.len()) + 1,
-                        last_heard: now,
-                    },
-                );
-                if let Some(old_conn) = old.and_then(|p| p.conn) {
-                    self.peers.remove(old_conn);
-                    out.close(old_conn);
-                }
-                out.event(ReplicaEvent::FollowerJoined { id: from, last }.into());
-                let welcome = ReplicaMsg::Welcome {
-                    view: sh.view,
-                    last: sh.len(),
-                    commit: sh.commit,
-                };
-                out.send(conn, &welcome);
-                self.stream_to_followers(sh, out);
-            }
-            (PeerStage::Live { from }, ReplicaMsg::PrepareOk { view, durable })
-                if view == sh.view =>
-            {
-                if let Some(p) = self.followers.get_mut(&from) {
-                    p.durable = p.durable.max(durable.min(sh.len()));
-                    p.last_heard = now;
-                }
-                self.advance_commit(now, sh, out);
-            }
-            (PeerStage::Live { from }, ReplicaMsg::ReadIndex { view, id }) if view == sh.view => {
-                if let Some(p) = self.followers.get_mut(&from) {
-                    p.last_heard = now;
-                }
-                let reply = ReplicaMsg::ReadIndexReply {
-                    view: sh.view,
-                    id,
-                    commit: sh.commit,
-                };
-                out.send(conn, &reply);
-            }
-            (PeerStage::Live { from }, ReplicaMsg::Forward { view, origin, txn })
-                if view == sh.view =>
-            {
-                if let Some(p) = self.followers.get_mut(&from) {
-                    p.last_heard = now;
-                }
-                // A server may only forward its own clients' transactions.
-                if origin.server != from {
-                    let what = "forward for another server's client".into();
-                    return self.drop_conn(conn, Refusal::Unexpected { what }, out);
-                }
-                self.propose(now, origin, txn, sh, out);
-            }
-            (_, other) => {
-                let what = format!("{other:?}");
-                self.drop_conn(conn, Refusal::Unexpected { what }, out);
-            }
+        p.last_ack = now;
+        p.seq = p.seq.max(seq);
+        if ok {
+            p.matched = p.matched.max(matched.min(sh.len()));
+            self.advance_commit(now, sh, out);
+        } else if matched + 1 < p.next {
+            p.next = matched.min(sh.len()) + 1;
+            self.stream(now, peer, sh, out);
         }
+        self.answer_reads(now, sh, out);
     }
 
-    /// Refuses and forgets one of our connections.
-    fn drop_conn<E: From<ReplicaEvent>>(
-        &mut self,
-        conn: ConnId,
-        reason: Refusal,
-        out: &mut Outbox<E>,
-    ) {
-        if !self.owns(conn) {
-            return;
-        }
-        let why = reason.to_string();
-        refuse(conn, reason, out);
-        self.on_closed(conn, &why, out);
-    }
-
-    /// The connection broke or closed.
-    pub(super) fn on_closed<E: From<ReplicaEvent>>(
-        &mut self,
-        conn: ConnId,
-        why: &str,
-        out: &mut Outbox<E>,
-    ) {
-        if let Some(PeerStage::Live { from }) = self.peers.remove(conn) {
-            if let Some(p) = self.followers.get_mut(&from) {
-                if p.conn == Some(conn) {
-                    p.conn = None;
-                }
-            }
-            let why = why.to_string();
-            out.event(ReplicaEvent::FollowerLost { id: from, why }.into());
-        }
-    }
-
-    pub(super) fn handle_timeout<E: From<ReplicaEvent>>(
+    /// Takes a read to confirm: answered once a heartbeat round sent from
+    /// now on has been answered by a majority.
+    pub(super) fn confirm_read<E>(
         &mut self,
         now: Timestamp,
-        sh: &Shell,
+        who: ReadFor,
+        sh: &mut Shell,
         out: &mut Outbox<E>,
     ) {
-        let late: Vec<ConnId> = self
-            .peers
-            .iter()
-            .filter(|(_, pc)| match pc.stage {
-                PeerStage::Challenged { .. } => pc.deadline <= now,
-                PeerStage::Live { from } => self
-                    .followers
-                    .get(&from)
-                    .is_some_and(|p| now.saturating_since(p.last_heard) >= sh.cfg.dead_after),
-            })
-            .map(|(c, _)| *c)
-            .collect();
-        for conn in late {
-            let step = "a follower's message".into();
-            self.drop_conn(conn, Refusal::Timeout { step }, out);
+        self.heartbeat(now, sh, out);
+        self.confirms.push(Confirm { who, seq: self.seq });
+        self.answer_reads(now, sh, out);
+    }
+
+    fn answer_reads<E>(&mut self, now: Timestamp, sh: &mut Shell, out: &mut Outbox<E>) {
+        if sh.commit < self.view_start {
+            return;
+        }
+        let majority = sh.cfg.majority();
+        let followers = &self.followers;
+        let (ready, waiting): (Vec<Confirm>, Vec<Confirm>) = std::mem::take(&mut self.confirms)
+            .into_iter()
+            .partition(|c| followers.values().filter(|p| p.seq >= c.seq).count() + 1 >= majority);
+        self.confirms = waiting;
+        for c in ready {
+            match c.who {
+                ReadFor::Local(id) => {
+                    if let Some(r) = sh.reads.get_mut(&id) {
+                        r.answer = Some(sh.commit);
+                    } else {
+                        sh.reads.insert(
+                            id,
+                            super::Read {
+                                answer: Some(sh.commit),
+                            },
+                        );
+                    }
+                }
+                ReadFor::Peer(peer, id) => {
+                    let reply = ReplicaMsg::ReadIndexReply {
+                        view: sh.view,
+                        id,
+                        commit: sh.commit,
+                    };
+                    sh.links.send(now, peer, &reply, out);
+                }
+            }
+        }
+    }
+
+    /// Heartbeats, and the check that a majority still follows: `Err`
+    /// with the reason if not, and this server steps down.
+    pub(super) fn handle_timeout<E>(
+        &mut self,
+        now: Timestamp,
+        sh: &mut Shell,
+        out: &mut Outbox<E>,
+    ) -> Result<(), String> {
+        if now.saturating_since(self.since) >= sh.cfg.dead_after
+            && !self.heard_majority(now, sh.cfg.dead_after, sh)
+        {
+            return Err(format!(
+                "no word from a majority for {:?}: cut off from the cluster",
+                sh.cfg.dead_after
+            ));
         }
         if self.next_heartbeat <= now {
-            self.broadcast_heartbeat(now, sh, out);
+            self.heartbeat(now, sh, out);
         }
+        Ok(())
     }
 
-    pub(super) fn poll_timeout(&self, cfg: &ReplicaConfig) -> Option<Timestamp> {
-        let beat = (!self.peers.is_empty()).then_some(self.next_heartbeat);
-        let dead = self
-            .peers
-            .iter()
-            .map(|(_, pc)| match pc.stage {
-                PeerStage::Challenged { .. } => pc.deadline,
-                PeerStage::Live { from } => self
-                    .followers
-                    .get(&from)
-                    .map_or(pc.deadline, |p| p.last_heard + cfg.dead_after),
-            })
-            .min();
-        earliest(beat, dead)
+    /// The next heartbeat; the majority check runs with it.
+    pub(super) fn poll_timeout(&self) -> Option<Timestamp> {
+        (!self.followers.is_empty()).then_some(self.next_heartbeat)
     }
 }

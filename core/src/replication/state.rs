@@ -132,6 +132,13 @@ impl State {
     /// make the same change durable come back with the result.
     pub fn apply(&mut self, entry: &Entry) -> Applied {
         let o = entry.origin;
+        if entry.txn == Txn::Noop {
+            // No client asked for it: nothing to remember for retries.
+            return Applied {
+                writes: Vec::new(),
+                result: TxnResult::Noop,
+            };
+        }
         if let Some(r) = self.clients.get(&(o.server, o.session)) {
             if r.request >= o.request {
                 // A retry that the master logged twice: applied once.
@@ -248,6 +255,7 @@ impl State {
                 Some(_) => TxnResult::Deleted,
                 None => TxnResult::NoSuchFile,
             },
+            Txn::Noop => TxnResult::Noop,
         };
         let record = ClientRecord {
             request: o.request,

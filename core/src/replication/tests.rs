@@ -160,10 +160,17 @@ fn without_a_majority_nothing_commits_and_the_client_is_told() {
         "{got:?}"
     );
     assert_eq!(c.server(0).replica().indexes(), indexes(1, 0, 0));
-    // The entry was durable on the master; once a follower is back it commits.
+    assert!(
+        !c.server(0).replica().is_master(),
+        "a master that hears no majority steps down"
+    );
+    // The entry was durable on the master; once a follower is back, the
+    // server with the longer log is elected and commits it with its view's
+    // first entry.
     c.restart(1);
-    c.run_for(Duration::from_secs(2));
-    assert_eq!(c.server(0).replica().indexes(), indexes(1, 1, 1));
+    c.run_for(Duration::from_secs(4));
+    assert!(c.server(0).replica().is_master());
+    assert_eq!(c.server(0).replica().indexes(), indexes(2, 2, 2));
     assert!(c
         .server(1)
         .replica()
@@ -213,32 +220,36 @@ fn a_retried_forward_is_logged_once() {
     assert_eq!(r.log().len(), 1);
 }
 
-/// A follower alone, fed by hand, to watch what it sends and when.
+/// Server 2 of two, its link to server 1 fed by hand, to watch what it
+/// sends and when.
 fn lone_follower() -> (crate::server::Server, ConnId) {
     let mut c = Cluster::new(2);
     c.crash(0);
     let mut f = c.take_server(1);
-    f.handle_timeout(c.now + Duration::from_secs(1));
+    f.handle_timeout(c.now + Duration::from_millis(300));
     let dial = drain(&mut f)
         .into_iter()
         .find_map(|o| match o {
             Output::Connect { conn, .. } => Some(conn),
             _ => None,
         })
-        .expect("follower dials the master");
+        .expect("server 2 dials server 1");
     f.handle_input(c.now, Input::Connected { conn: dial });
-    let welcome = bytes_of(&ReplicaMsg::Welcome {
-        view: 1,
-        last: 0,
-        commit: 0,
-    });
-    f.handle_input(
-        c.now,
-        Input::Received {
-            conn: dial,
-            bytes: &welcome,
-        },
-    );
+    let outs = drain(&mut f);
+    assert!(matches!(
+        sent::<ReplicaMsg, _>(&outs, dial)[..],
+        [ReplicaMsg::Join { from: 2, to: 1, .. }]
+    ));
+    for m in [ReplicaMsg::Challenge { nonce: [7; 16] }, ReplicaMsg::Ready] {
+        let bytes = bytes_of(&m);
+        f.handle_input(
+            c.now,
+            Input::Received {
+                conn: dial,
+                bytes: &bytes,
+            },
+        );
+    }
     drain(&mut f);
     (f, dial)
 }
@@ -260,15 +271,23 @@ fn entry(index: u64) -> crate::replication::entry::Entry {
     }
 }
 
+fn append(prev_index: u64, entries: Vec<crate::replication::entry::Entry>, commit: u64) -> Vec<u8> {
+    bytes_of(&ReplicaMsg::Append {
+        view: 1,
+        prev_index,
+        prev_view: if prev_index == 0 { 0 } else { 1 },
+        last: prev_index + entries.len() as u64,
+        entries,
+        commit,
+        seq: 1,
+    })
+}
+
 #[test]
-fn prepare_ok_waits_for_durability() {
+fn an_append_is_acknowledged_only_once_durable() {
     let (mut f, conn) = lone_follower();
     let now = crate::Timestamp::from_micros(1);
-    let p = bytes_of(&ReplicaMsg::Prepare {
-        view: 1,
-        entries: vec![entry(1), entry(2)],
-        commit: 0,
-    });
+    let p = append(0, vec![entry(1), entry(2)], 0);
     f.handle_input(now, Input::Received { conn, bytes: &p });
     let outs = drain(&mut f);
     let token = outs.iter().find_map(|o| match o {
@@ -278,7 +297,7 @@ fn prepare_ok_waits_for_durability() {
     assert!(token.is_some(), "entries are persisted");
     assert!(
         sent::<ReplicaMsg, _>(&outs, conn).is_empty(),
-        "no PrepareOk before the commit"
+        "no acknowledgement before the commit"
     );
     f.handle_input(
         now,
@@ -289,22 +308,20 @@ fn prepare_ok_waits_for_durability() {
     let outs = drain(&mut f);
     assert_eq!(
         sent::<ReplicaMsg, _>(&outs, conn),
-        vec![ReplicaMsg::PrepareOk {
+        vec![ReplicaMsg::AppendReply {
             view: 1,
-            durable: 2
+            ok: true,
+            matched: 2,
+            seq: 1,
         }]
     );
 }
 
 #[test]
-fn duplicate_prepares_are_ignored_and_a_gap_drops_the_link() {
+fn duplicate_appends_are_ignored_and_a_gap_is_refused_with_where_to_resume() {
     let (mut f, conn) = lone_follower();
     let now = crate::Timestamp::from_micros(1);
-    let p = bytes_of(&ReplicaMsg::Prepare {
-        view: 1,
-        entries: vec![entry(1)],
-        commit: 1,
-    });
+    let p = append(0, vec![entry(1)], 1);
     f.handle_input(now, Input::Received { conn, bytes: &p });
     let first = drain(&mut f);
     assert_eq!(
@@ -322,36 +339,159 @@ fn duplicate_prepares_are_ignored_and_a_gap_drops_the_link() {
         "duplicate ignored"
     );
     assert_eq!(f.replica().log().len(), 1);
-    let gap = bytes_of(&ReplicaMsg::Prepare {
-        view: 1,
-        entries: vec![entry(3)],
-        commit: 1,
-    });
+    let gap = append(2, vec![entry(3)], 1);
     f.handle_input(now, Input::Received { conn, bytes: &gap });
+    let outs = drain(&mut f);
+    assert_eq!(
+        sent::<ReplicaMsg, _>(&outs, conn),
+        vec![ReplicaMsg::AppendReply {
+            view: 1,
+            ok: false,
+            matched: 1,
+            seq: 1,
+        }],
+        "refused: resume after entry 1"
+    );
+    assert_eq!(f.replica().log().len(), 1);
+}
+
+#[test]
+fn an_older_views_uncommitted_suffix_is_replaced_but_never_a_committed_entry() {
+    let (mut f, conn) = lone_follower();
+    let now = crate::Timestamp::from_micros(1);
+    let p = append(0, vec![entry(1), entry(2), entry(3)], 1);
+    f.handle_input(now, Input::Received { conn, bytes: &p });
+    drain(&mut f);
+    // A master of view 3 whose log has a different entry 2.
+    let mut other = entry(2);
+    other.view = 3;
+    other.txn = Txn::Noop;
+    let p = bytes_of(&ReplicaMsg::Append {
+        view: 3,
+        prev_index: 1,
+        prev_view: 1,
+        entries: vec![other.clone()],
+        commit: 1,
+        last: 2,
+        seq: 1,
+    });
+    f.handle_input(now, Input::Received { conn, bytes: &p });
+    let outs = drain(&mut f);
+    let batches: Vec<_> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Persist { batch, .. } => Some(batch.writes.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        batches
+            .iter()
+            .flatten()
+            .any(|w| matches!(w, crate::store::Write::TruncateFrom { from: 2 })),
+        "{batches:?}"
+    );
+    assert_eq!(f.replica().log().len(), 2);
+    assert_eq!(f.replica().log()[1], other);
+    assert_eq!(f.replica().view(), 3);
+    // Entry 1 is committed: no master may rewrite it.
+    let mut rewrite = entry(1);
+    rewrite.view = 3;
+    let p = bytes_of(&ReplicaMsg::Append {
+        view: 3,
+        prev_index: 0,
+        prev_view: 0,
+        entries: vec![rewrite],
+        commit: 1,
+        last: 1,
+        seq: 2,
+    });
+    f.handle_input(now, Input::Received { conn, bytes: &p });
     let outs = drain(&mut f);
     assert!(outs
         .iter()
         .any(|o| matches!(o, Output::Close { conn: c } if *c == conn)));
-    assert_eq!(f.replica().log().len(), 1);
-    assert!(!f.replica().is_caught_up(crate::Timestamp::from_micros(1)));
+    assert_eq!(f.replica().log()[0], entry(1));
 }
 
 #[test]
-fn a_stale_view_is_not_obeyed() {
+fn a_stale_view_is_not_obeyed_and_is_told_the_current_one() {
     let (mut f, conn) = lone_follower();
     let now = crate::Timestamp::from_micros(1);
-    let p = bytes_of(&ReplicaMsg::Prepare {
+    let p = bytes_of(&ReplicaMsg::Append {
         view: 0,
+        prev_index: 0,
+        prev_view: 0,
         entries: vec![entry(1)],
         commit: 1,
+        last: 1,
+        seq: 4,
     });
     f.handle_input(now, Input::Received { conn, bytes: &p });
-    drain(&mut f);
+    let outs = drain(&mut f);
     assert!(f.replica().log().is_empty());
+    assert_eq!(
+        sent::<ReplicaMsg, _>(&outs, conn),
+        vec![ReplicaMsg::AppendReply {
+            view: 1,
+            ok: false,
+            matched: 0,
+            seq: 4
+        }]
+    );
 }
 
 #[test]
-fn an_impostor_without_the_secret_cannot_join() {
+fn a_vote_is_durable_before_the_candidate_hears_of_it() {
+    let (mut f, conn) = lone_follower();
+    let now = crate::Timestamp::from_micros(1);
+    let ask = bytes_of(&ReplicaMsg::Vote {
+        view: 2,
+        last_index: 0,
+        last_view: 0,
+        pre: false,
+    });
+    f.handle_input(now, Input::Received { conn, bytes: &ask });
+    let outs = drain(&mut f);
+    assert!(sent::<ReplicaMsg, _>(&outs, conn).is_empty());
+    let persists: Vec<(u64, crate::store::Batch)> = outs
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Persist { token, batch } => Some((token, batch)),
+            _ => None,
+        })
+        .collect();
+    assert!(persists.iter().any(|(_, b)| b
+        .writes
+        .contains(&crate::store::Write::SetVote { vote: Some(1) })));
+    for (token, _) in persists {
+        f.handle_input(now, Input::Persisted { token });
+    }
+    let outs = drain(&mut f);
+    assert_eq!(
+        sent::<ReplicaMsg, _>(&outs, conn),
+        vec![ReplicaMsg::VoteReply {
+            view: 2,
+            granted: true,
+            pre: false
+        }]
+    );
+    // One vote per view: a second candidate of view 2 is refused.
+    f.handle_input(now, Input::Received { conn, bytes: &ask });
+    let outs = drain(&mut f);
+    assert!(
+        sent::<ReplicaMsg, _>(&outs, conn).is_empty() || {
+            matches!(
+                sent::<ReplicaMsg, _>(&outs, conn)[..],
+                [ReplicaMsg::VoteReply { granted: true, .. }]
+            )
+        },
+        "the same candidate asking again may hear yes again"
+    );
+}
+
+#[test]
+fn an_impostor_without_the_secret_cannot_link() {
     let mut c = Cluster::new(2);
     let conn = ConnId::accepted(99);
     let now = c.now;
@@ -366,7 +506,7 @@ fn an_impostor_without_the_secret_cannot_join() {
     let join = bytes_of(&ReplicaMsg::Join {
         version: crate::refusal::PROTOCOL_VERSION,
         from: 2,
-        last: 0,
+        to: 1,
     });
     m.handle_input(now, Input::Received { conn, bytes: &join });
     let outs = drain(m);
@@ -387,11 +527,127 @@ fn an_impostor_without_the_secret_cannot_join() {
         .iter()
         .any(|o| matches!(o, Output::Close { conn: cc } if *cc == conn)));
     assert!(
-        !outs.iter().any(
-            |o| matches!(o, Output::Transmit { bytes, .. } if bytes.len() > 4 && bytes[4] == 83)
-        ),
-        "no welcome"
+        !sent::<ReplicaMsg, _>(&outs, conn).contains(&ReplicaMsg::Ready),
+        "not linked"
     );
+}
+
+/// The servers that think they are master, and their views.
+fn masters(c: &Cluster, live: &[usize]) -> Vec<(usize, u64)> {
+    live.iter()
+        .filter(|&&ix| c.server(ix).replica().is_master())
+        .map(|&ix| (ix, c.server(ix).replica().view()))
+        .collect()
+}
+
+#[test]
+fn when_the_master_crashes_another_is_elected_and_nothing_committed_is_lost() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let s = c.open_session(1);
+    let got = c.request(1, s, &register("alice"));
+    assert!(
+        matches!(got[..], [SessionMsg::Registered { .. }]),
+        "{got:?}"
+    );
+    c.crash(0);
+    c.run_for(Duration::from_secs(3));
+    let m = masters(&c, &[1, 2]);
+    assert_eq!(m.len(), 1, "one new master: {m:?}");
+    assert!(m[0].1 >= 2, "in a later view: {m:?}");
+    for ix in [1, 2] {
+        assert!(
+            c.server(ix).replica().is_caught_up(c.now),
+            "server {}",
+            ix + 1
+        );
+    }
+    let s = c.open_session(2);
+    let got = c.request(2, s, &register("bob"));
+    assert!(
+        matches!(got[..], [SessionMsg::Registered { user_id: 2 }]),
+        "{got:?}"
+    );
+    // The old master comes back, follows, and catches up.
+    c.restart(0);
+    c.run_for(Duration::from_secs(3));
+    assert!(!c.server(0).replica().is_master());
+    assert!(c.server(0).replica().is_caught_up(c.now));
+    assert_converged(&c, &[0, 1, 2]);
+    assert!(c.server(0).replica().state().user_by_name("bob").is_some());
+}
+
+#[test]
+fn a_master_cut_off_from_the_majority_steps_down_and_its_uncommitted_entries_go() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    c.partition(0, 1);
+    c.partition(0, 2);
+    // A client of the cut-off master: its registration cannot commit.
+    let s = c.open_session(0);
+    assert!(c.request(0, s, &register("mallory")).is_empty());
+    assert_eq!(c.server(0).replica().log().len(), 1);
+    c.run_for(Duration::from_secs(3));
+    assert!(!c.server(0).replica().is_master(), "stepped down");
+    assert!(!c.server(0).replica().is_caught_up(c.now));
+    let m = masters(&c, &[1, 2]);
+    assert_eq!(m.len(), 1, "the majority elected one: {m:?}");
+    let s = c.open_session(1);
+    let got = c.request(1, s, &register("alice"));
+    assert!(
+        matches!(got[..], [SessionMsg::Registered { .. }]),
+        "{got:?}"
+    );
+    c.heal();
+    c.run_for(Duration::from_secs(3));
+    assert_converged(&c, &[0, 1, 2]);
+    // The cut-off master's entry was never committed: replaced, and its
+    // client's request then ordered by the new master (it is still
+    // pending on server 1, which forwards it again), or told it failed.
+    let st = c.server(0).replica().state();
+    assert!(st.user_by_name("alice").is_some());
+    let log = c.server(0).replica().log();
+    let mallory = log
+        .iter()
+        .filter(|e| matches!(&e.txn, Txn::Register { username, .. } if username == "mallory"))
+        .count();
+    assert!(mallory <= 1, "at most once: {log:?}");
+}
+
+#[test]
+fn a_follower_cut_off_and_back_does_not_depose_a_master_that_was_fine() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let view = c.server(0).replica().view();
+    c.partition(0, 2);
+    c.partition(1, 2);
+    c.run_for(Duration::from_secs(5));
+    assert_eq!(
+        c.server(2).replica().view(),
+        view,
+        "its pre-votes found no majority, so its view never moved"
+    );
+    c.heal();
+    c.run_for(Duration::from_secs(3));
+    assert!(c.server(0).replica().is_master());
+    assert_eq!(c.server(0).replica().view(), view);
+    assert!(c.server(2).replica().is_caught_up(c.now));
+}
+
+#[test]
+fn a_master_cut_off_cannot_confirm_a_read() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    c.partition(0, 1);
+    c.partition(0, 2);
+    let now = c.now;
+    let mut out = crate::outbox::Outbox::<crate::server::ServerEvent>::default();
+    let r = &mut c.server_mut(0).replica;
+    let id = r
+        .ask_read_index(now, &mut out)
+        .expect("a master asks itself");
+    c.run_for(Duration::from_millis(500));
+    assert!(!c.server(0).replica().read_index_ready(id));
 }
 
 #[test]

@@ -265,7 +265,7 @@ impl Accounts {
         op: OpCode,
         again: Confirm,
     ) -> Result<Option<SessionMsg>, OpError> {
-        match cx.replica.ask_read_index(cx.out) {
+        match cx.replica.ask_read_index(cx.now, cx.out) {
             Some(read) => {
                 let deadline = cx.now + self.request_timeout;
                 self.confirming.insert(

@@ -444,7 +444,7 @@ impl Node for Server {
                 self.forget(conn);
             }
             Input::Connected { conn } => {
-                self.replica.on_connected(conn, &mut self.out);
+                self.replica.on_connected(now, conn, &mut self.out);
                 self.blobs.on_connected(conn, &self.replica, &mut self.out);
             }
             Input::ConnectFailed { conn, reason } => {

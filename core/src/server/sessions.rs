@@ -28,6 +28,7 @@ use crate::io::ConnId;
 use crate::outbox::Outbox;
 use crate::refusal::{Refusal, PROTOCOL_VERSION};
 use crate::replication::entry::{Origin, Txn};
+use crate::replication::Readiness;
 use crate::replication::Replica;
 use crate::time::{earliest, Timestamp};
 use crate::transfer::TransferMsg;
@@ -308,16 +309,19 @@ impl Sessions {
         };
         self.check_code(&code)?;
         self.reservations.expire(now);
-        // A follower that has not caught up with the master would serve
-        // stale accounts: it says no until it has.
-        let available = replica.is_caught_up(now)
-            && self.has_free_slot()
-            && self.reservations.reserve(now, code.nonce).is_ok();
-        let answer = if available {
-            ProbeMsg::Available
-        } else {
-            ProbeMsg::Busy
+        // A server that follows no live master, or has not caught up with
+        // it, would serve stale accounts: it says no, and why, until then.
+        let answer = match replica.readiness(now) {
+            Readiness::NoMaster => ProbeMsg::NoMaster,
+            Readiness::CatchingUp => ProbeMsg::CatchingUp,
+            Readiness::Ready
+                if self.has_free_slot() && self.reservations.reserve(now, code.nonce).is_ok() =>
+            {
+                ProbeMsg::Available
+            }
+            Readiness::Ready => ProbeMsg::Busy,
         };
+        let available = answer == ProbeMsg::Available;
         out.send(conn, &answer);
         out.close(conn);
         self.conns.remove(&conn);

@@ -63,8 +63,14 @@ pub fn balancer_msg() -> impl Strategy<Value = BalancerMsg> {
                 code,
             }
         }),
-        (any::<u32>(), any::<u32>())
-            .prop_map(|(probed, busy)| BalancerMsg::NoServer { probed, busy }),
+        any::<(u32, u32, u32, u32)>().prop_map(|(probed, busy, no_master, catching_up)| {
+            BalancerMsg::NoServer {
+                probed,
+                busy,
+                no_master,
+                catching_up,
+            }
+        }),
         refusal().prop_map(BalancerMsg::Refused),
     ]
 }
@@ -75,6 +81,8 @@ pub fn probe_msg() -> impl Strategy<Value = ProbeMsg> {
         Just(ProbeMsg::Available),
         Just(ProbeMsg::Busy),
         refusal().prop_map(ProbeMsg::Refused),
+        Just(ProbeMsg::NoMaster),
+        Just(ProbeMsg::CatchingUp),
     ]
 }
 
@@ -307,6 +315,7 @@ fn txn() -> impl Strategy<Value = Txn> {
             grantee
         }),
         (any::<u64>(), text()).prop_map(|(owner, name)| Txn::Delete { owner, name }),
+        Just(Txn::Noop),
     ]
 }
 
@@ -322,36 +331,49 @@ pub fn entry() -> impl Strategy<Value = Entry> {
 
 pub fn replica_msg() -> impl Strategy<Value = ReplicaMsg> {
     prop_oneof![
-        (any::<u16>(), any::<u32>(), any::<u64>()).prop_map(|(version, from, last)| {
-            ReplicaMsg::Join {
-                version,
-                from,
-                last,
-            }
-        }),
+        (any::<u16>(), any::<u32>(), any::<u32>())
+            .prop_map(|(version, from, to)| ReplicaMsg::Join { version, from, to }),
         any::<[u8; 16]>().prop_map(|nonce| ReplicaMsg::Challenge { nonce }),
         any::<[u8; 32]>().prop_map(|mac| ReplicaMsg::Proof { mac }),
-        any::<(u64, u64, u64)>().prop_map(|(view, last, commit)| ReplicaMsg::Welcome {
-            view,
-            last,
-            commit
-        }),
+        Just(ReplicaMsg::Ready),
         (
-            any::<u64>(),
+            any::<(u64, u64, u64)>(),
             prop::collection::vec(entry(), 0..4),
-            any::<u64>()
+            any::<(u64, u64, u64)>()
         )
-            .prop_map(|(view, entries, commit)| ReplicaMsg::Prepare {
+            .prop_map(
+                |((view, prev_index, prev_view), entries, (commit, last, seq))| {
+                    ReplicaMsg::Append {
+                        view,
+                        prev_index,
+                        prev_view,
+                        entries,
+                        commit,
+                        last,
+                        seq,
+                    }
+                }
+            ),
+        (any::<(u64, bool, u64, u64)>()).prop_map(|(view, ok, matched, seq)| {
+            ReplicaMsg::AppendReply {
                 view,
-                entries,
-                commit
-            }),
-        (any::<u64>(), any::<u64>())
-            .prop_map(|(view, durable)| ReplicaMsg::PrepareOk { view, durable }),
-        any::<(u64, u64, u64)>().prop_map(|(view, last, commit)| ReplicaMsg::Heartbeat {
+                ok,
+                matched,
+                seq,
+            }
+        }),
+        (any::<(u64, u64, u64, bool)>()).prop_map(|(view, last_index, last_view, pre)| {
+            ReplicaMsg::Vote {
+                view,
+                last_index,
+                last_view,
+                pre,
+            }
+        }),
+        (any::<(u64, bool, bool)>()).prop_map(|(view, granted, pre)| ReplicaMsg::VoteReply {
             view,
-            last,
-            commit
+            granted,
+            pre
         }),
         (any::<u64>(), origin(), txn()).prop_map(|(view, origin, txn)| ReplicaMsg::Forward {
             view,
@@ -365,6 +387,7 @@ pub fn replica_msg() -> impl Strategy<Value = ReplicaMsg> {
             id,
             commit
         }),
+        any::<u64>().prop_map(|view| ReplicaMsg::Ping { view }),
     ]
 }
 
@@ -439,10 +462,14 @@ pub fn crowded_replica_msg() -> impl Strategy<Value = ReplicaMsg> {
             name: String::new(),
         },
     };
-    (0usize..6_000).prop_map(move |n| ReplicaMsg::Prepare {
+    (0usize..6_000).prop_map(move |n| ReplicaMsg::Append {
         view: 0,
+        prev_index: 0,
+        prev_view: 0,
         entries: vec![delete.clone(); n],
         commit: 0,
+        last: 0,
+        seq: 0,
     })
 }
 

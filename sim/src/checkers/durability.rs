@@ -8,9 +8,10 @@
 //!
 //! - every entry a running server counts as committed is held, the same
 //!   entry, by a majority of all servers' stores (running or not);
-//! - no follower has applied beyond the highest commit index the master
-//!   has reported: a follower that applies what only it and the master
-//!   hold has applied something the cluster had not decided.
+//! - no follower has applied beyond the highest commit index any master
+//!   has reported (of any view: a commit index, once reached, is a fact):
+//!   a follower that applies what only it and the master hold has applied
+//!   something the cluster had not decided.
 //!
 //! A node's own indexes are not taken for what its store holds: a follower
 //! that acknowledges before its disk has the entry, or a master that counts
@@ -22,7 +23,7 @@ use std::collections::BTreeMap;
 /// The checker, with what it remembers between steps.
 #[derive(Debug, Default)]
 pub struct Durability {
-    /// The highest commit index the master has reported.
+    /// The highest commit index a master has reported.
     master_commit: u64,
     /// What the last check saw: every store's commit count, every running
     /// server's commit index. Nothing changed, nothing to check again.
@@ -31,18 +32,13 @@ pub struct Durability {
 
 impl Durability {
     /// Checks `servers` (the running ones) against `logs` (every server's,
-    /// server `i + 1` at `i`); `master` is the master's id.
-    pub fn check(
-        &mut self,
-        logs: &[SharedDurableLog],
-        servers: &[View<'_>],
-        master: u32,
-    ) -> Vec<String> {
+    /// server `i + 1` at `i`).
+    pub fn check(&mut self, logs: &[SharedDurableLog], servers: &[View<'_>]) -> Vec<String> {
         let mut v = Vec::new();
-        if let Some(m) = servers.iter().find(|s| s.id == master) {
+        for m in servers.iter().filter(|s| s.server.replica().is_master()) {
             self.master_commit = self.master_commit.max(m.server.replica().indexes().commit);
         }
-        for s in servers.iter().filter(|s| s.id != master) {
+        for s in servers.iter().filter(|s| !s.server.replica().is_master()) {
             let applied = s.server.replica().indexes().applied;
             if applied > self.master_commit {
                 v.push(format!(

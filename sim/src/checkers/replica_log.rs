@@ -11,7 +11,11 @@
 //!   entry as committed, the harness remembers it; every server that later
 //!   counts index `i` as committed must hold that very entry at `i`, in any
 //!   incarnation. This implies the pairwise check, also made: two servers
-//!   hold the same entries up to the smaller of their applied indexes.
+//!   hold the same entries up to the smaller of their applied indexes;
+//! - **at most one master per view**: the first server seen as master of a
+//!   view is remembered; another one of the same view is a violation;
+//! - a server's view never decreases, not even across a restart (it is
+//!   durable before anyone is told of it).
 //!
 //! [`converged`] tells, after the heal, whether every server holds the same
 //! log and state.
@@ -32,6 +36,8 @@ struct Seen {
     indexes: (u64, u64, u64),
     /// Highest durably applied index ever reported, over all incarnations.
     applied_max: u64,
+    /// Highest view ever reported, over all incarnations.
+    view_max: u64,
     /// Committed entries of this incarnation checked against the history.
     checked: u64,
 }
@@ -43,6 +49,8 @@ pub struct Watch {
     /// server that first counted it committed.
     history: Vec<(Entry, u32)>,
     seen: BTreeMap<u32, Seen>,
+    /// The master of each view, as first seen.
+    masters: BTreeMap<u64, u32>,
 }
 
 impl Watch {
@@ -83,6 +91,22 @@ impl Watch {
                 ));
             }
             seen.applied_max = seen.applied_max.max(applied);
+            let view = r.view();
+            if view < seen.view_max {
+                v.push(format!(
+                    "{host}'s view went back from {} to {view}",
+                    seen.view_max
+                ));
+            }
+            seen.view_max = seen.view_max.max(view);
+            if r.is_master() {
+                let first = *self.masters.entry(view).or_insert(s.id);
+                if first != s.id {
+                    v.push(format!(
+                        "two masters of view {view}: server{first} and {host}"
+                    ));
+                }
+            }
             changed |= fresh || seen.indexes != (durable, commit, applied);
             seen.indexes = (durable, commit, applied);
             // Committed entries never change.
@@ -108,6 +132,11 @@ impl Watch {
             v.extend(check_log_agreement(servers));
         }
         v
+    }
+
+    /// Views that had a master, and how many.
+    pub fn masters(&self) -> usize {
+        self.masters.len()
     }
 
     /// Committed entries seen so far.
@@ -211,13 +240,13 @@ pub struct ReplicaChecks {
 }
 
 impl ReplicaChecks {
-    /// Checks every running server of `servers` (`master` by
-    /// configuration); returns what is violated.
-    pub fn check(&mut self, servers: &[Rc<RefCell<ServerSlot>>], master: u32) -> Vec<String> {
+    /// Checks every running server of `servers`; returns what is
+    /// violated.
+    pub fn check(&mut self, servers: &[Rc<RefCell<ServerSlot>>]) -> Vec<String> {
         let logs: Vec<_> = servers.iter().map(|s| s.borrow().durable.clone()).collect();
         with_views(servers, |views| {
             let mut v = self.watch.check(views);
-            v.extend(self.durability.check(&logs, views, master));
+            v.extend(self.durability.check(&logs, views));
             v
         })
     }
@@ -277,6 +306,7 @@ pub(crate) mod testing {
             tables: rows.into_iter().map(|((t, k), v)| (t, k, v)).collect(),
             applied,
             view: 1,
+            vote: None,
             blobs: Vec::new(),
         };
         let cfg = ServerConfig {

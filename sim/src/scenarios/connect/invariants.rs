@@ -160,7 +160,7 @@ fn check_every_client_finished(obs: &Observations, v: &mut Vec<String>) {
 /// version mismatches) means a node broke the protocol.
 fn is_expected_failure(e: &ClientError) -> bool {
     match e {
-        ClientError::NoServer { .. } => true,
+        ClientError::NoServer(_) => true,
         ClientError::Unreachable { peer, .. } | ClientError::Timeout { peer, .. } => {
             *peer == Peer::Server
         }
@@ -230,6 +230,7 @@ fn check_connected_means_established(obs: &Observations, v: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_core::balancer::Tally;
 
     fn established(server: u32, code: &str, peer: &str) -> Established {
         Established {
@@ -269,10 +270,12 @@ mod tests {
                 client("c1", connected(1, "10.0.0.9:5000")),
                 client(
                     "c2",
-                    Some(ClientResult::Failed(ClientError::NoServer {
+                    Some(ClientResult::Failed(ClientError::NoServer(Tally {
                         probed: 3,
                         busy: 3,
-                    })),
+                        no_master: 0,
+                        catching_up: 0,
+                    }))),
                 ),
             ],
             attacks: Vec::new(),

@@ -1102,7 +1102,7 @@ impl<'c> Files<'c> {
                 .map(|v| (v.id, v.server.replica().indexes().applied))
                 .collect()
         });
-        let found = self.replicas.check(&self.h.servers, MASTER);
+        let found = self.replicas.check(&self.h.servers);
         for (id, a) in applied {
             let f = &mut self.applied_floor[id as usize];
             *f = (*f).max(a);

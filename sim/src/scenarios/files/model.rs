@@ -51,6 +51,10 @@ pub struct Catalogue {
 
 impl Catalogue {
     pub fn apply(&mut self, e: &Entry) -> Outcome {
+        if e.txn == Txn::Noop {
+            // A new master's first entry: no client's, changes nothing.
+            return Outcome::Duplicate;
+        }
         let key = (e.origin.server, e.origin.session);
         if self
             .sessions
@@ -71,6 +75,7 @@ impl Catalogue {
                 Outcome::Registered(id)
             }
             Txn::Revoke { .. } => Outcome::Revoked,
+            Txn::Noop => Outcome::Duplicate,
             Txn::PutFile {
                 owner,
                 name,

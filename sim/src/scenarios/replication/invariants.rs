@@ -207,7 +207,7 @@ pub fn check_accounts(
 /// Why a try's end is one that honest nodes never cause, if it is.
 fn unexpected(t: &TryResult) -> Option<String> {
     let client_error = |e: &ClientError| match e {
-        ClientError::NoServer { .. } => None,
+        ClientError::NoServer(_) => None,
         ClientError::Unreachable { peer, .. } | ClientError::Timeout { peer, .. }
             if *peer == Peer::Server =>
         {

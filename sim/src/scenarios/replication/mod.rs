@@ -320,7 +320,7 @@ pub fn run_replication_scenario(seed: u64, cfg: &ReplicationConfig) -> Replicati
         let Some(all_done) = r.step() else {
             break;
         };
-        let found = r.replicas.check(&r.h.servers, MASTER);
+        let found = r.replicas.check(&r.h.servers);
         if !r.h.holds(found) {
             break;
         }
