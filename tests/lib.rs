@@ -438,7 +438,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// The master of every cluster started here.
+    /// The first master of every cluster started here (`--master`); if
+    /// it is lost, the others elect another.
     pub const MASTER: u32 = 1;
 
     /// Starts servers 1..=n, each with its data under `data/server-N`. The

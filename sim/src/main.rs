@@ -28,6 +28,9 @@ enum Scenario {
     Replication,
     /// Users upload, download, share and delete files under faults.
     Files,
+    /// Clients register and log in while masters crash, are cut off and
+    /// come back, on three or five servers.
+    Failover,
 }
 
 #[derive(Parser, Debug)]
@@ -79,6 +82,10 @@ fn main() -> ExitCode {
             Scenario::Replication => Box::new(run_replication_scenario(
                 seed,
                 &ReplicationConfig::swarm(seed),
+            )),
+            Scenario::Failover => Box::new(run_replication_scenario(
+                seed,
+                &ReplicationConfig::failover(seed),
             )),
             Scenario::Files => {
                 let cfg = FilesConfig {

@@ -147,7 +147,7 @@ pub fn files_replay_command(seed: u64, preset: Preset) -> String {
 /// The one-line command that re-runs `seed` of `preset` of `scenario` with
 /// the `ferry-sim` binary. A custom configuration lives only in the test
 /// that built it.
-fn replay_command_in(scenario: &str, seed: u64, preset: Preset) -> String {
+pub fn replay_command_in(scenario: &str, seed: u64, preset: Preset) -> String {
     let cmd = format!("cargo run --release -p ferry-sim -- {scenario} --seed {seed}");
     match preset {
         Preset::Swarm => cmd,

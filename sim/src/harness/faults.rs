@@ -11,6 +11,27 @@ pub enum Fault {
     Restart(u32),
     Partition(u32),
     Repair(u32),
+    /// Whichever server is master when the fault strikes, remembered as
+    /// the `k`th master struck, so that [`Fault::RestartMaster`] and
+    /// [`Fault::RepairMaster`] with the same `k` undo it. With no master
+    /// at that moment, the fault (and its undoing) is a no-op.
+    CrashMaster(u8),
+    RestartMaster(u8),
+    PartitionMaster(u8),
+    RepairMaster(u8),
+}
+
+impl Fault {
+    /// The same fault on server `s`, for one that names "the master".
+    pub fn on(self, s: u32) -> Fault {
+        match self {
+            Fault::CrashMaster(_) => Fault::Crash(s),
+            Fault::RestartMaster(_) => Fault::Restart(s),
+            Fault::PartitionMaster(_) => Fault::Partition(s),
+            Fault::RepairMaster(_) => Fault::Repair(s),
+            concrete => concrete,
+        }
+    }
 }
 
 /// How the trace and the plans name `f`; a restart is said to be "from its
@@ -23,7 +44,65 @@ pub fn fault_text(f: Fault, stores: bool) -> String {
         Fault::Restart(s) => format!("restart {}", server_host(s)),
         Fault::Partition(s) => format!("partition {} from every host", server_host(s)),
         Fault::Repair(s) => format!("repair {}'s links", server_host(s)),
+        Fault::CrashMaster(k) => format!("crash the master (#{k})"),
+        Fault::RestartMaster(k) => format!("restart master #{k} from its store"),
+        Fault::PartitionMaster(k) => format!("partition the master (#{k}) from every host"),
+        Fault::RepairMaster(k) => format!("repair master #{k}'s links"),
     }
+}
+
+/// The knobs of the failover scenario's fault plan.
+pub struct FailoverParams {
+    pub fault_window: (Duration, Duration),
+    /// Chance (percent) that the master is also cut off from every host
+    /// (the majority and the clients) for a while.
+    pub master_cut_pct: u32,
+    /// Chance (percent) that the master elected after the first crash is
+    /// lost too, before the first comes back.
+    pub second_crash_pct: u32,
+    /// Chance (percent) that a follower crashes and comes back as well.
+    pub follower_bounce_pct: u32,
+    pub servers: u32,
+}
+
+/// The master crashed and later restarted on its store; maybe the next
+/// master lost too before it is back; maybe a master cut off from every
+/// host while clients keep writing to it (it comes back with a longer log
+/// that never committed); maybe a follower restarted. Sorted by time.
+pub fn failover_faults(rng: &mut SimRng, p: &FailoverParams) -> Vec<(Duration, Fault)> {
+    let mut faults = Vec::new();
+    let (from, to) = p.fault_window;
+    let at = rng.duration(from, to);
+    let down = rng.duration(Duration::from_millis(200), Duration::from_secs(5));
+    faults.push((at, Fault::CrashMaster(0)));
+    if rng.chance(p.second_crash_pct) {
+        // After the first election, before the first master is back.
+        let gap = rng.duration(Duration::from_millis(1500), Duration::from_secs(4));
+        let down2 = rng.duration(Duration::from_millis(500), Duration::from_secs(4));
+        faults.push((at + gap, Fault::CrashMaster(1)));
+        faults.push((at + gap + down2, Fault::RestartMaster(1)));
+        faults.push((
+            at + gap.max(down) + Duration::from_millis(100),
+            Fault::RestartMaster(0),
+        ));
+    } else {
+        faults.push((at + down, Fault::RestartMaster(0)));
+    }
+    if rng.chance(p.master_cut_pct) {
+        let at = rng.duration(from, to);
+        let len = rng.duration(Duration::from_millis(500), Duration::from_secs(6));
+        faults.push((at, Fault::PartitionMaster(2)));
+        faults.push((at + len, Fault::RepairMaster(2)));
+    }
+    if rng.chance(p.follower_bounce_pct) {
+        let s = rng.range(1, u64::from(p.servers)) as u32;
+        let at = rng.duration(from, to);
+        let down = rng.duration(Duration::ZERO, Duration::from_secs(3));
+        faults.push((at, Fault::Crash(s)));
+        faults.push((at + down, Fault::Restart(s)));
+    }
+    faults.sort_by_key(|(at, _)| *at);
+    faults
 }
 
 /// The knobs of the replicated scenarios' fault plan.

@@ -29,7 +29,9 @@ use std::time::{Duration, UNIX_EPOCH};
 mod faults;
 mod outcome;
 mod settle;
-pub use faults::{fault_text, replicated_faults, Fault, FaultParams};
+pub use faults::{
+    failover_faults, fault_text, replicated_faults, FailoverParams, Fault, FaultParams,
+};
 pub use outcome::{Details, Outcome};
 pub use settle::{Settle, Settling};
 
@@ -103,6 +105,8 @@ pub struct Harness {
     /// Indexed by server id.
     crashed: Vec<bool>,
     cut: Vec<bool>,
+    /// The servers "the master" faults struck, by their number.
+    struck: std::collections::BTreeMap<u8, u32>,
     pub violations: Vec<String>,
     pub steps: u64,
 }
@@ -140,6 +144,7 @@ impl Harness {
             faults: faults.into(),
             crashed: vec![false; n],
             cut: vec![false; n],
+            struck: std::collections::BTreeMap::new(),
             violations: Vec::new(),
             steps: 0,
         }
@@ -271,6 +276,18 @@ impl Harness {
     /// node and closes its store; a restart closes the store too (the
     /// bounce ends the running incarnation) and drops the node.
     pub fn inject(&mut self, fault: Fault) {
+        let fault = match self.resolve(fault) {
+            Ok(f) => f,
+            Err(why) => {
+                return self.record(format!("!! {}: {why}", fault_text(fault, self.stores)))
+            }
+        };
+        if let Fault::Crash(s) = fault {
+            if self.crashed[s as usize] {
+                let text = fault_text(fault, self.stores);
+                return self.record(format!("!! {text}: already down"));
+            }
+        }
         self.record(format!("!! {}", fault_text(fault, self.stores)));
         match fault {
             Fault::Crash(s) => {
@@ -294,6 +311,38 @@ impl Harness {
                 self.for_links(s, |sim, a, b| sim.repair(a, b));
                 self.cut[s as usize] = false;
             }
+            // Resolved to one of the above.
+            Fault::CrashMaster(_)
+            | Fault::RestartMaster(_)
+            | Fault::PartitionMaster(_)
+            | Fault::RepairMaster(_) => {}
+        }
+    }
+
+    /// The concrete fault a "the master" fault means now: the running
+    /// server that is master in the highest view, remembered under the
+    /// fault's number for its undoing.
+    fn resolve(&mut self, fault: Fault) -> Result<Fault, &'static str> {
+        match fault {
+            Fault::CrashMaster(k) | Fault::PartitionMaster(k) => {
+                let master = self.with_views(|views| {
+                    views
+                        .iter()
+                        .filter(|v| v.server.replica().is_master())
+                        .max_by_key(|v| v.server.replica().view())
+                        .map(|v| v.id)
+                });
+                let Some(s) = master.filter(|s| !self.crashed[*s as usize]) else {
+                    return Err("no master now, nothing to do");
+                };
+                self.struck.insert(k, s);
+                Ok(fault.on(s))
+            }
+            Fault::RestartMaster(k) | Fault::RepairMaster(k) => match self.struck.get(&k) {
+                Some(&s) => Ok(fault.on(s)),
+                None => Err("that fault found no master, nothing to undo"),
+            },
+            concrete => Ok(concrete),
         }
     }
 

@@ -22,10 +22,11 @@ use crate::clients::account::{
     add_account_client, AccountPlan, AccountRecord, Login, SharedRecords, TryResult,
 };
 use crate::driver::DriverConfig;
-use crate::harness::{fault_text, replicated_faults, Details, Fault, FaultParams, Harness};
+use crate::harness::{failover_faults, fault_text, replicated_faults, Details, FailoverParams};
+use crate::harness::{Fault, FaultParams, Harness};
 use crate::harness::{Outcome, Settle, Settling, SimParams, EPOCH_SECS, MASTER};
 use crate::seeds::Preset;
-use crate::seeds::{replication_replay_command, SimRng};
+use crate::seeds::{replay_command_in, SimRng};
 use crate::trace::secs;
 use ferry_core::accounts::password::PasswordParams;
 use ferry_core::replication::ReplicaConfig;
@@ -71,6 +72,9 @@ pub struct ReplicationConfig {
     /// Chance (percent) that the partitioned follower is the other one than
     /// the one restarted.
     pub other_follower_cut_pct: u32,
+    /// The failover scenario's faults instead ([`failover_faults`]): the
+    /// master crashed, maybe the next one too, maybe a master cut off.
+    pub failover: Option<Failover>,
     /// Treat a login refused for an account whose registration was already
     /// acknowledged (wherever the balancer sent the client) as a violation:
     /// read-your-writes across servers, which followers keep by asking the
@@ -98,6 +102,7 @@ impl Default for ReplicationConfig {
             fault_window: (Duration::from_millis(300), Duration::from_secs(9)),
             master_crash_pct: 35,
             other_follower_cut_pct: 75,
+            failover: None,
             strict_reads: true,
             tick: Duration::from_millis(2),
             duration: Duration::from_secs(180),
@@ -125,6 +130,40 @@ impl ReplicationConfig {
                 Duration::from_millis(persist.1),
             ),
             ..ReplicationConfig::default()
+        }
+    }
+}
+
+/// The failover scenario's knobs (see [`failover_faults`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Failover {
+    pub master_cut_pct: u32,
+    pub second_crash_pct: u32,
+    pub follower_bounce_pct: u32,
+}
+
+impl ReplicationConfig {
+    /// The failover scenario: the replication scenario's clients on three
+    /// or five servers, while masters are crashed, cut off and restarted.
+    pub fn failover(seed: u64) -> Self {
+        let mut rng = SimRng::new(seed, 13);
+        let servers = *rng.pick(&[3, 3, 5]);
+        ReplicationConfig {
+            servers,
+            failover: Some(Failover {
+                master_cut_pct: 50,
+                second_crash_pct: if servers == 5 { 70 } else { 35 },
+                follower_bounce_pct: 30,
+            }),
+            ..ReplicationConfig::swarm(seed)
+        }
+    }
+
+    /// The scenario's name, as `ferry-sim` takes it.
+    pub fn scenario(&self) -> &'static str {
+        match self.failover {
+            Some(_) => "failover",
+            None => "replication",
         }
     }
 }
@@ -186,6 +225,16 @@ impl ReplicationPlan {
     }
 
     fn faults(rng: &mut SimRng, cfg: &ReplicationConfig) -> Vec<(Duration, Fault)> {
+        if let Some(f) = cfg.failover {
+            let p = FailoverParams {
+                fault_window: cfg.fault_window,
+                master_cut_pct: f.master_cut_pct,
+                second_crash_pct: f.second_crash_pct,
+                follower_bounce_pct: f.follower_bounce_pct,
+                servers: cfg.servers,
+            };
+            return failover_faults(rng, &p);
+        }
         replicated_faults(
             rng,
             &FaultParams {
@@ -200,7 +249,7 @@ impl ReplicationPlan {
 
     fn describe(&self, cfg: &ReplicationConfig) -> Vec<String> {
         let mut lines = vec![format!(
-            "plan: {} servers (server{MASTER} the master), {} client(s) over {} name(s), latency {}..{} ms, disk {}..{} ms",
+            "plan: {} servers (server{MASTER} the first master), {} client(s) over {} name(s), latency {}..{} ms, disk {}..{} ms",
             cfg.servers,
             self.clients.len(),
             cfg.names,
@@ -239,6 +288,8 @@ pub struct ReplicationDetails {
     pub converged: Option<String>,
     /// Entries committed in the run.
     pub committed: usize,
+    /// Views that had a master in the run.
+    pub masters: usize,
 }
 
 pub type ReplicationOutcome = Outcome<ReplicationDetails>;
@@ -295,7 +346,30 @@ impl Details for ReplicationDetails {
                 "logins refused by a server that had not applied the registration yet",
                 stale,
             ),
-            ("runs with a master crash", crashes(MASTER)),
+            (
+                "runs with a master crash",
+                crashes(MASTER)
+                    + self
+                        .plan
+                        .faults
+                        .iter()
+                        .any(|(_, f)| *f == Fault::CrashMaster(0)) as u64,
+            ),
+            (
+                "runs that lost a second master",
+                self.plan
+                    .faults
+                    .iter()
+                    .any(|(_, f)| *f == Fault::CrashMaster(1)) as u64,
+            ),
+            (
+                "runs with a master cut off",
+                self.plan
+                    .faults
+                    .iter()
+                    .any(|(_, f)| *f == Fault::PartitionMaster(2)) as u64,
+            ),
+            ("views that had a master", self.masters as u64),
             ("entries committed", self.committed as u64),
         ]
     }
@@ -354,13 +428,14 @@ pub fn run_replication_scenario(seed: u64, cfg: &ReplicationConfig) -> Replicati
         r.h.record(format!("converged: {state}"));
         r.check_final_state();
     }
-    let replay = replication_replay_command(seed, cfg.preset);
+    let replay = replay_command_in(cfg.scenario(), seed, cfg.preset);
     let details = ReplicationDetails {
         config: cfg.clone(),
         plan,
         clients: r.records.borrow().clone(),
         converged: converged_state,
         committed: r.replicas.watch.committed(),
+        masters: r.replicas.watch.masters(),
     };
     let replay = match cfg.strict_reads {
         true => format!("SIM_STRICT_READS=1 {replay}"),

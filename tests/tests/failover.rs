@@ -1,0 +1,93 @@
+//! Three `ferry server` processes and a balancer on loopback: the master is
+//! killed (kill -9), the others elect another and take uploads; the old
+//! master comes back on its data, follows, catches up, and serves what was
+//! put while it was down.
+
+use ferry_tests::{
+    noise, path_str, start_balancer, via_server, wait_connectable, Cluster, User, DEADLINE, POLL,
+};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const PASSWORD: &str = "correct horse battery";
+
+fn write(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+#[test]
+fn killing_the_master_elects_another_and_it_rejoins_as_a_follower() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(3, data.path());
+    let addrs: Vec<(u32, String)> = (1..=3)
+        .map(|id| (id, cluster.addr(id).to_string()))
+        .collect();
+    let servers: Vec<(u32, &str)> = addrs.iter().map(|(id, a)| (*id, a.as_str())).collect();
+    let (_balancer, balancer) = start_balancer(&servers);
+    wait_connectable(&balancer);
+    let alice = User::new(home.path(), &balancer);
+    let run = alice.with_password(&["register", "alice"], PASSWORD);
+    assert!(run.status.success(), "{run:?}");
+    let run = alice.with_password(&["login", "alice"], PASSWORD);
+    assert!(run.status.success(), "{run:?}");
+    let before = noise(1, 50_000);
+    let run = alice.run(&["put", path_str(&write(work.path(), "before.bin", &before))]);
+    assert!(run.status.success(), "{run:?}");
+
+    cluster.kill(Cluster::MASTER);
+    let killed = Instant::now();
+    let after = noise(2, 70_000);
+    let local = write(work.path(), "after.bin", &after);
+    // A put fails (no server, no master yet) until a new master is
+    // elected; then it must succeed, within 10 s of the kill.
+    let mut tries = Vec::new();
+    loop {
+        let run = alice.run(&["put", path_str(&local)]);
+        if run.status.success() {
+            break;
+        }
+        tries.push(run.stderr.clone());
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "no put within 10 s of killing the master: {tries:#?}"
+        );
+        std::thread::sleep(POLL);
+    }
+    let took = killed.elapsed();
+    eprintln!(
+        "first put {took:?} after the kill, {} failed tries",
+        tries.len()
+    );
+    for t in &tries {
+        assert!(
+            t.contains("no server available") || t.contains("unavailable"),
+            "a clear error while the cluster elects: {t}"
+        );
+    }
+
+    // The old master restarts on its data and, following the new one,
+    // serves what was put while it was down.
+    cluster.restart(Cluster::MASTER);
+    let deadline = Instant::now() + DEADLINE;
+    let dest = work.path().join("got.bin");
+    loop {
+        let _ = std::fs::remove_file(&dest);
+        let run = alice.run(&["get", "after.bin", path_str(&dest), "--force"]);
+        if run.status.success() && via_server(&run) == Cluster::MASTER {
+            assert_eq!(std::fs::read(&dest).unwrap(), after);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old master never served after.bin: {run:?}"
+        );
+        std::thread::sleep(POLL);
+    }
+    let run = alice.run(&["get", "before.bin", path_str(&dest), "--force"]);
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(std::fs::read(&dest).unwrap(), before);
+}
