@@ -183,14 +183,18 @@ impl Follower {
             .map(|(id, _)| *id)
             .collect();
         for id in asks {
-            sh.send(now, m, &ReplicaMsg::ReadIndex { view, id }, out);
+            if sh.send(now, m, &ReplicaMsg::ReadIndex { view, id }, out) {
+                if let Some(r) = sh.reads.get_mut(&id) {
+                    r.asked = Some(now);
+                }
+            }
         }
     }
 
-    /// On a heartbeat: what went unanswered may have been lost on a link
-    /// that survived (a partition can drop messages without breaking it).
-    /// Reads are asked again at once; forwards, which the master orders
-    /// once however often they come, after `dead_after`.
+    /// On a heartbeat: what went unanswered for `dead_after` may have been
+    /// lost on a link that survived (a partition can drop messages without
+    /// breaking it): asked again. (Not sooner: every question costs the
+    /// master a heartbeat round.)
     fn ask_again<E>(&mut self, now: Timestamp, sh: &mut Shell, out: &mut Outbox<E>) {
         let Some(m) = self.master else {
             return;
@@ -202,30 +206,44 @@ impl Follower {
             return self.send_pending(now, sh, out);
         }
         let view = sh.view;
+        let dead_after = sh.cfg.dead_after;
         let asks: Vec<u64> = sh
             .reads
             .iter()
-            .filter(|(_, r)| r.answer.is_none())
+            .filter(|(_, r)| {
+                r.answer.is_none()
+                    && r.asked
+                        .is_none_or(|t| now.saturating_since(t) >= dead_after)
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in asks {
-            sh.send(now, m, &ReplicaMsg::ReadIndex { view, id }, out);
+            if sh.send(now, m, &ReplicaMsg::ReadIndex { view, id }, out) {
+                if let Some(r) = sh.reads.get_mut(&id) {
+                    r.asked = Some(now);
+                }
+            }
         }
     }
 
-    /// Asks the master to confirm read `id`; false without a master.
+    /// Asks the master to confirm read `id`.
+    /// (If there is no master, or no link to it, the question waits for
+    /// one: [`Follower::send_pending`].)
     pub(super) fn ask_read_index<E>(
         &mut self,
         now: Timestamp,
         id: u64,
         sh: &mut Shell,
         out: &mut Outbox<E>,
-    ) -> bool {
-        let Some(m) = self.master else {
-            return false;
-        };
-        let view = sh.view;
-        sh.send(now, m, &ReplicaMsg::ReadIndex { view, id }, out)
+    ) {
+        if let Some(m) = self.master {
+            let view = sh.view;
+            if sh.send(now, m, &ReplicaMsg::ReadIndex { view, id }, out) {
+                if let Some(r) = sh.reads.get_mut(&id) {
+                    r.asked = Some(now);
+                }
+            }
+        }
     }
 
     pub(super) fn on_read_index<E: From<ReplicaEvent>>(

@@ -110,6 +110,20 @@ impl Master {
         for (origin, txn) in pending {
             m.propose(now, origin, txn, sh, out);
         }
+        // Our own reads that the last master never confirmed: ours to
+        // confirm now.
+        let unanswered: Vec<u64> = sh
+            .reads
+            .iter()
+            .filter(|(_, r)| r.answer.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unanswered {
+            m.confirms.push(Confirm {
+                who: ReadFor::Local(id),
+                seq: m.seq + 1,
+            });
+        }
         m.heartbeat(now, sh, out);
         m
     }
@@ -334,7 +348,9 @@ impl Master {
     }
 
     /// Takes a read to confirm: answered once a heartbeat round sent from
-    /// now on has been answered by a majority.
+    /// now on has been answered by a majority. The round goes out at the
+    /// next timeout, which is now: the reads that arrive at one instant
+    /// share it.
     pub(super) fn confirm_read<E>(
         &mut self,
         now: Timestamp,
@@ -342,8 +358,11 @@ impl Master {
         sh: &mut Shell,
         out: &mut Outbox<E>,
     ) {
-        self.heartbeat(now, sh, out);
-        self.confirms.push(Confirm { who, seq: self.seq });
+        self.confirms.push(Confirm {
+            who,
+            seq: self.seq + 1,
+        });
+        self.next_heartbeat = now;
         self.answer_reads(now, sh, out);
     }
 
@@ -367,6 +386,7 @@ impl Master {
                             id,
                             super::Read {
                                 answer: Some(sh.commit),
+                                asked: None,
                             },
                         );
                     }

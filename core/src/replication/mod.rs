@@ -238,6 +238,8 @@ enum AfterPersist {
 struct Read {
     /// The commit index the master confirmed, once it did.
     answer: Option<u64>,
+    /// When the question last went to a master.
+    asked: Option<Timestamp>,
 }
 
 /// What every role shares: the configuration, the links, the log and the
@@ -553,23 +555,27 @@ impl Replica {
     /// Starts a read: asks the master to confirm it still leads a majority
     /// and to say what is committed, so that the read can wait until this
     /// server has applied every write acknowledged anywhere before now.
-    /// `None` if there is no master to ask.
-    pub fn ask_read_index<E>(&mut self, now: Timestamp, out: &mut Outbox<E>) -> Option<u64> {
+    /// With no master now (an election), the question goes to the next one
+    /// (a new master asks itself); [`Replica::read_index_ready`] says when
+    /// the read may proceed, and the caller decides how long to wait.
+    pub fn ask_read_index<E>(&mut self, now: Timestamp, out: &mut Outbox<E>) -> u64 {
         let id = self.shell.next_read;
+        self.shell.next_read += 1;
+        self.shell.reads.insert(
+            id,
+            Read {
+                answer: None,
+                asked: None,
+            },
+        );
         match &mut self.role {
             Role::Master(m) => {
                 m.confirm_read(now, leader::ReadFor::Local(id), &mut self.shell, out)
             }
-            Role::Follower(f) => {
-                if !f.ask_read_index(now, id, &mut self.shell, out) {
-                    return None;
-                }
-            }
-            Role::Candidate(_) => return None,
+            Role::Follower(f) => f.ask_read_index(now, id, &mut self.shell, out),
+            Role::Candidate(_) => {}
         }
-        self.shell.next_read += 1;
-        self.shell.reads.entry(id).or_insert(Read { answer: None });
-        Some(id)
+        id
     }
 
     /// True once read `id` may proceed: the master confirmed and this
@@ -577,7 +583,7 @@ impl Replica {
     pub fn read_index_ready(&self, id: u64) -> bool {
         matches!(
             self.shell.reads.get(&id),
-            Some(Read { answer: Some(c) }) if self.shell.applied_durable >= *c
+            Some(Read { answer: Some(c), .. }) if self.shell.applied_durable >= *c
         )
     }
 

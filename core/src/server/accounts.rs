@@ -23,7 +23,6 @@ use crate::replication::entry::{Txn, TxnResult};
 use crate::replication::state::State;
 use crate::replication::Replica;
 use crate::time::Timestamp;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// What the account operations act through.
@@ -35,28 +34,11 @@ pub(super) struct Ctx<'a> {
     pub(super) out: &'a mut Outbox<ServerEvent>,
 }
 
-/// A read to run again once this server has caught up with the master's
-/// commit index as of the moment the read arrived.
-enum Confirm {
-    Login { name: String, password: String },
-    WhoAmI { token: SessionToken },
-}
-
-/// A session waiting for the master's read index before its answer.
-struct Confirming {
-    op: OpCode,
-    read: u64,
-    again: Confirm,
-    deadline: Timestamp,
-}
-
 pub(super) struct Accounts {
     secret: ClusterSecret,
     password: PasswordParams,
     session_ttl: Duration,
-    request_timeout: Duration,
     limiter: LoginLimiter,
-    confirming: BTreeMap<ConnId, Confirming>,
 }
 
 impl Accounts {
@@ -65,9 +47,7 @@ impl Accounts {
             secret,
             password: cfg.password,
             session_ttl: cfg.session_ttl,
-            request_timeout: cfg.request_timeout,
             limiter: LoginLimiter::default(),
-            confirming: BTreeMap::new(),
         }
     }
 
@@ -85,14 +65,9 @@ impl Accounts {
                 self.register(cx, conn, &username, &password)
             }
             (OpCode::Login, SessionMsg::Credentials { username, password }) => {
-                self.login(cx, conn, &username, &password, false)
+                self.login(cx, &username, &password)
             }
             (OpCode::Logout, SessionMsg::Token { token }) => self.logout(cx, conn, token),
-            (OpCode::WhoAmI, SessionMsg::Token { token })
-                if cx.replica.state().user(token.user_id).is_none() =>
-            {
-                self.confirm(cx, conn, OpCode::WhoAmI, Confirm::WhoAmI { token })
-            }
             (OpCode::WhoAmI, SessionMsg::Token { token }) => self.who_am_i(cx, conn, token),
             (op, _) => return Err(wrong_data(op)),
         };
@@ -138,15 +113,14 @@ impl Accounts {
         Self::order(cx, conn, OpCode::Register, txn)
     }
 
-    /// `confirmed`: this server has applied every write acknowledged before
-    /// the request arrived (see [`Confirming`]).
+    /// Runs once this server has applied every write acknowledged before
+    /// the request arrived (the server's read gate), so a registration made
+    /// through another server a moment ago is seen.
     fn login(
         &mut self,
         cx: &mut Ctx<'_>,
-        conn: ConnId,
         raw_name: &str,
         pass: &str,
-        confirmed: bool,
     ) -> Result<Option<SessionMsg>, OpError> {
         let now = cx.now;
         let Ok(name) = username::normalize(raw_name) else {
@@ -156,16 +130,6 @@ impl Accounts {
             .check(now, &name)
             .map_err(|retry_after_secs| OpError::RateLimited { retry_after_secs })?;
         let user = cx.replica.state().user_by_name(&name).cloned();
-        if user.is_none() && !confirmed {
-            // Unknown here may only mean "registered elsewhere a moment ago":
-            // ask the master how far the log goes and look again once
-            // applied that far (read-your-writes across servers).
-            let again = Confirm::Login {
-                name: raw_name.to_string(),
-                password: pass.to_string(),
-            };
-            return self.confirm(cx, conn, OpCode::Login, again);
-        }
         // Unknown users cost one hash too, so timing does not tell them apart.
         let ok = match &user {
             Some(u) => password::verify(&u.password, pass),
@@ -253,88 +217,8 @@ impl Accounts {
         }
         match state.user(token.user_id) {
             Some(u) if u.name == token.username => Ok(u.id),
-            _ => Err(invalid("this server does not know the user yet")),
+            _ => Err(invalid("no such user")),
         }
-    }
-
-    /// Waits for the master's read index before answering `again`.
-    fn confirm(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        conn: ConnId,
-        op: OpCode,
-        again: Confirm,
-    ) -> Result<Option<SessionMsg>, OpError> {
-        match cx.replica.ask_read_index(cx.now, cx.out) {
-            Some(read) => {
-                let deadline = cx.now + self.request_timeout;
-                self.confirming.insert(
-                    conn,
-                    Confirming {
-                        op,
-                        read,
-                        again,
-                        deadline,
-                    },
-                );
-                cx.sessions.run_elsewhere(conn);
-                self.answer_confirmed(cx);
-                Ok(None)
-            }
-            None => Err(OpError::Unavailable {
-                reason: "this server cannot reach the master to confirm".into(),
-            }),
-        }
-    }
-
-    /// Answers every session whose read index has been reached.
-    pub(super) fn answer_confirmed(&mut self, cx: &mut Ctx<'_>) {
-        let ready: Vec<(ConnId, u64)> = self
-            .confirming
-            .iter()
-            .filter(|(_, c)| cx.replica.read_index_ready(c.read))
-            .map(|(conn, c)| (*conn, c.read))
-            .collect();
-        for (conn, read) in ready {
-            cx.replica.forget_read_index(read);
-            let Some(Confirming {
-                op: code, again, ..
-            }) = self.confirming.remove(&conn)
-            else {
-                continue;
-            };
-            cx.sessions.set_idle(conn);
-            let reply = match again {
-                Confirm::Login { name, password } => self.login(cx, conn, &name, &password, true),
-                Confirm::WhoAmI { token } => self.who_am_i(cx, conn, token),
-            };
-            cx.sessions.reply(conn, code, reply, cx.out);
-        }
-    }
-
-    /// Whether the session on `conn` waits for a read index here.
-    pub(super) fn holds(&self, conn: ConnId) -> bool {
-        self.confirming.contains_key(&conn)
-    }
-
-    pub(super) fn deadline(&self, conn: ConnId) -> Option<Timestamp> {
-        self.confirming.get(&conn).map(|c| c.deadline)
-    }
-
-    /// The session on `conn` waited for its read index in vain.
-    pub(super) fn on_deadline(&mut self, cx: &mut Ctx<'_>, conn: ConnId) {
-        let Some(Confirming { op, read, .. }) = self.confirming.remove(&conn) else {
-            return;
-        };
-        cx.replica.forget_read_index(read);
-        let reason = "could not confirm with the master in time".into();
-        let msg = SessionMsg::Failed(OpError::Unavailable { reason });
-        cx.sessions.answer(conn, op, msg, cx.out);
-    }
-
-    /// The session on `conn` is gone.
-    pub(super) fn forget(&mut self, conn: ConnId) {
-        self.confirming.remove(&conn);
     }
 }
 

@@ -62,6 +62,7 @@ mod blobs;
 mod config;
 mod event;
 pub mod messages;
+mod read_gate;
 pub mod reservations;
 pub mod scrub;
 mod sessions;
@@ -85,6 +86,7 @@ use blobs::{BlobStore, Owner};
 pub use config::ServerConfig;
 pub use event::ServerEvent;
 pub use messages::{OpCode, OpError, Request, Response, SessionMsg, SESSION_TAGS};
+use read_gate::ReadGate;
 use sessions::{Due, Frame, Link, Routed, Sessions};
 use user_files::UserFiles;
 pub use user_files::{check_name, MAX_NAME};
@@ -98,6 +100,9 @@ pub struct Server {
     accounts: Accounts,
     files: UserFiles,
     blobs: BlobStore,
+    /// Operations waiting until this server has applied what the master
+    /// had committed when they arrived.
+    gate: ReadGate,
     pub(crate) replica: Replica,
     out: Outbox<ServerEvent>,
 }
@@ -121,6 +126,7 @@ impl Server {
             sessions: Sessions::new(&cfg, secret.clone()),
             accounts: Accounts::new(&cfg, secret.clone()),
             files: UserFiles::new(&cfg),
+            gate: ReadGate::new(cfg.request_timeout),
             blobs: BlobStore::new(&cfg, secret, &recovered.blobs),
             id: cfg.id,
             entropy,
@@ -193,6 +199,18 @@ impl Server {
             out,
         };
         (files, cx)
+    }
+
+    /// Orders `txn` as if a session of ours had asked, past the read gate:
+    /// for tests that need a master to hold an entry it cannot commit.
+    #[cfg(test)]
+    pub(crate) fn submit_for_test(
+        &mut self,
+        now: Timestamp,
+        origin: Origin,
+        txn: crate::replication::entry::Txn,
+    ) {
+        let _ = self.replica.submit(now, origin, txn, &mut self.out);
     }
 
     fn on_bytes(&mut self, now: Timestamp, conn: ConnId, bytes: &[u8]) {
@@ -268,16 +286,16 @@ impl Server {
             Routed::Done => {}
             Routed::Refuse(reason) => self.refuse(conn, reason, Link::Session),
             Routed::Data { op, data } => {
-                let taken = if op.needs_login() {
-                    let (files, mut cx) = self.files(now);
-                    files.on_data(&mut cx, conn, op, data)
-                } else {
-                    let (accounts, mut cx) = self.accounts(now);
-                    accounts.on_data(&mut cx, conn, op, data)
-                };
-                if let Err(reason) = taken {
-                    self.refuse(conn, reason, Link::Session);
-                }
+                self.gate.hold(
+                    now,
+                    conn,
+                    op,
+                    data,
+                    &mut self.replica,
+                    &mut self.sessions,
+                    &mut self.out,
+                );
+                self.answer_confirmed(now);
             }
             Routed::Transfer(m) => {
                 let (files, mut cx) = self.files(now);
@@ -286,10 +304,25 @@ impl Server {
         }
     }
 
-    /// Answers every session whose read the master has confirmed.
+    /// Runs every operation whose read index this server has reached.
     fn answer_confirmed(&mut self, now: Timestamp) {
-        let (accounts, mut cx) = self.accounts(now);
-        accounts.answer_confirmed(&mut cx);
+        for (conn, op, data) in self.gate.ready(&mut self.replica, &mut self.sessions) {
+            self.run_op(now, conn, op, data);
+        }
+    }
+
+    /// Runs operation `op` of the session on `conn`, its data `data`.
+    fn run_op(&mut self, now: Timestamp, conn: ConnId, op: OpCode, data: SessionMsg) {
+        let taken = if op.needs_login() {
+            let (files, mut cx) = self.files(now);
+            files.on_data(&mut cx, conn, op, data)
+        } else {
+            let (accounts, mut cx) = self.accounts(now);
+            accounts.on_data(&mut cx, conn, op, data)
+        };
+        if let Err(reason) = taken {
+            self.refuse(conn, reason, Link::Session);
+        }
     }
 
     /// A transaction of one of our sessions is applied here: answer it.
@@ -315,9 +348,9 @@ impl Server {
         {
             Due::Done => {}
             Due::Refuse(reason) => self.refuse(conn, reason, Link::Session),
-            Due::Elsewhere if self.accounts.holds(conn) => {
-                let (accounts, mut cx) = self.accounts(now);
-                accounts.on_deadline(&mut cx, conn);
+            Due::Elsewhere if self.gate.holds(conn) => {
+                self.gate
+                    .on_deadline(conn, &mut self.replica, &mut self.sessions, &mut self.out);
             }
             Due::Elsewhere => {
                 let (files, mut cx) = self.files(now);
@@ -329,7 +362,7 @@ impl Server {
     /// The deadline of the operation the session on `conn` runs outside
     /// the sessions, if any.
     fn elsewhere(&self, conn: ConnId) -> Option<Timestamp> {
-        deadline_elsewhere(&self.accounts, &self.files, conn)
+        deadline_elsewhere(&self.gate, &self.files, conn)
     }
 
     fn on_file_read(&mut self, now: Timestamp, handle: u64, offset: u64, data: &[u8]) {
@@ -417,7 +450,7 @@ impl Server {
             return;
         };
         self.files.forget(conn, &mut self.blobs, &mut self.out);
-        self.accounts.forget(conn);
+        self.gate.forget(conn, &mut self.replica);
         if held_slot {
             self.out.event(ServerEvent::SessionEnded { conn });
         }
@@ -426,8 +459,8 @@ impl Server {
 
 /// The deadline of the operation the session on `conn` runs in the
 /// accounts or the user files, if any.
-fn deadline_elsewhere(accounts: &Accounts, files: &UserFiles, conn: ConnId) -> Option<Timestamp> {
-    accounts.deadline(conn).or_else(|| files.deadline(conn))
+fn deadline_elsewhere(gate: &ReadGate, files: &UserFiles, conn: ConnId) -> Option<Timestamp> {
+    gate.deadline(conn).or_else(|| files.deadline(conn))
 }
 
 impl Node for Server {
@@ -490,7 +523,7 @@ impl Node for Server {
         }
         let late = self
             .sessions
-            .late(now, |c| deadline_elsewhere(&self.accounts, &self.files, c));
+            .late(now, |c| deadline_elsewhere(&self.gate, &self.files, c));
         for conn in late {
             self.on_deadline(now, conn);
         }

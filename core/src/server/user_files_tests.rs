@@ -664,12 +664,17 @@ fn a_restarted_master_keeps_an_upload_its_log_has_not_committed_yet() {
     let mut c = Cluster::new(3);
     c.run_for(Duration::from_secs(1));
     let a = user(&mut c, 0, "alice");
-    // The master takes an upload it cannot commit (both followers cut off),
-    // and crashes: the content is on its disk, the PutFile in its log only.
-    c.partition(0, 1);
-    c.partition(0, 2);
+    // The master takes an upload, and before the content is durable both
+    // followers are cut off: it cannot commit, and crashes: the content is
+    // on its disk, the PutFile in its log only. (The cut comes during the
+    // transfer: no operation starts before this server has confirmed it
+    // is up to date, which a cut-off master cannot.)
     let data = content(20_000, 5);
-    assert!(!stored(&c.upload(0, a, "notes", &data, false)));
+    let cut = |c: &mut Cluster| {
+        c.partition(0, 1);
+        c.partition(0, 2);
+    };
+    assert!(!stored(&c.upload_then(0, a, "notes", &data, false, cut)));
     let digest = *blake3::hash(&data).as_bytes();
     assert!(c.disk_mut(0).blobs.contains_key(&digest));
     c.crash(0);
@@ -782,13 +787,14 @@ fn a_restarted_follower_collects_an_upload_the_master_never_ordered() {
     let mut c = Cluster::new(3);
     c.run_for(Duration::from_secs(1));
     let a = user(&mut c, 1, "alice");
-    // Server 2 takes an upload while the master is out of reach: the
-    // content lands, the `PutFile` waits to be forwarded; then server 2
-    // crashes, and its memory of the upload is gone.
-    c.partition(0, 1);
+    // Server 2 takes an upload, and the master goes out of reach during
+    // the transfer: the content lands, the `PutFile` waits to be
+    // forwarded; then server 2 crashes, and its memory of the upload is
+    // gone.
     let data = content(9_000, 11);
     let digest = *blake3::hash(&data).as_bytes();
-    assert!(!stored(&c.upload(1, a, "draft", &data, false)));
+    let cut = |c: &mut Cluster| c.partition(0, 1);
+    assert!(!stored(&c.upload_then(1, a, "draft", &data, false, cut)));
     assert!(c.disk_mut(1).blobs.contains_key(&digest));
     c.crash(1);
     c.heal();
@@ -839,13 +845,13 @@ fn an_upload_whose_session_gave_up_waiting_releases_its_pin_once_applied() {
     c.run_for(Duration::from_secs(1));
     let a1 = user(&mut c, 0, "alice");
     let a2 = user(&mut c, 1, "alice");
-    // Through server 2, cut off from the master: the answer times out
-    // ("it may still take effect").
-    c.partition(0, 1);
+    // Through server 2, cut off from the master during the transfer: the
+    // answer times out ("it may still take effect").
     let late = content(7_000, 21);
     let late_digest = *blake3::hash(&late).as_bytes();
+    let cut = |c: &mut Cluster| c.partition(0, 1);
     assert!(
-        c.upload(1, a2, "f", &late, false).is_empty(),
+        c.upload_then(1, a2, "f", &late, false, cut).is_empty(),
         "no answer yet"
     );
     c.run_for(Duration::from_secs(11));

@@ -514,6 +514,22 @@ impl Cluster {
         content: &[u8],
         replace: bool,
     ) -> Vec<SessionMsg> {
+        self.upload_then(ix, conn, name, content, replace, |_| {})
+    }
+
+    /// Like [`Cluster::upload`], calling `meanwhile` once the server has
+    /// accepted the offer (the operation is past the server's read gate
+    /// and the content is on its way): for faults that strike mid-upload.
+    pub fn upload_then(
+        &mut self,
+        ix: Ix,
+        conn: ConnId,
+        name: &str,
+        content: &[u8],
+        replace: bool,
+        meanwhile: impl FnOnce(&mut Cluster),
+    ) -> Vec<SessionMsg> {
+        let mut meanwhile = Some(meanwhile);
         let req = Request::Upload {
             name: name.into(),
             size: content.len() as u64,
@@ -545,7 +561,12 @@ impl Cluster {
             }
             for m in self.received(ix, conn) {
                 match m {
-                    SessionMsg::Transfer(t) => s.on_msg(self.now, t),
+                    SessionMsg::Transfer(t) => {
+                        s.on_msg(self.now, t);
+                        if let Some(f) = meanwhile.take() {
+                            f(self);
+                        }
+                    }
                     other => answers.push(other),
                 }
             }
