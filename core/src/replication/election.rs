@@ -76,7 +76,6 @@ impl Candidate {
     /// Moves to the next view with our own vote, durably, then asks for
     /// real. True if we need nobody.
     pub(super) fn stand<E: From<ReplicaEvent>>(
-        _now: Timestamp,
         election_at: Timestamp,
         sh: &mut Shell,
         out: &mut Outbox<E>,

@@ -854,20 +854,9 @@ impl Replica {
                         // Two masters of one view cannot be: one of them
                         // is lying. Keep away from it.
                         let what = format!("a second master {peer} of view {v}");
-                        let sh = &mut self.shell;
-                        let mut news = Vec::new();
-                        sh.links.drop_link(
-                            now,
-                            peer,
-                            Refusal::Unexpected { what },
-                            &sh.cfg,
-                            &mut news,
-                            out,
-                        );
-                        self.on_news(now, news, out);
-                        return;
+                        return self.refuse_peer(now, peer, what, out);
                     }
-                    self.become_follower(now, out);
+                    self.become_follower(now);
                 }
                 if let Role::Follower(f) = &mut self.role {
                     let append = follower::Append {
@@ -881,17 +870,7 @@ impl Replica {
                     let timeout = self.shell.election_timeout();
                     if let Err(what) = f.on_append(now, peer, append, timeout, &mut self.shell, out)
                     {
-                        let sh = &mut self.shell;
-                        let mut news = Vec::new();
-                        sh.links.drop_link(
-                            now,
-                            peer,
-                            Refusal::Unexpected { what },
-                            &sh.cfg,
-                            &mut news,
-                            out,
-                        );
-                        self.on_news(now, news, out);
+                        self.refuse_peer(now, peer, what, out);
                     }
                 }
             }
@@ -949,10 +928,26 @@ impl Replica {
         self.shell.view = v;
         self.shell.vote = None;
         self.shell.persist_meta(Vec::new(), out);
-        self.become_follower(now, out);
+        self.become_follower(now);
     }
 
-    fn become_follower<E: From<ReplicaEvent>>(&mut self, now: Timestamp, _out: &mut Outbox<E>) {
+    /// Refuses `peer` for breaking a rule (`what`) and drops its link.
+    fn refuse_peer<E: From<ReplicaEvent>>(
+        &mut self,
+        now: Timestamp,
+        peer: u32,
+        what: String,
+        out: &mut Outbox<E>,
+    ) {
+        let sh = &mut self.shell;
+        let mut news = Vec::new();
+        let reason = Refusal::Unexpected { what };
+        sh.links
+            .drop_link(now, peer, reason, &sh.cfg, &mut news, out);
+        self.on_news(now, news, out);
+    }
+
+    fn become_follower(&mut self, now: Timestamp) {
         let timeout = self.shell.election_timeout();
         self.role = Role::Follower(Follower::new(now + timeout));
     }
@@ -970,7 +965,7 @@ impl Replica {
             }
             .into(),
         );
-        self.become_follower(now, out);
+        self.become_follower(now);
     }
 
     /// No master heard for a while: ask the others whether they would
@@ -988,7 +983,7 @@ impl Replica {
     /// ourselves, and once that is durable, ask for real.
     fn stand<E: From<ReplicaEvent>>(&mut self, now: Timestamp, out: &mut Outbox<E>) {
         let timeout = self.shell.election_timeout();
-        let (c, won) = Candidate::stand(now, now + timeout, &mut self.shell, out);
+        let (c, won) = Candidate::stand(now + timeout, &mut self.shell, out);
         self.role = Role::Candidate(c);
         if won {
             self.take_office(now, out);
