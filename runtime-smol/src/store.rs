@@ -209,6 +209,35 @@ mod tests {
         assert_eq!(rec.applied, 2);
     }
 
+    /// Stores written before failover have a view and no vote: they load
+    /// as "no vote", and a vote, once cast, is kept and can be cleared.
+    #[test]
+    fn a_store_without_a_vote_loads_as_no_vote_and_votes_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = HeedStore::open(dir.path()).unwrap();
+            let mut b = Batch::default();
+            b.push(Write::SetView { view: 1 });
+            b.push(Write::SetApplied { index: 0 });
+            s.commit(&b).unwrap();
+        }
+        let mut s = HeedStore::open(dir.path()).unwrap();
+        let rec = s.load().unwrap();
+        assert_eq!((rec.view, rec.vote), (1, None));
+        let mut b = Batch::default();
+        b.push(Write::SetView { view: 4 });
+        b.push(Write::SetVote { vote: Some(3) });
+        s.commit(&b).unwrap();
+        drop(s);
+        let mut s = HeedStore::open(dir.path()).unwrap();
+        assert_eq!(s.load().map(|r| (r.view, r.vote)).unwrap(), (4, Some(3)));
+        let mut b = Batch::default();
+        b.push(Write::SetView { view: 5 });
+        b.push(Write::SetVote { vote: None });
+        s.commit(&b).unwrap();
+        assert_eq!(s.load().map(|r| (r.view, r.vote)).unwrap(), (5, None));
+    }
+
     #[test]
     fn a_directory_is_opened_by_one_store_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
