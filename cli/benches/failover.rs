@@ -14,17 +14,15 @@
 //! starts from three servers. Prints every run and the median, minimum and
 //! maximum over `FERRY_BENCH_RUNS` (default 20).
 
-use std::fs::OpenOptions;
 use std::io::Write;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::cluster::{wait, Cluster, PATIENCE};
+
 const PASSWORD: &str = "benchmark password";
-const SECRET: &str = "ferry-bench-cluster-secret-0123456789";
-/// How long any one wait may take before the benchmark gives up.
-const PATIENCE: Duration = Duration::from_secs(30);
 
 fn main() {
     let runs = std::env::var("FERRY_BENCH_RUNS")
@@ -34,7 +32,7 @@ fn main() {
         .max(1);
     let ferry = Path::new(env!("CARGO_BIN_EXE_ferry"));
     let dir = tempfile::tempdir().expect("temporary directory");
-    let mut cluster = Cluster::start(ferry, dir.path());
+    let mut cluster = Cluster::start(ferry, dir.path(), 3, None);
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).expect("home directory");
     let balancer = cluster.balancer.clone();
@@ -105,141 +103,3 @@ fn run(ferry: &Path, args: &[&str], home: &Path, input: Option<&str>) -> bool {
     child.wait().is_ok_and(|s| s.success())
 }
 
-/// Polls `ok` until it holds, for at most [`PATIENCE`].
-fn wait(what: &str, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(
-            start.elapsed() < PATIENCE,
-            "{what}: not within {PATIENCE:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn free_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("address").to_string()
-}
-
-struct Cluster {
-    ferry: PathBuf,
-    dir: PathBuf,
-    addrs: Vec<String>,
-    servers: Vec<Option<Child>>,
-    balancer: String,
-    _balancer: Child,
-}
-
-impl Cluster {
-    fn start(ferry: &Path, dir: &Path) -> Cluster {
-        let addrs: Vec<String> = (0..3).map(|_| free_addr()).collect();
-        let balancer = free_addr();
-        let list = addrs.join(",");
-        let balancer_proc = Command::new(ferry)
-            .args(["balancer", "--listen", &balancer, "--servers", &list])
-            .env("FERRY_SECRET", SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the balancer");
-        let mut c = Cluster {
-            ferry: ferry.to_path_buf(),
-            dir: dir.to_path_buf(),
-            addrs,
-            servers: vec![None, None, None],
-            balancer,
-            _balancer: balancer_proc,
-        };
-        for id in 1..=3 {
-            c.spawn(id);
-        }
-        c
-    }
-
-    fn log(&self, id: u32) -> PathBuf {
-        self.dir.join(format!("server-{id}.log"))
-    }
-
-    fn spawn(&mut self, id: u32) {
-        let peers: Vec<String> = self
-            .addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{}={a}", i + 1))
-            .collect();
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log(id))
-            .expect("server log");
-        let data = self.dir.join(format!("server-{id}"));
-        let child = Command::new(&self.ferry)
-            .args(["server", "--id", &id.to_string(), "--listen"])
-            .arg(&self.addrs[id as usize - 1])
-            .arg("--data")
-            .arg(&data)
-            .args(["--master", "1", "--peers", &peers.join(",")])
-            .env("FERRY_SECRET", SECRET)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start a server");
-        self.servers[id as usize - 1] = Some(child);
-    }
-
-    fn kill(&mut self, id: u32) {
-        if let Some(mut c) = self.servers[id as usize - 1].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Restarts server `id` on its data and waits until it follows a
-    /// master again.
-    fn restart(&mut self, id: u32) {
-        let from = std::fs::metadata(self.log(id)).map_or(0, |m| m.len()) as usize;
-        self.spawn(id);
-        let path = self.log(id);
-        wait("the restarted server to follow a master", || {
-            std::fs::read_to_string(&path)
-                .map(|s| s.get(from..).unwrap_or("").contains("following server"))
-                .unwrap_or(false)
-        });
-    }
-
-    /// The server elected in the highest view, from the logs; server 1
-    /// (the first master) before any election.
-    fn master(&self) -> u32 {
-        let mut best = (1, 1);
-        for id in 1..=3u32 {
-            let Ok(text) = std::fs::read_to_string(self.log(id)) else {
-                continue;
-            };
-            for line in text.lines() {
-                let Some(rest) = line.split("elected master of view ").nth(1) else {
-                    continue;
-                };
-                let view: u64 = rest
-                    .split(|c: char| !c.is_ascii_digit())
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                if view > best.0 {
-                    best = (view, id);
-                }
-            }
-        }
-        best.1
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for id in 1..=3 {
-            self.kill(id);
-        }
-        let _ = self._balancer.kill();
-    }
-}

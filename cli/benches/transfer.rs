@@ -23,6 +23,11 @@
 //! At W = 1 each put and get is also compared with a bare loop run just
 //! before it (the VM's speed drifts over a run).
 //!
+//! - **cluster put / get**: the same at the default window on a cluster
+//!   of `FERRY_BENCH_CLUSTER` (default 3; 0 skips it) separate `ferry
+//!   server` processes, where a put is answered only once its content is
+//!   durable on a majority of the servers.
+//!
 //! `FERRY_BENCH_WINDOWS=1,16,256` picks the windows. Every figure is the
 //! median of `FERRY_BENCH_REPEATS` runs (default 3), each started after a
 //! `sync` so that no run pays for the last one's writeback. Ratios are
@@ -34,6 +39,9 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::cluster::{wait, Cluster};
 
 const PASSWORD: &str = "benchmark password";
 const RAW_BUFFER: usize = 256 * 1024;
@@ -187,10 +195,80 @@ fn main() {
             );
         }
     }
+    let servers = env_or("FERRY_BENCH_CLUSTER", 3) as usize;
+    if servers > 0 {
+        cluster_row(ferry, &dir, servers, repeats, &source, size, (raw, raw_sync));
+    }
     println!();
     println!("MB/s are 10^6 bytes per second; /raw and /fsync are ferry's speed over the raw");
     println!("copy's (without and with fsync: ferry makes every file durable); client and");
     println!("server are peak RSS.");
+}
+
+/// Put and get at the default window on a cluster of `servers` separate
+/// server processes; `refs`: the raw copy without and with fsync.
+fn cluster_row(
+    ferry: &Path,
+    dir: &Path,
+    servers: usize,
+    repeats: usize,
+    source: &Path,
+    size: u64,
+    refs: (Duration, Duration),
+) {
+    let root = dir.join(format!("cluster-of-{servers}"));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("cluster directory");
+    let cluster = Cluster::start(ferry, &root, servers, None);
+    let home = root.join("home");
+    std::fs::create_dir_all(&home).expect("home directory");
+    let run = |args: &[&str], input: Option<&str>| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--balancer", &cluster.balancer]);
+        run_ferry(ferry, &all, &home, input)
+    };
+    wait("a server of the cluster", || run(&["connect"], None).ok);
+    let pw = format!("{PASSWORD}\n");
+    let r = run(&["register", "bench", "--password-stdin"], Some(&pw));
+    assert!(r.ok, "register: {}", r.stderr);
+    let r = run(&["login", "bench", "--password-stdin"], Some(&pw));
+    assert!(r.ok, "login: {}", r.stderr);
+    let dest = root.join("download.bin");
+    let (mut puts, mut gets) = (Vec::new(), Vec::new());
+    for r in 0..repeats {
+        let name = format!("bench-cluster-{r}");
+        sync();
+        let put = run(&["put", path_str(source), &name], None);
+        assert!(put.ok, "put: {}", put.stderr);
+        puts.push(put);
+        sync();
+        let get = run(&["get", &name, path_str(&dest), "--force"], None);
+        assert!(get.ok, "get: {}", get.stderr);
+        gets.push(get);
+        let _ = std::fs::remove_file(&dest);
+        let rm = run(&["rm", &name], None);
+        assert!(rm.ok, "rm: {}", rm.stderr);
+    }
+    let (put, get) = (middle(puts), middle(gets));
+    let (raw, raw_sync) = refs;
+    println!(
+        "{:>5}  {:>10.1} {:>7.2} {:>7.2} {:>9}  {:>10.1} {:>7.2} {:>7.2} {:>9}  {:>10}",
+        format!("{servers}srv"),
+        mbps(size, put.took),
+        ratio(raw, put.took),
+        ratio(raw_sync, put.took),
+        kib(put.peak_kib),
+        mbps(size, get.took),
+        ratio(raw, get.took),
+        ratio(raw_sync, get.took),
+        kib(get.peak_kib),
+        "-",
+    );
+    println!(
+        "       {servers} servers at the default window: put {:.2} s, get {:.2} s",
+        put.took.as_secs_f64(),
+        get.took.as_secs_f64()
+    );
 }
 
 /// The median of `n` timings, each after a `sync`.
