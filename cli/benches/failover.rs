@@ -102,4 +102,3 @@ fn run(ferry: &Path, args: &[&str], home: &Path, input: Option<&str>) -> bool {
     }
     child.wait().is_ok_and(|s| s.success())
 }
-

@@ -197,7 +197,15 @@ fn main() {
     }
     let servers = env_or("FERRY_BENCH_CLUSTER", 3) as usize;
     if servers > 0 {
-        cluster_row(ferry, &dir, servers, repeats, &source, size, (raw, raw_sync));
+        cluster_row(
+            ferry,
+            &dir,
+            servers,
+            repeats,
+            &source,
+            size,
+            (raw, raw_sync),
+        );
     }
     println!();
     println!("MB/s are 10^6 bytes per second; /raw and /fsync are ferry's speed over the raw");
