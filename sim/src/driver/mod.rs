@@ -96,6 +96,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use turmoil::net::{TcpListener, TcpStream};
 
+/// Timeouts handled at one simulated instant beyond which the node is taken
+/// to spin (see [`Driver::run`]).
+const LIVELOCK_SPINS: u32 = 10_000;
+
 #[derive(Clone, Debug)]
 pub struct DriverConfig {
     /// Backstop for a dial that gets no answer (a SYN to a crashed host is
@@ -589,6 +593,10 @@ impl<N: Node> Driver<N> {
     where
         F: FnMut(&Ctx<'_>, &N::Event) -> Flow,
     {
+        // A node whose deadline stays in the past however often its timeout
+        // is handled would spin here forever at one simulated instant: a bug
+        // in the node, reported as one rather than as a hung sweep.
+        let mut spins: (Option<Instant>, u32) = (None, 0);
         loop {
             let stop = self.settle(&mut observe).await;
             if self.failed.is_some() {
@@ -605,6 +613,15 @@ impl<N: Node> Driver<N> {
             }
             let deadline = self.host.poll_timeout().map(|t| self.instant(t));
             if deadline.is_some_and(|d| d <= now) {
+                spins = match spins {
+                    (Some(at), n) if at == now => (Some(at), n + 1),
+                    _ => (Some(now), 1),
+                };
+                assert!(
+                    spins.1 < LIVELOCK_SPINS,
+                    "livelock: the node's deadline stays at {deadline:?} (now {now:?}) \
+                     after {LIVELOCK_SPINS} timeouts handled at one instant"
+                );
                 let ts = self.now();
                 self.host.node_mut().handle_timeout(ts);
                 continue;

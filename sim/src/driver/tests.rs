@@ -288,3 +288,44 @@ fn a_clients_persist_holds_up_its_node() {
         "{log:#?}"
     );
 }
+
+/// Its deadline never moves, however often its timeout is handled.
+struct Stuck(Timestamp);
+
+impl Node for Stuck {
+    type Event = String;
+
+    fn handle_input(&mut self, _: Timestamp, _: Input<'_>) {}
+
+    fn handle_timeout(&mut self, _: Timestamp) {}
+
+    fn poll_output(&mut self) -> Option<Output<String>> {
+        None
+    }
+
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        Some(self.0)
+    }
+}
+
+/// The files sweep once hung for good on a node like this one (a copy's
+/// stall deadline stayed in the past): the driver now names the bug.
+#[test]
+#[should_panic(expected = "livelock")]
+fn a_node_whose_deadline_never_moves_is_reported_not_spun_on() {
+    let mut sim = turmoil::Builder::new()
+        .epoch(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+        .tick_duration(Duration::from_millis(1))
+        .build();
+    sim.host("node", || async {
+        let node = Rc::new(RefCell::new(Stuck(now())));
+        let mut driver = Driver::new("node", node, Trace::shared(), DriverConfig::default());
+        driver.run_forever(|_, _| {}).await;
+        Ok(())
+    });
+    for _ in 0..10 {
+        if let Err(e) = sim.step() {
+            panic!("{e}");
+        }
+    }
+}
