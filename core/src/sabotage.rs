@@ -23,6 +23,9 @@ pub enum Sabotage {
     ElectedWithoutVotes,
     /// A restarted server forgets the view it had stored.
     ViewForgottenOnRestart,
+    /// An upload is stored as soon as its own server's copy is durable,
+    /// without waiting for copies on other servers.
+    StoredOnOneDisk,
 }
 
 #[cfg(feature = "sabotage")]

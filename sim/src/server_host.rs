@@ -357,7 +357,10 @@ pub fn add_server(
 /// operations shortened (a digest by its first bytes in hex, a listing by
 /// its length). Other lines are the events' own text.
 pub fn describe_server_event(e: &ServerEvent) -> Option<String> {
-    let ServerEvent::Answered { conn, op, outcome } = e else {
+    let ServerEvent::Answered {
+        conn, op, outcome, ..
+    } = e
+    else {
         return Some(e.to_string());
     };
     let outcome = if outcome.starts_with("Listing {") {

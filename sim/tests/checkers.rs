@@ -4,7 +4,8 @@
 
 use ferry_core::sabotage::{self, Sabotage};
 use ferry_sim::{
-    run_connect_scenario, run_replication_scenario, ConnectConfig, Preset, ReplicationConfig,
+    run_connect_scenario, run_files_scenario, run_replication_scenario, ConnectConfig, FilesConfig,
+    Preset, ReplicationConfig,
 };
 
 /// Runs `f` with `bug` switched on for this thread, and off again after.
@@ -92,5 +93,23 @@ fn a_follower_that_applies_before_the_commit_is_caught() {
     caught_in_replication(
         Sabotage::FollowerAppliesUncommitted,
         "but the master has committed only up to",
+    );
+}
+
+#[test]
+fn a_put_stored_on_its_own_disk_alone_is_caught() {
+    let fires = "answered \"stored\"";
+    let seed = (1..=20)
+        .find(|&seed| {
+            let cfg = FilesConfig::swarm(seed);
+            let broken = sabotaged(Sabotage::StoredOnOneDisk, || run_files_scenario(seed, &cfg));
+            broken.violations.iter().any(|v| v.contains(fires))
+        })
+        .expect("some seed catches a put answered on one disk's word");
+    let honest = run_files_scenario(seed, &FilesConfig::swarm(seed));
+    assert!(
+        !honest.violations.iter().any(|v| v.contains(fires)),
+        "seed {seed} fires without the bug too: {:?}",
+        honest.violations
     );
 }

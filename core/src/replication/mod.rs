@@ -489,6 +489,16 @@ impl Replica {
         &self.shell.cfg.peers
     }
 
+    /// Servers that make a majority of the cluster, this one included.
+    pub fn majority(&self) -> usize {
+        self.shell.cfg.majority()
+    }
+
+    /// The other servers whose link to this one is up now.
+    pub fn live_peers(&self) -> Vec<u32> {
+        self.shell.links.live()
+    }
+
     pub fn is_master(&self) -> bool {
         matches!(self.role, Role::Master(_))
     }

@@ -43,7 +43,19 @@ pub enum BlobMsg {
     Transfer(TransferMsg),
     #[speedy(tag = 62)]
     Refused(Refusal),
+    /// The first frame of a copy of an upload sent to this server (see
+    /// `copies`): the sender then offers it as a transfer.
+    #[speedy(tag = 63)]
+    Push {
+        version: u16,
+        from: u32,
+        nonce: [u8; 16],
+        mac: [u8; 32],
+    },
 }
+
+/// The first frame's tag of a copy's connection.
+pub const PUSH_TAG: u8 = 63;
 
 pub const BLOB_TAGS: std::ops::Range<u8> = 60..80;
 
@@ -67,6 +79,10 @@ pub enum Owner {
     Landing([u8; 32]),
     /// The reads of a check of this blob (see `scrub`).
     Check([u8; 32]),
+    /// The reads of a copy of a blob sent on this connection (`copies`).
+    Push(ConnId),
+    /// The temporary file of a copy received on this connection.
+    Copy(ConnId),
 }
 
 struct Fetch {
@@ -86,6 +102,16 @@ struct FetchLink {
     temp: u64,
     /// The blob was sent to disk (`Persist`); no answer yet.
     persisting: bool,
+}
+
+/// A copy of another server's upload, kept until `until`, or until an
+/// entry naming it past log index `after` is applied here: the upload's
+/// own `PutFile`, ordered after the copy landed. (Being named is not
+/// enough: the same content may be named already by an older file, whose
+/// deletion must not take this copy with it.)
+struct Kept {
+    until: Timestamp,
+    after: u64,
 }
 
 struct Serving {
@@ -125,6 +151,18 @@ pub struct BlobStore {
     /// it. Kept until the replica says no such upload can still be ordered
     /// (`Replica::past_is_settled`), then collected like any garbage.
     held: BTreeSet<[u8; 32]>,
+    /// The held blobs are kept at least until then: one may be a copy of
+    /// an upload whose answer still counts on it (see `copies`). `None` once
+    /// that time has passed (the hold then waits on the log alone, and a
+    /// deadline in the past must not be offered as the next timeout).
+    held_until: Option<Timestamp>,
+    /// A pin went since the last `tidy`: its blob may be garbage now.
+    unpinned: bool,
+    /// Copies of other servers' uploads, kept for a while even if nothing
+    /// names them (see `copies`).
+    kept: BTreeMap<[u8; 32], Kept>,
+    /// How long a copy is kept, and what was found at start is held.
+    copy_keep: Duration,
     next: u64,
     owners: BTreeMap<u64, Owner>,
     reads: BTreeMap<u64, [u8; 32]>,
@@ -151,6 +189,10 @@ impl BlobStore {
             pins: BTreeMap::new(),
             ordered: BTreeMap::new(),
             held: BTreeSet::new(),
+            held_until: None,
+            unpinned: false,
+            kept: BTreeMap::new(),
+            copy_keep: cfg.copy_keep,
             // 0 is the client's one local file; servers start at 1.
             next: 1,
             owners: BTreeMap::new(),
@@ -221,6 +263,7 @@ impl BlobStore {
             *n -= 1;
             if *n == 0 {
                 self.pins.remove(d);
+                self.unpinned = true;
             }
         }
     }
@@ -245,6 +288,17 @@ impl BlobStore {
         if let Some(d) = self.ordered.remove(origin) {
             self.unpin(&d);
         }
+    }
+
+    /// A copy of another server's upload is durable here as blob `d`: it
+    /// is kept until `until` even if nothing names it by then.
+    pub fn add_copy(&mut self, now: Timestamp, d: [u8; 32], replica: &Replica) {
+        self.have.insert(d);
+        let kept = Kept {
+            until: now + self.copy_keep,
+            after: replica.indexes().applied,
+        };
+        self.kept.insert(d, kept);
     }
 
     /// An upload's temporary file became a blob.
@@ -319,7 +373,10 @@ impl BlobStore {
             .values()
             .filter_map(|s| s.sender.as_ref()?.poll_timeout())
             .min();
-        [retry, recv, send].into_iter().flatten().min()
+        // Held and kept blobs are collected when their time is up.
+        let held = self.held_until.filter(|_| !self.held.is_empty());
+        let kept = self.kept.values().map(|k| k.until).min();
+        [retry, recv, send, held, kept].into_iter().flatten().min()
     }
     /// At start: fetch what the applied catalogue names and the disk lacks
     /// (a fetch the crash cut short), without waiting for the log to move,
@@ -330,22 +387,29 @@ impl BlobStore {
     /// held until no such upload can still be ordered, and then collected
     /// (see `Replica::past_is_settled`; a master knows at once).
     pub fn resume(&mut self, now: Timestamp, replica: &Replica, out: &mut Outbox<ServerEvent>) {
-        if !replica.past_is_settled() {
-            let named = named_or_coming(replica);
-            let unnamed = self.have.iter().filter(|d| !named.contains(*d));
-            self.held = unnamed.copied().collect();
-        }
+        let named = named_or_coming(replica);
+        let unnamed = self.have.iter().filter(|d| !named.contains(*d));
+        self.held = unnamed.copied().collect();
+        self.held_until = Some(now + self.copy_keep);
         self.sync(now, replica, out);
     }
 
+    /// After each input: the blobs held since start go once the past is
+    /// settled, and a blob whose last pin went (a failed or abandoned
+    /// upload) is collected now rather than at the log's next move.
+    pub fn tidy(&mut self, now: Timestamp, replica: &Replica, out: &mut Outbox<ServerEvent>) {
+        self.release_held(now, replica, out);
+        if std::mem::take(&mut self.unpinned) {
+            self.sync(now, replica, out);
+        }
+    }
+
     /// Lets the blobs held since start go, once the past is settled.
-    pub fn release_held(
-        &mut self,
-        now: Timestamp,
-        replica: &Replica,
-        out: &mut Outbox<ServerEvent>,
-    ) {
-        if !self.held.is_empty() && replica.past_is_settled() {
+    fn release_held(&mut self, now: Timestamp, replica: &Replica, out: &mut Outbox<ServerEvent>) {
+        if self.held_until.is_some_and(|t| now >= t) {
+            self.held_until = None;
+        }
+        if !self.held.is_empty() && replica.past_is_settled() && self.held_until.is_none() {
             self.held.clear();
             self.sync(now, replica, out);
         }
@@ -360,12 +424,24 @@ impl BlobStore {
         for d in &named {
             self.want(now, *d);
         }
+        let applied = replica.indexes().applied as usize;
+        let log = replica.log();
+        self.kept.retain(|d, k| {
+            let since = log.get(k.after as usize..applied).unwrap_or(&[]);
+            let named = since
+                .iter()
+                .any(|e| matches!(&e.txn, Txn::PutFile { digest, .. } if digest == d));
+            k.until > now && !named
+        });
         let keep = named_or_coming(replica);
         let garbage: Vec<[u8; 32]> = self
             .have
             .iter()
             .filter(|d| {
-                !keep.contains(*d) && !self.pins.contains_key(*d) && !self.held.contains(*d)
+                !keep.contains(*d)
+                    && !self.pins.contains_key(*d)
+                    && !self.held.contains(*d)
+                    && !self.kept.contains_key(*d)
             })
             .copied()
             .collect();
@@ -865,6 +941,9 @@ impl BlobStore {
             self.pump_serving(now, conn, replica, out);
         }
         self.start_fetches(now, replica, out);
+        if self.kept.values().any(|k| k.until <= now) {
+            self.sync(now, replica, out);
+        }
     }
 
     /// A read of a handle that is not a session's came back.
@@ -953,7 +1032,7 @@ impl BlobStore {
             // The fetch was let go of already (and tried again if the
             // content is still wanted).
             Some(Owner::Landing(_)) => self.forget_handle(handle),
-            Some(Owner::Session(_)) | None => {}
+            Some(Owner::Session(_) | Owner::Push(_) | Owner::Copy(_)) | None => {}
         }
     }
 

@@ -27,6 +27,12 @@ pub struct ServerConfig {
     /// Chunks in flight when this server sends a file (downloads, and
     /// content fetched by other servers).
     pub send_window: u64,
+    /// How long a copy of another server's upload is kept while nothing
+    /// names it, and content found unnamed at start is held. An upload
+    /// counts only copies confirmed within `copy_keep - request_timeout`
+    /// (see `copies`), so that every copy counted for a "stored" is still
+    /// kept when that answer is given.
+    pub copy_keep: Duration,
 }
 
 impl ServerConfig {
@@ -43,6 +49,7 @@ impl ServerConfig {
             quota: 100 << 30,
             transfer_timeout: Duration::from_secs(10),
             send_window: crate::transfer::sender::DEFAULT_WINDOW,
+            copy_keep: Duration::from_secs(60),
         }
     }
 }

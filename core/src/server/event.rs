@@ -32,6 +32,10 @@ pub enum ServerEvent {
         conn: ConnId,
         op: OpCode,
         outcome: String,
+        /// The content an upload's "stored" vouches for: by then it must
+        /// be durable on a majority of the servers (the simulator checks
+        /// their disks at this event).
+        stored: Option<[u8; 32]>,
     },
     /// A file operation failed on this server's disk (the error names
     /// paths, so it is logged here and not sent to peers).
@@ -42,6 +46,15 @@ pub enum ServerEvent {
     BlobChecked {
         digest: String,
         verdict: Verdict,
+    },
+    /// A copy of an upload is durable on server `to`.
+    Copied {
+        to: u32,
+    },
+    /// A copy of an upload to server `to` was given up.
+    CopyFailed {
+        to: u32,
+        why: String,
     },
     Replica(ReplicaEvent),
 }
@@ -72,7 +85,9 @@ impl fmt::Display for ServerEvent {
             }
             ServerEvent::Refused { conn, reason } => write!(f, "refuse {conn}: {reason}"),
             ServerEvent::SessionEnded { conn } => write!(f, "session {conn} ended"),
-            ServerEvent::Answered { conn, op, outcome } => {
+            ServerEvent::Answered {
+                conn, op, outcome, ..
+            } => {
                 write!(f, "{op:?} on {conn}: {outcome}")
             }
             ServerEvent::FileFailed { error } => write!(f, "disk: {error}"),
@@ -90,6 +105,10 @@ impl fmt::Display for ServerEvent {
                     "blob {digest}: a receiver found it damaged, and it cannot be read to check ({error}); kept"
                 ),
             },
+            ServerEvent::Copied { to } => write!(f, "copy of an upload durable on server{to}"),
+            ServerEvent::CopyFailed { to, why } => {
+                write!(f, "copy of an upload to server{to} given up: {why}")
+            }
             ServerEvent::Replica(e) => e.fmt(f),
         }
     }

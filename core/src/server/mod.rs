@@ -60,6 +60,7 @@
 mod accounts;
 mod blobs;
 mod config;
+mod copies;
 mod event;
 pub mod messages;
 mod read_gate;
@@ -82,12 +83,15 @@ use crate::time::{earliest, Timestamp};
 use crate::transfer::TransferError;
 use accounts::Accounts;
 pub use blobs::{BlobMsg, BLOB_TAGS};
-use blobs::{BlobStore, Owner};
+use blobs::{BlobStore, Owner, PUSH_TAG};
 pub use config::ServerConfig;
+use copies::{Copies, CopyNews};
 pub use event::ServerEvent;
+use messages::FileOutcome;
 pub use messages::{OpCode, OpError, Request, Response, SessionMsg, SESSION_TAGS};
 use read_gate::ReadGate;
 use sessions::{Due, Frame, Link, Routed, Sessions};
+use std::collections::BTreeMap;
 use user_files::UserFiles;
 pub use user_files::{check_name, MAX_NAME};
 
@@ -100,9 +104,15 @@ pub struct Server {
     accounts: Accounts,
     files: UserFiles,
     blobs: BlobStore,
+    /// Copies of uploads to and from other servers.
+    copies: Copies,
     /// Operations waiting until this server has applied what the master
     /// had committed when they arrived.
     gate: ReadGate,
+    /// Answers to our uploads whose content this server lost (found
+    /// damaged and removed) before it could answer: "stored" is said only
+    /// once the content is back here, so that it vouches for this copy too.
+    unvouched: BTreeMap<[u8; 32], Vec<(Origin, SessionMsg)>>,
     pub(crate) replica: Replica,
     out: Outbox<ServerEvent>,
 }
@@ -127,6 +137,8 @@ impl Server {
             accounts: Accounts::new(&cfg, secret.clone()),
             files: UserFiles::new(&cfg),
             gate: ReadGate::new(cfg.request_timeout),
+            unvouched: BTreeMap::new(),
+            copies: Copies::new(&cfg, secret.clone()),
             blobs: BlobStore::new(&cfg, secret, &recovered.blobs),
             id: cfg.id,
             entropy,
@@ -186,6 +198,7 @@ impl Server {
             sessions,
             accounts,
             blobs,
+            copies,
             replica,
             out,
             ..
@@ -195,6 +208,7 @@ impl Server {
             sessions,
             accounts,
             blobs,
+            copies,
             replica,
             out,
         };
@@ -221,6 +235,11 @@ impl Server {
         if self.blobs.owns(conn) {
             return self.on_blob_bytes(now, conn, bytes);
         }
+        if self.copies.owns(conn) {
+            self.copies
+                .on_bytes(now, conn, bytes, &mut self.blobs, &mut self.out);
+            return self.copy_news(now);
+        }
         if !self.sessions.push(conn, bytes) {
             return;
         }
@@ -242,6 +261,16 @@ impl Server {
                 .on_probe(now, conn, payload, &self.replica, &mut self.out);
             if let Err(reason) = probed {
                 self.refuse(conn, reason, Link::Probe);
+            }
+            return;
+        }
+        if tag == PUSH_TAG {
+            if let Some(decoder) = self.sessions.take(conn) {
+                self.copies
+                    .adopt(conn, decoder, payload, &mut self.blobs, &mut self.out);
+                self.copies
+                    .on_bytes(now, conn, &[], &mut self.blobs, &mut self.out);
+                self.copy_news(now);
             }
             return;
         }
@@ -278,6 +307,29 @@ impl Server {
         );
     }
 
+    /// Acts on what became of uploads' copies.
+    fn copy_news(&mut self, now: Timestamp) {
+        loop {
+            let news = self.copies.take_news();
+            if news.is_empty() {
+                return;
+            }
+            for n in news {
+                let (files, mut cx) = self.files(now);
+                match n {
+                    CopyNews::Moved(conn) => files.copies_moved(&mut cx, conn),
+                    CopyNews::Enough(conn) => files.copies_made(&mut cx, conn),
+                    CopyNews::Settle(conn) => {
+                        let made = cx.copies.settle(now, conn, cx.replica, cx.blobs, cx.out);
+                        if made {
+                            files.copies_made(&mut cx, conn);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     fn on_session_msg(&mut self, now: Timestamp, conn: ConnId, msg: SessionMsg) {
         match self
             .sessions
@@ -300,6 +352,7 @@ impl Server {
             Routed::Transfer(m) => {
                 let (files, mut cx) = self.files(now);
                 files.on_transfer(&mut cx, conn, m);
+                self.copy_news(now);
             }
         }
     }
@@ -335,7 +388,28 @@ impl Server {
         };
         let msg =
             accounts::answer_to(&result).unwrap_or_else(|| user_files::answer_to(result, stored));
+        if let SessionMsg::FileDone(FileOutcome::Stored { digest, .. }) = &msg {
+            if !self.blobs.has(digest) {
+                // Named now, so it is being fetched again; the answer
+                // waits for it, or for the session's deadline.
+                self.unvouched
+                    .entry(*digest)
+                    .or_default()
+                    .push((origin, msg));
+                return;
+            }
+        }
         self.sessions.answer(conn, op, msg, &mut self.out);
+    }
+
+    /// Content `d` is on this server's disk again: the answers that waited
+    /// for it are given, to the sessions still waiting for them.
+    fn vouch(&mut self, d: &[u8; 32]) {
+        for (origin, msg) in self.unvouched.remove(d).unwrap_or_default() {
+            if let Some((conn, op)) = self.sessions.ordering(&origin) {
+                self.sessions.answer(conn, op, msg, &mut self.out);
+            }
+        }
     }
 
     /// The deadline of a connection's stage, or of its session's
@@ -371,6 +445,11 @@ impl Server {
                 let (files, mut cx) = self.files(now);
                 files.on_read(&mut cx, conn, offset, data);
             }
+            Some(Owner::Push(conn)) => {
+                self.copies
+                    .on_read(now, conn, offset, data, &mut self.blobs, &mut self.out);
+                self.copy_news(now);
+            }
             _ => self
                 .blobs
                 .on_read(now, handle, offset, data, &self.replica, &mut self.out),
@@ -378,10 +457,28 @@ impl Server {
     }
 
     fn on_file_persisted(&mut self, now: Timestamp, temp: u64) {
+        self.persisted(now, temp);
+        // Whichever way content came back (fetched, uploaded again), the
+        // answers that waited for it go.
+        let back: Vec<[u8; 32]> = (self.unvouched.keys())
+            .filter(|d| self.blobs.has(d))
+            .copied()
+            .collect();
+        for d in back {
+            self.vouch(&d);
+        }
+    }
+
+    fn persisted(&mut self, now: Timestamp, temp: u64) {
         match self.blobs.owner(temp) {
             Some(Owner::Session(conn)) => {
                 let (files, mut cx) = self.files(now);
                 files.on_persisted(&mut cx, conn, temp);
+                self.copy_news(now);
+            }
+            Some(Owner::Copy(_)) => {
+                self.copies
+                    .on_persisted(now, temp, &self.replica, &mut self.blobs, &mut self.out);
             }
             _ => {
                 let arrived = self
@@ -425,6 +522,12 @@ impl Server {
             Some(Owner::Session(conn)) => {
                 let (files, mut cx) = self.files(now);
                 files.on_failed(&mut cx, conn, handle, reason);
+                self.copy_news(now);
+            }
+            Some(Owner::Push(_) | Owner::Copy(_)) => {
+                self.copies
+                    .on_failed(now, handle, reason, &mut self.blobs, &mut self.out);
+                self.copy_news(now);
             }
             _ => self.blobs.on_failed(
                 now,
@@ -449,7 +552,8 @@ impl Server {
         let Some(held_slot) = self.sessions.remove(conn) else {
             return;
         };
-        self.files.forget(conn, &mut self.blobs, &mut self.out);
+        self.files
+            .forget(conn, &mut self.blobs, &mut self.copies, &mut self.out);
         self.gate.forget(conn, &mut self.replica);
         if held_slot {
             self.out.event(ServerEvent::SessionEnded { conn });
@@ -474,15 +578,24 @@ impl Node for Server {
                 self.replica
                     .on_closed(now, conn, "connection closed", &mut self.out);
                 self.blobs.on_closed(now, conn, &mut self.out);
+                self.copies
+                    .on_closed(now, conn, &mut self.blobs, &mut self.out);
                 self.forget(conn);
+                self.copy_news(now);
             }
             Input::Connected { conn } => {
                 self.replica.on_connected(now, conn, &mut self.out);
                 self.blobs.on_connected(conn, &self.replica, &mut self.out);
+                self.copies
+                    .on_connected(now, conn, &mut self.blobs, &mut self.out);
+                self.copy_news(now);
             }
             Input::ConnectFailed { conn, reason } => {
                 self.replica.on_closed(now, conn, &reason, &mut self.out);
                 self.blobs.on_closed(now, conn, &mut self.out);
+                self.copies
+                    .on_closed(now, conn, &mut self.blobs, &mut self.out);
+                self.copy_news(now);
             }
             Input::Persisted { token } => {
                 let done = self.replica.on_persisted(now, token, &mut self.out);
@@ -509,13 +622,16 @@ impl Node for Server {
                 missing,
             } => self.on_file_failed(now, handle, error, no_space, missing),
         }
-        self.blobs.release_held(now, &self.replica, &mut self.out);
+        self.blobs.tidy(now, &self.replica, &mut self.out);
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
         self.replica.handle_timeout(now, &mut self.out);
         self.blobs
             .handle_timeout(now, &self.replica, &mut self.out, &mut self.files);
+        self.copies
+            .handle_timeout(now, &self.replica, &mut self.blobs, &mut self.out);
+        self.copy_news(now);
         let lapsed = self.sessions.expire_reservations(now);
         if lapsed > 0 {
             self.out
@@ -527,7 +643,13 @@ impl Node for Server {
         for conn in late {
             self.on_deadline(now, conn);
         }
-        self.blobs.release_held(now, &self.replica, &mut self.out);
+        // Sessions that gave up on an unvouched answer have had theirs.
+        let sessions = &self.sessions;
+        self.unvouched.retain(|_, waiting| {
+            waiting.retain(|(origin, _)| sessions.ordering(origin).is_some());
+            !waiting.is_empty()
+        });
+        self.blobs.tidy(now, &self.replica, &mut self.out);
     }
 
     fn poll_output(&mut self) -> Option<Output<ServerEvent>> {
@@ -536,10 +658,8 @@ impl Node for Server {
 
     fn poll_timeout(&self) -> Option<Timestamp> {
         let sessions = self.sessions.poll_timeout(|c| self.elsewhere(c));
-        earliest(
-            sessions,
-            earliest(self.replica.poll_timeout(), self.blobs.poll_timeout()),
-        )
+        let parts = earliest(self.blobs.poll_timeout(), self.copies.poll_timeout());
+        earliest(sessions, earliest(self.replica.poll_timeout(), parts))
     }
 }
 
@@ -548,3 +668,6 @@ mod tests;
 
 #[cfg(test)]
 mod user_files_tests;
+
+#[cfg(test)]
+mod copies_tests;

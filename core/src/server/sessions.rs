@@ -17,7 +17,7 @@
 
 use super::config::ServerConfig;
 use super::event::ServerEvent;
-use super::messages::{OpCode, OpError, SessionMsg, SESSION_TAGS};
+use super::messages::{FileOutcome, OpCode, OpError, SessionMsg, SESSION_TAGS};
 use super::reservations::Reservations;
 use crate::accounts::token::SessionToken;
 use crate::auth::{AuthCode, ClusterSecret};
@@ -486,9 +486,18 @@ impl Sessions {
             SessionMsg::LoggedIn { user_id, .. } => format!("logged in user {user_id}"),
             other => format!("{other:?}"),
         };
+        let stored = match &msg {
+            SessionMsg::FileDone(FileOutcome::Stored { digest, .. }) => Some(*digest),
+            _ => None,
+        };
         out.send(conn, &msg);
         self.set_op(conn, Op::Idle);
-        out.event(ServerEvent::Answered { conn, op, outcome });
+        out.event(ServerEvent::Answered {
+            conn,
+            op,
+            outcome,
+            stored,
+        });
     }
 
     /// Answers now, or not yet (`Ok(None)`: ordered through the master, or
@@ -519,6 +528,23 @@ impl Sessions {
         replica: &mut Replica,
         out: &mut Outbox<ServerEvent>,
     ) -> Result<Option<Origin>, OpError> {
+        let deadline = now + self.request_timeout;
+        self.order_by(now, deadline, conn, op, txn, replica, out)
+    }
+
+    /// [`Sessions::order`], answering "unavailable" at `deadline` if the
+    /// transaction is not applied by then.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn order_by(
+        &mut self,
+        now: Timestamp,
+        deadline: Timestamp,
+        conn: ConnId,
+        op: OpCode,
+        txn: Txn,
+        replica: &mut Replica,
+        out: &mut Outbox<ServerEvent>,
+    ) -> Result<Option<Origin>, OpError> {
         let Some(Conn {
             stage: Stage::Established {
                 session, requests, ..
@@ -539,7 +565,6 @@ impl Sessions {
                 reason: "too many requests are waiting for the master".into(),
             });
         }
-        let deadline = now + self.request_timeout;
         self.set_op(
             conn,
             Op::Ordering {

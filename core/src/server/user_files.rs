@@ -2,8 +2,10 @@
 //! session (upload, download, list, share, unshare, delete) on the
 //! replicated catalogue of names, owners and shares. Uploads land in a
 //! temporary file, become a blob named by their digest once verified and
-//! durable, and only then are ordered through the master as `PutFile`; the
-//! client hears "stored" when this server has applied it. Downloads are
+//! durable here and copied to enough other servers to make a majority
+//! (`copies`, streamed while the upload arrives), and only then are
+//! ordered through the master as `PutFile`; the client hears "stored" when
+//! this server has applied it. Downloads are
 //! served from the blob store, waiting for a fetch if this server lacks the
 //! content. Every operation acts as the session's proven user; nothing a
 //! client says about who it is counts.
@@ -11,6 +13,7 @@
 use super::accounts::Accounts;
 use super::blobs::{BlobStore, Owner, Waiting};
 use super::config::ServerConfig;
+use super::copies::Copies;
 use super::event::ServerEvent;
 use super::messages::{FileOutcome, Listed, OpCode, OpError, SessionMsg};
 use super::scrub::says_damaged;
@@ -67,6 +70,7 @@ pub(super) struct Ctx<'a> {
     /// To check the session's login.
     pub(super) accounts: &'a Accounts,
     pub(super) blobs: &'a mut BlobStore,
+    pub(super) copies: &'a mut Copies,
     pub(super) replica: &'a mut Replica,
     pub(super) out: &'a mut Outbox<ServerEvent>,
 }
@@ -78,7 +82,12 @@ enum Transfer {
         receiver: Box<Receiver>,
         temp: u64,
         replace: bool,
+        /// Chunks acknowledged to the client so far: the copies may hold
+        /// the acks back (`Copies::cap`).
+        acked: u64,
     },
+    /// An upload durable here, waiting for its copies on other servers.
+    AwaitCopies { put: Put, deadline: Timestamp },
     /// Sending a download, reading through `handle`.
     Downloading { sender: Box<Sender>, handle: u64 },
     /// A download whose content is still being fetched from a peer.
@@ -90,7 +99,31 @@ impl Transfer {
         match self {
             Transfer::Uploading { receiver, .. } => receiver.poll_timeout(),
             Transfer::Downloading { sender, .. } => sender.poll_timeout(),
-            Transfer::AwaitBlob { deadline, .. } => Some(*deadline),
+            Transfer::AwaitBlob { deadline, .. } | Transfer::AwaitCopies { deadline, .. } => {
+                Some(*deadline)
+            }
+        }
+    }
+}
+
+/// An upload to order once its copies are durable.
+pub(super) struct Put {
+    name: String,
+    size: u64,
+    digest: [u8; 32],
+    replace: bool,
+    /// When the client hears "unavailable" if the upload is not applied
+    /// by then: one request timeout after the transfer ended, however the
+    /// time went (making copies, waiting for the master).
+    deadline: Timestamp,
+}
+
+impl Put {
+    fn op(&self) -> OpCode {
+        if self.replace {
+            OpCode::UploadReplace
+        } else {
+            OpCode::Upload
         }
     }
 }
@@ -231,7 +264,11 @@ impl UserFiles {
         };
         match refusal {
             Some(reason) => receiver.reject(reason),
-            None => receiver.accept(now),
+            None => {
+                receiver.accept(now);
+                cx.copies
+                    .open(now, conn, size, cx.replica, cx.blobs, cx.out);
+            }
         }
         let temp = cx.blobs.new_handle(Owner::Session(conn));
         self.transfers.insert(
@@ -240,6 +277,7 @@ impl UserFiles {
                 receiver: Box::new(receiver),
                 temp,
                 replace,
+                acked: 0,
             },
         );
         cx.sessions.run_elsewhere(conn);
@@ -349,6 +387,17 @@ impl UserFiles {
                 let msg = SessionMsg::Failed(OpError::Unavailable { reason });
                 return cx.sessions.answer(conn, OpCode::Download, msg, cx.out);
             }
+            Some(Transfer::AwaitCopies { put, .. }) => {
+                let (d, op) = (put.digest, put.op());
+                self.transfers.remove(&conn);
+                cx.copies.close(conn, cx.blobs, cx.out);
+                cx.blobs.unpin(&d);
+                let reason =
+                    "the file could not be copied to a majority of the servers in time; nothing was stored"
+                        .into();
+                let msg = SessionMsg::Failed(OpError::Unavailable { reason });
+                return cx.sessions.answer(conn, op, msg, cx.out);
+            }
             None => return,
         }
         self.pump(cx, conn);
@@ -359,7 +408,7 @@ impl UserFiles {
         enum Next {
             Stay,
             Idle,
-            Order(String, u64, [u8; 32], bool),
+            Stored(Put),
         }
         let mut next = Next::Stay;
         let mut sends = Vec::new();
@@ -378,13 +427,23 @@ impl UserFiles {
                 receiver,
                 temp,
                 replace,
+                acked,
             }) => {
                 let temp = *temp;
                 upload_temp = temp;
+                let cap = cx.copies.cap(conn);
                 while let Some(o) = receiver.poll_output() {
                     match o {
+                        // Acks no further than the copies allow.
+                        ReceiverOutput::Send(TransferMsg::Ack { id, upto }) => {
+                            let upto = cap.map_or(upto, |c| upto.min(c));
+                            *acked = (*acked).max(upto);
+                            sends.push(TransferMsg::Ack { id, upto });
+                        }
                         ReceiverOutput::Send(m) => sends.push(m),
                         ReceiverOutput::Write { offset, data } => {
+                            cx.copies
+                                .feed(cx.now, conn, offset, &data, cx.blobs, cx.out);
                             disk.push(FileOp::Write { temp, offset, data })
                         }
                         ReceiverOutput::Commit { digest } => {
@@ -397,8 +456,13 @@ impl UserFiles {
                         ReceiverOutput::Discard => disk.push(FileOp::Discard { temp }),
                         ReceiverOutput::Progress { .. } => {}
                         ReceiverOutput::Finished(Ok(digest)) => {
-                            let name = receiver.name().to_string();
-                            next = Next::Order(name, receiver.size(), digest, *replace);
+                            next = Next::Stored(Put {
+                                name: receiver.name().to_string(),
+                                size: receiver.size(),
+                                digest,
+                                replace: *replace,
+                                deadline: cx.now + self.request_timeout,
+                            });
                         }
                         ReceiverOutput::Finished(Err(_)) => next = Next::Idle,
                     }
@@ -447,6 +511,7 @@ impl UserFiles {
         match next {
             Next::Stay => {}
             Next::Idle => {
+                cx.copies.close(conn, cx.blobs, cx.out);
                 if let Some(
                     Transfer::Downloading { handle, .. } | Transfer::Uploading { temp: handle, .. },
                 ) = self.transfers.remove(&conn)
@@ -461,39 +526,84 @@ impl UserFiles {
                 }
                 cx.sessions.set_idle(conn);
             }
-            Next::Order(name, size, digest, replace) => {
+            Next::Stored(put) => {
                 // The upload is over; its temporary file is a blob now.
                 self.transfers.remove(&conn);
-                let Ok(owner) = Self::session_user(cx, conn) else {
-                    cx.blobs.unpin(&digest);
-                    let msg = SessionMsg::Failed(OpError::NotAuthenticated);
-                    return cx.sessions.answer(conn, OpCode::Upload, msg, cx.out);
-                };
-                let txn = Txn::PutFile {
-                    owner,
-                    name,
-                    size,
-                    digest,
-                    replace,
-                    holder: self.id,
-                };
-                let op = if replace {
-                    OpCode::UploadReplace
+                let (now, d) = (cx.now, put.digest);
+                if cx.copies.stored(now, conn, d, cx.replica, cx.blobs, cx.out) {
+                    self.order_upload(cx, conn, put);
                 } else {
-                    OpCode::Upload
-                };
-                match Self::order(cx, conn, op, txn) {
-                    Ok(Some(origin)) => {
-                        self.stored.insert(origin, Stored { size, digest });
-                        cx.blobs.pin_until_applied(origin, digest);
-                    }
-                    // Not sent: nothing will release the pin later.
-                    Ok(None) => cx.blobs.unpin(&digest),
-                    Err(e) => {
-                        cx.blobs.unpin(&digest);
-                        cx.sessions.answer(conn, op, SessionMsg::Failed(e), cx.out);
-                    }
+                    let deadline = put.deadline;
+                    self.transfers
+                        .insert(conn, Transfer::AwaitCopies { put, deadline });
                 }
+            }
+        }
+    }
+
+    /// Sends a stored upload, with its copies made, to the master.
+    fn order_upload(&mut self, cx: &mut Ctx<'_>, conn: ConnId, put: Put) {
+        let op = put.op();
+        let Put {
+            name,
+            size,
+            digest,
+            replace,
+            deadline,
+        } = put;
+        let Ok(owner) = Self::session_user(cx, conn) else {
+            cx.blobs.unpin(&digest);
+            let msg = SessionMsg::Failed(OpError::NotAuthenticated);
+            return cx.sessions.answer(conn, op, msg, cx.out);
+        };
+        let txn = Txn::PutFile {
+            owner,
+            name,
+            size,
+            digest,
+            replace,
+            holder: self.id,
+        };
+        let ordered = cx
+            .sessions
+            .order_by(cx.now, deadline, conn, op, txn, cx.replica, cx.out);
+        match ordered {
+            Ok(Some(origin)) => {
+                self.stored.insert(origin, Stored { size, digest });
+                cx.blobs.pin_until_applied(origin, digest);
+            }
+            // Not sent: nothing will release the pin later.
+            Ok(None) => cx.blobs.unpin(&digest),
+            Err(e) => {
+                cx.blobs.unpin(&digest);
+                cx.sessions.answer(conn, op, SessionMsg::Failed(e), cx.out);
+            }
+        }
+    }
+
+    /// The copies of the upload on `conn` moved: the client may be
+    /// acknowledged further.
+    pub(super) fn copies_moved(&mut self, cx: &mut Ctx<'_>, conn: ConnId) {
+        let cap = cx.copies.cap(conn);
+        if let Some(Transfer::Uploading {
+            receiver, acked, ..
+        }) = self.transfers.get_mut(&conn)
+        {
+            let upto = cap.map_or(receiver.received(), |c| receiver.received().min(c));
+            if upto > *acked && !receiver.is_finished() {
+                *acked = upto;
+                let id = receiver.id();
+                cx.out
+                    .send(conn, &SessionMsg::Transfer(TransferMsg::Ack { id, upto }));
+            }
+        }
+    }
+
+    /// Enough copies of the upload on `conn` are durable: order it.
+    pub(super) fn copies_made(&mut self, cx: &mut Ctx<'_>, conn: ConnId) {
+        if let Some(Transfer::AwaitCopies { .. }) = self.transfers.get(&conn) {
+            if let Some(Transfer::AwaitCopies { put, .. }) = self.transfers.remove(&conn) {
+                self.order_upload(cx, conn, put);
             }
         }
     }
@@ -545,9 +655,13 @@ impl UserFiles {
         &mut self,
         conn: ConnId,
         blobs: &mut BlobStore,
+        copies: &mut Copies,
         out: &mut Outbox<ServerEvent>,
     ) {
+        copies.close(conn, blobs, out);
         match self.transfers.remove(&conn) {
+            // Durable here, never ordered: nothing will name it.
+            Some(Transfer::AwaitCopies { put, .. }) => blobs.unpin(&put.digest),
             // Its blob is already on its way: let it land, then collect it
             // (no PutFile will name it).
             Some(Transfer::Uploading { temp, .. }) if blobs.persisting(temp) => blobs.orphan(temp),

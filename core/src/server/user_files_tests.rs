@@ -1,20 +1,22 @@
 use crate::io::ConnId;
+use crate::replication::entry::{Origin, Txn};
 use crate::server::messages::FileOutcome;
 use crate::server::scrub::Verdict;
+use crate::server::ServerConfig;
 use crate::server::{OpError, Request, ServerEvent, SessionMsg};
 use crate::testkit::cluster::Cluster;
 use crate::transfer::{TransferError, TransferMsg};
 use crate::Entropy;
 use std::time::Duration;
 
-fn content(len: usize, seed: u64) -> Vec<u8> {
+pub(super) fn content(len: usize, seed: u64) -> Vec<u8> {
     let mut v = vec![0; len];
     Entropy::from_u64(seed).fill(&mut v);
     v
 }
 
 /// Registers `name` (if needed) and returns a session on `ix` logged in as it.
-fn user(c: &mut Cluster, ix: usize, name: &str) -> ConnId {
+pub(super) fn user(c: &mut Cluster, ix: usize, name: &str) -> ConnId {
     let s = c.open_session(ix);
     let creds = |n: &str| (n.to_string(), "password-123".to_string());
     let (u, p) = creds(name);
@@ -49,11 +51,11 @@ fn user(c: &mut Cluster, ix: usize, name: &str) -> ConnId {
     s
 }
 
-fn stored(answer: &[SessionMsg]) -> bool {
+pub(super) fn stored(answer: &[SessionMsg]) -> bool {
     matches!(answer, [SessionMsg::FileDone(FileOutcome::Stored { .. })])
 }
 
-fn names(c: &mut Cluster, ix: usize, s: ConnId) -> Vec<(String, String)> {
+pub(super) fn names(c: &mut Cluster, ix: usize, s: ConnId) -> Vec<(String, String)> {
     match &c.request(ix, s, &Request::List)[..] {
         [SessionMsg::Listing { files }] => files
             .iter()
@@ -663,19 +665,39 @@ fn a_restarted_server_brings_its_disk_in_line_without_new_entries() {
 fn a_restarted_master_keeps_an_upload_its_log_has_not_committed_yet() {
     let mut c = Cluster::new(3);
     c.run_for(Duration::from_secs(1));
-    let a = user(&mut c, 0, "alice");
-    // The master takes an upload, and before the content is durable both
-    // followers are cut off: it cannot commit, and crashes: the content is
-    // on its disk, the PutFile in its log only. (The cut comes during the
-    // transfer: no operation starts before this server has confirmed it
-    // is up to date, which a cut-off master cannot.)
+    user(&mut c, 0, "alice");
+    // The master has an upload's content on its disk and its `PutFile` in
+    // its log, and both followers are cut off before it commits; then it
+    // crashes. (Built by hand: an upload is ordered only once a follower
+    // holds a copy, and then it commits at once in this cluster.)
     let data = content(20_000, 5);
-    let cut = |c: &mut Cluster| {
-        c.partition(0, 1);
-        c.partition(0, 2);
-    };
-    assert!(!stored(&c.upload_then(0, a, "notes", &data, false, cut)));
     let digest = *blake3::hash(&data).as_bytes();
+    let owner = c
+        .server(0)
+        .replica()
+        .state()
+        .user_by_name("alice")
+        .map(|u| u.id);
+    let owner = owner.expect("alice is registered");
+    c.partition(0, 1);
+    c.partition(0, 2);
+    c.disk_mut(0).blobs.insert(digest, data.clone().into());
+    let origin = Origin {
+        server: 1,
+        session: 77,
+        request: 1,
+    };
+    let txn = Txn::PutFile {
+        owner,
+        name: "notes".into(),
+        size: data.len() as u64,
+        digest,
+        replace: false,
+        holder: 1,
+    };
+    let now = c.now;
+    c.server_mut(0).submit_for_test(now, origin, txn);
+    c.settle();
     assert!(c.disk_mut(0).blobs.contains_key(&digest));
     c.crash(0);
     c.heal();
@@ -800,12 +822,17 @@ fn a_restarted_follower_collects_an_upload_the_master_never_ordered() {
     c.heal();
     c.restart(1);
     // Nothing new is ever applied: the blob must still go, once server 2
-    // has rejoined and caught up with everything the master had.
-    c.run_for(Duration::from_secs(5));
-    assert!(
-        !c.disk_mut(1).blobs.contains_key(&digest),
-        "the never-ordered upload's content is collected"
-    );
+    // has rejoined and caught up with everything the master had, and the
+    // time a copy is kept is up (the copy server 3 took, too).
+    let keep = ServerConfig::new(1).copy_keep;
+    c.run_for(keep + Duration::from_secs(5));
+    for ix in 0..3 {
+        assert!(
+            !c.disk_mut(ix).blobs.contains_key(&digest),
+            "server {} collected the never-ordered upload's content",
+            ix + 1
+        );
+    }
     let b = user(&mut c, 0, "alice");
     assert!(names(&mut c, 0, b).is_empty(), "and no file names it");
 }

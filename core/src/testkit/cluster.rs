@@ -440,6 +440,38 @@ impl Cluster {
         conn
     }
 
+    /// Opens a connection to server `ix` that sends `first` (any link's
+    /// first message) and returns it; [`Cluster::received_as`] reads the
+    /// answers.
+    pub fn open_raw<M: speedy::Writable<speedy::LittleEndian>>(
+        &mut self,
+        ix: Ix,
+        first: &M,
+    ) -> ConnId {
+        let conn = ConnId::accepted(self.next_accept);
+        self.next_accept += 1;
+        self.inbox.insert((ix, conn), FrameDecoder::default());
+        self.send_raw(ix, conn, &super::bytes_of(first));
+        conn
+    }
+
+    /// Messages of type `M` server `ix` sent on `conn` since the last call.
+    pub fn received_as<M>(&mut self, ix: Ix, conn: ConnId) -> Vec<M>
+    where
+        M: for<'a> speedy::Readable<'a, speedy::LittleEndian>
+            + speedy::Writable<speedy::LittleEndian>,
+    {
+        let mut msgs = Vec::new();
+        if let Some(d) = self.inbox.get_mut(&(ix, conn)) {
+            while let Ok(Some(p)) = d.next_payload() {
+                if let Ok(m) = crate::frame::decode(p) {
+                    msgs.push(m);
+                }
+            }
+        }
+        msgs
+    }
+
     fn send_raw(&mut self, ix: Ix, conn: ConnId, bytes: &[u8]) {
         if !self.links.contains_key(&(ix, conn)) && self.inbox.contains_key(&(ix, conn)) {
             let fresh = self
@@ -471,15 +503,7 @@ impl Cluster {
 
     /// Messages the server sent to a test client since the last call.
     pub fn received(&mut self, ix: Ix, conn: ConnId) -> Vec<SessionMsg> {
-        let mut msgs = Vec::new();
-        if let Some(d) = self.inbox.get_mut(&(ix, conn)) {
-            while let Ok(Some(p)) = d.next_payload() {
-                if let Ok(m) = crate::frame::decode(p) {
-                    msgs.push(m);
-                }
-            }
-        }
-        msgs
+        self.received_as(ix, conn)
     }
 
     /// Runs one operation the way a client does (code, proceed, data) and

@@ -99,6 +99,11 @@ impl Receiver {
         self.size
     }
 
+    /// Chunks received so far, in order.
+    pub fn received(&self) -> u64 {
+        self.expected
+    }
+
     pub fn is_finished(&self) -> bool {
         matches!(self.stage, Stage::Done | Stage::Failed)
     }

@@ -171,6 +171,16 @@ impl Sender {
         self.stage == Stage::Finished
     }
 
+    /// Chunks acknowledged so far.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// Bytes acknowledged so far.
+    pub fn acked_bytes(&self) -> u64 {
+        (self.acked * CHUNK as u64).min(self.size)
+    }
+
     pub fn poll_output(&mut self) -> Option<SenderOutput> {
         self.out.pop_front()
     }

@@ -36,7 +36,7 @@ use crate::checkers::replica_log::{converged, ReplicaChecks};
 use crate::clients::account::{
     add_account_client, AccountPlan, AccountRecord, Login, SharedRecords, TryResult,
 };
-use crate::disk::Disk;
+use crate::disk::{short, Disk, SharedDisk};
 use crate::driver::{Ctx, DriverConfig, SharedLatency};
 use crate::harness::{fault_text, replicated_faults, Details, Fault, FaultParams, Harness};
 use crate::harness::{Outcome, Settle, Settling, SimParams, MASTER};
@@ -69,8 +69,14 @@ const BAD_NAMES: [&str; 4] = ["../escape", "a/b", "", ".."];
 /// Sizes worth a test of their own: empty, one byte, around one chunk
 /// (4 KiB) and around one frame of chunks (32 of them).
 const EDGE_SIZES: [u64; 7] = [0, 1, 4095, 4096, 4097, 131_072, 131_073];
-/// How long the healed cluster gets to converge.
-const SETTLE_MAX: Duration = Duration::from_secs(30);
+/// How long a server keeps a copy of another's upload that nothing names
+/// yet: shorter than a real server's minute, so that the copies of a failed
+/// upload are gone within a settle, yet longer than a request's timeout,
+/// which the counting of copies requires.
+const COPY_KEEP: Duration = Duration::from_secs(25);
+/// How long the healed cluster gets to converge: a copy received just
+/// before the heal is garbage only once `COPY_KEEP` has run out.
+const SETTLE_MAX: Duration = Duration::from_secs(25 + 20);
 /// How long a slow disk takes to persist a file: beyond a heartbeat's
 /// silence (3 s), and a few of them queued exceed a request's timeout.
 pub const SLOW_DISK: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(4));
@@ -897,6 +903,11 @@ struct Files<'c> {
     verify_started: Option<Duration>,
     /// Every server's `BlobChecked` events, from an observer.
     checks: Rc<RefCell<Vec<Checked>>>,
+    /// Every server's disk, for the observers' check of each "stored".
+    disks: Rc<RefCell<Vec<SharedDisk>>>,
+    /// Uploads answered "stored" while their content was durable on fewer
+    /// than a majority of the disks.
+    fragile: Rc<RefCell<Vec<String>>>,
     /// File clients not started yet, the next one last.
     waiting: Vec<usize>,
     /// When the setup ended: the plan's clock.
@@ -969,6 +980,8 @@ impl<'c> Files<'c> {
             rotter: Rotter::new(seed, &plan.rots),
             verify_started: None,
             checks: Rc::default(),
+            disks: Rc::default(),
+            fragile: Rc::default(),
             waiting,
             t0: None,
             applied_floor: vec![0; cfg.servers as usize + 1],
@@ -978,6 +991,7 @@ impl<'c> Files<'c> {
         for id in 1..=cfg.servers {
             f.add_server(id);
         }
+        *f.disks.borrow_mut() = f.h.disks.clone();
         for (i, u) in plan.users.iter().enumerate() {
             let (accounts, trace) = (&f.accounts, f.h.trace.clone());
             f.h.add_client(&u.username, |sim| {
@@ -992,6 +1006,7 @@ impl<'c> Files<'c> {
     fn add_server(&mut self, id: u32) {
         let server = ServerConfig {
             password: PasswordParams::TESTING,
+            copy_keep: COPY_KEEP,
             ..ServerConfig::new(id)
         };
         let replica = ReplicaConfig::new(id, MASTER, self.h.peers_of(id));
@@ -1001,16 +1016,27 @@ impl<'c> Files<'c> {
             read_latency: self.reads.clone(),
             ..DriverConfig::default()
         };
-        let checks = self.checks.clone();
-        let observe = move |_: &Ctx<'_>, ev: &ServerEvent, _| {
-            if let ServerEvent::BlobChecked { digest, verdict } = ev {
-                checks.borrow_mut().push(Checked {
-                    at: turmoil::sim_elapsed().unwrap_or_default(),
-                    server: id,
-                    digest: digest.clone(),
-                    verdict: verdict.clone(),
-                });
+        let (checks, disks, fragile) = (
+            self.checks.clone(),
+            self.disks.clone(),
+            self.fragile.clone(),
+        );
+        let observe = move |_: &Ctx<'_>, ev: &ServerEvent, _| match ev {
+            ServerEvent::BlobChecked { digest, verdict } => checks.borrow_mut().push(Checked {
+                at: turmoil::sim_elapsed().unwrap_or_default(),
+                server: id,
+                digest: digest.clone(),
+                verdict: verdict.clone(),
+            }),
+            // The disks as they are at the very moment of the answer.
+            ServerEvent::Answered {
+                stored: Some(d), ..
+            } => {
+                if let Some(line) = durable_on_too_few(id, d, &disks.borrow()) {
+                    fragile.borrow_mut().push(line);
+                }
             }
+            _ => {}
         };
         self.h.add_server(server, replica, driver, Rc::new(observe));
     }
@@ -1102,7 +1128,8 @@ impl<'c> Files<'c> {
                 .map(|v| (v.id, v.server.replica().indexes().applied))
                 .collect()
         });
-        let found = self.replicas.check(&self.h.servers);
+        let mut found = self.replicas.check(&self.h.servers);
+        found.append(&mut self.fragile.borrow_mut());
         for (id, a) in applied {
             let f = &mut self.applied_floor[id as usize];
             *f = (*f).max(a);
@@ -1308,6 +1335,23 @@ impl<'c> Files<'c> {
 }
 
 fn digests<'a>(ds: impl Iterator<Item = &'a [u8; 32]>) -> String {
-    let v: Vec<String> = ds.map(crate::disk::short).collect();
+    let v: Vec<String> = ds.map(short).collect();
     format!("[{}]", v.join(", "))
+}
+
+/// The violation if server `id` answers "stored" for `d` while fewer than a
+/// majority of `disks` hold it: one more lost disk could lose an
+/// acknowledged file.
+fn durable_on_too_few(id: u32, d: &[u8; 32], disks: &[SharedDisk]) -> Option<String> {
+    let n = disks.len();
+    let holding = disks
+        .iter()
+        .filter(|x| x.borrow().blob(d).is_some())
+        .count();
+    (holding < n / 2 + 1).then(|| {
+        format!(
+            "server{id} answered \"stored\" for {} while it was durable on {holding} of {n} disks",
+            short(d),
+        )
+    })
 }

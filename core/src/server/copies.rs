@@ -1,0 +1,1071 @@
+//! Copies of an upload on other servers, made while it arrives.
+//!
+//! A put is answered "stored" only once its content is durable (written and
+//! fsynced) on a majority of the servers: the one the client uploads to and
+//! `majority - 1` others. So that this costs no second pass over the file,
+//! the receiving server streams the content to the others while the
+//! client's upload arrives, a pipeline: each copy is a transfer of the one
+//! engine, whose sender reads from the upload's bytes held here in memory
+//! instead of from a file.
+//!
+//! **Flow.** The client's acks are held back so that the upload runs at
+//! most [`Copies::cap`] chunks ahead of the slowest copy: memory stays
+//! bounded (a few MiB per upload), and a copy's speed becomes the upload's.
+//! A copy that makes no progress for [`STALL`] while it has bytes to send
+//! is dropped rather than allowed to hold the client back.
+//!
+//! **After the upload.** If fewer copies than needed succeeded (a server was
+//! down, fell behind, or ran out of space), copies are made from the blob,
+//! now on disk, to the other servers in turn, until enough hold it or the
+//! session's request times out. Only then is the `PutFile` ordered.
+//!
+//! **The receiving end** keeps a copy until the upload's `PutFile` is
+//! applied there, or for `copy_keep` (60 s) if it never is
+//! (`BlobStore::add_copy`); after a restart it holds whatever it finds
+//! unnamed at least as long (`BlobStore::resume`). The uploading server
+//! counts only copies confirmed within `copy_keep - request_timeout`, and
+//! a session answers "stored" within `request_timeout` of ordering its
+//! `PutFile` (after that it says "unavailable"): so every copy counted for
+//! an answer is still on its disk when the answer is given, whether or not
+//! that server has applied the entry naming it yet.
+//!
+//! The link: the sending server dials and sends `Push { from, nonce, mac }`
+//! (MACed with the cluster secret, so only servers can push), then acts as
+//! a transfer sender; the other end answers as a transfer receiver.
+
+use super::blobs::{BlobMsg, BlobStore, Owner};
+use super::config::ServerConfig;
+use super::event::ServerEvent;
+use crate::auth::ClusterSecret;
+use crate::frame::{self, FrameDecoder};
+use crate::io::{ConnId, FileOp, FileRef};
+use crate::outbox::{drain_messages, Outbox};
+use crate::refusal::{Refusal, PROTOCOL_VERSION};
+use crate::replication::Replica;
+use crate::time::Timestamp;
+use crate::transfer::messages::{BLOCK_BYTES, BLOCK_CHUNKS};
+use crate::transfer::{
+    Receiver, ReceiverOutput, Sender, SenderConfig, SenderOutput, TransferError, TransferMsg,
+};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+/// A live copy that has had bytes to send and made no progress for this
+/// long is dropped (and made again from the blob after the upload).
+pub const STALL: Duration = Duration::from_secs(2);
+/// Wait before looking again for a server to copy to, when none is up or
+/// a copy failed; doubled for each failure, up to [`RETRY_MAX`].
+const RETRY: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+/// Dial numbers of copy connections.
+const COPY_DIALS: u64 = 1 << 60;
+
+/// What became of uploads' copies, for the user files to act on.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum CopyNews {
+    /// The upload on this session may be acknowledged further.
+    Moved(ConnId),
+    /// Enough copies of the upload on this session are durable.
+    Enough(ConnId),
+    /// A copy of the upload on this session ended: see whether enough are
+    /// durable now ([`Copies::settle`]).
+    Settle(ConnId),
+}
+
+pub(super) struct Copies {
+    id: u32,
+    secret: ClusterSecret,
+    transfer_timeout: Duration,
+    send_window: u64,
+    /// How long a copy's confirmation counts (see the module's notes).
+    fresh_for: Duration,
+    /// Uploads being copied, by their session's connection.
+    pipes: BTreeMap<ConnId, Pipe>,
+    /// Copies being sent, by their connection.
+    pushes: BTreeMap<ConnId, Push>,
+    /// Copies being received, by their connection.
+    incoming: BTreeMap<ConnId, Incoming>,
+    /// Temporary files of copies received, sent to disk as these blobs.
+    landing: BTreeMap<u64, [u8; 32]>,
+    next_dial: u64,
+    news: Vec<CopyNews>,
+}
+
+/// One upload's copies.
+struct Pipe {
+    size: u64,
+    /// Copies needed on other servers.
+    needed: usize,
+    /// Servers that hold a durable copy, with the digest they confirmed
+    /// and when.
+    durable: BTreeMap<u32, ([u8; 32], Timestamp)>,
+    /// Copies started, so far: the next target is chosen past them.
+    attempts: usize,
+    /// The upload's bytes from block `first_block` on, one entry per block
+    /// of [`BLOCK_BYTES`] (the last one filling up). Live copies read here.
+    blocks: VecDeque<Vec<u8>>,
+    first_block: u64,
+    /// Bytes of the upload received, in order.
+    received: u64,
+    /// Some live copy still reads from the upload's bytes.
+    live: bool,
+    /// The upload's own blob is durable here, with this digest.
+    stored: Option<[u8; 32]>,
+    /// When to look again for a server to copy the blob to.
+    retry_at: Option<Timestamp>,
+    /// Copies that failed so far: the wait before the next grows with them.
+    failures: u32,
+}
+
+impl Pipe {
+    /// Copies that count now: of the upload's content, and recent enough
+    /// to be still kept when the upload is answered.
+    fn confirmed(&mut self, now: Timestamp, fresh_for: Duration) -> usize {
+        let Some(d) = self.stored else {
+            return 0;
+        };
+        self.durable
+            .retain(|_, (c, at)| *c == d && now.saturating_since(*at) < fresh_for);
+        self.durable.len()
+    }
+
+    /// Bytes `offset..offset + len` of the upload, if still held.
+    fn bytes(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let index = offset / BLOCK_BYTES;
+        let block = self
+            .blocks
+            .get(index.checked_sub(self.first_block)? as usize)?;
+        let from = (offset % BLOCK_BYTES) as usize;
+        block.get(from..from.checked_add(len)?)
+    }
+
+    fn append(&mut self, offset: u64, data: &[u8]) -> bool {
+        if offset != self.received || offset + data.len() as u64 > self.size {
+            return false;
+        }
+        let mut rest = data;
+        while !rest.is_empty() {
+            let full = self
+                .blocks
+                .back()
+                .is_none_or(|b| b.len() as u64 == BLOCK_BYTES);
+            if full {
+                let cap = BLOCK_BYTES.min(self.size - self.received) as usize;
+                self.blocks.push_back(Vec::with_capacity(cap));
+            }
+            let Some(last) = self.blocks.back_mut() else {
+                return false;
+            };
+            let room = BLOCK_BYTES as usize - last.len();
+            let n = room.min(rest.len());
+            last.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            self.received += n as u64;
+        }
+        true
+    }
+}
+
+/// A copy being sent.
+struct Push {
+    upload: ConnId,
+    to: u32,
+    decoder: FrameDecoder,
+    sender: Sender,
+    connected: bool,
+    nonce: [u8; 16],
+    source: Source,
+    /// When the copy last moved, or last had something to do again.
+    moved_at: Timestamp,
+}
+
+enum Source {
+    /// Reads served from the upload's bytes, in the order asked.
+    Live { reads: VecDeque<(u64, usize)> },
+    /// Reads of the blob on disk, through `handle`.
+    Blob { handle: u64, digest: [u8; 32] },
+}
+
+/// A copy being received.
+struct Incoming {
+    decoder: FrameDecoder,
+    receiver: Option<Receiver>,
+    temp: u64,
+}
+
+impl Copies {
+    pub(super) fn new(cfg: &ServerConfig, secret: ClusterSecret) -> Self {
+        Copies {
+            id: cfg.id,
+            secret,
+            transfer_timeout: cfg.transfer_timeout,
+            send_window: cfg.send_window,
+            fresh_for: cfg.copy_keep.saturating_sub(cfg.request_timeout),
+            pipes: BTreeMap::new(),
+            pushes: BTreeMap::new(),
+            incoming: BTreeMap::new(),
+            landing: BTreeMap::new(),
+            next_dial: 0,
+            news: Vec::new(),
+        }
+    }
+
+    pub(super) fn take_news(&mut self) -> Vec<CopyNews> {
+        std::mem::take(&mut self.news)
+    }
+
+    pub(super) fn owns(&self, conn: ConnId) -> bool {
+        self.pushes.contains_key(&conn) || self.incoming.contains_key(&conn)
+    }
+
+    /// Chunks the client's upload on `upload` may be acknowledged up to,
+    /// if its copies hold it back.
+    pub(super) fn cap(&self, upload: ConnId) -> Option<u64> {
+        self.pipes.get(&upload).filter(|p| p.live)?;
+        let slowest = self.live_pushes(upload).map(|p| p.sender.acked()).min()?;
+        // Room for a copy to fill its window and read its blocks ahead,
+        // and as much again so the client never waits on a copy's ack.
+        let room = 2 * self.send_window.max(1) + 2 * BLOCK_CHUNKS;
+        Some(slowest + room)
+    }
+
+    fn live_pushes(&self, upload: ConnId) -> impl Iterator<Item = &Push> {
+        self.pushes
+            .values()
+            .filter(move |p| p.upload == upload && matches!(p.source, Source::Live { .. }))
+    }
+
+    /// A client's upload of `size` bytes starts on `upload`: copies of it
+    /// start streaming to other servers.
+    pub(super) fn open(
+        &mut self,
+        now: Timestamp,
+        upload: ConnId,
+        size: u64,
+        replica: &Replica,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        let needed = replica.majority().saturating_sub(1);
+        if needed == 0 {
+            return;
+        }
+        let mut pipe = Pipe {
+            size,
+            needed,
+            durable: BTreeMap::new(),
+            attempts: 0,
+            blocks: VecDeque::new(),
+            first_block: 0,
+            received: 0,
+            live: true,
+            stored: None,
+            retry_at: None,
+            failures: 0,
+        };
+        let targets = self.targets(&mut pipe, needed, upload, replica);
+        self.pipes.insert(upload, pipe);
+        for to in targets {
+            self.start_push(now, upload, to, size, None, replica, blobs, out);
+        }
+        self.settle_live(upload);
+    }
+
+    /// Up to `n` servers to copy to: up, not holding a copy, not being
+    /// copied to, taken in turn past those tried before.
+    fn targets(&self, pipe: &mut Pipe, n: usize, upload: ConnId, replica: &Replica) -> Vec<u32> {
+        let busy: BTreeSet<u32> = self
+            .pushes
+            .values()
+            .filter(|p| p.upload == upload)
+            .map(|p| p.to)
+            .collect();
+        let live = replica.live_peers();
+        let mut picked = Vec::new();
+        for k in 0..live.len() {
+            if picked.len() == n {
+                break;
+            }
+            let to = live[(pipe.attempts + k) % live.len()];
+            if !busy.contains(&to) && !pipe.durable.contains_key(&to) {
+                picked.push(to);
+            }
+        }
+        pipe.attempts += picked.len();
+        picked
+    }
+
+    /// Starts a copy of the upload on `upload` to server `to`: live from the
+    /// upload's bytes, or from `blob` on disk.
+    #[allow(clippy::too_many_arguments)]
+    fn start_push(
+        &mut self,
+        now: Timestamp,
+        upload: ConnId,
+        to: u32,
+        size: u64,
+        blob: Option<[u8; 32]>,
+        replica: &Replica,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        let Some(addr) = replica.peers().iter().find(|p| p.id == to) else {
+            return;
+        };
+        let conn = ConnId::dialed(COPY_DIALS | self.next_dial);
+        self.next_dial += 1;
+        let source = match blob {
+            None => Source::Live {
+                reads: VecDeque::new(),
+            },
+            Some(digest) => {
+                let handle = blobs.new_handle(Owner::Push(conn));
+                blobs.read_target(handle, digest);
+                Source::Blob { handle, digest }
+            }
+        };
+        let cfg = SenderConfig {
+            give_up: self.transfer_timeout,
+            window: self.send_window.max(1),
+            ..SenderConfig::default()
+        };
+        let mut sender = Sender::new(now, conn.n, "copy".into(), size, cfg);
+        if let Source::Blob { digest, .. } = &source {
+            sender = sender.with_digest(*digest);
+        }
+        // Unique per dial of this run; the MAC, not the nonce, is what an
+        // outsider cannot make (links are not encrypted yet: issue 16).
+        let mut nonce = [0u8; 16];
+        nonce[..8].copy_from_slice(&conn.n.to_le_bytes());
+        nonce[8..12].copy_from_slice(&self.id.to_le_bytes());
+        nonce[12..].copy_from_slice(&to.to_le_bytes());
+        self.pushes.insert(
+            conn,
+            Push {
+                upload,
+                to,
+                decoder: FrameDecoder::default(),
+                sender,
+                connected: false,
+                nonce,
+                source,
+                moved_at: now,
+            },
+        );
+        out.connect(conn, addr.addr.clone());
+    }
+
+    /// Bytes `offset..` of the upload on `upload` arrived (in order).
+    pub(super) fn feed(
+        &mut self,
+        now: Timestamp,
+        upload: ConnId,
+        offset: u64,
+        data: &[u8],
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        let Some(pipe) = self.pipes.get_mut(&upload).filter(|p| p.live) else {
+            return;
+        };
+        let before = pipe.received;
+        if !pipe.append(offset, data) {
+            // Not the next bytes: the live copies cannot be made.
+            let why = "the upload's bytes came out of order";
+            return self.drop_live(now, upload, why, blobs, out);
+        }
+        let conns: Vec<ConnId> = self
+            .pushes
+            .iter()
+            .filter(|(_, p)| p.upload == upload && matches!(p.source, Source::Live { .. }))
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in conns {
+            if let Some(p) = self.pushes.get_mut(&conn) {
+                // A copy that had sent everything is busy again from now:
+                // its silence so far was the client's.
+                if p.sender.acked_bytes() >= before {
+                    p.moved_at = now;
+                }
+            }
+            self.pump(now, conn, blobs, out);
+        }
+    }
+
+    /// The upload on `upload` is on this server's disk as blob `digest`.
+    /// True if enough copies are durable already; if not, the missing ones
+    /// are made ([`CopyNews::Enough`] says when they are).
+    pub(super) fn stored(
+        &mut self,
+        now: Timestamp,
+        upload: ConnId,
+        digest: [u8; 32],
+        replica: &Replica,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) -> bool {
+        let Some(pipe) = self.pipes.get_mut(&upload) else {
+            return true;
+        };
+        pipe.stored = Some(digest);
+        self.check(now, upload, replica, blobs, out)
+    }
+
+    /// Whether the upload on `upload` has its copies; if not (and its own
+    /// blob is durable), starts copies from the blob to make up the rest.
+    fn check(
+        &mut self,
+        now: Timestamp,
+        upload: ConnId,
+        replica: &Replica,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) -> bool {
+        let going = self.pushes.values().filter(|p| p.upload == upload).count();
+        let Some(pipe) = self.pipes.get_mut(&upload) else {
+            return true;
+        };
+        let confirmed = pipe.confirmed(now, self.fresh_for);
+        if confirmed >= pipe.needed {
+            self.close(upload, blobs, out);
+            return true;
+        }
+        let Some(digest) = pipe.stored else {
+            return false;
+        };
+        if crate::sabotage::on(crate::sabotage::Sabotage::StoredOnOneDisk) {
+            self.close(upload, blobs, out);
+            return true;
+        }
+        let missing = pipe.needed - confirmed;
+        if going >= missing || pipe.retry_at.is_some_and(|t| t > now) {
+            return false;
+        }
+        let size = pipe.size;
+        let mut pipe = match self.pipes.remove(&upload) {
+            Some(p) => p,
+            None => return true,
+        };
+        let targets = self.targets(&mut pipe, missing - going, upload, replica);
+        if targets.is_empty() {
+            pipe.retry_at = Some(now + RETRY);
+        }
+        self.pipes.insert(upload, pipe);
+        for to in targets {
+            self.start_push(now, upload, to, size, Some(digest), replica, blobs, out);
+        }
+        false
+    }
+
+    /// The upload on `upload` is over, whether stored or not: its copies
+    /// still going are cancelled.
+    pub(super) fn close(
+        &mut self,
+        upload: ConnId,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        self.pipes.remove(&upload);
+        let conns: Vec<ConnId> = self
+            .pushes
+            .iter()
+            .filter(|(_, p)| p.upload == upload)
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in conns {
+            if let Some(mut p) = self.pushes.remove(&conn) {
+                release(&p, blobs);
+                if p.connected {
+                    p.sender.fail(TransferError::Cancelled);
+                    while let Some(o) = p.sender.poll_output() {
+                        if let SenderOutput::Send(m) = o {
+                            out.send(conn, &BlobMsg::Transfer(m));
+                        }
+                    }
+                }
+                out.close(conn);
+            }
+        }
+    }
+
+    fn live_conns(&self, upload: ConnId) -> Vec<ConnId> {
+        self.pushes
+            .iter()
+            .filter(|(_, p)| p.upload == upload && matches!(p.source, Source::Live { .. }))
+            .map(|(c, _)| *c)
+            .collect()
+    }
+
+    /// Drops every live copy of `upload` (its bytes can no longer be
+    /// served); copies from the blob make up for them after the upload.
+    fn drop_live(
+        &mut self,
+        now: Timestamp,
+        upload: ConnId,
+        why: &str,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        for conn in self.live_conns(upload) {
+            self.fail_push(now, conn, why, blobs, out);
+        }
+    }
+
+    /// Gives up on the copy on `conn`.
+    fn fail_push(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        why: &str,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        let Some(mut p) = self.pushes.remove(&conn) else {
+            return;
+        };
+        release(&p, blobs);
+        if p.connected {
+            p.sender.fail(TransferError::Io {
+                detail: why.to_string(),
+            });
+            while let Some(o) = p.sender.poll_output() {
+                if let SenderOutput::Send(m) = o {
+                    out.send(conn, &BlobMsg::Transfer(m));
+                }
+            }
+        }
+        out.close(conn);
+        out.event(ServerEvent::CopyFailed {
+            to: p.to,
+            why: why.to_string(),
+        });
+        self.back_off(now, p.upload);
+        self.after_push(p.upload);
+    }
+
+    /// A copy of `upload` failed: the next waits a while, longer each time
+    /// (a server that refuses at once must not be asked again at once).
+    fn back_off(&mut self, now: Timestamp, upload: ConnId) {
+        if let Some(pipe) = self.pipes.get_mut(&upload) {
+            let wait = RETRY
+                .saturating_mul(1 << pipe.failures.min(4))
+                .min(RETRY_MAX);
+            pipe.failures = pipe.failures.saturating_add(1);
+            pipe.retry_at = Some(now + wait);
+        }
+    }
+
+    /// A copy of `upload` ended, or moved: what it no longer needs is let
+    /// go of, and the upload may go on.
+    fn after_push(&mut self, upload: ConnId) {
+        self.settle_live(upload);
+        if self.pipes.contains_key(&upload) {
+            self.news.push(CopyNews::Moved(upload));
+        }
+    }
+
+    /// Lets go of the upload's bytes no live copy can still ask for.
+    fn settle_live(&mut self, upload: ConnId) {
+        let slowest = self.live_pushes(upload).map(|p| p.sender.acked()).min();
+        let Some(pipe) = self.pipes.get_mut(&upload) else {
+            return;
+        };
+        match slowest {
+            None => {
+                pipe.live = false;
+                pipe.blocks.clear();
+            }
+            Some(acked) => {
+                // A resend goes back to the first unacknowledged chunk.
+                let keep_from = acked / BLOCK_CHUNKS;
+                while pipe.first_block < keep_from && pipe.blocks.pop_front().is_some() {
+                    pipe.first_block += 1;
+                }
+            }
+        }
+    }
+
+    /// A copy's dial reached its server: introduce ourselves and offer.
+    pub(super) fn on_connected(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        let Some(p) = self.pushes.get_mut(&conn) else {
+            return;
+        };
+        p.connected = true;
+        let mac = self.secret.peer_proof(self.id, p.to, &p.nonce);
+        let hello = BlobMsg::Push {
+            version: PROTOCOL_VERSION,
+            from: self.id,
+            nonce: p.nonce,
+            mac,
+        };
+        out.send(conn, &hello);
+        self.pump(now, conn, blobs, out);
+    }
+
+    /// Carries out what the sender of the copy on `conn` asks for.
+    fn pump(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        let mut ended = None;
+        let mut moved = false;
+        loop {
+            let Some(p) = self.pushes.get_mut(&conn) else {
+                return;
+            };
+            if !p.connected {
+                return;
+            }
+            // Live reads the upload's bytes can answer, in the order asked.
+            if let Source::Live { reads } = &mut p.source {
+                let pipe = self.pipes.get(&p.upload);
+                while let Some((offset, len)) = reads.front().copied() {
+                    match pipe.and_then(|pipe| pipe.bytes(offset, len)) {
+                        Some(data) => {
+                            reads.pop_front();
+                            p.sender.on_read(offset, data);
+                        }
+                        None if pipe
+                            .is_some_and(|pipe| offset / BLOCK_BYTES < pipe.first_block) =>
+                        {
+                            reads.pop_front();
+                            p.sender
+                                .on_read_error("bytes of the upload already let go of".into());
+                        }
+                        None => break,
+                    }
+                }
+            }
+            let mut any = false;
+            while let Some(o) = p.sender.poll_output() {
+                any = true;
+                match o {
+                    SenderOutput::Send(m) => out.send(conn, &BlobMsg::Transfer(m)),
+                    SenderOutput::Read { offset, len } => match &mut p.source {
+                        Source::Live { reads } => reads.push_back((offset, len)),
+                        Source::Blob { handle, digest } => out.file(FileOp::Read {
+                            handle: *handle,
+                            file: FileRef::Blob(*digest),
+                            offset,
+                            len,
+                        }),
+                    },
+                    SenderOutput::Progress { .. } => {
+                        p.moved_at = now;
+                        moved = true;
+                    }
+                    SenderOutput::Finished(result) => ended = Some(result),
+                }
+            }
+            let waiting = matches!(&p.source, Source::Live { reads } if !reads.is_empty());
+            if ended.is_some() || !any || !waiting {
+                break;
+            }
+        }
+        if let Some(result) = ended {
+            return self.push_ended(now, conn, result, blobs, out);
+        }
+        if moved {
+            if let Some(upload) = self.pushes.get(&conn).map(|p| p.upload) {
+                self.after_push(upload);
+            }
+        }
+    }
+
+    /// The copy on `conn` is over: durable there, or failed.
+    fn push_ended(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        result: Result<[u8; 32], TransferError>,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        let Some(p) = self.pushes.remove(&conn) else {
+            return;
+        };
+        release(&p, blobs);
+        out.close(conn);
+        match result {
+            Ok(digest) => {
+                if let Some(pipe) = self.pipes.get_mut(&p.upload) {
+                    pipe.durable.insert(p.to, (digest, now));
+                }
+                out.event(ServerEvent::Copied { to: p.to });
+            }
+            Err(e) => {
+                out.event(ServerEvent::CopyFailed {
+                    to: p.to,
+                    why: e.to_string(),
+                });
+                self.back_off(now, p.upload);
+            }
+        }
+        self.after_push(p.upload);
+        self.news.push(CopyNews::Settle(p.upload));
+    }
+
+    /// Bytes arrived on a copy's connection, either end.
+    pub(super) fn on_bytes(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        bytes: &[u8],
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        let mut msgs = Vec::new();
+        let res = if let Some(p) = self.pushes.get_mut(&conn) {
+            p.decoder.push(bytes);
+            drain_messages::<BlobMsg>(&mut p.decoder, &mut msgs)
+        } else if let Some(i) = self.incoming.get_mut(&conn) {
+            i.decoder.push(bytes);
+            drain_messages::<BlobMsg>(&mut i.decoder, &mut msgs)
+        } else {
+            return;
+        };
+        for m in msgs {
+            let BlobMsg::Transfer(t) = m else {
+                return self.on_closed(now, conn, blobs, out);
+            };
+            if let Some(p) = self.pushes.get_mut(&conn) {
+                p.sender.on_msg(now, t);
+                self.pump(now, conn, blobs, out);
+            } else {
+                self.on_incoming(now, conn, t, blobs, out);
+            }
+        }
+        if res.is_err() {
+            self.on_closed(now, conn, blobs, out);
+        }
+    }
+
+    /// A copy's connection closed, broke or could not open.
+    pub(super) fn on_closed(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        if self.pushes.contains_key(&conn) {
+            return self.fail_push(now, conn, "the connection closed", blobs, out);
+        }
+        if let Some(i) = self.incoming.remove(&conn) {
+            out.close(conn);
+            self.let_go_incoming(i.temp, blobs, out);
+        }
+    }
+
+    /// A read of a copy from a blob came back.
+    pub(super) fn on_read(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        offset: u64,
+        data: &[u8],
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        if let Some(p) = self.pushes.get_mut(&conn) {
+            p.sender.on_read(offset, data);
+        }
+        self.pump(now, conn, blobs, out);
+    }
+
+    /// A live copy that has not yet had acknowledged all the upload holds.
+    fn behind(&self, p: &Push) -> bool {
+        matches!(p.source, Source::Live { .. })
+            && self
+                .pipes
+                .get(&p.upload)
+                .is_some_and(|pipe| p.sender.acked_bytes() < pipe.received)
+    }
+
+    pub(super) fn poll_timeout(&self) -> Option<Timestamp> {
+        // The stall deadline only counts while the copy is behind the upload:
+        // a copy that has caught up waits for the client, not for itself.
+        let sends = self.pushes.values().filter_map(|p| {
+            let stall = (self.behind(p)).then_some(p.moved_at + STALL);
+            crate::time::earliest(p.sender.poll_timeout(), stall)
+        });
+        let receives = self
+            .incoming
+            .values()
+            .filter_map(|i| i.receiver.as_ref()?.poll_timeout());
+        let retries = self.pipes.values().filter_map(|p| p.retry_at);
+        sends.chain(receives).chain(retries).min()
+    }
+
+    pub(super) fn handle_timeout(
+        &mut self,
+        now: Timestamp,
+        replica: &Replica,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        let conns: Vec<ConnId> = self.pushes.keys().copied().collect();
+        for conn in conns {
+            let stalled = self
+                .pushes
+                .get(&conn)
+                .is_some_and(|p| self.behind(p) && now.saturating_since(p.moved_at) >= STALL);
+            if stalled {
+                self.fail_push(now, conn, "it fell behind the upload", blobs, out);
+                continue;
+            }
+            let Some(p) = self.pushes.get_mut(&conn) else {
+                continue;
+            };
+            p.sender.handle_timeout(now);
+            self.pump(now, conn, blobs, out);
+        }
+        let conns: Vec<ConnId> = self.incoming.keys().copied().collect();
+        for conn in conns {
+            if let Some(r) = self
+                .incoming
+                .get_mut(&conn)
+                .and_then(|i| i.receiver.as_mut())
+            {
+                r.handle_timeout(now);
+            }
+            self.pump_incoming(conn, blobs, out);
+        }
+        let due: Vec<ConnId> = self
+            .pipes
+            .iter()
+            .filter(|(_, p)| p.retry_at.is_some_and(|t| t <= now))
+            .map(|(c, _)| *c)
+            .collect();
+        for upload in due {
+            if let Some(p) = self.pipes.get_mut(&upload) {
+                p.retry_at = None;
+            }
+            if self.check(now, upload, replica, blobs, out) {
+                self.news.push(CopyNews::Enough(upload));
+            }
+        }
+    }
+
+    /// A copy of `upload` ended: if enough are durable now, the upload
+    /// can be ordered; if not, more are made from the blob.
+    pub(super) fn settle(
+        &mut self,
+        now: Timestamp,
+        upload: ConnId,
+        replica: &Replica,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) -> bool {
+        self.pipes.contains_key(&upload) && self.check(now, upload, replica, blobs, out)
+    }
+
+    // ----- The receiving end -----
+
+    /// A connection whose first frame is a `Push`: a copy to receive.
+    pub(super) fn adopt(
+        &mut self,
+        conn: ConnId,
+        decoder: FrameDecoder,
+        first: &[u8],
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        let refuse = |out: &mut Outbox<ServerEvent>, r: Refusal| {
+            out.send(conn, &BlobMsg::Refused(r));
+            out.close(conn);
+        };
+        let (from, nonce, mac) = match frame::decode::<BlobMsg>(first) {
+            Ok(BlobMsg::Push { version, .. }) if version != PROTOCOL_VERSION => {
+                let r = Refusal::VersionMismatch {
+                    ours: PROTOCOL_VERSION,
+                    theirs: version,
+                };
+                return refuse(out, r);
+            }
+            Ok(BlobMsg::Push {
+                from, nonce, mac, ..
+            }) => (from, nonce, mac),
+            Ok(other) => {
+                let what = format!("{other:?}");
+                return refuse(out, Refusal::Unexpected { what });
+            }
+            Err(e) => {
+                let detail = e.to_string();
+                return refuse(out, Refusal::Malformed { detail });
+            }
+        };
+        let want = self.secret.peer_proof(from, self.id, &nonce);
+        if blake3::Hash::from(want) != blake3::Hash::from(mac) {
+            return refuse(out, Refusal::BadCode);
+        }
+        let temp = blobs.new_handle(Owner::Copy(conn));
+        self.incoming.insert(
+            conn,
+            Incoming {
+                decoder,
+                receiver: None,
+                temp,
+            },
+        );
+    }
+
+    fn on_incoming(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        t: TransferMsg,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        let timeout = self.transfer_timeout;
+        let Some(i) = self.incoming.get_mut(&conn) else {
+            return;
+        };
+        match (&mut i.receiver, t) {
+            (None, TransferMsg::Offer { id, name, size }) => {
+                let mut r = Receiver::new(now, id, name, size, timeout);
+                r.accept(now);
+                i.receiver = Some(r);
+            }
+            (Some(r), t) => r.on_msg(now, t),
+            (None, _) => return self.on_closed(now, conn, blobs, out),
+        }
+        self.pump_incoming(conn, blobs, out);
+    }
+
+    fn pump_incoming(
+        &mut self,
+        conn: ConnId,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        let Some(i) = self.incoming.get_mut(&conn) else {
+            return;
+        };
+        let temp = i.temp;
+        let Some(r) = i.receiver.as_mut() else {
+            return;
+        };
+        let size = r.size();
+        let mut over = false;
+        while let Some(o) = r.poll_output() {
+            match o {
+                ReceiverOutput::Send(m) => out.send(conn, &BlobMsg::Transfer(m)),
+                ReceiverOutput::Write { offset, data } => {
+                    out.file(FileOp::Write { temp, offset, data })
+                }
+                ReceiverOutput::Commit { digest } => {
+                    // Pinned while it lands: a collection meanwhile would
+                    // queue the blob's removal behind this persist.
+                    blobs.pin(digest, size);
+                    self.landing.insert(temp, digest);
+                    out.file(FileOp::Persist {
+                        temp,
+                        to: FileRef::Blob(digest),
+                    });
+                }
+                ReceiverOutput::Discard => out.file(FileOp::Discard { temp }),
+                ReceiverOutput::Progress { .. } => {}
+                ReceiverOutput::Finished(_) => over = true,
+            }
+        }
+        if over {
+            // The sender closes once it has our answer.
+            if let Some(i) = self.incoming.remove(&conn) {
+                if !self.landing.contains_key(&i.temp) {
+                    blobs.forget_handle(i.temp);
+                }
+            }
+        }
+    }
+
+    /// The temporary file of a copy whose connection is gone: thrown away,
+    /// unless it is on its way to disk (then it lands and is kept like any
+    /// other copy).
+    fn let_go_incoming(&mut self, temp: u64, blobs: &mut BlobStore, out: &mut Outbox<ServerEvent>) {
+        if !self.landing.contains_key(&temp) {
+            out.file(FileOp::Discard { temp });
+            blobs.forget_handle(temp);
+        }
+    }
+
+    /// A copy received is durable here as a blob.
+    pub(super) fn on_persisted(
+        &mut self,
+        now: Timestamp,
+        temp: u64,
+        replica: &Replica,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        let conn = match blobs.owner(temp) {
+            Some(Owner::Copy(conn)) => conn,
+            _ => return,
+        };
+        blobs.forget_handle(temp);
+        if let Some(d) = self.landing.remove(&temp) {
+            blobs.add_copy(now, d, replica);
+            blobs.unpin(&d);
+        }
+        if let Some(r) = self
+            .incoming
+            .get_mut(&conn)
+            .and_then(|i| i.receiver.as_mut())
+        {
+            r.committed();
+        }
+        self.pump_incoming(conn, blobs, out);
+    }
+
+    /// A file operation of a copy failed: a read of a blob being sent, or
+    /// the write or persist of one being received.
+    pub(super) fn on_failed(
+        &mut self,
+        now: Timestamp,
+        handle: u64,
+        reason: TransferError,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        match blobs.owner(handle) {
+            Some(Owner::Push(conn)) => {
+                let why = format!("reading the blob: {reason}");
+                self.fail_push(now, conn, &why, blobs, out);
+            }
+            Some(Owner::Copy(conn)) => {
+                if let Some(d) = self.landing.remove(&handle) {
+                    blobs.unpin(&d);
+                }
+                match self
+                    .incoming
+                    .get_mut(&conn)
+                    .and_then(|i| i.receiver.as_mut())
+                {
+                    Some(r) => {
+                        r.fail(reason);
+                        self.pump_incoming(conn, blobs, out);
+                    }
+                    None => blobs.forget_handle(handle),
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A copy's blob handle, forgotten with the copy.
+fn release(push: &Push, blobs: &mut BlobStore) {
+    if let Source::Blob { handle, .. } = push.source {
+        blobs.forget_handle(handle);
+    }
+}
