@@ -20,6 +20,7 @@
 //!   histories of it.
 
 pub mod catalogue;
+pub mod record;
 pub mod search;
 #[cfg(test)]
 mod tests;
