@@ -3,14 +3,23 @@
 
 use super::client::{FilesRecord, OpPlan, OpResult, UserPlan};
 use crate::checkers::linearizability::catalogue::{Input, Line, Output};
-use crate::checkers::linearizability::record::{fold, op, History};
+use crate::checkers::linearizability::record::{self, fold, op, History};
+use crate::clients::account::AccountRecord;
 use ferry_core::server::messages::{FileOutcome, Listed};
 use ferry_core::server::{OpError, Response};
 use ferry_core::transfer::TransferError;
 
+/// A files run's history: the setup's registrations and logins (clients
+/// numbered from 0), then the file clients' operations.
+pub fn history(accounts: &[AccountRecord], records: &[FilesRecord], users: &[UserPlan]) -> History {
+    let mut h = record::accounts(accounts, 0, true);
+    h.extend(files(records, users, accounts.len()));
+    h
+}
+
 /// The file clients' uploads, deletes, shares, unshares and listings; their
 /// clients are numbered from `first_client`.
-pub fn history(records: &[FilesRecord], users: &[UserPlan], first_client: usize) -> History {
+fn files(records: &[FilesRecord], users: &[UserPlan], first_client: usize) -> History {
     let mut h = Vec::new();
     for (i, r) in records.iter().enumerate() {
         let client = first_client + i;

@@ -33,7 +33,7 @@ pub mod invariants;
 pub mod model;
 pub mod rot;
 
-use crate::checkers::linearizability::record::{self, LinCheck};
+use crate::checkers::linearizability::record::LinCheck;
 use crate::checkers::replica_log::{converged, ReplicaChecks};
 use crate::clients::account::{
     add_account_client, AccountPlan, AccountRecord, Login, SharedRecords, TryResult,
@@ -531,6 +531,8 @@ fn faults(rng: &mut SimRng, cfg: &FilesConfig) -> Vec<(Duration, Fault)> {
 pub struct FilesDetails {
     pub config: FilesConfig,
     pub plan: FilesPlan,
+    /// The setup's account clients, one per user.
+    pub accounts: Vec<AccountRecord>,
     pub clients: Vec<FilesRecord>,
     pub verify: VerifyRecord,
     /// The converged cluster, in one line, if it converged.
@@ -1292,13 +1294,8 @@ impl<'c> Files<'c> {
         if !accounts.iter().all(|r| r.finished) {
             return LinCheck::default();
         }
-        let mut h = record::accounts(&accounts, 0, true);
         let records = self.shared.records.borrow();
-        h.extend(history::history(
-            &records,
-            &self.shared.users,
-            accounts.len(),
-        ));
+        let h = history::history(&accounts, &records, &self.shared.users);
         drop((accounts, records));
         let lin = LinCheck::of(&h);
         self.h.violations.extend(lin.violation.clone());
@@ -1316,6 +1313,7 @@ impl<'c> Files<'c> {
         let details = FilesDetails {
             config: cfg.clone(),
             plan,
+            accounts: self.accounts.borrow().clone(),
             clients: self.shared.records.borrow().clone(),
             verify: self.shared.verify.borrow().clone(),
             converged,
