@@ -15,7 +15,8 @@
 //! 6. [`clients`]: client programs more than one scenario runs (a client
 //!    session, the account client);
 //! 7. [`checkers`]: invariants of the cluster itself rather than of one
-//!    scenario's clients (assignments, durability, the replicas' logs);
+//!    scenario's clients (assignments, durability, the replicas' logs, the
+//!    linearizability of the clients' history);
 //! 8. [`scenarios`]: connect, replication and files, each with its plan,
 //!    its own client programs and its own invariants; no scenario imports
 //!    another;

@@ -12,6 +12,7 @@
 //! seed failed.
 
 use clap::{Parser, ValueEnum};
+use ferry_sim::checkers::linearizability::record::{HISTORIES_CHECKED, HISTORIES_OVER_BUDGET};
 use ferry_sim::{
     run_connect_scenario, run_files_scenario, run_replication_scenario, sweep_with, ConnectConfig,
     FilesConfig, Preset, ReplicationConfig, RunOutcome,
@@ -121,13 +122,28 @@ fn main() -> ExitCode {
     }
     let secs = wall.elapsed().as_secs_f64();
     println!(
-        "{name}: {} seeds in {secs:.1} s ({:.1} seeds/s), {} seed(s) with violations",
+        "{name}: {} seeds in {secs:.1} s ({:.1} seeds/s), {} seed(s) with violations{}",
         report.runs,
         report.runs as f64 / secs.max(1e-9),
-        report.failures.len()
+        report.failures.len(),
+        linearizability(&report.counts)
     );
     match report.is_ok() {
         true => ExitCode::SUCCESS,
         false => ExitCode::FAILURE,
+    }
+}
+
+/// The linearizability checker's part of the summary line, if the
+/// scenario runs it: histories checked, and those it gave up on (over its
+/// step budget: counted, not failed).
+fn linearizability(counts: &[(&'static str, u64)]) -> String {
+    let get = |what: &str| counts.iter().find(|(w, _)| *w == what).map(|(_, n)| *n);
+    match get(HISTORIES_CHECKED) {
+        Some(checked) => format!(
+            "; linearizability: {checked} histories checked, {} over budget",
+            get(HISTORIES_OVER_BUDGET).unwrap_or(0)
+        ),
+        None => String::new(),
     }
 }

@@ -14,7 +14,11 @@
 //! - [`replica_log`]: what the running servers report of their own logs
 //!   (indexes ordered and never going back, committed entries never
 //!   changing, logs agreeing), and whether the healed cluster converged.
+//! - [`linearizability`]: the clients' own history (what each asked, when,
+//!   and what it was answered) has an order, consistent with real time, in
+//!   which a sequential model of the catalogue gives every answer.
 
 pub mod assignments;
 pub mod durability;
+pub mod linearizability;
 pub mod replica_log;

@@ -87,6 +87,9 @@ impl fmt::Display for TryResult {
 
 #[derive(Clone, Debug)]
 pub struct Try {
+    /// Simulated time when the request was sent (for a try without a
+    /// session, when it ended): the operation took effect no sooner.
+    pub started: Duration,
     /// Simulated time when it ended.
     pub at: Duration,
     /// The server of the session, if there was one.
@@ -197,8 +200,9 @@ pub fn add_account_client(
             username: plan.username.clone(),
             password: plan.password.clone(),
         };
-        let push = |into_login: bool, server: Option<u32>, result: TryResult| {
+        let push = |into_login: bool, server: Option<u32>, started: Duration, result: TryResult| {
             let t = Try {
+                started,
                 at: elapsed(),
                 server,
                 result,
@@ -224,13 +228,14 @@ pub fn add_account_client(
             }
             let (mut session, opened) = Session::open(name, &trace).await;
             if let Err(e) = opened {
-                push(false, None, TryResult::NoSession(e));
+                push(false, None, elapsed(), TryResult::NoSession(e));
                 session.close().await;
                 continue;
             }
+            let started = elapsed();
             let result = session.op(register.clone()).await;
             let definite = result.is_definite_register();
-            push(false, session.server, result);
+            push(false, session.server, started, result);
             if definite {
                 kept = Some(session);
                 break;
@@ -261,16 +266,17 @@ pub fn add_account_client(
                             );
                             let (session, opened) = Session::open(name, &trace).await;
                             if let Err(e) = opened {
-                                push(true, None, TryResult::NoSession(e));
+                                push(true, None, elapsed(), TryResult::NoSession(e));
                                 session.close().await;
                                 continue;
                             }
                             session
                         }
                     };
+                    let started = elapsed();
                     let result = session.op(login.clone()).await;
                     let answered = matches!(result, TryResult::Answer(_));
-                    push(true, session.server, result);
+                    push(true, session.server, started, result);
                     session.close().await;
                     if answered {
                         break;

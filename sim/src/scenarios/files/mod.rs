@@ -28,10 +28,12 @@
 //! ([`crate::server_host`], [`crate::disk`]); both survive its restarts.
 
 pub mod client;
+pub mod history;
 pub mod invariants;
 pub mod model;
 pub mod rot;
 
+use crate::checkers::linearizability::record::LinCheck;
 use crate::checkers::replica_log::{converged, ReplicaChecks};
 use crate::clients::account::{
     add_account_client, AccountPlan, AccountRecord, Login, SharedRecords, TryResult,
@@ -535,6 +537,8 @@ fn faults(rng: &mut SimRng, cfg: &FilesConfig) -> Vec<(Duration, Fault)> {
 pub struct FilesDetails {
     pub config: FilesConfig,
     pub plan: FilesPlan,
+    /// The setup's account clients, one per user.
+    pub accounts: Vec<AccountRecord>,
     pub clients: Vec<FilesRecord>,
     pub verify: VerifyRecord,
     /// The converged cluster, in one line, if it converged.
@@ -555,6 +559,8 @@ pub struct FilesDetails {
     pub verify_started: Option<Duration>,
     /// Every check of a blob a receiver found damaged, by any server.
     pub checks: Vec<Checked>,
+    /// The linearizability check of the clients' history.
+    pub lin: LinCheck,
 }
 
 pub type FilesOutcome = Outcome<FilesDetails>;
@@ -675,6 +681,7 @@ impl Details for FilesDetails {
             ("entries committed", self.committed as u64),
         ];
         counts.extend(self.rot_counts());
+        counts.extend(self.lin.counts());
         counts
     }
 }
@@ -883,7 +890,8 @@ pub fn run_files_scenario(seed: u64, cfg: &FilesConfig) -> FilesOutcome {
     if let Some(history) = &final_history {
         stale = f.check_final_state(history);
     }
-    f.finish(cfg, plan, converged_state, stale)
+    let lin = f.check_linearizability();
+    f.finish(cfg, plan, converged_state, stale, lin)
 }
 
 /// The harness, and what the files scenario keeps beside it.
@@ -1304,16 +1312,35 @@ impl<'c> Files<'c> {
         stale
     }
 
+    /// The clients' history (the setup's registrations and logins, then
+    /// the file clients' operations) against the catalogue's model. Once
+    /// the setup is done: a file client's operation still on its way is in
+    /// its record already, unanswered, but an account client's is not.
+    fn check_linearizability(&mut self) -> LinCheck {
+        let accounts = self.accounts.borrow();
+        if !accounts.iter().all(|r| r.finished) {
+            return LinCheck::default();
+        }
+        let records = self.shared.records.borrow();
+        let h = history::history(&accounts, &records, &self.shared.users);
+        drop((accounts, records));
+        let lin = LinCheck::of(&h);
+        self.h.violations.extend(lin.violation.clone());
+        lin
+    }
+
     fn finish(
         self,
         cfg: &FilesConfig,
         plan: FilesPlan,
         converged: Option<String>,
         stale_downloads: usize,
+        lin: LinCheck,
     ) -> FilesOutcome {
         let details = FilesDetails {
             config: cfg.clone(),
             plan,
+            accounts: self.accounts.borrow().clone(),
             clients: self.shared.records.borrow().clone(),
             verify: self.shared.verify.borrow().clone(),
             converged,
@@ -1324,6 +1351,7 @@ impl<'c> Files<'c> {
             rots: self.rotter.into_rots(),
             verify_started: self.verify_started,
             checks: self.checks.borrow().clone(),
+            lin,
         };
         let replay = files_replay_command(self.h.seed, cfg.preset);
         let replay = match cfg.strict_revocation {

@@ -256,6 +256,7 @@ mod tests {
 
     fn answered(server: u32, response: Response) -> Try {
         Try {
+            started: Duration::from_millis(500),
             at: Duration::from_secs(1),
             server: Some(server),
             result: TryResult::Answer(response),
@@ -314,6 +315,7 @@ mod tests {
         let s = server(1, &[register(1, "alice", "pw-alice1")], 1);
         let views = [view(1, 1, &s)];
         let limited = |at| Try {
+            started: at,
             at,
             server: Some(1),
             result: TryResult::Answer(Response::Failed(OpError::RateLimited {

@@ -17,6 +17,7 @@
 
 pub mod invariants;
 
+use crate::checkers::linearizability::record::{self, LinCheck};
 use crate::checkers::replica_log::{converged, ReplicaChecks};
 use crate::clients::account::{
     add_account_client, AccountPlan, AccountRecord, Login, SharedRecords, TryResult,
@@ -290,6 +291,8 @@ pub struct ReplicationDetails {
     pub committed: usize,
     /// Views that had a master in the run.
     pub masters: usize,
+    /// The linearizability check of the clients' history.
+    pub lin: LinCheck,
 }
 
 pub type ReplicationOutcome = Outcome<ReplicationDetails>;
@@ -372,6 +375,9 @@ impl Details for ReplicationDetails {
             ("views that had a master", self.masters as u64),
             ("entries committed", self.committed as u64),
         ]
+        .into_iter()
+        .chain(self.lin.counts())
+        .collect()
     }
 }
 
@@ -428,6 +434,7 @@ pub fn run_replication_scenario(seed: u64, cfg: &ReplicationConfig) -> Replicati
         r.h.record(format!("converged: {state}"));
         r.check_final_state();
     }
+    let lin = r.check_linearizability();
     let replay = replay_command_in(cfg.scenario(), seed, cfg.preset);
     let details = ReplicationDetails {
         config: cfg.clone(),
@@ -436,6 +443,7 @@ pub fn run_replication_scenario(seed: u64, cfg: &ReplicationConfig) -> Replicati
         converged: converged_state,
         committed: r.replicas.watch.committed(),
         masters: r.replicas.watch.masters(),
+        lin,
     };
     let replay = match cfg.strict_reads {
         true => format!("SIM_STRICT_READS=1 {replay}"),
@@ -551,6 +559,19 @@ impl<'c> Replication<'c> {
         let mut r = self.records.borrow_mut();
         r.push(AccountRecord::new(late));
         self.waiting.push(r.len() - 1);
+    }
+
+    /// The clients' history against the catalogue's model, once every
+    /// client is done (a record lacks an operation still on its way).
+    fn check_linearizability(&mut self) -> LinCheck {
+        let records = self.records.borrow();
+        if !records.iter().all(|r| r.finished) {
+            return LinCheck::default();
+        }
+        let lin = LinCheck::of(&record::accounts(&records, 0, self.cfg.strict_reads));
+        drop(records);
+        self.h.violations.extend(lin.violation.clone());
+        lin
     }
 
     fn check_final_state(&mut self) {

@@ -1,0 +1,426 @@
+//! The sequential model of Ferry's catalogue, written from the
+//! specification (README, docs/replication.md, docs/transfer.md), not from
+//! the core: accounts, files per owner, and shares.
+//!
+//! Usernames are case-insensitive (folded to lower case); a username is
+//! registered once, with the password of whoever won; a login succeeds with
+//! that password and no other, and says the user id the registration said.
+//! A file is an owner's name for some content; uploading over an existing
+//! name needs `replace`; deleting a file drops its shares; sharing needs the
+//! file and the grantee, and not oneself; `ls` shows one's own files (with
+//! their grantees) and the files shared with one.
+//!
+//! Where the specification does not order two refusals that both apply
+//! (no such file *and* no such user), either is accepted.
+
+use super::{Model, Op};
+use crate::disk::short;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// An operation as the model sees it; usernames already folded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    Register {
+        user: String,
+        password: String,
+    },
+    Login {
+        user: String,
+        password: String,
+    },
+    Put {
+        owner: String,
+        name: String,
+        size: u64,
+        digest: [u8; 32],
+        replace: bool,
+    },
+    Rm {
+        owner: String,
+        name: String,
+    },
+    Share {
+        owner: String,
+        name: String,
+        grantee: String,
+    },
+    Unshare {
+        owner: String,
+        name: String,
+        grantee: String,
+    },
+    Ls {
+        user: String,
+    },
+}
+
+impl Input {
+    /// The users whose part of the catalogue the operation reads or writes.
+    fn users(&self) -> Vec<&str> {
+        match self {
+            Input::Register { user, .. } | Input::Login { user, .. } | Input::Ls { user } => {
+                vec![user]
+            }
+            Input::Put { owner, .. } | Input::Rm { owner, .. } => vec![owner],
+            Input::Share { owner, grantee, .. } | Input::Unshare { owner, grantee, .. } => {
+                vec![owner, grantee]
+            }
+        }
+    }
+}
+
+/// One line of a listing: owner, name, size, grantees (sorted).
+pub type Line = (String, String, u64, Vec<String>);
+
+/// An answer as the model sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// No answer, or one that leaves open whether it took effect: the
+    /// operation may have taken effect with whatever result the state gave.
+    Unknown,
+    Registered(u64),
+    Taken,
+    LoggedIn(u64),
+    BadCredentials,
+    Stored {
+        size: u64,
+        digest: [u8; 32],
+    },
+    Exists,
+    Deleted,
+    Shared,
+    Unshared,
+    NotShared,
+    NoSuchFile,
+    NoSuchUser,
+    ShareWithSelf,
+    /// Sorted lines.
+    Listing(Vec<Line>),
+    /// An answer no operation of its kind may get: never accepted.
+    Unexpected(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Account {
+    pub password: String,
+    /// `None` while only an unanswered registration made it.
+    pub id: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct State {
+    pub users: BTreeMap<String, Account>,
+    /// (owner, name) -> (size, digest)
+    pub files: BTreeMap<(String, String), (u64, [u8; 32])>,
+    /// (owner, name, grantee)
+    pub shares: BTreeSet<(String, String, String)>,
+}
+
+impl State {
+    fn has_file(&self, owner: &str, name: &str) -> bool {
+        self.files
+            .contains_key(&(owner.to_string(), name.to_string()))
+    }
+
+    /// What `ls` shows `user`, sorted.
+    pub fn listing(&self, user: &str) -> Vec<Line> {
+        let mut lines = Vec::new();
+        for ((owner, name), (size, _)) in &self.files {
+            if owner == user {
+                let grantees = self
+                    .shares
+                    .iter()
+                    .filter(|(o, n, _)| o == owner && n == name)
+                    .map(|(_, _, g)| g.clone())
+                    .collect();
+                lines.push((owner.clone(), name.clone(), *size, grantees));
+            } else if self
+                .shares
+                .contains(&(owner.clone(), name.clone(), user.to_string()))
+            {
+                lines.push((owner.clone(), name.clone(), *size, Vec::new()));
+            }
+        }
+        lines.sort();
+        lines
+    }
+}
+
+/// The catalogue's model, for [`super::check`].
+pub struct Catalogue;
+
+impl Model for Catalogue {
+    type State = State;
+    type Input = Input;
+    type Output = Output;
+
+    fn init(&self) -> State {
+        State::default()
+    }
+
+    fn step(&self, s: &State, input: &Input, out: &Output) -> Option<State> {
+        let unknown = *out == Output::Unknown;
+        match input {
+            Input::Register { user, password } => {
+                let taken = s.users.contains_key(user);
+                match out {
+                    Output::Taken | Output::Unknown if taken => Some(s.clone()),
+                    Output::Registered(_) | Output::Unknown if !taken => {
+                        let id = match out {
+                            Output::Registered(id) => Some(*id),
+                            _ => None,
+                        };
+                        let mut s = s.clone();
+                        let password = password.clone();
+                        s.users.insert(user.clone(), Account { password, id });
+                        Some(s)
+                    }
+                    _ => None,
+                }
+            }
+            Input::Login { user, password } => {
+                let account = s.users.get(user).filter(|a| a.password == *password);
+                match (out, account) {
+                    (Output::BadCredentials, None) => Some(s.clone()),
+                    (Output::LoggedIn(id), Some(a)) => match a.id {
+                        Some(known) if known != *id => None,
+                        Some(_) => Some(s.clone()),
+                        // The answer names the id the registration got.
+                        None => {
+                            let mut s = s.clone();
+                            s.users.insert(
+                                user.clone(),
+                                Account {
+                                    password: password.clone(),
+                                    id: Some(*id),
+                                },
+                            );
+                            Some(s)
+                        }
+                    },
+                    _ => None,
+                }
+            }
+            Input::Put {
+                owner,
+                name,
+                size,
+                digest,
+                replace,
+            } => {
+                let refused = s.has_file(owner, name) && !replace;
+                match out {
+                    Output::Exists if refused => Some(s.clone()),
+                    Output::Unknown if refused => Some(s.clone()),
+                    Output::Stored { size: z, digest: d }
+                        if !refused && z == size && d == digest =>
+                    {
+                        Some(put(s, owner, name, *size, *digest))
+                    }
+                    Output::Unknown => Some(put(s, owner, name, *size, *digest)),
+                    _ => None,
+                }
+            }
+            Input::Rm { owner, name } => {
+                let exists = s.has_file(owner, name);
+                match out {
+                    Output::NoSuchFile | Output::Unknown if !exists => Some(s.clone()),
+                    Output::Deleted | Output::Unknown if exists => {
+                        let mut s = s.clone();
+                        s.files.remove(&(owner.clone(), name.clone()));
+                        s.shares.retain(|(o, n, _)| !(o == owner && n == name));
+                        Some(s)
+                    }
+                    _ => None,
+                }
+            }
+            Input::Share {
+                owner,
+                name,
+                grantee,
+            } => {
+                let refusals = [
+                    (Output::NoSuchFile, !s.has_file(owner, name)),
+                    (Output::NoSuchUser, !s.users.contains_key(grantee)),
+                    (Output::ShareWithSelf, owner == grantee),
+                ];
+                let refused = refusals.iter().any(|(_, r)| *r);
+                if refused {
+                    let fits = unknown || refusals.iter().any(|(o, r)| *r && o == out);
+                    return fits.then(|| s.clone());
+                }
+                match out {
+                    Output::Shared | Output::Unknown => {
+                        let mut s = s.clone();
+                        s.shares
+                            .insert((owner.clone(), name.clone(), grantee.clone()));
+                        Some(s)
+                    }
+                    _ => None,
+                }
+            }
+            Input::Unshare {
+                owner,
+                name,
+                grantee,
+            } => {
+                let key = (owner.clone(), name.clone(), grantee.clone());
+                let refusals = [
+                    (Output::NoSuchFile, !s.has_file(owner, name)),
+                    (Output::NoSuchUser, !s.users.contains_key(grantee)),
+                    (Output::ShareWithSelf, owner == grantee),
+                    (Output::NotShared, !s.shares.contains(&key)),
+                ];
+                let refused = refusals.iter().any(|(_, r)| *r);
+                if refused {
+                    let fits = unknown || refusals.iter().any(|(o, r)| *r && o == out);
+                    return fits.then(|| s.clone());
+                }
+                match out {
+                    Output::Unshared | Output::Unknown => {
+                        let mut s = s.clone();
+                        s.shares.remove(&key);
+                        Some(s)
+                    }
+                    _ => None,
+                }
+            }
+            Input::Ls { user } => match out {
+                Output::Listing(lines) if *lines == s.listing(user) => Some(s.clone()),
+                // A read that took effect or not changes nothing.
+                Output::Unknown => Some(s.clone()),
+                _ => None,
+            },
+        }
+    }
+
+    /// Parts are the connected components of users, two users linked by
+    /// any share or unshare between them (answered or not). Sound: an
+    /// operation touches only the state of its users ([`Input::users`]),
+    /// except through shares: `ls` shows another owner's file only if it is
+    /// shared with the caller, and its own files' grantees; a share
+    /// `(owner, name, grantee)` exists only if a `Share` of it took effect
+    /// (the history starts from the empty catalogue), and that operation
+    /// links owner and grantee; deleting a file drops only shares of its
+    /// owner's file, whose grantees are linked to the owner the same way.
+    /// So the state splits into one independent object per component.
+    fn partition(&self, history: &[Op<Input, Output>]) -> Vec<Vec<usize>> {
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        for op in history {
+            for u in op.input.users() {
+                let n = names.len();
+                names.entry(u).or_insert(n);
+            }
+        }
+        let mut root: Vec<usize> = (0..names.len()).collect();
+        fn find(root: &mut [usize], mut i: usize) -> usize {
+            while root[i] != i {
+                root[i] = root[root[i]];
+                i = root[i];
+            }
+            i
+        }
+        for op in history {
+            let ids: Vec<usize> = op.input.users().iter().map(|u| names[u]).collect();
+            for w in ids.windows(2) {
+                let (a, b) = (find(&mut root, w[0]), find(&mut root, w[1]));
+                root[a] = b;
+            }
+        }
+        let mut parts: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (i, op) in history.iter().enumerate() {
+            let first = op.input.users()[0];
+            let r = find(&mut root, names[first]);
+            parts.entry(r).or_default().push(i);
+        }
+        parts.into_values().collect()
+    }
+}
+
+fn put(s: &State, owner: &str, name: &str, size: u64, digest: [u8; 32]) -> State {
+    let mut s = s.clone();
+    s.files
+        .insert((owner.to_string(), name.to_string()), (size, digest));
+    s
+}
+
+impl fmt::Display for Input {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // The password only as much as tells clients apart.
+            Input::Register { user, password } => {
+                write!(f, "register {user} (password {})", tail(password))
+            }
+            Input::Login { user, password } => {
+                write!(f, "login {user} (password {})", tail(password))
+            }
+            Input::Put {
+                owner,
+                name,
+                size,
+                digest,
+                replace,
+            } => write!(
+                f,
+                "{owner}: put {name:?} ({size} bytes, {}){}",
+                short(digest),
+                if *replace { " --force" } else { "" }
+            ),
+            Input::Rm { owner, name } => write!(f, "{owner}: rm {name:?}"),
+            Input::Share {
+                owner,
+                name,
+                grantee,
+            } => write!(f, "{owner}: share {name:?} with {grantee}"),
+            Input::Unshare {
+                owner,
+                name,
+                grantee,
+            } => write!(f, "{owner}: unshare {name:?} from {grantee}"),
+            Input::Ls { user } => write!(f, "{user}: ls"),
+        }
+    }
+}
+
+/// The last four characters: enough to tell the scenario's passwords
+/// apart, not the password.
+fn tail(password: &str) -> String {
+    let n = password.chars().count();
+    let t: String = password.chars().skip(n.saturating_sub(4)).collect();
+    format!("...{t}")
+}
+
+impl fmt::Display for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Output::Unknown => f.write_str("? (may or may not have taken effect)"),
+            Output::Registered(id) => write!(f, "registered (user {id})"),
+            Output::Taken => f.write_str("username taken"),
+            Output::LoggedIn(id) => write!(f, "logged in (user {id})"),
+            Output::BadCredentials => f.write_str("bad credentials"),
+            Output::Stored { size, digest } => {
+                write!(f, "stored ({size} bytes, {})", short(digest))
+            }
+            Output::Exists => f.write_str("exists"),
+            Output::Deleted => f.write_str("deleted"),
+            Output::Shared => f.write_str("shared"),
+            Output::Unshared => f.write_str("unshared"),
+            Output::NotShared => f.write_str("not shared"),
+            Output::NoSuchFile => f.write_str("no such file"),
+            Output::NoSuchUser => f.write_str("no such user"),
+            Output::ShareWithSelf => f.write_str("cannot share with self"),
+            Output::Listing(lines) => {
+                let l: Vec<String> = lines
+                    .iter()
+                    .map(|(o, n, size, g)| match g.is_empty() {
+                        true => format!("{o}/{n} {size}"),
+                        false => format!("{o}/{n} {size} [{}]", g.join(",")),
+                    })
+                    .collect();
+                write!(f, "[{}]", l.join("; "))
+            }
+            Output::Unexpected(what) => write!(f, "unexpected: {what}"),
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The file clients' records as a history of the linearizability
+//! checker's catalogue model (the rules: `checkers::linearizability::record`).
+
+use super::client::{FilesRecord, OpPlan, OpResult, UserPlan};
+use crate::checkers::linearizability::catalogue::{Input, Line, Output};
+use crate::checkers::linearizability::record::{self, fold, op, History};
+use crate::clients::account::AccountRecord;
+use ferry_core::server::messages::{FileOutcome, Listed};
+use ferry_core::server::{OpError, Response};
+use ferry_core::transfer::TransferError;
+
+/// A files run's history: the setup's registrations and logins (clients
+/// numbered from 0), then the file clients' operations.
+pub fn history(accounts: &[AccountRecord], records: &[FilesRecord], users: &[UserPlan]) -> History {
+    let mut h = record::accounts(accounts, 0, true);
+    h.extend(files(records, users, accounts.len()));
+    h
+}
+
+/// The file clients' uploads, deletes, shares, unshares and listings; their
+/// clients are numbered from `first_client`.
+fn files(records: &[FilesRecord], users: &[UserPlan], first_client: usize) -> History {
+    let mut h = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let client = first_client + i;
+        let Some(me) = users.get(r.plan.user).map(|u| fold(&u.username)) else {
+            continue;
+        };
+        let user_name = |u: usize| users.get(u).map(|p| fold(&p.username));
+        for o in &r.ops {
+            let input = match &o.op {
+                OpPlan::Upload {
+                    name,
+                    content,
+                    digest,
+                    replace,
+                } => Input::Put {
+                    owner: me.clone(),
+                    name: name.clone(),
+                    size: content.len() as u64,
+                    digest: *digest,
+                    replace: *replace,
+                },
+                OpPlan::Delete { name } => Input::Rm {
+                    owner: me.clone(),
+                    name: name.clone(),
+                },
+                OpPlan::Share { name, user } | OpPlan::Unshare { name, user } => {
+                    let Some(grantee) = user_name(*user) else {
+                        continue;
+                    };
+                    let (owner, name) = (me.clone(), name.clone());
+                    match &o.op {
+                        OpPlan::Share { .. } => Input::Share {
+                            owner,
+                            name,
+                            grantee,
+                        },
+                        _ => Input::Unshare {
+                            owner,
+                            name,
+                            grantee,
+                        },
+                    }
+                }
+                OpPlan::List => Input::Ls { user: me.clone() },
+                OpPlan::Download { .. } | OpPlan::Browse { .. } => continue,
+            };
+            let Some(output) = file_output(&input, o.result.as_ref()) else {
+                continue;
+            };
+            h.push(op(client, o.started, o.ended, input, output));
+        }
+    }
+    h
+}
+
+/// What a file operation's result says, `None` if it says nothing of the
+/// catalogue (see the module's comment).
+fn file_output(input: &Input, result: Option<&OpResult>) -> Option<Output> {
+    let read = matches!(input, Input::Ls { .. });
+    let answer = match result {
+        Some(OpResult::NoSession(_)) => return None,
+        Some(OpResult::Answer(a)) => a,
+        // No answer (or none yet, at the end of a run).
+        Some(OpResult::Failed(_) | OpResult::Lost) | None => {
+            return (!read).then_some(Output::Unknown)
+        }
+    };
+    let e = match answer {
+        Response::Failed(e) => e,
+        Response::Listing(files) if read => return Some(Output::Listing(canonical(files))),
+        Response::File(outcome) if !read => {
+            return Some(match (input, outcome) {
+                (Input::Put { .. }, FileOutcome::Stored { size, digest }) => Output::Stored {
+                    size: *size,
+                    digest: *digest,
+                },
+                (Input::Rm { .. }, FileOutcome::Deleted) => Output::Deleted,
+                (Input::Share { .. }, FileOutcome::Shared) => Output::Shared,
+                (Input::Unshare { .. }, FileOutcome::Unshared) => Output::Unshared,
+                (_, other) => Output::Unexpected(format!("{other:?}")),
+            })
+        }
+        other => return Some(Output::Unexpected(other.to_string())),
+    };
+    match e {
+        // Refused before the catalogue: nothing happened.
+        OpError::InvalidSession { .. }
+        | OpError::NotAuthenticated
+        | OpError::BadName { .. }
+        | OpError::Transfer(
+            TransferError::BadName { .. }
+            | TransferError::NoSpace { .. }
+            | TransferError::OverQuota { .. },
+        ) => None,
+        _ if read => None,
+        OpError::FileExists | OpError::Transfer(TransferError::Exists) => Some(Output::Exists),
+        OpError::NoSuchFile => Some(Output::NoSuchFile),
+        OpError::NoSuchUser => Some(Output::NoSuchUser),
+        OpError::CannotShareWithSelf => Some(Output::ShareWithSelf),
+        OpError::NotShared => Some(Output::NotShared),
+        // "Unavailable: it may still take effect", and any failure that
+        // does not say whether the write was ordered.
+        _ => Some(Output::Unknown),
+    }
+}
+
+/// A listing in the model's form: sorted lines, sorted grantees.
+fn canonical(files: &[Listed]) -> Vec<Line> {
+    let mut lines: Vec<Line> = files
+        .iter()
+        .map(|l| {
+            let mut g = l.shared_with.clone();
+            g.sort();
+            (l.owner.clone(), l.name.clone(), l.size, g)
+        })
+        .collect();
+    lines.sort();
+    lines
+}
