@@ -4,8 +4,8 @@
 use crate::error::CliError;
 use crate::ClientArgs;
 use ferry_core::accounts::token::SessionToken;
-use ferry_core::client::{Client, ClientConfig, ClientError, ClientEvent};
-use ferry_core::server::{Request, Response};
+use ferry_core::client::{Client, ClientConfig, ClientError, ClientEvent, Peer};
+use ferry_core::server::{OpError, Request, Response};
 use ferry_runtime_smol::{Driver, Files};
 use std::ops::ControlFlow;
 use std::time::Duration;
@@ -34,7 +34,8 @@ pub enum Progress {
 /// command's local file (if it moves one), and who hears of progress.
 pub struct Plan<'a> {
     pub cfg: ClientConfig,
-    pub files: Option<Files>,
+    /// Makes the executor of the command's local file, once per attempt.
+    pub files: Option<Box<dyn FnMut() -> Files + 'a>>,
     /// Called as an operation moves.
     pub progress: Option<&'a mut dyn FnMut(Progress)>,
 }
@@ -83,6 +84,13 @@ pub fn run_as(
 
 /// Gets a session and runs `requests` on it in order, stopping after the
 /// first that fails. Returns the answers so far.
+///
+/// If the session is lost midway (its server died, hung up or stopped
+/// answering, or said it is cut off from the cluster) and every request
+/// only reads, the whole run is tried once more with a new server from the
+/// balancer: asking again cannot apply anything twice. A run that changes
+/// something fails with the error instead (the change may or may not have
+/// been applied).
 pub fn run(
     args: &ClientArgs,
     plan: Plan<'_>,
@@ -90,27 +98,80 @@ pub fn run(
 ) -> Result<(Session, Vec<Response>), CliError> {
     let Plan {
         cfg,
-        files,
+        mut files,
         mut progress,
     } = plan;
-    let mut driver = Driver::new(Client::new(cfg)).named("client");
-    if let Some(files) = files {
-        driver = driver.with_files(files);
+    let safe = requests.iter().all(only_reads);
+    let mut attempt = |requests: Vec<Request>| {
+        let mut driver = Driver::new(Client::new(cfg.clone())).named("client");
+        if let Some(make) = files.as_mut() {
+            driver = driver.with_files(make());
+        }
+        let now = driver.now();
+        driver.node_mut().start(now);
+        let result = run_requests(args, &mut driver, requests, safe, &mut progress);
+        driver.close(FLUSH_PATIENCE);
+        result
+    };
+    match attempt(requests.clone()) {
+        Err(Stop::Lost(why)) if safe => {
+            eprintln!("ferry: {why}; trying once more through the balancer");
+            attempt(requests).map_err(Stop::into_error)
+        }
+        other => other.map_err(Stop::into_error),
     }
-    let now = driver.now();
-    driver.node_mut().start(now);
-    let result = run_requests(args, &mut driver, requests, &mut progress);
-    driver.close(FLUSH_PATIENCE);
-    result
 }
 
-/// The session's part of [`run`]: handshake, then the requests.
+/// Requests that change nothing on the servers.
+fn only_reads(r: &Request) -> bool {
+    matches!(
+        r,
+        Request::WhoAmI { .. } | Request::List | Request::Download { .. }
+    )
+}
+
+/// Why an attempt stopped short.
+enum Stop {
+    /// The session was lost: another server may do better.
+    Lost(String),
+    /// Anything else: the command's error.
+    Failed(CliError),
+}
+
+impl Stop {
+    fn into_error(self) -> CliError {
+        match self {
+            Stop::Lost(why) => CliError::Failed(why),
+            Stop::Failed(e) => e,
+        }
+    }
+}
+
+/// An error of the client during a session's request: a lost server is
+/// worth another try, the rest is not.
+fn during_request(error: ClientError) -> Stop {
+    match &error {
+        ClientError::Unreachable {
+            peer: Peer::Server, ..
+        }
+        | ClientError::Timeout {
+            peer: Peer::Server, ..
+        } => Stop::Lost(error.to_string()),
+        _ => Stop::Failed(failed(error)),
+    }
+}
+
+/// The session's part of [`run`]: handshake, then the requests. `safe`:
+/// the requests only read, so a server cut off from the cluster is a lost
+/// session rather than an answer.
 fn run_requests(
     args: &ClientArgs,
     driver: &mut Driver<Client>,
     requests: Vec<Request>,
+    safe: bool,
     progress: &mut Option<&mut dyn FnMut(Progress)>,
-) -> Result<(Session, Vec<Response>), CliError> {
+) -> Result<(Session, Vec<Response>), Stop> {
+    let fatal = |e: String| Stop::Failed(CliError::Failed(e));
     let session = driver
         .run_until(|event| match event {
             ClientEvent::Connected { server_id, addr } => {
@@ -119,8 +180,8 @@ fn run_requests(
             ClientEvent::Failed(error) => ControlFlow::Break(Err(error)),
             _ => ControlFlow::Continue(()),
         })
-        .map_err(|e| CliError::Failed(e.to_string()))?
-        .map_err(failed)?;
+        .map_err(|e| fatal(e.to_string()))?
+        .map_err(|e| Stop::Failed(failed(e)))?;
     if args.verbose {
         eprintln!("via server {} at {}", session.server_id, session.addr);
     }
@@ -131,7 +192,7 @@ fn run_requests(
         driver
             .node_mut()
             .request(now, request)
-            .map_err(|e| CliError::Failed(format!("cannot start {op:?} on the session: {e:?}")))?;
+            .map_err(|e| fatal(format!("cannot start {op:?} on the session: {e:?}")))?;
         let response = driver
             .run_until(|event| match event {
                 ClientEvent::Response(r) => ControlFlow::Break(Ok(r)),
@@ -147,14 +208,22 @@ fn run_requests(
                     }
                     ControlFlow::Continue(())
                 }
-                ClientEvent::Failed(error) => ControlFlow::Break(Err(failed(error))),
-                ClientEvent::Disconnected => ControlFlow::Break(Err(CliError::Failed(format!(
+                ClientEvent::Failed(error) => ControlFlow::Break(Err(during_request(error))),
+                ClientEvent::Disconnected => ControlFlow::Break(Err(Stop::Lost(format!(
                     "server {} closed the session",
                     session.server_id
                 )))),
                 _ => ControlFlow::Continue(()),
             })
-            .map_err(|e| CliError::Failed(e.to_string()))??;
+            .map_err(|e| fatal(e.to_string()))??;
+        if let Response::Failed(OpError::Unavailable { reason }) = &response {
+            if safe {
+                return Err(Stop::Lost(format!(
+                    "server {} is unavailable: {reason}",
+                    session.server_id
+                )));
+            }
+        }
         let failed = matches!(response, Response::Failed(_));
         answers.push(response);
         if failed {

@@ -57,14 +57,13 @@ pub fn run(args: Args) -> Result<(), CliError> {
         }
     }
     let token = files_ui::token()?;
-    let files = Files::destination(&dest, args.force);
-    if let Some(partial) = files.partial() {
-        remove_on_interrupt(partial);
-    }
+    remove_on_interrupt(&ferry_runtime_smol::files::partial_path(&dest));
     let mut bar = Bar::new(0, &args.name);
     let mut progress = |p| bar.show(p);
     let mut plan = Plan::new(&args.client);
-    plan.files = Some(files);
+    let force = args.force;
+    let files_dest = dest.clone();
+    plan.files = Some(Box::new(move || Files::destination(&files_dest, force)));
     plan.progress = Some(&mut progress);
     let request = Request::Download {
         owner: args.owner,

@@ -64,7 +64,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let mut progress = |p| bar.show(p);
     let mut plan = Plan::new(&args.client);
     plan.cfg.window = args.window;
-    plan.files = Some(Files::source(&args.local));
+    let local = args.local.clone();
+    plan.files = Some(Box::new(move || Files::source(&local)));
     plan.progress = Some(&mut progress);
     let request = Request::Upload {
         name: name.clone(),

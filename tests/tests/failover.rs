@@ -91,3 +91,116 @@ fn killing_the_master_elects_another_and_it_rejoins_as_a_follower() {
     assert!(run.status.success(), "{run:?}");
     assert_eq!(std::fs::read(&dest).unwrap(), before);
 }
+
+/// A cluster of three servers and a balancer, alice registered and logged
+/// in: what the tests below start from.
+fn cluster_with_alice(data: &Path, home: &Path) -> (Cluster, ferry_tests::Proc, User) {
+    let cluster = Cluster::start(3, data);
+    let addrs: Vec<(u32, String)> = (1..=3)
+        .map(|id| (id, cluster.addr(id).to_string()))
+        .collect();
+    let servers: Vec<(u32, &str)> = addrs.iter().map(|(id, a)| (*id, a.as_str())).collect();
+    let (balancer_proc, balancer) = start_balancer(&servers);
+    wait_connectable(&balancer);
+    let alice = User::new(home, &balancer);
+    let run = alice.with_password(&["register", "alice"], PASSWORD);
+    assert!(run.status.success(), "{run:?}");
+    let run = alice.with_password(&["login", "alice"], PASSWORD);
+    assert!(run.status.success(), "{run:?}");
+    (cluster, balancer_proc, alice)
+}
+
+/// "stored" means on a majority of disks: killing the server that took
+/// the upload right after its answer loses nothing, and `get` works
+/// through the others (after an election, if it was the master).
+#[test]
+fn a_stored_file_survives_losing_the_server_that_took_it() {
+    let (data, home, work) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let (mut cluster, _balancer, alice) = cluster_with_alice(data.path(), home.path());
+    let content = noise(3, 300_000);
+    let run = alice.run(&["put", path_str(&write(work.path(), "kept.bin", &content))]);
+    assert!(run.status.success(), "{run:?}");
+    let took = via_server(&run);
+    cluster.kill(took);
+
+    let dest = work.path().join("got.bin");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let run = alice.run(&["get", "kept.bin", path_str(&dest), "--force"]);
+        if run.status.success() {
+            assert_ne!(via_server(&run), took);
+            assert_eq!(std::fs::read(&dest).unwrap(), content);
+            break;
+        }
+        // Only while a new master is elected (the one killed led).
+        assert!(
+            run.stderr.contains("no server available") || run.stderr.contains("unavailable"),
+            "{run:?}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "kept.bin never came back: {run:?}"
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+/// A `get` whose server is killed while it runs asks the balancer once more
+/// and gets the file from another server.
+#[test]
+fn a_download_whose_server_dies_is_tried_once_more_through_the_balancer() {
+    let (data, home, work) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let (mut cluster, _balancer, alice) = cluster_with_alice(data.path(), home.path());
+    let content = noise(4, 32 << 20);
+    let run = alice.run(&["put", path_str(&write(work.path(), "big.bin", &content))]);
+    assert!(run.status.success(), "{run:?}");
+    let dest = work.path().join("got.bin");
+    // The download may beat the kill, or go through the master (whose
+    // loss means an election first): then another try.
+    for _ in 0..6 {
+        let _ = std::fs::remove_file(&dest);
+        let mut get = alice.spawn(&["get", "big.bin", path_str(&dest)]);
+        let mut via = None;
+        ferry_tests::wait_until("the get's 'via server' line", || {
+            via = get.stderr().lines().find_map(|l| {
+                l.strip_prefix("via server ")?
+                    .split(' ')
+                    .next()?
+                    .parse::<u32>()
+                    .ok()
+            });
+            via.is_some() || !get.is_running()
+        });
+        let Some(via) = via.filter(|v| *v != Cluster::MASTER) else {
+            get.wait_exit();
+            continue;
+        };
+        cluster.kill(via);
+        let status = get.wait_exit();
+        let stderr = get.stderr();
+        assert!(status.success(), "{stderr}");
+        assert_eq!(std::fs::read(&dest).unwrap(), content);
+        if stderr.contains("trying once more through the balancer") {
+            let again = stderr
+                .lines()
+                .filter(|l| l.starts_with("via server "))
+                .nth(1);
+            assert!(
+                again.is_some_and(|l| !l.starts_with(&format!("via server {via} "))),
+                "{stderr}"
+            );
+            return;
+        }
+        // Done before the kill: bring the server back and try again.
+        cluster.restart(via);
+    }
+    panic!("no download was cut by the kill of its server in 6 tries");
+}
