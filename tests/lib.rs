@@ -14,6 +14,8 @@
 //! `listening on ADDR` line once they accept connections; tests wait for that
 //! line. Every wait has a deadline, and every child is killed on drop.
 
+pub mod netns;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -104,7 +106,7 @@ fn ferry_command_with_fd_limit(limit: u32, args: &[&str], envs: &[(&str, &str)])
     cmd
 }
 
-fn prepare(cmd: &mut Command, envs: &[(&str, &str)]) {
+pub(crate) fn prepare(cmd: &mut Command, envs: &[(&str, &str)]) {
     for var in SCRUBBED_ENV {
         cmd.env_remove(var);
     }
@@ -163,7 +165,7 @@ impl Proc {
         Proc::start(name, ferry_command_with_fd_limit(limit, args, envs))
     }
 
-    fn start(name: &str, mut cmd: Command) -> Proc {
+    pub(crate) fn start(name: &str, mut cmd: Command) -> Proc {
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
         let (stderr, stderr_reader) = collect(child.stderr.take().expect("piped stderr"));
