@@ -86,22 +86,22 @@ pub fn run_as(
 /// first that fails. Returns the answers so far.
 ///
 /// If the session is lost midway (its server died, hung up or stopped
-/// answering, or said it is cut off from the cluster) and every request
-/// only reads, the whole run is tried once more with a new server from the
-/// balancer: asking again cannot apply anything twice. A run that changes
-/// something fails with the error instead (the change may or may not have
-/// been applied).
+/// answering, or said it is unavailable), the whole run is tried once more
+/// with a new server from the balancer. Both tries carry one random command
+/// id (`ClientConfig::command_id`), so the cluster applies a mutation of
+/// the command once even if the first try's server had sent it on before
+/// it died; reads are safe to ask again anyway.
 pub fn run(
     args: &ClientArgs,
     plan: Plan<'_>,
     requests: Vec<Request>,
 ) -> Result<(Session, Vec<Response>), CliError> {
     let Plan {
-        cfg,
+        mut cfg,
         mut files,
         mut progress,
     } = plan;
-    let safe = requests.iter().all(only_reads);
+    cfg.command_id = Some(command_id()?);
     let mut attempt = |requests: Vec<Request>| {
         let mut driver = Driver::new(Client::new(cfg.clone())).named("client");
         if let Some(make) = files.as_mut() {
@@ -109,12 +109,12 @@ pub fn run(
         }
         let now = driver.now();
         driver.node_mut().start(now);
-        let result = run_requests(args, &mut driver, requests, safe, &mut progress);
+        let result = run_requests(args, &mut driver, requests, &mut progress);
         driver.close(FLUSH_PATIENCE);
         result
     };
     match attempt(requests.clone()) {
-        Err(Stop::Lost(why)) if safe => {
+        Err(Stop::Lost(why)) => {
             eprintln!("ferry: {why}; trying once more through the balancer");
             attempt(requests).map_err(Stop::into_error)
         }
@@ -122,12 +122,12 @@ pub fn run(
     }
 }
 
-/// Requests that change nothing on the servers.
-fn only_reads(r: &Request) -> bool {
-    matches!(
-        r,
-        Request::WhoAmI { .. } | Request::List | Request::Download { .. }
-    )
+/// A random id for one command (its tries share it).
+fn command_id() -> Result<u64, CliError> {
+    let mut id = [0u8; 8];
+    getrandom::fill(&mut id)
+        .map_err(|e| CliError::Failed(format!("no randomness from the system: {e}")))?;
+    Ok(u64::from_le_bytes(id))
 }
 
 /// Why an attempt stopped short.
@@ -161,14 +161,14 @@ fn during_request(error: ClientError) -> Stop {
     }
 }
 
-/// The session's part of [`run`]: handshake, then the requests. `safe`:
-/// the requests only read, so a server cut off from the cluster is a lost
-/// session rather than an answer.
+/// The session's part of [`run`]: handshake, then the requests. An answer
+/// "unavailable" (the server is cut off, or could not get the request
+/// ordered or copied in time) counts as a lost session: another server may
+/// do better.
 fn run_requests(
     args: &ClientArgs,
     driver: &mut Driver<Client>,
     requests: Vec<Request>,
-    safe: bool,
     progress: &mut Option<&mut dyn FnMut(Progress)>,
 ) -> Result<(Session, Vec<Response>), Stop> {
     let fatal = |e: String| Stop::Failed(CliError::Failed(e));
@@ -217,12 +217,10 @@ fn run_requests(
             })
             .map_err(|e| fatal(e.to_string()))??;
         if let Response::Failed(OpError::Unavailable { reason }) = &response {
-            if safe {
-                return Err(Stop::Lost(format!(
-                    "server {} is unavailable: {reason}",
-                    session.server_id
-                )));
-            }
+            return Err(Stop::Lost(format!(
+                "server {} is unavailable: {reason}",
+                session.server_id
+            )));
         }
         let failed = matches!(response, Response::Failed(_));
         answers.push(response);

@@ -5,7 +5,7 @@ use std::fmt;
 
 /// Bumped on any incompatible change to a link's messages. Every link's first
 /// message carries it, and a mismatch is refused with [`Refusal::VersionMismatch`].
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Why a node refused a request or closed a connection. Sent on the wire, so
 /// both ends print the same clear reason.

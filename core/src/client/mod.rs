@@ -34,6 +34,9 @@ pub struct ClientConfig {
     /// How often an established, idle session pings the server, which
     /// closes sessions silent for longer than its idle timeout (60 s).
     pub ping_interval: Duration,
+    /// The command's id (random, the same on each try of one command): its
+    /// mutations are applied once however many servers it is tried through.
+    pub command_id: Option<u64>,
 }
 
 impl ClientConfig {
@@ -45,6 +48,7 @@ impl ClientConfig {
             op_timeout: Duration::from_secs(15),
             window: crate::transfer::sender::DEFAULT_WINDOW,
             ping_interval: Duration::from_secs(20),
+            command_id: None,
         }
     }
 }
@@ -550,6 +554,9 @@ impl Client {
             ) if *server_id == said => {
                 let (conn, server_id, addr) = (*conn, *server_id, addr.clone());
                 self.out.send(conn, &SessionMsg::Ack);
+                if let Some(id) = self.cfg.command_id {
+                    self.out.send(conn, &SessionMsg::Command { id });
+                }
                 self.out.event(ClientEvent::Connected {
                     server_id,
                     addr: addr.clone(),

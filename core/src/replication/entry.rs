@@ -13,6 +13,28 @@ pub struct Origin {
     pub request: u64,
 }
 
+impl Origin {
+    /// The bit that marks a session id a client chose (`SessionMsg::
+    /// Command`): one command's id, the same through whichever server it is
+    /// tried, so that a command retried through another server after its
+    /// first server died is applied once. Servers draw their own ids with
+    /// this bit clear.
+    pub const CLIENT_CHOSEN: u64 = 1 << 63;
+
+    pub fn client_chosen(&self) -> bool {
+        self.session & Self::CLIENT_CHOSEN != 0
+    }
+
+    /// Whose requests a retry is recognised among: the session on its
+    /// server, or a client-chosen command on any server.
+    pub fn dedup_key(&self) -> (u32, u64) {
+        match self.client_chosen() {
+            true => (0, self.session),
+            false => (self.server, self.session),
+        }
+    }
+}
+
 /// A mutation of the replicated state.
 #[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
 #[speedy(tag_type = u8)]

@@ -166,9 +166,13 @@ impl Master {
         sh: &mut Shell,
         out: &mut Outbox<E>,
     ) {
-        if self.in_log.contains(&origin) || sh.state.has_applied(&origin) {
-            // A retry of something already ordered: the origin server will
-            // see the first copy when it applies it.
+        // A retry of something already ordered: the origin server will see
+        // the first copy when it applies it. Not so for a client-chosen
+        // command tried again through another server: that server waits for
+        // an entry of its own, which applies as a duplicate (no change, the
+        // first result).
+        let seen = !origin.client_chosen() && sh.state.has_applied(&origin);
+        if self.in_log.contains(&origin) || seen {
             return;
         }
         self.in_log.insert(origin);

@@ -116,7 +116,7 @@ impl State {
     /// The result already produced for `origin`, if its request was applied.
     pub fn applied_result(&self, origin: &Origin) -> Option<&TxnResult> {
         self.clients
-            .get(&(origin.server, origin.session))
+            .get(&origin.dedup_key())
             .filter(|r| r.request == origin.request)
             .map(|r| &r.result)
     }
@@ -124,7 +124,7 @@ impl State {
     /// True if `origin`'s request (or a later one of its session) was applied.
     pub fn has_applied(&self, origin: &Origin) -> bool {
         self.clients
-            .get(&(origin.server, origin.session))
+            .get(&origin.dedup_key())
             .is_some_and(|r| r.request >= origin.request)
     }
 
@@ -139,7 +139,7 @@ impl State {
                 result: TxnResult::Noop,
             };
         }
-        if let Some(r) = self.clients.get(&(o.server, o.session)) {
+        if let Some(r) = self.clients.get(&o.dedup_key()) {
             if r.request >= o.request {
                 // A retry that the master logged twice: applied once.
                 let result = if r.request == o.request {
@@ -263,10 +263,10 @@ impl State {
         };
         writes.push(Write::Put {
             table: Table::Clients,
-            key: client_key(o.server, o.session),
+            key: client_key(o.dedup_key().0, o.dedup_key().1),
             value: enc(&record),
         });
-        self.clients.insert((o.server, o.session), record);
+        self.clients.insert(o.dedup_key(), record);
         Applied { writes, result }
     }
 

@@ -75,6 +75,12 @@ pub enum SessionMsg {
     /// waited for as long as it keeps coming, not for a fixed time.
     #[speedy(tag = 41)]
     Fetching { bytes: u64, size: u64 },
+    /// Client → server, right after `Ack` and before any operation: this
+    /// session runs the client's command `id` (random, the same on each try
+    /// of the command), so that a command retried through another server
+    /// is applied once.
+    #[speedy(tag = 42)]
+    Command { id: u64 },
 }
 
 /// First tag byte of [`SessionMsg`] frames.

@@ -366,6 +366,23 @@ impl Server {
 
     /// Runs operation `op` of the session on `conn`, its data `data`.
     fn run_op(&mut self, now: Timestamp, conn: ConnId, op: OpCode, data: SessionMsg) {
+        // A command tried again whose transaction the cluster has applied
+        // already: its first result, before any check of the state as it
+        // is now (the name it registered is taken by then, the file it
+        // deleted gone). An upload goes on and its entry applies as a
+        // duplicate: its answer names the content it carries.
+        let answered_from_log = matches!(
+            op,
+            OpCode::Register | OpCode::Share | OpCode::Unshare | OpCode::Delete
+        );
+        if answered_from_log {
+            if let Some(result) = self.sessions.applied_before(conn, &self.replica) {
+                self.sessions.skip_request(conn);
+                let msg = accounts::answer_to(&result)
+                    .unwrap_or_else(|| user_files::answer_to(result, None));
+                return self.sessions.answer(conn, op, msg, &mut self.out);
+            }
+        }
         let taken = if op.needs_login() {
             let (files, mut cx) = self.files(now);
             files.on_data(&mut cx, conn, op, data)
@@ -671,3 +688,6 @@ mod user_files_tests;
 
 #[cfg(test)]
 mod copies_tests;
+
+#[cfg(test)]
+mod command_tests;

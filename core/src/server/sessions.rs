@@ -27,7 +27,7 @@ use crate::frame::{self, FrameDecoder};
 use crate::io::ConnId;
 use crate::outbox::Outbox;
 use crate::refusal::{Refusal, PROTOCOL_VERSION};
-use crate::replication::entry::{Origin, Txn};
+use crate::replication::entry::{Origin, Txn, TxnResult};
 use crate::replication::Readiness;
 use crate::replication::Replica;
 use crate::time::{earliest, Timestamp};
@@ -349,6 +349,22 @@ impl Sessions {
         if let Stage::Established { idle_deadline, .. } = &mut c.stage {
             *idle_deadline = now + idle_timeout;
         }
+        // A command id names the session's transactions from the first on:
+        // taken only before any (later, the session would share another
+        // command's dedup record midway).
+        if let (
+            Stage::Established {
+                session,
+                requests: 0,
+                op: Op::Idle,
+                ..
+            },
+            SessionMsg::Command { id },
+        ) = (&mut c.stage, &msg)
+        {
+            *session = id | Origin::CLIENT_CHOSEN;
+            return Routed::Done;
+        }
         match (&c.stage, msg) {
             (Stage::Opening { .. }, SessionMsg::Hello { version, code }) => {
                 if version != PROTOCOL_VERSION {
@@ -366,7 +382,7 @@ impl Sessions {
                 let deadline = now + self.handshake_timeout;
                 // Random, so that a restarted server never reuses a session
                 // id that the replicated dedup table remembers.
-                let session = entropy.next_u64();
+                let session = entropy.next_u64() & !Origin::CLIENT_CHOSEN;
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.stage = Stage::AwaitAck { deadline, session };
                 }
@@ -585,6 +601,43 @@ impl Sessions {
             } if o == origin => Some((*id, *op)),
             _ => None,
         })
+    }
+
+    /// The result the cluster already gave the next transaction of the
+    /// session on `conn`, if the session is a client-named command tried
+    /// again (its first try went through another server, or this one).
+    pub(super) fn applied_before(&self, conn: ConnId, replica: &Replica) -> Option<TxnResult> {
+        let Some(Conn {
+            stage: Stage::Established {
+                session, requests, ..
+            },
+            ..
+        }) = self.conns.get(&conn)
+        else {
+            return None;
+        };
+        let origin = Origin {
+            server: self.id,
+            session: *session,
+            request: requests + 1,
+        };
+        let state = replica.state();
+        origin
+            .client_chosen()
+            .then(|| state.applied_result(&origin).cloned())
+            .flatten()
+    }
+
+    /// The session's next transaction was answered from
+    /// [`Sessions::applied_before`]: the one after it has the next number.
+    pub(super) fn skip_request(&mut self, conn: ConnId) {
+        if let Some(Conn {
+            stage: Stage::Established { requests, .. },
+            ..
+        }) = self.conns.get_mut(&conn)
+        {
+            *requests += 1;
+        }
     }
 
     /// Lapses the reservations whose time is up; how many lapsed.

@@ -251,7 +251,12 @@ impl UserFiles {
         let replaced = catalogue.get(user, &name).map_or(0, |f| f.size);
         let refusal = if let Err(reason) = check_name(&name) {
             Some(TransferError::BadName { reason })
-        } else if catalogue.get(user, &name).is_some() && !replace {
+        } else if catalogue.get(user, &name).is_some()
+            && !replace
+            && cx.sessions.applied_before(conn, cx.replica).is_none()
+        {
+            // (Unless this is a command tried again, whose upload is the
+            // one that took the name.)
             Some(TransferError::Exists)
         } else if used - replaced + size > self.quota {
             Some(TransferError::OverQuota {

@@ -1,0 +1,161 @@
+//! Commands named by the client (`SessionMsg::Command`): one command tried
+//! through two servers is applied once.
+
+use crate::server::{OpError, Request, SessionMsg};
+use crate::testkit::cluster::Cluster;
+use std::time::Duration;
+
+fn register(c: &mut Cluster, ix: usize, command: Option<u64>) -> Vec<SessionMsg> {
+    let s = c.open_session(ix);
+    if let Some(id) = command {
+        c.send(ix, s, &SessionMsg::Command { id });
+    }
+    let req = Request::Register {
+        username: "alice".into(),
+        password: "password-123".into(),
+    };
+    let mut got = c.request(ix, s, &req);
+    c.run_for(Duration::from_millis(500));
+    got.extend(c.received(ix, s));
+    got
+}
+
+#[test]
+fn a_command_tried_again_through_another_server_is_applied_once() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let first = register(&mut c, 1, Some(42));
+    let [SessionMsg::Registered { user_id }] = first[..] else {
+        panic!("{first:?}");
+    };
+    // The same command through another server: the first result, not
+    // "username taken".
+    assert_eq!(
+        register(&mut c, 2, Some(42)),
+        [SessionMsg::Registered { user_id }]
+    );
+    // Another command (or none) registering the same name is refused.
+    for other in [Some(43), None] {
+        let got = register(&mut c, 0, other);
+        assert!(
+            matches!(got[..], [SessionMsg::Failed(OpError::UsernameTaken)]),
+            "{other:?}: {got:?}"
+        );
+    }
+    c.settle();
+    let users = c.server(0).replica.state().users().count();
+    assert_eq!(users, 1);
+}
+
+/// A command id is taken only before the session's first transaction: a
+/// session cannot move to another command's dedup record midway.
+#[test]
+fn a_command_id_after_a_transaction_is_refused() {
+    let mut c = Cluster::new(1);
+    c.run_for(Duration::from_secs(1));
+    let s = c.open_session(0);
+    let req = Request::Register {
+        username: "bob".into(),
+        password: "password-123".into(),
+    };
+    c.request(0, s, &req);
+    c.run_for(Duration::from_millis(500));
+    c.received(0, s);
+    c.send(0, s, &SessionMsg::Command { id: 7 });
+    let got = c.received(0, s);
+    assert!(
+        matches!(got.last(), Some(SessionMsg::Refused(_))),
+        "{got:?}"
+    );
+}
+
+/// A login token for `name`, registered on a session of its own.
+fn token(c: &mut Cluster, name: &str) -> crate::accounts::token::SessionToken {
+    let s = c.open_session(0);
+    let (username, password) = (name.to_string(), "password-123".to_string());
+    c.request(
+        0,
+        s,
+        &Request::Register {
+            username: username.clone(),
+            password: password.clone(),
+        },
+    );
+    c.run_for(Duration::from_millis(300));
+    let got = c.request(0, s, &Request::Login { username, password });
+    match &got[..] {
+        [SessionMsg::LoggedIn { token, .. }] => token.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A session on `ix` running command `id` as the holder of `token`.
+fn command_session(
+    c: &mut Cluster,
+    ix: usize,
+    id: u64,
+    token: &crate::accounts::token::SessionToken,
+) -> crate::io::ConnId {
+    let s = c.open_session(ix);
+    c.send(ix, s, &SessionMsg::Command { id });
+    let me = c.request(
+        ix,
+        s,
+        &Request::WhoAmI {
+            token: token.clone(),
+        },
+    );
+    assert!(matches!(me[..], [SessionMsg::Me { .. }]), "{me:?}");
+    s
+}
+
+/// A put and an rm, each tried again through another server after the
+/// first try took effect: "stored" and "deleted" again, not "exists" and
+/// "no such file", and each applied once.
+#[test]
+fn a_put_and_an_rm_tried_again_elsewhere_answer_as_the_first_try() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let t = token(&mut c, "alice");
+    let content = b"the same bytes on each try".to_vec();
+    let stored = |got: &[SessionMsg]| {
+        matches!(
+            got,
+            [SessionMsg::FileDone(
+                crate::server::messages::FileOutcome::Stored { .. }
+            )]
+        )
+    };
+    let s = command_session(&mut c, 1, 100, &t);
+    let first = c.upload(1, s, "notes.txt", &content, false);
+    assert!(stored(&first), "{first:?}");
+    let s = command_session(&mut c, 2, 100, &t);
+    let again = c.upload(2, s, "notes.txt", &content, false);
+    assert_eq!(again, first);
+    // A new command uploading the same name is told it exists.
+    let s = command_session(&mut c, 2, 101, &t);
+    let other = c.upload(2, s, "notes.txt", &content, false);
+    assert!(!stored(&other), "{other:?}");
+
+    let rm = Request::Delete {
+        name: "notes.txt".into(),
+    };
+    let s = command_session(&mut c, 0, 102, &t);
+    let deleted = c.request(0, s, &rm);
+    c.run_for(Duration::from_millis(300));
+    let deleted = [deleted, c.received(0, s)].concat();
+    let s = command_session(&mut c, 1, 102, &t);
+    let again = c.request(1, s, &rm);
+    assert_eq!(again, deleted);
+    assert!(
+        matches!(
+            deleted[..],
+            [SessionMsg::FileDone(
+                crate::server::messages::FileOutcome::Deleted
+            )]
+        ),
+        "{deleted:?}"
+    );
+    c.settle();
+    assert_eq!(c.server(0).replica.state().catalogue().all().count(), 0);
+}
