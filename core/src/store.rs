@@ -26,15 +26,18 @@ pub enum Table {
     Clients,
     /// Revoked session tokens until they expire.
     Revoked,
+    /// Registered peers (`replication::registry`).
+    Peers,
 }
 
 impl Table {
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 6] = [
         Table::Users,
         Table::Files,
         Table::Shares,
         Table::Clients,
         Table::Revoked,
+        Table::Peers,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +47,7 @@ impl Table {
             Table::Shares => "shares",
             Table::Clients => "clients",
             Table::Revoked => "revoked",
+            Table::Peers => "peers",
         }
     }
 }

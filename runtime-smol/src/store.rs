@@ -62,14 +62,14 @@ impl HeedStore {
                 for t in Table::ALL {
                     rows.push(opener.create_database(wtxn, Some(t.name()))?);
                 }
-                let rows: [_; 5] = rows
+                let rows: [_; Table::ALL.len()] = rows
                     .try_into()
                     .map_err(|_| heed::Error::Io(std::io::Error::other("table count")))?;
                 Ok(CommitOrAbort::<_, ()>::Commit((log, meta, rows)))
             })
             .map_err(err)?
             .unwrap_commit();
-        let (log, meta, rows): (Log, Meta, [Rows; 5]) = (log, meta, rows);
+        let (log, meta, rows): (Log, Meta, [Rows; Table::ALL.len()]) = (log, meta, rows);
         let tables = Table::ALL.into_iter().zip(rows).collect();
         Ok(HeedStore {
             env,
@@ -207,6 +207,44 @@ mod tests {
         assert_eq!(rec.log, vec![(1, vec![1]), (2, vec![2])]);
         assert_eq!(rec.tables, vec![(Table::Revoked, vec![2], vec![3])]);
         assert_eq!(rec.applied, 2);
+    }
+
+    /// A data directory from before the peer registry has no `peers`
+    /// table: it opens unchanged, gains an empty one, and keeps its rows.
+    #[test]
+    fn a_store_from_before_the_peers_table_opens_and_gains_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // SAFETY: a fresh directory, opened once, by this test alone.
+            let env = unsafe { EnvOpenOptions::new().max_dbs(16).open(dir.path()).unwrap() };
+            let wtxn = env.write_txn().unwrap();
+            env.create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
+                for name in ["log", "users", "files", "shares", "clients", "revoked"] {
+                    let db: Database<'_, Bytes, Bytes> =
+                        opener.create_database(wtxn, Some(name))?;
+                    if name == "users" {
+                        db.put(wtxn, &[1], &[2])?;
+                    }
+                }
+                let _: Database<'_, Str, U64<BigEndian>> =
+                    opener.create_database(wtxn, Some("meta"))?;
+                Ok(CommitOrAbort::<_, ()>::Commit(()))
+            })
+            .unwrap();
+        }
+        let mut s = HeedStore::open(dir.path()).unwrap();
+        let rec = s.load().unwrap();
+        assert_eq!(rec.tables, vec![(Table::Users, vec![1], vec![2])]);
+        let mut b = Batch::default();
+        b.push(Write::Put {
+            table: Table::Peers,
+            key: vec![9],
+            value: vec![8],
+        });
+        s.commit(&b).unwrap();
+        drop(s);
+        let rec = HeedStore::open(dir.path()).unwrap().load().unwrap();
+        assert!(rec.tables.contains(&(Table::Peers, vec![9], vec![8])));
     }
 
     /// Stores written before failover have a view and no vote: they load

@@ -78,6 +78,20 @@ pub enum Txn {
     /// inherited, nor answer a read.
     #[speedy(tag = 7)]
     Noop,
+    /// `user`'s peer listening at `addr` registers (`replication::registry`).
+    #[speedy(tag = 8)]
+    PeerJoin {
+        user: u64,
+        addr: String,
+        ticket_digest: [u8; 32],
+    },
+    /// The server holding peer `peer`'s link heard from it: its lease goes on.
+    #[speedy(tag = 9)]
+    PeerRenew { peer: u64 },
+    /// Peer `peer` leaves: it said so, its link closed, or (`expired`) the
+    /// master saw its lease run out.
+    #[speedy(tag = 10)]
+    PeerLeave { peer: u64, expired: bool },
 }
 
 impl Txn {
@@ -103,6 +117,12 @@ impl Txn {
             } => format!("unshare user{owner}/{name} from {grantee}"),
             Txn::Delete { owner, name } => format!("delete user{owner}/{name}"),
             Txn::Noop => "noop (new master)".into(),
+            Txn::PeerJoin { user, addr, .. } => format!("peer of user{user} joins at {addr}"),
+            Txn::PeerRenew { peer } => format!("peer {peer} renews"),
+            Txn::PeerLeave { peer, expired } => match expired {
+                true => format!("peer {peer} expires"),
+                false => format!("peer {peer} leaves"),
+            },
         }
     }
 }
@@ -137,6 +157,14 @@ pub enum TxnResult {
     CannotShareWithSelf,
     #[speedy(tag = 13)]
     Noop,
+    #[speedy(tag = 14)]
+    PeerJoined { peer: u64 },
+    #[speedy(tag = 15)]
+    PeerRenewed,
+    #[speedy(tag = 16)]
+    PeerLeft,
+    #[speedy(tag = 17)]
+    NoSuchPeer,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]

@@ -33,6 +33,7 @@ mod follower;
 mod leader;
 mod link;
 pub mod messages;
+pub mod registry;
 pub mod state;
 
 use crate::auth::ClusterSecret;

@@ -5,6 +5,7 @@
 
 use super::catalogue::{Catalogue, FileMeta};
 use super::entry::{Entry, Origin, Txn, TxnResult};
+use super::registry::Registry;
 use crate::accounts::password::PasswordHash;
 use crate::frame;
 use crate::store::{Table, Write};
@@ -40,6 +41,7 @@ pub struct State {
     revoked: BTreeMap<[u8; 16], u64>,
     clients: BTreeMap<(u32, u64), ClientRecord>,
     catalogue: Catalogue,
+    registry: Registry,
 }
 
 fn enc<T: Writable<speedy::LittleEndian>>(v: &T) -> Vec<u8> {
@@ -88,6 +90,7 @@ impl State {
                 }
                 Table::Files => s.catalogue.load_file(value)?,
                 Table::Shares => s.catalogue.load_share(key)?,
+                Table::Peers => s.registry.load(value)?,
             }
         }
         Ok(s)
@@ -107,6 +110,10 @@ impl State {
 
     pub fn catalogue(&self) -> &Catalogue {
         &self.catalogue
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     pub fn is_revoked(&self, token_id: &[u8; 16]) -> bool {
@@ -256,6 +263,25 @@ impl State {
                 None => TxnResult::NoSuchFile,
             },
             Txn::Noop => TxnResult::Noop,
+            Txn::PeerJoin {
+                user,
+                addr,
+                ticket_digest,
+            } => match self.users.contains_key(user) {
+                true => (self.registry).join(
+                    entry.index,
+                    *user,
+                    addr,
+                    *ticket_digest,
+                    entry.at,
+                    &mut writes,
+                ),
+                false => TxnResult::NoSuchUser,
+            },
+            Txn::PeerRenew { peer } => self.registry.renew(*peer, entry.at, &mut writes),
+            Txn::PeerLeave { peer, expired } => {
+                (self.registry).leave(*peer, *expired, entry.at, &mut writes)
+            }
         };
         let record = ClientRecord {
             request: o.request,
@@ -281,6 +307,7 @@ impl State {
             h.update(&v.to_le_bytes());
         }
         self.catalogue.digest_into(&mut h);
+        self.registry.digest_into(&mut h);
         for ((s, sess), r) in &self.clients {
             h.update(&s.to_le_bytes());
             h.update(&sess.to_le_bytes());
@@ -366,6 +393,26 @@ mod tests {
         };
         let Applied { writes, result: r } = s.apply(&revoke);
         assert_eq!(r, TxnResult::Revoked);
+        store.commit(&Batch { writes }).unwrap();
+        let join = |index, user| Entry {
+            index,
+            origin: Origin {
+                request: index,
+                ..revoke.origin
+            },
+            txn: Txn::PeerJoin {
+                user,
+                addr: "10.0.0.1:9000".into(),
+                ticket_digest: [3; 32],
+            },
+            ..revoke.clone()
+        };
+        let Applied { writes, result: r } = s.apply(&join(4, 2));
+        assert_eq!(r, TxnResult::PeerJoined { peer: 4 });
+        store.commit(&Batch { writes }).unwrap();
+        // Only a user of the cluster registers a peer.
+        let Applied { writes, result: r } = s.apply(&join(5, 77));
+        assert_eq!(r, TxnResult::NoSuchUser);
         store.commit(&Batch { writes }).unwrap();
         let rebuilt = State::from_rows(&store.load().unwrap().tables).unwrap();
         assert_eq!(rebuilt, s);

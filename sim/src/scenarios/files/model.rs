@@ -26,6 +26,9 @@ pub enum Outcome {
     Registered(u64),
     UsernameTaken,
     Revoked,
+    /// A change of the peer registry, which the catalogue's model leaves
+    /// alone.
+    Peers,
     Stored,
     FileExists,
     NoSuchFile,
@@ -55,7 +58,7 @@ impl Catalogue {
             // A new master's first entry: no client's, changes nothing.
             return Outcome::Duplicate;
         }
-        let key = (e.origin.server, e.origin.session);
+        let key = e.origin.dedup_key();
         if self
             .sessions
             .get(&key)
@@ -76,6 +79,7 @@ impl Catalogue {
             }
             Txn::Revoke { .. } => Outcome::Revoked,
             Txn::Noop => Outcome::Duplicate,
+            Txn::PeerJoin { .. } | Txn::PeerRenew { .. } | Txn::PeerLeave { .. } => Outcome::Peers,
             Txn::PutFile {
                 owner,
                 name,
