@@ -92,15 +92,45 @@ impl ServerSlot {
 /// never reaches the store of the next one: it fails.
 #[derive(Clone)]
 pub struct OpenStore {
-    store: Rc<RefCell<Option<HeedStore>>>,
+    store: Rc<RefCell<Option<(HeedStore, Opened)>>>,
     /// Told of every batch committed.
     durable: SharedDurableLog,
 }
 
+thread_local! {
+    /// The store directories this thread has open, for the message of a
+    /// store found in use: CI once saw one (replication seed 10, a crash
+    /// and a restart at one instant) that no replay reproduces; the
+    /// message says whether this thread still had it open (a handle
+    /// escaped closing) or not (the lock was held from elsewhere).
+    static OPEN_DIRS: RefCell<std::collections::BTreeSet<PathBuf>> =
+        const { RefCell::new(std::collections::BTreeSet::new()) };
+}
+
+/// A directory in [`OPEN_DIRS`] while its store is open.
+struct Opened(PathBuf);
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        // (At a thread's end the set may be gone before the last store.)
+        let _ = OPEN_DIRS.try_with(|o| o.borrow_mut().remove(&self.0));
+    }
+}
+
 impl OpenStore {
     fn open(dir: &Path, durable: SharedDurableLog) -> Result<OpenStore, StoreError> {
+        let store = HeedStore::open(dir).map_err(|e| {
+            let here = OPEN_DIRS.with(|o| o.borrow().contains(dir));
+            let whose = match here {
+                true => "this thread still has it open",
+                false => "not open on this thread",
+            };
+            StoreError(format!("{} ({whose})", e.0))
+        })?;
+        OPEN_DIRS.with(|o| o.borrow_mut().insert(dir.to_path_buf()));
+        let opened = Opened(dir.to_path_buf());
         Ok(OpenStore {
-            store: Rc::new(RefCell::new(Some(HeedStore::open(dir)?))),
+            store: Rc::new(RefCell::new(Some((store, opened)))),
             durable,
         })
     }
@@ -121,7 +151,7 @@ impl OpenStore {
         f: impl FnOnce(&mut HeedStore) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         match self.store.borrow_mut().as_mut() {
-            Some(store) => f(store),
+            Some((store, _)) => f(store),
             None => Err(StoreError(
                 "the store was closed by a crash of its host".to_string(),
             )),
