@@ -51,6 +51,11 @@ pub(super) struct Master {
     view_start: u64,
     since: Timestamp,
     confirms: Vec<Confirm>,
+    /// Peers whose lease ran out and whose `PeerLeave` this master has
+    /// ordered (once each).
+    expiring: BTreeSet<u64>,
+    /// Transactions this master ordered of its own accord this view.
+    own: u64,
 }
 
 impl Master {
@@ -82,6 +87,8 @@ impl Master {
             view_start: 0,
             since: now,
             confirms: Vec::new(),
+            expiring: BTreeSet::new(),
+            own: 0,
         }
     }
 
@@ -409,7 +416,7 @@ impl Master {
 
     /// Heartbeats, and the check that a majority still follows: `Err`
     /// with the reason if not, and this server steps down.
-    pub(super) fn handle_timeout<E>(
+    pub(super) fn handle_timeout<E: From<ReplicaEvent>>(
         &mut self,
         now: Timestamp,
         sh: &mut Shell,
@@ -426,11 +433,50 @@ impl Master {
         if self.next_heartbeat <= now {
             self.heartbeat(now, sh, out);
         }
+        self.expire_peers(now, sh, out);
         Ok(())
     }
 
-    /// The next heartbeat; the majority check runs with it.
-    pub(super) fn poll_timeout(&self) -> Option<Timestamp> {
-        (!self.followers.is_empty()).then_some(self.next_heartbeat)
+    /// Orders the removal of every registered peer whose lease ran out by
+    /// this master's clock. Its origin is the master's own (session 0,
+    /// numbered by view, so a later term's are always newer); the entry
+    /// removes the peer only if no renewal was applied before it.
+    fn expire_peers<E: From<ReplicaEvent>>(
+        &mut self,
+        now: Timestamp,
+        sh: &mut Shell,
+        out: &mut Outbox<E>,
+    ) {
+        let registry = sh.state.registry();
+        self.expiring.retain(|id| registry.get(*id).is_some());
+        let secs = now.as_micros() / 1_000_000;
+        let due: Vec<u64> = (registry.expired(secs).into_iter())
+            .filter(|id| !self.expiring.contains(id))
+            .collect();
+        for peer in due {
+            self.expiring.insert(peer);
+            self.own += 1;
+            let origin = Origin {
+                server: sh.cfg.me,
+                session: 0,
+                request: (sh.view << 32) | self.own,
+            };
+            let txn = Txn::PeerLeave {
+                peer,
+                expired: true,
+            };
+            self.propose(now, origin, txn, sh, out);
+        }
+    }
+
+    /// The next heartbeat (the majority check runs with it), or the next
+    /// lease of a peer to run out.
+    pub(super) fn poll_timeout(&self, sh: &Shell) -> Option<Timestamp> {
+        let heartbeat = (!self.followers.is_empty()).then_some(self.next_heartbeat);
+        let lease = (sh.state.registry().all())
+            .filter(|p| !self.expiring.contains(&p.id))
+            .map(|p| Timestamp::from_micros((p.lease_until + 1).saturating_mul(1_000_000)))
+            .min();
+        crate::time::earliest(heartbeat, lease)
     }
 }

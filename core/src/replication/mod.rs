@@ -752,7 +752,7 @@ impl Replica {
 
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         let role = match &self.role {
-            Role::Master(m) => m.poll_timeout(),
+            Role::Master(m) => m.poll_timeout(&self.shell),
             Role::Follower(f) => Some(f.election_at()),
             Role::Candidate(c) => Some(c.election_at()),
         };

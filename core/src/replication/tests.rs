@@ -913,3 +913,60 @@ fn a_login_right_after_registering_elsewhere_waits_for_the_masters_read_index() 
         "{got:?} {ev:#?}"
     );
 }
+
+/// The peers registered on server `ix`, by id, as its applied state says.
+fn peers_on(c: &Cluster, ix: usize) -> Vec<u64> {
+    let state = c.server(ix).replica().state();
+    state.registry().all().map(|p| p.id).collect()
+}
+
+/// A peer whose lease is renewed stays; one whose lease runs out is
+/// expired by the master, and by the next master if the first is lost
+/// meanwhile; every server's list agrees.
+#[test]
+fn peer_leases_run_out_unless_renewed_and_a_new_master_expires_them() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let s = c.open_session(0);
+    c.request(0, s, &register("alice"));
+    c.run_for(Duration::from_millis(500));
+    let submit = |c: &mut Cluster, request: u64, txn: Txn| {
+        let origin = Origin {
+            server: 1,
+            session: 99,
+            request,
+        };
+        let now = c.now;
+        c.server_mut(0).submit_for_test(now, origin, txn);
+        c.run_for(Duration::from_millis(500));
+    };
+    let join = |addr: &str| Txn::PeerJoin {
+        user: 1,
+        addr: addr.into(),
+        ticket_digest: [0; 32],
+    };
+    submit(&mut c, 1, join("10.0.0.1:9000"));
+    submit(&mut c, 2, join("10.0.0.2:9000"));
+    let (kept, lapsed) = match peers_on(&c, 0)[..] {
+        [a, b] => (a, b),
+        ref other => panic!("two peers registered: {other:?}"),
+    };
+    for ix in 0..3 {
+        assert_eq!(peers_on(&c, ix), [kept, lapsed], "server {}", ix + 1);
+    }
+    // 40 s: one peer renewed every 10 s, the other never.
+    for request in 3..7 {
+        submit(&mut c, request, Txn::PeerRenew { peer: kept });
+        c.run_for(Duration::from_millis(9_500));
+    }
+    for ix in 0..3 {
+        assert_eq!(peers_on(&c, ix), [kept], "server {}", ix + 1);
+    }
+    // The master is lost; the next one expires what lapses later.
+    c.crash(0);
+    c.run_for(Duration::from_secs(40));
+    assert!(masters(&c, &[1, 2]).len() == 1);
+    for ix in 1..3 {
+        assert!(peers_on(&c, ix).is_empty(), "server {}", ix + 1);
+    }
+}
