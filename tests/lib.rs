@@ -506,6 +506,20 @@ impl Cluster {
     }
 }
 
+/// A balancer for `servers` (id, address), and alice, registered and
+/// logged in through it with `password`, her FERRY_HOME at `home`.
+pub fn balancer_with_alice(servers: &[(u32, String)], home: &Path, password: &str) -> (Proc, User) {
+    let list: Vec<(u32, &str)> = servers.iter().map(|(id, a)| (*id, a.as_str())).collect();
+    let (balancer_proc, balancer) = start_balancer(&list);
+    wait_connectable(&balancer);
+    let alice = User::new(home, &balancer);
+    for cmd in ["register", "login"] {
+        let run = alice.with_password(&[cmd, "alice"], password);
+        assert!(run.status.success(), "{cmd}: {run:?}");
+    }
+    (balancer_proc, alice)
+}
+
 /// Someone using the client commands: their FERRY_HOME (where `ferry
 /// login` keeps the session) and the balancer they ask.
 pub struct User {

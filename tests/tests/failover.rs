@@ -4,7 +4,7 @@
 //! put while it was down.
 
 use ferry_tests::{
-    noise, path_str, start_balancer, via_server, wait_connectable, Cluster, User, DEADLINE, POLL,
+    balancer_with_alice, noise, path_str, via_server, Cluster, User, DEADLINE, POLL,
 };
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -22,18 +22,7 @@ fn killing_the_master_elects_another_and_it_rejoins_as_a_follower() {
     let data = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::start(3, data.path());
-    let addrs: Vec<(u32, String)> = (1..=3)
-        .map(|id| (id, cluster.addr(id).to_string()))
-        .collect();
-    let servers: Vec<(u32, &str)> = addrs.iter().map(|(id, a)| (*id, a.as_str())).collect();
-    let (_balancer, balancer) = start_balancer(&servers);
-    wait_connectable(&balancer);
-    let alice = User::new(home.path(), &balancer);
-    let run = alice.with_password(&["register", "alice"], PASSWORD);
-    assert!(run.status.success(), "{run:?}");
-    let run = alice.with_password(&["login", "alice"], PASSWORD);
-    assert!(run.status.success(), "{run:?}");
+    let (mut cluster, _balancer, alice) = cluster_with_alice(data.path(), home.path());
     let before = noise(1, 50_000);
     let run = alice.run(&["put", path_str(&write(work.path(), "before.bin", &before))]);
     assert!(run.status.success(), "{run:?}");
@@ -99,15 +88,8 @@ fn cluster_with_alice(data: &Path, home: &Path) -> (Cluster, ferry_tests::Proc, 
     let addrs: Vec<(u32, String)> = (1..=3)
         .map(|id| (id, cluster.addr(id).to_string()))
         .collect();
-    let servers: Vec<(u32, &str)> = addrs.iter().map(|(id, a)| (*id, a.as_str())).collect();
-    let (balancer_proc, balancer) = start_balancer(&servers);
-    wait_connectable(&balancer);
-    let alice = User::new(home, &balancer);
-    let run = alice.with_password(&["register", "alice"], PASSWORD);
-    assert!(run.status.success(), "{run:?}");
-    let run = alice.with_password(&["login", "alice"], PASSWORD);
-    assert!(run.status.success(), "{run:?}");
-    (cluster, balancer_proc, alice)
+    let (balancer, alice) = balancer_with_alice(&addrs, home, PASSWORD);
+    (cluster, balancer, alice)
 }
 
 /// "stored" means on a majority of disks: killing the server that took

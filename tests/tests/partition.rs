@@ -7,9 +7,7 @@
 //! Needs root and iproute2, as on CI; elsewhere it says why and passes.
 
 use ferry_tests::netns::Net;
-use ferry_tests::{
-    noise, path_str, start_balancer, via_server, wait_connectable, User, DEADLINE, POLL,
-};
+use ferry_tests::{balancer_with_alice, noise, path_str, via_server, DEADLINE, POLL};
 use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "correct horse battery";
@@ -33,14 +31,7 @@ fn a_master_cut_off_from_the_other_servers_gives_way_and_rejoins() {
         .map(|id| net.start_server(id, data.path()))
         .collect();
     let addrs: Vec<(u32, String)> = (1..=3).map(|id| (id, net.client_addr(id))).collect();
-    let list: Vec<(u32, &str)> = addrs.iter().map(|(id, a)| (*id, a.as_str())).collect();
-    let (_balancer, balancer) = start_balancer(&list);
-    wait_connectable(&balancer);
-    let alice = User::new(home.path(), &balancer);
-    let run = alice.with_password(&["register", "alice"], PASSWORD);
-    assert!(run.status.success(), "{run:?}");
-    let run = alice.with_password(&["login", "alice"], PASSWORD);
-    assert!(run.status.success(), "{run:?}");
+    let (_balancer, alice) = balancer_with_alice(&addrs, home.path(), PASSWORD);
     let before = work.path().join("before.bin");
     std::fs::write(&before, noise(5, 20_000)).unwrap();
     let run = alice.run(&["put", path_str(&before)]);
