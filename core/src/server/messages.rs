@@ -81,6 +81,26 @@ pub enum SessionMsg {
     /// is applied once.
     #[speedy(tag = 42)]
     Command { id: u64 },
+    /// Data of PeerRegister: where the peer listens for other peers.
+    #[speedy(tag = 43)]
+    PeerAddr { addr: String },
+    /// REGISTER OK: the peer's id, and the ticket it presents to others.
+    #[speedy(tag = 44)]
+    PeerRegistered { peer: u64, ticket: [u8; 32] },
+    /// UPDATE: the registered peers, pushed at registration and after every
+    /// change.
+    #[speedy(tag = 45)]
+    PeerUpdate { peers: Vec<PeerInfo> },
+}
+
+/// One registered peer, as UPDATE lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
+pub struct PeerInfo {
+    pub peer: u64,
+    pub user: String,
+    pub addr: String,
+    /// BLAKE3 of the ticket the peer presents on connect.
+    pub ticket_digest: [u8; 32],
 }
 
 /// First tag byte of [`SessionMsg`] frames.
@@ -103,6 +123,8 @@ pub enum OpCode {
     Share,
     Unshare,
     Delete,
+    /// Register this session's peer with the tracker (`ferry peer`).
+    PeerRegister,
 }
 
 impl OpCode {
@@ -172,6 +194,9 @@ pub enum OpError {
         reason: String,
     },
     Transfer(TransferError),
+    BadPeerAddress {
+        reason: String,
+    },
 }
 
 impl fmt::Display for OpError {
@@ -198,6 +223,7 @@ impl fmt::Display for OpError {
             OpError::CannotShareWithSelf => f.write_str("you own that file already"),
             OpError::NotShared => f.write_str("the file is not shared with that user"),
             OpError::BadName { reason } => write!(f, "bad file name: {reason}"),
+            OpError::BadPeerAddress { reason } => write!(f, "bad peer address: {reason}"),
             OpError::Transfer(e) => e.fmt(f),
         }
     }
@@ -245,6 +271,10 @@ pub enum Request {
     Delete {
         name: String,
     },
+    /// Register with the tracker as a peer listening at `addr`.
+    PeerRegister {
+        addr: String,
+    },
 }
 
 impl fmt::Debug for Request {
@@ -261,6 +291,7 @@ impl fmt::Debug for Request {
             Request::Share { name, user } => write!(f, "Share({name}, {user})"),
             Request::Unshare { name, user } => write!(f, "Unshare({name}, {user})"),
             Request::Delete { name } => write!(f, "Delete({name})"),
+            Request::PeerRegister { addr } => write!(f, "PeerRegister({addr})"),
         }
     }
 }
@@ -279,6 +310,7 @@ impl Request {
             Request::Share { .. } => OpCode::Share,
             Request::Unshare { .. } => OpCode::Unshare,
             Request::Delete { .. } => OpCode::Delete,
+            Request::PeerRegister { .. } => OpCode::PeerRegister,
         }
     }
 
@@ -315,6 +347,7 @@ impl Request {
             Request::Logout { token } | Request::WhoAmI { token } => SessionMsg::Token {
                 token: token.clone(),
             },
+            Request::PeerRegister { addr } => SessionMsg::PeerAddr { addr: addr.clone() },
         }
     }
 }

@@ -63,6 +63,7 @@ mod config;
 mod copies;
 mod event;
 pub mod messages;
+mod peer_links;
 mod read_gate;
 pub mod reservations;
 pub mod scrub;
@@ -75,7 +76,7 @@ use crate::entropy::Entropy;
 use crate::io::{ConnId, Input, Node, Output};
 use crate::outbox::Outbox;
 use crate::refusal::Refusal;
-use crate::replication::entry::{Origin, TxnResult};
+use crate::replication::entry::{Origin, Txn, TxnResult};
 use crate::replication::messages::REPLICA_TAGS;
 use crate::replication::{Replica, ReplicaConfig};
 use crate::store::Recovered;
@@ -89,6 +90,7 @@ use copies::{Copies, CopyNews};
 pub use event::ServerEvent;
 use messages::FileOutcome;
 pub use messages::{OpCode, OpError, Request, Response, SessionMsg, SESSION_TAGS};
+use peer_links::PeerLinks;
 use read_gate::ReadGate;
 use sessions::{Due, Frame, Link, Routed, Sessions};
 use std::collections::BTreeMap;
@@ -113,6 +115,8 @@ pub struct Server {
     /// damaged and removed) before it could answer: "stored" is said only
     /// once the content is back here, so that it vouches for this copy too.
     unvouched: BTreeMap<[u8; 32], Vec<(Origin, SessionMsg)>>,
+    /// Sessions of registered peers (the tracker's side).
+    peers: PeerLinks,
     pub(crate) replica: Replica,
     out: Outbox<ServerEvent>,
 }
@@ -138,6 +142,7 @@ impl Server {
             files: UserFiles::new(&cfg),
             gate: ReadGate::new(cfg.request_timeout),
             unvouched: BTreeMap::new(),
+            peers: PeerLinks::new(cfg.id),
             copies: Copies::new(&cfg, secret.clone()),
             blobs: BlobStore::new(&cfg, secret, &recovered.blobs),
             id: cfg.id,
@@ -366,6 +371,9 @@ impl Server {
 
     /// Runs operation `op` of the session on `conn`, its data `data`.
     fn run_op(&mut self, now: Timestamp, conn: ConnId, op: OpCode, data: SessionMsg) {
+        if op == OpCode::PeerRegister {
+            return self.peer_register(now, conn, data);
+        }
         // A command tried again whose transaction the cluster has applied
         // already: its first result, before any check of the state as it
         // is now (the name it registered is taken by then, the file it
@@ -395,14 +403,60 @@ impl Server {
         }
     }
 
+    /// REGISTER: the session's user registers a peer listening at the
+    /// address the data names (see `peer_links`).
+    fn peer_register(&mut self, now: Timestamp, conn: ConnId, data: SessionMsg) {
+        let op = OpCode::PeerRegister;
+        let SessionMsg::PeerAddr { addr } = data else {
+            let what = format!("{data:?}");
+            return self.refuse(conn, Refusal::Unexpected { what }, Link::Session);
+        };
+        let user = match self.sessions.user(conn) {
+            Some(token) => (self.accounts).verify_token(now, token, self.replica.state()),
+            None => Err(OpError::NotAuthenticated),
+        };
+        let checked = addr
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| OpError::BadPeerAddress {
+                reason: format!("{addr:?} is not IP:PORT ({e})"),
+            });
+        let (user, addr) = match (user, checked) {
+            (Ok(user), Ok(addr)) => (user, addr),
+            (Err(e), _) | (_, Err(e)) => {
+                return self
+                    .sessions
+                    .answer(conn, op, SessionMsg::Failed(e), &mut self.out)
+            }
+        };
+        let mut ticket = [0u8; 32];
+        self.entropy.fill(&mut ticket);
+        let txn = Txn::PeerJoin {
+            user,
+            addr: addr.to_string(),
+            ticket_digest: *blake3::hash(&ticket).as_bytes(),
+        };
+        let ordered = (self.sessions).order(now, conn, op, txn, &mut self.replica, &mut self.out);
+        match ordered {
+            Ok(Some(origin)) => (self.peers).joining(origin, conn, ticket, &mut self.entropy),
+            Ok(None) => {}
+            Err(e) => self
+                .sessions
+                .answer(conn, op, SessionMsg::Failed(e), &mut self.out),
+        }
+    }
+
     /// A transaction of one of our sessions is applied here: answer it.
-    fn deliver(&mut self, origin: Origin, result: TxnResult) {
+    fn deliver(&mut self, now: Timestamp, origin: Origin, result: TxnResult) {
         self.blobs.applied(&origin);
         let stored = self.files.applied(&origin);
+        let joined = self.peers.joined(now, &origin, &result);
         let Some((conn, op)) = self.sessions.ordering(&origin) else {
             // The client left or gave up; the transaction stands.
             return;
         };
+        if let Some((_, msg)) = joined {
+            return self.sessions.answer(conn, op, msg, &mut self.out);
+        }
         let msg =
             accounts::answer_to(&result).unwrap_or_else(|| user_files::answer_to(result, stored));
         if let SessionMsg::FileDone(FileOutcome::Stored { digest, .. }) = &msg {
@@ -572,6 +626,7 @@ impl Server {
         self.files
             .forget(conn, &mut self.blobs, &mut self.copies, &mut self.out);
         self.gate.forget(conn, &mut self.replica);
+        self.peers.forget(conn);
         if held_slot {
             self.out.event(ServerEvent::SessionEnded { conn });
         }
@@ -619,11 +674,12 @@ impl Node for Server {
                 let applied =
                     !done.is_empty() || self.replica.indexes().applied > self.blobs.synced_at();
                 for d in done {
-                    self.deliver(d.origin, d.result);
+                    self.deliver(now, d.origin, d.result);
                 }
                 self.answer_confirmed(now);
                 if applied {
                     self.blobs.sync(now, &self.replica, &mut self.out);
+                    self.peers.push_updates(&self.replica, &mut self.out);
                 }
             }
             Input::FileRead {
@@ -640,10 +696,12 @@ impl Node for Server {
             } => self.on_file_failed(now, handle, error, no_space, missing),
         }
         self.blobs.tidy(now, &self.replica, &mut self.out);
+        (self.peers).flush(now, &mut self.replica, &mut self.out);
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
         self.replica.handle_timeout(now, &mut self.out);
+        (self.peers).handle_timeout(now, &mut self.replica, &mut self.out);
         self.blobs
             .handle_timeout(now, &self.replica, &mut self.out, &mut self.files);
         self.copies
@@ -667,6 +725,7 @@ impl Node for Server {
             !waiting.is_empty()
         });
         self.blobs.tidy(now, &self.replica, &mut self.out);
+        (self.peers).flush(now, &mut self.replica, &mut self.out);
     }
 
     fn poll_output(&mut self) -> Option<Output<ServerEvent>> {
@@ -676,6 +735,7 @@ impl Node for Server {
     fn poll_timeout(&self) -> Option<Timestamp> {
         let sessions = self.sessions.poll_timeout(|c| self.elsewhere(c));
         let parts = earliest(self.blobs.poll_timeout(), self.copies.poll_timeout());
+        let parts = earliest(parts, self.peers.poll_timeout());
         earliest(sessions, earliest(self.replica.poll_timeout(), parts))
     }
 }
@@ -691,3 +751,6 @@ mod copies_tests;
 
 #[cfg(test)]
 mod command_tests;
+
+#[cfg(test)]
+mod peer_tests;
