@@ -132,6 +132,11 @@ pub enum ClientEvent {
         bytes: u64,
         total: u64,
     },
+    /// UPDATE: the tracker's list of registered peers, pushed to a session
+    /// that registered one, at any time.
+    PeerUpdate {
+        peers: Vec<crate::server::messages::PeerInfo>,
+    },
 }
 
 impl fmt::Display for ClientEvent {
@@ -154,6 +159,7 @@ impl fmt::Display for ClientEvent {
                     "the server is fetching the content: {bytes} of {total} bytes"
                 )
             }
+            ClientEvent::PeerUpdate { peers } => write!(f, "UPDATE: {} peer(s)", peers.len()),
         }
     }
 }
@@ -626,6 +632,9 @@ impl Client {
                 self.out.event(ClientEvent::Fetching { bytes, total: size });
             }
             (State::Established { .. }, SessionMsg::Pong) => {}
+            (State::Established { .. }, SessionMsg::PeerUpdate { peers }) => {
+                self.out.event(ClientEvent::PeerUpdate { peers });
+            }
             (State::Established { conn, op, .. }, SessionMsg::Refused(reason)) => {
                 // The session is over. With an operation in flight that
                 // operation failed, and the reason is worth telling;

@@ -523,3 +523,53 @@ fn a_done_resent_while_the_download_was_made_durable_does_not_end_the_session() 
     finish(&mut c, 25, 6);
     assert!(c.session().is_some());
 }
+
+/// REGISTER OK answers the operation; UPDATEs come at any time after,
+/// between operations or during one, and never disturb it.
+#[test]
+fn a_peer_registration_is_answered_and_updates_arrive_at_any_time() {
+    use crate::server::messages::PeerInfo;
+    let (mut c, srv) = established();
+    let req = Request::PeerRegister {
+        addr: "10.0.0.1:9000".into(),
+    };
+    c.request(ms(5), req.clone()).unwrap();
+    drain(&mut c);
+    let op = crate::server::OpCode::PeerRegister;
+    let outs = recv(&mut c, ms(6), srv, &SessionMsg::Proceed { op });
+    assert_eq!(sent::<SessionMsg, _>(&outs, srv), vec![req.payload()]);
+    let registered = SessionMsg::PeerRegistered {
+        peer: 7,
+        ticket: [1; 32],
+    };
+    let outs = recv(&mut c, ms(7), srv, &registered);
+    assert_eq!(
+        events(&outs),
+        vec![ClientEvent::Response(Response::PeerRegistered {
+            peer: 7,
+            ticket: [1; 32]
+        })]
+    );
+    let peers = vec![PeerInfo {
+        peer: 7,
+        user: "alice".into(),
+        addr: "10.0.0.1:9000".into(),
+        ticket_digest: [2; 32],
+    }];
+    let update = SessionMsg::PeerUpdate {
+        peers: peers.clone(),
+    };
+    let outs = recv(&mut c, ms(8), srv, &update);
+    assert_eq!(
+        events(&outs),
+        vec![ClientEvent::PeerUpdate {
+            peers: peers.clone()
+        }]
+    );
+    // During another operation, too.
+    c.request(ms(9), Request::List).unwrap();
+    drain(&mut c);
+    let outs = recv(&mut c, ms(10), srv, &update);
+    assert_eq!(events(&outs), vec![ClientEvent::PeerUpdate { peers }]);
+    assert!(!c.is_done());
+}

@@ -374,6 +374,11 @@ pub enum Response {
         size: u64,
         digest: [u8; 32],
     },
+    /// REGISTER OK: the peer's id and its ticket.
+    PeerRegistered {
+        peer: u64,
+        ticket: [u8; 32],
+    },
     Failed(OpError),
 }
 
@@ -394,6 +399,10 @@ impl Response {
             SessionMsg::Failed(e) => Response::Failed(e.clone()),
             SessionMsg::Listing { files } => Response::Listing(files.clone()),
             SessionMsg::FileDone(o) => Response::File(o.clone()),
+            SessionMsg::PeerRegistered { peer, ticket } => Response::PeerRegistered {
+                peer: *peer,
+                ticket: *ticket,
+            },
             _ => return None,
         })
     }
@@ -408,6 +417,7 @@ impl fmt::Display for Response {
             }
             Response::LoggedOut => f.write_str("logged out"),
             Response::Me { user_id, username } => write!(f, "{username} (user {user_id})"),
+            Response::PeerRegistered { peer, .. } => write!(f, "REGISTER OK: peer {peer}"),
             Response::Listing(files) => write!(f, "{} file(s)", files.len()),
             Response::File(FileOutcome::Stored { size, .. }) => write!(f, "stored {size} bytes"),
             Response::File(FileOutcome::Shared) => f.write_str("shared"),
