@@ -17,6 +17,7 @@ pub mod frame;
 pub mod host;
 pub mod io;
 pub mod outbox;
+pub mod peer;
 pub mod refusal;
 pub mod replication;
 pub mod sabotage;
