@@ -1,6 +1,7 @@
 //! Commands named by the client (`SessionMsg::Command`): one command tried
 //! through two servers is applied once.
 
+use crate::server::user_files_tests::{login_token, proven_session, stored};
 use crate::server::{OpError, Request, SessionMsg};
 use crate::testkit::cluster::Cluster;
 use std::time::Duration;
@@ -69,46 +70,6 @@ fn a_command_id_after_a_transaction_is_refused() {
     );
 }
 
-/// A login token for `name`, registered on a session of its own.
-fn token(c: &mut Cluster, name: &str) -> crate::accounts::token::SessionToken {
-    let s = c.open_session(0);
-    let (username, password) = (name.to_string(), "password-123".to_string());
-    c.request(
-        0,
-        s,
-        &Request::Register {
-            username: username.clone(),
-            password: password.clone(),
-        },
-    );
-    c.run_for(Duration::from_millis(300));
-    let got = c.request(0, s, &Request::Login { username, password });
-    match &got[..] {
-        [SessionMsg::LoggedIn { token, .. }] => token.clone(),
-        other => panic!("{other:?}"),
-    }
-}
-
-/// A session on `ix` running command `id` as the holder of `token`.
-fn command_session(
-    c: &mut Cluster,
-    ix: usize,
-    id: u64,
-    token: &crate::accounts::token::SessionToken,
-) -> crate::io::ConnId {
-    let s = c.open_session(ix);
-    c.send(ix, s, &SessionMsg::Command { id });
-    let me = c.request(
-        ix,
-        s,
-        &Request::WhoAmI {
-            token: token.clone(),
-        },
-    );
-    assert!(matches!(me[..], [SessionMsg::Me { .. }]), "{me:?}");
-    s
-}
-
 /// A put and an rm, each tried again through another server after the
 /// first try took effect: "stored" and "deleted" again, not "exists" and
 /// "no such file", and each applied once.
@@ -116,35 +77,27 @@ fn command_session(
 fn a_put_and_an_rm_tried_again_elsewhere_answer_as_the_first_try() {
     let mut c = Cluster::new(3);
     c.run_for(Duration::from_secs(1));
-    let t = token(&mut c, "alice");
+    let t = login_token(&mut c, "alice");
     let content = b"the same bytes on each try".to_vec();
-    let stored = |got: &[SessionMsg]| {
-        matches!(
-            got,
-            [SessionMsg::FileDone(
-                crate::server::messages::FileOutcome::Stored { .. }
-            )]
-        )
-    };
-    let s = command_session(&mut c, 1, 100, &t);
+    let s = proven_session(&mut c, 1, &t, Some(100));
     let first = c.upload(1, s, "notes.txt", &content, false);
     assert!(stored(&first), "{first:?}");
-    let s = command_session(&mut c, 2, 100, &t);
+    let s = proven_session(&mut c, 2, &t, Some(100));
     let again = c.upload(2, s, "notes.txt", &content, false);
     assert_eq!(again, first);
     // A new command uploading the same name is told it exists.
-    let s = command_session(&mut c, 2, 101, &t);
+    let s = proven_session(&mut c, 2, &t, Some(101));
     let other = c.upload(2, s, "notes.txt", &content, false);
     assert!(!stored(&other), "{other:?}");
 
     let rm = Request::Delete {
         name: "notes.txt".into(),
     };
-    let s = command_session(&mut c, 0, 102, &t);
+    let s = proven_session(&mut c, 0, &t, Some(102));
     let deleted = c.request(0, s, &rm);
     c.run_for(Duration::from_millis(300));
     let deleted = [deleted, c.received(0, s)].concat();
-    let s = command_session(&mut c, 1, 102, &t);
+    let s = proven_session(&mut c, 1, &t, Some(102));
     let again = c.request(1, s, &rm);
     assert_eq!(again, deleted);
     assert!(

@@ -2,38 +2,12 @@
 //! registered through different servers, leases kept while a session
 //! lives, and a peer gone with its session.
 
-use crate::accounts::token::SessionToken;
 use crate::io::{ConnId, Input};
 use crate::server::messages::PeerInfo;
+use crate::server::user_files_tests::{login_token, proven_session};
 use crate::server::{OpError, Request, SessionMsg};
 use crate::testkit::cluster::Cluster;
 use std::time::Duration;
-
-fn token(c: &mut Cluster, name: &str) -> SessionToken {
-    let s = c.open_session(0);
-    let (username, password) = (name.to_string(), "password-123".to_string());
-    let register = Request::Register {
-        username: username.clone(),
-        password: password.clone(),
-    };
-    c.request(0, s, &register);
-    c.run_for(Duration::from_millis(300));
-    match &c.request(0, s, &Request::Login { username, password })[..] {
-        [SessionMsg::LoggedIn { token, .. }] => token.clone(),
-        other => panic!("{other:?}"),
-    }
-}
-
-/// A session on `ix` proven as `token`'s user.
-fn session(c: &mut Cluster, ix: usize, token: &SessionToken) -> ConnId {
-    let s = c.open_session(ix);
-    let who = Request::WhoAmI {
-        token: token.clone(),
-    };
-    let me = c.request(ix, s, &who);
-    assert!(matches!(me[..], [SessionMsg::Me { .. }]), "{me:?}");
-    s
-}
 
 fn register(c: &mut Cluster, ix: usize, s: ConnId, addr: &str) -> Vec<SessionMsg> {
     let got = c.request(ix, s, &Request::PeerRegister { addr: addr.into() });
@@ -58,8 +32,8 @@ fn last_update(msgs: &[SessionMsg]) -> Option<Vec<(String, String)>> {
 fn peers_registered_through_different_servers_see_each_other_until_one_leaves() {
     let mut c = Cluster::new(3);
     c.run_for(Duration::from_secs(1));
-    let (alice, bob) = (token(&mut c, "alice"), token(&mut c, "bob"));
-    let a = session(&mut c, 0, &alice);
+    let (alice, bob) = (login_token(&mut c, "alice"), login_token(&mut c, "bob"));
+    let a = proven_session(&mut c, 0, &alice, None);
     let got = register(&mut c, 0, a, "10.0.0.1:9000");
     match &got[..] {
         [SessionMsg::PeerRegistered { peer, ticket }, SessionMsg::PeerUpdate { peers }] => {
@@ -72,7 +46,7 @@ fn peers_registered_through_different_servers_see_each_other_until_one_leaves() 
         other => panic!("REGISTER OK, then UPDATE: {other:?}"),
     }
 
-    let b = session(&mut c, 1, &bob);
+    let b = proven_session(&mut c, 1, &bob, None);
     let got = register(&mut c, 1, b, "10.0.0.2:9000");
     let both = vec![
         ("alice".to_string(), "10.0.0.1:9000".to_string()),
@@ -114,8 +88,8 @@ fn register_fails_without_a_login_or_with_a_bad_address() {
         c.received(0, s),
         [SessionMsg::Failed(OpError::NotAuthenticated)]
     );
-    let alice = token(&mut c, "alice");
-    let s = session(&mut c, 0, &alice);
+    let alice = login_token(&mut c, "alice");
+    let s = proven_session(&mut c, 0, &alice, None);
     for bad in ["nowhere", "10.0.0.1", "10.0.0.1:99999", "../x:1"] {
         let got = register(&mut c, 0, s, bad);
         assert!(

@@ -1,3 +1,4 @@
+use crate::accounts::token::SessionToken;
 use crate::io::ConnId;
 use crate::replication::entry::{Origin, Txn};
 use crate::server::messages::FileOutcome;
@@ -47,6 +48,43 @@ pub(super) fn user(c: &mut Cluster, ix: usize, name: &str) -> ConnId {
             token: token.clone(),
         },
     );
+    assert!(matches!(me[..], [SessionMsg::Me { .. }]), "{me:?}");
+    s
+}
+
+/// A login token for `name`, registered on a session of its own on
+/// server 1.
+pub(super) fn login_token(c: &mut Cluster, name: &str) -> SessionToken {
+    let s = c.open_session(0);
+    let (username, password) = (name.to_string(), "password-123".to_string());
+    let register = Request::Register {
+        username: username.clone(),
+        password: password.clone(),
+    };
+    c.request(0, s, &register);
+    c.run_for(Duration::from_millis(300));
+    match &c.request(0, s, &Request::Login { username, password })[..] {
+        [SessionMsg::LoggedIn { token, .. }] => token.clone(),
+        other => panic!("login {name}: {other:?}"),
+    }
+}
+
+/// A session on `ix` proven as `token`'s user, running client command
+/// `command` if given (`SessionMsg::Command`, sent before anything else).
+pub(super) fn proven_session(
+    c: &mut Cluster,
+    ix: usize,
+    token: &SessionToken,
+    command: Option<u64>,
+) -> ConnId {
+    let s = c.open_session(ix);
+    if let Some(id) = command {
+        c.send(ix, s, &SessionMsg::Command { id });
+    }
+    let who = Request::WhoAmI {
+        token: token.clone(),
+    };
+    let me = c.request(ix, s, &who);
     assert!(matches!(me[..], [SessionMsg::Me { .. }]), "{me:?}");
     s
 }
