@@ -49,6 +49,14 @@
 //!   out (fewer than asked only at its end), `missing` if it is not there.
 //! - `Discard` removes a temporary file (nothing is answered); `Remove`
 //!   removes a blob (nothing is answered; a missing one is no error).
+//! - **Named files** (a peer's shared directory): `Read` of a name reads
+//!   only a regular file (never through a symbolic link, never outside the
+//!   directory); `Persist` onto a name **never replaces** what is there —
+//!   it fails with an error saying the name exists — so two writers of one
+//!   name cannot lose either's file; temporary files live where `List`
+//!   does not show them. `List` answers the regular files at the top of the
+//!   directory whose names are UTF-8, sorted by name, with size and
+//!   modification time.
 //! - A world may take its time for a server's `Persist` and `Remove` (a
 //!   writer thread, a disk queue) while the node runs on; their answers come
 //!   when they are done, and a `Remove` never overtakes a `Persist` asked
@@ -106,6 +114,11 @@ pub enum Input<'a> {
     /// `FileOp::Persist` of temporary file `temp` is done: the file is
     /// durable and in place.
     FilePersisted { temp: u64 },
+    /// The answer to `FileOp::List`: the directory's regular files, by name.
+    Listed {
+        handle: u64,
+        entries: &'a [DirEntry],
+    },
     /// A file operation on `handle` (a read handle or a temporary file)
     /// failed. `no_space` says the disk or quota is full; `missing`, that
     /// the file does not exist (a blob removed behind the server's back is
@@ -119,11 +132,24 @@ pub enum Input<'a> {
 }
 
 /// A file a node names. Servers keep content as blobs named by digest;
-/// clients read from or write to the one local file of their command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// clients read from or write to the one local file of their command; a
+/// peer reads and writes plain names in the one directory it shares.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FileRef {
     Blob([u8; 32]),
     Local,
+    /// A plain name (no separators; the node checks it) in the node's
+    /// shared directory.
+    Named(String),
+}
+
+/// A regular file at the top of a peer's shared directory.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DirEntry {
+    pub name: String,
+    pub size: u64,
+    /// Modification time, Unix milliseconds.
+    pub modified_ms: u64,
 }
 
 /// File work the node asks of its driver. Temporary files are numbered by
@@ -152,6 +178,9 @@ pub enum FileOp {
     Discard { temp: u64 },
     /// Remove a file (a blob nobody references any more).
     Remove { file: FileRef },
+    /// List the regular files at the top of the node's shared directory;
+    /// answer `Input::Listed { handle, .. }` or `Input::FileFailed`.
+    List { handle: u64 },
 }
 
 /// How a file operation failed, as the node is told.
@@ -203,6 +232,10 @@ pub enum FileAnswer {
     },
     Persisted {
         temp: u64,
+    },
+    Listed {
+        handle: u64,
+        entries: Vec<DirEntry>,
     },
     Failed {
         handle: u64,

@@ -331,6 +331,10 @@ impl Files {
                 self.remove(file);
                 None
             }
+            FileOp::List { handle } => Some(FileAnswer::Failed {
+                handle,
+                failure: FileFailure::other("this node shares no directory"),
+            }),
         }
     }
 
@@ -375,9 +379,9 @@ impl Files {
             })
     }
 
-    fn local_path(&self, file: FileRef) -> Result<PathBuf, FileFailure> {
+    fn local_path(&self, file: &FileRef) -> Result<PathBuf, FileFailure> {
         match (&self.role, file) {
-            (Role::Server { blobs, .. }, FileRef::Blob(d)) => Ok(blobs.join(hex(&d))),
+            (Role::Server { blobs, .. }, FileRef::Blob(d)) => Ok(blobs.join(hex(d))),
             (Role::Client(Local::Source(p)), FileRef::Local) => Ok(p.clone()),
             (Role::Client(Local::Destination { path, .. }), FileRef::Local) => Ok(path.clone()),
             (_, file) => Err(FileFailure::other(format!(
@@ -399,12 +403,12 @@ impl Files {
     fn open_read(&mut self, handle: u64, file: FileRef) -> Result<(), FileFailure> {
         self.clock += 1;
         if let Some(open) = self.open.get_mut(&Key::Read(handle)) {
-            if open.of == Some(file) {
+            if open.of.as_ref() == Some(&file) {
                 open.used = self.clock;
                 return Ok(());
             }
         }
-        let path = self.local_path(file)?;
+        let path = self.local_path(&file)?;
         let f = File::open(&path).map_err(|e| io_failure("cannot open", &path, &e))?;
         let len = f
             .metadata()
@@ -599,8 +603,8 @@ impl Files {
     /// there (false); a client waits for it (true: persisted).
     fn persist(&mut self, temp: u64, to: FileRef) -> Result<bool, FileFailure> {
         let from = self.temp_path(temp)?;
-        let target = self.local_path(to)?;
-        let existing = match (&self.role, to) {
+        let target = self.local_path(&to)?;
+        let existing = match (&self.role, &to) {
             (Role::Client(Local::Destination { replace: false, .. }), _) => Existing::Refuse,
             (_, FileRef::Blob(_)) => Existing::Keep,
             _ => Existing::Replace,
@@ -623,7 +627,7 @@ impl Files {
         let replaced: Vec<u64> = self
             .open
             .values()
-            .filter(|o| o.of == Some(to))
+            .filter(|o| o.of.as_ref() == Some(&to))
             .map(|o| o.id)
             .collect();
         for id in replaced {
@@ -675,7 +679,7 @@ impl Files {
     fn remove(&mut self, file: FileRef) {
         let ahead = &mut self.ahead;
         self.open.retain(|_, o| {
-            let keep = o.of != Some(file);
+            let keep = o.of.as_ref() != Some(&file);
             if !keep {
                 ahead.forget(o.id);
             }
@@ -685,7 +689,7 @@ impl Files {
             tracing::warn!("a client does not remove its local file");
             return;
         }
-        if let Ok(path) = self.local_path(file) {
+        if let Ok(path) = self.local_path(&file) {
             self.writer.remove(path);
         }
     }

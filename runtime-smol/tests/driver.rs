@@ -117,6 +117,7 @@ impl Node for TestNode {
             Input::Persisted { .. }
             | Input::FileRead { .. }
             | Input::FilePersisted { .. }
+            | Input::Listed { .. }
             | Input::FileFailed { .. } => {}
         }
     }

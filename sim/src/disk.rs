@@ -188,6 +188,13 @@ impl LocalFile {
                 self.anomalies.push(format!("a client removed {file:?}"));
                 None
             }
+            FileOp::List { handle } => {
+                self.anomalies.push("a client listed a directory".into());
+                Some(FileAnswer::Failed {
+                    handle,
+                    failure: FileFailure::other("a client shares no directory"),
+                })
+            }
         }
     }
 

@@ -515,6 +515,7 @@ impl Node for Balancer {
             Input::Persisted { .. }
             | Input::FileRead { .. }
             | Input::FilePersisted { .. }
+            | Input::Listed { .. }
             | Input::FileFailed { .. } => {}
             Input::Closed { conn } => {
                 if self.probes.contains_key(&conn) {

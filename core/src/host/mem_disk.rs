@@ -215,6 +215,13 @@ impl MemDisk {
                 self.anomalies.push(format!("a server removed {file:?}"));
                 None
             }
+            FileOp::List { handle } => {
+                self.anomalies.push("a server listed a directory".into());
+                Some(FileAnswer::Failed {
+                    handle,
+                    failure: FileFailure::other("a server has no shared directory"),
+                })
+            }
         }
     }
 

@@ -130,6 +130,7 @@ pub fn file_op_name(op: &FileOp) -> &'static str {
         FileOp::Persist { .. } => "a persist",
         FileOp::Discard { .. } => "a discard",
         FileOp::Remove { .. } => "a remove",
+        FileOp::List { .. } => "a listing",
     }
 }
 
@@ -398,6 +399,13 @@ impl<N: Node, W: World> Host<N, W> {
             Answer::File(FileAnswer::Persisted { temp }) => {
                 self.node.handle_input(now, Input::FilePersisted { temp })
             }
+            Answer::File(FileAnswer::Listed { handle, entries }) => self.node.handle_input(
+                now,
+                Input::Listed {
+                    handle,
+                    entries: &entries,
+                },
+            ),
             Answer::File(FileAnswer::Failed { handle, failure }) => {
                 self.node.handle_input(now, failed(handle, failure))
             }

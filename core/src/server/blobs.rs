@@ -881,10 +881,10 @@ impl BlobStore {
             match o {
                 SenderOutput::Send(m) => out.send(conn, &BlobMsg::Transfer(m)),
                 SenderOutput::Read { offset, len } => {
-                    if let Some(file) = file {
+                    if let Some(file) = &file {
                         out.file(FileOp::Read {
                             handle,
-                            file,
+                            file: file.clone(),
                             offset,
                             len,
                         });

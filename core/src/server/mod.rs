@@ -688,6 +688,8 @@ impl Node for Server {
                 data,
             } => self.on_file_read(now, handle, offset, data),
             Input::FilePersisted { temp } => self.on_file_persisted(now, temp),
+            // A server lists no directory; it never asks.
+            Input::Listed { .. } => {}
             Input::FileFailed {
                 handle,
                 error,

@@ -479,10 +479,10 @@ impl UserFiles {
                     match o {
                         SenderOutput::Send(m) => sends.push(m),
                         SenderOutput::Read { offset, len } => {
-                            if let Some(file) = file {
+                            if let Some(file) = &file {
                                 disk.push(FileOp::Read {
                                     handle,
-                                    file,
+                                    file: file.clone(),
                                     offset,
                                     len,
                                 });
@@ -492,7 +492,7 @@ impl UserFiles {
                         SenderOutput::Finished(result) => {
                             next = Next::Idle;
                             if says_damaged(&result) {
-                                damaged = file;
+                                damaged = file.clone();
                             }
                         }
                     }

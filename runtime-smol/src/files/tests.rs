@@ -10,7 +10,7 @@ fn read_all(files: &mut Files, handle: u64, file: FileRef, len: usize) -> Vec<u8
     loop {
         let op = FileOp::Read {
             handle,
-            file,
+            file: file.clone(),
             offset,
             len,
         };

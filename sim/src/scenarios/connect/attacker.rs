@@ -304,6 +304,7 @@ impl Node for ReplayAttacker {
             | Input::Persisted { .. }
             | Input::FileRead { .. }
             | Input::FilePersisted { .. }
+            | Input::Listed { .. }
             | Input::FileFailed { .. } => {}
         }
     }
