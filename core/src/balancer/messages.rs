@@ -60,5 +60,9 @@ pub enum ProbeMsg {
     CatchingUp,
 }
 
+/// First tag byte of [`BalancerMsg`] frames. A server answers GET SERVER
+/// too, by assigning itself (see `server::sessions`).
+pub const BALANCER_TAGS: std::ops::Range<u8> = 1..10;
+
 /// First tag byte of [`ProbeMsg`] frames.
 pub const PROBE_TAGS: std::ops::Range<u8> = 10..20;

@@ -499,6 +499,11 @@ impl Client {
                 if let Some(old) = self.current_conn() {
                     self.out.close(old);
                 }
+                // A server asked in a balancer's place assigns itself.
+                let addr = match addr.is_empty() {
+                    true => self.cfg.balancer.clone(),
+                    false => addr,
+                };
                 self.out.event(ClientEvent::Assigned {
                     server_id,
                     addr: addr.clone(),

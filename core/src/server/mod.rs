@@ -71,7 +71,7 @@ mod sessions;
 mod user_files;
 
 use crate::auth::ClusterSecret;
-use crate::balancer::messages::PROBE_TAGS;
+use crate::balancer::messages::{BALANCER_TAGS, PROBE_TAGS};
 use crate::entropy::Entropy;
 use crate::io::{ConnId, Input, Node, Output};
 use crate::outbox::Outbox;
@@ -266,6 +266,20 @@ impl Server {
                 .on_probe(now, conn, payload, &self.replica, &mut self.out);
             if let Err(reason) = probed {
                 self.refuse(conn, reason, Link::Probe);
+            }
+            return;
+        }
+        if BALANCER_TAGS.contains(&tag) {
+            let asked = (self.sessions).on_get_server(
+                now,
+                conn,
+                payload,
+                &self.replica,
+                &mut self.entropy,
+                &mut self.out,
+            );
+            if let Err(reason) = asked {
+                self.refuse(conn, reason, Link::Balancer);
             }
             return;
         }

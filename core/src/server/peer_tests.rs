@@ -102,3 +102,56 @@ fn register_fails_without_a_login_or_with_a_bad_address() {
     }
     assert_eq!(c.server(0).replica().state().registry().all().count(), 0);
 }
+
+/// `register HOST PORT` may name any server: asked GET SERVER, a server
+/// assigns itself (an empty address: "present the code here") with a code
+/// that opens one session, once.
+#[test]
+fn a_server_asked_for_a_server_assigns_itself_with_a_single_use_code() {
+    use crate::balancer::messages::BalancerMsg;
+    use crate::refusal::{Refusal, PROTOCOL_VERSION};
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let ask = BalancerMsg::GetServer {
+        version: PROTOCOL_VERSION,
+    };
+    let asked = c.open_raw(1, &ask);
+    let code = match &c.received_as::<BalancerMsg>(1, asked)[..] {
+        [BalancerMsg::Assigned {
+            server_id: 2,
+            addr,
+            code,
+        }] if addr.is_empty() => code.clone(),
+        other => panic!("server 2 assigns itself: {other:?}"),
+    };
+    let hello = SessionMsg::Hello {
+        version: PROTOCOL_VERSION,
+        code: code.clone(),
+    };
+    let s = c.open_raw(1, &hello);
+    assert!(
+        matches!(
+            c.received(1, s)[..],
+            [SessionMsg::HelloAck { server_id: 2 }]
+        ),
+        "the code opens a session on server 2"
+    );
+    // Spent: a second session with it is refused.
+    let again = c.open_raw(1, &hello);
+    assert!(matches!(
+        c.received(1, again)[..],
+        [SessionMsg::Refused(Refusal::CodeUsed)]
+    ));
+    // And another server does not take it.
+    let elsewhere = c.open_raw(2, &hello);
+    assert!(matches!(
+        c.received(2, elsewhere)[..],
+        [SessionMsg::Refused(Refusal::WrongServer { .. })]
+    ));
+    // A wrong version is refused on the balancer's terms.
+    let old = c.open_raw(1, &BalancerMsg::GetServer { version: 1 });
+    assert!(matches!(
+        c.received_as::<BalancerMsg>(1, old)[..],
+        [BalancerMsg::Refused(Refusal::VersionMismatch { .. })]
+    ));
+}

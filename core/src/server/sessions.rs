@@ -21,7 +21,7 @@ use super::messages::{FileOutcome, OpCode, OpError, SessionMsg, SESSION_TAGS};
 use super::reservations::Reservations;
 use crate::accounts::token::SessionToken;
 use crate::auth::{AuthCode, ClusterSecret};
-use crate::balancer::messages::ProbeMsg;
+use crate::balancer::messages::{BalancerMsg, ProbeMsg};
 use crate::entropy::Entropy;
 use crate::frame::{self, FrameDecoder};
 use crate::io::ConnId;
@@ -108,6 +108,8 @@ struct Conn {
 pub(super) enum Link {
     Probe,
     Session,
+    /// A client that asked this server for a server.
+    Balancer,
 }
 
 /// Tells the other end of `conn` why it is refused, and closes it.
@@ -120,6 +122,7 @@ pub(super) fn send_refusal(
     match link {
         Link::Probe => out.send(conn, &ProbeMsg::Refused(reason.clone())),
         Link::Session => out.send(conn, &SessionMsg::Refused(reason.clone())),
+        Link::Balancer => out.send(conn, &BalancerMsg::Refused(reason.clone())),
     }
     out.close(conn);
 }
@@ -328,6 +331,72 @@ impl Sessions {
         out.event(ServerEvent::Probed {
             available,
             code: code.label(),
+        });
+        Ok(())
+    }
+
+    /// GET SERVER asked of this server rather than of a balancer (a peer
+    /// registers through "any Ferry server"): the server assigns itself —
+    /// a code it mints, reserved as a probe's yes would reserve it — or
+    /// says why not, as a balancer's round of one server would. The empty
+    /// address tells the client to present the code here.
+    pub(super) fn on_get_server(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        payload: &[u8],
+        replica: &Replica,
+        entropy: &mut Entropy,
+        out: &mut Outbox<ServerEvent>,
+    ) -> Result<(), Refusal> {
+        match frame::decode::<BalancerMsg>(payload) {
+            Ok(BalancerMsg::GetServer { version }) if version == PROTOCOL_VERSION => {}
+            Ok(BalancerMsg::GetServer { version }) => {
+                return Err(Refusal::VersionMismatch {
+                    ours: PROTOCOL_VERSION,
+                    theirs: version,
+                })
+            }
+            Ok(other) => {
+                let what = format!("{other:?}");
+                return Err(Refusal::Unexpected { what });
+            }
+            Err(e) => {
+                let detail = e.to_string();
+                return Err(Refusal::Malformed { detail });
+            }
+        }
+        self.reservations.expire(now);
+        let mut nonce = [0u8; 16];
+        entropy.fill(&mut nonce);
+        // (busy, no master, catching up): a round of one server.
+        let none = |(busy, no_master, catching_up)| BalancerMsg::NoServer {
+            probed: 1,
+            busy,
+            no_master,
+            catching_up,
+        };
+        let answer = match replica.readiness(now) {
+            Readiness::NoMaster => none((0, 1, 0)),
+            Readiness::CatchingUp => none((0, 0, 1)),
+            Readiness::Ready
+                if self.has_free_slot() && self.reservations.reserve(now, nonce).is_ok() =>
+            {
+                BalancerMsg::Assigned {
+                    server_id: self.id,
+                    addr: String::new(),
+                    code: self.secret.mint(self.id, nonce),
+                }
+            }
+            Readiness::Ready => none((1, 0, 0)),
+        };
+        let available = matches!(answer, BalancerMsg::Assigned { .. });
+        out.send(conn, &answer);
+        out.close(conn);
+        self.conns.remove(&conn);
+        out.event(ServerEvent::Probed {
+            available,
+            code: format!("s{}:direct", self.id),
         });
         Ok(())
     }
