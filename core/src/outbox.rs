@@ -28,6 +28,11 @@ impl<E> Outbox<E> {
         }
     }
 
+    /// Queues bytes already framed (another node's, passed on).
+    pub fn transmit(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        self.queue.push_back(Output::Transmit { conn, bytes });
+    }
+
     pub fn connect(&mut self, conn: ConnId, addr: String) {
         self.queue.push_back(Output::Connect { conn, addr });
     }

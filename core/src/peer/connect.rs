@@ -3,34 +3,10 @@
 //! other admits it only if the tracker's last UPDATE lists that id with the
 //! ticket's digest. Only registered peers talk to each other.
 
+use super::messages::PEER_PROTOCOL_VERSION;
 use crate::server::messages::PeerInfo;
 use speedy::{Readable, Writable};
 use std::fmt;
-
-/// The version of the peer-to-peer messages, checked at CONNECT.
-pub const PEER_PROTOCOL_VERSION: u16 = 1;
-
-/// First tag byte of [`PeerMsg`] frames.
-pub const PEER_TAGS: std::ops::Range<u8> = 100..120;
-
-/// Peer ↔ peer messages of the connection's opening.
-#[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
-#[speedy(tag_type = u8)]
-pub enum PeerMsg {
-    /// The connecting peer: who it is, and its proof.
-    #[speedy(tag = 100)]
-    Connect {
-        version: u16,
-        peer: u64,
-        ticket: [u8; 32],
-    },
-    /// CONNECT OK, naming the admitting peer.
-    #[speedy(tag = 101)]
-    ConnectOk { peer: u64 },
-    /// CONNECT FAIL, with the reason.
-    #[speedy(tag = 102)]
-    ConnectFail { reason: ConnectFail },
-}
 
 /// Why a peer refuses a connection.
 #[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
@@ -94,6 +70,7 @@ pub fn admit(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::peer::messages::{PeerMsg, PEER_TAGS};
 
     fn listed(peer: u64, ticket: &[u8; 32]) -> PeerInfo {
         PeerInfo {

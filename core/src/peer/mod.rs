@@ -1,4 +1,15 @@
 //! `ferry peer`: a peer's side of the seeds' peer-to-peer design (see
-//! `docs/peers.md`). Built so far: the admission of a connecting peer.
+//! `docs/peers.md`). A peer registers with the cluster (the tracker link),
+//! admits connections from peers on the tracker's list, and moves files of
+//! its shared directory with PUT and GET.
 
 pub mod connect;
+mod event;
+mod link;
+pub mod messages;
+mod node;
+mod tracker;
+mod transfers;
+
+pub use event::{LinkInfo, PeerEvent};
+pub use node::{PeerConfig, PeerError, PeerNode};

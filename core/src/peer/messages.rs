@@ -1,0 +1,47 @@
+//! Peer ↔ peer messages: the opening of a connection (CONNECT), and the
+//! file operations on an open one (PUT, GET) whose content moves through
+//! the one transfer engine.
+//!
+//! The seeds' words map onto them as follows: PUT FILENAME SIZE is the
+//! transfer's `Offer` from the peer that puts; PUT OK is `Accept`, PUT FAIL
+//! `Reject` with the reason. GET FILENAME is [`PeerMsg::Get`]; GET OK is the
+//! holder's `Offer` (name and size), GET FAIL is [`PeerMsg::GetFail`].
+
+use super::connect::ConnectFail;
+use crate::transfer::{TransferError, TransferMsg};
+use speedy::{Readable, Writable};
+
+/// The version of the peer-to-peer messages, checked at CONNECT.
+pub const PEER_PROTOCOL_VERSION: u16 = 1;
+
+/// First tag byte of [`PeerMsg`] frames.
+pub const PEER_TAGS: std::ops::Range<u8> = 100..120;
+
+#[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
+#[speedy(tag_type = u8)]
+pub enum PeerMsg {
+    /// The connecting peer: who it is, and its proof.
+    #[speedy(tag = 100)]
+    Connect {
+        version: u16,
+        peer: u64,
+        ticket: [u8; 32],
+    },
+    /// CONNECT OK, naming the admitting peer.
+    #[speedy(tag = 101)]
+    ConnectOk { peer: u64 },
+    /// CONNECT FAIL, with the reason.
+    #[speedy(tag = 102)]
+    ConnectFail { reason: ConnectFail },
+    /// GET: send me the file `name` of your directory, as transfer `id`.
+    #[speedy(tag = 103)]
+    Get { id: u64, name: String },
+    /// GET FAIL: transfer `id` will not happen, and why.
+    #[speedy(tag = 104)]
+    GetFail { id: u64, reason: TransferError },
+    /// A message of transfer `id`. Either end starts transfers (its PUTs
+    /// and GETs), each numbering its own; `mine` says the transfer is one
+    /// the message's sender started, so the two numberings never mix.
+    #[speedy(tag = 105)]
+    Xfer { mine: bool, msg: TransferMsg },
+}
