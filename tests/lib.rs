@@ -144,6 +144,9 @@ fn text_of(text: &Arc<Mutex<String>>) -> String {
 pub struct Proc {
     name: String,
     child: Child,
+    /// Standard input, for processes that read commands
+    /// ([`Proc::spawn_interactive`]).
+    stdin: Option<std::process::ChildStdin>,
     lines: Receiver<String>,
     stdout_seen: Vec<String>,
     stderr: Arc<Mutex<String>>,
@@ -165,8 +168,30 @@ impl Proc {
         Proc::start(name, ferry_command_with_fd_limit(limit, args, envs))
     }
 
+    /// Like [`Proc::spawn`], with standard input a pipe that
+    /// [`Proc::say`] writes lines to.
+    pub fn spawn_interactive(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
+        let mut cmd = ferry_command(args, envs);
+        cmd.stdin(Stdio::piped());
+        Proc::start(name, cmd)
+    }
+
+    /// Writes `line` to the process's standard input.
+    pub fn say(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = (self.stdin.as_mut()).unwrap_or_else(|| panic!("{}: no stdin", self.name));
+        let written = writeln!(stdin, "{line}").and_then(|()| stdin.flush());
+        written.unwrap_or_else(|e| panic!("{}: cannot write {line:?}: {e}", self.name));
+    }
+
+    /// Closes the process's standard input (end of input).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
     pub(crate) fn start(name: &str, mut cmd: Command) -> Proc {
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("piped stdout");
         let (stderr, stderr_reader) = collect(child.stderr.take().expect("piped stderr"));
         let (tx, lines) = mpsc::channel();
@@ -181,6 +206,7 @@ impl Proc {
         Proc {
             name: name.to_string(),
             child,
+            stdin,
             lines,
             stdout_seen: Vec::new(),
             stderr,

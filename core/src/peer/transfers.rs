@@ -213,7 +213,7 @@ impl Transfers {
                     out.event(PeerEvent::GetFailed {
                         link,
                         name: a.name,
-                        reason: reason.to_string(),
+                        reason: told(&reason),
                     });
                 }
             }
@@ -570,7 +570,7 @@ impl Transfers {
             Job::AwaitOffer { .. } => {}
         }
         if let Some(r) = finished {
-            self.finish(key, r.map(|_| ()).map_err(|e| e.to_string()), out);
+            self.finish(key, r.map(|_| ()).map_err(|e| told(&e)), out);
         }
     }
 
@@ -601,6 +601,16 @@ impl Transfers {
             // The other peer hears of its failed GET; nothing was changed here.
             (false, true, Err(_)) => return,
         });
+    }
+}
+
+/// A transfer's failure as this peer's user hears it: the engine's words
+/// are the server's, whose advice (`--force`) means nothing here.
+fn told(e: &TransferError) -> String {
+    match e {
+        TransferError::Exists => "the other peer already has a file of that name".into(),
+        TransferError::NotFound => "no such file in the other peer's directory".into(),
+        other => other.to_string(),
     }
 }
 
