@@ -27,6 +27,9 @@
 //!   what nothing names.
 //! - `scrub` (`Scrubber`): checking a blob a receiver found
 //!   damaged.
+//! - `peer_links` (`PeerLinks`) and `sync_links` (`SyncLinks`): the
+//!   sessions of registered peers (REGISTER OK, UPDATE, renewals) and what
+//!   they are told of SYNC rounds; both leaves, driven by `mod.rs`.
 //! - [`Replica`] (`crate::replication`): the replicated log and state.
 //!
 //! Which part uses which (an arrow reads "uses"); there are no circles. The
