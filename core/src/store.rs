@@ -28,16 +28,20 @@ pub enum Table {
     Revoked,
     /// Registered peers (`replication::registry`).
     Peers,
+    /// The SYNC round in progress and the last one finished
+    /// (`replication::sync_round`).
+    Sync,
 }
 
 impl Table {
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Users,
         Table::Files,
         Table::Shares,
         Table::Clients,
         Table::Revoked,
         Table::Peers,
+        Table::Sync,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +52,7 @@ impl Table {
             Table::Clients => "clients",
             Table::Revoked => "revoked",
             Table::Peers => "peers",
+            Table::Sync => "sync",
         }
     }
 }

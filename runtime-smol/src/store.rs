@@ -210,41 +210,49 @@ mod tests {
     }
 
     /// A data directory from before the peer registry has no `peers`
-    /// table: it opens unchanged, gains an empty one, and keeps its rows.
+    /// table, and one from before SYNC rounds no `sync` table: each opens
+    /// unchanged, gains the tables it lacks, empty, and keeps its rows.
     #[test]
-    fn a_store_from_before_the_peers_table_opens_and_gains_it() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            // SAFETY: a fresh directory, opened once, by this test alone.
-            let env = unsafe { EnvOpenOptions::new().max_dbs(16).open(dir.path()).unwrap() };
-            let wtxn = env.write_txn().unwrap();
-            env.create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
-                for name in ["log", "users", "files", "shares", "clients", "revoked"] {
-                    let db: Database<'_, Bytes, Bytes> =
-                        opener.create_database(wtxn, Some(name))?;
-                    if name == "users" {
-                        db.put(wtxn, &[1], &[2])?;
+    fn a_store_from_before_the_peers_or_sync_table_opens_and_gains_them() {
+        let before_peers = ["log", "users", "files", "shares", "clients", "revoked"];
+        let before_sync = [&before_peers[..], &["peers"]].concat();
+        for old in [&before_peers[..], &before_sync[..]] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                // SAFETY: a fresh directory, opened once, by this test alone.
+                let env = unsafe { EnvOpenOptions::new().max_dbs(16).open(dir.path()).unwrap() };
+                let wtxn = env.write_txn().unwrap();
+                env.create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
+                    for name in old {
+                        let db: Database<'_, Bytes, Bytes> =
+                            opener.create_database(wtxn, Some(name))?;
+                        if *name == "users" {
+                            db.put(wtxn, &[1], &[2])?;
+                        }
                     }
-                }
-                let _: Database<'_, Str, U64<BigEndian>> =
-                    opener.create_database(wtxn, Some("meta"))?;
-                Ok(CommitOrAbort::<_, ()>::Commit(()))
-            })
-            .unwrap();
+                    let _: Database<'_, Str, U64<BigEndian>> =
+                        opener.create_database(wtxn, Some("meta"))?;
+                    Ok(CommitOrAbort::<_, ()>::Commit(()))
+                })
+                .unwrap();
+            }
+            let mut s = HeedStore::open(dir.path()).unwrap();
+            let rec = s.load().unwrap();
+            assert_eq!(rec.tables, vec![(Table::Users, vec![1], vec![2])]);
+            let mut b = Batch::default();
+            for table in [Table::Peers, Table::Sync] {
+                b.push(Write::Put {
+                    table,
+                    key: vec![9],
+                    value: vec![8],
+                });
+            }
+            s.commit(&b).unwrap();
+            drop(s);
+            let rec = HeedStore::open(dir.path()).unwrap().load().unwrap();
+            assert!(rec.tables.contains(&(Table::Peers, vec![9], vec![8])));
+            assert!(rec.tables.contains(&(Table::Sync, vec![9], vec![8])));
         }
-        let mut s = HeedStore::open(dir.path()).unwrap();
-        let rec = s.load().unwrap();
-        assert_eq!(rec.tables, vec![(Table::Users, vec![1], vec![2])]);
-        let mut b = Batch::default();
-        b.push(Write::Put {
-            table: Table::Peers,
-            key: vec![9],
-            value: vec![8],
-        });
-        s.commit(&b).unwrap();
-        drop(s);
-        let rec = HeedStore::open(dir.path()).unwrap().load().unwrap();
-        assert!(rec.tables.contains(&(Table::Peers, vec![9], vec![8])));
     }
 
     /// Stores written before failover have a view and no vote: they load

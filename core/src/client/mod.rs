@@ -13,6 +13,7 @@ use crate::io::{ConnId, Input, Node, Output};
 use crate::io::{FileOp, FileRef};
 use crate::outbox::{drain_messages, Outbox};
 use crate::refusal::{Refusal, PROTOCOL_VERSION};
+use crate::replication::sync_round::Token;
 use crate::server::messages::{OpError, Request, Response, SessionMsg};
 use crate::time::Timestamp;
 use crate::transfer::{Receiver, ReceiverOutput, Sender, SenderConfig, SenderOutput, TransferMsg};
@@ -137,6 +138,25 @@ pub enum ClientEvent {
     PeerUpdate {
         peers: Vec<crate::server::messages::PeerInfo>,
     },
+    /// SYNC OK: this session's peer may write in `round` under `token`,
+    /// until it says [`Client::sync_fin`]. At any time.
+    SyncOk {
+        round: u64,
+        token: Token,
+        order: Vec<u64>,
+    },
+    /// SYNC READ: peer `writer` writes in `round` under `token`. At any
+    /// time.
+    SyncRead {
+        round: u64,
+        writer: u64,
+        token: Token,
+        order: Vec<u64>,
+    },
+    /// SYNC END: every turn of `round` is over. At any time.
+    SyncEnd {
+        round: u64,
+    },
 }
 
 impl fmt::Display for ClientEvent {
@@ -160,6 +180,19 @@ impl fmt::Display for ClientEvent {
                 )
             }
             ClientEvent::PeerUpdate { peers } => write!(f, "UPDATE: {} peer(s)", peers.len()),
+            ClientEvent::SyncOk { round, token, .. } => {
+                write!(f, "SYNC OK: round {round}, write under token {token}")
+            }
+            ClientEvent::SyncRead {
+                round,
+                writer,
+                token,
+                ..
+            } => write!(
+                f,
+                "SYNC READ: round {round}, peer {writer} writes under token {token}"
+            ),
+            ClientEvent::SyncEnd { round } => write!(f, "SYNC END: round {round}"),
         }
     }
 }
@@ -275,6 +308,28 @@ impl Client {
             deadline: now + self.cfg.op_timeout,
             xfer: None,
         });
+        Ok(())
+    }
+
+    /// SYNC FIN: this session's peer is done writing under `token` in
+    /// `round`. Not an operation: sent at once, even while one runs.
+    pub fn sync_fin(&mut self, round: u64, token: Token) -> Result<(), RequestError> {
+        self.say(SessionMsg::SyncFin { round, token })
+    }
+
+    /// SYNC WRITING: this session's peer is still writing under `token`;
+    /// its lease goes on. Send it at least every
+    /// [`crate::server::SYNC_WRITING_EVERY`] while writing.
+    pub fn sync_writing(&mut self, round: u64, token: Token) -> Result<(), RequestError> {
+        self.say(SessionMsg::SyncWriting { round, token })
+    }
+
+    /// Sends a message that is no operation's on the established session.
+    fn say(&mut self, msg: SessionMsg) -> Result<(), RequestError> {
+        let State::Established { conn, .. } = &self.state else {
+            return Err(RequestError::NotConnected);
+        };
+        self.out.send(*conn, &msg);
         Ok(())
     }
 
@@ -639,6 +694,39 @@ impl Client {
             (State::Established { .. }, SessionMsg::Pong) => {}
             (State::Established { .. }, SessionMsg::PeerUpdate { peers }) => {
                 self.out.event(ClientEvent::PeerUpdate { peers });
+            }
+            (
+                State::Established { .. },
+                SessionMsg::SyncOk {
+                    round,
+                    token,
+                    order,
+                },
+            ) => {
+                (self.out).event(ClientEvent::SyncOk {
+                    round,
+                    token,
+                    order,
+                });
+            }
+            (
+                State::Established { .. },
+                SessionMsg::SyncRead {
+                    round,
+                    writer,
+                    token,
+                    order,
+                },
+            ) => {
+                (self.out).event(ClientEvent::SyncRead {
+                    round,
+                    writer,
+                    token,
+                    order,
+                });
+            }
+            (State::Established { .. }, SessionMsg::SyncEnd { round }) => {
+                self.out.event(ClientEvent::SyncEnd { round });
             }
             (State::Established { conn, op, .. }, SessionMsg::Refused(reason)) => {
                 // The session is over. With an operation in flight that

@@ -573,3 +573,63 @@ fn a_peer_registration_is_answered_and_updates_arrive_at_any_time() {
     assert_eq!(events(&outs), vec![ClientEvent::PeerUpdate { peers }]);
     assert!(!c.is_done());
 }
+
+/// SYNC's answer is an operation's; SYNC OK, READ and END are events at
+/// any time, during an operation too; SYNC FIN and SYNC WRITING go out at
+/// once, even while an operation runs.
+#[test]
+fn sync_is_answered_its_pushes_arrive_at_any_time_and_fin_goes_out_at_once() {
+    use crate::replication::sync_round::Token;
+    let (mut c, srv) = established();
+    c.request(ms(5), Request::Sync).unwrap();
+    drain(&mut c);
+    let op = crate::server::OpCode::Sync;
+    let outs = recv(&mut c, ms(6), srv, &SessionMsg::Proceed { op });
+    assert_eq!(sent::<SessionMsg, _>(&outs, srv), vec![SessionMsg::Sync]);
+    let token = Token { view: 2, index: 9 };
+    let ok = SessionMsg::SyncOk {
+        round: 9,
+        token,
+        order: vec![4, 7],
+    };
+    // A push while SYNC waits for its answer is an event, not the answer.
+    let outs = recv(&mut c, ms(7), srv, &ok);
+    let event = ClientEvent::SyncOk {
+        round: 9,
+        token,
+        order: vec![4, 7],
+    };
+    assert_eq!(events(&outs), vec![event]);
+    let outs = recv(&mut c, ms(8), srv, &SessionMsg::SyncStarted { round: 9 });
+    assert_eq!(
+        events(&outs),
+        vec![ClientEvent::Response(Response::SyncStarted { round: 9 })]
+    );
+    c.request(ms(9), Request::List).unwrap();
+    drain(&mut c);
+    c.sync_writing(9, token).unwrap();
+    c.sync_fin(9, token).unwrap();
+    let outs = drain(&mut c);
+    assert_eq!(
+        sent::<SessionMsg, _>(&outs, srv),
+        vec![
+            SessionMsg::SyncWriting { round: 9, token },
+            SessionMsg::SyncFin { round: 9, token }
+        ]
+    );
+    let next = Token { view: 2, index: 11 };
+    let read = SessionMsg::SyncRead {
+        round: 9,
+        writer: 7,
+        token: next,
+        order: vec![4, 7],
+    };
+    let outs = recv(&mut c, ms(10), srv, &read);
+    assert!(matches!(
+        events(&outs)[..],
+        [ClientEvent::SyncRead { writer: 7, .. }]
+    ));
+    let outs = recv(&mut c, ms(11), srv, &SessionMsg::SyncEnd { round: 9 });
+    assert_eq!(events(&outs), vec![ClientEvent::SyncEnd { round: 9 }]);
+    assert!(!c.is_done());
+}

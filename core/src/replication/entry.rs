@@ -1,5 +1,6 @@
 //! Log entries: the transactions the master orders.
 
+use super::sync_round::Token;
 use crate::accounts::password::PasswordHash;
 use speedy::{Readable, Writable};
 
@@ -92,6 +93,21 @@ pub enum Txn {
     /// master saw its lease run out.
     #[speedy(tag = 10)]
     PeerLeave { peer: u64, expired: bool },
+    /// Peer `peer` asked for a SYNC round (`replication::sync_round`): one
+    /// starts, its first writer granted by this entry, or the running one
+    /// is joined.
+    #[speedy(tag = 11)]
+    SyncStart { peer: u64 },
+    /// SYNC FIN: the writer `peer` of `round` is done under `token`; the
+    /// grant moves on.
+    #[speedy(tag = 12)]
+    SyncDone { round: u64, peer: u64, token: Token },
+    /// The writer `peer` of `round` is still writing: its lease goes on.
+    #[speedy(tag = 13)]
+    SyncRenew { round: u64, peer: u64, token: Token },
+    /// The master saw the lease of `round`'s grant `token` run out.
+    #[speedy(tag = 14)]
+    SyncExpire { round: u64, token: Token },
 }
 
 impl Txn {
@@ -123,6 +139,16 @@ impl Txn {
                 true => format!("peer {peer} expires"),
                 false => format!("peer {peer} leaves"),
             },
+            Txn::SyncStart { peer } => format!("peer {peer} asks for a sync round"),
+            Txn::SyncDone { round, peer, token } => {
+                format!("peer {peer} is done writing in round {round} (token {token})")
+            }
+            Txn::SyncRenew { round, peer, token } => {
+                format!("peer {peer} renews its write lease in round {round} (token {token})")
+            }
+            Txn::SyncExpire { round, token } => {
+                format!("the write lease {token} of round {round} expires")
+            }
         }
     }
 }
@@ -165,6 +191,22 @@ pub enum TxnResult {
     PeerLeft,
     #[speedy(tag = 17)]
     NoSuchPeer,
+    /// `round` started with this entry, or was running and is joined.
+    #[speedy(tag = 18)]
+    SyncStarted { round: u64, joined: bool },
+    /// The grant moved on to `peer`, fenced by `token`.
+    #[speedy(tag = 19)]
+    SyncGranted { round: u64, peer: u64, token: Token },
+    /// Every peer of `round`'s order has had its turn.
+    #[speedy(tag = 20)]
+    SyncFinished { round: u64 },
+    /// The writer's lease runs on (a renewal, or an expiry that a renewal
+    /// beat).
+    #[speedy(tag = 21)]
+    SyncRenewed,
+    /// The entry named a grant that is no longer current: nothing changed.
+    #[speedy(tag = 22)]
+    SyncStale,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]

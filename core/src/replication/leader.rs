@@ -8,6 +8,7 @@
 
 use super::entry::{Entry, Origin, Txn};
 use super::messages::ReplicaMsg;
+use super::sync_round::Token;
 use super::{AfterPersist, Readiness, ReplicaEvent, Shell, WriteBytes, FIRST_VIEW};
 use crate::outbox::Outbox;
 use crate::sabotage::{self, Sabotage};
@@ -54,6 +55,9 @@ pub(super) struct Master {
     /// Peers whose lease ran out and whose `PeerLeave` this master has
     /// ordered (once each).
     expiring: BTreeSet<u64>,
+    /// The SYNC grant whose `SyncExpire` this master has ordered, and the
+    /// lease it saw run out: ordered again only if a renewal moved it.
+    sync_expiring: Option<(Token, u64)>,
     /// Transactions this master ordered of its own accord this view.
     own: u64,
 }
@@ -88,6 +92,7 @@ impl Master {
             since: now,
             confirms: Vec::new(),
             expiring: BTreeSet::new(),
+            sync_expiring: None,
             own: 0,
         }
     }
@@ -434,7 +439,45 @@ impl Master {
             self.heartbeat(now, sh, out);
         }
         self.expire_peers(now, sh, out);
+        self.expire_sync_grant(now, sh, out);
         Ok(())
+    }
+
+    /// This master's next own origin (session 0, numbered by view, so a
+    /// later term's are always newer).
+    fn own_origin(&mut self, sh: &Shell) -> Origin {
+        self.own += 1;
+        Origin {
+            server: sh.cfg.me,
+            session: 0,
+            request: (sh.view << 32) | self.own,
+        }
+    }
+
+    /// Orders the expiry of the SYNC grant whose lease ran out by this
+    /// master's clock, once per lease seen; the entry moves the grant on
+    /// only if no renewal was applied before it.
+    fn expire_sync_grant<E: From<ReplicaEvent>>(
+        &mut self,
+        now: Timestamp,
+        sh: &mut Shell,
+        out: &mut Outbox<E>,
+    ) {
+        let secs = now.as_micros() / 1_000_000;
+        let Some(r) = sh.state.sync().expired(secs) else {
+            return;
+        };
+        let seen = (r.token, r.lease_until);
+        if self.sync_expiring == Some(seen) {
+            return;
+        }
+        self.sync_expiring = Some(seen);
+        let txn = Txn::SyncExpire {
+            round: r.id,
+            token: r.token,
+        };
+        let origin = self.own_origin(sh);
+        self.propose(now, origin, txn, sh, out);
     }
 
     /// Orders the removal of every registered peer whose lease ran out by
@@ -455,12 +498,7 @@ impl Master {
             .collect();
         for peer in due {
             self.expiring.insert(peer);
-            self.own += 1;
-            let origin = Origin {
-                server: sh.cfg.me,
-                session: 0,
-                request: (sh.view << 32) | self.own,
-            };
+            let origin = self.own_origin(sh);
             let txn = Txn::PeerLeave {
                 peer,
                 expired: true,
@@ -470,13 +508,17 @@ impl Master {
     }
 
     /// The next heartbeat (the majority check runs with it), or the next
-    /// lease of a peer to run out.
+    /// lease of a peer or of the SYNC grant to run out.
     pub(super) fn poll_timeout(&self, sh: &Shell) -> Option<Timestamp> {
         let heartbeat = (!self.followers.is_empty()).then_some(self.next_heartbeat);
+        let after = |secs: u64| Timestamp::from_micros((secs + 1).saturating_mul(1_000_000));
         let lease = (sh.state.registry().all())
             .filter(|p| !self.expiring.contains(&p.id))
-            .map(|p| Timestamp::from_micros((p.lease_until + 1).saturating_mul(1_000_000)))
+            .map(|p| after(p.lease_until))
             .min();
-        crate::time::earliest(heartbeat, lease)
+        let grant = (sh.state.sync().current())
+            .filter(|r| self.sync_expiring != Some((r.token, r.lease_until)))
+            .map(|r| after(r.lease_until));
+        crate::time::earliest(heartbeat, crate::time::earliest(lease, grant))
     }
 }

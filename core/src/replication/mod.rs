@@ -35,6 +35,7 @@ mod link;
 pub mod messages;
 pub mod registry;
 pub mod state;
+pub mod sync_round;
 
 use crate::auth::ClusterSecret;
 use crate::balancer::ServerAddr;

@@ -6,6 +6,7 @@
 use super::catalogue::{Catalogue, FileMeta};
 use super::entry::{Entry, Origin, Txn, TxnResult};
 use super::registry::Registry;
+use super::sync_round::SyncRounds;
 use crate::accounts::password::PasswordHash;
 use crate::frame;
 use crate::store::{Table, Write};
@@ -42,6 +43,7 @@ pub struct State {
     clients: BTreeMap<(u32, u64), ClientRecord>,
     catalogue: Catalogue,
     registry: Registry,
+    sync: SyncRounds,
 }
 
 fn enc<T: Writable<speedy::LittleEndian>>(v: &T) -> Vec<u8> {
@@ -91,6 +93,7 @@ impl State {
                 Table::Files => s.catalogue.load_file(value)?,
                 Table::Shares => s.catalogue.load_share(key)?,
                 Table::Peers => s.registry.load(value)?,
+                Table::Sync => s.sync.load(key, value)?,
             }
         }
         Ok(s)
@@ -114,6 +117,11 @@ impl State {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The SYNC round in progress, if any, and the last one finished.
+    pub fn sync(&self) -> &SyncRounds {
+        &self.sync
     }
 
     pub fn is_revoked(&self, token_id: &[u8; 16]) -> bool {
@@ -282,7 +290,26 @@ impl State {
             Txn::PeerLeave { peer, expired } => {
                 (self.registry).leave(*peer, *expired, entry.at, &mut writes)
             }
+            Txn::SyncStart { peer } => match self.registry.get(*peer) {
+                Some(_) => (self.sync).start(*peer, &self.registry, entry, &mut writes),
+                None => TxnResult::NoSuchPeer,
+            },
+            Txn::SyncDone { round, peer, token } => {
+                (self.sync).done(*round, *peer, *token, &self.registry, entry, &mut writes)
+            }
+            Txn::SyncRenew { round, peer, token } => {
+                (self.sync).renew(*round, *peer, *token, entry.at, &mut writes)
+            }
+            Txn::SyncExpire { round, token } => {
+                (self.sync).expire(*round, *token, &self.registry, entry, &mut writes)
+            }
         };
+        if matches!(entry.txn, Txn::PeerJoin { .. } | Txn::PeerLeave { .. }) {
+            // A writer that left (or was replaced by its own restart) has
+            // had its turn: the grant moves on in this same entry. The
+            // entry's result stays the registry's.
+            (self.sync).registry_changed(&self.registry, entry, &mut writes);
+        }
         let record = ClientRecord {
             request: o.request,
             result: result.clone(),
@@ -308,6 +335,7 @@ impl State {
         }
         self.catalogue.digest_into(&mut h);
         self.registry.digest_into(&mut h);
+        self.sync.digest_into(&mut h);
         for ((s, sess), r) in &self.clients {
             h.update(&s.to_le_bytes());
             h.update(&sess.to_le_bytes());

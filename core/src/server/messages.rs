@@ -3,6 +3,7 @@
 use crate::accounts::token::SessionToken;
 use crate::auth::AuthCode;
 use crate::refusal::Refusal;
+use crate::replication::sync_round::Token;
 use crate::transfer::{TransferError, TransferMsg};
 use speedy::{Readable, Writable};
 use std::fmt;
@@ -91,6 +92,41 @@ pub enum SessionMsg {
     /// change.
     #[speedy(tag = 45)]
     PeerUpdate { peers: Vec<PeerInfo> },
+    /// Data of Sync: the seeds' SYNC, from a registered peer's session.
+    #[speedy(tag = 46)]
+    Sync,
+    /// Sync's answer: the round the peer takes part in (started by its
+    /// SYNC, or the one already running).
+    #[speedy(tag = 47)]
+    SyncStarted { round: u64 },
+    /// SYNC OK, server → the writer's session: write access under `token`
+    /// until SYNC FIN (or the lease runs out). `order`: the round's turns.
+    #[speedy(tag = 48)]
+    SyncOk {
+        round: u64,
+        token: Token,
+        order: Vec<u64>,
+    },
+    /// SYNC READ, server → every other peer session: `writer` holds write
+    /// access under `token`; refuse anything stamped with a lower one.
+    #[speedy(tag = 49)]
+    SyncRead {
+        round: u64,
+        writer: u64,
+        token: Token,
+        order: Vec<u64>,
+    },
+    /// Server → peer sessions told of `round`: every turn is over.
+    #[speedy(tag = 50)]
+    SyncEnd { round: u64 },
+    /// SYNC FIN, the writer → its server, at any time (not an operation):
+    /// done writing under `token`.
+    #[speedy(tag = 51)]
+    SyncFin { round: u64, token: Token },
+    /// The writer → its server, at any time, at least every 10 s while it
+    /// is still sending files: its write lease goes on.
+    #[speedy(tag = 52)]
+    SyncWriting { round: u64, token: Token },
 }
 
 /// One registered peer, as UPDATE lists it.
@@ -125,6 +161,8 @@ pub enum OpCode {
     Delete,
     /// Register this session's peer with the tracker (`ferry peer`).
     PeerRegister,
+    /// SYNC: ask for a round among the registered peers (a peer session).
+    Sync,
 }
 
 impl OpCode {
@@ -197,6 +235,9 @@ pub enum OpError {
     BadPeerAddress {
         reason: String,
     },
+    /// A peer operation on a session that registered no peer (or whose
+    /// peer has left the registry).
+    NotAPeer,
 }
 
 impl fmt::Display for OpError {
@@ -224,6 +265,7 @@ impl fmt::Display for OpError {
             OpError::NotShared => f.write_str("the file is not shared with that user"),
             OpError::BadName { reason } => write!(f, "bad file name: {reason}"),
             OpError::BadPeerAddress { reason } => write!(f, "bad peer address: {reason}"),
+            OpError::NotAPeer => f.write_str("this session has no registered peer; register first"),
             OpError::Transfer(e) => e.fmt(f),
         }
     }
@@ -275,6 +317,8 @@ pub enum Request {
     PeerRegister {
         addr: String,
     },
+    /// SYNC: a round among the registered peers, for this session's peer.
+    Sync,
 }
 
 impl fmt::Debug for Request {
@@ -292,6 +336,7 @@ impl fmt::Debug for Request {
             Request::Unshare { name, user } => write!(f, "Unshare({name}, {user})"),
             Request::Delete { name } => write!(f, "Delete({name})"),
             Request::PeerRegister { addr } => write!(f, "PeerRegister({addr})"),
+            Request::Sync => f.write_str("Sync"),
         }
     }
 }
@@ -311,6 +356,7 @@ impl Request {
             Request::Unshare { .. } => OpCode::Unshare,
             Request::Delete { .. } => OpCode::Delete,
             Request::PeerRegister { .. } => OpCode::PeerRegister,
+            Request::Sync => OpCode::Sync,
         }
     }
 
@@ -348,6 +394,7 @@ impl Request {
                 token: token.clone(),
             },
             Request::PeerRegister { addr } => SessionMsg::PeerAddr { addr: addr.clone() },
+            Request::Sync => SessionMsg::Sync,
         }
     }
 }
@@ -379,6 +426,10 @@ pub enum Response {
         peer: u64,
         ticket: [u8; 32],
     },
+    /// SYNC's answer: the round this peer takes part in.
+    SyncStarted {
+        round: u64,
+    },
     Failed(OpError),
 }
 
@@ -403,6 +454,7 @@ impl Response {
                 peer: *peer,
                 ticket: *ticket,
             },
+            SessionMsg::SyncStarted { round } => Response::SyncStarted { round: *round },
             _ => return None,
         })
     }
@@ -418,6 +470,7 @@ impl fmt::Display for Response {
             Response::LoggedOut => f.write_str("logged out"),
             Response::Me { user_id, username } => write!(f, "{username} (user {user_id})"),
             Response::PeerRegistered { peer, .. } => write!(f, "REGISTER OK: peer {peer}"),
+            Response::SyncStarted { round } => write!(f, "SYNC: round {round}"),
             Response::Listing(files) => write!(f, "{} file(s)", files.len()),
             Response::File(FileOutcome::Stored { size, .. }) => write!(f, "stored {size} bytes"),
             Response::File(FileOutcome::Shared) => f.write_str("shared"),

@@ -27,6 +27,9 @@
 //!   what nothing names.
 //! - `scrub` (`Scrubber`): checking a blob a receiver found
 //!   damaged.
+//! - `peer_links` (`PeerLinks`) and `sync_links` (`SyncLinks`): the
+//!   sessions of registered peers (REGISTER OK, UPDATE, renewals) and what
+//!   they are told of SYNC rounds; both leaves, driven by `mod.rs`.
 //! - [`Replica`] (`crate::replication`): the replicated log and state.
 //!
 //! Which part uses which (an arrow reads "uses"); there are no circles. The
@@ -68,6 +71,7 @@ mod read_gate;
 pub mod reservations;
 pub mod scrub;
 mod sessions;
+mod sync_links;
 mod user_files;
 
 use crate::auth::ClusterSecret;
@@ -78,6 +82,7 @@ use crate::outbox::Outbox;
 use crate::refusal::Refusal;
 use crate::replication::entry::{Origin, Txn, TxnResult};
 use crate::replication::messages::REPLICA_TAGS;
+use crate::replication::sync_round::Token;
 use crate::replication::{Replica, ReplicaConfig};
 use crate::store::Recovered;
 use crate::time::{earliest, Timestamp};
@@ -94,6 +99,8 @@ use peer_links::PeerLinks;
 use read_gate::ReadGate;
 use sessions::{Due, Frame, Link, Routed, Sessions};
 use std::collections::BTreeMap;
+use sync_links::SyncLinks;
+pub use sync_links::WRITING_EVERY as SYNC_WRITING_EVERY;
 use user_files::UserFiles;
 pub use user_files::{check_name, MAX_NAME};
 
@@ -117,6 +124,8 @@ pub struct Server {
     unvouched: BTreeMap<[u8; 32], Vec<(Origin, SessionMsg)>>,
     /// Sessions of registered peers (the tracker's side).
     peers: PeerLinks,
+    /// What the peer sessions were told of SYNC rounds.
+    syncs: SyncLinks,
     pub(crate) replica: Replica,
     out: Outbox<ServerEvent>,
 }
@@ -143,6 +152,7 @@ impl Server {
             gate: ReadGate::new(cfg.request_timeout),
             unvouched: BTreeMap::new(),
             peers: PeerLinks::new(cfg.id),
+            syncs: SyncLinks::default(),
             copies: Copies::new(&cfg, secret.clone()),
             blobs: BlobStore::new(&cfg, secret, &recovered.blobs),
             id: cfg.id,
@@ -373,6 +383,44 @@ impl Server {
                 files.on_transfer(&mut cx, conn, m);
                 self.copy_news(now);
             }
+            Routed::Sync { round, token, done } => {
+                self.writer_said(now, conn, (round, token, done));
+            }
+        }
+    }
+
+    /// SYNC FIN or SYNC WRITING from the session on `conn`: ordered for
+    /// its peer if it names the peer's current grant (see `sync_links`).
+    fn writer_said(&mut self, now: Timestamp, conn: ConnId, said: (u64, Token, bool)) {
+        let Some(peer) = self.peers.peer_of(conn) else {
+            // No peer of this session holds a grant: nothing to end.
+            return;
+        };
+        let state = self.replica.state();
+        let Some(txn) = (self.syncs).writer_said(now, conn, peer, said, state) else {
+            return;
+        };
+        let origin = self.peers.own_origin();
+        // Backlogged: a FIN is sent again by a writer that hears no new
+        // grant; a renewal again within 10 s; else the lease runs out.
+        let _ = self.replica.submit(now, origin, txn, &mut self.out);
+    }
+
+    /// SYNC: the session's peer asks for a round (or joins the running one).
+    fn sync_start(&mut self, now: Timestamp, conn: ConnId, data: SessionMsg) {
+        let op = OpCode::Sync;
+        if data != SessionMsg::Sync {
+            let what = format!("{data:?}");
+            return self.refuse(conn, Refusal::Unexpected { what }, Link::Session);
+        }
+        let Some(peer) = self.peers.peer_of(conn) else {
+            let msg = SessionMsg::Failed(OpError::NotAPeer);
+            return self.sessions.answer(conn, op, msg, &mut self.out);
+        };
+        let txn = Txn::SyncStart { peer };
+        let ordered = (self.sessions).order(now, conn, op, txn, &mut self.replica, &mut self.out);
+        if let Err(e) = ordered {
+            (self.sessions).answer(conn, op, SessionMsg::Failed(e), &mut self.out);
         }
     }
 
@@ -387,6 +435,9 @@ impl Server {
     fn run_op(&mut self, now: Timestamp, conn: ConnId, op: OpCode, data: SessionMsg) {
         if op == OpCode::PeerRegister {
             return self.peer_register(now, conn, data);
+        }
+        if op == OpCode::Sync {
+            return self.sync_start(now, conn, data);
         }
         // A command tried again whose transaction the cluster has applied
         // already: its first result, before any check of the state as it
@@ -469,6 +520,13 @@ impl Server {
             return;
         };
         if let Some((_, msg)) = joined {
+            return self.sessions.answer(conn, op, msg, &mut self.out);
+        }
+        if op == OpCode::Sync {
+            if let TxnResult::SyncStarted { round, .. } = &result {
+                self.syncs.asked(conn, *round);
+            }
+            let msg = sync_links::answer_to(&result);
             return self.sessions.answer(conn, op, msg, &mut self.out);
         }
         let msg =
@@ -641,6 +699,7 @@ impl Server {
             .forget(conn, &mut self.blobs, &mut self.copies, &mut self.out);
         self.gate.forget(conn, &mut self.replica);
         self.peers.forget(conn);
+        self.syncs.forget(conn);
         if held_slot {
             self.out.event(ServerEvent::SessionEnded { conn });
         }
@@ -694,6 +753,8 @@ impl Node for Server {
                 if applied {
                     self.blobs.sync(now, &self.replica, &mut self.out);
                     self.peers.push_updates(&self.replica, &mut self.out);
+                    let state = self.replica.state();
+                    (self.syncs).push(self.peers.linked(), state, &mut self.out);
                 }
             }
             Input::FileRead {
@@ -770,3 +831,6 @@ mod command_tests;
 
 #[cfg(test)]
 mod peer_tests;
+
+#[cfg(test)]
+mod sync_tests;

@@ -138,9 +138,21 @@ impl PeerLinks {
         }
     }
 
+    /// The peer the session on `conn` registered, if it is linked.
+    pub(super) fn peer_of(&self, conn: ConnId) -> Option<u64> {
+        self.links.get(&conn).map(|l| l.peer)
+    }
+
+    /// Every linked session and its peer.
+    pub(super) fn linked(&self) -> impl Iterator<Item = (ConnId, u64)> + '_ {
+        self.links.iter().map(|(c, l)| (*c, l.peer))
+    }
+
     /// The next of this server's own origins (its session is drawn before
-    /// any peer is linked, so before any renewal or leave).
-    fn own_origin(&mut self) -> Origin {
+    /// any peer is linked, so before any renewal, leave or SYNC entry it
+    /// orders for a linked peer). One sequence for all of them, so that
+    /// they apply in the order they were ordered.
+    pub(super) fn own_origin(&mut self) -> Origin {
         self.requests += 1;
         Origin {
             server: self.id,

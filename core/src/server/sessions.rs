@@ -28,6 +28,7 @@ use crate::io::ConnId;
 use crate::outbox::Outbox;
 use crate::refusal::{Refusal, PROTOCOL_VERSION};
 use crate::replication::entry::{Origin, Txn, TxnResult};
+use crate::replication::sync_round::Token;
 use crate::replication::Readiness;
 use crate::replication::Replica;
 use crate::time::{earliest, Timestamp};
@@ -151,6 +152,13 @@ pub(super) enum Routed {
     },
     /// File content, for a transfer of the user files, if one runs.
     Transfer(TransferMsg),
+    /// A SYNC round's writer says it is done (`done`: SYNC FIN) or still
+    /// writing, whatever operation its session runs.
+    Sync {
+        round: u64,
+        token: Token,
+        done: bool,
+    },
 }
 
 /// What a connection whose deadline passed leaves to the server.
@@ -474,6 +482,23 @@ impl Sessions {
             }
             (Stage::Established { .. }, SessionMsg::Ping) => {
                 out.send(conn, &SessionMsg::Pong);
+            }
+            // Like a ping, these may come in the middle of an operation (a
+            // peer may be registering, or asking SYNC, when its turn ends):
+            // never an operation's data.
+            (Stage::Established { .. }, SessionMsg::SyncFin { round, token }) => {
+                return Routed::Sync {
+                    round,
+                    token,
+                    done: true,
+                }
+            }
+            (Stage::Established { .. }, SessionMsg::SyncWriting { round, token }) => {
+                return Routed::Sync {
+                    round,
+                    token,
+                    done: false,
+                }
             }
             (
                 Stage::Established {

@@ -26,8 +26,8 @@ pub enum Outcome {
     Registered(u64),
     UsernameTaken,
     Revoked,
-    /// A change of the peer registry, which the catalogue's model leaves
-    /// alone.
+    /// A change of the peer registry or of a SYNC round, which the
+    /// catalogue's model leaves alone.
     Peers,
     Stored,
     FileExists,
@@ -79,7 +79,13 @@ impl Catalogue {
             }
             Txn::Revoke { .. } => Outcome::Revoked,
             Txn::Noop => Outcome::Duplicate,
-            Txn::PeerJoin { .. } | Txn::PeerRenew { .. } | Txn::PeerLeave { .. } => Outcome::Peers,
+            Txn::PeerJoin { .. }
+            | Txn::PeerRenew { .. }
+            | Txn::PeerLeave { .. }
+            | Txn::SyncStart { .. }
+            | Txn::SyncDone { .. }
+            | Txn::SyncRenew { .. }
+            | Txn::SyncExpire { .. } => Outcome::Peers,
             Txn::PutFile {
                 owner,
                 name,
