@@ -49,16 +49,26 @@
 //!   out (fewer than asked only at its end), `missing` if it is not there.
 //! - `Discard` removes a temporary file (nothing is answered); `Remove`
 //!   removes a blob (nothing is answered; a missing one is no error).
-//! - **Named files** (a peer's shared directory): `Read` of a name reads
-//!   only a regular file (never through a symbolic link, never outside the
-//!   directory); `Persist` onto a name **never replaces** what is there —
-//!   it fails with an error saying the name exists — so two writers of one
-//!   name cannot lose either's file; temporary files live where `List`
-//!   does not show them. `List` answers the regular files at the top of the
-//!   directory whose names are UTF-8, sorted by name, with size and
-//!   modification time.
-//! - A world may take its time for a server's `Persist` and `Remove` (a
-//!   writer thread, a disk queue) while the node runs on; their answers come
+//! - **Named files** (a peer's shared directory). A name is one plain
+//!   component: a world refuses an empty name, `.`, `..` or one holding `/`
+//!   or NUL ([`is_plain_name`]) with `FileFailed`, touching nothing, though
+//!   the node checks names itself, more strictly. `Read` of a name reads
+//!   only a regular file directly in the directory: never through a
+//!   symbolic link, never a FIFO or a device; `missing` if nothing has that
+//!   name. `Persist` onto a name **never replaces** what is there — it
+//!   fails with an error saying the name exists (neither `missing` nor
+//!   `no_space`) — so two writers of one name cannot lose either's file;
+//!   whatever it answers, the temporary file is gone after it. Temporary
+//!   files (several at once: one per transfer) live where `List` does not
+//!   show them, and a start removes those a crash left. `List` answers the
+//!   directory as it is when carried out: the regular files at its top (not
+//!   links, directories or FIFOs) whose names are UTF-8, sorted by name,
+//!   with size and modification time (Unix ms); a `Persist` not yet
+//!   answered may or may not be in it. `Remove` of a name removes that
+//!   entry and nothing else.
+//! - A world may take its time for a server's or a peer's `Persist` and
+//!   `Remove` (a writer thread, a disk queue) while the node runs on (it
+//!   has other sessions to serve, or other transfers); their answers come
 //!   when they are done, and a `Remove` never overtakes a `Persist` asked
 //!   for before it.
 
@@ -143,6 +153,14 @@ pub enum FileRef {
     Named(String),
 }
 
+/// Can `name` name a file in a shared directory at all: one component,
+/// neither empty nor `.` or `..`, no `/` and no NUL? The world's own check,
+/// so that nothing outside the directory is ever touched whatever a node
+/// asks; a node's rules for names are stricter.
+pub fn is_plain_name(name: &str) -> bool {
+    !matches!(name, "" | "." | "..") && !name.contains(['/', '\0'])
+}
+
 /// A regular file at the top of a peer's shared directory.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DirEntry {
@@ -171,12 +189,15 @@ pub enum FileOp {
         offset: u64,
         data: Vec<u8>,
     },
-    /// Make temporary file `temp` durable and move it to `to` (replacing
-    /// it); answer `Input::FilePersisted { temp }` or `FileFailed`.
+    /// Make temporary file `temp` durable and move it to `to` (a blob there
+    /// is kept, a name there is never replaced, a client's file is replaced
+    /// if the user asked); answer `Input::FilePersisted { temp }` or
+    /// `FileFailed`.
     Persist { temp: u64, to: FileRef },
     /// Remove temporary file `temp` if it exists.
     Discard { temp: u64 },
-    /// Remove a file (a blob nobody references any more).
+    /// Remove a file (a blob nobody references any more, a name of the
+    /// shared directory).
     Remove { file: FileRef },
     /// List the regular files at the top of the node's shared directory;
     /// answer `Input::Listed { handle, .. }` or `Input::FileFailed`.
@@ -207,6 +228,12 @@ impl FileFailure {
             missing: true,
             ..FileFailure::other(error)
         }
+    }
+
+    /// A persist onto a name that is there: never replaced (see the
+    /// module docs), in the same words in every world.
+    pub fn exists(name: &str) -> Self {
+        FileFailure::other(format!("{name} already exists"))
     }
 
     pub fn no_space(error: impl Into<String>) -> Self {

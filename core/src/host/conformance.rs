@@ -6,9 +6,14 @@
 //!
 //! Every check drives a scripted node through the host, so what is tested
 //! is what a node sees: the inputs that come back, in their order.
+//!
+//! [`run_all`] checks a server's disk (blobs); [`run_shared_dir`], for a
+//! world that also supplies a [`DirFixture`], a peer's shared directory
+//! (named files, listings). A world without symbolic links (the in-memory
+//! ones) skips the checks of links.
 
 use super::{Host, Settled, World};
-use crate::io::{FileOp, FileRef, Input, Node, Output};
+use crate::io::{DirEntry, FileOp, FileRef, Input, Node, Output};
 use crate::time::Timestamp;
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
@@ -34,6 +39,26 @@ pub trait Fixture {
     fn restart(&mut self, world: Self::W) -> (Self::W, Vec<[u8; 32]>);
 }
 
+/// What a world's crate provides, besides, for the checks of a peer's
+/// shared directory ([`run_shared_dir`]).
+pub trait DirFixture: Fixture {
+    /// A world for a fresh, empty shared directory.
+    fn fresh_shared_dir(&mut self) -> Self::W;
+
+    /// Puts file `name` in the shared directory, as its user would.
+    fn place(&mut self, world: &mut Self::W, name: &str, content: &[u8]);
+
+    /// Puts a symbolic link `name` in the shared directory, to a file
+    /// outside it. False if the world has no links (the check is skipped).
+    fn place_symlink(&mut self, world: &mut Self::W, name: &str) -> bool {
+        let _ = (world, name);
+        false
+    }
+
+    /// How many temporary files the shared directory's world holds now.
+    fn temporaries(&mut self, world: &mut Self::W) -> usize;
+}
+
 /// A node that emits the file work it is given and notes the inputs.
 #[derive(Default)]
 struct Script {
@@ -56,6 +81,19 @@ pub enum Seen {
         no_space: bool,
         missing: bool,
     },
+    Listed {
+        handle: u64,
+        entries: Vec<DirEntry>,
+    },
+}
+
+/// A failure that is neither for lack of space nor for a missing file.
+const fn refused(handle: u64) -> Seen {
+    Seen::Failed {
+        handle,
+        no_space: false,
+        missing: false,
+    }
 }
 
 impl Node for Script {
@@ -68,6 +106,10 @@ impl Node for Script {
                 data: data.to_vec(),
             },
             Input::FilePersisted { temp } => Seen::Persisted { temp },
+            Input::Listed { handle, entries } => Seen::Listed {
+                handle,
+                entries: entries.to_vec(),
+            },
             Input::FileFailed {
                 handle,
                 no_space,
@@ -149,10 +191,24 @@ impl<'f, F: Fixture> Rig<'f, F> {
     }
 
     fn read(&mut self, handle: u64, d: [u8; 32], offset: u64, len: usize) -> Seen {
-        let got = self.run([read(handle, d, offset, len)]);
+        self.one(read(handle, d, offset, len))
+    }
+
+    fn read_named(&mut self, handle: u64, name: &str, len: usize) -> Seen {
+        self.one(FileOp::Read {
+            handle,
+            file: named(name),
+            offset: 0,
+            len,
+        })
+    }
+
+    /// Carries out `op`, which is answered once; the answer.
+    fn one(&mut self, op: FileOp) -> Seen {
+        let got = self.run([op]);
         match &got[..] {
             [one] => one.clone(),
-            other => panic!("one answer to a read, got {other:?}"),
+            other => panic!("one answer, got {other:?}"),
         }
     }
 
@@ -160,15 +216,7 @@ impl<'f, F: Fixture> Rig<'f, F> {
     /// the blob its digest names.
     fn store(&mut self, temp: u64, data: &[u8], piece: usize) -> ([u8; 32], Vec<Seen>) {
         let d = digest(data);
-        let mut ops: Vec<FileOp> = data
-            .chunks(piece.max(1))
-            .enumerate()
-            .map(|(i, c)| FileOp::Write {
-                temp,
-                offset: (i * piece) as u64,
-                data: c.to_vec(),
-            })
-            .collect();
+        let mut ops = writes(temp, data, piece);
         ops.push(FileOp::Persist {
             temp,
             to: FileRef::Blob(d),
@@ -177,8 +225,73 @@ impl<'f, F: Fixture> Rig<'f, F> {
     }
 }
 
+/// A shared directory under test.
+impl<'f, F: DirFixture> Rig<'f, F> {
+    fn shared_dir(fixture: &'f mut F) -> Self {
+        let world = fixture.fresh_shared_dir();
+        Rig {
+            fixture,
+            host: Some(Host::new(Script::default(), world)),
+        }
+    }
+
+    /// The shared directory's listing, as (name, size).
+    fn list(&mut self) -> Vec<(String, u64)> {
+        match self.one(FileOp::List { handle: 77 }) {
+            Seen::Listed {
+                handle: 77,
+                entries,
+            } => entries.into_iter().map(|e| (e.name, e.size)).collect(),
+            other => panic!("a listing, got {other:?}"),
+        }
+    }
+
+    /// Writes `data` to `temp` in pieces of `piece` bytes and persists it as
+    /// `name`.
+    fn put(&mut self, temp: u64, name: &str, data: &[u8], piece: usize) -> Vec<Seen> {
+        let mut ops = writes(temp, data, piece);
+        ops.push(FileOp::Persist {
+            temp,
+            to: named(name),
+        });
+        self.run(ops)
+    }
+
+    fn place(&mut self, name: &str, content: &[u8]) {
+        let host = self.host.as_mut().expect("a running node");
+        self.fixture.place(host.world_mut(), name, content);
+    }
+
+    fn place_symlink(&mut self, name: &str) -> bool {
+        let host = self.host.as_mut().expect("a running node");
+        self.fixture.place_symlink(host.world_mut(), name)
+    }
+
+    fn temporaries(&mut self) -> usize {
+        let host = self.host.as_mut().expect("a running node");
+        self.fixture.temporaries(host.world_mut())
+    }
+}
+
 pub fn digest(b: &[u8]) -> [u8; 32] {
     *blake3::hash(b).as_bytes()
+}
+
+/// `data` written to `temp` in pieces of `piece` bytes.
+fn writes(temp: u64, data: &[u8], piece: usize) -> Vec<FileOp> {
+    let piece = piece.max(1);
+    data.chunks(piece)
+        .enumerate()
+        .map(|(i, c)| FileOp::Write {
+            temp,
+            offset: (i * piece) as u64,
+            data: c.to_vec(),
+        })
+        .collect()
+}
+
+fn named(name: &str) -> FileRef {
+    FileRef::Named(name.into())
 }
 
 fn read(handle: u64, d: [u8; 32], offset: u64, len: usize) -> FileOp {
@@ -209,6 +322,21 @@ pub fn run_all<F: Fixture>(fixture: &mut F) {
     a_removed_blob_is_gone_and_removing_twice_is_no_error(fixture);
     answers_come_in_output_order_and_a_remove_never_overtakes_a_persist(fixture);
     a_zero_byte_file_persists_without_writes(fixture);
+    a_server_refuses_named_files_and_listings(fixture);
+}
+
+/// Every check of a peer's shared directory, in turn.
+pub fn run_shared_dir<F: DirFixture>(fixture: &mut F) {
+    shared_dir_written_then_persisted_reads_back(fixture);
+    shared_dir_persist_never_replaces_a_name(fixture);
+    shared_dir_lists_files_sorted_and_hides_temporaries(fixture);
+    shared_dir_read_of_a_missing_name_says_missing(fixture);
+    shared_dir_refuses_bad_names_and_touches_nothing(fixture);
+    shared_dir_refuses_blobs_and_local_files(fixture);
+    shared_dir_discard_leaves_nothing(fixture);
+    shared_dir_holds_several_temporaries_at_once(fixture);
+    shared_dir_remove_removes_the_name(fixture);
+    shared_dir_never_follows_a_symlink(fixture);
 }
 
 pub fn written_then_persisted_reads_back<F: Fixture>(fixture: &mut F) {
@@ -414,4 +542,209 @@ pub fn a_zero_byte_file_persists_without_writes<F: Fixture>(fixture: &mut F) {
             data: Vec::new()
         }
     );
+}
+
+pub fn a_server_refuses_named_files_and_listings<F: Fixture>(fixture: &mut F) {
+    let mut rig = Rig::new(fixture);
+    assert_eq!(rig.read_named(1, "a", 10), refused(1));
+    assert_eq!(rig.one(FileOp::List { handle: 2 }), refused(2));
+    let mut ops = writes(3, b"abc", 3);
+    ops.push(FileOp::Persist {
+        temp: 3,
+        to: named("a"),
+    });
+    assert_eq!(rig.run(ops), [refused(3)]);
+    assert!(rig.restart().is_empty());
+}
+
+pub fn shared_dir_written_then_persisted_reads_back<F: DirFixture>(fixture: &mut F) {
+    let mut rig = Rig::shared_dir(fixture);
+    let data = content(300_000, 11);
+    assert_eq!(
+        rig.put(1, "report.pdf", &data, 4096),
+        [Seen::Persisted { temp: 1 }]
+    );
+    assert_eq!(rig.list(), [("report.pdf".to_string(), 300_000)]);
+    assert_eq!(
+        rig.read_named(5, "report.pdf", data.len()),
+        Seen::Read { handle: 5, data }
+    );
+    assert_eq!(rig.temporaries(), 0, "the temporary file was moved");
+}
+
+pub fn shared_dir_persist_never_replaces_a_name<F: DirFixture>(fixture: &mut F) {
+    let mut rig = Rig::shared_dir(fixture);
+    let first = content(5000, 12);
+    assert_eq!(rig.put(1, "a", &first, 5000), [Seen::Persisted { temp: 1 }]);
+    assert_eq!(rig.put(2, "a", &content(7000, 13), 4096), [refused(2)]);
+    rig.place("mine", b"the user's own");
+    assert_eq!(rig.put(3, "mine", b"other", 5), [refused(3)]);
+    // Not even an empty file replaces one.
+    let persist = FileOp::Persist {
+        temp: 4,
+        to: named("a"),
+    };
+    assert_eq!(rig.run([persist]), [refused(4)]);
+    assert_eq!(
+        rig.read_named(1, "a", 10_000),
+        Seen::Read {
+            handle: 1,
+            data: first
+        },
+        "the file there is intact"
+    );
+    assert_eq!(
+        rig.read_named(2, "mine", 100),
+        Seen::Read {
+            handle: 2,
+            data: b"the user's own".to_vec()
+        }
+    );
+    assert_eq!(rig.list(), [("a".into(), 5000), ("mine".into(), 14)]);
+    assert_eq!(rig.temporaries(), 0, "a refused persist uses its file up");
+}
+
+pub fn shared_dir_lists_files_sorted_and_hides_temporaries<F: DirFixture>(fixture: &mut F) {
+    let mut rig = Rig::shared_dir(fixture);
+    assert_eq!(rig.list(), [], "an empty directory");
+    rig.place("zeta", &content(10, 14));
+    for (temp, name, len) in [(1, "b", 3), (2, "a", 0), (3, "B", 4096), (4, "é", 1)] {
+        assert_eq!(
+            rig.put(temp, name, &content(len, 15), 1000),
+            [Seen::Persisted { temp }]
+        );
+    }
+    // Written, never persisted: not in the directory yet.
+    assert!(rig.run(writes(9, &content(5000, 16), 4096)).is_empty());
+    assert_eq!(
+        rig.list(),
+        [
+            ("B".into(), 4096),
+            ("a".into(), 0),
+            ("b".into(), 3),
+            ("zeta".into(), 10),
+            ("é".into(), 1),
+        ],
+        "sorted by name (bytes), with sizes"
+    );
+    assert_eq!(rig.temporaries(), 1);
+}
+
+pub fn shared_dir_read_of_a_missing_name_says_missing<F: DirFixture>(fixture: &mut F) {
+    let mut rig = Rig::shared_dir(fixture);
+    assert_eq!(
+        rig.read_named(4, "nothing", 10),
+        Seen::Failed {
+            handle: 4,
+            no_space: false,
+            missing: true
+        }
+    );
+}
+
+pub fn shared_dir_refuses_bad_names_and_touches_nothing<F: DirFixture>(fixture: &mut F) {
+    let mut rig = Rig::shared_dir(fixture);
+    rig.place("a", b"kept");
+    let bad = ["", ".", "..", "a/b", "../a", "/etc/passwd", "a\0b", "x/.."];
+    for (i, name) in bad.into_iter().enumerate() {
+        let h = i as u64 + 1;
+        assert_eq!(rig.read_named(h, name, 10), refused(h), "read {name:?}");
+        assert_eq!(rig.put(h, name, b"bad", 3), [refused(h)], "put {name:?}");
+        let remove = FileOp::Remove { file: named(name) };
+        assert!(rig.run([remove]).is_empty(), "remove {name:?}");
+    }
+    assert_eq!(rig.list(), [("a".into(), 4)]);
+    assert_eq!(rig.temporaries(), 0);
+}
+
+pub fn shared_dir_refuses_blobs_and_local_files<F: DirFixture>(fixture: &mut F) {
+    let mut rig = Rig::shared_dir(fixture);
+    let d = digest(b"x");
+    assert_eq!(rig.read(1, d, 0, 1), refused(1));
+    for (temp, to) in [(2, FileRef::Blob(d)), (3, FileRef::Local)] {
+        let mut ops = writes(temp, b"x", 1);
+        ops.push(FileOp::Persist { temp, to });
+        assert_eq!(rig.run(ops), [refused(temp)]);
+    }
+    assert_eq!(rig.list(), []);
+}
+
+pub fn shared_dir_discard_leaves_nothing<F: DirFixture>(fixture: &mut F) {
+    let mut rig = Rig::shared_dir(fixture);
+    let mut ops = writes(3, &content(70_000, 17), 4096);
+    ops.extend([FileOp::Discard { temp: 3 }, FileOp::Discard { temp: 3 }]);
+    assert!(rig.run(ops).is_empty());
+    assert_eq!(rig.temporaries(), 0);
+    assert_eq!(rig.list(), []);
+    // The same number again: nothing of the discarded file remains.
+    assert_eq!(rig.put(3, "f", b"fresh", 5), [Seen::Persisted { temp: 3 }]);
+    assert_eq!(
+        rig.read_named(1, "f", 100),
+        Seen::Read {
+            handle: 1,
+            data: b"fresh".to_vec()
+        }
+    );
+}
+
+pub fn shared_dir_holds_several_temporaries_at_once<F: DirFixture>(fixture: &mut F) {
+    let mut rig = Rig::shared_dir(fixture);
+    let files: Vec<(u64, String, Vec<u8>)> = (1..=4)
+        .map(|t| (t, format!("f{t}"), content(10_000 * t as usize, t as u8)))
+        .collect();
+    // Transfers on several connections: their writes interleave.
+    let mut ops = Vec::new();
+    for piece in 0..25 {
+        for (temp, _, data) in &files {
+            let at = piece * 4096;
+            if at < data.len() {
+                let end = (at + 4096).min(data.len());
+                ops.push(FileOp::Write {
+                    temp: *temp,
+                    offset: at as u64,
+                    data: data[at..end].to_vec(),
+                });
+            }
+        }
+    }
+    assert!(rig.run(ops).is_empty());
+    assert_eq!(rig.temporaries(), 4);
+    let persists = files.iter().rev().map(|(temp, name, _)| FileOp::Persist {
+        temp: *temp,
+        to: named(name),
+    });
+    let answers: Vec<Seen> = (1..=4).rev().map(|temp| Seen::Persisted { temp }).collect();
+    assert_eq!(rig.run(persists), answers, "answered in output order");
+    for (temp, name, data) in files {
+        assert_eq!(
+            rig.read_named(temp, &name, data.len()),
+            Seen::Read { handle: temp, data }
+        );
+    }
+    assert_eq!(rig.temporaries(), 0);
+}
+
+pub fn shared_dir_remove_removes_the_name<F: DirFixture>(fixture: &mut F) {
+    let mut rig = Rig::shared_dir(fixture);
+    rig.place("a", b"one");
+    rig.place("b", b"two");
+    let remove = || FileOp::Remove { file: named("a") };
+    assert!(rig.run([remove(), remove()]).is_empty());
+    assert!(matches!(
+        rig.read_named(1, "a", 10),
+        Seen::Failed { missing: true, .. }
+    ));
+    assert_eq!(rig.list(), [("b".into(), 3)]);
+    // The name is free again.
+    assert_eq!(rig.put(1, "a", b"new", 3), [Seen::Persisted { temp: 1 }]);
+}
+
+pub fn shared_dir_never_follows_a_symlink<F: DirFixture>(fixture: &mut F) {
+    let mut rig = Rig::shared_dir(fixture);
+    if !rig.place_symlink("link") {
+        return;
+    }
+    assert_eq!(rig.read_named(1, "link", 100), refused(1));
+    assert_eq!(rig.list(), [], "a link is not listed");
+    assert_eq!(rig.put(2, "link", b"through", 7), [refused(2)]);
 }

@@ -39,11 +39,7 @@ pub struct MemDisk {
     /// starts.
     pub persisted: u64,
     pub removed: u64,
-    /// Reads carried out and not yet fed: the file as it was, per handle,
-    /// in the order asked (answers are fed in that order).
-    reads: BTreeMap<u64, VecDeque<Arc<[u8]>>>,
-    /// The read being fed.
-    reading: Option<Arc<[u8]>>,
+    reads: Reads,
 }
 
 impl fmt::Debug for MemDisk {
@@ -65,8 +61,7 @@ impl MemDisk {
         let leftover = self.temps.len();
         self.temps.clear();
         self.failed.clear();
-        self.reads.clear();
-        self.reading = None;
+        self.reads = Reads::default();
         (self.blobs.keys().copied().collect(), leftover)
     }
 
@@ -127,7 +122,7 @@ impl MemDisk {
                     failure: FileFailure::other("input/output error"),
                 },
                 Some(b) => {
-                    self.reads.entry(handle).or_default().push_back(b.clone());
+                    self.reads.open(handle, b.clone());
                     FileAnswer::Read {
                         handle,
                         offset,
@@ -228,9 +223,30 @@ impl MemDisk {
     /// The bytes of a read answered [`FileAnswer::Read`]: as the file was
     /// when the read was carried out.
     pub fn read(&mut self, handle: u64, offset: u64, len: usize) -> Result<&[u8], FileFailure> {
-        let file = self.reads.get_mut(&handle).and_then(|q| q.pop_front());
-        if self.reads.get(&handle).is_some_and(|q| q.is_empty()) {
-            self.reads.remove(&handle);
+        self.reads.read(handle, offset, len)
+    }
+}
+
+/// Reads carried out and not yet fed: the file as it was, per handle, in
+/// the order asked (answers are fed in that order).
+#[derive(Default)]
+pub struct Reads {
+    pending: BTreeMap<u64, VecDeque<Arc<[u8]>>>,
+    /// The read being fed.
+    reading: Option<Arc<[u8]>>,
+}
+
+impl Reads {
+    /// A read of `file` as it is now, carried out for `handle`.
+    pub fn open(&mut self, handle: u64, file: Arc<[u8]>) {
+        self.pending.entry(handle).or_default().push_back(file);
+    }
+
+    /// The bytes of `handle`'s oldest read not yet fed.
+    pub fn read(&mut self, handle: u64, offset: u64, len: usize) -> Result<&[u8], FileFailure> {
+        let file = self.pending.get_mut(&handle).and_then(|q| q.pop_front());
+        if self.pending.get(&handle).is_some_and(|q| q.is_empty()) {
+            self.pending.remove(&handle);
         }
         let Some(file) = file else {
             return Err(FileFailure::other(format!(
@@ -241,7 +257,7 @@ impl MemDisk {
     }
 }
 
-fn no_space(temp: u64) -> FileFailure {
+pub(crate) fn no_space(temp: u64) -> FileFailure {
     FileFailure::no_space(format!(
         "cannot write temporary file {temp}: no space left on device"
     ))

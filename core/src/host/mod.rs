@@ -19,6 +19,7 @@
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod mem_dir;
 pub mod mem_disk;
 
 use crate::io::{ConnId, FileAnswer, FileFailure, FileOp, Input, Node, Output};

@@ -8,6 +8,7 @@
 use crate::balancer::messages::ProbeMsg;
 use crate::balancer::ServerAddr;
 use crate::frame::FrameDecoder;
+use crate::host::mem_dir::MemDir;
 use crate::host::mem_disk::MemDisk;
 use crate::host::{Host, HostError, World};
 use crate::io::{ConnId, FileAnswer, FileFailure, FileOp, Input};
@@ -42,12 +43,16 @@ enum NetOut {
     Close(ConnId),
 }
 
-/// One server's world in memory.
+/// One node's world in memory: a server's (its files on [`MemDisk`]) or a
+/// peer's ([`MemWorld::shared_dir`]: its files in a [`MemDir`]).
 #[derive(Default)]
 pub struct MemWorld {
     now: Timestamp,
     pub store: MemStore,
     pub disk: MemDisk,
+    /// A peer's shared directory; file work goes here, not to `disk`, when
+    /// there is one.
+    pub dir: Option<MemDir>,
     net: Vec<NetOut>,
     /// While set, `FilePersisted` answers wait in `held` (a slow disk).
     hold_persists: bool,
@@ -60,6 +65,19 @@ pub struct MemWorld {
 }
 
 impl MemWorld {
+    /// A peer's world: its files are one shared directory, empty.
+    pub fn shared_dir() -> Self {
+        MemWorld {
+            dir: Some(MemDir::default()),
+            ..MemWorld::default()
+        }
+    }
+
+    /// Sets the world's clock (a node run outside a [`Cluster`]).
+    pub fn set_now(&mut self, now: Timestamp) {
+        self.now = now;
+    }
+
     /// What a crash loses: everything but the store and the disk.
     pub(crate) fn crash(&mut self) {
         self.net.clear();
@@ -102,7 +120,10 @@ impl World for MemWorld {
 
     fn file(&mut self, op: FileOp) -> Result<Option<FileAnswer>, HostError> {
         let read = matches!(op, FileOp::Read { .. });
-        let answer = self.disk.execute(op);
+        let answer = match self.dir.as_mut() {
+            Some(dir) => dir.execute(op, self.now.as_micros() / 1000),
+            None => self.disk.execute(op),
+        };
         match answer {
             Some(a @ FileAnswer::Persisted { .. }) if self.hold_persists => {
                 self.held.push(a);
@@ -124,7 +145,10 @@ impl World for MemWorld {
     }
 
     fn read(&mut self, handle: u64, offset: u64, len: usize) -> Result<&[u8], FileFailure> {
-        self.disk.read(handle, offset, len)
+        match self.dir.as_mut() {
+            Some(dir) => dir.read(handle, offset, len),
+            None => self.disk.read(handle, offset, len),
+        }
     }
 }
 

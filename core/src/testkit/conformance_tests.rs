@@ -1,7 +1,10 @@
 //! The unit tests' in-memory world keeps the file contract.
 
 use super::cluster::MemWorld;
-use crate::host::conformance::{self, Fixture};
+use crate::host::conformance::{self, DirFixture, Fixture};
+use crate::host::mem_dir::MemDir;
+use crate::host::World;
+use crate::time::Timestamp;
 
 struct Mem;
 
@@ -25,7 +28,33 @@ impl Fixture for Mem {
     }
 }
 
+impl DirFixture for Mem {
+    fn fresh_shared_dir(&mut self) -> MemWorld {
+        let mut world = MemWorld::shared_dir();
+        world.set_now(Timestamp::from_micros(1_700_000_000_000_000));
+        world
+    }
+
+    fn place(&mut self, world: &mut MemWorld, name: &str, content: &[u8]) {
+        let now = world.now().as_micros() / 1000;
+        dir(world).put(name, content, now);
+    }
+
+    fn temporaries(&mut self, world: &mut MemWorld) -> usize {
+        dir(world).temps.len()
+    }
+}
+
+fn dir(world: &mut MemWorld) -> &mut MemDir {
+    world.dir.as_mut().expect("a shared directory's world")
+}
+
 #[test]
 fn the_testkit_world_keeps_the_file_contract() {
     conformance::run_all(&mut Mem);
+}
+
+#[test]
+fn the_testkit_world_keeps_the_shared_directory_contract() {
+    conformance::run_shared_dir(&mut Mem);
 }
