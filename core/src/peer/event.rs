@@ -12,8 +12,9 @@ pub enum PeerEvent {
     Registered { peer: u64 },
     /// REGISTER FAIL, with the reason.
     RegisterFailed { reason: String },
-    /// The link to the tracker broke after registering; the peer registers
-    /// again (and gets a new id).
+    /// The link to the tracker broke after registering, or the cluster
+    /// could not take the registration now; the peer registers again (and
+    /// gets a new id).
     TrackerLost { reason: String },
     /// UPDATE: the tracker's list of registered peers.
     Update { peers: Vec<PeerInfo> },
@@ -80,7 +81,7 @@ impl fmt::Display for PeerEvent {
             PeerEvent::Registered { peer } => write!(f, "REGISTER OK: this is peer {peer}"),
             PeerEvent::RegisterFailed { reason } => write!(f, "REGISTER FAIL {reason}"),
             PeerEvent::TrackerLost { reason } => {
-                write!(f, "lost the tracker ({reason}); registering again")
+                write!(f, "tracker: {reason}; registering again in a moment")
             }
             PeerEvent::Update { peers } => {
                 write!(f, "UPDATE: {} peer(s)", peers.len())?;

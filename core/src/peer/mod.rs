@@ -11,5 +11,8 @@ mod node;
 mod tracker;
 mod transfers;
 
-pub use event::{LinkInfo, PeerEvent};
+pub use event::{shown, LinkInfo, PeerEvent};
 pub use node::{PeerConfig, PeerError, PeerNode};
+
+#[cfg(test)]
+mod tests;

@@ -16,7 +16,7 @@ use crate::accounts::token::SessionToken;
 use crate::client::{Client, ClientConfig, ClientEvent};
 use crate::io::{ConnId, Input, Node, Output};
 use crate::outbox::Outbox;
-use crate::server::messages::{PeerInfo, Request, Response};
+use crate::server::messages::{OpError, PeerInfo, Request, Response};
 use crate::time::{earliest, Timestamp};
 use std::time::Duration;
 
@@ -255,6 +255,15 @@ impl Tracker {
                 self.backoff = BACKOFF_MIN;
                 out.event(PeerEvent::Registered { peer });
             }
+            // The cluster could not order it now (an election, a server
+            // catching up): worth another try, as a lost link is.
+            (_, Response::Failed(e @ OpError::Unavailable { .. })) => {
+                if let Some(mut c) = self.client.take() {
+                    c.close();
+                    self.forward(&mut c, out);
+                }
+                self.retry(now, e.to_string(), out);
+            }
             (_, Response::Failed(e)) => {
                 out.event(PeerEvent::RegisterFailed {
                     reason: e.to_string(),
@@ -265,17 +274,23 @@ impl Tracker {
         }
     }
 
+    /// Registers again after a pause that grows with each failure.
+    fn retry(&mut self, now: Timestamp, reason: String, out: &mut Outbox<PeerEvent>) {
+        self.ticket = None;
+        out.event(PeerEvent::TrackerLost { reason });
+        self.stage = Stage::Waiting {
+            at: now + self.backoff,
+        };
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
     /// The session is gone: registered peers try again later; a first
     /// registration reports the failure.
     fn lost(&mut self, now: Timestamp, reason: String, out: &mut Outbox<PeerEvent>) {
         self.client = None;
         self.ticket = None;
         if self.was_registered {
-            out.event(PeerEvent::TrackerLost { reason });
-            self.stage = Stage::Waiting {
-                at: now + self.backoff,
-            };
-            self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+            self.retry(now, reason, out);
         } else {
             out.event(PeerEvent::RegisterFailed { reason });
             self.stage = Stage::Off;

@@ -53,8 +53,8 @@ pub(super) struct Master {
     since: Timestamp,
     confirms: Vec<Confirm>,
     /// Peers whose lease ran out and whose `PeerLeave` this master has
-    /// ordered (once each).
-    expiring: BTreeSet<u64>,
+    /// ordered, with the lease it saw run out (once per lease).
+    expiring: BTreeMap<u64, u64>,
     /// The SYNC grant whose `SyncExpire` this master has ordered, and the
     /// lease it saw run out: ordered again only if a renewal moved it.
     sync_expiring: Option<(Token, u64)>,
@@ -91,7 +91,7 @@ impl Master {
             view_start: 0,
             since: now,
             confirms: Vec::new(),
-            expiring: BTreeSet::new(),
+            expiring: BTreeMap::new(),
             sync_expiring: None,
             own: 0,
         }
@@ -491,13 +491,17 @@ impl Master {
         out: &mut Outbox<E>,
     ) {
         let registry = sh.state.registry();
-        self.expiring.retain(|id| registry.get(*id).is_some());
+        // An expiry that lost to a renewal is forgotten, so that the new
+        // lease is expired in its turn (by the lease each was ordered for).
+        self.expiring
+            .retain(|id, lease| registry.get(*id).is_some_and(|p| p.lease_until == *lease));
         let secs = now.as_micros() / 1_000_000;
-        let due: Vec<u64> = (registry.expired(secs).into_iter())
-            .filter(|id| !self.expiring.contains(id))
+        let due: Vec<(u64, u64)> = (registry.expired(secs).into_iter())
+            .filter(|id| !self.expiring.contains_key(id))
+            .filter_map(|id| registry.get(id).map(|p| (id, p.lease_until)))
             .collect();
-        for peer in due {
-            self.expiring.insert(peer);
+        for (peer, lease) in due {
+            self.expiring.insert(peer, lease);
             let origin = self.own_origin(sh);
             let txn = Txn::PeerLeave {
                 peer,
@@ -513,7 +517,7 @@ impl Master {
         let heartbeat = (!self.followers.is_empty()).then_some(self.next_heartbeat);
         let after = |secs: u64| Timestamp::from_micros((secs + 1).saturating_mul(1_000_000));
         let lease = (sh.state.registry().all())
-            .filter(|p| !self.expiring.contains(&p.id))
+            .filter(|p| self.expiring.get(&p.id) != Some(&p.lease_until))
             .map(|p| after(p.lease_until))
             .min();
         let grant = (sh.state.sync().current())

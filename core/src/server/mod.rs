@@ -821,7 +821,7 @@ impl Node for Server {
 mod tests;
 
 #[cfg(test)]
-mod user_files_tests;
+pub(crate) mod user_files_tests;
 
 #[cfg(test)]
 mod copies_tests;

@@ -54,7 +54,7 @@ pub(super) fn user(c: &mut Cluster, ix: usize, name: &str) -> ConnId {
 
 /// A login token for `name`, registered on a session of its own on
 /// server 1.
-pub(super) fn login_token(c: &mut Cluster, name: &str) -> SessionToken {
+pub(crate) fn login_token(c: &mut Cluster, name: &str) -> SessionToken {
     let s = c.open_session(0);
     let (username, password) = (name.to_string(), "password-123".to_string());
     let register = Request::Register {

@@ -37,7 +37,7 @@ enum Msg {
 }
 
 /// What a server asked of its network, for the cluster to carry out.
-enum NetOut {
+pub(super) enum NetOut {
     Transmit(ConnId, Vec<u8>),
     Connect(ConnId, String),
     Close(ConnId),
@@ -58,7 +58,7 @@ pub struct MemWorld {
     hold_persists: bool,
     held: Vec<FileAnswer>,
     /// While set, every read is answered this much later (a slow disk).
-    read_delay: Option<Duration>,
+    pub(super) read_delay: Option<Duration>,
     slow_reads: VecDeque<(Timestamp, FileAnswer)>,
     /// Answers due, for the host to take.
     due: VecDeque<FileAnswer>,
@@ -76,6 +76,11 @@ impl MemWorld {
     /// Sets the world's clock (a node run outside a [`Cluster`]).
     pub fn set_now(&mut self, now: Timestamp) {
         self.now = now;
+    }
+
+    /// What the node asked of the network since the last call.
+    pub(super) fn take_net(&mut self) -> Vec<NetOut> {
+        std::mem::take(&mut self.net)
     }
 
     /// What a crash loses: everything but the store and the disk.
@@ -154,6 +159,23 @@ impl World for MemWorld {
 
 type ServerHost = Host<Server, MemWorld>;
 
+/// Hands network input `m` to a node's host.
+fn feed<N: crate::io::Node>(h: &mut Host<N, MemWorld>, m: &Msg) {
+    match m {
+        Msg::Accepted(c) => h.handle_input(Input::Accepted {
+            conn: *c,
+            peer: "peer".into(),
+        }),
+        Msg::Connected(c) => h.handle_input(Input::Connected { conn: *c }),
+        Msg::ConnectFailed(c) => h.handle_input(Input::ConnectFailed {
+            conn: *c,
+            reason: "refused".into(),
+        }),
+        Msg::Received(c, b) => h.handle_input(Input::Received { conn: *c, bytes: b }),
+        Msg::Closed(c) => h.handle_input(Input::Closed { conn: *c }),
+    }
+}
+
 pub struct Cluster {
     /// Running servers; a crashed one's world (store and disk) waits in
     /// `down`.
@@ -170,14 +192,20 @@ pub struct Cluster {
     pub fetching_told: Vec<(u64, u64)>,
     /// Bytes servers sent to test clients, per (server, connection).
     inbox: BTreeMap<(Ix, ConnId), FrameDecoder>,
+    /// Peers (`ferry peer` nodes), network nodes `size..`; see
+    /// [`Cluster::add_peer`].
+    pub(super) peers: Vec<super::peers::PeerSlot>,
+    /// What the peers said, by peer number (from 0).
+    pub peer_events: Vec<(usize, crate::peer::PeerEvent)>,
 }
 
 pub fn addr(ix: Ix) -> String {
     format!("server{}:7000", ix + 1)
 }
 
-fn ix_of(addr: &str) -> Option<Ix> {
-    addr.strip_prefix("server")?
+/// The number in `PREFIXn:port`, from 1.
+fn numbered(addr: &str, prefix: &str) -> Option<usize> {
+    addr.strip_prefix(prefix)?
         .split(':')
         .next()?
         .parse::<usize>()
@@ -201,6 +229,8 @@ impl Cluster {
             size,
             inbox: BTreeMap::new(),
             fetching_told: Vec::new(),
+            peers: Vec::new(),
+            peer_events: Vec::new(),
         };
         for ix in 0..size {
             c.boot(ix);
@@ -310,6 +340,12 @@ impl Cluster {
         if self.hosts[ix].is_some() {
             drop(self.take_server(ix));
         }
+        self.drop_links_of(ix);
+    }
+
+    /// Node `ix` is gone: the other end of each of its links hears it
+    /// close, and nothing on its way to it arrives.
+    pub(super) fn drop_links_of(&mut self, ix: Ix) {
         let mine: Vec<_> = self
             .links
             .keys()
@@ -323,6 +359,11 @@ impl Cluster {
             }
         }
         self.queue.retain(|(i, _)| *i != ix);
+    }
+
+    /// Servers in the cluster.
+    pub fn size(&self) -> usize {
+        self.size
     }
 
     pub fn restart(&mut self, ix: Ix) {
@@ -356,25 +397,33 @@ impl Cluster {
             for ix in 0..self.size {
                 self.settle_host(ix);
             }
+            for k in 0..self.peers.len() {
+                self.settle_peer(k);
+            }
             let Some((ix, m)) = self.queue.pop_front() else {
                 return;
             };
-            let Some(h) = self.hosts[ix].as_mut() else {
-                continue;
-            };
-            match &m {
-                Msg::Accepted(c) => h.handle_input(Input::Accepted {
-                    conn: *c,
-                    peer: "peer".into(),
-                }),
-                Msg::Connected(c) => h.handle_input(Input::Connected { conn: *c }),
-                Msg::ConnectFailed(c) => h.handle_input(Input::ConnectFailed {
-                    conn: *c,
-                    reason: "refused".into(),
-                }),
-                Msg::Received(c, b) => h.handle_input(Input::Received { conn: *c, bytes: b }),
-                Msg::Closed(c) => h.handle_input(Input::Closed { conn: *c }),
+            if ix < self.size {
+                if let Some(h) = self.hosts[ix].as_mut() {
+                    feed(h, &m);
+                }
+            } else if let Some(h) = self.peers[ix - self.size].host.as_mut() {
+                feed(h, &m);
             }
+        }
+    }
+
+    /// Node `ix` of the network: a server, or (from `size` on) a peer.
+    fn ix_of(&self, addr: &str) -> Option<Ix> {
+        numbered(addr, "server")
+            .filter(|&ix| ix < self.size)
+            .or_else(|| numbered(addr, "10.0.1.").map(|k| self.size + k))
+    }
+
+    fn is_up(&self, ix: Ix) -> bool {
+        match ix.checked_sub(self.size) {
+            None => self.hosts.get(ix).is_some_and(|s| s.is_some()),
+            Some(k) => self.peers.get(k).is_some_and(|p| p.host.is_some()),
         }
     }
 
@@ -398,7 +447,7 @@ impl Cluster {
         }
     }
 
-    fn carry(&mut self, ix: Ix, out: NetOut) {
+    pub(super) fn carry(&mut self, ix: Ix, out: NetOut) {
         match out {
             NetOut::Transmit(conn, bytes) => {
                 if let Some(&(j, c)) = self.links.get(&(ix, conn)) {
@@ -409,11 +458,8 @@ impl Cluster {
                     d.push(&bytes);
                 }
             }
-            NetOut::Connect(conn, addr) => match ix_of(&addr) {
-                Some(j)
-                    if self.hosts.get(j).is_some_and(|s| s.is_some())
-                        && !self.cut.contains(&(ix, j)) =>
-                {
+            NetOut::Connect(conn, addr) => match self.ix_of(&addr) {
+                Some(j) if self.is_up(j) && !self.cut.contains(&(ix, j)) => {
                     let acc = ConnId::accepted(self.next_accept);
                     self.next_accept += 1;
                     self.links.insert((ix, conn), (j, acc));
@@ -726,6 +772,15 @@ impl Cluster {
                     let reads = h.world().slow_reads.front().map(|(at, _)| *at);
                     h.poll_timeout().into_iter().chain(reads)
                 })
+                .chain(
+                    self.peers
+                        .iter()
+                        .filter_map(|p| p.host.as_ref())
+                        .flat_map(|h| {
+                            let reads = h.world().slow_reads.front().map(|(at, _)| *at);
+                            h.poll_timeout().into_iter().chain(reads)
+                        }),
+                )
                 .min()
                 .unwrap_or(end)
                 .max(self.now)
@@ -733,6 +788,10 @@ impl Cluster {
             self.now = next;
             self.sync_clock();
             for h in self.hosts.iter_mut().flatten() {
+                h.world_mut().release_reads(next);
+                h.handle_timeout_if_due();
+            }
+            for h in self.peers.iter_mut().filter_map(|p| p.host.as_mut()) {
                 h.world_mut().release_reads(next);
                 h.handle_timeout_if_due();
             }
@@ -745,12 +804,17 @@ impl Cluster {
 
     /// Nothing on its way between servers, and no server owed an answer.
     fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.hosts.iter().flatten().all(|h| !h.is_busy())
+        self.queue.is_empty()
+            && self.hosts.iter().flatten().all(|h| !h.is_busy())
+            && (self.peers.iter()).all(|p| p.host.as_ref().is_none_or(|h| !h.is_busy()))
     }
 
     /// Every running server's world tells the cluster's time.
     fn sync_clock(&mut self) {
         for h in self.hosts.iter_mut().flatten() {
+            h.world_mut().now = self.now;
+        }
+        for h in self.peers.iter_mut().filter_map(|p| p.host.as_mut()) {
             h.world_mut().now = self.now;
         }
     }

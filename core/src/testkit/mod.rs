@@ -66,3 +66,4 @@ pub fn bytes_of<M: speedy::Writable<LittleEndian>>(msg: &M) -> Vec<u8> {
 }
 pub mod cluster;
 mod conformance_tests;
+pub mod peers;
