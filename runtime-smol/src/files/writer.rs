@@ -414,7 +414,12 @@ impl Worker {
                 }
                 let temp = placing.temp;
                 let result = match self.failed.remove(&temp) {
-                    Some(failure) => Err(failure),
+                    Some(failure) => {
+                        if placing.existing == Existing::Link {
+                            remove_quietly(&placing.from);
+                        }
+                        Err(failure)
+                    }
                     None => place(placing),
                 };
                 Done::Finished(Finished::Persisted { temp, result })
