@@ -2,7 +2,7 @@
 //! disk, in output order; what waits for the disk is done on a thread of
 //! its own (see *The writer thread*).
 //!
-//! Two roles, chosen when the executor is made:
+//! Three roles, chosen when the executor is made:
 //!
 //! - **Server** ([`Files::server`]): content lives in `DIR/blobs/<hex
 //!   digest>`, temporary files in `DIR/tmp/<n>`. At startup leftover
@@ -15,6 +15,19 @@
 //!   the destination, `.NAME.ferry-partial-PID`, which `Persist` renames
 //!   onto the destination (replacing an existing file only if asked to) and
 //!   `Discard` removes.
+//! - **Peer** ([`Files::shared_dir`]): `FileRef::Named` is a plain name in
+//!   the one directory the peer shares, `DIR`; temporary files are in
+//!   `DIR/.ferry-tmp/<n>` (on the same filesystem, so the link into place
+//!   is atomic; a directory, so `List` does not show them), created and
+//!   emptied of a crash's leftovers at startup. A `Read` opens only a
+//!   regular file, never through a link (`O_NOFOLLOW`), and never waits on
+//!   a FIFO (looked at with `lstat` first, opened `O_NONBLOCK`, `fstat`ed
+//!   after). `Persist` never replaces a file: it links the temporary file
+//!   in under its name (`link`, which fails if the name is taken, however
+//!   it came to be taken) and removes the temporary file, whatever the
+//!   answer. `List` reads the directory (`lstat` of each entry: regular
+//!   files only). Names that are not plain ([`ferry_core::io::is_plain_name`])
+//!   are refused before anything is touched.
 //!
 //! **Semantics.** `Write` creates the temporary file on its first write;
 //! its bytes reach the file by the time of the `Persist` (see *Fewer
@@ -38,7 +51,9 @@
 //! way, so it never overtakes a persist asked for before it. A temporary
 //! file's number is not free again until its persist is answered. A
 //! client's `Persist` still waits (its one transfer has nothing else to
-//! do, and none of its timers should run out while its own disk works).
+//! do, and none of its timers should run out while its own disk works). A
+//! peer's `Persist` and `Remove` are a server's: it has several transfers
+//! at once, on several connections, which a wait would stall.
 //!
 //! **Reads are answered late.** A `Read` opens its file at once (so a blob
 //! removed later in the same drain can still be read through the open
@@ -89,12 +104,13 @@
 //! a temporary file when it is persisted or discarded.
 
 use buffers::{ReadAhead, WriteBuffers, READ_AHEAD};
+use ferry_core::io::{is_plain_name, DirEntry};
 pub use ferry_core::{FileAnswer, FileFailure};
 use ferry_core::{FileOp, FileRef};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use writer::{Existing, Finished, Placing, Writer};
@@ -103,6 +119,9 @@ use writer::{Existing, Finished, Placing, Writer};
 pub const BLOBS_DIR: &str = "blobs";
 /// The directory of temporary files under a server's file root.
 pub const TMP_DIR: &str = "tmp";
+
+/// The directory of temporary files inside a peer's shared directory.
+pub const SHARED_TMP_DIR: &str = ".ferry-tmp";
 
 /// Open descriptors kept at most.
 const MAX_OPEN: usize = 128;
@@ -149,8 +168,16 @@ enum Local {
 
 #[derive(Clone, Debug)]
 enum Role {
-    Server { blobs: PathBuf, tmp: PathBuf },
+    Server {
+        blobs: PathBuf,
+        tmp: PathBuf,
+    },
     Client(Local),
+    /// A peer's shared directory and its temporary files' directory in it.
+    Peer {
+        dir: PathBuf,
+        tmp: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -226,13 +253,7 @@ impl Files {
             std::fs::create_dir_all(dir)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
         }
-        for entry in read_dir(&tmp)? {
-            let path = entry.path();
-            match std::fs::remove_file(&path) {
-                Ok(()) => tracing::info!("removed leftover temporary file {}", path.display()),
-                Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
-            }
-        }
+        remove_leftovers(&tmp)?;
         let mut present = Vec::new();
         for entry in read_dir(&blobs)? {
             let name = entry.file_name();
@@ -243,6 +264,32 @@ impl Files {
         }
         present.sort_unstable();
         Ok((Files::with_role(Role::Server { blobs, tmp }), present))
+    }
+
+    /// A peer sharing directory `dir`, which must exist. Creates its
+    /// temporary files' directory in it and removes the temporary files a
+    /// crash left there.
+    pub fn shared_dir(dir: &Path) -> io::Result<Files> {
+        if !std::fs::metadata(dir).map_err(|e| at(dir, e))?.is_dir() {
+            return Err(at(dir, ErrorKind::NotADirectory.into()));
+        }
+        let tmp = dir.join(SHARED_TMP_DIR);
+        match std::fs::create_dir(&tmp) {
+            Err(e) if e.kind() != ErrorKind::AlreadyExists => return Err(at(&tmp, e)),
+            _ => {}
+        }
+        // Not through a link: the temporary files would be written
+        // elsewhere, maybe on another filesystem, where linking them into
+        // place fails.
+        if !std::fs::symlink_metadata(&tmp)
+            .map_err(|e| at(&tmp, e))?
+            .is_dir()
+        {
+            return Err(at(&tmp, ErrorKind::NotADirectory.into()));
+        }
+        remove_leftovers(&tmp)?;
+        let dir = dir.to_path_buf();
+        Ok(Files::with_role(Role::Peer { dir, tmp }))
     }
 
     /// A client whose local file is `path`, to be read (an upload).
@@ -331,9 +378,9 @@ impl Files {
                 self.remove(file);
                 None
             }
-            FileOp::List { handle } => Some(FileAnswer::Failed {
-                handle,
-                failure: FileFailure::other("this node shares no directory"),
+            FileOp::List { handle } => Some(match self.list() {
+                Ok(entries) => FileAnswer::Listed { handle, entries },
+                Err(failure) => FileAnswer::Failed { handle, failure },
             }),
         }
     }
@@ -384,6 +431,12 @@ impl Files {
             (Role::Server { blobs, .. }, FileRef::Blob(d)) => Ok(blobs.join(hex(d))),
             (Role::Client(Local::Source(p)), FileRef::Local) => Ok(p.clone()),
             (Role::Client(Local::Destination { path, .. }), FileRef::Local) => Ok(path.clone()),
+            (Role::Peer { dir, .. }, FileRef::Named(name)) if is_plain_name(name) => {
+                Ok(dir.join(name))
+            }
+            (Role::Peer { .. }, FileRef::Named(name)) => Err(FileFailure::other(format!(
+                "{name:?} is not a plain file name"
+            ))),
             (_, file) => Err(FileFailure::other(format!(
                 "{file:?} is not a file this node has"
             ))),
@@ -392,7 +445,7 @@ impl Files {
 
     fn temp_path(&self, temp: u64) -> Result<PathBuf, FileFailure> {
         match &self.role {
-            Role::Server { tmp, .. } => Ok(tmp.join(temp.to_string())),
+            Role::Server { tmp, .. } | Role::Peer { tmp, .. } => Ok(tmp.join(temp.to_string())),
             Role::Client(Local::Destination { partial, .. }) => Ok(partial.clone()),
             Role::Client(Local::Source(_)) => Err(FileFailure::other(
                 "an upload writes no local file".to_string(),
@@ -409,7 +462,10 @@ impl Files {
             }
         }
         let path = self.local_path(&file)?;
-        let f = File::open(&path).map_err(|e| io_failure("cannot open", &path, &e))?;
+        let f = match file {
+            FileRef::Named(_) => open_regular(&path)?,
+            _ => File::open(&path).map_err(|e| io_failure("cannot open", &path, &e))?,
+        };
         let len = f
             .metadata()
             .map_err(|e| io_failure("cannot stat", &path, &e))?
@@ -459,10 +515,8 @@ impl Files {
             }
             let path = self.temp_path(temp)?;
             let fresh = !self.created.contains_key(&temp);
-            let f = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(fresh)
+            let f = self
+                .temp_options(fresh)
                 .open(&path)
                 .map_err(|e| io_failure("cannot create", &path, &e))?;
             self.opened += 1;
@@ -490,6 +544,20 @@ impl Files {
                 "temporary file {temp} is not open"
             ))),
         }
+    }
+
+    /// How a temporary file is opened. A peer's temporary files are in the
+    /// directory it shares, where someone else may put a link: a new one
+    /// must be new (`O_EXCL`), and one reopened is never a link.
+    fn temp_options(&self, fresh: bool) -> OpenOptions {
+        let mut options = OpenOptions::new();
+        options.write(true);
+        match (&self.role, fresh) {
+            (Role::Peer { .. }, true) => options.create_new(true),
+            (Role::Peer { .. }, false) => options.custom_flags(libc::O_NOFOLLOW),
+            (_, fresh) => options.create(true).truncate(fresh),
+        };
+        options
     }
 
     /// Gathers the write if it can (see the module docs), else hands
@@ -599,12 +667,22 @@ impl Files {
     }
 
     /// Hands the file, once its writes are done, to the writer thread to be
-    /// made durable and moved into place. A server hears the answer from
-    /// there (false); a client waits for it (true: persisted).
+    /// made durable and moved into place. A server or a peer hears the
+    /// answer from there (false); a client waits for it (true: persisted).
+    /// A peer's temporary file is used up whatever the answer.
     fn persist(&mut self, temp: u64, to: FileRef) -> Result<bool, FileFailure> {
+        let placed = self.place(temp, to);
+        if placed.is_err() && matches!(self.role, Role::Peer { .. }) {
+            self.discard(temp);
+        }
+        placed
+    }
+
+    fn place(&mut self, temp: u64, to: FileRef) -> Result<bool, FileFailure> {
         let from = self.temp_path(temp)?;
         let target = self.local_path(&to)?;
         let existing = match (&self.role, &to) {
+            (Role::Peer { .. }, _) => Existing::Link,
             (Role::Client(Local::Destination { replace: false, .. }), _) => Existing::Refuse,
             (_, FileRef::Blob(_)) => Existing::Keep,
             _ => Existing::Replace,
@@ -685,14 +763,100 @@ impl Files {
             }
             keep
         });
-        if !matches!(self.role, Role::Server { .. }) {
+        if matches!(self.role, Role::Client(_)) {
             tracing::warn!("a client does not remove its local file");
             return;
         }
-        if let Ok(path) = self.local_path(&file) {
-            self.writer.remove(path);
+        match self.local_path(&file) {
+            Ok(path) => self.writer.remove(path),
+            Err(failure) => tracing::warn!("not removed: {}", failure.error),
         }
     }
+
+    /// The regular files at the top of a peer's shared directory, sorted
+    /// by name.
+    fn list(&self) -> Result<Vec<DirEntry>, FileFailure> {
+        let Role::Peer { dir, .. } = &self.role else {
+            return Err(FileFailure::other("this node shares no directory"));
+        };
+        let failed = |e: io::Error| io_failure("cannot list", dir, &e);
+        let mut listed = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(failed)? {
+            listed.extend(listed_entry(&entry.map_err(failed)?));
+        }
+        listed.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        Ok(listed)
+    }
+}
+
+/// A directory entry as `List` shows it: a regular file (not followed if a
+/// link: `DirEntry::metadata` is an `lstat`) with a UTF-8 name. One gone
+/// since the directory was read is not shown.
+fn listed_entry(entry: &std::fs::DirEntry) -> Option<DirEntry> {
+    let name = entry.file_name().into_string().ok()?;
+    let meta = entry.metadata().ok().filter(|m| m.is_file())?;
+    let modified_ms = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Some(DirEntry {
+        name,
+        size: meta.len(),
+        modified_ms,
+    })
+}
+
+/// Opens a shared directory's file to read it: a regular file only, never
+/// through a link. Looked at first so that nothing else (a device, a FIFO)
+/// is even opened; opened without following a link and without waiting (a
+/// FIFO put in its place meanwhile opens at once), and looked at again
+/// through the descriptor, which is what is read.
+fn open_regular(path: &Path) -> Result<File, FileFailure> {
+    let not_regular = || {
+        FileFailure::other(format!(
+            "cannot open {}: not a regular file",
+            path.display()
+        ))
+    };
+    let before =
+        std::fs::symlink_metadata(path).map_err(|e| io_failure("cannot open", path, &e))?;
+    if !before.is_file() {
+        return Err(not_regular());
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => not_regular(),
+            _ => io_failure("cannot open", path, &e),
+        })?;
+    let after = file
+        .metadata()
+        .map_err(|e| io_failure("cannot stat", path, &e))?;
+    match after.is_file() {
+        // O_NONBLOCK means nothing to a regular file's reads.
+        true => Ok(file),
+        false => Err(not_regular()),
+    }
+}
+
+/// Removes what a crash left in a temporary files' directory.
+fn remove_leftovers(tmp: &Path) -> io::Result<()> {
+    for entry in read_dir(tmp)? {
+        let path = entry.path();
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!("removed leftover temporary file {}", path.display()),
+            Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+        }
+    }
+    Ok(())
+}
+
+/// `e`, saying which path it was about.
+fn at(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 /// Reads up to `len` bytes at `offset` into `buf` (fewer only at the end of

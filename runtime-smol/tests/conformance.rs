@@ -1,11 +1,13 @@
 //! The production world keeps the file contract: real files in a temporary
-//! directory, through the one host.
+//! directory, through the one host. A peer's shared directory is `shared`
+//! inside it, so that the links of the checks point outside the directory
+//! and nothing outside it is to be touched.
 
-use ferry_core::host::conformance::{self, Fixture};
+use ferry_core::host::conformance::{self, DirFixture, Fixture};
 use ferry_runtime_smol::driver::RealWorld;
-use ferry_runtime_smol::files::TMP_DIR;
+use ferry_runtime_smol::files::{SHARED_TMP_DIR, TMP_DIR};
 use ferry_runtime_smol::Files;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
 #[derive(Default)]
@@ -16,6 +18,10 @@ struct Real {
 impl Real {
     fn root(&self) -> &Path {
         self.dir.as_ref().expect("a fresh world first").path()
+    }
+
+    fn shared(&self) -> PathBuf {
+        self.root().join("shared")
     }
 
     fn start(&self) -> (RealWorld, Vec<[u8; 32]>) {
@@ -49,6 +55,43 @@ impl Fixture for Real {
         blobs.sort();
         (world, blobs)
     }
+}
+
+impl DirFixture for Real {
+    fn fresh_shared_dir(&mut self) -> RealWorld {
+        self.dir = Some(tempfile::tempdir().expect("a temporary directory"));
+        std::fs::create_dir(self.shared()).expect("the shared directory");
+        let files = Files::shared_dir(&self.shared()).expect("a shared directory");
+        RealWorld::new("conformance").with_files(files)
+    }
+
+    fn place(&mut self, _world: &mut RealWorld, name: &str, content: &[u8]) {
+        std::fs::write(self.shared().join(name), content).expect("a file put in");
+    }
+
+    fn place_symlink(&mut self, _world: &mut RealWorld, name: &str) -> bool {
+        let outside = self.root().join("outside");
+        std::fs::write(&outside, b"not shared").expect("a file outside");
+        std::os::unix::fs::symlink(&outside, self.shared().join(name)).expect("a link");
+        true
+    }
+
+    fn temporaries(&mut self, _world: &mut RealWorld) -> usize {
+        let tmp = self.shared().join(SHARED_TMP_DIR);
+        std::fs::read_dir(tmp).expect("the temporary files").count()
+    }
+}
+
+#[test]
+fn the_production_world_keeps_the_shared_directory_contract() {
+    let mut real = Real::default();
+    conformance::run_shared_dir(&mut real);
+    let outside = real.root().join("outside");
+    assert_eq!(
+        std::fs::read(outside).expect("the link's target"),
+        b"not shared",
+        "nothing outside the directory was touched"
+    );
 }
 
 #[test]

@@ -13,10 +13,19 @@
 //! - [`LocalFile`], a client's one local file: the source of an upload and
 //!   the destination of a download (written through a hidden partial file,
 //!   renamed onto the destination by `Persist`, removed by `Discard`).
+//! - A peer's shared directory is the core's in-memory one,
+//!   [`MemDir`](ferry_core::host::mem_dir::MemDir) (here [`Dir`]): plain
+//!   names with their content and modification time (the simulated clock's
+//!   when a `Persist` puts a file there), never replaced by a `Persist`,
+//!   and numbered temporary files `List` does not show. The harness owns it
+//!   ([`SharedDir`]) and puts files in, reads them out and lists them
+//!   (`Dir::put`, `Dir::get`, `Dir::list`) as the peer's user would; it
+//!   outlives the host's crashes, and `Dir::start` removes the temporary
+//!   files a crash left, as runtime-smol cleans `DIR/.ferry-tmp/`.
 //!
-//! When the work is done — a server's writes, persists and removes in one
-//! queue behind any `Persist` still in progress, the rest at once — is the
-//! simulated world's business (see [`crate::driver`]). Reads are answered
+//! When the work is done — a server's or a peer's writes, persists and
+//! removes in one queue behind any `Persist` still in progress, the rest at
+//! once — is the simulated world's business (see [`crate::driver`]). Reads are answered
 //! with the bytes the file held when the read was carried out, as
 //! runtime-smol's descriptor opened at that moment would read them. Blobs
 //! change in place only when the harness makes one rot (`Disk::rot`: a
@@ -28,9 +37,10 @@
 //! digest of its bytes, a server naming a client's local file or the other
 //! way round, a client removing a file.
 
+pub use ferry_core::host::mem_dir::MemDir as Dir;
 pub use ferry_core::host::mem_disk::{hex, short, MemDisk as Disk};
 use ferry_core::host::mem_disk::{slice, write_at};
-use ferry_core::{FileAnswer, FileFailure, FileOp, FileRef};
+use ferry_core::{FileAnswer, FileFailure, FileOp, FileRef, Timestamp};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -38,6 +48,7 @@ use std::sync::Arc;
 
 pub type SharedDisk = Rc<RefCell<Disk>>;
 pub type SharedLocal = Rc<RefCell<LocalFile>>;
+pub type SharedDir = Rc<RefCell<Dir>>;
 
 /// A server's disk, to be shared between the harness and the server's
 /// incarnations.
@@ -45,17 +56,25 @@ pub fn shared_disk() -> SharedDisk {
     Rc::new(RefCell::new(Disk::default()))
 }
 
+/// A peer's shared directory, empty, to be shared between the harness and
+/// the peer's incarnations.
+pub fn shared_dir() -> SharedDir {
+    Rc::new(RefCell::new(Dir::default()))
+}
+
 /// A node's files, as its world carries them out.
 #[derive(Clone)]
 pub enum SimFiles {
     Server(SharedDisk),
     Client(SharedLocal),
+    Peer(SharedDir),
 }
 
 impl SimFiles {
-    /// Carries out `op`: what the node is to be told, if anything, and a
-    /// line for the trace when a blob comes or goes.
-    pub fn execute(&self, op: FileOp) -> (Option<FileAnswer>, Option<String>) {
+    /// Carries out `op` at `now`: what the node is to be told, if anything,
+    /// and a line for the trace when a blob comes or goes or a named file
+    /// comes.
+    pub fn execute(&self, op: FileOp, now: Timestamp) -> (Option<FileAnswer>, Option<String>) {
         match self {
             SimFiles::Server(d) => {
                 let line = match &op {
@@ -82,6 +101,24 @@ impl SimFiles {
                 (answer, line)
             }
             SimFiles::Client(l) => (l.borrow_mut().execute(op), None),
+            SimFiles::Peer(d) => {
+                let name = match &op {
+                    FileOp::Persist {
+                        to: FileRef::Named(n),
+                        ..
+                    } => Some(n.clone()),
+                    _ => None,
+                };
+                let answer = d.borrow_mut().execute(op, now.as_micros() / 1000);
+                let line = match (&answer, name) {
+                    (Some(FileAnswer::Persisted { .. }), Some(n)) => {
+                        let size = d.borrow().get(&n).map_or(0, <[u8]>::len);
+                        Some(format!("{n} in the shared directory ({size} bytes)"))
+                    }
+                    _ => None,
+                };
+                (answer, line)
+            }
         }
     }
 
@@ -99,6 +136,7 @@ impl SimFiles {
         match self {
             SimFiles::Server(d) => buf.extend_from_slice(d.borrow_mut().read(handle, offset, len)?),
             SimFiles::Client(l) => buf.extend_from_slice(l.borrow_mut().read(handle, offset, len)?),
+            SimFiles::Peer(d) => buf.extend_from_slice(d.borrow_mut().read(handle, offset, len)?),
         }
         Ok(())
     }
@@ -108,11 +146,13 @@ impl SimFiles {
         matches!(op, FileOp::Persist { .. })
     }
 
-    /// True if `op` persists a blob this server's disk holds already.
+    /// True if `op` persists a blob this server's disk holds already (a
+    /// name a peer holds is refused, after the `fsync`, as runtime-smol
+    /// does when the name is taken while its file is made durable).
     pub fn holds_target(&self, op: &FileOp) -> bool {
         match self {
             SimFiles::Server(d) => d.borrow().holds_target(op),
-            SimFiles::Client(_) => false,
+            SimFiles::Client(_) | SimFiles::Peer(_) => false,
         }
     }
 }
@@ -361,5 +401,34 @@ mod tests {
         l.execute(FileOp::Discard { temp: 0 });
         assert!(l.partial.is_none());
         assert_eq!(l.dest.as_deref(), Some(&b"abc"[..]));
+    }
+
+    #[test]
+    fn a_peer_file_takes_the_simulated_time_and_is_traced_once_in_place() {
+        let dir = shared_dir();
+        let files = SimFiles::Peer(dir.clone());
+        let at = Timestamp::from_micros(1_800_000_000_123_000);
+        let write = FileOp::Write {
+            temp: 4,
+            offset: 0,
+            data: b"abc".to_vec(),
+        };
+        assert_eq!(files.execute(write, at), (None, None));
+        let persist = || FileOp::Persist {
+            temp: 4,
+            to: FileRef::Named("notes.txt".into()),
+        };
+        let (answer, line) = files.execute(persist(), at);
+        assert_eq!(answer, Some(FileAnswer::Persisted { temp: 4 }));
+        assert_eq!(
+            line.as_deref(),
+            Some("notes.txt in the shared directory (3 bytes)")
+        );
+        assert_eq!(dir.borrow().list()[0].modified_ms, 1_800_000_000_123);
+        // Once there, never replaced: no line for a refused persist.
+        let (answer, line) = files.execute(persist(), at);
+        assert!(matches!(answer, Some(FileAnswer::Failed { handle: 4, .. })));
+        assert_eq!(line, None);
+        assert_eq!(dir.borrow().get("notes.txt"), Some(&b"abc"[..]));
     }
 }

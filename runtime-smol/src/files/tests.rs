@@ -686,3 +686,272 @@ fn a_temporary_file_being_persisted_cannot_be_reopened() {
     let blob = dir.path().join("blobs").join(hex(&digest(b"first")));
     assert_eq!(std::fs::read(blob).unwrap(), b"first");
 }
+
+/// A peer sharing `DIR/shared` of a fresh temporary `DIR`, so that there is
+/// an outside to keep untouched.
+fn shared() -> (tempfile::TempDir, PathBuf, Files) {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("shared");
+    std::fs::create_dir(&dir).unwrap();
+    let files = Files::shared_dir(&dir).unwrap();
+    (root, dir, files)
+}
+
+fn named(name: &str) -> FileRef {
+    FileRef::Named(name.into())
+}
+
+/// The names a `List` answers.
+fn listed(files: &mut Files) -> Vec<String> {
+    match files.execute(FileOp::List { handle: 1 }) {
+        Some(FileAnswer::Listed { entries, .. }) => entries.into_iter().map(|e| e.name).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The failure a read of `name` is answered with, at once.
+fn read_failure(files: &mut Files, name: &str) -> FileFailure {
+    let op = FileOp::Read {
+        handle: 2,
+        file: named(name),
+        offset: 0,
+        len: 10,
+    };
+    match files.execute(op) {
+        Some(FileAnswer::Failed { failure, .. }) => failure,
+        other => panic!("a read of {name} refused, got {other:?}"),
+    }
+}
+
+/// Writes `data` to `temp` and persists it as `name`; the answer.
+fn put(files: &mut Files, temp: u64, name: &str, data: &[u8]) -> FileAnswer {
+    files.execute(FileOp::Write {
+        temp,
+        offset: 0,
+        data: data.to_vec(),
+    });
+    persist(files, temp, named(name))
+}
+
+/// Everything under `path`, relative to it, sorted.
+fn tree(path: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            found.push(p.strip_prefix(path).unwrap().display().to_string());
+            if p.symlink_metadata().unwrap().is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn a_link_is_neither_read_nor_listed_nor_written_through_even_one_inside() {
+    let (root, dir, mut files) = shared();
+    let outside = root.path().join("secret");
+    std::fs::write(&outside, b"secret").unwrap();
+    std::fs::write(dir.join("inside"), b"shared").unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("out")).unwrap();
+    std::os::unix::fs::symlink("inside", dir.join("in")).unwrap();
+    std::os::unix::fs::symlink("nowhere", dir.join("dangling")).unwrap();
+    for name in ["out", "in", "dangling"] {
+        let failure = read_failure(&mut files, name);
+        assert!(failure.error.contains("not a regular file"), "{failure:?}");
+        assert!(!failure.missing && !failure.no_space, "{failure:?}");
+        let answer = put(&mut files, 3, name, b"through the link");
+        assert!(
+            matches!(&answer, FileAnswer::Failed { failure, .. } if failure.error.contains("exists")),
+            "{answer:?}"
+        );
+    }
+    assert_eq!(listed(&mut files), ["inside"]);
+    assert_eq!(std::fs::read(&outside).unwrap(), b"secret");
+    assert_eq!(std::fs::read(dir.join("inside")).unwrap(), b"shared");
+    assert_eq!(
+        std::fs::read_link(dir.join("dangling")).unwrap(),
+        Path::new("nowhere")
+    );
+}
+
+#[test]
+fn a_fifo_is_neither_read_nor_listed_and_nothing_waits_on_it() {
+    let (_root, dir, files) = shared();
+    let fifo = dir.join("pipe");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo reads nothing else.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    // Were the open to wait for a writer, the test would not end: it runs
+    // where a wait is seen.
+    let (files, failures) = without_waiting(move || {
+        let mut files = files;
+        let failures = [
+            read_failure(&mut files, "pipe"),
+            read_failure(&mut files, "sub"),
+        ];
+        (files, failures)
+    });
+    for failure in failures {
+        assert!(failure.error.contains("not a regular file"), "{failure:?}");
+    }
+    let mut files = files;
+    assert_eq!(listed(&mut files), Vec::<String>::new());
+}
+
+#[test]
+fn a_start_removes_leftover_temporary_files_and_keeps_the_shared_ones() {
+    let (root, dir, mut files) = shared();
+    assert_eq!(
+        put(&mut files, 1, "kept", b"kept"),
+        FileAnswer::Persisted { temp: 1 }
+    );
+    // Interrupted: a temporary file left behind.
+    files.execute(FileOp::Write {
+        temp: 2,
+        offset: 0,
+        data: b"half".to_vec(),
+    });
+    files.wait_idle();
+    drop(files);
+    let tmp = dir.join(SHARED_TMP_DIR);
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 1);
+    let mut files = Files::shared_dir(&dir).unwrap();
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    assert_eq!(listed(&mut files), ["kept"]);
+    // The number is free again: a new file, not the leftover reopened.
+    assert_eq!(
+        put(&mut files, 2, "new", b"whole"),
+        FileAnswer::Persisted { temp: 2 }
+    );
+    assert_eq!(read_all(&mut files, 4, named("new"), 100), b"whole");
+    assert_eq!(
+        tree(root.path()),
+        ["shared", "shared/.ferry-tmp", "shared/kept", "shared/new"]
+    );
+}
+
+#[test]
+fn nothing_is_created_outside_the_directory_whatever_the_names() {
+    let (root, _dir, mut files) = shared();
+    std::fs::write(root.path().join("a"), b"outside").unwrap();
+    for (temp, name) in [(1, "../a"), (2, ".."), (3, "/tmp/x"), (4, "x/y"), (5, "")] {
+        let answer = put(&mut files, temp, name, b"escape");
+        assert!(
+            matches!(answer, FileAnswer::Failed { .. }),
+            "{name:?}: {answer:?}"
+        );
+        files.execute(FileOp::Remove { file: named(name) });
+    }
+    assert_eq!(
+        put(&mut files, 6, "ok", b"in"),
+        FileAnswer::Persisted { temp: 6 }
+    );
+    files.execute(FileOp::Discard { temp: 7 });
+    files.wait_idle();
+    assert_eq!(
+        tree(root.path()),
+        ["a", "shared", "shared/.ferry-tmp", "shared/ok"]
+    );
+    assert_eq!(std::fs::read(root.path().join("a")).unwrap(), b"outside");
+}
+
+#[test]
+fn a_name_taken_while_its_persist_waits_is_not_replaced() {
+    let (_root, dir, files) = shared();
+    let mut files = files;
+    let gate = files.writer.hold_persists();
+    let files = without_waiting(move || {
+        files.execute(FileOp::Write {
+            temp: 1,
+            offset: 0,
+            data: b"ours".to_vec(),
+        });
+        let answer = files.execute(FileOp::Persist {
+            temp: 1,
+            to: named("a"),
+        });
+        assert_eq!(answer, None, "a peer's persist does not stop its node");
+        files
+    });
+    // Another writer (the user, another program) takes the name meanwhile.
+    std::fs::write(dir.join("a"), b"theirs").unwrap();
+    gate.open();
+    let mut files = files;
+    files.wait_idle();
+    let answer = files.take_answer();
+    assert!(
+        matches!(&answer, Some(FileAnswer::Failed { handle: 1, failure }) if failure.error == "a already exists"),
+        "{answer:?}"
+    );
+    assert_eq!(std::fs::read(dir.join("a")).unwrap(), b"theirs");
+    assert_eq!(
+        std::fs::read_dir(dir.join(SHARED_TMP_DIR)).unwrap().count(),
+        0
+    );
+}
+
+#[test]
+fn a_listing_gives_sizes_and_modification_times() {
+    let (_root, dir, mut files) = shared();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert_eq!(
+        put(&mut files, 1, "a", b"12345"),
+        FileAnswer::Persisted { temp: 1 }
+    );
+    std::fs::write(dir.join("b"), b"").unwrap();
+    let entries = match files.execute(FileOp::List { handle: 9 }) {
+        Some(FileAnswer::Listed { handle: 9, entries }) => entries,
+        other => panic!("{other:?}"),
+    };
+    let sizes: Vec<(&str, u64)> = entries.iter().map(|e| (e.name.as_str(), e.size)).collect();
+    assert_eq!(sizes, [("a", 5), ("b", 0)]);
+    for e in &entries {
+        // Filesystem timestamps may be coarser than the clock's.
+        assert!(e.modified_ms + 1000 >= before, "{e:?} vs {before}");
+    }
+}
+
+#[test]
+fn a_shared_directory_must_be_a_directory_and_its_temporaries_no_link() {
+    let root = tempfile::tempdir().unwrap();
+    assert!(Files::shared_dir(&root.path().join("missing")).is_err());
+    std::fs::write(root.path().join("file"), b"").unwrap();
+    assert!(Files::shared_dir(&root.path().join("file")).is_err());
+    let dir = root.path().join("shared");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::symlink(root.path(), dir.join(SHARED_TMP_DIR)).unwrap();
+    assert!(Files::shared_dir(&dir).is_err());
+}
+
+#[test]
+fn a_peer_refuses_blobs_and_a_server_named_files() {
+    let (_root, _dir, mut files) = shared();
+    let failed = files.execute(FileOp::Read {
+        handle: 1,
+        file: FileRef::Blob(digest(b"x")),
+        offset: 0,
+        len: 1,
+    });
+    assert!(
+        matches!(failed, Some(FileAnswer::Failed { handle: 1, .. })),
+        "{failed:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, _) = Files::server(dir.path()).unwrap();
+    assert!(matches!(
+        server.execute(FileOp::List { handle: 2 }),
+        Some(FileAnswer::Failed { handle: 2, .. })
+    ));
+    assert!(matches!(
+        persist(&mut server, 3, named("a")),
+        FileAnswer::Failed { handle: 3, .. }
+    ));
+}

@@ -58,6 +58,10 @@ pub enum Existing {
     Keep,
     /// Fail: the user did not ask to overwrite.
     Refuse,
+    /// Never replace, not even a file put there while this one was being
+    /// made durable: link it in, which fails if the name is taken (a
+    /// peer's named file). The temporary file goes whatever the answer.
+    Link,
 }
 
 /// Moving a temporary file into place.
@@ -410,7 +414,12 @@ impl Worker {
                 }
                 let temp = placing.temp;
                 let result = match self.failed.remove(&temp) {
-                    Some(failure) => Err(failure),
+                    Some(failure) => {
+                        if placing.existing == Existing::Link {
+                            remove_quietly(&placing.from);
+                        }
+                        Err(failure)
+                    }
                     None => place(placing),
                 };
                 Done::Finished(Finished::Persisted { temp, result })
@@ -430,6 +439,12 @@ impl Worker {
 /// Makes the temporary file durable and moves it into place durably; see
 /// [`Existing`] for a target that is there.
 fn place(p: Placing) -> Result<(), FileFailure> {
+    if p.existing == Existing::Link {
+        let from = p.from.clone();
+        let linked = link(p);
+        remove_quietly(&from);
+        return linked;
+    }
     if p.existing == Existing::Keep && p.to.is_file() {
         drop(p.file);
         remove_quietly(&p.from);
@@ -450,6 +465,36 @@ fn place(p: Placing) -> Result<(), FileFailure> {
         )));
     }
     std::fs::rename(&p.from, &p.to).map_err(|e| io_failure("cannot move into place", &p.to, &e))?;
+    if let Some(dir) = p.to.parent() {
+        sync_dir(dir).map_err(|e| io_failure("cannot make durable", dir, &e))?;
+    }
+    Ok(())
+}
+
+/// Makes the temporary file durable and links it in under its name; see
+/// [`Existing::Link`].
+fn link(p: Placing) -> Result<(), FileFailure> {
+    let name = p.to.file_name().map_or_else(
+        || p.to.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    // Taken already: refused without the cost of an fsync (the link below
+    // still refuses a name taken meanwhile).
+    if p.to.symlink_metadata().is_ok() {
+        return Err(FileFailure::exists(&name));
+    }
+    let synced = p.file.sync_all();
+    drop(p.file);
+    synced.map_err(|e| FileFailure {
+        error: format!("cannot make {} durable: {e}", p.from.display()),
+        no_space: is_no_space(&e),
+        missing: false,
+    })?;
+    match std::fs::hard_link(&p.from, &p.to) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(FileFailure::exists(&name)),
+        Err(e) => return Err(io_failure("cannot link into place", &p.to, &e)),
+    }
     if let Some(dir) = p.to.parent() {
         sync_dir(dir).map_err(|e| io_failure("cannot make durable", dir, &e))?;
     }

@@ -1,27 +1,37 @@
 //! The simulated world keeps the file contract: a server's in-memory disk
-//! and its queue, through the one host, inside a turmoil client (the world
-//! reads the simulated clock).
+//! or a peer's shared directory, and its queue, through the one host,
+//! inside a turmoil client (the world reads the simulated clock).
 
+use super::now;
 use super::{DriverConfig, SimWorld};
-use crate::disk::{shared_disk, SharedDisk, SimFiles};
+use crate::disk::{shared_dir, shared_disk, SharedDir, SharedDisk, SimFiles};
 use crate::trace::Trace;
-use ferry_core::host::conformance::{self, Fixture};
+use ferry_core::host::conformance::{self, DirFixture, Fixture};
 use tokio::sync::mpsc;
 
 #[derive(Default)]
 struct Sim {
     disk: Option<SharedDisk>,
+    dir: Option<SharedDir>,
 }
 
 impl Sim {
     fn world(&self) -> SimWorld {
         let disk = self.disk.clone().expect("a fresh world first");
-        // Nothing is ever received: the suite does file work only.
-        let (tx, _) = mpsc::unbounded_channel();
-        let mut world = SimWorld::new("server1", Trace::shared(), DriverConfig::default(), tx);
-        world.files = Some(SimFiles::Server(disk));
-        world
+        files_world(SimFiles::Server(disk))
     }
+
+    fn dir(&self) -> &SharedDir {
+        self.dir.as_ref().expect("a fresh shared directory first")
+    }
+}
+
+fn files_world(files: SimFiles) -> SimWorld {
+    // Nothing is ever received: the suite does file work only.
+    let (tx, _) = mpsc::unbounded_channel();
+    let mut world = SimWorld::new("node1", Trace::shared(), DriverConfig::default(), tx);
+    world.files = Some(files);
+    world
 }
 
 impl Fixture for Sim {
@@ -52,6 +62,33 @@ impl Fixture for Sim {
         };
         (self.world(), blobs)
     }
+}
+
+impl DirFixture for Sim {
+    fn fresh_shared_dir(&mut self) -> SimWorld {
+        let dir = shared_dir();
+        self.dir = Some(dir.clone());
+        files_world(SimFiles::Peer(dir))
+    }
+
+    fn place(&mut self, _world: &mut SimWorld, name: &str, content: &[u8]) {
+        let ms = now().as_micros() / 1000;
+        self.dir().borrow_mut().put(name, content, ms);
+    }
+
+    fn temporaries(&mut self, _world: &mut SimWorld) -> usize {
+        self.dir().borrow().temps.len()
+    }
+}
+
+#[test]
+fn the_simulated_world_keeps_the_shared_directory_contract() {
+    let mut sim = turmoil::Builder::new().build();
+    sim.client("conformance", async {
+        conformance::run_shared_dir(&mut Sim::default());
+        Ok(())
+    });
+    sim.run().expect("the suite passes");
 }
 
 #[test]

@@ -31,13 +31,13 @@
 //! goes out. A crash during a wait loses the work: a batch the node was
 //! never told was durable.
 //!
-//! **Files** are carried out on [`SimFiles`] (a server's in-memory disk,
-//! which the harness keeps across the host's restarts, or a client's local
-//! file) as runtime-smol's executor and its writer thread carry them out
+//! **Files** are carried out on [`SimFiles`] (a server's in-memory disk or
+//! a peer's shared directory, which the harness keeps across the host's
+//! restarts, or a client's local file) as runtime-smol's executor and its writer thread carry them out
 //! (`runtime-smol/src/files.rs`):
 //!
-//! - A server's `Write`, `Persist` and `Remove` join one FIFO queue (the
-//!   writer thread's), in output order, and take effect strictly in that
+//! - A server's (or a peer's) `Write`, `Persist` and `Remove` join one FIFO
+//!   queue (the writer thread's), in output order, and take effect strictly in that
 //!   order. A `Persist` (`fsync`, rename, `fsync` of the directory) takes
 //!   [`DriverConfig::file_persist_latency`], drawn from the driver's stream
 //!   when it reaches the head of the queue (none for a blob already on
@@ -50,7 +50,7 @@
 //!   deadline; or at the loop's head if it passed during a wait), the world
 //!   carries it out and every operation behind it up to the next `Persist`,
 //!   which starts its own latency.
-//! - A `Read` is carried out at once, against the disk as it is at that
+//! - A `Read` (and a `List`) is carried out at once, against the disk as it is at that
 //!   moment (a `Persist` or `Remove` still queued has not happened yet), as
 //!   runtime-smol opens the file at once. So is a `Discard`: the temporary
 //!   file goes at once, and its writes still queued with it (they would
@@ -330,8 +330,8 @@ impl World for SimWorld {
         }
     }
 
-    /// A read, a discard and all of a client's work at once; a server's
-    /// other work through the disk queue.
+    /// A read, a listing, a discard and all of a client's work at once; a
+    /// server's or a peer's other work through the disk queue.
     fn file(&mut self, op: FileOp) -> Result<Option<FileAnswer>, HostError> {
         let Some(files) = self.files.clone() else {
             return Err(HostError::NoFiles {
@@ -339,11 +339,11 @@ impl World for SimWorld {
             });
         };
         match (&files, op) {
-            (_, op @ FileOp::Read { .. }) | (SimFiles::Client(_), op) => {
+            (_, op @ (FileOp::Read { .. } | FileOp::List { .. })) | (SimFiles::Client(_), op) => {
                 Ok(self.execute(&files, op))
             }
-            (SimFiles::Server(_), FileOp::Discard { temp }) => Ok(self.discard(&files, temp)),
-            (SimFiles::Server(_), op) => {
+            (_, FileOp::Discard { temp }) => Ok(self.discard(&files, temp)),
+            (_, op) => {
                 self.disk.push_back(op);
                 self.work_disk();
                 Ok(None)
@@ -485,7 +485,7 @@ impl SimWorld {
     /// Executes a file operation and records its trace line; its answer,
     /// if any.
     fn execute(&mut self, files: &SimFiles, op: FileOp) -> Option<FileAnswer> {
-        let (answer, line) = files.execute(op);
+        let (answer, line) = files.execute(op, now());
         if let Some(line) = line {
             self.trace.borrow_mut().record_now(&self.host, line);
         }

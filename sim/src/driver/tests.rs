@@ -126,6 +126,10 @@ fn run(
             let l = l.clone();
             Rc::new(move || format!("dest {:?}", l.borrow().dest.as_deref()))
         }
+        SimFiles::Peer(d) => {
+            let d = d.clone();
+            Rc::new(move || format!("{:?}", d.borrow()))
+        }
     };
     let (l, t) = (log.clone(), trace.clone());
     sim.host("node", move || {
