@@ -9,6 +9,7 @@ mod cmd_get;
 mod cmd_login;
 mod cmd_logout;
 mod cmd_ls;
+mod cmd_peer;
 mod cmd_put;
 mod cmd_register;
 mod cmd_rm;
@@ -19,6 +20,7 @@ mod cmd_whoami;
 mod error;
 mod files_ui;
 mod password;
+mod peer_shell;
 mod secret;
 mod server_node;
 mod session_file;
@@ -76,6 +78,11 @@ enum Command {
     Unshare(cmd_share::Args),
     /// Delete one of your files.
     Rm(cmd_rm::Args),
+    /// Share a directory with other peers: register, connect, PUT, GET.
+    ///
+    /// Commands come from standard input, one per line (`help` lists
+    /// them); uses the saved login (`ferry login`).
+    Peer(cmd_peer::Args),
 }
 
 /// Options of every client command.
@@ -112,6 +119,7 @@ fn main() -> ExitCode {
         Command::Share(args) => cmd_share::share(args),
         Command::Unshare(args) => cmd_share::unshare(args),
         Command::Rm(args) => cmd_rm::run(args),
+        Command::Peer(args) => cmd_peer::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
