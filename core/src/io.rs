@@ -129,6 +129,8 @@ pub enum Input<'a> {
         handle: u64,
         entries: &'a [DirEntry],
     },
+    /// `FileOp::Rename { handle, .. }` is done (durably).
+    Renamed { handle: u64 },
     /// A file operation on `handle` (a read handle or a temporary file)
     /// failed. `no_space` says the disk or quota is full; `missing`, that
     /// the file does not exist (a blob removed behind the server's back is
@@ -202,6 +204,19 @@ pub enum FileOp {
     /// List the regular files at the top of the node's shared directory;
     /// answer `Input::Listed { handle, .. }` or `Input::FileFailed`.
     List { handle: u64 },
+    /// Give temporary file `temp` this modification time (Unix ms), which
+    /// it keeps when persisted (a copy is never newer than its original).
+    /// Nothing is answered; a failure fails the file's `Persist`.
+    SetModified { temp: u64, modified_ms: u64 },
+    /// Rename named file `from` to `to` in the shared directory, **never
+    /// replacing** a file at `to`; answer `Input::Renamed { handle }` or
+    /// `Input::FileFailed { handle, .. }` (`missing` if `from` is not
+    /// there; an error saying it exists if `to` is).
+    Rename {
+        handle: u64,
+        from: FileRef,
+        to: FileRef,
+    },
 }
 
 /// How a file operation failed, as the node is told.
@@ -263,6 +278,9 @@ pub enum FileAnswer {
     Listed {
         handle: u64,
         entries: Vec<DirEntry>,
+    },
+    Renamed {
+        handle: u64,
     },
     Failed {
         handle: u64,

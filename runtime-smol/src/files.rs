@@ -382,6 +382,17 @@ impl Files {
                 Ok(entries) => FileAnswer::Listed { handle, entries },
                 Err(failure) => FileAnswer::Failed { handle, failure },
             }),
+            // Not carried out by this world yet: a failure says so (no node
+            // asks for them yet).
+            FileOp::SetModified { temp, .. } => {
+                let failure = FileFailure::other("setting a modification time is not supported");
+                self.broken.insert(temp, failure);
+                None
+            }
+            FileOp::Rename { handle, .. } => Some(FileAnswer::Failed {
+                handle,
+                failure: FileFailure::other("renaming is not supported"),
+            }),
         }
     }
 

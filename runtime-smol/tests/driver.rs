@@ -118,6 +118,7 @@ impl Node for TestNode {
             | Input::FileRead { .. }
             | Input::FilePersisted { .. }
             | Input::Listed { .. }
+            | Input::Renamed { .. }
             | Input::FileFailed { .. } => {}
         }
     }

@@ -228,6 +228,18 @@ impl LocalFile {
                 self.anomalies.push(format!("a client removed {file:?}"));
                 None
             }
+            FileOp::SetModified { temp, .. } => {
+                self.anomalies
+                    .push(format!("a client set a modification time on {temp}"));
+                None
+            }
+            FileOp::Rename { handle, .. } => {
+                self.anomalies.push("a client renamed a file".into());
+                Some(FileAnswer::Failed {
+                    handle,
+                    failure: FileFailure::other("a client shares no directory"),
+                })
+            }
             FileOp::List { handle } => {
                 self.anomalies.push("a client listed a directory".into());
                 Some(FileAnswer::Failed {

@@ -516,6 +516,7 @@ impl Node for Balancer {
             | Input::FileRead { .. }
             | Input::FilePersisted { .. }
             | Input::Listed { .. }
+            | Input::Renamed { .. }
             | Input::FileFailed { .. } => {}
             Input::Closed { conn } => {
                 if self.probes.contains_key(&conn) {

@@ -36,6 +36,8 @@ pub struct MemFile {
 pub struct MemDir {
     pub files: BTreeMap<String, MemFile>,
     pub temps: BTreeMap<u64, Vec<u8>>,
+    /// Modification times given to temporary files (`SetModified`).
+    modified: BTreeMap<u64, u64>,
     /// Temporary files whose writes fail for lack of space.
     pub full: BTreeSet<u64>,
     /// Temporary files a write failed for: said once, and their persist
@@ -62,6 +64,7 @@ impl MemDir {
     pub fn start(&mut self) -> usize {
         let leftover = self.temps.len();
         self.temps.clear();
+        self.modified.clear();
         self.failed.clear();
         self.reads = Reads::default();
         leftover
@@ -109,9 +112,16 @@ impl MemDir {
             FileOp::Persist { temp, to } => Some(self.persist(temp, &to, now_ms)),
             FileOp::Discard { temp } => {
                 self.temps.remove(&temp);
+                self.modified.remove(&temp);
                 self.failed.remove(&temp);
                 None
             }
+            FileOp::SetModified { temp, modified_ms } => {
+                self.temps.entry(temp).or_default();
+                self.modified.insert(temp, modified_ms);
+                None
+            }
+            FileOp::Rename { handle, from, to } => Some(self.rename(handle, &from, &to)),
             FileOp::Remove { file } => {
                 if let Some(name) = self.name_of(&file, "removed") {
                     self.files.remove(name);
@@ -178,6 +188,7 @@ impl MemDir {
     /// Uses the temporary file up whatever the answer (see [`crate::io`]).
     fn persist(&mut self, temp: u64, to: &FileRef, now_ms: u64) -> FileAnswer {
         let content = self.temps.remove(&temp).unwrap_or_default();
+        let modified_ms = self.modified.remove(&temp).unwrap_or(now_ms);
         if self.failed.remove(&temp) {
             return failed(temp, no_space(temp));
         }
@@ -189,10 +200,33 @@ impl MemDir {
         }
         let file = MemFile {
             content: content.into(),
-            modified_ms: now_ms,
+            modified_ms,
         };
         self.files.insert(name.to_string(), file);
         FileAnswer::Persisted { temp }
+    }
+
+    /// Moves a file to a free name; never replaces one.
+    fn rename(&mut self, handle: u64, from: &FileRef, to: &FileRef) -> FileAnswer {
+        let (Some(from), Some(to)) = (
+            self.name_of(from, "renamed").map(str::to_string),
+            self.name_of(to, "renamed a file to").map(str::to_string),
+        ) else {
+            return failed(handle, FileFailure::other("not plain names"));
+        };
+        if self.files.contains_key(&to) {
+            return failed(handle, FileFailure::exists(&to));
+        }
+        match self.files.remove(&from) {
+            Some(file) => {
+                self.files.insert(to, file);
+                FileAnswer::Renamed { handle }
+            }
+            None => failed(
+                handle,
+                FileFailure::missing(format!("cannot rename {from}: no such file")),
+            ),
+        }
     }
 }
 

@@ -210,6 +210,18 @@ impl MemDisk {
                 self.anomalies.push(format!("a server removed {file:?}"));
                 None
             }
+            FileOp::SetModified { temp, .. } => {
+                self.anomalies
+                    .push(format!("a server set a modification time on {temp}"));
+                None
+            }
+            FileOp::Rename { handle, .. } => {
+                self.anomalies.push("a server renamed a file".into());
+                Some(FileAnswer::Failed {
+                    handle,
+                    failure: FileFailure::other("a server has no shared directory"),
+                })
+            }
             FileOp::List { handle } => {
                 self.anomalies.push("a server listed a directory".into());
                 Some(FileAnswer::Failed {

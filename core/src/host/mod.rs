@@ -132,6 +132,8 @@ pub fn file_op_name(op: &FileOp) -> &'static str {
         FileOp::Discard { .. } => "a discard",
         FileOp::Remove { .. } => "a remove",
         FileOp::List { .. } => "a listing",
+        FileOp::SetModified { .. } => "setting a modification time",
+        FileOp::Rename { .. } => "a rename",
     }
 }
 
@@ -407,6 +409,9 @@ impl<N: Node, W: World> Host<N, W> {
                     entries: &entries,
                 },
             ),
+            Answer::File(FileAnswer::Renamed { handle }) => {
+                self.node.handle_input(now, Input::Renamed { handle })
+            }
             Answer::File(FileAnswer::Failed { handle, failure }) => {
                 self.node.handle_input(now, failed(handle, failure))
             }

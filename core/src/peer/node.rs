@@ -322,8 +322,8 @@ impl Node for PeerNode {
                 (self.transfers).on_listed(now, handle, Err(e), &open, &mut self.out);
                 (self.transfers).on_file_failed(handle, error, no_space, &mut self.out)
             }
-            // A peer keeps no store.
-            Input::Persisted { .. } => {}
+            // A peer keeps no store, and renames nothing yet.
+            Input::Persisted { .. } | Input::Renamed { .. } => {}
         }
     }
 

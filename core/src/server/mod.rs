@@ -764,7 +764,7 @@ impl Node for Server {
             } => self.on_file_read(now, handle, offset, data),
             Input::FilePersisted { temp } => self.on_file_persisted(now, temp),
             // A server lists no directory; it never asks.
-            Input::Listed { .. } => {}
+            Input::Listed { .. } | Input::Renamed { .. } => {}
             Input::FileFailed {
                 handle,
                 error,

@@ -339,9 +339,8 @@ impl World for SimWorld {
             });
         };
         match (&files, op) {
-            (_, op @ (FileOp::Read { .. } | FileOp::List { .. })) | (SimFiles::Client(_), op) => {
-                Ok(self.execute(&files, op))
-            }
+            (_, op @ (FileOp::Read { .. } | FileOp::List { .. } | FileOp::SetModified { .. }))
+            | (SimFiles::Client(_), op) => Ok(self.execute(&files, op)),
             (_, FileOp::Discard { temp }) => Ok(self.discard(&files, temp)),
             (_, op) => {
                 self.disk.push_back(op);

@@ -305,6 +305,7 @@ impl Node for ReplayAttacker {
             | Input::FileRead { .. }
             | Input::FilePersisted { .. }
             | Input::Listed { .. }
+            | Input::Renamed { .. }
             | Input::FileFailed { .. } => {}
         }
     }
