@@ -8,6 +8,7 @@ mod event;
 mod link;
 pub mod messages;
 mod node;
+pub mod sync_plan;
 mod tracker;
 mod transfers;
 
