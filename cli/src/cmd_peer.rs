@@ -208,7 +208,11 @@ fn act(driver: &mut Driver<PeerNode>, cmd: Command, printer: &mut Printer) {
                 printer.say(format!("GET FAIL {link}: {e}"));
             }
         }
-        Command::Sync => printer.say("error: SYNC rounds are not built yet".into()),
+        Command::Sync => {
+            if let Err(e) = node.sync(now) {
+                printer.say(format!("SYNC FAIL {e}"));
+            }
+        }
         Command::Help => printer.say(HELP.into()),
         Command::Quit => {}
     }

@@ -3,6 +3,7 @@
 //! its directory.
 
 use super::connect::ConnectFail;
+use crate::replication::sync_round::Token;
 use crate::server::messages::PeerInfo;
 use std::fmt;
 
@@ -56,6 +57,26 @@ pub enum PeerEvent {
     },
     /// Another peer got a file of this directory.
     Served { link: u32, name: String, size: u64 },
+    /// The cluster started (or joined this peer to) a SYNC round.
+    SyncStarted { round: u64 },
+    /// SYNC could not be asked.
+    SyncFailed { reason: String },
+    /// SYNC OK: this peer's turn to write.
+    SyncWriting { round: u64, token: Token },
+    /// SYNC READ: another peer writes.
+    SyncReading { round: u64, writer: u64 },
+    /// This peer's turn is over: SYNC FIN said, having sent `files` files.
+    SyncFin { round: u64, files: u64 },
+    /// A reader in this peer's turn could not be brought up to date.
+    SyncSkipped {
+        round: u64,
+        peer: u64,
+        reason: String,
+    },
+    /// SYNC END: every turn of the round is over.
+    SyncEnd { round: u64 },
+    /// A version that lost its name here was kept as `aside`.
+    SetAside { name: String, aside: String },
 }
 
 /// A connection, as `conns` lists it.
@@ -123,6 +144,28 @@ impl fmt::Display for PeerEvent {
             }
             PeerEvent::Served { link, name, size } => {
                 write!(f, "sent {} ({size} bytes) on {link}", shown(name))
+            }
+            PeerEvent::SyncStarted { round } => write!(f, "SYNC: round {round}"),
+            PeerEvent::SyncFailed { reason } => write!(f, "SYNC FAIL {reason}"),
+            PeerEvent::SyncWriting { round, token } => {
+                write!(f, "SYNC OK: round {round}, writing (token {token})")
+            }
+            PeerEvent::SyncReading { round, writer } => {
+                write!(f, "SYNC READ: round {round}, peer {writer} writes")
+            }
+            PeerEvent::SyncFin { round, files } => {
+                write!(f, "SYNC FIN: round {round}, {files} file(s) sent")
+            }
+            PeerEvent::SyncSkipped {
+                round,
+                peer,
+                reason,
+            } => {
+                write!(f, "SYNC: round {round}, peer {peer} skipped: {reason}")
+            }
+            PeerEvent::SyncEnd { round } => write!(f, "SYNC END: round {round}"),
+            PeerEvent::SetAside { name, aside } => {
+                write!(f, "kept {} as {}", shown(name), shown(aside))
             }
         }
     }

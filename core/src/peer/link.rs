@@ -150,5 +150,11 @@ fn describe(msg: &PeerMsg) -> &'static str {
         PeerMsg::Get { .. } => "GET",
         PeerMsg::GetFail { .. } => "GET FAIL",
         PeerMsg::Xfer { .. } => "a transfer",
+        PeerMsg::SyncList { .. }
+        | PeerMsg::SyncListing { .. }
+        | PeerMsg::SyncPut { .. }
+        | PeerMsg::SyncYield { .. }
+        | PeerMsg::SyncYielded { .. }
+        | PeerMsg::SyncRefused { .. } => "a SYNC message",
     }
 }

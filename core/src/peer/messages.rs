@@ -8,6 +8,8 @@
 //! holder's `Offer` (name and size), GET FAIL is [`PeerMsg::GetFail`].
 
 use super::connect::ConnectFail;
+use super::sync_plan::SyncEntry;
+use crate::replication::sync_round::Token;
 use crate::transfer::{TransferError, TransferMsg};
 use speedy::{Readable, Writable};
 
@@ -44,4 +46,35 @@ pub enum PeerMsg {
     /// the message's sender started, so the two numberings never mix.
     #[speedy(tag = 105)]
     Xfer { mine: bool, msg: TransferMsg },
+    /// SYNC, writer → reader: your listing, please (with digests).
+    #[speedy(tag = 106)]
+    SyncList { token: Token },
+    #[speedy(tag = 107)]
+    SyncListing {
+        token: Token,
+        entries: Vec<SyncEntry>,
+    },
+    /// SYNC, writer → reader: transfer `id` (my next offer) is a write of
+    /// the round under `token`; keep its modification time.
+    #[speedy(tag = 108)]
+    SyncPut {
+        token: Token,
+        id: u64,
+        modified_ms: u64,
+    },
+    /// SYNC, writer → reader: move your `name` (if it still holds
+    /// `digest`) to its conflict name; my version takes the name.
+    #[speedy(tag = 109)]
+    SyncYield {
+        token: Token,
+        name: String,
+        digest: [u8; 32],
+    },
+    /// The reader made room (or had nothing to move).
+    #[speedy(tag = 110)]
+    SyncYielded { token: Token, name: String },
+    /// The reader refuses a SYNC message: a later writer's token is
+    /// `highest`, or (same token) it could not do what was asked.
+    #[speedy(tag = 111)]
+    SyncRefused { highest: Token, reason: String },
 }

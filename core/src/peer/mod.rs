@@ -8,9 +8,11 @@ mod event;
 mod link;
 pub mod messages;
 mod node;
+mod scan;
 pub mod sync_plan;
 mod tracker;
 mod transfers;
+mod turn;
 
 pub use event::{shown, LinkInfo, PeerEvent};
 pub use node::{PeerConfig, PeerError, PeerNode};

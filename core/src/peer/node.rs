@@ -9,6 +9,7 @@ use super::link::{Link, Stage, Step};
 use super::messages::PeerMsg;
 use super::tracker::Tracker;
 use super::transfers::Transfers;
+use super::turn::SyncSide;
 use crate::accounts::token::SessionToken;
 use crate::io::{ConnId, Input, Node, Output};
 use crate::outbox::{drain_messages, Outbox};
@@ -76,12 +77,13 @@ const LINK_BASE: u64 = 1 << 32;
 
 pub struct PeerNode {
     cfg: PeerConfig,
-    tracker: Tracker,
-    links: BTreeMap<ConnId, Link>,
+    pub(super) tracker: Tracker,
+    pub(super) links: BTreeMap<ConnId, Link>,
     next_link: u32,
     next_dial: u64,
-    transfers: Transfers,
-    out: Outbox<PeerEvent>,
+    pub(super) transfers: Transfers,
+    pub(super) sync: SyncSide,
+    pub(super) out: Outbox<PeerEvent>,
 }
 
 impl PeerNode {
@@ -92,6 +94,7 @@ impl PeerNode {
             next_link: 0,
             next_dial: LINK_BASE,
             transfers: Transfers::new(cfg.window, cfg.idle_timeout),
+            sync: SyncSide::new(),
             out: Outbox::default(),
             cfg,
         }
@@ -249,7 +252,18 @@ impl PeerNode {
                     }
                     return self.drop_link(conn, Some(reason));
                 }
-                Step::Pass(msg) => (self.transfers).on_msg(now, conn, id, msg, &mut self.out),
+                Step::Pass(
+                    msg @ (PeerMsg::SyncList { .. }
+                    | PeerMsg::SyncListing { .. }
+                    | PeerMsg::SyncPut { .. }
+                    | PeerMsg::SyncYield { .. }
+                    | PeerMsg::SyncYielded { .. }
+                    | PeerMsg::SyncRefused { .. }),
+                ) => self.on_sync_msg(now, conn, msg),
+                Step::Pass(msg) => {
+                    (self.transfers).on_msg(now, conn, id, msg, &mut self.out);
+                    self.advance(now);
+                }
             }
         }
     }
@@ -267,7 +281,24 @@ impl Node for PeerNode {
             _ => false,
         };
         if tracker {
-            return self.tracker.handle_input(now, input, &mut self.out);
+            self.tracker.handle_input(now, input, &mut self.out);
+            return self.sync_news(now);
+        }
+        let sync_file = match &input {
+            Input::Listed { handle, .. }
+            | Input::FileRead { handle, .. }
+            | Input::FileFailed { handle, .. }
+            | Input::Renamed { handle } => SyncSide::owns(*handle),
+            _ => false,
+        };
+        if sync_file {
+            return match input {
+                Input::Listed { handle, entries } => self.sync_listed(now, handle, entries),
+                Input::FileRead { handle, data, .. } => self.sync_read(now, handle, data),
+                Input::FileFailed { handle, error, .. } => self.sync_failed(now, handle, error),
+                Input::Renamed { handle } => self.sync_renamed(handle, Ok(())),
+                _ => {}
+            };
         }
         match input {
             Input::Accepted { conn, peer } => {
@@ -307,7 +338,10 @@ impl Node for PeerNode {
                 offset,
                 data,
             } => self.transfers.on_read(handle, offset, data, &mut self.out),
-            Input::FilePersisted { temp } => self.transfers.on_persisted(temp, &mut self.out),
+            Input::FilePersisted { temp } => {
+                self.transfers.on_persisted(temp, &mut self.out);
+                self.advance(now);
+            }
             Input::FileFailed {
                 handle,
                 error,
@@ -320,15 +354,17 @@ impl Node for PeerNode {
                 // is a transfer's read or write.
                 let e = error.clone();
                 (self.transfers).on_listed(now, handle, Err(e), &open, &mut self.out);
-                (self.transfers).on_file_failed(handle, error, no_space, &mut self.out)
+                (self.transfers).on_file_failed(handle, error, no_space, &mut self.out);
+                self.advance(now);
             }
-            // A peer keeps no store, and renames nothing yet.
+            // A peer keeps no store; its renames are SYNC's (above).
             Input::Persisted { .. } | Input::Renamed { .. } => {}
         }
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
         self.tracker.handle_timeout(now, &mut self.out);
+        self.sync_news(now);
         let late: Vec<ConnId> = (self.links.iter())
             .filter(|(_, l)| l.deadline.is_some_and(|d| d <= now))
             .map(|(c, _)| *c)
@@ -338,6 +374,7 @@ impl Node for PeerNode {
             self.drop_link(conn, Some(why));
         }
         self.transfers.handle_timeout(now, &mut self.out);
+        self.sync_timeout(now);
     }
 
     fn poll_output(&mut self) -> Option<Output<PeerEvent>> {
@@ -347,6 +384,7 @@ impl Node for PeerNode {
     fn poll_timeout(&self) -> Option<Timestamp> {
         let links = (self.links.values()).fold(None, |t, l| earliest(t, l.deadline));
         let t = earliest(links, self.tracker.poll_timeout());
+        let t = earliest(t, self.sync.poll_timeout());
         earliest(t, self.transfers.poll_timeout())
     }
 }

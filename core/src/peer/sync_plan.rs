@@ -73,7 +73,9 @@ pub fn plan(mine: &[SyncEntry], theirs: &[SyncEntry]) -> Vec<Action> {
                 // unless it is there already.
                 let as_name = conflict_name(&m.name, &m.digest);
                 let there = theirs.get(as_name.as_str());
-                if there.is_none_or(|e| e.digest != m.digest) && !mine.iter().any(|e| e.name == as_name) {
+                if there.is_none_or(|e| e.digest != m.digest)
+                    && !mine.iter().any(|e| e.name == as_name)
+                {
                     actions.push(Action::Put {
                         name: m.name.clone(),
                         as_name,
@@ -129,7 +131,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            plan(&[older.clone()], &[newer]),
+            plan(std::slice::from_ref(&older), &[newer]),
             vec![Action::Put {
                 name: "x".into(),
                 as_name: conflict_name("x", &older.digest)
@@ -165,7 +167,9 @@ mod tests {
                 for a in actions {
                     match a {
                         Action::Yield { name, digest } => {
-                            let Some(&(m, c)) = dirs[r].get(&name) else { continue };
+                            let Some(&(m, c)) = dirs[r].get(&name) else {
+                                continue;
+                            };
                             if *blake3::hash(&[c]).as_bytes() != digest {
                                 continue;
                             }
@@ -216,7 +220,10 @@ mod tests {
             let held: Vec<u8> = dirs[0].values().map(|(_, c)| *c).collect();
             for d in &before {
                 for (_, c) in d.values() {
-                    assert!(held.contains(c), "lost version {c} from {before:?}: {dirs:?}");
+                    assert!(
+                        held.contains(c),
+                        "lost version {c} from {before:?}: {dirs:?}"
+                    );
                 }
             }
         }

@@ -325,3 +325,99 @@ fn a_peer_that_dies_mid_transfer_leaves_no_partial_file_and_quit_leaves_the_list
     assert_eq!(last_update(&c, 1), vec![("bob".to_string(), peer_addr(1))]);
     assert!(c.peer(2).is_idle());
 }
+
+fn contents(c: &Cluster, k: usize) -> Vec<(String, Vec<u8>)> {
+    (c.peer_dir(k).files.iter())
+        .map(|(n, f)| (n.clone(), f.content.to_vec()))
+        .collect()
+}
+
+/// A whole SYNC round among three peers: every peer writes once, in
+/// turn; afterwards the three directories hold the same names with the
+/// same contents, the newest version of a name both hold keeps it and the
+/// others are kept under their conflict names.
+#[test]
+fn a_sync_round_leaves_every_directory_alike_and_keeps_every_version() {
+    use super::sync_plan::conflict_name;
+    let mut c = registered(&["alice", "bob", "carol"]);
+    let big: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+    c.peer_dir_mut(0).put("a", b"from alice", 1_000);
+    c.peer_dir_mut(0).put("x", b"alice's x", 5_000);
+    c.peer_dir_mut(0).put("big", &big, 1_000);
+    c.peer_dir_mut(1).put("b", b"from bob", 1_000);
+    c.peer_dir_mut(1).put("x", b"bob's x (newest)", 9_000);
+    c.peer_dir_mut(2).put("c", b"", 1_000);
+    c.peer_dir_mut(2).put("x", b"carol's x", 2_000);
+    c.with_peer(0, |n, now| n.sync(now)).unwrap();
+    c.run_for(Duration::from_secs(10));
+    for k in 0..3 {
+        let told = c.events_of(k);
+        assert!(
+            told.iter().any(|e| matches!(e, PeerEvent::SyncFin { .. })),
+            "peer {k} wrote: {told:?}"
+        );
+        assert!(told.iter().any(|e| matches!(e, PeerEvent::SyncEnd { .. })));
+    }
+    let want = contents(&c, 0);
+    assert_eq!(contents(&c, 1), want);
+    assert_eq!(contents(&c, 2), want);
+    let d = |s: &[u8]| *blake3::hash(s).as_bytes();
+    let names: Vec<&str> = want.iter().map(|(n, _)| n.as_str()).collect();
+    let mut expected = vec![
+        "a".to_string(),
+        "b".into(),
+        "big".into(),
+        "c".into(),
+        "x".into(),
+        conflict_name("x", &d(b"alice's x")),
+        conflict_name("x", &d(b"carol's x")),
+    ];
+    expected.sort();
+    assert_eq!(names, expected);
+    assert_eq!(c.peer_dir(0).get("x"), Some(&b"bob's x (newest)"[..]));
+    assert_eq!(c.peer_dir(2).get("big"), Some(&big[..]));
+    // A copy keeps its original's modification time.
+    assert_eq!(c.peer_dir(2).files["b"].modified_ms, 1_000);
+    for k in 0..3 {
+        assert!(c.peer_dir(k).anomalies.is_empty(), "{:?}", c.peer_dir(k));
+    }
+}
+
+/// A writer cut off from the cluster loses its turn when its lease runs
+/// out; the next writer's larger token fences off what the old one is
+/// still sending: its file never lands, and the round ends among the
+/// others with their directories alike.
+#[test]
+fn a_writer_cut_off_mid_turn_is_fenced_off_by_the_next_token() {
+    let mut c = registered(&["alice", "bob", "carol"]);
+    let big = vec![9u8; 12 << 20];
+    c.peer_dir_mut(0).put("big", &big, 1_000);
+    c.peer_dir_mut(1).put("b", b"from bob", 1_000);
+    c.peer_dir_mut(2).put("c", b"from carol", 1_000);
+    // alice's disk is slow: her turn outlasts her lease.
+    c.set_peer_read_delay(0, Some(Duration::from_millis(500)));
+    c.with_peer(0, |n, now| n.sync(now)).unwrap();
+    c.run_for(Duration::from_secs(1));
+    // alice's server (the master) is cut off from the others: her SYNC
+    // WRITING no longer reaches the cluster. Hashing her file takes her
+    // 24 s; sending it, 24 s more; her lease runs out 30 s after the grant,
+    // while she sends it to bob.
+    c.partition(0, 1);
+    c.partition(0, 2);
+    c.run_for(Duration::from_secs(60));
+    assert!(c.peer_dir(1).get("big").is_none(), "a fenced write landed");
+    assert!(c.peer_dir(1).temps.is_empty());
+    assert_eq!(contents(&c, 1), contents(&c, 2));
+    assert!(c.peer_dir(1).get("c").is_some() && c.peer_dir(2).get("b").is_some());
+    for k in [1, 2] {
+        assert!(
+            (c.events_of(k).iter()).any(|e| matches!(e, PeerEvent::SyncEnd { .. })),
+            "{:?}",
+            c.events_of(k)
+        );
+    }
+    assert!((c.events_of(1).iter()).any(|e| matches!(
+        e,
+        PeerEvent::ReceiveFailed { name, reason, .. } if name == "big" && reason.contains("stale")
+    )));
+}

@@ -16,6 +16,7 @@ use crate::accounts::token::SessionToken;
 use crate::client::{Client, ClientConfig, ClientEvent};
 use crate::io::{ConnId, Input, Node, Output};
 use crate::outbox::Outbox;
+use crate::replication::sync_round::Token;
 use crate::server::messages::{OpError, PeerInfo, Request, Response};
 use crate::time::{earliest, Timestamp};
 use std::time::Duration;
@@ -56,6 +57,28 @@ pub(super) struct Tracker {
     backoff: Duration,
     ticket: Option<[u8; 32]>,
     peers: Vec<PeerInfo>,
+    /// What the cluster said of SYNC rounds, for the node to act on.
+    news: Vec<SyncNews>,
+}
+
+/// The cluster's word on a SYNC round.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum SyncNews {
+    /// SYNC OK: this peer writes now.
+    Write {
+        round: u64,
+        token: Token,
+        order: Vec<u64>,
+    },
+    /// SYNC READ: `writer` writes now.
+    Read {
+        round: u64,
+        writer: u64,
+        token: Token,
+    },
+    End {
+        round: u64,
+    },
 }
 
 impl Tracker {
@@ -71,6 +94,7 @@ impl Tracker {
             backoff: BACKOFF_MIN,
             ticket: None,
             peers: Vec::new(),
+            news: Vec::new(),
         }
     }
 
@@ -89,6 +113,45 @@ impl Tracker {
 
     pub(super) fn is_active(&self) -> bool {
         !matches!(self.stage, Stage::Off)
+    }
+
+    /// What the cluster said of rounds since the last call.
+    pub(super) fn take_news(&mut self) -> Vec<SyncNews> {
+        std::mem::take(&mut self.news)
+    }
+
+    /// SYNC: asks the cluster for a round (answered as an event).
+    pub(super) fn request_sync(
+        &mut self,
+        now: Timestamp,
+        out: &mut Outbox<PeerEvent>,
+    ) -> Result<(), String> {
+        if self.me().is_none() {
+            return Err("not registered (run `register` first)".into());
+        }
+        let c = (self.client.as_mut()).ok_or("not registered (run `register` first)")?;
+        c.request(now, Request::Sync)
+            .map_err(|_| "the tracker is busy; try again".to_string())?;
+        self.pump(now, out);
+        Ok(())
+    }
+
+    /// SYNC FIN, or SYNC WRITING (`fin: false`), for the turn under `token`.
+    pub(super) fn sync_say(
+        &mut self,
+        now: Timestamp,
+        round: u64,
+        token: Token,
+        fin: bool,
+        out: &mut Outbox<PeerEvent>,
+    ) {
+        if let Some(c) = self.client.as_mut() {
+            let _ = match fin {
+                true => c.sync_fin(round, token),
+                false => c.sync_writing(round, token),
+            };
+            self.pump(now, out);
+        }
     }
 
     /// Does `conn` belong to the tracker link?
@@ -230,6 +293,26 @@ impl Tracker {
                 self.peers = peers.clone();
                 out.event(PeerEvent::Update { peers });
             }
+            ClientEvent::SyncOk {
+                round,
+                token,
+                order,
+            } => self.news.push(SyncNews::Write {
+                round,
+                token,
+                order,
+            }),
+            ClientEvent::SyncRead {
+                round,
+                writer,
+                token,
+                ..
+            } => self.news.push(SyncNews::Read {
+                round,
+                writer,
+                token,
+            }),
+            ClientEvent::SyncEnd { round } => self.news.push(SyncNews::End { round }),
             ClientEvent::Failed(e) => self.lost(now, e.to_string(), out),
             ClientEvent::Disconnected => {
                 self.lost(now, "the server closed the session".into(), out)
@@ -257,6 +340,10 @@ impl Tracker {
             }
             // The cluster could not order it now (an election, a server
             // catching up): worth another try, as a lost link is.
+            (_, Response::SyncStarted { round }) => out.event(PeerEvent::SyncStarted { round }),
+            (Stage::Registered { .. }, Response::Failed(e)) => out.event(PeerEvent::SyncFailed {
+                reason: e.to_string(),
+            }),
             (_, Response::Failed(e @ OpError::Unavailable { .. })) => {
                 if let Some(mut c) = self.client.take() {
                     c.close();

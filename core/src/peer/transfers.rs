@@ -13,6 +13,7 @@ use super::event::PeerEvent;
 use super::messages::PeerMsg;
 use crate::io::{ConnId, DirEntry, FileOp, FileRef};
 use crate::outbox::Outbox;
+use crate::replication::sync_round::Token;
 use crate::server::check_name;
 use crate::time::{earliest, Timestamp};
 use crate::transfer::{
@@ -39,8 +40,12 @@ enum Pending {
     PutOut,
     /// Our GET: is the name free here?
     GetOut,
-    /// Their PUT: is the name free here?
-    PutIn { size: u64 },
+    /// Their PUT: is the name free here? (`modified`: a SYNC write's
+    /// modification time, which the copy keeps, and its token.)
+    PutIn {
+        size: u64,
+        modified: Option<(u64, Token)>,
+    },
     /// Their GET: is the file here?
     GetIn,
 }
@@ -69,7 +74,14 @@ enum Job {
 
 struct Active {
     link: u32,
+    /// The name at the other end (and here, but for `local`).
     name: String,
+    /// The file read here, if not `name` (a SYNC write under a conflict
+    /// name).
+    local: Option<String>,
+    /// The token a SYNC write to this peer came under: a higher one heard
+    /// since cancels it.
+    fence: Option<Token>,
     job: Job,
 }
 
@@ -83,6 +95,14 @@ pub(super) struct Transfers {
     listing: BTreeMap<u64, Waiting>,
     active: BTreeMap<Key, Active>,
     files: BTreeMap<u64, Key>,
+    /// SYNC writes announced by the other end (`SyncPut`), by connection
+    /// and transfer: the modification time to keep, or why it is refused.
+    announced: BTreeMap<(ConnId, u64), Result<(u64, Token), String>>,
+    /// This peer's SYNC writes in progress.
+    sync_writes: std::collections::BTreeSet<Key>,
+    /// This peer's SYNC writes that ended, for its turn: (connection,
+    /// transfer, outcome).
+    sync_ended: Vec<(ConnId, u64, Result<(), String>)>,
 }
 
 impl Transfers {
@@ -95,6 +115,9 @@ impl Transfers {
             listing: BTreeMap::new(),
             active: BTreeMap::new(),
             files: BTreeMap::new(),
+            announced: BTreeMap::new(),
+            sync_writes: std::collections::BTreeSet::new(),
+            sync_ended: Vec::new(),
         }
     }
 
@@ -169,6 +192,99 @@ impl Transfers {
         );
     }
 
+    /// The other end announced SYNC write `id`: keep `modified_ms`, or
+    /// refuse its offer for `refused`.
+    pub(super) fn announce(
+        &mut self,
+        conn: ConnId,
+        id: u64,
+        outcome: Result<(u64, Token), String>,
+    ) {
+        self.announced.insert((conn, id), outcome);
+    }
+
+    /// A SYNC write: this peer's `local` (of `size` bytes, content `digest`)
+    /// sent to be stored as `remote`, announced under `token`. Its id.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn put_sync(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        link: u32,
+        local: &super::sync_plan::SyncEntry,
+        remote: String,
+        token: Token,
+        out: &mut Outbox<PeerEvent>,
+    ) -> u64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        let key = Key {
+            conn,
+            ours: true,
+            id,
+        };
+        let modified_ms = local.modified_ms;
+        out.send(
+            conn,
+            &PeerMsg::SyncPut {
+                token,
+                id,
+                modified_ms,
+            },
+        );
+        let cfg = SenderConfig {
+            window: self.window,
+            ..SenderConfig::default()
+        };
+        // The digest listed: content changed since is caught at the other end.
+        let sender =
+            Sender::new(now, id, remote.clone(), local.size, cfg).with_digest(local.digest);
+        let handle = self.file_number();
+        self.files.insert(handle, key);
+        let job = Job::Send {
+            sender: Box::new(sender),
+            handle,
+        };
+        let active = Active {
+            link,
+            name: remote,
+            local: Some(local.name.clone()),
+            fence: None,
+            job,
+        };
+        self.active.insert(key, active);
+        self.sync_writes.insert(key);
+        self.pump(key, out);
+        id
+    }
+
+    /// A token `highest` was heard: SYNC writes coming in under a lower
+    /// one are cancelled (their temporary files discarded), so that no
+    /// write of a fenced-off writer lands.
+    pub(super) fn fence(&mut self, highest: Token, out: &mut Outbox<PeerEvent>) {
+        let stale: Vec<Key> = (self.active.iter())
+            .filter(|(_, a)| a.fence.is_some_and(|t| t < highest))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in stale {
+            if let Some(Active {
+                job: Job::Recv { receiver, .. },
+                ..
+            }) = self.active.get_mut(&key)
+            {
+                receiver.fail(TransferError::Protocol {
+                    detail: "stale write token: a later writer has the turn".into(),
+                });
+            }
+            self.pump(key, out);
+        }
+    }
+
+    /// SYNC writes of this peer that ended since the last call.
+    pub(super) fn take_sync_ended(&mut self) -> Vec<(ConnId, u64, Result<(), String>)> {
+        std::mem::take(&mut self.sync_ended)
+    }
+
     /// A file message from the admitted peer on `conn`.
     pub(super) fn on_msg(
         &mut self,
@@ -218,8 +334,9 @@ impl Transfers {
                 }
             }
             PeerMsg::Xfer { mine, msg } => self.on_xfer(now, conn, link, !mine, msg, out),
-            // The opening's messages are the link's business.
-            PeerMsg::Connect { .. } | PeerMsg::ConnectOk { .. } | PeerMsg::ConnectFail { .. } => {}
+            // The opening's messages are the link's business, SYNC's the
+            // round's.
+            _ => {}
         }
     }
 
@@ -256,7 +373,17 @@ impl Transfers {
                     out.send(conn, &PeerMsg::Xfer { mine: false, msg });
                     return;
                 }
-                let pending = Pending::PutIn { size };
+                let modified = match self.announced.remove(&(conn, id)) {
+                    None => None,
+                    Some(Ok(m)) => Some(m),
+                    Some(Err(detail)) => {
+                        let reason = TransferError::Protocol { detail };
+                        let msg = TransferMsg::Reject { id, reason };
+                        out.send(conn, &PeerMsg::Xfer { mine: false, msg });
+                        return;
+                    }
+                };
+                let pending = Pending::PutIn { size, modified };
                 self.list(
                     Waiting {
                         key,
@@ -343,7 +470,16 @@ impl Transfers {
                     sender: Box::new(sender),
                     handle,
                 };
-                self.active.insert(key, Active { link, name, job });
+                self.active.insert(
+                    key,
+                    Active {
+                        link,
+                        name,
+                        local: None,
+                        fence: None,
+                        job,
+                    },
+                );
                 self.pump(key, out);
             }
             (Pending::GetOut, None) => {
@@ -357,18 +493,38 @@ impl Transfers {
                 let job = Job::AwaitOffer {
                     until: now + self.idle,
                 };
-                self.active.insert(key, Active { link, name, job });
+                self.active.insert(
+                    key,
+                    Active {
+                        link,
+                        name,
+                        local: None,
+                        fence: None,
+                        job,
+                    },
+                );
             }
-            (Pending::PutIn { size }, None) => {
+            (Pending::PutIn { size, modified }, None) => {
                 let mut receiver = Receiver::new(now, key.id, name.clone(), size, self.idle);
                 receiver.accept(now);
                 let temp = self.file_number();
                 self.files.insert(temp, key);
+                if let Some((modified_ms, _)) = modified {
+                    out.file(FileOp::SetModified { temp, modified_ms });
+                }
+                let fence = modified.map(|(_, t)| t);
                 let job = Job::Recv {
                     receiver: Box::new(receiver),
                     temp,
                 };
-                self.active.insert(key, Active { link, name, job });
+                let active = Active {
+                    link,
+                    name,
+                    local: None,
+                    fence,
+                    job,
+                };
+                self.active.insert(key, active);
                 self.pump(key, out);
             }
             (p @ (Pending::PutOut | Pending::GetIn), None) => {
@@ -479,6 +635,7 @@ impl Transfers {
     /// The connection closed: everything on it ends.
     pub(super) fn link_closed(&mut self, conn: ConnId, out: &mut Outbox<PeerEvent>) {
         self.listing.retain(|_, w| w.key.conn != conn);
+        self.announced.retain(|(c, _), _| *c != conn);
         let keys: Vec<Key> = self
             .active
             .keys()
@@ -539,7 +696,7 @@ impl Transfers {
                         SenderOutput::Send(msg) => out.send(conn, &PeerMsg::Xfer { mine, msg }),
                         SenderOutput::Read { offset, len } => out.file(FileOp::Read {
                             handle: *handle,
-                            file: FileRef::Named(a.name.clone()),
+                            file: FileRef::Named(a.local.clone().unwrap_or_else(|| a.name.clone())),
                             offset,
                             len,
                         }),
@@ -589,6 +746,9 @@ impl Transfers {
             }
             Job::AwaitOffer { .. } => (0, false),
         };
+        if self.sync_writes.remove(&key) {
+            self.sync_ended.push((key.conn, key.id, result.clone()));
+        }
         let (link, name) = (a.link, a.name);
         out.event(match (key.ours, sending, result) {
             (true, true, Ok(_)) => PeerEvent::PutDone { link, name, size },
