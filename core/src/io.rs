@@ -67,10 +67,10 @@
 //!   answered may or may not be in it. `Remove` of a name removes that
 //!   entry and nothing else.
 //! - A world may take its time for a server's or a peer's `Persist` and
-//!   `Remove` (a writer thread, a disk queue) while the node runs on (it
-//!   has other sessions to serve, or other transfers); their answers come
-//!   when they are done, and a `Remove` never overtakes a `Persist` asked
-//!   for before it.
+//!   `Remove`, and a peer's `Rename` (a writer thread, a disk queue) while
+//!   the node runs on (it has other sessions to serve, or other
+//!   transfers); their answers come when they are done, and a `Remove` or
+//!   a `Rename` never overtakes a `Persist` asked for before it.
 
 use crate::store::Batch;
 use crate::time::Timestamp;
@@ -211,7 +211,9 @@ pub enum FileOp {
     /// Rename named file `from` to `to` in the shared directory, **never
     /// replacing** a file at `to`; answer `Input::Renamed { handle }` or
     /// `Input::FileFailed { handle, .. }` (`missing` if `from` is not
-    /// there; an error saying it exists if `to` is).
+    /// there, whatever `to` is; else an error saying it exists if `to`
+    /// is). Only a regular file is renamed, never a link or what it points
+    /// to.
     Rename {
         handle: u64,
         from: FileRef,

@@ -25,9 +25,21 @@
 //!   after). `Persist` never replaces a file: it links the temporary file
 //!   in under its name (`link`, which fails if the name is taken, however
 //!   it came to be taken) and removes the temporary file, whatever the
-//!   answer. `List` reads the directory (`lstat` of each entry: regular
-//!   files only). Names that are not plain ([`ferry_core::io::is_plain_name`])
-//!   are refused before anything is touched.
+//!   answer. `SetModified` notes a time for the temporary file, which its
+//!   persist sets on the file (`futimens`) before the `fsync` and the
+//!   link: a copy keeps its original's time, and as the time is the
+//!   inode's, not the name's, the name shows it from the moment it
+//!   appears. `Rename` never replaces either: `renameat2` with
+//!   `RENAME_NOREPLACE`, which the kernel refuses if the name is taken,
+//!   or where a filesystem cannot (`EINVAL`, `ENOSYS`) a link under the
+//!   new name and an unlink of the old; then an `fsync` of the directory.
+//!   Only a regular file is renamed (`lstat`, when the rename is carried
+//!   out): a link, its target and the temporary files' directory are
+//!   never moved. `List` reads the directory (`lstat` of each entry:
+//!   regular files only). Names that are not plain
+//!   ([`ferry_core::io::is_plain_name`]) are refused before anything is
+//!   touched. A server and a client share no directory: a `Rename` fails,
+//!   and a `SetModified` fails the file's persist.
 //!
 //! **Semantics.** `Write` creates the temporary file on its first write;
 //! its bytes reach the file by the time of the `Persist` (see *Fewer
@@ -53,7 +65,10 @@
 //! client's `Persist` still waits (its one transfer has nothing else to
 //! do, and none of its timers should run out while its own disk works). A
 //! peer's `Persist` and `Remove` are a server's: it has several transfers
-//! at once, on several connections, which a wait would stall.
+//! at once, on several connections, which a wait would stall. A peer's
+//! `Rename` goes the same way, in the same queue, so that it finds the
+//! file a persist asked for before it put there (and never overtakes it),
+//! and its `Renamed` comes from [`Files::take_answer`] in turn.
 //!
 //! **Reads are answered late.** A `Read` opens its file at once (so a blob
 //! removed later in the same drain can still be read through the open
@@ -113,6 +128,7 @@ use std::io::{self, ErrorKind};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 use writer::{Existing, Finished, Placing, Writer};
 
 /// The directory of blobs under a server's file root.
@@ -217,6 +233,9 @@ pub struct Files {
     /// Temporary files handed to the writer thread to persist, until it
     /// answers: their names are not free.
     persisting: HashSet<u64>,
+    /// Modification times temporary files are to have once persisted
+    /// (`SetModified`), or why they cannot, which fails the persist.
+    modified: HashMap<u64, Result<SystemTime, FileFailure>>,
     clock: u64,
     /// Ids of openings.
     opened: u64,
@@ -234,6 +253,7 @@ impl Files {
             created: HashMap::new(),
             broken: HashMap::new(),
             persisting: HashSet::new(),
+            modified: HashMap::new(),
             clock: 0,
             opened: 0,
             buf: Vec::new(),
@@ -382,17 +402,14 @@ impl Files {
                 Ok(entries) => FileAnswer::Listed { handle, entries },
                 Err(failure) => FileAnswer::Failed { handle, failure },
             }),
-            // Not carried out by this world yet: a failure says so (no node
-            // asks for them yet).
-            FileOp::SetModified { temp, .. } => {
-                let failure = FileFailure::other("setting a modification time is not supported");
-                self.broken.insert(temp, failure);
+            FileOp::SetModified { temp, modified_ms } => {
+                self.set_modified(temp, modified_ms);
                 None
             }
-            FileOp::Rename { handle, .. } => Some(FileAnswer::Failed {
-                handle,
-                failure: FileFailure::other("renaming is not supported"),
-            }),
+            FileOp::Rename { handle, from, to } => self
+                .rename(handle, from, to)
+                .err()
+                .map(|failure| FileAnswer::Failed { handle, failure }),
         }
     }
 
@@ -667,6 +684,12 @@ impl Files {
                         },
                     });
                 }
+                Finished::Renamed { handle, result } => {
+                    return Some(match result {
+                        Ok(()) => FileAnswer::Renamed { handle },
+                        Err(failure) => FileAnswer::Failed { handle, failure },
+                    });
+                }
             }
         }
         None
@@ -690,6 +713,8 @@ impl Files {
     }
 
     fn place(&mut self, temp: u64, to: FileRef) -> Result<bool, FileFailure> {
+        // Taken first, so that it never outlives this file, whatever fails.
+        let modified = self.modified.remove(&temp).transpose();
         let from = self.temp_path(temp)?;
         let target = self.local_path(&to)?;
         let existing = match (&self.role, &to) {
@@ -711,6 +736,7 @@ impl Files {
                 missing: false,
             });
         }
+        let modified = modified?;
         // Reads of the file this one replaces must not be served from
         // what was read ahead of it.
         let replaced: Vec<u64> = self
@@ -733,6 +759,7 @@ impl Files {
             from,
             to: target,
             existing,
+            modified,
         };
         // A client's one transfer has nothing else to do meanwhile, and its
         // download is not over until the file is in place: it waits here,
@@ -747,6 +774,7 @@ impl Files {
 
     fn discard(&mut self, temp: u64) {
         self.gathered.discard(temp);
+        self.modified.remove(&temp);
         self.open.remove(&Key::Temp(temp));
         self.created.remove(&temp);
         self.broken.remove(&temp);
@@ -765,15 +793,21 @@ impl Files {
         }
     }
 
-    fn remove(&mut self, file: FileRef) {
+    /// Closes the read handles of `file` (which is going, or going
+    /// elsewhere) and forgets what they read ahead.
+    fn close_reads_of(&mut self, file: &FileRef) {
         let ahead = &mut self.ahead;
         self.open.retain(|_, o| {
-            let keep = o.of.as_ref() != Some(&file);
+            let keep = o.of.as_ref() != Some(file);
             if !keep {
                 ahead.forget(o.id);
             }
             keep
         });
+    }
+
+    fn remove(&mut self, file: FileRef) {
+        self.close_reads_of(&file);
         if matches!(self.role, Role::Client(_)) {
             tracing::warn!("a client does not remove its local file");
             return;
@@ -782,6 +816,43 @@ impl Files {
             Ok(path) => self.writer.remove(path),
             Err(failure) => tracing::warn!("not removed: {}", failure.error),
         }
+    }
+
+    /// Notes the modification time a peer's temporary file is to have,
+    /// for its persist, which sets it on the file. A time that cannot be
+    /// one, or a node that shares no directory, fails the persist: nothing
+    /// is answered before it.
+    fn set_modified(&mut self, temp: u64, modified_ms: u64) {
+        let time = match self.role {
+            Role::Peer { .. } => SystemTime::UNIX_EPOCH
+                .checked_add(Duration::from_millis(modified_ms))
+                .ok_or_else(|| {
+                    FileFailure::other(format!(
+                        "temporary file {temp}: {modified_ms} ms is no modification time"
+                    ))
+                }),
+            _ => {
+                tracing::warn!("a node that shares no directory set a modification time");
+                Err(FileFailure::other("this node shares no directory"))
+            }
+        };
+        self.modified.insert(temp, time);
+    }
+
+    /// Hands a rename of a peer's file to the writer thread, behind what
+    /// was asked before (a persist of `from` among it), which answers it.
+    /// Names that are not plain are refused here, before anything is
+    /// touched.
+    fn rename(&mut self, handle: u64, from: FileRef, to: FileRef) -> Result<(), FileFailure> {
+        if !matches!(self.role, Role::Peer { .. }) {
+            return Err(FileFailure::other("this node shares no directory"));
+        }
+        let (from_path, to_path) = (self.local_path(&from)?, self.local_path(&to)?);
+        // A handle of `from` would read on from the file's new name as if
+        // it were the old one's.
+        self.close_reads_of(&from);
+        self.writer.rename(handle, from_path, to_path);
+        Ok(())
     }
 
     /// The regular files at the top of a peer's shared directory, sorted

@@ -9,11 +9,11 @@
 //!
 //! [`run_all`] checks a server's disk (blobs); [`run_shared_dir`], for a
 //! world that also supplies a [`DirFixture`], a peer's shared directory
-//! (named files, listings). A world without symbolic links (the in-memory
-//! ones) skips the checks of links.
+//! (named files, listings, modification times, renames). A world without
+//! symbolic links (the in-memory ones) skips the checks of links.
 
 use super::{Host, Settled, World};
-use crate::io::{DirEntry, FileOp, FileRef, Input, Node, Output};
+use crate::io::{DirEntry, FileFailure, FileOp, FileRef, Input, Node, Output};
 use crate::time::Timestamp;
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
@@ -64,6 +64,8 @@ pub trait DirFixture: Fixture {
 struct Script {
     out: VecDeque<FileOp>,
     seen: Vec<Seen>,
+    /// What the failures said, in order (for the words a world must use).
+    said: Vec<String>,
 }
 
 /// An input as the suite compares it.
@@ -84,6 +86,9 @@ pub enum Seen {
     Listed {
         handle: u64,
         entries: Vec<DirEntry>,
+    },
+    Renamed {
+        handle: u64,
     },
 }
 
@@ -110,16 +115,20 @@ impl Node for Script {
                 handle,
                 entries: entries.to_vec(),
             },
+            Input::Renamed { handle } => Seen::Renamed { handle },
             Input::FileFailed {
                 handle,
+                error,
                 no_space,
                 missing,
-                ..
-            } => Seen::Failed {
-                handle,
-                no_space,
-                missing,
-            },
+            } => {
+                self.said.push(error);
+                Seen::Failed {
+                    handle,
+                    no_space,
+                    missing,
+                }
+            }
             other => panic!("a file world fed {other:?}"),
         });
     }
@@ -237,13 +246,35 @@ impl<'f, F: DirFixture> Rig<'f, F> {
 
     /// The shared directory's listing, as (name, size).
     fn list(&mut self) -> Vec<(String, u64)> {
+        let entries = self.listing().into_iter();
+        entries.map(|e| (e.name, e.size)).collect()
+    }
+
+    /// The shared directory's listing, whole.
+    fn listing(&mut self) -> Vec<DirEntry> {
         match self.one(FileOp::List { handle: 77 }) {
             Seen::Listed {
                 handle: 77,
                 entries,
-            } => entries.into_iter().map(|e| (e.name, e.size)).collect(),
+            } => entries,
             other => panic!("a listing, got {other:?}"),
         }
+    }
+
+    /// The modification time the listing gives `name`.
+    fn modified_ms(&mut self, name: &str) -> u64 {
+        let listing = self.listing();
+        match listing.iter().find(|e| e.name == name) {
+            Some(e) => e.modified_ms,
+            None => panic!("{name} is not in {listing:?}"),
+        }
+    }
+
+    /// Renames `from` to `to`: the answer, and what it said if it failed.
+    fn rename(&mut self, handle: u64, from: &str, to: &str) -> (Seen, Option<String>) {
+        self.host().node_mut().said.clear();
+        let seen = self.one(rename(handle, from, to));
+        (seen, self.host().node_mut().said.pop())
     }
 
     /// Writes `data` to `temp` in pieces of `piece` bytes and persists it as
@@ -294,6 +325,14 @@ fn named(name: &str) -> FileRef {
     FileRef::Named(name.into())
 }
 
+fn rename(handle: u64, from: &str, to: &str) -> FileOp {
+    FileOp::Rename {
+        handle,
+        from: named(from),
+        to: named(to),
+    }
+}
+
 fn read(handle: u64, d: [u8; 32], offset: u64, len: usize) -> FileOp {
     FileOp::Read {
         handle,
@@ -337,6 +376,11 @@ pub fn run_shared_dir<F: DirFixture>(fixture: &mut F) {
     shared_dir_holds_several_temporaries_at_once(fixture);
     shared_dir_remove_removes_the_name(fixture);
     shared_dir_never_follows_a_symlink(fixture);
+    shared_dir_persist_keeps_the_modification_time_given(fixture);
+    shared_dir_rename_moves_a_file_to_a_free_name(fixture);
+    shared_dir_rename_never_replaces_a_name(fixture);
+    shared_dir_rename_of_a_missing_name_says_missing(fixture);
+    shared_dir_rename_refuses_bad_names_and_touches_nothing(fixture);
 }
 
 pub fn written_then_persisted_reads_back<F: Fixture>(fixture: &mut F) {
@@ -747,4 +791,193 @@ pub fn shared_dir_never_follows_a_symlink<F: DirFixture>(fixture: &mut F) {
     assert_eq!(rig.read_named(1, "link", 100), refused(1));
     assert_eq!(rig.list(), [], "a link is not listed");
     assert_eq!(rig.put(2, "link", b"through", 7), [refused(2)]);
+    // Not a file of the listing: neither renamed nor replaced by a rename.
+    assert_eq!(rig.rename(3, "link", "moved").0, refused(3));
+    rig.place("f", b"file");
+    assert_eq!(rig.rename(4, "f", "link").0, refused(4));
+    assert_eq!(rig.list(), [("f".into(), 4)]);
+    assert_eq!(
+        rig.read_named(5, "f", 10),
+        Seen::Read {
+            handle: 5,
+            data: b"file".to_vec()
+        }
+    );
+}
+
+pub fn shared_dir_persist_keeps_the_modification_time_given<F: DirFixture>(fixture: &mut F) {
+    let mut rig = Rig::shared_dir(fixture);
+    // Given before the file's writes, after them, and to a file never
+    // written: in place, the file has that time to the millisecond,
+    // whatever its writes did to it meanwhile.
+    let (early, late, empty) = (1_000_000_000_123, 1_600_000_000_456, 1_234);
+    let set = |temp, modified_ms| FileOp::SetModified { temp, modified_ms };
+    let persist = |temp, name: &str| FileOp::Persist {
+        temp,
+        to: named(name),
+    };
+    let mut ops = vec![set(1, early)];
+    ops.extend(writes(1, &content(300_000, 20), 4096));
+    ops.extend(writes(2, &content(5000, 21), 4096));
+    ops.extend([set(2, late), set(3, empty)]);
+    ops.extend([persist(1, "early"), persist(2, "late"), persist(3, "empty")]);
+    let answers = (1..=3).map(|temp| Seen::Persisted { temp });
+    assert_eq!(rig.run(ops), answers.collect::<Vec<_>>());
+    let times: Vec<(String, u64, u64)> = rig
+        .listing()
+        .into_iter()
+        .map(|e| (e.name, e.size, e.modified_ms))
+        .collect();
+    assert_eq!(
+        times,
+        [
+            ("early".into(), 300_000, early),
+            ("empty".into(), 0, empty),
+            ("late".into(), 5000, late),
+        ]
+    );
+    // A time goes with its file: a discarded file's, or one whose persist
+    // was refused, is not the next file's of that number.
+    assert!(rig
+        .run([set(4, 5_000), FileOp::Discard { temp: 4 }])
+        .is_empty());
+    assert_eq!(rig.put(4, "fresh", b"x", 1), [Seen::Persisted { temp: 4 }]);
+    assert_ne!(rig.modified_ms("fresh"), 5_000);
+    let refused_persist = [set(5, 6_000), persist(5, "early")];
+    assert_eq!(rig.run(refused_persist), [refused(5)]);
+    assert_eq!(rig.put(5, "other", b"y", 1), [Seen::Persisted { temp: 5 }]);
+    assert_ne!(rig.modified_ms("other"), 6_000);
+    assert_eq!(rig.modified_ms("early"), early, "the file there is intact");
+    assert_eq!(rig.temporaries(), 0);
+}
+
+pub fn shared_dir_rename_moves_a_file_to_a_free_name<F: DirFixture>(fixture: &mut F) {
+    let mut rig = Rig::shared_dir(fixture);
+    let data = content(70_000, 22);
+    rig.place("old", &data);
+    let modified_ms = rig.modified_ms("old");
+    assert_eq!(
+        rig.rename(1, "old", "new"),
+        (Seen::Renamed { handle: 1 }, None)
+    );
+    assert_eq!(
+        rig.read_named(2, "new", data.len()),
+        Seen::Read {
+            handle: 2,
+            data: data.clone()
+        }
+    );
+    assert!(matches!(
+        rig.read_named(3, "old", 10),
+        Seen::Failed { missing: true, .. }
+    ));
+    let moved = DirEntry {
+        name: "new".into(),
+        size: data.len() as u64,
+        modified_ms,
+    };
+    assert_eq!(rig.listing(), [moved], "moved with its modification time");
+    // Asked after a persist, a rename never overtakes it: it finds the
+    // file there.
+    let mut ops = writes(4, b"fresh", 5);
+    ops.extend([
+        FileOp::Persist {
+            temp: 4,
+            to: named("made"),
+        },
+        rename(5, "made", "moved"),
+    ]);
+    let answers = [Seen::Persisted { temp: 4 }, Seen::Renamed { handle: 5 }];
+    assert_eq!(rig.run(ops), answers);
+    assert_eq!(
+        rig.read_named(6, "moved", 100),
+        Seen::Read {
+            handle: 6,
+            data: b"fresh".to_vec()
+        }
+    );
+    assert_eq!(rig.list(), [("moved".into(), 5), ("new".into(), 70_000)]);
+    assert_eq!(rig.temporaries(), 0);
+}
+
+pub fn shared_dir_rename_never_replaces_a_name<F: DirFixture>(fixture: &mut F) {
+    let mut rig = Rig::shared_dir(fixture);
+    rig.place("a", b"source");
+    rig.place("b", b"there");
+    let exists = |name: &str| Some(FileFailure::exists(name).error);
+    assert_eq!(rig.rename(1, "a", "b"), (refused(1), exists("b")));
+    // Not even onto itself.
+    assert_eq!(rig.rename(2, "a", "a"), (refused(2), exists("a")));
+    // Nor onto a name a persist asked for before it takes.
+    let mut ops = writes(3, b"persisted", 9);
+    ops.extend([
+        FileOp::Persist {
+            temp: 3,
+            to: named("c"),
+        },
+        rename(4, "a", "c"),
+    ]);
+    assert_eq!(rig.run(ops), [Seen::Persisted { temp: 3 }, refused(4)]);
+    for (handle, name, data) in [
+        (5, "a", &b"source"[..]),
+        (6, "b", b"there"),
+        (7, "c", b"persisted"),
+    ] {
+        let data = data.to_vec();
+        assert_eq!(
+            rig.read_named(handle, name, 100),
+            Seen::Read { handle, data }
+        );
+    }
+    assert_eq!(
+        rig.list(),
+        [("a".into(), 6), ("b".into(), 5), ("c".into(), 9)]
+    );
+}
+
+pub fn shared_dir_rename_of_a_missing_name_says_missing<F: DirFixture>(fixture: &mut F) {
+    let mut rig = Rig::shared_dir(fixture);
+    rig.place("b", b"there");
+    let missing = |handle| Seen::Failed {
+        handle,
+        no_space: false,
+        missing: true,
+    };
+    assert_eq!(rig.rename(1, "nothing", "else").0, missing(1));
+    // Missing whatever is at the new name.
+    assert_eq!(rig.rename(2, "nothing", "b").0, missing(2));
+    // Gone by the time it is carried out (a remove asked before it).
+    let ops = [FileOp::Remove { file: named("b") }, rename(3, "b", "c")];
+    assert_eq!(rig.run(ops), [missing(3)]);
+    assert_eq!(rig.list(), []);
+}
+
+pub fn shared_dir_rename_refuses_bad_names_and_touches_nothing<F: DirFixture>(fixture: &mut F) {
+    let mut rig = Rig::shared_dir(fixture);
+    rig.place("a", b"kept");
+    let bad = ["", ".", "..", "a/b", "../a", "/etc/passwd", "a\0b", "x/.."];
+    for (i, name) in bad.into_iter().enumerate() {
+        let h = 2 * i as u64 + 1;
+        assert_eq!(rig.rename(h, "a", name).0, refused(h), "a to {name:?}");
+        assert_eq!(rig.rename(h + 1, name, "b").0, refused(h + 1), "{name:?}");
+    }
+    let d = digest(b"kept");
+    for (handle, from, to) in [
+        (20, FileRef::Blob(d), named("b")),
+        (21, named("a"), FileRef::Blob(d)),
+        (22, FileRef::Local, named("b")),
+        (23, named("a"), FileRef::Local),
+    ] {
+        let op = FileOp::Rename { handle, from, to };
+        assert_eq!(rig.one(op), refused(handle));
+    }
+    assert_eq!(rig.list(), [("a".into(), 4)]);
+    assert_eq!(
+        rig.read_named(30, "a", 10),
+        Seen::Read {
+            handle: 30,
+            data: b"kept".to_vec()
+        }
+    );
+    assert_eq!(rig.temporaries(), 0);
 }

@@ -214,19 +214,19 @@ impl MemDir {
         ) else {
             return failed(handle, FileFailure::other("not plain names"));
         };
+        // Missing before taken, whatever is at `to` (as a kernel's rename
+        // looks up `from` first).
+        if !self.files.contains_key(&from) {
+            let failure = FileFailure::missing(format!("cannot rename {from}: no such file"));
+            return failed(handle, failure);
+        }
         if self.files.contains_key(&to) {
             return failed(handle, FileFailure::exists(&to));
         }
-        match self.files.remove(&from) {
-            Some(file) => {
-                self.files.insert(to, file);
-                FileAnswer::Renamed { handle }
-            }
-            None => failed(
-                handle,
-                FileFailure::missing(format!("cannot rename {from}: no such file")),
-            ),
+        if let Some(file) = self.files.remove(&from) {
+            self.files.insert(to, file);
         }
+        FileAnswer::Renamed { handle }
     }
 }
 

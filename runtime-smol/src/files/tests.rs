@@ -955,3 +955,236 @@ fn a_peer_refuses_blobs_and_a_server_named_files() {
         FileAnswer::Failed { handle: 3, .. }
     ));
 }
+
+/// Executes a `Rename` and waits for its answer (from the writer thread,
+/// or at once for names refused before anything is touched).
+fn rename(files: &mut Files, handle: u64, from: FileRef, to: FileRef) -> FileAnswer {
+    if let Some(answer) = files.execute(FileOp::Rename { handle, from, to }) {
+        return answer;
+    }
+    files.wait_idle();
+    let answer = files.take_answer().expect("the rename is answered");
+    assert_eq!(files.take_answer(), None, "one answer per rename");
+    answer
+}
+
+#[test]
+fn a_link_is_never_renamed_nor_replaced_and_nothing_outside_changes() {
+    let (root, dir, mut files) = shared();
+    let secret = root.path().join("secret");
+    let elsewhere = root.path().join("elsewhere");
+    std::fs::write(&secret, b"secret").unwrap();
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::write(dir.join("inside"), b"shared").unwrap();
+    std::os::unix::fs::symlink(&secret, dir.join("out")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dir.join("outdir")).unwrap();
+    std::os::unix::fs::symlink("inside", dir.join("in")).unwrap();
+    std::os::unix::fs::symlink("nowhere", dir.join("dangling")).unwrap();
+    let before = tree(root.path());
+    let links = ["out", "outdir", "in", "dangling"];
+    for (i, link) in links.into_iter().enumerate() {
+        let h = 10 * i as u64;
+        // Renamed: refused as no regular file, not as missing.
+        let answer = rename(&mut files, h, named(link), named("moved"));
+        assert!(
+            matches!(&answer, FileAnswer::Failed { failure, .. } if failure.error.contains("not a regular file") && !failure.missing),
+            "{link}: {answer:?}"
+        );
+        // Renamed onto: refused as taken, the link left as it is.
+        let answer = rename(&mut files, h + 1, named("inside"), named(link));
+        assert!(
+            matches!(&answer, FileAnswer::Failed { failure, .. } if failure.error == format!("{link} already exists")),
+            "onto {link}: {answer:?}"
+        );
+        // Out through it: not a plain name.
+        let through = format!("{link}/x");
+        let answer = rename(&mut files, h + 2, named("inside"), named(&through));
+        assert!(matches!(answer, FileAnswer::Failed { .. }), "{answer:?}");
+    }
+    // Nor the temporary files' directory, which is no regular file.
+    let answer = rename(&mut files, 50, named(SHARED_TMP_DIR), named("tmp"));
+    assert!(matches!(answer, FileAnswer::Failed { .. }), "{answer:?}");
+    assert_eq!(tree(root.path()), before, "nothing moved, nothing made");
+    assert_eq!(std::fs::read(&secret).unwrap(), b"secret");
+    assert_eq!(std::fs::read_link(dir.join("out")).unwrap(), secret);
+    assert_eq!(std::fs::read_link(dir.join("outdir")).unwrap(), elsewhere);
+    assert_eq!(std::fs::read(dir.join("inside")).unwrap(), b"shared");
+    assert_eq!(listed(&mut files), ["inside"]);
+}
+
+#[test]
+fn a_rename_waits_behind_the_persist_asked_before_it() {
+    let (_root, dir, files) = shared();
+    let mut files = files;
+    let gate = files.writer.hold_persists();
+    let files = without_waiting(move || {
+        files.execute(FileOp::Write {
+            temp: 1,
+            offset: 0,
+            data: b"made".to_vec(),
+        });
+        let persist = files.execute(FileOp::Persist {
+            temp: 1,
+            to: named("a"),
+        });
+        let rename = files.execute(FileOp::Rename {
+            handle: 2,
+            from: named("a"),
+            to: named("b"),
+        });
+        // Neither stops the node; both wait on the writer thread.
+        assert_eq!((persist, rename), (None, None));
+        assert_eq!(files.take_answer(), None);
+        files
+    });
+    assert!(!dir.join("a").exists() && !dir.join("b").exists());
+    gate.open();
+    let mut files = files;
+    files.wait_idle();
+    assert_eq!(files.take_answer(), Some(FileAnswer::Persisted { temp: 1 }));
+    assert_eq!(files.take_answer(), Some(FileAnswer::Renamed { handle: 2 }));
+    assert_eq!(files.take_answer(), None);
+    assert_eq!(listed(&mut files), ["b"]);
+    assert_eq!(read_all(&mut files, 3, named("b"), 100), b"made");
+}
+
+#[test]
+fn a_read_handle_of_a_renamed_file_does_not_read_on_under_the_old_name() {
+    let (_root, dir, mut files) = shared();
+    std::fs::write(dir.join("a"), vec![7u8; 10_000]).unwrap();
+    let read = |files: &mut Files| {
+        files.execute(FileOp::Read {
+            handle: 1,
+            file: named("a"),
+            offset: 0,
+            len: 100,
+        })
+    };
+    assert!(matches!(read(&mut files), Some(FileAnswer::Read { .. })));
+    assert_eq!(
+        rename(&mut files, 2, named("a"), named("b")),
+        FileAnswer::Renamed { handle: 2 }
+    );
+    let after = read(&mut files);
+    assert!(
+        matches!(&after, Some(FileAnswer::Failed { failure, .. }) if failure.missing),
+        "{after:?}"
+    );
+}
+
+#[test]
+fn the_fallback_rename_moves_and_never_replaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    std::fs::write(&a, b"one").unwrap();
+    std::fs::write(&b, b"two").unwrap();
+    let taken = writer::link_then_unlink(&a, &b).unwrap_err();
+    assert_eq!(taken.kind(), ErrorKind::AlreadyExists);
+    assert_eq!(std::fs::read(&a).unwrap(), b"one");
+    assert_eq!(std::fs::read(&b).unwrap(), b"two");
+    writer::link_then_unlink(&a, &c).unwrap();
+    assert!(!a.exists());
+    assert_eq!(std::fs::read(&c).unwrap(), b"one");
+    let gone = writer::link_then_unlink(&a, &dir.path().join("d")).unwrap_err();
+    assert_eq!(gone.kind(), ErrorKind::NotFound);
+}
+
+#[test]
+fn a_modification_time_is_the_files_from_the_moment_it_appears() {
+    let (_root, dir, mut files) = shared();
+    let time = std::time::UNIX_EPOCH + Duration::from_millis(1_500_000_000_789);
+    let files = {
+        let gate = files.writer.hold_persists();
+        files.execute(FileOp::SetModified {
+            temp: 1,
+            modified_ms: 1_500_000_000_789,
+        });
+        files.execute(FileOp::Write {
+            temp: 1,
+            offset: 0,
+            data: vec![1; 100_000],
+        });
+        let mut files = without_waiting(move || {
+            assert_eq!(
+                files.execute(FileOp::Persist {
+                    temp: 1,
+                    to: named("a"),
+                }),
+                None
+            );
+            files
+        });
+        // Polled while the persist goes on: whenever the name is there, it
+        // has the time already (set on the file before it was linked in).
+        gate.open();
+        let name = dir.join("a");
+        for _ in 0..10_000 {
+            if let Ok(meta) = std::fs::symlink_metadata(&name) {
+                assert_eq!(meta.modified().unwrap(), time);
+                break;
+            }
+        }
+        files.wait_idle();
+        files
+    };
+    let mut files = files;
+    assert_eq!(files.take_answer(), Some(FileAnswer::Persisted { temp: 1 }));
+    let meta = std::fs::metadata(dir.join("a")).unwrap();
+    assert_eq!(meta.modified().unwrap(), time);
+}
+
+#[test]
+fn a_server_and_a_client_refuse_modification_times_and_renames() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, _) = Files::server(dir.path()).unwrap();
+    let content = b"blob".to_vec();
+    let d = digest(&content);
+    server.execute(FileOp::SetModified {
+        temp: 1,
+        modified_ms: 1000,
+    });
+    server.execute(FileOp::Write {
+        temp: 1,
+        offset: 0,
+        data: content,
+    });
+    // A time it cannot keep fails the file's persist, as the contract says.
+    assert!(matches!(
+        persist(&mut server, 1, FileRef::Blob(d)),
+        FileAnswer::Failed { handle: 1, .. }
+    ));
+    assert!(matches!(
+        rename(&mut server, 2, FileRef::Blob(d), FileRef::Blob([0; 32])),
+        FileAnswer::Failed { handle: 2, .. }
+    ));
+    server.execute(FileOp::Discard { temp: 1 });
+    // The number is free of it again.
+    server.execute(FileOp::Write {
+        temp: 1,
+        offset: 0,
+        data: b"blob".to_vec(),
+    });
+    assert_eq!(
+        persist(&mut server, 1, FileRef::Blob(d)),
+        FileAnswer::Persisted { temp: 1 }
+    );
+    let path = dir.path().join("download");
+    let mut client = Files::destination(&path, false);
+    assert!(matches!(
+        rename(&mut client, 3, FileRef::Local, FileRef::Local),
+        FileAnswer::Failed { handle: 3, .. }
+    ));
+    client.execute(FileOp::SetModified {
+        temp: 4,
+        modified_ms: 1000,
+    });
+    assert!(matches!(
+        persist(&mut client, 4, FileRef::Local),
+        FileAnswer::Failed { handle: 4, .. }
+    ));
+    assert!(!path.exists());
+}

@@ -1,6 +1,6 @@
 //! The disk work that waits, on a thread of its own: writes into temporary
 //! files, and what the node asked for after them, in the same order
-//! (persisting, discarding, removing).
+//! (persisting, discarding, removing, renaming).
 //!
 //! Copying bytes into the page cache is the largest cost of receiving a
 //! file (on the development VM, 64 MiB take 0.15 s of system time, as much
@@ -16,7 +16,8 @@
 //!
 //! **Order.** One thread, one queue: jobs are carried out in the order
 //! submitted, so a file's writes are in it before it is persisted, and a
-//! `Remove` asked for after a `Persist` happens after it. Reads bypass the
+//! `Remove` or a `Rename` asked for after a `Persist` happens after it (a
+//! rename of the file just persisted finds it there). Reads bypass the
 //! queue (the driver makes them when it feeds them), which is safe because
 //! a node reads only files it was told are in place. A `Discard` unlinks
 //! the temporary file on the driver's thread at once, so that the name is
@@ -27,8 +28,8 @@
 //! **Bounds.** Bytes in flight are bounded: [`Writer::submit`] waits for
 //! jobs to finish past [`MAX_IN_FLIGHT`].
 //!
-//! **Answers.** A failed write and a finished persist are queued as
-//! [`Finished`] and wake the driver, which takes them
+//! **Answers.** A failed write, a finished persist and a finished rename
+//! are queued as [`Finished`] and wake the driver, which takes them
 //! ([`Writer::take_finished`]). A write failure names the opening of the
 //! temporary file it belongs to, so it is never taken for one of a later
 //! file of the same number. The thread also remembers a file's first failed
@@ -37,10 +38,11 @@
 use super::{io_failure, is_no_space, sync_dir, FileFailure};
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::ErrorKind;
+use std::io::{self, ErrorKind};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
+use std::time::SystemTime;
 
 /// Bytes submitted and not yet written, at most.
 pub const MAX_IN_FLIGHT: usize = 4 << 20;
@@ -71,6 +73,9 @@ pub struct Placing {
     pub from: PathBuf,
     pub to: PathBuf,
     pub existing: Existing,
+    /// The modification time the file is to have in place (a peer's copy
+    /// keeps its original's), set before it is made durable.
+    pub modified: Option<SystemTime>,
 }
 
 enum Job {
@@ -91,6 +96,13 @@ enum Job {
     },
     Remove {
         path: PathBuf,
+    },
+    /// A named file of a peer's directory moved to a free name; see
+    /// [`rename`].
+    Rename {
+        handle: u64,
+        from: PathBuf,
+        to: PathBuf,
     },
 }
 
@@ -114,6 +126,10 @@ pub enum Finished {
     },
     Persisted {
         temp: u64,
+        result: Result<(), FileFailure>,
+    },
+    Renamed {
+        handle: u64,
         result: Result<(), FileFailure>,
     },
 }
@@ -226,6 +242,13 @@ impl Writer {
     /// Queues the removal of a file, after what was asked before.
     pub fn remove(&mut self, path: PathBuf) {
         self.queue(Job::Remove { path });
+    }
+
+    /// Queues the rename of a peer's file, after what was asked before (a
+    /// persist of `from` among it). Its answer comes back as
+    /// [`Finished::Renamed`].
+    pub fn rename(&mut self, handle: u64, from: PathBuf, to: PathBuf) {
+        self.queue(Job::Rename { handle, from, to });
     }
 
     /// With the thread unavailable (it could not be started), runs the job
@@ -432,6 +455,10 @@ impl Worker {
                 remove_quietly(&path);
                 Done::Quiet
             }
+            Job::Rename { handle, from, to } => {
+                let result = rename(&from, &to);
+                Done::Finished(Finished::Renamed { handle, result })
+            }
         }
     }
 }
@@ -450,14 +477,10 @@ fn place(p: Placing) -> Result<(), FileFailure> {
         remove_quietly(&p.from);
         return Ok(());
     }
-    let synced = p.file.sync_all();
+    let synced = durable(&p.file, &p.from, p.modified);
     // The descriptor is done with, whatever happens next.
     drop(p.file);
-    synced.map_err(|e| FileFailure {
-        error: format!("cannot make {} durable: {e}", p.from.display()),
-        no_space: is_no_space(&e),
-        missing: false,
-    })?;
+    synced?;
     if p.existing == Existing::Refuse && p.to.symlink_metadata().is_ok() {
         return Err(FileFailure::other(format!(
             "{} exists (use --force to replace it)",
@@ -474,22 +497,15 @@ fn place(p: Placing) -> Result<(), FileFailure> {
 /// Makes the temporary file durable and links it in under its name; see
 /// [`Existing::Link`].
 fn link(p: Placing) -> Result<(), FileFailure> {
-    let name = p.to.file_name().map_or_else(
-        || p.to.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let name = file_name(&p.to);
     // Taken already: refused without the cost of an fsync (the link below
     // still refuses a name taken meanwhile).
     if p.to.symlink_metadata().is_ok() {
         return Err(FileFailure::exists(&name));
     }
-    let synced = p.file.sync_all();
+    let synced = durable(&p.file, &p.from, p.modified);
     drop(p.file);
-    synced.map_err(|e| FileFailure {
-        error: format!("cannot make {} durable: {e}", p.from.display()),
-        no_space: is_no_space(&e),
-        missing: false,
-    })?;
+    synced?;
     match std::fs::hard_link(&p.from, &p.to) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(FileFailure::exists(&name)),
@@ -499,6 +515,117 @@ fn link(p: Placing) -> Result<(), FileFailure> {
         sync_dir(dir).map_err(|e| io_failure("cannot make durable", dir, &e))?;
     }
     Ok(())
+}
+
+/// Gives the temporary file its modification time, if it has one, and
+/// makes it durable. The time is set first: on the file, not on its name,
+/// so the name it is linked or renamed in under shows it from the moment
+/// it appears (a name shares its inode), and the `fsync` makes the time
+/// durable with the bytes. After the file's writes, which would move it.
+fn durable(file: &File, path: &Path, modified: Option<SystemTime>) -> Result<(), FileFailure> {
+    if let Some(time) = modified {
+        file.set_modified(time)
+            .map_err(|e| io_failure("cannot set the modification time of", path, &e))?;
+    }
+    file.sync_all().map_err(|e| FileFailure {
+        error: format!("cannot make {} durable: {e}", path.display()),
+        no_space: is_no_space(&e),
+        missing: false,
+    })
+}
+
+/// Renames a peer's file `from` to `to`, in the one shared directory, and
+/// makes the rename durable (`fsync` of the directory). Never replaces a
+/// file at `to`, not even one put there since the node listed the
+/// directory: the kernel refuses a name that is taken, however it came to
+/// be taken. Only a regular file is renamed (what `List` shows the node):
+/// a link, a directory (the temporary files' among them) or a FIFO is
+/// refused before anything is touched. Looked at here, on the writer
+/// thread, not when asked: a persist queued before may be what puts it
+/// there.
+fn rename(from: &Path, to: &Path) -> Result<(), FileFailure> {
+    match std::fs::symlink_metadata(from) {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => {
+            return Err(FileFailure::other(format!(
+                "cannot rename {}: not a regular file",
+                from.display()
+            )))
+        }
+        Err(e) => return Err(io_failure("cannot rename", from, &e)),
+    }
+    match rename_noreplace(from, to) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            return Err(FileFailure::exists(&file_name(to)))
+        }
+        Err(e) => return Err(io_failure("cannot rename", from, &e)),
+    }
+    if let Some(dir) = to.parent() {
+        sync_dir(dir).map_err(|e| io_failure("cannot make durable", dir, &e))?;
+    }
+    Ok(())
+}
+
+/// `rename` that fails with `EEXIST` rather than replace (`renameat2` with
+/// `RENAME_NOREPLACE`: atomic, and the kernel checks the name). A
+/// filesystem that cannot (`EINVAL`) or a kernel without the call
+/// (`ENOSYS`, before Linux 3.15) gets [`link_then_unlink`].
+#[cfg(target_os = "linux")]
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(ErrorKind::InvalidInput))
+    };
+    let (c_from, c_to) = (c_path(from)?, c_path(to)?);
+    // SAFETY: two valid NUL-terminated paths, which renameat2 only reads,
+    // during the call.
+    let renamed = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            c_from.as_ptr(),
+            libc::AT_FDCWD,
+            c_to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if renamed == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL | libc::ENOSYS) => link_then_unlink(from, to),
+        _ => Err(e),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    link_then_unlink(from, to)
+}
+
+/// A rename that never replaces, where the kernel cannot do it in one
+/// call: a link under the new name (which fails if the name is taken, as
+/// a persist's does), then the old name removed. Not atomic: a crash
+/// between leaves the file under both names, a copy too many, never a file
+/// lost. If the old name cannot be removed the new one is, so that a
+/// failed rename changes nothing.
+pub(super) fn link_then_unlink(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::hard_link(from, to)?;
+    if let Err(e) = std::fs::remove_file(from) {
+        remove_quietly(to);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// The last component of `path`, as a name of the shared directory.
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 fn remove_quietly(path: &std::path::Path) {
