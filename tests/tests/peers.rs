@@ -154,3 +154,99 @@ fn peers_registered_through_three_servers_see_each_other_and_move_files() {
         p.proc.wait_for_line("UPDATE: 2 peer(s)");
     }
 }
+
+/// The regular files of `dir` (not the temporaries' directory), by name.
+fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, std::fs::read(e.path()).unwrap())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn write_at_time(path: &Path, content: &[u8], secs: u64) {
+    std::fs::write(path, content).unwrap();
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    f.set_modified(t).unwrap();
+}
+
+#[test]
+fn a_sync_round_leaves_three_directories_identical_with_a_conflict_kept_as_two_files() {
+    let data = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(3, &data.path().join("servers"));
+    let servers: Vec<(u32, &str)> = (1..=3).map(|id| (id, cluster.addr(id))).collect();
+    let (_balancer, balancer) = start_balancer(&servers);
+    wait_connectable(&balancer);
+    let dirs = data.path().join("peers");
+    let mut peers: Vec<Peer> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|name| {
+            let home = data.path().join(format!("home-{name}"));
+            let user = registered_user(&home, &balancer, name);
+            start_peer(&user, &dirs, name)
+        })
+        .collect();
+    for (i, p) in peers.iter_mut().enumerate() {
+        let server = cluster.addr(i as u32 + 1).to_string();
+        p.proc.say(&format!("register {}", host_and_port(&server)));
+        p.proc.wait_for_line("REGISTER OK");
+    }
+    for p in &mut peers {
+        p.proc.wait_for_line("UPDATE: 3 peer(s)");
+    }
+    // Each has files of its own; alice and bob hold different "plan.txt",
+    // bob's newer; carol's big file crosses in many chunks.
+    write_at_time(
+        &peers[0].dir.join("plan.txt"),
+        b"alice's plan",
+        1_700_000_000,
+    );
+    write_at_time(
+        &peers[1].dir.join("plan.txt"),
+        b"bob's plan, newer",
+        1_700_000_100,
+    );
+    write_at_time(&peers[0].dir.join("a.txt"), b"only alice", 1_700_000_000);
+    write_at_time(&peers[1].dir.join("empty"), b"", 1_700_000_000);
+    write_at_time(
+        &peers[2].dir.join("big.bin"),
+        &noise(3, 1_000_003),
+        1_700_000_000,
+    );
+
+    peers[1].proc.say("sync");
+    peers[1].proc.wait_for_line("SYNC: round");
+    // alice's version loses the name: she keeps it aside herself.
+    peers[0]
+        .proc
+        .wait_for_line("kept plan.txt as plan.txt.conflict-");
+    for p in &mut peers {
+        p.proc.wait_for_line("SYNC END");
+    }
+    let want = files_of(&peers[0].dir);
+    assert_eq!(files_of(&peers[1].dir), want);
+    assert_eq!(files_of(&peers[2].dir), want);
+    let names: Vec<&str> = want.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.len(), 5, "{names:?}");
+    assert!(names.contains(&"big.bin") && names.contains(&"empty") && names.contains(&"a.txt"));
+    // The conflict: bob's newer version keeps the name, alice's is kept
+    // beside it, on every peer.
+    for p in &peers {
+        assert_eq!(
+            std::fs::read(p.dir.join("plan.txt")).unwrap(),
+            b"bob's plan, newer"
+        );
+        let aside: Vec<&(String, Vec<u8>)> = (want.iter())
+            .filter(|(n, _)| n.starts_with("plan.txt.conflict-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{names:?}");
+        assert_eq!(aside[0].1, b"alice's plan");
+    }
+}
