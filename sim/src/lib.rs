@@ -46,6 +46,9 @@ pub use scenarios::connect::{
 pub use scenarios::files::{
     run_files_scenario, FetchWaits, FilesConfig, FilesDetails, FilesOutcome, FilesPlan,
 };
+pub use scenarios::peers::{
+    run_peers_scenario, PeersConfig, PeersDetails, PeersOutcome, PeersPlan,
+};
 pub use scenarios::replication::{
     run_replication_scenario, ReplicationConfig, ReplicationDetails, ReplicationOutcome,
     ReplicationPlan,

@@ -5,6 +5,7 @@
 //! ferry-sim files --seeds 3000            # a sweep: seeds 1..=3000
 //! ferry-sim files --seed 238              # one seed: its trace
 //! ferry-sim connect --seeds 500 --preset all-servers-down
+//! ferry-sim peers --seeds 200
 //! ```
 //!
 //! A sweep prints each failing seed's first violation and the one-line
@@ -14,8 +15,8 @@
 use clap::{Parser, ValueEnum};
 use ferry_sim::checkers::linearizability::record::{HISTORIES_CHECKED, HISTORIES_OVER_BUDGET};
 use ferry_sim::{
-    run_connect_scenario, run_files_scenario, run_replication_scenario, sweep_with, ConnectConfig,
-    FilesConfig, Preset, ReplicationConfig, RunOutcome,
+    run_connect_scenario, run_files_scenario, run_peers_scenario, run_replication_scenario,
+    sweep_with, ConnectConfig, FilesConfig, PeersConfig, Preset, ReplicationConfig, RunOutcome,
 };
 use std::process::ExitCode;
 use std::time::Instant;
@@ -32,6 +33,9 @@ enum Scenario {
     /// Clients register and log in while masters crash, are cut off and
     /// come back, on three or five servers.
     Failover,
+    /// Peers register, connect, PUT and GET between shared directories
+    /// while servers and peers crash.
+    Peers,
 }
 
 #[derive(Parser, Debug)]
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
                 };
                 Box::new(run_files_scenario(seed, &cfg))
             }
+            Scenario::Peers => Box::new(run_peers_scenario(seed, &PeersConfig::swarm(seed))),
         }
     };
     let name = format!("{:?}", args.scenario).to_lowercase();

@@ -15,4 +15,5 @@
 
 pub mod connect;
 pub mod files;
+pub mod peers;
 pub mod replication;

@@ -1,0 +1,718 @@
+//! The "peers" scenario: four `ferry peer` hosts on a three-server cluster
+//! (server 1 the master, every server with its store), each sharing a
+//! directory seeded with files whose names collide across peers. Each
+//! peer registers through its own server, then follows a seeded script:
+//! connect, PUT, GET, a bad name now and then, quit and rejoin; meanwhile
+//! servers crash and restart (the master too), a follower is cut off, and
+//! peers crash and come back (or one stays down). Then the cluster is
+//! healed: every live peer must hear the same list, the registry's, with
+//! exactly the live peers, and a last PUT between two of them must work.
+//!
+//! Invariants (`invariants.rs`), after every step: the replicas' logs
+//! (`checkers::replica_log`); nothing outside a directory, no content a
+//! peer did not hold under that name, no file replaced or lost; every
+//! admitted or CONNECT OK peer a registration of the committed log, at
+//! its address; every PUT OK, GET OK and "received" true of both
+//! directories. After the heal: the lists, and the last PUT.
+
+mod host;
+pub mod invariants;
+
+use crate::checkers::replica_log::{converged, ReplicaChecks};
+use crate::clients::account::{add_account_client, AccountPlan, AccountRecord, Login};
+use crate::clients::account::{SharedRecords, TryResult};
+use crate::disk::shared_dir;
+use crate::driver::DriverConfig;
+use crate::harness::{fault_text, replicated_faults, Details, Fault, FaultParams, Harness};
+use crate::harness::{Outcome, Settle, Settling, SimParams, EPOCH_SECS, MASTER};
+use crate::seeds::{replay_command_in, Preset, SimRng};
+use crate::trace::secs;
+use ferry_core::accounts::password::PasswordParams;
+use ferry_core::peer::PeerEvent;
+use ferry_core::replication::ReplicaConfig;
+use ferry_core::server::{Response, ServerConfig};
+use host::{add_peer_host, peer_host, Command, PeerState, SharedPeers, PEER_PORT};
+use invariants::{check_admission, check_transfers, joins, lists_converged, DirWatch};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+const USERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
+/// Few names, so that peers hold different files under one name.
+const NAMES: [&str; 6] = [
+    "notes.txt",
+    "photo.jpg",
+    "empty",
+    "song (live).mp3",
+    "data.bin",
+    "report.pdf",
+];
+/// Names the node must refuse before anything leaves it.
+const BAD_NAMES: [&str; 5] = ["../x", "a/b", "..", "bell\u{7}name", "/etc/passwd"];
+/// How long the healed cluster and the peers get to agree: a peer left
+/// down is expired when its 30 s lease runs out.
+const SETTLE_MAX: Duration = Duration::from_secs(90);
+/// How long the last PUT gets.
+const FINAL_MAX: Duration = Duration::from_secs(20);
+const FINAL_NAME: &str = "final-check.bin";
+
+/// The knobs; [`PeersConfig::swarm`] draws them from a seed.
+#[derive(Clone, Debug)]
+pub struct PeersConfig {
+    pub preset: Preset,
+    pub peers: usize,
+    pub latency: (Duration, Duration),
+    pub master_crash_pct: u32,
+    /// Peers crashed in the run (each restarted, but maybe one).
+    pub peer_crashes: u32,
+    /// Chance (percent) that the first peer crashed stays down.
+    pub stays_down_pct: u32,
+    pub tick: Duration,
+    pub duration: Duration,
+}
+
+impl Default for PeersConfig {
+    fn default() -> Self {
+        PeersConfig {
+            preset: Preset::Custom,
+            peers: 4,
+            latency: (Duration::from_millis(1), Duration::from_millis(25)),
+            master_crash_pct: 35,
+            peer_crashes: 1,
+            stays_down_pct: 30,
+            tick: Duration::from_millis(2),
+            duration: Duration::from_secs(300),
+        }
+    }
+}
+
+impl PeersConfig {
+    pub fn swarm(seed: u64) -> Self {
+        let mut rng = SimRng::new(seed, 41);
+        let max_latency = *rng.pick(&[5, 25, 60]);
+        PeersConfig {
+            preset: Preset::Swarm,
+            latency: (Duration::from_millis(1), Duration::from_millis(max_latency)),
+            peer_crashes: rng.range(0, 2) as u32,
+            ..PeersConfig::default()
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerFault {
+    Crash(usize),
+    Restart(usize),
+}
+
+/// The concrete run a seed describes; times count from the end of the
+/// setup.
+#[derive(Clone, Debug)]
+pub struct PeersPlan {
+    /// Each peer's initial files.
+    pub files: Vec<Vec<(String, Vec<u8>)>>,
+    /// Each peer's commands, by time.
+    pub scripts: Vec<Vec<(Duration, Command)>>,
+    pub faults: Vec<(Duration, Fault)>,
+    pub peer_faults: Vec<(Duration, PeerFault)>,
+}
+
+impl PeersPlan {
+    pub fn new(seed: u64, cfg: &PeersConfig) -> Self {
+        let mut rng = SimRng::new(seed, 42);
+        let files: Vec<Vec<(String, Vec<u8>)>> =
+            (0..cfg.peers).map(|_| initial_files(&mut rng)).collect();
+        let scripts = (0..cfg.peers)
+            .map(|k| {
+                let own: Vec<String> = files[k].iter().map(|(n, _)| n.clone()).collect();
+                script(&mut rng, k, cfg.peers, &own)
+            })
+            .collect();
+        let faults = replicated_faults(
+            &mut rng,
+            &FaultParams {
+                servers: 3,
+                master: MASTER,
+                fault_window: (Duration::from_millis(300), Duration::from_secs(9)),
+                other_follower_cut_pct: 75,
+                master_crash_pct: cfg.master_crash_pct,
+            },
+        );
+        let mut peer_faults = Vec::new();
+        for i in 0..cfg.peer_crashes {
+            let k = rng.range(0, cfg.peers as u64 - 1) as usize;
+            let at = rng.duration(Duration::from_millis(500), Duration::from_secs(10));
+            peer_faults.push((at, PeerFault::Crash(k)));
+            let stays = i == 0 && rng.chance(cfg.stays_down_pct);
+            if !stays {
+                let down = rng.duration(Duration::from_millis(200), Duration::from_secs(4));
+                peer_faults.push((at + down, PeerFault::Restart(k)));
+            }
+        }
+        peer_faults.sort_by_key(|(at, _)| *at);
+        PeersPlan {
+            files,
+            scripts,
+            faults,
+            peer_faults,
+        }
+    }
+
+    /// When the last planned thing happens.
+    fn end(&self) -> Duration {
+        let scripts = self.scripts.iter().flatten().map(|(at, _)| *at);
+        let faults = self.faults.iter().map(|(at, _)| *at);
+        let peers = self.peer_faults.iter().map(|(at, _)| *at);
+        scripts.chain(faults).chain(peers).max().unwrap_or_default()
+    }
+
+    fn describe(&self, cfg: &PeersConfig) -> Vec<String> {
+        let mut lines = vec![format!(
+            "plan: 3 servers (server{MASTER} the master), {} peers, latency {}..{} ms; times after the setup",
+            cfg.peers,
+            cfg.latency.0.as_millis(),
+            cfg.latency.1.as_millis()
+        )];
+        for (k, files) in self.files.iter().enumerate() {
+            let list: Vec<String> = (files.iter())
+                .map(|(n, c)| format!("{n} ({} bytes)", c.len()))
+                .collect();
+            lines.push(format!(
+                "plan: {} ({}) registers through server{}, shares {}",
+                peer_host(k),
+                USERS[k % USERS.len()],
+                k % 3 + 1,
+                list.join(", ")
+            ));
+            for (at, c) in &self.scripts[k] {
+                lines.push(format!("plan: {} at {}: {c:?}", peer_host(k), secs(*at)));
+            }
+        }
+        for (at, f) in &self.faults {
+            lines.push(format!("plan: {} at {}", fault_text(*f, true), secs(*at)));
+        }
+        for (at, f) in &self.peer_faults {
+            lines.push(format!("plan: {} at {}", peer_fault_text(*f), secs(*at)));
+        }
+        lines
+    }
+}
+
+fn peer_fault_text(f: PeerFault) -> String {
+    match f {
+        PeerFault::Crash(k) => format!("crash {}", peer_host(k)),
+        PeerFault::Restart(k) => format!("restart {} on its directory", peer_host(k)),
+    }
+}
+
+/// One to three files of the pool, of edge sizes or random ones.
+fn initial_files(rng: &mut SimRng) -> Vec<(String, Vec<u8>)> {
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for _ in 0..rng.range(1, 3) {
+        let name = rng.pick(&NAMES).to_string();
+        let size = match name.as_str() {
+            "empty" => 0,
+            _ => match rng.range(0, 4) {
+                0 => *rng.pick(&[1, 4095, 4096, 8192, 131_072]),
+                1 => rng.range(64 * 1024, 200 * 1024) as usize,
+                _ => rng.range(2, 64 * 1024) as usize,
+            },
+        };
+        let content = (0..size).map(|_| rng.next_u64() as u8).collect();
+        files.insert(name, content);
+    }
+    files.into_iter().collect()
+}
+
+/// Peer `k`'s commands: a first connect, then 4–10 more within 1–12 s of
+/// the setup's end. A PUT offers mostly one of the peer's own files.
+fn script(rng: &mut SimRng, k: usize, peers: usize, own: &[String]) -> Vec<(Duration, Command)> {
+    let other = |rng: &mut SimRng| (k + rng.range(1, peers as u64 - 1) as usize) % peers;
+    let first = rng.duration(Duration::from_millis(500), Duration::from_secs(2));
+    let mut cmds = vec![(first, Command::Connect(other(rng)))];
+    for _ in 0..rng.range(4, 10) {
+        let at = rng.duration(Duration::from_secs(1), Duration::from_secs(12));
+        let name = rng.pick(&NAMES).to_string();
+        let pick = rng.next_u64();
+        let cmd = match rng.range(0, 99) {
+            0..=24 => Command::Connect(other(rng)),
+            25..=54 => Command::Put {
+                pick,
+                name: match own.is_empty() || rng.chance(25) {
+                    true => name,
+                    false => rng.pick(own).clone(),
+                },
+            },
+            55..=86 => Command::Get { pick, name },
+            87..=94 => Command::BadName {
+                name: rng.pick(&BAD_NAMES).to_string(),
+                put: rng.chance(50),
+            },
+            _ => {
+                let back = rng.duration(Duration::from_millis(300), Duration::from_secs(3));
+                cmds.push((at + back, Command::Rejoin));
+                Command::Quit
+            }
+        };
+        cmds.push((at, cmd));
+    }
+    cmds.sort_by_key(|(at, _)| *at);
+    cmds
+}
+
+/// What a peers run adds to its [`Outcome`].
+#[derive(Debug)]
+pub struct PeersDetails {
+    pub counts: Vec<(&'static str, u64)>,
+}
+
+pub type PeersOutcome = Outcome<PeersDetails>;
+
+impl Details for PeersDetails {
+    fn counts(&self) -> Vec<(&'static str, u64)> {
+        self.counts.clone()
+    }
+}
+
+enum Phase {
+    /// Users register and log in; no faults.
+    Setup,
+    /// Faults strike; peers follow their scripts.
+    Safety { t0: Duration },
+    /// Everything is healed; the lists must agree.
+    Healing(Settle),
+    /// The last PUT, from the first live peer to the second.
+    Final { since: Duration, from: usize },
+}
+
+/// Runs the peers scenario for `seed` and checks every invariant.
+pub fn run_peers_scenario(seed: u64, cfg: &PeersConfig) -> PeersOutcome {
+    let plan = PeersPlan::new(seed, cfg);
+    let mut p = Peers::new(seed, cfg, &plan);
+    let mut phase = Phase::Setup;
+    loop {
+        if let Phase::Safety { t0 } = phase {
+            p.h.inject_due(t0);
+            p.due(t0);
+        }
+        if !p.step() {
+            break;
+        }
+        let now = p.h.now();
+        match &mut phase {
+            Phase::Setup => {
+                if !p.accounts.borrow().iter().all(|r| r.finished) {
+                    continue;
+                }
+                if let Err(why) = p.start_peers() {
+                    p.h.violations.push(why);
+                    break;
+                }
+                phase = Phase::Safety { t0: now };
+            }
+            Phase::Safety { t0 } => {
+                if now >= *t0 + plan.end() + Duration::from_secs(3) {
+                    p.heal();
+                    phase = Phase::Healing(Settle::new(now, SETTLE_MAX));
+                }
+            }
+            Phase::Healing(settle) => {
+                let h = &p.h;
+                let (peers, live) = (&p.peers, p.live());
+                let agreed = || {
+                    h.with_views(|v| {
+                        let state = converged(v, 3)?;
+                        let lists = lists_converged(v, &peers.borrow(), &live)?;
+                        Ok(format!("{state}; {lists}"))
+                    })
+                };
+                match settle.poll(now, h.steps, None, agreed) {
+                    Settling::Waiting => {}
+                    Settling::Settled(state) => {
+                        p.h.record(format!("converged: {state}"));
+                        match p.final_put() {
+                            Some(from) => phase = Phase::Final { since: now, from },
+                            None => break,
+                        }
+                    }
+                    Settling::TimedOut(why) => {
+                        p.h.violations.push(why);
+                        break;
+                    }
+                }
+            }
+            Phase::Final { since, from } => match p.final_outcome.clone() {
+                Some(Ok(())) => break,
+                Some(Err(why)) => {
+                    p.h.violations.push(why);
+                    break;
+                }
+                None if now > *since + FINAL_MAX => {
+                    p.h.violations.push(format!(
+                        "the last PUT from {} did not finish within {}",
+                        peer_host(*from),
+                        secs(FINAL_MAX)
+                    ));
+                    break;
+                }
+                None => {}
+            },
+        }
+    }
+    p.finish_admission();
+    let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for s in p.peers.borrow().iter() {
+        for (what, n) in &s.counts {
+            *counts.entry(what).or_default() += n;
+        }
+    }
+    counts.insert("peer crashes", p.peer_crashes);
+    counts.insert("entries committed", p.replicas.watch.committed() as u64);
+    let details = PeersDetails {
+        counts: counts.into_iter().collect(),
+    };
+    let replay = replay_command_in("peers", seed, cfg.preset);
+    p.h.finish(replay, details)
+}
+
+/// The harness, and what the peers scenario keeps beside it.
+struct Peers<'c> {
+    cfg: &'c PeersConfig,
+    plan: &'c PeersPlan,
+    h: Harness,
+    accounts: SharedRecords,
+    peers: SharedPeers,
+    /// Each peer's commands still to come, the next one last.
+    scripts: Vec<Vec<(Duration, Command)>>,
+    peer_faults: Vec<(Duration, PeerFault)>,
+    down: Vec<bool>,
+    /// Each peer's address (`IP:PORT`), once its host is registered.
+    addrs: Vec<String>,
+    dirs: DirWatch,
+    /// Admissions whose peer id the committed log did not show yet.
+    pending: Vec<host::Seen>,
+    replicas: ReplicaChecks,
+    peer_crashes: u64,
+    /// The peer sending the last PUT, and how it ended.
+    final_from: Option<usize>,
+    final_outcome: Option<Result<(), String>>,
+}
+
+impl<'c> Peers<'c> {
+    fn new(seed: u64, cfg: &'c PeersConfig, plan: &'c PeersPlan) -> Self {
+        let params = SimParams {
+            seed,
+            duration: cfg.duration,
+            tick: cfg.tick,
+            latency: cfg.latency,
+            servers: 3,
+            stores: true,
+        };
+        let h = Harness::new(params, plan.faults.clone(), plan.describe(cfg));
+        let accounts = (0..cfg.peers)
+            .map(|k| {
+                let user = USERS[k % USERS.len()];
+                AccountRecord::new(AccountPlan {
+                    name: user.to_string(),
+                    username: user.to_string(),
+                    password: format!("pw-{user}-{:08x}", seed as u32),
+                    start: Duration::from_millis(100 * k as u64),
+                    login: Login::SameSession,
+                    attempts: 3,
+                    must_succeed: true,
+                })
+            })
+            .collect();
+        let mut dirs = DirWatch::default();
+        let peers = (0..cfg.peers)
+            .map(|k| {
+                let dir = shared_dir();
+                for (name, content) in &plan.files[k] {
+                    dir.borrow_mut().put(name, content, EPOCH_SECS * 1000);
+                    dirs.provide(name, content);
+                }
+                PeerState::new(k, (k % 3) as u32 + 1, dir)
+            })
+            .collect();
+        let mut scripts = plan.scripts.clone();
+        for s in &mut scripts {
+            s.reverse();
+        }
+        let mut peer_faults = plan.peer_faults.clone();
+        peer_faults.reverse();
+        let mut p = Peers {
+            cfg,
+            plan,
+            h,
+            accounts: Rc::new(RefCell::new(accounts)),
+            peers: Rc::new(RefCell::new(peers)),
+            scripts,
+            peer_faults,
+            down: vec![false; cfg.peers],
+            addrs: Vec::new(),
+            dirs,
+            pending: Vec::new(),
+            replicas: ReplicaChecks::default(),
+            peer_crashes: 0,
+            final_from: None,
+            final_outcome: None,
+        };
+        p.h.add_balancer(|_| {});
+        for id in 1..=3 {
+            let server = ServerConfig {
+                password: PasswordParams::TESTING,
+                ..ServerConfig::new(id)
+            };
+            let replica = ReplicaConfig::new(id, MASTER, p.h.peers_of(id));
+            (p.h).add_server(
+                server,
+                replica,
+                DriverConfig::default(),
+                Rc::new(|_, _, _| {}),
+            );
+        }
+        for k in 0..cfg.peers {
+            let (accounts, trace) = (&p.accounts, p.h.trace.clone());
+            let name = USERS[k % USERS.len()];
+            p.h.add_client(name, |sim| add_account_client(sim, k, accounts, &trace));
+        }
+        p
+    }
+
+    /// Hands each peer its user's login and starts the peer hosts.
+    fn start_peers(&mut self) -> Result<(), String> {
+        for (k, r) in self.accounts.borrow().iter().enumerate() {
+            let token = r.login.iter().find_map(|t| match &t.result {
+                TryResult::Answer(Response::LoggedIn { token, .. }) => Some(token.clone()),
+                _ => None,
+            });
+            let Some(token) = token else {
+                return Err(format!(
+                    "setup: {} could not register and log in without faults",
+                    r.plan.username
+                ));
+            };
+            self.peers.borrow_mut()[k].token = Some(token);
+        }
+        self.h.record(
+            "setup done: every user logged in; the peers start and the plan's clock starts",
+        );
+        let names: Vec<String> = (0..self.cfg.peers).map(peer_host).collect();
+        let (peers, trace, seed) = (&self.peers, self.h.trace.clone(), self.h.seed);
+        self.h.add_clients(&names, |sim| {
+            for k in 0..names.len() {
+                add_peer_host(sim, k, peers, &trace, seed);
+            }
+        });
+        self.addrs = (names.iter())
+            .map(|n| format!("{}:{PEER_PORT}", self.h.sim.lookup(n.as_str())))
+            .collect();
+        Ok(())
+    }
+
+    /// Queues the commands due, and crashes or restarts the peers due.
+    fn due(&mut self, t0: Duration) {
+        let now = self.h.now();
+        for k in 0..self.scripts.len() {
+            while self.scripts[k]
+                .last()
+                .is_some_and(|(at, _)| t0 + *at <= now)
+            {
+                let Some((_, cmd)) = self.scripts[k].pop() else {
+                    break;
+                };
+                if !self.down[k] {
+                    self.peers.borrow_mut()[k].commands.push_back(cmd);
+                }
+            }
+        }
+        while self
+            .peer_faults
+            .last()
+            .is_some_and(|(at, _)| t0 + *at <= now)
+        {
+            let Some((_, f)) = self.peer_faults.pop() else {
+                break;
+            };
+            self.peer_fault(f);
+        }
+    }
+
+    fn peer_fault(&mut self, f: PeerFault) {
+        match f {
+            PeerFault::Crash(k) if self.down[k] => return,
+            PeerFault::Restart(k) if !self.down[k] => return,
+            _ => {}
+        }
+        self.h.record(format!("!! {}", peer_fault_text(f)));
+        match f {
+            PeerFault::Crash(k) => {
+                self.h.sim.crash(peer_host(k));
+                let mut peers = self.peers.borrow_mut();
+                peers[k].node = None;
+                peers[k].commands.clear();
+                self.down[k] = true;
+                self.peer_crashes += 1;
+            }
+            PeerFault::Restart(k) => {
+                self.h.sim.bounce(peer_host(k));
+                self.down[k] = false;
+            }
+        }
+    }
+
+    /// One step and every between-steps check; false if the run must stop.
+    fn step(&mut self) -> bool {
+        let accounts = &self.accounts;
+        let stepped = self.h.step(|| {
+            (accounts.borrow().iter())
+                .filter(|c| !c.finished)
+                .map(|c| c.plan.name.clone())
+                .collect()
+        });
+        if stepped.is_none() {
+            return false;
+        }
+        let mut found = self.replicas.check(&self.h.servers);
+        let mut peers = self.peers.borrow_mut();
+        found.extend(self.dirs.check(&peers));
+        let seen: Vec<host::Seen> = peers.iter_mut().flat_map(|p| p.events.drain(..)).collect();
+        found.extend(check_transfers(&seen, &peers));
+        for p in peers.iter_mut() {
+            found.extend(p.problems.drain(..).map(|e| format!("{}: {e}", p.name)));
+        }
+        drop(peers);
+        for s in &seen {
+            self.final_seen(s);
+        }
+        let admissions: Vec<host::Seen> = (seen.into_iter())
+            .filter(|s| {
+                matches!(
+                    s.event,
+                    PeerEvent::Accepted { .. } | PeerEvent::Connected { .. }
+                )
+            })
+            .collect();
+        if !admissions.is_empty() || !self.pending.is_empty() {
+            let joins = joins(self.replicas.watch.entries());
+            let mut later = Vec::new();
+            for s in std::mem::take(&mut self.pending)
+                .into_iter()
+                .chain(admissions)
+            {
+                match check_admission(&s, &joins) {
+                    Some(Ok(())) => {}
+                    Some(Err(why)) => found.push(why),
+                    None => later.push(s),
+                }
+            }
+            self.pending = later;
+        }
+        self.h.holds(found)
+    }
+
+    /// Whatever is left unresolved at the end names a peer id no committed
+    /// entry registered.
+    fn finish_admission(&mut self) {
+        let joins = joins(self.replicas.watch.entries());
+        for s in std::mem::take(&mut self.pending) {
+            let why = match check_admission(&s, &joins) {
+                Some(Ok(())) => continue,
+                Some(Err(why)) => why,
+                None => format!(
+                    "peer{}: \"{}\" at {}, but no committed entry registered that peer",
+                    s.peer + 1,
+                    s.event,
+                    secs(s.at)
+                ),
+            };
+            self.h.violations.push(why);
+        }
+    }
+
+    /// Restarts every server down and repairs every link; restarts the
+    /// peers down whose plan restarts them (one may stay down).
+    fn heal(&mut self) {
+        self.h
+            .record("the plan is done; heal the cluster, then the peers' lists must agree");
+        self.h.heal();
+        let restarts: Vec<usize> = (self.plan.peer_faults.iter())
+            .filter_map(|(_, f)| match f {
+                PeerFault::Restart(k) => Some(*k),
+                PeerFault::Crash(_) => None,
+            })
+            .collect();
+        for k in 0..self.down.len() {
+            if self.down[k] && restarts.contains(&k) {
+                self.peer_fault(PeerFault::Restart(k));
+            }
+        }
+        self.peer_faults.clear();
+        for s in &mut self.scripts {
+            s.clear();
+        }
+    }
+
+    /// The live peers and their addresses.
+    fn live(&self) -> Vec<(usize, String)> {
+        (0..self.down.len())
+            .filter(|k| !self.down[*k])
+            .map(|k| (k, self.addrs[k].clone()))
+            .collect()
+    }
+
+    /// Puts a new file in the first live peer's directory and asks it to
+    /// PUT it to the second; the first's index, or `None` with a violation
+    /// if fewer than two peers live.
+    fn final_put(&mut self) -> Option<usize> {
+        let live = self.live();
+        let [(from, _), (to, _), ..] = live[..] else {
+            self.h
+                .violations
+                .push("fewer than two live peers for the last PUT".into());
+            return None;
+        };
+        let mut rng = SimRng::new(self.h.seed, 43);
+        let content: Vec<u8> = (0..rng.range(1, 50_000))
+            .map(|_| rng.next_u64() as u8)
+            .collect();
+        self.dirs.provide(FINAL_NAME, &content);
+        let mut peers = self.peers.borrow_mut();
+        peers[from]
+            .dir
+            .borrow_mut()
+            .put(FINAL_NAME, &content, EPOCH_SECS * 1000);
+        peers[from].commands.push_back(Command::FinalPut {
+            to,
+            name: FINAL_NAME.into(),
+        });
+        drop(peers);
+        self.final_from = Some(from);
+        self.h.record(format!(
+            "the last PUT: {} sends {FINAL_NAME} ({} bytes) to {}",
+            peer_host(from),
+            content.len(),
+            peer_host(to)
+        ));
+        Some(from)
+    }
+
+    /// Notes how the last PUT ended, if `s` says (the transfer check
+    /// compares both directories).
+    fn final_seen(&mut self, s: &host::Seen) {
+        let Some(from) = self.final_from else {
+            return;
+        };
+        if s.peer != from {
+            return;
+        }
+        self.final_outcome = match &s.event {
+            PeerEvent::PutDone { name, .. } if name == FINAL_NAME => Some(Ok(())),
+            PeerEvent::PutFailed { name, .. } if name == FINAL_NAME => {
+                Some(Err(format!("the last PUT failed: {}", s.event)))
+            }
+            _ => return,
+        };
+    }
+}
