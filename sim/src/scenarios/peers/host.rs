@@ -238,6 +238,14 @@ fn record(k: usize, peers: &SharedPeers, links: &mut BTreeMap<u32, usize>, ev: &
         PeerEvent::Received { .. } => "files received",
         PeerEvent::ReceiveFailed { .. } => "receives failed",
         PeerEvent::Served { .. } => "files served",
+        PeerEvent::SyncStarted { .. } => "SYNC asked",
+        PeerEvent::SyncFailed { .. } => "SYNC FAIL",
+        PeerEvent::SyncWriting { .. } => "SYNC OK (turns to write)",
+        PeerEvent::SyncReading { .. } => "SYNC READ",
+        PeerEvent::SyncFin { .. } => "SYNC FIN",
+        PeerEvent::SyncSkipped { .. } => "readers skipped in a turn",
+        PeerEvent::SyncEnd { .. } => "SYNC END",
+        PeerEvent::SetAside { .. } => "versions set aside",
     });
     p.events.push(Seen {
         peer: k,
