@@ -421,3 +421,54 @@ fn a_writer_cut_off_mid_turn_is_fenced_off_by_the_next_token() {
         PeerEvent::ReceiveFailed { name, reason, .. } if name == "big" && reason.contains("stale")
     )));
 }
+
+/// What arrives on a peer's listener from anyone: a forged ticket, another
+/// version, garbage, a message out of turn — each is refused or dropped,
+/// the connection closed, and the peer goes on serving.
+#[test]
+fn forged_tickets_other_versions_and_garbage_are_refused_without_harm() {
+    use super::messages::PEER_PROTOCOL_VERSION;
+    let mut c = registered(&["alice", "bob"]);
+    let alice = c.size();
+    let bob_id = c.peer(1).me().unwrap();
+    let hello = |peer, ticket, version| {
+        crate::frame::encode(&PeerMsg::Connect {
+            version,
+            peer,
+            ticket,
+        })
+        .unwrap()
+    };
+    // bob is listed, but this is not his ticket.
+    let forged = c.raw_to_peer(0, &hello(bob_id, [7; 32], PEER_PROTOCOL_VERSION));
+    assert_eq!(
+        c.received_as::<PeerMsg>(alice, forged),
+        vec![PeerMsg::ConnectFail {
+            reason: ConnectFail::BadTicket
+        }]
+    );
+    let old = c.raw_to_peer(0, &hello(bob_id, [7; 32], 99));
+    assert!(matches!(
+        c.received_as::<PeerMsg>(alice, old)[..],
+        [PeerMsg::ConnectFail {
+            reason: ConnectFail::Version { theirs: 99, .. }
+        }]
+    ));
+    // A GET before CONNECT, a frame too large, and bytes that are no frame.
+    let early = crate::frame::encode(&PeerMsg::Get {
+        id: 1,
+        name: "x".into(),
+    })
+    .unwrap();
+    c.raw_to_peer(0, &early);
+    c.raw_to_peer(0, &[0xff; 16]);
+    c.raw_to_peer(0, &u32::MAX.to_be_bytes());
+    c.run_for(Duration::from_secs(6));
+    // None of them is left open, and alice still serves bob.
+    assert!(c.peer(0).links().is_empty(), "{:?}", c.peer(0).links());
+    let link = connect(&mut c, 1, 0);
+    c.peer_dir_mut(0).put("still", b"here", 1);
+    c.with_peer(1, |n, _| n.get(link, "still")).unwrap();
+    c.run_for(Duration::from_secs(1));
+    assert_eq!(c.peer_dir(1).get("still"), Some(&b"here"[..]));
+}

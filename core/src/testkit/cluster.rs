@@ -186,12 +186,12 @@ pub struct Cluster {
     links: BTreeMap<(Ix, ConnId), (Ix, ConnId)>,
     cut: BTreeSet<(Ix, Ix)>,
     queue: VecDeque<(Ix, Msg)>,
-    next_accept: u64,
+    pub(super) next_accept: u64,
     size: usize,
     /// `Fetching` messages [`Cluster::download`] heard, as (bytes, size).
     pub fetching_told: Vec<(u64, u64)>,
     /// Bytes servers sent to test clients, per (server, connection).
-    inbox: BTreeMap<(Ix, ConnId), FrameDecoder>,
+    pub(super) inbox: BTreeMap<(Ix, ConnId), FrameDecoder>,
     /// Peers (`ferry peer` nodes), network nodes `size..`; see
     /// [`Cluster::add_peer`].
     pub(super) peers: Vec<super::peers::PeerSlot>,

@@ -121,6 +121,29 @@ impl Cluster {
         self.settle();
     }
 
+    /// Opens a connection to peer `k` from a test's hand (no peer node
+    /// behind it), sends `bytes` on it, and returns it; what the peer
+    /// answers is read with [`Cluster::received_as`] at node
+    /// `size() + k`.
+    pub fn raw_to_peer(&mut self, k: usize, bytes: &[u8]) -> crate::io::ConnId {
+        let conn = crate::io::ConnId::accepted(self.next_accept);
+        self.next_accept += 1;
+        let ix = self.size() + k;
+        self.inbox
+            .insert((ix, conn), crate::frame::FrameDecoder::default());
+        let now = self.now;
+        if let Some(h) = self.peers[k].host.as_mut() {
+            h.world_mut().set_now(now);
+            h.handle_input(crate::io::Input::Accepted {
+                conn,
+                peer: "raw".into(),
+            });
+            h.handle_input(crate::io::Input::Received { conn, bytes });
+        }
+        self.settle();
+        conn
+    }
+
     /// Settles peer `k`'s host, then carries what it sent.
     pub(super) fn settle_peer(&mut self, k: usize) {
         let Some(h) = self.peers[k].host.as_mut() else {
