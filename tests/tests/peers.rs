@@ -43,29 +43,54 @@ fn registered_user(home: &Path, balancer: &str, name: &str) -> User {
     user
 }
 
-#[test]
-fn peers_registered_through_three_servers_see_each_other_and_move_files() {
-    let data = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start(3, &data.path().join("servers"));
+/// Three servers, a balancer, and alice, bob and carol, each a
+/// registered user running `ferry peer` registered through server 1, 2
+/// and 3 respectively.
+struct World {
+    cluster: Cluster,
+    balancer: (Proc, String),
+    dirs: PathBuf,
+    peers: Vec<Peer>,
+}
+
+fn three_peers(data: &Path) -> World {
+    let cluster = Cluster::start(3, &data.join("servers"));
     let servers: Vec<(u32, &str)> = (1..=3).map(|id| (id, cluster.addr(id))).collect();
-    let (_balancer, balancer) = start_balancer(&servers);
+    let (balancer_proc, balancer) = start_balancer(&servers);
     wait_connectable(&balancer);
-    let dirs = data.path().join("peers");
+    let dirs = data.join("peers");
     let mut peers: Vec<Peer> = ["alice", "bob", "carol"]
         .iter()
         .map(|name| {
-            let home = data.path().join(format!("home-{name}"));
+            let home = data.join(format!("home-{name}"));
             let user = registered_user(&home, &balancer, name);
             start_peer(&user, &dirs, name)
         })
         .collect();
-
-    // Each registers through its own server; all three lists converge.
+    // Each registers through its own server.
     for (i, p) in peers.iter_mut().enumerate() {
         let server = cluster.addr(i as u32 + 1).to_string();
         p.proc.say(&format!("register {}", host_and_port(&server)));
         p.proc.wait_for_line("REGISTER OK");
     }
+    World {
+        cluster,
+        balancer: (balancer_proc, balancer),
+        dirs,
+        peers,
+    }
+}
+
+#[test]
+fn peers_registered_through_three_servers_see_each_other_and_move_files() {
+    let data = tempfile::tempdir().unwrap();
+    let World {
+        cluster: _cluster,
+        balancer,
+        dirs,
+        mut peers,
+    } = three_peers(data.path());
+
     for p in &mut peers {
         p.proc.wait_for_line("UPDATE: 3 peer(s)");
         p.proc.say("peers");
@@ -139,7 +164,7 @@ fn peers_registered_through_three_servers_see_each_other_and_move_files() {
 
     // A peer that is not registered cannot connect.
     let stranger_home = data.path().join("home-dave");
-    let dave = registered_user(&stranger_home, &balancer, "dave");
+    let dave = registered_user(&stranger_home, &balancer.1, "dave");
     let mut stranger = start_peer(&dave, &dirs, "dave");
     stranger
         .proc
@@ -180,25 +205,10 @@ fn write_at_time(path: &Path, content: &[u8], secs: u64) {
 #[test]
 fn a_sync_round_leaves_three_directories_identical_with_a_conflict_kept_as_two_files() {
     let data = tempfile::tempdir().unwrap();
-    let cluster = Cluster::start(3, &data.path().join("servers"));
-    let servers: Vec<(u32, &str)> = (1..=3).map(|id| (id, cluster.addr(id))).collect();
-    let (_balancer, balancer) = start_balancer(&servers);
-    wait_connectable(&balancer);
-    let dirs = data.path().join("peers");
-    let mut peers: Vec<Peer> = ["alice", "bob", "carol"]
-        .iter()
-        .map(|name| {
-            let home = data.path().join(format!("home-{name}"));
-            let user = registered_user(&home, &balancer, name);
-            start_peer(&user, &dirs, name)
-        })
-        .collect();
-    for (i, p) in peers.iter_mut().enumerate() {
-        let server = cluster.addr(i as u32 + 1).to_string();
-        p.proc.say(&format!("register {}", host_and_port(&server)));
-        p.proc.wait_for_line("REGISTER OK");
-    }
-    for p in &mut peers {
+    // The cluster and the balancer live as long as `world`.
+    let mut world = three_peers(data.path());
+    let peers = &mut world.peers;
+    for p in peers.iter_mut() {
         p.proc.wait_for_line("UPDATE: 3 peer(s)");
     }
     // Each has files of its own; alice and bob hold different "plan.txt",
@@ -227,7 +237,7 @@ fn a_sync_round_leaves_three_directories_identical_with_a_conflict_kept_as_two_f
     peers[0]
         .proc
         .wait_for_line("kept plan.txt as plan.txt.conflict-");
-    for p in &mut peers {
+    for p in peers.iter_mut() {
         p.proc.wait_for_line("SYNC END");
     }
     let want = files_of(&peers[0].dir);
@@ -238,7 +248,7 @@ fn a_sync_round_leaves_three_directories_identical_with_a_conflict_kept_as_two_f
     assert!(names.contains(&"big.bin") && names.contains(&"empty") && names.contains(&"a.txt"));
     // The conflict: bob's newer version keeps the name, alice's is kept
     // beside it, on every peer.
-    for p in &peers {
+    for p in peers.iter() {
         assert_eq!(
             std::fs::read(p.dir.join("plan.txt")).unwrap(),
             b"bob's plan, newer"

@@ -148,22 +148,7 @@ impl Transfers {
         name: String,
         out: &mut Outbox<PeerEvent>,
     ) {
-        self.next_id += 1;
-        let key = Key {
-            conn,
-            ours: true,
-            id: self.next_id,
-        };
-        let pending = Pending::PutOut;
-        self.list(
-            Waiting {
-                key,
-                link,
-                name,
-                pending,
-            },
-            out,
-        );
+        self.start(conn, link, name, Pending::PutOut, out);
     }
 
     /// GET `name` from the peer on `conn` into this directory.
@@ -174,22 +159,31 @@ impl Transfers {
         name: String,
         out: &mut Outbox<PeerEvent>,
     ) {
+        self.start(conn, link, name, Pending::GetOut, out);
+    }
+
+    /// One of this peer's own operations: numbered, then looked up.
+    fn start(
+        &mut self,
+        conn: ConnId,
+        link: u32,
+        name: String,
+        pending: Pending,
+        out: &mut Outbox<PeerEvent>,
+    ) {
         self.next_id += 1;
         let key = Key {
             conn,
             ours: true,
             id: self.next_id,
         };
-        let pending = Pending::GetOut;
-        self.list(
-            Waiting {
-                key,
-                link,
-                name,
-                pending,
-            },
-            out,
-        );
+        let w = Waiting {
+            key,
+            link,
+            name,
+            pending,
+        };
+        self.list(w, out);
     }
 
     /// The other end announced SYNC write `id`: keep `modified_ms`, or
