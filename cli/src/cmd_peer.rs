@@ -62,8 +62,15 @@ impl Printer {
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    std::fs::create_dir_all(&args.dir)
-        .map_err(|e| CliError::Failed(format!("cannot make {}: {e}", args.dir.display())))?;
+    match std::fs::metadata(&args.dir) {
+        Ok(m) if !m.is_dir() => {
+            let shown = args.dir.display();
+            return Err(CliError::Usage(format!("{shown} is not a directory")));
+        }
+        Ok(_) => {}
+        Err(_) => std::fs::create_dir_all(&args.dir)
+            .map_err(|e| CliError::Failed(format!("cannot make {}: {e}", args.dir.display())))?,
+    }
     let files = Files::shared_dir(&args.dir)
         .map_err(|e| CliError::Failed(format!("cannot share {}: {e}", args.dir.display())))?;
     let (listener, local) = addr::bind(&args.listen)?;

@@ -178,6 +178,10 @@ fn peers_registered_through_three_servers_see_each_other_and_move_files() {
     for p in &mut peers[..2] {
         p.proc.wait_for_line("UPDATE: 2 peer(s)");
     }
+    // bob is killed (-9): his tracker link closes with him, and he leaves
+    // alice's list too.
+    peers[1].proc.kill();
+    peers[0].proc.wait_for_line("UPDATE: 1 peer(s)");
 }
 
 /// The regular files of `dir` (not the temporaries' directory), by name.
