@@ -49,10 +49,13 @@ pub enum PeerMsg {
     /// SYNC, writer → reader: your listing, please (with digests).
     #[speedy(tag = 106)]
     SyncList { token: Token },
+    /// A page of the listing; `more` says another follows (a listing of
+    /// many files would not fit one frame).
     #[speedy(tag = 107)]
     SyncListing {
         token: Token,
         entries: Vec<SyncEntry>,
+        more: bool,
     },
     /// SYNC, writer → reader: transfer `id` (my next offer) is a write of
     /// the round under `token`; keep its modification time.

@@ -472,3 +472,28 @@ fn forged_tickets_other_versions_and_garbage_are_refused_without_harm() {
     c.run_for(Duration::from_secs(1));
     assert_eq!(c.peer_dir(1).get("still"), Some(&b"here"[..]));
 }
+
+/// A directory whose listing is larger than a frame is listed in pages:
+/// the round still brings both peers to the same files.
+#[test]
+fn a_sync_round_over_directories_larger_than_a_frame_lists_them_in_pages() {
+    let mut c = registered(&["alice", "bob"]);
+    for i in 0..4000 {
+        let name = format!("a-long-shared-file-name-so-that-the-listing-is-large-{i:05}");
+        for k in 0..2 {
+            c.peer_dir_mut(k).put(&name, &[(i % 256) as u8], 1_000);
+        }
+    }
+    c.peer_dir_mut(0).put("only alice", b"a", 1_000);
+    c.peer_dir_mut(1).put("only bob", b"b", 1_000);
+    c.with_peer(1, |n, now| n.sync(now)).unwrap();
+    c.run_for(Duration::from_secs(10));
+    for k in 0..2 {
+        assert!(
+            (c.events_of(k).iter()).any(|e| matches!(e, PeerEvent::SyncEnd { .. })),
+            "peer {k}"
+        );
+        assert_eq!(c.peer_dir(k).files.len(), 4002, "peer {k}");
+    }
+    assert_eq!(contents(&c, 0), contents(&c, 1));
+}

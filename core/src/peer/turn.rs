@@ -51,6 +51,8 @@ struct Reader {
     conn: ConnId,
     link: u32,
     stage: Stage,
+    /// The reader's listing, as its pages arrive.
+    theirs: Vec<SyncEntry>,
     actions: VecDeque<Action>,
     deadline: Timestamp,
 }
@@ -93,6 +95,32 @@ impl SyncSide {
         let reader = t.at.as_ref().map(|r| r.deadline);
         crate::time::earliest(Some(t.writing_at), reader)
     }
+}
+
+/// Bytes of listing per page: well inside a frame, whatever the names.
+const PAGE_BYTES: usize = 64 * 1024;
+
+/// A listing in pages that each fit a frame, with whether more follow
+/// (one empty page for an empty directory).
+fn pages(entries: &[SyncEntry]) -> Vec<(Vec<SyncEntry>, bool)> {
+    let mut pages = vec![(Vec::new(), true)];
+    let mut bytes = 0;
+    for e in entries {
+        // A name's length, its bytes, size, time and digest.
+        let len = 4 + e.name.len() + 8 + 8 + 32;
+        if bytes + len > PAGE_BYTES {
+            pages.push((Vec::new(), true));
+            bytes = 0;
+        }
+        bytes += len;
+        if let Some((page, _)) = pages.last_mut() {
+            page.push(e.clone());
+        }
+    }
+    if let Some((_, more)) = pages.last_mut() {
+        *more = false;
+    }
+    pages
 }
 
 fn refused(highest: Token, reason: &str) -> PeerMsg {
@@ -202,7 +230,11 @@ impl PeerNode {
                 name,
                 digest,
             } => self.set_aside(conn, token, name, digest),
-            PeerMsg::SyncListing { token, entries } => {
+            PeerMsg::SyncListing {
+                token,
+                entries,
+                more,
+            } => {
                 let Some(t) = self.sync.turn.as_mut() else {
                     return;
                 };
@@ -210,8 +242,12 @@ impl PeerNode {
                     return;
                 };
                 if token == t.token && r.conn == conn && matches!(r.stage, Stage::Listing) {
-                    r.actions = plan(mine, &entries).into();
-                    r.stage = Stage::Acting;
+                    r.theirs.extend(entries);
+                    if !more {
+                        let theirs = std::mem::take(&mut r.theirs);
+                        r.actions = plan(mine, &theirs).into();
+                        r.stage = Stage::Acting;
+                    }
                 }
             }
             PeerMsg::SyncYielded { token, name } => {
@@ -336,9 +372,14 @@ impl PeerNode {
             for want in std::mem::take(&mut self.sync.waiting) {
                 match want {
                     Want::Listing { conn, token } => {
-                        let entries = entries.clone();
-                        self.out
-                            .send(conn, &PeerMsg::SyncListing { token, entries });
+                        for (entries, more) in pages(&entries) {
+                            let page = PeerMsg::SyncListing {
+                                token,
+                                entries,
+                                more,
+                            };
+                            self.out.send(conn, &page);
+                        }
                     }
                     Want::Turn => {
                         if let Some(t) = self.sync.turn.as_mut() {
@@ -501,6 +542,7 @@ impl PeerNode {
                 conn,
                 link,
                 stage: Stage::Opening,
+                theirs: Vec::new(),
                 actions: VecDeque::new(),
                 deadline: now + READER_PATIENCE,
             });
