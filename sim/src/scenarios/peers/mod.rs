@@ -755,7 +755,11 @@ impl<'c> Peers<'c> {
         let mut peers = self.peers.borrow_mut();
         let p = &mut peers[k];
         let leftover = p.dir.borrow().temps.len();
-        if leftover > 0 {
+        // A stalled disk may still hold the quit's work when the new
+        // process starts (which removes what is left, as `ferry peer`
+        // does at its start): only a quit on a working disk must clean up.
+        let slow = p.read_latency.get().1 > Duration::ZERO;
+        if leftover > 0 && !slow {
             let why = format!("a quit left {leftover} temporary file(s) in the directory");
             p.problems.push(why);
         }
@@ -1090,13 +1094,13 @@ impl<'c> Peers<'c> {
         let Some(verdict) = self.rounds.verdict(round) else {
             return Ok(false);
         };
-        if !live.iter().all(|k| self.final_ends.contains(k)) {
-            return Ok(false);
-        }
         if let Some(why) = verdict.disturbed.clone() {
             // A late effect of the faults (a SYNC asked into a partition
-            // times out 15 s later, and the peer registers again): the
-            // round was checked as a disturbed one; the next must be quiet.
+            // times out 15 s later; a session whose stream a partition
+            // broke is closed after a minute's silence; either way the peer
+            // registers again): the round was checked as a disturbed one,
+            // and a peer that registered again may never hear its SYNC END.
+            // The next one must be quiet.
             self.final_tries += 1;
             if self.final_tries >= FINAL_SYNC_TRIES {
                 return Err(format!(
@@ -1109,7 +1113,11 @@ impl<'c> Peers<'c> {
             ));
             self.final_round = None;
             self.final_ends.clear();
-            *asked = None;
+            // Asked again in 5 s, when what disturbed this one is past.
+            *asked = Some(now);
+            return Ok(false);
+        }
+        if !live.iter().all(|k| self.final_ends.contains(k)) {
             return Ok(false);
         }
         if verdict.participants != live {
