@@ -254,9 +254,12 @@ impl PeersPlan {
             }
             if rng.chance(cfg.stall_pct) {
                 let turn = rng.range(1, 3) as u32;
-                let read = rng.duration(Duration::from_secs(3), Duration::from_secs(6));
-                // Past its lease (30 s), within a session's patience (60 s).
-                let lasts = rng.duration(Duration::from_secs(35), Duration::from_secs(50));
+                let read = rng.duration(Duration::from_secs(2), Duration::from_secs(4));
+                // Just past its lease (30 s): the writer, fast again, sends
+                // what it was sending while the reader has heard the next
+                // token (and must cancel it); well within a session's
+                // patience (60 s).
+                let lasts = rng.duration(Duration::from_secs(31), Duration::from_secs(36));
                 round_faults.stall = Some((turn, read, lasts));
             }
         }
