@@ -153,11 +153,14 @@ impl Rounds {
         (highest == b.token).then_some(b.token)
     }
 
-    fn grant(&mut self, token: Token, writer: u64, whence: &str) -> Option<String> {
+    fn grant(&mut self, token: Token, writer: u64, whence: impl Fn() -> String) -> Option<String> {
         self.granted_max = self.granted_max.max(token);
         let first = *self.writers.entry(token).or_insert(writer);
         (first != writer).then(|| {
-            format!("token {token} names two writers: peer {first} and peer {writer} ({whence})")
+            format!(
+                "token {token} names two writers: peer {first} and peer {writer} ({})",
+                whence()
+            )
         })
     }
 
@@ -194,8 +197,8 @@ impl Rounds {
             let Some(r) = s.server.replica().state().sync().current() else {
                 continue;
             };
-            let whence = format!("server{}'s state", s.id);
-            v.extend(self.grant(r.token, r.writer, &whence));
+            let whence = || format!("server{}'s state", s.id);
+            v.extend(self.grant(r.token, r.writer, whence));
             let before = self.per_server.insert(s.id, r.token);
             if let Some(b) = before.filter(|b| *b > r.token) {
                 v.push(format!(
@@ -213,9 +216,13 @@ impl Rounds {
         &mut self,
         now: Duration,
         entries: impl Iterator<Item = &'e Entry>,
+        committed: usize,
         peers: &[PeerState],
     ) -> Vec<String> {
         let mut v = Vec::new();
+        if committed == self.applied {
+            return v;
+        }
         for e in entries.skip(self.applied) {
             self.applied += 1;
             let before = self.current().cloned();
@@ -271,7 +278,7 @@ impl Rounds {
         if let Some(log) = self.open.get_mut(&r.id) {
             log.grants.push((r.writer, r.token));
         }
-        self.grant(r.token, r.writer, "the committed log")
+        self.grant(r.token, r.writer, || "the committed log".into())
     }
 
     /// Round `id` ended: every peer of its order granted once at most, and
@@ -351,7 +358,7 @@ impl Rounds {
                 };
                 self.turns.insert(k, b);
                 if let Some(me) = s.me {
-                    v.extend(self.grant(*token, me, &format!("{host}'s SYNC OK")));
+                    v.extend(self.grant(*token, me, || format!("{host}'s SYNC OK")));
                     let n = self.said_ok.entry((me, *round)).or_default();
                     *n += 1;
                     if *n > 1 {
@@ -375,7 +382,7 @@ impl Rounds {
                         "{host} was told to read its own turn of round {round}"
                     ));
                 }
-                v.extend(self.grant(*token, *writer, &format!("{host}'s SYNC READ")));
+                v.extend(self.grant(*token, *writer, || format!("{host}'s SYNC READ")));
             }
             PeerEvent::SyncFin { round, .. } => match self.turns.remove(&k) {
                 Some(b) if b.round == *round => {
