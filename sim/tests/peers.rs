@@ -1,13 +1,14 @@
 //! Simulation tests of `ferry peer`: four peers on a three-server cluster
 //! (server 1 the master, stores on), registering through their own
 //! servers, connecting, PUT and GET between shared directories, quitting
-//! and rejoining, while servers (the master too) and peers crash; then the
-//! heal, one list for every live peer, and a last PUT.
+//! and rejoining, and SYNC rounds, while servers (the master too) and
+//! peers crash and writers crash or stall mid-turn; then the heal, one
+//! list for every live peer, a last PUT and a last SYNC round.
 //!
 //! - `cargo run --release -p ferry-sim -- peers --seed N` re-runs one seed
 //!   and prints its trace.
 //! - `SIM_SEEDS=N` changes how many seeds `sweep_500_seeds` runs (default
-//!   500: 77 s unoptimized on two threads of an otherwise idle machine);
+//!   500: 126 s unoptimized on two threads of an otherwise idle machine);
 //!   `SIM_SEED_BASE` moves the window, `SIM_THREADS` the parallelism.
 //! - `INSTA_UPDATE=always cargo test -p ferry-sim --test peers -- trace_snapshot`
 //!   rewrites the pinned trace in `snapshots/`; read the diff before keeping it.

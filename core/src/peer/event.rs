@@ -47,8 +47,15 @@ pub enum PeerEvent {
         name: String,
         reason: String,
     },
-    /// Another peer PUT a file into this directory.
-    Received { link: u32, name: String, size: u64 },
+    /// Another peer PUT a file into this directory; `token` is the write
+    /// token a SYNC write came under (`None` for a plain PUT), so that an
+    /// observer can check no write of a fenced-off writer lands.
+    Received {
+        link: u32,
+        name: String,
+        size: u64,
+        token: Option<Token>,
+    },
     /// Another peer's PUT into this directory failed.
     ReceiveFailed {
         link: u32,
@@ -63,8 +70,12 @@ pub enum PeerEvent {
     SyncFailed { reason: String },
     /// SYNC OK: this peer's turn to write.
     SyncWriting { round: u64, token: Token },
-    /// SYNC READ: another peer writes.
-    SyncReading { round: u64, writer: u64 },
+    /// SYNC READ: another peer writes, under `token`.
+    SyncReading {
+        round: u64,
+        writer: u64,
+        token: Token,
+    },
     /// This peer's turn is over: SYNC FIN said, having sent `files` files.
     SyncFin { round: u64, files: u64 },
     /// A reader in this peer's turn could not be brought up to date.
@@ -136,7 +147,9 @@ impl fmt::Display for PeerEvent {
             PeerEvent::GetFailed { link, name, reason } => {
                 write!(f, "GET FAIL {link} {}: {reason}", shown(name))
             }
-            PeerEvent::Received { link, name, size } => {
+            PeerEvent::Received {
+                link, name, size, ..
+            } => {
                 write!(f, "received {} ({size} bytes) on {link}", shown(name))
             }
             PeerEvent::ReceiveFailed { link, name, reason } => {
@@ -150,7 +163,7 @@ impl fmt::Display for PeerEvent {
             PeerEvent::SyncWriting { round, token } => {
                 write!(f, "SYNC OK: round {round}, writing (token {token})")
             }
-            PeerEvent::SyncReading { round, writer } => {
+            PeerEvent::SyncReading { round, writer, .. } => {
                 write!(f, "SYNC READ: round {round}, peer {writer} writes")
             }
             PeerEvent::SyncFin { round, files } => {

@@ -340,6 +340,9 @@ impl Node for PeerNode {
             } => self.transfers.on_read(handle, offset, data, &mut self.out),
             Input::FilePersisted { temp } => {
                 self.transfers.on_persisted(temp, &mut self.out);
+                for name in self.transfers.take_landed() {
+                    self.sync.scanner.forget(&name);
+                }
                 self.advance(now);
             }
             Input::FileFailed {

@@ -67,6 +67,15 @@ impl Scanner {
         ops.push(FileOp::List { handle });
     }
 
+    /// The node changed `name` itself (a file landed under it, or it was
+    /// renamed or removed): its digest is computed again at the next scan.
+    /// Size and modification time alone cannot tell: a SYNC copy keeps its
+    /// original's modification time, so a version that takes a name may
+    /// match the one set aside in both.
+    pub(super) fn forget(&mut self, name: &str) {
+        self.cache.remove(name);
+    }
+
     /// The digest last computed for `name`, if it is still current.
     pub(super) fn known(&self, name: &str) -> Option<&SyncEntry> {
         self.cache.get(name)

@@ -127,7 +127,7 @@ fn put_and_get_move_files_byte_for_byte_and_never_replace_one() {
     }));
     assert!(c.events_of(1).iter().any(|e| matches!(
         e,
-        PeerEvent::Received { name, size: 300_123, .. } if name == "report.bin"
+        PeerEvent::Received { name, size: 300_123, token: None, .. } if name == "report.bin"
     )));
 
     // The same name again, other content: PUT FAIL, bob's copy kept.
@@ -378,6 +378,24 @@ fn a_sync_round_leaves_every_directory_alike_and_keeps_every_version() {
     assert_eq!(c.peer_dir(2).get("big"), Some(&big[..]));
     // A copy keeps its original's modification time.
     assert_eq!(c.peer_dir(2).files["b"].modified_ms, 1_000);
+    // Every file a reader received came under the token of a turn that
+    // peer was told of (SYNC OK to the writer, SYNC READ to the others).
+    let told: Vec<_> = (0..3)
+        .flat_map(|k| c.events_of(k))
+        .filter_map(|e| match e {
+            PeerEvent::SyncWriting { token, .. } | PeerEvent::SyncReading { token, .. } => {
+                Some(token)
+            }
+            _ => None,
+        })
+        .collect();
+    for k in 0..3 {
+        for e in c.events_of(k) {
+            if let PeerEvent::Received { token, .. } = e {
+                assert!(token.is_some_and(|t| told.contains(&t)), "{e:?}");
+            }
+        }
+    }
     for k in 0..3 {
         assert!(c.peer_dir(k).anomalies.is_empty(), "{:?}", c.peer_dir(k));
     }
@@ -420,6 +438,95 @@ fn a_writer_cut_off_mid_turn_is_fenced_off_by_the_next_token() {
         e,
         PeerEvent::ReceiveFailed { name, reason, .. } if name == "big" && reason.contains("stale")
     )));
+}
+
+/// A copy made by a plain PUT or GET takes the receiver's time, so one
+/// version may be the newest at one peer and lose at another: here bob's
+/// version lost its name once already and is kept under its conflict
+/// name, and bob also still holds it under the name. When alice's newer
+/// version takes the name, bob's rename to the conflict name (which never
+/// replaces) cannot happen; the version is kept there already, so the
+/// name goes, and the round still leaves both directories alike.
+#[test]
+fn a_yield_whose_version_is_kept_already_gives_up_the_name() {
+    use super::sync_plan::conflict_name;
+    let mut c = registered(&["alice", "bob"]);
+    let bobs = b"bob's x".to_vec();
+    let aside = conflict_name("x", blake3::hash(&bobs).as_bytes());
+    c.peer_dir_mut(0).put("x", b"alice's x (newest)", 9_000);
+    c.peer_dir_mut(1).put("x", &bobs, 5_000);
+    c.peer_dir_mut(1).put(&aside, &bobs, 2_000);
+    c.with_peer(0, |n, now| n.sync(now)).unwrap();
+    c.run_for(Duration::from_secs(10));
+    for k in 0..2 {
+        assert!(
+            (c.events_of(k).iter()).any(|e| matches!(e, PeerEvent::SyncEnd { .. })),
+            "{:?}",
+            c.events_of(k)
+        );
+    }
+    assert_eq!(contents(&c, 0), contents(&c, 1));
+    assert_eq!(c.peer_dir(1).get("x"), Some(&b"alice's x (newest)"[..]));
+    assert_eq!(c.peer_dir(0).get(&aside), Some(&bobs[..]));
+}
+
+/// A file that takes longer to send than a reader has to answer (30 s)
+/// is still sent: the reader's patience does not run while a transfer
+/// moves (it has its own idle timeout), and the writer does not spin on a
+/// deadline it will not act on.
+#[test]
+fn a_put_that_outlasts_the_readers_patience_ends_the_turn() {
+    let mut c = registered(&["alice", "bob"]);
+    let big = vec![5u8; 20 << 20];
+    c.peer_dir_mut(0).put("big", &big, 1_000);
+    // Hashing takes alice 40 s, sending 40 s more.
+    c.set_peer_read_delay(0, Some(Duration::from_millis(500)));
+    c.with_peer(0, |n, now| n.sync(now)).unwrap();
+    c.run_for(Duration::from_secs(120));
+    assert_eq!(c.peer_dir(1).get("big").map(<[u8]>::len), Some(big.len()));
+    for k in 0..2 {
+        assert!(
+            (c.events_of(k).iter()).any(|e| matches!(e, PeerEvent::SyncEnd { .. })),
+            "{:?}",
+            c.events_of(k)
+        );
+    }
+}
+
+/// A SYNC copy keeps its original's modification time, so the version
+/// that takes a name can match the one set aside in size and time: the
+/// digest a reader cached for the name must not be taken for the new
+/// version's. carol's `x` (v1) gives way to alice's v2 of the same size
+/// and time; in bob's turn carol must list v2 under `x`, and set v2 aside
+/// for bob's v3, not take it for v1 (which is kept already) and drop it.
+#[test]
+fn a_version_that_takes_a_name_is_hashed_anew_though_its_size_and_time_match() {
+    use super::sync_plan::conflict_name;
+    let mut c = registered(&["alice", "bob", "carol"]);
+    let d = |s: &[u8]| *blake3::hash(s).as_bytes();
+    let mut versions: Vec<Vec<u8>> = (0..10)
+        .map(|i| format!("version {i}").into_bytes())
+        .collect();
+    versions.sort_by_key(|v| d(v));
+    let (v1, v2, v3) = (&versions[0], &versions[1], &versions[2]);
+    c.peer_dir_mut(0).put("x", v2, 1_000);
+    c.peer_dir_mut(1).put("x", v3, 1_000);
+    c.peer_dir_mut(2).put("x", v1, 1_000);
+    c.with_peer(0, |n, now| n.sync(now)).unwrap();
+    c.run_for(Duration::from_secs(10));
+    let asides: Vec<String> = (c.events_of(2).into_iter())
+        .filter_map(|e| match e {
+            PeerEvent::SetAside { aside, .. } => Some(aside),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        asides,
+        vec![conflict_name("x", &d(v1)), conflict_name("x", &d(v2))]
+    );
+    assert_eq!(contents(&c, 0), contents(&c, 2));
+    assert_eq!(contents(&c, 1), contents(&c, 2));
+    assert_eq!(c.peer_dir(2).get("x"), Some(&v3[..]));
 }
 
 /// What arrives on a peer's listener from anyone: a forged ticket, another

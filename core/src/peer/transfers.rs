@@ -103,6 +103,8 @@ pub(super) struct Transfers {
     /// This peer's SYNC writes that ended, for its turn: (connection,
     /// transfer, outcome).
     sync_ended: Vec<(ConnId, u64, Result<(), String>)>,
+    /// Names files landed under since the last call, for SYNC's digests.
+    landed: Vec<String>,
 }
 
 impl Transfers {
@@ -118,6 +120,7 @@ impl Transfers {
             announced: BTreeMap::new(),
             sync_writes: std::collections::BTreeSet::new(),
             sync_ended: Vec::new(),
+            landed: Vec::new(),
         }
     }
 
@@ -272,6 +275,11 @@ impl Transfers {
             }
             self.pump(key, out);
         }
+    }
+
+    /// Names files landed under since the last call.
+    pub(super) fn take_landed(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.landed)
     }
 
     /// SYNC writes of this peer that ended since the last call.
@@ -743,13 +751,21 @@ impl Transfers {
         if self.sync_writes.remove(&key) {
             self.sync_ended.push((key.conn, key.id, result.clone()));
         }
-        let (link, name) = (a.link, a.name);
+        let (link, name, token) = (a.link, a.name, a.fence);
+        if !sending && result.is_ok() {
+            self.landed.push(name.clone());
+        }
         out.event(match (key.ours, sending, result) {
             (true, true, Ok(_)) => PeerEvent::PutDone { link, name, size },
             (true, true, Err(reason)) => PeerEvent::PutFailed { link, name, reason },
             (true, false, Ok(_)) => PeerEvent::GetDone { link, name, size },
             (true, false, Err(reason)) => PeerEvent::GetFailed { link, name, reason },
-            (false, false, Ok(_)) => PeerEvent::Received { link, name, size },
+            (false, false, Ok(_)) => PeerEvent::Received {
+                link,
+                name,
+                size,
+                token,
+            },
             (false, false, Err(reason)) => PeerEvent::ReceiveFailed { link, name, reason },
             (false, true, Ok(_)) => PeerEvent::Served { link, name, size },
             // The other peer hears of its failed GET; nothing was changed here.

@@ -68,7 +68,7 @@ struct Turn {
 }
 
 pub(super) struct SyncSide {
-    scanner: Scanner,
+    pub(super) scanner: Scanner,
     highest: Token,
     waiting: Vec<Want>,
     asides: BTreeMap<u64, Aside>,
@@ -92,7 +92,13 @@ impl SyncSide {
 
     pub(super) fn poll_timeout(&self) -> Option<Timestamp> {
         let t = self.turn.as_ref()?;
-        let reader = t.at.as_ref().map(|r| r.deadline);
+        // A file on its way has the transfer's own idle timeout; the
+        // reader's patience is for its answers, as `sync_timeout` says (a
+        // deadline reported here but never acted on would wake the node
+        // at once, forever).
+        let reader = (t.at.as_ref())
+            .filter(|r| !matches!(r.stage, Stage::Putting { .. }))
+            .map(|r| r.deadline);
         crate::time::earliest(Some(t.writing_at), reader)
     }
 }
@@ -166,7 +172,12 @@ impl PeerNode {
                     token,
                 } => {
                     self.hear(token);
-                    self.out.event(PeerEvent::SyncReading { round, writer });
+                    let read = PeerEvent::SyncReading {
+                        round,
+                        writer,
+                        token,
+                    };
+                    self.out.event(read);
                 }
                 SyncNews::End { round } => {
                     self.sync.turn = None;
@@ -175,6 +186,12 @@ impl PeerNode {
             }
         }
         self.advance(now);
+    }
+
+    /// The highest write token this peer has heard (SYNC OK, SYNC READ, or
+    /// a writer's message): writes under a lower one are refused here.
+    pub fn sync_highest(&self) -> Token {
+        self.sync.highest
     }
 
     /// A token was heard: the highest is remembered, and writes coming in
@@ -297,10 +314,28 @@ impl PeerNode {
     /// `digest`) moves to its conflict name first.
     fn set_aside(&mut self, conn: ConnId, token: Token, name: String, digest: [u8; 32]) {
         self.hear(token);
+        let aside = conflict_name(&name, &digest);
+        let kept = (self.sync.scanner.known(&aside)).is_some_and(|e| e.digest == digest);
         match self.sync.scanner.known(&name) {
+            Some(e) if e.digest == digest && kept => {
+                // This version is kept under its conflict name already (a
+                // copy of it came here with another modification time, and
+                // lost its name elsewhere): the rename, which never
+                // replaces, would fail and leave the loser under the name
+                // for good. The name only has to go; the version stays.
+                self.out.file(FileOp::Remove {
+                    file: FileRef::Named(name.clone()),
+                });
+                self.sync.scanner.forget(&name);
+                let msg = PeerMsg::SyncYielded {
+                    token,
+                    name: name.clone(),
+                };
+                self.out.send(conn, &msg);
+                self.out.event(PeerEvent::SetAside { name, aside });
+            }
             Some(e) if e.digest == digest => {
                 let handle = self.sync.scanner.handle();
-                let aside = conflict_name(&name, &digest);
                 self.out.file(FileOp::Rename {
                     handle,
                     from: FileRef::Named(name.clone()),
@@ -326,6 +361,8 @@ impl PeerNode {
         let Some(a) = self.sync.asides.remove(&handle) else {
             return;
         };
+        self.sync.scanner.forget(&a.name);
+        self.sync.scanner.forget(&a.aside);
         match outcome {
             Ok(()) => {
                 let msg = PeerMsg::SyncYielded {

@@ -354,6 +354,11 @@ impl Harness {
         }
     }
 
+    /// No server is down or cut off.
+    pub fn healthy(&self) -> bool {
+        !self.crashed.iter().any(|c| *c) && !self.cut.iter().any(|c| *c)
+    }
+
     /// Drops the plan's faults still to come, restarts every server that is
     /// down and repairs every link that is cut.
     pub fn heal(&mut self) {

@@ -5,18 +5,21 @@
 //! every event it sees goes into the shared record, with the peer at the
 //! other end of the connection it happened on, for the checks.
 //!
-//! A crash is turmoil's (the harness crashes and bounces the host); a quit
-//! followed by a rejoin happens inside one incarnation: the node is
-//! replaced by a new one on the same directory, as a new `ferry peer`
-//! process would be.
+//! A crash is turmoil's (the harness crashes and bounces the host); so is a
+//! rejoin after a quit: the quit node idles until the harness bounces the
+//! host, which starts a new node on the same directory, as a new `ferry
+//! peer` process would. (Replacing the node inside the running driver
+//! would hand the new node's connection ids, which start where the old
+//! node's did, the bytes of the old node's connections still open.)
 
 use crate::disk::{SharedDir, SimFiles};
-use crate::driver::{Driver, DriverConfig, Flow};
+use crate::driver::{Driver, DriverConfig, Flow, SharedLatency};
 use crate::harness::{server_host, server_port};
 use crate::seeds::SimRng;
 use crate::trace::SharedTrace;
 use ferry_core::accounts::token::SessionToken;
 use ferry_core::peer::{PeerConfig, PeerError, PeerEvent, PeerNode};
+use ferry_core::replication::sync_round::Token;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -63,6 +66,8 @@ pub enum Command {
         to: usize,
         name: String,
     },
+    /// SYNC: ask the cluster for a round (or join the one running).
+    Sync,
 }
 
 /// One event a peer told, with the peer at the other end of its
@@ -73,6 +78,12 @@ pub struct Seen {
     pub at: Duration,
     pub event: PeerEvent,
     pub remote: Option<usize>,
+    /// The node that told it (see [`PeerState::incarnation`]).
+    pub incarnation: u32,
+    /// The node's peer id and the highest write token it had heard when
+    /// it told the event: what a file that landed was fenced against.
+    pub me: Option<u64>,
+    pub highest: Token,
 }
 
 /// What the harness and peer `k`'s incarnations share.
@@ -92,6 +103,12 @@ pub struct PeerState {
     pub problems: Vec<String>,
     pub counts: BTreeMap<&'static str, u64>,
     pub starts: u32,
+    /// Counts the nodes: one more at every start and every rejoin, so that
+    /// a check can tell one node's events from the next one's.
+    pub incarnation: u32,
+    /// The peer's disk reads' latency, kept across its restarts (a
+    /// writer stalled mid-turn has a slow disk for a while).
+    pub read_latency: SharedLatency,
 }
 
 impl PeerState {
@@ -107,10 +124,12 @@ impl PeerState {
             problems: Vec::new(),
             counts: BTreeMap::new(),
             starts: 0,
+            incarnation: 0,
+            read_latency: SharedLatency::default(),
         }
     }
 
-    fn count(&mut self, what: &'static str) {
+    pub fn count(&mut self, what: &'static str) {
         *self.counts.entry(what).or_default() += 1;
     }
 }
@@ -141,11 +160,13 @@ pub fn add_peer_host(
 /// One incarnation of peer `k`: up until crashed.
 async fn run_peer(k: usize, peers: SharedPeers, trace: SharedTrace, seed: u64) -> turmoil::Result {
     let name = peer_host(k);
-    let (dir, token, server, starts) = {
+    let (dir, token, server, starts, read_latency) = {
         let mut all = peers.borrow_mut();
         let p = &mut all[k];
         p.starts += 1;
-        (p.dir.clone(), p.token.clone(), p.server, p.starts)
+        p.incarnation += 1;
+        let latency = p.read_latency.clone();
+        (p.dir.clone(), p.token.clone(), p.server, p.starts, latency)
     };
     let leftover = dir.borrow_mut().start();
     trace.borrow_mut().record_now(
@@ -154,10 +175,11 @@ async fn run_peer(k: usize, peers: SharedPeers, trace: SharedTrace, seed: u64) -
     );
     let listener = TcpListener::bind(("0.0.0.0", PEER_PORT)).await?;
     let cfg = PeerConfig::new(peer_addr(k), token);
-    let node = Rc::new(RefCell::new(PeerNode::new(cfg.clone())));
+    let node = Rc::new(RefCell::new(PeerNode::new(cfg)));
     peers.borrow_mut()[k].node = Some(node.clone());
     let dcfg = DriverConfig {
         seed: SimRng::new(seed, 300 + k as u64).next_u64() ^ u64::from(starts),
+        read_latency,
         ..DriverConfig::default()
     };
     let mut driver = Driver::new(&name, node, trace.clone(), dcfg).with_files(SimFiles::Peer(dir));
@@ -166,7 +188,6 @@ async fn run_peer(k: usize, peers: SharedPeers, trace: SharedTrace, seed: u64) -
     let mut script = Script {
         k,
         peers: peers.clone(),
-        cfg,
         register_at,
         links: BTreeMap::new(),
         reregister: None,
@@ -221,6 +242,10 @@ fn record(k: usize, peers: &SharedPeers, links: &mut BTreeMap<u32, usize>, ev: &
         _ => None,
     };
     let p = &mut all[k];
+    // The node is not borrowed while the driver passes its events on.
+    let (me, highest) = (p.node.as_ref())
+        .and_then(|n| n.try_borrow().ok())
+        .map_or((None, Token::default()), |n| (n.me(), n.sync_highest()));
     p.count(match ev {
         PeerEvent::Registered { .. } => "registrations (REGISTER OK)",
         PeerEvent::RegisterFailed { .. } => "REGISTER FAIL",
@@ -252,6 +277,9 @@ fn record(k: usize, peers: &SharedPeers, links: &mut BTreeMap<u32, usize>, ev: &
         at: turmoil::sim_elapsed().unwrap_or_default(),
         event: ev.clone(),
         remote,
+        incarnation: p.incarnation,
+        me,
+        highest,
     });
 }
 
@@ -259,7 +287,6 @@ fn record(k: usize, peers: &SharedPeers, links: &mut BTreeMap<u32, usize>, ev: &
 struct Script {
     k: usize,
     peers: SharedPeers,
-    cfg: PeerConfig,
     register_at: String,
     /// The other peer of each connection of the current node.
     links: BTreeMap<u32, usize>,
@@ -354,22 +381,13 @@ impl Script {
                 self.final_put = None;
                 self.count("quits");
             }
-            Command::Rejoin => {
-                // A new process on the same directory: whatever the quit
-                // left in flight was discarded by the old node.
-                let dir = self.peers.borrow()[self.k].dir.clone();
-                let leftover = dir.borrow_mut().start();
-                if leftover > 0 {
-                    self.note(Some(format!(
-                        "a quit left {leftover} temporary file(s) in the directory"
-                    )));
-                }
-                let cfg = self.cfg.clone();
-                driver.with_node(|n, _| *n = PeerNode::new(cfg));
-                self.links.clear();
-                self.register(driver);
-                self.count("rejoins after a quit");
-            }
+            // The harness restarts the host: a new process (see
+            // `Peers::rejoin`).
+            Command::Rejoin => {}
+            Command::Sync => match driver.with_node(|n, now| n.sync(now)) {
+                Ok(()) => self.count("SYNC commands"),
+                Err(_) => self.count("SYNC commands not sent (not registered, or busy)"),
+            },
             Command::FinalPut { to, name } => {
                 let addr = peer_addr(to);
                 match driver.with_node(|n, now| n.connect(now, addr)) {

@@ -6,6 +6,7 @@
 use super::host::{PeerState, Seen};
 use crate::disk::short;
 use crate::server_host::View;
+use ferry_core::peer::sync_plan::conflict_name;
 use ferry_core::peer::PeerEvent;
 use ferry_core::replication::entry::{Entry, Txn};
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,8 +19,10 @@ type Held = (Arc<[u8]>, [u8; 32]);
 /// What the directories held, step after step.
 #[derive(Default)]
 pub struct DirWatch {
-    /// Every (name, digest) some peer held at the start: all content a
-    /// peer may come to hold under that name.
+    /// Every (name, digest) some peer held at the start, and the same
+    /// version under its conflict name (where a SYNC round keeps a version
+    /// that lost its name): all content a peer may come to hold under that
+    /// name.
     held: BTreeSet<(String, [u8; 32])>,
     /// Each file a peer's directory held, by (peer, name): its content
     /// (compared by pointer first, so that a file is hashed once) and its
@@ -30,12 +33,15 @@ pub struct DirWatch {
 impl DirWatch {
     /// Adds (name, digest) of `content` to what peers may hold.
     pub fn provide(&mut self, name: &str, content: &[u8]) {
-        self.held
-            .insert((name.to_string(), *blake3::hash(content).as_bytes()));
+        let d = digest(content);
+        self.held.insert((conflict_name(name, &d), d));
+        self.held.insert((name.to_string(), d));
     }
 
     /// Nothing outside a directory, nothing invented, nothing replaced or
-    /// lost.
+    /// lost. A SYNC round may move a version off its name (for a version
+    /// that wins it), but only to its conflict name, in the same
+    /// directory: the version is still there.
     pub fn check(&mut self, peers: &[PeerState]) -> Vec<String> {
         let mut v = Vec::new();
         for (k, p) in peers.iter().enumerate() {
@@ -50,12 +56,15 @@ impl DirWatch {
                 let key = (k, name.clone());
                 match self.seen.get(&key) {
                     Some((c, _)) if Arc::ptr_eq(c, &f.content) => continue,
-                    Some((_, d)) if *d != digest(&f.content) => v.push(format!(
-                        "{}: {name:?} was replaced: {} became {}",
-                        p.name,
-                        short(d),
-                        short(&digest(&f.content))
-                    )),
+                    Some((_, d)) if *d != digest(&f.content) && !set_aside(&dir, name, d) => {
+                        v.push(format!(
+                            "{}: {name:?} was replaced: {} became {}, and {} is not under its conflict name",
+                            p.name,
+                            short(d),
+                            short(&digest(&f.content)),
+                            short(d)
+                        ))
+                    }
                     _ => {}
                 }
                 let d = digest(&f.content);
@@ -69,20 +78,34 @@ impl DirWatch {
                 }
                 self.seen.insert(key, (f.content.clone(), d));
             }
-            for (pk, name) in self.seen.keys() {
-                if *pk == k && !dir.files.contains_key(name) {
-                    v.push(format!(
+            let mut gone = Vec::new();
+            for ((pk, name), (_, d)) in &self.seen {
+                if *pk != k || dir.files.contains_key(name) {
+                    continue;
+                }
+                match set_aside(&dir, name, d) {
+                    // Moved to its conflict name (seen there from now on).
+                    true => gone.push((k, name.clone())),
+                    false => v.push(format!(
                         "{}: {name:?} disappeared from its directory",
                         p.name
-                    ));
+                    )),
                 }
+            }
+            for key in gone {
+                self.seen.remove(&key);
             }
         }
         v
     }
 }
 
-fn digest(b: &[u8]) -> [u8; 32] {
+/// Does `dir` keep version `d` of `name` under its conflict name?
+fn set_aside(dir: &crate::disk::Dir, name: &str, d: &[u8; 32]) -> bool {
+    (dir.files.get(&conflict_name(name, d))).is_some_and(|f| digest(&f.content) == *d)
+}
+
+pub fn digest(b: &[u8]) -> [u8; 32] {
     *blake3::hash(b).as_bytes()
 }
 
@@ -110,7 +133,16 @@ pub fn check_transfers(seen: &[Seen], peers: &[PeerState]) -> Vec<String> {
         };
         let sent = peers[from].dir.borrow().get(name).map(digest);
         let got = peers[to].dir.borrow().get(name).map(digest);
-        if sent.is_none() || sent != got {
+        // A SYNC write may send a version under its conflict name, and the
+        // sender's own copy may have been set aside since by a later
+        // writer: the sender holds what arrived under one of those names.
+        let synced = got.is_some_and(|g| {
+            (peers[from].dir.borrow().files.iter()).any(|(n, f)| {
+                (n == name || conflict_name(n, &g) == *name || *n == conflict_name(name, &g))
+                    && digest(&f.content) == g
+            })
+        });
+        if (sent.is_none() || sent != got) && !synced {
             v.push(format!(
                 "{me}: \"{}\" but {} holds {} and {} holds {}",
                 s.event,
