@@ -41,6 +41,10 @@ pub enum Refusal {
     },
     /// The node has no capacity for this request.
     Overloaded,
+    /// Too many requests from this address; ask again after this long.
+    TooMany {
+        retry_after_ms: u64,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -61,6 +65,11 @@ impl fmt::Display for Refusal {
             Refusal::CodeUnknown => f.write_str("auth code is not known to this server"),
             Refusal::Timeout { step } => write!(f, "timed out waiting for {step}"),
             Refusal::Overloaded => f.write_str("node is overloaded, try again later"),
+            Refusal::TooMany { retry_after_ms } => write!(
+                f,
+                "too many requests from this address; try again in {:.1} s",
+                *retry_after_ms as f64 / 1000.0
+            ),
         }
     }
 }

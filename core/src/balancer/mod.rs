@@ -8,6 +8,7 @@
 //! whole round finds no yes the client gets `NoServer`, never a hang.
 
 pub mod messages;
+pub mod per_source;
 
 use crate::auth::{AuthCode, ClusterSecret};
 use crate::entropy::Entropy;
@@ -18,6 +19,7 @@ use crate::refusal::{Refusal, PROTOCOL_VERSION};
 use crate::sabotage::{self, Sabotage};
 use crate::time::{earliest, Timestamp};
 pub use messages::{BalancerMsg, ProbeMsg};
+use per_source::{PerSource, PerSourceLimit};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -43,6 +45,8 @@ pub struct BalancerConfig {
     pub search_budget: Duration,
     /// Clients served at once; more are refused as overloaded.
     pub max_pending: usize,
+    /// Requests one source address may make (see [`per_source`]).
+    pub per_source: PerSourceLimit,
 }
 
 impl BalancerConfig {
@@ -54,6 +58,7 @@ impl BalancerConfig {
             request_timeout: Duration::from_secs(5),
             search_budget: Duration::from_secs(3),
             max_pending: 1024,
+            per_source: PerSourceLimit::default(),
         }
     }
 }
@@ -202,6 +207,7 @@ pub struct Balancer {
     clients: BTreeMap<ConnId, Pending>,
     probes: BTreeMap<ConnId, Probe>,
     next_dial: u64,
+    per_source: PerSource,
     out: Outbox<BalancerEvent>,
 }
 
@@ -222,7 +228,6 @@ impl Balancer {
     pub fn new(cfg: BalancerConfig, secret: ClusterSecret, entropy: Entropy) -> Self {
         let n = cfg.servers.len();
         Balancer {
-            cfg,
             secret,
             entropy,
             cursor: 0,
@@ -230,7 +235,9 @@ impl Balancer {
             clients: BTreeMap::new(),
             probes: BTreeMap::new(),
             next_dial: 0,
+            per_source: PerSource::new(cfg.per_source),
             out: Outbox::default(),
+            cfg,
         }
     }
 
@@ -476,7 +483,16 @@ impl Node for Balancer {
 
     fn handle_input(&mut self, now: Timestamp, input: Input<'_>) {
         match input {
-            Input::Accepted { conn, .. } => {
+            Input::Accepted { conn, peer } => {
+                // One machine asking as fast as it can is told to wait
+                // before it costs any server anything.
+                if let Err(wait) = self.per_source.take(now, &peer) {
+                    let retry_after_ms = wait.as_millis() as u64;
+                    let refusal = Refusal::TooMany { retry_after_ms };
+                    self.out.send(conn, &BalancerMsg::Refused(refusal));
+                    self.out.close(conn);
+                    return;
+                }
                 if self.clients.len() >= self.cfg.max_pending {
                     self.out
                         .send(conn, &BalancerMsg::Refused(Refusal::Overloaded));

@@ -432,3 +432,44 @@ fn a_search_through_many_silent_servers_ends_within_its_budget() {
         }]
     );
 }
+
+/// One machine asking for servers as fast as it can is told to wait, with
+/// how long, before any server is probed; another machine is served.
+#[test]
+fn a_source_over_its_rate_is_told_to_wait_before_any_probe() {
+    use super::per_source::PerSourceLimit;
+    let mut cfg = BalancerConfig::new(servers(1));
+    cfg.per_source = PerSourceLimit {
+        burst: 2,
+        per_second: 1,
+        sources: 16,
+    };
+    let mut b = Balancer::new(cfg, secret(), Entropy::from_u64(1));
+    let accept = |b: &mut Balancer, n: u64, peer: &str| {
+        let conn = ConnId::accepted(n);
+        b.handle_input(
+            ms(0),
+            Input::Accepted {
+                conn,
+                peer: peer.into(),
+            },
+        );
+        conn
+    };
+    accept(&mut b, 1, "10.0.0.9:4001");
+    accept(&mut b, 2, "10.0.0.9:4002");
+    drain(&mut b);
+    let third = accept(&mut b, 3, "10.0.0.9:4003");
+    let outs = drain(&mut b);
+    assert_eq!(
+        sent::<BalancerMsg, _>(&outs, third),
+        vec![BalancerMsg::Refused(Refusal::TooMany {
+            retry_after_ms: 1000
+        })]
+    );
+    assert!(closed(&outs, third));
+    assert!(connects(&outs).is_empty(), "no server was probed for it");
+    let other = accept(&mut b, 4, "10.0.0.10:4001");
+    assert!(sent::<BalancerMsg, _>(&drain(&mut b), other).is_empty());
+    assert_eq!(b.pending(), 3);
+}

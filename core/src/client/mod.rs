@@ -212,6 +212,11 @@ enum State {
         code: AuthCode,
         connected: bool,
     },
+    /// Told by the balancer to ask again later (too many requests from
+    /// this address).
+    Waiting {
+        until: Timestamp,
+    },
     Established {
         conn: ConnId,
         server_id: u32,
@@ -254,9 +259,14 @@ pub struct Client {
     state: State,
     decoder: FrameDecoder,
     attempts_left: u32,
+    /// How long the balancer has made this client wait so far.
+    waited: Duration,
     next_dial: u64,
     out: Outbox<ClientEvent>,
 }
+
+/// How long a client waits in all when the balancer says "too many".
+const MAX_POLITE_WAIT: Duration = Duration::from_secs(30);
 
 impl Client {
     pub fn new(cfg: ClientConfig) -> Self {
@@ -266,6 +276,7 @@ impl Client {
             state: State::Idle,
             decoder: FrameDecoder::default(),
             attempts_left: attempts,
+            waited: Duration::ZERO,
             next_dial: 0,
             out: Outbox::default(),
         }
@@ -510,7 +521,7 @@ impl Client {
             State::Balancer { conn, .. }
             | State::Server { conn, .. }
             | State::Established { conn, .. } => Some(*conn),
-            State::Idle | State::Done => None,
+            State::Idle | State::Waiting { .. } | State::Done => None,
         }
     }
 
@@ -586,6 +597,18 @@ impl Client {
                     catching_up,
                 };
                 self.fail(now, ClientError::NoServer(tally))
+            }
+            // A polite client waits as long as it is told, within its
+            // patience, rather than failing a script that runs fast.
+            BalancerMsg::Refused(Refusal::TooMany { retry_after_ms })
+                if self.waited + Duration::from_millis(retry_after_ms) <= MAX_POLITE_WAIT =>
+            {
+                let wait = Duration::from_millis(retry_after_ms.max(1));
+                self.waited += wait;
+                if let Some(conn) = self.current_conn() {
+                    self.out.close(conn);
+                }
+                self.state = State::Waiting { until: now + wait };
             }
             BalancerMsg::Refused(reason) => self.fail(
                 now,
@@ -914,6 +937,14 @@ impl Node for Client {
                 }
                 return;
             }
+            State::Waiting { until } => {
+                if *until <= now {
+                    // The wait was asked of us; it costs no attempt.
+                    self.attempts_left += 1;
+                    self.ask_balancer(now);
+                }
+                return;
+            }
             _ => return,
         };
         if deadline <= now {
@@ -928,6 +959,7 @@ impl Node for Client {
     fn poll_timeout(&self) -> Option<Timestamp> {
         match &self.state {
             State::Balancer { deadline, .. } | State::Server { deadline, .. } => Some(*deadline),
+            State::Waiting { until } => Some(*until),
             State::Established {
                 op,
                 ping_at,

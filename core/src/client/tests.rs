@@ -633,3 +633,39 @@ fn sync_is_answered_its_pushes_arrive_at_any_time_and_fin_goes_out_at_once() {
     assert_eq!(events(&outs), vec![ClientEvent::SyncEnd { round: 9 }]);
     assert!(!c.is_done());
 }
+
+/// Told "too many" by the balancer, a client waits as long as it is told
+/// and asks again, without spending an attempt; past its patience it fails.
+#[test]
+fn a_client_told_to_wait_waits_and_asks_again() {
+    let mut c = client();
+    let outs = drain(&mut c);
+    let (bal, _) = connects(&outs)[0].clone();
+    c.handle_input(ms(1), Input::Connected { conn: bal });
+    drain(&mut c);
+    let too_many = BalancerMsg::Refused(Refusal::TooMany {
+        retry_after_ms: 700,
+    });
+    let outs = recv(&mut c, ms(2), bal, &too_many);
+    assert!(closed(&outs, bal));
+    assert!(connects(&outs).is_empty(), "not before the wait");
+    assert_eq!(c.poll_timeout(), Some(ms(702)));
+    c.handle_timeout(ms(702));
+    let outs = drain(&mut c);
+    let (again, addr) = connects(&outs)[0].clone();
+    assert_eq!(addr, "balancer:7000");
+    // A wait longer than its patience is a failure that says why.
+    c.handle_input(ms(703), Input::Connected { conn: again });
+    drain(&mut c);
+    let too_long = BalancerMsg::Refused(Refusal::TooMany {
+        retry_after_ms: 60_000,
+    });
+    let outs = recv(&mut c, ms(704), again, &too_long);
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::Event(ClientEvent::Failed(ClientError::Refused {
+            reason: Refusal::TooMany { .. },
+            ..
+        }))
+    )));
+}
