@@ -377,10 +377,10 @@ impl Files {
     /// again when its last block is read: a file that grew or shrank while
     /// it was sent fails the read with an error saying it
     /// [`CHANGED_WHILE_SENT`], rather than be stored cut short.
-    pub fn source_file(path: &Path, file: File, size: u64) -> Files {
+    pub fn source_file(path: &Path, file: Arc<File>, size: u64) -> Files {
         Files::with_role(Role::Client(Local::Source {
             path: path.to_path_buf(),
-            file: Some(Arc::new(file)),
+            file: Some(file),
             size: Some(size),
         }))
     }

@@ -1421,7 +1421,7 @@ fn an_upload_whose_file_grows_or_shrinks_fails_at_its_last_block() {
     std::fs::write(&src, &content).unwrap();
     for change in [50_000u64, 300_000] {
         let file = File::open(&src).unwrap();
-        let mut files = Files::source_file(&src, file, content.len() as u64);
+        let mut files = Files::source_file(&src, Arc::new(file), content.len() as u64);
         let got = files.execute(FileOp::Read {
             handle: 0,
             file: FileRef::Local,
@@ -1449,7 +1449,7 @@ fn an_upload_whose_file_grows_or_shrinks_fails_at_its_last_block() {
     }
     // Unchanged: read to the end.
     let file = File::open(&src).unwrap();
-    let mut files = Files::source_file(&src, file, content.len() as u64);
+    let mut files = Files::source_file(&src, Arc::new(file), content.len() as u64);
     assert_eq!(read_all(&mut files, 0, FileRef::Local, 131_072), content);
 }
 
@@ -1479,7 +1479,7 @@ fn what_has_no_size_in_advance_is_copied_to_its_end() {
     feeder.join().unwrap();
     assert_eq!(size, sent.len() as u64);
     assert_eq!(names_in(dir.path()), Vec::<String>::new());
-    let mut files = Files::source_file(&dir.path().join("pipe"), copy, size);
+    let mut files = Files::source_file(&dir.path().join("pipe"), Arc::new(copy), size);
     assert_eq!(read_all(&mut files, 0, FileRef::Local, 131_072), sent);
     // A regular file of a real filesystem is read in place.
     let plain = dir.path().join("plain");
