@@ -703,3 +703,21 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// The files `pid` has open that live in `dir` with no name
+/// (`O_TMPFILE`), and their sizes.
+pub fn unnamed_open_in(pid: u32, dir: &Path) -> Vec<u64> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let prefix = format!("{}/#", dir.display());
+    fds.flatten()
+        .filter_map(|fd| {
+            let to = std::fs::read_link(fd.path()).ok()?;
+            let to = to.to_string_lossy().into_owned();
+            (to.starts_with(&prefix) && to.ends_with("(deleted)"))
+                .then(|| std::fs::metadata(fd.path()).map(|m| m.len()).ok())
+                .flatten()
+        })
+        .collect()
+}

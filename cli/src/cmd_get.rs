@@ -1,11 +1,19 @@
 //! `ferry get NAME [DEST]`: downloads a file of one's own, or one shared by
 //! `--owner`.
 //!
-//! The content goes to a hidden temporary file beside DEST
-//! (`.DEST.ferry-partial-PID`) and is renamed onto DEST only once it is
+//! The content goes to an unnamed temporary file in DEST's directory
+//! (`O_TMPFILE`; where the filesystem cannot, a hidden
+//! `.DEST.ferry-partial-PID`) and is linked in as DEST only once it is
 //! complete, its digest checked and made durable. A failed or interrupted
-//! (Ctrl-C, SIGTERM) download removes the temporary file; DEST is never
-//! half written. An existing DEST is replaced only with `--force`.
+//! download leaves nothing (an unnamed file goes with the process, even on
+//! `kill -9`; a named one is removed on Ctrl-C or SIGTERM, and by the next
+//! `get` into that directory after `kill -9`); DEST is never half written.
+//!
+//! An existing DEST is replaced only with `--force`, and then only if it
+//! is a regular file (the new file keeps its mode and owner) or a symbolic
+//! link (the link is replaced, never followed): a directory, a FIFO, a
+//! socket or a device is refused before anything is downloaded, and again
+//! just before the rename. See docs/security.md.
 
 use crate::client_session::{self, unexpected, Plan};
 use crate::error::CliError;
@@ -48,6 +56,9 @@ pub fn run(args: Args) -> Result<(), CliError> {
             "{shown} exists; use --force to replace it"
         )));
     }
+    if args.force {
+        check_replaceable(&dest)?;
+    }
     if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.is_dir() {
             return Err(CliError::Failed(format!(
@@ -57,6 +68,9 @@ pub fn run(args: Args) -> Result<(), CliError> {
         }
     }
     let token = files_ui::token()?;
+    // What a `get` killed with -9 left here, where it had to use a named
+    // temporary file.
+    ferry_runtime_smol::files::local::remove_stale_partials(dest.parent().unwrap_or(Path::new("")));
     remove_on_interrupt(&ferry_runtime_smol::files::partial_path(&dest));
     let mut bar = Bar::new(0, &args.name);
     let mut progress = |p| bar.show(p);
@@ -93,6 +107,28 @@ pub fn run(args: Args) -> Result<(), CliError> {
         }
         Response::Failed(e) => Err(CliError::Failed(e.to_string())),
         other => Err(unexpected(other)),
+    }
+}
+
+/// `--force` replaces only a regular file or a link, and a file only if
+/// its owner can be kept: refused here, before anything is downloaded (and
+/// looked at again just before the rename).
+fn check_replaceable(dest: &Path) -> Result<(), CliError> {
+    use ferry_runtime_smol::files::local::{replaceable, Target};
+    match replaceable(dest).map_err(CliError::Failed)? {
+        Target::Regular { uid, gid, .. } => {
+            // SAFETY: geteuid cannot fail and touches no memory.
+            let euid = unsafe { libc::geteuid() };
+            if euid != 0 && uid != euid {
+                return Err(CliError::Failed(format!(
+                    "{} belongs to user {uid} (group {gid}), and ferry may not give the new \
+                     file that owner; nothing was replaced (remove it first to replace it)",
+                    dest.display()
+                )));
+            }
+            Ok(())
+        }
+        Target::Absent | Target::Link => Ok(()),
     }
 }
 

@@ -1,13 +1,27 @@
 //! `ferry put LOCAL [NAME]`: uploads a file.
+//!
+//! A regular file of a real filesystem is read in place, through the
+//! descriptor opened here, with the size it had then. Anything whose size
+//! is not known in advance (a FIFO, a character device, a `/proc` or
+//! `/sys` file, an empty-looking file) is first read to its end into a
+//! private unnamed file of the system's temporary directory, and that copy
+//! is sent: the file stored is exactly what was read. A file whose size
+//! changes while it is sent fails at its last block, and is then sent the
+//! same way, as a copy read to its end. See docs/decisions.md.
 
 use crate::client_session::{self, unexpected, Plan};
 use crate::error::CliError;
 use crate::files_ui::{self, human_size, Bar};
 use crate::{say, ClientArgs};
 use ferry_core::server::messages::FileOutcome;
+use ferry_core::server::OpError;
 use ferry_core::server::{Request, Response};
+use ferry_core::transfer::TransferError;
+use ferry_runtime_smol::files::{local, CHANGED_WHILE_SENT};
 use ferry_runtime_smol::Files;
+use std::fs::File;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -38,13 +52,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             "{shown} is a directory; ferry uploads single files"
         )));
     }
-    if !meta.is_file() {
-        return Err(CliError::Failed(format!("{shown} is not a regular file")));
-    }
-    // Opening it now turns an unreadable file into a clear error up front.
-    std::fs::File::open(&args.local)
-        .map_err(|e| CliError::Failed(format!("cannot read {shown}: {e}")))?;
-    let name = match args.name {
+    let name = match args.name.clone() {
         Some(name) => name,
         None => args
             .local
@@ -59,21 +67,32 @@ pub fn run(args: Args) -> Result<(), CliError> {
     };
     files_ui::check_name(&name)?;
     let token = files_ui::token()?;
-    let size = meta.len();
-    let mut bar = Bar::new(size, &name);
-    let mut progress = |p| bar.show(p);
-    let mut plan = Plan::new(&args.client);
-    plan.cfg.window = args.window;
-    let local = args.local.clone();
-    plan.files = Some(Box::new(move || Files::source(&local)));
-    plan.progress = Some(&mut progress);
-    let request = Request::Upload {
-        name: name.clone(),
-        size,
-        replace: args.force,
+    // Opening it before the session turns an unreadable file into a clear
+    // error up front. (A FIFO waits here for its writer, as any reader of
+    // one does.)
+    let file = File::open(&args.local)
+        .map_err(|e| CliError::Failed(format!("cannot read {shown}: {e}")))?;
+    let known = local::size_known(&file)
+        .map_err(|e| CliError::Failed(format!("cannot read {shown}: {e}")))?;
+    let (file, size) = match known {
+        Some(size) => (file, size),
+        None => spool(file, &shown)?,
     };
-    let answer = client_session::run_as(&args.client, plan, token, request);
-    bar.finish();
+    let answer = upload(&args, &name, &token, file, size);
+    let answer = match answer {
+        // It grew or shrank while it was sent, and nothing was stored:
+        // send what it holds to its end, read once.
+        Ok(Response::Failed(OpError::Transfer(TransferError::Io { detail })))
+            if known.is_some() && detail.contains(CHANGED_WHILE_SENT) =>
+        {
+            eprintln!("ferry: {shown} {CHANGED_WHILE_SENT}; sending a copy read to its end");
+            let file = File::open(&args.local)
+                .map_err(|e| CliError::Failed(format!("cannot read {shown}: {e}")))?;
+            let (file, size) = spool(file, &shown)?;
+            upload(&args, &name, &token, file, size)
+        }
+        other => other,
+    };
     match answer? {
         Response::File(FileOutcome::Stored { size, .. }) => {
             say(format_args!(
@@ -85,4 +104,46 @@ pub fn run(args: Args) -> Result<(), CliError> {
         Response::Failed(e) => Err(CliError::Failed(e.to_string())),
         other => Err(unexpected(other)),
     }
+}
+
+/// Reads `file` to its end into a private unnamed copy (see the module
+/// docs), in the system's temporary directory.
+fn spool(mut file: File, shown: &str) -> Result<(File, u64), CliError> {
+    let dir = std::env::temp_dir();
+    local::spool(&mut file, &dir).map_err(|e| {
+        CliError::Failed(format!(
+            "cannot copy {shown} to {} before sending it: {e}",
+            dir.display()
+        ))
+    })
+}
+
+/// One upload of `file`, `size` bytes, as `name`.
+fn upload(
+    args: &Args,
+    name: &str,
+    token: &ferry_core::accounts::token::SessionToken,
+    file: File,
+    size: u64,
+) -> Result<Response, CliError> {
+    let mut bar = Bar::new(size, name);
+    let mut progress = |p| bar.show(p);
+    let mut plan = Plan::new(&args.client);
+    plan.cfg.window = args.window;
+    let local = args.local.clone();
+    // The file opened once: every try reads it through its descriptor
+    // (reads are positioned, so they share nothing that matters).
+    let file = Arc::new(file);
+    plan.files = Some(Box::new(move || {
+        Files::source_file(&local, Arc::clone(&file), size)
+    }));
+    plan.progress = Some(&mut progress);
+    let request = Request::Upload {
+        name: name.to_string(),
+        size,
+        replace: args.force,
+    };
+    let answer = client_session::run_as(&args.client, plan, token.clone(), request);
+    bar.finish();
+    answer
 }

@@ -10,11 +10,44 @@
 //!   listed, so the node learns which blobs it holds
 //!   (`Recovered::blobs`). Names that are not 64 hex digits are ignored.
 //! - **Client**: `FileRef::Local` is the command's one file. For an upload
-//!   it is the source ([`Files::source`]), only read. For a download
-//!   ([`Files::destination`]) writes go to a hidden temporary file beside
-//!   the destination, `.NAME.ferry-partial-PID`, which `Persist` renames
-//!   onto the destination (replacing an existing file only if asked to) and
-//!   `Discard` removes.
+//!   it is the source ([`Files::source`], or [`Files::source_file`]: open
+//!   already, with the size the upload offered), only read. For a
+//!   download ([`Files::destination`]) writes go to an unnamed temporary
+//!   file in the destination's directory, which `Persist` links in; see
+//!   *The client's disk*.
+//!
+//! **The client's disk** (`files/local.rs`; docs/security.md lists the
+//! promises and their tests). A download's temporary file is made with
+//! `O_TMPFILE` in the destination's directory: nothing there shows it,
+//! and it goes with its descriptor however the process ends, `kill -9`
+//! included. Its persist `fsync`s it and links it in (`linkat` of
+//! `/proc/self/fd/N`, `AT_SYMLINK_FOLLOW`, which needs no privilege),
+//! which fails if the name is taken: without `--force` nothing is ever
+//! replaced, not even a file put there during the download. With
+//! `--force` (`Existing::ReplaceRegular`) the destination is looked at
+//! without following a link (`lstat`): a regular file or a symbolic link
+//! may be replaced, anything else (directory, FIFO, socket, device) is
+//! refused. The new file takes a replaced file's owner and mode (`fchown`
+//! then `fchmod` before the `fsync`; set-ID bits are not carried over; a
+//! process that may not give it that owner fails rather than change the
+//! file's hands), is linked in under the hidden `.NAME.ferry-partial-PID`,
+//! the destination is looked at again, and the hidden name is renamed
+//! onto it (a rename replaces the directory entry, a link included, and
+//! never writes through it). Where the filesystem has no `O_TMPFILE`
+//! (`EOPNOTSUPP`, `EISDIR`, `EINVAL`) or `/proc` is not mounted, the
+//! download writes the named `.NAME.ferry-partial-PID` (created anew,
+//! never through a link), renamed into place (`renameat2` with
+//! `RENAME_NOREPLACE` without `--force`); one left by a `kill -9` is
+//! removed by the next `get` into that directory, once its process is
+//! gone ([`local::remove_stale_partials`]). A crash before the persist's
+//! answer leaves nothing visible at the destination that was not there
+//! before (a crash between the link and the rename of a replacement
+//! leaves the complete file under its hidden name, removed the same way).
+//! An upload of a file whose size is not known in advance (a pipe, a
+//! `/proc` file) is first copied to its end into an unnamed file of the
+//! system's temporary directory ([`local::spool`]), which is sent; one
+//! whose size changes while it is sent fails at its last block
+//! ([`CHANGED_WHILE_SENT`]), and the command then sends a copy.
 //! - **Peer** ([`Files::shared_dir`]): `FileRef::Named` is a plain name in
 //!   the one directory the peer shares, `DIR`; temporary files are in
 //!   `DIR/.ferry-tmp/<n>` (on the same filesystem, so the link into place
@@ -145,6 +178,11 @@ const MAX_OPEN: usize = 128;
 /// Written bytes after which a temporary file's writeback is started.
 const WRITE_BEHIND: u64 = 2 << 20;
 
+/// What the error of an upload whose file grew or shrank while it was
+/// sent says (the sender's own words for a short read say it too): the
+/// command then sends a copy read to its end instead.
+pub const CHANGED_WHILE_SENT: &str = "changed while it was being sent";
+
 /// The largest read a node may ask for at once.
 pub const MAX_READ: usize = 16 << 20;
 
@@ -172,13 +210,23 @@ const EDQUOT: i32 = 69;
 /// The command's one local file, for a client.
 #[derive(Clone, Debug)]
 enum Local {
-    /// Read from this file.
-    Source(PathBuf),
-    /// Write through `partial`, renamed onto `path` when persisted.
+    /// Read from this file: opened here by its path, or already open
+    /// (`file`) with the size the upload offered, which it must still have
+    /// when its last block is read.
+    Source {
+        path: PathBuf,
+        file: Option<Arc<File>>,
+        size: Option<u64>,
+    },
+    /// Write through an unnamed temporary file in `path`'s directory
+    /// (`O_TMPFILE`), linked in when persisted; or, where none can be made
+    /// (or `unnamed` is false), through the named `partial`, renamed onto
+    /// `path`.
     Destination {
         path: PathBuf,
         partial: PathBuf,
         replace: bool,
+        unnamed: bool,
     },
 }
 
@@ -233,6 +281,8 @@ pub struct Files {
     /// Temporary files handed to the writer thread to persist, until it
     /// answers: their names are not free.
     persisting: HashSet<u64>,
+    /// A download's temporary files that have no name (`O_TMPFILE`).
+    unnamed: HashSet<u64>,
     /// Modification times temporary files are to have once persisted
     /// (`SetModified`), or why they cannot, which fails the persist.
     modified: HashMap<u64, Result<SystemTime, FileFailure>>,
@@ -253,6 +303,7 @@ impl Files {
             created: HashMap::new(),
             broken: HashMap::new(),
             persisting: HashSet::new(),
+            unnamed: HashSet::new(),
             modified: HashMap::new(),
             clock: 0,
             opened: 0,
@@ -314,7 +365,24 @@ impl Files {
 
     /// A client whose local file is `path`, to be read (an upload).
     pub fn source(path: &Path) -> Files {
-        Files::with_role(Role::Client(Local::Source(path.to_path_buf())))
+        Files::with_role(Role::Client(Local::Source {
+            path: path.to_path_buf(),
+            file: None,
+            size: None,
+        }))
+    }
+
+    /// A client uploading `file`, open already, which the upload offered
+    /// as `size` bytes (`path` names it in errors). Its size is looked at
+    /// again when its last block is read: a file that grew or shrank while
+    /// it was sent fails the read with an error saying it
+    /// [`CHANGED_WHILE_SENT`], rather than be stored cut short.
+    pub fn source_file(path: &Path, file: Arc<File>, size: u64) -> Files {
+        Files::with_role(Role::Client(Local::Source {
+            path: path.to_path_buf(),
+            file: Some(file),
+            size: Some(size),
+        }))
     }
 
     /// A client whose local file is `path`, to be written (a download):
@@ -326,10 +394,23 @@ impl Files {
             path: path.to_path_buf(),
             partial,
             replace,
+            unnamed: true,
         }))
     }
 
-    /// The temporary file of a download, if this is one.
+    /// A download that writes through its named partial file, as where
+    /// the filesystem cannot make an unnamed one (for tests of that road).
+    #[cfg(test)]
+    pub(crate) fn named_partial(mut self) -> Self {
+        if let Role::Client(Local::Destination { unnamed, .. }) = &mut self.role {
+            *unnamed = false;
+        }
+        self
+    }
+
+    /// The named temporary file of a download, if this is one: where it
+    /// writes when no unnamed file can be made, and the name the file
+    /// takes for a moment before it replaces an existing destination.
     pub fn partial(&self) -> Option<&Path> {
         match &self.role {
             Role::Client(Local::Destination { partial, .. }) => Some(partial),
@@ -430,6 +511,7 @@ impl Files {
         if offset.saturating_add(len as u64) >= file_len {
             if let Some(open) = self.open.remove(&Key::Read(handle)) {
                 self.ahead.forget(open.id);
+                self.check_unchanged(&open.file)?;
                 return read_into(&mut self.buf, &open.file, offset, len);
             }
         }
@@ -454,10 +536,34 @@ impl Files {
             })
     }
 
+    /// An upload's file, at its last block, still has the size the upload
+    /// offered (see [`Files::source_file`]).
+    fn check_unchanged(&self, file: &File) -> Result<(), FileFailure> {
+        let Role::Client(Local::Source {
+            path,
+            size: Some(size),
+            ..
+        }) = &self.role
+        else {
+            return Ok(());
+        };
+        let now = file
+            .metadata()
+            .map_err(|e| io_failure("cannot stat", path, &e))?
+            .len();
+        if now == *size {
+            return Ok(());
+        }
+        Err(FileFailure::other(format!(
+            "{} {CHANGED_WHILE_SENT} ({size} bytes when the upload began, {now} now)",
+            path.display()
+        )))
+    }
+
     fn local_path(&self, file: &FileRef) -> Result<PathBuf, FileFailure> {
         match (&self.role, file) {
             (Role::Server { blobs, .. }, FileRef::Blob(d)) => Ok(blobs.join(hex(d))),
-            (Role::Client(Local::Source(p)), FileRef::Local) => Ok(p.clone()),
+            (Role::Client(Local::Source { path, .. }), FileRef::Local) => Ok(path.clone()),
             (Role::Client(Local::Destination { path, .. }), FileRef::Local) => Ok(path.clone()),
             (Role::Peer { dir, .. }, FileRef::Named(name)) if is_plain_name(name) => {
                 Ok(dir.join(name))
@@ -475,7 +581,7 @@ impl Files {
         match &self.role {
             Role::Server { tmp, .. } | Role::Peer { tmp, .. } => Ok(tmp.join(temp.to_string())),
             Role::Client(Local::Destination { partial, .. }) => Ok(partial.clone()),
-            Role::Client(Local::Source(_)) => Err(FileFailure::other(
+            Role::Client(Local::Source { .. }) => Err(FileFailure::other(
                 "an upload writes no local file".to_string(),
             )),
         }
@@ -490,19 +596,43 @@ impl Files {
             }
         }
         let path = self.local_path(&file)?;
-        let f = match file {
-            FileRef::Named(_) => open_regular(&path)?,
-            _ => File::open(&path).map_err(|e| io_failure("cannot open", &path, &e))?,
+        let opened = match (&self.role, &file) {
+            (
+                Role::Client(Local::Source {
+                    file: Some(f),
+                    size: Some(size),
+                    ..
+                }),
+                FileRef::Local,
+            ) => Some((Arc::clone(f), *size)),
+            _ => None,
         };
-        let len = f
-            .metadata()
-            .map_err(|e| io_failure("cannot stat", &path, &e))?
-            .len();
+        let (f, len) = match (opened, file.clone()) {
+            // Read through the descriptor the command opened: the file
+            // whose size it offered, whatever the path names now.
+            (Some((f, size)), _) => (f, size),
+            (None, FileRef::Named(_)) => {
+                let f = open_regular(&path)?;
+                let len = f
+                    .metadata()
+                    .map_err(|e| io_failure("cannot stat", &path, &e))?
+                    .len();
+                (Arc::new(f), len)
+            }
+            (None, _) => {
+                let f = File::open(&path).map_err(|e| io_failure("cannot open", &path, &e))?;
+                let len = f
+                    .metadata()
+                    .map_err(|e| io_failure("cannot stat", &path, &e))?
+                    .len();
+                (Arc::new(f), len)
+            }
+        };
         self.opened += 1;
         self.insert(
             Key::Read(handle),
             Open {
-                file: Arc::new(f),
+                file: f,
                 id: self.opened,
                 of: Some(file),
                 len,
@@ -543,10 +673,7 @@ impl Files {
             }
             let path = self.temp_path(temp)?;
             let fresh = !self.created.contains_key(&temp);
-            let f = self
-                .temp_options(fresh)
-                .open(&path)
-                .map_err(|e| io_failure("cannot create", &path, &e))?;
+            let f = self.open_temp(temp, &path, fresh)?;
             self.opened += 1;
             if fresh {
                 self.created.insert(temp, self.opened);
@@ -572,6 +699,55 @@ impl Files {
                 "temporary file {temp} is not open"
             ))),
         }
+    }
+
+    /// Opens temporary file `temp` at `path` (created if `fresh`). A
+    /// download's is unnamed where the filesystem allows (see *The
+    /// client's disk*), and cannot be reopened; where it is named, a new
+    /// one is new: a file left under the name (by a process of the same
+    /// id) is removed first, and a link there is never followed.
+    fn open_temp(&mut self, temp: u64, path: &Path, fresh: bool) -> Result<File, FileFailure> {
+        if let Role::Client(Local::Destination {
+            path: dest,
+            unnamed,
+            ..
+        }) = &self.role
+        {
+            let dir = dest.parent().unwrap_or(Path::new(""));
+            if self.unnamed.contains(&temp) {
+                return Err(FileFailure::other(format!(
+                    "the temporary file of {} was closed and cannot be reopened",
+                    dest.display()
+                )));
+            }
+            if fresh && *unnamed {
+                match local::open_unnamed(dir) {
+                    Ok(Some(f)) => {
+                        self.unnamed.insert(temp);
+                        return Ok(f);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(io_failure("cannot create a file in", dir, &e)),
+                }
+            }
+            let mut options = OpenOptions::new();
+            options.write(true).custom_flags(libc::O_NOFOLLOW);
+            if fresh {
+                match std::fs::remove_file(path) {
+                    Err(e) if e.kind() != ErrorKind::NotFound => {
+                        return Err(io_failure("cannot remove", path, &e))
+                    }
+                    _ => {}
+                }
+                options.create_new(true);
+            }
+            return options
+                .open(path)
+                .map_err(|e| io_failure("cannot create", path, &e));
+        }
+        self.temp_options(fresh)
+            .open(path)
+            .map_err(|e| io_failure("cannot create", path, &e))
     }
 
     /// How a temporary file is opened. A peer's temporary files are in the
@@ -720,6 +896,7 @@ impl Files {
         let existing = match (&self.role, &to) {
             (Role::Peer { .. }, _) => Existing::Link,
             (Role::Client(Local::Destination { replace: false, .. }), _) => Existing::Refuse,
+            (Role::Client(Local::Destination { replace: true, .. }), _) => Existing::ReplaceRegular,
             (_, FileRef::Blob(_)) => Existing::Keep,
             _ => Existing::Replace,
         };
@@ -753,6 +930,7 @@ impl Files {
         self.open.remove(&Key::Temp(temp));
         self.created.remove(&temp);
         self.broken.remove(&temp);
+        let unnamed = self.unnamed.remove(&temp);
         let placing = Placing {
             temp,
             file,
@@ -760,6 +938,7 @@ impl Files {
             to: target,
             existing,
             modified,
+            unnamed,
         };
         // A client's one transfer has nothing else to do meanwhile, and its
         // download is not over until the file is in place: it waits here,
@@ -779,8 +958,9 @@ impl Files {
         self.created.remove(&temp);
         self.broken.remove(&temp);
         self.writer.forget(temp);
-        // A file being persisted is the writer thread's to move or leave.
-        if self.persisting.contains(&temp) {
+        // A file being persisted is the writer thread's to move or leave;
+        // an unnamed one went with its descriptor.
+        if self.persisting.contains(&temp) || self.unnamed.remove(&temp) {
             return;
         }
         let Ok(path) = self.temp_path(temp) else {
@@ -1046,6 +1226,7 @@ pub fn parse_hex(s: &str) -> Option<[u8; 32]> {
 }
 
 mod buffers;
+pub mod local;
 #[cfg(test)]
 mod tests;
 mod writer;

@@ -451,7 +451,8 @@ fn a_client_reads_its_source_and_refuses_blobs() {
 fn a_download_appears_only_when_persisted_and_never_overwrites_unasked() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("out.bin");
-    let mut files = Files::destination(&dest, false);
+    // The named road, as where no unnamed file can be made.
+    let mut files = Files::destination(&dest, false).named_partial();
     let partial = files.partial().unwrap().to_path_buf();
     assert_eq!(partial.parent(), Some(dir.path()));
     let name = partial.file_name().unwrap().to_str().unwrap().to_string();
@@ -472,7 +473,7 @@ fn a_download_appears_only_when_persisted_and_never_overwrites_unasked() {
 
     // Again, without replace: refused at the rename; the partial file is
     // then discarded by the node.
-    let mut files = Files::destination(&dest, false);
+    let mut files = Files::destination(&dest, false).named_partial();
     files.execute(FileOp::Write {
         temp: 0,
         offset: 0,
@@ -1187,4 +1188,322 @@ fn a_server_and_a_client_refuse_modification_times_and_renames() {
         FileAnswer::Failed { handle: 4, .. }
     ));
     assert!(!path.exists());
+}
+
+/// The names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A download of `content` onto `dest` (replacing if `replace`), persisted.
+fn download(dest: &Path, replace: bool, content: &[u8]) -> FileAnswer {
+    let mut files = Files::destination(dest, replace);
+    files.execute(FileOp::Write {
+        temp: 0,
+        offset: 0,
+        data: content.to_vec(),
+    });
+    let answer = persist(&mut files, 0, FileRef::Local);
+    if matches!(answer, FileAnswer::Failed { .. }) {
+        files.execute(FileOp::Discard { temp: 0 });
+    }
+    answer
+}
+
+fn failed_with(answer: FileAnswer, words: &str) {
+    match answer {
+        FileAnswer::Failed { failure, .. } => {
+            assert!(failure.error.contains(words), "{failure:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_download_has_no_name_until_it_is_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("out.bin");
+    let mut files = Files::destination(&dest, false);
+    files.execute(FileOp::Write {
+        temp: 0,
+        offset: 0,
+        data: vec![5u8; 300_000],
+    });
+    files.wait_idle();
+    // O_TMPFILE: nothing in the directory while it is written (ext4 and
+    // tmpfs have it; the named road is tested above).
+    assert_eq!(names_in(dir.path()), Vec::<String>::new());
+    assert_eq!(
+        persist(&mut files, 0, FileRef::Local),
+        FileAnswer::Persisted { temp: 0 }
+    );
+    assert_eq!(names_in(dir.path()), ["out.bin"]);
+    assert_eq!(std::fs::read(&dest).unwrap(), vec![5u8; 300_000]);
+
+    // Dropped before its persist (a killed process): nothing at all.
+    let other = dir.path().join("other.bin");
+    let mut files = Files::destination(&other, false);
+    files.execute(FileOp::Write {
+        temp: 0,
+        offset: 0,
+        data: b"never".to_vec(),
+    });
+    files.wait_idle();
+    drop(files);
+    assert_eq!(names_in(dir.path()), ["out.bin"]);
+
+    // Onto a name taken meanwhile, never replaced (linkat refuses).
+    let mut files = Files::destination(&other, false);
+    files.execute(FileOp::Write {
+        temp: 0,
+        offset: 0,
+        data: b"late".to_vec(),
+    });
+    std::fs::write(&other, b"first").unwrap();
+    failed_with(persist(&mut files, 0, FileRef::Local), "exists");
+    files.execute(FileOp::Discard { temp: 0 });
+    assert_eq!(std::fs::read(&other).unwrap(), b"first");
+    assert_eq!(names_in(dir.path()), ["other.bin", "out.bin"]);
+}
+
+#[test]
+fn force_replaces_only_a_regular_file_or_a_link() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+
+    // A FIFO: refused, and still a FIFO (never opened: no hang).
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    failed_with(download(&fifo, true, b"x"), "is a FIFO");
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+
+    // A socket, a directory: refused.
+    let sock = dir.path().join("sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    failed_with(download(&sock, true, b"x"), "is a socket");
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    failed_with(download(&sub, true, b"x"), "is a directory");
+    assert!(sub.is_dir());
+
+    // A link: the link itself is replaced; what it pointed to is untouched.
+    let target = dir.path().join("target");
+    std::fs::write(&target, b"keep me").unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    assert_eq!(
+        download(&link, true, b"new"),
+        FileAnswer::Persisted { temp: 0 }
+    );
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_file());
+    assert_eq!(std::fs::read(&link).unwrap(), b"new");
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+    // A dangling link too.
+    let dangling = dir.path().join("dangling");
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+    download(&dangling, true, b"d");
+    assert_eq!(std::fs::read(&dangling).unwrap(), b"d");
+    assert!(!dir.path().join("nowhere").exists());
+
+    // A 0600 file stays 0600 (a new file would be 0644 under umask 022),
+    // set-user-ID is not carried over.
+    let private = dir.path().join("private");
+    std::fs::write(&private, b"old").unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+    download(&private, true, b"secret");
+    let meta = std::fs::metadata(&private).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o600);
+    assert_eq!(std::fs::read(&private).unwrap(), b"secret");
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o4750)).unwrap();
+    download(&private, true, b"again");
+    assert_eq!(std::fs::metadata(&private).unwrap().mode() & 0o7777, 0o750);
+
+    // Its owner is kept: as root, give it another's and see it stay; as
+    // anyone else, a file of our own keeps ours.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    if is_root {
+        std::os::unix::fs::chown(&private, Some(1234), Some(4321)).unwrap();
+        download(&private, true, b"owned");
+        let meta = std::fs::metadata(&private).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (1234, 4321));
+        assert_eq!(std::fs::read(&private).unwrap(), b"owned");
+    }
+    // Nothing left beside them.
+    assert!(names_in(dir.path()).iter().all(|n| !n.contains("partial")));
+}
+
+#[test]
+fn force_refuses_a_device_if_one_can_be_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let null = dir.path().join("null");
+    let c = std::ffi::CString::new(null.to_str().unwrap()).unwrap();
+    // A character device like /dev/null (1, 3): only root may make one.
+    let dev = libc::makedev(1, 3);
+    if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, dev) } != 0 {
+        eprintln!("skipped: cannot make a device node (not root)");
+        return;
+    }
+    failed_with(download(&null, true, b"x"), "is a character device");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(&null)
+        .unwrap()
+        .file_type()
+        .is_char_device());
+}
+
+#[test]
+fn a_target_swapped_for_a_fifo_before_the_rename_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("out");
+    std::fs::write(&dest, b"old").unwrap();
+    let mut files = Files::destination(&dest, true);
+    files.execute(FileOp::Write {
+        temp: 0,
+        offset: 0,
+        data: b"new".to_vec(),
+    });
+    // The command looked at a regular file; a FIFO is there by the persist.
+    std::fs::remove_file(&dest).unwrap();
+    let c = std::ffi::CString::new(dest.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    failed_with(persist(&mut files, 0, FileRef::Local), "is a FIFO");
+    files.execute(FileOp::Discard { temp: 0 });
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(&dest)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert_eq!(names_in(dir.path()), ["out"]);
+}
+
+#[test]
+fn partial_files_of_gone_processes_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    // A process that is gone: one that ran and was waited for.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let mine = std::process::id();
+    let stale = dir.path().join(format!(".a.bin.ferry-partial-{dead}"));
+    let live = dir.path().join(format!(".b.bin.ferry-partial-{mine}"));
+    let other = dir.path().join(format!(".c.ferry-partial-{dead}x"));
+    for p in [&stale, &live, &other] {
+        std::fs::write(p, b"part").unwrap();
+    }
+    // A link of that form is not followed, nor removed.
+    let target = dir.path().join("target");
+    std::fs::write(&target, b"t").unwrap();
+    let link = dir.path().join(format!(".d.ferry-partial-{dead}"));
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let removed = local::remove_stale_partials(dir.path());
+    assert_eq!(removed, vec![stale.clone()]);
+    assert!(!stale.exists());
+    assert!(live.exists() && other.exists() && target.exists());
+    assert!(link.symlink_metadata().is_ok());
+    assert_eq!(local::partial_pid(".x.y.ferry-partial-12"), Some(12));
+    assert_eq!(local::partial_pid("x.ferry-partial-12"), None);
+}
+
+#[test]
+fn an_upload_whose_file_grows_or_shrinks_fails_at_its_last_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.bin");
+    let content = vec![9u8; 200_000];
+    std::fs::write(&src, &content).unwrap();
+    for change in [50_000u64, 300_000] {
+        let file = File::open(&src).unwrap();
+        let mut files = Files::source_file(&src, Arc::new(file), content.len() as u64);
+        let got = files.execute(FileOp::Read {
+            handle: 0,
+            file: FileRef::Local,
+            offset: 0,
+            len: 131_072,
+        });
+        assert!(matches!(got, Some(FileAnswer::Read { .. })));
+        assert_eq!(files.read(0, 0, 131_072).unwrap().len(), 131_072);
+        OpenOptions::new()
+            .write(true)
+            .open(&src)
+            .unwrap()
+            .set_len(change)
+            .unwrap();
+        let last = 200_000 - 131_072;
+        files.execute(FileOp::Read {
+            handle: 0,
+            file: FileRef::Local,
+            offset: 131_072,
+            len: last,
+        });
+        let failure = files.read(0, 131_072, last).unwrap_err();
+        assert!(failure.error.contains(CHANGED_WHILE_SENT), "{failure:?}");
+        std::fs::write(&src, &content).unwrap();
+    }
+    // Unchanged: read to the end.
+    let file = File::open(&src).unwrap();
+    let mut files = Files::source_file(&src, Arc::new(file), content.len() as u64);
+    assert_eq!(read_all(&mut files, 0, FileRef::Local, 131_072), content);
+}
+
+#[test]
+fn what_has_no_size_in_advance_is_copied_to_its_end() {
+    use std::io::{Read as _, Seek as _};
+    let dir = tempfile::tempdir().unwrap();
+    // /proc says 0 bytes for a file that holds some.
+    let status = File::open("/proc/self/status").unwrap();
+    assert_eq!(status.metadata().unwrap().len(), 0);
+    assert_eq!(local::size_known(&status).unwrap(), None);
+    let (mut copy, size) = local::spool(&mut &status, dir.path()).unwrap();
+    assert!(size > 0);
+    let mut text = String::new();
+    copy.rewind().unwrap();
+    copy.read_to_string(&mut text).unwrap();
+    assert_eq!(text.len() as u64, size);
+    assert!(text.contains("Name:"), "{text}");
+    // A pipe: exactly what was written to it; the copy has no name.
+    let (mut reader, mut writer) = std::io::pipe().unwrap();
+    let sent = noise_bytes(1_000_003);
+    let feeder = {
+        let sent = sent.clone();
+        std::thread::spawn(move || std::io::Write::write_all(&mut writer, &sent).unwrap())
+    };
+    let (copy, size) = local::spool(&mut reader, dir.path()).unwrap();
+    feeder.join().unwrap();
+    assert_eq!(size, sent.len() as u64);
+    assert_eq!(names_in(dir.path()), Vec::<String>::new());
+    let mut files = Files::source_file(&dir.path().join("pipe"), Arc::new(copy), size);
+    assert_eq!(read_all(&mut files, 0, FileRef::Local, 131_072), sent);
+    // A regular file of a real filesystem is read in place.
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, b"abc").unwrap();
+    assert_eq!(
+        local::size_known(&File::open(&plain).unwrap()).unwrap(),
+        Some(3)
+    );
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    assert_eq!(
+        local::size_known(&File::open(&empty).unwrap()).unwrap(),
+        None
+    );
+}
+
+fn noise_bytes(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }

@@ -35,7 +35,7 @@
 //! file of the same number. The thread also remembers a file's first failed
 //! write, so its persist fails with it however the driver was told.
 
-use super::{io_failure, is_no_space, sync_dir, FileFailure};
+use super::{io_failure, is_no_space, local, sync_dir, FileFailure};
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, ErrorKind};
@@ -55,10 +55,16 @@ pub type Wake = Arc<dyn Fn() + Send + Sync>;
 pub enum Existing {
     /// Replace it.
     Replace,
+    /// A download with `--force`: replace a regular file (the new file
+    /// takes its mode and owner) or a symbolic link (the link itself,
+    /// never what it points to); refuse anything else, looked at again
+    /// just before the rename.
+    ReplaceRegular,
     /// Keep it and drop this copy: a blob is named by its content, so the
     /// one there is the same bytes, complete and durable.
     Keep,
-    /// Fail: the user did not ask to overwrite.
+    /// Fail: the user did not ask to overwrite. Never replaces, not even
+    /// a file put there while this one was being made durable.
     Refuse,
     /// Never replace, not even a file put there while this one was being
     /// made durable: link it in, which fails if the name is taken (a
@@ -76,6 +82,9 @@ pub struct Placing {
     /// The modification time the file is to have in place (a peer's copy
     /// keeps its original's), set before it is made durable.
     pub modified: Option<SystemTime>,
+    /// The file has no name (`O_TMPFILE`): it is linked in, and `from` is
+    /// only the name it takes for a moment before it replaces a file.
+    pub unnamed: bool,
 }
 
 enum Job {
@@ -472,6 +481,9 @@ fn place(p: Placing) -> Result<(), FileFailure> {
         remove_quietly(&from);
         return linked;
     }
+    if matches!(p.existing, Existing::Refuse | Existing::ReplaceRegular) {
+        return place_download(p);
+    }
     if p.existing == Existing::Keep && p.to.is_file() {
         drop(p.file);
         remove_quietly(&p.from);
@@ -481,17 +493,78 @@ fn place(p: Placing) -> Result<(), FileFailure> {
     // The descriptor is done with, whatever happens next.
     drop(p.file);
     synced?;
-    if p.existing == Existing::Refuse && p.to.symlink_metadata().is_ok() {
-        return Err(FileFailure::other(format!(
-            "{} exists (use --force to replace it)",
-            p.to.display()
-        )));
-    }
     std::fs::rename(&p.from, &p.to).map_err(|e| io_failure("cannot move into place", &p.to, &e))?;
     if let Some(dir) = p.to.parent() {
         sync_dir(dir).map_err(|e| io_failure("cannot make durable", dir, &e))?;
     }
     Ok(())
+}
+
+/// A download's file into place: see [`Existing::Refuse`] and
+/// [`Existing::ReplaceRegular`], and *The client's disk* in the module
+/// docs of [`super`].
+fn place_download(p: Placing) -> Result<(), FileFailure> {
+    let exists = || {
+        FileFailure::other(format!(
+            "{} exists (use --force to replace it)",
+            p.to.display()
+        ))
+    };
+    let replace = p.existing == Existing::ReplaceRegular;
+    let target = if replace {
+        local::replaceable(&p.to).map_err(FileFailure::other)?
+    } else if p.to.symlink_metadata().is_ok() {
+        // Refused without the cost of an fsync; the kernel refuses a name
+        // taken later.
+        return Err(exists());
+    } else {
+        local::Target::Absent
+    };
+    // Before the fsync, so that the owner and mode are durable with the
+    // bytes, and before the name shows the file.
+    local::keep_owner_and_mode(&p.file, &p.to, &target).map_err(FileFailure::other)?;
+    durable(&p.file, &p.from, p.modified)?;
+    let placed = if !replace {
+        match p.unnamed {
+            true => local::link_unnamed(&p.file, &p.to),
+            false => rename_noreplace(&p.from, &p.to),
+        }
+        .map_err(|e| match e.kind() {
+            ErrorKind::AlreadyExists => exists(),
+            _ => io_failure("cannot move into place", &p.to, &e),
+        })
+    } else {
+        replace_entry(&p)
+    };
+    drop(p.file);
+    placed?;
+    if let Some(dir) = p.to.parent() {
+        sync_dir(dir).map_err(|e| io_failure("cannot make durable", dir, &e))?;
+    }
+    Ok(())
+}
+
+/// Renames the download onto its destination's entry (an unnamed file is
+/// first linked in under its partial name). The destination is looked at
+/// again just before: `rename` replaces the directory entry, whatever it
+/// holds, and never writes through it, but a FIFO or a device put there
+/// since the download began is not this command's to remove.
+fn replace_entry(p: &Placing) -> Result<(), FileFailure> {
+    if p.unnamed {
+        remove_quietly(&p.from);
+        local::link_unnamed(&p.file, &p.from)
+            .map_err(|e| io_failure("cannot link into place", &p.from, &e))?;
+    }
+    let renamed = local::replaceable(&p.to)
+        .map_err(FileFailure::other)
+        .and_then(|_| {
+            std::fs::rename(&p.from, &p.to)
+                .map_err(|e| io_failure("cannot move into place", &p.to, &e))
+        });
+    if renamed.is_err() && p.unnamed {
+        remove_quietly(&p.from);
+    }
+    renamed
 }
 
 /// Makes the temporary file durable and links it in under its name; see
