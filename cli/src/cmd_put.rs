@@ -57,10 +57,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
                 ))
             })?,
     };
-    files_ui::check_name(&name)?;
+    let name = files_ui::name(&name)?;
     let token = files_ui::token()?;
     let size = meta.len();
-    let mut bar = Bar::new(size, &name);
+    let mut bar = Bar::new(size, &files_ui::shown(&name));
     let mut progress = |p| bar.show(p);
     let mut plan = Plan::new(&args.client);
     plan.cfg.window = args.window;
@@ -77,7 +77,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
     match answer? {
         Response::File(FileOutcome::Stored { size, .. }) => {
             say(format_args!(
-                "stored {name} ({}, {size} bytes)",
+                "stored {} ({}, {size} bytes)",
+                files_ui::shown(&name),
                 human_size(size)
             ));
             Ok(())
