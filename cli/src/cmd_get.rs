@@ -44,11 +44,11 @@ pub struct Args {
 pub fn run(args: Args) -> Result<(), CliError> {
     // A bad name names no file; checking it also keeps the default DEST
     // inside the current directory.
-    files_ui::check_name(&args.name)?;
+    let name = files_ui::name(&args.name)?;
     let dest = match args.dest {
-        Some(d) if d.is_dir() => d.join(&args.name),
+        Some(d) if d.is_dir() => d.join(&name),
         Some(d) => d,
-        None => PathBuf::from(&args.name),
+        None => PathBuf::from(&name),
     };
     let shown = dest.display().to_string();
     if !args.force && dest.symlink_metadata().is_ok() {
@@ -72,7 +72,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     // temporary file.
     ferry_runtime_smol::files::local::remove_stale_partials(dest.parent().unwrap_or(Path::new("")));
     remove_on_interrupt(&ferry_runtime_smol::files::partial_path(&dest));
-    let mut bar = Bar::new(0, &args.name);
+    let mut bar = Bar::new(0, &files_ui::shown(&name));
     let mut progress = |p| bar.show(p);
     let mut plan = Plan::new(&args.client);
     let force = args.force;
@@ -81,7 +81,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     plan.progress = Some(&mut progress);
     let request = Request::Download {
         owner: args.owner,
-        name: args.name.clone(),
+        name: name.clone(),
     };
     let answer = client_session::run_as(&args.client, plan, token, request);
     bar.finish();
@@ -93,7 +93,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         Response::Downloaded { size, .. } => {
             say(format_args!(
                 "downloaded {} ({}, {size} bytes) to {shown}",
-                args.name,
+                files_ui::shown(&name),
                 human_size(size)
             ));
             Ok(())

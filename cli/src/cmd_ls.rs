@@ -2,7 +2,7 @@
 
 use crate::client_session::{self, unexpected, Plan};
 use crate::error::CliError;
-use crate::files_ui::{self, human_size, utc_minutes};
+use crate::files_ui::{self, human_size, shown, utc_minutes};
 use crate::{say, ClientArgs};
 use ferry_core::server::messages::Listed;
 use ferry_core::server::{Request, Response};
@@ -32,7 +32,9 @@ pub fn run(args: Args) -> Result<(), CliError> {
 /// The listing as aligned lines, a header first: name, owner, size, time
 /// of upload (UTC), and for one's own files who they are shared with.
 /// Columns are aligned by display width: a CJK character or an emoji takes
-/// two terminal columns, a combining accent none.
+/// two terminal columns, a combining accent none. Names are shown with
+/// control and invisible characters escaped: none can be stored now, but
+/// names stored before they were refused may hold them.
 pub fn table(files: &[Listed]) -> Vec<String> {
     if files.is_empty() {
         return vec!["no files".to_string()];
@@ -41,11 +43,15 @@ pub fn table(files: &[Listed]) -> Vec<String> {
     let mut rows = vec![header];
     for f in files {
         rows.push([
-            f.name.clone(),
-            f.owner.clone(),
+            shown(&f.name),
+            shown(&f.owner),
             human_size(f.size),
             utc_minutes(f.at),
-            f.shared_with.join(","),
+            f.shared_with
+                .iter()
+                .map(|u| shown(u))
+                .collect::<Vec<_>>()
+                .join(","),
         ]);
     }
     let mut widths = [0usize; 5];
@@ -109,6 +115,28 @@ mod tests {
             ]
         );
         assert_eq!(table(&[]), ["no files"]);
+    }
+
+    #[test]
+    fn hidden_characters_are_shown_escaped() {
+        let file = |name: &str| Listed {
+            owner: "al".into(),
+            name: name.into(),
+            size: 1,
+            at: 0,
+            shared_with: vec![],
+        };
+        // Stored before such names were refused: they show what hides in
+        // them, and cannot take the terminal over.
+        let lines = table(&[file("pay\u{200B}pal"), file("\u{1b}]0;owned\u{7}")]);
+        assert_eq!(
+            lines,
+            [
+                "NAME                 OWNER  SIZE  UPLOADED (UTC)    SHARED WITH",
+                "pay\\u{200b}pal       al      1 B  1970-01-01 00:00",
+                "\\u{1b}]0;owned\\u{7}  al      1 B  1970-01-01 00:00",
+            ]
+        );
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
                 ))
             })?,
     };
-    files_ui::check_name(&name)?;
+    let name = files_ui::name(&name)?;
     let token = files_ui::token()?;
     // Opening it before the session turns an unreadable file into a clear
     // error up front. (A FIFO waits here for its writer, as any reader of
@@ -96,7 +96,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
     match answer? {
         Response::File(FileOutcome::Stored { size, .. }) => {
             say(format_args!(
-                "stored {name} ({}, {size} bytes)",
+                "stored {} ({}, {size} bytes)",
+                files_ui::shown(&name),
                 human_size(size)
             ));
             Ok(())
@@ -126,7 +127,7 @@ fn upload(
     file: File,
     size: u64,
 ) -> Result<Response, CliError> {
-    let mut bar = Bar::new(size, name);
+    let mut bar = Bar::new(size, &files_ui::shown(name));
     let mut progress = |p| bar.show(p);
     let mut plan = Plan::new(&args.client);
     plan.cfg.window = args.window;

@@ -16,15 +16,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    files_ui::check_name(&args.name)?;
+    let name = files_ui::name(&args.name)?;
     let token = files_ui::token()?;
-    let request = Request::Delete {
-        name: args.name.clone(),
-    };
+    let request = Request::Delete { name: name.clone() };
     let plan = Plan::new(&args.client);
     match client_session::run_as(&args.client, plan, token, request)? {
         Response::File(FileOutcome::Deleted) => {
-            say(format_args!("deleted {}", args.name));
+            say(format_args!("deleted {}", files_ui::shown(&name)));
             Ok(())
         }
         Response::Failed(e) => Err(CliError::Failed(e.to_string())),

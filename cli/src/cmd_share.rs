@@ -26,20 +26,21 @@ pub fn unshare(args: Args) -> Result<(), CliError> {
 }
 
 fn run(args: Args, share: bool) -> Result<(), CliError> {
-    files_ui::check_name(&args.name)?;
+    let name = files_ui::name(&args.name)?;
     let token = files_ui::token()?;
-    let (name, user) = (args.name.clone(), args.user.clone());
+    let user = args.user.clone();
     let request = if share {
         Request::Share {
-            name: args.name,
+            name: name.clone(),
             user: args.user,
         }
     } else {
         Request::Unshare {
-            name: args.name,
+            name: name.clone(),
             user: args.user,
         }
     };
+    let (name, user) = (files_ui::shown(&name), files_ui::shown(&user));
     let plan = Plan::new(&args.client);
     match client_session::run_as(&args.client, plan, token, request)? {
         Response::File(FileOutcome::Shared) => {

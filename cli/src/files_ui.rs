@@ -14,11 +14,23 @@ pub fn token() -> Result<SessionToken, CliError> {
     Ok(session_file::load_required(&path)?.token)
 }
 
-/// Checks a file name the way the servers do, so a bad one fails before
-/// anything is sent.
-pub fn check_name(name: &str) -> Result<(), CliError> {
-    ferry_core::server::check_name(name)
-        .map_err(|reason| CliError::Failed(format!("bad file name {name:?}: {reason}")))
+/// A file name as given on the command line, as it is sent: in Unicode NFC
+/// (so `café` is one name however it was typed), and checked the way the
+/// servers check it, so a bad one fails before anything is sent.
+pub fn name(raw: &str) -> Result<String, CliError> {
+    let name = ferry_core::names::normalize(raw);
+    ferry_core::server::check_name(&name).map_err(|reason| {
+        CliError::Failed(format!("bad file name \"{}\": {reason}", shown(&name)))
+    })?;
+    Ok(name)
+}
+
+/// A name fit for the terminal: control and invisible characters escaped
+/// (`ferry_core::names::shown`). Every name a command prints goes through
+/// it: names stored before they were checked, or shared by others, may
+/// hold anything.
+pub fn shown(name: &str) -> String {
+    ferry_core::names::shown(name)
 }
 
 /// A transfer's progress bar on stderr, drawn only when stderr is a

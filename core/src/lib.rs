@@ -16,6 +16,7 @@ pub mod entropy;
 pub mod frame;
 pub mod host;
 pub mod io;
+pub mod names;
 pub mod outbox;
 pub mod peer;
 pub mod refusal;

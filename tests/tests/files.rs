@@ -253,6 +253,60 @@ fn names_and_replacing_are_checked_with_clear_errors() {
     assert_fails(&user.run(&["share", "nothing", "carol"]), "no such file");
 }
 
+/// Names that look the same are one name: a file named `café` in NFD on
+/// the client's disk is stored under the NFC name, which `get`, `put` and
+/// `rm` find however `café` is typed, and `ls` shows once. An invisible
+/// character is refused, named as U+XXXX.
+#[test]
+fn names_are_stored_in_one_form_and_invisible_characters_are_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (_server, server) = start_server_with(1, data.path(), &[]);
+    let (_balancer, balancer) = start_balancer(&[(1, &server)]);
+    let user = User::new(home.path(), &balancer);
+    sign_up(&user, "dora");
+    let (nfd, nfc) = ("cafe\u{301}", "caf\u{e9}");
+
+    // Stored under its name on disk, which is NFD.
+    let local = write(work.path(), nfd, b"menu");
+    assert_ok(
+        &user.run(&["put", path_str(&local)]),
+        &format!("stored {nfc} (4 B, 4 bytes)"),
+    );
+    // The NFC name is the same name: replacing it needs --force.
+    let other = write(work.path(), "other", b"menu 2");
+    assert_fails(&user.run(&["put", path_str(&other), nfc]), "exists");
+    assert_eq!(listed(&user.run(&["ls"])), [nfc]);
+
+    // Typed in NFC or in NFD, `get` finds it.
+    for (typed, out) in [(nfc, "one"), (nfd, "two")] {
+        let dest = work.path().join(out);
+        assert_ok(
+            &user.run(&["get", typed, path_str(&dest)]),
+            &format!("downloaded {nfc} (4 B, 4 bytes) to {}", dest.display()),
+        );
+        assert_eq!(std::fs::read(&dest).unwrap(), b"menu");
+    }
+
+    // Zero-width characters name nothing, and say which character.
+    for args in [
+        vec!["put", path_str(&other), "pay\u{200B}pal"],
+        vec!["get", "caf\u{e9}\u{200B}"],
+        vec!["rm", "\u{FEFF}x"],
+    ] {
+        let run = user.run(&args);
+        assert_fails(&run, "bad file name");
+        let hidden = if args[0] == "rm" { "U+FEFF" } else { "U+200B" };
+        assert_fails(&run, hidden);
+        // The name in the error shows where the character hides.
+        assert!(run.stderr.contains("\\u{"), "{run:?}");
+    }
+
+    assert_ok(&user.run(&["rm", nfd]), &format!("deleted {nfc}"));
+    assert_eq!(listed(&user.run(&["ls"])), Vec::<String>::new());
+}
+
 #[test]
 fn an_interrupted_put_leaves_nothing_and_the_server_keeps_serving() {
     let data = tempfile::tempdir().unwrap();

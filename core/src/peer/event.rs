@@ -103,9 +103,7 @@ pub struct LinkInfo {
 
 /// A name from another peer, fit for a terminal: control and invisible
 /// characters escaped.
-pub fn shown(name: &str) -> String {
-    name.escape_debug().to_string()
-}
+pub use crate::names::shown;
 
 impl fmt::Display for PeerEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -12,8 +12,8 @@ use super::transfers::Transfers;
 use super::turn::SyncSide;
 use crate::accounts::token::SessionToken;
 use crate::io::{ConnId, Input, Node, Output};
+use crate::names::{check_name, normalize};
 use crate::outbox::{drain_messages, Outbox};
-use crate::server::check_name;
 use crate::server::messages::PeerInfo;
 use crate::time::{earliest, Timestamp};
 use std::collections::BTreeMap;
@@ -170,18 +170,24 @@ impl PeerNode {
     }
 
     /// PUT the file `name` of the shared directory to connection `link`.
+    /// Names travel in Unicode NFC: `name` is normalized first (as typed,
+    /// `café` may come in either form), so the file read is the one of
+    /// that name in NFC.
     pub fn put(&mut self, link: u32, name: &str) -> Result<(), PeerError> {
-        check_name(name).map_err(PeerError::BadName)?;
+        let name = normalize(name);
+        check_name(&name).map_err(PeerError::BadName)?;
         let conn = self.open_link(link)?;
-        (self.transfers).put(conn, link, name.to_string(), &mut self.out);
+        (self.transfers).put(conn, link, name, &mut self.out);
         Ok(())
     }
 
-    /// GET the file `name` from connection `link` into the shared directory.
+    /// GET the file `name` from connection `link` into the shared directory
+    /// (`name` normalized to NFC first, as for `put`).
     pub fn get(&mut self, link: u32, name: &str) -> Result<(), PeerError> {
-        check_name(name).map_err(PeerError::BadName)?;
+        let name = normalize(name);
+        check_name(&name).map_err(PeerError::BadName)?;
         let conn = self.open_link(link)?;
-        (self.transfers).get(conn, link, name.to_string(), &mut self.out);
+        (self.transfers).get(conn, link, name, &mut self.out);
         Ok(())
     }
 

@@ -44,6 +44,12 @@ pub fn conflict_name(name: &str, digest: &[u8; 32]) -> String {
     while stem.len() + suffix.len() > crate::server::MAX_NAME {
         stem.pop();
     }
+    // A cut stem may end in a joiner that now joins nothing (or the name
+    // was never a valid one): shorten it until the whole name is valid
+    // (the suffix alone is).
+    while !stem.is_empty() && crate::names::check_name(&format!("{stem}{suffix}")).is_err() {
+        stem.pop();
+    }
     format!("{stem}{suffix}")
 }
 
@@ -144,6 +150,13 @@ mod tests {
         let long = "n".repeat(255);
         let c = conflict_name(&long, &[0xab; 32]);
         assert!(c.len() <= 255 && c.ends_with(".conflict-abababab"), "{c}");
+        assert!(crate::server::check_name(&c).is_ok());
+        // Cut inside an emoji ZWJ sequence: the joiner left at the end of
+        // the stem would join nothing, so it goes too.
+        let joined = format!("{}👩\u{200D}💻", "n".repeat(230));
+        assert!(crate::server::check_name(&joined).is_ok());
+        let c = conflict_name(&joined, &[0xab; 32]);
+        assert_eq!(c, format!("{}👩.conflict-abababab", "n".repeat(230)));
         assert!(crate::server::check_name(&c).is_ok());
     }
 

@@ -155,6 +155,13 @@ fn put_and_get_move_files_byte_for_byte_and_never_replace_one() {
         e,
         PeerEvent::GetFailed { name, reason, .. } if name == "missing" && reason.contains("no such file")
     )));
+    // A name typed in NFD is the NFC name: bob asks for "cafe\u{301}" and
+    // gets alice's "caf\u{e9}", kept under that one name.
+    c.peer_dir_mut(0).put("caf\u{e9}", b"menu", 3_000);
+    c.with_peer(1, |n, _| n.get(1, "cafe\u{301}")).unwrap();
+    c.run_for(Duration::from_secs(1));
+    assert_eq!(c.peer_dir(1).get("caf\u{e9}"), Some(&b"menu"[..]));
+    assert_eq!(c.peer_dir(1).get("cafe\u{301}"), None);
     // A GET of a name this peer already has is refused before asking.
     c.with_peer(1, |n, _| n.get(1, "notes")).unwrap();
     c.run_for(Duration::from_millis(100));
@@ -181,6 +188,8 @@ fn bad_names_are_refused_before_anything_is_sent() {
         "",
         "x\u{202e}y",
         "nul\0",
+        "zero\u{200b}width",
+        " leading space",
     ] {
         let put = c.with_peer(0, |n, _| n.put(link, bad));
         assert!(matches!(put, Err(super::PeerError::BadName(_))), "{bad:?}");
@@ -201,7 +210,17 @@ fn names_from_the_other_peer_are_checked_before_anything_is_looked_up() {
     let mut out: Outbox<PeerEvent> = Outbox::default();
     let conn = ConnId::accepted(1);
     let now = crate::time::Timestamp::from_micros(0);
-    for bad in ["../x", "..", "/etc/passwd", "a/b", "x\u{7}"] {
+    // (Not NFC: this peer's user typed it, its own node would have
+    // normalized it; the other one did not.)
+    for bad in [
+        "../x",
+        "..",
+        "/etc/passwd",
+        "a/b",
+        "x\u{7}",
+        "cafe\u{301}",
+        "a\u{200b}b",
+    ] {
         let get = PeerMsg::Get {
             id: 1,
             name: bad.into(),

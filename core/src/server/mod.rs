@@ -78,6 +78,7 @@ use crate::auth::ClusterSecret;
 use crate::balancer::messages::{BALANCER_TAGS, PROBE_TAGS};
 use crate::entropy::Entropy;
 use crate::io::{ConnId, Input, Node, Output};
+pub use crate::names::{check_name, MAX_NAME};
 use crate::outbox::Outbox;
 use crate::refusal::Refusal;
 use crate::replication::entry::{Origin, Txn, TxnResult};
@@ -102,7 +103,6 @@ use std::collections::BTreeMap;
 use sync_links::SyncLinks;
 pub use sync_links::WRITING_EVERY as SYNC_WRITING_EVERY;
 use user_files::UserFiles;
-pub use user_files::{check_name, MAX_NAME};
 
 pub struct Server {
     id: u32,

@@ -19,6 +19,7 @@ use super::messages::{FileOutcome, Listed, OpCode, OpError, SessionMsg};
 use super::scrub::says_damaged;
 use super::sessions::{wrong_data, Sessions};
 use crate::io::{ConnId, FileOp, FileRef};
+use crate::names::check_name;
 use crate::outbox::Outbox;
 use crate::refusal::Refusal;
 use crate::replication::catalogue::FileMeta;
@@ -30,38 +31,6 @@ use crate::transfer::{
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-/// Longest file name, in bytes.
-pub const MAX_NAME: usize = 255;
-
-/// Why `name` cannot name a file, if it cannot. Names are single path
-/// components: no separators, no `.` or `..`, no NUL or control characters,
-/// and no bidirectional overrides: a name shared with someone else is shown
-/// on their terminal, where U+202E would make `gpj.exe` read as `exe.jpg`.
-pub fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("the name is empty".into());
-    }
-    if name.len() > MAX_NAME {
-        return Err(format!("names are at most {MAX_NAME} bytes"));
-    }
-    if name == "." || name == ".." {
-        return Err(format!("{name:?} is not a file name"));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| matches!(c, '/' | '\\') || c.is_control() || is_bidi_control(*c))
-    {
-        return Err(format!("names may not contain {c:?}"));
-    }
-    Ok(())
-}
-
-/// The Unicode bidirectional formatting characters (embeddings, overrides,
-/// isolates and marks), which reorder how the rest of a line is displayed.
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-}
 
 /// What the file operations act through.
 pub(super) struct Ctx<'a> {
@@ -799,41 +768,4 @@ fn listing(replica: &Replica, user: u64) -> SessionMsg {
         })
         .collect();
     SessionMsg::Listing { files }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::check_name;
-
-    #[test]
-    fn names_are_single_safe_components() {
-        for ok in [
-            "a",
-            "report 2026.pdf",
-            "naïve—ñ.txt",
-            &"x".repeat(255),
-            "..hidden",
-            "a..b",
-            "ünïcødé 🚀",
-            "مرحبا.txt",
-        ] {
-            assert!(check_name(ok).is_ok(), "{ok:?}");
-        }
-        for bad in [
-            "",
-            ".",
-            "..",
-            "a/b",
-            "/etc/passwd",
-            "..\\x",
-            "a\0b",
-            "a\nb",
-            "\u{1b}]0;owned\u{7}",
-            "photo\u{202E}gpj.exe",
-            "a\u{2066}b",
-            &"x".repeat(256),
-        ] {
-            assert!(check_name(bad).is_err(), "{bad:?}");
-        }
-    }
 }
