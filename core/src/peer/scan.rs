@@ -93,7 +93,12 @@ impl Scanner {
         }
         let mut done = Vec::new();
         let mut todo = VecDeque::new();
-        for e in entries {
+        // A name other peers would refuse (not NFC, invisible characters)
+        // is not offered in a round: it could never be sent.
+        let entries: Vec<&DirEntry> = (entries.iter())
+            .filter(|e| crate::server::check_name(&e.name).is_ok())
+            .collect();
+        for e in entries.iter().copied() {
             match self.cache.get(&e.name) {
                 Some(c) if c.size == e.size && c.modified_ms == e.modified_ms => {
                     done.push(c.clone())

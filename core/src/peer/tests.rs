@@ -623,3 +623,29 @@ fn a_sync_round_over_directories_larger_than_a_frame_lists_them_in_pages() {
     }
     assert_eq!(contents(&c, 0), contents(&c, 1));
 }
+
+/// A file whose name other peers would refuse (here with a zero-width
+/// space) is not offered in a round; the rest of the round goes on.
+#[test]
+fn a_name_other_peers_would_refuse_is_not_offered_in_a_round() {
+    let mut c = registered(&["alice", "bob"]);
+    c.peer_dir_mut(0).put("zero\u{200b}width", b"hidden", 1_000);
+    c.peer_dir_mut(0).put("plain", b"shown", 1_000);
+    c.with_peer(0, |n, now| n.sync(now)).unwrap();
+    c.run_for(Duration::from_secs(5));
+    assert_eq!(c.peer_dir(1).get("plain"), Some(&b"shown"[..]));
+    assert!(c.peer_dir(1).get("zero\u{200b}width").is_none());
+    let failed = (c.events_of(0).into_iter())
+        .filter(|e| {
+            matches!(
+                e,
+                PeerEvent::PutFailed { .. } | PeerEvent::SyncSkipped { .. }
+            )
+        })
+        .count();
+    assert_eq!(failed, 0, "{:?}", c.events_of(0));
+    assert!(c
+        .events_of(1)
+        .iter()
+        .any(|e| matches!(e, PeerEvent::SyncEnd { .. })));
+}
