@@ -9,6 +9,7 @@ mod cmd_get;
 mod cmd_login;
 mod cmd_logout;
 mod cmd_ls;
+mod cmd_passwd;
 mod cmd_peer;
 mod cmd_put;
 mod cmd_register;
@@ -66,6 +67,12 @@ enum Command {
     Logout(cmd_logout::Args),
     /// Show who the kept session belongs to.
     Whoami(cmd_whoami::Args),
+    /// Change the logged-in user's password; their other sessions end.
+    ///
+    /// Asks for the current password and the new one twice; with
+    /// --password-stdin, reads the current one from the first line of
+    /// standard input and the new one from the second.
+    Passwd(cmd_passwd::Args),
     /// Upload a file (a progress bar shows on a terminal).
     Put(cmd_put::Args),
     /// Download a file of yours, or one shared with you (--owner).
@@ -113,6 +120,7 @@ fn main() -> ExitCode {
         Command::Login(args) => cmd_login::run(args),
         Command::Logout(args) => cmd_logout::run(args),
         Command::Whoami(args) => cmd_whoami::run(args),
+        Command::Passwd(args) => cmd_passwd::run(args),
         Command::Put(args) => cmd_put::run(args),
         Command::Get(args) => cmd_get::run(args),
         Command::Ls(args) => cmd_ls::run(args),
@@ -195,6 +203,7 @@ mod tests {
             &["ferry", "register"],
             &["ferry", "login", "a", "b"],
             &["ferry", "whoami", "alice"],
+            &["ferry", "passwd", "alice"],
             &["ferry", "put"],
             &["ferry", "put", "a", "b", "c"],
             &["ferry", "put", "a", "--window", "0"],

@@ -1,5 +1,6 @@
 //! Reading a password: prompted without echo on a terminal, or one line of
-//! standard input with `--password-stdin`. The password is never logged.
+//! standard input with `--password-stdin` (two for `ferry passwd`: the
+//! current password, then the new one). The password is never logged.
 
 use crate::error::CliError;
 use std::io::{BufRead, IsTerminal};
@@ -23,6 +24,39 @@ pub fn read(args: &PasswordArgs, confirm: Confirm) -> Result<String, CliError> {
     if args.password_stdin {
         return first_line(std::io::stdin().lock());
     }
+    require_terminal()?;
+    let password = prompt("Password: ")?;
+    if confirm == Confirm::Twice && prompt("Repeat password: ")? != password {
+        return Err(CliError::Failed("the passwords do not match".into()));
+    }
+    Ok(password)
+}
+
+/// The current password and a new one (asked twice on a terminal; with
+/// `--password-stdin`, the first two lines of standard input).
+pub fn read_change(args: &PasswordArgs) -> Result<(String, String), CliError> {
+    if args.password_stdin {
+        let mut input = std::io::stdin().lock();
+        let current = first_line(&mut input)?;
+        let new = first_line(&mut input).map_err(|_| {
+            CliError::Failed(
+                "no new password on standard input: give the current password on the \
+                 first line and the new one on the second"
+                    .into(),
+            )
+        })?;
+        return Ok((current, new));
+    }
+    require_terminal()?;
+    let current = prompt("Current password: ")?;
+    let new = prompt("New password: ")?;
+    if prompt("Repeat new password: ")? != new {
+        return Err(CliError::Failed("the new passwords do not match".into()));
+    }
+    Ok((current, new))
+}
+
+fn require_terminal() -> Result<(), CliError> {
     if !std::io::stdin().is_terminal() {
         return Err(CliError::Failed(
             "standard input is not a terminal, so the password cannot be prompted for; \
@@ -30,11 +64,7 @@ pub fn read(args: &PasswordArgs, confirm: Confirm) -> Result<String, CliError> {
                 .into(),
         ));
     }
-    let password = prompt("Password: ")?;
-    if confirm == Confirm::Twice && prompt("Repeat password: ")? != password {
-        return Err(CliError::Failed("the passwords do not match".into()));
-    }
-    Ok(password)
+    Ok(())
 }
 
 fn prompt(text: &str) -> Result<String, CliError> {
@@ -71,5 +101,10 @@ mod tests {
         assert_eq!(read("first\nsecond\n"), Ok("first".into()));
         assert_eq!(read("\n"), Ok(String::new()));
         assert!(read("").unwrap_err().contains("no password"));
+        // `ferry passwd` reads two lines from one input.
+        let mut two = "old pass\r\nnew pass\n".as_bytes();
+        assert_eq!(first_line(&mut two).unwrap(), "old pass");
+        assert_eq!(first_line(&mut two).unwrap(), "new pass");
+        assert!(first_line(&mut two).is_err());
     }
 }

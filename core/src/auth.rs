@@ -74,13 +74,28 @@ impl ClusterSecret {
     }
 
     /// MAC of a session token's fields (see `accounts::token`).
-    pub fn token_mac(&self, user_id: u64, username: &str, expires: u64, id: &[u8; 16]) -> [u8; 32] {
+    ///
+    /// `epoch`: the user's password epoch (how many times they changed
+    /// their password). Epoch 0 is MACed as before epochs existed, so the
+    /// tokens of users who never changed theirs stay valid; a later epoch
+    /// is appended, so a token of an earlier one no longer verifies.
+    pub fn token_mac(
+        &self,
+        user_id: u64,
+        username: &str,
+        expires: u64,
+        id: &[u8; 16],
+        epoch: u32,
+    ) -> [u8; 32] {
         let mut h = blake3::Hasher::new_keyed(&self.token_key);
         h.update(&user_id.to_le_bytes());
         h.update(&(username.len() as u64).to_le_bytes());
         h.update(username.as_bytes());
         h.update(&expires.to_le_bytes());
         h.update(id);
+        if epoch > 0 {
+            h.update(&epoch.to_le_bytes());
+        }
         *h.finalize().as_bytes()
     }
 

@@ -31,10 +31,15 @@ pub enum Table {
     /// The SYNC round in progress and the last one finished
     /// (`replication::sync_round`).
     Sync,
+    /// Failed and successful logins per username (`replication::logins`).
+    Logins,
+    /// Per user who changed their password: how many times (the epoch
+    /// their session tokens must carry).
+    Epochs,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 9] = [
         Table::Users,
         Table::Files,
         Table::Shares,
@@ -42,6 +47,8 @@ impl Table {
         Table::Revoked,
         Table::Peers,
         Table::Sync,
+        Table::Logins,
+        Table::Epochs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +60,8 @@ impl Table {
             Table::Revoked => "revoked",
             Table::Peers => "peers",
             Table::Sync => "sync",
+            Table::Logins => "logins",
+            Table::Epochs => "epochs",
         }
     }
 }

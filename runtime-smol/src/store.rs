@@ -210,13 +210,16 @@ mod tests {
     }
 
     /// A data directory from before the peer registry has no `peers`
-    /// table, and one from before SYNC rounds no `sync` table: each opens
-    /// unchanged, gains the tables it lacks, empty, and keeps its rows.
+    /// table, one from before SYNC rounds no `sync` table, and one from
+    /// before logins were counted cluster-wide no `logins` or `epochs`
+    /// table: each opens unchanged, gains the tables it lacks, empty, and
+    /// keeps its rows.
     #[test]
-    fn a_store_from_before_the_peers_or_sync_table_opens_and_gains_them() {
+    fn a_store_from_before_the_newer_tables_opens_and_gains_them() {
         let before_peers = ["log", "users", "files", "shares", "clients", "revoked"];
         let before_sync = [&before_peers[..], &["peers"]].concat();
-        for old in [&before_peers[..], &before_sync[..]] {
+        let before_logins = [&before_sync[..], &["sync"]].concat();
+        for old in [&before_peers[..], &before_sync[..], &before_logins[..]] {
             let dir = tempfile::tempdir().unwrap();
             {
                 // SAFETY: a fresh directory, opened once, by this test alone.
@@ -240,7 +243,8 @@ mod tests {
             let rec = s.load().unwrap();
             assert_eq!(rec.tables, vec![(Table::Users, vec![1], vec![2])]);
             let mut b = Batch::default();
-            for table in [Table::Peers, Table::Sync] {
+            let newer = [Table::Peers, Table::Sync, Table::Logins, Table::Epochs];
+            for table in newer {
                 b.push(Write::Put {
                     table,
                     key: vec![9],
@@ -250,8 +254,9 @@ mod tests {
             s.commit(&b).unwrap();
             drop(s);
             let rec = HeedStore::open(dir.path()).unwrap().load().unwrap();
-            assert!(rec.tables.contains(&(Table::Peers, vec![9], vec![8])));
-            assert!(rec.tables.contains(&(Table::Sync, vec![9], vec![8])));
+            for table in newer {
+                assert!(rec.tables.contains(&(table, vec![9], vec![8])), "{table:?}");
+            }
         }
     }
 

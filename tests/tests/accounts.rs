@@ -5,7 +5,7 @@
 
 use ferry_tests::{
     assert_fails, assert_ok, start_balancer, start_server, via_server, wait_connectable, Cluster,
-    User,
+    Proc, User,
 };
 
 const PASSWORD: &str = "correct horse battery";
@@ -136,5 +136,141 @@ fn client_commands_fail_clearly_without_a_session_or_a_password() {
     assert_fails(
         &user.run_with_input(&["login", "alice", "--password-stdin"], Some("")),
         "no password on standard input",
+    );
+}
+
+/// One balancer per server of `cluster`, so that a command goes through
+/// the server it names: (balancer process, its address), by server id - 1.
+fn balancer_per_server(cluster: &Cluster) -> Vec<(Proc, String)> {
+    (1..=3)
+        .map(|id| {
+            let (p, addr) = start_balancer(&[(id, cluster.addr(id))]);
+            wait_connectable(&addr);
+            (p, addr)
+        })
+        .collect()
+}
+
+#[test]
+fn passwd_changes_the_password_everywhere_and_ends_every_other_session() {
+    let data = tempfile::tempdir().unwrap();
+    let (home, other_home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cluster = Cluster::start(3, data.path());
+    let balancers = balancer_per_server(&cluster);
+    let on = |home: &std::path::Path, server: usize| User::new(home, &balancers[server - 1].1);
+    let alice = on(home.path(), 1);
+    assert_ok(
+        &alice.with_password(&["register", "alice"], PASSWORD),
+        "registered alice as user 1",
+    );
+    assert_ok(
+        &alice.with_password(&["login", "alice"], PASSWORD),
+        "logged in as alice (user 1)",
+    );
+    // Another machine of alice's, logged in through another server.
+    let elsewhere = on(other_home.path(), 2);
+    assert_ok(
+        &elsewhere.with_password(&["login", "alice"], PASSWORD),
+        "logged in as alice (user 1)",
+    );
+    const NEW: &str = "a brand new passphrase";
+    // Without a terminal, both passwords come from standard input.
+    assert_fails(&alice.run(&["passwd"]), "--password-stdin");
+    let wrong = alice.run_with_input(
+        &["passwd", "--password-stdin"],
+        Some(&format!("not the password\n{NEW}\n")),
+    );
+    assert_fails(&wrong, "the current password is wrong");
+    let run = on(home.path(), 3).run_with_input(
+        &["passwd", "--password-stdin"],
+        Some(&format!("{PASSWORD}\n{NEW}\n")),
+    );
+    assert_ok(
+        &run,
+        "password changed for alice; every other session of alice is logged out",
+    );
+    // This machine goes on with the new token; the other is refused.
+    assert_ok(&alice.run(&["whoami"]), "alice (user 1)");
+    for server in 1..=3 {
+        assert_fails(
+            &on(other_home.path(), server).run(&["whoami"]),
+            "the password was changed since this login",
+        );
+    }
+    // The old password fails and the new one works, through every server.
+    assert_fails(
+        &elsewhere.with_password(&["login", "alice"], PASSWORD),
+        "invalid username or password",
+    );
+    for server in 1..=3 {
+        let run = on(other_home.path(), server).with_password(&["login", "alice"], NEW);
+        assert_ok(&run, "logged in as alice (user 1)");
+        assert_eq!(via_server(&run), server as u32, "{run:?}");
+    }
+}
+
+#[test]
+fn logging_in_as_bob_logs_alice_out_on_the_servers() {
+    let data = tempfile::tempdir().unwrap();
+    let (home, aside) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_server, server) = start_server(1, data.path());
+    let (_balancer, balancer) = start_balancer(&[(1, &server)]);
+    let user = User::new(home.path(), &balancer);
+    for name in ["alice", "bob"] {
+        let run = user.with_password(&["register", name], PASSWORD);
+        assert!(run.status.success(), "{run:?}");
+    }
+    assert_ok(
+        &user.with_password(&["login", "alice"], PASSWORD),
+        "logged in as alice (user 1)",
+    );
+    let alices = std::fs::read_to_string(user.session_file()).unwrap();
+    let run = user.with_password(&["login", "bob"], PASSWORD);
+    assert_ok(&run, "logged in as bob (user 2)");
+    assert!(
+        run.stderr
+            .contains("logged out alice, the login kept here before"),
+        "{run:?}"
+    );
+    // alice's token, kept aside before, is refused by the servers.
+    let copy = User::new(aside.path(), &balancer);
+    std::fs::write(copy.session_file(), &alices).unwrap();
+    assert_fails(&copy.run(&["whoami"]), "the session was logged out");
+    assert_ok(&user.run(&["whoami"]), "bob (user 2)");
+}
+
+#[test]
+fn wrong_passwords_through_different_servers_are_throttled_together() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(3, data.path());
+    let balancers = balancer_per_server(&cluster);
+    let on = |server: usize| User::new(home.path(), &balancers[server - 1].1);
+    let run = on(1).with_password(&["register", "alice"], PASSWORD);
+    assert!(run.status.success(), "{run:?}");
+    // Three free failures, one through each server…
+    for server in 1..=3 {
+        assert_fails(
+            &on(server).with_password(&["login", "alice"], "guess"),
+            "invalid username or password",
+        );
+    }
+    // …then every server makes this machine wait, even with the right
+    // password.
+    let run = on(1).with_password(&["login", "alice"], PASSWORD);
+    assert_fails(&run, "too many failed logins; try again in");
+    let secs: u64 = run
+        .stderr
+        .split("try again in ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{run:?}"));
+    assert!((1..=2).contains(&secs), "{run:?}");
+    // Once the delay has passed, the owner gets in.
+    std::thread::sleep(std::time::Duration::from_secs(secs + 1));
+    assert_ok(
+        &on(2).with_password(&["login", "alice"], PASSWORD),
+        "logged in as alice (user 1)",
     );
 }

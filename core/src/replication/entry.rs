@@ -108,6 +108,19 @@ pub enum Txn {
     /// The master saw the lease of `round`'s grant `token` run out.
     #[speedy(tag = 14)]
     SyncExpire { round: u64, token: Token },
+    /// A wrong password for `username` from `source` (the client's address
+    /// as the server saw it), ordered by the server that saw it: counted
+    /// for the whole cluster (`replication::logins`).
+    #[speedy(tag = 15)]
+    LoginFailed { username: String, source: String },
+    /// A right password for `username` from `source`: its failures are
+    /// cleared and it is trusted (`accounts::limiter`).
+    #[speedy(tag = 16)]
+    LoginSucceeded { username: String, source: String },
+    /// `user` changed their password to `password` (hashed by the server
+    /// that took it): every session token issued before is refused.
+    #[speedy(tag = 17)]
+    ChangePassword { user: u64, password: PasswordHash },
 }
 
 impl Txn {
@@ -149,6 +162,13 @@ impl Txn {
             Txn::SyncExpire { round, token } => {
                 format!("the write lease {token} of round {round} expires")
             }
+            Txn::LoginFailed { username, source } => {
+                format!("failed login for {username} from {source}")
+            }
+            Txn::LoginSucceeded { username, source } => {
+                format!("login for {username} from {source}")
+            }
+            Txn::ChangePassword { user, .. } => format!("user{user} changes their password"),
         }
     }
 }
@@ -207,6 +227,15 @@ pub enum TxnResult {
     /// The entry named a grant that is no longer current: nothing changed.
     #[speedy(tag = 22)]
     SyncStale,
+    /// The failed login is counted.
+    #[speedy(tag = 23)]
+    LoginFailed,
+    /// The successful login is recorded (its source's count cleared).
+    #[speedy(tag = 24)]
+    LoginRecorded,
+    /// The password is changed; tokens must now be of this epoch.
+    #[speedy(tag = 25)]
+    PasswordChanged { user_id: u64, epoch: u32 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]

@@ -32,6 +32,7 @@ pub mod entry;
 mod follower;
 mod leader;
 mod link;
+pub mod logins;
 pub mod messages;
 pub mod registry;
 pub mod state;

@@ -5,6 +5,7 @@
 
 use super::catalogue::{Catalogue, FileMeta};
 use super::entry::{Entry, Origin, Txn, TxnResult};
+use super::logins::Logins;
 use super::registry::Registry;
 use super::sync_round::SyncRounds;
 use crate::accounts::password::PasswordHash;
@@ -44,6 +45,10 @@ pub struct State {
     catalogue: Catalogue,
     registry: Registry,
     sync: SyncRounds,
+    logins: Logins,
+    /// Per user who changed their password: the epoch their session
+    /// tokens must carry (absent: 0).
+    epochs: BTreeMap<u64, u32>,
 }
 
 fn enc<T: Writable<speedy::LittleEndian>>(v: &T) -> Vec<u8> {
@@ -94,6 +99,15 @@ impl State {
                 Table::Shares => s.catalogue.load_share(key)?,
                 Table::Peers => s.registry.load(value)?,
                 Table::Sync => s.sync.load(key, value)?,
+                Table::Logins => s.logins.load(key, value)?,
+                Table::Epochs => {
+                    let id: [u8; 8] = key
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| "epochs table: bad key".to_string())?;
+                    let epoch = frame::decode(value).map_err(bad)?;
+                    s.epochs.insert(u64::from_be_bytes(id), epoch);
+                }
             }
         }
         Ok(s)
@@ -122,6 +136,17 @@ impl State {
     /// The SYNC round in progress, if any, and the last one finished.
     pub fn sync(&self) -> &SyncRounds {
         &self.sync
+    }
+
+    /// What the cluster remembers of logins (`replication::logins`).
+    pub fn logins(&self) -> &Logins {
+        &self.logins
+    }
+
+    /// The password epoch of `user`: how many times they changed their
+    /// password. Session tokens must carry it.
+    pub fn epoch(&self, user: u64) -> u32 {
+        self.epochs.get(&user).copied().unwrap_or(0)
     }
 
     pub fn is_revoked(&self, token_id: &[u8; 16]) -> bool {
@@ -303,6 +328,35 @@ impl State {
             Txn::SyncExpire { round, token } => {
                 (self.sync).expire(*round, *token, &self.registry, entry, &mut writes)
             }
+            Txn::LoginFailed { username, source } => {
+                let known = self.by_name.contains_key(username);
+                (self.logins).failed(username, known, source, entry.at, &mut writes)
+            }
+            Txn::LoginSucceeded { username, source } => {
+                (self.logins).succeeded(username, source, entry.at, &mut writes)
+            }
+            Txn::ChangePassword { user, password } => match self.users.get_mut(user) {
+                None => TxnResult::NoSuchUser,
+                Some(u) => {
+                    u.password = password.clone();
+                    writes.push(Write::Put {
+                        table: Table::Users,
+                        key: user.to_be_bytes().to_vec(),
+                        value: enc(&*u),
+                    });
+                    let epoch = self.epochs.entry(*user).or_insert(0);
+                    *epoch = epoch.saturating_add(1);
+                    writes.push(Write::Put {
+                        table: Table::Epochs,
+                        key: user.to_be_bytes().to_vec(),
+                        value: enc(&*epoch),
+                    });
+                    TxnResult::PasswordChanged {
+                        user_id: *user,
+                        epoch: *epoch,
+                    }
+                }
+            },
         };
         if matches!(entry.txn, Txn::PeerJoin { .. } | Txn::PeerLeave { .. }) {
             // A writer that left (or was replaced by its own restart) has
@@ -336,6 +390,13 @@ impl State {
         self.catalogue.digest_into(&mut h);
         self.registry.digest_into(&mut h);
         self.sync.digest_into(&mut h);
+        // Both empty in a cluster that never saw a failed login or a
+        // changed password: its digest is as before they existed.
+        self.logins.digest_into(&mut h);
+        for (user, epoch) in &self.epochs {
+            h.update(&user.to_le_bytes());
+            h.update(&epoch.to_le_bytes());
+        }
         for ((s, sess), r) in &self.clients {
             h.update(&s.to_le_bytes());
             h.update(&sess.to_le_bytes());

@@ -127,6 +127,15 @@ pub enum SessionMsg {
     /// is still sending files: its write lease goes on.
     #[speedy(tag = 52)]
     SyncWriting { round: u64, token: Token },
+    /// Data of ChangePassword: the login it is for, the password now, and
+    /// the new one. Answered with `LoggedIn` and a token of the new
+    /// password (every token issued before is refused from then on).
+    #[speedy(tag = 53)]
+    ChangePassword {
+        token: SessionToken,
+        current: String,
+        new: String,
+    },
 }
 
 /// One registered peer, as UPDATE lists it.
@@ -163,6 +172,8 @@ pub enum OpCode {
     PeerRegister,
     /// SYNC: ask for a round among the registered peers (a peer session).
     Sync,
+    /// Change the password of the login the data carries (`ferry passwd`).
+    ChangePassword,
 }
 
 impl OpCode {
@@ -170,7 +181,11 @@ impl OpCode {
     pub fn needs_login(self) -> bool {
         !matches!(
             self,
-            OpCode::Register | OpCode::Login | OpCode::Logout | OpCode::WhoAmI
+            OpCode::Register
+                | OpCode::Login
+                | OpCode::Logout
+                | OpCode::WhoAmI
+                | OpCode::ChangePassword
         )
     }
 }
@@ -319,6 +334,12 @@ pub enum Request {
     },
     /// SYNC: a round among the registered peers, for this session's peer.
     Sync,
+    /// Changes the password of `token`'s user from `current` to `new`.
+    ChangePassword {
+        token: SessionToken,
+        current: String,
+        new: String,
+    },
 }
 
 impl fmt::Debug for Request {
@@ -337,6 +358,9 @@ impl fmt::Debug for Request {
             Request::Delete { name } => write!(f, "Delete({name})"),
             Request::PeerRegister { addr } => write!(f, "PeerRegister({addr})"),
             Request::Sync => f.write_str("Sync"),
+            Request::ChangePassword { token, .. } => {
+                write!(f, "ChangePassword(user {})", token.user_id)
+            }
         }
     }
 }
@@ -357,6 +381,7 @@ impl Request {
             Request::Delete { .. } => OpCode::Delete,
             Request::PeerRegister { .. } => OpCode::PeerRegister,
             Request::Sync => OpCode::Sync,
+            Request::ChangePassword { .. } => OpCode::ChangePassword,
         }
     }
 
@@ -395,6 +420,15 @@ impl Request {
             },
             Request::PeerRegister { addr } => SessionMsg::PeerAddr { addr: addr.clone() },
             Request::Sync => SessionMsg::Sync,
+            Request::ChangePassword {
+                token,
+                current,
+                new,
+            } => SessionMsg::ChangePassword {
+                token: token.clone(),
+                current: current.clone(),
+                new: new.clone(),
+            },
         }
     }
 }

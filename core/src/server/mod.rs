@@ -529,6 +529,11 @@ impl Server {
             let msg = sync_links::answer_to(&result);
             return self.sessions.answer(conn, op, msg, &mut self.out);
         }
+        if let TxnResult::PasswordChanged { user_id, epoch } = result {
+            let (accounts, mut cx) = self.accounts(now);
+            let msg = accounts.password_changed(&mut cx, user_id, epoch);
+            return self.sessions.answer(conn, op, msg, &mut self.out);
+        }
         let msg =
             accounts::answer_to(&result).unwrap_or_else(|| user_files::answer_to(result, stored));
         if let SessionMsg::FileDone(FileOutcome::Stored { digest, .. }) = &msg {
@@ -717,7 +722,7 @@ impl Node for Server {
 
     fn handle_input(&mut self, now: Timestamp, input: Input<'_>) {
         match input {
-            Input::Accepted { conn, .. } => self.sessions.accept(now, conn),
+            Input::Accepted { conn, peer } => self.sessions.accept(now, conn, &peer),
             Input::Received { conn, bytes } => self.on_bytes(now, conn, bytes),
             Input::Closed { conn } => {
                 self.replica
@@ -834,3 +839,6 @@ mod peer_tests;
 
 #[cfg(test)]
 mod sync_tests;
+
+#[cfg(test)]
+mod password_tests;

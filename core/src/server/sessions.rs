@@ -102,6 +102,9 @@ impl Stage {
 struct Conn {
     decoder: FrameDecoder,
     stage: Stage,
+    /// Where the connection comes from, for counting failed logins
+    /// (`accounts::limiter::source_of`).
+    source: String,
 }
 
 /// Which link a refusal is said on.
@@ -208,15 +211,22 @@ impl Sessions {
         self.slots_taken() < self.max_clients as usize
     }
 
-    pub(super) fn accept(&mut self, now: Timestamp, conn: ConnId) {
+    /// A connection from `peer` (its address as the listener saw it).
+    pub(super) fn accept(&mut self, now: Timestamp, conn: ConnId, peer: &str) {
         let deadline = now + self.handshake_timeout;
         self.conns.insert(
             conn,
             Conn {
                 decoder: FrameDecoder::default(),
                 stage: Stage::Opening { deadline },
+                source: crate::accounts::limiter::source_of(peer),
             },
         );
+    }
+
+    /// Where the connection `conn` comes from (empty if it is not ours).
+    pub(super) fn source(&self, conn: ConnId) -> &str {
+        self.conns.get(&conn).map_or("", |c| c.source.as_str())
     }
 
     /// Bytes that arrived on `conn`; false if it is not a connection of
@@ -535,6 +545,7 @@ impl Sessions {
             (_, other) => {
                 let what = match other {
                     SessionMsg::Credentials { .. } => "Credentials".to_string(),
+                    SessionMsg::ChangePassword { .. } => "ChangePassword".to_string(),
                     other => format!("{other:?}"),
                 };
                 return Routed::Refuse(Refusal::Unexpected { what });

@@ -197,6 +197,8 @@ pub struct Cluster {
     pub(super) peers: Vec<super::peers::PeerSlot>,
     /// What the peers said, by peer number (from 0).
     pub peer_events: Vec<(usize, crate::peer::PeerEvent)>,
+    /// The address test clients connect from, as the servers see it.
+    client_addr: String,
 }
 
 pub fn addr(ix: Ix) -> String {
@@ -231,6 +233,7 @@ impl Cluster {
             fetching_told: Vec::new(),
             peers: Vec::new(),
             peer_events: Vec::new(),
+            client_addr: "client".into(),
         };
         for ix in 0..size {
             c.boot(ix);
@@ -510,6 +513,15 @@ impl Cluster {
         conn
     }
 
+    /// [`Cluster::open_session`] from a client at `addr` (`IP:PORT`), so
+    /// that failed logins count against that source.
+    pub fn open_session_from(&mut self, ix: Ix, addr: &str) -> ConnId {
+        let before = std::mem::replace(&mut self.client_addr, addr.to_string());
+        let conn = self.open_session(ix);
+        self.client_addr = before;
+        conn
+    }
+
     /// Opens a connection to server `ix` that sends `first` (any link's
     /// first message) and returns it; [`Cluster::received_as`] reads the
     /// answers.
@@ -553,7 +565,7 @@ impl Cluster {
                 if let Some(h) = self.hosts[ix].as_mut() {
                     h.handle_input(Input::Accepted {
                         conn,
-                        peer: "client".into(),
+                        peer: self.client_addr.clone(),
                     });
                 }
             }

@@ -50,11 +50,12 @@ use client::{
     UserPlan, VerifyRecord, VerifyTask,
 };
 use ferry_core::accounts::password::PasswordParams;
+use ferry_core::replication::entry::{Entry, Txn};
 use ferry_core::replication::ReplicaConfig;
 use ferry_core::server::messages::FileOutcome;
 use ferry_core::server::{check_name, OpError, Response, ServerConfig, ServerEvent};
 use ferry_core::transfer::TransferError;
-use model::History;
+use model::{Catalogue, History};
 use rot::{Checked, RotCounts, Rotter};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
@@ -914,8 +915,14 @@ struct Files<'c> {
     /// Every server's disk, for the observers' check of each "stored".
     disks: Rc<RefCell<Vec<SharedDisk>>>,
     /// Uploads answered "stored" while their content was durable on fewer
-    /// than a majority of the disks.
-    fragile: Rc<RefCell<Vec<String>>>,
+    /// than a majority of the disks, until the watch after the step sees
+    /// whether the file had been replaced before (see [`Fragile`]).
+    fragile: Rc<RefCell<Vec<Fragile>>>,
+    /// The committed log as the last watch saw it, as the model's state,
+    /// and every digest a committed state named: what a "stored" answered
+    /// in the next step may lean on.
+    committed: Catalogue,
+    named: BTreeSet<[u8; 32]>,
     /// File clients not started yet, the next one last.
     waiting: Vec<usize>,
     /// When the setup ended: the plan's clock.
@@ -990,6 +997,8 @@ impl<'c> Files<'c> {
             checks: Rc::default(),
             disks: Rc::default(),
             fragile: Rc::default(),
+            committed: Catalogue::default(),
+            named: BTreeSet::new(),
             waiting,
             t0: None,
             applied_floor: vec![0; cfg.servers as usize + 1],
@@ -1041,7 +1050,7 @@ impl<'c> Files<'c> {
                 stored: Some(d), ..
             } => {
                 if let Some(line) = durable_on_too_few(id, d, &disks.borrow()) {
-                    fragile.borrow_mut().push(line);
+                    fragile.borrow_mut().push(Fragile { digest: *d, line });
                 }
             }
             _ => {}
@@ -1136,8 +1145,24 @@ impl<'c> Files<'c> {
                 .map(|v| (v.id, v.server.replica().indexes().applied))
                 .collect()
         });
+        let before = self.replicas.watch.committed();
         let mut found = self.replicas.check(&self.h.servers);
-        found.append(&mut self.fragile.borrow_mut());
+        let fresh: Vec<Entry> = self
+            .replicas
+            .watch
+            .entries()
+            .skip(before)
+            .cloned()
+            .collect();
+        for f in self.fragile.borrow_mut().drain(..) {
+            if !f.replaced_before(&self.committed, &self.named, &fresh) {
+                found.push(f.line);
+            }
+        }
+        for e in &fresh {
+            self.committed.apply(e);
+            self.named.extend(self.committed.digests());
+        }
         for (id, a) in applied {
             let f = &mut self.applied_floor[id as usize];
             *f = (*f).max(a);
@@ -1367,6 +1392,38 @@ fn digests<'a>(ds: impl Iterator<Item = &'a [u8; 32]>) -> String {
     format!("[{}]", v.join(", "))
 }
 
+/// A "stored" answered while its content was on fewer than a majority of
+/// the disks: a violation unless the file had been replaced (or deleted)
+/// by a committed entry before the answer, after which the content is
+/// garbage that every server may remove (docs/transfer.md, "Garbage") and
+/// no lost disk can lose what the answer vouched for. Found with files seed
+/// 225: bob's two `--force` uploads of "empty" are ordered #8 and #9; the
+/// master removes #8's content once it applies #9, and then server1, which
+/// took #8's upload, applies #8 and answers "stored" for it.
+struct Fragile {
+    digest: [u8; 32],
+    line: String,
+}
+
+impl Fragile {
+    /// Whether the content had been named by a committed state and no
+    /// longer was when the step of the answer began (`committed`, `named`:
+    /// the committed log as the watch before that step saw it). `fresh`
+    /// are the entries seen committed in that step: if one of them puts
+    /// this content, the answer may be for it, and nothing is excused.
+    fn replaced_before(
+        &self,
+        committed: &Catalogue,
+        named: &BTreeSet<[u8; 32]>,
+        fresh: &[Entry],
+    ) -> bool {
+        let put_again = fresh
+            .iter()
+            .any(|e| matches!(&e.txn, Txn::PutFile { digest, .. } if *digest == self.digest));
+        named.contains(&self.digest) && !committed.digests().contains(&self.digest) && !put_again
+    }
+}
+
 /// The violation if server `id` answers "stored" for `d` while fewer than a
 /// majority of `disks` hold it: one more lost disk could lose an
 /// acknowledged file.
@@ -1382,4 +1439,70 @@ fn durable_on_too_few(id: u32, d: &[u8; 32], disks: &[SharedDisk]) -> Option<Str
             short(d),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_core::replication::entry::Origin;
+
+    fn put(index: u64, request: u64, d: u8) -> Entry {
+        Entry {
+            index,
+            view: 1,
+            at: 0,
+            origin: Origin {
+                server: 1,
+                session: 7,
+                request,
+            },
+            txn: Txn::PutFile {
+                owner: 1,
+                name: "empty".into(),
+                size: 1,
+                digest: [d; 32],
+                replace: true,
+                holder: 1,
+            },
+        }
+    }
+
+    /// The committed state and the digests it ever named after `log`.
+    fn after(log: &[Entry]) -> (Catalogue, BTreeSet<[u8; 32]>) {
+        let (mut c, mut named) = (Catalogue::default(), BTreeSet::new());
+        for e in log {
+            c.apply(e);
+            named.extend(c.digests());
+        }
+        (c, named)
+    }
+
+    fn fragile(d: u8) -> Fragile {
+        Fragile {
+            digest: [d; 32],
+            line: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_stored_answered_after_its_file_was_replaced_is_excused() {
+        // #1 puts A, #2 replaces it with B, both committed before the step
+        // in which "stored" for A is answered: A is garbage by then.
+        let (c, named) = after(&[put(1, 1, 0xa), put(2, 2, 0xb)]);
+        assert!(fragile(0xa).replaced_before(&c, &named, &[]));
+    }
+
+    #[test]
+    fn a_stored_whose_file_is_still_named_or_new_is_not_excused() {
+        // Still named: the answer's content must be on a majority.
+        let (c, named) = after(&[put(1, 1, 0xa)]);
+        assert!(!fragile(0xa).replaced_before(&c, &named, &[]));
+        // Committed in the step of the answer: not seen by the watch yet.
+        let (c, named) = after(&[]);
+        assert!(!fragile(0xa).replaced_before(&c, &named, &[put(1, 1, 0xa)]));
+        // Replaced earlier, then put again in the step of the answer: the
+        // answer may be for the new put.
+        let (c, named) = after(&[put(1, 1, 0xa), put(2, 2, 0xb)]);
+        assert!(!fragile(0xa).replaced_before(&c, &named, &[put(3, 3, 0xa)]));
+    }
 }

@@ -29,6 +29,9 @@ pub enum Outcome {
     /// A change of the peer registry or of a SYNC round, which the
     /// catalogue's model leaves alone.
     Peers,
+    /// A login counted or a password changed, which the catalogue's model
+    /// leaves alone too.
+    Logins,
     Stored,
     FileExists,
     NoSuchFile,
@@ -86,6 +89,9 @@ impl Catalogue {
             | Txn::SyncDone { .. }
             | Txn::SyncRenew { .. }
             | Txn::SyncExpire { .. } => Outcome::Peers,
+            Txn::LoginFailed { .. } | Txn::LoginSucceeded { .. } | Txn::ChangePassword { .. } => {
+                Outcome::Logins
+            }
             Txn::PutFile {
                 owner,
                 name,

@@ -13,10 +13,9 @@ use ferry_core::server::{OpError, Response};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// The login limiter's rule (docs/replication.md): this many failures for a
-/// name on a server within the window lock the name there.
-const LIMITER_FAILURES: usize = 5;
-const LIMITER_WINDOW: Duration = Duration::from_secs(60);
+/// The login limiter's rule (docs/security.md, "Passwords"): no try for a
+/// name waits before this many failures for it, counted on any server.
+const LIMITER_FAILURES: usize = ferry_core::accounts::limiter::SOURCE_FREE as usize;
 
 /// The account checks of the healed, converged cluster, on every server:
 ///
@@ -30,9 +29,11 @@ const LIMITER_WINDOW: Duration = Duration::from_secs(60);
 /// - a login on the server that just answered `Registered` succeeds (a
 ///   server answers only once it has applied the registration); with
 ///   `strict_reads`, a login anywhere after `Registered` must succeed;
-/// - a login refused as rate-limited follows 5 failed logins for that name
-///   on that server within 60 s (clients that lost a name try their own
-///   passwords on it);
+/// - a login refused as rate-limited follows 3 logins for that name, on
+///   any server, that may have failed (answered "invalid username or
+///   password", or not answered at all: a failure is counted once applied,
+///   which a client that gave up does not hear of); clients that lost a
+///   name try their own passwords on it;
 /// - every client finished, with errors that faults explain; the late
 ///   client of the healed cluster registered and logged in.
 pub fn check_accounts(
@@ -61,17 +62,22 @@ pub fn check_accounts(
             }
         }
     }
-    // Failed logins per (server, name), for the login limiter's rule.
-    let mut failed_logins: Vec<(u32, String, Duration)> = Vec::new();
+    // Logins that may have failed, per name, when they started: for the
+    // login limiter's rule.
+    let mut failed_logins: Vec<(String, Duration)> = Vec::new();
     for r in records {
         let Ok(name) = username::normalize(&r.plan.username) else {
             continue;
         };
         for t in &r.login {
-            if let (Some(s), TryResult::Answer(Response::Failed(OpError::BadCredentials))) =
-                (t.server, &t.result)
-            {
-                failed_logins.push((s, name.clone(), t.at));
+            let may_have_failed = match &t.result {
+                TryResult::Answer(Response::LoggedIn { .. })
+                | TryResult::Answer(Response::Failed(OpError::RateLimited { .. }))
+                | TryResult::NoSession(_) => false,
+                _ => t.server.is_some() || t.result == TryResult::Lost,
+            };
+            if may_have_failed {
+                failed_logins.push((name.clone(), t.started));
             }
         }
     }
@@ -168,20 +174,18 @@ pub fn check_accounts(
             if let Some(why) = unexpected(&t.result) {
                 v.push(format!("{}: {why}", p.name));
             }
-            // The limiter locks a name on a server after 5 failed logins
-            // for it there within 60 s, and only then.
+            // The limiter holds a name only after 3 failures for it,
+            // counted through any server.
             if let (Some(s), TryResult::Answer(Response::Failed(OpError::RateLimited { .. }))) =
                 (t.server, &t.result)
             {
-                let recent = failed_logins
+                let before = failed_logins
                     .iter()
-                    .filter(|(fs, fname, at)| {
-                        *fs == s && *fname == name && *at <= t.at && t.at - *at <= LIMITER_WINDOW
-                    })
+                    .filter(|(fname, started)| *fname == name && *started <= t.at)
                     .count();
-                if recent < LIMITER_FAILURES {
+                if before < LIMITER_FAILURES {
                     v.push(format!(
-                        "{}: server{s} refused a login for {name} as rate-limited after {recent} failed login(s) there",
+                        "{}: server{s} refused a login for {name} as rate-limited after {before} failed login(s)",
                         p.name
                     ));
                 }
@@ -311,7 +315,7 @@ mod tests {
     }
 
     #[test]
-    fn rate_limiting_must_follow_five_failed_logins() {
+    fn rate_limiting_must_follow_three_failed_logins() {
         let s = server(1, &[register(1, "alice", "pw-alice1")], 1);
         let views = [view(1, 1, &s)];
         let limited = |at| Try {
@@ -327,18 +331,19 @@ mod tests {
         let v = check_accounts(&views, &[early], EPOCH, 60, false);
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(v[0].contains("after 0 failed login(s)"), "{v:?}");
-        let mut records: Vec<AccountRecord> = (0..5)
+        let mut records: Vec<AccountRecord> = (0..3)
             .map(|i| {
                 let mut r = record(&format!("client{i}"), "Alice", &format!("pw-other-{i}"));
                 let mut t = answered(1, Response::Failed(OpError::BadCredentials));
+                t.started = Duration::from_secs(2);
                 t.at = Duration::from_secs(2);
                 r.login.push(t);
                 r
             })
             .collect();
-        let mut sixth = record("client9", "alice", "pw-other-9");
-        sixth.login.push(limited(Duration::from_secs(3)));
-        records.push(sixth);
+        let mut fourth = record("client9", "alice", "pw-other-9");
+        fourth.login.push(limited(Duration::from_secs(3)));
+        records.push(fourth);
         assert_eq!(
             check_accounts(&views, &records, EPOCH, 60, false),
             Vec::<String>::new()
