@@ -649,3 +649,34 @@ fn a_name_other_peers_would_refuse_is_not_offered_in_a_round() {
         .iter()
         .any(|e| matches!(e, PeerEvent::SyncEnd { .. })));
 }
+
+/// A file whose name on disk is in another normal form (NFD, as some
+/// programs write names) is the same name: PUT by its NFC name sends it
+/// under that name, and a GET of the NFC name finds it; a file arriving
+/// under the NFC name is refused where the NFD one is (one name).
+#[test]
+fn a_name_on_disk_in_another_normal_form_is_the_same_name() {
+    let mut c = registered(&["alice", "bob"]);
+    let link = connect(&mut c, 0, 1);
+    c.peer_dir_mut(0).put("cafe\u{301}", b"decomposed", 1_000);
+    c.with_peer(0, |n, _| n.put(link, "café")).unwrap();
+    c.run_for(Duration::from_secs(1));
+    assert_eq!(c.peer_dir(1).get("café"), Some(&b"decomposed"[..]));
+    // bob asks alice for it by its NFC name, over the link he accepted:
+    // alice finds it, and bob already has it, so he refuses to ask.
+    c.peer_dir_mut(0).put("nai\u{308}ve", b"naive", 1_000);
+    c.with_peer(1, |n, _| n.get(1, "naïve")).unwrap();
+    c.run_for(Duration::from_secs(1));
+    assert_eq!(c.peer_dir(1).get("naïve"), Some(&b"naive"[..]));
+    // alice holds "naïve" (as NFD): a PUT of it from bob is refused.
+    c.with_peer(1, |n, _| n.put(1, "naïve")).unwrap();
+    c.run_for(Duration::from_secs(1));
+    assert!(
+        c.peer_dir(0).get("naïve").is_none(),
+        "a second, look-alike name"
+    );
+    assert!(c.events_of(1).iter().any(|e| matches!(
+        e,
+        PeerEvent::PutFailed { name, .. } if name == "naïve"
+    )));
+}

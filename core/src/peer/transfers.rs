@@ -458,7 +458,18 @@ impl Transfers {
                 return self.refuse(key, link, name, pending, reason, out);
             }
         };
-        let found = entries.iter().find(|e| e.name == name).map(|e| e.size);
+        // A file whose name on disk is another normal form of `name` (a
+        // file made by a program that writes NFD) is the same name.
+        let found = (entries.iter())
+            .find(|e| e.name == name)
+            .or_else(|| {
+                entries
+                    .iter()
+                    .find(|e| crate::names::normalize(&e.name) == name)
+            })
+            .map(|e| (e.size, (e.name != name).then(|| e.name.clone())));
+        let local = found.as_ref().and_then(|(_, l)| l.clone());
+        let found = found.map(|(size, _)| size);
         match (pending, found) {
             (Pending::PutOut, Some(size)) | (Pending::GetIn, Some(size)) => {
                 let cfg = SenderConfig {
@@ -477,7 +488,7 @@ impl Transfers {
                     Active {
                         link,
                         name,
-                        local: None,
+                        local,
                         fence: None,
                         job,
                     },
