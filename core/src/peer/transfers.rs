@@ -137,8 +137,22 @@ impl Transfers {
         self.next_file
     }
 
-    fn list(&mut self, w: Waiting, out: &mut Outbox<PeerEvent>) {
+    /// Operation `key` waits for the directory's listing.
+    fn list(
+        &mut self,
+        key: Key,
+        link: u32,
+        name: String,
+        pending: Pending,
+        out: &mut Outbox<PeerEvent>,
+    ) {
         let handle = self.file_number();
+        let w = Waiting {
+            key,
+            link,
+            name,
+            pending,
+        };
         self.listing.insert(handle, w);
         out.file(FileOp::List { handle });
     }
@@ -180,13 +194,7 @@ impl Transfers {
             ours: true,
             id: self.next_id,
         };
-        let w = Waiting {
-            key,
-            link,
-            name,
-            pending,
-        };
-        self.list(w, out);
+        self.list(key, link, name, pending, out);
     }
 
     /// The other end announced SYNC write `id`: keep `modified_ms`, or
@@ -311,15 +319,7 @@ impl Transfers {
                     return;
                 }
                 let pending = Pending::GetIn;
-                self.list(
-                    Waiting {
-                        key,
-                        link,
-                        name,
-                        pending,
-                    },
-                    out,
-                );
+                self.list(key, link, name, pending, out);
             }
             PeerMsg::GetFail { id, reason } => {
                 let key = Key {
@@ -386,15 +386,7 @@ impl Transfers {
                     }
                 };
                 let pending = Pending::PutIn { size, modified };
-                self.list(
-                    Waiting {
-                        key,
-                        link,
-                        name,
-                        pending,
-                    },
-                    out,
-                );
+                self.list(key, link, name, pending, out);
             }
             // Otherwise a late word of a transfer that is over.
             return;
