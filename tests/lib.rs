@@ -39,7 +39,31 @@ const SCRUBBED_ENV: &[&str] = &[
     "FERRY_HOME",
     "XDG_CONFIG_HOME",
     "RUST_LOG",
+    "FERRY_CA",
+    "FERRY_CA_KEY",
+    "FERRY_CERT",
+    "FERRY_KEY",
 ];
+
+/// The cluster authority every process of these tests trusts, made once
+/// per test binary by `ferry ca init`: members get `FERRY_CA` and
+/// `FERRY_CA_KEY` (each issues itself a certificate at start), clients
+/// `FERRY_CA`. A test passes `("FERRY_CA", "")` to run without one (a
+/// client then trusts on first use).
+pub fn test_authority() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("ferry-tests-ca-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = Command::new(ferry_bin())
+            .args(["ca", "init", "--dir"])
+            .arg(&dir)
+            .output()
+            .expect("run ferry ca init");
+        assert!(out.status.success(), "ferry ca init: {out:?}");
+        dir
+    })
+}
 
 /// How often a test re-checks a condition it polls for (a poll interval,
 /// never a stand-in for synchronisation: every poll has a deadline).
@@ -110,7 +134,16 @@ pub(crate) fn prepare(cmd: &mut Command, envs: &[(&str, &str)]) {
     for var in SCRUBBED_ENV {
         cmd.env_remove(var);
     }
-    cmd.envs(envs.iter().copied());
+    let ca = test_authority();
+    cmd.env("FERRY_CA", ca.join("ca.pem"));
+    cmd.env("FERRY_CA_KEY", ca.join("ca.key"));
+    for (name, value) in envs {
+        if value.is_empty() && name.starts_with("FERRY_C") {
+            cmd.env_remove(name);
+        } else {
+            cmd.env(name, value);
+        }
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -675,6 +708,49 @@ pub fn send_and_expect_close(addr: &str, bytes: &[u8]) -> Vec<u8> {
                 ) =>
             {
                 continue
+            }
+            Err(e) => panic!("reading from {addr}: {e}"),
+        }
+    }
+}
+
+/// Like [`send_and_expect_close`], but inside a TLS session trusting the
+/// test authority, as a client would: `bytes` reach the node as plaintext.
+/// Returns the plaintext the peer sent before closing.
+pub fn send_over_tls_and_expect_close(addr: &str, bytes: &[u8]) -> Vec<u8> {
+    use ferry_core::tls::provider::with_context;
+    use ferry_core::tls::{certs, Trust};
+    let pem = std::fs::read_to_string(test_authority().join("ca.pem")).expect("ca.pem");
+    let ca = certs::certs_from_pem(&pem).expect("the test authority")[0].clone();
+    let config = ferry_core::tls::TlsConfig::client(Trust::Ca(ca)).expect("a client config");
+    let mut entropy = ferry_core::Entropy::from_u64(std::process::id().into());
+    let now = || {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock after 1970");
+        ferry_core::Timestamp::from_duration(since)
+    };
+    let sock: SocketAddr = addr.parse().expect("socket address");
+    let tcp = TcpStream::connect_timeout(&sock, DEADLINE).expect("connect");
+    tcp.set_read_timeout(Some(DEADLINE))
+        .expect("set read timeout");
+    let conn = with_context(&mut entropy, now(), || config.connect_raw())
+        .expect("a TLS client connection");
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let _ = with_context(&mut entropy, now(), || tls.write_all(bytes));
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match with_context(&mut entropy, now(), || tls.read(&mut buf)) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                return got
             }
             Err(e) => panic!("reading from {addr}: {e}"),
         }

@@ -30,8 +30,9 @@ fn main() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(20usize)
         .max(1);
-    let ferry = Path::new(env!("CARGO_BIN_EXE_ferry"));
+    let ferry = &common::ferry_binary(env!("CARGO_BIN_EXE_ferry"));
     let dir = tempfile::tempdir().expect("temporary directory");
+    common::use_authority(ferry, dir.path());
     let mut cluster = Cluster::start(ferry, dir.path(), 3, None);
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).expect("home directory");

@@ -87,7 +87,8 @@ fn main() {
         bare.as_secs_f64() * 1e6 / (size.div_ceil(CHUNK as u64).max(1)) as f64
     );
 
-    let ferry = Path::new(env!("CARGO_BIN_EXE_ferry"));
+    let ferry = &common::ferry_binary(env!("CARGO_BIN_EXE_ferry"));
+    common::use_authority(ferry, &dir);
     let data = dir.join("cluster");
     let home = dir.join("home");
     std::fs::create_dir_all(&home).expect("home directory");

@@ -2,6 +2,7 @@
 //! balancer, then run its operations on it, one after the other.
 
 use crate::error::CliError;
+use crate::tls_files;
 use crate::ClientArgs;
 use ferry_core::accounts::token::SessionToken;
 use ferry_core::client::{Client, ClientConfig, ClientError, ClientEvent, Peer};
@@ -102,24 +103,34 @@ pub fn run(
         mut progress,
     } = plan;
     cfg.command_id = Some(command_id()?);
-    let mut attempt = |requests: Vec<Request>| {
-        let mut driver = Driver::new(Client::new(cfg.clone())).named("client");
+    let trust = tls_files::client_trust(args.ca.as_deref(), &args.balancer)?;
+    let tls = tls_files::client_config(trust.clone())?;
+    let mut met = None;
+    let mut attempt = |requests: Vec<Request>| -> Result<_, Stop> {
+        let entropy = ferry_runtime_smol::os_entropy()
+            .map_err(|e| Stop::Failed(CliError::Failed(format!("cannot seed TLS: {e}"))))?;
+        let mut driver = Driver::new(Client::new(cfg.clone()))
+            .with_tls(tls.clone(), entropy)
+            .named("client");
         if let Some(make) = files.as_mut() {
             driver = driver.with_files(make());
         }
         let now = driver.now();
         driver.node_mut().start(now);
         let result = run_requests(args, &mut driver, requests, &mut progress);
+        met = met.or(driver.node().authority());
         driver.close(FLUSH_PATIENCE);
         result
     };
-    match attempt(requests.clone()) {
+    let result = match attempt(requests.clone()) {
         Err(Stop::Lost(why)) => {
             eprintln!("ferry: {why}; trying once more through the balancer");
             attempt(requests).map_err(Stop::into_error)
         }
         other => other.map_err(Stop::into_error),
-    }
+    };
+    tls_files::remember_first_use(&trust, &args.balancer, met);
+    result.map_err(|e| tls_files::explain_untrusted(e, &trust))
 }
 
 /// A random id for one command (its tries share it).

@@ -2,8 +2,9 @@
 
 use crate::addr::{self, ServerItem};
 use crate::error::CliError;
-use crate::{say, secret};
+use crate::{say, secret, tls_files};
 use ferry_core::balancer::{Balancer, BalancerConfig, ServerAddr};
+use ferry_core::tls::ClusterRole;
 use ferry_runtime_smol::Driver;
 use std::path::PathBuf;
 
@@ -19,11 +20,16 @@ pub struct Args {
     servers: Vec<ServerItem>,
     #[arg(long, value_name = "PATH", help = secret::FILE_HELP)]
     secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: tls_files::MemberArgs,
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
     let servers = addr::number_servers(args.servers)?;
     let secret = secret::load(args.secret_file.as_deref())?;
+    let tls = args.tls.config(ClusterRole::Balancer, "balancer")?;
+    let tls_entropy = ferry_runtime_smol::os_entropy()
+        .map_err(|e| CliError::Failed(format!("cannot seed the balancer: {e}")))?;
     let entropy = ferry_runtime_smol::os_entropy()
         .map_err(|e| CliError::Failed(format!("cannot seed the balancer: {e}")))?;
     let n = servers.len();
@@ -35,6 +41,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     );
     let (listener, local) = addr::bind(&args.listen)?;
     let driver = Driver::new(Balancer::new(cfg, secret, entropy))
+        .with_tls(tls, tls_entropy)
         .named("balancer")
         .listen(listener);
     say(format_args!(

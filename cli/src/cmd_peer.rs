@@ -10,7 +10,9 @@ use crate::addr;
 use crate::error::CliError;
 use crate::peer_shell::{self, Command, HELP};
 use crate::session_file;
+use crate::tls_files;
 use ferry_core::peer::{PeerConfig, PeerNode};
+use ferry_core::tls::Trust;
 use ferry_runtime_smol::{Driver, DriverError, Files, Stopper};
 use rustyline::ExternalPrinter;
 use std::io::{BufRead, IsTerminal};
@@ -33,6 +35,11 @@ pub struct Args {
     /// address (needed when listening on 0.0.0.0 or ::).
     #[arg(long, value_name = "IP:PORT", value_parser = addr::host_port)]
     advertise: Option<String>,
+    /// The cluster authority's certificate to trust (PEM). Without it, the
+    /// authority you trusted when you logged in (known_hosts), else the
+    /// first the tracker presents.
+    #[arg(long, value_name = "FILE", env = "FERRY_CA")]
+    ca: Option<PathBuf>,
 }
 
 /// What the input thread hands the node's thread.
@@ -78,7 +85,17 @@ pub fn run(args: Args) -> Result<(), CliError> {
     // Without a login the peer still starts: `register` says what to do.
     let token = session_file::load(&session_file::path()?)?.map(|s| s.token);
     let node = PeerNode::new(PeerConfig::new(advertise.clone(), token));
+    let trust = match &args.ca {
+        Some(ca) => tls_files::client_trust(Some(ca), "")?,
+        None => match tls_files::known_hosts::the_one()? {
+            Some(fp) => Trust::Pinned(fp),
+            None => Trust::FirstUse,
+        },
+    };
+    let entropy = ferry_runtime_smol::os_entropy()
+        .map_err(|e| CliError::Failed(format!("cannot seed TLS: {e}")))?;
     let mut driver = Driver::new(node)
+        .with_tls(tls_files::peer_config(trust)?, entropy)
         .named("peer")
         .with_files(files)
         .listen(listener);

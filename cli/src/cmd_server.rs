@@ -4,10 +4,11 @@
 use crate::addr;
 use crate::error::CliError;
 use crate::server_node;
-use crate::{say, secret};
+use crate::{say, secret, tls_files};
 use ferry_core::balancer::ServerAddr;
 use ferry_core::replication::ReplicaConfig;
 use ferry_core::server::ServerConfig;
+use ferry_core::tls::ClusterRole;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -40,6 +41,8 @@ pub struct Args {
     peers: Vec<ServerAddr>,
     #[arg(long, value_name = "PATH", help = secret::FILE_HELP)]
     secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: tls_files::MemberArgs,
     /// Bytes of files one user may own in all.
     #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::new(0).quota)]
     quota: u64,
@@ -52,13 +55,16 @@ pub struct Args {
 pub fn run(args: Args) -> Result<(), CliError> {
     let replica = replica_config(args.id, args.master, args.peers)?;
     let secret = secret::load(args.secret_file.as_deref())?;
+    let tls = args
+        .tls
+        .config(ClusterRole::Server, &format!("server {}", args.id))?;
     let cfg = ServerConfig {
         max_clients: args.max_clients,
         send_window: args.window,
         quota: args.quota,
         ..ServerConfig::new(args.id)
     };
-    let driver = server_node::build(cfg, replica, secret, &args.data)?;
+    let driver = server_node::build(cfg, replica, secret, tls, &args.data)?;
     let (listener, local) = addr::bind(&args.listen)?;
     let driver = driver.listen(listener);
     say(format_args!(

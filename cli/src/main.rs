@@ -4,6 +4,7 @@
 mod addr;
 mod client_session;
 mod cmd_balancer;
+mod cmd_ca;
 mod cmd_connect;
 mod cmd_get;
 mod cmd_login;
@@ -25,6 +26,7 @@ mod peer_shell;
 mod secret;
 mod server_node;
 mod session_file;
+mod tls_files;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -47,6 +49,9 @@ enum Command {
     Balancer(cmd_balancer::Args),
     /// Run a file server.
     Server(cmd_server::Args),
+    /// Make the cluster's certificate authority, or issue a member's
+    /// certificate.
+    Ca(cmd_ca::Args),
     /// Run a balancer and its servers in this one process, until killed.
     ///
     /// The servers listen on free ports of 127.0.0.1; server 1 is the master.
@@ -102,6 +107,11 @@ struct ClientArgs {
     /// Tell stderr which server the session is with ("via server N at ADDR").
     #[arg(short, long)]
     verbose: bool,
+    /// The cluster authority's certificate to trust (PEM). Without it, the
+    /// authority remembered for the balancer's address is trusted, or, the
+    /// first time, the one the balancer presents (and it is remembered).
+    #[arg(long, value_name = "FILE", env = "FERRY_CA")]
+    ca: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -114,6 +124,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Balancer(args) => cmd_balancer::run(args),
         Command::Server(args) => cmd_server::run(args),
+        Command::Ca(args) => cmd_ca::run(args),
         Command::Up(args) => cmd_up::run(args),
         Command::Connect(args) => cmd_connect::run(args),
         Command::Register(args) => cmd_register::run(args),

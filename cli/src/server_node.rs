@@ -6,6 +6,7 @@ use ferry_core::auth::ClusterSecret;
 use ferry_core::replication::ReplicaConfig;
 use ferry_core::server::{Server, ServerConfig};
 use ferry_core::store::Store;
+use ferry_core::tls::TlsConfig;
 use ferry_runtime_smol::store::HeedStore;
 use ferry_runtime_smol::{Clock, Driver, Files};
 use std::path::Path;
@@ -21,6 +22,7 @@ pub fn build(
     cfg: ServerConfig,
     replica: ReplicaConfig,
     secret: ClusterSecret,
+    tls: TlsConfig,
     data: &Path,
 ) -> Result<Driver<Server>, CliError> {
     let id = cfg.id;
@@ -43,6 +45,8 @@ pub fn build(
     recovered.blobs = blobs;
     let entropy = ferry_runtime_smol::os_entropy()
         .map_err(|e| CliError::Failed(format!("cannot seed server {id}: {e}")))?;
+    let tls_entropy = ferry_runtime_smol::os_entropy()
+        .map_err(|e| CliError::Failed(format!("cannot seed server {id}: {e}")))?;
     let clock = Clock::new();
     let master = replica.master;
     let server = Server::new(cfg, replica, secret, entropy, &recovered, clock.now())
@@ -59,6 +63,7 @@ pub fn build(
         recovered.blobs.len()
     );
     Ok(Driver::new(server)
+        .with_tls(tls, tls_entropy)
         .with_clock(clock)
         .with_store(Box::new(store))
         .with_files(files)

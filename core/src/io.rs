@@ -74,6 +74,7 @@
 
 use crate::store::Batch;
 use crate::time::Timestamp;
+pub use crate::tls::Identity;
 use std::fmt;
 
 /// Identifies one connection of a node. Connections the node dials are
@@ -103,10 +104,16 @@ impl fmt::Display for ConnId {
 /// What happened in the world.
 #[derive(Debug)]
 pub enum Input<'a> {
-    /// A peer connected to one of the node's listeners.
-    Accepted { conn: ConnId, peer: String },
-    /// A connection the node asked for is open.
-    Connected { conn: ConnId },
+    /// A peer connected to one of the node's listeners (and, on a host
+    /// with TLS, completed its handshake: `identity` is what it proved).
+    Accepted {
+        conn: ConnId,
+        peer: String,
+        identity: Identity,
+    },
+    /// A connection the node asked for is open (its TLS handshake done:
+    /// `identity` is what the other end proved).
+    Connected { conn: ConnId, identity: Identity },
     /// A connection the node asked for could not be opened.
     ConnectFailed { conn: ConnId, reason: String },
     /// Bytes arrived on a connection.

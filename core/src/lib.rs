@@ -25,6 +25,7 @@ pub mod sabotage;
 pub mod server;
 pub mod store;
 pub mod time;
+pub mod tls;
 pub mod transfer;
 
 #[cfg(test)]

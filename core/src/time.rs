@@ -13,7 +13,7 @@ pub struct Timestamp(u64);
 impl Timestamp {
     pub const ZERO: Timestamp = Timestamp(0);
 
-    pub fn from_micros(us: u64) -> Self {
+    pub const fn from_micros(us: u64) -> Self {
         Timestamp(us)
     }
 

@@ -33,9 +33,12 @@
 use crate::clock::Clock;
 use crate::files::Files;
 use crate::net::{Net, Stopper};
+use ferry_core::host::tls::TlsLinks;
 use ferry_core::store::{Batch, Store, StoreError};
+use ferry_core::tls::TlsConfig;
 use ferry_core::{
-    ConnId, FileAnswer, FileFailure, FileOp, Host, HostError, Node, Settled, Timestamp, World,
+    ConnId, Entropy, FileAnswer, FileFailure, FileOp, Host, HostError, Node, Settled, Timestamp,
+    World,
 };
 use std::convert::Infallible;
 use std::fmt;
@@ -222,6 +225,13 @@ impl<N: Node> Driver<N> {
         self
     }
 
+    /// Encrypts every link of the node with TLS as `config` says, drawing
+    /// the handshakes' randomness from `entropy` (seeded from the OS).
+    pub fn with_tls(mut self, config: TlsConfig, entropy: Entropy) -> Self {
+        self.host = self.host.with_tls(TlsLinks::new(config, entropy));
+        self
+    }
+
     /// Names the node in log lines (useful when one process runs several).
     pub fn named(mut self, name: impl Into<String>) -> Self {
         let w = self.world();
@@ -287,19 +297,17 @@ impl<N: Node> Driver<N> {
                     node: self.name().to_string(),
                 });
             }
-            // One reading of the clock serves the whole turn.
+            // Timers, then the network, then sleep: the host routes both
+            // through its TLS, if it has any.
+            if self.host.handle_timeout_if_due() {
+                continue;
+            }
             let instant = Instant::now();
-            let (node, world) = self.host.parts_mut();
-            let now = world.clock.at(instant);
-            let deadline = node.poll_timeout();
-            if deadline.is_some_and(|d| d <= now) {
-                node.handle_timeout(now);
+            if self.host.pull_input(|world| world.net.next_input(instant)) {
                 continue;
             }
-            if let Some(input) = world.net.next_input(instant) {
-                node.handle_input(now, input);
-                continue;
-            }
+            let deadline = self.host.poll_timeout();
+            let world = self.host.world_mut();
             let until = deadline.and_then(|d| world.clock.instant(d));
             if let Err(e) = world.net.wait(until, instant) {
                 let node = self.name().to_string();

@@ -24,6 +24,7 @@
 
 use crate::conn::{Conn, State, CLOSE_FLUSH, LINGER, MAX_QUEUED, READ_BUFFER};
 use accept::Listener;
+use ferry_core::io::Identity;
 use ferry_core::{ConnId, Input};
 
 use mio::{Events, Poll, Token, Waker};
@@ -470,8 +471,17 @@ impl Net {
             }
         };
         Some(match got {
-            Got::Accepted { conn, peer } => Input::Accepted { conn, peer },
-            Got::Connected(conn) => Input::Connected { conn },
+            // Nothing is proven by a socket: the host's TLS, which takes
+            // these, says who the other end is.
+            Got::Accepted { conn, peer } => Input::Accepted {
+                conn,
+                peer,
+                identity: Identity::Anonymous,
+            },
+            Got::Connected(conn) => Input::Connected {
+                conn,
+                identity: Identity::Anonymous,
+            },
             Got::ConnectFailed(conn, reason) => Input::ConnectFailed { conn, reason },
             Got::Received(conn, n) => Input::Received {
                 conn,

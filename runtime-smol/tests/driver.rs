@@ -80,7 +80,7 @@ impl Node for TestNode {
                     self.closed.insert(conn);
                 }
             }
-            Input::Connected { conn } => {
+            Input::Connected { conn, .. } => {
                 self.out.push_back(Output::Event(Ev::Connected(conn)));
             }
             Input::ConnectFailed { reason, .. } => {

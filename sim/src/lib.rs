@@ -37,6 +37,7 @@ pub mod scenarios;
 pub mod seeds;
 pub mod server_host;
 pub mod sweep;
+pub mod tls;
 pub mod trace;
 
 pub use harness::{Details, Outcome};

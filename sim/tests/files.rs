@@ -55,14 +55,13 @@ const SNAPSHOT_SEED: u64 = 3;
 /// moved the earlier seed 977.)
 const LONG_FETCH_SEED: u64 = 562;
 
-/// A seed whose disk rots: a bit flips in bob's photo on server1, the
-/// master, just after both followers fetched it from there; the master
-/// then crashes and restarts, the rotten copy with it. Carol's
-/// download of the photo through server1 arrives damaged; server1 checks
-/// its copy, finds it damaged, removes it and, after the heal (server2 was
-/// cut off), fetches it again from server3. The verifiers then get the
-/// photo through every server.
-const ROT_SEED: u64 = 103;
+/// A seed whose disk rots: a bit flips in a file's copy on server1, and
+/// a client's download through server1 arrives damaged before the
+/// verifiers run; server1 checks its copy, finds it damaged, removes it
+/// and fetches it again from another server. The verifiers then get the
+/// file through every server. (TLS's handshakes moved the earlier seed
+/// 103; `find_rot_seeds` found this one.)
+const ROT_SEED: u64 = 211;
 
 /// Seeds `sweep_300_seeds` runs unless `SIM_SEEDS` says otherwise.
 const SWEEP_SEEDS: u64 = 300;
@@ -164,7 +163,28 @@ fn a_download_outwaits_a_long_fetch() {
 /// and `replay` prints them for one seed.)
 #[test]
 fn a_rotten_copy_found_by_a_download_is_replaced() {
-    let seed = ROT_SEED;
+    rot_story(ROT_SEED);
+}
+
+/// Finds seeds that tell the story of [`ROT_SEED`], for when a change of
+/// the core moves it: `cargo test --release -p ferry-sim --test files
+/// find_rot_seeds -- --ignored --nocapture` (SIM_SEEDS: how many to try).
+#[test]
+#[ignore]
+fn find_rot_seeds() {
+    let n = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300u64);
+    std::panic::set_hook(Box::new(|_| {}));
+    for seed in 1..=n {
+        if std::panic::catch_unwind(|| rot_story(seed)).is_ok() {
+            println!("seed {seed} tells the rot story");
+        }
+    }
+}
+
+fn rot_story(seed: u64) {
     let outcome = run_files_scenario(seed, &FilesConfig::swarm(seed));
     outcome.assert_ok();
     let replay = files_replay_command(seed, Preset::Swarm);

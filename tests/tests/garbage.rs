@@ -1,6 +1,9 @@
 //! Garbage on the wire: the peer is cut off, the process keeps serving.
 
-use ferry_tests::{connect_ok, noise, send_and_expect_close, start_balancer, start_server};
+use ferry_tests::{
+    connect_ok, noise, send_and_expect_close, send_over_tls_and_expect_close, start_balancer,
+    start_server,
+};
 
 /// Four kinds of rubbish: random bytes, a length prefix far over the frame
 /// limit, a plausible frame with an unknown tag, and a frame that claims
@@ -31,7 +34,15 @@ fn garbage_is_cut_off_and_the_cluster_keeps_serving() {
 
     for (what, bytes) in rubbish() {
         for addr in [&balancer_addr, &server_addr] {
+            // Outside TLS: the handshake fails; at most a TLS alert
+            // record (content type 21) comes back.
             let answer = send_and_expect_close(addr, &bytes);
+            assert!(
+                answer.is_empty() || answer[0] == 21,
+                "{what} to {addr}: {answer:?}"
+            );
+            // Inside a TLS session: the node itself cuts it off.
+            let answer = send_over_tls_and_expect_close(addr, &bytes);
             // A refusal is a framed message; a reset may swallow it, but
             // whatever arrived must be framed.
             if answer.len() >= 4 {

@@ -88,3 +88,61 @@ fn up_runs_accounts_end_to_end_and_resumes_from_its_data() {
         "username taken",
     );
 }
+
+/// Without an authority given, `ferry up` keeps its own in its data
+/// directory; a client trusts it on first use, remembers it, and refuses
+/// a cluster at that address vouched for by another.
+#[test]
+fn up_keeps_its_own_authority_and_clients_trust_it_on_first_use() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let no_ca = [("FERRY_CA", ""), ("FERRY_CA_KEY", "")];
+    let mut up = Proc::spawn(
+        "ferry up",
+        &[
+            "up",
+            "--servers",
+            "2",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            path_str(data.path()),
+        ],
+        &no_ca,
+    );
+    let line = up.wait_for_line("balancer listening on");
+    let balancer = ferry_tests::listening_addr(&line);
+    let said = up.wait_for_line("cluster authority");
+    let fp = said
+        .split_whitespace()
+        .find(|w| w.starts_with("blake3:"))
+        .expect("the authority's fingerprint")
+        .to_string();
+    assert!(data.path().join("tls/ca.pem").is_file() && data.path().join("tls/ca.key").is_file());
+    let envs = [("FERRY_CA", ""), ("FERRY_HOME", path_str(home.path()))];
+    let connect = || ferry_tests::ferry(&["connect", "--balancer", &balancer], &envs);
+    let first = connect();
+    assert!(first.status.success(), "{first:?}");
+    assert!(
+        first.stderr.contains("on first use") && first.stderr.contains(&fp),
+        "{first:?}"
+    );
+    let known = std::fs::read_to_string(home.path().join("known_hosts")).unwrap();
+    assert_eq!(known.trim(), format!("{balancer} {fp}"));
+    let again = connect();
+    assert!(
+        again.status.success() && !again.stderr.contains("first use"),
+        "{again:?}"
+    );
+    // Another authority remembered for this address: refused, saying so.
+    let other = format!("{balancer} blake3:{}\n", "ab".repeat(32));
+    std::fs::write(home.path().join("known_hosts"), other).unwrap();
+    let refused = connect();
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.contains("authority has changed"),
+        "{refused:?}"
+    );
+    assert!(refused.stderr.contains("known_hosts"), "{refused:?}");
+    assert!(up.is_running());
+}

@@ -18,6 +18,7 @@ use crate::outbox::{drain_messages, Outbox};
 use crate::refusal::{Refusal, PROTOCOL_VERSION};
 use crate::sabotage::{self, Sabotage};
 use crate::time::{earliest, Timestamp};
+use crate::tls::ClusterRole;
 pub use messages::{BalancerMsg, ProbeMsg};
 use per_source::{PerSource, PerSourceLimit};
 use std::collections::BTreeMap;
@@ -151,8 +152,11 @@ pub struct Tally {
 impl Tally {
     /// Servers that did not answer (down, cut off, or refusing).
     pub fn silent(&self) -> u32 {
-        self.probed
-            .saturating_sub(self.busy + self.no_master + self.catching_up)
+        // The figures come off the wire: they need not add up, nor fit.
+        let heard = (self.busy)
+            .saturating_add(self.no_master)
+            .saturating_add(self.catching_up);
+        self.probed.saturating_sub(heard)
     }
 }
 
@@ -483,7 +487,7 @@ impl Node for Balancer {
 
     fn handle_input(&mut self, now: Timestamp, input: Input<'_>) {
         match input {
-            Input::Accepted { conn, peer } => {
+            Input::Accepted { conn, peer, .. } => {
                 // One machine asking as fast as it can is told to wait
                 // before it costs any server anything.
                 if let Err(wait) = self.per_source.take(now, &peer) {
@@ -509,7 +513,13 @@ impl Node for Balancer {
                     },
                 );
             }
-            Input::Connected { conn } => {
+            Input::Connected { conn, identity } => {
+                // The auth code is for a server of this cluster only.
+                if self.probes.contains_key(&conn) && !identity.may_be(ClusterRole::Server) {
+                    let why = format!("it is not a server of this cluster ({identity})");
+                    self.finish_probe(now, conn, ProbeOutcome::Silent(why));
+                    return;
+                }
                 if let Some(probe) = self.probes.get(&conn) {
                     let msg = ProbeMsg::Probe {
                         version: PROTOCOL_VERSION,

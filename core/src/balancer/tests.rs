@@ -28,6 +28,7 @@ fn ask(b: &mut Balancer, now: Timestamp, client: ConnId) -> (ConnId, String) {
     b.handle_input(
         now,
         Input::Accepted {
+            identity: crate::io::Identity::Unchecked,
             conn: client,
             peer: "c".into(),
         },
@@ -52,7 +53,13 @@ fn answer(
     probe: ConnId,
     msg: ProbeMsg,
 ) -> Vec<Output<BalancerEvent>> {
-    b.handle_input(now, Input::Connected { conn: probe });
+    b.handle_input(
+        now,
+        Input::Connected {
+            conn: probe,
+            identity: crate::io::Identity::Unchecked,
+        },
+    );
     let outs = drain(b);
     let probes: Vec<ProbeMsg> = sent(&outs, probe);
     assert!(matches!(probes[..], [ProbeMsg::Probe { .. }]));
@@ -72,7 +79,13 @@ fn yes_assigns_the_server_with_a_code_it_can_verify() {
     let mut b = balancer(3);
     let (probe, addr) = ask(&mut b, ms(0), CLIENT);
     assert_eq!(addr, "server1:7001");
-    b.handle_input(ms(1), Input::Connected { conn: probe });
+    b.handle_input(
+        ms(1),
+        Input::Connected {
+            conn: probe,
+            identity: crate::io::Identity::Unchecked,
+        },
+    );
     let outs = drain(&mut b);
     let [ProbeMsg::Probe { code: probed, .. }] = &sent::<ProbeMsg, _>(&outs, probe)[..] else {
         panic!("expected one probe");
@@ -143,7 +156,13 @@ fn round_robin_continues_across_clients() {
 fn silent_server_is_skipped_and_avoided_during_backoff() {
     let mut b = balancer(2);
     let (p1, _) = ask(&mut b, ms(0), CLIENT);
-    b.handle_input(ms(1), Input::Connected { conn: p1 });
+    b.handle_input(
+        ms(1),
+        Input::Connected {
+            conn: p1,
+            identity: crate::io::Identity::Unchecked,
+        },
+    );
     drain(&mut b);
     assert_eq!(b.poll_timeout(), Some(ms(1000)));
     b.handle_timeout(ms(1000));
@@ -223,7 +242,13 @@ fn when_every_server_is_in_backoff_all_are_asked_anyway() {
 fn garbage_answer_from_a_server_skips_it() {
     let mut b = balancer(2);
     let (p1, _) = ask(&mut b, ms(0), CLIENT);
-    b.handle_input(ms(1), Input::Connected { conn: p1 });
+    b.handle_input(
+        ms(1),
+        Input::Connected {
+            conn: p1,
+            identity: crate::io::Identity::Unchecked,
+        },
+    );
     drain(&mut b);
     b.handle_input(
         ms(2),
@@ -245,6 +270,7 @@ fn version_mismatch_is_refused_clearly() {
     b.handle_input(
         ms(0),
         Input::Accepted {
+            identity: crate::io::Identity::Unchecked,
             conn: CLIENT,
             peer: "c".into(),
         },
@@ -279,6 +305,7 @@ fn garbage_and_oversized_frames_from_a_client_are_refused() {
         b.handle_input(
             ms(0),
             Input::Accepted {
+                identity: crate::io::Identity::Unchecked,
                 conn: CLIENT,
                 peer: "c".into(),
             },
@@ -307,6 +334,7 @@ fn silent_client_is_timed_out() {
     b.handle_input(
         ms(0),
         Input::Accepted {
+            identity: crate::io::Identity::Unchecked,
             conn: CLIENT,
             peer: "c".into(),
         },
@@ -352,6 +380,7 @@ fn too_many_pending_clients_are_refused_as_overloaded() {
     b.handle_input(
         ms(0),
         Input::Accepted {
+            identity: crate::io::Identity::Unchecked,
             conn: CLIENT,
             peer: "c".into(),
         },
@@ -360,6 +389,7 @@ fn too_many_pending_clients_are_refused_as_overloaded() {
     b.handle_input(
         ms(0),
         Input::Accepted {
+            identity: crate::io::Identity::Unchecked,
             conn: second,
             peer: "c".into(),
         },
@@ -378,6 +408,7 @@ fn no_servers_configured_means_no_server() {
     b.handle_input(
         ms(0),
         Input::Accepted {
+            identity: crate::io::Identity::Unchecked,
             conn: CLIENT,
             peer: "c".into(),
         },
@@ -411,7 +442,13 @@ fn a_search_through_many_silent_servers_ends_within_its_budget() {
     let mut now = ms(0);
     let mut last = Vec::new();
     for _ in 0..8 {
-        b.handle_input(now, Input::Connected { conn: probe });
+        b.handle_input(
+            now,
+            Input::Connected {
+                conn: probe,
+                identity: crate::io::Identity::Unchecked,
+            },
+        );
         drain(&mut b);
         now = b.poll_timeout().expect("a probe deadline");
         b.handle_timeout(now);
@@ -450,6 +487,7 @@ fn a_source_over_its_rate_is_told_to_wait_before_any_probe() {
         b.handle_input(
             ms(0),
             Input::Accepted {
+                identity: crate::io::Identity::Unchecked,
                 conn,
                 peer: peer.into(),
             },

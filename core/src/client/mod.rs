@@ -9,13 +9,14 @@
 use crate::auth::AuthCode;
 use crate::balancer::messages::BalancerMsg;
 use crate::frame::FrameDecoder;
-use crate::io::{ConnId, Input, Node, Output};
+use crate::io::{ConnId, Identity, Input, Node, Output};
 use crate::io::{FileOp, FileRef};
 use crate::outbox::{drain_messages, Outbox};
 use crate::refusal::{Refusal, PROTOCOL_VERSION};
 use crate::replication::sync_round::Token;
 use crate::server::messages::{OpError, Request, Response, SessionMsg};
 use crate::time::Timestamp;
+use crate::tls::Fingerprint;
 use crate::transfer::{Receiver, ReceiverOutput, Sender, SenderConfig, SenderOutput, TransferMsg};
 use std::fmt;
 use std::time::Duration;
@@ -66,6 +67,9 @@ pub enum ClientError {
     Timeout { peer: Peer, step: &'static str },
     /// A peer sent something we cannot read.
     Protocol { peer: Peer, detail: String },
+    /// A peer's certificate was refused: it is not who it should be (or
+    /// the cluster's authority changed). Never retried.
+    Untrusted { peer: Peer, reason: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +100,9 @@ impl fmt::Display for ClientError {
             }
             ClientError::Protocol { peer, detail } => {
                 write!(f, "the {peer} broke the protocol: {detail}")
+            }
+            ClientError::Untrusted { peer, reason } => {
+                write!(f, "the {peer} is not trusted: {reason}")
             }
         }
     }
@@ -262,6 +269,10 @@ pub struct Client {
     /// How long the balancer has made this client wait so far.
     waited: Duration,
     next_dial: u64,
+    /// The authority that vouched for the first member reached: every
+    /// other member must be vouched for by the same (a client trusting on
+    /// first use learns it here; see [`Client::authority`]).
+    authority: Option<Fingerprint>,
     out: Outbox<ClientEvent>,
 }
 
@@ -278,7 +289,35 @@ impl Client {
             attempts_left: attempts,
             waited: Duration::ZERO,
             next_dial: 0,
+            authority: None,
             out: Outbox::default(),
+        }
+    }
+
+    /// The fingerprint of the cluster's authority, once a member's
+    /// certificate has shown it.
+    pub fn authority(&self) -> Option<Fingerprint> {
+        self.authority
+    }
+
+    /// Is `identity` a member of the cluster this client talks to?
+    fn check_member(&mut self, identity: Identity) -> Result<(), String> {
+        match identity {
+            Identity::Unchecked => Ok(()),
+            Identity::Cluster { ca, .. } => match self.authority {
+                None => {
+                    self.authority = Some(ca);
+                    Ok(())
+                }
+                Some(known) if known == ca => Ok(()),
+                Some(known) => Err(format!(
+                    "its certificate is issued by {ca}, not by the authority of the \
+                     members reached before ({known})"
+                )),
+            },
+            Identity::Anonymous | Identity::Key(_) => {
+                Err("it presents no certificate of the cluster's authority".into())
+            }
         }
     }
 
@@ -544,7 +583,7 @@ impl Client {
                 ClientError::Refused {
                     reason: Refusal::VersionMismatch { .. } | Refusal::BadCode,
                     ..
-                }
+                } | ClientError::Untrusted { .. }
             );
         if retryable && self.attempts_left > 0 {
             self.out.event(ClientEvent::Retrying { error });
@@ -825,35 +864,29 @@ impl Client {
     }
 }
 
-impl Node for Client {
-    type Event = ClientEvent;
-
-    fn handle_input(&mut self, now: Timestamp, input: Input<'_>) {
+impl Client {
+    fn on_input(&mut self, now: Timestamp, input: Input<'_>) {
         let current = self.current_conn();
         match input {
-            Input::Connected { conn } if Some(conn) == current => match &mut self.state {
-                State::Balancer { connected, .. } => {
-                    *connected = true;
-                    let msg = BalancerMsg::GetServer {
-                        version: PROTOCOL_VERSION,
-                    };
-                    self.out.send(conn, &msg);
+            Input::Connected { conn, identity } if Some(conn) == current => {
+                if let Err(reason) = self.check_member(identity) {
+                    let peer = self.peer();
+                    self.fail(now, ClientError::Untrusted { peer, reason });
+                    return;
                 }
-                State::Server {
-                    connected, code, ..
-                } => {
-                    *connected = true;
-                    let msg = SessionMsg::Hello {
-                        version: PROTOCOL_VERSION,
-                        code: code.clone(),
-                    };
-                    self.out.send(conn, &msg);
-                }
-                _ => {}
-            },
+                self.on_connected(conn)
+            }
             Input::ConnectFailed { conn, reason } if Some(conn) == current => {
                 let peer = self.peer();
-                self.fail(now, ClientError::Unreachable { peer, reason });
+                // A certificate refused in the handshake is not a network
+                // fault: another try would meet the same certificate.
+                match reason.strip_prefix(crate::host::tls::REFUSED) {
+                    Some(why) => {
+                        let reason = why.to_string();
+                        self.fail(now, ClientError::Untrusted { peer, reason })
+                    }
+                    None => self.fail(now, ClientError::Unreachable { peer, reason }),
+                }
             }
             Input::Received { conn, bytes } if Some(conn) == current => self.on_bytes(now, bytes),
             Input::Closed { conn } if Some(conn) == current => {
@@ -873,6 +906,37 @@ impl Node for Client {
             // client listens for nothing).
             _ => {}
         }
+    }
+
+    fn on_connected(&mut self, conn: ConnId) {
+        match &mut self.state {
+            State::Balancer { connected, .. } => {
+                *connected = true;
+                let msg = BalancerMsg::GetServer {
+                    version: PROTOCOL_VERSION,
+                };
+                self.out.send(conn, &msg);
+            }
+            State::Server {
+                connected, code, ..
+            } => {
+                *connected = true;
+                let msg = SessionMsg::Hello {
+                    version: PROTOCOL_VERSION,
+                    code: code.clone(),
+                };
+                self.out.send(conn, &msg);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Node for Client {
+    type Event = ClientEvent;
+
+    fn handle_input(&mut self, now: Timestamp, input: Input<'_>) {
+        self.on_input(now, input)
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {

@@ -21,10 +21,11 @@
 pub mod conformance;
 pub mod mem_dir;
 pub mod mem_disk;
+pub mod tls;
 
 use crate::io::{ConnId, FileAnswer, FileFailure, FileOp, Input, Node, Output};
 use crate::store::{Batch, StoreError};
-use crate::time::Timestamp;
+use crate::time::{earliest, Timestamp};
 use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
@@ -53,6 +54,12 @@ pub trait World {
     /// Sends what `transmit` queued. The host calls it before it feeds each
     /// answer it owes the node.
     fn flush(&mut self) {}
+
+    /// What the node transmits on `conn`, as it wrote it: before TLS
+    /// encrypts it (a simulator's trace shows the protocol, not ciphertext).
+    fn plaintext(&mut self, conn: ConnId, bytes: &[u8]) {
+        let _ = (conn, bytes);
+    }
 
     /// Commits `batch` to the node's store, atomically and durably.
     fn commit(&mut self, batch: &Batch) -> Result<(), HostError>;
@@ -174,6 +181,9 @@ pub struct Host<N: Node, W: World> {
     broke: Option<Box<dyn Any + Send>>,
     /// Set by the first fatal error; nothing is carried out after it.
     failed: Option<HostError>,
+    /// TLS between the node and the world's network, if its links are
+    /// encrypted (see [`tls`]).
+    tls: Option<tls::TlsLinks>,
 }
 
 impl<N: Node, W: World> Host<N, W> {
@@ -185,7 +195,19 @@ impl<N: Node, W: World> Host<N, W> {
             parked: None,
             broke: None,
             failed: None,
+            tls: None,
         }
+    }
+
+    /// The same host with TLS on every link of the node.
+    pub fn with_tls(mut self, tls: tls::TlsLinks) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The host's TLS, if its links are encrypted.
+    pub fn tls(&self) -> Option<&tls::TlsLinks> {
+        self.tls.as_ref()
     }
 
     pub fn node(&self) -> &N {
@@ -223,14 +245,18 @@ impl<N: Node, W: World> Host<N, W> {
     /// True if answers are owed or work is parked: the node is not quiet
     /// even if nothing new happens.
     pub fn is_busy(&self) -> bool {
-        !self.answers.is_empty() || self.parked.is_some()
+        !self.answers.is_empty()
+            || self.parked.is_some()
+            || self.tls.as_ref().is_some_and(|t| t.has_owed())
     }
 
     /// Feeds one input from the world's network (or from anywhere) at the
-    /// world's time. Its outputs are carried out by the next settle.
+    /// world's time. Its outputs are carried out by the next settle. On a
+    /// host with TLS, network inputs go to TLS, and what they mean for the
+    /// node is fed by the next settle.
     pub fn handle_input(&mut self, input: Input<'_>) {
         let now = self.world.now();
-        self.node.handle_input(now, input);
+        Self::route(&mut self.node, self.tls.as_mut(), now, input);
     }
 
     /// Feeds the input `next` takes from the world, if there is one: for
@@ -239,29 +265,51 @@ impl<N: Node, W: World> Host<N, W> {
         let now = self.world.now();
         match next(&mut self.world) {
             Some(input) => {
-                self.node.handle_input(now, input);
+                Self::route(&mut self.node, self.tls.as_mut(), now, input);
                 true
             }
             None => false,
         }
     }
 
-    /// The node's next deadline.
-    pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.node.poll_timeout()
+    fn route(node: &mut N, tls: Option<&mut tls::TlsLinks>, now: Timestamp, input: Input<'_>) {
+        match (tls, input) {
+            (
+                Some(tls),
+                input @ (Input::Accepted { .. }
+                | Input::Connected { .. }
+                | Input::ConnectFailed { .. }
+                | Input::Received { .. }
+                | Input::Closed { .. }),
+            ) => tls.on_net(now, input),
+            (_, input) => node.handle_input(now, input),
+        }
     }
 
-    /// Calls the node's `handle_timeout` if its deadline has come by the
-    /// world's clock. True if it was called.
+    /// The next deadline: the node's, or a TLS handshake's.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        earliest(
+            self.node.poll_timeout(),
+            self.tls.as_ref().and_then(|t| t.poll_timeout()),
+        )
+    }
+
+    /// Handles what is due by the world's clock: handshakes that ran out of
+    /// time, then the node's `handle_timeout`. True if anything was due.
     pub fn handle_timeout_if_due(&mut self) -> bool {
         let now = self.world.now();
-        match self.node.poll_timeout() {
-            Some(deadline) if deadline <= now => {
-                self.node.handle_timeout(now);
-                true
+        let mut due = false;
+        if let Some(tls) = &mut self.tls {
+            if tls.poll_timeout().is_some_and(|d| d <= now) {
+                tls.handle_timeout(now);
+                due = true;
             }
-            _ => false,
         }
+        if self.node.poll_timeout().is_some_and(|d| d <= now) {
+            self.node.handle_timeout(now);
+            due = true;
+        }
+        due
     }
 
     /// Carries out every output of the node, then feeds back what it is
@@ -276,6 +324,9 @@ impl<N: Node, W: World> Host<N, W> {
         mut on_event: impl FnMut(&mut W, N::Event) -> ControlFlow<B>,
     ) -> Result<Settled<B>, HostError> {
         let settled = self.settle_node(&mut on_event);
+        if let Some(tls) = &mut self.tls {
+            tls.sync(&mut self.world);
+        }
         self.world.flush();
         settled
     }
@@ -294,6 +345,9 @@ impl<N: Node, W: World> Host<N, W> {
             if let Some(e) = &self.failed {
                 return Err(e.clone());
             }
+            if let Some(tls) = &mut self.tls {
+                tls.sync(&mut self.world);
+            }
             if let Some(wait) = self.drain(on_event, &mut brk) {
                 if let Some(value) = brk {
                     self.broke = Some(Box::new(value));
@@ -306,6 +360,16 @@ impl<N: Node, W: World> Host<N, W> {
             }
             if let Some(value) = brk {
                 return Ok(Settled::Break(value));
+            }
+            // What the network brought comes before the answers of work
+            // the node asked for since: as it would without TLS, where it
+            // is fed before the settle that carries that work out.
+            if let Some(tls) = &mut self.tls {
+                tls.sync(&mut self.world);
+                let now = self.world.now();
+                if tls.feed_next(now, &mut self.node) {
+                    continue;
+                }
             }
             self.take_due();
             let Some(answer) = self.answers.pop_front() else {
@@ -363,9 +427,21 @@ impl<N: Node, W: World> Host<N, W> {
         brk: &mut Option<B>,
     ) {
         match output {
-            Output::Transmit { conn, bytes } => self.world.transmit(conn, bytes),
-            Output::Connect { conn, addr } => self.world.connect(conn, addr),
-            Output::Close { conn } => self.world.close(conn),
+            Output::Transmit { conn, bytes } => {
+                self.world.plaintext(conn, &bytes);
+                match &mut self.tls {
+                    Some(tls) => tls.transmit(self.world.now(), conn, &bytes, &mut self.world),
+                    None => self.world.transmit(conn, bytes),
+                }
+            }
+            Output::Connect { conn, addr } => match &mut self.tls {
+                Some(tls) => tls.connect(self.world.now(), conn, addr, &mut self.world),
+                None => self.world.connect(conn, addr),
+            },
+            Output::Close { conn } => match &mut self.tls {
+                Some(tls) => tls.close(self.world.now(), conn, &mut self.world),
+                None => self.world.close(conn),
+            },
             Output::Persist { token, batch } => match self.world.commit(&batch) {
                 Ok(()) => self.answers.push_back(Answer::Persisted(token)),
                 Err(e) => self.fail(e),
@@ -446,3 +522,6 @@ impl<N: Node, W: World> Host<N, W> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tls_tests;

@@ -4,6 +4,7 @@
 //! ticket's digest. Only registered peers talk to each other.
 
 use super::messages::PEER_PROTOCOL_VERSION;
+use crate::io::Identity;
 use crate::server::messages::PeerInfo;
 use speedy::{Readable, Writable};
 use std::fmt;
@@ -20,6 +21,9 @@ pub enum ConnectFail {
     UnknownPeer { peer: u64 },
     /// The peer is listed, but the ticket is not its.
     BadTicket,
+    /// The ticket is right, but the connection's certificate is not the
+    /// one the peer registered with: someone who learnt the ticket.
+    WrongKey,
 }
 
 impl fmt::Display for ConnectFail {
@@ -33,6 +37,9 @@ impl fmt::Display for ConnectFail {
                 write!(f, "unknown peer {peer}: not on the tracker's list")
             }
             ConnectFail::BadTicket => f.write_str("the ticket is not that peer's"),
+            ConnectFail::WrongKey => {
+                f.write_str("the connection's certificate is not the one that peer registered with")
+            }
         }
     }
 }
@@ -45,6 +52,7 @@ pub fn admit(
     version: u16,
     peer: u64,
     ticket: &[u8; 32],
+    identity: Identity,
 ) -> Result<u64, ConnectFail> {
     if version != PEER_PROTOCOL_VERSION {
         return Err(ConnectFail::Version {
@@ -61,9 +69,12 @@ pub fn admit(
         .ok_or(ConnectFail::UnknownPeer { peer })?;
     // Not a secret comparison that leaks through timing: the digest is
     // public (every peer's UPDATE carries it).
-    match *blake3::hash(ticket).as_bytes() == listed.ticket_digest {
+    if *blake3::hash(ticket).as_bytes() != listed.ticket_digest {
+        return Err(ConnectFail::BadTicket);
+    }
+    match identity.may_hold(listed.key) {
         true => Ok(peer),
-        false => Err(ConnectFail::BadTicket),
+        false => Err(ConnectFail::WrongKey),
     }
 }
 
@@ -72,35 +83,51 @@ mod tests {
     use super::*;
     use crate::peer::messages::{PeerMsg, PEER_TAGS};
 
+    use crate::tls::Fingerprint;
+
+    fn key(peer: u64) -> Fingerprint {
+        Fingerprint::of(&peer.to_le_bytes())
+    }
+
     fn listed(peer: u64, ticket: &[u8; 32]) -> PeerInfo {
         PeerInfo {
             peer,
             user: format!("user{peer}"),
             addr: format!("10.0.0.{peer}:9000"),
             ticket_digest: *blake3::hash(ticket).as_bytes(),
+            key: Some(key(peer)),
         }
     }
 
     #[test]
-    fn only_a_listed_peer_with_its_own_ticket_is_admitted() {
+    fn only_a_listed_peer_with_its_own_ticket_and_key_is_admitted() {
         let list = [listed(3, &[3; 32]), listed(5, &[5; 32])];
         let v = PEER_PROTOCOL_VERSION;
-        assert_eq!(admit(Some(3), &list, v, 5, &[5; 32]), Ok(5));
+        let five = Identity::Key(key(5));
+        assert_eq!(admit(Some(3), &list, v, 5, &[5; 32], five), Ok(5));
         // Another listed peer's ticket is not yours.
         assert_eq!(
-            admit(Some(3), &list, v, 5, &[3; 32]),
+            admit(Some(3), &list, v, 5, &[3; 32], five),
             Err(ConnectFail::BadTicket)
         );
+        // Peer 5's ticket, learnt by someone holding another key (peer
+        // 3's, or none at all), is not enough.
+        for other in [Identity::Key(key(3)), Identity::Anonymous] {
+            assert_eq!(
+                admit(Some(3), &list, v, 5, &[5; 32], other),
+                Err(ConnectFail::WrongKey)
+            );
+        }
         assert_eq!(
-            admit(Some(3), &list, v, 9, &[9; 32]),
+            admit(Some(3), &list, v, 9, &[9; 32], five),
             Err(ConnectFail::UnknownPeer { peer: 9 })
         );
         assert_eq!(
-            admit(None, &list, v, 5, &[5; 32]),
+            admit(None, &list, v, 5, &[5; 32], five),
             Err(ConnectFail::NotRegistered)
         );
         assert_eq!(
-            admit(Some(3), &list, v + 1, 5, &[5; 32]),
+            admit(Some(3), &list, v + 1, 5, &[5; 32], five),
             Err(ConnectFail::Version {
                 ours: v,
                 theirs: v + 1

@@ -7,6 +7,7 @@
 use super::connect::{admit, ConnectFail};
 use super::messages::{PeerMsg, PEER_PROTOCOL_VERSION};
 use crate::frame::FrameDecoder;
+use crate::io::Identity;
 use crate::server::messages::PeerInfo;
 use crate::time::Timestamp;
 
@@ -32,6 +33,8 @@ pub(super) struct Link {
     pub(super) decoder: FrameDecoder,
     /// The opening must be over by then.
     pub(super) deadline: Option<Timestamp>,
+    /// What the other end's TLS handshake proved (once open).
+    pub(super) identity: Identity,
 }
 
 /// What the opening asks of the node after a message.
@@ -61,6 +64,7 @@ impl Link {
             },
             decoder: FrameDecoder::default(),
             deadline: Some(deadline),
+            identity: Identity::Anonymous,
         }
     }
 
@@ -93,7 +97,7 @@ impl Link {
                     peer,
                     ticket,
                 },
-            ) => match admit(me, list, version, peer, &ticket) {
+            ) => match admit(me, list, version, peer, &ticket, self.identity) {
                 Ok(peer) => {
                     self.stage = Stage::Open { peer };
                     self.deadline = None;
@@ -110,13 +114,23 @@ impl Link {
                 },
             },
             (Stage::Hello, PeerMsg::ConnectOk { peer }) => {
-                // The admitting peer proves nothing with its answer (TLS
-                // with certificates bound to the registration, issue 16,
-                // will); at least it must be on the list.
-                if !list.iter().any(|p| p.peer == peer) {
+                // Its TLS handshake proved the key: it must be the key the
+                // tracker lists for the peer it says it is.
+                let Some(listed) = list.iter().find(|p| p.peer == peer) else {
                     return Step::Fail {
                         reason: format!(
                             "{} answered as peer {peer}, which the tracker does not list",
+                            self.addr
+                        ),
+                        refused: None,
+                        reply: None,
+                    };
+                };
+                if !self.identity.may_hold(listed.key) {
+                    return Step::Fail {
+                        reason: format!(
+                            "{} answered as peer {peer}, but its certificate is not the one \
+                             peer {peer} registered with",
                             self.addr
                         ),
                         refused: None,

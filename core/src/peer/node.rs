@@ -280,7 +280,7 @@ impl Node for PeerNode {
 
     fn handle_input(&mut self, now: Timestamp, input: Input<'_>) {
         let tracker = match &input {
-            Input::Connected { conn }
+            Input::Connected { conn, .. }
             | Input::ConnectFailed { conn, .. }
             | Input::Received { conn, .. }
             | Input::Closed { conn } => Tracker::owns(*conn),
@@ -307,20 +307,26 @@ impl Node for PeerNode {
             };
         }
         match input {
-            Input::Accepted { conn, peer } => {
+            Input::Accepted {
+                conn,
+                peer,
+                identity,
+            } => {
                 if self.links.len() >= self.cfg.max_links {
                     self.out.close(conn);
                     return;
                 }
                 self.next_link += 1;
-                let link = Link::new(self.next_link, peer, false, now + self.cfg.step_timeout);
+                let mut link = Link::new(self.next_link, peer, false, now + self.cfg.step_timeout);
+                link.identity = identity;
                 self.links.insert(conn, link);
             }
-            Input::Connected { conn } => {
+            Input::Connected { conn, identity } => {
                 let me = self.tracker.me();
                 let Some(link) = self.links.get_mut(&conn) else {
                     return;
                 };
+                link.identity = identity;
                 match link.connected(me) {
                     Ok(hello) => self.out.send(conn, &hello),
                     Err(reason) => self.drop_link(conn, Some(reason)),

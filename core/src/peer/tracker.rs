@@ -211,7 +211,9 @@ impl Tracker {
             return;
         };
         let input = match input {
-            Input::Connected { conn } => inner(conn).map(|conn| Input::Connected { conn }),
+            Input::Connected { conn, identity } => {
+                inner(conn).map(|conn| Input::Connected { conn, identity })
+            }
             Input::ConnectFailed { conn, reason } => {
                 inner(conn).map(|conn| Input::ConnectFailed { conn, reason })
             }

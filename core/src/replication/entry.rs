@@ -2,6 +2,7 @@
 
 use super::sync_round::Token;
 use crate::accounts::password::PasswordHash;
+use crate::tls::Fingerprint;
 use speedy::{Readable, Writable};
 
 /// Who asked for a transaction: a client session on some server, and the
@@ -85,6 +86,9 @@ pub enum Txn {
         user: u64,
         addr: String,
         ticket_digest: [u8; 32],
+        /// The certificate the peer presented on its link to the tracker:
+        /// other peers admit only the holder of its key.
+        key: Option<Fingerprint>,
     },
     /// The server holding peer `peer`'s link heard from it: its lease goes on.
     #[speedy(tag = 9)]

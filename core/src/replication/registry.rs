@@ -20,6 +20,7 @@
 use super::entry::TxnResult;
 use crate::frame;
 use crate::store::{Table, Write};
+use crate::tls::Fingerprint;
 use speedy::{Readable, Writable};
 use std::collections::BTreeMap;
 
@@ -38,6 +39,16 @@ pub struct Registered {
     pub ticket_digest: [u8; 32],
     /// Unix seconds after which it may be expired.
     pub lease_until: u64,
+    /// The fingerprint of the certificate it registered with.
+    pub key: Option<Fingerprint>,
+}
+
+/// What a `PeerJoin` says of the peer.
+pub struct Joining<'a> {
+    pub user: u64,
+    pub addr: &'a str,
+    pub ticket_digest: [u8; 32],
+    pub key: Option<Fingerprint>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -77,15 +88,13 @@ impl Registry {
     /// Entry `id` registers `user`'s peer at `addr`. A user's earlier
     /// registration at the same address (a peer that restarted) is
     /// replaced: one address, one peer.
-    pub fn join(
-        &mut self,
-        id: u64,
-        user: u64,
-        addr: &str,
-        ticket_digest: [u8; 32],
-        at: u64,
-        writes: &mut Vec<Write>,
-    ) -> TxnResult {
+    pub fn join(&mut self, id: u64, j: Joining<'_>, at: u64, writes: &mut Vec<Write>) -> TxnResult {
+        let Joining {
+            user,
+            addr,
+            ticket_digest,
+            key,
+        } = j;
         let stale: Vec<u64> = (self.peers.values())
             .filter(|p| p.user == user && p.addr == addr)
             .map(|p| p.id)
@@ -99,6 +108,7 @@ impl Registry {
             addr: addr.to_string(),
             ticket_digest,
             lease_until: at.saturating_add(PEER_LEASE_SECS),
+            key,
         };
         self.store(&p, writes);
         self.peers.insert(id, p);
@@ -158,29 +168,38 @@ mod tests {
 
     const T: [u8; 32] = [7; 32];
 
+    fn j(user: u64, addr: &str, ticket_digest: [u8; 32]) -> Joining<'_> {
+        Joining {
+            user,
+            addr,
+            ticket_digest,
+            key: None,
+        }
+    }
+
     #[test]
     fn a_join_registers_under_its_index_and_a_rejoin_at_one_address_replaces() {
         let (mut r, mut w) = (Registry::default(), Vec::new());
         assert_eq!(
-            r.join(5, 1, "10.0.0.1:9000", T, 100, &mut w),
+            r.join(5, j(1, "10.0.0.1:9000", T), 100, &mut w),
             TxnResult::PeerJoined { peer: 5 }
         );
-        r.join(6, 2, "10.0.0.2:9000", T, 100, &mut w);
+        r.join(6, j(2, "10.0.0.2:9000", T), 100, &mut w);
         // Alice's peer restarts and registers again at the same address.
-        r.join(9, 1, "10.0.0.1:9000", T, 110, &mut w);
+        r.join(9, j(1, "10.0.0.1:9000", T), 110, &mut w);
         let ids: Vec<u64> = r.all().map(|p| p.id).collect();
         assert_eq!(ids, [6, 9]);
         assert_eq!(r.get(9).map(|p| p.lease_until), Some(110 + PEER_LEASE_SECS));
         // ... but a second address of hers is a second peer.
-        r.join(10, 1, "10.0.0.3:9000", T, 110, &mut w);
+        r.join(10, j(1, "10.0.0.3:9000", T), 110, &mut w);
         assert_eq!(r.all().count(), 3);
     }
 
     #[test]
     fn a_lease_runs_out_unless_renewed_and_a_late_expiry_spares_a_renewed_peer() {
         let (mut r, mut w) = (Registry::default(), Vec::new());
-        r.join(1, 1, "a:1", T, 100, &mut w);
-        r.join(2, 2, "b:1", T, 100, &mut w);
+        r.join(1, j(1, "a:1", T), 100, &mut w);
+        r.join(2, j(2, "b:1", T), 100, &mut w);
         assert!(r.expired(100 + PEER_LEASE_SECS).is_empty());
         assert_eq!(r.expired(101 + PEER_LEASE_SECS), [1, 2]);
         // Peer 1's server renewed it before the master's expiry applied.
@@ -200,8 +219,8 @@ mod tests {
     #[test]
     fn the_writes_rebuild_the_same_registry() {
         let (mut r, mut w) = (Registry::default(), Vec::new());
-        r.join(1, 1, "a:1", T, 100, &mut w);
-        r.join(2, 2, "b:1", [1; 32], 100, &mut w);
+        r.join(1, j(1, "a:1", T), 100, &mut w);
+        r.join(2, j(2, "b:1", [1; 32]), 100, &mut w);
         r.renew(2, 120, &mut w);
         r.leave(1, false, 121, &mut w);
         let mut rows: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();

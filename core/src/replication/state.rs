@@ -6,7 +6,7 @@
 use super::catalogue::{Catalogue, FileMeta};
 use super::entry::{Entry, Origin, Txn, TxnResult};
 use super::logins::Logins;
-use super::registry::Registry;
+use super::registry::{Joining, Registry};
 use super::sync_round::SyncRounds;
 use crate::accounts::password::PasswordHash;
 use crate::frame;
@@ -300,12 +300,16 @@ impl State {
                 user,
                 addr,
                 ticket_digest,
+                key,
             } => match self.users.contains_key(user) {
                 true => (self.registry).join(
                     entry.index,
-                    *user,
-                    addr,
-                    *ticket_digest,
+                    Joining {
+                        user: *user,
+                        addr,
+                        ticket_digest: *ticket_digest,
+                        key: *key,
+                    },
                     entry.at,
                     &mut writes,
                 ),
@@ -493,6 +497,7 @@ mod tests {
                 user,
                 addr: "10.0.0.1:9000".into(),
                 ticket_digest: [3; 32],
+                key: None,
             },
             ..revoke.clone()
         };

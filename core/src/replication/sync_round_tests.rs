@@ -70,6 +70,7 @@ impl Log {
             user,
             addr,
             ticket_digest: T,
+            key: None,
         }) {
             TxnResult::PeerJoined { peer } => peer,
             other => panic!("{other:?}"),
@@ -301,6 +302,7 @@ fn a_writer_that_leaves_passes_the_grant_on_in_the_same_entry_and_leavers_are_sk
         user: 3,
         addr,
         ticket_digest: T,
+        key: None,
     });
     assert!(l.state.sync().current().is_none());
     assert_eq!(l.state.sync().last_finished(), Some(round));

@@ -238,7 +238,13 @@ fn lone_follower() -> (crate::server::Server, ConnId) {
             _ => None,
         })
         .expect("server 2 dials server 1");
-    f.handle_input(c.now, Input::Connected { conn: dial });
+    f.handle_input(
+        c.now,
+        Input::Connected {
+            conn: dial,
+            identity: crate::io::Identity::Unchecked,
+        },
+    );
     let outs = drain(&mut f);
     assert!(matches!(
         sent::<ReplicaMsg, _>(&outs, dial)[..],
@@ -503,6 +509,7 @@ fn an_impostor_without_the_secret_cannot_link() {
     m.handle_input(
         now,
         Input::Accepted {
+            identity: crate::io::Identity::Unchecked,
             conn,
             peer: "x".into(),
         },
@@ -943,6 +950,7 @@ fn peer_leases_run_out_unless_renewed_and_a_new_master_expires_them() {
         user: 1,
         addr: addr.into(),
         ticket_digest: [0; 32],
+        key: None,
     };
     submit(&mut c, 1, join("10.0.0.1:9000"));
     submit(&mut c, 2, join("10.0.0.2:9000"));

@@ -146,6 +146,9 @@ pub struct PeerInfo {
     pub addr: String,
     /// BLAKE3 of the ticket the peer presents on connect.
     pub ticket_digest: [u8; 32],
+    /// The fingerprint of its certificate: only the holder of its key is
+    /// that peer.
+    pub key: Option<crate::tls::Fingerprint>,
 }
 
 /// First tag byte of [`SessionMsg`] frames.

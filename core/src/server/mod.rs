@@ -87,6 +87,7 @@ use crate::replication::sync_round::Token;
 use crate::replication::{Replica, ReplicaConfig};
 use crate::store::Recovered;
 use crate::time::{earliest, Timestamp};
+use crate::tls::{ClusterRole, Identity};
 use crate::transfer::TransferError;
 use accounts::Accounts;
 pub use blobs::{BlobMsg, BLOB_TAGS};
@@ -267,9 +268,43 @@ impl Server {
         }
     }
 
+    /// A connection this server dialed did not open.
+    fn dial_failed(&mut self, now: Timestamp, conn: ConnId, reason: &str) {
+        self.replica.on_closed(now, conn, reason, &mut self.out);
+        self.blobs.on_closed(now, conn, &mut self.out);
+        self.copies
+            .on_closed(now, conn, &mut self.blobs, &mut self.out);
+        self.copy_news(now);
+    }
+
     /// The first frame of a connection that is not a session: it says
     /// which link the connection is.
     fn on_first(&mut self, now: Timestamp, conn: ConnId, tag: u8, payload: &[u8]) {
+        // Probes come from the balancer, pushes, blob fetches and
+        // replication from servers: each proved by its certificate (the
+        // cluster secret is checked as well, further on).
+        let needs = if PROBE_TAGS.contains(&tag) {
+            Some(ClusterRole::Balancer)
+        } else if tag == PUSH_TAG || BLOB_TAGS.contains(&tag) || REPLICA_TAGS.contains(&tag) {
+            Some(ClusterRole::Server)
+        } else {
+            None
+        };
+        if let Some(role) = needs {
+            let identity = self.sessions.identity(conn);
+            if !identity.may_be(role) {
+                let what = format!(
+                    "a link only the cluster's {} may open, from {identity}",
+                    role.dns_name()
+                );
+                let link = if role == ClusterRole::Balancer {
+                    Link::Probe
+                } else {
+                    Link::Session
+                };
+                return self.refuse(conn, Refusal::Unexpected { what }, link);
+            }
+        }
         if PROBE_TAGS.contains(&tag) {
             let probed = self
                 .sessions
@@ -485,9 +520,20 @@ impl Server {
             .map_err(|e| OpError::BadPeerAddress {
                 reason: format!("{addr:?} is not IP:PORT ({e})"),
             });
-        let (user, addr) = match (user, checked) {
-            (Ok(user), Ok(addr)) => (user, addr),
-            (Err(e), _) | (_, Err(e)) => {
+        // The peer's own certificate, on this link: other peers will admit
+        // only its holder.
+        let key = match self.sessions.identity(conn) {
+            Identity::Key(key) => Ok(Some(key)),
+            Identity::Unchecked => Ok(None),
+            other => Err(OpError::BadPeerAddress {
+                reason: format!(
+                    "a peer registers over a link with a certificate of its own, not {other}"
+                ),
+            }),
+        };
+        let (user, addr, key) = match (user, checked, key) {
+            (Ok(user), Ok(addr), Ok(key)) => (user, addr, key),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 return self
                     .sessions
                     .answer(conn, op, SessionMsg::Failed(e), &mut self.out)
@@ -499,6 +545,7 @@ impl Server {
             user,
             addr: addr.to_string(),
             ticket_digest: *blake3::hash(&ticket).as_bytes(),
+            key,
         };
         let ordered = (self.sessions).order(now, conn, op, txn, &mut self.replica, &mut self.out);
         match ordered {
@@ -722,7 +769,11 @@ impl Node for Server {
 
     fn handle_input(&mut self, now: Timestamp, input: Input<'_>) {
         match input {
-            Input::Accepted { conn, peer } => self.sessions.accept(now, conn, &peer),
+            Input::Accepted {
+                conn,
+                peer,
+                identity,
+            } => self.sessions.accept(now, conn, &peer, identity),
             Input::Received { conn, bytes } => self.on_bytes(now, conn, bytes),
             Input::Closed { conn } => {
                 self.replica
@@ -733,20 +784,21 @@ impl Node for Server {
                 self.forget(conn);
                 self.copy_news(now);
             }
-            Input::Connected { conn } => {
+            Input::Connected { conn, identity } if !identity.may_be(ClusterRole::Server) => {
+                // A server dials only servers: whatever answered at that
+                // address is not one of this cluster.
+                self.out.close(conn);
+                let reason = format!("it is not a server of this cluster ({identity})");
+                self.dial_failed(now, conn, &reason);
+            }
+            Input::Connected { conn, .. } => {
                 self.replica.on_connected(now, conn, &mut self.out);
                 self.blobs.on_connected(conn, &self.replica, &mut self.out);
                 self.copies
                     .on_connected(now, conn, &mut self.blobs, &mut self.out);
                 self.copy_news(now);
             }
-            Input::ConnectFailed { conn, reason } => {
-                self.replica.on_closed(now, conn, &reason, &mut self.out);
-                self.blobs.on_closed(now, conn, &mut self.out);
-                self.copies
-                    .on_closed(now, conn, &mut self.blobs, &mut self.out);
-                self.copy_news(now);
-            }
+            Input::ConnectFailed { conn, reason } => self.dial_failed(now, conn, &reason),
             Input::Persisted { token } => {
                 let done = self.replica.on_persisted(now, token, &mut self.out);
                 let applied =

@@ -130,6 +130,7 @@ impl PeerLinks {
                     .unwrap_or_default(),
                 addr: p.addr.clone(),
                 ticket_digest: p.ticket_digest,
+                key: p.key,
             })
             .collect();
         let msg = SessionMsg::PeerUpdate { peers };

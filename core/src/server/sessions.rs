@@ -24,7 +24,7 @@ use crate::auth::{AuthCode, ClusterSecret};
 use crate::balancer::messages::{BalancerMsg, ProbeMsg};
 use crate::entropy::Entropy;
 use crate::frame::{self, FrameDecoder};
-use crate::io::ConnId;
+use crate::io::{ConnId, Identity};
 use crate::outbox::Outbox;
 use crate::refusal::{Refusal, PROTOCOL_VERSION};
 use crate::replication::entry::{Origin, Txn, TxnResult};
@@ -105,6 +105,9 @@ struct Conn {
     /// Where the connection comes from, for counting failed logins
     /// (`accounts::limiter::source_of`).
     source: String,
+    /// What its TLS handshake proved: links only servers of the cluster
+    /// may open are refused to anything else.
+    identity: Identity,
 }
 
 /// Which link a refusal is said on.
@@ -211,8 +214,9 @@ impl Sessions {
         self.slots_taken() < self.max_clients as usize
     }
 
-    /// A connection from `peer` (its address as the listener saw it).
-    pub(super) fn accept(&mut self, now: Timestamp, conn: ConnId, peer: &str) {
+    /// A connection from `peer` (its address as the listener saw it), its
+    /// other end proved to be `identity`.
+    pub(super) fn accept(&mut self, now: Timestamp, conn: ConnId, peer: &str, identity: Identity) {
         let deadline = now + self.handshake_timeout;
         self.conns.insert(
             conn,
@@ -220,8 +224,16 @@ impl Sessions {
                 decoder: FrameDecoder::default(),
                 stage: Stage::Opening { deadline },
                 source: crate::accounts::limiter::source_of(peer),
+                identity,
             },
         );
+    }
+
+    /// What the other end of `conn` proved to be.
+    pub(super) fn identity(&self, conn: ConnId) -> Identity {
+        self.conns
+            .get(&conn)
+            .map_or(Identity::Anonymous, |c| c.identity)
     }
 
     /// Where the connection `conn` comes from (empty if it is not ours).

@@ -28,6 +28,7 @@ fn feed(s: &mut Server, now: Timestamp, c: ConnId, bytes: &[u8]) -> Vec<Output<S
     s.handle_input(
         now,
         Input::Accepted {
+            identity: crate::io::Identity::Unchecked,
             conn: c,
             peer: "p".into(),
         },
@@ -234,6 +235,7 @@ fn silence_after_connect_or_after_hello_ack_is_timed_out() {
     s.handle_input(
         ms(0),
         Input::Accepted {
+            identity: crate::io::Identity::Unchecked,
             conn: conn(1),
             peer: "p".into(),
         },

@@ -802,7 +802,13 @@ fn a_fetch_whose_offer_never_comes_is_given_up_and_tried_again() {
         panic!("one fetch dialed at start: {dialed:?}");
     };
     // Connected and asked; the answer is lost (a partition, say).
-    s.handle_input(now, Input::Connected { conn });
+    s.handle_input(
+        now,
+        Input::Connected {
+            conn,
+            identity: crate::io::Identity::Unchecked,
+        },
+    );
     drain(&mut s);
     // Replication's timers (its dials) run too: step through them until
     // the fetch gives up, within the fetch's patience.

@@ -163,10 +163,14 @@ type ServerHost = Host<Server, MemWorld>;
 fn feed<N: crate::io::Node>(h: &mut Host<N, MemWorld>, m: &Msg) {
     match m {
         Msg::Accepted(c) => h.handle_input(Input::Accepted {
+            identity: crate::io::Identity::Unchecked,
             conn: *c,
             peer: "peer".into(),
         }),
-        Msg::Connected(c) => h.handle_input(Input::Connected { conn: *c }),
+        Msg::Connected(c) => h.handle_input(Input::Connected {
+            conn: *c,
+            identity: crate::io::Identity::Unchecked,
+        }),
         Msg::ConnectFailed(c) => h.handle_input(Input::ConnectFailed {
             conn: *c,
             reason: "refused".into(),
@@ -564,6 +568,7 @@ impl Cluster {
                 self.sync_clock();
                 if let Some(h) = self.hosts[ix].as_mut() {
                     h.handle_input(Input::Accepted {
+                        identity: crate::io::Identity::Unchecked,
                         conn,
                         peer: self.client_addr.clone(),
                     });

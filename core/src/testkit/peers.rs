@@ -135,6 +135,7 @@ impl Cluster {
         if let Some(h) = self.peers[k].host.as_mut() {
             h.world_mut().set_now(now);
             h.handle_input(crate::io::Input::Accepted {
+                identity: crate::io::Identity::Unchecked,
                 conn,
                 peer: "raw".into(),
             });

@@ -76,8 +76,10 @@
 
 use crate::disk::SimFiles;
 use crate::seeds::SimRng;
+use crate::tls::TlsRole;
 use crate::trace::SharedTrace;
 use ferry_core::host::{file_op_name, Work};
+use ferry_core::io::Identity;
 use ferry_core::store::{Batch, Store};
 use ferry_core::{
     ConnId, FileAnswer, FileFailure, FileOp, Host, HostError, Input, Node, Output, Settled,
@@ -139,6 +141,51 @@ impl Default for DriverConfig {
             read_latency: Rc::new(Cell::new((Duration::ZERO, Duration::ZERO))),
             seed: 0,
         }
+    }
+}
+
+/// Every byte the hosts of this thread put on the wire, and what their
+/// nodes wrote before TLS, while a capture is on: for tests of what an
+/// eavesdropper sees.
+pub mod capture {
+    use std::cell::RefCell;
+
+    #[derive(Default)]
+    pub struct Captured {
+        /// What crossed the network (ciphertext).
+        pub wire: Vec<u8>,
+        /// What the nodes transmitted, before TLS.
+        pub plaintext: Vec<u8>,
+    }
+
+    thread_local! {
+        static ON: RefCell<Option<Captured>> = const { RefCell::new(None) };
+    }
+
+    /// Starts capturing (what was captured before is dropped).
+    pub fn start() {
+        ON.with(|c| *c.borrow_mut() = Some(Captured::default()));
+    }
+
+    /// Stops, and hands over what was captured.
+    pub fn take() -> Captured {
+        ON.with(|c| c.borrow_mut().take()).unwrap_or_default()
+    }
+
+    pub(super) fn wire(bytes: &[u8]) {
+        ON.with(|c| {
+            if let Some(c) = c.borrow_mut().as_mut() {
+                c.wire.extend_from_slice(bytes);
+            }
+        });
+    }
+
+    pub(super) fn plaintext(bytes: &[u8]) {
+        ON.with(|c| {
+            if let Some(c) = c.borrow_mut().as_mut() {
+                c.plaintext.extend_from_slice(bytes);
+            }
+        });
     }
 }
 
@@ -283,17 +330,22 @@ impl World for SimWorld {
         now()
     }
 
-    fn transmit(&mut self, conn: ConnId, bytes: Vec<u8>) {
+    fn plaintext(&mut self, conn: ConnId, bytes: &[u8]) {
+        capture::plaintext(bytes);
         if let Some(tap) = &self.tap {
             let conns = &self.conns;
             let peer = || match conns.get(&conn).and_then(|c| c.peer) {
                 Some(p) => turmoil::reverse_lookup(p.ip()).unwrap_or_else(|| p.to_string()),
                 None => "?".to_string(),
             };
-            if let Some(line) = tap(&bytes, &peer) {
+            if let Some(line) = tap(bytes, &peer) {
                 self.trace.borrow_mut().record_now(&self.host, line);
             }
         }
+    }
+
+    fn transmit(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        capture::wire(&bytes);
         if let Some(c) = self.conns.get(&conn) {
             let _ = c.cmds.send(Cmd::Write(bytes));
         }
@@ -511,12 +563,20 @@ pub struct Driver<N: Node> {
 }
 
 impl<N: Node> Driver<N> {
-    /// Must be called inside a turmoil host or client.
-    pub fn new(host: &str, node: Rc<RefCell<N>>, trace: SharedTrace, cfg: DriverConfig) -> Self {
+    /// Must be called inside a turmoil host or client. The node's links
+    /// run TLS as its kind does in production ([`crate::tls`]).
+    pub fn new(host: &str, node: Rc<RefCell<N>>, trace: SharedTrace, cfg: DriverConfig) -> Self
+    where
+        N: TlsRole,
+    {
         let (tx, rx) = mpsc::unbounded_channel();
         let world = SimWorld::new(host, trace, cfg, tx);
+        let mut pump = Host::new(SharedNode(node.clone()), world);
+        if let Some(tls) = crate::tls::links(host, N::tls_role()) {
+            pump = pump.with_tls(tls);
+        }
         Driver {
-            host: Host::new(SharedNode(node.clone()), world),
+            host: pump,
             node,
             rx,
             next_accept: 0,
@@ -533,6 +593,12 @@ impl<N: Node> Driver<N> {
     /// `ferry-core`'s outbox, one whole frame) and records what it says in
     /// the trace. For messages that have no event of their own; it decides
     /// nothing.
+    /// Encrypts every link of the node with TLS, as production does.
+    pub fn with_tls(mut self, tls: ferry_core::host::tls::TlsLinks) -> Self {
+        self.host = self.host.with_tls(tls);
+        self
+    }
+
     pub fn with_tap(mut self, tap: Tap) -> Self {
         self.world().tap = Some(tap);
         self
@@ -621,8 +687,7 @@ impl<N: Node> Driver<N> {
                     "livelock: the node's deadline stays at {deadline:?} (now {now:?}) \
                      after {LIVELOCK_SPINS} timeouts handled at one instant"
                 );
-                let ts = self.now();
-                self.host.node_mut().handle_timeout(ts);
+                self.host.handle_timeout_if_due();
                 continue;
             }
             if until.is_some_and(|u| u <= now) {
@@ -755,9 +820,12 @@ impl<N: Node> Driver<N> {
                         .borrow_mut()
                         .record_now(&w.host, format!("accept {conn} from {who}"));
                 }
+                // Nothing is proven by a socket: the host's TLS says who
+                // the other end is.
                 self.host.handle_input(Input::Accepted {
                     conn,
                     peer: peer.to_string(),
+                    identity: Identity::Anonymous,
                 });
             }
             Net::Connected { conn, local, peer } => {
@@ -766,7 +834,10 @@ impl<N: Node> Driver<N> {
                 if let Some(c) = self.world().conns.get_mut(&conn) {
                     c.local = Some(local);
                     c.peer = Some(peer);
-                    self.host.handle_input(Input::Connected { conn });
+                    self.host.handle_input(Input::Connected {
+                        conn,
+                        identity: Identity::Anonymous,
+                    });
                 }
             }
             Net::ConnectFailed { conn, reason } => {
@@ -891,7 +962,7 @@ pub fn now() -> Timestamp {
 
 /// A host's main program: listen on `0.0.0.0:port` and drive `node` forever,
 /// persisting to `store` if it has one. Returns only if the store fails.
-pub async fn serve<N: Node>(
+pub async fn serve<N: Node + TlsRole>(
     host: &str,
     port: u16,
     node: Rc<RefCell<N>>,

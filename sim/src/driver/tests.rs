@@ -333,3 +333,6 @@ fn a_node_whose_deadline_never_moves_is_reported_not_spun_on() {
         }
     }
 }
+
+impl crate::tls::TlsRole for Scripted {}
+impl crate::tls::TlsRole for Stuck {}

@@ -116,6 +116,7 @@ impl Harness {
     /// the lines of `plan`, and which will inject `faults` (sorted by time)
     /// when [`Harness::inject_due`] finds them due.
     pub fn new(p: SimParams, faults: Vec<(Duration, Fault)>, plan: Vec<String>) -> Self {
+        crate::tls::begin(p.seed);
         let sim = turmoil::Builder::new()
             .rng_seed(p.seed)
             .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))

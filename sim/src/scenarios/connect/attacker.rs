@@ -256,13 +256,13 @@ impl Node for ReplayAttacker {
         let balancer = self.balancer_conn.as_ref().map(|(c, _)| *c);
         let to_balancer = |c: ConnId| Some(c) == balancer;
         match input {
-            Input::Connected { conn } if to_balancer(conn) => {
+            Input::Connected { conn, .. } if to_balancer(conn) => {
                 let msg = BalancerMsg::GetServer {
                     version: PROTOCOL_VERSION,
                 };
                 self.out.send(conn, &msg);
             }
-            Input::Connected { conn } => {
+            Input::Connected { conn, .. } => {
                 if let Some(code) = &self.code {
                     let msg = SessionMsg::Hello {
                         version: PROTOCOL_VERSION,
@@ -336,5 +336,13 @@ impl Node for ReplayAttacker {
 
     fn poll_timeout(&self) -> Option<Timestamp> {
         self.deadline
+    }
+}
+
+/// The attacker speaks TLS as any client does: what it replays is the
+/// protocol's, inside a link of its own.
+impl crate::tls::TlsRole for ReplayAttacker {
+    fn tls_role() -> crate::tls::SimTls {
+        crate::tls::SimTls::Client
     }
 }

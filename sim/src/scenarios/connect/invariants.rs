@@ -171,7 +171,8 @@ fn is_expected_failure(e: &ClientError) -> bool {
                 Refusal::CodeExpired | Refusal::CodeUnknown | Refusal::Timeout { .. }
             ) | (Peer::Balancer, Refusal::Overloaded)
         ),
-        ClientError::Protocol { .. } => false,
+        // Every member is issued by the one authority: a refusal is a bug.
+        ClientError::Protocol { .. } | ClientError::Untrusted { .. } => false,
     }
 }
 
