@@ -8,7 +8,7 @@ fn client() -> Client {
 }
 
 fn code() -> AuthCode {
-    secret().mint(2, [4; 16])
+    secret().mint(2, [4; 16], ms(0), crate::auth::CODE_TTL)
 }
 
 fn recv<M: speedy::Writable<speedy::LittleEndian>>(
