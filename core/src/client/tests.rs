@@ -250,6 +250,26 @@ fn refused_code_is_retried_but_a_version_mismatch_is_final() {
 }
 
 #[test]
+fn a_full_server_or_a_busy_source_at_hello_sends_the_client_back_to_the_balancer() {
+    let busy = Refusal::TooManyConnections {
+        limit: 8,
+        unauthenticated: true,
+    };
+    for reason in [Refusal::ServerFull, busy] {
+        let mut c = client();
+        let srv = assigned(&mut c);
+        c.handle_input(ms(3), Input::Connected { conn: srv });
+        drain(&mut c);
+        let outs = recv(&mut c, ms(4), srv, &SessionMsg::Refused(reason));
+        assert!(matches!(events(&outs)[..], [ClientEvent::Retrying { .. }]));
+        assert!(
+            connects(&outs).iter().any(|(_, a)| a == "balancer:7000"),
+            "{outs:?}"
+        );
+    }
+}
+
+#[test]
 fn garbage_from_the_server_is_a_protocol_error() {
     let mut c = client();
     let srv = assigned(&mut c);
