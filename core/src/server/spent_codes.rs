@@ -67,11 +67,13 @@ impl SpentCodes {
     }
 
     /// Spent nonces remembered now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.by_nonce.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.by_nonce.is_empty()
     }
 
