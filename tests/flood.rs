@@ -148,6 +148,22 @@ pub struct Tally {
     pub connect_errors: u64,
 }
 
+impl Tally {
+    /// Adds another flood's figures.
+    pub fn add(&mut self, o: &Tally) {
+        self.requests += o.requests;
+        self.assigned += o.assigned;
+        self.told_to_wait += o.told_to_wait;
+        self.other_answers += o.other_answers;
+        self.half_open += o.half_open;
+        self.half_open_closed += o.half_open_closed;
+        self.hellos += o.hellos;
+        self.sessions += o.sessions;
+        self.sessions_closed += o.sessions_closed;
+        self.connect_errors += o.connect_errors;
+    }
+}
+
 /// How hard to flood.
 #[derive(Clone, Copy, Debug)]
 pub struct Plan {
@@ -157,6 +173,23 @@ pub struct Plan {
     pub half_open: usize,
     /// Idle sessions to keep open to each server.
     pub idle: usize,
+    /// Run the flood's threads at the lowest CPU priority (nice 19): on one
+    /// machine, the flooder then stands for another machine, whose CPU is
+    /// not the cluster's, and what is measured is what the flood costs the
+    /// cluster's processes.
+    pub nice: bool,
+}
+
+/// Lowers the calling thread's CPU priority to nice 19 (on Linux, nice
+/// is per thread); a failure leaves it as it was.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority take no pointers; they act on the
+    // calling thread only.
+    unsafe {
+        let tid = libc::gettid();
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+    }
 }
 
 /// A flood running on threads of its own until [`Flood::stop`].
@@ -184,6 +217,9 @@ impl Flood {
             let (stop, tally, codes) = (stop.clone(), tally.clone(), codes.clone());
             let balancer = balancer.to_string();
             threads.push(thread::spawn(move || {
+                if plan.nice {
+                    lower_priority();
+                }
                 while !stop.load(Ordering::Relaxed) {
                     request(&balancer, &tally, &codes);
                 }
@@ -193,6 +229,9 @@ impl Flood {
             let (stop, tally, codes) = (stop.clone(), tally.clone(), codes.clone());
             let server = server.clone();
             threads.push(thread::spawn(move || {
+                if plan.nice {
+                    lower_priority();
+                }
                 hold(&server, plan, &stop, &tally, &codes);
             }));
         }
@@ -258,17 +297,9 @@ fn hold(server: &str, plan: Plan, stop: &AtomicBool, tally: &Mutex<Tally>, codes
             t.half_open_closed += (before.0 - half_open.len()) as u64;
             t.sessions_closed += (before.1 - idle.len()) as u64;
         });
-        // At most a burst per round, so that a refusing server is asked
-        // again and again rather than all at once.
-        for _ in 0..plan.half_open.saturating_sub(half_open.len()).min(32) {
-            match connect_from(FLOOD_IP, server) {
-                Ok(s) => {
-                    half_open.push(s);
-                    count(tally, |t| t.half_open += 1);
-                }
-                Err(_) => count(tally, |t| t.connect_errors += 1),
-            }
-        }
+        // At most a burst of each per round, so that a refusing server is
+        // asked again and again rather than all at once. Sessions first:
+        // they hold slots, and the server counts both kinds together.
         for _ in 0..plan.idle.saturating_sub(idle.len()).min(32) {
             let code = {
                 let mut q = codes.lock().unwrap_or_else(|e| e.into_inner());
@@ -285,6 +316,15 @@ fn hold(server: &str, plan: Plan, stop: &AtomicBool, tally: &Mutex<Tally>, codes
                     count(tally, |t| t.sessions += 1);
                 }
                 Ok(Err(_)) => {}
+                Err(_) => count(tally, |t| t.connect_errors += 1),
+            }
+        }
+        for _ in 0..plan.half_open.saturating_sub(half_open.len()).min(32) {
+            match connect_from(FLOOD_IP, server) {
+                Ok(s) => {
+                    half_open.push(s);
+                    count(tally, |t| t.half_open += 1);
+                }
                 Err(_) => count(tally, |t| t.connect_errors += 1),
             }
         }
