@@ -239,7 +239,7 @@ mod tests {
         c.left(&src, false);
         assert_eq!(c.of(&src), (0, 0));
         assert!(
-            c.counts.get(&src).is_none(),
+            !c.counts.contains_key(&src),
             "a source with none is forgotten"
         );
     }
