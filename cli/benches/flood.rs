@@ -19,7 +19,8 @@
 //! background load of a shared machine; each flood runs 2 s before its
 //! runs are timed. The flooder's threads run at nice 19: on one machine
 //! they stand for another machine, and what is measured is what the flood
-//! costs the cluster's processes, not the CPU the flooder takes from them.
+//! costs the cluster's processes, not the CPU the flooder takes from them
+//! (`FERRY_BENCH_NICE=0` runs them at the usual priority).
 //! Prints the median and p90 of both, their ratio (target: the flooded
 //! median under 3× the quiet one), and what the flood did.
 
@@ -43,6 +44,10 @@ const PLAN: Plan = Plan {
 fn main() {
     let runs = env_or("FERRY_BENCH_RUNS", 30);
     let rounds = env_or("FERRY_BENCH_ROUNDS", 3).min(runs);
+    let plan = Plan {
+        nice: std::env::var("FERRY_BENCH_NICE").map_or(true, |v| v.trim() != "0"),
+        ..PLAN
+    };
     let ferry = Path::new(env!("CARGO_BIN_EXE_ferry"));
     let dir = tempfile::tempdir().expect("temporary directory");
     let cluster = Cluster::start(ferry, dir.path(), 3, None);
@@ -78,7 +83,8 @@ fn main() {
 
     println!(
         "ferry flood benchmark: `ferry ls` from 127.0.0.1, {runs} runs quiet and {runs} \
-         flooded, in {rounds} rounds"
+         flooded, in {rounds} rounds; the flooder at nice {}",
+        if plan.nice { 19 } else { 0 }
     );
     let (mut quiet, mut flooded) = (Runs::default(), Runs::default());
     let mut tally = Tally::default();
@@ -86,7 +92,7 @@ fn main() {
         // This round's share of the runs.
         let n = runs * (round + 1) / rounds - runs * round / rounds;
         quiet.add(measure(n, &ls));
-        let flood = Flood::start(&balancer, cluster.addrs(), PLAN);
+        let flood = Flood::start(&balancer, cluster.addrs(), plan);
         // Let the flood take what it may hold before measuring.
         std::thread::sleep(Duration::from_secs(2));
         flooded.add(measure(n, &ls));
