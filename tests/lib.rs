@@ -14,6 +14,7 @@
 //! `listening on ADDR` line once they accept connections; tests wait for that
 //! line. Every wait has a deadline, and every child is killed on drop.
 
+pub mod flood;
 pub mod netns;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -496,6 +497,8 @@ pub struct Cluster {
     data: PathBuf,
     addrs: Vec<(u32, String)>,
     procs: Vec<(u32, Proc)>,
+    /// More arguments for every server (`--max-clients 16`...).
+    extra: Vec<String>,
 }
 
 impl Cluster {
@@ -506,11 +509,17 @@ impl Cluster {
     /// Starts servers 1..=n, each with its data under `data/server-N`. The
     /// master starts first, so the followers' first dial finds it.
     pub fn start(n: u32, data: &Path) -> Cluster {
+        Cluster::start_with(n, data, &[])
+    }
+
+    /// Like [`Cluster::start`], every server given `extra` arguments too.
+    pub fn start_with(n: u32, data: &Path, extra: &[&str]) -> Cluster {
         let addrs = (1..=n).map(|id| (id, unused_addr())).collect();
         let mut cluster = Cluster {
             data: data.to_path_buf(),
             addrs,
             procs: Vec::new(),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         for id in 1..=n {
             cluster.restart(id);
@@ -543,23 +552,22 @@ impl Cluster {
         let peers: Vec<String> = self.addrs.iter().map(|(i, a)| format!("{i}={a}")).collect();
         let (id_s, master) = (id.to_string(), Self::MASTER.to_string());
         let data = self.data.join(format!("server-{id}"));
-        let mut p = Proc::spawn(
-            &format!("server {id}"),
-            &[
-                "server",
-                "--id",
-                &id_s,
-                "--listen",
-                self.addr(id),
-                "--data",
-                path_str(&data),
-                "--master",
-                &master,
-                "--peers",
-                &peers.join(","),
-            ],
-            &[("FERRY_SECRET", SECRET)],
-        );
+        let peers = peers.join(",");
+        let mut args = vec![
+            "server",
+            "--id",
+            &id_s,
+            "--listen",
+            self.addr(id),
+            "--data",
+            path_str(&data),
+            "--master",
+            &master,
+            "--peers",
+            &peers,
+        ];
+        args.extend(self.extra.iter().map(String::as_str));
+        let mut p = Proc::spawn(&format!("server {id}"), &args, &[("FERRY_SECRET", SECRET)]);
         p.wait_listening();
         self.procs.push((id, p));
     }

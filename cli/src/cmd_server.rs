@@ -7,9 +7,10 @@ use crate::server_node;
 use crate::{say, secret, tls_files};
 use ferry_core::balancer::ServerAddr;
 use ferry_core::replication::ReplicaConfig;
-use ferry_core::server::ServerConfig;
+use ferry_core::server::{ServerConfig, SourceCaps};
 use ferry_core::tls::ClusterRole;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,6 +28,22 @@ pub struct Args {
     /// Clients served at once.
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_clients: u32,
+    /// Connections one address may hold that have not logged in (one
+    /// machine's: an IPv4 address, or an IPv6 /64). More are refused at
+    /// once. The cluster's servers and balancer are exempt.
+    #[arg(long, value_name = "N", default_value_t = SourceCaps::default().unauthenticated,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_unauthenticated_per_source: u32,
+    /// Connections one address may hold in all, logged-in ones included
+    /// (raise it for many users behind one NAT).
+    #[arg(long, value_name = "N", default_value_t = SourceCaps::default().all,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_per_source: u32,
+    /// Seconds a connection may take, from its accept, to log in before it
+    /// is closed.
+    #[arg(long, value_name = "SECS", default_value_t = ServerConfig::new(0).login_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    login_timeout: u64,
     /// The id of the cluster's first master: this server's own id or one
     /// of --peers. If it is lost, the others elect another. Required with
     /// --peers; without --peers the server is a cluster of one and its own
@@ -60,6 +77,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
         .config(ClusterRole::Server, &format!("server {}", args.id))?;
     let cfg = ServerConfig {
         max_clients: args.max_clients,
+        per_source: SourceCaps {
+            unauthenticated: args.max_unauthenticated_per_source,
+            all: args.max_per_source,
+        },
+        login_timeout: Duration::from_secs(args.login_timeout),
         send_window: args.window,
         quota: args.quota,
         ..ServerConfig::new(args.id)

@@ -1,15 +1,28 @@
 //! The cluster secret and the auth codes the balancer hands to clients.
 //!
-//! An auth code names one server and one random nonce, and carries a MAC over
-//! both made with a key derived from the cluster secret. Only holders of the
-//! secret can mint one, and a server accepts only codes that name it. That
-//! alone would make a code reusable; single use and expiry come from the
-//! server's reservation table (see `server::reservations`): the balancer's
-//! probe reserves the nonce, the client's HELLO consumes it, and an unused
-//! reservation lapses after a timeout.
+//! An auth code names one server, one random nonce, when it was minted and
+//! when it expires (Unix milliseconds, by the minting node's clock), and
+//! carries a MAC over all of them made with a key derived from the cluster
+//! secret. Only holders of the secret can mint one, a server accepts only
+//! codes that name it, and the code says itself how long it is good for:
+//! a server keeps nothing for a code until the client presents it. Single
+//! use comes from the server remembering the nonces presented to it until
+//! they expire (see `server::spent_codes`).
+//!
+//! The balancer's probe carries the code it will hand out, and a proof
+//! ([`ClusterSecret::probe_proof`]) that the prober holds the secret: the
+//! client is given the code but never the proof, so a client cannot pass
+//! for the balancer.
 
+use crate::time::Timestamp;
 use speedy::{Readable, Writable};
 use std::fmt;
+use std::time::Duration;
+
+/// How long a code is good for when it is minted, by default: long enough
+/// for a client to connect and say HELLO across a slow network, short
+/// enough that a code someone kept is soon worth nothing.
+pub const CODE_TTL: Duration = Duration::from_secs(2);
 
 /// Raw secrets shorter than this are refused: they could be guessed.
 pub const MIN_SECRET_LEN: usize = 16;
@@ -18,6 +31,7 @@ pub const MIN_SECRET_LEN: usize = 16;
 #[derive(Clone)]
 pub struct ClusterSecret {
     auth_code_key: [u8; 32],
+    probe_key: [u8; 32],
     token_key: [u8; 32],
     peer_key: [u8; 32],
 }
@@ -54,23 +68,48 @@ impl ClusterSecret {
             return Err(SecretError::TooShort { len: raw.len() });
         }
         Ok(ClusterSecret {
-            auth_code_key: blake3::derive_key("ferry 2026 auth code mac v1", raw),
+            // v2: the MAC covers the code's times too.
+            auth_code_key: blake3::derive_key("ferry 2026 auth code mac v2", raw),
+            probe_key: blake3::derive_key("ferry 2026 balancer probe proof v1", raw),
             token_key: blake3::derive_key("ferry 2026 session token mac v1", raw),
             peer_key: blake3::derive_key("ferry 2026 server peer proof v1", raw),
         })
     }
 
-    pub fn mint(&self, server_id: u32, nonce: [u8; 16]) -> AuthCode {
-        AuthCode {
+    /// A code for server `server_id` minted at `now` (the minting node's
+    /// clock, Unix time), good for `ttl`.
+    pub fn mint(&self, server_id: u32, nonce: [u8; 16], now: Timestamp, ttl: Duration) -> AuthCode {
+        let issued_ms = now.as_micros() / 1000;
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut code = AuthCode {
             server_id,
             nonce,
-            mac: self.mac(server_id, &nonce),
-        }
+            issued_ms,
+            expires_ms: issued_ms.saturating_add(ttl_ms),
+            mac: [0; 32],
+        };
+        code.mac = self.mac(&code);
+        code
     }
 
-    /// True if `code` was minted with this secret. Constant-time comparison.
+    /// True if `code` was minted with this secret, its fields as they were
+    /// minted. Constant-time comparison.
     pub fn verify(&self, code: &AuthCode) -> bool {
-        blake3::Hash::from(code.mac) == blake3::Hash::from(self.mac(code.server_id, &code.nonce))
+        blake3::Hash::from(code.mac) == blake3::Hash::from(self.mac(code))
+    }
+
+    /// Proof, sent with a probe, that the prober holds the cluster secret,
+    /// bound to the probe's code (and so to its server and its expiry).
+    pub fn probe_proof(&self, code: &AuthCode) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(&self.probe_key);
+        h.update(&code.mac);
+        *h.finalize().as_bytes()
+    }
+
+    /// True if `proof` is [`ClusterSecret::probe_proof`] of `code`.
+    /// Constant-time comparison.
+    pub fn verify_probe(&self, code: &AuthCode, proof: &[u8; 32]) -> bool {
+        blake3::Hash::from(*proof) == blake3::Hash::from(self.probe_proof(code))
     }
 
     /// MAC of a session token's fields (see `accounts::token`).
@@ -110,19 +149,26 @@ impl ClusterSecret {
         *h.finalize().as_bytes()
     }
 
-    fn mac(&self, server_id: u32, nonce: &[u8; 16]) -> [u8; 32] {
+    fn mac(&self, code: &AuthCode) -> [u8; 32] {
         let mut h = blake3::Hasher::new_keyed(&self.auth_code_key);
-        h.update(&server_id.to_le_bytes());
-        h.update(nonce);
+        h.update(&code.server_id.to_le_bytes());
+        h.update(&code.nonce);
+        h.update(&code.issued_ms.to_le_bytes());
+        h.update(&code.expires_ms.to_le_bytes());
         *h.finalize().as_bytes()
     }
 }
 
-/// A code that lets one client start one session on one server.
+/// A code that lets one client start one session on one server, until it
+/// expires.
 #[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
 pub struct AuthCode {
     pub server_id: u32,
     pub nonce: [u8; 16],
+    /// When it was minted: Unix milliseconds, by the minting node's clock.
+    pub issued_ms: u64,
+    /// When it stops being good, on the same clock.
+    pub expires_ms: u64,
     pub mac: [u8; 32],
 }
 
@@ -147,7 +193,10 @@ mod tests {
     #[test]
     fn minted_code_verifies_and_tampering_fails() {
         let s = secret("0123456789abcdef-cluster");
-        let code = s.mint(2, [7; 16]);
+        let now = Timestamp::from_micros(1_800_000_000_123_456);
+        let code = s.mint(2, [7; 16], now, CODE_TTL);
+        assert_eq!(code.issued_ms, 1_800_000_000_123);
+        assert_eq!(code.expires_ms, 1_800_000_002_123);
         assert!(s.verify(&code));
         let mut other_server = code.clone();
         other_server.server_id = 3;
@@ -155,7 +204,28 @@ mod tests {
         let mut other_nonce = code.clone();
         other_nonce.nonce[0] ^= 1;
         assert!(!s.verify(&other_nonce));
+        let mut later = code.clone();
+        later.expires_ms += 60_000;
+        assert!(!s.verify(&later), "a code cannot be made to live longer");
+        let mut earlier = code.clone();
+        earlier.issued_ms -= 1;
+        assert!(!s.verify(&earlier));
         assert!(!secret("another-secret-of-16+").verify(&code));
+    }
+
+    #[test]
+    fn a_probe_proof_is_bound_to_its_code_and_the_secret() {
+        let s = secret("0123456789abcdef-cluster");
+        let now = Timestamp::from_micros(1_800_000_000_000_000);
+        let code = s.mint(2, [7; 16], now, CODE_TTL);
+        let proof = s.probe_proof(&code);
+        assert!(s.verify_probe(&code, &proof));
+        let other = s.mint(2, [8; 16], now, CODE_TTL);
+        assert!(!s.verify_probe(&other, &proof));
+        let forged = secret("another-secret-of-16+").probe_proof(&code);
+        assert!(!s.verify_probe(&code, &forged));
+        // The code's own MAC is no proof: clients hold it.
+        assert!(!s.verify_probe(&code, &code.mac));
     }
 
     #[test]

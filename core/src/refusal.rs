@@ -5,7 +5,10 @@ use std::fmt;
 
 /// Bumped on any incompatible change to a link's messages. Every link's first
 /// message carries it, and a mismatch is refused with [`Refusal::VersionMismatch`].
-pub const PROTOCOL_VERSION: u16 = 4;
+///
+/// 5: auth codes carry their own times (`AuthCode::issued_ms`, `expires_ms`)
+/// and probes a proof of the cluster secret.
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Why a node refused a request or closed a connection. Sent on the wire, so
 /// both ends print the same clear reason.
@@ -31,9 +34,11 @@ pub enum Refusal {
     },
     /// The auth code was already used once.
     CodeUsed,
-    /// The auth code's reservation lapsed before the client arrived.
+    /// The auth code's time was up before the client presented it.
     CodeExpired,
-    /// The auth code was never reserved here (for example, this server restarted).
+    /// The server cannot vouch for the auth code: it was minted before the
+    /// server started (which forgot the codes used before), or its times do
+    /// not fit the server's clock.
     CodeUnknown,
     /// The peer was too slow for a step of the protocol.
     Timeout {
@@ -44,6 +49,15 @@ pub enum Refusal {
     /// Too many requests from this address; ask again after this long.
     TooMany {
         retry_after_ms: u64,
+    },
+    /// Every session slot of the server is taken (it had one free when the
+    /// balancer asked, and another client took it first).
+    ServerFull,
+    /// Too many connections from this address at once: `limit` of them not
+    /// logged in (`unauthenticated`), or `limit` in all.
+    TooManyConnections {
+        limit: u32,
+        unauthenticated: bool,
     },
 }
 
@@ -62,13 +76,34 @@ impl fmt::Display for Refusal {
             }
             Refusal::CodeUsed => f.write_str("auth code was already used"),
             Refusal::CodeExpired => f.write_str("auth code expired before it was used"),
-            Refusal::CodeUnknown => f.write_str("auth code is not known to this server"),
+            Refusal::CodeUnknown => f.write_str(
+                "auth code is not known to this server (minted before it started, \
+                 or by a clock out of step with its own)",
+            ),
             Refusal::Timeout { step } => write!(f, "timed out waiting for {step}"),
             Refusal::Overloaded => f.write_str("node is overloaded, try again later"),
             Refusal::TooMany { retry_after_ms } => write!(
                 f,
                 "too many requests from this address; try again in {:.1} s",
                 *retry_after_ms as f64 / 1000.0
+            ),
+            Refusal::ServerFull => f.write_str(
+                "every session slot of the server is taken; ask the balancer for another",
+            ),
+            Refusal::TooManyConnections {
+                limit,
+                unauthenticated: true,
+            } => write!(
+                f,
+                "too many connections from this address: at most {limit} may be open \
+                 without a login"
+            ),
+            Refusal::TooManyConnections {
+                limit,
+                unauthenticated: false,
+            } => write!(
+                f,
+                "too many connections from this address: at most {limit} may be open"
             ),
         }
     }

@@ -353,10 +353,10 @@ pub fn add_server(
                 (1, true) => "up".to_string(),
                 (1, false) => format!("up: {held}"),
                 (n, true) => {
-                    format!("up again (start #{n}): empty store; no sessions, no reservations")
+                    format!("up again (start #{n}): empty store; no sessions, no spent codes")
                 }
                 (n, false) => {
-                    format!("up again (start #{n}): {held}; no sessions, no reservations")
+                    format!("up again (start #{n}): {held}; no sessions, no spent codes")
                 }
             };
             trace.borrow_mut().record_now(host, up);

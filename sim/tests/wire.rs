@@ -65,4 +65,5 @@ fn the_wire_holds_neither_passwords_nor_file_contents() {
         "{} secret(s) in clear on the wire",
         on_wire.len()
     );
+    outcome.assert_ok();
 }

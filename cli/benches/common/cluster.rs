@@ -68,6 +68,11 @@ impl Cluster {
         c
     }
 
+    /// The servers' addresses, server 1's first.
+    pub fn addrs(&self) -> &[String] {
+        &self.addrs
+    }
+
     pub fn log(&self, id: u32) -> PathBuf {
         self.dir.join(format!("server-{id}.log"))
     }

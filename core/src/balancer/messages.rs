@@ -41,10 +41,18 @@ pub enum BalancerMsg {
 #[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
 #[speedy(tag_type = u8)]
 pub enum ProbeMsg {
-    /// Balancer → server. The code is the one the client will present; a yes
-    /// reserves a slot for it.
+    /// Balancer → server. The code is the one the client will present;
+    /// `proof` (`ClusterSecret::probe_proof` of the code) shows that the
+    /// prober holds the cluster secret, which the code alone does not: its
+    /// client holds that too. A yes reserves nothing.
     #[speedy(tag = 10)]
-    Probe { version: u16, code: AuthCode },
+    Probe {
+        version: u16,
+        code: AuthCode,
+        proof: [u8; 32],
+    },
+    /// Server → balancer: yes: I have a free slot and have caught up with
+    /// the master, now.
     #[speedy(tag = 11)]
     Available,
     #[speedy(tag = 12)]

@@ -1,11 +1,16 @@
 //! The balancer: finds a server with a free slot for each client.
 //!
 //! For each client request it asks servers round-robin "are you available?"
-//! over a fresh connection. A yes reserves a slot on that server for the auth
-//! code the balancer minted; the client then gets the server's address and
-//! the code. A server that refuses the connection, breaks it, or stays silent
-//! past the probe timeout is skipped and avoided for a back-off period. When a
-//! whole round finds no yes the client gets `NoServer`, never a hang.
+//! over a fresh connection, showing the auth code it minted for the client
+//! and a proof that it holds the cluster secret. A yes means "I have a free
+//! slot and am caught up, now"; it reserves nothing, so a flood of requests
+//! costs the servers no slot. The client then gets the server's address and
+//! the code, which is good for `code_ttl` (2 s): the slot is taken only by
+//! the client's HELLO, and a server that filled up meanwhile refuses it and
+//! the client asks again. A server that refuses the connection, breaks it,
+//! or stays silent past the probe timeout is skipped and avoided for a
+//! back-off period. When a whole round finds no yes the client gets
+//! `NoServer`, never a hang.
 
 pub mod messages;
 pub mod per_source;
@@ -48,6 +53,8 @@ pub struct BalancerConfig {
     pub max_pending: usize,
     /// Requests one source address may make (see [`per_source`]).
     pub per_source: PerSourceLimit,
+    /// How long the auth code handed to a client is good for.
+    pub code_ttl: Duration,
 }
 
 impl BalancerConfig {
@@ -60,6 +67,7 @@ impl BalancerConfig {
             search_budget: Duration::from_secs(3),
             max_pending: 1024,
             per_source: PerSourceLimit::default(),
+            code_ttl: crate::auth::CODE_TTL,
         }
     }
 }
@@ -357,7 +365,7 @@ impl Balancer {
         *probe = conn;
         self.cursor = (idx + 1) % self.cfg.servers.len();
         let server = &self.cfg.servers[idx];
-        let code = self.secret.mint(server.id, self.entropy.bytes());
+        let code = (self.secret).mint(server.id, self.entropy.bytes(), now, self.cfg.code_ttl);
         self.out.connect(conn, server.addr.clone());
         self.out.event(BalancerEvent::Probing {
             client,
@@ -467,8 +475,7 @@ impl Balancer {
         });
     }
 
-    /// Forgets a client and abandons its probe. A slot the probe may have
-    /// reserved lapses on the server by itself.
+    /// Forgets a client and abandons its probe (which reserved nothing).
     fn drop_client(&mut self, conn: ConnId) {
         if let Some(Pending {
             stage: Stage::Searching { probe, .. },
@@ -524,6 +531,7 @@ impl Node for Balancer {
                     let msg = ProbeMsg::Probe {
                         version: PROTOCOL_VERSION,
                         code: probe.code.clone(),
+                        proof: self.secret.probe_proof(&probe.code),
                     };
                     self.out.send(conn, &msg);
                 }

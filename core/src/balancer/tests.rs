@@ -87,9 +87,17 @@ fn yes_assigns_the_server_with_a_code_it_can_verify() {
         },
     );
     let outs = drain(&mut b);
-    let [ProbeMsg::Probe { code: probed, .. }] = &sent::<ProbeMsg, _>(&outs, probe)[..] else {
+    let [ProbeMsg::Probe {
+        code: probed,
+        proof,
+        ..
+    }] = &sent::<ProbeMsg, _>(&outs, probe)[..]
+    else {
         panic!("expected one probe");
     };
+    assert!(secret().verify_probe(probed, proof));
+    // Minted when the search began, good for two seconds.
+    assert_eq!((probed.issued_ms, probed.expires_ms), (0, 2000));
     let yes = bytes_of(&ProbeMsg::Available);
     b.handle_input(
         ms(2),
@@ -109,7 +117,10 @@ fn yes_assigns_the_server_with_a_code_it_can_verify() {
         panic!("expected an assignment, got {msgs:?}");
     };
     assert_eq!(addr, "server1:7001");
-    assert_eq!(code, probed, "the client gets the code the server reserved");
+    assert_eq!(
+        code, probed,
+        "the client gets the code the server was shown"
+    );
     assert!(secret().verify(code));
     assert!(closed(&outs, CLIENT) && closed(&outs, probe));
     assert_eq!(b.pending(), 0);

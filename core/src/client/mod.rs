@@ -3,8 +3,10 @@
 //!
 //! Balancer: connect, GET SERVER, receive ASSIGNED(addr, code) or NO SERVER.
 //! Server: connect, HELLO(code), receive HELLO ACK, send ACK. Each step has a
-//! timeout. If the assigned server cannot be reached, or no longer knows the
-//! code, the client goes back to the balancer, a bounded number of times.
+//! timeout. If the assigned server cannot be reached, refuses the code
+//! (expired, say), or has filled up since it told the balancer it had a
+//! free slot (a yes reserves nothing), the client goes back to the
+//! balancer, a bounded number of times.
 
 use crate::auth::AuthCode;
 use crate::balancer::messages::BalancerMsg;

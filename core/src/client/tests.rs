@@ -8,7 +8,7 @@ fn client() -> Client {
 }
 
 fn code() -> AuthCode {
-    secret().mint(2, [4; 16])
+    secret().mint(2, [4; 16], ms(0), crate::auth::CODE_TTL)
 }
 
 fn recv<M: speedy::Writable<speedy::LittleEndian>>(
@@ -293,6 +293,32 @@ fn refused_code_is_retried_but_a_version_mismatch_is_final() {
             reason: r
         })]
     );
+}
+
+#[test]
+fn a_full_server_or_a_busy_source_at_hello_sends_the_client_back_to_the_balancer() {
+    let busy = Refusal::TooManyConnections {
+        limit: 8,
+        unauthenticated: true,
+    };
+    for reason in [Refusal::ServerFull, busy] {
+        let mut c = client();
+        let srv = assigned(&mut c);
+        c.handle_input(
+            ms(3),
+            Input::Connected {
+                conn: srv,
+                identity: crate::io::Identity::Unchecked,
+            },
+        );
+        drain(&mut c);
+        let outs = recv(&mut c, ms(4), srv, &SessionMsg::Refused(reason));
+        assert!(matches!(events(&outs)[..], [ClientEvent::Retrying { .. }]));
+        assert!(
+            connects(&outs).iter().any(|(_, a)| a == "balancer:7000"),
+            "{outs:?}"
+        );
+    }
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! What a server is configured with.
 
+use super::source_caps::SourceCaps;
 use crate::accounts::password::PasswordParams;
 use std::time::Duration;
 
@@ -7,10 +8,20 @@ use std::time::Duration;
 pub struct ServerConfig {
     pub id: u32,
     pub max_clients: u32,
-    /// How long a slot reserved for a client stays reserved.
-    pub reservation_ttl: Duration,
+    /// How long the auth codes this server mints itself (GET SERVER asked
+    /// of it) are good for.
+    pub code_ttl: Duration,
+    /// How far the clocks of the cluster's members may be apart: an auth
+    /// code is honoured this long after its expiry (see `spent_codes`).
+    pub clock_skew: Duration,
     /// How long each step of a handshake, and an operation's data, may take.
     pub handshake_timeout: Duration,
+    /// How long a client connection may go, from its accept, without
+    /// proving a login (`Login`, or `WhoAmI` with a token); then it is
+    /// closed. An operation running then ends first.
+    pub login_timeout: Duration,
+    /// Connections one source address may hold (see `source_caps`).
+    pub per_source: SourceCaps,
     /// How long a client waits for its transaction to be ordered and applied.
     pub request_timeout: Duration,
     /// Lifetime of a session token.
@@ -40,8 +51,11 @@ impl ServerConfig {
         ServerConfig {
             id,
             max_clients: 64,
-            reservation_ttl: Duration::from_secs(10),
+            code_ttl: crate::auth::CODE_TTL,
+            clock_skew: Duration::from_millis(500),
             handshake_timeout: Duration::from_secs(5),
+            login_timeout: Duration::from_secs(10),
+            per_source: SourceCaps::default(),
             request_timeout: Duration::from_secs(10),
             session_ttl: Duration::from_secs(24 * 3600),
             password: PasswordParams::PRODUCTION,

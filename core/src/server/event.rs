@@ -13,9 +13,6 @@ pub enum ServerEvent {
         available: bool,
         code: String,
     },
-    ReservationsLapsed {
-        count: usize,
-    },
     Established {
         conn: ConnId,
         code: String,
@@ -26,6 +23,13 @@ pub enum ServerEvent {
     },
     SessionEnded {
         conn: ConnId,
+    },
+    /// New connections from `source` are refused: it holds as many as it
+    /// may. Said once a minute per source while it lasts, not once per
+    /// connection of a flood.
+    SourceCapped {
+        source: String,
+        reason: Refusal,
     },
     /// An operation finished; never carries a password.
     Answered {
@@ -71,20 +75,16 @@ impl fmt::Display for ServerEvent {
             ServerEvent::Probed { available, code } => write!(
                 f,
                 "probe {code}: {}",
-                if *available {
-                    "yes, slot reserved"
-                } else {
-                    "no"
-                }
+                if *available { "yes, a slot is free" } else { "no" }
             ),
-            ServerEvent::ReservationsLapsed { count } => {
-                write!(f, "{count} reservation(s) lapsed")
-            }
             ServerEvent::Established { conn, code } => {
                 write!(f, "session {conn} established with code {code}")
             }
             ServerEvent::Refused { conn, reason } => write!(f, "refuse {conn}: {reason}"),
             ServerEvent::SessionEnded { conn } => write!(f, "session {conn} ended"),
+            ServerEvent::SourceCapped { source, reason } => {
+                write!(f, "refusing connections from {source}: {reason}")
+            }
             ServerEvent::Answered {
                 conn, op, outcome, ..
             } => {

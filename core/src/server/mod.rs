@@ -13,9 +13,12 @@
 //! or a small context of the parts it uses):
 //!
 //! - `sessions` (`Sessions`): client connections, from the
-//!   balancer's probe and its reservation to the HELLO handshake; each
-//!   session's stage and the operation it runs; answering, and ordering
-//!   transactions through the master on a session's behalf.
+//!   balancer's probe to the HELLO handshake and the login every session
+//!   must prove in time; each session's stage and the operation it runs;
+//!   answering, and ordering transactions through the master on a
+//!   session's behalf. It keeps the auth codes spent here
+//!   (`spent_codes`) and counts connections per source address
+//!   (`source_caps`).
 //! - `accounts` (`Accounts`): register, log in, log out, who
 //!   am I; session tokens; the login limiter; confirming reads with the
 //!   master's read index.
@@ -46,16 +49,17 @@
 //!    │  │  │        │        │             │      │
 //!    │  │  │        ▼        │             ▼      │
 //!    │  │  └───► sessions ◄──┘           scrub    │
-//!    │  │           │                      ▲      │
-//!    │  │           ▼                      │      │
-//!    │  │      reservations                │      │
+//!    │  │          │  │                    ▲      │
+//!    │  │          ▼  ▼                    │      │
+//!    │  │ spent_codes source_caps          │      │
 //!    │  └──────────────────────────────────┘      │
 //!    └────────────────────────────────────────────┘
 //! ```
 //!
 //! As a list: Server → sessions, accounts, user_files, blobs;
 //! user_files → sessions, accounts, blobs, scrub; accounts → sessions;
-//! sessions → reservations; blobs → scrub; scrub → nothing. Every part may
+//! sessions → spent_codes, source_caps; blobs → scrub; scrub → nothing.
+//! Every part may
 //! also use the leaves `config` ([`ServerConfig`]), `messages` and `event`
 //! ([`ServerEvent`], which uses `messages` and `scrub` for what it shows);
 //! none uses `mod.rs`.
@@ -68,9 +72,10 @@ mod event;
 pub mod messages;
 mod peer_links;
 mod read_gate;
-pub mod reservations;
 pub mod scrub;
 mod sessions;
+mod source_caps;
+mod spent_codes;
 mod sync_links;
 mod user_files;
 
@@ -100,6 +105,7 @@ pub use messages::{OpCode, OpError, Request, Response, SessionMsg, SESSION_TAGS}
 use peer_links::PeerLinks;
 use read_gate::ReadGate;
 use sessions::{Due, Frame, Link, Routed, Sessions};
+pub use source_caps::SourceCaps;
 use std::collections::BTreeMap;
 use sync_links::SyncLinks;
 pub use sync_links::WRITING_EVERY as SYNC_WRITING_EVERY;
@@ -142,12 +148,13 @@ impl Server {
         now: Timestamp,
     ) -> Result<Self, String> {
         let replica_entropy = Entropy::from_seed(entropy.bytes());
+        let peers: Vec<String> = replica.peers.iter().map(|p| p.addr.clone()).collect();
         let mut replica =
             Replica::recover(replica, secret.clone(), replica_entropy, recovered, now)?;
         let mut out = Outbox::default();
         replica.resume(now, &mut out);
         let mut server = Server {
-            sessions: Sessions::new(&cfg, secret.clone()),
+            sessions: Sessions::new(&cfg, secret.clone(), &peers, now),
             accounts: Accounts::new(&cfg, secret.clone()),
             files: UserFiles::new(&cfg),
             gate: ReadGate::new(cfg.request_timeout),
@@ -177,14 +184,10 @@ impl Server {
         &self.replica
     }
 
-    /// Slots held by clients (established or mid-handshake).
+    /// Slots held by clients (established or mid-handshake). A probe's
+    /// yes holds none.
     pub fn clients(&self) -> usize {
         self.sessions.clients()
-    }
-
-    /// Slots held by clients plus slots reserved for clients on their way.
-    pub fn slots_taken(&self) -> usize {
-        self.sessions.slots_taken()
     }
 
     /// The accounts, with what they act through.
@@ -773,7 +776,16 @@ impl Node for Server {
                 conn,
                 peer,
                 identity,
-            } => self.sessions.accept(now, conn, &peer, identity),
+            } => {
+                if let Err(refused) = self.sessions.accept(now, conn, &peer, identity) {
+                    sessions::send_refusal(conn, &refused.reason, Link::Session, &mut self.out);
+                    if refused.say {
+                        let source = crate::accounts::limiter::source_of(&peer);
+                        let reason = refused.reason;
+                        self.out.event(ServerEvent::SourceCapped { source, reason });
+                    }
+                }
+            }
             Input::Received { conn, bytes } => self.on_bytes(now, conn, bytes),
             Input::Closed { conn } => {
                 self.replica
@@ -841,11 +853,6 @@ impl Node for Server {
         self.copies
             .handle_timeout(now, &self.replica, &mut self.blobs, &mut self.out);
         self.copy_news(now);
-        let lapsed = self.sessions.expire_reservations(now);
-        if lapsed > 0 {
-            self.out
-                .event(ServerEvent::ReservationsLapsed { count: lapsed });
-        }
         let late = self
             .sessions
             .late(now, |c| deadline_elsewhere(&self.gate, &self.files, c));
@@ -894,3 +901,6 @@ mod sync_tests;
 
 #[cfg(test)]
 mod password_tests;
+
+#[cfg(test)]
+mod dos_tests;

@@ -1,13 +1,20 @@
 //! Client connections: the balancer's probes, and client sessions.
 //!
-//! A server has `max_clients` slots: established sessions, sessions
-//! mid-handshake and live reservations each hold one. A probe reserves a
-//! slot for the client the balancer is about to send (it is answered "yes"
-//! only while a slot is free and the server is caught up with the master);
-//! the client redeems it with HELLO (HELLO → HELLO ACK → ACK). An
-//! established session then runs one operation at a time: the client sends
-//! the operation's code (`Begin`), the server lets it proceed (`Proceed`),
-//! the client sends the operation's data, and the server answers.
+//! A server has `max_clients` slots: established sessions and sessions
+//! mid-handshake each hold one. A probe asks whether a slot is free and the
+//! server is caught up with the master, now; the answer reserves nothing.
+//! The client presents the code the balancer minted with HELLO (HELLO →
+//! HELLO ACK → ACK), which takes a slot if one is still free: the code says
+//! itself how long it is good for, and the server remembers it only to
+//! refuse it a second time (`spent_codes`). An established session then
+//! runs one operation at a time: the client sends the operation's code
+//! (`Begin`), the server lets it proceed (`Proceed`), the client sends the
+//! operation's data, and the server answers.
+//!
+//! What the unauthenticated may hold is bounded: every connection must
+//! have proved a login within `login_timeout` of its accept (`Login`, or
+//! `WhoAmI` with a token) or it is closed, and one source address may hold
+//! only so many connections (`source_caps`).
 //!
 //! This part keeps each connection's stage and the operation its session
 //! runs, answers, and orders transactions through the master on a
@@ -18,7 +25,9 @@
 use super::config::ServerConfig;
 use super::event::ServerEvent;
 use super::messages::{FileOutcome, OpCode, OpError, SessionMsg, SESSION_TAGS};
-use super::reservations::Reservations;
+use super::source_caps::{Refused, SourceCounts};
+use super::spent_codes::SpentCodes;
+use crate::accounts::limiter::source_of;
 use crate::accounts::token::SessionToken;
 use crate::auth::{AuthCode, ClusterSecret};
 use crate::balancer::messages::{BalancerMsg, ProbeMsg};
@@ -102,12 +111,33 @@ impl Stage {
 struct Conn {
     decoder: FrameDecoder,
     stage: Stage,
-    /// Where the connection comes from, for counting failed logins
-    /// (`accounts::limiter::source_of`).
+    /// Where the connection comes from, for counting failed logins and
+    /// connections (`accounts::limiter::source_of`).
     source: String,
     /// What its TLS handshake proved: links only servers of the cluster
     /// may open are refused to anything else.
     identity: Identity,
+    /// Counted against its source's caps (its source is not a member of
+    /// the cluster).
+    counted: bool,
+    /// When it must have proved a login by; `None` once it has.
+    login_by: Option<Timestamp>,
+}
+
+impl Conn {
+    /// The login deadline, while it applies: an operation running when it
+    /// comes (a registration being ordered, say) ends first, by its own
+    /// deadline.
+    fn login_deadline(&self) -> Option<Timestamp> {
+        match &self.stage {
+            Stage::Established { op, .. } if !matches!(op, Op::Idle) => None,
+            _ => self.login_by,
+        }
+    }
+
+    fn deadline(&self, elsewhere: Option<Timestamp>) -> Option<Timestamp> {
+        earliest(self.stage.deadline(elsewhere), self.login_deadline())
+    }
 }
 
 /// Which link a refusal is said on.
@@ -179,23 +209,35 @@ pub(super) struct Sessions {
     id: u32,
     secret: ClusterSecret,
     max_clients: u32,
+    code_ttl: Duration,
     handshake_timeout: Duration,
     idle_timeout: Duration,
     request_timeout: Duration,
-    reservations: Reservations,
+    login_timeout: Duration,
+    codes: SpentCodes,
+    sources: SourceCounts,
     conns: BTreeMap<ConnId, Conn>,
 }
 
 impl Sessions {
-    pub(super) fn new(cfg: &ServerConfig, secret: ClusterSecret) -> Self {
+    /// `peers`: the addresses of this server's peers; `now`: its start.
+    pub(super) fn new(
+        cfg: &ServerConfig,
+        secret: ClusterSecret,
+        peers: &[String],
+        now: Timestamp,
+    ) -> Self {
         Sessions {
             id: cfg.id,
             secret,
             max_clients: cfg.max_clients,
+            code_ttl: cfg.code_ttl,
             handshake_timeout: cfg.handshake_timeout,
             idle_timeout: cfg.idle_timeout,
             request_timeout: cfg.request_timeout,
-            reservations: Reservations::new(cfg.reservation_ttl),
+            login_timeout: cfg.login_timeout,
+            codes: SpentCodes::new(now, cfg.clock_skew),
+            sources: SourceCounts::new(cfg.per_source, peers),
             conns: BTreeMap::new(),
         }
     }
@@ -205,28 +247,60 @@ impl Sessions {
         self.conns.values().filter(|c| c.stage.holds_slot()).count()
     }
 
-    /// Slots held by clients plus slots reserved for clients on their way.
-    pub(super) fn slots_taken(&self) -> usize {
-        self.clients() + self.reservations.live()
-    }
-
     fn has_free_slot(&self) -> bool {
-        self.slots_taken() < self.max_clients as usize
+        self.clients() < self.max_clients as usize
     }
 
     /// A connection from `peer` (its address as the listener saw it), its
-    /// other end proved to be `identity`.
-    pub(super) fn accept(&mut self, now: Timestamp, conn: ConnId, peer: &str, identity: Identity) {
+    /// other end proved to be `identity`, or why it is refused: its source
+    /// holds as many as it may. The caller tells it so and closes it.
+    /// Members of the cluster (proved by their certificates) are not
+    /// counted against their source.
+    pub(super) fn accept(
+        &mut self,
+        now: Timestamp,
+        conn: ConnId,
+        peer: &str,
+        identity: Identity,
+    ) -> Result<(), Refused> {
+        let source = source_of(peer);
+        let counted = match identity {
+            Identity::Cluster { .. } => false,
+            _ => self.sources.admit(now, &source)?,
+        };
         let deadline = now + self.handshake_timeout;
         self.conns.insert(
             conn,
             Conn {
                 decoder: FrameDecoder::default(),
                 stage: Stage::Opening { deadline },
-                source: crate::accounts::limiter::source_of(peer),
+                source,
+                counted,
+                login_by: Some(now + self.login_timeout),
                 identity,
             },
         );
+        Ok(())
+    }
+
+    /// Forgets `conn`, and counts it out of its source's connections.
+    fn drop_conn(&mut self, conn: ConnId) -> Option<Conn> {
+        let c = self.conns.remove(&conn)?;
+        if c.counted {
+            self.sources.left(&c.source, c.login_by.is_none());
+        }
+        Some(c)
+    }
+
+    /// The session on `conn` proved a login: it may stay, and no longer
+    /// counts as unauthenticated.
+    fn logged_in(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.login_by.take().is_some() && c.counted {
+            self.sources.logged_in(&c.source);
+        }
     }
 
     /// What the other end of `conn` proved to be.
@@ -289,15 +363,17 @@ impl Sessions {
     /// Hands a connection that is another link's over: its decoder, with
     /// whatever followed the first frame.
     pub(super) fn take(&mut self, conn: ConnId) -> Option<FrameDecoder> {
-        self.conns.remove(&conn).map(|c| c.decoder)
+        self.drop_conn(conn).map(|c| c.decoder)
     }
 
     /// Forgets `conn`: `Some(true)` if it held a slot, `None` if it was not
     /// ours.
     pub(super) fn remove(&mut self, conn: ConnId) -> Option<bool> {
-        self.conns.remove(&conn).map(|c| c.stage.holds_slot())
+        self.drop_conn(conn).map(|c| c.stage.holds_slot())
     }
 
+    /// Is `code` this cluster's, for this server? Its times are
+    /// [`SpentCodes`]' business.
     fn check_code(&self, code: &AuthCode) -> Result<(), Refusal> {
         if !self.secret.verify(code) {
             return Err(Refusal::BadCode);
@@ -321,15 +397,19 @@ impl Sessions {
         replica: &Replica,
         out: &mut Outbox<ServerEvent>,
     ) -> Result<(), Refusal> {
-        let code = match frame::decode::<ProbeMsg>(payload) {
-            Ok(ProbeMsg::Probe { version, code }) => {
+        let (code, proof) = match frame::decode::<ProbeMsg>(payload) {
+            Ok(ProbeMsg::Probe {
+                version,
+                code,
+                proof,
+            }) => {
                 if version != PROTOCOL_VERSION {
                     return Err(Refusal::VersionMismatch {
                         ours: PROTOCOL_VERSION,
                         theirs: version,
                     });
                 }
-                code
+                (code, proof)
             }
             Ok(other) => {
                 let what = format!("{other:?}");
@@ -341,23 +421,33 @@ impl Sessions {
             }
         };
         self.check_code(&code)?;
-        self.reservations.expire(now);
+        // The code alone proves nothing: its client holds it too.
+        if !self.secret.verify_probe(&code, &proof) {
+            return Err(Refusal::BadCode);
+        }
+        // A balancer whose clock is behind ours, in our first moments:
+        // its codes would be refused (see `spent_codes`) for a moment.
+        let early = self.codes.minted_before_start(&code);
+        if !early {
+            // An expired code here means clocks out of step: said, so that
+            // the balancer's log tells the operator.
+            self.codes.check(now, &code)?;
+            let source = self.source(conn).to_string();
+            self.sources.proved(now, &source);
+        }
         // A server that follows no live master, or has not caught up with
         // it, would serve stale accounts: it says no, and why, until then.
         let answer = match replica.readiness(now) {
             Readiness::NoMaster => ProbeMsg::NoMaster,
             Readiness::CatchingUp => ProbeMsg::CatchingUp,
-            Readiness::Ready
-                if self.has_free_slot() && self.reservations.reserve(now, code.nonce).is_ok() =>
-            {
-                ProbeMsg::Available
-            }
+            Readiness::Ready if early => ProbeMsg::CatchingUp,
+            Readiness::Ready if self.has_free_slot() => ProbeMsg::Available,
             Readiness::Ready => ProbeMsg::Busy,
         };
         let available = answer == ProbeMsg::Available;
         out.send(conn, &answer);
         out.close(conn);
-        self.conns.remove(&conn);
+        self.drop_conn(conn);
         out.event(ServerEvent::Probed {
             available,
             code: code.label(),
@@ -367,7 +457,7 @@ impl Sessions {
 
     /// GET SERVER asked of this server rather than of a balancer (a peer
     /// registers through "any Ferry server"): the server assigns itself —
-    /// a code it mints, reserved as a probe's yes would reserve it — or
+    /// a code it mints, good for `code_ttl`, if a slot is free now — or
     /// says why not, as a balancer's round of one server would. The empty
     /// address tells the client to present the code here.
     pub(super) fn on_get_server(
@@ -396,7 +486,6 @@ impl Sessions {
                 return Err(Refusal::Malformed { detail });
             }
         }
-        self.reservations.expire(now);
         let mut nonce = [0u8; 16];
         entropy.fill(&mut nonce);
         // (busy, no master, catching up): a round of one server.
@@ -409,21 +498,17 @@ impl Sessions {
         let answer = match replica.readiness(now) {
             Readiness::NoMaster => none((0, 1, 0)),
             Readiness::CatchingUp => none((0, 0, 1)),
-            Readiness::Ready
-                if self.has_free_slot() && self.reservations.reserve(now, nonce).is_ok() =>
-            {
-                BalancerMsg::Assigned {
-                    server_id: self.id,
-                    addr: String::new(),
-                    code: self.secret.mint(self.id, nonce),
-                }
-            }
+            Readiness::Ready if self.has_free_slot() => BalancerMsg::Assigned {
+                server_id: self.id,
+                addr: String::new(),
+                code: self.secret.mint(self.id, nonce, now, self.code_ttl),
+            },
             Readiness::Ready => none((1, 0, 0)),
         };
         let available = matches!(answer, BalancerMsg::Assigned { .. });
         out.send(conn, &answer);
         out.close(conn);
-        self.conns.remove(&conn);
+        self.drop_conn(conn);
         out.event(ServerEvent::Probed {
             available,
             code: format!("s{}:direct", self.id),
@@ -475,7 +560,16 @@ impl Sessions {
                 if let Err(r) = self.check_code(&code) {
                     return Routed::Refuse(r);
                 }
-                if let Err(r) = self.reservations.redeem(now, code.nonce) {
+                if let Err(r) = self.codes.check(now, &code) {
+                    return Routed::Refuse(r);
+                }
+                // The probe's yes reserved nothing: another client may
+                // have taken the last slot since. This one asks the
+                // balancer again.
+                if !self.has_free_slot() {
+                    return Routed::Refuse(Refusal::ServerFull);
+                }
+                if let Err(r) = self.codes.spend(now, &code) {
                     return Routed::Refuse(r);
                 }
                 let deadline = now + self.handshake_timeout;
@@ -603,6 +697,7 @@ impl Sessions {
         }) = self.conns.get_mut(&conn)
         {
             *user = Some(token);
+            self.logged_in(conn);
         }
     }
 
@@ -623,6 +718,10 @@ impl Sessions {
             SessionMsg::FileDone(FileOutcome::Stored { digest, .. }) => Some(*digest),
             _ => None,
         };
+        if let SessionMsg::LoggedIn { .. } = msg {
+            // A password just proved (a login, or a password change).
+            self.logged_in(conn);
+        }
         out.send(conn, &msg);
         self.set_op(conn, Op::Idle);
         out.event(ServerEvent::Answered {
@@ -757,11 +856,6 @@ impl Sessions {
         }
     }
 
-    /// Lapses the reservations whose time is up; how many lapsed.
-    pub(super) fn expire_reservations(&mut self, now: Timestamp) -> usize {
-        self.reservations.expire(now)
-    }
-
     /// The connections whose deadline has passed; `elsewhere` gives the
     /// deadline of an operation run elsewhere.
     pub(super) fn late(
@@ -771,7 +865,7 @@ impl Sessions {
     ) -> Vec<ConnId> {
         self.conns
             .iter()
-            .filter(|(id, c)| c.stage.deadline(elsewhere(**id)).is_some_and(|d| d <= now))
+            .filter(|(id, c)| c.deadline(elsewhere(**id)).is_some_and(|d| d <= now))
             .map(|(id, _)| *id)
             .collect()
     }
@@ -788,6 +882,11 @@ impl Sessions {
         let Some(c) = self.conns.get(&conn) else {
             return Due::Done;
         };
+        if c.login_deadline().is_some_and(|d| d <= now) {
+            let secs = self.login_timeout.as_secs_f64();
+            let step = format!("a login: a session must log in within {secs} s of connecting");
+            return Due::Refuse(Refusal::Timeout { step });
+        }
         let step = match &c.stage {
             // The operation's own deadline, if it has one, comes first.
             Stage::Established {
@@ -827,12 +926,10 @@ impl Sessions {
         &self,
         elsewhere: impl Fn(ConnId) -> Option<Timestamp>,
     ) -> Option<Timestamp> {
-        let conns = self
-            .conns
+        self.conns
             .iter()
-            .filter_map(|(id, c)| c.stage.deadline(elsewhere(*id)))
-            .min();
-        earliest(conns, self.reservations.next_deadline())
+            .filter_map(|(id, c)| c.deadline(elsewhere(*id)))
+            .min()
     }
 }
 

@@ -203,6 +203,10 @@ pub struct Cluster {
     pub peer_events: Vec<(usize, crate::peer::PeerEvent)>,
     /// The address test clients connect from, as the servers see it.
     client_addr: String,
+    /// Test clients' connections the servers closed.
+    closed: BTreeSet<(Ix, ConnId)>,
+    /// Changes every server's configuration at every start.
+    tweak: fn(&mut ServerConfig),
 }
 
 pub fn addr(ix: Ix) -> String {
@@ -223,6 +227,12 @@ impl Cluster {
     /// `size` servers; server 1 is the master. The clock starts at a
     /// plausible Unix time so token expiry has meaning.
     pub fn new(size: usize) -> Self {
+        Self::new_with(size, |_| {})
+    }
+
+    /// Like [`Cluster::new`], with every server's configuration changed by
+    /// `tweak` (at every start).
+    pub fn new_with(size: usize, tweak: fn(&mut ServerConfig)) -> Self {
         let mut c = Cluster {
             hosts: (0..size).map(|_| None).collect(),
             down: (0..size).map(|_| Some(MemWorld::default())).collect(),
@@ -238,6 +248,8 @@ impl Cluster {
             peers: Vec::new(),
             peer_events: Vec::new(),
             client_addr: "client".into(),
+            closed: BTreeSet::new(),
+            tweak,
         };
         for ix in 0..size {
             c.boot(ix);
@@ -261,6 +273,7 @@ impl Cluster {
             .collect();
         let mut cfg = ServerConfig::new(id);
         cfg.password = crate::accounts::password::PasswordParams::TESTING;
+        (self.tweak)(&mut cfg);
         let mut rec = world.store.load().unwrap();
         rec.blobs = world.disk.start().0;
         world.now = self.now;
@@ -480,24 +493,36 @@ impl Cluster {
                 if let Some((j, c)) = self.links.remove(&(ix, conn)) {
                     self.links.remove(&(j, c));
                     self.queue.push_back((j, Msg::Closed(c)));
+                } else if self.inbox.contains_key(&(ix, conn)) {
+                    self.closed.insert((ix, conn));
                 }
             }
         }
     }
 
-    /// Opens an established client session on server `ix` (a probe reserves
-    /// the slot, then HELLO, HELLO ACK, ACK), as a test client.
+    /// A code for server `ix` minted now by the balancer, good for its
+    /// usual two seconds.
+    pub fn mint_code(&mut self, ix: Ix) -> crate::auth::AuthCode {
+        let n = self.next_accept;
+        self.next_accept += 1;
+        let nonce = (n as u128).to_le_bytes();
+        super::secret().mint(ix as u32 + 1, nonce, self.now, crate::auth::CODE_TTL)
+    }
+
+    /// Opens an established client session on server `ix` (a probe, then
+    /// HELLO, HELLO ACK, ACK), as a test client.
     pub fn open_session(&mut self, ix: Ix) -> ConnId {
         let id = ix as u32 + 1;
+        let code = self.mint_code(ix);
         let n = self.next_accept;
         self.next_accept += 2;
-        let code = super::secret().mint(id, (n as u128).to_le_bytes());
         let probe = ConnId::accepted(n);
         let conn = ConnId::accepted(n + 1);
         self.inbox.insert((ix, probe), FrameDecoder::default());
         self.inbox.insert((ix, conn), FrameDecoder::default());
         let p = ProbeMsg::Probe {
             version: PROTOCOL_VERSION,
+            proof: super::secret().probe_proof(&code),
             code: code.clone(),
         };
         self.send_raw(ix, probe, &super::bytes_of(&p));
@@ -524,6 +549,34 @@ impl Cluster {
         let conn = self.open_session(ix);
         self.client_addr = before;
         conn
+    }
+
+    /// A connection to server `ix` from `addr` (`IP:PORT`) that has sent
+    /// nothing yet, as a half-open one; [`Cluster::send_bytes`] sends on it.
+    pub fn connect_from(&mut self, ix: Ix, addr: &str) -> ConnId {
+        let conn = ConnId::accepted(self.next_accept);
+        self.next_accept += 1;
+        self.inbox.insert((ix, conn), FrameDecoder::default());
+        self.sync_clock();
+        if let Some(h) = self.hosts[ix].as_mut() {
+            h.handle_input(Input::Accepted {
+                identity: crate::io::Identity::Unchecked,
+                conn,
+                peer: addr.to_string(),
+            });
+        }
+        self.settle();
+        conn
+    }
+
+    /// Sends `bytes` as they are on a test client's connection.
+    pub fn send_bytes(&mut self, ix: Ix, conn: ConnId, bytes: &[u8]) {
+        self.input(ix, Input::Received { conn, bytes });
+    }
+
+    /// Did server `ix` close the test client's connection `conn`?
+    pub fn is_closed(&self, ix: Ix, conn: ConnId) -> bool {
+        self.closed.contains(&(ix, conn))
     }
 
     /// Opens a connection to server `ix` that sends `first` (any link's

@@ -27,13 +27,21 @@ fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
 }
 
 pub fn auth_code() -> impl Strategy<Value = AuthCode> {
-    (any::<u32>(), any::<[u8; 16]>(), any::<[u8; 32]>()).prop_map(|(server_id, nonce, mac)| {
-        AuthCode {
-            server_id,
-            nonce,
-            mac,
-        }
-    })
+    (
+        any::<u32>(),
+        any::<[u8; 16]>(),
+        any::<(u64, u64)>(),
+        any::<[u8; 32]>(),
+    )
+        .prop_map(
+            |(server_id, nonce, (issued_ms, expires_ms), mac)| AuthCode {
+                server_id,
+                nonce,
+                issued_ms,
+                expires_ms,
+                mac,
+            },
+        )
 }
 
 pub fn refusal() -> impl Strategy<Value = Refusal> {
@@ -50,6 +58,14 @@ pub fn refusal() -> impl Strategy<Value = Refusal> {
         Just(Refusal::CodeUnknown),
         text().prop_map(|step| Refusal::Timeout { step }),
         Just(Refusal::Overloaded),
+        any::<u64>().prop_map(|retry_after_ms| Refusal::TooMany { retry_after_ms }),
+        Just(Refusal::ServerFull),
+        (any::<u32>(), any::<bool>()).prop_map(|(limit, unauthenticated)| {
+            Refusal::TooManyConnections {
+                limit,
+                unauthenticated,
+            }
+        }),
     ]
 }
 
@@ -77,7 +93,13 @@ pub fn balancer_msg() -> impl Strategy<Value = BalancerMsg> {
 
 pub fn probe_msg() -> impl Strategy<Value = ProbeMsg> {
     prop_oneof![
-        (any::<u16>(), auth_code()).prop_map(|(version, code)| ProbeMsg::Probe { version, code }),
+        (any::<u16>(), auth_code(), any::<[u8; 32]>()).prop_map(|(version, code, proof)| {
+            ProbeMsg::Probe {
+                version,
+                code,
+                proof,
+            }
+        }),
         Just(ProbeMsg::Available),
         Just(ProbeMsg::Busy),
         refusal().prop_map(ProbeMsg::Refused),

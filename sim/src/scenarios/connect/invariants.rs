@@ -76,12 +76,13 @@ pub struct Observations {
     pub attacks: Vec<AttackRecord>,
 }
 
-/// A server never holds more slots than it has.
+/// A server never holds more slots than it has (a probe's yes holds none;
+/// a HELLO takes one only if one is free).
 pub fn check_server_capacity(server: &Server, max_clients: u32) -> Result<(), String> {
-    let (taken, clients, max) = (server.slots_taken(), server.clients(), max_clients as usize);
-    if taken > max || clients > max {
+    let (clients, max) = (server.clients(), max_clients as usize);
+    if clients > max {
         return Err(format!(
-            "server {} holds {taken} slots ({clients} clients) but has only {max}",
+            "server {} holds {clients} slots but has only {max}",
             server.id()
         ));
     }
@@ -168,7 +169,10 @@ fn is_expected_failure(e: &ClientError) -> bool {
             (by, reason),
             (
                 Peer::Server,
-                Refusal::CodeExpired | Refusal::CodeUnknown | Refusal::Timeout { .. }
+                Refusal::CodeExpired
+                    | Refusal::CodeUnknown
+                    | Refusal::Timeout { .. }
+                    | Refusal::ServerFull
             ) | (Peer::Balancer, Refusal::Overloaded)
         ),
         // Every member is issued by the one authority: a refusal is a bug.

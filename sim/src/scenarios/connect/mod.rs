@@ -33,7 +33,8 @@ use std::time::Duration;
 /// Host name of the client that replays its auth code.
 pub const ATTACKER: &str = "attacker";
 /// How long the healed cluster gets before the liveness probe starts: longer
-/// than a reservation's TTL (10 s) and the balancer's back-off (5 s).
+/// than the balancer's back-off (5 s) and a session's login timeout (below),
+/// so that what the faulty phase left has gone.
 const SETTLE: Duration = Duration::from_secs(11);
 /// Simulated time run after the last client, before the final checks, so
 /// that closes in flight arrive.
@@ -44,6 +45,10 @@ const COOL_DOWN: Duration = Duration::from_secs(1);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Clients ping well within the idle timeout.
 const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// This scenario's clients stand for logged-in users holding a slot (it is
+/// about slots, not accounts): they never log in, and hold sessions longer
+/// than production's login timeout (10 s), which would close them.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Which faults the harness injects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -394,6 +399,7 @@ impl<'c> Connect<'c> {
         let server = ServerConfig {
             max_clients: self.cfg.max_clients,
             idle_timeout: IDLE_TIMEOUT,
+            login_timeout: LOGIN_TIMEOUT,
             password: PasswordParams::TESTING,
             ..ServerConfig::new(id)
         };
@@ -501,7 +507,7 @@ impl<'c> Connect<'c> {
     }
 
     /// Restarts what is down, repairs what is cut, and sends one more client
-    /// once reservations and back-offs of the faulty phase have run out.
+    /// once the back-offs of the faulty phase have run out.
     fn heal_and_send_late_client(&mut self) {
         let now = self.h.now();
         self.h

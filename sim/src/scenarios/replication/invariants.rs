@@ -219,7 +219,11 @@ fn unexpected(t: &TryResult) -> Option<String> {
         }
         ClientError::Refused {
             by: Peer::Server,
-            reason: Refusal::CodeExpired | Refusal::CodeUnknown | Refusal::Timeout { .. },
+            reason:
+                Refusal::CodeExpired
+                | Refusal::CodeUnknown
+                | Refusal::Timeout { .. }
+                | Refusal::ServerFull,
         } => None,
         other => Some(format!("an error honest nodes never cause: {other}")),
     };
