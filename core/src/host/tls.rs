@@ -43,6 +43,10 @@ struct Link {
     source: Option<String>,
     /// Ciphertext rustls could not take yet: its plaintext buffer was full.
     backlog: Vec<u8>,
+    /// Where in `backlog` what rustls has not taken yet begins: taken
+    /// bytes are dropped only when all are, so that a large read waiting
+    /// behind a full plaintext buffer is not copied again at every turn.
+    backlog_at: usize,
     /// A dialed connection that did not open, and why: the node is told
     /// `ConnectFailed` instead of anything else.
     failed: Option<String>,
@@ -190,6 +194,7 @@ impl TlsLinks {
                 peer,
                 source: None,
                 backlog: Vec::new(),
+                backlog_at: 0,
                 failed: None,
                 queued: false,
                 ended: false,
@@ -232,12 +237,17 @@ impl TlsLinks {
         }
         if link.backlog.is_empty() {
             let mut rest = bytes;
-            let result = pump(link, &mut self.entropy, now, &mut rest);
+            let result = pump(&mut link.tls, &mut link.ended, &mut self.entropy, now, &mut rest);
             if !rest.is_empty() && result.is_ok() {
                 link.backlog.extend_from_slice(rest);
+                link.backlog_at = 0;
             }
             self.after_pump(conn, result);
         } else {
+            // What rustls took is dropped before more is added: the
+            // backlog holds at most what one turn could not give it.
+            link.backlog.drain(..link.backlog_at);
+            link.backlog_at = 0;
             link.backlog.extend_from_slice(bytes);
             self.pump_backlog(now, conn);
         }
@@ -247,11 +257,20 @@ impl TlsLinks {
         let Some(link) = self.links.get_mut(&conn) else {
             return;
         };
-        let backlog = std::mem::take(&mut link.backlog);
-        let mut rest = &backlog[..];
-        let result = pump(link, &mut self.entropy, now, &mut rest);
-        if !rest.is_empty() && result.is_ok() {
-            link.backlog = rest.to_vec();
+        let Link {
+            tls,
+            ended,
+            backlog,
+            backlog_at,
+            ..
+        } = link;
+        let mut rest = &backlog[*backlog_at..];
+        let before = rest.len();
+        let result = pump(tls, ended, &mut self.entropy, now, &mut rest);
+        *backlog_at += before - rest.len();
+        if *backlog_at >= backlog.len() || result.is_err() {
+            backlog.clear();
+            *backlog_at = 0;
         }
         self.after_pump(conn, result);
     }
@@ -469,7 +488,7 @@ impl TlsLinks {
                 let n = chunk.len();
                 node.handle_input(now, Input::Received { conn, bytes: chunk });
                 link.tls.reader().consume(n);
-                if !link.backlog.is_empty() && !has_plaintext(&mut link.tls) {
+                if link.backlog_at < link.backlog.len() && !has_plaintext(&mut link.tls) {
                     self.pump_backlog(now, conn);
                 }
                 self.enqueue_if_owed(conn);
@@ -534,26 +553,27 @@ fn has_plaintext(tls: &mut Connection) -> bool {
 /// Gives rustls what of `input` it takes, processing each read; stops
 /// early when its plaintext buffer is full, leaving the rest in `input`.
 fn pump(
-    link: &mut Link,
+    tls: &mut Connection,
+    ended: &mut bool,
     entropy: &mut Entropy,
     now: Timestamp,
     input: &mut &[u8],
 ) -> Result<(), rustls::Error> {
     with_context(entropy, now, || {
         while !input.is_empty() {
-            match link.tls.read_tls(input) {
+            match tls.read_tls(input) {
                 Ok(0) => {
                     // After the peer's close_notify nothing more is read.
                     *input = &[];
-                    link.ended = true;
+                    *ended = true;
                 }
                 Ok(_) => {}
                 // Its plaintext buffer is full: the rest waits.
                 Err(_) => break,
             }
-            let state = link.tls.process_new_packets()?;
+            let state = tls.process_new_packets()?;
             if state.peer_has_closed() {
-                link.ended = true;
+                *ended = true;
             }
         }
         Ok(())
