@@ -13,8 +13,9 @@ use crate::replication::sync_round::Token;
 use crate::transfer::{TransferError, TransferMsg};
 use speedy::{Readable, Writable};
 
-/// The version of the peer-to-peer messages, checked at CONNECT.
-pub const PEER_PROTOCOL_VERSION: u16 = 1;
+/// The version of the peer-to-peer messages, checked at CONNECT. 2: peers
+/// speak TLS and CONNECT FAIL may say `WrongKey`.
+pub const PEER_PROTOCOL_VERSION: u16 = 2;
 
 /// First tag byte of [`PeerMsg`] frames.
 pub const PEER_TAGS: std::ops::Range<u8> = 100..120;
