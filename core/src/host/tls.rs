@@ -237,7 +237,13 @@ impl TlsLinks {
         }
         if link.backlog.is_empty() {
             let mut rest = bytes;
-            let result = pump(&mut link.tls, &mut link.ended, &mut self.entropy, now, &mut rest);
+            let result = pump(
+                &mut link.tls,
+                &mut link.ended,
+                &mut self.entropy,
+                now,
+                &mut rest,
+            );
             if !rest.is_empty() && result.is_ok() {
                 link.backlog.extend_from_slice(rest);
                 link.backlog_at = 0;
