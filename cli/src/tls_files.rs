@@ -33,10 +33,11 @@ pub struct MemberArgs {
     /// This member's private key (PEM).
     #[arg(long, value_name = "FILE", env = "FERRY_KEY", requires = "cert")]
     key: Option<PathBuf>,
-    /// The authority's private key: instead of --cert and --key, issue this
-    /// member a certificate at start. Anyone holding it can mint members:
-    /// give separate machines issued certificates instead.
-    #[arg(long, value_name = "FILE", env = "FERRY_CA_KEY", conflicts_with_all = ["cert", "key"])]
+    /// The authority's private key: without --cert and --key, issue this
+    /// member a certificate at start (with them, it is not read). Anyone
+    /// holding it can mint members: give separate machines issued
+    /// certificates instead.
+    #[arg(long, value_name = "FILE", env = "FERRY_CA_KEY")]
     ca_key: Option<PathBuf>,
 }
 
