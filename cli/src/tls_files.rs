@@ -226,51 +226,46 @@ pub mod known_hosts {
         Ok(session.with_file_name("known_hosts"))
     }
 
-    pub fn lookup(addr: &str) -> Result<Option<Fingerprint>, CliError> {
+    /// Every remembered (address, authority), in the file's order; none
+    /// if there is no file yet.
+    fn entries() -> Result<Vec<(String, Fingerprint)>, CliError> {
         let path = path()?;
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(failed(format!("cannot read {}: {e}", path.display()))),
         };
+        let mut entries = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let mut words = line.split_whitespace();
-            match (words.next(), words.next()) {
-                (Some(a), Some(fp)) if a == addr => {
-                    return Fingerprint::parse(fp).map(Some).ok_or_else(|| {
-                        failed(format!(
-                            "{} line {}: not a fingerprint: {fp}",
-                            path.display(),
-                            n + 1
-                        ))
-                    })
-                }
-                _ => {}
-            }
+            let (Some(addr), Some(fp)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let fp = Fingerprint::parse(fp).ok_or_else(|| {
+                failed(format!(
+                    "{} line {}: not a fingerprint: {fp}",
+                    path.display(),
+                    n + 1
+                ))
+            })?;
+            entries.push((addr.to_string(), fp));
         }
-        Ok(None)
+        Ok(entries)
+    }
+
+    pub fn lookup(addr: &str) -> Result<Option<Fingerprint>, CliError> {
+        Ok(entries()?
+            .into_iter()
+            .find(|(a, _)| a == addr)
+            .map(|(_, fp)| fp))
     }
 
     /// The authority remembered, if every remembered address names the
     /// same one (a person who uses one cluster).
     pub fn the_one() -> Result<Option<Fingerprint>, CliError> {
-        let path = path()?;
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(failed(format!("cannot read {}: {e}", path.display()))),
-        };
-        let mut found: Option<Fingerprint> = None;
-        for line in text.lines() {
-            let Some(fp) = line.split_whitespace().nth(1).and_then(Fingerprint::parse) else {
-                continue;
-            };
-            match found {
-                Some(f) if f != fp => return Ok(None),
-                _ => found = Some(fp),
-            }
-        }
-        Ok(found)
+        let entries = entries()?;
+        let first = entries.first().map(|(_, fp)| *fp);
+        Ok(first.filter(|fp| entries.iter().all(|(_, f)| f == fp)))
     }
 
     pub fn add(addr: &str, fp: Fingerprint) -> Result<PathBuf, CliError> {

@@ -478,10 +478,8 @@ impl TlsLinks {
                 link.told = true;
                 let at = UnixTime::since_unix_epoch(now.as_duration());
                 let certs = link.tls.peer_certificates();
-                let (identity, peer) = match link.peer.take() {
-                    Some(peer) => (self.config.accepted_identity(certs, at), Some(peer)),
-                    None => (self.config.dialed_identity(certs, at), None),
-                };
+                let peer = link.peer.take();
+                let identity = self.config.identity(certs, at, peer.is_some());
                 feed_open(node, now, conn, identity, peer);
                 self.enqueue_if_owed(conn);
                 return true;

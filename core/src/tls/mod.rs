@@ -122,46 +122,28 @@ impl TlsConfig {
         self
     }
 
-    /// What the certificates a dialed end presented prove (they passed
-    /// the same check during the handshake).
-    pub(crate) fn dialed_identity(
+    /// What the certificates the other end presented prove (they passed
+    /// the same check during the handshake): as a dialed end's, or an
+    /// accepted one's.
+    pub(crate) fn identity(
         &self,
         certs: Option<&[CertificateDer<'_>]>,
         now: UnixTime,
+        accepted: bool,
     ) -> Identity {
-        let check = &self.dial_check;
+        let (trust, accept_keys, algs) = match (accepted, &self.accept_check) {
+            (false, _) => {
+                let c = &self.dial_check;
+                (Some(&c.trust), c.accept_keys, &c.algs)
+            }
+            (true, Some(c)) => (c.trust.as_ref(), c.accept_keys, &c.algs),
+            (true, None) => return Identity::Anonymous,
+        };
         match certs {
-            Some([first, rest @ ..]) => verify::identify(
-                Some(&check.trust),
-                check.accept_keys,
-                first,
-                rest,
-                now,
-                false,
-                &check.algs,
-            )
-            .unwrap_or(Identity::Anonymous),
-            _ => Identity::Anonymous,
-        }
-    }
-
-    /// What the certificates an accepted end presented prove, if any.
-    pub(crate) fn accepted_identity(
-        &self,
-        certs: Option<&[CertificateDer<'_>]>,
-        now: UnixTime,
-    ) -> Identity {
-        match (certs, &self.accept_check) {
-            (Some([first, rest @ ..]), Some(check)) => verify::identify(
-                check.trust.as_ref(),
-                check.accept_keys,
-                first,
-                rest,
-                now,
-                true,
-                &check.algs,
-            )
-            .unwrap_or(Identity::Anonymous),
+            Some([first, rest @ ..]) => {
+                verify::identify(trust, accept_keys, first, rest, now, accepted, algs)
+                    .unwrap_or(Identity::Anonymous)
+            }
             _ => Identity::Anonymous,
         }
     }
