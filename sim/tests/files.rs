@@ -42,18 +42,17 @@ use std::time::Instant;
 /// every disk) and the verifiers on every server.
 const SNAPSHOT_SEED: u64 = 3;
 
-/// A seed whose servers read slowly (30–150 ms a block): alice uploads a
-/// 16 MiB photo through server1, the master, which copies it to server2
-/// before it answers "stored"; server3 starts fetching it from server1,
-/// which is then lost to the others (server2 becomes master), and server3,
-/// cut off from 6.7 s to 12.1 s, fetches it again from server2 only at
-/// 17.7 s, reading through slow disks. Alice's download through server3
-/// hears `Fetching` from 20 s to 36 s, longer than the server's 10 s and her
-/// own 15 s of patience, and gets the file. (Since uploads wait for a copy
-/// on a majority, only the minority server fetches, and such waits are
-/// rare: seeds 562, 731 and 860 in the first 860, after the login entries
-/// moved the earlier seed 977.)
-const LONG_FETCH_SEED: u64 = 562;
+/// A seed whose servers read slowly (30–150 ms a block): server3 is cut
+/// off from 1.1 s, server2 and server1 crash and restart, and masters come
+/// and go (view 8 at 21.8 s: server2). Carol lists her notes through
+/// server2 at 21.8 s and downloads them; server2 lacks the content and
+/// fetches it through the slow disks, and carol hears `Fetching` from
+/// 25.4 s to 45.1 s, longer than the server's 10 s and her own 15 s of
+/// patience, and gets it at 49.5 s. (Since uploads wait for a copy on a
+/// majority, such waits are rare: `find_long_fetch_seeds` found only this
+/// one in the first 1000 after TLS moved to rustls's unbuffered API, which
+/// moved the earlier seed 562.)
+const LONG_FETCH_SEED: u64 = 172;
 
 /// A seed whose disk rots: a bit flips in a file's copy on server1, and
 /// a client's download through server1 arrives damaged before the
@@ -140,7 +139,32 @@ fn sweep_300_seeds() {
 /// for over 15 s", and `replay` prints them for one seed.)
 #[test]
 fn a_download_outwaits_a_long_fetch() {
-    let seed = LONG_FETCH_SEED;
+    long_fetch_story(LONG_FETCH_SEED);
+}
+
+/// Finds seeds that tell the story of [`LONG_FETCH_SEED`], for when a
+/// change of the core moves it: `cargo test --release -p ferry-sim --test
+/// files find_long_fetch_seeds -- --ignored --nocapture` (SIM_SEEDS: how
+/// many to try, SIM_FIRST: the first).
+#[test]
+#[ignore]
+fn find_long_fetch_seeds() {
+    let var = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let (first, n) = (var("SIM_FIRST", 1), var("SIM_SEEDS", 1000));
+    std::panic::set_hook(Box::new(|_| {}));
+    for seed in first..first + n {
+        if std::panic::catch_unwind(|| long_fetch_story(seed)).is_ok() {
+            println!("seed {seed} tells the long fetch story");
+        }
+    }
+}
+
+fn long_fetch_story(seed: u64) {
     let outcome = run_files_scenario(seed, &FilesConfig::swarm(seed));
     outcome.assert_ok();
     let waits = FetchWaits::of(&outcome.details.clients);

@@ -430,7 +430,7 @@ impl<N: Node, W: World> Host<N, W> {
             Output::Transmit { conn, bytes } => {
                 self.world.plaintext(conn, &bytes);
                 match &mut self.tls {
-                    Some(tls) => tls.transmit(self.world.now(), conn, &bytes, &mut self.world),
+                    Some(tls) => tls.transmit(self.world.now(), conn, bytes, &mut self.world),
                     None => self.world.transmit(conn, bytes),
                 }
             }

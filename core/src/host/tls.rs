@@ -10,10 +10,16 @@
 //!
 //! Inputs for the node are owed, as the host owes answers: one world input
 //! may complete a handshake and carry several records, and the node takes
-//! one input at a time with a drain after each (str0m's rule). Plaintext is
-//! fed straight from rustls's buffer. When that buffer is full, ciphertext
-//! still to be read waits here and is read as the node takes plaintext, so
-//! a connection holds at most rustls's limit of plaintext plus one read.
+//! one input at a time with a drain after each (str0m's rule).
+//!
+//! rustls runs in its unbuffered mode, where the records are in buffers of
+//! ours: what the world brings is kept in the link and decrypted there one
+//! record at a time, as the node takes them, so a connection holds at most
+//! what the world gave it and one record's plaintext; what the node
+//! transmits is encrypted straight into the buffer handed to the world.
+//! rustls encrypts only when no received record waits for the node (its
+//! `WriteTraffic` state), so what the node transmits meanwhile is held, in
+//! order, until it has taken them.
 //!
 //! An accepted connection that does not finish its handshake within the
 //! configured time is closed; a dialed one is reported `ConnectFailed`,
@@ -27,13 +33,54 @@ use crate::io::{ConnId, Input, Node};
 use crate::time::Timestamp;
 use crate::tls::provider::with_context;
 use crate::tls::{Identity, TlsConfig};
+use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::UnixTime;
-use rustls::Connection;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError,
+    UnbufferedStatus, WriteTraffic,
+};
+use rustls::CommonState;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::{BufRead, Write};
+
+enum Tls {
+    Client(UnbufferedClientConnection),
+    Server(UnbufferedServerConnection),
+}
+
+impl Tls {
+    fn common(&self) -> &CommonState {
+        match self {
+            Tls::Client(c) => c,
+            Tls::Server(s) => s,
+        }
+    }
+}
+
+/// Runs `$body` on the status of one `process_tls_records` of `$tls` over
+/// `$buf`: client and server connections have the same states, of
+/// different types.
+macro_rules! process {
+    ($tls:expr, $buf:expr, |$status:ident| $body:expr) => {
+        match $tls {
+            Tls::Client(c) => {
+                let $status = c.process_tls_records($buf);
+                $body
+            }
+            Tls::Server(s) => {
+                let $status = s.process_tls_records($buf);
+                $body
+            }
+        }
+    };
+}
 
 struct Link {
-    tls: Connection,
+    tls: Tls,
+    /// Ciphertext from the world; rustls has not discarded `incoming[at..]`.
+    incoming: Vec<u8>,
+    at: usize,
+    io: Io,
     /// The handshake's deadline, until it is done.
     deadline: Option<Timestamp>,
     /// An accepted connection's peer address, until the node is told.
@@ -41,22 +88,33 @@ struct Link {
     /// An accepted connection's source (IP), while its handshake counts
     /// against that source.
     source: Option<String>,
-    /// Ciphertext rustls could not take yet: its plaintext buffer was full.
-    backlog: Vec<u8>,
-    /// Where in `backlog` what rustls has not taken yet begins: taken
-    /// bytes are dropped only when all are, so that a large read waiting
-    /// behind a full plaintext buffer is not copied again at every turn.
-    backlog_at: usize,
     /// A dialed connection that did not open, and why: the node is told
     /// `ConnectFailed` instead of anything else.
     failed: Option<String>,
     /// In `ready`.
     queued: bool,
+    /// The node was told the connection is open.
+    told: bool,
+}
+
+/// What a link's rustls states act on.
+#[derive(Default)]
+struct Io {
+    /// What the node transmitted, not encrypted yet.
+    pending: VecDeque<Vec<u8>>,
+    /// Records for the world.
+    outgoing: Vec<u8>,
+    /// A decrypted record waits for the node.
+    readable: bool,
+    /// The node closed the connection: received records are dropped, and
+    /// close_notify follows what it transmitted.
+    closing: bool,
+    close_sent: bool,
     /// No more will come: once its plaintext is taken the node hears
     /// `Closed`.
     ended: bool,
-    /// The node was told the connection is open.
-    told: bool,
+    /// rustls failed: nothing more is processed.
+    failed: bool,
 }
 
 /// How the reason of a `ConnectFailed` begins when the handshake itself
@@ -124,12 +182,8 @@ impl TlsLinks {
     pub(super) fn on_net(&mut self, now: Timestamp, input: Input<'_>) {
         match input {
             Input::Accepted { conn, peer, .. } => self.accepted(now, conn, peer),
-            Input::Connected { conn, .. } => {
-                if self.links.contains_key(&conn) {
-                    // The ClientHello made at the connect goes out now.
-                    self.dirty.insert(conn);
-                }
-            }
+            // The ClientHello made at the connect goes out now.
+            Input::Connected { conn, .. } => self.advance(now, conn),
             Input::ConnectFailed { conn, reason } => {
                 if self.links.contains_key(&conn) {
                     self.fail_dialed(conn, reason, false);
@@ -164,11 +218,11 @@ impl TlsLinks {
             return;
         };
         let made = with_context(&mut self.entropy, now, || {
-            rustls::ServerConnection::new(accept)
+            UnbufferedServerConnection::new(accept)
         });
         match made {
             Ok(tls) => {
-                self.insert(now, conn, Connection::Server(tls), Some(peer));
+                self.insert(now, conn, Tls::Server(tls), Some(peer));
                 *self.by_source.entry(source.clone()).or_insert(0) += 1;
                 if let Some(link) = self.links.get_mut(&conn) {
                     link.source = Some(source);
@@ -181,23 +235,21 @@ impl TlsLinks {
         }
     }
 
-    fn insert(&mut self, now: Timestamp, conn: ConnId, mut tls: Connection, peer: Option<String>) {
-        // What the node sends is bounded by its own windows, not here.
-        tls.set_buffer_limit(None);
+    fn insert(&mut self, now: Timestamp, conn: ConnId, tls: Tls, peer: Option<String>) {
         let deadline = now + self.config.handshake_timeout;
         self.deadlines.insert((deadline, conn));
         self.links.insert(
             conn,
             Link {
                 tls,
+                incoming: Vec::new(),
+                at: 0,
+                io: Io::default(),
                 deadline: Some(deadline),
                 peer,
                 source: None,
-                backlog: Vec::new(),
-                backlog_at: 0,
                 failed: None,
                 queued: false,
-                ended: false,
                 told: false,
             },
         );
@@ -214,11 +266,11 @@ impl TlsLinks {
     ) {
         let dial = self.config.dial.clone();
         let made = with_context(&mut self.entropy, now, || {
-            rustls::ClientConnection::new(dial, TlsConfig::server_name())
+            UnbufferedClientConnection::new(dial, TlsConfig::server_name())
         });
         match made {
             Ok(tls) => {
-                self.insert(now, conn, Connection::Client(tls), None);
+                self.insert(now, conn, Tls::Client(tls), None);
                 world.connect(conn, addr);
             }
             // Nothing was opened in the world: only the node is told.
@@ -232,82 +284,44 @@ impl TlsLinks {
         let Some(link) = self.links.get_mut(&conn) else {
             return;
         };
-        if link.ended {
+        if link.io.ended {
             return;
         }
-        if link.backlog.is_empty() {
-            let mut rest = bytes;
-            let result = pump(
-                &mut link.tls,
-                &mut link.ended,
-                &mut self.entropy,
-                now,
-                &mut rest,
-            );
-            if !rest.is_empty() && result.is_ok() {
-                link.backlog.extend_from_slice(rest);
-                link.backlog_at = 0;
-            }
-            self.after_pump(conn, result);
-        } else {
-            // What rustls took is dropped before more is added: the
-            // backlog holds at most what one turn could not give it.
-            link.backlog.drain(..link.backlog_at);
-            link.backlog_at = 0;
-            link.backlog.extend_from_slice(bytes);
-            self.pump_backlog(now, conn);
-        }
+        // What rustls discarded goes before more is added: the buffer
+        // holds what the node has not taken and a record's beginning.
+        link.incoming.drain(..link.at);
+        link.at = 0;
+        link.incoming.extend_from_slice(bytes);
+        self.advance(now, conn);
     }
 
-    fn pump_backlog(&mut self, now: Timestamp, conn: ConnId) {
+    /// Runs rustls on what `conn` holds, then sees to what that leaves to
+    /// do: records to send, a handshake done or failed, something owed to
+    /// the node.
+    fn advance(&mut self, now: Timestamp, conn: ConnId) {
         let Some(link) = self.links.get_mut(&conn) else {
             return;
         };
-        let Link {
-            tls,
-            ended,
-            backlog,
-            backlog_at,
-            ..
-        } = link;
-        let mut rest = &backlog[*backlog_at..];
-        let before = rest.len();
-        let result = pump(tls, ended, &mut self.entropy, now, &mut rest);
-        *backlog_at += before - rest.len();
-        if *backlog_at >= backlog.len() || result.is_err() {
-            backlog.clear();
-            *backlog_at = 0;
-        }
-        self.after_pump(conn, result);
-    }
-
-    /// What a pump of `conn` leaves to do: records to send, a handshake
-    /// that failed, something owed to the node.
-    fn after_pump(&mut self, conn: ConnId, result: Result<(), rustls::Error>) {
-        let Some(link) = self.links.get_mut(&conn) else {
-            return;
-        };
-        if link.tls.wants_write() {
+        let result = with_context(&mut self.entropy, now, || run(link));
+        if !link.io.outgoing.is_empty() {
             self.dirty.insert(conn);
         }
         if let Err(e) = result {
             // The alert rustls queued goes out before the close.
             self.closing.push(conn);
-            if link.told {
-                link.ended = true;
-            } else if link.peer.is_none() {
+            link.io.ended = true;
+            link.io.readable = false;
+            if !link.told {
                 self.refused += 1;
-                self.fail_dialed(conn, format!("{REFUSED}{}", describe(&e)), false);
-                return;
-            } else {
-                // Never told to the node: dropped once its alert is sent.
-                self.refused += 1;
-                link.ended = true;
+                if link.peer.is_none() {
+                    self.fail_dialed(conn, format!("{REFUSED}{}", describe(&e)), false);
+                }
+                // An accepted one is dropped once its alert is sent.
                 return;
             }
         }
         if let Some(deadline) = link.deadline {
-            if !link.tls.is_handshaking() {
+            if !link.tls.common().is_handshaking() {
                 link.deadline = None;
                 self.deadlines.remove(&(deadline, conn));
                 let source = link.source.take();
@@ -321,14 +335,14 @@ impl TlsLinks {
         let Some(link) = self.links.get_mut(&conn) else {
             return;
         };
-        let accepted_unopened = link.peer.is_some() && !link.told && link.ended;
+        let accepted_unopened = link.peer.is_some() && !link.told && link.io.ended;
         if accepted_unopened {
             return;
         }
         let owes = link.failed.is_some()
             || (link.deadline.is_none() && !link.told)
-            || has_plaintext(&mut link.tls)
-            || link.ended;
+            || link.io.readable
+            || link.io.ended;
         if owes && !link.queued {
             link.queued = true;
             self.ready.push_back(conn);
@@ -345,7 +359,7 @@ impl TlsLinks {
             if let Some(deadline) = link.deadline.take() {
                 self.deadlines.remove(&(deadline, conn));
             }
-            link.ended = true;
+            link.io.ended = true;
             link.failed.get_or_insert(reason);
         }
         self.enqueue_if_owed(conn);
@@ -356,7 +370,7 @@ impl TlsLinks {
             return;
         };
         if link.told {
-            link.ended = true;
+            link.io.ended = true;
             self.enqueue_if_owed(conn);
         } else if link.peer.is_none() {
             self.fail_dialed(
@@ -410,40 +424,49 @@ impl TlsLinks {
         }
     }
 
-    /// Encrypts what the node transmits.
+    /// Encrypts what the node transmits, now if rustls may, else once it
+    /// may.
     pub(super) fn transmit(
         &mut self,
         now: Timestamp,
         conn: ConnId,
-        bytes: &[u8],
+        bytes: Vec<u8>,
         world: &mut impl World,
     ) {
         let Some(link) = self.links.get_mut(&conn) else {
             return;
         };
-        // Writing to rustls's own buffer, unlimited: cannot fail.
-        let _ = with_context(&mut self.entropy, now, || {
-            link.tls.writer().write_all(bytes)
-        });
-        flush(conn, link, world);
+        link.io.pending.push_back(bytes);
+        self.advance(now, conn);
+        self.flush(conn, world);
     }
 
-    /// The node closes `conn`: close_notify, then the world closes it.
+    /// The node closes `conn`: what it transmitted, close_notify, then the
+    /// world closes it. What was received and not taken is dropped.
     pub(super) fn close(&mut self, now: Timestamp, conn: ConnId, world: &mut impl World) {
         if let Some(link) = self.links.get_mut(&conn) {
-            with_context(&mut self.entropy, now, || link.tls.send_close_notify());
-            flush(conn, link, world);
+            link.io.closing = true;
+            link.io.readable = false;
+            let _ = with_context(&mut self.entropy, now, || run(link));
+            self.flush(conn, world);
         }
         self.forget(conn);
         world.close(conn);
     }
 
+    fn flush(&mut self, conn: ConnId, world: &mut impl World) {
+        if let Some(link) = self.links.get_mut(&conn) {
+            if !link.io.outgoing.is_empty() {
+                world.transmit(conn, std::mem::take(&mut link.io.outgoing));
+            }
+        }
+        self.dirty.remove(&conn);
+    }
+
     /// Hands the world the records and closes it owes.
     pub(super) fn sync(&mut self, world: &mut impl World) {
         while let Some(conn) = self.dirty.pop_first() {
-            if let Some(link) = self.links.get_mut(&conn) {
-                flush(conn, link, world);
-            }
+            self.flush(conn, world);
         }
         for conn in std::mem::take(&mut self.closing) {
             // An accepted connection the node never heard of is gone now.
@@ -477,28 +500,26 @@ impl TlsLinks {
             if link.deadline.is_none() && !link.told {
                 link.told = true;
                 let at = UnixTime::since_unix_epoch(now.as_duration());
-                let certs = link.tls.peer_certificates();
+                let certs = link.tls.common().peer_certificates();
                 let peer = link.peer.take();
                 let identity = self.config.identity(certs, at, peer.is_some());
                 feed_open(node, now, conn, identity, peer);
                 self.enqueue_if_owed(conn);
                 return true;
             }
-            let chunk = match link.tls.reader().into_first_chunk() {
-                Ok(chunk) => chunk,
-                Err(_) => &[],
-            };
-            if !chunk.is_empty() {
-                let n = chunk.len();
-                node.handle_input(now, Input::Received { conn, bytes: chunk });
-                link.tls.reader().consume(n);
-                if link.backlog_at < link.backlog.len() && !has_plaintext(&mut link.tls) {
-                    self.pump_backlog(now, conn);
-                }
-                self.enqueue_if_owed(conn);
+            if link.io.readable {
+                link.io.readable = false;
+                let Link {
+                    tls, incoming, at, ..
+                } = link;
+                let buf = &mut incoming[*at..];
+                let discard = process!(tls, buf, |status| feed_record(status, node, now, conn));
+                *at += discard;
+                // The next record, and what the node transmitted meanwhile.
+                self.advance(now, conn);
                 return true;
             }
-            if link.ended {
+            if link.io.ended {
                 self.forget(conn);
                 node.handle_input(now, Input::Closed { conn });
                 return true;
@@ -506,6 +527,208 @@ impl TlsLinks {
         }
         false
     }
+}
+
+/// Runs rustls on `link` until it needs more from the world or a record
+/// waits for the node: handshake records are written to `outgoing`, and
+/// what the node transmitted is encrypted there once rustls may.
+fn run(link: &mut Link) -> Result<(), rustls::Error> {
+    loop {
+        if link.io.readable || link.io.failed {
+            return Ok(());
+        }
+        let buf = &mut link.incoming[link.at..];
+        let io = &mut link.io;
+        let (discard, next) = process!(&mut link.tls, buf, |status| step(status, io));
+        link.at += discard;
+        if link.at == link.incoming.len() {
+            link.incoming.clear();
+            link.at = 0;
+        }
+        match next {
+            Next::Again => {}
+            Next::Stop => return Ok(()),
+            Next::Failed(e) => {
+                // Its alert, if rustls made one, goes out. rustls hands it
+                // out before it looks at the input again; once it is out,
+                // it must not be asked again.
+                let io = &mut link.io;
+                io.failed = true;
+                let buf = &mut link.incoming[link.at..];
+                let discard = process!(&mut link.tls, buf, |status| alert(status, io));
+                link.at += discard;
+                return Err(e);
+            }
+        }
+    }
+}
+
+enum Next {
+    Again,
+    Stop,
+    Failed(rustls::Error),
+}
+
+/// Acts on one state of rustls. Returns what to discard of the incoming
+/// buffer and whether to go on.
+fn step<Data>(status: UnbufferedStatus<'_, '_, Data>, io: &mut Io) -> (usize, Next) {
+    let UnbufferedStatus { mut discard, state } = status;
+    let next = match state {
+        Err(e) => Next::Failed(e),
+        Ok(ConnectionState::ReadTraffic(mut read)) => {
+            if io.closing {
+                // The node closed it: nobody takes this.
+                if let Some(Ok(record)) = read.next_record() {
+                    discard += record.discard;
+                }
+                Next::Again
+            } else {
+                io.readable = true;
+                Next::Stop
+            }
+        }
+        Ok(ConnectionState::PeerClosed) => {
+            io.ended = true;
+            Next::Again
+        }
+        Ok(ConnectionState::Closed) => {
+            io.ended = true;
+            Next::Stop
+        }
+        Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+            encode_into(&mut encode, &mut io.outgoing);
+            Next::Again
+        }
+        Ok(ConnectionState::TransmitTlsData(mut transmit)) => {
+            // Records go to the world in the order they were written here.
+            let written = match transmit.may_encrypt_app_data() {
+                Some(mut write) => io.write(&mut write),
+                None => Ok(()),
+            };
+            transmit.done();
+            match written {
+                Ok(()) => Next::Again,
+                Err(e) => Next::Failed(e),
+            }
+        }
+        Ok(ConnectionState::WriteTraffic(mut write)) => match io.write(&mut write) {
+            Ok(()) => Next::Stop,
+            Err(e) => Next::Failed(e),
+        },
+        // Waiting for the other end's handshake; early data is never
+        // enabled.
+        Ok(_) => Next::Stop,
+    };
+    (discard, next)
+}
+
+/// After a failure: writes the alert rustls queued, if any.
+fn alert<Data>(status: UnbufferedStatus<'_, '_, Data>, io: &mut Io) -> usize {
+    let UnbufferedStatus { discard, state } = status;
+    if let Ok(ConnectionState::EncodeTlsData(mut encode)) = state {
+        encode_into(&mut encode, &mut io.outgoing);
+    }
+    discard
+}
+
+impl Io {
+    /// Encrypts what the node transmitted, then close_notify if it closed.
+    fn write<Data>(&mut self, write: &mut WriteTraffic<'_, Data>) -> Result<(), rustls::Error> {
+        while let Some(plain) = self.pending.pop_front() {
+            encrypt_into(write, &plain, &mut self.outgoing)?;
+        }
+        if self.closing && !self.close_sent {
+            self.close_sent = true;
+            let start = self.outgoing.len();
+            self.outgoing.resize(start + CLOSE_NOTIFY_ROOM, 0);
+            let n = write
+                .queue_close_notify(&mut self.outgoing[start..])
+                .unwrap_or(0);
+            self.outgoing.truncate(start + n);
+        }
+        Ok(())
+    }
+}
+
+/// A TLS 1.3 record's bytes beyond its plaintext: header (5), inner
+/// content type (1), AEAD tag (16).
+const RECORD_OVERHEAD: usize = 22;
+
+/// The most plaintext one record carries.
+const MAX_FRAGMENT: usize = 16 * 1024;
+
+/// An encrypted close_notify alert, with room to spare.
+const CLOSE_NOTIFY_ROOM: usize = 64;
+
+fn encrypt_into<Data>(
+    write: &mut WriteTraffic<'_, Data>,
+    plain: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), rustls::Error> {
+    let start = out.len();
+    let records = plain.len().div_ceil(MAX_FRAGMENT).max(1);
+    let mut room = plain.len() + records * RECORD_OVERHEAD;
+    loop {
+        out.resize(start + room, 0);
+        match write.encrypt(plain, &mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            // Room for a key update rustls sends first, say.
+            Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                room = required_size
+            }
+            Err(_) => {
+                out.truncate(start);
+                return Err(rustls::Error::EncryptError);
+            }
+        }
+    }
+}
+
+fn encode_into<Data>(encode: &mut EncodeTlsData<'_, Data>, out: &mut Vec<u8>) {
+    let start = out.len();
+    let mut room = 0;
+    loop {
+        out.resize(start + room, 0);
+        match encode.encode(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return;
+            }
+            Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                room = required_size
+            }
+            Err(_) => {
+                out.truncate(start);
+                return;
+            }
+        }
+    }
+}
+
+/// Feeds the node the record waiting. Returns what to discard.
+fn feed_record<Data, N: Node>(
+    status: UnbufferedStatus<'_, '_, Data>,
+    node: &mut N,
+    now: Timestamp,
+    conn: ConnId,
+) -> usize {
+    let UnbufferedStatus { mut discard, state } = status;
+    if let Ok(ConnectionState::ReadTraffic(mut read)) = state {
+        if let Some(Ok(record)) = read.next_record() {
+            discard += record.discard;
+            node.handle_input(
+                now,
+                Input::Received {
+                    conn,
+                    bytes: record.payload,
+                },
+            );
+        }
+    }
+    discard
 }
 
 /// A TLS error in words: ours as we wrote them (rustls shows another
@@ -547,49 +770,5 @@ fn feed_open<N: Node>(
             },
         ),
         None => node.handle_input(now, Input::Connected { conn, identity }),
-    }
-}
-
-fn has_plaintext(tls: &mut Connection) -> bool {
-    tls.reader().fill_buf().is_ok_and(|b| !b.is_empty())
-}
-
-/// Gives rustls what of `input` it takes, processing each read; stops
-/// early when its plaintext buffer is full, leaving the rest in `input`.
-fn pump(
-    tls: &mut Connection,
-    ended: &mut bool,
-    entropy: &mut Entropy,
-    now: Timestamp,
-    input: &mut &[u8],
-) -> Result<(), rustls::Error> {
-    with_context(entropy, now, || {
-        while !input.is_empty() {
-            match tls.read_tls(input) {
-                Ok(0) => {
-                    // After the peer's close_notify nothing more is read.
-                    *input = &[];
-                    *ended = true;
-                }
-                Ok(_) => {}
-                // Its plaintext buffer is full: the rest waits.
-                Err(_) => break,
-            }
-            let state = tls.process_new_packets()?;
-            if state.peer_has_closed() {
-                *ended = true;
-            }
-        }
-        Ok(())
-    })
-}
-
-fn flush(conn: ConnId, link: &mut Link, world: &mut impl World) {
-    while link.tls.wants_write() {
-        let mut out = Vec::new();
-        match link.tls.write_tls(&mut out) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => world.transmit(conn, out),
-        }
     }
 }

@@ -17,6 +17,10 @@ struct Ear {
     seen: Vec<String>,
     got: Vec<u8>,
     greeting: Vec<u8>,
+    /// Sends back what it receives, as it receives it.
+    echo: bool,
+    /// How many pieces it received.
+    pieces: usize,
 }
 
 impl Node for Ear {
@@ -31,7 +35,14 @@ impl Node for Ear {
                     self.out.push_back(Output::Transmit { conn, bytes });
                 }
             }
-            Input::Received { bytes, .. } => self.got.extend_from_slice(bytes),
+            Input::Received { conn, bytes } => {
+                self.got.extend_from_slice(bytes);
+                self.pieces += 1;
+                if self.echo {
+                    let bytes = bytes.to_vec();
+                    self.out.push_back(Output::Transmit { conn, bytes });
+                }
+            }
             Input::ConnectFailed { reason, .. } => self.seen.push(format!("failed {reason}")),
             Input::Closed { .. } => self.seen.push("closed".into()),
             _ => {}
@@ -202,6 +213,21 @@ fn members_prove_themselves_to_each_other_and_the_wire_holds_no_plaintext() {
     assert_eq!(a.world().closed, vec![D]);
     shuttle(&mut a, &mut b);
     assert_eq!(b.node().seen.last().map(String::as_str), Some("closed"));
+}
+
+#[test]
+fn what_a_node_sends_while_received_records_wait_follows_in_order() {
+    let ca = Ca::new(4);
+    // Records of 16 KiB: b takes them one at a time and answers each
+    // while the rest of the same read still waits to be decrypted.
+    let stream: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let mut a = host(ca.member(ClusterRole::Server, 1), 7, &stream);
+    let mut b = host(ca.member(ClusterRole::Server, 2), 8, b"");
+    b.node_mut().echo = true;
+    dial(&mut a, &mut b);
+    assert!(b.node().pieces >= 13, "{} records", b.node().pieces);
+    assert_eq!(b.node().got, stream);
+    assert_eq!(a.node().got, stream);
 }
 
 #[test]
