@@ -148,7 +148,9 @@ fn main() {
             let name = format!("bench-w{w}-{r}");
             let bare_put = (w == 1).then(|| stop_and_wait(size));
             sync();
-            let put = run(&["put", path_str(&source), &name, "--window", &ws], None);
+            let before = up.cpu();
+            let mut put = run(&["put", path_str(&source), &name, "--window", &ws], None);
+            put.server_cpu = up.cpu().saturating_sub(before);
             assert!(put.ok, "put: {}", put.stderr);
             if let Some(b) = bare_put {
                 paired_put.push(ratio(b, put.took));
@@ -156,7 +158,9 @@ fn main() {
             puts.push(put);
             let bare_get = (w == 1).then(|| stop_and_wait(size));
             sync();
-            let get = run(&["get", &name, path_str(&dest), "--force"], None);
+            let before = up.cpu();
+            let mut get = run(&["get", &name, path_str(&dest), "--force"], None);
+            get.server_cpu = up.cpu().saturating_sub(before);
             assert!(get.ok, "get: {}", get.stderr);
             if let Some(b) = bare_get {
                 paired_get.push(ratio(b, get.took));
@@ -168,6 +172,12 @@ fn main() {
             let rm = run(&["rm", &name], None);
             assert!(rm.ok, "rm: {}", rm.stderr);
         }
+        let cpu = |runs: &[Ran]| {
+            let mut both: Vec<Duration> = runs.iter().map(|r| r.cpu + r.server_cpu).collect();
+            both.sort();
+            both[both.len() / 2].as_secs_f64() * GIB / size as f64
+        };
+        let (put_cpu, get_cpu) = (cpu(&puts), cpu(&gets));
         let (put, get) = (middle(puts), middle(gets));
         let server_peak = up.peak_kib();
         println!(
@@ -182,6 +192,9 @@ fn main() {
             ratio(raw_sync, get.took),
             kib(get.peak_kib),
             kib(server_peak),
+        );
+        println!(
+            "       CPU per GiB, client and server together (median): put {put_cpu:.2} s, get {get_cpu:.2} s"
         );
         if w == 1 {
             println!(
@@ -445,12 +458,18 @@ fn stop_and_wait(size: u64) -> Duration {
     took
 }
 
+const GIB: f64 = (1u64 << 30) as f64;
+
 /// A finished `ferry` client command.
 struct Ran {
     ok: bool,
     stderr: String,
     took: Duration,
     peak_kib: u64,
+    /// The client's CPU time (user and system).
+    cpu: Duration,
+    /// The server's CPU time during the command (set by the caller).
+    server_cpu: Duration,
 }
 
 // The child is reaped by `wait4` (for its peak RSS), which clippy cannot see.
@@ -477,17 +496,19 @@ fn run_ferry(ferry: &Path, args: &[&str], home: &Path, input: Option<&str>) -> R
     if let Some(mut pipe) = child.stderr.take() {
         let _ = pipe.read_to_string(&mut stderr);
     }
-    let (status, peak_kib) = wait_with_peak(&child);
+    let (status, peak_kib, cpu) = wait_with_peak(&child);
     Ran {
         ok: status == 0,
         stderr,
         took: start.elapsed(),
         peak_kib,
+        cpu,
+        server_cpu: Duration::ZERO,
     }
 }
 
-/// Reaps `child` and returns its exit status and peak RSS in KiB.
-fn wait_with_peak(child: &Child) -> (i32, u64) {
+/// Reaps `child` and returns its exit status, peak RSS in KiB and CPU time.
+fn wait_with_peak(child: &Child) -> (i32, u64, Duration) {
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value to be overwritten.
@@ -500,7 +521,9 @@ fn wait_with_peak(child: &Child) -> (i32, u64) {
     } else {
         -1
     };
-    (code, usage.ru_maxrss as u64)
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    let cpu = time(usage.ru_utime) + time(usage.ru_stime);
+    (code, usage.ru_maxrss as u64, cpu)
 }
 
 /// A one-server cluster: `ferry server` and `ferry balancer` processes on
@@ -573,6 +596,25 @@ impl Up {
         if let Err(e) = std::fs::write(&path, "5") {
             eprintln!("cannot reset the server's peak RSS ({path}: {e})");
         }
+    }
+
+    /// The server's CPU time so far (user and system), from /proc.
+    fn cpu(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.server.id())).unwrap_or_default();
+        // Fields after the command's closing parenthesis; utime and stime
+        // are the 14th and 15th of the line, in clock ticks.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+            .sum();
+        // SAFETY: sysconf has no memory effects.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_millis(ticks * 1000 / hz)
     }
 
     fn peak_kib(&self) -> u64 {

@@ -31,14 +31,23 @@ pub enum Progress {
     ServerFetching { bytes: u64, total: u64 },
 }
 
+/// Makes the executor of the local file a request moves, if it moves one.
+pub type MakeFiles<'a> = Box<dyn FnMut(&Request) -> Option<Files> + 'a>;
+
 /// How a command runs its operations: the client's configuration, the
-/// command's local file (if it moves one), and who hears of progress.
+/// local files its requests move, who hears of progress, and whether a
+/// failed request ends the run.
 pub struct Plan<'a> {
     pub cfg: ClientConfig,
-    /// Makes the executor of the command's local file, once per attempt.
-    pub files: Option<Box<dyn FnMut() -> Files + 'a>>,
+    /// Makes the executor of the local file a request moves, just before
+    /// the request runs (on every attempt); `None` keeps the one before.
+    pub files: Option<MakeFiles<'a>>,
     /// Called as an operation moves.
     pub progress: Option<&'a mut dyn FnMut(Progress)>,
+    /// Run every request even if one fails (a command of many files),
+    /// except the first (the login's proof); otherwise the run stops at
+    /// the first that fails.
+    pub keep_going: bool,
 }
 
 impl Plan<'_> {
@@ -48,6 +57,7 @@ impl Plan<'_> {
             cfg: ClientConfig::new(args.balancer.clone()),
             files: None,
             progress: None,
+            keep_going: false,
         }
     }
 }
@@ -73,13 +83,29 @@ pub fn run_as(
     token: SessionToken,
     request: Request,
 ) -> Result<Response, CliError> {
-    let (_, answers) = run(args, plan, vec![Request::WhoAmI { token }, request])?;
+    let mut answers = run_all_as(args, plan, token, vec![request])?.into_iter();
+    answers
+        .next()
+        .ok_or_else(|| CliError::Failed("the server gave no answer".into()))
+}
+
+/// Runs `requests` as the saved login, in one session: see [`run_as`].
+/// Returns their answers, in order: all of them with `keep_going`, else up
+/// to the first that failed.
+pub fn run_all_as(
+    args: &ClientArgs,
+    plan: Plan<'_>,
+    token: SessionToken,
+    requests: Vec<Request>,
+) -> Result<Vec<Response>, CliError> {
+    let all = std::iter::once(Request::WhoAmI { token }).chain(requests);
+    let (_, answers) = run(args, plan, all.collect())?;
     let mut answers = answers.into_iter();
-    match (answers.next(), answers.next()) {
+    match answers.next() {
         // The login was refused: that is the error.
-        (Some(Response::Failed(e)), _) => Err(CliError::Failed(e.to_string())),
-        (_, Some(answer)) => Ok(answer),
-        _ => Err(CliError::Failed("the server gave no answer".into())),
+        Some(Response::Failed(e)) => Err(CliError::Failed(e.to_string())),
+        Some(_) => Ok(answers.collect()),
+        None => Err(CliError::Failed("the server gave no answer".into())),
     }
 }
 
@@ -101,6 +127,7 @@ pub fn run(
         mut cfg,
         mut files,
         mut progress,
+        keep_going,
     } = plan;
     cfg.command_id = Some(command_id()?);
     let trust = tls_files::client_trust(args.ca.as_deref(), &args.balancer)?;
@@ -112,12 +139,14 @@ pub fn run(
         let mut driver = Driver::new(Client::new(cfg.clone()))
             .with_tls(tls.clone(), entropy)
             .named("client");
-        if let Some(make) = files.as_mut() {
-            driver = driver.with_files(make());
-        }
         let now = driver.now();
         driver.node_mut().start(now);
-        let result = run_requests(args, &mut driver, requests, &mut progress);
+        let mut hooks = Hooks {
+            files: &mut files,
+            progress: &mut progress,
+            keep_going,
+        };
+        let result = run_requests(args, &mut driver, requests, &mut hooks);
         met = met.or(driver.node().authority());
         driver.close(FLUSH_PATIENCE);
         result
@@ -172,6 +201,13 @@ fn during_request(error: ClientError) -> Stop {
     }
 }
 
+/// What [`run_requests`] takes of a [`Plan`].
+struct Hooks<'p, 'a> {
+    files: &'p mut Option<MakeFiles<'a>>,
+    progress: &'p mut Option<&'a mut dyn FnMut(Progress)>,
+    keep_going: bool,
+}
+
 /// The session's part of [`run`]: handshake, then the requests. An answer
 /// "unavailable" (the server is cut off, or could not get the request
 /// ordered or copied in time) counts as a lost session: another server may
@@ -180,8 +216,9 @@ fn run_requests(
     args: &ClientArgs,
     driver: &mut Driver<Client>,
     requests: Vec<Request>,
-    progress: &mut Option<&mut dyn FnMut(Progress)>,
+    hooks: &mut Hooks<'_, '_>,
 ) -> Result<(Session, Vec<Response>), Stop> {
+    let progress = &mut *hooks.progress;
     let fatal = |e: String| Stop::Failed(CliError::Failed(e));
     let session = driver
         .run_until(|event| match event {
@@ -199,6 +236,9 @@ fn run_requests(
     let mut answers = Vec::new();
     for request in requests {
         let op = request.op();
+        if let Some(files) = hooks.files.as_mut().and_then(|make| make(&request)) {
+            driver.replace_files(files);
+        }
         let now = driver.now();
         driver
             .node_mut()
@@ -235,7 +275,7 @@ fn run_requests(
         }
         let failed = matches!(response, Response::Failed(_));
         answers.push(response);
-        if failed {
+        if failed && (!hooks.keep_going || answers.len() == 1) {
             break;
         }
     }

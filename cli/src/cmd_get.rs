@@ -1,5 +1,7 @@
-//! `ferry get NAME [DEST]`: downloads a file of one's own, or one shared by
-//! `--owner`.
+//! `ferry get NAME... [DEST]`: downloads files of one's own, or shared by
+//! `--owner`, all through one session: one NAME to DEST (a file, or a
+//! directory to put it in; `-` is standard output), several into the
+//! directory DEST. Without DEST, into the current directory.
 //!
 //! The content goes to an unnamed temporary file in DEST's directory
 //! (`O_TMPFILE`; where the filesystem cannot, a hidden
@@ -22,42 +24,175 @@ use crate::{say, ClientArgs};
 use ferry_core::server::{OpError, Request, Response};
 use ferry_core::transfer::TransferError;
 use ferry_runtime_smol::Files;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The file's name.
-    name: String,
-    /// Where to put it: a file, or a directory to put NAME in [default:
-    /// NAME in the current directory].
-    dest: Option<PathBuf>,
-    /// Whose file it is, if not yours (it must be shared with you).
+    /// The files' names, then where to put them: one file to DEST (a file,
+    /// a directory to put it in, or `-` for standard output), several into
+    /// the directory DEST [default: the current directory].
+    #[arg(required = true, value_name = "NAME... [DEST]")]
+    items: Vec<String>,
+    /// Whose files they are, if not yours (they must be shared with you).
     #[arg(long, value_name = "USER")]
     owner: Option<String>,
-    /// Replace DEST if it exists.
+    /// Replace a destination that exists.
     #[arg(long)]
     force: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
 
+/// One file to download.
+struct Download {
+    name: String,
+    /// Where it goes (for standard output: a private file, copied out once
+    /// complete and checked).
+    dest: PathBuf,
+    shown: String,
+}
+
 pub fn run(args: Args) -> Result<(), CliError> {
-    // A bad name names no file; checking it also keeps the default DEST
-    // inside the current directory.
-    let name = files_ui::name(&args.name)?;
-    let dest = match args.dest {
-        Some(d) if d.is_dir() => d.join(&name),
-        Some(d) => d,
-        None => PathBuf::from(&name),
+    let (names, dest) = match args.items.as_slice() {
+        [name] => (vec![name.clone()], None),
+        [names @ .., dest] => (names.to_vec(), Some(dest.clone())),
+        [] => {
+            return Err(CliError::Usage(
+                "give the name of a file to download".into(),
+            ))
+        }
     };
-    let shown = dest.display().to_string();
-    if !args.force && dest.symlink_metadata().is_ok() {
+    // A bad name names no file; checking it also keeps a default
+    // destination inside the current directory.
+    let names = names
+        .iter()
+        .map(|n| files_ui::name(n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut seen = HashSet::new();
+    if let Some(twice) = names.iter().find(|n| !seen.insert(n.as_str())) {
+        return Err(CliError::Usage(format!(
+            "{} is named twice",
+            files_ui::shown(twice)
+        )));
+    }
+    let to_stdout = dest.as_deref() == Some("-");
+    if to_stdout && names.len() > 1 {
+        return Err(CliError::Usage(
+            "standard output (-) takes one file; give a directory for several".into(),
+        ));
+    }
+    let dir = match &dest {
+        Some(d) if names.len() > 1 => {
+            let dir = PathBuf::from(d);
+            if !dir.is_dir() {
+                return Err(CliError::Failed(format!(
+                    "{d} is not a directory; several files go into a directory"
+                )));
+            }
+            Some(dir)
+        }
+        _ => None,
+    };
+    let stdout_copy = match to_stdout {
+        true => Some(private_copy_path()?),
+        false => None,
+    };
+    let mut downloads = Vec::with_capacity(names.len());
+    for name in names {
+        let path = match (&dir, &dest, &stdout_copy) {
+            (_, _, Some(copy)) => copy.clone(),
+            (Some(dir), _, _) => dir.join(&name),
+            (None, Some(d), _) if Path::new(d).is_dir() => Path::new(d).join(&name),
+            (None, Some(d), _) => PathBuf::from(d),
+            (None, None, _) => PathBuf::from(&name),
+        };
+        let shown = if to_stdout {
+            "standard output".to_string()
+        } else {
+            path.display().to_string()
+        };
+        if !to_stdout {
+            check_destination(&path, &shown, args.force)?;
+        }
+        downloads.push(Download {
+            name,
+            dest: path,
+            shown,
+        });
+    }
+    let token = files_ui::token()?;
+    let partials: Vec<PathBuf> = downloads
+        .iter()
+        .map(|d| ferry_runtime_smol::files::partial_path(&d.dest))
+        .collect();
+    // What a `get` killed with -9 left here, where it had to use a named
+    // temporary file.
+    let mut dirs: Vec<&Path> = downloads
+        .iter()
+        .map(|d| d.dest.parent().unwrap_or(Path::new("")))
+        .collect();
+    dirs.dedup();
+    for dir in dirs {
+        ferry_runtime_smol::files::local::remove_stale_partials(dir);
+    }
+    let mut cleanup = partials.clone();
+    cleanup.extend(stdout_copy.clone());
+    cleanup.extend(
+        stdout_copy
+            .as_ref()
+            .and_then(|c| c.parent())
+            .map(Path::to_path_buf),
+    );
+    remove_on_interrupt(cleanup);
+    let answers = download(&args, token, &downloads);
+    // However it went, no partial file stays behind (the executor removed
+    // it already unless the session broke mid-transfer).
+    for partial in &partials {
+        let _ = std::fs::remove_file(partial);
+    }
+    let result = answers.and_then(|answers| report(&downloads, answers, to_stdout));
+    if let Some(copy) = &stdout_copy {
+        let _ = std::fs::remove_file(copy);
+        if let Some(dir) = copy.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+    result
+}
+
+/// Where a download to standard output is kept until it is complete and
+/// checked: in a directory of this process's own in the temporary
+/// directory, which only the user may enter (the content may be private).
+fn private_copy_path() -> Result<PathBuf, CliError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut tag = [0u8; 8];
+    getrandom::fill(&mut tag)
+        .map_err(|e| CliError::Failed(format!("no randomness from the system: {e}")))?;
+    let dir = std::env::temp_dir().join(format!(
+        ".ferry-stdout-{}-{:016x}",
+        std::process::id(),
+        u64::from_le_bytes(tag)
+    ));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| CliError::Failed(format!("cannot make {}: {e}", dir.display())))?;
+    Ok(dir.join("content"))
+}
+
+/// Refuses, before anything is downloaded, a destination that may not be
+/// written: one that exists (without `--force`), one `--force` may not
+/// replace, one whose directory is missing.
+fn check_destination(dest: &Path, shown: &str, force: bool) -> Result<(), CliError> {
+    if !force && dest.symlink_metadata().is_ok() {
         return Err(CliError::Failed(format!(
             "{shown} exists; use --force to replace it"
         )));
     }
-    if args.force {
-        check_replaceable(&dest)?;
+    if force {
+        check_replaceable(dest)?;
     }
     if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.is_dir() {
@@ -67,47 +202,116 @@ pub fn run(args: Args) -> Result<(), CliError> {
             )));
         }
     }
-    let token = files_ui::token()?;
-    // What a `get` killed with -9 left here, where it had to use a named
-    // temporary file.
-    ferry_runtime_smol::files::local::remove_stale_partials(dest.parent().unwrap_or(Path::new("")));
-    remove_on_interrupt(&ferry_runtime_smol::files::partial_path(&dest));
-    let mut bar = Bar::new(0, &files_ui::shown(&name));
-    let mut progress = |p| bar.show(p);
-    let mut plan = Plan::new(&args.client);
-    let force = args.force;
-    let files_dest = dest.clone();
-    plan.files = Some(Box::new(move || Files::destination(&files_dest, force)));
-    plan.progress = Some(&mut progress);
-    let request = Request::Download {
-        owner: args.owner,
-        name: name.clone(),
-    };
-    let answer = client_session::run_as(&args.client, plan, token, request);
-    bar.finish();
-    // However it went, no partial file stays behind (the executor removed
-    // it already unless the session broke mid-transfer).
-    let partial = ferry_runtime_smol::files::partial_path(&dest);
-    let _ = std::fs::remove_file(&partial);
-    match answer? {
-        Response::Downloaded { size, .. } => {
-            say(format_args!(
-                "downloaded {} ({}, {size} bytes) to {shown}",
-                files_ui::shown(&name),
-                human_size(size)
-            ));
-            Ok(())
+    Ok(())
+}
+
+/// Downloads `downloads` through one session; returns an answer per
+/// download (a failed one does not stop the others).
+fn download(
+    args: &Args,
+    token: ferry_core::accounts::token::SessionToken,
+    downloads: &[Download],
+) -> Result<Vec<Response>, CliError> {
+    let by_name: HashMap<&str, &Download> =
+        downloads.iter().map(|d| (d.name.as_str(), d)).collect();
+    let bar = RefCell::new(None::<Bar>);
+    let mut progress = |p| {
+        if let Some(bar) = bar.borrow_mut().as_mut() {
+            bar.show(p)
         }
-        // The server checks its copy when told so, and replaces it if it
-        // is damaged: asking again is likely to work.
-        Response::Failed(e @ OpError::Transfer(TransferError::DigestMismatch)) => {
+    };
+    let mut plan = Plan::new(&args.client);
+    plan.keep_going = true;
+    let force = args.force;
+    plan.files = Some(Box::new(|request: &Request| {
+        let Request::Download { name, .. } = request else {
+            return None;
+        };
+        let d = by_name.get(name.as_str())?;
+        if let Some(done) = bar
+            .borrow_mut()
+            .replace(Bar::new(0, &files_ui::shown(name)))
+        {
+            done.finish();
+        }
+        Some(Files::destination(&d.dest, force))
+    }));
+    plan.progress = Some(&mut progress);
+    let requests = downloads
+        .iter()
+        .map(|d| Request::Download {
+            owner: args.owner.clone(),
+            name: d.name.clone(),
+        })
+        .collect();
+    let answers = client_session::run_all_as(&args.client, plan, token, requests);
+    if let Some(done) = bar.borrow_mut().take() {
+        done.finish();
+    }
+    answers
+}
+
+/// Says what became of each file (on stderr when the content went to
+/// standard output); fails if any was not downloaded.
+fn report(downloads: &[Download], answers: Vec<Response>, to_stdout: bool) -> Result<(), CliError> {
+    let mut failed = Vec::new();
+    let mut answers = answers.into_iter();
+    for d in downloads {
+        match answers.next() {
+            Some(Response::Downloaded { size, .. }) => {
+                if to_stdout {
+                    copy_to_stdout(&d.dest)?;
+                    eprintln!(
+                        "downloaded {} ({}, {size} bytes) to standard output",
+                        files_ui::shown(&d.name),
+                        human_size(size)
+                    );
+                } else {
+                    say(format_args!(
+                        "downloaded {} ({}, {size} bytes) to {}",
+                        files_ui::shown(&d.name),
+                        human_size(size),
+                        d.shown
+                    ));
+                }
+            }
+            // The server checks its copy when told so, and replaces it if
+            // it is damaged: asking again is likely to work.
+            Some(Response::Failed(e @ OpError::Transfer(TransferError::DigestMismatch))) => failed
+                .push((
+                    d,
+                    format!("{e}; the server now checks its copy, try again shortly"),
+                )),
+            Some(Response::Failed(e)) => failed.push((d, e.to_string())),
+            Some(other) => failed.push((d, unexpected(other).to_string())),
+            None => failed.push((d, "not asked for".into())),
+        }
+    }
+    match failed.as_slice() {
+        [] => Ok(()),
+        [(_, reason)] if downloads.len() == 1 => Err(CliError::Failed(reason.clone())),
+        _ => {
+            for (d, reason) in &failed {
+                eprintln!("ferry: {}: {reason}", files_ui::shown(&d.name));
+            }
             Err(CliError::Failed(format!(
-                "{e}; the server now checks its copy, try again shortly"
+                "{} of {} files were not downloaded",
+                failed.len(),
+                downloads.len()
             )))
         }
-        Response::Failed(e) => Err(CliError::Failed(e.to_string())),
-        other => Err(unexpected(other)),
     }
+}
+
+fn copy_to_stdout(path: &Path) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| CliError::Failed(format!("cannot read the downloaded copy: {e}")))?;
+    let mut out = std::io::stdout().lock();
+    std::io::copy(&mut file, &mut out)
+        .and_then(|_| out.flush())
+        .map_err(|e| CliError::Failed(format!("cannot write to standard output: {e}")))?;
+    Ok(())
 }
 
 /// `--force` replaces only a regular file or a link, and a file only if
@@ -132,11 +336,12 @@ fn check_replaceable(dest: &Path) -> Result<(), CliError> {
     }
 }
 
-/// On Ctrl-C or SIGTERM, removes the partial file and exits (130).
-fn remove_on_interrupt(partial: &Path) {
-    let partial = partial.to_path_buf();
+/// On Ctrl-C or SIGTERM, removes the partial files and exits (130).
+fn remove_on_interrupt(partials: Vec<PathBuf>) {
     let installed = ctrlc::set_handler(move || {
-        let _ = std::fs::remove_file(&partial);
+        for partial in &partials {
+            let _ = std::fs::remove_file(partial).or_else(|_| std::fs::remove_dir(partial));
+        }
         eprintln!("error: interrupted; nothing was kept");
         std::process::exit(130);
     });

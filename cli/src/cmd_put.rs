@@ -1,13 +1,19 @@
-//! `ferry put LOCAL [NAME]`: uploads a file.
+//! `ferry put PATH...`: uploads files, each under its own file name
+//! (`--as NAME` names a single one; `-` is standard input, named with
+//! `--as`), all through one session.
 //!
-//! A regular file of a real filesystem is read in place, through the
-//! descriptor opened here, with the size it had then. Anything whose size
-//! is not known in advance (a FIFO, a character device, a `/proc` or
-//! `/sys` file, an empty-looking file) is first read to its end into a
-//! private unnamed file of the system's temporary directory, and that copy
-//! is sent: the file stored is exactly what was read. A file whose size
-//! changes while it is sent fails at its last block, and is then sent the
-//! same way, as a copy read to its end. See docs/decisions.md.
+//! A regular file of a real filesystem is read in place, through a
+//! descriptor opened when its turn comes, with the size it had when the
+//! command started. Anything whose size is not known in advance (standard
+//! input, a FIFO, a character device, a `/proc` or `/sys` file, an
+//! empty-looking file) is first read to its end into a private unnamed
+//! file of the system's temporary directory, and that copy is sent: the
+//! file stored is exactly what was read. A file whose size changes while
+//! it is sent fails at its last block, and is then sent the same way, as a
+//! copy read to its end. See docs/decisions.md.
+//!
+//! Every file is tried: one that fails (it exists, it cannot be read) is
+//! reported and the others are still stored; the command then fails.
 
 use crate::client_session::{self, unexpected, Plan};
 use crate::error::CliError;
@@ -19,17 +25,22 @@ use ferry_core::server::{Request, Response};
 use ferry_core::transfer::TransferError;
 use ferry_runtime_smol::files::{local, CHANGED_WHILE_SENT};
 use ferry_runtime_smol::Files;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The file to upload.
-    local: PathBuf,
-    /// The name to keep it under [default: LOCAL's file name]. One path
-    /// component: no `/`, no `..`.
-    name: Option<String>,
+    /// The files to upload, each stored under its file name; `-` reads
+    /// standard input (name it with --as).
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// The name to store a single file under [default: its file name]. One
+    /// path component: no `/`, no `..`.
+    #[arg(long = "as", value_name = "NAME")]
+    as_name: Option<String>,
     /// Replace a file of that name if there is one.
     #[arg(long)]
     force: bool,
@@ -41,77 +52,196 @@ pub struct Args {
     client: ClientArgs,
 }
 
+/// One file to upload.
+struct Upload {
+    /// As the user gave it, for messages.
+    shown: String,
+    path: PathBuf,
+    name: String,
+    size: u64,
+    /// Read to its end already (its size was not known): sent from here.
+    spooled: Option<Arc<File>>,
+}
+
 pub fn run(args: Args) -> Result<(), CliError> {
-    let shown = args.local.display().to_string();
-    let meta = std::fs::metadata(&args.local).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => CliError::Failed(format!("{shown}: no such file")),
-        _ => CliError::Failed(format!("cannot read {shown}: {e}")),
-    })?;
-    if meta.is_dir() {
-        return Err(CliError::Failed(format!(
-            "{shown} is a directory; ferry uploads single files"
-        )));
+    let stdin = Path::new("-");
+    if args.as_name.is_some() && args.paths.len() > 1 {
+        return Err(CliError::Usage(
+            "--as names a single file; give one PATH with it".into(),
+        ));
     }
-    let name = match args.name.clone() {
-        Some(name) => name,
-        None => args
-            .local
+    if args.paths.iter().filter(|p| p.as_path() == stdin).count() > 1 {
+        return Err(CliError::Usage(
+            "standard input (-) can be read once".into(),
+        ));
+    }
+    let mut uploads = Vec::with_capacity(args.paths.len());
+    let mut names: HashMap<String, String> = HashMap::new();
+    for path in &args.paths {
+        let upload = prepare(path, args.as_name.as_deref())?;
+        if let Some(other) = names.insert(upload.name.clone(), upload.shown.clone()) {
+            return Err(CliError::Failed(format!(
+                "{other} and {} would both be stored as {}; upload one of them with --as NAME",
+                upload.shown,
+                files_ui::shown(&upload.name)
+            )));
+        }
+        uploads.push(upload);
+    }
+    let token = files_ui::token()?;
+    let mut answers = upload(&args, &token, &uploads)?;
+    // Those that grew or shrank while they were sent, and were not
+    // stored: sent again, as copies read to their ends.
+    let changed: Vec<usize> = (0..uploads.len())
+        .filter(|&i| changed_while_sent(answers.get(i)) && uploads[i].spooled.is_none())
+        .collect();
+    if !changed.is_empty() {
+        let mut again = Vec::new();
+        for &i in &changed {
+            let u = &uploads[i];
+            eprintln!(
+                "ferry: {} {CHANGED_WHILE_SENT}; sending a copy read to its end",
+                u.shown
+            );
+            let mut file = File::open(&u.path)
+                .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", u.shown)))?;
+            let (file, size) = spool(&mut file, &u.shown)?;
+            again.push(Upload {
+                shown: u.shown.clone(),
+                path: u.path.clone(),
+                name: u.name.clone(),
+                size,
+                spooled: Some(Arc::new(file)),
+            });
+        }
+        let retried = upload(&args, &token, &again)?;
+        for (&i, answer) in changed.iter().zip(retried) {
+            if let Some(slot) = answers.get_mut(i) {
+                *slot = answer;
+            }
+        }
+    }
+    report(&uploads, answers)
+}
+
+/// Looks at `path` before anything is sent: what it will be stored as, and
+/// how big it is (a source of unknown size is read to its end now).
+fn prepare(path: &Path, as_name: Option<&str>) -> Result<Upload, CliError> {
+    let is_stdin = path == Path::new("-");
+    let shown = if is_stdin {
+        "standard input".to_string()
+    } else {
+        path.display().to_string()
+    };
+    let name = match as_name {
+        Some(name) => name.to_string(),
+        None if is_stdin => {
+            return Err(CliError::Usage(
+                "standard input has no name; give it one with --as NAME".into(),
+            ))
+        }
+        None => path
             .file_name()
             .and_then(|n| n.to_str())
             .map(str::to_string)
             .ok_or_else(|| {
                 CliError::Failed(format!(
-                    "{shown} has no usable file name; give NAME: ferry put {shown} NAME"
+                    "{shown} has no usable file name; give one: ferry put {shown} --as NAME"
                 ))
             })?,
     };
     let name = files_ui::name(&name)?;
-    let token = files_ui::token()?;
-    // Opening it before the session turns an unreadable file into a clear
-    // error up front. (A FIFO waits here for its writer, as any reader of
-    // one does.)
-    let file = File::open(&args.local)
-        .map_err(|e| CliError::Failed(format!("cannot read {shown}: {e}")))?;
+    let file = if is_stdin {
+        use std::os::fd::AsFd;
+        std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(File::from)
+            .map_err(|e| CliError::Failed(format!("cannot read standard input: {e}")))?
+    } else {
+        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => CliError::Failed(format!("{shown}: no such file")),
+            _ => CliError::Failed(format!("cannot read {shown}: {e}")),
+        })?;
+        if meta.is_dir() {
+            return Err(CliError::Failed(format!(
+                "{shown} is a directory; ferry uploads files"
+            )));
+        }
+        // Opening it now turns an unreadable file into a clear error
+        // before anything is sent. (A FIFO waits here for its writer, as
+        // any reader of one does.)
+        File::open(path).map_err(|e| CliError::Failed(format!("cannot read {shown}: {e}")))?
+    };
     let known = local::size_known(&file)
         .map_err(|e| CliError::Failed(format!("cannot read {shown}: {e}")))?;
-    let (file, size) = match known {
-        Some(size) => (file, size),
-        None => spool(file, &shown)?,
-    };
-    let answer = upload(&args, &name, &token, file, size);
-    let answer = match answer {
-        // It grew or shrank while it was sent, and nothing was stored:
-        // send what it holds to its end, read once.
-        Ok(Response::Failed(OpError::Transfer(TransferError::Io { detail })))
-            if known.is_some() && detail.contains(CHANGED_WHILE_SENT) =>
-        {
-            eprintln!("ferry: {shown} {CHANGED_WHILE_SENT}; sending a copy read to its end");
-            let file = File::open(&args.local)
-                .map_err(|e| CliError::Failed(format!("cannot read {shown}: {e}")))?;
-            let (file, size) = spool(file, &shown)?;
-            upload(&args, &name, &token, file, size)
+    let (size, spooled) = match known {
+        // Closed until its turn: a command of many files holds few open.
+        Some(size) => (size, None),
+        None => {
+            let mut file = file;
+            let (copy, size) = spool(&mut file, &shown)?;
+            (size, Some(Arc::new(copy)))
         }
-        other => other,
     };
-    match answer? {
-        Response::File(FileOutcome::Stored { size, .. }) => {
-            say(format_args!(
+    Ok(Upload {
+        shown,
+        path: path.to_path_buf(),
+        name,
+        size,
+        spooled,
+    })
+}
+
+fn changed_while_sent(answer: Option<&Response>) -> bool {
+    matches!(answer, Some(Response::Failed(OpError::Transfer(TransferError::Io { detail })))
+        if detail.contains(CHANGED_WHILE_SENT))
+}
+
+/// Says what became of each file; fails if any was not stored.
+fn report(uploads: &[Upload], answers: Vec<Response>) -> Result<(), CliError> {
+    let mut failed = Vec::new();
+    let mut answers = answers.into_iter();
+    for u in uploads {
+        match answers.next() {
+            Some(Response::File(FileOutcome::Stored { size, .. })) => say(format_args!(
                 "stored {} ({}, {size} bytes)",
-                files_ui::shown(&name),
+                files_ui::shown(&u.name),
                 human_size(size)
-            ));
-            Ok(())
+            )),
+            Some(Response::Failed(e)) => failed.push(format!("{}: {e}", u.shown)),
+            Some(other) => failed.push(format!("{}: {}", u.shown, unexpected(other))),
+            None => failed.push(format!("{}: not sent", u.shown)),
         }
-        Response::Failed(e) => Err(CliError::Failed(e.to_string())),
-        other => Err(unexpected(other)),
+    }
+    match failed.len() {
+        0 => Ok(()),
+        1 if uploads.len() == 1 => {
+            // One file: its reason alone, as it always was.
+            let reason = failed.remove(0);
+            let reason = reason
+                .split_once(": ")
+                .map(|(_, r)| r.to_string())
+                .unwrap_or(reason);
+            Err(CliError::Failed(reason))
+        }
+        n => {
+            for line in &failed {
+                eprintln!("ferry: {line}");
+            }
+            Err(CliError::Failed(format!(
+                "{n} of {} files were not stored",
+                uploads.len()
+            )))
+        }
     }
 }
 
 /// Reads `file` to its end into a private unnamed copy (see the module
 /// docs), in the system's temporary directory.
-fn spool(mut file: File, shown: &str) -> Result<(File, u64), CliError> {
+fn spool(file: &mut File, shown: &str) -> Result<(File, u64), CliError> {
     let dir = std::env::temp_dir();
-    local::spool(&mut file, &dir).map_err(|e| {
+    local::spool(file, &dir).map_err(|e| {
         CliError::Failed(format!(
             "cannot copy {shown} to {} before sending it: {e}",
             dir.display()
@@ -119,32 +249,56 @@ fn spool(mut file: File, shown: &str) -> Result<(File, u64), CliError> {
     })
 }
 
-/// One upload of `file`, `size` bytes, as `name`.
+/// Uploads `uploads` through one session; returns an answer per upload
+/// (all of them: a failed one does not stop the others).
 fn upload(
     args: &Args,
-    name: &str,
     token: &ferry_core::accounts::token::SessionToken,
-    file: File,
-    size: u64,
-) -> Result<Response, CliError> {
-    let mut bar = Bar::new(size, &files_ui::shown(name));
-    let mut progress = |p| bar.show(p);
+    uploads: &[Upload],
+) -> Result<Vec<Response>, CliError> {
+    let by_name: HashMap<&str, &Upload> = uploads.iter().map(|u| (u.name.as_str(), u)).collect();
+    let bar = RefCell::new(None::<Bar>);
+    let mut progress = |p| {
+        if let Some(bar) = bar.borrow_mut().as_mut() {
+            bar.show(p)
+        }
+    };
     let mut plan = Plan::new(&args.client);
     plan.cfg.window = args.window;
-    let local = args.local.clone();
-    // The file opened once: every try reads it through its descriptor
-    // (reads are positioned, so they share nothing that matters).
-    let file = Arc::new(file);
-    plan.files = Some(Box::new(move || {
-        Files::source_file(&local, Arc::clone(&file), size)
+    plan.keep_going = true;
+    plan.files = Some(Box::new(|request: &Request| {
+        let Request::Upload { name, .. } = request else {
+            return None;
+        };
+        let u = by_name.get(name.as_str())?;
+        if let Some(done) = bar
+            .borrow_mut()
+            .replace(Bar::new(u.size, &files_ui::shown(name)))
+        {
+            done.finish();
+        }
+        let file = match &u.spooled {
+            Some(file) => Arc::clone(file),
+            None => match File::open(&u.path) {
+                Ok(file) => Arc::new(file),
+                // Gone since: reading it fails the upload with the reason.
+                Err(_) => return Some(Files::source(&u.path)),
+            },
+        };
+        Some(Files::source_file(&u.path, file, u.size))
     }));
     plan.progress = Some(&mut progress);
-    let request = Request::Upload {
-        name: name.to_string(),
-        size,
-        replace: args.force,
-    };
-    let answer = client_session::run_as(&args.client, plan, token.clone(), request);
-    bar.finish();
-    answer
+    let requests = uploads
+        .iter()
+        .map(|u| Request::Upload {
+            name: u.name.clone(),
+            size: u.size,
+            replace: args.force,
+        })
+        .collect();
+    let answers = client_session::run_all_as(&args.client, plan, token.clone(), requests);
+    if let Some(done) = bar.borrow_mut().take() {
+        done.finish();
+    }
+    answers
 }

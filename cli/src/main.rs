@@ -116,7 +116,7 @@ struct ClientArgs {
 
 fn main() -> ExitCode {
     tune_allocator();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(hoist_global_flags(std::env::args_os().collect()));
     init_logging(match cli.command {
         Command::Balancer(_) | Command::Server(_) | Command::Up(_) => "info",
         _ => "warn",
@@ -147,6 +147,48 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// The client commands' options that may come before the command's name
+/// (`ferry -v ls` as well as `ferry ls -v`), and whether each takes a
+/// value.
+const GLOBAL_FLAGS: &[(&str, bool)] = &[
+    ("-v", false),
+    ("--verbose", false),
+    ("--balancer", true),
+    ("--ca", true),
+];
+
+/// Moves the client options given before the command's name to just after
+/// it, where clap reads them. Anything else before the name (`--help`,
+/// `--version`, a typo) stops the move, and clap says what it thinks.
+fn hoist_global_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut hoisted = Vec::new();
+    let mut i = 1;
+    while let Some(arg) = args.get(i).and_then(|a| a.to_str()) {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, _)) if flag.starts_with("--") => (flag, true),
+            _ => (arg, false),
+        };
+        let Some(&(_, takes_value)) = GLOBAL_FLAGS.iter().find(|(f, _)| *f == flag) else {
+            break;
+        };
+        let width = if takes_value && !inline { 2 } else { 1 };
+        if i + width > args.len() {
+            break;
+        }
+        hoisted.extend_from_slice(&args[i..i + width]);
+        i += width;
+    }
+    if hoisted.is_empty() || i >= args.len() {
+        return args;
+    }
+    let mut out = Vec::with_capacity(args.len());
+    out.extend_from_slice(&args[..1]);
+    out.push(args[i].clone());
+    out.extend(hoisted);
+    out.extend_from_slice(&args[i + 1..]);
+    out
 }
 
 /// Prints a line of the command's result to stdout, flushed at once (tests
@@ -216,7 +258,6 @@ mod tests {
             &["ferry", "whoami", "alice"],
             &["ferry", "passwd", "alice"],
             &["ferry", "put"],
-            &["ferry", "put", "a", "b", "c"],
             &["ferry", "put", "a", "--window", "0"],
             &["ferry", "get"],
             &["ferry", "share", "a"],
@@ -229,6 +270,37 @@ mod tests {
         ] {
             assert_eq!(usage_error(args).exit_code(), 2, "{args:?}");
         }
+    }
+
+    fn hoisted(args: &[&str]) -> Vec<String> {
+        let args = args.iter().map(std::ffi::OsString::from).collect();
+        hoist_global_flags(args)
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn client_options_may_come_before_the_command() {
+        assert_eq!(
+            hoisted(&["ferry", "-v", "--balancer", "h:1", "ls", "x"]),
+            ["ferry", "ls", "-v", "--balancer", "h:1", "x"]
+        );
+        assert_eq!(
+            hoisted(&["ferry", "--ca=c.pem", "get", "a"]),
+            ["ferry", "get", "--ca=c.pem", "a"]
+        );
+        // Nothing to move, or something else first: left to clap.
+        for args in [
+            &["ferry", "ls", "-v"][..],
+            &["ferry", "--help", "-v", "ls"],
+            &["ferry", "-v"],
+            &["ferry", "--balancer"],
+        ] {
+            assert_eq!(hoisted(args), args);
+        }
+        let cli = Cli::try_parse_from(hoisted(&["ferry", "-v", "ls"])).unwrap();
+        assert!(matches!(cli.command, Command::Ls(_)));
     }
 
     #[test]

@@ -218,6 +218,14 @@ impl<N: Node> Driver<N> {
         self
     }
 
+    /// Executes the node's file work with `files` from now on, once the
+    /// executor used so far has done all it was given: for a client that
+    /// moves another local file in its next request.
+    pub fn replace_files(&mut self, files: Files) {
+        self.world().wait_idle();
+        self.world().set_files(files);
+    }
+
     /// Uses `clock` instead of one started by [`Driver::new`]; for a node
     /// that was made with a time from the same clock.
     pub fn with_clock(mut self, clock: Clock) -> Self {

@@ -46,7 +46,7 @@ fn names_in(dir: &Path) -> Vec<String> {
 }
 
 fn put(user: &User, local: &Path, name: &str) -> String {
-    let run = user.run(&["put", path_str(local), name]);
+    let run = user.run(&["put", path_str(local), "--as", name]);
     assert!(run.status.success(), "{run:?}");
     run.stdout
 }
@@ -262,7 +262,7 @@ fn a_file_that_grows_during_its_put_is_stored_whole_and_consistent() {
     let start = noise(9, 32 << 20);
     std::fs::write(&log, &start).unwrap();
     // Stop-and-wait: slow enough that the file grows while it is sent.
-    let mut putting = user.spawn(&["put", path_str(&log), "log", "--window", "1"]);
+    let mut putting = user.spawn(&["put", path_str(&log), "--as", "log", "--window", "1"]);
     let mut appended = 0;
     {
         use std::io::Write;

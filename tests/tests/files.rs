@@ -202,11 +202,11 @@ fn names_and_replacing_are_checked_with_clear_errors() {
     sign_up(&user, "carol");
 
     for bad in ["a/b", "..", "/etc/passwd", "."] {
-        let run = user.run(&["put", path_str(&local), bad]);
+        let run = user.run(&["put", path_str(&local), "--as", bad]);
         assert_fails(&run, "bad file name");
     }
     assert_fails(
-        &user.run(&["put", path_str(&local), &"x".repeat(256)]),
+        &user.run(&["put", path_str(&local), "--as", &"x".repeat(256)]),
         "at most 255 bytes",
     );
     assert_fails(
@@ -218,12 +218,12 @@ fn names_and_replacing_are_checked_with_clear_errors() {
     assert_eq!(listed(&user.run(&["ls"])), Vec::<String>::new());
 
     assert_ok(
-        &user.run(&["put", path_str(&local), "notes"]),
+        &user.run(&["put", path_str(&local), "--as", "notes"]),
         "stored notes (5 B, 5 bytes)",
     );
     let second = write(work.path(), "b.txt", b"second version");
     assert_fails(
-        &user.run(&["put", path_str(&second), "notes"]),
+        &user.run(&["put", path_str(&second), "--as", "notes"]),
         "exists (use --force to replace it)",
     );
     let dest = work.path().join("notes.out");
@@ -233,7 +233,7 @@ fn names_and_replacing_are_checked_with_clear_errors() {
         .success());
     assert_eq!(std::fs::read(&dest).unwrap(), b"first");
     assert_ok(
-        &user.run(&["put", path_str(&second), "notes", "--force"]),
+        &user.run(&["put", path_str(&second), "--as", "notes", "--force"]),
         "stored notes (14 B, 14 bytes)",
     );
     // An existing destination is kept unless --force.
@@ -276,7 +276,7 @@ fn names_are_stored_in_one_form_and_invisible_characters_are_refused() {
     );
     // The NFC name is the same name: replacing it needs --force.
     let other = write(work.path(), "other", b"menu 2");
-    assert_fails(&user.run(&["put", path_str(&other), nfc]), "exists");
+    assert_fails(&user.run(&["put", path_str(&other), "--as", nfc]), "exists");
     assert_eq!(listed(&user.run(&["ls"])), [nfc]);
 
     // Typed in NFC or in NFD, `get` finds it.
@@ -291,7 +291,7 @@ fn names_are_stored_in_one_form_and_invisible_characters_are_refused() {
 
     // Zero-width characters name nothing, and say which character.
     for args in [
-        vec!["put", path_str(&other), "pay\u{200B}pal"],
+        vec!["put", path_str(&other), "--as", "pay\u{200B}pal"],
         vec!["get", "caf\u{e9}\u{200B}"],
         vec!["rm", "\u{FEFF}x"],
     ] {
@@ -387,7 +387,7 @@ fn over_quota_or_a_full_disk_fails_the_put_and_keeps_nothing() {
     let small = write(work.path(), "small.bin", &noise(4, 600_000));
     assert!(user.run(&["put", path_str(&small)]).status.success());
     assert_fails(
-        &user.run(&["put", path_str(&small), "again.bin"]),
+        &user.run(&["put", path_str(&small), "--as", "again.bin"]),
         "over quota: 600000 of 1000000 bytes used, 600000 more needed",
     );
 

@@ -45,7 +45,7 @@ fn one_source_flooding_the_balancer_and_every_server_leaves_ls_working() {
         .map(|id| (id, cluster.addr(id).to_string()))
         .collect();
     let (_balancer, alice) = balancer_with_alice(&servers, home.path(), PASSWORD);
-    let put = alice.run(&["put", "/proc/self/status", "status"]);
+    let put = alice.run(&["put", "/proc/self/status", "--as", "status"]);
     assert!(put.status.success(), "{put:?}");
 
     // 300 requests to the balancer, back to back; every code it hands out

@@ -1,0 +1,219 @@
+//! Many files in one command, and pipes, through real processes: `ferry
+//! put PATH...`, `ferry get NAME... DIR`, `-` for standard input and
+//! output, and client options before the command's name.
+
+use ferry_tests::{
+    assert_fails, balancer_with_alice, noise, path_str, start_server, via_server, Run, User,
+};
+use std::path::Path;
+
+const PASSWORD: &str = "correct horse battery";
+
+fn stored(run: &Run) -> Vec<String> {
+    run.stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("stored "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// How many sessions a command had: `-v` says "via server" once for each.
+fn sessions(run: &Run) -> usize {
+    run.stderr.matches("via server").count()
+}
+
+/// `ferry -v --balancer B ARGS` as `user`: the options first (the way
+/// User::run puts them last would put them after a `--`).
+fn run_first(user: &User, args: &[&str]) -> Run {
+    let mut all = vec!["-v", "--balancer", &user.balancer];
+    all.extend(args);
+    ferry_tests::ferry(&all, &[("FERRY_HOME", path_str(&user.home))])
+}
+
+fn alice(data: &Path, home: &Path) -> (Vec<ferry_tests::Proc>, User) {
+    let (server, addr) = start_server(1, data);
+    let (balancer, alice) = balancer_with_alice(&[(1, addr)], home, PASSWORD);
+    (vec![server, balancer], alice)
+}
+
+#[test]
+fn put_stores_each_file_under_its_own_name_in_one_session_and_get_fetches_them_back() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (_procs, alice) = alice(data.path(), home.path());
+
+    // Odd names and sizes: empty, one byte, a chunk and a bit, spaces,
+    // non-ASCII, a leading dash (after `--`).
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("one byte", noise(1, 1)),
+        ("café.txt", noise(2, 4097)),
+        ("-dash", noise(3, 70_000)),
+        ("big.bin", noise(4, 1_300_000)),
+    ];
+    let mut args = vec!["put".to_string(), "--".to_string()];
+    for (name, content) in &files {
+        let path = work.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        args.push(path_str(&path).to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = run_first(&alice, &args);
+    assert!(run.status.success(), "{run:?}");
+    let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        stored(&run),
+        ["empty", "one", "café.txt", "-dash", "big.bin"]
+    );
+    assert!(
+        run.stdout.contains("stored one byte (1 B, 1 bytes)"),
+        "{run:?}"
+    );
+    assert_eq!(sessions(&run), 1, "one session for five files: {run:?}");
+
+    // All of them back into a directory, in one session.
+    let out = work.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mut args = vec!["get", "--"];
+    args.extend(&names);
+    args.push(path_str(&out));
+    let run = run_first(&alice, &args);
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(sessions(&run), 1, "{run:?}");
+    for (name, content) in &files {
+        assert_eq!(&std::fs::read(out.join(name)).unwrap(), content, "{name}");
+    }
+
+    // Again: every destination exists, so every file is refused before
+    // anything is downloaded; with --force, all are replaced.
+    let mut again = args.clone();
+    again.insert(1, "--force");
+    assert_fails(&run_first(&alice, &args), "exists; use --force");
+    let run = run_first(&alice, &again);
+    assert!(run.status.success(), "{run:?}");
+}
+
+#[test]
+fn one_failed_file_does_not_stop_the_others_and_fails_the_command() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (_procs, alice) = alice(data.path(), home.path());
+    let a = work.path().join("a.txt");
+    let b = work.path().join("b.txt");
+    let c = work.path().join("c.txt");
+    std::fs::write(&a, b"first a").unwrap();
+    std::fs::write(&b, b"b").unwrap();
+    std::fs::write(&c, b"c").unwrap();
+    assert!(alice.run(&["put", path_str(&a)]).status.success());
+
+    // a.txt exists on the cluster: refused; b and c are stored.
+    std::fs::write(&a, b"second a").unwrap();
+    let run = alice.run(&["put", path_str(&a), path_str(&b), path_str(&c)]);
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    assert_eq!(stored(&run), ["b.txt", "c.txt"]);
+    assert!(
+        run.stderr.contains("a.txt: a file of that name exists"),
+        "{run:?}"
+    );
+    assert!(
+        run.stderr.contains("1 of 3 files were not stored"),
+        "{run:?}"
+    );
+
+    // A missing name among those asked for: the others still come.
+    let out = work.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let run = alice.run(&["get", "a.txt", "nothing", "c.txt", path_str(&out)]);
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    assert!(run.stderr.contains("nothing: no such file"), "{run:?}");
+    assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"first a");
+    assert_eq!(std::fs::read(out.join("c.txt")).unwrap(), b"c");
+    assert!(!out.join("nothing").exists());
+}
+
+#[test]
+fn pipes_go_both_ways() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let (_procs, alice) = alice(data.path(), home.path());
+    let text: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+
+    let run = alice.run_with_input(&["put", "-", "--as", "lines.txt"], Some(&text));
+    assert!(run.status.success(), "{run:?}");
+    assert!(run.stdout.contains("stored lines.txt ("), "{run:?}");
+    assert!(
+        run.stdout.contains(&format!(" {} bytes)", text.len())),
+        "{run:?}"
+    );
+    let run = alice.run(&["get", "lines.txt", "-"]);
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout, text, "the content alone on standard output");
+    assert!(run.stderr.contains("to standard output"), "{run:?}");
+    // Nothing of the private copy stays in the temporary directory.
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(".ferry-stdout-")
+        })
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn mistakes_of_the_command_line_are_refused_before_anything_is_sent() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (_procs, alice) = alice(data.path(), home.path());
+    let a = work.path().join("x");
+    let sub = work.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let b = sub.join("x");
+    std::fs::write(&a, b"a").unwrap();
+    std::fs::write(&b, b"b").unwrap();
+
+    let usage = |run: Run, says: &str| {
+        assert_eq!(run.status.code(), Some(2), "{run:?}");
+        assert!(run.stderr.contains(says), "{says}: {run:?}");
+    };
+    usage(alice.run(&["put", "-"]), "give it one with --as NAME");
+    usage(
+        alice.run(&["put", path_str(&a), path_str(&b), "--as", "y"]),
+        "--as names a single file",
+    );
+    usage(alice.run(&["get", "x", "x", "out"]), "named twice");
+    usage(
+        alice.run(&["get", "x", "y", "-"]),
+        "standard output (-) takes one file",
+    );
+    assert_fails(
+        &alice.run(&["put", path_str(&a), path_str(&b)]),
+        "would both be stored as x",
+    );
+    assert_fails(
+        &alice.run(&["get", "x", "y", path_str(&a)]),
+        "is not a directory; several files go into a directory",
+    );
+    // Nothing was stored by any of them.
+    let run = alice.run(&["ls"]);
+    assert!(run.stdout.contains("no files"), "{run:?}");
+}
+
+#[test]
+fn client_options_may_come_before_the_command() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let (_procs, alice) = alice(data.path(), home.path());
+    let run = ferry_tests::ferry(
+        &["-v", "--balancer", &alice.balancer, "whoami"],
+        &[("FERRY_HOME", path_str(&alice.home))],
+    );
+    assert!(run.status.success(), "{run:?}");
+    assert!(run.stdout.contains("alice"), "{run:?}");
+    assert_eq!(via_server(&run), 1);
+}
