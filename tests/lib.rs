@@ -347,6 +347,51 @@ fn wait_with_deadline(child: &mut Child, name: &str) -> ExitStatus {
     }
 }
 
+/// Runs `script` with bash (`-e -o pipefail`: the first failing command
+/// fails it) in `dir`, with `ferry` on its PATH and `envs` set; as a user
+/// would type it, for tests of the README's examples.
+pub fn shell(script: &str, dir: &Path, envs: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new("bash");
+    cmd.args(["-e", "-o", "pipefail", "-c", script])
+        .current_dir(dir);
+    prepare(&mut cmd, envs);
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![ferry_on_path().to_path_buf()];
+    dirs.extend(std::env::split_paths(&path));
+    cmd.env("PATH", std::env::join_paths(dirs).expect("a PATH"));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start bash");
+    let stdout = read_to_end(child.stdout.take().expect("piped stdout"));
+    let stderr = read_to_end(child.stderr.take().expect("piped stderr"));
+    let status = wait_with_deadline(&mut child, "bash");
+    Run {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// A directory where `ferry` is the binary under test: its own, or one
+/// made to hold a link named `ferry` to it.
+fn ferry_on_path() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let bin = ferry_bin();
+        if let (Some("ferry"), Some(dir)) = (bin.file_name().and_then(|n| n.to_str()), bin.parent())
+        {
+            return dir.to_path_buf();
+        }
+        let dir = std::env::temp_dir().join(format!("ferry-tests-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a directory for ferry");
+        let link = dir.join("ferry");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(ferry_bin(), &link).expect("link ferry");
+        dir
+    })
+}
+
 /// A finished `ferry` command.
 #[derive(Debug)]
 pub struct Run {
