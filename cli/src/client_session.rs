@@ -103,7 +103,7 @@ pub fn run_all_as(
     let mut answers = answers.into_iter();
     match answers.next() {
         // The login was refused: that is the error.
-        Some(Response::Failed(e)) => Err(CliError::Failed(e.to_string())),
+        Some(Response::Failed(e)) => Err(CliError::op(&e)),
         Some(_) => Ok(answers.collect()),
         None => Err(CliError::Failed("the server gave no answer".into())),
     }
@@ -285,7 +285,7 @@ fn run_requests(
 /// The server's answer, or its `Failed` reason as the command's error.
 pub fn ok(response: Option<Response>) -> Result<Response, CliError> {
     match response {
-        Some(Response::Failed(e)) => Err(CliError::Failed(e.to_string())),
+        Some(Response::Failed(e)) => Err(CliError::op(&e)),
         Some(r) => Ok(r),
         None => Err(CliError::Failed("the server gave no answer".into())),
     }
@@ -297,5 +297,5 @@ pub fn unexpected(response: Response) -> CliError {
 }
 
 fn failed(error: ClientError) -> CliError {
-    CliError::Failed(error.to_string())
+    CliError::client(&error)
 }

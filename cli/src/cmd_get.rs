@@ -277,30 +277,20 @@ fn report(downloads: &[Download], answers: Vec<Response>, to_stdout: bool) -> Re
             }
             // The server checks its copy when told so, and replaces it if
             // it is damaged: asking again is likely to work.
-            Some(Response::Failed(e @ OpError::Transfer(TransferError::DigestMismatch))) => failed
-                .push((
-                    d,
-                    format!("{e}; the server now checks its copy, try again shortly"),
-                )),
-            Some(Response::Failed(e)) => failed.push((d, e.to_string())),
-            Some(other) => failed.push((d, unexpected(other).to_string())),
-            None => failed.push((d, "not asked for".into())),
-        }
-    }
-    match failed.as_slice() {
-        [] => Ok(()),
-        [(_, reason)] if downloads.len() == 1 => Err(CliError::Failed(reason.clone())),
-        _ => {
-            for (d, reason) in &failed {
-                eprintln!("ferry: {}: {reason}", files_ui::shown(&d.name));
+            Some(Response::Failed(e @ OpError::Transfer(TransferError::DigestMismatch))) => {
+                let said = format!("{e}; the server now checks its copy, try again shortly");
+                failed.push((d, CliError::Failed(said)))
             }
-            Err(CliError::Failed(format!(
-                "{} of {} files were not downloaded",
-                failed.len(),
-                downloads.len()
-            )))
+            Some(Response::Failed(e)) => failed.push((d, CliError::op(&e))),
+            Some(other) => failed.push((d, unexpected(other))),
+            None => failed.push((d, CliError::Failed("not asked for".into()))),
         }
     }
+    let failed = failed
+        .into_iter()
+        .map(|(d, e)| (files_ui::shown(&d.name), e))
+        .collect();
+    files_ui::outcome(downloads.len(), failed, "downloaded")
 }
 
 fn copy_to_stdout(path: &Path) -> Result<(), CliError> {
@@ -343,7 +333,7 @@ fn remove_on_interrupt(partials: Vec<PathBuf>) {
             let _ = std::fs::remove_file(partial).or_else(|_| std::fs::remove_dir(partial));
         }
         eprintln!("error: interrupted; nothing was kept");
-        std::process::exit(130);
+        std::process::exit(crate::error::INTERRUPTED.into());
     });
     if let Err(e) = installed {
         tracing::warn!("cannot catch Ctrl-C: {e}");

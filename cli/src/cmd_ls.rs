@@ -24,7 +24,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             }
             Ok(())
         }
-        Response::Failed(e) => Err(CliError::Failed(e.to_string())),
+        Response::Failed(e) => Err(CliError::op(&e)),
         other => Err(unexpected(other)),
     }
 }

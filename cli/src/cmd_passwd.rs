@@ -41,9 +41,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
             ));
             Ok(())
         }
-        Some(Response::Failed(OpError::BadCredentials)) => {
-            Err(CliError::Failed("the current password is wrong".into()))
-        }
+        Some(Response::Failed(OpError::BadCredentials)) => Err(CliError::Refused {
+            kind: crate::error::Refusal::NotAllowed,
+            message: "the current password is wrong".into(),
+        }),
         other => client_session::ok(other).and_then(|r| Err(unexpected(r))),
     }
 }

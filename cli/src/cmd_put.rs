@@ -209,32 +209,12 @@ fn report(uploads: &[Upload], answers: Vec<Response>) -> Result<(), CliError> {
                 files_ui::shown(&u.name),
                 human_size(size)
             )),
-            Some(Response::Failed(e)) => failed.push(format!("{}: {e}", u.shown)),
-            Some(other) => failed.push(format!("{}: {}", u.shown, unexpected(other))),
-            None => failed.push(format!("{}: not sent", u.shown)),
+            Some(Response::Failed(e)) => failed.push((u.shown.clone(), CliError::op(&e))),
+            Some(other) => failed.push((u.shown.clone(), unexpected(other))),
+            None => failed.push((u.shown.clone(), CliError::Failed("not sent".into()))),
         }
     }
-    match failed.len() {
-        0 => Ok(()),
-        1 if uploads.len() == 1 => {
-            // One file: its reason alone, as it always was.
-            let reason = failed.remove(0);
-            let reason = reason
-                .split_once(": ")
-                .map(|(_, r)| r.to_string())
-                .unwrap_or(reason);
-            Err(CliError::Failed(reason))
-        }
-        n => {
-            for line in &failed {
-                eprintln!("ferry: {line}");
-            }
-            Err(CliError::Failed(format!(
-                "{n} of {} files were not stored",
-                uploads.len()
-            )))
-        }
-    }
+    files_ui::outcome(uploads.len(), failed, "stored")
 }
 
 /// Reads `file` to its end into a private unnamed copy (see the module

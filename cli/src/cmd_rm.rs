@@ -25,7 +25,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             say(format_args!("deleted {}", files_ui::shown(&name)));
             Ok(())
         }
-        Response::Failed(e) => Err(CliError::Failed(e.to_string())),
+        Response::Failed(e) => Err(CliError::op(&e)),
         other => Err(unexpected(other)),
     }
 }

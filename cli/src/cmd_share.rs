@@ -51,7 +51,7 @@ fn run(args: Args, share: bool) -> Result<(), CliError> {
             say(format_args!("{name} is no longer shared with {user}"));
             Ok(())
         }
-        Response::Failed(e) => Err(CliError::Failed(e.to_string())),
+        Response::Failed(e) => Err(CliError::op(&e)),
         other => Err(unexpected(other)),
     }
 }

@@ -25,6 +25,36 @@ pub fn name(raw: &str) -> Result<String, CliError> {
     Ok(name)
 }
 
+/// The end of a command of `total` files, some of which failed (each named
+/// by `who`, with its error): one file's error is the command's; several
+/// are listed on stderr, and the command fails with their common kind of
+/// refusal, if they share one.
+pub fn outcome(total: usize, failed: Vec<(String, CliError)>, verb: &str) -> Result<(), CliError> {
+    if failed.is_empty() {
+        return Ok(());
+    }
+    if total == 1 {
+        if let Some((_, e)) = failed.into_iter().next() {
+            return Err(e);
+        }
+        return Ok(());
+    }
+    let kinds: Vec<_> = failed
+        .iter()
+        .map(|(_, e)| match e {
+            CliError::Refused { kind, .. } => Some(*kind),
+            _ => None,
+        })
+        .collect();
+    for (who, e) in &failed {
+        eprintln!("ferry: {who}: {e}");
+    }
+    Err(CliError::of_many(
+        &kinds,
+        format!("{} of {total} files were not {verb}", failed.len()),
+    ))
+}
+
 /// A name fit for the terminal: control and invisible characters escaped
 /// (`ferry_core::names::shown`). Every name a command prints goes through
 /// it: names stored before they were checked, or shared by others, may

@@ -5,11 +5,13 @@ mod addr;
 mod client_session;
 mod cmd_balancer;
 mod cmd_ca;
+mod cmd_completions;
 mod cmd_connect;
 mod cmd_get;
 mod cmd_login;
 mod cmd_logout;
 mod cmd_ls;
+mod cmd_man;
 mod cmd_passwd;
 mod cmd_peer;
 mod cmd_put;
@@ -28,7 +30,7 @@ mod server_node;
 mod session_file;
 mod tls_files;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -95,6 +97,11 @@ enum Command {
     /// Commands come from standard input, one per line (`help` lists
     /// them); uses the saved login (`ferry login`).
     Peer(cmd_peer::Args),
+    /// Print a shell's completion script for ferry (e.g. `ferry completions
+    /// bash > ~/.local/share/bash-completion/completions/ferry`).
+    Completions(cmd_completions::Args),
+    /// Print the manual page (roff), or write one per command with --dir.
+    Man(cmd_man::Args),
 }
 
 /// Options of every client command.
@@ -139,6 +146,8 @@ fn main() -> ExitCode {
         Command::Unshare(args) => cmd_share::unshare(args),
         Command::Rm(args) => cmd_rm::run(args),
         Command::Peer(args) => cmd_peer::run(args),
+        Command::Completions(args) => cmd_completions::run(args, Cli::command()),
+        Command::Man(args) => cmd_man::run(args, Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -231,7 +240,6 @@ fn init_logging(default: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn command_line_definition_is_consistent() {

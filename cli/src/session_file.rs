@@ -67,7 +67,10 @@ pub fn load(path: &Path) -> Result<Option<Saved>, CliError> {
 
 /// The saved login, or the "not logged in" error.
 pub fn load_required(path: &Path) -> Result<Saved, CliError> {
-    load(path)?.ok_or_else(|| CliError::Failed("not logged in; run `ferry login USER`".into()))
+    load(path)?.ok_or_else(|| CliError::Refused {
+        kind: crate::error::Refusal::NotAllowed,
+        message: "not logged in; run `ferry login USER`".into(),
+    })
 }
 
 fn corrupt(path: &Path, why: &str) -> CliError {

@@ -112,7 +112,7 @@ fn one_failed_file_does_not_stop_the_others_and_fails_the_command() {
     // a.txt exists on the cluster: refused; b and c are stored.
     std::fs::write(&a, b"second a").unwrap();
     let run = alice.run(&["put", path_str(&a), path_str(&b), path_str(&c)]);
-    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    assert_eq!(run.status.code(), Some(6), "a conflict: {run:?}");
     assert_eq!(stored(&run), ["b.txt", "c.txt"]);
     assert!(
         run.stderr.contains("a.txt: a file of that name exists"),
@@ -127,7 +127,7 @@ fn one_failed_file_does_not_stop_the_others_and_fails_the_command() {
     let out = work.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let run = alice.run(&["get", "a.txt", "nothing", "c.txt", path_str(&out)]);
-    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    assert_eq!(run.status.code(), Some(3), "not found: {run:?}");
     assert!(run.stderr.contains("nothing: no such file"), "{run:?}");
     assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"first a");
     assert_eq!(std::fs::read(out.join("c.txt")).unwrap(), b"c");
@@ -202,6 +202,41 @@ fn mistakes_of_the_command_line_are_refused_before_anything_is_sent() {
     // Nothing was stored by any of them.
     let run = alice.run(&["ls"]);
     assert!(run.stdout.contains("no files"), "{run:?}");
+}
+
+#[test]
+fn refusals_exit_with_codes_of_their_own() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (mut procs, alice) = alice(data.path(), home.path());
+    let a = work.path().join("a");
+    std::fs::write(&a, b"a").unwrap();
+    let code = |args: &[&str]| alice.run(args).status.code();
+    assert_eq!(code(&["put", path_str(&a)]), Some(0));
+    assert_eq!(code(&["put", path_str(&a)]), Some(6), "conflict");
+    assert_eq!(
+        code(&["get", "nothing", path_str(&work.path().join("n"))]),
+        Some(3),
+        "not found"
+    );
+    assert_eq!(code(&["share", "a", "nobody"]), Some(3), "no such user");
+    let run = alice.run_with_input(
+        &["register", "alice", "--password-stdin"],
+        Some("whatever-pw\n"),
+    );
+    assert_eq!(run.status.code(), Some(6), "a taken name: {run:?}");
+    assert_eq!(code(&["logout"]), Some(0));
+    assert_eq!(code(&["ls"]), Some(4), "not logged in");
+    let run = alice.run_with_input(
+        &["login", "alice", "--password-stdin"],
+        Some("wrong-password\n"),
+    );
+    assert_eq!(run.status.code(), Some(4), "a wrong password: {run:?}");
+    // No server: the balancer's only server is gone.
+    drop(procs.remove(0));
+    let run = alice.run(&["connect"]);
+    assert_eq!(run.status.code(), Some(5), "no server: {run:?}");
 }
 
 #[test]
