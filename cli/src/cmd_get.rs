@@ -152,7 +152,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
     for partial in &partials {
         let _ = std::fs::remove_file(partial);
     }
-    let result = answers.and_then(|answers| report(&downloads, answers, to_stdout));
+    let json = args.client.json;
+    let result = answers.and_then(|answers| report(&downloads, answers, to_stdout, json));
     if let Some(copy) = &stdout_copy {
         let _ = std::fs::remove_file(copy);
         if let Some(dir) = copy.parent() {
@@ -253,12 +254,29 @@ fn download(
 
 /// Says what became of each file (on stderr when the content went to
 /// standard output); fails if any was not downloaded.
-fn report(downloads: &[Download], answers: Vec<Response>, to_stdout: bool) -> Result<(), CliError> {
+fn report(
+    downloads: &[Download],
+    answers: Vec<Response>,
+    to_stdout: bool,
+    json: bool,
+) -> Result<(), CliError> {
     let mut failed = Vec::new();
+    let mut out = crate::json::Get::default();
     let mut answers = answers.into_iter();
     for d in downloads {
         match answers.next() {
             Some(Response::Downloaded { size, .. }) => {
+                if json {
+                    out.downloaded.push(crate::json::Downloaded {
+                        name: d.name.clone(),
+                        size,
+                        to: if to_stdout {
+                            "-".into()
+                        } else {
+                            d.dest.display().to_string()
+                        },
+                    });
+                }
                 if to_stdout {
                     copy_to_stdout(&d.dest)?;
                     eprintln!(
@@ -266,7 +284,7 @@ fn report(downloads: &[Download], answers: Vec<Response>, to_stdout: bool) -> Re
                         files_ui::shown(&d.name),
                         human_size(size)
                     );
-                } else {
+                } else if !json {
                     say(format_args!(
                         "downloaded {} ({}, {size} bytes) to {}",
                         files_ui::shown(&d.name),
@@ -286,11 +304,30 @@ fn report(downloads: &[Download], answers: Vec<Response>, to_stdout: bool) -> Re
             None => failed.push((d, CliError::Failed("not asked for".into()))),
         }
     }
+    if json {
+        out.failed = failed
+            .iter()
+            .map(|(d, e)| crate::json::Failed {
+                file: d.name.clone(),
+                error: e.to_string(),
+                exit_code: e.exit_code(),
+            })
+            .collect();
+        // With the content on standard output, the JSON goes to stderr.
+        if to_stdout {
+            match serde_json::to_string(&out) {
+                Ok(text) => eprintln!("{text}"),
+                Err(e) => eprintln!("ferry: cannot write JSON: {e}"),
+            }
+        } else {
+            crate::json::print(&out);
+        }
+    }
     let failed = failed
         .into_iter()
         .map(|(d, e)| (files_ui::shown(&d.name), e))
         .collect();
-    files_ui::outcome(downloads.len(), failed, "downloaded")
+    files_ui::outcome(downloads.len(), failed, "downloaded", json)
 }
 
 fn copy_to_stdout(path: &Path) -> Result<(), CliError> {

@@ -18,6 +18,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let token = files_ui::token()?;
     let plan = Plan::new(&args.client);
     match client_session::run_as(&args.client, plan, token, Request::List)? {
+        Response::Listing(files) if args.client.json => {
+            let files = files.iter().map(crate::json::File::from).collect();
+            crate::json::print(&crate::json::Listing { files });
+            Ok(())
+        }
         Response::Listing(files) => {
             for line in table(&files) {
                 say(format_args!("{line}"));

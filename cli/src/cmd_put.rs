@@ -80,7 +80,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     for path in &args.paths {
         let upload = prepare(path, args.as_name.as_deref())?;
         if let Some(other) = names.insert(upload.name.clone(), upload.shown.clone()) {
-            return Err(CliError::Failed(format!(
+            return Err(CliError::Usage(format!(
                 "{other} and {} would both be stored as {}; upload one of them with --as NAME",
                 upload.shown,
                 files_ui::shown(&upload.name)
@@ -121,7 +121,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             }
         }
     }
-    report(&uploads, answers)
+    report(&uploads, answers, args.client.json)
 }
 
 /// Looks at `path` before anything is sent: what it will be stored as, and
@@ -199,11 +199,20 @@ fn changed_while_sent(answer: Option<&Response>) -> bool {
 }
 
 /// Says what became of each file; fails if any was not stored.
-fn report(uploads: &[Upload], answers: Vec<Response>) -> Result<(), CliError> {
+fn report(uploads: &[Upload], answers: Vec<Response>, json: bool) -> Result<(), CliError> {
     let mut failed = Vec::new();
+    let mut out = crate::json::Put::default();
     let mut answers = answers.into_iter();
     for u in uploads {
         match answers.next() {
+            Some(Response::File(FileOutcome::Stored { size, digest })) if json => {
+                out.stored.push(crate::json::Stored {
+                    name: u.name.clone(),
+                    path: u.path.display().to_string(),
+                    size,
+                    digest: digest.iter().map(|b| format!("{b:02x}")).collect(),
+                })
+            }
             Some(Response::File(FileOutcome::Stored { size, .. })) => say(format_args!(
                 "stored {} ({}, {size} bytes)",
                 files_ui::shown(&u.name),
@@ -214,7 +223,22 @@ fn report(uploads: &[Upload], answers: Vec<Response>) -> Result<(), CliError> {
             None => failed.push((u.shown.clone(), CliError::Failed("not sent".into()))),
         }
     }
-    files_ui::outcome(uploads.len(), failed, "stored")
+    if json {
+        let by_shown: HashMap<&str, &Upload> =
+            uploads.iter().map(|u| (u.shown.as_str(), u)).collect();
+        out.failed = failed
+            .iter()
+            .map(|(shown, e)| crate::json::Failed {
+                file: by_shown
+                    .get(shown.as_str())
+                    .map_or_else(|| shown.clone(), |u| u.path.display().to_string()),
+                error: e.to_string(),
+                exit_code: e.exit_code(),
+            })
+            .collect();
+        crate::json::print(&out);
+    }
+    files_ui::outcome(uploads.len(), failed, "stored", json)
 }
 
 /// Reads `file` to its end into a private unnamed copy (see the module

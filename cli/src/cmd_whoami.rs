@@ -19,7 +19,14 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let (_, response) = client_session::run_one(&args.client, Some(request))?;
     match ok(response)? {
         Response::Me { user_id, username } => {
-            say(format_args!("{username} (user {user_id})"));
+            if args.client.json {
+                crate::json::print(&crate::json::Me {
+                    user: &username,
+                    user_id,
+                });
+            } else {
+                say(format_args!("{username} (user {user_id})"));
+            }
             Ok(())
         }
         other => Err(unexpected(other)),

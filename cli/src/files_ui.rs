@@ -29,7 +29,12 @@ pub fn name(raw: &str) -> Result<String, CliError> {
 /// by `who`, with its error): one file's error is the command's; several
 /// are listed on stderr, and the command fails with their common kind of
 /// refusal, if they share one.
-pub fn outcome(total: usize, failed: Vec<(String, CliError)>, verb: &str) -> Result<(), CliError> {
+pub fn outcome(
+    total: usize,
+    failed: Vec<(String, CliError)>,
+    verb: &str,
+    quiet: bool,
+) -> Result<(), CliError> {
     if failed.is_empty() {
         return Ok(());
     }
@@ -46,8 +51,10 @@ pub fn outcome(total: usize, failed: Vec<(String, CliError)>, verb: &str) -> Res
             _ => None,
         })
         .collect();
-    for (who, e) in &failed {
-        eprintln!("ferry: {who}: {e}");
+    if !quiet {
+        for (who, e) in &failed {
+            eprintln!("ferry: {who}: {e}");
+        }
     }
     Err(CliError::of_many(
         &kinds,
@@ -152,7 +159,7 @@ pub fn utc_minutes(secs: u64) -> String {
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
 /// `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

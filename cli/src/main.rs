@@ -23,6 +23,7 @@ mod cmd_up;
 mod cmd_whoami;
 mod error;
 mod files_ui;
+mod json;
 mod password;
 mod peer_shell;
 mod secret;
@@ -119,6 +120,10 @@ struct ClientArgs {
     /// first time, the one the balancer presents (and it is remembered).
     #[arg(long, value_name = "FILE", env = "FERRY_CA")]
     ca: Option<std::path::PathBuf>,
+    /// Print the result as one JSON document on stdout (ls, whoami, put,
+    /// get; see docs/json.md).
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -166,6 +171,7 @@ const GLOBAL_FLAGS: &[(&str, bool)] = &[
     ("--verbose", false),
     ("--balancer", true),
     ("--ca", true),
+    ("--json", false),
 ];
 
 /// Moves the client options given before the command's name to just after

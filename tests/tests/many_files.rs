@@ -191,8 +191,8 @@ fn mistakes_of_the_command_line_are_refused_before_anything_is_sent() {
         alice.run(&["get", "x", "y", "-"]),
         "standard output (-) takes one file",
     );
-    assert_fails(
-        &alice.run(&["put", path_str(&a), path_str(&b)]),
+    usage(
+        alice.run(&["put", path_str(&a), path_str(&b)]),
         "would both be stored as x",
     );
     assert_fails(
@@ -251,4 +251,66 @@ fn client_options_may_come_before_the_command() {
     assert!(run.status.success(), "{run:?}");
     assert!(run.stdout.contains("alice"), "{run:?}");
     assert_eq!(via_server(&run), 1);
+}
+
+#[test]
+fn json_output_parses_and_holds_what_scripts_need() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (_procs, alice) = alice(data.path(), home.path());
+    let parse = |run: &Run| -> serde_json::Value {
+        serde_json::from_str(run.stdout.trim())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {run:?}"))
+    };
+    let a = work.path().join("a \"quoted\".txt");
+    std::fs::write(&a, b"alpha").unwrap();
+
+    let me = parse(&alice.run(&["--json", "whoami"]));
+    assert_eq!(me["user"], "alice");
+    assert_eq!(me["user_id"], 1);
+
+    let run = alice.run(&["put", path_str(&a), path_str(&a), "--json"]);
+    assert_eq!(run.status.code(), Some(2), "the same name twice: {run:?}");
+    assert!(alice.run(&["put", path_str(&a), "--json"]).status.success());
+    let run = alice.run(&["put", path_str(&a), "--as", "b.txt", "--json"]);
+    let put = parse(&run);
+    assert_eq!(put["stored"][0]["name"], "b.txt");
+    assert_eq!(put["stored"][0]["size"], 5);
+    let digest = put["stored"][0]["digest"].as_str().unwrap().to_string();
+    assert_eq!(digest, blake3::hash(b"alpha").to_hex().as_str());
+    assert!(put["failed"].as_array().unwrap().is_empty());
+
+    assert!(alice
+        .with_password(&["register", "bobby"], PASSWORD)
+        .status
+        .success());
+    assert!(alice.run(&["share", "b.txt", "bobby"]).status.success());
+    let ls = parse(&alice.run(&["ls", "--json"]));
+    let files = ls["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2);
+    for f in files {
+        for field in ["name", "owner", "size", "modified", "shared_with"] {
+            assert!(f.get(field).is_some(), "{field} in {f}");
+        }
+        assert_eq!(f["owner"], "alice");
+        assert!(f["modified"].as_str().unwrap().ends_with('Z'));
+    }
+    let names: Vec<&str> = files.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"a \"quoted\".txt"), "{names:?}");
+    let b = files.iter().find(|f| f["name"] == "b.txt").unwrap();
+    assert_eq!(b["shared_with"], serde_json::json!(["bobby"]));
+
+    // A get with one failure: JSON on stdout still, the code of the
+    // failure, and nothing but the summary on stderr.
+    let out = work.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let run = alice.run(&["get", "b.txt", "nothing", path_str(&out), "--json"]);
+    assert_eq!(run.status.code(), Some(3), "{run:?}");
+    let get = parse(&run);
+    assert_eq!(get["downloaded"][0]["name"], "b.txt");
+    assert_eq!(get["downloaded"][0]["to"], path_str(&out.join("b.txt")));
+    assert_eq!(get["failed"][0]["file"], "nothing");
+    assert_eq!(get["failed"][0]["exit_code"], 3);
+    assert!(!run.stderr.contains("ferry: nothing"), "{run:?}");
 }

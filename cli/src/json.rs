@@ -1,0 +1,133 @@
+//! `--json`: what the client commands print for scripts, one JSON document
+//! on standard output. The schema is documented in docs/json.md and only
+//! grows: fields are added, never renamed or removed.
+
+use crate::files_ui::civil_from_days;
+use ferry_core::server::messages::Listed;
+use serde::Serialize;
+
+/// `ferry whoami --json`.
+#[derive(Serialize)]
+pub struct Me<'a> {
+    pub user: &'a str,
+    pub user_id: u64,
+}
+
+/// `ferry ls --json`.
+#[derive(Serialize)]
+pub struct Listing {
+    pub files: Vec<File>,
+}
+
+/// A file as `ls` lists it.
+#[derive(Serialize)]
+pub struct File {
+    pub name: String,
+    pub owner: String,
+    pub size: u64,
+    /// When it was uploaded: RFC 3339, UTC (`2026-12-07T04:14:05Z`).
+    pub modified: String,
+    /// For one's own files: who may download it.
+    pub shared_with: Vec<String>,
+}
+
+impl From<&Listed> for File {
+    fn from(f: &Listed) -> Self {
+        File {
+            name: f.name.clone(),
+            owner: f.owner.clone(),
+            size: f.size,
+            modified: rfc3339(f.at),
+            shared_with: f.shared_with.clone(),
+        }
+    }
+}
+
+/// `ferry put --json`.
+#[derive(Serialize, Default)]
+pub struct Put {
+    pub stored: Vec<Stored>,
+    pub failed: Vec<Failed>,
+}
+
+#[derive(Serialize)]
+pub struct Stored {
+    pub name: String,
+    /// The local file it was read from (`-` for standard input).
+    pub path: String,
+    pub size: u64,
+    /// The BLAKE3 digest of its content, hex.
+    pub digest: String,
+}
+
+/// `ferry get --json`.
+#[derive(Serialize, Default)]
+pub struct Get {
+    pub downloaded: Vec<Downloaded>,
+    pub failed: Vec<Failed>,
+}
+
+#[derive(Serialize)]
+pub struct Downloaded {
+    pub name: String,
+    pub size: u64,
+    /// Where it was written (`-` for standard output).
+    pub to: String,
+}
+
+/// One file of a command that failed.
+#[derive(Serialize)]
+pub struct Failed {
+    /// The file: its name, or for `put` the local path given.
+    pub file: String,
+    pub error: String,
+    /// The exit code this failure alone would have.
+    pub exit_code: u8,
+}
+
+/// Prints `value` as one line of JSON on standard output.
+pub fn print(value: &impl Serialize) {
+    match serde_json::to_string(value) {
+        Ok(text) => crate::say(format_args!("{text}")),
+        // Our own types, of strings and numbers: cannot fail.
+        Err(e) => eprintln!("ferry: cannot write JSON: {e}"),
+    }
+}
+
+/// Unix seconds as RFC 3339, UTC.
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rest = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_796_616_845), "2026-12-07T04:14:05Z");
+    }
+
+    #[test]
+    fn names_are_escaped_as_json_not_as_terminal_text() {
+        let f = File {
+            name: "a\"b\u{7}".into(),
+            owner: "alice".into(),
+            size: 1,
+            modified: rfc3339(0),
+            shared_with: vec![],
+        };
+        let text = serde_json::to_string(&f).unwrap();
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["name"], "a\"b\u{7}");
+    }
+}
