@@ -19,12 +19,11 @@
 
 use crate::client_session::{self, unexpected, Plan};
 use crate::error::CliError;
-use crate::files_ui::{self, human_size, Bar};
+use crate::files_ui::{self, human_size, Bars};
 use crate::{say, ClientArgs};
 use ferry_core::server::{OpError, Request, Response};
 use ferry_core::transfer::TransferError;
 use ferry_runtime_smol::Files;
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -215,12 +214,8 @@ fn download(
 ) -> Result<Vec<Response>, CliError> {
     let by_name: HashMap<&str, &Download> =
         downloads.iter().map(|d| (d.name.as_str(), d)).collect();
-    let bar = RefCell::new(None::<Bar>);
-    let mut progress = |p| {
-        if let Some(bar) = bar.borrow_mut().as_mut() {
-            bar.show(p)
-        }
-    };
+    let bars = Bars::default();
+    let mut progress = |p| bars.show(p);
     let mut plan = Plan::new(&args.client);
     plan.keep_going = true;
     let force = args.force;
@@ -229,12 +224,7 @@ fn download(
             return None;
         };
         let d = by_name.get(name.as_str())?;
-        if let Some(done) = bar
-            .borrow_mut()
-            .replace(Bar::new(0, &files_ui::shown(name)))
-        {
-            done.finish();
-        }
+        bars.start(0, name);
         Some(Files::destination(&d.dest, force))
     }));
     plan.progress = Some(&mut progress);
@@ -246,9 +236,7 @@ fn download(
         })
         .collect();
     let answers = client_session::run_all_as(&args.client, plan, token, requests);
-    if let Some(done) = bar.borrow_mut().take() {
-        done.finish();
-    }
+    bars.finish();
     answers
 }
 
@@ -307,11 +295,7 @@ fn report(
     if json {
         out.failed = failed
             .iter()
-            .map(|(d, e)| crate::json::Failed {
-                file: d.name.clone(),
-                error: e.to_string(),
-                exit_code: e.exit_code(),
-            })
+            .map(|(d, e)| crate::json::Failed::new(d.name.clone(), e))
             .collect();
         // With the content on standard output, the JSON goes to stderr.
         if to_stdout {

@@ -17,7 +17,7 @@
 
 use crate::client_session::{self, unexpected, Plan};
 use crate::error::CliError;
-use crate::files_ui::{self, human_size, Bar};
+use crate::files_ui::{self, human_size, Bars};
 use crate::{say, ClientArgs};
 use ferry_core::server::messages::FileOutcome;
 use ferry_core::server::OpError;
@@ -25,7 +25,6 @@ use ferry_core::server::{Request, Response};
 use ferry_core::transfer::TransferError;
 use ferry_runtime_smol::files::{local, CHANGED_WHILE_SENT};
 use ferry_runtime_smol::Files;
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -228,12 +227,10 @@ fn report(uploads: &[Upload], answers: Vec<Response>, json: bool) -> Result<(), 
             uploads.iter().map(|u| (u.shown.as_str(), u)).collect();
         out.failed = failed
             .iter()
-            .map(|(shown, e)| crate::json::Failed {
-                file: by_shown
-                    .get(shown.as_str())
-                    .map_or_else(|| shown.clone(), |u| u.path.display().to_string()),
-                error: e.to_string(),
-                exit_code: e.exit_code(),
+            .map(|(shown, e)| {
+                let path = by_shown.get(shown.as_str()).map(|u| u.path.display());
+                let file = path.map_or_else(|| shown.clone(), |p| p.to_string());
+                crate::json::Failed::new(file, e)
             })
             .collect();
         crate::json::print(&out);
@@ -261,12 +258,8 @@ fn upload(
     uploads: &[Upload],
 ) -> Result<Vec<Response>, CliError> {
     let by_name: HashMap<&str, &Upload> = uploads.iter().map(|u| (u.name.as_str(), u)).collect();
-    let bar = RefCell::new(None::<Bar>);
-    let mut progress = |p| {
-        if let Some(bar) = bar.borrow_mut().as_mut() {
-            bar.show(p)
-        }
-    };
+    let bars = Bars::default();
+    let mut progress = |p| bars.show(p);
     let mut plan = Plan::new(&args.client);
     plan.cfg.window = args.window;
     plan.keep_going = true;
@@ -275,12 +268,7 @@ fn upload(
             return None;
         };
         let u = by_name.get(name.as_str())?;
-        if let Some(done) = bar
-            .borrow_mut()
-            .replace(Bar::new(u.size, &files_ui::shown(name)))
-        {
-            done.finish();
-        }
+        bars.start(u.size, name);
         let file = match &u.spooled {
             Some(file) => Arc::clone(file),
             None => match File::open(&u.path) {
@@ -301,8 +289,6 @@ fn upload(
         })
         .collect();
     let answers = client_session::run_all_as(&args.client, plan, token.clone(), requests);
-    if let Some(done) = bar.borrow_mut().take() {
-        done.finish();
-    }
+    bars.finish();
     answers
 }

@@ -70,6 +70,32 @@ pub fn shown(name: &str) -> String {
     ferry_core::names::shown(name)
 }
 
+/// The progress bar of the file a command of many files is moving: one
+/// bar per file, the last finished when the next starts.
+#[derive(Default)]
+pub struct Bars(std::cell::RefCell<Option<Bar>>);
+
+impl Bars {
+    /// The file `name`, of `total` bytes (0 if not known yet), starts.
+    pub fn start(&self, total: u64, name: &str) {
+        if let Some(done) = self.0.borrow_mut().replace(Bar::new(total, &shown(name))) {
+            done.finish();
+        }
+    }
+
+    pub fn show(&self, progress: Progress) {
+        if let Some(bar) = self.0.borrow_mut().as_mut() {
+            bar.show(progress)
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(done) = self.0.borrow_mut().take() {
+            done.finish();
+        }
+    }
+}
+
 /// A transfer's progress bar on stderr, drawn only when stderr is a
 /// terminal (hidden otherwise, so logs and pipes stay clean).
 pub struct Bar {

@@ -85,6 +85,16 @@ pub struct Failed {
     pub exit_code: u8,
 }
 
+impl Failed {
+    pub fn new(file: String, error: &crate::error::CliError) -> Failed {
+        Failed {
+            file,
+            error: error.to_string(),
+            exit_code: error.exit_code(),
+        }
+    }
+}
+
 /// Prints `value` as one line of JSON on standard output.
 pub fn print(value: &impl Serialize) {
     match serde_json::to_string(value) {
