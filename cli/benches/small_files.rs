@@ -175,11 +175,15 @@ impl Rsyncd {
             .expect("a free port")
             .port();
         let conf = dir.join("rsyncd.conf");
+        // As whoever runs the benchmark (a daemon started by root would
+        // otherwise write as nobody).
+        // SAFETY: getuid and getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         std::fs::write(
             &conf,
             format!(
                 "use chroot = no\nport = {port}\naddress = 127.0.0.1\npid file = {}\n\
-                 [bench]\npath = {}\nread only = no\n",
+                 uid = {uid}\ngid = {gid}\n[bench]\npath = {}\nread only = no\n",
                 dir.join("rsyncd.pid").display(),
                 module.display()
             ),
@@ -228,13 +232,14 @@ impl Drop for Rsyncd {
 
 fn timed(cmd: &mut Command) -> Duration {
     let start = Instant::now();
-    let status = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run rsync");
-    assert!(status.success(), "rsync failed: {cmd:?}");
-    start.elapsed()
+    let out = cmd.stdin(Stdio::null()).output().expect("run rsync");
+    let took = start.elapsed();
+    assert!(
+        out.status.success(),
+        "rsync failed: {cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
 }
 
 /// Runs `ferry ARGS` as the user whose FERRY_HOME is `home`: whether it
