@@ -58,8 +58,9 @@ struct Upload {
     path: PathBuf,
     name: String,
     size: u64,
-    /// Read to its end already (its size was not known): sent from here.
-    spooled: Option<Arc<File>>,
+    /// Sent through this descriptor, not opened again by path: standard
+    /// input, or a copy read to its end (its size was not known).
+    open: Option<Arc<File>>,
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
@@ -92,7 +93,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     // Those that grew or shrank while they were sent, and were not
     // stored: sent again, as copies read to their ends.
     let changed: Vec<usize> = (0..uploads.len())
-        .filter(|&i| changed_while_sent(answers.get(i)) && uploads[i].spooled.is_none())
+        .filter(|&i| changed_while_sent(answers.get(i)) && uploads[i].open.is_none())
         .collect();
     if !changed.is_empty() {
         let mut again = Vec::new();
@@ -110,7 +111,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
                 path: u.path.clone(),
                 name: u.name.clone(),
                 size,
-                spooled: Some(Arc::new(file)),
+                open: Some(Arc::new(file)),
             });
         }
         let retried = upload(&args, &token, &again)?;
@@ -174,7 +175,9 @@ fn prepare(path: &Path, as_name: Option<&str>) -> Result<Upload, CliError> {
     };
     let known = local::size_known(&file)
         .map_err(|e| CliError::Failed(format!("cannot read {shown}: {e}")))?;
-    let (size, spooled) = match known {
+    let (size, open) = match known {
+        // Standard input (a file redirected in) has no path to open again.
+        Some(size) if is_stdin => (size, Some(Arc::new(file))),
         // Closed until its turn: a command of many files holds few open.
         Some(size) => (size, None),
         None => {
@@ -188,7 +191,7 @@ fn prepare(path: &Path, as_name: Option<&str>) -> Result<Upload, CliError> {
         path: path.to_path_buf(),
         name,
         size,
-        spooled,
+        open,
     })
 }
 
@@ -269,7 +272,7 @@ fn upload(
         };
         let u = by_name.get(name.as_str())?;
         bars.start(u.size, name);
-        let file = match &u.spooled {
+        let file = match &u.open {
             Some(file) => Arc::clone(file),
             None => match File::open(&u.path) {
                 Ok(file) => Arc::new(file),

@@ -151,6 +151,27 @@ fn pipes_go_both_ways() {
     let run = alice.run(&["get", "lines.txt", "-"]);
     assert!(run.status.success(), "{run:?}");
     assert_eq!(run.stdout, text, "the content alone on standard output");
+
+    // Standard input redirected from a file (its size known), and a
+    // download piped on: as a shell runs them.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.txt"), &text).unwrap();
+    let envs = [
+        ("FERRY_HOME", path_str(&alice.home)),
+        ("FERRY_BALANCER", alice.balancer.as_str()),
+    ];
+    let run = ferry_tests::shell(
+        "ferry put - --as redirected.txt < in.txt && ferry get redirected.txt - | wc -c",
+        dir.path(),
+        &envs,
+    );
+    assert!(run.status.success(), "{run:?}");
+    assert!(!dir.path().join("-").exists(), "no file named -");
+    assert!(run.stdout.contains("stored redirected.txt"), "{run:?}");
+    assert_eq!(
+        run.stdout.lines().last().map(str::trim),
+        Some(text.len().to_string().as_str())
+    );
     assert!(run.stderr.contains("to standard output"), "{run:?}");
     // Nothing of the private copy stays in the temporary directory.
     let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
