@@ -52,7 +52,7 @@ fn main() {
     let file = dir.path().join("file.bin");
     std::fs::write(&file, vec![7u8; 64 * 1024]).expect("the file to put");
     let file = file.to_str().expect("UTF-8 path").to_string();
-    assert!(client(&["put", &file, "warm-up"], None));
+    assert!(client(&common::put_as(ferry, &file, "warm-up"), None));
 
     println!("ferry failover benchmark: kill -9 the master, time to the first successful put");
     let mut took = Vec::new();
@@ -62,7 +62,9 @@ fn main() {
         let killed = Instant::now();
         let mut tries = 0;
         let name = format!("after-kill-{i}");
-        while !client(&["put", &file, &name, "--force"], None) {
+        let mut put = common::put_as(ferry, &file, &name);
+        put.push("--force");
+        while !client(&put, None) {
             tries += 1;
             assert!(
                 killed.elapsed() < PATIENCE,

@@ -71,7 +71,8 @@ fn main() {
     std::fs::write(&file, vec![7u8; 64 * 1024]).expect("a file to put");
     let file = file.to_str().expect("UTF-8 path").to_string();
     for i in 0..5 {
-        assert!(client(&["put", &file, &format!("file-{i}")], None));
+        let name = format!("file-{i}");
+        assert!(client(&common::put_as(ferry, &file, &name), None));
     }
     let ls = || {
         let start = Instant::now();

@@ -245,25 +245,12 @@ fn timed(cmd: &mut Command) -> Duration {
 /// Runs `ferry ARGS` as the user whose FERRY_HOME is `home`: whether it
 /// succeeded, and how long it took.
 fn run(ferry: &Path, args: &[&str], home: &Path, input: Option<&str>) -> (bool, Duration) {
-    use std::io::Write;
     let start = Instant::now();
-    let mut child = Command::new(ferry)
-        .args(args)
-        .env("FERRY_HOME", home)
-        .env_remove("RUST_LOG")
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start ferry");
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        let _ = writeln!(stdin, "{text}");
-    }
+    let (mut child, stderr) = common::client(ferry, args, home, input);
     let ok = child.wait().is_ok_and(|s| s.success());
+    if !ok {
+        eprint!("{stderr}");
+    }
     (ok, start.elapsed())
 }
 

@@ -149,7 +149,9 @@ fn main() {
             let bare_put = (w == 1).then(|| stop_and_wait(size));
             sync();
             let before = up.cpu();
-            let mut put = run(&["put", path_str(&source), &name, "--window", &ws], None);
+            let mut args = common::put_as(ferry, path_str(&source), &name);
+            args.extend(["--window", &ws]);
+            let mut put = run(&args, None);
             put.server_cpu = up.cpu().saturating_sub(before);
             assert!(put.ok, "put: {}", put.stderr);
             if let Some(b) = bare_put {
@@ -260,7 +262,7 @@ fn cluster_row(
     for r in 0..repeats {
         let name = format!("bench-cluster-{r}");
         sync();
-        let put = run(&["put", path_str(source), &name], None);
+        let put = run(&common::put_as(ferry, path_str(source), &name), None);
         assert!(put.ok, "put: {}", put.stderr);
         puts.push(put);
         sync();
@@ -476,26 +478,7 @@ struct Ran {
 #[allow(clippy::zombie_processes)]
 fn run_ferry(ferry: &Path, args: &[&str], home: &Path, input: Option<&str>) -> Ran {
     let start = Instant::now();
-    let mut child = Command::new(ferry)
-        .args(args)
-        .env("FERRY_HOME", home)
-        .env_remove("RUST_LOG")
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ferry");
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        let _ = writeln!(stdin, "{text}");
-    }
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
+    let (child, stderr) = common::client(ferry, args, home, input);
     let (status, peak_kib, cpu) = wait_with_peak(&child);
     Ran {
         ok: status == 0,
