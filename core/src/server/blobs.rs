@@ -156,7 +156,8 @@ pub struct BlobStore {
     /// that time has passed (the hold then waits on the log alone, and a
     /// deadline in the past must not be offered as the next timeout).
     held_until: Option<Timestamp>,
-    /// A pin went since the last `tidy`: its blob may be garbage now.
+    /// A pin or a read went since the last `tidy`: its blob may be
+    /// garbage now.
     unpinned: bool,
     /// Copies of other servers' uploads, kept for a while even if nothing
     /// names them (see `copies`).
@@ -165,6 +166,10 @@ pub struct BlobStore {
     copy_keep: Duration,
     next: u64,
     owners: BTreeMap<u64, Owner>,
+    /// What each read handle reads: a blob being sent (a download, a copy
+    /// to another server) is not garbage until the sending is over, so a
+    /// file deleted or replaced meanwhile still arrives whole, as it was
+    /// when it began.
     reads: BTreeMap<u64, [u8; 32]>,
     /// Temporary files of uploads, by the digest they will become.
     uploads: BTreeMap<u64, [u8; 32]>,
@@ -242,7 +247,8 @@ impl BlobStore {
 
     pub fn forget_handle(&mut self, h: u64) {
         self.owners.remove(&h);
-        self.reads.remove(&h);
+        // The blob it read may be garbage now.
+        self.unpinned |= self.reads.remove(&h).is_some();
         self.uploads.remove(&h);
     }
 
@@ -396,7 +402,8 @@ impl BlobStore {
 
     /// After each input: the blobs held since start go once the past is
     /// settled, and a blob whose last pin went (a failed or abandoned
-    /// upload) is collected now rather than at the log's next move.
+    /// upload) or whose last reader finished (a download of a file deleted
+    /// meanwhile) is collected now rather than at the log's next move.
     pub fn tidy(&mut self, now: Timestamp, replica: &Replica, out: &mut Outbox<ServerEvent>) {
         self.release_held(now, replica, out);
         if std::mem::take(&mut self.unpinned) {
@@ -439,6 +446,7 @@ impl BlobStore {
             .iter()
             .filter(|d| {
                 !keep.contains(*d)
+                    && !self.reads.values().any(|r| r == *d)
                     && !self.pins.contains_key(*d)
                     && !self.held.contains(*d)
                     && !self.kept.contains_key(*d)

@@ -279,6 +279,28 @@ fn a_blob_that_cannot_be_read_is_kept_and_the_client_hears_no_disk_details() {
 }
 
 #[test]
+fn a_file_deleted_during_its_download_still_arrives_whole_as_it_began() {
+    let (mut c, a, data, digest) = with_upload(1, "big.bin", 3_000_000, 21);
+    let other = user(&mut c, 0, "alice");
+    let got = c.download_while(0, a, None, "big.bin", |c| {
+        let gone = c.request(
+            0,
+            other,
+            &Request::Delete {
+                name: "big.bin".into(),
+            },
+        );
+        assert_eq!(gone, vec![SessionMsg::FileDone(FileOutcome::Deleted)]);
+    });
+    assert_eq!(got.map(|d| d == data), Ok(true), "the content as it was");
+    c.run_for(Duration::from_secs(1));
+    assert!(
+        !c.disk(0).blobs.contains_key(&digest),
+        "collected once the download is over"
+    );
+}
+
+#[test]
 fn a_blob_removed_behind_the_servers_back_is_fetched_again() {
     let (mut c, _, data, digest) = with_upload(2, "gone", 50_000, 9);
     c.run_for(Duration::from_secs(3));

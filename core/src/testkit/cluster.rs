@@ -760,6 +760,20 @@ impl Cluster {
         owner: Option<&str>,
         name: &str,
     ) -> Result<Vec<u8>, Vec<SessionMsg>> {
+        self.download_while(ix, conn, owner, name, |_| {})
+    }
+
+    /// Like [`Cluster::download`], calling `meanwhile` once, as soon as
+    /// the first content has arrived (the rest still to come).
+    pub fn download_while(
+        &mut self,
+        ix: Ix,
+        conn: ConnId,
+        owner: Option<&str>,
+        name: &str,
+        meanwhile: impl FnOnce(&mut Cluster),
+    ) -> Result<Vec<u8>, Vec<SessionMsg>> {
+        let mut meanwhile = Some(meanwhile);
         let req = Request::Download {
             owner: owner.map(String::from),
             name: name.into(),
@@ -815,6 +829,11 @@ impl Cluster {
                 }
                 for m in sends {
                     self.send(ix, conn, &SessionMsg::Transfer(m));
+                }
+            }
+            if !content.is_empty() {
+                if let Some(f) = meanwhile.take() {
+                    f(self);
                 }
             }
             self.run_for(Duration::from_millis(10));
