@@ -28,6 +28,7 @@
 //! never opened.
 
 use super::World;
+use crate::balancer::per_source::source_of;
 use crate::entropy::Entropy;
 use crate::io::{ConnId, Input, Node};
 use crate::time::Timestamp;
@@ -739,17 +740,6 @@ fn describe(e: &rustls::Error) -> String {
             format!("its certificate is refused: {}", other.0)
         }
         other => other.to_string(),
-    }
-}
-
-/// The IP of `ip:port` (`[v6]:port` too); the whole text if it has no
-/// port.
-fn source_of(peer: &str) -> &str {
-    match peer.rsplit_once(':') {
-        Some((ip, port)) if port.parse::<u16>().is_ok() => {
-            ip.trim_start_matches('[').trim_end_matches(']')
-        }
-        _ => peer,
     }
 }
 
