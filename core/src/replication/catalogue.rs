@@ -26,6 +26,10 @@ pub struct Catalogue {
     shares: BTreeSet<(u64, String, u64)>,
     /// (grantee, owner, name): "shared with me" without a scan.
     shared_with: BTreeSet<(u64, u64, String)>,
+    /// (digest, owner, name): which files name a content, without a scan.
+    /// Servers ask after every applied entry which blobs to keep or fetch;
+    /// a scan of every file there made each upload cost O(files).
+    by_content: BTreeSet<([u8; 32], u64, String)>,
 }
 
 pub fn file_key(owner: u64, name: &str) -> Vec<u8> {
@@ -48,7 +52,7 @@ fn enc<T: Writable<speedy::LittleEndian>>(v: &T) -> Vec<u8> {
 impl Catalogue {
     pub fn load_file(&mut self, value: &[u8]) -> Result<(), String> {
         let f: FileMeta = frame::decode(value).map_err(|e| format!("files table: {e}"))?;
-        self.files.insert((f.owner, f.name.clone()), f);
+        self.insert(f);
         Ok(())
     }
 
@@ -101,7 +105,48 @@ impl Catalogue {
 
     /// How many files name this content.
     pub fn refs(&self, digest: &[u8; 32]) -> usize {
-        self.files.values().filter(|f| &f.digest == digest).count()
+        self.named_by(digest).count()
+    }
+
+    /// Does any file name this content?
+    pub fn names(&self, digest: &[u8; 32]) -> bool {
+        self.named_by(digest).next().is_some()
+    }
+
+    /// A file that names this content, if any.
+    pub fn with_content(&self, digest: &[u8; 32]) -> Option<&FileMeta> {
+        let (_, o, n) = self.named_by(digest).next()?;
+        self.files.get(&(*o, n.clone()))
+    }
+
+    /// Every content some file names, each once, in order.
+    pub fn contents(&self) -> impl Iterator<Item = &[u8; 32]> {
+        let mut last: Option<&[u8; 32]> = None;
+        self.by_content.iter().filter_map(move |(d, _, _)| {
+            let fresh = last != Some(d);
+            last = Some(d);
+            fresh.then_some(d)
+        })
+    }
+
+    fn named_by<'a>(
+        &'a self,
+        digest: &'a [u8; 32],
+    ) -> impl Iterator<Item = &'a ([u8; 32], u64, String)> + 'a {
+        self.by_content
+            .range((*digest, 0, String::new())..)
+            .take_while(move |(d, _, _)| d == digest)
+    }
+
+    fn insert(&mut self, f: FileMeta) -> Option<FileMeta> {
+        let digest = f.digest;
+        self.by_content.insert((digest, f.owner, f.name.clone()));
+        let old = self.files.insert((f.owner, f.name.clone()), f)?;
+        // Replaced: the old content is no longer named by this file.
+        if old.digest != digest {
+            (self.by_content).remove(&(old.digest, old.owner, old.name.clone()));
+        }
+        Some(old)
     }
 
     pub fn all(&self) -> impl Iterator<Item = &FileMeta> {
@@ -114,7 +159,7 @@ impl Catalogue {
             key: file_key(f.owner, &f.name),
             value: enc(&f),
         });
-        self.files.insert((f.owner, f.name.clone()), f)
+        self.insert(f)
     }
 
     pub fn share(&mut self, owner: u64, name: &str, grantee: u64, writes: &mut Vec<Write>) -> bool {
@@ -145,6 +190,7 @@ impl Catalogue {
     /// Removes a file and every share of it.
     pub fn delete(&mut self, owner: u64, name: &str, writes: &mut Vec<Write>) -> Option<FileMeta> {
         let f = self.files.remove(&(owner, name.to_string()))?;
+        self.by_content.remove(&(f.digest, owner, name.to_string()));
         writes.push(Write::Delete {
             table: Table::Files,
             key: file_key(owner, name),
@@ -162,5 +208,62 @@ impl Catalogue {
         for (o, n, g) in &self.shares {
             h.update(&share_key(*o, *g, n));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(owner: u64, name: &str, d: u8) -> FileMeta {
+        FileMeta {
+            owner,
+            name: name.into(),
+            size: 1,
+            digest: [d; 32],
+            at: 0,
+            holder: 1,
+        }
+    }
+
+    /// The content index says what a scan of every file would.
+    fn agrees(c: &Catalogue) {
+        let scanned: BTreeSet<[u8; 32]> = c.all().map(|f| f.digest).collect();
+        let indexed: Vec<[u8; 32]> = c.contents().copied().collect();
+        assert_eq!(indexed, scanned.iter().copied().collect::<Vec<_>>());
+        for d in 0..6u8 {
+            let d = [d; 32];
+            let n = c.all().filter(|f| f.digest == d).count();
+            assert_eq!(c.refs(&d), n);
+            assert_eq!(c.names(&d), n > 0);
+            assert_eq!(c.with_content(&d).map(|f| f.digest), (n > 0).then_some(d));
+        }
+    }
+
+    #[test]
+    fn the_content_index_follows_puts_replacements_and_deletes() {
+        let mut c = Catalogue::default();
+        let w = &mut Vec::new();
+        c.put(file(1, "a", 1), w);
+        c.put(file(2, "a", 1), w);
+        c.put(file(1, "b", 2), w);
+        agrees(&c);
+        // Replaced with other content, then with the same.
+        c.put(file(1, "a", 3), w);
+        agrees(&c);
+        c.put(file(1, "a", 3), w);
+        agrees(&c);
+        c.delete(2, "a", w);
+        agrees(&c);
+        assert!(!c.names(&[1; 32]));
+        c.delete(1, "a", w);
+        c.delete(1, "b", w);
+        agrees(&c);
+        assert_eq!(c.contents().count(), 0);
+        // Loaded from the store: indexed the same way.
+        let mut loaded = Catalogue::default();
+        loaded.load_file(&enc(&file(4, "x", 5))).expect("load");
+        agrees(&loaded);
+        assert!(loaded.names(&[5; 32]));
     }
 }

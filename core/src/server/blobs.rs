@@ -393,8 +393,9 @@ impl BlobStore {
     /// held until no such upload can still be ordered, and then collected
     /// (see `Replica::past_is_settled`; a master knows at once).
     pub fn resume(&mut self, now: Timestamp, replica: &Replica, out: &mut Outbox<ServerEvent>) {
-        let named = named_or_coming(replica);
-        let unnamed = self.have.iter().filter(|d| !named.contains(*d));
+        let coming = coming(replica);
+        let catalogue = replica.state().catalogue();
+        let unnamed = (self.have.iter()).filter(|d| !catalogue.names(d) && !coming.contains(*d));
         self.held = unnamed.copied().collect();
         self.held_until = Some(now + self.copy_keep);
         self.sync(now, replica, out);
@@ -427,8 +428,7 @@ impl BlobStore {
     pub fn sync(&mut self, now: Timestamp, replica: &Replica, out: &mut Outbox<ServerEvent>) {
         self.synced_at = replica.indexes().applied;
         let catalogue = replica.state().catalogue();
-        let named: BTreeSet<[u8; 32]> = catalogue.all().map(|f| f.digest).collect();
-        for d in &named {
+        for d in catalogue.contents() {
             self.want(now, *d);
         }
         let applied = replica.indexes().applied as usize;
@@ -440,13 +440,15 @@ impl BlobStore {
                 .any(|e| matches!(&e.txn, Txn::PutFile { digest, .. } if digest == d));
             k.until > now && !named
         });
-        let keep = named_or_coming(replica);
+        let coming = coming(replica);
+        let reading: BTreeSet<&[u8; 32]> = self.reads.values().collect();
         let garbage: Vec<[u8; 32]> = self
             .have
             .iter()
             .filter(|d| {
-                !keep.contains(*d)
-                    && !self.reads.values().any(|r| r == *d)
+                !catalogue.names(d)
+                    && !coming.contains(*d)
+                    && !reading.contains(d)
                     && !self.pins.contains_key(*d)
                     && !self.held.contains(*d)
                     && !self.kept.contains_key(*d)
@@ -462,7 +464,7 @@ impl BlobStore {
         let unwanted: Vec<[u8; 32]> = self
             .fetches
             .keys()
-            .filter(|d| !named.contains(*d) || self.have.contains(*d))
+            .filter(|d| !catalogue.names(d) || self.have.contains(*d))
             .copied()
             .collect();
         for d in unwanted {
@@ -513,12 +515,8 @@ impl BlobStore {
             return;
         }
         for d in due {
-            let holder = replica
-                .state()
-                .catalogue()
-                .all()
-                .find(|f| f.digest == d)
-                .map(|f| f.holder);
+            let holder = replica.state().catalogue().with_content(&d);
+            let holder = holder.map(|f| f.holder);
             let Some(f) = self.fetches.get_mut(&d) else {
                 continue;
             };
@@ -566,12 +564,8 @@ impl BlobStore {
     fn peer_of_fetch(&self, d: [u8; 32], replica: &Replica) -> Option<u32> {
         let f = self.fetches.get(&d)?;
         let peers = replica.peers();
-        let holder = replica
-            .state()
-            .catalogue()
-            .all()
-            .find(|m| m.digest == d)
-            .map(|m| m.holder);
+        let holder = replica.state().catalogue().with_content(&d);
+        let holder = holder.map(|m| m.holder);
         let start = peers.iter().position(|p| Some(p.id) == holder).unwrap_or(0);
         peers
             .get((start + f.attempt.saturating_sub(1)) % peers.len().max(1))
@@ -864,7 +858,7 @@ impl BlobStore {
     /// The size of content `d`, from the catalogue or an upload's pin.
     fn content_size(&self, d: &[u8; 32], replica: &Replica) -> Option<u64> {
         let catalogue = replica.state().catalogue();
-        let named = catalogue.all().find(|f| f.digest == *d).map(|f| f.size);
+        let named = catalogue.with_content(d).map(|f| f.size);
         named.or_else(|| self.pinned_size(d))
     }
 
@@ -1095,19 +1089,15 @@ impl BlobStore {
     }
 }
 
-/// The digests the applied catalogue names, and those that logged but not
-/// yet applied uploads name (a restarted master holds such entries, and its
-/// pins were lost with its memory).
-fn named_or_coming(replica: &Replica) -> BTreeSet<[u8; 32]> {
+/// The digests that logged but not yet applied uploads name: kept like
+/// those the catalogue names (a restarted master holds such entries, and
+/// its pins were lost with its memory).
+fn coming(replica: &Replica) -> BTreeSet<[u8; 32]> {
     let applied = replica.indexes().applied as usize;
-    let coming = replica
-        .log()
-        .iter()
-        .skip(applied)
-        .filter_map(|e| match &e.txn {
-            Txn::PutFile { digest, .. } => Some(*digest),
-            _ => None,
-        });
-    let catalogue = replica.state().catalogue();
-    catalogue.all().map(|f| f.digest).chain(coming).collect()
+    let log = replica.log().iter().skip(applied);
+    log.filter_map(|e| match &e.txn {
+        Txn::PutFile { digest, .. } => Some(*digest),
+        _ => None,
+    })
+    .collect()
 }
