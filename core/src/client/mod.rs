@@ -23,6 +23,10 @@ use crate::transfer::{Receiver, ReceiverOutput, Sender, SenderConfig, SenderOutp
 use std::fmt;
 use std::time::Duration;
 
+mod batch;
+use batch::Outgoing;
+pub use batch::{BYTES_IN_FLIGHT, FILES_IN_FLIGHT};
+
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     pub balancer: String,
@@ -136,6 +140,12 @@ pub enum ClientEvent {
         bytes: u64,
         total: u64,
     },
+    /// Bytes of file `file` of a batch acknowledged.
+    FileProgress {
+        file: u64,
+        bytes: u64,
+        total: u64,
+    },
     /// The server is still fetching the download's content from another
     /// server: `bytes` of `total` are there.
     Fetching {
@@ -182,6 +192,9 @@ impl fmt::Display for ClientEvent {
             ClientEvent::Disconnected => f.write_str("disconnected by server"),
             ClientEvent::Response(r) => r.fmt(f),
             ClientEvent::Progress { bytes, total } => write!(f, "{bytes} of {total} bytes"),
+            ClientEvent::FileProgress { file, bytes, total } => {
+                write!(f, "file {file}: {bytes} of {total} bytes")
+            }
             ClientEvent::Fetching { bytes, total } => {
                 write!(
                     f,
@@ -251,6 +264,8 @@ struct PendingOp {
 enum Xfer {
     Up(Box<Sender>),
     Down(Box<Receiver>),
+    /// A batch of uploads.
+    Many(Box<Outgoing>),
 }
 
 /// The read handle and temporary file number of the command's one transfer.
@@ -398,9 +413,14 @@ impl Client {
         let State::Established { op: Some(p), .. } = &mut self.state else {
             return;
         };
-        let current = match &p.xfer {
+        let current = match &mut p.xfer {
             Some(Xfer::Up(s)) => Some(s.id()),
             Some(Xfer::Down(r)) => Some(r.id()),
+            Some(Xfer::Many(o)) => {
+                p.deadline = now + op_timeout;
+                o.on_msg(now, m);
+                return self.pump(now);
+            }
             None => None,
         };
         match current {
@@ -415,6 +435,7 @@ impl Client {
         match (&mut p.xfer, m) {
             (Some(Xfer::Up(s)), m) => s.on_msg(now, m),
             (Some(Xfer::Down(r)), m) => r.on_msg(now, m),
+            (Some(Xfer::Many(_)), _) => {}
             (None, TransferMsg::Offer { id, name, size }) => {
                 if matches!(p.request, Request::Download { .. }) {
                     let mut r = Receiver::new(now, id, name, size, op_timeout);
@@ -493,13 +514,13 @@ impl Client {
                     }
                 }
             }
+            Some(Xfer::Many(o)) => o.pump(now, conn, &mut self.out),
             None => {}
         }
         if let Some(r) = finished {
             p.xfer = None;
             self.state_op_done(r);
         }
-        let _ = now;
     }
 
     fn state_op_done(&mut self, r: Response) {
@@ -514,6 +535,17 @@ impl Client {
             return;
         };
         match (&mut p.xfer, input) {
+            (
+                Some(Xfer::Many(o)),
+                Input::FileRead {
+                    handle,
+                    offset,
+                    data,
+                },
+            ) => o.on_read(handle, offset, data),
+            (Some(Xfer::Many(o)), Input::FileFailed { handle, error, .. }) => {
+                o.on_read_error(handle, error)
+            }
             (Some(Xfer::Up(s)), Input::FileRead { offset, data, .. }) => s.on_read(offset, data),
             (Some(Xfer::Up(s)), Input::FileFailed { error, .. }) => s.on_read_error(error),
             (Some(Xfer::Down(r)), Input::FilePersisted { .. }) => r.committed(),
@@ -723,6 +755,10 @@ impl Client {
                     if let Some((name, size)) = upload {
                         // The sender's OFFER is the upload's data.
                         p.xfer = Some(Xfer::Up(Box::new(Sender::new(now, 0, name, size, cfg))));
+                    } else if let Request::UploadMany { files, .. } = &p.request {
+                        // The files go once the server says it is ready.
+                        let o = Outgoing::new(files.clone(), cfg);
+                        p.xfer = Some(Xfer::Many(Box::new(o)));
                     }
                 }
                 if !is_upload {
@@ -733,6 +769,33 @@ impl Client {
             (State::Established { op: Some(p), .. }, SessionMsg::Transfer(m)) if p.proceeded => {
                 self.on_transfer(now, m);
             }
+            (
+                State::Established {
+                    op:
+                        Some(PendingOp {
+                            xfer: Some(Xfer::Many(_)),
+                            request: Request::UploadMany { files: ours, .. },
+                            ..
+                        }),
+                    ..
+                },
+                SessionMsg::Batch { files },
+            ) if files as usize == ours.len() => {
+                if let State::Established {
+                    op:
+                        Some(PendingOp {
+                            xfer: Some(Xfer::Many(o)),
+                            deadline,
+                            ..
+                        }),
+                    ..
+                } = &mut self.state
+                {
+                    *deadline = now + self.cfg.op_timeout;
+                    o.start(now);
+                }
+                self.pump(now);
+            }
             // A transfer message after its transfer ended: a sender that
             // resent DONE while this client made its download durable (an
             // fsync of a large file outlasts the resend timer). The download
@@ -742,6 +805,10 @@ impl Client {
                 if p.proceeded && Response::from_msg(&msg).is_some() =>
             {
                 if let Some(r) = Response::from_msg(&msg) {
+                    let r = match (r, &p.xfer) {
+                        (Response::Batch(v), Some(Xfer::Many(o))) => Response::Batch(o.outcomes(v)),
+                        (r, _) => r,
+                    };
                     self.state_op_done(r);
                 }
             }
@@ -946,6 +1013,7 @@ impl Node for Client {
             match &mut p.xfer {
                 Some(Xfer::Up(s)) => s.handle_timeout(now),
                 Some(Xfer::Down(r)) => r.handle_timeout(now),
+                Some(Xfer::Many(o)) => o.handle_timeout(now),
                 None => {}
             }
             self.pump(now);
@@ -1036,6 +1104,7 @@ impl Node for Client {
                 let xfer = op.as_ref().and_then(|p| match &p.xfer {
                     Some(Xfer::Up(s)) => s.poll_timeout(),
                     Some(Xfer::Down(r)) => r.poll_timeout(),
+                    Some(Xfer::Many(o)) => o.poll_timeout(),
                     None => None,
                 });
                 let t = op.as_ref().map_or(beat, |p| beat.min(p.deadline));

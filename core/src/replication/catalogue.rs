@@ -94,6 +94,14 @@ impl Catalogue {
         own.chain(shared).collect()
     }
 
+    /// Bytes of the files `owner` owns.
+    pub fn bytes_of(&self, owner: u64) -> u64 {
+        (self.files.range((owner, String::new())..))
+            .take_while(|((o, _), _)| *o == owner)
+            .map(|(_, f)| f.size)
+            .sum()
+    }
+
     /// Grantees of a file, for `ls` of one's own files.
     pub fn grantees(&self, owner: u64, name: &str) -> Vec<u64> {
         self.shares

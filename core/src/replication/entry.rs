@@ -125,9 +125,52 @@ pub enum Txn {
     /// that took it): every session token issued before is refused.
     #[speedy(tag = 17)]
     ChangePassword { user: u64, password: PasswordHash },
+    /// Uploads of one batch (`ferry put` of many files), each complete and
+    /// copied like a `PutFile`'s: applied one after another as `PutFile`s
+    /// would be, in one entry, so that a thousand small files cost the log
+    /// a few entries and fsyncs rather than a thousand.
+    #[speedy(tag = 18)]
+    PutFiles {
+        owner: u64,
+        files: Vec<NewFile>,
+        replace: bool,
+        holder: u32,
+    },
 }
 
+/// One file of [`Txn::PutFiles`].
+#[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
+pub struct NewFile {
+    pub name: String,
+    pub size: u64,
+    pub digest: [u8; 32],
+}
+
+/// Files in one [`Txn::PutFiles`] at most.
+pub const BATCH_FILES: usize = 256;
+/// Bytes of the names in one [`Txn::PutFiles`] at most: with
+/// [`BATCH_FILES`], what keeps its entry well inside a frame.
+pub const BATCH_NAME_BYTES: usize = 64 * 1024;
+
 impl Txn {
+    /// The contents this transaction names, if it stores files.
+    pub fn contents(&self) -> Vec<[u8; 32]> {
+        match self {
+            Txn::PutFile { digest, .. } => vec![*digest],
+            Txn::PutFiles { files, .. } => files.iter().map(|f| f.digest).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Does this transaction name content `d`?
+    pub fn names(&self, d: &[u8; 32]) -> bool {
+        match self {
+            Txn::PutFile { digest, .. } => digest == d,
+            Txn::PutFiles { files, .. } => files.iter().any(|f| &f.digest == d),
+            _ => false,
+        }
+    }
+
     /// A short description for traces; never includes secrets.
     pub fn describe(&self) -> String {
         match self {
@@ -173,6 +216,11 @@ impl Txn {
                 format!("login for {username} from {source}")
             }
             Txn::ChangePassword { user, .. } => format!("user{user} changes their password"),
+            Txn::PutFiles { owner, files, .. } => {
+                let bytes: u64 = files.iter().map(|f| f.size).sum();
+                let n = files.len();
+                format!("put {n} files of user{owner} ({bytes} bytes)")
+            }
         }
     }
 }
@@ -240,6 +288,10 @@ pub enum TxnResult {
     /// The password is changed; tokens must now be of this epoch.
     #[speedy(tag = 25)]
     PasswordChanged { user_id: u64, epoch: u32 },
+    /// A `PutFiles`: each file's result, in order (`FileStored` or
+    /// `FileExists`).
+    #[speedy(tag = 26)]
+    Files(Vec<TxnResult>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]

@@ -14,7 +14,11 @@ use crate::outbox::Outbox;
 use crate::sabotage::{self, Sabotage};
 use crate::store::{Batch, Write};
 use crate::time::Timestamp;
+use speedy::Writable;
 use std::collections::{BTreeMap, BTreeSet};
+
+/// Bytes of entries in one `Append` at most (past its first entry).
+const APPEND_BYTES: usize = crate::frame::MAX_FRAME / 2;
 
 /// What the master knows of one follower.
 struct Progress {
@@ -272,7 +276,18 @@ impl Master {
         }
         while p.next <= sh.len() {
             let start = (p.next - 1) as usize;
-            let end = (start + sh.cfg.batch_max).min(sh.entries.len());
+            let mut end = (start + sh.cfg.batch_max).min(sh.entries.len());
+            // A frame has a size limit and entries differ in size (a
+            // `PutFiles` may be tens of KiB): at least one entry, and no
+            // more than half a frame's worth.
+            let mut bytes = 0;
+            for (i, e) in sh.entries[start..end].iter().enumerate() {
+                bytes += Writable::<speedy::LittleEndian>::bytes_needed(e).unwrap_or(0);
+                if i > 0 && bytes > APPEND_BYTES {
+                    end = start + i;
+                    break;
+                }
+            }
             let msg = ReplicaMsg::Append {
                 view: sh.view,
                 prev_index: p.next - 1,

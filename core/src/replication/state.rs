@@ -247,21 +247,37 @@ impl State {
                 replace,
                 holder,
             } => {
-                if self.catalogue.get(*owner, name).is_some() && !replace {
-                    TxnResult::FileExists
-                } else {
-                    let meta = FileMeta {
-                        owner: *owner,
-                        name: name.clone(),
-                        size: *size,
-                        digest: *digest,
-                        at: entry.at,
-                        holder: *holder,
-                    };
-                    self.catalogue.put(meta, &mut writes);
-                    TxnResult::FileStored
-                }
+                let meta = FileMeta {
+                    owner: *owner,
+                    name: name.clone(),
+                    size: *size,
+                    digest: *digest,
+                    at: entry.at,
+                    holder: *holder,
+                };
+                self.put_file(meta, *replace, &mut writes)
             }
+            Txn::PutFiles {
+                owner,
+                files,
+                replace,
+                holder,
+            } => TxnResult::Files(
+                files
+                    .iter()
+                    .map(|f| {
+                        let meta = FileMeta {
+                            owner: *owner,
+                            name: f.name.clone(),
+                            size: f.size,
+                            digest: f.digest,
+                            at: entry.at,
+                            holder: *holder,
+                        };
+                        self.put_file(meta, *replace, &mut writes)
+                    })
+                    .collect(),
+            ),
             Txn::Share {
                 owner,
                 name,
@@ -382,6 +398,16 @@ impl State {
     }
 
     /// A digest of the whole state, for convergence checks.
+    /// A file upload's effect: stored, unless the name is taken and
+    /// replacing it was not asked for.
+    fn put_file(&mut self, meta: FileMeta, replace: bool, writes: &mut Vec<Write>) -> TxnResult {
+        if self.catalogue.get(meta.owner, &meta.name).is_some() && !replace {
+            return TxnResult::FileExists;
+        }
+        self.catalogue.put(meta, writes);
+        TxnResult::FileStored
+    }
+
     pub fn digest(&self) -> [u8; 32] {
         let mut h = blake3::Hasher::new();
         for u in self.users.values() {

@@ -19,7 +19,7 @@ use crate::frame::{self, FrameDecoder};
 use crate::io::{ConnId, FileOp, FileRef};
 use crate::outbox::{drain_messages, Outbox};
 use crate::refusal::{Refusal, PROTOCOL_VERSION};
-use crate::replication::entry::{Origin, Txn};
+use crate::replication::entry::Origin;
 use crate::replication::Replica;
 use crate::time::Timestamp;
 use crate::transfer::{
@@ -145,7 +145,7 @@ pub struct BlobStore {
     pins: BTreeMap<[u8; 32], (u32, u64)>,
     /// The pin of each upload sent to the master, released when its entry
     /// is applied here, whether or not its session still waits.
-    ordered: BTreeMap<Origin, [u8; 32]>,
+    ordered: BTreeMap<Origin, Vec<[u8; 32]>>,
     /// Blobs found at start that nothing applied or logged names: perhaps
     /// uploads the previous run sent to the master, whose pins died with
     /// it. Kept until the replica says no such upload can still be ordered
@@ -281,17 +281,19 @@ impl BlobStore {
 
     /// The upload whose blob `d` is pinned was sent to the master as
     /// `origin`: its pin now lasts until that entry is applied here.
-    pub fn pin_until_applied(&mut self, origin: Origin, d: [u8; 32]) {
-        if let Some(old) = self.ordered.insert(origin, d) {
+    pub fn pin_until_applied(&mut self, origin: Origin, ds: Vec<[u8; 32]>) {
+        if let Some(old) = self.ordered.insert(origin, ds) {
             // An origin is used once; a second pin under it would leak.
-            self.unpin(&old);
+            for d in old {
+                self.unpin(&d);
+            }
         }
     }
 
     /// `origin`'s entry was applied here: its upload's blob, if any, is
     /// named by the catalogue now or is garbage.
     pub fn applied(&mut self, origin: &Origin) {
-        if let Some(d) = self.ordered.remove(origin) {
+        for d in self.ordered.remove(origin).unwrap_or_default() {
             self.unpin(&d);
         }
     }
@@ -435,9 +437,7 @@ impl BlobStore {
         let log = replica.log();
         self.kept.retain(|d, k| {
             let since = log.get(k.after as usize..applied).unwrap_or(&[]);
-            let named = since
-                .iter()
-                .any(|e| matches!(&e.txn, Txn::PutFile { digest, .. } if digest == d));
+            let named = since.iter().any(|e| e.txn.names(d));
             k.until > now && !named
         });
         let coming = coming(replica);
@@ -1095,9 +1095,5 @@ impl BlobStore {
 fn coming(replica: &Replica) -> BTreeSet<[u8; 32]> {
     let applied = replica.indexes().applied as usize;
     let log = replica.log().iter().skip(applied);
-    log.filter_map(|e| match &e.txn {
-        Txn::PutFile { digest, .. } => Some(*digest),
-        _ => None,
-    })
-    .collect()
+    log.flat_map(|e| e.txn.contents()).collect()
 }

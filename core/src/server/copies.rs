@@ -60,16 +60,20 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 /// Dial numbers of copy connections.
 const COPY_DIALS: u64 = 1 << 60;
 
+/// An upload: its session's connection and its transfer's id (a session
+/// uploading a batch has several at once).
+pub(super) type Up = (ConnId, u64);
+
 /// What became of uploads' copies, for the user files to act on.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum CopyNews {
-    /// The upload on this session may be acknowledged further.
-    Moved(ConnId),
-    /// Enough copies of the upload on this session are durable.
-    Enough(ConnId),
-    /// A copy of the upload on this session ended: see whether enough are
-    /// durable now ([`Copies::settle`]).
-    Settle(ConnId),
+    /// The upload may be acknowledged further.
+    Moved(Up),
+    /// Enough copies of the upload are durable.
+    Enough(Up),
+    /// A copy of the upload ended: see whether enough are durable now
+    /// ([`Copies::settle`]).
+    Settle(Up),
 }
 
 pub(super) struct Copies {
@@ -80,7 +84,7 @@ pub(super) struct Copies {
     /// How long a copy's confirmation counts (see the module's notes).
     fresh_for: Duration,
     /// Uploads being copied, by their session's connection.
-    pipes: BTreeMap<ConnId, Pipe>,
+    pipes: BTreeMap<Up, Pipe>,
     /// Copies being sent, by their connection.
     pushes: BTreeMap<ConnId, Push>,
     /// Copies being received, by their connection.
@@ -168,7 +172,7 @@ impl Pipe {
 
 /// A copy being sent.
 struct Push {
-    upload: ConnId,
+    upload: Up,
     to: u32,
     decoder: FrameDecoder,
     sender: Sender,
@@ -220,7 +224,7 @@ impl Copies {
 
     /// Chunks the client's upload on `upload` may be acknowledged up to,
     /// if its copies hold it back.
-    pub(super) fn cap(&self, upload: ConnId) -> Option<u64> {
+    pub(super) fn cap(&self, upload: Up) -> Option<u64> {
         self.pipes.get(&upload).filter(|p| p.live)?;
         let slowest = self.live_pushes(upload).map(|p| p.sender.acked()).min()?;
         // Room for a copy to fill its window and read its blocks ahead,
@@ -229,7 +233,7 @@ impl Copies {
         Some(slowest + room)
     }
 
-    fn live_pushes(&self, upload: ConnId) -> impl Iterator<Item = &Push> {
+    fn live_pushes(&self, upload: Up) -> impl Iterator<Item = &Push> {
         self.pushes
             .values()
             .filter(move |p| p.upload == upload && matches!(p.source, Source::Live { .. }))
@@ -240,7 +244,7 @@ impl Copies {
     pub(super) fn open(
         &mut self,
         now: Timestamp,
-        upload: ConnId,
+        upload: Up,
         size: u64,
         replica: &Replica,
         blobs: &mut BlobStore,
@@ -273,7 +277,7 @@ impl Copies {
 
     /// Up to `n` servers to copy to: up, not holding a copy, not being
     /// copied to, taken in turn past those tried before.
-    fn targets(&self, pipe: &mut Pipe, n: usize, upload: ConnId, replica: &Replica) -> Vec<u32> {
+    fn targets(&self, pipe: &mut Pipe, n: usize, upload: Up, replica: &Replica) -> Vec<u32> {
         let busy: BTreeSet<u32> = self
             .pushes
             .values()
@@ -301,7 +305,7 @@ impl Copies {
     fn start_push(
         &mut self,
         now: Timestamp,
-        upload: ConnId,
+        upload: Up,
         to: u32,
         size: u64,
         blob: Option<[u8; 32]>,
@@ -359,7 +363,7 @@ impl Copies {
     pub(super) fn feed(
         &mut self,
         now: Timestamp,
-        upload: ConnId,
+        upload: Up,
         offset: u64,
         data: &[u8],
         blobs: &mut BlobStore,
@@ -398,7 +402,7 @@ impl Copies {
     pub(super) fn stored(
         &mut self,
         now: Timestamp,
-        upload: ConnId,
+        upload: Up,
         digest: [u8; 32],
         replica: &Replica,
         blobs: &mut BlobStore,
@@ -416,7 +420,7 @@ impl Copies {
     fn check(
         &mut self,
         now: Timestamp,
-        upload: ConnId,
+        upload: Up,
         replica: &Replica,
         blobs: &mut BlobStore,
         out: &mut Outbox<ServerEvent>,
@@ -461,7 +465,7 @@ impl Copies {
     /// still going are cancelled.
     pub(super) fn close(
         &mut self,
-        upload: ConnId,
+        upload: Up,
         blobs: &mut BlobStore,
         out: &mut Outbox<ServerEvent>,
     ) {
@@ -488,7 +492,7 @@ impl Copies {
         }
     }
 
-    fn live_conns(&self, upload: ConnId) -> Vec<ConnId> {
+    fn live_conns(&self, upload: Up) -> Vec<ConnId> {
         self.pushes
             .iter()
             .filter(|(_, p)| p.upload == upload && matches!(p.source, Source::Live { .. }))
@@ -501,7 +505,7 @@ impl Copies {
     fn drop_live(
         &mut self,
         now: Timestamp,
-        upload: ConnId,
+        upload: Up,
         why: &str,
         blobs: &mut BlobStore,
         out: &mut Outbox<ServerEvent>,
@@ -545,7 +549,7 @@ impl Copies {
 
     /// A copy of `upload` failed: the next waits a while, longer each time
     /// (a server that refuses at once must not be asked again at once).
-    fn back_off(&mut self, now: Timestamp, upload: ConnId) {
+    fn back_off(&mut self, now: Timestamp, upload: Up) {
         if let Some(pipe) = self.pipes.get_mut(&upload) {
             let wait = RETRY
                 .saturating_mul(1 << pipe.failures.min(4))
@@ -557,7 +561,7 @@ impl Copies {
 
     /// A copy of `upload` ended, or moved: what it no longer needs is let
     /// go of, and the upload may go on.
-    fn after_push(&mut self, upload: ConnId) {
+    fn after_push(&mut self, upload: Up) {
         self.settle_live(upload);
         if self.pipes.contains_key(&upload) {
             self.news.push(CopyNews::Moved(upload));
@@ -565,7 +569,7 @@ impl Copies {
     }
 
     /// Lets go of the upload's bytes no live copy can still ask for.
-    fn settle_live(&mut self, upload: ConnId) {
+    fn settle_live(&mut self, upload: Up) {
         let slowest = self.live_pushes(upload).map(|p| p.sender.acked()).min();
         let Some(pipe) = self.pipes.get_mut(&upload) else {
             return;
@@ -840,7 +844,7 @@ impl Copies {
             }
             self.pump_incoming(conn, blobs, out);
         }
-        let due: Vec<ConnId> = self
+        let due: Vec<Up> = self
             .pipes
             .iter()
             .filter(|(_, p)| p.retry_at.is_some_and(|t| t <= now))
@@ -861,7 +865,7 @@ impl Copies {
     pub(super) fn settle(
         &mut self,
         now: Timestamp,
-        upload: ConnId,
+        upload: Up,
         replica: &Replica,
         blobs: &mut BlobStore,
         out: &mut Outbox<ServerEvent>,

@@ -136,6 +136,21 @@ pub enum SessionMsg {
         current: String,
         new: String,
     },
+    /// Data of UploadMany: `files` transfers follow, with ids `0..files`
+    /// offered in order, several at once.
+    #[speedy(tag = 54)]
+    Batch { files: u32 },
+    /// UploadMany's answer: what became of each file, by id.
+    #[speedy(tag = 55)]
+    BatchDone { outcomes: Vec<Landed> },
+}
+
+/// What became of one file of a batch.
+#[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
+#[speedy(tag_type = u8)]
+pub enum Landed {
+    Stored { size: u64, digest: [u8; 32] },
+    Failed(OpError),
 }
 
 /// One registered peer, as UPDATE lists it.
@@ -177,6 +192,11 @@ pub enum OpCode {
     Sync,
     /// Change the password of the login the data carries (`ferry passwd`).
     ChangePassword,
+    /// Several uploads in one operation (`ferry put` of many files): their
+    /// transfers overlap and the cluster orders them as one transaction.
+    UploadMany,
+    /// UploadMany replacing files of the same names (`--force`).
+    UploadManyReplace,
 }
 
 impl OpCode {
@@ -314,6 +334,12 @@ pub enum Request {
         size: u64,
         replace: bool,
     },
+    /// Send the command's local files, file `i` read through handle `i`,
+    /// as one batch of at most [`crate::replication::entry::BATCH_FILES`].
+    UploadMany {
+        files: Vec<(String, u64)>,
+        replace: bool,
+    },
     /// Receive into the command's local file (`FileRef::Local`).
     Download {
         owner: Option<String>,
@@ -354,6 +380,7 @@ impl fmt::Debug for Request {
             Request::Logout { token } => write!(f, "Logout(user {})", token.user_id),
             Request::WhoAmI { token } => write!(f, "WhoAmI(user {})", token.user_id),
             Request::Upload { name, size, .. } => write!(f, "Upload({name}, {size})"),
+            Request::UploadMany { files, .. } => write!(f, "UploadMany({} files)", files.len()),
             Request::Download { owner, name } => write!(f, "Download({owner:?}, {name})"),
             Request::List => f.write_str("List"),
             Request::Share { name, user } => write!(f, "Share({name}, {user})"),
@@ -377,6 +404,8 @@ impl Request {
             Request::WhoAmI { .. } => OpCode::WhoAmI,
             Request::Upload { replace: false, .. } => OpCode::Upload,
             Request::Upload { replace: true, .. } => OpCode::UploadReplace,
+            Request::UploadMany { replace: false, .. } => OpCode::UploadMany,
+            Request::UploadMany { replace: true, .. } => OpCode::UploadManyReplace,
             Request::Download { .. } => OpCode::Download,
             Request::List => OpCode::List,
             Request::Share { .. } => OpCode::Share,
@@ -406,6 +435,9 @@ impl Request {
                 name: name.clone(),
             },
             Request::List => SessionMsg::ListAll,
+            Request::UploadMany { files, .. } => SessionMsg::Batch {
+                files: files.len() as u32,
+            },
             Request::Share { name, user } | Request::Unshare { name, user } => {
                 SessionMsg::ShareWith {
                     name: name.clone(),
@@ -467,6 +499,8 @@ pub enum Response {
     SyncStarted {
         round: u64,
     },
+    /// UploadMany's answer: each file's, by its place in the request.
+    Batch(Vec<Landed>),
     Failed(OpError),
 }
 
@@ -492,6 +526,7 @@ impl Response {
                 ticket: *ticket,
             },
             SessionMsg::SyncStarted { round } => Response::SyncStarted { round: *round },
+            SessionMsg::BatchDone { outcomes } => Response::Batch(outcomes.clone()),
             _ => return None,
         })
     }
@@ -514,6 +549,12 @@ impl fmt::Display for Response {
             Response::File(FileOutcome::Unshared) => f.write_str("unshared"),
             Response::File(FileOutcome::Deleted) => f.write_str("deleted"),
             Response::Downloaded { size, .. } => write!(f, "downloaded {size} bytes"),
+            Response::Batch(outcomes) => {
+                let stored = (outcomes.iter())
+                    .filter(|o| matches!(o, Landed::Stored { .. }))
+                    .count();
+                write!(f, "stored {stored} of {} files", outcomes.len())
+            }
             Response::Failed(e) => write!(f, "failed: {e}"),
         }
     }

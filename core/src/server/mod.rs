@@ -77,6 +77,7 @@ mod sessions;
 mod source_caps;
 mod spent_codes;
 mod sync_links;
+mod uploads;
 mod user_files;
 
 use crate::auth::ClusterSecret;
@@ -100,7 +101,7 @@ use blobs::{BlobStore, Owner, PUSH_TAG};
 pub use config::ServerConfig;
 use copies::{Copies, CopyNews};
 pub use event::ServerEvent;
-use messages::FileOutcome;
+use messages::{FileOutcome, Landed};
 pub use messages::{OpCode, OpError, Request, Response, SessionMsg, SESSION_TAGS};
 use peer_links::PeerLinks;
 use read_gate::ReadGate;
@@ -384,12 +385,12 @@ impl Server {
             for n in news {
                 let (files, mut cx) = self.files(now);
                 match n {
-                    CopyNews::Moved(conn) => files.copies_moved(&mut cx, conn),
-                    CopyNews::Enough(conn) => files.copies_made(&mut cx, conn),
-                    CopyNews::Settle(conn) => {
-                        let made = cx.copies.settle(now, conn, cx.replica, cx.blobs, cx.out);
+                    CopyNews::Moved(up) => files.copies_moved(&mut cx, up),
+                    CopyNews::Enough(up) => files.copies_made(&mut cx, up),
+                    CopyNews::Settle(up) => {
+                        let made = cx.copies.settle(now, up, cx.replica, cx.blobs, cx.out);
                         if made {
-                            files.copies_made(&mut cx, conn);
+                            files.copies_made(&mut cx, up);
                         }
                     }
                 }
@@ -586,18 +587,27 @@ impl Server {
         }
         let msg =
             accounts::answer_to(&result).unwrap_or_else(|| user_files::answer_to(result, stored));
-        if let SessionMsg::FileDone(FileOutcome::Stored { digest, .. }) = &msg {
-            if !self.blobs.has(digest) {
-                // Named now, so it is being fetched again; the answer
-                // waits for it, or for the session's deadline.
-                self.unvouched
-                    .entry(*digest)
-                    .or_default()
-                    .push((origin, msg));
-                return;
+        self.answer_stored(origin, conn, op, msg);
+    }
+
+    /// Answers that content was stored only while it is on this server's
+    /// disk: content named now but missing is being fetched again, and the
+    /// answer waits for it, or for the session's deadline.
+    fn answer_stored(&mut self, origin: Origin, conn: ConnId, op: OpCode, msg: SessionMsg) {
+        let missing = match &msg {
+            SessionMsg::FileDone(FileOutcome::Stored { digest, .. }) => {
+                Some(*digest).filter(|d| !self.blobs.has(d))
             }
+            SessionMsg::BatchDone { outcomes } => outcomes.iter().find_map(|o| match o {
+                Landed::Stored { digest, .. } if !self.blobs.has(digest) => Some(*digest),
+                _ => None,
+            }),
+            _ => None,
+        };
+        match missing {
+            Some(d) => self.unvouched.entry(d).or_default().push((origin, msg)),
+            None => self.sessions.answer(conn, op, msg, &mut self.out),
         }
-        self.sessions.answer(conn, op, msg, &mut self.out);
     }
 
     /// Content `d` is on this server's disk again: the answers that waited
@@ -605,7 +615,7 @@ impl Server {
     fn vouch(&mut self, d: &[u8; 32]) {
         for (origin, msg) in self.unvouched.remove(d).unwrap_or_default() {
             if let Some((conn, op)) = self.sessions.ordering(&origin) {
-                self.sessions.answer(conn, op, msg, &mut self.out);
+                self.answer_stored(origin, conn, op, msg);
             }
         }
     }
@@ -889,6 +899,8 @@ pub(crate) mod user_files_tests;
 
 #[cfg(test)]
 mod copies_tests;
+#[cfg(test)]
+mod uploads_tests;
 
 #[cfg(test)]
 mod command_tests;

@@ -14,21 +14,22 @@ use super::accounts::Accounts;
 use super::blobs::{BlobStore, Owner, Waiting};
 use super::config::ServerConfig;
 use super::copies::Copies;
+use super::copies::Up;
 use super::event::ServerEvent;
 use super::messages::{FileOutcome, Listed, OpCode, OpError, SessionMsg};
 use super::scrub::says_damaged;
 use super::sessions::{wrong_data, Sessions};
+use super::uploads::{Batch, Finished, Ordered, Put, Receiving, Room, Step, Stored};
 use crate::io::{ConnId, FileOp, FileRef};
 use crate::names::check_name;
 use crate::outbox::Outbox;
 use crate::refusal::Refusal;
 use crate::replication::catalogue::FileMeta;
+use crate::replication::entry::BATCH_FILES;
 use crate::replication::entry::{Origin, Txn, TxnResult};
 use crate::replication::Replica;
 use crate::time::Timestamp;
-use crate::transfer::{
-    Receiver, ReceiverOutput, Sender, SenderConfig, SenderOutput, TransferError, TransferMsg,
-};
+use crate::transfer::{Receiver, Sender, SenderConfig, SenderOutput, TransferError, TransferMsg};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -46,17 +47,12 @@ pub(super) struct Ctx<'a> {
 
 /// A session's file operation that moves content.
 enum Transfer {
-    /// Receiving an upload into temporary file `temp`.
-    Uploading {
-        receiver: Box<Receiver>,
-        temp: u64,
-        replace: bool,
-        /// Chunks acknowledged to the client so far: the copies may hold
-        /// the acks back (`Copies::cap`).
-        acked: u64,
-    },
+    /// Receiving an upload.
+    Uploading { up: Receiving, replace: bool },
     /// An upload durable here, waiting for its copies on other servers.
-    AwaitCopies { put: Put, deadline: Timestamp },
+    AwaitCopies { put: Put, replace: bool },
+    /// Receiving a batch of uploads.
+    Batch(Box<Batch>),
     /// Sending a download, reading through `handle`.
     Downloading { sender: Box<Sender>, handle: u64 },
     /// A download whose content is still being fetched from a peer.
@@ -66,41 +62,29 @@ enum Transfer {
 impl Transfer {
     fn deadline(&self) -> Option<Timestamp> {
         match self {
-            Transfer::Uploading { receiver, .. } => receiver.poll_timeout(),
+            Transfer::Uploading { up, .. } => up.receiver.poll_timeout(),
             Transfer::Downloading { sender, .. } => sender.poll_timeout(),
-            Transfer::AwaitBlob { deadline, .. } | Transfer::AwaitCopies { deadline, .. } => {
-                Some(*deadline)
-            }
+            Transfer::Batch(b) => b.deadline(),
+            Transfer::AwaitBlob { deadline, .. } => Some(*deadline),
+            Transfer::AwaitCopies { put, .. } => Some(put.deadline),
         }
     }
 }
 
-/// An upload to order once its copies are durable.
-pub(super) struct Put {
-    name: String,
-    size: u64,
-    digest: [u8; 32],
-    replace: bool,
-    /// When the client hears "unavailable" if the upload is not applied
-    /// by then: one request timeout after the transfer ended, however the
-    /// time went (making copies, waiting for the master).
-    deadline: Timestamp,
-}
-
-impl Put {
-    fn op(&self) -> OpCode {
-        if self.replace {
-            OpCode::UploadReplace
-        } else {
-            OpCode::Upload
-        }
+fn upload_op(replace: bool) -> OpCode {
+    if replace {
+        OpCode::UploadReplace
+    } else {
+        OpCode::Upload
     }
 }
 
-/// What an upload stored, to tell the client once its `PutFile` is applied.
-pub(super) struct Stored {
-    size: u64,
-    digest: [u8; 32],
+fn batch_op(replace: bool) -> OpCode {
+    if replace {
+        OpCode::UploadManyReplace
+    } else {
+        OpCode::UploadMany
+    }
 }
 
 pub(super) struct UserFiles {
@@ -113,7 +97,7 @@ pub(super) struct UserFiles {
     /// The transfers of sessions, by connection.
     transfers: BTreeMap<ConnId, Transfer>,
     /// Uploads ordered through the master and not yet applied here.
-    stored: BTreeMap<Origin, Stored>,
+    stored: BTreeMap<Origin, Ordered>,
 }
 
 impl UserFiles {
@@ -172,6 +156,21 @@ impl UserFiles {
                 self.begin_upload(cx, conn, user, replace, id, name, size);
                 return Ok(());
             }
+            (OpCode::UploadMany | OpCode::UploadManyReplace, SessionMsg::Batch { files }) => {
+                if !Batch::fits(files) {
+                    let what = format!("a batch of {files} files (1 to {BATCH_FILES})");
+                    return Err(Refusal::Unexpected { what });
+                }
+                let replace = op == OpCode::UploadManyReplace;
+                let (t, r) = (self.transfer_timeout, self.request_timeout);
+                let batch = Batch::new(cx.now, replace, files, t, r);
+                self.transfers
+                    .insert(conn, Transfer::Batch(Box::new(batch)));
+                cx.sessions.run_elsewhere(conn);
+                // Ready: the files may come.
+                cx.out.send(conn, &SessionMsg::Batch { files });
+                return Ok(());
+            }
             (OpCode::Download, SessionMsg::FileName { owner, name }) => {
                 self.begin_download(cx, conn, user, owner, name);
                 return Ok(());
@@ -211,12 +210,7 @@ impl UserFiles {
         let now = cx.now;
         let mut receiver = Receiver::new(now, id, name.clone(), size, self.transfer_timeout);
         let catalogue = cx.replica.state().catalogue();
-        let used: u64 = catalogue
-            .visible_to(user)
-            .iter()
-            .filter(|f| f.owner == user)
-            .map(|f| f.size)
-            .sum();
+        let used = used_by(cx, user);
         let replaced = catalogue.get(user, &name).map_or(0, |f| f.size);
         let refusal = if let Err(reason) = check_name(&name) {
             Some(TransferError::BadName { reason })
@@ -241,21 +235,25 @@ impl UserFiles {
             None => {
                 receiver.accept(now);
                 cx.copies
-                    .open(now, conn, size, cx.replica, cx.blobs, cx.out);
+                    .open(now, (conn, id), size, cx.replica, cx.blobs, cx.out);
             }
         }
-        let temp = cx.blobs.new_handle(Owner::Session(conn));
-        self.transfers.insert(
-            conn,
-            Transfer::Uploading {
-                receiver: Box::new(receiver),
-                temp,
-                replace,
-                acked: 0,
-            },
-        );
+        let up = Receiving::new(conn, receiver, cx.blobs);
+        self.transfers
+            .insert(conn, Transfer::Uploading { up, replace });
         cx.sessions.run_elsewhere(conn);
         self.pump(cx, conn);
+    }
+
+    /// What an offer of `name` in a batch of `user`'s meets.
+    fn room(cx: &Ctx<'_>, conn: ConnId, user: u64, quota: u64, name: &str) -> Room {
+        let catalogue = cx.replica.state().catalogue();
+        Room {
+            used: used_by(cx, user),
+            quota,
+            existing: catalogue.get(user, name).map(|f| f.size),
+            retried: cx.sessions.applied_before(conn, cx.replica).is_some(),
+        }
     }
 
     fn begin_download(
@@ -337,8 +335,23 @@ impl UserFiles {
     /// File content of the session's transfer, if one runs.
     pub(super) fn on_transfer(&mut self, cx: &mut Ctx<'_>, conn: ConnId, m: TransferMsg) {
         match self.transfers.get_mut(&conn) {
-            Some(Transfer::Uploading { receiver, .. }) => receiver.on_msg(cx.now, m),
+            Some(Transfer::Uploading { up, .. }) => up.receiver.on_msg(cx.now, m),
             Some(Transfer::Downloading { sender, .. }) => sender.on_msg(cx.now, m),
+            Some(Transfer::Batch(b)) => {
+                let Ok(user) = Self::session_user(cx, conn) else {
+                    // The login went (revoked meanwhile): the batch's
+                    // offers are refused by its order, which checks again.
+                    return self.batch_over(cx, conn);
+                };
+                let room = match &m {
+                    TransferMsg::Offer { name, .. } => {
+                        Some(Self::room(cx, conn, user, self.quota, name))
+                    }
+                    _ => None,
+                };
+                b.on_msg(cx, conn, m, room);
+                return self.batch_over(cx, conn);
+            }
             // A transfer message after its transfer ended (see
             // `Sessions::on_msg`).
             _ => return,
@@ -353,18 +366,22 @@ impl UserFiles {
     /// The deadline of the session's transfer passed.
     pub(super) fn on_deadline(&mut self, cx: &mut Ctx<'_>, conn: ConnId) {
         match self.transfers.get_mut(&conn) {
-            Some(Transfer::Uploading { receiver, .. }) => receiver.handle_timeout(cx.now),
+            Some(Transfer::Uploading { up, .. }) => up.receiver.handle_timeout(cx.now),
             Some(Transfer::Downloading { sender, .. }) => sender.handle_timeout(cx.now),
+            Some(Transfer::Batch(b)) => {
+                b.on_deadline(cx, conn);
+                return self.batch_over(cx, conn);
+            }
             Some(Transfer::AwaitBlob { .. }) => {
                 self.transfers.remove(&conn);
                 let reason = "the file's content is not on this server yet; try again".into();
                 let msg = SessionMsg::Failed(OpError::Unavailable { reason });
                 return cx.sessions.answer(conn, OpCode::Download, msg, cx.out);
             }
-            Some(Transfer::AwaitCopies { put, .. }) => {
-                let (d, op) = (put.digest, put.op());
+            Some(Transfer::AwaitCopies { put, replace }) => {
+                let (d, op, up) = (put.digest, upload_op(*replace), (conn, put.id));
                 self.transfers.remove(&conn);
-                cx.copies.close(conn, cx.blobs, cx.out);
+                cx.copies.close(up, cx.blobs, cx.out);
                 cx.blobs.unpin(&d);
                 let reason =
                     "the file could not be copied to a majority of the servers in time; nothing was stored"
@@ -379,71 +396,55 @@ impl UserFiles {
 
     /// Carries out what the session's transfer asks for.
     fn pump(&mut self, cx: &mut Ctx<'_>, conn: ConnId) {
-        enum Next {
-            Stay,
-            Idle,
-            Stored(Put),
-        }
-        let mut next = Next::Stay;
-        let mut sends = Vec::new();
-        let mut disk = Vec::new();
-        let mut persisted_blob = None;
-        let mut upload_temp = 0;
-        // A download the client found damaged: this server's copy is
-        // checked (see `scrub`).
-        let mut damaged = None;
-        let file = match self.transfers.get(&conn) {
-            Some(Transfer::Downloading { handle, .. }) => cx.blobs.read_file(*handle),
-            _ => None,
-        };
         match self.transfers.get_mut(&conn) {
-            Some(Transfer::Uploading {
-                receiver,
-                temp,
-                replace,
-                acked,
-            }) => {
-                let temp = *temp;
-                upload_temp = temp;
-                let cap = cx.copies.cap(conn);
-                while let Some(o) = receiver.poll_output() {
-                    match o {
-                        // Acks no further than the copies allow.
-                        ReceiverOutput::Send(TransferMsg::Ack { id, upto }) => {
-                            let upto = cap.map_or(upto, |c| upto.min(c));
-                            *acked = (*acked).max(upto);
-                            sends.push(TransferMsg::Ack { id, upto });
+            Some(Transfer::Uploading { up, replace }) => {
+                let replace = *replace;
+                let id = up.receiver.id();
+                match up.drive(cx, conn) {
+                    Step::Going => {}
+                    Step::Failed(_) => {
+                        // The receiver told the client why.
+                        cx.copies.close((conn, id), cx.blobs, cx.out);
+                        if let Some(Transfer::Uploading { up, .. }) = self.transfers.remove(&conn) {
+                            up.let_go(false, cx.blobs, cx.out);
                         }
-                        ReceiverOutput::Send(m) => sends.push(m),
-                        ReceiverOutput::Write { offset, data } => {
-                            cx.copies
-                                .feed(cx.now, conn, offset, &data, cx.blobs, cx.out);
-                            disk.push(FileOp::Write { temp, offset, data })
+                        cx.sessions.set_idle(conn);
+                    }
+                    Step::Done(digest) => {
+                        // The upload is over; its temporary file is a blob now.
+                        let Some(Transfer::Uploading { up, .. }) = self.transfers.remove(&conn)
+                        else {
+                            return;
+                        };
+                        let put = Put {
+                            id,
+                            name: up.receiver.name().to_string(),
+                            size: up.receiver.size(),
+                            digest,
+                            deadline: cx.now + self.request_timeout,
+                        };
+                        let now = cx.now;
+                        if cx
+                            .copies
+                            .stored(now, (conn, id), digest, cx.replica, cx.blobs, cx.out)
+                        {
+                            self.order_upload(cx, conn, put, replace);
+                        } else {
+                            self.transfers
+                                .insert(conn, Transfer::AwaitCopies { put, replace });
                         }
-                        ReceiverOutput::Commit { digest } => {
-                            persisted_blob = Some((digest, receiver.size()));
-                            disk.push(FileOp::Persist {
-                                temp,
-                                to: FileRef::Blob(digest),
-                            });
-                        }
-                        ReceiverOutput::Discard => disk.push(FileOp::Discard { temp }),
-                        ReceiverOutput::Progress { .. } => {}
-                        ReceiverOutput::Finished(Ok(digest)) => {
-                            next = Next::Stored(Put {
-                                name: receiver.name().to_string(),
-                                size: receiver.size(),
-                                digest,
-                                replace: *replace,
-                                deadline: cx.now + self.request_timeout,
-                            });
-                        }
-                        ReceiverOutput::Finished(Err(_)) => next = Next::Idle,
                     }
                 }
             }
             Some(Transfer::Downloading { sender, handle }) => {
                 let handle = *handle;
+                let file = cx.blobs.read_file(handle);
+                let mut finished = false;
+                // A download the client found damaged: this server's copy
+                // is checked (see `scrub`).
+                let mut damaged = None;
+                let mut sends = Vec::new();
+                let mut disk = Vec::new();
                 while let Some(o) = sender.poll_output() {
                     match o {
                         SenderOutput::Send(m) => sends.push(m),
@@ -459,71 +460,41 @@ impl UserFiles {
                         }
                         SenderOutput::Progress { .. } => {}
                         SenderOutput::Finished(result) => {
-                            next = Next::Idle;
+                            finished = true;
                             if says_damaged(&result) {
                                 damaged = file.clone();
                             }
                         }
                     }
                 }
-            }
-            _ => return,
-        }
-        if let Some(FileRef::Blob(d)) = damaged {
-            cx.blobs.suspect(cx.now, d, cx.replica, cx.out);
-        }
-        if let Some((d, size)) = persisted_blob {
-            cx.blobs.pin(d, size);
-            cx.blobs.expect_upload(upload_temp, d);
-        }
-        for m in sends {
-            cx.out.send(conn, &SessionMsg::Transfer(m));
-        }
-        for f in disk {
-            cx.out.file(f);
-        }
-        match next {
-            Next::Stay => {}
-            Next::Idle => {
-                cx.copies.close(conn, cx.blobs, cx.out);
-                if let Some(
-                    Transfer::Downloading { handle, .. } | Transfer::Uploading { temp: handle, .. },
-                ) = self.transfers.remove(&conn)
-                {
-                    if cx.blobs.persisting(handle) {
-                        // The upload failed after its blob was sent to disk:
-                        // let it land, then collect it.
-                        cx.blobs.orphan(handle);
-                    } else {
-                        cx.blobs.forget_handle(handle);
-                    }
+                if let Some(FileRef::Blob(d)) = damaged {
+                    cx.blobs.suspect(cx.now, d, cx.replica, cx.out);
                 }
-                cx.sessions.set_idle(conn);
-            }
-            Next::Stored(put) => {
-                // The upload is over; its temporary file is a blob now.
-                self.transfers.remove(&conn);
-                let (now, d) = (cx.now, put.digest);
-                if cx.copies.stored(now, conn, d, cx.replica, cx.blobs, cx.out) {
-                    self.order_upload(cx, conn, put);
-                } else {
-                    let deadline = put.deadline;
-                    self.transfers
-                        .insert(conn, Transfer::AwaitCopies { put, deadline });
+                for m in sends {
+                    cx.out.send(conn, &SessionMsg::Transfer(m));
+                }
+                for f in disk {
+                    cx.out.file(f);
+                }
+                if finished {
+                    self.transfers.remove(&conn);
+                    cx.blobs.forget_handle(handle);
+                    cx.sessions.set_idle(conn);
                 }
             }
+            _ => {}
         }
     }
 
     /// Sends a stored upload, with its copies made, to the master.
-    fn order_upload(&mut self, cx: &mut Ctx<'_>, conn: ConnId, put: Put) {
-        let op = put.op();
+    fn order_upload(&mut self, cx: &mut Ctx<'_>, conn: ConnId, put: Put, replace: bool) {
+        let op = upload_op(replace);
         let Put {
             name,
             size,
             digest,
-            replace,
             deadline,
+            ..
         } = put;
         let Ok(owner) = Self::session_user(cx, conn) else {
             cx.blobs.unpin(&digest);
@@ -543,8 +514,9 @@ impl UserFiles {
             .order_by(cx.now, deadline, conn, op, txn, cx.replica, cx.out);
         match ordered {
             Ok(Some(origin)) => {
-                self.stored.insert(origin, Stored { size, digest });
-                cx.blobs.pin_until_applied(origin, digest);
+                let stored = Ordered::One(Stored { size, digest });
+                self.stored.insert(origin, stored);
+                cx.blobs.pin_until_applied(origin, vec![digest]);
             }
             // Not sent: nothing will release the pin later.
             Ok(None) => cx.blobs.unpin(&digest),
@@ -555,36 +527,115 @@ impl UserFiles {
         }
     }
 
-    /// The copies of the upload on `conn` moved: the client may be
-    /// acknowledged further.
-    pub(super) fn copies_moved(&mut self, cx: &mut Ctx<'_>, conn: ConnId) {
-        let cap = cx.copies.cap(conn);
-        if let Some(Transfer::Uploading {
-            receiver, acked, ..
-        }) = self.transfers.get_mut(&conn)
-        {
-            let upto = cap.map_or(receiver.received(), |c| receiver.received().min(c));
-            if upto > *acked && !receiver.is_finished() {
-                *acked = upto;
-                let id = receiver.id();
-                cx.out
-                    .send(conn, &SessionMsg::Transfer(TransferMsg::Ack { id, upto }));
+    /// If the session's batch has ended, orders what arrived of it (or
+    /// answers at once if nothing did).
+    fn batch_over(&mut self, cx: &mut Ctx<'_>, conn: ConnId) {
+        let Some(Transfer::Batch(b)) = self.transfers.get_mut(&conn) else {
+            return;
+        };
+        let Some(done) = b.finish() else {
+            return;
+        };
+        let (op, replace) = (batch_op(b.replace), b.replace);
+        self.transfers.remove(&conn);
+        let digests: Vec<[u8; 32]> = done.puts.iter().map(|p| p.digest).collect();
+        let unpin = |cx: &mut Ctx<'_>| {
+            for d in &digests {
+                cx.blobs.unpin(d);
+            }
+        };
+        if done.puts.is_empty() {
+            let outcomes = Ordered::outcomes(done.files, done.failed, Vec::new(), &TxnResult::Noop);
+            return cx
+                .sessions
+                .answer(conn, op, SessionMsg::BatchDone { outcomes }, cx.out);
+        }
+        let Ok(owner) = Self::session_user(cx, conn) else {
+            unpin(cx);
+            let msg = SessionMsg::Failed(OpError::NotAuthenticated);
+            return cx.sessions.answer(conn, op, msg, cx.out);
+        };
+        // Copies count while they are kept: the batch is answered within
+        // a request timeout of its first file's copies.
+        let deadline = done.puts.iter().map(|p| p.deadline).min();
+        let deadline = deadline.unwrap_or(cx.now + self.request_timeout);
+        if deadline <= cx.now {
+            unpin(cx);
+            let reason = "the batch took too long to arrive; nothing of it was stored".into();
+            let msg = SessionMsg::Failed(OpError::Unavailable { reason });
+            return cx.sessions.answer(conn, op, msg, cx.out);
+        }
+        let txn = Txn::PutFiles {
+            owner,
+            files: done.new_files(),
+            replace,
+            holder: self.id,
+        };
+        let Finished {
+            files,
+            puts,
+            failed,
+        } = done;
+        let ordered = cx
+            .sessions
+            .order_by(cx.now, deadline, conn, op, txn, cx.replica, cx.out);
+        match ordered {
+            Ok(Some(origin)) => {
+                let stored = (puts.into_iter())
+                    .map(|p| {
+                        let s = Stored {
+                            size: p.size,
+                            digest: p.digest,
+                        };
+                        (p.id, s)
+                    })
+                    .collect();
+                let batch = Ordered::Batch {
+                    files,
+                    failed,
+                    stored,
+                };
+                self.stored.insert(origin, batch);
+                cx.blobs.pin_until_applied(origin, digests);
+            }
+            Ok(None) => unpin(cx),
+            Err(e) => {
+                unpin(cx);
+                cx.sessions.answer(conn, op, SessionMsg::Failed(e), cx.out);
             }
         }
     }
 
-    /// Enough copies of the upload on `conn` are durable: order it.
-    pub(super) fn copies_made(&mut self, cx: &mut Ctx<'_>, conn: ConnId) {
-        if let Some(Transfer::AwaitCopies { .. }) = self.transfers.get(&conn) {
-            if let Some(Transfer::AwaitCopies { put, .. }) = self.transfers.remove(&conn) {
-                self.order_upload(cx, conn, put);
+    /// The copies of `up` moved: the client may be acknowledged further.
+    pub(super) fn copies_moved(&mut self, cx: &mut Ctx<'_>, up: Up) {
+        let (conn, id) = up;
+        match self.transfers.get_mut(&conn) {
+            Some(Transfer::Uploading { up, .. }) => up.ack_further(cx.copies, conn, cx.out),
+            Some(Transfer::Batch(b)) => b.copies_moved(cx.copies, conn, id, cx.out),
+            _ => {}
+        }
+    }
+
+    /// Enough copies of `up` are durable: order it.
+    pub(super) fn copies_made(&mut self, cx: &mut Ctx<'_>, up: Up) {
+        let (conn, id) = up;
+        match self.transfers.get_mut(&conn) {
+            Some(Transfer::AwaitCopies { put, .. }) if put.id == id => {
+                if let Some(Transfer::AwaitCopies { put, replace }) = self.transfers.remove(&conn) {
+                    self.order_upload(cx, conn, put, replace);
+                }
             }
+            Some(Transfer::Batch(b)) => {
+                b.copies_made(id);
+                self.batch_over(cx, conn);
+            }
+            _ => {}
         }
     }
 
     /// `origin`'s entry was applied here, whether or not its session still
-    /// waits: what its upload stored, if it was one of ours.
-    pub(super) fn applied(&mut self, origin: &Origin) -> Option<Stored> {
+    /// waits: what its uploads stored, if it was one of ours.
+    pub(super) fn applied(&mut self, origin: &Origin) -> Option<Ordered> {
         self.stored.remove(origin)
     }
 
@@ -596,12 +647,21 @@ impl UserFiles {
         self.pump(cx, conn);
     }
 
-    /// The upload on `conn` is a blob now: temporary file `temp` persisted.
+    /// An upload on `conn` is a blob now: temporary file `temp` persisted.
     pub(super) fn on_persisted(&mut self, cx: &mut Ctx<'_>, conn: ConnId, temp: u64) {
-        if let Some(Transfer::Uploading { receiver, .. }) = self.transfers.get_mut(&conn) {
-            receiver.committed();
+        match self.transfers.get_mut(&conn) {
+            Some(Transfer::Uploading { up, .. }) => {
+                up.receiver.committed();
+                cx.blobs.arrived(temp);
+            }
+            Some(Transfer::Batch(b)) => {
+                b.persisted(cx, conn, temp);
+                return self.batch_over(cx, conn);
+            }
+            _ => {
+                cx.blobs.arrived(temp);
+            }
         }
-        cx.blobs.arrived(temp);
         self.pump(cx, conn);
     }
 
@@ -616,8 +676,12 @@ impl UserFiles {
         // An upload's blob that will not land: nothing will name it.
         cx.blobs.persist_failed(handle);
         match self.transfers.get_mut(&conn) {
-            Some(Transfer::Uploading { receiver, .. }) => receiver.fail(reason),
+            Some(Transfer::Uploading { up, .. }) => up.receiver.fail(reason),
             Some(Transfer::Downloading { sender, .. }) => sender.fail(reason),
+            Some(Transfer::Batch(b)) => {
+                b.file_failed(cx, conn, handle, reason);
+                return self.batch_over(cx, conn);
+            }
             _ => {}
         }
         self.pump(cx, conn);
@@ -632,21 +696,26 @@ impl UserFiles {
         copies: &mut Copies,
         out: &mut Outbox<ServerEvent>,
     ) {
-        copies.close(conn, blobs, out);
         match self.transfers.remove(&conn) {
             // Durable here, never ordered: nothing will name it.
-            Some(Transfer::AwaitCopies { put, .. }) => blobs.unpin(&put.digest),
-            // Its blob is already on its way: let it land, then collect it
-            // (no PutFile will name it).
-            Some(Transfer::Uploading { temp, .. }) if blobs.persisting(temp) => blobs.orphan(temp),
-            Some(Transfer::Uploading { temp, .. }) => {
-                out.file(FileOp::Discard { temp });
-                blobs.forget_handle(temp);
+            Some(Transfer::AwaitCopies { put, .. }) => {
+                copies.close((conn, put.id), blobs, out);
+                blobs.unpin(&put.digest);
             }
+            Some(Transfer::Uploading { up, .. }) => {
+                copies.close((conn, up.receiver.id()), blobs, out);
+                up.let_go(true, blobs, out);
+            }
+            Some(Transfer::Batch(mut b)) => b.forget(conn, blobs, copies, out),
             Some(Transfer::Downloading { handle, .. }) => blobs.forget_handle(handle),
             _ => {}
         }
     }
+}
+
+/// Bytes of the files `user` owns.
+fn used_by(cx: &Ctx<'_>, user: u64) -> u64 {
+    cx.replica.state().catalogue().bytes_of(user)
 }
 
 #[cfg(test)]
@@ -684,10 +753,29 @@ impl Waiting for UserFiles {
 
 /// The answer to a file transaction of a session, now applied here;
 /// `stored`: what its upload stored.
-pub(super) fn answer_to(result: TxnResult, stored: Option<Stored>) -> SessionMsg {
+pub(super) fn answer_to(result: TxnResult, stored: Option<Ordered>) -> SessionMsg {
+    match (result, stored) {
+        (
+            result,
+            Some(Ordered::Batch {
+                files,
+                failed,
+                stored,
+            }),
+        ) => SessionMsg::BatchDone {
+            outcomes: Ordered::outcomes(files, failed, stored, &result),
+        },
+        (result, stored) => answer_one(result, stored),
+    }
+}
+
+fn answer_one(result: TxnResult, stored: Option<Ordered>) -> SessionMsg {
     match result {
         TxnResult::FileStored => {
-            let (size, digest) = stored.map_or_else(Default::default, |s| (s.size, s.digest));
+            let (size, digest) = match stored {
+                Some(Ordered::One(s)) => (s.size, s.digest),
+                _ => Default::default(),
+            };
             SessionMsg::FileDone(FileOutcome::Stored { size, digest })
         }
         TxnResult::Shared => SessionMsg::FileDone(FileOutcome::Shared),

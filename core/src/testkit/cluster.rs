@@ -752,6 +752,80 @@ impl Cluster {
         answers
     }
 
+    /// Uploads `files` as one batch (`UploadMany`), every offer sent at
+    /// once; the answers that are not transfer messages (`BatchDone`).
+    pub fn upload_many(
+        &mut self,
+        ix: Ix,
+        conn: ConnId,
+        files: &[(&str, &[u8])],
+        replace: bool,
+    ) -> Vec<SessionMsg> {
+        let req = Request::UploadMany {
+            files: (files.iter())
+                .map(|(n, c)| (n.to_string(), c.len() as u64))
+                .collect(),
+            replace,
+        };
+        self.send(ix, conn, &SessionMsg::Begin { op: req.op() });
+        let got = self.received(ix, conn);
+        if got != vec![SessionMsg::Proceed { op: req.op() }] {
+            return got;
+        }
+        self.send(ix, conn, &req.payload());
+        let mut ready = false;
+        for _ in 0..1000 {
+            let got = self.received(ix, conn);
+            if got == vec![req.payload()] {
+                ready = true;
+                break;
+            }
+            if !got.is_empty() {
+                return got;
+            }
+            self.run_for(Duration::from_millis(10));
+        }
+        if !ready {
+            return Vec::new();
+        }
+        let mut senders: Vec<Sender> = (files.iter().enumerate())
+            .map(|(i, (n, c))| {
+                let cfg = SenderConfig::default();
+                Sender::new(self.now, i as u64, n.to_string(), c.len() as u64, cfg)
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for _ in 0..100_000 {
+            for (i, s) in senders.iter_mut().enumerate() {
+                while let Some(o) = s.poll_output() {
+                    match o {
+                        SenderOutput::Send(m) => self.send(ix, conn, &SessionMsg::Transfer(m)),
+                        SenderOutput::Read { offset, len } => {
+                            let o = offset as usize;
+                            s.on_read(offset, &files[i].1[o..o + len]);
+                        }
+                        SenderOutput::Progress { .. } | SenderOutput::Finished(_) => {}
+                    }
+                }
+            }
+            for m in self.received(ix, conn) {
+                match m {
+                    SessionMsg::Transfer(t) => {
+                        if let Some(s) = senders.get_mut(t.id() as usize) {
+                            s.on_msg(self.now, t);
+                        }
+                    }
+                    other => answers.push(other),
+                }
+            }
+            if !answers.is_empty() {
+                return answers;
+            }
+            self.run_for(Duration::from_millis(10));
+        }
+        answers
+    }
+
     /// Downloads a file through the session; the content, or the answer.
     pub fn download(
         &mut self,

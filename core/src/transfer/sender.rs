@@ -176,6 +176,11 @@ impl Sender {
         self.acked
     }
 
+    /// The file's size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Bytes acknowledged so far.
     pub fn acked_bytes(&self) -> u64 {
         (self.acked * CHUNK as u64).min(self.size)

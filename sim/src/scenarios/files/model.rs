@@ -41,6 +41,8 @@ pub enum Outcome {
     Unshared,
     NotShared,
     Deleted,
+    /// A batch's files, each stored or found to exist, as `PutFile` would.
+    Batch,
 }
 
 /// The catalogue (and the users it refers to) at one point of the log.
@@ -56,6 +58,22 @@ pub struct Catalogue {
 }
 
 impl Catalogue {
+    fn put(
+        &mut self,
+        owner: u64,
+        name: &str,
+        size: u64,
+        digest: [u8; 32],
+        replace: bool,
+    ) -> Outcome {
+        let k = (owner, name.to_string());
+        if self.files.contains_key(&k) && !replace {
+            return Outcome::FileExists;
+        }
+        self.files.insert(k, ModelFile { size, digest });
+        Outcome::Stored
+    }
+
     pub fn apply(&mut self, e: &Entry) -> Outcome {
         if e.txn == Txn::Noop {
             // A new master's first entry: no client's, changes nothing.
@@ -99,19 +117,17 @@ impl Catalogue {
                 digest,
                 replace,
                 ..
+            } => self.put(*owner, name, *size, *digest, *replace),
+            Txn::PutFiles {
+                owner,
+                files,
+                replace,
+                ..
             } => {
-                let k = (*owner, name.clone());
-                if self.files.contains_key(&k) && !replace {
-                    return Outcome::FileExists;
+                for f in files {
+                    self.put(*owner, &f.name, f.size, f.digest, *replace);
                 }
-                self.files.insert(
-                    k,
-                    ModelFile {
-                        size: *size,
-                        digest: *digest,
-                    },
-                );
-                Outcome::Stored
+                Outcome::Batch
             }
             Txn::Share {
                 owner,

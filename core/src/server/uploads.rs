@@ -1,0 +1,575 @@
+//! Uploads as a server receives them: one file (`Upload`), or a batch of
+//! files whose transfers overlap (`UploadMany`, what `ferry put` of many
+//! files sends).
+//!
+//! **A batch.** The client says how many files follow (`Batch { files }`),
+//! the server says it is ready (the same message back), and the client
+//! offers its files as transfers with ids `0..files`, in order, several at
+//! once. Each is received, verified, made durable and copied exactly as a
+//! single upload is; nothing is ordered until every file of the batch has
+//! ended, one way or the other. Then the files that arrived are ordered as
+//! one `PutFiles` transaction, and the client hears what became of each
+//! (`BatchDone`). So a thousand small files cost the log and its fsyncs a
+//! few entries, and the client none of the round trips of a request per
+//! file: only each file's own offer and acknowledgements, which overlap.
+//!
+//! A file refused at its offer (a bad name, a name taken or given twice in
+//! the batch, the quota) or whose transfer fails is reported as failed;
+//! the others are stored. A batch is bounded ([`BATCH_FILES`] files,
+//! [`BATCH_NAME_BYTES`] of names) so that its entry fits a frame.
+
+use super::blobs::{BlobStore, Owner};
+use super::copies::{Copies, Up};
+use super::event::ServerEvent;
+use super::messages::{Landed, OpError};
+use super::user_files::Ctx;
+use crate::io::{ConnId, FileOp, FileRef};
+use crate::names::check_name;
+use crate::outbox::Outbox;
+use crate::replication::entry::{NewFile, TxnResult, BATCH_FILES, BATCH_NAME_BYTES};
+use crate::time::Timestamp;
+use crate::transfer::{Receiver, ReceiverOutput, TransferError, TransferMsg};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// An upload durable here, to order once its copies are durable.
+pub(super) struct Put {
+    /// The transfer's id (a file's place in its batch).
+    pub(super) id: u64,
+    pub(super) name: String,
+    pub(super) size: u64,
+    pub(super) digest: [u8; 32],
+    /// When the client hears "unavailable" if the upload is not applied
+    /// by then: one request timeout after the transfer ended, however the
+    /// time went (making copies, waiting for the master). Copies are
+    /// counted only while they are kept that long (see `copies`).
+    pub(super) deadline: Timestamp,
+}
+
+/// What an upload stored, to tell the client once its entry is applied.
+pub(super) struct Stored {
+    pub(super) size: u64,
+    pub(super) digest: [u8; 32],
+}
+
+/// What uploads ordered through the master stored, by their entry's origin.
+pub(super) enum Ordered {
+    One(Stored),
+    /// A batch: its size, each file's failure, and the files ordered
+    /// (their ids, in the transaction's order).
+    Batch {
+        files: u32,
+        failed: BTreeMap<u64, OpError>,
+        stored: Vec<(u64, Stored)>,
+    },
+}
+
+impl Ordered {
+    /// The answer to the batch whose `PutFiles` gave `result`.
+    pub(super) fn outcomes(
+        files: u32,
+        mut failed: BTreeMap<u64, OpError>,
+        stored: Vec<(u64, Stored)>,
+        result: &TxnResult,
+    ) -> Vec<Landed> {
+        let results = match result {
+            TxnResult::Files(r) => r.as_slice(),
+            _ => &[],
+        };
+        let mut landed: BTreeMap<u64, Landed> = BTreeMap::new();
+        for (i, (id, s)) in stored.into_iter().enumerate() {
+            let l = match results.get(i) {
+                Some(TxnResult::FileStored) => Landed::Stored {
+                    size: s.size,
+                    digest: s.digest,
+                },
+                Some(TxnResult::FileExists) => Landed::Failed(OpError::FileExists),
+                other => Landed::Failed(OpError::Unavailable {
+                    reason: format!("unexpected result {other:?}"),
+                }),
+            };
+            landed.insert(id, l);
+        }
+        (0..u64::from(files))
+            .map(|id| match failed.remove(&id) {
+                Some(e) => Landed::Failed(e),
+                None => {
+                    let cancelled = Landed::Failed(OpError::Transfer(TransferError::Cancelled));
+                    landed.remove(&id).unwrap_or(cancelled)
+                }
+            })
+            .collect()
+    }
+}
+
+/// An upload being received into temporary file `temp`.
+pub(super) struct Receiving {
+    pub(super) receiver: Box<Receiver>,
+    pub(super) temp: u64,
+    /// Chunks acknowledged to the client so far: the copies may hold the
+    /// acks back (`Copies::cap`).
+    acked: u64,
+}
+
+/// How a received upload stands.
+pub(super) enum Step {
+    Going,
+    Failed(TransferError),
+    /// Complete, verified and durable here as this blob.
+    Done([u8; 32]),
+}
+
+impl Receiving {
+    pub(super) fn new(conn: ConnId, receiver: Receiver, blobs: &mut BlobStore) -> Self {
+        Receiving {
+            receiver: Box::new(receiver),
+            temp: blobs.new_handle(Owner::Session(conn)),
+            acked: 0,
+        }
+    }
+
+    fn up(&self, conn: ConnId) -> Up {
+        (conn, self.receiver.id())
+    }
+
+    /// Carries out what the receiver asks for.
+    pub(super) fn drive(&mut self, cx: &mut Ctx<'_>, conn: ConnId) -> Step {
+        let up = self.up(conn);
+        let temp = self.temp;
+        let cap = cx.copies.cap(up);
+        let mut step = Step::Going;
+        let mut sends = Vec::new();
+        let mut disk = Vec::new();
+        let mut persisted = None;
+        while let Some(o) = self.receiver.poll_output() {
+            match o {
+                // Acks no further than the copies allow.
+                ReceiverOutput::Send(TransferMsg::Ack { id, upto }) => {
+                    let upto = cap.map_or(upto, |c| upto.min(c));
+                    self.acked = self.acked.max(upto);
+                    sends.push(TransferMsg::Ack { id, upto });
+                }
+                ReceiverOutput::Send(m) => sends.push(m),
+                ReceiverOutput::Write { offset, data } => {
+                    cx.copies.feed(cx.now, up, offset, &data, cx.blobs, cx.out);
+                    disk.push(FileOp::Write { temp, offset, data })
+                }
+                ReceiverOutput::Commit { digest } => {
+                    persisted = Some((digest, self.receiver.size()));
+                    disk.push(FileOp::Persist {
+                        temp,
+                        to: FileRef::Blob(digest),
+                    });
+                }
+                ReceiverOutput::Discard => disk.push(FileOp::Discard { temp }),
+                ReceiverOutput::Progress { .. } => {}
+                ReceiverOutput::Finished(Ok(digest)) => step = Step::Done(digest),
+                ReceiverOutput::Finished(Err(e)) => step = Step::Failed(e),
+            }
+        }
+        if let Some((d, size)) = persisted {
+            cx.blobs.pin(d, size);
+            cx.blobs.expect_upload(temp, d);
+        }
+        for m in sends {
+            cx.out.send(conn, &super::messages::SessionMsg::Transfer(m));
+        }
+        for f in disk {
+            cx.out.file(f);
+        }
+        step
+    }
+
+    /// The copies moved: the client may be acknowledged further.
+    pub(super) fn ack_further(
+        &mut self,
+        copies: &Copies,
+        conn: ConnId,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        let cap = copies.cap(self.up(conn));
+        let received = self.receiver.received();
+        let upto = cap.map_or(received, |c| received.min(c));
+        if upto > self.acked && !self.receiver.is_finished() {
+            self.acked = upto;
+            let id = self.receiver.id();
+            let m = TransferMsg::Ack { id, upto };
+            out.send(conn, &super::messages::SessionMsg::Transfer(m));
+        }
+    }
+
+    /// Done with: a blob on its way to disk lands and is collected (nothing
+    /// will name it); a temporary file still being written is thrown away
+    /// if `discard` (the receiver has not said so itself).
+    pub(super) fn let_go(
+        &self,
+        discard: bool,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        if blobs.persisting(self.temp) {
+            blobs.orphan(self.temp);
+        } else {
+            if discard {
+                out.file(FileOp::Discard { temp: self.temp });
+            }
+            blobs.forget_handle(self.temp);
+        }
+    }
+}
+
+/// A batch of uploads on one session.
+pub(super) struct Batch {
+    pub(super) replace: bool,
+    pub(super) files: u32,
+    /// Offers taken so far: the next must have this id.
+    offered: u32,
+    names: BTreeSet<String>,
+    name_bytes: usize,
+    /// Bytes of the files accepted so far, for the quota.
+    bytes: u64,
+    receiving: BTreeMap<u64, Receiving>,
+    /// Durable here, waiting for their copies.
+    copying: BTreeMap<u64, Put>,
+    /// Durable here and copied: to order.
+    ready: BTreeMap<u64, Put>,
+    failed: BTreeMap<u64, OpError>,
+    /// The client must say something by then (the next offer, a chunk).
+    deadline: Timestamp,
+    transfer_timeout: Duration,
+    request_timeout: Duration,
+}
+
+/// What a finished batch asks to be ordered.
+pub(super) struct Finished {
+    pub(super) files: u32,
+    pub(super) puts: Vec<Put>,
+    pub(super) failed: BTreeMap<u64, OpError>,
+}
+
+/// What the quota and the catalogue say of an offered name.
+pub(super) struct Room {
+    /// Bytes the user's files take now.
+    pub(super) used: u64,
+    pub(super) quota: u64,
+    /// Bytes of the file of that name, if there is one.
+    pub(super) existing: Option<u64>,
+    /// The batch is a command tried again, whose files may be the ones
+    /// holding their names.
+    pub(super) retried: bool,
+}
+
+impl Batch {
+    pub(super) fn new(
+        now: Timestamp,
+        replace: bool,
+        files: u32,
+        transfer_timeout: Duration,
+        request_timeout: Duration,
+    ) -> Self {
+        Batch {
+            replace,
+            files,
+            offered: 0,
+            names: BTreeSet::new(),
+            name_bytes: 0,
+            bytes: 0,
+            receiving: BTreeMap::new(),
+            copying: BTreeMap::new(),
+            ready: BTreeMap::new(),
+            failed: BTreeMap::new(),
+            deadline: now + transfer_timeout,
+            transfer_timeout,
+            request_timeout,
+        }
+    }
+
+    /// Is `files` a batch a server takes?
+    pub(super) fn fits(files: u32) -> bool {
+        (1..=BATCH_FILES as u64).contains(&u64::from(files))
+    }
+
+    /// A transfer message of the batch; `room`: what an offer meets.
+    pub(super) fn on_msg(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        conn: ConnId,
+        m: TransferMsg,
+        room: Option<Room>,
+    ) {
+        self.deadline = cx.now + self.transfer_timeout;
+        match m {
+            TransferMsg::Offer { id, name, size } => self.offer(cx, conn, id, name, size, room),
+            m => {
+                let id = m.id();
+                if let Some(r) = self.receiving.get_mut(&id) {
+                    r.receiver.on_msg(cx.now, m);
+                    self.drive(cx, conn, id);
+                }
+            }
+        }
+    }
+
+    fn offer(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        conn: ConnId,
+        id: u64,
+        name: String,
+        size: u64,
+        room: Option<Room>,
+    ) {
+        let now = cx.now;
+        let mut receiver = Receiver::new(now, id, name.clone(), size, self.transfer_timeout);
+        if id != u64::from(self.offered) || self.offered >= self.files {
+            // Out of order, or past the batch: not one of its files. Its
+            // sender hears so; the batch goes on without it.
+            let detail = format!(
+                "offer {id} does not belong to this batch (next is {} of {})",
+                self.offered, self.files
+            );
+            receiver.reject(TransferError::Protocol { detail });
+            return send_all(&mut receiver, conn, cx.out);
+        }
+        self.offered += 1;
+        let room = room.unwrap_or(Room {
+            used: 0,
+            quota: 0,
+            existing: None,
+            retried: false,
+        });
+        let replaced = if self.replace {
+            room.existing.unwrap_or(0)
+        } else {
+            0
+        };
+        let used = room.used.saturating_sub(replaced) + self.bytes;
+        let refusal = if let Err(reason) = check_name(&name) {
+            Some(TransferError::BadName { reason })
+        } else if self.names.contains(&name) {
+            let reason = "the batch names this file twice".to_string();
+            Some(TransferError::BadName { reason })
+        } else if self.name_bytes + name.len() > BATCH_NAME_BYTES {
+            let detail = format!("a batch's names take at most {BATCH_NAME_BYTES} bytes");
+            Some(TransferError::Protocol { detail })
+        } else if room.existing.is_some() && !self.replace && !room.retried {
+            Some(TransferError::Exists)
+        } else if used.saturating_add(size) > room.quota {
+            Some(TransferError::OverQuota {
+                used,
+                quota: room.quota,
+                needed: size,
+            })
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            self.failed.insert(id, OpError::Transfer(reason.clone()));
+            receiver.reject(reason);
+            return send_all(&mut receiver, conn, cx.out);
+        }
+        self.names.insert(name.clone());
+        self.name_bytes += name.len();
+        self.bytes += size;
+        receiver.accept(now);
+        cx.copies
+            .open(now, (conn, id), size, cx.replica, cx.blobs, cx.out);
+        let r = Receiving::new(conn, receiver, cx.blobs);
+        self.receiving.insert(id, r);
+        self.drive(cx, conn, id);
+    }
+
+    /// Carries out what file `id`'s receiver asks for, and takes it out
+    /// of the receiving once it has ended.
+    fn drive(&mut self, cx: &mut Ctx<'_>, conn: ConnId, id: u64) {
+        let Some(r) = self.receiving.get_mut(&id) else {
+            return;
+        };
+        match r.drive(cx, conn) {
+            Step::Going => {}
+            Step::Failed(e) => {
+                if let Some(r) = self.receiving.remove(&id) {
+                    cx.copies.close((conn, id), cx.blobs, cx.out);
+                    r.let_go(false, cx.blobs, cx.out);
+                }
+                self.failed.insert(id, OpError::Transfer(e));
+            }
+            Step::Done(digest) => {
+                let Some(r) = self.receiving.remove(&id) else {
+                    return;
+                };
+                let put = Put {
+                    id,
+                    name: r.receiver.name().to_string(),
+                    size: r.receiver.size(),
+                    digest,
+                    deadline: cx.now + self.request_timeout,
+                };
+                let (now, up) = (cx.now, (conn, id));
+                if cx
+                    .copies
+                    .stored(now, up, digest, cx.replica, cx.blobs, cx.out)
+                {
+                    self.ready.insert(id, put);
+                } else {
+                    self.copying.insert(id, put);
+                }
+            }
+        }
+    }
+
+    /// Enough copies of file `id` are durable.
+    pub(super) fn copies_made(&mut self, id: u64) {
+        if let Some(put) = self.copying.remove(&id) {
+            self.ready.insert(id, put);
+        }
+    }
+
+    /// The copies of file `id` moved: its client may hear more acks.
+    pub(super) fn copies_moved(
+        &mut self,
+        copies: &Copies,
+        conn: ConnId,
+        id: u64,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        if let Some(r) = self.receiving.get_mut(&id) {
+            r.ack_further(copies, conn, out);
+        }
+    }
+
+    /// The receiving file whose temporary file is `temp`.
+    fn by_temp(&self, temp: u64) -> Option<u64> {
+        (self.receiving.iter())
+            .find(|(_, r)| r.temp == temp)
+            .map(|(id, _)| *id)
+    }
+
+    /// A file's temporary file is a blob now.
+    pub(super) fn persisted(&mut self, cx: &mut Ctx<'_>, conn: ConnId, temp: u64) {
+        if let Some(id) = self.by_temp(temp) {
+            if let Some(r) = self.receiving.get_mut(&id) {
+                r.receiver.committed();
+            }
+            cx.blobs.arrived(temp);
+            self.drive(cx, conn, id);
+        } else {
+            cx.blobs.arrived(temp);
+        }
+    }
+
+    /// A file operation on a file's temporary file failed.
+    pub(super) fn file_failed(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        conn: ConnId,
+        temp: u64,
+        reason: TransferError,
+    ) {
+        if let Some(id) = self.by_temp(temp) {
+            if let Some(r) = self.receiving.get_mut(&id) {
+                r.receiver.fail(reason);
+            }
+            self.drive(cx, conn, id);
+        }
+    }
+
+    pub(super) fn deadline(&self) -> Option<Timestamp> {
+        let receiving = self
+            .receiving
+            .values()
+            .filter_map(|r| r.receiver.poll_timeout());
+        let copying = self.copying.values().map(|p| p.deadline);
+        let offers = (self.offered < self.files).then_some(self.deadline);
+        receiving.chain(copying).chain(offers).min()
+    }
+
+    pub(super) fn on_deadline(&mut self, cx: &mut Ctx<'_>, conn: ConnId) {
+        let now = cx.now;
+        let ids: Vec<u64> = self.receiving.keys().copied().collect();
+        for id in ids {
+            if let Some(r) = self.receiving.get_mut(&id) {
+                r.receiver.handle_timeout(now);
+            }
+            self.drive(cx, conn, id);
+        }
+        let late: Vec<u64> = (self.copying.iter())
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some(put) = self.copying.remove(&id) {
+                cx.copies.close((conn, id), cx.blobs, cx.out);
+                cx.blobs.unpin(&put.digest);
+                let reason =
+                    "the file could not be copied to a majority of the servers in time; it was not stored"
+                        .into();
+                self.failed.insert(id, OpError::Unavailable { reason });
+            }
+        }
+        if self.offered < self.files && self.deadline <= now {
+            // The client stopped offering: what it did not offer failed.
+            for id in u64::from(self.offered)..u64::from(self.files) {
+                let e = OpError::Transfer(TransferError::Timeout);
+                self.failed.insert(id, e);
+            }
+            self.offered = self.files;
+        }
+    }
+
+    /// Every file has ended: what to order, and what failed.
+    pub(super) fn finish(&mut self) -> Option<Finished> {
+        let over =
+            self.offered == self.files && self.receiving.is_empty() && self.copying.is_empty();
+        if !over {
+            return None;
+        }
+        Some(Finished {
+            files: self.files,
+            puts: std::mem::take(&mut self.ready).into_values().collect(),
+            failed: std::mem::take(&mut self.failed),
+        })
+    }
+
+    /// The session is gone: every file is let go of.
+    pub(super) fn forget(
+        &mut self,
+        conn: ConnId,
+        blobs: &mut BlobStore,
+        copies: &mut Copies,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        for (id, r) in std::mem::take(&mut self.receiving) {
+            copies.close((conn, id), blobs, out);
+            r.let_go(true, blobs, out);
+        }
+        // Durable here, never ordered: nothing will name them.
+        let durable = std::mem::take(&mut self.copying).into_iter();
+        for (id, put) in durable.chain(std::mem::take(&mut self.ready)) {
+            copies.close((conn, id), blobs, out);
+            blobs.unpin(&put.digest);
+        }
+    }
+}
+
+impl Finished {
+    /// The transaction's files, in order.
+    pub(super) fn new_files(&self) -> Vec<NewFile> {
+        (self.puts.iter())
+            .map(|p| NewFile {
+                name: p.name.clone(),
+                size: p.size,
+                digest: p.digest,
+            })
+            .collect()
+    }
+}
+
+/// Sends what a receiver refused with.
+fn send_all(receiver: &mut Receiver, conn: ConnId, out: &mut Outbox<ServerEvent>) {
+    while let Some(o) = receiver.poll_output() {
+        if let ReceiverOutput::Send(m) = o {
+            out.send(conn, &super::messages::SessionMsg::Transfer(m));
+        }
+    }
+}
