@@ -26,6 +26,8 @@ pub struct Session {
 pub enum Progress {
     /// Bytes of the transfer moved so far.
     Transfer { bytes: u64, total: u64 },
+    /// Bytes of file `file` of a batch moved so far.
+    File { file: u64, bytes: u64, total: u64 },
     /// The server is still fetching the download's content from another
     /// server; this much of it is there.
     ServerFetching { bytes: u64, total: u64 },
@@ -250,6 +252,12 @@ fn run_requests(
                 ClientEvent::Progress { bytes, total } => {
                     if let Some(progress) = progress.as_mut() {
                         progress(Progress::Transfer { bytes, total });
+                    }
+                    ControlFlow::Continue(())
+                }
+                ClientEvent::FileProgress { file, bytes, total } => {
+                    if let Some(progress) = progress.as_mut() {
+                        progress(Progress::File { file, bytes, total });
                     }
                     ControlFlow::Continue(())
                 }

@@ -15,15 +15,16 @@
 //! Every file is tried: one that fails (it exists, it cannot be read) is
 //! reported and the others are still stored; the command then fails.
 
-use crate::client_session::{self, unexpected, Plan};
+use crate::client_session::{self, unexpected, Plan, Progress};
 use crate::error::CliError;
 use crate::files_ui::{self, human_size, Bars};
 use crate::{say, ClientArgs};
-use ferry_core::server::messages::FileOutcome;
+use ferry_core::replication::entry::{BATCH_FILES, BATCH_NAME_BYTES};
+use ferry_core::server::messages::{FileOutcome, Landed};
 use ferry_core::server::OpError;
 use ferry_core::server::{Request, Response};
 use ferry_core::transfer::TransferError;
-use ferry_runtime_smol::files::{local, CHANGED_WHILE_SENT};
+use ferry_runtime_smol::files::{local, Source, CHANGED_WHILE_SENT};
 use ferry_runtime_smol::Files;
 use std::collections::HashMap;
 use std::fs::File;
@@ -254,7 +255,9 @@ fn spool(file: &mut File, shown: &str) -> Result<(File, u64), CliError> {
 }
 
 /// Uploads `uploads` through one session; returns an answer per upload
-/// (all of them: a failed one does not stop the others).
+/// (all of them: a failed one does not stop the others). A single file is
+/// one upload; several go as batches (`UploadMany`), each stored as one
+/// transaction.
 fn upload(
     args: &Args,
     token: &ferry_core::accounts::token::SessionToken,
@@ -262,36 +265,108 @@ fn upload(
 ) -> Result<Vec<Response>, CliError> {
     let by_name: HashMap<&str, &Upload> = uploads.iter().map(|u| (u.name.as_str(), u)).collect();
     let bars = Bars::default();
-    let mut progress = |p| bars.show(p);
+    // A batch's bar counts the bytes of all its files.
+    let moved = std::cell::RefCell::new(HashMap::<u64, u64>::new());
+    let batch_total = std::cell::Cell::new(0);
+    let mut progress = |p| match p {
+        Progress::File { file, bytes, .. } => {
+            let mut moved = moved.borrow_mut();
+            moved.insert(file, bytes);
+            let bytes = moved.values().sum();
+            let total = batch_total.get();
+            bars.show(Progress::Transfer { bytes, total });
+        }
+        p => bars.show(p),
+    };
     let mut plan = Plan::new(&args.client);
     plan.cfg.window = args.window;
     plan.keep_going = true;
-    plan.files = Some(Box::new(|request: &Request| {
-        let Request::Upload { name, .. } = request else {
-            return None;
-        };
-        let u = by_name.get(name.as_str())?;
-        bars.start(u.size, name);
-        let file = match &u.open {
-            Some(file) => Arc::clone(file),
-            None => match File::open(&u.path) {
-                Ok(file) => Arc::new(file),
-                // Gone since: reading it fails the upload with the reason.
-                Err(_) => return Some(Files::source(&u.path)),
-            },
-        };
-        Some(Files::source_file(&u.path, file, u.size))
+    plan.files = Some(Box::new(|request: &Request| match request {
+        Request::Upload { name, .. } => {
+            let u = by_name.get(name.as_str())?;
+            bars.start(u.size, name);
+            let file = match &u.open {
+                Some(file) => Arc::clone(file),
+                None => match File::open(&u.path) {
+                    Ok(file) => Arc::new(file),
+                    // Gone since: reading it fails the upload with the reason.
+                    Err(_) => return Some(Files::source(&u.path)),
+                },
+            };
+            Some(Files::source_file(&u.path, file, u.size))
+        }
+        Request::UploadMany { files, .. } => {
+            let total = files.iter().map(|(_, size)| size).sum();
+            bars.start(total, &format!("{} files", files.len()));
+            batch_total.set(total);
+            moved.borrow_mut().clear();
+            // Each opened by its path when its turn comes (a batch holds
+            // few open), its size checked at its end.
+            let sources = (files.iter())
+                .filter_map(|(name, _)| by_name.get(name.as_str()))
+                .map(|u| Source {
+                    path: u.path.clone(),
+                    file: u.open.clone(),
+                    size: Some(u.size),
+                })
+                .collect();
+            Some(Files::sources(sources))
+        }
+        _ => None,
     }));
     plan.progress = Some(&mut progress);
-    let requests = uploads
-        .iter()
-        .map(|u| Request::Upload {
-            name: u.name.clone(),
-            size: u.size,
-            replace: args.force,
-        })
-        .collect();
+    let requests = if uploads.len() == 1 {
+        (uploads.iter())
+            .map(|u| Request::Upload {
+                name: u.name.clone(),
+                size: u.size,
+                replace: args.force,
+            })
+            .collect()
+    } else {
+        batches(uploads)
+            .into_iter()
+            .map(|files| Request::UploadMany {
+                files,
+                replace: args.force,
+            })
+            .collect()
+    };
     let answers = client_session::run_all_as(&args.client, plan, token.clone(), requests);
     bars.finish();
-    answers
+    // One answer per file, in order.
+    let mut per_file = Vec::with_capacity(uploads.len());
+    for answer in answers? {
+        match answer {
+            Response::Batch(outcomes) => per_file.extend(outcomes.into_iter().map(|o| match o {
+                Landed::Stored { size, digest } => {
+                    Response::File(FileOutcome::Stored { size, digest })
+                }
+                Landed::Failed(e) => Response::Failed(e),
+            })),
+            other => per_file.push(other),
+        }
+    }
+    Ok(per_file)
+}
+
+/// `uploads` cut into batches a server takes: at most
+/// [`BATCH_FILES`] files and [`BATCH_NAME_BYTES`] of names each.
+fn batches(uploads: &[Upload]) -> Vec<Vec<(String, u64)>> {
+    let mut all = Vec::new();
+    let mut batch: Vec<(String, u64)> = Vec::new();
+    let mut name_bytes = 0;
+    for u in uploads {
+        let full = batch.len() == BATCH_FILES || name_bytes + u.name.len() > BATCH_NAME_BYTES;
+        if full && !batch.is_empty() {
+            all.push(std::mem::take(&mut batch));
+            name_bytes = 0;
+        }
+        name_bytes += u.name.len();
+        batch.push((u.name.clone(), u.size));
+    }
+    if !batch.is_empty() {
+        all.push(batch);
+    }
+    all
 }

@@ -133,7 +133,9 @@ impl Bar {
             return;
         }
         let (bytes, total, fetching) = match progress {
-            Progress::Transfer { bytes, total } => (bytes, total, false),
+            Progress::Transfer { bytes, total } | Progress::File { bytes, total, .. } => {
+                (bytes, total, false)
+            }
             Progress::ServerFetching { bytes, total } => (bytes, total, true),
         };
         if fetching != self.fetching {

@@ -207,17 +207,23 @@ const EDQUOT: i32 = 122;
 #[cfg(not(target_os = "linux"))]
 const EDQUOT: i32 = 69;
 
-/// The command's one local file, for a client.
+/// A file a client reads to upload it: opened here by its path, or
+/// already open (`file`) with the size the upload offered, which it must
+/// still have when its last block is read.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub path: PathBuf,
+    pub file: Option<Arc<File>>,
+    pub size: Option<u64>,
+}
+
+/// The command's local files, for a client.
 #[derive(Clone, Debug)]
 enum Local {
-    /// Read from this file: opened here by its path, or already open
-    /// (`file`) with the size the upload offered, which it must still have
-    /// when its last block is read.
-    Source {
-        path: PathBuf,
-        file: Option<Arc<File>>,
-        size: Option<u64>,
-    },
+    /// Read from this file, whatever the read handle.
+    Source(Source),
+    /// Read from file `handle` of these (a batch of uploads).
+    Sources(Vec<Source>),
     /// Write through an unnamed temporary file in `path`'s directory
     /// (`O_TMPFILE`), linked in when persisted; or, where none can be made
     /// (or `unnamed` is false), through the named `partial`, renamed onto
@@ -365,11 +371,11 @@ impl Files {
 
     /// A client whose local file is `path`, to be read (an upload).
     pub fn source(path: &Path) -> Files {
-        Files::with_role(Role::Client(Local::Source {
+        Files::with_role(Role::Client(Local::Source(Source {
             path: path.to_path_buf(),
             file: None,
             size: None,
-        }))
+        })))
     }
 
     /// A client uploading `file`, open already, which the upload offered
@@ -378,11 +384,26 @@ impl Files {
     /// it was sent fails the read with an error saying it
     /// [`CHANGED_WHILE_SENT`], rather than be stored cut short.
     pub fn source_file(path: &Path, file: Arc<File>, size: u64) -> Files {
-        Files::with_role(Role::Client(Local::Source {
+        Files::with_role(Role::Client(Local::Source(Source {
             path: path.to_path_buf(),
             file: Some(file),
             size: Some(size),
-        }))
+        })))
+    }
+
+    /// A client uploading a batch: read handle `i` reads `sources[i]` (as
+    /// [`Files::source`] or [`Files::source_file`] would).
+    pub fn sources(sources: Vec<Source>) -> Files {
+        Files::with_role(Role::Client(Local::Sources(sources)))
+    }
+
+    /// The source read handle `handle` reads, if this is an upload.
+    fn source_of(&self, handle: u64) -> Option<&Source> {
+        match &self.role {
+            Role::Client(Local::Source(s)) => Some(s),
+            Role::Client(Local::Sources(v)) => usize::try_from(handle).ok().and_then(|i| v.get(i)),
+            _ => None,
+        }
     }
 
     /// A client whose local file is `path`, to be written (a download):
@@ -511,7 +532,7 @@ impl Files {
         if offset.saturating_add(len as u64) >= file_len {
             if let Some(open) = self.open.remove(&Key::Read(handle)) {
                 self.ahead.forget(open.id);
-                self.check_unchanged(&open.file)?;
+                self.check_unchanged(handle, &open.file)?;
                 return read_into(&mut self.buf, &open.file, offset, len);
             }
         }
@@ -538,12 +559,12 @@ impl Files {
 
     /// An upload's file, at its last block, still has the size the upload
     /// offered (see [`Files::source_file`]).
-    fn check_unchanged(&self, file: &File) -> Result<(), FileFailure> {
-        let Role::Client(Local::Source {
+    fn check_unchanged(&self, handle: u64, file: &File) -> Result<(), FileFailure> {
+        let Some(Source {
             path,
             size: Some(size),
             ..
-        }) = &self.role
+        }) = self.source_of(handle)
         else {
             return Ok(());
         };
@@ -560,10 +581,14 @@ impl Files {
         )))
     }
 
-    fn local_path(&self, file: &FileRef) -> Result<PathBuf, FileFailure> {
+    /// Where `file` is; `handle` picks the source of a batch of uploads
+    /// (written files, removals and renames are never of those).
+    fn local_path(&self, handle: u64, file: &FileRef) -> Result<PathBuf, FileFailure> {
+        if let (Some(source), FileRef::Local) = (self.source_of(handle), file) {
+            return Ok(source.path.clone());
+        }
         match (&self.role, file) {
             (Role::Server { blobs, .. }, FileRef::Blob(d)) => Ok(blobs.join(hex(d))),
-            (Role::Client(Local::Source { path, .. }), FileRef::Local) => Ok(path.clone()),
             (Role::Client(Local::Destination { path, .. }), FileRef::Local) => Ok(path.clone()),
             (Role::Peer { dir, .. }, FileRef::Named(name)) if is_plain_name(name) => {
                 Ok(dir.join(name))
@@ -581,7 +606,7 @@ impl Files {
         match &self.role {
             Role::Server { tmp, .. } | Role::Peer { tmp, .. } => Ok(tmp.join(temp.to_string())),
             Role::Client(Local::Destination { partial, .. }) => Ok(partial.clone()),
-            Role::Client(Local::Source { .. }) => Err(FileFailure::other(
+            Role::Client(Local::Source(_) | Local::Sources(_)) => Err(FileFailure::other(
                 "an upload writes no local file".to_string(),
             )),
         }
@@ -595,10 +620,10 @@ impl Files {
                 return Ok(());
             }
         }
-        let path = self.local_path(&file)?;
-        let opened = match (&self.role, &file) {
+        let path = self.local_path(handle, &file)?;
+        let opened = match (self.source_of(handle), &file) {
             (
-                Role::Client(Local::Source {
+                Some(Source {
                     file: Some(f),
                     size: Some(size),
                     ..
@@ -892,7 +917,7 @@ impl Files {
         // Taken first, so that it never outlives this file, whatever fails.
         let modified = self.modified.remove(&temp).transpose();
         let from = self.temp_path(temp)?;
-        let target = self.local_path(&to)?;
+        let target = self.local_path(0, &to)?;
         let existing = match (&self.role, &to) {
             (Role::Peer { .. }, _) => Existing::Link,
             (Role::Client(Local::Destination { replace: false, .. }), _) => Existing::Refuse,
@@ -992,7 +1017,7 @@ impl Files {
             tracing::warn!("a client does not remove its local file");
             return;
         }
-        match self.local_path(&file) {
+        match self.local_path(0, &file) {
             Ok(path) => self.writer.remove(path),
             Err(failure) => tracing::warn!("not removed: {}", failure.error),
         }
@@ -1027,7 +1052,7 @@ impl Files {
         if !matches!(self.role, Role::Peer { .. }) {
             return Err(FileFailure::other("this node shares no directory"));
         }
-        let (from_path, to_path) = (self.local_path(&from)?, self.local_path(&to)?);
+        let (from_path, to_path) = (self.local_path(0, &from)?, self.local_path(0, &to)?);
         // A handle of `from` would read on from the file's new name as if
         // it were the old one's.
         self.close_reads_of(&from);

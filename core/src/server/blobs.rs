@@ -146,6 +146,8 @@ pub struct BlobStore {
     /// The pin of each upload sent to the master, released when its entry
     /// is applied here, whether or not its session still waits.
     ordered: BTreeMap<Origin, Vec<[u8; 32]>>,
+    /// Collections run (`sync`), for tests that count them.
+    pub(super) syncs: u64,
     /// Blobs found at start that nothing applied or logged names: perhaps
     /// uploads the previous run sent to the master, whose pins died with
     /// it. Kept until the replica says no such upload can still be ordered
@@ -193,6 +195,7 @@ impl BlobStore {
             have: present.iter().copied().collect(),
             pins: BTreeMap::new(),
             ordered: BTreeMap::new(),
+            syncs: 0,
             held: BTreeSet::new(),
             held_until: None,
             unpinned: false,
@@ -269,7 +272,10 @@ impl BlobStore {
             *n -= 1;
             if *n == 0 {
                 self.pins.remove(d);
-                self.unpinned = true;
+                // A copy that landed is kept anyway: nothing to collect
+                // (a collection per copy made batches of small files pay
+                // a scan of every blob per file).
+                self.unpinned |= !self.kept.contains_key(d);
             }
         }
     }
@@ -428,6 +434,7 @@ impl BlobStore {
     /// Brings this server's blobs in line with the catalogue it has applied:
     /// fetch what is missing, drop what nobody names.
     pub fn sync(&mut self, now: Timestamp, replica: &Replica, out: &mut Outbox<ServerEvent>) {
+        self.syncs += 1;
         self.synced_at = replica.indexes().applied;
         let catalogue = replica.state().catalogue();
         for d in catalogue.contents() {

@@ -712,6 +712,13 @@ impl Sessions {
         let outcome = match &msg {
             SessionMsg::Failed(e) => e.to_string(),
             SessionMsg::LoggedIn { user_id, .. } => format!("logged in user {user_id}"),
+            // Not every digest of a batch of hundreds of files: a count.
+            SessionMsg::BatchDone { outcomes } => {
+                let stored = (outcomes.iter())
+                    .filter(|o| matches!(o, super::messages::Landed::Stored { .. }))
+                    .count();
+                format!("stored {stored} of {} files", outcomes.len())
+            }
             other => format!("{other:?}"),
         };
         let stored = match &msg {

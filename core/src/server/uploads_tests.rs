@@ -195,3 +195,23 @@ fn a_session_gone_mid_batch_stores_nothing_and_leaves_nothing_behind() {
         }
     )));
 }
+
+#[test]
+fn a_batch_costs_each_server_a_few_collections_not_one_per_file() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 1, "alice");
+    let owned: Vec<(String, Vec<u8>)> = (0..100)
+        .map(|i| (format!("f{i}"), content(4096, i + 1)))
+        .collect();
+    let files: Vec<(&str, &[u8])> = owned.iter().map(|(n, d)| (n.as_str(), &d[..])).collect();
+    let syncs = |c: &Cluster| -> Vec<u64> { (0..3).map(|ix| c.server(ix).blobs.syncs).collect() };
+    let before = syncs(&c);
+    let got = outcomes(&c.upload_many(1, a, &files, false));
+    assert!(got.iter().all(|o| matches!(o, Landed::Stored { .. })));
+    // Each collection scans every blob: once per file made 100 files cost
+    // each server 100 scans (a copy landing used to trigger one).
+    for (ix, (b, a)) in before.iter().zip(syncs(&c)).enumerate() {
+        assert!(a - b <= 10, "server {ix} collected {} times", a - b);
+    }
+}
