@@ -79,8 +79,8 @@ pub enum Owner {
     Landing([u8; 32]),
     /// The reads of a check of this blob (see `scrub`).
     Check([u8; 32]),
-    /// The reads of a copy of a blob sent on this connection (`copies`).
-    Push(ConnId),
+    /// The reads of a copy of a blob, by the copy's transfer id (`copies`).
+    Push(u64),
     /// The temporary file of a copy received on this connection.
     Copy(ConnId),
 }

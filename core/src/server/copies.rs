@@ -29,9 +29,14 @@
 //! an answer is still on its disk when the answer is given, whether or not
 //! that server has applied the entry naming it yet.
 //!
-//! The link: the sending server dials and sends `Push { from, nonce, mac }`
+//! **Links.** The sending server dials and sends `Push { from, nonce, mac }`
 //! (MACed with the cluster secret, so only servers can push), then acts as
-//! a transfer sender; the other end answers as a transfer receiver.
+//! a transfer sender; the other end answers as a transfer receiver. A link
+//! carries many copies, at once and one after another, told apart by their
+//! transfer ids, and stays open a while after its last ([`IDLE_KEEP`]): a
+//! batch of a thousand small files would otherwise pay a thousand
+//! connections, TLS handshakes and proofs, each costing more than a small
+//! file's whole transfer.
 
 use super::blobs::{BlobMsg, BlobStore, Owner};
 use super::config::ServerConfig;
@@ -59,6 +64,13 @@ const RETRY: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 /// Dial numbers of copy connections.
 const COPY_DIALS: u64 = 1 << 60;
+/// An idle copy link is closed after this long unused (by its sender).
+const IDLE_KEEP: Duration = Duration::from_secs(10);
+/// Copies on one link at most; more go on another.
+const PER_LINK: usize = 64;
+/// The receiving end closes a link that has carried no copy for this long
+/// (its sender forgot it, or is cut off).
+const INCOMING_IDLE: Duration = Duration::from_secs(60);
 
 /// An upload: its session's connection and its transfer's id (a session
 /// uploading a batch has several at once).
@@ -85,13 +97,18 @@ pub(super) struct Copies {
     fresh_for: Duration,
     /// Uploads being copied, by their session's connection.
     pipes: BTreeMap<Up, Pipe>,
-    /// Copies being sent, by their connection.
-    pushes: BTreeMap<ConnId, Push>,
+    /// Copies being sent, by their transfer's id.
+    pushes: BTreeMap<u64, Push>,
+    /// Links copies are sent on, by their connection.
+    links: BTreeMap<ConnId, CopyLink>,
     /// Copies being received, by their connection.
     incoming: BTreeMap<ConnId, Incoming>,
     /// Temporary files of copies received, sent to disk as these blobs.
     landing: BTreeMap<u64, [u8; 32]>,
     next_dial: u64,
+    /// Ids of the copies' transfers: unique, so a late message of one copy
+    /// is never taken for the next on the same link.
+    next_transfer: u64,
     news: Vec<CopyNews>,
 }
 
@@ -174,13 +191,24 @@ impl Pipe {
 struct Push {
     upload: Up,
     to: u32,
-    decoder: FrameDecoder,
+    /// The link it goes on.
+    conn: ConnId,
     sender: Sender,
-    connected: bool,
-    nonce: [u8; 16],
     source: Source,
     /// When the copy last moved, or last had something to do again.
     moved_at: Timestamp,
+}
+
+/// A link copies are sent on, to one server.
+struct CopyLink {
+    to: u32,
+    decoder: FrameDecoder,
+    connected: bool,
+    nonce: [u8; 16],
+    /// The copies on it now.
+    pushes: BTreeSet<u64>,
+    /// Since when it has carried no copy.
+    idle_since: Timestamp,
 }
 
 enum Source {
@@ -190,11 +218,13 @@ enum Source {
     Blob { handle: u64, digest: [u8; 32] },
 }
 
-/// A copy being received.
+/// A link copies are received on.
 struct Incoming {
     decoder: FrameDecoder,
-    receiver: Option<Receiver>,
-    temp: u64,
+    /// The copies arriving, by transfer id, each with its temporary file.
+    receivers: BTreeMap<u64, (Receiver, u64)>,
+    /// Since when the link has had no copy going.
+    idle_since: Timestamp,
 }
 
 impl Copies {
@@ -209,7 +239,9 @@ impl Copies {
             pushes: BTreeMap::new(),
             incoming: BTreeMap::new(),
             landing: BTreeMap::new(),
+            links: BTreeMap::new(),
             next_dial: 0,
+            next_transfer: 0,
             news: Vec::new(),
         }
     }
@@ -219,7 +251,7 @@ impl Copies {
     }
 
     pub(super) fn owns(&self, conn: ConnId) -> bool {
-        self.pushes.contains_key(&conn) || self.incoming.contains_key(&conn)
+        self.links.contains_key(&conn) || self.incoming.contains_key(&conn)
     }
 
     /// Chunks the client's upload on `upload` may be acknowledged up to,
@@ -316,14 +348,40 @@ impl Copies {
         let Some(addr) = replica.peers().iter().find(|p| p.id == to) else {
             return;
         };
-        let conn = ConnId::dialed(COPY_DIALS | self.next_dial);
-        self.next_dial += 1;
+        self.next_transfer += 1;
+        let tid = self.next_transfer;
+        // A link to that server with room, or a new one.
+        let room = (self.links.iter()).find(|(_, l)| l.to == to && l.pushes.len() < PER_LINK);
+        let conn = match room.map(|(c, _)| *c) {
+            Some(conn) => conn,
+            None => {
+                let conn = ConnId::dialed(COPY_DIALS | self.next_dial);
+                self.next_dial += 1;
+                // Unique per dial of this run; the MAC, not the nonce, is
+                // what an outsider cannot make.
+                let mut nonce = [0u8; 16];
+                nonce[..8].copy_from_slice(&conn.n.to_le_bytes());
+                nonce[8..12].copy_from_slice(&self.id.to_le_bytes());
+                nonce[12..].copy_from_slice(&to.to_le_bytes());
+                let link = CopyLink {
+                    to,
+                    decoder: FrameDecoder::default(),
+                    connected: false,
+                    nonce,
+                    pushes: BTreeSet::new(),
+                    idle_since: now,
+                };
+                self.links.insert(conn, link);
+                out.connect(conn, addr.addr.clone());
+                conn
+            }
+        };
         let source = match blob {
             None => Source::Live {
                 reads: VecDeque::new(),
             },
             Some(digest) => {
-                let handle = blobs.new_handle(Owner::Push(conn));
+                let handle = blobs.new_handle(Owner::Push(tid));
                 blobs.read_target(handle, digest);
                 Source::Blob { handle, digest }
             }
@@ -333,30 +391,24 @@ impl Copies {
             window: self.send_window.max(1),
             ..SenderConfig::default()
         };
-        let mut sender = Sender::new(now, conn.n, "copy".into(), size, cfg);
+        let mut sender = Sender::new(now, tid, "copy".into(), size, cfg);
         if let Source::Blob { digest, .. } = &source {
             sender = sender.with_digest(*digest);
         }
-        // Unique per dial of this run; the MAC, not the nonce, is what an
-        // outsider cannot make (links are not encrypted yet: issue 16).
-        let mut nonce = [0u8; 16];
-        nonce[..8].copy_from_slice(&conn.n.to_le_bytes());
-        nonce[8..12].copy_from_slice(&self.id.to_le_bytes());
-        nonce[12..].copy_from_slice(&to.to_le_bytes());
-        self.pushes.insert(
+        let push = Push {
+            upload,
+            to,
             conn,
-            Push {
-                upload,
-                to,
-                decoder: FrameDecoder::default(),
-                sender,
-                connected: false,
-                nonce,
-                source,
-                moved_at: now,
-            },
-        );
-        out.connect(conn, addr.addr.clone());
+            sender,
+            source,
+            moved_at: now,
+        };
+        self.pushes.insert(tid, push);
+        if let Some(link) = self.links.get_mut(&conn) {
+            link.pushes.insert(tid);
+        }
+        // On a link that is up, the offer goes at once.
+        self.pump(now, tid, blobs, out);
     }
 
     /// Bytes `offset..` of the upload on `upload` arrived (in order).
@@ -378,21 +430,15 @@ impl Copies {
             let why = "the upload's bytes came out of order";
             return self.drop_live(now, upload, why, blobs, out);
         }
-        let conns: Vec<ConnId> = self
-            .pushes
-            .iter()
-            .filter(|(_, p)| p.upload == upload && matches!(p.source, Source::Live { .. }))
-            .map(|(c, _)| *c)
-            .collect();
-        for conn in conns {
-            if let Some(p) = self.pushes.get_mut(&conn) {
+        for tid in self.live_tids(upload) {
+            if let Some(p) = self.pushes.get_mut(&tid) {
                 // A copy that had sent everything is busy again from now:
                 // its silence so far was the client's.
                 if p.sender.acked_bytes() >= before {
                     p.moved_at = now;
                 }
             }
-            self.pump(now, conn, blobs, out);
+            self.pump(now, tid, blobs, out);
         }
     }
 
@@ -462,7 +508,7 @@ impl Copies {
     }
 
     /// The upload on `upload` is over, whether stored or not: its copies
-    /// still going are cancelled.
+    /// still going are cancelled (their links go on).
     pub(super) fn close(
         &mut self,
         upload: Up,
@@ -470,33 +516,57 @@ impl Copies {
         out: &mut Outbox<ServerEvent>,
     ) {
         self.pipes.remove(&upload);
-        let conns: Vec<ConnId> = self
-            .pushes
-            .iter()
+        let tids: Vec<u64> = (self.pushes.iter())
             .filter(|(_, p)| p.upload == upload)
-            .map(|(c, _)| *c)
+            .map(|(t, _)| *t)
             .collect();
-        for conn in conns {
-            if let Some(mut p) = self.pushes.remove(&conn) {
-                release(&p, blobs);
-                if p.connected {
-                    p.sender.fail(TransferError::Cancelled);
-                    while let Some(o) = p.sender.poll_output() {
-                        if let SenderOutput::Send(m) = o {
-                            out.send(conn, &BlobMsg::Transfer(m));
-                        }
-                    }
-                }
-                out.close(conn);
-            }
+        for tid in tids {
+            self.end_push(tid, TransferError::Cancelled, blobs, out);
         }
     }
 
-    fn live_conns(&self, upload: Up) -> Vec<ConnId> {
-        self.pushes
-            .iter()
+    /// Stops the copy `tid`, telling the other end why if its link is up.
+    fn end_push(
+        &mut self,
+        tid: u64,
+        why: TransferError,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) -> Option<Push> {
+        let mut p = self.pushes.remove(&tid)?;
+        release(&p, blobs);
+        let now_idle = match self.links.get_mut(&p.conn) {
+            Some(link) => {
+                link.pushes.remove(&tid);
+                if link.connected {
+                    p.sender.fail(why);
+                    while let Some(o) = p.sender.poll_output() {
+                        if let SenderOutput::Send(m) = o {
+                            out.send(p.conn, &BlobMsg::Transfer(m));
+                        }
+                    }
+                }
+                link.pushes.is_empty()
+            }
+            None => false,
+        };
+        if now_idle {
+            self.link_idle(p.conn, p.moved_at);
+        }
+        Some(p)
+    }
+
+    /// The link on `conn` carries no copy since `now`.
+    fn link_idle(&mut self, conn: ConnId, now: Timestamp) {
+        if let Some(link) = self.links.get_mut(&conn) {
+            link.idle_since = now;
+        }
+    }
+
+    fn live_tids(&self, upload: Up) -> Vec<u64> {
+        (self.pushes.iter())
             .filter(|(_, p)| p.upload == upload && matches!(p.source, Source::Live { .. }))
-            .map(|(c, _)| *c)
+            .map(|(t, _)| *t)
             .collect()
     }
 
@@ -510,13 +580,34 @@ impl Copies {
         blobs: &mut BlobStore,
         out: &mut Outbox<ServerEvent>,
     ) {
-        for conn in self.live_conns(upload) {
-            self.fail_push(now, conn, why, blobs, out);
+        for tid in self.live_tids(upload) {
+            self.fail_push(now, tid, why, blobs, out);
         }
     }
 
-    /// Gives up on the copy on `conn`.
+    /// Gives up on the copy `tid`.
     fn fail_push(
+        &mut self,
+        now: Timestamp,
+        tid: u64,
+        why: &str,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        let detail = why.to_string();
+        let Some(p) = self.end_push(tid, TransferError::Io { detail }, blobs, out) else {
+            return;
+        };
+        out.event(ServerEvent::CopyFailed {
+            to: p.to,
+            why: why.to_string(),
+        });
+        self.back_off(now, p.upload);
+        self.after_push(p.upload);
+    }
+
+    /// The link on `conn` is gone: every copy on it failed.
+    fn fail_link(
         &mut self,
         now: Timestamp,
         conn: ConnId,
@@ -524,27 +615,13 @@ impl Copies {
         blobs: &mut BlobStore,
         out: &mut Outbox<ServerEvent>,
     ) {
-        let Some(mut p) = self.pushes.remove(&conn) else {
+        let Some(link) = self.links.remove(&conn) else {
             return;
         };
-        release(&p, blobs);
-        if p.connected {
-            p.sender.fail(TransferError::Io {
-                detail: why.to_string(),
-            });
-            while let Some(o) = p.sender.poll_output() {
-                if let SenderOutput::Send(m) = o {
-                    out.send(conn, &BlobMsg::Transfer(m));
-                }
-            }
-        }
         out.close(conn);
-        out.event(ServerEvent::CopyFailed {
-            to: p.to,
-            why: why.to_string(),
-        });
-        self.back_off(now, p.upload);
-        self.after_push(p.upload);
+        for tid in link.pushes {
+            self.fail_push(now, tid, why, blobs, out);
+        }
     }
 
     /// A copy of `upload` failed: the next waits a while, longer each time
@@ -589,7 +666,7 @@ impl Copies {
         }
     }
 
-    /// A copy's dial reached its server: introduce ourselves and offer.
+    /// A copy link's dial reached its server: introduce ourselves and offer.
     pub(super) fn on_connected(
         &mut self,
         now: Timestamp,
@@ -597,36 +674,40 @@ impl Copies {
         blobs: &mut BlobStore,
         out: &mut Outbox<ServerEvent>,
     ) {
-        let Some(p) = self.pushes.get_mut(&conn) else {
+        let Some(link) = self.links.get_mut(&conn) else {
             return;
         };
-        p.connected = true;
-        let mac = self.secret.peer_proof(self.id, p.to, &p.nonce);
+        link.connected = true;
+        let mac = self.secret.peer_proof(self.id, link.to, &link.nonce);
         let hello = BlobMsg::Push {
             version: PROTOCOL_VERSION,
             from: self.id,
-            nonce: p.nonce,
+            nonce: link.nonce,
             mac,
         };
         out.send(conn, &hello);
-        self.pump(now, conn, blobs, out);
+        let tids: Vec<u64> = link.pushes.iter().copied().collect();
+        for tid in tids {
+            self.pump(now, tid, blobs, out);
+        }
     }
 
-    /// Carries out what the sender of the copy on `conn` asks for.
+    /// Carries out what the sender of the copy `tid` asks for.
     fn pump(
         &mut self,
         now: Timestamp,
-        conn: ConnId,
+        tid: u64,
         blobs: &mut BlobStore,
         out: &mut Outbox<ServerEvent>,
     ) {
         let mut ended = None;
         let mut moved = false;
         loop {
-            let Some(p) = self.pushes.get_mut(&conn) else {
+            let Some(p) = self.pushes.get_mut(&tid) else {
                 return;
             };
-            if !p.connected {
+            let conn = p.conn;
+            if !self.links.get(&conn).is_some_and(|l| l.connected) {
                 return;
             }
             // Live reads the upload's bytes can answer, in the order asked.
@@ -676,29 +757,35 @@ impl Copies {
             }
         }
         if let Some(result) = ended {
-            return self.push_ended(now, conn, result, blobs, out);
+            return self.push_ended(now, tid, result, blobs, out);
         }
         if moved {
-            if let Some(upload) = self.pushes.get(&conn).map(|p| p.upload) {
+            if let Some(upload) = self.pushes.get(&tid).map(|p| p.upload) {
                 self.after_push(upload);
             }
         }
     }
 
-    /// The copy on `conn` is over: durable there, or failed.
+    /// The copy `tid` is over: durable there, or failed.
     fn push_ended(
         &mut self,
         now: Timestamp,
-        conn: ConnId,
+        tid: u64,
         result: Result<[u8; 32], TransferError>,
         blobs: &mut BlobStore,
         out: &mut Outbox<ServerEvent>,
     ) {
-        let Some(p) = self.pushes.remove(&conn) else {
+        let Some(p) = self.pushes.remove(&tid) else {
             return;
         };
         release(&p, blobs);
-        out.close(conn);
+        let emptied = self.links.get_mut(&p.conn).is_some_and(|link| {
+            link.pushes.remove(&tid);
+            link.pushes.is_empty()
+        });
+        if emptied {
+            self.link_idle(p.conn, now);
+        }
         match result {
             Ok(digest) => {
                 if let Some(pipe) = self.pipes.get_mut(&p.upload) {
@@ -707,6 +794,11 @@ impl Copies {
                 out.event(ServerEvent::Copied { to: p.to });
             }
             Err(e) => {
+                // A link that stopped answering is of no use to the next.
+                if e == TransferError::Timeout {
+                    let why = "the link stopped answering";
+                    self.fail_link(now, p.conn, why, blobs, out);
+                }
                 out.event(ServerEvent::CopyFailed {
                     to: p.to,
                     why: e.to_string(),
@@ -728,24 +820,32 @@ impl Copies {
         out: &mut Outbox<ServerEvent>,
     ) {
         let mut msgs = Vec::new();
-        let res = if let Some(p) = self.pushes.get_mut(&conn) {
-            p.decoder.push(bytes);
-            drain_messages::<BlobMsg>(&mut p.decoder, &mut msgs)
+        let res = if let Some(l) = self.links.get_mut(&conn) {
+            l.decoder.push(bytes);
+            drain_messages::<BlobMsg>(&mut l.decoder, &mut msgs)
         } else if let Some(i) = self.incoming.get_mut(&conn) {
             i.decoder.push(bytes);
             drain_messages::<BlobMsg>(&mut i.decoder, &mut msgs)
         } else {
             return;
         };
+        let sending = self.links.contains_key(&conn);
         for m in msgs {
             let BlobMsg::Transfer(t) = m else {
                 return self.on_closed(now, conn, blobs, out);
             };
-            if let Some(p) = self.pushes.get_mut(&conn) {
-                p.sender.on_msg(now, t);
-                self.pump(now, conn, blobs, out);
-            } else {
+            if !sending {
                 self.on_incoming(now, conn, t, blobs, out);
+                continue;
+            }
+            let tid = t.id();
+            match self.pushes.get_mut(&tid) {
+                Some(p) if p.conn == conn => {
+                    p.sender.on_msg(now, t);
+                    self.pump(now, tid, blobs, out);
+                }
+                // A late answer to a copy cancelled or ended.
+                _ => {}
             }
         }
         if res.is_err() {
@@ -761,12 +861,14 @@ impl Copies {
         blobs: &mut BlobStore,
         out: &mut Outbox<ServerEvent>,
     ) {
-        if self.pushes.contains_key(&conn) {
-            return self.fail_push(now, conn, "the connection closed", blobs, out);
+        if self.links.contains_key(&conn) {
+            return self.fail_link(now, conn, "the connection closed", blobs, out);
         }
         if let Some(i) = self.incoming.remove(&conn) {
             out.close(conn);
-            self.let_go_incoming(i.temp, blobs, out);
+            for (_, (_, temp)) in i.receivers {
+                self.let_go_incoming(temp, blobs, out);
+            }
         }
     }
 
@@ -774,16 +876,16 @@ impl Copies {
     pub(super) fn on_read(
         &mut self,
         now: Timestamp,
-        conn: ConnId,
+        tid: u64,
         offset: u64,
         data: &[u8],
         blobs: &mut BlobStore,
         out: &mut Outbox<ServerEvent>,
     ) {
-        if let Some(p) = self.pushes.get_mut(&conn) {
+        if let Some(p) = self.pushes.get_mut(&tid) {
             p.sender.on_read(offset, data);
         }
-        self.pump(now, conn, blobs, out);
+        self.pump(now, tid, blobs, out);
     }
 
     /// A live copy that has not yet had acknowledged all the upload holds.
@@ -802,12 +904,17 @@ impl Copies {
             let stall = (self.behind(p)).then_some(p.moved_at + STALL);
             crate::time::earliest(p.sender.poll_timeout(), stall)
         });
-        let receives = self
-            .incoming
-            .values()
-            .filter_map(|i| i.receiver.as_ref()?.poll_timeout());
+        let receives = (self.incoming.values())
+            .flat_map(|i| i.receivers.values().filter_map(|(r, _)| r.poll_timeout()));
         let retries = self.pipes.values().filter_map(|p| p.retry_at);
-        sends.chain(receives).chain(retries).min()
+        let idle = (self.links.values())
+            .filter(|l| l.pushes.is_empty())
+            .map(|l| l.idle_since + IDLE_KEEP);
+        let forgotten = (self.incoming.values())
+            .filter(|i| i.receivers.is_empty())
+            .map(|i| i.idle_since + INCOMING_IDLE);
+        let all = sends.chain(receives).chain(retries).chain(idle);
+        all.chain(forgotten).min()
     }
 
     pub(super) fn handle_timeout(
@@ -817,32 +924,52 @@ impl Copies {
         blobs: &mut BlobStore,
         out: &mut Outbox<ServerEvent>,
     ) {
-        let conns: Vec<ConnId> = self.pushes.keys().copied().collect();
-        for conn in conns {
+        let unused: Vec<ConnId> = (self.links.iter())
+            .filter(|(_, l)| l.pushes.is_empty() && now.saturating_since(l.idle_since) >= IDLE_KEEP)
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in unused {
+            self.links.remove(&conn);
+            out.close(conn);
+        }
+        let forgotten: Vec<ConnId> = (self.incoming.iter())
+            .filter(|(_, i)| {
+                i.receivers.is_empty() && now.saturating_since(i.idle_since) >= INCOMING_IDLE
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in forgotten {
+            self.on_closed(now, conn, blobs, out);
+        }
+        let tids: Vec<u64> = self.pushes.keys().copied().collect();
+        for tid in tids {
             let stalled = self
                 .pushes
-                .get(&conn)
+                .get(&tid)
                 .is_some_and(|p| self.behind(p) && now.saturating_since(p.moved_at) >= STALL);
             if stalled {
-                self.fail_push(now, conn, "it fell behind the upload", blobs, out);
+                self.fail_push(now, tid, "it fell behind the upload", blobs, out);
                 continue;
             }
-            let Some(p) = self.pushes.get_mut(&conn) else {
+            let Some(p) = self.pushes.get_mut(&tid) else {
                 continue;
             };
             p.sender.handle_timeout(now);
-            self.pump(now, conn, blobs, out);
+            self.pump(now, tid, blobs, out);
         }
         let conns: Vec<ConnId> = self.incoming.keys().copied().collect();
         for conn in conns {
-            if let Some(r) = self
-                .incoming
-                .get_mut(&conn)
-                .and_then(|i| i.receiver.as_mut())
-            {
-                r.handle_timeout(now);
+            let ids: Vec<u64> = (self.incoming.get(&conn))
+                .map(|i| i.receivers.keys().copied().collect())
+                .unwrap_or_default();
+            for id in ids {
+                if let Some((r, _)) =
+                    (self.incoming.get_mut(&conn)).and_then(|i| i.receivers.get_mut(&id))
+                {
+                    r.handle_timeout(now);
+                }
+                self.pump_incoming(now, conn, id, blobs, out);
             }
-            self.pump_incoming(conn, blobs, out);
         }
         let due: Vec<Up> = self
             .pipes
@@ -878,10 +1005,10 @@ impl Copies {
     /// A connection whose first frame is a `Push`: a copy to receive.
     pub(super) fn adopt(
         &mut self,
+        now: Timestamp,
         conn: ConnId,
         decoder: FrameDecoder,
         first: &[u8],
-        blobs: &mut BlobStore,
         out: &mut Outbox<ServerEvent>,
     ) {
         let refuse = |out: &mut Outbox<ServerEvent>, r: Refusal| {
@@ -912,15 +1039,12 @@ impl Copies {
         if blake3::Hash::from(want) != blake3::Hash::from(mac) {
             return refuse(out, Refusal::BadCode);
         }
-        let temp = blobs.new_handle(Owner::Copy(conn));
-        self.incoming.insert(
-            conn,
-            Incoming {
-                decoder,
-                receiver: None,
-                temp,
-            },
-        );
+        let incoming = Incoming {
+            decoder,
+            receivers: BTreeMap::new(),
+            idle_since: now,
+        };
+        self.incoming.insert(conn, incoming);
     }
 
     fn on_incoming(
@@ -935,31 +1059,37 @@ impl Copies {
         let Some(i) = self.incoming.get_mut(&conn) else {
             return;
         };
-        match (&mut i.receiver, t) {
+        let id = t.id();
+        match (i.receivers.get_mut(&id), t) {
             (None, TransferMsg::Offer { id, name, size }) => {
                 let mut r = Receiver::new(now, id, name, size, timeout);
                 r.accept(now);
-                i.receiver = Some(r);
+                let temp = blobs.new_handle(Owner::Copy(conn));
+                i.receivers.insert(id, (r, temp));
             }
-            (Some(r), t) => r.on_msg(now, t),
-            (None, _) => return self.on_closed(now, conn, blobs, out),
+            (Some((r, _)), t) => r.on_msg(now, t),
+            // A late message of a copy whose answer was given (a DONE sent
+            // again).
+            (None, _) => return,
         }
-        self.pump_incoming(conn, blobs, out);
+        self.pump_incoming(now, conn, id, blobs, out);
     }
 
     fn pump_incoming(
         &mut self,
+        now: Timestamp,
         conn: ConnId,
+        id: u64,
         blobs: &mut BlobStore,
         out: &mut Outbox<ServerEvent>,
     ) {
         let Some(i) = self.incoming.get_mut(&conn) else {
             return;
         };
-        let temp = i.temp;
-        let Some(r) = i.receiver.as_mut() else {
+        let Some((r, temp)) = i.receivers.get_mut(&id) else {
             return;
         };
+        let temp = *temp;
         let size = r.size();
         let mut over = false;
         while let Some(o) = r.poll_output() {
@@ -984,11 +1114,13 @@ impl Copies {
             }
         }
         if over {
-            // The sender closes once it has our answer.
-            if let Some(i) = self.incoming.remove(&conn) {
-                if !self.landing.contains_key(&i.temp) {
-                    blobs.forget_handle(i.temp);
-                }
+            // The link waits for the sender's next copy, or its close.
+            i.receivers.remove(&id);
+            if i.receivers.is_empty() {
+                i.idle_since = now;
+            }
+            if !self.landing.contains_key(&temp) {
+                blobs.forget_handle(temp);
             }
         }
     }
@@ -1021,14 +1153,22 @@ impl Copies {
             blobs.add_copy(now, d, replica);
             blobs.unpin(&d);
         }
-        if let Some(r) = self
-            .incoming
-            .get_mut(&conn)
-            .and_then(|i| i.receiver.as_mut())
+        let Some(id) = self.receiving(conn, temp) else {
+            return;
+        };
+        if let Some((r, _)) = (self.incoming.get_mut(&conn)).and_then(|i| i.receivers.get_mut(&id))
         {
             r.committed();
         }
-        self.pump_incoming(conn, blobs, out);
+        self.pump_incoming(now, conn, id, blobs, out);
+    }
+
+    /// The copy on `conn` whose temporary file is `temp`.
+    fn receiving(&self, conn: ConnId, temp: u64) -> Option<u64> {
+        let i = self.incoming.get(&conn)?;
+        (i.receivers.iter())
+            .find(|(_, (_, t))| *t == temp)
+            .map(|(id, _)| *id)
     }
 
     /// A file operation of a copy failed: a read of a blob being sent, or
@@ -1042,25 +1182,23 @@ impl Copies {
         out: &mut Outbox<ServerEvent>,
     ) {
         match blobs.owner(handle) {
-            Some(Owner::Push(conn)) => {
+            Some(Owner::Push(tid)) => {
                 let why = format!("reading the blob: {reason}");
-                self.fail_push(now, conn, &why, blobs, out);
+                self.fail_push(now, tid, &why, blobs, out);
             }
             Some(Owner::Copy(conn)) => {
                 if let Some(d) = self.landing.remove(&handle) {
                     blobs.unpin(&d);
                 }
-                match self
-                    .incoming
-                    .get_mut(&conn)
-                    .and_then(|i| i.receiver.as_mut())
+                let Some(id) = self.receiving(conn, handle) else {
+                    return blobs.forget_handle(handle);
+                };
+                if let Some((r, _)) =
+                    (self.incoming.get_mut(&conn)).and_then(|i| i.receivers.get_mut(&id))
                 {
-                    Some(r) => {
-                        r.fail(reason);
-                        self.pump_incoming(conn, blobs, out);
-                    }
-                    None => blobs.forget_handle(handle),
+                    r.fail(reason);
                 }
+                self.pump_incoming(now, conn, id, blobs, out);
             }
             _ => {}
         }

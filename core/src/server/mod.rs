@@ -335,7 +335,7 @@ impl Server {
         if tag == PUSH_TAG {
             if let Some(decoder) = self.sessions.take(conn) {
                 self.copies
-                    .adopt(conn, decoder, payload, &mut self.blobs, &mut self.out);
+                    .adopt(now, conn, decoder, payload, &mut self.out);
                 self.copies
                     .on_bytes(now, conn, &[], &mut self.blobs, &mut self.out);
                 self.copy_news(now);
@@ -653,9 +653,9 @@ impl Server {
                 let (files, mut cx) = self.files(now);
                 files.on_read(&mut cx, conn, offset, data);
             }
-            Some(Owner::Push(conn)) => {
+            Some(Owner::Push(tid)) => {
                 self.copies
-                    .on_read(now, conn, offset, data, &mut self.blobs, &mut self.out);
+                    .on_read(now, tid, offset, data, &mut self.blobs, &mut self.out);
                 self.copy_news(now);
             }
             _ => self

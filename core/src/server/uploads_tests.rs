@@ -215,3 +215,35 @@ fn a_batch_costs_each_server_a_few_collections_not_one_per_file() {
         assert!(a - b <= 10, "server {ix} collected {} times", a - b);
     }
 }
+
+#[test]
+fn the_copies_of_a_batch_share_links_instead_of_dialing_per_file() {
+    // Two servers: every file is copied to the other, none fetched.
+    let mut c = Cluster::new(2);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 1, "alice");
+    let owned: Vec<(String, Vec<u8>)> = (0..60)
+        .map(|i| (format!("f{i}"), content(3000, i + 1)))
+        .collect();
+    let files: Vec<(&str, &[u8])> = owned.iter().map(|(n, d)| (n.as_str(), &d[..])).collect();
+    let before = c.connections_made();
+    let got = outcomes(&c.upload_many(1, a, &files, false));
+    assert!(got.iter().all(|o| matches!(o, Landed::Stored { .. })));
+    let copied = (c.events.iter())
+        .filter(|(ix, e)| *ix == 1 && matches!(e, ServerEvent::Copied { .. }))
+        .count();
+    assert!(copied >= 60, "{copied} copies");
+    // Several files are in flight at once, so a few links; not one each.
+    let made = c.connections_made() - before;
+    assert!(made <= 20, "{made} connections for 60 copies");
+    // A link left unused closes on its own, at both ends.
+    c.run_for(Duration::from_secs(70));
+    let a = user(&mut c, 1, "alice");
+    let after_idle = c.connections_made();
+    let again = outcomes(&c.upload_many(1, a, &[("later", &owned[0].1[..])], false));
+    assert!(matches!(again[..], [Landed::Stored { .. }]));
+    assert!(
+        c.connections_made() > after_idle,
+        "a new link after the idle ones closed"
+    );
+}

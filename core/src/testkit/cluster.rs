@@ -752,6 +752,11 @@ impl Cluster {
         answers
     }
 
+    /// Connections made between nodes so far (every dial that opened).
+    pub fn connections_made(&self) -> u64 {
+        self.next_accept
+    }
+
     /// Uploads `files` as one batch (`UploadMany`), every offer sent at
     /// once; the answers that are not transfer messages (`BatchDone`).
     pub fn upload_many(
