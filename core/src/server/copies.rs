@@ -14,6 +14,11 @@
 //! A copy that makes no progress for [`STALL`] while it has bytes to send
 //! is dropped rather than allowed to hold the client back.
 //!
+//! **Small files** ([`SMALL`]) are copied to every server, not only to a
+//! majority: the servers not copied to would fetch the file right after
+//! its entry is applied, each on a connection of its own. The upload goes
+//! on once a majority holds it; the other copies finish on their own.
+//!
 //! **After the upload.** If fewer copies than needed succeeded (a server was
 //! down, fell behind, or ran out of space), copies are made from the blob,
 //! now on disk, to the other servers in turn, until enough hold it or the
@@ -68,6 +73,9 @@ const COPY_DIALS: u64 = 1 << 60;
 const IDLE_KEEP: Duration = Duration::from_secs(10);
 /// Copies on one link at most; more go on another.
 const PER_LINK: usize = 64;
+/// Uploads of at most this many bytes are copied to every server, not
+/// only to a majority.
+pub const SMALL: u64 = 1 << 20;
 /// The receiving end closes a link that has carried no copy for this long
 /// (its sender forgot it, or is cut off).
 const INCOMING_IDLE: Duration = Duration::from_secs(60);
@@ -136,6 +144,9 @@ struct Pipe {
     retry_at: Option<Timestamp>,
     /// Copies that failed so far: the wait before the next grows with them.
     failures: u32,
+    /// Enough copies were durable and the upload went on; copies still
+    /// going (to the other servers, of a small file) finish on their own.
+    answered: bool,
 }
 
 impl Pipe {
@@ -298,8 +309,18 @@ impl Copies {
             stored: None,
             retry_at: None,
             failures: 0,
+            answered: false,
         };
-        let targets = self.targets(&mut pipe, needed, upload, replica);
+        // A small file goes to every server while it arrives: the others
+        // would fetch it on a link of their own right after, which costs
+        // them more than the file (see the module's notes).
+        let others = replica.live_peers().len();
+        let n = if size <= SMALL {
+            others.max(needed)
+        } else {
+            needed
+        };
+        let targets = self.targets(&mut pipe, n, upload, replica);
         self.pipes.insert(upload, pipe);
         for to in targets {
             self.start_push(now, upload, to, size, None, replica, blobs, out);
@@ -475,9 +496,20 @@ impl Copies {
         let Some(pipe) = self.pipes.get_mut(&upload) else {
             return true;
         };
+        if pipe.answered {
+            // Said so already; the last copy going lets the pipe go.
+            if going == 0 {
+                self.pipes.remove(&upload);
+            }
+            return false;
+        }
         let confirmed = pipe.confirmed(now, self.fresh_for);
         if confirmed >= pipe.needed {
-            self.close(upload, blobs, out);
+            if going == 0 {
+                self.close(upload, blobs, out);
+            } else {
+                pipe.answered = true;
+            }
             return true;
         }
         let Some(digest) = pipe.stored else {

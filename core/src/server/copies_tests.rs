@@ -41,22 +41,46 @@ fn a_put_is_answered_only_after_its_copy_is_durable_on_another_server() {
     assert!(holders.count() >= 2);
 }
 
+/// Copies server 0 made before it answered the upload, and in all.
+fn copies_of_upload(c: &Cluster) -> (usize, usize) {
+    let answered = first(c, 0, answered_upload).unwrap_or(usize::MAX);
+    let copied = |events: &[(usize, ServerEvent)]| {
+        (events.iter())
+            .filter(|(i, e)| *i == 0 && matches!(e, ServerEvent::Copied { .. }))
+            .count()
+    };
+    let before = copied(&c.events[..answered.min(c.events.len())]);
+    (before, copied(&c.events))
+}
+
 #[test]
-fn a_five_server_cluster_makes_two_copies_before_answering() {
+fn a_five_server_cluster_makes_two_copies_of_a_large_file_before_answering() {
+    let mut c = Cluster::new(5);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 0, "alice");
+    let data = content(super::copies::SMALL as usize + 50_000, 2);
+    assert!(stored(&c.upload(0, a, "f", &data, false)));
+    c.run_for(Duration::from_secs(2));
+    // A majority, no more: the others fetch it once its entry is applied.
+    assert_eq!(copies_of_upload(&c), (2, 2));
+}
+
+#[test]
+fn a_small_file_is_copied_to_every_server_and_answered_once_a_majority_holds_it() {
     let mut c = Cluster::new(5);
     c.run_for(Duration::from_secs(1));
     let a = user(&mut c, 0, "alice");
     let data = content(50_000, 2);
+    let dialed = c.connections_made();
     assert!(stored(&c.upload(0, a, "f", &data, false)));
-    let answered = first(&c, 0, answered_upload).unwrap_or(usize::MAX);
-    let copies_before: Vec<u32> = c.events[..answered.min(c.events.len())]
-        .iter()
-        .filter_map(|(i, e)| match e {
-            ServerEvent::Copied { to } if *i == 0 => Some(*to),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(copies_before.len(), 2, "{copies_before:?}");
+    c.run_for(Duration::from_secs(2));
+    let (before, all) = copies_of_upload(&c);
+    assert!(before >= 2, "{before} copies before the answer");
+    assert_eq!(all, 4, "every other server got a copy");
+    // One link to each, and no fetch of it.
+    assert_eq!(c.connections_made() - dialed, 4);
+    let d = blake3::hash(&data);
+    assert!((0..5).all(|ix| c.disk(ix).blob(d.as_bytes()).is_some()));
 }
 
 #[test]
