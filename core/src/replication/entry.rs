@@ -125,6 +125,24 @@ pub enum Txn {
     /// that took it): every session token issued before is refused.
     #[speedy(tag = 17)]
     ChangePassword { user: u64, password: PasswordHash },
+    /// `grantee` may read every file under `owner`'s `folder`, now and
+    /// later (`catalogue`).
+    #[speedy(tag = 18)]
+    ShareFolder {
+        owner: u64,
+        folder: String,
+        grantee: String,
+    },
+    #[speedy(tag = 19)]
+    UnshareFolder {
+        owner: u64,
+        folder: String,
+        grantee: String,
+    },
+    /// `rm -r`: every file under `owner`'s `folder`, and the shares of it
+    /// and of the folders under it.
+    #[speedy(tag = 20)]
+    DeleteFolder { owner: u64, folder: String },
 }
 
 impl Txn {
@@ -173,6 +191,17 @@ impl Txn {
                 format!("login for {username} from {source}")
             }
             Txn::ChangePassword { user, .. } => format!("user{user} changes their password"),
+            Txn::ShareFolder {
+                owner,
+                folder,
+                grantee,
+            } => format!("share folder user{owner}/{folder}/ with {grantee}"),
+            Txn::UnshareFolder {
+                owner,
+                folder,
+                grantee,
+            } => format!("unshare folder user{owner}/{folder}/ from {grantee}"),
+            Txn::DeleteFolder { owner, folder } => format!("delete folder user{owner}/{folder}/"),
         }
     }
 }
@@ -240,6 +269,12 @@ pub enum TxnResult {
     /// The password is changed; tokens must now be of this epoch.
     #[speedy(tag = 25)]
     PasswordChanged { user_id: u64, epoch: u32 },
+    /// `rm -r`: this many files went (and the folder's shares).
+    #[speedy(tag = 26)]
+    FolderDeleted { files: u64 },
+    /// The name is a folder, or one of its folders is a file.
+    #[speedy(tag = 27)]
+    NameConflict { reason: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
