@@ -164,6 +164,11 @@ impl Catalogue {
         all.into_iter().collect()
     }
 
+    /// Every folder share, as (owner, folder, grantee).
+    pub fn folder_shares(&self) -> impl Iterator<Item = (u64, &str, u64)> {
+        (self.folder_shares.iter()).map(|(o, f, g)| (*o, f.as_str(), *g))
+    }
+
     /// Whom `owner` shares folder `folder` with.
     pub fn folder_grantees(&self, owner: u64, folder: &str) -> Vec<u64> {
         self.folder_shares
@@ -239,7 +244,8 @@ impl Catalogue {
         });
         self.folder_shared_with
             .insert((grantee, owner, folder.to_string()));
-        self.folder_shares.insert((owner, folder.to_string(), grantee))
+        self.folder_shares
+            .insert((owner, folder.to_string(), grantee))
     }
 
     pub fn unshare_folder(
@@ -249,7 +255,9 @@ impl Catalogue {
         grantee: u64,
         writes: &mut Vec<Write>,
     ) -> bool {
-        let had = self.folder_shares.remove(&(owner, folder.to_string(), grantee));
+        let had = self
+            .folder_shares
+            .remove(&(owner, folder.to_string(), grantee));
         if had {
             writes.push(Write::Delete {
                 table: Table::Shares,

@@ -316,7 +316,11 @@ impl State {
                 grantee,
             } => match self.by_name.get(grantee) {
                 None => TxnResult::NoSuchUser,
-                Some(g) if self.catalogue.unshare_folder(*owner, folder, *g, &mut writes) => {
+                Some(g)
+                    if self
+                        .catalogue
+                        .unshare_folder(*owner, folder, *g, &mut writes) =>
+                {
                     TxnResult::Unshared
                 }
                 // (A share outlives the files under its folder: unsharing
@@ -726,7 +730,10 @@ mod tests {
         assert_eq!(l.share_folder(1, "a/b", "bob"), TxnResult::NoSuchFile);
         assert_eq!(l.share_folder(1, "theirs", "bob"), TxnResult::NoSuchFile);
         assert_eq!(l.share_folder(1, "a", "zed"), TxnResult::NoSuchUser);
-        assert_eq!(l.share_folder(1, "a", "alice"), TxnResult::CannotShareWithSelf);
+        assert_eq!(
+            l.share_folder(1, "a", "alice"),
+            TxnResult::CannotShareWithSelf
+        );
         assert!(!l.can_read(1, 2, "theirs/x"));
     }
 
@@ -741,9 +748,7 @@ mod tests {
         ] {
             assert_eq!(
                 l.put(1, name),
-                TxnResult::NameConflict {
-                    reason: why.into()
-                },
+                TxnResult::NameConflict { reason: why.into() },
                 "{name}"
             );
         }

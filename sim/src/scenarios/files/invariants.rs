@@ -70,8 +70,8 @@ use crate::disk::{short, Disk};
 use crate::server_host::View;
 use crate::trace::secs;
 use ferry_core::client::{ClientConfig, ClientError};
+use ferry_core::names::check_path;
 use ferry_core::replication::entry::Txn;
-use ferry_core::server::check_name;
 use ferry_core::server::messages::FileOutcome;
 use ferry_core::server::{OpError, Response, ServerConfig};
 use ferry_core::transfer::TransferError;
@@ -297,7 +297,7 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
                         replace,
                     },
                     answer,
-                ) if check_name(name).is_err() => {
+                ) if check_path(name).is_err() => {
                     // Refused by the server, or the client's own transfer
                     // gave up (the refusal lost with the session): never
                     // anything else.

@@ -41,6 +41,10 @@ pub enum Outcome {
     Unshared,
     NotShared,
     Deleted,
+    /// `rm -r` of a folder (or of what was left of its shares).
+    FolderDeleted,
+    /// An upload whose name was a folder, or in a folder that was a file.
+    NameConflict,
 }
 
 /// The catalogue (and the users it refers to) at one point of the log.
@@ -51,6 +55,8 @@ pub struct Catalogue {
     pub files: BTreeMap<(u64, String), ModelFile>,
     /// (owner, name, grantee)
     pub shares: BTreeSet<(u64, String, u64)>,
+    /// (owner, folder, grantee): every file under `folder/`, now and later.
+    pub folder_shares: BTreeSet<(u64, String, u64)>,
     /// Last request applied per (server, session): retries apply once.
     sessions: BTreeMap<(u32, u64), u64>,
 }
@@ -104,6 +110,9 @@ impl Catalogue {
                 if self.files.contains_key(&k) && !replace {
                     return Outcome::FileExists;
                 }
+                if self.conflicts(*owner, name) {
+                    return Outcome::NameConflict;
+                }
                 self.files.insert(
                     k,
                     ModelFile {
@@ -156,7 +165,80 @@ impl Catalogue {
                 self.shares.retain(|(o, n, _)| !(o == owner && n == name));
                 Outcome::Deleted
             }
+            Txn::ShareFolder {
+                owner,
+                folder,
+                grantee,
+            } => {
+                if !self.is_folder(*owner, folder) {
+                    return Outcome::NoSuchFile;
+                }
+                match self.by_name.get(grantee) {
+                    None => Outcome::NoSuchUser,
+                    Some(g) if g == owner => Outcome::CannotShareWithSelf,
+                    Some(g) => {
+                        self.folder_shares.insert((*owner, folder.clone(), *g));
+                        Outcome::Shared
+                    }
+                }
+            }
+            Txn::UnshareFolder {
+                owner,
+                folder,
+                grantee,
+            } => match self.by_name.get(grantee) {
+                None => Outcome::NoSuchUser,
+                Some(g) if self.folder_shares.remove(&(*owner, folder.clone(), *g)) => {
+                    Outcome::Unshared
+                }
+                Some(_) if self.is_folder(*owner, folder) => Outcome::NotShared,
+                Some(_) => Outcome::NoSuchFile,
+            },
+            Txn::DeleteFolder { owner, folder } => {
+                let under = |n: &str| n.starts_with(&format!("{folder}/"));
+                let files = self.files.len();
+                let shares = self.folder_shares.len();
+                self.files.retain(|(o, n), _| !(o == owner && under(n)));
+                self.shares.retain(|(o, n, _)| !(o == owner && under(n)));
+                self.folder_shares
+                    .retain(|(o, f, _)| !(o == owner && (f == folder || under(f))));
+                if files == self.files.len() && shares == self.folder_shares.len() {
+                    return Outcome::NoSuchFile;
+                }
+                Outcome::FolderDeleted
+            }
         }
+    }
+
+    /// Has `owner` a file under `folder/`?
+    pub fn is_folder(&self, owner: u64, folder: &str) -> bool {
+        let prefix = format!("{folder}/");
+        (self.files.keys()).any(|(o, n)| *o == owner && n.starts_with(&prefix))
+    }
+
+    /// May `owner` not have a file `name`: is it a folder of theirs, or is
+    /// a folder it is in a file of theirs?
+    pub fn conflicts(&self, owner: u64, name: &str) -> bool {
+        self.is_folder(owner, name)
+            || (name.match_indices('/')).any(|(i, _)| self.file(owner, &name[..i]).is_some())
+    }
+
+    /// Is `owner`'s `name` in a folder shared with `user`?
+    fn folder_shared(&self, owner: u64, name: &str, user: u64) -> bool {
+        (self.folder_shares.iter())
+            .any(|(o, f, g)| *o == owner && *g == user && name.starts_with(&format!("{f}/")))
+    }
+
+    /// Who may read `owner`'s `name` besides them, in id order.
+    fn readers(&self, owner: u64, name: &str) -> Vec<u64> {
+        let by_file = (self.shares.iter())
+            .filter(|(o, n, _)| *o == owner && n == name)
+            .map(|(_, _, g)| *g);
+        let by_folder = (self.folder_shares.iter())
+            .filter(|(o, f, _)| *o == owner && name.starts_with(&format!("{f}/")))
+            .map(|(_, _, g)| *g);
+        let all: BTreeSet<u64> = by_file.chain(by_folder).collect();
+        all.into_iter().collect()
     }
 
     pub fn file(&self, owner: u64, name: &str) -> Option<ModelFile> {
@@ -166,8 +248,10 @@ impl Catalogue {
     /// The content `user` may download as `owner`'s `name`, if any.
     pub fn readable(&self, user: u64, owner: u64, name: &str) -> Option<[u8; 32]> {
         let f = self.file(owner, name)?;
-        (user == owner || self.shares.contains(&(owner, name.to_string(), user)))
-            .then_some(f.digest)
+        (user == owner
+            || self.shares.contains(&(owner, name.to_string(), user))
+            || self.folder_shared(owner, name, user))
+        .then_some(f.digest)
     }
 
     pub fn is_shared(&self, owner: u64, name: &str, grantee: u64) -> bool {
@@ -187,14 +271,11 @@ impl Catalogue {
         let mut lines = Vec::new();
         for ((owner, name), f) in &self.files {
             if *owner == user {
-                let shared_with = self
-                    .shares
-                    .iter()
-                    .filter(|(o, n, _)| o == owner && n == name)
-                    .map(|(_, _, g)| self.name_of(*g))
+                let shared_with = (self.readers(*owner, name).into_iter())
+                    .map(|g| self.name_of(g))
                     .collect();
                 lines.push((self.name_of(*owner), name.clone(), f.size, shared_with));
-            } else if self.shares.contains(&(*owner, name.clone(), user)) {
+            } else if self.readable(user, *owner, name).is_some() {
                 lines.push((self.name_of(*owner), name.clone(), f.size, Vec::new()));
             }
         }
@@ -237,6 +318,15 @@ impl Catalogue {
         }
         if shares != self.shares {
             return Some(format!("shares {shares:?}, the log says {:?}", self.shares));
+        }
+        let folder_shares: BTreeSet<(u64, String, u64)> = (state.catalogue().folder_shares())
+            .map(|(o, f, g)| (o, f.to_string(), g))
+            .collect();
+        if folder_shares != self.folder_shares {
+            return Some(format!(
+                "folder shares {folder_shares:?}, the log says {:?}",
+                self.folder_shares
+            ));
         }
         None
     }
