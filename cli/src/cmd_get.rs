@@ -39,7 +39,8 @@ use std::path::{Path, PathBuf};
 pub struct Args {
     /// The files' names, then where to put them: one file to DEST (a file,
     /// a directory to put it in, or `-` for standard output), several into
-    /// the directory DEST [default: the current directory].
+    /// the directory DEST [default: the current directory]. With -r, the
+    /// folders' names, each downloaded into DEST/NAME.
     #[arg(required = true, value_name = "NAME... [DEST]")]
     items: Vec<String>,
     /// Whose files they are, if not yours (they must be shared with you).
@@ -90,6 +91,18 @@ pub fn run(args: Args) -> Result<(), CliError> {
             files_ui::shown(twice)
         )));
     }
+    // A file in a folder lands under its own name, as `cp` would put it.
+    let mut leaves: HashMap<&str, &str> = HashMap::new();
+    for n in &names {
+        if let Some(other) = leaves.insert(last_component(n), n) {
+            return Err(CliError::Usage(format!(
+                "{} and {} would both be written as {}; get them one at a time, or their folder with -r",
+                files_ui::shown(other),
+                files_ui::shown(n),
+                files_ui::shown(last_component(n))
+            )));
+        }
+    }
     let to_stdout = dest.as_deref() == Some("-");
     if to_stdout && names.len() > 1 {
         return Err(CliError::Usage(
@@ -116,10 +129,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
     for name in names {
         let path = match (&dir, &dest, &stdout_copy) {
             (_, _, Some(copy)) => copy.clone(),
-            (Some(dir), _, _) => dir.join(&name),
-            (None, Some(d), _) if Path::new(d).is_dir() => Path::new(d).join(&name),
+            (Some(dir), _, _) => dir.join(last_component(&name)),
+            (None, Some(d), _) if Path::new(d).is_dir() => Path::new(d).join(last_component(&name)),
             (None, Some(d), _) => PathBuf::from(d),
-            (None, None, _) => PathBuf::from(&name),
+            (None, None, _) => PathBuf::from(last_component(&name)),
         };
         let shown = if to_stdout {
             "standard output".to_string()

@@ -44,8 +44,9 @@ pub struct Args {
     /// standard input (name it with --as).
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
-    /// The name to store a single file under [default: its file name]. One
-    /// path component: no `/`, no `..`.
+    /// The name to store a single file under [default: its file name], or
+    /// with -r the folder to store a directory as [default: its name]. May
+    /// be a path (`docs/2026/plan.txt`): no `..`, no `/` at either end.
     #[arg(long = "as", value_name = "NAME")]
     as_name: Option<String>,
     /// Store directories as folders: every regular file under them (links
@@ -299,7 +300,7 @@ fn prepare(path: &Path, as_name: Option<&str>) -> Result<Upload, CliError> {
             _ => CliError::Failed(format!("cannot read {shown}: {e}")),
         })?;
         if meta.is_dir() {
-            return Err(CliError::Usage(format!(
+            return Err(CliError::Failed(format!(
                 "{shown} is a directory; store it as a folder with: ferry put -r {shown}"
             )));
         }

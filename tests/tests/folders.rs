@@ -196,16 +196,27 @@ fn a_tree_with_odd_names_goes_up_with_put_r_and_comes_back_whole_with_get_r() {
         .status
         .success());
 
+    // Files of a folder, got as files, land under their own names.
+    let flat = work.path().join("flat");
+    std::fs::create_dir(&flat).unwrap();
+    let run = alice.run(&[
+        "get",
+        "my photos/a.txt",
+        "my photos/deep/1/side.txt",
+        path_str(&flat),
+    ]);
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(std::fs::read(flat.join("side.txt")).unwrap(), noise(5, 300));
+    assert_eq!(std::fs::read_dir(&flat).unwrap().count(), 2);
+
     // A name is a file or a folder, never both.
     let clash = alice.run(&["put", path_str(&outside), "--as", "my photos"]);
     assert_eq!(clash.status.code(), Some(6), "a conflict: {clash:?}");
     assert!(clash.stderr.contains("my photos is a folder"), "{clash:?}");
     let clash = alice.run(&["put", path_str(&outside), "--as", "other.txt/x"]);
     assert_eq!(clash.status.code(), Some(6), "a conflict: {clash:?}");
-    // A directory without -r is a usage error that says what to do.
-    let run = alice.run(&["put", path_str(&src)]);
-    assert_eq!(run.status.code(), Some(2), "{run:?}");
-    assert!(run.stderr.contains("ferry put -r"), "{run:?}");
+    // A directory without -r is refused, saying what to do.
+    assert_fails(&alice.run(&["put", path_str(&src)]), "ferry put -r");
 
     // rm of a folder needs -r; rm -r takes everything under it.
     let run = alice.run(&["rm", "my photos"]);

@@ -741,11 +741,18 @@ fn share(
 ) -> Result<Option<SessionMsg>, OpError> {
     let state = cx.replica.state();
     let catalogue = state.catalogue();
-    // A name is a file or a folder, never both (`catalogue`). A folder's
-    // share outlives the files under it, so unsharing one that is empty
-    // now is left to the apply.
+    // A name is a file or a folder, never both (`catalogue`); a name that
+    // is no file is taken for a folder. A folder's share outlives the
+    // files under it, so one emptied since can still be unshared.
     let folder = catalogue.get(owner, &name).is_none();
-    if folder && op == OpCode::Share && !catalogue.is_folder(owner, &name) {
+    let shared_folder = |g: Option<u64>| {
+        let grantees = catalogue.folder_grantees(owner, &name);
+        g.map_or(!grantees.is_empty(), |g| grantees.contains(&g))
+    };
+    // Neither a file, nor a folder, nor (for an unshare) a share of one:
+    // nothing to order.
+    let none = |g| folder && !catalogue.is_folder(owner, &name) && !shared_folder(g);
+    if none(None) || (op == OpCode::Share && folder && !catalogue.is_folder(owner, &name)) {
         return Err(OpError::NoSuchFile);
     }
     let grantee =
@@ -753,6 +760,7 @@ fn share(
     match state.user_by_name(&grantee) {
         None => return Err(OpError::NoSuchUser),
         Some(u) if u.id == owner => return Err(OpError::CannotShareWithSelf),
+        Some(u) if none(Some(u.id)) => return Err(OpError::NoSuchFile),
         Some(_) => {}
     }
     let txn = if folder {

@@ -254,8 +254,10 @@ impl Catalogue {
         .then_some(f.digest)
     }
 
+    /// Is `name` shared with `grantee`, as a file or as a folder?
     pub fn is_shared(&self, owner: u64, name: &str, grantee: u64) -> bool {
-        self.shares.contains(&(owner, name.to_string(), grantee))
+        let key = (owner, name.to_string(), grantee);
+        self.shares.contains(&key) || self.folder_shares.contains(&key)
     }
 
     fn name_of(&self, id: u64) -> String {
@@ -522,5 +524,57 @@ mod tests {
         );
         assert_eq!(h.between(2, 3).map(|(k, _)| k).collect::<Vec<_>>(), [2, 3]);
         assert_eq!(h.between(9, 99).count(), 0);
+    }
+
+    #[test]
+    fn folder_shares_cover_what_is_put_under_the_folder_until_rm_r() {
+        let share_folder = |folder: &str| Txn::ShareFolder {
+            owner: 1,
+            folder: folder.into(),
+            grantee: "bob".into(),
+        };
+        let log = vec![
+            entry(1, 1, 1, register("alice")),
+            entry(2, 2, 1, register("bob")),
+            entry(3, 1, 2, share_folder("d")),
+            entry(4, 1, 3, put(1, "d/a", 7, false)),
+            entry(5, 1, 4, share_folder("d")),
+            entry(6, 1, 5, put(1, "d/e/b", 8, false)),
+            entry(7, 1, 6, put(1, "d", 9, false)),
+            entry(8, 1, 7, put(1, "dx", 9, false)),
+            entry(
+                9,
+                1,
+                8,
+                Txn::DeleteFolder {
+                    owner: 1,
+                    folder: "d".into(),
+                },
+            ),
+            entry(10, 1, 9, put(1, "d/c", 5, false)),
+        ];
+        let h = History::replay(&log);
+        assert_eq!(
+            h.outcomes[2..],
+            [
+                Outcome::NoSuchFile,
+                Outcome::Stored,
+                Outcome::Shared,
+                Outcome::Stored,
+                Outcome::NameConflict,
+                Outcome::Stored,
+                Outcome::FolderDeleted,
+                Outcome::Stored,
+            ]
+        );
+        assert_eq!(h.states[6].readable(2, 1, "d/e/b"), Some([8; 32]));
+        assert_eq!(h.states[6].readable(2, 1, "dx"), None);
+        assert_eq!(h.states[8].readable(2, 1, "dx"), None);
+        assert_eq!(
+            h.states[6].listing(1)[0],
+            ("alice".into(), "d/a".into(), 1, vec!["bob".into()])
+        );
+        assert_eq!(h.last().readable(2, 1, "d/c"), None);
+        assert!(h.last().folder_shares.is_empty());
     }
 }
