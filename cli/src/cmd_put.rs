@@ -170,11 +170,15 @@ struct Tree {
     failed: Vec<(String, CliError)>,
 }
 
-/// The folder name a directory is stored under: its own name (`.` and
-/// `..` by what they are).
+/// The folder name a directory is stored under: its name as given (a link
+/// given on the command line keeps its own name), or for `.` and `..` the
+/// name of what they are.
 fn folder_name(dir: &Path) -> Result<String, CliError> {
-    let real = std::fs::canonicalize(dir)
-        .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", dir.display())))?;
+    let real = match dir.file_name() {
+        Some(_) => dir.to_path_buf(),
+        None => std::fs::canonicalize(dir)
+            .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", dir.display())))?,
+    };
     let name = real.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
         CliError::Failed(format!(
             "{} has no usable name to store it under; give one with --as NAME",

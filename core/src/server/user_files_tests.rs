@@ -655,6 +655,31 @@ fn unsharing_a_folder_revokes_what_is_under_it() {
         c.download(0, b, Some("alice"), "d/e/f"),
         Err(vec![SessionMsg::Failed(OpError::NoSuchFile)])
     );
+    // A share outlives the files under its folder: emptied by rm, the
+    // folder can still be unshared (and then it is nothing at all).
+    assert_eq!(
+        c.request(0, a, &req(true)),
+        vec![SessionMsg::FileDone(FileOutcome::Shared)]
+    );
+    let rm = Request::Delete {
+        name: "d/e/f".into(),
+    };
+    assert_eq!(
+        c.request(0, a, &rm),
+        vec![SessionMsg::FileDone(FileOutcome::Deleted)]
+    );
+    assert_eq!(
+        c.request(0, a, &req(true)),
+        vec![SessionMsg::Failed(OpError::NoSuchFile)]
+    );
+    assert_eq!(
+        c.request(0, a, &req(false)),
+        vec![SessionMsg::FileDone(FileOutcome::Unshared)]
+    );
+    assert_eq!(
+        c.request(0, a, &req(false)),
+        vec![SessionMsg::Failed(OpError::NoSuchFile)]
+    );
     // Bob sees no folder of alice's to share.
     let theirs = Request::Share {
         name: "d".into(),
