@@ -126,14 +126,15 @@ pub enum Txn {
     #[speedy(tag = 17)]
     ChangePassword { user: u64, password: PasswordHash },
     /// `grantee` may read every file under `owner`'s `folder`, now and
-    /// later (`catalogue`).
-    #[speedy(tag = 18)]
+    /// later (`catalogue`). (Tag 18 is left to main's `PutFiles`, written
+    /// at the same time.)
+    #[speedy(tag = 19)]
     ShareFolder {
         owner: u64,
         folder: String,
         grantee: String,
     },
-    #[speedy(tag = 19)]
+    #[speedy(tag = 20)]
     UnshareFolder {
         owner: u64,
         folder: String,
@@ -141,7 +142,7 @@ pub enum Txn {
     },
     /// `rm -r`: every file under `owner`'s `folder`, and the shares of it
     /// and of the folders under it.
-    #[speedy(tag = 20)]
+    #[speedy(tag = 21)]
     DeleteFolder { owner: u64, folder: String },
 }
 
@@ -269,11 +270,12 @@ pub enum TxnResult {
     /// The password is changed; tokens must now be of this epoch.
     #[speedy(tag = 25)]
     PasswordChanged { user_id: u64, epoch: u32 },
-    /// `rm -r`: this many files went (and the folder's shares).
-    #[speedy(tag = 26)]
+    /// `rm -r`: this many files went (and the folder's shares). (Tag 26
+    /// is left to main's `Files`, written at the same time.)
+    #[speedy(tag = 27)]
     FolderDeleted { files: u64 },
     /// The name is a folder, or one of its folders is a file.
-    #[speedy(tag = 27)]
+    #[speedy(tag = 28)]
     NameConflict { reason: String },
 }
 

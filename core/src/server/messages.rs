@@ -137,7 +137,9 @@ pub enum SessionMsg {
         new: String,
     },
     /// Data of List: only the files under folder `prefix` (at any depth).
-    #[speedy(tag = 54)]
+    /// (Tags 54 and 55 are left to main's `Batch` and `BatchDone`, written
+    /// at the same time.)
+    #[speedy(tag = 56)]
     ListUnder { prefix: String },
 }
 
