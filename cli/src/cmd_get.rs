@@ -16,11 +16,19 @@
 //! link (the link is replaced, never followed): a directory, a FIFO, a
 //! socket or a device is refused before anything is downloaded, and again
 //! just before the rename. See docs/security.md.
+//!
+//! `-r` downloads folders: each NAME's files into DEST/<NAME's last
+//! component>/..., making the directories. The folder is listed in one
+//! session and its files downloaded in the next. Every name the server
+//! lists is checked again here, as a path of safe components under the
+//! folder asked for, before it becomes a local path: a server cannot make
+//! `get -r` write outside DEST.
 
 use crate::client_session::{self, unexpected, Plan};
 use crate::error::CliError;
 use crate::files_ui::{self, human_size, Bars};
 use crate::{say, ClientArgs};
+use ferry_core::accounts::token::SessionToken;
 use ferry_core::server::{OpError, Request, Response};
 use ferry_core::transfer::TransferError;
 use ferry_runtime_smol::Files;
@@ -31,7 +39,8 @@ use std::path::{Path, PathBuf};
 pub struct Args {
     /// The files' names, then where to put them: one file to DEST (a file,
     /// a directory to put it in, or `-` for standard output), several into
-    /// the directory DEST [default: the current directory].
+    /// the directory DEST [default: the current directory]. With -r, the
+    /// folders' names, each downloaded into DEST/NAME.
     #[arg(required = true, value_name = "NAME... [DEST]")]
     items: Vec<String>,
     /// Whose files they are, if not yours (they must be shared with you).
@@ -40,6 +49,9 @@ pub struct Args {
     /// Replace a destination that exists.
     #[arg(long)]
     force: bool,
+    /// Download folders: every file under each NAME, into DEST/NAME/...
+    #[arg(short, long)]
+    recursive: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -63,6 +75,9 @@ pub fn run(args: Args) -> Result<(), CliError> {
             ))
         }
     };
+    if args.recursive {
+        return run_folders(&args, &names, dest.as_deref());
+    }
     // A bad name names no file; checking it also keeps a default
     // destination inside the current directory.
     let names = names
@@ -75,6 +90,18 @@ pub fn run(args: Args) -> Result<(), CliError> {
             "{} is named twice",
             files_ui::shown(twice)
         )));
+    }
+    // A file in a folder lands under its own name, as `cp` would put it.
+    let mut leaves: HashMap<&str, &str> = HashMap::new();
+    for n in &names {
+        if let Some(other) = leaves.insert(last_component(n), n) {
+            return Err(CliError::Usage(format!(
+                "{} and {} would both be written as {}; get them one at a time, or their folder with -r",
+                files_ui::shown(other),
+                files_ui::shown(n),
+                files_ui::shown(last_component(n))
+            )));
+        }
     }
     let to_stdout = dest.as_deref() == Some("-");
     if to_stdout && names.len() > 1 {
@@ -102,10 +129,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
     for name in names {
         let path = match (&dir, &dest, &stdout_copy) {
             (_, _, Some(copy)) => copy.clone(),
-            (Some(dir), _, _) => dir.join(&name),
-            (None, Some(d), _) if Path::new(d).is_dir() => Path::new(d).join(&name),
+            (Some(dir), _, _) => dir.join(last_component(&name)),
+            (None, Some(d), _) if Path::new(d).is_dir() => Path::new(d).join(last_component(&name)),
             (None, Some(d), _) => PathBuf::from(d),
-            (None, None, _) => PathBuf::from(&name),
+            (None, None, _) => PathBuf::from(last_component(&name)),
         };
         let shown = if to_stdout {
             "standard output".to_string()
@@ -122,6 +149,17 @@ pub fn run(args: Args) -> Result<(), CliError> {
         });
     }
     let token = files_ui::token()?;
+    fetch(&args, token, downloads, stdout_copy, to_stdout)
+}
+
+/// Downloads `downloads` (their destinations checked) and says how it went.
+fn fetch(
+    args: &Args,
+    token: SessionToken,
+    downloads: Vec<Download>,
+    stdout_copy: Option<PathBuf>,
+    to_stdout: bool,
+) -> Result<(), CliError> {
     let partials: Vec<PathBuf> = downloads
         .iter()
         .map(|d| ferry_runtime_smol::files::partial_path(&d.dest))
@@ -145,7 +183,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             .map(Path::to_path_buf),
     );
     remove_on_interrupt(cleanup);
-    let answers = download(&args, token, &downloads);
+    let answers = download(args, token, &downloads);
     // However it went, no partial file stays behind (the executor removed
     // it already unless the session broke mid-transfer).
     for partial in &partials {
@@ -160,6 +198,104 @@ pub fn run(args: Args) -> Result<(), CliError> {
         }
     }
     result
+}
+
+/// `get -r NAME... [DEST]`: lists each folder, checks every name listed,
+/// makes the directories, then downloads the files.
+fn run_folders(args: &Args, names: &[String], dest: Option<&str>) -> Result<(), CliError> {
+    let folders = names
+        .iter()
+        .map(|n| files_ui::folder(n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let dest = PathBuf::from(dest.unwrap_or("."));
+    if dest.as_os_str() == "-" || !dest.is_dir() {
+        return Err(CliError::Failed(format!(
+            "{} is not a directory; folders go into a directory",
+            dest.display()
+        )));
+    }
+    let token = files_ui::token()?;
+    let owner = match &args.owner {
+        Some(o) => ferry_core::accounts::username::normalize(o)
+            .map_err(|e| CliError::Failed(format!("no such user {}: {e}", files_ui::shown(o))))?,
+        None => token.username.clone(),
+    };
+    let requests = (folders.iter())
+        .map(|f| Request::ListUnder { prefix: f.clone() })
+        .collect();
+    let plan = Plan::new(&args.client);
+    let answers = client_session::run_all_as(&args.client, plan, token.clone(), requests)?;
+    let mut downloads = Vec::new();
+    for (folder, answer) in folders.iter().zip(answers) {
+        let listed = match answer {
+            Response::Listing(files) => files,
+            Response::Failed(e) => return Err(CliError::op(&e)),
+            other => return Err(unexpected(other)),
+        };
+        let mine: Vec<String> = (listed.into_iter())
+            .filter(|f| f.owner == owner)
+            .map(|f| f.name)
+            .collect();
+        if mine.is_empty() {
+            return Err(CliError::Refused {
+                kind: crate::error::Refusal::NotFound,
+                message: format!(
+                    "no folder {} (no file under it, or none shared with you)",
+                    files_ui::shown(folder)
+                ),
+            });
+        }
+        let root = dest.join(last_component(folder));
+        if root.symlink_metadata().is_ok() && !args.force {
+            return Err(CliError::Refused {
+                kind: crate::error::Refusal::Conflict,
+                message: format!("{} exists; use --force to download into it", root.display()),
+            });
+        }
+        for name in mine {
+            let path = local_path(&root, folder, &name)?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| CliError::Failed(format!("cannot make {}: {e}", dir.display())))?;
+            }
+            let shown = path.display().to_string();
+            check_destination(&path, &shown, args.force)?;
+            downloads.push(Download {
+                name,
+                dest: path,
+                shown,
+            });
+        }
+    }
+    fetch(args, token, downloads, None, false)
+}
+
+/// The last component of a checked path.
+fn last_component(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Where `name`, listed by the server as under `folder`, goes below
+/// `root`: refused unless it is a path of safe components (no `..`, no
+/// `/` at either end, nothing empty, nothing invisible) inside the folder
+/// asked for. The server is not trusted to have checked.
+fn local_path(root: &Path, folder: &str, name: &str) -> Result<PathBuf, CliError> {
+    let refuse = |why: String| {
+        CliError::Failed(format!(
+            "the server listed {} under {}, which is refused: {why}",
+            files_ui::shown(name),
+            files_ui::shown(folder)
+        ))
+    };
+    ferry_core::names::check_path(name).map_err(refuse)?;
+    if !ferry_core::names::is_under(name, folder) {
+        return Err(refuse("it is not under that folder".into()));
+    }
+    let mut path = root.to_path_buf();
+    for component in name[folder.len() + 1..].split('/') {
+        path.push(component);
+    }
+    Ok(path)
 }
 
 /// Where a download to standard output is kept until it is complete and
@@ -209,7 +345,7 @@ fn check_destination(dest: &Path, shown: &str, force: bool) -> Result<(), CliErr
 /// download (a failed one does not stop the others).
 fn download(
     args: &Args,
-    token: ferry_core::accounts::token::SessionToken,
+    token: SessionToken,
     downloads: &[Download],
 ) -> Result<Vec<Response>, CliError> {
     let by_name: HashMap<&str, &Download> =
@@ -358,5 +494,42 @@ fn remove_on_interrupt(partials: Vec<PathBuf>) {
     });
     if let Err(e) = installed {
         tracing::warn!("cannot catch Ctrl-C: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listed_names_become_paths_under_the_folder_or_are_refused() {
+        let root = Path::new("/dest/photos");
+        assert_eq!(
+            local_path(root, "photos", "photos/2024/a b.jpg").unwrap(),
+            Path::new("/dest/photos/2024/a b.jpg")
+        );
+        assert_eq!(
+            local_path(root, "me/photos", "me/photos/-x").unwrap(),
+            Path::new("/dest/photos/-x")
+        );
+        // What a malicious server might list: each refused, none a path.
+        for evil in [
+            "photos/../../etc/passwd",
+            "photos/..",
+            "photos/./x",
+            "/etc/passwd",
+            "photos//x",
+            "photos/",
+            "photos",
+            "other/x",
+            "photosx/y",
+            "../photos/x",
+            "photos/a\\..\\..\\b",
+            "photos/\u{1b}]0;x",
+            "photos/a\0b",
+        ] {
+            let got = local_path(root, "photos", evil);
+            assert!(got.is_err(), "{evil:?} gave {got:?}");
+        }
     }
 }

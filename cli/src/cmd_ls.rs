@@ -1,4 +1,5 @@
-//! `ferry ls`: my files and the files shared with me.
+//! `ferry ls [FOLDER]`: my files and the files shared with me, or only
+//! those under a folder.
 
 use crate::client_session::{self, unexpected, Plan};
 use crate::error::CliError;
@@ -10,14 +11,24 @@ use unicode_width::UnicodeWidthStr;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Only the files under this folder (at any depth), yours or shared
+    /// with you.
+    #[arg(value_name = "FOLDER")]
+    folder: Option<String>,
     #[command(flatten)]
     client: ClientArgs,
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
+    let request = match &args.folder {
+        Some(f) => Request::ListUnder {
+            prefix: files_ui::folder(f)?,
+        },
+        None => Request::List,
+    };
     let token = files_ui::token()?;
     let plan = Plan::new(&args.client);
-    match client_session::run_as(&args.client, plan, token, Request::List)? {
+    match client_session::run_as(&args.client, plan, token, request)? {
         Response::Listing(files) if args.client.json => {
             let files = files.iter().map(crate::json::File::from).collect();
             crate::json::print(&crate::json::Listing { files });

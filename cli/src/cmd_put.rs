@@ -14,6 +14,14 @@
 //!
 //! Every file is tried: one that fails (it exists, it cannot be read) is
 //! reported and the others are still stored; the command then fails.
+//!
+//! `-r` stores a directory as a folder: every regular file under it, named
+//! by the directory's own name and its path below it (`put -r photos`
+//! stores `photos/2024/a.jpg`). Symbolic links are never followed (a link
+//! could lead out of the tree, or round in a loop) and special files
+//! (FIFOs, sockets, devices) are not read: both are skipped, each with a
+//! warning. A folder exists only through its files, so an empty directory
+//! is skipped too, and said so.
 
 use crate::client_session::{self, unexpected, Plan, Progress};
 use crate::error::CliError;
@@ -37,10 +45,15 @@ pub struct Args {
     /// standard input (name it with --as).
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
-    /// The name to store a single file under [default: its file name]. One
-    /// path component: no `/`, no `..`.
+    /// The name to store a single file under [default: its file name], or
+    /// with -r the folder to store a directory as [default: its name]. May
+    /// be a path (`docs/2026/plan.txt`): no `..`, no `/` at either end.
     #[arg(long = "as", value_name = "NAME")]
     as_name: Option<String>,
+    /// Store directories as folders: every regular file under them (links
+    /// and special files are skipped, with a warning).
+    #[arg(short, long)]
+    recursive: bool,
     /// Replace a file of that name if there is one.
     #[arg(long)]
     force: bool,
@@ -77,9 +90,27 @@ pub fn run(args: Args) -> Result<(), CliError> {
         ));
     }
     let mut uploads = Vec::with_capacity(args.paths.len());
-    let mut names: HashMap<String, String> = HashMap::new();
+    let mut tree = Tree::default();
     for path in &args.paths {
-        let upload = prepare(path, args.as_name.as_deref())?;
+        if args.recursive && path.as_path() != stdin && path.is_dir() {
+            let name = match args.as_name.as_deref() {
+                Some(name) => files_ui::folder(name)?,
+                None => folder_name(path)?,
+            };
+            walk(path, &name, 0, &mut tree);
+            continue;
+        }
+        uploads.push(prepare(path, args.as_name.as_deref())?);
+    }
+    let json = args.client.json;
+    for (path, why) in &tree.skipped {
+        if !json {
+            eprintln!("ferry: skipped {}: {why}", path.display());
+        }
+    }
+    uploads.append(&mut tree.uploads);
+    let mut names: HashMap<String, String> = HashMap::new();
+    for upload in &uploads {
         if let Some(other) = names.insert(upload.name.clone(), upload.shown.clone()) {
             return Err(CliError::Usage(format!(
                 "{other} and {} would both be stored as {}; upload one of them with --as NAME",
@@ -87,7 +118,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
                 files_ui::shown(&upload.name)
             )));
         }
-        uploads.push(upload);
+    }
+    if uploads.is_empty() && tree.failed.is_empty() {
+        return Err(CliError::Failed(
+            "nothing to store: the folders hold no regular file".into(),
+        ));
     }
     let token = files_ui::token()?;
     let mut answers = upload(&args, &token, &uploads)?;
@@ -122,7 +157,112 @@ pub fn run(args: Args) -> Result<(), CliError> {
             }
         }
     }
-    report(&uploads, answers, args.client.json)
+    report(&uploads, answers, tree, args.client.json)
+}
+
+/// What `-r` found under its directories.
+#[derive(Default)]
+struct Tree {
+    uploads: Vec<Upload>,
+    /// Not stored, and why (a link, a special file, an empty directory).
+    skipped: Vec<(PathBuf, String)>,
+    /// Files that cannot be stored (an unreadable file, a bad name): each
+    /// reported as a failure of the command, the others still tried.
+    failed: Vec<(String, CliError)>,
+}
+
+/// The folder name a directory is stored under: its name as given (a link
+/// given on the command line keeps its own name), or for `.` and `..` the
+/// name of what they are.
+fn folder_name(dir: &Path) -> Result<String, CliError> {
+    let real = match dir.file_name() {
+        Some(_) => dir.to_path_buf(),
+        None => std::fs::canonicalize(dir)
+            .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", dir.display())))?,
+    };
+    let name = real.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        CliError::Failed(format!(
+            "{} has no usable name to store it under; give one with --as NAME",
+            dir.display()
+        ))
+    })?;
+    files_ui::name(name)
+}
+
+/// Every regular file under `dir`, as uploads named `folder/...`; in name
+/// order, so that a tree is stored (and reported) the same way each time.
+/// Returns how many files it found.
+fn walk(dir: &Path, folder: &str, depth: usize, tree: &mut Tree) -> usize {
+    let fail = |tree: &mut Tree, path: &Path, e: CliError| {
+        tree.failed.push((path.display().to_string(), e));
+    };
+    if depth >= ferry_core::names::MAX_DEPTH {
+        let e = CliError::Failed(format!(
+            "folders are at most {} deep; nothing under it was stored",
+            ferry_core::names::MAX_DEPTH
+        ));
+        fail(tree, dir, e);
+        return 0;
+    }
+    let entries = match std::fs::read_dir(dir).and_then(|d| d.collect::<Result<Vec<_>, _>>()) {
+        Ok(entries) => entries,
+        Err(e) => {
+            let e = CliError::Failed(format!("cannot read the directory: {e}"));
+            fail(tree, dir, e);
+            return 0;
+        }
+    };
+    let mut entries: Vec<_> = entries.into_iter().map(|e| (e.file_name(), e)).collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut found = 0;
+    for (file_name, entry) in entries {
+        let path = entry.path();
+        let Some(component) = file_name.to_str() else {
+            let e = CliError::Failed("its name is not valid UTF-8".into());
+            fail(tree, &path, e);
+            continue;
+        };
+        let name = format!("{folder}/{}", ferry_core::names::normalize(component));
+        // The entry's own type: a link is a link, whatever it points to.
+        let kind = match entry.file_type() {
+            Ok(kind) => kind,
+            Err(e) => {
+                fail(
+                    tree,
+                    &path,
+                    CliError::Failed(format!("cannot read it: {e}")),
+                );
+                continue;
+            }
+        };
+        if kind.is_symlink() {
+            let why = "a symbolic link, not followed".to_string();
+            tree.skipped.push((path, why));
+        } else if kind.is_dir() {
+            if let Err(e) = files_ui::name(&name) {
+                fail(tree, &path, e);
+                continue;
+            }
+            let below = walk(&path, &name, depth + 1, tree);
+            if below == 0 {
+                let why = "no regular file under it (a folder exists through its files)";
+                tree.skipped.push((path, why.to_string()));
+            }
+            found += below;
+        } else if kind.is_file() {
+            match prepare(&path, Some(&name)) {
+                Ok(upload) => {
+                    tree.uploads.push(upload);
+                    found += 1;
+                }
+                Err(e) => fail(tree, &path, e),
+            }
+        } else {
+            let why = "not a regular file (a FIFO, socket or device), not read".to_string();
+            tree.skipped.push((path, why));
+        }
+    }
+    found
 }
 
 /// Looks at `path` before anything is sent: what it will be stored as, and
@@ -166,7 +306,7 @@ fn prepare(path: &Path, as_name: Option<&str>) -> Result<Upload, CliError> {
         })?;
         if meta.is_dir() {
             return Err(CliError::Failed(format!(
-                "{shown} is a directory; ferry uploads files"
+                "{shown} is a directory; store it as a folder with: ferry put -r {shown}"
             )));
         }
         // Opening it now turns an unreadable file into a clear error
@@ -201,10 +341,25 @@ fn changed_while_sent(answer: Option<&Response>) -> bool {
         if detail.contains(CHANGED_WHILE_SENT))
 }
 
-/// Says what became of each file; fails if any was not stored.
-fn report(uploads: &[Upload], answers: Vec<Response>, json: bool) -> Result<(), CliError> {
-    let mut failed = Vec::new();
-    let mut out = crate::json::Put::default();
+/// Says what became of each file (and of those `-r` could not store or
+/// skipped); fails if any was not stored.
+fn report(
+    uploads: &[Upload],
+    answers: Vec<Response>,
+    tree: Tree,
+    json: bool,
+) -> Result<(), CliError> {
+    let early = tree.failed.len();
+    let mut failed = tree.failed;
+    let mut out = crate::json::Put {
+        skipped: (tree.skipped.iter())
+            .map(|(path, why)| crate::json::Skipped {
+                path: path.display().to_string(),
+                reason: why.clone(),
+            })
+            .collect(),
+        ..Default::default()
+    };
     let mut answers = answers.into_iter();
     for u in uploads {
         match answers.next() {
@@ -239,7 +394,7 @@ fn report(uploads: &[Upload], answers: Vec<Response>, json: bool) -> Result<(), 
             .collect();
         crate::json::print(&out);
     }
-    files_ui::outcome(uploads.len(), failed, "stored", json)
+    files_ui::outcome(uploads.len() + early, failed, "stored", json)
 }
 
 /// Reads `file` to its end into a private unnamed copy (see the module

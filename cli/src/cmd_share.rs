@@ -1,4 +1,6 @@
-//! `ferry share NAME USER` and `ferry unshare NAME USER`.
+//! `ferry share NAME USER` and `ferry unshare NAME USER`. NAME may be a
+//! folder: the share covers every file under it, now and later (the
+//! servers tell a file from a folder: a name is never both).
 
 use crate::client_session::{self, unexpected, Plan};
 use crate::error::CliError;
@@ -9,7 +11,8 @@ use ferry_core::server::{Request, Response};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// One of your files.
+    /// One of your files, or one of your folders (everything under it, now
+    /// and later).
     name: String,
     /// The user to share it with (or to stop sharing it with).
     user: String,
@@ -26,7 +29,7 @@ pub fn unshare(args: Args) -> Result<(), CliError> {
 }
 
 fn run(args: Args, share: bool) -> Result<(), CliError> {
-    let name = files_ui::name(&args.name)?;
+    let name = files_ui::folder(&args.name)?;
     let token = files_ui::token()?;
     let user = args.user.clone();
     let request = if share {

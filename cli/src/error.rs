@@ -28,7 +28,8 @@ pub enum Refusal {
     /// No server could be had: none free, none answering, no master
     /// (exit code 5).
     NoServer,
-    /// The name is taken: a file without --force, a username (exit code 6).
+    /// The name is taken: a file without --force, a username, a name that
+    /// is a folder or under a file (exit code 6).
     Conflict,
 }
 
@@ -59,7 +60,10 @@ impl Refusal {
             OpError::Unavailable { .. } => Some(Refusal::NoServer),
             OpError::FileExists
             | OpError::UsernameTaken
-            | OpError::Transfer(TransferError::Exists) => Some(Refusal::Conflict),
+            | OpError::NameConflict { .. }
+            | OpError::Transfer(TransferError::Exists | TransferError::Conflict { .. }) => {
+                Some(Refusal::Conflict)
+            }
             _ => None,
         }
     }

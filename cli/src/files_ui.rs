@@ -16,13 +16,22 @@ pub fn token() -> Result<SessionToken, CliError> {
 
 /// A file name as given on the command line, as it is sent: in Unicode NFC
 /// (so `café` is one name however it was typed), and checked the way the
-/// servers check it, so a bad one fails before anything is sent.
+/// servers check it (a path of checked components: `photos/2024/a.jpg`),
+/// so a bad one fails before anything is sent.
 pub fn name(raw: &str) -> Result<String, CliError> {
     let name = ferry_core::names::normalize(raw);
-    ferry_core::server::check_name(&name).map_err(|reason| {
+    ferry_core::server::check_path(&name).map_err(|reason| {
         CliError::Failed(format!("bad file name \"{}\": {reason}", shown(&name)))
     })?;
     Ok(name)
+}
+
+/// A name that may be a folder's, as given on the command line: like
+/// [`name`], but a trailing `/` (what a shell's completion adds to a
+/// directory) is dropped.
+pub fn folder(raw: &str) -> Result<String, CliError> {
+    let trimmed = raw.trim_end_matches('/');
+    name(if trimmed.is_empty() { raw } else { trimmed })
 }
 
 /// The end of a command of `total` files, some of which failed (each named

@@ -48,6 +48,15 @@ impl From<&Listed> for File {
 pub struct Put {
     pub stored: Vec<Stored>,
     pub failed: Vec<Failed>,
+    /// What `-r` found and did not store (links, special files, empty
+    /// directories).
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Serialize)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: String,
 }
 
 #[derive(Serialize)]

@@ -81,17 +81,17 @@ enum Command {
     /// --password-stdin, reads the current one from the first line of
     /// standard input and the new one from the second.
     Passwd(cmd_passwd::Args),
-    /// Upload a file (a progress bar shows on a terminal).
+    /// Upload files, or with -r folders (a progress bar shows on a terminal).
     Put(cmd_put::Args),
-    /// Download a file of yours, or one shared with you (--owner).
+    /// Download files of yours, or shared with you (--owner); -r a folder.
     Get(cmd_get::Args),
-    /// List your files and the files shared with you.
+    /// List your files and the files shared with you, or those under a folder.
     Ls(cmd_ls::Args),
-    /// Let another user download one of your files.
+    /// Let another user download one of your files, or a folder's.
     Share(cmd_share::Args),
     /// Stop sharing one of your files with a user.
     Unshare(cmd_share::Args),
-    /// Delete one of your files.
+    /// Delete one of your files, or with -r a folder.
     Rm(cmd_rm::Args),
     /// Share a directory with other peers: register, connect, PUT, GET.
     ///
@@ -277,7 +277,8 @@ mod tests {
             &["ferry", "share", "a"],
             &["ferry", "unshare", "a"],
             &["ferry", "rm"],
-            &["ferry", "ls", "x"],
+            &["ferry", "ls", "x", "y"],
+            &["ferry", "rm", "-r"],
             &[
                 "ferry", "server", "--id", "1", "--listen", "h:1", "--data", "d", "--peers", "h:2",
             ],

@@ -34,6 +34,15 @@ use unicode_normalization::{is_nfc, UnicodeNormalization};
 /// Longest file name, in bytes.
 pub const MAX_NAME: usize = 255;
 
+/// Longest path (a name inside folders: `photos/2024/a.jpg`), in bytes:
+/// Linux's `PATH_MAX` less room for the directory a `get -r` writes into.
+pub const MAX_PATH: usize = 1024;
+
+/// Most components a path may have: deep enough for real trees, shallow
+/// enough that walking a path's folders (`Catalogue::can_read` looks at
+/// each for a folder share) stays cheap.
+pub const MAX_DEPTH: usize = 32;
+
 /// `raw` in Unicode NFC, the form names are sent, stored and compared in.
 /// Clients call this on every name a person gives them.
 pub fn normalize(raw: &str) -> String {
@@ -101,6 +110,54 @@ pub fn check_name(name: &str) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// Why `path` cannot name a file, if it cannot. A path is one name
+/// ([`check_name`]) or several joined by `/`: the folders it is in, then
+/// its own name. So no leading or trailing `/`, no empty component (`a//b`),
+/// no `.` or `..`, at most [`MAX_PATH`] bytes and [`MAX_DEPTH`] components.
+/// Servers check every uploaded name with this; clients check every name a
+/// server lists before making it a local path.
+pub fn check_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("the name is empty".into());
+    }
+    if path.len() > MAX_PATH {
+        return Err(format!("paths are at most {MAX_PATH} bytes"));
+    }
+    if path.starts_with('/') {
+        return Err("a name may not start with / (names are relative to your files)".into());
+    }
+    if path.ends_with('/') {
+        return Err("a name may not end with / (name the file, or the folder without it)".into());
+    }
+    let mut depth = 0;
+    for component in path.split('/') {
+        depth += 1;
+        if depth > MAX_DEPTH {
+            return Err(format!("paths are at most {MAX_DEPTH} folders deep"));
+        }
+        if component.is_empty() {
+            return Err("a name may not hold an empty folder name (`//`)".into());
+        }
+        check_name(component).map_err(|reason| match path.contains('/') {
+            true => format!("{reason} (in \"{}\")", shown(component)),
+            false => reason,
+        })?;
+    }
+    Ok(())
+}
+
+/// The folders `path` is in, innermost last: `a/b/c` is in `a` and `a/b`.
+pub fn folders_of(path: &str) -> impl Iterator<Item = &str> {
+    path.match_indices('/').map(move |(i, _)| &path[..i])
+}
+
+/// Is `path` inside folder `folder` (at any depth)?
+pub fn is_under(path: &str, folder: &str) -> bool {
+    path.len() > folder.len() + 1
+        && path.starts_with(folder)
+        && path.as_bytes()[folder.len()] == b'/'
 }
 
 /// `name` fit for a terminal: every character [`check_name`] refuses
@@ -347,6 +404,76 @@ mod tests {
             let err = check_name(bad).expect_err(bad);
             assert!(err.contains(says), "{bad:?}: {err:?} should say {says:?}");
         }
+    }
+
+    #[test]
+    fn paths_are_names_joined_by_slashes() {
+        let deepest = vec!["d"; MAX_DEPTH].join("/");
+        // Four longest-but-one names and a short one: exactly MAX_PATH.
+        let longest = format!("{}/yyyy", vec!["x".repeat(254); 4].join("/"));
+        for ok in [
+            "a",
+            "photos/2024/a.jpg",
+            "my photos/summer trip/beach day.jpg",
+            "-rf/--help/-",
+            "写真/2024年/海 🏖.jpg",
+            "👩\u{200D}💻/❤\u{FE0F}/x",
+            "..hidden/.profile/a..b",
+            &normalize("cafe\u{301}/re\u{301}sume\u{301}.pdf"),
+            &deepest,
+            &longest,
+        ] {
+            assert_eq!(check_path(ok), Ok(()), "{ok:?}");
+        }
+        assert_eq!(longest.len(), MAX_PATH);
+    }
+
+    #[test]
+    fn bad_paths_are_refused_saying_why() {
+        let too_deep = vec!["d"; MAX_DEPTH + 1].join("/");
+        let too_long = format!("{}/yyyyy", vec!["x".repeat(254); 4].join("/"));
+        let long_component = format!("a/{}", "x".repeat(256));
+        for (bad, says) in [
+            ("", "empty"),
+            ("/etc/passwd", "may not start with /"),
+            ("/", "may not start with /"),
+            ("photos/", "may not end with /"),
+            ("a//b", "empty folder name"),
+            ("..", "not a file name"),
+            ("../x", "not a file name"),
+            ("a/../../etc/passwd", "\"..\" is not a file name"),
+            ("a/./b", "\".\" is not a file name"),
+            ("a/..", "not a file name"),
+            ("a\\..\\b", "path separator"),
+            ("a/b\u{200B}c/d", "U+200B"),
+            ("a/ b", "start or end with a space"),
+            ("a/b /c", "start or end with a space"),
+            ("a/\u{301}x", "combining mark"),
+            ("ok/cafe\u{301}", "not in Unicode NFC"),
+            ("a/b\0/c", "U+0000"),
+            (&too_deep, "at most 32 folders deep"),
+            (&too_long, "at most 1024 bytes"),
+            (&long_component, "at most 255 bytes"),
+        ] {
+            let err = check_path(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad:?}: {err:?} should say {says:?}");
+        }
+        // The component at fault is named, escaped.
+        let err = check_path("a/pay\u{200B}pal/x").unwrap_err();
+        assert!(err.contains("pay\\u{200b}pal"), "{err}");
+    }
+
+    #[test]
+    fn folders_of_a_path_and_what_is_under_a_folder() {
+        assert_eq!(folders_of("a/b/c").collect::<Vec<_>>(), ["a", "a/b"]);
+        assert_eq!(folders_of("a").count(), 0);
+        assert!(is_under("a/b", "a"));
+        assert!(is_under("a/b/c", "a"));
+        assert!(is_under("a/b/c", "a/b"));
+        assert!(!is_under("a", "a"));
+        assert!(!is_under("ab/c", "a"));
+        assert!(!is_under("a/", "a"));
+        assert!(!is_under("b/a/c", "a"));
     }
 
     #[test]

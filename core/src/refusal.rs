@@ -8,7 +8,10 @@ use std::fmt;
 ///
 /// 5: auth codes carry their own times (`AuthCode::issued_ms`, `expires_ms`)
 /// and probes a proof of the cluster secret.
-pub const PROTOCOL_VERSION: u16 = 5;
+/// 6: folders: `SessionMsg::ListUnder`, `OpCode::DeleteFolder`,
+/// `FileOutcome::FolderDeleted`, `OpError::IsAFolder` and `NameConflict`,
+/// `TransferError::Conflict`; names may be paths.
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Why a node refused a request or closed a connection. Sent on the wire, so
 /// both ends print the same clear reason.

@@ -201,7 +201,7 @@ fn names_and_replacing_are_checked_with_clear_errors() {
     assert_fails(&user.run(&["put", path_str(&local)]), "not logged in");
     sign_up(&user, "carol");
 
-    for bad in ["a/b", "..", "/etc/passwd", "."] {
+    for bad in ["a//b", "a/", "a/../b", "..", "/etc/passwd", "."] {
         let run = user.run(&["put", path_str(&local), "--as", bad]);
         assert_fails(&run, "bad file name");
     }

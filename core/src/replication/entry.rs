@@ -136,6 +136,24 @@ pub enum Txn {
         replace: bool,
         holder: u32,
     },
+    /// `grantee` may read every file under `owner`'s `folder`, now and
+    /// later (`catalogue`).
+    #[speedy(tag = 19)]
+    ShareFolder {
+        owner: u64,
+        folder: String,
+        grantee: String,
+    },
+    #[speedy(tag = 20)]
+    UnshareFolder {
+        owner: u64,
+        folder: String,
+        grantee: String,
+    },
+    /// `rm -r`: every file under `owner`'s `folder`, and the shares of it
+    /// and of the folders under it.
+    #[speedy(tag = 21)]
+    DeleteFolder { owner: u64, folder: String },
 }
 
 /// One file of [`Txn::PutFiles`].
@@ -221,6 +239,17 @@ impl Txn {
                 let n = files.len();
                 format!("put {n} files of user{owner} ({bytes} bytes)")
             }
+            Txn::ShareFolder {
+                owner,
+                folder,
+                grantee,
+            } => format!("share folder user{owner}/{folder}/ with {grantee}"),
+            Txn::UnshareFolder {
+                owner,
+                folder,
+                grantee,
+            } => format!("unshare folder user{owner}/{folder}/ from {grantee}"),
+            Txn::DeleteFolder { owner, folder } => format!("delete folder user{owner}/{folder}/"),
         }
     }
 }
@@ -292,6 +321,12 @@ pub enum TxnResult {
     /// `FileExists`).
     #[speedy(tag = 26)]
     Files(Vec<TxnResult>),
+    /// `rm -r`: this many files went (and the folder's shares).
+    #[speedy(tag = 27)]
+    FolderDeleted { files: u64 },
+    /// The name is a folder, or one of its folders is a file.
+    #[speedy(tag = 28)]
+    NameConflict { reason: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]

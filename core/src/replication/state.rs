@@ -311,6 +311,43 @@ impl State {
                 Some(_) => TxnResult::Deleted,
                 None => TxnResult::NoSuchFile,
             },
+            Txn::ShareFolder {
+                owner,
+                folder,
+                grantee,
+            } => match self.by_name.get(grantee) {
+                _ if !self.catalogue.is_folder(*owner, folder) => TxnResult::NoSuchFile,
+                None => TxnResult::NoSuchUser,
+                Some(g) if g == owner => TxnResult::CannotShareWithSelf,
+                Some(g) => {
+                    self.catalogue.share_folder(*owner, folder, *g, &mut writes);
+                    TxnResult::Shared
+                }
+            },
+            Txn::UnshareFolder {
+                owner,
+                folder,
+                grantee,
+            } => match self.by_name.get(grantee) {
+                None => TxnResult::NoSuchUser,
+                Some(g)
+                    if self
+                        .catalogue
+                        .unshare_folder(*owner, folder, *g, &mut writes) =>
+                {
+                    TxnResult::Unshared
+                }
+                // (A share outlives the files under its folder: unsharing
+                // a folder emptied by `rm` works.)
+                Some(_) if self.catalogue.is_folder(*owner, folder) => TxnResult::NotShared,
+                Some(_) => TxnResult::NoSuchFile,
+            },
+            Txn::DeleteFolder { owner, folder } => {
+                match self.catalogue.delete_folder(*owner, folder, &mut writes) {
+                    (0, 0) => TxnResult::NoSuchFile,
+                    (files, _) => TxnResult::FolderDeleted { files },
+                }
+            }
             Txn::Noop => TxnResult::Noop,
             Txn::PeerJoin {
                 user,
@@ -399,10 +436,13 @@ impl State {
 
     /// A digest of the whole state, for convergence checks.
     /// A file upload's effect: stored, unless the name is taken and
-    /// replacing it was not asked for.
+    /// replacing it was not asked for, or is a folder's (or under a file).
     fn put_file(&mut self, meta: FileMeta, replace: bool, writes: &mut Vec<Write>) -> TxnResult {
         if self.catalogue.get(meta.owner, &meta.name).is_some() && !replace {
             return TxnResult::FileExists;
+        }
+        if let Some(reason) = self.catalogue.conflict(meta.owner, &meta.name) {
+            return TxnResult::NameConflict { reason };
         }
         self.catalogue.put(meta, writes);
         TxnResult::FileStored
@@ -568,5 +608,205 @@ mod tests {
         s.apply(&e);
         assert!(!s.is_revoked(&[1; 16]));
         assert!(s.is_revoked(&[2; 16]));
+    }
+
+    /// Entries of one client session, numbered as they are applied.
+    struct Log {
+        state: State,
+        index: u64,
+        store: MemStore,
+    }
+
+    impl Log {
+        fn new(users: &[&str]) -> Log {
+            let mut log = Log {
+                state: State::default(),
+                index: 0,
+                store: MemStore::default(),
+            };
+            for u in users {
+                let e = register(0, 0, 0, u);
+                log.apply(e.txn);
+            }
+            log
+        }
+
+        fn apply(&mut self, txn: Txn) -> TxnResult {
+            self.index += 1;
+            let e = Entry {
+                index: self.index,
+                view: 1,
+                at: 100 + self.index,
+                origin: Origin {
+                    server: 1,
+                    session: 7,
+                    request: self.index,
+                },
+                txn,
+            };
+            let Applied { writes, result } = self.state.apply(&e);
+            self.store.commit(&Batch { writes }).unwrap();
+            result
+        }
+
+        fn put(&mut self, owner: u64, name: &str) -> TxnResult {
+            self.apply(Txn::PutFile {
+                owner,
+                name: name.into(),
+                size: 1,
+                digest: [self.index as u8; 32],
+                replace: false,
+                holder: 1,
+            })
+        }
+
+        fn share_folder(&mut self, owner: u64, folder: &str, grantee: &str) -> TxnResult {
+            self.apply(Txn::ShareFolder {
+                owner,
+                folder: folder.into(),
+                grantee: grantee.into(),
+            })
+        }
+
+        fn can_read(&self, user: u64, owner: u64, name: &str) -> bool {
+            self.state.catalogue().can_read(user, owner, name)
+        }
+
+        fn visible(&self, user: u64) -> Vec<String> {
+            (self.state.catalogue().visible_to(user).iter())
+                .map(|f| format!("{}:{}", f.owner, f.name))
+                .collect()
+        }
+
+        fn rebuilt_is_identical(&self) {
+            let rebuilt = State::from_rows(&self.store.load().unwrap().tables).unwrap();
+            assert_eq!(rebuilt, self.state);
+            assert_eq!(rebuilt.digest(), self.state.digest());
+        }
+    }
+
+    #[test]
+    fn a_folder_share_lets_the_grantee_read_what_is_under_it_now_and_later() {
+        let mut l = Log::new(&["alice", "bob", "carol"]);
+        assert_eq!(l.put(1, "photos/2024/a.jpg"), TxnResult::FileStored);
+        assert_eq!(l.put(1, "photos b/x"), TxnResult::FileStored);
+        assert_eq!(l.put(1, "photosx"), TxnResult::FileStored);
+        assert_eq!(l.put(1, "notes.txt"), TxnResult::FileStored);
+        assert_eq!(l.share_folder(1, "photos", "bob"), TxnResult::Shared);
+        assert!(l.can_read(2, 1, "photos/2024/a.jpg"));
+        // Later files too, at any depth.
+        assert_eq!(l.put(1, "photos/b.jpg"), TxnResult::FileStored);
+        assert_eq!(l.put(1, "photos/2025/deep/c.jpg"), TxnResult::FileStored);
+        assert!(l.can_read(2, 1, "photos/b.jpg"));
+        assert!(l.can_read(2, 1, "photos/2025/deep/c.jpg"));
+        // Not the neighbours whose names merely start alike, nor another
+        // user, nor a file that does not exist.
+        assert!(!l.can_read(2, 1, "photos b/x"));
+        assert!(!l.can_read(2, 1, "photosx"));
+        assert!(!l.can_read(2, 1, "notes.txt"));
+        assert!(!l.can_read(3, 1, "photos/b.jpg"));
+        assert!(!l.can_read(2, 1, "photos/none.jpg"));
+        assert_eq!(
+            l.visible(2),
+            [
+                "1:photos/2024/a.jpg",
+                "1:photos/2025/deep/c.jpg",
+                "1:photos/b.jpg"
+            ]
+        );
+        // Shared by file and by folder: listed once.
+        let share = Txn::Share {
+            owner: 1,
+            name: "photos/b.jpg".into(),
+            grantee: "bob".into(),
+        };
+        assert_eq!(l.apply(share), TxnResult::Shared);
+        assert_eq!(l.visible(2).len(), 3);
+        assert_eq!(
+            l.state.catalogue().readers(1, "photos/2025/deep/c.jpg"),
+            [2]
+        );
+        l.rebuilt_is_identical();
+        // A subfolder's share, then the folder's unshared: the subfolder's
+        // stays.
+        assert_eq!(l.share_folder(1, "photos/2025", "carol"), TxnResult::Shared);
+        assert!(l.can_read(3, 1, "photos/2025/deep/c.jpg"));
+        assert!(!l.can_read(3, 1, "photos/b.jpg"));
+        let unshare = |who: &str| Txn::UnshareFolder {
+            owner: 1,
+            folder: "photos".into(),
+            grantee: who.into(),
+        };
+        assert_eq!(l.apply(unshare("bob")), TxnResult::Unshared);
+        assert_eq!(l.apply(unshare("bob")), TxnResult::NotShared);
+        assert_eq!(l.apply(unshare("nobody")), TxnResult::NoSuchUser);
+        assert!(!l.can_read(2, 1, "photos/2024/a.jpg"));
+        // The file share is its own.
+        assert!(l.can_read(2, 1, "photos/b.jpg"));
+        assert!(l.can_read(3, 1, "photos/2025/deep/c.jpg"));
+        l.rebuilt_is_identical();
+    }
+
+    #[test]
+    fn folder_shares_are_refused_for_what_is_not_a_folder() {
+        let mut l = Log::new(&["alice", "bob"]);
+        l.put(1, "a/b");
+        l.put(2, "theirs/x");
+        assert_eq!(l.share_folder(1, "nothing", "bob"), TxnResult::NoSuchFile);
+        // A file is not a folder; another user's folder is not ours.
+        assert_eq!(l.share_folder(1, "a/b", "bob"), TxnResult::NoSuchFile);
+        assert_eq!(l.share_folder(1, "theirs", "bob"), TxnResult::NoSuchFile);
+        assert_eq!(l.share_folder(1, "a", "zed"), TxnResult::NoSuchUser);
+        assert_eq!(
+            l.share_folder(1, "a", "alice"),
+            TxnResult::CannotShareWithSelf
+        );
+        assert!(!l.can_read(1, 2, "theirs/x"));
+    }
+
+    #[test]
+    fn a_name_is_a_file_or_a_folder_never_both() {
+        let mut l = Log::new(&["alice", "bob"]);
+        assert_eq!(l.put(1, "a/b/c"), TxnResult::FileStored);
+        for (name, why) in [
+            ("a", "a is a folder"),
+            ("a/b", "a/b is a folder"),
+            ("a/b/c/d", "a/b/c is a file, so it cannot be a folder"),
+        ] {
+            assert_eq!(
+                l.put(1, name),
+                TxnResult::NameConflict { reason: why.into() },
+                "{name}"
+            );
+        }
+        // Another owner's names are theirs; a sibling is fine.
+        assert_eq!(l.put(2, "a"), TxnResult::FileStored);
+        assert_eq!(l.put(1, "a/b2"), TxnResult::FileStored);
+        assert_eq!(l.put(1, "ab"), TxnResult::FileStored);
+    }
+
+    #[test]
+    fn deleting_a_folder_removes_its_files_and_its_shares_only() {
+        let mut l = Log::new(&["alice", "bob"]);
+        for n in ["p/1", "p/q/2", "p q/3", "pq", "x/p/4"] {
+            assert_eq!(l.put(1, n), TxnResult::FileStored);
+        }
+        l.put(2, "p/theirs");
+        assert_eq!(l.share_folder(1, "p", "bob"), TxnResult::Shared);
+        assert_eq!(l.share_folder(1, "p/q", "bob"), TxnResult::Shared);
+        assert_eq!(l.share_folder(1, "p q", "bob"), TxnResult::Shared);
+        let rm = |folder: &str| Txn::DeleteFolder {
+            owner: 1,
+            folder: folder.into(),
+        };
+        assert_eq!(l.apply(rm("p")), TxnResult::FolderDeleted { files: 2 });
+        let left: Vec<String> = l.visible(1);
+        assert_eq!(left, ["1:p q/3", "1:pq", "1:x/p/4"]);
+        assert_eq!(l.visible(2), ["2:p/theirs", "1:p q/3"]);
+        // Its shares went with it: a new p/ is not shared.
+        l.put(1, "p/new");
+        assert!(!l.can_read(2, 1, "p/new"));
+        assert_eq!(l.apply(rm("p/none")), TxnResult::NoSuchFile);
+        l.rebuilt_is_identical();
     }
 }

@@ -143,6 +143,9 @@ pub enum SessionMsg {
     /// UploadMany's answer: what became of each file, by id.
     #[speedy(tag = 55)]
     BatchDone { outcomes: Vec<Landed> },
+    /// Data of List: only the files under folder `prefix` (at any depth).
+    #[speedy(tag = 56)]
+    ListUnder { prefix: String },
 }
 
 /// What became of one file of a batch.
@@ -197,6 +200,8 @@ pub enum OpCode {
     UploadMany,
     /// UploadMany replacing files of the same names (`--force`).
     UploadManyReplace,
+    /// `rm -r`: a folder and everything under it (data: `FileName`).
+    DeleteFolder,
 }
 
 impl OpCode {
@@ -228,10 +233,17 @@ pub struct Listed {
 #[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
 #[speedy(tag_type = u8)]
 pub enum FileOutcome {
-    Stored { size: u64, digest: [u8; 32] },
+    Stored {
+        size: u64,
+        digest: [u8; 32],
+    },
     Shared,
     Unshared,
     Deleted,
+    /// `rm -r`: this many files went.
+    FolderDeleted {
+        files: u64,
+    },
 }
 
 /// Why an operation failed. Each has one clear message.
@@ -276,6 +288,12 @@ pub enum OpError {
     /// A peer operation on a session that registered no peer (or whose
     /// peer has left the registry).
     NotAPeer,
+    /// `rm NAME` of a folder (it takes `rm -r`).
+    IsAFolder,
+    /// The name is a folder, or one of its folders is a file.
+    NameConflict {
+        reason: String,
+    },
 }
 
 impl fmt::Display for OpError {
@@ -304,6 +322,10 @@ impl fmt::Display for OpError {
             OpError::BadName { reason } => write!(f, "bad file name: {reason}"),
             OpError::BadPeerAddress { reason } => write!(f, "bad peer address: {reason}"),
             OpError::NotAPeer => f.write_str("this session has no registered peer; register first"),
+            OpError::IsAFolder => f.write_str("that is a folder; remove it with rm -r"),
+            OpError::NameConflict { reason } => {
+                write!(f, "{reason}: a name is a file or a folder, not both")
+            }
             OpError::Transfer(e) => e.fmt(f),
         }
     }
@@ -346,6 +368,10 @@ pub enum Request {
         name: String,
     },
     List,
+    /// List the files under folder `prefix`.
+    ListUnder {
+        prefix: String,
+    },
     Share {
         name: String,
         user: String,
@@ -355,6 +381,10 @@ pub enum Request {
         user: String,
     },
     Delete {
+        name: String,
+    },
+    /// A folder and everything under it (or a file of that name).
+    DeleteFolder {
         name: String,
     },
     /// Register with the tracker as a peer listening at `addr`.
@@ -383,6 +413,8 @@ impl fmt::Debug for Request {
             Request::UploadMany { files, .. } => write!(f, "UploadMany({} files)", files.len()),
             Request::Download { owner, name } => write!(f, "Download({owner:?}, {name})"),
             Request::List => f.write_str("List"),
+            Request::ListUnder { prefix } => write!(f, "ListUnder({prefix})"),
+            Request::DeleteFolder { name } => write!(f, "DeleteFolder({name})"),
             Request::Share { name, user } => write!(f, "Share({name}, {user})"),
             Request::Unshare { name, user } => write!(f, "Unshare({name}, {user})"),
             Request::Delete { name } => write!(f, "Delete({name})"),
@@ -407,7 +439,8 @@ impl Request {
             Request::UploadMany { replace: false, .. } => OpCode::UploadMany,
             Request::UploadMany { replace: true, .. } => OpCode::UploadManyReplace,
             Request::Download { .. } => OpCode::Download,
-            Request::List => OpCode::List,
+            Request::List | Request::ListUnder { .. } => OpCode::List,
+            Request::DeleteFolder { .. } => OpCode::DeleteFolder,
             Request::Share { .. } => OpCode::Share,
             Request::Unshare { .. } => OpCode::Unshare,
             Request::Delete { .. } => OpCode::Delete,
@@ -430,13 +463,16 @@ impl Request {
                 owner: owner.clone(),
                 name: name.clone(),
             },
-            Request::Delete { name } => SessionMsg::FileName {
+            Request::Delete { name } | Request::DeleteFolder { name } => SessionMsg::FileName {
                 owner: None,
                 name: name.clone(),
             },
             Request::List => SessionMsg::ListAll,
             Request::UploadMany { files, .. } => SessionMsg::Batch {
                 files: files.len() as u32,
+            },
+            Request::ListUnder { prefix } => SessionMsg::ListUnder {
+                prefix: prefix.clone(),
             },
             Request::Share { name, user } | Request::Unshare { name, user } => {
                 SessionMsg::ShareWith {
@@ -548,6 +584,9 @@ impl fmt::Display for Response {
             Response::File(FileOutcome::Shared) => f.write_str("shared"),
             Response::File(FileOutcome::Unshared) => f.write_str("unshared"),
             Response::File(FileOutcome::Deleted) => f.write_str("deleted"),
+            Response::File(FileOutcome::FolderDeleted { files }) => {
+                write!(f, "deleted a folder of {files} file(s)")
+            }
             Response::Downloaded { size, .. } => write!(f, "downloaded {size} bytes"),
             Response::Batch(outcomes) => {
                 let stored = (outcomes.iter())

@@ -84,7 +84,7 @@ use crate::auth::ClusterSecret;
 use crate::balancer::messages::{BALANCER_TAGS, PROBE_TAGS};
 use crate::entropy::Entropy;
 use crate::io::{ConnId, Input, Node, Output};
-pub use crate::names::{check_name, MAX_NAME};
+pub use crate::names::{check_name, check_path, MAX_NAME};
 use crate::outbox::Outbox;
 use crate::refusal::Refusal;
 use crate::replication::entry::{Origin, Txn, TxnResult};

@@ -24,7 +24,7 @@ use super::event::ServerEvent;
 use super::messages::{Landed, OpError};
 use super::user_files::Ctx;
 use crate::io::{ConnId, FileOp, FileRef};
-use crate::names::check_name;
+use crate::names::{check_path, is_under};
 use crate::outbox::Outbox;
 use crate::replication::entry::{NewFile, TxnResult, BATCH_FILES, BATCH_NAME_BYTES};
 use crate::time::Timestamp;
@@ -84,6 +84,9 @@ impl Ordered {
                     digest: s.digest,
                 },
                 Some(TxnResult::FileExists) => Landed::Failed(OpError::FileExists),
+                Some(TxnResult::NameConflict { reason }) => Landed::Failed(OpError::NameConflict {
+                    reason: reason.clone(),
+                }),
                 other => Landed::Failed(OpError::Unavailable {
                     reason: format!("unexpected result {other:?}"),
                 }),
@@ -257,6 +260,8 @@ pub(super) struct Room {
     /// The batch is a command tried again, whose files may be the ones
     /// holding their names.
     pub(super) retried: bool,
+    /// Why the name cannot be a file's (it is a folder, or under a file).
+    pub(super) conflict: Option<String>,
 }
 
 impl Batch {
@@ -337,6 +342,7 @@ impl Batch {
             quota: 0,
             existing: None,
             retried: false,
+            conflict: None,
         });
         let replaced = if self.replace {
             room.existing.unwrap_or(0)
@@ -344,8 +350,18 @@ impl Batch {
             0
         };
         let used = room.used.saturating_sub(replaced) + self.bytes;
-        let refusal = if let Err(reason) = check_name(&name) {
+        // A name of the batch that would make this one a folder's, or that
+        // this one would make a file's (`a` and `a/b`).
+        let clash = (self.names.iter()).find(|m| is_under(&name, m) || is_under(m, &name));
+        let refusal = if let Err(reason) = check_path(&name) {
             Some(TransferError::BadName { reason })
+        } else if let Some(reason) = room.conflict.clone().filter(|_| !room.retried) {
+            // Checked again when the batch is applied, but refused here
+            // before its content is sent.
+            Some(TransferError::Conflict { reason })
+        } else if let Some(m) = clash {
+            let reason = format!("the batch holds both {m} and {name}");
+            Some(TransferError::Conflict { reason })
         } else if self.names.contains(&name) {
             let reason = "the batch names this file twice".to_string();
             Some(TransferError::BadName { reason })

@@ -82,7 +82,7 @@ fn files_refused_in_a_batch_fail_alone_with_their_reason() {
     let files: Vec<(&str, &[u8])> = vec![
         ("good", &x),
         ("taken", &x),
-        ("bad/name", &x),
+        ("../escape", &x),
         ("good", &x),
         ("also good", &x),
     ];
@@ -246,4 +246,35 @@ fn the_copies_of_a_batch_share_links_instead_of_dialing_per_file() {
         c.connections_made() > after_idle,
         "a new link after the idle ones closed"
     );
+}
+
+#[test]
+fn a_batch_keeps_a_name_a_file_or_a_folder_never_both() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 0, "alice");
+    let x = content(100, 1);
+    let got = outcomes(&c.upload_many(0, a, &[("docs/a.txt", &x[..]), ("f", &x[..])], false));
+    assert!(
+        got.iter().all(|o| matches!(o, Landed::Stored { .. })),
+        "{got:?}"
+    );
+    let conflict = |o: &Landed| {
+        matches!(
+            o,
+            Landed::Failed(OpError::Transfer(TransferError::Conflict { .. }))
+        )
+    };
+    let files: Vec<(&str, &[u8])> = vec![
+        ("docs", &x),      // a folder already
+        ("f/under", &x),   // under a file
+        ("new", &x),       // fine
+        ("new/under", &x), // under a file of this batch
+        ("deep/x/y", &x),  // fine
+        ("deep/x", &x),    // a folder of this batch
+    ];
+    let got = outcomes(&c.upload_many(0, a, &files, false));
+    let clashed: Vec<bool> = got.iter().map(conflict).collect();
+    assert_eq!(clashed, [true, true, false, true, false, true], "{got:?}");
+    assert!(matches!(got[2], Landed::Stored { .. }) && matches!(got[4], Landed::Stored { .. }));
 }

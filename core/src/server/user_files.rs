@@ -21,7 +21,7 @@ use super::scrub::says_damaged;
 use super::sessions::{wrong_data, Sessions};
 use super::uploads::{Batch, Finished, Ordered, Put, Receiving, Room, Step, Stored};
 use crate::io::{ConnId, FileOp, FileRef};
-use crate::names::check_name;
+use crate::names::{check_path, is_under};
 use crate::outbox::Outbox;
 use crate::refusal::Refusal;
 use crate::replication::catalogue::FileMeta;
@@ -175,7 +175,10 @@ impl UserFiles {
                 self.begin_download(cx, conn, user, owner, name);
                 return Ok(());
             }
-            (OpCode::List, SessionMsg::ListAll) => Ok(Some(listing(cx.replica, user))),
+            (OpCode::List, SessionMsg::ListAll) => Ok(Some(listing(cx.replica, user, None))),
+            (OpCode::List, SessionMsg::ListUnder { prefix }) => {
+                Ok(Some(listing(cx.replica, user, Some(&prefix))))
+            }
             (
                 OpCode::Share | OpCode::Unshare,
                 SessionMsg::ShareWith {
@@ -184,11 +187,29 @@ impl UserFiles {
                 },
             ) => share(cx, conn, op, user, name, grantee),
             (OpCode::Delete, SessionMsg::FileName { owner: None, name }) => {
-                if cx.replica.state().catalogue().get(user, &name).is_none() {
-                    Err(OpError::NoSuchFile)
-                } else {
+                let catalogue = cx.replica.state().catalogue();
+                if catalogue.get(user, &name).is_some() {
                     Self::order(cx, conn, op, Txn::Delete { owner: user, name }).map(|_| None)
+                } else if catalogue.is_folder(user, &name) {
+                    Err(OpError::IsAFolder)
+                } else {
+                    Err(OpError::NoSuchFile)
                 }
+            }
+            (OpCode::DeleteFolder, SessionMsg::FileName { owner: None, name }) => {
+                let catalogue = cx.replica.state().catalogue();
+                let txn = if catalogue.get(user, &name).is_some() {
+                    // `rm -r` of a file removes it, as `rm -r` does.
+                    Txn::Delete { owner: user, name }
+                } else {
+                    // Nothing under it may still leave shares of it to
+                    // remove: the master's apply decides.
+                    Txn::DeleteFolder {
+                        owner: user,
+                        folder: name,
+                    }
+                };
+                Self::order(cx, conn, op, txn).map(|_| None)
             }
             (op, _) => return Err(wrong_data(op)),
         };
@@ -212,12 +233,14 @@ impl UserFiles {
         let catalogue = cx.replica.state().catalogue();
         let used = used_by(cx, user);
         let replaced = catalogue.get(user, &name).map_or(0, |f| f.size);
-        let refusal = if let Err(reason) = check_name(&name) {
+        let retried = cx.sessions.applied_before(conn, cx.replica).is_some();
+        let refusal = if let Err(reason) = check_path(&name) {
             Some(TransferError::BadName { reason })
-        } else if catalogue.get(user, &name).is_some()
-            && !replace
-            && cx.sessions.applied_before(conn, cx.replica).is_none()
-        {
+        } else if let Some(reason) = catalogue.conflict(user, &name).filter(|_| !retried) {
+            // Checked again when the upload is applied, but refused here
+            // before its content is sent.
+            Some(TransferError::Conflict { reason })
+        } else if catalogue.get(user, &name).is_some() && !replace && !retried {
             // (Unless this is a command tried again, whose upload is the
             // one that took the name.)
             Some(TransferError::Exists)
@@ -253,6 +276,7 @@ impl UserFiles {
             quota,
             existing: catalogue.get(user, name).map(|f| f.size),
             retried: cx.sessions.applied_before(conn, cx.replica).is_some(),
+            conflict: catalogue.conflict(user, name),
         }
     }
 
@@ -781,6 +805,10 @@ fn answer_one(result: TxnResult, stored: Option<Ordered>) -> SessionMsg {
         TxnResult::Shared => SessionMsg::FileDone(FileOutcome::Shared),
         TxnResult::Unshared => SessionMsg::FileDone(FileOutcome::Unshared),
         TxnResult::Deleted => SessionMsg::FileDone(FileOutcome::Deleted),
+        TxnResult::FolderDeleted { files } => {
+            SessionMsg::FileDone(FileOutcome::FolderDeleted { files })
+        }
+        TxnResult::NameConflict { reason } => SessionMsg::Failed(OpError::NameConflict { reason }),
         TxnResult::FileExists => SessionMsg::Failed(OpError::FileExists),
         TxnResult::NoSuchFile => SessionMsg::Failed(OpError::NoSuchFile),
         TxnResult::NoSuchUser => SessionMsg::Failed(OpError::NoSuchUser),
@@ -801,7 +829,19 @@ fn share(
     grantee: String,
 ) -> Result<Option<SessionMsg>, OpError> {
     let state = cx.replica.state();
-    if state.catalogue().get(owner, &name).is_none() {
+    let catalogue = state.catalogue();
+    // A name is a file or a folder, never both (`catalogue`); a name that
+    // is no file is taken for a folder. A folder's share outlives the
+    // files under it, so one emptied since can still be unshared.
+    let folder = catalogue.get(owner, &name).is_none();
+    let shared_folder = |g: Option<u64>| {
+        let grantees = catalogue.folder_grantees(owner, &name);
+        g.map_or(!grantees.is_empty(), |g| grantees.contains(&g))
+    };
+    // Neither a file, nor a folder, nor (for an unshare) a share of one:
+    // nothing to order.
+    let none = |g| folder && !catalogue.is_folder(owner, &name) && !shared_folder(g);
+    if none(None) || (op == OpCode::Share && folder && !catalogue.is_folder(owner, &name)) {
         return Err(OpError::NoSuchFile);
     }
     let grantee =
@@ -809,9 +849,23 @@ fn share(
     match state.user_by_name(&grantee) {
         None => return Err(OpError::NoSuchUser),
         Some(u) if u.id == owner => return Err(OpError::CannotShareWithSelf),
+        Some(u) if none(Some(u.id)) => return Err(OpError::NoSuchFile),
         Some(_) => {}
     }
-    let txn = if op == OpCode::Share {
+    let txn = if folder {
+        match op {
+            OpCode::Share => Txn::ShareFolder {
+                owner,
+                folder: name,
+                grantee,
+            },
+            _ => Txn::UnshareFolder {
+                owner,
+                folder: name,
+                grantee,
+            },
+        }
+    } else if op == OpCode::Share {
         Txn::Share {
             owner,
             name,
@@ -827,7 +881,8 @@ fn share(
     UserFiles::order(cx, conn, op, txn).map(|_| None)
 }
 
-fn listing(replica: &Replica, user: u64) -> SessionMsg {
+/// What `user` may see, or of that only what is under folder `prefix`.
+fn listing(replica: &Replica, user: u64, prefix: Option<&str>) -> SessionMsg {
     let state = replica.state();
     let name_of = |id: u64| {
         state
@@ -838,6 +893,7 @@ fn listing(replica: &Replica, user: u64) -> SessionMsg {
         .catalogue()
         .visible_to(user)
         .into_iter()
+        .filter(|f| prefix.is_none_or(|p| is_under(&f.name, p)))
         .map(|f| Listed {
             owner: name_of(f.owner),
             name: f.name.clone(),
@@ -846,7 +902,7 @@ fn listing(replica: &Replica, user: u64) -> SessionMsg {
             shared_with: if f.owner == user {
                 state
                     .catalogue()
-                    .grantees(f.owner, &f.name)
+                    .readers(f.owner, &f.name)
                     .into_iter()
                     .map(name_of)
                     .collect()

@@ -102,6 +102,11 @@ pub enum TransferError {
     },
     /// The peer gave up.
     Cancelled,
+    /// The name is one of the owner's folders, or one of its folders is a
+    /// file of theirs.
+    Conflict {
+        reason: String,
+    },
 }
 
 impl fmt::Display for TransferError {
@@ -136,6 +141,9 @@ impl fmt::Display for TransferError {
             TransferError::Protocol { detail } => write!(f, "transfer protocol error: {detail}"),
             TransferError::Io { detail } => write!(f, "file error: {detail}"),
             TransferError::Cancelled => f.write_str("the transfer was cancelled"),
+            TransferError::Conflict { reason } => {
+                write!(f, "{reason}: a name is a file or a folder, not both")
+            }
         }
     }
 }

@@ -127,6 +127,7 @@ pub fn transfer_error() -> impl Strategy<Value = TransferError> {
         text().prop_map(|detail| TransferError::Protocol { detail }),
         text().prop_map(|detail| TransferError::Io { detail }),
         Just(TransferError::Cancelled),
+        text().prop_map(|reason| TransferError::Conflict { reason }),
     ]
 }
 
@@ -165,6 +166,7 @@ fn op_code() -> impl Strategy<Value = OpCode> {
         OpCode::Share,
         OpCode::Unshare,
         OpCode::Delete,
+        OpCode::DeleteFolder,
     ])
 }
 
@@ -202,6 +204,8 @@ fn op_error() -> impl Strategy<Value = OpError> {
         Just(OpError::NotShared),
         text().prop_map(|reason| OpError::BadName { reason }),
         transfer_error().prop_map(OpError::Transfer),
+        Just(OpError::IsAFolder),
+        text().prop_map(|reason| OpError::NameConflict { reason }),
     ]
 }
 
@@ -229,6 +233,7 @@ fn file_outcome() -> impl Strategy<Value = FileOutcome> {
         Just(FileOutcome::Shared),
         Just(FileOutcome::Unshared),
         Just(FileOutcome::Deleted),
+        any::<u64>().prop_map(|files| FileOutcome::FolderDeleted { files }),
     ]
 }
 
@@ -256,6 +261,7 @@ pub fn session_msg() -> impl Strategy<Value = SessionMsg> {
             .prop_map(|(owner, name)| SessionMsg::FileName { owner, name }),
         (text(), text()).prop_map(|(name, user)| SessionMsg::ShareWith { name, user }),
         Just(SessionMsg::ListAll),
+        text().prop_map(|prefix| SessionMsg::ListUnder { prefix }),
         prop::collection::vec(listed(3), 0..4).prop_map(|files| SessionMsg::Listing { files }),
         file_outcome().prop_map(SessionMsg::FileDone),
         (any::<u64>(), any::<u64>()).prop_map(|(bytes, size)| SessionMsg::Fetching { bytes, size }),
@@ -337,6 +343,17 @@ fn txn() -> impl Strategy<Value = Txn> {
             grantee
         }),
         (any::<u64>(), text()).prop_map(|(owner, name)| Txn::Delete { owner, name }),
+        (any::<u64>(), text(), text()).prop_map(|(owner, folder, grantee)| Txn::ShareFolder {
+            owner,
+            folder,
+            grantee
+        }),
+        (any::<u64>(), text(), text()).prop_map(|(owner, folder, grantee)| Txn::UnshareFolder {
+            owner,
+            folder,
+            grantee
+        }),
+        (any::<u64>(), text()).prop_map(|(owner, folder)| Txn::DeleteFolder { owner, folder }),
         Just(Txn::Noop),
     ]
 }

@@ -10,6 +10,15 @@
 //! file and the grantee, and not oneself; `ls` shows one's own files (with
 //! their grantees) and the files shared with one.
 //!
+//! Folders: a name is a path; a folder is the names under `folder/`, and
+//! exists while a file is under it. A name is never both a file and a
+//! folder of one owner (an upload that would make it so is refused,
+//! "conflict"). `share`/`unshare` of a name that is not a file act on the
+//! folder of that name: a folder share lets the grantee read what is under
+//! the folder, now and later; `rm` of a folder is refused ("is a folder");
+//! `rm -r` of a file removes it, of a folder every file under it and the
+//! shares of it and of the folders under it.
+//!
 //! Where the specification does not order two refusals that both apply
 //! (no such file *and* no such user), either is accepted.
 
@@ -40,6 +49,11 @@ pub enum Input {
         owner: String,
         name: String,
     },
+    /// `rm -r`.
+    RmFolder {
+        owner: String,
+        name: String,
+    },
     Share {
         owner: String,
         name: String,
@@ -62,7 +76,9 @@ impl Input {
             Input::Register { user, .. } | Input::Login { user, .. } | Input::Ls { user } => {
                 vec![user]
             }
-            Input::Put { owner, .. } | Input::Rm { owner, .. } => vec![owner],
+            Input::Put { owner, .. } | Input::Rm { owner, .. } | Input::RmFolder { owner, .. } => {
+                vec![owner]
+            }
             Input::Share { owner, grantee, .. } | Input::Unshare { owner, grantee, .. } => {
                 vec![owner, grantee]
             }
@@ -88,7 +104,12 @@ pub enum Output {
         digest: [u8; 32],
     },
     Exists,
+    /// The name is a folder, or in a folder that is a file.
+    Conflict,
+    /// `rm` of a folder.
+    IsAFolder,
     Deleted,
+    FolderDeleted,
     Shared,
     Unshared,
     NotShared,
@@ -115,6 +136,8 @@ pub struct State {
     pub files: BTreeMap<(String, String), (u64, [u8; 32])>,
     /// (owner, name, grantee)
     pub shares: BTreeSet<(String, String, String)>,
+    /// (owner, folder, grantee)
+    pub folder_shares: BTreeSet<(String, String, String)>,
 }
 
 impl State {
@@ -123,22 +146,38 @@ impl State {
             .contains_key(&(owner.to_string(), name.to_string()))
     }
 
+    fn is_folder(&self, owner: &str, name: &str) -> bool {
+        let prefix = format!("{name}/");
+        (self.files.keys()).any(|(o, n)| o == owner && n.starts_with(&prefix))
+    }
+
+    /// Would a file `name` of `owner` make a name both a file and a folder?
+    fn conflict(&self, owner: &str, name: &str) -> bool {
+        self.is_folder(owner, name)
+            || (name.match_indices('/')).any(|(i, _)| self.has_file(owner, &name[..i]))
+    }
+
+    /// Who may read `owner`'s `name` besides them: by a share of the file,
+    /// or of a folder it is in; sorted.
+    fn readers(&self, owner: &str, name: &str) -> Vec<String> {
+        let by_file = (self.shares.iter())
+            .filter(|(o, n, _)| o == owner && n == name)
+            .map(|(_, _, g)| g.clone());
+        let by_folder = (self.folder_shares.iter())
+            .filter(|(o, f, _)| o == owner && name.starts_with(&format!("{f}/")))
+            .map(|(_, _, g)| g.clone());
+        let all: BTreeSet<String> = by_file.chain(by_folder).collect();
+        all.into_iter().collect()
+    }
+
     /// What `ls` shows `user`, sorted.
     pub fn listing(&self, user: &str) -> Vec<Line> {
         let mut lines = Vec::new();
         for ((owner, name), (size, _)) in &self.files {
             if owner == user {
-                let grantees = self
-                    .shares
-                    .iter()
-                    .filter(|(o, n, _)| o == owner && n == name)
-                    .map(|(_, _, g)| g.clone())
-                    .collect();
+                let grantees = self.readers(owner, name);
                 lines.push((owner.clone(), name.clone(), *size, grantees));
-            } else if self
-                .shares
-                .contains(&(owner.clone(), name.clone(), user.to_string()))
-            {
+            } else if self.readers(owner, name).iter().any(|g| g == user) {
                 lines.push((owner.clone(), name.clone(), *size, Vec::new()));
             }
         }
@@ -209,9 +248,12 @@ impl Model for Catalogue {
                 digest,
                 replace,
             } => {
-                let refused = s.has_file(owner, name) && !replace;
+                let exists = s.has_file(owner, name) && !replace;
+                let conflict = s.conflict(owner, name);
+                let refused = exists || conflict;
                 match out {
-                    Output::Exists if refused => Some(s.clone()),
+                    Output::Exists if exists => Some(s.clone()),
+                    Output::Conflict if conflict => Some(s.clone()),
                     Output::Unknown if refused => Some(s.clone()),
                     Output::Stored { size: z, digest: d }
                         if !refused && z == size && d == digest =>
@@ -224,12 +266,90 @@ impl Model for Catalogue {
             }
             Input::Rm { owner, name } => {
                 let exists = s.has_file(owner, name);
+                let folder = s.is_folder(owner, name);
                 match out {
-                    Output::NoSuchFile | Output::Unknown if !exists => Some(s.clone()),
+                    Output::IsAFolder if folder => Some(s.clone()),
+                    Output::NoSuchFile if !exists && !folder => Some(s.clone()),
+                    Output::Unknown if !exists => Some(s.clone()),
                     Output::Deleted | Output::Unknown if exists => {
                         let mut s = s.clone();
                         s.files.remove(&(owner.clone(), name.clone()));
                         s.shares.retain(|(o, n, _)| !(o == owner && n == name));
+                        Some(s)
+                    }
+                    _ => None,
+                }
+            }
+            // The server tells a file from a folder when the request
+            // arrives, and the log applies what it chose: the model follows
+            // what the name is at the point it is placed.
+            Input::RmFolder { owner, name } if s.has_file(owner, name) => {
+                let rm = Input::Rm {
+                    owner: owner.clone(),
+                    name: name.clone(),
+                };
+                self.step(s, &rm, out)
+            }
+            Input::RmFolder { owner, name } => {
+                let under = |n: &str| n.starts_with(&format!("{name}/"));
+                let mut after = s.clone();
+                after.files.retain(|(o, n), _| !(o == owner && under(n)));
+                after.shares.retain(|(o, n, _)| !(o == owner && under(n)));
+                after
+                    .folder_shares
+                    .retain(|(o, f, _)| !(o == owner && (f == name || under(f))));
+                let nothing = after == *s;
+                match out {
+                    Output::NoSuchFile if nothing => Some(after),
+                    Output::FolderDeleted if !nothing => Some(after),
+                    Output::Unknown => Some(after),
+                    _ => None,
+                }
+            }
+            Input::Share {
+                owner,
+                name,
+                grantee,
+            } if !s.has_file(owner, name) => {
+                let refusals = [
+                    (Output::NoSuchFile, !s.is_folder(owner, name)),
+                    (Output::NoSuchUser, !s.users.contains_key(grantee)),
+                    (Output::ShareWithSelf, owner == grantee),
+                ];
+                if refusals.iter().any(|(_, r)| *r) {
+                    let fits = unknown || refusals.iter().any(|(o, r)| *r && o == out);
+                    return fits.then(|| s.clone());
+                }
+                match out {
+                    Output::Shared | Output::Unknown => {
+                        let mut s = s.clone();
+                        (s.folder_shares).insert((owner.clone(), name.clone(), grantee.clone()));
+                        Some(s)
+                    }
+                    _ => None,
+                }
+            }
+            Input::Unshare {
+                owner,
+                name,
+                grantee,
+            } if !s.has_file(owner, name) => {
+                let key = (owner.clone(), name.clone(), grantee.clone());
+                let shared = s.folder_shares.contains(&key);
+                let refusals = [
+                    (Output::NoSuchUser, !s.users.contains_key(grantee)),
+                    (Output::ShareWithSelf, owner == grantee),
+                    (Output::NotShared, !shared && s.is_folder(owner, name)),
+                    (Output::NoSuchFile, !shared && !s.is_folder(owner, name)),
+                ];
+                if refusals.iter().any(|(_, r)| *r) {
+                    let fits = unknown || refusals.iter().any(|(o, r)| *r && o == out);
+                    return fits.then(|| s.clone());
+                }
+                match out {
+                    Output::Unshared | Output::Unknown => {
+                        let mut s = s.clone();
+                        s.folder_shares.remove(&key);
                         Some(s)
                     }
                     _ => None,
@@ -368,6 +488,7 @@ impl fmt::Display for Input {
                 if *replace { " --force" } else { "" }
             ),
             Input::Rm { owner, name } => write!(f, "{owner}: rm {name:?}"),
+            Input::RmFolder { owner, name } => write!(f, "{owner}: rm -r {name:?}"),
             Input::Share {
                 owner,
                 name,
@@ -403,7 +524,10 @@ impl fmt::Display for Output {
                 write!(f, "stored ({size} bytes, {})", short(digest))
             }
             Output::Exists => f.write_str("exists"),
+            Output::Conflict => f.write_str("a file or a folder, not both"),
+            Output::IsAFolder => f.write_str("is a folder"),
             Output::Deleted => f.write_str("deleted"),
+            Output::FolderDeleted => f.write_str("folder deleted"),
             Output::Shared => f.write_str("shared"),
             Output::Unshared => f.write_str("unshared"),
             Output::NotShared => f.write_str("not shared"),

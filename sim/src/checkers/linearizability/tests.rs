@@ -356,3 +356,45 @@ fn the_smallest_failing_part_is_reported() {
     assert!(why.contains("2 operation(s)"), "{why}");
     assert!(why.contains("register alice"), "{why}");
 }
+
+#[test]
+fn a_folder_share_shows_files_put_under_it_later_and_goes_with_rm_r() {
+    let rm_r = |name: &str| Input::RmFolder {
+        owner: "bob".into(),
+        name: name.into(),
+    };
+    let h = [
+        op(0, 0, 5, register("bob", "pw-b"), Output::Registered(1)),
+        op(1, 0, 5, register("carol", "pw-c"), Output::Registered(2)),
+        op(0, 10, 20, put("bob", "d/a", 3), stored(3)),
+        op(0, 30, 40, share("bob", "d", "carol"), Output::Shared),
+        op(0, 50, 60, put("bob", "d/e/b", 4), stored(4)),
+        op(
+            1,
+            70,
+            80,
+            ls("carol"),
+            listing(&[("bob", "d/a", 3, &[]), ("bob", "d/e/b", 4, &[])]),
+        ),
+        // A file cannot be where the folder is.
+        op(0, 90, 95, put("bob", "d", 5), Output::Conflict),
+        op(0, 100, 110, rm_r("d"), Output::FolderDeleted),
+        op(1, 120, 130, ls("carol"), listing(&[])),
+        op(0, 140, 150, put("bob", "d/c", 6), stored(6)),
+        // The share went with the folder.
+        op(1, 160, 170, ls("carol"), listing(&[])),
+    ];
+    assert_linearizable(&h);
+    // Carol not seeing the file put after the share is caught.
+    let mut missing = h.to_vec();
+    missing[5].output = listing(&[("bob", "d/a", 3, &[])]);
+    assert_refused(&missing);
+    // Nor may the folder share outlive rm -r.
+    let mut kept = h.to_vec();
+    kept[10].output = listing(&[("bob", "d/c", 6, &[])]);
+    assert_refused(&kept);
+    // A clash where there was none is caught.
+    let mut clash = h.to_vec();
+    clash[4].output = Output::Conflict;
+    assert_refused(&clash);
+}

@@ -70,6 +70,10 @@ pub enum OpPlan {
     Delete {
         name: String,
     },
+    /// `rm -r`: a folder and everything under it.
+    DeleteFolder {
+        name: String,
+    },
     List,
     /// `ls`, then download the listed file `pick % files` (if any): the
     /// user's way to find files shared with them.
@@ -106,6 +110,7 @@ impl OpPlan {
                 user: users[*user].username.clone(),
             },
             OpPlan::Delete { name } => Request::Delete { name: name.clone() },
+            OpPlan::DeleteFolder { name } => Request::DeleteFolder { name: name.clone() },
             OpPlan::List => Request::List,
             OpPlan::Browse { .. } => return None,
         })
@@ -137,6 +142,7 @@ impl OpPlan {
                 format!("unshare {name:?} from {}", users[*user].username)
             }
             OpPlan::Delete { name } => format!("delete {name:?}"),
+            OpPlan::DeleteFolder { name } => format!("delete folder {name:?}"),
             OpPlan::List => "ls".to_string(),
             OpPlan::Browse { .. } => "ls, then get a listed file".to_string(),
         }
@@ -161,6 +167,7 @@ impl fmt::Debug for OpPlan {
             OpPlan::Share { name, user } => write!(f, "Share({name:?}, user #{user})"),
             OpPlan::Unshare { name, user } => write!(f, "Unshare({name:?}, user #{user})"),
             OpPlan::Delete { name } => write!(f, "Delete({name:?})"),
+            OpPlan::DeleteFolder { name } => write!(f, "DeleteFolder({name:?})"),
             OpPlan::List => f.write_str("List"),
             OpPlan::Browse { pick } => write!(f, "Browse({pick})"),
         }

@@ -45,6 +45,10 @@ fn files(records: &[FilesRecord], users: &[UserPlan], first_client: usize) -> Hi
                     owner: me.clone(),
                     name: name.clone(),
                 },
+                OpPlan::DeleteFolder { name } => Input::RmFolder {
+                    owner: me.clone(),
+                    name: name.clone(),
+                },
                 OpPlan::Share { name, user } | OpPlan::Unshare { name, user } => {
                     let Some(grantee) = user_name(*user) else {
                         continue;
@@ -96,7 +100,12 @@ fn file_output(input: &Input, result: Option<&OpResult>) -> Option<Output> {
                     size: *size,
                     digest: *digest,
                 },
-                (Input::Rm { .. }, FileOutcome::Deleted) => Output::Deleted,
+                (Input::Rm { .. } | Input::RmFolder { .. }, FileOutcome::Deleted) => {
+                    Output::Deleted
+                }
+                (Input::RmFolder { .. }, FileOutcome::FolderDeleted { .. }) => {
+                    Output::FolderDeleted
+                }
                 (Input::Share { .. }, FileOutcome::Shared) => Output::Shared,
                 (Input::Unshare { .. }, FileOutcome::Unshared) => Output::Unshared,
                 (_, other) => Output::Unexpected(format!("{other:?}")),
@@ -116,6 +125,10 @@ fn file_output(input: &Input, result: Option<&OpResult>) -> Option<Output> {
         ) => None,
         _ if read => None,
         OpError::FileExists | OpError::Transfer(TransferError::Exists) => Some(Output::Exists),
+        OpError::NameConflict { .. } | OpError::Transfer(TransferError::Conflict { .. }) => {
+            Some(Output::Conflict)
+        }
+        OpError::IsAFolder => Some(Output::IsAFolder),
         OpError::NoSuchFile => Some(Output::NoSuchFile),
         OpError::NoSuchUser => Some(Output::NoSuchUser),
         OpError::CannotShareWithSelf => Some(Output::ShareWithSelf),

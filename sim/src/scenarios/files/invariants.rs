@@ -18,20 +18,25 @@
 //! Checks:
 //!
 //! - the model replayed over the committed log equals every server's state
-//!   (users, files with size and digest, shares); every `PutFile` names
+//!   (users, files with size and digest, shares of files and of folders);
+//!   every `PutFile` names
 //!   content some client of its owner uploaded under that name;
 //! - **uploads**: `Stored` carries the digest and size of what the client
 //!   sent, and a `PutFile` of it from that server was committed before the
 //!   answer; a bad name is never stored (refused, or the client's own
 //!   transfer gave up), and a good name is never refused as bad;
-//!   "exists" only when the name existed at a point in `lo..=hi`;
+//!   "exists" only when the name existed at a point in `lo..=hi`, and
+//!   "a file or a folder, not both" only when the name was a folder, or in
+//!   a folder that was a file, at such a point;
 //! - **downloads**: the local file is there only after `Downloaded`, holds
 //!   exactly the bytes of an upload, and the downloader **may read** that
 //!   file **with that content** at a point in `lo..=hi` (owner, or shared
-//!   with at that point: authorization and integrity together); "no such
+//!   with at that point, by a share of the file or of a folder it is in:
+//!   authorization and integrity together); "no such
 //!   file" only if at some point in `lo..=hi` the user may not read it;
-//! - shares, unshares and deletes: acknowledged ones are in the log before
-//!   the answer with the same result; refusals are right at some point;
+//! - shares, unshares and deletes (of files and of folders, `rm -r`):
+//!   acknowledged ones are in the log before the answer with the same
+//!   result; refusals ("is a folder" too) are right at some point;
 //! - `ls` equals the model's listing for the user at some point;
 //! - **no acknowledged upload lost**: an upload told `Stored` and not
 //!   replaced or deleted later in the log is in the final catalogue with its
@@ -70,8 +75,8 @@ use crate::disk::{short, Disk};
 use crate::server_host::View;
 use crate::trace::secs;
 use ferry_core::client::{ClientConfig, ClientError};
+use ferry_core::names::check_path;
 use ferry_core::replication::entry::Txn;
-use ferry_core::server::check_name;
 use ferry_core::server::messages::FileOutcome;
 use ferry_core::server::{OpError, Response, ServerConfig};
 use ferry_core::transfer::TransferError;
@@ -104,9 +109,12 @@ enum Write<'a> {
         digest: [u8; 32],
         replace: bool,
     },
+    /// Of a file or of a folder (the server chose by what the name was).
     Share(&'a str, &'a str),
     Unshare(&'a str, &'a str),
     Delete(&'a str),
+    /// `rm -r`: of a folder, or of a file of that name.
+    DeleteFolder(&'a str),
 }
 
 /// The latest entry `k <= hi` from `server` by `owner` that is `w` and did
@@ -152,8 +160,28 @@ fn acknowledged(h: &History, hi: u64, server: u32, owner: u64, w: Write<'_>) -> 
                         },
                         Write::Unshare(n, g),
                     ) => *o2 == owner && name == n && grantee == g && *o == Outcome::Unshared,
-                    (Txn::Delete { owner: o2, name }, Write::Delete(n)) => {
-                        *o2 == owner && name == n && *o == Outcome::Deleted
+                    (
+                        Txn::ShareFolder {
+                            owner: o2,
+                            folder,
+                            grantee,
+                        },
+                        Write::Share(n, g),
+                    ) => *o2 == owner && folder == n && grantee == g && *o == Outcome::Shared,
+                    (
+                        Txn::UnshareFolder {
+                            owner: o2,
+                            folder,
+                            grantee,
+                        },
+                        Write::Unshare(n, g),
+                    ) => *o2 == owner && folder == n && grantee == g && *o == Outcome::Unshared,
+                    (
+                        Txn::Delete { owner: o2, name },
+                        Write::Delete(n) | Write::DeleteFolder(n),
+                    ) => *o2 == owner && name == n && *o == Outcome::Deleted,
+                    (Txn::DeleteFolder { owner: o2, folder }, Write::DeleteFolder(n)) => {
+                        *o2 == owner && folder == n && *o == Outcome::FolderDeleted
                     }
                     _ => false,
                 }
@@ -297,7 +325,7 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
                         replace,
                     },
                     answer,
-                ) if check_name(name).is_err() => {
+                ) if check_path(name).is_err() => {
                     // Refused by the server, or the client's own transfer
                     // gave up (the refusal lost with the session): never
                     // anything else.
@@ -341,9 +369,13 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
                     // Not lost: unless replaced or deleted later in the log,
                     // it is in the final catalogue.
                     let superseded = h.upto(u64::MAX).skip(k as usize).any(|(_, e, o)| {
-                        matches!(&e.txn, Txn::PutFile { owner, name: n, .. } | Txn::Delete { owner, name: n }
+                        let by_name = matches!(&e.txn, Txn::PutFile { owner, name: n, .. } | Txn::Delete { owner, name: n }
                             if *owner == me && n == name)
-                            && matches!(o, Outcome::Stored | Outcome::Deleted)
+                            && matches!(o, Outcome::Stored | Outcome::Deleted);
+                        let by_folder = matches!(&e.txn, Txn::DeleteFolder { owner, folder }
+                            if *owner == me && name.starts_with(&format!("{folder}/")))
+                            && o == Outcome::FolderDeleted;
+                        by_name || by_folder
                     });
                     if !superseded && last.file(me, name).map(|m| m.digest) != Some(*digest) {
                         v.push(format!(
@@ -361,6 +393,19 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
                     if *replace || !some(&|s| s.file(me, name).is_some()) {
                         v.push(format!(
                             "{what}: \"exists\", but the name was free at every point of {range} (or replacing was asked)"
+                        ));
+                    }
+                }
+                (
+                    OpPlan::Upload { name, .. },
+                    Response::Failed(
+                        OpError::NameConflict { .. }
+                        | OpError::Transfer(TransferError::Conflict { .. }),
+                    ),
+                ) => {
+                    if !some(&|s| s.conflicts(me, name)) {
+                        v.push(format!(
+                            "{what}: \"a file or a folder, not both\", but {name:?} clashed with nothing at any point of {range}"
                         ));
                     }
                 }
@@ -461,6 +506,23 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
                         ));
                     }
                 }
+                (OpPlan::Delete { name }, Response::Failed(OpError::IsAFolder)) => {
+                    if !some(&|s| s.file(me, name).is_none() && s.is_folder(me, name)) {
+                        v.push(format!(
+                            "{what}: \"is a folder\", but {name:?} was no folder at any point of {range}"
+                        ));
+                    }
+                }
+                (
+                    OpPlan::DeleteFolder { name },
+                    Response::File(FileOutcome::FolderDeleted { .. } | FileOutcome::Deleted),
+                ) => {
+                    if acknowledged(h, hi, server, me, Write::DeleteFolder(name)).is_none() {
+                        v.push(format!(
+                            "{what}: acknowledged, but no such delete from server{server} was committed before the answer ({range})"
+                        ));
+                    }
+                }
                 (OpPlan::Delete { name }, Response::File(FileOutcome::Deleted)) => {
                     if acknowledged(h, hi, server, me, Write::Delete(name)).is_none() {
                         v.push(format!(
@@ -471,10 +533,13 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
                 (
                     OpPlan::Share { name, .. }
                     | OpPlan::Unshare { name, .. }
-                    | OpPlan::Delete { name },
+                    | OpPlan::Delete { name }
+                    | OpPlan::DeleteFolder { name },
                     Response::Failed(OpError::NoSuchFile),
                 ) => {
-                    if !some(&|s| s.file(me, name).is_none()) {
+                    // (An unshare of a folder emptied since still finds
+                    // its share: "no such file" needs neither.)
+                    if !some(&|s| s.file(me, name).is_none() && !s.is_folder(me, name)) {
                         v.push(format!(
                             "{what}: \"no such file\", but it existed at every point of {range}"
                         ));

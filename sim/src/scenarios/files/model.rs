@@ -43,6 +43,10 @@ pub enum Outcome {
     Deleted,
     /// A batch's files, each stored or found to exist, as `PutFile` would.
     Batch,
+    /// `rm -r` of a folder (or of what was left of its shares).
+    FolderDeleted,
+    /// An upload whose name was a folder, or in a folder that was a file.
+    NameConflict,
 }
 
 /// The catalogue (and the users it refers to) at one point of the log.
@@ -53,6 +57,8 @@ pub struct Catalogue {
     pub files: BTreeMap<(u64, String), ModelFile>,
     /// (owner, name, grantee)
     pub shares: BTreeSet<(u64, String, u64)>,
+    /// (owner, folder, grantee): every file under `folder/`, now and later.
+    pub folder_shares: BTreeSet<(u64, String, u64)>,
     /// Last request applied per (server, session): retries apply once.
     sessions: BTreeMap<(u32, u64), u64>,
 }
@@ -69,6 +75,9 @@ impl Catalogue {
         let k = (owner, name.to_string());
         if self.files.contains_key(&k) && !replace {
             return Outcome::FileExists;
+        }
+        if self.conflicts(owner, name) {
+            return Outcome::NameConflict;
         }
         self.files.insert(k, ModelFile { size, digest });
         Outcome::Stored
@@ -172,7 +181,80 @@ impl Catalogue {
                 self.shares.retain(|(o, n, _)| !(o == owner && n == name));
                 Outcome::Deleted
             }
+            Txn::ShareFolder {
+                owner,
+                folder,
+                grantee,
+            } => {
+                if !self.is_folder(*owner, folder) {
+                    return Outcome::NoSuchFile;
+                }
+                match self.by_name.get(grantee) {
+                    None => Outcome::NoSuchUser,
+                    Some(g) if g == owner => Outcome::CannotShareWithSelf,
+                    Some(g) => {
+                        self.folder_shares.insert((*owner, folder.clone(), *g));
+                        Outcome::Shared
+                    }
+                }
+            }
+            Txn::UnshareFolder {
+                owner,
+                folder,
+                grantee,
+            } => match self.by_name.get(grantee) {
+                None => Outcome::NoSuchUser,
+                Some(g) if self.folder_shares.remove(&(*owner, folder.clone(), *g)) => {
+                    Outcome::Unshared
+                }
+                Some(_) if self.is_folder(*owner, folder) => Outcome::NotShared,
+                Some(_) => Outcome::NoSuchFile,
+            },
+            Txn::DeleteFolder { owner, folder } => {
+                let under = |n: &str| n.starts_with(&format!("{folder}/"));
+                let files = self.files.len();
+                let shares = self.folder_shares.len();
+                self.files.retain(|(o, n), _| !(o == owner && under(n)));
+                self.shares.retain(|(o, n, _)| !(o == owner && under(n)));
+                self.folder_shares
+                    .retain(|(o, f, _)| !(o == owner && (f == folder || under(f))));
+                if files == self.files.len() && shares == self.folder_shares.len() {
+                    return Outcome::NoSuchFile;
+                }
+                Outcome::FolderDeleted
+            }
         }
+    }
+
+    /// Has `owner` a file under `folder/`?
+    pub fn is_folder(&self, owner: u64, folder: &str) -> bool {
+        let prefix = format!("{folder}/");
+        (self.files.keys()).any(|(o, n)| *o == owner && n.starts_with(&prefix))
+    }
+
+    /// May `owner` not have a file `name`: is it a folder of theirs, or is
+    /// a folder it is in a file of theirs?
+    pub fn conflicts(&self, owner: u64, name: &str) -> bool {
+        self.is_folder(owner, name)
+            || (name.match_indices('/')).any(|(i, _)| self.file(owner, &name[..i]).is_some())
+    }
+
+    /// Is `owner`'s `name` in a folder shared with `user`?
+    fn folder_shared(&self, owner: u64, name: &str, user: u64) -> bool {
+        (self.folder_shares.iter())
+            .any(|(o, f, g)| *o == owner && *g == user && name.starts_with(&format!("{f}/")))
+    }
+
+    /// Who may read `owner`'s `name` besides them, in id order.
+    fn readers(&self, owner: u64, name: &str) -> Vec<u64> {
+        let by_file = (self.shares.iter())
+            .filter(|(o, n, _)| *o == owner && n == name)
+            .map(|(_, _, g)| *g);
+        let by_folder = (self.folder_shares.iter())
+            .filter(|(o, f, _)| *o == owner && name.starts_with(&format!("{f}/")))
+            .map(|(_, _, g)| *g);
+        let all: BTreeSet<u64> = by_file.chain(by_folder).collect();
+        all.into_iter().collect()
     }
 
     pub fn file(&self, owner: u64, name: &str) -> Option<ModelFile> {
@@ -182,12 +264,16 @@ impl Catalogue {
     /// The content `user` may download as `owner`'s `name`, if any.
     pub fn readable(&self, user: u64, owner: u64, name: &str) -> Option<[u8; 32]> {
         let f = self.file(owner, name)?;
-        (user == owner || self.shares.contains(&(owner, name.to_string(), user)))
-            .then_some(f.digest)
+        (user == owner
+            || self.shares.contains(&(owner, name.to_string(), user))
+            || self.folder_shared(owner, name, user))
+        .then_some(f.digest)
     }
 
+    /// Is `name` shared with `grantee`, as a file or as a folder?
     pub fn is_shared(&self, owner: u64, name: &str, grantee: u64) -> bool {
-        self.shares.contains(&(owner, name.to_string(), grantee))
+        let key = (owner, name.to_string(), grantee);
+        self.shares.contains(&key) || self.folder_shares.contains(&key)
     }
 
     fn name_of(&self, id: u64) -> String {
@@ -203,14 +289,11 @@ impl Catalogue {
         let mut lines = Vec::new();
         for ((owner, name), f) in &self.files {
             if *owner == user {
-                let shared_with = self
-                    .shares
-                    .iter()
-                    .filter(|(o, n, _)| o == owner && n == name)
-                    .map(|(_, _, g)| self.name_of(*g))
+                let shared_with = (self.readers(*owner, name).into_iter())
+                    .map(|g| self.name_of(g))
                     .collect();
                 lines.push((self.name_of(*owner), name.clone(), f.size, shared_with));
-            } else if self.shares.contains(&(*owner, name.clone(), user)) {
+            } else if self.readable(user, *owner, name).is_some() {
                 lines.push((self.name_of(*owner), name.clone(), f.size, Vec::new()));
             }
         }
@@ -253,6 +336,15 @@ impl Catalogue {
         }
         if shares != self.shares {
             return Some(format!("shares {shares:?}, the log says {:?}", self.shares));
+        }
+        let folder_shares: BTreeSet<(u64, String, u64)> = (state.catalogue().folder_shares())
+            .map(|(o, f, g)| (o, f.to_string(), g))
+            .collect();
+        if folder_shares != self.folder_shares {
+            return Some(format!(
+                "folder shares {folder_shares:?}, the log says {:?}",
+                self.folder_shares
+            ));
         }
         None
     }
@@ -448,5 +540,57 @@ mod tests {
         );
         assert_eq!(h.between(2, 3).map(|(k, _)| k).collect::<Vec<_>>(), [2, 3]);
         assert_eq!(h.between(9, 99).count(), 0);
+    }
+
+    #[test]
+    fn folder_shares_cover_what_is_put_under_the_folder_until_rm_r() {
+        let share_folder = |folder: &str| Txn::ShareFolder {
+            owner: 1,
+            folder: folder.into(),
+            grantee: "bob".into(),
+        };
+        let log = vec![
+            entry(1, 1, 1, register("alice")),
+            entry(2, 2, 1, register("bob")),
+            entry(3, 1, 2, share_folder("d")),
+            entry(4, 1, 3, put(1, "d/a", 7, false)),
+            entry(5, 1, 4, share_folder("d")),
+            entry(6, 1, 5, put(1, "d/e/b", 8, false)),
+            entry(7, 1, 6, put(1, "d", 9, false)),
+            entry(8, 1, 7, put(1, "dx", 9, false)),
+            entry(
+                9,
+                1,
+                8,
+                Txn::DeleteFolder {
+                    owner: 1,
+                    folder: "d".into(),
+                },
+            ),
+            entry(10, 1, 9, put(1, "d/c", 5, false)),
+        ];
+        let h = History::replay(&log);
+        assert_eq!(
+            h.outcomes[2..],
+            [
+                Outcome::NoSuchFile,
+                Outcome::Stored,
+                Outcome::Shared,
+                Outcome::Stored,
+                Outcome::NameConflict,
+                Outcome::Stored,
+                Outcome::FolderDeleted,
+                Outcome::Stored,
+            ]
+        );
+        assert_eq!(h.states[6].readable(2, 1, "d/e/b"), Some([8; 32]));
+        assert_eq!(h.states[6].readable(2, 1, "dx"), None);
+        assert_eq!(h.states[8].readable(2, 1, "dx"), None);
+        assert_eq!(
+            h.states[6].listing(1)[0],
+            ("alice".into(), "d/a".into(), 1, vec!["bob".into()])
+        );
+        assert_eq!(h.last().readable(2, 1, "d/c"), None);
+        assert!(h.last().folder_shares.is_empty());
     }
 }
