@@ -19,6 +19,7 @@ mod cmd_register;
 mod cmd_rm;
 mod cmd_server;
 mod cmd_share;
+mod cmd_status;
 mod cmd_up;
 mod cmd_whoami;
 mod error;
@@ -93,6 +94,12 @@ enum Command {
     Unshare(cmd_share::Args),
     /// Delete one of your files.
     Rm(cmd_rm::Args),
+    /// Show the cluster's servers (role, log position, how far behind,
+    /// free disk, sessions) and, if logged in, your files' count and size.
+    ///
+    /// A server that does not answer within about 1.5 s is shown as not
+    /// answering; the command still succeeds.
+    Status(cmd_status::Args),
     /// Share a directory with other peers: register, connect, PUT, GET.
     ///
     /// Commands come from standard input, one per line (`help` lists
@@ -121,7 +128,7 @@ struct ClientArgs {
     #[arg(long, value_name = "FILE", env = "FERRY_CA")]
     ca: Option<std::path::PathBuf>,
     /// Print the result as one JSON document on stdout (ls, whoami, put,
-    /// get; see docs/json.md).
+    /// get, status; see docs/json.md).
     #[arg(long)]
     json: bool,
 }
@@ -150,6 +157,7 @@ fn main() -> ExitCode {
         Command::Share(args) => cmd_share::share(args),
         Command::Unshare(args) => cmd_share::unshare(args),
         Command::Rm(args) => cmd_rm::run(args),
+        Command::Status(args) => cmd_status::run(args),
         Command::Peer(args) => cmd_peer::run(args),
         Command::Completions(args) => cmd_completions::run(args, Cli::command()),
         Command::Man(args) => cmd_man::run(args, Cli::command()),

@@ -99,6 +99,20 @@ impl Catalogue {
             .collect()
     }
 
+    /// How many files `owner` owns, and their bytes.
+    pub fn usage(&self, owner: u64) -> (u64, u64) {
+        self.owned_by(owner)
+            .fold((0, 0), |(n, b), f| (n + 1, b + f.size))
+    }
+
+    /// `owner`'s own files, by name.
+    pub fn owned_by(&self, owner: u64) -> impl Iterator<Item = &FileMeta> {
+        self.files
+            .range((owner, String::new())..)
+            .take_while(move |((o, _), _)| *o == owner)
+            .map(|(_, f)| f)
+    }
+
     /// How many files name this content.
     pub fn refs(&self, digest: &[u8; 32]) -> usize {
         self.files.values().filter(|f| &f.digest == digest).count()

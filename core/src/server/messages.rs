@@ -1,5 +1,6 @@
 //! Messages of the client ↔ server session link.
 
+pub use super::status::{ClusterStatus, ServerStatus, UserUsage};
 use crate::accounts::token::SessionToken;
 use crate::auth::AuthCode;
 use crate::refusal::Refusal;
@@ -136,6 +137,21 @@ pub enum SessionMsg {
         current: String,
         new: String,
     },
+    /// Data of Status: the login whose own files to count, if any.
+    #[speedy(tag = 54)]
+    StatusOf { token: Option<SessionToken> },
+    /// Status's answer.
+    #[speedy(tag = 55)]
+    Status(ClusterStatus),
+    /// Data of DeleteAccount: the login to delete, and its password.
+    #[speedy(tag = 56)]
+    DeleteAccount {
+        token: SessionToken,
+        password: String,
+    },
+    /// DeleteAccount's answer: the account is gone everywhere.
+    #[speedy(tag = 57)]
+    AccountDeleted,
 }
 
 /// One registered peer, as UPDATE lists it.
@@ -177,6 +193,12 @@ pub enum OpCode {
     Sync,
     /// Change the password of the login the data carries (`ferry passwd`).
     ChangePassword,
+    /// The cluster's servers, and the user's own files if the data carries
+    /// a login (`ferry status`).
+    Status,
+    /// Delete the account of the login the data carries, with everything
+    /// it owns (`ferry account delete`).
+    DeleteAccount,
 }
 
 impl OpCode {
@@ -189,6 +211,8 @@ impl OpCode {
                 | OpCode::Logout
                 | OpCode::WhoAmI
                 | OpCode::ChangePassword
+                | OpCode::Status
+                | OpCode::DeleteAccount
         )
     }
 }
@@ -343,6 +367,15 @@ pub enum Request {
         current: String,
         new: String,
     },
+    /// The cluster's servers; with a login, its user's files too.
+    Status {
+        token: Option<SessionToken>,
+    },
+    /// Deletes `token`'s user, who proves it again with `password`.
+    DeleteAccount {
+        token: SessionToken,
+        password: String,
+    },
 }
 
 impl fmt::Debug for Request {
@@ -363,6 +396,12 @@ impl fmt::Debug for Request {
             Request::Sync => f.write_str("Sync"),
             Request::ChangePassword { token, .. } => {
                 write!(f, "ChangePassword(user {})", token.user_id)
+            }
+            Request::Status { token } => {
+                write!(f, "Status(user {:?})", token.as_ref().map(|t| t.user_id))
+            }
+            Request::DeleteAccount { token, .. } => {
+                write!(f, "DeleteAccount(user {})", token.user_id)
             }
         }
     }
@@ -385,6 +424,8 @@ impl Request {
             Request::PeerRegister { .. } => OpCode::PeerRegister,
             Request::Sync => OpCode::Sync,
             Request::ChangePassword { .. } => OpCode::ChangePassword,
+            Request::Status { .. } => OpCode::Status,
+            Request::DeleteAccount { .. } => OpCode::DeleteAccount,
         }
     }
 
@@ -432,6 +473,13 @@ impl Request {
                 current: current.clone(),
                 new: new.clone(),
             },
+            Request::Status { token } => SessionMsg::StatusOf {
+                token: token.clone(),
+            },
+            Request::DeleteAccount { token, password } => SessionMsg::DeleteAccount {
+                token: token.clone(),
+                password: password.clone(),
+            },
         }
     }
 }
@@ -467,6 +515,8 @@ pub enum Response {
     SyncStarted {
         round: u64,
     },
+    Status(ClusterStatus),
+    AccountDeleted,
     Failed(OpError),
 }
 
@@ -492,6 +542,8 @@ impl Response {
                 ticket: *ticket,
             },
             SessionMsg::SyncStarted { round } => Response::SyncStarted { round: *round },
+            SessionMsg::Status(s) => Response::Status(s.clone()),
+            SessionMsg::AccountDeleted => Response::AccountDeleted,
             _ => return None,
         })
     }
@@ -514,6 +566,8 @@ impl fmt::Display for Response {
             Response::File(FileOutcome::Unshared) => f.write_str("unshared"),
             Response::File(FileOutcome::Deleted) => f.write_str("deleted"),
             Response::Downloaded { size, .. } => write!(f, "downloaded {size} bytes"),
+            Response::Status(s) => write!(f, "status of {} server(s)", s.servers.len()),
+            Response::AccountDeleted => f.write_str("account deleted"),
             Response::Failed(e) => write!(f, "failed: {e}"),
         }
     }
