@@ -3,6 +3,7 @@
 
 mod addr;
 mod client_session;
+mod cmd_account;
 mod cmd_balancer;
 mod cmd_ca;
 mod cmd_completions;
@@ -82,6 +83,8 @@ enum Command {
     /// --password-stdin, reads the current one from the first line of
     /// standard input and the new one from the second.
     Passwd(cmd_passwd::Args),
+    /// Manage your account: `ferry account delete`.
+    Account(cmd_account::Args),
     /// Upload a file (a progress bar shows on a terminal).
     Put(cmd_put::Args),
     /// Download a file of yours, or one shared with you (--owner).
@@ -151,6 +154,7 @@ fn main() -> ExitCode {
         Command::Logout(args) => cmd_logout::run(args),
         Command::Whoami(args) => cmd_whoami::run(args),
         Command::Passwd(args) => cmd_passwd::run(args),
+        Command::Account(args) => cmd_account::run(args),
         Command::Put(args) => cmd_put::run(args),
         Command::Get(args) => cmd_get::run(args),
         Command::Ls(args) => cmd_ls::run(args),
@@ -206,13 +210,22 @@ fn hoist_global_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> 
     if hoisted.is_empty() || i >= args.len() {
         return args;
     }
+    // A client command that is a group (`account delete`) takes its
+    // options after the second name.
+    let names = match args[i].to_str() {
+        Some(name) if CLIENT_GROUPS.contains(&name) && i + 1 < args.len() => 2,
+        _ => 1,
+    };
     let mut out = Vec::with_capacity(args.len());
     out.extend_from_slice(&args[..1]);
-    out.push(args[i].clone());
+    out.extend_from_slice(&args[i..i + names]);
     out.extend(hoisted);
-    out.extend_from_slice(&args[i + 1..]);
+    out.extend_from_slice(&args[i + names..]);
     out
 }
+
+/// Client commands whose name is followed by a subcommand's.
+const CLIENT_GROUPS: &[&str] = &["account"];
 
 /// Prints a line of the command's result to stdout, flushed at once (tests
 /// and scripts wait for these lines). A closed stdout is not worth a panic.
@@ -323,6 +336,11 @@ mod tests {
         }
         let cli = Cli::try_parse_from(hoisted(&["ferry", "-v", "ls"])).unwrap();
         assert!(matches!(cli.command, Command::Ls(_)));
+        // A group's options go after its subcommand's name.
+        let args = hoisted(&["ferry", "--json", "-v", "account", "delete"]);
+        assert_eq!(args, ["ferry", "account", "delete", "--json", "-v"]);
+        let cli = Cli::try_parse_from(args).unwrap();
+        assert!(matches!(cli.command, Command::Account(_)));
     }
 
     #[test]

@@ -113,6 +113,13 @@ impl Catalogue {
             .map(|(_, f)| f)
     }
 
+    /// True if any file is shared with `user`.
+    pub fn shared_with_anyone(&self, user: u64) -> bool {
+        (self.shared_with.range((user, 0, String::new())..))
+            .next()
+            .is_some_and(|(g, _, _)| *g == user)
+    }
+
     /// How many files name this content.
     pub fn refs(&self, digest: &[u8; 32]) -> usize {
         self.files.values().filter(|f| &f.digest == digest).count()
@@ -167,6 +174,24 @@ impl Catalogue {
             self.unshare(owner, name, g, writes);
         }
         Some(f)
+    }
+
+    /// Removes every file of `user` (and its shares) and every share
+    /// granted to `user`; returns how many files went.
+    pub fn remove_user(&mut self, user: u64, writes: &mut Vec<Write>) -> u64 {
+        let names: Vec<String> = self.owned_by(user).map(|f| f.name.clone()).collect();
+        for name in &names {
+            self.delete(user, name, writes);
+        }
+        let granted: Vec<(u64, String)> = (self.shared_with)
+            .range((user, 0, String::new())..)
+            .take_while(|(g, _, _)| *g == user)
+            .map(|(_, o, n)| (*o, n.clone()))
+            .collect();
+        for (owner, name) in granted {
+            self.unshare(owner, &name, user, writes);
+        }
+        names.len() as u64
     }
 
     pub fn digest_into(&self, h: &mut blake3::Hasher) {

@@ -125,6 +125,12 @@ pub enum Txn {
     /// that took it): every session token issued before is refused.
     #[speedy(tag = 17)]
     ChangePassword { user: u64, password: PasswordHash },
+    /// `user` deleted their account (having given its password to the
+    /// server that ordered this): the user, their files, the shares they
+    /// granted and were granted, and their peers go; the name is free
+    /// again, the id never given out again.
+    #[speedy(tag = 18)]
+    DeleteAccount { user: u64 },
 }
 
 impl Txn {
@@ -173,6 +179,7 @@ impl Txn {
                 format!("login for {username} from {source}")
             }
             Txn::ChangePassword { user, .. } => format!("user{user} changes their password"),
+            Txn::DeleteAccount { user } => format!("user{user} deletes their account"),
         }
     }
 }
@@ -240,6 +247,9 @@ pub enum TxnResult {
     /// The password is changed; tokens must now be of this epoch.
     #[speedy(tag = 25)]
     PasswordChanged { user_id: u64, epoch: u32 },
+    /// The account is gone, with `files` files.
+    #[speedy(tag = 26)]
+    AccountDeleted { user_id: u64, files: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]

@@ -530,7 +530,11 @@ impl Server {
         // duplicate: its answer names the content it carries.
         let answered_from_log = matches!(
             op,
-            OpCode::Register | OpCode::Share | OpCode::Unshare | OpCode::Delete
+            OpCode::Register
+                | OpCode::Share
+                | OpCode::Unshare
+                | OpCode::Delete
+                | OpCode::DeleteAccount
         );
         if answered_from_log {
             if let Some(result) = self.sessions.applied_before(conn, &self.replica) {
@@ -981,3 +985,6 @@ mod dos_tests;
 
 #[cfg(test)]
 mod status_tests;
+
+#[cfg(test)]
+mod account_delete_tests;

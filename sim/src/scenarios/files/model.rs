@@ -41,6 +41,7 @@ pub enum Outcome {
     Unshared,
     NotShared,
     Deleted,
+    AccountDeleted,
 }
 
 /// The catalogue (and the users it refers to) at one point of the log.
@@ -53,6 +54,8 @@ pub struct Catalogue {
     pub shares: BTreeSet<(u64, String, u64)>,
     /// Last request applied per (server, session): retries apply once.
     sessions: BTreeMap<(u32, u64), u64>,
+    /// The highest id of a deleted account: ids are never given twice.
+    retired: u64,
 }
 
 impl Catalogue {
@@ -75,7 +78,8 @@ impl Catalogue {
                 if self.by_name.contains_key(username) {
                     return Outcome::UsernameTaken;
                 }
-                let id = self.users.keys().next_back().map_or(1, |m| m + 1);
+                let last = self.users.keys().next_back().copied().unwrap_or(0);
+                let id = last.max(self.retired) + 1;
                 self.users.insert(id, username.clone());
                 self.by_name.insert(username.clone(), id);
                 Outcome::Registered(id)
@@ -155,6 +159,16 @@ impl Catalogue {
                 }
                 self.shares.retain(|(o, n, _)| !(o == owner && n == name));
                 Outcome::Deleted
+            }
+            Txn::DeleteAccount { user } => {
+                let Some(name) = self.users.remove(user) else {
+                    return Outcome::NoSuchUser;
+                };
+                self.by_name.remove(&name);
+                self.files.retain(|(o, _), _| o != user);
+                self.shares.retain(|(o, _, g)| o != user && g != user);
+                self.retired = self.retired.max(*user);
+                Outcome::AccountDeleted
             }
         }
     }
