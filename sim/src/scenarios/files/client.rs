@@ -76,12 +76,22 @@ pub enum OpPlan {
     Browse {
         pick: u32,
     },
+    /// `ferry account delete`, with the user's password: the user, their
+    /// files and shares go. Only ever a client's last step; the user's
+    /// other clients find their sessions refused from then on.
+    DeleteAccount,
 }
 
 impl OpPlan {
-    /// The request; `None` for [`OpPlan::Browse`], which becomes a `List`
-    /// and a `Download` as it runs.
-    pub fn request(&self, users: &[UserPlan]) -> Option<Request> {
+    /// The request of a client of `user`, whose login is `token`; `None`
+    /// for [`OpPlan::Browse`], which becomes a `List` and a `Download` as
+    /// it runs.
+    pub fn request(
+        &self,
+        users: &[UserPlan],
+        user: usize,
+        token: &SessionToken,
+    ) -> Option<Request> {
         Some(match self {
             OpPlan::Upload {
                 name,
@@ -107,6 +117,10 @@ impl OpPlan {
             },
             OpPlan::Delete { name } => Request::Delete { name: name.clone() },
             OpPlan::List => Request::List,
+            OpPlan::DeleteAccount => Request::DeleteAccount {
+                token: token.clone(),
+                password: users[user].password.clone(),
+            },
             OpPlan::Browse { .. } => return None,
         })
     }
@@ -139,6 +153,7 @@ impl OpPlan {
             OpPlan::Delete { name } => format!("delete {name:?}"),
             OpPlan::List => "ls".to_string(),
             OpPlan::Browse { .. } => "ls, then get a listed file".to_string(),
+            OpPlan::DeleteAccount => "delete the account".to_string(),
         }
     }
 }
@@ -163,6 +178,7 @@ impl fmt::Debug for OpPlan {
             OpPlan::Delete { name } => write!(f, "Delete({name:?})"),
             OpPlan::List => f.write_str("List"),
             OpPlan::Browse { pick } => write!(f, "Browse({pick})"),
+            OpPlan::DeleteAccount => f.write_str("DeleteAccount"),
         }
     }
 }
@@ -529,7 +545,9 @@ async fn run_op(
     shared: &Shared,
     local: &SharedLocal,
 ) -> OpResult {
-    let Some(request) = op.request(&shared.users) else {
+    let user = shared.records.borrow()[index].plan.user;
+    let token = shared.tokens.borrow()[user].clone();
+    let Some(request) = token.and_then(|t| op.request(&shared.users, user, &t)) else {
         return OpResult::Lost;
     };
     {

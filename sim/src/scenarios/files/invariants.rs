@@ -34,11 +34,16 @@
 //!   the answer with the same result; refusals are right at some point;
 //! - `ls` equals the model's listing for the user at some point;
 //! - **no acknowledged upload lost**: an upload told `Stored` and not
-//!   replaced or deleted later in the log is in the final catalogue with its
+//!   replaced or deleted (nor its owner's account) later in the log is in the final catalogue with its
 //!   content; the verifier downloaded every file of the final catalogue as
 //!   its owner and as every grantee, through every server, byte for byte,
 //!   its listing was the model's, and a file not shared with the user was
 //!   refused;
+//! - **deleted accounts**: acknowledged ones are in the log before the
+//!   answer; afterwards no server's state holds anything of the user, no
+//!   disk holds the content of their files that nothing else names, and
+//!   their other sessions are refused only from a point of the log at
+//!   which the account was gone;
 //! - every server's disk holds exactly the blobs the catalogue names, each
 //!   the bytes of an upload, and no temporary file; no disk saw a request a
 //!   correct node never makes.
@@ -107,6 +112,7 @@ enum Write<'a> {
     Share(&'a str, &'a str),
     Unshare(&'a str, &'a str),
     Delete(&'a str),
+    DeleteAccount,
 }
 
 /// The latest entry `k <= hi` from `server` by `owner` that is `w` and did
@@ -154,6 +160,9 @@ fn acknowledged(h: &History, hi: u64, server: u32, owner: u64, w: Write<'_>) -> 
                     ) => *o2 == owner && name == n && grantee == g && *o == Outcome::Unshared,
                     (Txn::Delete { owner: o2, name }, Write::Delete(n)) => {
                         *o2 == owner && name == n && *o == Outcome::Deleted
+                    }
+                    (Txn::DeleteAccount { user }, Write::DeleteAccount) => {
+                        *user == owner && *o == Outcome::AccountDeleted
                     }
                     _ => false,
                 }
@@ -270,6 +279,13 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
                 ));
                 continue;
             }
+            // A session of a user whose account is gone is refused: right
+            // if the account was deleted at some point it may have served.
+            if let Response::Failed(OpError::InvalidSession { .. }) = answer {
+                if some(&|s| !s.users.contains_key(&me)) {
+                    continue;
+                }
+            }
             // Answers no operation here may get.
             if let Response::Failed(
                 e @ (OpError::NotAuthenticated
@@ -344,6 +360,8 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
                         matches!(&e.txn, Txn::PutFile { owner, name: n, .. } | Txn::Delete { owner, name: n }
                             if *owner == me && n == name)
                             && matches!(o, Outcome::Stored | Outcome::Deleted)
+                            || matches!(&e.txn, Txn::DeleteAccount { user } if *user == me)
+                                && o == Outcome::AccountDeleted
                     });
                     if !superseded && last.file(me, name).map(|m| m.digest) != Some(*digest) {
                         v.push(format!(
@@ -499,6 +517,13 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
                         ));
                     }
                 }
+                (OpPlan::DeleteAccount, Response::AccountDeleted) => {
+                    if acknowledged(h, hi, server, me, Write::DeleteAccount).is_none() {
+                        v.push(format!(
+                            "{what}: acknowledged, but no deletion of user{me} from server{server} was committed before the answer ({range})"
+                        ));
+                    }
+                }
                 (OpPlan::List, Response::Listing(files)) => {
                     let got = canonical(files);
                     if !some(&|s| s.listing(me) == got) {
@@ -517,6 +542,7 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
 
     check_fetch_waits(f, &mut v);
     check_verifier(f, &contents, &mut v);
+    check_deleted_accounts(f, &mut v);
 
     // Disks: exactly the catalogue's content, intact; nothing temporary;
     // nothing a correct node never asks for.
@@ -551,6 +577,45 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
         }
     }
     (v, stale)
+}
+
+/// A deleted account leaves nothing on any server: no user, file, share
+/// or peer of it in any server's state, and none of its files' content on
+/// any disk unless another file still names that content.
+fn check_deleted_accounts(f: &Final<'_>, v: &mut Vec<String>) {
+    let h = f.history;
+    let named = h.last().digests();
+    for (k, e, o) in h.upto(u64::MAX) {
+        let (Txn::DeleteAccount { user }, Outcome::AccountDeleted) = (&e.txn, o) else {
+            continue;
+        };
+        for s in f.servers {
+            if !s.server.replica().state().holds_nothing_of(*user) {
+                v.push(format!(
+                    "server{} still holds something of user{user}, deleted by entry #{k}",
+                    s.id
+                ));
+            }
+        }
+        // What the user owned just before the deletion.
+        let before = h.between(k - 1, k - 1).next().map(|(_, s)| s);
+        let theirs = before.into_iter().flat_map(|s| {
+            (s.files.iter())
+                .filter(|((o, _), _)| o == user)
+                .map(|(_, f)| f.digest)
+        });
+        for d in theirs.filter(|d| !named.contains(d)) {
+            for (i, disk) in f.disks.iter().enumerate() {
+                if disk.blobs.contains_key(&d) {
+                    v.push(format!(
+                        "server{}'s disk still holds {}, a file of user{user}, deleted by entry #{k}",
+                        i + 1,
+                        short(&d)
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// Whether `op` is a download that arrived damaged through a server that
@@ -685,16 +750,18 @@ fn collect_revocations<'a>(f: &Final<'a>, h: &History) -> Vec<Revocation<'a>> {
 fn check_verifier(f: &Final<'_>, contents: &BTreeMap<[u8; 32], Arc<[u8]>>, v: &mut Vec<String>) {
     let last = f.history.last();
     let servers: BTreeSet<u32> = f.servers.iter().map(|s| s.id).collect();
-    if f.verify.finished < f.users.len() {
+    // A user who deleted their account has nothing left to verify.
+    let present = |u: usize| f.ids[u].filter(|id| last.users.contains_key(id));
+    let verified = (0..f.users.len()).filter(|u| present(*u).is_some()).count();
+    if f.verify.finished < verified {
         v.push(format!(
-            "only {} of {} verifiers finished",
+            "only {} of {verified} verifiers finished",
             f.verify.finished,
-            f.users.len()
         ));
         return;
     }
     for (u, user) in f.users.iter().enumerate() {
-        let Some(me) = f.ids[u] else {
+        let Some(me) = present(u) else {
             continue;
         };
         let visited: BTreeSet<u32> = f

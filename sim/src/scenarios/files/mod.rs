@@ -108,6 +108,9 @@ const SLOW_READ_BIG_PCT: u32 = 70;
 /// just uploaded, from a new session.
 const SLOW_READ_RECHECK_PCT: u32 = 50;
 
+/// Chance (percent) that a swarm seed has a user delete their account.
+pub const LEAVE_PCT: u32 = 30;
+
 /// The knobs; [`FilesConfig::swarm`] draws them from a seed.
 #[derive(Clone, Debug)]
 pub struct FilesConfig {
@@ -166,6 +169,11 @@ pub struct FilesConfig {
     pub fault_window: (Duration, Duration),
     pub master_crash_pct: u32,
     pub other_follower_cut_pct: u32,
+    /// Chance (percent) that one client, chosen by the seed, ends its plan
+    /// by deleting its user's account (`ferry account delete`) while the
+    /// user's other clients may still be at work. None by default; the
+    /// swarm gives [`LEAVE_PCT`] of its seeds one.
+    pub leave_pct: u32,
     /// Treat a download served from a state older than an unshare or a
     /// delete already acknowledged to the owner as a violation. The
     /// contract (docs/transfer.md) is "shared at that point of the log":
@@ -201,6 +209,7 @@ impl Default for FilesConfig {
             fault_window: (Duration::from_millis(300), Duration::from_secs(8)),
             master_crash_pct: 35,
             other_follower_cut_pct: 75,
+            leave_pct: 0,
             strict_revocation: false,
             tick: Duration::from_millis(2),
             duration: Duration::from_secs(240),
@@ -249,6 +258,10 @@ impl FilesConfig {
         let mut rots = SimRng::new(seed, 26);
         if rots.chance(rot::ROT_PCT) {
             cfg.rots = rots.range(u64::from(rot::ROTS.0), u64::from(rot::ROTS.1)) as u32;
+        }
+        // And one more for account deletions, for the same reason.
+        if SimRng::new(seed, 27).chance(LEAVE_PCT) {
+            cfg.leave_pct = 100;
         }
         cfg
     }
@@ -343,6 +356,17 @@ impl FilesPlan {
                 }
             })
             .collect();
+        let mut clients: Vec<FilesClientPlan> = clients;
+        // Its own stream: plans without a deletion stay what they were.
+        let mut leave = SimRng::new(seed, 28);
+        if !clients.is_empty() && leave.chance(cfg.leave_pct) {
+            let i = leave.range(0, clients.len() as u64 - 1) as usize;
+            clients[i].steps.push(Step {
+                think: leave.duration(cfg.think.0, cfg.think.1),
+                new_session: false,
+                op: OpPlan::DeleteAccount,
+            });
+        }
         FilesPlan {
             users,
             clients,
@@ -569,7 +593,7 @@ pub type FilesOutcome = Outcome<FilesDetails>;
 impl Details for FilesDetails {
     /// How often interesting things happened, for a sweep's summary.
     fn counts(&self) -> Vec<(&'static str, u64)> {
-        let mut c = [0u64; 14];
+        let mut c = [0u64; 16];
         for r in &self.clients {
             for op in &r.ops {
                 let step = &op.op;
@@ -608,6 +632,13 @@ impl Details for FilesDetails {
                     (_, Some(OpResult::Answer(Response::File(FileOutcome::Shared)))) => c[8] += 1,
                     (_, Some(OpResult::Answer(Response::File(FileOutcome::Unshared)))) => c[9] += 1,
                     (_, Some(OpResult::Answer(Response::File(FileOutcome::Deleted)))) => c[10] += 1,
+                    (_, Some(OpResult::Answer(Response::AccountDeleted))) => c[14] += 1,
+                    (
+                        _,
+                        Some(OpResult::Answer(Response::Failed(OpError::InvalidSession {
+                            ..
+                        }))),
+                    ) => c[15] += 1,
                     (_, Some(OpResult::Answer(Response::Failed(OpError::Unavailable { .. })))) => {
                         c[11] += 1
                     }
@@ -642,6 +673,11 @@ impl Details for FilesDetails {
             ("shares acknowledged", c[8]),
             ("unshares acknowledged", c[9]),
             ("deletes acknowledged", c[10]),
+            ("accounts deleted", c[14]),
+            (
+                "  operations refused after: the session's account was gone",
+                c[15],
+            ),
             ("operations answered 'unavailable'", c[11]),
             (
                 "operations without an answer (no session, timeout, lost)",
@@ -1309,9 +1345,22 @@ impl<'c> Files<'c> {
         let records = self.shared.records.borrow();
         let verify = self.shared.verify.borrow();
         let users = &self.shared.users;
+        // By the registration: a user who deleted their account is gone
+        // from the final catalogue, not from the log.
         let ids: Vec<Option<u64>> = users
             .iter()
-            .map(|u| history.last().by_name.get(&u.username).copied())
+            .map(|u| {
+                history
+                    .upto(u64::MAX)
+                    .find_map(|(_, e, o)| match (&e.txn, o) {
+                        (Txn::Register { username, .. }, model::Outcome::Registered(id))
+                            if *username == u.username =>
+                        {
+                            Some(id)
+                        }
+                        _ => None,
+                    })
+            })
             .collect();
         let disks: Vec<std::cell::Ref<'_, Disk>> =
             self.h.disks.iter().map(|d| d.borrow()).collect();
