@@ -113,6 +113,9 @@ fn status_shows_the_cluster_and_who_is_down() {
     assert_eq!(doc["user"]["files"], 3, "{doc}");
     assert_eq!(doc["user"]["bytes"], total, "{doc}");
 
+    let (_, took) = status(&alice);
+    eprintln!("status with every server up: {took:?}");
+
     // The table for people says the same.
     let run = alice.run(&["status"]);
     assert!(run.status.success(), "{run:?}");
@@ -125,6 +128,7 @@ fn status_shows_the_cluster_and_who_is_down() {
     // patience, and it shows as not answering.
     cluster.kill(3);
     let (doc, took) = status(&alice);
+    eprintln!("status with a follower killed: {took:?}");
     assert!(took < BOUNDED, "status took {took:?} with a server down");
     assert_eq!(server(&doc, 3)["answering"], false, "{doc}");
     assert_eq!(server(&doc, 3)["role"], Value::Null, "{doc}");
@@ -144,8 +148,16 @@ fn status_shows_the_cluster_and_who_is_down() {
     });
     assert_eq!(doc["servers"].as_array().map(Vec::len), Some(3), "{doc}");
     let (_, took) = status(&alice);
+    eprintln!("status with the old master killed: {took:?}");
     assert!(
         took < BOUNDED,
         "status took {took:?} with the old master down"
     );
+
+    // No server at all: nothing to ask, the "no server" exit code.
+    cluster.kill(2);
+    cluster.kill(3);
+    let run = alice.run(&["status"]);
+    assert_eq!(run.status.code(), Some(5), "{run:?}");
+    assert!(run.stderr.contains("no server available"), "{run:?}");
 }
