@@ -23,6 +23,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<(), CliError> {
     // A saved login only adds the user's part; its absence is no error.
     let saved = session_file::load(&session_file::path()?)?;
+    let logged_in = saved.is_some();
     let request = Request::Status {
         token: saved.map(|s| s.token),
     };
@@ -36,6 +37,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
     } else {
         for line in table(&status, &session.addr) {
             say(format_args!("{line}"));
+        }
+        if logged_in && status.user.is_none() {
+            // Not an error: the cluster's part stands on its own.
+            eprintln!("note: the saved login was refused; run `ferry login` to see your files");
         }
     }
     Ok(())
