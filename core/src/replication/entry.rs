@@ -129,7 +129,8 @@ pub enum Txn {
     /// server that ordered this): the user, their files, the shares they
     /// granted and were granted, and their peers go; the name is free
     /// again, the id never given out again.
-    #[speedy(tag = 18)]
+    // 18 is main's `PutFiles` (UploadMany), made meanwhile: not reused.
+    #[speedy(tag = 19)]
     DeleteAccount { user: u64 },
 }
 
@@ -248,7 +249,8 @@ pub enum TxnResult {
     #[speedy(tag = 25)]
     PasswordChanged { user_id: u64, epoch: u32 },
     /// The account is gone, with `files` files.
-    #[speedy(tag = 26)]
+    // 26 is main's `Files`, made meanwhile: not reused.
+    #[speedy(tag = 27)]
     AccountDeleted { user_id: u64, files: u64 },
 }
 

@@ -137,20 +137,22 @@ pub enum SessionMsg {
         current: String,
         new: String,
     },
+    // 54 and 55 are main's `Batch` and `BatchDone` (UploadMany), made
+    // meanwhile: not reused.
     /// Data of Status: the login whose own files to count, if any.
-    #[speedy(tag = 54)]
+    #[speedy(tag = 56)]
     StatusOf { token: Option<SessionToken> },
     /// Status's answer.
-    #[speedy(tag = 55)]
+    #[speedy(tag = 57)]
     Status(ClusterStatus),
     /// Data of DeleteAccount: the login to delete, and its password.
-    #[speedy(tag = 56)]
+    #[speedy(tag = 58)]
     DeleteAccount {
         token: SessionToken,
         password: String,
     },
     /// DeleteAccount's answer: the account is gone everywhere.
-    #[speedy(tag = 57)]
+    #[speedy(tag = 59)]
     AccountDeleted,
 }
 
