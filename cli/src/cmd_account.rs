@@ -49,7 +49,8 @@ fn delete(args: DeleteArgs) -> Result<(), CliError> {
     };
     let (_, response) = client_session::run_one(&args.client, Some(request))?;
     match response {
-        Some(Response::AccountDeleted) => {
+        // The account's sessions are all over: the answer is a logout's.
+        Some(Response::LoggedOut) => {
             session_file::remove(&path)?;
             say(format_args!(
                 "deleted the account {} (user {}), its files and its shares",

@@ -129,8 +129,9 @@ pub enum Txn {
     /// server that ordered this): the user, their files, the shares they
     /// granted and were granted, and their peers go; the name is free
     /// again, the id never given out again.
-    // 18 is main's `PutFiles` (UploadMany), made meanwhile: not reused.
-    #[speedy(tag = 19)]
+    // 18 is main's `PutFiles` (UploadMany), 19-21 the folders' (in
+    // progress beside this): not reused.
+    #[speedy(tag = 22)]
     DeleteAccount { user: u64 },
 }
 
@@ -249,8 +250,8 @@ pub enum TxnResult {
     #[speedy(tag = 25)]
     PasswordChanged { user_id: u64, epoch: u32 },
     /// The account is gone, with `files` files.
-    // 26 is main's `Files`, made meanwhile: not reused.
-    #[speedy(tag = 27)]
+    // 26 is main's `Files`, 27-28 the folders': not reused.
+    #[speedy(tag = 29)]
     AccountDeleted { user_id: u64, files: u64 },
 }
 

@@ -58,7 +58,7 @@ fn a_deleted_account_leaves_nothing_on_any_server() {
 
     assert_eq!(
         delete(&mut c, 2, &alice, "password-123"),
-        [SessionMsg::AccountDeleted]
+        [SessionMsg::LoggedOut]
     );
     c.run_for(Duration::from_secs(1));
 

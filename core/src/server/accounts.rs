@@ -418,7 +418,8 @@ pub(super) fn answer_to(result: &TxnResult) -> Option<SessionMsg> {
         TxnResult::UsernameTaken => SessionMsg::Failed(OpError::UsernameTaken),
         TxnResult::Revoked => SessionMsg::LoggedOut,
         TxnResult::LoginFailed => SessionMsg::Failed(OpError::BadCredentials),
-        TxnResult::AccountDeleted { .. } => SessionMsg::AccountDeleted,
+        // Every session of the account is over, this one's login included.
+        TxnResult::AccountDeleted { .. } => SessionMsg::LoggedOut,
         _ => return None,
     })
 }

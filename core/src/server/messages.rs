@@ -137,23 +137,22 @@ pub enum SessionMsg {
         current: String,
         new: String,
     },
-    // 54 and 55 are main's `Batch` and `BatchDone` (UploadMany), made
-    // meanwhile: not reused.
+    // 54-55 (main's UploadMany) and 56 (folders, in progress beside this)
+    // are taken, and 59 is the range's last: DeleteAccount is answered
+    // with `LoggedOut` (every session of the account is over).
     /// Data of Status: the login whose own files to count, if any.
-    #[speedy(tag = 56)]
+    #[speedy(tag = 57)]
     StatusOf { token: Option<SessionToken> },
     /// Status's answer.
-    #[speedy(tag = 57)]
+    #[speedy(tag = 58)]
     Status(ClusterStatus),
     /// Data of DeleteAccount: the login to delete, and its password.
-    #[speedy(tag = 58)]
+    /// Answered `LoggedOut` once the account is gone everywhere.
+    #[speedy(tag = 59)]
     DeleteAccount {
         token: SessionToken,
         password: String,
     },
-    /// DeleteAccount's answer: the account is gone everywhere.
-    #[speedy(tag = 59)]
-    AccountDeleted,
 }
 
 /// One registered peer, as UPDATE lists it.
@@ -518,7 +517,6 @@ pub enum Response {
         round: u64,
     },
     Status(ClusterStatus),
-    AccountDeleted,
     Failed(OpError),
 }
 
@@ -545,7 +543,6 @@ impl Response {
             },
             SessionMsg::SyncStarted { round } => Response::SyncStarted { round: *round },
             SessionMsg::Status(s) => Response::Status(s.clone()),
-            SessionMsg::AccountDeleted => Response::AccountDeleted,
             _ => return None,
         })
     }
@@ -569,7 +566,6 @@ impl fmt::Display for Response {
             Response::File(FileOutcome::Deleted) => f.write_str("deleted"),
             Response::Downloaded { size, .. } => write!(f, "downloaded {size} bytes"),
             Response::Status(s) => write!(f, "status of {} server(s)", s.servers.len()),
-            Response::AccountDeleted => f.write_str("account deleted"),
             Response::Failed(e) => write!(f, "failed: {e}"),
         }
     }

@@ -264,7 +264,6 @@ pub fn session_msg() -> impl Strategy<Value = SessionMsg> {
         cluster_status().prop_map(SessionMsg::Status),
         (session_token(), text())
             .prop_map(|(token, password)| SessionMsg::DeleteAccount { token, password }),
-        Just(SessionMsg::AccountDeleted),
     ]
 }
 

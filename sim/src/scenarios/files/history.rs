@@ -103,7 +103,8 @@ fn file_output(input: &Input, result: Option<&OpResult>) -> Option<Output> {
                 (_, other) => Output::Unexpected(format!("{other:?}")),
             })
         }
-        Response::AccountDeleted if matches!(input, Input::DeleteAccount { .. }) => {
+        // A deletion's answer: its sessions, this one's too, are over.
+        Response::LoggedOut if matches!(input, Input::DeleteAccount { .. }) => {
             return Some(Output::AccountDeleted)
         }
         other => return Some(Output::Unexpected(other.to_string())),

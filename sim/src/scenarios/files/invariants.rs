@@ -517,7 +517,7 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
                         ));
                     }
                 }
-                (OpPlan::DeleteAccount, Response::AccountDeleted) => {
+                (OpPlan::DeleteAccount, Response::LoggedOut) => {
                     if acknowledged(h, hi, server, me, Write::DeleteAccount).is_none() {
                         v.push(format!(
                             "{what}: acknowledged, but no deletion of user{me} from server{server} was committed before the answer ({range})"

@@ -632,7 +632,9 @@ impl Details for FilesDetails {
                     (_, Some(OpResult::Answer(Response::File(FileOutcome::Shared)))) => c[8] += 1,
                     (_, Some(OpResult::Answer(Response::File(FileOutcome::Unshared)))) => c[9] += 1,
                     (_, Some(OpResult::Answer(Response::File(FileOutcome::Deleted)))) => c[10] += 1,
-                    (_, Some(OpResult::Answer(Response::AccountDeleted))) => c[14] += 1,
+                    (OpPlan::DeleteAccount, Some(OpResult::Answer(Response::LoggedOut))) => {
+                        c[14] += 1
+                    }
                     (
                         _,
                         Some(OpResult::Answer(Response::Failed(OpError::InvalidSession {
