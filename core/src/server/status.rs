@@ -196,24 +196,23 @@ impl Status {
 
     fn finish_if_complete(&mut self, id: u64, replica: &Replica) -> Option<(ConnId, SessionMsg)> {
         let g = self.gathers.get(&id)?;
-        if g.own.is_none() || !g.waiting.is_empty() {
+        let own = g.own.clone()?;
+        if !g.waiting.is_empty() {
             return None;
         }
-        self.finish(id, replica, 0)
+        self.finish(id, own, replica)
     }
 
-    /// Answers question `id` with what has arrived (our own report without
-    /// its free space if the disk has not said).
+    /// Answers question `id` with what has arrived and our own report.
     fn finish(
         &mut self,
         id: u64,
+        own: ServerReport,
         replica: &Replica,
-        sessions: u32,
     ) -> Option<(ConnId, SessionMsg)> {
         let g = self.gathers.remove(&id)?;
         self.disk
             .retain(|_, w| !matches!(w, Want::Own(i) if *i == id));
-        let own = g.own.unwrap_or_else(|| replica.report(sessions, None));
         let status = assemble(own, g.answers, replica.peers(), g.user);
         Some((g.conn, SessionMsg::Status(status)))
     }
@@ -234,8 +233,10 @@ impl Status {
         sessions: u32,
         replica: &Replica,
     ) -> Option<(ConnId, SessionMsg)> {
-        let id = *self.gathers.iter().find(|(_, g)| g.conn == conn)?.0;
-        self.finish(id, replica, sessions)
+        let (id, g) = self.gathers.iter().find(|(_, g)| g.conn == conn)?;
+        // Without its free space if the disk has not said by now.
+        let own = (g.own.clone()).unwrap_or_else(|| replica.report(sessions, None));
+        self.finish(*id, own, replica)
     }
 
     /// The session on `conn` is gone.
