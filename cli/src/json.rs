@@ -84,6 +84,78 @@ pub struct Downloaded {
     pub to: String,
 }
 
+/// `ferry status --json`.
+#[derive(Serialize)]
+pub struct Status {
+    /// The server that answered (the one the balancer gave).
+    pub answered_by: u32,
+    pub servers: Vec<ServerStatus>,
+    /// The logged-in user's own files; `null` without a (valid) login.
+    pub user: Option<UserUsage>,
+}
+
+#[derive(Serialize)]
+pub struct ServerStatus {
+    pub id: u32,
+    pub addr: String,
+    /// Whether it answered in time; when false, the fields below are null.
+    pub answering: bool,
+    /// `"master"`, `"follower"` or `"candidate"` (in an election).
+    pub role: Option<&'static str>,
+    pub view: Option<u64>,
+    /// The end of its log, durable on its disk.
+    pub last_index: Option<u64>,
+    pub commit: Option<u64>,
+    pub applied: Option<u64>,
+    /// Committed entries (as the master said) it has not applied; null if
+    /// no master answered.
+    pub behind: Option<u64>,
+    /// Bytes free on its disk; null if it could not tell.
+    pub free_disk: Option<u64>,
+    pub sessions: Option<u32>,
+}
+
+#[derive(Serialize)]
+pub struct UserUsage {
+    pub user: String,
+    pub user_id: u64,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+impl Status {
+    /// `own_addr`: the address of the server that answered, as the
+    /// balancer gave it.
+    pub fn new(s: &ferry_core::server::messages::ClusterStatus, own_addr: &str) -> Status {
+        let servers = s.servers.iter().map(|s| {
+            let r = s.report.as_ref();
+            ServerStatus {
+                id: s.id,
+                addr: s.addr.clone().unwrap_or_else(|| own_addr.to_string()),
+                answering: r.is_some(),
+                role: r.map(|r| r.role.name()),
+                view: r.map(|r| r.view),
+                last_index: r.map(|r| r.last_index),
+                commit: r.map(|r| r.commit),
+                applied: r.map(|r| r.applied),
+                behind: s.behind,
+                free_disk: r.and_then(|r| r.free_disk),
+                sessions: r.map(|r| r.sessions),
+            }
+        });
+        Status {
+            answered_by: s.answered_by,
+            servers: servers.collect(),
+            user: s.user.as_ref().map(|u| UserUsage {
+                user: u.username.clone(),
+                user_id: u.user_id,
+                files: u.files,
+                bytes: u.bytes,
+            }),
+        }
+    }
+}
+
 /// One file of a command that failed.
 #[derive(Serialize)]
 pub struct Failed {

@@ -3,6 +3,7 @@
 
 mod addr;
 mod client_session;
+mod cmd_account;
 mod cmd_balancer;
 mod cmd_ca;
 mod cmd_completions;
@@ -19,6 +20,7 @@ mod cmd_register;
 mod cmd_rm;
 mod cmd_server;
 mod cmd_share;
+mod cmd_status;
 mod cmd_up;
 mod cmd_whoami;
 mod error;
@@ -81,6 +83,8 @@ enum Command {
     /// --password-stdin, reads the current one from the first line of
     /// standard input and the new one from the second.
     Passwd(cmd_passwd::Args),
+    /// Manage your account: `ferry account delete`.
+    Account(cmd_account::Args),
     /// Upload files, or with -r folders (a progress bar shows on a terminal).
     Put(cmd_put::Args),
     /// Download files of yours, or shared with you (--owner); -r a folder.
@@ -93,6 +97,12 @@ enum Command {
     Unshare(cmd_share::Args),
     /// Delete one of your files, or with -r a folder.
     Rm(cmd_rm::Args),
+    /// Show the cluster's servers (role, log position, how far behind,
+    /// free disk, sessions) and, if logged in, your files' count and size.
+    ///
+    /// A server that does not answer within about 1.5 s is shown as not
+    /// answering; the command still succeeds.
+    Status(cmd_status::Args),
     /// Share a directory with other peers: register, connect, PUT, GET.
     ///
     /// Commands come from standard input, one per line (`help` lists
@@ -121,7 +131,7 @@ struct ClientArgs {
     #[arg(long, value_name = "FILE", env = "FERRY_CA")]
     ca: Option<std::path::PathBuf>,
     /// Print the result as one JSON document on stdout (ls, whoami, put,
-    /// get; see docs/json.md).
+    /// get, status; see docs/json.md).
     #[arg(long)]
     json: bool,
 }
@@ -144,12 +154,14 @@ fn main() -> ExitCode {
         Command::Logout(args) => cmd_logout::run(args),
         Command::Whoami(args) => cmd_whoami::run(args),
         Command::Passwd(args) => cmd_passwd::run(args),
+        Command::Account(args) => cmd_account::run(args),
         Command::Put(args) => cmd_put::run(args),
         Command::Get(args) => cmd_get::run(args),
         Command::Ls(args) => cmd_ls::run(args),
         Command::Share(args) => cmd_share::share(args),
         Command::Unshare(args) => cmd_share::unshare(args),
         Command::Rm(args) => cmd_rm::run(args),
+        Command::Status(args) => cmd_status::run(args),
         Command::Peer(args) => cmd_peer::run(args),
         Command::Completions(args) => cmd_completions::run(args, Cli::command()),
         Command::Man(args) => cmd_man::run(args, Cli::command()),
@@ -198,13 +210,22 @@ fn hoist_global_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> 
     if hoisted.is_empty() || i >= args.len() {
         return args;
     }
+    // A client command that is a group (`account delete`) takes its
+    // options after the second name.
+    let names = match args[i].to_str() {
+        Some(name) if CLIENT_GROUPS.contains(&name) && i + 1 < args.len() => 2,
+        _ => 1,
+    };
     let mut out = Vec::with_capacity(args.len());
     out.extend_from_slice(&args[..1]);
-    out.push(args[i].clone());
+    out.extend_from_slice(&args[i..i + names]);
     out.extend(hoisted);
-    out.extend_from_slice(&args[i + 1..]);
+    out.extend_from_slice(&args[i + names..]);
     out
 }
+
+/// Client commands whose name is followed by a subcommand's.
+const CLIENT_GROUPS: &[&str] = &["account"];
 
 /// Prints a line of the command's result to stdout, flushed at once (tests
 /// and scripts wait for these lines). A closed stdout is not worth a panic.
@@ -316,6 +337,11 @@ mod tests {
         }
         let cli = Cli::try_parse_from(hoisted(&["ferry", "-v", "ls"])).unwrap();
         assert!(matches!(cli.command, Command::Ls(_)));
+        // A group's options go after its subcommand's name.
+        let args = hoisted(&["ferry", "--json", "-v", "account", "delete"]);
+        assert_eq!(args, ["ferry", "account", "delete", "--json", "-v"]);
+        let cli = Cli::try_parse_from(args).unwrap();
+        assert!(matches!(cli.command, Command::Account(_)));
     }
 
     #[test]

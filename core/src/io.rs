@@ -138,6 +138,10 @@ pub enum Input<'a> {
     },
     /// `FileOp::Rename { handle, .. }` is done (durably).
     Renamed { handle: u64 },
+    /// The answer to `FileOp::Space`: bytes free to an unprivileged writer
+    /// on the filesystem the node's files live on; `None` if the world
+    /// could not tell.
+    Space { handle: u64, free: Option<u64> },
     /// A file operation on `handle` (a read handle or a temporary file)
     /// failed. `no_space` says the disk or quota is full; `missing`, that
     /// the file does not exist (a blob removed behind the server's back is
@@ -226,6 +230,10 @@ pub enum FileOp {
         from: FileRef,
         to: FileRef,
     },
+    /// How much room is left where the node's files live; answer
+    /// `Input::Space { handle, .. }`, never `FileFailed` (a world that
+    /// cannot tell answers `free: None`).
+    Space { handle: u64 },
 }
 
 /// How a file operation failed, as the node is told.
@@ -290,6 +298,10 @@ pub enum FileAnswer {
     },
     Renamed {
         handle: u64,
+    },
+    Space {
+        handle: u64,
+        free: Option<u64>,
     },
     Failed {
         handle: u64,

@@ -36,10 +36,13 @@ pub enum Table {
     /// Per user who changed their password: how many times (the epoch
     /// their session tokens must carry).
     Epochs,
+    /// The highest user id of a deleted account (one row, absent until an
+    /// account is deleted): ids are never given out twice.
+    Retired,
 }
 
 impl Table {
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Users,
         Table::Files,
         Table::Shares,
@@ -49,6 +52,7 @@ impl Table {
         Table::Sync,
         Table::Logins,
         Table::Epochs,
+        Table::Retired,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +66,7 @@ impl Table {
             Table::Sync => "sync",
             Table::Logins => "logins",
             Table::Epochs => "epochs",
+            Table::Retired => "retired",
         }
     }
 }

@@ -512,6 +512,15 @@ impl Files {
                 .rename(handle, from, to)
                 .err()
                 .map(|failure| FileAnswer::Failed { handle, failure }),
+            FileOp::Space { handle } => {
+                let dir = match &self.role {
+                    Role::Server { blobs, .. } => Some(blobs.as_path()),
+                    Role::Peer { dir, .. } => Some(dir.as_path()),
+                    Role::Client(_) => None,
+                };
+                let free = dir.and_then(local::free_space);
+                Some(FileAnswer::Space { handle, free })
+            }
         }
     }
 

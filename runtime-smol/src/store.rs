@@ -243,7 +243,13 @@ mod tests {
             let rec = s.load().unwrap();
             assert_eq!(rec.tables, vec![(Table::Users, vec![1], vec![2])]);
             let mut b = Batch::default();
-            let newer = [Table::Peers, Table::Sync, Table::Logins, Table::Epochs];
+            let newer = [
+                Table::Peers,
+                Table::Sync,
+                Table::Logins,
+                Table::Epochs,
+                Table::Retired,
+            ];
             for table in newer {
                 b.push(Write::Put {
                     table,

@@ -119,6 +119,7 @@ impl Node for TestNode {
             | Input::FilePersisted { .. }
             | Input::Listed { .. }
             | Input::Renamed { .. }
+            | Input::Space { .. }
             | Input::FileFailed { .. } => {}
         }
     }

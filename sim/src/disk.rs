@@ -240,6 +240,11 @@ impl LocalFile {
                     failure: FileFailure::other("a client shares no directory"),
                 })
             }
+            FileOp::Space { handle } => {
+                self.anomalies
+                    .push("a client asked for the free space".into());
+                Some(FileAnswer::Space { handle, free: None })
+            }
             FileOp::List { handle } => {
                 self.anomalies.push("a client listed a directory".into());
                 Some(FileAnswer::Failed {

@@ -551,6 +551,7 @@ impl Node for Balancer {
             | Input::FilePersisted { .. }
             | Input::Listed { .. }
             | Input::Renamed { .. }
+            | Input::Space { .. }
             | Input::FileFailed { .. } => {}
             Input::Closed { conn } => {
                 if self.probes.contains_key(&conn) {

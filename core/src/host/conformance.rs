@@ -90,6 +90,10 @@ pub enum Seen {
     Renamed {
         handle: u64,
     },
+    Space {
+        handle: u64,
+        free: Option<u64>,
+    },
 }
 
 /// A failure that is neither for lack of space nor for a missing file.
@@ -116,6 +120,7 @@ impl Node for Script {
                 entries: entries.to_vec(),
             },
             Input::Renamed { handle } => Seen::Renamed { handle },
+            Input::Space { handle, free } => Seen::Space { handle, free },
             Input::FileFailed {
                 handle,
                 error,
@@ -362,6 +367,7 @@ pub fn run_all<F: Fixture>(fixture: &mut F) {
     answers_come_in_output_order_and_a_remove_never_overtakes_a_persist(fixture);
     a_zero_byte_file_persists_without_writes(fixture);
     a_server_refuses_named_files_and_listings(fixture);
+    a_server_disk_tells_its_free_space(fixture);
 }
 
 /// Every check of a peer's shared directory, in turn.
@@ -381,6 +387,19 @@ pub fn run_shared_dir<F: DirFixture>(fixture: &mut F) {
     shared_dir_rename_never_replaces_a_name(fixture);
     shared_dir_rename_of_a_missing_name_says_missing(fixture);
     shared_dir_rename_refuses_bad_names_and_touches_nothing(fixture);
+}
+
+/// `ferry status` shows each server's free space: a server's disk must
+/// say how much there is, as a number, never as a failure.
+pub fn a_server_disk_tells_its_free_space<F: Fixture>(fixture: &mut F) {
+    let mut rig = Rig::new(fixture);
+    match rig.one(FileOp::Space { handle: 5 }) {
+        Seen::Space {
+            handle: 5,
+            free: Some(free),
+        } => assert!(free > 0, "a fresh disk has room"),
+        other => panic!("the free space, got {other:?}"),
+    }
 }
 
 pub fn written_then_persisted_reads_back<F: Fixture>(fixture: &mut F) {

@@ -128,6 +128,8 @@ impl MemDir {
                 }
                 None
             }
+            // A peer never asks; a directory in memory has no size.
+            FileOp::Space { handle } => Some(FileAnswer::Space { handle, free: None }),
             FileOp::List { handle } => Some(FileAnswer::Listed {
                 handle,
                 entries: self.list(),

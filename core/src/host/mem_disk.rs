@@ -52,7 +52,18 @@ impl fmt::Debug for MemDisk {
     }
 }
 
+/// The size a memory disk claims, so that its free space moves as blobs
+/// come and go.
+pub const MEM_DISK_SIZE: u64 = 1 << 40;
+
 impl MemDisk {
+    /// Bytes held in blobs and temporary files.
+    pub fn used(&self) -> u64 {
+        let blobs = self.blobs.values().map(|b| b.len() as u64);
+        let temps = self.temps.values().map(|t| t.len() as u64);
+        blobs.chain(temps).sum()
+    }
+
     /// What a starting server does with its disk: remove the temporary files
     /// a crash left behind, and list the blobs (sorted) for
     /// `Recovered::blobs`. Returns the blobs and how many temporary files
@@ -222,6 +233,10 @@ impl MemDisk {
                     failure: FileFailure::other("a server has no shared directory"),
                 })
             }
+            FileOp::Space { handle } => Some(FileAnswer::Space {
+                handle,
+                free: Some(MEM_DISK_SIZE.saturating_sub(self.used())),
+            }),
             FileOp::List { handle } => {
                 self.anomalies.push("a server listed a directory".into());
                 Some(FileAnswer::Failed {

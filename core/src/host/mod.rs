@@ -141,6 +141,7 @@ pub fn file_op_name(op: &FileOp) -> &'static str {
         FileOp::List { .. } => "a listing",
         FileOp::SetModified { .. } => "setting a modification time",
         FileOp::Rename { .. } => "a rename",
+        FileOp::Space { .. } => "a look at the free space",
     }
 }
 
@@ -487,6 +488,9 @@ impl<N: Node, W: World> Host<N, W> {
             ),
             Answer::File(FileAnswer::Renamed { handle }) => {
                 self.node.handle_input(now, Input::Renamed { handle })
+            }
+            Answer::File(FileAnswer::Space { handle, free }) => {
+                self.node.handle_input(now, Input::Space { handle, free })
             }
             Answer::File(FileAnswer::Failed { handle, failure }) => {
                 self.node.handle_input(now, failed(handle, failure))

@@ -198,6 +198,7 @@ impl TlsLinks {
             | Input::FilePersisted { .. }
             | Input::Listed { .. }
             | Input::Renamed { .. }
+            | Input::Space { .. }
             | Input::FileFailed { .. } => {}
         }
     }

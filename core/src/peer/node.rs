@@ -372,8 +372,9 @@ impl Node for PeerNode {
                 (self.transfers).on_file_failed(handle, error, no_space, &mut self.out);
                 self.advance(now);
             }
-            // A peer keeps no store; its renames are SYNC's (above).
-            Input::Persisted { .. } | Input::Renamed { .. } => {}
+            // A peer keeps no store; its renames are SYNC's (above); it
+            // never asks for the free space.
+            Input::Persisted { .. } | Input::Renamed { .. } | Input::Space { .. } => {}
         }
     }
 

@@ -200,6 +200,27 @@ impl Catalogue {
             .collect()
     }
 
+    /// How many files `owner` owns, and their bytes.
+    pub fn usage(&self, owner: u64) -> (u64, u64) {
+        self.owned_by(owner)
+            .fold((0, 0), |(n, b), f| (n + 1, b + f.size))
+    }
+
+    /// `owner`'s own files, by name.
+    pub fn owned_by(&self, owner: u64) -> impl Iterator<Item = &FileMeta> {
+        self.files
+            .range((owner, String::new())..)
+            .take_while(move |((o, _), _)| *o == owner)
+            .map(|(_, f)| f)
+    }
+
+    /// True if any file is shared with `user`.
+    pub fn shared_with_anyone(&self, user: u64) -> bool {
+        (self.shared_with.range((user, 0, String::new())..))
+            .next()
+            .is_some_and(|(g, _, _)| *g == user)
+    }
+
     /// How many files name this content.
     pub fn refs(&self, digest: &[u8; 32]) -> usize {
         self.named_by(digest).count()
@@ -363,6 +384,33 @@ impl Catalogue {
             self.unshare(owner, name, g, writes);
         }
         Some(f)
+    }
+
+    /// Removes every file of `user` (and its shares) and every share
+    /// granted to `user`; returns how many files went.
+    pub fn remove_user(&mut self, user: u64, writes: &mut Vec<Write>) -> u64 {
+        let names: Vec<String> = self.owned_by(user).map(|f| f.name.clone()).collect();
+        for name in &names {
+            self.delete(user, name, writes);
+        }
+        let granted: Vec<(u64, String)> = (self.shared_with)
+            .range((user, 0, String::new())..)
+            .take_while(|(g, _, _)| *g == user)
+            .map(|(_, o, n)| (*o, n.clone()))
+            .collect();
+        for (owner, name) in granted {
+            self.unshare(owner, &name, user, writes);
+        }
+        // Folder shares, theirs and to them (a folder share outlives the
+        // files under it).
+        let folders: Vec<(u64, String, u64)> = (self.folder_shares.iter())
+            .filter(|(o, _, g)| *o == user || *g == user)
+            .cloned()
+            .collect();
+        for (owner, folder, grantee) in folders {
+            self.unshare_folder(owner, &folder, grantee, writes);
+        }
+        names.len() as u64
     }
 
     pub fn digest_into(&self, h: &mut blake3::Hasher) {

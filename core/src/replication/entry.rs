@@ -154,6 +154,12 @@ pub enum Txn {
     /// and of the folders under it.
     #[speedy(tag = 21)]
     DeleteFolder { owner: u64, folder: String },
+    /// `user` deleted their account (having given its password to the
+    /// server that ordered this): the user, their files, the shares they
+    /// granted and were granted, and their peers go; the name is free
+    /// again, the id never given out again.
+    #[speedy(tag = 22)]
+    DeleteAccount { user: u64 },
 }
 
 /// One file of [`Txn::PutFiles`].
@@ -250,6 +256,7 @@ impl Txn {
                 grantee,
             } => format!("unshare folder user{owner}/{folder}/ from {grantee}"),
             Txn::DeleteFolder { owner, folder } => format!("delete folder user{owner}/{folder}/"),
+            Txn::DeleteAccount { user } => format!("user{user} deletes their account"),
         }
     }
 }
@@ -327,6 +334,10 @@ pub enum TxnResult {
     /// The name is a folder, or one of its folders is a file.
     #[speedy(tag = 28)]
     NameConflict { reason: String },
+    /// The account is gone, with `files` files.
+    // 26 is main's `Files`, 27-28 the folders': not reused.
+    #[speedy(tag = 29)]
+    AccountDeleted { user_id: u64, files: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]

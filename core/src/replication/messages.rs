@@ -6,6 +6,7 @@
 //! the link its request came on.
 
 use super::entry::{Entry, Origin, Txn};
+use super::status::ServerReport;
 use crate::refusal::Refusal;
 use speedy::{Readable, Writable};
 
@@ -79,6 +80,13 @@ pub enum ReplicaMsg {
     /// for `dead_after` is dead (a partition can stall TCP silently).
     #[speedy(tag = 92)]
     Ping { view: u64 },
+    /// Any server → any other: how are you (`ferry status`)? Answered at
+    /// once with `StatusReply`, whatever the views; the asker gives up on
+    /// a server that does not answer within its deadline.
+    #[speedy(tag = 93)]
+    StatusAsk { id: u64 },
+    #[speedy(tag = 94)]
+    StatusReply { id: u64, report: ServerReport },
 }
 
 impl ReplicaMsg {

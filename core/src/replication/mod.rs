@@ -36,6 +36,7 @@ pub mod logins;
 pub mod messages;
 pub mod registry;
 pub mod state;
+pub mod status;
 pub mod sync_round;
 
 use crate::auth::ClusterSecret;
@@ -275,6 +276,8 @@ struct Shell {
     reads: BTreeMap<u64, Read>,
     next_read: u64,
     entropy: Entropy,
+    /// Status questions and answers from other servers, for the server.
+    status: Vec<status::StatusNews>,
 }
 
 impl Shell {
@@ -460,6 +463,7 @@ impl Replica {
             pending: BTreeMap::new(),
             reads: BTreeMap::new(),
             next_read: 0,
+            status: Vec::new(),
             entropy,
         };
         // The first view's master is named by configuration, not elected:
@@ -603,6 +607,45 @@ impl Replica {
     /// Forgets read `id` (done, or given up).
     pub fn forget_read_index(&mut self, id: u64) {
         self.shell.reads.remove(&id);
+    }
+
+    /// Status questions and answers that arrived since the last call.
+    pub fn take_status_news(&mut self) -> Vec<status::StatusNews> {
+        std::mem::take(&mut self.shell.status)
+    }
+
+    /// Sends a status question or answer to `peer`; false if its link is
+    /// not up (it cannot answer now).
+    pub fn send_status<E>(
+        &mut self,
+        now: Timestamp,
+        peer: u32,
+        msg: &ReplicaMsg,
+        out: &mut Outbox<E>,
+    ) -> bool {
+        self.shell.send(now, peer, msg, out)
+    }
+
+    /// This server's report, with what the server adds (`sessions`,
+    /// `free_disk`).
+    pub fn report(&self, sessions: u32, free_disk: Option<u64>) -> status::ServerReport {
+        let role = match &self.role {
+            Role::Master(_) => status::Role::Master,
+            Role::Follower(_) => status::Role::Follower,
+            Role::Candidate(_) => status::Role::Candidate,
+        };
+        let ix = self.indexes();
+        status::ServerReport {
+            id: self.shell.cfg.me,
+            role,
+            view: self.shell.view,
+            master: self.master(),
+            last_index: ix.durable,
+            commit: ix.commit,
+            applied: ix.applied,
+            sessions,
+            free_disk,
+        }
     }
 
     /// True if `conn` belongs to replication.
@@ -907,6 +950,15 @@ impl Replica {
                 }
                 // Not the master: the sender forwards again to whoever
                 // is, once it knows.
+            }
+            ReplicaMsg::StatusAsk { id } => {
+                self.shell
+                    .status
+                    .push(status::StatusNews::Asked { peer, id });
+            }
+            ReplicaMsg::StatusReply { id, report } => {
+                let news = status::StatusNews::Answered { peer, id, report };
+                self.shell.status.push(news);
             }
             ReplicaMsg::ReadIndex { id, .. } => {
                 if let Role::Master(m) = &mut self.role {

@@ -139,6 +139,17 @@ impl Registry {
         }
     }
 
+    /// Removes every peer `user` registered (their account is gone).
+    pub fn remove_user(&mut self, user: u64, writes: &mut Vec<Write>) {
+        let theirs: Vec<u64> = (self.peers.values())
+            .filter(|p| p.user == user)
+            .map(|p| p.id)
+            .collect();
+        for id in theirs {
+            self.remove(id, writes);
+        }
+    }
+
     fn store(&self, p: &Registered, writes: &mut Vec<Write>) {
         writes.push(Write::Put {
             table: Table::Peers,

@@ -49,6 +49,10 @@ pub struct State {
     /// Per user who changed their password: the epoch their session
     /// tokens must carry (absent: 0).
     epochs: BTreeMap<u64, u32>,
+    /// The highest id of a deleted account (0: none deleted). A new user's
+    /// id is above it, so that a token of a deleted account, whose MAC
+    /// names its id, can never pass for a later user's.
+    retired: u64,
 }
 
 fn enc<T: Writable<speedy::LittleEndian>>(v: &T) -> Vec<u8> {
@@ -108,6 +112,7 @@ impl State {
                     let epoch = frame::decode(value).map_err(bad)?;
                     s.epochs.insert(u64::from_be_bytes(id), epoch);
                 }
+                Table::Retired => s.retired = s.retired.max(frame::decode(value).map_err(bad)?),
             }
         }
         Ok(s)
@@ -199,7 +204,8 @@ impl State {
                 if self.by_name.contains_key(username) {
                     TxnResult::UsernameTaken
                 } else {
-                    let id = self.users.keys().next_back().map_or(1, |m| m + 1);
+                    let last = self.users.keys().next_back().copied().unwrap_or(0);
+                    let id = last.max(self.retired) + 1;
                     let user = User {
                         id,
                         name: username.clone(),
@@ -414,8 +420,12 @@ impl State {
                     }
                 }
             },
+            Txn::DeleteAccount { user } => self.delete_account(*user, &mut writes),
         };
-        if matches!(entry.txn, Txn::PeerJoin { .. } | Txn::PeerLeave { .. }) {
+        if matches!(
+            entry.txn,
+            Txn::PeerJoin { .. } | Txn::PeerLeave { .. } | Txn::DeleteAccount { .. }
+        ) {
             // A writer that left (or was replaced by its own restart) has
             // had its turn: the grant moves on in this same entry. The
             // entry's result stays the registry's.
@@ -432,6 +442,51 @@ impl State {
         });
         self.clients.insert(o.dedup_key(), record);
         Applied { writes, result }
+    }
+
+    /// Removes `user` and everything that is theirs. Their failed logins
+    /// stay, kept by name: guesses at a name are throttled whoever holds it.
+    fn delete_account(&mut self, user: u64, writes: &mut Vec<Write>) -> TxnResult {
+        let Some(u) = self.users.remove(&user) else {
+            return TxnResult::NoSuchUser;
+        };
+        self.by_name.remove(&u.name);
+        let key = user.to_be_bytes().to_vec();
+        writes.push(Write::Delete {
+            table: Table::Users,
+            key: key.clone(),
+        });
+        if self.epochs.remove(&user).is_some() {
+            writes.push(Write::Delete {
+                table: Table::Epochs,
+                key,
+            });
+        }
+        let files = self.catalogue.remove_user(user, writes);
+        self.registry.remove_user(user, writes);
+        if user > self.retired {
+            self.retired = user;
+            // One row; LMDB takes no empty key.
+            writes.push(Write::Put {
+                table: Table::Retired,
+                key: b"max".to_vec(),
+                value: enc(&user),
+            });
+        }
+        TxnResult::AccountDeleted {
+            user_id: user,
+            files,
+        }
+    }
+
+    /// True once `user`'s account is gone, or was never: nothing of the
+    /// state names them (files, shares, peers, password epoch).
+    pub fn holds_nothing_of(&self, user: u64) -> bool {
+        !self.users.contains_key(&user)
+            && self.catalogue.owned_by(user).next().is_none()
+            && !self.catalogue.shared_with_anyone(user)
+            && self.registry.all().all(|p| p.user != user)
+            && !self.epochs.contains_key(&user)
     }
 
     /// A digest of the whole state, for convergence checks.
@@ -466,6 +521,12 @@ impl State {
         for (user, epoch) in &self.epochs {
             h.update(&user.to_le_bytes());
             h.update(&epoch.to_le_bytes());
+        }
+        // Left out while 0: a cluster that never deleted an account has
+        // the digest it had before accounts could be.
+        if self.retired != 0 {
+            h.update(b"retired");
+            h.update(&self.retired.to_le_bytes());
         }
         for ((s, sess), r) in &self.clients {
             h.update(&s.to_le_bytes());
@@ -578,6 +639,137 @@ mod tests {
         assert_eq!(rebuilt, s);
         assert_eq!(rebuilt.digest(), s.digest());
         assert!(rebuilt.is_revoked(&[5; 16]));
+    }
+
+    fn entry(index: u64, txn: Txn) -> Entry {
+        Entry {
+            index,
+            view: 1,
+            at: 100,
+            origin: Origin {
+                server: 1,
+                session: 1000 + index,
+                request: 1,
+            },
+            txn,
+        }
+    }
+
+    /// alice (1) owns two files, one shared with bob (2); bob owns one
+    /// shared with alice; alice registered a peer and changed her password.
+    fn alice_and_bob() -> (State, MemStore, u64) {
+        let mut s = State::default();
+        let mut store = MemStore::default();
+        let mut i = 0;
+        let mut apply = |s: &mut State, e: Entry| {
+            let Applied { writes, .. } = s.apply(&e);
+            store.commit(&Batch { writes }).unwrap();
+        };
+        for name in ["alice", "bob"] {
+            i += 1;
+            apply(&mut s, register(i, 100 + i, 1, name));
+        }
+        let put = |owner, name: &str| Txn::PutFile {
+            owner,
+            name: name.into(),
+            size: 10,
+            digest: [owner as u8; 32],
+            replace: false,
+            holder: 1,
+        };
+        let share = |owner, name: &str, grantee: &str| Txn::Share {
+            owner,
+            name: name.into(),
+            grantee: grantee.into(),
+        };
+        let pw = hash(PasswordParams::TESTING, [1; 16], "password2").unwrap();
+        let txns = [
+            put(1, "a1"),
+            put(1, "a2"),
+            put(2, "b1"),
+            share(1, "a1", "bob"),
+            share(2, "b1", "alice"),
+            Txn::PeerJoin {
+                user: 1,
+                addr: "10.0.0.1:9000".into(),
+                ticket_digest: [3; 32],
+                key: None,
+            },
+            Txn::ChangePassword {
+                user: 1,
+                password: pw,
+            },
+        ];
+        for txn in txns {
+            i += 1;
+            apply(&mut s, entry(i, txn));
+        }
+        (s, store, i)
+    }
+
+    #[test]
+    fn deleting_an_account_removes_all_that_is_theirs_and_frees_the_name() {
+        let (mut s, mut store, i) = alice_and_bob();
+        assert!(!s.holds_nothing_of(1));
+        let Applied { writes, result } = s.apply(&entry(i + 1, Txn::DeleteAccount { user: 1 }));
+        assert_eq!(
+            result,
+            TxnResult::AccountDeleted {
+                user_id: 1,
+                files: 2
+            }
+        );
+        store.commit(&Batch { writes }).unwrap();
+        assert!(s.holds_nothing_of(1));
+        assert!(s.user_by_name("alice").is_none());
+        assert_eq!(s.epoch(1), 0);
+        // bob keeps his file, no longer shared with anyone.
+        let b1 = s.catalogue().get(2, "b1").map(|f| f.size);
+        assert_eq!(b1, Some(10));
+        assert!(s.catalogue().grantees(2, "b1").is_empty());
+        assert!(!s.catalogue().can_read(2, 1, "a1"));
+        assert_eq!(
+            s.catalogue().refs(&[1; 32]),
+            0,
+            "alice's content is garbage"
+        );
+
+        // Deleting again: nothing left to delete.
+        let again = s.apply(&entry(i + 2, Txn::DeleteAccount { user: 1 }));
+        assert_eq!(again.result, TxnResult::NoSuchUser);
+        store
+            .commit(&Batch {
+                writes: again.writes,
+            })
+            .unwrap();
+
+        // The name is free; the id is not given again, even after a restart.
+        let rebuilt = State::from_rows(&store.load().unwrap().tables).unwrap();
+        assert_eq!(rebuilt, s);
+        assert_eq!(rebuilt.digest(), s.digest());
+        let mut rebuilt = rebuilt;
+        let back = rebuilt.apply(&register(i + 3, 999, 1, "alice"));
+        assert_eq!(back.result, TxnResult::Registered { user_id: 3 });
+        assert!(rebuilt.catalogue().owned_by(3).next().is_none());
+    }
+
+    #[test]
+    fn the_highest_deleted_id_is_not_given_again() {
+        let (mut s, _, i) = alice_and_bob();
+        s.apply(&entry(i + 1, Txn::DeleteAccount { user: 2 }));
+        let r = s.apply(&register(i + 2, 999, 1, "carol")).result;
+        assert_eq!(r, TxnResult::Registered { user_id: 3 });
+    }
+
+    #[test]
+    fn replicas_that_apply_a_deletion_hold_the_same_state() {
+        let (mut a, _, i) = alice_and_bob();
+        let (mut b, _, _) = alice_and_bob();
+        let del = entry(i + 1, Txn::DeleteAccount { user: 1 });
+        assert_eq!(a.apply(&del), b.apply(&del));
+        assert_eq!(a.digest(), b.digest());
+        let (untouched, _, _) = alice_and_bob();
+        assert_ne!(a.digest(), untouched.digest());
     }
 
     #[test]

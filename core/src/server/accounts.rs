@@ -1,6 +1,6 @@
 //! The account operations of a session: register, log in, log out, "who
 //! am I", which proves a login to the session so that its file operations
-//! act as that user, and changing one's password. Registrations, logouts
+//! act as that user, changing one's password, and deleting one's account. Registrations, logouts
 //! and password changes are ordered through the master; logins and "who am
 //! I" are answered from this server's state, once it has applied every
 //! write acknowledged anywhere before the question arrived (read-your-
@@ -104,6 +104,9 @@ impl Accounts {
                     new,
                 },
             ) => self.change_password(cx, conn, token, &current, &new),
+            (OpCode::DeleteAccount, SessionMsg::DeleteAccount { token, password }) => {
+                self.delete_account(cx, conn, token, &password)
+            }
             (OpCode::Logout, SessionMsg::Token { token }) => self.logout(cx, conn, token),
             (OpCode::WhoAmI, SessionMsg::Token { token }) => self.who_am_i(cx, conn, token),
             (op, _) => return Err(wrong_data(op)),
@@ -316,6 +319,29 @@ impl Accounts {
         }
     }
 
+    /// `ferry account delete`: the token's user, who gives the password
+    /// again, deletes their account everywhere. A wrong password counts as
+    /// a failed login (and is answered "invalid username or password").
+    fn delete_account(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        conn: ConnId,
+        token: SessionToken,
+        pass: &str,
+    ) -> Result<Option<SessionMsg>, OpError> {
+        let user_id = self.verify_token(cx.now, &token, cx.replica.state())?;
+        let Some(user) = cx.replica.state().user(user_id).cloned() else {
+            return Err(OpError::NoSuchUser);
+        };
+        let source = cx.sessions.source(conn).to_string();
+        self.throttle(cx, &user.name, &source)?;
+        if !password::verify(&user.password, pass) {
+            return self.count_failure(cx, conn, OpCode::DeleteAccount, user.name, source);
+        }
+        let txn = Txn::DeleteAccount { user: user_id };
+        Self::order(cx, conn, OpCode::DeleteAccount, txn)
+    }
+
     fn logout(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -392,6 +418,8 @@ pub(super) fn answer_to(result: &TxnResult) -> Option<SessionMsg> {
         TxnResult::UsernameTaken => SessionMsg::Failed(OpError::UsernameTaken),
         TxnResult::Revoked => SessionMsg::LoggedOut,
         TxnResult::LoginFailed => SessionMsg::Failed(OpError::BadCredentials),
+        // Every session of the account is over, this one's login included.
+        TxnResult::AccountDeleted { .. } => SessionMsg::LoggedOut,
         _ => return None,
     })
 }

@@ -1,5 +1,6 @@
 //! Messages of the client ↔ server session link.
 
+pub use super::status::{ClusterStatus, ServerStatus, UserUsage};
 use crate::accounts::token::SessionToken;
 use crate::auth::AuthCode;
 use crate::refusal::Refusal;
@@ -146,6 +147,21 @@ pub enum SessionMsg {
     /// Data of List: only the files under folder `prefix` (at any depth).
     #[speedy(tag = 56)]
     ListUnder { prefix: String },
+    // 59 is the range's last: DeleteAccount is answered with `LoggedOut`
+    // (every session of the account is over).
+    /// Data of Status: the login whose own files to count, if any.
+    #[speedy(tag = 57)]
+    StatusOf { token: Option<SessionToken> },
+    /// Status's answer.
+    #[speedy(tag = 58)]
+    Status(ClusterStatus),
+    /// Data of DeleteAccount: the login to delete, and its password.
+    /// Answered `LoggedOut` once the account is gone everywhere.
+    #[speedy(tag = 59)]
+    DeleteAccount {
+        token: SessionToken,
+        password: String,
+    },
 }
 
 /// What became of one file of a batch.
@@ -202,6 +218,12 @@ pub enum OpCode {
     UploadManyReplace,
     /// `rm -r`: a folder and everything under it (data: `FileName`).
     DeleteFolder,
+    /// The cluster's servers, and the user's own files if the data carries
+    /// a login (`ferry status`).
+    Status,
+    /// Delete the account of the login the data carries, with everything
+    /// it owns (`ferry account delete`).
+    DeleteAccount,
 }
 
 impl OpCode {
@@ -214,6 +236,8 @@ impl OpCode {
                 | OpCode::Logout
                 | OpCode::WhoAmI
                 | OpCode::ChangePassword
+                | OpCode::Status
+                | OpCode::DeleteAccount
         )
     }
 }
@@ -399,6 +423,15 @@ pub enum Request {
         current: String,
         new: String,
     },
+    /// The cluster's servers; with a login, its user's files too.
+    Status {
+        token: Option<SessionToken>,
+    },
+    /// Deletes `token`'s user, who proves it again with `password`.
+    DeleteAccount {
+        token: SessionToken,
+        password: String,
+    },
 }
 
 impl fmt::Debug for Request {
@@ -422,6 +455,12 @@ impl fmt::Debug for Request {
             Request::Sync => f.write_str("Sync"),
             Request::ChangePassword { token, .. } => {
                 write!(f, "ChangePassword(user {})", token.user_id)
+            }
+            Request::Status { token } => {
+                write!(f, "Status(user {:?})", token.as_ref().map(|t| t.user_id))
+            }
+            Request::DeleteAccount { token, .. } => {
+                write!(f, "DeleteAccount(user {})", token.user_id)
             }
         }
     }
@@ -447,6 +486,8 @@ impl Request {
             Request::PeerRegister { .. } => OpCode::PeerRegister,
             Request::Sync => OpCode::Sync,
             Request::ChangePassword { .. } => OpCode::ChangePassword,
+            Request::Status { .. } => OpCode::Status,
+            Request::DeleteAccount { .. } => OpCode::DeleteAccount,
         }
     }
 
@@ -500,6 +541,13 @@ impl Request {
                 current: current.clone(),
                 new: new.clone(),
             },
+            Request::Status { token } => SessionMsg::StatusOf {
+                token: token.clone(),
+            },
+            Request::DeleteAccount { token, password } => SessionMsg::DeleteAccount {
+                token: token.clone(),
+                password: password.clone(),
+            },
         }
     }
 }
@@ -537,6 +585,7 @@ pub enum Response {
     },
     /// UploadMany's answer: each file's, by its place in the request.
     Batch(Vec<Landed>),
+    Status(ClusterStatus),
     Failed(OpError),
 }
 
@@ -563,6 +612,7 @@ impl Response {
             },
             SessionMsg::SyncStarted { round } => Response::SyncStarted { round: *round },
             SessionMsg::BatchDone { outcomes } => Response::Batch(outcomes.clone()),
+            SessionMsg::Status(s) => Response::Status(s.clone()),
             _ => return None,
         })
     }
@@ -594,6 +644,7 @@ impl fmt::Display for Response {
                     .count();
                 write!(f, "stored {stored} of {} files", outcomes.len())
             }
+            Response::Status(s) => write!(f, "status of {} server(s)", s.servers.len()),
             Response::Failed(e) => write!(f, "failed: {e}"),
         }
     }

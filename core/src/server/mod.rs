@@ -76,6 +76,7 @@ pub mod scrub;
 mod sessions;
 mod source_caps;
 mod spent_codes;
+pub mod status;
 mod sync_links;
 mod uploads;
 mod user_files;
@@ -134,6 +135,8 @@ pub struct Server {
     peers: PeerLinks,
     /// What the peer sessions were told of SYNC rounds.
     syncs: SyncLinks,
+    /// `ferry status` questions being gathered, and other servers' asked.
+    status: status::Status,
     pub(crate) replica: Replica,
     out: Outbox<ServerEvent>,
 }
@@ -162,6 +165,7 @@ impl Server {
             unvouched: BTreeMap::new(),
             peers: PeerLinks::new(cfg.id),
             syncs: SyncLinks::default(),
+            status: status::Status::default(),
             copies: Copies::new(&cfg, secret.clone()),
             blobs: BlobStore::new(&cfg, secret, &recovered.blobs),
             id: cfg.id,
@@ -405,6 +409,12 @@ impl Server {
         {
             Routed::Done => {}
             Routed::Refuse(reason) => self.refuse(conn, reason, Link::Session),
+            // Status answers when the cluster is at its worst, without a
+            // master to confirm reads: it does not wait at the read gate.
+            Routed::Data {
+                op: OpCode::Status,
+                data,
+            } => self.status_start(now, conn, data),
             Routed::Data { op, data } => {
                 self.gate.hold(
                     now,
@@ -425,6 +435,42 @@ impl Server {
             Routed::Sync { round, token, done } => {
                 self.writer_said(now, conn, (round, token, done));
             }
+        }
+    }
+
+    /// `ferry status` from the session on `conn`: asked of every server.
+    fn status_start(&mut self, now: Timestamp, conn: ConnId, data: SessionMsg) {
+        let SessionMsg::StatusOf { token } = data else {
+            let what = format!("{data:?}");
+            return self.refuse(conn, Refusal::Unexpected { what }, Link::Session);
+        };
+        let state = self.replica.state();
+        // A login that is not valid any more only loses its user part: the
+        // cluster's state is worth seeing all the same.
+        let user = token.and_then(|t| {
+            let id = self.accounts.verify_token(now, &t, state).ok()?;
+            let (files, bytes) = state.catalogue().usage(id);
+            Some(status::UserUsage {
+                user_id: id,
+                username: t.username,
+                files,
+                bytes,
+            })
+        });
+        self.sessions.run_elsewhere(conn);
+        (self.status).start(now, conn, user, &mut self.replica, &mut self.out);
+    }
+
+    /// Status questions and answers other servers sent.
+    fn status_news(&mut self) {
+        let news = self.replica.take_status_news();
+        if news.is_empty() {
+            return;
+        }
+        let done = self.status.on_news(news, &self.replica, &mut self.out);
+        for (conn, msg) in done {
+            self.sessions
+                .answer(conn, OpCode::Status, msg, &mut self.out);
         }
     }
 
@@ -485,7 +531,11 @@ impl Server {
         // duplicate: its answer names the content it carries.
         let answered_from_log = matches!(
             op,
-            OpCode::Register | OpCode::Share | OpCode::Unshare | OpCode::Delete
+            OpCode::Register
+                | OpCode::Share
+                | OpCode::Unshare
+                | OpCode::Delete
+                | OpCode::DeleteAccount
         );
         if answered_from_log {
             if let Some(result) = self.sessions.applied_before(conn, &self.replica) {
@@ -630,6 +680,13 @@ impl Server {
         {
             Due::Done => {}
             Due::Refuse(reason) => self.refuse(conn, reason, Link::Session),
+            Due::Elsewhere if self.status.deadline(conn).is_some() => {
+                let sessions = self.clients() as u32;
+                if let Some((conn, msg)) = self.status.on_deadline(conn, sessions, &self.replica) {
+                    self.sessions
+                        .answer(conn, OpCode::Status, msg, &mut self.out);
+                }
+            }
             Due::Elsewhere if self.gate.holds(conn) => {
                 self.gate
                     .on_deadline(conn, &mut self.replica, &mut self.sessions, &mut self.out);
@@ -644,7 +701,7 @@ impl Server {
     /// The deadline of the operation the session on `conn` runs outside
     /// the sessions, if any.
     fn elsewhere(&self, conn: ConnId) -> Option<Timestamp> {
-        deadline_elsewhere(&self.gate, &self.files, conn)
+        deadline_elsewhere(&self.gate, &self.files, &self.status, conn)
     }
 
     fn on_file_read(&mut self, now: Timestamp, handle: u64, offset: u64, data: &[u8]) {
@@ -765,16 +822,24 @@ impl Server {
         self.gate.forget(conn, &mut self.replica);
         self.peers.forget(conn);
         self.syncs.forget(conn);
+        self.status.forget(conn);
         if held_slot {
             self.out.event(ServerEvent::SessionEnded { conn });
         }
     }
 }
 
-/// The deadline of the operation the session on `conn` runs in the
-/// accounts or the user files, if any.
-fn deadline_elsewhere(gate: &ReadGate, files: &UserFiles, conn: ConnId) -> Option<Timestamp> {
-    gate.deadline(conn).or_else(|| files.deadline(conn))
+/// The deadline of the operation the session on `conn` runs at the read
+/// gate, in the user files or in a status question, if any.
+fn deadline_elsewhere(
+    gate: &ReadGate,
+    files: &UserFiles,
+    status: &status::Status,
+    conn: ConnId,
+) -> Option<Timestamp> {
+    (gate.deadline(conn))
+        .or_else(|| files.deadline(conn))
+        .or_else(|| status.deadline(conn))
 }
 
 impl Node for Server {
@@ -850,7 +915,20 @@ impl Node for Server {
                 no_space,
                 missing,
             } => self.on_file_failed(now, handle, error, no_space, missing),
+            Input::Space { handle, free } if self.status.owns_handle(handle) => {
+                let sessions = self.clients() as u32;
+                let (status, replica, out) = (&mut self.status, &mut self.replica, &mut self.out);
+                if let Some((conn, msg)) =
+                    status.on_space(now, handle, free, sessions, replica, out)
+                {
+                    self.sessions
+                        .answer(conn, OpCode::Status, msg, &mut self.out);
+                }
+            }
+            Input::Space { .. } => {}
         }
+        // Wherever replication heard them (a link's first bytes included).
+        self.status_news();
         self.blobs.tidy(now, &self.replica, &mut self.out);
         (self.peers).flush(now, &mut self.replica, &mut self.out);
     }
@@ -863,9 +941,9 @@ impl Node for Server {
         self.copies
             .handle_timeout(now, &self.replica, &mut self.blobs, &mut self.out);
         self.copy_news(now);
-        let late = self
-            .sessions
-            .late(now, |c| deadline_elsewhere(&self.gate, &self.files, c));
+        let late = self.sessions.late(now, |c| {
+            deadline_elsewhere(&self.gate, &self.files, &self.status, c)
+        });
         for conn in late {
             self.on_deadline(now, conn);
         }
@@ -916,3 +994,9 @@ mod password_tests;
 
 #[cfg(test)]
 mod dos_tests;
+
+#[cfg(test)]
+mod status_tests;
+
+#[cfg(test)]
+mod account_delete_tests;

@@ -652,6 +652,7 @@ impl Sessions {
                 let what = match other {
                     SessionMsg::Credentials { .. } => "Credentials".to_string(),
                     SessionMsg::ChangePassword { .. } => "ChangePassword".to_string(),
+                    SessionMsg::DeleteAccount { .. } => "DeleteAccount".to_string(),
                     other => format!("{other:?}"),
                 };
                 return Routed::Refuse(Refusal::Unexpected { what });

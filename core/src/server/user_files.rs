@@ -520,10 +520,14 @@ impl UserFiles {
             deadline,
             ..
         } = put;
-        let Ok(owner) = Self::session_user(cx, conn) else {
-            cx.blobs.unpin(&digest);
-            let msg = SessionMsg::Failed(OpError::NotAuthenticated);
-            return cx.sessions.answer(conn, op, msg, cx.out);
+        // The login may have ended while the content arrived (logged out,
+        // a new password, the account deleted): the client hears which.
+        let owner = match Self::session_user(cx, conn) {
+            Ok(owner) => owner,
+            Err(e) => {
+                cx.blobs.unpin(&digest);
+                return cx.sessions.answer(conn, op, SessionMsg::Failed(e), cx.out);
+            }
         };
         let txn = Txn::PutFile {
             owner,

@@ -10,7 +10,8 @@ use ferry_core::replication::catalogue::FileMeta;
 use ferry_core::replication::entry::{Entry, Origin, Txn};
 use ferry_core::replication::messages::ReplicaMsg;
 use ferry_core::replication::state::User;
-use ferry_core::server::messages::{FileOutcome, Listed};
+use ferry_core::replication::status::{Role, ServerReport};
+use ferry_core::server::messages::{ClusterStatus, FileOutcome, Listed, ServerStatus, UserUsage};
 use ferry_core::server::{BlobMsg, OpCode, OpError, SessionMsg};
 use ferry_core::transfer::{TransferError, TransferMsg};
 use proptest::prelude::*;
@@ -265,7 +266,73 @@ pub fn session_msg() -> impl Strategy<Value = SessionMsg> {
         prop::collection::vec(listed(3), 0..4).prop_map(|files| SessionMsg::Listing { files }),
         file_outcome().prop_map(SessionMsg::FileDone),
         (any::<u64>(), any::<u64>()).prop_map(|(bytes, size)| SessionMsg::Fetching { bytes, size }),
+        prop::option::of(session_token()).prop_map(|token| SessionMsg::StatusOf { token }),
+        cluster_status().prop_map(SessionMsg::Status),
+        (session_token(), text())
+            .prop_map(|(token, password)| SessionMsg::DeleteAccount { token, password }),
     ]
+}
+
+fn server_report() -> impl Strategy<Value = ServerReport> {
+    (
+        any::<u32>(),
+        prop_oneof![
+            Just(Role::Master),
+            Just(Role::Follower),
+            Just(Role::Candidate)
+        ],
+        any::<(u64, Option<u32>, u64, u64, u64)>(),
+        any::<(u32, Option<u64>)>(),
+    )
+        .prop_map(
+            |(id, role, (view, master, last_index, commit, applied), (sessions, free_disk))| {
+                ServerReport {
+                    id,
+                    role,
+                    view,
+                    master,
+                    last_index,
+                    commit,
+                    applied,
+                    sessions,
+                    free_disk,
+                }
+            },
+        )
+}
+
+fn cluster_status() -> impl Strategy<Value = ClusterStatus> {
+    let server = (
+        any::<u32>(),
+        prop::option::of(text()),
+        prop::option::of(server_report()),
+        any::<Option<u64>>(),
+    )
+        .prop_map(|(id, addr, report, behind)| ServerStatus {
+            id,
+            addr,
+            report,
+            behind,
+        });
+    let user =
+        (any::<(u64, u64, u64)>(), text()).prop_map(|((user_id, files, bytes), username)| {
+            UserUsage {
+                user_id,
+                username,
+                files,
+                bytes,
+            }
+        });
+    (
+        any::<u32>(),
+        prop::collection::vec(server, 0..4),
+        prop::option::of(user),
+    )
+        .prop_map(|(answered_by, servers, user)| ClusterStatus {
+            answered_by,
+            servers,
+            user,
+        })
 }
 
 pub fn blob_msg() -> impl Strategy<Value = BlobMsg> {
@@ -355,6 +422,7 @@ fn txn() -> impl Strategy<Value = Txn> {
         }),
         (any::<u64>(), text()).prop_map(|(owner, folder)| Txn::DeleteFolder { owner, folder }),
         Just(Txn::Noop),
+        any::<u64>().prop_map(|user| Txn::DeleteAccount { user }),
     ]
 }
 
@@ -427,6 +495,9 @@ pub fn replica_msg() -> impl Strategy<Value = ReplicaMsg> {
             commit
         }),
         any::<u64>().prop_map(|view| ReplicaMsg::Ping { view }),
+        any::<u64>().prop_map(|id| ReplicaMsg::StatusAsk { id }),
+        (any::<u64>(), server_report())
+            .prop_map(|(id, report)| ReplicaMsg::StatusReply { id, report }),
     ]
 }
 

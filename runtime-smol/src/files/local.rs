@@ -328,20 +328,39 @@ fn check_room(file: &File, dir: &Path) -> io::Result<()> {
     if unsafe { libc::fstatvfs(file.as_raw_fd(), &mut s) } != 0 {
         return Ok(());
     }
-    #[allow(clippy::unnecessary_cast)]
-    let (frsize, blocks, avail) = (s.f_frsize as u64, s.f_blocks as u64, s.f_bavail as u64);
-    let spare = (blocks.saturating_mul(frsize) / 20).max(SPOOL_SPARE_MIN);
-    if avail.saturating_mul(frsize) < spare {
+    let (size, free) = size_and_free(&s);
+    let spare = (size / 20).max(SPOOL_SPARE_MIN);
+    if free < spare {
         return Err(io::Error::new(
             ErrorKind::StorageFull,
             format!(
-                "{} is nearly full: the copy stopped with {} bytes left free",
+                "{} is nearly full: the copy stopped with {free} bytes left free",
                 dir.display(),
-                avail.saturating_mul(frsize)
             ),
         ));
     }
     Ok(())
+}
+
+/// A filesystem's size and the bytes free to an unprivileged writer.
+fn size_and_free(s: &libc::statvfs) -> (u64, u64) {
+    #[allow(clippy::unnecessary_cast)]
+    let (frsize, blocks, avail) = (s.f_frsize as u64, s.f_blocks as u64, s.f_bavail as u64);
+    (blocks.saturating_mul(frsize), avail.saturating_mul(frsize))
+}
+
+/// Bytes free to an unprivileged writer on the filesystem holding `dir`;
+/// `None` if the system will not say.
+pub fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain data; statvfs fills it.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a buffer of the right type.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut s) } != 0 {
+        return None;
+    }
+    Some(size_and_free(&s).1)
 }
 
 /// A new file in `dir`, mode 0600, removed from the directory at once.

@@ -391,7 +391,13 @@ impl World for SimWorld {
             });
         };
         match (&files, op) {
-            (_, op @ (FileOp::Read { .. } | FileOp::List { .. } | FileOp::SetModified { .. }))
+            (
+                _,
+                op @ (FileOp::Read { .. }
+                | FileOp::List { .. }
+                | FileOp::SetModified { .. }
+                | FileOp::Space { .. }),
+            )
             | (SimFiles::Client(_), op) => Ok(self.execute(&files, op)),
             (_, FileOp::Discard { temp }) => Ok(self.discard(&files, temp)),
             (_, op) => {

@@ -67,15 +67,21 @@ pub enum Input {
     Ls {
         user: String,
     },
+    /// The user deletes their account: it, their files and every share
+    /// either way go.
+    DeleteAccount {
+        user: String,
+    },
 }
 
 impl Input {
     /// The users whose part of the catalogue the operation reads or writes.
     fn users(&self) -> Vec<&str> {
         match self {
-            Input::Register { user, .. } | Input::Login { user, .. } | Input::Ls { user } => {
-                vec![user]
-            }
+            Input::Register { user, .. }
+            | Input::Login { user, .. }
+            | Input::Ls { user }
+            | Input::DeleteAccount { user } => vec![user],
             Input::Put { owner, .. } | Input::Rm { owner, .. } | Input::RmFolder { owner, .. } => {
                 vec![owner]
             }
@@ -116,6 +122,7 @@ pub enum Output {
     NoSuchFile,
     NoSuchUser,
     ShareWithSelf,
+    AccountDeleted,
     /// Sorted lines.
     Listing(Vec<Line>),
     /// An answer no operation of its kind may get: never accepted.
@@ -406,6 +413,21 @@ impl Model for Catalogue {
                     _ => None,
                 }
             }
+            Input::DeleteAccount { user } => {
+                let exists = s.users.contains_key(user);
+                match out {
+                    Output::AccountDeleted | Output::Unknown if exists => {
+                        let mut s = s.clone();
+                        s.users.remove(user);
+                        s.files.retain(|(o, _), _| o != user);
+                        s.shares.retain(|(o, _, g)| o != user && g != user);
+                        (s.folder_shares).retain(|(o, _, g)| o != user && g != user);
+                        Some(s)
+                    }
+                    Output::Unknown => Some(s.clone()),
+                    _ => None,
+                }
+            }
             Input::Ls { user } => match out {
                 Output::Listing(lines) if *lines == s.listing(user) => Some(s.clone()),
                 // A read that took effect or not changes nothing.
@@ -500,6 +522,7 @@ impl fmt::Display for Input {
                 grantee,
             } => write!(f, "{owner}: unshare {name:?} from {grantee}"),
             Input::Ls { user } => write!(f, "{user}: ls"),
+            Input::DeleteAccount { user } => write!(f, "{user}: account delete"),
         }
     }
 }
@@ -534,6 +557,7 @@ impl fmt::Display for Output {
             Output::NoSuchFile => f.write_str("no such file"),
             Output::NoSuchUser => f.write_str("no such user"),
             Output::ShareWithSelf => f.write_str("cannot share with self"),
+            Output::AccountDeleted => f.write_str("account deleted"),
             Output::Listing(lines) => {
                 let l: Vec<String> = lines
                     .iter()

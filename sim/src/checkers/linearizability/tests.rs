@@ -398,3 +398,50 @@ fn a_folder_share_shows_files_put_under_it_later_and_goes_with_rm_r() {
     clash[4].output = Output::Conflict;
     assert_refused(&clash);
 }
+
+fn delete_account(user: &str) -> Input {
+    Input::DeleteAccount { user: user.into() }
+}
+
+#[test]
+fn a_deleted_account_takes_its_shares_with_it() {
+    let before = [
+        op(0, 0, 1, register("alice", "pw-a"), Output::Registered(1)),
+        op(1, 2, 3, register("bob", "pw-b"), Output::Registered(2)),
+        op(0, 4, 5, put("alice", "notes", 14), stored(14)),
+        op(1, 4, 5, put("bob", "x", 3), stored(3)),
+        op(0, 6, 7, share("alice", "notes", "bob"), Output::Shared),
+        op(0, 8, 9, delete_account("alice"), Output::AccountDeleted),
+    ];
+    // bob's listing after the deletion is empty...
+    let mut h = before.to_vec();
+    h.push(op(1, 10, 11, ls("bob"), listing(&[("bob", "x", 3, &[])])));
+    assert_linearizable(&h);
+    // ...never still alice's file, nor may she be shared with any more.
+    let mut h = before.to_vec();
+    let stale = [("alice", "notes", 14, &[][..]), ("bob", "x", 3, &[])];
+    h.push(op(1, 10, 11, ls("bob"), listing(&stale)));
+    assert_refused(&h);
+    let mut h = before.to_vec();
+    h.push(op(1, 10, 11, share("bob", "x", "alice"), Output::Shared));
+    assert_refused(&h);
+    let mut h = before.to_vec();
+    h.push(op(
+        1,
+        10,
+        11,
+        share("bob", "x", "alice"),
+        Output::NoSuchUser,
+    ));
+    assert_linearizable(&h);
+    // The account is gone: a second deletion cannot say it deleted it.
+    let mut h = before.to_vec();
+    h.push(op(
+        0,
+        10,
+        11,
+        delete_account("alice"),
+        Output::AccountDeleted,
+    ));
+    assert_refused(&h);
+}

@@ -306,6 +306,7 @@ impl Node for ReplayAttacker {
             | Input::FilePersisted { .. }
             | Input::Listed { .. }
             | Input::Renamed { .. }
+            | Input::Space { .. }
             | Input::FileFailed { .. } => {}
         }
     }

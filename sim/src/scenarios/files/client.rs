@@ -80,12 +80,22 @@ pub enum OpPlan {
     Browse {
         pick: u32,
     },
+    /// `ferry account delete`, with the user's password: the user, their
+    /// files and shares go. Only ever a client's last step; the user's
+    /// other clients find their sessions refused from then on.
+    DeleteAccount,
 }
 
 impl OpPlan {
-    /// The request; `None` for [`OpPlan::Browse`], which becomes a `List`
-    /// and a `Download` as it runs.
-    pub fn request(&self, users: &[UserPlan]) -> Option<Request> {
+    /// The request of a client of `user`, whose login is `token`; `None`
+    /// for [`OpPlan::Browse`], which becomes a `List` and a `Download` as
+    /// it runs.
+    pub fn request(
+        &self,
+        users: &[UserPlan],
+        user: usize,
+        token: &SessionToken,
+    ) -> Option<Request> {
         Some(match self {
             OpPlan::Upload {
                 name,
@@ -112,6 +122,10 @@ impl OpPlan {
             OpPlan::Delete { name } => Request::Delete { name: name.clone() },
             OpPlan::DeleteFolder { name } => Request::DeleteFolder { name: name.clone() },
             OpPlan::List => Request::List,
+            OpPlan::DeleteAccount => Request::DeleteAccount {
+                token: token.clone(),
+                password: users[user].password.clone(),
+            },
             OpPlan::Browse { .. } => return None,
         })
     }
@@ -145,6 +159,7 @@ impl OpPlan {
             OpPlan::DeleteFolder { name } => format!("delete folder {name:?}"),
             OpPlan::List => "ls".to_string(),
             OpPlan::Browse { .. } => "ls, then get a listed file".to_string(),
+            OpPlan::DeleteAccount => "delete the account".to_string(),
         }
     }
 }
@@ -170,6 +185,7 @@ impl fmt::Debug for OpPlan {
             OpPlan::DeleteFolder { name } => write!(f, "DeleteFolder({name:?})"),
             OpPlan::List => f.write_str("List"),
             OpPlan::Browse { pick } => write!(f, "Browse({pick})"),
+            OpPlan::DeleteAccount => f.write_str("DeleteAccount"),
         }
     }
 }
@@ -536,7 +552,9 @@ async fn run_op(
     shared: &Shared,
     local: &SharedLocal,
 ) -> OpResult {
-    let Some(request) = op.request(&shared.users) else {
+    let user = shared.records.borrow()[index].plan.user;
+    let token = shared.tokens.borrow()[user].clone();
+    let Some(request) = token.and_then(|t| op.request(&shared.users, user, &t)) else {
         return OpResult::Lost;
     };
     {

@@ -68,6 +68,7 @@ fn files(records: &[FilesRecord], users: &[UserPlan], first_client: usize) -> Hi
                     }
                 }
                 OpPlan::List => Input::Ls { user: me.clone() },
+                OpPlan::DeleteAccount => Input::DeleteAccount { user: me.clone() },
                 OpPlan::Download { .. } | OpPlan::Browse { .. } => continue,
             };
             let Some(output) = file_output(&input, o.result.as_ref()) else {
@@ -110,6 +111,10 @@ fn file_output(input: &Input, result: Option<&OpResult>) -> Option<Output> {
                 (Input::Unshare { .. }, FileOutcome::Unshared) => Output::Unshared,
                 (_, other) => Output::Unexpected(format!("{other:?}")),
             })
+        }
+        // A deletion's answer: its sessions, this one's too, are over.
+        Response::LoggedOut if matches!(input, Input::DeleteAccount { .. }) => {
+            return Some(Output::AccountDeleted)
         }
         other => return Some(Output::Unexpected(other.to_string())),
     };

@@ -39,11 +39,16 @@
 //!   result; refusals ("is a folder" too) are right at some point;
 //! - `ls` equals the model's listing for the user at some point;
 //! - **no acknowledged upload lost**: an upload told `Stored` and not
-//!   replaced or deleted later in the log is in the final catalogue with its
+//!   replaced or deleted (nor its owner's account) later in the log is in the final catalogue with its
 //!   content; the verifier downloaded every file of the final catalogue as
 //!   its owner and as every grantee, through every server, byte for byte,
 //!   its listing was the model's, and a file not shared with the user was
 //!   refused;
+//! - **deleted accounts**: acknowledged ones are in the log before the
+//!   answer; afterwards no server's state holds anything of the user, no
+//!   disk holds the content of their files that nothing else names, and
+//!   their other sessions are refused only from a point of the log at
+//!   which the account was gone;
 //! - every server's disk holds exactly the blobs the catalogue names, each
 //!   the bytes of an upload, and no temporary file; no disk saw a request a
 //!   correct node never makes.
@@ -115,6 +120,7 @@ enum Write<'a> {
     Delete(&'a str),
     /// `rm -r`: of a folder, or of a file of that name.
     DeleteFolder(&'a str),
+    DeleteAccount,
 }
 
 /// The latest entry `k <= hi` from `server` by `owner` that is `w` and did
@@ -182,6 +188,9 @@ fn acknowledged(h: &History, hi: u64, server: u32, owner: u64, w: Write<'_>) -> 
                     ) => *o2 == owner && name == n && *o == Outcome::Deleted,
                     (Txn::DeleteFolder { owner: o2, folder }, Write::DeleteFolder(n)) => {
                         *o2 == owner && folder == n && *o == Outcome::FolderDeleted
+                    }
+                    (Txn::DeleteAccount { user }, Write::DeleteAccount) => {
+                        *user == owner && *o == Outcome::AccountDeleted
                     }
                     _ => false,
                 }
@@ -298,6 +307,13 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
                 ));
                 continue;
             }
+            // A session of a user whose account is gone is refused: right
+            // if the account was deleted at some point it may have served.
+            if let Response::Failed(OpError::InvalidSession { .. }) = answer {
+                if some(&|s| !s.users.contains_key(&me)) {
+                    continue;
+                }
+            }
             // Answers no operation here may get.
             if let Response::Failed(
                 e @ (OpError::NotAuthenticated
@@ -375,7 +391,9 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
                         let by_folder = matches!(&e.txn, Txn::DeleteFolder { owner, folder }
                             if *owner == me && name.starts_with(&format!("{folder}/")))
                             && o == Outcome::FolderDeleted;
-                        by_name || by_folder
+                        let by_leaving = matches!(&e.txn, Txn::DeleteAccount { user } if *user == me)
+                            && o == Outcome::AccountDeleted;
+                        by_name || by_folder || by_leaving
                     });
                     if !superseded && last.file(me, name).map(|m| m.digest) != Some(*digest) {
                         v.push(format!(
@@ -564,6 +582,13 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
                         ));
                     }
                 }
+                (OpPlan::DeleteAccount, Response::LoggedOut) => {
+                    if acknowledged(h, hi, server, me, Write::DeleteAccount).is_none() {
+                        v.push(format!(
+                            "{what}: acknowledged, but no deletion of user{me} from server{server} was committed before the answer ({range})"
+                        ));
+                    }
+                }
                 (OpPlan::List, Response::Listing(files)) => {
                     let got = canonical(files);
                     if !some(&|s| s.listing(me) == got) {
@@ -582,6 +607,7 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
 
     check_fetch_waits(f, &mut v);
     check_verifier(f, &contents, &mut v);
+    check_deleted_accounts(f, &mut v);
 
     // Disks: exactly the catalogue's content, intact; nothing temporary;
     // nothing a correct node never asks for.
@@ -616,6 +642,45 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
         }
     }
     (v, stale)
+}
+
+/// A deleted account leaves nothing on any server: no user, file, share
+/// or peer of it in any server's state, and none of its files' content on
+/// any disk unless another file still names that content.
+fn check_deleted_accounts(f: &Final<'_>, v: &mut Vec<String>) {
+    let h = f.history;
+    let named = h.last().digests();
+    for (k, e, o) in h.upto(u64::MAX) {
+        let (Txn::DeleteAccount { user }, Outcome::AccountDeleted) = (&e.txn, o) else {
+            continue;
+        };
+        for s in f.servers {
+            if !s.server.replica().state().holds_nothing_of(*user) {
+                v.push(format!(
+                    "server{} still holds something of user{user}, deleted by entry #{k}",
+                    s.id
+                ));
+            }
+        }
+        // What the user owned just before the deletion.
+        let before = h.between(k - 1, k - 1).next().map(|(_, s)| s);
+        let theirs = before.into_iter().flat_map(|s| {
+            (s.files.iter())
+                .filter(|((o, _), _)| o == user)
+                .map(|(_, f)| f.digest)
+        });
+        for d in theirs.filter(|d| !named.contains(d)) {
+            for (i, disk) in f.disks.iter().enumerate() {
+                if disk.blobs.contains_key(&d) {
+                    v.push(format!(
+                        "server{}'s disk still holds {}, a file of user{user}, deleted by entry #{k}",
+                        i + 1,
+                        short(&d)
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// Whether `op` is a download that arrived damaged through a server that
@@ -750,16 +815,18 @@ fn collect_revocations<'a>(f: &Final<'a>, h: &History) -> Vec<Revocation<'a>> {
 fn check_verifier(f: &Final<'_>, contents: &BTreeMap<[u8; 32], Arc<[u8]>>, v: &mut Vec<String>) {
     let last = f.history.last();
     let servers: BTreeSet<u32> = f.servers.iter().map(|s| s.id).collect();
-    if f.verify.finished < f.users.len() {
+    // A user who deleted their account has nothing left to verify.
+    let present = |u: usize| f.ids[u].filter(|id| last.users.contains_key(id));
+    let verified = (0..f.users.len()).filter(|u| present(*u).is_some()).count();
+    if f.verify.finished < verified {
         v.push(format!(
-            "only {} of {} verifiers finished",
+            "only {} of {verified} verifiers finished",
             f.verify.finished,
-            f.users.len()
         ));
         return;
     }
     for (u, user) in f.users.iter().enumerate() {
-        let Some(me) = f.ids[u] else {
+        let Some(me) = present(u) else {
             continue;
         };
         let visited: BTreeSet<u32> = f

@@ -124,6 +124,9 @@ const SLOW_READ_BIG_PCT: u32 = 70;
 /// just uploaded, from a new session.
 const SLOW_READ_RECHECK_PCT: u32 = 50;
 
+/// Chance (percent) that a swarm seed has a user delete their account.
+pub const LEAVE_PCT: u32 = 30;
+
 /// The knobs; [`FilesConfig::swarm`] draws them from a seed.
 #[derive(Clone, Debug)]
 pub struct FilesConfig {
@@ -188,6 +191,11 @@ pub struct FilesConfig {
     pub fault_window: (Duration, Duration),
     pub master_crash_pct: u32,
     pub other_follower_cut_pct: u32,
+    /// Chance (percent) that one client, chosen by the seed, ends its plan
+    /// by deleting its user's account (`ferry account delete`) while the
+    /// user's other clients may still be at work. None by default; the
+    /// swarm gives [`LEAVE_PCT`] of its seeds one.
+    pub leave_pct: u32,
     /// Treat a download served from a state older than an unshare or a
     /// delete already acknowledged to the owner as a violation. The
     /// contract (docs/transfer.md) is "shared at that point of the log":
@@ -224,6 +232,7 @@ impl Default for FilesConfig {
             fault_window: (Duration::from_millis(300), Duration::from_secs(8)),
             master_crash_pct: 35,
             other_follower_cut_pct: 75,
+            leave_pct: 0,
             strict_revocation: false,
             tick: Duration::from_millis(2),
             duration: Duration::from_secs(240),
@@ -279,6 +288,10 @@ impl FilesConfig {
         // traces and stories stay as told there.)
         if SimRng::new(seed, 34).chance(FOLDERS_PCT) {
             cfg.folder_pct = FOLDER_OPS_PCT;
+        }
+        // And one more for account deletions, for the same reason.
+        if SimRng::new(seed, 27).chance(LEAVE_PCT) {
+            cfg.leave_pct = 100;
         }
         cfg
     }
@@ -378,6 +391,17 @@ impl FilesPlan {
                 }
             })
             .collect();
+        let mut clients: Vec<FilesClientPlan> = clients;
+        // Its own stream: plans without a deletion stay what they were.
+        let mut leave = SimRng::new(seed, 28);
+        if !clients.is_empty() && leave.chance(cfg.leave_pct) {
+            let i = leave.range(0, clients.len() as u64 - 1) as usize;
+            clients[i].steps.push(Step {
+                think: leave.duration(cfg.think.0, cfg.think.1),
+                new_session: false,
+                op: OpPlan::DeleteAccount,
+            });
+        }
         FilesPlan {
             users,
             clients,
@@ -647,7 +671,7 @@ pub type FilesOutcome = Outcome<FilesDetails>;
 impl Details for FilesDetails {
     /// How often interesting things happened, for a sweep's summary.
     fn counts(&self) -> Vec<(&'static str, u64)> {
-        let mut c = [0u64; 16];
+        let mut c = [0u64; 18];
         for r in &self.clients {
             for op in &r.ops {
                 let step = &op.op;
@@ -686,6 +710,15 @@ impl Details for FilesDetails {
                     (_, Some(OpResult::Answer(Response::File(FileOutcome::Shared)))) => c[8] += 1,
                     (_, Some(OpResult::Answer(Response::File(FileOutcome::Unshared)))) => c[9] += 1,
                     (_, Some(OpResult::Answer(Response::File(FileOutcome::Deleted)))) => c[10] += 1,
+                    (OpPlan::DeleteAccount, Some(OpResult::Answer(Response::LoggedOut))) => {
+                        c[16] += 1
+                    }
+                    (
+                        _,
+                        Some(OpResult::Answer(Response::Failed(OpError::InvalidSession {
+                            ..
+                        }))),
+                    ) => c[17] += 1,
                     (_, Some(OpResult::Answer(Response::Failed(OpError::Unavailable { .. })))) => {
                         c[11] += 1
                     }
@@ -737,6 +770,11 @@ impl Details for FilesDetails {
                 c[14],
             ),
             ("rm of a folder refused (it takes -r)", c[15]),
+            ("accounts deleted", c[16]),
+            (
+                "  operations refused after: the session's account was gone",
+                c[17],
+            ),
             ("operations answered 'unavailable'", c[11]),
             (
                 "operations without an answer (no session, timeout, lost)",
@@ -1409,9 +1447,22 @@ impl<'c> Files<'c> {
         let records = self.shared.records.borrow();
         let verify = self.shared.verify.borrow();
         let users = &self.shared.users;
+        // By the registration: a user who deleted their account is gone
+        // from the final catalogue, not from the log.
         let ids: Vec<Option<u64>> = users
             .iter()
-            .map(|u| history.last().by_name.get(&u.username).copied())
+            .map(|u| {
+                history
+                    .upto(u64::MAX)
+                    .find_map(|(_, e, o)| match (&e.txn, o) {
+                        (Txn::Register { username, .. }, model::Outcome::Registered(id))
+                            if *username == u.username =>
+                        {
+                            Some(id)
+                        }
+                        _ => None,
+                    })
+            })
             .collect();
         let disks: Vec<std::cell::Ref<'_, Disk>> =
             self.h.disks.iter().map(|d| d.borrow()).collect();

@@ -47,6 +47,7 @@ pub enum Outcome {
     FolderDeleted,
     /// An upload whose name was a folder, or in a folder that was a file.
     NameConflict,
+    AccountDeleted,
 }
 
 /// The catalogue (and the users it refers to) at one point of the log.
@@ -61,6 +62,8 @@ pub struct Catalogue {
     pub folder_shares: BTreeSet<(u64, String, u64)>,
     /// Last request applied per (server, session): retries apply once.
     sessions: BTreeMap<(u32, u64), u64>,
+    /// The highest id of a deleted account: ids are never given twice.
+    retired: u64,
 }
 
 impl Catalogue {
@@ -102,7 +105,8 @@ impl Catalogue {
                 if self.by_name.contains_key(username) {
                     return Outcome::UsernameTaken;
                 }
-                let id = self.users.keys().next_back().map_or(1, |m| m + 1);
+                let last = self.users.keys().next_back().copied().unwrap_or(0);
+                let id = last.max(self.retired) + 1;
                 self.users.insert(id, username.clone());
                 self.by_name.insert(username.clone(), id);
                 Outcome::Registered(id)
@@ -222,6 +226,17 @@ impl Catalogue {
                     return Outcome::NoSuchFile;
                 }
                 Outcome::FolderDeleted
+            }
+            Txn::DeleteAccount { user } => {
+                let Some(name) = self.users.remove(user) else {
+                    return Outcome::NoSuchUser;
+                };
+                self.by_name.remove(&name);
+                self.files.retain(|(o, _), _| o != user);
+                self.shares.retain(|(o, _, g)| o != user && g != user);
+                (self.folder_shares).retain(|(o, _, g)| o != user && g != user);
+                self.retired = self.retired.max(*user);
+                Outcome::AccountDeleted
             }
         }
     }
