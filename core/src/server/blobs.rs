@@ -305,12 +305,28 @@ impl BlobStore {
     }
 
     /// A copy of another server's upload is durable here as blob `d`: it
-    /// is kept until `until` even if nothing names it by then.
-    pub fn add_copy(&mut self, now: Timestamp, d: [u8; 32], replica: &Replica) {
+    /// is kept until `until` even if nothing names it by then, or until an
+    /// entry applied since the copy began (`after`) names it. Counted from
+    /// when the copy began, not from when it landed: the entry naming it
+    /// may be applied here while it is still arriving (this disk the
+    /// slowest of the majority), and the copy would otherwise outlive a
+    /// file replaced at once by `copy_keep`. Whether the catalogue names
+    /// it now says nothing: that may be another file of the same content,
+    /// deleted before this upload's entry is ordered.
+    pub fn add_copy(
+        &mut self,
+        now: Timestamp,
+        d: [u8; 32],
+        after: u64,
+        out: &mut Outbox<ServerEvent>,
+    ) {
         self.have.insert(d);
+        // The entry naming it, applied while the copy was still arriving,
+        // started a fetch of the same content: it has nothing left to do.
+        self.drop_fetch(d, out);
         let kept = Kept {
             until: now + self.copy_keep,
-            after: replica.indexes().applied,
+            after,
         };
         self.kept.insert(d, kept);
     }
@@ -342,7 +358,9 @@ impl BlobStore {
     }
 
     pub fn want(&mut self, now: Timestamp, d: [u8; 32]) {
-        if !self.have.contains(&d) {
+        // Pinned and not had: on its way to disk (an upload or a copy).
+        // If it fails to land, its unpin brings a sync, and this again.
+        if !self.have.contains(&d) && !self.pins.contains_key(&d) {
             self.fetches.entry(d).or_insert(Fetch {
                 attempt: 0,
                 link: None,

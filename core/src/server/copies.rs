@@ -112,7 +112,7 @@ pub(super) struct Copies {
     /// Copies being received, by their connection.
     incoming: BTreeMap<ConnId, Incoming>,
     /// Temporary files of copies received, sent to disk as these blobs.
-    landing: BTreeMap<u64, [u8; 32]>,
+    landing: BTreeMap<u64, ([u8; 32], u64)>,
     next_dial: u64,
     /// Ids of the copies' transfers: unique, so a late message of one copy
     /// is never taken for the next on the same link.
@@ -233,7 +233,9 @@ enum Source {
 struct Incoming {
     decoder: FrameDecoder,
     /// The copies arriving, by transfer id, each with its temporary file.
-    receivers: BTreeMap<u64, (Receiver, u64)>,
+    /// Each also with the applied index when it began (see
+    /// `BlobStore::add_copy`).
+    receivers: BTreeMap<u64, (Receiver, u64, u64)>,
     /// Since when the link has had no copy going.
     idle_since: Timestamp,
 }
@@ -898,7 +900,7 @@ impl Copies {
         }
         if let Some(i) = self.incoming.remove(&conn) {
             out.close(conn);
-            for (_, (_, temp)) in i.receivers {
+            for (_, (_, temp, _)) in i.receivers {
                 self.let_go_incoming(temp, blobs, out);
             }
         }
@@ -937,7 +939,7 @@ impl Copies {
             crate::time::earliest(p.sender.poll_timeout(), stall)
         });
         let receives = (self.incoming.values())
-            .flat_map(|i| i.receivers.values().filter_map(|(r, _)| r.poll_timeout()));
+            .flat_map(|i| i.receivers.values().filter_map(|(r, ..)| r.poll_timeout()));
         let retries = self.pipes.values().filter_map(|p| p.retry_at);
         let idle = (self.links.values())
             .filter(|l| l.pushes.is_empty())
@@ -995,7 +997,7 @@ impl Copies {
                 .map(|i| i.receivers.keys().copied().collect())
                 .unwrap_or_default();
             for id in ids {
-                if let Some((r, _)) =
+                if let Some((r, ..)) =
                     (self.incoming.get_mut(&conn)).and_then(|i| i.receivers.get_mut(&id))
                 {
                     r.handle_timeout(now);
@@ -1097,9 +1099,9 @@ impl Copies {
                 let mut r = Receiver::new(now, id, name, size, timeout);
                 r.accept(now);
                 let temp = blobs.new_handle(Owner::Copy(conn));
-                i.receivers.insert(id, (r, temp));
+                i.receivers.insert(id, (r, temp, blobs.synced_at()));
             }
-            (Some((r, _)), t) => r.on_msg(now, t),
+            (Some((r, ..)), t) => r.on_msg(now, t),
             // A late message of a copy whose answer was given (a DONE sent
             // again).
             (None, _) => return,
@@ -1118,10 +1120,10 @@ impl Copies {
         let Some(i) = self.incoming.get_mut(&conn) else {
             return;
         };
-        let Some((r, temp)) = i.receivers.get_mut(&id) else {
+        let Some((r, temp, after)) = i.receivers.get_mut(&id) else {
             return;
         };
-        let temp = *temp;
+        let (temp, after) = (*temp, *after);
         let size = r.size();
         let mut over = false;
         while let Some(o) = r.poll_output() {
@@ -1134,7 +1136,7 @@ impl Copies {
                     // Pinned while it lands: a collection meanwhile would
                     // queue the blob's removal behind this persist.
                     blobs.pin(digest, size);
-                    self.landing.insert(temp, digest);
+                    self.landing.insert(temp, (digest, after));
                     out.file(FileOp::Persist {
                         temp,
                         to: FileRef::Blob(digest),
@@ -1172,7 +1174,6 @@ impl Copies {
         &mut self,
         now: Timestamp,
         temp: u64,
-        replica: &Replica,
         blobs: &mut BlobStore,
         out: &mut Outbox<ServerEvent>,
     ) {
@@ -1181,14 +1182,14 @@ impl Copies {
             _ => return,
         };
         blobs.forget_handle(temp);
-        if let Some(d) = self.landing.remove(&temp) {
-            blobs.add_copy(now, d, replica);
+        if let Some((d, after)) = self.landing.remove(&temp) {
+            blobs.add_copy(now, d, after, out);
             blobs.unpin(&d);
         }
         let Some(id) = self.receiving(conn, temp) else {
             return;
         };
-        if let Some((r, _)) = (self.incoming.get_mut(&conn)).and_then(|i| i.receivers.get_mut(&id))
+        if let Some((r, ..)) = (self.incoming.get_mut(&conn)).and_then(|i| i.receivers.get_mut(&id))
         {
             r.committed();
         }
@@ -1199,7 +1200,7 @@ impl Copies {
     fn receiving(&self, conn: ConnId, temp: u64) -> Option<u64> {
         let i = self.incoming.get(&conn)?;
         (i.receivers.iter())
-            .find(|(_, (_, t))| *t == temp)
+            .find(|(_, (_, t, _))| *t == temp)
             .map(|(id, _)| *id)
     }
 
@@ -1219,13 +1220,13 @@ impl Copies {
                 self.fail_push(now, tid, &why, blobs, out);
             }
             Some(Owner::Copy(conn)) => {
-                if let Some(d) = self.landing.remove(&handle) {
+                if let Some((d, _)) = self.landing.remove(&handle) {
                     blobs.unpin(&d);
                 }
                 let Some(id) = self.receiving(conn, handle) else {
                     return blobs.forget_handle(handle);
                 };
-                if let Some((r, _)) =
+                if let Some((r, ..)) =
                     (self.incoming.get_mut(&conn)).and_then(|i| i.receivers.get_mut(&id))
                 {
                     r.fail(reason);

@@ -179,3 +179,35 @@ fn a_copy_that_stops_moving_does_not_hold_the_upload_back() {
         "copied to server 3"
     );
 }
+
+#[test]
+fn a_copy_landing_after_its_entry_is_applied_is_not_fetched_again_nor_kept_too_long() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 0, "alice");
+    // The copy links are up before the file that counts.
+    assert!(stored(&c.upload(0, a, "warm", &content(1000, 4), false)));
+    let data = content(30_000, 5);
+    let digest = *blake3::hash(&data).as_bytes();
+    let dialed = c.connections_made();
+    // Server 2's disk lags: the entry naming the file is applied there
+    // before its copy is on disk.
+    c.hold_persists_of(2);
+    assert!(stored(&c.upload(0, a, "f", &data, false)));
+    c.run_for(Duration::from_millis(500));
+    c.release_persists();
+    c.run_for(Duration::from_secs(1));
+    assert_eq!(c.disk(2).blob(&digest), Some(&data[..]));
+    assert_eq!(
+        c.connections_made(),
+        dialed,
+        "no fetch of content on its way"
+    );
+    // Replaced at once: the old content goes from every disk now, not
+    // after the time an unnamed copy is kept.
+    assert!(stored(&c.upload(0, a, "f", &content(30_000, 6), true)));
+    c.run_for(Duration::from_secs(2));
+    for ix in 0..3 {
+        assert_eq!(c.disk(ix).blob(&digest), None, "server {ix} let it go");
+    }
+}

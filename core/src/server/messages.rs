@@ -185,8 +185,18 @@ pub struct PeerInfo {
     pub key: Option<crate::tls::Fingerprint>,
 }
 
-/// First tag byte of [`SessionMsg`] frames.
-pub const SESSION_TAGS: std::ops::Range<u8> = 20..60;
+/// First tag byte of [`SessionMsg`] frames: 20..60, full since protocol 6,
+/// and 120..160 for the messages after.
+pub const SESSION_TAGS: Tags = Tags(&[20..60, 120..160]);
+
+/// Tag ranges of one kind of link.
+pub struct Tags(pub &'static [std::ops::Range<u8>]);
+
+impl Tags {
+    pub fn contains(&self, tag: &u8) -> bool {
+        self.0.iter().any(|r| r.contains(tag))
+    }
+}
 
 /// The seeds' "request special codes".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Readable, Writable)]
@@ -646,6 +656,31 @@ impl fmt::Display for Response {
             }
             Response::Status(s) => write!(f, "status of {} server(s)", s.servers.len()),
             Response::Failed(e) => write!(f, "failed: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tag_tests {
+    use super::SESSION_TAGS;
+    use crate::balancer::messages::{BALANCER_TAGS, PROBE_TAGS};
+    use crate::peer::messages::PEER_TAGS;
+    use crate::replication::messages::REPLICA_TAGS;
+    use crate::server::BLOB_TAGS;
+
+    #[test]
+    fn every_link_has_its_own_tags() {
+        let mut ranges = vec![
+            BALANCER_TAGS,
+            PROBE_TAGS,
+            BLOB_TAGS,
+            REPLICA_TAGS,
+            PEER_TAGS,
+        ];
+        ranges.extend(SESSION_TAGS.0.iter().cloned());
+        for tag in 0..=u8::MAX {
+            let owners = ranges.iter().filter(|r| r.contains(&tag)).count();
+            assert!(owners <= 1, "tag {tag} belongs to {owners} links");
         }
     }
 }

@@ -743,7 +743,7 @@ impl Server {
             }
             Some(Owner::Copy(_)) => {
                 self.copies
-                    .on_persisted(now, temp, &self.replica, &mut self.blobs, &mut self.out);
+                    .on_persisted(now, temp, &mut self.blobs, &mut self.out);
             }
             _ => {
                 let arrived = self

@@ -347,6 +347,12 @@ impl Cluster {
         }
     }
 
+    /// Makes server `ix`'s file persists wait until
+    /// [`Cluster::release_persists`]: a disk slower than the others.
+    pub fn hold_persists_of(&mut self, ix: Ix) {
+        self.world_mut(ix).hold_persists = true;
+    }
+
     /// Makes every disk's reads come back `delay` later (or at once).
     pub fn set_read_delay(&mut self, delay: Option<Duration>) {
         for ix in 0..self.size {
