@@ -398,7 +398,13 @@ impl UserFiles {
             }
             Some(Transfer::AwaitBlob { .. }) => {
                 self.transfers.remove(&conn);
-                let reason = "the file's content is not on this server yet; try again".into();
+                // The fetch moved on nothing for a whole request timeout
+                // (each move puts the deadline off): the servers holding
+                // the content are down or cut off from this one.
+                let reason = format!(
+                    "the file's content is not on this server yet, and no server holding it sent it within {} s",
+                    self.request_timeout.as_secs()
+                );
                 let msg = SessionMsg::Failed(OpError::Unavailable { reason });
                 return cx.sessions.answer(conn, OpCode::Download, msg, cx.out);
             }

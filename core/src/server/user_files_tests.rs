@@ -1252,3 +1252,33 @@ fn a_fetch_whose_link_breaks_before_the_disk_answers_keeps_track_of_its_blob() {
     assert_eq!(c.download(2, a3, None, "f"), Ok(more));
     assert!(c.disk_mut(2).blobs.contains_key(&digest));
 }
+
+#[test]
+fn content_no_server_can_send_is_refused_with_what_happened() {
+    let (mut c, _, data, digest) = with_upload(3, "far", 2_000_000, 31);
+    c.run_for(Duration::from_secs(3));
+    assert_eq!(c.disk(2).blob(&digest), Some(&data[..]));
+    // Servers 0 and 2 come back without the content, and server 1, the
+    // only one left holding it, is down: a fetch cannot move.
+    c.crash(1);
+    for ix in [0, 2] {
+        c.crash(ix);
+        c.disk_mut(ix).blobs.remove(&digest);
+        c.restart(ix);
+    }
+    c.run_for(Duration::from_secs(2));
+    let a = user(&mut c, 2, "alice");
+    let got = c.download(2, a, None, "far");
+    let Err(answer) = got else {
+        panic!("served without the content: {got:?}");
+    };
+    let told = format!("{answer:?}");
+    assert!(
+        told.contains("not on this server yet, and no server holding it sent it within 10 s"),
+        "{told}"
+    );
+    // Once its holder is back, the fetch completes and the file is served.
+    c.restart(1);
+    c.run_for(Duration::from_secs(5));
+    assert_eq!(c.download(2, a, None, "far"), Ok(data));
+}
