@@ -24,8 +24,10 @@ use std::fmt;
 use std::time::Duration;
 
 mod batch;
+mod downloads;
 use batch::Outgoing;
 pub use batch::{BYTES_IN_FLIGHT, FILES_IN_FLIGHT};
+use downloads::Incoming;
 
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -266,6 +268,8 @@ enum Xfer {
     Down(Box<Receiver>),
     /// A batch of uploads.
     Many(Box<Outgoing>),
+    /// A batch of downloads.
+    Gets(Box<Incoming>),
 }
 
 /// The read handle and temporary file number of the command's one transfer.
@@ -421,6 +425,11 @@ impl Client {
                 o.on_msg(now, m);
                 return self.pump(now);
             }
+            Some(Xfer::Gets(i)) => {
+                p.deadline = now + op_timeout;
+                i.on_msg(now, m);
+                return self.pump(now);
+            }
             None => None,
         };
         match current {
@@ -435,7 +444,7 @@ impl Client {
         match (&mut p.xfer, m) {
             (Some(Xfer::Up(s)), m) => s.on_msg(now, m),
             (Some(Xfer::Down(r)), m) => r.on_msg(now, m),
-            (Some(Xfer::Many(_)), _) => {}
+            (Some(Xfer::Many(_) | Xfer::Gets(_)), _) => {}
             (None, TransferMsg::Offer { id, name, size }) => {
                 if matches!(p.request, Request::Download { .. }) {
                     let mut r = Receiver::new(now, id, name, size, op_timeout);
@@ -515,6 +524,7 @@ impl Client {
                 }
             }
             Some(Xfer::Many(o)) => o.pump(now, conn, &mut self.out),
+            Some(Xfer::Gets(i)) => i.pump(conn, &mut self.out),
             None => {}
         }
         if let Some(r) = finished {
@@ -546,6 +556,16 @@ impl Client {
             (Some(Xfer::Many(o)), Input::FileFailed { handle, error, .. }) => {
                 o.on_read_error(handle, error)
             }
+            (Some(Xfer::Gets(i)), Input::FilePersisted { temp }) => i.persisted(temp),
+            (
+                Some(Xfer::Gets(i)),
+                Input::FileFailed {
+                    handle,
+                    error,
+                    no_space,
+                    ..
+                },
+            ) => i.file_failed(handle, written(error, no_space, 0)),
             (Some(Xfer::Up(s)), Input::FileRead { offset, data, .. }) => s.on_read(offset, data),
             (Some(Xfer::Up(s)), Input::FileFailed { error, .. }) => s.on_read_error(error),
             (Some(Xfer::Down(r)), Input::FilePersisted { .. }) => r.committed(),
@@ -554,14 +574,7 @@ impl Client {
                 Input::FileFailed {
                     error, no_space, ..
                 },
-            ) => r.fail(if no_space {
-                crate::transfer::TransferError::NoSpace {
-                    needed: r.size(),
-                    available: 0,
-                }
-            } else {
-                crate::transfer::TransferError::Io { detail: error }
-            }),
+            ) => r.fail(written(error, no_space, r.size())),
             _ => return,
         }
         self.pump(now);
@@ -759,6 +772,9 @@ impl Client {
                         // The files go once the server says it is ready.
                         let o = Outgoing::new(files.clone(), cfg);
                         p.xfer = Some(Xfer::Many(Box::new(o)));
+                    } else if let Request::DownloadMany { files } = &p.request {
+                        let i = Incoming::new(files.len(), self.cfg.op_timeout);
+                        p.xfer = Some(Xfer::Gets(Box::new(i)));
                     }
                 }
                 if !is_upload {
@@ -807,6 +823,9 @@ impl Client {
                 if let Some(r) = Response::from_msg(&msg) {
                     let r = match (r, &p.xfer) {
                         (Response::Batch(v), Some(Xfer::Many(o))) => Response::Batch(o.outcomes(v)),
+                        (Response::Received(v), Some(Xfer::Gets(i))) => {
+                            Response::Received(i.outcomes(v))
+                        }
                         (r, _) => r,
                     };
                     self.state_op_done(r);
@@ -1014,6 +1033,7 @@ impl Node for Client {
                 Some(Xfer::Up(s)) => s.handle_timeout(now),
                 Some(Xfer::Down(r)) => r.handle_timeout(now),
                 Some(Xfer::Many(o)) => o.handle_timeout(now),
+                Some(Xfer::Gets(i)) => i.handle_timeout(now),
                 None => {}
             }
             self.pump(now);
@@ -1105,6 +1125,7 @@ impl Node for Client {
                     Some(Xfer::Up(s)) => s.poll_timeout(),
                     Some(Xfer::Down(r)) => r.poll_timeout(),
                     Some(Xfer::Many(o)) => o.poll_timeout(),
+                    Some(Xfer::Gets(i)) => i.poll_timeout(),
                     None => None,
                 });
                 let t = op.as_ref().map_or(beat, |p| beat.min(p.deadline));
@@ -1117,3 +1138,15 @@ impl Node for Client {
 
 #[cfg(test)]
 mod tests;
+
+/// Why a received file could not be written: the disk full, or its error.
+fn written(error: String, no_space: bool, needed: u64) -> crate::transfer::TransferError {
+    if no_space {
+        crate::transfer::TransferError::NoSpace {
+            needed,
+            available: 0,
+        }
+    } else {
+        crate::transfer::TransferError::Io { detail: error }
+    }
+}

@@ -784,3 +784,120 @@ fn a_client_told_to_wait_waits_and_asks_again() {
         }))
     )));
 }
+
+/// A batch of downloads: every offer accepted at once, each file written
+/// through its own temporary file and persisted, the answer the server's
+/// with this side's own failures told as this side knows them.
+#[test]
+fn a_batch_of_downloads_takes_every_offer_at_once_each_through_its_own_file() {
+    use crate::server::messages::Landed;
+    use crate::transfer::{TransferError, TransferMsg};
+    let (mut c, srv) = established();
+    let xfer = SessionMsg::Transfer;
+    let req = Request::DownloadMany {
+        files: vec![(None, "a".into()), (Some("bob".into()), "b".into())],
+    };
+    c.request(ms(5), req.clone()).unwrap();
+    drain(&mut c);
+    let outs = recv(&mut c, ms(6), srv, &SessionMsg::Proceed { op: req.op() });
+    assert_eq!(sent::<SessionMsg, _>(&outs, srv), vec![req.payload()]);
+    let data = [b"alpha".to_vec(), b"beta!".to_vec()];
+    let mut accepted = Vec::new();
+    for id in 0..2u64 {
+        let (name, size) = (format!("f{id}"), data[id as usize].len() as u64);
+        let outs = recv(
+            &mut c,
+            ms(7),
+            srv,
+            &xfer(TransferMsg::Offer { id, name, size }),
+        );
+        accepted.extend(sent::<SessionMsg, _>(&outs, srv));
+    }
+    assert_eq!(
+        accepted,
+        vec![
+            xfer(TransferMsg::Accept { id: 0 }),
+            xfer(TransferMsg::Accept { id: 1 })
+        ],
+        "both accepted before either file's content"
+    );
+    // An offer of a file not asked for is no transfer of this batch.
+    let stray = TransferMsg::Offer {
+        id: 2,
+        name: "x".into(),
+        size: 1,
+    };
+    assert!(sent::<SessionMsg, _>(&recv(&mut c, ms(7), srv, &xfer(stray)), srv).is_empty());
+    for id in 0..2u64 {
+        let chunk = TransferMsg::Chunks {
+            id,
+            seq: 0,
+            data: data[id as usize].clone(),
+        };
+        let outs = recv(&mut c, ms(8), srv, &xfer(chunk));
+        let wrote = outs
+            .iter()
+            .any(|o| matches!(o, Output::File(FileOp::Write { temp, .. }) if *temp == id));
+        assert!(
+            wrote,
+            "file {id} written through temporary file {id}: {outs:?}"
+        );
+    }
+    // File 0 lands; file 1's persist fails (the disk is full).
+    let digest = |d: &[u8]| *blake3::hash(d).as_bytes();
+    for id in 0..2u64 {
+        let done = TransferMsg::Done {
+            id,
+            digest: digest(&data[id as usize]),
+        };
+        let outs = recv(&mut c, ms(9), srv, &xfer(done));
+        let persist = outs.iter().any(|o| {
+            matches!(o, Output::File(FileOp::Persist { temp, to: FileRef::Local }) if *temp == id)
+        });
+        assert!(persist, "{outs:?}");
+    }
+    c.handle_input(ms(10), Input::FilePersisted { temp: 0 });
+    let outs = drain(&mut c);
+    assert_eq!(
+        sent::<SessionMsg, _>(&outs, srv),
+        vec![xfer(TransferMsg::DoneAck { id: 0 })]
+    );
+    c.handle_input(
+        ms(10),
+        Input::FileFailed {
+            handle: 1,
+            error: "No space left on device".into(),
+            no_space: true,
+            missing: false,
+        },
+    );
+    drain(&mut c);
+    let server_says = vec![
+        Landed::Stored {
+            size: 5,
+            digest: digest(&data[0]),
+        },
+        Landed::Failed(crate::server::OpError::Transfer(TransferError::Cancelled)),
+    ];
+    let outs = recv(
+        &mut c,
+        ms(11),
+        srv,
+        &SessionMsg::SentAll {
+            outcomes: server_says.clone(),
+        },
+    );
+    let Some(ClientEvent::Response(Response::Received(got))) = events(&outs).pop() else {
+        panic!("{outs:?}");
+    };
+    assert_eq!(got[0], server_says[0]);
+    assert!(
+        matches!(
+            got[1],
+            Landed::Failed(crate::server::OpError::Transfer(
+                TransferError::NoSpace { .. }
+            ))
+        ),
+        "{got:?}"
+    );
+}

@@ -162,6 +162,17 @@ pub enum SessionMsg {
         token: SessionToken,
         password: String,
     },
+    /// Data of DownloadMany: the files wanted, each `(owner, name)` as in
+    /// `FileName`. The server offers them as transfers whose id is their
+    /// place here, several at once.
+    #[speedy(tag = 150)]
+    FileNames {
+        files: Vec<(Option<String>, String)>,
+    },
+    /// DownloadMany's answer, once every transfer has ended: what became
+    /// of each file, by id (`Stored`: sent whole, and acknowledged).
+    #[speedy(tag = 151)]
+    SentAll { outcomes: Vec<Landed> },
 }
 
 /// What became of one file of a batch.
@@ -234,6 +245,8 @@ pub enum OpCode {
     /// Delete the account of the login the data carries, with everything
     /// it owns (`ferry account delete`).
     DeleteAccount,
+    /// Receive several files in one operation (`ferry get A B C DIR`).
+    DownloadMany,
 }
 
 impl OpCode {
@@ -401,6 +414,13 @@ pub enum Request {
         owner: Option<String>,
         name: String,
     },
+    /// Receive the files `(owner, name)`, file `i` written through temporary
+    /// handle `i` and persisted to `FileRef::Local`, whose place the
+    /// command's world knows by that handle. At most
+    /// [`crate::replication::entry::BATCH_FILES`].
+    DownloadMany {
+        files: Vec<(Option<String>, String)>,
+    },
     List,
     /// List the files under folder `prefix`.
     ListUnder {
@@ -455,6 +475,7 @@ impl fmt::Debug for Request {
             Request::Upload { name, size, .. } => write!(f, "Upload({name}, {size})"),
             Request::UploadMany { files, .. } => write!(f, "UploadMany({} files)", files.len()),
             Request::Download { owner, name } => write!(f, "Download({owner:?}, {name})"),
+            Request::DownloadMany { files } => write!(f, "DownloadMany({} files)", files.len()),
             Request::List => f.write_str("List"),
             Request::ListUnder { prefix } => write!(f, "ListUnder({prefix})"),
             Request::DeleteFolder { name } => write!(f, "DeleteFolder({name})"),
@@ -498,6 +519,7 @@ impl Request {
             Request::ChangePassword { .. } => OpCode::ChangePassword,
             Request::Status { .. } => OpCode::Status,
             Request::DeleteAccount { .. } => OpCode::DeleteAccount,
+            Request::DownloadMany { .. } => OpCode::DownloadMany,
         }
     }
 
@@ -519,6 +541,9 @@ impl Request {
                 name: name.clone(),
             },
             Request::List => SessionMsg::ListAll,
+            Request::DownloadMany { files } => SessionMsg::FileNames {
+                files: files.clone(),
+            },
             Request::UploadMany { files, .. } => SessionMsg::Batch {
                 files: files.len() as u32,
             },
@@ -595,6 +620,9 @@ pub enum Response {
     },
     /// UploadMany's answer: each file's, by its place in the request.
     Batch(Vec<Landed>),
+    /// DownloadMany's answer: each file's, by its place in the request
+    /// (`Stored`: received whole, verified and persisted).
+    Received(Vec<Landed>),
     Status(ClusterStatus),
     Failed(OpError),
 }
@@ -622,6 +650,7 @@ impl Response {
             },
             SessionMsg::SyncStarted { round } => Response::SyncStarted { round: *round },
             SessionMsg::BatchDone { outcomes } => Response::Batch(outcomes.clone()),
+            SessionMsg::SentAll { outcomes } => Response::Received(outcomes.clone()),
             SessionMsg::Status(s) => Response::Status(s.clone()),
             _ => return None,
         })
@@ -653,6 +682,12 @@ impl fmt::Display for Response {
                     .filter(|o| matches!(o, Landed::Stored { .. }))
                     .count();
                 write!(f, "stored {stored} of {} files", outcomes.len())
+            }
+            Response::Received(outcomes) => {
+                let got = (outcomes.iter())
+                    .filter(|o| matches!(o, Landed::Stored { .. }))
+                    .count();
+                write!(f, "received {got} of {} files", outcomes.len())
             }
             Response::Status(s) => write!(f, "status of {} server(s)", s.servers.len()),
             Response::Failed(e) => write!(f, "failed: {e}"),

@@ -68,6 +68,7 @@ mod accounts;
 mod blobs;
 mod config;
 mod copies;
+mod downloads;
 mod event;
 pub mod messages;
 mod peer_links;
@@ -708,7 +709,7 @@ impl Server {
         match self.blobs.owner(handle) {
             Some(Owner::Session(conn)) => {
                 let (files, mut cx) = self.files(now);
-                files.on_read(&mut cx, conn, offset, data);
+                files.on_read(&mut cx, conn, handle, offset, data);
             }
             Some(Owner::Push(tid)) => {
                 self.copies
@@ -977,6 +978,8 @@ pub(crate) mod user_files_tests;
 
 #[cfg(test)]
 mod copies_tests;
+#[cfg(test)]
+mod downloads_tests;
 #[cfg(test)]
 mod uploads_tests;
 

@@ -15,6 +15,7 @@ use super::blobs::{BlobStore, Owner, Waiting};
 use super::config::ServerConfig;
 use super::copies::Copies;
 use super::copies::Up;
+use super::downloads::Sending;
 use super::event::ServerEvent;
 use super::messages::{FileOutcome, Listed, OpCode, OpError, SessionMsg};
 use super::scrub::says_damaged;
@@ -57,6 +58,8 @@ enum Transfer {
     Downloading { sender: Box<Sender>, handle: u64 },
     /// A download whose content is still being fetched from a peer.
     AwaitBlob { meta: FileMeta, deadline: Timestamp },
+    /// Sending a batch of downloads.
+    Sending(Box<Sending>),
 }
 
 impl Transfer {
@@ -67,6 +70,7 @@ impl Transfer {
             Transfer::Batch(b) => b.deadline(),
             Transfer::AwaitBlob { deadline, .. } => Some(*deadline),
             Transfer::AwaitCopies { put, .. } => Some(put.deadline),
+            Transfer::Sending(s) => s.deadline(),
         }
     }
 }
@@ -173,6 +177,24 @@ impl UserFiles {
             }
             (OpCode::Download, SessionMsg::FileName { owner, name }) => {
                 self.begin_download(cx, conn, user, owner, name);
+                return Ok(());
+            }
+            (OpCode::DownloadMany, SessionMsg::FileNames { files }) => {
+                if !Sending::fits(files.len()) {
+                    let n = files.len();
+                    let what = format!("a batch of {n} files (1 to {BATCH_FILES})");
+                    return Err(Refusal::Unexpected { what });
+                }
+                let metas = (files.into_iter())
+                    .map(|(owner, name)| {
+                        readable(cx, user, owner, &name).ok_or(OpError::NoSuchFile)
+                    })
+                    .collect();
+                let sending = Sending::new(metas, self.sender_config(), self.request_timeout);
+                self.transfers
+                    .insert(conn, Transfer::Sending(Box::new(sending)));
+                cx.sessions.run_elsewhere(conn);
+                self.pump(cx, conn);
                 return Ok(());
             }
             (OpCode::List, SessionMsg::ListAll) => Ok(Some(listing(cx.replica, user, None))),
@@ -288,20 +310,7 @@ impl UserFiles {
         owner: Option<String>,
         name: String,
     ) {
-        let state = cx.replica.state();
-        let owner_id = match owner {
-            None => Some(user),
-            Some(o) => crate::accounts::username::normalize(&o)
-                .ok()
-                .and_then(|o| state.user_by_name(&o))
-                .map(|u| u.id),
-        };
-        // "No such file" whether it is missing or not shared with us: the
-        // answer must not reveal other users' file names.
-        let meta = owner_id
-            .filter(|o| state.catalogue().can_read(user, *o, &name))
-            .and_then(|o| state.catalogue().get(o, &name))
-            .cloned();
+        let meta = readable(cx, user, owner, &name);
         let Some(meta) = meta else {
             let msg = SessionMsg::Failed(OpError::NoSuchFile);
             return cx.sessions.answer(conn, OpCode::Download, msg, cx.out);
@@ -318,14 +327,19 @@ impl UserFiles {
         }
     }
 
-    fn start_sending(&mut self, cx: &mut Ctx<'_>, conn: ConnId, meta: &FileMeta) {
-        let handle = cx.blobs.new_handle(Owner::Session(conn));
-        cx.blobs.read_target(handle, meta.digest);
-        let cfg = SenderConfig {
+    /// How this server sends a download.
+    fn sender_config(&self) -> SenderConfig {
+        SenderConfig {
             give_up: self.transfer_timeout,
             window: self.send_window.max(1),
             ..SenderConfig::default()
-        };
+        }
+    }
+
+    fn start_sending(&mut self, cx: &mut Ctx<'_>, conn: ConnId, meta: &FileMeta) {
+        let handle = cx.blobs.new_handle(Owner::Session(conn));
+        cx.blobs.read_target(handle, meta.digest);
+        let cfg = self.sender_config();
         // The blob is named by its digest: the client's check covers this
         // server's disk too, and nothing is hashed here.
         let sender =
@@ -354,6 +368,16 @@ impl UserFiles {
         for (conn, meta) in waiting {
             self.start_sending(cx, conn, &meta);
         }
+        let batches: Vec<ConnId> = (self.transfers.iter())
+            .filter(|(_, t)| matches!(t, Transfer::Sending(_)))
+            .map(|(conn, _)| *conn)
+            .collect();
+        for conn in batches {
+            if let Some(Transfer::Sending(s)) = self.transfers.get_mut(&conn) {
+                s.arrived(cx, conn, d);
+            }
+            self.pump(cx, conn);
+        }
     }
 
     /// File content of the session's transfer, if one runs.
@@ -376,6 +400,7 @@ impl UserFiles {
                 b.on_msg(cx, conn, m, room);
                 return self.batch_over(cx, conn);
             }
+            Some(Transfer::Sending(s)) => s.on_msg(cx.now, m),
             // A transfer message after its transfer ended (see
             // `Sessions::on_msg`).
             _ => return,
@@ -396,15 +421,13 @@ impl UserFiles {
                 b.on_deadline(cx, conn);
                 return self.batch_over(cx, conn);
             }
+            Some(Transfer::Sending(s)) => s.on_deadline(cx.now),
             Some(Transfer::AwaitBlob { .. }) => {
                 self.transfers.remove(&conn);
                 // The fetch moved on nothing for a whole request timeout
                 // (each move puts the deadline off): the servers holding
                 // the content are down or cut off from this one.
-                let reason = format!(
-                    "the file's content is not on this server yet, and no server holding it sent it within {} s",
-                    self.request_timeout.as_secs()
-                );
+                let reason = unfetched(self.request_timeout);
                 let msg = SessionMsg::Failed(OpError::Unavailable { reason });
                 return cx.sessions.answer(conn, OpCode::Download, msg, cx.out);
             }
@@ -464,6 +487,17 @@ impl UserFiles {
                                 .insert(conn, Transfer::AwaitCopies { put, replace });
                         }
                     }
+                }
+            }
+            Some(Transfer::Sending(s)) => {
+                s.pump(cx, conn);
+                if s.is_over() {
+                    let answer = s.answer();
+                    if let Some(Transfer::Sending(s)) = self.transfers.remove(&conn) {
+                        s.forget(cx.blobs);
+                    }
+                    cx.sessions
+                        .answer(conn, OpCode::DownloadMany, answer, cx.out);
                 }
             }
             Some(Transfer::Downloading { sender, handle }) => {
@@ -674,9 +708,18 @@ impl UserFiles {
     }
 
     /// A read of the download on `conn` came back.
-    pub(super) fn on_read(&mut self, cx: &mut Ctx<'_>, conn: ConnId, offset: u64, data: &[u8]) {
-        if let Some(Transfer::Downloading { sender, .. }) = self.transfers.get_mut(&conn) {
-            sender.on_read(offset, data);
+    pub(super) fn on_read(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        conn: ConnId,
+        handle: u64,
+        offset: u64,
+        data: &[u8],
+    ) {
+        match self.transfers.get_mut(&conn) {
+            Some(Transfer::Downloading { sender, .. }) => sender.on_read(offset, data),
+            Some(Transfer::Sending(s)) => s.on_read(handle, offset, data),
+            _ => {}
         }
         self.pump(cx, conn);
     }
@@ -712,6 +755,7 @@ impl UserFiles {
         match self.transfers.get_mut(&conn) {
             Some(Transfer::Uploading { up, .. }) => up.receiver.fail(reason),
             Some(Transfer::Downloading { sender, .. }) => sender.fail(reason),
+            Some(Transfer::Sending(s)) => s.file_failed(handle, reason),
             Some(Transfer::Batch(b)) => {
                 b.file_failed(cx, conn, handle, reason);
                 return self.batch_over(cx, conn);
@@ -742,9 +786,38 @@ impl UserFiles {
             }
             Some(Transfer::Batch(mut b)) => b.forget(conn, blobs, copies, out),
             Some(Transfer::Downloading { handle, .. }) => blobs.forget_handle(handle),
+            Some(Transfer::Sending(s)) => s.forget(blobs),
             _ => {}
         }
     }
+}
+
+/// Why a download of content this server lacks was refused: the fetch
+/// moved on nothing for a whole request timeout (each move puts the
+/// deadline off), so the servers holding it are down or cut off from here.
+pub(super) fn unfetched(request_timeout: Duration) -> String {
+    format!(
+        "the file's content is not on this server yet, and no server holding it sent it within {} s",
+        request_timeout.as_secs()
+    )
+}
+
+/// What the catalogue says of `owner`'s (by default the user's own) file
+/// `name`, if `user` may read it. "No such file" whether it is missing or
+/// not shared: the answer must not reveal other users' file names.
+fn readable(cx: &Ctx<'_>, user: u64, owner: Option<String>, name: &str) -> Option<FileMeta> {
+    let state = cx.replica.state();
+    let owner_id = match owner {
+        None => Some(user),
+        Some(o) => crate::accounts::username::normalize(&o)
+            .ok()
+            .and_then(|o| state.user_by_name(&o))
+            .map(|u| u.id),
+    };
+    owner_id
+        .filter(|o| state.catalogue().can_read(user, *o, name))
+        .and_then(|o| state.catalogue().get(o, name))
+        .cloned()
 }
 
 /// Bytes of the files `user` owns.
@@ -772,11 +845,13 @@ impl Waiting for UserFiles {
     ) {
         let mut told = Vec::new();
         for (conn, t) in self.transfers.iter_mut() {
-            if let Transfer::AwaitBlob { meta, deadline } = t {
-                if meta.digest == d {
+            match t {
+                Transfer::AwaitBlob { meta, deadline } if meta.digest == d => {
                     *deadline = now + self.request_timeout;
                     told.push((*conn, meta.size));
                 }
+                Transfer::Sending(s) => s.fetch_moved(now, d),
+                _ => {}
             }
         }
         for (conn, size) in told {

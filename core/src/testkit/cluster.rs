@@ -837,6 +837,72 @@ impl Cluster {
         answers
     }
 
+    /// Downloads `files` as one batch (`DownloadMany`), accepting every
+    /// offer at once; what arrived of each file (whole or not), and the
+    /// answers that are not transfer messages (`SentAll`).
+    pub fn download_many(
+        &mut self,
+        ix: Ix,
+        conn: ConnId,
+        files: &[(Option<&str>, &str)],
+    ) -> (BTreeMap<u64, Vec<u8>>, Vec<SessionMsg>) {
+        let req = Request::DownloadMany {
+            files: (files.iter())
+                .map(|(o, n)| (o.map(String::from), n.to_string()))
+                .collect(),
+        };
+        let mut pending = self.request(ix, conn, &req);
+        let mut receivers: BTreeMap<u64, Receiver> = BTreeMap::new();
+        let mut contents: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        let mut answers = Vec::new();
+        for _ in 0..100_000 {
+            for m in std::mem::take(&mut pending) {
+                match m {
+                    SessionMsg::Transfer(TransferMsg::Offer { id, name, size }) => {
+                        let mut rx =
+                            Receiver::new(self.now, id, name, size, Duration::from_secs(10));
+                        rx.accept(self.now);
+                        receivers.insert(id, rx);
+                    }
+                    SessionMsg::Transfer(t) => {
+                        if let Some(rx) = receivers.get_mut(&t.id()) {
+                            rx.on_msg(self.now, t);
+                        }
+                    }
+                    other => answers.push(other),
+                }
+            }
+            let mut sends = Vec::new();
+            for (id, rx) in receivers.iter_mut() {
+                while let Some(o) = rx.poll_output() {
+                    match o {
+                        ReceiverOutput::Send(m) => sends.push(m),
+                        ReceiverOutput::Write { offset, data } => {
+                            let content = contents.entry(*id).or_default();
+                            let o = offset as usize;
+                            if content.len() < o + data.len() {
+                                content.resize(o + data.len(), 0);
+                            }
+                            content[o..o + data.len()].copy_from_slice(&data);
+                        }
+                        // Durable at once in memory.
+                        ReceiverOutput::Commit { .. } => rx.committed(),
+                        _ => {}
+                    }
+                }
+            }
+            for m in sends {
+                self.send(ix, conn, &SessionMsg::Transfer(m));
+            }
+            if !answers.is_empty() {
+                return (contents, answers);
+            }
+            self.run_for(Duration::from_millis(10));
+            pending = self.received(ix, conn);
+        }
+        (contents, answers)
+    }
+
     /// Downloads a file through the session; the content, or the answer.
     pub fn download(
         &mut self,
