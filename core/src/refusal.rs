@@ -11,7 +11,11 @@ use std::fmt;
 /// 6: folders: `SessionMsg::ListUnder`, `OpCode::DeleteFolder`,
 /// `FileOutcome::FolderDeleted`, `OpError::IsAFolder` and `NameConflict`,
 /// `TransferError::Conflict`; names may be paths.
-pub const PROTOCOL_VERSION: u16 = 6;
+/// 7: files' attributes: `SessionMsg::Attrs` (tag 120) follows an offer,
+/// `Listed::attrs`; the log's `Txn::PutFile` and `PutFiles` are tags 23 and
+/// 24, with attributes (tags 3 and 18, protocol 6's, are still read from
+/// stores).
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// Why a node refused a request or closed a connection. Sent on the wire, so
 /// both ends print the same clear reason.
