@@ -113,7 +113,11 @@ fn build_ferry() -> PathBuf {
 }
 
 fn ferry_command(args: &[&str], envs: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(ferry_bin());
+    ferry_command_of(ferry_bin(), args, envs)
+}
+
+fn ferry_command_of(bin: &Path, args: &[&str], envs: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(bin);
     cmd.args(args);
     prepare(&mut cmd, envs);
     cmd
@@ -190,6 +194,12 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
         Proc::start(name, ferry_command(args, envs))
+    }
+
+    /// Like [`Proc::spawn`], another build of ferry (`bin`): for tests of
+    /// what an earlier version left.
+    pub fn spawn_of(bin: &Path, name: &str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
+        Proc::start(name, ferry_command_of(bin, args, envs))
     }
 
     /// Like [`Proc::spawn`], with at most `limit` open file descriptors.
@@ -407,8 +417,13 @@ pub fn ferry(args: &[&str], envs: &[(&str, &str)]) -> Run {
 
 /// Like [`ferry`], with `input` on its standard input (else none).
 pub fn ferry_with_input(args: &[&str], envs: &[(&str, &str)], input: Option<&str>) -> Run {
+    ferry_of(ferry_bin(), args, envs, input)
+}
+
+/// Like [`ferry_with_input`], another build of ferry (`bin`).
+pub fn ferry_of(bin: &Path, args: &[&str], envs: &[(&str, &str)], input: Option<&str>) -> Run {
     let name = format!("ferry {}", args.join(" "));
-    let mut cmd = ferry_command(args, envs);
+    let mut cmd = ferry_command_of(bin, args, envs);
     if input.is_some() {
         cmd.stdin(Stdio::piped());
     }

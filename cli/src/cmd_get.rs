@@ -17,6 +17,15 @@
 //! socket or a device is refused before anything is downloaded, and again
 //! just before the rename. See docs/security.md.
 //!
+//! A file is given the modification time and the mode (the `rwx` bits,
+//! exactly, whatever the umask: `cp -p`'s way) it was stored with, if it
+//! was stored with them, unless `--no-preserve`: before it is made durable
+//! and linked in, so its name never shows it otherwise. A file stored
+//! without them (from a pipe, or before they were kept), and every file
+//! under `--no-preserve`, has the time of its download and the mode a new
+//! file gets (0666 less the umask; a replaced file's with `--force`).
+//! Standard output takes neither.
+//!
 //! `-r` downloads folders: each NAME's files into DEST/<NAME's last
 //! component>/..., making the directories. The folder is listed in one
 //! session and its files downloaded in the next. Every name the server
@@ -52,6 +61,11 @@ pub struct Args {
     /// Download folders: every file under each NAME, into DEST/NAME/...
     #[arg(short, long)]
     recursive: bool,
+    /// Do not give the files the modification time and mode they were
+    /// stored with: they get the time of the download and the default
+    /// mode (0666 less the umask).
+    #[arg(long)]
+    no_preserve: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -183,7 +197,7 @@ fn fetch(
             .map(Path::to_path_buf),
     );
     remove_on_interrupt(cleanup);
-    let answers = download(args, token, &downloads);
+    let answers = download(args, token, &downloads, to_stdout);
     // However it went, no partial file stays behind (the executor removed
     // it already unless the session broke mid-transfer).
     for partial in &partials {
@@ -347,6 +361,7 @@ fn download(
     args: &Args,
     token: SessionToken,
     downloads: &[Download],
+    to_stdout: bool,
 ) -> Result<Vec<Response>, CliError> {
     let by_name: HashMap<&str, &Download> =
         downloads.iter().map(|d| (d.name.as_str(), d)).collect();
@@ -354,6 +369,9 @@ fn download(
     let mut progress = |p| bars.show(p);
     let mut plan = Plan::new(&args.client);
     plan.keep_going = true;
+    // Standard output has no time or mode to give, and its private copy
+    // must stay readable to be copied out.
+    plan.cfg.preserve = !args.no_preserve && !to_stdout;
     let force = args.force;
     plan.files = Some(Box::new(|request: &Request| {
         let Request::Download { name, .. } = request else {

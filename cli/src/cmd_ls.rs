@@ -113,6 +113,7 @@ mod tests {
                 size: 3 * 1024 * 1024 + 512 * 1024,
                 at: 1_795_421_759,
                 shared_with: vec!["bob".into(), "carol".into()],
+                attrs: None,
             },
             Listed {
                 owner: "dave".into(),
@@ -120,6 +121,7 @@ mod tests {
                 size: 0,
                 at: 0,
                 shared_with: vec![],
+                attrs: None,
             },
         ];
         assert_eq!(
@@ -141,6 +143,7 @@ mod tests {
             size: 1,
             at: 0,
             shared_with: vec![],
+            attrs: None,
         };
         // Stored before such names were refused: they show what hides in
         // them, and cannot take the terminal over.
@@ -163,6 +166,7 @@ mod tests {
             size: 1,
             at: 0,
             shared_with: vec![],
+            attrs: None,
         };
         let lines = table(&[
             file("写真🚀"),

@@ -15,6 +15,11 @@
 //! Every file is tried: one that fails (it exists, it cannot be read) is
 //! reported and the others are still stored; the command then fails.
 //!
+//! Each regular file's modification time (to the nanosecond) and
+//! permission bits (`rwx` for owner, group and others) are stored with it,
+//! as they are when the command starts, for `ferry get` to give back.
+//! Standard input, a FIFO or a device has none.
+//!
 //! `-r` stores a directory as a folder: every regular file under it, named
 //! by the directory's own name and its path below it (`put -r photos`
 //! stores `photos/2024/a.jpg`). Symbolic links are never followed (a link
@@ -32,6 +37,7 @@ use ferry_core::server::messages::{FileOutcome, Landed};
 use ferry_core::server::OpError;
 use ferry_core::server::{Request, Response};
 use ferry_core::transfer::TransferError;
+use ferry_core::FileAttrs;
 use ferry_runtime_smol::files::{local, Source, CHANGED_WHILE_SENT};
 use ferry_runtime_smol::Files;
 use std::collections::HashMap;
@@ -75,6 +81,9 @@ struct Upload {
     /// Sent through this descriptor, not opened again by path: standard
     /// input, or a copy read to its end (its size was not known).
     open: Option<Arc<File>>,
+    /// Its modification time and mode, kept with it: a regular file's
+    /// (standard input, a FIFO or a device has none worth keeping).
+    attrs: Option<FileAttrs>,
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
@@ -142,12 +151,15 @@ pub fn run(args: Args) -> Result<(), CliError> {
             let mut file = File::open(&u.path)
                 .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", u.shown)))?;
             let (file, size) = spool(&mut file, &u.shown)?;
+            // Its time as it is now, after the change.
+            let attrs = std::fs::metadata(&u.path).ok().and_then(|m| attrs_of(&m));
             again.push(Upload {
                 shown: u.shown.clone(),
                 path: u.path.clone(),
                 name: u.name.clone(),
                 size,
                 open: Some(Arc::new(file)),
+                attrs,
             });
         }
         let retried = upload(&args, &token, &again)?;
@@ -292,6 +304,7 @@ fn prepare(path: &Path, as_name: Option<&str>) -> Result<Upload, CliError> {
             })?,
     };
     let name = files_ui::name(&name)?;
+    let mut attrs = None;
     let file = if is_stdin {
         use std::os::fd::AsFd;
         std::io::stdin()
@@ -309,6 +322,7 @@ fn prepare(path: &Path, as_name: Option<&str>) -> Result<Upload, CliError> {
                 "{shown} is a directory; store it as a folder with: ferry put -r {shown}"
             )));
         }
+        attrs = attrs_of(&meta);
         // Opening it now turns an unreadable file into a clear error
         // before anything is sent. (A FIFO waits here for its writer, as
         // any reader of one does.)
@@ -333,7 +347,20 @@ fn prepare(path: &Path, as_name: Option<&str>) -> Result<Upload, CliError> {
         name,
         size,
         open,
+        attrs,
     })
+}
+
+/// What is kept of a source file's metadata: a regular file's modification
+/// time and permission bits (set-ID and sticky bits dropped; see
+/// `ferry_core::file_attrs`).
+fn attrs_of(meta: &std::fs::Metadata) -> Option<FileAttrs> {
+    use std::os::unix::fs::MetadataExt;
+    if !meta.is_file() {
+        return None;
+    }
+    let nanos = u32::try_from(meta.mtime_nsec()).unwrap_or(0);
+    Some(FileAttrs::new(meta.mtime(), nanos, meta.mode()))
 }
 
 fn changed_while_sent(answer: Option<&Response>) -> bool {
@@ -476,12 +503,16 @@ fn upload(
                 name: u.name.clone(),
                 size: u.size,
                 replace: args.force,
+                attrs: u.attrs,
             })
             .collect()
     } else {
         batches(uploads)
             .into_iter()
             .map(|files| Request::UploadMany {
+                attrs: (files.iter())
+                    .map(|(name, _)| by_name.get(name.as_str()).and_then(|u| u.attrs))
+                    .collect(),
                 files,
                 replace: args.force,
             })

@@ -25,20 +25,31 @@ pub struct File {
     pub name: String,
     pub owner: String,
     pub size: u64,
-    /// When it was uploaded: RFC 3339, UTC (`2026-12-07T04:14:05Z`).
+    /// The file's modification time as `put` read it from its source (what
+    /// `get` gives the file back), or for a file stored without one (from
+    /// a pipe, or before times were kept) when it was uploaded: RFC 3339,
+    /// UTC, whole seconds (`2026-12-07T04:14:05Z`).
     pub modified: String,
     /// For one's own files: who may download it.
     pub shared_with: Vec<String>,
+    /// When its content was uploaded, in the same form.
+    pub uploaded: String,
+    /// Its permission bits as four octal digits (`"0640"`), or `null` for
+    /// a file stored without them.
+    pub mode: Option<String>,
 }
 
 impl From<&Listed> for File {
     fn from(f: &Listed) -> Self {
+        let uploaded = i64::try_from(f.at).unwrap_or(i64::MAX);
         File {
             name: f.name.clone(),
             owner: f.owner.clone(),
             size: f.size,
-            modified: rfc3339(f.at),
+            modified: rfc3339(f.attrs.map_or(uploaded, |a| a.mtime_secs)),
             shared_with: f.shared_with.clone(),
+            uploaded: rfc3339(uploaded),
+            mode: f.attrs.map(|a| format!("{:04o}", a.mode)),
         }
     }
 }
@@ -186,9 +197,11 @@ pub fn print(value: &impl Serialize) {
 }
 
 /// Unix seconds as RFC 3339, UTC.
-pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rest = secs % 86_400;
+pub fn rfc3339(secs: i64) -> String {
+    // Whole seconds, as jq's `fromdate` takes them; a time before 1970
+    // (a file's, which can be) counts back from it.
+    let days = secs.div_euclid(86_400);
+    let rest = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
@@ -206,6 +219,28 @@ mod tests {
     fn times_are_rfc3339_utc() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_796_616_845), "2026-12-07T04:14:05Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn modified_is_the_files_time_if_it_has_one_else_the_uploads() {
+        let mut listed = Listed {
+            owner: "alice".into(),
+            name: "a".into(),
+            size: 1,
+            at: 1_796_616_845,
+            shared_with: vec![],
+            attrs: None,
+        };
+        let f = File::from(&listed);
+        assert_eq!(f.modified, "2026-12-07T04:14:05Z");
+        assert_eq!(f.uploaded, f.modified);
+        assert_eq!(f.mode, None);
+        listed.attrs = Some(ferry_core::FileAttrs::new(0, 999, 0o640));
+        let f = File::from(&listed);
+        assert_eq!(f.modified, "1970-01-01T00:00:00Z");
+        assert_eq!(f.uploaded, "2026-12-07T04:14:05Z");
+        assert_eq!(f.mode.as_deref(), Some("0640"));
     }
 
     #[test]
@@ -216,6 +251,8 @@ mod tests {
             size: 1,
             modified: rfc3339(0),
             shared_with: vec![],
+            uploaded: rfc3339(0),
+            mode: None,
         };
         let text = serde_json::to_string(&f).unwrap();
         let back: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -72,6 +72,7 @@
 //!   transfers); their answers come when they are done, and a `Remove` or
 //!   a `Rename` never overtakes a `Persist` asked for before it.
 
+use crate::file_attrs::FileAttrs;
 use crate::store::Batch;
 use crate::time::Timestamp;
 pub use crate::tls::Identity;
@@ -219,6 +220,13 @@ pub enum FileOp {
     /// it keeps when persisted (a copy is never newer than its original).
     /// Nothing is answered; a failure fails the file's `Persist`.
     SetModified { temp: u64, modified_ms: u64 },
+    /// Give a client's download, temporary file `temp`, this modification
+    /// time and these permission bits (masked again to
+    /// [`FileAttrs::MODE_BITS`]), which it has once persisted: set before
+    /// it is made durable, and before its name shows it. Nothing is
+    /// answered; a failure fails the file's `Persist`. Only a client asks
+    /// it (a server's blob is shared by every file of its content).
+    SetAttrs { temp: u64, attrs: FileAttrs },
     /// Rename named file `from` to `to` in the shared directory, **never
     /// replacing** a file at `to`; answer `Input::Renamed { handle }` or
     /// `Input::FileFailed { handle, .. }` (`missing` if `from` is not

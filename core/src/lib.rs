@@ -13,6 +13,7 @@ pub mod auth;
 pub mod balancer;
 pub mod client;
 pub mod entropy;
+pub mod file_attrs;
 pub mod frame;
 pub mod host;
 pub mod io;
@@ -32,6 +33,7 @@ pub mod transfer;
 pub(crate) mod testkit;
 
 pub use entropy::Entropy;
+pub use file_attrs::FileAttrs;
 pub use host::{Host, HostError, Settled, Work, World};
 pub use io::{ConnId, FileAnswer, FileFailure, FileOp, FileRef, Input, Node, Output};
 pub use time::Timestamp;

@@ -11,8 +11,12 @@ use std::fmt;
 /// 6: folders: `SessionMsg::ListUnder`, `OpCode::DeleteFolder`,
 /// `FileOutcome::FolderDeleted`, `OpError::IsAFolder` and `NameConflict`,
 /// `TransferError::Conflict`; names may be paths.
-/// 7: batches of downloads (`OpCode::DownloadMany`, `SessionMsg::FileNames`
-/// and `SentAll`); session messages may take tags 120..160.
+/// 7: files' attributes: `SessionMsg::Attrs` (tag 120) follows an offer,
+/// `Listed::attrs`; the log's `Txn::PutFile` and `PutFiles` are tags 23 and
+/// 24, with attributes (tags 3 and 18, protocol 6's, are still read from
+/// stores). Batches of downloads (`OpCode::DownloadMany`,
+/// `SessionMsg::FileNames` and `SentAll`); session messages may take tags
+/// 120..160.
 pub const PROTOCOL_VERSION: u16 = 7;
 
 /// Why a node refused a request or closed a connection. Sent on the wire, so

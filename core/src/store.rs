@@ -39,10 +39,15 @@ pub enum Table {
     /// The highest user id of a deleted account (one row, absent until an
     /// account is deleted): ids are never given out twice.
     Retired,
+    /// Per file that has them (keyed as in `Files`): its modification time
+    /// and mode. A table of its own so that the files table's rows keep
+    /// the layout every store has (a store from before attributes has no
+    /// such table: its files have none).
+    Attrs,
 }
 
 impl Table {
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 11] = [
         Table::Users,
         Table::Files,
         Table::Shares,
@@ -53,6 +58,7 @@ impl Table {
         Table::Logins,
         Table::Epochs,
         Table::Retired,
+        Table::Attrs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +73,7 @@ impl Table {
             Table::Logins => "logins",
             Table::Epochs => "epochs",
             Table::Retired => "retired",
+            Table::Attrs => "attrs",
         }
     }
 }

@@ -7,6 +7,7 @@
 use ferry_core::accounts::token::SessionToken;
 use ferry_core::balancer::messages::{BalancerMsg, ProbeMsg, PROBE_TAGS};
 use ferry_core::frame::{self, FrameDecoder, FrameError, MAX_FRAME, PREFIX};
+use ferry_core::file_attrs::FileAttrs;
 use ferry_core::replication::catalogue::FileMeta;
 use ferry_core::replication::entry::Entry;
 use ferry_core::replication::messages::{ReplicaMsg, REPLICA_TAGS};
@@ -61,12 +62,13 @@ pub fn check_store(data: &[u8]) {
     let Some((&kind, record)) = data.split_first() else {
         return;
     };
-    match kind % 5 {
+    match kind % 6 {
         0 => check::<Entry>(record),
         1 => check::<User>(record),
         2 => check::<FileMeta>(record),
         3 => check::<SessionToken>(record),
-        _ => check::<u64>(record),
+        4 => check::<u64>(record),
+        _ => check::<FileAttrs>(record),
     }
 }
 

@@ -48,6 +48,13 @@
 //! system's temporary directory ([`local::spool`]), which is sent; one
 //! whose size changes while it is sent fails at its last block
 //! ([`CHANGED_WHILE_SENT`]), and the command then sends a copy.
+//! `SetAttrs` (a download's attributes, which the user keeps) notes a
+//! modification time and permission bits for the download, which its
+//! persist sets on the file (`fchmod`, then `futimens`: after a replaced
+//! file's mode was kept, before the `fsync` and the link), so the name
+//! shows them from the moment it appears. The mode is set as it came
+//! (within `0o777`), whatever the umask: it is the source file's, as
+//! `cp -p` keeps it.
 //! - **Peer** ([`Files::shared_dir`]): `FileRef::Named` is a plain name in
 //!   the one directory the peer shares, `DIR`; temporary files are in
 //!   `DIR/.ferry-tmp/<n>` (on the same filesystem, so the link into place
@@ -153,6 +160,7 @@
 
 use buffers::{ReadAhead, WriteBuffers, READ_AHEAD};
 use ferry_core::io::{is_plain_name, DirEntry};
+use ferry_core::FileAttrs;
 pub use ferry_core::{FileAnswer, FileFailure};
 use ferry_core::{FileOp, FileRef};
 use std::collections::{HashMap, HashSet};
@@ -292,6 +300,8 @@ pub struct Files {
     /// Modification times temporary files are to have once persisted
     /// (`SetModified`), or why they cannot, which fails the persist.
     modified: HashMap<u64, Result<SystemTime, FileFailure>>,
+    /// Permission bits a download is to have once persisted (`SetAttrs`).
+    modes: HashMap<u64, u32>,
     clock: u64,
     /// Ids of openings.
     opened: u64,
@@ -311,6 +321,7 @@ impl Files {
             persisting: HashSet::new(),
             unnamed: HashSet::new(),
             modified: HashMap::new(),
+            modes: HashMap::new(),
             clock: 0,
             opened: 0,
             buf: Vec::new(),
@@ -506,6 +517,10 @@ impl Files {
             }),
             FileOp::SetModified { temp, modified_ms } => {
                 self.set_modified(temp, modified_ms);
+                None
+            }
+            FileOp::SetAttrs { temp, attrs } => {
+                self.set_attrs(temp, attrs);
                 None
             }
             FileOp::Rename { handle, from, to } => self
@@ -925,6 +940,7 @@ impl Files {
     fn place(&mut self, temp: u64, to: FileRef) -> Result<bool, FileFailure> {
         // Taken first, so that it never outlives this file, whatever fails.
         let modified = self.modified.remove(&temp).transpose();
+        let mode = self.modes.remove(&temp);
         let from = self.temp_path(temp)?;
         let target = self.local_path(0, &to)?;
         let existing = match (&self.role, &to) {
@@ -972,6 +988,7 @@ impl Files {
             to: target,
             existing,
             modified,
+            mode,
             unnamed,
         };
         // A client's one transfer has nothing else to do meanwhile, and its
@@ -988,6 +1005,7 @@ impl Files {
     fn discard(&mut self, temp: u64) {
         self.gathered.discard(temp);
         self.modified.remove(&temp);
+        self.modes.remove(&temp);
         self.open.remove(&Key::Temp(temp));
         self.created.remove(&temp);
         self.broken.remove(&temp);
@@ -1053,6 +1071,32 @@ impl Files {
         self.modified.insert(temp, time);
     }
 
+    /// Notes the modification time and mode a download is to have, for
+    /// its persist, which sets them on the file before it is made durable
+    /// and linked in. A time that cannot be one, or a node that downloads
+    /// nothing, fails the persist.
+    fn set_attrs(&mut self, temp: u64, attrs: FileAttrs) {
+        let attrs = attrs.sanitized();
+        let time = match self.role {
+            Role::Client(Local::Destination { .. }) => {
+                system_time(attrs.mtime_secs, attrs.mtime_nanos).ok_or_else(|| {
+                    FileFailure::other(format!(
+                        "temporary file {temp}: {} s is no modification time",
+                        attrs.mtime_secs
+                    ))
+                })
+            }
+            _ => {
+                tracing::warn!("a node that downloads nothing set a download's attributes");
+                Err(FileFailure::other("this node downloads nothing"))
+            }
+        };
+        if time.is_ok() {
+            self.modes.insert(temp, attrs.mode);
+        }
+        self.modified.insert(temp, time);
+    }
+
     /// Hands a rename of a peer's file to the writer thread, behind what
     /// was asked before (a persist of `from` among it), which answers it.
     /// Names that are not plain are refused here, before anything is
@@ -1083,6 +1127,17 @@ impl Files {
         listed.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         Ok(listed)
     }
+}
+
+/// `secs` and `nanos` after the Unix epoch (`secs` negative before it),
+/// if the system's clock type reaches that far.
+pub fn system_time(secs: i64, nanos: u32) -> Option<SystemTime> {
+    let whole = Duration::from_secs(secs.unsigned_abs());
+    let base = match secs >= 0 {
+        true => SystemTime::UNIX_EPOCH.checked_add(whole),
+        false => SystemTime::UNIX_EPOCH.checked_sub(whole),
+    }?;
+    base.checked_add(Duration::from_nanos(nanos.into()))
 }
 
 /// A directory entry as `List` shows it: a regular file (not followed if a

@@ -210,16 +210,24 @@ mod tests {
     }
 
     /// A data directory from before the peer registry has no `peers`
-    /// table, one from before SYNC rounds no `sync` table, and one from
+    /// table, one from before SYNC rounds no `sync` table, one from
     /// before logins were counted cluster-wide no `logins` or `epochs`
-    /// table: each opens unchanged, gains the tables it lacks, empty, and
-    /// keeps its rows.
+    /// table, and one from before files had attributes (protocol 6) no
+    /// `attrs` table: each opens unchanged, gains the tables it lacks,
+    /// empty, and keeps its rows.
     #[test]
     fn a_store_from_before_the_newer_tables_opens_and_gains_them() {
         let before_peers = ["log", "users", "files", "shares", "clients", "revoked"];
         let before_sync = [&before_peers[..], &["peers"]].concat();
         let before_logins = [&before_sync[..], &["sync"]].concat();
-        for old in [&before_peers[..], &before_sync[..], &before_logins[..]] {
+        let before_attrs = [&before_logins[..], &["logins", "epochs", "retired"]].concat();
+        let olds = [
+            &before_peers[..],
+            &before_sync[..],
+            &before_logins[..],
+            &before_attrs[..],
+        ];
+        for old in olds {
             let dir = tempfile::tempdir().unwrap();
             {
                 // SAFETY: a fresh directory, opened once, by this test alone.
@@ -249,6 +257,7 @@ mod tests {
                 Table::Logins,
                 Table::Epochs,
                 Table::Retired,
+                Table::Attrs,
             ];
             for table in newer {
                 b.push(Write::Put {

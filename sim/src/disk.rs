@@ -40,7 +40,7 @@
 pub use ferry_core::host::mem_dir::MemDir as Dir;
 pub use ferry_core::host::mem_disk::{hex, short, MemDisk as Disk};
 use ferry_core::host::mem_disk::{slice, write_at};
-use ferry_core::{FileAnswer, FileFailure, FileOp, FileRef, Timestamp};
+use ferry_core::{FileAnswer, FileAttrs, FileFailure, FileOp, FileRef, Timestamp};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -167,6 +167,10 @@ pub struct LocalFile {
     pub partial: Option<Vec<u8>>,
     /// The downloaded file, once persisted.
     pub dest: Option<Arc<[u8]>>,
+    /// The attributes the download in progress was given (`SetAttrs`).
+    pub partial_attrs: Option<FileAttrs>,
+    /// The downloaded file's, once persisted.
+    pub dest_attrs: Option<FileAttrs>,
     pub anomalies: Vec<String>,
     /// Reads carried out and not yet fed: the source as it was.
     reads: VecDeque<Arc<[u8]>>,
@@ -203,10 +207,12 @@ impl LocalFile {
             } => {
                 let content = self.partial.take().unwrap_or_default();
                 self.dest = Some(content.into());
+                self.dest_attrs = self.partial_attrs.take();
                 Some(FileAnswer::Persisted { temp })
             }
             FileOp::Discard { .. } => {
                 self.partial = None;
+                self.partial_attrs = None;
                 None
             }
             FileOp::Read { handle, file, .. } => {
@@ -231,6 +237,10 @@ impl LocalFile {
             FileOp::SetModified { temp, .. } => {
                 self.anomalies
                     .push(format!("a client set a modification time on {temp}"));
+                None
+            }
+            FileOp::SetAttrs { attrs, .. } => {
+                self.partial_attrs = Some(attrs);
                 None
             }
             FileOp::Rename { handle, .. } => {

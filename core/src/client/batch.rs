@@ -6,6 +6,7 @@
 //! takes the room it needs ([`BYTES_IN_FLIGHT`]) and the window as a
 //! single upload does.
 
+use crate::file_attrs::FileAttrs;
 use crate::io::{ConnId, FileOp, FileRef};
 use crate::outbox::Outbox;
 use crate::server::messages::{Landed, OpError, SessionMsg};
@@ -23,6 +24,8 @@ pub const BYTES_IN_FLIGHT: u64 = 8 << 20;
 
 pub(super) struct Outgoing {
     files: Vec<(String, u64)>,
+    /// `attrs[i]`: what follows file `i`'s offer, if anything.
+    attrs: Vec<Option<FileAttrs>>,
     cfg: SenderConfig,
     /// The server said it is ready for the files.
     started: bool,
@@ -35,9 +38,14 @@ pub(super) struct Outgoing {
 }
 
 impl Outgoing {
-    pub(super) fn new(files: Vec<(String, u64)>, cfg: SenderConfig) -> Self {
+    pub(super) fn new(
+        files: Vec<(String, u64)>,
+        attrs: Vec<Option<FileAttrs>>,
+        cfg: SenderConfig,
+    ) -> Self {
         Outgoing {
             files,
+            attrs,
             cfg,
             started: false,
             next: 0,
@@ -109,7 +117,14 @@ impl Outgoing {
                 let total = s.size();
                 while let Some(o) = s.poll_output() {
                     match o {
-                        SenderOutput::Send(m) => out.send(conn, &SessionMsg::Transfer(m)),
+                        SenderOutput::Send(m) => {
+                            let offer = matches!(m, TransferMsg::Offer { .. });
+                            out.send(conn, &SessionMsg::Transfer(m));
+                            let attrs = self.attrs.get(*id as usize).copied().flatten();
+                            if let Some(attrs) = attrs.filter(|_| offer) {
+                                out.send(conn, &SessionMsg::Attrs { id: *id, attrs });
+                            }
+                        }
                         SenderOutput::Read { offset, len } => out.file(FileOp::Read {
                             handle: *id,
                             file: FileRef::Local,

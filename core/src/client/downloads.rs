@@ -5,6 +5,7 @@
 //! command's world knows by that handle. The answer, `SentAll`, comes once
 //! every transfer has ended.
 
+use crate::file_attrs::FileAttrs;
 use crate::io::{ConnId, FileOp, FileRef};
 use crate::outbox::Outbox;
 use crate::server::messages::{Landed, OpError, SessionMsg};
@@ -19,18 +20,24 @@ pub(super) struct Incoming {
     /// How many files were asked for: ids are below.
     files: u64,
     give_up: Duration,
+    /// Set the files' attributes (`ferry get` without `--no-preserve`).
+    preserve: bool,
     receivers: BTreeMap<u64, Receiver>,
+    /// The attributes that followed a file's offer.
+    attrs: BTreeMap<u64, FileAttrs>,
     /// Files this side could not take (a write that failed), with why:
     /// said better here than by the server, which hears "cancelled".
     failed: BTreeMap<u64, TransferError>,
 }
 
 impl Incoming {
-    pub(super) fn new(files: usize, give_up: Duration) -> Self {
+    pub(super) fn new(files: usize, give_up: Duration, preserve: bool) -> Self {
         Incoming {
             files: files as u64,
             give_up,
+            preserve,
             receivers: BTreeMap::new(),
+            attrs: BTreeMap::new(),
             failed: BTreeMap::new(),
         }
     }
@@ -51,6 +58,13 @@ impl Incoming {
                     r.on_msg(now, m);
                 }
             }
+        }
+    }
+
+    /// The attributes of file `id`, which follow its offer.
+    pub(super) fn set_attrs(&mut self, id: u64, attrs: FileAttrs) {
+        if self.receivers.contains_key(&id) {
+            self.attrs.insert(id, attrs.sanitized());
         }
     }
 
@@ -90,10 +104,18 @@ impl Incoming {
                     ReceiverOutput::Write { offset, data } => {
                         out.file(FileOp::Write { temp, offset, data })
                     }
-                    ReceiverOutput::Commit { .. } => out.file(FileOp::Persist {
-                        temp,
-                        to: FileRef::Local,
-                    }),
+                    ReceiverOutput::Commit { .. } => {
+                        if let Some(attrs) = self.attrs.get(&temp).filter(|_| self.preserve) {
+                            out.file(FileOp::SetAttrs {
+                                temp,
+                                attrs: *attrs,
+                            });
+                        }
+                        out.file(FileOp::Persist {
+                            temp,
+                            to: FileRef::Local,
+                        })
+                    }
                     ReceiverOutput::Discard => out.file(FileOp::Discard { temp }),
                     ReceiverOutput::Progress { bytes } => out.event(ClientEvent::FileProgress {
                         file: temp,
@@ -107,6 +129,7 @@ impl Incoming {
         }
         for (id, e) in ended {
             self.receivers.remove(&id);
+            self.attrs.remove(&id);
             if let Some(e) = e {
                 self.failed.insert(id, e);
             }

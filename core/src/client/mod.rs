@@ -10,6 +10,7 @@
 
 use crate::auth::AuthCode;
 use crate::balancer::messages::BalancerMsg;
+use crate::file_attrs::FileAttrs;
 use crate::frame::FrameDecoder;
 use crate::io::{ConnId, Identity, Input, Node, Output};
 use crate::io::{FileOp, FileRef};
@@ -47,6 +48,10 @@ pub struct ClientConfig {
     /// The command's id (random, the same on each try of one command): its
     /// mutations are applied once however many servers it is tried through.
     pub command_id: Option<u64>,
+    /// Give a download the modification time and mode the server sends
+    /// with it (`ferry get`); false for `--no-preserve`, and for a copy
+    /// bound for standard output.
+    pub preserve: bool,
 }
 
 impl ClientConfig {
@@ -59,6 +64,7 @@ impl ClientConfig {
             window: crate::transfer::sender::DEFAULT_WINDOW,
             ping_interval: Duration::from_secs(20),
             command_id: None,
+            preserve: true,
         }
     }
 }
@@ -260,6 +266,8 @@ struct PendingOp {
     proceeded: bool,
     deadline: Timestamp,
     xfer: Option<Xfer>,
+    /// A download's attributes, as the server sent them after its offer.
+    attrs: Option<FileAttrs>,
 }
 
 /// The file transfer of an upload or download in progress.
@@ -378,6 +386,7 @@ impl Client {
             proceeded: false,
             deadline: now + self.cfg.op_timeout,
             xfer: None,
+            attrs: None,
         });
         Ok(())
     }
@@ -469,13 +478,20 @@ impl Client {
         let mut finished = None;
         match &mut p.xfer {
             Some(Xfer::Up(s)) => {
-                let total = match &p.request {
-                    Request::Upload { size, .. } => *size,
-                    _ => 0,
+                let (total, attrs) = match &p.request {
+                    Request::Upload { size, attrs, .. } => (*size, *attrs),
+                    _ => (0, None),
                 };
                 while let Some(o) = s.poll_output() {
                     match o {
-                        SenderOutput::Send(m) => self.out.send(conn, &SessionMsg::Transfer(m)),
+                        SenderOutput::Send(m) => {
+                            let offer = matches!(m, TransferMsg::Offer { .. });
+                            let id = m.id();
+                            self.out.send(conn, &SessionMsg::Transfer(m));
+                            if let Some(attrs) = attrs.filter(|_| offer) {
+                                self.out.send(conn, &SessionMsg::Attrs { id, attrs });
+                            }
+                        }
                         SenderOutput::Read { offset, len } => self.out.file(FileOp::Read {
                             handle: LOCAL,
                             file: FileRef::Local,
@@ -503,10 +519,15 @@ impl Client {
                             offset,
                             data,
                         }),
-                        ReceiverOutput::Commit { .. } => self.out.file(FileOp::Persist {
-                            temp: LOCAL,
-                            to: FileRef::Local,
-                        }),
+                        ReceiverOutput::Commit { .. } => {
+                            if let Some(attrs) = p.attrs.filter(|_| self.cfg.preserve) {
+                                self.out.file(FileOp::SetAttrs { temp: LOCAL, attrs });
+                            }
+                            self.out.file(FileOp::Persist {
+                                temp: LOCAL,
+                                to: FileRef::Local,
+                            })
+                        }
                         ReceiverOutput::Discard => self.out.file(FileOp::Discard { temp: LOCAL }),
                         ReceiverOutput::Progress { bytes } => {
                             self.out.event(ClientEvent::Progress { bytes, total })
@@ -768,12 +789,13 @@ impl Client {
                     if let Some((name, size)) = upload {
                         // The sender's OFFER is the upload's data.
                         p.xfer = Some(Xfer::Up(Box::new(Sender::new(now, 0, name, size, cfg))));
-                    } else if let Request::UploadMany { files, .. } = &p.request {
+                    } else if let Request::UploadMany { files, attrs, .. } = &p.request {
                         // The files go once the server says it is ready.
-                        let o = Outgoing::new(files.clone(), cfg);
+                        let o = Outgoing::new(files.clone(), attrs.clone(), cfg);
                         p.xfer = Some(Xfer::Many(Box::new(o)));
                     } else if let Request::DownloadMany { files } = &p.request {
-                        let i = Incoming::new(files.len(), self.cfg.op_timeout);
+                        let preserve = self.cfg.preserve;
+                        let i = Incoming::new(files.len(), self.cfg.op_timeout, preserve);
                         p.xfer = Some(Xfer::Gets(Box::new(i)));
                     }
                 }
@@ -817,6 +839,46 @@ impl Client {
             // fsync of a large file outlasts the resend timer). The download
             // has its answer already; the session goes on.
             (State::Established { .. }, SessionMsg::Transfer(_)) => {}
+            (
+                State::Established {
+                    op:
+                        Some(PendingOp {
+                            xfer: Some(Xfer::Down(r)),
+                            ..
+                        }),
+                    ..
+                },
+                SessionMsg::Attrs { id, attrs },
+            ) if r.id() == id => {
+                if let State::Established { op: Some(p), .. } = &mut self.state {
+                    p.attrs = Some(attrs.sanitized());
+                }
+            }
+            (
+                State::Established {
+                    op:
+                        Some(PendingOp {
+                            xfer: Some(Xfer::Gets(_)),
+                            ..
+                        }),
+                    ..
+                },
+                SessionMsg::Attrs { id, attrs },
+            ) => {
+                if let State::Established {
+                    op:
+                        Some(PendingOp {
+                            xfer: Some(Xfer::Gets(i)),
+                            ..
+                        }),
+                    ..
+                } = &mut self.state
+                {
+                    i.set_attrs(id, attrs);
+                }
+            }
+            // Another transfer's (one that ended): nothing to keep.
+            (State::Established { .. }, SessionMsg::Attrs { .. }) => {}
             (State::Established { op: Some(p), .. }, msg)
                 if p.proceeded && Response::from_msg(&msg).is_some() =>
             {

@@ -821,6 +821,13 @@ fn a_batch_of_downloads_takes_every_offer_at_once_each_through_its_own_file() {
         ],
         "both accepted before either file's content"
     );
+    // File 1's attributes follow its offer.
+    let attrs = crate::file_attrs::FileAttrs {
+        mtime_secs: 1_600_000_000,
+        mtime_nanos: 5,
+        mode: 0o640,
+    };
+    recv(&mut c, ms(7), srv, &SessionMsg::Attrs { id: 1, attrs });
     // An offer of a file not asked for is no transfer of this batch.
     let stray = TransferMsg::Offer {
         id: 2,
@@ -851,10 +858,20 @@ fn a_batch_of_downloads_takes_every_offer_at_once_each_through_its_own_file() {
             digest: digest(&data[id as usize]),
         };
         let outs = recv(&mut c, ms(9), srv, &xfer(done));
-        let persist = outs.iter().any(|o| {
+        let persist = outs.iter().position(|o| {
             matches!(o, Output::File(FileOp::Persist { temp, to: FileRef::Local }) if *temp == id)
         });
-        assert!(persist, "{outs:?}");
+        assert!(persist.is_some(), "{outs:?}");
+        let set = outs.iter().position(|o| {
+            matches!(o, Output::File(FileOp::SetAttrs { temp, attrs: a }) if *temp == id && *a == attrs)
+        });
+        match id {
+            0 => assert_eq!(set, None, "file 0 has no attributes"),
+            _ => assert!(
+                set < persist && set.is_some(),
+                "set before the persist: {outs:?}"
+            ),
+        }
     }
     c.handle_input(ms(10), Input::FilePersisted { temp: 0 });
     let outs = drain(&mut c);
@@ -900,4 +917,101 @@ fn a_batch_of_downloads_takes_every_offer_at_once_each_through_its_own_file() {
         ),
         "{got:?}"
     );
+}
+
+/// An upload's attributes go right after its OFFER; a download's, heard
+/// after its OFFER, are set on its file before it is persisted, unless the
+/// client was told not to keep them.
+#[test]
+fn attributes_follow_an_offer_and_are_set_before_the_download_is_persisted() {
+    use crate::file_attrs::FileAttrs;
+    use crate::transfer::TransferMsg;
+    let attrs = FileAttrs::new(1_600_000_000, 42, 0o640);
+    let (mut c, srv) = established();
+    let up = Request::Upload {
+        name: "f".into(),
+        size: 3,
+        replace: false,
+        attrs: Some(attrs),
+    };
+    c.request(ms(5), up.clone()).unwrap();
+    drain(&mut c);
+    let outs = recv(&mut c, ms(6), srv, &SessionMsg::Proceed { op: up.op() });
+    let said = sent::<SessionMsg, _>(&outs, srv);
+    assert!(
+        matches!(
+            &said[..],
+            [SessionMsg::Transfer(TransferMsg::Offer { id: 0, .. }), SessionMsg::Attrs { id: 0, attrs: a }]
+                if *a == attrs
+        ),
+        "{said:?}"
+    );
+
+    let download = |preserve: bool| {
+        let (mut c, srv) = established();
+        c.cfg.preserve = preserve;
+        let req = Request::Download {
+            owner: None,
+            name: "f".into(),
+        };
+        c.request(ms(5), req.clone()).unwrap();
+        drain(&mut c);
+        recv(&mut c, ms(6), srv, &SessionMsg::Proceed { op: req.op() });
+        let data = b"abc".to_vec();
+        let digest = *blake3::hash(&data).as_bytes();
+        let xfer = SessionMsg::Transfer;
+        let offer = TransferMsg::Offer {
+            id: 9,
+            name: "f".into(),
+            size: 3,
+        };
+        recv(&mut c, ms(7), srv, &xfer(offer));
+        // Another transfer's are not this one's.
+        let other = FileAttrs::new(0, 0, 0o777);
+        recv(
+            &mut c,
+            ms(7),
+            srv,
+            &SessionMsg::Attrs {
+                id: 8,
+                attrs: other,
+            },
+        );
+        // What a server must not send is masked here too.
+        let sent = FileAttrs {
+            mode: 0o6640,
+            ..attrs
+        };
+        recv(
+            &mut c,
+            ms(7),
+            srv,
+            &SessionMsg::Attrs { id: 9, attrs: sent },
+        );
+        let chunks = TransferMsg::Chunks {
+            id: 9,
+            seq: 0,
+            data,
+        };
+        recv(&mut c, ms(8), srv, &xfer(chunks));
+        let outs = recv(
+            &mut c,
+            ms(8),
+            srv,
+            &xfer(TransferMsg::Done { id: 9, digest }),
+        );
+        let files: Vec<&FileOp> = (outs.iter())
+            .filter_map(|o| match o {
+                Output::File(op @ (FileOp::SetAttrs { .. } | FileOp::Persist { .. })) => Some(op),
+                _ => None,
+            })
+            .collect();
+        assert!(c.session().is_some());
+        format!("{files:?}")
+    };
+    assert_eq!(
+        download(true),
+        format!("[SetAttrs {{ temp: 0, attrs: {attrs:?} }}, Persist {{ temp: 0, to: Local }}]")
+    );
+    assert_eq!(download(false), "[Persist { temp: 0, to: Local }]");
 }

@@ -121,6 +121,11 @@ impl MemDir {
                 self.modified.insert(temp, modified_ms);
                 None
             }
+            FileOp::SetAttrs { temp, .. } => {
+                self.anomalies
+                    .push(format!("a peer set a download's attributes on {temp}"));
+                None
+            }
             FileOp::Rename { handle, from, to } => Some(self.rename(handle, &from, &to)),
             FileOp::Remove { file } => {
                 if let Some(name) = self.name_of(&file, "removed") {

@@ -226,6 +226,11 @@ impl MemDisk {
                     .push(format!("a server set a modification time on {temp}"));
                 None
             }
+            FileOp::SetAttrs { temp, .. } => {
+                self.anomalies
+                    .push(format!("a server set attributes on {temp}"));
+                None
+            }
             FileOp::Rename { handle, .. } => {
                 self.anomalies.push("a server renamed a file".into());
                 Some(FileAnswer::Failed {

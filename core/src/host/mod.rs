@@ -140,6 +140,7 @@ pub fn file_op_name(op: &FileOp) -> &'static str {
         FileOp::Remove { .. } => "a remove",
         FileOp::List { .. } => "a listing",
         FileOp::SetModified { .. } => "setting a modification time",
+        FileOp::SetAttrs { .. } => "setting a download's attributes",
         FileOp::Rename { .. } => "a rename",
         FileOp::Space { .. } => "a look at the free space",
     }

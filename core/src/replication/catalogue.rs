@@ -13,12 +13,16 @@
 //! kept in the shares table under the folder's name with a `/` appended,
 //! which no file name ends with.
 
+use crate::file_attrs::FileAttrs;
 use crate::frame;
 use crate::names::{folders_of, is_under};
 use crate::store::{Table, Write};
 use speedy::{Readable, Writable};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// A file as the catalogue knows it. Its encoding is its row of the files
+/// table, which has had this layout since the first store: `attrs` is not
+/// in it (see [`Table::Attrs`]).
 #[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
 pub struct FileMeta {
     pub owner: u64,
@@ -29,6 +33,13 @@ pub struct FileMeta {
     pub at: u64,
     /// A server known to hold the content.
     pub holder: u32,
+    /// The source file's modification time and mode, if the upload gave
+    /// them (none for a pipe, nor for files uploaded before attributes
+    /// existed). Kept in the attrs table, keyed as the file's row: a row
+    /// of the files table grown by a field would not decode in the stores
+    /// written before, nor theirs here.
+    #[speedy(skip)]
+    pub attrs: Option<FileAttrs>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -69,6 +80,25 @@ impl Catalogue {
     pub fn load_file(&mut self, value: &[u8]) -> Result<(), String> {
         let f: FileMeta = frame::decode(value).map_err(|e| format!("files table: {e}"))?;
         self.insert(f);
+        Ok(())
+    }
+
+    /// A row of the attrs table, loaded after every file's row.
+    pub fn load_attrs(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
+        let (owner, name) = match key {
+            [o0, o1, o2, o3, o4, o5, o6, o7, name @ ..] => (
+                u64::from_be_bytes([*o0, *o1, *o2, *o3, *o4, *o5, *o6, *o7]),
+                String::from_utf8(name.to_vec()).map_err(|_| "attrs table: name is not UTF-8")?,
+            ),
+            _ => return Err("attrs table: short key".into()),
+        };
+        let attrs: FileAttrs = frame::decode(value).map_err(|e| format!("attrs table: {e}"))?;
+        match self.files.get_mut(&(owner, name)) {
+            Some(f) => f.attrs = Some(attrs),
+            // Written and removed with its file, in one batch: an orphan is
+            // a store damaged some other way.
+            None => return Err("attrs table: a row for no file".into()),
+        }
         Ok(())
     }
 
@@ -272,11 +302,29 @@ impl Catalogue {
     }
 
     pub fn put(&mut self, f: FileMeta, writes: &mut Vec<Write>) -> Option<FileMeta> {
+        let key = file_key(f.owner, &f.name);
         writes.push(Write::Put {
             table: Table::Files,
-            key: file_key(f.owner, &f.name),
+            key: key.clone(),
             value: enc(&f),
         });
+        let had_attrs = self
+            .get(f.owner, &f.name)
+            .is_some_and(|o| o.attrs.is_some());
+        match &f.attrs {
+            Some(a) => writes.push(Write::Put {
+                table: Table::Attrs,
+                key,
+                value: enc(a),
+            }),
+            // A file replaced by one without attributes (from a pipe) must
+            // not come back from a restart with the old file's.
+            None if had_attrs => writes.push(Write::Delete {
+                table: Table::Attrs,
+                key,
+            }),
+            None => {}
+        }
         self.insert(f)
     }
 
@@ -380,6 +428,12 @@ impl Catalogue {
             table: Table::Files,
             key: file_key(owner, name),
         });
+        if f.attrs.is_some() {
+            writes.push(Write::Delete {
+                table: Table::Attrs,
+                key: file_key(owner, name),
+            });
+        }
         for g in self.grantees(owner, name) {
             self.unshare(owner, name, g, writes);
         }
@@ -425,6 +479,14 @@ impl Catalogue {
         for (o, f, g) in &self.folder_shares {
             h.update(&share_key(*o, *g, &format!("{f}/")));
         }
+        // Likewise attributes (which `enc` of a file leaves out): a
+        // catalogue of files without any digests as it did before them.
+        for f in self.files.values() {
+            if let Some(a) = &f.attrs {
+                h.update(&file_key(f.owner, &f.name));
+                h.update(&enc(a));
+            }
+        }
     }
 }
 
@@ -440,6 +502,7 @@ mod tests {
             digest: [d; 32],
             at: 0,
             holder: 1,
+            attrs: None,
         }
     }
 

@@ -2,6 +2,7 @@
 
 use super::sync_round::Token;
 use crate::accounts::password::PasswordHash;
+use crate::file_attrs::FileAttrs;
 use crate::tls::Fingerprint;
 use speedy::{Readable, Writable};
 
@@ -49,9 +50,11 @@ pub enum Txn {
     /// Logout: the token id is refused everywhere until it would have expired.
     #[speedy(tag = 2)]
     Revoke { token_id: [u8; 16], expires: u64 },
-    /// Upload complete: `holder` has the verified content.
+    /// `PutFile` as logged before files had attributes (protocol 6 and
+    /// earlier): still read from the logs of those servers and applied as
+    /// a `PutFile` without attributes, never written.
     #[speedy(tag = 3)]
-    PutFile {
+    PutFileV1 {
         owner: u64,
         name: String,
         size: u64,
@@ -125,14 +128,12 @@ pub enum Txn {
     /// that took it): every session token issued before is refused.
     #[speedy(tag = 17)]
     ChangePassword { user: u64, password: PasswordHash },
-    /// Uploads of one batch (`ferry put` of many files), each complete and
-    /// copied like a `PutFile`'s: applied one after another as `PutFile`s
-    /// would be, in one entry, so that a thousand small files cost the log
-    /// a few entries and fsyncs rather than a thousand.
+    /// `PutFiles` as logged before files had attributes: read and
+    /// applied, never written (see `PutFileV1`).
     #[speedy(tag = 18)]
-    PutFiles {
+    PutFilesV1 {
         owner: u64,
-        files: Vec<NewFile>,
+        files: Vec<NewFileV1>,
         replace: bool,
         holder: u32,
     },
@@ -160,6 +161,32 @@ pub enum Txn {
     /// again, the id never given out again.
     #[speedy(tag = 22)]
     DeleteAccount { user: u64 },
+    /// Upload complete: `holder` has the verified content. `attrs`: the
+    /// source file's modification time and mode, if it had them (not a
+    /// pipe's). A variant of its own, not a field added to tag 3, so that
+    /// the entries servers logged before still decode (docs/replication.md,
+    /// "Stores from earlier versions").
+    #[speedy(tag = 23)]
+    PutFile {
+        owner: u64,
+        name: String,
+        size: u64,
+        digest: [u8; 32],
+        replace: bool,
+        holder: u32,
+        attrs: Option<FileAttrs>,
+    },
+    /// Uploads of one batch (`ferry put` of many files), each complete and
+    /// copied like a `PutFile`'s: applied one after another as `PutFile`s
+    /// would be, in one entry, so that a thousand small files cost the log
+    /// a few entries and fsyncs rather than a thousand.
+    #[speedy(tag = 24)]
+    PutFiles {
+        owner: u64,
+        files: Vec<NewFile>,
+        replace: bool,
+        holder: u32,
+    },
 }
 
 /// One file of [`Txn::PutFiles`].
@@ -168,6 +195,26 @@ pub struct NewFile {
     pub name: String,
     pub size: u64,
     pub digest: [u8; 32],
+    pub attrs: Option<FileAttrs>,
+}
+
+/// One file of [`Txn::PutFilesV1`].
+#[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
+pub struct NewFileV1 {
+    pub name: String,
+    pub size: u64,
+    pub digest: [u8; 32],
+}
+
+impl From<&NewFileV1> for NewFile {
+    fn from(f: &NewFileV1) -> NewFile {
+        NewFile {
+            name: f.name.clone(),
+            size: f.size,
+            digest: f.digest,
+            attrs: None,
+        }
+    }
 }
 
 /// Files in one [`Txn::PutFiles`] at most.
@@ -180,8 +227,9 @@ impl Txn {
     /// The contents this transaction names, if it stores files.
     pub fn contents(&self) -> Vec<[u8; 32]> {
         match self {
-            Txn::PutFile { digest, .. } => vec![*digest],
+            Txn::PutFile { digest, .. } | Txn::PutFileV1 { digest, .. } => vec![*digest],
             Txn::PutFiles { files, .. } => files.iter().map(|f| f.digest).collect(),
+            Txn::PutFilesV1 { files, .. } => files.iter().map(|f| f.digest).collect(),
             _ => Vec::new(),
         }
     }
@@ -189,8 +237,9 @@ impl Txn {
     /// Does this transaction name content `d`?
     pub fn names(&self, d: &[u8; 32]) -> bool {
         match self {
-            Txn::PutFile { digest, .. } => digest == d,
+            Txn::PutFile { digest, .. } | Txn::PutFileV1 { digest, .. } => digest == d,
             Txn::PutFiles { files, .. } => files.iter().any(|f| &f.digest == d),
+            Txn::PutFilesV1 { files, .. } => files.iter().any(|f| &f.digest == d),
             _ => false,
         }
     }
@@ -203,6 +252,9 @@ impl Txn {
                 format!("revoke {:02x}{:02x}", token_id[0], token_id[1])
             }
             Txn::PutFile {
+                owner, name, size, ..
+            }
+            | Txn::PutFileV1 {
                 owner, name, size, ..
             } => format!("put user{owner}/{name} ({size} bytes)"),
             Txn::Share {
@@ -242,8 +294,11 @@ impl Txn {
             Txn::ChangePassword { user, .. } => format!("user{user} changes their password"),
             Txn::PutFiles { owner, files, .. } => {
                 let bytes: u64 = files.iter().map(|f| f.size).sum();
-                let n = files.len();
-                format!("put {n} files of user{owner} ({bytes} bytes)")
+                format!("put {} files of user{owner} ({bytes} bytes)", files.len())
+            }
+            Txn::PutFilesV1 { owner, files, .. } => {
+                let bytes: u64 = files.iter().map(|f| f.size).sum();
+                format!("put {} files of user{owner} ({bytes} bytes)", files.len())
             }
             Txn::ShareFolder {
                 owner,

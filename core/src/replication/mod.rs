@@ -1078,4 +1078,8 @@ impl WriteBytes for Entry {
 }
 
 #[cfg(test)]
+mod attrs_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod v6;

@@ -4,11 +4,12 @@
 //! same state.
 
 use super::catalogue::{Catalogue, FileMeta};
-use super::entry::{Entry, Origin, Txn, TxnResult};
+use super::entry::{Entry, NewFile, Origin, Txn, TxnResult};
 use super::logins::Logins;
 use super::registry::{Joining, Registry};
 use super::sync_round::SyncRounds;
 use crate::accounts::password::PasswordHash;
+use crate::file_attrs::FileAttrs;
 use crate::frame;
 use crate::store::{Table, Write};
 use speedy::{Readable, Writable};
@@ -69,7 +70,9 @@ impl State {
     /// Rebuilds the state from stored table rows.
     pub fn from_rows(rows: &[(Table, Vec<u8>, Vec<u8>)]) -> Result<State, String> {
         let mut s = State::default();
-        for (table, key, value) in rows {
+        // A file's attributes are loaded onto its file: after every file.
+        let (attrs, rows): (Vec<_>, Vec<_>) = rows.iter().partition(|(t, _, _)| *t == Table::Attrs);
+        for (table, key, value) in rows.into_iter().chain(attrs) {
             let bad = |e: crate::frame::FrameError| format!("{} table: {e}", table.name());
             match table {
                 Table::Users => {
@@ -113,6 +116,7 @@ impl State {
                     s.epochs.insert(u64::from_be_bytes(id), epoch);
                 }
                 Table::Retired => s.retired = s.retired.max(frame::decode(value).map_err(bad)?),
+                Table::Attrs => s.catalogue.load_attrs(key, value)?,
             }
         }
         Ok(s)
@@ -252,6 +256,7 @@ impl State {
                 digest,
                 replace,
                 holder,
+                attrs,
             } => {
                 let meta = FileMeta {
                     owner: *owner,
@@ -260,6 +265,26 @@ impl State {
                     digest: *digest,
                     at: entry.at,
                     holder: *holder,
+                    attrs: attrs.map(FileAttrs::sanitized),
+                };
+                self.put_file(meta, *replace, &mut writes)
+            }
+            Txn::PutFileV1 {
+                owner,
+                name,
+                size,
+                digest,
+                replace,
+                holder,
+            } => {
+                let meta = FileMeta {
+                    owner: *owner,
+                    name: name.clone(),
+                    size: *size,
+                    digest: *digest,
+                    at: entry.at,
+                    holder: *holder,
+                    attrs: None,
                 };
                 self.put_file(meta, *replace, &mut writes)
             }
@@ -268,22 +293,16 @@ impl State {
                 files,
                 replace,
                 holder,
-            } => TxnResult::Files(
-                files
-                    .iter()
-                    .map(|f| {
-                        let meta = FileMeta {
-                            owner: *owner,
-                            name: f.name.clone(),
-                            size: f.size,
-                            digest: f.digest,
-                            at: entry.at,
-                            holder: *holder,
-                        };
-                        self.put_file(meta, *replace, &mut writes)
-                    })
-                    .collect(),
-            ),
+            } => self.put_files(entry.at, *owner, files, *replace, *holder, &mut writes),
+            Txn::PutFilesV1 {
+                owner,
+                files,
+                replace,
+                holder,
+            } => {
+                let files: Vec<NewFile> = files.iter().map(NewFile::from).collect();
+                self.put_files(entry.at, *owner, &files, *replace, *holder, &mut writes)
+            }
             Txn::Share {
                 owner,
                 name,
@@ -489,7 +508,31 @@ impl State {
             && !self.epochs.contains_key(&user)
     }
 
-    /// A digest of the whole state, for convergence checks.
+    /// A batch's uploads, each applied as a `PutFile` of its own.
+    fn put_files(
+        &mut self,
+        at: u64,
+        owner: u64,
+        files: &[NewFile],
+        replace: bool,
+        holder: u32,
+        writes: &mut Vec<Write>,
+    ) -> TxnResult {
+        let results = files.iter().map(|f| {
+            let meta = FileMeta {
+                owner,
+                name: f.name.clone(),
+                size: f.size,
+                digest: f.digest,
+                at,
+                holder,
+                attrs: f.attrs.map(FileAttrs::sanitized),
+            };
+            self.put_file(meta, replace, writes)
+        });
+        TxnResult::Files(results.collect())
+    }
+
     /// A file upload's effect: stored, unless the name is taken and
     /// replacing it was not asked for, or is a folder's (or under a file).
     fn put_file(&mut self, meta: FileMeta, replace: bool, writes: &mut Vec<Write>) -> TxnResult {
@@ -503,6 +546,7 @@ impl State {
         TxnResult::FileStored
     }
 
+    /// A digest of the whole state, for convergence checks.
     pub fn digest(&self) -> [u8; 32] {
         let mut h = blake3::Hasher::new();
         for u in self.users.values() {
@@ -676,6 +720,7 @@ mod tests {
             digest: [owner as u8; 32],
             replace: false,
             holder: 1,
+            attrs: None,
         };
         let share = |owner, name: &str, grantee: &str| Txn::Share {
             owner,
@@ -849,6 +894,7 @@ mod tests {
                 digest: [self.index as u8; 32],
                 replace: false,
                 holder: 1,
+                attrs: None,
             })
         }
 

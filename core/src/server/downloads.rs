@@ -149,7 +149,14 @@ impl Sending {
             for (id, g) in self.going.iter_mut() {
                 while let Some(o) = g.sender.poll_output() {
                     match o {
-                        SenderOutput::Send(m) => cx.out.send(conn, &SessionMsg::Transfer(m)),
+                        SenderOutput::Send(m) => {
+                            let offer = matches!(m, TransferMsg::Offer { .. });
+                            cx.out.send(conn, &SessionMsg::Transfer(m));
+                            // Right after its offer, as a single download's.
+                            if let Some(attrs) = g.meta.attrs.filter(|_| offer) {
+                                cx.out.send(conn, &SessionMsg::Attrs { id: *id, attrs });
+                            }
+                        }
                         SenderOutput::Read { offset, len } => cx.out.file(FileOp::Read {
                             handle: g.handle,
                             file: crate::io::FileRef::Blob(g.meta.digest),

@@ -3,6 +3,7 @@
 pub use super::status::{ClusterStatus, ServerStatus, UserUsage};
 use crate::accounts::token::SessionToken;
 use crate::auth::AuthCode;
+use crate::file_attrs::FileAttrs;
 use crate::refusal::Refusal;
 use crate::replication::sync_round::Token;
 use crate::transfer::{TransferError, TransferMsg};
@@ -162,6 +163,12 @@ pub enum SessionMsg {
         token: SessionToken,
         password: String,
     },
+    /// Either way, right after the OFFER of transfer `id` (an upload's by
+    /// the client, a download's by the server) and before anything else of
+    /// it: the file's modification time and mode. Absent for a file that
+    /// has none (read from a pipe, or stored before attributes existed).
+    #[speedy(tag = 120)]
+    Attrs { id: u64, attrs: FileAttrs },
     /// Data of DownloadMany: the files wanted, each `(owner, name)` as in
     /// `FileName`. The server offers them as transfers whose id is their
     /// place here, several at once.
@@ -275,6 +282,8 @@ pub struct Listed {
     pub at: u64,
     /// For one's own files: who they are shared with.
     pub shared_with: Vec<String>,
+    /// The file's modification time and mode, if it has them.
+    pub attrs: Option<FileAttrs>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
@@ -397,17 +406,22 @@ pub enum Request {
     WhoAmI {
         token: SessionToken,
     },
-    /// Send the command's local file (`FileRef::Local`) of `size` bytes.
+    /// Send the command's local file (`FileRef::Local`) of `size` bytes;
+    /// `attrs`: its modification time and mode, to keep with it.
     Upload {
         name: String,
         size: u64,
         replace: bool,
+        attrs: Option<FileAttrs>,
     },
     /// Send the command's local files, file `i` read through handle `i`,
     /// as one batch of at most [`crate::replication::entry::BATCH_FILES`].
+    /// `attrs[i]`: file `i`'s modification time and mode (none past the
+    /// end).
     UploadMany {
         files: Vec<(String, u64)>,
         replace: bool,
+        attrs: Vec<Option<FileAttrs>>,
     },
     /// Receive into the command's local file (`FileRef::Local`).
     Download {

@@ -433,6 +433,13 @@ impl Server {
                 files.on_transfer(&mut cx, conn, m);
                 self.copy_news(now);
             }
+            Routed::Attrs { id, attrs } => {
+                // Those of an upload whose offer waits at the read gate
+                // wait with it.
+                if !self.gate.follow(conn, id, attrs) {
+                    self.files.on_attrs(conn, id, attrs);
+                }
+            }
             Routed::Sync { round, token, done } => {
                 self.writer_said(now, conn, (round, token, done));
             }
@@ -512,8 +519,11 @@ impl Server {
 
     /// Runs every operation whose read index this server has reached.
     fn answer_confirmed(&mut self, now: Timestamp) {
-        for (conn, op, data) in self.gate.ready(&mut self.replica, &mut self.sessions) {
-            self.run_op(now, conn, op, data);
+        for r in self.gate.ready(&mut self.replica, &mut self.sessions) {
+            self.run_op(now, r.conn, r.op, r.data);
+            for (id, attrs) in r.attrs {
+                self.files.on_attrs(r.conn, id, attrs);
+            }
         }
     }
 
@@ -1003,3 +1013,6 @@ mod status_tests;
 
 #[cfg(test)]
 mod account_delete_tests;
+
+#[cfg(test)]
+mod attrs_tests;

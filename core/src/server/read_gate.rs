@@ -16,6 +16,7 @@
 use super::event::ServerEvent;
 use super::messages::{OpCode, OpError, SessionMsg};
 use super::sessions::Sessions;
+use crate::file_attrs::FileAttrs;
 use crate::io::ConnId;
 use crate::outbox::Outbox;
 use crate::replication::Replica;
@@ -23,12 +24,28 @@ use crate::time::Timestamp;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// Messages kept to follow a held operation's data, at most: an upload's
+/// offer is followed by one, and a client sending more gains nothing.
+const MAX_FOLLOWING: usize = 4;
+
 /// An operation waiting for its read index.
 struct Held {
     op: OpCode,
     data: SessionMsg,
     read: u64,
     deadline: Timestamp,
+    /// The attributes that followed an upload's offer (its data) while it
+    /// waited: they wait with it, and reach the upload once it runs.
+    attrs: Vec<(u64, FileAttrs)>,
+}
+
+/// An operation whose read index is reached: to run now.
+pub(super) struct Ready {
+    pub(super) conn: ConnId,
+    pub(super) op: OpCode,
+    pub(super) data: SessionMsg,
+    /// What followed its data while it waited (see [`ReadGate::follow`]).
+    pub(super) attrs: Vec<(u64, FileAttrs)>,
 }
 
 pub(super) struct ReadGate {
@@ -67,18 +84,28 @@ impl ReadGate {
                 data,
                 read,
                 deadline,
+                attrs: Vec::new(),
             },
         );
         sessions.run_elsewhere(conn);
     }
 
+    /// Attributes that follow the data of the operation held for `conn`,
+    /// if one is: kept for it (its data is one upload's offer, so a few).
+    /// False if none is held.
+    pub(super) fn follow(&mut self, conn: ConnId, id: u64, attrs: FileAttrs) -> bool {
+        let Some(h) = self.held.get_mut(&conn) else {
+            return false;
+        };
+        if h.attrs.len() < MAX_FOLLOWING {
+            h.attrs.push((id, attrs));
+        }
+        true
+    }
+
     /// The operations whose read index this server has reached, to run now
     /// (their sessions idle again).
-    pub(super) fn ready(
-        &mut self,
-        replica: &mut Replica,
-        sessions: &mut Sessions,
-    ) -> Vec<(ConnId, OpCode, SessionMsg)> {
+    pub(super) fn ready(&mut self, replica: &mut Replica, sessions: &mut Sessions) -> Vec<Ready> {
         let due: Vec<ConnId> = self
             .held
             .iter()
@@ -90,7 +117,12 @@ impl ReadGate {
             if let Some(h) = self.held.remove(&conn) {
                 replica.forget_read_index(h.read);
                 sessions.set_idle(conn);
-                ready.push((conn, h.op, h.data));
+                ready.push(Ready {
+                    conn,
+                    op: h.op,
+                    data: h.data,
+                    attrs: h.attrs,
+                });
             }
         }
         ready

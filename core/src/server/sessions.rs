@@ -32,6 +32,7 @@ use crate::accounts::token::SessionToken;
 use crate::auth::{AuthCode, ClusterSecret};
 use crate::balancer::messages::{BalancerMsg, ProbeMsg};
 use crate::entropy::Entropy;
+use crate::file_attrs::FileAttrs;
 use crate::frame::{self, FrameDecoder};
 use crate::io::{ConnId, Identity};
 use crate::outbox::Outbox;
@@ -188,6 +189,11 @@ pub(super) enum Routed {
     },
     /// File content, for a transfer of the user files, if one runs.
     Transfer(TransferMsg),
+    /// The attributes of an upload just offered, for the user files.
+    Attrs {
+        id: u64,
+        attrs: FileAttrs,
+    },
     /// A SYNC round's writer says it is done (`done`: SYNC FIN) or still
     /// writing, whatever operation its session runs.
     Sync {
@@ -636,6 +642,16 @@ impl Sessions {
                 },
                 SessionMsg::Transfer(m),
             ) => return Routed::Transfer(m),
+            (
+                Stage::Established {
+                    op: Op::Elsewhere, ..
+                },
+                SessionMsg::Attrs { id, attrs },
+            ) => return Routed::Attrs { id, attrs },
+            // They follow an offer, which may have been refused (the
+            // session is idle again) before they came: never an
+            // operation's data.
+            (Stage::Established { .. }, SessionMsg::Attrs { .. }) => {}
             (
                 Stage::Established {
                     op: Op::AwaitData { op, .. },

@@ -23,6 +23,7 @@ use super::copies::{Copies, Up};
 use super::event::ServerEvent;
 use super::messages::{Landed, OpError};
 use super::user_files::Ctx;
+use crate::file_attrs::FileAttrs;
 use crate::io::{ConnId, FileOp, FileRef};
 use crate::names::{check_path, is_under};
 use crate::outbox::Outbox;
@@ -39,6 +40,9 @@ pub(super) struct Put {
     pub(super) name: String,
     pub(super) size: u64,
     pub(super) digest: [u8; 32],
+    /// The source file's modification time and mode, if the client sent
+    /// them.
+    pub(super) attrs: Option<FileAttrs>,
     /// When the client hears "unavailable" if the upload is not applied
     /// by then: one request timeout after the transfer ended, however the
     /// time went (making copies, waiting for the master). Copies are
@@ -112,6 +116,8 @@ pub(super) struct Receiving {
     /// Chunks acknowledged to the client so far: the copies may hold the
     /// acks back (`Copies::cap`).
     acked: u64,
+    /// What the client said of the file after its offer, if anything.
+    pub(super) attrs: Option<FileAttrs>,
 }
 
 /// How a received upload stands.
@@ -128,6 +134,7 @@ impl Receiving {
             receiver: Box::new(receiver),
             temp: blobs.new_handle(Owner::Session(conn)),
             acked: 0,
+            attrs: None,
         }
     }
 
@@ -419,6 +426,7 @@ impl Batch {
                     name: r.receiver.name().to_string(),
                     size: r.receiver.size(),
                     digest,
+                    attrs: r.attrs,
                     deadline: cx.now + self.request_timeout,
                 };
                 let (now, up) = (cx.now, (conn, id));
@@ -431,6 +439,14 @@ impl Batch {
                     self.copying.insert(id, put);
                 }
             }
+        }
+    }
+
+    /// File `id`'s attributes, which follow its offer (dropped if it was
+    /// refused).
+    pub(super) fn set_attrs(&mut self, id: u64, attrs: FileAttrs) {
+        if let Some(r) = self.receiving.get_mut(&id) {
+            r.attrs = Some(attrs);
         }
     }
 
@@ -576,6 +592,7 @@ impl Finished {
                 name: p.name.clone(),
                 size: p.size,
                 digest: p.digest,
+                attrs: p.attrs,
             })
             .collect()
     }

@@ -21,6 +21,7 @@ use super::messages::{FileOutcome, Listed, OpCode, OpError, SessionMsg};
 use super::scrub::says_damaged;
 use super::sessions::{wrong_data, Sessions};
 use super::uploads::{Batch, Finished, Ordered, Put, Receiving, Room, Step, Stored};
+use crate::file_attrs::FileAttrs;
 use crate::io::{ConnId, FileOp, FileRef};
 use crate::names::{check_path, is_under};
 use crate::outbox::Outbox;
@@ -54,8 +55,13 @@ enum Transfer {
     AwaitCopies { put: Put, replace: bool },
     /// Receiving a batch of uploads.
     Batch(Box<Batch>),
-    /// Sending a download, reading through `handle`.
-    Downloading { sender: Box<Sender>, handle: u64 },
+    /// Sending a download, reading through `handle`; `attrs` follow its
+    /// offer.
+    Downloading {
+        sender: Box<Sender>,
+        handle: u64,
+        attrs: Option<FileAttrs>,
+    },
     /// A download whose content is still being fetched from a peer.
     AwaitBlob { meta: FileMeta, deadline: Timestamp },
     /// Sending a batch of downloads.
@@ -349,6 +355,7 @@ impl UserFiles {
             Transfer::Downloading {
                 sender: Box::new(sender),
                 handle,
+                attrs: meta.attrs,
             },
         );
         cx.sessions.run_elsewhere(conn);
@@ -377,6 +384,19 @@ impl UserFiles {
                 s.arrived(cx, conn, d);
             }
             self.pump(cx, conn);
+        }
+    }
+
+    /// The attributes of upload `id` on `conn`, which follow its offer:
+    /// kept with it. Those of an upload refused or ended are dropped.
+    pub(super) fn on_attrs(&mut self, conn: ConnId, id: u64, attrs: FileAttrs) {
+        let attrs = attrs.sanitized();
+        match self.transfers.get_mut(&conn) {
+            Some(Transfer::Uploading { up, .. }) if up.receiver.id() == id => {
+                up.attrs = Some(attrs)
+            }
+            Some(Transfer::Batch(b)) => b.set_attrs(id, attrs),
+            _ => {}
         }
     }
 
@@ -474,6 +494,7 @@ impl UserFiles {
                             name: up.receiver.name().to_string(),
                             size: up.receiver.size(),
                             digest,
+                            attrs: up.attrs,
                             deadline: cx.now + self.request_timeout,
                         };
                         let now = cx.now;
@@ -500,8 +521,12 @@ impl UserFiles {
                         .answer(conn, OpCode::DownloadMany, answer, cx.out);
                 }
             }
-            Some(Transfer::Downloading { sender, handle }) => {
-                let handle = *handle;
+            Some(Transfer::Downloading {
+                sender,
+                handle,
+                attrs,
+            }) => {
+                let (handle, attrs) = (*handle, *attrs);
                 let file = cx.blobs.read_file(handle);
                 let mut finished = false;
                 // A download the client found damaged: this server's copy
@@ -535,7 +560,11 @@ impl UserFiles {
                     cx.blobs.suspect(cx.now, d, cx.replica, cx.out);
                 }
                 for m in sends {
+                    let offer = matches!(m, TransferMsg::Offer { .. });
                     cx.out.send(conn, &SessionMsg::Transfer(m));
+                    if let Some(attrs) = attrs.filter(|_| offer) {
+                        cx.out.send(conn, &SessionMsg::Attrs { id: handle, attrs });
+                    }
                 }
                 for f in disk {
                     cx.out.file(f);
@@ -557,6 +586,7 @@ impl UserFiles {
             name,
             size,
             digest,
+            attrs,
             deadline,
             ..
         } = put;
@@ -576,6 +606,7 @@ impl UserFiles {
             digest,
             replace,
             holder: self.id,
+            attrs,
         };
         let ordered = cx
             .sessions
@@ -984,6 +1015,7 @@ fn listing(replica: &Replica, user: u64, prefix: Option<&str>) -> SessionMsg {
             name: f.name.clone(),
             size: f.size,
             at: f.at,
+            attrs: f.attrs,
             shared_with: if f.owner == user {
                 state
                     .catalogue()

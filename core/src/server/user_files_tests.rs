@@ -862,6 +862,7 @@ fn a_session_closed_mid_upload_leaves_no_temporary_file() {
         name: "big.bin".into(),
         size: 40 * 4096,
         replace: false,
+        attrs: None,
     };
     c.send(0, a, &SessionMsg::Begin { op: req.op() });
     c.received(0, a);
@@ -931,6 +932,7 @@ fn a_restarted_master_keeps_an_upload_its_log_has_not_committed_yet() {
         digest,
         replace: false,
         holder: 1,
+        attrs: None,
     };
     let now = c.now;
     c.server_mut(0).submit_for_test(now, origin, txn);

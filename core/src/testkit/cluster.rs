@@ -7,6 +7,7 @@
 
 use crate::balancer::messages::ProbeMsg;
 use crate::balancer::ServerAddr;
+use crate::file_attrs::FileAttrs;
 use crate::frame::FrameDecoder;
 use crate::host::mem_dir::MemDir;
 use crate::host::mem_disk::MemDisk;
@@ -194,6 +195,11 @@ pub struct Cluster {
     size: usize,
     /// `Fetching` messages [`Cluster::download`] heard, as (bytes, size).
     pub fetching_told: Vec<(u64, u64)>,
+    /// The attributes the last download's offer came with, if any.
+    pub attrs_told: Option<FileAttrs>,
+    /// The attributes that followed each offer of the last
+    /// [`Cluster::download_many`], by file.
+    pub batch_attrs_told: BTreeMap<u64, FileAttrs>,
     /// Bytes servers sent to test clients, per (server, connection).
     pub(super) inbox: BTreeMap<(Ix, ConnId), FrameDecoder>,
     /// Peers (`ferry peer` nodes), network nodes `size..`; see
@@ -245,6 +251,8 @@ impl Cluster {
             size,
             inbox: BTreeMap::new(),
             fetching_told: Vec::new(),
+            attrs_told: None,
+            batch_attrs_told: BTreeMap::new(),
             peers: Vec::new(),
             peer_events: Vec::new(),
             client_addr: "client".into(),
@@ -699,11 +707,28 @@ impl Cluster {
         replace: bool,
         meanwhile: impl FnOnce(&mut Cluster),
     ) -> Vec<SessionMsg> {
+        self.upload_with(ix, conn, name, content, replace, None, meanwhile)
+    }
+
+    /// Like [`Cluster::upload_then`], the file's `attrs` sent after its
+    /// offer, as a client sends them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn upload_with(
+        &mut self,
+        ix: Ix,
+        conn: ConnId,
+        name: &str,
+        content: &[u8],
+        replace: bool,
+        attrs: Option<FileAttrs>,
+        meanwhile: impl FnOnce(&mut Cluster),
+    ) -> Vec<SessionMsg> {
         let mut meanwhile = Some(meanwhile);
         let req = Request::Upload {
             name: name.into(),
             size: content.len() as u64,
             replace,
+            attrs,
         };
         self.send(ix, conn, &SessionMsg::Begin { op: req.op() });
         let got = self.received(ix, conn);
@@ -721,7 +746,13 @@ impl Cluster {
         for _ in 0..100_000 {
             while let Some(o) = s.poll_output() {
                 match o {
-                    SenderOutput::Send(m) => self.send(ix, conn, &SessionMsg::Transfer(m)),
+                    SenderOutput::Send(m) => {
+                        let (offer, id) = (matches!(m, TransferMsg::Offer { .. }), m.id());
+                        self.send(ix, conn, &SessionMsg::Transfer(m));
+                        if let Some(attrs) = attrs.filter(|_| offer) {
+                            self.send(ix, conn, &SessionMsg::Attrs { id, attrs });
+                        }
+                    }
                     SenderOutput::Read { offset, len } => {
                         let o = offset as usize;
                         s.on_read(offset, &content[o..o + len]);
@@ -772,11 +803,25 @@ impl Cluster {
         files: &[(&str, &[u8])],
         replace: bool,
     ) -> Vec<SessionMsg> {
+        self.upload_many_with(ix, conn, files, replace, &[])
+    }
+
+    /// Like [`Cluster::upload_many`], file `i`'s `attrs[i]` sent after its
+    /// offer.
+    pub fn upload_many_with(
+        &mut self,
+        ix: Ix,
+        conn: ConnId,
+        files: &[(&str, &[u8])],
+        replace: bool,
+        attrs: &[Option<FileAttrs>],
+    ) -> Vec<SessionMsg> {
         let req = Request::UploadMany {
             files: (files.iter())
                 .map(|(n, c)| (n.to_string(), c.len() as u64))
                 .collect(),
             replace,
+            attrs: attrs.to_vec(),
         };
         self.send(ix, conn, &SessionMsg::Begin { op: req.op() });
         let got = self.received(ix, conn);
@@ -810,7 +855,15 @@ impl Cluster {
             for (i, s) in senders.iter_mut().enumerate() {
                 while let Some(o) = s.poll_output() {
                     match o {
-                        SenderOutput::Send(m) => self.send(ix, conn, &SessionMsg::Transfer(m)),
+                        SenderOutput::Send(m) => {
+                            let offer = matches!(m, TransferMsg::Offer { .. });
+                            self.send(ix, conn, &SessionMsg::Transfer(m));
+                            let a = attrs.get(i).copied().flatten().filter(|_| offer);
+                            if let Some(attrs) = a {
+                                let id = i as u64;
+                                self.send(ix, conn, &SessionMsg::Attrs { id, attrs });
+                            }
+                        }
                         SenderOutput::Read { offset, len } => {
                             let o = offset as usize;
                             s.on_read(offset, &files[i].1[o..o + len]);
@@ -851,6 +904,7 @@ impl Cluster {
                 .map(|(o, n)| (o.map(String::from), n.to_string()))
                 .collect(),
         };
+        self.batch_attrs_told.clear();
         let mut pending = self.request(ix, conn, &req);
         let mut receivers: BTreeMap<u64, Receiver> = BTreeMap::new();
         let mut contents: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
@@ -868,6 +922,9 @@ impl Cluster {
                         if let Some(rx) = receivers.get_mut(&t.id()) {
                             rx.on_msg(self.now, t);
                         }
+                    }
+                    SessionMsg::Attrs { id, attrs } if receivers.contains_key(&id) => {
+                        self.batch_attrs_told.insert(id, attrs);
                     }
                     other => answers.push(other),
                 }
@@ -930,6 +987,7 @@ impl Cluster {
             name: name.into(),
         };
         let got = self.request(ix, conn, &req);
+        self.attrs_told = None;
         let mut r: Option<Receiver> = None;
         let mut content = Vec::new();
         let mut pending = got;
@@ -943,6 +1001,9 @@ impl Cluster {
                         r = Some(rx);
                     }
                     (SessionMsg::Transfer(t), Some(rx)) => rx.on_msg(self.now, t),
+                    (SessionMsg::Attrs { id, attrs }, Some(rx)) if rx.id() == id => {
+                        self.attrs_told = Some(attrs)
+                    }
                     (SessionMsg::Fetching { bytes, size }, None) => {
                         self.fetching_told.push((bytes, size))
                     }

@@ -5,9 +5,10 @@ use ferry_core::accounts::password::{PasswordHash, PasswordParams};
 use ferry_core::accounts::token::SessionToken;
 use ferry_core::auth::AuthCode;
 use ferry_core::balancer::messages::{BalancerMsg, ProbeMsg};
+use ferry_core::file_attrs::FileAttrs;
 use ferry_core::refusal::Refusal;
 use ferry_core::replication::catalogue::FileMeta;
-use ferry_core::replication::entry::{Entry, Origin, Txn};
+use ferry_core::replication::entry::{Entry, NewFile, NewFileV1, Origin, Txn};
 use ferry_core::replication::messages::ReplicaMsg;
 use ferry_core::replication::state::User;
 use ferry_core::replication::status::{Role, ServerReport};
@@ -217,14 +218,24 @@ fn listed(names: usize) -> impl Strategy<Value = Listed> {
         any::<u64>(),
         any::<u64>(),
         prop::collection::vec(text(), 0..names),
+        prop::option::of(file_attrs()),
     )
-        .prop_map(|(owner, name, size, at, shared_with)| Listed {
+        .prop_map(|(owner, name, size, at, shared_with, attrs)| Listed {
             owner,
             name,
             size,
             at,
             shared_with,
+            attrs,
         })
+}
+
+pub fn file_attrs() -> impl Strategy<Value = FileAttrs> {
+    any::<(i64, u32, u32)>().prop_map(|(mtime_secs, mtime_nanos, mode)| FileAttrs {
+        mtime_secs,
+        mtime_nanos,
+        mode,
+    })
 }
 
 fn file_outcome() -> impl Strategy<Value = FileOutcome> {
@@ -270,6 +281,7 @@ pub fn session_msg() -> impl Strategy<Value = SessionMsg> {
         cluster_status().prop_map(SessionMsg::Status),
         (session_token(), text())
             .prop_map(|(token, password)| SessionMsg::DeleteAccount { token, password }),
+        (any::<u64>(), file_attrs()).prop_map(|(id, attrs)| SessionMsg::Attrs { id, attrs }),
     ]
 }
 
@@ -390,7 +402,7 @@ fn txn() -> impl Strategy<Value = Txn> {
             any::<u32>()
         )
             .prop_map(
-                |(owner, name, size, digest, replace, holder)| Txn::PutFile {
+                |(owner, name, size, digest, replace, holder)| Txn::PutFileV1 {
                     owner,
                     name,
                     size,
@@ -399,6 +411,61 @@ fn txn() -> impl Strategy<Value = Txn> {
                     holder
                 }
             ),
+        (
+            any::<u64>(),
+            text(),
+            any::<(u64, bool, u32)>(),
+            any::<[u8; 32]>(),
+            prop::option::of(file_attrs()),
+        )
+            .prop_map(|(owner, name, (size, replace, holder), digest, attrs)| {
+                Txn::PutFile {
+                    owner,
+                    name,
+                    size,
+                    digest,
+                    replace,
+                    holder,
+                    attrs,
+                }
+            }),
+        (
+            any::<(u64, bool, u32)>(),
+            prop::collection::vec(
+                (
+                    text(),
+                    any::<u64>(),
+                    any::<[u8; 32]>(),
+                    prop::option::of(file_attrs())
+                ),
+                0..3
+            ),
+        )
+            .prop_map(|((owner, replace, holder), files)| Txn::PutFiles {
+                owner,
+                files: (files.into_iter())
+                    .map(|(name, size, digest, attrs)| NewFile {
+                        name,
+                        size,
+                        digest,
+                        attrs,
+                    })
+                    .collect(),
+                replace,
+                holder,
+            }),
+        (
+            any::<(u64, bool, u32)>(),
+            prop::collection::vec((text(), any::<u64>(), any::<[u8; 32]>()), 0..3),
+        )
+            .prop_map(|((owner, replace, holder), files)| Txn::PutFilesV1 {
+                owner,
+                files: (files.into_iter())
+                    .map(|(name, size, digest)| NewFileV1 { name, size, digest })
+                    .collect(),
+                replace,
+                holder,
+            }),
         (any::<u64>(), text(), text()).prop_map(|(owner, name, grantee)| Txn::Share {
             owner,
             name,
@@ -525,6 +592,8 @@ pub fn file_meta() -> impl Strategy<Value = FileMeta> {
             digest,
             at,
             holder,
+            // Not in the row (`FileMeta::attrs`).
+            attrs: None,
         })
 }
 
@@ -538,6 +607,7 @@ pub fn crowded_session_msg() -> impl Strategy<Value = SessionMsg> {
         size: 0,
         at: 0,
         shared_with: Vec::new(),
+        attrs: None,
     };
     prop_oneof![
         (0usize..10_000).prop_map(move |n| SessionMsg::Listing {

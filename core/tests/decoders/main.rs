@@ -18,6 +18,7 @@ mod seeds;
 
 use ferry_core::accounts::token::SessionToken;
 use ferry_core::balancer::messages::{BalancerMsg, ProbeMsg};
+use ferry_core::file_attrs::FileAttrs;
 use ferry_core::frame::{self, FrameDecoder, FrameError, MAX_FRAME, PREFIX};
 use ferry_core::replication::catalogue::FileMeta;
 use ferry_core::replication::entry::Entry;
@@ -130,6 +131,7 @@ family!(replica, ReplicaMsg, gen::replica_msg(), 49..89);
 family!(log_entry, Entry, gen::entry(), 1..7);
 family!(user_row, User, gen::user(), 0..4);
 family!(file_row, FileMeta, gen::file_meta(), 0..4);
+family!(attrs_row, FileAttrs, gen::file_attrs(), 0..4);
 family!(session_file, SessionToken, gen::session_token(), 0..4);
 
 proptest! {

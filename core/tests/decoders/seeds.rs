@@ -9,6 +9,7 @@
 use crate::gen;
 use ferry_core::accounts::token::SessionToken;
 use ferry_core::balancer::messages::{BalancerMsg, ProbeMsg};
+use ferry_core::file_attrs::FileAttrs;
 use ferry_core::frame::{self, PREFIX};
 use ferry_core::replication::catalogue::FileMeta;
 use ferry_core::replication::entry::Entry;
@@ -48,6 +49,7 @@ fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         .chain(stored(2, encoded(draw(&mut r, gen::file_meta(), 2))))
         .chain(stored(3, encoded(draw(&mut r, gen::session_token(), 2))))
         .chain(stored(4, vec![7u64.to_le_bytes().to_vec()]))
+        .chain(stored(5, encoded(draw(&mut r, gen::file_attrs(), 2))))
         .collect();
     let mut stream = Vec::new();
     for i in 0..4u8 {
@@ -112,6 +114,7 @@ fn valid(target: &str, input: &[u8]) -> bool {
             Some((2, r)) => decodes::<FileMeta>(r),
             Some((3, r)) => decodes::<SessionToken>(r),
             Some((4, r)) => decodes::<u64>(r),
+            Some((5, r)) => decodes::<FileAttrs>(r),
             _ => false,
         },
         // Frames back to back after the two bytes that seed the read sizes.

@@ -1507,3 +1507,97 @@ fn noise_bytes(len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A download's attributes are its file's once it is in place: the mode
+/// exactly (whatever the umask, and over a replaced file's), the time to
+/// the nanosecond; a server asked to set them fails the file's persist.
+#[test]
+fn a_downloads_attributes_are_set_before_it_is_linked_in() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let attrs = FileAttrs::new(1_234_567_890, 123_456_789, 0o751);
+    let download = |path: &Path, replace: bool, attrs: Option<FileAttrs>, named: bool| {
+        let mut files = Files::destination(path, replace);
+        if named {
+            files = files.named_partial();
+        }
+        if let Some(attrs) = attrs {
+            files.execute(FileOp::SetAttrs { temp: 0, attrs });
+        }
+        files.execute(FileOp::Write {
+            temp: 0,
+            offset: 0,
+            data: b"content".to_vec(),
+        });
+        persist(&mut files, 0, FileRef::Local)
+    };
+    for named in [false, true] {
+        let path = dir.path().join(format!("new-{named}"));
+        // Set-ID bits a server should never send are dropped here too.
+        let sent = FileAttrs {
+            mode: 0o4751,
+            ..attrs
+        };
+        assert_eq!(
+            download(&path, false, Some(sent), named),
+            FileAnswer::Persisted { temp: 0 }
+        );
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o751, "named partial: {named}");
+        assert_eq!(
+            (meta.mtime(), meta.mtime_nsec()),
+            (1_234_567_890, 123_456_789)
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"content");
+    }
+    // Over a file that `--force` replaces: the source's mode, not the
+    // replaced file's.
+    let old = dir.path().join("old");
+    std::fs::write(&old, b"old").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let before = std::time::SystemTime::now();
+    assert_eq!(
+        download(&old, true, Some(attrs), false),
+        FileAnswer::Persisted { temp: 0 }
+    );
+    assert_eq!(std::fs::metadata(&old).unwrap().mode() & 0o777, 0o751);
+    // Without attributes: the replaced file's mode, and the time of now.
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(
+        download(&old, true, None, false),
+        FileAnswer::Persisted { temp: 0 }
+    );
+    let meta = std::fs::metadata(&old).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o640);
+    assert!(meta.modified().unwrap() >= before);
+    // A file of mode 0 is still placed (its descriptor is open for
+    // writing already).
+    let none = dir.path().join("none");
+    let zero = FileAttrs { mode: 0, ..attrs };
+    assert_eq!(
+        download(&none, false, Some(zero), false),
+        FileAnswer::Persisted { temp: 0 }
+    );
+    assert_eq!(std::fs::metadata(&none).unwrap().mode() & 0o777, 0);
+    // Times before 1970 are times too.
+    let past = dir.path().join("past");
+    let old_time = FileAttrs::new(-1_000_000, 5, 0o644);
+    assert_eq!(
+        download(&past, false, Some(old_time), false),
+        FileAnswer::Persisted { temp: 0 }
+    );
+    let meta = std::fs::metadata(&past).unwrap();
+    assert_eq!((meta.mtime(), meta.mtime_nsec()), (-1_000_000, 5));
+
+    let (mut server, _) = Files::server(&dir.path().join("server")).unwrap();
+    server.execute(FileOp::SetAttrs { temp: 1, attrs });
+    server.execute(FileOp::Write {
+        temp: 1,
+        offset: 0,
+        data: b"blob".to_vec(),
+    });
+    assert!(matches!(
+        persist(&mut server, 1, FileRef::Blob(digest(b"blob"))),
+        FileAnswer::Failed { handle: 1, .. }
+    ));
+}

@@ -82,6 +82,9 @@ pub struct Placing {
     /// The modification time the file is to have in place (a peer's copy
     /// keeps its original's), set before it is made durable.
     pub modified: Option<SystemTime>,
+    /// The permission bits it is to have in place (a download whose
+    /// attributes are kept), set with the time.
+    pub mode: Option<u32>,
     /// The file has no name (`O_TMPFILE`): it is linked in, and `from` is
     /// only the name it takes for a moment before it replaces a file.
     pub unnamed: bool,
@@ -489,7 +492,7 @@ fn place(p: Placing) -> Result<(), FileFailure> {
         remove_quietly(&p.from);
         return Ok(());
     }
-    let synced = durable(&p.file, &p.from, p.modified);
+    let synced = durable(&p.file, &p.from, p.modified, p.mode);
     // The descriptor is done with, whatever happens next.
     drop(p.file);
     synced?;
@@ -523,7 +526,7 @@ fn place_download(p: Placing) -> Result<(), FileFailure> {
     // Before the fsync, so that the owner and mode are durable with the
     // bytes, and before the name shows the file.
     local::keep_owner_and_mode(&p.file, &p.to, &target).map_err(FileFailure::other)?;
-    durable(&p.file, &p.from, p.modified)?;
+    durable(&p.file, &p.from, p.modified, p.mode)?;
     let placed = if !replace {
         match p.unnamed {
             true => local::link_unnamed(&p.file, &p.to),
@@ -576,7 +579,7 @@ fn link(p: Placing) -> Result<(), FileFailure> {
     if p.to.symlink_metadata().is_ok() {
         return Err(FileFailure::exists(&name));
     }
-    let synced = durable(&p.file, &p.from, p.modified);
+    let synced = durable(&p.file, &p.from, p.modified, p.mode);
     drop(p.file);
     synced?;
     match std::fs::hard_link(&p.from, &p.to) {
@@ -590,12 +593,26 @@ fn link(p: Placing) -> Result<(), FileFailure> {
     Ok(())
 }
 
-/// Gives the temporary file its modification time, if it has one, and
-/// makes it durable. The time is set first: on the file, not on its name,
+/// Gives the temporary file its mode and modification time, if it has
+/// them, and makes it durable. The time is set first: on the file, not on its name,
 /// so the name it is linked or renamed in under shows it from the moment
 /// it appears (a name shares its inode), and the `fsync` makes the time
 /// durable with the bytes. After the file's writes, which would move it.
-fn durable(file: &File, path: &Path, modified: Option<SystemTime>) -> Result<(), FileFailure> {
+fn durable(
+    file: &File,
+    path: &Path,
+    modified: Option<SystemTime>,
+    mode: Option<u32>,
+) -> Result<(), FileFailure> {
+    // After a replaced file's mode was kept (`keep_owner_and_mode`): the
+    // source's wins, as with `cp -p`. Exactly these bits, whatever the
+    // umask: they are the source's, not a default's.
+    if let Some(mode) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        let perms = std::fs::Permissions::from_mode(mode & ferry_core::FileAttrs::MODE_BITS);
+        file.set_permissions(perms)
+            .map_err(|e| io_failure("cannot set the mode of", path, &e))?;
+    }
     if let Some(time) = modified {
         file.set_modified(time)
             .map_err(|e| io_failure("cannot set the modification time of", path, &e))?;

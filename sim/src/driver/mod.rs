@@ -396,6 +396,7 @@ impl World for SimWorld {
                 op @ (FileOp::Read { .. }
                 | FileOp::List { .. }
                 | FileOp::SetModified { .. }
+                | FileOp::SetAttrs { .. }
                 | FileOp::Space { .. }),
             )
             | (SimFiles::Client(_), op) => Ok(self.execute(&files, op)),

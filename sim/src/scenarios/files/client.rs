@@ -106,6 +106,7 @@ impl OpPlan {
                 name: name.clone(),
                 size: content.len() as u64,
                 replace: *replace,
+                attrs: None,
             },
             OpPlan::Download { owner, name } => Request::Download {
                 owner: owner.map(|u| users[u].username.clone()),

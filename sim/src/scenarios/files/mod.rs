@@ -1617,6 +1617,7 @@ mod tests {
                 digest: [d; 32],
                 replace: true,
                 holder: 1,
+                attrs: None,
             },
         }
     }

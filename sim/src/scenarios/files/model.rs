@@ -130,7 +130,26 @@ impl Catalogue {
                 digest,
                 replace,
                 ..
+            }
+            | Txn::PutFileV1 {
+                owner,
+                name,
+                size,
+                digest,
+                replace,
+                ..
             } => self.put(*owner, name, *size, *digest, *replace),
+            Txn::PutFilesV1 {
+                owner,
+                files,
+                replace,
+                ..
+            } => {
+                for f in files {
+                    self.put(*owner, &f.name, f.size, f.digest, *replace);
+                }
+                Outcome::Batch
+            }
             Txn::PutFiles {
                 owner,
                 files,
@@ -491,6 +510,7 @@ mod tests {
             digest: [d; 32],
             replace,
             holder: 1,
+            attrs: None,
         }
     }
 
