@@ -11,7 +11,9 @@ use std::fmt;
 /// 6: folders: `SessionMsg::ListUnder`, `OpCode::DeleteFolder`,
 /// `FileOutcome::FolderDeleted`, `OpError::IsAFolder` and `NameConflict`,
 /// `TransferError::Conflict`; names may be paths.
-pub const PROTOCOL_VERSION: u16 = 6;
+/// 7: resume: `TransferMsg::Resume` and `Restart`, and ACK(0) before
+/// ACCEPT (a receiver still hashing what it kept).
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// Why a node refused a request or closed a connection. Sent on the wire, so
 /// both ends print the same clear reason.

@@ -254,7 +254,7 @@ fn version_mismatch_is_refused_on_both_links() {
         })]
     );
     let h = bytes_of(&SessionMsg::Hello {
-        version: 7,
+        version: PROTOCOL_VERSION + 1,
         code: code(1),
     });
     let outs = feed(&mut s, ms(0), conn(2), &h);
@@ -262,7 +262,7 @@ fn version_mismatch_is_refused_on_both_links() {
         sent::<SessionMsg, _>(&outs, conn(2)),
         vec![SessionMsg::Refused(Refusal::VersionMismatch {
             ours: PROTOCOL_VERSION,
-            theirs: 7
+            theirs: PROTOCOL_VERSION + 1
         })]
     );
     assert!(closed(&outs, conn(2)));

@@ -93,6 +93,12 @@ const EDGE_SIZES: [u64; 7] = [0, 1, 4095, 4096, 4097, 131_072, 131_073];
 /// upload are gone within a settle, yet longer than a request's timeout,
 /// which the counting of copies requires.
 const COPY_KEEP: Duration = Duration::from_secs(25);
+/// How long a server keeps the part of an upload cut off (a client that
+/// crashed, a session lost mid-upload) for the same upload to resume:
+/// shorter than a real server's hour, so that a part nobody takes up is
+/// collected within a settle. The healed cluster's check that no server
+/// holds a temporary file then proves that kept parts do not leak.
+const PARTIAL_KEEP: Duration = Duration::from_secs(20);
 /// How long the healed cluster gets to converge: a copy received just
 /// before the heal is garbage only once `COPY_KEEP` has run out.
 const SETTLE_MAX: Duration = Duration::from_secs(25 + 20);
@@ -1165,6 +1171,7 @@ impl<'c> Files<'c> {
         let server = ServerConfig {
             password: PasswordParams::TESTING,
             copy_keep: COPY_KEEP,
+            partial_keep: PARTIAL_KEEP,
             ..ServerConfig::new(id)
         };
         let replica = ReplicaConfig::new(id, MASTER, self.h.peers_of(id));
