@@ -315,3 +315,41 @@ fn a_resumed_upload_waits_for_its_copies_from_the_blob_as_long_as_they_move() {
     let holders = (0..3).filter(|&ix| c.disk(ix).blob(&d) == Some(&data[..]));
     assert!(holders.count() >= 2, "on a majority when answered");
 }
+
+#[test]
+fn a_kept_part_gone_from_disk_starts_over() {
+    let (mut c, alice) = alice_on(1, |_| {});
+    let data = content(2 * MIB, 14);
+    let s = proven_session(&mut c, 0, &alice, None);
+    c.upload_seen(0, s, "f", &data, false, Some(MIB as u64));
+    c.run_for(Duration::from_millis(200));
+    assert_eq!(kept(&c, 0).1, 1);
+    c.disk_mut(0).temps.clear();
+    let s = proven_session(&mut c, 0, &alice, None);
+    let again = c.upload_seen(0, s, "f", &data, false, None);
+    assert!(stored(&again.answers), "{again:?}");
+    assert_eq!(again.resumed, None);
+    assert_eq!(c.disk(0).blob(&digest(&data)), Some(&data[..]));
+}
+
+#[test]
+fn an_upload_given_up_on_while_its_blob_lands_is_not_kept() {
+    let (mut c, alice) = alice_on(1, |_| {});
+    let data = content(MIB, 15);
+    // The blob's persist takes long: the client gives up waiting for its
+    // DONE ACK and aborts, as it does after 10 s.
+    let s = proven_session(&mut c, 0, &alice, None);
+    c.hold_persists();
+    let seen = c.upload_seen(0, s, "f", &data, false, None);
+    assert!(seen.answers.is_empty(), "{:?}", seen.answers);
+    assert_eq!(
+        seen.sent,
+        Some(Err(crate::transfer::TransferError::Timeout)),
+        "{seen:?}"
+    );
+    c.release_persists();
+    c.run_for(Duration::from_secs(2));
+    assert_eq!(kept(&c, 0), (0, 0), "a landing blob is no part to keep");
+    assert_eq!(temps(&c, 0), 0);
+    assert!(c.disk(0).blobs.is_empty(), "nothing names it: collected");
+}

@@ -240,21 +240,26 @@ impl Receiving {
                 ReceiverOutput::Finished(Err(e)) => step = Step::Failed(e),
             }
         }
+        if let Some((d, size)) = persisted {
+            cx.blobs.pin(d, size);
+            cx.blobs.expect_upload(temp, d);
+        }
         if discard {
             let written = self.receiver.written();
             let cut_off = matches!(
                 &step,
                 Step::Failed(TransferError::Timeout | TransferError::Cancelled)
             );
-            if self.resumable && cut_off && resume_point(written, self.receiver.size()) > 0 {
+            // Not a file on its way to being a blob (the client gave up
+            // waiting for its DONE ACK): that one lands, and is let go of
+            // as any upload that fails then.
+            let landing = cx.blobs.persisting(temp);
+            let keep = cut_off && !landing && resume_point(written, self.receiver.size()) > 0;
+            if self.resumable && keep {
                 step = Step::Interrupted(written);
             } else {
                 disk.push(FileOp::Discard { temp });
             }
-        }
-        if let Some((d, size)) = persisted {
-            cx.blobs.pin(d, size);
-            cx.blobs.expect_upload(temp, d);
         }
         for m in sends {
             cx.out.send(conn, &super::messages::SessionMsg::Transfer(m));

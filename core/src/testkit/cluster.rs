@@ -839,6 +839,10 @@ impl Cluster {
         };
         let mut s = Sender::new(self.now, 0, name.into(), size, cfg);
         for _ in 0..100_000 {
+            // The client's timers too: resends, and giving up.
+            if s.poll_timeout().is_some_and(|t| t <= self.now) {
+                s.handle_timeout(self.now);
+            }
             while let Some(o) = s.poll_output() {
                 match o {
                     SenderOutput::Send(m) => self.send(ix, conn, &SessionMsg::Transfer(m)),
@@ -866,7 +870,9 @@ impl Cluster {
                     other => seen.answers.push(other),
                 }
             }
-            if !seen.answers.is_empty() {
+            // Failed on the client's side (it gave up waiting): its ABORT
+            // went out, and the command ends.
+            if !seen.answers.is_empty() || matches!(seen.sent, Some(Err(_))) {
                 return seen;
             }
             self.run_for(Duration::from_millis(10));
