@@ -204,10 +204,10 @@ fn a_changed_file_starts_over_and_arrives_as_it_is_now() {
     let user = User::new(&home, &balancer);
     sign_up(&user, "sam");
     let file = work.path().join("f.bin");
-    big_file(&file, 64);
+    big_file(&file, 24);
     let mut put = user.spawn(&["put", path_str(&file), "--window", "1"]);
     wait_until("part of the upload on the server", || {
-        largest_upload(&data) > 8 * MIB
+        largest_upload(&data) > 4 * MIB
     });
     put.kill();
     wait_until("the server keeps the part that arrived", || {
@@ -230,7 +230,7 @@ fn a_changed_file_starts_over_and_arrives_as_it_is_now() {
     let part = dir.join(".f.bin.ferry-part");
     let mut get = user.spawn(&["get", "f.bin", path_str(&dir)]);
     wait_until("part of the download in its partial file", || {
-        std::fs::metadata(&part).is_ok_and(|m| m.len() > 8 * MIB)
+        std::fs::metadata(&part).is_ok_and(|m| m.len() > 4 * MIB)
     });
     get.kill();
     changed[2000] ^= 0xff;
