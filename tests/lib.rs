@@ -339,7 +339,11 @@ impl Drop for Proc {
 }
 
 fn wait_with_deadline(child: &mut Child, name: &str) -> ExitStatus {
-    let deadline = Instant::now() + DEADLINE;
+    wait_within(child, name, DEADLINE)
+}
+
+fn wait_within(child: &mut Child, name: &str, patience: Duration) -> ExitStatus {
+    let deadline = Instant::now() + patience;
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return status,
@@ -350,7 +354,7 @@ fn wait_with_deadline(child: &mut Child, name: &str) -> ExitStatus {
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("{name} did not exit within {DEADLINE:?}");
+                panic!("{name} did not exit within {patience:?}");
             }
             Err(e) => panic!("{name}: wait failed: {e}"),
         }
@@ -422,6 +426,27 @@ pub fn ferry_with_input(args: &[&str], envs: &[(&str, &str)], input: Option<&str
 
 /// Like [`ferry_with_input`], another build of ferry (`bin`).
 pub fn ferry_of(bin: &Path, args: &[&str], envs: &[(&str, &str)], input: Option<&str>) -> Run {
+    ferry_of_within(bin, args, envs, input, DEADLINE)
+}
+
+/// Like [`ferry_with_input`], killed and failed past `patience` (for
+/// commands that move hundreds of MiB through a debug build).
+pub fn ferry_within(
+    args: &[&str],
+    envs: &[(&str, &str)],
+    input: Option<&str>,
+    patience: Duration,
+) -> Run {
+    ferry_of_within(ferry_bin(), args, envs, input, patience)
+}
+
+fn ferry_of_within(
+    bin: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    input: Option<&str>,
+    patience: Duration,
+) -> Run {
     let name = format!("ferry {}", args.join(" "));
     let mut cmd = ferry_command_of(bin, args, envs);
     if input.is_some() {
@@ -438,7 +463,7 @@ pub fn ferry_of(bin: &Path, args: &[&str], envs: &[(&str, &str)], input: Option<
     }
     let stdout = read_to_end(child.stdout.take().expect("piped stdout"));
     let stderr = read_to_end(child.stderr.take().expect("piped stderr"));
-    let status = wait_with_deadline(&mut child, &name);
+    let status = wait_within(&mut child, &name, patience);
     // The process has exited, so its pipes are closed and the readers end.
     Run {
         status,
@@ -676,9 +701,16 @@ impl User {
 
     /// Like [`User::run`], with `input` (if any) on standard input.
     pub fn run_with_input(&self, args: &[&str], input: Option<&str>) -> Run {
+        self.run_within(args, input, DEADLINE)
+    }
+
+    /// Like [`User::run_with_input`], failed past `patience` instead of
+    /// [`DEADLINE`].
+    pub fn run_within(&self, args: &[&str], input: Option<&str>, patience: Duration) -> Run {
         let mut args = args.to_vec();
         args.extend(["--balancer", &self.balancer, "-v"]);
-        ferry_with_input(&args, &[("FERRY_HOME", path_str(&self.home))], input)
+        let envs = [("FERRY_HOME", path_str(&self.home))];
+        ferry_within(&args, &envs, input, patience)
     }
 
     /// Starts `ferry ARGS --balancer B -v` as this user, to be watched,

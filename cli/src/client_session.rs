@@ -22,7 +22,7 @@ pub struct Session {
 }
 
 /// How far an operation has come, for a progress bar.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Progress {
     /// Bytes of the transfer moved so far.
     Transfer { bytes: u64, total: u64 },
@@ -31,6 +31,17 @@ pub enum Progress {
     /// The server is still fetching the download's content from another
     /// server; this much of it is there.
     ServerFetching { bytes: u64, total: u64 },
+    /// The upload is on the server, which is copying it to the others.
+    ServerCopying { bytes: u64, total: u64 },
+    /// A session was made with this server (an upload that may be cut off
+    /// notes where it went: see `resume_file`).
+    Session { server_id: u32, addr: String },
+    /// The transfer goes on past the first `bytes`, which the receiving
+    /// end kept from an interrupted try.
+    Resumed { bytes: u64, total: u64 },
+    /// What the receiving end kept of an interrupted try (`bytes`) is not
+    /// this file's: the transfer starts over.
+    StartedOver { bytes: u64 },
 }
 
 /// Makes the executor of the local file a request moves, if it moves one.
@@ -235,11 +246,22 @@ fn run_requests(
     if args.verbose {
         eprintln!("via server {} at {}", session.server_id, session.addr);
     }
+    if let Some(progress) = progress.as_mut() {
+        progress(Progress::Session {
+            server_id: session.server_id,
+            addr: session.addr.clone(),
+        });
+    }
     let mut answers = Vec::new();
     for request in requests {
         let op = request.op();
         if let Some(files) = hooks.files.as_mut().and_then(|make| make(&request)) {
+            // A download's partial file from an interrupted try: resumed.
+            let kept = files.kept();
             driver.replace_files(files);
+            if kept > 0 {
+                driver.node_mut().resume_next_download(kept);
+            }
         }
         let now = driver.now();
         driver
@@ -264,6 +286,24 @@ fn run_requests(
                 ClientEvent::Fetching { bytes, total } => {
                     if let Some(progress) = progress.as_mut() {
                         progress(Progress::ServerFetching { bytes, total });
+                    }
+                    ControlFlow::Continue(())
+                }
+                ClientEvent::Copying { bytes, total } => {
+                    if let Some(progress) = progress.as_mut() {
+                        progress(Progress::ServerCopying { bytes, total });
+                    }
+                    ControlFlow::Continue(())
+                }
+                ClientEvent::Resumed { bytes, total } => {
+                    if let Some(progress) = progress.as_mut() {
+                        progress(Progress::Resumed { bytes, total });
+                    }
+                    ControlFlow::Continue(())
+                }
+                ClientEvent::StartedOver { bytes } => {
+                    if let Some(progress) = progress.as_mut() {
+                        progress(Progress::StartedOver { bytes });
                     }
                     ControlFlow::Continue(())
                 }

@@ -33,7 +33,7 @@
 //! folder asked for, before it becomes a local path: a server cannot make
 //! `get -r` write outside DEST.
 
-use crate::client_session::{self, unexpected, Plan};
+use crate::client_session::{self, unexpected, Plan, Progress};
 use crate::error::CliError;
 use crate::files_ui::{self, human_size, Bars};
 use crate::{say, ClientArgs};
@@ -174,21 +174,29 @@ fn fetch(
     stdout_copy: Option<PathBuf>,
     to_stdout: bool,
 ) -> Result<(), CliError> {
-    let partials: Vec<PathBuf> = downloads
-        .iter()
-        .map(|d| ferry_runtime_smol::files::partial_path(&d.dest))
-        .collect();
-    // What a `get` killed with -9 left here, where it had to use a named
-    // temporary file.
+    use ferry_runtime_smol::files::{local, part_path, partial_path};
+    // What a `get` killed with -9 left here where it had to use a named
+    // temporary file that cannot be resumed (an older ferry, or standard
+    // output's copy on a filesystem without O_TMPFILE).
     let mut dirs: Vec<&Path> = downloads
         .iter()
         .map(|d| d.dest.parent().unwrap_or(Path::new("")))
         .collect();
     dirs.dedup();
     for dir in dirs {
-        ferry_runtime_smol::files::local::remove_stale_partials(dir);
+        local::remove_stale_partials(dir);
     }
-    let mut cleanup = partials.clone();
+    // Each download's partial file, locked for this command: a `get` cut
+    // off leaves it, and the next resumes from it.
+    let parts: Vec<PathBuf> = match to_stdout {
+        true => Vec::new(),
+        false => downloads.iter().map(|d| part_path(&d.dest)).collect(),
+    };
+    let mut locks = Vec::with_capacity(parts.len());
+    for part in &parts {
+        locks.push(local::lock_part(part).map_err(CliError::Failed)?);
+    }
+    let mut cleanup: Vec<PathBuf> = downloads.iter().map(|d| partial_path(&d.dest)).collect();
     cleanup.extend(stdout_copy.clone());
     cleanup.extend(
         stdout_copy
@@ -196,11 +204,26 @@ fn fetch(
             .and_then(|c| c.parent())
             .map(Path::to_path_buf),
     );
-    remove_on_interrupt(cleanup);
+    remove_on_interrupt(cleanup, parts.clone());
     let answers = download(args, token, &downloads, to_stdout);
-    // However it went, no partial file stays behind (the executor removed
-    // it already unless the session broke mid-transfer).
-    for partial in &partials {
+    // A partial file is kept only for a download that was cut off with
+    // something in it; a download that failed for good leaves none.
+    for (i, part) in parts.iter().enumerate() {
+        let answer = answers.as_ref().ok().and_then(|a| a.get(i));
+        let held = std::fs::symlink_metadata(part).map_or(0, |m| m.len());
+        if held > 0 && was_cut_off(answer) {
+            eprintln!(
+                "ferry: {} of {} kept in {}; run the same command again to resume",
+                human_size(held),
+                files_ui::shown(&downloads[i].name),
+                part.display()
+            );
+        } else {
+            let _ = std::fs::remove_file(part);
+        }
+    }
+    drop(locks);
+    for partial in downloads.iter().map(|d| partial_path(&d.dest)) {
         let _ = std::fs::remove_file(partial);
     }
     let json = args.client.json;
@@ -355,6 +378,19 @@ fn check_destination(dest: &Path, shown: &str, force: bool) -> Result<(), CliErr
     Ok(())
 }
 
+/// Was the download that got `answer` (none: the session was lost before
+/// it) cut off, rather than refused or damaged: worth resuming?
+fn was_cut_off(answer: Option<&Response>) -> bool {
+    match answer {
+        None => true,
+        Some(Response::Failed(OpError::Transfer(e))) => {
+            matches!(e, TransferError::Timeout | TransferError::Cancelled)
+        }
+        Some(Response::Failed(OpError::Unavailable { .. })) => true,
+        Some(_) => false,
+    }
+}
+
 /// Downloads `downloads` through one session; returns an answer per
 /// download (a failed one does not stop the others).
 fn download(
@@ -366,7 +402,24 @@ fn download(
     let by_name: HashMap<&str, &Download> =
         downloads.iter().map(|d| (d.name.as_str(), d)).collect();
     let bars = Bars::default();
-    let mut progress = |p| bars.show(p);
+    let current = std::cell::RefCell::new(String::new());
+    let mut progress = |p| {
+        let name = files_ui::shown(&current.borrow());
+        match &p {
+            Progress::Resumed { bytes, total } => bars.say(&format!(
+                "{name}: resuming at {} of {} (kept from an interrupted download)",
+                human_size(*bytes),
+                human_size(*total)
+            )),
+            Progress::StartedOver { bytes } => bars.say(&format!(
+                "{name}: the {} kept from an interrupted download are not the file on \
+                 the server (it changed since); starting over",
+                human_size(*bytes)
+            )),
+            _ => {}
+        }
+        bars.show(p)
+    };
     let mut plan = Plan::new(&args.client);
     plan.keep_going = true;
     // Standard output has no time or mode to give, and its private copy
@@ -379,7 +432,12 @@ fn download(
         };
         let d = by_name.get(name.as_str())?;
         bars.start(0, name);
-        Some(Files::destination(&d.dest, force))
+        current.replace(name.clone());
+        Some(match to_stdout {
+            // A private copy, gone with the command: not resumed.
+            true => Files::destination_unnamed(&d.dest, force),
+            false => Files::destination(&d.dest, force),
+        })
     }));
     plan.progress = Some(&mut progress);
     let requests = downloads
@@ -501,13 +559,29 @@ fn check_replaceable(dest: &Path) -> Result<(), CliError> {
     }
 }
 
-/// On Ctrl-C or SIGTERM, removes the partial files and exits (130).
-fn remove_on_interrupt(partials: Vec<PathBuf>) {
+/// On Ctrl-C or SIGTERM, removes the temporary files `cleanup` (and
+/// directories), and the partial files `parts` that hold nothing; the
+/// others are kept for the same command to resume. Exits (130).
+fn remove_on_interrupt(cleanup: Vec<PathBuf>, parts: Vec<PathBuf>) {
     let installed = ctrlc::set_handler(move || {
-        for partial in &partials {
-            let _ = std::fs::remove_file(partial).or_else(|_| std::fs::remove_dir(partial));
+        for path in &cleanup {
+            let _ = std::fs::remove_file(path).or_else(|_| std::fs::remove_dir(path));
         }
-        eprintln!("error: interrupted; nothing was kept");
+        let mut kept = false;
+        for part in &parts {
+            match std::fs::symlink_metadata(part) {
+                Ok(m) if m.is_file() && m.len() > 0 => kept = true,
+                Ok(m) if m.is_file() => {
+                    let _ = std::fs::remove_file(part);
+                }
+                _ => {}
+            }
+        }
+        if kept {
+            eprintln!("error: interrupted; run the same command again to resume");
+        } else {
+            eprintln!("error: interrupted; nothing was kept");
+        }
         std::process::exit(crate::error::INTERRUPTED.into());
     });
     if let Err(e) = installed {

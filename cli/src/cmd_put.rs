@@ -31,7 +31,7 @@
 use crate::client_session::{self, unexpected, Plan, Progress};
 use crate::error::CliError;
 use crate::files_ui::{self, human_size, Bars};
-use crate::{say, ClientArgs};
+use crate::{resume_file, say, ClientArgs};
 use ferry_core::replication::entry::{BATCH_FILES, BATCH_NAME_BYTES};
 use ferry_core::server::messages::{FileOutcome, Landed};
 use ferry_core::server::OpError;
@@ -446,6 +446,14 @@ fn upload(
     uploads: &[Upload],
 ) -> Result<Vec<Response>, CliError> {
     let by_name: HashMap<&str, &Upload> = uploads.iter().map(|u| (u.name.as_str(), u)).collect();
+    // A single file the server can keep part of if it is cut off: where
+    // it goes is noted, and a try of it that was cut off goes there first
+    // (see `resume_file`). A batch's files are not resumed.
+    let resumable = match uploads {
+        [u] if u.size > ferry_core::transfer::BLOCK_BYTES => Some(u),
+        _ => None,
+    };
+    let user = token.username.clone();
     let bars = Bars::default();
     // A batch's bar counts the bytes of all its files.
     let moved = std::cell::RefCell::new(HashMap::<u64, u64>::new());
@@ -458,10 +466,45 @@ fn upload(
             let total = batch_total.get();
             bars.show(Progress::Transfer { bytes, total });
         }
+        Progress::Session { addr, .. } => {
+            if let Some(u) = resumable {
+                resume_file::save(&resume_file::Upload {
+                    user: user.clone(),
+                    name: u.name.clone(),
+                    size: u.size,
+                    server: addr,
+                });
+            }
+        }
+        Progress::Resumed { bytes, total } => {
+            if let Some(u) = resumable {
+                bars.say(&format!(
+                    "{}: resuming at {} of {} (the server kept what arrived before)",
+                    u.shown,
+                    human_size(bytes),
+                    human_size(total)
+                ));
+            }
+            bars.show(Progress::Resumed { bytes, total });
+        }
+        Progress::StartedOver { bytes } => {
+            if let Some(u) = resumable {
+                bars.say(&format!(
+                    "{}: the {} the server kept of an earlier try are not this file's \
+                     (it changed since); starting over",
+                    u.shown,
+                    human_size(bytes)
+                ));
+            }
+            bars.show(Progress::StartedOver { bytes });
+        }
         p => bars.show(p),
     };
     let mut plan = Plan::new(&args.client);
     plan.cfg.window = args.window;
+    if let Some(u) = resumable {
+        plan.cfg.prefer = resume_file::server_for(&user, &u.name, u.size);
+    }
     plan.keep_going = true;
     plan.files = Some(Box::new(|request: &Request| match request {
         Request::Upload { name, .. } => {
@@ -520,6 +563,12 @@ fn upload(
     };
     let answers = client_session::run_all_as(&args.client, plan, token.clone(), requests);
     bars.finish();
+    let stored = |a: &Response| matches!(a, Response::File(FileOutcome::Stored { .. }));
+    if let (Some(u), Ok([answer])) = (resumable, answers.as_deref()) {
+        if stored(answer) {
+            resume_file::forget(&user, &u.name);
+        }
+    }
     // One answer per file, in order.
     let mut per_file = Vec::with_capacity(uploads.len());
     for answer in answers? {

@@ -103,6 +103,14 @@ impl Bars {
             done.finish();
         }
     }
+
+    /// Says `line` on stderr, above the bar if one is drawn.
+    pub fn say(&self, line: &str) {
+        match self.0.borrow().as_ref() {
+            Some(bar) if !bar.bar.is_hidden() => bar.bar.suspend(|| eprintln!("ferry: {line}")),
+            _ => eprintln!("ferry: {line}"),
+        }
+    }
 }
 
 /// A transfer's progress bar on stderr, drawn only when stderr is a
@@ -110,8 +118,8 @@ impl Bars {
 pub struct Bar {
     bar: ProgressBar,
     label: String,
-    /// The bar says the server is fetching (rather than transferring).
-    fetching: bool,
+    /// What the bar says the server is doing, if it is not transferring.
+    working: Option<&'static str>,
 }
 
 impl Bar {
@@ -131,7 +139,7 @@ impl Bar {
         Bar {
             bar,
             label: label.to_string(),
-            fetching: false,
+            working: None,
         }
     }
 
@@ -141,19 +149,25 @@ impl Bar {
         if self.bar.is_hidden() {
             return;
         }
-        let (bytes, total, fetching) = match progress {
-            Progress::Transfer { bytes, total } | Progress::File { bytes, total, .. } => {
-                (bytes, total, false)
+        let (bytes, total, working) = match progress {
+            Progress::Transfer { bytes, total }
+            | Progress::File { bytes, total, .. }
+            | Progress::Resumed { bytes, total } => (bytes, total, None),
+            Progress::ServerFetching { bytes, total } => {
+                (bytes, total, Some("the server is fetching it"))
             }
-            Progress::ServerFetching { bytes, total } => (bytes, total, true),
+            Progress::ServerCopying { bytes, total } => {
+                (bytes, total, Some("the server is copying it to the others"))
+            }
+            Progress::StartedOver { .. } => (0, self.bar.length().unwrap_or(0), None),
+            Progress::Session { .. } => return,
         };
-        if fetching != self.fetching {
-            self.fetching = fetching;
+        if working != self.working {
+            self.working = working;
             self.bar.reset();
-            self.bar.set_message(if fetching {
-                format!("{} (the server is fetching it)", self.label)
-            } else {
-                self.label.clone()
+            self.bar.set_message(match working {
+                Some(what) => format!("{} ({what})", self.label),
+                None => self.label.clone(),
             });
         }
         self.bar.set_length(total);

@@ -28,6 +28,7 @@ mod files_ui;
 mod json;
 mod password;
 mod peer_shell;
+mod resume_file;
 mod secret;
 mod server_node;
 mod session_file;

@@ -47,6 +47,10 @@
 //!   scrub's business, which removes it before anything is fetched again).
 //! - `Read` answers with the bytes the file holds when the read is carried
 //!   out (fewer than asked only at its end), `missing` if it is not there.
+//!   A read of `FileRef::Temp(n)` sees every write to temporary file `n`
+//!   asked for before it (a world that writes behind waits for them); a
+//!   temporary file is read only to resume a transfer, never persisted or
+//!   removed through that name.
 //! - `Discard` removes a temporary file (nothing is answered); `Remove`
 //!   removes a blob (nothing is answered; a missing one is no error).
 //! - **Named files** (a peer's shared directory). A name is one plain
@@ -162,6 +166,10 @@ pub enum Input<'a> {
 pub enum FileRef {
     Blob([u8; 32]),
     Local,
+    /// A temporary file of the node's, as written so far: only read (the
+    /// kept part of an upload or a download cut off, read back to resume
+    /// it).
+    Temp(u64),
     /// A plain name (no separators; the node checks it) in the node's
     /// shared directory.
     Named(String),

@@ -17,6 +17,8 @@ use std::fmt;
 /// stores). Batches of downloads (`OpCode::DownloadMany`,
 /// `SessionMsg::FileNames` and `SentAll`); session messages may take tags
 /// 120..160.
+/// Resume: `TransferMsg::Resume` and `Restart`, and ACK(0) before
+/// ACCEPT (a receiver still hashing what it kept).
 pub const PROTOCOL_VERSION: u16 = 7;
 
 /// Why a node refused a request or closed a connection. Sent on the wire, so

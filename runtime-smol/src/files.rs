@@ -160,6 +160,7 @@
 
 use buffers::{ReadAhead, WriteBuffers, READ_AHEAD};
 use ferry_core::io::{is_plain_name, DirEntry};
+use ferry_core::transfer::BLOCK_BYTES;
 use ferry_core::FileAttrs;
 pub use ferry_core::{FileAnswer, FileFailure};
 use ferry_core::{FileOp, FileRef};
@@ -241,6 +242,8 @@ enum Local {
         partial: PathBuf,
         replace: bool,
         unnamed: bool,
+        /// Bytes the partial file held when taken up, to resume from.
+        kept: u64,
     },
 }
 
@@ -417,17 +420,56 @@ impl Files {
         }
     }
 
-    /// A client whose local file is `path`, to be written (a download):
-    /// through a temporary file beside it, which replaces an existing
-    /// `path` only if `replace`.
+    /// A client whose local file is `path`, to be written (a download)
+    /// that can be resumed: through its partial file beside it,
+    /// `.NAME.ferry-part` ([`part_path`]), which replaces an existing
+    /// `path` only if `replace`. A partial file there already (what an
+    /// interrupted download of it left) is cut back to a whole number of
+    /// blocks and written on, not over: [`Files::kept`] says how much it
+    /// holds, which the node reads back to resume from (`FileRef::Temp`).
+    /// Never through a link: one in the partial file's place fails the
+    /// download's first write.
     pub fn destination(path: &Path, replace: bool) -> Files {
+        let partial = part_path(path);
+        let kept = local::take_up_part(&partial, BLOCK_BYTES).unwrap_or(None);
+        let mut files = Files::with_role(Role::Client(Local::Destination {
+            path: path.to_path_buf(),
+            partial,
+            replace,
+            unnamed: false,
+            kept: kept.unwrap_or(0),
+        }));
+        if kept.is_some() {
+            // Opened to write on, not created anew: the file the command
+            // locked (`local::lock_part`) is the one written.
+            files.opened += 1;
+            files.created.insert(0, files.opened);
+        }
+        files
+    }
+
+    /// A client whose local file is `path`, to be written (a download)
+    /// that leaves nothing if it does not finish: through an unnamed
+    /// temporary file beside it (see *The client's disk*), which replaces
+    /// an existing `path` only if `replace`.
+    pub fn destination_unnamed(path: &Path, replace: bool) -> Files {
         let partial = partial_path(path);
         Files::with_role(Role::Client(Local::Destination {
             path: path.to_path_buf(),
             partial,
             replace,
             unnamed: true,
+            kept: 0,
         }))
+    }
+
+    /// Bytes a download's partial file held when this executor took it up
+    /// (see [`Files::destination`]); 0 for anything else.
+    pub fn kept(&self) -> u64 {
+        match &self.role {
+            Role::Client(Local::Destination { kept, .. }) => *kept,
+            _ => 0,
+        }
     }
 
     /// A download that writes through its named partial file, as where
@@ -613,6 +655,7 @@ impl Files {
         }
         match (&self.role, file) {
             (Role::Server { blobs, .. }, FileRef::Blob(d)) => Ok(blobs.join(hex(d))),
+            (_, FileRef::Temp(temp)) => self.temp_path(*temp),
             (Role::Client(Local::Destination { path, .. }), FileRef::Local) => Ok(path.clone()),
             (Role::Peer { dir, .. }, FileRef::Named(name)) if is_plain_name(name) => {
                 Ok(dir.join(name))
@@ -645,6 +688,12 @@ impl Files {
             }
         }
         let path = self.local_path(handle, &file)?;
+        // A temporary file is read as written so far: what is gathered or
+        // queued for it is written first.
+        if let FileRef::Temp(temp) = file {
+            self.flush_gathered(temp)?;
+            self.writer.wait_writes_of(temp);
+        }
         let opened = match (self.source_of(handle), &file) {
             (
                 Some(Source {
@@ -660,7 +709,7 @@ impl Files {
             // Read through the descriptor the command opened: the file
             // whose size it offered, whatever the path names now.
             (Some((f, size)), _) => (f, size),
-            (None, FileRef::Named(_)) => {
+            (None, FileRef::Named(_) | FileRef::Temp(_)) => {
                 let f = open_regular(&path)?;
                 let len = f
                     .metadata()
@@ -780,7 +829,11 @@ impl Files {
                 }
             }
             let mut options = OpenOptions::new();
-            options.write(true).custom_flags(libc::O_NOFOLLOW);
+            // Private while partial (see `local::new_file_mode`).
+            options
+                .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW);
             if fresh {
                 match std::fs::remove_file(path) {
                     Err(e) if e.kind() != ErrorKind::NotFound => {
@@ -975,6 +1028,7 @@ impl Files {
         for id in replaced {
             self.ahead.forget(id);
         }
+        self.close_reads_of(&FileRef::Temp(temp));
         // Created here if never written (a zero-byte file).
         let file = Arc::clone(self.temp_file(temp)?);
         self.open.remove(&Key::Temp(temp));
@@ -1003,6 +1057,7 @@ impl Files {
     }
 
     fn discard(&mut self, temp: u64) {
+        self.close_reads_of(&FileRef::Temp(temp));
         self.gathered.discard(temp);
         self.modified.remove(&temp);
         self.modes.remove(&temp);
@@ -1276,7 +1331,22 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// `.NAME.ferry-partial-PID` beside `path`.
+/// `.NAME.ferry-part` beside `path`: the partial file of a download that
+/// can be resumed (one per destination, whichever process writes it).
+pub fn part_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "download".into());
+    let part = format!(".{name}.ferry-part");
+    match path.parent() {
+        Some(dir) => dir.join(part),
+        None => PathBuf::from(part),
+    }
+}
+
+/// `.NAME.ferry-partial-PID` beside `path`: the named temporary file of a
+/// download that cannot be resumed, where no unnamed file can be made.
 pub fn partial_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()

@@ -197,6 +197,26 @@ impl LocalFile {
                     len,
                 })
             }
+            // The kept part of a download, read back to resume it.
+            FileOp::Read {
+                handle,
+                file: FileRef::Temp(_),
+                offset,
+                len,
+            } => Some(match &self.partial {
+                Some(partial) => {
+                    self.reads.push_back(partial.as_slice().into());
+                    FileAnswer::Read {
+                        handle,
+                        offset,
+                        len,
+                    }
+                }
+                None => FileAnswer::Failed {
+                    handle,
+                    failure: FileFailure::missing("no partial file"),
+                },
+            }),
             FileOp::Write { offset, data, .. } => {
                 write_at(self.partial.get_or_insert_with(Vec::new), offset, &data);
                 None

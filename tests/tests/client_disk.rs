@@ -3,8 +3,7 @@
 //! not known in advance — through real `ferry` processes.
 
 use ferry_tests::{
-    assert_fails, noise, path_str, start_balancer, start_server_with, unnamed_open_in, wait_until,
-    Proc, User,
+    assert_fails, noise, path_str, start_balancer, start_server_with, wait_until, Proc, User,
 };
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -159,7 +158,7 @@ fn get_force_replaces_only_a_regular_file_or_a_link_keeping_mode_and_owner() {
 }
 
 #[test]
-fn a_get_killed_with_9_leaves_nothing_and_stale_partials_are_removed() {
+fn a_get_killed_with_9_leaves_only_its_private_partial_file_and_stale_partials_are_removed() {
     let data = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -172,14 +171,16 @@ fn a_get_killed_with_9_leaves_nothing_and_stale_partials_are_removed() {
     let dir = work.path().join("downloads");
     std::fs::create_dir(&dir).unwrap();
     let mut get = user.spawn(&["get", "big.bin", path_str(&dir)]);
-    let pid = get.pid();
-    // Under way: bytes in a file of the directory that has no name.
+    // Under way: bytes in its partial file, hidden beside DEST and
+    // readable by its owner only (the content may be private).
+    let part = dir.join(".big.bin.ferry-part");
     wait_until("the download is under way", || {
-        unnamed_open_in(pid, &dir).iter().any(|len| *len > 0)
+        std::fs::metadata(&part).is_ok_and(|m| m.len() > 0)
     });
-    assert_eq!(names_in(&dir), Vec::<String>::new(), "nothing named");
     get.kill();
-    assert_eq!(names_in(&dir), Vec::<String>::new());
+    assert_eq!(names_in(&dir), [".big.bin.ferry-part"], "kept to resume");
+    let mode = std::fs::metadata(&part).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
 
     // A partial a killed get left where it had to use a named file (an
     // older ferry, or a filesystem without O_TMPFILE): removed by the

@@ -2,8 +2,8 @@
 //! commands (put, get, ls, share, unshare, rm) as two users.
 
 use ferry_tests::{
-    assert_fails, assert_ok, noise, path_str, start_balancer, start_server_with, unnamed_open_in,
-    via_server, wait_connectable, wait_until, Cluster, Proc, Run, User,
+    assert_fails, assert_ok, noise, path_str, start_balancer, start_server_with, via_server,
+    wait_connectable, wait_until, Cluster, Proc, Run, User,
 };
 use std::path::{Path, PathBuf};
 
@@ -308,7 +308,7 @@ fn names_are_stored_in_one_form_and_invisible_characters_are_refused() {
 }
 
 #[test]
-fn an_interrupted_put_leaves_nothing_and_the_server_keeps_serving() {
+fn an_interrupted_put_leaves_only_its_part_to_resume_and_the_server_keeps_serving() {
     let data = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -326,10 +326,12 @@ fn an_interrupted_put_leaves_nothing_and_the_server_keeps_serving() {
     });
     put.kill();
 
-    // The server throws the partial upload away and never lists it.
-    wait_until("the server discards the partial upload", || {
-        files_in(&tmp).is_empty()
+    // The server keeps what arrived, for the same put to resume (see
+    // tests/tests/resume.rs), and never lists it.
+    wait_until("the server keeps the partial upload", || {
+        server.stderr().contains("(upload cut off) to resume")
     });
+    assert_eq!(files_in(&tmp).len(), 1);
     assert!(files_in(&data.path().join("server-1/blobs")).is_empty());
     assert_eq!(listed(&user.run(&["ls"])), Vec::<String>::new());
     assert!(server.is_running());
@@ -339,7 +341,7 @@ fn an_interrupted_put_leaves_nothing_and_the_server_keeps_serving() {
 }
 
 #[test]
-fn an_interrupted_get_leaves_no_partial_file() {
+fn an_interrupted_get_keeps_only_its_partial_file_and_the_next_resumes() {
     let data = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -355,18 +357,26 @@ fn an_interrupted_get_leaves_no_partial_file() {
     let dir = work.path().join("downloads");
     std::fs::create_dir(&dir).unwrap();
     let mut get = user.spawn(&["get", "big.bin", path_str(&dir)]);
-    // Under way: bytes in a file of the directory that has no name
-    // (O_TMPFILE), so nothing shows there.
-    let pid = get.pid();
+    // Under way: bytes in its partial file, hidden beside DEST.
+    let part = dir.join(".big.bin.ferry-part");
     wait_until("the download is under way", || {
-        unnamed_open_in(pid, &dir).iter().any(|len| *len > 0)
+        std::fs::metadata(&part).is_ok_and(|m| m.len() > 0)
     });
-    assert_eq!(files_in(&dir), Vec::<(String, u64)>::new());
     get.signal("INT");
     let status = get.wait_exit();
     assert_eq!(status.code(), Some(130), "{}", get.stderr());
-    assert!(get.stderr().contains("interrupted"), "{}", get.stderr());
-    assert_eq!(files_in(&dir), Vec::<(String, u64)>::new());
+    assert!(
+        get.stderr()
+            .contains("interrupted; run the same command again to resume"),
+        "{}",
+        get.stderr()
+    );
+    let names: Vec<String> = files_in(&dir).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, [".big.bin.ferry-part"]);
+    let again = user.run(&["get", "big.bin", path_str(&dir)]);
+    assert!(again.status.success(), "{again:?}");
+    assert!(again.stderr.contains("resuming at"), "{again:?}");
+    assert_eq!(files_in(&dir), [("big.bin".to_string(), 64 << 20)]);
 }
 
 #[test]

@@ -136,6 +136,9 @@ impl Outgoing {
                             bytes,
                             total,
                         }),
+                        // A batch's files are not resumed (the server keeps
+                        // no partial upload of a batch).
+                        SenderOutput::Resumed { .. } | SenderOutput::StartedOver { .. } => {}
                         // Success is the server's, after replication.
                         SenderOutput::Finished(Ok(_)) => ended.push((*id, None)),
                         SenderOutput::Finished(Err(e)) => ended.push((*id, Some(e))),

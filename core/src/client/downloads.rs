@@ -122,6 +122,11 @@ impl Incoming {
                         bytes,
                         total,
                     }),
+                    // A batch's files are received anew: nothing kept to
+                    // read back or resume from.
+                    ReceiverOutput::Read { .. }
+                    | ReceiverOutput::Resumed { .. }
+                    | ReceiverOutput::StartOver { .. } => {}
                     ReceiverOutput::Finished(Ok(_)) => ended.push((temp, None)),
                     ReceiverOutput::Finished(Err(e)) => ended.push((temp, Some(e))),
                 }

@@ -20,7 +20,10 @@ use crate::replication::sync_round::Token;
 use crate::server::messages::{OpError, Request, Response, SessionMsg};
 use crate::time::Timestamp;
 use crate::tls::Fingerprint;
-use crate::transfer::{Receiver, ReceiverOutput, Sender, SenderConfig, SenderOutput, TransferMsg};
+use crate::transfer::messages::resume_point;
+use crate::transfer::{
+    Receiver, ReceiverOutput, Sender, SenderConfig, SenderOutput, TransferError, TransferMsg,
+};
 use std::fmt;
 use std::time::Duration;
 
@@ -52,6 +55,12 @@ pub struct ClientConfig {
     /// with it (`ferry get`); false for `--no-preserve`, and for a copy
     /// bound for standard output.
     pub preserve: bool,
+    /// A server (`host:port`) to ask first, in the balancer's place (a
+    /// server asked so assigns itself): the one an interrupted upload of
+    /// this command went to, which keeps what arrived of it (partial
+    /// uploads are that server's alone). Any failure with it goes to the
+    /// balancer, without costing an attempt.
+    pub prefer: Option<String>,
 }
 
 impl ClientConfig {
@@ -65,6 +74,7 @@ impl ClientConfig {
             ping_interval: Duration::from_secs(20),
             command_id: None,
             preserve: true,
+            prefer: None,
         }
     }
 }
@@ -160,6 +170,26 @@ pub enum ClientEvent {
         bytes: u64,
         total: u64,
     },
+    /// The upload is on the server, which is copying it to the others
+    /// (made from its copy, as after a resumed upload): `bytes` of
+    /// `total` are on the furthest.
+    Copying {
+        bytes: u64,
+        total: u64,
+    },
+    /// The transfer goes on past the first `bytes` of `total`, which the
+    /// receiving end kept from an interrupted try (an upload's server, or
+    /// a download's partial file) and which are the file's.
+    Resumed {
+        bytes: u64,
+        total: u64,
+    },
+    /// The receiving end kept `bytes` of an interrupted try that are not
+    /// this file's (it changed since, or the kept copy did): the transfer
+    /// starts over from the first byte.
+    StartedOver {
+        bytes: u64,
+    },
     /// UPDATE: the tracker's list of registered peers, pushed to a session
     /// that registered one, at any time.
     PeerUpdate {
@@ -207,6 +237,21 @@ impl fmt::Display for ClientEvent {
                 write!(
                     f,
                     "the server is fetching the content: {bytes} of {total} bytes"
+                )
+            }
+            ClientEvent::Copying { bytes, total } => {
+                write!(
+                    f,
+                    "the server is copying it to the others: {bytes} of {total} bytes"
+                )
+            }
+            ClientEvent::Resumed { bytes, total } => {
+                write!(f, "resuming at {bytes} of {total} bytes")
+            }
+            ClientEvent::StartedOver { bytes } => {
+                write!(
+                    f,
+                    "the {bytes} bytes kept are not this file's: starting over"
                 )
             }
             ClientEvent::PeerUpdate { peers } => write!(f, "UPDATE: {} peer(s)", peers.len()),
@@ -268,6 +313,9 @@ struct PendingOp {
     xfer: Option<Xfer>,
     /// A download's attributes, as the server sent them after its offer.
     attrs: Option<FileAttrs>,
+    /// A download's temporary file holds this many bytes already (see
+    /// [`Client::resume_next_download`]).
+    kept: Option<u64>,
 }
 
 /// The file transfer of an upload or download in progress.
@@ -302,6 +350,14 @@ pub struct Client {
     /// other member must be vouched for by the same (a client trusting on
     /// first use learns it here; see [`Client::authority`]).
     authority: Option<Fingerprint>,
+    /// The address asked for a server now: the balancer, or the server
+    /// preferred ([`ClientConfig::prefer`]) while it is tried.
+    asking: String,
+    /// The preferred server has not been tried yet, or is being tried.
+    preferring: bool,
+    /// The next operation's temporary file holds its first bytes already
+    /// (see [`Client::resume_next_download`]).
+    kept: Option<u64>,
     out: Outbox<ClientEvent>,
 }
 
@@ -311,7 +367,11 @@ const MAX_POLITE_WAIT: Duration = Duration::from_secs(30);
 impl Client {
     pub fn new(cfg: ClientConfig) -> Self {
         let attempts = cfg.attempts.max(1);
+        let preferring = cfg.prefer.is_some();
         Client {
+            asking: cfg.balancer.clone(),
+            preferring,
+            kept: None,
             cfg,
             state: State::Idle,
             decoder: FrameDecoder::default(),
@@ -321,6 +381,16 @@ impl Client {
             authority: None,
             out: Outbox::default(),
         }
+    }
+
+    /// The next operation's download goes to a temporary file
+    /// (`FileRef::Temp` of the local file) that holds the first `held`
+    /// bytes of an earlier, interrupted try: they are read back and
+    /// offered to the server with RESUME, which sends the rest if they are
+    /// the file's, or everything if not. Said before [`Client::request`];
+    /// an operation that is no download forgets it.
+    pub fn resume_next_download(&mut self, held: u64) {
+        self.kept = Some(held);
     }
 
     /// The fingerprint of the cluster's authority, once a member's
@@ -387,6 +457,7 @@ impl Client {
             deadline: now + self.cfg.op_timeout,
             xfer: None,
             attrs: None,
+            kept: self.kept.take(),
         });
         Ok(())
     }
@@ -457,7 +528,20 @@ impl Client {
             (None, TransferMsg::Offer { id, name, size }) => {
                 if matches!(p.request, Request::Download { .. }) {
                     let mut r = Receiver::new(now, id, name, size, op_timeout);
-                    r.accept(now);
+                    match p.kept.take() {
+                        // Only a file shorter than this one is written on:
+                        // a longer one would keep bytes past its end.
+                        Some(held) if held < size && resume_point(held, size) > 0 => {
+                            r.resume(now, held)
+                        }
+                        // Kept, but of no use for a file of this size:
+                        // written anew, nothing of the old left.
+                        Some(held) if held > 0 => {
+                            self.out.file(FileOp::Discard { temp: LOCAL });
+                            r.accept(now);
+                        }
+                        Some(_) | None => r.accept(now),
+                    }
                     p.xfer = Some(Xfer::Down(Box::new(r)));
                 }
             }
@@ -501,6 +585,12 @@ impl Client {
                         SenderOutput::Progress { bytes } => {
                             self.out.event(ClientEvent::Progress { bytes, total })
                         }
+                        SenderOutput::Resumed { from } => {
+                            self.out.event(ClientEvent::Resumed { bytes: from, total })
+                        }
+                        SenderOutput::StartedOver { from } => {
+                            self.out.event(ClientEvent::StartedOver { bytes: from })
+                        }
                         // Success is the server's FileDone, after replication.
                         SenderOutput::Finished(Ok(_)) => {}
                         SenderOutput::Finished(Err(e)) => {
@@ -511,6 +601,9 @@ impl Client {
             }
             Some(Xfer::Down(r)) => {
                 let total = r.size();
+                // Held back until the reason is known: a download cut off
+                // keeps its file for the next try to resume.
+                let mut discard = false;
                 while let Some(o) = r.poll_output() {
                     match o {
                         ReceiverOutput::Send(m) => self.out.send(conn, &SessionMsg::Transfer(m)),
@@ -528,9 +621,21 @@ impl Client {
                                 to: FileRef::Local,
                             })
                         }
-                        ReceiverOutput::Discard => self.out.file(FileOp::Discard { temp: LOCAL }),
+                        ReceiverOutput::Discard => discard = true,
                         ReceiverOutput::Progress { bytes } => {
                             self.out.event(ClientEvent::Progress { bytes, total })
+                        }
+                        ReceiverOutput::Read { offset, len } => self.out.file(FileOp::Read {
+                            handle: LOCAL,
+                            file: FileRef::Temp(LOCAL),
+                            offset,
+                            len,
+                        }),
+                        ReceiverOutput::Resumed { from } => {
+                            self.out.event(ClientEvent::Resumed { bytes: from, total })
+                        }
+                        ReceiverOutput::StartOver { from } => {
+                            self.out.event(ClientEvent::StartedOver { bytes: from })
                         }
                         ReceiverOutput::Finished(Ok(digest)) => {
                             finished = Some(Response::Downloaded {
@@ -539,9 +644,20 @@ impl Client {
                             })
                         }
                         ReceiverOutput::Finished(Err(e)) => {
+                            // The server went silent or gave up sending:
+                            // what arrived is sound, kept for the next try.
+                            let cut_off =
+                                matches!(e, TransferError::Timeout | TransferError::Cancelled);
+                            if discard && !cut_off {
+                                self.out.file(FileOp::Discard { temp: LOCAL });
+                            }
+                            discard = false;
                             finished = Some(Response::Failed(OpError::Transfer(e)))
                         }
                     }
+                }
+                if discard {
+                    self.out.file(FileOp::Discard { temp: LOCAL });
                 }
             }
             Some(Xfer::Many(o)) => o.pump(now, conn, &mut self.out),
@@ -589,6 +705,11 @@ impl Client {
             ) => i.file_failed(handle, written(error, no_space, 0)),
             (Some(Xfer::Up(s)), Input::FileRead { offset, data, .. }) => s.on_read(offset, data),
             (Some(Xfer::Up(s)), Input::FileFailed { error, .. }) => s.on_read_error(error),
+            // The kept part of the file, read back to resume.
+            (Some(Xfer::Down(r)), Input::FileRead { offset, data, .. }) => r.on_read(offset, data),
+            (Some(Xfer::Down(r)), Input::FileFailed { .. }) if r.is_rehashing() => {
+                r.on_read_error()
+            }
             (Some(Xfer::Down(r)), Input::FilePersisted { .. }) => r.committed(),
             (
                 Some(Xfer::Down(r)),
@@ -614,8 +735,14 @@ impl Client {
     }
 
     fn ask_balancer(&mut self, now: Timestamp) {
-        self.attempts_left -= 1;
-        let conn = self.dial(self.cfg.balancer.clone());
+        self.asking = match (&self.cfg.prefer, self.preferring) {
+            (Some(server), true) => server.clone(),
+            _ => {
+                self.attempts_left -= 1;
+                self.cfg.balancer.clone()
+            }
+        };
+        let conn = self.dial(self.asking.clone());
         self.state = State::Balancer {
             conn,
             deadline: now + self.cfg.step_timeout,
@@ -644,6 +771,14 @@ impl Client {
     fn fail(&mut self, now: Timestamp, error: ClientError) {
         if let Some(conn) = self.current_conn() {
             self.out.close(conn);
+        }
+        // The server preferred did not work out, whatever the reason (it
+        // is down, full, or no longer there): the balancer picks one.
+        let before_session = matches!(self.state, State::Balancer { .. } | State::Server { .. });
+        if self.preferring && before_session {
+            self.preferring = false;
+            self.out.event(ClientEvent::Retrying { error });
+            return self.ask_balancer(now);
         }
         let retryable = matches!(self.state, State::Server { .. })
             && !matches!(
@@ -674,7 +809,7 @@ impl Client {
                 }
                 // A server asked in a balancer's place assigns itself.
                 let addr = match addr.is_empty() {
-                    true => self.cfg.balancer.clone(),
+                    true => self.asking.clone(),
                     false => addr,
                 };
                 self.out.event(ClientEvent::Assigned {
@@ -894,14 +1029,19 @@ impl Client {
                 }
             }
             (State::Established { op: Some(p), .. }, SessionMsg::Fetching { bytes, size })
-                if p.proceeded && matches!(p.request, Request::Download { .. }) =>
+                if p.proceeded
+                    && matches!(p.request, Request::Download { .. } | Request::Upload { .. }) =>
             {
                 // The server is working on it: wait on.
+                let upload = matches!(p.request, Request::Upload { .. });
                 let deadline = now + self.cfg.op_timeout;
                 if let State::Established { op: Some(p), .. } = &mut self.state {
                     p.deadline = deadline;
                 }
-                self.out.event(ClientEvent::Fetching { bytes, total: size });
+                self.out.event(match upload {
+                    true => ClientEvent::Copying { bytes, total: size },
+                    false => ClientEvent::Fetching { bytes, total: size },
+                });
             }
             (State::Established { .. }, SessionMsg::Pong) => {}
             (State::Established { .. }, SessionMsg::PeerUpdate { peers }) => {

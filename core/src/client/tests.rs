@@ -1015,3 +1015,168 @@ fn attributes_follow_an_offer_and_are_set_before_the_download_is_persisted() {
     );
     assert_eq!(download(false), "[Persist { temp: 0, to: Local }]");
 }
+
+#[test]
+fn a_preferred_server_is_asked_first_and_the_balancer_when_it_fails() {
+    let cfg = ClientConfig {
+        prefer: Some("server3:7003".into()),
+        ..ClientConfig::new("balancer:7000")
+    };
+    // It answers: it assigns itself, and the session is made with it.
+    let mut c = Client::new(cfg.clone());
+    c.start(ms(0));
+    let (asked, addr) = connects(&drain(&mut c))[0].clone();
+    assert_eq!(addr, "server3:7003");
+    let identity = crate::io::Identity::Unchecked;
+    c.handle_input(
+        ms(1),
+        Input::Connected {
+            conn: asked,
+            identity,
+        },
+    );
+    drain(&mut c);
+    let assigned = BalancerMsg::Assigned {
+        server_id: 3,
+        addr: String::new(),
+        code: code(),
+    };
+    let outs = recv(&mut c, ms(2), asked, &assigned);
+    assert_eq!(connects(&outs)[0].1, "server3:7003");
+    // It is down: the balancer is asked, as if nothing had been tried
+    // (every attempt is still the balancer's).
+    let mut c = Client::new(ClientConfig { attempts: 1, ..cfg });
+    c.start(ms(0));
+    let (asked, _) = connects(&drain(&mut c))[0].clone();
+    let reason = "connection refused".into();
+    c.handle_input(
+        ms(1),
+        Input::ConnectFailed {
+            conn: asked,
+            reason,
+        },
+    );
+    let outs = drain(&mut c);
+    assert!(matches!(events(&outs)[..], [ClientEvent::Retrying { .. }]));
+    assigned_after(&mut c, &outs);
+}
+
+/// A download whose destination kept `held` bytes of `data` (a file of
+/// 4 blocks and a bit): the client reads them back and offers RESUME.
+fn resumed_download(data: &[u8], held: usize) -> (Client, ConnId, Vec<Output<ClientEvent>>) {
+    use crate::transfer::TransferMsg;
+    let (mut c, srv) = established();
+    c.resume_next_download(held as u64);
+    let req = Request::Download {
+        owner: None,
+        name: "f".into(),
+    };
+    c.request(ms(5), req.clone()).unwrap();
+    drain(&mut c);
+    recv(&mut c, ms(5), srv, &SessionMsg::Proceed { op: req.op() });
+    let size = data.len() as u64;
+    let offer = TransferMsg::Offer {
+        id: 1,
+        name: "f".into(),
+        size,
+    };
+    let mut outs = recv(&mut c, ms(6), srv, &SessionMsg::Transfer(offer));
+    // The kept part is read back from the temporary file, a block at a
+    // time, and hashed.
+    let mut all = Vec::new();
+    for _ in 0..10 {
+        let reads: Vec<(u64, usize)> = (outs.iter())
+            .filter_map(|o| match o {
+                Output::File(FileOp::Read {
+                    file: FileRef::Temp(LOCAL),
+                    offset,
+                    len,
+                    ..
+                }) => Some((*offset, *len)),
+                _ => None,
+            })
+            .collect();
+        all.extend(outs);
+        if reads.is_empty() {
+            break;
+        }
+        outs = Vec::new();
+        for (offset, len) in reads {
+            let o = offset as usize;
+            let input = Input::FileRead {
+                handle: LOCAL,
+                offset,
+                data: &data[o..(o + len).min(data.len())],
+            };
+            c.handle_input(ms(7), input);
+            outs.extend(drain(&mut c));
+        }
+    }
+    (c, srv, all)
+}
+
+#[test]
+fn a_download_resumes_from_the_kept_file_and_a_cut_keeps_it_for_the_next_try() {
+    use crate::transfer::{TransferMsg, BLOCK_BYTES};
+    let data: Vec<u8> = (0..4 * BLOCK_BYTES as usize + 5000)
+        .map(|i| i as u8)
+        .collect();
+    let held = 2 * BLOCK_BYTES as usize + 100;
+    let (mut c, srv, outs) = resumed_download(&data, held);
+    let from = 2 * BLOCK_BYTES;
+    let prefix = *blake3::hash(&data[..from as usize]).as_bytes();
+    assert_eq!(
+        sent::<SessionMsg, _>(&outs, srv),
+        vec![SessionMsg::Transfer(TransferMsg::Resume {
+            id: 1,
+            from,
+            prefix
+        })]
+    );
+    let chunks = TransferMsg::Chunks {
+        id: 1,
+        seq: from / 4096,
+        data: data[from as usize..from as usize + 4096].to_vec(),
+    };
+    let outs = recv(&mut c, ms(8), srv, &SessionMsg::Transfer(chunks));
+    let total = data.len() as u64;
+    assert!(events(&outs).contains(&ClientEvent::Resumed { bytes: from, total }));
+    // The server falls silent: the download fails, and what arrived stays
+    // for the next try (no discard).
+    let mut outs = Vec::new();
+    while let Some(t) = c.poll_timeout().filter(|t| *t < ms(60_000)) {
+        c.handle_timeout(t);
+        outs.extend(drain(&mut c));
+        if c.is_done()
+            || events(&outs)
+                .iter()
+                .any(|e| matches!(e, ClientEvent::Response(_)))
+        {
+            break;
+        }
+    }
+    let discards = |outs: &[Output<ClientEvent>]| {
+        (outs.iter())
+            .filter(|o| matches!(o, Output::File(FileOp::Discard { .. })))
+            .count()
+    };
+    assert_eq!(discards(&outs), 0, "{outs:?}");
+    // Content that arrives damaged is not kept.
+    let (mut c, srv, _) = resumed_download(&data, held);
+    let mut rest = data[from as usize..].to_vec();
+    rest[10] ^= 1;
+    for (i, piece) in rest.chunks(BLOCK_BYTES as usize).enumerate() {
+        let chunks = TransferMsg::Chunks {
+            id: 1,
+            seq: (from + i as u64 * BLOCK_BYTES) / 4096,
+            data: piece.to_vec(),
+        };
+        recv(&mut c, ms(8), srv, &SessionMsg::Transfer(chunks));
+    }
+    let done = TransferMsg::Done {
+        id: 1,
+        digest: *blake3::hash(&data).as_bytes(),
+    };
+    let outs = recv(&mut c, ms(9), srv, &SessionMsg::Transfer(done));
+    assert_eq!(discards(&outs), 1, "{outs:?}");
+}

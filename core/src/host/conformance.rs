@@ -368,6 +368,7 @@ pub fn run_all<F: Fixture>(fixture: &mut F) {
     a_zero_byte_file_persists_without_writes(fixture);
     a_server_refuses_named_files_and_listings(fixture);
     a_server_disk_tells_its_free_space(fixture);
+    a_temporary_file_reads_back_what_was_written_and_takes_more(fixture);
 }
 
 /// Every check of a peer's shared directory, in turn.
@@ -400,6 +401,64 @@ pub fn a_server_disk_tells_its_free_space<F: Fixture>(fixture: &mut F) {
         } => assert!(free > 0, "a fresh disk has room"),
         other => panic!("the free space, got {other:?}"),
     }
+}
+
+/// The kept part of an upload cut off is read back to resume it
+/// (`FileRef::Temp`): a read sees every write asked before it, however the
+/// world writes behind, and the file then takes more writes after what it
+/// holds, and persists whole.
+pub fn a_temporary_file_reads_back_what_was_written_and_takes_more<F: Fixture>(fixture: &mut F) {
+    let mut rig = Rig::new(fixture);
+    let data = content(400_000, 9);
+    let (head, tail) = data.split_at(262_144);
+    let mut ops = writes(6, head, 4096);
+    ops.push(FileOp::Read {
+        handle: 8,
+        file: FileRef::Temp(6),
+        offset: 0,
+        len: head.len(),
+    });
+    assert_eq!(
+        rig.run(ops),
+        [Seen::Read {
+            handle: 8,
+            data: head.to_vec()
+        }]
+    );
+    let mut ops: Vec<FileOp> = writes(6, tail, 65_536)
+        .into_iter()
+        .map(|op| match op {
+            FileOp::Write { temp, offset, data } => FileOp::Write {
+                temp,
+                offset: offset + head.len() as u64,
+                data,
+            },
+            op => op,
+        })
+        .collect();
+    let d = digest(&data);
+    ops.push(FileOp::Persist {
+        temp: 6,
+        to: FileRef::Blob(d),
+    });
+    assert_eq!(rig.run(ops), [Seen::Persisted { temp: 6 }]);
+    assert_eq!(
+        rig.read(9, d, 0, data.len()),
+        Seen::Read {
+            handle: 9,
+            data: data.clone()
+        }
+    );
+    let never = rig.one(FileOp::Read {
+        handle: 10,
+        file: FileRef::Temp(77),
+        offset: 0,
+        len: 10,
+    });
+    assert!(
+        matches!(never, Seen::Failed { missing: true, .. }),
+        "{never:?}"
+    );
 }
 
 pub fn written_then_persisted_reads_back<F: Fixture>(fixture: &mut F) {

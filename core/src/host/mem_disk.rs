@@ -148,6 +148,27 @@ impl MemDisk {
                     )),
                 },
             }),
+            FileOp::Read {
+                handle,
+                file: FileRef::Temp(temp),
+                offset,
+                len,
+            } => Some(match self.temps.get(&temp) {
+                Some(bytes) => {
+                    self.reads.open(handle, bytes.as_slice().into());
+                    FileAnswer::Read {
+                        handle,
+                        offset,
+                        len,
+                    }
+                }
+                None => FileAnswer::Failed {
+                    handle,
+                    failure: FileFailure::missing(format!(
+                        "cannot open temporary file {temp}: no such file"
+                    )),
+                },
+            }),
             FileOp::Write { temp, .. } if self.full.contains(&temp) => {
                 self.temps.entry(temp).or_default();
                 self.failed.insert(temp).then(|| FileAnswer::Failed {

@@ -705,7 +705,10 @@ impl Transfers {
                             offset,
                             len,
                         }),
-                        SenderOutput::Progress { .. } => {}
+                        // A peer never offers to resume.
+                        SenderOutput::Progress { .. }
+                        | SenderOutput::Resumed { .. }
+                        | SenderOutput::StartedOver { .. } => {}
                         SenderOutput::Finished(r) => finished = Some(r),
                     }
                 }
@@ -724,7 +727,11 @@ impl Transfers {
                             to: FileRef::Named(a.name.clone()),
                         }),
                         ReceiverOutput::Discard => out.file(FileOp::Discard { temp: *temp }),
-                        ReceiverOutput::Progress { .. } => {}
+                        // It never resumes: nothing is read back.
+                        ReceiverOutput::Progress { .. }
+                        | ReceiverOutput::Read { .. }
+                        | ReceiverOutput::Resumed { .. }
+                        | ReceiverOutput::StartOver { .. } => {}
                         ReceiverOutput::Finished(r) => finished = Some(r),
                     }
                 }

@@ -83,6 +83,9 @@ pub enum Owner {
     Push(u64),
     /// The temporary file of a copy received on this connection.
     Copy(ConnId),
+    /// The temporary file of an upload cut off, kept to resume
+    /// (`partials`).
+    Kept,
 }
 
 struct Fetch {
@@ -242,6 +245,12 @@ impl BlobStore {
         self.next += 1;
         self.owners.insert(h, owner);
         h
+    }
+
+    /// Hands handle `h` (a temporary file kept to resume, or taken up
+    /// again by an upload) to `owner`.
+    pub fn set_owner(&mut self, h: u64, owner: Owner) {
+        self.owners.insert(h, owner);
     }
 
     pub fn owner(&self, h: u64) -> Option<Owner> {
@@ -843,7 +852,11 @@ impl BlobStore {
                 ReceiverOutput::Commit { .. } => {
                     r.fail(TransferError::DigestMismatch);
                 }
-                ReceiverOutput::Discard => {}
+                // A fetch never resumes: nothing is read back.
+                ReceiverOutput::Discard
+                | ReceiverOutput::Read { .. }
+                | ReceiverOutput::Resumed { .. }
+                | ReceiverOutput::StartOver { .. } => {}
                 ReceiverOutput::Progress { bytes } => arrived = Some(bytes),
                 ReceiverOutput::Finished(Ok(_)) => {}
                 ReceiverOutput::Finished(Err(_)) => failed = true,
@@ -917,7 +930,10 @@ impl BlobStore {
                         });
                     }
                 }
-                SenderOutput::Progress { .. } => {}
+                // A fetching server never offers to resume.
+                SenderOutput::Progress { .. }
+                | SenderOutput::Resumed { .. }
+                | SenderOutput::StartedOver { .. } => {}
                 SenderOutput::Finished(result) => {
                     done = true;
                     damaged = says_damaged(&result);
@@ -1059,7 +1075,7 @@ impl BlobStore {
             // The fetch was let go of already (and tried again if the
             // content is still wanted).
             Some(Owner::Landing(_)) => self.forget_handle(handle),
-            Some(Owner::Session(_) | Owner::Push(_) | Owner::Copy(_)) | None => {}
+            Some(Owner::Session(_) | Owner::Push(_) | Owner::Copy(_) | Owner::Kept) | None => {}
         }
     }
 

@@ -44,6 +44,13 @@ pub struct ServerConfig {
     /// (see `copies`), so that every copy counted for a "stored" is still
     /// kept when that answer is given.
     pub copy_keep: Duration,
+    /// How long the part of an upload cut off is kept for the same upload
+    /// to resume from (see `partials`).
+    pub partial_keep: Duration,
+    /// Bytes of partial uploads kept at most, in all and per user; the
+    /// oldest go first.
+    pub partial_bytes: u64,
+    pub partial_user_bytes: u64,
 }
 
 impl ServerConfig {
@@ -64,6 +71,9 @@ impl ServerConfig {
             transfer_timeout: Duration::from_secs(10),
             send_window: crate::transfer::sender::DEFAULT_WINDOW,
             copy_keep: Duration::from_secs(60),
+            partial_keep: Duration::from_secs(3600),
+            partial_bytes: 32 << 30,
+            partial_user_bytes: 8 << 30,
         }
     }
 }

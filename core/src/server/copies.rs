@@ -278,6 +278,16 @@ impl Copies {
         Some(slowest + room)
     }
 
+    /// Bytes of the upload on `upload` that its furthest copy going has
+    /// had acknowledged.
+    pub(super) fn copied(&self, upload: Up) -> u64 {
+        (self.pushes.values())
+            .filter(|p| p.upload == upload)
+            .map(|p| p.sender.acked_bytes())
+            .max()
+            .unwrap_or(0)
+    }
+
     fn live_pushes(&self, upload: Up) -> impl Iterator<Item = &Push> {
         self.pushes
             .values()
@@ -295,6 +305,36 @@ impl Copies {
         blobs: &mut BlobStore,
         out: &mut Outbox<ServerEvent>,
     ) {
+        self.open_as(now, upload, size, true, replica, blobs, out);
+    }
+
+    /// A client's upload of `size` bytes resumes on `upload`: its first
+    /// bytes are on this disk only, so no copy can stream from what
+    /// arrives; copies are made from the blob once it is stored (see
+    /// *After the upload* in the module docs).
+    pub(super) fn open_resumed(
+        &mut self,
+        now: Timestamp,
+        upload: Up,
+        size: u64,
+        replica: &Replica,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        self.open_as(now, upload, size, false, replica, blobs, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open_as(
+        &mut self,
+        now: Timestamp,
+        upload: Up,
+        size: u64,
+        live: bool,
+        replica: &Replica,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
         let needed = replica.majority().saturating_sub(1);
         if needed == 0 {
             return;
@@ -307,7 +347,7 @@ impl Copies {
             blocks: VecDeque::new(),
             first_block: 0,
             received: 0,
-            live: true,
+            live,
             stored: None,
             retry_at: None,
             failures: 0,
@@ -317,10 +357,10 @@ impl Copies {
         // would fetch it on a link of their own right after, which costs
         // them more than the file (see the module's notes).
         let others = replica.live_peers().len();
-        let n = if size <= SMALL {
-            others.max(needed)
-        } else {
-            needed
+        let n = match (live, size <= SMALL) {
+            (false, _) => 0,
+            (true, true) => others.max(needed),
+            (true, false) => needed,
         };
         let targets = self.targets(&mut pipe, n, upload, replica);
         self.pipes.insert(upload, pipe);
@@ -782,6 +822,8 @@ impl Copies {
                         p.moved_at = now;
                         moved = true;
                     }
+                    // The receiving end of a copy never offers to resume.
+                    SenderOutput::Resumed { .. } | SenderOutput::StartedOver { .. } => {}
                     SenderOutput::Finished(result) => ended = Some(result),
                 }
             }
@@ -1143,7 +1185,11 @@ impl Copies {
                     });
                 }
                 ReceiverOutput::Discard => out.file(FileOp::Discard { temp }),
-                ReceiverOutput::Progress { .. } => {}
+                // A copy never resumes: nothing is read back.
+                ReceiverOutput::Progress { .. }
+                | ReceiverOutput::Read { .. }
+                | ReceiverOutput::Resumed { .. }
+                | ReceiverOutput::StartOver { .. } => {}
                 ReceiverOutput::Finished(_) => over = true,
             }
         }

@@ -163,7 +163,10 @@ impl Sending {
                             offset,
                             len,
                         }),
-                        SenderOutput::Progress { .. } => {}
+                        // The batch's client keeps nothing to resume from.
+                        SenderOutput::Progress { .. }
+                        | SenderOutput::Resumed { .. }
+                        | SenderOutput::StartedOver { .. } => {}
                         SenderOutput::Finished(result) => ended.push((*id, result)),
                     }
                 }

@@ -60,6 +60,27 @@ pub enum ServerEvent {
         to: u32,
         why: String,
     },
+    /// An upload cut off was kept to resume: `bytes` of user `user`'s
+    /// `name` (of `size` bytes).
+    PartialKept {
+        user: u64,
+        name: String,
+        size: u64,
+        bytes: u64,
+    },
+    /// A kept partial upload was let go of, and why.
+    PartialDropped {
+        user: u64,
+        name: String,
+        bytes: u64,
+        why: &'static str,
+    },
+    /// An upload on `conn` resumed past the first `from` bytes, kept from
+    /// an earlier try.
+    UploadResumed {
+        conn: ConnId,
+        from: u64,
+    },
     Replica(ReplicaEvent),
 }
 
@@ -108,6 +129,27 @@ impl fmt::Display for ServerEvent {
             ServerEvent::Copied { to } => write!(f, "copy of an upload durable on server{to}"),
             ServerEvent::CopyFailed { to, why } => {
                 write!(f, "copy of an upload to server{to} given up: {why}")
+            }
+            ServerEvent::PartialKept {
+                user,
+                name,
+                size,
+                bytes,
+            } => write!(
+                f,
+                "kept {bytes} of {size} bytes of user{user}'s {name:?} (upload cut off) to resume"
+            ),
+            ServerEvent::PartialDropped {
+                user,
+                name,
+                bytes,
+                why,
+            } => write!(
+                f,
+                "dropped the {bytes} bytes kept of user{user}'s {name:?}: {why}"
+            ),
+            ServerEvent::UploadResumed { conn, from } => {
+                write!(f, "upload on {conn} resumed at byte {from}")
             }
             ServerEvent::Replica(e) => e.fmt(f),
         }

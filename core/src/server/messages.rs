@@ -75,7 +75,10 @@ pub enum SessionMsg {
     /// Server → client, during a download whose content this server is
     /// still fetching from another: `bytes` of `size` have arrived. Sent
     /// about once a second while the fetch moves, so that a large file is
-    /// waited for as long as it keeps coming, not for a fixed time.
+    /// waited for as long as it keeps coming, not for a fixed time. Also
+    /// during an upload stored here whose copies to other servers are
+    /// made from this server's copy (a resumed upload's): `bytes` of
+    /// `size` are on the furthest copy.
     #[speedy(tag = 41)]
     Fetching { bytes: u64, size: u64 },
     /// Client → server, right after `Ack` and before any operation: this

@@ -71,6 +71,7 @@ mod copies;
 mod downloads;
 mod event;
 pub mod messages;
+mod partials;
 mod peer_links;
 mod read_gate;
 pub mod scrub;
@@ -805,6 +806,9 @@ impl Server {
                     .on_failed(now, handle, reason, &mut self.blobs, &mut self.out);
                 self.copy_news(now);
             }
+            Some(Owner::Kept) => {
+                (self.files).partial_failed(handle, &mut self.blobs, &mut self.out);
+            }
             _ => self.blobs.on_failed(
                 now,
                 handle,
@@ -940,6 +944,7 @@ impl Node for Server {
         }
         // Wherever replication heard them (a link's first bytes included).
         self.status_news();
+        (self.files).tidy_partials(now, &self.replica, &mut self.blobs, &mut self.out);
         self.blobs.tidy(now, &self.replica, &mut self.out);
         (self.peers).flush(now, &mut self.replica, &mut self.out);
     }
@@ -964,6 +969,7 @@ impl Node for Server {
             waiting.retain(|(origin, _)| sessions.ordering(origin).is_some());
             !waiting.is_empty()
         });
+        (self.files).tidy_partials(now, &self.replica, &mut self.blobs, &mut self.out);
         self.blobs.tidy(now, &self.replica, &mut self.out);
         (self.peers).flush(now, &mut self.replica, &mut self.out);
     }
@@ -976,6 +982,7 @@ impl Node for Server {
         let sessions = self.sessions.poll_timeout(|c| self.elsewhere(c));
         let parts = earliest(self.blobs.poll_timeout(), self.copies.poll_timeout());
         let parts = earliest(parts, self.peers.poll_timeout());
+        let parts = earliest(parts, self.files.poll_timeout());
         earliest(sessions, earliest(self.replica.poll_timeout(), parts))
     }
 }
@@ -1016,3 +1023,5 @@ mod account_delete_tests;
 
 #[cfg(test)]
 mod attrs_tests;
+#[cfg(test)]
+mod resume_tests;

@@ -29,6 +29,7 @@ use crate::names::{check_path, is_under};
 use crate::outbox::Outbox;
 use crate::replication::entry::{NewFile, TxnResult, BATCH_FILES, BATCH_NAME_BYTES};
 use crate::time::Timestamp;
+use crate::transfer::messages::resume_point;
 use crate::transfer::{Receiver, ReceiverOutput, TransferError, TransferMsg};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -113,6 +114,11 @@ impl Ordered {
 pub(super) struct Receiving {
     pub(super) receiver: Box<Receiver>,
     pub(super) temp: u64,
+    /// The handle the kept part of a resumed upload is read back through.
+    pub(super) read: Option<u64>,
+    /// Cut off, its file is left to keep (a single upload; a batch's files
+    /// are not kept).
+    pub(super) resumable: bool,
     /// Chunks acknowledged to the client so far: the copies may hold the
     /// acks back (`Copies::cap`).
     acked: u64,
@@ -124,6 +130,10 @@ pub(super) struct Receiving {
 pub(super) enum Step {
     Going,
     Failed(TransferError),
+    /// Cut off (the client went silent, or cancelled), with this many
+    /// bytes written from the start: its temporary file is left for the
+    /// caller to keep, or to discard.
+    Interrupted(u64),
     /// Complete, verified and durable here as this blob.
     Done([u8; 32]),
 }
@@ -133,8 +143,52 @@ impl Receiving {
         Receiving {
             receiver: Box::new(receiver),
             temp: blobs.new_handle(Owner::Session(conn)),
+            read: None,
+            resumable: false,
             acked: 0,
             attrs: None,
+        }
+    }
+
+    /// An upload that takes up kept temporary file `temp` (see
+    /// `partials`), whose first `held` bytes the receiver reads back.
+    pub(super) fn resuming(
+        now: Timestamp,
+        conn: ConnId,
+        mut receiver: Receiver,
+        temp: u64,
+        held: u64,
+        blobs: &mut BlobStore,
+    ) -> Self {
+        blobs.set_owner(temp, Owner::Session(conn));
+        receiver.resume(now, held);
+        Receiving {
+            receiver: Box::new(receiver),
+            temp,
+            read: Some(blobs.new_handle(Owner::Session(conn))),
+            resumable: true,
+            acked: 0,
+            // They follow the offer, as a new upload's do.
+            attrs: None,
+        }
+    }
+
+    /// Lets go of the read handle, if any.
+    pub(super) fn release_read(&mut self, blobs: &mut BlobStore) {
+        if let Some(h) = self.read.take() {
+            blobs.forget_handle(h);
+        }
+    }
+
+    /// Bytes an owner may keep if the upload is cut off now (0: nothing
+    /// worth keeping; see `transfer::messages::resume_point`).
+    pub(super) fn keepable(&self) -> u64 {
+        let r = &self.receiver;
+        let written = r.written();
+        let going = r.is_receiving() || r.is_rehashing();
+        match self.resumable && going && resume_point(written, r.size()) > 0 {
+            true => written,
+            false => 0,
         }
     }
 
@@ -151,6 +205,8 @@ impl Receiving {
         let mut sends = Vec::new();
         let mut disk = Vec::new();
         let mut persisted = None;
+        // Held back: an upload cut off keeps its file (see `partials`).
+        let mut discard = false;
         while let Some(o) = self.receiver.poll_output() {
             match o {
                 // Acks no further than the copies allow.
@@ -171,7 +227,23 @@ impl Receiving {
                         to: FileRef::Blob(digest),
                     });
                 }
-                ReceiverOutput::Discard => disk.push(FileOp::Discard { temp }),
+                ReceiverOutput::Discard => discard = true,
+                ReceiverOutput::Read { offset, len } => {
+                    if let Some(handle) = self.read {
+                        disk.push(FileOp::Read {
+                            handle,
+                            file: FileRef::Temp(temp),
+                            offset,
+                            len,
+                        });
+                    }
+                }
+                ReceiverOutput::Resumed { from } => {
+                    cx.out.event(ServerEvent::UploadResumed { conn, from })
+                }
+                // Written over from the first byte; the file is as long
+                // as the upload at most, so nothing of the old is left.
+                ReceiverOutput::StartOver { .. } => {}
                 ReceiverOutput::Progress { .. } => {}
                 ReceiverOutput::Finished(Ok(digest)) => step = Step::Done(digest),
                 ReceiverOutput::Finished(Err(e)) => step = Step::Failed(e),
@@ -180,6 +252,23 @@ impl Receiving {
         if let Some((d, size)) = persisted {
             cx.blobs.pin(d, size);
             cx.blobs.expect_upload(temp, d);
+        }
+        if discard {
+            let written = self.receiver.written();
+            let cut_off = matches!(
+                &step,
+                Step::Failed(TransferError::Timeout | TransferError::Cancelled)
+            );
+            // Not a file on its way to being a blob (the client gave up
+            // waiting for its DONE ACK): that one lands, and is let go of
+            // as any upload that fails then.
+            let landing = cx.blobs.persisting(temp);
+            let keep = cut_off && !landing && resume_point(written, self.receiver.size()) > 0;
+            if self.resumable && keep {
+                step = Step::Interrupted(written);
+            } else {
+                disk.push(FileOp::Discard { temp });
+            }
         }
         for m in sends {
             cx.out.send(conn, &super::messages::SessionMsg::Transfer(m));
@@ -410,6 +499,16 @@ impl Batch {
         };
         match r.drive(cx, conn) {
             Step::Going => {}
+            // Not said of a batch's file (see `Receiving::resumable`),
+            // but were it: nothing is kept of it.
+            Step::Interrupted(_) => {
+                if let Some(r) = self.receiving.remove(&id) {
+                    cx.copies.close((conn, id), cx.blobs, cx.out);
+                    r.let_go(true, cx.blobs, cx.out);
+                }
+                let e = OpError::Transfer(TransferError::Timeout);
+                self.failed.insert(id, e);
+            }
             Step::Failed(e) => {
                 if let Some(r) = self.receiving.remove(&id) {
                     cx.copies.close((conn, id), cx.blobs, cx.out);

@@ -18,6 +18,7 @@ use super::copies::Up;
 use super::downloads::Sending;
 use super::event::ServerEvent;
 use super::messages::{FileOutcome, Listed, OpCode, OpError, SessionMsg};
+use super::partials::{PartialKey, Partials};
 use super::scrub::says_damaged;
 use super::sessions::{wrong_data, Sessions};
 use super::uploads::{Batch, Finished, Ordered, Put, Receiving, Room, Step, Stored};
@@ -49,10 +50,21 @@ pub(super) struct Ctx<'a> {
 
 /// A session's file operation that moves content.
 enum Transfer {
-    /// Receiving an upload.
-    Uploading { up: Receiving, replace: bool },
-    /// An upload durable here, waiting for its copies on other servers.
-    AwaitCopies { put: Put, replace: bool },
+    /// Receiving an upload of `user`'s.
+    Uploading {
+        up: Receiving,
+        replace: bool,
+        user: u64,
+    },
+    /// An upload durable here, waiting for its copies on other servers;
+    /// the furthest has had `copied` bytes acknowledged so far, and the
+    /// client was last told how they come along at `told_at`.
+    AwaitCopies {
+        put: Put,
+        replace: bool,
+        copied: u64,
+        told_at: Timestamp,
+    },
     /// Receiving a batch of uploads.
     Batch(Box<Batch>),
     /// Sending a download, reading through `handle`; `attrs` follow its
@@ -108,6 +120,8 @@ pub(super) struct UserFiles {
     transfers: BTreeMap<ConnId, Transfer>,
     /// Uploads ordered through the master and not yet applied here.
     stored: BTreeMap<Origin, Ordered>,
+    /// What was kept of uploads cut off, to resume them.
+    partials: Partials,
 }
 
 impl UserFiles {
@@ -120,6 +134,7 @@ impl UserFiles {
             request_timeout: cfg.request_timeout,
             transfers: BTreeMap::new(),
             stored: BTreeMap::new(),
+            partials: Partials::new(cfg.partial_keep, cfg.partial_bytes, cfg.partial_user_bytes),
         }
     }
 
@@ -281,17 +296,32 @@ impl UserFiles {
         } else {
             None
         };
-        match refusal {
-            Some(reason) => receiver.reject(reason),
-            None => {
+        let key = PartialKey { user, name, size };
+        let kept = match refusal {
+            Some(_) => None,
+            None => self.partials.take(&key),
+        };
+        let mut up = match (refusal, kept) {
+            (Some(reason), _) => {
+                receiver.reject(reason);
+                Receiving::new(conn, receiver, cx.blobs)
+            }
+            // Tried before and cut off: the file kept is taken up again.
+            (None, Some(kept)) => {
+                cx.copies
+                    .open_resumed(now, (conn, id), size, cx.replica, cx.blobs, cx.out);
+                Receiving::resuming(now, conn, receiver, kept.temp, kept.bytes, cx.blobs)
+            }
+            (None, None) => {
                 receiver.accept(now);
                 cx.copies
                     .open(now, (conn, id), size, cx.replica, cx.blobs, cx.out);
+                Receiving::new(conn, receiver, cx.blobs)
             }
-        }
-        let up = Receiving::new(conn, receiver, cx.blobs);
+        };
+        up.resumable = true;
         self.transfers
-            .insert(conn, Transfer::Uploading { up, replace });
+            .insert(conn, Transfer::Uploading { up, replace, user });
         cx.sessions.run_elsewhere(conn);
         self.pump(cx, conn);
     }
@@ -451,7 +481,7 @@ impl UserFiles {
                 let msg = SessionMsg::Failed(OpError::Unavailable { reason });
                 return cx.sessions.answer(conn, OpCode::Download, msg, cx.out);
             }
-            Some(Transfer::AwaitCopies { put, replace }) => {
+            Some(Transfer::AwaitCopies { put, replace, .. }) => {
                 let (d, op, up) = (put.digest, upload_op(*replace), (conn, put.id));
                 self.transfers.remove(&conn);
                 cx.copies.close(up, cx.blobs, cx.out);
@@ -470,25 +500,40 @@ impl UserFiles {
     /// Carries out what the session's transfer asks for.
     fn pump(&mut self, cx: &mut Ctx<'_>, conn: ConnId) {
         match self.transfers.get_mut(&conn) {
-            Some(Transfer::Uploading { up, replace }) => {
-                let replace = *replace;
+            Some(Transfer::Uploading { up, replace, user }) => {
+                let (replace, user) = (*replace, *user);
                 let id = up.receiver.id();
                 match up.drive(cx, conn) {
                     Step::Going => {}
                     Step::Failed(_) => {
                         // The receiver told the client why.
                         cx.copies.close((conn, id), cx.blobs, cx.out);
-                        if let Some(Transfer::Uploading { up, .. }) = self.transfers.remove(&conn) {
+                        if let Some(Transfer::Uploading { mut up, .. }) =
+                            self.transfers.remove(&conn)
+                        {
+                            up.release_read(cx.blobs);
                             up.let_go(false, cx.blobs, cx.out);
+                        }
+                        cx.sessions.set_idle(conn);
+                    }
+                    Step::Interrupted(written) => {
+                        // The client went silent or cancelled: what arrived
+                        // is kept for the same upload to resume.
+                        cx.copies.close((conn, id), cx.blobs, cx.out);
+                        if let Some(Transfer::Uploading { up, .. }) = self.transfers.remove(&conn) {
+                            self.keep_partial(up, user, written, cx.blobs, cx.out);
                         }
                         cx.sessions.set_idle(conn);
                     }
                     Step::Done(digest) => {
                         // The upload is over; its temporary file is a blob now.
-                        let Some(Transfer::Uploading { up, .. }) = self.transfers.remove(&conn)
+                        let Some(Transfer::Uploading { mut up, .. }) = self.transfers.remove(&conn)
                         else {
                             return;
                         };
+                        up.release_read(cx.blobs);
+                        let name = up.receiver.name();
+                        self.partials.completed(user, name, cx.blobs, cx.out);
                         let put = Put {
                             id,
                             name: up.receiver.name().to_string(),
@@ -504,8 +549,14 @@ impl UserFiles {
                         {
                             self.order_upload(cx, conn, put, replace);
                         } else {
-                            self.transfers
-                                .insert(conn, Transfer::AwaitCopies { put, replace });
+                            let copied = cx.copies.copied((conn, id));
+                            let waiting = Transfer::AwaitCopies {
+                                put,
+                                replace,
+                                copied,
+                                told_at: now,
+                            };
+                            self.transfers.insert(conn, waiting);
                         }
                     }
                 }
@@ -547,7 +598,10 @@ impl UserFiles {
                                 });
                             }
                         }
-                        SenderOutput::Progress { .. } => {}
+                        // The client says so; its download goes on as any.
+                        SenderOutput::Progress { .. }
+                        | SenderOutput::Resumed { .. }
+                        | SenderOutput::StartedOver { .. } => {}
                         SenderOutput::Finished(result) => {
                             finished = true;
                             if says_damaged(&result) {
@@ -706,11 +760,40 @@ impl UserFiles {
     }
 
     /// The copies of `up` moved: the client may be acknowledged further.
+    /// Copies made from the blob once the upload is stored here (those of
+    /// a resumed upload, whose first bytes no copy could stream, or those
+    /// replacing a copy that failed) take as long as the file: they are
+    /// waited for as long as the furthest moves further (a copy tried
+    /// again from the start, as to a full disk, does not count), and the
+    /// client is told so about once a second (`Fetching`, which keeps it
+    /// waiting too).
     pub(super) fn copies_moved(&mut self, cx: &mut Ctx<'_>, up: Up) {
-        let (conn, id) = up;
+        let (conn, id) = (up.0, up.1);
         match self.transfers.get_mut(&conn) {
             Some(Transfer::Uploading { up, .. }) => up.ack_further(cx.copies, conn, cx.out),
             Some(Transfer::Batch(b)) => b.copies_moved(cx.copies, conn, id, cx.out),
+            Some(Transfer::AwaitCopies {
+                put,
+                copied,
+                told_at,
+                ..
+            }) if put.id == id => {
+                let furthest = cx.copies.copied(up);
+                if furthest <= *copied {
+                    return;
+                }
+                *copied = furthest;
+                put.deadline = put.deadline.max(cx.now + self.request_timeout);
+                if cx.now.saturating_since(*told_at) >= TELL_EVERY {
+                    *told_at = cx.now;
+                    let size = put.size;
+                    let msg = SessionMsg::Fetching {
+                        bytes: furthest,
+                        size,
+                    };
+                    cx.out.send(conn, &msg);
+                }
+            }
             _ => {}
         }
     }
@@ -720,7 +803,9 @@ impl UserFiles {
         let (conn, id) = up;
         match self.transfers.get_mut(&conn) {
             Some(Transfer::AwaitCopies { put, .. }) if put.id == id => {
-                if let Some(Transfer::AwaitCopies { put, replace }) = self.transfers.remove(&conn) {
+                if let Some(Transfer::AwaitCopies { put, replace, .. }) =
+                    self.transfers.remove(&conn)
+                {
                     self.order_upload(cx, conn, put, replace);
                 }
             }
@@ -738,7 +823,9 @@ impl UserFiles {
         self.stored.remove(origin)
     }
 
-    /// A read of the download on `conn` came back.
+    /// A read of the session's transfer on `conn` came back: of a
+    /// download (through `handle`, one of a batch's), or of the kept part
+    /// of an upload resuming.
     pub(super) fn on_read(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -750,6 +837,7 @@ impl UserFiles {
         match self.transfers.get_mut(&conn) {
             Some(Transfer::Downloading { sender, .. }) => sender.on_read(offset, data),
             Some(Transfer::Sending(s)) => s.on_read(handle, offset, data),
+            Some(Transfer::Uploading { up, .. }) => up.receiver.on_read(offset, data),
             _ => {}
         }
         self.pump(cx, conn);
@@ -784,6 +872,10 @@ impl UserFiles {
         // An upload's blob that will not land: nothing will name it.
         cx.blobs.persist_failed(handle);
         match self.transfers.get_mut(&conn) {
+            // The kept part could not be read back: it is not used.
+            Some(Transfer::Uploading { up, .. }) if up.read == Some(handle) => {
+                up.receiver.on_read_error()
+            }
             Some(Transfer::Uploading { up, .. }) => up.receiver.fail(reason),
             Some(Transfer::Downloading { sender, .. }) => sender.fail(reason),
             Some(Transfer::Sending(s)) => s.file_failed(handle, reason),
@@ -796,8 +888,60 @@ impl UserFiles {
         self.pump(cx, conn);
     }
 
+    /// Keeps the temporary file of upload `up` of `user`'s, cut off with
+    /// `written` bytes from the start, for the same upload to resume.
+    fn keep_partial(
+        &mut self,
+        mut up: Receiving,
+        user: u64,
+        written: u64,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        up.release_read(blobs);
+        let r = &up.receiver;
+        let key = PartialKey {
+            user,
+            name: r.name().to_string(),
+            size: r.size(),
+        };
+        self.partials.keep(key, up.temp, written, blobs, out);
+    }
+
+    /// Dates and expires the partial uploads kept, and drops those of
+    /// users that are gone.
+    pub(super) fn tidy_partials(
+        &mut self,
+        now: Timestamp,
+        replica: &Replica,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        if self.partials.len() == 0 {
+            return;
+        }
+        let state = replica.state();
+        let exists = |user| state.user(user).is_some();
+        self.partials.tidy(now, exists, blobs, out);
+    }
+
+    /// When the next partial upload kept expires.
+    pub(super) fn poll_timeout(&self) -> Option<Timestamp> {
+        self.partials.poll_timeout()
+    }
+
+    /// A write to a kept partial upload's file failed: it is dropped.
+    pub(super) fn partial_failed(
+        &mut self,
+        temp: u64,
+        blobs: &mut BlobStore,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        self.partials.failed(temp, blobs, out);
+    }
+
     /// The session on `conn` is gone: a transfer cut short is done with,
-    /// and an upload's temporary file is thrown away.
+    /// and an upload's temporary file is thrown away, or kept to resume.
     pub(super) fn forget(
         &mut self,
         conn: ConnId,
@@ -811,9 +955,17 @@ impl UserFiles {
                 copies.close((conn, put.id), blobs, out);
                 blobs.unpin(&put.digest);
             }
-            Some(Transfer::Uploading { up, .. }) => {
+            Some(Transfer::Uploading { up, user, .. }) => {
                 copies.close((conn, up.receiver.id()), blobs, out);
-                up.let_go(true, blobs, out);
+                match up.keepable() {
+                    0 => {
+                        let mut up = up;
+                        up.release_read(blobs);
+                        up.let_go(true, blobs, out);
+                    }
+                    // Cut off: kept for the same upload to resume.
+                    written => self.keep_partial(up, user, written, blobs, out),
+                }
             }
             Some(Transfer::Batch(mut b)) => b.forget(conn, blobs, copies, out),
             Some(Transfer::Downloading { handle, .. }) => blobs.forget_handle(handle),
@@ -851,6 +1003,9 @@ fn readable(cx: &Ctx<'_>, user: u64, owner: Option<String>, name: &str) -> Optio
         .cloned()
 }
 
+/// How often a client waiting for its upload's copies hears of them.
+const TELL_EVERY: Duration = Duration::from_secs(1);
+
 /// Bytes of the files `user` owns.
 fn used_by(cx: &Ctx<'_>, user: u64) -> u64 {
     cx.replica.state().catalogue().bytes_of(user)
@@ -858,6 +1013,11 @@ fn used_by(cx: &Ctx<'_>, user: u64) -> u64 {
 
 #[cfg(test)]
 impl UserFiles {
+    /// What is kept of uploads cut off.
+    pub(super) fn partials(&self) -> &Partials {
+        &self.partials
+    }
+
     /// Tests change the quota of a running server.
     pub(super) fn set_quota(&mut self, quota: u64) {
         self.quota = quota;

@@ -853,9 +853,10 @@ fn over_quota_is_a_clear_refusal() {
     let _ = TransferError::Exists;
 }
 
+/// Kept to resume (see `partials`), but only until it expires.
 #[test]
-fn a_session_closed_mid_upload_leaves_no_temporary_file() {
-    let mut c = Cluster::new(1);
+fn a_session_closed_mid_upload_leaves_no_temporary_file_past_partial_keep() {
+    let mut c = Cluster::new_with(1, |cfg| cfg.partial_keep = Duration::from_secs(5));
     c.run_for(Duration::from_secs(1));
     let a = user(&mut c, 0, "alice");
     let req = Request::Upload {
@@ -877,8 +878,24 @@ fn a_session_closed_mid_upload_leaves_no_temporary_file() {
     c.send(0, a, &SessionMsg::Transfer(chunk));
     assert_eq!(c.disk_mut(0).temps.len(), 1, "the upload is under way");
     c.input(0, crate::io::Input::Closed { conn: a });
+    assert_eq!(c.disk_mut(0).temps.len(), 1, "kept to resume");
+    c.run_for(Duration::from_secs(6));
     assert!(c.disk_mut(0).temps.is_empty(), "the temporary file is gone");
     assert!(c.disk_mut(0).blobs.is_empty());
+    // Less than a block arrived: nothing to resume, nothing kept.
+    let a = user(&mut c, 0, "alice");
+    c.send(0, a, &SessionMsg::Begin { op: req.op() });
+    c.received(0, a);
+    c.send(0, a, &req.payload());
+    c.received(0, a);
+    let chunk = crate::transfer::TransferMsg::Chunks {
+        id: 0,
+        seq: 0,
+        data: vec![1; 4096],
+    };
+    c.send(0, a, &SessionMsg::Transfer(chunk));
+    c.input(0, crate::io::Input::Closed { conn: a });
+    assert!(c.disk_mut(0).temps.is_empty(), "the temporary file is gone");
 }
 
 #[test]

@@ -229,6 +229,22 @@ fn numbered(addr: &str, prefix: &str) -> Option<usize> {
         .checked_sub(1)
 }
 
+/// What a client's upload saw ([`Cluster::upload_seen`]).
+#[derive(Debug, Default)]
+pub struct UploadSeen {
+    /// The server's answers that are not transfer messages.
+    pub answers: Vec<SessionMsg>,
+    /// Where the transfer resumed, if it did.
+    pub resumed: Option<u64>,
+    /// The bytes the server kept that were not this content's, if any.
+    pub started_over: Option<u64>,
+    /// How the client's sender ended, if it did.
+    pub sent: Option<Result<[u8; 32], crate::transfer::TransferError>>,
+    /// How many times the server said it was copying the upload to the
+    /// others (`Fetching`).
+    pub told_copying: usize,
+}
+
 impl Cluster {
     /// `size` servers; server 1 is the master. The clock starts at a
     /// plausible Unix time so token expiry has meaning.
@@ -757,7 +773,10 @@ impl Cluster {
                         let o = offset as usize;
                         s.on_read(offset, &content[o..o + len]);
                     }
-                    SenderOutput::Progress { .. } | SenderOutput::Finished(_) => {}
+                    SenderOutput::Progress { .. }
+                    | SenderOutput::Resumed { .. }
+                    | SenderOutput::StartedOver { .. }
+                    | SenderOutput::Finished(_) => {}
                 }
             }
             for m in self.received(ix, conn) {
@@ -787,6 +806,110 @@ impl Cluster {
             self.run_for(Duration::from_millis(10));
         }
         answers
+    }
+
+    /// Uploads `content` as `name` the way a client does, as
+    /// [`Cluster::upload`]; with `cut`, the client vanishes (its
+    /// connection closes, as when it is killed) once that many bytes are
+    /// acknowledged. Its window is 32 chunks, so that the server holds
+    /// little more than what was acknowledged when it is cut. What the
+    /// client saw.
+    pub fn upload_seen(
+        &mut self,
+        ix: Ix,
+        conn: ConnId,
+        name: &str,
+        content: &[u8],
+        replace: bool,
+        cut: Option<u64>,
+    ) -> UploadSeen {
+        self.upload_cut(ix, conn, name, content, replace, cut, true)
+    }
+
+    /// Like [`Cluster::upload_seen`] with a cut, but the client falls
+    /// silent instead (its connection stays open: a network that drops
+    /// everything).
+    pub fn upload_silenced(
+        &mut self,
+        ix: Ix,
+        conn: ConnId,
+        name: &str,
+        content: &[u8],
+        cut: u64,
+    ) -> UploadSeen {
+        self.upload_cut(ix, conn, name, content, false, Some(cut), false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn upload_cut(
+        &mut self,
+        ix: Ix,
+        conn: ConnId,
+        name: &str,
+        content: &[u8],
+        replace: bool,
+        cut: Option<u64>,
+        close: bool,
+    ) -> UploadSeen {
+        let mut seen = UploadSeen::default();
+        let req = Request::Upload {
+            name: name.into(),
+            size: content.len() as u64,
+            replace,
+            attrs: None,
+        };
+        self.send(ix, conn, &SessionMsg::Begin { op: req.op() });
+        let got = self.received(ix, conn);
+        if got != vec![SessionMsg::Proceed { op: req.op() }] {
+            seen.answers = got;
+            return seen;
+        }
+        let size = content.len() as u64;
+        let cfg = SenderConfig {
+            window: 32,
+            ..SenderConfig::default()
+        };
+        let mut s = Sender::new(self.now, 0, name.into(), size, cfg);
+        for _ in 0..100_000 {
+            // The client's timers too: resends, and giving up.
+            if s.poll_timeout().is_some_and(|t| t <= self.now) {
+                s.handle_timeout(self.now);
+            }
+            while let Some(o) = s.poll_output() {
+                match o {
+                    SenderOutput::Send(m) => self.send(ix, conn, &SessionMsg::Transfer(m)),
+                    SenderOutput::Read { offset, len } => {
+                        let o = offset as usize;
+                        s.on_read(offset, &content[o..o + len]);
+                    }
+                    SenderOutput::Resumed { from } => seen.resumed = Some(from),
+                    SenderOutput::StartedOver { from } => seen.started_over = Some(from),
+                    SenderOutput::Progress { .. } => {}
+                    SenderOutput::Finished(r) => seen.sent = Some(r),
+                }
+            }
+            if cut.is_some_and(|at| s.acked_bytes() >= at) {
+                if close {
+                    self.input(ix, Input::Closed { conn });
+                }
+                return seen;
+            }
+            for m in self.received(ix, conn) {
+                match m {
+                    SessionMsg::Transfer(t) => s.on_msg(self.now, t),
+                    // The server copies it to the others: wait on.
+                    SessionMsg::Fetching { .. } => seen.told_copying += 1,
+                    other => seen.answers.push(other),
+                }
+            }
+            // Failed on the client's side (it gave up waiting): its ABORT
+            // went out, and the command ends.
+            if !seen.answers.is_empty() || matches!(seen.sent, Some(Err(_))) {
+                return seen;
+            }
+            self.run_for(Duration::from_millis(10));
+        }
+        seen
     }
 
     /// Connections made between nodes so far (every dial that opened).
@@ -868,7 +991,10 @@ impl Cluster {
                             let o = offset as usize;
                             s.on_read(offset, &files[i].1[o..o + len]);
                         }
-                        SenderOutput::Progress { .. } | SenderOutput::Finished(_) => {}
+                        SenderOutput::Progress { .. }
+                        | SenderOutput::Resumed { .. }
+                        | SenderOutput::StartedOver { .. }
+                        | SenderOutput::Finished(_) => {}
                     }
                 }
             }

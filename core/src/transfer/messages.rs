@@ -49,6 +49,22 @@ pub enum TransferMsg {
     /// Either side: the transfer is over, unsuccessfully.
     #[speedy(tag = 8)]
     Abort { id: u64, reason: TransferError },
+    /// Receiver → sender, in ACCEPT's place: the receiver holds the first
+    /// `from` bytes of a file of the offered name and size (kept from an
+    /// interrupted transfer), whose BLAKE3 is `prefix`. A sender whose own
+    /// first `from` bytes hash to `prefix` sends from there; any other
+    /// answers RESTART. `from` is a multiple of [`BLOCK_BYTES`] below the
+    /// size. See docs/transfer.md, *Resume*.
+    #[speedy(tag = 9)]
+    Resume {
+        id: u64,
+        from: u64,
+        prefix: [u8; 32],
+    },
+    /// Sender → receiver, the answer to RESUME when the prefixes differ:
+    /// take the file from its first byte. Answered with ACCEPT.
+    #[speedy(tag = 10)]
+    Restart { id: u64 },
 }
 
 impl TransferMsg {
@@ -61,7 +77,9 @@ impl TransferMsg {
             | TransferMsg::Ack { id, .. }
             | TransferMsg::Done { id, .. }
             | TransferMsg::DoneAck { id }
-            | TransferMsg::Abort { id, .. } => *id,
+            | TransferMsg::Abort { id, .. }
+            | TransferMsg::Resume { id, .. }
+            | TransferMsg::Restart { id } => *id,
         }
     }
 }
@@ -153,4 +171,13 @@ impl std::error::Error for TransferError {}
 /// Chunks in a file of `size` bytes.
 pub fn chunk_count(size: u64) -> u64 {
     size.div_ceil(CHUNK as u64)
+}
+
+/// Where a transfer of a file of `size` bytes can resume when the first
+/// `held` bytes are at hand: the last block boundary at or below both
+/// `held` and the file's last byte (so at least one chunk is still sent,
+/// and both ends read, hash and write whole blocks). 0: nothing to resume.
+pub fn resume_point(held: u64, size: u64) -> u64 {
+    let last = size.saturating_sub(1);
+    held.min(last) / BLOCK_BYTES * BLOCK_BYTES
 }

@@ -12,8 +12,20 @@
 //! committed (the owner renames its temporary file into place and calls
 //! [`Receiver::committed`]), and only then is DONE acknowledged. A receiver
 //! that hears nothing for `idle_timeout` gives up and discards what it got.
+//!
+//! **Resume.** An owner that kept the first bytes of this file from an
+//! interrupted transfer (in the temporary file it writes to) calls
+//! [`Receiver::resume`] instead of [`Receiver::accept`]. The receiver reads
+//! those bytes back ([`ReceiverOutput::Read`], a block at a time) and hashes
+//! them: the hash of what the disk holds now, not of what arrived then, so
+//! a prefix damaged meanwhile is caught by the sender's comparison (it
+//! starts over) and could not pass DONE's digest either. Then it says
+//! RESUME(from, prefix) and takes chunks from `from` on, or, told RESTART,
+//! everything from the start ([`ReceiverOutput::StartOver`]). A read that
+//! fails or comes back short starts over as well. While it hashes, a
+//! repeated OFFER is answered with ACK(0): wait.
 
-use super::messages::{chunk_count, TransferError, TransferMsg, BLOCK_BYTES, CHUNK};
+use super::messages::{chunk_count, resume_point, TransferError, TransferMsg, BLOCK_BYTES, CHUNK};
 use super::sender::kind;
 use crate::time::Timestamp;
 use std::collections::VecDeque;
@@ -37,6 +49,24 @@ pub enum ReceiverOutput {
     Progress {
         bytes: u64,
     },
+    /// Read `len` bytes at `offset` of the temporary file (the prefix kept
+    /// to resume) and hand them to [`Receiver::on_read`].
+    Read {
+        offset: u64,
+        len: usize,
+    },
+    /// The sender took the RESUME: the first chunk past the kept `from`
+    /// bytes arrived.
+    Resumed {
+        from: u64,
+    },
+    /// The kept prefix is not used (it did not read back whole, or the
+    /// sender's first bytes differ): the file is received from its first
+    /// byte, written over whatever the temporary file holds. `from`: the
+    /// bytes that were to be resumed from.
+    StartOver {
+        from: u64,
+    },
     Finished(Result<[u8; 32], TransferError>),
 }
 
@@ -44,6 +74,8 @@ pub enum ReceiverOutput {
 enum Stage {
     /// Waiting for the owner's decision.
     Offered,
+    /// Reading back and hashing the kept prefix, before RESUME.
+    Rehashing,
     Receiving,
     /// Commit asked for; waiting for the owner.
     Committing,
@@ -64,10 +96,26 @@ pub struct Receiver {
     /// less than a block, but for the last frame taken.
     pending: Vec<u8>,
     pending_at: u64,
+    /// Bytes handed out to be written (hashed first), from the start.
+    written: u64,
+    /// The kept prefix: its length, and how far it has been read back.
+    rehash: Option<Rehash>,
+    /// RESUME said and not yet taken or refused: where, and its hash.
+    resumed: Option<(u64, [u8; 32])>,
     digest: Option<[u8; 32]>,
     deadline: Timestamp,
     out: VecDeque<ReceiverOutput>,
 }
+
+/// The kept prefix being read back.
+struct Rehash {
+    len: u64,
+    /// Bytes asked for so far (they come back in order).
+    asked: u64,
+}
+
+/// Reads of the kept prefix in flight at most.
+const REHASH_AHEAD: u64 = 2;
 
 impl Receiver {
     /// A receiver for an OFFER just received.
@@ -83,6 +131,9 @@ impl Receiver {
             hasher: blake3::Hasher::new(),
             pending: Vec::new(),
             pending_at: 0,
+            written: 0,
+            rehash: None,
+            resumed: None,
             digest: None,
             deadline: now + idle_timeout,
             out: VecDeque::new(),
@@ -104,6 +155,28 @@ impl Receiver {
         self.expected
     }
 
+    /// Bytes from the start that were hashed and handed out to be written
+    /// (or, while a kept prefix is read back, that prefix, which the file
+    /// still holds): what an owner may keep of an interrupted transfer
+    /// (see [`super::messages::resume_point`]).
+    pub fn written(&self) -> u64 {
+        match &self.rehash {
+            Some(r) => r.len,
+            None => self.written,
+        }
+    }
+
+    /// Still taking content (not failed, not complete): an owner may keep
+    /// what was written if the transfer is cut off now.
+    pub fn is_receiving(&self) -> bool {
+        self.stage == Stage::Receiving
+    }
+
+    /// Reading back a kept prefix (see [`Receiver::resume`]).
+    pub fn is_rehashing(&self) -> bool {
+        self.stage == Stage::Rehashing
+    }
+
     pub fn is_finished(&self) -> bool {
         matches!(self.stage, Stage::Done | Stage::Failed)
     }
@@ -114,7 +187,7 @@ impl Receiver {
 
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         match self.stage {
-            Stage::Receiving | Stage::Offered => Some(self.deadline),
+            Stage::Receiving | Stage::Offered | Stage::Rehashing => Some(self.deadline),
             _ => None,
         }
     }
@@ -135,6 +208,97 @@ impl Receiver {
         }
     }
 
+    /// Like [`Receiver::accept`], but the owner's temporary file holds the
+    /// first `held` bytes of the offered file already (kept from an
+    /// interrupted transfer): they are read back and hashed, then offered
+    /// to the sender with RESUME. With nothing to resume (see
+    /// [`super::messages::resume_point`]) it is an accept, after a
+    /// [`ReceiverOutput::StartOver`].
+    pub fn resume(&mut self, now: Timestamp, held: u64) {
+        if self.stage != Stage::Offered {
+            return;
+        }
+        let len = resume_point(held, self.size);
+        if len == 0 {
+            self.out.push_back(ReceiverOutput::StartOver { from: 0 });
+            return self.accept(now);
+        }
+        self.stage = Stage::Rehashing;
+        self.deadline = now + self.idle_timeout;
+        self.rehash = Some(Rehash { len, asked: 0 });
+        self.read_prefix();
+    }
+
+    fn read_prefix(&mut self) {
+        let Some(r) = self.rehash.as_mut() else {
+            return;
+        };
+        while r.asked < r.len && r.asked < self.written + REHASH_AHEAD * BLOCK_BYTES {
+            self.out.push_back(ReceiverOutput::Read {
+                offset: r.asked,
+                len: BLOCK_BYTES as usize,
+            });
+            r.asked += BLOCK_BYTES;
+        }
+    }
+
+    /// The bytes of a [`ReceiverOutput::Read`] (answered in the order
+    /// asked).
+    pub fn on_read(&mut self, offset: u64, data: &[u8]) {
+        if self.stage != Stage::Rehashing {
+            return;
+        }
+        // Short: the file holds less than the owner thought.
+        if offset != self.written || data.len() as u64 != BLOCK_BYTES {
+            return self.start_over();
+        }
+        self.hasher.update(data);
+        self.written += BLOCK_BYTES;
+        let len = self.rehash.as_ref().map_or(0, |r| r.len);
+        if self.written < len {
+            return self.read_prefix();
+        }
+        self.rehash = None;
+        let prefix = *self.hasher.finalize().as_bytes();
+        self.stage = Stage::Receiving;
+        self.expected = len / CHUNK as u64;
+        self.pending_at = len;
+        self.resumed = Some((len, prefix));
+        let id = self.id;
+        self.send(TransferMsg::Resume {
+            id,
+            from: len,
+            prefix,
+        });
+    }
+
+    /// A read of the kept prefix failed: it is not used.
+    pub fn on_read_error(&mut self) {
+        if self.stage == Stage::Rehashing {
+            self.start_over();
+        }
+    }
+
+    /// Receives the file from its first byte after all (see
+    /// [`ReceiverOutput::StartOver`]), and says so to the sender.
+    fn start_over(&mut self) {
+        let from = match (&self.resumed, &self.rehash) {
+            (Some((from, _)), _) => *from,
+            (None, Some(r)) => r.len,
+            (None, None) => 0,
+        };
+        self.rehash = None;
+        self.resumed = None;
+        self.hasher = blake3::Hasher::new();
+        self.expected = 0;
+        self.written = 0;
+        self.pending.clear();
+        self.pending_at = 0;
+        self.stage = Stage::Receiving;
+        self.out.push_back(ReceiverOutput::StartOver { from });
+        self.send(TransferMsg::Accept { id: self.id });
+    }
+
     pub fn reject(&mut self, reason: TransferError) {
         if self.stage != Stage::Offered {
             return;
@@ -153,10 +317,34 @@ impl Receiver {
     }
 
     pub fn on_msg(&mut self, now: Timestamp, msg: TransferMsg) {
-        if matches!(self.stage, Stage::Receiving | Stage::Offered) {
+        if matches!(
+            self.stage,
+            Stage::Receiving | Stage::Offered | Stage::Rehashing
+        ) {
             self.deadline = now + self.idle_timeout;
         }
         match (&self.stage, msg) {
+            // Still hashing the kept prefix: wait.
+            (Stage::Rehashing, TransferMsg::Offer { .. }) => {
+                let id = self.id;
+                self.send(TransferMsg::Ack { id, upto: 0 });
+            }
+            (Stage::Receiving, TransferMsg::Offer { .. }) if self.resumed.is_some() => {
+                if let Some((from, prefix)) = self.resumed {
+                    let id = self.id;
+                    self.send(TransferMsg::Resume { id, from, prefix });
+                }
+            }
+            // The sender's first bytes are not the kept ones. Only before
+            // anything past them was taken: a sender that resumed never
+            // restarts.
+            (Stage::Receiving, TransferMsg::Restart { .. }) => match self.resumed {
+                Some((from, _)) if self.expected * CHUNK as u64 == from => self.start_over(),
+                Some(_) => {}
+                // A repeated RESTART (our ACCEPT lost, or late): a sender
+                // sending already ignores the ACCEPT.
+                None => self.send(TransferMsg::Accept { id: self.id }),
+            },
             (Stage::Receiving, TransferMsg::Chunks { seq, data, .. }) => self.on_chunks(seq, data),
             (Stage::Receiving, TransferMsg::Done { digest, .. }) => {
                 if self.expected != self.chunks {
@@ -212,6 +400,9 @@ impl Receiver {
                 detail: format!("chunks at {seq} do not fit a file of {} bytes", self.size),
             });
         }
+        if let Some((from, _)) = self.resumed.take() {
+            self.out.push_back(ReceiverOutput::Resumed { from });
+        }
         self.expected = seq + chunk_count(data.len() as u64);
         let upto = self.expected;
         // The ack first: it is what the sender waits for.
@@ -239,6 +430,7 @@ impl Receiver {
     fn write_pending(&mut self) {
         let data = std::mem::take(&mut self.pending);
         self.hasher.update(&data);
+        self.written = self.pending_at + data.len() as u64;
         self.out.push_back(ReceiverOutput::Write {
             offset: self.pending_at,
             data,
@@ -257,7 +449,11 @@ impl Receiver {
     }
 
     pub fn handle_timeout(&mut self, now: Timestamp) {
-        if matches!(self.stage, Stage::Receiving | Stage::Offered) && now >= self.deadline {
+        let waiting = matches!(
+            self.stage,
+            Stage::Receiving | Stage::Offered | Stage::Rehashing
+        );
+        if waiting && now >= self.deadline {
             self.fail(TransferError::Timeout);
         }
     }

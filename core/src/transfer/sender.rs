@@ -34,6 +34,18 @@
 //! download instead of arriving with a digest computed over the damage.
 //! It also takes a hash of the whole file off the server for every
 //! download.
+//!
+//! **Resume.** A receiver that kept the first bytes of this file from an
+//! interrupted transfer answers the offer with RESUME(from, prefix) instead
+//! of ACCEPT. The sender then reads and hashes its own first `from` bytes
+//! (the hash it needs for DONE anyway, so nothing is read twice on the way
+//! to DONE): if they hash to `prefix`, it sends from chunk `from / CHUNK`
+//! on; if not (the file changed since, or the receiver's copy did), it says
+//! RESTART and, once ACCEPTed, sends the file from its start. While it
+//! hashes, it repeats its OFFER as it would unanswered, which the receiver
+//! answers with RESUME again: both ends see the other alive however long
+//! the prefix takes. (A receiver still hashing its own copy of the prefix
+//! answers a repeated OFFER with ACK(0): wait.)
 
 use super::messages::{
     chunk_count, TransferError, TransferMsg, BLOCK_BYTES, BLOCK_CHUNKS, CHUNK, CHUNKS_PER_FRAME,
@@ -88,12 +100,26 @@ pub enum SenderOutput {
     Progress {
         bytes: u64,
     },
+    /// The receiver held the first `from` bytes, and they are this file's:
+    /// the transfer goes on from there.
+    Resumed {
+        from: u64,
+    },
+    /// The receiver held `from` bytes that are not this file's: the
+    /// transfer starts over from the first byte.
+    StartedOver {
+        from: u64,
+    },
     Finished(Result<[u8; 32], TransferError>),
 }
 
 #[derive(Debug, PartialEq, Eq)]
 enum Stage {
     Offered,
+    /// Hashing the first bytes, to compare with a receiver's RESUME.
+    Verifying,
+    /// RESTART said; waiting for ACCEPT.
+    Restarting,
     Sending,
     AwaitDoneAck,
     Finished,
@@ -125,6 +151,10 @@ pub struct Sender {
     /// Resends since the last progress (the backoff's exponent).
     resends: u32,
     give_up_at: Timestamp,
+    /// The receiver's RESUME being checked: where, and its prefix's hash.
+    verify: Option<(u64, [u8; 32])>,
+    /// The time of the last input that told it (reads do not).
+    last_now: Timestamp,
     out: VecDeque<SenderOutput>,
 }
 
@@ -146,6 +176,8 @@ impl Sender {
             resend_at: now + cfg.rto,
             resends: 0,
             give_up_at: now + cfg.give_up,
+            verify: None,
+            last_now: now,
             cfg,
             out: VecDeque::new(),
         };
@@ -198,18 +230,36 @@ impl Sender {
     }
 
     fn progressed(&mut self, now: Timestamp) {
+        self.last_now = self.last_now.max(now);
         self.resends = 0;
         self.resend_at = now + self.cfg.rto;
         self.give_up_at = now + self.cfg.give_up;
     }
 
     pub fn on_msg(&mut self, now: Timestamp, msg: TransferMsg) {
+        self.last_now = self.last_now.max(now);
         match (&self.stage, msg) {
-            (Stage::Offered, TransferMsg::Accept { .. }) => {
+            (Stage::Offered | Stage::Restarting, TransferMsg::Accept { .. }) => {
                 self.stage = Stage::Sending;
                 self.progressed(now);
                 self.fill_window();
             }
+            // The receiver is still hashing what it kept: wait.
+            (Stage::Offered, TransferMsg::Ack { upto: 0, .. }) => self.progressed(now),
+            (Stage::Offered, TransferMsg::Resume { from, prefix, .. }) => {
+                self.progressed(now);
+                let resumable = from > 0 && from < self.size && from.is_multiple_of(BLOCK_BYTES);
+                if !resumable {
+                    // Not a point this engine resumes at: the whole file.
+                    return self.restart(from);
+                }
+                self.stage = Stage::Verifying;
+                self.verify = Some((from, prefix));
+                self.read_prefix();
+            }
+            // The receiver's answer to an OFFER repeated while hashing:
+            // it is there.
+            (Stage::Verifying, TransferMsg::Resume { .. }) => self.progressed(now),
             (Stage::Sending, TransferMsg::Ack { upto, .. }) => {
                 if upto > self.next || upto > self.chunks {
                     return self.fail(TransferError::Protocol {
@@ -232,8 +282,9 @@ impl Sender {
             // Late duplicates of earlier answers.
             (
                 Stage::Sending | Stage::AwaitDoneAck,
-                TransferMsg::Accept { .. } | TransferMsg::Ack { .. },
+                TransferMsg::Accept { .. } | TransferMsg::Ack { .. } | TransferMsg::Resume { .. },
             ) => {}
+            (Stage::Restarting, TransferMsg::Resume { .. } | TransferMsg::Ack { .. }) => {}
             (Stage::Finished, _) => {}
             (_, TransferMsg::Reject { reason, .. } | TransferMsg::Abort { reason, .. }) => {
                 self.stage = Stage::Finished;
@@ -245,8 +296,72 @@ impl Sender {
         }
     }
 
+    /// Says RESTART: the receiver's `from` bytes are not this file's.
+    fn restart(&mut self, from: u64) {
+        self.verify = None;
+        self.stage = Stage::Restarting;
+        self.out.push_back(SenderOutput::StartedOver { from });
+        let id = self.id;
+        self.out
+            .push_back(SenderOutput::Send(TransferMsg::Restart { id }));
+    }
+
+    /// Asks for the blocks of the prefix to check not yet asked for.
+    fn read_prefix(&mut self) {
+        let Some((from, _)) = self.verify else {
+            return;
+        };
+        let mut next = self.hashed + self.reading.len() as u64 * BLOCK_BYTES;
+        while (self.reading.len() as u64) < BLOCKS_AHEAD && next < from {
+            self.reading.push_back(next / BLOCK_BYTES);
+            self.out.push_back(SenderOutput::Read {
+                offset: next,
+                len: BLOCK_BYTES as usize,
+            });
+            next += BLOCK_BYTES;
+        }
+    }
+
+    /// A block of the prefix a RESUME names: hashed, and once all are,
+    /// compared.
+    fn on_prefix_read(&mut self, offset: u64, data: &[u8]) {
+        let Some((from, prefix)) = self.verify else {
+            return;
+        };
+        if self.reading.pop_front() != Some(offset / BLOCK_BYTES) || offset != self.hashed {
+            return self.fail(TransferError::Io {
+                detail: format!("a read at {offset} that was not the one asked for"),
+            });
+        }
+        if data.len() as u64 != BLOCK_BYTES {
+            return self.fail(TransferError::Io {
+                detail: "the file changed while it was being sent".into(),
+            });
+        }
+        self.hasher.update(data);
+        self.hashed += BLOCK_BYTES;
+        if self.hashed < from {
+            return self.read_prefix();
+        }
+        self.verify = None;
+        // Constant time, though nothing secret rides on it.
+        if self.hasher.finalize() != blake3::Hash::from(prefix) {
+            return self.restart(from);
+        }
+        self.stage = Stage::Sending;
+        self.acked = from / CHUNK as u64;
+        self.next = self.acked;
+        self.out.push_back(SenderOutput::Resumed { from });
+        self.out.push_back(SenderOutput::Progress { bytes: from });
+        self.progressed(self.last_now);
+        self.fill_window();
+    }
+
     /// The bytes of a `Read` the sender asked for.
     pub fn on_read(&mut self, offset: u64, data: &[u8]) {
+        if self.stage == Stage::Verifying {
+            return self.on_prefix_read(offset, data);
+        }
         if self.stage != Stage::Sending {
             return;
         }
@@ -372,6 +487,7 @@ impl Sender {
         if self.stage == Stage::Finished {
             return;
         }
+        self.last_now = self.last_now.max(now);
         if now >= self.give_up_at {
             return self.fail(TransferError::Timeout);
         }
@@ -381,7 +497,9 @@ impl Sender {
         self.resends = self.resends.saturating_add(1);
         self.resend_at = now + self.cfg.rto * (1 << self.resends.min(3));
         match self.stage {
-            Stage::Offered => {
+            // While hashing the prefix, the offer is repeated too: the
+            // receiver answers it, and so both know the other is there.
+            Stage::Offered | Stage::Verifying => {
                 // Offers are idempotent by id: ask again.
                 let size = self.size;
                 let id = self.id;
@@ -392,6 +510,11 @@ impl Sender {
                     name: String::new(),
                     size,
                 }));
+            }
+            Stage::Restarting => {
+                let id = self.id;
+                self.out
+                    .push_back(SenderOutput::Send(TransferMsg::Restart { id }));
             }
             Stage::Sending => {
                 // Go back to the first unacknowledged chunk.
@@ -434,5 +557,7 @@ pub(super) fn kind(msg: &TransferMsg) -> &'static str {
         TransferMsg::Done { .. } => "DONE",
         TransferMsg::DoneAck { .. } => "DONE ACK",
         TransferMsg::Abort { .. } => "ABORT",
+        TransferMsg::Resume { .. } => "RESUME",
+        TransferMsg::Restart { .. } => "RESTART",
     }
 }

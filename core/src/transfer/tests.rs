@@ -21,6 +21,18 @@ struct Link {
     known_digest: Option<([u8; 32], Option<usize>)>,
 }
 
+/// What the receiver's owner kept of an earlier try, to resume from.
+#[derive(Clone, Default)]
+struct Kept {
+    /// The temporary file as it is now.
+    file: Vec<u8>,
+    /// The bytes the owner believes it holds (more than `file` if the
+    /// file lost some).
+    held: u64,
+    /// Reads of the file fail.
+    unreadable: bool,
+}
+
 struct Outcome {
     sent: Result<[u8; 32], TransferError>,
     received: Result<[u8; 32], TransferError>,
@@ -31,10 +43,21 @@ struct Outcome {
     /// handed out, as (offset, length).
     reads: Vec<(u64, usize)>,
     writes: Vec<(u64, usize)>,
+    /// The first chunk the sender sent, each time it sent one.
+    chunks_from: Option<u64>,
+    /// What each end said of a resume: the sender's `Resumed` or
+    /// `StartedOver`, the receiver's `Resumed` or `StartOver`.
+    sender_said: Vec<SenderOutput>,
+    receiver_said: Vec<ReceiverOutput>,
 }
 
 /// Runs one transfer of `file` end to end, in virtual time.
 fn run(file: &[u8], window: u64, link: Link, seed: u64) -> Outcome {
+    run_kept(file, window, link, seed, None)
+}
+
+/// Like [`run`], the receiver's owner holding `kept` of an earlier try.
+fn run_kept(file: &[u8], window: u64, link: Link, seed: u64, kept: Option<Kept>) -> Outcome {
     let mut rng = Entropy::from_u64(seed);
     let mut now = Timestamp::from_micros(1_000_000);
     let cfg = SenderConfig {
@@ -52,7 +75,9 @@ fn run(file: &[u8], window: u64, link: Link, seed: u64) -> Outcome {
     let file = &disk[..];
     let mut r: Option<Receiver> = None;
     let (mut to_r, mut to_s): (VecDeque<TransferMsg>, VecDeque<TransferMsg>) = Default::default();
-    let mut temp = Vec::new();
+    let mut temp = kept.as_ref().map(|k| k.file.clone()).unwrap_or_default();
+    let mut chunks_from = None;
+    let (mut sender_said, mut receiver_said) = (Vec::new(), Vec::new());
     let (mut sent, mut received, mut committed, mut discarded) = (None, None, None, false);
     let mut corrupt = link.corrupt_chunk;
     let mut max_in_flight = 0;
@@ -76,6 +101,7 @@ fn run(file: &[u8], window: u64, link: Link, seed: u64) -> Outcome {
             match o {
                 SenderOutput::Send(mut m) => {
                     if let TransferMsg::Chunks { seq, data, .. } = &mut m {
+                        chunks_from = Some(chunks_from.unwrap_or(*seq).min(*seq));
                         highest_sent = highest_sent.max(*seq + chunk_count(data.len() as u64));
                         max_in_flight = max_in_flight.max(highest_sent - acked);
                         let n = chunk_count(data.len() as u64);
@@ -94,6 +120,9 @@ fn run(file: &[u8], window: u64, link: Link, seed: u64) -> Outcome {
                     s.on_read(offset, &file[o..o + len]);
                 }
                 SenderOutput::Progress { .. } => {}
+                o @ (SenderOutput::Resumed { .. } | SenderOutput::StartedOver { .. }) => {
+                    sender_said.push(o)
+                }
                 SenderOutput::Finished(res) => sent = Some(res),
             }
         }
@@ -125,6 +154,17 @@ fn run(file: &[u8], window: u64, link: Link, seed: u64) -> Outcome {
                     }
                     ReceiverOutput::Discard => discarded = true,
                     ReceiverOutput::Progress { .. } => {}
+                    ReceiverOutput::Read { offset, len } => match &kept {
+                        Some(k) if k.unreadable => r.on_read_error(),
+                        _ => {
+                            let o = (offset as usize).min(temp.len());
+                            let end = (o + len).min(temp.len());
+                            r.on_read(offset, &temp[o..end]);
+                        }
+                    },
+                    o @ (ReceiverOutput::Resumed { .. } | ReceiverOutput::StartOver { .. }) => {
+                        receiver_said.push(o)
+                    }
                     ReceiverOutput::Finished(res) => received = Some(res),
                 }
             }
@@ -134,7 +174,10 @@ fn run(file: &[u8], window: u64, link: Link, seed: u64) -> Outcome {
             match (&mut r, m) {
                 (None, TransferMsg::Offer { id, name, size }) => {
                     let mut rx = Receiver::new(now, id, name, size, Duration::from_secs(10));
-                    rx.accept(now);
+                    match &kept {
+                        Some(k) => rx.resume(now, k.held),
+                        None => rx.accept(now),
+                    }
                     r = Some(rx);
                 }
                 (Some(r), m) => r.on_msg(now, m),
@@ -170,6 +213,9 @@ fn run(file: &[u8], window: u64, link: Link, seed: u64) -> Outcome {
         max_in_flight,
         reads,
         writes,
+        chunks_from,
+        sender_said,
+        receiver_said,
     }
 }
 
@@ -647,7 +693,9 @@ fn slow_holder(senders: usize, read: Duration) -> Vec<Result<[u8; 32], TransferE
             match o {
                 SenderOutput::Send(m) => deliver(now, k, m, r, inbox),
                 SenderOutput::Read { offset, len } => reads.push_back((k, offset, len)),
-                SenderOutput::Progress { .. } => {}
+                SenderOutput::Progress { .. }
+                | SenderOutput::Resumed { .. }
+                | SenderOutput::StartedOver { .. } => {}
                 SenderOutput::Finished(end) => done[k] = Some(end),
             }
         }
@@ -707,4 +755,226 @@ fn a_holder_whose_reads_outlast_the_resend_timer_still_finishes() {
             "{senders} senders, reads of {ms} ms: {ends:?}"
         );
     }
+}
+
+/// `f`'s first `held` bytes, as an owner kept them.
+fn kept_of(f: &[u8], held: usize) -> Kept {
+    Kept {
+        file: f[..held].to_vec(),
+        held: held as u64,
+        unreadable: false,
+    }
+}
+
+#[test]
+fn a_transfer_cut_at_sixty_percent_resumes_at_the_block_below_and_arrives_whole() {
+    for window in [1, 16, 256] {
+        let f = file(3 * (1 << 20) + 4097, 21);
+        // 60 %, not on a block boundary: the resume point is the block
+        // boundary below it.
+        let held = f.len() * 6 / 10;
+        let from = super::messages::resume_point(held as u64, f.len() as u64);
+        assert!(from > 0 && from.is_multiple_of(BLOCK_BYTES) && from <= held as u64);
+        let o = run_kept(&f, window, Link::default(), 1, Some(kept_of(&f, held)));
+        let want = *blake3::hash(&f).as_bytes();
+        assert_eq!(o.sent, Ok(want), "W={window}");
+        assert_eq!(o.received, Ok(want));
+        assert_eq!(o.committed.as_deref(), Some(&f[..]));
+        assert_eq!(o.sender_said, vec![SenderOutput::Resumed { from }]);
+        assert_eq!(o.receiver_said, vec![ReceiverOutput::Resumed { from }]);
+        // Nothing before the resume point went over the link again, and
+        // the receiver wrote only what came after it.
+        assert_eq!(o.chunks_from, Some(from / CHUNK as u64), "W={window}");
+        assert!(o.writes.iter().all(|&(offset, _)| offset >= from));
+        // The sender read its prefix once, to hash it, and the rest once.
+        let read: u64 = o.reads.iter().map(|&(_, len)| len as u64).sum();
+        assert_eq!(read, f.len() as u64);
+    }
+}
+
+#[test]
+fn a_changed_source_starts_over_and_arrives_as_it_is_now() {
+    let old = file(2 << 20, 22);
+    let mut new = old.clone();
+    // The same size, one byte changed early on.
+    new[1000] ^= 0x40;
+    let o = run_kept(&new, 256, Link::default(), 1, Some(kept_of(&old, 1 << 20)));
+    let want = *blake3::hash(&new).as_bytes();
+    assert_eq!(o.received, Ok(want));
+    assert_eq!(o.committed.as_deref(), Some(&new[..]));
+    assert_eq!(
+        o.sender_said,
+        vec![SenderOutput::StartedOver { from: 1 << 20 }]
+    );
+    assert_eq!(
+        o.receiver_said,
+        vec![ReceiverOutput::StartOver { from: 1 << 20 }]
+    );
+    assert_eq!(o.chunks_from, Some(0));
+}
+
+#[test]
+fn a_kept_prefix_damaged_on_disk_is_never_resumed_from() {
+    let f = file(2 << 20, 23);
+    let mut kept = kept_of(&f, 1 << 20);
+    // The receiver's disk flipped a bit of what it kept: the hash of what
+    // it reads back is not the sender's, which starts over.
+    kept.file[300_000] ^= 0x01;
+    let o = run_kept(&f, 256, Link::default(), 1, Some(kept));
+    assert_eq!(o.committed.as_deref(), Some(&f[..]));
+    assert_eq!(o.received, Ok(*blake3::hash(&f).as_bytes()));
+    assert!(matches!(
+        o.sender_said[..],
+        [SenderOutput::StartedOver { .. }]
+    ));
+}
+
+#[test]
+fn a_kept_file_shorter_or_unreadable_starts_over_at_the_receiver() {
+    let f = file(2 << 20, 24);
+    // The owner thought it held more than the file does.
+    let short = Kept {
+        file: f[..200_000].to_vec(),
+        held: 1 << 20,
+        unreadable: false,
+    };
+    let unreadable = Kept {
+        unreadable: true,
+        ..kept_of(&f, 1 << 20)
+    };
+    for kept in [short, unreadable] {
+        let o = run_kept(&f, 256, Link::default(), 1, Some(kept));
+        assert_eq!(o.committed.as_deref(), Some(&f[..]));
+        assert!(matches!(
+            o.receiver_said[..],
+            [ReceiverOutput::StartOver { .. }]
+        ));
+        // The sender never heard of a resume.
+        assert!(o.sender_said.is_empty(), "{:?}", o.sender_said);
+    }
+}
+
+#[test]
+fn less_than_a_block_kept_is_an_ordinary_transfer() {
+    let f = file(1 << 20, 25);
+    let o = run_kept(&f, 256, Link::default(), 1, Some(kept_of(&f, 100_000)));
+    assert_eq!(o.committed.as_deref(), Some(&f[..]));
+    assert_eq!(o.receiver_said, vec![ReceiverOutput::StartOver { from: 0 }]);
+    assert!(o.sender_said.is_empty());
+}
+
+#[test]
+fn resume_and_restart_survive_lost_and_repeated_messages() {
+    for seed in 0..40 {
+        let f = file(1536 * 1024 + 11, 26);
+        let mut other = f.clone();
+        other[5] ^= 1;
+        let kept_from = if seed % 2 == 0 { &f } else { &other };
+        let link = Link {
+            drop: 40,
+            dup: 40,
+            ..Link::default()
+        };
+        let window = [1, 16, 256][seed as usize % 3];
+        let o = run_kept(&f, window, link, seed, Some(kept_of(kept_from, 900_000)));
+        match (&o.sent, &o.committed) {
+            (Ok(d), Some(got)) => {
+                assert_eq!(got, &f, "seed {seed}");
+                assert_eq!(*d, *blake3::hash(&f).as_bytes());
+                let said = match seed % 2 {
+                    0 => SenderOutput::Resumed { from: 786_432 },
+                    _ => SenderOutput::StartedOver { from: 786_432 },
+                };
+                assert_eq!(o.sender_said, vec![said], "seed {seed}");
+            }
+            (Err(TransferError::Timeout), None) => {}
+            other => panic!("seed {seed}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_sender_of_known_content_resumes_and_its_digest_still_covers_the_rest() {
+    let f = file(2 << 20, 27);
+    let d = *blake3::hash(&f).as_bytes();
+    // A server's blob that rotted past the resume point: the download
+    // resumes (the prefix matches) and DONE's digest catches the damage.
+    let link = Link {
+        known_digest: Some((d, Some(1_800_000))),
+        ..Link::default()
+    };
+    let o = run_kept(&f, 256, link, 1, Some(kept_of(&f, 1 << 20)));
+    assert_eq!(o.sender_said, vec![SenderOutput::Resumed { from: 1 << 20 }]);
+    assert_eq!(o.received, Err(TransferError::DigestMismatch));
+    assert_eq!(o.committed, None);
+    // And whole, it resumes and arrives.
+    let link = Link {
+        known_digest: Some((d, None)),
+        ..Link::default()
+    };
+    let o = run_kept(&f, 256, link, 1, Some(kept_of(&f, 1 << 20)));
+    assert_eq!(o.committed.as_deref(), Some(&f[..]));
+}
+
+#[test]
+fn a_resume_at_a_point_the_engine_never_offers_is_answered_with_restart() {
+    let now = Timestamp::ZERO;
+    let size = 5 * BLOCK_BYTES;
+    for from in [0, 4096, size, size + BLOCK_BYTES] {
+        let mut s = Sender::new(now, 1, "x".into(), size, SenderConfig::default());
+        s.poll_output();
+        let prefix = [0u8; 32];
+        s.on_msg(
+            now,
+            TransferMsg::Resume {
+                id: 1,
+                from,
+                prefix,
+            },
+        );
+        let said: Vec<_> = std::iter::from_fn(|| s.poll_output()).collect();
+        assert_eq!(
+            said,
+            vec![
+                SenderOutput::StartedOver { from },
+                SenderOutput::Send(TransferMsg::Restart { id: 1 })
+            ],
+            "from {from}"
+        );
+    }
+}
+
+#[test]
+fn a_receiver_still_hashing_what_it_kept_asks_the_sender_to_wait() {
+    let now = Timestamp::ZERO;
+    let size = 8 * BLOCK_BYTES;
+    let mut r = Receiver::new(now, 3, "x".into(), size, Duration::from_secs(10));
+    r.resume(now, 4 * BLOCK_BYTES);
+    let first: Vec<_> = std::iter::from_fn(|| r.poll_output()).collect();
+    // Two blocks asked for at a time.
+    assert_eq!(first.len(), 2, "{first:?}");
+    // The sender, unanswered, repeats its offer: told to wait, it waits
+    // past its give-up time.
+    let cfg = SenderConfig::default();
+    let mut s = Sender::new(now, 3, "x".into(), size, cfg.clone());
+    s.poll_output();
+    let mut t = now;
+    for _ in 0..30 {
+        t = s.poll_timeout().expect("a timer");
+        s.handle_timeout(t);
+        for o in std::iter::from_fn(|| s.poll_output()) {
+            if let SenderOutput::Send(m) = o {
+                r.on_msg(t, m);
+            }
+        }
+        for o in std::iter::from_fn(|| r.poll_output()) {
+            if let ReceiverOutput::Send(m) = o {
+                assert_eq!(m, TransferMsg::Ack { id: 3, upto: 0 });
+                s.on_msg(t, m);
+            }
+        }
+    }
+    assert!(t.saturating_since(now) > cfg.give_up, "{t}");
+    assert!(!s.is_finished());
+    assert!(!r.is_finished());
 }

@@ -152,6 +152,9 @@ pub fn transfer_msg() -> impl Strategy<Value = TransferMsg> {
         (any::<u64>(), any::<[u8; 32]>()).prop_map(|(id, digest)| TransferMsg::Done { id, digest }),
         any::<u64>().prop_map(|id| TransferMsg::DoneAck { id }),
         (any::<u64>(), transfer_error()).prop_map(|(id, reason)| TransferMsg::Abort { id, reason }),
+        (any::<u64>(), any::<u64>(), any::<[u8; 32]>())
+            .prop_map(|(id, from, prefix)| TransferMsg::Resume { id, from, prefix }),
+        any::<u64>().prop_map(|id| TransferMsg::Restart { id }),
     ]
 }
 

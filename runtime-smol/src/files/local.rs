@@ -172,6 +172,97 @@ fn c_path(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(ErrorKind::InvalidInput))
 }
 
+/// Opens the partial file of a resumable download (`.NAME.ferry-part`),
+/// creating it if missing (mode 0600: it may hold private content), and
+/// locks it (`flock`) for as long as the returned descriptor is open: two
+/// `ferry get` into the same destination at once would write one file.
+/// Never through a link, and only a regular file. The lock goes with the
+/// process however it ends.
+pub fn lock_part(path: &Path) -> Result<File, String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => format!("{} is a symbolic link; remove it", path.display()),
+            _ => format!("cannot open {}: {e}", path.display()),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot look at {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is {}; remove it", path.display(), kind(&meta)));
+    }
+    // SAFETY: a descriptor open for as long as `file` is borrowed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => format!(
+                "another ferry get is writing {} (its partial file is locked)",
+                path.display()
+            ),
+            _ => format!("cannot lock {}: {e}", path.display()),
+        });
+    }
+    Ok(file)
+}
+
+/// Takes up the partial file at `path`, if it is a regular file: cuts it
+/// back to a whole number of `block`s (a download resumes at a block
+/// boundary, and bytes past it would outlive the resumed download) and
+/// returns how many bytes it holds then. `None` if there is none.
+pub fn take_up_part(path: &Path, block: u64) -> io::Result<Option<u64>> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+        Ok(m) if !m.is_file() => return Ok(None),
+        Ok(_) => {}
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let kept = meta.len() / block.max(1) * block.max(1);
+    if kept != meta.len() {
+        file.set_len(kept)?;
+    }
+    Ok(Some(kept))
+}
+
+/// The mode a new file of this process gets: 0666 without the umask's
+/// bits (read from `/proc/self/status`, which asking the umask does not
+/// change; 022 where it cannot be read). A resumable download's partial
+/// file is private (0600) while it is partial, and takes this mode when
+/// it becomes DEST, as a file created by `ferry get` always had.
+pub fn new_file_mode() -> u32 {
+    let umask = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("Umask:"))?;
+            u32::from_str_radix(line.trim_start_matches("Umask:").trim(), 8).ok()
+        })
+        .unwrap_or(0o022);
+    0o666 & !umask
+}
+
+/// Gives the new file `file` the mode of a new file ([`new_file_mode`]).
+pub fn set_new_file_mode(file: &File, path: &Path) -> Result<(), String> {
+    let mode = new_file_mode();
+    // SAFETY: a descriptor open for as long as `file` is borrowed.
+    if unsafe { libc::fchmod(file.as_raw_fd(), mode as libc::mode_t) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(format!("cannot set the mode of {}: {e}", path.display()));
+    }
+    Ok(())
+}
+
 /// The process `pid` is gone (`kill(pid, 0)` answers `ESRCH`). A process
 /// that exists but is not ours (`EPERM`) is alive.
 fn is_gone(pid: i32) -> bool {

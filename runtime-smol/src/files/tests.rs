@@ -452,7 +452,7 @@ fn a_download_appears_only_when_persisted_and_never_overwrites_unasked() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("out.bin");
     // The named road, as where no unnamed file can be made.
-    let mut files = Files::destination(&dest, false).named_partial();
+    let mut files = Files::destination_unnamed(&dest, false).named_partial();
     let partial = files.partial().unwrap().to_path_buf();
     assert_eq!(partial.parent(), Some(dir.path()));
     let name = partial.file_name().unwrap().to_str().unwrap().to_string();
@@ -473,7 +473,7 @@ fn a_download_appears_only_when_persisted_and_never_overwrites_unasked() {
 
     // Again, without replace: refused at the rename; the partial file is
     // then discarded by the node.
-    let mut files = Files::destination(&dest, false).named_partial();
+    let mut files = Files::destination_unnamed(&dest, false).named_partial();
     files.execute(FileOp::Write {
         temp: 0,
         offset: 0,
@@ -492,7 +492,7 @@ fn a_download_appears_only_when_persisted_and_never_overwrites_unasked() {
     assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
 
     // With replace.
-    let mut files = Files::destination(&dest, true);
+    let mut files = Files::destination_unnamed(&dest, true);
     files.execute(FileOp::Write {
         temp: 0,
         offset: 0,
@@ -1174,7 +1174,7 @@ fn a_server_and_a_client_refuse_modification_times_and_renames() {
         FileAnswer::Persisted { temp: 1 }
     );
     let path = dir.path().join("download");
-    let mut client = Files::destination(&path, false);
+    let mut client = Files::destination_unnamed(&path, false);
     assert!(matches!(
         rename(&mut client, 3, FileRef::Local, FileRef::Local),
         FileAnswer::Failed { handle: 3, .. }
@@ -1202,7 +1202,7 @@ fn names_in(dir: &Path) -> Vec<String> {
 
 /// A download of `content` onto `dest` (replacing if `replace`), persisted.
 fn download(dest: &Path, replace: bool, content: &[u8]) -> FileAnswer {
-    let mut files = Files::destination(dest, replace);
+    let mut files = Files::destination_unnamed(dest, replace);
     files.execute(FileOp::Write {
         temp: 0,
         offset: 0,
@@ -1228,7 +1228,7 @@ fn failed_with(answer: FileAnswer, words: &str) {
 fn a_download_has_no_name_until_it_is_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("out.bin");
-    let mut files = Files::destination(&dest, false);
+    let mut files = Files::destination_unnamed(&dest, false);
     files.execute(FileOp::Write {
         temp: 0,
         offset: 0,
@@ -1247,7 +1247,7 @@ fn a_download_has_no_name_until_it_is_in_place() {
 
     // Dropped before its persist (a killed process): nothing at all.
     let other = dir.path().join("other.bin");
-    let mut files = Files::destination(&other, false);
+    let mut files = Files::destination_unnamed(&other, false);
     files.execute(FileOp::Write {
         temp: 0,
         offset: 0,
@@ -1258,7 +1258,7 @@ fn a_download_has_no_name_until_it_is_in_place() {
     assert_eq!(names_in(dir.path()), ["out.bin"]);
 
     // Onto a name taken meanwhile, never replaced (linkat refuses).
-    let mut files = Files::destination(&other, false);
+    let mut files = Files::destination_unnamed(&other, false);
     files.execute(FileOp::Write {
         temp: 0,
         offset: 0,
@@ -1365,7 +1365,7 @@ fn a_target_swapped_for_a_fifo_before_the_rename_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("out");
     std::fs::write(&dest, b"old").unwrap();
-    let mut files = Files::destination(&dest, true);
+    let mut files = Files::destination_unnamed(&dest, true);
     files.execute(FileOp::Write {
         temp: 0,
         offset: 0,
@@ -1600,4 +1600,92 @@ fn a_downloads_attributes_are_set_before_it_is_linked_in() {
         persist(&mut server, 1, FileRef::Blob(digest(b"blob"))),
         FileAnswer::Failed { handle: 1, .. }
     ));
+}
+
+#[test]
+fn a_resumable_download_writes_its_partial_file_privately_and_leaves_none_once_in_place() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("out.bin");
+    let part = part_path(&dest);
+    assert_eq!(part, dir.path().join(".out.bin.ferry-part"));
+    let lock = local::lock_part(&part).unwrap();
+    let mut files = Files::destination(&dest, false);
+    assert_eq!(files.kept(), 0);
+    files.execute(FileOp::Write {
+        temp: 0,
+        offset: 0,
+        data: b"hello".to_vec(),
+    });
+    files.wait_idle();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&part), 0o600, "private while partial");
+    assert_eq!(
+        persist(&mut files, 0, FileRef::Local),
+        FileAnswer::Persisted { temp: 0 }
+    );
+    drop(lock);
+    assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
+    assert!(!part.exists());
+    assert_eq!(mode(&dest), local::new_file_mode(), "a new file's mode");
+}
+
+#[test]
+fn a_partial_file_left_behind_is_taken_up_read_back_and_written_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("big.bin");
+    let part = part_path(&dest);
+    let block = BLOCK_BYTES as usize;
+    let content: Vec<u8> = (0..5 * block + 100).map(|i| (i % 251) as u8).collect();
+    // A killed download left two blocks and a bit.
+    std::fs::write(&part, &content[..2 * block + 777]).unwrap();
+    let _lock = local::lock_part(&part).unwrap();
+    let mut files = Files::destination(&dest, false);
+    assert_eq!(files.kept(), 2 * BLOCK_BYTES, "cut back to whole blocks");
+    assert_eq!(std::fs::metadata(&part).unwrap().len(), 2 * BLOCK_BYTES);
+    assert_eq!(
+        read_all(&mut files, 0, FileRef::Temp(0), block),
+        content[..2 * block]
+    );
+    // Written on, not over: the first blocks stay.
+    for (i, piece) in content[2 * block..].chunks(block).enumerate() {
+        files.execute(FileOp::Write {
+            temp: 0,
+            offset: (2 * block + i * block) as u64,
+            data: piece.to_vec(),
+        });
+    }
+    assert_eq!(
+        persist(&mut files, 0, FileRef::Local),
+        FileAnswer::Persisted { temp: 0 }
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), content);
+    assert!(!part.exists());
+}
+
+#[test]
+fn a_partial_file_is_locked_by_one_get_and_never_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let part = part_path(&dir.path().join("x"));
+    let held = local::lock_part(&part).unwrap();
+    let again = local::lock_part(&part);
+    assert!(
+        again
+            .as_ref()
+            .is_err_and(|e| e.contains("another ferry get")),
+        "{again:?}"
+    );
+    drop(held);
+    assert!(
+        local::lock_part(&part).is_ok(),
+        "free once the first is gone"
+    );
+    let link = part_path(&dir.path().join("y"));
+    let target = dir.path().join("elsewhere");
+    std::fs::write(&target, b"not yours").unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let refused = local::lock_part(&link);
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(local::take_up_part(&link, BLOCK_BYTES).unwrap(), None);
+    assert_eq!(std::fs::read(&target).unwrap(), b"not yours");
 }

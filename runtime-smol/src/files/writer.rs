@@ -166,6 +166,12 @@ pub struct Writer {
     /// Buffers of finished jobs, for reuse.
     spare: Vec<Vec<u8>>,
     wake: Option<Wake>,
+    /// Jobs queued and jobs done, ever: they finish in the order queued.
+    queued: u64,
+    done_count: u64,
+    /// The last write queued of each temporary file, by its place in the
+    /// queue (see [`Writer::wait_writes_of`]).
+    last_write: HashMap<u64, u64>,
     /// Used when the thread cannot be started: jobs then run at once.
     inline: Worker,
     #[cfg(test)]
@@ -184,6 +190,9 @@ impl Default for Writer {
             finished: VecDeque::new(),
             spare: Vec::new(),
             wake: None,
+            queued: 0,
+            done_count: 0,
+            last_write: HashMap::new(),
             inline: Worker::default(),
             #[cfg(test)]
             gate: None,
@@ -217,11 +226,26 @@ impl Writer {
             data,
             writeback,
         });
+        self.last_write.insert(temp, self.queued);
+    }
+
+    /// Waits until every write queued of temporary file `temp` is done
+    /// (and what was queued before them: one queue), so that a read of
+    /// the file sees them. Nothing else is waited for.
+    pub fn wait_writes_of(&mut self, temp: u64) {
+        let Some(&last) = self.last_write.get(&temp) else {
+            return;
+        };
+        while self.done_count < last && self.reap_one() {}
+        if self.done_count >= last {
+            self.last_write.remove(&temp);
+        }
     }
 
     /// Queues the persist of a temporary file, after its writes. Its
     /// answer comes back as [`Finished::Persisted`].
     pub fn persist(&mut self, placing: Placing) {
+        self.last_write.remove(&placing.temp);
         self.queue(Job::Persist(placing));
     }
 
@@ -248,6 +272,7 @@ impl Writer {
     /// Forgets a discarded temporary file's failed writes, after its
     /// writes (the driver unlinks the file itself, at once).
     pub fn forget(&mut self, temp: u64) {
+        self.last_write.remove(&temp);
         self.queue(Job::Forget { temp });
     }
 
@@ -270,6 +295,7 @@ impl Writer {
             Some(tx) => match tx.send(job) {
                 Ok(()) => {
                     self.in_flight += 1;
+                    self.queued += 1;
                     return;
                 }
                 Err(mpsc::SendError(job)) => job,
@@ -278,6 +304,7 @@ impl Writer {
         };
         let done = self.inline.run(job);
         self.in_flight += 1;
+        self.queued += 1;
         self.finished(done);
     }
 
@@ -349,6 +376,7 @@ impl Writer {
 
     fn finished(&mut self, done: Done) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        self.done_count += 1;
         match done {
             Done::Written { mut data, failed } => {
                 self.bytes = self.bytes.saturating_sub(data.len());
@@ -524,7 +552,11 @@ fn place_download(p: Placing) -> Result<(), FileFailure> {
         local::Target::Absent
     };
     // Before the fsync, so that the owner and mode are durable with the
-    // bytes, and before the name shows the file.
+    // bytes, and before the name shows the file. A named partial file was
+    // private (0600) while partial: a new file takes a new file's mode.
+    if !p.unnamed && !matches!(target, local::Target::Regular { .. }) {
+        local::set_new_file_mode(&p.file, &p.to).map_err(FileFailure::other)?;
+    }
     local::keep_owner_and_mode(&p.file, &p.to, &target).map_err(FileFailure::other)?;
     durable(&p.file, &p.from, p.modified, p.mode)?;
     let placed = if !replace {

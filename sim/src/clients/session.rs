@@ -81,6 +81,36 @@ pub(crate) async fn request_watching(
     result
 }
 
+/// Runs one operation until it ends or `stop` says to stop it where it is
+/// (a client that dies mid-way: the caller then drops the session as it
+/// stands). `OpEnd::Lost` if stopped.
+pub(crate) async fn request_until(
+    driver: &mut Driver<Client>,
+    request: Request,
+    mut stop: impl FnMut(&ClientEvent) -> bool,
+) -> OpEnd {
+    if driver.with_node(|n, now| n.request(now, request)).is_err() {
+        return OpEnd::Lost;
+    }
+    let mut result = OpEnd::Lost;
+    driver
+        .run(None, |_, ev| match ev {
+            ClientEvent::Response(r) => {
+                result = OpEnd::Answer(r.clone());
+                Flow::Stop
+            }
+            ClientEvent::Failed(e) => {
+                result = OpEnd::Failed(e.clone());
+                Flow::Stop
+            }
+            ClientEvent::Disconnected => Flow::Stop,
+            other if stop(other) => Flow::Stop,
+            _ => Flow::Continue,
+        })
+        .await;
+    result
+}
+
 /// Closes the session and shuts its driver down.
 pub(crate) async fn close(mut driver: Driver<Client>) {
     driver.with_node(|n, _| n.close());

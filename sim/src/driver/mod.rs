@@ -52,7 +52,10 @@
 //!   which starts its own latency.
 //! - A `Read` (and a `List`) is carried out at once, against the disk as it is at that
 //!   moment (a `Persist` or `Remove` still queued has not happened yet), as
-//!   runtime-smol opens the file at once. So is a `Discard`: the temporary
+//!   runtime-smol opens the file at once; but a read of a temporary file
+//!   (the kept part of an upload, read back to resume it) joins the queue
+//!   if writes of that file are still in it, and is answered once they are
+//!   done, as runtime-smol waits for them before it reads. So is a `Discard`: the temporary
 //!   file goes at once, and its writes still queued with it (they would
 //!   land in the unlinked file); unless the file is being persisted, which
 //!   moves it, and the discard does nothing.
@@ -82,8 +85,8 @@ use ferry_core::host::{file_op_name, Work};
 use ferry_core::io::Identity;
 use ferry_core::store::{Batch, Store};
 use ferry_core::{
-    ConnId, FileAnswer, FileFailure, FileOp, Host, HostError, Input, Node, Output, Settled,
-    Timestamp, World,
+    ConnId, FileAnswer, FileFailure, FileOp, FileRef, Host, HostError, Input, Node, Output,
+    Settled, Timestamp, World,
 };
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -390,7 +393,23 @@ impl World for SimWorld {
                 what: file_op_name(&op),
             });
         };
+        let writes_queued = |t: u64| {
+            (self.disk.iter()).any(|q| matches!(q, FileOp::Write { temp, .. } if *temp == t))
+        };
         match (&files, op) {
+            // A temporary file is read as written: behind its writes still
+            // queued (runtime-smol waits for them).
+            (
+                SimFiles::Server(_),
+                op @ FileOp::Read {
+                    file: FileRef::Temp(t),
+                    ..
+                },
+            ) if writes_queued(t) => {
+                self.disk.push_back(op);
+                self.work_disk();
+                Ok(None)
+            }
             (
                 _,
                 op @ (FileOp::Read { .. }

@@ -18,7 +18,7 @@
 use crate::clients::session::{self, OpEnd};
 use crate::disk::{short, LocalFile, SharedLocal, SimFiles};
 use crate::driver::{Describe, Driver, DriverConfig};
-use crate::harness::{BALANCER, BALANCER_PORT};
+use crate::harness::{server_host, server_port, BALANCER, BALANCER_PORT};
 use crate::seeds::SimRng;
 use crate::trace::SharedTrace;
 use ferry_core::accounts::token::SessionToken;
@@ -198,6 +198,12 @@ pub struct Step {
     /// Close the current session first and open another.
     pub new_session: bool,
     pub op: OpPlan,
+    /// An upload whose client dies once this many of its bytes are
+    /// acknowledged (its session dropped where it stands), and which is
+    /// run again at once, on a new session that asks the same server
+    /// first, as `ferry put` does after a cut-off upload: the server kept
+    /// what arrived, and the upload may resume from it.
+    pub cut: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -258,6 +264,11 @@ pub struct OpRecord {
     /// When the client heard `Fetching` (a download's server still fetching
     /// the content from another server), in order.
     pub fetching: Vec<Duration>,
+    /// Cut by its client's death once this many bytes were acknowledged
+    /// (see [`Step::cut`]).
+    pub cut: Option<u64>,
+    /// Put again after a cut, and resumed past this many bytes.
+    pub resumed: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -298,14 +309,19 @@ struct Session {
 }
 
 impl Session {
-    /// Asks the balancer for a server and opens a session there.
+    /// Asks the balancer for a server (or server `prefer` first, in the
+    /// balancer's place) and opens a session there.
     async fn open(
         name: &str,
         driver: &DriverConfig,
         trace: &SharedTrace,
         local: &SharedLocal,
+        prefer: Option<u32>,
     ) -> (Session, Result<u32, ClientError>) {
-        let cfg = ClientConfig::new(format!("{BALANCER}:{BALANCER_PORT}"));
+        let cfg = ClientConfig {
+            prefer: prefer.map(|id| format!("{}:{}", server_host(id), server_port(id))),
+            ..ClientConfig::new(format!("{BALANCER}:{BALANCER_PORT}"))
+        };
         let node = Rc::new(RefCell::new(Client::new(cfg)));
         let at = elapsed().as_millis() as u64;
         let salt = name.bytes().fold(at, |h, b| {
@@ -331,13 +347,14 @@ impl Session {
         trace: &SharedTrace,
         local: &SharedLocal,
         token: &SessionToken,
+        prefer: Option<u32>,
     ) -> Result<Session, String> {
         let mut why = String::new();
         for attempt in 0..SESSION_TRIES {
             if attempt > 0 {
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
-            let (mut s, opened) = Session::open(name, driver, trace, local).await;
+            let (mut s, opened) = Session::open(name, driver, trace, local, prefer).await;
             if let Err(e) = opened {
                 why = e.to_string();
                 s.close().await;
@@ -380,6 +397,20 @@ impl Session {
         }
     }
 
+    /// Runs one operation, stopped where it stands once `stop` says so
+    /// (then it is lost).
+    async fn op_until(
+        &mut self,
+        request: Request,
+        stop: impl FnMut(&ClientEvent) -> bool,
+    ) -> OpResult {
+        match session::request_until(&mut self.driver, request, stop).await {
+            OpEnd::Answer(r) => OpResult::Answer(r),
+            OpEnd::Failed(e) => OpResult::Failed(e),
+            OpEnd::Lost => OpResult::Lost,
+        }
+    }
+
     async fn close(self) {
         session::close(self.driver).await;
     }
@@ -397,7 +428,7 @@ fn describe_client_events() -> Describe<ClientEvent> {
     let shown: Cell<Option<Duration>> = Cell::new(None);
     Rc::new(move |e| {
         match e {
-            ClientEvent::Fetching { .. } => {
+            ClientEvent::Fetching { .. } | ClientEvent::Copying { .. } => {
                 let now = elapsed();
                 if shown.get().is_some_and(|t| now < t + FETCHING_LINE_EVERY) {
                     return None;
@@ -471,7 +502,7 @@ pub fn add_files_client(sim: &mut turmoil::Sim<'_>, index: usize, shared: &Share
                 }
             }
             if session.is_none() {
-                match Session::open_as(name, &shared.driver, trace, &local, &token).await {
+                match Session::open_as(name, &shared.driver, trace, &local, &token, None).await {
                     Ok(s) => session = Some(s),
                     Err(why) => {
                         let what = step.op.describe(users);
@@ -489,7 +520,34 @@ pub fn add_files_client(sim: &mut turmoil::Sim<'_>, index: usize, shared: &Share
                             lo: None,
                             hi: None,
                             fetching: Vec::new(),
+                            cut: None,
+                            resumed: None,
                         });
+                        continue;
+                    }
+                }
+            }
+            // An upload its client dies in: run until the cut, the session
+            // dropped where it stands; then put again at once, from a new
+            // session that asks the same server first.
+            if let (Some(cut), Some(s)) = (step.cut, session.as_mut()) {
+                let server = s.server;
+                run_op_cut(s, index, step.op.clone(), Some(cut), &shared, &local).await;
+                if let Some(s) = session.take() {
+                    s.close().await;
+                }
+                trace
+                    .borrow_mut()
+                    .record_now(name, "died mid-upload; put again");
+                let again =
+                    Session::open_as(name, &shared.driver, trace, &local, &token, server).await;
+                match again {
+                    Ok(s) => session = Some(s),
+                    Err(why) => {
+                        let what = step.op.describe(users);
+                        trace
+                            .borrow_mut()
+                            .record_now(name, format!("give up on {what}: no session ({why})"));
                         continue;
                     }
                 }
@@ -553,6 +611,19 @@ async fn run_op(
     shared: &Shared,
     local: &SharedLocal,
 ) -> OpResult {
+    run_op_cut(s, index, op, None, shared, local).await
+}
+
+/// [`run_op`], stopped where it stands once `cut` bytes of an upload are
+/// acknowledged (see [`Step::cut`]).
+async fn run_op_cut(
+    s: &mut Session,
+    index: usize,
+    op: OpPlan,
+    cut: Option<u64>,
+    shared: &Shared,
+    local: &SharedLocal,
+) -> OpResult {
     let user = shared.records.borrow()[index].plan.user;
     let token = shared.tokens.borrow()[user].clone();
     let Some(request) = token.and_then(|t| op.request(&shared.users, user, &t)) else {
@@ -587,6 +658,8 @@ async fn run_op(
             lo: None,
             hi: None,
             fetching: Vec::new(),
+            cut,
+            resumed: None,
         });
         ops.len() - 1
     };
@@ -596,13 +669,21 @@ async fn run_op(
         begin: s.server,
     });
     let mut fetching = Vec::new();
-    let result = s
-        .op_watching(request, |ev| {
-            if let ClientEvent::Fetching { .. } = ev {
-                fetching.push(elapsed());
-            }
-        })
-        .await;
+    let mut resumed = None;
+    let result = match cut {
+        Some(cut) => {
+            let passed = |ev: &ClientEvent| matches!(ev, ClientEvent::Progress { bytes, .. } if *bytes >= cut);
+            s.op_until(request, passed).await
+        }
+        None => {
+            s.op_watching(request, |ev| match ev {
+                ClientEvent::Fetching { .. } => fetching.push(elapsed()),
+                ClientEvent::Resumed { bytes, .. } => resumed = Some(*bytes),
+                _ => {}
+            })
+            .await
+        }
+    };
     shared.stamps.borrow_mut().push(Stamp {
         client: index,
         op: rec,
@@ -616,6 +697,7 @@ async fn run_op(
     let o = &mut r[index].ops[rec];
     o.ended = elapsed();
     o.result = Some(result.clone());
+    o.resumed = resumed;
     o.local = downloaded;
     o.fetching = fetching;
     result
@@ -781,7 +863,8 @@ pub fn add_verifiers(
                 if shared.verify.borrow().todo.is_empty() {
                     break;
                 }
-                let (mut s, opened) = Session::open(name, &shared.driver, trace, &local).await;
+                let (mut s, opened) =
+                    Session::open(name, &shared.driver, trace, &local, None).await;
                 let server = match opened {
                     Ok(server) => server,
                     Err(e) => {

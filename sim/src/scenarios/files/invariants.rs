@@ -641,7 +641,63 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
             v.push(format!("server{id}'s disk: {a}"));
         }
     }
+    check_put_again(f, &mut v);
     (v, stale)
+}
+
+/// An upload whose client died mid-way and which was put again (see
+/// `client::Step::cut`), resumed from what a server kept or not, is
+/// stored as exactly its content: a resume never stores what the part
+/// kept held instead of what the client has now. (A resumed upload's blob
+/// is also checked against its name when it is persisted: the disks'
+/// anomalies above.)
+fn check_put_again(f: &Final<'_>, v: &mut Vec<String>) {
+    for c in f.clients {
+        for pair in c.ops.windows(2) {
+            let [cut, again] = pair else {
+                continue;
+            };
+            let (Some(_), OpPlan::Upload { digest: was, .. }) = (cut.cut, &cut.op) else {
+                continue;
+            };
+            let OpPlan::Upload {
+                content, digest, ..
+            } = &again.op
+            else {
+                continue;
+            };
+            if was != digest {
+                continue;
+            }
+            let what = format!(
+                "{}'s upload put again at {}{}",
+                c.plan.name,
+                secs(again.started),
+                match again.resumed {
+                    Some(from) => format!(" (resumed at {from})"),
+                    None => String::new(),
+                }
+            );
+            if again
+                .resumed
+                .is_some_and(|from| from >= content.len() as u64)
+            {
+                v.push(format!("{what}: resumed past its end"));
+            }
+            if let Some(OpResult::Answer(Response::File(FileOutcome::Stored { size, digest: d }))) =
+                &again.result
+            {
+                if d != digest || *size != content.len() as u64 {
+                    v.push(format!(
+                        "{what}: stored {size} bytes as {}, not its {} bytes {}",
+                        short(d),
+                        content.len(),
+                        short(digest)
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// A deleted account leaves nothing on any server: no user, file, share

@@ -93,6 +93,12 @@ const EDGE_SIZES: [u64; 7] = [0, 1, 4095, 4096, 4097, 131_072, 131_073];
 /// upload are gone within a settle, yet longer than a request's timeout,
 /// which the counting of copies requires.
 const COPY_KEEP: Duration = Duration::from_secs(25);
+/// How long a server keeps the part of an upload cut off (a client that
+/// crashed, a session lost mid-upload) for the same upload to resume:
+/// shorter than a real server's hour, so that a part nobody takes up is
+/// collected within a settle. The healed cluster's check that no server
+/// holds a temporary file then proves that kept parts do not leak.
+const PARTIAL_KEEP: Duration = Duration::from_secs(20);
 /// How long the healed cluster gets to converge: a copy received just
 /// before the heal is garbage only once `COPY_KEEP` has run out.
 const SETTLE_MAX: Duration = Duration::from_secs(25 + 20);
@@ -126,6 +132,14 @@ const SLOW_READ_RECHECK_PCT: u32 = 50;
 
 /// Chance (percent) that a swarm seed has a user delete their account.
 pub const LEAVE_PCT: u32 = 30;
+/// Chance (percent) that a swarm seed has uploads whose client dies
+/// mid-way and puts them again (see [`Step::cut`]), and the chance that
+/// one of its uploads is one.
+const CUT_SEEDS_PCT: u32 = 35;
+const CUT_UPLOADS_PCT: u32 = 30;
+/// A cut upload's size: over two blocks, so that the server keeps a part
+/// it can resume from.
+const CUT_SIZES: (u64, u64) = (300 << 10, 1 << 20);
 
 /// The knobs; [`FilesConfig::swarm`] draws them from a seed.
 #[derive(Clone, Debug)]
@@ -196,6 +210,11 @@ pub struct FilesConfig {
     /// user's other clients may still be at work. None by default; the
     /// swarm gives [`LEAVE_PCT`] of its seeds one.
     pub leave_pct: u32,
+    /// Chance (percent) that an upload's client dies once part of it is
+    /// acknowledged and puts it again at once, asking the same server
+    /// first (see [`Step::cut`]). None by default; the swarm gives
+    /// [`CUT_SEEDS_PCT`] of its seeds [`CUT_UPLOADS_PCT`].
+    pub cut_pct: u32,
     /// Treat a download served from a state older than an unshare or a
     /// delete already acknowledged to the owner as a violation. The
     /// contract (docs/transfer.md) is "shared at that point of the log":
@@ -233,6 +252,7 @@ impl Default for FilesConfig {
             master_crash_pct: 35,
             other_follower_cut_pct: 75,
             leave_pct: 0,
+            cut_pct: 0,
             strict_revocation: false,
             tick: Duration::from_millis(2),
             duration: Duration::from_secs(240),
@@ -293,6 +313,11 @@ impl FilesConfig {
         if SimRng::new(seed, 27).chance(LEAVE_PCT) {
             cfg.leave_pct = 100;
         }
+        // And one for uploads cut off and put again (a stream under which
+        // the pinned seeds 3, 172 and 211 have none).
+        if SimRng::new(seed, 37).chance(CUT_SEEDS_PCT) {
+            cfg.cut_pct = CUT_UPLOADS_PCT;
+        }
         cfg
     }
 }
@@ -314,6 +339,8 @@ impl FilesPlan {
         let mut rng = SimRng::new(seed, 22);
         // Folder operations replace some of the others, drawn apart.
         let mut folders = SimRng::new(seed, 35);
+        // So do uploads cut off and put again.
+        let mut cuts = SimRng::new(seed, 38);
         let users: Vec<UserPlan> = USERNAMES[..cfg.users.clamp(1, 4) as usize]
             .iter()
             .map(|u| UserPlan {
@@ -370,16 +397,19 @@ impl FilesPlan {
                         }
                         _ => None,
                     };
+                    let (op, cut) = cut_off(&mut cuts, cfg, op);
                     steps.push(Step {
                         think,
                         new_session,
                         op,
+                        cut,
                     });
                     if let Some(name) = check {
                         steps.push(Step {
                             think: rng.duration(cfg.think.0, cfg.think.1),
                             new_session: true,
                             op: OpPlan::Download { owner: None, name },
+                            cut: None,
                         });
                     }
                 }
@@ -400,6 +430,7 @@ impl FilesPlan {
                 think: leave.duration(cfg.think.0, cfg.think.1),
                 new_session: false,
                 op: OpPlan::DeleteAccount,
+                cut: None,
             });
         }
         FilesPlan {
@@ -455,7 +486,12 @@ impl FilesPlan {
             cfg.persist_latency.1.as_millis(),
         )];
         for c in &self.clients {
-            let ops: Vec<String> = c.steps.iter().map(|s| s.op.describe(&self.users)).collect();
+            let ops: Vec<String> = (c.steps.iter())
+                .map(|s| match s.cut {
+                    Some(at) => format!("{}, the client dying at {at}", s.op.describe(&self.users)),
+                    None => s.op.describe(&self.users),
+                })
+                .collect();
             lines.push(format!(
                 "plan: {} as {} at {}: {}",
                 c.name,
@@ -476,6 +512,29 @@ impl FilesPlan {
         }
         lines
     }
+}
+
+/// Now and then (`cfg.cut_pct`), an upload `op` made one that its client
+/// dies in (see [`Step::cut`]): new content large enough to resume from,
+/// and where the client dies; drawn from a stream of its own, so that
+/// seeds without cuts keep their runs.
+fn cut_off(rng: &mut SimRng, cfg: &FilesConfig, op: OpPlan) -> (OpPlan, Option<u64>) {
+    let OpPlan::Upload { name, replace, .. } = &op else {
+        return (op, None);
+    };
+    if !rng.chance(cfg.cut_pct) {
+        return (op, None);
+    }
+    let size = rng.range(CUT_SIZES.0, CUT_SIZES.1);
+    let cut = rng.range(size / 4, size * 9 / 10);
+    let content: Arc<[u8]> = random_bytes(rng, size as usize).into();
+    let op = OpPlan::Upload {
+        name: name.clone(),
+        digest: *blake3::hash(&content).as_bytes(),
+        content,
+        replace: *replace,
+    };
+    (op, Some(cut))
 }
 
 /// `op` made about folders (drawn from a stream of its own, so that seeds
@@ -751,6 +810,27 @@ impl Details for FilesDetails {
             .sum();
         c[13] = verified;
         let fetch = FetchWaits::of(&self.clients);
+        // Uploads cut by their client's death, and those put again.
+        let mut cuts = [0u64; 3];
+        for r in &self.clients {
+            for pair in r.ops.windows(2) {
+                let same = |a: &OpPlan, b: &OpPlan| match (a, b) {
+                    (OpPlan::Upload { digest: x, .. }, OpPlan::Upload { digest: y, .. }) => x == y,
+                    _ => false,
+                };
+                if pair[0].cut.is_some() {
+                    cuts[0] += 1;
+                }
+                if pair[0].cut.is_some() && same(&pair[0].op, &pair[1].op) {
+                    let stored = matches!(
+                        pair[1].result,
+                        Some(OpResult::Answer(Response::File(FileOutcome::Stored { .. })))
+                    );
+                    cuts[1] += u64::from(stored);
+                    cuts[2] += u64::from(stored && pair[1].resumed.is_some());
+                }
+            }
+        }
         let mut counts = vec![
             ("uploads stored", c[0]),
             ("  of them empty", c[1]),
@@ -811,6 +891,15 @@ impl Details for FilesDetails {
                 fetch.refused,
             ),
             ("  of them without an answer", fetch.unanswered),
+            (
+                "uploads cut by their client's death, then put again",
+                cuts[0],
+            ),
+            ("  of them stored when put again", cuts[1]),
+            (
+                "  of them stored resuming from the part a server kept",
+                cuts[2],
+            ),
             ("runs with a master crash", master_crashes),
             ("entries committed", self.committed as u64),
         ];
@@ -1165,6 +1254,7 @@ impl<'c> Files<'c> {
         let server = ServerConfig {
             password: PasswordParams::TESTING,
             copy_keep: COPY_KEEP,
+            partial_keep: PARTIAL_KEEP,
             ..ServerConfig::new(id)
         };
         let replica = ReplicaConfig::new(id, MASTER, self.h.peers_of(id));
