@@ -12,16 +12,16 @@
 //! `get` into that directory after `kill -9`); DEST is never half written.
 //!
 //! An existing DEST is replaced only with `--force`, and then only if it
-//! is a regular file (the new file keeps its owner, and its mode unless the
-//! file got has its own) or a symbolic link (the link is replaced, never
-//! followed): a directory, a FIFO, a socket or a device is refused before
-//! anything is downloaded, and again just before the rename. See
-//! docs/security.md.
+//! is a regular file (the new file keeps its mode and owner) or a symbolic
+//! link (the link is replaced, never followed): a directory, a FIFO, a
+//! socket or a device is refused before anything is downloaded, and again
+//! just before the rename. See docs/security.md.
 //!
 //! A file is given the modification time and the mode (the `rwx` bits,
 //! exactly, whatever the umask: `cp -p`'s way) it was stored with, if it
 //! was stored with them, unless `--no-preserve`: before it is made durable
-//! and linked in, so its name never shows it otherwise. A file stored
+//! and linked in, so its name never shows it otherwise. (A file replaced
+//! with `--force` keeps its own mode, below, and takes only the time.) A file stored
 //! without them (from a pipe, or before they were kept), and every file
 //! under `--no-preserve`, has the time of its download and the mode a new
 //! file gets (0666 less the umask; a replaced file's with `--force`).
