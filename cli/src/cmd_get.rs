@@ -20,7 +20,8 @@
 //! A file is given the modification time and the mode (the `rwx` bits,
 //! exactly, whatever the umask: `cp -p`'s way) it was stored with, if it
 //! was stored with them, unless `--no-preserve`: before it is made durable
-//! and linked in, so its name never shows it otherwise. A file stored
+//! and linked in, so its name never shows it otherwise. (A file replaced
+//! with `--force` keeps its own mode, below, and takes only the time.) A file stored
 //! without them (from a pipe, or before they were kept), and every file
 //! under `--no-preserve`, has the time of its download and the mode a new
 //! file gets (0666 less the umask; a replaced file's with `--force`).

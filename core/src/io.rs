@@ -231,7 +231,9 @@ pub enum FileOp {
     /// Give a client's download, temporary file `temp`, this modification
     /// time and these permission bits (masked again to
     /// [`FileAttrs::MODE_BITS`]), which it has once persisted: set before
-    /// it is made durable, and before its name shows it. Nothing is
+    /// it is made durable, and before its name shows it. (A download that
+    /// replaces a regular file keeps that file's mode, as a replacement
+    /// always does: it takes the time only.) Nothing is
     /// answered; a failure fails the file's `Persist`. Only a client asks
     /// it (a server's blob is shared by every file of its content).
     SetAttrs { temp: u64, attrs: FileAttrs },

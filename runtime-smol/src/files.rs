@@ -50,11 +50,11 @@
 //! ([`CHANGED_WHILE_SENT`]), and the command then sends a copy.
 //! `SetAttrs` (a download's attributes, which the user keeps) notes a
 //! modification time and permission bits for the download, which its
-//! persist sets on the file (`fchmod`, then `futimens`: after a replaced
-//! file's mode was kept, before the `fsync` and the link), so the name
-//! shows them from the moment it appears. The mode is set as it came
-//! (within `0o777`), whatever the umask: it is the source file's, as
-//! `cp -p` keeps it.
+//! persist sets on the file (`fchmod`, then `futimens`, before the `fsync`
+//! and the link), so the name shows them from the moment it appears. The
+//! mode is set as it came (within `0o777`), whatever the umask: it is the
+//! source file's, as `cp -p` keeps it; but a regular file replaced keeps
+//! its own mode (above), and takes only the time.
 //! - **Peer** ([`Files::shared_dir`]): `FileRef::Named` is a plain name in
 //!   the one directory the peer shares, `DIR`; temporary files are in
 //!   `DIR/.ferry-tmp/<n>` (on the same filesystem, so the link into place

@@ -104,6 +104,10 @@ fn get_gives_back_the_time_and_mode_put_read_one_file_or_several() {
     let single = out.join("again.txt");
     ok(alice.run(&["get", "a.txt", path_str(&single)]));
     assert_eq!(stamp(&single), (1_000_000_000, 123_456_789, 0o640));
+    // Over a file, with --force: it keeps its own mode (a private file
+    // stays private) and takes the time.
+    ok(alice.run(&["get", "--force", "a.txt", path_str(&out.join("c"))]));
+    assert_eq!(stamp(&out.join("c")), (1_000_000_000, 123_456_789, 0o600));
 
     // ls --json: `modified` is the file's time, `uploaded` the upload's.
     let files = listed(&alice);

@@ -1509,8 +1509,9 @@ fn noise_bytes(len: usize) -> Vec<u8> {
 }
 
 /// A download's attributes are its file's once it is in place: the mode
-/// exactly (whatever the umask, and over a replaced file's), the time to
-/// the nanosecond; a server asked to set them fails the file's persist.
+/// exactly (whatever the umask) for a new file, a replaced file's mode
+/// kept; the time to the nanosecond; a server asked to set them fails the
+/// file's persist.
 #[test]
 fn a_downloads_attributes_are_set_before_it_is_linked_in() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -1550,8 +1551,8 @@ fn a_downloads_attributes_are_set_before_it_is_linked_in() {
         );
         assert_eq!(std::fs::read(&path).unwrap(), b"content");
     }
-    // Over a file that `--force` replaces: the source's mode, not the
-    // replaced file's.
+    // Over a file that `--force` replaces: the replaced file's mode (a
+    // private file stays private), the download's time.
     let old = dir.path().join("old");
     std::fs::write(&old, b"old").unwrap();
     std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -1560,7 +1561,24 @@ fn a_downloads_attributes_are_set_before_it_is_linked_in() {
         download(&old, true, Some(attrs), false),
         FileAnswer::Persisted { temp: 0 }
     );
-    assert_eq!(std::fs::metadata(&old).unwrap().mode() & 0o777, 0o751);
+    let meta = std::fs::metadata(&old).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    assert_eq!(
+        (meta.mtime(), meta.mtime_nsec()),
+        (1_234_567_890, 123_456_789)
+    );
+    // Over a link: a new file, with the download's mode.
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&old, &link).unwrap();
+    assert_eq!(
+        download(&link, true, Some(attrs), false),
+        FileAnswer::Persisted { temp: 0 }
+    );
+    assert_eq!(
+        std::fs::symlink_metadata(&link).unwrap().mode() & 0o777,
+        0o751
+    );
+    assert_eq!(std::fs::metadata(&old).unwrap().mode() & 0o777, 0o600);
     // Without attributes: the replaced file's mode, and the time of now.
     std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o640)).unwrap();
     assert_eq!(

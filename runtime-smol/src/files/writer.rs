@@ -558,7 +558,14 @@ fn place_download(p: Placing) -> Result<(), FileFailure> {
         local::set_new_file_mode(&p.file, &p.to).map_err(FileFailure::other)?;
     }
     local::keep_owner_and_mode(&p.file, &p.to, &target).map_err(FileFailure::other)?;
-    durable(&p.file, &p.from, p.modified, p.mode)?;
+    // A replaced file keeps its mode (docs/security.md, "the client's
+    // disk"): a private file stays private whatever the download's own
+    // mode, which a new file gets.
+    let mode = match target {
+        local::Target::Regular { .. } => None,
+        local::Target::Absent | local::Target::Link => p.mode,
+    };
+    durable(&p.file, &p.from, p.modified, mode)?;
     let placed = if !replace {
         match p.unnamed {
             true => local::link_unnamed(&p.file, &p.to),
@@ -636,9 +643,8 @@ fn durable(
     modified: Option<SystemTime>,
     mode: Option<u32>,
 ) -> Result<(), FileFailure> {
-    // After a replaced file's mode was kept (`keep_owner_and_mode`): the
-    // source's wins, as with `cp -p`. Exactly these bits, whatever the
-    // umask: they are the source's, not a default's.
+    // Exactly these bits, whatever the umask: they are the source's, not
+    // a default's.
     if let Some(mode) = mode {
         use std::os::unix::fs::PermissionsExt;
         let perms = std::fs::Permissions::from_mode(mode & ferry_core::FileAttrs::MODE_BITS);
