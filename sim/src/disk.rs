@@ -39,6 +39,15 @@
 
 pub use ferry_core::host::mem_dir::MemDir as Dir;
 pub use ferry_core::host::mem_disk::{hex, short, MemDisk as Disk};
+
+/// A file's attributes for a trace: its mode, and its time as Unix
+/// seconds and nanoseconds.
+pub fn describe_attrs(a: &FileAttrs) -> String {
+    format!(
+        "mode {:04o}, mtime {}.{:09}",
+        a.mode, a.mtime_secs, a.mtime_nanos
+    )
+}
 use ferry_core::host::mem_disk::{slice, write_at};
 use ferry_core::{FileAnswer, FileAttrs, FileFailure, FileOp, FileRef, Timestamp};
 use std::cell::RefCell;

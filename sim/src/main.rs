@@ -133,6 +133,10 @@ fn main() -> ExitCode {
         report.failures.len(),
         linearizability(&report.counts)
     );
+    // What the runs did, summed: the figures docs/simulation.md quotes.
+    for (what, n) in &report.counts {
+        println!("  {n:>6} {what}");
+    }
     match report.is_ok() {
         true => ExitCode::SUCCESS,
         false => ExitCode::FAILURE,

@@ -23,7 +23,8 @@
 //! (no such file *and* no such user), either is accepted.
 
 use super::{Model, Op};
-use crate::disk::short;
+use crate::disk::{describe_attrs, short};
+use ferry_core::FileAttrs;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -44,6 +45,9 @@ pub enum Input {
         size: u64,
         digest: [u8; 32],
         replace: bool,
+        /// As the client sent them: the file keeps the `rwx` bits of the
+        /// mode (and a time within a second's nanoseconds).
+        attrs: Option<FileAttrs>,
     },
     Rm {
         owner: String,
@@ -92,8 +96,9 @@ impl Input {
     }
 }
 
-/// One line of a listing: owner, name, size, grantees (sorted).
-pub type Line = (String, String, u64, Vec<String>);
+/// One line of a listing: owner, name, size, attributes, grantees
+/// (sorted).
+pub type Line = (String, String, u64, Option<FileAttrs>, Vec<String>);
 
 /// An answer as the model sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,11 +141,14 @@ pub struct Account {
     pub id: Option<u64>,
 }
 
+/// A file: size, digest, attributes (as kept).
+pub type File = (u64, [u8; 32], Option<FileAttrs>);
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct State {
     pub users: BTreeMap<String, Account>,
-    /// (owner, name) -> (size, digest)
-    pub files: BTreeMap<(String, String), (u64, [u8; 32])>,
+    /// (owner, name) -> the file
+    pub files: BTreeMap<(String, String), File>,
     /// (owner, name, grantee)
     pub shares: BTreeSet<(String, String, String)>,
     /// (owner, folder, grantee)
@@ -180,12 +188,12 @@ impl State {
     /// What `ls` shows `user`, sorted.
     pub fn listing(&self, user: &str) -> Vec<Line> {
         let mut lines = Vec::new();
-        for ((owner, name), (size, _)) in &self.files {
+        for ((owner, name), (size, _, attrs)) in &self.files {
             if owner == user {
                 let grantees = self.readers(owner, name);
-                lines.push((owner.clone(), name.clone(), *size, grantees));
+                lines.push((owner.clone(), name.clone(), *size, *attrs, grantees));
             } else if self.readers(owner, name).iter().any(|g| g == user) {
-                lines.push((owner.clone(), name.clone(), *size, Vec::new()));
+                lines.push((owner.clone(), name.clone(), *size, *attrs, Vec::new()));
             }
         }
         lines.sort();
@@ -254,10 +262,12 @@ impl Model for Catalogue {
                 size,
                 digest,
                 replace,
+                attrs,
             } => {
                 let exists = s.has_file(owner, name) && !replace;
                 let conflict = s.conflict(owner, name);
                 let refused = exists || conflict;
+                let file = (*size, *digest, attrs.map(kept));
                 match out {
                     Output::Exists if exists => Some(s.clone()),
                     Output::Conflict if conflict => Some(s.clone()),
@@ -265,9 +275,9 @@ impl Model for Catalogue {
                     Output::Stored { size: z, digest: d }
                         if !refused && z == size && d == digest =>
                     {
-                        Some(put(s, owner, name, *size, *digest))
+                        Some(put(s, owner, name, file))
                     }
-                    Output::Unknown => Some(put(s, owner, name, *size, *digest)),
+                    Output::Unknown => Some(put(s, owner, name, file)),
                     _ => None,
                 }
             }
@@ -480,11 +490,20 @@ impl Model for Catalogue {
     }
 }
 
-fn put(s: &State, owner: &str, name: &str, size: u64, digest: [u8; 32]) -> State {
+fn put(s: &State, owner: &str, name: &str, file: File) -> State {
     let mut s = s.clone();
-    s.files
-        .insert((owner.to_string(), name.to_string()), (size, digest));
+    s.files.insert((owner.to_string(), name.to_string()), file);
     s
+}
+
+/// What a file keeps of the attributes it was sent with: the `rwx` bits of
+/// the mode, a time within its second's nanoseconds.
+fn kept(a: FileAttrs) -> FileAttrs {
+    FileAttrs {
+        mode: a.mode & 0o777,
+        mtime_nanos: a.mtime_nanos.min(999_999_999),
+        ..a
+    }
 }
 
 impl fmt::Display for Input {
@@ -503,11 +522,13 @@ impl fmt::Display for Input {
                 size,
                 digest,
                 replace,
+                attrs,
             } => write!(
                 f,
-                "{owner}: put {name:?} ({size} bytes, {}){}",
+                "{owner}: put {name:?} ({size} bytes, {}){}{}",
                 short(digest),
-                if *replace { " --force" } else { "" }
+                if *replace { " --force" } else { "" },
+                attrs.map_or(String::new(), |a| format!(" ({})", describe_attrs(&a)))
             ),
             Input::Rm { owner, name } => write!(f, "{owner}: rm {name:?}"),
             Input::RmFolder { owner, name } => write!(f, "{owner}: rm -r {name:?}"),
@@ -561,9 +582,13 @@ impl fmt::Display for Output {
             Output::Listing(lines) => {
                 let l: Vec<String> = lines
                     .iter()
-                    .map(|(o, n, size, g)| match g.is_empty() {
-                        true => format!("{o}/{n} {size}"),
-                        false => format!("{o}/{n} {size} [{}]", g.join(",")),
+                    .map(|(o, n, size, attrs, g)| {
+                        let a =
+                            attrs.map_or(String::new(), |a| format!(" ({})", describe_attrs(&a)));
+                        match g.is_empty() {
+                            true => format!("{o}/{n} {size}{a}"),
+                            false => format!("{o}/{n} {size}{a} [{}]", g.join(",")),
+                        }
                     })
                     .collect();
                 write!(f, "[{}]", l.join("; "))

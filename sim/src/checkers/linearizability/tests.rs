@@ -54,6 +54,7 @@ fn put(owner: &str, name: &str, size: u64) -> Input {
         size,
         digest: [size as u8; 32],
         replace: false,
+        attrs: None,
     }
 }
 
@@ -85,6 +86,7 @@ fn listing(lines: &[(&str, &str, u64, &[&str])]) -> Output {
                 o.to_string(),
                 n.to_string(),
                 *s,
+                None,
                 g.iter().map(|g| g.to_string()).collect(),
             )
         })

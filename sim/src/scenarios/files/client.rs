@@ -16,7 +16,7 @@
 //! [`super::invariants`]).
 
 use crate::clients::session::{self, OpEnd};
-use crate::disk::{short, LocalFile, SharedLocal, SimFiles};
+use crate::disk::{describe_attrs, short, LocalFile, SharedLocal, SimFiles};
 use crate::driver::{Describe, Driver, DriverConfig};
 use crate::harness::{server_host, server_port, BALANCER, BALANCER_PORT};
 use crate::seeds::SimRng;
@@ -26,6 +26,7 @@ use ferry_core::client::{Client, ClientConfig, ClientError, ClientEvent};
 use ferry_core::server::messages::FileOutcome;
 use ferry_core::server::{OpError, Request, Response};
 use ferry_core::transfer::TransferError;
+use ferry_core::FileAttrs;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -53,6 +54,8 @@ pub enum OpPlan {
         content: Arc<[u8]>,
         digest: [u8; 32],
         replace: bool,
+        /// The modification time and mode the client sends with it.
+        attrs: Option<FileAttrs>,
     },
     /// `owner`: an index into the users, `None` for one's own file.
     Download {
@@ -101,12 +104,13 @@ impl OpPlan {
                 name,
                 content,
                 replace,
+                attrs,
                 ..
             } => Request::Upload {
                 name: name.clone(),
                 size: content.len() as u64,
                 replace: *replace,
-                attrs: None,
+                attrs: *attrs,
             },
             OpPlan::Download { owner, name } => Request::Download {
                 owner: owner.map(|u| users[u].username.clone()),
@@ -139,11 +143,13 @@ impl OpPlan {
                 content,
                 digest,
                 replace,
+                attrs,
             } => format!(
-                "upload {name:?} ({} bytes, {}){}",
+                "upload {name:?} ({} bytes, {}){}{}",
                 content.len(),
                 short(digest),
-                if *replace { " --force" } else { "" }
+                if *replace { " --force" } else { "" },
+                attrs.map_or(String::new(), |a| format!(" ({})", describe_attrs(&a)))
             ),
             OpPlan::Download { owner: None, name } => format!("download {name:?}"),
             OpPlan::Download {
@@ -173,9 +179,10 @@ impl fmt::Debug for OpPlan {
                 content,
                 digest,
                 replace,
+                attrs,
             } => write!(
                 f,
-                "Upload({name:?}, {} bytes, {}, replace: {replace})",
+                "Upload({name:?}, {} bytes, {}, replace: {replace}, attrs: {attrs:?})",
                 content.len(),
                 short(digest)
             ),
@@ -255,6 +262,8 @@ pub struct OpRecord {
     pub result: Option<OpResult>,
     /// A download's local file afterwards (`None`: no file).
     pub local: Option<Arc<[u8]>>,
+    /// The attributes the client gave that file (`SetAttrs`), if any.
+    pub local_attrs: Option<FileAttrs>,
     /// The durably applied index of the session's server before the
     /// request was sent (a floor: it never decreases), set by the harness.
     pub lo: Option<u64>,
@@ -517,6 +526,7 @@ pub fn add_files_client(sim: &mut turmoil::Sim<'_>, index: usize, shared: &Share
                             ended: elapsed(),
                             result: Some(OpResult::NoSession(why)),
                             local: None,
+                            local_attrs: None,
                             lo: None,
                             hi: None,
                             fetching: Vec::new(),
@@ -635,6 +645,7 @@ async fn run_op_cut(
             OpPlan::Upload { content, .. } => l.source = content.clone(),
             OpPlan::Download { .. } => {
                 l.dest = None;
+                l.dest_attrs = None;
                 l.partial = None;
             }
             _ => {}
@@ -655,6 +666,7 @@ async fn run_op_cut(
             ended: elapsed(),
             result: None,
             local: None,
+            local_attrs: None,
             lo: None,
             hi: None,
             fetching: Vec::new(),
@@ -689,9 +701,12 @@ async fn run_op_cut(
         op: rec,
         begin: None,
     });
-    let downloaded = match op {
-        OpPlan::Download { .. } => local.borrow().dest.clone(),
-        _ => None,
+    let (downloaded, attrs) = match op {
+        OpPlan::Download { .. } => {
+            let l = local.borrow();
+            (l.dest.clone(), l.dest_attrs)
+        }
+        _ => (None, None),
     };
     let mut r = shared.records.borrow_mut();
     let o = &mut r[index].ops[rec];
@@ -699,6 +714,7 @@ async fn run_op_cut(
     o.result = Some(result.clone());
     o.resumed = resumed;
     o.local = downloaded;
+    o.local_attrs = attrs;
     o.fetching = fetching;
     result
 }
@@ -723,6 +739,8 @@ pub struct VerifyDownload {
     /// The last try's.
     pub result: OpResult,
     pub local: Option<Arc<[u8]>>,
+    /// The attributes the client gave the local file, if any.
+    pub local_attrs: Option<FileAttrs>,
     /// The tries that arrived damaged (see [`arrived_damaged`]), as
     /// (start, end), the last one's too if it did.
     pub damaged: Vec<(Duration, Duration)>,
@@ -788,6 +806,7 @@ async fn verify_download(
         {
             let mut l = local.borrow_mut();
             l.dest = None;
+            l.dest_attrs = None;
             l.partial = None;
         }
         let request = Request::Download {
@@ -815,6 +834,7 @@ async fn verify_download(
             owner,
             name: file,
             local: local.borrow().dest.clone(),
+            local_attrs: local.borrow().dest_attrs,
             result,
             damaged,
         };

@@ -34,12 +34,14 @@ fn files(records: &[FilesRecord], users: &[UserPlan], first_client: usize) -> Hi
                     content,
                     digest,
                     replace,
+                    attrs,
                 } => Input::Put {
                     owner: me.clone(),
                     name: name.clone(),
                     size: content.len() as u64,
                     digest: *digest,
                     replace: *replace,
+                    attrs: *attrs,
                 },
                 OpPlan::Delete { name } => Input::Rm {
                     owner: me.clone(),
@@ -151,7 +153,7 @@ fn canonical(files: &[Listed]) -> Vec<Line> {
         .map(|l| {
             let mut g = l.shared_with.clone();
             g.sort();
-            (l.owner.clone(), l.name.clone(), l.size, g)
+            (l.owner.clone(), l.name.clone(), l.size, l.attrs, g)
         })
         .collect();
     lines.sort();

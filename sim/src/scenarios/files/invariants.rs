@@ -18,9 +18,10 @@
 //! Checks:
 //!
 //! - the model replayed over the committed log equals every server's state
-//!   (users, files with size and digest, shares of files and of folders);
-//!   every `PutFile` names
-//!   content some client of its owner uploaded under that name;
+//!   (users, files with size, digest and attributes, shares of files and
+//!   of folders); every `PutFile` names content some client of its owner
+//!   uploaded under that name, with the attributes it sent (their `rwx`
+//!   bits: set-ID and sticky bits never reach the log);
 //! - **uploads**: `Stored` carries the digest and size of what the client
 //!   sent, and a `PutFile` of it from that server was committed before the
 //!   answer; a bad name is never stored (refused, or the client's own
@@ -29,7 +30,8 @@
 //!   "a file or a folder, not both" only when the name was a folder, or in
 //!   a folder that was a file, at such a point;
 //! - **downloads**: the local file is there only after `Downloaded`, holds
-//!   exactly the bytes of an upload, and the downloader **may read** that
+//!   exactly the bytes of an upload, was given the attributes the file
+//!   had (none if it had none), and the downloader **may read** that
 //!   file **with that content** at a point in `lo..=hi` (owner, or shared
 //!   with at that point, by a share of the file or of a folder it is in:
 //!   authorization and integrity together); "no such
@@ -41,8 +43,9 @@
 //! - **no acknowledged upload lost**: an upload told `Stored` and not
 //!   replaced or deleted (nor its owner's account) later in the log is in the final catalogue with its
 //!   content; the verifier downloaded every file of the final catalogue as
-//!   its owner and as every grantee, through every server, byte for byte,
-//!   its listing was the model's, and a file not shared with the user was
+//!   its owner and as every grantee, through every server, byte for byte
+//!   and with its attributes, its listing (attributes too) was the
+//!   model's, and a file not shared with the user was
 //!   refused;
 //! - **deleted accounts**: acknowledged ones are in the log before the
 //!   answer; afterwards no server's state holds anything of the user, no
@@ -74,7 +77,7 @@
 //! violation.
 
 use super::client::{FilesRecord, OpPlan, OpRecord, OpResult, UserPlan, VerifyRecord};
-use super::model::{canonical, Catalogue, History, Outcome};
+use super::model::{self, canonical, Catalogue, History, Outcome};
 use super::rot::{rotten_during, Rot};
 use crate::disk::{short, Disk};
 use crate::server_host::View;
@@ -229,13 +232,14 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
     }
 
     // Every PutFile names content a client of its owner uploaded under its
-    // name.
+    // name, with the attributes it sent (what of them a file keeps).
     for (k, e, _) in h.upto(u64::MAX) {
         let Txn::PutFile {
             owner,
             name,
             size,
             digest,
+            attrs,
             ..
         } = &e.txn
         else {
@@ -244,13 +248,14 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
         let uploaded = f.clients.iter().any(|c| {
             f.ids[c.plan.user] == Some(*owner)
                 && c.plan.steps.iter().any(|s| {
-                    matches!(&s.op, OpPlan::Upload { name: n, digest: d, content, .. }
-                        if n == name && d == digest && content.len() as u64 == *size)
+                    matches!(&s.op, OpPlan::Upload { name: n, digest: d, content, attrs: a, .. }
+                        if n == name && d == digest && content.len() as u64 == *size
+                            && a.map(model::kept) == attrs.map(model::kept))
                 })
         });
         if !uploaded {
             v.push(format!(
-                "entry #{k} puts user{owner}/{name} ({size} bytes, {}), which no client of that user uploaded",
+                "entry #{k} puts user{owner}/{name} ({size} bytes, {}, {attrs:?}), which no client of that user uploaded",
                 short(digest)
             ));
         }
@@ -339,6 +344,7 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
                         content,
                         digest,
                         replace,
+                        ..
                     },
                     answer,
                 ) if check_path(name).is_err() => {
@@ -359,6 +365,7 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
                         content,
                         digest,
                         replace,
+                        ..
                     },
                     Response::File(FileOutcome::Stored { size, digest: d }),
                 ) => {
@@ -454,22 +461,29 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
                         (Some(c), Some(b)) if c[..] == b[..] => {}
                         _ => v.push(format!("{what}: the bytes are not those of any upload")),
                     }
+                    // The content, and the attributes its file was given
+                    // (the client keeps them: `ClientConfig::preserve`).
+                    let got = |s: &Catalogue| {
+                        s.readable(me, o, name) == Some(*digest)
+                            && s.readable_attrs(me, o, name) == Some(op.local_attrs)
+                    };
                     let ok: Vec<u64> = h
                         .between(lo, hi)
-                        .filter(|(_, s)| s.readable(me, o, name) == Some(*digest))
+                        .filter(|(_, s)| got(s))
                         .map(|(k, _)| k)
                         .collect();
                     if ok.is_empty() {
                         let seen: Vec<String> = h
                             .between(lo, hi)
-                            .map(|(k, s)| match s.readable(me, o, name) {
-                                Some(d) => format!("#{k}: {}", short(&d)),
-                                None => format!("#{k}: not readable"),
+                            .map(|(k, s)| match (s.readable(me, o, name), s.file(o, name)) {
+                                (Some(d), Some(f)) => format!("#{k}: {} {:?}", short(&d), f.attrs),
+                                _ => format!("#{k}: not readable"),
                             })
                             .collect();
                         v.push(format!(
-                            "{what}: user{me} received user{o}/{name} as {} but at no point of {range} could they read that: {}",
+                            "{what}: user{me} received user{o}/{name} as {} with {:?} but at no point of {range} could they read that: {}",
                             short(digest),
+                            op.local_attrs,
                             seen.join(", ")
                         ));
                         continue;
@@ -922,6 +936,14 @@ fn check_verifier(f: &Final<'_>, contents: &BTreeMap<[u8; 32], Arc<[u8]>>, v: &m
                             visit.server
                         ));
                     }
+                }
+                let attrs = owner.and_then(|o| last.readable_attrs(me, o, &d.name));
+                if expect.is_some() && d.local.is_some() && attrs != Some(d.local_attrs) {
+                    v.push(format!(
+                        "{what}: the file was given {:?}, the log says {:?}",
+                        d.local_attrs,
+                        attrs.flatten()
+                    ));
                 }
                 match (expect, &d.result, &d.local) {
                     (

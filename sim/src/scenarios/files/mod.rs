@@ -56,6 +56,7 @@ use ferry_core::replication::ReplicaConfig;
 use ferry_core::server::messages::FileOutcome;
 use ferry_core::server::{OpError, Response, ServerConfig, ServerEvent};
 use ferry_core::transfer::TransferError;
+use ferry_core::FileAttrs;
 use model::{Catalogue, History};
 use rot::{Checked, RotCounts, Rotter};
 use std::cell::{Cell, RefCell};
@@ -83,6 +84,13 @@ const FOLDER_NAMES: [&str; 3] = ["docs", "docs/sub", "docs/a.txt"];
 const FOLDERS_PCT: u32 = 40;
 /// Of such a seed's operations, the share (percent) made about folders.
 const FOLDER_OPS_PCT: u32 = 60;
+/// Chance (percent) that a swarm seed's uploads carry attributes.
+const ATTRS_PCT: u32 = 50;
+/// Of such a seed's uploads, the share (percent) that carry them.
+const ATTRS_UPLOADS_PCT: u32 = 80;
+/// Modes uploads carry: the usual ones, none at all, and set-ID and sticky
+/// bits, which no server keeps.
+const MODES: [u32; 6] = [0o644, 0o600, 0o755, 0o000, 0o4755, 0o1777];
 /// Names every server must refuse.
 const BAD_NAMES: [&str; 4] = ["../escape", "a//b", "", ".."];
 /// Sizes worth a test of their own: empty, one byte, around one chunk
@@ -201,6 +209,11 @@ pub struct FilesConfig {
     /// `-r`. None by default; the swarm gives [`FOLDERS_PCT`] of its seeds
     /// [`FOLDER_OPS_PCT`].
     pub folder_pct: u32,
+    /// Chance (percent) that an upload carries its file's modification
+    /// time and mode (the others have none, as from a pipe). None by
+    /// default; the swarm gives [`ATTRS_PCT`] of its seeds
+    /// [`ATTRS_UPLOADS_PCT`].
+    pub attrs_pct: u32,
     /// Fault times, after the setup.
     pub fault_window: (Duration, Duration),
     pub master_crash_pct: u32,
@@ -248,6 +261,7 @@ impl Default for FilesConfig {
             recheck_pct: 0,
             rots: 0,
             folder_pct: 0,
+            attrs_pct: 0,
             fault_window: (Duration::from_millis(300), Duration::from_secs(8)),
             master_crash_pct: 35,
             other_follower_cut_pct: 75,
@@ -318,6 +332,12 @@ impl FilesConfig {
         if SimRng::new(seed, 37).chance(CUT_SEEDS_PCT) {
             cfg.cut_pct = CUT_UPLOADS_PCT;
         }
+        // And one for files' attributes: a free stream under which the
+        // pinned seeds (3, 172, 211, and 7 and 8 of the determinism test)
+        // have none, their traces as they were.
+        if SimRng::new(seed, 68).chance(ATTRS_PCT) {
+            cfg.attrs_pct = ATTRS_UPLOADS_PCT;
+        }
         cfg
     }
 }
@@ -341,6 +361,8 @@ impl FilesPlan {
         let mut folders = SimRng::new(seed, 35);
         // So do uploads cut off and put again.
         let mut cuts = SimRng::new(seed, 38);
+        // And uploads' attributes, apart again.
+        let mut attrs = SimRng::new(seed, 69);
         let users: Vec<UserPlan> = USERNAMES[..cfg.users.clamp(1, 4) as usize]
             .iter()
             .map(|u| UserPlan {
@@ -369,6 +391,11 @@ impl FilesPlan {
                     let mut op = draw_op(&mut rng, cfg, user, users.len(), &mut uploaded);
                     if folders.chance(cfg.folder_pct) {
                         op = about_folders(&mut folders, op);
+                    }
+                    if let OpPlan::Upload { attrs: a, .. } = &mut op {
+                        if cfg.attrs_pct > 0 && attrs.chance(cfg.attrs_pct) {
+                            *a = Some(draw_attrs(&mut attrs));
+                        }
                     }
                     // Mostly, an unshare takes back a share this client made.
                     if let OpPlan::Unshare { .. } = op {
@@ -519,7 +546,13 @@ impl FilesPlan {
 /// and where the client dies; drawn from a stream of its own, so that
 /// seeds without cuts keep their runs.
 fn cut_off(rng: &mut SimRng, cfg: &FilesConfig, op: OpPlan) -> (OpPlan, Option<u64>) {
-    let OpPlan::Upload { name, replace, .. } = &op else {
+    let OpPlan::Upload {
+        name,
+        replace,
+        attrs,
+        ..
+    } = &op
+    else {
         return (op, None);
     };
     if !rng.chance(cfg.cut_pct) {
@@ -533,6 +566,7 @@ fn cut_off(rng: &mut SimRng, cfg: &FilesConfig, op: OpPlan) -> (OpPlan, Option<u
         digest: *blake3::hash(&content).as_bytes(),
         content,
         replace: *replace,
+        attrs: *attrs,
     };
     (op, Some(cut))
 }
@@ -552,12 +586,14 @@ fn about_folders(rng: &mut SimRng, op: OpPlan) -> OpPlan {
             content,
             digest,
             replace,
+            attrs,
             ..
         } => OpPlan::Upload {
             name: file(rng),
             content,
             digest,
             replace,
+            attrs,
         },
         OpPlan::Download { owner, .. } => OpPlan::Download {
             owner,
@@ -574,6 +610,18 @@ fn about_folders(rng: &mut SimRng, op: OpPlan) -> OpPlan {
         OpPlan::Delete { .. } if rng.chance(70) => OpPlan::DeleteFolder { name: folder(rng) },
         OpPlan::Delete { .. } => OpPlan::Delete { name: folder(rng) },
         other => other,
+    }
+}
+
+/// A file's attributes as a client might send them: a time around now or
+/// long ago (before 1970 too), any nanosecond, one of [`MODES`].
+fn draw_attrs(rng: &mut SimRng) -> FileAttrs {
+    let secs = rng.range(0, 2_000_000_000) as i64 - 100_000_000;
+    let nanos = rng.range(0, 999_999_999) as u32;
+    FileAttrs {
+        mtime_secs: secs,
+        mtime_nanos: nanos,
+        mode: *rng.pick(&MODES),
     }
 }
 
@@ -622,6 +670,7 @@ fn draw_op(
                 digest: *blake3::hash(&content).as_bytes(),
                 content,
                 replace: rng.chance(50),
+                attrs: None,
             }
         }
         32..=55 => OpPlan::Browse {
@@ -903,9 +952,43 @@ impl Details for FilesDetails {
             ("runs with a master crash", master_crashes),
             ("entries committed", self.committed as u64),
         ];
+        counts.extend(self.attrs_counts());
         counts.extend(self.rot_counts());
         counts.extend(self.lin.counts());
         counts
+    }
+}
+
+impl FilesDetails {
+    /// Files' attributes: uploads that carried them, and downloads (the
+    /// clients' and the verifiers') whose file was given some.
+    fn attrs_counts(&self) -> Vec<(&'static str, u64)> {
+        let ops = || self.clients.iter().flat_map(|c| &c.ops);
+        let stored = ops()
+            .filter(|op| {
+                matches!(
+                    (&op.op, &op.result),
+                    (
+                        OpPlan::Upload { attrs: Some(_), .. },
+                        Some(OpResult::Answer(Response::File(FileOutcome::Stored { .. })))
+                    )
+                )
+            })
+            .count() as u64;
+        let given = ops().filter(|op| op.local_attrs.is_some()).count() as u64;
+        let verified = (self.verify.visits.iter())
+            .flat_map(|v| &v.downloads)
+            .filter(|d| d.local_attrs.is_some())
+            .count() as u64;
+        vec![
+            (
+                "runs whose uploads carry attributes (mtime, mode)",
+                u64::from(self.config.attrs_pct > 0),
+            ),
+            ("uploads stored with attributes", stored),
+            ("downloads given their file's attributes", given),
+            ("verifier downloads given their file's attributes", verified),
+        ]
     }
 }
 

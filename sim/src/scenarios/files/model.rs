@@ -10,12 +10,27 @@
 use ferry_core::replication::entry::{Entry, Txn};
 use ferry_core::server::messages::Listed;
 use ferry_core::server::Server;
+use ferry_core::FileAttrs;
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ModelFile {
     pub size: u64,
     pub digest: [u8; 32],
+    /// Its modification time and mode as logged, with only the `rwx` bits
+    /// of the mode kept (the specification's rule, applied here itself).
+    pub attrs: Option<FileAttrs>,
+}
+
+/// What a file keeps of the attributes it was sent with (the
+/// specification's rule, written here again): the `rwx` bits of the mode,
+/// a time within its second's nanoseconds.
+pub fn kept(a: FileAttrs) -> FileAttrs {
+    FileAttrs {
+        mode: a.mode & 0o777,
+        mtime_nanos: a.mtime_nanos.min(999_999_999),
+        ..a
+    }
 }
 
 /// What applying an entry did, by the model.
@@ -74,6 +89,7 @@ impl Catalogue {
         size: u64,
         digest: [u8; 32],
         replace: bool,
+        attrs: Option<FileAttrs>,
     ) -> Outcome {
         let k = (owner, name.to_string());
         if self.files.contains_key(&k) && !replace {
@@ -82,7 +98,15 @@ impl Catalogue {
         if self.conflicts(owner, name) {
             return Outcome::NameConflict;
         }
-        self.files.insert(k, ModelFile { size, digest });
+        let attrs = attrs.map(kept);
+        self.files.insert(
+            k,
+            ModelFile {
+                size,
+                digest,
+                attrs,
+            },
+        );
         Outcome::Stored
     }
 
@@ -129,16 +153,17 @@ impl Catalogue {
                 size,
                 digest,
                 replace,
+                attrs,
                 ..
-            }
-            | Txn::PutFileV1 {
+            } => self.put(*owner, name, *size, *digest, *replace, *attrs),
+            Txn::PutFileV1 {
                 owner,
                 name,
                 size,
                 digest,
                 replace,
                 ..
-            } => self.put(*owner, name, *size, *digest, *replace),
+            } => self.put(*owner, name, *size, *digest, *replace, None),
             Txn::PutFilesV1 {
                 owner,
                 files,
@@ -146,7 +171,7 @@ impl Catalogue {
                 ..
             } => {
                 for f in files {
-                    self.put(*owner, &f.name, f.size, f.digest, *replace);
+                    self.put(*owner, &f.name, f.size, f.digest, *replace, None);
                 }
                 Outcome::Batch
             }
@@ -157,7 +182,7 @@ impl Catalogue {
                 ..
             } => {
                 for f in files {
-                    self.put(*owner, &f.name, f.size, f.digest, *replace);
+                    self.put(*owner, &f.name, f.size, f.digest, *replace, f.attrs);
                 }
                 Outcome::Batch
             }
@@ -304,6 +329,13 @@ impl Catalogue {
         .then_some(f.digest)
     }
 
+    /// The attributes of the file `user` may download as `owner`'s
+    /// `name`, if it is there for them: `Some(None)` for one without.
+    pub fn readable_attrs(&self, user: u64, owner: u64, name: &str) -> Option<Option<FileAttrs>> {
+        self.readable(user, owner, name)?;
+        self.file(owner, name).map(|f| f.attrs)
+    }
+
     /// Is `name` shared with `grantee`, as a file or as a folder?
     pub fn is_shared(&self, owner: u64, name: &str, grantee: u64) -> bool {
         let key = (owner, name.to_string(), grantee);
@@ -326,9 +358,11 @@ impl Catalogue {
                 let shared_with = (self.readers(*owner, name).into_iter())
                     .map(|g| self.name_of(g))
                     .collect();
-                lines.push((self.name_of(*owner), name.clone(), f.size, shared_with));
+                let line = (self.name_of(*owner), name.clone(), f.size, f.attrs);
+                lines.push((line, shared_with));
             } else if self.readable(user, *owner, name).is_some() {
-                lines.push((self.name_of(*owner), name.clone(), f.size, Vec::new()));
+                let line = (self.name_of(*owner), name.clone(), f.size, f.attrs);
+                lines.push((line, Vec::new()));
             }
         }
         lines.sort();
@@ -355,6 +389,7 @@ impl Catalogue {
                 ModelFile {
                     size: f.size,
                     digest: f.digest,
+                    attrs: f.attrs,
                 },
             );
             for g in state.catalogue().grantees(f.owner, &f.name) {
@@ -384,20 +419,16 @@ impl Catalogue {
     }
 }
 
-/// One line of a listing: owner, name, size, grantees.
-pub type ListLine = (String, String, u64, Vec<String>);
+/// One line of a listing: (owner, name, size, attributes), grantees.
+pub type ListLine = ((String, String, u64, Option<FileAttrs>), Vec<String>);
 
 /// A server's listing in the model's canonical form.
 pub fn canonical(listing: &[Listed]) -> Vec<ListLine> {
     let mut lines: Vec<ListLine> = listing
         .iter()
         .map(|l| {
-            (
-                l.owner.clone(),
-                l.name.clone(),
-                l.size,
-                l.shared_with.clone(),
-            )
+            let line = (l.owner.clone(), l.name.clone(), l.size, l.attrs);
+            (line, l.shared_with.clone())
         })
         .collect();
     lines.sort();
@@ -409,9 +440,13 @@ fn describe_files(files: &BTreeMap<(u64, String), ModelFile>) -> String {
         .iter()
         .map(|((o, n), f)| {
             format!(
-                "user{o}/{n} ({} bytes, {})",
+                "user{o}/{n} ({} bytes, {}{})",
                 f.size,
-                crate::disk::short(&f.digest)
+                crate::disk::short(&f.digest),
+                f.attrs.map_or(String::new(), |a| format!(
+                    ", {}",
+                    crate::disk::describe_attrs(&a)
+                ))
             )
         })
         .collect();
@@ -571,7 +606,7 @@ mod tests {
         assert!(h.last().shares.is_empty());
         assert_eq!(
             h.states[5].listing(1),
-            vec![("alice".into(), "a".into(), 1, vec!["bob".into()])]
+            vec![(("alice".into(), "a".into(), 1, None), vec!["bob".into()])]
         );
         assert_eq!(h.between(2, 3).map(|(k, _)| k).collect::<Vec<_>>(), [2, 3]);
         assert_eq!(h.between(9, 99).count(), 0);
@@ -623,7 +658,7 @@ mod tests {
         assert_eq!(h.states[8].readable(2, 1, "dx"), None);
         assert_eq!(
             h.states[6].listing(1)[0],
-            ("alice".into(), "d/a".into(), 1, vec!["bob".into()])
+            (("alice".into(), "d/a".into(), 1, None), vec!["bob".into()])
         );
         assert_eq!(h.last().readable(2, 1, "d/c"), None);
         assert!(h.last().folder_shares.is_empty());
