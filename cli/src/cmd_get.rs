@@ -12,11 +12,10 @@
 //! `get` into that directory after `kill -9`); DEST is never half written.
 //!
 //! An existing DEST is replaced only with `--force`, and then only if it
-//! is a regular file (the new file keeps its owner, and its mode unless the
-//! file got has its own) or a symbolic link (the link is replaced, never
-//! followed): a directory, a FIFO, a socket or a device is refused before
-//! anything is downloaded, and again just before the rename. See
-//! docs/security.md.
+//! is a regular file (the new file keeps its mode and owner) or a symbolic
+//! link (the link is replaced, never followed): a directory, a FIFO, a
+//! socket or a device is refused before anything is downloaded, and again
+//! just before the rename. See docs/security.md.
 //!
 //! A file is given the modification time and the mode (the `rwx` bits,
 //! exactly, whatever the umask: `cp -p`'s way) it was stored with, if it

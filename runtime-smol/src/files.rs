@@ -28,8 +28,7 @@
 //! without following a link (`lstat`): a regular file or a symbolic link
 //! may be replaced, anything else (directory, FIFO, socket, device) is
 //! refused. The new file takes a replaced file's owner and mode (`fchown`
-//! then `fchmod` before the `fsync`; the download's own mode, if
-//! `SetAttrs` gave one, instead; set-ID bits are not carried over; a
+//! then `fchmod` before the `fsync`; set-ID bits are not carried over; a
 //! process that may not give it that owner fails rather than change the
 //! file's hands), is linked in under the hidden `.NAME.ferry-partial-PID`,
 //! the destination is looked at again, and the hidden name is renamed
