@@ -536,6 +536,12 @@ impl State {
     /// A file upload's effect: stored, unless the name is taken and
     /// replacing it was not asked for, or is a folder's (or under a file).
     fn put_file(&mut self, meta: FileMeta, replace: bool, writes: &mut Vec<Write>) -> TxnResult {
+        // An upload whose owner was there when its server ordered it, and
+        // whose account was deleted before it was applied: nothing of a
+        // deleted user may come back.
+        if !self.users.contains_key(&meta.owner) {
+            return TxnResult::NoSuchUser;
+        }
         if self.catalogue.get(meta.owner, &meta.name).is_some() && !replace {
             return TxnResult::FileExists;
         }
@@ -796,6 +802,40 @@ mod tests {
         let back = rebuilt.apply(&register(i + 3, 999, 1, "alice"));
         assert_eq!(back.result, TxnResult::Registered { user_id: 3 });
         assert!(rebuilt.catalogue().owned_by(3).next().is_none());
+    }
+
+    /// The race a sweep found (files seed 1799): an upload is ordered by a
+    /// server that checked its session's login, and the account's deletion
+    /// is ordered before it. Applied after the deletion, it stores nothing.
+    #[test]
+    fn an_upload_applied_after_its_owners_deletion_stores_nothing() {
+        let (mut s, _, i) = alice_and_bob();
+        s.apply(&entry(i + 1, Txn::DeleteAccount { user: 1 }));
+        let put = Txn::PutFile {
+            owner: 1,
+            name: "late".into(),
+            size: 1,
+            digest: [7; 32],
+            replace: true,
+            holder: 1,
+            attrs: None,
+        };
+        assert_eq!(s.apply(&entry(i + 2, put)).result, TxnResult::NoSuchUser);
+        let batch = Txn::PutFiles {
+            owner: 1,
+            files: vec![super::super::entry::NewFile {
+                name: "later".into(),
+                size: 1,
+                digest: [8; 32],
+                attrs: None,
+            }],
+            replace: false,
+            holder: 1,
+        };
+        let r = s.apply(&entry(i + 3, batch)).result;
+        assert_eq!(r, TxnResult::Files(vec![TxnResult::NoSuchUser]));
+        assert!(s.holds_nothing_of(1));
+        assert_eq!(s.catalogue().refs(&[7; 32]), 0);
     }
 
     #[test]

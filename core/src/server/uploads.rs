@@ -92,6 +92,10 @@ impl Ordered {
                 Some(TxnResult::NameConflict { reason }) => Landed::Failed(OpError::NameConflict {
                     reason: reason.clone(),
                 }),
+                // The account was deleted meanwhile: what its sessions hear.
+                Some(TxnResult::NoSuchUser) => Landed::Failed(OpError::InvalidSession {
+                    reason: "no such user".into(),
+                }),
                 other => Landed::Failed(OpError::Unavailable {
                     reason: format!("unexpected result {other:?}"),
                 }),

@@ -1065,6 +1065,13 @@ pub(super) fn answer_to(result: TxnResult, stored: Option<Ordered>) -> SessionMs
         ) => SessionMsg::BatchDone {
             outcomes: Ordered::outcomes(files, failed, stored, &result),
         },
+        // An upload applied after its owner's account was deleted: what
+        // the account's sessions hear (`Accounts::verify_token`).
+        (TxnResult::NoSuchUser, Some(Ordered::One(_))) => {
+            SessionMsg::Failed(OpError::InvalidSession {
+                reason: "no such user".into(),
+            })
+        }
         (result, stored) => answer_one(result, stored),
     }
 }

@@ -153,6 +153,8 @@ pub struct State {
     pub shares: BTreeSet<(String, String, String)>,
     /// (owner, folder, grantee)
     pub folder_shares: BTreeSet<(String, String, String)>,
+    /// Users whose account was deleted (and not registered again since).
+    pub deleted: BTreeSet<String>,
 }
 
 impl State {
@@ -228,6 +230,7 @@ impl Model for Catalogue {
                         let mut s = s.clone();
                         let password = password.clone();
                         s.users.insert(user.clone(), Account { password, id });
+                        s.deleted.remove(user);
                         Some(s)
                     }
                     _ => None,
@@ -266,7 +269,10 @@ impl Model for Catalogue {
             } => {
                 let exists = s.has_file(owner, name) && !replace;
                 let conflict = s.conflict(owner, name);
-                let refused = exists || conflict;
+                // An upload of a deleted account stores nothing (its
+                // client hears its session refused, not recorded here).
+                let gone = s.deleted.contains(owner);
+                let refused = exists || conflict || gone;
                 let file = (*size, *digest, attrs.map(kept));
                 match out {
                     Output::Exists if exists => Some(s.clone()),
@@ -429,6 +435,7 @@ impl Model for Catalogue {
                     Output::AccountDeleted | Output::Unknown if exists => {
                         let mut s = s.clone();
                         s.users.remove(user);
+                        s.deleted.insert(user.clone());
                         s.files.retain(|(o, _), _| o != user);
                         s.shares.retain(|(o, _, g)| o != user && g != user);
                         (s.folder_shares).retain(|(o, _, g)| o != user && g != user);

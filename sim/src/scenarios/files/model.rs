@@ -91,6 +91,12 @@ impl Catalogue {
         replace: bool,
         attrs: Option<FileAttrs>,
     ) -> Outcome {
+        // Ordered before its owner's account was deleted, applied after:
+        // it stores nothing. (Ids are given in order, so an id not above
+        // the highest deleted one and not a user's was deleted.)
+        if owner <= self.retired && !self.users.contains_key(&owner) {
+            return Outcome::NoSuchUser;
+        }
         let k = (owner, name.to_string());
         if self.files.contains_key(&k) && !replace {
             return Outcome::FileExists;
@@ -610,6 +616,20 @@ mod tests {
         );
         assert_eq!(h.between(2, 3).map(|(k, _)| k).collect::<Vec<_>>(), [2, 3]);
         assert_eq!(h.between(9, 99).count(), 0);
+    }
+
+    #[test]
+    fn an_upload_applied_after_its_owners_deletion_stores_nothing() {
+        let log = vec![
+            entry(1, 1, 1, register("alice")),
+            entry(2, 2, 1, register("bob")),
+            entry(3, 1, 2, Txn::DeleteAccount { user: 1 }),
+            entry(4, 3, 1, put(1, "late", 7, true)),
+            entry(5, 2, 2, put(2, "b", 8, false)),
+        ];
+        let h = History::replay(&log);
+        assert_eq!(h.outcomes[3..], [Outcome::NoSuchUser, Outcome::Stored]);
+        assert_eq!(h.last().file(1, "late"), None);
     }
 
     #[test]
