@@ -166,12 +166,14 @@ impl SimFiles {
     }
 }
 
-/// A client's one local file. The harness sets [`LocalFile::source`] before
+/// A client's local files. The harness sets [`LocalFile::sources`] before
 /// an upload and clears [`LocalFile::dest`] before a download.
 #[derive(Default)]
 pub struct LocalFile {
-    /// What an upload reads.
-    pub source: Arc<[u8]>,
+    /// What an upload reads, by read handle: a single upload's file is
+    /// handle 0, file `i` of a batch (`UploadMany`) handle `i`, as
+    /// runtime-smol's `Files::sources` serves them.
+    pub sources: Vec<Arc<[u8]>>,
     /// The hidden partial file of a download in progress.
     pub partial: Option<Vec<u8>>,
     /// The downloaded file, once persisted.
@@ -181,8 +183,9 @@ pub struct LocalFile {
     /// The downloaded file's, once persisted.
     pub dest_attrs: Option<FileAttrs>,
     pub anomalies: Vec<String>,
-    /// Reads carried out and not yet fed: the source as it was.
-    reads: VecDeque<Arc<[u8]>>,
+    /// Reads carried out and not yet fed: the handle, and its source as
+    /// it was.
+    reads: VecDeque<(u64, Arc<[u8]>)>,
     reading: Option<Arc<[u8]>>,
 }
 
@@ -198,14 +201,26 @@ impl LocalFile {
                 file: FileRef::Local,
                 offset,
                 len,
-            } => {
-                self.reads.push_back(self.source.clone());
-                Some(FileAnswer::Read {
-                    handle,
-                    offset,
-                    len,
-                })
-            }
+            } => match self.sources.get(handle as usize) {
+                Some(source) => {
+                    self.reads.push_back((handle, source.clone()));
+                    Some(FileAnswer::Read {
+                        handle,
+                        offset,
+                        len,
+                    })
+                }
+                None => {
+                    self.anomalies.push(format!(
+                        "a client read handle {handle} of {} local file(s)",
+                        self.sources.len()
+                    ));
+                    Some(FileAnswer::Failed {
+                        handle,
+                        failure: FileFailure::other(format!("no local file {handle}")),
+                    })
+                }
+            },
             // The kept part of a download, read back to resume it.
             FileOp::Read {
                 handle,
@@ -214,7 +229,7 @@ impl LocalFile {
                 len,
             } => Some(match &self.partial {
                 Some(partial) => {
-                    self.reads.push_back(partial.as_slice().into());
+                    self.reads.push_back((handle, partial.as_slice().into()));
                     FileAnswer::Read {
                         handle,
                         offset,
@@ -295,9 +310,14 @@ impl LocalFile {
     }
 
     /// The bytes of a read answered `FileAnswer::Read`.
-    pub fn read(&mut self, _handle: u64, offset: u64, len: usize) -> Result<&[u8], FileFailure> {
+    pub fn read(&mut self, handle: u64, offset: u64, len: usize) -> Result<&[u8], FileFailure> {
         match self.reads.pop_front() {
-            Some(file) => Ok(slice(self.reading.insert(file), offset, len)),
+            Some((h, file)) if h == handle => Ok(slice(self.reading.insert(file), offset, len)),
+            Some((h, _)) => {
+                // The world feeds reads in the order it carried them out.
+                (self.anomalies).push(format!("read {h} fed as read {handle}"));
+                Err(FileFailure::other("a read fed out of order"))
+            }
             None => Err(FileFailure::other("a read that was never opened")),
         }
     }
@@ -433,6 +453,36 @@ mod tests {
             to: FileRef::Blob([0; 32]),
         });
         assert_eq!(d.anomalies.len(), 1);
+    }
+
+    #[test]
+    fn read_handle_i_reads_file_i_of_a_batch() {
+        let files = SimFiles::Client(LocalFile::shared());
+        let SimFiles::Client(l) = &files else {
+            unreachable!()
+        };
+        l.borrow_mut().sources = vec![b"zero".to_vec().into(), b"one!".to_vec().into()];
+        let read = |handle| FileOp::Read {
+            handle,
+            file: FileRef::Local,
+            offset: 1,
+            len: 3,
+        };
+        let at = Timestamp::from_micros(0);
+        let mut buf = Vec::new();
+        // Carried out in one order, fed in the same order.
+        for h in [1, 0] {
+            let (answer, _) = files.execute(read(h), at);
+            assert!(matches!(answer, Some(FileAnswer::Read { handle, .. }) if handle == h));
+        }
+        files.read(1, 1, 3, &mut buf).expect("file 1");
+        assert_eq!(buf, b"ne!");
+        files.read(0, 1, 3, &mut buf).expect("file 0");
+        assert_eq!(buf, b"ero");
+        // A handle past the batch: refused, and never a correct client's.
+        let (answer, _) = files.execute(read(2), at);
+        assert!(matches!(answer, Some(FileAnswer::Failed { handle: 2, .. })));
+        assert_eq!(l.borrow().anomalies.len(), 1);
     }
 
     #[test]

@@ -115,6 +115,31 @@ fn a_put_stored_on_its_own_disk_alone_is_caught() {
     );
 }
 
+#[test]
+fn a_batch_stored_on_its_own_disk_alone_is_caught() {
+    // The same bug, seen at a batch's answer: each file it stored is
+    // checked on the disks at that moment.
+    let fires = "answered \"stored\" (UploadMany)";
+    let seed = (1..=40)
+        .filter(|&seed| FilesConfig::swarm(seed).batch_pct > 0)
+        .find(|&seed| {
+            let cfg = FilesConfig::swarm(seed);
+            let broken = sabotaged(Sabotage::StoredOnOneDisk, || run_files_scenario(seed, &cfg));
+            broken.violations.iter().any(|v| v.contains(fires))
+        })
+        .expect("some seed catches a batch answered on one disk's word");
+    let honest = run_files_scenario(seed, &FilesConfig::swarm(seed));
+    assert!(
+        !honest
+            .violations
+            .iter()
+            .any(|v| v.contains("answered \"stored\"")),
+        "seed {seed} fires without the bug too: {:?}",
+        honest.violations
+    );
+    eprintln!("seed {seed} catches a batch answered on one disk's word");
+}
+
 /// The linearizability checker on real histories: a files run's history
 /// (registrations, logins, uploads, deletes, shares, listings) passes, and
 /// the same history with one listing swapped for an older, different one

@@ -36,10 +36,11 @@ pub enum ServerEvent {
         conn: ConnId,
         op: OpCode,
         outcome: String,
-        /// The content an upload's "stored" vouches for: by then it must
-        /// be durable on a majority of the servers (the simulator checks
-        /// their disks at this event).
-        stored: Option<[u8; 32]>,
+        /// The contents an upload's "stored" vouches for (a batch's: each
+        /// file it answers stored): by then each must be durable on a
+        /// majority of the servers (the simulator checks their disks at
+        /// this event). Empty for any other answer.
+        stored: Vec<[u8; 32]>,
     },
     /// A file operation failed on this server's disk (the error names
     /// paths, so it is logged here and not sent to peers).

@@ -739,8 +739,14 @@ impl Sessions {
             other => format!("{other:?}"),
         };
         let stored = match &msg {
-            SessionMsg::FileDone(FileOutcome::Stored { digest, .. }) => Some(*digest),
-            _ => None,
+            SessionMsg::FileDone(FileOutcome::Stored { digest, .. }) => vec![*digest],
+            SessionMsg::BatchDone { outcomes } => (outcomes.iter())
+                .filter_map(|o| match o {
+                    super::messages::Landed::Stored { digest, .. } => Some(*digest),
+                    super::messages::Landed::Failed(_) => None,
+                })
+                .collect(),
+            _ => Vec::new(),
         };
         if let SessionMsg::LoggedIn { .. } = msg {
             // A password just proved (a login, or a password change).

@@ -104,6 +104,18 @@ fn files_refused_in_a_batch_fail_alone_with_their_reason() {
         "{got:?}"
     );
     assert!(matches!(got[4], Landed::Stored { .. }), "{got:?}");
+    // The answer's event names what it vouches for: each file stored, and
+    // none of the failed (the simulator checks each on the disks).
+    let vouched = c.events.iter().rev().find_map(|(ix, e)| match e {
+        ServerEvent::Answered {
+            op: OpCode::UploadMany,
+            stored,
+            ..
+        } if *ix == 0 => Some(stored.clone()),
+        _ => None,
+    });
+    let dx = *blake3::hash(&x).as_bytes();
+    assert_eq!(vouched, Some(vec![dx, dx]));
     let mut listed = names(&mut c, 0, a);
     listed.sort();
     let want: Vec<(String, String)> = ["also good", "good", "taken"]

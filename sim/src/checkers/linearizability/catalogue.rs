@@ -19,6 +19,10 @@
 //! `rm -r` of a file removes it, of a folder every file under it and the
 //! shares of it and of the folders under it.
 //!
+//! A batch of uploads (`ferry put` of several files) that reached the log
+//! is one entry: its files are put one after another, each as a `put`
+//! would be (stored, or refused "exists" or "conflict"), all at one point.
+//!
 //! Where the specification does not order two refusals that both apply
 //! (no such file *and* no such user), either is accepted.
 
@@ -48,6 +52,13 @@ pub enum Input {
         /// As the client sent them: the file keeps the `rwx` bits of the
         /// mode (and a time within a second's nanoseconds).
         attrs: Option<FileAttrs>,
+    },
+    /// The files of a batch that reached the log, in order: (name, size,
+    /// digest), with the batch's `--force`.
+    PutMany {
+        owner: String,
+        files: Vec<(String, u64, [u8; 32])>,
+        replace: bool,
     },
     Rm {
         owner: String,
@@ -86,9 +97,10 @@ impl Input {
             | Input::Login { user, .. }
             | Input::Ls { user }
             | Input::DeleteAccount { user } => vec![user],
-            Input::Put { owner, .. } | Input::Rm { owner, .. } | Input::RmFolder { owner, .. } => {
-                vec![owner]
-            }
+            Input::Put { owner, .. }
+            | Input::PutMany { owner, .. }
+            | Input::Rm { owner, .. }
+            | Input::RmFolder { owner, .. } => vec![owner],
             Input::Share { owner, grantee, .. } | Input::Unshare { owner, grantee, .. } => {
                 vec![owner, grantee]
             }
@@ -117,6 +129,8 @@ pub enum Output {
     Exists,
     /// The name is a folder, or in a folder that is a file.
     Conflict,
+    /// Each file's of a batch: `Stored`, `Exists` or `Conflict`.
+    Batch(Vec<Output>),
     /// `rm` of a folder.
     IsAFolder,
     Deleted,
@@ -286,6 +300,31 @@ impl Model for Catalogue {
                     Output::Unknown => Some(put(s, owner, name, file)),
                     _ => None,
                 }
+            }
+            Input::PutMany {
+                owner,
+                files,
+                replace,
+            } => {
+                let outs: Vec<&Output> = match out {
+                    Output::Batch(outs) if outs.len() == files.len() => outs.iter().collect(),
+                    Output::Unknown => files.iter().map(|_| &Output::Unknown).collect(),
+                    _ => return None,
+                };
+                let mut s = s.clone();
+                for ((name, size, digest), out) in files.iter().zip(outs) {
+                    let put = Input::Put {
+                        owner: owner.clone(),
+                        name: name.clone(),
+                        size: *size,
+                        digest: *digest,
+                        replace: *replace,
+                        // Batches carry none (as from pipes).
+                        attrs: None,
+                    };
+                    s = self.step(&s, &put, out)?;
+                }
+                Some(s)
             }
             Input::Rm { owner, name } => {
                 let exists = s.has_file(owner, name);
@@ -537,6 +576,21 @@ impl fmt::Display for Input {
                 if *replace { " --force" } else { "" },
                 attrs.map_or(String::new(), |a| format!(" ({})", describe_attrs(&a)))
             ),
+            Input::PutMany {
+                owner,
+                files,
+                replace,
+            } => {
+                let each: Vec<String> = (files.iter())
+                    .map(|(n, size, d)| format!("{n:?} ({size} bytes, {})", short(d)))
+                    .collect();
+                write!(
+                    f,
+                    "{owner}: put {}{}",
+                    each.join(", "),
+                    if *replace { " --force" } else { "" }
+                )
+            }
             Input::Rm { owner, name } => write!(f, "{owner}: rm {name:?}"),
             Input::RmFolder { owner, name } => write!(f, "{owner}: rm -r {name:?}"),
             Input::Share {
@@ -576,6 +630,10 @@ impl fmt::Display for Output {
             }
             Output::Exists => f.write_str("exists"),
             Output::Conflict => f.write_str("a file or a folder, not both"),
+            Output::Batch(outs) => {
+                let each: Vec<String> = outs.iter().map(|o| o.to_string()).collect();
+                write!(f, "[{}]", each.join("; "))
+            }
             Output::IsAFolder => f.write_str("is a folder"),
             Output::Deleted => f.write_str("deleted"),
             Output::FolderDeleted => f.write_str("folder deleted"),

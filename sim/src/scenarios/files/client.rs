@@ -1,5 +1,6 @@
-//! The programs of the files scenario: file clients that upload, download,
-//! share, unshare, delete and list as one user, and the verifier of the
+//! The programs of the files scenario: file clients that upload (one file,
+//! or a batch: file `i` read through handle `i`), download, share,
+//! unshare, delete and list as one user, and the verifier of the
 //! healed cluster. (Users are registered and logged in by the replication
 //! scenario's account client, before any of this.)
 //!
@@ -23,7 +24,7 @@ use crate::seeds::SimRng;
 use crate::trace::SharedTrace;
 use ferry_core::accounts::token::SessionToken;
 use ferry_core::client::{Client, ClientConfig, ClientError, ClientEvent};
-use ferry_core::server::messages::FileOutcome;
+use ferry_core::server::messages::{FileOutcome, Landed};
 use ferry_core::server::{OpError, Request, Response};
 use ferry_core::transfer::TransferError;
 use ferry_core::FileAttrs;
@@ -46,6 +47,26 @@ pub struct UserPlan {
     pub password: String,
 }
 
+/// One file of a batch of uploads, in the plan.
+#[derive(Clone)]
+pub struct BatchFile {
+    pub name: String,
+    pub content: Arc<[u8]>,
+    pub digest: [u8; 32],
+}
+
+impl fmt::Debug for BatchFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} ({} bytes, {})",
+            self.name,
+            self.content.len(),
+            short(&self.digest)
+        )
+    }
+}
+
 /// What a file client does, in its plan.
 #[derive(Clone)]
 pub enum OpPlan {
@@ -56,6 +77,13 @@ pub enum OpPlan {
         replace: bool,
         /// The modification time and mode the client sends with it.
         attrs: Option<FileAttrs>,
+    },
+    /// `ferry put` of several files: one batch (`UploadMany`), file `i`
+    /// read through handle `i`, each stored or failed on its own and the
+    /// stored ones ordered as one `PutFiles` entry.
+    UploadMany {
+        files: Vec<BatchFile>,
+        replace: bool,
     },
     /// `owner`: an index into the users, `None` for one's own file.
     Download {
@@ -112,6 +140,14 @@ impl OpPlan {
                 replace: *replace,
                 attrs: *attrs,
             },
+            OpPlan::UploadMany { files, replace } => Request::UploadMany {
+                files: (files.iter())
+                    .map(|f| (f.name.clone(), f.content.len() as u64))
+                    .collect(),
+                replace: *replace,
+                // As from pipes: the batch's files carry no attributes.
+                attrs: Vec::new(),
+            },
             OpPlan::Download { owner, name } => Request::Download {
                 owner: owner.map(|u| users[u].username.clone()),
                 name: name.clone(),
@@ -151,6 +187,15 @@ impl OpPlan {
                 if *replace { " --force" } else { "" },
                 attrs.map_or(String::new(), |a| format!(" ({})", describe_attrs(&a)))
             ),
+            OpPlan::UploadMany { files, replace } => {
+                let each: Vec<String> = files.iter().map(|f| format!("{f:?}")).collect();
+                format!(
+                    "upload {} files: {}{}",
+                    files.len(),
+                    each.join(", "),
+                    if *replace { " --force" } else { "" }
+                )
+            }
             OpPlan::Download { owner: None, name } => format!("download {name:?}"),
             OpPlan::Download {
                 owner: Some(o),
@@ -186,6 +231,9 @@ impl fmt::Debug for OpPlan {
                 content.len(),
                 short(digest)
             ),
+            OpPlan::UploadMany { files, replace } => {
+                write!(f, "UploadMany({files:?}, replace: {replace})")
+            }
             OpPlan::Download { owner, name } => write!(f, "Download({owner:?}, {name:?})"),
             OpPlan::Share { name, user } => write!(f, "Share({name:?}, user #{user})"),
             OpPlan::Unshare { name, user } => write!(f, "Unshare({name:?}, user #{user})"),
@@ -457,7 +505,17 @@ fn describe_client_events() -> Describe<ClientEvent> {
 /// contents named by their digest.
 fn describe_client_event(e: &ClientEvent) -> Option<String> {
     Some(match e {
-        ClientEvent::Progress { .. } => return None,
+        ClientEvent::Progress { .. } | ClientEvent::FileProgress { .. } => return None,
+        // Each file's outcome follows on a line of its own (`run_op`).
+        ClientEvent::Response(Response::Batch(outcomes)) => {
+            let stored = (outcomes.iter())
+                .filter(|o| matches!(o, Landed::Stored { .. }))
+                .count();
+            format!(
+                "batch answered: {stored} of {} files stored",
+                outcomes.len()
+            )
+        }
         ClientEvent::Response(Response::Downloaded { size, digest }) => {
             format!("downloaded {size} bytes, {}", short(digest))
         }
@@ -642,7 +700,10 @@ async fn run_op_cut(
     {
         let mut l = local.borrow_mut();
         match &op {
-            OpPlan::Upload { content, .. } => l.source = content.clone(),
+            OpPlan::Upload { content, .. } => l.sources = vec![content.clone()],
+            OpPlan::UploadMany { files, .. } => {
+                l.sources = files.iter().map(|f| f.content.clone()).collect()
+            }
             OpPlan::Download { .. } => {
                 l.dest = None;
                 l.dest_attrs = None;
@@ -701,6 +762,14 @@ async fn run_op_cut(
         op: rec,
         begin: None,
     });
+    if let (OpPlan::UploadMany { files, .. }, OpResult::Answer(Response::Batch(outcomes))) =
+        (&op, &result)
+    {
+        let mut t = shared.trace.borrow_mut();
+        for (i, (f, o)) in files.iter().zip(outcomes).enumerate() {
+            t.record_now(&name, landed_line(i, files.len(), &f.name, o));
+        }
+    }
     let (downloaded, attrs) = match op {
         OpPlan::Download { .. } => {
             let l = local.borrow();
@@ -717,6 +786,15 @@ async fn run_op_cut(
     o.local_attrs = attrs;
     o.fetching = fetching;
     result
+}
+
+/// The trace line of what became of file `i` of a batch of `n`.
+pub fn landed_line(i: usize, n: usize, name: &str, o: &Landed) -> String {
+    let what = match o {
+        Landed::Stored { size, digest } => format!("stored {size} bytes as {}", short(digest)),
+        Landed::Failed(e) => format!("failed: {e}"),
+    };
+    format!("file {}/{n} {name:?}: {what}", i + 1)
 }
 
 /// What the verifier checks for one user on every server.

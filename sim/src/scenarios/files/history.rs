@@ -1,11 +1,12 @@
 //! The file clients' records as a history of the linearizability
 //! checker's catalogue model (the rules: `checkers::linearizability::record`).
 
-use super::client::{FilesRecord, OpPlan, OpResult, UserPlan};
+use super::client::{BatchFile, FilesRecord, OpPlan, OpRecord, OpResult, UserPlan};
 use crate::checkers::linearizability::catalogue::{Input, Line, Output};
 use crate::checkers::linearizability::record::{self, fold, op, History};
 use crate::clients::account::AccountRecord;
-use ferry_core::server::messages::{FileOutcome, Listed};
+use ferry_core::names::{check_path, is_under};
+use ferry_core::server::messages::{FileOutcome, Landed, Listed};
 use ferry_core::server::{OpError, Response};
 use ferry_core::transfer::TransferError;
 
@@ -28,6 +29,10 @@ fn files(records: &[FilesRecord], users: &[UserPlan], first_client: usize) -> Hi
         };
         let user_name = |u: usize| users.get(u).map(|p| fold(&p.username));
         for o in &r.ops {
+            if let OpPlan::UploadMany { files, replace } = &o.op {
+                h.extend(batch(client, &me, o, files, *replace));
+                continue;
+            }
             let input = match &o.op {
                 OpPlan::Upload {
                     name,
@@ -71,13 +76,103 @@ fn files(records: &[FilesRecord], users: &[UserPlan], first_client: usize) -> Hi
                 }
                 OpPlan::List => Input::Ls { user: me.clone() },
                 OpPlan::DeleteAccount => Input::DeleteAccount { user: me.clone() },
-                OpPlan::Download { .. } | OpPlan::Browse { .. } => continue,
+                OpPlan::Download { .. } | OpPlan::Browse { .. } | OpPlan::UploadMany { .. } => {
+                    continue
+                }
             };
             let Some(output) = file_output(&input, o.result.as_ref()) else {
                 continue;
             };
             h.push(op(client, o.started, o.ended, input, output));
         }
+    }
+    h
+}
+
+/// A batch of uploads as operations of the model. Answered file by file:
+/// the files that reached the log (stored, or refused as the entry was
+/// applied) are one `PutMany`, at one point; a file refused "exists" or
+/// "conflict" at its offer is a `Put` so refused, at its own point within
+/// the batch's (but for a clash the batch may have made itself, which says
+/// nothing of the catalogue); other failures took no effect. Without such
+/// an answer (none, or "unavailable: it may still take effect"), each file
+/// with a good name is an optional `Put`: the entry may have held any of
+/// them, or none (an over-approximation of one entry holding some: sound,
+/// if weaker).
+fn batch(client: usize, me: &str, o: &OpRecord, files: &[BatchFile], replace: bool) -> History {
+    let put = |f: &BatchFile| Input::Put {
+        owner: me.to_string(),
+        name: f.name.clone(),
+        size: f.content.len() as u64,
+        digest: f.digest,
+        replace,
+        attrs: None,
+    };
+    let many = |files: Vec<&BatchFile>| Input::PutMany {
+        owner: me.to_string(),
+        files: (files.iter())
+            .map(|f| (f.name.clone(), f.content.len() as u64, f.digest))
+            .collect(),
+        replace,
+    };
+    let at = |input, output| op(client, o.started, o.ended, input, output);
+    let outcomes = match &o.result {
+        Some(OpResult::Answer(Response::Batch(outcomes))) if outcomes.len() == files.len() => {
+            outcomes
+        }
+        Some(OpResult::Answer(Response::Batch(outcomes))) => {
+            let what = format!("{} outcomes for {} files", outcomes.len(), files.len());
+            return vec![at(many(files.iter().collect()), Output::Unexpected(what))];
+        }
+        result => {
+            let Some(first) = files.first() else {
+                return Vec::new();
+            };
+            return match file_output(&put(first), result.as_ref()) {
+                None => Vec::new(),
+                Some(Output::Unknown) => (files.iter())
+                    .filter(|f| check_path(&f.name).is_ok())
+                    .map(|f| at(put(f), Output::Unknown))
+                    .collect(),
+                Some(other) => vec![at(many(files.iter().collect()), other)],
+            };
+        }
+    };
+    let mut h = Vec::new();
+    let mut reached = Vec::new();
+    let mut said = Vec::new();
+    for (i, (f, landed)) in files.iter().zip(outcomes).enumerate() {
+        let before = &files[..i];
+        match landed {
+            Landed::Stored { size, digest } => {
+                reached.push(f);
+                said.push(Output::Stored {
+                    size: *size,
+                    digest: *digest,
+                });
+            }
+            Landed::Failed(OpError::FileExists) => {
+                reached.push(f);
+                said.push(Output::Exists);
+            }
+            Landed::Failed(OpError::NameConflict { .. }) => {
+                reached.push(f);
+                said.push(Output::Conflict);
+            }
+            Landed::Failed(OpError::Transfer(TransferError::Exists)) => {
+                h.push(at(put(f), Output::Exists))
+            }
+            Landed::Failed(OpError::Transfer(TransferError::Conflict { .. }))
+                if !(before.iter())
+                    .any(|g| is_under(&f.name, &g.name) || is_under(&g.name, &f.name)) =>
+            {
+                h.push(at(put(f), Output::Conflict))
+            }
+            Landed::Failed(_) => {}
+        }
+    }
+    if !reached.is_empty() {
+        h.push(at(many(reached), Output::Batch(said)));
     }
     h
 }

@@ -47,6 +47,11 @@
 //!   and with its attributes, its listing (attributes too) was the
 //!   model's, and a file not shared with the user was
 //!   refused;
+//! - **batches of uploads** ([`check_batch`]): the files that reached the
+//!   log are exactly those of a `PutFiles` from that server committed
+//!   before the answer, with the answer's results; a file answered failed
+//!   was stored by no entry; a stored one is what was sent and is not lost;
+//!   refusals at the offer are right;
 //! - **deleted accounts**: acknowledged ones are in the log before the
 //!   answer; afterwards no server's state holds anything of the user, no
 //!   disk holds the content of their files that nothing else names, and
@@ -76,16 +81,17 @@
 //! that point of the log") and counted; `strict_revocation` makes it a
 //! violation.
 
-use super::client::{FilesRecord, OpPlan, OpRecord, OpResult, UserPlan, VerifyRecord};
+use super::client::{BatchFile, FilesRecord, OpPlan, OpRecord, OpResult, UserPlan, VerifyRecord};
 use super::model::{self, canonical, Catalogue, History, Outcome};
 use super::rot::{rotten_during, Rot};
 use crate::disk::{short, Disk};
 use crate::server_host::View;
 use crate::trace::secs;
 use ferry_core::client::{ClientConfig, ClientError};
-use ferry_core::names::check_path;
+use ferry_core::file_attrs::FileAttrs;
+use ferry_core::names::{check_path, is_under};
 use ferry_core::replication::entry::Txn;
-use ferry_core::server::messages::FileOutcome;
+use ferry_core::server::messages::{FileOutcome, Landed};
 use ferry_core::server::{OpError, Response, ServerConfig};
 use ferry_core::transfer::TransferError;
 use std::collections::{BTreeMap, BTreeSet};
@@ -209,15 +215,15 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
     let h = f.history;
     let last = h.last();
 
-    // Every content a client meant to upload, by digest.
+    // Every content a client meant to upload, by digest; and how often
+    // each user's clients meant to upload each (name, content).
     let mut contents: BTreeMap<[u8; 32], Arc<[u8]>> = BTreeMap::new();
+    let mut planned: BTreeMap<(usize, &str, [u8; 32]), usize> = BTreeMap::new();
     for c in f.clients {
         for s in &c.plan.steps {
-            if let OpPlan::Upload {
-                content, digest, ..
-            } = &s.op
-            {
+            for (name, content, digest, _) in uploads_of(&s.op) {
                 contents.insert(*digest, content.clone());
+                *planned.entry((c.plan.user, name, *digest)).or_default() += 1;
             }
         }
     }
@@ -231,33 +237,45 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
         }
     }
 
-    // Every PutFile names content a client of its owner uploaded under its
-    // name, with the attributes it sent (what of them a file keeps).
+    // Every PutFile (and every file of a PutFiles) names content a client
+    // of its owner uploaded under its name, alone or in a batch, with the
+    // attributes it sent (what of them a file keeps).
     for (k, e, _) in h.upto(u64::MAX) {
-        let Txn::PutFile {
-            owner,
-            name,
-            size,
-            digest,
-            attrs,
-            ..
-        } = &e.txn
-        else {
-            continue;
+        let (owner, files) = match &e.txn {
+            Txn::PutFile {
+                owner,
+                name,
+                size,
+                digest,
+                attrs,
+                ..
+            } => (owner, vec![(name, *size, digest, *attrs)]),
+            Txn::PutFiles { owner, files, .. } => (
+                owner,
+                (files.iter())
+                    .map(|f| (&f.name, f.size, &f.digest, f.attrs))
+                    .collect(),
+            ),
+            _ => continue,
         };
-        let uploaded = f.clients.iter().any(|c| {
-            f.ids[c.plan.user] == Some(*owner)
-                && c.plan.steps.iter().any(|s| {
-                    matches!(&s.op, OpPlan::Upload { name: n, digest: d, content, attrs: a, .. }
-                        if n == name && d == digest && content.len() as u64 == *size
-                            && a.map(model::kept) == attrs.map(model::kept))
-                })
-        });
-        if !uploaded {
-            v.push(format!(
-                "entry #{k} puts user{owner}/{name} ({size} bytes, {}, {attrs:?}), which no client of that user uploaded",
-                short(digest)
-            ));
+        for (name, size, digest, attrs) in files {
+            let uploaded = f.clients.iter().any(|c| {
+                f.ids[c.plan.user] == Some(*owner)
+                    && (c.plan.steps.iter()).any(|s| {
+                        uploads_of(&s.op).any(|(n, content, d, a)| {
+                            n == name
+                                && d == digest
+                                && content.len() as u64 == size
+                                && a.map(model::kept) == attrs.map(model::kept)
+                        })
+                    })
+            });
+            if !uploaded {
+                v.push(format!(
+                    "entry #{k} puts user{owner}/{name} ({size} bytes, {}, {attrs:?}), which no client of that user uploaded",
+                    short(digest)
+                ));
+            }
         }
     }
 
@@ -391,18 +409,9 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
                     };
                     // Not lost: unless replaced or deleted later in the log,
                     // it is in the final catalogue.
-                    let superseded = h.upto(u64::MAX).skip(k as usize).any(|(_, e, o)| {
-                        let by_name = matches!(&e.txn, Txn::PutFile { owner, name: n, .. } | Txn::Delete { owner, name: n }
-                            if *owner == me && n == name)
-                            && matches!(o, Outcome::Stored | Outcome::Deleted);
-                        let by_folder = matches!(&e.txn, Txn::DeleteFolder { owner, folder }
-                            if *owner == me && name.starts_with(&format!("{folder}/")))
-                            && o == Outcome::FolderDeleted;
-                        let by_leaving = matches!(&e.txn, Txn::DeleteAccount { user } if *user == me)
-                            && o == Outcome::AccountDeleted;
-                        by_name || by_folder || by_leaving
-                    });
-                    if !superseded && last.file(me, name).map(|m| m.digest) != Some(*digest) {
+                    if !superseded(h, k, me, name)
+                        && last.file(me, name).map(|m| m.digest) != Some(*digest)
+                    {
                         v.push(format!(
                             "{what}: an acknowledged upload (entry #{k}), never replaced or deleted, is lost: the catalogue holds {:?}",
                             last.file(me, name)
@@ -441,6 +450,22 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
                     "{what}: {name:?} is a good name, refused as bad: {reason}"
                 )),
                 (OpPlan::Upload { .. }, Response::Failed(OpError::Transfer(_))) => {}
+                (OpPlan::UploadMany { files, replace }, Response::Batch(outcomes)) => {
+                    let b = BatchAnswer {
+                        what: &what,
+                        server,
+                        me,
+                        lo,
+                        hi,
+                        files,
+                        replace: *replace,
+                        outcomes,
+                    };
+                    let unique = |f: &BatchFile| {
+                        planned.get(&(c.plan.user, f.name.as_str(), f.digest)) == Some(&1)
+                    };
+                    check_batch(h, &b, &unique, &mut v);
+                }
                 (OpPlan::Download { owner, name }, Response::Downloaded { size, digest }) => {
                     let Some(o) = owner.map_or(Some(me), |u| f.ids[u]) else {
                         continue;
@@ -714,6 +739,227 @@ fn check_put_again(f: &Final<'_>, v: &mut Vec<String>) {
     }
 }
 
+/// A file an operation means to upload: (name, content, digest,
+/// attributes).
+type Upload<'a> = (&'a String, &'a Arc<[u8]>, &'a [u8; 32], Option<FileAttrs>);
+
+/// The files an operation means to upload.
+fn uploads_of(op: &OpPlan) -> impl Iterator<Item = Upload<'_>> {
+    let (one, many) = match op {
+        OpPlan::Upload {
+            name,
+            content,
+            digest,
+            attrs,
+            ..
+        } => (Some((name, content, digest, *attrs)), &[][..]),
+        OpPlan::UploadMany { files, .. } => (None, &files[..]),
+        _ => (None, &[][..]),
+    };
+    let many = many.iter().map(|f| (&f.name, &f.content, &f.digest, None));
+    one.into_iter().chain(many)
+}
+
+/// Whether `me`'s file `name`, stored by entry `k`, was replaced or
+/// deleted by a later entry: a put of that name (alone or in a batch), a
+/// delete of it or of a folder it is in, or the account's deletion.
+fn superseded(h: &History, k: u64, me: u64, name: &str) -> bool {
+    h.upto(u64::MAX).skip(k as usize).any(|(j, e, o)| {
+        let by_put = h.stored_as(j, me, name).is_some();
+        let by_delete = matches!(&e.txn, Txn::Delete { owner, name: n }
+            if *owner == me && n == name)
+            && o == Outcome::Deleted;
+        let by_folder = matches!(&e.txn, Txn::DeleteFolder { owner, folder }
+            if *owner == me && name.starts_with(&format!("{folder}/")))
+            && o == Outcome::FolderDeleted;
+        let by_leaving = matches!(&e.txn, Txn::DeleteAccount { user } if *user == me)
+            && o == Outcome::AccountDeleted;
+        by_put || by_delete || by_folder || by_leaving
+    })
+}
+
+/// A batch's answer, and what it answers.
+pub struct BatchAnswer<'a> {
+    /// The operation, for the violations' text.
+    pub what: &'a str,
+    pub server: u32,
+    /// The user's id.
+    pub me: u64,
+    /// The points of the log the server may have been at (see the module).
+    pub lo: u64,
+    pub hi: u64,
+    pub files: &'a [BatchFile],
+    pub replace: bool,
+    pub outcomes: &'a [Landed],
+}
+
+/// Did file `i` of a batch reach its `PutFiles` (stored, or found to
+/// exist or to clash when the entry was applied)? If so, what the model
+/// must have said of it.
+fn in_entry(o: &Landed) -> Option<Outcome> {
+    match o {
+        Landed::Stored { .. } => Some(Outcome::Stored),
+        Landed::Failed(OpError::FileExists) => Some(Outcome::FileExists),
+        Landed::Failed(OpError::NameConflict { .. }) => Some(Outcome::NameConflict),
+        Landed::Failed(_) => None,
+    }
+}
+
+/// The checks of a batch of uploads (`UploadMany`) answered file by file:
+///
+/// - a file answered `Stored` carries the size and digest the client sent;
+/// - the files that reached the log (stored, or told "exists" or "a file
+///   or a folder, not both" as the entry was applied) are exactly the
+///   files, in order, of a `PutFiles` from that server committed before
+///   the answer, and the model gave each the answer's result: so every
+///   stored file was committed before it was acknowledged, and a file the
+///   answer says failed was not stored by the batch's entry;
+/// - a file that failed stored nothing: if no other upload of its user
+///   planned that name with that content, no entry of the whole log
+///   stores it;
+/// - a stored file is not lost: unless a later entry replaced or deleted
+///   it, the final catalogue holds it with its content;
+/// - a refusal at the offer is right at some point of `lo..=hi`, or by
+///   the batch itself ("exists" only without `--force` and with the name
+///   taken; a bad name only if it is one, or the batch gave it before; a
+///   clash only with a folder or file of the catalogue, or with a name
+///   the batch gave before), and no file of a proven session with room to
+///   spare fails for the session, the quota, the disk or its digest.
+///
+/// `unique`: whether a file's name and content are planned by no other
+/// upload of its user (a failed file's content found stored is then
+/// this batch's doing).
+pub fn check_batch(
+    h: &History,
+    b: &BatchAnswer<'_>,
+    unique: &dyn Fn(&BatchFile) -> bool,
+    v: &mut Vec<String>,
+) {
+    let (what, me) = (b.what, b.me);
+    let range = format!("log points {}..={}", b.lo, b.hi);
+    if b.outcomes.len() != b.files.len() {
+        v.push(format!(
+            "{what}: the batch of {} files was answered {} outcomes",
+            b.files.len(),
+            b.outcomes.len()
+        ));
+        return;
+    }
+    let some = |p: &dyn Fn(&Catalogue) -> bool| h.between(b.lo, b.hi).any(|(_, s)| p(s));
+    let each: Vec<(usize, &BatchFile, Outcome)> = (b.files.iter().zip(b.outcomes))
+        .enumerate()
+        .filter_map(|(i, (f, o))| Some((i, f, in_entry(o)?)))
+        .collect();
+    let entry = (!each.is_empty())
+        .then(|| {
+            h.upto(b.hi)
+                .filter(|(k, e, _)| {
+                    e.origin.server == b.server
+                        && matches!(&e.txn, Txn::PutFiles { owner, files, replace, .. }
+                        if *owner == me
+                            && *replace == b.replace
+                            && files.len() == each.len()
+                            && files.iter().zip(&each).all(|(n, (_, f, _))| {
+                                n.name == f.name
+                                    && n.digest == f.digest
+                                    && n.size == f.content.len() as u64
+                            }))
+                        && (h.file_outcomes(*k).iter()).eq(each.iter().map(|(_, _, o)| o))
+                })
+                .map(|(k, _, _)| k)
+                .last()
+        })
+        .flatten();
+    if !each.is_empty() && entry.is_none() {
+        let said: Vec<String> = (each.iter())
+            .map(|(i, f, o)| format!("file {} {:?} {o:?}", i + 1, f.name))
+            .collect();
+        v.push(format!(
+            "{what}: acknowledged, but no PutFiles from server{} with exactly these files and results ({}) was committed before the answer ({range})",
+            b.server,
+            said.join(", ")
+        ));
+    }
+    let last = h.last();
+    for (i, (f, o)) in b.files.iter().zip(b.outcomes).enumerate() {
+        let name = f.name.as_str();
+        let file = format!("{what}: file {} {name:?}", i + 1);
+        let e = match o {
+            Landed::Stored { size, digest } => {
+                if *digest != f.digest || *size != f.content.len() as u64 {
+                    v.push(format!(
+                        "{file}: stored {size} bytes as {}, but the client sent {} bytes, {}",
+                        short(digest),
+                        f.content.len(),
+                        short(&f.digest)
+                    ));
+                    continue;
+                }
+                let Some(k) = entry else {
+                    continue;
+                };
+                if !superseded(h, k, me, name)
+                    && last.file(me, name).map(|m| m.digest) != Some(f.digest)
+                {
+                    v.push(format!(
+                        "{file}: an acknowledged file of a batch (entry #{k}), never replaced or deleted, is lost: the catalogue holds {:?}",
+                        last.file(me, name)
+                    ));
+                }
+                continue;
+            }
+            Landed::Failed(e) => e,
+        };
+        if unique(f) {
+            let stored = h
+                .upto(u64::MAX)
+                .find(|(k, _, _)| h.stored_as(*k, me, name) == Some(f.digest));
+            if let Some((k, _, _)) = stored {
+                v.push(format!(
+                    "{file}: failed ({e}), yet entry #{k} stored it ({})",
+                    short(&f.digest)
+                ));
+            }
+        }
+        let before = &b.files[..i];
+        let twice = before.iter().any(|g| g.name == name);
+        let within = (before.iter()).any(|g| is_under(name, &g.name) || is_under(&g.name, name));
+        match e {
+            OpError::NotAuthenticated
+            | OpError::InvalidSession { .. }
+            | OpError::Transfer(
+                TransferError::OverQuota { .. }
+                | TransferError::NoSpace { .. }
+                | TransferError::DigestMismatch,
+            ) => v.push(format!(
+                "{file}: a proven session with room to spare must not fail with {e:?}"
+            )),
+            OpError::Transfer(TransferError::Exists)
+                if b.replace || !some(&|s| s.file(me, name).is_some()) =>
+            {
+                v.push(format!(
+                    "{file}: \"exists\", but the name was free at every point of {range} (or replacing was asked)"
+                ))
+            }
+            OpError::Transfer(TransferError::BadName { reason })
+                if check_path(name).is_ok() && !twice =>
+            {
+                v.push(format!(
+                    "{file}: a good name the batch gives once, refused as bad: {reason}"
+                ))
+            }
+            OpError::Transfer(TransferError::Conflict { .. })
+                if !within && !some(&|s| s.conflicts(me, name)) =>
+            {
+                v.push(format!(
+                    "{file}: \"a file or a folder, not both\", but {name:?} clashed with nothing at any point of {range} nor in the batch"
+                ))
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A deleted account leaves nothing on any server: no user, file, share
 /// or peer of it in any server's state, and none of its files' content on
 /// any disk unless another file still names that content.
@@ -971,5 +1217,270 @@ fn check_verifier(f: &Final<'_>, contents: &BTreeMap<[u8; 32], Arc<[u8]>>, v: &m
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_core::replication::entry::{Entry, NewFile, Origin};
+
+    /// Entry `index`, from server 1, of `txn`.
+    fn entry(index: u64, request: u64, txn: Txn) -> Entry {
+        Entry {
+            index,
+            view: 1,
+            at: 0,
+            origin: Origin {
+                server: 1,
+                session: 7,
+                request,
+            },
+            txn,
+        }
+    }
+
+    fn register() -> Txn {
+        Txn::Register {
+            username: "alice".into(),
+            password: ferry_core::accounts::password::PasswordHash {
+                params: ferry_core::accounts::password::PasswordParams::TESTING,
+                salt: [0; 16],
+                hash: [0; 32],
+            },
+        }
+    }
+
+    fn file(name: &str, byte: u8, len: usize) -> BatchFile {
+        let content: Arc<[u8]> = vec![byte; len].into();
+        BatchFile {
+            name: name.into(),
+            digest: *blake3::hash(&content).as_bytes(),
+            content,
+        }
+    }
+
+    fn put_files(files: &[&BatchFile]) -> Txn {
+        Txn::PutFiles {
+            owner: 1,
+            files: (files.iter())
+                .map(|f| NewFile {
+                    name: f.name.clone(),
+                    size: f.content.len() as u64,
+                    digest: f.digest,
+                    attrs: None,
+                })
+                .collect(),
+            replace: false,
+            holder: 1,
+        }
+    }
+
+    fn put_one(f: &BatchFile) -> Txn {
+        Txn::PutFile {
+            owner: 1,
+            name: f.name.clone(),
+            size: f.content.len() as u64,
+            digest: f.digest,
+            replace: false,
+            holder: 1,
+            attrs: None,
+        }
+    }
+
+    fn stored(f: &BatchFile) -> Landed {
+        Landed::Stored {
+            size: f.content.len() as u64,
+            digest: f.digest,
+        }
+    }
+
+    /// The violations of a batch of `files` through server 1, answered
+    /// `outcomes` with the log at `hi` entries of `log`.
+    fn check(log: &[Entry], hi: u64, files: &[BatchFile], outcomes: &[Landed]) -> Vec<String> {
+        let h = History::replay(log);
+        check_with(&h, hi, files, outcomes)
+    }
+
+    fn check_with(h: &History, hi: u64, files: &[BatchFile], outcomes: &[Landed]) -> Vec<String> {
+        let b = BatchAnswer {
+            what: "client1",
+            server: 1,
+            me: 1,
+            lo: 1,
+            hi,
+            files,
+            replace: false,
+            outcomes,
+        };
+        let mut v = Vec::new();
+        check_batch(h, &b, &|_| true, &mut v);
+        v
+    }
+
+    fn fires(v: &[String], what: &str) {
+        assert!(v.iter().any(|x| x.contains(what)), "{what:?} not in {v:?}");
+    }
+
+    /// alice has "a"; her batch stores "b" and is told "a" exists.
+    fn honest() -> (Vec<Entry>, Vec<BatchFile>, Vec<Landed>) {
+        let (a0, a, b) = (file("a", 1, 10), file("a", 2, 5000), file("b", 3, 4097));
+        let log = vec![
+            entry(1, 1, register()),
+            entry(2, 2, put_one(&a0)),
+            entry(3, 3, put_files(&[&b])),
+        ];
+        let outcomes = vec![
+            Landed::Failed(OpError::Transfer(TransferError::Exists)),
+            stored(&b),
+        ];
+        (log, vec![a, b], outcomes)
+    }
+
+    #[test]
+    fn an_honest_batch_passes() {
+        let (log, files, outcomes) = honest();
+        assert_eq!(check(&log, 3, &files, &outcomes), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_batch_answered_before_its_entry_was_committed_is_caught() {
+        let (log, files, outcomes) = honest();
+        // The answer came when only two entries were committed.
+        fires(
+            &check(&log, 2, &files, &outcomes),
+            "no PutFiles from server1",
+        );
+        // Or its entry came from another server, or stored other content.
+        let mut elsewhere = log.clone();
+        elsewhere[2].origin.server = 2;
+        fires(
+            &check(&elsewhere, 3, &files, &outcomes),
+            "no PutFiles from server1",
+        );
+        let mut other = log.clone();
+        other[2] = entry(3, 3, put_files(&[&file("b", 9, 4097)]));
+        fires(
+            &check(&other, 3, &files, &outcomes),
+            "no PutFiles from server1",
+        );
+    }
+
+    #[test]
+    fn a_failed_file_that_was_stored_is_caught() {
+        let (mut log, files, outcomes) = honest();
+        // The entry also stored "a", which the answer says failed.
+        log[2] = entry(3, 3, put_files(&[&files[0], &files[1]]));
+        let v = check(&log, 3, &files, &outcomes);
+        fires(&v, "no PutFiles from server1");
+        // (replace: false and "a" exists, so the model refuses it: with
+        // --force it would be stored, which the next check sees.)
+        let mut forced = log.clone();
+        if let Txn::PutFiles { replace, .. } = &mut forced[2].txn {
+            *replace = true;
+        }
+        let v = check(&forced, 3, &files, &outcomes);
+        fires(&v, "file 1 \"a\": failed");
+        fires(&v, "yet entry #3 stored it");
+        // A batch in which nothing reached the log, whose failed file a
+        // later entry stores all the same.
+        let lone = [files[0].clone()];
+        let failed = [Landed::Failed(OpError::Unavailable {
+            reason: "not copied in time".into(),
+        })];
+        let mut later = log[..2].to_vec();
+        later.push(entry(
+            3,
+            3,
+            Txn::Delete {
+                owner: 1,
+                name: "a".into(),
+            },
+        ));
+        later.push(entry(4, 4, put_one(&files[0])));
+        fires(&check(&later, 4, &lone, &failed), "yet entry #4 stored it");
+        // Not when the same name and content are another upload's too.
+        let h = History::replay(&later);
+        let b = BatchAnswer {
+            what: "client1",
+            server: 1,
+            me: 1,
+            lo: 1,
+            hi: 4,
+            files: &lone,
+            replace: false,
+            outcomes: &failed,
+        };
+        let mut v = Vec::new();
+        check_batch(&h, &b, &|_| false, &mut v);
+        assert!(v.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn a_stored_file_that_is_not_what_was_sent_or_is_lost_is_caught() {
+        let (log, files, mut outcomes) = honest();
+        outcomes[1] = stored(&file("b", 4, 4097));
+        fires(&check(&log, 3, &files, &outcomes), "but the client sent");
+        let (log, files, outcomes) = honest();
+        let mut h = History::replay(&log);
+        // A final catalogue without it, though nothing replaced it.
+        if let Some(last) = h.states.last_mut() {
+            last.files.remove(&(1, "b".to_string()));
+        }
+        fires(&check_with(&h, 3, &files, &outcomes), "is lost");
+        // Replaced later: not lost.
+        let mut replaced = log.clone();
+        let mut newer = put_one(&file("b", 5, 1));
+        if let Txn::PutFile { replace, .. } = &mut newer {
+            *replace = true;
+        }
+        replaced.push(entry(4, 4, newer));
+        assert!(check(&replaced, 3, &files, &outcomes).is_empty());
+    }
+
+    #[test]
+    fn refusals_at_the_offer_must_be_right() {
+        let (log, files, outcomes) = honest();
+        // "exists" for "b", which was free.
+        let mut o = outcomes.clone();
+        o[0] = Landed::Failed(OpError::Transfer(TransferError::Exists));
+        o[1] = Landed::Failed(OpError::Transfer(TransferError::Exists));
+        let v = check(&log[..2], 2, &files, &o);
+        fires(&v, "file 2 \"b\": \"exists\", but the name was free");
+        // A good name given once, refused as bad.
+        let bad = [Landed::Failed(OpError::Transfer(TransferError::BadName {
+            reason: "twice".into(),
+        }))];
+        fires(&check(&log, 3, &files[1..], &bad), "refused as bad");
+        // Given twice it may be; a bad one must be.
+        let twice = [file("c", 1, 1), file("c", 2, 1)];
+        let o = [stored(&twice[0]), bad[0].clone()];
+        let log2 = vec![
+            entry(1, 1, register()),
+            entry(2, 2, put_files(&[&twice[0]])),
+        ];
+        assert!(check(&log2, 2, &twice, &o).is_empty());
+        // A clash with nothing, in the catalogue or the batch.
+        let clash = [Landed::Failed(OpError::Transfer(TransferError::Conflict {
+            reason: "none".into(),
+        }))];
+        fires(
+            &check(&log, 3, &[file("c", 1, 1)], &clash),
+            "clashed with nothing",
+        );
+        // Failures no proven session with room may see.
+        let quota = [Landed::Failed(OpError::Transfer(
+            TransferError::OverQuota {
+                used: 0,
+                quota: 1,
+                needed: 2,
+            },
+        ))];
+        fires(&check(&log, 3, &[file("c", 1, 1)], &quota), "must not fail");
+        // Outcomes not one per file.
+        fires(
+            &check(&log, 3, &files, &outcomes[..1]),
+            "answered 1 outcomes",
+        );
     }
 }

@@ -1,9 +1,10 @@
-//! The "files" scenario: users upload, download, share, unshare, delete and
-//! list files through the balancer on a three-server cluster (server 1 the
-//! master), while the harness restarts a follower, cuts a follower off, and
-//! maybe crashes the master; then the cluster is healed, must converge (the
-//! same log and state everywhere, and on every disk exactly the content the
-//! catalogue names), and a verifier checks every file through every server.
+//! The "files" scenario: users upload (a file, or a batch of them),
+//! download, share, unshare, delete and list files through the balancer on
+//! a three-server cluster (server 1 the master), while the harness restarts
+//! a follower, cuts a follower off, and maybe crashes the master; then the
+//! cluster is healed, must converge (the same log and state everywhere, and
+//! on every disk exactly the content the catalogue names), and a verifier
+//! checks every file through every server.
 //!
 //! VOPR-style, like the replication scenario: a seed picks the swarm options
 //! ([`FilesConfig::swarm`]: load, latencies, and for some seeds slow disks,
@@ -46,14 +47,15 @@ use crate::seeds::Preset;
 use crate::seeds::{files_replay_command, SimRng};
 use crate::trace::secs;
 use client::{
-    add_files_client, add_verifiers, FilesClientPlan, FilesRecord, OpPlan, OpResult, Shared, Step,
-    UserPlan, VerifyRecord, VerifyTask,
+    add_files_client, add_verifiers, BatchFile, FilesClientPlan, FilesRecord, OpPlan, OpResult,
+    Shared, Step, UserPlan, VerifyRecord, VerifyTask,
 };
 use ferry_core::accounts::password::PasswordParams;
 use ferry_core::names::check_path;
 use ferry_core::replication::entry::{Entry, Txn};
 use ferry_core::replication::ReplicaConfig;
-use ferry_core::server::messages::FileOutcome;
+use ferry_core::server::messages::OpCode;
+use ferry_core::server::messages::{FileOutcome, Landed};
 use ferry_core::server::{OpError, Response, ServerConfig, ServerEvent};
 use ferry_core::transfer::TransferError;
 use ferry_core::FileAttrs;
@@ -108,8 +110,13 @@ const COPY_KEEP: Duration = Duration::from_secs(25);
 /// holds a temporary file then proves that kept parts do not leak.
 const PARTIAL_KEEP: Duration = Duration::from_secs(20);
 /// How long the healed cluster gets to converge: a copy received just
-/// before the heal is garbage only once `COPY_KEEP` has run out.
-const SETTLE_MAX: Duration = Duration::from_secs(25 + 20);
+/// before the heal is garbage only once `COPY_KEEP` has run out, and on a
+/// slow disk it lands only once the persists queued before it are done:
+/// with batches, whose files' copies queue behind one another, up to ~21 s
+/// after the heal (files seed 57: a copy of a failed batch's file lands
+/// on server3 20.8 s after the heal and is collected 25 s later, 0.8 s
+/// past the 45 s this was).
+const SETTLE_MAX: Duration = Duration::from_secs(25 + 40);
 /// How long a slow disk takes to persist a file: beyond a heartbeat's
 /// silence (3 s), and a few of them queued exceed a request's timeout.
 pub const SLOW_DISK: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(4));
@@ -148,6 +155,25 @@ const CUT_UPLOADS_PCT: u32 = 30;
 /// A cut upload's size: over two blocks, so that the server keeps a part
 /// it can resume from.
 const CUT_SIZES: (u64, u64) = (300 << 10, 1 << 20);
+
+/// Chance (percent) that a swarm seed has batches of uploads
+/// (`UploadMany`, what `ferry put` of several files sends).
+pub const BATCHES_PCT: u32 = 40;
+/// Of such a seed's operations, the share (percent) that are batches
+/// instead.
+const BATCH_OPS_PCT: u32 = 20;
+/// Files in a batch, at least and at most.
+const BATCH_FILES: (u64, u64) = (2, 5);
+/// The names batches store, mostly: few, so that batches of one user's
+/// clients replace one another's files (or are told they exist), two of
+/// them in the folder `sub`.
+const BATCH_NAMES: [&str; 4] = ["b1.txt", "b2.txt", "sub/b3.txt", "sub/b4.txt"];
+/// Names of a batch's file that clash with what a batch makes (a file
+/// where `sub` is a folder, a folder where `b1.txt` is a file), within the
+/// batch or with the catalogue.
+const BATCH_CLASHES: [&str; 2] = ["sub", "b1.txt/x"];
+/// Sizes of a batch's small files: empty, one byte, around one chunk.
+const BATCH_SMALL_SIZES: [u64; 5] = [0, 1, 4095, 4096, 4097];
 
 /// The knobs; [`FilesConfig::swarm`] draws them from a seed.
 #[derive(Clone, Debug)]
@@ -228,6 +254,12 @@ pub struct FilesConfig {
     /// first (see [`Step::cut`]). None by default; the swarm gives
     /// [`CUT_SEEDS_PCT`] of its seeds [`CUT_UPLOADS_PCT`].
     pub cut_pct: u32,
+    /// Chance (percent) that an operation is a batch of uploads instead
+    /// (2–5 files, small and multi-chunk, now and then a name twice in
+    /// the batch, a name that clashes with a folder or a file, a name of
+    /// the single uploads, a bad name). None by default; the swarm gives
+    /// [`BATCHES_PCT`] of its seeds [`BATCH_OPS_PCT`].
+    pub batch_pct: u32,
     /// Treat a download served from a state older than an unshare or a
     /// delete already acknowledged to the owner as a violation. The
     /// contract (docs/transfer.md) is "shared at that point of the log":
@@ -267,6 +299,7 @@ impl Default for FilesConfig {
             other_follower_cut_pct: 75,
             leave_pct: 0,
             cut_pct: 0,
+            batch_pct: 0,
             strict_revocation: false,
             tick: Duration::from_millis(2),
             duration: Duration::from_secs(240),
@@ -338,6 +371,10 @@ impl FilesConfig {
         if SimRng::new(seed, 68).chance(ATTRS_PCT) {
             cfg.attrs_pct = ATTRS_UPLOADS_PCT;
         }
+        // And one for batches: seeds without them keep their runs.
+        if SimRng::new(seed, BATCH_SEED_STREAM).chance(BATCHES_PCT) {
+            cfg.batch_pct = BATCH_OPS_PCT;
+        }
         cfg
     }
 }
@@ -363,6 +400,8 @@ impl FilesPlan {
         let mut cuts = SimRng::new(seed, 38);
         // And uploads' attributes, apart again.
         let mut attrs = SimRng::new(seed, 69);
+        // So do batches, from a stream of their own again.
+        let mut batches = SimRng::new(seed, BATCH_PLAN_STREAM);
         let users: Vec<UserPlan> = USERNAMES[..cfg.users.clamp(1, 4) as usize]
             .iter()
             .map(|u| UserPlan {
@@ -396,6 +435,9 @@ impl FilesPlan {
                         if cfg.attrs_pct > 0 && attrs.chance(cfg.attrs_pct) {
                             *a = Some(draw_attrs(&mut attrs));
                         }
+                    }
+                    if batches.chance(cfg.batch_pct) {
+                        op = draw_batch(&mut batches, cfg);
                     }
                     // Mostly, an unshare takes back a share this client made.
                     if let OpPlan::Unshare { .. } = op {
@@ -625,6 +667,53 @@ fn draw_attrs(rng: &mut SimRng) -> FileAttrs {
     }
 }
 
+/// The stream that decides whether a swarm seed has batches (one under
+/// which the pinned seeds 3, 172 and 211 have none, and seed 7, which
+/// `same_seed_same_trace` runs twice, has some), and the one its plan
+/// draws them from.
+const BATCH_SEED_STREAM: u64 = 42;
+const BATCH_PLAN_STREAM: u64 = 43;
+
+/// A batch of uploads: 2–5 files, mostly of [`BATCH_NAMES`], some small
+/// and some of many chunks (a few of many frames), `--force` half the
+/// time. Now and then a file's name is one the batch gave already (the
+/// server refuses the second), clashes with a folder or a file
+/// ([`BATCH_CLASHES`]), is a single upload's ([`FILE_NAMES`]: "exists",
+/// or replaced) or is bad; or its content is an earlier file's of the
+/// batch (two names, one blob).
+fn draw_batch(rng: &mut SimRng, cfg: &FilesConfig) -> OpPlan {
+    let n = rng.range(BATCH_FILES.0, BATCH_FILES.1);
+    let mut files: Vec<BatchFile> = Vec::new();
+    for _ in 0..n {
+        let name = match rng.range(0, 99) {
+            0..=7 if !files.is_empty() => rng.pick(&files).name.clone(),
+            0..=15 => rng.pick(&FILE_NAMES).to_string(),
+            16..=22 => rng.pick(&BATCH_CLASHES).to_string(),
+            23..=25 => rng.pick(&BAD_NAMES).to_string(),
+            _ => rng.pick(&BATCH_NAMES).to_string(),
+        };
+        let content: Arc<[u8]> = if !files.is_empty() && rng.chance(8) {
+            rng.pick(&files).content.clone()
+        } else {
+            let size = match rng.range(0, 99) {
+                0..=34 => *rng.pick(&BATCH_SMALL_SIZES),
+                35..=84 => rng.range(4097, 64 << 10),
+                _ => rng.range(64 << 10, (200 << 10).min(cfg.max_size.max(64 << 10))),
+            };
+            random_bytes(rng, size as usize).into()
+        };
+        files.push(BatchFile {
+            name,
+            digest: *blake3::hash(&content).as_bytes(),
+            content,
+        });
+    }
+    OpPlan::UploadMany {
+        files,
+        replace: rng.chance(50),
+    }
+}
+
 /// One operation of a client of `user`.
 fn draw_op(
     rng: &mut SimRng,
@@ -759,6 +848,8 @@ pub struct FilesDetails {
     /// Folder shares and `rm -r` of folders that the committed log applied.
     pub folder_shares: u64,
     pub folders_deleted: u64,
+    /// `PutFiles` entries the committed log applied (not retries).
+    pub batches_committed: u64,
     /// Blobs persisted on the servers' disks: from uploads and from
     /// fetches between servers.
     pub blobs_persisted: u64,
@@ -780,10 +871,38 @@ impl Details for FilesDetails {
     /// How often interesting things happened, for a sweep's summary.
     fn counts(&self) -> Vec<(&'static str, u64)> {
         let mut c = [0u64; 18];
+        let mut b = [0u64; 6];
         for r in &self.clients {
             for op in &r.ops {
                 let step = &op.op;
                 match (step, &op.result) {
+                    (
+                        OpPlan::UploadMany { files, .. },
+                        Some(OpResult::Answer(Response::Batch(outcomes))),
+                    ) => {
+                        b[0] += 1;
+                        for (f, o) in files.iter().zip(outcomes) {
+                            match o {
+                                Landed::Stored { .. } => {
+                                    b[1] += 1;
+                                    if f.content.len() > 4096 {
+                                        b[2] += 1;
+                                    }
+                                }
+                                Landed::Failed(
+                                    OpError::FileExists
+                                    | OpError::NameConflict { .. }
+                                    | OpError::Transfer(
+                                        TransferError::Exists | TransferError::Conflict { .. },
+                                    ),
+                                ) => b[3] += 1,
+                                Landed::Failed(OpError::Transfer(TransferError::BadName {
+                                    ..
+                                })) => b[4] += 1,
+                                Landed::Failed(_) => b[5] += 1,
+                            }
+                        }
+                    }
                     (
                         OpPlan::Upload { content, .. },
                         Some(OpResult::Answer(Response::File(FileOutcome::Stored { .. }))),
@@ -899,6 +1018,22 @@ impl Details for FilesDetails {
                 c[14],
             ),
             ("rm of a folder refused (it takes -r)", c[15]),
+            ("batches of uploads answered (UploadMany)", b[0]),
+            ("  files they stored", b[1]),
+            ("    of them of many chunks", b[2]),
+            (
+                "  files told 'exists' or 'a file or a folder, not both'",
+                b[3],
+            ),
+            (
+                "  files refused for a bad name or one the batch gave twice",
+                b[4],
+            ),
+            ("  files failed otherwise", b[5]),
+            (
+                "batches committed (PutFiles entries)",
+                self.batches_committed,
+            ),
             ("accounts deleted", c[16]),
             (
                 "  operations refused after: the session's account was gone",
@@ -1193,19 +1328,20 @@ pub fn run_files_scenario(seed: u64, cfg: &FilesConfig) -> FilesOutcome {
         }
     }
     let mut stale = 0;
-    let mut folders = [0; 2];
+    let mut tally = [0; 3];
     if let Some(history) = &final_history {
         stale = f.check_final_state(history);
         for (_, e, o) in history.upto(u64::MAX) {
             match (&e.txn, o) {
-                (Txn::ShareFolder { .. }, model::Outcome::Shared) => folders[0] += 1,
-                (Txn::DeleteFolder { .. }, model::Outcome::FolderDeleted) => folders[1] += 1,
+                (Txn::ShareFolder { .. }, model::Outcome::Shared) => tally[0] += 1,
+                (Txn::DeleteFolder { .. }, model::Outcome::FolderDeleted) => tally[1] += 1,
+                (Txn::PutFiles { .. }, model::Outcome::Batch) => tally[2] += 1,
                 _ => {}
             }
         }
     }
     let lin = f.check_linearizability();
-    f.finish(cfg, plan, converged_state, stale, folders, lin)
+    f.finish(cfg, plan, converged_state, stale, tally, lin)
 }
 
 /// The harness, and what the files scenario keeps beside it.
@@ -1359,12 +1495,13 @@ impl<'c> Files<'c> {
                 digest: digest.clone(),
                 verdict: verdict.clone(),
             }),
-            // The disks as they are at the very moment of the answer.
-            ServerEvent::Answered {
-                stored: Some(d), ..
-            } => {
-                if let Some(line) = durable_on_too_few(id, d, &disks.borrow()) {
-                    fragile.borrow_mut().push(Fragile { digest: *d, line });
+            // The disks as they are at the very moment of the answer: each
+            // content the answer vouches for (a batch's, each it stored).
+            ServerEvent::Answered { op, stored, .. } => {
+                for d in stored {
+                    if let Some(line) = durable_on_too_few(id, *op, d, &disks.borrow()) {
+                        fragile.borrow_mut().push(Fragile { digest: *d, line });
+                    }
                 }
             }
             _ => {}
@@ -1684,7 +1821,8 @@ impl<'c> Files<'c> {
         plan: FilesPlan,
         converged: Option<String>,
         stale_downloads: usize,
-        folders: [u64; 2],
+        // Entries applied: folder shares, `rm -r` of folders, batches.
+        tally: [u64; 3],
         lin: LinCheck,
     ) -> FilesOutcome {
         let details = FilesDetails {
@@ -1696,8 +1834,9 @@ impl<'c> Files<'c> {
             converged,
             committed: self.replicas.watch.committed(),
             stale_downloads,
-            folder_shares: folders[0],
-            folders_deleted: folders[1],
+            folder_shares: tally[0],
+            folders_deleted: tally[1],
+            batches_committed: tally[2],
             blobs_persisted: self.h.disks.iter().map(|d| d.borrow().persisted).sum(),
             rots_missed: self.rotter.missed,
             rots: self.rotter.into_rots(),
@@ -1744,17 +1883,16 @@ impl Fragile {
         named: &BTreeSet<[u8; 32]>,
         fresh: &[Entry],
     ) -> bool {
-        let put_again = fresh
-            .iter()
-            .any(|e| matches!(&e.txn, Txn::PutFile { digest, .. } if *digest == self.digest));
+        // A single upload's, or a batch's.
+        let put_again = fresh.iter().any(|e| e.txn.names(&self.digest));
         named.contains(&self.digest) && !committed.digests().contains(&self.digest) && !put_again
     }
 }
 
-/// The violation if server `id` answers "stored" for `d` while fewer than a
-/// majority of `disks` hold it: one more lost disk could lose an
-/// acknowledged file.
-fn durable_on_too_few(id: u32, d: &[u8; 32], disks: &[SharedDisk]) -> Option<String> {
+/// The violation if server `id` answers "stored" for `d` (to `op`: an
+/// upload, or a batch of them) while fewer than a majority of `disks` hold
+/// it: one more lost disk could lose an acknowledged file.
+fn durable_on_too_few(id: u32, op: OpCode, d: &[u8; 32], disks: &[SharedDisk]) -> Option<String> {
     let n = disks.len();
     let holding = disks
         .iter()
@@ -1762,7 +1900,7 @@ fn durable_on_too_few(id: u32, d: &[u8; 32], disks: &[SharedDisk]) -> Option<Str
         .count();
     (holding < n / 2 + 1).then(|| {
         format!(
-            "server{id} answered \"stored\" for {} while it was durable on {holding} of {n} disks",
+            "server{id} answered \"stored\" ({op:?}) for {} while it was durable on {holding} of {n} disks",
             short(d),
         )
     })
@@ -1832,5 +1970,38 @@ mod tests {
         // answer may be for the new put.
         let (c, named) = after(&[put(1, 1, 0xa), put(2, 2, 0xb)]);
         assert!(!fragile(0xa).replaced_before(&c, &named, &[put(3, 3, 0xa)]));
+        // Put again by a batch: the same.
+        let mut batch = put(3, 3, 0);
+        batch.txn = Txn::PutFiles {
+            owner: 1,
+            files: [0xc, 0xa]
+                .map(|d| ferry_core::replication::entry::NewFile {
+                    name: format!("f{d}"),
+                    size: 1,
+                    digest: [d; 32],
+                    attrs: None,
+                })
+                .to_vec(),
+            replace: false,
+            holder: 1,
+        };
+        assert!(!fragile(0xa).replaced_before(&c, &named, &[batch]));
+    }
+
+    #[test]
+    fn a_stored_file_of_a_batch_on_too_few_disks_is_named() {
+        let disks: Vec<SharedDisk> = (0..3).map(|_| crate::disk::shared_disk()).collect();
+        let content = b"x".to_vec();
+        let d = *blake3::hash(&content).as_bytes();
+        disks[0].borrow_mut().blobs.insert(d, content.into());
+        let line = durable_on_too_few(1, OpCode::UploadMany, &d, &disks);
+        let want = format!(
+            "server1 answered \"stored\" (UploadMany) for {} while it was durable on 1 of 3 disks",
+            short(&d)
+        );
+        assert_eq!(line, Some(want));
+        let copy = disks[0].borrow().blobs[&d].clone();
+        disks[2].borrow_mut().blobs.insert(d, copy);
+        assert_eq!(durable_on_too_few(1, OpCode::UploadMany, &d, &disks), None);
     }
 }

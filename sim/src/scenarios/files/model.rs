@@ -56,7 +56,8 @@ pub enum Outcome {
     Unshared,
     NotShared,
     Deleted,
-    /// A batch's files, each stored or found to exist, as `PutFile` would.
+    /// A batch's files, each applied as `PutFile` would be: what became of
+    /// each is [`History::files`].
     Batch,
     /// `rm -r` of a folder (or of what was left of its shares).
     FolderDeleted,
@@ -117,19 +118,50 @@ impl Catalogue {
     }
 
     pub fn apply(&mut self, e: &Entry) -> Outcome {
+        self.apply_each(e).0
+    }
+
+    /// [`Catalogue::apply`], and for a `PutFiles` what became of each of
+    /// its files, in order (`Stored`, `FileExists` or `NameConflict`);
+    /// empty for any other entry, and for a retried one.
+    pub fn apply_each(&mut self, e: &Entry) -> (Outcome, Vec<Outcome>) {
+        if let Txn::PutFiles {
+            owner,
+            files,
+            replace,
+            ..
+        } = &e.txn
+        {
+            if self.retried(e) {
+                return (Outcome::Duplicate, Vec::new());
+            }
+            let each = (files.iter())
+                .map(|f| self.put(*owner, &f.name, f.size, f.digest, *replace, f.attrs))
+                .collect();
+            return (Outcome::Batch, each);
+        }
+        (self.apply_one(e), Vec::new())
+    }
+
+    /// Whether `e` is a retry of a request its session already had
+    /// applied; notes it applied otherwise.
+    fn retried(&mut self, e: &Entry) -> bool {
+        let key = e.origin.dedup_key();
+        if (self.sessions.get(&key)).is_some_and(|r| *r >= e.origin.request) {
+            return true;
+        }
+        self.sessions.insert(key, e.origin.request);
+        false
+    }
+
+    fn apply_one(&mut self, e: &Entry) -> Outcome {
         if e.txn == Txn::Noop {
             // A new master's first entry: no client's, changes nothing.
             return Outcome::Duplicate;
         }
-        let key = e.origin.dedup_key();
-        if self
-            .sessions
-            .get(&key)
-            .is_some_and(|r| *r >= e.origin.request)
-        {
+        if self.retried(e) {
             return Outcome::Duplicate;
         }
-        self.sessions.insert(key, e.origin.request);
         match &e.txn {
             Txn::Register { username, .. } => {
                 if self.by_name.contains_key(username) {
@@ -181,17 +213,8 @@ impl Catalogue {
                 }
                 Outcome::Batch
             }
-            Txn::PutFiles {
-                owner,
-                files,
-                replace,
-                ..
-            } => {
-                for f in files {
-                    self.put(*owner, &f.name, f.size, f.digest, *replace, f.attrs);
-                }
-                Outcome::Batch
-            }
+            // Applied by `apply_each`.
+            Txn::PutFiles { .. } => Outcome::Batch,
             Txn::Share {
                 owner,
                 name,
@@ -467,23 +490,37 @@ pub struct History {
     pub states: Vec<Catalogue>,
     /// `outcomes[k - 1]`: what entry `k` did.
     pub outcomes: Vec<Outcome>,
+    /// `files[k - 1]`: what entry `k`, a `PutFiles`, did with each of its
+    /// files (empty for other entries).
+    pub files: Vec<Vec<Outcome>>,
 }
 
 impl History {
     pub fn replay(entries: &[Entry]) -> Self {
         let mut states = Vec::with_capacity(entries.len() + 1);
         let mut outcomes = Vec::with_capacity(entries.len());
+        let mut files = Vec::with_capacity(entries.len());
         let mut c = Catalogue::default();
         states.push(c.clone());
         for e in entries {
-            outcomes.push(c.apply(e));
+            let (o, each) = c.apply_each(e);
+            outcomes.push(o);
+            files.push(each);
             states.push(c.clone());
         }
         History {
             entries: entries.to_vec(),
             states,
             outcomes,
+            files,
         }
+    }
+
+    /// What entry `k`, a `PutFiles`, did with each of its files.
+    pub fn file_outcomes(&self, k: u64) -> &[Outcome] {
+        (k.checked_sub(1))
+            .and_then(|i| self.files.get(i as usize))
+            .map_or(&[], Vec::as_slice)
     }
 
     pub fn last(&self) -> &Catalogue {
@@ -510,6 +547,29 @@ impl History {
             .zip(&self.outcomes)
             .enumerate()
             .map(|(i, (e, o))| (i as u64 + 1, e, *o))
+    }
+
+    /// The content entry `k` stored as `owner`'s `name` (a `PutFile`, or
+    /// a file of a `PutFiles`), if it stored one.
+    pub fn stored_as(&self, k: u64, owner: u64, name: &str) -> Option<[u8; 32]> {
+        let e = self.entries.get(k.checked_sub(1)? as usize)?;
+        match &e.txn {
+            Txn::PutFile {
+                owner: o,
+                name: n,
+                digest,
+                ..
+            } if *o == owner && n == name => {
+                (self.outcomes[k as usize - 1] == Outcome::Stored).then_some(*digest)
+            }
+            Txn::PutFiles {
+                owner: o, files, ..
+            } if *o == owner => (files.iter())
+                .zip(self.file_outcomes(k))
+                .find(|(f, r)| f.name == name && **r == Outcome::Stored)
+                .map(|(f, _)| f.digest),
+            _ => None,
+        }
     }
 }
 
@@ -616,6 +676,55 @@ mod tests {
         );
         assert_eq!(h.between(2, 3).map(|(k, _)| k).collect::<Vec<_>>(), [2, 3]);
         assert_eq!(h.between(9, 99).count(), 0);
+    }
+
+    fn put_files(owner: u64, files: &[(&str, u8)], replace: bool) -> Txn {
+        Txn::PutFiles {
+            owner,
+            files: (files.iter())
+                .map(|(n, d)| ferry_core::replication::entry::NewFile {
+                    name: n.to_string(),
+                    size: 1,
+                    digest: [*d; 32],
+                    attrs: None,
+                })
+                .collect(),
+            replace,
+            holder: 1,
+        }
+    }
+
+    #[test]
+    fn a_batch_applies_each_file_as_a_put_would() {
+        let log = vec![
+            entry(1, 1, 1, register("alice")),
+            entry(2, 1, 2, put(1, "a", 7, false)),
+            entry(3, 1, 3, put(1, "d/x", 7, false)),
+            // "a" exists, "d" is a folder, "b" is new.
+            entry(
+                4,
+                1,
+                4,
+                put_files(1, &[("a", 8), ("d", 8), ("b", 9)], false),
+            ),
+            // Retried: applied once.
+            entry(5, 1, 4, put_files(1, &[("b", 5)], true)),
+            entry(6, 1, 5, put_files(1, &[("a", 8), ("b", 5)], true)),
+        ];
+        let h = History::replay(&log);
+        use Outcome::*;
+        assert_eq!(h.outcomes[3..], [Batch, Duplicate, Batch]);
+        assert_eq!(h.file_outcomes(4), [FileExists, NameConflict, Stored]);
+        assert!(h.file_outcomes(5).is_empty());
+        assert_eq!(h.file_outcomes(6), [Stored, Stored]);
+        assert_eq!(h.file_outcomes(99), []);
+        assert_eq!(h.stored_as(4, 1, "b"), Some([9; 32]));
+        assert_eq!(h.stored_as(4, 1, "a"), None, "it existed");
+        assert_eq!(h.stored_as(5, 1, "b"), None, "a retry");
+        assert_eq!(h.stored_as(2, 1, "a"), Some([7; 32]));
+        assert_eq!(h.stored_as(2, 2, "a"), None, "another owner's");
+        assert_eq!(h.states[4].file(1, "b").map(|f| f.digest), Some([9; 32]));
+        assert_eq!(h.last().file(1, "a").map(|f| f.digest), Some([8; 32]));
     }
 
     #[test]
