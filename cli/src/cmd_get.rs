@@ -39,6 +39,8 @@ use crate::error::CliError;
 use crate::files_ui::{self, human_size, Bars};
 use crate::{say, ClientArgs};
 use ferry_core::accounts::token::SessionToken;
+use ferry_core::replication::entry::{BATCH_FILES, BATCH_NAME_BYTES};
+use ferry_core::server::messages::Landed;
 use ferry_core::server::{OpError, Request, Response};
 use ferry_core::transfer::TransferError;
 use ferry_runtime_smol::Files;
@@ -210,7 +212,11 @@ fn fetch(
     // A partial file is kept only for a download that was cut off with
     // something in it; a download that failed for good leaves none.
     for (i, part) in parts.iter().enumerate() {
-        let answer = answers.as_ref().ok().and_then(|a| a.get(i));
+        let answer = answers
+            .as_ref()
+            .ok()
+            .and_then(|a| a.get(i))
+            .and_then(Option::as_ref);
         let held = std::fs::symlink_metadata(part).map_or(0, |m| m.len());
         if held > 0 && was_cut_off(answer) {
             eprintln!(
@@ -393,17 +399,24 @@ fn was_cut_off(answer: Option<&Response>) -> bool {
 }
 
 /// Downloads `downloads` through one session; returns an answer per
-/// download (a failed one does not stop the others).
+/// download, in order (`None`: never asked, the session was lost first). A
+/// failed one does not stop the others. One file goes alone, as does one
+/// with a partial file kept from an interrupted try (it resumes); the
+/// others go as batches (`DownloadMany`): small files back to back, with
+/// no round trip of their own.
 fn download(
     args: &Args,
     token: SessionToken,
     downloads: &[Download],
     to_stdout: bool,
-) -> Result<Vec<Response>, CliError> {
+) -> Result<Vec<Option<Response>>, CliError> {
     let by_name: HashMap<&str, &Download> =
         downloads.iter().map(|d| (d.name.as_str(), d)).collect();
     let bars = Bars::default();
     let current = std::cell::RefCell::new(String::new());
+    // A batch's bar counts the bytes of all its files (their sizes are
+    // learnt as they are offered).
+    let moved = std::cell::RefCell::new(HashMap::<u64, (u64, u64)>::new());
     let mut progress = |p| {
         let name = files_ui::shown(&current.borrow());
         match &p {
@@ -417,6 +430,12 @@ fn download(
                  the server (it changed since); starting over",
                 human_size(*bytes)
             )),
+            Progress::File { file, bytes, total } => {
+                let mut moved = moved.borrow_mut();
+                moved.insert(*file, (*bytes, *total));
+                let (bytes, total) = (moved.values()).fold((0, 0), |(b, t), (x, y)| (b + x, t + y));
+                return bars.show(Progress::Transfer { bytes, total });
+            }
             _ => {}
         }
         bars.show(p)
@@ -427,37 +446,125 @@ fn download(
     // must stay readable to be copied out.
     plan.cfg.preserve = !args.no_preserve && !to_stdout;
     let force = args.force;
-    plan.files = Some(Box::new(|request: &Request| {
-        let Request::Download { name, .. } = request else {
-            return None;
-        };
-        let d = by_name.get(name.as_str())?;
-        bars.start(0, name);
-        current.replace(name.clone());
-        Some(match to_stdout {
-            // A private copy, gone with the command: not resumed.
-            true => Files::destination_unnamed(&d.dest, force),
-            false => Files::destination(&d.dest, force),
-        })
+    plan.files = Some(Box::new(|request: &Request| match request {
+        Request::Download { name, .. } => {
+            let d = by_name.get(name.as_str())?;
+            bars.start(0, name);
+            current.replace(name.clone());
+            Some(match to_stdout {
+                // A private copy, gone with the command: not resumed.
+                true => Files::destination_unnamed(&d.dest, force),
+                false => Files::destination(&d.dest, force),
+            })
+        }
+        Request::DownloadMany { files } => {
+            let dests: Vec<(PathBuf, bool)> = (files.iter())
+                .filter_map(|(_, name)| by_name.get(name.as_str()))
+                .map(|d| (d.dest.clone(), force))
+                .collect();
+            bars.start(0, &format!("{} files", files.len()));
+            moved.borrow_mut().clear();
+            Some(Files::destinations(&dests))
+        }
+        _ => None,
     }));
     plan.progress = Some(&mut progress);
-    let requests = downloads
-        .iter()
-        .map(|d| Request::Download {
-            owner: args.owner.clone(),
-            name: d.name.clone(),
-        })
-        .collect();
+    let (requests, covers) = requests(args.owner.as_ref(), downloads, to_stdout);
     let answers = client_session::run_all_as(&args.client, plan, token, requests);
     bars.finish();
-    answers
+    // One answer per file, in order.
+    let mut per_file: Vec<Option<Response>> = vec![None; downloads.len()];
+    for (answer, covered) in answers?.into_iter().zip(covers) {
+        match answer {
+            Response::Received(outcomes) if outcomes.len() == covered.len() => {
+                for (o, i) in outcomes.into_iter().zip(covered) {
+                    per_file[i] = Some(match o {
+                        Landed::Stored { size, digest } => Response::Downloaded { size, digest },
+                        Landed::Failed(e) => Response::Failed(e),
+                    });
+                }
+            }
+            Response::Received(outcomes) => {
+                let said = format!(
+                    "the server answered {} of a batch of {} files",
+                    outcomes.len(),
+                    covered.len()
+                );
+                for i in covered {
+                    per_file[i] = Some(Response::Failed(OpError::Unavailable {
+                        reason: said.clone(),
+                    }));
+                }
+            }
+            // A batch refused whole (or a single file's answer).
+            other => {
+                for i in covered {
+                    per_file[i] = Some(other.clone());
+                }
+            }
+        }
+    }
+    Ok(per_file)
+}
+
+/// The requests that download `downloads`, and which of them each covers:
+/// a single `Download` for one file alone, for standard output, and for a
+/// file with a partial file kept (it resumes); `DownloadMany` batches of
+/// at most [`BATCH_FILES`] files and [`BATCH_NAME_BYTES`] of names for
+/// the rest.
+fn requests(
+    owner: Option<&String>,
+    downloads: &[Download],
+    to_stdout: bool,
+) -> (Vec<Request>, Vec<Vec<usize>>) {
+    use ferry_runtime_smol::files::part_path;
+    let alone = |d: &Download| {
+        to_stdout
+            || downloads.len() == 1
+            || std::fs::symlink_metadata(part_path(&d.dest)).is_ok_and(|m| m.len() > 0)
+    };
+    let mut requests = Vec::new();
+    let mut covers = Vec::new();
+    let mut batch: Vec<usize> = Vec::new();
+    let mut name_bytes = 0;
+    let flush = |batch: &mut Vec<usize>, requests: &mut Vec<Request>, covers: &mut Vec<_>| {
+        if batch.is_empty() {
+            return;
+        }
+        requests.push(Request::DownloadMany {
+            files: (batch.iter())
+                .map(|&i| (owner.cloned(), downloads[i].name.clone()))
+                .collect(),
+        });
+        covers.push(std::mem::take(batch));
+    };
+    let owner_bytes = owner.map_or(0, String::len);
+    for (i, d) in downloads.iter().enumerate() {
+        if alone(d) {
+            requests.push(Request::Download {
+                owner: owner.cloned(),
+                name: d.name.clone(),
+            });
+            covers.push(vec![i]);
+            continue;
+        }
+        let bytes = owner_bytes + d.name.len();
+        if batch.len() == BATCH_FILES || name_bytes + bytes > BATCH_NAME_BYTES {
+            flush(&mut batch, &mut requests, &mut covers);
+            name_bytes = 0;
+        }
+        batch.push(i);
+        name_bytes += bytes;
+    }
+    flush(&mut batch, &mut requests, &mut covers);
+    (requests, covers)
 }
 
 /// Says what became of each file (on stderr when the content went to
 /// standard output); fails if any was not downloaded.
 fn report(
     downloads: &[Download],
-    answers: Vec<Response>,
+    answers: Vec<Option<Response>>,
     to_stdout: bool,
     json: bool,
 ) -> Result<(), CliError> {
@@ -465,7 +572,7 @@ fn report(
     let mut out = crate::json::Get::default();
     let mut answers = answers.into_iter();
     for d in downloads {
-        match answers.next() {
+        match answers.next().flatten() {
             Some(Response::Downloaded { size, .. }) => {
                 if json {
                     out.downloaded.push(crate::json::Downloaded {

@@ -139,6 +139,7 @@ struct ClientArgs {
 
 fn main() -> ExitCode {
     tune_allocator();
+    raise_open_files_limit();
     let cli = Cli::parse_from(hoist_global_flags(std::env::args_os().collect()));
     init_logging(match cli.command {
         Command::Balancer(_) | Command::Server(_) | Command::Up(_) => "info",
@@ -250,6 +251,25 @@ fn tune_allocator() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
+}
+
+/// Lets the process open as many files as the system allows it: `ferry
+/// get` holds a lock on the partial file of each file it downloads (one
+/// command may fetch thousands), and a server's sessions and blobs are
+/// descriptors too; the usual soft limit (1024) is far below the hard one.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only `limit`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
     }
 }
 

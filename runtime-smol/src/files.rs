@@ -226,6 +226,24 @@ pub struct Source {
     pub size: Option<u64>,
 }
 
+impl Dest {
+    /// A download to `path` through its partial file ([`part_path`]), and
+    /// whether a partial file was there to take up (see
+    /// [`Files::destination`]).
+    fn resumable(path: &Path, replace: bool) -> (Dest, bool) {
+        let partial = part_path(path);
+        let kept = local::take_up_part(&partial, BLOCK_BYTES).unwrap_or(None);
+        let dest = Dest {
+            path: path.to_path_buf(),
+            partial,
+            replace,
+            unnamed: false,
+            kept: kept.unwrap_or(0),
+        };
+        (dest, kept.is_some())
+    }
+}
+
 /// The command's local files, for a client.
 #[derive(Clone, Debug)]
 enum Local {
@@ -233,18 +251,24 @@ enum Local {
     Source(Source),
     /// Read from file `handle` of these (a batch of uploads).
     Sources(Vec<Source>),
-    /// Write through an unnamed temporary file in `path`'s directory
-    /// (`O_TMPFILE`), linked in when persisted; or, where none can be made
-    /// (or `unnamed` is false), through the named `partial`, renamed onto
-    /// `path`.
-    Destination {
-        path: PathBuf,
-        partial: PathBuf,
-        replace: bool,
-        unnamed: bool,
-        /// Bytes the partial file held when taken up, to resume from.
-        kept: u64,
-    },
+    /// Write to this file, whatever the temporary handle.
+    Destination(Dest),
+    /// Write file `temp` of these (a batch of downloads).
+    Destinations(Vec<Dest>),
+}
+
+/// Where a download goes: written through an unnamed temporary file in
+/// `path`'s directory (`O_TMPFILE`), linked in when persisted; or, where
+/// none can be made (or `unnamed` is false), through the named `partial`,
+/// renamed onto `path`.
+#[derive(Clone, Debug)]
+struct Dest {
+    path: PathBuf,
+    partial: PathBuf,
+    replace: bool,
+    unnamed: bool,
+    /// Bytes the partial file held when taken up, to resume from.
+    kept: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -430,22 +454,61 @@ impl Files {
     /// Never through a link: one in the partial file's place fails the
     /// download's first write.
     pub fn destination(path: &Path, replace: bool) -> Files {
-        let partial = part_path(path);
-        let kept = local::take_up_part(&partial, BLOCK_BYTES).unwrap_or(None);
-        let mut files = Files::with_role(Role::Client(Local::Destination {
-            path: path.to_path_buf(),
-            partial,
-            replace,
-            unnamed: false,
-            kept: kept.unwrap_or(0),
-        }));
-        if kept.is_some() {
-            // Opened to write on, not created anew: the file the command
-            // locked (`local::lock_part`) is the one written.
-            files.opened += 1;
-            files.created.insert(0, files.opened);
+        let (dest, taken_up) = Dest::resumable(path, replace);
+        let mut files = Files::with_role(Role::Client(Local::Destination(dest)));
+        if taken_up {
+            files.write_on(0);
         }
         files
+    }
+
+    /// A client downloading a batch (`DownloadMany`): temporary handle `i`
+    /// writes `paths[i].0`, as [`Files::destination`] would (through its
+    /// partial file, which replaces an existing file only if `paths[i].1`).
+    /// A batch is not resumed: the node writes each file from its start,
+    /// and [`Files::kept`] is 0.
+    pub fn destinations(paths: &[(PathBuf, bool)]) -> Files {
+        let mut taken = Vec::new();
+        let dests = (paths.iter().enumerate())
+            .map(|(i, (path, replace))| {
+                let partial = part_path(path);
+                // Emptied: written from its start, it must not keep a tail
+                // of what an earlier try left.
+                if let Ok(Some(_)) = local::take_up_part(&partial, u64::MAX) {
+                    taken.push(i as u64);
+                }
+                Dest {
+                    path: path.clone(),
+                    partial,
+                    replace: *replace,
+                    unnamed: false,
+                    kept: 0,
+                }
+            })
+            .collect();
+        let mut files = Files::with_role(Role::Client(Local::Destinations(dests)));
+        for temp in taken {
+            files.write_on(temp);
+        }
+        files
+    }
+
+    /// Temporary file `temp` is opened to write on, not created anew: the
+    /// file the command locked (`local::lock_part`) is the one written.
+    fn write_on(&mut self, temp: u64) {
+        self.opened += 1;
+        self.created.insert(temp, self.opened);
+    }
+
+    /// Where temporary file `temp` of a download goes.
+    fn dest_of(&self, temp: u64) -> Option<&Dest> {
+        match &self.role {
+            Role::Client(Local::Destination(d)) => Some(d),
+            Role::Client(Local::Destinations(v)) => {
+                usize::try_from(temp).ok().and_then(|i| v.get(i))
+            }
+            _ => None,
+        }
     }
 
     /// A client whose local file is `path`, to be written (a download)
@@ -454,20 +517,20 @@ impl Files {
     /// an existing `path` only if `replace`.
     pub fn destination_unnamed(path: &Path, replace: bool) -> Files {
         let partial = partial_path(path);
-        Files::with_role(Role::Client(Local::Destination {
+        Files::with_role(Role::Client(Local::Destination(Dest {
             path: path.to_path_buf(),
             partial,
             replace,
             unnamed: true,
             kept: 0,
-        }))
+        })))
     }
 
     /// Bytes a download's partial file held when this executor took it up
     /// (see [`Files::destination`]); 0 for anything else.
     pub fn kept(&self) -> u64 {
         match &self.role {
-            Role::Client(Local::Destination { kept, .. }) => *kept,
+            Role::Client(Local::Destination(d)) => d.kept,
             _ => 0,
         }
     }
@@ -476,8 +539,8 @@ impl Files {
     /// the filesystem cannot make an unnamed one (for tests of that road).
     #[cfg(test)]
     pub(crate) fn named_partial(mut self) -> Self {
-        if let Role::Client(Local::Destination { unnamed, .. }) = &mut self.role {
-            *unnamed = false;
+        if let Role::Client(Local::Destination(d)) = &mut self.role {
+            d.unnamed = false;
         }
         self
     }
@@ -487,7 +550,7 @@ impl Files {
     /// takes for a moment before it replaces an existing destination.
     pub fn partial(&self) -> Option<&Path> {
         match &self.role {
-            Role::Client(Local::Destination { partial, .. }) => Some(partial),
+            Role::Client(Local::Destination(d)) => Some(&d.partial),
             _ => None,
         }
     }
@@ -656,7 +719,12 @@ impl Files {
         match (&self.role, file) {
             (Role::Server { blobs, .. }, FileRef::Blob(d)) => Ok(blobs.join(hex(d))),
             (_, FileRef::Temp(temp)) => self.temp_path(*temp),
-            (Role::Client(Local::Destination { path, .. }), FileRef::Local) => Ok(path.clone()),
+            (Role::Client(Local::Destination(_) | Local::Destinations(_)), FileRef::Local) => {
+                match self.dest_of(handle) {
+                    Some(d) => Ok(d.path.clone()),
+                    None => Err(FileFailure::other(format!("no local file {handle}"))),
+                }
+            }
             (Role::Peer { dir, .. }, FileRef::Named(name)) if is_plain_name(name) => {
                 Ok(dir.join(name))
             }
@@ -672,7 +740,12 @@ impl Files {
     fn temp_path(&self, temp: u64) -> Result<PathBuf, FileFailure> {
         match &self.role {
             Role::Server { tmp, .. } | Role::Peer { tmp, .. } => Ok(tmp.join(temp.to_string())),
-            Role::Client(Local::Destination { partial, .. }) => Ok(partial.clone()),
+            Role::Client(Local::Destination(_) | Local::Destinations(_)) => {
+                match self.dest_of(temp) {
+                    Some(d) => Ok(d.partial.clone()),
+                    None => Err(FileFailure::other(format!("no local file {temp}"))),
+                }
+            }
             Role::Client(Local::Source(_) | Local::Sources(_)) => Err(FileFailure::other(
                 "an upload writes no local file".to_string(),
             )),
@@ -805,12 +878,7 @@ impl Files {
     /// one is new: a file left under the name (by a process of the same
     /// id) is removed first, and a link there is never followed.
     fn open_temp(&mut self, temp: u64, path: &Path, fresh: bool) -> Result<File, FileFailure> {
-        if let Role::Client(Local::Destination {
-            path: dest,
-            unnamed,
-            ..
-        }) = &self.role
-        {
+        if let Some((dest, unnamed)) = self.dest_of(temp).map(|d| (d.path.clone(), d.unnamed)) {
             let dir = dest.parent().unwrap_or(Path::new(""));
             if self.unnamed.contains(&temp) {
                 return Err(FileFailure::other(format!(
@@ -818,7 +886,7 @@ impl Files {
                     dest.display()
                 )));
             }
-            if fresh && *unnamed {
+            if fresh && unnamed {
                 match local::open_unnamed(dir) {
                     Ok(Some(f)) => {
                         self.unnamed.insert(temp);
@@ -995,11 +1063,13 @@ impl Files {
         let modified = self.modified.remove(&temp).transpose();
         let mode = self.modes.remove(&temp);
         let from = self.temp_path(temp)?;
-        let target = self.local_path(0, &to)?;
+        let target = self.local_path(temp, &to)?;
         let existing = match (&self.role, &to) {
             (Role::Peer { .. }, _) => Existing::Link,
-            (Role::Client(Local::Destination { replace: false, .. }), _) => Existing::Refuse,
-            (Role::Client(Local::Destination { replace: true, .. }), _) => Existing::ReplaceRegular,
+            (Role::Client(_), _) if self.dest_of(temp).is_some_and(|d| d.replace) => {
+                Existing::ReplaceRegular
+            }
+            (Role::Client(_), _) => Existing::Refuse,
             (_, FileRef::Blob(_)) => Existing::Keep,
             _ => Existing::Replace,
         };
@@ -1133,7 +1203,7 @@ impl Files {
     fn set_attrs(&mut self, temp: u64, attrs: FileAttrs) {
         let attrs = attrs.sanitized();
         let time = match self.role {
-            Role::Client(Local::Destination { .. }) => {
+            Role::Client(Local::Destination(_) | Local::Destinations(_)) => {
                 system_time(attrs.mtime_secs, attrs.mtime_nanos).ok_or_else(|| {
                     FileFailure::other(format!(
                         "temporary file {temp}: {} s is no modification time",

@@ -85,6 +85,15 @@ fn put_stores_each_file_under_its_own_name_in_one_session_and_get_fetches_them_b
     for (name, content) in &files {
         assert_eq!(&std::fs::read(out.join(name)).unwrap(), content, "{name}");
     }
+    // And nothing else: no partial file is left behind.
+    let mut there: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    there.sort();
+    let mut want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    want.sort();
+    assert_eq!(there, want);
 
     // Again: every destination exists, so every file is refused before
     // anything is downloaded; with --force, all are replaced.

@@ -213,7 +213,8 @@ pub fn lock_part(path: &Path) -> Result<File, String> {
 /// Takes up the partial file at `path`, if it is a regular file: cuts it
 /// back to a whole number of `block`s (a download resumes at a block
 /// boundary, and bytes past it would outlive the resumed download) and
-/// returns how many bytes it holds then. `None` if there is none.
+/// returns how many bytes it holds then. `None` if there is none. (A
+/// `block` of `u64::MAX` empties it.)
 pub fn take_up_part(path: &Path, block: u64) -> io::Result<Option<u64>> {
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),

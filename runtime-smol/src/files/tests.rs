@@ -1707,3 +1707,56 @@ fn a_partial_file_is_locked_by_one_get_and_never_a_link() {
     assert_eq!(local::take_up_part(&link, BLOCK_BYTES).unwrap(), None);
     assert_eq!(std::fs::read(&target).unwrap(), b"not yours");
 }
+
+#[test]
+fn a_batch_of_downloads_writes_file_i_through_temporary_handle_i() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        dir.path().join("a.txt"),
+        dir.path().join("b.txt"),
+        dir.path().join("c.txt"),
+    );
+    // What an earlier try left of b: emptied, not written over (its tail
+    // would outlive the shorter file).
+    std::fs::write(part_path(&b), vec![7u8; 3 * BLOCK_BYTES as usize]).unwrap();
+    // c exists; only a batch file that may replace it does.
+    std::fs::write(&c, b"old c").unwrap();
+    let locks: Vec<_> = [&a, &b, &c]
+        .iter()
+        .map(|p| local::lock_part(&part_path(p)).unwrap())
+        .collect();
+    let mut files =
+        Files::destinations(&[(a.clone(), false), (b.clone(), false), (c.clone(), false)]);
+    assert_eq!(files.kept(), 0, "a batch is not resumed");
+    assert_eq!(std::fs::metadata(part_path(&b)).unwrap().len(), 0);
+    // Interleaved, as a batch's transfers arrive.
+    for (temp, data) in [(1u64, &b"bee"[..]), (0, b"ay"), (2, b"new c")] {
+        files.execute(FileOp::Write {
+            temp,
+            offset: 0,
+            data: data.to_vec(),
+        });
+    }
+    assert_eq!(
+        persist(&mut files, 1, FileRef::Local),
+        FileAnswer::Persisted { temp: 1 }
+    );
+    assert_eq!(
+        persist(&mut files, 0, FileRef::Local),
+        FileAnswer::Persisted { temp: 0 }
+    );
+    failed_with(persist(&mut files, 2, FileRef::Local), "exists");
+    drop(locks);
+    assert_eq!(std::fs::read(&a).unwrap(), b"ay");
+    assert_eq!(std::fs::read(&b).unwrap(), b"bee");
+    assert_eq!(std::fs::read(&c).unwrap(), b"old c", "not replaced unasked");
+    // A handle past the batch names no file.
+    files.execute(FileOp::Write {
+        temp: 3,
+        offset: 0,
+        data: b"x".to_vec(),
+    });
+    files.wait_idle();
+    failed_with(persist(&mut files, 3, FileRef::Local), "no local file 3");
+    assert!(!part_path(&a).exists() && !part_path(&b).exists());
+}
