@@ -1372,6 +1372,8 @@ struct Files<'c> {
     /// in the next step may lean on.
     committed: Catalogue,
     named: BTreeSet<[u8; 32]>,
+    /// Each disk's blobs as the last watch saw them.
+    held: Vec<BTreeSet<[u8; 32]>>,
     /// File clients not started yet, the next one last.
     waiting: Vec<usize>,
     /// When the setup ended: the plan's clock.
@@ -1448,6 +1450,7 @@ impl<'c> Files<'c> {
             fragile: Rc::default(),
             committed: Catalogue::default(),
             named: BTreeSet::new(),
+            held: Vec::new(),
             waiting,
             t0: None,
             applied_floor: vec![0; cfg.servers as usize + 1],
@@ -1499,8 +1502,14 @@ impl<'c> Files<'c> {
             // content the answer vouches for (a batch's, each it stored).
             ServerEvent::Answered { op, stored, .. } => {
                 for d in stored {
-                    if let Some(line) = durable_on_too_few(id, *op, d, &disks.borrow()) {
-                        fragile.borrow_mut().push(Fragile { digest: *d, line });
+                    let disks = disks.borrow();
+                    if let Some(line) = durable_on_too_few(id, *op, d, &disks) {
+                        let holders = disks.iter().map(|x| x.borrow().blob(d).is_some());
+                        fragile.borrow_mut().push(Fragile {
+                            digest: *d,
+                            line,
+                            holders: holders.collect(),
+                        });
                     }
                 }
             }
@@ -1606,7 +1615,9 @@ impl<'c> Files<'c> {
             .cloned()
             .collect();
         for f in self.fragile.borrow_mut().drain(..) {
-            if !f.replaced_before(&self.committed, &self.named, &fresh) {
+            if !f.replaced_before(&self.committed, &self.named, &fresh)
+                && !f.replaced_in_step(&self.committed, &fresh, &self.held)
+            {
                 found.push(f.line);
             }
         }
@@ -1614,6 +1625,9 @@ impl<'c> Files<'c> {
             self.committed.apply(e);
             self.named.extend(self.committed.digests());
         }
+        self.held = (self.disks.borrow().iter())
+            .map(|d| d.borrow().blobs.keys().copied().collect())
+            .collect();
         for (id, a) in applied {
             let f = &mut self.applied_floor[id as usize];
             *f = (*f).max(a);
@@ -1866,9 +1880,21 @@ fn digests<'a>(ds: impl Iterator<Item = &'a [u8; 32]>) -> String {
 /// 225: bob's two `--force` uploads of "empty" are ordered #8 and #9; the
 /// master removes #8's content once it applies #9, and then server1, which
 /// took #8's upload, applies #8 and answers "stored" for it.
+///
+/// Or replaced in the very step of the answer (files seed 1166: the master
+/// commits #16, which replaces #15's file, and removes #15's content; in
+/// the same tick server3 applies #15 and answers "stored"): excused if an
+/// entry committed in that step un-named the content, and the disks that
+/// hold it at the answer and those that held it when the step began and
+/// removed it since make a majority. A server removes content the
+/// committed log named only once it has applied an entry that un-names
+/// it: that entry was committed before the removal, so before the answer,
+/// and until then the content was on a majority.
 struct Fragile {
     digest: [u8; 32],
     line: String,
+    /// Which disks held the content at the moment of the answer.
+    holders: Vec<bool>,
 }
 
 impl Fragile {
@@ -1886,6 +1912,30 @@ impl Fragile {
         // A single upload's, or a batch's.
         let put_again = fresh.iter().any(|e| e.txn.names(&self.digest));
         named.contains(&self.digest) && !committed.digests().contains(&self.digest) && !put_again
+    }
+
+    /// Whether the content was un-named by an entry committed in the step
+    /// of the answer and was on a majority until removed (see above):
+    /// `committed` is the committed state before the step, `fresh` the
+    /// entries committed in it, `held` each disk's blobs before it.
+    fn replaced_in_step(
+        &self,
+        committed: &Catalogue,
+        fresh: &[Entry],
+        held: &[BTreeSet<[u8; 32]>],
+    ) -> bool {
+        let mut c = committed.clone();
+        let mut named = c.digests().contains(&self.digest);
+        for e in fresh {
+            c.apply(e);
+            named |= c.digests().contains(&self.digest);
+        }
+        let unnamed = named && !c.digests().contains(&self.digest);
+        let removed = (self.holders.iter().zip(held))
+            .filter(|(now, before)| !**now && before.contains(&self.digest))
+            .count();
+        let holding = self.holders.iter().filter(|h| **h).count();
+        unnamed && holding + removed > self.holders.len() / 2
     }
 }
 
@@ -1947,7 +1997,35 @@ mod tests {
         Fragile {
             digest: [d; 32],
             line: String::new(),
+            holders: vec![true, false, false],
         }
+    }
+
+    #[test]
+    fn a_stored_whose_file_is_replaced_in_the_step_of_the_answer_is_excused_only_if_it_was_on_a_majority(
+    ) {
+        let held = |which: &[usize]| -> Vec<BTreeSet<[u8; 32]>> {
+            (0..3)
+                .map(|i| match which.contains(&i) {
+                    true => BTreeSet::from([[0xa; 32]]),
+                    false => BTreeSet::new(),
+                })
+                .collect()
+        };
+        // #1 put A, committed before the step; #2, committed in it,
+        // replaces A. Disk 0 holds A at the answer; disk 1 held it and
+        // removed it in the step: A was on a majority until #2.
+        let (c, _) = after(&[put(1, 1, 0xa)]);
+        let f = fragile(0xa);
+        assert!(f.replaced_in_step(&c, &[put(2, 2, 0xb)], &held(&[0, 1])));
+        // Put and replaced in the same step: the same.
+        let (empty, _) = after(&[]);
+        assert!(f.replaced_in_step(&empty, &[put(1, 1, 0xa), put(2, 2, 0xb)], &held(&[0, 1])));
+        // Only disk 0 ever held it: never on a majority.
+        assert!(!f.replaced_in_step(&c, &[put(2, 2, 0xb)], &held(&[0])));
+        // Not replaced in the step: still owed a majority.
+        assert!(!f.replaced_in_step(&c, &[], &held(&[0, 1])));
+        assert!(!f.replaced_in_step(&c, &[put(2, 2, 0xa)], &held(&[0, 1])));
     }
 
     #[test]
