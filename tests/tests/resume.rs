@@ -243,3 +243,55 @@ fn a_changed_file_starts_over_and_arrives_as_it_is_now() {
     assert_eq!(names_in(&dir), ["f.bin"], "no partial file left");
     assert_eq!(digest_of(&dir.join("f.bin")), blake3::hash(&changed));
 }
+
+#[test]
+fn a_get_of_several_files_killed_mid_way_resumes_each_file_it_had_begun() {
+    let work = scratch();
+    let data = work.path().join("data");
+    let home = work.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    // Stop-and-wait, so that the batch is cut off well before its end.
+    let args = [
+        "up",
+        "--servers",
+        "1",
+        "--window",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        path_str(&data),
+    ];
+    let mut cluster = Proc::spawn("ferry up", &args, &[]);
+    let balancer = ferry_tests::listening_addr(&cluster.wait_for_line("balancer listening on"));
+    let user = User::new(&home, &balancer);
+    sign_up(&user, "ada");
+    let (a, b) = (work.path().join("a.bin"), work.path().join("b.bin"));
+    let (want_a, want_b) = (big_file(&a, 24), big_file(&b, 20));
+    let put = user.run_within(&["put", path_str(&a), path_str(&b)], None, PATIENCE);
+    assert!(put.status.success(), "{put:?}");
+
+    // One batch for both; killed once part of a.bin is in its partial
+    // file.
+    let dir = work.path().join("downloads");
+    std::fs::create_dir(&dir).unwrap();
+    let part = dir.join(".a.bin.ferry-part");
+    let mut get = user.spawn(&["get", "a.bin", "b.bin", path_str(&dir)]);
+    wait_until("part of a.bin in its partial file", || {
+        std::fs::metadata(&part).is_ok_and(|m| m.len() > 4 * MIB)
+    });
+    get.kill();
+    assert!(names_in(&dir).contains(&".a.bin.ferry-part".to_string()));
+    assert!(!names_in(&dir).contains(&"a.bin".to_string()));
+
+    let again = user.run_within(&["get", "a.bin", "b.bin", path_str(&dir)], None, PATIENCE);
+    assert!(again.status.success(), "{again:?}");
+    assert!(
+        again.stderr.contains("a.bin: resuming at"),
+        "the begun file resumes: {again:?}"
+    );
+    assert_eq!(names_in(&dir), ["a.bin", "b.bin"], "no partial file left");
+    assert_eq!(digest_of(&dir.join("a.bin")), want_a, "byte-identical");
+    assert_eq!(digest_of(&dir.join("b.bin")), want_b, "byte-identical");
+    drop(cluster);
+}
