@@ -1117,8 +1117,10 @@ impl Files {
         };
         // A client's one transfer has nothing else to do meanwhile, and its
         // download is not over until the file is in place: it waits here,
-        // as it always has, and no timer of its runs during the wait.
-        if matches!(self.role, Role::Client(_)) {
+        // as it always has, and no timer of its runs during the wait. A
+        // batch's files are made durable and linked in behind the network,
+        // as a server's are: the next files arrive meanwhile.
+        if matches!(self.role, Role::Client(Local::Destination(_))) {
             return self.writer.persist_and_wait(placing).map(|()| true);
         }
         self.persisting.insert(temp);
