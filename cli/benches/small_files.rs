@@ -18,7 +18,10 @@
 //! `FERRY_BENCH_REPEATS` times (default 3) alternately, into fresh
 //! destinations (a new ferry user each time); medians are printed, and
 //! ferry's time over rsync's (the issue's target: at most 1; goal 0.4).
-//! Without rsync on the PATH, only ferry's figures are printed.
+//! Then, in the same run, one big file of `FERRY_BENCH_BIG_MIB` MiB
+//! (default 1024; 0 skips it) goes up and down both ways, as throughput
+//! (new content each repeat, so that no server has it already). Without
+//! rsync on the PATH, only ferry's figures are printed.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -35,6 +38,7 @@ fn main() {
     let bytes = env_or("FERRY_BENCH_FILE_BYTES", 4096) as usize;
     let servers = env_or("FERRY_BENCH_SERVERS", 3) as usize;
     let repeats = env_or("FERRY_BENCH_REPEATS", 3).max(1) as usize;
+    let big_mib = env_or("FERRY_BENCH_BIG_MIB", 1024);
     let ferry = &common::ferry_binary(env!("CARGO_BIN_EXE_ferry"));
     let temp = tempfile::tempdir().expect("temporary directory");
     let dir = match std::env::var_os("FERRY_BENCH_DIR") {
@@ -79,6 +83,7 @@ fn main() {
         println!("rsync not found: ferry's figures only");
     }
     let (mut put, mut get, mut rs_up, mut rs_down) = (vec![], vec![], vec![], vec![]);
+    let mut big: [Vec<Duration>; 4] = Default::default();
     for r in 0..repeats {
         // A fresh user: fresh names, nothing to replace.
         let home = dir.join(format!("home-{r}"));
@@ -117,6 +122,34 @@ fn main() {
             rs_up.push(up);
             rs_down.push(down);
         }
+
+        if big_mib > 0 {
+            let big_dir = dir.join(format!("big-{r}"));
+            std::fs::create_dir_all(&big_dir).expect("big file directory");
+            let file = big_dir.join("big.bin");
+            write_big(&file, big_mib, r as u64);
+            let file_str = file.display().to_string();
+            let (ok, took) = client(&["put", &file_str], None);
+            assert!(ok, "ferry put of the big file failed");
+            big[0].push(took);
+            let back = big_dir.join("back");
+            std::fs::create_dir_all(&back).expect("download directory");
+            let back_str = back.display().to_string();
+            let (ok, took) = client(&["get", "big.bin", &back_str], None);
+            assert!(ok, "ferry get of the big file failed");
+            big[1].push(took);
+            let _ = std::fs::remove_dir_all(&back);
+            // Three servers' copies of it are not kept for the next round.
+            let (ok, _) = client(&["rm", "big.bin"], None);
+            assert!(ok, "ferry rm of the big file failed");
+            if let Some(rsync) = &rsync {
+                let (up, down) = rsync.round(&big_dir, &dir, repeats + r);
+                big[2].push(up);
+                big[3].push(down);
+                rsync.forget(&dir, repeats + r);
+            }
+            let _ = std::fs::remove_dir_all(&big_dir);
+        }
     }
     let (put, get) = (median(put), median(get));
     let per = |d: Duration| d.as_secs_f64() * 1e6 / files as f64;
@@ -144,11 +177,61 @@ fn main() {
             get.as_secs_f64() / down.as_secs_f64()
         );
     }
+    if big_mib > 0 {
+        let mb_s = |d: Duration| (big_mib << 20) as f64 / 1e6 / d.as_secs_f64();
+        let [put, get, up, down] = big.map(median);
+        println!();
+        println!("one file of {big_mib} MiB   upload               download");
+        println!(
+            "ferry     {:>8.3} s {:>7.0} MB/s     {:>8.3} s {:>7.0} MB/s",
+            put.as_secs_f64(),
+            mb_s(put),
+            get.as_secs_f64(),
+            mb_s(get)
+        );
+        if rsync.is_some() {
+            println!(
+                "rsync     {:>8.3} s {:>7.0} MB/s     {:>8.3} s {:>7.0} MB/s",
+                up.as_secs_f64(),
+                mb_s(up),
+                down.as_secs_f64(),
+                mb_s(down)
+            );
+            println!(
+                "ferry/rsync  {:>6.2}×                  {:>6.2}×",
+                put.as_secs_f64() / up.as_secs_f64(),
+                get.as_secs_f64() / down.as_secs_f64()
+            );
+        }
+    }
     println!();
     println!(
         "Times are whole commands (processes), as a user runs them; ferry's \
-         include its TLS handshakes and login proof."
+         include its TLS handshakes and login proof, and every file is made \
+         durable on a majority of the servers before it is acknowledged."
     );
+}
+
+/// Writes `mib` MiB of noise to `path`, each MiB stamped with its number
+/// and `seed` (a new seed: content no server has).
+fn write_big(path: &Path, mib: u64, seed: u64) {
+    use std::io::Write;
+    let mut x = 0x2545_f491_4f6c_dd1du64 ^ seed;
+    let mut block: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("the big file"));
+    for i in 0..mib {
+        block[..8].copy_from_slice(&i.to_le_bytes());
+        block[8..16].copy_from_slice(&seed.to_le_bytes());
+        out.write_all(&block).expect("write the big file");
+    }
+    out.flush().expect("write the big file");
 }
 
 /// An rsync daemon with a writable module `bench` on `DIR/rsync`.
@@ -220,6 +303,14 @@ impl Rsyncd {
             .unwrap_or(0);
         assert!(got > 0, "rsync uploaded nothing");
         (up, down)
+    }
+}
+
+impl Rsyncd {
+    /// Removes what round `r` left in the module and locally.
+    fn forget(&self, dir: &Path, r: usize) {
+        let _ = std::fs::remove_dir_all(self.module.join(format!("up-{r}")));
+        let _ = std::fs::remove_dir_all(dir.join(format!("rsync-back-{r}")));
     }
 }
 
