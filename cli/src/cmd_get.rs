@@ -445,7 +445,11 @@ fn download(
     // Standard output has no time or mode to give, and its private copy
     // must stay readable to be copied out.
     plan.cfg.preserve = !args.no_preserve && !to_stdout;
+    // Every destination was free when the command began (or --force): one
+    // there now is this command's own, from a try whose session was lost
+    // after it landed, which the second try may replace.
     let force = args.force;
+    let replace = |d: &Download| force || d.dest.symlink_metadata().is_ok();
     plan.files = Some(Box::new(|request: &Request| match request {
         Request::Download { name, .. } => {
             let d = by_name.get(name.as_str())?;
@@ -454,13 +458,13 @@ fn download(
             Some(match to_stdout {
                 // A private copy, gone with the command: not resumed.
                 true => Files::destination_unnamed(&d.dest, force),
-                false => Files::destination(&d.dest, force),
+                false => Files::destination(&d.dest, replace(d)),
             })
         }
         Request::DownloadMany { files } => {
             let dests: Vec<(PathBuf, bool)> = (files.iter())
                 .filter_map(|(_, name)| by_name.get(name.as_str()))
-                .map(|d| (d.dest.clone(), force))
+                .map(|d| (d.dest.clone(), replace(d)))
                 .collect();
             bars.start(0, &format!("{} files", files.len()));
             moved.borrow_mut().clear();

@@ -186,3 +186,65 @@ fn a_download_whose_server_dies_is_tried_once_more_through_the_balancer() {
     }
     panic!("no download was cut by the kill of its server in 6 tries");
 }
+
+/// A `get` of many files whose server is killed once some have landed
+/// asks the balancer once more, and the second try lands every file:
+/// those the first try put in place are its own to replace, not
+/// destinations that "exist".
+#[test]
+fn a_batch_of_downloads_whose_server_dies_midway_lands_every_file() {
+    let (data, home, work) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let (mut cluster, _balancer, alice) = cluster_with_alice(data.path(), home.path());
+    let files: Vec<(String, Vec<u8>)> = (0..24)
+        .map(|i| (format!("part-{i:02}.bin"), noise(100 + i, 2 << 20)))
+        .collect();
+    let mut put = vec!["put".to_string()];
+    for (name, content) in &files {
+        put.push(path_str(&write(work.path(), name, content)).to_string());
+    }
+    let put: Vec<&str> = put.iter().map(String::as_str).collect();
+    let run = alice.run(&put);
+    assert!(run.status.success(), "{run:?}");
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    let landed = |dir: &Path| names.iter().filter(|n| dir.join(n).exists()).count();
+    for attempt in 0..6 {
+        let out = work.path().join(format!("out-{attempt}"));
+        std::fs::create_dir(&out).unwrap();
+        let mut args = vec!["get"];
+        args.extend(&names);
+        args.push(path_str(&out));
+        let mut get = alice.spawn(&args);
+        let mut via = None;
+        ferry_tests::wait_until("the get's 'via server' line and a file landed", || {
+            via = get.stderr().lines().find_map(|l| {
+                l.strip_prefix("via server ")?
+                    .split(' ')
+                    .next()?
+                    .parse::<u32>()
+                    .ok()
+            });
+            (via.is_some() && landed(&out) > 0) || !get.is_running()
+        });
+        let Some(via) = via.filter(|v| *v != Cluster::MASTER && landed(&out) < files.len()) else {
+            get.wait_exit();
+            continue;
+        };
+        cluster.kill(via);
+        let status = get.wait_exit();
+        let stderr = get.stderr();
+        assert!(status.success(), "{stderr}");
+        for (name, content) in &files {
+            assert_eq!(&std::fs::read(out.join(name)).unwrap(), content, "{name}");
+        }
+        if stderr.contains("trying once more through the balancer") {
+            return;
+        }
+        // Done before the kill: bring the server back and try again.
+        cluster.restart(via);
+    }
+    panic!("no batch of downloads was cut by the kill of its server in 6 tries");
+}
