@@ -155,22 +155,11 @@ fn main() {
     let per = |d: Duration| d.as_secs_f64() * 1e6 / files as f64;
     println!();
     println!("              upload               download");
-    println!(
-        "ferry     {:>8.3} s {:>7.0} µs/file  {:>8.3} s {:>7.0} µs/file",
-        put.as_secs_f64(),
-        per(put),
-        get.as_secs_f64(),
-        per(get)
-    );
+    let per_file = |d: Duration| format!("{:>7.0} µs/file", per(d));
+    row("ferry", put, get, &per_file);
     if rsync.is_some() {
         let (up, down) = (median(rs_up), median(rs_down));
-        println!(
-            "rsync     {:>8.3} s {:>7.0} µs/file  {:>8.3} s {:>7.0} µs/file",
-            up.as_secs_f64(),
-            per(up),
-            down.as_secs_f64(),
-            per(down)
-        );
+        row("rsync", up, down, &per_file);
         println!(
             "ferry/rsync  {:>6.2}×                  {:>6.2}×   (target ≤ 1, goal 0.4)",
             put.as_secs_f64() / up.as_secs_f64(),
@@ -182,21 +171,10 @@ fn main() {
         let [put, get, up, down] = big.map(median);
         println!();
         println!("one file of {big_mib} MiB   upload               download");
-        println!(
-            "ferry     {:>8.3} s {:>7.0} MB/s     {:>8.3} s {:>7.0} MB/s",
-            put.as_secs_f64(),
-            mb_s(put),
-            get.as_secs_f64(),
-            mb_s(get)
-        );
+        let speed = |d: Duration| format!("{:>7.0} MB/s     ", mb_s(d));
+        row("ferry", put, get, &speed);
         if rsync.is_some() {
-            println!(
-                "rsync     {:>8.3} s {:>7.0} MB/s     {:>8.3} s {:>7.0} MB/s",
-                up.as_secs_f64(),
-                mb_s(up),
-                down.as_secs_f64(),
-                mb_s(down)
-            );
+            row("rsync", up, down, &speed);
             println!(
                 "ferry/rsync  {:>6.2}×                  {:>6.2}×",
                 put.as_secs_f64() / up.as_secs_f64(),
@@ -209,6 +187,18 @@ fn main() {
         "Times are whole commands (processes), as a user runs them; ferry's \
          include its TLS handshakes and login proof, and every file is made \
          durable on a majority of the servers before it is acknowledged."
+    );
+}
+
+/// One line of figures: the upload's and the download's time, each with
+/// `figure` of it.
+fn row(label: &str, up: Duration, down: Duration, figure: &dyn Fn(Duration) -> String) {
+    println!(
+        "{label:<9} {:>8.3} s {}  {:>8.3} s {}",
+        up.as_secs_f64(),
+        figure(up),
+        down.as_secs_f64(),
+        figure(down)
     );
 }
 
@@ -265,7 +255,7 @@ impl Rsyncd {
         std::fs::write(
             &conf,
             format!(
-                "use chroot = no\nport = {port}\naddress = 127.0.0.1\npid file = {}\n\
+                "use chroot = no\nreverse lookup = no\nport = {port}\naddress = 127.0.0.1\npid file = {}\n\
                  uid = {uid}\ngid = {gid}\n[bench]\npath = {}\nread only = no\n",
                 dir.join("rsyncd.pid").display(),
                 module.display()

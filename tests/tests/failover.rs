@@ -92,6 +92,21 @@ fn cluster_with_alice(data: &Path, home: &Path) -> (Cluster, ferry_tests::Proc, 
     (cluster, balancer, alice)
 }
 
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// The server of a running command's first session, from its `-v` line.
+fn first_via(stderr: &str) -> Option<u32> {
+    stderr.lines().find_map(|l| {
+        l.strip_prefix("via server ")?
+            .split(' ')
+            .next()?
+            .parse::<u32>()
+            .ok()
+    })
+}
+
 /// "stored" means on a majority of disks: killing the server that took
 /// the upload right after its answer loses nothing, and `get` works
 /// through the others (after an election, if it was the master).
@@ -152,13 +167,7 @@ fn a_download_whose_server_dies_is_tried_once_more_through_the_balancer() {
         let mut get = alice.spawn(&["get", "big.bin", path_str(&dest)]);
         let mut via = None;
         ferry_tests::wait_until("the get's 'via server' line", || {
-            via = get.stderr().lines().find_map(|l| {
-                l.strip_prefix("via server ")?
-                    .split(' ')
-                    .next()?
-                    .parse::<u32>()
-                    .ok()
-            });
+            via = first_via(&get.stderr());
             via.is_some() || !get.is_running()
         });
         let Some(via) = via.filter(|v| *v != Cluster::MASTER) else {
@@ -193,11 +202,7 @@ fn a_download_whose_server_dies_is_tried_once_more_through_the_balancer() {
 /// destinations that "exist".
 #[test]
 fn a_batch_of_downloads_whose_server_dies_midway_lands_every_file() {
-    let (data, home, work) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
+    let (data, home, work) = (tempdir(), tempdir(), tempdir());
     let (mut cluster, _balancer, alice) = cluster_with_alice(data.path(), home.path());
     let files: Vec<(String, Vec<u8>)> = (0..24)
         .map(|i| (format!("part-{i:02}.bin"), noise(100 + i, 2 << 20)))
@@ -220,13 +225,7 @@ fn a_batch_of_downloads_whose_server_dies_midway_lands_every_file() {
         let mut get = alice.spawn(&args);
         let mut via = None;
         ferry_tests::wait_until("the get's 'via server' line and a file landed", || {
-            via = get.stderr().lines().find_map(|l| {
-                l.strip_prefix("via server ")?
-                    .split(' ')
-                    .next()?
-                    .parse::<u32>()
-                    .ok()
-            });
+            via = first_via(&get.stderr());
             (via.is_some() && landed(&out) > 0) || !get.is_running()
         });
         let Some(via) = via.filter(|v| *v != Cluster::MASTER && landed(&out) < files.len()) else {

@@ -67,6 +67,26 @@ fn up(servers: u32, data: &Path) -> (Proc, String) {
     (up, ferry_tests::listening_addr(&line))
 }
 
+/// `ferry up` with one server that sends and acknowledges chunk by chunk
+/// (window 1), so that transfers are cut off well before their end; its
+/// balancer.
+fn up_stop_and_wait(data: &Path) -> (Proc, String) {
+    let args = [
+        "up",
+        "--servers",
+        "1",
+        "--window",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        path_str(data),
+    ];
+    let mut up = Proc::spawn("ferry up", &args, &[]);
+    let line = up.wait_for_line("balancer listening on");
+    (up, ferry_tests::listening_addr(&line))
+}
+
 fn sign_up(user: &User, name: &str) {
     for cmd in ["register", "login"] {
         let run = user.with_password(&[cmd, name], PASSWORD);
@@ -185,22 +205,7 @@ fn a_changed_file_starts_over_and_arrives_as_it_is_now() {
     let data = work.path().join("data");
     let home = work.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
-    // Stop-and-wait both ways, so that transfers are cut off well before
-    // their end.
-    let n = "1";
-    let args = [
-        "up",
-        "--servers",
-        n,
-        "--window",
-        "1",
-        "--listen",
-        "127.0.0.1:0",
-        "--data",
-        path_str(&data),
-    ];
-    let mut cluster = Proc::spawn("ferry up", &args, &[]);
-    let balancer = ferry_tests::listening_addr(&cluster.wait_for_line("balancer listening on"));
+    let (cluster, balancer) = up_stop_and_wait(&data);
     let user = User::new(&home, &balancer);
     sign_up(&user, "sam");
     let file = work.path().join("f.bin");
@@ -250,20 +255,7 @@ fn a_get_of_several_files_killed_mid_way_resumes_each_file_it_had_begun() {
     let data = work.path().join("data");
     let home = work.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
-    // Stop-and-wait, so that the batch is cut off well before its end.
-    let args = [
-        "up",
-        "--servers",
-        "1",
-        "--window",
-        "1",
-        "--listen",
-        "127.0.0.1:0",
-        "--data",
-        path_str(&data),
-    ];
-    let mut cluster = Proc::spawn("ferry up", &args, &[]);
-    let balancer = ferry_tests::listening_addr(&cluster.wait_for_line("balancer listening on"));
+    let (cluster, balancer) = up_stop_and_wait(&data);
     let user = User::new(&home, &balancer);
     sign_up(&user, "ada");
     let (a, b) = (work.path().join("a.bin"), work.path().join("b.bin"));
