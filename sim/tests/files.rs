@@ -1,11 +1,11 @@
 //! Simulation tests of files: balancer, three servers (server 1 the master)
 //! with LMDB stores and in-memory disks, users who upload (empty, one byte,
-//! around a chunk, up to 300 KiB; alone or in batches), download their own and shared files,
-//! share, unshare, delete and list, while a follower restarts, a follower is
-//! cut off and the master may crash (and, for some seeds, the servers read
-//! slowly and files are up to 16 MiB, so downloads wait for long fetches,
-//! or a bit flips in a blob on one server's disk, which the cluster must
-//! find and replace);
+//! around a chunk, up to 300 KiB; alone or in batches), download their own
+//! and shared files (alone or in batches), share, unshare, delete and list,
+//! while a follower restarts, a follower is cut off and the master may
+//! crash (and, for some seeds, the servers read slowly and files are up to
+//! 16 MiB, so downloads wait for long fetches, or a bit flips in a blob on
+//! one server's disk, which the cluster must find and replace);
 //! then the heal, convergence (log, state and every disk), and a verifier
 //! that downloads every file through every server.
 //!

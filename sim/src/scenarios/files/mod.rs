@@ -1,10 +1,10 @@
 //! The "files" scenario: users upload (a file, or a batch of them),
-//! download, share, unshare, delete and list files through the balancer on
-//! a three-server cluster (server 1 the master), while the harness restarts
-//! a follower, cuts a follower off, and maybe crashes the master; then the
-//! cluster is healed, must converge (the same log and state everywhere, and
-//! on every disk exactly the content the catalogue names), and a verifier
-//! checks every file through every server.
+//! download (a file, or a batch), share, unshare, delete and list files
+//! through the balancer on a three-server cluster (server 1 the master),
+//! while the harness restarts a follower, cuts a follower off, and maybe
+//! crashes the master; then the cluster is healed, must converge (the same
+//! log and state everywhere, and on every disk exactly the content the
+//! catalogue names), and a verifier checks every file through every server.
 //!
 //! VOPR-style, like the replication scenario: a seed picks the swarm options
 //! ([`FilesConfig::swarm`]: load, latencies, and for some seeds slow disks,
