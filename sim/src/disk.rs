@@ -51,7 +51,7 @@ pub fn describe_attrs(a: &FileAttrs) -> String {
 use ferry_core::host::mem_disk::{slice, write_at};
 use ferry_core::{FileAnswer, FileAttrs, FileFailure, FileOp, FileRef, Timestamp};
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -167,7 +167,9 @@ impl SimFiles {
 }
 
 /// A client's local files. The harness sets [`LocalFile::sources`] before
-/// an upload and clears [`LocalFile::dest`] before a download.
+/// an upload, clears [`LocalFile::dest`] before a download and sets
+/// [`LocalFile::many`] (to nothing received yet) before a batch of
+/// downloads, `None` before a single one.
 #[derive(Default)]
 pub struct LocalFile {
     /// What an upload reads, by read handle: a single upload's file is
@@ -182,11 +184,29 @@ pub struct LocalFile {
     pub partial_attrs: Option<FileAttrs>,
     /// The downloaded file's, once persisted.
     pub dest_attrs: Option<FileAttrs>,
+    /// A batch of downloads (`DownloadMany`) in progress: file `i`
+    /// written through temporary handle `i` and persisted to a
+    /// destination of its own, as runtime-smol's `Files::destinations`
+    /// does. While it is `None`, every handle is the single download's
+    /// (`partial` and `dest`).
+    pub many: Option<ManyFiles>,
     pub anomalies: Vec<String>,
     /// Reads carried out and not yet fed: the handle, and its source as
     /// it was.
     reads: VecDeque<(u64, Arc<[u8]>)>,
     reading: Option<Arc<[u8]>>,
+}
+
+/// The local files of a batch of downloads, by temporary handle (file `i`
+/// of the batch is handle `i`).
+#[derive(Clone, Debug, Default)]
+pub struct ManyFiles {
+    /// Each file's partial file, while it is received.
+    pub partials: BTreeMap<u64, Vec<u8>>,
+    pub partial_attrs: BTreeMap<u64, FileAttrs>,
+    /// Each file's destination, once persisted.
+    pub dests: BTreeMap<u64, Arc<[u8]>>,
+    pub dest_attrs: BTreeMap<u64, FileAttrs>,
 }
 
 impl LocalFile {
@@ -195,6 +215,42 @@ impl LocalFile {
     }
 
     pub fn execute(&mut self, op: FileOp) -> Option<FileAnswer> {
+        if let Some(m) = &mut self.many {
+            match op {
+                FileOp::Write { temp, offset, data } => {
+                    write_at(m.partials.entry(temp).or_default(), offset, &data);
+                    return None;
+                }
+                FileOp::SetAttrs { temp, attrs } => {
+                    m.partial_attrs.insert(temp, attrs);
+                    return None;
+                }
+                FileOp::Persist {
+                    temp,
+                    to: FileRef::Local,
+                } => {
+                    let content = m.partials.remove(&temp).unwrap_or_default();
+                    m.dests.insert(temp, content.into());
+                    match m.partial_attrs.remove(&temp) {
+                        Some(a) => m.dest_attrs.insert(temp, a),
+                        None => m.dest_attrs.remove(&temp),
+                    };
+                    return Some(FileAnswer::Persisted { temp });
+                }
+                FileOp::Discard { temp } => {
+                    m.partials.remove(&temp);
+                    m.partial_attrs.remove(&temp);
+                    return None;
+                }
+                other => return self.execute_one(other),
+            }
+        }
+        self.execute_one(op)
+    }
+
+    /// [`LocalFile::execute`] outside a batch of downloads: every
+    /// temporary handle is the single download's.
+    fn execute_one(&mut self, op: FileOp) -> Option<FileAnswer> {
         match op {
             FileOp::Read {
                 handle,
@@ -507,6 +563,48 @@ mod tests {
         l.execute(FileOp::Discard { temp: 0 });
         assert!(l.partial.is_none());
         assert_eq!(l.dest.as_deref(), Some(&b"abc"[..]));
+    }
+
+    #[test]
+    fn a_batch_of_downloads_persists_file_i_to_destination_i() {
+        let mut l = LocalFile {
+            many: Some(ManyFiles::default()),
+            ..LocalFile::default()
+        };
+        let write = |temp, data: &[u8]| FileOp::Write {
+            temp,
+            offset: 0,
+            data: data.to_vec(),
+        };
+        let persist = |temp| FileOp::Persist {
+            temp,
+            to: FileRef::Local,
+        };
+        l.execute(write(1, b"one"));
+        l.execute(write(0, b"zero"));
+        l.execute(write(2, b"two"));
+        let attrs = FileAttrs {
+            mtime_secs: 7,
+            mtime_nanos: 0,
+            mode: 0o600,
+        };
+        l.execute(FileOp::SetAttrs { temp: 1, attrs });
+        assert_eq!(
+            l.execute(persist(1)),
+            Some(FileAnswer::Persisted { temp: 1 })
+        );
+        l.execute(FileOp::Discard { temp: 2 });
+        // An empty file has no write: persisted empty all the same.
+        l.execute(persist(3));
+        let m = l.many.as_ref().expect("a batch");
+        assert_eq!(m.dests.get(&1).map(|d| &d[..]), Some(&b"one"[..]));
+        assert_eq!(m.dest_attrs.get(&1), Some(&attrs));
+        assert_eq!(m.dests.get(&3).map(|d| d.len()), Some(0));
+        assert!(!m.dests.contains_key(&0) && !m.dests.contains_key(&2));
+        assert_eq!(m.partials.keys().collect::<Vec<_>>(), [&0]);
+        // The single download's file is left alone.
+        assert!(l.dest.is_none() && l.partial.is_none());
+        assert!(l.anomalies.is_empty());
     }
 
     #[test]

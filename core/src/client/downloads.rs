@@ -28,6 +28,12 @@ pub(super) struct Incoming {
     /// Files this side could not take (a write that failed), with why:
     /// said better here than by the server, which hears "cancelled".
     failed: BTreeMap<u64, TransferError>,
+    /// Files this side received whole, checked and persisted (their DONE
+    /// ACK sent), with their size and digest: received, whatever the
+    /// server says of them. (Its sender may have given up waiting for the
+    /// DONE ACK while this side's disk was slow to persist: the file is in
+    /// place all the same, as a single download's is once `Downloaded`.)
+    landed: BTreeMap<u64, (u64, [u8; 32])>,
 }
 
 impl Incoming {
@@ -39,6 +45,7 @@ impl Incoming {
             receivers: BTreeMap::new(),
             attrs: BTreeMap::new(),
             failed: BTreeMap::new(),
+            landed: BTreeMap::new(),
         }
     }
 
@@ -127,23 +134,36 @@ impl Incoming {
                     ReceiverOutput::Read { .. }
                     | ReceiverOutput::Resumed { .. }
                     | ReceiverOutput::StartOver { .. } => {}
-                    ReceiverOutput::Finished(Ok(_)) => ended.push((temp, None)),
-                    ReceiverOutput::Finished(Err(e)) => ended.push((temp, Some(e))),
+                    ReceiverOutput::Finished(Ok(d)) => ended.push((temp, total, Ok(d))),
+                    ReceiverOutput::Finished(Err(e)) => ended.push((temp, total, Err(e))),
                 }
             }
         }
-        for (id, e) in ended {
+        for (id, size, result) in ended {
             self.receivers.remove(&id);
             self.attrs.remove(&id);
-            if let Some(e) = e {
-                self.failed.insert(id, e);
+            match result {
+                Ok(digest) => {
+                    self.landed.insert(id, (size, digest));
+                }
+                Err(e) => {
+                    self.failed.insert(id, e);
+                }
             }
         }
     }
 
     /// The server's answer, with what went wrong on this side told as this
-    /// side knows it.
+    /// side knows it, and the files this side has in place told received.
     pub(super) fn outcomes(&self, mut outcomes: Vec<Landed>) -> Vec<Landed> {
+        for (id, (size, digest)) in &self.landed {
+            if let Some(o) = outcomes.get_mut(*id as usize) {
+                *o = Landed::Stored {
+                    size: *size,
+                    digest: *digest,
+                };
+            }
+        }
         for (id, e) in &self.failed {
             if let Some(o) = outcomes.get_mut(*id as usize) {
                 if !matches!(e, TransferError::Cancelled) {

@@ -919,6 +919,72 @@ fn a_batch_of_downloads_takes_every_offer_at_once_each_through_its_own_file() {
     );
 }
 
+/// A file of a batch of downloads this side received whole and persisted
+/// is received, though the server's sender gave up waiting for its DONE
+/// ACK while this side's disk was slow to persist it (the server answers
+/// it failed): the file is in place, as a single download's is.
+#[test]
+fn a_batch_file_in_place_is_received_whatever_the_server_says() {
+    use crate::server::messages::Landed;
+    use crate::transfer::{TransferError, TransferMsg};
+    let (mut c, srv) = established();
+    let xfer = SessionMsg::Transfer;
+    let req = Request::DownloadMany {
+        files: vec![(None, "a".into()), (None, "b".into())],
+    };
+    c.request(ms(5), req.clone()).unwrap();
+    drain(&mut c);
+    recv(&mut c, ms(6), srv, &SessionMsg::Proceed { op: req.op() });
+    let data = b"alpha".to_vec();
+    let digest = *blake3::hash(&data).as_bytes();
+    let offer = TransferMsg::Offer {
+        id: 0,
+        name: "a".into(),
+        size: data.len() as u64,
+    };
+    recv(&mut c, ms(7), srv, &xfer(offer));
+    let chunk = TransferMsg::Chunks {
+        id: 0,
+        seq: 0,
+        data: data.clone(),
+    };
+    recv(&mut c, ms(8), srv, &xfer(chunk));
+    recv(
+        &mut c,
+        ms(9),
+        srv,
+        &xfer(TransferMsg::Done { id: 0, digest }),
+    );
+    // The persist takes long; the server's sender gives up meanwhile.
+    c.handle_input(ms(9_000), Input::FilePersisted { temp: 0 });
+    drain(&mut c);
+    let server_says = vec![
+        Landed::Failed(crate::server::OpError::Transfer(TransferError::Timeout)),
+        Landed::Failed(crate::server::OpError::NoSuchFile),
+    ];
+    let outs = recv(
+        &mut c,
+        ms(9_001),
+        srv,
+        &SessionMsg::SentAll {
+            outcomes: server_says.clone(),
+        },
+    );
+    let Some(ClientEvent::Response(Response::Received(got))) = events(&outs).pop() else {
+        panic!("{outs:?}");
+    };
+    assert_eq!(
+        got,
+        vec![
+            Landed::Stored {
+                size: data.len() as u64,
+                digest
+            },
+            server_says[1].clone()
+        ]
+    );
+}
+
 /// An upload's attributes go right after its OFFER; a download's, heard
 /// after its OFFER, are set on its file before it is persisted, unless the
 /// client was told not to keep them.

@@ -17,7 +17,7 @@
 //! [`super::invariants`]).
 
 use crate::clients::session::{self, OpEnd};
-use crate::disk::{describe_attrs, short, LocalFile, SharedLocal, SimFiles};
+use crate::disk::{describe_attrs, short, LocalFile, ManyFiles, SharedLocal, SimFiles};
 use crate::driver::{Describe, Driver, DriverConfig};
 use crate::harness::{server_host, server_port, BALANCER, BALANCER_PORT};
 use crate::seeds::SimRng;
@@ -90,6 +90,12 @@ pub enum OpPlan {
         owner: Option<usize>,
         name: String,
     },
+    /// `ferry get` of several files: one batch (`DownloadMany`), each
+    /// file `(owner, name)` as a single download names it, received
+    /// through temporary handle `i` into a destination of its own.
+    DownloadMany {
+        files: Vec<(Option<usize>, String)>,
+    },
     Share {
         name: String,
         user: usize,
@@ -152,6 +158,11 @@ impl OpPlan {
                 owner: owner.map(|u| users[u].username.clone()),
                 name: name.clone(),
             },
+            OpPlan::DownloadMany { files } => Request::DownloadMany {
+                files: (files.iter())
+                    .map(|(o, n)| (o.map(|u| users[u].username.clone()), n.clone()))
+                    .collect(),
+            },
             OpPlan::Share { name, user } => Request::Share {
                 name: name.clone(),
                 user: users[*user].username.clone(),
@@ -201,6 +212,15 @@ impl OpPlan {
                 owner: Some(o),
                 name,
             } => format!("download {}'s {name:?}", users[*o].username),
+            OpPlan::DownloadMany { files } => {
+                let each: Vec<String> = (files.iter())
+                    .map(|(o, n)| match o {
+                        None => format!("{n:?}"),
+                        Some(o) => format!("{}'s {n:?}", users[*o].username),
+                    })
+                    .collect();
+                format!("download {} files: {}", files.len(), each.join(", "))
+            }
             OpPlan::Share { name, user } => {
                 format!("share {name:?} with {}", users[*user].username)
             }
@@ -235,6 +255,7 @@ impl fmt::Debug for OpPlan {
                 write!(f, "UploadMany({files:?}, replace: {replace})")
             }
             OpPlan::Download { owner, name } => write!(f, "Download({owner:?}, {name:?})"),
+            OpPlan::DownloadMany { files } => write!(f, "DownloadMany({files:?})"),
             OpPlan::Share { name, user } => write!(f, "Share({name:?}, user #{user})"),
             OpPlan::Unshare { name, user } => write!(f, "Unshare({name:?}, user #{user})"),
             OpPlan::Delete { name } => write!(f, "Delete({name:?})"),
@@ -297,6 +318,10 @@ impl fmt::Display for OpResult {
     }
 }
 
+/// A file of a batch of downloads as its local destination holds it
+/// afterwards, with the attributes it was given; `None`: no file.
+pub type LocalCopy = Option<(Arc<[u8]>, Option<FileAttrs>)>;
+
 /// One operation as it happened.
 #[derive(Clone, Debug)]
 pub struct OpRecord {
@@ -312,6 +337,9 @@ pub struct OpRecord {
     pub local: Option<Arc<[u8]>>,
     /// The attributes the client gave that file (`SetAttrs`), if any.
     pub local_attrs: Option<FileAttrs>,
+    /// A batch of downloads' local files afterwards, file `i` at `i`
+    /// (`None`: no file), with the attributes each was given.
+    pub locals: Vec<LocalCopy>,
     /// The durably applied index of the session's server before the
     /// request was sent (a floor: it never decreases), set by the harness.
     pub lo: Option<u64>,
@@ -516,6 +544,15 @@ fn describe_client_event(e: &ClientEvent) -> Option<String> {
                 outcomes.len()
             )
         }
+        ClientEvent::Response(Response::Received(outcomes)) => {
+            let received = (outcomes.iter())
+                .filter(|o| matches!(o, Landed::Stored { .. }))
+                .count();
+            format!(
+                "batch answered: {received} of {} files received",
+                outcomes.len()
+            )
+        }
         ClientEvent::Response(Response::Downloaded { size, digest }) => {
             format!("downloaded {size} bytes, {}", short(digest))
         }
@@ -585,6 +622,7 @@ pub fn add_files_client(sim: &mut turmoil::Sim<'_>, index: usize, shared: &Share
                             result: Some(OpResult::NoSession(why)),
                             local: None,
                             local_attrs: None,
+                            locals: Vec::new(),
                             lo: None,
                             hi: None,
                             fetching: Vec::new(),
@@ -708,7 +746,9 @@ async fn run_op_cut(
                 l.dest = None;
                 l.dest_attrs = None;
                 l.partial = None;
+                l.many = None;
             }
+            OpPlan::DownloadMany { .. } => l.many = Some(ManyFiles::default()),
             _ => {}
         }
     }
@@ -728,6 +768,7 @@ async fn run_op_cut(
             result: None,
             local: None,
             local_attrs: None,
+            locals: Vec::new(),
             lo: None,
             hi: None,
             fetching: Vec::new(),
@@ -770,6 +811,30 @@ async fn run_op_cut(
             t.record_now(&name, landed_line(i, files.len(), &f.name, o));
         }
     }
+    if let (OpPlan::DownloadMany { files }, OpResult::Answer(Response::Received(outcomes))) =
+        (&op, &result)
+    {
+        let mut t = shared.trace.borrow_mut();
+        for (i, ((o, n), landed)) in files.iter().zip(outcomes).enumerate() {
+            let file = match o {
+                None => format!("{n:?}"),
+                Some(o) => format!("{}'s {n:?}", shared.users[*o].username),
+            };
+            t.record_now(&name, received_line(i, files.len(), &file, landed));
+        }
+    }
+    let locals = match &op {
+        OpPlan::DownloadMany { files } => {
+            let l = local.borrow();
+            (0..files.len() as u64)
+                .map(|i| {
+                    let m = l.many.as_ref()?;
+                    Some((m.dests.get(&i)?.clone(), m.dest_attrs.get(&i).copied()))
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    };
     let (downloaded, attrs) = match op {
         OpPlan::Download { .. } => {
             let l = local.borrow();
@@ -784,6 +849,7 @@ async fn run_op_cut(
     o.resumed = resumed;
     o.local = downloaded;
     o.local_attrs = attrs;
+    o.locals = locals;
     o.fetching = fetching;
     result
 }
@@ -795,6 +861,16 @@ pub fn landed_line(i: usize, n: usize, name: &str, o: &Landed) -> String {
         Landed::Failed(e) => format!("failed: {e}"),
     };
     format!("file {}/{n} {name:?}: {what}", i + 1)
+}
+
+/// The trace line of what became of file `i` of a batch of `n` downloads
+/// (`file`: its name, and its owner's if another user's).
+pub fn received_line(i: usize, n: usize, file: &str, o: &Landed) -> String {
+    let what = match o {
+        Landed::Stored { size, digest } => format!("received {size} bytes, {}", short(digest)),
+        Landed::Failed(e) => format!("failed: {e}"),
+    };
+    format!("file {}/{n} {file}: {what}", i + 1)
 }
 
 /// What the verifier checks for one user on every server.

@@ -76,9 +76,12 @@ fn files(records: &[FilesRecord], users: &[UserPlan], first_client: usize) -> Hi
                 }
                 OpPlan::List => Input::Ls { user: me.clone() },
                 OpPlan::DeleteAccount => Input::DeleteAccount { user: me.clone() },
-                OpPlan::Download { .. } | OpPlan::Browse { .. } | OpPlan::UploadMany { .. } => {
-                    continue
-                }
+                // Downloads, alone or in batches, are checked against the
+                // log's model (`invariants`), not here.
+                OpPlan::Download { .. }
+                | OpPlan::DownloadMany { .. }
+                | OpPlan::Browse { .. }
+                | OpPlan::UploadMany { .. } => continue,
             };
             let Some(output) = file_output(&input, o.result.as_ref()) else {
                 continue;

@@ -52,6 +52,13 @@
 //!   before the answer, with the answer's results; a file answered failed
 //!   was stored by no entry; a stored one is what was sent and is not lost;
 //!   refusals at the offer are right;
+//! - **batches of downloads** ([`check_download_batch`]): one outcome
+//!   per file; a file received is in its own local destination, exactly
+//!   the bytes announced, which the user could read under that owner and
+//!   name at a point of `lo..=hi`; "no such file" only if at some such
+//!   point they could not; no file fails for the session or the quota, or
+//!   arrives damaged without a rot to explain it; a file that failed left
+//!   no local destination;
 //! - **deleted accounts**: acknowledged ones are in the log before the
 //!   answer; afterwards no server's state holds anything of the user, no
 //!   disk holds the content of their files that nothing else names, and
@@ -81,7 +88,9 @@
 //! that point of the log") and counted; `strict_revocation` makes it a
 //! violation.
 
-use super::client::{BatchFile, FilesRecord, OpPlan, OpRecord, OpResult, UserPlan, VerifyRecord};
+use super::client::{
+    BatchFile, FilesRecord, LocalCopy, OpPlan, OpRecord, OpResult, UserPlan, VerifyRecord,
+};
 use super::model::{self, canonical, Catalogue, History, Outcome};
 use super::rot::{rotten_during, Rot};
 use crate::disk::{short, Disk};
@@ -546,6 +555,32 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
                     }
                 }
                 (OpPlan::Download { .. }, Response::Failed(OpError::Transfer(_))) => {}
+                (OpPlan::DownloadMany { files }, Response::Received(outcomes)) => {
+                    let asked: Vec<(Option<u64>, String)> = (files.iter())
+                        .map(|(u, n)| (u.map_or(Some(me), |u| f.ids[u]), n.clone()))
+                        .collect();
+                    let b = DownloadBatchAnswer {
+                        what: &what,
+                        me,
+                        lo,
+                        hi,
+                        files: &asked,
+                        outcomes,
+                        locals: &op.locals,
+                    };
+                    // A rot explains file i arriving damaged if server
+                    // held a rotten copy of what the user could read
+                    // under its name while the batch ran.
+                    let damaged = |i: usize| {
+                        let Some((Some(o), name)) = asked.get(i) else {
+                            return false;
+                        };
+                        let readable =
+                            |d: &[u8; 32]| some(&|s| s.readable(me, *o, name) == Some(*d));
+                        rotten_during(f.rots, server, readable, op.started, op.ended)
+                    };
+                    check_download_batch(h, &b, &damaged, &mut v);
+                }
                 (OpPlan::Share { name, user }, Response::File(FileOutcome::Shared)) => {
                     if acknowledged(h, hi, server, me, Write::Share(name, grantee(*user))).is_none()
                     {
@@ -956,6 +991,137 @@ pub fn check_batch(
                 ))
             }
             _ => {}
+        }
+    }
+}
+
+/// A batch of downloads' answer, and what it answers.
+pub struct DownloadBatchAnswer<'a> {
+    /// The operation, for the violations' text.
+    pub what: &'a str,
+    /// The user's id.
+    pub me: u64,
+    /// The points of the log the server may have been at (see the module).
+    pub lo: u64,
+    pub hi: u64,
+    /// The files asked for: their owner's id (`None`: a user the log
+    /// never registered) and name.
+    pub files: &'a [(Option<u64>, String)],
+    pub outcomes: &'a [Landed],
+    /// The local destinations afterwards, file `i` at `i`, with the
+    /// attributes each was given.
+    pub locals: &'a [LocalCopy],
+}
+
+/// The checks of a batch of downloads (`DownloadMany`) answered file by
+/// file (`Received`):
+///
+/// - one outcome per file asked for;
+/// - a file answered received is in its local destination `i`, exactly
+///   that many bytes of that digest, and at some point of `lo..=hi` the
+///   user could read the owner's file of that name (their own, or shared
+///   with them, as a file or in a folder) with that content and the
+///   attributes the destination was given (none if it had none);
+/// - a file answered "no such file" was absent or not the user's to read
+///   at some point of `lo..=hi`;
+/// - no file of a proven session fails for the session, the quota or the
+///   disk, nor arrives damaged unless `damaged(i)` (a rot explains it),
+///   and none gets an answer only uploads and deletes get;
+/// - a file that failed left no local destination `i`: nothing of it is
+///   persisted, half-written or not.
+pub fn check_download_batch(
+    h: &History,
+    b: &DownloadBatchAnswer<'_>,
+    damaged: &dyn Fn(usize) -> bool,
+    v: &mut Vec<String>,
+) {
+    let (what, me) = (b.what, b.me);
+    let range = format!("log points {}..={}", b.lo, b.hi);
+    if b.outcomes.len() != b.files.len() {
+        v.push(format!(
+            "{what}: the batch of {} files was answered {} outcomes",
+            b.files.len(),
+            b.outcomes.len()
+        ));
+        return;
+    }
+    let points = || h.between(b.lo, b.hi);
+    for (i, ((owner, name), o)) in b.files.iter().zip(b.outcomes).enumerate() {
+        let file = format!("{what}: file {} {name:?}", i + 1);
+        let local = b.locals.get(i).and_then(Option::as_ref);
+        let e = match o {
+            Landed::Stored { size, digest } => {
+                let Some((bytes, attrs)) = local else {
+                    v.push(format!("{file}: received, but no local file {i}"));
+                    continue;
+                };
+                if bytes.len() as u64 != *size || blake3::hash(bytes).as_bytes() != digest {
+                    v.push(format!(
+                        "{file}: local file {i} ({} bytes, {}) is not what was received ({size} bytes, {})",
+                        bytes.len(),
+                        short(blake3::hash(bytes).as_bytes()),
+                        short(digest)
+                    ));
+                    continue;
+                }
+                let Some(o) = owner else {
+                    continue;
+                };
+                let got = |s: &Catalogue| {
+                    s.readable(me, *o, name) == Some(*digest)
+                        && s.file(*o, name).is_some_and(|f| f.size == *size)
+                        && s.readable_attrs(me, *o, name) == Some(*attrs)
+                };
+                if !points().any(|(_, s)| got(s)) {
+                    let seen: Vec<String> = points()
+                        .map(
+                            |(k, s)| match (s.readable(me, *o, name), s.file(*o, name)) {
+                                (Some(d), Some(f)) => format!("#{k}: {} {:?}", short(&d), f.attrs),
+                                _ => format!("#{k}: not readable"),
+                            },
+                        )
+                        .collect();
+                    v.push(format!(
+                        "{file}: user{me} received user{o}/{name} as {} with {attrs:?} but at no point of {range} could they read that: {}",
+                        short(digest),
+                        seen.join(", ")
+                    ));
+                }
+                continue;
+            }
+            Landed::Failed(e) => e,
+        };
+        if let Some((bytes, _)) = local {
+            v.push(format!(
+                "{file}: failed ({e}), yet it left local file {i} ({} bytes)",
+                bytes.len()
+            ));
+        }
+        match e {
+            OpError::NoSuchFile => {
+                let Some(o) = owner else {
+                    continue;
+                };
+                if !points().any(|(_, s)| s.readable(me, *o, name).is_none()) {
+                    v.push(format!(
+                        "{file}: \"no such file\", but user{me} could read user{o}/{name} at every point of {range}"
+                    ));
+                }
+            }
+            OpError::Transfer(TransferError::DigestMismatch) if !damaged(i) => v.push(format!(
+                "{file}: arrived damaged, but its server held no rotten copy of what the user could read under that name ({range}) while it ran"
+            )),
+            OpError::Transfer(TransferError::DigestMismatch) => {}
+            OpError::NotAuthenticated
+            | OpError::InvalidSession { .. }
+            | OpError::Transfer(TransferError::OverQuota { .. } | TransferError::NoSpace { .. }) => {
+                v.push(format!(
+                    "{file}: a proven session with room to spare must not fail with {e:?}"
+                ))
+            }
+            // Its content not fetched in time; a transfer given up.
+            OpError::Unavailable { .. } | OpError::Transfer(_) => {}
+            e => v.push(format!("{file}: a download must not get {e:?}")),
         }
     }
 }
@@ -1482,5 +1648,215 @@ mod tests {
             &check(&log, 3, &files, &outcomes[..1]),
             "answered 1 outcomes",
         );
+    }
+
+    type Local = LocalCopy;
+    /// A log, the files asked for, the answer, the local files.
+    type Gets = (
+        Vec<Entry>,
+        Vec<(Option<u64>, &'static str)>,
+        Vec<Landed>,
+        Vec<Local>,
+    );
+
+    /// alice (user 1) has "a"; bob (user 2) has "p", shared with alice
+    /// from entry 5 on, and "q", never shared.
+    fn two_users() -> (Vec<Entry>, BatchFile, BatchFile, BatchFile) {
+        let a = file("a", 1, 4097);
+        let (p, q) = (file("p", 2, 10), file("q", 3, 0));
+        let bob = |f: &BatchFile| {
+            let mut t = put_one(f);
+            if let Txn::PutFile { owner, .. } = &mut t {
+                *owner = 2;
+            }
+            t
+        };
+        let mut register_bob = register();
+        if let Txn::Register { username, .. } = &mut register_bob {
+            *username = "bob".into();
+        }
+        let log = vec![
+            entry(1, 1, register()),
+            entry(2, 2, register_bob),
+            entry(3, 3, put_one(&a)),
+            entry(4, 4, bob(&p)),
+            entry(
+                5,
+                5,
+                Txn::Share {
+                    owner: 2,
+                    name: "p".into(),
+                    grantee: "alice".into(),
+                },
+            ),
+            entry(6, 6, bob(&q)),
+        ];
+        (log, a, p, q)
+    }
+
+    fn local(f: &BatchFile) -> Local {
+        Some((f.content.clone(), None))
+    }
+
+    /// The violations of alice's batch of `files` answered `outcomes`,
+    /// the log at points `lo..=hi`.
+    fn check_gets(
+        log: &[Entry],
+        (lo, hi): (u64, u64),
+        files: &[(Option<u64>, &str)],
+        outcomes: &[Landed],
+        locals: &[Local],
+        damaged: &dyn Fn(usize) -> bool,
+    ) -> Vec<String> {
+        let h = History::replay(log);
+        let files: Vec<(Option<u64>, String)> =
+            files.iter().map(|(o, n)| (*o, n.to_string())).collect();
+        let b = DownloadBatchAnswer {
+            what: "client1",
+            me: 1,
+            lo,
+            hi,
+            files: &files,
+            outcomes,
+            locals,
+        };
+        let mut v = Vec::new();
+        check_download_batch(&h, &b, damaged, &mut v);
+        v
+    }
+
+    /// alice gets her "a", bob's shared "p", "missing" and bob's "q":
+    /// the last two "no such file".
+    fn honest_gets() -> Gets {
+        let (log, a, p, _) = two_users();
+        let files = vec![
+            (Some(1), "a"),
+            (Some(2), "p"),
+            (Some(1), "missing"),
+            (Some(2), "q"),
+        ];
+        let outcomes = vec![
+            stored(&a),
+            stored(&p),
+            Landed::Failed(OpError::NoSuchFile),
+            Landed::Failed(OpError::NoSuchFile),
+        ];
+        let locals = vec![local(&a), local(&p), None, None];
+        (log, files, outcomes, locals)
+    }
+
+    #[test]
+    fn an_honest_batch_of_downloads_passes() {
+        let (log, files, outcomes, locals) = honest_gets();
+        let v = check_gets(&log, (6, 6), &files, &outcomes, &locals, &|_| false);
+        assert_eq!(v, Vec::<String>::new());
+        // Answered from any point of the range at which it was right.
+        let v = check_gets(&log, (4, 6), &files, &outcomes, &locals, &|_| false);
+        assert_eq!(v, Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_received_file_the_user_may_not_read_is_caught() {
+        let (log, a, _, q) = two_users();
+        // bob's "q", never shared with alice.
+        let files = [(Some(2), "q")];
+        let v = check_gets(&log, (6, 6), &files, &[stored(&q)], &[local(&q)], &|_| {
+            false
+        });
+        fires(&v, "at no point of log points 6..=6 could they read that");
+        // bob's "p" before its share (the server's point at most 4).
+        let p = file("p", 2, 10);
+        let files = [(Some(2), "p")];
+        let v = check_gets(&log, (3, 4), &files, &[stored(&p)], &[local(&p)], &|_| {
+            false
+        });
+        fires(&v, "could they read that");
+        // Her own "a" with another content than the catalogue's.
+        let other = file("a", 9, 4097);
+        let files = [(Some(1), "a")];
+        let v = check_gets(
+            &log,
+            (6, 6),
+            &files,
+            &[stored(&other)],
+            &[local(&other)],
+            &|_| false,
+        );
+        fires(&v, "could they read that");
+        // Or with attributes it never had.
+        let attrs = FileAttrs {
+            mtime_secs: 1,
+            mtime_nanos: 0,
+            mode: 0o644,
+        };
+        let v = check_gets(
+            &log,
+            (6, 6),
+            &files,
+            &[stored(&a)],
+            &[Some((a.content.clone(), Some(attrs)))],
+            &|_| false,
+        );
+        fires(&v, "could they read that");
+    }
+
+    #[test]
+    fn a_received_file_not_in_its_destination_is_caught() {
+        let (log, files, outcomes, mut locals) = honest_gets();
+        // File 1 persisted to the wrong destination: file 2's.
+        locals.swap(0, 1);
+        let v = check_gets(&log, (6, 6), &files, &outcomes, &locals, &|_| false);
+        fires(&v, "file 1 \"a\": local file 0 (10 bytes");
+        fires(&v, "is not what was received");
+        // Or nowhere.
+        let (log, files, outcomes, mut locals) = honest_gets();
+        locals[1] = None;
+        let v = check_gets(&log, (6, 6), &files, &outcomes, &locals, &|_| false);
+        fires(&v, "file 2 \"p\": received, but no local file 1");
+    }
+
+    #[test]
+    fn wrong_failures_of_a_batch_of_downloads_are_caught() {
+        let (log, files, mut outcomes, mut locals) = honest_gets();
+        // "no such file" for her own "a", there at every point.
+        outcomes[0] = Landed::Failed(OpError::NoSuchFile);
+        locals[0] = None;
+        let v = check_gets(&log, (3, 6), &files, &outcomes, &locals, &|_| false);
+        fires(&v, "file 1 \"a\": \"no such file\", but user1 could read");
+        // Right if it was missing at a point of the range.
+        let v = check_gets(&log, (2, 6), &files, &outcomes, &locals, &|_| false);
+        assert_eq!(v, Vec::<String>::new());
+        // A failed file that left its destination behind.
+        let (log, files, mut outcomes, locals) = honest_gets();
+        outcomes[0] = Landed::Failed(OpError::Transfer(TransferError::Timeout));
+        let v = check_gets(&log, (6, 6), &files, &outcomes, &locals, &|_| false);
+        fires(&v, "file 1 \"a\": failed");
+        fires(&v, "yet it left local file 0 (4097 bytes)");
+        // Damaged without a rot to explain it; with one, allowed.
+        let (log, files, mut outcomes, mut locals) = honest_gets();
+        outcomes[1] = Landed::Failed(OpError::Transfer(TransferError::DigestMismatch));
+        locals[1] = None;
+        let v = check_gets(&log, (6, 6), &files, &outcomes, &locals, &|_| false);
+        fires(&v, "file 2 \"p\": arrived damaged");
+        let v = check_gets(&log, (6, 6), &files, &outcomes, &locals, &|i| i == 1);
+        assert_eq!(v, Vec::<String>::new());
+        // Failures no proven session with room may see, or no download.
+        for e in [
+            OpError::Transfer(TransferError::OverQuota {
+                used: 0,
+                quota: 1,
+                needed: 2,
+            }),
+            OpError::NotAuthenticated,
+            OpError::FileExists,
+        ] {
+            outcomes[1] = Landed::Failed(e);
+            let v = check_gets(&log, (6, 6), &files, &outcomes, &locals, &|_| false);
+            fires(&v, "file 2 \"p\": a ");
+        }
+        // Outcomes not one per file.
+        let (log, files, outcomes, locals) = honest_gets();
+        let v = check_gets(&log, (6, 6), &files, &outcomes[..3], &locals, &|_| false);
+        fires(&v, "the batch of 4 files was answered 3 outcomes");
     }
 }

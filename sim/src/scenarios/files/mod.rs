@@ -1,10 +1,10 @@
 //! The "files" scenario: users upload (a file, or a batch of them),
-//! download, share, unshare, delete and list files through the balancer on
-//! a three-server cluster (server 1 the master), while the harness restarts
-//! a follower, cuts a follower off, and maybe crashes the master; then the
-//! cluster is healed, must converge (the same log and state everywhere, and
-//! on every disk exactly the content the catalogue names), and a verifier
-//! checks every file through every server.
+//! download (a file, or a batch), share, unshare, delete and list files
+//! through the balancer on a three-server cluster (server 1 the master),
+//! while the harness restarts a follower, cuts a follower off, and maybe
+//! crashes the master; then the cluster is healed, must converge (the same
+//! log and state everywhere, and on every disk exactly the content the
+//! catalogue names), and a verifier checks every file through every server.
 //!
 //! VOPR-style, like the replication scenario: a seed picks the swarm options
 //! ([`FilesConfig::swarm`]: load, latencies, and for some seeds slow disks,
@@ -175,6 +175,19 @@ const BATCH_CLASHES: [&str; 2] = ["sub", "b1.txt/x"];
 /// Sizes of a batch's small files: empty, one byte, around one chunk.
 const BATCH_SMALL_SIZES: [u64; 5] = [0, 1, 4095, 4096, 4097];
 
+/// Chance (percent) that a swarm seed has batches of downloads
+/// (`DownloadMany`, what `ferry get` of several files sends).
+pub const DOWNLOAD_BATCHES_PCT: u32 = 33;
+/// Of such a seed's operations, the share (percent) that are batches of
+/// downloads instead.
+const DOWNLOAD_BATCH_OPS_PCT: u32 = 20;
+/// Files a batch of downloads asks for, at least and at most.
+const DOWNLOAD_BATCH_FILES: (u64, u64) = (2, 6);
+/// A name no upload ever gives.
+const MISSING_NAME: &str = "missing.txt";
+/// Folders (or no such thing) a batch of downloads may name as if files.
+const DOWNLOAD_FOLDERS: [&str; 3] = ["docs", "docs/sub", "sub"];
+
 /// The knobs; [`FilesConfig::swarm`] draws them from a seed.
 #[derive(Clone, Debug)]
 pub struct FilesConfig {
@@ -260,6 +273,13 @@ pub struct FilesConfig {
     /// the single uploads, a bad name). None by default; the swarm gives
     /// [`BATCHES_PCT`] of its seeds [`BATCH_OPS_PCT`].
     pub batch_pct: u32,
+    /// Chance (percent) that an operation is a batch of downloads instead
+    /// (2–6 files: the user's own, which exist or existed, other users'
+    /// files, shared with the user or not, a missing name, now and then a
+    /// name twice, a folder or a bad name). None by default; the swarm
+    /// gives [`DOWNLOAD_BATCHES_PCT`] of its seeds
+    /// [`DOWNLOAD_BATCH_OPS_PCT`].
+    pub download_batch_pct: u32,
     /// Treat a download served from a state older than an unshare or a
     /// delete already acknowledged to the owner as a violation. The
     /// contract (docs/transfer.md) is "shared at that point of the log":
@@ -300,6 +320,7 @@ impl Default for FilesConfig {
             leave_pct: 0,
             cut_pct: 0,
             batch_pct: 0,
+            download_batch_pct: 0,
             strict_revocation: false,
             tick: Duration::from_millis(2),
             duration: Duration::from_secs(240),
@@ -375,6 +396,10 @@ impl FilesConfig {
         if SimRng::new(seed, BATCH_SEED_STREAM).chance(BATCHES_PCT) {
             cfg.batch_pct = BATCH_OPS_PCT;
         }
+        // And one for batches of downloads, for the same reason.
+        if SimRng::new(seed, DOWNLOAD_BATCH_SEED_STREAM).chance(DOWNLOAD_BATCHES_PCT) {
+            cfg.download_batch_pct = DOWNLOAD_BATCH_OPS_PCT;
+        }
         cfg
     }
 }
@@ -402,6 +427,8 @@ impl FilesPlan {
         let mut attrs = SimRng::new(seed, 69);
         // So do batches, from a stream of their own again.
         let mut batches = SimRng::new(seed, BATCH_PLAN_STREAM);
+        // And batches of downloads, from one more.
+        let mut gets = SimRng::new(seed, DOWNLOAD_BATCH_PLAN_STREAM);
         let users: Vec<UserPlan> = USERNAMES[..cfg.users.clamp(1, 4) as usize]
             .iter()
             .map(|u| UserPlan {
@@ -438,6 +465,11 @@ impl FilesPlan {
                     }
                     if batches.chance(cfg.batch_pct) {
                         op = draw_batch(&mut batches, cfg);
+                    }
+                    // Its files are drawn once every client's plan is,
+                    // from the names the plans upload.
+                    if gets.chance(cfg.download_batch_pct) {
+                        op = OpPlan::DownloadMany { files: Vec::new() };
                     }
                     // Mostly, an unshare takes back a share this client made.
                     if let OpPlan::Unshare { .. } = op {
@@ -491,6 +523,7 @@ impl FilesPlan {
             })
             .collect();
         let mut clients: Vec<FilesClientPlan> = clients;
+        fill_download_batches(&mut gets, &mut clients, users.len());
         // Its own stream: plans without a deletion stay what they were.
         let mut leave = SimRng::new(seed, 28);
         if !clients.is_empty() && leave.chance(cfg.leave_pct) {
@@ -714,6 +747,92 @@ fn draw_batch(rng: &mut SimRng, cfg: &FilesConfig) -> OpPlan {
     }
 }
 
+/// The stream that decides whether a swarm seed has batches of downloads
+/// (one under which the pinned seeds 3, 172 and 211 have none, and seed
+/// 7, which `same_seed_same_trace` runs twice, has some), and the one its
+/// plan draws them from.
+const DOWNLOAD_BATCH_SEED_STREAM: u64 = 71;
+const DOWNLOAD_BATCH_PLAN_STREAM: u64 = 72;
+
+/// The files of the plans' batches of downloads (drawn empty): 2–6
+/// files each, mostly of the names the plans of the user's clients upload
+/// (alone or in batches: files that exist, or existed, or never came to
+/// be), or of the names another user's clients upload, under that user
+/// (shared with this one or not); now and then a name no upload gives, a
+/// name the batch asked for already, a folder or a bad name.
+fn fill_download_batches(rng: &mut SimRng, clients: &mut [FilesClientPlan], users: usize) {
+    let mut names: Vec<BTreeSet<String>> = vec![BTreeSet::new(); users];
+    for c in clients.iter() {
+        for s in &c.steps {
+            let planned: Vec<&String> = match &s.op {
+                OpPlan::Upload { name, .. } => vec![name],
+                OpPlan::UploadMany { files, .. } => files.iter().map(|f| &f.name).collect(),
+                _ => continue,
+            };
+            let good = planned.into_iter().filter(|n| check_path(n).is_ok());
+            names[c.user].extend(good.cloned());
+        }
+    }
+    let names: Vec<Vec<String>> = names.into_iter().map(|s| s.into_iter().collect()).collect();
+    for c in clients.iter_mut() {
+        for s in c.steps.iter_mut() {
+            if let OpPlan::DownloadMany { files } = &mut s.op {
+                if files.is_empty() {
+                    *files = draw_download_batch(rng, c.user, &names);
+                }
+            }
+        }
+    }
+}
+
+/// A batch of downloads of a client of `user` (see
+/// [`fill_download_batches`]); `names`: the names each user's clients
+/// upload.
+fn draw_download_batch(
+    rng: &mut SimRng,
+    user: usize,
+    names: &[Vec<String>],
+) -> Vec<(Option<usize>, String)> {
+    let users = names.len();
+    let other = |rng: &mut SimRng| {
+        let o = rng.range(0, users as u64 - 2) as usize;
+        if o >= user {
+            o + 1
+        } else {
+            o
+        }
+    };
+    // Another user's file: half the time of the names shares name.
+    let name_of = |rng: &mut SimRng, u: usize| {
+        let shared = if u == user { 15 } else { 50 };
+        match names[u].is_empty() || rng.chance(shared) {
+            true => rng.pick(&FILE_NAMES).to_string(),
+            false => rng.pick(&names[u]).clone(),
+        }
+    };
+    let n = rng.range(DOWNLOAD_BATCH_FILES.0, DOWNLOAD_BATCH_FILES.1);
+    let mut files: Vec<(Option<usize>, String)> = Vec::new();
+    for _ in 0..n {
+        let file = match rng.range(0, 99) {
+            0..=7 if !files.is_empty() => rng.pick(&files).clone(),
+            0..=49 => (None, name_of(rng, user)),
+            50..=79 if users > 1 => {
+                let o = other(rng);
+                (Some(o), name_of(rng, o))
+            }
+            50..=79 => (None, name_of(rng, user)),
+            80..=87 => {
+                let owner = (users > 1 && rng.chance(30)).then(|| other(rng));
+                (owner, MISSING_NAME.to_string())
+            }
+            88..=94 => (None, rng.pick(&DOWNLOAD_FOLDERS).to_string()),
+            _ => (None, rng.pick(&BAD_NAMES).to_string()),
+        };
+        files.push(file);
+    }
+    files
+}
+
 /// One operation of a client of `user`.
 fn draw_op(
     rng: &mut SimRng,
@@ -872,10 +991,29 @@ impl Details for FilesDetails {
     fn counts(&self) -> Vec<(&'static str, u64)> {
         let mut c = [0u64; 18];
         let mut b = [0u64; 6];
+        // Batches of downloads: answered, files received (another user's),
+        // "no such file", failed otherwise.
+        let mut d = [0u64; 5];
         for r in &self.clients {
             for op in &r.ops {
                 let step = &op.op;
                 match (step, &op.result) {
+                    (
+                        OpPlan::DownloadMany { files },
+                        Some(OpResult::Answer(Response::Received(outcomes))),
+                    ) => {
+                        d[0] += 1;
+                        for ((owner, _), o) in files.iter().zip(outcomes) {
+                            match o {
+                                Landed::Stored { .. } => {
+                                    d[1] += 1;
+                                    d[2] += u64::from(owner.is_some());
+                                }
+                                Landed::Failed(OpError::NoSuchFile) => d[3] += 1,
+                                Landed::Failed(_) => d[4] += 1,
+                            }
+                        }
+                    }
                     (
                         OpPlan::UploadMany { files, .. },
                         Some(OpResult::Answer(Response::Batch(outcomes))),
@@ -1030,6 +1168,14 @@ impl Details for FilesDetails {
                 b[4],
             ),
             ("  files failed otherwise", b[5]),
+            ("batches of downloads answered (DownloadMany)", d[0]),
+            ("  files received", d[1]),
+            ("    of them another user's", d[2]),
+            ("  files refused 'no such file'", d[3]),
+            (
+                "  files that failed otherwise (unfetched, a transfer given up)",
+                d[4],
+            ),
             (
                 "batches committed (PutFiles entries)",
                 self.batches_committed,
