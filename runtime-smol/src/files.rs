@@ -329,6 +329,11 @@ pub struct Files {
     modified: HashMap<u64, Result<SystemTime, FileFailure>>,
     /// Permission bits a download is to have once persisted (`SetAttrs`).
     modes: HashMap<u64, u32>,
+    /// Read handles answered `Read` whose bytes the world has not taken
+    /// yet ([`Files::read`]): never closed to stay under [`MAX_OPEN`], or
+    /// the read the node was promised would fail (a batch of 256 files in
+    /// flight failed half of them so).
+    pending: HashSet<u64>,
     clock: u64,
     /// Ids of openings.
     opened: u64,
@@ -349,6 +354,7 @@ impl Files {
             unnamed: HashSet::new(),
             modified: HashMap::new(),
             modes: HashMap::new(),
+            pending: HashSet::new(),
             clock: 0,
             opened: 0,
             buf: Vec::new(),
@@ -577,11 +583,14 @@ impl Files {
                     return Some(FileAnswer::Failed { handle, failure });
                 }
                 match self.open_read(handle, file) {
-                    Ok(()) => Some(FileAnswer::Read {
-                        handle,
-                        offset,
-                        len,
-                    }),
+                    Ok(()) => {
+                        self.pending.insert(handle);
+                        Some(FileAnswer::Read {
+                            handle,
+                            offset,
+                            len,
+                        })
+                    }
                     Err(failure) => Some(FileAnswer::Failed { handle, failure }),
                 }
             }
@@ -648,6 +657,7 @@ impl Files {
     /// fewer only at the end of the file. The bytes stay valid until the
     /// next call.
     pub fn read(&mut self, handle: u64, offset: u64, len: usize) -> Result<&[u8], FileFailure> {
+        self.pending.remove(&handle);
         self.clock += 1;
         let clock = self.clock;
         let Some(open) = self.open.get_mut(&Key::Read(handle)) else {
@@ -815,16 +825,17 @@ impl Files {
     }
 
     fn insert(&mut self, key: Key, open: Open) {
-        if self.open.len() >= MAX_OPEN && !self.open.contains_key(&key) {
-            if let Some(oldest) = self
-                .open
-                .iter()
+        while self.open.len() >= MAX_OPEN && !self.open.contains_key(&key) {
+            let pending = &self.pending;
+            let Some(oldest) = (self.open.iter())
+                .filter(|(k, _)| !matches!(k, Key::Read(h) if pending.contains(h)))
                 .min_by_key(|(_, o)| o.used)
                 .map(|(k, _)| *k)
-            {
-                if let Some(old) = self.open.remove(&oldest) {
-                    self.ahead.forget(old.id);
-                }
+            else {
+                break;
+            };
+            if let Some(old) = self.open.remove(&oldest) {
+                self.ahead.forget(old.id);
             }
         }
         if let Some(old) = self.open.insert(key, open) {

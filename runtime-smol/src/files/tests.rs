@@ -399,14 +399,20 @@ fn open_descriptors_stay_bounded() {
         data: content.clone(),
     });
     persist(&mut files, 1, FileRef::Blob(d));
-    for handle in 0..(MAX_OPEN as u64 * 2) {
-        let got = files.execute(FileOp::Read {
+    let read = |files: &mut Files, handle: u64| {
+        files.execute(FileOp::Read {
             handle,
             file: FileRef::Blob(d),
             offset: 0,
             len: 4096,
-        });
-        assert!(matches!(got, Some(FileAnswer::Read { .. })));
+        })
+    };
+    for handle in 0..(MAX_OPEN as u64 * 2) {
+        assert!(matches!(
+            read(&mut files, handle),
+            Some(FileAnswer::Read { .. })
+        ));
+        assert_eq!(files.read(handle, 0, 4096).unwrap(), &content[..4096]);
         assert!(files.open_count() <= MAX_OPEN);
     }
     // An evicted handle is not open any more: its read fails cleanly, and
@@ -415,6 +421,29 @@ fn open_descriptors_stay_bounded() {
         files.read(0, 0, 4096).is_err_and(|f| !f.missing),
         "not missing: not open"
     );
+    // Reads answered and not yet taken are never evicted, however many
+    // (the node was promised their bytes); once taken, the bound holds
+    // again.
+    let (from, to) = (1000, 1000 + MAX_OPEN as u64 * 2);
+    for handle in from..to {
+        assert!(matches!(
+            read(&mut files, handle),
+            Some(FileAnswer::Read { .. })
+        ));
+    }
+    assert!(files.open_count() > MAX_OPEN);
+    for handle in from..to {
+        assert_eq!(
+            files.read(handle, 0, 4096).unwrap(),
+            &content[..4096],
+            "{handle}"
+        );
+    }
+    assert!(matches!(
+        read(&mut files, to),
+        Some(FileAnswer::Read { .. })
+    ));
+    assert!(files.open_count() <= MAX_OPEN);
     files.execute(FileOp::Read {
         handle: 0,
         file: FileRef::Blob(d),
