@@ -361,4 +361,11 @@ pub trait Node {
 
     /// The next instant at which [`Node::handle_timeout`] must be called.
     fn poll_timeout(&self) -> Option<Timestamp>;
+
+    /// Whether `event` happens once per file or more (a copy made, say):
+    /// a runtime logs it below its other events, so that a batch of a
+    /// thousand files does not write thousands of lines.
+    fn is_routine(_event: &Self::Event) -> bool {
+        false
+    }
 }

@@ -380,7 +380,10 @@ impl<N: Node> Driver<N> {
         }
         let mut broke = false;
         let settled = self.host.settle(|world, event| {
-            tracing::info!(node = %world.name, "{event}");
+            match N::is_routine(&event) {
+                true => tracing::debug!(node = %world.name, "{event}"),
+                false => tracing::info!(node = %world.name, "{event}"),
+            }
             if broke {
                 return ControlFlow::Continue(());
             }

@@ -370,7 +370,7 @@ impl Shell {
             out.event(
                 ReplicaEvent::Applied {
                     index: i,
-                    result: format!("{result:?}"),
+                    result: described(&result),
                 }
                 .into(),
             );
@@ -1083,3 +1083,21 @@ mod attrs_tests;
 mod tests;
 #[cfg(test)]
 pub(crate) mod v6;
+
+/// A result as a trace tells it: a batch's as how many files had each
+/// result (`Files(230 FileStored, 2 FileExists)`), not one word per file.
+fn described(result: &TxnResult) -> String {
+    let TxnResult::Files(each) = result else {
+        return format!("{result:?}");
+    };
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for r in each {
+        let r = format!("{r:?}");
+        match counts.iter_mut().find(|(k, _)| *k == r) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((r, 1)),
+        }
+    }
+    let said: Vec<String> = counts.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    format!("Files({})", said.join(", "))
+}

@@ -982,3 +982,16 @@ fn peer_leases_run_out_unless_renewed_and_a_new_master_expires_them() {
         assert!(peers_on(&c, ix).is_empty(), "server {}", ix + 1);
     }
 }
+
+#[test]
+fn a_batchs_result_is_traced_as_counts_not_one_word_per_file() {
+    use super::entry::TxnResult;
+    let mut each = vec![TxnResult::FileStored; 230];
+    each.insert(3, TxnResult::FileExists);
+    each.push(TxnResult::FileExists);
+    assert_eq!(
+        super::described(&TxnResult::Files(each)),
+        "Files(230 FileStored, 2 FileExists)"
+    );
+    assert_eq!(super::described(&TxnResult::FileStored), "FileStored");
+}

@@ -860,6 +860,10 @@ fn deadline_elsewhere(
 impl Node for Server {
     type Event = ServerEvent;
 
+    fn is_routine(event: &ServerEvent) -> bool {
+        matches!(event, ServerEvent::Copied { .. })
+    }
+
     fn handle_input(&mut self, now: Timestamp, input: Input<'_>) {
         match input {
             Input::Accepted {

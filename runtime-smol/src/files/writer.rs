@@ -41,6 +41,7 @@ use std::fs::File;
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::SystemTime;
 
@@ -166,6 +167,10 @@ pub struct Writer {
     /// Buffers of finished jobs, for reuse.
     spare: Vec<Vec<u8>>,
     wake: Option<Wake>,
+    /// Set by the thread when it wakes the driver, cleared when the driver
+    /// takes what is done: one wake (a syscall, and a turn of the driver's
+    /// loop) for all that finishes meanwhile, not one per file.
+    woken: Arc<AtomicBool>,
     /// Jobs queued and jobs done, ever: they finish in the order queued.
     queued: u64,
     done_count: u64,
@@ -190,6 +195,7 @@ impl Default for Writer {
             finished: VecDeque::new(),
             spare: Vec::new(),
             wake: None,
+            woken: Arc::new(AtomicBool::new(false)),
             queued: 0,
             done_count: 0,
             last_write: HashMap::new(),
@@ -313,6 +319,7 @@ impl Writer {
             let (tx, rx) = mpsc::channel::<Job>();
             let done = self.done_tx.clone();
             let wake = self.wake.clone();
+            let woken = Arc::clone(&self.woken);
             let mut worker = Worker {
                 failed: HashMap::new(),
                 #[cfg(test)]
@@ -334,8 +341,12 @@ impl Writer {
                         if done.send(finished).is_err() {
                             return;
                         }
+                        // Sent before the flag is looked at: a driver that
+                        // cleared it drains after, and sees this.
                         if let (true, Some(wake)) = (tell, &wake) {
-                            wake();
+                            if !woken.swap(true, Ordering::SeqCst) {
+                                wake();
+                            }
                         }
                     }
                 });
@@ -355,6 +366,9 @@ impl Writer {
 
     /// Collects finished jobs without waiting.
     pub fn reap(&mut self) {
+        // Cleared before the queue is drained: what the thread sends after
+        // this wakes the driver again.
+        self.woken.store(false, Ordering::SeqCst);
         while let Ok(done) = self.done.try_recv() {
             self.finished(done);
         }
