@@ -54,14 +54,7 @@ fn main() {
     let mut names = Vec::with_capacity(files);
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     for i in 0..files {
-        let content: Vec<u8> = (0..bytes)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let content = noise(&mut x, bytes);
         let name = format!("f{i:05}");
         std::fs::write(source.join(&name), content).expect("write a source file");
         names.push(name);
@@ -202,19 +195,23 @@ fn row(label: &str, up: Duration, down: Duration, figure: &dyn Fn(Duration) -> S
     );
 }
 
+/// `len` bytes of xorshift noise, from and advancing `x`.
+fn noise(x: &mut u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            *x ^= *x << 13;
+            *x ^= *x >> 7;
+            *x ^= *x << 17;
+            *x as u8
+        })
+        .collect()
+}
+
 /// Writes `mib` MiB of noise to `path`, each MiB stamped with its number
 /// and `seed` (a new seed: content no server has).
 fn write_big(path: &Path, mib: u64, seed: u64) {
     use std::io::Write;
-    let mut x = 0x2545_f491_4f6c_dd1du64 ^ seed;
-    let mut block: Vec<u8> = (0..1 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let mut block = noise(&mut (0x2545_f491_4f6c_dd1du64 ^ seed), 1 << 20);
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("the big file"));
     for i in 0..mib {
         block[..8].copy_from_slice(&i.to_le_bytes());

@@ -144,11 +144,6 @@ fn batches_ran(report: &ferry_sim::SweepReport, seeds: u64) {
     if seeds < 100 {
         return;
     }
-    let count = |what: &str| {
-        (report.counts.iter())
-            .find(|(w, _)| *w == what)
-            .map_or(0, |(_, n)| *n)
-    };
     let at_least = [
         ("batches of uploads answered (UploadMany)", seeds / 3),
         ("  files they stored", seeds / 2),
@@ -163,14 +158,7 @@ fn batches_ran(report: &ferry_sim::SweepReport, seeds: u64) {
         ),
         ("batches committed (PutFiles entries)", seeds / 3),
     ];
-    for (what, least) in at_least {
-        assert!(
-            count(what) >= least.max(1),
-            "{seeds} seeds: {} {what:?}, not the {} at least that show batches ran",
-            count(what),
-            least.max(1)
-        );
-    }
+    at_least_counted(report, seeds, &at_least, "batches");
 }
 
 /// A sweep of `seeds` swarm seeds (100 or more) ran batches of downloads,
@@ -183,23 +171,34 @@ fn download_batches_ran(report: &ferry_sim::SweepReport, seeds: u64) {
     if seeds < 100 {
         return;
     }
-    let count = |what: &str| {
-        (report.counts.iter())
-            .find(|(w, _)| *w == what)
-            .map_or(0, |(_, n)| *n)
-    };
     let at_least = [
         ("batches of downloads answered (DownloadMany)", seeds / 3),
         ("  files received", seeds / 3),
         ("    of them another user's", seeds / 100),
         ("  files refused 'no such file'", seeds / 3),
     ];
+    at_least_counted(report, seeds, &at_least, "batches of downloads");
+}
+
+/// Each count of `at_least` the sweep of `seeds` seeds made is at least
+/// its floor (and at least 1): what shows that `what` ran.
+fn at_least_counted(
+    report: &ferry_sim::SweepReport,
+    seeds: u64,
+    at_least: &[(&str, u64)],
+    what_ran: &str,
+) {
+    let count = |what: &str| {
+        (report.counts.iter())
+            .find(|(w, _)| *w == what)
+            .map_or(0, |(_, n)| *n)
+    };
     for (what, least) in at_least {
         assert!(
-            count(what) >= least.max(1),
-            "{seeds} seeds: {} {what:?}, not the {} at least that show batches of downloads ran",
+            count(what) >= (*least).max(1),
+            "{seeds} seeds: {} {what:?}, not the {} at least that show {what_ran} ran",
             count(what),
-            least.max(1)
+            (*least).max(1)
         );
     }
 }
