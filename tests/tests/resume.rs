@@ -87,6 +87,17 @@ fn up_stop_and_wait(data: &Path) -> (Proc, String) {
     (up, ferry_tests::listening_addr(&line))
 }
 
+/// [`up_stop_and_wait`] with its data in `work/data`, and `name` signed
+/// up through it, their FERRY_HOME in `work/home`.
+fn stop_and_wait_user(work: &Path, name: &str) -> (Proc, User) {
+    let home = work.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let (cluster, balancer) = up_stop_and_wait(&work.join("data"));
+    let user = User::new(&home, &balancer);
+    sign_up(&user, name);
+    (cluster, user)
+}
+
 fn sign_up(user: &User, name: &str) {
     for cmd in ["register", "login"] {
         let run = user.with_password(&[cmd, name], PASSWORD);
@@ -203,11 +214,7 @@ fn a_put_and_a_get_killed_mid_way_resume_and_the_file_arrives_byte_identical() {
 fn a_changed_file_starts_over_and_arrives_as_it_is_now() {
     let work = scratch();
     let data = work.path().join("data");
-    let home = work.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let (cluster, balancer) = up_stop_and_wait(&data);
-    let user = User::new(&home, &balancer);
-    sign_up(&user, "sam");
+    let (cluster, user) = stop_and_wait_user(work.path(), "sam");
     let file = work.path().join("f.bin");
     big_file(&file, 24);
     let mut put = user.spawn(&["put", path_str(&file), "--window", "1"]);
@@ -252,12 +259,7 @@ fn a_changed_file_starts_over_and_arrives_as_it_is_now() {
 #[test]
 fn a_get_of_several_files_killed_mid_way_resumes_each_file_it_had_begun() {
     let work = scratch();
-    let data = work.path().join("data");
-    let home = work.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let (cluster, balancer) = up_stop_and_wait(&data);
-    let user = User::new(&home, &balancer);
-    sign_up(&user, "ada");
+    let (cluster, user) = stop_and_wait_user(work.path(), "ada");
     let (a, b) = (work.path().join("a.bin"), work.path().join("b.bin"));
     let (want_a, want_b) = (big_file(&a, 24), big_file(&b, 20));
     let put = user.run_within(&["put", path_str(&a), path_str(&b)], None, PATIENCE);

@@ -840,6 +840,17 @@ fn in_entry(o: &Landed) -> Option<Outcome> {
     }
 }
 
+/// Whether a batch of `files` files was answered one outcome each; the
+/// violation if not.
+fn one_outcome_each(what: &str, files: usize, outcomes: usize, v: &mut Vec<String>) -> bool {
+    if outcomes != files {
+        v.push(format!(
+            "{what}: the batch of {files} files was answered {outcomes} outcomes"
+        ));
+    }
+    outcomes == files
+}
+
 /// The checks of a batch of uploads (`UploadMany`) answered file by file:
 ///
 /// - a file answered `Stored` carries the size and digest the client sent;
@@ -872,12 +883,7 @@ pub fn check_batch(
 ) {
     let (what, me) = (b.what, b.me);
     let range = format!("log points {}..={}", b.lo, b.hi);
-    if b.outcomes.len() != b.files.len() {
-        v.push(format!(
-            "{what}: the batch of {} files was answered {} outcomes",
-            b.files.len(),
-            b.outcomes.len()
-        ));
+    if !one_outcome_each(what, b.files.len(), b.outcomes.len(), v) {
         return;
     }
     let some = |p: &dyn Fn(&Catalogue) -> bool| h.between(b.lo, b.hi).any(|(_, s)| p(s));
@@ -1037,12 +1043,7 @@ pub fn check_download_batch(
 ) {
     let (what, me) = (b.what, b.me);
     let range = format!("log points {}..={}", b.lo, b.hi);
-    if b.outcomes.len() != b.files.len() {
-        v.push(format!(
-            "{what}: the batch of {} files was answered {} outcomes",
-            b.files.len(),
-            b.outcomes.len()
-        ));
+    if !one_outcome_each(what, b.files.len(), b.outcomes.len(), v) {
         return;
     }
     let points = || h.between(b.lo, b.hi);
