@@ -50,18 +50,13 @@ fn digest_of(path: &Path) -> blake3::Hash {
     }
 }
 
-/// `ferry up` with `servers` servers, its data in `data`; its balancer.
-fn up(servers: u32, data: &Path) -> (Proc, String) {
+/// `ferry up` with `servers` servers, its data in `data`, and `extra`
+/// arguments; its balancer.
+fn up(servers: u32, data: &Path, extra: &[&str]) -> (Proc, String) {
     let n = servers.to_string();
-    let args = [
-        "up",
-        "--servers",
-        &n,
-        "--listen",
-        "127.0.0.1:0",
-        "--data",
-        path_str(data),
-    ];
+    let mut args = vec!["up", "--servers", &n, "--listen", "127.0.0.1:0", "--data"];
+    args.push(path_str(data));
+    args.extend(extra);
     let mut up = Proc::spawn("ferry up", &args, &[]);
     let line = up.wait_for_line("balancer listening on");
     (up, ferry_tests::listening_addr(&line))
@@ -71,20 +66,7 @@ fn up(servers: u32, data: &Path) -> (Proc, String) {
 /// (window 1), so that transfers are cut off well before their end; its
 /// balancer.
 fn up_stop_and_wait(data: &Path) -> (Proc, String) {
-    let args = [
-        "up",
-        "--servers",
-        "1",
-        "--window",
-        "1",
-        "--listen",
-        "127.0.0.1:0",
-        "--data",
-        path_str(data),
-    ];
-    let mut up = Proc::spawn("ferry up", &args, &[]);
-    let line = up.wait_for_line("balancer listening on");
-    (up, ferry_tests::listening_addr(&line))
+    up(1, data, &["--window", "1"])
 }
 
 /// [`up_stop_and_wait`] with its data in `work/data`, and `name` signed
@@ -142,7 +124,7 @@ fn a_put_and_a_get_killed_mid_way_resume_and_the_file_arrives_byte_identical() {
     let data = work.path().join("data");
     let home = work.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
-    let (mut cluster, balancer) = up(3, &data);
+    let (mut cluster, balancer) = up(3, &data, &[]);
     let user = User::new(&home, &balancer);
     sign_up(&user, "rosa");
     let big = work.path().join("big.bin");

@@ -529,30 +529,25 @@ fn describe_client_events() -> Describe<ClientEvent> {
     })
 }
 
+/// "batch answered: 2 of 3 files stored" (or `received`).
+fn batch_answered(outcomes: &[Landed], done: &str) -> String {
+    let landed = (outcomes.iter())
+        .filter(|o| matches!(o, Landed::Stored { .. }))
+        .count();
+    format!(
+        "batch answered: {landed} of {} files {done}",
+        outcomes.len()
+    )
+}
+
 /// A file client's trace line for one event: no progress reports, and
 /// contents named by their digest.
 fn describe_client_event(e: &ClientEvent) -> Option<String> {
     Some(match e {
         ClientEvent::Progress { .. } | ClientEvent::FileProgress { .. } => return None,
         // Each file's outcome follows on a line of its own (`run_op`).
-        ClientEvent::Response(Response::Batch(outcomes)) => {
-            let stored = (outcomes.iter())
-                .filter(|o| matches!(o, Landed::Stored { .. }))
-                .count();
-            format!(
-                "batch answered: {stored} of {} files stored",
-                outcomes.len()
-            )
-        }
-        ClientEvent::Response(Response::Received(outcomes)) => {
-            let received = (outcomes.iter())
-                .filter(|o| matches!(o, Landed::Stored { .. }))
-                .count();
-            format!(
-                "batch answered: {received} of {} files received",
-                outcomes.len()
-            )
-        }
+        ClientEvent::Response(Response::Batch(outcomes)) => batch_answered(outcomes, "stored"),
+        ClientEvent::Response(Response::Received(outcomes)) => batch_answered(outcomes, "received"),
         ClientEvent::Response(Response::Downloaded { size, digest }) => {
             format!("downloaded {size} bytes, {}", short(digest))
         }
