@@ -8,7 +8,7 @@
 //! ```
 //!
 //! `FERRY_BENCH_FILES` files (default 1000) of `FERRY_BENCH_FILE_BYTES`
-//! bytes each (default 4096, noise) are uploaded with one `ferry put
+//! bytes each (default 4096, noise, new each round) are uploaded with one `ferry put
 //! FILE...` and downloaded with one `ferry get NAME... DIR`, against a
 //! cluster of `FERRY_BENCH_SERVERS` `ferry server` processes (default 3)
 //! and a balancer on loopback; and with `rsync -a` to and from an rsync
@@ -51,14 +51,8 @@ fn main() {
 
     let source = dir.join("source");
     std::fs::create_dir_all(&source).expect("source directory");
-    let mut names = Vec::with_capacity(files);
+    let names: Vec<String> = (0..files).map(|i| format!("f{i:05}")).collect();
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    for i in 0..files {
-        let content = noise(&mut x, bytes);
-        let name = format!("f{i:05}");
-        std::fs::write(source.join(&name), content).expect("write a source file");
-        names.push(name);
-    }
     let paths: Vec<String> = names
         .iter()
         .map(|n| source.join(n).display().to_string())
@@ -77,7 +71,14 @@ fn main() {
     }
     let (mut put, mut get, mut rs_up, mut rs_down) = (vec![], vec![], vec![], vec![]);
     let mut big: [Vec<Duration>; 4] = Default::default();
+    let (mut put_cpu, mut get_cpu) = (vec![], vec![]);
     for r in 0..repeats {
+        // New content each round (a server that holds a blob already
+        // keeps it and throws the upload's bytes away, which costs less).
+        for name in &names {
+            let content = noise(&mut x, bytes);
+            std::fs::write(source.join(name), content).expect("write a source file");
+        }
         // A fresh user: fresh names, nothing to replace.
         let home = dir.join(format!("home-{r}"));
         std::fs::create_dir_all(&home).expect("home directory");
@@ -94,9 +95,11 @@ fn main() {
 
         let mut args = vec!["put"];
         args.extend(paths.iter().map(String::as_str));
+        let before = Cpu::now(&cluster.pids());
         let (ok, took) = client(&args, None);
         assert!(ok, "ferry put failed");
         put.push(took);
+        put_cpu.push(Cpu::now(&cluster.pids()).since(&before));
 
         let back = dir.join(format!("back-{r}"));
         std::fs::create_dir_all(&back).expect("download directory");
@@ -104,9 +107,11 @@ fn main() {
         args.extend(names.iter().map(String::as_str));
         let back_str = back.display().to_string();
         args.push(&back_str);
+        let before = Cpu::now(&cluster.pids());
         let (ok, took) = client(&args, None);
         assert!(ok, "ferry get failed");
         get.push(took);
+        get_cpu.push(Cpu::now(&cluster.pids()).since(&before));
         let got = std::fs::read_dir(&back).map(|d| d.count()).unwrap_or(0);
         assert_eq!(got, files, "every file downloaded");
 
@@ -157,6 +162,23 @@ fn main() {
             "ferry/rsync  {:>6.2}×                  {:>6.2}×   (target ≤ 1, goal 0.4)",
             put.as_secs_f64() / up.as_secs_f64(),
             get.as_secs_f64() / down.as_secs_f64()
+        );
+    }
+    println!();
+    println!("CPU time (medians)   client      servers, busiest first");
+    for (what, mut cpu) in [("upload", put_cpu), ("download", get_cpu)] {
+        let client = median(cpu.iter().map(|c| c.client).collect());
+        // The busiest is whichever served the command: rank, not server.
+        cpu.iter_mut()
+            .for_each(|c| c.servers.sort_by(|a, b| b.cmp(a)));
+        let servers: Vec<String> = (0..cpu.first().map_or(0, |c| c.servers.len()))
+            .map(|i| median(cpu.iter().map(|c| c.servers[i]).collect()))
+            .map(|d| format!("{:.3} s", d.as_secs_f64()))
+            .collect();
+        println!(
+            "{what:<16} {:>8.3} s      {}",
+            client.as_secs_f64(),
+            servers.join("  ")
         );
     }
     if big_mib > 0 {
@@ -330,6 +352,48 @@ fn run(ferry: &Path, args: &[&str], home: &Path, input: Option<&str>) -> (bool, 
         eprint!("{stderr}");
     }
     (ok, start.elapsed())
+}
+
+/// CPU time used so far by this process's reaped children (the client
+/// commands, each waited for) and by each server process (all threads).
+struct Cpu {
+    client: Duration,
+    servers: Vec<Duration>,
+}
+
+impl Cpu {
+    fn now(servers: &[u32]) -> Cpu {
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        Cpu {
+            client: tv(usage.ru_utime) + tv(usage.ru_stime),
+            servers: servers.iter().map(|&pid| threads_cpu(pid)).collect(),
+        }
+    }
+
+    fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            client: self.client.saturating_sub(before.client),
+            servers: (self.servers.iter().zip(&before.servers))
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect(),
+        }
+    }
+}
+
+/// The CPU time of every thread of process `pid`, in nanoseconds from
+/// schedstat (clock ticks would be too coarse for a tenth of a second).
+fn threads_cpu(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

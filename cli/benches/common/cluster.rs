@@ -73,6 +73,11 @@ impl Cluster {
         &self.addrs
     }
 
+    /// The running servers' process ids, server 1's first.
+    pub fn pids(&self) -> Vec<u32> {
+        self.servers.iter().flatten().map(Child::id).collect()
+    }
+
     pub fn log(&self, id: u32) -> PathBuf {
         self.dir.join(format!("server-{id}.log"))
     }
