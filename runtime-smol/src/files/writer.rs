@@ -308,7 +308,10 @@ impl Writer {
             },
             None => job,
         };
-        let done = self.inline.run(job);
+        let mut group = Group::default();
+        let (done, dir) = self.inline.run(job);
+        group.hold(done, dir);
+        let done = group.close().pop().unwrap_or(Done::Quiet);
         self.in_flight += 1;
         self.queued += 1;
         self.finished(done);
@@ -328,25 +331,52 @@ impl Writer {
             let spawned = std::thread::Builder::new()
                 .name("ferry-writer".into())
                 .spawn(move || {
-                    for job in rx {
-                        let finished = worker.run(job);
-                        let tell = matches!(
-                            finished,
-                            Done::Finished(_)
-                                | Done::Written {
-                                    failed: Some(_),
-                                    ..
-                                }
-                        );
-                        if done.send(finished).is_err() {
-                            return;
+                    let answer = |dones: Vec<Done>| {
+                        let tell = dones.iter().any(Done::is_news);
+                        for d in dones {
+                            if done.send(d).is_err() {
+                                return false;
+                            }
                         }
                         // Sent before the flag is looked at: a driver that
-                        // cleared it drains after, and sees this.
+                        // cleared it drains after, and sees these.
                         if let (true, Some(wake)) = (tell, &wake) {
                             if !woken.swap(true, Ordering::SeqCst) {
                                 wake();
                             }
+                        }
+                        true
+                    };
+                    let mut group = Group::default();
+                    loop {
+                        let job = match group.is_empty() {
+                            true => rx.recv().ok(),
+                            false => match rx.try_recv() {
+                                Ok(job) => Some(job),
+                                // Nothing more queued: the group is done.
+                                Err(mpsc::TryRecvError::Empty) => {
+                                    if !answer(group.close()) {
+                                        return;
+                                    }
+                                    continue;
+                                }
+                                Err(mpsc::TryRecvError::Disconnected) => None,
+                            },
+                        };
+                        let Some(job) = job else {
+                            answer(group.close());
+                            return;
+                        };
+                        let (finished, dir) = worker.run(job);
+                        if dir.is_none() && group.is_empty() {
+                            if !answer(vec![finished]) {
+                                return;
+                            }
+                            continue;
+                        }
+                        group.hold(finished, dir);
+                        if group.len() >= GROUP_MAX && !answer(group.close()) {
+                            return;
                         }
                     }
                 });
@@ -451,7 +481,9 @@ impl Writer {
 }
 
 impl Worker {
-    fn run(&mut self, job: Job) -> Done {
+    /// Carries out `job`; what it did is durable once the directory
+    /// returned, if any, is synced (see [`Group`]).
+    fn run(&mut self, job: Job) -> (Done, Option<PathBuf>) {
         match job {
             Job::Write {
                 temp,
@@ -482,7 +514,7 @@ impl Worker {
                         })
                     }
                 };
-                Done::Written { data, failed }
+                (Done::Written { data, failed }, None)
             }
             Job::Persist(placing) => {
                 #[cfg(test)]
@@ -490,28 +522,131 @@ impl Worker {
                     gate.pass();
                 }
                 let temp = placing.temp;
-                let result = match self.failed.remove(&temp) {
+                let (result, dir) = match self.failed.remove(&temp) {
                     Some(failure) => {
                         if placing.existing == Existing::Link {
                             remove_quietly(&placing.from);
                         }
-                        Err(failure)
+                        (Err(failure), None)
                     }
-                    None => place(placing),
+                    None => Synced::split(place(placing)),
                 };
-                Done::Finished(Finished::Persisted { temp, result })
+                (Done::Finished(Finished::Persisted { temp, result }), dir)
             }
             Job::Forget { temp } => {
                 self.failed.remove(&temp);
-                Done::Quiet
+                (Done::Quiet, None)
             }
             Job::Remove { path } => {
                 remove_quietly(&path);
-                Done::Quiet
+                (Done::Quiet, None)
             }
             Job::Rename { handle, from, to } => {
-                let result = rename(&from, &to);
-                Done::Finished(Finished::Renamed { handle, result })
+                let (result, dir) = Synced::split(rename(&from, &to));
+                (Done::Finished(Finished::Renamed { handle, result }), dir)
+            }
+        }
+    }
+}
+
+/// When what a job did is durable.
+enum Synced {
+    /// Already (or nothing was done).
+    Now,
+    /// Once this directory, whose entries it changed, is synced.
+    After(PathBuf),
+}
+
+impl Synced {
+    /// Once the directory holding `path` is synced.
+    fn after(path: &Path) -> Synced {
+        match path.parent() {
+            Some(dir) => Synced::After(dir.to_path_buf()),
+            None => Synced::Now,
+        }
+    }
+
+    fn split(r: Result<Synced, FileFailure>) -> (Result<(), FileFailure>, Option<PathBuf>) {
+        match r {
+            Ok(Synced::Now) => (Ok(()), None),
+            Ok(Synced::After(dir)) => (Ok(()), Some(dir)),
+            Err(e) => (Err(e), None),
+        }
+    }
+}
+
+/// Jobs done whose answers wait for their directories' `fsync`: one for
+/// all the files moved into a directory while jobs kept coming (a batch
+/// of small files lands a few dozen at a time), instead of one each. On
+/// a journalling filesystem each is a commit of the journal. Every answer
+/// still waits for the sync that makes its file's name durable; the
+/// answers of jobs that needed none wait too, so that answers keep the
+/// jobs' order. Closed when the queue is empty, or at [`GROUP_MAX`] jobs.
+#[derive(Default)]
+struct Group {
+    held: Vec<(Done, Option<PathBuf>)>,
+}
+
+/// Jobs held in a group at most.
+const GROUP_MAX: usize = 256;
+
+impl Group {
+    fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    fn hold(&mut self, done: Done, dir: Option<PathBuf>) {
+        self.held.push((done, dir));
+    }
+
+    /// Syncs each directory once, and gives the answers, in order; those
+    /// of a directory that failed to sync fail with it.
+    fn close(&mut self) -> Vec<Done> {
+        let mut failed: HashMap<PathBuf, Option<FileFailure>> = HashMap::new();
+        for dir in self.held.iter().filter_map(|(_, d)| d.as_ref()) {
+            if !failed.contains_key(dir) {
+                let result = sync_dir(dir).err();
+                let failure = result.map(|e| io_failure("cannot make durable", dir, &e));
+                failed.insert(dir.clone(), failure);
+            }
+        }
+        let held = std::mem::take(&mut self.held);
+        held.into_iter()
+            .map(|(mut done, dir)| {
+                if let Some(Some(failure)) = dir.and_then(|d| failed.get(&d)) {
+                    done.fail_unsynced(failure);
+                }
+                done
+            })
+            .collect()
+    }
+}
+
+impl Done {
+    /// Whether the driver is to hear of it (and be woken for it).
+    fn is_news(&self) -> bool {
+        matches!(
+            self,
+            Done::Finished(_)
+                | Done::Written {
+                    failed: Some(_),
+                    ..
+                }
+        )
+    }
+
+    /// Its directory could not be synced: a success is a failure.
+    fn fail_unsynced(&mut self, failure: &FileFailure) {
+        if let Done::Finished(
+            Finished::Persisted { result, .. } | Finished::Renamed { result, .. },
+        ) = self
+        {
+            if result.is_ok() {
+                *result = Err(failure.clone());
             }
         }
     }
@@ -519,7 +654,7 @@ impl Worker {
 
 /// Makes the temporary file durable and moves it into place durably; see
 /// [`Existing`] for a target that is there.
-fn place(p: Placing) -> Result<(), FileFailure> {
+fn place(p: Placing) -> Result<Synced, FileFailure> {
     if p.existing == Existing::Link {
         let from = p.from.clone();
         let linked = link(p);
@@ -532,23 +667,20 @@ fn place(p: Placing) -> Result<(), FileFailure> {
     if p.existing == Existing::Keep && p.to.is_file() {
         drop(p.file);
         remove_quietly(&p.from);
-        return Ok(());
+        return Ok(Synced::Now);
     }
     let synced = durable(&p.file, &p.from, p.modified, p.mode);
     // The descriptor is done with, whatever happens next.
     drop(p.file);
     synced?;
     std::fs::rename(&p.from, &p.to).map_err(|e| io_failure("cannot move into place", &p.to, &e))?;
-    if let Some(dir) = p.to.parent() {
-        sync_dir(dir).map_err(|e| io_failure("cannot make durable", dir, &e))?;
-    }
-    Ok(())
+    Ok(Synced::after(&p.to))
 }
 
 /// A download's file into place: see [`Existing::Refuse`] and
 /// [`Existing::ReplaceRegular`], and *The client's disk* in the module
 /// docs of [`super`].
-fn place_download(p: Placing) -> Result<(), FileFailure> {
+fn place_download(p: Placing) -> Result<Synced, FileFailure> {
     let exists = || {
         FileFailure::other(format!(
             "{} exists (use --force to replace it)",
@@ -594,10 +726,7 @@ fn place_download(p: Placing) -> Result<(), FileFailure> {
     };
     drop(p.file);
     placed?;
-    if let Some(dir) = p.to.parent() {
-        sync_dir(dir).map_err(|e| io_failure("cannot make durable", dir, &e))?;
-    }
-    Ok(())
+    Ok(Synced::after(&p.to))
 }
 
 /// Renames the download onto its destination's entry (an unnamed file is
@@ -625,7 +754,7 @@ fn replace_entry(p: &Placing) -> Result<(), FileFailure> {
 
 /// Makes the temporary file durable and links it in under its name; see
 /// [`Existing::Link`].
-fn link(p: Placing) -> Result<(), FileFailure> {
+fn link(p: Placing) -> Result<Synced, FileFailure> {
     let name = file_name(&p.to);
     // Taken already: refused without the cost of an fsync (the link below
     // still refuses a name taken meanwhile).
@@ -640,10 +769,7 @@ fn link(p: Placing) -> Result<(), FileFailure> {
         Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(FileFailure::exists(&name)),
         Err(e) => return Err(io_failure("cannot link into place", &p.to, &e)),
     }
-    if let Some(dir) = p.to.parent() {
-        sync_dir(dir).map_err(|e| io_failure("cannot make durable", dir, &e))?;
-    }
-    Ok(())
+    Ok(Synced::after(&p.to))
 }
 
 /// Gives the temporary file its mode and modification time, if it has
@@ -685,7 +811,7 @@ fn durable(
 /// refused before anything is touched. Looked at here, on the writer
 /// thread, not when asked: a persist queued before may be what puts it
 /// there.
-fn rename(from: &Path, to: &Path) -> Result<(), FileFailure> {
+fn rename(from: &Path, to: &Path) -> Result<Synced, FileFailure> {
     match std::fs::symlink_metadata(from) {
         Ok(meta) if meta.is_file() => {}
         Ok(_) => {
@@ -703,10 +829,7 @@ fn rename(from: &Path, to: &Path) -> Result<(), FileFailure> {
         }
         Err(e) => return Err(io_failure("cannot rename", from, &e)),
     }
-    if let Some(dir) = to.parent() {
-        sync_dir(dir).map_err(|e| io_failure("cannot make durable", dir, &e))?;
-    }
-    Ok(())
+    Ok(Synced::after(to))
 }
 
 /// `rename` that fails with `EEXIST` rather than replace (`renameat2` with
@@ -805,5 +928,51 @@ impl Gate {
                 Err(_) => return,
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+
+    fn persisted(temp: u64) -> Done {
+        Done::Finished(Finished::Persisted {
+            temp,
+            result: Ok(()),
+        })
+    }
+
+    fn results(dones: &[Done]) -> Vec<(u64, bool)> {
+        (dones.iter())
+            .filter_map(|d| match d {
+                Done::Finished(Finished::Persisted { temp, result }) => {
+                    Some((*temp, result.is_ok()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_group_answers_in_order_and_fails_only_what_a_failed_sync_covers() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let gone = dir.path().join("gone");
+        let mut group = Group::default();
+        group.hold(persisted(1), Some(dir.path().to_path_buf()));
+        group.hold(Done::Quiet, None);
+        group.hold(persisted(2), Some(gone.clone()));
+        group.hold(persisted(3), Some(dir.path().to_path_buf()));
+        group.hold(persisted(4), None);
+        let dones = group.close();
+        assert!(group.is_empty());
+        assert_eq!(dones.len(), 5);
+        assert_eq!(
+            results(&dones),
+            [(1, true), (2, false), (3, true), (4, true)]
+        );
+        let Done::Finished(Finished::Persisted { result: Err(e), .. }) = &dones[2] else {
+            panic!("the file in a directory that cannot be synced fails");
+        };
+        assert!(e.error.contains("cannot make durable"), "{}", e.error);
     }
 }
