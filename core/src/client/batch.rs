@@ -159,15 +159,57 @@ impl Outgoing {
     }
 
     /// The server's answer, with what went wrong on this side told as this
-    /// side knows it.
+    /// side knows it: where the server saw the file's transfer fail too.
+    /// Where it went further (the file arrived whole, its entry was
+    /// applied and refused it: the name taken meanwhile, say, while this
+    /// side gave up waiting for its DONE ACK), the server's word is what
+    /// became of the file.
     pub(super) fn outcomes(&self, mut outcomes: Vec<Landed>) -> Vec<Landed> {
         for (id, e) in &self.failed {
             if let Some(o) = outcomes.get_mut(*id as usize) {
-                if matches!(o, Landed::Failed(_)) && !matches!(e, TransferError::Cancelled) {
+                let in_transfer = matches!(o, Landed::Failed(OpError::Transfer(_)));
+                if in_transfer && !matches!(e, TransferError::Cancelled) {
                     *o = Landed::Failed(OpError::Transfer(e.clone()));
                 }
             }
         }
         outcomes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Seed 245 of the files simulation: this side gave up on a file
+    /// whose DONE ACK the server held back (its copies were cut off),
+    /// but the server had it whole, ordered it, and the entry found the
+    /// name taken. The user hears that, and a checker of the log finds
+    /// the answer agrees with the entry.
+    #[test]
+    fn the_servers_word_on_a_file_it_ordered_stands_over_a_failure_here() {
+        let mut batch = Outgoing::new(
+            vec![("a".into(), 1), ("b".into(), 1), ("c".into(), 1)],
+            vec![None; 3],
+            SenderConfig::default(),
+        );
+        batch.failed.insert(1, TransferError::Timeout);
+        batch.failed.insert(2, TransferError::Timeout);
+        let cancelled = Landed::Failed(OpError::Transfer(TransferError::Cancelled));
+        let server = vec![
+            Landed::Stored {
+                size: 1,
+                digest: [0; 32],
+            },
+            Landed::Failed(OpError::FileExists),
+            cancelled,
+        ];
+        let got = batch.outcomes(server);
+        assert_eq!(got[1], Landed::Failed(OpError::FileExists));
+        // Where the server saw the transfer fail, this side says better.
+        assert_eq!(
+            got[2],
+            Landed::Failed(OpError::Transfer(TransferError::Timeout))
+        );
     }
 }

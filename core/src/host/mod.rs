@@ -432,7 +432,7 @@ impl<N: Node, W: World> Host<N, W> {
             Output::Transmit { conn, bytes } => {
                 self.world.plaintext(conn, &bytes);
                 match &mut self.tls {
-                    Some(tls) => tls.transmit(self.world.now(), conn, bytes, &mut self.world),
+                    Some(tls) => tls.transmit(conn, bytes),
                     None => self.world.transmit(conn, bytes),
                 }
             }

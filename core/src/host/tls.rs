@@ -133,6 +133,10 @@ pub struct TlsLinks {
     deadlines: BTreeSet<(Timestamp, ConnId)>,
     /// Links with records for the world, written when the world is at hand.
     dirty: BTreeSet<ConnId>,
+    /// Links the node transmitted on since the last [`TlsLinks::sync`]:
+    /// what it transmits in one go is encrypted together, as few records
+    /// (see [`Io::write`]).
+    unsent: BTreeSet<ConnId>,
     /// Connections the world must close (after their records are sent).
     closing: Vec<ConnId>,
     /// Dials that failed before anything was opened in the world.
@@ -154,6 +158,7 @@ impl TlsLinks {
             ready: VecDeque::new(),
             deadlines: BTreeSet::new(),
             dirty: BTreeSet::new(),
+            unsent: BTreeSet::new(),
             closing: Vec::new(),
             early: VecDeque::new(),
             refused: 0,
@@ -393,6 +398,7 @@ impl TlsLinks {
             self.release(link.source);
         }
         self.dirty.remove(&conn);
+        self.unsent.remove(&conn);
     }
 
     /// A handshake of `source` is over (done or given up).
@@ -426,21 +432,15 @@ impl TlsLinks {
         }
     }
 
-    /// Encrypts what the node transmits, now if rustls may, else once it
-    /// may.
-    pub(super) fn transmit(
-        &mut self,
-        now: Timestamp,
-        conn: ConnId,
-        bytes: Vec<u8>,
-        world: &mut impl World,
-    ) {
+    /// Takes what the node transmits, to encrypt at the next
+    /// [`TlsLinks::sync`] (or once rustls may, if it may not yet) with
+    /// whatever else it transmits on the link meanwhile.
+    pub(super) fn transmit(&mut self, conn: ConnId, bytes: Vec<u8>) {
         let Some(link) = self.links.get_mut(&conn) else {
             return;
         };
         link.io.pending.push_back(bytes);
-        self.advance(now, conn);
-        self.flush(conn, world);
+        self.unsent.insert(conn);
     }
 
     /// The node closes `conn`: what it transmitted, close_notify, then the
@@ -465,8 +465,15 @@ impl TlsLinks {
         self.dirty.remove(&conn);
     }
 
-    /// Hands the world the records and closes it owes.
+    /// Encrypts what the node transmitted since the last call, and hands
+    /// the world the records and closes it owes.
     pub(super) fn sync(&mut self, world: &mut impl World) {
+        if !self.unsent.is_empty() {
+            let now = world.now();
+            for conn in std::mem::take(&mut self.unsent) {
+                self.advance(now, conn);
+            }
+        }
         while let Some(conn) = self.dirty.pop_first() {
             self.flush(conn, world);
         }
@@ -635,9 +642,31 @@ fn alert<Data>(status: UnbufferedStatus<'_, '_, Data>, io: &mut Io) -> usize {
 
 impl Io {
     /// Encrypts what the node transmitted, then close_notify if it closed.
+    /// Small messages are gathered into records of up to [`MAX_FRAGMENT`]:
+    /// a batch of small files is a stream of offers, chunks and acks of a
+    /// few dozen bytes each, and a record apiece (an AEAD seal here and an
+    /// open at the other end, 22 bytes, and rustls' bookkeeping) cost more
+    /// than the messages. A large one is encrypted where it lies, never
+    /// copied.
     fn write<Data>(&mut self, write: &mut WriteTraffic<'_, Data>) -> Result<(), rustls::Error> {
+        let mut gathered: Vec<u8> = Vec::new();
         while let Some(plain) = self.pending.pop_front() {
-            encrypt_into(write, &plain, &mut self.outgoing)?;
+            let fits = gathered.len() + plain.len() <= MAX_FRAGMENT;
+            if !fits && !gathered.is_empty() {
+                encrypt_into(write, &gathered, &mut self.outgoing)?;
+                gathered.clear();
+            }
+            let alone = self.pending.front().is_none_or(|next| {
+                plain.len() >= MAX_FRAGMENT || plain.len() + next.len() > MAX_FRAGMENT
+            });
+            if gathered.is_empty() && alone {
+                encrypt_into(write, &plain, &mut self.outgoing)?;
+            } else {
+                gathered.extend_from_slice(&plain);
+            }
+        }
+        if !gathered.is_empty() {
+            encrypt_into(write, &gathered, &mut self.outgoing)?;
         }
         if self.closing && !self.close_sent {
             self.close_sent = true;

@@ -57,7 +57,24 @@ pub struct Catalogue {
     folder_shares: BTreeSet<(u64, String, u64)>,
     /// (grantee, owner, folder).
     folder_shared_with: BTreeSet<(u64, u64, String)>,
+    /// Contents that a file stopped naming (deleted, or replaced by other
+    /// content) since the last [`Catalogue::take_released`].
+    released: Released,
 }
+
+/// What [`Catalogue::take_released`] hands out. Not part of the
+/// catalogue's value: two catalogues with the same files are equal
+/// whatever was taken from them.
+#[derive(Clone, Debug, Default)]
+struct Released(Vec<[u8; 32]>);
+
+impl PartialEq for Released {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Released {}
 
 pub fn file_key(owner: u64, name: &str) -> Vec<u8> {
     let mut k = owner.to_be_bytes().to_vec();
@@ -267,6 +284,13 @@ impl Catalogue {
         self.files.get(&(*o, n.clone()))
     }
 
+    /// The contents files stopped naming since the last call (each may be
+    /// named still, by another file): after an apply, a server looks only
+    /// at those for blobs to collect, not at every blob it has.
+    pub fn take_released(&mut self) -> Vec<[u8; 32]> {
+        std::mem::take(&mut self.released.0)
+    }
+
     /// Every content some file names, each once, in order.
     pub fn contents(&self) -> impl Iterator<Item = &[u8; 32]> {
         let mut last: Option<&[u8; 32]> = None;
@@ -293,6 +317,7 @@ impl Catalogue {
         // Replaced: the old content is no longer named by this file.
         if old.digest != digest {
             (self.by_content).remove(&(old.digest, old.owner, old.name.clone()));
+            self.released.0.push(old.digest);
         }
         Some(old)
     }
@@ -424,6 +449,7 @@ impl Catalogue {
     pub fn delete(&mut self, owner: u64, name: &str, writes: &mut Vec<Write>) -> Option<FileMeta> {
         let f = self.files.remove(&(owner, name.to_string()))?;
         self.by_content.remove(&(f.digest, owner, name.to_string()));
+        self.released.0.push(f.digest);
         writes.push(Write::Delete {
             table: Table::Files,
             key: file_key(owner, name),

@@ -491,6 +491,12 @@ impl Replica {
         &self.shell.state
     }
 
+    /// The contents that files stopped naming in the entries applied since
+    /// the last call ([`catalogue::Catalogue::take_released`]).
+    pub fn take_released(&mut self) -> Vec<[u8; 32]> {
+        self.shell.state.take_released()
+    }
+
     /// Every other server of the cluster.
     pub fn peers(&self) -> &[ServerAddr] {
         &self.shell.cfg.peers

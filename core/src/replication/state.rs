@@ -158,6 +158,11 @@ impl State {
         self.epochs.get(&user).copied().unwrap_or(0)
     }
 
+    /// See [`Catalogue::take_released`].
+    pub fn take_released(&mut self) -> Vec<[u8; 32]> {
+        self.catalogue.take_released()
+    }
+
     pub fn is_revoked(&self, token_id: &[u8; 16]) -> bool {
         self.revoked.contains_key(token_id)
     }

@@ -60,6 +60,9 @@ pub const PUSH_TAG: u8 = 63;
 
 pub const BLOB_TAGS: std::ops::Range<u8> = 60..80;
 
+/// A whole [`BlobStore::sync`] runs at least this often while entries are
+/// applied (see [`BlobStore::sync_applied`]).
+const FULL_SYNC: Duration = Duration::from_secs(5);
 /// Dial numbers of fetch connections.
 const FETCH_DIALS: u64 = 1 << 61;
 const RETRY: Duration = Duration::from_secs(1);
@@ -188,6 +191,8 @@ pub struct BlobStore {
     next_dial: u64,
     /// Applied index at the last sync.
     synced_at: u64,
+    /// When the last whole [`BlobStore::sync`] ran.
+    full_at: Option<Timestamp>,
 }
 
 impl BlobStore {
@@ -217,6 +222,7 @@ impl BlobStore {
             scrub: Scrubber::default(),
             next_dial: 0,
             synced_at: 0,
+            full_at: None,
         }
     }
 
@@ -453,11 +459,9 @@ impl BlobStore {
         if unpinned.is_empty() {
             return;
         }
-        // A copy kept for a while leaves it to the whole sync, which
-        // decides when its time is up.
-        if unpinned.iter().any(|d| self.kept.contains_key(d)) {
-            return self.sync(now, replica, out);
-        }
+        // A copy kept for a while is not garbage (`is_garbage`): it is let
+        // go of when its time is up (`handle_timeout`) or once its entry is
+        // applied (`sync_applied`), not looked for here as each copy lands.
         let catalogue = replica.state().catalogue();
         let coming = Coming::of(replica, &self.reads);
         for d in unpinned {
@@ -481,22 +485,63 @@ impl BlobStore {
         }
     }
 
+    /// After entries were applied: fetch what they name and this server
+    /// lacks, and drop what nobody names any more among `released` (the
+    /// contents files stopped naming: `Replica::take_released`) and the
+    /// copies let go of. The same as [`BlobStore::sync`] for what those
+    /// entries changed, without looking at every file and every blob: a
+    /// batch of uploads is several entries, and a server holds millions of
+    /// files. A whole sync still runs at least every [`FULL_SYNC`], should
+    /// anything have changed otherwise (entries logged and then replaced
+    /// by a new master's, say).
+    pub fn sync_applied(
+        &mut self,
+        now: Timestamp,
+        replica: &Replica,
+        released: Vec<[u8; 32]>,
+        out: &mut Outbox<ServerEvent>,
+    ) {
+        if self.full_at.is_none_or(|at| now >= at + FULL_SYNC) {
+            return self.sync(now, replica, out);
+        }
+        self.syncs += 1;
+        let applied = replica.indexes().applied;
+        let catalogue = replica.state().catalogue();
+        let new = (replica.log().get(self.synced_at as usize..applied as usize)).unwrap_or(&[]);
+        for e in new {
+            for d in e.txn.contents() {
+                if catalogue.names(&d) {
+                    self.want(now, d);
+                }
+            }
+        }
+        self.synced_at = applied;
+        let mut candidates: BTreeSet<[u8; 32]> = released.into_iter().collect();
+        candidates.extend(self.release_kept(now, replica));
+        let coming = Coming::of(replica, &self.reads);
+        for d in candidates {
+            if self.have.contains(&d) && self.is_garbage(&d, catalogue, &coming) {
+                self.lost(&d);
+                out.file(FileOp::Remove {
+                    file: FileRef::Blob(d),
+                });
+            }
+        }
+        self.drop_unwanted(replica, out);
+        self.start_fetches(now, replica, out);
+    }
+
     /// Brings this server's blobs in line with the catalogue it has applied:
     /// fetch what is missing, drop what nobody names.
     pub fn sync(&mut self, now: Timestamp, replica: &Replica, out: &mut Outbox<ServerEvent>) {
         self.syncs += 1;
+        self.full_at = Some(now);
         self.synced_at = replica.indexes().applied;
         let catalogue = replica.state().catalogue();
         for d in catalogue.contents() {
             self.want(now, *d);
         }
-        let applied = replica.indexes().applied as usize;
-        let log = replica.log();
-        self.kept.retain(|d, k| {
-            let since = log.get(k.after as usize..applied).unwrap_or(&[]);
-            let named = since.iter().any(|e| e.txn.names(d));
-            k.until > now && !named
-        });
+        let _ = self.release_kept(now, replica);
         let coming = Coming::of(replica, &self.reads);
         let garbage: Vec<[u8; 32]> = (self.have.iter())
             .filter(|d| self.is_garbage(d, catalogue, &coming))
@@ -508,6 +553,13 @@ impl BlobStore {
                 file: FileRef::Blob(d),
             });
         }
+        self.drop_unwanted(replica, out);
+        self.start_fetches(now, replica, out);
+    }
+
+    /// Drops the fetches of content nothing names any more, or had since.
+    fn drop_unwanted(&mut self, replica: &Replica, out: &mut Outbox<ServerEvent>) {
+        let catalogue = replica.state().catalogue();
         let unwanted: Vec<[u8; 32]> = self
             .fetches
             .keys()
@@ -517,7 +569,37 @@ impl BlobStore {
         for d in unwanted {
             self.drop_fetch(d, out);
         }
-        self.start_fetches(now, replica, out);
+    }
+
+    /// Lets go of the kept copies whose time is up, or whose upload's entry
+    /// was applied. The entries applied since the oldest copy's are looked
+    /// at once, not once per copy: a batch of small files keeps hundreds.
+    /// Returns the copies let go of.
+    fn release_kept(&mut self, now: Timestamp, replica: &Replica) -> Vec<[u8; 32]> {
+        let Some(oldest) = self.kept.values().map(|k| k.after).min() else {
+            return Vec::new();
+        };
+        let applied = replica.indexes().applied as usize;
+        let log = replica.log();
+        // Where each content is last named, from `oldest` on (positions in
+        // the log: entry `after + 1` is at `after`).
+        let mut named: BTreeMap<[u8; 32], u64> = BTreeMap::new();
+        let since = log.get(oldest as usize..applied).unwrap_or(&[]);
+        for (i, e) in since.iter().enumerate() {
+            for d in e.txn.contents() {
+                named.insert(d, oldest + i as u64);
+            }
+        }
+        let mut gone = Vec::new();
+        self.kept.retain(|d, k| {
+            let named_since = named.get(d).is_some_and(|&at| at >= k.after);
+            let keep = k.until > now && !named_since;
+            if !keep {
+                gone.push(*d);
+            }
+            keep
+        });
+        gone
     }
 
     /// Whether blob `d` is named by nothing: not by the catalogue nor an

@@ -914,7 +914,8 @@ impl Node for Server {
                 }
                 self.answer_confirmed(now);
                 if applied {
-                    self.blobs.sync(now, &self.replica, &mut self.out);
+                    let released = self.replica.take_released();
+                    (self.blobs).sync_applied(now, &self.replica, released, &mut self.out);
                     self.peers.push_updates(&self.replica, &mut self.out);
                     let state = self.replica.state();
                     (self.syncs).push(self.peers.linked(), state, &mut self.out);

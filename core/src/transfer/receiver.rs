@@ -91,7 +91,9 @@ pub struct Receiver {
     idle_timeout: Duration,
     stage: Stage,
     expected: u64,
-    hasher: blake3::Hasher,
+    /// Boxed: its state is 1.9 KiB, and transfers live in maps whose
+    /// inserts and removals would move it.
+    hasher: Box<blake3::Hasher>,
     /// Chunks taken, neither hashed nor written yet, from `pending_at`:
     /// less than a block, but for the last frame taken.
     pending: Vec<u8>,
@@ -128,7 +130,7 @@ impl Receiver {
             idle_timeout,
             stage: Stage::Offered,
             expected: 0,
-            hasher: blake3::Hasher::new(),
+            hasher: Box::default(),
             pending: Vec::new(),
             pending_at: 0,
             written: 0,
@@ -289,7 +291,7 @@ impl Receiver {
         };
         self.rehash = None;
         self.resumed = None;
-        self.hasher = blake3::Hasher::new();
+        self.hasher.reset();
         self.expected = 0;
         self.written = 0;
         self.pending.clear();
@@ -352,8 +354,8 @@ impl Receiver {
                         detail: format!("DONE after {} of {} chunks", self.expected, self.chunks),
                     });
                 }
-                let got = std::mem::replace(&mut self.hasher, blake3::Hasher::new());
-                let got = *got.finalize().as_bytes();
+                let got = *self.hasher.finalize().as_bytes();
+                self.hasher.reset();
                 // Constant time, though nothing secret rides on it.
                 if blake3::Hash::from(got) != blake3::Hash::from(digest) {
                     return self.fail(TransferError::DigestMismatch);

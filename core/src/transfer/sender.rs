@@ -144,7 +144,9 @@ pub struct Sender {
     hashed: u64,
     /// The digest is known (see [`Sender::with_digest`]): nothing is hashed.
     known: bool,
-    hasher: blake3::Hasher,
+    /// Boxed: its state is 1.9 KiB, and transfers live in maps whose
+    /// inserts and removals would move it.
+    hasher: Box<blake3::Hasher>,
     digest: Option<[u8; 32]>,
     /// When to resend, and when to give up, absent progress.
     resend_at: Timestamp,
@@ -171,7 +173,7 @@ impl Sender {
             reading: VecDeque::new(),
             hashed: 0,
             known: false,
-            hasher: blake3::Hasher::new(),
+            hasher: Box::default(),
             digest: None,
             resend_at: now + cfg.rto,
             resends: 0,
@@ -474,8 +476,9 @@ impl Sender {
             });
         }
         let digest = *self.digest.get_or_insert_with(|| {
-            let h = std::mem::replace(&mut self.hasher, blake3::Hasher::new());
-            *h.finalize().as_bytes()
+            let digest = *self.hasher.finalize().as_bytes();
+            self.hasher.reset();
+            digest
         });
         self.stage = Stage::AwaitDoneAck;
         let id = self.id;
