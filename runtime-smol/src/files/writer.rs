@@ -664,10 +664,8 @@ fn place(p: Placing) -> Result<Synced, FileFailure> {
     if matches!(p.existing, Existing::Refuse | Existing::ReplaceRegular) {
         return place_download(p);
     }
-    if p.existing == Existing::Keep && p.to.is_file() {
-        drop(p.file);
-        remove_quietly(&p.from);
-        return Ok(Synced::Now);
+    if p.existing == Existing::Keep {
+        return keep(p);
     }
     let synced = durable(&p.file, &p.from, p.modified, p.mode);
     // The descriptor is done with, whatever happens next.
@@ -675,6 +673,36 @@ fn place(p: Placing) -> Result<Synced, FileFailure> {
     synced?;
     std::fs::rename(&p.from, &p.to).map_err(|e| io_failure("cannot move into place", &p.to, &e))?;
     Ok(Synced::after(&p.to))
+}
+
+/// Above this size, a blob's target is looked for before the temporary
+/// file is made durable (an `fsync` of a large file saved); below, the
+/// look (a walk of the path, as long as the rest of the placing on tmpfs)
+/// costs more than it saves, a new blob being the rule.
+const LOOK_FIRST: u64 = 1 << 20;
+
+/// A blob into place, unless the same content is there already
+/// ([`Existing::Keep`]): then the temporary file goes. The rename never
+/// replaces (the kernel checks the name), so a blob put there meanwhile,
+/// by a copy say, is kept just the same.
+fn keep(p: Placing) -> Result<Synced, FileFailure> {
+    let large = p.file.metadata().map_or(true, |m| m.len() > LOOK_FIRST);
+    if large && p.to.is_file() {
+        drop(p.file);
+        remove_quietly(&p.from);
+        return Ok(Synced::Now);
+    }
+    let synced = durable(&p.file, &p.from, p.modified, p.mode);
+    drop(p.file);
+    synced?;
+    match rename_noreplace(&p.from, &p.to) {
+        Ok(()) => Ok(Synced::after(&p.to)),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            remove_quietly(&p.from);
+            Ok(Synced::Now)
+        }
+        Err(e) => Err(io_failure("cannot move into place", &p.to, &e)),
+    }
 }
 
 /// A download's file into place: see [`Existing::Refuse`] and
@@ -951,6 +979,35 @@ mod group_tests {
                 _ => None,
             })
             .collect()
+    }
+
+    fn placing(dir: &Path, temp: u64, content: &[u8], to: &Path) -> Placing {
+        let from = dir.join(format!("tmp-{temp}"));
+        std::fs::write(&from, content).expect("a temporary file");
+        let file = File::options().write(true).open(&from).expect("open it");
+        Placing {
+            temp,
+            file: Arc::new(file),
+            from,
+            to: to.to_path_buf(),
+            existing: Existing::Keep,
+            modified: None,
+            mode: None,
+            unnamed: false,
+        }
+    }
+
+    #[test]
+    fn a_blob_there_already_is_kept_and_the_second_copy_goes() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let blob = dir.path().join("blob");
+        let first = placing(dir.path(), 1, b"same", &blob);
+        assert!(matches!(place(first), Ok(Synced::After(d)) if d == dir.path()));
+        let second = placing(dir.path(), 2, b"other bytes", &blob);
+        assert!(matches!(place(second), Ok(Synced::Now)));
+        assert_eq!(std::fs::read(&blob).expect("the blob"), b"same");
+        assert!(!dir.path().join("tmp-2").exists(), "the second copy went");
+        assert!(!dir.path().join("tmp-1").exists(), "the first was moved");
     }
 
     #[test]
