@@ -577,18 +577,22 @@ impl Synced {
 
 /// Jobs done whose answers wait for their directories' `fsync`: one for
 /// all the files moved into a directory while jobs kept coming (a batch
-/// of small files lands a few dozen at a time), instead of one each. On
-/// a journalling filesystem each is a commit of the journal. Every answer
+/// of small files lands several at a time), instead of one each. On a
+/// journalling filesystem each is a commit of the journal. Every answer
 /// still waits for the sync that makes its file's name durable; the
 /// answers of jobs that needed none wait too, so that answers keep the
-/// jobs' order. Closed when the queue is empty, or at [`GROUP_MAX`] jobs.
+/// jobs' order (a rename asked after a persist is answered after it: the
+/// contract of `ferry_core::io`, held by the conformance suite). Closed
+/// when the queue is empty, or at [`GROUP_MAX`] jobs, which bounds how
+/// long an answer waits for the others': a stream of small downloads
+/// keeps the queue busy, and the sender waits for each file's DONE ACK.
 #[derive(Default)]
 struct Group {
     held: Vec<(Done, Option<PathBuf>)>,
 }
 
 /// Jobs held in a group at most.
-const GROUP_MAX: usize = 256;
+const GROUP_MAX: usize = 16;
 
 impl Group {
     fn is_empty(&self) -> bool {
