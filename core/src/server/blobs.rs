@@ -462,9 +462,19 @@ impl BlobStore {
         // A copy kept for a while is not garbage (`is_garbage`): it is let
         // go of when its time is up (`handle_timeout`) or once its entry is
         // applied (`sync_applied`), not looked for here as each copy lands.
+        self.collect(unpinned, replica, out);
+    }
+
+    /// Removes those of `candidates` this server has that are garbage now.
+    fn collect(
+        &mut self,
+        candidates: BTreeSet<[u8; 32]>,
+        replica: &Replica,
+        out: &mut Outbox<ServerEvent>,
+    ) {
         let catalogue = replica.state().catalogue();
         let coming = Coming::of(replica, &self.reads);
-        for d in unpinned {
+        for d in candidates {
             if self.have.contains(&d) && self.is_garbage(&d, catalogue, &coming) {
                 self.lost(&d);
                 out.file(FileOp::Remove {
@@ -518,15 +528,7 @@ impl BlobStore {
         self.synced_at = applied;
         let mut candidates: BTreeSet<[u8; 32]> = released.into_iter().collect();
         candidates.extend(self.release_kept(now, replica));
-        let coming = Coming::of(replica, &self.reads);
-        for d in candidates {
-            if self.have.contains(&d) && self.is_garbage(&d, catalogue, &coming) {
-                self.lost(&d);
-                out.file(FileOp::Remove {
-                    file: FileRef::Blob(d),
-                });
-            }
-        }
+        self.collect(candidates, replica, out);
         self.drop_unwanted(replica, out);
         self.start_fetches(now, replica, out);
     }
