@@ -107,6 +107,10 @@ pub(super) struct Copies {
     pipes: BTreeMap<Up, Pipe>,
     /// Copies being sent, by their transfer's id.
     pushes: BTreeMap<u64, Push>,
+    /// The ids of each upload's copies in `pushes`: several questions are
+    /// asked of one upload's copies per message of it, and a batch has
+    /// a hundred copies going at once.
+    by_upload: BTreeMap<Up, BTreeSet<u64>>,
     /// Links copies are sent on, by their connection.
     links: BTreeMap<ConnId, CopyLink>,
     /// Copies being received, by their connection.
@@ -250,6 +254,7 @@ impl Copies {
             fresh_for: cfg.copy_keep.saturating_sub(cfg.request_timeout),
             pipes: BTreeMap::new(),
             pushes: BTreeMap::new(),
+            by_upload: BTreeMap::new(),
             incoming: BTreeMap::new(),
             landing: BTreeMap::new(),
             links: BTreeMap::new(),
@@ -281,17 +286,32 @@ impl Copies {
     /// Bytes of the upload on `upload` that its furthest copy going has
     /// had acknowledged.
     pub(super) fn copied(&self, upload: Up) -> u64 {
-        (self.pushes.values())
-            .filter(|p| p.upload == upload)
-            .map(|p| p.sender.acked_bytes())
+        (self.pushes_of(upload))
+            .map(|(_, p)| p.sender.acked_bytes())
             .max()
             .unwrap_or(0)
     }
 
+    /// The copies of `upload` being sent, with their ids, in id order.
+    fn pushes_of(&self, upload: Up) -> impl Iterator<Item = (u64, &Push)> {
+        (self.by_upload.get(&upload).into_iter().flatten())
+            .filter_map(|tid| Some((*tid, self.pushes.get(tid)?)))
+    }
+
     fn live_pushes(&self, upload: Up) -> impl Iterator<Item = &Push> {
-        self.pushes
-            .values()
-            .filter(move |p| p.upload == upload && matches!(p.source, Source::Live { .. }))
+        (self.pushes_of(upload))
+            .map(|(_, p)| p)
+            .filter(|p| matches!(p.source, Source::Live { .. }))
+    }
+
+    /// Forgets copy `tid` of `upload` in the index.
+    fn unindex(&mut self, upload: Up, tid: u64) {
+        if let Some(tids) = self.by_upload.get_mut(&upload) {
+            tids.remove(&tid);
+            if tids.is_empty() {
+                self.by_upload.remove(&upload);
+            }
+        }
     }
 
     /// A client's upload of `size` bytes starts on `upload`: copies of it
@@ -373,12 +393,7 @@ impl Copies {
     /// Up to `n` servers to copy to: up, not holding a copy, not being
     /// copied to, taken in turn past those tried before.
     fn targets(&self, pipe: &mut Pipe, n: usize, upload: Up, replica: &Replica) -> Vec<u32> {
-        let busy: BTreeSet<u32> = self
-            .pushes
-            .values()
-            .filter(|p| p.upload == upload)
-            .map(|p| p.to)
-            .collect();
+        let busy: BTreeSet<u32> = self.pushes_of(upload).map(|(_, p)| p.to).collect();
         let live = replica.live_peers();
         let mut picked = Vec::new();
         for k in 0..live.len() {
@@ -467,6 +482,7 @@ impl Copies {
             moved_at: now,
         };
         self.pushes.insert(tid, push);
+        self.by_upload.entry(upload).or_default().insert(tid);
         if let Some(link) = self.links.get_mut(&conn) {
             link.pushes.insert(tid);
         }
@@ -534,7 +550,7 @@ impl Copies {
         blobs: &mut BlobStore,
         out: &mut Outbox<ServerEvent>,
     ) -> bool {
-        let going = self.pushes.values().filter(|p| p.upload == upload).count();
+        let going = self.by_upload.get(&upload).map_or(0, BTreeSet::len);
         let Some(pipe) = self.pipes.get_mut(&upload) else {
             return true;
         };
@@ -590,10 +606,7 @@ impl Copies {
         out: &mut Outbox<ServerEvent>,
     ) {
         self.pipes.remove(&upload);
-        let tids: Vec<u64> = (self.pushes.iter())
-            .filter(|(_, p)| p.upload == upload)
-            .map(|(t, _)| *t)
-            .collect();
+        let tids: Vec<u64> = self.pushes_of(upload).map(|(t, _)| t).collect();
         for tid in tids {
             self.end_push(tid, TransferError::Cancelled, blobs, out);
         }
@@ -608,6 +621,7 @@ impl Copies {
         out: &mut Outbox<ServerEvent>,
     ) -> Option<Push> {
         let mut p = self.pushes.remove(&tid)?;
+        self.unindex(p.upload, tid);
         release(&p, blobs);
         let now_idle = match self.links.get_mut(&p.conn) {
             Some(link) => {
@@ -638,9 +652,9 @@ impl Copies {
     }
 
     fn live_tids(&self, upload: Up) -> Vec<u64> {
-        (self.pushes.iter())
-            .filter(|(_, p)| p.upload == upload && matches!(p.source, Source::Live { .. }))
-            .map(|(t, _)| *t)
+        (self.pushes_of(upload))
+            .filter(|(_, p)| matches!(p.source, Source::Live { .. }))
+            .map(|(t, _)| t)
             .collect()
     }
 
@@ -854,6 +868,7 @@ impl Copies {
         let Some(p) = self.pushes.remove(&tid) else {
             return;
         };
+        self.unindex(p.upload, tid);
         release(&p, blobs);
         let emptied = self.links.get_mut(&p.conn).is_some_and(|link| {
             link.pushes.remove(&tid);
