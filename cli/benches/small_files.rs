@@ -156,13 +156,8 @@ fn main() {
     let per_file = |d: Duration| format!("{:>7.0} µs/file", per(d));
     row("ferry", put, get, &per_file);
     if rsync.is_some() {
-        let (up, down) = (median(rs_up), median(rs_down));
-        row("rsync", up, down, &per_file);
-        println!(
-            "ferry/rsync  {:>6.2}×                  {:>6.2}×   (target ≤ 1, goal 0.4)",
-            put.as_secs_f64() / up.as_secs_f64(),
-            get.as_secs_f64() / down.as_secs_f64()
-        );
+        let rsync = (median(rs_up), median(rs_down));
+        beside_rsync((put, get), rsync, &per_file, "   (target ≤ 1, goal 0.4)");
     }
     println!();
     println!("CPU time (medians)   client      servers, busiest first");
@@ -189,12 +184,7 @@ fn main() {
         let speed = |d: Duration| format!("{:>7.0} MB/s     ", mb_s(d));
         row("ferry", put, get, &speed);
         if rsync.is_some() {
-            row("rsync", up, down, &speed);
-            println!(
-                "ferry/rsync  {:>6.2}×                  {:>6.2}×",
-                put.as_secs_f64() / up.as_secs_f64(),
-                get.as_secs_f64() / down.as_secs_f64()
-            );
+            beside_rsync((put, get), (up, down), &speed, "");
         }
     }
     println!();
@@ -214,6 +204,21 @@ fn row(label: &str, up: Duration, down: Duration, figure: &dyn Fn(Duration) -> S
         figure(up),
         down.as_secs_f64(),
         figure(down)
+    );
+}
+
+/// rsync's row, and ferry's times over rsync's, with `note` after them.
+fn beside_rsync(
+    (put, get): (Duration, Duration),
+    (up, down): (Duration, Duration),
+    figure: &dyn Fn(Duration) -> String,
+    note: &str,
+) {
+    row("rsync", up, down, figure);
+    println!(
+        "ferry/rsync  {:>6.2}×                  {:>6.2}×{note}",
+        put.as_secs_f64() / up.as_secs_f64(),
+        get.as_secs_f64() / down.as_secs_f64()
     );
 }
 
