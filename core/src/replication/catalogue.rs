@@ -53,6 +53,9 @@ pub struct Catalogue {
     /// Servers ask after every applied entry which blobs to keep or fetch;
     /// a scan of every file there made each upload cost O(files).
     by_content: BTreeSet<([u8; 32], u64, String)>,
+    /// owner -> bytes of their files: every offer checks the quota, and a
+    /// sum over the owner's files made a batch of n files cost O(n²).
+    used: BTreeMap<u64, u64>,
     /// (owner, folder, grantee): everything under `folder/`.
     folder_shares: BTreeSet<(u64, String, u64)>,
     /// (grantee, owner, folder).
@@ -207,10 +210,18 @@ impl Catalogue {
 
     /// Bytes of the files `owner` owns.
     pub fn bytes_of(&self, owner: u64) -> u64 {
-        (self.files.range((owner, String::new())..))
-            .take_while(|((o, _), _)| *o == owner)
-            .map(|(_, f)| f.size)
-            .sum()
+        self.used.get(&owner).copied().unwrap_or(0)
+    }
+
+    /// `size` bytes of `owner`'s went; an owner with none left has no
+    /// entry, so that equal catalogues have equal totals.
+    fn unuse(&mut self, owner: u64, size: u64) {
+        if let Some(u) = self.used.get_mut(&owner) {
+            *u = u.saturating_sub(size);
+            if *u == 0 {
+                self.used.remove(&owner);
+            }
+        }
     }
 
     /// Grantees of a file, for `ls` of one's own files.
@@ -313,7 +324,11 @@ impl Catalogue {
     fn insert(&mut self, f: FileMeta) -> Option<FileMeta> {
         let digest = f.digest;
         self.by_content.insert((digest, f.owner, f.name.clone()));
+        if f.size > 0 {
+            *self.used.entry(f.owner).or_default() += f.size;
+        }
         let old = self.files.insert((f.owner, f.name.clone()), f)?;
+        self.unuse(old.owner, old.size);
         // Replaced: the old content is no longer named by this file.
         if old.digest != digest {
             (self.by_content).remove(&(old.digest, old.owner, old.name.clone()));
@@ -448,6 +463,7 @@ impl Catalogue {
     /// Removes a file and every share of it.
     pub fn delete(&mut self, owner: u64, name: &str, writes: &mut Vec<Write>) -> Option<FileMeta> {
         let f = self.files.remove(&(owner, name.to_string()))?;
+        self.unuse(owner, f.size);
         self.by_content.remove(&(f.digest, owner, name.to_string()));
         self.released.0.push(f.digest);
         writes.push(Write::Delete {
@@ -524,7 +540,7 @@ mod tests {
         FileMeta {
             owner,
             name: name.into(),
-            size: 1,
+            size: u64::from(d) * 10,
             digest: [d; 32],
             at: 0,
             holder: 1,
@@ -544,6 +560,17 @@ mod tests {
             assert_eq!(c.names(&d), n > 0);
             assert_eq!(c.with_content(&d).map(|f| f.digest), (n > 0).then_some(d));
         }
+        for owner in 0..6 {
+            let sum: u64 = c.all().filter(|f| f.owner == owner).map(|f| f.size).sum();
+            assert_eq!(c.bytes_of(owner), sum, "bytes of owner {owner}");
+        }
+        // The totals are part of the value: the same files loaded afresh
+        // make an equal catalogue.
+        let mut loaded = Catalogue::default();
+        for f in c.all() {
+            loaded.load_file(&enc(f)).expect("load");
+        }
+        assert_eq!(loaded.used, c.used);
     }
 
     #[test]
@@ -559,13 +586,21 @@ mod tests {
         agrees(&c);
         c.put(file(1, "a", 3), w);
         agrees(&c);
+        // Empty files count nothing, and leave no total behind.
+        c.put(file(3, "empty", 0), w);
+        c.put(file(3, "full", 4), w);
+        agrees(&c);
+        c.delete(3, "full", w);
+        agrees(&c);
         c.delete(2, "a", w);
         agrees(&c);
         assert!(!c.names(&[1; 32]));
         c.delete(1, "a", w);
         c.delete(1, "b", w);
+        c.delete(3, "empty", w);
         agrees(&c);
         assert_eq!(c.contents().count(), 0);
+        assert!(c.used.is_empty());
         // Loaded from the store: indexed the same way.
         let mut loaded = Catalogue::default();
         loaded.load_file(&enc(&file(4, "x", 5))).expect("load");
