@@ -153,6 +153,12 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// The longest key a batch holds: a folder share's row, (owner, grantee,
+/// a name of [`crate::names::MAX_PATH`] bytes and a `/`). A store must take
+/// keys this long: a key it refused would stop every server that applies
+/// the entry, and a name's length is the user's to choose.
+pub const MAX_KEY: usize = 8 + 8 + crate::names::MAX_PATH + 1;
+
 pub trait Store {
     /// Makes the whole batch durable, atomically.
     fn commit(&mut self, batch: &Batch) -> Result<(), StoreError>;
@@ -174,6 +180,19 @@ pub struct MemStore {
 
 impl Store for MemStore {
     fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        // As LMDB's limit would, refusing the whole batch: no key of the
+        // core's may be longer than every store takes.
+        let too_long = batch.writes.iter().find_map(|w| match w {
+            Write::Put { key, .. } | Write::Delete { key, .. } => {
+                (key.len() > MAX_KEY).then_some(key.len())
+            }
+            _ => None,
+        });
+        if let Some(len) = too_long {
+            return Err(StoreError(format!(
+                "a key of {len} bytes (at most {MAX_KEY})"
+            )));
+        }
         for w in &batch.writes {
             match w {
                 Write::Append { index, entry } => {
@@ -210,5 +229,33 @@ impl Store for MemStore {
             vote: self.vote,
             blobs: Vec::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_store_refuses_a_batch_with_a_key_too_long_for_lmdb_whole() {
+        let mut s = MemStore::default();
+        let mut b = Batch::default();
+        b.push(Write::SetApplied { index: 3 });
+        b.push(Write::Put {
+            table: Table::Files,
+            key: vec![0; MAX_KEY],
+            value: vec![1],
+        });
+        s.commit(&b).expect("the longest key");
+        let mut b = Batch::default();
+        b.push(Write::SetApplied { index: 4 });
+        b.push(Write::Delete {
+            table: Table::Files,
+            key: vec![0; MAX_KEY + 1],
+        });
+        assert!(s.commit(&b).is_err());
+        let rec = s.load().unwrap();
+        assert_eq!(rec.applied, 3, "nothing of the refused batch");
+        assert_eq!(rec.tables.len(), 1);
     }
 }

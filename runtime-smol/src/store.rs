@@ -7,7 +7,7 @@
 //! directory fail clearly instead of both writing one log. The OS releases
 //! the lock when the process dies.
 
-use ferry_core::store::{Batch, Recovered, Store, StoreError, Table, Write};
+use ferry_core::store::{Batch, Recovered, Store, StoreError, Table, Write, MAX_KEY};
 use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, U64};
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions};
@@ -53,6 +53,12 @@ impl HeedStore {
                 .open(dir)
                 .map_err(|e| err(format!("{}: {e}", dir.display())))?
         };
+        if env.max_key_size() < MAX_KEY {
+            return Err(err(format!(
+                "this build's LMDB takes keys of at most {} bytes; Ferry's are up to {MAX_KEY}",
+                env.max_key_size()
+            )));
+        }
         let wtxn = env.write_txn().map_err(err)?;
         let (log, meta, rows) = env
             .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_, heed::Error> {
@@ -207,6 +213,31 @@ mod tests {
         assert_eq!(rec.log, vec![(1, vec![1]), (2, vec![2])]);
         assert_eq!(rec.tables, vec![(Table::Revoked, vec![2], vec![3])]);
         assert_eq!(rec.applied, 2);
+    }
+
+    /// The longest key the core writes (a folder share of a name of the
+    /// longest path) commits and reads back: with LMDB's default limit of
+    /// 511 bytes such a share stopped every server that applied it.
+    #[test]
+    fn the_longest_key_commits_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = vec![7u8; MAX_KEY];
+        {
+            let mut s = HeedStore::open(dir.path()).unwrap();
+            let mut b = Batch::default();
+            for table in [Table::Files, Table::Shares, Table::Attrs] {
+                b.push(Write::Put {
+                    table,
+                    key: key.clone(),
+                    value: vec![1],
+                });
+            }
+            s.commit(&b).unwrap();
+        }
+        let s = HeedStore::open(dir.path()).unwrap();
+        let rec = s.load().unwrap();
+        assert_eq!(rec.tables.len(), 3);
+        assert!(rec.tables.iter().all(|(_, k, _)| *k == key));
     }
 
     /// A data directory from before the peer registry has no `peers`

@@ -384,8 +384,8 @@ pub fn add_server(
 }
 
 /// A server's trace line: its event's text, with the answers of file
-/// operations shortened (a digest by its first bytes in hex, a listing by
-/// its length). Other lines are the events' own text.
+/// operations shortened (a digest by its first bytes in hex; a listing is
+/// told by its length already). Other lines are the events' own text.
 pub fn describe_server_event(e: &ServerEvent) -> Option<String> {
     let ServerEvent::Answered {
         conn, op, outcome, ..
@@ -393,11 +393,7 @@ pub fn describe_server_event(e: &ServerEvent) -> Option<String> {
     else {
         return Some(e.to_string());
     };
-    let outcome = if outcome.starts_with("Listing {") {
-        format!("listing of {} file(s)", outcome.matches("Listed {").count())
-    } else {
-        shorten_digests(outcome)
-    };
+    let outcome = shorten_digests(outcome);
     Some(format!("{op:?} on {conn}: {outcome}"))
 }
 

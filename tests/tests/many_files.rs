@@ -344,3 +344,53 @@ fn json_output_parses_and_holds_what_scripts_need() {
     assert_eq!(get["failed"][0]["exit_code"], 3);
     assert!(!run.stderr.contains("ferry: nothing"), "{run:?}");
 }
+
+/// A folder of more files than one answer of the server holds (a listing
+/// longer than a frame comes in pages): `ls`, `ls --json` and `get -r`
+/// see every file, each once.
+#[test]
+fn a_folder_larger_than_a_listing_page_is_listed_and_fetched_whole() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (_procs, alice) = alice(data.path(), home.path());
+    // 1,200 names of about 570 bytes: some 700 KiB of listing.
+    let tree = work.path().join("tree");
+    let deep = ["d".repeat(200), "e".repeat(200), "f".repeat(150)].join("/");
+    std::fs::create_dir_all(tree.join(&deep)).unwrap();
+    let mut want = Vec::new();
+    for i in 0..1200 {
+        let name = format!("file-{i:04}");
+        std::fs::write(tree.join(&deep).join(&name), i.to_string()).unwrap();
+        want.push(format!("tree/{deep}/{name}"));
+    }
+    let run = alice.run(&["put", "-r", path_str(&tree)]);
+    assert!(run.status.success(), "{run:?}");
+
+    let run = alice.run(&["ls", "--json"]);
+    assert!(run.status.success(), "{run:?}");
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let names: Vec<&str> = (doc["files"].as_array().unwrap().iter())
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, want, "every file once, in order");
+
+    let run = alice.run(&["ls", "tree"]);
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(
+        run.stdout.lines().count(),
+        1 + want.len(),
+        "a header and each file"
+    );
+
+    let out = work.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let run = alice.run(&["get", "-r", "tree", path_str(&out)]);
+    assert!(run.status.success(), "{run:?}");
+    let got = std::fs::read_dir(out.join("tree").join(&deep))
+        .unwrap()
+        .count();
+    assert_eq!(got, want.len());
+    let last = out.join("tree").join(&deep).join("file-1199");
+    assert_eq!(std::fs::read_to_string(last).unwrap(), "1199");
+}

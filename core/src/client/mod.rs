@@ -17,7 +17,7 @@ use crate::io::{FileOp, FileRef};
 use crate::outbox::{drain_messages, Outbox};
 use crate::refusal::{Refusal, PROTOCOL_VERSION};
 use crate::replication::sync_round::Token;
-use crate::server::messages::{OpError, Request, Response, SessionMsg};
+use crate::server::messages::{ListCursor, Listed, OpError, Request, Response, SessionMsg};
 use crate::time::Timestamp;
 use crate::tls::Fingerprint;
 use crate::transfer::messages::resume_point;
@@ -316,6 +316,9 @@ struct PendingOp {
     /// A download's temporary file holds this many bytes already (see
     /// [`Client::resume_next_download`]).
     kept: Option<u64>,
+    /// A listing's pages so far, and where the next one starts.
+    listed: Vec<Listed>,
+    list_after: Option<ListCursor>,
 }
 
 /// The file transfer of an upload or download in progress.
@@ -458,6 +461,8 @@ impl Client {
             xfer: None,
             attrs: None,
             kept: self.kept.take(),
+            listed: Vec::new(),
+            list_after: None,
         });
         Ok(())
     }
@@ -667,6 +672,18 @@ impl Client {
         if let Some(r) = finished {
             p.xfer = None;
             self.state_op_done(r);
+        }
+    }
+
+    /// The pages of the listing in flight, with its last page.
+    fn listed_with(&mut self, last: Vec<Listed>) -> Vec<Listed> {
+        match &mut self.state {
+            State::Established { op: Some(p), .. } if !p.listed.is_empty() => {
+                let mut all = std::mem::take(&mut p.listed);
+                all.extend(last);
+                all
+            }
+            _ => last,
         }
     }
 
@@ -908,7 +925,17 @@ impl Client {
                 SessionMsg::Proceed { op },
             ) if !p.proceeded && p.request.op() == op => {
                 let conn = *conn;
-                let payload = p.request.payload();
+                let payload = match (&p.list_after, &p.request) {
+                    (Some(after), Request::ListUnder { prefix }) => SessionMsg::ListAfter {
+                        prefix: Some(prefix.clone()),
+                        after: after.clone(),
+                    },
+                    (Some(after), _) => SessionMsg::ListAfter {
+                        prefix: None,
+                        after: after.clone(),
+                    },
+                    (None, request) => request.payload(),
+                };
                 let upload = match &p.request {
                     Request::Upload { name, size, .. } => Some((name.clone(), *size)),
                     _ => None,
@@ -1014,6 +1041,23 @@ impl Client {
             }
             // Another transfer's (one that ended): nothing to keep.
             (State::Established { .. }, SessionMsg::Attrs { .. }) => {}
+            (State::Established { op: Some(p), .. }, SessionMsg::ListingPart { files, next })
+                if p.proceeded
+                    && matches!(p.request, Request::List | Request::ListUnder { .. }) =>
+            {
+                // More than a frame holds: the next page is asked for as
+                // a List operation of its own.
+                if let State::Established {
+                    op: Some(p), conn, ..
+                } = &mut self.state
+                {
+                    p.listed.extend(files);
+                    p.list_after = Some(next);
+                    p.proceeded = false;
+                    p.deadline = now + self.cfg.op_timeout;
+                    (self.out).send(*conn, &SessionMsg::Begin { op: p.request.op() });
+                }
+            }
             (State::Established { op: Some(p), .. }, msg)
                 if p.proceeded && Response::from_msg(&msg).is_some() =>
             {
@@ -1024,6 +1068,10 @@ impl Client {
                             Response::Received(i.outcomes(v))
                         }
                         (r, _) => r,
+                    };
+                    let r = match r {
+                        Response::Listing(last) => Response::Listing(self.listed_with(last)),
+                        r => r,
                     };
                     self.state_op_done(r);
                 }

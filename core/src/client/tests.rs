@@ -1246,3 +1246,73 @@ fn a_download_resumes_from_the_kept_file_and_a_cut_keeps_it_for_the_next_try() {
     let outs = recv(&mut c, ms(9), srv, &SessionMsg::Transfer(done));
     assert_eq!(discards(&outs), 1, "{outs:?}");
 }
+
+/// A listing in pages: each `ListingPart` asks for the next page as a List
+/// operation of its own, and the pages reach the application as one.
+#[test]
+fn a_listing_in_pages_is_asked_for_page_by_page_and_answered_whole() {
+    let (mut c, srv) = established();
+    let file = |name: &str| Listed {
+        owner: "alice".into(),
+        name: name.into(),
+        size: 1,
+        at: 0,
+        shared_with: Vec::new(),
+        attrs: None,
+    };
+    let op = crate::server::OpCode::List;
+    c.request(
+        ms(5),
+        Request::ListUnder {
+            prefix: "docs".into(),
+        },
+    )
+    .unwrap();
+    drain(&mut c);
+    let outs = recv(&mut c, ms(6), srv, &SessionMsg::Proceed { op });
+    let first = SessionMsg::ListUnder {
+        prefix: "docs".into(),
+    };
+    assert_eq!(sent::<SessionMsg, _>(&outs, srv), vec![first]);
+    let next = ListCursor {
+        owner: 1,
+        name: "docs/a".into(),
+    };
+    let part = SessionMsg::ListingPart {
+        files: vec![file("docs/a")],
+        next: next.clone(),
+    };
+    let outs = recv(&mut c, ms(7), srv, &part);
+    assert!(events(&outs).is_empty(), "not answered yet");
+    assert_eq!(
+        sent::<SessionMsg, _>(&outs, srv),
+        vec![SessionMsg::Begin { op }]
+    );
+    let outs = recv(&mut c, ms(8), srv, &SessionMsg::Proceed { op });
+    let more = SessionMsg::ListAfter {
+        prefix: Some("docs".into()),
+        after: next,
+    };
+    assert_eq!(sent::<SessionMsg, _>(&outs, srv), vec![more]);
+    let last = SessionMsg::Listing {
+        files: vec![file("docs/b")],
+    };
+    let outs = recv(&mut c, ms(9), srv, &last);
+    assert_eq!(
+        events(&outs),
+        vec![ClientEvent::Response(Response::Listing(vec![
+            file("docs/a"),
+            file("docs/b")
+        ]))]
+    );
+    // The next listing starts afresh.
+    c.request(ms(10), Request::List).unwrap();
+    drain(&mut c);
+    let outs = recv(&mut c, ms(11), srv, &SessionMsg::Proceed { op });
+    assert_eq!(sent::<SessionMsg, _>(&outs, srv), vec![SessionMsg::ListAll]);
+    let outs = recv(&mut c, ms(12), srv, &SessionMsg::Listing { files: vec![] });
+    assert_eq!(
+        events(&outs),
+        vec![ClientEvent::Response(Response::Listing(vec![]))]
+    );
+}

@@ -186,10 +186,33 @@ impl Catalogue {
     /// The user's own files, then the files shared with them (by file or
     /// by folder, each once), by owner and name.
     pub fn visible_to(&self, user: u64) -> Vec<&FileMeta> {
-        let own = self
-            .files
-            .range((user, String::new())..)
-            .take_while(|((o, _), _)| *o == user)
+        self.visible_after(user, None, None).collect()
+    }
+
+    /// What `user` may see, in the listing's order (their own files by
+    /// name, then the files shared with them by owner and name), after the
+    /// file `after` (owner, name), and of that only what is under folder
+    /// `prefix`. For a listing in pages: each page starts where the last
+    /// ended, whatever changed in between.
+    pub fn visible_after<'a>(
+        &'a self,
+        user: u64,
+        prefix: Option<&'a str>,
+        after: Option<(u64, &str)>,
+    ) -> impl Iterator<Item = &'a FileMeta> + 'a {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let wanted = move |name: &str| prefix.is_none_or(|p| is_under(name, p));
+        let first = (user, prefix.map(|p| format!("{p}/")).unwrap_or_default());
+        let own_from = match after {
+            None => Some(Included(first)),
+            Some((o, n)) if o == user => Some(Excluded((user, n.to_string()).max(first))),
+            // Past the user's own files already.
+            Some(_) => None,
+        };
+        let own = own_from
+            .into_iter()
+            .flat_map(move |from| self.files.range((from, Unbounded)))
+            .take_while(move |((o, n), _)| *o == user && wanted(n))
             .map(|(_, f)| f);
         let mut shared: BTreeMap<(u64, &str), &FileMeta> = BTreeMap::new();
         let by_file = self
@@ -202,10 +225,16 @@ impl Catalogue {
             .range((user, 0, String::new())..)
             .take_while(|(g, _, _)| *g == user)
             .flat_map(|(_, o, folder)| self.under(*o, folder));
-        for f in by_file.chain(by_folder) {
+        for f in by_file.chain(by_folder).filter(|f| wanted(&f.name)) {
             shared.insert((f.owner, f.name.as_str()), f);
         }
-        own.chain(shared.into_values()).collect()
+        let past = after
+            .filter(|(o, _)| *o != user)
+            .map(|(o, n)| (o, n.to_string()));
+        let shared = shared.into_iter().filter(move |((o, n), _)| {
+            (past.as_ref()).is_none_or(|(po, pn)| (*o, *n) > (*po, pn.as_str()))
+        });
+        own.chain(shared.map(|(_, f)| f))
     }
 
     /// Bytes of the files `owner` owns.

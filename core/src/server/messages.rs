@@ -183,6 +183,32 @@ pub enum SessionMsg {
     /// of each file, by id (`Stored`: sent whole, and acknowledged).
     #[speedy(tag = 151)]
     SentAll { outcomes: Vec<Landed> },
+    /// Data of List, for every page after the first: the files listed
+    /// after `after` (in the listing's order), all of them or only those
+    /// under folder `prefix`.
+    #[speedy(tag = 152)]
+    ListAfter {
+        prefix: Option<String>,
+        after: ListCursor,
+    },
+    /// List's answer when more files follow than one frame holds: a page,
+    /// and where the next one starts (asked for with `ListAfter`, as a new
+    /// List operation). The last page is a `Listing`: a listing that fits
+    /// in one frame is answered just as before pages existed.
+    #[speedy(tag = 153)]
+    ListingPart {
+        files: Vec<Listed>,
+        next: ListCursor,
+    },
+}
+
+/// The last file of a listing's page: its owner's id and its name. A
+/// listing is in the order of the user's own files by name, then the
+/// files shared with them by owner and name.
+#[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
+pub struct ListCursor {
+    pub owner: u64,
+    pub name: String,
 }
 
 /// What became of one file of a batch.

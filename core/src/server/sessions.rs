@@ -729,12 +729,24 @@ impl Sessions {
         let outcome = match &msg {
             SessionMsg::Failed(e) => e.to_string(),
             SessionMsg::LoggedIn { user_id, .. } => format!("logged in user {user_id}"),
-            // Not every digest of a batch of hundreds of files: a count.
+            // Not every digest of a batch of hundreds of files: a count
+            // (each file's failure is the client's to tell).
             SessionMsg::BatchDone { outcomes } => {
                 let stored = (outcomes.iter())
                     .filter(|o| matches!(o, super::messages::Landed::Stored { .. }))
                     .count();
                 format!("stored {stored} of {} files", outcomes.len())
+            }
+            SessionMsg::SentAll { outcomes } => {
+                let sent = (outcomes.iter())
+                    .filter(|o| matches!(o, super::messages::Landed::Stored { .. }))
+                    .count();
+                format!("sent {sent} of {} files", outcomes.len())
+            }
+            // Not a line of megabytes for each `ls` of a large account.
+            SessionMsg::Listing { files } => format!("listing of {} file(s)", files.len()),
+            SessionMsg::ListingPart { files, .. } => {
+                format!("listing page of {} file(s)", files.len())
             }
             other => format!("{other:?}"),
         };

@@ -17,14 +17,14 @@ use super::copies::Copies;
 use super::copies::Up;
 use super::downloads::Sending;
 use super::event::ServerEvent;
-use super::messages::{FileOutcome, Listed, OpCode, OpError, SessionMsg};
+use super::messages::{FileOutcome, ListCursor, Listed, OpCode, OpError, SessionMsg};
 use super::partials::{PartialKey, Partials};
 use super::scrub::says_damaged;
 use super::sessions::{wrong_data, Sessions};
 use super::uploads::{Batch, Finished, Ordered, Put, Receiving, Room, Step, Stored};
 use crate::file_attrs::FileAttrs;
 use crate::io::{ConnId, FileOp, FileRef};
-use crate::names::{check_path, is_under};
+use crate::names::check_path;
 use crate::outbox::Outbox;
 use crate::refusal::Refusal;
 use crate::replication::catalogue::FileMeta;
@@ -218,10 +218,16 @@ impl UserFiles {
                 self.pump(cx, conn);
                 return Ok(());
             }
-            (OpCode::List, SessionMsg::ListAll) => Ok(Some(listing(cx.replica, user, None))),
+            (OpCode::List, SessionMsg::ListAll) => Ok(Some(listing(cx.replica, user, None, None))),
             (OpCode::List, SessionMsg::ListUnder { prefix }) => {
-                Ok(Some(listing(cx.replica, user, Some(&prefix))))
+                Ok(Some(listing(cx.replica, user, Some(&prefix), None)))
             }
+            (OpCode::List, SessionMsg::ListAfter { prefix, after }) => Ok(Some(listing(
+                cx.replica,
+                user,
+                prefix.as_deref(),
+                Some(&after),
+            ))),
             (
                 OpCode::Share | OpCode::Unshare,
                 SessionMsg::ShareWith {
@@ -1164,36 +1170,69 @@ fn share(
     UserFiles::order(cx, conn, op, txn).map(|_| None)
 }
 
-/// What `user` may see, or of that only what is under folder `prefix`.
-fn listing(replica: &Replica, user: u64, prefix: Option<&str>) -> SessionMsg {
+/// About this many bytes of files go in one page of a listing: a frame
+/// holds at most [`crate::frame::MAX_FRAME`], and a user may have any
+/// number of files.
+const PAGE_BYTES: usize = 128 * 1024;
+
+/// Grantees shown of one file, at most: a file shared with more users than
+/// a page holds names is listed with the first of them.
+const SHOWN_GRANTEES: usize = 1024;
+
+/// A page of what `user` may see, or of that only what is under folder
+/// `prefix`, starting after `after`: a `Listing` if it is the last page,
+/// else a `ListingPart` that says where the next one starts.
+fn listing(
+    replica: &Replica,
+    user: u64,
+    prefix: Option<&str>,
+    after: Option<&ListCursor>,
+) -> SessionMsg {
     let state = replica.state();
     let name_of = |id: u64| {
         state
             .user(id)
             .map_or_else(|| format!("user{id}"), |u| u.name.clone())
     };
-    let files = state
-        .catalogue()
-        .visible_to(user)
-        .into_iter()
-        .filter(|f| prefix.is_none_or(|p| is_under(&f.name, p)))
-        .map(|f| Listed {
+    let after = after.map(|c| (c.owner, c.name.as_str()));
+    let mut visible = state.catalogue().visible_after(user, prefix, after);
+    let mut files = Vec::new();
+    let mut bytes = 0;
+    let mut last = None;
+    for f in visible.by_ref() {
+        let shared_with: Vec<String> = match f.owner == user {
+            true => (state.catalogue().readers(f.owner, &f.name).into_iter())
+                .take(SHOWN_GRANTEES)
+                .map(name_of)
+                .collect(),
+            false => Vec::new(),
+        };
+        let listed = Listed {
             owner: name_of(f.owner),
             name: f.name.clone(),
             size: f.size,
             at: f.at,
             attrs: f.attrs,
-            shared_with: if f.owner == user {
-                state
-                    .catalogue()
-                    .readers(f.owner, &f.name)
-                    .into_iter()
-                    .map(name_of)
-                    .collect()
-            } else {
-                Vec::new()
-            },
-        })
-        .collect();
-    SessionMsg::Listing { files }
+            shared_with,
+        };
+        // Lengths, counts and numbers: a bound on the encoding's size.
+        bytes += 64
+            + listed.owner.len()
+            + listed.name.len()
+            + (listed.shared_with.iter())
+                .map(|g| g.len() + 4)
+                .sum::<usize>();
+        files.push(listed);
+        last = Some(ListCursor {
+            owner: f.owner,
+            name: f.name.clone(),
+        });
+        if bytes >= PAGE_BYTES {
+            break;
+        }
+    }
+    match (last, visible.next()) {
+        (Some(next), Some(_)) => SessionMsg::ListingPart { files, next },
+        _ => SessionMsg::Listing { files },
+    }
 }

@@ -541,6 +541,109 @@ fn listed_under(c: &mut Cluster, ix: usize, s: ConnId, prefix: &str) -> Vec<(Str
     }
 }
 
+/// Names of about 900 bytes: a few hundred of them fill a frame.
+fn long_name(folder: &str, i: usize) -> String {
+    let deep = format!("{}/", "n".repeat(220)).repeat(4);
+    format!("{folder}/{deep}{i:05}")
+}
+
+/// Stores `names` (empty files) for the session's user, in batches.
+fn store_all(c: &mut Cluster, ix: usize, s: ConnId, names: &[String]) {
+    for chunk in names.chunks(48) {
+        let files: Vec<(&str, &[u8])> = chunk.iter().map(|n| (n.as_str(), &b""[..])).collect();
+        let answer = c.upload_many(ix, s, &files, false);
+        assert!(
+            matches!(&answer[..], [SessionMsg::BatchDone { outcomes }]
+                if outcomes.iter().all(|o| matches!(o, crate::server::messages::Landed::Stored { .. }))),
+            "{answer:?}"
+        );
+    }
+}
+
+/// A name of the longest path, shared as a file and as a folder: every row
+/// it makes fits in a store (the test cluster's refuses a key longer than
+/// LMDB takes, as LMDB would, which stops the server).
+#[test]
+fn a_name_of_the_longest_path_is_stored_shared_and_listed() {
+    let mut c = Cluster::new(2);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 0, "alice");
+    let _b = user(&mut c, 1, "bob");
+    let folder = [
+        "a".repeat(255),
+        "b".repeat(255),
+        "c".repeat(255),
+        "d".repeat(254),
+    ]
+    .join("/");
+    let name = format!("{folder}/e");
+    assert_eq!(name.len(), crate::names::MAX_PATH);
+    assert!(stored(&c.upload(0, a, &name, b"x", false)));
+    for shared in [&name, &folder] {
+        let share = Request::Share {
+            name: shared.clone(),
+            user: "bob".into(),
+        };
+        assert_eq!(
+            c.request(0, a, &share),
+            vec![SessionMsg::FileDone(FileOutcome::Shared)]
+        );
+    }
+    let (files, _) = c.list_pages(0, a, None);
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].shared_with, vec!["bob".to_string()]);
+    // One byte more is refused, and stops nothing.
+    let longer = format!("{folder}/ef");
+    let answer = c.upload(0, a, &longer, b"x", false);
+    assert!(!stored(&answer), "{answer:?}");
+    assert!(stored(&c.upload(1, _b, "still-up", b"y", false)));
+}
+
+#[test]
+fn a_listing_larger_than_a_frame_comes_in_pages_each_file_once_in_order() {
+    let mut c = Cluster::new(1);
+    c.run_for(Duration::from_secs(1));
+    let a = user(&mut c, 0, "alice");
+    let b = user(&mut c, 0, "bob");
+    let mine: Vec<String> = (0..400).map(|i| long_name("big", i)).collect();
+    store_all(&mut c, 0, a, &mine);
+    store_all(&mut c, 0, a, &["top-1".to_string(), "top-2".to_string()]);
+    let theirs: Vec<String> = (0..100).map(|i| long_name("theirs", i)).collect();
+    store_all(&mut c, 0, b, &theirs);
+    let share = Request::Share {
+        name: "theirs".into(),
+        user: "alice".into(),
+    };
+    assert_eq!(
+        c.request(0, b, &share),
+        vec![SessionMsg::FileDone(FileOutcome::Shared)]
+    );
+    let names = |files: &[crate::server::messages::Listed]| -> Vec<(String, String)> {
+        (files.iter())
+            .map(|f| (f.owner.clone(), f.name.clone()))
+            .collect()
+    };
+    let own = |v: &[String]| -> Vec<(String, String)> {
+        v.iter().map(|n| ("alice".to_string(), n.clone())).collect()
+    };
+    // Her own by name, then bob's: every file once, across the pages.
+    let (all, pages) = c.list_pages(0, a, None);
+    let mut want = own(&mine);
+    want.extend(own(&["top-1".into(), "top-2".into()]));
+    want.extend(theirs.iter().map(|n| ("bob".to_string(), n.clone())));
+    assert_eq!(names(&all), want);
+    assert!(pages >= 3, "{pages} page(s)");
+    // A folder's listing, in pages too, holds only what is under it.
+    let (big, pages) = c.list_pages(0, a, Some("big"));
+    assert_eq!(names(&big), own(&mine));
+    assert!(pages >= 2, "{pages} page(s)");
+    let (shared, _) = c.list_pages(0, a, Some("theirs"));
+    assert_eq!(shared.len(), theirs.len());
+    // A listing that fits in a frame is one answer, as before pages.
+    let (top, pages) = c.list_pages(0, b, None);
+    assert_eq!((top.len(), pages), (100, 1));
+}
+
 #[test]
 fn a_shared_folder_is_readable_now_and_later_and_rm_r_takes_it_all() {
     let mut c = Cluster::new(3);

@@ -687,6 +687,52 @@ impl Cluster {
         self.received(ix, conn)
     }
 
+    /// Lists what the session's user sees (under `prefix`, if given) the
+    /// way a client does, page after page: the files, and how many pages
+    /// they came in. Every page must fit in a frame.
+    pub fn list_pages(
+        &mut self,
+        ix: Ix,
+        conn: ConnId,
+        prefix: Option<&str>,
+    ) -> (Vec<crate::server::messages::Listed>, usize) {
+        let first = match prefix {
+            Some(p) => Request::ListUnder { prefix: p.into() },
+            None => Request::List,
+        };
+        let mut answer = self.request(ix, conn, &first);
+        let mut files = Vec::new();
+        let mut pages = 1;
+        loop {
+            for m in &answer {
+                let len = super::bytes_of(m).len();
+                assert!(len <= crate::frame::MAX_FRAME + 4, "a page of {len} bytes");
+            }
+            match answer.as_slice() {
+                [SessionMsg::Listing { files: last }] => {
+                    files.extend(last.iter().cloned());
+                    return (files, pages);
+                }
+                [SessionMsg::ListingPart { files: part, next }] => {
+                    assert!(!part.is_empty(), "an empty page");
+                    files.extend(part.iter().cloned());
+                    let more = SessionMsg::ListAfter {
+                        prefix: prefix.map(String::from),
+                        after: next.clone(),
+                    };
+                    self.send(ix, conn, &SessionMsg::Begin { op: first.op() });
+                    let proceed = self.received(ix, conn);
+                    assert_eq!(proceed, vec![SessionMsg::Proceed { op: first.op() }]);
+                    self.send(ix, conn, &more);
+                    self.run_for(Duration::from_millis(50));
+                    answer = self.received(ix, conn);
+                    pages += 1;
+                }
+                other => panic!("a listing's page, not {other:?}"),
+            }
+        }
+    }
+
     /// Delivers the held `FilePersisted` answers, and holds no more.
     pub fn release_persists(&mut self) {
         for ix in 0..self.size {

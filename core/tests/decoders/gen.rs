@@ -12,7 +12,9 @@ use ferry_core::replication::entry::{Entry, NewFile, NewFileV1, Origin, Txn};
 use ferry_core::replication::messages::ReplicaMsg;
 use ferry_core::replication::state::User;
 use ferry_core::replication::status::{Role, ServerReport};
-use ferry_core::server::messages::{ClusterStatus, FileOutcome, Listed, ServerStatus, UserUsage};
+use ferry_core::server::messages::{
+    ClusterStatus, FileOutcome, ListCursor, Listed, ServerStatus, UserUsage,
+};
 use ferry_core::server::{BlobMsg, OpCode, OpError, SessionMsg};
 use ferry_core::transfer::{TransferError, TransferMsg};
 use proptest::prelude::*;
@@ -285,7 +287,15 @@ pub fn session_msg() -> impl Strategy<Value = SessionMsg> {
         (session_token(), text())
             .prop_map(|(token, password)| SessionMsg::DeleteAccount { token, password }),
         (any::<u64>(), file_attrs()).prop_map(|(id, attrs)| SessionMsg::Attrs { id, attrs }),
+        (prop::option::of(text()), list_cursor())
+            .prop_map(|(prefix, after)| SessionMsg::ListAfter { prefix, after }),
+        (prop::collection::vec(listed(3), 0..4), list_cursor())
+            .prop_map(|(files, next)| SessionMsg::ListingPart { files, next }),
     ]
+}
+
+fn list_cursor() -> impl Strategy<Value = ListCursor> {
+    (any::<u64>(), text()).prop_map(|(owner, name)| ListCursor { owner, name })
 }
 
 fn server_report() -> impl Strategy<Value = ServerReport> {
