@@ -440,6 +440,13 @@ pub fn ferry_within(
     ferry_of_within(ferry_bin(), args, envs, input, patience)
 }
 
+/// Like [`ferry`], with at most `limit` open file descriptors (`ulimit
+/// -n`).
+pub fn ferry_with_fd_limit(limit: u32, args: &[&str], envs: &[(&str, &str)]) -> Run {
+    let cmd = ferry_command_with_fd_limit(limit, args, envs);
+    run_to_end(cmd, args, None, DEADLINE)
+}
+
 fn ferry_of_within(
     bin: &Path,
     args: &[&str],
@@ -447,8 +454,12 @@ fn ferry_of_within(
     input: Option<&str>,
     patience: Duration,
 ) -> Run {
+    let cmd = ferry_command_of(bin, args, envs);
+    run_to_end(cmd, args, input, patience)
+}
+
+fn run_to_end(mut cmd: Command, args: &[&str], input: Option<&str>, patience: Duration) -> Run {
     let name = format!("ferry {}", args.join(" "));
-    let mut cmd = ferry_command_of(bin, args, envs);
     if input.is_some() {
         cmd.stdin(Stdio::piped());
     }

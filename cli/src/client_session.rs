@@ -7,6 +7,7 @@ use crate::ClientArgs;
 use ferry_core::accounts::token::SessionToken;
 use ferry_core::client::{Client, ClientConfig, ClientError, ClientEvent, Peer};
 use ferry_core::server::{OpError, Request, Response};
+use ferry_core::transfer::TransferError;
 use ferry_runtime_smol::{Driver, Files};
 use std::ops::ControlFlow;
 use std::time::Duration;
@@ -44,8 +45,10 @@ pub enum Progress {
     StartedOver { bytes: u64 },
 }
 
-/// Makes the executor of the local file a request moves, if it moves one.
-pub type MakeFiles<'a> = Box<dyn FnMut(&Request) -> Option<Files> + 'a>;
+/// Makes the executor of the local file a request moves, if it moves one;
+/// `Err(reason)`: the request cannot run here (it is answered as a failed
+/// transfer for that reason, and not sent).
+pub type MakeFiles<'a> = Box<dyn FnMut(&Request) -> Option<Result<Files, String>> + 'a>;
 
 /// How a command runs its operations: the client's configuration, the
 /// local files its requests move, who hears of progress, and whether a
@@ -255,13 +258,25 @@ fn run_requests(
     let mut answers = Vec::new();
     for request in requests {
         let op = request.op();
-        if let Some(files) = hooks.files.as_mut().and_then(|make| make(&request)) {
-            // A download's partial file from an interrupted try: resumed.
-            let kept = files.kept();
-            driver.replace_files(files);
-            if kept > 0 {
-                driver.node_mut().resume_next_download(kept);
+        match hooks.files.as_mut().and_then(|make| make(&request)) {
+            Some(Ok(files)) => {
+                // A download's partial file from an interrupted try: resumed.
+                let kept = files.kept();
+                driver.replace_files(files);
+                if kept > 0 {
+                    driver.node_mut().resume_next_download(kept);
+                }
             }
+            Some(Err(detail)) => {
+                answers.push(Response::Failed(OpError::Transfer(TransferError::Io {
+                    detail,
+                })));
+                if !hooks.keep_going || answers.len() == 1 {
+                    break;
+                }
+                continue;
+            }
+            None => {}
         }
         let now = driver.now();
         driver

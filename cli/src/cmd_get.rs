@@ -189,15 +189,18 @@ fn fetch(
     for dir in dirs {
         local::remove_stale_partials(dir);
     }
-    // Each download's partial file, locked for this command: a `get` cut
-    // off leaves it, and the next resumes from it.
+    // Each download's partial file: a `get` cut off leaves it, and the
+    // next resumes from it. Made and found free now, so that a `get`
+    // writing one of them already is told before anything moves; each is
+    // locked again while its own request runs (a lock held for every file
+    // of the command, a descriptor each, ran a folder of thousands out of
+    // descriptors).
     let parts: Vec<PathBuf> = match to_stdout {
         true => Vec::new(),
         false => downloads.iter().map(|d| part_path(&d.dest)).collect(),
     };
-    let mut locks = Vec::with_capacity(parts.len());
     for part in &parts {
-        locks.push(local::lock_part(part).map_err(CliError::Failed)?);
+        drop(local::lock_part(part).map_err(CliError::Failed)?);
     }
     let mut cleanup: Vec<PathBuf> = downloads.iter().map(|d| partial_path(&d.dest)).collect();
     cleanup.extend(stdout_copy.clone());
@@ -229,7 +232,6 @@ fn fetch(
             let _ = std::fs::remove_file(part);
         }
     }
-    drop(locks);
     for partial in downloads.iter().map(|d| partial_path(&d.dest)) {
         let _ = std::fs::remove_file(partial);
     }
@@ -440,6 +442,22 @@ fn download(
         }
         bars.show(p)
     };
+    // The partial files of the request running, locked (`local::lock_part`)
+    // until the next one starts: two `ferry get` into one destination at
+    // once would write one file.
+    use ferry_runtime_smol::files::{local, part_path};
+    let mut locked: Vec<std::fs::File> = Vec::new();
+    let mut lock = move |dests: &[&Download]| -> Result<(), String> {
+        // Let go first: a request tried again locks the same files anew.
+        locked.clear();
+        if to_stdout {
+            return Ok(());
+        }
+        for d in dests {
+            locked.push(local::lock_part(&part_path(&d.dest))?);
+        }
+        Ok(())
+    };
     let mut plan = Plan::new(&args.client);
     plan.keep_going = true;
     // Standard output has no time or mode to give, and its private copy
@@ -455,20 +473,28 @@ fn download(
             let d = by_name.get(name.as_str())?;
             bars.start(0, name);
             current.replace(name.clone());
-            Some(match to_stdout {
+            if let Err(e) = lock(&[d]) {
+                return Some(Err(e));
+            }
+            Some(Ok(match to_stdout {
                 // A private copy, gone with the command: not resumed.
                 true => Files::destination_unnamed(&d.dest, force),
                 false => Files::destination(&d.dest, replace(d)),
-            })
+            }))
         }
         Request::DownloadMany { files } => {
-            let dests: Vec<(PathBuf, bool)> = (files.iter())
-                .filter_map(|(_, name)| by_name.get(name.as_str()))
+            let batch: Vec<&Download> = (files.iter())
+                .filter_map(|(_, name)| by_name.get(name.as_str()).copied())
+                .collect();
+            if let Err(e) = lock(&batch) {
+                return Some(Err(e));
+            }
+            let dests: Vec<(PathBuf, bool)> = (batch.iter())
                 .map(|d| (d.dest.clone(), replace(d)))
                 .collect();
             bars.start(0, &format!("{} files", files.len()));
             moved.borrow_mut().clear();
-            Some(Files::destinations(&dests))
+            Some(Ok(Files::destinations(&dests)))
         }
         _ => None,
     }));
@@ -543,6 +569,7 @@ fn requests(
         covers.push(std::mem::take(batch));
     };
     let owner_bytes = owner.map_or(0, String::len);
+    let batch_files = files_per_batch();
     for (i, d) in downloads.iter().enumerate() {
         if alone(d) {
             requests.push(Request::Download {
@@ -553,7 +580,7 @@ fn requests(
             continue;
         }
         let bytes = owner_bytes + d.name.len();
-        if batch.len() == BATCH_FILES || name_bytes + bytes > BATCH_NAME_BYTES {
+        if batch.len() == batch_files || name_bytes + bytes > BATCH_NAME_BYTES {
             flush(&mut batch, &mut requests, &mut covers);
             name_bytes = 0;
         }
@@ -699,6 +726,24 @@ fn remove_on_interrupt(cleanup: Vec<PathBuf>, parts: Vec<PathBuf>) {
     if let Err(e) = installed {
         tracing::warn!("cannot catch Ctrl-C: {e}");
     }
+}
+
+/// How many files a batch of downloads takes: [`BATCH_FILES`], or fewer
+/// where the process may open fewer descriptors than a batch holds (one
+/// locked partial file each, up to [`MAX_OPEN`] being written, and the
+/// session's own).
+fn files_per_batch() -> usize {
+    use ferry_runtime_smol::files::MAX_OPEN;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given, nothing else.
+    let soft = match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } {
+        0 => usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX),
+        _ => return BATCH_FILES,
+    };
+    soft.saturating_sub(MAX_OPEN + 64).clamp(1, BATCH_FILES)
 }
 
 #[cfg(test)]

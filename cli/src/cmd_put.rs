@@ -515,10 +515,10 @@ fn upload(
                 None => match File::open(&u.path) {
                     Ok(file) => Arc::new(file),
                     // Gone since: reading it fails the upload with the reason.
-                    Err(_) => return Some(Files::source(&u.path)),
+                    Err(_) => return Some(Ok(Files::source(&u.path))),
                 },
             };
-            Some(Files::source_file(&u.path, file, u.size))
+            Some(Ok(Files::source_file(&u.path, file, u.size)))
         }
         Request::UploadMany { files, .. } => {
             let total = files.iter().map(|(_, size)| size).sum();
@@ -535,7 +535,7 @@ fn upload(
                     size: Some(u.size),
                 })
                 .collect();
-            Some(Files::sources(sources))
+            Some(Ok(Files::sources(sources)))
         }
         _ => None,
     }));

@@ -182,7 +182,7 @@ pub const TMP_DIR: &str = "tmp";
 pub const SHARED_TMP_DIR: &str = ".ferry-tmp";
 
 /// Open descriptors kept at most.
-const MAX_OPEN: usize = 128;
+pub const MAX_OPEN: usize = 128;
 
 /// Written bytes after which a temporary file's writeback is started.
 const WRITE_BEHIND: u64 = 2 << 20;

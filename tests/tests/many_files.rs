@@ -394,3 +394,42 @@ fn a_folder_larger_than_a_listing_page_is_listed_and_fetched_whole() {
     let last = out.join("tree").join(&deep).join("file-1199");
     assert_eq!(std::fs::read_to_string(last).unwrap(), "1199");
 }
+
+/// `get` of more files than the process may open descriptors: each file's
+/// partial file is locked only while its own batch runs, and batches are
+/// as large as the limit allows. (Every partial file used to be locked
+/// for the whole command: a folder of a few hundred files failed under
+/// `ulimit -n 256`, and of thousands under the usual 1,024.)
+#[test]
+fn get_of_more_files_than_descriptors_fetches_them_all() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (_procs, alice) = alice(data.path(), home.path());
+    let tree = work.path().join("many");
+    std::fs::create_dir(&tree).unwrap();
+    for i in 0..600 {
+        std::fs::write(tree.join(format!("f{i:03}")), i.to_string()).unwrap();
+    }
+    let run = alice.run(&["put", "-r", path_str(&tree)]);
+    assert!(run.status.success(), "{run:?}");
+    let out = work.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let envs = [("FERRY_HOME", path_str(&alice.home))];
+    let args = [
+        "get",
+        "-r",
+        "many",
+        path_str(&out),
+        "--balancer",
+        &alice.balancer,
+    ];
+    let run = ferry_tests::ferry_with_fd_limit(256, &args, &envs);
+    assert!(run.status.success(), "{run:?}");
+    let got = std::fs::read_dir(out.join("many")).unwrap().count();
+    assert_eq!(got, 600, "every file, and no partial file left");
+    assert_eq!(
+        std::fs::read_to_string(out.join("many/f599")).unwrap(),
+        "599"
+    );
+}
