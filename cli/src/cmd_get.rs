@@ -40,7 +40,7 @@ use crate::files_ui::{self, human_size, Bars};
 use crate::{say, ClientArgs};
 use ferry_core::accounts::token::SessionToken;
 use ferry_core::replication::entry::{BATCH_FILES, BATCH_NAME_BYTES};
-use ferry_core::server::messages::Landed;
+use ferry_core::server::messages::{Landed, Listed};
 use ferry_core::server::{OpError, Request, Response};
 use ferry_core::transfer::TransferError;
 use ferry_runtime_smol::Files;
@@ -166,14 +166,16 @@ pub fn run(args: Args) -> Result<(), CliError> {
         });
     }
     let token = files_ui::token()?;
-    fetch(&args, token, downloads, stdout_copy, to_stdout)
+    fetch(&args, token, downloads, Vec::new(), stdout_copy, to_stdout)
 }
 
-/// Downloads `downloads` (their destinations checked) and says how it went.
+/// Downloads `downloads` (their destinations checked) and says how it
+/// went, and of `unchanged` that they were there already.
 fn fetch(
     args: &Args,
     token: SessionToken,
     downloads: Vec<Download>,
+    unchanged: Vec<Download>,
     stdout_copy: Option<PathBuf>,
     to_stdout: bool,
 ) -> Result<(), CliError> {
@@ -190,17 +192,18 @@ fn fetch(
         local::remove_stale_partials(dir);
     }
     // Each download's partial file: a `get` cut off leaves it, and the
-    // next resumes from it. Made and found free now, so that a `get`
-    // writing one of them already is told before anything moves; each is
-    // locked again while its own request runs (a lock held for every file
-    // of the command, a descriptor each, ran a folder of thousands out of
-    // descriptors).
+    // next resumes from it. Each is made and locked only while its own
+    // request runs (a lock held for every file of the command, a
+    // descriptor each, ran a folder of thousands out of descriptors, and
+    // a `get -r` killed left an empty partial file for every file). Those
+    // there already are checked now, so that a `get` writing one of them
+    // is told before anything moves.
     let parts: Vec<PathBuf> = match to_stdout {
         true => Vec::new(),
         false => downloads.iter().map(|d| part_path(&d.dest)).collect(),
     };
     for part in &parts {
-        drop(local::lock_part(part).map_err(CliError::Failed)?);
+        local::check_part(part).map_err(CliError::Failed)?;
     }
     let mut cleanup: Vec<PathBuf> = downloads.iter().map(|d| partial_path(&d.dest)).collect();
     cleanup.extend(stdout_copy.clone());
@@ -211,7 +214,11 @@ fn fetch(
             .map(Path::to_path_buf),
     );
     remove_on_interrupt(cleanup, parts.clone());
-    let answers = download(args, token, &downloads, to_stdout);
+    let answers = match downloads.is_empty() {
+        // Every file was there already: nothing to ask.
+        true => Ok(Vec::new()),
+        false => download(args, token, &downloads, to_stdout),
+    };
     // A partial file is kept only for a download that was cut off with
     // something in it; a download that failed for good leaves none.
     for (i, part) in parts.iter().enumerate() {
@@ -236,7 +243,8 @@ fn fetch(
         let _ = std::fs::remove_file(partial);
     }
     let json = args.client.json;
-    let result = answers.and_then(|answers| report(&downloads, answers, to_stdout, json));
+    let result =
+        answers.and_then(|answers| report(&downloads, &unchanged, answers, to_stdout, json));
     if let Some(copy) = &stdout_copy {
         let _ = std::fs::remove_file(copy);
         if let Some(dir) = copy.parent() {
@@ -271,17 +279,15 @@ fn run_folders(args: &Args, names: &[String], dest: Option<&str>) -> Result<(), 
         .collect();
     let plan = Plan::new(&args.client);
     let answers = client_session::run_all_as(&args.client, plan, token.clone(), requests)?;
-    let mut downloads = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let (mut wanted, mut unchanged, mut differing) = (Vec::new(), Vec::new(), Vec::new());
     for (folder, answer) in folders.iter().zip(answers) {
         let listed = match answer {
             Response::Listing(files) => files,
             Response::Failed(e) => return Err(CliError::op(&e)),
             other => return Err(unexpected(other)),
         };
-        let mine: Vec<String> = (listed.into_iter())
-            .filter(|f| f.owner == owner)
-            .map(|f| f.name)
-            .collect();
+        let mine: Vec<Listed> = (listed.into_iter()).filter(|f| f.owner == owner).collect();
         if mine.is_empty() {
             return Err(CliError::Refused {
                 kind: crate::error::Refusal::NotFound,
@@ -292,28 +298,66 @@ fn run_folders(args: &Args, names: &[String], dest: Option<&str>) -> Result<(), 
             });
         }
         let root = dest.join(last_component(folder));
-        if root.symlink_metadata().is_ok() && !args.force {
-            return Err(CliError::Refused {
-                kind: crate::error::Refusal::Conflict,
-                message: format!("{} exists; use --force to download into it", root.display()),
-            });
-        }
-        for name in mine {
-            let path = local_path(&root, folder, &name)?;
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| CliError::Failed(format!("cannot make {}: {e}", dir.display())))?;
+        for f in mine {
+            // Folders that overlap (`photos photos/2024`) list a file twice.
+            if !seen.insert(f.name.clone()) {
+                continue;
             }
+            let path = local_path(&root, folder, &f.name)?;
             let shown = path.display().to_string();
-            check_destination(&path, &shown, args.force)?;
-            downloads.push(Download {
-                name,
+            let download = Download {
+                name: f.name.clone(),
                 dest: path,
                 shown,
-            });
+            };
+            // A destination there already is left alone if it is this
+            // file as `get` writes it (what an interrupted `get -r` of
+            // the folder finished), replaced with --force, else refused.
+            match download.dest.symlink_metadata() {
+                Ok(meta) if !args.force && is_as_listed(&meta, &f) => unchanged.push(download),
+                Ok(_) if !args.force => differing.push(download),
+                _ => wanted.push(download),
+            }
         }
     }
-    fetch(args, token, downloads, None, false)
+    if let Some(first) = differing.first() {
+        return Err(CliError::Refused {
+            kind: crate::error::Refusal::Conflict,
+            message: format!(
+                "{} exists and is not the file on the server{}; use --force to replace {}",
+                first.shown,
+                match differing.len() {
+                    1 => String::new(),
+                    n => format!(" (nor are {} more)", n - 1),
+                },
+                if differing.len() == 1 { "it" } else { "them" }
+            ),
+        });
+    }
+    let mut downloads = Vec::with_capacity(wanted.len());
+    for d in wanted {
+        if let Some(dir) = d.dest.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CliError::Failed(format!("cannot make {}: {e}", dir.display())))?;
+        }
+        check_destination(&d.dest, &d.shown, args.force)?;
+        downloads.push(d);
+    }
+    fetch(args, token, downloads, unchanged, None, false)
+}
+
+/// Is the local file `meta` describes the listed file as `get` writes it:
+/// a regular file of its size and modification time (to the nanosecond)?
+/// The quick check rsync makes; a file stored without a time never is.
+fn is_as_listed(meta: &std::fs::Metadata, f: &Listed) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some(attrs) = f.attrs else {
+        return false;
+    };
+    meta.is_file()
+        && meta.len() == f.size
+        && meta.mtime() == attrs.mtime_secs
+        && u32::try_from(meta.mtime_nsec()).ok() == Some(attrs.mtime_nanos)
 }
 
 /// The last component of a checked path.
@@ -595,12 +639,26 @@ fn requests(
 /// standard output); fails if any was not downloaded.
 fn report(
     downloads: &[Download],
+    unchanged: &[Download],
     answers: Vec<Option<Response>>,
     to_stdout: bool,
     json: bool,
 ) -> Result<(), CliError> {
     let mut failed = Vec::new();
     let mut out = crate::json::Get::default();
+    for d in unchanged {
+        match json {
+            true => out.unchanged.push(crate::json::Unchanged {
+                name: d.name.clone(),
+                at: d.dest.display().to_string(),
+            }),
+            false => say(format_args!(
+                "unchanged {} (already at {})",
+                files_ui::shown(&d.name),
+                d.shown
+            )),
+        }
+    }
     let mut answers = answers.into_iter();
     for d in downloads {
         match answers.next().flatten() {
@@ -662,7 +720,12 @@ fn report(
         .into_iter()
         .map(|(d, e)| (files_ui::shown(&d.name), e))
         .collect();
-    files_ui::outcome(downloads.len(), failed, "downloaded", json)
+    files_ui::outcome(
+        downloads.len() + unchanged.len(),
+        failed,
+        "downloaded",
+        json,
+    )
 }
 
 fn copy_to_stdout(path: &Path) -> Result<(), CliError> {

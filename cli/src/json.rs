@@ -85,6 +85,16 @@ pub struct Stored {
 pub struct Get {
     pub downloaded: Vec<Downloaded>,
     pub failed: Vec<Failed>,
+    /// `get -r`: files there already, as `get` writes them (same size and
+    /// modification time as on the server), not downloaded again.
+    pub unchanged: Vec<Unchanged>,
+}
+
+#[derive(Serialize)]
+pub struct Unchanged {
+    pub name: String,
+    /// Where it is.
+    pub at: String,
 }
 
 #[derive(Serialize)]

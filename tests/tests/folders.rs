@@ -188,13 +188,43 @@ fn a_tree_with_odd_names_goes_up_with_put_r_and_comes_back_whole_with_get_r() {
         1,
         "only the folder"
     );
-    // Again into the same place: refused without --force.
+    // Again into the same place, as after a `get -r` cut off: the files
+    // there as `get` wrote them are left alone, those missing are
+    // fetched (one cut off, with its partial file beside it), and one
+    // changed since is refused without --force.
+    let root = fresh.join("my photos");
     let again = alice.run(&["get", "-r", "my photos", path_str(&fresh)]);
-    assert_fails(&again, "exists; use --force");
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(
+        again.stdout.matches("unchanged ").count(),
+        files.len(),
+        "{again:?}"
+    );
+    std::fs::remove_file(root.join("a.txt")).unwrap();
+    std::fs::write(root.join(".a.txt.ferry-part"), b"").unwrap();
+    let again = alice.run(&["get", "-r", "my photos", path_str(&fresh), "--json"]);
+    assert!(again.status.success(), "{again:?}");
+    let doc: serde_json::Value = serde_json::from_str(again.stdout.trim()).unwrap();
+    assert_eq!(doc["downloaded"].as_array().unwrap().len(), 1, "{again:?}");
+    assert_eq!(doc["unchanged"].as_array().unwrap().len(), files.len() - 1);
+    assert!(tree(&root).0 == want, "whole again, no partial file left");
+    std::fs::write(root.join("deep/1/side.txt"), b"mine now").unwrap();
+    let again = alice.run(&["get", "-r", "my photos", path_str(&fresh)]);
+    assert_eq!(again.status.code(), Some(6), "a conflict: {again:?}");
+    assert!(
+        again
+            .stderr
+            .contains("side.txt exists and is not the file on the server; use --force"),
+        "{again:?}"
+    );
     assert!(alice
         .run(&["get", "-r", "--force", "my photos", path_str(&fresh)])
         .status
         .success());
+    assert_eq!(
+        std::fs::read(root.join("deep/1/side.txt")).unwrap(),
+        noise(5, 300)
+    );
 
     // Files of a folder, got as files, land under their own names.
     let flat = work.path().join("flat");

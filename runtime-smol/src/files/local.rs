@@ -179,17 +179,38 @@ fn c_path(p: &Path) -> io::Result<CString> {
 /// Never through a link, and only a regular file. The lock goes with the
 /// process however it ends.
 pub fn lock_part(path: &Path) -> Result<File, String> {
-    let file = OpenOptions::new()
+    match open_part(path, true)? {
+        Some(file) => Ok(file),
+        None => Err(format!("cannot open {}: it went", path.display())),
+    }
+}
+
+/// Whether the partial file at `path` may be locked now, without making
+/// one where there is none: a command checks every destination before
+/// anything moves, and locks each only when its turn comes.
+pub fn check_part(path: &Path) -> Result<(), String> {
+    open_part(path, false).map(drop)
+}
+
+/// [`lock_part`], or with `create` false `None` where there is no file.
+fn open_part(path: &Path, create: bool) -> Result<Option<File>, String> {
+    let opened = OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
+        .create(create)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => format!("{} is a symbolic link; remove it", path.display()),
-            _ => format!("cannot open {}: {e}", path.display()),
-        })?;
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if !create && e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(match e.raw_os_error() {
+                Some(libc::ELOOP) => format!("{} is a symbolic link; remove it", path.display()),
+                _ => format!("cannot open {}: {e}", path.display()),
+            })
+        }
+    };
     let meta = file
         .metadata()
         .map_err(|e| format!("cannot look at {}: {e}", path.display()))?;
@@ -207,7 +228,7 @@ pub fn lock_part(path: &Path) -> Result<File, String> {
             _ => format!("cannot lock {}: {e}", path.display()),
         });
     }
-    Ok(file)
+    Ok(Some(file))
 }
 
 /// Takes up the partial file at `path`, if it is a regular file: cuts it
