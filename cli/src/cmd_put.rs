@@ -33,14 +33,14 @@ use crate::error::CliError;
 use crate::files_ui::{self, human_size, Bars};
 use crate::{resume_file, say, ClientArgs};
 use ferry_core::replication::entry::{BATCH_FILES, BATCH_NAME_BYTES};
-use ferry_core::server::messages::{FileOutcome, Landed};
+use ferry_core::server::messages::{FileOutcome, Landed, Listed};
 use ferry_core::server::OpError;
 use ferry_core::server::{Request, Response};
 use ferry_core::transfer::TransferError;
 use ferry_core::FileAttrs;
 use ferry_runtime_smol::files::{local, Source, CHANGED_WHILE_SENT};
 use ferry_runtime_smol::Files;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -169,7 +169,68 @@ pub fn run(args: Args) -> Result<(), CliError> {
             }
         }
     }
-    report(&uploads, answers, tree, args.client.json)
+    let unchanged = stored_already(&args, &token, &uploads, &answers);
+    report(&uploads, answers, &unchanged, tree, args.client.json)
+}
+
+/// Of the files refused because their name is taken, those stored as they
+/// are here: same size, modification time and mode as the file stored
+/// under their name (the quick check rsync makes). What a `put` cut off
+/// stored before, run again, is then done, not failed. One listing per
+/// folder of theirs, asked only when a name was taken; if it cannot be
+/// had, none are.
+fn stored_already(
+    args: &Args,
+    token: &ferry_core::accounts::token::SessionToken,
+    uploads: &[Upload],
+    answers: &[Response],
+) -> HashSet<usize> {
+    let taken: Vec<usize> = (0..uploads.len())
+        .filter(|&i| {
+            uploads[i].attrs.is_some()
+                && matches!(
+                    answers.get(i),
+                    Some(Response::Failed(
+                        OpError::FileExists | OpError::Transfer(TransferError::Exists)
+                    ))
+                )
+        })
+        .collect();
+    if taken.is_empty() {
+        return HashSet::new();
+    }
+    // Each name's first folder, listed whole; a name outside any: all.
+    let roots: BTreeSet<Option<&str>> = (taken.iter())
+        .map(|&i| uploads[i].name.split_once('/').map(|(root, _)| root))
+        .collect();
+    let requests: Vec<Request> = match roots.contains(&None) {
+        true => vec![Request::List],
+        false => (roots.into_iter().flatten())
+            .map(|root| Request::ListUnder {
+                prefix: root.to_string(),
+            })
+            .collect(),
+    };
+    let plan = Plan::new(&args.client);
+    let Ok(answers) = client_session::run_all_as(&args.client, plan, token.clone(), requests)
+    else {
+        return HashSet::new();
+    };
+    let mut listed: HashMap<String, Listed> = HashMap::new();
+    for answer in answers {
+        if let Response::Listing(files) = answer {
+            let mine = files.into_iter().filter(|f| f.owner == token.username);
+            listed.extend(mine.map(|f| (f.name.clone(), f)));
+        }
+    }
+    (taken.into_iter())
+        .filter(|&i| {
+            let u = &uploads[i];
+            listed
+                .get(&u.name)
+                .is_some_and(|f| f.size == u.size && f.attrs.is_some() && f.attrs == u.attrs)
+        })
+        .collect()
 }
 
 /// What `-r` found under its directories.
@@ -373,6 +434,7 @@ fn changed_while_sent(answer: Option<&Response>) -> bool {
 fn report(
     uploads: &[Upload],
     answers: Vec<Response>,
+    unchanged: &HashSet<usize>,
     tree: Tree,
     json: bool,
 ) -> Result<(), CliError> {
@@ -388,8 +450,22 @@ fn report(
         ..Default::default()
     };
     let mut answers = answers.into_iter();
-    for u in uploads {
-        match answers.next() {
+    for (i, u) in uploads.iter().enumerate() {
+        let answer = answers.next();
+        if unchanged.contains(&i) {
+            match json {
+                true => out.unchanged.push(crate::json::Unchanged {
+                    name: u.name.clone(),
+                    at: u.path.display().to_string(),
+                }),
+                false => say(format_args!(
+                    "unchanged {} (stored already, with the same size and time)",
+                    files_ui::shown(&u.name)
+                )),
+            }
+            continue;
+        }
+        match answer {
             Some(Response::File(FileOutcome::Stored { size, digest })) if json => {
                 out.stored.push(crate::json::Stored {
                     name: u.name.clone(),

@@ -62,6 +62,9 @@ pub struct Put {
     /// What `-r` found and did not store (links, special files, empty
     /// directories).
     pub skipped: Vec<Skipped>,
+    /// Files whose name was taken by the same file (same size, time and
+    /// mode): stored already, by an earlier `put`.
+    pub unchanged: Vec<Unchanged>,
 }
 
 #[derive(Serialize)]
@@ -90,10 +93,11 @@ pub struct Get {
     pub unchanged: Vec<Unchanged>,
 }
 
+/// A file left as it was: for `get`, `at` is the local file; for `put`,
+/// the local path of the file stored already.
 #[derive(Serialize)]
 pub struct Unchanged {
     pub name: String,
-    /// Where it is.
     pub at: String,
 }
 

@@ -244,6 +244,8 @@ fn refusals_exit_with_codes_of_their_own() {
     std::fs::write(&a, b"a").unwrap();
     let code = |args: &[&str]| alice.run(args).status.code();
     assert_eq!(code(&["put", path_str(&a)]), Some(0));
+    assert_eq!(code(&["put", path_str(&a)]), Some(0), "unchanged");
+    std::fs::write(&a, b"another a").unwrap();
     assert_eq!(code(&["put", path_str(&a)]), Some(6), "conflict");
     assert_eq!(
         code(&["get", "nothing", path_str(&work.path().join("n"))]),
@@ -432,4 +434,56 @@ fn get_of_more_files_than_descriptors_fetches_them_all() {
         std::fs::read_to_string(out.join("many/f599")).unwrap(),
         "599"
     );
+}
+
+/// A `put` of files stored already as they are (run twice, or again after
+/// it was cut off) reports them unchanged and succeeds; a file changed
+/// since (another time) is refused as before, and --force replaces it.
+#[test]
+fn put_again_leaves_files_stored_as_they_are_unchanged() {
+    let data = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (_procs, alice) = alice(data.path(), home.path());
+    let tree = work.path().join("docs");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    for (i, rel) in ["a.txt", "b.txt", "sub/c.txt"].iter().enumerate() {
+        std::fs::write(tree.join(rel), noise(i as u64, 5000)).unwrap();
+    }
+    let loose = work.path().join("loose.txt");
+    std::fs::write(&loose, b"loose").unwrap();
+    let run = alice.run(&["put", "-r", path_str(&tree)]);
+    assert_eq!(stored(&run).len(), 3, "{run:?}");
+    let run = alice.run(&["put", path_str(&loose), path_str(&tree.join("a.txt"))]);
+    assert!(run.status.success(), "{run:?}");
+
+    // Again, as they are: nothing stored, nothing failed.
+    let run = alice.run(&["put", "-r", path_str(&tree), "--json"]);
+    assert!(run.status.success(), "{run:?}");
+    let doc: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(doc["stored"].as_array().unwrap().len(), 0, "{run:?}");
+    let names: Vec<&str> = (doc["unchanged"].as_array().unwrap().iter())
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["docs/a.txt", "docs/b.txt", "docs/sub/c.txt"]);
+    let run = alice.run(&["put", path_str(&loose), path_str(&tree.join("a.txt"))]);
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout.matches("unchanged ").count(), 2, "{run:?}");
+
+    // One changed since: refused, the others unchanged.
+    std::fs::write(tree.join("b.txt"), noise(9, 5000)).unwrap();
+    let run = alice.run(&["put", "-r", path_str(&tree)]);
+    assert_eq!(run.status.code(), Some(6), "a conflict: {run:?}");
+    assert!(
+        run.stderr.contains("b.txt: a file of that name exists"),
+        "{run:?}"
+    );
+    assert_eq!(run.stdout.matches("unchanged ").count(), 2, "{run:?}");
+    let run = alice.run(&["put", "-r", "--force", path_str(&tree)]);
+    assert_eq!(stored(&run).len(), 3, "{run:?}");
+    let out = work.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let run = alice.run(&["get", "docs/b.txt", path_str(&out)]);
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(std::fs::read(out.join("b.txt")).unwrap(), noise(9, 5000));
 }
