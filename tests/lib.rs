@@ -631,6 +631,14 @@ impl Cluster {
             .unwrap_or_else(|| panic!("no server {id} in the cluster"))
     }
 
+    /// What server `id` (running) has written to stderr so far.
+    pub fn stderr_of(&self, id: u32) -> String {
+        (self.procs.iter())
+            .find(|(i, _)| *i == id)
+            .map(|(_, p)| p.stderr())
+            .unwrap_or_default()
+    }
+
     /// Kills server `id` (as a crash would).
     pub fn kill(&mut self, id: u32) {
         self.procs.retain_mut(|(i, p)| {

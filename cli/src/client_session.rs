@@ -149,9 +149,14 @@ pub fn run(
     let trust = tls_files::client_trust(args.ca.as_deref(), &args.balancer)?;
     let tls = tls_files::client_config(trust.clone())?;
     let mut met = None;
-    let mut attempt = |requests: Vec<Request>| -> Result<_, Stop> {
-        let entropy = ferry_runtime_smol::os_entropy()
-            .map_err(|e| Stop::Failed(CliError::Failed(format!("cannot seed TLS: {e}"))))?;
+    let mut attempt = |requests: Vec<Request>| -> (Result<Session, Stop>, Vec<Response>) {
+        let entropy = match ferry_runtime_smol::os_entropy() {
+            Ok(entropy) => entropy,
+            Err(e) => {
+                let e = CliError::Failed(format!("cannot seed TLS: {e}"));
+                return (Err(Stop::Failed(e)), Vec::new());
+            }
+        };
         let mut driver = Driver::new(Client::new(cfg.clone()))
             .with_tls(tls.clone(), entropy)
             .named("client");
@@ -162,17 +167,32 @@ pub fn run(
             progress: &mut progress,
             keep_going,
         };
-        let result = run_requests(args, &mut driver, requests, &mut hooks);
+        let mut answers = Vec::new();
+        let result = run_requests(args, &mut driver, requests, &mut hooks, &mut answers);
         met = met.or(driver.node().authority());
         driver.close(FLUSH_PATIENCE);
-        result
+        (result, answers)
     };
-    let result = match attempt(requests.clone()) {
+    let (first, answered) = waiting(|| attempt(requests.clone()));
+    let result = match first {
         Err(Stop::Lost(why)) => {
             eprintln!("ferry: {why}; trying once more through the balancer");
-            attempt(requests).map_err(Stop::into_error)
+            // Every request again, so that each has the number it had in
+            // the first try (the cluster knows a command's mutations by
+            // it); but a request the first try was answered keeps that
+            // answer. Asked again, an upload already stored is "exists",
+            // and a mutation applied before the last one the cluster
+            // remembers of the command cannot be told from a new one.
+            let (again, mut answers) = waiting(|| attempt(requests.clone()));
+            let n = answered.len().min(answers.len());
+            answers.splice(..n, answered.into_iter().take(n));
+            again
+                .map(|session| (session, answers))
+                .map_err(Stop::into_error)
         }
-        other => other.map_err(Stop::into_error),
+        other => other
+            .map(|session| (session, answered))
+            .map_err(Stop::into_error),
     };
     tls_files::remember_first_use(&trust, &args.balancer, met);
     result.map_err(|e| tls_files::explain_untrusted(e, &trust))
@@ -190,6 +210,9 @@ fn command_id() -> Result<u64, CliError> {
 enum Stop {
     /// The session was lost: another server may do better.
     Lost(String),
+    /// No server could take a session for a reason that passes (no master
+    /// elected yet, or servers catching up): the same, a little later.
+    Wait(ClientError),
     /// Anything else: the command's error.
     Failed(CliError),
 }
@@ -198,7 +221,35 @@ impl Stop {
     fn into_error(self) -> CliError {
         match self {
             Stop::Lost(why) => CliError::Failed(why),
+            Stop::Wait(e) => failed(e),
             Stop::Failed(e) => e,
+        }
+    }
+}
+
+/// How long a command waits, in all, for a cluster that has no master or
+/// whose servers are catching up: an election takes a second or two, and
+/// one that takes much longer is a cluster that lost its majority.
+const WAIT_FOR_CLUSTER: Duration = Duration::from_secs(15);
+
+/// Runs `attempt` again, after a pause that doubles each time (0.1 s to
+/// 2 s), while it stops for a reason that passes, for up to
+/// [`WAIT_FOR_CLUSTER`] in all; says once on stderr what it waits for.
+fn waiting<T, A>(mut attempt: impl FnMut() -> (Result<T, Stop>, A)) -> (Result<T, Stop>, A) {
+    let start = std::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    let mut told = false;
+    loop {
+        match attempt() {
+            (Err(Stop::Wait(e)), _) if start.elapsed() + pause <= WAIT_FOR_CLUSTER => {
+                if !told {
+                    eprintln!("ferry: {e}; waiting for the cluster");
+                    told = true;
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
         }
     }
 }
@@ -233,7 +284,8 @@ fn run_requests(
     driver: &mut Driver<Client>,
     requests: Vec<Request>,
     hooks: &mut Hooks<'_, '_>,
-) -> Result<(Session, Vec<Response>), Stop> {
+    answers: &mut Vec<Response>,
+) -> Result<Session, Stop> {
     let progress = &mut *hooks.progress;
     let fatal = |e: String| Stop::Failed(CliError::Failed(e));
     let session = driver
@@ -245,7 +297,14 @@ fn run_requests(
             _ => ControlFlow::Continue(()),
         })
         .map_err(|e| fatal(e.to_string()))?
-        .map_err(|e| Stop::Failed(failed(e)))?;
+        .map_err(|e| match e {
+            // The cluster is electing a master, or its servers are
+            // catching up with one: soon over.
+            ClientError::NoServer(tally) if tally.no_master > 0 || tally.catching_up > 0 => {
+                Stop::Wait(ClientError::NoServer(tally))
+            }
+            e => Stop::Failed(failed(e)),
+        })?;
     if args.verbose {
         eprintln!("via server {} at {}", session.server_id, session.addr);
     }
@@ -255,7 +314,7 @@ fn run_requests(
             addr: session.addr.clone(),
         });
     }
-    let mut answers = Vec::new();
+    answers.clear();
     for request in requests {
         let op = request.op();
         match hooks.files.as_mut().and_then(|make| make(&request)) {
@@ -342,7 +401,7 @@ fn run_requests(
             break;
         }
     }
-    Ok((session, answers))
+    Ok(session)
 }
 
 /// The server's answer, or its `Failed` reason as the command's error.

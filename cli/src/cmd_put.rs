@@ -616,7 +616,7 @@ fn upload(
         _ => None,
     }));
     plan.progress = Some(&mut progress);
-    let requests = if uploads.len() == 1 {
+    let requests: Vec<Request> = if uploads.len() == 1 {
         (uploads.iter())
             .map(|u| Request::Upload {
                 name: u.name.clone(),
@@ -637,6 +637,13 @@ fn upload(
             })
             .collect()
     };
+    // How many files each request carries.
+    let covers: Vec<usize> = (requests.iter())
+        .map(|r| match r {
+            Request::UploadMany { files, .. } => files.len(),
+            _ => 1,
+        })
+        .collect();
     let answers = client_session::run_all_as(&args.client, plan, token.clone(), requests);
     bars.finish();
     let stored = |a: &Response| matches!(a, Response::File(FileOutcome::Stored { .. }));
@@ -645,17 +652,28 @@ fn upload(
             resume_file::forget(&user, &u.name);
         }
     }
-    // One answer per file, in order.
+    // One answer per file, in order: a batch answered whole (refused, or
+    // failed) is that answer for each of its files.
     let mut per_file = Vec::with_capacity(uploads.len());
-    for answer in answers? {
+    for (answer, n) in answers?.into_iter().zip(covers) {
         match answer {
-            Response::Batch(outcomes) => per_file.extend(outcomes.into_iter().map(|o| match o {
-                Landed::Stored { size, digest } => {
-                    Response::File(FileOutcome::Stored { size, digest })
-                }
-                Landed::Failed(e) => Response::Failed(e),
-            })),
-            other => per_file.push(other),
+            Response::Batch(outcomes) if outcomes.len() == n => {
+                per_file.extend(outcomes.into_iter().map(|o| match o {
+                    Landed::Stored { size, digest } => {
+                        Response::File(FileOutcome::Stored { size, digest })
+                    }
+                    Landed::Failed(e) => Response::Failed(e),
+                }))
+            }
+            Response::Batch(outcomes) => {
+                let reason = format!(
+                    "the server answered {} of a batch of {n} files",
+                    outcomes.len()
+                );
+                let e = OpError::Unavailable { reason };
+                per_file.extend(std::iter::repeat_n(Response::Failed(e), n));
+            }
+            other => per_file.extend(std::iter::repeat_n(other, n)),
         }
     }
     Ok(per_file)

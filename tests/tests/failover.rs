@@ -247,3 +247,52 @@ fn a_batch_of_downloads_whose_server_dies_midway_lands_every_file() {
     }
     panic!("no batch of downloads was cut by the kill of its server in 6 tries");
 }
+
+/// A `put` of a folder loses its server after two batches were stored:
+/// the command runs again through another server (after an election, if
+/// that was the master) and ends with every file stored once, and told so.
+/// (The second try used to number its batches by the transactions they
+/// ordered: those of the first try, there already, ordered none, so the
+/// later batches took the numbers of batches applied before, and were
+/// answered "stored" without being applied, or "username taken".)
+#[test]
+fn a_put_of_many_files_that_loses_its_server_midway_stores_each_once() {
+    let (data, home, work) = (tempdir(), tempdir(), tempdir());
+    let (mut cluster, _balancer, alice) = cluster_with_alice(data.path(), home.path());
+    let tree = work.path().join("many");
+    std::fs::create_dir(&tree).unwrap();
+    for i in 0..3000 {
+        std::fs::write(tree.join(format!("f{i:04}")), i.to_string()).unwrap();
+    }
+    let mut put = alice.spawn(&["put", "-r", path_str(&tree)]);
+    let deadline = Instant::now() + DEADLINE;
+    let mut via = None;
+    // Two batches are answered: then their server goes.
+    loop {
+        via = via.or_else(|| first_via(&put.stderr()));
+        if let Some(id) = via {
+            if cluster.stderr_of(id).matches("UploadMany on").count() >= 2 {
+                cluster.kill(id);
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no batch stored: {}",
+            put.stderr()
+        );
+        std::thread::sleep(POLL);
+    }
+    let status = put.wait_exit();
+    assert!(status.success(), "{}", put.stderr());
+    let stderr = put.stderr();
+    assert!(stderr.contains("trying once more"), "{stderr}");
+    let run = alice.run(&["ls", "--json", "many"]);
+    assert!(run.status.success(), "{run:?}");
+    let doc: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(
+        doc["files"].as_array().unwrap().len(),
+        3000,
+        "every file, once"
+    );
+}

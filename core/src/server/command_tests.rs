@@ -112,3 +112,37 @@ fn a_put_and_an_rm_tried_again_elsewhere_answer_as_the_first_try() {
     c.settle();
     assert_eq!(c.server(0).replica.state().catalogue().all().count(), 0);
 }
+
+/// A command of several uploads cut off after its last answered one, and
+/// tried again through another server from its start: the upload whose
+/// file is there already orders nothing this time, and the ones after it
+/// must still be told apart from what the first try applied. (Numbered by
+/// the transactions they ordered, the retried "b" took the first try's
+/// "a"'s number and "c" took "b"'s: "c" was answered stored and never
+/// applied.)
+#[test]
+fn a_command_of_several_uploads_tried_again_applies_each_once_and_the_new_ones() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let t = login_token(&mut c, "alice");
+    let (a, b, cc) = (b"aaa".to_vec(), b"bbbb".to_vec(), b"ccccc".to_vec());
+    let s = proven_session(&mut c, 1, &t, Some(200));
+    assert!(stored(&c.upload(1, s, "a", &a, false)));
+    let first_b = c.upload(1, s, "b", &b, false);
+    assert!(stored(&first_b), "{first_b:?}");
+    // The first try's session is lost before it hears of "b" (say), and
+    // the command runs again from its start elsewhere.
+    let s = proven_session(&mut c, 2, &t, Some(200));
+    let again_a = c.upload(2, s, "a", &a, false);
+    assert!(
+        !stored(&again_a),
+        "there already, nothing ordered: {again_a:?}"
+    );
+    assert_eq!(c.upload(2, s, "b", &b, false), first_b, "b's first answer");
+    let new_c = c.upload(2, s, "c", &cc, false);
+    assert!(stored(&new_c), "{new_c:?}");
+    c.settle();
+    let state = c.server(0).replica.state();
+    let names: Vec<&str> = (state.catalogue().all()).map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["a", "b", "c"], "c applied, each once");
+}

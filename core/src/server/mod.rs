@@ -551,7 +551,6 @@ impl Server {
         );
         if answered_from_log {
             if let Some(result) = self.sessions.applied_before(conn, &self.replica) {
-                self.sessions.skip_request(conn);
                 let msg = accounts::answer_to(&result)
                     .unwrap_or_else(|| user_files::answer_to(result, None));
                 return self.sessions.answer(conn, op, msg, &mut self.out);

@@ -634,6 +634,7 @@ impl Sessions {
                 }
                 let deadline = now + self.handshake_timeout;
                 self.set_op(conn, Op::AwaitData { op, deadline });
+                self.number_op(conn);
                 out.send(conn, &SessionMsg::Proceed { op });
             }
             (
@@ -675,6 +676,29 @@ impl Sessions {
             }
         }
         Routed::Done
+    }
+
+    /// A session of a command the client numbered (`SessionMsg::Command`)
+    /// numbers each of its operations, whether or not it orders a
+    /// transaction: a try of the command through another server runs the
+    /// same operations in the same order, so each gets the number it had,
+    /// and the cluster tells the mutation it applied from a new one. (By
+    /// transactions alone, a try whose first operations order nothing,
+    /// their files being there already, numbered the rest lower, and they
+    /// were taken for mutations applied before.) A server's own sessions
+    /// number their transactions.
+    fn number_op(&mut self, conn: ConnId) {
+        if let Some(Conn {
+            stage: Stage::Established {
+                session, requests, ..
+            },
+            ..
+        }) = self.conns.get_mut(&conn)
+        {
+            if *session & Origin::CLIENT_CHOSEN != 0 {
+                *requests += 1;
+            }
+        }
     }
 
     fn set_op(&mut self, conn: ConnId, new: Op) {
@@ -828,7 +852,10 @@ impl Sessions {
         else {
             return Ok(None);
         };
-        *requests += 1;
+        // A client's command numbered the operation at its start.
+        if *session & Origin::CLIENT_CHOSEN == 0 {
+            *requests += 1;
+        }
         let origin = Origin {
             server: self.id,
             session: *session,
@@ -874,28 +901,17 @@ impl Sessions {
         else {
             return None;
         };
+        // The operation running: numbered at its start (`number_op`).
         let origin = Origin {
             server: self.id,
             session: *session,
-            request: requests + 1,
+            request: *requests,
         };
         let state = replica.state();
         origin
             .client_chosen()
             .then(|| state.applied_result(&origin).cloned())
             .flatten()
-    }
-
-    /// The session's next transaction was answered from
-    /// [`Sessions::applied_before`]: the one after it has the next number.
-    pub(super) fn skip_request(&mut self, conn: ConnId) {
-        if let Some(Conn {
-            stage: Stage::Established { requests, .. },
-            ..
-        }) = self.conns.get_mut(&conn)
-        {
-            *requests += 1;
-        }
     }
 
     /// The connections whose deadline has passed; `elsewhere` gives the
