@@ -647,17 +647,9 @@ fn report(
     let mut failed = Vec::new();
     let mut out = crate::json::Get::default();
     for d in unchanged {
-        match json {
-            true => out.unchanged.push(crate::json::Unchanged {
-                name: d.name.clone(),
-                at: d.dest.display().to_string(),
-            }),
-            false => say(format_args!(
-                "unchanged {} (already at {})",
-                files_ui::shown(&d.name),
-                d.shown
-            )),
-        }
+        let why = format!("already at {}", d.shown);
+        let at = d.dest.display().to_string();
+        files_ui::unchanged(&mut out.unchanged, json, &d.name, at, &why);
     }
     let mut answers = answers.into_iter();
     for d in downloads {

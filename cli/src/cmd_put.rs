@@ -453,16 +453,9 @@ fn report(
     for (i, u) in uploads.iter().enumerate() {
         let answer = answers.next();
         if unchanged.contains(&i) {
-            match json {
-                true => out.unchanged.push(crate::json::Unchanged {
-                    name: u.name.clone(),
-                    at: u.path.display().to_string(),
-                }),
-                false => say(format_args!(
-                    "unchanged {} (stored already, with the same size and time)",
-                    files_ui::shown(&u.name)
-                )),
-            }
+            let at = u.path.display().to_string();
+            let why = "stored already, with the same size and time";
+            files_ui::unchanged(&mut out.unchanged, json, &u.name, at, why);
             continue;
         }
         match answer {

@@ -34,6 +34,24 @@ pub fn folder(raw: &str) -> Result<String, CliError> {
     name(if trimmed.is_empty() { raw } else { trimmed })
 }
 
+/// Tells of a file left as it was (`get -r`, `put` run again): in the
+/// JSON document's `unchanged`, or as a line saying `why`.
+pub fn unchanged(
+    out: &mut Vec<crate::json::Unchanged>,
+    json: bool,
+    name: &str,
+    at: String,
+    why: &str,
+) {
+    match json {
+        true => out.push(crate::json::Unchanged {
+            name: name.to_string(),
+            at,
+        }),
+        false => crate::say(format_args!("unchanged {} ({why})", shown(name))),
+    }
+}
+
 /// The end of a command of `total` files, some of which failed (each named
 /// by `who`, with its error): one file's error is the command's; several
 /// are listed on stderr, and the command fails with their common kind of

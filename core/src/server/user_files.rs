@@ -1223,16 +1223,19 @@ fn listing(
                 .map(|g| g.len() + 4)
                 .sum::<usize>();
         files.push(listed);
-        last = Some(ListCursor {
-            owner: f.owner,
-            name: f.name.clone(),
-        });
+        last = Some(f);
         if bytes >= PAGE_BYTES {
             break;
         }
     }
     match (last, visible.next()) {
-        (Some(next), Some(_)) => SessionMsg::ListingPart { files, next },
+        (Some(f), Some(_)) => {
+            let next = ListCursor {
+                owner: f.owner,
+                name: f.name.clone(),
+            };
+            SessionMsg::ListingPart { files, next }
+        }
         _ => SessionMsg::Listing { files },
     }
 }
