@@ -129,11 +129,13 @@ pub fn run_all_as(
 /// first that fails. Returns the answers so far.
 ///
 /// If the session is lost midway (its server died, hung up or stopped
-/// answering, or said it is unavailable), the whole run is tried once more
-/// with a new server from the balancer. Both tries carry one random command
-/// id (`ClientConfig::command_id`), so the cluster applies a mutation of
-/// the command once even if the first try's server had sent it on before
-/// it died; reads are safe to ask again anyway.
+/// answering, or said it is unavailable), the run is tried once more with
+/// a new server from the balancer, from the first request not answered
+/// (the proof of the login is sent again). Both tries carry one random
+/// command id (`ClientConfig::command_id`), and the second says how many
+/// of the command's mutations were answered (`command_done`), so that each
+/// mutation sent again keeps its number and the cluster applies it once
+/// even if the first try's server had sent it on before it died.
 pub fn run(
     args: &ClientArgs,
     plan: Plan<'_>,
@@ -149,15 +151,19 @@ pub fn run(
     let trust = tls_files::client_trust(args.ca.as_deref(), &args.balancer)?;
     let tls = tls_files::client_config(trust.clone())?;
     let mut met = None;
-    let mut attempt = |requests: Vec<Request>| -> (Result<Session, Stop>, Vec<Response>) {
+    let mut attempt = |requests: Vec<Request>, done: u64| -> (Result<Session, Stop>, Answers) {
         let entropy = match ferry_runtime_smol::os_entropy() {
             Ok(entropy) => entropy,
             Err(e) => {
                 let e = CliError::Failed(format!("cannot seed TLS: {e}"));
-                return (Err(Stop::Failed(e)), Vec::new());
+                return (Err(Stop::Failed(e)), Answers::default());
             }
         };
-        let mut driver = Driver::new(Client::new(cfg.clone()))
+        let cfg = ClientConfig {
+            command_done: done,
+            ..cfg.clone()
+        };
+        let mut driver = Driver::new(Client::new(cfg))
             .with_tls(tls.clone(), entropy)
             .named("client");
         let now = driver.now();
@@ -167,31 +173,47 @@ pub fn run(
             progress: &mut progress,
             keep_going,
         };
-        let mut answers = Vec::new();
+        let mut answers = Answers::default();
         let result = run_requests(args, &mut driver, requests, &mut hooks, &mut answers);
         met = met.or(driver.node().authority());
         driver.close(FLUSH_PATIENCE);
         (result, answers)
     };
-    let (first, answered) = waiting(|| attempt(requests.clone()));
+    let (first, answered) = waiting(|| attempt(requests.clone(), 0));
     let result = match first {
         Err(Stop::Lost(why)) => {
             eprintln!("ferry: {why}; trying once more through the balancer");
-            // Every request again, so that each has the number it had in
-            // the first try (the cluster knows a command's mutations by
-            // it); but a request the first try was answered keeps that
-            // answer. Asked again, an upload already stored is "exists",
-            // and a mutation applied before the last one the cluster
-            // remembers of the command cannot be told from a new one.
-            let (again, mut answers) = waiting(|| attempt(requests.clone()));
-            let n = answered.len().min(answers.len());
-            answers.splice(..n, answered.into_iter().take(n));
+            // What was answered stays answered: sent again, an upload
+            // stored is "exists" and a refusal may no longer be one. The
+            // proof of the login is sent again (it is no mutation, so it
+            // is not numbered), then the requests not answered, the first
+            // of which takes the number it had.
+            let n = answered.responses.len().min(requests.len());
+            let proofs: Vec<Request> = (requests[..n].iter())
+                .filter(|r| matches!(r, Request::WhoAmI { .. }))
+                .cloned()
+                .collect();
+            let sent_again = proofs.len();
+            let rest = proofs.into_iter().chain(requests[n..].iter().cloned());
+            let (again, retried) = waiting(|| attempt(rest.clone().collect(), answered.numbered));
+            let mut answers = answered.responses;
+            let mut retried = retried.responses.into_iter();
+            let proofs: Vec<Response> = retried.by_ref().take(sent_again).collect();
+            match proofs
+                .into_iter()
+                .find(|r| matches!(r, Response::Failed(_)))
+            {
+                // Refused now (the login was revoked meanwhile): that is
+                // the answer of the first request left.
+                Some(refused) => answers.push(refused),
+                None => answers.extend(retried),
+            }
             again
                 .map(|session| (session, answers))
                 .map_err(Stop::into_error)
         }
         other => other
-            .map(|session| (session, answered))
+            .map(|session| (session, answered.responses))
             .map_err(Stop::into_error),
     };
     tls_files::remember_first_use(&trust, &args.balancer, met);
@@ -268,6 +290,16 @@ fn during_request(error: ClientError) -> Stop {
     }
 }
 
+/// The answers of one try, in the order of its requests.
+#[derive(Default)]
+struct Answers {
+    responses: Vec<Response>,
+    /// How many of them are the server's answers to numbered operations
+    /// (`OpCode::numbered`; not a file that failed here before it was
+    /// asked for).
+    numbered: u64,
+}
+
 /// What [`run_requests`] takes of a [`Plan`].
 struct Hooks<'p, 'a> {
     files: &'p mut Option<MakeFiles<'a>>,
@@ -284,8 +316,9 @@ fn run_requests(
     driver: &mut Driver<Client>,
     requests: Vec<Request>,
     hooks: &mut Hooks<'_, '_>,
-    answers: &mut Vec<Response>,
+    answered: &mut Answers,
 ) -> Result<Session, Stop> {
+    let answers = &mut answered.responses;
     let progress = &mut *hooks.progress;
     let fatal = |e: String| Stop::Failed(CliError::Failed(e));
     let session = driver
@@ -315,6 +348,7 @@ fn run_requests(
         });
     }
     answers.clear();
+    answered.numbered = 0;
     for request in requests {
         let op = request.op();
         match hooks.files.as_mut().and_then(|make| make(&request)) {
@@ -397,6 +431,9 @@ fn run_requests(
         }
         let failed = matches!(response, Response::Failed(_));
         answers.push(response);
+        if op.numbered() {
+            answered.numbered += 1;
+        }
         if failed && (!hooks.keep_going || answers.len() == 1) {
             break;
         }

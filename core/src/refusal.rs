@@ -19,7 +19,10 @@ use std::fmt;
 /// 120..160.
 /// Resume: `TransferMsg::Resume` and `Restart`, and ACK(0) before
 /// ACCEPT (a receiver still hashing what it kept).
-pub const PROTOCOL_VERSION: u16 = 7;
+/// 8: `SessionMsg::Command` carries `done`, and a command numbers only the
+/// operations that may order a transaction (`OpCode::numbered`): a try
+/// through another server leaves out what was answered.
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// Why a node refused a request or closed a connection. Sent on the wire, so
 /// both ends print the same clear reason.

@@ -268,10 +268,11 @@ fn a_put_of_many_files_that_loses_its_server_midway_stores_each_once() {
     let deadline = Instant::now() + DEADLINE;
     let mut via = None;
     // Two batches are answered: then their server goes.
+    let answered = |log: &str| log.matches("UploadMany on").count();
     loop {
         via = via.or_else(|| first_via(&put.stderr()));
         if let Some(id) = via {
-            if cluster.stderr_of(id).matches("UploadMany on").count() >= 2 {
+            if answered(&cluster.stderr_of(id)) >= 2 {
                 cluster.kill(id);
                 break;
             }
@@ -287,6 +288,12 @@ fn a_put_of_many_files_that_loses_its_server_midway_stores_each_once() {
     assert!(status.success(), "{}", put.stderr());
     let stderr = put.stderr();
     assert!(stderr.contains("trying once more"), "{stderr}");
+    // The second try sends what the first was not answered, not the
+    // command again: of its 12 batches (256 files each), at least the
+    // first went through the server killed.
+    let again: usize = (1..=3).map(|id| answered(&cluster.stderr_of(id))).sum();
+    let batches = 3000usize.div_ceil(ferry_core::replication::entry::BATCH_FILES);
+    assert!(again < batches, "{again} of {batches} batches sent again");
     let run = alice.run(&["ls", "--json", "many"]);
     assert!(run.status.success(), "{run:?}");
     let doc: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();

@@ -51,6 +51,9 @@ pub struct ClientConfig {
     /// The command's id (random, the same on each try of one command): its
     /// mutations are applied once however many servers it is tried through.
     pub command_id: Option<u64>,
+    /// The command's numbered operations (`OpCode::numbered`) answered on
+    /// its earlier tries, which this try does not send again.
+    pub command_done: u64,
     /// Give a download the modification time and mode the server sends
     /// with it (`ferry get`); false for `--no-preserve`, and for a copy
     /// bound for standard output.
@@ -73,6 +76,7 @@ impl ClientConfig {
             window: crate::transfer::sender::DEFAULT_WINDOW,
             ping_interval: Duration::from_secs(20),
             command_id: None,
+            command_done: 0,
             preserve: true,
             prefer: None,
         }
@@ -903,7 +907,8 @@ impl Client {
                 let (conn, server_id, addr) = (*conn, *server_id, addr.clone());
                 self.out.send(conn, &SessionMsg::Ack);
                 if let Some(id) = self.cfg.command_id {
-                    self.out.send(conn, &SessionMsg::Command { id });
+                    let done = self.cfg.command_done;
+                    self.out.send(conn, &SessionMsg::Command { id, done });
                 }
                 self.out.event(ClientEvent::Connected {
                     server_id,

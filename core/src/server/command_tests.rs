@@ -1,7 +1,9 @@
 //! Commands named by the client (`SessionMsg::Command`): one command tried
 //! through two servers is applied once.
 
-use crate::server::user_files_tests::{login_token, proven_session, stored};
+use crate::server::user_files_tests::{
+    login_token, names, proven_session, proven_session_after, stored,
+};
 use crate::server::{OpError, Request, SessionMsg};
 use crate::testkit::cluster::Cluster;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use std::time::Duration;
 fn register(c: &mut Cluster, ix: usize, command: Option<u64>) -> Vec<SessionMsg> {
     let s = c.open_session(ix);
     if let Some(id) = command {
-        c.send(ix, s, &SessionMsg::Command { id });
+        c.send(ix, s, &SessionMsg::Command { id, done: 0 });
     }
     let req = Request::Register {
         username: "alice".into(),
@@ -62,7 +64,7 @@ fn a_command_id_after_a_transaction_is_refused() {
     c.request(0, s, &req);
     c.run_for(Duration::from_millis(500));
     c.received(0, s);
-    c.send(0, s, &SessionMsg::Command { id: 7 });
+    c.send(0, s, &SessionMsg::Command { id: 7, done: 0 });
     let got = c.received(0, s);
     assert!(
         matches!(got.last(), Some(SessionMsg::Refused(_))),
@@ -145,4 +147,35 @@ fn a_command_of_several_uploads_tried_again_applies_each_once_and_the_new_ones()
     let state = c.server(0).replica.state();
     let names: Vec<&str> = (state.catalogue().all()).map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["a", "b", "c"], "c applied, each once");
+}
+
+/// A command tried again from where its answers stop (`Command { done }`,
+/// as `ferry` tries one): the proof of the login and a listing are sent
+/// again and numbered on neither try; the upload whose answer was lost is
+/// answered as the first try applied it, and the one after it is new. An
+/// upload answered on the first try is not sent again, so a refusal it
+/// had stays true (the file taken by another command since is not stored
+/// over it).
+#[test]
+fn a_command_tried_again_after_its_answered_operations_numbers_the_rest_as_before() {
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let t = login_token(&mut c, "alice");
+    let (a, b, cc) = (b"aaa".to_vec(), b"bbbb".to_vec(), b"ccccc".to_vec());
+    let s = proven_session(&mut c, 1, &t, Some(300));
+    assert!(names(&mut c, 1, s).is_empty());
+    assert!(stored(&c.upload(1, s, "a", &a, false)));
+    let first_b = c.upload(1, s, "b", &b, false);
+    assert!(stored(&first_b), "{first_b:?}");
+    // The answer to "b" is lost with the session: the next try says one
+    // mutation ("a") was answered and starts at "b".
+    let s = proven_session_after(&mut c, 2, &t, Some(300), 1);
+    assert_eq!(names(&mut c, 2, s).len(), 2, "a listing, not numbered");
+    assert_eq!(c.upload(2, s, "b", &b, false), first_b, "b's first answer");
+    let new_c = c.upload(2, s, "c", &cc, false);
+    assert!(stored(&new_c), "{new_c:?}");
+    c.settle();
+    let state = c.server(0).replica.state();
+    let names: Vec<&str> = (state.catalogue().all()).map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["a", "b", "c"], "each applied once");
 }

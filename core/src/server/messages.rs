@@ -84,9 +84,11 @@ pub enum SessionMsg {
     /// Client → server, right after `Ack` and before any operation: this
     /// session runs the client's command `id` (random, the same on each try
     /// of the command), so that a command retried through another server
-    /// is applied once.
+    /// is applied once. `done`: the command's numbered operations
+    /// (`OpCode::numbered`) answered on earlier tries, which this try does
+    /// not send again; its first gets number `done + 1`.
     #[speedy(tag = 42)]
-    Command { id: u64 },
+    Command { id: u64, done: u64 },
     /// Data of PeerRegister: where the peer listens for other peers.
     #[speedy(tag = 43)]
     PeerAddr { addr: String },
@@ -286,6 +288,22 @@ pub enum OpCode {
 }
 
 impl OpCode {
+    /// Operations a client-named command numbers (see
+    /// `SessionMsg::Command`): the ones that may order a transaction, whose
+    /// result a try through another server must find in the log. Reads are
+    /// not numbered, so that a try may send again what it needs (the proof
+    /// of its login) and leave out what was answered.
+    pub fn numbered(self) -> bool {
+        !matches!(
+            self,
+            OpCode::WhoAmI
+                | OpCode::Download
+                | OpCode::DownloadMany
+                | OpCode::List
+                | OpCode::Status
+        )
+    }
+
     /// Operations that act as a logged-in user.
     pub fn needs_login(self) -> bool {
         !matches!(

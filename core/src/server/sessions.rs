@@ -545,14 +545,17 @@ impl Sessions {
         if let (
             Stage::Established {
                 session,
-                requests: 0,
+                requests: requests @ 0,
                 op: Op::Idle,
                 ..
             },
-            SessionMsg::Command { id },
+            SessionMsg::Command { id, done },
         ) = (&mut c.stage, &msg)
         {
             *session = id | Origin::CLIENT_CHOSEN;
+            // Its earlier tries' answered operations: this try's first
+            // mutation takes the number after them, as it had there.
+            *requests = *done;
             return Routed::Done;
         }
         match (&c.stage, msg) {
@@ -634,7 +637,9 @@ impl Sessions {
                 }
                 let deadline = now + self.handshake_timeout;
                 self.set_op(conn, Op::AwaitData { op, deadline });
-                self.number_op(conn);
+                if op.numbered() {
+                    self.number_op(conn);
+                }
                 out.send(conn, &SessionMsg::Proceed { op });
             }
             (
@@ -679,14 +684,14 @@ impl Sessions {
     }
 
     /// A session of a command the client numbered (`SessionMsg::Command`)
-    /// numbers each of its operations, whether or not it orders a
-    /// transaction: a try of the command through another server runs the
-    /// same operations in the same order, so each gets the number it had,
-    /// and the cluster tells the mutation it applied from a new one. (By
-    /// transactions alone, a try whose first operations order nothing,
-    /// their files being there already, numbered the rest lower, and they
-    /// were taken for mutations applied before.) A server's own sessions
-    /// number their transactions.
+    /// numbers each of its mutations (`OpCode::numbered`), whether or not
+    /// it orders a transaction: a try of the command through another server
+    /// starts after the ones answered and runs the rest in the same order,
+    /// so each gets the number it had, and the cluster tells the mutation
+    /// it applied from a new one. (By transactions alone, a try whose first
+    /// operations order nothing, their files being there already, numbered
+    /// the rest lower, and they were taken for mutations applied before.)
+    /// A server's own sessions number their transactions.
     fn number_op(&mut self, conn: ConnId) {
         if let Some(Conn {
             stage: Stage::Established {

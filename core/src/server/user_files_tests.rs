@@ -77,9 +77,21 @@ pub(super) fn proven_session(
     token: &SessionToken,
     command: Option<u64>,
 ) -> ConnId {
+    proven_session_after(c, ix, token, command, 0)
+}
+
+/// [`proven_session`], for a try of the command after its first `done`
+/// numbered operations were answered.
+pub(super) fn proven_session_after(
+    c: &mut Cluster,
+    ix: usize,
+    token: &SessionToken,
+    command: Option<u64>,
+    done: u64,
+) -> ConnId {
     let s = c.open_session(ix);
     if let Some(id) = command {
-        c.send(ix, s, &SessionMsg::Command { id });
+        c.send(ix, s, &SessionMsg::Command { id, done });
     }
     let who = Request::WhoAmI {
         token: token.clone(),
