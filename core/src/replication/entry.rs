@@ -393,6 +393,34 @@ pub enum TxnResult {
     // 26 is main's `Files`, 27-28 the folders': not reused.
     #[speedy(tag = 29)]
     AccountDeleted { user_id: u64, files: u64 },
+    /// A `PutFiles`: each file's result, in order, with the file it was
+    /// (`Files`, tag 26, is what stores written before it hold). The
+    /// names let a batch tried again, whose files that reached its entry
+    /// may differ from the first try's, be answered file by file with
+    /// what the first try's entry did.
+    #[speedy(tag = 30)]
+    FilesOf(Vec<FileResult>),
+}
+
+/// One file of a `PutFiles` as applied.
+#[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]
+pub struct FileResult {
+    /// The file's name, as [`name_key`] gives it (8 bytes, not up to
+    /// 1,024: the result is kept in the dedup table).
+    pub name: u64,
+    pub size: u64,
+    pub digest: [u8; 32],
+    /// `FileStored`, `FileExists`, `NameConflict` or `NoSuchUser`.
+    pub result: TxnResult,
+}
+
+/// A name as a [`FileResult`] keeps it: the first 8 bytes of its BLAKE3
+/// hash (two names of one batch that collide would be two of 2^64).
+pub fn name_key(name: &str) -> u64 {
+    let h = blake3::hash(name.as_bytes());
+    let mut k = [0u8; 8];
+    k.copy_from_slice(&h.as_bytes()[..8]);
+    u64::from_le_bytes(k)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Readable, Writable)]

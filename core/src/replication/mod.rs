@@ -1093,8 +1093,10 @@ pub(crate) mod v6;
 /// A result as a trace tells it: a batch's as how many files had each
 /// result (`Files(230 FileStored, 2 FileExists)`), not one word per file.
 fn described(result: &TxnResult) -> String {
-    let TxnResult::Files(each) = result else {
-        return format!("{result:?}");
+    let each: Vec<&TxnResult> = match result {
+        TxnResult::Files(each) => each.iter().collect(),
+        TxnResult::FilesOf(each) => each.iter().map(|f| &f.result).collect(),
+        other => return format!("{other:?}"),
     };
     let mut counts: Vec<(String, usize)> = Vec::new();
     for r in each {

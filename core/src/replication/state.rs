@@ -4,7 +4,7 @@
 //! same state.
 
 use super::catalogue::{Catalogue, FileMeta};
-use super::entry::{Entry, NewFile, Origin, Txn, TxnResult};
+use super::entry::{name_key, Entry, FileResult, NewFile, Origin, Txn, TxnResult};
 use super::logins::Logins;
 use super::registry::{Joining, Registry};
 use super::sync_round::SyncRounds;
@@ -533,9 +533,14 @@ impl State {
                 holder,
                 attrs: f.attrs.map(FileAttrs::sanitized),
             };
-            self.put_file(meta, replace, writes)
+            FileResult {
+                name: name_key(&f.name),
+                size: f.size,
+                digest: f.digest,
+                result: self.put_file(meta, replace, writes),
+            }
         });
-        TxnResult::Files(results.collect())
+        TxnResult::FilesOf(results.collect())
     }
 
     /// A file upload's effect: stored, unless the name is taken and
@@ -838,7 +843,12 @@ mod tests {
             holder: 1,
         };
         let r = s.apply(&entry(i + 3, batch)).result;
-        assert_eq!(r, TxnResult::Files(vec![TxnResult::NoSuchUser]));
+        let TxnResult::FilesOf(each) = r else {
+            panic!("{r:?}");
+        };
+        let results: Vec<&TxnResult> = each.iter().map(|f| &f.result).collect();
+        assert_eq!(results, [&TxnResult::NoSuchUser]);
+        assert_eq!(each[0].name, name_key("later"));
         assert!(s.holds_nothing_of(1));
         assert_eq!(s.catalogue().refs(&[7; 32]), 0);
     }

@@ -193,6 +193,14 @@ pub struct BlobStore {
     synced_at: u64,
     /// When the last whole [`BlobStore::sync`] ran.
     full_at: Option<Timestamp>,
+    /// Persists to a blob under way (a temporary file by the digest it
+    /// becomes, and the removals of that blob issued before it): a
+    /// damaged copy's removal queued behind one deletes what it persists
+    /// (see [`BlobStore::persist_voided`]).
+    persisting: BTreeMap<u64, ([u8; 32], u64)>,
+    /// Removals of a damaged blob issued while a persist of it was under
+    /// way, by digest.
+    removals: BTreeMap<[u8; 32], u64>,
 }
 
 impl BlobStore {
@@ -223,7 +231,32 @@ impl BlobStore {
             next_dial: 0,
             synced_at: 0,
             full_at: None,
+            persisting: BTreeMap::new(),
+            removals: BTreeMap::new(),
         }
+    }
+
+    /// Temporary file `temp` is being persisted as blob `d` (by an
+    /// upload, a copy that lands or a fetch).
+    pub fn persist_begins(&mut self, temp: u64, d: [u8; 32]) {
+        let removed = self.removals.get(&d).copied().unwrap_or(0);
+        self.persisting.insert(temp, (d, removed));
+    }
+
+    /// The persist of `temp` is over (done or failed): true if the blob it
+    /// made is gone already, removed as damaged by an operation issued
+    /// after the persist (the disk runs them in order). A copy landing
+    /// while its content's damaged copy was being removed: renamed into
+    /// place (or kept out by the damaged file there), then deleted with it.
+    pub fn persist_voided(&mut self, temp: u64) -> bool {
+        let Some((d, removed)) = self.persisting.remove(&temp) else {
+            return false;
+        };
+        let now_removed = self.removals.get(&d).copied().unwrap_or(0);
+        if !self.persisting.values().any(|(p, _)| *p == d) {
+            self.removals.remove(&d);
+        }
+        now_removed > removed
     }
 
     /// The applied index the blobs were last brought in line with.
@@ -239,6 +272,9 @@ impl BlobStore {
     /// a check of it has nothing left to say.
     pub fn lost(&mut self, d: &[u8; 32]) {
         self.have.remove(d);
+        if self.persisting.values().any(|(p, _)| p == d) {
+            *self.removals.entry(*d).or_default() += 1;
+        }
         for h in self.scrub.drop_checks_of(d) {
             self.forget_handle(h);
         }
@@ -972,6 +1008,7 @@ impl BlobStore {
         }
         if persisting {
             link.persisting = true;
+            self.persist_begins(temp, d);
         }
         if failed {
             return self.fetch_failed(now, d, out);
@@ -1261,4 +1298,39 @@ fn coming(replica: &Replica) -> BTreeSet<[u8; 32]> {
     let applied = replica.indexes().applied as usize;
     let log = replica.log().iter().skip(applied);
     log.flat_map(|e| e.txn.contents()).collect()
+}
+
+#[cfg(test)]
+mod persist_tests {
+    use super::*;
+
+    fn store() -> BlobStore {
+        let secret = ClusterSecret::from_bytes(b"a-cluster-secret-for-tests-only").unwrap();
+        BlobStore::new(&ServerConfig::new(1), secret, &[[7; 32]])
+    }
+
+    /// A damaged copy's removal issued while a persist of the same
+    /// content is under way deletes what that persist makes (the disk
+    /// runs them in order): the persist must not count. One issued after
+    /// the removal stands. (Found by a files seed with a rot and a slow
+    /// disk: an upload answered "stored" on the strength of a copy that
+    /// landed on a server and was deleted at once with the damaged copy
+    /// it replaced.)
+    #[test]
+    fn a_persist_under_way_when_its_blob_is_removed_as_damaged_does_not_count() {
+        let mut s = store();
+        let d = [7; 32];
+        s.persist_begins(10, d);
+        s.persist_begins(11, [8; 32]);
+        s.lost(&d);
+        s.persist_begins(12, d);
+        assert!(s.persist_voided(10), "issued before the removal");
+        assert!(!s.persist_voided(11), "another blob's");
+        assert!(!s.persist_voided(12), "issued after the removal");
+        assert!(!s.persist_voided(10), "told once");
+        assert!(
+            s.removals.is_empty() && s.persisting.is_empty(),
+            "nothing kept"
+        );
+    }
 }

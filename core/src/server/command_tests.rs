@@ -179,3 +179,60 @@ fn a_command_tried_again_after_its_answered_operations_numbers_the_rest_as_befor
     let names: Vec<&str> = (state.catalogue().all()).map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["a", "b", "c"], "each applied once");
 }
+
+/// A batch of a command whose first try was applied (its answer lost),
+/// tried again through another server, where what arrives differs: a file
+/// changed since (other bytes, same size), and a file the first try was
+/// told exists, still taken. Each file is answered as the first try's
+/// entry did (the changed one with the content the cluster holds, not
+/// the one sent again), the taken one "exists" as before, and nothing is
+/// applied twice. (Answered from this try's own transfers by order, a
+/// retried batch whose files reached its entry differently told files
+/// stored by the first try "not stored": found by the simulator's
+/// commands.)
+#[test]
+fn a_batch_tried_again_is_answered_file_by_file_as_its_first_entry_did() {
+    use crate::server::messages::Landed;
+    let mut c = Cluster::new(3);
+    c.run_for(Duration::from_secs(1));
+    let t = login_token(&mut c, "alice");
+    let s = proven_session(&mut c, 0, &t, None);
+    let taken = b"taken before".to_vec();
+    assert!(stored(&c.upload(0, s, "taken", &taken, false)));
+    let (a, b, b2) = (b"aaaa".to_vec(), b"bbbb".to_vec(), b"BBBB".to_vec());
+    let digest = |d: &[u8]| *blake3::hash(d).as_bytes();
+    let s = proven_session(&mut c, 1, &t, Some(500));
+    let first = c.upload_many(1, s, &[("a", &a), ("b", &b), ("taken", &a)], false);
+    let [SessionMsg::BatchDone { outcomes }] = &first[..] else {
+        panic!("{first:?}");
+    };
+    let want = vec![
+        Landed::Stored {
+            size: 4,
+            digest: digest(&a),
+        },
+        Landed::Stored {
+            size: 4,
+            digest: digest(&b),
+        },
+        Landed::Failed(OpError::Transfer(crate::transfer::TransferError::Exists)),
+    ];
+    assert_eq!(outcomes, &want);
+    c.settle();
+    // The answer is lost; the command tries again elsewhere, "b" changed.
+    let s = proven_session(&mut c, 2, &t, Some(500));
+    let again = c.upload_many(2, s, &[("a", &a), ("b", &b2), ("taken", &a)], false);
+    assert_eq!(again, first, "answered as the first try's entry did");
+    c.settle();
+    let state = c.server(0).replica.state();
+    let cat = state.catalogue();
+    let held: Vec<(&str, [u8; 32])> = cat.all().map(|f| (f.name.as_str(), f.digest)).collect();
+    assert_eq!(
+        held,
+        [
+            ("a", digest(&a)),
+            ("b", digest(&b)),
+            ("taken", digest(&taken))
+        ]
+    );
+}

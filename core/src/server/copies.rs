@@ -1193,6 +1193,7 @@ impl Copies {
                     // Pinned while it lands: a collection meanwhile would
                     // queue the blob's removal behind this persist.
                     blobs.pin(digest, size);
+                    blobs.persist_begins(temp, digest);
                     self.landing.insert(temp, (digest, after));
                     out.file(FileOp::Persist {
                         temp,

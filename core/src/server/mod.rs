@@ -733,6 +733,10 @@ impl Server {
     }
 
     fn on_file_persisted(&mut self, now: Timestamp, temp: u64) {
+        if self.blobs.persist_voided(temp) {
+            let error = "the blob persisted was removed after, as a damaged copy of it".into();
+            return self.on_file_failed(now, temp, error, false, true);
+        }
         self.persisted(now, temp);
         // Whichever way content came back (fetched, uploaded again), the
         // answers that waited for it go.
@@ -776,6 +780,7 @@ impl Server {
         no_space: bool,
         missing: bool,
     ) {
+        self.blobs.persist_voided(handle);
         // The disk's own words (paths, errno) are for this server's log;
         // a peer hears only what went wrong.
         let reason = if no_space {

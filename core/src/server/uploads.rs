@@ -27,7 +27,9 @@ use crate::file_attrs::FileAttrs;
 use crate::io::{ConnId, FileOp, FileRef};
 use crate::names::{check_path, is_under};
 use crate::outbox::Outbox;
-use crate::replication::entry::{NewFile, TxnResult, BATCH_FILES, BATCH_NAME_BYTES};
+use crate::replication::entry::{
+    name_key, FileResult, NewFile, TxnResult, BATCH_FILES, BATCH_NAME_BYTES,
+};
 use crate::time::Timestamp;
 use crate::transfer::messages::resume_point;
 use crate::transfer::{Receiver, ReceiverOutput, TransferError, TransferMsg};
@@ -60,55 +62,117 @@ pub(super) struct Stored {
 /// What uploads ordered through the master stored, by their entry's origin.
 pub(super) enum Ordered {
     One(Stored),
-    /// A batch: its size, each file's failure, and the files ordered
-    /// (their ids, in the transaction's order).
+    /// A batch: its size, the names offered (by id), each file's
+    /// failure, and the files ordered (their ids, in the transaction's
+    /// order).
     Batch {
         files: u32,
+        names: BTreeMap<u64, String>,
         failed: BTreeMap<u64, OpError>,
         stored: Vec<(u64, Stored)>,
     },
 }
 
+/// What a file of a `PutFiles` came to, as its client hears it.
+fn landed(result: &TxnResult, size: u64, digest: [u8; 32]) -> Landed {
+    match result {
+        TxnResult::FileStored => Landed::Stored { size, digest },
+        TxnResult::FileExists => Landed::Failed(OpError::FileExists),
+        TxnResult::NameConflict { reason } => Landed::Failed(OpError::NameConflict {
+            reason: reason.clone(),
+        }),
+        // The account was deleted meanwhile: what its sessions hear.
+        TxnResult::NoSuchUser => Landed::Failed(OpError::InvalidSession {
+            reason: "no such user".into(),
+        }),
+        other => Landed::Failed(OpError::Unavailable {
+            reason: format!("unexpected result {other:?}"),
+        }),
+    }
+}
+
 impl Ordered {
-    /// The answer to the batch whose `PutFiles` gave `result`.
+    /// The answer to the batch whose `PutFiles` gave `result`: `names`
+    /// are the names offered, by id; `stored`, the files this try had
+    /// ordered.
+    ///
+    /// The result may be a first try's (the batch is a command's, tried
+    /// again, and its entry applied as a duplicate of the first try's):
+    /// then the files that reached the first try's entry are answered as
+    /// it did, whatever became of them this time, and a file this try
+    /// would have stored that the first did not is told so.
     pub(super) fn outcomes(
         files: u32,
+        names: &BTreeMap<u64, String>,
         mut failed: BTreeMap<u64, OpError>,
         stored: Vec<(u64, Stored)>,
         result: &TxnResult,
     ) -> Vec<Landed> {
-        let results = match result {
-            TxnResult::Files(r) => r.as_slice(),
-            _ => &[],
+        let key_of = |id: &u64| names.get(id).map(|n| name_key(n));
+        // This try's own entry (or a first try's that held the same
+        // files, with the same content): each result is the file's at its
+        // place.
+        let same = |f: &FileResult, (id, s): &(u64, Stored)| {
+            key_of(id) == Some(f.name) && f.size == s.size && f.digest == s.digest
         };
-        let mut landed: BTreeMap<u64, Landed> = BTreeMap::new();
-        for (i, (id, s)) in stored.into_iter().enumerate() {
-            let l = match results.get(i) {
-                Some(TxnResult::FileStored) => Landed::Stored {
-                    size: s.size,
-                    digest: s.digest,
-                },
-                Some(TxnResult::FileExists) => Landed::Failed(OpError::FileExists),
-                Some(TxnResult::NameConflict { reason }) => Landed::Failed(OpError::NameConflict {
-                    reason: reason.clone(),
-                }),
-                // The account was deleted meanwhile: what its sessions hear.
-                Some(TxnResult::NoSuchUser) => Landed::Failed(OpError::InvalidSession {
-                    reason: "no such user".into(),
-                }),
-                other => Landed::Failed(OpError::Unavailable {
-                    reason: format!("unexpected result {other:?}"),
-                }),
-            };
-            landed.insert(id, l);
-        }
-        (0..u64::from(files))
-            .map(|id| match failed.remove(&id) {
-                Some(e) => Landed::Failed(e),
-                None => {
-                    let cancelled = Landed::Failed(OpError::Transfer(TransferError::Cancelled));
-                    landed.remove(&id).unwrap_or(cancelled)
+        let own: Option<Vec<&TxnResult>> = match result {
+            TxnResult::FilesOf(each)
+                if each.len() == stored.len()
+                    && each.iter().zip(&stored).all(|(f, s)| same(f, s)) =>
+            {
+                Some(each.iter().map(|f| &f.result).collect())
+            }
+            // A store written before names were kept: by order.
+            TxnResult::Files(results) => Some(results.iter().collect()),
+            TxnResult::FilesOf(_) => None,
+            _ => Some(Vec::new()),
+        };
+        let mut here: BTreeMap<u64, Landed> = BTreeMap::new();
+        let mut first: BTreeMap<u64, &FileResult> = BTreeMap::new();
+        match (own, result) {
+            (Some(results), _) => {
+                for (i, (id, s)) in stored.iter().enumerate() {
+                    let r = results.get(i).copied().unwrap_or(&TxnResult::Noop);
+                    here.insert(*id, landed(r, s.size, s.digest));
                 }
+            }
+            (None, TxnResult::FilesOf(each)) => first.extend(each.iter().map(|f| (f.name, f))),
+            (None, _) => {}
+        }
+        let ordered: BTreeSet<u64> = stored.iter().map(|(id, _)| *id).collect();
+        (0..u64::from(files))
+            .map(|id| {
+                // Refused at its offer for what the batch itself holds (a
+                // bad name, a name twice, a file and a folder): so on
+                // every try.
+                let fixed = matches!(
+                    failed.get(&id),
+                    Some(OpError::Transfer(
+                        TransferError::BadName { .. }
+                            | TransferError::Conflict { .. }
+                            | TransferError::Protocol { .. }
+                    ))
+                );
+                // What the first try's entry did with this name (once).
+                let entry = (!fixed)
+                    .then(|| key_of(&id).and_then(|k| first.remove(&k)))
+                    .flatten();
+                if let Some(f) = entry {
+                    return landed(&f.result, f.size, f.digest);
+                }
+                if let Some(e) = failed.remove(&id) {
+                    return Landed::Failed(e);
+                }
+                if let Some(l) = here.remove(&id) {
+                    return l;
+                }
+                if ordered.contains(&id) {
+                    let reason = "this batch was applied on an earlier try without this file; \
+                                  it was not stored: put it again"
+                        .into();
+                    return Landed::Failed(OpError::Unavailable { reason });
+                }
+                Landed::Failed(OpError::Transfer(TransferError::Cancelled))
             })
             .collect()
     }
@@ -226,6 +290,7 @@ impl Receiving {
                 }
                 ReceiverOutput::Commit { digest } => {
                     persisted = Some((digest, self.receiver.size()));
+                    cx.blobs.persist_begins(temp, digest);
                     disk.push(FileOp::Persist {
                         temp,
                         to: FileRef::Blob(digest),
@@ -327,6 +392,8 @@ pub(super) struct Batch {
     pub(super) files: u32,
     /// Offers taken so far: the next must have this id.
     offered: u32,
+    /// Every name offered, by id (refused ones too).
+    offers: BTreeMap<u64, String>,
     names: BTreeSet<String>,
     name_bytes: usize,
     /// Bytes of the files accepted so far, for the quota.
@@ -346,6 +413,8 @@ pub(super) struct Batch {
 /// What a finished batch asks to be ordered.
 pub(super) struct Finished {
     pub(super) files: u32,
+    /// The names offered, by id.
+    pub(super) names: BTreeMap<u64, String>,
     pub(super) puts: Vec<Put>,
     pub(super) failed: BTreeMap<u64, OpError>,
 }
@@ -376,6 +445,7 @@ impl Batch {
             replace,
             files,
             offered: 0,
+            offers: BTreeMap::new(),
             names: BTreeSet::new(),
             name_bytes: 0,
             bytes: 0,
@@ -437,6 +507,7 @@ impl Batch {
             return send_all(&mut receiver, conn, cx.out);
         }
         self.offered += 1;
+        self.offers.insert(id, name.clone());
         let room = room.unwrap_or(Room {
             used: 0,
             quota: 0,
@@ -661,6 +732,7 @@ impl Batch {
         }
         Some(Finished {
             files: self.files,
+            names: std::mem::take(&mut self.offers),
             puts: std::mem::take(&mut self.ready).into_values().collect(),
             failed: std::mem::take(&mut self.failed),
         })

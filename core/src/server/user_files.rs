@@ -29,7 +29,7 @@ use crate::outbox::Outbox;
 use crate::refusal::Refusal;
 use crate::replication::catalogue::FileMeta;
 use crate::replication::entry::BATCH_FILES;
-use crate::replication::entry::{Origin, Txn, TxnResult};
+use crate::replication::entry::{name_key, Origin, Txn, TxnResult};
 use crate::replication::Replica;
 use crate::time::Timestamp;
 use crate::transfer::{Receiver, Sender, SenderConfig, SenderOutput, TransferError, TransferMsg};
@@ -339,7 +339,15 @@ impl UserFiles {
             used: used_by(cx, user),
             quota,
             existing: catalogue.get(user, name).map(|f| f.size),
-            retried: cx.sessions.applied_before(conn, cx.replica).is_some(),
+            // A batch tried again whose first try's entry took this name:
+            // the file there may be this one.
+            retried: match cx.sessions.applied_before(conn, cx.replica) {
+                Some(TxnResult::FilesOf(each)) => {
+                    let key = name_key(name);
+                    each.iter().any(|f| f.name == key)
+                }
+                first => first.is_some(),
+            },
             conflict: catalogue.conflict(user, name),
         }
     }
@@ -703,16 +711,49 @@ impl UserFiles {
                 cx.blobs.unpin(d);
             }
         };
-        if done.puts.is_empty() {
-            let outcomes = Ordered::outcomes(done.files, done.failed, Vec::new(), &TxnResult::Noop);
+        let stored_of = |puts: &[Put]| -> Vec<(u64, Stored)> {
+            (puts.iter())
+                .map(|p| {
+                    let s = Stored {
+                        size: p.size,
+                        digest: p.digest,
+                    };
+                    (p.id, s)
+                })
+                .collect()
+        };
+        // A command's batch whose first try was applied (through this
+        // server or another): answered as that try's entry did, file by
+        // file, whatever arrived this time; nothing more to order.
+        if let Some(first) = cx.sessions.applied_before(conn, cx.replica) {
+            unpin(cx);
+            let stored = stored_of(&done.puts);
+            let outcomes = Ordered::outcomes(done.files, &done.names, done.failed, stored, &first);
             return cx
                 .sessions
                 .answer(conn, op, SessionMsg::BatchDone { outcomes }, cx.out);
         }
-        let Ok(owner) = Self::session_user(cx, conn) else {
-            unpin(cx);
-            let msg = SessionMsg::Failed(OpError::NotAuthenticated);
-            return cx.sessions.answer(conn, op, msg, cx.out);
+        if done.puts.is_empty() {
+            let outcomes = Ordered::outcomes(
+                done.files,
+                &done.names,
+                done.failed,
+                Vec::new(),
+                &TxnResult::Noop,
+            );
+            return cx
+                .sessions
+                .answer(conn, op, SessionMsg::BatchDone { outcomes }, cx.out);
+        }
+        // The login may have ended while the files arrived: the client
+        // hears which way (logged out, a new password, the account
+        // deleted), as a single upload's does.
+        let owner = match Self::session_user(cx, conn) {
+            Ok(owner) => owner,
+            Err(e) => {
+                unpin(cx);
+                return cx.sessions.answer(conn, op, SessionMsg::Failed(e), cx.out);
+            }
         };
         // Copies count while they are kept: the batch is answered within
         // a request timeout of its first file's copies.
@@ -732,6 +773,7 @@ impl UserFiles {
         };
         let Finished {
             files,
+            names,
             puts,
             failed,
         } = done;
@@ -740,17 +782,10 @@ impl UserFiles {
             .order_by(cx.now, deadline, conn, op, txn, cx.replica, cx.out);
         match ordered {
             Ok(Some(origin)) => {
-                let stored = (puts.into_iter())
-                    .map(|p| {
-                        let s = Stored {
-                            size: p.size,
-                            digest: p.digest,
-                        };
-                        (p.id, s)
-                    })
-                    .collect();
+                let stored = stored_of(&puts);
                 let batch = Ordered::Batch {
                     files,
+                    names,
                     failed,
                     stored,
                 };
@@ -1065,11 +1100,12 @@ pub(super) fn answer_to(result: TxnResult, stored: Option<Ordered>) -> SessionMs
             result,
             Some(Ordered::Batch {
                 files,
+                names,
                 failed,
                 stored,
             }),
         ) => SessionMsg::BatchDone {
-            outcomes: Ordered::outcomes(files, failed, stored, &result),
+            outcomes: Ordered::outcomes(files, &names, failed, stored, &result),
         },
         // An upload applied after its owner's account was deleted: what
         // the account's sessions hear (`Accounts::verify_token`).
