@@ -85,6 +85,20 @@ pub enum OpPlan {
         files: Vec<BatchFile>,
         replace: bool,
     },
+    /// `ferry put` of more files than one batch takes: a command the
+    /// client names (`SessionMsg::Command { id, done }`), its batches sent
+    /// one after the other in one session, each recorded as an
+    /// `UploadMany` with its place in the command ([`CommandStep`]). If
+    /// the session is lost (or dies as `die` says), the command is tried
+    /// once more through another server from its first batch not answered,
+    /// as `ferry` does: each batch sent again must be applied once, and
+    /// each answer must be what the cluster did.
+    PutCommand {
+        id: u64,
+        batches: Vec<Vec<BatchFile>>,
+        replace: bool,
+        die: Option<(usize, Die)>,
+    },
     /// `owner`: an index into the users, `None` for one's own file.
     Download {
         owner: Option<usize>,
@@ -121,6 +135,25 @@ pub enum OpPlan {
     /// files and shares go. Only ever a client's last step; the user's
     /// other clients find their sessions refused from then on.
     DeleteAccount,
+}
+
+/// Where the first try of a [`OpPlan::PutCommand`] dies, in the batch
+/// its plan names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Die {
+    /// Once every byte of the batch is acknowledged: its answer is lost,
+    /// though the cluster may apply it.
+    Sent,
+    /// Right after the batch's answer.
+    Answered,
+}
+
+/// An operation's place in a client-named command: the command's id and
+/// the operation's number in it (its batches count from 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CommandStep {
+    pub id: u64,
+    pub number: u64,
 }
 
 impl OpPlan {
@@ -174,6 +207,7 @@ impl OpPlan {
             OpPlan::Delete { name } => Request::Delete { name: name.clone() },
             OpPlan::DeleteFolder { name } => Request::DeleteFolder { name: name.clone() },
             OpPlan::List => Request::List,
+            OpPlan::PutCommand { .. } => return None,
             OpPlan::DeleteAccount => Request::DeleteAccount {
                 token: token.clone(),
                 password: users[user].password.clone(),
@@ -205,6 +239,25 @@ impl OpPlan {
                     files.len(),
                     each.join(", "),
                     if *replace { " --force" } else { "" }
+                )
+            }
+            OpPlan::PutCommand {
+                batches,
+                replace,
+                die,
+                ..
+            } => {
+                let files: usize = batches.iter().map(Vec::len).sum();
+                format!(
+                    "put {files} files as one command of {} batches{}{}",
+                    batches.len(),
+                    if *replace { " --force" } else { "" },
+                    match die {
+                        None => String::new(),
+                        Some((i, Die::Sent)) => format!(" (dies once batch {} is sent)", i + 1),
+                        Some((i, Die::Answered)) =>
+                            format!(" (dies once batch {} is answered)", i + 1),
+                    }
                 )
             }
             OpPlan::Download { owner: None, name } => format!("download {name:?}"),
@@ -254,6 +307,15 @@ impl fmt::Debug for OpPlan {
             OpPlan::UploadMany { files, replace } => {
                 write!(f, "UploadMany({files:?}, replace: {replace})")
             }
+            OpPlan::PutCommand {
+                id,
+                batches,
+                replace,
+                die,
+            } => write!(
+                f,
+                "PutCommand({id:#x}, {batches:?}, replace: {replace}, die: {die:?})"
+            ),
             OpPlan::Download { owner, name } => write!(f, "Download({owner:?}, {name:?})"),
             OpPlan::DownloadMany { files } => write!(f, "DownloadMany({files:?})"),
             OpPlan::Share { name, user } => write!(f, "Share({name:?}, user #{user})"),
@@ -354,6 +416,10 @@ pub struct OpRecord {
     pub cut: Option<u64>,
     /// Put again after a cut, and resumed past this many bytes.
     pub resumed: Option<u64>,
+    /// Its place in a client-named command: a try of the command after a
+    /// lost session records the operation again, and the checks take the
+    /// records of one step as one operation (see [`merge_tries`]).
+    pub command: Option<CommandStep>,
 }
 
 #[derive(Clone, Debug)]
@@ -385,6 +451,8 @@ pub struct Shared {
     /// The clients' drivers: their disk's latency, and a seed each session
     /// mixes its client's name and start time into.
     pub driver: DriverConfig,
+    /// The servers, numbered from 1.
+    pub servers: u32,
 }
 
 /// One session's driver and node.
@@ -395,16 +463,20 @@ struct Session {
 
 impl Session {
     /// Asks the balancer for a server (or server `prefer` first, in the
-    /// balancer's place) and opens a session there.
+    /// balancer's place) and opens a session there; for a try of client
+    /// command `(id, done)` if given.
     async fn open(
         name: &str,
         driver: &DriverConfig,
         trace: &SharedTrace,
         local: &SharedLocal,
         prefer: Option<u32>,
+        command: Option<(u64, u64)>,
     ) -> (Session, Result<u32, ClientError>) {
         let cfg = ClientConfig {
             prefer: prefer.map(|id| format!("{}:{}", server_host(id), server_port(id))),
+            command_id: command.map(|(id, _)| id),
+            command_done: command.map_or(0, |(_, done)| done),
             ..ClientConfig::new(format!("{BALANCER}:{BALANCER_PORT}"))
         };
         let node = Rc::new(RefCell::new(Client::new(cfg)));
@@ -433,13 +505,14 @@ impl Session {
         local: &SharedLocal,
         token: &SessionToken,
         prefer: Option<u32>,
+        command: Option<(u64, u64)>,
     ) -> Result<Session, String> {
         let mut why = String::new();
         for attempt in 0..SESSION_TRIES {
             if attempt > 0 {
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
-            let (mut s, opened) = Session::open(name, driver, trace, local, prefer).await;
+            let (mut s, opened) = Session::open(name, driver, trace, local, prefer, command).await;
             if let Err(e) = opened {
                 why = e.to_string();
                 s.close().await;
@@ -600,8 +673,30 @@ pub fn add_files_client(sim: &mut turmoil::Sim<'_>, index: usize, shared: &Share
                     s.close().await;
                 }
             }
+            // A command runs in sessions of its own (named from the start).
+            if let OpPlan::PutCommand {
+                id,
+                batches,
+                replace,
+                die,
+            } = &step.op
+            {
+                if let Some(s) = session.take() {
+                    s.close().await;
+                }
+                let command = Command {
+                    id: *id,
+                    batches,
+                    replace: *replace,
+                    die: *die,
+                };
+                run_command(index, &command, &shared, &local, &token).await;
+                continue;
+            }
             if session.is_none() {
-                match Session::open_as(name, &shared.driver, trace, &local, &token, None).await {
+                match Session::open_as(name, &shared.driver, trace, &local, &token, None, None)
+                    .await
+                {
                     Ok(s) => session = Some(s),
                     Err(why) => {
                         let what = step.op.describe(users);
@@ -623,6 +718,7 @@ pub fn add_files_client(sim: &mut turmoil::Sim<'_>, index: usize, shared: &Share
                             fetching: Vec::new(),
                             cut: None,
                             resumed: None,
+                            command: None,
                         });
                         continue;
                     }
@@ -641,7 +737,8 @@ pub fn add_files_client(sim: &mut turmoil::Sim<'_>, index: usize, shared: &Share
                     .borrow_mut()
                     .record_now(name, "died mid-upload; put again");
                 let again =
-                    Session::open_as(name, &shared.driver, trace, &local, &token, server).await;
+                    Session::open_as(name, &shared.driver, trace, &local, &token, server, None)
+                        .await;
                 match again {
                     Ok(s) => session = Some(s),
                     Err(why) => {
@@ -704,6 +801,141 @@ pub fn add_files_client(sim: &mut turmoil::Sim<'_>, index: usize, shared: &Share
     })
 }
 
+/// A [`OpPlan::PutCommand`] as it runs.
+struct Command<'a> {
+    id: u64,
+    batches: &'a [Vec<BatchFile>],
+    replace: bool,
+    die: Option<(usize, Die)>,
+}
+
+/// Runs a client-named command of batches of uploads, as `ferry put` of
+/// many files does: its batches one after the other in one session; if
+/// that session is lost (or dies where the plan says), once more through
+/// another server, saying how many batches were answered (`done`) and
+/// sending the rest. Each batch's tries are recorded as `UploadMany`s
+/// with its [`CommandStep`].
+async fn run_command(
+    index: usize,
+    command: &Command<'_>,
+    shared: &Shared,
+    local: &SharedLocal,
+    token: &SessionToken,
+) {
+    let name = shared.records.borrow()[index].plan.name.clone();
+    let trace = &shared.trace;
+    let n = command.batches.len();
+    let mut answered = 0;
+    let mut first = None;
+    for attempt in 0..2 {
+        // The second try goes elsewhere: the first's server may be gone,
+        // and a retry through another server is the case to check.
+        let prefer = first.map(|s: u32| s % shared.servers.max(1) + 1);
+        let named = Some((command.id, answered as u64));
+        let opened =
+            Session::open_as(&name, &shared.driver, trace, local, token, prefer, named).await;
+        let mut s = match opened {
+            Ok(s) => s,
+            Err(why) => {
+                trace.borrow_mut().record_now(
+                    &name,
+                    format!(
+                        "give up on the command's batches {}..={n}: no session ({why})",
+                        answered + 1
+                    ),
+                );
+                return;
+            }
+        };
+        first = first.or(s.server);
+        let mut lost = false;
+        for (i, files) in command.batches.iter().enumerate().skip(answered) {
+            let op = OpPlan::UploadMany {
+                files: files.clone(),
+                replace: command.replace,
+            };
+            let step = CommandStep {
+                id: command.id,
+                number: i as u64 + 1,
+            };
+            let dies = command.die.filter(|(at, _)| attempt == 0 && *at == i);
+            let stop = match dies {
+                Some((_, Die::Sent)) => Cut::AllSent,
+                _ => Cut::Never,
+            };
+            let r = run_op_as(&mut s, index, op, stop, Some(step), shared, local).await;
+            // "Unavailable" is no answer: the try ends, the batch is sent
+            // again.
+            let unavailable = matches!(
+                r,
+                OpResult::Answer(Response::Failed(OpError::Unavailable { .. }))
+            );
+            if !matches!(r, OpResult::Answer(_)) || unavailable || s.server.is_none() {
+                lost = true;
+                break;
+            }
+            answered = i + 1;
+            if dies.is_some() {
+                lost = true;
+                break;
+            }
+        }
+        s.close().await;
+        if !lost || answered == n {
+            return;
+        }
+        trace.borrow_mut().record_now(
+            &name,
+            format!("the command's session is lost after {answered} of {n} batches answered; once more through another server"),
+        );
+    }
+}
+
+/// The records of an operation's tries (a step of a client-named command
+/// tried again after a lost session) as one operation: from the first
+/// try's start and log floor (`lo`) to the end of the try with an answer
+/// (or the last), with that try's server, answer and ceiling (`hi`).
+/// Other records are as they are.
+pub fn merge_tries(ops: &[OpRecord]) -> Vec<OpRecord> {
+    let mut merged: Vec<OpRecord> = Vec::new();
+    let mut at: std::collections::BTreeMap<CommandStep, usize> = Default::default();
+    for o in ops {
+        let Some(step) = o.command else {
+            merged.push(o.clone());
+            continue;
+        };
+        let Some(&i) = at.get(&step) else {
+            at.insert(step, merged.len());
+            merged.push(o.clone());
+            continue;
+        };
+        let m = &mut merged[i];
+        let answered = |r: &Option<OpResult>| matches!(r, Some(OpResult::Answer(_)));
+        if answered(&m.result) && !answered(&o.result) {
+            continue;
+        }
+        let (started, lo) = (m.started, m.lo);
+        *m = OpRecord {
+            started,
+            lo,
+            ..o.clone()
+        };
+    }
+    merged
+}
+
+/// The clients' records with each operation's tries as one
+/// ([`merge_tries`]): what the checks read.
+pub fn merged(records: &[FilesRecord]) -> Vec<FilesRecord> {
+    (records.iter())
+        .map(|r| FilesRecord {
+            plan: r.plan.clone(),
+            finished: r.finished,
+            ops: merge_tries(&r.ops),
+        })
+        .collect()
+}
+
 /// Runs one operation on the session, recording it (with its stamps).
 async fn run_op(
     s: &mut Session,
@@ -725,6 +957,37 @@ async fn run_op_cut(
     shared: &Shared,
     local: &SharedLocal,
 ) -> OpResult {
+    let stop = match cut {
+        Some(cut) => Cut::AtBytes(cut),
+        None => Cut::Never,
+    };
+    run_op_as(s, index, op, stop, None, shared, local).await
+}
+
+/// Where an operation is stopped where it stands (its session then lost).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    Never,
+    /// An upload, once this many of its bytes are acknowledged.
+    AtBytes(u64),
+    /// A batch of uploads, once every byte of its files is acknowledged.
+    AllSent,
+}
+
+/// [`run_op_cut`] for step `command` of a client-named command.
+async fn run_op_as(
+    s: &mut Session,
+    index: usize,
+    op: OpPlan,
+    stop: Cut,
+    command: Option<CommandStep>,
+    shared: &Shared,
+    local: &SharedLocal,
+) -> OpResult {
+    let cut = match stop {
+        Cut::AtBytes(cut) => Some(cut),
+        Cut::Never | Cut::AllSent => None,
+    };
     let user = shared.records.borrow()[index].plan.user;
     let token = shared.tokens.borrow()[user].clone();
     let Some(request) = token.and_then(|t| op.request(&shared.users, user, &t)) else {
@@ -769,6 +1032,7 @@ async fn run_op_cut(
             fetching: Vec::new(),
             cut,
             resumed: None,
+            command,
         });
         ops.len() - 1
     };
@@ -779,12 +1043,30 @@ async fn run_op_cut(
     });
     let mut fetching = Vec::new();
     let mut resumed = None;
-    let result = match cut {
-        Some(cut) => {
+    let result = match stop {
+        Cut::AtBytes(cut) => {
             let passed = |ev: &ClientEvent| matches!(ev, ClientEvent::Progress { bytes, .. } if *bytes >= cut);
             s.op_until(request, passed).await
         }
-        None => {
+        Cut::AllSent => {
+            let sizes: Vec<u64> = match &op {
+                OpPlan::UploadMany { files, .. } => {
+                    files.iter().map(|f| f.content.len() as u64).collect()
+                }
+                _ => Vec::new(),
+            };
+            let mut acked = vec![0; sizes.len()];
+            let all_sent = |ev: &ClientEvent| {
+                if let ClientEvent::FileProgress { file, bytes, .. } = ev {
+                    if let Some(a) = acked.get_mut(*file as usize) {
+                        *a = *bytes;
+                    }
+                }
+                acked == sizes
+            };
+            s.op_until(request, all_sent).await
+        }
+        Cut::Never => {
             s.op_watching(request, |ev| match ev {
                 ClientEvent::Fetching { .. } => fetching.push(elapsed()),
                 ClientEvent::Resumed { bytes, .. } => resumed = Some(*bytes),
@@ -1033,7 +1315,7 @@ pub fn add_verifiers(
                     break;
                 }
                 let (mut s, opened) =
-                    Session::open(name, &shared.driver, trace, &local, None).await;
+                    Session::open(name, &shared.driver, trace, &local, None, None).await;
                 let server = match opened {
                     Ok(server) => server,
                     Err(e) => {

@@ -81,7 +81,9 @@ fn files(records: &[FilesRecord], users: &[UserPlan], first_client: usize) -> Hi
                 OpPlan::Download { .. }
                 | OpPlan::DownloadMany { .. }
                 | OpPlan::Browse { .. }
-                | OpPlan::UploadMany { .. } => continue,
+                | OpPlan::UploadMany { .. }
+                // Recorded as its batches.
+                | OpPlan::PutCommand { .. } => continue,
             };
             let Some(output) = file_output(&input, o.result.as_ref()) else {
                 continue;

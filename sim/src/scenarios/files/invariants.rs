@@ -89,7 +89,8 @@
 //! violation.
 
 use super::client::{
-    BatchFile, FilesRecord, LocalCopy, OpPlan, OpRecord, OpResult, UserPlan, VerifyRecord,
+    BatchFile, CommandStep, FilesRecord, LocalCopy, OpPlan, OpRecord, OpResult, UserPlan,
+    VerifyRecord,
 };
 use super::model::{self, canonical, Catalogue, History, Outcome};
 use super::rot::{rotten_during, Rot};
@@ -99,7 +100,7 @@ use crate::trace::secs;
 use ferry_core::client::{ClientConfig, ClientError};
 use ferry_core::file_attrs::FileAttrs;
 use ferry_core::names::{check_path, is_under};
-use ferry_core::replication::entry::Txn;
+use ferry_core::replication::entry::{Origin, Txn};
 use ferry_core::server::messages::{FileOutcome, Landed};
 use ferry_core::server::{OpError, Response, ServerConfig};
 use ferry_core::transfer::TransferError;
@@ -469,6 +470,7 @@ pub fn check_files(f: &Final<'_>) -> (Vec<String>, usize) {
                         files,
                         replace: *replace,
                         outcomes,
+                        command: op.command,
                     };
                     let unique = |f: &BatchFile| {
                         planned.get(&(c.plan.user, f.name.as_str(), f.digest)) == Some(&1)
@@ -788,10 +790,11 @@ fn uploads_of(op: &OpPlan) -> impl Iterator<Item = Upload<'_>> {
             attrs,
             ..
         } => (Some((name, content, digest, *attrs)), &[][..]),
-        OpPlan::UploadMany { files, .. } => (None, &files[..]),
+        OpPlan::UploadMany { files, .. } => (None, std::slice::from_ref(files)),
+        OpPlan::PutCommand { batches, .. } => (None, &batches[..]),
         _ => (None, &[][..]),
     };
-    let many = many.iter().map(|f| (&f.name, &f.content, &f.digest, None));
+    let many = (many.iter().flatten()).map(|f| (&f.name, &f.content, &f.digest, None));
     one.into_iter().chain(many)
 }
 
@@ -826,6 +829,9 @@ pub struct BatchAnswer<'a> {
     pub files: &'a [BatchFile],
     pub replace: bool,
     pub outcomes: &'a [Landed],
+    /// The batch's place in a client-named command: a try through another
+    /// server is answered from the entry the first try's server ordered.
+    pub command: Option<CommandStep>,
 }
 
 /// Did file `i` of a batch reach its `PutFiles` (stored, or found to
@@ -895,16 +901,20 @@ pub fn check_batch(
         .then(|| {
             h.upto(b.hi)
                 .filter(|(k, e, _)| {
-                    e.origin.server == b.server
-                        && matches!(&e.txn, Txn::PutFiles { owner, files, replace, .. }
-                        if *owner == me
-                            && *replace == b.replace
-                            && files.len() == each.len()
-                            && files.iter().zip(&each).all(|(n, (_, f, _))| {
-                                n.name == f.name
-                                    && n.digest == f.digest
-                                    && n.size == f.content.len() as u64
-                            }))
+                    let ours = e.origin.server == b.server
+                        || b.command.is_some_and(|c| {
+                            e.origin.session == c.id | Origin::CLIENT_CHOSEN
+                                && e.origin.request == c.number
+                        });
+                    ours && matches!(&e.txn, Txn::PutFiles { owner, files, replace, .. }
+                    if *owner == me
+                        && *replace == b.replace
+                        && files.len() == each.len()
+                        && files.iter().zip(&each).all(|(n, (_, f, _))| {
+                            n.name == f.name
+                                && n.digest == f.digest
+                                && n.size == f.content.len() as u64
+                        }))
                         && (h.file_outcomes(*k).iter()).eq(each.iter().map(|(_, _, o)| o))
                 })
                 .map(|(k, _, _)| k)
@@ -966,6 +976,10 @@ pub fn check_batch(
         let twice = before.iter().any(|g| g.name == name);
         let within = (before.iter()).any(|g| is_under(name, &g.name) || is_under(&g.name, name));
         match e {
+            // The batch's entry applied after its owner's account was
+            // deleted (`NoSuchUser`): right if the account was gone at some
+            // point the server may have been at.
+            OpError::InvalidSession { .. } if some(&|s| !s.users.contains_key(&me)) => {}
             OpError::NotAuthenticated
             | OpError::InvalidSession { .. }
             | OpError::Transfer(
@@ -1479,6 +1493,7 @@ mod tests {
             files,
             replace: false,
             outcomes,
+            command: None,
         };
         let mut v = Vec::new();
         check_batch(h, &b, &|_| true, &mut v);
@@ -1577,6 +1592,7 @@ mod tests {
             files: &lone,
             replace: false,
             outcomes: &failed,
+            command: None,
         };
         let mut v = Vec::new();
         check_batch(&h, &b, &|_| false, &mut v);

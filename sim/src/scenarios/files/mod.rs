@@ -1,5 +1,8 @@
-//! The "files" scenario: users upload (a file, or a batch of them),
-//! download (a file, or a batch), share, unshare, delete and list files
+//! The "files" scenario: users upload (a file, a batch of them, or a
+//! command of several batches that the client names and, when its
+//! session is lost, tries again through another server from its first
+//! batch not answered), download (a file, or a batch), share, unshare,
+//! delete and list files
 //! through the balancer on a three-server cluster (server 1 the master),
 //! while the harness restarts a follower, cuts a follower off, and maybe
 //! crashes the master; then the cluster is healed, must converge (the same
@@ -47,8 +50,8 @@ use crate::seeds::Preset;
 use crate::seeds::{files_replay_command, SimRng};
 use crate::trace::secs;
 use client::{
-    add_files_client, add_verifiers, BatchFile, FilesClientPlan, FilesRecord, OpPlan, OpResult,
-    Shared, Step, UserPlan, VerifyRecord, VerifyTask,
+    add_files_client, add_verifiers, BatchFile, Die, FilesClientPlan, FilesRecord, OpPlan,
+    OpResult, Shared, Step, UserPlan, VerifyRecord, VerifyTask,
 };
 use ferry_core::accounts::password::PasswordParams;
 use ferry_core::names::check_path;
@@ -62,7 +65,7 @@ use ferry_core::FileAttrs;
 use model::{Catalogue, History};
 use rot::{Checked, RotCounts, Rotter};
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,6 +120,13 @@ const PARTIAL_KEEP: Duration = Duration::from_secs(20);
 /// on server3 20.8 s after the heal and is collected 25 s later, 0.8 s
 /// past the 45 s this was).
 const SETTLE_MAX: Duration = Duration::from_secs(25 + 40);
+/// [`SETTLE_MAX`] on a slow disk ([`SLOW_DISK`]), whose persists wait in
+/// one queue, 1–4 s each: what was queued before the heal lands long
+/// after it, and the more so with commands of several batches (a copy
+/// landed on server1 95 s after the heal, with five clients running
+/// commands and 237 blobs persisted). Twice the worst seen (within
+/// [`FilesConfig::duration`]).
+const SLOW_DISK_SETTLE_MAX: Duration = Duration::from_secs(25 + 2 * 95);
 /// How long a slow disk takes to persist a file: beyond a heartbeat's
 /// silence (3 s), and a few of them queued exceed a request's timeout.
 pub const SLOW_DISK: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(4));
@@ -174,6 +184,19 @@ const BATCH_NAMES: [&str; 4] = ["b1.txt", "b2.txt", "sub/b3.txt", "sub/b4.txt"];
 const BATCH_CLASHES: [&str; 2] = ["sub", "b1.txt/x"];
 /// Sizes of a batch's small files: empty, one byte, around one chunk.
 const BATCH_SMALL_SIZES: [u64; 5] = [0, 1, 4095, 4096, 4097];
+
+/// Chance (percent) that a swarm seed has commands of several batches
+/// (`OpPlan::PutCommand`: what `ferry put` of more than a batch sends, a
+/// command the client names, tried again through another server when
+/// its session is lost).
+pub const COMMANDS_PCT: u32 = 30;
+/// Of such a seed's operations, the share (percent) that are commands.
+const COMMAND_OPS_PCT: u32 = 15;
+/// Batches in a command, at least and at most.
+const COMMAND_BATCHES: (u64, u64) = (2, 4);
+/// Chance (percent) that a command's first try dies where its plan says
+/// (else only faults cut it).
+const COMMAND_DIES_PCT: u32 = 60;
 
 /// Chance (percent) that a swarm seed has batches of downloads
 /// (`DownloadMany`, what `ferry get` of several files sends).
@@ -280,6 +303,12 @@ pub struct FilesConfig {
     /// gives [`DOWNLOAD_BATCHES_PCT`] of its seeds
     /// [`DOWNLOAD_BATCH_OPS_PCT`].
     pub download_batch_pct: u32,
+    /// Chance (percent) that an operation is a command of 2–4 batches of
+    /// uploads instead, whose first try mostly dies in one of them (once
+    /// its bytes are sent, or once it is answered) and which is tried
+    /// again through another server. None by default; the swarm gives
+    /// [`COMMANDS_PCT`] of its seeds [`COMMAND_OPS_PCT`].
+    pub command_pct: u32,
     /// Treat a download served from a state older than an unshare or a
     /// delete already acknowledged to the owner as a violation. The
     /// contract (docs/transfer.md) is "shared at that point of the log":
@@ -321,9 +350,10 @@ impl Default for FilesConfig {
             cut_pct: 0,
             batch_pct: 0,
             download_batch_pct: 0,
+            command_pct: 0,
             strict_revocation: false,
             tick: Duration::from_millis(2),
-            duration: Duration::from_secs(240),
+            duration: Duration::from_secs(400),
         }
     }
 }
@@ -400,6 +430,10 @@ impl FilesConfig {
         if SimRng::new(seed, DOWNLOAD_BATCH_SEED_STREAM).chance(DOWNLOAD_BATCHES_PCT) {
             cfg.download_batch_pct = DOWNLOAD_BATCH_OPS_PCT;
         }
+        // And one for commands of several batches, for the same reason.
+        if SimRng::new(seed, COMMAND_SEED_STREAM).chance(COMMANDS_PCT) {
+            cfg.command_pct = COMMAND_OPS_PCT;
+        }
         cfg
     }
 }
@@ -429,6 +463,8 @@ impl FilesPlan {
         let mut batches = SimRng::new(seed, BATCH_PLAN_STREAM);
         // And batches of downloads, from one more.
         let mut gets = SimRng::new(seed, DOWNLOAD_BATCH_PLAN_STREAM);
+        // And commands of several batches.
+        let mut commands = SimRng::new(seed, COMMAND_PLAN_STREAM);
         let users: Vec<UserPlan> = USERNAMES[..cfg.users.clamp(1, 4) as usize]
             .iter()
             .map(|u| UserPlan {
@@ -470,6 +506,9 @@ impl FilesPlan {
                     // from the names the plans upload.
                     if gets.chance(cfg.download_batch_pct) {
                         op = OpPlan::DownloadMany { files: Vec::new() };
+                    }
+                    if commands.chance(cfg.command_pct) {
+                        op = draw_command(&mut commands, cfg);
                     }
                     // Mostly, an unshare takes back a share this client made.
                     if let OpPlan::Unshare { .. } = op {
@@ -747,6 +786,43 @@ fn draw_batch(rng: &mut SimRng, cfg: &FilesConfig) -> OpPlan {
     }
 }
 
+/// The stream that decides whether a swarm seed has commands of several
+/// batches (one under which the pinned seeds 3, 132, 172 and 211 have
+/// none, and seed 7, which `same_seed_same_trace` runs twice, has some),
+/// and the one its plan draws them from.
+const COMMAND_SEED_STREAM: u64 = 99;
+const COMMAND_PLAN_STREAM: u64 = 100;
+
+/// A command of [`COMMAND_BATCHES`] batches, each drawn as
+/// [`draw_batch`] draws one (`--force` or not for all), its id random;
+/// mostly its first try dies in one of its batches, once the batch's
+/// bytes are all acknowledged (its answer lost, though the cluster may
+/// apply it) or once it is answered.
+fn draw_command(rng: &mut SimRng, cfg: &FilesConfig) -> OpPlan {
+    let n = rng.range(COMMAND_BATCHES.0, COMMAND_BATCHES.1) as usize;
+    let replace = rng.chance(50);
+    let batches: Vec<Vec<BatchFile>> = (0..n)
+        .map(|_| match draw_batch(rng, cfg) {
+            OpPlan::UploadMany { files, .. } => files,
+            _ => Vec::new(),
+        })
+        .collect();
+    let die = rng.chance(COMMAND_DIES_PCT).then(|| {
+        let at = rng.range(0, n as u64 - 1) as usize;
+        let how = match rng.chance(50) {
+            true => Die::Sent,
+            false => Die::Answered,
+        };
+        (at, how)
+    });
+    OpPlan::PutCommand {
+        id: rng.next_u64(),
+        batches,
+        replace,
+        die,
+    }
+}
+
 /// The stream that decides whether a swarm seed has batches of downloads
 /// (one under which the pinned seeds 3, 172 and 211 have none, and seed
 /// 7, which `same_seed_same_trace` runs twice, has some), and the one its
@@ -767,6 +843,9 @@ fn fill_download_batches(rng: &mut SimRng, clients: &mut [FilesClientPlan], user
             let planned: Vec<&String> = match &s.op {
                 OpPlan::Upload { name, .. } => vec![name],
                 OpPlan::UploadMany { files, .. } => files.iter().map(|f| &f.name).collect(),
+                OpPlan::PutCommand { batches, .. } => {
+                    batches.iter().flatten().map(|f| &f.name).collect()
+                }
                 _ => continue,
             };
             let good = planned.into_iter().filter(|n| check_path(n).is_ok());
@@ -1137,6 +1216,29 @@ impl Details for FilesDetails {
                 }
             }
         }
+        // Commands' batches: answered on a second try (through another
+        // server), and of them ones the first try had sent whole (its
+        // answer lost: the cluster may have applied it).
+        let mut retried = [0u64; 2];
+        for r in &self.clients {
+            let mut tries: BTreeMap<client::CommandStep, Vec<&client::OpRecord>> = BTreeMap::new();
+            for op in &r.ops {
+                if let Some(step) = op.command {
+                    tries.entry(step).or_default().push(op);
+                }
+            }
+            for t in tries.values().filter(|t| t.len() > 1) {
+                if t.last()
+                    .is_some_and(|o| matches!(o.result, Some(OpResult::Answer(_))))
+                {
+                    retried[0] += 1;
+                }
+            }
+        }
+        retried[1] = (self.clients.iter())
+            .flat_map(|r| &r.plan.steps)
+            .filter(|s| matches!(s.op, OpPlan::PutCommand { .. }))
+            .count() as u64;
         let mut counts = vec![
             ("uploads stored", c[0]),
             ("  of them empty", c[1]),
@@ -1168,6 +1270,8 @@ impl Details for FilesDetails {
                 b[4],
             ),
             ("  files failed otherwise", b[5]),
+            ("commands of several batches planned", retried[1]),
+            ("  batches answered on a second try", retried[0]),
             ("batches of downloads answered (DownloadMany)", d[0]),
             ("  files received", d[1]),
             ("    of them another user's", d[2]),
@@ -1445,7 +1549,11 @@ pub fn run_files_scenario(seed: u64, cfg: &FilesConfig) -> FilesOutcome {
             Phase::Safety => {
                 if f.waiting.is_empty() && f.shared.records.borrow().iter().all(|r| r.finished) {
                     f.heal();
-                    phase = Phase::Healing(Settle::new(now, SETTLE_MAX));
+                    let max = match cfg.file_persist_latency >= SLOW_DISK {
+                        true => SLOW_DISK_SETTLE_MAX,
+                        false => SETTLE_MAX,
+                    };
+                    phase = Phase::Healing(Settle::new(now, max));
                 }
             }
             Phase::Healing(settle) => match settle.poll(now, f.h.steps, None, || f.convergence()) {
@@ -1566,6 +1674,7 @@ impl<'c> Files<'c> {
                 seed: SimRng::new(seed, 24).next_u64(),
                 ..DriverConfig::default()
             },
+            servers: cfg.servers,
         };
         let accounts = plan
             .users
@@ -1914,7 +2023,7 @@ impl<'c> Files<'c> {
 
     /// The final checks; returns the count of stale (allowed) downloads.
     fn check_final_state(&mut self, history: &History) -> usize {
-        let records = self.shared.records.borrow();
+        let records = client::merged(&self.shared.records.borrow());
         let verify = self.shared.verify.borrow();
         let users = &self.shared.users;
         // By the registration: a user who deleted their account is gone
@@ -1953,7 +2062,7 @@ impl<'c> Files<'c> {
                 rots,
             })
         });
-        drop((records, verify, disks, checks));
+        drop((verify, disks, checks));
         self.h.violations.extend(v);
         stale
     }
@@ -1967,9 +2076,9 @@ impl<'c> Files<'c> {
         if !accounts.iter().all(|r| r.finished) {
             return LinCheck::default();
         }
-        let records = self.shared.records.borrow();
+        let records = client::merged(&self.shared.records.borrow());
         let h = history::history(&accounts, &records, &self.shared.users);
-        drop((accounts, records));
+        drop(accounts);
         let lin = LinCheck::of(&h);
         self.h.violations.extend(lin.violation.clone());
         lin
