@@ -8,6 +8,13 @@ use crate::server::{OpError, Request, SessionMsg};
 use crate::testkit::cluster::Cluster;
 use std::time::Duration;
 
+/// The names in the catalogue once the cluster has settled.
+fn settled_names(c: &mut Cluster) -> Vec<String> {
+    c.settle();
+    let state = c.server(0).replica.state();
+    (state.catalogue().all()).map(|f| f.name.clone()).collect()
+}
+
 fn register(c: &mut Cluster, ix: usize, command: Option<u64>) -> Vec<SessionMsg> {
     let s = c.open_session(ix);
     if let Some(id) = command {
@@ -143,19 +150,13 @@ fn a_command_of_several_uploads_tried_again_applies_each_once_and_the_new_ones()
     assert_eq!(c.upload(2, s, "b", &b, false), first_b, "b's first answer");
     let new_c = c.upload(2, s, "c", &cc, false);
     assert!(stored(&new_c), "{new_c:?}");
-    c.settle();
-    let state = c.server(0).replica.state();
-    let names: Vec<&str> = (state.catalogue().all()).map(|f| f.name.as_str()).collect();
-    assert_eq!(names, ["a", "b", "c"], "c applied, each once");
+    assert_eq!(settled_names(&mut c), ["a", "b", "c"], "c applied, each once");
 }
 
 /// A command tried again from where its answers stop (`Command { done }`,
 /// as `ferry` tries one): the proof of the login and a listing are sent
 /// again and numbered on neither try; the upload whose answer was lost is
-/// answered as the first try applied it, and the one after it is new. An
-/// upload answered on the first try is not sent again, so a refusal it
-/// had stays true (the file taken by another command since is not stored
-/// over it).
+/// answered as the first try applied it, and the one after it is new.
 #[test]
 fn a_command_tried_again_after_its_answered_operations_numbers_the_rest_as_before() {
     let mut c = Cluster::new(3);
@@ -174,10 +175,7 @@ fn a_command_tried_again_after_its_answered_operations_numbers_the_rest_as_befor
     assert_eq!(c.upload(2, s, "b", &b, false), first_b, "b's first answer");
     let new_c = c.upload(2, s, "c", &cc, false);
     assert!(stored(&new_c), "{new_c:?}");
-    c.settle();
-    let state = c.server(0).replica.state();
-    let names: Vec<&str> = (state.catalogue().all()).map(|f| f.name.as_str()).collect();
-    assert_eq!(names, ["a", "b", "c"], "each applied once");
+    assert_eq!(settled_names(&mut c), ["a", "b", "c"], "each applied once");
 }
 
 /// A batch of a command whose first try was applied (its answer lost),
