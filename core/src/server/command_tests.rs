@@ -150,7 +150,11 @@ fn a_command_of_several_uploads_tried_again_applies_each_once_and_the_new_ones()
     assert_eq!(c.upload(2, s, "b", &b, false), first_b, "b's first answer");
     let new_c = c.upload(2, s, "c", &cc, false);
     assert!(stored(&new_c), "{new_c:?}");
-    assert_eq!(settled_names(&mut c), ["a", "b", "c"], "c applied, each once");
+    assert_eq!(
+        settled_names(&mut c),
+        ["a", "b", "c"],
+        "c applied, each once"
+    );
 }
 
 /// A command tried again from where its answers stop (`Command { done }`,
