@@ -181,6 +181,23 @@ fn download_batches_ran(report: &ferry_sim::SweepReport, seeds: u64) {
     at_least_counted(report, seeds, &at_least, "batches of downloads");
 }
 
+/// Seeds beyond the sweep whose commands once left garbage on a server:
+/// a batch's server, cut off, sent its entry to the master again once it
+/// was back (a client-named origin, logged twice); its blobs, replaced
+/// meanwhile, were looked at while the second entry was still to come,
+/// kept for it, and never looked at again when it applied as a duplicate.
+/// An applied entry's contents that the catalogue does not name are now
+/// candidates for collection (`BlobStore::sync_applied`).
+#[test]
+fn garbage_kept_for_a_duplicate_entry_is_collected_once_it_applies() {
+    let seeds = [1605, 2613];
+    let wall = Instant::now();
+    let report = sweep_with(&seeds, sweep_threads(), swarm, |seed| {
+        files_replay_command(seed, Preset::Swarm)
+    });
+    common::check_sweep(&report, seeds.len(), sweep_threads(), wall, false);
+}
+
 /// A sweep of `seeds` swarm seeds (100 or more) ran commands of several
 /// batches whose first try lost its session, and batches of them were
 /// answered on a second try through another server (about 30 % of the

@@ -554,15 +554,24 @@ impl BlobStore {
         let applied = replica.indexes().applied;
         let catalogue = replica.state().catalogue();
         let new = (replica.log().get(self.synced_at as usize..applied as usize)).unwrap_or(&[]);
+        // What an entry named and the catalogue does not (a duplicate of
+        // an entry applied before, a file refused as it was applied) may
+        // be garbage now: a collection before that entry was applied kept
+        // it, as an entry to come named it.
+        let mut unnamed = BTreeSet::new();
         for e in new {
             for d in e.txn.contents() {
-                if catalogue.names(&d) {
-                    self.want(now, d);
+                match catalogue.names(&d) {
+                    true => self.want(now, d),
+                    false => {
+                        unnamed.insert(d);
+                    }
                 }
             }
         }
         self.synced_at = applied;
         let mut candidates: BTreeSet<[u8; 32]> = released.into_iter().collect();
+        candidates.extend(unnamed);
         candidates.extend(self.release_kept(now, replica));
         self.collect(candidates, replica, out);
         self.drop_unwanted(replica, out);
